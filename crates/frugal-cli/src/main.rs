@@ -1,0 +1,134 @@
+//! The `frugal` command: parses arguments, calls one library function per subcommand, and turns
+//! errors into exit codes in one place (0 success, 1 failure, 2 bad input or usage, 130 Ctrl-C).
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "frugal",
+    version,
+    about = "Make AI models smaller, faster and greener — and prove it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF or safetensors file: metadata, tensors, parameters, bits per weight.
+    Inspect {
+        /// The model file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// List every tensor (text output lists the first 12).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run a compression recipe; without one, the embedded default on the bundled digits data.
+    Run {
+        /// A recipe file (TOML).
+        recipe: Option<PathBuf>,
+        /// Folder for artifacts and report.json.
+        #[arg(long, short, default_value = "frugal-out")]
+        out: PathBuf,
+        /// Seed for every random choice.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    // On Ctrl-C, delete unfinished outputs before exiting, so nothing partial is left behind.
+    let _ = ctrlc::set_handler(|| {
+        frugal_formats::output::remove_unfinished_outputs();
+        eprintln!("frugal: interrupted; unfinished outputs removed");
+        std::process::exit(130);
+    });
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("frugal: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 when the input is at fault (missing, malformed or unsupported file), otherwise 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let bad_input = e.chain().any(|c| {
+        c.downcast_ref::<frugal_formats::Error>()
+            .is_some_and(|f| f.is_bad_input())
+            || matches!(
+                c.downcast_ref::<frugal_pipeline::Error>(),
+                Some(frugal_pipeline::Error::RecipeUnsupported { .. })
+            )
+    });
+    if bad_input {
+        2
+    } else {
+        1
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { file, json, all } => {
+            let summary = frugal_formats::inspect::inspect(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.to_text(all));
+            }
+        }
+        Command::Run {
+            recipe,
+            out,
+            seed,
+            json,
+        } => {
+            let opts = frugal_pipeline::RunOptions {
+                recipe,
+                out_dir: out,
+                seed,
+                ..Default::default()
+            };
+            let (report, path) = frugal_pipeline::run(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let d = &report.data;
+                println!("frugal run: {} (embedded default)", report.recipe);
+                println!(
+                    "  data     {} — {} images {}×{}, {} classes",
+                    d.dataset, d.n_images, d.image_shape[0], d.image_shape[1], d.n_classes
+                );
+                println!(
+                    "  split    {} train / {} test (stratified, seed {})",
+                    d.n_train, d.n_test, d.seed
+                );
+                println!(
+                    "  pending  {} (not in this version yet)",
+                    report.pending_steps.join(", ")
+                );
+                println!("  report   {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}

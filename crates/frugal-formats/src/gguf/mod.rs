@@ -1,0 +1,118 @@
+//! GGUF, llama.cpp's model format: a hardened reader for versions 2 and 3 and a version-3 writer.
+//!
+//! Specification: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>. Tensor data is
+//! memory-mapped and handed out as byte slices in the file's own block layout; decoding the
+//! blocks into numbers is the models crate's job.
+
+mod ggml_type;
+mod read;
+mod value;
+mod write;
+
+pub use ggml_type::{GgmlType, GgmlTypeInfo, GGML_TYPES};
+pub use read::parse_header;
+pub use value::{Array, Value, ValueType};
+pub use write::{write_gguf, write_gguf_file, TensorToWrite};
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use std::path::{Path, PathBuf};
+
+/// Alignment of tensor data when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// ggml tensors have at most four dimensions.
+pub const MAX_DIMS: usize = 4;
+/// Longest tensor name accepted (llama.cpp's own limit is 63 bytes; we read more generously).
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// Everything in a GGUF file except the tensor data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GgufHeader {
+    pub version: u32,
+    pub alignment: u64,
+    /// Metadata in file order.
+    pub metadata: Vec<(String, Value)>,
+    /// Tensor infos in file order.
+    pub tensors: Vec<TensorInfo>,
+    /// Absolute byte offset of the tensor data section.
+    pub data_offset: u64,
+}
+
+/// One entry of the tensor table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub ggml_type: GgmlType,
+    /// Dimensions in ggml order: `dims[0]` is the row length (innermost, contiguous).
+    pub dims: Vec<u64>,
+    /// Offset of the data relative to the data section.
+    pub offset: u64,
+    /// Size of the data in bytes.
+    pub n_bytes: u64,
+    /// Absolute offset of this entry in the file (for error messages).
+    pub info_offset: u64,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+}
+
+impl GgufHeader {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// `general.architecture`, e.g. `"llama"`.
+    pub fn architecture(&self) -> Option<&str> {
+        self.get("general.architecture").and_then(Value::as_str)
+    }
+
+    /// An architecture-scoped key, e.g. `arch_get("block_count")` reads `llama.block_count`.
+    pub fn arch_get(&self, suffix: &str) -> Option<&Value> {
+        self.get(&format!("{}.{suffix}", self.architecture()?))
+    }
+}
+
+/// A memory-mapped GGUF file.
+pub struct GgufFile {
+    path: PathBuf,
+    map: Option<Mmap>,
+    pub header: GgufHeader,
+}
+
+impl GgufFile {
+    /// Opens and validates a GGUF file. Nothing but the header is read until tensors are asked for.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let map = crate::map_file(path)?;
+        let bytes = map.as_deref().unwrap_or(&[]);
+        let header = parse_header(bytes).map_err(|e| Error::malformed(path, "GGUF", e))?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            map,
+            header,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.len() as u64)
+    }
+
+    /// The raw bytes of tensor `info` (which must come from this file's header).
+    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        // The header parser checked that every tensor lies inside the file.
+        let start = (self.header.data_offset + info.offset) as usize;
+        &self.map.as_deref().unwrap_or(&[])[start..start + info.n_bytes as usize]
+    }
+
+    /// Finds a tensor by name.
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.header.tensors.iter().find(|t| t.name == name)
+    }
+}

@@ -1,0 +1,226 @@
+//! The GGUF version-3 writer. Output goes through [`crate::output::AtomicFile`], so a failed or
+//! interrupted write leaves nothing behind.
+
+use super::value::{Array, Value};
+use super::{GgmlType, DEFAULT_ALIGNMENT, MAX_DIMS};
+use crate::error::{Error, Result};
+use crate::output::AtomicFile;
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// A tensor to write: its bytes must already be in the block layout of `ggml_type`.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorToWrite<'a> {
+    pub name: &'a str,
+    pub ggml_type: GgmlType,
+    /// ggml order: `dims[0]` is the row length.
+    pub dims: &'a [u64],
+    pub data: &'a [u8],
+}
+
+/// Writes a GGUF file to `path` atomically, refusing to overwrite any of `inputs`.
+/// Returns the number of bytes written.
+pub fn write_gguf_file(
+    path: &Path,
+    inputs: &[&Path],
+    metadata: &[(String, Value)],
+    tensors: &[TensorToWrite<'_>],
+) -> Result<u64> {
+    let alignment = validate(path, metadata, tensors)?;
+    let mut out = AtomicFile::create(path, inputs)?;
+    let n = write_gguf_unchecked(&mut out, metadata, tensors, alignment)
+        .map_err(|e| Error::io(path, "writing GGUF", e))?;
+    out.commit()?;
+    Ok(n)
+}
+
+/// Writes a GGUF file to any writer. Returns the number of bytes written.
+pub fn write_gguf<W: Write>(
+    w: &mut W,
+    metadata: &[(String, Value)],
+    tensors: &[TensorToWrite<'_>],
+) -> Result<u64> {
+    let alignment = validate(Path::new("<stream>"), metadata, tensors)?;
+    write_gguf_unchecked(w, metadata, tensors, alignment)
+        .map_err(|e| Error::io(Path::new("<stream>"), "writing GGUF", e))
+}
+
+/// Checks what a reader would check, so Frugal never writes a file it would refuse to read.
+fn validate(
+    path: &Path,
+    metadata: &[(String, Value)],
+    tensors: &[TensorToWrite<'_>],
+) -> Result<u64> {
+    let bad = |reason: String| Error::InvalidOutput {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut keys = HashSet::new();
+    for (k, _) in metadata {
+        if !keys.insert(k.as_str()) {
+            return Err(bad(format!("duplicate metadata key `{k}`")));
+        }
+    }
+    let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+        None => DEFAULT_ALIGNMENT,
+        Some((_, Value::U32(a))) if a.is_power_of_two() => u64::from(*a),
+        Some((_, v)) => {
+            return Err(bad(format!(
+                "general.alignment must be a power-of-two u32, not {}",
+                v.summary()
+            )))
+        }
+    };
+    let mut names = HashSet::new();
+    for t in tensors {
+        let bad_t = |reason: String| Error::InvalidTensor {
+            path: path.to_path_buf(),
+            tensor: t.name.to_string(),
+            reason,
+        };
+        if !names.insert(t.name) {
+            return Err(bad_t("duplicate tensor name".into()));
+        }
+        if t.dims.len() > MAX_DIMS {
+            return Err(bad_t(format!(
+                "{} dimensions (at most {MAX_DIMS})",
+                t.dims.len()
+            )));
+        }
+        let info = t
+            .ggml_type
+            .info()
+            .ok_or_else(|| bad_t(format!("unknown ggml type {}", t.ggml_type.0)))?;
+        let ne0 = t.dims.first().copied().unwrap_or(1);
+        if ne0 % info.block_size != 0 {
+            return Err(bad_t(format!(
+                "row length {ne0} is not a multiple of {}'s block size {}",
+                info.name, info.block_size
+            )));
+        }
+        let n: Option<u64> = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        let want = n
+            .and_then(|n| t.ggml_type.bytes_for(n))
+            .ok_or_else(|| bad_t("size overflows".into()))?;
+        if want != t.data.len() as u64 {
+            return Err(bad_t(format!(
+                "{} shape {:?} needs {want} bytes, got {}",
+                info.name,
+                t.dims,
+                t.data.len()
+            )));
+        }
+    }
+    Ok(alignment)
+}
+
+fn write_gguf_unchecked<W: Write>(
+    w: &mut W,
+    metadata: &[(String, Value)],
+    tensors: &[TensorToWrite<'_>],
+    alignment: u64,
+) -> io::Result<u64> {
+    let mut w = Counting { inner: w, n: 0 };
+    w.write_all(b"GGUF")?;
+    w.write_all(&3u32.to_le_bytes())?;
+    w.write_all(&(tensors.len() as u64).to_le_bytes())?;
+    w.write_all(&(metadata.len() as u64).to_le_bytes())?;
+    for (k, v) in metadata {
+        write_str(&mut w, k)?;
+        w.write_all(&(v.value_type() as u32).to_le_bytes())?;
+        write_value(&mut w, v)?;
+    }
+    let mut offset = 0u64;
+    for t in tensors {
+        write_str(&mut w, t.name)?;
+        w.write_all(&(t.dims.len() as u32).to_le_bytes())?;
+        for d in t.dims {
+            w.write_all(&d.to_le_bytes())?;
+        }
+        w.write_all(&t.ggml_type.0.to_le_bytes())?;
+        w.write_all(&offset.to_le_bytes())?;
+        offset += (t.data.len() as u64).div_ceil(alignment) * alignment;
+    }
+    pad(&mut w, alignment)?;
+    for t in tensors {
+        w.write_all(t.data)?;
+        pad(&mut w, alignment)?;
+    }
+    w.flush()?;
+    Ok(w.n)
+}
+
+struct Counting<'a, W> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn pad<W: Write>(w: &mut Counting<'_, W>, alignment: u64) -> io::Result<()> {
+    let n = w.n.div_ceil(alignment) * alignment - w.n;
+    w.write_all(&vec![0u8; n as usize])
+}
+
+fn write_str<W: Write>(w: &mut W, s: &str) -> io::Result<()> {
+    w.write_all(&(s.len() as u64).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn write_value<W: Write>(w: &mut W, v: &Value) -> io::Result<()> {
+    match v {
+        Value::U8(x) => w.write_all(&x.to_le_bytes()),
+        Value::I8(x) => w.write_all(&x.to_le_bytes()),
+        Value::U16(x) => w.write_all(&x.to_le_bytes()),
+        Value::I16(x) => w.write_all(&x.to_le_bytes()),
+        Value::U32(x) => w.write_all(&x.to_le_bytes()),
+        Value::I32(x) => w.write_all(&x.to_le_bytes()),
+        Value::F32(x) => w.write_all(&x.to_le_bytes()),
+        Value::U64(x) => w.write_all(&x.to_le_bytes()),
+        Value::I64(x) => w.write_all(&x.to_le_bytes()),
+        Value::F64(x) => w.write_all(&x.to_le_bytes()),
+        Value::Bool(x) => w.write_all(&[u8::from(*x)]),
+        Value::String(s) => write_str(w, s),
+        Value::Array(a) => write_array(w, a),
+    }
+}
+
+fn write_array<W: Write>(w: &mut W, a: &Array) -> io::Result<()> {
+    w.write_all(&(a.elem_type() as u32).to_le_bytes())?;
+    w.write_all(&(a.len() as u64).to_le_bytes())?;
+    macro_rules! each {
+        ($v:expr) => {{
+            // One buffered write per array keeps 50k-token vocabularies fast.
+            let mut buf = Vec::with_capacity($v.len() * 8);
+            for x in $v {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            w.write_all(&buf)
+        }};
+    }
+    match a {
+        Array::U8(v) => w.write_all(v),
+        Array::I8(v) => each!(v),
+        Array::U16(v) => each!(v),
+        Array::I16(v) => each!(v),
+        Array::U32(v) => each!(v),
+        Array::I32(v) => each!(v),
+        Array::F32(v) => each!(v),
+        Array::U64(v) => each!(v),
+        Array::I64(v) => each!(v),
+        Array::F64(v) => each!(v),
+        Array::Bool(v) => w.write_all(&v.iter().map(|&b| u8::from(b)).collect::<Vec<_>>()),
+        Array::String(v) => v.iter().try_for_each(|s| write_str(w, s)),
+        Array::Array(v) => v.iter().try_for_each(|a| write_array(w, a)),
+    }
+}

@@ -1,0 +1,38 @@
+//! Frugal's file formats: GGUF (read v2/v3, write v3), safetensors, Fashion-MNIST's IDX, the Brown
+//! corpus, the embedded digits data set, and safe atomic output.
+//!
+//! Every parser works on bytes it has been handed and checks each length, count and offset
+//! against what is there before using it: a crafted file produces an [`Error`] naming the file
+//! and field, never a panic or an allocation out of proportion to the file.
+
+pub mod assets;
+pub mod brown;
+pub mod digits;
+pub mod error;
+pub mod gguf;
+pub mod idx;
+pub mod inspect;
+pub mod output;
+pub mod safetensors;
+
+pub use error::{Error, ParseError, Result};
+
+use std::path::Path;
+
+/// Memory-maps a file read-only; `None` for an empty file (which cannot be mapped).
+pub(crate) fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io(path, "reading metadata of", e))?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the map is read-only, and Frugal never writes to its inputs (output goes to new
+    // files renamed into place). Another process truncating the file while it is mapped could
+    // still fault; that is the usual caveat of memory-mapped model loading (llama.cpp shares it).
+    let map =
+        unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, "memory-mapping", e))?;
+    Ok(Some(map))
+}

@@ -1,0 +1,213 @@
+//! Safe output: every file Frugal writes goes to a temporary file in the target folder and is
+//! renamed into place only when complete, so a reader never sees a partial file, a failed or
+//! interrupted run leaves nothing behind, and an input is never written over.
+
+use crate::error::{Error, Result};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Temporary files not yet committed or removed, so a signal handler can delete them.
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Deletes every temporary output file of this process that is still pending. Call it from a
+/// Ctrl-C handler before exiting; it is safe to call at any time.
+pub fn remove_unfinished_outputs() {
+    let pending = match PENDING.lock() {
+        Ok(mut p) => std::mem::take(&mut *p),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    for p in pending {
+        let _ = fs::remove_file(p);
+    }
+}
+
+fn unregister(p: &Path) {
+    if let Ok(mut pending) = PENDING.lock() {
+        pending.retain(|q| q != p);
+    }
+}
+
+/// A file being written: becomes visible at its final path only on [`AtomicFile::commit`].
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+/// True when `a` and `b` name the same existing file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+impl AtomicFile {
+    /// Starts writing `path`. Fails if `path` is one of `inputs` (even through another name or a
+    /// link), is a folder, or its folder does not exist.
+    pub fn create(path: &Path, inputs: &[&Path]) -> Result<Self> {
+        if inputs.iter().any(|i| same_file(path, i)) {
+            return Err(Error::WouldOverwriteInput {
+                path: path.to_path_buf(),
+            });
+        }
+        if path.is_dir() {
+            return Err(Error::InvalidOutput {
+                path: path.to_path_buf(),
+                reason: "is a folder".into(),
+            });
+        }
+        let name = path.file_name().ok_or_else(|| Error::InvalidOutput {
+            path: path.to_path_buf(),
+            reason: "has no file name".into(),
+        })?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.partial", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        // Registered before creation so that a signal arriving in between still cleans up.
+        PENDING
+            .lock()
+            .map_err(|_| Error::InvalidOutput {
+                path: path.to_path_buf(),
+                reason: "output registry poisoned".into(),
+            })?
+            .push(tmp.clone());
+        let file = match File::create(&tmp) {
+            Ok(f) => f,
+            Err(e) => {
+                unregister(&tmp);
+                return Err(Error::io(path, "creating output", e));
+            }
+        };
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            tmp,
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        let out = self.out.take().expect("AtomicFile used after commit");
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, "writing output", e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| Error::io(&self.path, "syncing output", e))?;
+        drop(file);
+        fs::rename(&self.tmp, &self.path)
+            .map_err(|e| Error::io(&self.path, "renaming output into place", e))?;
+        unregister(&self.tmp);
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Make the rename durable; not every file system supports syncing a folder.
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out
+            .as_mut()
+            .expect("AtomicFile used after commit")
+            .write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.out
+            .as_mut()
+            .expect("AtomicFile used after commit")
+            .write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out
+            .as_mut()
+            .expect("AtomicFile used after commit")
+            .flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+            unregister(&self.tmp);
+        }
+    }
+}
+
+/// Writes `path` atomically with the bytes `fill` produces.
+pub fn write_atomic(
+    path: &Path,
+    inputs: &[&Path],
+    fill: impl FnOnce(&mut AtomicFile) -> io::Result<()>,
+) -> Result<()> {
+    let mut f = AtomicFile::create(path, inputs)?;
+    fill(&mut f).map_err(|e| Error::io(path, "writing output", e))?;
+    f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_makes_the_file_appear_and_drop_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        let mut f = AtomicFile::create(&p, &[]).unwrap();
+        f.write_all(b"hello").unwrap();
+        assert!(!p.exists(), "visible before commit");
+        f.commit().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"hello");
+
+        let q = dir.path().join("dropped.bin");
+        let mut f = AtomicFile::create(&q, &[]).unwrap();
+        f.write_all(b"partial").unwrap();
+        drop(f);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only out.bin remains"
+        );
+    }
+
+    #[test]
+    fn refuses_to_overwrite_an_input_even_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("model.gguf");
+        fs::write(&input, b"original").unwrap();
+        let link = dir.path().join("alias.gguf");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        for target in [&input, &link] {
+            let err = write_atomic(target, &[&input], |f| f.write_all(b"new")).unwrap_err();
+            assert!(matches!(err, Error::WouldOverwriteInput { .. }), "{err}");
+        }
+        assert_eq!(fs::read(&input).unwrap(), b"original");
+    }
+
+    #[test]
+    fn a_failing_writer_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        let err = write_atomic(&p, &[], |f| {
+            f.write_all(b"half")?;
+            Err(io::Error::other("interrupted"))
+        });
+        assert!(err.is_err());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

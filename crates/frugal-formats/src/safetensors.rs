@@ -1,0 +1,387 @@
+//! safetensors: a hardened, memory-mapped reader and an atomic writer.
+//!
+//! Format: <https://github.com/huggingface/safetensors#format>: an 8-byte little-endian header
+//! length N, N bytes of JSON (`{"name": {"dtype", "shape", "data_offsets"}, "__metadata__": {…}}`),
+//! then the tensor bytes, which must be covered exactly, without holes or overlaps. Our own parser
+//! (rather than the `safetensors` crate's) lets every error name the tensor and field at fault;
+//! the tests check our output against that crate.
+
+use crate::error::{Error, ParseError, Result};
+use crate::output::AtomicFile;
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Largest header accepted, as in the reference implementation.
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+/// At most this many dimensions per tensor.
+pub const MAX_DIMS: usize = 16;
+
+macro_rules! dtypes {
+    ($($v:ident = $name:literal, $size:literal;)*) => {
+        /// A safetensors element type.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Dtype { $($v,)* }
+        /// The table of element types: name on disk and bytes per element.
+        pub const DTYPES: &[(Dtype, &str, u64)] = &[$((Dtype::$v, $name, $size),)*];
+    };
+}
+
+dtypes! {
+    Bool = "BOOL", 1;
+    U8 = "U8", 1;
+    I8 = "I8", 1;
+    F8E4M3 = "F8_E4M3", 1;
+    F8E5M2 = "F8_E5M2", 1;
+    I16 = "I16", 2;
+    U16 = "U16", 2;
+    F16 = "F16", 2;
+    BF16 = "BF16", 2;
+    I32 = "I32", 4;
+    U32 = "U32", 4;
+    F32 = "F32", 4;
+    F64 = "F64", 8;
+    I64 = "I64", 8;
+    U64 = "U64", 8;
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        DTYPES
+            .iter()
+            .find(|d| d.0 == self)
+            .map(|d| d.1)
+            .unwrap_or("?")
+    }
+    pub fn size(self) -> u64 {
+        DTYPES
+            .iter()
+            .find(|d| d.0 == self)
+            .map(|d| d.2)
+            .unwrap_or(1)
+    }
+    pub fn from_name(s: &str) -> Option<Dtype> {
+        DTYPES.iter().find(|d| d.1 == s).map(|d| d.0)
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One tensor entry of a safetensors header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StTensorInfo {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    /// Byte range relative to the start of the data section.
+    pub begin: u64,
+    pub end: u64,
+}
+
+impl StTensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// A parsed safetensors header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetensorsHeader {
+    /// `__metadata__` (string to string), empty when absent.
+    pub metadata: BTreeMap<String, String>,
+    /// Tensors in the order of their data.
+    pub tensors: Vec<StTensorInfo>,
+    /// Absolute offset of the data section (8 + header length).
+    pub data_offset: u64,
+}
+
+/// Parses and validates the header of a safetensors file held in `buf` (the whole file).
+pub fn parse_header(buf: &[u8]) -> Result<SafetensorsHeader, ParseError> {
+    let e = |field: &str, at: u64, reason: String| ParseError::new(field, at, reason);
+    if buf.len() < 8 {
+        return Err(e(
+            "header_len",
+            0,
+            format!(
+                "file is {} bytes, shorter than the 8-byte header length",
+                buf.len()
+            ),
+        ));
+    }
+    let n = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+    let avail = buf.len() as u64 - 8;
+    if n > MAX_HEADER_LEN || n > avail {
+        return Err(e(
+            "header_len",
+            0,
+            format!("header length {n} exceeds the {avail} bytes left (limit {MAX_HEADER_LEN})"),
+        ));
+    }
+    let json = &buf[8..8 + n as usize];
+    if json.first() != Some(&b'{') {
+        return Err(e("header", 8, "header does not start with `{`".into()));
+    }
+    let text = std::str::from_utf8(json).map_err(|err| {
+        e(
+            "header",
+            8 + err.valid_up_to() as u64,
+            format!("header is not valid UTF-8 ({err})"),
+        )
+    })?;
+    let root: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|err| e("header", 8, format!("header is not a JSON object: {err}")))?;
+    let data_len = avail - n;
+    let mut metadata = BTreeMap::new();
+    let mut tensors = Vec::with_capacity(root.len());
+    for (name, entry) in &root {
+        if name == "__metadata__" {
+            let obj = entry
+                .as_object()
+                .ok_or_else(|| e("__metadata__", 8, "must be an object of strings".into()))?;
+            for (k, v) in obj {
+                let v = v.as_str().ok_or_else(|| {
+                    e(
+                        &format!("__metadata__.{k}"),
+                        8,
+                        "metadata values must be strings".into(),
+                    )
+                })?;
+                metadata.insert(k.clone(), v.to_string());
+            }
+            continue;
+        }
+        let field = |f: &str| format!("{name}.{f}");
+        let obj = entry
+            .as_object()
+            .ok_or_else(|| e(name, 8, "tensor entry must be an object".into()))?;
+        let dtype_name = obj
+            .get("dtype")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| e(&field("dtype"), 8, "missing or not a string".into()))?;
+        let dtype = Dtype::from_name(dtype_name)
+            .ok_or_else(|| e(&field("dtype"), 8, format!("unknown dtype `{dtype_name}`")))?;
+        let shape_v = obj
+            .get("shape")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| e(&field("shape"), 8, "missing or not an array".into()))?;
+        if shape_v.len() > MAX_DIMS {
+            return Err(e(
+                &field("shape"),
+                8,
+                format!("{} dimensions (at most {MAX_DIMS})", shape_v.len()),
+            ));
+        }
+        let shape = shape_v
+            .iter()
+            .map(|d| {
+                d.as_u64().ok_or_else(|| {
+                    e(
+                        &field("shape"),
+                        8,
+                        format!("dimension {d} is not a non-negative integer"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
+        let offs = obj
+            .get("data_offsets")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| e(&field("data_offsets"), 8, "missing or not an array".into()))?;
+        let (begin, end) = match offs.as_slice() {
+            [b, x] => match (b.as_u64(), x.as_u64()) {
+                (Some(b), Some(x)) => (b, x),
+                _ => {
+                    return Err(e(
+                        &field("data_offsets"),
+                        8,
+                        "offsets must be non-negative integers".into(),
+                    ))
+                }
+            },
+            _ => {
+                return Err(e(
+                    &field("data_offsets"),
+                    8,
+                    "must hold exactly [begin, end]".into(),
+                ))
+            }
+        };
+        if begin > end || end > data_len {
+            return Err(e(
+                &field("data_offsets"),
+                8,
+                format!("range [{begin}, {end}) is not inside the {data_len} data bytes"),
+            ));
+        }
+        let bytes = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .ok_or_else(|| e(&field("shape"), 8, format!("shape {shape:?} overflows")))?;
+        if bytes != end - begin {
+            return Err(e(
+                &field("data_offsets"),
+                8,
+                format!(
+                    "{dtype} {shape:?} needs {bytes} bytes but the range holds {}",
+                    end - begin
+                ),
+            ));
+        }
+        tensors.push(StTensorInfo {
+            name: name.clone(),
+            dtype,
+            shape,
+            begin,
+            end,
+        });
+    }
+    tensors.sort_by_key(|t| (t.begin, t.end));
+    let mut covered = 0u64;
+    for t in &tensors {
+        if t.begin < covered {
+            return Err(e(
+                &format!("{}.data_offsets", t.name),
+                8,
+                format!(
+                    "range [{}, {}) overlaps the tensor before it",
+                    t.begin, t.end
+                ),
+            ));
+        }
+        if t.begin > covered {
+            return Err(e(
+                &format!("{}.data_offsets", t.name),
+                8,
+                format!("hole in the data before byte {}", t.begin),
+            ));
+        }
+        covered = t.end;
+    }
+    if covered != data_len {
+        return Err(e(
+            "data",
+            8 + n + covered,
+            format!(
+                "{} bytes after the last tensor belong to none",
+                data_len - covered
+            ),
+        ));
+    }
+    Ok(SafetensorsHeader {
+        metadata,
+        tensors,
+        data_offset: 8 + n,
+    })
+}
+
+/// A memory-mapped safetensors file.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: Option<Mmap>,
+    pub header: SafetensorsHeader,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let map = crate::map_file(path)?;
+        let header = parse_header(map.as_deref().unwrap_or(&[]))
+            .map_err(|e| Error::malformed(path, "safetensors", e))?;
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            map,
+            header,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.len() as u64)
+    }
+
+    pub fn tensor_data(&self, t: &StTensorInfo) -> &[u8] {
+        let base = self.header.data_offset as usize;
+        &self.map.as_deref().unwrap_or(&[])[base + t.begin as usize..base + t.end as usize]
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&StTensorInfo> {
+        self.header.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+/// A tensor to write.
+#[derive(Debug, Clone, Copy)]
+pub struct StTensorToWrite<'a> {
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: &'a [u64],
+    pub data: &'a [u8],
+}
+
+/// Writes a safetensors file atomically; tensors are laid out in the order given.
+/// Returns the number of bytes written.
+pub fn write_safetensors_file(
+    path: &Path,
+    inputs: &[&Path],
+    metadata: &BTreeMap<String, String>,
+    tensors: &[StTensorToWrite<'_>],
+) -> Result<u64> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).expect("strings serialize"),
+        );
+    }
+    let mut offset = 0u64;
+    for t in tensors {
+        let bad = |reason: String| Error::InvalidTensor {
+            path: path.to_path_buf(),
+            tensor: t.name.to_string(),
+            reason,
+        };
+        if t.name == "__metadata__" || header.contains_key(t.name) {
+            return Err(bad("duplicate or reserved tensor name".into()));
+        }
+        let want = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad("size overflows".into()))?;
+        if want != t.data.len() as u64 {
+            return Err(bad(format!(
+                "{} {:?} needs {want} bytes, got {}",
+                t.dtype,
+                t.shape,
+                t.data.len()
+            )));
+        }
+        header.insert(
+            t.name.to_string(),
+            serde_json::json!({"dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [offset, offset + want]}),
+        );
+        offset += want;
+    }
+    let mut json = serde_json::to_vec(&header).expect("header serializes");
+    // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = AtomicFile::create(path, inputs)?;
+    let io = |e| Error::io(path, "writing safetensors", e);
+    out.write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&json).map_err(io)?;
+    for t in tensors {
+        out.write_all(t.data).map_err(io)?;
+    }
+    out.commit()?;
+    Ok(8 + json.len() as u64 + offset)
+}
