@@ -104,6 +104,12 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
                 .map(|(k, v)| {
                     let j = match v {
                         Value::Array(a) if a.len() > 16 => serde_json::Value::String(v.summary()),
+                        // Shortest decimal that round-trips the f32 (1e-5, not 9.99999974e-6).
+                        Value::F32(x) => format!("{x}")
+                            .parse::<f64>()
+                            .ok()
+                            .and_then(serde_json::Number::from_f64)
+                            .map_or(serde_json::Value::Null, serde_json::Value::Number),
                         _ => v.to_json(),
                     };
                     (k.clone(), j)

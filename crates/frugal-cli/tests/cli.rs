@@ -1,0 +1,108 @@
+//! The `frugal` binary end to end: output, exit codes, and safe output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn frugal(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("frugal runs")
+}
+
+fn smollm2() -> Option<std::path::PathBuf> {
+    let p = frugal_formats::assets::smollm2_gguf();
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none_or(|v| v != "1"),
+        "{}",
+        frugal_formats::assets::missing("SmolLM2", &p)
+    );
+    None
+}
+
+#[test]
+fn inspect_json_on_smollm2() {
+    let Some(p) = smollm2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = frugal(&["inspect", "--json", p.to_str().unwrap()], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["n_tensors"], 272);
+    assert_eq!(j["n_parameters"], 134_515_008u64);
+    assert_eq!(j["architecture"], "llama");
+    assert_eq!(
+        j["metadata"]["llama.attention.layer_norm_rms_epsilon"],
+        1e-5
+    );
+    assert_eq!(j["tensors"].as_array().unwrap().len(), 272);
+}
+
+#[test]
+fn inspect_text_on_smollm2() {
+    let Some(p) = smollm2() else { return };
+    let out = frugal(&["inspect", p.to_str().unwrap()], Path::new("."));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("tensors       272"), "{text}");
+    assert!(text.contains("parameters    134.5 M"), "{text}");
+    assert!(text.contains("… 260 more (use --all)"), "{text}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(
+        &bad,
+        b"GGUF\x03\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff\0\0\0\0\0\0\0\0",
+    )
+    .unwrap();
+    let out = frugal(&["inspect", "bad.gguf"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.gguf") && err.contains("header.tensor_count"),
+        "{err}"
+    );
+
+    let out = frugal(&["inspect", "missing.gguf"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.gguf"));
+
+    std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+    let out = frugal(&["inspect", "notes.txt"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a recognised model file"));
+
+    let out = frugal(&["no-such-command"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn run_writes_the_default_report_and_leaves_no_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = frugal(&["run", "--out", "o"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("o"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["report.json".to_string()]);
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("o/report.json")).unwrap()).unwrap();
+    assert_eq!(j["data"]["n_images"], 1797);
+
+    let out = frugal(&["run", "recipe.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+}
