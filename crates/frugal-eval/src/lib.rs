@@ -1,0 +1,26 @@
+//! Frugal's evaluation of language models: perplexity with the protocol of llama.cpp's
+//! `llama-perplexity` (chunks of `ctx` tokens, the second half of each chunk scored, standard
+//! error as llama.cpp computes it), and KL divergence, top-1 agreement and Δp against a reference
+//! model with llama.cpp's definitions (`--kl-divergence`). Numbers compare one to one with its
+//! output. Reference: llama.cpp `tools/perplexity/perplexity.cpp`.
+
+pub mod lm;
+
+pub use lm::{eval_lm, eval_lm_files, KldStats, LmEvalFiles, LmEvalOptions, LmEvalReport, LmEvalResult};
+
+/// Errors of evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] frugal_models::Error),
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("the text has {n_tokens} tokens; at least {needed} (2 × ctx) are needed")]
+    TextTooShort { n_tokens: usize, needed: usize },
+    #[error("ctx {ctx} is invalid: {reason}")]
+    BadCtx { ctx: usize, reason: String },
+    #[error("model and reference disagree: {0}")]
+    Mismatch(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,321 @@
+//! Perplexity and KL divergence of a decoder on a token stream.
+
+use crate::{Error, Result};
+use frugal_models::llama::Llama;
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// Options of a language-model evaluation.
+#[derive(Debug, Clone)]
+pub struct LmEvalOptions {
+    /// Tokens per chunk (llama.cpp's `-c`).
+    pub ctx: usize,
+    /// At most this many chunks (llama.cpp's `--chunks`); `None` for all.
+    pub max_chunks: Option<usize>,
+    /// Replace each chunk's first token with this BOS (when the vocabulary adds one).
+    pub bos: Option<u32>,
+}
+
+/// What the evaluation measured. Uncertainties are one standard error, as llama.cpp prints them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LmEvalResult {
+    pub ctx: usize,
+    pub n_chunks: usize,
+    /// Tokens in the whole text.
+    pub n_tokens_text: usize,
+    /// Tokens scored (`n_chunks × (ctx − 1 − ctx/2)`).
+    pub n_scored: usize,
+    pub ppl: f64,
+    pub ppl_se: f64,
+    /// Mean negative log-likelihood (nats per token).
+    pub nll: f64,
+    pub kld: Option<KldStats>,
+}
+
+/// Statistics against a reference model, with llama.cpp's definitions.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KldStats {
+    pub reference_ppl: f64,
+    pub reference_ppl_se: f64,
+    /// Mean KL(P_ref ‖ P_model) per token, nats.
+    pub mean: f64,
+    pub mean_se: f64,
+    pub median: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+    /// Share of tokens where both models' most likely token agrees, percent.
+    pub same_top1_pct: f64,
+    pub same_top1_se_pct: f64,
+    /// Root mean square of p_model(next) − p_ref(next), percent.
+    pub rms_dp_pct: f64,
+    pub rms_dp_se_pct: f64,
+    /// Mean of p_model(next) − p_ref(next), percent.
+    pub mean_dp_pct: f64,
+}
+
+/// Per-token results from one row of logits.
+#[derive(Debug, Clone, Copy)]
+struct TokenScore {
+    nll: f64,
+    p: f64,
+    top: u32,
+}
+
+/// log-softmax at `tok` as llama.cpp computes it (f32 max, f64 sum of f32 exponentials).
+fn score_row(row: &[f32], tok: u32) -> TokenScore {
+    let (mut max, mut top) = (row[0], 0u32);
+    for (i, &v) in row.iter().enumerate() {
+        if v > max {
+            max = v;
+            top = i as u32;
+        }
+    }
+    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
+    let lp = f64::from(row[tok as usize] - max) - sum.ln();
+    TokenScore { nll: -lp, p: lp.exp(), top }
+}
+
+/// KL(P ‖ Q) for one row of reference logits `p` and model logits `q`, in f64.
+fn kl_row(p: &[f32], q: &[f32]) -> f64 {
+    let lse = |r: &[f32]| {
+        let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        f64::from(m) + r.iter().map(|&v| f64::from(v - m).exp()).sum::<f64>().ln()
+    };
+    let (lp, lq) = (lse(p), lse(q));
+    p.iter()
+        .zip(q)
+        .map(|(&a, &b)| {
+            let la = f64::from(a) - lp;
+            la.exp() * (la - (f64::from(b) - lq))
+        })
+        .sum::<f64>()
+        .max(0.0)
+}
+
+/// Mean and standard error of the mean as llama.cpp computes them.
+fn mean_se(sum: f64, sum2: f64, n: usize) -> (f64, f64) {
+    let n = n as f64;
+    let mean = sum / n;
+    let var = sum2 / n - mean * mean;
+    (mean, if n > 1.0 && var > 0.0 { (var / (n - 1.0)).sqrt() } else { 0.0 })
+}
+
+/// The value at quantile `q` of sorted values, as llama.cpp's `percentile` (linear interpolation).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// Evaluates `model` on `tokens`, optionally against `reference` (same vocabulary). Calls
+/// `progress(done, total)` after each chunk.
+pub fn eval_lm(
+    model: &Llama,
+    reference: Option<&Llama>,
+    tokens: &[u32],
+    opts: &LmEvalOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<LmEvalResult> {
+    let ctx = opts.ctx;
+    if ctx < 4 || ctx % 2 != 0 {
+        return Err(Error::BadCtx { ctx, reason: "must be even and at least 4".into() });
+    }
+    if ctx > model.config.n_ctx_train {
+        return Err(Error::BadCtx { ctx, reason: format!("exceeds the model's training context {}", model.config.n_ctx_train) });
+    }
+    if let Some(r) = reference {
+        if r.config.n_vocab != model.config.n_vocab {
+            return Err(Error::Mismatch(format!("vocabularies of {} and {} tokens", model.config.n_vocab, r.config.n_vocab)));
+        }
+    }
+    if tokens.len() < 2 * ctx {
+        return Err(Error::TextTooShort { n_tokens: tokens.len(), needed: 2 * ctx });
+    }
+    let n_chunks = (tokens.len() / ctx).min(opts.max_chunks.unwrap_or(usize::MAX));
+    let first = ctx / 2;
+    let n_vocab = model.config.n_vocab;
+    let mut scores: Vec<TokenScore> = Vec::new();
+    let mut ref_scores: Vec<TokenScore> = Vec::new();
+    let mut klds: Vec<f64> = Vec::new();
+    for c in 0..n_chunks {
+        let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
+        if let Some(bos) = opts.bos {
+            chunk[0] = bos;
+        }
+        let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
+        let logits: Vec<f32> = model.forward(&chunk)?.flatten_all()?.to_vec1()?;
+        let rows = &logits[first * n_vocab..(ctx - 1) * n_vocab];
+        scores.extend(rows.par_chunks(n_vocab).zip(targets).map(|(r, &t)| score_row(r, t)).collect::<Vec<_>>());
+        if let Some(r) = reference {
+            let rl: Vec<f32> = r.forward(&chunk)?.flatten_all()?.to_vec1()?;
+            let rrows = &rl[first * n_vocab..(ctx - 1) * n_vocab];
+            ref_scores.extend(rrows.par_chunks(n_vocab).zip(targets).map(|(r, &t)| score_row(r, t)).collect::<Vec<_>>());
+            klds.extend(rrows.par_chunks(n_vocab).zip(rows.par_chunks(n_vocab)).map(|(p, q)| kl_row(p, q)).collect::<Vec<_>>());
+        }
+        progress(c + 1, n_chunks);
+    }
+    let ppl_of = |s: &[TokenScore]| {
+        // Summed in token order, so results do not depend on thread count.
+        let (sum, sum2) = s.iter().fold((0.0, 0.0), |(a, b), t| (a + t.nll, b + t.nll * t.nll));
+        let (nll, se) = mean_se(sum, sum2, s.len());
+        (nll, nll.exp(), se * nll.exp())
+    };
+    let (nll, ppl, ppl_se) = ppl_of(&scores);
+    let kld = reference.map(|_| {
+        let n = klds.len();
+        let (ref_nll, ref_ppl, ref_se) = ppl_of(&ref_scores);
+        let _ = ref_nll;
+        let (mean, mean_se_) = mean_se(klds.iter().sum(), klds.iter().map(|k| k * k).sum(), n);
+        let mut sorted = klds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let same = scores.iter().zip(&ref_scores).filter(|(a, b)| a.top == b.top).count() as f64 / n as f64;
+        let dps: Vec<f64> = scores.iter().zip(&ref_scores).map(|(a, b)| a.p - b.p).collect();
+        let (dp_mean, _) = mean_se(dps.iter().sum(), dps.iter().map(|d| d * d).sum(), n);
+        let (dp2_mean, dp2_se) = mean_se(dps.iter().map(|d| d * d).sum(), dps.iter().map(|d| d.powi(4)).sum(), n);
+        let rms = dp2_mean.sqrt();
+        KldStats {
+            reference_ppl: ref_ppl,
+            reference_ppl_se: ref_se,
+            mean,
+            mean_se: mean_se_,
+            median: percentile(&sorted, 0.5),
+            p99: percentile(&sorted, 0.99),
+            p99_9: percentile(&sorted, 0.999),
+            max: *sorted.last().unwrap_or(&f64::NAN),
+            same_top1_pct: 100.0 * same,
+            same_top1_se_pct: 100.0 * (same * (1.0 - same) / (n as f64 - 1.0)).sqrt(),
+            rms_dp_pct: 100.0 * rms,
+            // Delta method: se(√m) = se(m) / (2√m).
+            rms_dp_se_pct: if rms > 0.0 { 100.0 * dp2_se / (2.0 * rms) } else { 0.0 },
+            mean_dp_pct: 100.0 * dp_mean,
+        }
+    });
+    Ok(LmEvalResult { ctx, n_chunks, n_tokens_text: tokens.len(), n_scored: scores.len(), ppl, ppl_se, nll, kld })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_row_matches_a_plain_log_softmax() {
+        let row = [1.0f32, 3.0, -2.0, 0.5];
+        let z: f64 = row.iter().map(|&v| f64::from(v).exp()).sum();
+        let s = score_row(&row, 2);
+        assert!((s.nll - (z.ln() + 2.0)).abs() < 1e-6);
+        assert_eq!(s.top, 1);
+        assert!((s.p - (-2.0f64).exp() / z).abs() < 1e-7);
+    }
+
+    #[test]
+    fn kl_is_zero_for_equal_and_positive_otherwise() {
+        let p = [0.1f32, 2.0, -1.0];
+        assert!(kl_row(&p, &p).abs() < 1e-12);
+        let q = [0.3f32, 1.0, -1.0];
+        // Reference value computed by hand from the definition.
+        let sm = |r: &[f32]| {
+            let z: f64 = r.iter().map(|&v| f64::from(v).exp()).sum();
+            r.iter().map(|&v| f64::from(v).exp() / z).collect::<Vec<_>>()
+        };
+        let (pp, qq) = (sm(&p), sm(&q));
+        let want: f64 = pp.iter().zip(&qq).map(|(a, b)| a * (a / b).ln()).sum();
+        assert!((kl_row(&p, &q) - want).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percentile_interpolates() {
+        let v = [0.0, 1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 0.5), 2.0);
+        assert_eq!(percentile(&v, 1.0), 4.0);
+        assert!((percentile(&v, 0.99) - 3.96).abs() < 1e-12);
+    }
+}
+
+/// A whole `frugal eval` run on files.
+#[derive(Debug, Clone)]
+pub struct LmEvalFiles {
+    pub model: std::path::PathBuf,
+    pub reference: Option<std::path::PathBuf>,
+    pub text: std::path::PathBuf,
+    pub opts_ctx: usize,
+    pub max_chunks: Option<usize>,
+    /// Decode quantized weights to f32 instead of using quantized matmuls.
+    pub dequantize: bool,
+}
+
+/// The report of [`eval_lm_files`].
+#[derive(Debug, Clone, Serialize)]
+pub struct LmEvalReport {
+    pub model: String,
+    pub reference: Option<String>,
+    pub text: String,
+    pub tokenizer_pre: String,
+    #[serde(flatten)]
+    pub result: LmEvalResult,
+    /// Wall time of the forward passes and scoring (loading excluded), seconds.
+    pub eval_seconds: f64,
+    /// Tokens processed by the evaluated model per second (`n_chunks × ctx / eval_seconds`;
+    /// with a reference, both models' passes are in the time).
+    pub tokens_per_second: f64,
+    pub threads: usize,
+}
+
+/// Loads the model (and reference), tokenizes the text with the model's tokenizer, evaluates.
+pub fn eval_lm_files(job: &LmEvalFiles, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<LmEvalReport> {
+    use frugal_formats::gguf::GgufFile;
+    use frugal_models::llama::{Llama, LoadOptions};
+    use frugal_models::tokenizer::GgufTokenizer;
+    let dev = candle_core::Device::Cpu;
+    let lopts = LoadOptions { dequantize: job.dequantize };
+    let f = GgufFile::open(&job.model).map_err(frugal_models::Error::from)?;
+    let tok = GgufTokenizer::from_gguf(&f)?;
+    let model = Llama::load(&f, lopts, &dev)?;
+    drop(f);
+    let reference = match &job.reference {
+        Some(p) => {
+            let rf = GgufFile::open(p).map_err(frugal_models::Error::from)?;
+            Some(Llama::load(&rf, lopts, &dev)?)
+        }
+        None => None,
+    };
+    let text = std::fs::read_to_string(&job.text)
+        .map_err(|e| frugal_models::Error::from(frugal_formats::Error::io(&job.text, "reading text", e)))?;
+    let tokens = tok.encode(&text, true)?;
+    let opts = LmEvalOptions { ctx: job.opts_ctx, max_chunks: job.max_chunks, bos: if tok.add_bos { tok.bos } else { None } };
+    let t0 = std::time::Instant::now();
+    let result = eval_lm(&model, reference.as_ref(), &tokens, &opts, progress)?;
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(LmEvalReport {
+        model: job.model.display().to_string(),
+        reference: job.reference.as_ref().map(|p| p.display().to_string()),
+        text: job.text.display().to_string(),
+        tokenizer_pre: tok.pre.clone(),
+        tokens_per_second: (result.n_chunks * result.ctx) as f64 / secs,
+        result,
+        eval_seconds: secs,
+        threads: rayon::current_num_threads(),
+    })
+}
+
+impl LmEvalReport {
+    pub fn to_text(&self) -> String {
+        let r = &self.result;
+        let mut s = format!(
+            "model      {}\ntext       {} ({} tokens, tokenizer pre `{}`)\nchunks     {} × {} tokens, {} scored\nPPL        {:.4} ± {:.5}\n",
+            self.model, self.text, r.n_tokens_text, self.tokenizer_pre, r.n_chunks, r.ctx, r.n_scored, r.ppl, r.ppl_se
+        );
+        if let (Some(k), Some(rp)) = (&r.kld, &self.reference) {
+            s += &format!(
+                "reference  {rp}: PPL {:.4} ± {:.5}\nKLD        mean {:.6} ± {:.6}, median {:.6}, 99% {:.6}, 99.9% {:.6}, max {:.6}\nsame top-1 {:.3} ± {:.3} %\nRMS Δp     {:.3} ± {:.3} % (mean Δp {:.3} %)\n",
+                k.reference_ppl, k.reference_ppl_se, k.mean, k.mean_se, k.median, k.p99, k.p99_9, k.max, k.same_top1_pct, k.same_top1_se_pct, k.rms_dp_pct, k.rms_dp_se_pct, k.mean_dp_pct
+            );
+        }
+        s += &format!("speed      {:.1} tokens/s ({:.1} s, {} threads)\n", self.tokens_per_second, self.eval_seconds, self.threads);
+        s
+    }
+}

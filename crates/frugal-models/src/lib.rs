@@ -1,0 +1,14 @@
+//! Frugal's models: forward passes written for this project on candle tensors (every position's
+//! output, hooks at every linear layer), and the tokenizers that feed them.
+//!
+//! - [`llama`]: Llama-family decoder from GGUF.
+//! - [`tokenizer`]: byte-level BPE built from GGUF `tokenizer.ggml.*` metadata.
+//! - [`linear`]: the linear-layer seam every compression method uses.
+
+pub mod error;
+pub mod gguf_load;
+pub mod linear;
+pub mod llama;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

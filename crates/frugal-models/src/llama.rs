@@ -1,0 +1,236 @@
+//! A Llama-family decoder (Touvron et al. 2023, "LLaMA"; SmolLM2 uses the same architecture)
+//! loaded from GGUF, returning logits at every position (candle's own llama returns only the
+//! last one). Reference implementation: llama.cpp's `llm_build_llama` in `src/llama-model.cpp`.
+//!
+//! Details that must match llama.cpp: RMSNorm with the file's epsilon; grouped-query attention;
+//! RoPE on adjacent pairs (ggml's "normal" mode, because GGUF stores Q and K rows permuted for it,
+//! unlike Hugging Face's rotate-half layout); SwiGLU; tied embeddings when `output.weight` is absent.
+
+use crate::error::{Error, Result};
+use crate::gguf_load::{load_f32, load_f32_shaped, load_qtensor, shape_of};
+use crate::linear::Linear;
+use candle_core::{DType, Device, Tensor, D};
+use frugal_formats::gguf::{GgmlType, GgufFile};
+use std::sync::Arc;
+
+/// Hyperparameters read from GGUF metadata.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub rms_eps: f64,
+    pub rope_base: f64,
+    pub rope_dim: usize,
+}
+
+impl LlamaConfig {
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    pub fn from_gguf(f: &GgufFile) -> Result<Self> {
+        let path = f.path().to_path_buf();
+        let h = &f.header;
+        let arch = h.architecture().unwrap_or("");
+        let bad = |key: &str, reason: String| Error::BadMetadata { path: path.clone(), key: key.to_string(), reason };
+        if !matches!(arch, "llama" | "mistral" | "granite") {
+            return Err(bad("general.architecture", format!("`{arch}` is not a Llama-family architecture")));
+        }
+        let int = |k: &str| -> Result<Option<usize>> {
+            match h.arch_get(k) {
+                None => Ok(None),
+                Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| bad(&format!("{arch}.{k}"), "not an integer".into())),
+            }
+        };
+        let need = |k: &str| -> Result<usize> { int(k)?.ok_or_else(|| bad(&format!("{arch}.{k}"), "missing".into())) };
+        let n_embd = need("embedding_length")?;
+        let n_head = need("attention.head_count")?;
+        let n_vocab = match h.get("tokenizer.ggml.tokens") {
+            Some(frugal_formats::gguf::Value::Array(a)) => a.len(),
+            _ => need("vocab_size")?,
+        };
+        let cfg = LlamaConfig {
+            n_layer: need("block_count")?,
+            n_embd,
+            n_ff: need("feed_forward_length")?,
+            n_head,
+            n_head_kv: int("attention.head_count_kv")?.unwrap_or(n_head),
+            n_vocab,
+            n_ctx_train: int("context_length")?.unwrap_or(2048),
+            rms_eps: h.arch_get("attention.layer_norm_rms_epsilon").and_then(|v| v.as_f64()).unwrap_or(1e-5),
+            rope_base: h.arch_get("rope.freq_base").and_then(|v| v.as_f64()).unwrap_or(10_000.0),
+            rope_dim: int("rope.dimension_count")?.unwrap_or(n_embd / n_head.max(1)),
+        };
+        if cfg.n_head == 0 || cfg.n_head_kv == 0 || n_embd % cfg.n_head != 0 || cfg.n_head % cfg.n_head_kv != 0 {
+            return Err(bad(&format!("{arch}.attention.head_count"), format!("{} heads / {} kv heads do not divide width {n_embd}", cfg.n_head, cfg.n_head_kv)));
+        }
+        if cfg.rope_dim != cfg.head_dim() {
+            return Err(bad(&format!("{arch}.rope.dimension_count"), "partial rotary embeddings are not supported".into()));
+        }
+        Ok(cfg)
+    }
+}
+
+/// How to hold the weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Decode every weight to f32 (reference arithmetic); otherwise quantized weights stay
+    /// quantized and use candle's quantized matmul, as llama.cpp does.
+    pub dequantize: bool,
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub attn_norm: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub ffn_norm: Tensor,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+/// The decoder.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub embedding: Tensor,
+    pub blocks: Vec<Block>,
+    pub output_norm: Tensor,
+    pub output: Linear,
+    device: Device,
+}
+
+fn linear(f: &GgufFile, name: &str, shape: [usize; 2], opts: LoadOptions, dev: &Device) -> Result<Linear> {
+    let t = f.tensor(name).ok_or_else(|| Error::MissingTensor { path: f.path().to_path_buf(), name: name.to_string() })?;
+    let found = shape_of(t);
+    if found != shape {
+        return Err(Error::BadShape { path: f.path().to_path_buf(), name: name.to_string(), found, expected: shape.to_vec() });
+    }
+    let plain = matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+    if opts.dequantize || plain {
+        Linear::dense(name, load_f32(f, name, dev)?, None)
+    } else {
+        Linear::quantized(name, Arc::new(load_qtensor(f, name, dev)?), None)
+    }
+}
+
+impl Llama {
+    pub fn load(f: &GgufFile, opts: LoadOptions, device: &Device) -> Result<Self> {
+        let c = LlamaConfig::from_gguf(f)?;
+        let (d, kv) = (c.n_embd, c.n_head_kv * c.head_dim());
+        let embedding = load_f32_shaped(f, "token_embd.weight", &[c.n_vocab, d], device)?;
+        let mut blocks = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            blocks.push(Block {
+                attn_norm: load_f32_shaped(f, &n("attn_norm"), &[d], device)?,
+                q: linear(f, &n("attn_q"), [d, d], opts, device)?,
+                k: linear(f, &n("attn_k"), [kv, d], opts, device)?,
+                v: linear(f, &n("attn_v"), [kv, d], opts, device)?,
+                o: linear(f, &n("attn_output"), [d, d], opts, device)?,
+                ffn_norm: load_f32_shaped(f, &n("ffn_norm"), &[d], device)?,
+                gate: linear(f, &n("ffn_gate"), [c.n_ff, d], opts, device)?,
+                up: linear(f, &n("ffn_up"), [c.n_ff, d], opts, device)?,
+                down: linear(f, &n("ffn_down"), [d, c.n_ff], opts, device)?,
+            });
+        }
+        let output_norm = load_f32_shaped(f, "output_norm.weight", &[d], device)?;
+        let output = if f.tensor("output.weight").is_some() {
+            linear(f, "output.weight", [c.n_vocab, d], opts, device)?
+        } else {
+            linear(f, "token_embd.weight", [c.n_vocab, d], opts, device)?
+        };
+        Ok(Llama { config: c, embedding, blocks, output_norm, output, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every linear layer, in execution order (the seam compression methods use).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v = Vec::new();
+        for b in &mut self.blocks {
+            v.extend([&mut b.q, &mut b.k, &mut b.v, &mut b.o, &mut b.gate, &mut b.up, &mut b.down]);
+        }
+        v.push(&mut self.output);
+        v
+    }
+
+    /// RoPE tables for positions `0..n`: `(cos, sin)`, each `[n, head_dim / 2]`.
+    fn rope_tables(&self, n: usize) -> Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        let half = c.rope_dim / 2;
+        let inv: Vec<f32> = (0..half).map(|i| (c.rope_base.powf(-2.0 * i as f64 / c.rope_dim as f64)) as f32).collect();
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for p in 0..n {
+            for &f in &inv {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((Tensor::from_vec(cos, (n, half), &self.device)?, Tensor::from_vec(sin, (n, half), &self.device)?))
+    }
+
+    /// Logits `[tokens.len(), n_vocab]` at every position of one sequence starting at position 0.
+    pub fn forward(&self, tokens: &[u32]) -> Result<Tensor> {
+        let c = &self.config;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(Error::BadToken { id, n_vocab: c.n_vocab });
+        }
+        let t = tokens.len();
+        let (hd, nh, nkv) = (c.head_dim(), c.n_head, c.n_head_kv);
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embedding.index_select(&ids, 0)?; // [T, d]
+        let (cos, sin) = self.rope_tables(t)?;
+        let mask: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { f32::NEG_INFINITY } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let eps = c.rms_eps as f32;
+        for b in &self.blocks {
+            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, eps)?;
+            let heads = |l: &Linear, n: usize| -> Result<Tensor> {
+                Ok(l.forward(&h)?.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+            };
+            let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, nh)?, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&heads(&b.k, nkv)?, &cos, &sin)?;
+            let v = heads(&b.v, nkv)?;
+            let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
+            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
+            x = (x + b.o.forward(&y)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
+            let g = b.gate.forward(&h)?.silu()?;
+            let u = b.up.forward(&h)?;
+            x = (x + b.down.forward(&(g * u)?)?)?;
+        }
+        let x = candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?;
+        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// Repeats each key/value head `n` times for grouped-query attention: `[1, kv, T, hd]` → `[1, kv·n, T, hd]`.
+fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x);
+    }
+    let (b, kv, t, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?.expand((b, kv, n, t, hd))?.reshape((b, kv * n, t, hd))?)
+}
+
+/// Argmax of the last dimension, for tests and greedy decoding.
+pub fn argmax_last(logits: &Tensor) -> Result<Vec<u32>> {
+    Ok(logits.argmax(D::Minus1)?.to_vec1()?)
+}
