@@ -24,7 +24,7 @@ tmp="$(mktemp -d "$CACHE/.llama-build.XXXX")"
 trap 'rm -rf "$tmp"' EXIT
 if [ ! -d "$DIR/src" ]; then
   echo "build-llama-cpp: downloading llama-cpp-python==$VERSION sdist" >&2
-  pip download --no-deps --no-binary=:all: --no-build-isolation -d "$tmp" "llama-cpp-python==$VERSION" >&2 ||
+  pip download --no-deps --no-binary=:all: -d "$tmp" "llama-cpp-python==$VERSION" >&2 ||
     { echo "build-llama-cpp: pip download failed: is PyPI reachable?" >&2; exit 1; }
   tar -xzf "$tmp"/llama_cpp_python-$VERSION.tar.gz -C "$tmp"
   rm -rf "$DIR"; mkdir -p "$DIR"

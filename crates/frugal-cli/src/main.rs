@@ -30,6 +30,50 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Evaluate a language model (GGUF): perplexity with llama.cpp's protocol, and KL divergence,
+    /// top-1 agreement and Δp against a reference model.
+    Eval {
+        /// The model to evaluate.
+        model: PathBuf,
+        /// Plain text to score.
+        #[arg(long)]
+        text: PathBuf,
+        /// The reference model (e.g. the F32 original) for KLD, top-1 and Δp.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// Tokens per chunk; the second half of each chunk is scored.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// At most this many chunks.
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Multiply with ggml-style quantized kernels (activations rounded to 8 bits, as llama.cpp
+        /// does) instead of decoding quantized weights to f32 at load time.
+        #[arg(long)]
+        quantized_kernels: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode every tensor of a GGUF model to F32 (the reference for evaluations).
+    Dequantize {
+        /// Input GGUF.
+        input: PathBuf,
+        /// Output GGUF (F32).
+        output: PathBuf,
+    },
+    /// Write plain text from the Brown corpus (detagged), e.g. `--files cj01-cj12`.
+    BrownText {
+        /// Files: a range `cj01-cj12`, a genre `cj`, or a comma-separated list.
+        #[arg(long, default_value = "cj01-cj12")]
+        files: String,
+        /// The corpus folder (default: the fetched asset).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Run a compression recipe; without one, the embedded default on the bundled digits data.
     Run {
         /// A recipe file (TOML).
@@ -86,6 +130,18 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// A progress bar on standard error, hidden when it is not a terminal.
+fn progress_bar(unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} (eta {{eta}})"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { file, json, all } => {
@@ -95,6 +151,53 @@ fn dispatch(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", summary.to_text(all));
             }
+        }
+        Command::Eval {
+            model,
+            text,
+            reference,
+            ctx,
+            chunks,
+            quantized_kernels,
+            json,
+        } => {
+            let job = frugal_eval::LmEvalFiles {
+                model,
+                reference,
+                text,
+                opts_ctx: ctx,
+                max_chunks: chunks,
+                dequantize: !quantized_kernels,
+            };
+            let bar = progress_bar("chunks");
+            let report = frugal_eval::eval_lm_files(&job, &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
+        Command::Dequantize { input, output } => {
+            let n = frugal_models::convert::dequantize_gguf(&input, &output)?;
+            eprintln!("wrote {} ({n} bytes, all tensors F32)", output.display());
+        }
+        Command::BrownText { files, dir, out } => {
+            let dir = dir.unwrap_or_else(frugal_formats::assets::brown_dir);
+            let ids = frugal_formats::brown::select_ids(&dir, &files)?;
+            let text = frugal_formats::brown::plain_text(&dir, &ids)?;
+            frugal_formats::output::write_atomic(&out, &[], |f| {
+                std::io::Write::write_all(f, text.as_bytes())
+            })?;
+            eprintln!(
+                "wrote {} ({} files, {} bytes)",
+                out.display(),
+                ids.len(),
+                text.len()
+            );
         }
         Command::Run {
             recipe,

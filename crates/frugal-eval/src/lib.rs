@@ -6,7 +6,9 @@
 
 pub mod lm;
 
-pub use lm::{eval_lm, eval_lm_files, KldStats, LmEvalFiles, LmEvalOptions, LmEvalReport, LmEvalResult};
+pub use lm::{
+    eval_lm, eval_lm_files, KldStats, LmEvalFiles, LmEvalOptions, LmEvalReport, LmEvalResult,
+};
 
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]

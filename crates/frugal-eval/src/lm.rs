@@ -73,7 +73,11 @@ fn score_row(row: &[f32], tok: u32) -> TokenScore {
     }
     let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
     let lp = f64::from(row[tok as usize] - max) - sum.ln();
-    TokenScore { nll: -lp, p: lp.exp(), top }
+    TokenScore {
+        nll: -lp,
+        p: lp.exp(),
+        top,
+    }
 }
 
 /// KL(P ‖ Q) for one row of reference logits `p` and model logits `q`, in f64.
@@ -98,7 +102,14 @@ fn mean_se(sum: f64, sum2: f64, n: usize) -> (f64, f64) {
     let n = n as f64;
     let mean = sum / n;
     let var = sum2 / n - mean * mean;
-    (mean, if n > 1.0 && var > 0.0 { (var / (n - 1.0)).sqrt() } else { 0.0 })
+    (
+        mean,
+        if n > 1.0 && var > 0.0 {
+            (var / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        },
+    )
 }
 
 /// The value at quantile `q` of sorted values, as llama.cpp's `percentile` (linear interpolation).
@@ -123,18 +134,33 @@ pub fn eval_lm(
 ) -> Result<LmEvalResult> {
     let ctx = opts.ctx;
     if ctx < 4 || ctx % 2 != 0 {
-        return Err(Error::BadCtx { ctx, reason: "must be even and at least 4".into() });
+        return Err(Error::BadCtx {
+            ctx,
+            reason: "must be even and at least 4".into(),
+        });
     }
     if ctx > model.config.n_ctx_train {
-        return Err(Error::BadCtx { ctx, reason: format!("exceeds the model's training context {}", model.config.n_ctx_train) });
+        return Err(Error::BadCtx {
+            ctx,
+            reason: format!(
+                "exceeds the model's training context {}",
+                model.config.n_ctx_train
+            ),
+        });
     }
     if let Some(r) = reference {
         if r.config.n_vocab != model.config.n_vocab {
-            return Err(Error::Mismatch(format!("vocabularies of {} and {} tokens", model.config.n_vocab, r.config.n_vocab)));
+            return Err(Error::Mismatch(format!(
+                "vocabularies of {} and {} tokens",
+                model.config.n_vocab, r.config.n_vocab
+            )));
         }
     }
     if tokens.len() < 2 * ctx {
-        return Err(Error::TextTooShort { n_tokens: tokens.len(), needed: 2 * ctx });
+        return Err(Error::TextTooShort {
+            n_tokens: tokens.len(),
+            needed: 2 * ctx,
+        });
     }
     let n_chunks = (tokens.len() / ctx).min(opts.max_chunks.unwrap_or(usize::MAX));
     let first = ctx / 2;
@@ -150,18 +176,37 @@ pub fn eval_lm(
         let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
         let logits: Vec<f32> = model.forward(&chunk)?.flatten_all()?.to_vec1()?;
         let rows = &logits[first * n_vocab..(ctx - 1) * n_vocab];
-        scores.extend(rows.par_chunks(n_vocab).zip(targets).map(|(r, &t)| score_row(r, t)).collect::<Vec<_>>());
+        scores.extend(
+            rows.par_chunks(n_vocab)
+                .zip(targets)
+                .map(|(r, &t)| score_row(r, t))
+                .collect::<Vec<_>>(),
+        );
         if let Some(r) = reference {
             let rl: Vec<f32> = r.forward(&chunk)?.flatten_all()?.to_vec1()?;
             let rrows = &rl[first * n_vocab..(ctx - 1) * n_vocab];
-            ref_scores.extend(rrows.par_chunks(n_vocab).zip(targets).map(|(r, &t)| score_row(r, t)).collect::<Vec<_>>());
-            klds.extend(rrows.par_chunks(n_vocab).zip(rows.par_chunks(n_vocab)).map(|(p, q)| kl_row(p, q)).collect::<Vec<_>>());
+            ref_scores.extend(
+                rrows
+                    .par_chunks(n_vocab)
+                    .zip(targets)
+                    .map(|(r, &t)| score_row(r, t))
+                    .collect::<Vec<_>>(),
+            );
+            klds.extend(
+                rrows
+                    .par_chunks(n_vocab)
+                    .zip(rows.par_chunks(n_vocab))
+                    .map(|(p, q)| kl_row(p, q))
+                    .collect::<Vec<_>>(),
+            );
         }
         progress(c + 1, n_chunks);
     }
     let ppl_of = |s: &[TokenScore]| {
         // Summed in token order, so results do not depend on thread count.
-        let (sum, sum2) = s.iter().fold((0.0, 0.0), |(a, b), t| (a + t.nll, b + t.nll * t.nll));
+        let (sum, sum2) = s
+            .iter()
+            .fold((0.0, 0.0), |(a, b), t| (a + t.nll, b + t.nll * t.nll));
         let (nll, se) = mean_se(sum, sum2, s.len());
         (nll, nll.exp(), se * nll.exp())
     };
@@ -173,10 +218,23 @@ pub fn eval_lm(
         let (mean, mean_se_) = mean_se(klds.iter().sum(), klds.iter().map(|k| k * k).sum(), n);
         let mut sorted = klds.clone();
         sorted.sort_by(f64::total_cmp);
-        let same = scores.iter().zip(&ref_scores).filter(|(a, b)| a.top == b.top).count() as f64 / n as f64;
-        let dps: Vec<f64> = scores.iter().zip(&ref_scores).map(|(a, b)| a.p - b.p).collect();
+        let same = scores
+            .iter()
+            .zip(&ref_scores)
+            .filter(|(a, b)| a.top == b.top)
+            .count() as f64
+            / n as f64;
+        let dps: Vec<f64> = scores
+            .iter()
+            .zip(&ref_scores)
+            .map(|(a, b)| a.p - b.p)
+            .collect();
         let (dp_mean, _) = mean_se(dps.iter().sum(), dps.iter().map(|d| d * d).sum(), n);
-        let (dp2_mean, dp2_se) = mean_se(dps.iter().map(|d| d * d).sum(), dps.iter().map(|d| d.powi(4)).sum(), n);
+        let (dp2_mean, dp2_se) = mean_se(
+            dps.iter().map(|d| d * d).sum(),
+            dps.iter().map(|d| d.powi(4)).sum(),
+            n,
+        );
         let rms = dp2_mean.sqrt();
         KldStats {
             reference_ppl: ref_ppl,
@@ -191,11 +249,24 @@ pub fn eval_lm(
             same_top1_se_pct: 100.0 * (same * (1.0 - same) / (n as f64 - 1.0)).sqrt(),
             rms_dp_pct: 100.0 * rms,
             // Delta method: se(√m) = se(m) / (2√m).
-            rms_dp_se_pct: if rms > 0.0 { 100.0 * dp2_se / (2.0 * rms) } else { 0.0 },
+            rms_dp_se_pct: if rms > 0.0 {
+                100.0 * dp2_se / (2.0 * rms)
+            } else {
+                0.0
+            },
             mean_dp_pct: 100.0 * dp_mean,
         }
     });
-    Ok(LmEvalResult { ctx, n_chunks, n_tokens_text: tokens.len(), n_scored: scores.len(), ppl, ppl_se, nll, kld })
+    Ok(LmEvalResult {
+        ctx,
+        n_chunks,
+        n_tokens_text: tokens.len(),
+        n_scored: scores.len(),
+        ppl,
+        ppl_se,
+        nll,
+        kld,
+    })
 }
 
 #[cfg(test)]
@@ -220,7 +291,9 @@ mod tests {
         // Reference value computed by hand from the definition.
         let sm = |r: &[f32]| {
             let z: f64 = r.iter().map(|&v| f64::from(v).exp()).sum();
-            r.iter().map(|&v| f64::from(v).exp() / z).collect::<Vec<_>>()
+            r.iter()
+                .map(|&v| f64::from(v).exp() / z)
+                .collect::<Vec<_>>()
         };
         let (pp, qq) = (sm(&p), sm(&q));
         let want: f64 = pp.iter().zip(&qq).map(|(a, b)| a * (a / b).ln()).sum();
@@ -266,12 +339,17 @@ pub struct LmEvalReport {
 }
 
 /// Loads the model (and reference), tokenizes the text with the model's tokenizer, evaluates.
-pub fn eval_lm_files(job: &LmEvalFiles, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<LmEvalReport> {
+pub fn eval_lm_files(
+    job: &LmEvalFiles,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<LmEvalReport> {
     use frugal_formats::gguf::GgufFile;
     use frugal_models::llama::{Llama, LoadOptions};
     use frugal_models::tokenizer::GgufTokenizer;
     let dev = candle_core::Device::Cpu;
-    let lopts = LoadOptions { dequantize: job.dequantize };
+    let lopts = LoadOptions {
+        dequantize: job.dequantize,
+    };
     let f = GgufFile::open(&job.model).map_err(frugal_models::Error::from)?;
     let tok = GgufTokenizer::from_gguf(&f)?;
     let model = Llama::load(&f, lopts, &dev)?;
@@ -283,10 +361,15 @@ pub fn eval_lm_files(job: &LmEvalFiles, progress: &(dyn Fn(usize, usize) + Sync)
         }
         None => None,
     };
-    let text = std::fs::read_to_string(&job.text)
-        .map_err(|e| frugal_models::Error::from(frugal_formats::Error::io(&job.text, "reading text", e)))?;
+    let text = std::fs::read_to_string(&job.text).map_err(|e| {
+        frugal_models::Error::from(frugal_formats::Error::io(&job.text, "reading text", e))
+    })?;
     let tokens = tok.encode(&text, true)?;
-    let opts = LmEvalOptions { ctx: job.opts_ctx, max_chunks: job.max_chunks, bos: if tok.add_bos { tok.bos } else { None } };
+    let opts = LmEvalOptions {
+        ctx: job.opts_ctx,
+        max_chunks: job.max_chunks,
+        bos: if tok.add_bos { tok.bos } else { None },
+    };
     let t0 = std::time::Instant::now();
     let result = eval_lm(&model, reference.as_ref(), &tokens, &opts, progress)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -315,7 +398,10 @@ impl LmEvalReport {
                 k.reference_ppl, k.reference_ppl_se, k.mean, k.mean_se, k.median, k.p99, k.p99_9, k.max, k.same_top1_pct, k.same_top1_se_pct, k.rms_dp_pct, k.rms_dp_se_pct, k.mean_dp_pct
             );
         }
-        s += &format!("speed      {:.1} tokens/s ({:.1} s, {} threads)\n", self.tokens_per_second, self.eval_seconds, self.threads);
+        s += &format!(
+            "speed      {:.1} tokens/s ({:.1} s, {} threads)\n",
+            self.tokens_per_second, self.eval_seconds, self.threads
+        );
         s
     }
 }

@@ -168,13 +168,8 @@ pub fn read_brown_file(path: &Path) -> Result<BrownDoc> {
 
 /// Reads every corpus file (`cXNN`) in `dir`, sorted by id.
 pub fn read_brown_dir(dir: &Path) -> Result<Vec<BrownDoc>> {
-    let mut ids: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, "listing Brown corpus", e))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| genre_of(n).is_some())
-        .collect();
-    ids.sort();
-    ids.iter()
+    read_dir_ids(dir)?
+        .iter()
         .map(|id| read_brown_file(&dir.join(id)))
         .collect()
 }
@@ -211,4 +206,68 @@ mod tests {
         let err = parse_tagged("ok/at\nbroken token/nn").unwrap_err();
         assert_eq!(err.field, "line 2");
     }
+}
+
+/// Expands a file selection such as `cj01-cj12`, `ca01,cb02` or `cj` (the whole genre) into ids,
+/// checked against the files present in `dir`.
+pub fn select_ids(dir: &Path, selection: &str) -> Result<Vec<String>> {
+    let present: Vec<String> = read_dir_ids(dir)?;
+    let bad = |reason: String| {
+        Error::malformed(
+            Path::new(selection),
+            "Brown selection",
+            ParseError::new("selection", 0, reason),
+        )
+    };
+    let mut out = Vec::new();
+    for part in selection
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        if let Some((a, b)) = part.split_once('-') {
+            if genre_of(a).is_none() || genre_of(b).is_none() || a > b {
+                return Err(bad(format!("`{part}` is not a range like cj01-cj12")));
+            }
+            out.extend(
+                present
+                    .iter()
+                    .filter(|id| id.as_str() >= a && id.as_str() <= b)
+                    .cloned(),
+            );
+        } else if part.len() == 2 && genre_of(&format!("{part}01")).is_some() {
+            out.extend(present.iter().filter(|id| id.starts_with(part)).cloned());
+        } else if present.iter().any(|id| id == part) {
+            out.push(part.to_string());
+        } else {
+            return Err(bad(format!("`{part}` names no file in {}", dir.display())));
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("selects no file".into()));
+    }
+    Ok(out)
+}
+
+fn read_dir_ids(dir: &Path) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, "listing Brown corpus", e))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| genre_of(n).is_some())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// The plain text of the selected files, one sentence per line, files separated by a blank line.
+pub fn plain_text(dir: &Path, ids: &[String]) -> Result<String> {
+    let docs = ids
+        .iter()
+        .map(|id| read_brown_file(&dir.join(id)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(docs
+        .iter()
+        .map(BrownDoc::text)
+        .collect::<Vec<_>>()
+        .join("\n"))
 }

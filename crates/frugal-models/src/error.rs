@@ -11,11 +11,24 @@ pub enum Error {
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: tensor `{name}` has shape {found:?}, expected {expected:?}")]
-    BadShape { path: PathBuf, name: String, found: Vec<usize>, expected: Vec<usize> },
+    BadShape {
+        path: PathBuf,
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
     #[error("{path}: tensor `{name}`: type {dtype} cannot be loaded")]
-    UnsupportedType { path: PathBuf, name: String, dtype: String },
+    UnsupportedType {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
     #[error("{path}: metadata `{key}`: {reason}")]
-    BadMetadata { path: PathBuf, key: String, reason: String },
+    BadMetadata {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]

@@ -29,7 +29,10 @@ pub fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
 }
 
 fn info<'a>(f: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
-    f.tensor(name).ok_or_else(|| Error::MissingTensor { path: f.path().to_path_buf(), name: name.to_string() })
+    f.tensor(name).ok_or_else(|| Error::MissingTensor {
+        path: f.path().to_path_buf(),
+        name: name.to_string(),
+    })
 }
 
 /// Row-major dims of a GGUF tensor.
@@ -45,7 +48,12 @@ pub fn load_qtensor(f: &GgufFile, name: &str, device: &Device) -> Result<QTensor
         name: name.to_string(),
         dtype: t.ggml_type.name(),
     })?;
-    Ok(qtensor_from_ggml(dtype, f.tensor_data(t), shape_of(t), device)?)
+    Ok(qtensor_from_ggml(
+        dtype,
+        f.tensor_data(t),
+        shape_of(t),
+        device,
+    )?)
 }
 
 /// A GGUF tensor decoded to f32.
@@ -54,11 +62,21 @@ pub fn load_f32(f: &GgufFile, name: &str, device: &Device) -> Result<Tensor> {
 }
 
 /// Like [`load_f32`], checking the row-major shape.
-pub fn load_f32_shaped(f: &GgufFile, name: &str, expected: &[usize], device: &Device) -> Result<Tensor> {
+pub fn load_f32_shaped(
+    f: &GgufFile,
+    name: &str,
+    expected: &[usize],
+    device: &Device,
+) -> Result<Tensor> {
     let t = info(f, name)?;
     let found = shape_of(t);
     if found != expected {
-        return Err(Error::BadShape { path: f.path().to_path_buf(), name: name.to_string(), found, expected: expected.to_vec() });
+        return Err(Error::BadShape {
+            path: f.path().to_path_buf(),
+            name: name.to_string(),
+            found,
+            expected: expected.to_vec(),
+        });
     }
     load_f32(f, name, device)
 }

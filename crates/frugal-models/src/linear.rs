@@ -75,8 +75,14 @@ impl InputStats {
     /// Merges statistics gathered elsewhere (another process or shard), in a fixed order.
     pub fn merge(&mut self, other: &InputStats) {
         self.n_rows += other.n_rows;
-        self.sum_sq.iter_mut().zip(&other.sum_sq).for_each(|(a, b)| *a += b);
-        self.max_abs.iter_mut().zip(&other.max_abs).for_each(|(a, b)| *a = a.max(*b));
+        self.sum_sq
+            .iter_mut()
+            .zip(&other.sum_sq)
+            .for_each(|(a, b)| *a += b);
+        self.max_abs
+            .iter_mut()
+            .zip(&other.max_abs)
+            .for_each(|(a, b)| *a = a.max(*b));
         if let (Some(a), Some(b)) = (&mut self.gram, &other.gram) {
             a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         }
@@ -99,14 +105,34 @@ impl Linear {
     /// A dense layer from an f32 weight `[out, in]`.
     pub fn dense(name: impl Into<String>, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (n_out, n_in) = weight.dims2()?;
-        Ok(Linear { name: name.into(), weight: Weight::Dense(weight), matmul: None, bias, n_in, n_out, recorder: None })
+        Ok(Linear {
+            name: name.into(),
+            weight: Weight::Dense(weight),
+            matmul: None,
+            bias,
+            n_in,
+            n_out,
+            recorder: None,
+        })
     }
 
     /// A layer from a quantized weight `[out, in]`.
-    pub fn quantized(name: impl Into<String>, weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
+    pub fn quantized(
+        name: impl Into<String>,
+        weight: Arc<QTensor>,
+        bias: Option<Tensor>,
+    ) -> Result<Self> {
         let (n_out, n_in) = weight.shape().dims2()?;
         let matmul = QMatMul::from_arc(weight.clone())?;
-        Ok(Linear { name: name.into(), weight: Weight::Quantized(weight), matmul: Some(matmul), bias, n_in, n_out, recorder: None })
+        Ok(Linear {
+            name: name.into(),
+            weight: Weight::Quantized(weight),
+            matmul: Some(matmul),
+            bias,
+            n_in,
+            n_out,
+            recorder: None,
+        })
     }
 
     pub fn n_in(&self) -> usize {
@@ -134,7 +160,11 @@ impl Linear {
             Weight::Quantized(q) => q.shape().dims2()?,
         };
         if dims != (self.n_out, self.n_in) {
-            candle_core::bail!("{}: new weight {:?} does not match [{}, {}]", self.name, dims, self.n_out, self.n_in);
+            return Err(candle_core::Error::Msg(format!(
+                "{}: new weight {:?} does not match [{}, {}]",
+                self.name, dims, self.n_out, self.n_in
+            ))
+            .into());
         }
         self.matmul = match &weight {
             Weight::Quantized(q) => Some(QMatMul::from_arc(q.clone())?),
@@ -163,7 +193,9 @@ impl Linear {
         if let Some(rec) = &self.recorder {
             let rows = x.flatten_to(D::Minus2)?.to_dtype(DType::F32)?;
             let data: Vec<f32> = rows.flatten_all()?.to_vec1()?;
-            rec.lock().unwrap_or_else(|p| p.into_inner()).add_rows(&data, self.n_in);
+            rec.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add_rows(&data, self.n_in);
         }
         let y = match (&self.weight, &self.matmul) {
             (_, Some(mm)) => mm.forward(x)?,
@@ -190,13 +222,19 @@ mod tests {
         l.start_recording(RecordOptions { gram: true });
         let x = Tensor::new(&[[1f32, -2.0, 3.0], [4.0, 5.0, -6.0]], &dev).unwrap();
         let y = l.forward(&x).unwrap();
-        assert_eq!(y.to_vec2::<f32>().unwrap(), vec![vec![1.0, -2.0], vec![4.0, 5.0]]);
+        assert_eq!(
+            y.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, -2.0], vec![4.0, 5.0]]
+        );
         let s = l.take_stats().unwrap();
         assert_eq!(s.n_rows, 2);
         assert_eq!(s.sum_sq, vec![17.0, 29.0, 45.0]);
         assert_eq!(s.max_abs, vec![4.0, 5.0, 6.0]);
         // Reference: XᵀX computed by hand.
-        assert_eq!(s.gram.unwrap(), vec![17.0, 18.0, -21.0, 18.0, 29.0, -36.0, -21.0, -36.0, 45.0]);
+        assert_eq!(
+            s.gram.unwrap(),
+            vec![17.0, 18.0, -21.0, 18.0, 29.0, -36.0, -21.0, -36.0, 45.0]
+        );
         assert!(l.take_stats().is_none(), "recording stopped");
     }
 
@@ -220,13 +258,35 @@ mod tests {
     #[test]
     fn quantized_weight_matches_dense_within_q8_error() {
         let dev = Device::Cpu;
-        let w: Vec<f32> = (0..64 * 32).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+        let w: Vec<f32> = (0..64 * 32)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
         let w = Tensor::from_vec(w, (32, 64), &dev).unwrap();
-        let x = Tensor::from_vec((0..3 * 64).map(|i| (i as f32 * 0.1).cos()).collect::<Vec<_>>(), (3, 64), &dev).unwrap();
-        let dense = Linear::dense("d", w.clone(), None).unwrap().forward(&x).unwrap();
+        let x = Tensor::from_vec(
+            (0..3 * 64)
+                .map(|i| (i as f32 * 0.1).cos())
+                .collect::<Vec<_>>(),
+            (3, 64),
+            &dev,
+        )
+        .unwrap();
+        let dense = Linear::dense("d", w.clone(), None)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
         let q = QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q8_0).unwrap();
-        let quant = Linear::quantized("q", Arc::new(q), None).unwrap().forward(&x).unwrap();
-        let err = (dense - quant).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let quant = Linear::quantized("q", Arc::new(q), None)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
+        let err = (dense - quant)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(err < 0.05, "max error {err}");
     }
 }

@@ -37,17 +37,29 @@ impl LlamaConfig {
         let path = f.path().to_path_buf();
         let h = &f.header;
         let arch = h.architecture().unwrap_or("");
-        let bad = |key: &str, reason: String| Error::BadMetadata { path: path.clone(), key: key.to_string(), reason };
+        let bad = |key: &str, reason: String| Error::BadMetadata {
+            path: path.clone(),
+            key: key.to_string(),
+            reason,
+        };
         if !matches!(arch, "llama" | "mistral" | "granite") {
-            return Err(bad("general.architecture", format!("`{arch}` is not a Llama-family architecture")));
+            return Err(bad(
+                "general.architecture",
+                format!("`{arch}` is not a Llama-family architecture"),
+            ));
         }
         let int = |k: &str| -> Result<Option<usize>> {
             match h.arch_get(k) {
                 None => Ok(None),
-                Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| bad(&format!("{arch}.{k}"), "not an integer".into())),
+                Some(v) => v
+                    .as_u64()
+                    .map(|x| Some(x as usize))
+                    .ok_or_else(|| bad(&format!("{arch}.{k}"), "not an integer".into())),
             }
         };
-        let need = |k: &str| -> Result<usize> { int(k)?.ok_or_else(|| bad(&format!("{arch}.{k}"), "missing".into())) };
+        let need = |k: &str| -> Result<usize> {
+            int(k)?.ok_or_else(|| bad(&format!("{arch}.{k}"), "missing".into()))
+        };
         let n_embd = need("embedding_length")?;
         let n_head = need("attention.head_count")?;
         let n_vocab = match h.get("tokenizer.ggml.tokens") {
@@ -62,15 +74,34 @@ impl LlamaConfig {
             n_head_kv: int("attention.head_count_kv")?.unwrap_or(n_head),
             n_vocab,
             n_ctx_train: int("context_length")?.unwrap_or(2048),
-            rms_eps: h.arch_get("attention.layer_norm_rms_epsilon").and_then(|v| v.as_f64()).unwrap_or(1e-5),
-            rope_base: h.arch_get("rope.freq_base").and_then(|v| v.as_f64()).unwrap_or(10_000.0),
+            rms_eps: h
+                .arch_get("attention.layer_norm_rms_epsilon")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1e-5),
+            rope_base: h
+                .arch_get("rope.freq_base")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(10_000.0),
             rope_dim: int("rope.dimension_count")?.unwrap_or(n_embd / n_head.max(1)),
         };
-        if cfg.n_head == 0 || cfg.n_head_kv == 0 || n_embd % cfg.n_head != 0 || cfg.n_head % cfg.n_head_kv != 0 {
-            return Err(bad(&format!("{arch}.attention.head_count"), format!("{} heads / {} kv heads do not divide width {n_embd}", cfg.n_head, cfg.n_head_kv)));
+        if cfg.n_head == 0
+            || cfg.n_head_kv == 0
+            || n_embd % cfg.n_head != 0
+            || cfg.n_head % cfg.n_head_kv != 0
+        {
+            return Err(bad(
+                &format!("{arch}.attention.head_count"),
+                format!(
+                    "{} heads / {} kv heads do not divide width {n_embd}",
+                    cfg.n_head, cfg.n_head_kv
+                ),
+            ));
         }
         if cfg.rope_dim != cfg.head_dim() {
-            return Err(bad(&format!("{arch}.rope.dimension_count"), "partial rotary embeddings are not supported".into()));
+            return Err(bad(
+                &format!("{arch}.rope.dimension_count"),
+                "partial rotary embeddings are not supported".into(),
+            ));
         }
         Ok(cfg)
     }
@@ -109,11 +140,25 @@ pub struct Llama {
     device: Device,
 }
 
-fn linear(f: &GgufFile, name: &str, shape: [usize; 2], opts: LoadOptions, dev: &Device) -> Result<Linear> {
-    let t = f.tensor(name).ok_or_else(|| Error::MissingTensor { path: f.path().to_path_buf(), name: name.to_string() })?;
+fn linear(
+    f: &GgufFile,
+    name: &str,
+    shape: [usize; 2],
+    opts: LoadOptions,
+    dev: &Device,
+) -> Result<Linear> {
+    let t = f.tensor(name).ok_or_else(|| Error::MissingTensor {
+        path: f.path().to_path_buf(),
+        name: name.to_string(),
+    })?;
     let found = shape_of(t);
     if found != shape {
-        return Err(Error::BadShape { path: f.path().to_path_buf(), name: name.to_string(), found, expected: shape.to_vec() });
+        return Err(Error::BadShape {
+            path: f.path().to_path_buf(),
+            name: name.to_string(),
+            found,
+            expected: shape.to_vec(),
+        });
     }
     let plain = matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
     if opts.dequantize || plain {
@@ -149,7 +194,14 @@ impl Llama {
         } else {
             linear(f, "token_embd.weight", [c.n_vocab, d], opts, device)?
         };
-        Ok(Llama { config: c, embedding, blocks, output_norm, output, device: device.clone() })
+        Ok(Llama {
+            config: c,
+            embedding,
+            blocks,
+            output_norm,
+            output,
+            device: device.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -160,7 +212,15 @@ impl Llama {
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut v = Vec::new();
         for b in &mut self.blocks {
-            v.extend([&mut b.q, &mut b.k, &mut b.v, &mut b.o, &mut b.gate, &mut b.up, &mut b.down]);
+            v.extend([
+                &mut b.q,
+                &mut b.k,
+                &mut b.v,
+                &mut b.o,
+                &mut b.gate,
+                &mut b.up,
+                &mut b.down,
+            ]);
         }
         v.push(&mut self.output);
         v
@@ -170,7 +230,9 @@ impl Llama {
     fn rope_tables(&self, n: usize) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let half = c.rope_dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| (c.rope_base.powf(-2.0 * i as f64 / c.rope_dim as f64)) as f32).collect();
+        let inv: Vec<f32> = (0..half)
+            .map(|i| (c.rope_base.powf(-2.0 * i as f64 / c.rope_dim as f64)) as f32)
+            .collect();
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
         for p in 0..n {
@@ -180,28 +242,45 @@ impl Llama {
                 sin.push(a.sin());
             }
         }
-        Ok((Tensor::from_vec(cos, (n, half), &self.device)?, Tensor::from_vec(sin, (n, half), &self.device)?))
+        Ok((
+            Tensor::from_vec(cos, (n, half), &self.device)?,
+            Tensor::from_vec(sin, (n, half), &self.device)?,
+        ))
     }
 
     /// Logits `[tokens.len(), n_vocab]` at every position of one sequence starting at position 0.
     pub fn forward(&self, tokens: &[u32]) -> Result<Tensor> {
         let c = &self.config;
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
-            return Err(Error::BadToken { id, n_vocab: c.n_vocab });
+            return Err(Error::BadToken {
+                id,
+                n_vocab: c.n_vocab,
+            });
         }
         let t = tokens.len();
         let (hd, nh, nkv) = (c.head_dim(), c.n_head, c.n_head_kv);
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embedding.index_select(&ids, 0)?; // [T, d]
         let (cos, sin) = self.rope_tables(t)?;
-        let mask: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { f32::NEG_INFINITY } else { 0.0 }).collect();
+        let mask: Vec<f32> = (0..t * t)
+            .map(|i| {
+                if i % t > i / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let eps = c.rms_eps as f32;
         for b in &self.blocks {
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, eps)?;
             let heads = |l: &Linear, n: usize| -> Result<Tensor> {
-                Ok(l.forward(&h)?.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+                Ok(l.forward(&h)?
+                    .reshape((1, t, n, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
             };
             let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, nh)?, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&heads(&b.k, nkv)?, &cos, &sin)?;
@@ -227,7 +306,9 @@ fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
         return Ok(x);
     }
     let (b, kv, t, hd) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.expand((b, kv, n, t, hd))?.reshape((b, kv * n, t, hd))?)
+    Ok(x.unsqueeze(2)?
+        .expand((b, kv, n, t, hd))?
+        .reshape((b, kv * n, t, hd))?)
 }
 
 /// Argmax of the last dimension, for tests and greedy decoding.

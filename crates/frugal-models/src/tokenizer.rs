@@ -6,7 +6,6 @@
 
 use crate::error::{Error, Result};
 use frugal_formats::gguf::{Array, GgufFile, Value};
-use std::collections::HashMap;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -43,32 +42,72 @@ fn pre_tokenizer(pre: &str) -> Option<PreTokenizerWrapper> {
 impl GgufTokenizer {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let h = &f.header;
-        let bad = |key: &str, reason: &str| Error::BadMetadata { path: f.path().to_path_buf(), key: key.into(), reason: reason.into() };
+        let bad = |key: &str, reason: &str| Error::BadMetadata {
+            path: f.path().to_path_buf(),
+            key: key.into(),
+            reason: reason.into(),
+        };
         match h.get("tokenizer.ggml.model").and_then(Value::as_str) {
             Some("gpt2") => {}
-            Some(m) => return Err(bad("tokenizer.ggml.model", &format!("`{m}` tokenizers are not supported yet (only byte-level BPE, `gpt2`)"))),
+            Some(m) => {
+                return Err(bad(
+                    "tokenizer.ggml.model",
+                    &format!(
+                        "`{m}` tokenizers are not supported yet (only byte-level BPE, `gpt2`)"
+                    ),
+                ))
+            }
             None => return Err(bad("tokenizer.ggml.model", "missing")),
         }
         let tokens = match h.get("tokenizer.ggml.tokens") {
             Some(Value::Array(Array::String(t))) => t,
-            _ => return Err(bad("tokenizer.ggml.tokens", "missing or not an array of strings")),
+            _ => {
+                return Err(bad(
+                    "tokenizer.ggml.tokens",
+                    "missing or not an array of strings",
+                ))
+            }
         };
         let merges = match h.get("tokenizer.ggml.merges") {
             Some(Value::Array(Array::String(m))) => m,
-            _ => return Err(bad("tokenizer.ggml.merges", "missing or not an array of strings")),
+            _ => {
+                return Err(bad(
+                    "tokenizer.ggml.merges",
+                    "missing or not an array of strings",
+                ))
+            }
         };
-        let pre = h.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default").to_string();
+        let pre = h
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
         let pre_tok = pre_tokenizer(&pre).ok_or_else(|| {
-            bad("tokenizer.ggml.pre", &format!("pre-tokenizer `{pre}` is not supported yet (supported: {})", SUPPORTED_PRE.join(", ")))
+            bad(
+                "tokenizer.ggml.pre",
+                &format!(
+                    "pre-tokenizer `{pre}` is not supported yet (supported: {})",
+                    SUPPORTED_PRE.join(", ")
+                ),
+            )
         })?;
-        let vocab: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let merges = merges
             .iter()
             .enumerate()
             .map(|(i, m)| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| bad("tokenizer.ggml.merges", &format!("merge {i} ({m:?}) is not two tokens separated by a space")))
+                    .ok_or_else(|| {
+                        bad(
+                            "tokenizer.ggml.merges",
+                            &format!("merge {i} ({m:?}) is not two tokens separated by a space"),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         let bpe = BPE::builder()
@@ -79,13 +118,26 @@ impl GgufTokenizer {
         inner.with_pre_tokenizer(Some(pre_tok));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let id = |k: &str| h.get(k).and_then(Value::as_u64).map(|v| v as u32);
-        let add_bos = matches!(h.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
-        Ok(GgufTokenizer { inner, bos: id("tokenizer.ggml.bos_token_id"), eos: id("tokenizer.ggml.eos_token_id"), add_bos, n_vocab: tokens.len(), pre })
+        let add_bos = matches!(
+            h.get("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        );
+        Ok(GgufTokenizer {
+            inner,
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos: id("tokenizer.ggml.eos_token_id"),
+            add_bos,
+            n_vocab: tokens.len(),
+            pre,
+        })
     }
 
     /// Token ids of `text`; with `add_special`, a BOS token first when the model asks for one.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if add_special && self.add_bos {
             ids.extend(self.bos);
@@ -95,6 +147,8 @@ impl GgufTokenizer {
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| Error::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 }
