@@ -84,7 +84,7 @@ fn score_row(row: &[f32], tok: u32) -> TokenScore {
 fn kl_row(p: &[f32], q: &[f32]) -> f64 {
     let lse = |r: &[f32]| {
         let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        f64::from(m) + r.iter().map(|&v| f64::from(v - m).exp()).sum::<f64>().ln()
+        f64::from(m) + r.iter().map(|&v| (f64::from(v) - f64::from(m)).exp()).sum::<f64>().ln()
     };
     let (lp, lq) = (lse(p), lse(q));
     p.iter()
