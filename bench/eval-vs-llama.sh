@@ -46,8 +46,13 @@ done
 "$BIN/llama-perplexity" -m "$F32" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32.kld" >/dev/null 2>&1
 "$BIN/llama-perplexity" -m "$Q4KM" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32.kld" --kl-divergence >"$W/kld.log" 2>&1
 "$FRUGAL" eval "$Q4KM" --reference "$F32" --text "$TEXT" --ctx $CTX --chunks "$CHUNKS" --json >"$W/frugal-kld.json"
-"$FRUGAL" eval "$Q4KM" --reference "$F32" --text "$TEXT" --ctx $CTX --chunks "$CHUNKS" --json --quantized-kernels >"$W/frugal-kld-qk.json"
-python3 - "$W/kld.log" "$W/frugal-kld.json" "$W/frugal-kld-qk.json" <<'PYEOF'
+# candle's quantized CPU kernels are slow (see BENCHMARKS.md); their column is opt-in: QK=1.
+if [ "${QK:-0}" = 1 ]; then
+  "$FRUGAL" eval "$Q4KM" --reference "$F32" --text "$TEXT" --ctx $CTX --chunks "$CHUNKS" --json --quantized-kernels >"$W/frugal-kld-qk.json"
+else
+  cp "$W/frugal-kld.json" "$W/frugal-kld-qk.json"
+fi
+python3 - "$W/kld.log" "$W/frugal-kld.json" "$W/frugal-kld-qk.json" "${QK:-0}" <<'PYEOF'
 import json, re, sys
 log = open(sys.argv[1]).read()
 def grab(pat):
@@ -55,8 +60,11 @@ def grab(pat):
 ll = {"mean": grab(r"Mean\s+KLD:\s+([0-9.]+)"), "p99": grab(r"99\.0%\s+KLD:\s+([0-9.]+)"),
       "max": grab(r"Maximum KLD:\s+([0-9.]+)"), "top": grab(r"Same top p:\s+([0-9.]+)"),
       "rms": grab(r"RMS Δp\s*:\s+([0-9.]+)")}
-print(f"\n{'Q4_K_M vs F32':34} {'llama-perplexity':>16} {'frugal (f32 math)':>18} {'frugal (q kernels)':>19}")
+qk = sys.argv[4] == "1"
+print(f"\n{'Q4_K_M vs F32':34} {'llama-perplexity':>16} {'frugal (f32 math)':>18} {'frugal (q kernels)' if qk else '':>19}")
 rs = [json.load(open(p))["kld"] for p in sys.argv[2:4]]
+if not qk:
+    rs[1] = {k: float("nan") for k in rs[1]}
 for label, key, fk in [("mean KLD", "mean", "mean"), ("99% KLD", "p99", "p99"), ("max KLD", "max", "max"),
                        ("same top-1 %", "top", "same_top1_pct"), ("RMS Δp %", "rms", "rms_dp_pct")]:
     print(f"{label:34} {ll[key]:16.6f} {rs[0][fk]:18.6f} {rs[1][fk]:19.6f}")

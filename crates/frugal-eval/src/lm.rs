@@ -84,7 +84,11 @@ fn score_row(row: &[f32], tok: u32) -> TokenScore {
 fn kl_row(p: &[f32], q: &[f32]) -> f64 {
     let lse = |r: &[f32]| {
         let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        f64::from(m) + r.iter().map(|&v| (f64::from(v) - f64::from(m)).exp()).sum::<f64>().ln()
+        f64::from(m)
+            + r.iter()
+                .map(|&v| (f64::from(v) - f64::from(m)).exp())
+                .sum::<f64>()
+                .ln()
     };
     let (lp, lq) = (lse(p), lse(q));
     p.iter()
@@ -174,8 +178,11 @@ pub fn eval_lm(
             chunk[0] = bos;
         }
         let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
-        let logits: Vec<f32> = model.forward(&chunk)?.flatten_all()?.to_vec1()?;
-        let rows = &logits[first * n_vocab..(ctx - 1) * n_vocab];
+        let logits: Vec<f32> = model
+            .forward_from(&chunk, first)?
+            .flatten_all()?
+            .to_vec1()?;
+        let rows = &logits[..(ctx - 1 - first) * n_vocab];
         scores.extend(
             rows.par_chunks(n_vocab)
                 .zip(targets)
@@ -183,8 +190,8 @@ pub fn eval_lm(
                 .collect::<Vec<_>>(),
         );
         if let Some(r) = reference {
-            let rl: Vec<f32> = r.forward(&chunk)?.flatten_all()?.to_vec1()?;
-            let rrows = &rl[first * n_vocab..(ctx - 1) * n_vocab];
+            let rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
+            let rrows = &rl[..(ctx - 1 - first) * n_vocab];
             ref_scores.extend(
                 rrows
                     .par_chunks(n_vocab)

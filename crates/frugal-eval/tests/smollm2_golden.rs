@@ -8,15 +8,22 @@ use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 fn golden(name: &str) -> serde_json::Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name);
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
 }
 
 fn require(p: PathBuf, what: &str) -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
-    assert!(std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none_or(|v| v != "1"), "{}", assets::missing(what, &p));
+    assert!(
+        std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none_or(|v| v != "1"),
+        "{}",
+        assets::missing(what, &p)
+    );
     eprintln!("skipping: {}", assets::missing(what, &p));
     None
 }
@@ -29,7 +36,9 @@ fn brown_text() -> Option<String> {
 
 #[test]
 fn token_ids_match_llama_tokenize() {
-    let Some(model) = require(assets::smollm2_gguf(), "SmolLM2") else { return };
+    let Some(model) = require(assets::smollm2_gguf(), "SmolLM2") else {
+        return;
+    };
     let Some(text) = brown_text() else { return };
     let tok = GgufTokenizer::from_gguf(&GgufFile::open(model).unwrap()).unwrap();
     let g = golden("smollm2_tokens.json");
@@ -43,13 +52,24 @@ fn token_ids_match_llama_tokenize() {
     assert_eq!(ids.len() as u64, b["n_tokens"].as_u64().unwrap());
     let first: Vec<u32> = serde_json::from_value(b["first_64"].clone()).unwrap();
     assert_eq!(&ids[..64], &first[..]);
-    let joined = format!("[{}]", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
-    assert_eq!(format!("{:x}", sha2::Sha256::digest(joined.as_bytes())), b["sha256_ids"].as_str().unwrap());
+    let joined = format!(
+        "[{}]",
+        ids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert_eq!(
+        format!("{:x}", sha2::Sha256::digest(joined.as_bytes())),
+        b["sha256_ids"].as_str().unwrap()
+    );
 }
 
 #[test]
 fn f32_perplexity_matches_llama_perplexity_within_half_a_percent() {
-    let Some(model) = require(assets::smollm2_gguf(), "SmolLM2") else { return };
+    let Some(model) = require(assets::smollm2_gguf(), "SmolLM2") else {
+        return;
+    };
     let Some(text) = brown_text() else { return };
     let g = golden("smollm2_ppl.json");
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +90,18 @@ fn f32_perplexity_matches_llama_perplexity_within_half_a_percent() {
     assert_eq!(r.result.n_scored, r.result.n_chunks * 255);
     assert_eq!(r.result.n_chunks, 4);
     let rel = (r.result.ppl - want).abs() / want;
-    assert!(rel < 0.005, "Frugal PPL {:.4} vs llama-perplexity {want:.4} ({:.3} %)", r.result.ppl, rel * 100.0);
-    let se_rel = (r.result.ppl_se - g["ppl_se"].as_f64().unwrap()).abs() / g["ppl_se"].as_f64().unwrap();
-    assert!(se_rel < 0.02, "standard error {:.5} vs {}", r.result.ppl_se, g["ppl_se"]);
+    assert!(
+        rel < 0.005,
+        "Frugal PPL {:.4} vs llama-perplexity {want:.4} ({:.3} %)",
+        r.result.ppl,
+        rel * 100.0
+    );
+    let se_rel =
+        (r.result.ppl_se - g["ppl_se"].as_f64().unwrap()).abs() / g["ppl_se"].as_f64().unwrap();
+    assert!(
+        se_rel < 0.02,
+        "standard error {:.5} vs {}",
+        r.result.ppl_se,
+        g["ppl_se"]
+    );
 }

@@ -5,6 +5,7 @@
 //! - [`tokenizer`]: byte-level BPE built from GGUF `tokenizer.ggml.*` metadata.
 //! - [`linear`]: the linear-layer seam every compression method uses.
 
+pub mod bert;
 pub mod convert;
 pub mod error;
 pub mod gguf_load;

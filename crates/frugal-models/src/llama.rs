@@ -250,6 +250,13 @@ impl Llama {
 
     /// Logits `[tokens.len(), n_vocab]` at every position of one sequence starting at position 0.
     pub fn forward(&self, tokens: &[u32]) -> Result<Tensor> {
+        self.forward_from(tokens, 0)
+    }
+
+    /// Logits `[tokens.len() − from, n_vocab]` for positions `from..` only (the output layer, a
+    /// fifth of the model's arithmetic, runs only where logits are wanted, as llama.cpp's
+    /// perplexity tool asks for).
+    pub fn forward_from(&self, tokens: &[u32], from: usize) -> Result<Tensor> {
         let c = &self.config;
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
             return Err(Error::BadToken {
@@ -295,6 +302,7 @@ impl Llama {
             let u = b.up.forward(&h)?;
             x = (x + b.down.forward(&(g * u)?)?)?;
         }
+        let x = x.narrow(0, from.min(t), t - from.min(t))?;
         let x = candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?;
         Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
     }

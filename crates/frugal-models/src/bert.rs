@@ -1,0 +1,288 @@
+//! A BERT encoder (Devlin et al. 2019) with mean pooling, as sentence-transformers runs
+//! all-MiniLM-L6-v2 (Reimers & Gurevych 2019): WordPiece tokens from `tokenizer.json`, post-LN
+//! transformer layers with exact (erf) GELU, mean of the last hidden states over real tokens,
+//! then L2 normalisation. Reference: Hugging Face `transformers` `modeling_bert.py` and
+//! sentence-transformers' `Transformer` → `Pooling(mean)` → `Normalize` modules.
+
+use crate::error::{Error, Result};
+use crate::linear::Linear;
+use candle_core::{DType, Device, Tensor, D};
+use frugal_formats::safetensors::{Dtype, SafetensorsFile};
+use std::path::{Path, PathBuf};
+
+/// Hyperparameters from `config.json`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct BertConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_act: String,
+}
+
+/// One encoder layer.
+#[derive(Debug, Clone)]
+pub struct BertLayer {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub attn_out: Linear,
+    pub attn_ln: (Tensor, Tensor),
+    pub inter: Linear,
+    pub out: Linear,
+    pub out_ln: (Tensor, Tensor),
+}
+
+/// The encoder with its tokenizer.
+pub struct Bert {
+    pub config: BertConfig,
+    pub word: Tensor,
+    pub position: Tensor,
+    pub token_type: Tensor,
+    pub emb_ln: (Tensor, Tensor),
+    pub layers: Vec<BertLayer>,
+    tokenizer: tokenizers::Tokenizer,
+    /// Longest input in tokens (sentence-transformers' `max_seq_length`).
+    pub max_seq_len: usize,
+    device: Device,
+}
+
+fn tensor(f: &SafetensorsFile, name: &str, dev: &Device) -> Result<Tensor> {
+    let t = f.tensor(name).ok_or_else(|| Error::MissingTensor {
+        path: f.path().to_path_buf(),
+        name: name.to_string(),
+    })?;
+    if t.dtype != Dtype::F32 {
+        return Err(Error::UnsupportedType {
+            path: f.path().to_path_buf(),
+            name: name.into(),
+            dtype: t.dtype.to_string(),
+        });
+    }
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    Ok(Tensor::from_raw_buffer(
+        f.tensor_data(t),
+        DType::F32,
+        &shape,
+        dev,
+    )?)
+}
+
+fn layer_norm(x: &Tensor, (w, b): &(Tensor, Tensor), eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    Ok(y.broadcast_mul(w)?.broadcast_add(b)?)
+}
+
+impl Bert {
+    /// Loads `model.safetensors`, `config.json`, `tokenizer.json` and, when present,
+    /// `sentence_bert_config.json` from a sentence-transformers folder.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let read_json = |name: &str| -> Result<serde_json::Value> {
+            let p: PathBuf = dir.join(name);
+            let bytes =
+                std::fs::read(&p).map_err(|e| frugal_formats::Error::io(&p, "reading", e))?;
+            serde_json::from_slice(&bytes).map_err(|e| Error::BadMetadata {
+                path: p,
+                key: "(file)".into(),
+                reason: e.to_string(),
+            })
+        };
+        let cfg_v = read_json("config.json")?;
+        let config: BertConfig = serde_json::from_value(cfg_v).map_err(|e| Error::BadMetadata {
+            path: dir.join("config.json"),
+            key: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        if config.hidden_act != "gelu" {
+            return Err(Error::BadMetadata {
+                path: dir.join("config.json"),
+                key: "hidden_act".into(),
+                reason: format!("`{}` is not supported (gelu)", config.hidden_act),
+            });
+        }
+        let max_seq_len = read_json("sentence_bert_config.json")
+            .ok()
+            .and_then(|v| v.get("max_seq_length")?.as_u64())
+            .map_or(config.max_position_embeddings, |v| v as usize)
+            .min(config.max_position_embeddings);
+        let f = SafetensorsFile::open(dir.join("model.safetensors"))?;
+        let t = |n: &str| tensor(&f, n, device);
+        let lin = |n: &str| -> Result<Linear> {
+            Linear::dense(
+                n,
+                t(&format!("{n}.weight"))?,
+                Some(t(&format!("{n}.bias"))?),
+            )
+        };
+        let ln = |n: &str| -> Result<(Tensor, Tensor)> {
+            Ok((t(&format!("{n}.weight"))?, t(&format!("{n}.bias"))?))
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            layers.push(BertLayer {
+                q: lin(&format!("{p}.attention.self.query"))?,
+                k: lin(&format!("{p}.attention.self.key"))?,
+                v: lin(&format!("{p}.attention.self.value"))?,
+                attn_out: lin(&format!("{p}.attention.output.dense"))?,
+                attn_ln: ln(&format!("{p}.attention.output.LayerNorm"))?,
+                inter: lin(&format!("{p}.intermediate.dense"))?,
+                out: lin(&format!("{p}.output.dense"))?,
+                out_ln: ln(&format!("{p}.output.LayerNorm"))?,
+            });
+        }
+        let tok_path = dir.join("tokenizer.json");
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_seq_len,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(Bert {
+            word: t("embeddings.word_embeddings.weight")?,
+            position: t("embeddings.position_embeddings.weight")?,
+            token_type: t("embeddings.token_type_embeddings.weight")?,
+            emb_ln: ln("embeddings.LayerNorm")?,
+            layers,
+            config,
+            tokenizer,
+            max_seq_len,
+            device: device.clone(),
+        })
+    }
+
+    /// Every linear layer (the seam compression methods use).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.q,
+                    &mut l.k,
+                    &mut l.v,
+                    &mut l.attn_out,
+                    &mut l.inter,
+                    &mut l.out,
+                ]
+            })
+            .collect()
+    }
+
+    /// Token ids (with `[CLS]` … `[SEP]`, truncated to `max_seq_len`).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Last hidden states `[B, T, H]` for a padded batch of token ids with its 0/1 mask `[B, T]`.
+    pub fn hidden_states(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t) = ids.dims2()?;
+        let (nh, hd) = (c.num_attention_heads, c.hidden_size / c.num_attention_heads);
+        let pos = Tensor::arange(0u32, t as u32, &self.device)?;
+        let x = self
+            .word
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, c.hidden_size))?;
+        let x = x
+            .broadcast_add(&self.position.index_select(&pos, 0)?)?
+            .broadcast_add(&self.token_type.get(0)?)?;
+        let mut x = layer_norm(&x, &self.emb_ln, c.layer_norm_eps)?;
+        // Additive mask over keys: 0 for tokens, a large negative number for padding.
+        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.reshape((b, 1, 1, t))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for l in &self.layers {
+            let heads = |lin: &Linear| -> Result<Tensor> {
+                Ok(lin
+                    .forward(&x)?
+                    .reshape((b, t, nh, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
+            };
+            let (q, k, v) = (heads(&l.q)?, heads(&l.k)?, heads(&l.v)?);
+            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, c.hidden_size))?;
+            x = layer_norm(
+                &(l.attn_out.forward(&y)? + &x)?,
+                &l.attn_ln,
+                c.layer_norm_eps,
+            )?;
+            let h = l.inter.forward(&x)?.gelu_erf()?;
+            x = layer_norm(&(l.out.forward(&h)? + &x)?, &l.out_ln, c.layer_norm_eps)?;
+        }
+        Ok(x)
+    }
+
+    /// L2-normalised mean-pooled sentence embeddings `[n, H]`, computed in batches of `batch`
+    /// sentences sorted by length (less padding), returned in input order.
+    pub fn embed(&self, sentences: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let ids: Vec<Vec<u32>> = sentences
+            .iter()
+            .map(|s| self.tokenize(s))
+            .collect::<Result<_>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out = vec![Vec::new(); ids.len()];
+        for group in order.chunks(batch.max(1)) {
+            let t = group.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
+            let mut flat = Vec::with_capacity(group.len() * t);
+            let mut m = Vec::with_capacity(group.len() * t);
+            for &i in group {
+                flat.extend(
+                    ids[i]
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat(0).take(t - ids[i].len())),
+                );
+                m.extend((0..t).map(|j| if j < ids[i].len() { 1f32 } else { 0.0 }));
+            }
+            let idt = Tensor::from_vec(flat, (group.len(), t), &self.device)?;
+            let mt = Tensor::from_vec(m, (group.len(), t), &self.device)?;
+            let h = self.hidden_states(&idt, &mt)?;
+            let mt3 = mt.unsqueeze(2)?;
+            let summed = h.broadcast_mul(&mt3)?.sum(1)?;
+            let counts = mt3.sum(1)?.clamp(1e-9, f64::MAX)?;
+            let mean = summed.broadcast_div(&counts)?;
+            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+            let e: Vec<Vec<f32>> = mean.broadcast_div(&norm)?.to_vec2()?;
+            for (&i, v) in group.iter().zip(e) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+/// Loads the encoder from a folder given as a path string, for callers holding a `PathBuf`.
+pub fn load_dir(dir: &Path) -> Result<Bert> {
+    Bert::load(dir, &Device::Cpu)
+}
