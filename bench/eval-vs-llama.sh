@@ -46,13 +46,8 @@ done
 "$BIN/llama-perplexity" -m "$F32" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32.kld" >/dev/null 2>&1
 "$BIN/llama-perplexity" -m "$Q4KM" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32.kld" --kl-divergence >"$W/kld.log" 2>&1
 "$FRUGAL" eval "$Q4KM" --reference "$F32" --text "$TEXT" --ctx $CTX --chunks "$CHUNKS" --json >"$W/frugal-kld.json"
-# candle's quantized CPU kernels are slow (see BENCHMARKS.md); their column is opt-in: QK=1.
-if [ "${QK:-0}" = 1 ]; then
-  "$FRUGAL" eval "$Q4KM" --reference "$F32" --text "$TEXT" --ctx $CTX --chunks "$CHUNKS" --json --quantized-kernels >"$W/frugal-kld-qk.json"
-else
-  cp "$W/frugal-kld.json" "$W/frugal-kld-qk.json"
-fi
-python3 - "$W/kld.log" "$W/frugal-kld.json" "$W/frugal-kld-qk.json" "${QK:-0}" <<'PYEOF'
+"$FRUGAL" eval "$Q4KM" --reference "$F32" --text "$TEXT" --ctx $CTX --chunks "$CHUNKS" --json --f32-activations >"$W/frugal-kld-f32act.json"
+python3 - "$W/kld.log" "$W/frugal-kld.json" "$W/frugal-kld-f32act.json" <<'PYEOF'
 import json, re, sys
 log = open(sys.argv[1]).read()
 def grab(pat):
@@ -60,13 +55,12 @@ def grab(pat):
 ll = {"mean": grab(r"Mean\s+KLD:\s+([0-9.]+)"), "p99": grab(r"99\.0%\s+KLD:\s+([0-9.]+)"),
       "max": grab(r"Maximum KLD:\s+([0-9.]+)"), "top": grab(r"Same top p:\s+([0-9.]+)"),
       "rms": grab(r"RMS Δp\s*:\s+([0-9.]+)")}
-qk = sys.argv[4] == "1"
-print(f"\n{'Q4_K_M vs F32':34} {'llama-perplexity':>16} {'frugal (f32 math)':>18} {'frugal (q kernels)' if qk else '':>19}")
 rs = [json.load(open(p))["kld"] for p in sys.argv[2:4]]
-if not qk:
-    rs[1] = {k: float("nan") for k in rs[1]}
+print(f"\n{'Q4_K_M vs F32':28} {'llama-perplexity':>16} {'frugal eval':>12} {'ratio':>7} {'frugal --f32-activations':>25}")
 for label, key, fk in [("mean KLD", "mean", "mean"), ("99% KLD", "p99", "p99"), ("max KLD", "max", "max"),
                        ("same top-1 %", "top", "same_top1_pct"), ("RMS Δp %", "rms", "rms_dp_pct")]:
-    print(f"{label:34} {ll[key]:16.6f} {rs[0][fk]:18.6f} {rs[1][fk]:19.6f}")
-print(f"{'mean KLD ratio frugal/llama':34} {'':16} {rs[0]['mean']/ll['mean']:18.4f} {rs[1]['mean']/ll['mean']:19.4f}")
+    print(f"{label:28} {ll[key]:16.6f} {rs[0][fk]:12.6f} {rs[0][fk]/ll[key]:7.4f} {rs[1][fk]:25.6f}")
+ratio = rs[0]["mean"] / ll["mean"]
+print(f"\nmean KLD agrees within 5 %: {'yes' if abs(ratio - 1) < 0.05 else 'NO'} (ratio {ratio:.4f})")
+sys.exit(0 if abs(ratio - 1) < 0.05 else 1)
 PYEOF

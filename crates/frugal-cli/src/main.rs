@@ -30,26 +30,35 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Evaluate a language model (GGUF): perplexity with llama.cpp's protocol, and KL divergence,
-    /// top-1 agreement and Δp against a reference model.
+    /// Evaluate a model against its reference. A language model (GGUF): perplexity with
+    /// llama.cpp's protocol, and KL divergence, top-1 agreement and Δp against `--reference`.
+    /// A sentence encoder (a folder with model.safetensors and tokenizer.json): 1-NN genre
+    /// accuracy on Brown corpus sentences and cosine similarity to `--reference`.
     Eval {
-        /// The model to evaluate.
+        /// The model to evaluate: a GGUF file or an encoder folder.
         model: PathBuf,
-        /// Plain text to score.
-        #[arg(long)]
-        text: PathBuf,
-        /// The reference model (e.g. the F32 original) for KLD, top-1 and Δp.
+        /// Plain text to score (language models).
+        #[arg(long, required_unless_present = "per_genre")]
+        text: Option<PathBuf>,
+        /// The reference model (the original) to compare with.
         #[arg(long)]
         reference: Option<PathBuf>,
+        /// Encoders: Brown sentences per genre.
+        #[arg(long)]
+        per_genre: Option<usize>,
         /// Tokens per chunk; the second half of each chunk is scored.
         #[arg(long, default_value_t = 512)]
         ctx: usize,
         /// At most this many chunks.
         #[arg(long)]
         chunks: Option<usize>,
-        /// Multiply with ggml-style quantized kernels (activations rounded to 8 bits, as llama.cpp
-        /// does) instead of decoding quantized weights to f32 at load time.
+        /// Exact f32 activations. By default each layer's input is rounded as llama.cpp's
+        /// kernels round it for that weight type (8-bit blocks for quantized weights), so numbers
+        /// compare one to one with llama.cpp's.
         #[arg(long)]
+        f32_activations: bool,
+        /// Use candle's quantized kernels instead of decoding weights to f32 (slow on CPU).
+        #[arg(long, conflicts_with = "f32_activations")]
         quantized_kernels: bool,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -158,16 +167,41 @@ fn dispatch(cli: Cli) -> Result<()> {
             reference,
             ctx,
             chunks,
+            f32_activations,
             quantized_kernels,
+            per_genre,
             json,
         } => {
+            if model.is_dir() {
+                let brown = frugal_formats::assets::brown_dir();
+                let r = frugal_eval::encoder::eval_encoder_dirs(
+                    &model,
+                    reference.as_deref(),
+                    &brown,
+                    per_genre.unwrap_or(40),
+                )?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print!("{}", r.to_text());
+                }
+                return Ok(());
+            }
+            let text =
+                text.ok_or_else(|| anyhow::anyhow!("--text is required for language models"))?;
+            use frugal_models::llama::LoadOptions;
+            let load = match (quantized_kernels, f32_activations) {
+                (true, _) => LoadOptions::KERNELS,
+                (false, true) => LoadOptions::EXACT,
+                (false, false) => LoadOptions::GGML,
+            };
             let job = frugal_eval::LmEvalFiles {
                 model,
                 reference,
                 text,
                 opts_ctx: ctx,
                 max_chunks: chunks,
-                dequantize: !quantized_kernels,
+                load,
             };
             let bar = progress_bar("chunks");
             let report = frugal_eval::eval_lm_files(&job, &|done, total| {

@@ -324,8 +324,8 @@ pub struct LmEvalFiles {
     pub text: std::path::PathBuf,
     pub opts_ctx: usize,
     pub max_chunks: Option<usize>,
-    /// Decode quantized weights to f32 instead of using quantized matmuls.
-    pub dequantize: bool,
+    /// How weights are held and multiplied (`LoadOptions::GGML` to compare with llama.cpp).
+    pub load: frugal_models::llama::LoadOptions,
 }
 
 /// The report of [`eval_lm_files`].
@@ -354,9 +354,7 @@ pub fn eval_lm_files(
     use frugal_models::llama::{Llama, LoadOptions};
     use frugal_models::tokenizer::GgufTokenizer;
     let dev = candle_core::Device::Cpu;
-    let lopts = LoadOptions {
-        dequantize: job.dequantize,
-    };
+    let lopts = job.load;
     let f = GgufFile::open(&job.model).map_err(frugal_models::Error::from)?;
     let tok = GgufTokenizer::from_gguf(&f)?;
     let model = Llama::load(&f, lopts, &dev)?;

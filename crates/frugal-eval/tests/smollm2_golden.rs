@@ -83,7 +83,7 @@ fn f32_perplexity_matches_llama_perplexity_within_half_a_percent() {
         text: text_path,
         opts_ctx: g["ctx"].as_u64().unwrap() as usize,
         max_chunks: Some(g["chunks"].as_u64().unwrap() as usize),
-        dequantize: true,
+        load: frugal_models::llama::LoadOptions::GGML,
     };
     let r = frugal_eval::eval_lm_files(&job, &|_, _| {}).unwrap();
     let want = g["ppl"].as_f64().unwrap();

@@ -17,6 +17,96 @@ pub enum Weight {
     Quantized(Arc<QTensor>),
 }
 
+/// How a layer's input is rounded before the dot products, to reproduce ggml's arithmetic: ggml
+/// converts activations to its `vec_dot_type` (8-bit blocks for quantized weights, f16 for f16
+/// weights) and multiplies those. Rounding the f32 input that way and then using an f32 product
+/// with the decoded weights gives the same values up to summation order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ActRounding {
+    /// No rounding (f32 weights, or exact evaluation).
+    #[default]
+    None,
+    /// To f16 (ggml's F16 weights).
+    F16,
+    /// To bf16 (ggml's BF16 weights).
+    Bf16,
+    /// `Q8_0` blocks of 32: d = f16(max|x| / 127), q = round(x / d) (legacy block types).
+    Q8_0,
+    /// `Q8_K` blocks of 256: d = max_signed / −127 in f32, q = nearest(x / d) (k-quants).
+    Q8K,
+}
+
+impl ActRounding {
+    /// ggml's `vec_dot_type` for a weight type.
+    pub fn for_weight(t: frugal_formats::gguf::GgmlType) -> ActRounding {
+        use frugal_formats::gguf::GgmlType as G;
+        match t {
+            G::F16 => ActRounding::F16,
+            G::BF16 => ActRounding::Bf16,
+            G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::Q8_1 | G::IQ4_NL | G::MXFP4 => {
+                ActRounding::Q8_0
+            }
+            G::Q2_K
+            | G::Q3_K
+            | G::Q4_K
+            | G::Q5_K
+            | G::Q6_K
+            | G::IQ2_XXS
+            | G::IQ2_XS
+            | G::IQ3_XXS
+            | G::IQ1_S
+            | G::IQ3_S
+            | G::IQ2_S
+            | G::IQ4_XS
+            | G::IQ1_M
+            | G::TQ1_0
+            | G::TQ2_0 => ActRounding::Q8K,
+            _ => ActRounding::None,
+        }
+    }
+
+    /// Rounds one row in place (the plain reference; rows are independent).
+    pub fn round_row(self, row: &mut [f32]) {
+        match self {
+            ActRounding::None => {}
+            ActRounding::F16 => row
+                .iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
+            ActRounding::Bf16 => row
+                .iter_mut()
+                .for_each(|v| *v = half::bf16::from_f32(*v).to_f32()),
+            ActRounding::Q8_0 => {
+                for b in row.chunks_mut(32) {
+                    let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let d = amax / 127.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let d16 = half::f16::from_f32(d).to_f32();
+                    b.iter_mut().for_each(|v| *v = (*v * id).round() * d16);
+                }
+            }
+            ActRounding::Q8K => {
+                for b in row.chunks_mut(256) {
+                    let (mut amax, mut max) = (0f32, 0f32);
+                    for &v in b.iter() {
+                        if v.abs() > amax {
+                            amax = v.abs();
+                            max = v;
+                        }
+                    }
+                    if amax == 0.0 {
+                        b.iter_mut().for_each(|v| *v = 0.0);
+                        continue;
+                    }
+                    let iscale = -127.0 / max;
+                    let d = 1.0 / iscale;
+                    b.iter_mut()
+                        .for_each(|v| *v = (iscale * *v).round_ties_even().min(127.0) * d);
+                }
+            }
+        }
+    }
+}
+
 /// What to record about a layer's inputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordOptions {
@@ -99,6 +189,7 @@ pub struct Linear {
     n_in: usize,
     n_out: usize,
     recorder: Option<Arc<Mutex<InputStats>>>,
+    act: ActRounding,
 }
 
 impl Linear {
@@ -113,6 +204,7 @@ impl Linear {
             n_in,
             n_out,
             recorder: None,
+            act: ActRounding::None,
         })
     }
 
@@ -132,6 +224,7 @@ impl Linear {
             n_in,
             n_out,
             recorder: None,
+            act: ActRounding::None,
         })
     }
 
@@ -174,6 +267,11 @@ impl Linear {
         Ok(())
     }
 
+    /// Sets how inputs are rounded before the product (see [`ActRounding`]).
+    pub fn set_act_rounding(&mut self, act: ActRounding) {
+        self.act = act;
+    }
+
     /// Starts recording input statistics (replacing any recorded so far).
     pub fn start_recording(&mut self, opts: RecordOptions) {
         self.recorder = Some(Arc::new(Mutex::new(InputStats::new(self.n_in, opts))));
@@ -197,6 +295,18 @@ impl Linear {
                 .unwrap_or_else(|p| p.into_inner())
                 .add_rows(&data, self.n_in);
         }
+        let rounded;
+        let x = if self.act == ActRounding::None {
+            x
+        } else {
+            use rayon::prelude::*;
+            let shape = x.shape().clone();
+            let mut v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            let act = self.act;
+            v.par_chunks_mut(self.n_in).for_each(|r| act.round_row(r));
+            rounded = Tensor::from_vec(v, shape, x.device())?;
+            &rounded
+        };
         let y = match (&self.weight, &self.matmul) {
             (_, Some(mm)) => mm.forward(x)?,
             (Weight::Dense(w), None) => x.broadcast_matmul(&w.t()?)?,
@@ -253,6 +363,35 @@ mod tests {
         for (p, q) in a.gram.unwrap().iter().zip(all.gram.unwrap()) {
             assert!((p - q).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn activation_rounding_matches_ggml_block_rules() {
+        // Q8_0: max |x| = 2.54 → d = 0.02, so every value becomes a multiple of f16(0.02).
+        let mut row: Vec<f32> = (0..32)
+            .map(|i| if i == 5 { -2.54 } else { i as f32 * 0.0137 })
+            .collect();
+        ActRounding::Q8_0.round_row(&mut row);
+        let d16 = half::f16::from_f32(0.02).to_f32();
+        assert!((row[5] + 127.0 * d16).abs() < 1e-6);
+        assert!(row
+            .iter()
+            .all(|v| ((v / d16) - (v / d16).round()).abs() < 1e-3));
+        // Q8_K: the signed maximum maps to −127 · d exactly.
+        let mut row: Vec<f32> = (0..256).map(|i| (i as f32 * 0.31).sin()).collect();
+        let max = row
+            .iter()
+            .copied()
+            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        ActRounding::Q8K.round_row(&mut row);
+        let orig: Vec<f32> = (0..256).map(|i| (i as f32 * 0.31).sin()).collect();
+        let d = max / -127.0;
+        for (r, o) in row.iter().zip(&orig) {
+            assert!((r - o).abs() <= d.abs() * 0.5 + 1e-6);
+        }
+        let mut z = vec![0f32; 32];
+        ActRounding::Q8_0.round_row(&mut z);
+        assert!(z.iter().all(|&v| v == 0.0));
     }
 
     #[test]

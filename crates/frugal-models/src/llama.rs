@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf_load::{load_f32, load_f32_shaped, load_qtensor, shape_of};
-use crate::linear::Linear;
+use crate::linear::{ActRounding, Linear};
 use candle_core::{DType, Device, Tensor, D};
 use frugal_formats::gguf::{GgmlType, GgufFile};
 use std::sync::Arc;
@@ -110,9 +110,31 @@ impl LlamaConfig {
 /// How to hold the weights.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Decode every weight to f32 (reference arithmetic); otherwise quantized weights stay
-    /// quantized and use candle's quantized matmul, as llama.cpp does.
+    /// Decode every weight to f32 and multiply in f32 (fast with f32 GEMM); otherwise quantized
+    /// weights stay quantized and use candle's quantized kernels.
     pub dequantize: bool,
+    /// With `dequantize`, round each layer's input as ggml does for that weight type
+    /// ([`ActRounding`]), so results match llama.cpp's; without it, activations stay exact f32.
+    pub ggml_activations: bool,
+}
+
+impl LoadOptions {
+    /// llama.cpp's arithmetic: decoded weights, inputs rounded per weight type (the default for
+    /// evaluating GGUF models, whose numbers then compare one to one with llama.cpp's).
+    pub const GGML: LoadOptions = LoadOptions {
+        dequantize: true,
+        ggml_activations: true,
+    };
+    /// Exact f32 arithmetic on the stored weights.
+    pub const EXACT: LoadOptions = LoadOptions {
+        dequantize: true,
+        ggml_activations: false,
+    };
+    /// candle's quantized kernels.
+    pub const KERNELS: LoadOptions = LoadOptions {
+        dequantize: false,
+        ggml_activations: false,
+    };
 }
 
 /// One transformer block.
@@ -162,7 +184,11 @@ fn linear(
     }
     let plain = matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
     if opts.dequantize || plain {
-        Linear::dense(name, load_f32(f, name, dev)?, None)
+        let mut l = Linear::dense(name, load_f32(f, name, dev)?, None)?;
+        if opts.ggml_activations {
+            l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
+        }
+        Ok(l)
     } else {
         Linear::quantized(name, Arc::new(load_qtensor(f, name, dev)?), None)
     }

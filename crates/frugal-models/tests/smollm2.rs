@@ -65,8 +65,8 @@ fn decoder_predicts_text_and_both_weight_paths_agree() {
     let Some(f) = smollm2() else { return };
     let tok = GgufTokenizer::from_gguf(&f).unwrap();
     let dev = Device::Cpu;
-    let exact = Llama::load(&f, LoadOptions { dequantize: true }, &dev).unwrap();
-    let kernels = Llama::load(&f, LoadOptions { dequantize: false }, &dev).unwrap();
+    let exact = Llama::load(&f, LoadOptions::EXACT, &dev).unwrap();
+    let kernels = Llama::load(&f, LoadOptions::KERNELS, &dev).unwrap();
     let text =
         "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is";
     let ids = tok.encode(text, true).unwrap();
@@ -89,7 +89,7 @@ fn decoder_predicts_text_and_both_weight_paths_agree() {
 fn linear_seam_records_every_layer() {
     let Some(f) = smollm2() else { return };
     let dev = Device::Cpu;
-    let mut m = Llama::load(&f, LoadOptions { dequantize: true }, &dev).unwrap();
+    let mut m = Llama::load(&f, LoadOptions::EXACT, &dev).unwrap();
     for l in m.linears_mut() {
         l.start_recording(frugal_models::linear::RecordOptions { gram: false });
     }
