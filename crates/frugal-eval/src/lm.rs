@@ -169,45 +169,39 @@ pub fn eval_lm(
     let n_chunks = (tokens.len() / ctx).min(opts.max_chunks.unwrap_or(usize::MAX));
     let first = ctx / 2;
     let n_vocab = model.config.n_vocab;
+    // Chunks are independent: they run in parallel (each also uses parallel GEMM), which keeps
+    // both cores busy through the single-threaded parts of a forward pass. Results are
+    // collected in chunk order, so the sums below do not depend on scheduling.
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let per_chunk = (0..n_chunks)
+        .into_par_iter()
+        .map(|c| -> Result<(Vec<TokenScore>, Vec<TokenScore>, Vec<f64>)> {
+            let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
+            if let Some(bos) = opts.bos {
+                chunk[0] = bos;
+            }
+            let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
+            let logits: Vec<f32> = model.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
+            let rows = &logits[..(ctx - 1 - first) * n_vocab];
+            let s: Vec<TokenScore> = rows.chunks(n_vocab).zip(targets).map(|(r, &t)| score_row(r, t)).collect();
+            let (mut rs, mut kl) = (Vec::new(), Vec::new());
+            if let Some(r) = reference {
+                let rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
+                let rrows = &rl[..(ctx - 1 - first) * n_vocab];
+                rs = rrows.chunks(n_vocab).zip(targets).map(|(r, &t)| score_row(r, t)).collect();
+                kl = rrows.chunks(n_vocab).zip(rows.chunks(n_vocab)).map(|(p, q)| kl_row(p, q)).collect();
+            }
+            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n_chunks);
+            Ok((s, rs, kl))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut scores: Vec<TokenScore> = Vec::new();
     let mut ref_scores: Vec<TokenScore> = Vec::new();
     let mut klds: Vec<f64> = Vec::new();
-    for c in 0..n_chunks {
-        let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
-        if let Some(bos) = opts.bos {
-            chunk[0] = bos;
-        }
-        let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
-        let logits: Vec<f32> = model
-            .forward_from(&chunk, first)?
-            .flatten_all()?
-            .to_vec1()?;
-        let rows = &logits[..(ctx - 1 - first) * n_vocab];
-        scores.extend(
-            rows.par_chunks(n_vocab)
-                .zip(targets)
-                .map(|(r, &t)| score_row(r, t))
-                .collect::<Vec<_>>(),
-        );
-        if let Some(r) = reference {
-            let rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
-            let rrows = &rl[..(ctx - 1 - first) * n_vocab];
-            ref_scores.extend(
-                rrows
-                    .par_chunks(n_vocab)
-                    .zip(targets)
-                    .map(|(r, &t)| score_row(r, t))
-                    .collect::<Vec<_>>(),
-            );
-            klds.extend(
-                rrows
-                    .par_chunks(n_vocab)
-                    .zip(rows.par_chunks(n_vocab))
-                    .map(|(p, q)| kl_row(p, q))
-                    .collect::<Vec<_>>(),
-            );
-        }
-        progress(c + 1, n_chunks);
+    for (s, rs, kl) in per_chunk {
+        scores.extend(s);
+        ref_scores.extend(rs);
+        klds.extend(kl);
     }
     let ppl_of = |s: &[TokenScore]| {
         // Summed in token order, so results do not depend on thread count.
@@ -351,7 +345,7 @@ pub fn eval_lm_files(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<LmEvalReport> {
     use frugal_formats::gguf::GgufFile;
-    use frugal_models::llama::{Llama, LoadOptions};
+    use frugal_models::llama::Llama;
     use frugal_models::tokenizer::GgufTokenizer;
     let dev = candle_core::Device::Cpu;
     let lopts = job.load;

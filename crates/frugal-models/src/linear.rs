@@ -65,6 +65,18 @@ impl ActRounding {
         }
     }
 
+    /// Rounds every row of `x` (last dimension), in parallel over rows.
+    pub fn round(self, x: &Tensor) -> Result<Tensor> {
+        if self == ActRounding::None {
+            return Ok(x.clone());
+        }
+        use rayon::prelude::*;
+        let n = x.dim(D::Minus1)?;
+        let mut v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        v.par_chunks_mut(n).for_each(|r| self.round_row(r));
+        Ok(Tensor::from_vec(v, x.shape().clone(), x.device())?)
+    }
+
     /// Rounds one row in place (the plain reference; rows are independent).
     pub fn round_row(self, row: &mut [f32]) {
         match self {
@@ -295,18 +307,25 @@ impl Linear {
                 .unwrap_or_else(|p| p.into_inner())
                 .add_rows(&data, self.n_in);
         }
-        let rounded;
-        let x = if self.act == ActRounding::None {
-            x
-        } else {
-            use rayon::prelude::*;
-            let shape = x.shape().clone();
-            let mut v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            let act = self.act;
-            v.par_chunks_mut(self.n_in).for_each(|r| act.round_row(r));
-            rounded = Tensor::from_vec(v, shape, x.device())?;
-            &rounded
-        };
+        let rounded = self.act.round(x)?;
+        self.product(&rounded)
+    }
+
+    /// How this layer rounds its input.
+    pub fn act_rounding(&self) -> ActRounding {
+        self.act
+    }
+
+    /// `forward` for an input already rounded with [`Linear::act_rounding`] (layers sharing an
+    /// input and a rounding round it once). Input statistics are not recorded here.
+    pub fn forward_prerounded(&self, x: &Tensor) -> Result<Tensor> {
+        if self.recorder.is_some() {
+            return self.forward(x);
+        }
+        self.product(x)
+    }
+
+    fn product(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.weight, &self.matmul) {
             (_, Some(mm)) => mm.forward(x)?,
             (Weight::Dense(w), None) => x.broadcast_matmul(&w.t()?)?,

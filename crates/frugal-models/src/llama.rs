@@ -324,14 +324,26 @@ impl Llama {
             let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
             x = (x + b.o.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
-            let g = b.gate.forward(&h)?.silu()?;
-            let u = b.up.forward(&h)?;
+            let (g, u) = match shared_rounding(&h, &[&b.gate, &b.up])? {
+                Some(r) => (b.gate.forward_prerounded(&r)?, b.up.forward_prerounded(&r)?),
+                None => (b.gate.forward(&h)?, b.up.forward(&h)?),
+            };
+            let g = g.silu()?;
             x = (x + b.down.forward(&(g * u)?)?)?;
         }
         let x = x.narrow(0, from.min(t), t - from.min(t))?;
         let x = candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?;
         Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
     }
+}
+
+/// When layers share an input and round it the same way, the input rounded once.
+fn shared_rounding(x: &Tensor, layers: &[&Linear]) -> Result<Option<Tensor>> {
+    let act = layers[0].act_rounding();
+    if act == ActRounding::None || layers.iter().any(|l| l.act_rounding() != act) {
+        return Ok(None);
+    }
+    Ok(Some(act.round(x)?))
 }
 
 /// Repeats each key/value head `n` times for grouped-query attention: `[1, kv, T, hd]` → `[1, kv·n, T, hd]`.
