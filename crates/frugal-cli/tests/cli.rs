@@ -106,3 +106,57 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
     let out = frugal(&["run", "recipe.toml"], dir.path());
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Ctrl-C during a write: the process exits with 130 and leaves no partial file behind.
+#[test]
+fn interrupt_during_a_write_leaves_nothing() {
+    let Some(model) = smollm2() else { return };
+    for attempt in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("f32.gguf");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args(["dequantize", model.to_str().unwrap(), out.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        // Wait until the temporary output exists, then interrupt.
+        let t0 = std::time::Instant::now();
+        let seen = loop {
+            let partial = std::fs::read_dir(dir.path()).unwrap().any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            });
+            if partial || t0.elapsed().as_secs() > 60 {
+                break partial;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        if !seen {
+            // The write finished before we could see it; try again.
+            let _ = child.wait();
+            eprintln!("attempt {attempt}: write finished first");
+            continue;
+        }
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        if status.success() {
+            eprintln!("attempt {attempt}: write finished before the signal");
+            continue;
+        }
+        assert_eq!(status.code(), Some(130));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        return;
+    }
+    panic!("could not interrupt a write in 5 attempts");
+}

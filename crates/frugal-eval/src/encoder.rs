@@ -164,7 +164,12 @@ mod tests {
         // 0's nearest is 1 (same document, so ignored), then 2: same genre, a hit. Every other
         // sentence's nearest allowed neighbour has the other genre. Counting same-document
         // neighbours would make 0 miss too (its nearest, 1, has genre 1), giving 0 hits.
-        let emb = vec![vec![1.0, 0.0], vec![1.0, 0.01], vec![0.9, 0.1], vec![0.0, 1.0]];
+        let emb = vec![
+            vec![1.0, 0.0],
+            vec![1.0, 0.01],
+            vec![0.9, 0.1],
+            vec![0.0, 1.0],
+        ];
         assert_eq!(knn_accuracy(&emb, &sents), 1);
     }
 }

@@ -175,25 +175,45 @@ pub fn eval_lm(
     let done = std::sync::atomic::AtomicUsize::new(0);
     let per_chunk = (0..n_chunks)
         .into_par_iter()
-        .map(|c| -> Result<(Vec<TokenScore>, Vec<TokenScore>, Vec<f64>)> {
-            let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
-            if let Some(bos) = opts.bos {
-                chunk[0] = bos;
-            }
-            let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
-            let logits: Vec<f32> = model.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
-            let rows = &logits[..(ctx - 1 - first) * n_vocab];
-            let s: Vec<TokenScore> = rows.chunks(n_vocab).zip(targets).map(|(r, &t)| score_row(r, t)).collect();
-            let (mut rs, mut kl) = (Vec::new(), Vec::new());
-            if let Some(r) = reference {
-                let rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
-                let rrows = &rl[..(ctx - 1 - first) * n_vocab];
-                rs = rrows.chunks(n_vocab).zip(targets).map(|(r, &t)| score_row(r, t)).collect();
-                kl = rrows.chunks(n_vocab).zip(rows.chunks(n_vocab)).map(|(p, q)| kl_row(p, q)).collect();
-            }
-            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n_chunks);
-            Ok((s, rs, kl))
-        })
+        .map(
+            |c| -> Result<(Vec<TokenScore>, Vec<TokenScore>, Vec<f64>)> {
+                let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
+                if let Some(bos) = opts.bos {
+                    chunk[0] = bos;
+                }
+                let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
+                let logits: Vec<f32> = model
+                    .forward_from(&chunk, first)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                let rows = &logits[..(ctx - 1 - first) * n_vocab];
+                let s: Vec<TokenScore> = rows
+                    .chunks(n_vocab)
+                    .zip(targets)
+                    .map(|(r, &t)| score_row(r, t))
+                    .collect();
+                let (mut rs, mut kl) = (Vec::new(), Vec::new());
+                if let Some(r) = reference {
+                    let rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
+                    let rrows = &rl[..(ctx - 1 - first) * n_vocab];
+                    rs = rrows
+                        .chunks(n_vocab)
+                        .zip(targets)
+                        .map(|(r, &t)| score_row(r, t))
+                        .collect();
+                    kl = rrows
+                        .chunks(n_vocab)
+                        .zip(rows.chunks(n_vocab))
+                        .map(|(p, q)| kl_row(p, q))
+                        .collect();
+                }
+                progress(
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                    n_chunks,
+                );
+                Ok((s, rs, kl))
+            },
+        )
         .collect::<Result<Vec<_>>>()?;
     let mut scores: Vec<TokenScore> = Vec::new();
     let mut ref_scores: Vec<TokenScore> = Vec::new();
