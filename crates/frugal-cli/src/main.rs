@@ -38,7 +38,7 @@ enum Command {
         /// The model to evaluate: a GGUF file or an encoder folder.
         model: PathBuf,
         /// Plain text to score (language models).
-        #[arg(long, required_unless_present = "per_genre")]
+        #[arg(long, required_unless_present_any = ["per_genre", "data"])]
         text: Option<PathBuf>,
         /// The reference model (the original) to compare with.
         #[arg(long)]
@@ -46,6 +46,10 @@ enum Command {
         /// Encoders: Brown sentences per genre.
         #[arg(long)]
         per_genre: Option<usize>,
+        /// Classifiers (a Frugal CNN .safetensors): the test set, `fashion-mnist` or `digits`
+        /// (the seeded 20 % split `frugal run` uses).
+        #[arg(long)]
+        data: Option<String>,
         /// Tokens per chunk; the second half of each chunk is scored.
         #[arg(long, default_value_t = 512)]
         ctx: usize,
@@ -170,8 +174,43 @@ fn dispatch(cli: Cli) -> Result<()> {
             f32_activations,
             quantized_kernels,
             per_genre,
+            data,
             json,
         } => {
+            if let Some(data) = data {
+                let m = frugal_models::cnn::Cnn::load(&model, &candle_core::Device::Cpu)?;
+                let (set, idx) = match data.as_str() {
+                    "fashion-mnist" => (
+                        frugal_formats::idx::read_fashion_mnist(
+                            &frugal_formats::assets::fashion_mnist_dir(),
+                        )?
+                        .1,
+                        None,
+                    ),
+                    "digits" => {
+                        let d = frugal_formats::digits::embedded_digits();
+                        let idx = frugal_pipeline::stratified_split(&d.labels, d.n_classes, 0.2, 0);
+                        (d, Some(idx))
+                    }
+                    other => anyhow::bail!("unknown data set `{other}` (fashion-mnist, digits)"),
+                };
+                let r = frugal_eval::classifier::eval_classifier(&m, &set, idx.as_deref())?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!(
+                        "model      {}
+data       {data} ({} test images)
+accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
+                        model.display(),
+                        r.n_images,
+                        r.accuracy_pct,
+                        r.ci95_pct.0,
+                        r.ci95_pct.1
+                    );
+                }
+                return Ok(());
+            }
             if model.is_dir() {
                 let brown = frugal_formats::assets::brown_dir();
                 let r = frugal_eval::encoder::eval_encoder_dirs(

@@ -12,16 +12,7 @@ fn frugal(args: &[&str], cwd: &Path) -> Output {
 }
 
 fn smollm2() -> Option<std::path::PathBuf> {
-    let p = frugal_formats::assets::smollm2_gguf();
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none_or(|v| v != "1"),
-        "{}",
-        frugal_formats::assets::missing("SmolLM2", &p)
-    );
-    None
+    frugal_formats::assets::require_or_skip(frugal_formats::assets::smollm2_gguf(), "SmolLM2")
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! model with llama.cpp's definitions (`--kl-divergence`). Numbers compare one to one with its
 //! output. Reference: llama.cpp `tools/perplexity/perplexity.cpp`.
 
+pub mod classifier;
 pub mod encoder;
 pub mod lm;
 

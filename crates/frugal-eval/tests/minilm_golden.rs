@@ -8,16 +8,7 @@ use frugal_models::bert::{cosine, Bert};
 use std::path::Path;
 
 fn minilm() -> Option<Bert> {
-    let dir = assets::minilm_dir();
-    if !dir.exists() {
-        assert!(
-            std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none_or(|v| v != "1"),
-            "{}",
-            assets::missing("MiniLM", &dir)
-        );
-        eprintln!("skipping: {}", assets::missing("MiniLM", &dir));
-        return None;
-    }
+    let dir = assets::require_or_skip(assets::minilm_dir(), "MiniLM")?;
     Some(Bert::load(&dir, &candle_core::Device::Cpu).unwrap())
 }
 
@@ -51,10 +42,9 @@ fn embeddings_match_sentence_transformers() {
 #[test]
 fn brown_genre_nearest_neighbour_accuracy_is_well_above_chance() {
     let Some(model) = minilm() else { return };
-    let dir = assets::brown_dir();
-    if !dir.exists() {
+    let Some(dir) = assets::require_or_skip(assets::brown_dir(), "Brown corpus") else {
         return;
-    }
+    };
     let docs = brown::read_brown_dir(&dir).unwrap();
     let sents = frugal_eval::encoder::brown_sentences(&docs, 20, 8);
     assert_eq!(sents.len(), 300);

@@ -16,16 +16,7 @@ fn golden(name: &str) -> serde_json::Value {
 }
 
 fn require(p: PathBuf, what: &str) -> Option<PathBuf> {
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none_or(|v| v != "1"),
-        "{}",
-        assets::missing(what, &p)
-    );
-    eprintln!("skipping: {}", assets::missing(what, &p));
-    None
+    assets::require_or_skip(p, what)
 }
 
 fn brown_text() -> Option<String> {

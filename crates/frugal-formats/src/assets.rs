@@ -41,3 +41,18 @@ pub fn brown_dir() -> PathBuf {
 pub fn missing(what: &str, path: &std::path::Path) -> String {
     format!("{what} not found at {}: run `scripts/fetch-assets.sh` (it caches into $FRUGAL_CACHE or ~/.cache/frugal)", path.display())
 }
+
+/// For tests on real assets: `Some(path)` when it exists; otherwise `None` after printing why
+/// the test is skipped — or a panic when `FRUGAL_REQUIRE_ASSETS=1` (as in `scripts/test` and CI),
+/// so that a missing asset fails CI instead of passing silently.
+pub fn require_or_skip(path: PathBuf, what: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    let msg = missing(what, &path);
+    if std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_some_and(|v| v == "1") {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+    None
+}

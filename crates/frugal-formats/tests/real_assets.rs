@@ -7,15 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn asset(path: PathBuf, what: &str) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    let msg = assets::missing(what, &path);
-    if std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_some_and(|v| v == "1") {
-        panic!("{msg}");
-    }
-    eprintln!("skipping: {msg}");
-    None
+    assets::require_or_skip(path, what)
 }
 
 #[test]

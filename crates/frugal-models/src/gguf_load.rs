@@ -68,6 +68,12 @@ pub fn load_f32_shaped(
     expected: &[usize],
     device: &Device,
 ) -> Result<Tensor> {
+    info_shaped(f, name, expected)?;
+    load_f32(f, name, device)
+}
+
+/// The tensor `name`, checked to have the row-major shape `expected`.
+pub fn info_shaped<'a>(f: &'a GgufFile, name: &str, expected: &[usize]) -> Result<&'a TensorInfo> {
     let t = info(f, name)?;
     let found = shape_of(t);
     if found != expected {
@@ -78,5 +84,5 @@ pub fn load_f32_shaped(
             expected: expected.to_vec(),
         });
     }
-    load_f32(f, name, device)
+    Ok(t)
 }

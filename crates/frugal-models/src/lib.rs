@@ -6,6 +6,7 @@
 //! - [`linear`]: the linear-layer seam every compression method uses.
 
 pub mod bert;
+pub mod cnn;
 pub mod convert;
 pub mod error;
 pub mod gguf_load;

@@ -249,6 +249,9 @@ impl Linear {
     pub fn weight(&self) -> &Weight {
         &self.weight
     }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
 
     /// The weight as dense f32 `[out, in]`, decoding a quantized one.
     pub fn weight_f32(&self) -> Result<Tensor> {

@@ -7,7 +7,7 @@
 //! unlike Hugging Face's rotate-half layout); SwiGLU; tied embeddings when `output.weight` is absent.
 
 use crate::error::{Error, Result};
-use crate::gguf_load::{load_f32, load_f32_shaped, load_qtensor, shape_of};
+use crate::gguf_load::{info_shaped, load_f32, load_f32_shaped, load_qtensor};
 use crate::linear::{ActRounding, Linear};
 use candle_core::{DType, Device, Tensor, D};
 use frugal_formats::gguf::{GgmlType, GgufFile};
@@ -169,19 +169,7 @@ fn linear(
     opts: LoadOptions,
     dev: &Device,
 ) -> Result<Linear> {
-    let t = f.tensor(name).ok_or_else(|| Error::MissingTensor {
-        path: f.path().to_path_buf(),
-        name: name.to_string(),
-    })?;
-    let found = shape_of(t);
-    if found != shape {
-        return Err(Error::BadShape {
-            path: f.path().to_path_buf(),
-            name: name.to_string(),
-            found,
-            expected: shape.to_vec(),
-        });
-    }
+    let t = info_shaped(f, name, &shape)?;
     let plain = matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
     if opts.dequantize || plain {
         let mut l = Linear::dense(name, load_f32(f, name, dev)?, None)?;

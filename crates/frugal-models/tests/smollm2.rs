@@ -7,17 +7,7 @@ use frugal_models::llama::{argmax_last, Llama, LoadOptions};
 use frugal_models::tokenizer::GgufTokenizer;
 
 fn smollm2() -> Option<GgufFile> {
-    let p = assets::smollm2_gguf();
-    if p.exists() {
-        return Some(GgufFile::open(&p).unwrap());
-    }
-    assert!(
-        std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none_or(|v| v != "1"),
-        "{}",
-        assets::missing("SmolLM2", &p)
-    );
-    eprintln!("skipping: {}", assets::missing("SmolLM2", &p));
-    None
+    assets::require_or_skip(assets::smollm2_gguf(), "SmolLM2").map(|p| GgufFile::open(p).unwrap())
 }
 
 #[test]

@@ -1,0 +1,317 @@
+//! Convolutional image classifiers described by a small config: `n` blocks of 3×3 convolution
+//! (padding 1) → ReLU → 2×2 max-pool, then a hidden linear layer with ReLU and an output layer —
+//! the classic network of LeCun et al. (1998), as used for MNIST-style data. Convolutions run as
+//! im2col followed by a [`Linear`], so they go through the same seam as every linear layer:
+//! calibration statistics of conv inputs are statistics of their 3×3 patches, and a conv weight
+//! `[out, in·9]` is replaced like any other (it matches PyTorch's `[out, in, 3, 3]` flattened).
+
+use crate::error::{Error, Result};
+use crate::linear::Linear;
+use candle_core::{DType, Device, Tensor, Var, D};
+use frugal_formats::safetensors::{
+    write_safetensors_file, Dtype, SafetensorsFile, StTensorToWrite,
+};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The architecture.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CnnConfig {
+    pub in_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Output channels of each conv block.
+    pub conv_channels: Vec<usize>,
+    pub hidden: usize,
+    pub n_classes: usize,
+}
+
+impl CnnConfig {
+    /// The classic two-conv network: conv(1→32)-pool-conv(32→64)-pool-fc(…→128)-fc(128→classes).
+    pub fn classic(height: usize, width: usize, n_classes: usize) -> Self {
+        CnnConfig {
+            in_channels: 1,
+            height,
+            width,
+            conv_channels: vec![32, 64],
+            hidden: 128,
+            n_classes,
+        }
+    }
+
+    /// Spatial size after the conv blocks.
+    pub fn out_hw(&self) -> (usize, usize) {
+        self.conv_channels
+            .iter()
+            .fold((self.height, self.width), |(h, w), _| (h / 2, w / 2))
+    }
+
+    pub fn flat_features(&self) -> usize {
+        let (h, w) = self.out_hw();
+        h * w
+            * self
+                .conv_channels
+                .last()
+                .copied()
+                .unwrap_or(self.in_channels)
+    }
+
+    /// Parameter names and shapes, in a fixed order.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut v = Vec::new();
+        let mut c = self.in_channels;
+        for (i, &o) in self.conv_channels.iter().enumerate() {
+            v.push((format!("conv{i}.weight"), vec![o, c * 9]));
+            v.push((format!("conv{i}.bias"), vec![o]));
+            c = o;
+        }
+        v.push(("fc1.weight".into(), vec![self.hidden, self.flat_features()]));
+        v.push(("fc1.bias".into(), vec![self.hidden]));
+        v.push(("fc2.weight".into(), vec![self.n_classes, self.hidden]));
+        v.push(("fc2.bias".into(), vec![self.n_classes]));
+        v
+    }
+}
+
+/// A classifier.
+#[derive(Debug, Clone)]
+pub struct Cnn {
+    pub config: CnnConfig,
+    pub convs: Vec<Linear>,
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+/// The 3×3 patches of `x` `[B, C, H, W]` (zero padding 1) as rows `[B·H·W, C·9]`, each row
+/// ordered channel-major then ky, kx (PyTorch's weight layout).
+pub fn im2col3x3(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let p = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+    let mut shifts = Vec::with_capacity(9);
+    for ky in 0..3 {
+        for kx in 0..3 {
+            shifts.push(p.narrow(2, ky, h)?.narrow(3, kx, w)?);
+        }
+    }
+    // [B, C, 9, H, W] → [B, H, W, C, 9] → rows.
+    let s = Tensor::stack(&shifts, 2)?;
+    Ok(s.permute((0, 3, 4, 1, 2))?.reshape((b * h * w, c * 9))?)
+}
+
+impl Cnn {
+    /// A model from named parameter tensors (checked against the config's shapes).
+    pub fn from_tensors(
+        config: CnnConfig,
+        mut get: impl FnMut(&str, &[usize]) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let mut convs = Vec::new();
+        for i in 0..config.conv_channels.len() {
+            let shapes = config.parameter_shapes();
+            let wshape = &shapes[2 * i].1;
+            let w = get(&format!("conv{i}.weight"), wshape)?;
+            let b = get(&format!("conv{i}.bias"), &[wshape[0]])?;
+            convs.push(Linear::dense(format!("conv{i}"), w, Some(b))?);
+        }
+        let fc1 = Linear::dense(
+            "fc1",
+            get("fc1.weight", &[config.hidden, config.flat_features()])?,
+            Some(get("fc1.bias", &[config.hidden])?),
+        )?;
+        let fc2 = Linear::dense(
+            "fc2",
+            get("fc2.weight", &[config.n_classes, config.hidden])?,
+            Some(get("fc2.bias", &[config.n_classes])?),
+        )?;
+        Ok(Cnn {
+            config,
+            convs,
+            fc1,
+            fc2,
+        })
+    }
+
+    /// A freshly initialised model (PyTorch's default: uniform ±1/√fan_in), as trainable `Var`s
+    /// in parameter order, from a seed.
+    pub fn init(config: CnnConfig, seed: u64, device: &Device) -> Result<(Self, Vec<Var>)> {
+        let mut rng = seed;
+        let mut next = move || {
+            rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let shapes = config.parameter_shapes();
+        let mut vars = Vec::new();
+        for (name, shape) in &shapes {
+            // The fan-in is the weight's row length; a bias uses its weight's.
+            let fan_in = if name.ends_with(".weight") {
+                shape[1]
+            } else {
+                shapes
+                    .iter()
+                    .find(|(n, _)| *n == name.replace(".bias", ".weight"))
+                    .map_or(1, |s| s.1[1])
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| ((next() * 2.0 - 1.0) * bound) as f32)
+                .collect();
+            vars.push(Var::from_tensor(&Tensor::from_vec(
+                v,
+                shape.as_slice(),
+                device,
+            )?)?);
+        }
+        let mut it = vars.iter();
+        let model = Cnn::from_tensors(config, |_, _| {
+            Ok(it
+                .next()
+                .expect("one var per parameter")
+                .as_tensor()
+                .clone())
+        })?;
+        Ok((model, vars))
+    }
+
+    /// Logits `[B, classes]` for images `[B, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for conv in &self.convs {
+            let (b, _, h, w) = x.dims4()?;
+            let y = conv.forward(&im2col3x3(&x)?)?; // [B·H·W, out]
+            let y = y
+                .reshape((b, h, w, conv.n_out()))?
+                .permute((0, 3, 1, 2))?
+                .relu()?;
+            x = y.max_pool2d(2)?;
+        }
+        let x = x.flatten_from(1)?;
+        let h = self.fc1.forward(&x)?.relu()?;
+        self.fc2.forward(&h)
+    }
+
+    /// Every layer with a weight (the seam compression methods use).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v: Vec<&mut Linear> = self.convs.iter_mut().collect();
+        v.push(&mut self.fc1);
+        v.push(&mut self.fc2);
+        v
+    }
+
+    /// Saves as safetensors with the config in the metadata (`frugal.cnn_config`).
+    pub fn save(&self, path: &Path, inputs: &[&Path]) -> Result<u64> {
+        let mut named: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();
+        let layers: Vec<(&str, &Linear)> = self
+            .convs
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .chain([("fc1", &self.fc1), ("fc2", &self.fc2)])
+            .collect();
+        for (name, l) in layers {
+            for (suffix, t) in [
+                ("weight", Some(l.weight_f32()?)),
+                ("bias", l.bias().cloned()),
+            ] {
+                let Some(t) = t else { continue };
+                let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+                named.push((
+                    format!("{name}.{suffix}"),
+                    t.dims().iter().map(|&d| d as u64).collect(),
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ));
+            }
+        }
+        let tensors: Vec<StTensorToWrite> = named
+            .iter()
+            .map(|(n, s, d)| StTensorToWrite {
+                name: n,
+                dtype: Dtype::F32,
+                shape: s,
+                data: d,
+            })
+            .collect();
+        let mut meta = BTreeMap::new();
+        meta.insert(
+            "frugal.cnn_config".to_string(),
+            serde_json::to_string(&self.config).expect("config serializes"),
+        );
+        Ok(write_safetensors_file(path, inputs, &meta, &tensors)?)
+    }
+
+    /// Loads a model saved by [`Cnn::save`].
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let f = SafetensorsFile::open(path)?;
+        let cfg = f
+            .header
+            .metadata
+            .get("frugal.cnn_config")
+            .ok_or_else(|| Error::BadMetadata {
+                path: path.to_path_buf(),
+                key: "frugal.cnn_config".into(),
+                reason: "missing: not a Frugal CNN".into(),
+            })?;
+        let config: CnnConfig = serde_json::from_str(cfg).map_err(|e| Error::BadMetadata {
+            path: path.to_path_buf(),
+            key: "frugal.cnn_config".into(),
+            reason: e.to_string(),
+        })?;
+        Cnn::from_tensors(config, |name, shape| {
+            let t = f.tensor(name).ok_or_else(|| Error::MissingTensor {
+                path: path.to_path_buf(),
+                name: name.into(),
+            })?;
+            let found: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+            if found != shape || t.dtype != Dtype::F32 {
+                return Err(Error::BadShape {
+                    path: path.to_path_buf(),
+                    name: name.into(),
+                    found,
+                    expected: shape.to_vec(),
+                });
+            }
+            Ok(Tensor::from_raw_buffer(
+                f.tensor_data(t),
+                DType::F32,
+                shape,
+                device,
+            )?)
+        })
+    }
+}
+
+/// Images `[n, 1, H, W]` scaled to 0..1, and labels, for `indices` of a data set.
+pub fn batch_tensors(
+    set: &frugal_formats::idx::ImageSet,
+    indices: &[usize],
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let n = set.rows * set.cols;
+    let scale = 1.0 / f32::from(set.max_value);
+    let mut px = Vec::with_capacity(indices.len() * n);
+    for &i in indices {
+        px.extend(set.image(i).iter().map(|&p| f32::from(p) * scale));
+    }
+    let labels: Vec<u32> = indices.iter().map(|&i| u32::from(set.labels[i])).collect();
+    Ok((
+        Tensor::from_vec(px, (indices.len(), 1, set.rows, set.cols), device)?,
+        Tensor::from_vec(labels, indices.len(), device)?,
+    ))
+}
+
+/// Predicted classes for `indices` of a data set, in batches.
+pub fn predict(
+    model: &Cnn,
+    set: &frugal_formats::idx::ImageSet,
+    indices: &[usize],
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<u32>> {
+    let mut out = Vec::with_capacity(indices.len());
+    for chunk in indices.chunks(batch.max(1)) {
+        let (x, _) = batch_tensors(set, chunk, device)?;
+        out.extend(model.forward(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?);
+    }
+    Ok(out)
+}
