@@ -56,8 +56,17 @@ pub fn load_qtensor(f: &GgufFile, name: &str, device: &Device) -> Result<QTensor
     )?)
 }
 
-/// A GGUF tensor decoded to f32.
+/// A GGUF tensor decoded to f32. F32 tensors are copied straight from the mapped file.
 pub fn load_f32(f: &GgufFile, name: &str, device: &Device) -> Result<Tensor> {
+    let t = info(f, name)?;
+    if t.ggml_type == GgmlType::F32 {
+        return Ok(Tensor::from_raw_buffer(
+            f.tensor_data(t),
+            candle_core::DType::F32,
+            &shape_of(t),
+            device,
+        )?);
+    }
     Ok(load_qtensor(f, name, device)?.dequantize(device)?)
 }
 
