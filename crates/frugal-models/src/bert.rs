@@ -281,8 +281,3 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb).max(1e-30)
 }
-
-/// Loads the encoder from a folder given as a path string, for callers holding a `PathBuf`.
-pub fn load_dir(dir: &Path) -> Result<Bert> {
-    Bert::load(dir, &Device::Cpu)
-}

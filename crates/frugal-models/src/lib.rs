@@ -2,6 +2,8 @@
 //! output, hooks at every linear layer), and the tokenizers that feed them.
 //!
 //! - [`llama`]: Llama-family decoder from GGUF.
+//! - [`bert`]: BERT sentence encoder from safetensors (mean pooling).
+//! - [`cnn`]: convolutional image classifiers from a small config.
 //! - [`tokenizer`]: byte-level BPE built from GGUF `tokenizer.ggml.*` metadata.
 //! - [`linear`]: the linear-layer seam every compression method uses.
 
