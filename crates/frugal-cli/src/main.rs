@@ -47,9 +47,12 @@ enum Command {
         #[arg(long)]
         per_genre: Option<usize>,
         /// Classifiers (a Frugal CNN .safetensors): the test set, `fashion-mnist` or `digits`
-        /// (the seeded 20 % split `frugal run` uses).
+        /// (the seeded 20 % split `frugal run --seed` makes).
         #[arg(long)]
         data: Option<String>,
+        /// Classifiers on `digits`: the seed of the split (as given to `frugal run`).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         /// Tokens per chunk; the second half of each chunk is scored.
         #[arg(long, default_value_t = 512)]
         ctx: usize,
@@ -126,15 +129,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// 2 when the input is at fault (missing, malformed or unsupported file), otherwise 1.
+/// 2 when the input is at fault (missing, malformed or unsupported file, bad option value),
+/// otherwise 1.
 fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<frugal_formats::Error>()
             .is_some_and(|f| f.is_bad_input())
-            || matches!(
-                c.downcast_ref::<frugal_pipeline::Error>(),
-                Some(frugal_pipeline::Error::RecipeUnsupported { .. })
-            )
+            || c.downcast_ref::<frugal_models::Error>()
+                .is_some_and(|m| m.is_bad_input())
+            || c.downcast_ref::<frugal_eval::Error>()
+                .is_some_and(|m| m.is_bad_input())
+            || match c.downcast_ref::<frugal_pipeline::Error>() {
+                Some(frugal_pipeline::Error::RecipeUnsupported { .. }) => true,
+                Some(frugal_pipeline::Error::Formats(f)) => f.is_bad_input(),
+                _ => false,
+            }
     });
     if bad_input {
         2
@@ -175,6 +184,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             quantized_kernels,
             per_genre,
             data,
+            seed,
             json,
         } => {
             if let Some(data) = data {
@@ -189,7 +199,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                     ),
                     "digits" => {
                         let d = frugal_formats::digits::embedded_digits();
-                        let idx = frugal_pipeline::stratified_split(&d.labels, d.n_classes, 0.2, 0);
+                        let idx =
+                            frugal_pipeline::stratified_split(&d.labels, d.n_classes, 0.2, seed);
                         (d, Some(idx))
                     }
                     other => anyhow::bail!("unknown data set `{other}` (fashion-mnist, digits)"),
@@ -262,7 +273,9 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             let dir = dir.unwrap_or_else(frugal_formats::assets::brown_dir);
             let ids = frugal_formats::brown::select_ids(&dir, &files)?;
             let text = frugal_formats::brown::plain_text(&dir, &ids)?;
-            frugal_formats::output::write_atomic(&out, &[], |f| {
+            let inputs: Vec<PathBuf> = ids.iter().map(|id| dir.join(id)).collect();
+            let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+            frugal_formats::output::write_atomic(&out, &inputs, |f| {
                 std::io::Write::write_all(f, text.as_bytes())
             })?;
             eprintln!(

@@ -151,3 +151,71 @@ fn interrupt_during_a_write_leaves_nothing() {
     }
     panic!("could not interrupt a write in 5 attempts");
 }
+
+/// Review finding: `brown-text` must not write over one of the corpus files it reads.
+#[test]
+fn brown_text_refuses_to_overwrite_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("ca01");
+    std::fs::write(&src, "\tThe/at jury/nn said/vbd ./.\n").unwrap();
+    let out = frugal(
+        &["brown-text", "--dir", ".", "--files", "ca01", "-o", "ca01"],
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"));
+    assert_eq!(
+        std::fs::read_to_string(&src).unwrap(),
+        "\tThe/at jury/nn said/vbd ./.\n"
+    );
+    let ok = frugal(
+        &[
+            "brown-text",
+            "--dir",
+            ".",
+            "--files",
+            "ca01",
+            "-o",
+            "text.txt",
+        ],
+        dir.path(),
+    );
+    assert!(ok.status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("text.txt")).unwrap(),
+        "The jury said.\n"
+    );
+}
+
+/// Review finding: `--chunks 0` is an input error, not a NaN perplexity.
+#[test]
+fn eval_rejects_zero_chunks() {
+    let Some(p) = smollm2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.txt"), "word ".repeat(3000)).unwrap();
+    let out = frugal(
+        &[
+            "eval",
+            p.to_str().unwrap(),
+            "--text",
+            "t.txt",
+            "--ctx",
+            "64",
+            "--chunks",
+            "0",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--chunks"));
+}

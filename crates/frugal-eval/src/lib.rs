@@ -27,4 +27,15 @@ pub enum Error {
     Mismatch(String),
 }
 
+impl Error {
+    /// True when the input (model, text, options) is at fault.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Model(m) => m.is_bad_input(),
+            Error::Candle(_) => false,
+            _ => true,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

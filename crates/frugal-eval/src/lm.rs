@@ -98,7 +98,6 @@ fn kl_row(p: &[f32], q: &[f32]) -> f64 {
             la.exp() * (la - (f64::from(b) - lq))
         })
         .sum::<f64>()
-        .max(0.0)
 }
 
 /// Mean and standard error of the mean as llama.cpp computes them.
@@ -160,10 +159,17 @@ pub fn eval_lm(
             )));
         }
     }
-    if tokens.len() < 2 * ctx {
+    if opts.max_chunks == Some(0) {
+        return Err(Error::BadCtx {
+            ctx,
+            reason: "--chunks must be at least 1".into(),
+        });
+    }
+    let needed = ctx.saturating_mul(2);
+    if tokens.len() < needed {
         return Err(Error::TextTooShort {
             n_tokens: tokens.len(),
-            needed: 2 * ctx,
+            needed,
         });
     }
     let n_chunks = (tokens.len() / ctx).min(opts.max_chunks.unwrap_or(usize::MAX));

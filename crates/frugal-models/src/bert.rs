@@ -107,6 +107,20 @@ impl Bert {
                 reason: format!("`{}` is not supported (gelu)", config.hidden_act),
             });
         }
+        if config.num_attention_heads == 0
+            || config.hidden_size == 0
+            || config.hidden_size % config.num_attention_heads != 0
+            || config.num_hidden_layers == 0
+        {
+            return Err(Error::BadMetadata {
+                path: dir.join("config.json"),
+                key: "num_attention_heads".into(),
+                reason: format!(
+                    "{} heads do not divide hidden size {}",
+                    config.num_attention_heads, config.hidden_size
+                ),
+            });
+        }
         let max_seq_len = read_json("sentence_bert_config.json")
             .ok()
             .and_then(|v| v.get("max_seq_length")?.as_u64())

@@ -39,6 +39,41 @@ impl CnnConfig {
         }
     }
 
+    /// Checks that every size is positive and the parameter count fits in memory arithmetic.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let sizes = [
+            self.in_channels,
+            self.height,
+            self.width,
+            self.hidden,
+            self.n_classes,
+        ];
+        if sizes.contains(&0) || self.conv_channels.contains(&0) {
+            return Err(format!("every size must be positive: {self:?}"));
+        }
+        let (h, w) = self.out_hw();
+        if h == 0 || w == 0 {
+            return Err(format!(
+                "{} conv blocks shrink {}×{} to nothing",
+                self.conv_channels.len(),
+                self.height,
+                self.width
+            ));
+        }
+        let mut c = self.in_channels;
+        for &o in &self.conv_channels {
+            c.checked_mul(9)
+                .and_then(|x| x.checked_mul(o))
+                .ok_or("conv weights too large")?;
+            c = o;
+        }
+        h.checked_mul(w)
+            .and_then(|x| x.checked_mul(c))
+            .and_then(|x| x.checked_mul(self.hidden))
+            .ok_or("fc1 too large")?;
+        Ok(())
+    }
+
     /// Spatial size after the conv blocks.
     pub fn out_hw(&self) -> (usize, usize) {
         self.conv_channels
@@ -257,6 +292,11 @@ impl Cnn {
             key: "frugal.cnn_config".into(),
             reason: e.to_string(),
         })?;
+        config.validate().map_err(|reason| Error::BadMetadata {
+            path: path.to_path_buf(),
+            key: "frugal.cnn_config".into(),
+            reason,
+        })?;
         Cnn::from_tensors(config, |name, shape| {
             let t = f.tensor(name).ok_or_else(|| Error::MissingTensor {
                 path: path.to_path_buf(),
@@ -314,4 +354,31 @@ pub fn predict(
         out.extend(model.forward(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_rejects_empty_and_huge_models() {
+        assert!(CnnConfig::classic(28, 28, 10).validate().is_ok());
+        assert!(CnnConfig::classic(28, 28, 0).validate().is_err());
+        assert!(CnnConfig {
+            conv_channels: vec![8, 0],
+            ..CnnConfig::classic(28, 28, 10)
+        }
+        .validate()
+        .is_err());
+        assert!(
+            CnnConfig::classic(2, 2, 10).validate().is_err(),
+            "two pools shrink 2×2 to nothing"
+        );
+        assert!(CnnConfig {
+            hidden: usize::MAX / 2,
+            ..CnnConfig::classic(28, 28, 10)
+        }
+        .validate()
+        .is_err());
+    }
 }

@@ -1,6 +1,6 @@
 //! Decoding a whole GGUF model to F32: the reference that compressed models are judged against
-//! ("SmolLM2 dequantized to F32"). Tensors are decoded and written one at a time, so peak memory
-//! is one tensor, not the model.
+//! ("SmolLM2 dequantized to F32"). The decoded model is held in memory before it is written (540 MB
+//! for SmolLM2); streaming tensor by tensor into the writer is left for the quantizer work.
 
 use crate::error::Result;
 use crate::gguf_load::load_f32;

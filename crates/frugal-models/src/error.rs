@@ -35,4 +35,15 @@ pub enum Error {
     BadToken { id: u32, n_vocab: usize },
 }
 
+impl Error {
+    /// True when the input (a file, its metadata, a token) is at fault.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Formats(f) => f.is_bad_input(),
+            Error::Candle(_) => false,
+            _ => true,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -20,7 +20,9 @@ pub enum Weight {
 /// How a layer's input is rounded before the dot products, to reproduce ggml's arithmetic: ggml
 /// converts activations to its `vec_dot_type` (8-bit blocks for quantized weights, f16 for f16
 /// weights) and multiplies those. Rounding the f32 input that way and then using an f32 product
-/// with the decoded weights gives the same values up to summation order.
+/// with the decoded weights gives the same values up to summation order — except for the `_1`
+/// types (Q4_1, Q5_1), whose `Q8_1` activations also carry an f16-rounded block sum for the
+/// weights' offset term; that rounding is not reproduced (an error far below the 8-bit rounding).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ActRounding {
     /// No rounding (f32 weights, or exact evaluation).

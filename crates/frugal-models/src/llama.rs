@@ -42,7 +42,7 @@ impl LlamaConfig {
             key: key.to_string(),
             reason,
         };
-        if !matches!(arch, "llama" | "mistral" | "granite") {
+        if !matches!(arch, "llama" | "mistral") {
             return Err(bad(
                 "general.architecture",
                 format!("`{arch}` is not a Llama-family architecture"),
@@ -96,6 +96,46 @@ impl LlamaConfig {
                     cfg.n_head, cfg.n_head_kv
                 ),
             ));
+        }
+        if cfg.n_embd == 0
+            || cfg.n_ff == 0
+            || cfg.n_vocab == 0
+            || cfg.n_layer == 0
+            || cfg.head_dim() % 2 != 0
+        {
+            return Err(bad(
+                &format!("{arch}.embedding_length"),
+                format!(
+                    "unusable sizes: width {}, ffn {}, vocab {}, layers {}, head dim {}",
+                    cfg.n_embd,
+                    cfg.n_ff,
+                    cfg.n_vocab,
+                    cfg.n_layer,
+                    cfg.head_dim()
+                ),
+            ));
+        }
+        // Features llama.cpp applies that this decoder does not: refuse rather than compute wrong logits.
+        if let Some(t) = h
+            .arch_get("rope.scaling.type")
+            .and_then(|v| v.as_str())
+            .filter(|t| *t != "none")
+        {
+            return Err(bad(
+                &format!("{arch}.rope.scaling.type"),
+                format!("RoPE scaling `{t}` is not supported yet"),
+            ));
+        }
+        if let Some(t) = [
+            "rope_freqs.weight",
+            "blk.0.attn_q.bias",
+            "blk.0.attn_k.bias",
+            "blk.0.attn_v.bias",
+        ]
+        .iter()
+        .find(|n| f.tensor(n).is_some())
+        {
+            return Err(bad("tensors", format!("`{t}` is present: RoPE frequency factors and attention biases are not supported yet")));
         }
         if cfg.rope_dim != cfg.head_dim() {
             return Err(bad(

@@ -117,7 +117,11 @@ impl GgufTokenizer {
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tok));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let id = |k: &str| h.get(k).and_then(Value::as_u64).map(|v| v as u32);
+        let id = |k: &str| {
+            h.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
         let add_bos = matches!(
             h.get("tokenizer.ggml.add_bos_token"),
             Some(Value::Bool(true))

@@ -2,7 +2,7 @@
 //! interrupted write leaves nothing behind.
 
 use super::value::{Array, Value};
-use super::{GgmlType, DEFAULT_ALIGNMENT, MAX_DIMS};
+use super::{GgmlType, DEFAULT_ALIGNMENT, MAX_DIMS, MAX_NAME_LEN};
 use crate::error::{Error, Result};
 use crate::output::AtomicFile;
 use std::collections::HashSet;
@@ -61,6 +61,13 @@ fn validate(
         if !keys.insert(k.as_str()) {
             return Err(bad(format!("duplicate metadata key `{k}`")));
         }
+        if k.len() > MAX_NAME_LEN * 64 {
+            return Err(bad(format!(
+                "metadata key of {} bytes is longer than {}",
+                k.len(),
+                MAX_NAME_LEN * 64
+            )));
+        }
     }
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
         None => DEFAULT_ALIGNMENT,
@@ -82,6 +89,9 @@ fn validate(
         if !names.insert(t.name) {
             return Err(bad_t("duplicate tensor name".into()));
         }
+        if t.name.len() > MAX_NAME_LEN {
+            return Err(bad_t(format!("name longer than {MAX_NAME_LEN} bytes")));
+        }
         if t.dims.len() > MAX_DIMS {
             return Err(bad_t(format!(
                 "{} dimensions (at most {MAX_DIMS})",
@@ -99,7 +109,11 @@ fn validate(
                 info.name, info.block_size
             )));
         }
-        let n: Option<u64> = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        let n: Option<u64> = t
+            .dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= i64::MAX as u64);
         let want = n
             .and_then(|n| t.ggml_type.bytes_for(n))
             .ok_or_else(|| bad_t("size overflows".into()))?;
