@@ -71,6 +71,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Quantize a GGUF model: every weight matrix to one block type, round to nearest,
+    /// bit-identical to `llama-quantize --pure` for the legacy types.
+    Quantize {
+        /// Input GGUF (F32 or any type Frugal decodes).
+        input: PathBuf,
+        /// Output GGUF.
+        output: PathBuf,
+        /// Target type (see `frugal quantize --help`).
+        #[arg(long = "type", value_parser = parse_quant_type, long_help = format!("Target type:\n{}", frugal_compress::quant::types_help()))]
+        ty: &'static frugal_compress::quant::QuantType,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode every tensor of a GGUF model to F32 (the reference for evaluations).
     Dequantize {
         /// Input GGUF.
@@ -150,6 +164,16 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     } else {
         1
     }
+}
+
+fn parse_quant_type(s: &str) -> Result<&'static frugal_compress::quant::QuantType, String> {
+    frugal_compress::quant::quant_type(s).ok_or_else(|| {
+        let names: Vec<&str> = frugal_compress::quant::QUANT_TYPES
+            .iter()
+            .map(|t| t.name)
+            .collect();
+        format!("unknown type `{s}` (one of: {})", names.join(", "))
+    })
 }
 
 /// A progress bar on standard error, hidden when it is not a terminal.
@@ -263,6 +287,39 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.to_text());
+            }
+        }
+        Command::Quantize {
+            input,
+            output,
+            ty,
+            json,
+        } => {
+            let bar = progress_bar("tensors");
+            let r = frugal_compress::quant::quantize_gguf(&input, &output, ty, &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let worst = r
+                    .tensors
+                    .iter()
+                    .max_by(|a, b| a.rel_rmse.total_cmp(&b.rel_rmse));
+                println!(
+                    "wrote {} ({}, {:.2} MiB from {:.2} MiB, {:.3} bits/weight) in {:.2} s",
+                    r.output,
+                    r.target,
+                    r.output_bytes as f64 / 1048576.0,
+                    r.input_bytes as f64 / 1048576.0,
+                    r.bits_per_weight,
+                    r.seconds
+                );
+                if let Some(w) = worst {
+                    println!("largest relative RMS error: {:.4} ({})", w.rel_rmse, w.name);
+                }
             }
         }
         Command::Dequantize { input, output } => {

@@ -25,22 +25,79 @@ pub fn dequantize_gguf(input: &Path, out: &Path) -> Result<u64> {
         let v: Vec<f32> = load_f32(&f, &t.name, &dev)?.flatten_all()?.to_vec1()?;
         data.push(v.iter().flat_map(|x| x.to_le_bytes()).collect());
     }
-    let tensors: Vec<TensorToWrite> = f
-        .header
-        .tensors
+    let order = llama_tensor_order(f.header.tensors.iter().map(|t| t.name.as_str()));
+    let tensors: Vec<TensorToWrite> = order
         .iter()
-        .zip(&data)
-        .map(|(t, d)| TensorToWrite {
-            name: &t.name,
-            ggml_type: GgmlType::F32,
-            dims: &t.dims,
-            data: d,
+        .map(|&i| {
+            let t = &f.header.tensors[i];
+            TensorToWrite {
+                name: &t.name,
+                ggml_type: GgmlType::F32,
+                dims: &t.dims,
+                data: &data[i],
+            }
         })
         .collect();
     let mut metadata = f.header.metadata.clone();
-    match metadata.iter_mut().find(|(k, _)| k == "general.file_type") {
-        Some((_, v)) => *v = Value::U32(FILE_TYPE_ALL_F32),
-        None => metadata.push(("general.file_type".into(), Value::U32(FILE_TYPE_ALL_F32))),
-    }
+    set_file_type(&mut metadata, FILE_TYPE_ALL_F32);
     Ok(write_gguf_file(out, &[input], &metadata, &tensors)?)
+}
+
+/// Sets `general.quantization_version` (2) and `general.file_type` the way `llama-quantize` does:
+/// each key is removed and appended at the end, in that order, so Frugal's files have the same
+/// metadata layout as llama.cpp's (and, for identical tensors, the same bytes).
+pub fn set_file_type(metadata: &mut Vec<(String, Value)>, file_type: u32) {
+    metadata.retain(|(k, _)| k != "general.quantization_version" && k != "general.file_type");
+    metadata.push(("general.quantization_version".into(), Value::U32(2)));
+    metadata.push(("general.file_type".into(), Value::U32(file_type)));
+}
+
+/// The order in which llama.cpp writes tensors (its loader's `weight_name_comparer`): tensors
+/// outside blocks first, then block by block (`blk.N.`, numerically), by name within each.
+/// Writing in this order makes Frugal's files byte-comparable with `llama-quantize`'s.
+pub fn llama_tensor_order<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
+    let key = |n: &str| -> i64 {
+        n.strip_prefix("blk.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(l, _)| l.parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    let names: Vec<&str> = names.into_iter().collect();
+    let mut idx: Vec<usize> = (0..names.len()).collect();
+    idx.sort_by(|&a, &b| {
+        key(names[a])
+            .cmp(&key(names[b]))
+            .then_with(|| names[a].cmp(names[b]))
+    });
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn llama_order_puts_global_tensors_first_and_layers_numerically() {
+        let names = [
+            "blk.10.a",
+            "token_embd.weight",
+            "blk.2.b",
+            "blk.2.a",
+            "output_norm.weight",
+            "blk.1.z",
+        ];
+        let order: Vec<&str> = super::llama_tensor_order(names)
+            .into_iter()
+            .map(|i| names[i])
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "output_norm.weight",
+                "token_embd.weight",
+                "blk.1.z",
+                "blk.2.a",
+                "blk.2.b",
+                "blk.10.a"
+            ]
+        );
+    }
 }

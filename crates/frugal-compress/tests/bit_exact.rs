@@ -1,0 +1,70 @@
+//! `frugal quantize` against `llama-quantize --pure` on SmolLM2 F32: for every legacy block type
+//! the whole output file must be byte-identical (sha256 in `tests/golden/`, made by
+//! `bench/make-golden.sh`).
+
+use frugal_compress::quant::{quant_type, quantize_gguf, QUANT_TYPES};
+use frugal_formats::assets;
+use sha2::Digest;
+use std::path::Path;
+
+#[test]
+fn legacy_types_are_byte_identical_to_llama_quantize() {
+    let Some(q41) = assets::require_or_skip(assets::smollm2_gguf(), "SmolLM2") else {
+        return;
+    };
+    let g: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/golden/smollm2_quantize_pure.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f32 = dir.path().join("f32.gguf");
+    // Bit-identical to `llama-quantize --allow-requantize … F32` (checked by bench/make-golden.sh).
+    frugal_models::convert::dequantize_gguf(&q41, &f32).unwrap();
+    let f32_sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&f32).unwrap()));
+    assert_eq!(f32_sha, g["f32_llama_quantize_sha256"].as_str().unwrap(), "F32 differs from llama-quantize's");
+    for (name, want) in g["sha256"].as_object().unwrap() {
+        let t = quant_type(name).unwrap();
+        let out = dir.path().join(format!("{name}.gguf"));
+        let r = quantize_gguf(&f32, &out, t, &|_, _| {}).unwrap();
+        let got = format!("{:x}", sha2::Sha256::digest(std::fs::read(&out).unwrap()));
+        assert_eq!(
+            &got,
+            want.as_str().unwrap(),
+            "{name} differs from llama-quantize --pure"
+        );
+        // Relative error bounds per bit width (round to nearest: half a step of the block scale).
+        let worst = r.tensors.iter().map(|t| t.rel_rmse).fold(0.0, f64::max);
+        let bound = match name.as_str() {
+            "Q8_0" => 0.01,
+            "Q5_0" | "Q5_1" => 0.06,
+            _ => 0.12,
+        };
+        assert!(worst < bound, "{name}: worst relative RMS error {worst}");
+        std::fs::remove_file(&out).unwrap();
+    }
+    assert!(QUANT_TYPES.iter().any(|t| t.name == "F16"));
+}
+
+#[test]
+fn bad_targets_and_inputs_give_clear_errors() {
+    assert!(quant_type("Q3_XL").is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"not a model").unwrap();
+    let err = quantize_gguf(
+        &bad,
+        &dir.path().join("o.gguf"),
+        quant_type("Q8_0").unwrap(),
+        &|_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.is_bad_input() && err.to_string().contains("bad.gguf"),
+        "{err}"
+    );
+    assert!(!dir.path().join("o.gguf").exists());
+}
