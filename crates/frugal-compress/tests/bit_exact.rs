@@ -25,7 +25,11 @@ fn legacy_types_are_byte_identical_to_llama_quantize() {
     // Bit-identical to `llama-quantize --allow-requantize … F32` (checked by bench/make-golden.sh).
     frugal_models::convert::dequantize_gguf(&q41, &f32).unwrap();
     let f32_sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&f32).unwrap()));
-    assert_eq!(f32_sha, g["f32_llama_quantize_sha256"].as_str().unwrap(), "F32 differs from llama-quantize's");
+    assert_eq!(
+        f32_sha,
+        g["f32_llama_quantize_sha256"].as_str().unwrap(),
+        "F32 differs from llama-quantize's"
+    );
     for (name, want) in g["sha256"].as_object().unwrap() {
         let t = quant_type(name).unwrap();
         let out = dir.path().join(format!("{name}.gguf"));

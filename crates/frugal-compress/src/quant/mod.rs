@@ -180,21 +180,36 @@ pub fn quantize_gguf(
             progress(i + 1, n);
             continue;
         }
-        let x: Vec<f32> = load_f32(&f, &t.name, &dev)?
-            .flatten_all()
-            .map_err(Error::from)?
-            .to_vec1()
-            .map_err(Error::from)?;
+        let x: Vec<f32> = if t.ggml_type == GgmlType::F32 {
+            // Straight from the mapped file: one copy instead of two through a tensor.
+            f.tensor_data(t)
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        } else {
+            load_f32(&f, &t.name, &dev)?
+                .flatten_all()
+                .map_err(Error::from)?
+                .to_vec1()
+                .map_err(Error::from)?
+        };
         let ne0 = t.dims[0] as usize;
-        let rows: Vec<Vec<u8>> = x
-            .par_chunks(ne0)
-            .map(|r| {
-                let mut o = Vec::new();
-                (target.row)(r, &mut o);
-                o
-            })
-            .collect();
-        let bytes: Vec<u8> = rows.concat();
+        let row_bytes = target
+            .ggml
+            .bytes_for(ne0 as u64)
+            .expect("row is whole blocks") as usize;
+        let mut bytes = vec![0u8; row_bytes * (x.len() / ne0.max(1))];
+        bytes
+            .par_chunks_mut(row_bytes)
+            .zip(x.par_chunks(ne0))
+            .for_each_init(
+                || Vec::with_capacity(row_bytes),
+                |buf, (out, r)| {
+                    buf.clear();
+                    (target.row)(r, buf);
+                    out.copy_from_slice(buf);
+                },
+            );
         let rel_rmse = relative_rmse(&x, &bytes, target.ggml, &t.dims)?;
         reports.push(TensorReport {
             name: t.name.clone(),
