@@ -176,6 +176,16 @@ fn parse_quant_type(s: &str) -> Result<&'static frugal_compress::quant::QuantTyp
     })
 }
 
+/// Prints `value` as JSON, or runs `text` to print it for people.
+fn emit<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        text(value);
+    }
+    Ok(())
+}
+
 /// A progress bar on standard error, hidden when it is not a terminal.
 fn progress_bar(unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
@@ -192,11 +202,9 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { file, json, all } => {
             let summary = frugal_formats::inspect::inspect(&file)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
+            emit(json, &summary, |summary| {
                 print!("{}", summary.to_text(all));
-            }
+            })?;
         }
         Command::Eval {
             model,
@@ -230,9 +238,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     other => anyhow::bail!("unknown data set `{other}` (fashion-mnist, digits)"),
                 };
                 let r = frugal_eval::classifier::eval_classifier(&m, &set, idx.as_deref())?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
+                emit(json, &r, |r| {
                     println!(
                         "model      {}
 data       {data} ({} test images)
@@ -243,7 +249,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         r.ci95_pct.0,
                         r.ci95_pct.1
                     );
-                }
+                })?;
                 return Ok(());
             }
             if model.is_dir() {
@@ -254,11 +260,9 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     &brown,
                     per_genre.unwrap_or(40),
                 )?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
+                emit(json, &r, |r| {
                     print!("{}", r.to_text());
-                }
+                })?;
                 return Ok(());
             }
             let text =
@@ -283,11 +287,9 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 bar.set_position(done as u64);
             })?;
             bar.finish_and_clear();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
+            emit(json, &report, |report| {
                 print!("{}", report.to_text());
-            }
+            })?;
         }
         Command::Quantize {
             input,
@@ -301,9 +303,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 bar.set_position(done as u64);
             })?;
             bar.finish_and_clear();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
+            emit(json, &r, |r| {
                 let worst = r
                     .tensors
                     .iter()
@@ -320,7 +320,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 if let Some(w) = worst {
                     println!("largest relative RMS error: {:.4} ({})", w.rel_rmse, w.name);
                 }
-            }
+            })?;
         }
         Command::Dequantize { input, output } => {
             let n = frugal_models::convert::dequantize_gguf(&input, &output)?;
@@ -355,9 +355,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 ..Default::default()
             };
             let (report, path) = frugal_pipeline::run(&opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
+            emit(json, &report, |report| {
                 let d = &report.data;
                 println!("frugal run: {} (embedded default)", report.recipe);
                 println!(
@@ -373,7 +371,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     report.pending_steps.join(", ")
                 );
                 println!("  report   {}", path.display());
-            }
+            })?;
         }
     }
     Ok(())

@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::gguf_load::load_f32;
 use candle_core::Device;
-use frugal_formats::gguf::{write_gguf_file, GgmlType, GgufFile, TensorToWrite, Value};
+use frugal_formats::gguf::{write_gguf_file, GgmlType, GgufFile, TensorInfo, TensorToWrite, Value};
 use std::path::Path;
 
 /// llama.cpp's `general.file_type` for "all F32".
@@ -25,22 +25,32 @@ pub fn dequantize_gguf(input: &Path, out: &Path) -> Result<u64> {
         let v: Vec<f32> = load_f32(&f, &t.name, &dev)?.flatten_all()?.to_vec1()?;
         data.push(v.iter().flat_map(|x| x.to_le_bytes()).collect());
     }
-    let order = llama_tensor_order(f.header.tensors.iter().map(|t| t.name.as_str()));
-    let tensors: Vec<TensorToWrite> = order
-        .iter()
-        .map(|&i| {
-            let t = &f.header.tensors[i];
-            TensorToWrite {
-                name: &t.name,
-                ggml_type: GgmlType::F32,
-                dims: &t.dims,
-                data: &data[i],
-            }
-        })
-        .collect();
     let mut metadata = f.header.metadata.clone();
     set_file_type(&mut metadata, FILE_TYPE_ALL_F32);
-    Ok(write_gguf_file(out, &[input], &metadata, &tensors)?)
+    let types = vec![GgmlType::F32; data.len()];
+    write_model(out, input, &metadata, &f.header.tensors, &types, &data)
+}
+
+/// Writes a model derived from `input` (tensor `i` described by `infos[i]`, stored as `types[i]`
+/// with bytes `data[i]`) atomically to `out`, in llama.cpp's tensor order.
+pub fn write_model(
+    out: &Path,
+    input: &Path,
+    metadata: &[(String, Value)],
+    infos: &[TensorInfo],
+    types: &[GgmlType],
+    data: &[Vec<u8>],
+) -> Result<u64> {
+    let tensors: Vec<TensorToWrite> = llama_tensor_order(infos.iter().map(|t| t.name.as_str()))
+        .into_iter()
+        .map(|i| TensorToWrite {
+            name: &infos[i].name,
+            ggml_type: types[i],
+            dims: &infos[i].dims,
+            data: &data[i],
+        })
+        .collect();
+    Ok(write_gguf_file(out, &[input], metadata, &tensors)?)
 }
 
 /// Sets `general.quantization_version` (2) and `general.file_type` the way `llama-quantize` does:

@@ -4,7 +4,7 @@
 pub mod legacy;
 
 use crate::{Error, Result};
-use frugal_formats::gguf::{write_gguf_file, GgmlType, GgufFile, TensorToWrite};
+use frugal_formats::gguf::{GgmlType, GgufFile};
 use frugal_models::gguf_load::load_f32;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -223,24 +223,16 @@ pub fn quantize_gguf(
         types.push(target.ggml);
         progress(i + 1, n);
     }
-    let order = frugal_models::convert::llama_tensor_order(
-        f.header.tensors.iter().map(|t| t.name.as_str()),
-    );
-    let tensors: Vec<TensorToWrite> = order
-        .iter()
-        .map(|&i| {
-            let t = &f.header.tensors[i];
-            TensorToWrite {
-                name: &t.name,
-                ggml_type: types[i],
-                dims: &t.dims,
-                data: &data[i],
-            }
-        })
-        .collect();
     let mut metadata = f.header.metadata.clone();
     frugal_models::convert::set_file_type(&mut metadata, target.file_type);
-    let written = write_gguf_file(output, &[input], &metadata, &tensors)?;
+    let written = frugal_models::convert::write_model(
+        output,
+        input,
+        &metadata,
+        &f.header.tensors,
+        &types,
+        &data,
+    )?;
     let n_parameters: u64 = reports.iter().map(|r| r.n_elements).sum();
     let tensor_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     Ok(QuantizeReport {
