@@ -81,6 +81,15 @@ enum Command {
         /// Target type (see `frugal quantize --help`).
         #[arg(long = "type", value_parser = parse_quant_type, long_help = format!("Target type:\n{}", frugal_compress::quant::types_help()))]
         ty: &'static frugal_compress::quant::QuantType,
+        /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
+        #[arg(long)]
+        eval_text: Option<PathBuf>,
+        /// Chunks of 512 tokens to evaluate.
+        #[arg(long, default_value_t = 8)]
+        eval_chunks: usize,
+        /// Skip the evaluation of the output against the input.
+        #[arg(long)]
+        no_eval: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -156,6 +165,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || match c.downcast_ref::<frugal_pipeline::Error>() {
                 Some(frugal_pipeline::Error::RecipeUnsupported { .. }) => true,
                 Some(frugal_pipeline::Error::Formats(f)) => f.is_bad_input(),
+                Some(frugal_pipeline::Error::Compress(e)) => e.is_bad_input(),
+                Some(frugal_pipeline::Error::Eval(e)) => e.is_bad_input(),
                 _ => false,
             }
     });
@@ -191,7 +202,7 @@ fn progress_bar(unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(&format!(
-            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} (eta {{eta}})"
+            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit}{{msg}} (eta {{eta}})"
         ))
         .expect("valid template"),
     );
@@ -295,19 +306,48 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             input,
             output,
             ty,
+            eval_text,
+            eval_chunks,
+            no_eval,
             json,
         } => {
-            let bar = progress_bar("tensors");
-            let r = frugal_compress::quant::quantize_gguf(&input, &output, ty, &|done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            })?;
+            let tmp = tempfile::TempDir::new()?;
+            let text = match (no_eval, eval_text) {
+                (true, _) => None,
+                (false, Some(t)) => Some(t),
+                (false, None) => {
+                    let dir = frugal_formats::assets::brown_dir();
+                    if dir.exists() {
+                        let ids = frugal_formats::brown::select_ids(&dir, "cj01-cj12")?;
+                        let p = tmp.path().join("brown-cj01-cj12.txt");
+                        std::fs::write(&p, frugal_formats::brown::plain_text(&dir, &ids)?)?;
+                        Some(p)
+                    } else {
+                        eprintln!("frugal: no evaluation text: pass --eval-text FILE, or fetch the Brown corpus (scripts/fetch-assets.sh brown); skipping the evaluation");
+                        None
+                    }
+                }
+            };
+            let spec = text.map(|text| frugal_pipeline::quantize::EvalSpec {
+                text,
+                ctx: 512,
+                chunks: Some(eval_chunks),
+            });
+            let bar = progress_bar("");
+            let step = frugal_pipeline::quantize::quantize_step(
+                &input,
+                &output,
+                ty,
+                spec.as_ref(),
+                &|what, done, total| {
+                    bar.set_message(what.to_string());
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            )?;
             bar.finish_and_clear();
-            emit(json, &r, |r| {
-                let worst = r
-                    .tensors
-                    .iter()
-                    .max_by(|a, b| a.rel_rmse.total_cmp(&b.rel_rmse));
+            emit(json, &step, |step| {
+                let r = &step.quantize;
                 println!(
                     "wrote {} ({}, {:.2} MiB from {:.2} MiB, {:.3} bits/weight) in {:.2} s",
                     r.output,
@@ -317,8 +357,15 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     r.bits_per_weight,
                     r.seconds
                 );
-                if let Some(w) = worst {
+                if let Some(w) = r
+                    .tensors
+                    .iter()
+                    .max_by(|a, b| a.rel_rmse.total_cmp(&b.rel_rmse))
+                {
                     println!("largest relative RMS error: {:.4} ({})", w.rel_rmse, w.name);
+                }
+                if let Some(q) = &step.quality {
+                    print!("quality against the input:\n{}", q.to_text());
                 }
             })?;
         }

@@ -219,3 +219,56 @@ fn eval_rejects_zero_chunks() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--chunks"));
 }
+
+/// `frugal quantize` writes the file and judges it against its input.
+#[test]
+fn quantize_reports_the_quality_of_its_output() {
+    let Some(p) = smollm2() else { return };
+    let Some(brown) = frugal_formats::assets::require_or_skip(
+        frugal_formats::assets::brown_dir(),
+        "Brown corpus",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ids = frugal_formats::brown::select_ids(&brown, "cj13-cj20").unwrap();
+    std::fs::write(
+        dir.path().join("t.txt"),
+        frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
+    )
+    .unwrap();
+    let out = frugal(
+        &[
+            "quantize",
+            p.to_str().unwrap(),
+            "q8.gguf",
+            "--type",
+            "Q8_0",
+            "--eval-text",
+            "t.txt",
+            "--eval-chunks",
+            "2",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["quantize"]["target"], "Q8_0");
+    let kld = j["quality"]["kld"]["mean"].as_f64().unwrap();
+    // Q8_0 of a Q4_1 model is nearly lossless against it.
+    assert!(kld > 0.0 && kld < 0.01, "mean KLD {kld}");
+    assert!(j["quality"]["kld"]["same_top1_pct"].as_f64().unwrap() > 90.0);
+    assert!(dir.path().join("q8.gguf").exists());
+
+    let out = frugal(
+        &["quantize", p.to_str().unwrap(), "x.gguf", "--type", "Q3_XL"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown type `Q3_XL`"));
+}

@@ -5,6 +5,8 @@
 //! crates; until then the embedded default loads and validates the bundled digits data set,
 //! makes the seeded train/test split every later step will use, and writes the report.
 
+pub mod quantize;
+
 use frugal_formats::digits::embedded_digits;
 use frugal_formats::output::write_atomic;
 use serde::Serialize;
@@ -16,6 +18,10 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     #[error(transparent)]
     Formats(#[from] frugal_formats::Error),
+    #[error(transparent)]
+    Compress(#[from] frugal_compress::Error),
+    #[error(transparent)]
+    Eval(#[from] frugal_eval::Error),
     #[error("{path}: cannot create output folder: {source}")]
     OutputDir {
         path: PathBuf,
