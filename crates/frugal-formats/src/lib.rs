@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod idx;
 pub mod inspect;
 pub mod output;
+pub mod rng;
 pub mod safetensors;
 
 pub use error::{Error, ParseError, Result};

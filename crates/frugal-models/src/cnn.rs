@@ -168,14 +168,8 @@ impl Cnn {
     /// A freshly initialised model (PyTorch's default: uniform ±1/√fan_in), as trainable `Var`s
     /// in parameter order, from a seed.
     pub fn init(config: CnnConfig, seed: u64, device: &Device) -> Result<(Self, Vec<Var>)> {
-        let mut rng = seed;
-        let mut next = move || {
-            rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = frugal_formats::rng::SplitMix64(seed);
+        let mut next = move || rng.next_f64();
         let shapes = config.parameter_shapes();
         let mut vars = Vec::new();
         for (name, shape) in &shapes {

@@ -134,14 +134,8 @@ pub fn run(opts: &RunOptions) -> Result<(Report, PathBuf), Error> {
 /// A stratified, seeded split: from each class, `fraction` of its items (rounded) go to the test
 /// set. Returns sorted test indices. Uses SplitMix64, so the split is the same on every machine.
 pub fn stratified_split(labels: &[u8], n_classes: usize, fraction: f64, seed: u64) -> Vec<usize> {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = frugal_formats::rng::SplitMix64(seed);
+    let mut next = move || rng.next_u64();
     let mut test = Vec::new();
     for c in 0..n_classes {
         let mut idx: Vec<usize> = (0..labels.len())
