@@ -3,16 +3,9 @@
 # same GGUF files (SmolLM2 F32 and Q8_0, and Q4_K_M vs F32 for KL divergence), same text
 # (Brown cj01–cj12), same ctx and chunk count, same thread count. Prints a table with ratios.
 #   bench/eval-vs-llama.sh [CHUNKS] [THREADS]     (default 20 chunks, 2 threads)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 CHUNKS="${1:-20}"; THREADS="${2:-2}"; CTX=512
-BIN="$(bench/build-llama-cpp.sh)"
-scripts/fetch-assets.sh smollm2 brown >&2
-cargo build --release -q -p frugal-cli
-FRUGAL="$PWD/target/release/frugal"
-CACHE="${FRUGAL_CACHE:-$HOME/.cache/frugal}"
 W="$CACHE/bench-eval"; mkdir -p "$W"
-Q41="$CACHE/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 F32="$W/f32.gguf"; Q80="$W/q8_0.gguf"; Q4KM="$W/q4_k_m.gguf"; TEXT="$W/cj.txt"
 [ -f "$F32" ] || "$BIN/llama-quantize" --allow-requantize "$Q41" "$F32" F32 >/dev/null 2>&1
 [ -f "$Q80" ] || "$BIN/llama-quantize" "$F32" "$Q80" Q8_0 >/dev/null 2>&1

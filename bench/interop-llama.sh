@@ -4,14 +4,8 @@
 #   2. llama-perplexity runs on it and on llama-quantize's F32 of the same model; the two PPLs
 #      must be identical (the tensors are bit-identical, so the whole file must be understood).
 # Run: bench/interop-llama.sh   (needs llama.cpp from bench/build-llama-cpp.sh)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN="$(bench/build-llama-cpp.sh)"
-scripts/fetch-assets.sh smollm2 brown >&2
-cargo build --release -q -p frugal-cli
-FRUGAL=target/release/frugal
-CACHE="${FRUGAL_CACHE:-$HOME/.cache/frugal}"; W="$CACHE/interop"; mkdir -p "$W"
-Q41="$CACHE/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+source "$(dirname "$0")/common.sh"
+W="$CACHE/interop"; mkdir -p "$W"
 "$FRUGAL" dequantize "$Q41" "$W/frugal-f32.gguf" 2>/dev/null
 [ -f "$W/llama-f32.gguf" ] || "$BIN/llama-quantize" --allow-requantize "$Q41" "$W/llama-f32.gguf" F32 >/dev/null 2>&1
 "$FRUGAL" brown-text --files cj01-cj12 -o "$W/cj.txt" 2>/dev/null

@@ -6,15 +6,8 @@
 #     -c 512 --chunks 4, 2 threads;
 #   - also checks that `frugal dequantize` writes the same F32 tensors as llama-quantize.
 # Run: bench/make-golden.sh   (a few minutes after llama.cpp is built)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN="$(bench/build-llama-cpp.sh)"
-scripts/fetch-assets.sh smollm2 brown >&2
-cargo build --release -q -p frugal-cli
-FRUGAL=target/release/frugal
-CACHE="${FRUGAL_CACHE:-$HOME/.cache/frugal}"
+source "$(dirname "$0")/common.sh"
 WORK="$CACHE/golden-work"; mkdir -p "$WORK"
-Q41="$CACHE/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 F32="$WORK/smollm2-f32.llama-quantize.gguf"
 [ -f "$F32" ] || "$BIN/llama-quantize" --allow-requantize "$Q41" "$F32" F32 >"$WORK/quantize.log" 2>&1
 "$FRUGAL" dequantize "$Q41" "$WORK/smollm2-f32.frugal.gguf" 2>/dev/null

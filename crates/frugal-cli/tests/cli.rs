@@ -11,6 +11,13 @@ fn frugal(args: &[&str], cwd: &Path) -> Output {
         .expect("frugal runs")
 }
 
+/// Asserts that `frugal` refused its input: exit code 2 and `needle` in the message.
+fn assert_bad_input(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
 fn smollm2() -> Option<std::path::PathBuf> {
     frugal_formats::assets::require_or_skip(frugal_formats::assets::smollm2_gguf(), "SmolLM2")
 }
@@ -56,21 +63,15 @@ fn bad_input_exits_2_with_a_message_naming_the_file() {
     )
     .unwrap();
     let out = frugal(&["inspect", "bad.gguf"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.gguf") && err.contains("header.tensor_count"),
-        "{err}"
-    );
+    assert_bad_input(&out, "bad.gguf");
+    assert_bad_input(&out, "header.tensor_count");
 
     let out = frugal(&["inspect", "missing.gguf"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.gguf"));
+    assert_bad_input(&out, "missing.gguf");
 
     std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
     let out = frugal(&["inspect", "notes.txt"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a recognised model file"));
+    assert_bad_input(&out, "not a recognised model file");
 
     let out = frugal(&["no-such-command"], dir.path());
     assert_eq!(out.status.code(), Some(2));
@@ -95,7 +96,7 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
     assert_eq!(j["data"]["n_images"], 1797);
 
     let out = frugal(&["run", "recipe.toml"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
+    assert_bad_input(&out, "recipe files are not supported yet");
 }
 
 /// Ctrl-C during a write: the process exits with 130 and leaves no partial file behind.
@@ -162,13 +163,7 @@ fn brown_text_refuses_to_overwrite_its_input() {
         &["brown-text", "--dir", ".", "--files", "ca01", "-o", "ca01"],
         dir.path(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"));
+    assert_bad_input(&out, "refusing");
     assert_eq!(
         std::fs::read_to_string(&src).unwrap(),
         "\tThe/at jury/nn said/vbd ./.\n"
@@ -211,13 +206,7 @@ fn eval_rejects_zero_chunks() {
         ],
         dir.path(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--chunks"));
+    assert_bad_input(&out, "--chunks");
 }
 
 /// `frugal quantize` writes the file and judges it against its input.
@@ -269,6 +258,5 @@ fn quantize_reports_the_quality_of_its_output() {
         &["quantize", p.to_str().unwrap(), "x.gguf", "--type", "Q3_XL"],
         dir.path(),
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown type `Q3_XL`"));
+    assert_bad_input(&out, "unknown type `Q3_XL`");
 }
