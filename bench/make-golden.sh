@@ -60,18 +60,23 @@ json.dump({"made_by": "bench/make-golden.sh: llama-perplexity (llama-cpp-python 
 PYEOF
 cat tests/golden/smollm2_ppl.json >&2
 
-# Quantization golden: sha256 of `llama-quantize --pure` files for the legacy block types, made
+# Quantization golden: sha256 of `llama-quantize` files (--pure for every block type, and the
+# named k-quant mixes), made
 # from Frugal's F32 file (same tensors as llama-quantize's F32, metadata in Frugal's order), which
 # is the input the CI test quantizes.
 "$PY" - "$BIN/llama-quantize" "$WORK/smollm2-f32.frugal.gguf" "$WORK" > tests/golden/smollm2_quantize_pure.json <<'PYEOF'
 import hashlib, json, subprocess, sys
 tool, f32, work = sys.argv[1:4]
-out = {"made_by": "bench/make-golden.sh: llama-quantize --pure (llama-cpp-python 0.3.36) on SmolLM2 F32 written by frugal dequantize", "sha256": {}}
+out = {"made_by": "bench/make-golden.sh: llama-quantize (llama-cpp-python 0.3.36) on SmolLM2 F32 written by frugal dequantize; sha256 = with --pure, mix_sha256 = the named mixes without --pure", "sha256": {}, "mix_sha256": {}}
 out["f32_llama_quantize_sha256"] = hashlib.sha256(open(f"{work}/smollm2-f32.llama-quantize.gguf", "rb").read()).hexdigest()
-for t in ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]:
-    dst = f"{work}/pure-{t}.gguf"
-    subprocess.run([tool, "--pure", f32, dst, t], check=True, capture_output=True)
-    out["sha256"][t] = hashlib.sha256(open(dst, "rb").read()).hexdigest()
+def run(t, pure):
+    dst = f"{work}/{'pure' if pure else 'mix'}-{t}.gguf"
+    subprocess.run([tool, *(["--pure"] if pure else []), f32, dst, t], check=True, capture_output=True)
+    return hashlib.sha256(open(dst, "rb").read()).hexdigest()
+for t in ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]:
+    out["sha256"][t] = run(t, True)
+for t in ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K"]:
+    out["mix_sha256"][t] = run(t, False)
 json.dump(out, sys.stdout, indent=1)
 PYEOF
 cat tests/golden/smollm2_quantize_pure.json >&2

@@ -71,8 +71,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Quantize a GGUF model: every weight matrix to one block type, round to nearest,
-    /// bit-identical to `llama-quantize --pure` for the legacy types.
+    /// Quantize a GGUF model to a block type or one of llama.cpp's named mixes (the same file
+    /// as `llama-quantize` without calibration), then evaluate the output against the input.
     Quantize {
         /// Input GGUF (F32 or any type Frugal decodes).
         input: PathBuf,
@@ -81,6 +81,20 @@ enum Command {
         /// Target type (see `frugal quantize --help`).
         #[arg(long = "type", value_parser = parse_quant_type, long_help = format!("Target type:\n{}", frugal_compress::quant::types_help()))]
         ty: &'static frugal_compress::quant::QuantType,
+        /// One type for every weight matrix: no mix rules (llama-quantize --pure).
+        #[arg(long)]
+        pure: bool,
+        /// Rows a 256-wide type cannot tile: `llama` (its fixed substitutes) or `best` (32-wide
+        /// types assigned by measured error within the same bytes).
+        #[arg(long, value_enum, default_value = "llama")]
+        fallback: FallbackArg,
+        /// Override the type of tensors whose name matches REGEX (first match wins), e.g.
+        /// `--tensor-type 'ffn_down=Q6_K'`. Repeatable.
+        #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+        tensor_type: Vec<frugal_compress::quant::Override>,
+        /// Assign types per tensor by measured error to reach this many bits per weight.
+        #[arg(long, value_parser = parse_bpw)]
+        target_bpw: Option<f64>,
         /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
         #[arg(long)]
         eval_text: Option<PathBuf>,
@@ -174,6 +188,19 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         2
     } else {
         1
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FallbackArg {
+    Llama,
+    Best,
+}
+
+fn parse_bpw(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(b) if (2.0..=32.0).contains(&b) => Ok(b),
+        _ => Err(format!("`{s}`: expected bits per weight between 2 and 32")),
     }
 }
 
@@ -306,6 +333,10 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             input,
             output,
             ty,
+            pure,
+            fallback,
+            tensor_type,
+            target_bpw,
             eval_text,
             eval_chunks,
             no_eval,
@@ -333,11 +364,19 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 ctx: 512,
                 chunks: Some(eval_chunks),
             });
+            let mut opts = frugal_compress::quant::QuantizeOptions::new(ty);
+            opts.pure = pure;
+            opts.fallback = match fallback {
+                FallbackArg::Llama => frugal_compress::quant::Fallback::Llama,
+                FallbackArg::Best => frugal_compress::quant::Fallback::Best,
+            };
+            opts.overrides = tensor_type;
+            opts.target_bpw = target_bpw;
             let bar = progress_bar("");
             let step = frugal_pipeline::quantize::quantize_step(
                 &input,
                 &output,
-                ty,
+                &opts,
                 spec.as_ref(),
                 &|what, done, total| {
                     bar.set_message(what.to_string());

@@ -1,14 +1,15 @@
-//! `frugal quantize` against `llama-quantize --pure` on SmolLM2 F32: for every legacy block type
-//! the whole output file must be byte-identical (sha256 in `tests/golden/`, made by
-//! `bench/make-golden.sh`).
+//! `frugal quantize` against `llama-quantize` on SmolLM2 F32: for every block type with
+//! `--pure`, and for every named k-quant mix (Q4_K_M, …, with llama.cpp's per-tensor rules and
+//! its fallback for SmolLM2's 576-wide rows), the whole output file must be byte-identical
+//! (sha256 in `tests/golden/`, made by `bench/make-golden.sh`).
 
-use frugal_compress::quant::{quant_type, quantize_gguf, QUANT_TYPES};
+use frugal_compress::quant::{quant_type, quantize_gguf, QuantizeOptions, QUANT_TYPES};
 use frugal_formats::assets;
 use sha2::Digest;
 use std::path::Path;
 
 #[test]
-fn legacy_types_are_byte_identical_to_llama_quantize() {
+fn every_type_and_mix_is_byte_identical_to_llama_quantize() {
     let Some(q41) = assets::require_or_skip(assets::smollm2_gguf(), "SmolLM2") else {
         return;
     };
@@ -30,21 +31,32 @@ fn legacy_types_are_byte_identical_to_llama_quantize() {
         g["f32_llama_quantize_sha256"].as_str().unwrap(),
         "F32 differs from llama-quantize's"
     );
-    for (name, want) in g["sha256"].as_object().unwrap() {
+    let pure = g["sha256"].as_object().unwrap().iter().map(|e| (e, true));
+    let mixes = g["mix_sha256"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|e| (e, false));
+    for ((name, want), pure) in pure.chain(mixes) {
         let t = quant_type(name).unwrap();
         let out = dir.path().join(format!("{name}.gguf"));
-        let r = quantize_gguf(&f32, &out, t, &|_, _| {}).unwrap();
+        let mut opts = QuantizeOptions::new(t);
+        opts.pure = pure;
+        let r = quantize_gguf(&f32, &out, &opts, &|_, _| {}).unwrap();
         let got = format!("{:x}", sha2::Sha256::digest(std::fs::read(&out).unwrap()));
         assert_eq!(
             &got,
             want.as_str().unwrap(),
-            "{name} differs from llama-quantize --pure"
+            "{name} (pure: {pure}) differs from llama-quantize"
         );
         // Relative error bounds per bit width (round to nearest: half a step of the block scale).
         let worst = r.tensors.iter().map(|t| t.rel_rmse).fold(0.0, f64::max);
         let bound = match name.as_str() {
             "Q8_0" => 0.01,
-            "Q5_0" | "Q5_1" => 0.06,
+            "Q6_K" => 0.03,
+            "Q5_0" | "Q5_1" | "Q5_K" | "Q5_K_S" | "Q5_K_M" => 0.06,
+            "Q3_K" | "Q3_K_S" | "Q3_K_M" | "Q3_K_L" => 0.25,
+            "Q2_K" => 0.5,
             _ => 0.12,
         };
         assert!(worst < bound, "{name}: worst relative RMS error {worst}");
@@ -62,7 +74,7 @@ fn bad_targets_and_inputs_give_clear_errors() {
     let err = quantize_gguf(
         &bad,
         &dir.path().join("o.gguf"),
-        quant_type("Q8_0").unwrap(),
+        &QuantizeOptions::new(quant_type("Q8_0").unwrap()),
         &|_, _| {},
     )
     .unwrap_err();

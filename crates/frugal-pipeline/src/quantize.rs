@@ -2,7 +2,7 @@
 //! (perplexity, KL divergence, same top-1 on a text not used for anything else), so that every
 //! output carries its quality.
 
-use frugal_compress::quant::{quantize_gguf, QuantType, QuantizeReport};
+use frugal_compress::quant::{quantize_gguf, QuantizeOptions, QuantizeReport};
 use frugal_eval::{LmEvalFiles, LmEvalReport};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -26,11 +26,11 @@ pub struct QuantizeStep {
 pub fn quantize_step(
     input: &Path,
     output: &Path,
-    target: &'static QuantType,
+    opts: &QuantizeOptions,
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantizeStep, crate::Error> {
-    let quantize = quantize_gguf(input, output, target, &|d, t| progress("tensors", d, t))?;
+    let quantize = quantize_gguf(input, output, opts, &|d, t| progress("tensors", d, t))?;
     let quality = match eval {
         None => None,
         Some(e) => {

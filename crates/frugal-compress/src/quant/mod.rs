@@ -1,104 +1,98 @@
 //! Quantization of GGUF models. One table, [`QUANT_TYPES`], drives parsing, help and reports.
-//! Today: round-to-nearest into the legacy block formats, bit-identical to `llama-quantize --pure`.
+//!
+//! - Block formats ([`codec`]): ggml's legacy 32-wide types ([`legacy`]) and k-quants
+//!   ([`kquants`]), bit-identical to llama.cpp's reference quantizers without an importance matrix.
+//! - Which format each tensor gets ([`mix`]): llama.cpp's named mixes and rules, `--pure`,
+//!   `--tensor-type REGEX=TYPE` overrides, and a size-budgeted assignment ([`alloc`]) by measured
+//!   error, used for `--target-bpw` and for rows a 256-wide type cannot tile.
+//! - Importance: an importance matrix ([`Imatrix`], per input column mean x²) weights every
+//!   rounding decision; GPTQ ([`gptq`]) goes further and compensates each rounding error in the
+//!   columns not yet quantized.
 
+pub mod alloc;
+pub mod codec;
+pub mod kquants;
 pub mod legacy;
+pub mod mix;
 
 use crate::{Error, Result};
-use frugal_formats::gguf::{GgmlType, GgufFile};
+use codec::{codec, Codec};
+use frugal_formats::gguf::{GgmlType, GgufFile, TensorInfo};
 use frugal_models::gguf_load::load_f32;
+use mix::{Category, ModelFacts, TensorFacts};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 
-/// One quantization target.
+/// One quantization target: a single type, or one of llama.cpp's named mixes.
 #[derive(Debug, Clone, Copy)]
 pub struct QuantType {
     pub name: &'static str,
-    pub ggml: GgmlType,
+    /// The type most tensors get.
+    pub base: GgmlType,
     /// llama.cpp's `general.file_type` (`llama_ftype`) for a file of this type.
     pub file_type: u32,
-    /// Quantizes one row (a whole number of blocks) onto the end of the output.
-    pub row: fn(&[f32], &mut Vec<u8>),
     pub summary: &'static str,
 }
 
-fn blocks(f: fn(&[f32], &mut Vec<u8>)) -> impl Fn(&[f32], &mut Vec<u8>) {
-    move |row, out| row.chunks(legacy::QK).for_each(|b| f(b, out))
+macro_rules! qt {
+    ($name:literal, $base:ident, $ft:literal, $s:literal) => {
+        QuantType {
+            name: $name,
+            base: GgmlType::$base,
+            file_type: $ft,
+            summary: $s,
+        }
+    };
 }
 
-fn row_q8_0(r: &[f32], o: &mut Vec<u8>) {
-    blocks(legacy::q8_0_block)(r, o)
-}
-fn row_q4_0(r: &[f32], o: &mut Vec<u8>) {
-    blocks(legacy::q4_0_block)(r, o)
-}
-fn row_q4_1(r: &[f32], o: &mut Vec<u8>) {
-    blocks(legacy::q4_1_block)(r, o)
-}
-fn row_q5_0(r: &[f32], o: &mut Vec<u8>) {
-    blocks(legacy::q5_0_block)(r, o)
-}
-fn row_q5_1(r: &[f32], o: &mut Vec<u8>) {
-    blocks(legacy::q5_1_block)(r, o)
-}
-fn row_f16(r: &[f32], o: &mut Vec<u8>) {
-    o.extend(r.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()))
-}
-fn row_f32(r: &[f32], o: &mut Vec<u8>) {
-    o.extend(r.iter().flat_map(|v| v.to_le_bytes()))
-}
-
-/// Every type `frugal quantize --type` accepts.
+/// Every target `frugal quantize --type` accepts (llama-quantize's names and `llama_ftype`s).
 pub const QUANT_TYPES: &[QuantType] = &[
-    QuantType {
-        name: "F32",
-        ggml: GgmlType::F32,
-        file_type: 0,
-        row: row_f32,
-        summary: "32.00 bpw, no loss",
-    },
-    QuantType {
-        name: "F16",
-        ggml: GgmlType::F16,
-        file_type: 1,
-        row: row_f16,
-        summary: "16.00 bpw, IEEE half",
-    },
-    QuantType {
-        name: "Q8_0",
-        ggml: GgmlType::Q8_0,
-        file_type: 7,
-        row: row_q8_0,
-        summary: " 8.50 bpw, symmetric 8-bit blocks of 32",
-    },
-    QuantType {
-        name: "Q5_1",
-        ggml: GgmlType::Q5_1,
-        file_type: 9,
-        row: row_q5_1,
-        summary: " 6.00 bpw, 5-bit blocks of 32 with offset",
-    },
-    QuantType {
-        name: "Q5_0",
-        ggml: GgmlType::Q5_0,
-        file_type: 8,
-        row: row_q5_0,
-        summary: " 5.50 bpw, symmetric 5-bit blocks of 32",
-    },
-    QuantType {
-        name: "Q4_1",
-        ggml: GgmlType::Q4_1,
-        file_type: 3,
-        row: row_q4_1,
-        summary: " 5.00 bpw, 4-bit blocks of 32 with offset",
-    },
-    QuantType {
-        name: "Q4_0",
-        ggml: GgmlType::Q4_0,
-        file_type: 2,
-        row: row_q4_0,
-        summary: " 4.50 bpw, symmetric 4-bit blocks of 32",
-    },
+    qt!("F32", F32, 0, "32.00 bpw, no loss"),
+    qt!("F16", F16, 1, "16.00 bpw, IEEE half"),
+    qt!("Q8_0", Q8_0, 7, " 8.50 bpw, symmetric 8-bit blocks of 32"),
+    qt!("Q6_K", Q6_K, 18, " 6.56 bpw, 6-bit super-blocks of 256"),
+    qt!("Q5_1", Q5_1, 9, " 6.00 bpw, 5-bit blocks of 32 with offset"),
+    qt!(
+        "Q5_K_M",
+        Q5_K,
+        17,
+        " 5.5 bpw 5-bit k-quant mix, more bits for attn_v and some ffn_down"
+    ),
+    qt!("Q5_K", Q5_K, 17, " alias for Q5_K_M"),
+    qt!("Q5_K_S", Q5_K, 16, " 5.5 bpw 5-bit k-quant mix"),
+    qt!("Q5_0", Q5_0, 8, " 5.50 bpw, symmetric 5-bit blocks of 32"),
+    qt!("Q4_1", Q4_1, 3, " 5.00 bpw, 4-bit blocks of 32 with offset"),
+    qt!(
+        "Q4_K_M",
+        Q4_K,
+        15,
+        " 4.5 bpw 4-bit k-quant mix, 6-bit attn_v and half of ffn_down"
+    ),
+    qt!("Q4_K", Q4_K, 15, " alias for Q4_K_M"),
+    qt!("Q4_K_S", Q4_K, 14, " 4.5 bpw 4-bit k-quant mix"),
+    qt!("Q4_0", Q4_0, 2, " 4.50 bpw, symmetric 4-bit blocks of 32"),
+    qt!(
+        "Q3_K_L",
+        Q3_K,
+        13,
+        " 3.4 bpw 3-bit k-quant mix, 5-bit attn_v, attn_output, ffn_down"
+    ),
+    qt!(
+        "Q3_K_M",
+        Q3_K,
+        12,
+        " 3.4 bpw 3-bit k-quant mix, 4–5-bit attn_v, attn_output, ffn_down"
+    ),
+    qt!("Q3_K", Q3_K, 12, " alias for Q3_K_M"),
+    qt!("Q3_K_S", Q3_K, 11, " 3.4 bpw 3-bit k-quant mix"),
+    qt!(
+        "Q2_K",
+        Q2_K,
+        10,
+        " 2.6 bpw 2-bit k-quant mix, 3-bit attn_v, attn_output, ffn_down"
+    ),
 ];
 
 /// Looks a target up by name (case-insensitive).
@@ -112,9 +106,88 @@ pub fn quant_type(name: &str) -> Option<&'static QuantType> {
 pub fn types_help() -> String {
     QUANT_TYPES
         .iter()
-        .map(|t| format!("  {:<5} {}", t.name, t.summary))
+        .map(|t| format!("  {:<7} {}", t.name, t.summary.trim_start()))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A single ggml type by name, for `--tensor-type` (only types Frugal writes).
+pub fn ggml_type_named(name: &str) -> Option<GgmlType> {
+    codec::CODECS
+        .iter()
+        .map(|c| c.ggml)
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+}
+
+/// Per input column mean of x² for each weight (keyed by GGUF tensor name): how much each
+/// column's rounding error costs, as llama-imatrix measures it.
+#[derive(Debug, Clone, Default)]
+pub struct Imatrix {
+    pub entries: HashMap<String, Vec<f32>>,
+    /// Tokens the statistics were gathered on.
+    pub n_tokens: u64,
+    /// Where they come from, for the report.
+    pub source: String,
+}
+
+/// `--tensor-type REGEX=TYPE`.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub pattern: regex::Regex,
+    pub ty: GgmlType,
+}
+
+impl std::str::FromStr for Override {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (re, ty) = s
+            .rsplit_once('=')
+            .ok_or_else(|| format!("`{s}`: expected REGEX=TYPE"))?;
+        let ty = ggml_type_named(ty).ok_or_else(|| {
+            let names: Vec<String> = codec::CODECS.iter().map(|c| c.ggml.name()).collect();
+            format!("`{s}`: unknown type `{ty}` (one of: {})", names.join(", "))
+        })?;
+        let pattern = regex::Regex::new(re).map_err(|e| format!("`{s}`: bad regex: {e}"))?;
+        Ok(Override { pattern, ty })
+    }
+}
+
+/// What to do with tensors whose rows a type cannot tile (SmolLM2's width 576 under 256-wide
+/// k-quants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// llama.cpp's fixed substitutes (Q4_K → Q5_0, …): the same file as `llama-quantize`.
+    #[default]
+    Llama,
+    /// The 32-wide types assigned by measured error within the same bytes as llama's choice.
+    Best,
+}
+
+/// Everything `quantize_gguf` is asked to do.
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    pub target: &'static QuantType,
+    /// One type for every weight (llama-quantize `--pure`), no mix rules.
+    pub pure: bool,
+    pub fallback: Fallback,
+    pub overrides: Vec<Override>,
+    pub imatrix: Option<Imatrix>,
+    /// Assign types to reach this many bits per weight over the quantized tensors.
+    pub target_bpw: Option<f64>,
+}
+
+impl QuantizeOptions {
+    pub fn new(target: &'static QuantType) -> Self {
+        QuantizeOptions {
+            target,
+            pure: false,
+            fallback: Fallback::Llama,
+            overrides: Vec::new(),
+            imatrix: None,
+            target_bpw: None,
+        }
+    }
 }
 
 /// What happened to one tensor.
@@ -125,8 +198,12 @@ pub struct TensorReport {
     pub to: String,
     pub n_elements: u64,
     pub bytes: u64,
+    /// Why this type: `mix`, `pure`, `override`, `fallback`, `budget`, `kept`.
+    pub reason: &'static str,
     /// ‖x − x̂‖ / ‖x‖ against the decoded input (0 for tensors kept as they were).
     pub rel_rmse: f64,
+    /// Σ_j imatrix_j · Σ_rows (x − x̂)² / Σ_j imatrix_j · Σ_rows x², when an imatrix is given.
+    pub weighted_rel_err: Option<f64>,
 }
 
 /// The result of [`quantize_gguf`].
@@ -135,38 +212,158 @@ pub struct QuantizeReport {
     pub input: String,
     pub output: String,
     pub target: &'static str,
+    pub method: String,
+    pub fallback: Fallback,
+    pub imatrix: Option<String>,
     pub input_bytes: u64,
     pub output_bytes: u64,
     pub n_parameters: u64,
     pub bits_per_weight: f64,
     pub seconds: f64,
+    /// Count of tensors per output type.
+    pub type_counts: std::collections::BTreeMap<String, usize>,
     pub tensors: Vec<TensorReport>,
 }
 
-/// Whether a tensor is a weight matrix that llama.cpp's quantizer would quantize.
-fn is_quantizable(name: &str, dims: &[u64], block: u64) -> bool {
-    name.ends_with("weight") && dims.len() >= 2 && dims[0] % block == 0
+/// The type chosen for one tensor, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice {
+    pub ty: GgmlType,
+    pub reason: &'static str,
 }
 
-/// Quantizes every weight matrix of `input` to `target` (1-D tensors such as norms stay as they
-/// are, as with `llama-quantize --pure`) and writes `output` atomically. Tensors are processed one
-/// after another, rows in parallel.
+/// Model-wide facts for the mix rules, from the GGUF metadata and tensor list.
+pub fn model_facts(f: &GgufFile, has_imatrix: bool) -> ModelFacts {
+    let u = |k: &str| f.header.arch_get(k).and_then(|v| v.as_u64());
+    let n_head = u("attention.head_count").unwrap_or(1).max(1);
+    let n_head_kv = u("attention.head_count_kv").unwrap_or(n_head).max(1);
+    let names = || f.header.tensors.iter().map(|t| t.name.as_str());
+    ModelFacts {
+        n_layer: u("block_count").unwrap_or(0) as usize,
+        n_gqa: (n_head / n_head_kv) as usize,
+        tied_embeddings: !names().any(|n| n == "output.weight"),
+        n_attn_v: names()
+            .filter(|n| matches!(Category::of(n), Category::AttnV | Category::AttnQkv))
+            .count(),
+        has_imatrix,
+    }
+}
+
+/// The type of every tensor under `opts`, before any size budget: `None` for tensors kept as
+/// they are. Follows llama-quantize: overrides first, then the mix rules (unless pure), then
+/// the shape fallback.
+pub fn plan_types(f: &GgufFile, opts: &QuantizeOptions) -> Vec<Option<Choice>> {
+    let facts = model_facts(f, opts.imatrix.is_some());
+    let base = opts.target.base;
+    let quantized = codec(base).is_some_and(|c| c.levels.is_some());
+    let mut i_attn_v = 0;
+    f.header
+        .tensors
+        .iter()
+        .map(|t| {
+            if !mix::is_quantizable(&t.name, t.dims.len()) {
+                return None;
+            }
+            if !quantized {
+                return Some(Choice {
+                    ty: base,
+                    reason: "pure",
+                });
+            }
+            let tf = TensorFacts {
+                name: &t.name,
+                category: Category::of(&t.name),
+                layer: mix::layer_of(&t.name),
+                ncols: t.dims[0],
+            };
+            let mut c = if let Some(o) = opts.overrides.iter().find(|o| o.pattern.is_match(&t.name))
+            {
+                Choice {
+                    ty: o.ty,
+                    reason: "override",
+                }
+            } else if opts.pure {
+                Choice {
+                    ty: base,
+                    reason: "pure",
+                }
+            } else {
+                Choice {
+                    ty: mix::llama_rule(opts.target.file_type, base, &tf, &facts, i_attn_v),
+                    reason: "mix",
+                }
+            };
+            if matches!(tf.category, Category::AttnV | Category::AttnQkv) {
+                i_attn_v += 1;
+            }
+            let fb = mix::llama_fallback(c.ty, tf.ncols);
+            if fb != c.ty {
+                c = Choice {
+                    ty: fb,
+                    reason: "fallback",
+                };
+            }
+            Some(c)
+        })
+        .collect()
+}
+
+/// A tensor decoded to f32 (straight from the map for F32).
+pub fn tensor_f32(f: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
+    if t.ggml_type == GgmlType::F32 {
+        return Ok(f
+            .tensor_data(t)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect());
+    }
+    Ok(load_f32(f, &t.name, &candle_core::Device::Cpu)?
+        .flatten_all()?
+        .to_vec1()?)
+}
+
+/// Quantizes a row-major matrix (`x.len() / ncols` rows) to `ty`, rows in parallel, with
+/// per-column importance `qw` when given.
+pub fn quantize_matrix(x: &[f32], ncols: usize, ty: GgmlType, qw: Option<&[f32]>) -> Vec<u8> {
+    let c: &Codec = codec(ty).expect("a type Frugal writes");
+    let row_bytes = ncols / c.block * c.block_bytes;
+    let mut bytes = vec![0u8; row_bytes * (x.len() / ncols.max(1))];
+    bytes
+        .par_chunks_mut(row_bytes)
+        .zip(x.par_chunks(ncols))
+        .for_each(|(out, r)| (c.row)(r, qw, out));
+    bytes
+}
+
+/// Quantizes `input` as `opts` says and writes `output` atomically. Tensors are processed one
+/// after another (streaming from the mapped input), rows in parallel.
 pub fn quantize_gguf(
     input: &Path,
     output: &Path,
-    target: &'static QuantType,
+    opts: &QuantizeOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<QuantizeReport> {
+    quantize_gguf_with(input, output, opts, &HashMap::new(), "rtn", progress)
+}
+
+/// [`quantize_gguf`] where some tensors arrive already quantized (by GPTQ) as `(type, bytes)`.
+pub fn quantize_gguf_with(
+    input: &Path,
+    output: &Path,
+    opts: &QuantizeOptions,
+    done: &HashMap<String, (GgmlType, Vec<u8>)>,
+    method: &str,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<QuantizeReport> {
     let t0 = std::time::Instant::now();
     let f = GgufFile::open(input)?;
-    let dev = candle_core::Device::Cpu;
-    let block = target.ggml.info().map_or(1, |i| i.block_size);
+    let choices = final_types(&f, opts)?;
     let n = f.header.tensors.len();
     let mut data: Vec<Vec<u8>> = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
     let mut reports = Vec::with_capacity(n);
-    for (i, t) in f.header.tensors.iter().enumerate() {
-        if !is_quantizable(&t.name, &t.dims, block) {
+    for (i, (t, choice)) in f.header.tensors.iter().zip(&choices).enumerate() {
+        let Some(choice) = choice else {
             data.push(f.tensor_data(t).to_vec());
             types.push(t.ggml_type);
             reports.push(TensorReport {
@@ -175,56 +372,42 @@ pub fn quantize_gguf(
                 to: t.ggml_type.name(),
                 n_elements: t.n_elements(),
                 bytes: t.n_bytes,
+                reason: "kept",
                 rel_rmse: 0.0,
+                weighted_rel_err: None,
             });
             progress(i + 1, n);
             continue;
-        }
-        let x: Vec<f32> = if t.ggml_type == GgmlType::F32 {
-            // Straight from the mapped file: one copy instead of two through a tensor.
-            f.tensor_data(t)
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        } else {
-            load_f32(&f, &t.name, &dev)?
-                .flatten_all()
-                .map_err(Error::from)?
-                .to_vec1()
-                .map_err(Error::from)?
         };
-        let ne0 = t.dims[0] as usize;
-        let row_bytes = target
-            .ggml
-            .bytes_for(ne0 as u64)
-            .expect("row is whole blocks") as usize;
-        let mut bytes = vec![0u8; row_bytes * (x.len() / ne0.max(1))];
-        bytes
-            .par_chunks_mut(row_bytes)
-            .zip(x.par_chunks(ne0))
-            .for_each_init(
-                || Vec::with_capacity(row_bytes),
-                |buf, (out, r)| {
-                    buf.clear();
-                    (target.row)(r, buf);
-                    out.copy_from_slice(buf);
-                },
-            );
-        let rel_rmse = relative_rmse(&x, &bytes, target.ggml, &t.dims)?;
+        let x = tensor_f32(&f, t)?;
+        let ncols = t.dims[0] as usize;
+        let qw = opts
+            .imatrix
+            .as_ref()
+            .and_then(|m| m.entries.get(&t.name))
+            .filter(|w| w.len() == ncols)
+            .map(|w| w.as_slice());
+        let (ty, bytes) = match done.get(&t.name) {
+            Some((ty, b)) => (*ty, b.clone()),
+            None => (choice.ty, quantize_matrix(&x, ncols, choice.ty, qw)),
+        };
+        let (rel_rmse, weighted) = errors(&x, &bytes, ty, ncols, qw)?;
         reports.push(TensorReport {
             name: t.name.clone(),
             from: t.ggml_type.name(),
-            to: target.name.to_string(),
+            to: ty.name(),
             n_elements: t.n_elements(),
             bytes: bytes.len() as u64,
+            reason: choice.reason,
             rel_rmse,
+            weighted_rel_err: weighted,
         });
         data.push(bytes);
-        types.push(target.ggml);
+        types.push(ty);
         progress(i + 1, n);
     }
     let mut metadata = f.header.metadata.clone();
-    frugal_models::convert::set_file_type(&mut metadata, target.file_type);
+    frugal_models::convert::set_file_type(&mut metadata, opts.target.file_type);
     let written = frugal_models::convert::write_model(
         output,
         input,
@@ -235,32 +418,113 @@ pub fn quantize_gguf(
     )?;
     let n_parameters: u64 = reports.iter().map(|r| r.n_elements).sum();
     let tensor_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    let mut type_counts = std::collections::BTreeMap::new();
+    for r in &reports {
+        *type_counts.entry(r.to.clone()).or_insert(0) += 1;
+    }
     Ok(QuantizeReport {
         input: input.display().to_string(),
         output: output.display().to_string(),
-        target: target.name,
+        target: opts.target.name,
+        method: method.to_string(),
+        fallback: opts.fallback,
+        imatrix: opts.imatrix.as_ref().map(|m| m.source.clone()),
         input_bytes: f.file_len(),
         output_bytes: written,
         n_parameters,
         bits_per_weight: tensor_bytes as f64 * 8.0 / n_parameters.max(1) as f64,
         seconds: t0.elapsed().as_secs_f64(),
+        type_counts,
         tensors: reports,
     })
 }
 
-/// ‖x − decode(q)‖ / ‖x‖, decoding with candle (an implementation independent of ours).
-fn relative_rmse(x: &[f32], q: &[u8], ty: GgmlType, dims: &[u64]) -> Result<f64> {
-    let shape: Vec<usize> = dims.iter().rev().map(|&d| d as usize).collect();
+/// The plan after the size budget (`--target-bpw`) or the `best` fallback, if asked for.
+pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Choice>>> {
+    let mut choices = plan_types(f, opts);
+    let quantized = codec(opts.target.base).is_some_and(|c| c.levels.is_some());
+    if !quantized {
+        return Ok(choices);
+    }
+    if let Some(bpw) = opts.target_bpw {
+        // Every quantized tensor not overridden joins the budget.
+        let members: Vec<usize> = (0..choices.len())
+            .filter(|&i| choices[i].is_some_and(|c| c.reason != "override"))
+            .collect();
+        let n_el: u64 = members
+            .iter()
+            .map(|&i| f.header.tensors[i].n_elements())
+            .sum();
+        let budget = (bpw * n_el as f64 / 8.0) as u64;
+        alloc::assign(
+            f,
+            opts,
+            &members,
+            budget,
+            alloc::Candidates::All,
+            &mut choices,
+        )?;
+    } else if opts.fallback == Fallback::Best {
+        let members: Vec<usize> = (0..choices.len())
+            .filter(|&i| choices[i].is_some_and(|c| c.reason == "fallback"))
+            .collect();
+        let budget: u64 = members
+            .iter()
+            .map(|&i| {
+                let t = &f.header.tensors[i];
+                choices[i]
+                    .unwrap()
+                    .ty
+                    .bytes_for(t.n_elements())
+                    .unwrap_or(0)
+            })
+            .sum();
+        alloc::assign(
+            f,
+            opts,
+            &members,
+            budget,
+            alloc::Candidates::Narrow,
+            &mut choices,
+        )?;
+    }
+    Ok(choices)
+}
+
+/// Relative RMS error, and the importance-weighted relative error when `qw` is given.
+fn errors(
+    x: &[f32],
+    q: &[u8],
+    ty: GgmlType,
+    ncols: usize,
+    qw: Option<&[f32]>,
+) -> Result<(f64, Option<f64>)> {
+    let back = decode(q, ty, x.len())?;
+    let (mut num, mut den, mut wn, mut wd) = (0f64, 0f64, 0f64, 0f64);
+    for (i, (&a, &b)) in x.iter().zip(&back).enumerate() {
+        let e = f64::from(a - b).powi(2);
+        let s = f64::from(a).powi(2);
+        num += e;
+        den += s;
+        if let Some(w) = qw {
+            let w = f64::from(w[i % ncols]);
+            wn += w * e;
+            wd += w * s;
+        }
+    }
+    let rel = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
+    Ok((rel, qw.map(|_| if wd > 0.0 { wn / wd } else { 0.0 })))
+}
+
+/// Decodes `n` values of type `ty` with candle (an implementation independent of ours).
+pub fn decode(q: &[u8], ty: GgmlType, n: usize) -> Result<Vec<f32>> {
+    let shape = vec![n];
     let dtype =
         frugal_models::gguf_load::candle_dtype(ty).ok_or_else(|| Error::Unsupported(ty.name()))?;
     let dev = candle_core::Device::Cpu;
     let back: Vec<f32> =
         candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, q, shape, &dev)?
             .dequantize(&dev)?
-            .flatten_all()?
             .to_vec1()?;
-    let (num, den) = x.iter().zip(&back).fold((0f64, 0f64), |(n, d), (&a, &b)| {
-        (n + f64::from(a - b).powi(2), d + f64::from(a).powi(2))
-    });
-    Ok(if den > 0.0 { (num / den).sqrt() } else { 0.0 })
+    Ok(back)
 }

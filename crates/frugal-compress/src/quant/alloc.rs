@@ -1,0 +1,183 @@
+//! Mixed precision under a size budget: each tensor's candidate types are measured (importance-
+//! weighted squared error of the layer's output, Σ_j imatrix_j · Σ_rows (w − ŵ)², or plain
+//! squared error without an importance matrix) and a greedy walk along each tensor's lower
+//! convex hull of (bytes, error) spends the budget where it buys the largest error reduction per
+//! byte — optimal for the convexified problem.
+
+use super::codec::{codec, CODECS};
+use super::{decode, quantize_matrix, tensor_f32, Choice, QuantizeOptions};
+use crate::Result;
+use frugal_formats::gguf::{GgmlType, GgufFile};
+
+/// Which types a tensor may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidates {
+    /// Every quantized type that tiles the rows.
+    All,
+    /// Only the 32-wide types (what a row that 256 cannot tile may use).
+    Narrow,
+}
+
+/// One tensor's measured options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub index: usize,
+    /// (type, bytes, error), by increasing bytes.
+    pub points: Vec<(GgmlType, u64, f64)>,
+}
+
+fn candidate_types(which: Candidates, ncols: usize) -> Vec<GgmlType> {
+    CODECS
+        .iter()
+        .filter(|c| c.levels.is_some() && c.fits(ncols))
+        .filter(|c| which == Candidates::All || c.block == 32)
+        .map(|c| c.ggml)
+        .collect()
+}
+
+/// Measures every candidate of tensor `index`.
+pub fn measure(
+    f: &GgufFile,
+    opts: &QuantizeOptions,
+    index: usize,
+    which: Candidates,
+) -> Result<Options> {
+    let t = &f.header.tensors[index];
+    let ncols = t.dims[0] as usize;
+    let x = tensor_f32(f, t)?;
+    let qw = opts
+        .imatrix
+        .as_ref()
+        .and_then(|m| m.entries.get(&t.name))
+        .filter(|w| w.len() == ncols);
+    let mut points = Vec::new();
+    for ty in candidate_types(which, ncols) {
+        let q = quantize_matrix(&x, ncols, ty, qw.map(|w| w.as_slice()));
+        let back = decode(&q, ty, x.len())?;
+        let err: f64 = x
+            .iter()
+            .zip(&back)
+            .enumerate()
+            .map(|(i, (&a, &b))| {
+                let w = qw.map_or(1.0, |w| f64::from(w[i % ncols]));
+                w * f64::from(a - b).powi(2)
+            })
+            .sum();
+        points.push((ty, q.len() as u64, err));
+    }
+    points.sort_by_key(|p| p.1);
+    Ok(Options { index, points })
+}
+
+/// The lower convex hull of a tensor's (bytes, error) points, by increasing bytes.
+fn hull(points: &[(GgmlType, u64, f64)]) -> Vec<(GgmlType, u64, f64)> {
+    let mut h: Vec<(GgmlType, u64, f64)> = Vec::new();
+    for &p in points {
+        if h.last().is_some_and(|l| p.2 >= l.2) {
+            continue; // more bytes, no less error
+        }
+        if h.last().is_some_and(|l| l.1 == p.1) {
+            h.pop();
+        }
+        while h.len() >= 2 {
+            let (a, b) = (h[h.len() - 2], h[h.len() - 1]);
+            // b is above the segment a→p: drop it.
+            let lhs = (b.2 - a.2) * (p.1 - a.1) as f64;
+            let rhs = (p.2 - a.2) * (b.1 - a.1) as f64;
+            if lhs >= rhs {
+                h.pop();
+            } else {
+                break;
+            }
+        }
+        h.push(p);
+    }
+    h
+}
+
+/// Chooses one point per tensor with total bytes ≤ `budget`, greedily by error saved per byte.
+/// Returns the chosen type per tensor (in `opts` order); when even the smallest types exceed
+/// the budget, the smallest.
+pub fn choose(options: &[Options], budget: u64) -> Vec<GgmlType> {
+    let hulls: Vec<_> = options.iter().map(|o| hull(&o.points)).collect();
+    let mut at: Vec<usize> = vec![0; hulls.len()];
+    let mut used: u64 = hulls.iter().map(|h| h[0].1).sum();
+    // Every upgrade step, steepest first; within a tensor the hull makes slopes decrease.
+    let mut steps: Vec<(f64, usize, usize)> = Vec::new();
+    for (t, h) in hulls.iter().enumerate() {
+        for k in 1..h.len() {
+            let slope = (h[k - 1].2 - h[k].2) / (h[k].1 - h[k - 1].1) as f64;
+            steps.push((slope, t, k));
+        }
+    }
+    steps.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    for (_, t, k) in steps {
+        if at[t] != k - 1 {
+            continue; // an earlier step of this tensor did not fit
+        }
+        let extra = hulls[t][k].1 - hulls[t][k - 1].1;
+        if used + extra <= budget {
+            used += extra;
+            at[t] = k;
+        }
+    }
+    hulls.iter().zip(&at).map(|(h, &k)| h[k].0).collect()
+}
+
+/// Measures the `members` tensors and assigns them types within `budget` bytes.
+pub fn assign(
+    f: &GgufFile,
+    opts: &QuantizeOptions,
+    members: &[usize],
+    budget: u64,
+    which: Candidates,
+    choices: &mut [Option<Choice>],
+) -> Result<()> {
+    let mut options = Vec::with_capacity(members.len());
+    for &i in members {
+        options.push(measure(f, opts, i, which)?);
+    }
+    let chosen = choose(&options, budget);
+    for (o, ty) in options.iter().zip(chosen) {
+        debug_assert!(codec(ty).is_some());
+        choices[o.index] = Some(Choice {
+            ty,
+            reason: "budget",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use GgmlType as G;
+
+    #[test]
+    fn hull_drops_dominated_and_concave_points() {
+        let pts = vec![
+            (G::Q2_K, 10, 100.0),
+            (G::Q3_K, 20, 90.0), // above the segment Q2_K→Q4_K: not on the hull
+            (G::Q4_0, 25, 95.0), // dominated
+            (G::Q4_K, 30, 40.0),
+            (G::Q8_0, 60, 1.0),
+        ];
+        let h: Vec<G> = hull(&pts).iter().map(|p| p.0).collect();
+        assert_eq!(h, vec![G::Q2_K, G::Q4_K, G::Q8_0]);
+    }
+
+    #[test]
+    fn greedy_spends_the_budget_where_it_saves_most() {
+        let a = Options {
+            index: 0,
+            points: vec![(G::Q4_0, 10, 100.0), (G::Q8_0, 20, 10.0)],
+        };
+        let b = Options {
+            index: 1,
+            points: vec![(G::Q4_0, 10, 20.0), (G::Q8_0, 20, 1.0)],
+        };
+        assert_eq!(choose(&[a.clone(), b.clone()], 30), vec![G::Q8_0, G::Q4_0]);
+        assert_eq!(choose(&[a.clone(), b.clone()], 40), vec![G::Q8_0, G::Q8_0]);
+        assert_eq!(choose(&[a, b], 5), vec![G::Q4_0, G::Q4_0]);
+    }
+}

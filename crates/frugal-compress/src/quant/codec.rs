@@ -1,0 +1,386 @@
+//! One table, [`CODECS`], of the block formats Frugal writes: how to quantize a row (optionally
+//! weighted by an importance matrix), and, for the quantized formats, how to read a block's
+//! sub-block scales and read or write its levels — what GPTQ needs to choose levels itself.
+//!
+//! A level `l ∈ 0..=lmax` of a sub-block with scale `d` and bias `b` decodes to
+//! `d · (l − offset) + b`.
+
+use super::kquants::{self, QK_K};
+use super::legacy::{self, QK};
+use frugal_formats::gguf::GgmlType;
+
+/// Quantizes one row (a whole number of blocks) into exactly its bytes.
+pub type RowFn = fn(&[f32], Option<&[f32]>, &mut [u8]);
+
+/// How one block format is written and read.
+#[derive(Debug)]
+pub struct Codec {
+    pub ggml: GgmlType,
+    /// Elements per block and bytes per block.
+    pub block: usize,
+    pub block_bytes: usize,
+    /// Elements per sub-block scale.
+    pub sub: usize,
+    pub lmax: u8,
+    pub offset: i32,
+    pub row: RowFn,
+    /// Present for the quantized formats.
+    pub levels: Option<LevelAccess>,
+}
+
+/// Access to a quantized block's scales and levels.
+#[derive(Debug, Clone, Copy)]
+pub struct LevelAccess {
+    pub scales: fn(&[u8], &mut [(f32, f32)]),
+    pub get: fn(&[u8], &mut [u8]),
+    pub set: fn(&mut [u8], &[u8]),
+}
+
+impl Codec {
+    /// Bits per weight.
+    pub fn bpw(&self) -> f64 {
+        self.block_bytes as f64 * 8.0 / self.block as f64
+    }
+
+    /// Whether rows of `ncols` values fit this format.
+    pub fn fits(&self, ncols: usize) -> bool {
+        ncols % self.block == 0
+    }
+
+    /// Decodes one block (through its scales and levels) into `out`.
+    pub fn decode_block(&self, y: &[u8], out: &mut [f32]) {
+        let acc = self.levels.expect("quantized format");
+        let mut sc = [(0f32, 0f32); 16];
+        let mut lv = [0u8; QK_K];
+        let nsub = self.block / self.sub;
+        (acc.scales)(y, &mut sc[..nsub]);
+        (acc.get)(y, &mut lv[..self.block]);
+        for (i, o) in out[..self.block].iter_mut().enumerate() {
+            let (d, b) = sc[i / self.sub];
+            *o = d * (lv[i] as i32 - self.offset) as f32 + b;
+        }
+    }
+}
+
+fn legacy_row(
+    f: fn(&[f32], &mut [u8]),
+    w: fn(&[f32], &[f32], f32, &mut [u8]),
+    bytes: usize,
+) -> impl Fn(&[f32], Option<&[f32]>, &mut [u8]) {
+    move |x, qw, y| match qw {
+        None => x
+            .chunks_exact(QK)
+            .zip(y.chunks_exact_mut(bytes))
+            .for_each(|(b, o)| f(b, o)),
+        Some(qw) => {
+            let sigma2 = legacy::row_sigma2(x);
+            x.chunks_exact(QK)
+                .zip(qw.chunks_exact(QK))
+                .zip(y.chunks_exact_mut(bytes))
+                .for_each(|((b, q), o)| w(b, q, sigma2, o))
+        }
+    }
+}
+
+fn k_row(
+    f: fn(&[f32], Option<&[f32]>, &mut [u8]),
+    bytes: usize,
+) -> impl Fn(&[f32], Option<&[f32]>, &mut [u8]) {
+    move |x, qw, y| {
+        for (i, (b, o)) in x
+            .chunks_exact(QK_K)
+            .zip(y.chunks_exact_mut(bytes))
+            .enumerate()
+        {
+            f(b, qw.map(|q| &q[i * QK_K..(i + 1) * QK_K]), o)
+        }
+    }
+}
+
+fn row_f32(x: &[f32], _: Option<&[f32]>, y: &mut [u8]) {
+    for (o, v) in y.chunks_exact_mut(4).zip(x) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+}
+fn row_f16(x: &[f32], _: Option<&[f32]>, y: &mut [u8]) {
+    for (o, &v) in y.chunks_exact_mut(2).zip(x) {
+        o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+    }
+}
+fn row_q8_0(x: &[f32], _: Option<&[f32]>, y: &mut [u8]) {
+    // ggml's Q8_0 ignores importance weights.
+    x.chunks_exact(QK)
+        .zip(y.chunks_exact_mut(34))
+        .for_each(|(b, o)| legacy::q8_0_block(b, o))
+}
+fn row_q4_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    legacy_row(legacy::q4_0_block, legacy::q4_0_weighted, 18)(x, q, y)
+}
+fn row_q4_1(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    legacy_row(legacy::q4_1_block, legacy::q4_1_weighted, 20)(x, q, y)
+}
+fn row_q5_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    legacy_row(legacy::q5_0_block, legacy::q5_0_weighted, 22)(x, q, y)
+}
+fn row_q5_1(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    legacy_row(legacy::q5_1_block, legacy::q5_1_weighted, 24)(x, q, y)
+}
+fn row_q2_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    k_row(kquants::q2_k_block, kquants::Q2K_BYTES)(x, q, y)
+}
+fn row_q3_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    k_row(kquants::q3_k_block, kquants::Q3K_BYTES)(x, q, y)
+}
+fn row_q4_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    k_row(kquants::q4_k_block, kquants::Q4K_BYTES)(x, q, y)
+}
+fn row_q5_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    k_row(kquants::q5_k_block, kquants::Q5K_BYTES)(x, q, y)
+}
+fn row_q6_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    k_row(kquants::q6_k_block, kquants::Q6K_BYTES)(x, q, y)
+}
+
+macro_rules! access {
+    ($m:path, $s:ident, $g:ident, $t:ident) => {{
+        use $m as a;
+        Some(LevelAccess {
+            scales: a::$s,
+            get: a::$g,
+            set: a::$t,
+        })
+    }};
+}
+
+/// Every format Frugal writes, from most to fewest bits.
+pub static CODECS: &[Codec] = &[
+    Codec {
+        ggml: GgmlType::F32,
+        block: 1,
+        block_bytes: 4,
+        sub: 1,
+        lmax: 0,
+        offset: 0,
+        row: row_f32,
+        levels: None,
+    },
+    Codec {
+        ggml: GgmlType::F16,
+        block: 1,
+        block_bytes: 2,
+        sub: 1,
+        lmax: 0,
+        offset: 0,
+        row: row_f16,
+        levels: None,
+    },
+    Codec {
+        ggml: GgmlType::Q8_0,
+        block: 32,
+        block_bytes: 34,
+        sub: 32,
+        lmax: 255,
+        offset: 128,
+        row: row_q8_0,
+        levels: access!(legacy::access, q8_0_scales, q8_0_levels, q8_0_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::Q6_K,
+        block: 256,
+        block_bytes: kquants::Q6K_BYTES,
+        sub: 16,
+        lmax: 63,
+        offset: 32,
+        row: row_q6_k,
+        levels: access!(kquants::access, q6_k_scales, q6_k_levels, q6_k_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::Q5_1,
+        block: 32,
+        block_bytes: 24,
+        sub: 32,
+        lmax: 31,
+        offset: 0,
+        row: row_q5_1,
+        levels: access!(legacy::access, q5_1_scales, q5_1_levels, q5_1_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::Q5_0,
+        block: 32,
+        block_bytes: 22,
+        sub: 32,
+        lmax: 31,
+        offset: 16,
+        row: row_q5_0,
+        levels: access!(legacy::access, q5_0_scales, q5_0_levels, q5_0_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::Q5_K,
+        block: 256,
+        block_bytes: kquants::Q5K_BYTES,
+        sub: 32,
+        lmax: 31,
+        offset: 0,
+        row: row_q5_k,
+        levels: access!(
+            kquants::access,
+            qk_scale_min_scales,
+            q5_k_levels,
+            q5_k_set_levels
+        ),
+    },
+    Codec {
+        ggml: GgmlType::Q4_1,
+        block: 32,
+        block_bytes: 20,
+        sub: 32,
+        lmax: 15,
+        offset: 0,
+        row: row_q4_1,
+        levels: access!(legacy::access, q4_1_scales, q4_1_levels, q4_1_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::Q4_0,
+        block: 32,
+        block_bytes: 18,
+        sub: 32,
+        lmax: 15,
+        offset: 8,
+        row: row_q4_0,
+        levels: access!(legacy::access, q4_0_scales, q4_0_levels, q4_0_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::Q4_K,
+        block: 256,
+        block_bytes: kquants::Q4K_BYTES,
+        sub: 32,
+        lmax: 15,
+        offset: 0,
+        row: row_q4_k,
+        levels: access!(
+            kquants::access,
+            qk_scale_min_scales,
+            q4_k_levels,
+            q4_k_set_levels
+        ),
+    },
+    Codec {
+        ggml: GgmlType::Q3_K,
+        block: 256,
+        block_bytes: kquants::Q3K_BYTES,
+        sub: 16,
+        lmax: 7,
+        offset: 4,
+        row: row_q3_k,
+        levels: access!(kquants::access, q3_k_scales, q3_k_levels, q3_k_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::Q2_K,
+        block: 256,
+        block_bytes: kquants::Q2K_BYTES,
+        sub: 16,
+        lmax: 3,
+        offset: 0,
+        row: row_q2_k,
+        levels: access!(kquants::access, q2_k_scales, q2_k_levels, q2_k_set_levels),
+    },
+];
+
+/// The codec of a ggml type, if Frugal writes it.
+pub fn codec(t: GgmlType) -> Option<&'static Codec> {
+    CODECS.iter().find(|c| c.ggml == t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frugal_formats::rng::SplitMix64;
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = SplitMix64(seed);
+        // Heavy-ish tails, some all-zero and constant stretches, as real weights have.
+        (0..n)
+            .map(|i| {
+                if (i / 64) % 17 == 5 {
+                    0.0
+                } else if (i / 64) % 19 == 7 {
+                    0.25
+                } else {
+                    let u = r.next_f64() as f32 - 0.5;
+                    u * u * u * 8.0 + u
+                }
+            })
+            .collect()
+    }
+
+    /// Decoding through our scale/level access agrees with candle's independent dequantizer,
+    /// level packing round-trips, and the relative error is within a per-type bound.
+    #[test]
+    fn every_codec_decodes_like_candle_and_round_trips_its_levels() {
+        let n = 4096;
+        let x = data(n, 7);
+        let qw: Vec<f32> = (0..n).map(|i| 0.5 + (i % 13) as f32).collect();
+        let dev = candle_core::Device::Cpu;
+        for c in CODECS.iter().filter(|c| c.levels.is_some()) {
+            for weighted in [false, true] {
+                let mut y = vec![0u8; n / c.block * c.block_bytes];
+                (c.row)(&x, weighted.then_some(&qw[..]), &mut y);
+                let dtype = frugal_models::gguf_load::candle_dtype(c.ggml).unwrap();
+                let theirs: Vec<f32> =
+                    candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &y, vec![n], &dev)
+                        .unwrap()
+                        .dequantize(&dev)
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap();
+                let mut ours = vec![0f32; n];
+                let acc = c.levels.unwrap();
+                let mut lv = vec![0u8; c.block];
+                for (b, (yb, ob)) in y
+                    .chunks_exact(c.block_bytes)
+                    .zip(ours.chunks_exact_mut(c.block))
+                    .enumerate()
+                {
+                    c.decode_block(yb, ob);
+                    (acc.get)(yb, &mut lv);
+                    assert!(lv.iter().all(|&l| l <= c.lmax), "{} level range", c.ggml);
+                    let mut again = yb.to_vec();
+                    (acc.set)(&mut again, &lv);
+                    assert_eq!(again, yb, "{} block {b}: levels do not round-trip", c.ggml);
+                }
+                for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                        "{} at {i}: ours {a} candle {b}",
+                        c.ggml
+                    );
+                }
+                let (num, den) = x.iter().zip(&ours).fold((0f64, 0f64), |(n, d), (&a, &b)| {
+                    (n + ((a - b) as f64).powi(2), d + (a as f64).powi(2))
+                });
+                let rel = (num / den).sqrt();
+                let bound = match c.lmax {
+                    255 => 0.01,
+                    63 => 0.03,
+                    31 => 0.06,
+                    15 => 0.13,
+                    7 => 0.27,
+                    _ => 0.55,
+                };
+                assert!(rel < bound, "{} weighted={weighted}: rel {rel}", c.ggml);
+            }
+        }
+    }
+
+    #[test]
+    fn table_sizes_match_ggml() {
+        for c in CODECS {
+            assert_eq!(
+                c.ggml.bytes_for(c.block as u64),
+                Some(c.block_bytes as u64),
+                "{}",
+                c.ggml
+            );
+        }
+    }
+}

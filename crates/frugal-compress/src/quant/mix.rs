@@ -1,0 +1,194 @@
+//! Which block format each tensor gets: llama.cpp's named mixes (`Q4_K_M`, …) with their
+//! per-tensor rules (`llama_tensor_get_type` in `src/llama-quant.cpp`, written here for the
+//! dense decoder architectures Frugal loads), user overrides, and what to do with rows that a
+//! 256-wide k-quant cannot tile.
+
+use frugal_formats::gguf::GgmlType;
+
+/// What a tensor is, for the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    TokenEmbd,
+    Output,
+    AttnV,
+    AttnK,
+    AttnQ,
+    AttnOutput,
+    AttnQkv,
+    FfnUp,
+    FfnGate,
+    FfnDown,
+    Other,
+}
+
+impl Category {
+    pub fn of(name: &str) -> Category {
+        let has = |s: &str| name.contains(s);
+        match name {
+            "output.weight" => Category::Output,
+            "token_embd.weight" => Category::TokenEmbd,
+            _ if has("attn_qkv.weight") => Category::AttnQkv,
+            _ if has("attn_v.weight") => Category::AttnV,
+            _ if has("attn_k.weight") => Category::AttnK,
+            _ if has("attn_q.weight") => Category::AttnQ,
+            _ if has("attn_output.weight") => Category::AttnOutput,
+            _ if has("ffn_up") => Category::FfnUp,
+            _ if has("ffn_gate") => Category::FfnGate,
+            _ if has("ffn_down") => Category::FfnDown,
+            _ => Category::Other,
+        }
+    }
+}
+
+/// The model-wide facts the rules look at.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelFacts {
+    pub n_layer: usize,
+    /// Heads per key/value head.
+    pub n_gqa: usize,
+    /// True when the output layer reuses the token embedding.
+    pub tied_embeddings: bool,
+    /// Number of attention-value tensors.
+    pub n_attn_v: usize,
+    pub has_imatrix: bool,
+}
+
+/// One tensor, for the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorFacts<'a> {
+    pub name: &'a str,
+    pub category: Category,
+    /// Layer index (`blk.N.`), if any.
+    pub layer: Option<usize>,
+    /// Row width (ggml's ne0).
+    pub ncols: u64,
+}
+
+/// Whether llama.cpp quantizes a tensor at all (2-D or more, a weight, not a norm).
+pub fn is_quantizable(name: &str, n_dims: usize) -> bool {
+    n_dims >= 2
+        && name.ends_with("weight")
+        && !name.contains("_norm.weight")
+        && !name.contains("ffn_gate_inp.weight")
+        && name != "position_embd.weight"
+        && name != "token_types.weight"
+}
+
+/// Layer index of `blk.N.…`.
+pub fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
+fn use_more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64).rem_euclid(3) == 2
+}
+
+/// llama.cpp's type for one tensor under the mix `ftype` (a `llama_ftype` number) whose default
+/// type is `default`, before the shape fallback.
+pub fn llama_rule(
+    ftype: u32,
+    default: GgmlType,
+    t: &TensorFacts,
+    m: &ModelFacts,
+    i_attn_v: usize,
+) -> GgmlType {
+    use Category::*;
+    use GgmlType as G;
+    const Q2_K: u32 = 10;
+    const Q3_K_M: u32 = 12;
+    const Q3_K_L: u32 = 13;
+    const Q4_K_S: u32 = 14;
+    const Q4_K_M: u32 = 15;
+    const Q5_K_M: u32 = 17;
+    const Q4_0: u32 = 2;
+    const Q5_0: u32 = 8;
+    let (i, n) = (t.layer.unwrap_or(0), m.n_layer);
+    match t.category {
+        Output | TokenEmbd if t.category == Output || m.tied_embeddings => {
+            let qk = default.info().map_or(1, |i| i.block_size);
+            if t.ncols % qk != 0 {
+                G::Q8_0
+            } else if default != G::Q8_0 {
+                G::Q6_K
+            } else {
+                default
+            }
+        }
+        AttnV | AttnQkv => match ftype {
+            Q2_K if m.n_gqa >= 4 => G::Q4_K,
+            Q2_K => G::Q3_K,
+            Q3_K_M if i_attn_v < 2 => G::Q5_K,
+            Q3_K_M => G::Q4_K,
+            Q3_K_L => G::Q5_K,
+            Q4_K_M | Q5_K_M if use_more_bits(i_attn_v, m.n_attn_v) => G::Q6_K,
+            Q4_K_S if i_attn_v < 4 => G::Q5_K,
+            _ => default,
+        },
+        FfnDown => match ftype {
+            Q2_K => G::Q3_K,
+            Q3_K_M if i < n / 16 => G::Q5_K,
+            Q3_K_M => G::Q4_K,
+            Q3_K_L => G::Q5_K,
+            Q4_K_M if use_more_bits(i, n) => G::Q6_K,
+            Q4_K_M => default,
+            Q5_K_M if use_more_bits(i, n) => G::Q6_K,
+            Q4_K_S if i < n / 8 => G::Q5_K,
+            Q4_0 if m.has_imatrix && i < n / 8 => G::Q4_1,
+            Q5_0 if m.has_imatrix && i < n / 8 => G::Q5_1,
+            _ => default,
+        },
+        AttnOutput => match ftype {
+            Q2_K => G::Q3_K,
+            Q3_K_M => G::Q4_K,
+            Q3_K_L => G::Q5_K,
+            _ => default,
+        },
+        _ => default,
+    }
+}
+
+/// llama.cpp's fallback for rows a type cannot tile: a 32-wide type of about the same size.
+pub fn llama_fallback(t: GgmlType, ncols: u64) -> GgmlType {
+    let fits = |t: GgmlType| t.info().is_some_and(|i| ncols % i.block_size == 0);
+    if fits(t) {
+        return t;
+    }
+    let f = match t {
+        GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
+        GgmlType::Q4_K => GgmlType::Q5_0,
+        GgmlType::Q5_K => GgmlType::Q5_1,
+        GgmlType::Q6_K => GgmlType::Q8_0,
+        other => other,
+    };
+    if fits(f) {
+        f
+    } else {
+        GgmlType::F16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn use_more_bits_matches_llama_for_30_layers() {
+        // n/8 = 3: layers 0–2, 27–29 and every third from 5.
+        let got: Vec<usize> = (0..30).filter(|&i| use_more_bits(i, 30)).collect();
+        assert_eq!(got, vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
+    }
+
+    #[test]
+    fn categories_and_layers() {
+        assert_eq!(Category::of("blk.3.attn_v.weight"), Category::AttnV);
+        assert_eq!(Category::of("blk.3.ffn_down.weight"), Category::FfnDown);
+        assert_eq!(Category::of("token_embd.weight"), Category::TokenEmbd);
+        assert_eq!(layer_of("blk.12.ffn_up.weight"), Some(12));
+        assert_eq!(layer_of("output.weight"), None);
+        assert!(!is_quantizable("blk.0.attn_norm.weight", 2));
+        assert!(!is_quantizable("blk.0.attn_q.weight", 1));
+        assert_eq!(llama_fallback(GgmlType::Q4_K, 576), GgmlType::Q5_0);
+        assert_eq!(llama_fallback(GgmlType::Q4_K, 1536), GgmlType::Q4_K);
+        assert_eq!(llama_fallback(GgmlType::Q4_0, 100), GgmlType::F16);
+    }
+}
