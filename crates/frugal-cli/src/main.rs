@@ -38,14 +38,20 @@ enum Command {
         /// The model to evaluate: a GGUF file or an encoder folder.
         model: PathBuf,
         /// Plain text to score (language models).
-        #[arg(long, required_unless_present_any = ["per_genre", "data"])]
+        #[arg(long, required_unless_present_any = ["per_genre", "passages", "data"])]
         text: Option<PathBuf>,
         /// The reference model (the original) to compare with.
         #[arg(long)]
         reference: Option<PathBuf>,
         /// Encoders: Brown sentences per genre.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "passages")]
         per_genre: Option<usize>,
+        /// Encoders: this many Brown passages of `--passage-tokens` tokens instead of sentences.
+        #[arg(long)]
+        passages: Option<usize>,
+        /// Encoders: tokens per passage, `[CLS]` and `[SEP]` included.
+        #[arg(long, default_value_t = 128)]
+        passage_tokens: usize,
         /// Classifiers (a Frugal CNN .safetensors): the test set, `fashion-mnist` or `digits`
         /// (the seeded 20 % split `frugal run --seed` makes).
         #[arg(long)]
@@ -80,7 +86,7 @@ enum Command {
         output: PathBuf,
         /// Target type (see `frugal quantize --help`).
         #[arg(long = "type", value_parser = parse_quant_type, long_help = format!("Target type:\n{}", frugal_compress::quant::types_help()))]
-        ty: &'static frugal_compress::quant::QuantType,
+        ty: frugal_compress::quant::Target,
         /// One type for every weight matrix: no mix rules (llama-quantize --pure).
         #[arg(long)]
         pure: bool,
@@ -95,12 +101,31 @@ enum Command {
         /// Assign types per tensor by measured error to reach this many bits per weight.
         #[arg(long, value_parser = parse_bpw)]
         target_bpw: Option<f64>,
+        /// Calibration text: an importance matrix (llama-imatrix's statistic) is measured on it
+        /// and weights every rounding decision; GPTQ needs it.
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        /// At most this many calibration tokens (whole chunks).
+        #[arg(long, default_value_t = 8192)]
+        calib_tokens: usize,
+        /// Tokens per calibration chunk.
+        #[arg(long, default_value_t = 512)]
+        calib_ctx: usize,
+        /// `rtn` (round to nearest, importance-weighted with --calib) or `gptq`.
+        #[arg(long, value_enum, default_value = "rtn")]
+        method: MethodArg,
+        /// GPTQ dampening, a fraction of the mean diagonal of XᵀX.
+        #[arg(long, default_value_t = 0.01)]
+        damp: f64,
         /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
         #[arg(long)]
         eval_text: Option<PathBuf>,
         /// Chunks of 512 tokens to evaluate.
         #[arg(long, default_value_t = 8)]
         eval_chunks: usize,
+        /// Encoders: Brown passages of 128 tokens to evaluate on.
+        #[arg(long, default_value_t = 500)]
+        eval_passages: usize,
         /// Skip the evaluation of the output against the input.
         #[arg(long)]
         no_eval: bool,
@@ -166,12 +191,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// A usage error found after parsing (options that do not fit the input): exit code 2.
+#[derive(Debug)]
+struct BadUsage(String);
+
+impl std::fmt::Display for BadUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadUsage {}
+
 /// 2 when the input is at fault (missing, malformed or unsupported file, bad option value),
 /// otherwise 1.
 fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
-        c.downcast_ref::<frugal_formats::Error>()
-            .is_some_and(|f| f.is_bad_input())
+        c.downcast_ref::<BadUsage>().is_some()
+            || c.downcast_ref::<frugal_formats::Error>()
+                .is_some_and(|f| f.is_bad_input())
             || c.downcast_ref::<frugal_models::Error>()
                 .is_some_and(|m| m.is_bad_input())
             || c.downcast_ref::<frugal_eval::Error>()
@@ -192,6 +230,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Rtn,
+    Gptq,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum FallbackArg {
     Llama,
     Best,
@@ -204,13 +248,12 @@ fn parse_bpw(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_quant_type(s: &str) -> Result<&'static frugal_compress::quant::QuantType, String> {
-    frugal_compress::quant::quant_type(s).ok_or_else(|| {
-        let names: Vec<&str> = frugal_compress::quant::QUANT_TYPES
-            .iter()
-            .map(|t| t.name)
-            .collect();
-        format!("unknown type `{s}` (one of: {})", names.join(", "))
+fn parse_quant_type(s: &str) -> Result<frugal_compress::quant::Target, String> {
+    frugal_compress::quant::target(s).ok_or_else(|| {
+        format!(
+            "unknown type `{s}` (one of: {})",
+            frugal_compress::quant::target_names().join(", ")
+        )
     })
 }
 
@@ -253,6 +296,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             f32_activations,
             quantized_kernels,
             per_genre,
+            passages,
+            passage_tokens,
             data,
             seed,
             json,
@@ -292,11 +337,21 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             }
             if model.is_dir() {
                 let brown = frugal_formats::assets::brown_dir();
+                use frugal_eval::encoder::EncoderData;
+                let data = match passages {
+                    Some(n) => EncoderData::Passages {
+                        n,
+                        tokens: passage_tokens,
+                    },
+                    None => EncoderData::Sentences {
+                        per_genre: per_genre.unwrap_or(40),
+                    },
+                };
                 let r = frugal_eval::encoder::eval_encoder_dirs(
                     &model,
                     reference.as_deref(),
                     &brown,
-                    per_genre.unwrap_or(40),
+                    data,
                 )?;
                 emit(json, &r, |r| {
                     print!("{}", r.to_text());
@@ -337,11 +392,63 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             fallback,
             tensor_type,
             target_bpw,
+            calib,
+            calib_tokens,
+            calib_ctx,
+            method,
+            damp,
             eval_text,
             eval_chunks,
+            eval_passages,
             no_eval,
             json,
         } => {
+            use frugal_compress::quant::Target;
+            let ty = match (ty, input.is_dir()) {
+                (Target::Int(scheme), true) => {
+                    let bar = progress_bar("");
+                    let step = frugal_pipeline::quantize::quantize_encoder_step(
+                        &input,
+                        &output,
+                        scheme,
+                        (!no_eval).then_some(eval_passages),
+                        &|what, done, total| {
+                            bar.set_message(what.to_string());
+                            bar.set_length(total as u64);
+                            bar.set_position(done as u64);
+                        },
+                    )?;
+                    bar.finish_and_clear();
+                    return emit(json, &step, |s| {
+                        let q = &s.quantize;
+                        println!(
+                            "wrote {} ({}, {} weights, {:.2} MiB from {:.2} MiB) in {:.2} s; largest relative RMS error {:.4} ({})",
+                            q.output, q.scheme, q.n_quantized, q.output_bytes as f64 / 1048576.0,
+                            q.input_bytes as f64 / 1048576.0, q.seconds, q.worst_rel_rmse.0, q.worst_rel_rmse.1
+                        );
+                        if let Some(e) = &s.quality {
+                            print!("quality against the input:\n{}", e.to_text());
+                        }
+                    });
+                }
+                (Target::Gguf(t), false) => t,
+                (Target::Int(s), false) => {
+                    return Err(BadUsage(format!(
+                        "--type {} is for safetensors model folders; {} is a file (GGUF models take the GGUF types)",
+                        s.name,
+                        input.display()
+                    ))
+                    .into())
+                }
+                (Target::Gguf(t), true) => {
+                    return Err(BadUsage(format!(
+                        "--type {} is for GGUF models; {} is a folder (safetensors models take int8, int4-g32, int4-g64, int4-g128)",
+                        t.name,
+                        input.display()
+                    ))
+                    .into())
+                }
+            };
             let tmp = tempfile::TempDir::new()?;
             let text = match (no_eval, eval_text) {
                 (true, _) => None,
@@ -373,10 +480,23 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             opts.overrides = tensor_type;
             opts.target_bpw = target_bpw;
             let bar = progress_bar("");
+            let calib = calib.map(|text| frugal_pipeline::quantize::CalibSpec {
+                text,
+                ctx: calib_ctx,
+                max_tokens: calib_tokens,
+            });
+            let method = match method {
+                MethodArg::Rtn => frugal_compress::quant::Method::Rtn,
+                MethodArg::Gptq => frugal_compress::quant::Method::Gptq(
+                    frugal_compress::quant::gptq::GptqOptions { damp },
+                ),
+            };
             let step = frugal_pipeline::quantize::quantize_step(
                 &input,
                 &output,
                 &opts,
+                calib.as_ref(),
+                method,
                 spec.as_ref(),
                 &|what, done, total| {
                     bar.set_message(what.to_string());

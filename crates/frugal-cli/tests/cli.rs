@@ -260,3 +260,86 @@ fn quantize_reports_the_quality_of_its_output() {
     );
     assert_bad_input(&out, "unknown type `Q3_XL`");
 }
+
+/// GPTQ end to end on the real model, with a small calibration budget: it must write a file
+/// that evaluates closer to the input than plain rounding to the same type.
+#[test]
+fn gptq_beats_rounding_on_smollm2() {
+    let Some(p) = smollm2() else { return };
+    let Some(brown) = frugal_formats::assets::require_or_skip(
+        frugal_formats::assets::brown_dir(),
+        "Brown corpus",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (file, ids) in [("calib.txt", "ca01-ca02"), ("eval.txt", "cj13-cj16")] {
+        let ids = frugal_formats::brown::select_ids(&brown, ids).unwrap();
+        std::fs::write(
+            dir.path().join(file),
+            frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
+        )
+        .unwrap();
+    }
+    let kld = |extra: &[&str]| -> f64 {
+        let mut args = vec![
+            "quantize",
+            p.to_str().unwrap(),
+            "out.gguf",
+            "--type",
+            "Q4_0",
+            "--eval-text",
+            "eval.txt",
+            "--eval-chunks",
+            "2",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = frugal(&args, dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j["quality"]["kld"]["mean"].as_f64().unwrap()
+    };
+    let rtn = kld(&[]);
+    let gptq = kld(&[
+        "--calib",
+        "calib.txt",
+        "--calib-ctx",
+        "256",
+        "--calib-tokens",
+        "1024",
+        "--method",
+        "gptq",
+    ]);
+    assert!(gptq < 0.85 * rtn, "GPTQ mean KLD {gptq} vs rounding {rtn}");
+}
+
+#[test]
+fn quantize_rejects_bad_overrides_and_calibration() {
+    let Some(p) = smollm2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let m = p.to_str().unwrap();
+    let q = |extra: &[&str]| {
+        let mut args = vec!["quantize", m, "o.gguf", "--type", "Q4_K_M", "--no-eval"];
+        args.extend_from_slice(extra);
+        frugal(&args, dir.path())
+    };
+    assert_bad_input(&q(&["--tensor-type", "ffn_(=Q4_K"]), "bad regex");
+    assert_bad_input(
+        &q(&["--tensor-type", "ffn_down=Q9_K"]),
+        "unknown type `Q9_K`",
+    );
+    assert_bad_input(&q(&["--tensor-type", "ffn_down"]), "REGEX=TYPE");
+    assert_bad_input(&q(&["--target-bpw", "1"]), "bits per weight");
+    assert_bad_input(&q(&["--method", "gptq"]), "--calib");
+    assert_bad_input(&q(&["--calib", "missing.txt"]), "missing.txt");
+    std::fs::write(dir.path().join("tiny.txt"), "Too short to calibrate on.").unwrap();
+    assert_bad_input(&q(&["--calib", "tiny.txt"]), "fewer than one chunk");
+    std::fs::write(dir.path().join("bin.txt"), [0xffu8, 0xfe, 0x00, 0x81]).unwrap();
+    assert_bad_input(&q(&["--calib", "bin.txt"]), "not UTF-8");
+    assert!(!dir.path().join("o.gguf").exists());
+}

@@ -1,7 +1,7 @@
-//! Frugal's compression methods. Today: [`quant`], round-to-nearest quantization of GGUF models
-//! into ggml's legacy block formats, bit-identical to llama.cpp. Calibration-aware methods
-//! (imatrix, GPTQ, AWQ), k-quants, pruning and distillation build on the same seam
-//! (`frugal_models::linear`).
+//! Frugal's compression methods. Today: [`quant`], quantization of GGUF models into ggml's block
+//! formats (bit-identical to llama.cpp without calibration), importance-weighted with an
+//! imatrix, or GPTQ, through the linear-layer seam (`frugal_models::linear`) and the decoder's
+//! block-level forward pass. Pruning and distillation will build on the same seam.
 
 pub mod quant;
 
@@ -14,6 +14,12 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("type {0} cannot be decoded for checking")]
     Unsupported(String),
+    #[error("calibration: {0}")]
+    BadCalibration(String),
+    #[error("{0}")]
+    BadOptions(String),
+    #[error("numerical failure: {0}")]
+    Numerical(String),
 }
 
 impl From<frugal_formats::Error> for Error {
@@ -27,6 +33,7 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Error::Model(m) => m.is_bad_input(),
+            Error::BadCalibration(_) | Error::BadOptions(_) => true,
             _ => false,
         }
     }

@@ -101,6 +101,73 @@ pub fn knn_accuracy(emb: &[Vec<f32>], sents: &[LabelledSentence]) -> usize {
         .count()
 }
 
+/// One tokenized item to embed, with its label.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub ids: Vec<u32>,
+    pub genre: usize,
+    pub doc: String,
+}
+
+/// `n` passages of `tokens` tokens (`[CLS]`, `tokens − 2` word pieces, `[SEP]`): consecutive
+/// windows of each document's text, taken round-robin over the documents, genres interleaved
+/// (so 2,000 passages of the 500 Brown documents are the first 4 windows of each).
+pub fn brown_passages(
+    docs: &[BrownDoc],
+    model: &Bert,
+    n: usize,
+    tokens: usize,
+) -> Result<Vec<Item>> {
+    let body = tokens.saturating_sub(2).max(1);
+    // Documents interleaved across genres (the k-th document of each genre in turn), so that a
+    // small n still spans every genre.
+    let mut order: Vec<(usize, usize, &BrownDoc)> = Vec::with_capacity(docs.len());
+    let mut seen = vec![0usize; GENRES.len()];
+    for d in docs {
+        let k = seen.get(d.genre).copied().unwrap_or(0);
+        if let Some(s) = seen.get_mut(d.genre) {
+            *s += 1;
+        }
+        order.push((k, d.genre, d));
+    }
+    order.sort_by_key(|&(k, g, d)| (k, g, d.id.clone()));
+    let docs: Vec<&BrownDoc> = order.into_iter().map(|(_, _, d)| d).collect();
+    let mut windows: Vec<(Vec<Vec<u32>>, usize, &str)> = Vec::with_capacity(docs.len());
+    for d in docs {
+        let (ids, cls, sep) = model.tokenize_untruncated(&d.sentences.join(" "))?;
+        let w = ids
+            .chunks_exact(body)
+            .map(|c| {
+                let mut v = Vec::with_capacity(tokens);
+                v.push(cls);
+                v.extend_from_slice(c);
+                v.push(sep);
+                v
+            })
+            .collect();
+        windows.push((w, d.genre, &d.id));
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut k = 0;
+    while out.len() < n {
+        let before = out.len();
+        for (w, genre, doc) in &windows {
+            if out.len() < n && k < w.len() {
+                out.push(Item {
+                    ids: w[k].clone(),
+                    genre: *genre,
+                    doc: doc.to_string(),
+                });
+            }
+        }
+        if out.len() == before {
+            break; // every document exhausted
+        }
+        k += 1;
+    }
+    Ok(out)
+}
+
 /// Evaluates `model` (and compares with `reference`) on labelled sentences.
 pub fn eval_encoder(
     model: &Bert,
@@ -108,32 +175,166 @@ pub fn eval_encoder(
     sents: &[LabelledSentence],
     batch: usize,
 ) -> Result<EncoderEvalResult> {
-    let texts: Vec<&str> = sents.iter().map(|s| s.text.as_str()).collect();
-    let emb = model.embed(&texts, batch)?;
-    let k = knn_accuracy(&emb, sents);
-    let (lo, hi) = wilson95(k, sents.len());
+    let items: Vec<Item> = sents
+        .iter()
+        .map(|s| {
+            Ok(Item {
+                ids: model.tokenize(&s.text)?,
+                genre: s.genre,
+                doc: s.doc.clone(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(eval_encoder_items(model, reference, &items, batch)?.0)
+}
+
+/// Evaluates `model` (and compares with `reference`) on tokenized items. Also returns the
+/// seconds `model` took to embed them (the reference's time is not counted).
+pub fn eval_encoder_items(
+    model: &Bert,
+    reference: Option<&Bert>,
+    items: &[Item],
+    batch: usize,
+) -> Result<(EncoderEvalResult, f64)> {
+    let ids: Vec<Vec<u32>> = items.iter().map(|i| i.ids.clone()).collect();
+    let labels: Vec<LabelledSentence> = items
+        .iter()
+        .map(|i| LabelledSentence {
+            text: String::new(),
+            genre: i.genre,
+            doc: i.doc.clone(),
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let emb = model.embed_ids(&ids, batch)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let k = knn_accuracy(&emb, &labels);
+    let (lo, hi) = wilson95(k, items.len());
     let mut r = EncoderEvalResult {
-        n_sentences: sents.len(),
-        n_genres: sents
+        n_sentences: items.len(),
+        n_genres: items
             .iter()
             .map(|s| s.genre)
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
-        knn_accuracy_pct: 100.0 * k as f64 / sents.len().max(1) as f64,
+        knn_accuracy_pct: 100.0 * k as f64 / items.len().max(1) as f64,
         knn_ci95_pct: (100.0 * lo, 100.0 * hi),
         cosine_mean: None,
         cosine_min: None,
         reference_knn_accuracy_pct: None,
     };
     if let Some(rm) = reference {
-        let remb = rm.embed(&texts, batch)?;
+        let remb = rm.embed_ids(&ids, batch)?;
         let cos: Vec<f64> = emb.iter().zip(&remb).map(|(a, b)| cosine(a, b)).collect();
         r.cosine_mean = Some(cos.iter().sum::<f64>() / cos.len().max(1) as f64);
         r.cosine_min = cos.iter().copied().reduce(f64::min);
         r.reference_knn_accuracy_pct =
-            Some(100.0 * knn_accuracy(&remb, sents) as f64 / sents.len().max(1) as f64);
+            Some(100.0 * knn_accuracy(&remb, &labels) as f64 / items.len().max(1) as f64);
     }
-    Ok(r)
+    Ok((r, secs))
+}
+
+/// What an encoder is evaluated on.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderData {
+    /// Sentences of at least 8 words, this many per genre.
+    Sentences { per_genre: usize },
+    /// This many passages of `tokens` tokens.
+    Passages { n: usize, tokens: usize },
+}
+
+/// `frugal eval` on a sentence-encoder folder: Brown sentences or passages, optional reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct EncoderEvalReport {
+    pub model: String,
+    pub reference: Option<String>,
+    pub data: EncoderData,
+    #[serde(flatten)]
+    pub result: EncoderEvalResult,
+    /// Seconds the model (not the reference) took to embed the items, and items per second.
+    pub eval_seconds: f64,
+    pub items_per_second: f64,
+}
+
+/// Loads the encoder(s) and evaluates them on Brown sentences or passages.
+pub fn eval_encoder_dirs(
+    model: &std::path::Path,
+    reference: Option<&std::path::Path>,
+    brown_dir: &std::path::Path,
+    data: EncoderData,
+) -> Result<EncoderEvalReport> {
+    let dev = candle_core::Device::Cpu;
+    let m = Bert::load(model, &dev)?;
+    let r = reference.map(|p| Bert::load(p, &dev)).transpose()?;
+    let docs =
+        frugal_formats::brown::read_brown_dir(brown_dir).map_err(frugal_models::Error::from)?;
+    let items = match data {
+        EncoderData::Sentences { per_genre } => brown_sentences(&docs, per_genre, 8)
+            .into_iter()
+            .map(|s| {
+                Ok(Item {
+                    ids: m.tokenize(&s.text)?,
+                    genre: s.genre,
+                    doc: s.doc,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        EncoderData::Passages { n, tokens } => brown_passages(&docs, &m, n, tokens)?,
+    };
+    let (result, secs) = eval_encoder_items(&m, r.as_ref(), &items, 32)?;
+    Ok(EncoderEvalReport {
+        model: model.display().to_string(),
+        reference: reference.map(|p| p.display().to_string()),
+        data,
+        items_per_second: items.len() as f64 / secs.max(1e-9),
+        result,
+        eval_seconds: secs,
+    })
+}
+
+impl EncoderEvalReport {
+    pub fn to_text(&self) -> String {
+        let r = &self.result;
+        let what = match self.data {
+            EncoderData::Sentences { per_genre } => {
+                format!(
+                    "{} Brown sentences ({per_genre} per genre, ≥ 8 words)",
+                    r.n_sentences
+                )
+            }
+            EncoderData::Passages { tokens, .. } => {
+                format!("{} Brown passages of {tokens} tokens", r.n_sentences)
+            }
+        };
+        let mut s = format!(
+            "model      {}
+data       {what}, {} genres
+1-NN genre {:.2} % (95 % CI {:.2}–{:.2} %; chance {:.1} %; same-document neighbours excluded)
+",
+            self.model,
+            r.n_genres,
+            r.knn_accuracy_pct,
+            r.knn_ci95_pct.0,
+            r.knn_ci95_pct.1,
+            100.0 / r.n_genres.max(1) as f64
+        );
+        if let (Some(rp), Some(m), Some(mn), Some(ra)) = (
+            &self.reference,
+            r.cosine_mean,
+            r.cosine_min,
+            r.reference_knn_accuracy_pct,
+        ) {
+            s += &format!(
+                "reference  {rp}: 1-NN genre {ra:.2} %\ncosine     mean {m:.6}, min {mn:.6}\n"
+            );
+        }
+        s += &format!(
+            "speed      {:.1} items/s ({:.1} s, the model alone)\n",
+            self.items_per_second, self.eval_seconds
+        );
+        s
+    }
 }
 
 #[cfg(test)]
@@ -171,69 +372,5 @@ mod tests {
             vec![0.0, 1.0],
         ];
         assert_eq!(knn_accuracy(&emb, &sents), 1);
-    }
-}
-
-/// `frugal eval` on a sentence-encoder folder: Brown sentences, optional reference.
-#[derive(Debug, Clone, Serialize)]
-pub struct EncoderEvalReport {
-    pub model: String,
-    pub reference: Option<String>,
-    pub per_genre: usize,
-    #[serde(flatten)]
-    pub result: EncoderEvalResult,
-    pub eval_seconds: f64,
-    pub sentences_per_second: f64,
-}
-
-/// Loads the encoder(s) and evaluates them on `per_genre` Brown sentences from each genre.
-pub fn eval_encoder_dirs(
-    model: &std::path::Path,
-    reference: Option<&std::path::Path>,
-    brown_dir: &std::path::Path,
-    per_genre: usize,
-) -> Result<EncoderEvalReport> {
-    let dev = candle_core::Device::Cpu;
-    let m = Bert::load(model, &dev)?;
-    let r = reference.map(|p| Bert::load(p, &dev)).transpose()?;
-    let docs =
-        frugal_formats::brown::read_brown_dir(brown_dir).map_err(frugal_models::Error::from)?;
-    let sents = brown_sentences(&docs, per_genre, 8);
-    let t0 = std::time::Instant::now();
-    let result = eval_encoder(&m, r.as_ref(), &sents, 32)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let passes = if r.is_some() { 2.0 } else { 1.0 };
-    Ok(EncoderEvalReport {
-        model: model.display().to_string(),
-        reference: reference.map(|p| p.display().to_string()),
-        per_genre,
-        sentences_per_second: passes * sents.len() as f64 / secs,
-        result,
-        eval_seconds: secs,
-    })
-}
-
-impl EncoderEvalReport {
-    pub fn to_text(&self) -> String {
-        let r = &self.result;
-        let mut s = format!(
-            "model      {}\nsentences  {} from the Brown corpus ({} genres, {} per genre, ≥ 8 words)\n1-NN genre {:.2} % (95 % CI {:.2}–{:.2} %; chance {:.1} %)\n",
-            self.model, r.n_sentences, r.n_genres, self.per_genre, r.knn_accuracy_pct, r.knn_ci95_pct.0, r.knn_ci95_pct.1, 100.0 / r.n_genres.max(1) as f64
-        );
-        if let (Some(rp), Some(m), Some(mn), Some(ra)) = (
-            &self.reference,
-            r.cosine_mean,
-            r.cosine_min,
-            r.reference_knn_accuracy_pct,
-        ) {
-            s += &format!(
-                "reference  {rp}: 1-NN genre {ra:.2} %\ncosine     mean {m:.6}, min {mn:.6}\n"
-            );
-        }
-        s += &format!(
-            "speed      {:.1} sentences/s ({:.1} s)\n",
-            self.sentences_per_second, self.eval_seconds
-        );
-        s
     }
 }

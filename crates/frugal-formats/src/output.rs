@@ -19,7 +19,11 @@ pub fn remove_unfinished_outputs() {
         Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
     };
     for p in pending {
-        let _ = fs::remove_file(p);
+        if p.is_dir() {
+            let _ = fs::remove_dir_all(p);
+        } else {
+            let _ = fs::remove_file(p);
+        }
     }
 }
 
@@ -149,6 +153,88 @@ impl Drop for AtomicFile {
     }
 }
 
+/// A folder being written (a model made of several files): built under a temporary name next to
+/// its final path and renamed into place by [`AtomicDir::commit`]. The final path must not exist
+/// (Frugal does not replace folders). Dropped or interrupted, it leaves nothing behind.
+pub struct AtomicDir {
+    path: PathBuf,
+    tmp: PathBuf,
+    done: bool,
+}
+
+impl AtomicDir {
+    pub fn create(path: &Path) -> Result<Self> {
+        if path.exists() {
+            return Err(Error::InvalidOutput {
+                path: path.to_path_buf(),
+                reason: "already exists (Frugal does not replace a folder; remove it or choose another name)".into(),
+            });
+        }
+        let name = path.file_name().ok_or_else(|| Error::InvalidOutput {
+            path: path.to_path_buf(),
+            reason: "has no file name".into(),
+        })?;
+        let parent = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.partial", std::process::id()));
+        let tmp = parent.join(tmp_name);
+        PENDING
+            .lock()
+            .map_err(|_| Error::InvalidOutput {
+                path: path.to_path_buf(),
+                reason: "output registry poisoned".into(),
+            })?
+            .push(tmp.clone());
+        if let Err(e) = fs::create_dir(&tmp) {
+            unregister(&tmp);
+            return Err(Error::io(path, "creating output folder", e));
+        }
+        Ok(AtomicDir {
+            path: path.to_path_buf(),
+            tmp,
+            done: false,
+        })
+    }
+
+    /// Where to write the folder's files before the commit.
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the folder into place.
+    pub fn commit(mut self) -> Result<()> {
+        if self.path.exists() {
+            return Err(Error::InvalidOutput {
+                path: self.path.clone(),
+                reason: "appeared while it was being written".into(),
+            });
+        }
+        fs::rename(&self.tmp, &self.path)
+            .map_err(|e| Error::io(&self.path, "renaming output folder into place", e))?;
+        unregister(&self.tmp);
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.tmp);
+            unregister(&self.tmp);
+        }
+    }
+}
+
 /// Writes `path` atomically with the bytes `fill` produces.
 pub fn write_atomic(
     path: &Path,
@@ -197,6 +283,30 @@ mod tests {
             assert!(matches!(err, Error::WouldOverwriteInput { .. }), "{err}");
         }
         assert_eq!(fs::read(&input).unwrap(), b"original");
+    }
+
+    #[test]
+    fn a_folder_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("model");
+        let d = AtomicDir::create(&out).unwrap();
+        fs::write(d.tmp_path().join("a.json"), b"{}").unwrap();
+        assert!(!out.exists());
+        d.commit().unwrap();
+        assert!(out.join("a.json").exists());
+        assert!(
+            AtomicDir::create(&out).is_err(),
+            "an existing folder is not replaced"
+        );
+        let other = dir.path().join("other");
+        let d = AtomicDir::create(&other).unwrap();
+        fs::write(d.tmp_path().join("half"), b"x").unwrap();
+        drop(d);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only `model` remains"
+        );
     }
 
     #[test]

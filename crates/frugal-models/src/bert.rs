@@ -46,6 +46,8 @@ pub struct Bert {
     pub emb_ln: (Tensor, Tensor),
     pub layers: Vec<BertLayer>,
     tokenizer: tokenizers::Tokenizer,
+    /// The same without truncation, for cutting long texts into passages.
+    untruncated: tokenizers::Tokenizer,
     /// Longest input in tokens (sentence-transformers' `max_seq_length`).
     pub max_seq_len: usize,
     device: Device,
@@ -131,7 +133,7 @@ impl Bert {
         let lin = |n: &str| -> Result<Linear> {
             Linear::dense(
                 n,
-                t(&format!("{n}.weight"))?,
+                crate::int_weights::load_weight(&f, &format!("{n}.weight"), device)?,
                 Some(t(&format!("{n}.bias"))?),
             )
         };
@@ -156,6 +158,10 @@ impl Bert {
         let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
         tokenizer.with_padding(None);
+        let mut untruncated = tokenizer.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         tokenizer
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length: max_seq_len,
@@ -170,6 +176,7 @@ impl Bert {
             layers,
             config,
             tokenizer,
+            untruncated,
             max_seq_len,
             device: device.clone(),
         })
@@ -244,6 +251,20 @@ impl Bert {
         Ok(x)
     }
 
+    /// Token ids of `text` without special tokens and without truncation (for cutting long
+    /// texts into passages), and the `[CLS]`, `[SEP]` ids.
+    pub fn tokenize_untruncated(&self, text: &str) -> Result<(Vec<u32>, u32, u32)> {
+        let tok = &self.untruncated;
+        let enc = tok
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let id = |t: &str| {
+            tok.token_to_id(t)
+                .ok_or_else(|| Error::Tokenizer(format!("no {t} token")))
+        };
+        Ok((enc.get_ids().to_vec(), id("[CLS]")?, id("[SEP]")?))
+    }
+
     /// L2-normalised mean-pooled sentence embeddings `[n, H]`, computed in batches of `batch`
     /// sentences sorted by length (less padding), returned in input order.
     pub fn embed(&self, sentences: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
@@ -251,6 +272,25 @@ impl Bert {
             .iter()
             .map(|s| self.tokenize(s))
             .collect::<Result<_>>()?;
+        self.embed_ids(&ids, batch)
+    }
+
+    /// [`Bert::embed`] on token ids (each with its special tokens, at most `max_seq_len` long).
+    pub fn embed_ids(&self, ids: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
+        if let Some(l) = ids
+            .iter()
+            .find(|i| i.len() > self.max_seq_len || i.is_empty())
+        {
+            return Err(Error::Tokenizer(format!(
+                "a sequence of {} tokens (1 to {} allowed)",
+                l.len(),
+                self.max_seq_len
+            )));
+        }
+        let n_vocab = self.word.dim(0)?;
+        if let Some(&id) = ids.iter().flatten().find(|&&i| i as usize >= n_vocab) {
+            return Err(Error::BadToken { id, n_vocab });
+        }
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];

@@ -56,18 +56,22 @@ pub fn load_qtensor(f: &GgufFile, name: &str, device: &Device) -> Result<QTensor
     )?)
 }
 
-/// A GGUF tensor decoded to f32. F32 tensors are copied straight from the mapped file.
+/// A GGUF tensor decoded to f32. F32 tensors are copied straight from the mapped file. The
+/// file's pages are released afterwards: the copy is what is used from then on.
 pub fn load_f32(f: &GgufFile, name: &str, device: &Device) -> Result<Tensor> {
     let t = info(f, name)?;
-    if t.ggml_type == GgmlType::F32 {
-        return Ok(Tensor::from_raw_buffer(
+    let out = if t.ggml_type == GgmlType::F32 {
+        Tensor::from_raw_buffer(
             f.tensor_data(t),
             candle_core::DType::F32,
             &shape_of(t),
             device,
-        )?);
-    }
-    Ok(load_qtensor(f, name, device)?.dequantize(device)?)
+        )?
+    } else {
+        load_qtensor(f, name, device)?.dequantize(device)?
+    };
+    f.release(t);
+    Ok(out)
 }
 
 /// Like [`load_f32`], checking the row-major shape.

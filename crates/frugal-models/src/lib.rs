@@ -6,12 +6,14 @@
 //! - [`cnn`]: convolutional image classifiers from a small config.
 //! - [`tokenizer`]: byte-level BPE built from GGUF `tokenizer.ggml.*` metadata.
 //! - [`linear`]: the linear-layer seam every compression method uses.
+//! - [`int_weights`]: Frugal's int8/int4 weights in safetensors, decoded at load.
 
 pub mod bert;
 pub mod cnn;
 pub mod convert;
 pub mod error;
 pub mod gguf_load;
+pub mod int_weights;
 pub mod linear;
 pub mod llama;
 pub mod tokenizer;

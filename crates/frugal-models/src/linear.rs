@@ -333,6 +333,13 @@ impl Linear {
     fn product(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.weight, &self.matmul) {
             (_, Some(mm)) => mm.forward(x)?,
+            // One GEMM over all rows: `[..., in]` flattened to `[rows, in]`.
+            (Weight::Dense(w), None) if x.rank() > 2 => {
+                let mut dims = x.dims().to_vec();
+                let flat = x.flatten_to(D::Minus2)?.matmul(&w.t()?)?;
+                *dims.last_mut().expect("rank > 2") = self.n_out;
+                flat.reshape(dims)?
+            }
             (Weight::Dense(w), None) => x.broadcast_matmul(&w.t()?)?,
             (Weight::Quantized(_), None) => unreachable!("quantized weights always have a matmul"),
         };

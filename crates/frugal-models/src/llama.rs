@@ -311,6 +311,19 @@ impl Llama {
     /// fifth of the model's arithmetic, runs only where logits are wanted, as llama.cpp's
     /// perplexity tool asks for).
     pub fn forward_from(&self, tokens: &[u32], from: usize) -> Result<Tensor> {
+        let t = tokens.len();
+        let mut x = self.embed(tokens)?;
+        let ctx = self.attn_ctx(t)?;
+        for i in 0..self.blocks.len() {
+            x = self.block_forward(i, &x, &ctx, false)?.0;
+        }
+        let x = x.narrow(0, from.min(t), t - from.min(t))?;
+        let x = self.final_norm(&x)?;
+        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    /// The token embeddings `[T, d]` of one sequence (ids checked against the vocabulary).
+    pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
         let c = &self.config;
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
             return Err(Error::BadToken {
@@ -318,10 +331,12 @@ impl Llama {
                 n_vocab: c.n_vocab,
             });
         }
-        let t = tokens.len();
-        let (hd, nh, nkv) = (c.head_dim(), c.n_head, c.n_head_kv);
         let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embedding.index_select(&ids, 0)?; // [T, d]
+        Ok(self.embedding.index_select(&ids, 0)?)
+    }
+
+    /// RoPE tables and causal mask for sequences of `t` tokens from position 0.
+    pub fn attn_ctx(&self, t: usize) -> Result<AttnCtx> {
         let (cos, sin) = self.rope_tables(t)?;
         let mask: Vec<f32> = (0..t * t)
             .map(|i| {
@@ -333,36 +348,65 @@ impl Llama {
             })
             .collect();
         let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
+        Ok(AttnCtx { cos, sin, mask, t })
+    }
+
+    /// The final RMS norm, whose output the output layer reads.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            x,
+            &self.output_norm,
+            self.config.rms_eps as f32,
+        )?)
+    }
+
+    /// Decoder block `i` on hidden states `x` `[T, d]`. With `trace`, also the inputs its linear
+    /// layers saw: `[attention in (q, k, v), attention out (o), FFN in (gate, up), FFN down]`.
+    pub fn block_forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        ctx: &AttnCtx,
+        trace: bool,
+    ) -> Result<(Tensor, Option<[Tensor; 4]>)> {
+        let c = &self.config;
+        let b = &self.blocks[i];
+        let (t, hd, nh, nkv) = (ctx.t, c.head_dim(), c.n_head, c.n_head_kv);
         let scale = 1.0 / (hd as f64).sqrt();
         let eps = c.rms_eps as f32;
-        for b in &self.blocks {
-            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, eps)?;
-            let heads = |l: &Linear, n: usize| -> Result<Tensor> {
-                Ok(l.forward(&h)?
-                    .reshape((1, t, n, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
-            };
-            let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, nh)?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&heads(&b.k, nkv)?, &cos, &sin)?;
-            let v = heads(&b.v, nkv)?;
-            let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
-            x = (x + b.o.forward(&y)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
-            let (g, u) = match shared_rounding(&h, &[&b.gate, &b.up])? {
-                Some(r) => (b.gate.forward_prerounded(&r)?, b.up.forward_prerounded(&r)?),
-                None => (b.gate.forward(&h)?, b.up.forward(&h)?),
-            };
-            let g = g.silu()?;
-            x = (x + b.down.forward(&(g * u)?)?)?;
-        }
-        let x = x.narrow(0, from.min(t), t - from.min(t))?;
-        let x = candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?;
-        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+        let h = candle_nn::ops::rms_norm(x, &b.attn_norm, eps)?;
+        let heads = |l: &Linear, n: usize| -> Result<Tensor> {
+            Ok(l.forward(&h)?
+                .reshape((1, t, n, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, nh)?, &ctx.cos, &ctx.sin)?;
+        let k = candle_nn::rotary_emb::rope_i(&heads(&b.k, nkv)?, &ctx.cos, &ctx.sin)?;
+        let v = heads(&b.v, nkv)?;
+        let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
+        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&ctx.mask)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
+        let x = (x + b.o.forward(&y)?)?;
+        let h2 = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
+        let (g, u) = match shared_rounding(&h2, &[&b.gate, &b.up])? {
+            Some(r) => (b.gate.forward_prerounded(&r)?, b.up.forward_prerounded(&r)?),
+            None => (b.gate.forward(&h2)?, b.up.forward(&h2)?),
+        };
+        let act = (g.silu()? * u)?;
+        let out = (&x + b.down.forward(&act)?)?;
+        Ok((out, trace.then_some([h, y, h2, act])))
     }
+}
+
+/// What every block of one sequence length shares: RoPE tables and the causal mask.
+#[derive(Debug, Clone)]
+pub struct AttnCtx {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+    t: usize,
 }
 
 /// When layers share an input and round it the same way, the input rounded once.

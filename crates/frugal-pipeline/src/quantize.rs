@@ -1,8 +1,10 @@
-//! `frugal quantize` as a pipeline step: quantize, then judge the output against its input
+//! `frugal quantize` as a pipeline step: calibrate (importance matrix, GPTQ) when asked,
+//! quantize, then judge the output against its input
 //! (perplexity, KL divergence, same top-1 on a text not used for anything else), so that every
 //! output carries its quality.
 
-use frugal_compress::quant::{quantize_gguf, QuantizeOptions, QuantizeReport};
+use frugal_compress::quant::gptq::Calibration;
+use frugal_compress::quant::{quantize_model, Method, QuantizeOptions, QuantizeReport};
 use frugal_eval::{LmEvalFiles, LmEvalReport};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,46 @@ pub struct EvalSpec {
     pub text: PathBuf,
     pub ctx: usize,
     pub chunks: Option<usize>,
+}
+
+/// Calibration text for the importance matrix and GPTQ.
+#[derive(Debug, Clone)]
+pub struct CalibSpec {
+    pub text: PathBuf,
+    pub ctx: usize,
+    /// At most this many tokens (whole chunks).
+    pub max_tokens: usize,
+}
+
+/// Calibration text larger than this is refused (a token budget of millions fits easily).
+const MAX_CALIB_BYTES: u64 = 256 << 20;
+
+/// Reads and tokenizes the calibration text with `model`'s tokenizer.
+pub fn load_calibration(model: &Path, spec: &CalibSpec) -> Result<Calibration, crate::Error> {
+    let bad = |m: String| {
+        crate::Error::Compress(frugal_compress::Error::BadCalibration(format!(
+            "{}: {m}",
+            spec.text.display()
+        )))
+    };
+    let len = std::fs::metadata(&spec.text)
+        .map_err(|e| bad(e.to_string()))?
+        .len();
+    if len > MAX_CALIB_BYTES {
+        return Err(bad(format!(
+            "{len} bytes, more than the {MAX_CALIB_BYTES}-byte limit"
+        )));
+    }
+    let bytes = std::fs::read(&spec.text).map_err(|e| bad(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8 text ({e})")))?;
+    let f = frugal_formats::gguf::GgufFile::open(model)?;
+    Ok(Calibration::from_text(
+        &f,
+        &text,
+        &spec.text.display().to_string(),
+        spec.ctx,
+        spec.max_tokens,
+    )?)
 }
 
 /// Quantization and, when asked, its evaluation.
@@ -27,10 +69,13 @@ pub fn quantize_step(
     input: &Path,
     output: &Path,
     opts: &QuantizeOptions,
+    calib: Option<&CalibSpec>,
+    method: Method,
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantizeStep, crate::Error> {
-    let quantize = quantize_gguf(input, output, opts, &|d, t| progress("tensors", d, t))?;
+    let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
+    let quantize = quantize_model(input, output, opts, calib.as_ref(), method, progress)?;
     let quality = match eval {
         None => None,
         Some(e) => {
@@ -48,4 +93,37 @@ pub fn quantize_step(
         }
     };
     Ok(QuantizeStep { quantize, quality })
+}
+
+/// An encoder quantized to integer weights and, when asked, its evaluation on Brown passages.
+#[derive(Debug, Clone, Serialize)]
+pub struct EncoderQuantizeStep {
+    pub quantize: frugal_compress::quant::int::IntReport,
+    pub quality: Option<frugal_eval::encoder::EncoderEvalReport>,
+}
+
+/// Quantizes a sentence-transformers folder, then evaluates it against its input on `eval`
+/// Brown passages of 128 tokens (cosine to the input's embeddings, 1-NN genre accuracy).
+pub fn quantize_encoder_step(
+    input: &Path,
+    output: &Path,
+    scheme: &'static frugal_compress::quant::int::IntType,
+    eval: Option<usize>,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<EncoderQuantizeStep, crate::Error> {
+    let quantize =
+        frugal_compress::quant::int::quantize_safetensors_dir(input, output, scheme, &|d, t| {
+            progress("tensors", d, t)
+        })?;
+    let brown = frugal_formats::assets::brown_dir();
+    let quality = match eval {
+        Some(n) if brown.exists() => Some(frugal_eval::encoder::eval_encoder_dirs(
+            output,
+            Some(input),
+            &brown,
+            frugal_eval::encoder::EncoderData::Passages { n, tokens: 128 },
+        )?),
+        _ => None,
+    };
+    Ok(EncoderQuantizeStep { quantize, quality })
 }

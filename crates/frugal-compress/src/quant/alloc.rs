@@ -5,7 +5,7 @@
 //! byte — optimal for the convexified problem.
 
 use super::codec::{codec, CODECS};
-use super::{decode, quantize_matrix, tensor_f32, Choice, QuantizeOptions};
+use super::{error_sums_par, quantize_matrix, tensor_f32, Choice, QuantizeOptions};
 use crate::Result;
 use frugal_formats::gguf::{GgmlType, GgufFile};
 
@@ -52,18 +52,14 @@ pub fn measure(
         .filter(|w| w.len() == ncols);
     let mut points = Vec::new();
     for ty in candidate_types(which, ncols) {
-        let q = quantize_matrix(&x, ncols, ty, qw.map(|w| w.as_slice()));
-        let back = decode(&q, ty, x.len())?;
-        let err: f64 = x
-            .iter()
-            .zip(&back)
-            .enumerate()
-            .map(|(i, (&a, &b))| {
-                let w = qw.map_or(1.0, |w| f64::from(w[i % ncols]));
-                w * f64::from(a - b).powi(2)
-            })
-            .sum();
-        points.push((ty, q.len() as u64, err));
+        let qw = qw.map(|w| w.as_slice());
+        let q = quantize_matrix(&x, ncols, ty, qw);
+        let s = error_sums_par(&x, &q, ty, ncols, qw)?;
+        points.push((
+            ty,
+            q.len() as u64,
+            if qw.is_some() { s.wnum } else { s.num },
+        ));
     }
     points.sort_by_key(|p| p.1);
     Ok(Options { index, points })

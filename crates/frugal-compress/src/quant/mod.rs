@@ -11,13 +11,15 @@
 
 pub mod alloc;
 pub mod codec;
+pub mod gptq;
+pub mod int;
 pub mod kquants;
 pub mod legacy;
 pub mod mix;
 
 use crate::{Error, Result};
 use codec::{codec, Codec};
-use frugal_formats::gguf::{GgmlType, GgufFile, TensorInfo};
+use frugal_formats::gguf::{GgmlType, GgufFile, GgufStreamWriter, TensorInfo, TensorSpec};
 use frugal_models::gguf_load::load_f32;
 use mix::{Category, ModelFacts, TensorFacts};
 use rayon::prelude::*;
@@ -102,13 +104,42 @@ pub fn quant_type(name: &str) -> Option<&'static QuantType> {
         .find(|t| t.name.eq_ignore_ascii_case(name))
 }
 
-/// The help text listing every target, from the table.
+/// The help text listing every target, from the tables (GGUF types and mixes, then the integer
+/// schemes for safetensors models).
 pub fn types_help() -> String {
     QUANT_TYPES
         .iter()
-        .map(|t| format!("  {:<7} {}", t.name, t.summary.trim_start()))
+        .map(|t| format!("  {:<9} {}", t.name, t.summary.trim_start()))
+        .chain(
+            int::INT_TYPES
+                .iter()
+                .map(|t| format!("  {:<9} {}", t.name, t.summary)),
+        )
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A `--type`: a GGUF target or an integer scheme for safetensors models.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    Gguf(&'static QuantType),
+    Int(&'static int::IntType),
+}
+
+/// Looks a `--type` up in both tables.
+pub fn target(name: &str) -> Option<Target> {
+    quant_type(name)
+        .map(Target::Gguf)
+        .or_else(|| int::int_type(name).map(Target::Int))
+}
+
+/// Every `--type` name.
+pub fn target_names() -> Vec<&'static str> {
+    QUANT_TYPES
+        .iter()
+        .map(|t| t.name)
+        .chain(int::INT_TYPES.iter().map(|t| t.name))
+        .collect()
 }
 
 /// A single ggml type by name, for `--tensor-type` (only types Frugal writes).
@@ -220,6 +251,8 @@ pub struct QuantizeReport {
     pub n_parameters: u64,
     pub bits_per_weight: f64,
     pub seconds: f64,
+    /// Calibration tokens behind the importance matrix, if any.
+    pub calibration_tokens: Option<u64>,
     /// Count of tensors per output type.
     pub type_counts: std::collections::BTreeMap<String, usize>,
     pub tensors: Vec<TensorReport>,
@@ -343,29 +376,141 @@ pub fn quantize_gguf(
     opts: &QuantizeOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<QuantizeReport> {
-    quantize_gguf_with(input, output, opts, &HashMap::new(), "rtn", progress)
-}
-
-/// [`quantize_gguf`] where some tensors arrive already quantized (by GPTQ) as `(type, bytes)`.
-pub fn quantize_gguf_with(
-    input: &Path,
-    output: &Path,
-    opts: &QuantizeOptions,
-    done: &HashMap<String, (GgmlType, Vec<u8>)>,
-    method: &str,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<QuantizeReport> {
     let t0 = std::time::Instant::now();
     let f = GgufFile::open(input)?;
     let choices = final_types(&f, opts)?;
+    write_quantized(
+        &f,
+        output,
+        opts,
+        &choices,
+        &HashMap::new(),
+        "rtn",
+        t0,
+        &|d, t| progress(d, t),
+    )
+}
+
+/// How the weights are rounded.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    /// Round to nearest (importance-weighted when there is an importance matrix).
+    Rtn,
+    Gptq(gptq::GptqOptions),
+}
+
+/// Calibration-aware quantization: with `calib`, an importance matrix is measured on the
+/// full-precision model (unless `opts` carries one); with [`Method::Gptq`], GPTQ quantizes every
+/// decoder weight on the quantized model's own activations and the rest is rounded with the
+/// importance matrix. Progress is reported per stage (`imatrix`, `gptq`, `tensors`).
+pub fn quantize_model(
+    input: &Path,
+    output: &Path,
+    opts: &QuantizeOptions,
+    calib: Option<&gptq::Calibration>,
+    method: Method,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<QuantizeReport> {
+    let t0 = std::time::Instant::now();
+    let f = GgufFile::open(input)?;
+    let mut opts = opts.clone();
+    if let (Some(c), None) = (calib, &opts.imatrix) {
+        opts.imatrix = Some(gptq::collect_imatrix(&f, c, &|d, t| {
+            progress("imatrix", d, t)
+        })?);
+    }
+    let choices = final_types(&f, &opts)?;
+    match method {
+        Method::Rtn => {
+            let name = if opts.imatrix.is_some() {
+                "rtn+imatrix"
+            } else {
+                "rtn"
+            };
+            write_quantized(
+                &f,
+                output,
+                &opts,
+                &choices,
+                &HashMap::new(),
+                name,
+                t0,
+                &|d, t| progress("tensors", d, t),
+            )
+        }
+        Method::Gptq(g) => {
+            let calib = calib.ok_or_else(|| {
+                Error::BadOptions("GPTQ needs calibration text (--calib FILE)".into())
+            })?;
+            if codec(opts.target.base).is_none_or(|c| c.levels.is_none()) {
+                return Err(Error::BadOptions(format!(
+                    "GPTQ needs a quantized target, not {}",
+                    opts.target.name
+                )));
+            }
+            let r = gptq::gptq_model(&f, &choices, calib, g, &|d, t| progress("gptq", d, t))?;
+            write_quantized(
+                &f,
+                output,
+                &opts,
+                &choices,
+                &r.tensors,
+                "gptq",
+                t0,
+                &|d, t| progress("tensors", d, t),
+            )
+        }
+    }
+}
+
+/// Writes the quantized model: tensors in `done` as given, the others rounded to their choice.
+#[allow(clippy::too_many_arguments)]
+fn write_quantized(
+    f: &GgufFile,
+    output: &Path,
+    opts: &QuantizeOptions,
+    choices: &[Option<Choice>],
+    done: &HashMap<String, (GgmlType, Vec<u8>)>,
+    method: &str,
+    t0: std::time::Instant,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<QuantizeReport> {
+    let input = f.path();
     let n = f.header.tensors.len();
-    let mut data: Vec<Vec<u8>> = Vec::with_capacity(n);
-    let mut types = Vec::with_capacity(n);
+    // The header needs every tensor's type first; then tensors stream through, one at a time,
+    // in llama.cpp's order.
+    let types: Vec<GgmlType> = f
+        .header
+        .tensors
+        .iter()
+        .zip(choices)
+        .map(|(t, c)| match (done.get(&t.name), c) {
+            (Some((ty, _)), _) => *ty,
+            (None, Some(c)) => c.ty,
+            (None, None) => t.ggml_type,
+        })
+        .collect();
+    let mut metadata = f.header.metadata.clone();
+    frugal_models::convert::set_file_type(&mut metadata, opts.target.file_type);
+    let order = frugal_models::convert::llama_tensor_order(
+        f.header.tensors.iter().map(|t| t.name.as_str()),
+    );
+    let specs: Vec<TensorSpec> = order
+        .iter()
+        .map(|&i| TensorSpec {
+            name: &f.header.tensors[i].name,
+            ggml_type: types[i],
+            dims: &f.header.tensors[i].dims,
+        })
+        .collect();
+    let mut w = GgufStreamWriter::create(output, &[input], &metadata, &specs)
+        .map_err(frugal_models::Error::from)?;
     let mut reports = Vec::with_capacity(n);
-    for (i, (t, choice)) in f.header.tensors.iter().zip(&choices).enumerate() {
-        let Some(choice) = choice else {
-            data.push(f.tensor_data(t).to_vec());
-            types.push(t.ggml_type);
+    for (k, &i) in order.iter().enumerate() {
+        let t = &f.header.tensors[i];
+        let Some(choice) = choices[i] else {
+            w.write_tensor(f.tensor_data(t))
+                .map_err(frugal_models::Error::from)?;
             reports.push(TensorReport {
                 name: t.name.clone(),
                 from: t.ggml_type.name(),
@@ -376,10 +521,10 @@ pub fn quantize_gguf_with(
                 rel_rmse: 0.0,
                 weighted_rel_err: None,
             });
-            progress(i + 1, n);
+            progress(k + 1, n);
             continue;
         };
-        let x = tensor_f32(&f, t)?;
+        let x = tensor_f32(f, t)?;
         let ncols = t.dims[0] as usize;
         let qw = opts
             .imatrix
@@ -387,35 +532,30 @@ pub fn quantize_gguf_with(
             .and_then(|m| m.entries.get(&t.name))
             .filter(|w| w.len() == ncols)
             .map(|w| w.as_slice());
-        let (ty, bytes) = match done.get(&t.name) {
-            Some((ty, b)) => (*ty, b.clone()),
-            None => (choice.ty, quantize_matrix(&x, ncols, choice.ty, qw)),
+        let computed;
+        let bytes: &[u8] = match done.get(&t.name) {
+            Some((_, b)) => b,
+            None => {
+                computed = quantize_matrix(&x, ncols, types[i], qw);
+                &computed
+            }
         };
-        let (rel_rmse, weighted) = errors(&x, &bytes, ty, ncols, qw)?;
+        w.write_tensor(bytes).map_err(frugal_models::Error::from)?;
+        let (rel_rmse, weighted) = errors(&x, bytes, types[i], ncols, qw)?;
         reports.push(TensorReport {
             name: t.name.clone(),
             from: t.ggml_type.name(),
-            to: ty.name(),
+            to: types[i].name(),
             n_elements: t.n_elements(),
             bytes: bytes.len() as u64,
             reason: choice.reason,
             rel_rmse,
             weighted_rel_err: weighted,
         });
-        data.push(bytes);
-        types.push(ty);
-        progress(i + 1, n);
+        f.release(t);
+        progress(k + 1, n);
     }
-    let mut metadata = f.header.metadata.clone();
-    frugal_models::convert::set_file_type(&mut metadata, opts.target.file_type);
-    let written = frugal_models::convert::write_model(
-        output,
-        input,
-        &metadata,
-        &f.header.tensors,
-        &types,
-        &data,
-    )?;
+    let written = w.finish().map_err(frugal_models::Error::from)?;
     let n_parameters: u64 = reports.iter().map(|r| r.n_elements).sum();
     let tensor_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     let mut type_counts = std::collections::BTreeMap::new();
@@ -429,6 +569,7 @@ pub fn quantize_gguf_with(
         method: method.to_string(),
         fallback: opts.fallback,
         imatrix: opts.imatrix.as_ref().map(|m| m.source.clone()),
+        calibration_tokens: opts.imatrix.as_ref().map(|m| m.n_tokens),
         input_bytes: f.file_len(),
         output_bytes: written,
         n_parameters,
@@ -491,7 +632,8 @@ pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Ch
     Ok(choices)
 }
 
-/// Relative RMS error, and the importance-weighted relative error when `qw` is given.
+/// Relative RMS error, and the importance-weighted relative error when `qw` is given; rows in
+/// parallel, decoding through the codec table (checked against candle's decoder in the tests).
 fn errors(
     x: &[f32],
     q: &[u8],
@@ -499,21 +641,86 @@ fn errors(
     ncols: usize,
     qw: Option<&[f32]>,
 ) -> Result<(f64, Option<f64>)> {
-    let back = decode(q, ty, x.len())?;
-    let (mut num, mut den, mut wn, mut wd) = (0f64, 0f64, 0f64, 0f64);
-    for (i, (&a, &b)) in x.iter().zip(&back).enumerate() {
-        let e = f64::from(a - b).powi(2);
-        let s = f64::from(a).powi(2);
-        num += e;
-        den += s;
-        if let Some(w) = qw {
-            let w = f64::from(w[i % ncols]);
-            wn += w * e;
-            wd += w * s;
+    Ok(error_sums_par(x, q, ty, ncols, qw)?.finish(qw.is_some()))
+}
+
+/// Σ(x − x̂)², Σx² and their importance-weighted forms, rows in parallel.
+pub(crate) fn error_sums_par(
+    x: &[f32],
+    q: &[u8],
+    ty: GgmlType,
+    ncols: usize,
+    qw: Option<&[f32]>,
+) -> Result<ErrSums> {
+    let c = codec(ty).ok_or_else(|| Error::Unsupported(ty.name()))?;
+    if c.levels.is_none() {
+        let back = decode(q, ty, x.len())?;
+        return Ok(error_sums(x, &back, ncols, qw));
+    }
+    let row_bytes = ncols / c.block * c.block_bytes;
+    let sums = x
+        .par_chunks(ncols)
+        .zip(q.par_chunks(row_bytes))
+        .map(|(xr, qr)| {
+            let mut back = vec![0f32; ncols];
+            for (yb, ob) in qr
+                .chunks_exact(c.block_bytes)
+                .zip(back.chunks_exact_mut(c.block))
+            {
+                c.decode_block(yb, ob);
+            }
+            error_sums(xr, &back, ncols, qw)
+        })
+        .reduce(ErrSums::default, ErrSums::add);
+    Ok(sums)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ErrSums {
+    pub num: f64,
+    pub den: f64,
+    pub wnum: f64,
+    pub wden: f64,
+}
+
+impl ErrSums {
+    fn add(a: ErrSums, b: ErrSums) -> ErrSums {
+        ErrSums {
+            num: a.num + b.num,
+            den: a.den + b.den,
+            wnum: a.wnum + b.wnum,
+            wden: a.wden + b.wden,
         }
     }
-    let rel = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
-    Ok((rel, qw.map(|_| if wd > 0.0 { wn / wd } else { 0.0 })))
+    fn finish(self, weighted: bool) -> (f64, Option<f64>) {
+        let rel = if self.den > 0.0 {
+            (self.num / self.den).sqrt()
+        } else {
+            0.0
+        };
+        let w = if self.wden > 0.0 {
+            self.wnum / self.wden
+        } else {
+            0.0
+        };
+        (rel, weighted.then_some(w))
+    }
+}
+
+fn error_sums(x: &[f32], back: &[f32], ncols: usize, qw: Option<&[f32]>) -> ErrSums {
+    let mut s = ErrSums::default();
+    for (i, (&a, &b)) in x.iter().zip(back).enumerate() {
+        let e = f64::from(a - b).powi(2);
+        let v = f64::from(a).powi(2);
+        s.num += e;
+        s.den += v;
+        if let Some(w) = qw {
+            let w = f64::from(w[i % ncols]);
+            s.wnum += w * e;
+            s.wden += w * v;
+        }
+    }
+    s
 }
 
 /// Decodes `n` values of type `ty` with candle (an implementation independent of ours).

@@ -12,7 +12,7 @@ mod write;
 pub use ggml_type::{GgmlType, GgmlTypeInfo, GGML_TYPES};
 pub use read::parse_header;
 pub use value::{Array, Value, ValueType};
-pub use write::{write_gguf, write_gguf_file, TensorToWrite};
+pub use write::{write_gguf, write_gguf_file, GgufStreamWriter, TensorSpec, TensorToWrite};
 
 use crate::error::{Error, Result};
 use memmap2::Mmap;
@@ -109,6 +109,29 @@ impl GgufFile {
         // The header parser checked that every tensor lies inside the file.
         let start = (self.header.data_offset + info.offset) as usize;
         &self.map.as_deref().unwrap_or(&[])[start..start + info.n_bytes as usize]
+    }
+
+    /// Tells the kernel that tensor `info`'s pages will not be needed soon, so that streaming
+    /// through a large model keeps the resident set small (the pages are re-read from the file
+    /// if touched again). A hint: failures are ignored.
+    pub fn release(&self, info: &TensorInfo) {
+        if let Some(map) = &self.map {
+            let page = 4096u64;
+            let start = (self.header.data_offset + info.offset).div_ceil(page) * page;
+            let end = (self.header.data_offset + info.offset + info.n_bytes) / page * page;
+            if end > start {
+                // SAFETY: the map is a read-only, private file mapping; MADV_DONTNEED only drops
+                // clean pages, which the kernel reloads from the file on the next access. No
+                // reference into the range is invalidated in meaning.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start as usize,
+                        (end - start) as usize,
+                    )
+                };
+            }
+        }
     }
 
     /// Finds a tensor by name.

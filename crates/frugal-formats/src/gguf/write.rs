@@ -19,6 +19,113 @@ pub struct TensorToWrite<'a> {
     pub data: &'a [u8],
 }
 
+/// What the streaming writer needs to know of a tensor before its bytes exist.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorSpec<'a> {
+    pub name: &'a str,
+    pub ggml_type: GgmlType,
+    pub dims: &'a [u64],
+}
+
+impl<'a> From<&TensorToWrite<'a>> for TensorSpec<'a> {
+    fn from(t: &TensorToWrite<'a>) -> Self {
+        TensorSpec {
+            name: t.name,
+            ggml_type: t.ggml_type,
+            dims: t.dims,
+        }
+    }
+}
+
+/// A GGUF file written tensor by tensor (so a converter holds one tensor at a time): the header
+/// is written (after the reader's checks) by [`GgufStreamWriter::create`], then each tensor's
+/// bytes in the order given, then [`GgufStreamWriter::finish`] renames the file into place.
+/// Dropped unfinished, it leaves nothing behind.
+pub struct GgufStreamWriter {
+    out: AtomicFile,
+    path: std::path::PathBuf,
+    n: u64,
+    alignment: u64,
+    sizes: Vec<u64>,
+    names: Vec<String>,
+    next: usize,
+}
+
+impl GgufStreamWriter {
+    pub fn create(
+        path: &Path,
+        inputs: &[&Path],
+        metadata: &[(String, Value)],
+        tensors: &[TensorSpec<'_>],
+    ) -> Result<Self> {
+        let alignment = validate_specs(path, metadata, tensors, None)?;
+        let sizes: Vec<u64> = tensors
+            .iter()
+            .map(|t| {
+                t.ggml_type
+                    .bytes_for(t.dims.iter().product())
+                    .expect("validated")
+            })
+            .collect();
+        let mut out = AtomicFile::create(path, inputs)?;
+        let mut w = Counting {
+            inner: &mut out,
+            n: 0,
+        };
+        write_header(&mut w, metadata, tensors, &sizes, alignment)
+            .map_err(|e| Error::io(path, "writing GGUF", e))?;
+        let n = w.n;
+        Ok(GgufStreamWriter {
+            out,
+            path: path.to_path_buf(),
+            n,
+            alignment,
+            sizes,
+            names: tensors.iter().map(|t| t.name.to_string()).collect(),
+            next: 0,
+        })
+    }
+
+    /// The next tensor's bytes (in the order of `create`'s list).
+    pub fn write_tensor(&mut self, data: &[u8]) -> Result<()> {
+        let i = self.next;
+        let bad = |reason: String| Error::InvalidTensor {
+            path: self.path.clone(),
+            tensor: self.names.get(i).cloned().unwrap_or_default(),
+            reason,
+        };
+        let want = *self
+            .sizes
+            .get(i)
+            .ok_or_else(|| bad("more tensors than declared".into()))?;
+        if data.len() as u64 != want {
+            return Err(bad(format!("needs {want} bytes, got {}", data.len())));
+        }
+        let mut w = Counting {
+            inner: &mut self.out,
+            n: self.n,
+        };
+        w.write_all(data)
+            .and_then(|_| pad(&mut w, self.alignment))
+            .map_err(|e| Error::io(&self.path, "writing GGUF", e))?;
+        self.n = w.n;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks every tensor was written, then syncs and renames. Returns the bytes written.
+    pub fn finish(self) -> Result<u64> {
+        if self.next != self.sizes.len() {
+            return Err(Error::InvalidOutput {
+                path: self.path.clone(),
+                reason: format!("{} of {} tensors written", self.next, self.sizes.len()),
+            });
+        }
+        self.out.commit()?;
+        Ok(self.n)
+    }
+}
+
 /// Writes a GGUF file to `path` atomically, refusing to overwrite any of `inputs`.
 /// Returns the number of bytes written.
 pub fn write_gguf_file(
@@ -52,6 +159,18 @@ fn validate(
     metadata: &[(String, Value)],
     tensors: &[TensorToWrite<'_>],
 ) -> Result<u64> {
+    let specs: Vec<TensorSpec> = tensors.iter().map(TensorSpec::from).collect();
+    let lens: Vec<u64> = tensors.iter().map(|t| t.data.len() as u64).collect();
+    validate_specs(path, metadata, &specs, Some(&lens))
+}
+
+/// [`validate`] on tensor descriptions, with their data lengths when known.
+fn validate_specs(
+    path: &Path,
+    metadata: &[(String, Value)],
+    tensors: &[TensorSpec<'_>],
+    lens: Option<&[u64]>,
+) -> Result<u64> {
     let bad = |reason: String| Error::InvalidOutput {
         path: path.to_path_buf(),
         reason,
@@ -80,7 +199,7 @@ fn validate(
         }
     };
     let mut names = HashSet::new();
-    for t in tensors {
+    for (i, t) in tensors.iter().enumerate() {
         let bad_t = |reason: String| Error::InvalidTensor {
             path: path.to_path_buf(),
             tensor: t.name.to_string(),
@@ -117,12 +236,10 @@ fn validate(
         let want = n
             .and_then(|n| t.ggml_type.bytes_for(n))
             .ok_or_else(|| bad_t("size overflows".into()))?;
-        if want != t.data.len() as u64 {
+        if let Some(got) = lens.map(|l| l[i]).filter(|&got| got != want) {
             return Err(bad_t(format!(
-                "{} shape {:?} needs {want} bytes, got {}",
-                info.name,
-                t.dims,
-                t.data.len()
+                "{} shape {:?} needs {want} bytes, got {got}",
+                info.name, t.dims
             )));
         }
     }
@@ -136,33 +253,46 @@ fn write_gguf_unchecked<W: Write>(
     alignment: u64,
 ) -> io::Result<u64> {
     let mut w = Counting { inner: w, n: 0 };
-    w.write_all(b"GGUF")?;
-    w.write_all(&3u32.to_le_bytes())?;
-    w.write_all(&(tensors.len() as u64).to_le_bytes())?;
-    w.write_all(&(metadata.len() as u64).to_le_bytes())?;
-    for (k, v) in metadata {
-        write_str(&mut w, k)?;
-        w.write_all(&(v.value_type() as u32).to_le_bytes())?;
-        write_value(&mut w, v)?;
-    }
-    let mut offset = 0u64;
-    for t in tensors {
-        write_str(&mut w, t.name)?;
-        w.write_all(&(t.dims.len() as u32).to_le_bytes())?;
-        for d in t.dims {
-            w.write_all(&d.to_le_bytes())?;
-        }
-        w.write_all(&t.ggml_type.0.to_le_bytes())?;
-        w.write_all(&offset.to_le_bytes())?;
-        offset += (t.data.len() as u64).div_ceil(alignment) * alignment;
-    }
-    pad(&mut w, alignment)?;
+    let specs: Vec<TensorSpec> = tensors.iter().map(TensorSpec::from).collect();
+    let sizes: Vec<u64> = tensors.iter().map(|t| t.data.len() as u64).collect();
+    write_header(&mut w, metadata, &specs, &sizes, alignment)?;
     for t in tensors {
         w.write_all(t.data)?;
         pad(&mut w, alignment)?;
     }
     w.flush()?;
     Ok(w.n)
+}
+
+/// Magic, counts, metadata, tensor infos (offsets from `sizes`), padding to the data section.
+fn write_header<W: Write>(
+    w: &mut Counting<'_, W>,
+    metadata: &[(String, Value)],
+    tensors: &[TensorSpec<'_>],
+    sizes: &[u64],
+    alignment: u64,
+) -> io::Result<()> {
+    w.write_all(b"GGUF")?;
+    w.write_all(&3u32.to_le_bytes())?;
+    w.write_all(&(tensors.len() as u64).to_le_bytes())?;
+    w.write_all(&(metadata.len() as u64).to_le_bytes())?;
+    for (k, v) in metadata {
+        write_str(w, k)?;
+        w.write_all(&(v.value_type() as u32).to_le_bytes())?;
+        write_value(w, v)?;
+    }
+    let mut offset = 0u64;
+    for (t, &size) in tensors.iter().zip(sizes) {
+        write_str(w, t.name)?;
+        w.write_all(&(t.dims.len() as u32).to_le_bytes())?;
+        for d in t.dims {
+            w.write_all(&d.to_le_bytes())?;
+        }
+        w.write_all(&t.ggml_type.0.to_le_bytes())?;
+        w.write_all(&offset.to_le_bytes())?;
+        offset += size.div_ceil(alignment) * alignment;
+    }
+    pad(w, alignment)
 }
 
 struct Counting<'a, W> {

@@ -1,0 +1,133 @@
+//! Frugal's integer weights in safetensors, and their decoding. A quantized linear weight
+//! `P.weight` (`[out, in]`) is stored as one of:
+//!
+//! - **int8, per output channel, symmetric**: `P.weight` I8 `[out, in]` and `P.weight_scale` F32
+//!   `[out]`; `W[o, j] = scale[o] · q[o, j]`.
+//! - **int4, groups of g input columns, asymmetric**: `P.weight_packed` U8 `[out, in / 2]` (column
+//!   2k in the low nibble, 2k + 1 in the high nibble), `P.weight_scale` F32 `[out, in / g]` and
+//!   `P.weight_min` F32 `[out, in / g]`; `W[o, j] = scale[o, j / g] · q[o, j] + min[o, j / g]`,
+//!   q ∈ 0..=15.
+//!
+//! The file's `__metadata__` carries `frugal.quantization` (JSON: format, version, scheme, group
+//! size) so a consumer can tell the scheme without inspecting tensors. Everything else (biases,
+//! norms, embeddings) stays F32. An HF-style consumer loads such a file by applying the formulas
+//! above to each `*.weight_scale` triple before building its modules.
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use frugal_formats::safetensors::{Dtype, SafetensorsFile, StTensorInfo};
+
+/// The `__metadata__` key describing the scheme.
+pub const META_KEY: &str = "frugal.quantization";
+
+pub fn scale_name(weight: &str) -> String {
+    format!("{weight}_scale")
+}
+pub fn min_name(weight: &str) -> String {
+    format!("{weight}_min")
+}
+pub fn packed_name(weight: &str) -> String {
+    format!("{weight}_packed")
+}
+
+fn bad(f: &SafetensorsFile, name: &str, reason: String) -> Error {
+    Error::BadMetadata {
+        path: f.path().to_path_buf(),
+        key: name.to_string(),
+        reason,
+    }
+}
+
+fn get<'a>(f: &'a SafetensorsFile, name: &str) -> Result<&'a StTensorInfo> {
+    f.tensor(name).ok_or_else(|| Error::MissingTensor {
+        path: f.path().to_path_buf(),
+        name: name.to_string(),
+    })
+}
+
+fn f32s(f: &SafetensorsFile, t: &StTensorInfo) -> Vec<f32> {
+    f.tensor_data(t)
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn expect(f: &SafetensorsFile, t: &StTensorInfo, dtype: Dtype, shape: &[u64]) -> Result<()> {
+    if t.dtype != dtype || t.shape != shape {
+        return Err(bad(
+            f,
+            &t.name,
+            format!(
+                "expected {dtype} {shape:?}, found {} {:?}",
+                t.dtype, t.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The weight `name` as f32 `[out, in]`: stored as F32, or decoded from int8 or int4.
+pub fn load_weight(f: &SafetensorsFile, name: &str, dev: &Device) -> Result<Tensor> {
+    let (shape, values) = if let Some(t) = f.tensor(name) {
+        match t.dtype {
+            Dtype::F32 => (t.shape.clone(), f32s(f, t)),
+            Dtype::I8 if t.shape.len() == 2 => {
+                let s = get(f, &scale_name(name))?;
+                expect(f, s, Dtype::F32, &t.shape[..1])?;
+                let scale = f32s(f, s);
+                let cols = t.shape[1] as usize;
+                let v = f
+                    .tensor_data(t)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &q)| scale[i / cols.max(1)] * q as i8 as f32)
+                    .collect();
+                (t.shape.clone(), v)
+            }
+            other => {
+                return Err(Error::UnsupportedType {
+                    path: f.path().to_path_buf(),
+                    name: name.into(),
+                    dtype: other.to_string(),
+                })
+            }
+        }
+    } else {
+        let p = get(f, &packed_name(name))?;
+        let s = get(f, &scale_name(name))?;
+        if p.dtype != Dtype::U8 || p.shape.len() != 2 || s.shape.len() != 2 || s.shape[1] == 0 {
+            return Err(bad(
+                f,
+                name,
+                "int4 weight needs packed U8 [out, in/2] and scales [out, groups]".into(),
+            ));
+        }
+        let (rows, cols) = (p.shape[0], p.shape[1] * 2);
+        let groups = s.shape[1];
+        if cols % groups != 0 {
+            return Err(bad(
+                f,
+                name,
+                format!("{groups} groups do not divide {cols} columns"),
+            ));
+        }
+        expect(f, s, Dtype::F32, &[rows, groups])?;
+        let m = get(f, &min_name(name))?;
+        expect(f, m, Dtype::F32, &[rows, groups])?;
+        let (scale, min) = (f32s(f, s), f32s(f, m));
+        let g = (cols / groups) as usize;
+        let (cols, groups) = (cols as usize, groups as usize);
+        let mut v = vec![0f32; rows as usize * cols];
+        for (i, &b) in f.tensor_data(p).iter().enumerate() {
+            for (k, q) in [(0, b & 0xF), (1, b >> 4)] {
+                let e = 2 * i + k;
+                let (r, j) = (e / cols, e % cols);
+                let gi = r * groups + j / g;
+                v[e] = scale[gi] * q as f32 + min[gi];
+            }
+        }
+        (vec![rows, cols as u64], v)
+    };
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    Ok(Tensor::from_vec(values, shape, dev)?.to_dtype(DType::F32)?)
+}
