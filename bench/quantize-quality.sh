@@ -25,7 +25,7 @@ timed() { # label logfile cmd... -> appends "label seconds peakKB" to $W/times.t
 
 # llama.cpp: importance matrix on the calibration text, then its quantizations.
 timed llama-imatrix "$W/imatrix.log" "$BIN/llama-imatrix" -m "$F32" -f "$CAL" -c $CTX -t "$THREADS" -o "$W/imatrix.gguf"
-for T in Q8_0 Q4_K_M Q4_0 Q2_K; do
+for T in Q8_0 Q4_K_M Q4_1 Q4_0 Q2_K; do
   timed "llama $T" "$W/llama-$T.log" "$BIN/llama-quantize" "$F32" "$W/llama-$T.gguf" "$T" "$THREADS"
   [ "$T" = Q8_0 ] || timed "llama $T imatrix" "$W/llama-$T-im.log" "$BIN/llama-quantize" --imatrix "$W/imatrix.gguf" "$F32" "$W/llama-$T-im.gguf" "$T" "$THREADS"
 done
@@ -41,7 +41,7 @@ for t in r.tensors:
 print(f"{8 * b / n:.6f}")
 PYEOF
 }
-BPW_Q4KM=$(bpw_of "$W/llama-Q4_K_M-im.gguf"); BPW_Q40=$(bpw_of "$W/llama-Q4_0-im.gguf"); BPW_Q2K=$(bpw_of "$W/llama-Q2_K-im.gguf")
+BPW_Q4KM=$(bpw_of "$W/llama-Q4_K_M-im.gguf")
 
 # Frugal.
 fq() { local name="$1"; shift; timed "frugal $name" "$W/frugal-$name.log" "$FRUGAL" quantize "$F32" "$W/frugal-$name.gguf" --no-eval "$@"; }
@@ -50,9 +50,7 @@ fq Q4_K_M-imatrix --type Q4_K_M --calib "$CAL"
 fq Q4_K_M-gptq --type Q4_K_M --calib "$CAL" --method gptq
 fq Q4_K_M-gptq-budget --type Q4_K_M --calib "$CAL" --method gptq --target-bpw "$BPW_Q4KM"
 fq Q4_0-gptq --type Q4_0 --calib "$CAL" --method gptq
-fq Q4_0-gptq-budget --type Q4_0 --calib "$CAL" --method gptq --target-bpw "$BPW_Q40"
 fq Q2_K-gptq --type Q2_K --calib "$CAL" --method gptq
-fq Q2_K-gptq-budget --type Q2_K --calib "$CAL" --method gptq --target-bpw "$BPW_Q2K"
 
 # The peer's judge: llama-perplexity with KL divergence against the F32 logits.
 "$BIN/llama-perplexity" -m "$F32" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32.kld" >"$W/ppl-f32.log" 2>&1
@@ -86,8 +84,7 @@ ppl_f32 = grab(open(f"{W}/ppl-f32.log").read(), r"Final estimate: PPL = ([0-9.]+
 # Which llama.cpp row each Frugal row is measured against.
 peer = {"frugal-Q4_K_M": "llama-Q4_K_M", "frugal-Q4_K_M-imatrix": "llama-Q4_K_M-im",
         "frugal-Q4_K_M-gptq": "llama-Q4_K_M-im", "frugal-Q4_K_M-gptq-budget": "llama-Q4_K_M-im",
-        "frugal-Q4_0-gptq": "llama-Q4_0-im", "frugal-Q4_0-gptq-budget": "llama-Q4_0-im",
-        "frugal-Q2_K-gptq": "llama-Q2_K-im", "frugal-Q2_K-gptq-budget": "llama-Q2_K-im"}
+        "frugal-Q4_0-gptq": "llama-Q4_0-im", "frugal-Q2_K-gptq": "llama-Q2_K-im"}
 print(f"SmolLM2-135M F32 (PPL {ppl_f32:.4f}), judged by llama-perplexity --kl-divergence on Brown cj01-cj12; calibration Brown ca01-ca10")
 print(f"{'file':28} {'MiB':>7} {'bpw':>6} {'mean KLD':>9} {'PPL':>8} {'top-1 %':>8} {'wall s':>7} {'RSS MiB':>8}  {'KLD / peer':>10} {'size / peer':>11}")
 for name, r in rows.items():

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# `frugal quantize` against `llama-quantize --pure` on SmolLM2 F32, in one run: wall time, size and
-# whether the two files are byte-identical, for every legacy block type.
-#   bench/quantize-vs-llama.sh
+# `frugal quantize` against `llama-quantize` on SmolLM2 F32, in one run, round to nearest (no
+# calibration): wall time, peak RSS, size and whether the two files are byte-identical — every
+# block type with --pure, and llama.cpp's named k-quant mixes.
+#   bench/quantize-vs-llama.sh [THREADS]    (default 2)
 ASSETS=smollm2 source "$(dirname "$0")/common.sh"
+THREADS="${1:-2}"; export RAYON_NUM_THREADS="$THREADS"
 W="$CACHE/bench-quantize"; mkdir -p "$W"
-"$FRUGAL" dequantize "$Q41" "$W/f32.gguf" 2>/dev/null
-now() { date +%s.%N; }
-printf '%-6s %10s %14s %14s %8s %s\n' type "MiB" "llama-quantize s" "frugal s" "speed×" "files"
-for T in Q8_0 Q5_1 Q5_0 Q4_1 Q4_0; do
-  t0=$(now); "$BIN/llama-quantize" --pure "$W/f32.gguf" "$W/llama-$T.gguf" "$T" >/dev/null 2>&1; t1=$(now)
-  "$FRUGAL" quantize "$W/f32.gguf" "$W/frugal-$T.gguf" --type "$T" --no-eval >/dev/null; t2=$(now)
-  same=$(cmp -s "$W/llama-$T.gguf" "$W/frugal-$T.gguf" && echo byte-identical || echo DIFFERENT)
-  mib=$(stat -c %s "$W/frugal-$T.gguf" | awk '{printf "%.2f", $1/1048576}')
-  printf '%-6s %10s %14.2f %14.2f %8.2f %s\n' "$T" "$mib" "$(echo "$t1-$t0" | bc)" "$(echo "$t2-$t1" | bc)" "$(echo "($t1-$t0)/($t2-$t1)" | bc -l)" "$same"
-done
+[ -f "$W/f32.gguf" ] || "$FRUGAL" dequantize "$Q41" "$W/f32.gguf" 2>/dev/null
+measure() { # out-var-prefix cmd... -> sets T (s) and R (MiB)
+  /usr/bin/time -f "%e %M" -o "$W/time.tmp" "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; exit 1; }
+  read -r T R <"$W/time.tmp"; R=$((R / 1024))
+}
+printf '%-8s %-6s %9s %10s %9s %10s %9s %8s %s\n' type mode "MiB" "llama s" "llama MiB" "frugal s" "frugal MiB" "speed×" files
+run() { # type pure|mix
+  local t="$1" mode="$2" pure=(); [ "$mode" = pure ] && pure=(--pure)
+  rm -f "$W/llama-$t.gguf" "$W/frugal-$t.gguf"
+  measure "$BIN/llama-quantize" "${pure[@]}" "$W/f32.gguf" "$W/llama-$t.gguf" "$t" "$THREADS"; local lt=$T lr=$R
+  measure "$FRUGAL" quantize "$W/f32.gguf" "$W/frugal-$t.gguf" --type "$t" "${pure[@]}" --no-eval; local ft=$T fr=$R
+  local same; same=$(cmp -s "$W/llama-$t.gguf" "$W/frugal-$t.gguf" && echo byte-identical || echo DIFFERENT)
+  local mib; mib=$(stat -c %s "$W/frugal-$t.gguf" | awk '{printf "%.2f", $1/1048576}')
+  printf '%-8s %-6s %9s %10.2f %9d %10.2f %9d %8.2f %s\n' "$t" "$mode" "$mib" "$lt" "$lr" "$ft" "$fr" "$(echo "$lt / $ft" | bc -l)" "$same"
+}
+for t in Q8_0 Q5_1 Q5_0 Q4_1 Q4_0 Q6_K Q5_K Q4_K Q3_K Q2_K; do run "$t" pure; done
+for t in Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q3_K_L Q3_K_M Q3_K_S Q2_K; do run "$t" mix; done

@@ -102,7 +102,8 @@ enum Command {
         #[arg(long, value_parser = parse_bpw)]
         target_bpw: Option<f64>,
         /// Calibration text: an importance matrix (llama-imatrix's statistic) is measured on it
-        /// and weights every rounding decision; GPTQ needs it.
+        /// and weights every rounding decision; GPTQ needs it. Encoders (int4): a text file, or
+        /// `brown` for Brown passages disjoint from the evaluation's; int4 weights are then GPTQ'd.
         #[arg(long)]
         calib: Option<PathBuf>,
         /// At most this many calibration tokens (whole chunks).
@@ -117,6 +118,10 @@ enum Command {
         /// GPTQ dampening, a fraction of the mean diagonal of XᵀX.
         #[arg(long, default_value_t = 0.01)]
         damp: f64,
+        /// GPTQ: quantize input columns in their stored order (scales fitted as each block is
+        /// reached) instead of by decreasing activation (scales fitted once), the default.
+        #[arg(long)]
+        no_act_order: bool,
         /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
         #[arg(long)]
         eval_text: Option<PathBuf>,
@@ -397,6 +402,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             calib_ctx,
             method,
             damp,
+            no_act_order,
             eval_text,
             eval_chunks,
             eval_passages,
@@ -406,11 +412,24 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             use frugal_compress::quant::Target;
             let ty = match (ty, input.is_dir()) {
                 (Target::Int(scheme), true) => {
+                    use frugal_pipeline::quantize::EncoderCalib;
+                    let n = calib_tokens / 128;
+                    let calib = calib.map(|c| {
+                        if c.as_os_str() == "brown" && !c.exists() {
+                            EncoderCalib::Brown { passages: n }
+                        } else {
+                            EncoderCalib::Text {
+                                path: c,
+                                passages: n,
+                            }
+                        }
+                    });
                     let bar = progress_bar("");
                     let step = frugal_pipeline::quantize::quantize_encoder_step(
                         &input,
                         &output,
                         scheme,
+                        calib.as_ref(),
                         (!no_eval).then_some(eval_passages),
                         &|what, done, total| {
                             bar.set_message(what.to_string());
@@ -422,8 +441,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     return emit(json, &step, |s| {
                         let q = &s.quantize;
                         println!(
-                            "wrote {} ({}, {} weights, {:.2} MiB from {:.2} MiB) in {:.2} s; largest relative RMS error {:.4} ({})",
-                            q.output, q.scheme, q.n_quantized, q.output_bytes as f64 / 1048576.0,
+                            "wrote {} ({}, {}, {} weights, {:.2} MiB from {:.2} MiB) in {:.2} s; largest relative RMS error {:.4} ({})",
+                            q.output, q.scheme, q.method, q.n_quantized, q.output_bytes as f64 / 1048576.0,
                             q.input_bytes as f64 / 1048576.0, q.seconds, q.worst_rel_rmse.0, q.worst_rel_rmse.1
                         );
                         if let Some(e) = &s.quality {
@@ -488,7 +507,10 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             let method = match method {
                 MethodArg::Rtn => frugal_compress::quant::Method::Rtn,
                 MethodArg::Gptq => frugal_compress::quant::Method::Gptq(
-                    frugal_compress::quant::gptq::GptqOptions { damp },
+                    frugal_compress::quant::gptq::GptqOptions {
+                        damp,
+                        act_order: !no_act_order,
+                    },
                 ),
             };
             let step = frugal_pipeline::quantize::quantize_step(

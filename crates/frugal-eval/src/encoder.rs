@@ -118,6 +118,21 @@ pub fn brown_passages(
     n: usize,
     tokens: usize,
 ) -> Result<Vec<Item>> {
+    brown_passages_from(docs, model, n, tokens, 0)
+}
+
+/// Calibration passages disjoint from any evaluation of up to 4,000 passages: windows from the
+/// 9th of each document on (evaluations take the first windows of each document).
+pub const CALIBRATION_FIRST_WINDOW: usize = 8;
+
+/// [`brown_passages`] starting at each document's window `first` (0-based).
+pub fn brown_passages_from(
+    docs: &[BrownDoc],
+    model: &Bert,
+    n: usize,
+    tokens: usize,
+    first: usize,
+) -> Result<Vec<Item>> {
     let body = tokens.saturating_sub(2).max(1);
     // Documents interleaved across genres (the k-th document of each genre in turn), so that a
     // small n still spans every genre.
@@ -148,7 +163,7 @@ pub fn brown_passages(
         windows.push((w, d.genre, &d.id));
     }
     let mut out = Vec::with_capacity(n);
-    let mut k = 0;
+    let mut k = first;
     while out.len() < n {
         let before = out.len();
         for (w, genre, doc) in &windows {
@@ -373,4 +388,21 @@ mod tests {
         ];
         assert_eq!(knn_accuracy(&emb, &sents), 1);
     }
+}
+
+/// Passages of `tokens` tokens cut from a plain text file with the encoder's tokenizer (for
+/// calibration), at most `n`.
+pub fn text_passages(model: &Bert, text: &str, n: usize, tokens: usize) -> Result<Vec<Vec<u32>>> {
+    let (ids, cls, sep) = model.tokenize_untruncated(text)?;
+    Ok(ids
+        .chunks_exact(tokens.saturating_sub(2).max(1))
+        .take(n)
+        .map(|c| {
+            let mut v = Vec::with_capacity(tokens);
+            v.push(cls);
+            v.extend_from_slice(c);
+            v.push(sep);
+            v
+        })
+        .collect())
 }

@@ -153,6 +153,12 @@ impl InputStats {
     /// Adds rows (`x` is `rows × n_in`, row-major). The plain loop is the reference; the Gram
     /// update is split over output rows with rayon.
     pub fn add_rows(&mut self, x: &[f32], n_in: usize) {
+        self.add_rows_with_gram(x, n_in, None)
+    }
+
+    /// [`InputStats::add_rows`] with the rows' XᵀX already computed (by a GEMM, in f32), which is
+    /// added in f64 instead of the reference loop.
+    pub fn add_rows_with_gram(&mut self, x: &[f32], n_in: usize, xtx: Option<&[f32]>) {
         use rayon::prelude::*;
         let rows = x.len() / n_in;
         for r in x.chunks_exact(n_in) {
@@ -161,7 +167,9 @@ impl InputStats {
                 self.max_abs[j] = self.max_abs[j].max(v.abs());
             }
         }
-        if let Some(g) = &mut self.gram {
+        if let (Some(g), Some(xtx)) = (&mut self.gram, xtx) {
+            g.iter_mut().zip(xtx).for_each(|(a, &b)| *a += f64::from(b));
+        } else if let Some(g) = &mut self.gram {
             g.par_chunks_mut(n_in).enumerate().for_each(|(i, gi)| {
                 for r in x.chunks_exact(n_in) {
                     let xi = f64::from(r[i]);
@@ -307,10 +315,14 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(rec) = &self.recorder {
             let rows = x.flatten_to(D::Minus2)?.to_dtype(DType::F32)?;
+            let mut r = rec.lock().unwrap_or_else(|p| p.into_inner());
+            let xtx: Option<Vec<f32>> = if r.gram.is_some() {
+                Some(rows.t()?.matmul(&rows)?.flatten_all()?.to_vec1()?)
+            } else {
+                None
+            };
             let data: Vec<f32> = rows.flatten_all()?.to_vec1()?;
-            rec.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .add_rows(&data, self.n_in);
+            r.add_rows_with_gram(&data, self.n_in, xtx.as_deref());
         }
         let rounded = self.act.round(x)?;
         self.product(&rounded)
@@ -377,6 +389,30 @@ mod tests {
             vec![17.0, 18.0, -21.0, 18.0, 29.0, -36.0, -21.0, -36.0, 45.0]
         );
         assert!(l.take_stats().is_none(), "recording stopped");
+    }
+
+    #[test]
+    fn gemm_gram_in_forward_matches_the_reference_loop() {
+        let dev = Device::Cpu;
+        let (rows, n_in) = (37, 24);
+        let x: Vec<f32> = (0..rows * n_in)
+            .map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.1)
+            .collect();
+        let mut l = Linear::dense(
+            "t",
+            Tensor::zeros((5, n_in), DType::F32, &dev).unwrap(),
+            None,
+        )
+        .unwrap();
+        l.start_recording(RecordOptions { gram: true });
+        l.forward(&Tensor::from_vec(x.clone(), (rows, n_in), &dev).unwrap())
+            .unwrap();
+        let fast = l.take_stats().unwrap().gram.unwrap();
+        let mut reference = InputStats::new(n_in, RecordOptions { gram: true });
+        reference.add_rows(&x, n_in);
+        for (a, b) in fast.iter().zip(reference.gram.unwrap()) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
     }
 
     #[test]

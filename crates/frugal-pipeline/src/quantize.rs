@@ -102,19 +102,69 @@ pub struct EncoderQuantizeStep {
     pub quality: Option<frugal_eval::encoder::EncoderEvalReport>,
 }
 
-/// Quantizes a sentence-transformers folder, then evaluates it against its input on `eval`
-/// Brown passages of 128 tokens (cosine to the input's embeddings, 1-NN genre accuracy).
+/// Where an encoder's calibration passages come from.
+#[derive(Debug, Clone)]
+pub enum EncoderCalib {
+    /// Brown passages disjoint from the evaluation's (windows from the 9th of each document).
+    Brown { passages: usize },
+    /// A plain text file cut into 128-token passages.
+    Text { path: PathBuf, passages: usize },
+}
+
+fn encoder_calibration(input: &Path, c: &EncoderCalib) -> Result<Vec<Vec<u32>>, crate::Error> {
+    let model = frugal_models::bert::Bert::load(input, &candle_core::Device::Cpu)
+        .map_err(frugal_eval::Error::from)?;
+    let ids: Vec<Vec<u32>> = match c {
+        EncoderCalib::Brown { passages } => {
+            let docs = frugal_formats::brown::read_brown_dir(&frugal_formats::assets::brown_dir())?;
+            frugal_eval::encoder::brown_passages_from(
+                &docs,
+                &model,
+                *passages,
+                128,
+                frugal_eval::encoder::CALIBRATION_FIRST_WINDOW,
+            )?
+            .into_iter()
+            .map(|i| i.ids)
+            .collect()
+        }
+        EncoderCalib::Text { path, passages } => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                crate::Error::Compress(frugal_compress::Error::BadCalibration(format!(
+                    "{}: {e}",
+                    path.display()
+                )))
+            })?;
+            frugal_eval::encoder::text_passages(&model, &text, *passages, 128)?
+        }
+    };
+    if ids.is_empty() {
+        return Err(crate::Error::Compress(
+            frugal_compress::Error::BadCalibration("no calibration passage of 128 tokens".into()),
+        ));
+    }
+    Ok(ids)
+}
+
+/// Quantizes a sentence-transformers folder (GPTQ for int4 when calibration passages are given),
+/// then evaluates it against its input on `eval` Brown passages of 128 tokens (cosine to the
+/// input's embeddings, 1-NN genre accuracy).
 pub fn quantize_encoder_step(
     input: &Path,
     output: &Path,
     scheme: &'static frugal_compress::quant::int::IntType,
+    calib: Option<&EncoderCalib>,
     eval: Option<usize>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<EncoderQuantizeStep, crate::Error> {
-    let quantize =
-        frugal_compress::quant::int::quantize_safetensors_dir(input, output, scheme, &|d, t| {
-            progress("tensors", d, t)
-        })?;
+    let calib_ids = calib.map(|c| encoder_calibration(input, c)).transpose()?;
+    let quantize = frugal_compress::quant::int::quantize_safetensors_dir(
+        input,
+        output,
+        scheme,
+        calib_ids.as_deref(),
+        &|d, t| progress("tensors", d, t),
+    )?;
     let brown = frugal_formats::assets::brown_dir();
     let quality = match eval {
         Some(n) if brown.exists() => Some(frugal_eval::encoder::eval_encoder_dirs(

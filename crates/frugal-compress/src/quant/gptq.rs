@@ -155,11 +155,16 @@ pub fn collect_imatrix(
 pub struct GptqOptions {
     /// Dampening added to H's diagonal, as a fraction of its mean.
     pub damp: f64,
+    /// Quantize columns by decreasing activation (static scales).
+    pub act_order: bool,
 }
 
 impl Default for GptqOptions {
     fn default() -> Self {
-        GptqOptions { damp: 0.01 }
+        GptqOptions {
+            damp: 0.01,
+            act_order: true,
+        }
     }
 }
 
@@ -273,6 +278,93 @@ pub fn gptq_matrix(w: &[f32], cols: usize, u: &[f32], qw: &[f32], ty: GgmlType) 
     out
 }
 
+/// GPTQ with activation order: columns are quantized by decreasing H_jj (the most active input
+/// channels first, while the most freedom is left to compensate them). The format's scales are
+/// fitted once, importance-weighted, on the original weights ("static groups"), since the
+/// format's blocks are contiguous in the original column order.
+pub fn gptq_matrix_act_order(
+    w: &[f32],
+    cols: usize,
+    h: &[f64],
+    damp: f64,
+    qw: &[f32],
+    ty: GgmlType,
+) -> Result<Vec<u8>> {
+    gptq_act_order_with(
+        w,
+        cols,
+        h,
+        damp,
+        qw,
+        codec(ty).expect("a type Frugal writes"),
+    )
+}
+
+/// [`gptq_matrix_act_order`] for any block layout with level access (also Frugal's own int4
+/// groups, which are not ggml types).
+pub fn gptq_act_order_with(
+    w: &[f32],
+    cols: usize,
+    h: &[f64],
+    damp: f64,
+    qw: &[f32],
+    c: &Codec,
+) -> Result<Vec<u8>> {
+    let acc = c.levels.expect("a quantized format");
+    let mut perm: Vec<usize> = (0..cols).collect();
+    perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]).then(a.cmp(&b)));
+    let hp: Vec<f64> = (0..cols * cols)
+        .map(|k| h[perm[k / cols] * cols + perm[k % cols]])
+        .collect();
+    let (u, _) = inverse_cholesky_upper(&hp, cols, damp)?;
+    let nb = cols / c.block;
+    let row_bytes = nb * c.block_bytes;
+    let mut out = vec![0u8; w.len() / cols * row_bytes];
+    let nsub = c.block / c.sub;
+    out.par_chunks_mut(row_bytes)
+        .zip(w.par_chunks(cols))
+        .for_each(|(ob, wr)| {
+            (c.row)(wr, Some(qw), ob);
+            let mut scales = vec![(0f32, 0f32); nb * nsub];
+            let mut levels = vec![0u8; cols];
+            for b in 0..nb {
+                let y = &ob[b * c.block_bytes..(b + 1) * c.block_bytes];
+                (acc.scales)(y, &mut scales[b * nsub..(b + 1) * nsub]);
+                (acc.get)(y, &mut levels[b * c.block..(b + 1) * c.block]);
+            }
+            // The row in permuted order.
+            let mut x: Vec<f32> = perm.iter().map(|&j| wr[j]).collect();
+            for k in 0..cols {
+                let j = perm[k];
+                let (d, bias) = scales[j / c.sub];
+                let v = x[k];
+                let q = if d != 0.0 {
+                    let l = (nearest_int((v - bias) / d) + c.offset).clamp(0, c.lmax as i32);
+                    levels[j] = l as u8;
+                    d * (l - c.offset) as f32 + bias
+                } else {
+                    bias
+                };
+                let e = (v - q) / u[k * cols + k];
+                if e != 0.0 {
+                    for (xv, &uv) in x[k + 1..]
+                        .iter_mut()
+                        .zip(&u[k * cols + k + 1..(k + 1) * cols])
+                    {
+                        *xv -= e * uv;
+                    }
+                }
+            }
+            for b in 0..nb {
+                (acc.set)(
+                    &mut ob[b * c.block_bytes..(b + 1) * c.block_bytes],
+                    &levels[b * c.block..(b + 1) * c.block],
+                );
+            }
+        });
+    Ok(out)
+}
+
 /// Adds XᵀX of `x` `[T, n]` into `h` (f64), the product taken in f32 per chunk.
 fn add_gram(h: &mut [f64], x: &Tensor) -> Result<()> {
     let g: Vec<f32> = x
@@ -342,7 +434,11 @@ pub fn gptq_model(
         }
         // 2. Quantize each weight against its input's H.
         for ((gram, &n), group) in grams.iter().zip(&dims).zip(&names) {
-            let (u, dead) = inverse_cholesky_upper(gram, n, opts.damp)?;
+            let (u, dead) = if opts.act_order {
+                (Vec::new(), (0..n).map(|j| gram[j * n + j] <= 0.0).collect())
+            } else {
+                inverse_cholesky_upper(gram, n, opts.damp)?
+            };
             let qw: Vec<f32> = (0..n).map(|j| (gram[j * n + j] / n_tok) as f32).collect();
             for name in group {
                 imatrix.insert(name.clone(), qw.clone());
@@ -358,7 +454,11 @@ pub fn gptq_model(
                 for (j, _) in dead.iter().enumerate().filter(|(_, &d)| d) {
                     w.iter_mut().skip(j).step_by(n).for_each(|v| *v = 0.0);
                 }
-                let bytes = gptq_matrix(&w, n, &u, &qw, ty);
+                let bytes = if opts.act_order {
+                    gptq_matrix_act_order(&w, n, gram, opts.damp, &qw, ty)?
+                } else {
+                    gptq_matrix(&w, n, &u, &qw, ty)
+                };
                 let back = super::decode(&bytes, ty, w.len())?;
                 let shape = (w.len() / n, n);
                 lin.set_weight(Weight::Dense(Tensor::from_vec(back, shape, &dev)?))?;
@@ -536,6 +636,59 @@ mod tests {
             assert!(
                 eg < 0.8 * er,
                 "{ty}: GPTQ output error {eg} vs rounding {er}"
+            );
+        }
+    }
+
+    #[test]
+    fn act_order_gptq_beats_rounding_and_reduces_to_it_without_correlation() {
+        let (cols, rows, n) = (64, 6, 400);
+        let x = inputs(n, cols, 9);
+        let h = gram(&x, cols);
+        let mut r = SplitMix64(13);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|_| (r.next_f64() as f32 - 0.5) * 0.2)
+            .collect();
+        let qw: Vec<f32> = (0..cols)
+            .map(|j| (h[j * cols + j] / n as f64) as f32)
+            .collect();
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1] {
+            let bytes = gptq_matrix_act_order(&w, cols, &h, 0.01, &qw, ty).unwrap();
+            let ours = crate::quant::decode(&bytes, ty, w.len()).unwrap();
+            let rtn = crate::quant::decode(
+                &crate::quant::quantize_matrix(&w, cols, ty, Some(&qw)),
+                ty,
+                w.len(),
+            )
+            .unwrap();
+            let (eg, er) = (
+                output_err(&x, &w, &ours, cols),
+                output_err(&x, &w, &rtn, cols),
+            );
+            assert!(
+                eg < 0.8 * er,
+                "{ty}: act-order GPTQ output error {eg} vs rounding {er}"
+            );
+        }
+        // Diagonal H: nothing to compensate; static scales are the rounding's own scales.
+        let cols = 256;
+        let hd: Vec<f64> = (0..cols * cols)
+            .map(|k| {
+                if k / cols == k % cols {
+                    1.0 + (k % 7) as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let w: Vec<f32> = (0..3 * cols).map(|_| r.next_f64() as f32 - 0.5).collect();
+        let qw: Vec<f32> = (0..cols).map(|j| hd[j * cols + j] as f32).collect();
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let g = gptq_matrix_act_order(&w, cols, &hd, 0.0, &qw, ty).unwrap();
+            assert_eq!(
+                g,
+                crate::quant::quantize_matrix(&w, cols, ty, Some(&qw)),
+                "{ty}"
             );
         }
     }

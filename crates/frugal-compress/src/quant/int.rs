@@ -4,8 +4,10 @@
 //! k-quants use). Linear-layer weights are quantized; embeddings, norms and biases stay F32,
 //! as PyTorch's dynamic quantization does.
 
+use super::codec::{Codec, LevelAccess};
 use super::kquants::{make_qkx_quants, nearest_int};
 use crate::{Error, Result};
+use frugal_formats::gguf::GgmlType;
 use frugal_formats::output::AtomicDir;
 use frugal_formats::safetensors::{
     write_safetensors_file, Dtype, SafetensorsFile, StTensorToWrite,
@@ -14,6 +16,7 @@ use frugal_models::int_weights::{min_name, packed_name, scale_name, META_KEY};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// One integer scheme.
@@ -125,6 +128,130 @@ pub fn int4_groups(w: &[f32], cols: usize, g: usize) -> (Vec<u8>, Vec<f32>, Vec<
     (packed, scale, min)
 }
 
+/// Scale and offset of one group (x ≈ d·l + m, l ∈ 0..=15), searched for the least weighted
+/// squared error.
+pub fn fit_group(x: &[f32], w: &[f32]) -> (f32, f32) {
+    // The k-quant search allows only offsets ≤ 0; shift the group so it can use it.
+    let lo = x.iter().fold(f32::MAX, |m, &v| m.min(v));
+    let shifted: Vec<f32> = x.iter().map(|&v| v - lo).collect();
+    let mut l = vec![0u8; x.len()];
+    let (d, neg_min) = make_qkx_quants_any(&shifted, 15, w, &mut l, -1.0, 0.1, 20);
+    (d, lo - neg_min)
+}
+
+/// int4 groups of `G` as a block layout for GPTQ (Frugal-internal, never written as such):
+/// per group `[d: f32, m: f32, G/2 bytes of nibbles]`.
+fn int4_row<const G: usize>(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
+    let bb = 8 + G / 2;
+    for (k, (b, o)) in x.chunks_exact(G).zip(y.chunks_exact_mut(bb)).enumerate() {
+        let w: Vec<f32> = match qw {
+            Some(q) => q[k * G..(k + 1) * G]
+                .iter()
+                .map(|&v| v.max(1e-12))
+                .collect(),
+            None => vec![1.0; G],
+        };
+        let (d, m) = fit_group(b, &w);
+        o[..4].copy_from_slice(&d.to_le_bytes());
+        o[4..8].copy_from_slice(&m.to_le_bytes());
+        let lv: Vec<u8> = b
+            .iter()
+            .map(|&v| {
+                if d > 0.0 {
+                    nearest_int((v - m) / d).clamp(0, 15) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        int4_set::<G>(o, &lv);
+    }
+}
+fn int4_scales<const G: usize>(y: &[u8], o: &mut [(f32, f32)]) {
+    let f = |i: usize| f32::from_le_bytes([y[i], y[i + 1], y[i + 2], y[i + 3]]);
+    o[0] = (f(0), f(4));
+}
+fn int4_get<const G: usize>(y: &[u8], l: &mut [u8]) {
+    for (k, v) in l[..G].iter_mut().enumerate() {
+        *v = (y[8 + k / 2] >> (4 * (k % 2))) & 0xF;
+    }
+}
+fn int4_set<const G: usize>(y: &mut [u8], l: &[u8]) {
+    for (k, pair) in l[..G].chunks_exact(2).enumerate() {
+        y[8 + k] = pair[0] | (pair[1] << 4);
+    }
+}
+
+macro_rules! int4_codec {
+    ($name:ident, $g:literal) => {
+        static $name: Codec = Codec {
+            // Not a ggml type: this layout only lives between GPTQ and the safetensors writer.
+            ggml: GgmlType(u32::MAX),
+            block: $g,
+            block_bytes: 8 + $g / 2,
+            sub: $g,
+            lmax: 15,
+            offset: 0,
+            row: int4_row::<$g>,
+            levels: Some(LevelAccess {
+                scales: int4_scales::<$g>,
+                get: int4_get::<$g>,
+                set: int4_set::<$g>,
+            }),
+        };
+    };
+}
+int4_codec!(INT4_G32, 32);
+int4_codec!(INT4_G64, 64);
+int4_codec!(INT4_G128, 128);
+
+/// The GPTQ block layout of int4 groups of `g` (32, 64 or 128).
+pub fn int4_codec(g: usize) -> Option<&'static Codec> {
+    match g {
+        32 => Some(&INT4_G32),
+        64 => Some(&INT4_G64),
+        128 => Some(&INT4_G128),
+        _ => None,
+    }
+}
+
+/// GPTQ layout bytes (rows of `[d, m, nibbles]` groups) to the safetensors tensors.
+fn int4_from_blocks(bytes: &[u8], g: usize) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+    let bb = 8 + g / 2;
+    let n_groups = bytes.len() / bb;
+    let mut packed = Vec::with_capacity(n_groups * g / 2);
+    let (mut s, mut m) = (Vec::with_capacity(n_groups), Vec::with_capacity(n_groups));
+    for b in bytes.chunks_exact(bb) {
+        s.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        m.push(f32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+        packed.extend_from_slice(&b[8..]);
+    }
+    (packed, s, m)
+}
+
+/// Per linear weight of an encoder: XᵀX of its inputs on calibration passages (full-precision
+/// model), and the number of rows.
+pub fn encoder_hessians(
+    dir: &Path,
+    calib: &[Vec<u32>],
+) -> Result<HashMap<String, (Vec<f64>, u64)>> {
+    use frugal_models::linear::RecordOptions;
+    let dev = candle_core::Device::Cpu;
+    let mut bert = frugal_models::bert::Bert::load(dir, &dev)?;
+    for l in bert.linears_mut() {
+        l.start_recording(RecordOptions { gram: true });
+    }
+    bert.embed_ids(calib, 16)?;
+    let mut out = HashMap::new();
+    for l in bert.linears_mut() {
+        let name = format!("{}.weight", l.name);
+        if let Some(st) = l.take_stats() {
+            out.insert(name, (st.gram.unwrap_or_default(), st.n_rows));
+        }
+    }
+    Ok(out)
+}
+
 /// [`make_qkx_quants`] for groups longer than its 32-element scratch: split the search over
 /// the same trial scales, done here on any length.
 fn make_qkx_quants_any(
@@ -214,6 +341,8 @@ pub struct IntReport {
     pub n_quantized: usize,
     pub quantized_parameters: u64,
     pub seconds: f64,
+    /// `rtn`, or `gptq` with the calibration passages' count.
+    pub method: String,
     /// Worst relative RMS error over the quantized weights, and its tensor.
     pub worst_rel_rmse: (f64, String),
 }
@@ -234,9 +363,15 @@ pub fn quantize_safetensors_dir(
     input: &Path,
     output: &Path,
     scheme: &'static IntType,
+    calib: Option<&[Vec<u32>]>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<IntReport> {
     let t0 = std::time::Instant::now();
+    // GPTQ for the int4 groups when there are calibration passages.
+    let hessians = match (calib, scheme.group) {
+        (Some(c), Some(_)) if !c.is_empty() => Some(encoder_hessians(input, c)?),
+        _ => None,
+    };
     let model = input.join("model.safetensors");
     let f = SafetensorsFile::open(&model)?;
     let out = AtomicDir::create(output)?;
@@ -284,7 +419,19 @@ pub fn quantize_safetensors_dir(
                         t.name
                     )));
                 }
-                let (p, s, m) = int4_groups(&w, cols, g);
+                let (p, s, m) = match hessians.as_ref().and_then(|h| h.get(&t.name)) {
+                    Some((h, n)) if h.len() == cols * cols => {
+                        let qw: Vec<f32> = (0..cols)
+                            .map(|j| (h[j * cols + j] / (*n).max(1) as f64) as f32)
+                            .collect();
+                        let c = int4_codec(g).ok_or_else(|| {
+                            Error::BadOptions(format!("no GPTQ layout for groups of {g}"))
+                        })?;
+                        let bytes = super::gptq::gptq_act_order_with(&w, cols, h, 0.01, &qw, c)?;
+                        int4_from_blocks(&bytes, g)
+                    }
+                    _ => int4_groups(&w, cols, g),
+                };
                 let groups = (cols / g) as u64;
                 let back = (0..w.len())
                     .map(|k| {
@@ -355,6 +502,13 @@ pub fn quantize_safetensors_dir(
         n_quantized,
         quantized_parameters: qparams,
         seconds: t0.elapsed().as_secs_f64(),
+        method: match &hessians {
+            Some(_) => format!(
+                "gptq ({} calibration passages)",
+                calib.map_or(0, |c| c.len())
+            ),
+            None => "rtn".into(),
+        },
         worst_rel_rmse: worst,
     })
 }

@@ -355,6 +355,22 @@ pub fn tensor_f32(f: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
         .to_vec1()?)
 }
 
+/// A tensor as f32 without copying when it is stored as F32 (aligned in the mapped file, as
+/// GGUF's data alignment guarantees), decoded otherwise.
+pub fn tensor_f32_borrowed<'a>(
+    f: &'a GgufFile,
+    t: &TensorInfo,
+) -> Result<std::borrow::Cow<'a, [f32]>> {
+    if t.ggml_type == GgmlType::F32 && cfg!(target_endian = "little") {
+        // SAFETY: every bit pattern is a valid f32; `align_to` only yields the aligned middle.
+        let (pre, mid, post) = unsafe { f.tensor_data(t).align_to::<f32>() };
+        if pre.is_empty() && post.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(mid));
+        }
+    }
+    Ok(std::borrow::Cow::Owned(tensor_f32(f, t)?))
+}
+
 /// Quantizes a row-major matrix (`x.len() / ncols` rows) to `ty`, rows in parallel, with
 /// per-column importance `qw` when given.
 pub fn quantize_matrix(x: &[f32], ncols: usize, ty: GgmlType, qw: Option<&[f32]>) -> Vec<u8> {
@@ -524,7 +540,7 @@ fn write_quantized(
             progress(k + 1, n);
             continue;
         };
-        let x = tensor_f32(f, t)?;
+        let x = tensor_f32_borrowed(f, t)?;
         let ncols = t.dims[0] as usize;
         let qw = opts
             .imatrix
@@ -542,6 +558,7 @@ fn write_quantized(
         };
         w.write_tensor(bytes).map_err(frugal_models::Error::from)?;
         let (rel_rmse, weighted) = errors(&x, bytes, types[i], ncols, qw)?;
+        drop(x);
         reports.push(TensorReport {
             name: t.name.clone(),
             from: t.ggml_type.name(),
