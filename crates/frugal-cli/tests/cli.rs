@@ -343,3 +343,88 @@ fn quantize_rejects_bad_overrides_and_calibration() {
     assert_bad_input(&q(&["--calib", "bin.txt"]), "not UTF-8");
     assert!(!dir.path().join("o.gguf").exists());
 }
+
+/// all-MiniLM-L6-v2 to int8 and int4 (GPTQ on Brown passages): the quantized folder loads and
+/// stays close to the original.
+#[test]
+fn encoder_int8_and_int4_keep_the_embeddings() {
+    let Some(m) = frugal_formats::assets::require_or_skip(
+        frugal_formats::assets::minilm_dir(),
+        "all-MiniLM-L6-v2",
+    ) else {
+        return;
+    };
+    if frugal_formats::assets::require_or_skip(frugal_formats::assets::brown_dir(), "Brown corpus")
+        .is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cos = |out: &str, extra: &[&str]| -> (f64, serde_json::Value) {
+        let mut args = vec![
+            "quantize",
+            m.to_str().unwrap(),
+            out,
+            "--eval-passages",
+            "60",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = frugal(&args, dir.path());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (j["quality"]["cosine_mean"].as_f64().unwrap(), j)
+    };
+    let (c8, j) = cos("int8", &["--type", "int8"]);
+    assert!(c8 > 0.999, "int8 cosine mean {c8}");
+    assert_eq!(j["quantize"]["n_quantized"], 37);
+    let (rtn, _) = cos("int4", &["--type", "int4-g32"]);
+    let (gptq, j) = cos(
+        "int4-gptq",
+        &[
+            "--type",
+            "int4-g32",
+            "--calib",
+            "brown",
+            "--calib-tokens",
+            "8192",
+        ],
+    );
+    assert!(
+        j["quantize"]["method"]
+            .as_str()
+            .unwrap()
+            .starts_with("gptq"),
+        "{j}"
+    );
+    assert!(
+        gptq > rtn && gptq > 0.98,
+        "int4 GPTQ cosine {gptq} vs rounding {rtn}"
+    );
+    // The folder is whole: configuration and tokenizer came along; nothing half-written.
+    assert!(dir.path().join("int8/tokenizer.json").exists());
+    let out = frugal(
+        &[
+            "quantize",
+            m.to_str().unwrap(),
+            "int8",
+            "--type",
+            "int8",
+            "--no-eval",
+        ],
+        dir.path(),
+    );
+    assert_bad_input(&out, "already exists");
+    let out = frugal(
+        &[
+            "quantize",
+            m.to_str().unwrap(),
+            "x",
+            "--type",
+            "Q4_K_M",
+            "--no-eval",
+        ],
+        dir.path(),
+    );
+    assert_bad_input(&out, "is a folder");
+}

@@ -67,6 +67,9 @@ pub enum Error {
     #[error("{path}: refusing to write over an input file")]
     WouldOverwriteInput { path: PathBuf },
 
+    #[error("{path}: already exists (Frugal does not replace a folder; remove it or choose another name)")]
+    OutputExists { path: PathBuf },
+
     #[error("{path}: {reason}")]
     InvalidOutput { path: PathBuf, reason: String },
 }

@@ -165,9 +165,8 @@ pub struct AtomicDir {
 impl AtomicDir {
     pub fn create(path: &Path) -> Result<Self> {
         if path.exists() {
-            return Err(Error::InvalidOutput {
+            return Err(Error::OutputExists {
                 path: path.to_path_buf(),
-                reason: "already exists (Frugal does not replace a folder; remove it or choose another name)".into(),
             });
         }
         let name = path.file_name().ok_or_else(|| Error::InvalidOutput {
