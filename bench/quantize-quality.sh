@@ -15,6 +15,7 @@ F32="$W/f32.gguf"; CAL="$W/calib-ca01-ca10.txt"; TEXT="$W/eval-cj01-cj12.txt"
 "$FRUGAL" brown-text --files cj01-cj12 -o "$TEXT" 2>/dev/null
 export RAYON_NUM_THREADS="$THREADS"
 RES="$W/results.tsv"; : >"$RES"
+rm -f "$W"/llama-*.gguf "$W"/frugal-*.gguf "$W"/kld-*.log   # no stale rows from earlier runs
 
 timed() { # label logfile cmd... -> appends "label seconds peakKB" to $W/times.tsv
   local label="$1" log="$2"; shift 2
@@ -78,7 +79,9 @@ for line in open(f"{W}/results.tsv"):
     rows[name] = dict(mib=os.path.getsize(path) / 2**20, bpw=os.path.getsize(path) * 8 / n_el,
         kld=grab(log, r"Mean\s+KLD:\s+([0-9.]+)"), ppl=grab(log, r"Mean PPL\(Q\)\s+:\s+([0-9.]+)"),
         top=grab(log, r"Same top p:\s+([0-9.]+)"))
-    key = name.replace("llama-", "llama ").replace("-im", " imatrix").replace("frugal-", "frugal ")
+    key = name.replace("llama-", "llama ").replace("frugal-", "frugal ")
+    if key.endswith("-im"):
+        key = key[:-3] + " imatrix"
     rows[name]["time"] = times.get(key, (float("nan"), float("nan")))
 ppl_f32 = grab(open(f"{W}/ppl-f32.log").read(), r"Final estimate: PPL = ([0-9.]+)")
 # Which llama.cpp row each Frugal row is measured against.

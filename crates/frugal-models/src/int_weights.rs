@@ -131,3 +131,83 @@ pub fn load_weight(f: &SafetensorsFile, name: &str, dev: &Device) -> Result<Tens
     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
     Ok(Tensor::from_vec(values, shape, dev)?.to_dtype(DType::F32)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frugal_formats::safetensors::{write_safetensors_file, StTensorToWrite};
+    use std::collections::BTreeMap;
+
+    fn file(tensors: &[(&str, Dtype, Vec<u64>, Vec<u8>)]) -> (tempfile::TempDir, SafetensorsFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let t: Vec<StTensorToWrite> = tensors
+            .iter()
+            .map(|(n, d, s, b)| StTensorToWrite {
+                name: n,
+                dtype: *d,
+                shape: s,
+                data: b,
+            })
+            .collect();
+        write_safetensors_file(&p, &[], &BTreeMap::new(), &t).unwrap();
+        let f = SafetensorsFile::open(&p).unwrap();
+        (dir, f)
+    }
+
+    fn f32b(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn decodes_int8_and_int4_and_rejects_inconsistent_tensors() {
+        let dev = Device::Cpu;
+        // int8: 2 × 2, scales 0.5 and 2.
+        let (_d, f) = file(&[
+            ("w.weight", Dtype::I8, vec![2, 2], vec![2, 254, 1, 3]),
+            ("w.weight_scale", Dtype::F32, vec![2], f32b(&[0.5, 2.0])),
+        ]);
+        let w: Vec<Vec<f32>> = load_weight(&f, "w.weight", &dev)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(w, vec![vec![1.0, -1.0], vec![2.0, 6.0]]);
+        // int4: 1 × 4 in groups of 2: levels 1, 15 | 0, 3 (low nibble first).
+        let (_d, f) = file(&[
+            ("w.weight_packed", Dtype::U8, vec![1, 2], vec![0xF1, 0x30]),
+            ("w.weight_scale", Dtype::F32, vec![1, 2], f32b(&[0.5, 1.0])),
+            ("w.weight_min", Dtype::F32, vec![1, 2], f32b(&[-1.0, 0.25])),
+        ]);
+        let w: Vec<Vec<f32>> = load_weight(&f, "w.weight", &dev)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(w, vec![vec![-0.5, 6.5, 0.25, 3.25]]);
+        // Wrong scale shapes and missing parts are errors naming the tensor, never panics.
+        for bad in [
+            vec![
+                ("w.weight", Dtype::I8, vec![2, 2], vec![0u8; 4]),
+                ("w.weight_scale", Dtype::F32, vec![3], f32b(&[1.0; 3])),
+            ],
+            vec![("w.weight", Dtype::I8, vec![2, 2], vec![0u8; 4])],
+            vec![
+                ("w.weight_packed", Dtype::U8, vec![1, 2], vec![0u8; 2]),
+                ("w.weight_scale", Dtype::F32, vec![1, 3], f32b(&[1.0; 3])),
+                ("w.weight_min", Dtype::F32, vec![1, 3], f32b(&[1.0; 3])),
+            ],
+            vec![
+                ("w.weight_packed", Dtype::U8, vec![1, 2], vec![0u8; 2]),
+                ("w.weight_scale", Dtype::F32, vec![1, 2], f32b(&[1.0; 2])),
+            ],
+            vec![
+                ("w.weight_packed", Dtype::U8, vec![2], vec![0u8; 2]),
+                ("w.weight_scale", Dtype::F32, vec![1, 1], f32b(&[1.0])),
+                ("w.weight_min", Dtype::F32, vec![1, 1], f32b(&[1.0])),
+            ],
+        ] {
+            let (_d, f) = file(&bad);
+            let e = load_weight(&f, "w.weight", &dev).unwrap_err();
+            assert!(e.to_string().contains("w.weight"), "{e}");
+        }
+    }
+}

@@ -64,22 +64,25 @@ pub(crate) fn make_qx_quants(
     }
     let return_early = rmse_type < 0;
     let rmse_type = rmse_type.abs();
-    let weight = |i: usize| -> f32 {
-        match qw {
-            Some(w) => w[i],
+    // The weights, once (n ≤ 256 here: 16 or 32 values, or a super-block's 16 scales).
+    let mut wbuf = [0f32; 256];
+    let wts = &mut wbuf[..x.len()];
+    for (i, w) in wts.iter_mut().enumerate() {
+        *w = match qw {
+            Some(q) => q[i],
             None => match rmse_type {
                 1 => x[i] * x[i],
                 2 => 1.0,
                 3 => x[i].abs(),
                 _ => x[i].abs().sqrt(),
             },
-        }
-    };
+        };
+    }
+    let wts = &*wts;
     let sums = |iscale: f32| -> (f32, f32) {
         let (mut sumlx, mut suml2) = (0f32, 0f32);
-        for (i, &v) in x.iter().enumerate() {
+        for (&v, &w) in x.iter().zip(wts) {
             let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
-            let w = weight(i);
             sumlx += w * v * l;
             suml2 += w * l * l;
         }
@@ -225,13 +228,13 @@ pub(crate) fn make_qkx_quants(
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            aux[i] = l as u8;
-            let (w, l) = (weights[i], l as f32);
+        for ((&xi, &w), a) in x.iter().zip(weights).zip(aux.iter_mut()) {
+            let l = nearest_int(iscale * (xi - min)).clamp(0, nmax);
+            *a = l as u8;
+            let l = l as f32;
             sum_l += w * l;
             sum_l2 += w * l * l;
-            sum_xl += w * l * x[i];
+            sum_xl += w * l * xi;
         }
         let d = sum_w * sum_l2 - sum_l * sum_l;
         if d > 0.0 {
@@ -242,8 +245,8 @@ pub(crate) fn make_qkx_quants(
                 this_scale = sum_xl / sum_l2;
             }
             let mut cur = 0f32;
-            for i in 0..n {
-                cur += weights[i] * err(this_scale * aux[i] as f32 + this_min - x[i]);
+            for ((&xi, &w), &a) in x.iter().zip(weights).zip(aux.iter()) {
+                cur += w * err(this_scale * a as f32 + this_min - xi);
             }
             if cur < best_error {
                 out.copy_from_slice(aux);

@@ -384,6 +384,47 @@ pub fn quantize_matrix(x: &[f32], ncols: usize, ty: GgmlType, qw: Option<&[f32]>
     bytes
 }
 
+/// [`quantize_matrix`] that also measures the error of each row while it is in cache (one
+/// pass instead of quantize-then-decode).
+fn quantize_matrix_measured(
+    x: &[f32],
+    ncols: usize,
+    ty: GgmlType,
+    qw: Option<&[f32]>,
+) -> (Vec<u8>, ErrSums) {
+    let c: &Codec = codec(ty).expect("a type Frugal writes");
+    let row_bytes = ncols / c.block * c.block_bytes;
+    let mut bytes = vec![0u8; row_bytes * (x.len() / ncols.max(1))];
+    let sums = bytes
+        .par_chunks_mut(row_bytes)
+        .zip(x.par_chunks(ncols))
+        .map_init(
+            || vec![0f32; ncols],
+            |back, (out, r)| {
+                (c.row)(r, qw, out);
+                match c.levels {
+                    Some(_) => {
+                        for (yb, ob) in out
+                            .chunks_exact(c.block_bytes)
+                            .zip(back.chunks_exact_mut(c.block))
+                        {
+                            c.decode_block(yb, ob);
+                        }
+                    }
+                    None if ty == GgmlType::F16 => {
+                        for (b, o) in out.chunks_exact(2).zip(back.iter_mut()) {
+                            *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                        }
+                    }
+                    None => back.copy_from_slice(r),
+                }
+                error_sums(r, back, ncols, qw)
+            },
+        )
+        .reduce(ErrSums::default, ErrSums::add);
+    (bytes, sums)
+}
+
 /// Quantizes `input` as `opts` says and writes `output` atomically. Tensors are processed one
 /// after another (streaming from the mapped input), rows in parallel.
 pub fn quantize_gguf(
@@ -549,15 +590,15 @@ fn write_quantized(
             .filter(|w| w.len() == ncols)
             .map(|w| w.as_slice());
         let computed;
-        let bytes: &[u8] = match done.get(&t.name) {
-            Some((_, b)) => b,
+        let (bytes, (rel_rmse, weighted)): (&[u8], _) = match done.get(&t.name) {
+            Some((_, b)) => (b, errors(&x, b, types[i], ncols, qw)?),
             None => {
-                computed = quantize_matrix(&x, ncols, types[i], qw);
-                &computed
+                let (b, sums) = quantize_matrix_measured(&x, ncols, types[i], qw);
+                computed = b;
+                (&computed, sums.finish(qw.is_some()))
             }
         };
         w.write_tensor(bytes).map_err(frugal_models::Error::from)?;
-        let (rel_rmse, weighted) = errors(&x, bytes, types[i], ncols, qw)?;
         drop(x);
         reports.push(TensorReport {
             name: t.name.clone(),

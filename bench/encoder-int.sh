@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# all-MiniLM-L6-v2 quantized to Frugal's int8 and int4 safetensors weights, evaluated against the
+# F32 model on 2,000 Brown passages of 128 tokens (the first 4 windows of each of the 500 Brown
+# documents): cosine of the embeddings (mean, min), leave-one-out 1-NN genre accuracy (same-document
+# neighbours excluded), and the model's own encoding speed (items/s, THREADS threads).
+# int4 with GPTQ calibrates on 512 other Brown passages (windows from the 9th of each document).
+#   bench/encoder-int.sh [PASSAGES] [THREADS]    (default 2000, 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-2000}"; THREADS="${2:-2}"; export RAYON_NUM_THREADS="$THREADS"
+scripts/fetch-assets.sh minilm brown >&2
+cargo build --release -q -p frugal-cli
+F="$PWD/target/release/frugal"; M="${FRUGAL_CACHE:-$HOME/.cache/frugal}/minilm"
+W="${FRUGAL_CACHE:-$HOME/.cache/frugal}/bench-encoder"; rm -rf "$W"; mkdir -p "$W"
+row() { # name dir
+  "$F" eval "$2" --reference "$M" --passages "$N" --json >"$W/$1.json"
+  python3 - "$1" "$W/$1.json" "$2" <<'PYEOF'
+import json, os, sys
+name, path, d = sys.argv[1:4]; r = json.load(open(path))
+mib = os.path.getsize(os.path.join(d, "model.safetensors")) / 2**20
+print(f"{name:16} {mib:8.2f} {r['cosine_mean']:10.6f} {r['cosine_min']:10.6f} {r['knn_accuracy_pct']:7.2f} {r['reference_knn_accuracy_pct']:7.2f} {r['items_per_second']:8.1f}")
+PYEOF
+}
+echo "all-MiniLM-L6-v2, $N Brown passages of 128 tokens, $THREADS threads"
+printf '%-16s %8s %10s %10s %7s %7s %8s\n' variant MiB "cos mean" "cos min" "1-NN %" "F32 %" "items/s"
+row F32 "$M"
+"$F" quantize "$M" "$W/int8" --type int8 --no-eval >/dev/null; row int8 "$W/int8"
+for g in 32 64 128; do
+  "$F" quantize "$M" "$W/int4-g$g" --type "int4-g$g" --no-eval >/dev/null; row "int4-g$g" "$W/int4-g$g"
+  "$F" quantize "$M" "$W/int4-g$g-gptq" --type "int4-g$g" --calib brown --calib-tokens 65536 --no-eval >/dev/null; row "int4-g$g-gptq" "$W/int4-g$g-gptq"
+done
