@@ -4,7 +4,8 @@
 # documents): cosine of the embeddings (mean, min), leave-one-out 1-NN genre accuracy (same-document
 # neighbours excluded), and the model's own encoding speed (items/s, THREADS threads).
 # int4 with GPTQ calibrates on 512 other Brown passages (windows from the 9th of each document).
-#   bench/encoder-int.sh [PASSAGES] [THREADS]    (default 2000, 2)
+# PyTorch (F32 and dynamic int8) runs on the same items, same pooling, same protocol.
+#   bench/encoder-int.sh [PASSAGES] [THREADS]    (default 2000, 2; FAST=1 skips the int4 rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-2000}"; THREADS="${2:-2}"; export RAYON_NUM_THREADS="$THREADS"
@@ -25,6 +26,16 @@ echo "all-MiniLM-L6-v2, $N Brown passages of 128 tokens, $THREADS threads"
 printf '%-16s %8s %10s %10s %7s %7s %8s\n' variant MiB "cos mean" "cos min" "1-NN %" "F32 %" "items/s"
 row F32 "$M"
 "$F" quantize "$M" "$W/int8" --type int8 --no-eval >/dev/null; row int8 "$W/int8"
+# The peer on exactly the same items: PyTorch F32 and dynamic int8 (torch venv of
+# bench/make-minilm-golden.sh).
+VENV="${FRUGAL_CACHE:-$HOME/.cache/frugal}/venv-st"
+if [ -x "$VENV/bin/python" ]; then
+  "$F" eval "$M" --passages "$N" --dump-items "$W/items.json" --json >/dev/null
+  "$VENV/bin/python" bench/encoder_torch.py "$M" "$W/items.json" "$THREADS"
+else
+  echo "(no torch venv at $VENV: run bench/make-minilm-golden.sh once for the PyTorch rows)" >&2
+fi
+[ "${FAST:-0}" = 1 ] && exit 0
 for g in 32 64 128; do
   "$F" quantize "$M" "$W/int4-g$g" --type "int4-g$g" --no-eval >/dev/null; row "int4-g$g" "$W/int4-g$g"
   "$F" quantize "$M" "$W/int4-g$g-gptq" --type "int4-g$g" --calib brown --calib-tokens 65536 --no-eval >/dev/null; row "int4-g$g-gptq" "$W/int4-g$g-gptq"

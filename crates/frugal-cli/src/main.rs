@@ -52,6 +52,10 @@ enum Command {
         /// Encoders: tokens per passage, `[CLS]` and `[SEP]` included.
         #[arg(long, default_value_t = 128)]
         passage_tokens: usize,
+        /// Encoders: also write the evaluated items (token ids, genre, document) as JSON, so a
+        /// peer can be run on exactly the same input.
+        #[arg(long)]
+        dump_items: Option<PathBuf>,
         /// Classifiers (a Frugal CNN .safetensors): the test set, `fashion-mnist` or `digits`
         /// (the seeded 20 % split `frugal run --seed` makes).
         #[arg(long)]
@@ -303,6 +307,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             per_genre,
             passages,
             passage_tokens,
+            dump_items,
             data,
             seed,
             json,
@@ -352,6 +357,13 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         per_genre: per_genre.unwrap_or(40),
                     },
                 };
+                if let Some(p) = &dump_items {
+                    let items = frugal_eval::encoder::encoder_items(&model, &brown, data)?;
+                    let bytes = serde_json::to_vec(&items)?;
+                    frugal_formats::output::write_atomic(p, &[&model], |f| {
+                        std::io::Write::write_all(f, &bytes)
+                    })?;
+                }
                 let r = frugal_eval::encoder::eval_encoder_dirs(
                     &model,
                     reference.as_deref(),

@@ -102,7 +102,7 @@ pub fn knn_accuracy(emb: &[Vec<f32>], sents: &[LabelledSentence]) -> usize {
 }
 
 /// One tokenized item to embed, with its label.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Item {
     pub ids: Vec<u32>,
     pub genre: usize,
@@ -272,6 +272,34 @@ pub struct EncoderEvalReport {
     pub items_per_second: f64,
 }
 
+/// The items an evaluation of `model` on `data` uses (for peers to run on the same input).
+pub fn encoder_items(
+    model: &std::path::Path,
+    brown_dir: &std::path::Path,
+    data: EncoderData,
+) -> Result<Vec<Item>> {
+    let m = Bert::load(model, &candle_core::Device::Cpu)?;
+    let docs =
+        frugal_formats::brown::read_brown_dir(brown_dir).map_err(frugal_models::Error::from)?;
+    items_for(&m, &docs, data)
+}
+
+fn items_for(m: &Bert, docs: &[BrownDoc], data: EncoderData) -> Result<Vec<Item>> {
+    Ok(match data {
+        EncoderData::Sentences { per_genre } => brown_sentences(docs, per_genre, 8)
+            .into_iter()
+            .map(|s| {
+                Ok(Item {
+                    ids: m.tokenize(&s.text)?,
+                    genre: s.genre,
+                    doc: s.doc,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        EncoderData::Passages { n, tokens } => brown_passages(docs, m, n, tokens)?,
+    })
+}
+
 /// Loads the encoder(s) and evaluates them on Brown sentences or passages.
 pub fn eval_encoder_dirs(
     model: &std::path::Path,
@@ -284,19 +312,7 @@ pub fn eval_encoder_dirs(
     let r = reference.map(|p| Bert::load(p, &dev)).transpose()?;
     let docs =
         frugal_formats::brown::read_brown_dir(brown_dir).map_err(frugal_models::Error::from)?;
-    let items = match data {
-        EncoderData::Sentences { per_genre } => brown_sentences(&docs, per_genre, 8)
-            .into_iter()
-            .map(|s| {
-                Ok(Item {
-                    ids: m.tokenize(&s.text)?,
-                    genre: s.genre,
-                    doc: s.doc,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?,
-        EncoderData::Passages { n, tokens } => brown_passages(&docs, &m, n, tokens)?,
-    };
+    let items = items_for(&m, &docs, data)?;
     let (result, secs) = eval_encoder_items(&m, r.as_ref(), &items, 32)?;
     Ok(EncoderEvalReport {
         model: model.display().to_string(),
