@@ -277,6 +277,13 @@ fn emit<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> Re
 }
 
 /// A progress bar on standard error, hidden when it is not a terminal.
+/// Shows a staged step's progress (`what` is the stage: imatrix, gptq, tensors, chunks).
+fn show_stage(bar: &indicatif::ProgressBar, what: &str, done: usize, total: usize) {
+    bar.set_message(what.to_string());
+    bar.set_length(total as u64);
+    bar.set_position(done as u64);
+}
+
 fn progress_bar(unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -443,11 +450,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         scheme,
                         calib.as_ref(),
                         (!no_eval).then_some(eval_passages),
-                        &|what, done, total| {
-                            bar.set_message(what.to_string());
-                            bar.set_length(total as u64);
-                            bar.set_position(done as u64);
-                        },
+                        &|what, done, total| show_stage(&bar, what, done, total),
                     )?;
                     bar.finish_and_clear();
                     return emit(json, &step, |s| {
@@ -532,11 +535,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 calib.as_ref(),
                 method,
                 spec.as_ref(),
-                &|what, done, total| {
-                    bar.set_message(what.to_string());
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                },
+                &|what, done, total| show_stage(&bar, what, done, total),
             )?;
             bar.finish_and_clear();
             emit(json, &step, |step| {

@@ -27,6 +27,32 @@ pub fn remove_unfinished_outputs() {
     }
 }
 
+/// The temporary name (`.NAME.PID.partial`, next to `path`) an output is built under,
+/// registered for cleanup before it is created, so that a signal arriving in between still
+/// removes it.
+fn register_temporary(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| Error::InvalidOutput {
+        path: path.to_path_buf(),
+        reason: "has no file name".into(),
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.partial", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    PENDING
+        .lock()
+        .map_err(|_| Error::InvalidOutput {
+            path: path.to_path_buf(),
+            reason: "output registry poisoned".into(),
+        })?
+        .push(tmp.clone());
+    Ok(tmp)
+}
+
 fn unregister(p: &Path) {
     if let Ok(mut pending) = PENDING.lock() {
         pending.retain(|q| q != p);
@@ -64,26 +90,7 @@ impl AtomicFile {
                 reason: "is a folder".into(),
             });
         }
-        let name = path.file_name().ok_or_else(|| Error::InvalidOutput {
-            path: path.to_path_buf(),
-            reason: "has no file name".into(),
-        })?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.partial", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        // Registered before creation so that a signal arriving in between still cleans up.
-        PENDING
-            .lock()
-            .map_err(|_| Error::InvalidOutput {
-                path: path.to_path_buf(),
-                reason: "output registry poisoned".into(),
-            })?
-            .push(tmp.clone());
+        let tmp = register_temporary(path)?;
         let file = match File::create(&tmp) {
             Ok(f) => f,
             Err(e) => {
@@ -169,25 +176,7 @@ impl AtomicDir {
                 path: path.to_path_buf(),
             });
         }
-        let name = path.file_name().ok_or_else(|| Error::InvalidOutput {
-            path: path.to_path_buf(),
-            reason: "has no file name".into(),
-        })?;
-        let parent = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.partial", std::process::id()));
-        let tmp = parent.join(tmp_name);
-        PENDING
-            .lock()
-            .map_err(|_| Error::InvalidOutput {
-                path: path.to_path_buf(),
-                reason: "output registry poisoned".into(),
-            })?
-            .push(tmp.clone());
+        let tmp = register_temporary(path)?;
         if let Err(e) = fs::create_dir(&tmp) {
             unregister(&tmp);
             return Err(Error::io(path, "creating output folder", e));

@@ -5,7 +5,7 @@
 //! byte — optimal for the convexified problem.
 
 use super::codec::{codec, CODECS};
-use super::{error_sums_par, quantize_matrix, tensor_f32, Choice, QuantizeOptions};
+use super::{quantize_matrix_measured, tensor_f32_borrowed, Choice, QuantizeOptions};
 use crate::Result;
 use frugal_formats::gguf::{GgmlType, GgufFile};
 
@@ -44,7 +44,7 @@ pub fn measure(
 ) -> Result<Options> {
     let t = &f.header.tensors[index];
     let ncols = t.dims[0] as usize;
-    let x = tensor_f32(f, t)?;
+    let x = tensor_f32_borrowed(f, t)?;
     let qw = opts
         .imatrix
         .as_ref()
@@ -53,8 +53,7 @@ pub fn measure(
     let mut points = Vec::new();
     for ty in candidate_types(which, ncols) {
         let qw = qw.map(|w| w.as_slice());
-        let q = quantize_matrix(&x, ncols, ty, qw);
-        let s = error_sums_par(&x, &q, ty, ncols, qw)?;
+        let (q, s) = quantize_matrix_measured(&x, ncols, ty, qw);
         points.push((
             ty,
             q.len() as u64,

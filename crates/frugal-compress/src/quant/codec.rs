@@ -47,6 +47,30 @@ impl Codec {
         ncols % self.block == 0
     }
 
+    /// Decodes one row of this format (`q` holds whole blocks) into `out`.
+    pub fn decode_row(&self, q: &[u8], out: &mut [f32]) {
+        match (self.levels, self.ggml) {
+            (Some(_), _) => {
+                for (yb, ob) in q
+                    .chunks_exact(self.block_bytes)
+                    .zip(out.chunks_exact_mut(self.block))
+                {
+                    self.decode_block(yb, ob);
+                }
+            }
+            (None, GgmlType::F16) => {
+                for (b, o) in q.chunks_exact(2).zip(out.iter_mut()) {
+                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            (None, _) => {
+                for (b, o) in q.chunks_exact(4).zip(out.iter_mut()) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+        }
+    }
+
     /// Decodes one block (through its scales and levels) into `out`.
     pub fn decode_block(&self, y: &[u8], out: &mut [f32]) {
         let acc = self.levels.expect("quantized format");

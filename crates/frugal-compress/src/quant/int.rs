@@ -102,24 +102,11 @@ pub fn int4_groups(w: &[f32], cols: usize, g: usize) -> (Vec<u8>, Vec<f32>, Vec<
         .zip(min.par_chunks_mut(groups))
         .zip(w.par_chunks(cols))
         .for_each(|(((pr, sr), mr), wr)| {
-            let mut l = vec![0u8; g];
             let mut levels = vec![0u8; cols];
             let ones = vec![1f32; g];
             for (k, x) in wr.chunks_exact(g).enumerate() {
-                // The k-quant search allows only offsets ≤ 0; shift the group so it can use it.
-                let lo = x.iter().fold(f32::MAX, |m, &v| m.min(v));
-                let shifted: Vec<f32> = x.iter().map(|&v| v - lo).collect();
-                let (d, neg_min) = make_qkx_quants_any(&shifted, 15, &ones, &mut l, -1.0, 0.1, 20);
-                sr[k] = d;
-                mr[k] = lo - neg_min;
-                for (j, &v) in x.iter().enumerate() {
-                    let q = if d > 0.0 {
-                        nearest_int((v - mr[k]) / d).clamp(0, 15)
-                    } else {
-                        0
-                    };
-                    levels[k * g + j] = q as u8;
-                }
+                (sr[k], mr[k]) = fit_group(x, &ones);
+                group_levels(x, sr[k], mr[k], &mut levels[k * g..(k + 1) * g]);
             }
             for (b, pair) in pr.iter_mut().zip(levels.chunks_exact(2)) {
                 *b = pair[0] | (pair[1] << 4);
@@ -135,8 +122,19 @@ pub fn fit_group(x: &[f32], w: &[f32]) -> (f32, f32) {
     let lo = x.iter().fold(f32::MAX, |m, &v| m.min(v));
     let shifted: Vec<f32> = x.iter().map(|&v| v - lo).collect();
     let mut l = vec![0u8; x.len()];
-    let (d, neg_min) = make_qkx_quants_any(&shifted, 15, w, &mut l, -1.0, 0.1, 20);
+    let (d, neg_min) = make_qkx_quants(&shifted, 15, w, &mut l, -1.0, 0.1, 20, false);
     (d, lo - neg_min)
+}
+
+/// The nearest level 0..=15 of each value for x ≈ d·l + m.
+fn group_levels(x: &[f32], d: f32, m: f32, out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = if d > 0.0 {
+            nearest_int((v - m) / d).clamp(0, 15) as u8
+        } else {
+            0
+        };
+    }
 }
 
 /// int4 groups of `G` as a block layout for GPTQ (Frugal-internal, never written as such):
@@ -154,16 +152,8 @@ fn int4_row<const G: usize>(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
         let (d, m) = fit_group(b, &w);
         o[..4].copy_from_slice(&d.to_le_bytes());
         o[4..8].copy_from_slice(&m.to_le_bytes());
-        let lv: Vec<u8> = b
-            .iter()
-            .map(|&v| {
-                if d > 0.0 {
-                    nearest_int((v - m) / d).clamp(0, 15) as u8
-                } else {
-                    0
-                }
-            })
-            .collect();
+        let mut lv = vec![0u8; G];
+        group_levels(b, d, m, &mut lv);
         int4_set::<G>(o, &lv);
     }
 }
@@ -250,84 +240,6 @@ pub fn encoder_hessians(
         }
     }
     Ok(out)
-}
-
-/// [`make_qkx_quants`] for groups longer than its 32-element scratch: split the search over
-/// the same trial scales, done here on any length.
-fn make_qkx_quants_any(
-    x: &[f32],
-    nmax: i32,
-    w: &[f32],
-    l: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-) -> (f32, f32) {
-    if x.len() <= 32 {
-        return make_qkx_quants(x, nmax, w, l, rmin, rdelta, nstep, false);
-    }
-    // Same algorithm without the fixed scratch: trial scales over [min, max], weighted least
-    // squares for scale and offset on each trial's levels, keep the best.
-    let (mut min, max) = x
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max <= min {
-        l.iter_mut().for_each(|v| *v = 0);
-        return (0.0, -min);
-    }
-    let err = |s: f32, m: f32, lv: &dyn Fn(usize) -> f32| -> f32 {
-        x.iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let d = s * lv(i) + m - v;
-                w[i] * d * d
-            })
-            .sum()
-    };
-    let levels = |iscale: f32, m: f32| -> Vec<u8> {
-        x.iter()
-            .map(|&v| nearest_int(iscale * (v - m)).clamp(0, nmax) as u8)
-            .collect()
-    };
-    let mut best_l = levels(nmax as f32 / (max - min), min);
-    let mut scale = (max - min) / nmax as f32;
-    let mut best = err(scale, min, &|i| best_l[i] as f32);
-    let (sum_w, sum_x) = x
-        .iter()
-        .zip(w)
-        .fold((0f32, 0f32), |(a, b), (&v, &wi)| (a + wi, b + wi * v));
-    for is in 0..=nstep {
-        let iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        let aux = levels(iscale, min);
-        let (mut sl, mut sl2, mut sxl) = (0f32, 0f32, 0f32);
-        for i in 0..x.len() {
-            let li = aux[i] as f32;
-            sl += w[i] * li;
-            sl2 += w[i] * li * li;
-            sxl += w[i] * li * x[i];
-        }
-        let dd = sum_w * sl2 - sl * sl;
-        if dd > 0.0 {
-            let mut s = (sum_w * sxl - sum_x * sl) / dd;
-            let mut m = (sl2 * sum_x - sl * sxl) / dd;
-            if m > 0.0 {
-                m = 0.0;
-                s = sxl / sl2;
-            }
-            let e = err(s, m, &|i| aux[i] as f32);
-            if e < best {
-                best = e;
-                scale = s;
-                min = m;
-                best_l = aux;
-            }
-        }
-    }
-    l.copy_from_slice(&best_l);
-    (scale, -min)
 }
 
 /// What [`quantize_safetensors_dir`] did.

@@ -44,13 +44,9 @@ pub(crate) fn make_qx_quants(
     rmse_type: i32,
     qw: Option<&[f32]>,
 ) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    // The value of largest magnitude, the first on ties, with its sign.
+    let max = super::legacy::signed_absmax(x);
+    let amax = max.abs();
     if amax < GROUP_MAX_EPS {
         out.iter_mut().for_each(|l| *l = 0);
         return 0.0;
@@ -121,13 +117,9 @@ pub(crate) fn make_qx_quants(
 
 /// Q3_K's scale search (weights x²) with a few passes of per-element level refinement.
 fn make_q3_quants(x: &[f32], nmax: i32, out: &mut [i8], do_rmse: bool) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    // The value of largest magnitude, the first on ties, with its sign.
+    let max = super::legacy::signed_absmax(x);
+    let amax = max.abs();
     if amax < GROUP_MAX_EPS {
         out.iter_mut().for_each(|l| *l = 0);
         return 0.0;
@@ -178,6 +170,7 @@ fn make_q3_quants(x: &[f32], nmax: i32, out: &mut [i8], do_rmse: bool) -> f32 {
 
 /// Levels 0..=nmax with a scale and a (non-positive) offset, searched over `nstep + 1` trial
 /// scales minimizing the weighted squared (or absolute) error. Returns (scale, −offset).
+/// Groups of up to 256 values.
 /// (ggml's `make_qkx2_quants` and `make_qkx3_quants` are this function for non-null weights.)
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn make_qkx_quants(
@@ -223,7 +216,7 @@ pub(crate) fn make_qkx_quants(
     if nstep < 1 {
         return (scale, -min);
     }
-    let mut aux = [0u8; 32];
+    let mut aux = [0u8; QK_K];
     let aux = &mut aux[..n];
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);

@@ -21,7 +21,7 @@ fn f16_bytes(x: f32) -> [u8; 2] {
 }
 
 /// The value with the largest magnitude (the first one on ties), keeping its sign.
-fn signed_absmax(b: &[f32]) -> f32 {
+pub(crate) fn signed_absmax(b: &[f32]) -> f32 {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in b {
         if amax < v.abs() {

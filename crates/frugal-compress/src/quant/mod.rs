@@ -386,7 +386,7 @@ pub fn quantize_matrix(x: &[f32], ncols: usize, ty: GgmlType, qw: Option<&[f32]>
 
 /// [`quantize_matrix`] that also measures the error of each row while it is in cache (one
 /// pass instead of quantize-then-decode).
-fn quantize_matrix_measured(
+pub(crate) fn quantize_matrix_measured(
     x: &[f32],
     ncols: usize,
     ty: GgmlType,
@@ -402,22 +402,7 @@ fn quantize_matrix_measured(
             || vec![0f32; ncols],
             |back, (out, r)| {
                 (c.row)(r, qw, out);
-                match c.levels {
-                    Some(_) => {
-                        for (yb, ob) in out
-                            .chunks_exact(c.block_bytes)
-                            .zip(back.chunks_exact_mut(c.block))
-                        {
-                            c.decode_block(yb, ob);
-                        }
-                    }
-                    None if ty == GgmlType::F16 => {
-                        for (b, o) in out.chunks_exact(2).zip(back.iter_mut()) {
-                            *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                        }
-                    }
-                    None => back.copy_from_slice(r),
-                }
+                c.decode_row(out, back);
                 error_sums(r, back, ncols, qw)
             },
         )
@@ -711,26 +696,17 @@ pub(crate) fn error_sums_par(
     qw: Option<&[f32]>,
 ) -> Result<ErrSums> {
     let c = codec(ty).ok_or_else(|| Error::Unsupported(ty.name()))?;
-    if c.levels.is_none() {
-        let back = decode(q, ty, x.len())?;
-        return Ok(error_sums(x, &back, ncols, qw));
-    }
     let row_bytes = ncols / c.block * c.block_bytes;
-    let sums = x
-        .par_chunks(ncols)
+    Ok(x.par_chunks(ncols)
         .zip(q.par_chunks(row_bytes))
-        .map(|(xr, qr)| {
-            let mut back = vec![0f32; ncols];
-            for (yb, ob) in qr
-                .chunks_exact(c.block_bytes)
-                .zip(back.chunks_exact_mut(c.block))
-            {
-                c.decode_block(yb, ob);
-            }
-            error_sums(xr, &back, ncols, qw)
-        })
-        .reduce(ErrSums::default, ErrSums::add);
-    Ok(sums)
+        .map_init(
+            || vec![0f32; ncols],
+            |back, (xr, qr)| {
+                c.decode_row(qr, back);
+                error_sums(xr, back, ncols, qw)
+            },
+        )
+        .reduce(ErrSums::default, ErrSums::add))
 }
 
 #[derive(Debug, Default, Clone, Copy)]
