@@ -50,8 +50,12 @@ fq Q4_K_M --type Q4_K_M
 fq Q4_K_M-imatrix --type Q4_K_M --calib "$CAL"
 fq Q4_K_M-gptq --type Q4_K_M --calib "$CAL" --method gptq
 fq Q4_K_M-gptq-budget --type Q4_K_M --calib "$CAL" --method gptq --target-bpw "$BPW_Q4KM"
+fq Q4_K_M-awq-gptq --type Q4_K_M --calib "$CAL" --method awq-gptq
 fq Q4_0-gptq --type Q4_0 --calib "$CAL" --method gptq
+fq Q4_0-awq --type Q4_0 --calib "$CAL" --method awq
+fq Q4_0-awq-gptq --type Q4_0 --calib "$CAL" --method awq-gptq
 fq Q2_K-gptq --type Q2_K --calib "$CAL" --method gptq
+fq Q2_K-awq-gptq --type Q2_K --calib "$CAL" --method awq-gptq
 
 # The peer's judge: llama-perplexity with KL divergence against the F32 logits.
 "$BIN/llama-perplexity" -m "$F32" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32.kld" >"$W/ppl-f32.log" 2>&1
@@ -87,7 +91,10 @@ ppl_f32 = grab(open(f"{W}/ppl-f32.log").read(), r"Final estimate: PPL = ([0-9.]+
 # Which llama.cpp row each Frugal row is measured against.
 peer = {"frugal-Q4_K_M": "llama-Q4_K_M", "frugal-Q4_K_M-imatrix": "llama-Q4_K_M-im",
         "frugal-Q4_K_M-gptq": "llama-Q4_K_M-im", "frugal-Q4_K_M-gptq-budget": "llama-Q4_K_M-im",
-        "frugal-Q4_0-gptq": "llama-Q4_0-im", "frugal-Q2_K-gptq": "llama-Q2_K-im"}
+        "frugal-Q4_K_M-awq-gptq": "llama-Q4_K_M-im",
+        "frugal-Q4_0-gptq": "llama-Q4_0-im", "frugal-Q4_0-awq": "llama-Q4_0-im",
+        "frugal-Q4_0-awq-gptq": "llama-Q4_0-im",
+        "frugal-Q2_K-gptq": "llama-Q2_K-im", "frugal-Q2_K-awq-gptq": "llama-Q2_K-im"}
 print(f"SmolLM2-135M F32 (PPL {ppl_f32:.4f}), judged by llama-perplexity --kl-divergence on Brown cj01-cj12; calibration Brown ca01-ca10")
 print(f"{'file':28} {'MiB':>7} {'bpw':>6} {'mean KLD':>9} {'PPL':>8} {'top-1 %':>8} {'wall s':>7} {'RSS MiB':>8}  {'KLD / peer':>10} {'size / peer':>11}")
 for name, r in rows.items():

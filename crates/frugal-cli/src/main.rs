@@ -116,7 +116,9 @@ enum Command {
         /// Tokens per calibration chunk.
         #[arg(long, default_value_t = 512)]
         calib_ctx: usize,
-        /// `rtn` (round to nearest, importance-weighted with --calib) or `gptq`.
+        /// `rtn` (round to nearest, importance-weighted with --calib), `gptq`, `awq` (activation-
+        /// aware channel scales folded into the norms and value/up rows, then importance-weighted
+        /// rounding) or `awq-gptq` (AWQ's scales, then GPTQ). All but `rtn` need --calib.
         #[arg(long, value_enum, default_value = "rtn")]
         method: MethodArg,
         /// GPTQ dampening, a fraction of the mean diagonal of XᵀX.
@@ -242,6 +244,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 enum MethodArg {
     Rtn,
     Gptq,
+    Awq,
+    AwqGptq,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -432,6 +436,12 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             let ty = match (ty, input.is_dir()) {
                 (Target::Int(scheme), true) => {
                     use frugal_pipeline::quantize::EncoderCalib;
+                    if matches!(method, MethodArg::Awq | MethodArg::AwqGptq) {
+                        return Err(BadUsage(
+                            "AWQ is implemented for Llama GGUF models; encoder int4 weights use GPTQ with --calib".into(),
+                        )
+                        .into());
+                    }
                     let n = calib_tokens / 128;
                     let calib = calib.map(|c| {
                         if c.as_os_str() == "brown" && !c.exists() {
@@ -519,14 +529,20 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 ctx: calib_ctx,
                 max_tokens: calib_tokens,
             });
+            let gptq = frugal_compress::quant::gptq::GptqOptions {
+                damp,
+                act_order: !no_act_order,
+            };
+            let blockwise = |awq, gptq| {
+                frugal_compress::quant::Method::Blockwise(
+                    frugal_compress::quant::gptq::BlockwiseOptions { awq, gptq },
+                )
+            };
             let method = match method {
                 MethodArg::Rtn => frugal_compress::quant::Method::Rtn,
-                MethodArg::Gptq => frugal_compress::quant::Method::Gptq(
-                    frugal_compress::quant::gptq::GptqOptions {
-                        damp,
-                        act_order: !no_act_order,
-                    },
-                ),
+                MethodArg::Gptq => blockwise(false, Some(gptq)),
+                MethodArg::Awq => blockwise(true, None),
+                MethodArg::AwqGptq => blockwise(true, Some(gptq)),
             };
             let step = frugal_pipeline::quantize::quantize_step(
                 &input,

@@ -261,10 +261,11 @@ fn quantize_reports_the_quality_of_its_output() {
     assert_bad_input(&out, "unknown type `Q3_XL`");
 }
 
-/// GPTQ end to end on the real model, with a small calibration budget: it must write a file
-/// that evaluates closer to the input than plain rounding to the same type.
+/// GPTQ and AWQ end to end on the real model, with a small calibration budget: each must write
+/// a file that evaluates closer to the input than plain rounding to the same type; AWQ's scales
+/// are reported per group and folded into the norms written to the file.
 #[test]
-fn gptq_beats_rounding_on_smollm2() {
+fn gptq_and_awq_beat_rounding_on_smollm2() {
     let Some(p) = smollm2() else { return };
     let Some(brown) = frugal_formats::assets::require_or_skip(
         frugal_formats::assets::brown_dir(),
@@ -281,7 +282,7 @@ fn gptq_beats_rounding_on_smollm2() {
         )
         .unwrap();
     }
-    let kld = |extra: &[&str]| -> f64 {
+    let run = |extra: &[&str]| -> serde_json::Value {
         let mut args = vec![
             "quantize",
             p.to_str().unwrap(),
@@ -301,21 +302,39 @@ fn gptq_beats_rounding_on_smollm2() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        j["quality"]["kld"]["mean"].as_f64().unwrap()
+        serde_json::from_slice(&out.stdout).unwrap()
     };
-    let rtn = kld(&[]);
-    let gptq = kld(&[
-        "--calib",
-        "calib.txt",
-        "--calib-ctx",
-        "256",
-        "--calib-tokens",
-        "1024",
-        "--method",
-        "gptq",
-    ]);
+    let kld = |j: &serde_json::Value| j["quality"]["kld"]["mean"].as_f64().unwrap();
+    let calibrated = |method: &str| {
+        run(&[
+            "--calib",
+            "calib.txt",
+            "--calib-ctx",
+            "256",
+            "--calib-tokens",
+            "1024",
+            "--method",
+            method,
+        ])
+    };
+    let rtn = kld(&run(&[]));
+    let gptq = kld(&calibrated("gptq"));
     assert!(gptq < 0.85 * rtn, "GPTQ mean KLD {gptq} vs rounding {rtn}");
+    let j = calibrated("awq");
+    let awq = kld(&j);
+    eprintln!("mean KLD: rounding {rtn}, GPTQ {gptq}, AWQ {awq}");
+    assert!(awq < 0.85 * rtn, "AWQ mean KLD {awq} vs rounding {rtn}");
+    let q = &j["quantize"];
+    assert_eq!(q["method"], "awq");
+    // One choice per block and input group; some scaled, their norms rewritten.
+    let groups = q["awq"].as_array().unwrap();
+    assert_eq!(groups.len(), 30 * 4);
+    assert!(groups.iter().any(|g| g["alpha"].as_f64().unwrap() > 0.0));
+    assert!(q["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "blk.0.attn_norm.weight" && t["reason"] == "awq-scaled"));
 }
 
 #[test]

@@ -18,6 +18,13 @@ impl SplitMix64 {
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+
+    /// Standard normal (Box–Muller, one value per two uniforms).
+    pub fn next_gaussian(&mut self) -> f64 {
+        let u = 1.0 - self.next_f64(); // (0, 1]
+        let v = self.next_f64();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
 }
 
 #[cfg(test)]

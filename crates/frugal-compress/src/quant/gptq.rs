@@ -2,7 +2,8 @@
 //!
 //! - [`collect_imatrix`]: llama-imatrix's statistic (per input column mean x²) for every weight,
 //!   from the full-precision model on calibration text;
-//! - [`gptq_model`]: GPTQ (Frantar et al. 2022). Blocks are processed in order on the
+//! - [`blockwise_model`]: AWQ scales ([`super::awq`], optional), then GPTQ (Frantar et al.
+//!   2022) or importance-weighted rounding. Blocks are processed in order on the
 //!   *quantized* model's own activations: for each block, the Gram matrices H = Σ xxᵀ of its
 //!   four distinct linear inputs are accumulated, each weight is quantized column by column in
 //!   the target block format (the format's scales are fitted, importance-weighted, on the
@@ -378,26 +379,142 @@ fn add_gram(h: &mut [f64], x: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// What [`gptq_model`] produced: quantized bytes per tensor, and the importance matrix of the
-/// quantized model's own activations (for the tensors left to round-to-nearest).
-pub struct GptqResult {
-    pub tensors: HashMap<String, (GgmlType, Vec<u8>)>,
-    pub imatrix: Imatrix,
+/// What the block-wise methods run, on the quantized model's own activations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BlockwiseOptions {
+    /// AWQ scales ([`super::awq`]) searched and folded exactly before rounding.
+    pub awq: bool,
+    /// GPTQ rounding; without it, importance-weighted rounding to nearest.
+    pub gptq: Option<GptqOptions>,
 }
 
-/// GPTQ over every decoder block's linear layers, in order, with the types in `choices` (one per
+impl BlockwiseOptions {
+    /// The method's name in reports.
+    pub fn name(&self) -> &'static str {
+        match (self.awq, self.gptq.is_some()) {
+            (true, true) => "awq+gptq",
+            (true, false) => "awq",
+            (false, true) => "gptq",
+            (false, false) => "rtn+imatrix",
+        }
+    }
+}
+
+/// One tensor the block-wise pass produced: its bytes and, for quantized weights, the error
+/// against the weight it rounded (which, after AWQ, is the scaled weight, not the file's).
+pub struct Produced {
+    pub ty: GgmlType,
+    pub bytes: Vec<u8>,
+    /// Relative RMS error and importance-weighted relative error.
+    pub errors: Option<(f64, Option<f64>)>,
+}
+
+/// What [`blockwise_model`] produced: quantized bytes per tensor (and the norm gains AWQ
+/// changed, as F32), the importance matrix of the quantized model's own activations (for the
+/// tensors left to round-to-nearest), and the AWQ choices.
+pub struct BlockwiseResult {
+    pub tensors: HashMap<String, Produced>,
+    pub imatrix: Imatrix,
+    /// Per AWQ group (first weight's name): α and the relative reduction of the group's
+    /// rounding loss.
+    pub awq: Vec<AwqChoice>,
+}
+
+/// One AWQ group's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AwqChoice {
+    pub group: String,
+    pub alpha: f64,
+    pub loss_ratio: f64,
+}
+
+/// Scales the input channels of block `i`'s input group `g` (the order of
+/// [`Llama::block_forward`]'s trace) by `s` — every layer reading that input gets its columns
+/// multiplied by `s` — and divides whatever produces the input by `s`, so the block computes the
+/// same function: the RMSNorm gain for the attention and FFN inputs, the value projection's rows
+/// for the attention output (whose channels share their value row's scale under grouped-query
+/// attention; `s` must be tied accordingly), the up projection's rows for FFN down's input
+/// (silu(gate)·up is linear in up).
+pub fn fold_scales(model: &mut Llama, i: usize, g: usize, s: &[f32]) -> Result<()> {
+    let names = block_names(i);
+    for name in &names[g] {
+        let lin = linear_named(model, name);
+        let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
+        scale_cols(&mut w, s);
+        dense(lin, w)?;
+    }
+    let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
+    let rows = |model: &mut Llama, producer: &str, k: &[f32]| -> Result<()> {
+        let lin = linear_named(model, producer);
+        let cols = lin.n_in();
+        let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
+        w.chunks_mut(cols)
+            .zip(k)
+            .for_each(|(r, k)| r.iter_mut().for_each(|v| *v *= k));
+        dense(lin, w)
+    };
+    match g {
+        0 | 2 => {
+            let b = &mut model.blocks[i];
+            let norm = if g == 0 {
+                &mut b.attn_norm
+            } else {
+                &mut b.ffn_norm
+            };
+            let inv_t = Tensor::from_slice(&inv, inv.len(), norm.device())?;
+            *norm = norm.mul(&inv_t)?;
+        }
+        1 => {
+            let c = &model.config;
+            let tie = super::awq::tie_gqa(c.n_head, c.n_head_kv, c.head_dim());
+            let mut k = vec![1f32; c.n_head_kv * c.head_dim()];
+            tie.iter().zip(&inv).for_each(|(&t, &v)| k[t] = v);
+            rows(model, &names[0][2], &k)?;
+        }
+        _ => rows(model, &names[2][1], &inv)?,
+    }
+    Ok(())
+}
+
+fn mean_abs_cols(x: &Tensor) -> Result<Vec<f64>> {
+    let v: Vec<f32> = x.abs()?.sum(0)?.to_vec1()?;
+    Ok(v.into_iter().map(f64::from).collect())
+}
+
+fn scale_cols(w: &mut [f32], s: &[f32]) {
+    w.chunks_mut(s.len())
+        .for_each(|r| r.iter_mut().zip(s).for_each(|(v, k)| *v *= k));
+}
+
+fn dense(lin: &mut frugal_models::linear::Linear, w: Vec<f32>) -> Result<()> {
+    let shape = (lin.n_out(), lin.n_in());
+    let t = Tensor::from_vec(w, shape, &candle_core::Device::Cpu)?;
+    Ok(lin.set_weight(Weight::Dense(t))?)
+}
+
+fn linear_named<'a>(model: &'a mut Llama, name: &str) -> &'a mut frugal_models::linear::Linear {
+    model
+        .linears_mut()
+        .into_iter()
+        .find(|l| l.name == name)
+        .expect("every block weight is a linear layer")
+}
+
+/// Calibrated quantization of every decoder block's linear layers, block after block, each
+/// block's statistics taken on the activations of the blocks already quantized: AWQ scales
+/// (optional), then GPTQ or importance-weighted rounding, with the types in `choices` (one per
 /// GGUF tensor, as [`super::final_types`] gives). The output layer is left to the caller (it is
 /// quantized to nearest with the importance matrix returned here).
-pub fn gptq_model(
+pub fn blockwise_model(
     f: &GgufFile,
     choices: &[Option<Choice>],
     calib: &Calibration,
-    opts: GptqOptions,
+    opts: BlockwiseOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<GptqResult> {
+) -> Result<BlockwiseResult> {
     let mut model = load_model(f)?;
-    let dev = candle_core::Device::Cpu;
     let n_layer = model.blocks.len();
+    let cfg = model.config.clone();
     let type_of: HashMap<&str, GgmlType> = f
         .header
         .tensors
@@ -417,55 +534,133 @@ pub fn gptq_model(
         .collect::<std::result::Result<_, _>>()?;
     let mut tensors = HashMap::new();
     let mut imatrix = HashMap::new();
-    let n_tok = calib.n_tokens() as f64;
+    let mut awq_choices = Vec::new();
+    let n_tok = calib.n_tokens();
     for i in 0..n_layer {
         let names = block_names(i);
-        // 1. Gram matrices of the block's four inputs on the quantized prefix's activations.
+        // 1. Gram matrices (and mean |x|) of the block's four inputs on the quantized prefix's
+        //    activations.
         let dims = {
             let b = &model.blocks[i];
             [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()]
         };
         let mut grams: Vec<Vec<f64>> = dims.iter().map(|&n| vec![0.0; n * n]).collect();
+        let mut abs: Vec<Vec<f64>> = dims.iter().map(|&n| vec![0.0; n]).collect();
         for (x, ctx) in states.iter().zip(&ctxs) {
             let (_, tr) = model.block_forward(i, x, ctx, true)?;
-            for (g, input) in grams.iter_mut().zip(tr.expect("traced").iter()) {
+            for ((g, a), input) in grams
+                .iter_mut()
+                .zip(&mut abs)
+                .zip(tr.expect("traced").iter())
+            {
                 add_gram(g, input)?;
+                if opts.awq {
+                    a.iter_mut()
+                        .zip(mean_abs_cols(input)?)
+                        .for_each(|(s, v)| *s += v);
+                }
             }
         }
-        // 2. Quantize each weight against its input's H.
+        // 2. AWQ: scales searched on the full-precision block, folded exactly.
+        if opts.awq {
+            for g in 0..4 {
+                let n = dims[g];
+                let ws: Vec<(Vec<f32>, GgmlType)> = names[g]
+                    .iter()
+                    .filter_map(|name| type_of.get(name.as_str()).map(|&ty| (name, ty)))
+                    .map(|(name, ty)| -> Result<_> {
+                        let w = linear_named(&mut model, name).weight_f32()?;
+                        Ok((w.flatten_all()?.to_vec1()?, ty))
+                    })
+                    .collect::<Result<_>>()?;
+                if ws.is_empty() {
+                    continue;
+                }
+                let members: Vec<super::awq::Member> = ws
+                    .iter()
+                    .map(|(w, ty)| super::awq::Member { w, ty: *ty })
+                    .collect();
+                let mean_abs: Vec<f32> = abs[g].iter().map(|v| (v / n_tok as f64) as f32).collect();
+                let tie: Vec<usize> = if g == 1 {
+                    super::awq::tie_gqa(cfg.n_head, cfg.n_head_kv, cfg.head_dim())
+                } else {
+                    (0..n).collect()
+                };
+                let best = super::awq::search(&members, n, &grams[g], n_tok, &mean_abs, &tie)?;
+                awq_choices.push(AwqChoice {
+                    group: names[g][0].clone(),
+                    alpha: best.alpha,
+                    loss_ratio: if best.loss_plain > 0.0 {
+                        best.loss / best.loss_plain
+                    } else {
+                        1.0
+                    },
+                });
+                if best.alpha == 0.0 {
+                    continue;
+                }
+                let s = best.s;
+                fold_scales(&mut model, i, g, &s)?;
+                // The input's statistics in the scaled space: x/s.
+                let gm = &mut grams[g];
+                for a in 0..n {
+                    for b in 0..n {
+                        gm[a * n + b] /= f64::from(s[a]) * f64::from(s[b]);
+                    }
+                }
+            }
+            for (k, norm) in ["attn_norm", "ffn_norm"].iter().enumerate() {
+                let b = &model.blocks[i];
+                let t = if k == 0 { &b.attn_norm } else { &b.ffn_norm };
+                let v: Vec<f32> = t.to_vec1()?;
+                tensors.insert(
+                    format!("blk.{i}.{norm}.weight"),
+                    Produced {
+                        ty: GgmlType::F32,
+                        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                        errors: None,
+                    },
+                );
+            }
+        }
+        // 3. Round each weight against its input's H.
         for ((gram, &n), group) in grams.iter().zip(&dims).zip(&names) {
-            let (u, dead) = if opts.act_order {
-                (Vec::new(), (0..n).map(|j| gram[j * n + j] <= 0.0).collect())
-            } else {
-                inverse_cholesky_upper(gram, n, opts.damp)?
+            let dead: Vec<bool> = (0..n).map(|j| gram[j * n + j] <= 0.0).collect();
+            let u = match opts.gptq {
+                Some(g) if !g.act_order => inverse_cholesky_upper(gram, n, g.damp)?.0,
+                _ => Vec::new(),
             };
-            let qw: Vec<f32> = (0..n).map(|j| (gram[j * n + j] / n_tok) as f32).collect();
+            let qw: Vec<f32> = (0..n)
+                .map(|j| (gram[j * n + j] / n_tok as f64) as f32)
+                .collect();
             for name in group {
                 imatrix.insert(name.clone(), qw.clone());
                 let Some(&ty) = type_of.get(name.as_str()) else {
                     continue; // kept as it is
                 };
-                let lin = model
-                    .linears_mut()
-                    .into_iter()
-                    .find(|l| &l.name == name)
-                    .expect("every block weight is a linear layer");
+                let lin = linear_named(&mut model, name);
                 let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
                 for (j, _) in dead.iter().enumerate().filter(|(_, &d)| d) {
                     w.iter_mut().skip(j).step_by(n).for_each(|v| *v = 0.0);
                 }
-                let bytes = if opts.act_order {
-                    gptq_matrix_act_order(&w, n, gram, opts.damp, &qw, ty)?
-                } else {
-                    gptq_matrix(&w, n, &u, &qw, ty)
+                let bytes = match opts.gptq {
+                    Some(g) if g.act_order => gptq_matrix_act_order(&w, n, gram, g.damp, &qw, ty)?,
+                    Some(_) => gptq_matrix(&w, n, &u, &qw, ty),
+                    None => super::quantize_matrix(&w, n, ty, Some(&qw)),
                 };
-                let back = super::decode(&bytes, ty, w.len())?;
-                let shape = (w.len() / n, n);
-                lin.set_weight(Weight::Dense(Tensor::from_vec(back, shape, &dev)?))?;
-                tensors.insert(name.clone(), (ty, bytes));
+                let errors = super::error_sums_par(&w, &bytes, ty, n, Some(&qw))?.finish(true);
+                dense(lin, super::decode(&bytes, ty, w.len())?)?;
+                tensors.insert(
+                    name.clone(),
+                    Produced {
+                        ty,
+                        bytes,
+                        errors: Some(errors),
+                    },
+                );
             }
         }
-        // 3. Move the states through the quantized block.
+        // 4. Move the states through the quantized block.
         for (x, ctx) in states.iter_mut().zip(&ctxs) {
             *x = model.block_forward(i, x, ctx, false)?.0;
         }
@@ -479,16 +674,19 @@ pub fn gptq_model(
     }
     imatrix.insert(
         output_name(f).to_string(),
-        head.into_iter().map(|s| (s / n_tok) as f32).collect(),
+        head.into_iter()
+            .map(|s| (s / n_tok as f64) as f32)
+            .collect(),
     );
     progress(n_layer + 1, n_layer + 1);
-    Ok(GptqResult {
+    Ok(BlockwiseResult {
         tensors,
         imatrix: Imatrix {
             entries: imatrix,
-            n_tokens: calib.n_tokens() as u64,
+            n_tokens: n_tok as u64,
             source: calib.source.clone(),
         },
+        awq: awq_choices,
     })
 }
 

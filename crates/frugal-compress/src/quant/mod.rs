@@ -10,6 +10,7 @@
 //!   columns not yet quantized.
 
 pub mod alloc;
+pub mod awq;
 pub mod codec;
 pub mod gptq;
 pub mod int;
@@ -256,6 +257,9 @@ pub struct QuantizeReport {
     /// Count of tensors per output type.
     pub type_counts: std::collections::BTreeMap<String, usize>,
     pub tensors: Vec<TensorReport>,
+    /// AWQ's choice per group of layers sharing an input (empty without AWQ).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub awq: Vec<gptq::AwqChoice>,
 }
 
 /// The type chosen for one tensor, and why.
@@ -438,13 +442,15 @@ pub fn quantize_gguf(
 pub enum Method {
     /// Round to nearest (importance-weighted when there is an importance matrix).
     Rtn,
-    Gptq(gptq::GptqOptions),
+    /// Block by block on the quantized model's own activations: AWQ and/or GPTQ.
+    Blockwise(gptq::BlockwiseOptions),
 }
 
 /// Calibration-aware quantization: with `calib`, an importance matrix is measured on the
-/// full-precision model (unless `opts` carries one); with [`Method::Gptq`], GPTQ quantizes every
-/// decoder weight on the quantized model's own activations and the rest is rounded with the
-/// importance matrix. Progress is reported per stage (`imatrix`, `gptq`, `tensors`).
+/// full-precision model (unless `opts` carries one); with [`Method::Blockwise`], every decoder
+/// weight is scaled (AWQ) and/or rounded by GPTQ on the quantized model's own activations and
+/// the rest is rounded with the importance matrix. Progress is reported per stage (`imatrix`,
+/// the method's name, `tensors`).
 pub fn quantize_model(
     input: &Path,
     output: &Path,
@@ -457,9 +463,19 @@ pub fn quantize_model(
     let f = GgufFile::open(input)?;
     let mut opts = opts.clone();
     if let (Some(c), None) = (calib, &opts.imatrix) {
-        opts.imatrix = Some(gptq::collect_imatrix(&f, c, &|d, t| {
-            progress("imatrix", d, t)
-        })?);
+        // The full-precision model's importance matrix weights plain rounding and the size
+        // budget's measurements; the block-wise methods measure their own on the quantized
+        // model's activations, so for them the plan only needs to know calibration is there.
+        let planning = opts.target_bpw.is_some() || opts.fallback == Fallback::Best;
+        opts.imatrix = Some(if matches!(method, Method::Rtn) || planning {
+            gptq::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?
+        } else {
+            Imatrix {
+                entries: HashMap::new(),
+                n_tokens: c.n_tokens() as u64,
+                source: c.source.clone(),
+            }
+        });
     }
     let choices = final_types(&f, &opts)?;
     match method {
@@ -480,27 +496,33 @@ pub fn quantize_model(
                 &|d, t| progress("tensors", d, t),
             )
         }
-        Method::Gptq(g) => {
+        Method::Blockwise(b) => {
+            let name = b.name();
             let calib = calib.ok_or_else(|| {
-                Error::BadOptions("GPTQ needs calibration text (--calib FILE)".into())
+                Error::BadOptions(format!("{name} needs calibration text (--calib FILE)"))
             })?;
             if codec(opts.target.base).is_none_or(|c| c.levels.is_none()) {
                 return Err(Error::BadOptions(format!(
-                    "GPTQ needs a quantized target, not {}",
+                    "{name} needs a quantized target, not {}",
                     opts.target.name
                 )));
             }
-            let r = gptq::gptq_model(&f, &choices, calib, g, &|d, t| progress("gptq", d, t))?;
-            write_quantized(
+            let r = gptq::blockwise_model(&f, &choices, calib, b, &|d, t| progress(name, d, t))?;
+            // The tensors left to rounding (the output layer) are weighted by the quantized
+            // model's own activations.
+            opts.imatrix = Some(r.imatrix);
+            let mut report = write_quantized(
                 &f,
                 output,
                 &opts,
                 &choices,
                 &r.tensors,
-                "gptq",
+                name,
                 t0,
                 &|d, t| progress("tensors", d, t),
-            )
+            )?;
+            report.awq = r.awq;
+            Ok(report)
         }
     }
 }
@@ -512,7 +534,7 @@ fn write_quantized(
     output: &Path,
     opts: &QuantizeOptions,
     choices: &[Option<Choice>],
-    done: &HashMap<String, (GgmlType, Vec<u8>)>,
+    done: &HashMap<String, gptq::Produced>,
     method: &str,
     t0: std::time::Instant,
     progress: &(dyn Fn(usize, usize) + Sync),
@@ -527,7 +549,7 @@ fn write_quantized(
         .iter()
         .zip(choices)
         .map(|(t, c)| match (done.get(&t.name), c) {
-            (Some((ty, _)), _) => *ty,
+            (Some(p), _) => p.ty,
             (None, Some(c)) => c.ty,
             (None, None) => t.ggml_type,
         })
@@ -551,15 +573,21 @@ fn write_quantized(
     for (k, &i) in order.iter().enumerate() {
         let t = &f.header.tensors[i];
         let Some(choice) = choices[i] else {
-            w.write_tensor(f.tensor_data(t))
-                .map_err(frugal_models::Error::from)?;
+            // Kept as it is, unless the block-wise pass changed it (AWQ's folded norm gains).
+            let changed = done.get(&t.name);
+            let bytes = changed.map_or(f.tensor_data(t), |p| &p.bytes);
+            w.write_tensor(bytes).map_err(frugal_models::Error::from)?;
             reports.push(TensorReport {
                 name: t.name.clone(),
                 from: t.ggml_type.name(),
-                to: t.ggml_type.name(),
+                to: types[i].name(),
                 n_elements: t.n_elements(),
-                bytes: t.n_bytes,
-                reason: "kept",
+                bytes: bytes.len() as u64,
+                reason: if changed.is_some() {
+                    "awq-scaled"
+                } else {
+                    "kept"
+                },
                 rel_rmse: 0.0,
                 weighted_rel_err: None,
             });
@@ -576,7 +604,10 @@ fn write_quantized(
             .map(|w| w.as_slice());
         let computed;
         let (bytes, (rel_rmse, weighted)): (&[u8], _) = match done.get(&t.name) {
-            Some((_, b)) => (b, errors(&x, b, types[i], ncols, qw)?),
+            Some(p) => match p.errors {
+                Some(e) => (&p.bytes, e),
+                None => (&p.bytes, errors(&x, &p.bytes, types[i], ncols, qw)?),
+            },
             None => {
                 let (b, sums) = quantize_matrix_measured(&x, ncols, types[i], qw);
                 computed = b;
@@ -620,6 +651,7 @@ fn write_quantized(
         seconds: t0.elapsed().as_secs_f64(),
         type_counts,
         tensors: reports,
+        awq: Vec::new(),
     })
 }
 
