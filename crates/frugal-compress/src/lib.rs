@@ -1,8 +1,11 @@
-//! Frugal's compression methods. Today: [`quant`], quantization of GGUF models into ggml's block
-//! formats (bit-identical to llama.cpp without calibration), importance-weighted with an
-//! imatrix, or GPTQ, through the linear-layer seam (`frugal_models::linear`) and the decoder's
-//! block-level forward pass. Pruning and distillation will build on the same seam.
+//! Frugal's compression methods, through the linear-layer seam (`frugal_models::linear`):
+//! [`quant`], quantization of GGUF models into ggml's block formats (bit-identical to llama.cpp
+//! without calibration; importance-weighted, AWQ or GPTQ with it) and of safetensors models to
+//! int8/int4; [`prune`], magnitude and Wanda pruning (unstructured or N:M); [`distill`],
+//! training and knowledge distillation of classifiers.
 
+pub mod distill;
+pub mod prune;
 pub mod quant;
 
 /// Errors of compression.

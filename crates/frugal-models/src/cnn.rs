@@ -14,6 +14,9 @@ use frugal_formats::safetensors::{
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The safetensors metadata key holding a CNN's [`CnnConfig`] (JSON).
+pub const CONFIG_KEY: &str = "frugal.cnn_config";
+
 /// The architecture.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CnnConfig {
@@ -229,28 +232,53 @@ impl Cnn {
         v
     }
 
-    /// Saves as safetensors with the config in the metadata (`frugal.cnn_config`).
-    pub fn save(&self, path: &Path, inputs: &[&Path]) -> Result<u64> {
-        let mut named: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();
+    /// Every parameter by name (`conv0.weight`, `conv0.bias`, …, `fc2.bias`), in the order of
+    /// [`CnnConfig::parameter_shapes`].
+    pub fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
         let layers: Vec<(&str, &Linear)> = self
             .convs
             .iter()
             .map(|c| (c.name.as_str(), c))
             .chain([("fc1", &self.fc1), ("fc2", &self.fc2)])
             .collect();
+        let mut out = Vec::new();
         for (name, l) in layers {
-            for (suffix, t) in [
-                ("weight", Some(l.weight_f32()?)),
-                ("bias", l.bias().cloned()),
-            ] {
-                let Some(t) = t else { continue };
-                let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-                named.push((
-                    format!("{name}.{suffix}"),
-                    t.dims().iter().map(|&d| d as u64).collect(),
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ));
+            out.push((format!("{name}.weight"), l.weight_f32()?));
+            if let Some(b) = l.bias() {
+                out.push((format!("{name}.bias"), b.clone()));
             }
+        }
+        Ok(out)
+    }
+
+    /// A trainable copy: the same values as fresh `Var`s, in parameter order.
+    pub fn trainable(&self) -> Result<(Self, Vec<Var>)> {
+        let vars: Vec<Var> = self
+            .parameters()?
+            .iter()
+            .map(|(_, t)| Var::from_tensor(&t.copy()?))
+            .collect::<candle_core::Result<_>>()?;
+        let mut it = vars.iter();
+        let model = Cnn::from_tensors(self.config.clone(), |_, _| {
+            Ok(it
+                .next()
+                .expect("one var per parameter")
+                .as_tensor()
+                .clone())
+        })?;
+        Ok((model, vars))
+    }
+
+    /// Saves as safetensors with the config in the metadata ([`CONFIG_KEY`]).
+    pub fn save(&self, path: &Path, inputs: &[&Path]) -> Result<u64> {
+        let mut named: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();
+        for (name, t) in self.parameters()? {
+            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            named.push((
+                name,
+                t.dims().iter().map(|&d| d as u64).collect(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
         }
         let tensors: Vec<StTensorToWrite> = named
             .iter()
@@ -263,7 +291,7 @@ impl Cnn {
             .collect();
         let mut meta = BTreeMap::new();
         meta.insert(
-            "frugal.cnn_config".to_string(),
+            CONFIG_KEY.to_string(),
             serde_json::to_string(&self.config).expect("config serializes"),
         );
         Ok(write_safetensors_file(path, inputs, &meta, &tensors)?)
@@ -275,23 +303,36 @@ impl Cnn {
         let cfg = f
             .header
             .metadata
-            .get("frugal.cnn_config")
+            .get(CONFIG_KEY)
             .ok_or_else(|| Error::BadMetadata {
                 path: path.to_path_buf(),
-                key: "frugal.cnn_config".into(),
+                key: CONFIG_KEY.into(),
                 reason: "missing: not a Frugal CNN".into(),
             })?;
         let config: CnnConfig = serde_json::from_str(cfg).map_err(|e| Error::BadMetadata {
             path: path.to_path_buf(),
-            key: "frugal.cnn_config".into(),
+            key: CONFIG_KEY.into(),
             reason: e.to_string(),
         })?;
         config.validate().map_err(|reason| Error::BadMetadata {
             path: path.to_path_buf(),
-            key: "frugal.cnn_config".into(),
+            key: CONFIG_KEY.into(),
             reason,
         })?;
         Cnn::from_tensors(config, |name, shape| {
+            if name.ends_with(".weight") {
+                // F32, or Frugal's int8/int4 (decoded).
+                let w = crate::int_weights::load_weight(&f, name, device)?;
+                if w.dims() != shape {
+                    return Err(Error::BadShape {
+                        path: path.to_path_buf(),
+                        name: name.into(),
+                        found: w.dims().to_vec(),
+                        expected: shape.to_vec(),
+                    });
+                }
+                return Ok(w);
+            }
             let t = f.tensor(name).ok_or_else(|| Error::MissingTensor {
                 path: path.to_path_buf(),
                 name: name.into(),

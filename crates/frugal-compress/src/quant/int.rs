@@ -269,35 +269,23 @@ fn bytes_of(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Quantizes the linear weights of a sentence-transformers folder (`model.safetensors` plus
-/// its configuration and tokenizer files, copied as they are) into a new folder, atomically.
-pub fn quantize_safetensors_dir(
-    input: &Path,
+/// What [`quantize_tensors`] did.
+struct Written {
+    bytes: u64,
+    n_quantized: usize,
+    parameters: u64,
+    worst: (f64, String),
+}
+
+/// Writes `f` to `output` with its linear weights in `scheme` (GPTQ where `hessians` has the
+/// weight), everything else and the metadata as they are.
+fn quantize_tensors(
+    f: &SafetensorsFile,
     output: &Path,
     scheme: &'static IntType,
-    calib: Option<&[Vec<u32>]>,
+    hessians: Option<&HashMap<String, (Vec<f64>, u64)>>,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<IntReport> {
-    let t0 = std::time::Instant::now();
-    // GPTQ for the int4 groups when there are calibration passages.
-    let hessians = match (calib, scheme.group) {
-        (Some(c), Some(_)) if !c.is_empty() => Some(encoder_hessians(input, c)?),
-        _ => None,
-    };
-    let model = input.join("model.safetensors");
-    let f = SafetensorsFile::open(&model)?;
-    let out = AtomicDir::create(output)?;
-    // Every other file of the folder (configuration, tokenizer) as it is.
-    let entries = std::fs::read_dir(input)
-        .map_err(|e| frugal_formats::Error::io(input, "reading folder", e))?;
-    for e in entries {
-        let e = e.map_err(|e| frugal_formats::Error::io(input, "reading folder", e))?;
-        let name = e.file_name();
-        if name != "model.safetensors" && e.path().is_file() {
-            std::fs::copy(e.path(), out.tmp_path().join(&name))
-                .map_err(|err| frugal_formats::Error::io(&e.path(), "copying", err))?;
-        }
-    }
+) -> Result<Written> {
     let mut owned: Vec<(String, Dtype, Vec<u64>, Vec<u8>)> = Vec::new();
     let mut n_quantized = 0;
     let mut qparams = 0u64;
@@ -331,7 +319,7 @@ pub fn quantize_safetensors_dir(
                         t.name
                     )));
                 }
-                let (p, s, m) = match hessians.as_ref().and_then(|h| h.get(&t.name)) {
+                let (p, s, m) = match hessians.and_then(|h| h.get(&t.name)) {
                     Some((h, n)) if h.len() == cols * cols => {
                         let qw: Vec<f32> = (0..cols)
                             .map(|j| (h[j * cols + j] / (*n).max(1) as f64) as f32)
@@ -402,17 +390,80 @@ pub fn quantize_safetensors_dir(
             data,
         })
         .collect();
+    let written = write_safetensors_file(output, &[f.path()], &meta, &tensors)?;
+    Ok(Written {
+        bytes: written,
+        n_quantized,
+        parameters: qparams,
+        worst,
+    })
+}
+
+/// Quantizes the linear weights of one safetensors model file (e.g. a Frugal CNN; metadata
+/// kept) into `output`, atomically.
+pub fn quantize_safetensors_file(
+    input: &Path,
+    output: &Path,
+    scheme: &'static IntType,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<IntReport> {
+    let t0 = std::time::Instant::now();
+    let f = SafetensorsFile::open(input)?;
+    let w = quantize_tensors(&f, output, scheme, None, progress)?;
+    Ok(IntReport {
+        input: input.display().to_string(),
+        output: output.display().to_string(),
+        scheme: scheme.name,
+        input_bytes: f.file_len(),
+        output_bytes: w.bytes,
+        n_quantized: w.n_quantized,
+        quantized_parameters: w.parameters,
+        seconds: t0.elapsed().as_secs_f64(),
+        method: "rtn".into(),
+        worst_rel_rmse: w.worst,
+    })
+}
+
+/// Quantizes the linear weights of a sentence-transformers folder (`model.safetensors` plus
+/// its configuration and tokenizer files, copied as they are) into a new folder, atomically.
+pub fn quantize_safetensors_dir(
+    input: &Path,
+    output: &Path,
+    scheme: &'static IntType,
+    calib: Option<&[Vec<u32>]>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<IntReport> {
+    let t0 = std::time::Instant::now();
+    // GPTQ for the int4 groups when there are calibration passages.
+    let hessians = match (calib, scheme.group) {
+        (Some(c), Some(_)) if !c.is_empty() => Some(encoder_hessians(input, c)?),
+        _ => None,
+    };
+    let model = input.join("model.safetensors");
+    let f = SafetensorsFile::open(&model)?;
+    let out = AtomicDir::create(output)?;
+    // Every other file of the folder (configuration, tokenizer) as it is.
+    let entries = std::fs::read_dir(input)
+        .map_err(|e| frugal_formats::Error::io(input, "reading folder", e))?;
+    for e in entries {
+        let e = e.map_err(|e| frugal_formats::Error::io(input, "reading folder", e))?;
+        let name = e.file_name();
+        if name != "model.safetensors" && e.path().is_file() {
+            std::fs::copy(e.path(), out.tmp_path().join(&name))
+                .map_err(|err| frugal_formats::Error::io(&e.path(), "copying", err))?;
+        }
+    }
     let out_model = out.tmp_path().join("model.safetensors");
-    let written = write_safetensors_file(&out_model, &[&model], &meta, &tensors)?;
+    let w = quantize_tensors(&f, &out_model, scheme, hessians.as_ref(), progress)?;
     out.commit()?;
     Ok(IntReport {
         input: input.display().to_string(),
         output: output.display().to_string(),
         scheme: scheme.name,
         input_bytes: f.file_len(),
-        output_bytes: written,
-        n_quantized,
-        quantized_parameters: qparams,
+        output_bytes: w.bytes,
+        n_quantized: w.n_quantized,
+        quantized_parameters: w.parameters,
         seconds: t0.elapsed().as_secs_f64(),
         method: match &hessians {
             Some(_) => format!(
@@ -421,7 +472,7 @@ pub fn quantize_safetensors_dir(
             ),
             None => "rtn".into(),
         },
-        worst_rel_rmse: worst,
+        worst_rel_rmse: w.worst,
     })
 }
 

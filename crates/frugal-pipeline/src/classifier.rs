@@ -1,0 +1,319 @@
+//! The classifier pipeline of the embedded default: on a data set and its seeded split, a teacher
+//! CNN trained from scratch, a small student trained on labels alone (the baseline) and one
+//! distilled from the teacher, the distilled student pruned and recovered by distillation, then
+//! quantized to int8 — every model saved, reloaded from its file and evaluated on the same test
+//! images.
+
+use crate::Error;
+use frugal_compress::distill::{train_classifier, EpochRecord, TrainOptions};
+use frugal_compress::prune::{prune_linears, PruneOptions, PruneReport};
+use frugal_eval::classifier::{eval_classifier, ClassifierEvalResult};
+use frugal_formats::idx::ImageSet;
+use frugal_models::cnn::{Cnn, CnnConfig};
+use serde::Serialize;
+use std::path::Path;
+
+/// Settings of the classifier pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifierPlan {
+    pub teacher: CnnConfig,
+    pub student: CnnConfig,
+    pub train: TrainOptions,
+    /// Distillation settings of the student (temperature, α; the rest as `train`).
+    pub distill: TrainOptions,
+    pub prune: PruneOptions,
+    /// Recovery of the pruned student by distillation from the teacher.
+    pub recover: TrainOptions,
+}
+
+impl ClassifierPlan {
+    /// The embedded default for images of `h`×`w` with `classes` classes: the teacher is the
+    /// classic conv(32)-conv(64)-fc(128) network, the student conv(8)-conv(16)-fc(32).
+    pub fn default_for(h: usize, w: usize, classes: usize, seed: u64) -> Self {
+        let train = TrainOptions {
+            epochs: 20,
+            batch: 32,
+            lr: 3e-3,
+            seed,
+            ..Default::default()
+        };
+        ClassifierPlan {
+            teacher: CnnConfig::classic(h, w, classes),
+            student: CnnConfig {
+                conv_channels: vec![8, 16],
+                hidden: 32,
+                ..CnnConfig::classic(h, w, classes)
+            },
+            distill: TrainOptions {
+                temperature: 4.0,
+                alpha: 0.7,
+                ..train.clone()
+            },
+            prune: PruneOptions {
+                score: frugal_compress::prune::Score::Magnitude,
+                sparsity: 0.5,
+                pattern: frugal_compress::prune::Pattern::Unstructured,
+                scope: frugal_compress::prune::Scope::Global,
+            },
+            recover: TrainOptions {
+                epochs: 5,
+                lr: 1e-3,
+                warmup: 0.0,
+                ..train.clone()
+            },
+            train,
+        }
+    }
+}
+
+/// One model the pipeline produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRecord {
+    /// `teacher`, `student-labels`, `student-distilled`, `student-pruned`, `student-int8`.
+    pub name: String,
+    /// How it was made.
+    pub made_by: String,
+    /// File name inside the run folder.
+    pub file: String,
+    pub file_bytes: u64,
+    pub parameters: usize,
+    /// Weights (not biases) that are not zero.
+    pub nonzero_weights: usize,
+    pub weights: usize,
+    pub eval: ClassifierEvalResult,
+    /// Wall time of the step that made it (training, pruning and recovery, quantization).
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<EpochRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneReport>,
+}
+
+/// Everything the classifier pipeline did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifierRun {
+    pub plan: ClassifierPlan,
+    pub models: Vec<ModelRecord>,
+}
+
+/// Weight counts (total, non-zero) over the layers' weights.
+fn weight_counts(m: &Cnn) -> Result<(usize, usize), Error> {
+    let mut total = 0;
+    let mut nonzero = 0;
+    for (name, t) in m.parameters().map_err(frugal_compress::Error::from)? {
+        if name.ends_with(".weight") {
+            let v: Vec<f32> = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(frugal_compress::Error::from)?;
+            total += v.len();
+            nonzero += v.iter().filter(|&&x| x != 0.0).count();
+        }
+    }
+    Ok((total, nonzero))
+}
+
+/// Saves `model` as `dir/file`, reloads it and evaluates the reloaded model (so the record is
+/// the file's, not the memory's).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    made_by: String,
+    model: Option<&Cnn>,
+    set: &ImageSet,
+    test: &[usize],
+    seconds: f64,
+) -> Result<ModelRecord, Error> {
+    let path = dir.join(file);
+    if let Some(m) = model {
+        m.save(&path, &[]).map_err(frugal_compress::Error::from)?;
+    }
+    let back = Cnn::load(&path, &candle_core::Device::Cpu).map_err(frugal_compress::Error::from)?;
+    let eval = eval_classifier(&back, set, Some(test))?;
+    let (weights, nonzero_weights) = weight_counts(&back)?;
+    Ok(ModelRecord {
+        name: name.into(),
+        made_by,
+        file: file.into(),
+        file_bytes: std::fs::metadata(&path)
+            .map_err(|e| frugal_formats::Error::io(&path, "reading metadata", e))?
+            .len(),
+        parameters: back
+            .config
+            .parameter_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum(),
+        nonzero_weights,
+        weights,
+        eval,
+        seconds,
+        epochs: Vec::new(),
+        prune: None,
+    })
+}
+
+/// Runs the pipeline on `set` with the test images `test` (the rest trains), writing every model
+/// into `dir`. `progress(step, done, total, loss)` reports training batches.
+pub fn run_classifier_pipeline(
+    set: &ImageSet,
+    test: &[usize],
+    plan: &ClassifierPlan,
+    dir: &Path,
+    progress: &dyn Fn(&str, usize, usize, f64),
+) -> Result<ClassifierRun, Error> {
+    let dev = candle_core::Device::Cpu;
+    let is_test = {
+        let mut v = vec![false; set.len()];
+        test.iter().for_each(|&i| v[i] = true);
+        v
+    };
+    let train: Vec<usize> = (0..set.len()).filter(|&i| !is_test[i]).collect();
+    let ce = frugal_compress::Error::from;
+    let mut models = Vec::new();
+    let fit = |name: &str,
+               model: &Cnn,
+               vars: &[candle_core::Var],
+               teacher: Option<&Cnn>,
+               opts: &TrainOptions,
+               masks: Option<&[Option<candle_core::Tensor>]>|
+     -> Result<Vec<EpochRecord>, Error> {
+        let batches = train.len().div_ceil(opts.batch);
+        Ok(train_classifier(
+            model,
+            vars,
+            teacher,
+            set,
+            &train,
+            opts,
+            masks,
+            &|e, b, _, l| progress(name, (e - 1) * batches + b, opts.epochs * batches, l),
+        )?)
+    };
+
+    // 1. Teacher, from scratch on labels.
+    let t0 = std::time::Instant::now();
+    let (teacher, vars) = Cnn::init(plan.teacher.clone(), plan.train.seed, &dev).map_err(ce)?;
+    let epochs = fit("teacher", &teacher, &vars, None, &plan.train, None)?;
+    let mut r = record(
+        dir,
+        "teacher.safetensors",
+        "teacher",
+        "trained from scratch on labels (cross-entropy)".into(),
+        Some(&teacher),
+        set,
+        test,
+        t0.elapsed().as_secs_f64(),
+    )?;
+    r.epochs = epochs;
+    models.push(r);
+
+    // 2. Student on labels alone: the baseline distillation must beat.
+    let t0 = std::time::Instant::now();
+    let (student, vars) = Cnn::init(plan.student.clone(), plan.train.seed + 1, &dev).map_err(ce)?;
+    let epochs = fit("student-labels", &student, &vars, None, &plan.train, None)?;
+    let mut r = record(
+        dir,
+        "student-labels.safetensors",
+        "student-labels",
+        "same student trained on labels alone (baseline)".into(),
+        Some(&student),
+        set,
+        test,
+        t0.elapsed().as_secs_f64(),
+    )?;
+    r.epochs = epochs;
+    models.push(r);
+
+    // 3. Student distilled from the teacher (same initialisation as the baseline).
+    let t0 = std::time::Instant::now();
+    let (student, vars) = Cnn::init(plan.student.clone(), plan.train.seed + 1, &dev).map_err(ce)?;
+    let epochs = fit(
+        "student-distilled",
+        &student,
+        &vars,
+        Some(&teacher),
+        &plan.distill,
+        None,
+    )?;
+    let d = &plan.distill;
+    let mut r = record(
+        dir,
+        "student-distilled.safetensors",
+        "student-distilled",
+        format!(
+            "distilled from the teacher: {}·T²·KL + {}·CE, T = {}",
+            d.alpha,
+            1.0 - d.alpha,
+            d.temperature
+        ),
+        Some(&student),
+        set,
+        test,
+        t0.elapsed().as_secs_f64(),
+    )?;
+    r.epochs = epochs;
+    models.push(r);
+
+    // 4. Pruned, then recovered by distillation with the mask held.
+    let t0 = std::time::Instant::now();
+    let (mut pruned, _) = student.trainable().map_err(ce)?;
+    let (masks, report) = {
+        let mut layers = pruned.linears_mut();
+        prune_linears(&mut layers, None, &plan.prune)?
+    };
+    let (pruned, vars) = pruned.trainable().map_err(ce)?;
+    // One mask per parameter: weights masked, biases free.
+    let mut it = masks.into_iter();
+    let var_masks: Vec<Option<candle_core::Tensor>> = pruned
+        .parameters()
+        .map_err(ce)?
+        .iter()
+        .map(|(n, _)| {
+            if n.ends_with(".weight") {
+                it.next()
+            } else {
+                None
+            }
+        })
+        .collect();
+    let epochs = fit(
+        "student-pruned",
+        &pruned,
+        &vars,
+        Some(&teacher),
+        &plan.recover,
+        Some(&var_masks),
+    )?;
+    let mut r = record(dir, "student-pruned.safetensors", "student-pruned", format!("global magnitude pruning to {:.0} % sparsity, then {} epochs of distillation with the mask held", 100.0 * report.sparsity, plan.recover.epochs), Some(&pruned), set, test, t0.elapsed().as_secs_f64())?;
+    r.epochs = epochs;
+    r.prune = Some(report);
+    models.push(r);
+
+    // 5. int8 weights (per output channel) of the pruned student.
+    let t0 = std::time::Instant::now();
+    let scheme = frugal_compress::quant::int::int_type("int8").expect("int8 is a scheme");
+    frugal_compress::quant::int::quantize_safetensors_file(
+        &dir.join("student-pruned.safetensors"),
+        &dir.join("student-int8.safetensors"),
+        scheme,
+        &|_, _| {},
+    )?;
+    models.push(record(
+        dir,
+        "student-int8.safetensors",
+        "student-int8",
+        "pruned student, weights int8 per output channel (zeros stay zero)".into(),
+        None,
+        set,
+        test,
+        t0.elapsed().as_secs_f64(),
+    )?);
+
+    Ok(ClassifierRun {
+        plan: plan.clone(),
+        models,
+    })
+}
