@@ -76,9 +76,14 @@ pub(crate) fn make_qx_quants(
     }
     let wts = &*wts;
     let sums = |iscale: f32| -> (f32, f32) {
+        // The levels first (a loop the compiler vectorizes), then the sums in ggml's order.
+        let mut lbuf = [0f32; 256];
+        let ls = &mut lbuf[..x.len()];
+        for (l, &v) in ls.iter_mut().zip(x) {
+            *l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
+        }
         let (mut sumlx, mut suml2) = (0f32, 0f32);
-        for (&v, &w) in x.iter().zip(wts) {
-            let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
+        for ((&v, &w), &l) in x.iter().zip(wts).zip(ls.iter()) {
             sumlx += w * v * l;
             suml2 += w * l * l;
         }
@@ -220,11 +225,13 @@ pub(crate) fn make_qkx_quants(
     let aux = &mut aux[..n];
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        // The levels first (a loop the compiler vectorizes), then the sums in ggml's order.
+        for (&xi, a) in x.iter().zip(aux.iter_mut()) {
+            *a = nearest_int(iscale * (xi - min)).clamp(0, nmax) as u8;
+        }
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for ((&xi, &w), a) in x.iter().zip(weights).zip(aux.iter_mut()) {
-            let l = nearest_int(iscale * (xi - min)).clamp(0, nmax);
-            *a = l as u8;
-            let l = l as f32;
+        for ((&xi, &w), &a) in x.iter().zip(weights).zip(aux.iter()) {
+            let l = a as f32;
             sum_l += w * l;
             sum_l2 += w * l * l;
             sum_xl += w * l * xi;
