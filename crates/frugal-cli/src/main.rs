@@ -81,6 +81,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prune a Llama GGUF model's decoder weights (magnitude, Wanda or SparseGPT; unstructured
+    /// or N:M), write them as F32, then evaluate the output against the input.
+    Prune {
+        /// Input GGUF (F32 or any type Frugal decodes).
+        input: PathBuf,
+        /// Output GGUF.
+        output: PathBuf,
+        #[arg(long, value_enum, default_value = "sparsegpt")]
+        method: PruneMethodArg,
+        /// Fraction of each weight set to zero (unstructured; N:M implies 1 − N/M).
+        #[arg(long, default_value_t = 0.5)]
+        sparsity: f64,
+        /// `unstructured`, or N:M such as `2:4` (keep N of every M consecutive inputs).
+        #[arg(long, default_value = "unstructured")]
+        pattern: frugal_compress::prune::Pattern,
+        /// Calibration text (Wanda and SparseGPT need it).
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        /// At most this many calibration tokens (whole chunks).
+        #[arg(long, default_value_t = 8192)]
+        calib_tokens: usize,
+        /// Tokens per calibration chunk.
+        #[arg(long, default_value_t = 512)]
+        calib_ctx: usize,
+        /// SparseGPT dampening, a fraction of the mean diagonal of XᵀX.
+        #[arg(long, default_value_t = 0.01)]
+        damp: f64,
+        /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
+        #[arg(long)]
+        eval_text: Option<PathBuf>,
+        /// Chunks of 512 tokens to evaluate.
+        #[arg(long, default_value_t = 8)]
+        eval_chunks: usize,
+        /// Skip the evaluation.
+        #[arg(long)]
+        no_eval: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Quantize a GGUF model to a block type or one of llama.cpp's named mixes (the same file
     /// as `llama-quantize` without calibration), then evaluate the output against the input.
     Quantize {
@@ -257,6 +297,13 @@ enum MethodArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum PruneMethodArg {
+    Magnitude,
+    Wanda,
+    Sparsegpt,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum FallbackArg {
     Llama,
     Best,
@@ -279,6 +326,36 @@ fn parse_quant_type(s: &str) -> Result<frugal_compress::quant::Target, String> {
 }
 
 /// Prints `value` as JSON, or runs `text` to print it for people.
+/// The evaluation of a compressed LM: `--eval-text`, or Brown cj01–cj12 written into `tmp`.
+fn eval_spec(
+    no_eval: bool,
+    eval_text: Option<PathBuf>,
+    chunks: usize,
+    tmp: &std::path::Path,
+) -> Result<Option<frugal_pipeline::quantize::EvalSpec>> {
+    let text = match (no_eval, eval_text) {
+        (true, _) => None,
+        (false, Some(t)) => Some(t),
+        (false, None) => {
+            let dir = frugal_formats::assets::brown_dir();
+            if dir.exists() {
+                let ids = frugal_formats::brown::select_ids(&dir, "cj01-cj12")?;
+                let p = tmp.join("brown-cj01-cj12.txt");
+                std::fs::write(&p, frugal_formats::brown::plain_text(&dir, &ids)?)?;
+                Some(p)
+            } else {
+                eprintln!("frugal: no evaluation text: pass --eval-text FILE, or fetch the Brown corpus (scripts/fetch-assets.sh brown); skipping the evaluation");
+                None
+            }
+        }
+    };
+    Ok(text.map(|text| frugal_pipeline::quantize::EvalSpec {
+        text,
+        ctx: 512,
+        chunks: Some(chunks),
+    }))
+}
+
 fn emit<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
@@ -420,6 +497,73 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 print!("{}", report.to_text());
             })?;
         }
+        Command::Prune {
+            input,
+            output,
+            method,
+            sparsity,
+            pattern,
+            calib,
+            calib_tokens,
+            calib_ctx,
+            damp,
+            eval_text,
+            eval_chunks,
+            no_eval,
+            json,
+        } => {
+            use frugal_compress::prune::{GgufPruneOptions, Score};
+            let score = match method {
+                PruneMethodArg::Magnitude => Score::Magnitude,
+                PruneMethodArg::Wanda => Score::Wanda,
+                PruneMethodArg::Sparsegpt => Score::SparseGpt,
+            };
+            if score != Score::Magnitude && calib.is_none() {
+                return Err(BadUsage(
+                    "Wanda and SparseGPT need calibration text: --calib FILE".into(),
+                )
+                .into());
+            }
+            let tmp = tempfile::TempDir::new()?;
+            let spec = eval_spec(no_eval, eval_text, eval_chunks, tmp.path())?;
+            let calib = calib.map(|text| frugal_pipeline::quantize::CalibSpec {
+                text,
+                ctx: calib_ctx,
+                max_tokens: calib_tokens,
+            });
+            let opts = GgufPruneOptions {
+                score,
+                sparsity,
+                pattern,
+                damp,
+            };
+            let bar = progress_bar("");
+            let step = frugal_pipeline::quantize::prune_step(
+                &input,
+                &output,
+                &opts,
+                calib.as_ref(),
+                spec.as_ref(),
+                &|what, done, total| show_stage(&bar, what, done, total),
+            )?;
+            bar.finish_and_clear();
+            emit(json, &step, |step| {
+                let r = &step.prune;
+                println!(
+                    "wrote {} ({:?}, {:?}, {} layers at {:.2} % sparsity, {:.2} MiB) in {:.2} s",
+                    r.output,
+                    r.options.score,
+                    r.options.pattern,
+                    r.layers.len(),
+                    100.0 * r.sparsity,
+                    r.output_bytes as f64 / 1048576.0,
+                    r.seconds
+                );
+                if let Some(e) = &step.quality {
+                    print!("quality against the input:\n{}", e.to_text());
+                }
+            })?;
+        }
         Command::Quantize {
             input,
             output,
@@ -502,27 +646,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 }
             };
             let tmp = tempfile::TempDir::new()?;
-            let text = match (no_eval, eval_text) {
-                (true, _) => None,
-                (false, Some(t)) => Some(t),
-                (false, None) => {
-                    let dir = frugal_formats::assets::brown_dir();
-                    if dir.exists() {
-                        let ids = frugal_formats::brown::select_ids(&dir, "cj01-cj12")?;
-                        let p = tmp.path().join("brown-cj01-cj12.txt");
-                        std::fs::write(&p, frugal_formats::brown::plain_text(&dir, &ids)?)?;
-                        Some(p)
-                    } else {
-                        eprintln!("frugal: no evaluation text: pass --eval-text FILE, or fetch the Brown corpus (scripts/fetch-assets.sh brown); skipping the evaluation");
-                        None
-                    }
-                }
-            };
-            let spec = text.map(|text| frugal_pipeline::quantize::EvalSpec {
-                text,
-                ctx: 512,
-                chunks: Some(eval_chunks),
-            });
+            let spec = eval_spec(no_eval, eval_text, eval_chunks, tmp.path())?;
             let mut opts = frugal_compress::quant::QuantizeOptions::new(ty);
             opts.pure = pure;
             opts.fallback = match fallback {

@@ -337,6 +337,95 @@ fn gptq_and_awq_beat_rounding_on_smollm2() {
         .any(|t| t["name"] == "blk.0.attn_norm.weight" && t["reason"] == "awq-scaled"));
 }
 
+/// Pruning the real model: every decoder weight at exactly 50 %, the file loads and
+/// evaluates, and the calibrated methods keep far more of the model than magnitude.
+#[test]
+fn prune_smollm2_magnitude_wanda_sparsegpt() {
+    let Some(p) = smollm2() else { return };
+    let Some(brown) = frugal_formats::assets::require_or_skip(
+        frugal_formats::assets::brown_dir(),
+        "Brown corpus",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (file, ids) in [("calib.txt", "ca01-ca02"), ("eval.txt", "cj13-cj16")] {
+        let ids = frugal_formats::brown::select_ids(&brown, ids).unwrap();
+        std::fs::write(
+            dir.path().join(file),
+            frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
+        )
+        .unwrap();
+    }
+    let run = |method: &str, pattern: &str| -> serde_json::Value {
+        let args = [
+            "prune",
+            p.to_str().unwrap(),
+            "out.gguf",
+            "--method",
+            method,
+            "--pattern",
+            pattern,
+            "--calib",
+            "calib.txt",
+            "--calib-ctx",
+            "256",
+            "--calib-tokens",
+            "1024",
+            "--eval-text",
+            "eval.txt",
+            "--eval-chunks",
+            "2",
+            "--json",
+        ];
+        let out = frugal(&args, dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let kld = |j: &serde_json::Value| j["quality"]["kld"]["mean"].as_f64().unwrap();
+    let magnitude = run("magnitude", "unstructured");
+    let layers = magnitude["prune"]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 30 * 7);
+    // Half of each layer pruned (a kept weight may itself be an exact zero of the input).
+    for l in layers {
+        let (z, n) = (
+            l["n_zero"].as_u64().unwrap(),
+            l["n_weights"].as_u64().unwrap(),
+        );
+        assert!(2 * z >= n && z - n / 2 <= n / 1000, "{l}");
+    }
+    let wanda = run("wanda", "unstructured");
+    let sparsegpt = run("sparsegpt", "unstructured");
+    let sp = sparsegpt["prune"]["sparsity"].as_f64().unwrap();
+    assert!((0.5..0.5001).contains(&sp), "{sp}");
+    let (m, w, s) = (kld(&magnitude), kld(&wanda), kld(&sparsegpt));
+    eprintln!("mean KLD at 50 %: magnitude {m}, Wanda {w}, SparseGPT {s}");
+    assert!(
+        w < m / 2.0 && s < m / 2.0,
+        "magnitude {m}, Wanda {w}, SparseGPT {s}"
+    );
+    // Bad input: no calibration for Wanda, a bad pattern, an impossible sparsity.
+    let bad = |extra: &[&str]| {
+        let mut args = vec!["prune", p.to_str().unwrap(), "o.gguf", "--no-eval"];
+        args.extend_from_slice(extra);
+        frugal(&args, dir.path())
+    };
+    assert_bad_input(&bad(&["--method", "wanda"]), "calibration");
+    assert_bad_input(
+        &bad(&["--pattern", "4:2", "--method", "magnitude"]),
+        "N < M",
+    );
+    assert_bad_input(
+        &bad(&["--sparsity", "1.5", "--method", "magnitude"]),
+        "sparsity",
+    );
+    assert!(!dir.path().join("o.gguf").exists());
+}
+
 #[test]
 fn quantize_rejects_bad_overrides_and_calibration() {
     let Some(p) = smollm2() else { return };

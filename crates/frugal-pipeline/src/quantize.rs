@@ -76,23 +76,57 @@ pub fn quantize_step(
 ) -> Result<QuantizeStep, crate::Error> {
     let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
     let quantize = quantize_model(input, output, opts, calib.as_ref(), method, progress)?;
-    let quality = match eval {
-        None => None,
-        Some(e) => {
-            let job = LmEvalFiles {
-                model: output.to_path_buf(),
-                reference: Some(input.to_path_buf()),
-                text: e.text.clone(),
-                opts_ctx: e.ctx,
-                max_chunks: e.chunks,
-                load: frugal_models::llama::LoadOptions::GGML,
-            };
-            Some(frugal_eval::eval_lm_files(&job, &|d, t| {
-                progress("chunks", d, t)
-            })?)
-        }
-    };
+    let quality = eval
+        .map(|e| judge(output, input, e, progress))
+        .transpose()?;
     Ok(QuantizeStep { quantize, quality })
+}
+
+/// Evaluates `model` against `reference` (PPL, KLD, same top-1) as `llama-perplexity` does.
+pub fn judge(
+    model: &Path,
+    reference: &Path,
+    e: &EvalSpec,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<LmEvalReport, crate::Error> {
+    let job = LmEvalFiles {
+        model: model.to_path_buf(),
+        reference: Some(reference.to_path_buf()),
+        text: e.text.clone(),
+        opts_ctx: e.ctx,
+        max_chunks: e.chunks,
+        load: frugal_models::llama::LoadOptions::GGML,
+    };
+    Ok(frugal_eval::eval_lm_files(&job, &|d, t| {
+        progress("chunks", d, t)
+    })?)
+}
+
+/// A pruned language model and, when asked, its evaluation against the input.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneStep {
+    pub prune: frugal_compress::prune::GgufPruneReport,
+    pub quality: Option<LmEvalReport>,
+}
+
+/// Prunes a GGUF model's decoder weights into `output`, then evaluates it against `input`.
+pub fn prune_step(
+    input: &Path,
+    output: &Path,
+    opts: &frugal_compress::prune::GgufPruneOptions,
+    calib: Option<&CalibSpec>,
+    eval: Option<&EvalSpec>,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<PruneStep, crate::Error> {
+    let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
+    let prune =
+        frugal_compress::prune::prune_gguf(input, output, opts, calib.as_ref(), &|d, t| {
+            progress("prune", d, t)
+        })?;
+    let quality = eval
+        .map(|e| judge(output, input, e, progress))
+        .transpose()?;
+    Ok(PruneStep { prune, quality })
 }
 
 /// An encoder quantized to integer weights and, when asked, its evaluation on Brown passages.

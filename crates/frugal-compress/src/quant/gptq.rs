@@ -84,7 +84,7 @@ fn load_model(f: &GgufFile) -> Result<Llama> {
 
 /// Names of block `i`'s weights, grouped by the input they read (the order of
 /// [`Llama::block_forward`]'s trace).
-fn block_names(i: usize) -> [Vec<String>; 4] {
+pub(crate) fn block_names(i: usize) -> [Vec<String>; 4] {
     let n = |s: &str| format!("blk.{i}.{s}.weight");
     [
         vec![n("attn_q"), n("attn_k"), n("attn_v")],
@@ -92,6 +92,27 @@ fn block_names(i: usize) -> [Vec<String>; 4] {
         vec![n("ffn_gate"), n("ffn_up")],
         vec![n("ffn_down")],
     ]
+}
+
+/// Whether `name` is one of a decoder block's linear weights (`blk.N.attn_q.weight`, …).
+pub(crate) fn is_block_weight(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("blk.") else {
+        return false;
+    };
+    let Some((i, w)) = rest.split_once('.') else {
+        return false;
+    };
+    i.parse::<usize>().is_ok()
+        && matches!(
+            w,
+            "attn_q.weight"
+                | "attn_k.weight"
+                | "attn_v.weight"
+                | "attn_output.weight"
+                | "ffn_gate.weight"
+                | "ffn_up.weight"
+                | "ffn_down.weight"
+        )
 }
 
 /// The name of the output layer's weight (the token embedding when they are tied).
@@ -486,18 +507,118 @@ fn scale_cols(w: &mut [f32], s: &[f32]) {
         .for_each(|r| r.iter_mut().zip(s).for_each(|(v, k)| *v *= k));
 }
 
-fn dense(lin: &mut frugal_models::linear::Linear, w: Vec<f32>) -> Result<()> {
+pub(crate) fn dense(lin: &mut frugal_models::linear::Linear, w: Vec<f32>) -> Result<()> {
     let shape = (lin.n_out(), lin.n_in());
     let t = Tensor::from_vec(w, shape, &candle_core::Device::Cpu)?;
     Ok(lin.set_weight(Weight::Dense(t))?)
 }
 
-fn linear_named<'a>(model: &'a mut Llama, name: &str) -> &'a mut frugal_models::linear::Linear {
+pub(crate) fn linear_named<'a>(
+    model: &'a mut Llama,
+    name: &str,
+) -> &'a mut frugal_models::linear::Linear {
     model
         .linears_mut()
         .into_iter()
         .find(|l| l.name == name)
         .expect("every block weight is a linear layer")
+}
+
+/// What one block's statistics are, for a [`sequential`] pass: the Gram matrix Σxxᵀ and the
+/// summed |x| of each of the block's four distinct linear inputs, over `n_tokens` tokens.
+pub(crate) struct BlockStats {
+    pub grams: Vec<Vec<f64>>,
+    pub abs: Vec<Vec<f64>>,
+    pub dims: [usize; 4],
+    pub n_tokens: usize,
+}
+
+/// The skeleton every block-wise method shares: the model at full precision, the calibration
+/// chunks embedded, then for each decoder block in order: its input statistics on the
+/// activations of the blocks already treated, `treat(model, block, stats)` (which replaces the
+/// block's weights), and the states moved through the treated block. Returns the importance
+/// matrix of the treated model's own activations (every block weight, and the output layer).
+pub(crate) fn sequential(
+    f: &GgufFile,
+    calib: &Calibration,
+    with_abs: bool,
+    treat: &mut dyn FnMut(&mut Llama, usize, &mut BlockStats) -> Result<()>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Imatrix> {
+    let mut model = load_model(f)?;
+    let n_layer = model.blocks.len();
+    let ctxs: Vec<_> = calib
+        .chunks
+        .iter()
+        .map(|c| model.attn_ctx(c.len()))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut states: Vec<Tensor> = calib
+        .chunks
+        .iter()
+        .map(|c| model.embed(c))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut imatrix = HashMap::new();
+    let n_tok = calib.n_tokens();
+    for i in 0..n_layer {
+        let dims = {
+            let b = &model.blocks[i];
+            [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()]
+        };
+        let mut st = BlockStats {
+            grams: dims.iter().map(|&n| vec![0.0; n * n]).collect(),
+            abs: dims.iter().map(|&n| vec![0.0; n]).collect(),
+            dims,
+            n_tokens: n_tok,
+        };
+        for (x, ctx) in states.iter().zip(&ctxs) {
+            let (_, tr) = model.block_forward(i, x, ctx, true)?;
+            for ((g, a), input) in st
+                .grams
+                .iter_mut()
+                .zip(&mut st.abs)
+                .zip(tr.expect("traced").iter())
+            {
+                add_gram(g, input)?;
+                if with_abs {
+                    a.iter_mut()
+                        .zip(mean_abs_cols(input)?)
+                        .for_each(|(s, v)| *s += v);
+                }
+            }
+        }
+        for (g, names) in block_names(i).iter().enumerate() {
+            let n = dims[g];
+            let qw: Vec<f32> = (0..n)
+                .map(|j| (st.grams[g][j * n + j] / n_tok as f64) as f32)
+                .collect();
+            for name in names {
+                imatrix.insert(name.clone(), qw.clone());
+            }
+        }
+        treat(&mut model, i, &mut st)?;
+        for (x, ctx) in states.iter_mut().zip(&ctxs) {
+            *x = model.block_forward(i, x, ctx, false)?.0;
+        }
+        progress(i + 1, n_layer + 1);
+    }
+    let mut head = vec![0f64; model.config.n_embd];
+    for x in &states {
+        head.iter_mut()
+            .zip(sum_sq_cols(&model.final_norm(x)?)?)
+            .for_each(|(a, b)| *a += b);
+    }
+    imatrix.insert(
+        output_name(f).to_string(),
+        head.into_iter()
+            .map(|s| (s / n_tok as f64) as f32)
+            .collect(),
+    );
+    progress(n_layer + 1, n_layer + 1);
+    Ok(Imatrix {
+        entries: imatrix,
+        n_tokens: n_tok as u64,
+        source: calib.source.clone(),
+    })
 }
 
 /// Calibrated quantization of every decoder block's linear layers, block after block, each
@@ -512,9 +633,6 @@ pub fn blockwise_model(
     opts: BlockwiseOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<BlockwiseResult> {
-    let mut model = load_model(f)?;
-    let n_layer = model.blocks.len();
-    let cfg = model.config.clone();
     let type_of: HashMap<&str, GgmlType> = f
         .header
         .tensors
@@ -522,45 +640,15 @@ pub fn blockwise_model(
         .zip(choices)
         .filter_map(|(t, c)| c.map(|c| (t.name.as_str(), c.ty)))
         .collect();
-    let ctxs: Vec<_> = calib
-        .chunks
-        .iter()
-        .map(|c| model.attn_ctx(c.len()))
-        .collect::<std::result::Result<_, _>>()?;
-    let mut states: Vec<Tensor> = calib
-        .chunks
-        .iter()
-        .map(|c| model.embed(c))
-        .collect::<std::result::Result<_, _>>()?;
     let mut tensors = HashMap::new();
-    let mut imatrix = HashMap::new();
     let mut awq_choices = Vec::new();
-    let n_tok = calib.n_tokens();
-    for i in 0..n_layer {
+    let mut treat = |model: &mut Llama, i: usize, st: &mut BlockStats| -> Result<()> {
+        let cfg = model.config.clone();
         let names = block_names(i);
-        // 1. Gram matrices (and mean |x|) of the block's four inputs on the quantized prefix's
-        //    activations.
-        let dims = {
-            let b = &model.blocks[i];
-            [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()]
-        };
-        let mut grams: Vec<Vec<f64>> = dims.iter().map(|&n| vec![0.0; n * n]).collect();
-        let mut abs: Vec<Vec<f64>> = dims.iter().map(|&n| vec![0.0; n]).collect();
-        for (x, ctx) in states.iter().zip(&ctxs) {
-            let (_, tr) = model.block_forward(i, x, ctx, true)?;
-            for ((g, a), input) in grams
-                .iter_mut()
-                .zip(&mut abs)
-                .zip(tr.expect("traced").iter())
-            {
-                add_gram(g, input)?;
-                if opts.awq {
-                    a.iter_mut()
-                        .zip(mean_abs_cols(input)?)
-                        .for_each(|(s, v)| *s += v);
-                }
-            }
-        }
+        let dims = st.dims;
+        let n_tok = st.n_tokens;
+        let grams = &mut st.grams;
+        let abs = &st.abs;
         // 2. AWQ: scales searched on the full-precision block, folded exactly.
         if opts.awq {
             for g in 0..4 {
@@ -569,7 +657,7 @@ pub fn blockwise_model(
                     .iter()
                     .filter_map(|name| type_of.get(name.as_str()).map(|&ty| (name, ty)))
                     .map(|(name, ty)| -> Result<_> {
-                        let w = linear_named(&mut model, name).weight_f32()?;
+                        let w = linear_named(model, name).weight_f32()?;
                         Ok((w.flatten_all()?.to_vec1()?, ty))
                     })
                     .collect::<Result<_>>()?;
@@ -600,7 +688,7 @@ pub fn blockwise_model(
                     continue;
                 }
                 let s = best.s;
-                fold_scales(&mut model, i, g, &s)?;
+                fold_scales(model, i, g, &s)?;
                 // The input's statistics in the scaled space: x/s.
                 let gm = &mut grams[g];
                 for a in 0..n {
@@ -634,11 +722,10 @@ pub fn blockwise_model(
                 .map(|j| (gram[j * n + j] / n_tok as f64) as f32)
                 .collect();
             for name in group {
-                imatrix.insert(name.clone(), qw.clone());
                 let Some(&ty) = type_of.get(name.as_str()) else {
                     continue; // kept as it is
                 };
-                let lin = linear_named(&mut model, name);
+                let lin = linear_named(model, name);
                 let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
                 for (j, _) in dead.iter().enumerate().filter(|(_, &d)| d) {
                     w.iter_mut().skip(j).step_by(n).for_each(|v| *v = 0.0);
@@ -660,32 +747,12 @@ pub fn blockwise_model(
                 );
             }
         }
-        // 4. Move the states through the quantized block.
-        for (x, ctx) in states.iter_mut().zip(&ctxs) {
-            *x = model.block_forward(i, x, ctx, false)?.0;
-        }
-        progress(i + 1, n_layer + 1);
-    }
-    let mut head = vec![0f64; model.config.n_embd];
-    for x in &states {
-        head.iter_mut()
-            .zip(sum_sq_cols(&model.final_norm(x)?)?)
-            .for_each(|(a, b)| *a += b);
-    }
-    imatrix.insert(
-        output_name(f).to_string(),
-        head.into_iter()
-            .map(|s| (s / n_tok as f64) as f32)
-            .collect(),
-    );
-    progress(n_layer + 1, n_layer + 1);
+        Ok(())
+    };
+    let imatrix = sequential(f, calib, opts.awq, &mut treat, progress)?;
     Ok(BlockwiseResult {
         tensors,
-        imatrix: Imatrix {
-            entries: imatrix,
-            n_tokens: n_tok as u64,
-            source: calib.source.clone(),
-        },
+        imatrix,
         awq: awq_choices,
     })
 }
