@@ -51,5 +51,5 @@ for p in ["unstructured", "2of4"]:
         d = ppl - ppl0
         if m == "magnitude": mag = d
         t = times[n]
-        print(f"{m:10} {p.replace('of', ':'):13} {rep['sparsity']:8.4f} {kld:9.5f} {ppl:9.3f} {d:9.3f} {d / mag:9.3f} {t[0]:7.1f} {t[1]:8.0f}")
+        print(f"{m:10} {p.replace('of', ':'):13} {rep['prune']['sparsity']:8.4f} {kld:9.5f} {ppl:9.3f} {d:9.3f} {d / mag:9.3f} {t[0]:7.1f} {t[1]:8.0f}")
 PYEOF

@@ -454,7 +454,7 @@ pub fn prune_gguf(
                             None => {
                                 prune_linears(
                                     &mut [&mut *lin],
-                                    Some(&[norms.clone()]),
+                                    Some(std::slice::from_ref(&norms)),
                                     &layer_opts,
                                 )?;
                                 lin.weight_f32()?.flatten_all()?.to_vec1()?
@@ -630,7 +630,7 @@ mod tests {
             let zeros = v.iter().filter(|&&a| a == 0.0).count();
             assert_eq!(zeros, rows * n / 2, "{pattern:?}");
             let norms: Vec<f32> = (0..n).map(|j| h[j * n + j].sqrt() as f32).collect();
-            let mut err = |score| {
+            let err = |score| {
                 let mut l = layer("l", w.clone(), rows, n);
                 let o = PruneOptions {
                     score,
@@ -638,7 +638,7 @@ mod tests {
                     pattern,
                     scope: Scope::PerLayer,
                 };
-                prune_linears(&mut [&mut l], Some(&[norms.clone()]), &o).unwrap();
+                prune_linears(&mut [&mut l], Some(std::slice::from_ref(&norms)), &o).unwrap();
                 output_err(&x, &w, &weights(&l), n)
             };
             let (wanda, magnitude) = (err(Score::Wanda), err(Score::Magnitude));
