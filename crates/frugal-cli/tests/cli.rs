@@ -18,6 +18,24 @@ fn assert_bad_input(out: &Output, needle: &str) {
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
+/// A temporary folder with `calib.txt` (Brown ca01–ca02) and `eval.txt` (cj13–cj16).
+fn brown_calib_and_eval() -> Option<tempfile::TempDir> {
+    let brown = frugal_formats::assets::require_or_skip(
+        frugal_formats::assets::brown_dir(),
+        "Brown corpus",
+    )?;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, ids) in [("calib.txt", "ca01-ca02"), ("eval.txt", "cj13-cj16")] {
+        let ids = frugal_formats::brown::select_ids(&brown, ids).unwrap();
+        std::fs::write(
+            dir.path().join(file),
+            frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
+        )
+        .unwrap();
+    }
+    Some(dir)
+}
+
 fn smollm2() -> Option<std::path::PathBuf> {
     frugal_formats::assets::require_or_skip(frugal_formats::assets::smollm2_gguf(), "SmolLM2")
 }
@@ -86,14 +104,46 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let names: Vec<String> = std::fs::read_dir(dir.path().join("o"))
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("o"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, vec!["report.json".to_string()]);
+    names.sort();
+    // The report and every model, nothing temporary.
+    assert_eq!(
+        names,
+        [
+            "report.json",
+            "student-distilled.safetensors",
+            "student-int8.safetensors",
+            "student-labels.safetensors",
+            "student-pruned.safetensors",
+            "teacher.safetensors"
+        ]
+    );
     let j: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("o/report.json")).unwrap()).unwrap();
     assert_eq!(j["data"]["n_images"], 1797);
+    // The int8 model is a valid classifier file `frugal eval` scores like the run did.
+    let out = frugal(
+        &[
+            "eval",
+            "o/student-int8.safetensors",
+            "--data",
+            "digits",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let int8 = &j["classifier"]["models"][4];
+    assert_eq!(int8["name"], "student-int8");
+    assert_eq!(e["n_correct"], int8["eval"]["n_correct"], "{e}");
 
     let out = frugal(&["run", "recipe.toml"], dir.path());
     assert_bad_input(&out, "recipe files are not supported yet");
@@ -267,21 +317,9 @@ fn quantize_reports_the_quality_of_its_output() {
 #[test]
 fn gptq_and_awq_beat_rounding_on_smollm2() {
     let Some(p) = smollm2() else { return };
-    let Some(brown) = frugal_formats::assets::require_or_skip(
-        frugal_formats::assets::brown_dir(),
-        "Brown corpus",
-    ) else {
+    let Some(dir) = brown_calib_and_eval() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    for (file, ids) in [("calib.txt", "ca01-ca02"), ("eval.txt", "cj13-cj16")] {
-        let ids = frugal_formats::brown::select_ids(&brown, ids).unwrap();
-        std::fs::write(
-            dir.path().join(file),
-            frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
-        )
-        .unwrap();
-    }
     let run = |extra: &[&str]| -> serde_json::Value {
         let mut args = vec![
             "quantize",
@@ -342,21 +380,9 @@ fn gptq_and_awq_beat_rounding_on_smollm2() {
 #[test]
 fn prune_smollm2_magnitude_wanda_sparsegpt() {
     let Some(p) = smollm2() else { return };
-    let Some(brown) = frugal_formats::assets::require_or_skip(
-        frugal_formats::assets::brown_dir(),
-        "Brown corpus",
-    ) else {
+    let Some(dir) = brown_calib_and_eval() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    for (file, ids) in [("calib.txt", "ca01-ca02"), ("eval.txt", "cj13-cj16")] {
-        let ids = frugal_formats::brown::select_ids(&brown, ids).unwrap();
-        std::fs::write(
-            dir.path().join(file),
-            frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
-        )
-        .unwrap();
-    }
     let run = |method: &str, pattern: &str| -> serde_json::Value {
         let args = [
             "prune",

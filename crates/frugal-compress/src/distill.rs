@@ -164,7 +164,9 @@ pub fn train_classifier(
             let (x, y) = batch_tensors(set, chunk, &dev)?;
             // The teacher's logits are targets: detached, so the backward pass stays in the
             // student (it took 90 % of a distillation step otherwise).
-            let t = teacher.map(|t| t.forward(&x).map(|l| l.detach())).transpose()?;
+            let t = teacher
+                .map(|t| t.forward(&x).map(|l| l.detach()))
+                .transpose()?;
             let s = model.forward(&x)?;
             let loss = distillation_loss(&s, t.as_ref(), &y, opts.temperature, opts.alpha)?;
             adam.backward_step(&loss)?;

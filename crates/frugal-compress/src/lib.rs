@@ -7,6 +7,8 @@
 pub mod distill;
 pub mod prune;
 pub mod quant;
+#[cfg(test)]
+mod testutil;
 
 /// Errors of compression.
 #[derive(Debug, thiserror::Error)]

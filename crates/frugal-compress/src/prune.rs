@@ -511,6 +511,7 @@ pub fn prune_gguf(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{gram, output_err};
 
     fn layer(name: &str, w: Vec<f32>, rows: usize, cols: usize) -> Linear {
         let t = Tensor::from_vec(w, (rows, cols), &candle_core::Device::Cpu).unwrap();
@@ -587,31 +588,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn gram(x: &[f32], n: usize) -> Vec<f64> {
-        let mut h = vec![0f64; n * n];
-        for row in x.chunks(n) {
-            for i in 0..n {
-                for j in 0..n {
-                    h[i * n + j] += f64::from(row[i]) * f64::from(row[j]);
-                }
-            }
-        }
-        h
-    }
-
-    fn output_err(x: &[f32], w: &[f32], v: &[f32], n: usize) -> f64 {
-        let mut e = 0f64;
-        for xt in x.chunks(n) {
-            for (a, b) in w.chunks(n).zip(v.chunks(n)) {
-                let d: f64 = (0..n)
-                    .map(|j| f64::from(a[j] - b[j]) * f64::from(xt[j]))
-                    .sum();
-                e += d * d;
-            }
-        }
-        e
     }
 
     /// SparseGPT reaches the sparsity exactly, with exact zeros, and its output error on the

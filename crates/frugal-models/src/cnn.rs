@@ -196,6 +196,11 @@ impl Cnn {
                 device,
             )?)?);
         }
+        Self::from_vars(config, vars)
+    }
+
+    /// A model whose parameters are `vars`, in [`CnnConfig::parameter_shapes`] order.
+    fn from_vars(config: CnnConfig, vars: Vec<Var>) -> Result<(Self, Vec<Var>)> {
         let mut it = vars.iter();
         let model = Cnn::from_tensors(config, |_, _| {
             Ok(it
@@ -258,15 +263,7 @@ impl Cnn {
             .iter()
             .map(|(_, t)| Var::from_tensor(&t.copy()?))
             .collect::<candle_core::Result<_>>()?;
-        let mut it = vars.iter();
-        let model = Cnn::from_tensors(self.config.clone(), |_, _| {
-            Ok(it
-                .next()
-                .expect("one var per parameter")
-                .as_tensor()
-                .clone())
-        })?;
-        Ok((model, vars))
+        Self::from_vars(self.config.clone(), vars)
     }
 
     /// Saves as safetensors with the config in the metadata ([`CONFIG_KEY`]).

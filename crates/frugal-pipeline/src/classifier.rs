@@ -113,12 +113,11 @@ fn weight_counts(m: &Cnn) -> Result<(usize, usize), Error> {
     Ok((total, nonzero))
 }
 
-/// Saves `model` as `dir/file`, reloads it and evaluates the reloaded model (so the record is
+/// Saves `model` as `dir/NAME.safetensors` (or takes the file already there), reloads it and evaluates the reloaded model (so the record is
 /// the file's, not the memory's).
 #[allow(clippy::too_many_arguments)]
 fn record(
     dir: &Path,
-    file: &str,
     name: &str,
     made_by: String,
     model: Option<&Cnn>,
@@ -126,7 +125,8 @@ fn record(
     test: &[usize],
     seconds: f64,
 ) -> Result<ModelRecord, Error> {
-    let path = dir.join(file);
+    let file = format!("{name}.safetensors");
+    let path = dir.join(&file);
     if let Some(m) = model {
         m.save(&path, &[]).map_err(frugal_compress::Error::from)?;
     }
@@ -136,7 +136,7 @@ fn record(
     Ok(ModelRecord {
         name: name.into(),
         made_by,
-        file: file.into(),
+        file,
         file_bytes: std::fs::metadata(&path)
             .map_err(|e| frugal_formats::Error::io(&path, "reading metadata", e))?
             .len(),
@@ -193,55 +193,52 @@ pub fn run_classifier_pipeline(
         )?)
     };
 
+    // A fresh model trained (distilled when there is a teacher), saved and evaluated.
+    let train_new = |name: &str,
+                     made_by: String,
+                     config: &CnnConfig,
+                     seed: u64,
+                     teacher: Option<&Cnn>,
+                     opts: &TrainOptions|
+     -> Result<(Cnn, ModelRecord), Error> {
+        let t0 = std::time::Instant::now();
+        let (model, vars) = Cnn::init(config.clone(), seed, &dev).map_err(ce)?;
+        let epochs = fit(name, &model, &vars, teacher, opts, None)?;
+        let mut r = record(
+            dir,
+            name,
+            made_by,
+            Some(&model),
+            set,
+            test,
+            t0.elapsed().as_secs_f64(),
+        )?;
+        r.epochs = epochs;
+        Ok((model, r))
+    };
     // 1. Teacher, from scratch on labels.
-    let t0 = std::time::Instant::now();
-    let (teacher, vars) = Cnn::init(plan.teacher.clone(), plan.train.seed, &dev).map_err(ce)?;
-    let epochs = fit("teacher", &teacher, &vars, None, &plan.train, None)?;
-    let mut r = record(
-        dir,
-        "teacher.safetensors",
+    let (teacher, r) = train_new(
         "teacher",
         "trained from scratch on labels (cross-entropy)".into(),
-        Some(&teacher),
-        set,
-        test,
-        t0.elapsed().as_secs_f64(),
+        &plan.teacher,
+        plan.train.seed,
+        None,
+        &plan.train,
     )?;
-    r.epochs = epochs;
     models.push(r);
-
     // 2. Student on labels alone: the baseline distillation must beat.
-    let t0 = std::time::Instant::now();
-    let (student, vars) = Cnn::init(plan.student.clone(), plan.train.seed + 1, &dev).map_err(ce)?;
-    let epochs = fit("student-labels", &student, &vars, None, &plan.train, None)?;
-    let mut r = record(
-        dir,
-        "student-labels.safetensors",
+    let (_, r) = train_new(
         "student-labels",
         "same student trained on labels alone (baseline)".into(),
-        Some(&student),
-        set,
-        test,
-        t0.elapsed().as_secs_f64(),
-    )?;
-    r.epochs = epochs;
-    models.push(r);
-
-    // 3. Student distilled from the teacher (same initialisation as the baseline).
-    let t0 = std::time::Instant::now();
-    let (student, vars) = Cnn::init(plan.student.clone(), plan.train.seed + 1, &dev).map_err(ce)?;
-    let epochs = fit(
-        "student-distilled",
-        &student,
-        &vars,
-        Some(&teacher),
-        &plan.distill,
+        &plan.student,
+        plan.train.seed + 1,
         None,
+        &plan.train,
     )?;
+    models.push(r);
+    // 3. Student distilled from the teacher (same initialisation as the baseline).
     let d = &plan.distill;
-    let mut r = record(
-        dir,
-        "student-distilled.safetensors",
+    let (student, r) = train_new(
         "student-distilled",
         format!(
             "distilled from the teacher: {}·T²·KL + {}·CE, T = {}",
@@ -249,12 +246,11 @@ pub fn run_classifier_pipeline(
             1.0 - d.alpha,
             d.temperature
         ),
-        Some(&student),
-        set,
-        test,
-        t0.elapsed().as_secs_f64(),
+        &plan.student,
+        plan.train.seed + 1,
+        Some(&teacher),
+        d,
     )?;
-    r.epochs = epochs;
     models.push(r);
 
     // 4. Pruned, then recovered by distillation with the mask held.
@@ -287,7 +283,7 @@ pub fn run_classifier_pipeline(
         &plan.recover,
         Some(&var_masks),
     )?;
-    let mut r = record(dir, "student-pruned.safetensors", "student-pruned", format!("global magnitude pruning to {:.0} % sparsity, then {} epochs of distillation with the mask held", 100.0 * report.sparsity, plan.recover.epochs), Some(&pruned), set, test, t0.elapsed().as_secs_f64())?;
+    let mut r = record(dir, "student-pruned", format!("global magnitude pruning to {:.0} % sparsity, then {} epochs of distillation with the mask held", 100.0 * report.sparsity, plan.recover.epochs), Some(&pruned), set, test, t0.elapsed().as_secs_f64())?;
     r.epochs = epochs;
     r.prune = Some(report);
     models.push(r);
@@ -303,7 +299,6 @@ pub fn run_classifier_pipeline(
     )?;
     models.push(record(
         dir,
-        "student-int8.safetensors",
         "student-int8",
         "pruned student, weights int8 per output channel (zeros stay zero)".into(),
         None,

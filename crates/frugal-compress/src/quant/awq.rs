@@ -192,6 +192,7 @@ pub fn tie_gqa(n_head: usize, n_head_kv: usize, head_dim: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::gram;
     use frugal_formats::rng::SplitMix64;
 
     /// Inputs where a few channels are large (as in LLMs' outlier channels).
@@ -208,18 +209,6 @@ mod tests {
                 }
             })
             .collect()
-    }
-
-    fn gram(x: &[f32], n: usize) -> Vec<f64> {
-        let mut h = vec![0f64; n * n];
-        for row in x.chunks(n) {
-            for i in 0..n {
-                for j in 0..n {
-                    h[i * n + j] += f64::from(row[i]) * f64::from(row[j]);
-                }
-            }
-        }
-        h
     }
 
     /// The loss is the squared error of the outputs on the calibration inputs, computed

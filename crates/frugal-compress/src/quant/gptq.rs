@@ -760,6 +760,7 @@ pub fn blockwise_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{gram, output_err};
     use frugal_formats::rng::SplitMix64;
 
     /// Inputs with correlated columns (a shared factor), as real activations have.
@@ -774,32 +775,6 @@ mod tests {
             }
         }
         x
-    }
-
-    fn gram(x: &[f32], cols: usize) -> Vec<f64> {
-        let mut h = vec![0f64; cols * cols];
-        for r in x.chunks_exact(cols) {
-            for i in 0..cols {
-                for j in 0..cols {
-                    h[i * cols + j] += f64::from(r[i]) * f64::from(r[j]);
-                }
-            }
-        }
-        h
-    }
-
-    fn output_err(x: &[f32], w: &[f32], wq: &[f32], cols: usize) -> f64 {
-        let rows = w.len() / cols;
-        let mut e = 0f64;
-        for xr in x.chunks_exact(cols) {
-            for r in 0..rows {
-                let d: f64 = (0..cols)
-                    .map(|j| f64::from(xr[j]) * f64::from(w[r * cols + j] - wq[r * cols + j]))
-                    .sum();
-                e += d * d;
-            }
-        }
-        e
     }
 
     /// The textbook OBS/GPTQ recurrence with an explicit inverse and its rank-one downdates

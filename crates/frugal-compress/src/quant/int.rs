@@ -277,6 +277,31 @@ struct Written {
     worst: (f64, String),
 }
 
+impl Written {
+    fn report(
+        self,
+        input: &Path,
+        output: &Path,
+        scheme: &'static IntType,
+        input_bytes: u64,
+        t0: std::time::Instant,
+        method: String,
+    ) -> IntReport {
+        IntReport {
+            input: input.display().to_string(),
+            output: output.display().to_string(),
+            scheme: scheme.name,
+            input_bytes,
+            output_bytes: self.bytes,
+            n_quantized: self.n_quantized,
+            quantized_parameters: self.parameters,
+            seconds: t0.elapsed().as_secs_f64(),
+            method,
+            worst_rel_rmse: self.worst,
+        }
+    }
+}
+
 /// Writes `f` to `output` with its linear weights in `scheme` (GPTQ where `hessians` has the
 /// weight), everything else and the metadata as they are.
 fn quantize_tensors(
@@ -410,18 +435,7 @@ pub fn quantize_safetensors_file(
     let t0 = std::time::Instant::now();
     let f = SafetensorsFile::open(input)?;
     let w = quantize_tensors(&f, output, scheme, None, progress)?;
-    Ok(IntReport {
-        input: input.display().to_string(),
-        output: output.display().to_string(),
-        scheme: scheme.name,
-        input_bytes: f.file_len(),
-        output_bytes: w.bytes,
-        n_quantized: w.n_quantized,
-        quantized_parameters: w.parameters,
-        seconds: t0.elapsed().as_secs_f64(),
-        method: "rtn".into(),
-        worst_rel_rmse: w.worst,
-    })
+    Ok(w.report(input, output, scheme, f.file_len(), t0, "rtn".into()))
 }
 
 /// Quantizes the linear weights of a sentence-transformers folder (`model.safetensors` plus
@@ -456,24 +470,14 @@ pub fn quantize_safetensors_dir(
     let out_model = out.tmp_path().join("model.safetensors");
     let w = quantize_tensors(&f, &out_model, scheme, hessians.as_ref(), progress)?;
     out.commit()?;
-    Ok(IntReport {
-        input: input.display().to_string(),
-        output: output.display().to_string(),
-        scheme: scheme.name,
-        input_bytes: f.file_len(),
-        output_bytes: w.bytes,
-        n_quantized: w.n_quantized,
-        quantized_parameters: w.parameters,
-        seconds: t0.elapsed().as_secs_f64(),
-        method: match &hessians {
-            Some(_) => format!(
-                "gptq ({} calibration passages)",
-                calib.map_or(0, |c| c.len())
-            ),
-            None => "rtn".into(),
-        },
-        worst_rel_rmse: w.worst,
-    })
+    let method = match &hessians {
+        Some(_) => format!(
+            "gptq ({} calibration passages)",
+            calib.map_or(0, |c| c.len())
+        ),
+        None => "rtn".into(),
+    };
+    Ok(w.report(input, output, scheme, f.file_len(), t0, method))
 }
 
 #[cfg(test)]
