@@ -446,6 +446,17 @@ fn prune_smollm2_magnitude_wanda_sparsegpt() {
         "N < M",
     );
     assert_bad_input(
+        &bad(&[
+            "--pattern",
+            "2:7",
+            "--method",
+            "sparsegpt",
+            "--calib",
+            "calib.txt",
+        ]),
+        "not a multiple of 7",
+    );
+    assert_bad_input(
         &bad(&["--sparsity", "1.5", "--method", "magnitude"]),
         "sparsity",
     );

@@ -380,6 +380,19 @@ pub fn prune_gguf(
         )));
     }
     let f = GgufFile::open(input)?;
+    if let Pattern::NM { m, .. } = opts.pattern {
+        if let Some(t) = f
+            .header
+            .tensors
+            .iter()
+            .find(|t| gptq::is_block_weight(&t.name) && t.dims[0] % m as u64 != 0)
+        {
+            return Err(Error::BadOptions(format!(
+                "{}: {} inputs are not a multiple of {m}",
+                t.name, t.dims[0]
+            )));
+        }
+    }
     let layer_opts = PruneOptions {
         score: opts.score,
         sparsity: opts.sparsity,
