@@ -7,17 +7,23 @@
 //! gradients on the scale of the hard one's) and y the labels. Without a teacher (or with α = 0)
 //! it is plain cross-entropy training. AdamW (Loshchilov & Hutter 2019) with a cosine learning
 //! rate schedule after a linear warm-up; batches drawn by a seeded shuffle each epoch, so a run
-//! is reproducible; weights under a pruning mask stay zero through training.
+//! is reproducible; weights under a pruning mask stay zero through training. With a checkpoint
+//! file, parameters, AdamW's moments and the epoch are saved after every epoch, and a resumed
+//! run continues bit for bit where the interrupted one stopped.
 
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::Optimizer;
+use candle_core::{backprop::GradStore, DType, Device, Tensor, Var, D};
 use frugal_formats::idx::ImageSet;
 use frugal_formats::rng::SplitMix64;
+use frugal_formats::safetensors::{
+    write_safetensors_file, Dtype, SafetensorsFile, StTensorToWrite,
+};
 use frugal_models::cnn::{batch_tensors, Cnn};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Training settings.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainOptions {
     pub epochs: usize,
     pub batch: usize,
@@ -72,7 +78,7 @@ impl TrainOptions {
 }
 
 /// One epoch's record.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     /// Mean training loss over the epoch's batches.
@@ -114,6 +120,161 @@ pub fn learning_rate(opts: &TrainOptions, step: usize, total: usize) -> f64 {
     opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
 }
 
+/// AdamW (decoupled weight decay), with its moments exposed so that they can be checkpointed.
+/// The update is candle-nn's `AdamW` step for step.
+pub struct AdamW {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// First and second moments, one per variable.
+    pub m: Vec<Tensor>,
+    pub v: Vec<Tensor>,
+    /// Steps taken.
+    pub t: usize,
+}
+
+impl AdamW {
+    pub fn new(vars: &[Var], weight_decay: f64) -> Result<Self> {
+        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        Ok(AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            m: vars.iter().map(zeros).collect::<candle_core::Result<_>>()?,
+            v: vars.iter().map(zeros).collect::<candle_core::Result<_>>()?,
+            t: 0,
+        })
+    }
+
+    /// One step on `vars` with `grads` at learning rate `lr`.
+    pub fn step(&mut self, vars: &[Var], grads: &GradStore, lr: f64) -> Result<()> {
+        self.t += 1;
+        let scale_m = 1.0 / (1.0 - self.beta1.powi(self.t as i32));
+        let scale_v = 1.0 / (1.0 - self.beta2.powi(self.t as i32));
+        for (k, var) in vars.iter().enumerate() {
+            let theta = var.as_tensor();
+            let Some(g) = grads.get(theta) else { continue };
+            let m = ((&self.m[k] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            let v = ((&self.v[k] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let m_hat = (&m * scale_m)?;
+            let v_hat = (&v * scale_v)?;
+            let next = (theta * (1.0 - lr * self.weight_decay))?;
+            let adjusted = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
+            var.set(&(next - (adjusted * lr)?)?)?;
+            self.m[k] = m;
+            self.v[k] = v;
+        }
+        Ok(())
+    }
+}
+
+/// Saving (and resuming from) a training checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpointing<'a> {
+    /// Written atomically after every epoch.
+    pub path: &'a Path,
+    /// Continue from `path` if it exists (it must come from the same settings and model).
+    pub resume: bool,
+    /// Return after this many epochs of this call (a time-boxed run; resume later).
+    pub stop_after: Option<usize>,
+}
+
+const CHECKPOINT_KEY: &str = "frugal.train_checkpoint";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CheckpointMeta {
+    epochs_done: usize,
+    adam_steps: usize,
+    opts: TrainOptions,
+    records: Vec<EpochRecord>,
+}
+
+fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+fn save_checkpoint(path: &Path, vars: &[Var], adam: &AdamW, meta: &CheckpointMeta) -> Result<()> {
+    let mut owned: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();
+    for (k, var) in vars.iter().enumerate() {
+        let shape: Vec<u64> = var.dims().iter().map(|&d| d as u64).collect();
+        for (prefix, t) in [
+            ("param", var.as_tensor()),
+            ("adam_m", &adam.m[k]),
+            ("adam_v", &adam.v[k]),
+        ] {
+            owned.push((format!("{prefix}.{k}"), shape.clone(), f32_bytes(t)?));
+        }
+    }
+    let tensors: Vec<StTensorToWrite> = owned
+        .iter()
+        .map(|(n, s, d)| StTensorToWrite {
+            name: n,
+            dtype: Dtype::F32,
+            shape: s,
+            data: d,
+        })
+        .collect();
+    let mut md = BTreeMap::new();
+    md.insert(
+        CHECKPOINT_KEY.to_string(),
+        serde_json::to_string(meta).expect("checkpoint metadata serializes"),
+    );
+    write_safetensors_file(path, &[], &md, &tensors)?;
+    Ok(())
+}
+
+/// Restores `vars` and `adam` from a checkpoint made with the same settings.
+fn load_checkpoint(
+    path: &Path,
+    vars: &[Var],
+    adam: &mut AdamW,
+    opts: &TrainOptions,
+) -> Result<CheckpointMeta> {
+    let bad = |m: String| Error::BadOptions(format!("checkpoint {}: {m}", path.display()));
+    let f = SafetensorsFile::open(path)?;
+    let meta: CheckpointMeta = f
+        .header
+        .metadata
+        .get(CHECKPOINT_KEY)
+        .ok_or_else(|| bad("not a Frugal training checkpoint".into()))
+        .and_then(|j| serde_json::from_str(j).map_err(|e| bad(e.to_string())))?;
+    if &meta.opts != opts {
+        return Err(bad(format!(
+            "made with other settings ({:?}); resume with the same ones",
+            meta.opts
+        )));
+    }
+    for (k, var) in vars.iter().enumerate() {
+        let shape: Vec<u64> = var.dims().iter().map(|&d| d as u64).collect();
+        for prefix in ["param", "adam_m", "adam_v"] {
+            let name = format!("{prefix}.{k}");
+            let t = f
+                .tensor(&name)
+                .filter(|t| t.dtype == Dtype::F32 && t.shape == shape)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{name} missing or not F32 {shape:?}: another model"
+                    ))
+                })?;
+            let v =
+                Tensor::from_raw_buffer(f.tensor_data(t), DType::F32, var.dims(), &Device::Cpu)?;
+            match prefix {
+                "param" => var.set(&v)?,
+                "adam_m" => adam.m[k] = v,
+                _ => adam.v[k] = v,
+            }
+        }
+    }
+    if f.tensor(&format!("param.{}", vars.len())).is_some() {
+        return Err(bad("more parameters than this model has".into()));
+    }
+    adam.t = meta.adam_steps;
+    Ok(meta)
+}
+
 /// A seeded Fisher–Yates shuffle.
 pub fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
     for i in (1..v.len()).rev() {
@@ -124,8 +285,9 @@ pub fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
 
 /// Trains `model` (whose parameters are `vars`, as [`Cnn::init`] returns them) on `train` of
 /// `set`, distilling from `teacher` when given. `masks` (one per var, 1 where a weight may be
-/// non-zero) keep pruned weights at zero. `progress(epoch, batch, batches, loss)` after each
-/// batch.
+/// non-zero) keep pruned weights at zero. With `checkpoint`, saves after every epoch and, when
+/// resuming, continues from the saved epoch. `progress(epoch, batch, batches, loss)` after each
+/// batch. Returns every epoch's record (the resumed ones included).
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier(
     model: &Cnn,
@@ -135,6 +297,7 @@ pub fn train_classifier(
     train: &[usize],
     opts: &TrainOptions,
     masks: Option<&[Option<Tensor>]>,
+    checkpoint: Option<&Checkpointing>,
     progress: &dyn Fn(usize, usize, usize, f64),
 ) -> Result<Vec<EpochRecord>> {
     opts.validate()?;
@@ -142,25 +305,34 @@ pub fn train_classifier(
         return Err(Error::BadOptions("no training samples".into()));
     }
     let dev = Device::Cpu;
-    let mut adam = candle_nn::AdamW::new(
-        vars.to_vec(),
-        candle_nn::ParamsAdamW {
-            lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut adam = AdamW::new(vars, opts.weight_decay)?;
     let mut rng = SplitMix64(opts.seed);
     let mut order = train.to_vec();
     let batches = order.len().div_ceil(opts.batch);
     let total = batches * opts.epochs;
     let mut records = Vec::with_capacity(opts.epochs);
-    for epoch in 0..opts.epochs {
+    let mut first = 0;
+    if let Some(c) = checkpoint.filter(|c| c.resume && c.path.exists()) {
+        let meta = load_checkpoint(c.path, vars, &mut adam, opts)?;
+        first = meta.epochs_done;
+        records = meta.records;
+        // The shuffles are a pure function of the seed: replaying them restores the order.
+        for _ in 0..first {
+            shuffle(&mut order, &mut rng);
+        }
+    }
+    for epoch in first..opts.epochs {
+        if checkpoint
+            .and_then(|c| c.stop_after)
+            .is_some_and(|k| epoch - first >= k)
+        {
+            break;
+        }
         let t0 = std::time::Instant::now();
         shuffle(&mut order, &mut rng);
         let mut sum = 0f64;
         for (b, chunk) in order.chunks(opts.batch).enumerate() {
-            adam.set_learning_rate(learning_rate(opts, epoch * batches + b, total));
+            let lr = learning_rate(opts, epoch * batches + b, total);
             let (x, y) = batch_tensors(set, chunk, &dev)?;
             // The teacher's logits are targets: detached, so the backward pass stays in the
             // student (it took 90 % of a distillation step otherwise).
@@ -169,7 +341,7 @@ pub fn train_classifier(
                 .transpose()?;
             let s = model.forward(&x)?;
             let loss = distillation_loss(&s, t.as_ref(), &y, opts.temperature, opts.alpha)?;
-            adam.backward_step(&loss)?;
+            adam.step(vars, &loss.backward()?, lr)?;
             if let Some(m) = masks {
                 for (v, m) in vars.iter().zip(m) {
                     if let Some(m) = m {
@@ -195,6 +367,15 @@ pub fn train_classifier(
             seconds,
             samples_per_second: order.len() as f64 / seconds.max(1e-9),
         });
+        if let Some(c) = checkpoint {
+            let meta = CheckpointMeta {
+                epochs_done: epoch + 1,
+                adam_steps: adam.t,
+                opts: opts.clone(),
+                records: records.clone(),
+            };
+            save_checkpoint(c.path, vars, &adam, &meta)?;
+        }
     }
     Ok(records)
 }
@@ -240,6 +421,84 @@ mod tests {
         let ce = scalar(&distillation_loss(&t(&s, (2, 3)), None, &y, temp, alpha).unwrap());
         let want_ce = (-softmax(&s[0..3], 1.0)[2].ln() - softmax(&s[3..6], 1.0)[1].ln()) / 2.0;
         assert!((ce - want_ce).abs() < 1e-5);
+    }
+
+    /// An interrupted run resumed from its checkpoint ends with exactly the weights of an
+    /// uninterrupted one; a checkpoint from other settings is refused.
+    #[test]
+    fn resumed_training_is_bit_identical() {
+        let set = frugal_formats::digits::embedded_digits();
+        let train: Vec<usize> = (0..300).collect();
+        let cfg = frugal_models::cnn::CnnConfig {
+            conv_channels: vec![4],
+            hidden: 16,
+            ..frugal_models::cnn::CnnConfig::classic(8, 8, 10)
+        };
+        let opts = TrainOptions {
+            epochs: 3,
+            batch: 50,
+            ..Default::default()
+        };
+        let params = |vars: &[Var]| -> Vec<Vec<f32>> {
+            vars.iter()
+                .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+                .collect()
+        };
+        let run = |ck: Option<&Checkpointing>| {
+            let (m, vars) = Cnn::init(cfg.clone(), 1, &Device::Cpu).unwrap();
+            let r = train_classifier(
+                &m,
+                &vars,
+                None,
+                &set,
+                &train,
+                &opts,
+                None,
+                ck,
+                &|_, _, _, _| {},
+            )
+            .unwrap();
+            (params(&vars), r)
+        };
+        let (straight, rs) = run(None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ck.safetensors");
+        let first = Checkpointing {
+            path: &path,
+            resume: true,
+            stop_after: Some(1),
+        };
+        let (_, r1) = run(Some(&first));
+        assert_eq!(r1.len(), 1);
+        let rest = Checkpointing {
+            stop_after: None,
+            ..first.clone()
+        };
+        let (resumed, r2) = run(Some(&rest));
+        assert_eq!(r2.len(), 3);
+        assert_eq!(resumed, straight, "weights differ after resuming");
+        for (a, b) in rs.iter().zip(&r2) {
+            assert_eq!(a.loss, b.loss);
+        }
+        // Other settings: refused, not silently mixed.
+        let (m, vars) = Cnn::init(cfg.clone(), 1, &Device::Cpu).unwrap();
+        let other = TrainOptions {
+            lr: 1e-2,
+            ..opts.clone()
+        };
+        let e = train_classifier(
+            &m,
+            &vars,
+            None,
+            &set,
+            &train,
+            &other,
+            None,
+            Some(&rest),
+            &|_, _, _, _| {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("other settings"), "{e}");
     }
 
     #[test]

@@ -189,6 +189,7 @@ pub fn run_classifier_pipeline(
             &train,
             opts,
             masks,
+            None,
             &|e, b, _, l| progress(name, (e - 1) * batches + b, opts.epochs * batches, l),
         )?)
     };
