@@ -81,6 +81,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train an image classifier, distilling from a teacher when one is given:
+    /// α·T²·KL(teacher ‖ student) + (1−α)·CE, AdamW, warm-up and cosine schedule, seeded
+    /// shuffles, a checkpoint after every epoch (`OUT.checkpoint`, `--resume` to continue);
+    /// then the test-set accuracy.
+    Distill {
+        /// `fashion-mnist` or `digits`.
+        #[arg(long)]
+        data: String,
+        /// The model to write (.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// Teacher model; without it, the network learns from labels alone.
+        #[arg(long)]
+        teacher: Option<PathBuf>,
+        /// `teacher` (conv 32-64, fc 128) or `student` (conv 8-16, fc 32).
+        #[arg(long, default_value = "student")]
+        arch: String,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 1e-4)]
+        weight_decay: f64,
+        /// Distillation temperature T.
+        #[arg(long, default_value_t = 4.0)]
+        temperature: f64,
+        /// Weight of the teacher's soft targets.
+        #[arg(long, default_value_t = 0.7)]
+        alpha: f64,
+        /// Seed of the initialisation and the shuffles (and of the digits split).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Continue from `OUT.checkpoint` (same settings required).
+        #[arg(long)]
+        resume: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prune a Llama GGUF model's decoder weights (magnitude, Wanda or SparseGPT; unstructured
     /// or N:M), write them as F32, then evaluate the output against the input.
     Prune {
@@ -495,6 +536,67 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             bar.finish_and_clear();
             emit(json, &report, |report| {
                 print!("{}", report.to_text());
+            })?;
+        }
+        Command::Distill {
+            data,
+            out,
+            teacher,
+            arch,
+            epochs,
+            batch,
+            lr,
+            weight_decay,
+            temperature,
+            alpha,
+            seed,
+            resume,
+            json,
+        } => {
+            let job = frugal_pipeline::classifier::DistillJob {
+                data,
+                arch,
+                teacher,
+                out,
+                opts: frugal_compress::distill::TrainOptions {
+                    epochs,
+                    batch,
+                    lr,
+                    weight_decay,
+                    seed,
+                    temperature,
+                    alpha,
+                    ..Default::default()
+                },
+                resume,
+            };
+            let bar = progress_bar("batches ");
+            let step = frugal_pipeline::classifier::distill_classifier(&job, &|e, b, n, loss| {
+                bar.set_length((n * epochs) as u64);
+                bar.set_position(((e - 1) * n + b) as u64);
+                bar.set_message(format!("epoch {e}, loss {loss:.4}"));
+            })?;
+            bar.finish_and_clear();
+            emit(json, &step, |s| {
+                for e in &s.epochs {
+                    println!(
+                        "epoch {:>3}  loss {:.4}  {:>8.0} samples/s  {:.1} s",
+                        e.epoch, e.loss, e.samples_per_second, e.seconds
+                    );
+                }
+                println!(
+                    "wrote {} ({} on {}, {}), test accuracy {:.2} % (95 % CI {:.2}–{:.2} %) in {:.1} s",
+                    s.out,
+                    s.arch,
+                    s.data,
+                    s.teacher
+                        .as_deref()
+                        .map_or("labels".to_string(), |t| format!("distilled from {t}")),
+                    s.eval.accuracy_pct,
+                    s.eval.ci95_pct.0,
+                    s.eval.ci95_pct.1,
+                    s.seconds
+                );
             })?;
         }
         Command::Prune {

@@ -149,6 +149,52 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
     assert_bad_input(&out, "recipe files are not supported yet");
 }
 
+/// `frugal distill` trains a classifier on digits (labels, then distilled from that model as a
+/// teacher), writes a model `frugal eval` scores the same, and leaves no checkpoint behind.
+#[test]
+fn distill_trains_and_distils_a_digits_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "distill", "--data", "digits", "--epochs", "4", "--batch", "32", "--lr", "3e-3",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = frugal(&args, dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let t = train(&["--arch", "teacher", "--out", "t.safetensors"]);
+    assert!(
+        t["eval"]["accuracy_pct"].as_f64().unwrap() > 90.0,
+        "{}",
+        t["eval"]
+    );
+    let s = train(&["--teacher", "t.safetensors", "--out", "s.safetensors"]);
+    assert_eq!(s["epochs"].as_array().unwrap().len(), 4);
+    assert!(
+        s["eval"]["accuracy_pct"].as_f64().unwrap() > 70.0,
+        "{}",
+        s["eval"]
+    );
+    assert!(!dir.path().join("s.safetensors.checkpoint").exists());
+    let out = frugal(
+        &["eval", "s.safetensors", "--data", "digits", "--json"],
+        dir.path(),
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["n_correct"], s["eval"]["n_correct"]);
+    let bad = frugal(
+        &["distill", "--data", "cifar", "--out", "x.safetensors"],
+        dir.path(),
+    );
+    assert_bad_input(&bad, "unknown data set");
+}
+
 /// Ctrl-C during a write: the process exits with 130 and leaves no partial file behind.
 #[test]
 fn interrupt_during_a_write_leaves_nothing() {

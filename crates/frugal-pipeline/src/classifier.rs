@@ -313,3 +313,144 @@ pub fn run_classifier_pipeline(
         models,
     })
 }
+
+/// `frugal distill` for classifiers: which network, on which data, from which teacher.
+#[derive(Debug, Clone)]
+pub struct DistillJob {
+    /// `fashion-mnist` (its 60,000 training and 10,000 test images) or `digits` (the seeded
+    /// stratified 80/20 split of `frugal run`).
+    pub data: String,
+    /// `teacher` (conv 32-64, fc 128) or `student` (conv 8-16, fc 32).
+    pub arch: String,
+    /// Distil from this model; without it, train on labels alone.
+    pub teacher: Option<std::path::PathBuf>,
+    pub out: std::path::PathBuf,
+    pub opts: TrainOptions,
+    /// Continue from `OUT.checkpoint` when it exists.
+    pub resume: bool,
+}
+
+/// What `frugal distill` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistillStep {
+    pub data: String,
+    pub arch: String,
+    pub config: CnnConfig,
+    pub teacher: Option<String>,
+    pub out: String,
+    pub opts: TrainOptions,
+    pub epochs: Vec<EpochRecord>,
+    pub eval: ClassifierEvalResult,
+    pub seconds: f64,
+}
+
+/// The data set and its training and test images.
+fn training_data(
+    data: &str,
+    seed: u64,
+) -> Result<(ImageSet, Vec<usize>, ImageSet, Vec<usize>), Error> {
+    match data {
+        "fashion-mnist" => {
+            let (train, test) = frugal_formats::idx::read_fashion_mnist(
+                &frugal_formats::assets::fashion_mnist_dir(),
+            )?;
+            let (a, b) = ((0..train.len()).collect(), (0..test.len()).collect());
+            Ok((train, a, test, b))
+        }
+        "digits" => {
+            let d = frugal_formats::digits::embedded_digits();
+            let test = crate::stratified_split(&d.labels, d.n_classes, 0.2, seed);
+            let mut is_test = vec![false; d.len()];
+            test.iter().for_each(|&i| is_test[i] = true);
+            let train = (0..d.len()).filter(|&i| !is_test[i]).collect();
+            Ok((d.clone(), train, d, test))
+        }
+        other => Err(frugal_compress::Error::BadOptions(format!(
+            "unknown data set `{other}` (fashion-mnist, digits)"
+        ))
+        .into()),
+    }
+}
+
+/// Trains (or distils) a classifier with a checkpoint after every epoch, saves it to `job.out`
+/// (atomically; the checkpoint is removed once the model is written) and evaluates it on the test
+/// images. `progress(epoch, batch, batches, loss)`.
+pub fn distill_classifier(
+    job: &DistillJob,
+    progress: &dyn Fn(usize, usize, usize, f64),
+) -> Result<DistillStep, Error> {
+    let t0 = std::time::Instant::now();
+    let ce = frugal_compress::Error::from;
+    let (train_set, train, test_set, test) = training_data(&job.data, job.opts.seed)?;
+    let base = CnnConfig::classic(train_set.rows, train_set.cols, train_set.n_classes);
+    let config = match job.arch.as_str() {
+        "teacher" => base,
+        "student" => CnnConfig {
+            conv_channels: vec![8, 16],
+            hidden: 32,
+            ..base
+        },
+        other => {
+            return Err(frugal_compress::Error::BadOptions(format!(
+                "unknown architecture `{other}` (teacher, student)"
+            ))
+            .into())
+        }
+    };
+    let teacher = match &job.teacher {
+        Some(p) => {
+            let t = Cnn::load(p, &candle_core::Device::Cpu).map_err(ce)?;
+            if (t.config.height, t.config.width, t.config.n_classes)
+                != (config.height, config.width, config.n_classes)
+            {
+                return Err(frugal_compress::Error::BadOptions(format!(
+                    "{}: a teacher for {}×{} images and {} classes, not {}",
+                    p.display(),
+                    t.config.height,
+                    t.config.width,
+                    t.config.n_classes,
+                    job.data
+                ))
+                .into());
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let (model, vars) =
+        Cnn::init(config.clone(), job.opts.seed, &candle_core::Device::Cpu).map_err(ce)?;
+    let mut ck_name = job.out.as_os_str().to_owned();
+    ck_name.push(".checkpoint");
+    let ck_path = std::path::PathBuf::from(ck_name);
+    let ck = frugal_compress::distill::Checkpointing {
+        path: &ck_path,
+        resume: job.resume,
+        stop_after: None,
+    };
+    let epochs = train_classifier(
+        &model,
+        &vars,
+        teacher.as_ref(),
+        &train_set,
+        &train,
+        &job.opts,
+        None,
+        Some(&ck),
+        progress,
+    )?;
+    model.save(&job.out, &[]).map_err(ce)?;
+    let _ = std::fs::remove_file(&ck_path);
+    let back = Cnn::load(&job.out, &candle_core::Device::Cpu).map_err(ce)?;
+    let eval = eval_classifier(&back, &test_set, Some(&test))?;
+    Ok(DistillStep {
+        data: job.data.clone(),
+        arch: job.arch.clone(),
+        config,
+        teacher: job.teacher.as_ref().map(|p| p.display().to_string()),
+        out: job.out.display().to_string(),
+        opts: job.opts.clone(),
+        epochs,
+        eval,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
