@@ -18,6 +18,17 @@ fn assert_bad_input(out: &Output, needle: &str) {
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
+/// Runs `frugal ARGS --json`-style commands that must succeed, and parses their output.
+fn frugal_json(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
+    let out = frugal(args, dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A temporary folder with `calib.txt` (Brown ca01–ca02) and `eval.txt` (cj13–cj16).
 fn brown_calib_and_eval() -> Option<tempfile::TempDir> {
     let brown = frugal_formats::assets::require_or_skip(
@@ -160,13 +171,7 @@ fn distill_trains_and_distils_a_digits_classifier() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        let out = frugal(&args, dir.path());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        frugal_json(&args, dir.path())
     };
     let t = train(&["--arch", "teacher", "--out", "t.safetensors"]);
     assert!(
@@ -380,13 +385,7 @@ fn gptq_and_awq_beat_rounding_on_smollm2() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        let out = frugal(&args, dir.path());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        frugal_json(&args, dir.path())
     };
     let kld = |j: &serde_json::Value| j["quality"]["kld"]["mean"].as_f64().unwrap();
     let calibrated = |method: &str| {
@@ -450,13 +449,7 @@ fn prune_smollm2_magnitude_wanda_sparsegpt() {
             "2",
             "--json",
         ];
-        let out = frugal(&args, dir.path());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        frugal_json(&args, dir.path())
     };
     let kld = |j: &serde_json::Value| j["quality"]["kld"]["mean"].as_f64().unwrap();
     let magnitude = run("magnitude", "unstructured");

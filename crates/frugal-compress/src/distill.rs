@@ -15,9 +15,7 @@ use crate::{Error, Result};
 use candle_core::{backprop::GradStore, DType, Device, Tensor, Var, D};
 use frugal_formats::idx::ImageSet;
 use frugal_formats::rng::SplitMix64;
-use frugal_formats::safetensors::{
-    write_safetensors_file, Dtype, SafetensorsFile, StTensorToWrite,
-};
+use frugal_formats::safetensors::{Dtype, SafetensorsFile};
 use frugal_models::cnn::{batch_tensors, Cnn};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -191,38 +189,19 @@ struct CheckpointMeta {
     records: Vec<EpochRecord>,
 }
 
-fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-    Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
-}
-
 fn save_checkpoint(path: &Path, vars: &[Var], adam: &AdamW, meta: &CheckpointMeta) -> Result<()> {
-    let mut owned: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::with_capacity(3 * vars.len());
     for (k, var) in vars.iter().enumerate() {
-        let shape: Vec<u64> = var.dims().iter().map(|&d| d as u64).collect();
-        for (prefix, t) in [
-            ("param", var.as_tensor()),
-            ("adam_m", &adam.m[k]),
-            ("adam_v", &adam.v[k]),
-        ] {
-            owned.push((format!("{prefix}.{k}"), shape.clone(), f32_bytes(t)?));
-        }
+        tensors.push((format!("param.{k}"), var.as_tensor().clone()));
+        tensors.push((format!("adam_m.{k}"), adam.m[k].clone()));
+        tensors.push((format!("adam_v.{k}"), adam.v[k].clone()));
     }
-    let tensors: Vec<StTensorToWrite> = owned
-        .iter()
-        .map(|(n, s, d)| StTensorToWrite {
-            name: n,
-            dtype: Dtype::F32,
-            shape: s,
-            data: d,
-        })
-        .collect();
     let mut md = BTreeMap::new();
     md.insert(
         CHECKPOINT_KEY.to_string(),
         serde_json::to_string(meta).expect("checkpoint metadata serializes"),
     );
-    write_safetensors_file(path, &[], &md, &tensors)?;
+    frugal_models::convert::write_f32_safetensors(path, &[], &md, &tensors)?;
     Ok(())
 }
 

@@ -8,9 +8,7 @@
 use crate::error::{Error, Result};
 use crate::linear::Linear;
 use candle_core::{DType, Device, Tensor, Var, D};
-use frugal_formats::safetensors::{
-    write_safetensors_file, Dtype, SafetensorsFile, StTensorToWrite,
-};
+use frugal_formats::safetensors::{Dtype, SafetensorsFile};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -268,30 +266,12 @@ impl Cnn {
 
     /// Saves as safetensors with the config in the metadata ([`CONFIG_KEY`]).
     pub fn save(&self, path: &Path, inputs: &[&Path]) -> Result<u64> {
-        let mut named: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();
-        for (name, t) in self.parameters()? {
-            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            named.push((
-                name,
-                t.dims().iter().map(|&d| d as u64).collect(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ));
-        }
-        let tensors: Vec<StTensorToWrite> = named
-            .iter()
-            .map(|(n, s, d)| StTensorToWrite {
-                name: n,
-                dtype: Dtype::F32,
-                shape: s,
-                data: d,
-            })
-            .collect();
         let mut meta = BTreeMap::new();
         meta.insert(
             CONFIG_KEY.to_string(),
             serde_json::to_string(&self.config).expect("config serializes"),
         );
-        Ok(write_safetensors_file(path, inputs, &meta, &tensors)?)
+        crate::convert::write_f32_safetensors(path, inputs, &meta, &self.parameters()?)
     }
 
     /// Loads a model saved by [`Cnn::save`].

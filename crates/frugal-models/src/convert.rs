@@ -1,6 +1,8 @@
 //! Decoding a whole GGUF model to F32: the reference that compressed models are judged against
 //! ("SmolLM2 dequantized to F32"). The decoded model is held in memory before it is written (540 MB
 //! for SmolLM2); streaming tensor by tensor into the writer is left for the quantizer work.
+//! Also [`write_f32_safetensors`], named f32 tensors to a safetensors file (CNN models,
+//! training checkpoints).
 
 use crate::error::Result;
 use crate::gguf_load::load_f32;
@@ -110,4 +112,34 @@ mod tests {
             ]
         );
     }
+}
+
+/// Writes named f32 tensors (any shape) as a safetensors file, atomically, with `metadata`.
+/// Returns the bytes written.
+pub fn write_f32_safetensors(
+    path: &Path,
+    inputs: &[&Path],
+    metadata: &std::collections::BTreeMap<String, String>,
+    tensors: &[(String, candle_core::Tensor)],
+) -> Result<u64> {
+    use frugal_formats::safetensors::{write_safetensors_file, Dtype, StTensorToWrite};
+    let mut owned: Vec<(Vec<u64>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (_, t) in tensors {
+        let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        owned.push((
+            t.dims().iter().map(|&d| d as u64).collect(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+    }
+    let views: Vec<StTensorToWrite> = tensors
+        .iter()
+        .zip(&owned)
+        .map(|((name, _), (shape, data))| StTensorToWrite {
+            name,
+            dtype: Dtype::F32,
+            shape,
+            data,
+        })
+        .collect();
+    Ok(write_safetensors_file(path, inputs, metadata, &views)?)
 }

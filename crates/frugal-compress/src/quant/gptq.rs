@@ -99,20 +99,11 @@ pub(crate) fn is_block_weight(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("blk.") else {
         return false;
     };
-    let Some((i, w)) = rest.split_once('.') else {
+    let Some((i, _)) = rest.split_once('.') else {
         return false;
     };
-    i.parse::<usize>().is_ok()
-        && matches!(
-            w,
-            "attn_q.weight"
-                | "attn_k.weight"
-                | "attn_v.weight"
-                | "attn_output.weight"
-                | "ffn_gate.weight"
-                | "ffn_up.weight"
-                | "ffn_down.weight"
-        )
+    i.parse::<usize>()
+        .is_ok_and(|i| block_names(i).iter().flatten().any(|n| n == name))
 }
 
 /// The name of the output layer's weight (the token embedding when they are tied).
@@ -735,8 +726,10 @@ pub fn blockwise_model(
                     Some(_) => gptq_matrix(&w, n, &u, &qw, ty),
                     None => super::quantize_matrix(&w, n, ty, Some(&qw)),
                 };
-                let errors = super::error_sums_par(&w, &bytes, ty, n, Some(&qw))?.finish(true);
-                dense(lin, super::decode(&bytes, ty, w.len())?)?;
+                // Decoded once: for the error and for the next block's forward pass.
+                let back = super::decode(&bytes, ty, w.len())?;
+                let errors = super::error_sums(&w, &back, n, Some(&qw)).finish(true);
+                dense(lin, back)?;
                 tensors.insert(
                     name.clone(),
                     Produced {
