@@ -84,36 +84,6 @@ pub fn llama_tensor_order<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<u
     idx
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn llama_order_puts_global_tensors_first_and_layers_numerically() {
-        let names = [
-            "blk.10.a",
-            "token_embd.weight",
-            "blk.2.b",
-            "blk.2.a",
-            "output_norm.weight",
-            "blk.1.z",
-        ];
-        let order: Vec<&str> = super::llama_tensor_order(names)
-            .into_iter()
-            .map(|i| names[i])
-            .collect();
-        assert_eq!(
-            order,
-            [
-                "output_norm.weight",
-                "token_embd.weight",
-                "blk.1.z",
-                "blk.2.a",
-                "blk.2.b",
-                "blk.10.a"
-            ]
-        );
-    }
-}
-
 /// Writes named f32 tensors (any shape) as a safetensors file, atomically, with `metadata`.
 /// Returns the bytes written.
 pub fn write_f32_safetensors(
@@ -142,4 +112,34 @@ pub fn write_f32_safetensors(
         })
         .collect();
     Ok(write_safetensors_file(path, inputs, metadata, &views)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn llama_order_puts_global_tensors_first_and_layers_numerically() {
+        let names = [
+            "blk.10.a",
+            "token_embd.weight",
+            "blk.2.b",
+            "blk.2.a",
+            "output_norm.weight",
+            "blk.1.z",
+        ];
+        let order: Vec<&str> = super::llama_tensor_order(names)
+            .into_iter()
+            .map(|i| names[i])
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "output_norm.weight",
+                "token_embd.weight",
+                "blk.1.z",
+                "blk.2.a",
+                "blk.2.b",
+                "blk.10.a"
+            ]
+        );
+    }
 }
