@@ -84,34 +84,65 @@ enum Command {
     /// Train an image classifier, distilling from a teacher when one is given:
     /// α·T²·KL(teacher ‖ student) + (1−α)·CE, AdamW, warm-up and cosine schedule, seeded
     /// shuffles, a checkpoint after every epoch (`OUT.checkpoint`, `--resume` to continue);
-    /// then the test-set accuracy.
+    /// then the test-set accuracy. With `--student S.gguf --teacher T.gguf --text FILE`:
+    /// logit distillation of a language model from the teacher's cached top-k log-probs.
     Distill {
-        /// `fashion-mnist` or `digits`.
-        #[arg(long)]
-        data: String,
-        /// The model to write (.safetensors).
+        /// Classifiers: `fashion-mnist` or `digits`.
+        #[arg(long, required_unless_present = "student")]
+        data: Option<String>,
+        /// The model to write (.safetensors for a classifier, .gguf for a language model).
         #[arg(long)]
         out: PathBuf,
+        /// Language models: the student GGUF (e.g. a pruned model) to distil from `--teacher`
+        /// on `--text`; its MLP weights are trained, on the teacher's cached top-k log-probs.
+        #[arg(long, requires_all = ["teacher", "text"])]
+        student: Option<PathBuf>,
+        /// Language models: training text.
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// Language models: tokens per training sequence.
+        #[arg(long, default_value_t = 256)]
+        ctx: usize,
+        /// Language models: at most this many training tokens (whole sequences).
+        #[arg(long, default_value_t = 16384)]
+        max_tokens: usize,
+        /// Language models: teacher tokens cached per position.
+        #[arg(long, default_value_t = 64)]
+        top_k: usize,
+        /// Language models: text to evaluate the output against the teacher on (default: Brown
+        /// cj01–cj12).
+        #[arg(long)]
+        eval_text: Option<PathBuf>,
+        /// Language models: chunks of 512 tokens to evaluate.
+        #[arg(long, default_value_t = 8)]
+        eval_chunks: usize,
+        /// Language models: skip the evaluation.
+        #[arg(long)]
+        no_eval: bool,
         /// Teacher model; without it, the network learns from labels alone.
         #[arg(long)]
         teacher: Option<PathBuf>,
         /// `teacher` (conv 32-64, fc 128) or `student` (conv 8-16, fc 32).
         #[arg(long, default_value = "student")]
         arch: String,
-        #[arg(long, default_value_t = 3)]
-        epochs: usize,
+        /// Epochs (classifiers 3, language models 1).
+        #[arg(long)]
+        epochs: Option<usize>,
         #[arg(long, default_value_t = 128)]
         batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 1e-4)]
-        weight_decay: f64,
-        /// Distillation temperature T.
+        /// Peak learning rate, after a linear warm-up, then cosine to zero (classifiers 3e-3,
+        /// language models 5e-5).
+        #[arg(long)]
+        lr: Option<f64>,
+        /// AdamW's decoupled weight decay (classifiers 1e-4, language models 0).
+        #[arg(long)]
+        weight_decay: Option<f64>,
+        /// Distillation temperature T (classifiers; language models use 1).
         #[arg(long, default_value_t = 4.0)]
         temperature: f64,
-        /// Weight of the teacher's soft targets.
-        #[arg(long, default_value_t = 0.7)]
-        alpha: f64,
+        /// Weight of the teacher's soft targets (classifiers 0.7, language models 0.9).
+        #[arg(long)]
+        alpha: Option<f64>,
         /// Seed of the initialisation and the shuffles (and of the digits split).
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -123,12 +154,32 @@ enum Command {
         json: bool,
     },
     /// Prune a Llama GGUF model's decoder weights (magnitude, Wanda or SparseGPT; unstructured
-    /// or N:M), write them as F32, then evaluate the output against the input.
+    /// or N:M), write them as F32, then evaluate the output against the input. A CNN classifier
+    /// (.safetensors from `frugal distill`) is pruned by global magnitude over all its weights and
+    /// recovered by distillation from its unpruned self on `--data`.
     Prune {
-        /// Input GGUF (F32 or any type Frugal decodes).
+        /// Input GGUF (F32 or any type Frugal decodes), or a Frugal CNN .safetensors.
         input: PathBuf,
-        /// Output GGUF.
+        /// Output GGUF (or .safetensors for a CNN).
         output: PathBuf,
+        /// Structured removal instead of zeros: `mlp-neurons` removes at least `--sparsity` of
+        /// every block's MLP neurons (kept count a multiple of 32) and writes a smaller model.
+        /// magnitude: weight norms; wanda: activation × weight norms; sparsegpt: the same choice,
+        /// then ffn_down refitted by least squares on the calibration activations.
+        #[arg(long, value_enum)]
+        structure: Option<StructureArg>,
+        /// CNN only: `fashion-mnist` or `digits`, for recovery and evaluation.
+        #[arg(long)]
+        data: Option<String>,
+        /// CNN only: epochs of distillation from the unpruned model, mask held (0: none).
+        #[arg(long, default_value_t = 3)]
+        recover_epochs: usize,
+        /// CNN only: peak learning rate of the recovery.
+        #[arg(long, default_value_t = 1e-3)]
+        recover_lr: f64,
+        /// CNN only: seed of the recovery's shuffles (and of the digits split).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[arg(long, value_enum, default_value = "sparsegpt")]
         method: PruneMethodArg,
         /// Fraction of each weight set to zero (unstructured; N:M implies 1 − N/M).
@@ -315,7 +366,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || c.downcast_ref::<frugal_eval::Error>()
                 .is_some_and(|m| m.is_bad_input())
             || match c.downcast_ref::<frugal_pipeline::Error>() {
-                Some(frugal_pipeline::Error::RecipeUnsupported { .. }) => true,
+                Some(frugal_pipeline::Error::Recipe { .. }) => true,
                 Some(frugal_pipeline::Error::Formats(f)) => f.is_bad_input(),
                 Some(frugal_pipeline::Error::Compress(e)) => e.is_bad_input(),
                 Some(frugal_pipeline::Error::Eval(e)) => e.is_bad_input(),
@@ -338,6 +389,12 @@ enum MethodArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum StructureArg {
+    /// Whole MLP neurons (gate and up rows, down columns).
+    MlpNeurons,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum PruneMethodArg {
     Magnitude,
     Wanda,
@@ -541,6 +598,14 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
         Command::Distill {
             data,
             out,
+            student,
+            text,
+            ctx,
+            max_tokens,
+            top_k,
+            eval_text,
+            eval_chunks,
+            no_eval,
             teacher,
             arch,
             epochs,
@@ -553,26 +618,88 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             resume,
             json,
         } => {
+            if let (Some(student), Some(teacher), Some(text)) = (&student, &teacher, &text) {
+                let tmp = tempfile::TempDir::new()?;
+                let spec = eval_spec(no_eval, eval_text, eval_chunks, tmp.path())?;
+                let d = frugal_compress::lm_distill::LmDistillOptions::default();
+                let job = frugal_pipeline::quantize::LmDistillJob {
+                    student: student.clone(),
+                    teacher: teacher.clone(),
+                    text: frugal_pipeline::quantize::CalibSpec {
+                        text: text.clone(),
+                        ctx,
+                        max_tokens,
+                    },
+                    out: out.clone(),
+                    opts: frugal_compress::lm_distill::LmDistillOptions {
+                        epochs: epochs.unwrap_or(d.epochs),
+                        top_k,
+                        lr: lr.unwrap_or(d.lr),
+                        weight_decay: weight_decay.unwrap_or(d.weight_decay),
+                        alpha: alpha.unwrap_or(d.alpha),
+                        seed,
+                        ..d
+                    },
+                };
+                let bar = progress_bar("");
+                let step = frugal_pipeline::quantize::lm_distill_step(
+                    &job,
+                    spec.as_ref(),
+                    &|what, done, total| show_stage(&bar, what, done, total),
+                )?;
+                bar.finish_and_clear();
+                emit(json, &step, |s| {
+                    let last = |n: usize| {
+                        let tail = &s.steps[s.steps.len().saturating_sub(n)..];
+                        tail.iter().map(|r| r.kl_top_k).sum::<f64>() / tail.len().max(1) as f64
+                    };
+                    println!(
+                        "distilled {} from {} on {} tokens ({} sequences, {} epochs): teacher cache {:.1} MiB in {:.1} s, training {:.1} s ({:.0} tokens/s); top-k KL first {:.4}, last {:.4}",
+                        s.student,
+                        s.teacher,
+                        s.tokens,
+                        s.sequences,
+                        s.opts.epochs,
+                        s.teacher_cache_bytes as f64 / 1048576.0,
+                        s.teacher_seconds,
+                        s.train_seconds,
+                        s.tokens_per_second,
+                        s.steps.first().map_or(f64::NAN, |r| r.kl_top_k),
+                        last(8)
+                    );
+                    println!("wrote {}", s.out);
+                    if let Some(e) = &s.quality {
+                        print!("quality against the teacher:\n{}", e.to_text());
+                    }
+                })?;
+                return Ok(());
+            }
+            let Some(data) = data else {
+                return Err(BadUsage(
+                    "--data fashion-mnist|digits (or --student for a language model)".into(),
+                )
+                .into());
+            };
             let job = frugal_pipeline::classifier::DistillJob {
                 data,
                 arch,
                 teacher,
                 out,
                 opts: frugal_compress::distill::TrainOptions {
-                    epochs,
+                    epochs: epochs.unwrap_or(3),
                     batch,
-                    lr,
-                    weight_decay,
+                    lr: lr.unwrap_or(3e-3),
+                    weight_decay: weight_decay.unwrap_or(1e-4),
                     seed,
                     temperature,
-                    alpha,
+                    alpha: alpha.unwrap_or(0.7),
                     ..Default::default()
                 },
                 resume,
             };
             let bar = progress_bar("batches ");
             let step = frugal_pipeline::classifier::distill_classifier(&job, &|e, b, n, loss| {
-                bar.set_length((n * epochs) as u64);
+                bar.set_length((n * job.opts.epochs) as u64);
                 bar.set_position(((e - 1) * n + b) as u64);
                 bar.set_message(format!("epoch {e}, loss {loss:.4}"));
             })?;
@@ -602,6 +729,11 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
         Command::Prune {
             input,
             output,
+            structure,
+            data,
+            recover_epochs,
+            recover_lr,
+            seed,
             method,
             sparsity,
             pattern,
@@ -620,6 +752,66 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 PruneMethodArg::Wanda => Score::Wanda,
                 PruneMethodArg::Sparsegpt => Score::SparseGpt,
             };
+            if is_cnn_file(&input) {
+                let Some(data) = data else {
+                    return Err(BadUsage(
+                        "a CNN classifier is recovered and evaluated on a data set: --data fashion-mnist|digits".into(),
+                    )
+                    .into());
+                };
+                if score != Score::Magnitude {
+                    return Err(BadUsage(
+                        "CNN classifiers are pruned by global magnitude (--method magnitude) and recovered by distillation".into(),
+                    )
+                    .into());
+                }
+                let job = frugal_pipeline::classifier::PruneClassifierJob {
+                    input,
+                    output,
+                    data,
+                    prune: frugal_compress::prune::PruneOptions {
+                        score,
+                        sparsity,
+                        pattern,
+                        scope: frugal_compress::prune::Scope::Global,
+                    },
+                    recover: frugal_compress::distill::TrainOptions {
+                        epochs: recover_epochs,
+                        batch: 128,
+                        lr: recover_lr,
+                        warmup: 0.0,
+                        seed,
+                        ..Default::default()
+                    },
+                };
+                let bar = progress_bar("batches ");
+                let step =
+                    frugal_pipeline::classifier::prune_classifier(&job, &|e, b, n, loss| {
+                        bar.set_length((n * recover_epochs) as u64);
+                        bar.set_position(((e - 1) * n + b) as u64);
+                        bar.set_message(format!("recovery epoch {e}, loss {loss:.4}"));
+                    })?;
+                bar.finish_and_clear();
+                emit(json, &step, |s| {
+                    println!(
+                        "wrote {} at {:.2} % sparsity ({:?}) after {} recovery epochs in {:.1} s",
+                        s.output,
+                        100.0 * s.prune.sparsity,
+                        s.prune.options.pattern,
+                        s.epochs.len(),
+                        s.seconds
+                    );
+                    println!(
+                        "test accuracy {:.2} % (input {:.2} %, drop {:.2} points; 95 % CI {:.2}–{:.2})",
+                        s.eval.accuracy_pct,
+                        s.input_eval.accuracy_pct,
+                        s.accuracy_drop_pt,
+                        s.eval.ci95_pct.0,
+                        s.eval.ci95_pct.1
+                    );
+                })?;
+                return Ok(());
+            }
             if score != Score::Magnitude && calib.is_none() {
                 return Err(BadUsage(
                     "Wanda and SparseGPT need calibration text: --calib FILE".into(),
@@ -633,6 +825,47 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 ctx: calib_ctx,
                 max_tokens: calib_tokens,
             });
+            if let Some(StructureArg::MlpNeurons) = structure {
+                if pattern != frugal_compress::prune::Pattern::Unstructured {
+                    return Err(BadUsage(
+                        "--structure removes whole neurons; it takes no --pattern".into(),
+                    )
+                    .into());
+                }
+                let opts = frugal_compress::structured::NeuronPruneOptions {
+                    score,
+                    fraction: sparsity,
+                    multiple: 32,
+                    damp,
+                };
+                let bar = progress_bar("");
+                let step = frugal_pipeline::quantize::neuron_prune_step(
+                    &input,
+                    &output,
+                    &opts,
+                    calib.as_ref(),
+                    spec.as_ref(),
+                    &|what, done, total| show_stage(&bar, what, done, total),
+                )?;
+                bar.finish_and_clear();
+                emit(json, &step, |s| {
+                    println!(
+                        "wrote {} ({:?}): MLP width {} → {} in every block, {} → {} parameters, {:.2} MiB, in {:.2} s",
+                        s.output,
+                        s.options.score,
+                        s.prune.n_ff_before,
+                        s.prune.n_ff_after,
+                        s.prune.parameters_before,
+                        s.prune.parameters_after,
+                        s.output_bytes as f64 / 1048576.0,
+                        s.seconds
+                    );
+                    if let Some(e) = &s.quality {
+                        print!("quality against the input:\n{}", e.to_text());
+                    }
+                })?;
+                return Ok(());
+            }
             let opts = GgufPruneOptions {
                 score,
                 sparsity,
@@ -837,8 +1070,44 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             seed,
             json,
         } => {
+            if let Some(recipe) = recipe {
+                let bar = progress_bar("");
+                let (report, path) =
+                    frugal_pipeline::recipe::run_recipe(&recipe, &out, &|what, done, total| {
+                        show_stage(&bar, what, done, total)
+                    })?;
+                bar.finish_and_clear();
+                return emit(json, &report, |r| {
+                    println!("frugal run: {} ({})", r.recipe, r.recipe_file);
+                    println!("  model    {}", r.model);
+                    for s in &r.steps {
+                        let q = s
+                            .result
+                            .get("quality")
+                            .filter(|q| !q.is_null())
+                            .unwrap_or(&s.result);
+                        let kld = q.pointer("/kld/mean").and_then(|v| v.as_f64());
+                        let ppl = q.pointer("/ppl/value").and_then(|v| v.as_f64());
+                        println!(
+                            "  {:>2} {:9} {:>8.1} s{}  {}{}{}",
+                            s.index,
+                            s.kind,
+                            s.seconds,
+                            if s.resumed {
+                                " (kept from the last run)"
+                            } else {
+                                ""
+                            },
+                            s.output.as_deref().unwrap_or("-"),
+                            kld.map_or(String::new(), |k| format!("  KLD {k:.5}")),
+                            ppl.map_or(String::new(), |p| format!("  PPL {p:.3}")),
+                        );
+                    }
+                    println!("  total    {:.1} s", r.seconds);
+                    println!("  report   {}", path.display());
+                });
+            }
             let opts = frugal_pipeline::RunOptions {
-                recipe,
                 out_dir: out,
                 seed,
                 ..Default::default()
@@ -887,4 +1156,14 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
         }
     }
     Ok(())
+}
+
+/// Whether `path` is a Frugal CNN classifier (safetensors with its config in the metadata).
+fn is_cnn_file(path: &std::path::Path) -> bool {
+    path.is_file()
+        && frugal_formats::safetensors::SafetensorsFile::open(path).is_ok_and(|f| {
+            f.header
+                .metadata
+                .contains_key(frugal_models::cnn::CONFIG_KEY)
+        })
 }

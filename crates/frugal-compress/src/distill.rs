@@ -12,11 +12,12 @@
 //! run continues bit for bit where the interrupted one stopped.
 
 use crate::{Error, Result};
-use candle_core::{backprop::GradStore, DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use frugal_formats::idx::ImageSet;
 use frugal_formats::rng::SplitMix64;
 use frugal_formats::safetensors::{Dtype, SafetensorsFile};
-use frugal_models::cnn::{batch_tensors, Cnn};
+use frugal_models::cnn::{batch_pixels, Cnn};
+use frugal_models::cnn_kernels::{backward, forward, Workspace};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -118,53 +119,113 @@ pub fn learning_rate(opts: &TrainOptions, step: usize, total: usize) -> f64 {
     opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
 }
 
-/// AdamW (decoupled weight decay), with its moments exposed so that they can be checkpointed.
-/// The update is candle-nn's `AdamW` step for step.
+/// The loss of [`distillation_loss`] and its gradient with respect to the student's logits,
+/// on flat `[batch, classes]` buffers (what the hand-written training step needs). Per row,
+/// ∂/∂s = (1 − α)(softmax(s) − onehot(y)) + α·T·(softmax(s/T) − softmax(t/T)), over the batch
+/// size. Returns the batch-mean loss; `dlogits` is overwritten.
+pub fn distillation_loss_grad(
+    student: &[f32],
+    teacher: Option<&[f32]>,
+    labels: &[u32],
+    temperature: f64,
+    alpha: f64,
+    dlogits: &mut [f32],
+) -> f64 {
+    let batch = labels.len();
+    let k = student.len() / batch.max(1);
+    assert_eq!(student.len(), batch * k, "logits and labels disagree");
+    assert_eq!(dlogits.len(), student.len(), "dlogits size");
+    let teacher = teacher.filter(|_| alpha > 0.0);
+    let alpha = if teacher.is_some() { alpha } else { 0.0 };
+    // log-softmax of `row / t` into `out`, in f64.
+    let log_softmax = |row: &[f32], t: f64, out: &mut Vec<f64>| {
+        out.clear();
+        out.extend(row.iter().map(|&v| f64::from(v) / t));
+        let m = out.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z = m + out.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        out.iter_mut().for_each(|v| *v -= z);
+    };
+    let (mut ls, mut lst, mut ltt) = (Vec::new(), Vec::new(), Vec::new());
+    let mut total = 0.0;
+    let inv_b = 1.0 / batch as f64;
+    for r in 0..batch {
+        let s = &student[r * k..(r + 1) * k];
+        let y = labels[r] as usize;
+        log_softmax(s, 1.0, &mut ls);
+        let d = &mut dlogits[r * k..(r + 1) * k];
+        let mut loss = -(1.0 - alpha) * ls[y];
+        for j in 0..k {
+            let hard = ls[j].exp() - if j == y { 1.0 } else { 0.0 };
+            d[j] = ((1.0 - alpha) * hard * inv_b) as f32;
+        }
+        if let Some(t) = teacher {
+            log_softmax(s, temperature, &mut lst);
+            log_softmax(&t[r * k..(r + 1) * k], temperature, &mut ltt);
+            let mut kl = 0.0;
+            for j in 0..k {
+                let pt = ltt[j].exp();
+                kl += pt * (ltt[j] - lst[j]);
+                d[j] += (alpha * temperature * (lst[j].exp() - pt) * inv_b) as f32;
+            }
+            loss += alpha * temperature * temperature * kl;
+        }
+        total += loss;
+    }
+    total * inv_b
+}
+
+/// AdamW (decoupled weight decay) on flat buffers, with its moments exposed so that they can
+/// be checkpointed. The update is candle-nn's `AdamW` step for step.
 pub struct AdamW {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
-    /// First and second moments, one per variable.
-    pub m: Vec<Tensor>,
-    pub v: Vec<Tensor>,
+    /// First and second moments, one per parameter.
+    pub m: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
     /// Steps taken.
     pub t: usize,
 }
 
 impl AdamW {
-    pub fn new(vars: &[Var], weight_decay: f64) -> Result<Self> {
-        let zeros = |v: &Var| v.as_tensor().zeros_like();
-        Ok(AdamW {
+    pub fn new(params: &[Vec<f32>], weight_decay: f64) -> Self {
+        let zeros = |p: &Vec<f32>| vec![0f32; p.len()];
+        AdamW {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
-            m: vars.iter().map(zeros).collect::<candle_core::Result<_>>()?,
-            v: vars.iter().map(zeros).collect::<candle_core::Result<_>>()?,
+            m: params.iter().map(zeros).collect(),
+            v: params.iter().map(zeros).collect(),
             t: 0,
-        })
+        }
     }
 
-    /// One step on `vars` with `grads` at learning rate `lr`.
-    pub fn step(&mut self, vars: &[Var], grads: &GradStore, lr: f64) -> Result<()> {
+    /// One step on `params` with `grads` at learning rate `lr`.
+    pub fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>], lr: f64) {
+        use rayon::prelude::*;
         self.t += 1;
-        let scale_m = 1.0 / (1.0 - self.beta1.powi(self.t as i32));
-        let scale_v = 1.0 / (1.0 - self.beta2.powi(self.t as i32));
-        for (k, var) in vars.iter().enumerate() {
-            let theta = var.as_tensor();
-            let Some(g) = grads.get(theta) else { continue };
-            let m = ((&self.m[k] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            let v = ((&self.v[k] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let m_hat = (&m * scale_m)?;
-            let v_hat = (&v * scale_v)?;
-            let next = (theta * (1.0 - lr * self.weight_decay))?;
-            let adjusted = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
-            var.set(&(next - (adjusted * lr)?)?)?;
-            self.m[k] = m;
-            self.v[k] = v;
+        let scale_m = (1.0 / (1.0 - self.beta1.powi(self.t as i32))) as f32;
+        let scale_v = (1.0 / (1.0 - self.beta2.powi(self.t as i32))) as f32;
+        let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
+        let decay = (1.0 - lr * self.weight_decay) as f32;
+        let lr = lr as f32;
+        for k in 0..params.len() {
+            params[k]
+                .par_chunks_mut(4096)
+                .zip(grads[k].par_chunks(4096))
+                .zip(self.m[k].par_chunks_mut(4096))
+                .zip(self.v[k].par_chunks_mut(4096))
+                .for_each(|(((p, g), m), v)| {
+                    for i in 0..p.len() {
+                        m[i] = m[i] * b1 + g[i] * (1.0 - b1);
+                        v[i] = v[i] * b2 + g[i] * g[i] * (1.0 - b2);
+                        let adjusted = (m[i] * scale_m) / ((v[i] * scale_v).sqrt() + eps);
+                        p[i] = p[i] * decay - adjusted * lr;
+                    }
+                });
         }
-        Ok(())
     }
 }
 
@@ -189,12 +250,18 @@ struct CheckpointMeta {
     records: Vec<EpochRecord>,
 }
 
-fn save_checkpoint(path: &Path, vars: &[Var], adam: &AdamW, meta: &CheckpointMeta) -> Result<()> {
-    let mut tensors = Vec::with_capacity(3 * vars.len());
-    for (k, var) in vars.iter().enumerate() {
-        tensors.push((format!("param.{k}"), var.as_tensor().clone()));
-        tensors.push((format!("adam_m.{k}"), adam.m[k].clone()));
-        tensors.push((format!("adam_v.{k}"), adam.v[k].clone()));
+fn save_checkpoint(
+    path: &Path,
+    params: &[Vec<f32>],
+    adam: &AdamW,
+    meta: &CheckpointMeta,
+) -> Result<()> {
+    let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu);
+    let mut tensors = Vec::with_capacity(3 * params.len());
+    for (k, p) in params.iter().enumerate() {
+        tensors.push((format!("param.{k}"), t(p)?));
+        tensors.push((format!("adam_m.{k}"), t(&adam.m[k])?));
+        tensors.push((format!("adam_v.{k}"), t(&adam.v[k])?));
     }
     let mut md = BTreeMap::new();
     md.insert(
@@ -205,10 +272,10 @@ fn save_checkpoint(path: &Path, vars: &[Var], adam: &AdamW, meta: &CheckpointMet
     Ok(())
 }
 
-/// Restores `vars` and `adam` from a checkpoint made with the same settings.
+/// Restores `params` and `adam` from a checkpoint made with the same settings.
 fn load_checkpoint(
     path: &Path,
-    vars: &[Var],
+    params: &mut [Vec<f32>],
     adam: &mut AdamW,
     opts: &TrainOptions,
 ) -> Result<CheckpointMeta> {
@@ -226,8 +293,8 @@ fn load_checkpoint(
             meta.opts
         )));
     }
-    for (k, var) in vars.iter().enumerate() {
-        let shape: Vec<u64> = var.dims().iter().map(|&d| d as u64).collect();
+    for k in 0..params.len() {
+        let shape = vec![params[k].len() as u64];
         for prefix in ["param", "adam_m", "adam_v"] {
             let name = format!("{prefix}.{k}");
             let t = f
@@ -238,16 +305,17 @@ fn load_checkpoint(
                         "{name} missing or not F32 {shape:?}: another model"
                     ))
                 })?;
-            let v =
-                Tensor::from_raw_buffer(f.tensor_data(t), DType::F32, var.dims(), &Device::Cpu)?;
-            match prefix {
-                "param" => var.set(&v)?,
-                "adam_m" => adam.m[k] = v,
-                _ => adam.v[k] = v,
+            let dst = match prefix {
+                "param" => &mut params[k],
+                "adam_m" => &mut adam.m[k],
+                _ => &mut adam.v[k],
+            };
+            for (d, b) in dst.iter_mut().zip(f.tensor_data(t).chunks_exact(4)) {
+                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
         }
     }
-    if f.tensor(&format!("param.{}", vars.len())).is_some() {
+    if f.tensor(&format!("param.{}", params.len())).is_some() {
         return Err(bad("more parameters than this model has".into()));
     }
     adam.t = meta.adam_steps;
@@ -262,11 +330,30 @@ pub fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
     }
 }
 
+fn flat_params(model: &Cnn) -> Result<Vec<Vec<f32>>> {
+    model
+        .parameters()?
+        .iter()
+        .map(|(_, t)| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+        .collect()
+}
+
+/// Writes `params` into the model's variables.
+fn set_vars(vars: &[Var], params: &[Vec<f32>]) -> Result<()> {
+    for (v, p) in vars.iter().zip(params) {
+        v.set(&Tensor::from_slice(p, v.dims(), &Device::Cpu)?)?;
+    }
+    Ok(())
+}
+
 /// Trains `model` (whose parameters are `vars`, as [`Cnn::init`] returns them) on `train` of
 /// `set`, distilling from `teacher` when given. `masks` (one per var, 1 where a weight may be
 /// non-zero) keep pruned weights at zero. With `checkpoint`, saves after every epoch and, when
 /// resuming, continues from the saved epoch. `progress(epoch, batch, batches, loss)` after each
 /// batch. Returns every epoch's record (the resumed ones included).
+///
+/// Each step runs the hand-written passes of [`frugal_models::cnn_kernels`] on flat buffers;
+/// `vars` are updated after every epoch (and before returning).
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier(
     model: &Cnn,
@@ -283,8 +370,35 @@ pub fn train_classifier(
     if train.is_empty() {
         return Err(Error::BadOptions("no training samples".into()));
     }
-    let dev = Device::Cpu;
-    let mut adam = AdamW::new(vars, opts.weight_decay)?;
+    let cfg = &model.config;
+    if vars.len() != cfg.parameter_shapes().len() {
+        return Err(Error::BadOptions(format!(
+            "{} variables for a model with {} parameters",
+            vars.len(),
+            cfg.parameter_shapes().len()
+        )));
+    }
+    let mut params: Vec<Vec<f32>> = vars
+        .iter()
+        .map(|v| Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?))
+        .collect::<Result<_>>()?;
+    let masks: Vec<Option<Vec<f32>>> = match masks {
+        Some(m) => m
+            .iter()
+            .map(|m| {
+                m.as_ref()
+                    .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
+    let teacher = teacher
+        .map(|t| Ok::<_, Error>((t.config.clone(), flat_params(t)?)))
+        .transpose()?;
+    let mut adam = AdamW::new(&params, opts.weight_decay);
+    let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0f32; p.len()]).collect();
+    let (mut ws, mut teacher_ws) = (Workspace::default(), Workspace::default());
     let mut rng = SplitMix64(opts.seed);
     let mut order = train.to_vec();
     let batches = order.len().div_ceil(opts.batch);
@@ -292,7 +406,8 @@ pub fn train_classifier(
     let mut records = Vec::with_capacity(opts.epochs);
     let mut first = 0;
     if let Some(c) = checkpoint.filter(|c| c.resume && c.path.exists()) {
-        let meta = load_checkpoint(c.path, vars, &mut adam, opts)?;
+        let meta = load_checkpoint(c.path, &mut params, &mut adam, opts)?;
+        set_vars(vars, &params)?;
         first = meta.epochs_done;
         records = meta.records;
         // The shuffles are a pure function of the seed: replaying them restores the order.
@@ -300,6 +415,7 @@ pub fn train_classifier(
             shuffle(&mut order, &mut rng);
         }
     }
+    let mut dlogits = Vec::new();
     for epoch in first..opts.epochs {
         if checkpoint
             .and_then(|c| c.stop_after)
@@ -312,23 +428,20 @@ pub fn train_classifier(
         let mut sum = 0f64;
         for (b, chunk) in order.chunks(opts.batch).enumerate() {
             let lr = learning_rate(opts, epoch * batches + b, total);
-            let (x, y) = batch_tensors(set, chunk, &dev)?;
-            // The teacher's logits are targets: detached, so the backward pass stays in the
-            // student (it took 90 % of a distillation step otherwise).
+            let (x, y) = batch_pixels(set, chunk);
             let t = teacher
-                .map(|t| t.forward(&x).map(|l| l.detach()))
-                .transpose()?;
-            let s = model.forward(&x)?;
-            let loss = distillation_loss(&s, t.as_ref(), &y, opts.temperature, opts.alpha)?;
-            adam.step(vars, &loss.backward()?, lr)?;
-            if let Some(m) = masks {
-                for (v, m) in vars.iter().zip(m) {
-                    if let Some(m) = m {
-                        v.set(&v.as_tensor().mul(m)?)?;
-                    }
+                .as_ref()
+                .map(|(tc, tp)| forward(tc, tp, &x, chunk.len(), &mut teacher_ws));
+            let s = forward(cfg, &params, &x, chunk.len(), &mut ws);
+            dlogits.resize(s.len(), 0.0);
+            let l = distillation_loss_grad(s, t, &y, opts.temperature, opts.alpha, &mut dlogits);
+            backward(cfg, &params, &mut ws, &dlogits, &mut grads);
+            adam.step(&mut params, &grads, lr);
+            for (p, m) in params.iter_mut().zip(&masks) {
+                if let Some(m) = m {
+                    p.iter_mut().zip(m).for_each(|(p, m)| *p *= m);
                 }
             }
-            let l = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
             if !l.is_finite() {
                 return Err(Error::Numerical(format!(
                     "training loss became {l} at epoch {} batch {}",
@@ -346,6 +459,7 @@ pub fn train_classifier(
             seconds,
             samples_per_second: order.len() as f64 / seconds.max(1e-9),
         });
+        set_vars(vars, &params)?;
         if let Some(c) = checkpoint {
             let meta = CheckpointMeta {
                 epochs_done: epoch + 1,
@@ -353,7 +467,7 @@ pub fn train_classifier(
                 opts: opts.clone(),
                 records: records.clone(),
             };
-            save_checkpoint(c.path, vars, &adam, &meta)?;
+            save_checkpoint(c.path, &params, &adam, &meta)?;
         }
     }
     Ok(records)
@@ -400,6 +514,40 @@ mod tests {
         let ce = scalar(&distillation_loss(&t(&s, (2, 3)), None, &y, temp, alpha).unwrap());
         let want_ce = (-softmax(&s[0..3], 1.0)[2].ln() - softmax(&s[3..6], 1.0)[1].ln()) / 2.0;
         assert!((ce - want_ce).abs() < 1e-5);
+    }
+
+    /// The flat loss and gradient used by training against candle's autograd of
+    /// [`distillation_loss`], with and without a teacher.
+    #[test]
+    fn flat_loss_gradient_matches_autograd() {
+        let s: Vec<f32> = (0..4 * 5)
+            .map(|i| ((i * 37) % 11) as f32 / 3.0 - 1.5)
+            .collect();
+        let te: Vec<f32> = (0..4 * 5)
+            .map(|i| ((i * 53) % 7) as f32 / 2.0 - 1.0)
+            .collect();
+        let labels = [3u32, 0, 4, 1];
+        let y = Tensor::from_vec(labels.to_vec(), 4, &Device::Cpu).unwrap();
+        for teacher in [None, Some(&te[..])] {
+            let var = Var::from_tensor(&t(&s, (4, 5))).unwrap();
+            let tt = teacher.map(|v| t(v, (4, 5)));
+            let loss = distillation_loss(var.as_tensor(), tt.as_ref(), &y, 2.5, 0.6).unwrap();
+            let g: Vec<f32> = loss
+                .backward()
+                .unwrap()
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut d = vec![0f32; 20];
+            let l = distillation_loss_grad(&s, teacher, &labels, 2.5, 0.6, &mut d);
+            assert!((l - scalar(&loss)).abs() < 1e-5, "{l} vs {}", scalar(&loss));
+            for (a, b) in d.iter().zip(&g) {
+                assert!((a - b).abs() < 1e-6, "gradient {a} vs autograd {b}");
+            }
+        }
     }
 
     /// An interrupted run resumed from its checkpoint ends with exactly the weights of an

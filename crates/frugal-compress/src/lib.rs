@@ -5,8 +5,10 @@
 //! training and knowledge distillation of classifiers.
 
 pub mod distill;
+pub mod lm_distill;
 pub mod prune;
 pub mod quant;
+pub mod structured;
 #[cfg(test)]
 mod testutil;
 

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::linear::Linear;
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use frugal_formats::safetensors::{Dtype, SafetensorsFile};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -333,37 +333,63 @@ impl Cnn {
     }
 }
 
-/// Images `[n, 1, H, W]` scaled to 0..1, and labels, for `indices` of a data set.
-pub fn batch_tensors(
+/// Pixels `[n, 1, H, W]` scaled to 0..1 (flat), and labels, for `indices` of a data set.
+pub fn batch_pixels(
     set: &frugal_formats::idx::ImageSet,
     indices: &[usize],
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
+) -> (Vec<f32>, Vec<u32>) {
     let n = set.rows * set.cols;
     let scale = 1.0 / f32::from(set.max_value);
     let mut px = Vec::with_capacity(indices.len() * n);
     for &i in indices {
         px.extend(set.image(i).iter().map(|&p| f32::from(p) * scale));
     }
-    let labels: Vec<u32> = indices.iter().map(|&i| u32::from(set.labels[i])).collect();
+    let labels = indices.iter().map(|&i| u32::from(set.labels[i])).collect();
+    (px, labels)
+}
+
+/// Images `[n, 1, H, W]` scaled to 0..1, and labels, for `indices` of a data set.
+pub fn batch_tensors(
+    set: &frugal_formats::idx::ImageSet,
+    indices: &[usize],
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let (px, labels) = batch_pixels(set, indices);
     Ok((
         Tensor::from_vec(px, (indices.len(), 1, set.rows, set.cols), device)?,
         Tensor::from_vec(labels, indices.len(), device)?,
     ))
 }
 
-/// Predicted classes for `indices` of a data set, in batches.
+/// Predicted classes for `indices` of a data set, in batches, through the hand-written forward
+/// pass of [`crate::cnn_kernels`] (int8/int4 weights are decoded once, up front).
 pub fn predict(
     model: &Cnn,
     set: &frugal_formats::idx::ImageSet,
     indices: &[usize],
     batch: usize,
-    device: &Device,
 ) -> Result<Vec<u32>> {
+    let params: Vec<Vec<f32>> = model
+        .parameters()?
+        .iter()
+        .map(|(_, t)| t.flatten_all()?.to_vec1::<f32>())
+        .collect::<candle_core::Result<_>>()?;
+    let k = model.config.n_classes;
+    let mut ws = crate::cnn_kernels::Workspace::default();
     let mut out = Vec::with_capacity(indices.len());
     for chunk in indices.chunks(batch.max(1)) {
-        let (x, _) = batch_tensors(set, chunk, device)?;
-        out.extend(model.forward(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?);
+        let (x, _) = batch_pixels(set, chunk);
+        let logits = crate::cnn_kernels::forward(&model.config, &params, &x, chunk.len(), &mut ws);
+        out.extend(logits.chunks(k).map(|row| {
+            // The first maximum, as argmax does.
+            let mut best = 0;
+            for (j, v) in row.iter().enumerate() {
+                if *v > row[best] {
+                    best = j;
+                }
+            }
+            best as u32
+        }));
     }
     Ok(out)
 }

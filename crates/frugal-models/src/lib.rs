@@ -10,6 +10,7 @@
 
 pub mod bert;
 pub mod cnn;
+pub mod cnn_kernels;
 pub mod convert;
 pub mod error;
 pub mod gguf_load;

@@ -400,6 +400,68 @@ impl Llama {
     }
 }
 
+impl Llama {
+    /// Logits `[T, n_vocab]` of one sequence through operations that all have gradients, for
+    /// training (candle's fused RMSNorm, softmax and RoPE kernels have none): RMSNorm, RoPE and
+    /// the attention softmax written out. Exact f32 arithmetic; agrees with [`Llama::forward`]
+    /// on an exactly loaded model to float rounding (tested).
+    pub fn forward_train(&self, tokens: &[u32]) -> Result<Tensor> {
+        let t = tokens.len();
+        let ctx = self.attn_ctx(t)?;
+        let eps = self.config.rms_eps;
+        let mut x = self.embed(tokens)?;
+        for i in 0..self.blocks.len() {
+            x = self.block_forward_train(i, &x, &ctx)?;
+        }
+        let x = rms_norm_diff(&x, &self.output_norm, eps)?;
+        self.output.forward(&x)
+    }
+
+    fn block_forward_train(&self, i: usize, x: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {
+        let c = &self.config;
+        let b = &self.blocks[i];
+        let (t, hd, nh, nkv) = (ctx.t, c.head_dim(), c.n_head, c.n_head_kv);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let h = rms_norm_diff(x, &b.attn_norm, c.rms_eps)?;
+        let heads = |l: &Linear, n: usize| -> Result<Tensor> {
+            Ok(l.forward(&h)?
+                .reshape((1, t, n, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = rope_diff(&heads(&b.q, nh)?, &ctx.cos, &ctx.sin)?;
+        let k = rope_diff(&heads(&b.k, nkv)?, &ctx.cos, &ctx.sin)?;
+        let v = heads(&b.v, nkv)?;
+        let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
+        let att = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&ctx.mask)?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
+        let x = (x + b.o.forward(&y)?)?;
+        let h2 = rms_norm_diff(&x, &b.ffn_norm, c.rms_eps)?;
+        let act = (b.gate.forward(&h2)?.silu()? * b.up.forward(&h2)?)?;
+        Ok((&x + b.down.forward(&act)?)?)
+    }
+}
+
+/// RMSNorm from differentiable operations: x / √(mean(x²) + ε) · w.
+fn rms_norm_diff(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    Ok(x.broadcast_div(&r)?.broadcast_mul(w)?)
+}
+
+/// RoPE on adjacent pairs (ggml's normal mode) from differentiable operations, for `x`
+/// `[1, heads, T, hd]` and tables `[T, hd/2]`.
+fn rope_diff(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, h, t, hd) = x.dims4()?;
+    let pairs = x.reshape((b, h, t, hd / 2, 2))?;
+    let (x0, x1) = (pairs.narrow(4, 0, 1)?, pairs.narrow(4, 1, 1)?);
+    let cos = cos.narrow(0, 0, t)?.reshape((1, 1, t, hd / 2, 1))?;
+    let sin = sin.narrow(0, 0, t)?.reshape((1, 1, t, hd / 2, 1))?;
+    let y0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+    let y1 = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
+    Ok(Tensor::cat(&[y0, y1], 4)?.reshape((b, h, t, hd))?)
+}
+
 /// What every block of one sequence length shares: RoPE tables and the causal mask.
 #[derive(Debug, Clone)]
 pub struct AttnCtx {

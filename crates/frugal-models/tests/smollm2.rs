@@ -94,3 +94,47 @@ fn linear_seam_records_every_layer() {
         .iter()
         .all(|s| s.n_rows == 5 && s.sum_sq.iter().any(|&v| v > 0.0)));
 }
+
+/// The training forward pass (differentiable operations written out) gives the logits of the
+/// inference one, and gradients reach the weights of the first block through all 30.
+#[test]
+fn training_forward_matches_inference_and_has_gradients() {
+    let Some(f) = smollm2() else { return };
+    let tok = GgufTokenizer::from_gguf(&f).unwrap();
+    let mut model = Llama::load(&f, LoadOptions::EXACT, &Device::Cpu).unwrap();
+    let ids = tok
+        .encode(
+            "The committee said the city's election was conducted well.",
+            false,
+        )
+        .unwrap();
+    let want: Vec<f32> = model
+        .forward(&ids)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    // The first block's gate weight as a variable.
+    let var = candle_core::Var::from_tensor(&model.blocks[0].gate.weight_f32().unwrap()).unwrap();
+    model.blocks[0].gate = frugal_models::linear::Linear::dense(
+        "blk.0.ffn_gate.weight",
+        var.as_tensor().clone(),
+        None,
+    )
+    .unwrap();
+    let logits = model.forward_train(&ids).unwrap();
+    let got: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 2e-3, "logits differ by {worst}");
+    let g = logits.sum_all().unwrap().backward().unwrap();
+    let grad = g
+        .get(var.as_tensor())
+        .expect("a gradient for blk.0.ffn_gate");
+    let norm: f32 = grad.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+    assert!(norm.is_finite() && norm > 0.0, "{norm}");
+}

@@ -177,8 +177,7 @@ pub fn run_classifier_pipeline(
                model: &Cnn,
                vars: &[candle_core::Var],
                teacher: Option<&Cnn>,
-               opts: &TrainOptions,
-               masks: Option<&[Option<candle_core::Tensor>]>|
+               opts: &TrainOptions|
      -> Result<Vec<EpochRecord>, Error> {
         let batches = train.len().div_ceil(opts.batch);
         Ok(train_classifier(
@@ -188,7 +187,7 @@ pub fn run_classifier_pipeline(
             set,
             &train,
             opts,
-            masks,
+            None,
             None,
             &|e, b, _, l| progress(name, (e - 1) * batches + b, opts.epochs * batches, l),
         )?)
@@ -204,7 +203,7 @@ pub fn run_classifier_pipeline(
      -> Result<(Cnn, ModelRecord), Error> {
         let t0 = std::time::Instant::now();
         let (model, vars) = Cnn::init(config.clone(), seed, &dev).map_err(ce)?;
-        let epochs = fit(name, &model, &vars, teacher, opts, None)?;
+        let epochs = fit(name, &model, &vars, teacher, opts)?;
         let mut r = record(
             dir,
             name,
@@ -256,33 +255,22 @@ pub fn run_classifier_pipeline(
 
     // 4. Pruned, then recovered by distillation with the mask held.
     let t0 = std::time::Instant::now();
-    let (mut pruned, _) = student.trainable().map_err(ce)?;
-    let (masks, report) = {
-        let mut layers = pruned.linears_mut();
-        prune_linears(&mut layers, None, &plan.prune)?
-    };
-    let (pruned, vars) = pruned.trainable().map_err(ce)?;
-    // One mask per parameter: weights masked, biases free.
-    let mut it = masks.into_iter();
-    let var_masks: Vec<Option<candle_core::Tensor>> = pruned
-        .parameters()
-        .map_err(ce)?
-        .iter()
-        .map(|(n, _)| {
-            if n.ends_with(".weight") {
-                it.next()
-            } else {
-                None
-            }
-        })
-        .collect();
-    let epochs = fit(
-        "student-pruned",
-        &pruned,
-        &vars,
-        Some(&teacher),
+    let batches = train.len().div_ceil(plan.recover.batch);
+    let (pruned, report, epochs) = prune_and_recover(
+        &student,
+        &teacher,
+        set,
+        &train,
+        &plan.prune,
         &plan.recover,
-        Some(&var_masks),
+        &|e, b, _, l| {
+            progress(
+                "student-pruned",
+                (e - 1) * batches + b,
+                plan.recover.epochs * batches,
+                l,
+            )
+        },
     )?;
     let mut r = record(dir, "student-pruned", format!("global magnitude pruning to {:.0} % sparsity, then {} epochs of distillation with the mask held", 100.0 * report.sparsity, plan.recover.epochs), Some(&pruned), set, test, t0.elapsed().as_secs_f64())?;
     r.epochs = epochs;
@@ -312,6 +300,58 @@ pub fn run_classifier_pipeline(
         plan: plan.clone(),
         models,
     })
+}
+
+/// Prunes a copy of `model` with `prune` (weights only; biases stay) and, when `recover` has
+/// epochs, fine-tunes it by distillation from `teacher` with the pruning mask held, so pruned
+/// weights stay exactly zero. Returns the pruned model, the pruning report and the recovery's
+/// epochs.
+pub fn prune_and_recover(
+    model: &Cnn,
+    teacher: &Cnn,
+    set: &ImageSet,
+    train: &[usize],
+    prune: &PruneOptions,
+    recover: &TrainOptions,
+    progress: &dyn Fn(usize, usize, usize, f64),
+) -> Result<(Cnn, PruneReport, Vec<EpochRecord>), Error> {
+    let ce = frugal_compress::Error::from;
+    let (mut pruned, _) = model.trainable().map_err(ce)?;
+    let (masks, report) = {
+        let mut layers = pruned.linears_mut();
+        prune_linears(&mut layers, None, prune)?
+    };
+    let (pruned, vars) = pruned.trainable().map_err(ce)?;
+    // One mask per parameter: weights masked, biases free.
+    let mut it = masks.into_iter();
+    let var_masks: Vec<Option<candle_core::Tensor>> = pruned
+        .parameters()
+        .map_err(ce)?
+        .iter()
+        .map(|(n, _)| {
+            if n.ends_with(".weight") {
+                it.next()
+            } else {
+                None
+            }
+        })
+        .collect();
+    let epochs = if recover.epochs > 0 {
+        train_classifier(
+            &pruned,
+            &vars,
+            Some(teacher),
+            set,
+            train,
+            recover,
+            Some(&var_masks),
+            None,
+            progress,
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok((pruned, report, epochs))
 }
 
 /// `frugal distill` for classifiers: which network, on which data, from which teacher.
@@ -450,6 +490,91 @@ pub fn distill_classifier(
         out: job.out.display().to_string(),
         opts: job.opts.clone(),
         epochs,
+        eval,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// `frugal prune` for a CNN classifier file: prune, recover by distillation from the unpruned
+/// model, evaluate both on the data set's test images.
+#[derive(Debug, Clone)]
+pub struct PruneClassifierJob {
+    pub input: std::path::PathBuf,
+    pub output: std::path::PathBuf,
+    /// `fashion-mnist` or `digits` (as for `frugal distill`).
+    pub data: String,
+    pub prune: PruneOptions,
+    /// Recovery settings (epochs 0: none).
+    pub recover: TrainOptions,
+}
+
+/// What `frugal prune` did to a classifier.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneClassifierStep {
+    pub input: String,
+    pub output: String,
+    pub data: String,
+    pub prune: PruneReport,
+    pub recover: TrainOptions,
+    pub epochs: Vec<EpochRecord>,
+    /// The input model's test accuracy, the output file's, and the drop in points.
+    pub input_eval: ClassifierEvalResult,
+    pub eval: ClassifierEvalResult,
+    pub accuracy_drop_pt: f64,
+    pub seconds: f64,
+}
+
+/// Prunes the classifier in `job.input` (which is only read), recovers it and writes the result
+/// to `job.output` (atomically), then evaluates the written file.
+pub fn prune_classifier(
+    job: &PruneClassifierJob,
+    progress: &dyn Fn(usize, usize, usize, f64),
+) -> Result<PruneClassifierStep, Error> {
+    let t0 = std::time::Instant::now();
+    let ce = frugal_compress::Error::from;
+    let dev = candle_core::Device::Cpu;
+    let model = Cnn::load(&job.input, &dev).map_err(ce)?;
+    let (train_set, train, test_set, test) = training_data(&job.data, job.recover.seed)?;
+    let c = &model.config;
+    if (c.in_channels, c.height, c.width, c.n_classes)
+        != (1, train_set.rows, train_set.cols, train_set.n_classes)
+    {
+        return Err(frugal_compress::Error::BadOptions(format!(
+            "{} classifies {}×{}×{} images into {} classes, not {} ({}×{}, {} classes)",
+            job.input.display(),
+            c.in_channels,
+            c.height,
+            c.width,
+            c.n_classes,
+            job.data,
+            train_set.rows,
+            train_set.cols,
+            train_set.n_classes
+        ))
+        .into());
+    }
+    let input_eval = eval_classifier(&model, &test_set, Some(&test))?;
+    let (pruned, report, epochs) = prune_and_recover(
+        &model,
+        &model,
+        &train_set,
+        &train,
+        &job.prune,
+        &job.recover,
+        progress,
+    )?;
+    pruned.save(&job.output, &[&job.input]).map_err(ce)?;
+    let back = Cnn::load(&job.output, &dev).map_err(ce)?;
+    let eval = eval_classifier(&back, &test_set, Some(&test))?;
+    Ok(PruneClassifierStep {
+        input: job.input.display().to_string(),
+        output: job.output.display().to_string(),
+        data: job.data.clone(),
+        prune: report,
+        recover: job.recover.clone(),
+        epochs,
+        accuracy_drop_pt: input_eval.accuracy_pct - eval.accuracy_pct,
+        input_eval,
         eval,
         seconds: t0.elapsed().as_secs_f64(),
     })

@@ -9,6 +9,7 @@
 
 pub mod classifier;
 pub mod quantize;
+pub mod recipe;
 
 use frugal_formats::digits::embedded_digits;
 use frugal_formats::output::write_atomic;
@@ -30,15 +31,13 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: recipe files are not supported yet (the recipe runner arrives with the pipeline work); run `frugal run` without a recipe for the embedded default")]
-    RecipeUnsupported { path: PathBuf },
+    #[error("recipe {path}: {reason}")]
+    Recipe { path: PathBuf, reason: String },
 }
 
 /// Options of a run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// A recipe file; `None` runs the embedded default.
-    pub recipe: Option<PathBuf>,
     /// Folder for artifacts and `report.json`.
     pub out_dir: PathBuf,
     /// Seed of every random choice in the run.
@@ -50,7 +49,6 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            recipe: None,
             out_dir: PathBuf::from("frugal-out"),
             seed: 0,
             test_fraction: 0.2,
@@ -88,18 +86,13 @@ pub struct Report {
     pub pending_steps: Vec<&'static str>,
 }
 
-/// Runs a recipe (or the embedded default) and writes its models and `report.json` into
+/// Runs the embedded default and writes its models and `report.json` into
 /// `opts.out_dir`. `progress(step, done, total, loss)` reports training batches.
 pub fn run(
     opts: &RunOptions,
     progress: &dyn Fn(&str, usize, usize, f64),
 ) -> Result<(Report, PathBuf), Error> {
     let t0 = std::time::Instant::now();
-    if let Some(recipe) = &opts.recipe {
-        return Err(Error::RecipeUnsupported {
-            path: recipe.clone(),
-        });
-    }
     let digits = embedded_digits();
     let mut class_counts = vec![0usize; digits.n_classes];
     digits
@@ -246,17 +239,5 @@ mod tests {
         // int8 is about a quarter of the f32 file and scores (almost) the same.
         assert!(m[4].file_bytes * 2 < m[3].file_bytes);
         assert!((m[4].eval.accuracy_pct - m[3].eval.accuracy_pct).abs() <= 2.0);
-    }
-
-    #[test]
-    fn a_recipe_is_refused_clearly() {
-        let opts = RunOptions {
-            recipe: Some("x.toml".into()),
-            ..Default::default()
-        };
-        assert!(matches!(
-            run(&opts, &|_, _, _, _| {}),
-            Err(Error::RecipeUnsupported { .. })
-        ));
     }
 }

@@ -129,6 +129,53 @@ pub fn prune_step(
     Ok(PruneStep { prune, quality })
 }
 
+/// A model shrunk by removing MLP neurons and, when asked, its evaluation against the input.
+#[derive(Debug, Clone, Serialize)]
+pub struct NeuronPruneStep {
+    pub input: String,
+    pub output: String,
+    pub options: frugal_compress::structured::NeuronPruneOptions,
+    pub calibration_tokens: Option<usize>,
+    pub prune: frugal_compress::structured::NeuronPruneReport,
+    pub output_bytes: u64,
+    pub seconds: f64,
+    pub quality: Option<LmEvalReport>,
+}
+
+/// Removes MLP neurons from a GGUF model into `output`, then evaluates it against `input`.
+pub fn neuron_prune_step(
+    input: &Path,
+    output: &Path,
+    opts: &frugal_compress::structured::NeuronPruneOptions,
+    calib: Option<&CalibSpec>,
+    eval: Option<&EvalSpec>,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<NeuronPruneStep, crate::Error> {
+    let t0 = std::time::Instant::now();
+    let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
+    let (prune, output_bytes) = frugal_compress::structured::prune_mlp_neurons_gguf(
+        input,
+        output,
+        opts,
+        calib.as_ref(),
+        &|d, t| progress("prune", d, t),
+    )?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let quality = eval
+        .map(|e| judge(output, input, e, progress))
+        .transpose()?;
+    Ok(NeuronPruneStep {
+        input: input.display().to_string(),
+        output: output.display().to_string(),
+        options: *opts,
+        calibration_tokens: calib.as_ref().map(|c| c.n_tokens()),
+        prune,
+        output_bytes,
+        seconds,
+        quality,
+    })
+}
+
 /// An encoder quantized to integer weights and, when asked, its evaluation on Brown passages.
 #[derive(Debug, Clone, Serialize)]
 pub struct EncoderQuantizeStep {
@@ -210,4 +257,130 @@ pub fn quantize_encoder_step(
         _ => None,
     };
     Ok(EncoderQuantizeStep { quantize, quality })
+}
+
+/// `frugal distill` for language models: which student, from which teacher, on which text.
+#[derive(Debug, Clone)]
+pub struct LmDistillJob {
+    pub student: PathBuf,
+    pub teacher: PathBuf,
+    /// Training text, cut into sequences of `ctx` tokens (at most `max_tokens` in all).
+    pub text: CalibSpec,
+    pub out: PathBuf,
+    pub opts: frugal_compress::lm_distill::LmDistillOptions,
+}
+
+/// What LM distillation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LmDistillStep {
+    pub student: String,
+    pub teacher: String,
+    pub out: String,
+    pub opts: frugal_compress::lm_distill::LmDistillOptions,
+    pub sequences: usize,
+    pub tokens: usize,
+    pub teacher_cache_bytes: usize,
+    pub teacher_seconds: f64,
+    pub train_seconds: f64,
+    pub tokens_per_second: f64,
+    pub steps: Vec<frugal_compress::lm_distill::LmStepRecord>,
+    pub output_bytes: u64,
+    /// The output against the teacher.
+    pub quality: Option<LmEvalReport>,
+}
+
+/// Distils the student GGUF from the teacher GGUF on text, writes the student with its trained
+/// MLP weights (F32, everything else as it was) to `job.out` atomically, then evaluates it
+/// against the teacher.
+pub fn lm_distill_step(
+    job: &LmDistillJob,
+    eval: Option<&EvalSpec>,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<LmDistillStep, crate::Error> {
+    use frugal_compress::lm_distill::{distill_lm, teacher_top_k};
+    use frugal_formats::gguf::{GgmlType, GgufFile, GgufStreamWriter, TensorSpec};
+    use frugal_models::llama::{Llama, LoadOptions};
+    let dev = candle_core::Device::Cpu;
+    let me = frugal_eval::Error::from;
+    let sf = GgufFile::open(&job.student)?;
+    let tf = GgufFile::open(&job.teacher)?;
+    let mut student = Llama::load(&sf, LoadOptions::EXACT, &dev).map_err(me)?;
+    let calib = load_calibration(&job.student, &job.text)?;
+    let tokens = calib.n_tokens();
+    let t0 = std::time::Instant::now();
+    let cache = {
+        let teacher = Llama::load(&tf, LoadOptions::EXACT, &dev).map_err(me)?;
+        if teacher.config.n_vocab != student.config.n_vocab {
+            return Err(crate::Error::Compress(frugal_compress::Error::BadOptions(
+                format!(
+                    "the teacher's vocabulary ({}) is not the student's ({})",
+                    teacher.config.n_vocab, student.config.n_vocab
+                ),
+            )));
+        }
+        teacher_top_k(&teacher, calib.chunks, job.opts.top_k, &|d, t| {
+            progress("teacher", d, t)
+        })?
+    };
+    let teacher_seconds = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let steps = distill_lm(&mut student, &cache, &job.opts, &|d, t, _| {
+        progress("distil", d, t)
+    })?;
+    let train_seconds = t1.elapsed().as_secs_f64();
+    // Write: trained MLP weights as F32, the rest as the student had it.
+    let mut trained = std::collections::HashMap::new();
+    for b in &student.blocks {
+        for l in [&b.gate, &b.up, &b.down] {
+            let v: Vec<f32> = l
+                .weight_f32()
+                .and_then(|w| Ok(w.flatten_all()?.to_vec1()?))
+                .map_err(me)?;
+            trained.insert(l.name.clone(), v);
+        }
+    }
+    let specs: Vec<TensorSpec> = sf
+        .header
+        .tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: &t.name,
+            ggml_type: if trained.contains_key(&t.name) {
+                GgmlType::F32
+            } else {
+                t.ggml_type
+            },
+            dims: &t.dims,
+        })
+        .collect();
+    let inputs = [job.student.as_path(), job.teacher.as_path()];
+    let mut w = GgufStreamWriter::create(&job.out, &inputs, &sf.header.metadata, &specs)?;
+    for t in &sf.header.tensors {
+        match trained.get(&t.name) {
+            Some(v) => {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                w.write_tensor(&bytes)?
+            }
+            None => w.write_tensor(sf.tensor_data(t))?,
+        }
+    }
+    let output_bytes = w.finish()?;
+    let quality = eval
+        .map(|e| judge(&job.out, &job.teacher, e, progress))
+        .transpose()?;
+    Ok(LmDistillStep {
+        student: job.student.display().to_string(),
+        teacher: job.teacher.display().to_string(),
+        out: job.out.display().to_string(),
+        opts: job.opts.clone(),
+        sequences: cache.seqs.len(),
+        tokens,
+        teacher_cache_bytes: cache.bytes(),
+        teacher_seconds,
+        train_seconds,
+        tokens_per_second: (tokens * job.opts.epochs) as f64 / train_seconds.max(1e-9),
+        steps,
+        output_bytes,
+        quality,
+    })
 }

@@ -1,0 +1,241 @@
+//! Logit distillation of a Llama-family student (a pruned or smaller model with the teacher's
+//! vocabulary) from its teacher on text. The teacher runs once: its `k` most likely next tokens
+//! and their log-probabilities at every position are cached ([`TeacherTopK`]), and every epoch
+//! of the student reads the cache. The student minimises, per position,
+//!
+//!   α · (−Σ_{j ∈ top-k} p_t(j) · log p_s(j)) + (1 − α) · (−log p_s(next token))
+//!
+//! — the cross-entropy against the teacher's distribution restricted to its top k (equal, up to
+//! the teacher's constant entropy term, to the KL divergence on those tokens), plus the usual
+//! next-token loss. Temperature 1, as is usual for language models. The student's MLP weights
+//! (`ffn_gate`, `ffn_up`, `ffn_down` of every block) are trained with AdamW, one sequence per
+//! step, linear warm-up then cosine decay; attention, norms and embeddings stay as they are.
+//! Gradients come from candle's autograd through [`Llama::forward_train`].
+
+use crate::{Error, Result};
+use candle_core::{Tensor, Var, D};
+use candle_nn::Optimizer;
+use frugal_formats::rng::SplitMix64;
+use frugal_models::linear::Linear;
+use frugal_models::llama::Llama;
+
+/// Settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LmDistillOptions {
+    pub epochs: usize,
+    /// Teacher tokens cached per position.
+    pub top_k: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Fraction of the steps spent warming up.
+    pub warmup: f64,
+    /// Weight α of the teacher's distribution (1 − α on the next token).
+    pub alpha: f64,
+    /// Seed of the order of the sequences.
+    pub seed: u64,
+}
+
+impl Default for LmDistillOptions {
+    fn default() -> Self {
+        LmDistillOptions {
+            epochs: 1,
+            top_k: 64,
+            lr: 5e-5,
+            weight_decay: 0.0,
+            warmup: 0.1,
+            alpha: 0.9,
+            seed: 0,
+        }
+    }
+}
+
+impl LmDistillOptions {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::BadOptions(m));
+        if self.epochs == 0 || self.top_k == 0 {
+            return bad("epochs and top-k must be positive".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("learning rate {} must be positive", self.lr));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) || !(0.0..1.0).contains(&self.warmup) {
+            return bad(format!(
+                "alpha {} must lie in [0, 1] and warm-up {} in [0, 1)",
+                self.alpha, self.warmup
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The teacher's top-k next-token log-probabilities at every position of every sequence.
+#[derive(Debug, Clone)]
+pub struct TeacherTopK {
+    pub k: usize,
+    pub seqs: Vec<Vec<u32>>,
+    /// Per sequence, `[T·k]` token ids and their log-probabilities (most likely first).
+    pub ids: Vec<Vec<u32>>,
+    pub logp: Vec<Vec<f32>>,
+}
+
+impl TeacherTopK {
+    /// Bytes held (the cache's cost instead of re-running the teacher every epoch).
+    pub fn bytes(&self) -> usize {
+        self.ids.iter().map(|v| v.len() * 8).sum()
+    }
+}
+
+/// Runs `teacher` once over `seqs` and keeps its top `k` log-probabilities per position.
+/// `progress(done, total)`.
+pub fn teacher_top_k(
+    teacher: &Llama,
+    seqs: Vec<Vec<u32>>,
+    k: usize,
+    progress: &dyn Fn(usize, usize),
+) -> Result<TeacherTopK> {
+    let v = teacher.config.n_vocab;
+    if k == 0 || k > v {
+        return Err(Error::BadOptions(format!("top-k {k} must lie in 1..={v}")));
+    }
+    let (mut ids, mut logp) = (Vec::new(), Vec::new());
+    for (s, seq) in seqs.iter().enumerate() {
+        let logits: Vec<f32> = teacher.forward(seq)?.flatten_all()?.to_vec1()?;
+        let (mut si, mut sl) = (Vec::with_capacity(seq.len() * k), Vec::new());
+        sl.reserve(seq.len() * k);
+        for row in logits.chunks(v) {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z = f64::from(m)
+                + row
+                    .iter()
+                    .map(|&x| f64::from(x - m).exp())
+                    .sum::<f64>()
+                    .ln();
+            let mut idx: Vec<u32> = (0..v as u32).collect();
+            idx.select_nth_unstable_by(k - 1, |&a, &b| {
+                row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b))
+            });
+            idx.truncate(k);
+            idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            for j in idx {
+                si.push(j);
+                sl.push((f64::from(row[j as usize]) - z) as f32);
+            }
+        }
+        ids.push(si);
+        logp.push(sl);
+        progress(s + 1, seqs.len());
+    }
+    Ok(TeacherTopK { k, seqs, ids, logp })
+}
+
+/// One training step's record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LmStepRecord {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    /// KL divergence from the teacher on its top-k tokens, per position.
+    pub kl_top_k: f64,
+    /// Next-token cross-entropy, per predicted token.
+    pub ce: f64,
+}
+
+/// The learning rate at `step` of `total`: linear warm-up, then cosine decay to zero.
+fn schedule(opts: &LmDistillOptions, step: usize, total: usize) -> f64 {
+    let warm = ((opts.warmup * total as f64).round() as usize).max(1);
+    if step < warm {
+        return opts.lr * (step + 1) as f64 / warm as f64;
+    }
+    let p = (step - warm) as f64 / (total - warm).max(1) as f64;
+    opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+}
+
+/// Turns every block's MLP weights into trainable variables (the model's layers then read
+/// them) and returns them.
+fn mlp_vars(model: &mut Llama) -> Result<Vec<Var>> {
+    let mut vars = Vec::new();
+    for b in &mut model.blocks {
+        for l in [&mut b.gate, &mut b.up, &mut b.down] {
+            let var = Var::from_tensor(&l.weight_f32()?)?;
+            *l = Linear::dense(l.name.clone(), var.as_tensor().clone(), None)?;
+            vars.push(var);
+        }
+    }
+    Ok(vars)
+}
+
+/// Distils `student` from the cached teacher: trains its MLP weights in place.
+/// `progress(step, total, loss)` after every step. Returns every step's record.
+pub fn distill_lm(
+    student: &mut Llama,
+    cache: &TeacherTopK,
+    opts: &LmDistillOptions,
+    progress: &dyn Fn(usize, usize, f64),
+) -> Result<Vec<LmStepRecord>> {
+    opts.validate()?;
+    if cache.seqs.is_empty() {
+        return Err(Error::BadOptions("no training sequences".into()));
+    }
+    let dev = student.device().clone();
+    let vars = mlp_vars(student)?;
+    let mut adam = candle_nn::AdamW::new(
+        vars.clone(),
+        candle_nn::ParamsAdamW {
+            lr: opts.lr,
+            weight_decay: opts.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut order: Vec<usize> = (0..cache.seqs.len()).collect();
+    let mut rng = SplitMix64(opts.seed);
+    let total = order.len() * opts.epochs;
+    let mut records = Vec::with_capacity(total);
+    for epoch in 0..opts.epochs {
+        crate::distill::shuffle(&mut order, &mut rng);
+        for &s in &order {
+            let step = records.len();
+            adam.set_learning_rate(schedule(opts, step, total));
+            let seq = &cache.seqs[s];
+            let t = seq.len();
+            if t < 2 {
+                continue;
+            }
+            let k = cache.k;
+            let logits = student.forward_train(seq)?;
+            let ls = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            let ids = Tensor::from_slice(&cache.ids[s], (t, k), &dev)?;
+            let lt = Tensor::from_slice(&cache.logp[s], (t, k), &dev)?;
+            let pt = lt.exp()?;
+            let picked = ls.gather(&ids, 1)?;
+            let soft = ((&pt * &picked)?.sum_all()? * (-1.0 / t as f64))?;
+            let targets = Tensor::from_slice(&seq[1..], (t - 1, 1), &dev)?;
+            let ce = (ls.narrow(0, 0, t - 1)?.gather(&targets, 1)?.mean_all()? * -1.0)?;
+            let loss = ((&soft * opts.alpha)? + (&ce * (1.0 - opts.alpha))?)?;
+            adam.backward_step(&loss)?;
+            let scalar = |x: &Tensor| -> Result<f64> { Ok(f64::from(x.to_scalar::<f32>()?)) };
+            let l = scalar(&loss)?;
+            if !l.is_finite() {
+                return Err(Error::Numerical(format!(
+                    "distillation loss became {l} at step {}",
+                    step + 1
+                )));
+            }
+            // KL on the top k = soft cross-entropy − the teacher's own Σ p·log p there.
+            let teacher_term: f64 = cache.logp[s]
+                .iter()
+                .map(|&x| f64::from(x).exp() * f64::from(x))
+                .sum::<f64>()
+                / t as f64;
+            records.push(LmStepRecord {
+                step: step + 1,
+                epoch: epoch + 1,
+                loss: l,
+                kl_top_k: scalar(&soft)? + teacher_term,
+                ce: scalar(&ce)?,
+            });
+            progress(step + 1, total, l);
+        }
+    }
+    Ok(records)
+}

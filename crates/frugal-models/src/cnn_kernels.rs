@@ -1,0 +1,623 @@
+//! Hand-written forward and backward passes of the [`Cnn`](crate::cnn::Cnn) family on flat `f32`
+//! buffers, for training. candle's autograd builds a graph of small tensors per step and its
+//! convolution gradients go through generic kernels; for these networks a step is a handful of
+//! matrix products, so this module does exactly those (with `gemm`, the kernels candle's own
+//! matmul uses) plus the cheap per-sample work (patch gathering, ReLU, pooling) spread over the
+//! cores with rayon.
+//!
+//! Layout: activations are kept channels-last (`[B, H, W, C]`), so a 3×3 patch is nine
+//! contiguous runs of `C` values; convolution weights are reordered internally to
+//! `[out, ky, kx, in]` and their gradients reordered back, so parameters and gradients are in
+//! the model's own layout ([`CnnConfig::parameter_shapes`], PyTorch's). The flatten before `fc1`
+//! uses PyTorch's channel-major order. Results match [`Cnn::forward`](crate::cnn::Cnn::forward)
+//! and candle's autograd to float rounding (tested).
+
+use crate::cnn::CnnConfig;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// `dst[m×n]` (row-major) `= (dst if acc) + lhs[m×k] · rhs[k×n]`, where `lhs` and `rhs` are
+/// given with their (row, column) strides, so transposes cost nothing.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    acc: bool,
+    lhs: &[f32],
+    (lrs, lcs): (usize, usize),
+    rhs: &[f32],
+    (rrs, rcs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    if k == 0 {
+        if !acc {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // The last element each operand is read at must lie inside it.
+    assert!(
+        (m - 1) * lrs + (k - 1) * lcs < lhs.len(),
+        "matmul: lhs too small"
+    );
+    assert!(
+        (k - 1) * rrs + (n - 1) * rcs < rhs.len(),
+        "matmul: rhs too small"
+    );
+    let threads = if m * n * k < 1 << 16 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(0)
+    };
+    // SAFETY: every index gemm touches is `row·rs + col·cs` within the extents checked above;
+    // `dst` is exclusively borrowed and does not alias the shared operands.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            lhs.as_ptr(),
+            lcs as isize,
+            lrs as isize,
+            rhs.as_ptr(),
+            rcs as isize,
+            rrs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            threads,
+        );
+    }
+}
+
+/// The shapes of one conv block: input `h×w×c`, output channels `o`.
+#[derive(Debug, Clone, Copy)]
+struct ConvShape {
+    h: usize,
+    w: usize,
+    c: usize,
+    o: usize,
+}
+
+impl ConvShape {
+    fn pixels(&self) -> usize {
+        self.h * self.w
+    }
+    fn patch(&self) -> usize {
+        9 * self.c
+    }
+    fn pooled(&self) -> usize {
+        (self.h / 2) * (self.w / 2) * self.o
+    }
+}
+
+fn conv_shapes(cfg: &CnnConfig) -> Vec<ConvShape> {
+    let (mut h, mut w, mut c) = (cfg.height, cfg.width, cfg.in_channels);
+    let mut v = Vec::new();
+    for &o in &cfg.conv_channels {
+        v.push(ConvShape { h, w, c, o });
+        (h, w, c) = (h / 2, w / 2, o);
+    }
+    v
+}
+
+/// PyTorch's `[o, c, ky, kx]` conv weight as `[o, ky, kx, c]`.
+fn weight_to_internal(w: &[f32], s: ConvShape) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    for o in 0..s.o {
+        for c in 0..s.c {
+            for k in 0..9 {
+                out[o * s.patch() + k * s.c + c] = w[o * s.patch() + c * 9 + k];
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`weight_to_internal`].
+fn weight_from_internal(w: &[f32], s: ConvShape) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    for o in 0..s.o {
+        for c in 0..s.c {
+            for k in 0..9 {
+                out[o * s.patch() + c * 9 + k] = w[o * s.patch() + k * s.c + c];
+            }
+        }
+    }
+    out
+}
+
+/// Gathers the 3×3 patches (zero padding 1) of one channels-last image into rows of
+/// `[ky, kx, c]`.
+fn im2col(x: &[f32], s: ConvShape, cols: &mut [f32]) {
+    let (h, w, c) = (s.h as isize, s.w as isize, s.c);
+    for y in 0..h {
+        for xx in 0..w {
+            let row = &mut cols[((y * w + xx) as usize) * s.patch()..][..s.patch()];
+            for ky in 0..3isize {
+                for kx in 0..3isize {
+                    let dst = &mut row[((ky * 3 + kx) as usize) * c..][..c];
+                    let (sy, sx) = (y + ky - 1, xx + kx - 1);
+                    if sy < 0 || sx < 0 || sy >= h || sx >= w {
+                        dst.fill(0.0);
+                    } else {
+                        dst.copy_from_slice(&x[((sy * w + sx) as usize) * c..][..c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the patch gradients of one image back onto its pixels (the adjoint of [`im2col`]).
+fn col2im(dcols: &[f32], s: ConvShape, dx: &mut [f32]) {
+    dx.fill(0.0);
+    let (h, w, c) = (s.h as isize, s.w as isize, s.c);
+    for y in 0..h {
+        for xx in 0..w {
+            let row = &dcols[((y * w + xx) as usize) * s.patch()..][..s.patch()];
+            for ky in 0..3isize {
+                for kx in 0..3isize {
+                    let (sy, sx) = (y + ky - 1, xx + kx - 1);
+                    if sy < 0 || sx < 0 || sy >= h || sx >= w {
+                        continue;
+                    }
+                    let src = &row[((ky * 3 + kx) as usize) * c..][..c];
+                    let dst = &mut dx[((sy * w + sx) as usize) * c..][..c];
+                    for (d, v) in dst.iter_mut().zip(src) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Everything a forward pass keeps for the backward one, reused from step to step.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    batch: usize,
+    /// Per conv block: its input's patches, its ReLU output, the pooled output and which of
+    /// the four pooled pixels won.
+    cols: Vec<Vec<f32>>,
+    act: Vec<Vec<f32>>,
+    pooled: Vec<Vec<f32>>,
+    argmax: Vec<Vec<u8>>,
+    input: Vec<f32>,
+    flat: Vec<f32>,
+    hidden: Vec<f32>,
+    logits: Vec<f32>,
+    /// Backward scratch.
+    dz: Vec<f32>,
+    dcols: Vec<f32>,
+    dpooled: Vec<f32>,
+    dflat: Vec<f32>,
+    dhidden: Vec<f32>,
+}
+
+fn resize(v: &mut Vec<f32>, n: usize) {
+    v.resize(n, 0.0);
+}
+
+/// Checks that `params` has the model's shapes; a mismatch is a programming error.
+fn check_params(cfg: &CnnConfig, params: &[Vec<f32>]) {
+    let shapes = cfg.parameter_shapes();
+    assert_eq!(params.len(), shapes.len(), "one buffer per parameter");
+    for (p, (name, shape)) in params.iter().zip(&shapes) {
+        assert_eq!(
+            p.len(),
+            shape.iter().product::<usize>(),
+            "{name}: wrong size"
+        );
+    }
+}
+
+/// Logits `[batch, classes]` for images `x` `[batch, C, H, W]` (channel-major, as stored), with
+/// parameters in [`CnnConfig::parameter_shapes`] order. Keeps what [`backward`] needs in `ws`.
+pub fn forward<'w>(
+    cfg: &CnnConfig,
+    params: &[Vec<f32>],
+    x: &[f32],
+    batch: usize,
+    ws: &'w mut Workspace,
+) -> &'w [f32] {
+    check_params(cfg, params);
+    let shapes = conv_shapes(cfg);
+    let n_in = cfg.in_channels * cfg.height * cfg.width;
+    assert_eq!(x.len(), batch * n_in, "input size");
+    ws.batch = batch;
+    let nl = shapes.len();
+    ws.cols.resize_with(nl, Vec::new);
+    ws.act.resize_with(nl, Vec::new);
+    ws.pooled.resize_with(nl, Vec::new);
+    ws.argmax.resize_with(nl, Vec::new);
+    // Channel-major → channels-last.
+    resize(&mut ws.input, x.len());
+    let (c0, hw) = (cfg.in_channels, cfg.height * cfg.width);
+    ws.input
+        .par_chunks_mut(n_in)
+        .zip(x.par_chunks(n_in))
+        .for_each(|(dst, src)| {
+            for c in 0..c0 {
+                for p in 0..hw {
+                    dst[p * c0 + c] = src[c * hw + p];
+                }
+            }
+        });
+    for (l, &s) in shapes.iter().enumerate() {
+        let w = weight_to_internal(&params[2 * l], s);
+        let bias = &params[2 * l + 1];
+        let input: &[f32] = if l == 0 { &ws.input } else { &ws.pooled[l - 1] };
+        let cols = &mut ws.cols[l];
+        resize(cols, batch * s.pixels() * s.patch());
+        cols.par_chunks_mut(s.pixels() * s.patch())
+            .zip(input.par_chunks(s.pixels() * s.c))
+            .for_each(|(cols, x)| im2col(x, s, cols));
+        let act = &mut ws.act[l];
+        resize(act, batch * s.pixels() * s.o);
+        matmul(
+            (batch * s.pixels(), s.o, s.patch()),
+            act,
+            false,
+            cols,
+            (s.patch(), 1),
+            &w,
+            (1, s.patch()),
+        );
+        act.par_chunks_mut(s.o).for_each(|row| {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(0.0);
+            }
+        });
+        let (ph, pw) = (s.h / 2, s.w / 2);
+        let pooled = &mut ws.pooled[l];
+        resize(pooled, batch * s.pooled());
+        let argmax = &mut ws.argmax[l];
+        argmax.resize(batch * s.pooled(), 0);
+        pooled
+            .par_chunks_mut(s.pooled())
+            .zip(argmax.par_chunks_mut(s.pooled()))
+            .zip(act.par_chunks(s.pixels() * s.o))
+            .for_each(|((pooled, argmax), a)| {
+                for y in 0..ph {
+                    for x in 0..pw {
+                        for c in 0..s.o {
+                            let at =
+                                |d: usize| a[((2 * y + d / 2) * s.w + 2 * x + d % 2) * s.o + c];
+                            let (mut best, mut arg) = (at(0), 0u8);
+                            for d in 1..4 {
+                                if at(d) > best {
+                                    (best, arg) = (at(d), d as u8);
+                                }
+                            }
+                            let i = (y * pw + x) * s.o + c;
+                            pooled[i] = best;
+                            argmax[i] = arg;
+                        }
+                    }
+                }
+            });
+    }
+    // Flatten in PyTorch's channel-major order.
+    let last = *shapes.last().expect("validated: at least one conv block");
+    let (ph, pw, pc) = (last.h / 2, last.w / 2, last.o);
+    let nf = cfg.flat_features();
+    resize(&mut ws.flat, batch * nf);
+    ws.flat
+        .par_chunks_mut(nf)
+        .zip(ws.pooled[nl - 1].par_chunks(nf))
+        .for_each(|(dst, src)| {
+            for p in 0..ph * pw {
+                for c in 0..pc {
+                    dst[c * ph * pw + p] = src[p * pc + c];
+                }
+            }
+        });
+    let fc1 = 2 * nl;
+    resize(&mut ws.hidden, batch * cfg.hidden);
+    linear(
+        &ws.flat,
+        batch,
+        &params[fc1],
+        &params[fc1 + 1],
+        &mut ws.hidden,
+    );
+    ws.hidden.iter_mut().for_each(|v| *v = v.max(0.0));
+    resize(&mut ws.logits, batch * cfg.n_classes);
+    linear(
+        &ws.hidden,
+        batch,
+        &params[fc1 + 2],
+        &params[fc1 + 3],
+        &mut ws.logits,
+    );
+    &ws.logits
+}
+
+/// `y[b×out] = x[b×in] · wᵀ + bias`, `w` `[out, in]`.
+fn linear(x: &[f32], batch: usize, w: &[f32], bias: &[f32], y: &mut [f32]) {
+    let (n_out, n_in) = (bias.len(), w.len() / bias.len());
+    matmul((batch, n_out, n_in), y, false, x, (n_in, 1), w, (1, n_in));
+    for row in y.chunks_mut(n_out) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// Column sums of `m` `[rows, n]` into `out` `[n]`.
+fn column_sums(m: &[f32], n: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in m.chunks(n) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+}
+
+/// Gradients of the loss with respect to every parameter (model layout, overwritten in
+/// `grads`), given `dlogits` = ∂loss/∂logits of the batch the last [`forward`] on `ws` saw.
+pub fn backward(
+    cfg: &CnnConfig,
+    params: &[Vec<f32>],
+    ws: &mut Workspace,
+    dlogits: &[f32],
+    grads: &mut [Vec<f32>],
+) {
+    check_params(cfg, params);
+    check_params(cfg, grads);
+    let batch = ws.batch;
+    assert_eq!(dlogits.len(), batch * cfg.n_classes, "dlogits size");
+    let shapes = conv_shapes(cfg);
+    let nl = shapes.len();
+    let fc1 = 2 * nl;
+    let (hid, ncls, nf) = (cfg.hidden, cfg.n_classes, cfg.flat_features());
+    // fc2
+    matmul(
+        (ncls, hid, batch),
+        &mut grads[fc1 + 2],
+        false,
+        dlogits,
+        (1, ncls),
+        &ws.hidden,
+        (hid, 1),
+    );
+    column_sums(dlogits, ncls, &mut grads[fc1 + 3]);
+    resize(&mut ws.dhidden, batch * hid);
+    matmul(
+        (batch, hid, ncls),
+        &mut ws.dhidden,
+        false,
+        dlogits,
+        (ncls, 1),
+        &params[fc1 + 2],
+        (hid, 1),
+    );
+    for (d, h) in ws.dhidden.iter_mut().zip(&ws.hidden) {
+        if *h <= 0.0 {
+            *d = 0.0;
+        }
+    }
+    // fc1
+    matmul(
+        (hid, nf, batch),
+        &mut grads[fc1],
+        false,
+        &ws.dhidden,
+        (1, hid),
+        &ws.flat,
+        (nf, 1),
+    );
+    column_sums(&ws.dhidden, hid, &mut grads[fc1 + 1]);
+    resize(&mut ws.dflat, batch * nf);
+    matmul(
+        (batch, nf, hid),
+        &mut ws.dflat,
+        false,
+        &ws.dhidden,
+        (hid, 1),
+        &params[fc1],
+        (nf, 1),
+    );
+    // Unflatten into channels-last.
+    let last = shapes[nl - 1];
+    let (pp, pc) = ((last.h / 2) * (last.w / 2), last.o);
+    resize(&mut ws.dpooled, batch * nf);
+    ws.dpooled
+        .par_chunks_mut(nf)
+        .zip(ws.dflat.par_chunks(nf))
+        .for_each(|(dst, src)| {
+            for p in 0..pp {
+                for c in 0..pc {
+                    dst[p * pc + c] = src[c * pp + p];
+                }
+            }
+        });
+    for l in (0..nl).rev() {
+        let s = shapes[l];
+        let (ph, pw) = (s.h / 2, s.w / 2);
+        // Through the pool and the ReLU.
+        resize(&mut ws.dz, batch * s.pixels() * s.o);
+        ws.dz
+            .par_chunks_mut(s.pixels() * s.o)
+            .zip(ws.dpooled.par_chunks(s.pooled()))
+            .zip(ws.argmax[l].par_chunks(s.pooled()))
+            .zip(ws.act[l].par_chunks(s.pixels() * s.o))
+            .for_each(|(((dz, dp), arg), a)| {
+                dz.fill(0.0);
+                for y in 0..ph {
+                    for x in 0..pw {
+                        for c in 0..s.o {
+                            let i = (y * pw + x) * s.o + c;
+                            let d = usize::from(arg[i]);
+                            let j = ((2 * y + d / 2) * s.w + 2 * x + d % 2) * s.o + c;
+                            if a[j] > 0.0 {
+                                dz[j] = dp[i];
+                            }
+                        }
+                    }
+                }
+            });
+        let rows = batch * s.pixels();
+        let mut dw = vec![0f32; s.o * s.patch()];
+        matmul(
+            (s.o, s.patch(), rows),
+            &mut dw,
+            false,
+            &ws.dz,
+            (1, s.o),
+            &ws.cols[l],
+            (s.patch(), 1),
+        );
+        grads[2 * l] = weight_from_internal(&dw, s);
+        column_sums(&ws.dz, s.o, &mut grads[2 * l + 1]);
+        if l == 0 {
+            break;
+        }
+        let w = weight_to_internal(&params[2 * l], s);
+        resize(&mut ws.dcols, rows * s.patch());
+        matmul(
+            (rows, s.patch(), s.o),
+            &mut ws.dcols,
+            false,
+            &ws.dz,
+            (s.o, 1),
+            &w,
+            (s.patch(), 1),
+        );
+        resize(&mut ws.dpooled, batch * s.pixels() * s.c);
+        ws.dpooled
+            .par_chunks_mut(s.pixels() * s.c)
+            .zip(ws.dcols.par_chunks(s.pixels() * s.patch()))
+            .for_each(|(dx, dcols)| col2im(dcols, s, dx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cnn::Cnn;
+    use candle_core::{Device, Tensor};
+
+    /// [`Cnn::forward`] with its 2×2 max-pool written as a maximum over a reshaped tensor.
+    /// candle 0.11's `max_pool2d` backward scales the gradient of a unique maximum by ¼ (it
+    /// multiplies by the share of maxima in the window instead of dividing by their count), so
+    /// the reference gradients come from this form, whose `max` backward is exact.
+    fn reference_logits(model: &Cnn, x: &Tensor) -> Tensor {
+        let mut x = x.clone();
+        for conv in &model.convs {
+            let (b, _, h, w) = x.dims4().unwrap();
+            let y = conv
+                .forward(&crate::cnn::im2col3x3(&x).unwrap())
+                .unwrap()
+                .reshape((b, h, w, conv.n_out()))
+                .unwrap()
+                .permute((0, 3, 1, 2))
+                .unwrap()
+                .relu()
+                .unwrap();
+            let c = conv.n_out();
+            x = y
+                .narrow(2, 0, h / 2 * 2)
+                .unwrap()
+                .narrow(3, 0, w / 2 * 2)
+                .unwrap()
+                .reshape((b, c, h / 2, 2, w / 2, 2))
+                .unwrap()
+                .max(5)
+                .unwrap()
+                .max(3)
+                .unwrap();
+        }
+        let h = model
+            .fc1
+            .forward(&x.flatten_from(1).unwrap())
+            .unwrap()
+            .relu()
+            .unwrap();
+        model.fc2.forward(&h).unwrap()
+    }
+
+    /// The hand-written passes against candle: the same logits as [`Cnn::forward`] and the
+    /// same gradients as candle's autograd, on real digits through a two-block network.
+    #[test]
+    fn forward_and_gradients_match_candle_autograd() {
+        let set = frugal_formats::digits::embedded_digits();
+        let cfg = CnnConfig {
+            conv_channels: vec![4, 6],
+            hidden: 12,
+            ..CnnConfig::classic(8, 8, 10)
+        };
+        let (model, vars) = Cnn::init(cfg.clone(), 3, &Device::Cpu).unwrap();
+        let idx: Vec<usize> = (0..37).collect();
+        let (x, _) = crate::cnn::batch_tensors(&set, &idx, &Device::Cpu).unwrap();
+        // Faint deterministic noise on the blank background, so that no pooling window holds
+        // tied maxima (where the two passes may pick different, equally valid subgradients).
+        let noise: Vec<f32> = (0..x.elem_count())
+            .map(|i| ((i * 2654435761) % 1000) as f32 * 1e-5)
+            .collect();
+        let noise = Tensor::from_vec(noise, x.dims(), &Device::Cpu).unwrap();
+        let x = (x + noise).unwrap();
+        let logits = model.forward(&x).unwrap();
+        let reference = reference_logits(&model, &x);
+        // A loss with a non-trivial gradient: Σ logits ⊙ r for fixed r.
+        let r: Vec<f32> = (0..37 * 10)
+            .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+            .collect();
+        let rt = Tensor::from_vec(r.clone(), (37, 10), &Device::Cpu).unwrap();
+        let loss = (&reference * &rt).unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+
+        let params: Vec<Vec<f32>> = vars
+            .iter()
+            .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+        let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let mut ws = Workspace::default();
+        let got = forward(&cfg, &params, &xs, 37, &mut ws).to_vec();
+        let want: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4, "logit {a} vs candle {b}");
+        }
+        let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        backward(&cfg, &params, &mut ws, &r, &mut grads);
+        for ((var, mine), (name, _)) in vars.iter().zip(&grads).zip(cfg.parameter_shapes()) {
+            let theirs: Vec<f32> = g
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let scale = theirs.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            for (a, b) in mine.iter().zip(&theirs) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * scale,
+                    "{name}: gradient {a} vs candle {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conv_weight_reordering_round_trips() {
+        let s = ConvShape {
+            h: 4,
+            w: 4,
+            c: 3,
+            o: 2,
+        };
+        let w: Vec<f32> = (0..2 * 27).map(|i| i as f32).collect();
+        assert_eq!(weight_from_internal(&weight_to_internal(&w, s), s), w);
+        assert_ne!(weight_to_internal(&w, s), w);
+    }
+}
