@@ -60,15 +60,7 @@ impl TrainOptions {
         if self.epochs == 0 || self.batch == 0 {
             return bad("epochs and batch size must be positive".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("learning rate {} must be positive", self.lr));
-        }
-        if !(0.0..=1.0).contains(&self.alpha) || !(0.0..1.0).contains(&self.warmup) {
-            return bad(format!(
-                "alpha {} must lie in [0, 1] and warm-up {} in [0, 1)",
-                self.alpha, self.warmup
-            ));
-        }
+        check_schedule(self.lr, self.alpha, self.warmup)?;
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(format!("temperature {} must be positive", self.temperature));
         }
@@ -109,14 +101,35 @@ pub fn distillation_loss(
     Ok((soft + (ce * (1.0 - alpha))?)?)
 }
 
-/// The learning rate at `step` of `total`: linear warm-up, then cosine decay to zero.
-pub fn learning_rate(opts: &TrainOptions, step: usize, total: usize) -> f64 {
-    let warm = ((opts.warmup * total as f64).round() as usize).max(1);
+/// Checks a peak learning rate, a loss weight α and a warm-up fraction.
+pub(crate) fn check_schedule(lr: f64, alpha: f64, warmup: f64) -> Result<()> {
+    if !(lr > 0.0 && lr.is_finite()) {
+        return Err(Error::BadOptions(format!(
+            "learning rate {lr} must be positive"
+        )));
+    }
+    if !(0.0..=1.0).contains(&alpha) || !(0.0..1.0).contains(&warmup) {
+        return Err(Error::BadOptions(format!(
+            "alpha {alpha} must lie in [0, 1] and warm-up {warmup} in [0, 1)"
+        )));
+    }
+    Ok(())
+}
+
+/// The learning rate at `step` of `total`: linear warm-up over the first `warmup` of the steps
+/// to `lr`, then cosine decay to zero.
+pub fn warmup_cosine(lr: f64, warmup: f64, step: usize, total: usize) -> f64 {
+    let warm = ((warmup * total as f64).round() as usize).max(1);
     if step < warm {
-        return opts.lr * (step + 1) as f64 / warm as f64;
+        return lr * (step + 1) as f64 / warm as f64;
     }
     let p = (step - warm) as f64 / (total - warm).max(1) as f64;
-    opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+    lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+}
+
+/// The learning rate of classifier training at `step` of `total`.
+pub fn learning_rate(opts: &TrainOptions, step: usize, total: usize) -> f64 {
+    warmup_cosine(opts.lr, opts.warmup, step, total)
 }
 
 /// The loss of [`distillation_loss`] and its gradient with respect to the student's logits,

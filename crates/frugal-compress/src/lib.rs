@@ -8,6 +8,7 @@ pub mod distill;
 pub mod lm_distill;
 pub mod prune;
 pub mod quant;
+pub mod rewrite;
 pub mod structured;
 #[cfg(test)]
 mod testutil;

@@ -56,16 +56,7 @@ impl LmDistillOptions {
         if self.epochs == 0 || self.top_k == 0 {
             return bad("epochs and top-k must be positive".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("learning rate {} must be positive", self.lr));
-        }
-        if !(0.0..=1.0).contains(&self.alpha) || !(0.0..1.0).contains(&self.warmup) {
-            return bad(format!(
-                "alpha {} must lie in [0, 1] and warm-up {} in [0, 1)",
-                self.alpha, self.warmup
-            ));
-        }
-        Ok(())
+        crate::distill::check_schedule(self.lr, self.alpha, self.warmup)
     }
 }
 
@@ -141,16 +132,6 @@ pub struct LmStepRecord {
     pub ce: f64,
 }
 
-/// The learning rate at `step` of `total`: linear warm-up, then cosine decay to zero.
-fn schedule(opts: &LmDistillOptions, step: usize, total: usize) -> f64 {
-    let warm = ((opts.warmup * total as f64).round() as usize).max(1);
-    if step < warm {
-        return opts.lr * (step + 1) as f64 / warm as f64;
-    }
-    let p = (step - warm) as f64 / (total - warm).max(1) as f64;
-    opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-}
-
 /// Turns every block's MLP weights into trainable variables (the model's layers then read
 /// them) and returns them.
 fn mlp_vars(model: &mut Llama) -> Result<Vec<Var>> {
@@ -195,7 +176,12 @@ pub fn distill_lm(
         crate::distill::shuffle(&mut order, &mut rng);
         for &s in &order {
             let step = records.len();
-            adam.set_learning_rate(schedule(opts, step, total));
+            adam.set_learning_rate(crate::distill::warmup_cosine(
+                opts.lr,
+                opts.warmup,
+                step,
+                total,
+            ));
             let seq = &cache.seqs[s];
             let t = seq.len();
             if t < 2 {

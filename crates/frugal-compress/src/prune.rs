@@ -20,9 +20,10 @@
 //! text (Wanda, SparseGPT) or by magnitude alone, and writes them as F32.
 
 use crate::quant::gptq::{self, inverse_cholesky_upper, BlockStats, Calibration};
+use crate::rewrite::{write_gguf_with_f32, Replacement};
 use crate::{Error, Result};
 use candle_core::Tensor;
-use frugal_formats::gguf::{GgmlType, GgufFile, GgufStreamWriter, TensorSpec};
+use frugal_formats::gguf::GgufFile;
 use frugal_models::linear::{Linear, Weight};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -357,10 +358,6 @@ pub struct GgufPruneReport {
     pub seconds: f64,
 }
 
-pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 /// Prunes every decoder weight of a Llama GGUF model (attention and FFN projections; embeddings,
 /// norms and the output layer are kept) and writes the model with those weights as F32 (so the
 /// zeros are exact), atomically. Wanda and SparseGPT run block by block on calibration text, each
@@ -483,30 +480,14 @@ pub fn prune_gguf(
         }
     }
     // Write: pruned weights as F32, everything else as it is, in the input's order.
-    let specs: Vec<TensorSpec> = f
-        .header
-        .tensors
-        .iter()
-        .map(|t| TensorSpec {
-            name: &t.name,
-            ggml_type: if produced.contains_key(&t.name) {
-                GgmlType::F32
-            } else {
-                t.ggml_type
-            },
-            dims: &t.dims,
+    let replaced: HashMap<String, Replacement> = produced
+        .into_iter()
+        .map(|(name, data)| {
+            let r = Replacement::same_shape(&f, &name, data);
+            (name, r)
         })
         .collect();
-    let mut w = GgufStreamWriter::create(output, &[input], &f.header.metadata, &specs)
-        .map_err(frugal_models::Error::from)?;
-    for t in &f.header.tensors {
-        match produced.get(&t.name) {
-            Some(v) => w.write_tensor(&f32_bytes(v)),
-            None => w.write_tensor(f.tensor_data(t)),
-        }
-        .map_err(frugal_models::Error::from)?;
-    }
-    let output_bytes = w.finish().map_err(frugal_models::Error::from)?;
+    let output_bytes = write_gguf_with_f32(&f, output, &[input], &f.header.metadata, &replaced)?;
     let total: usize = layers.iter().map(|l| l.n_weights).sum();
     let zeros: usize = layers.iter().map(|l| l.n_zero).sum();
     Ok(GgufPruneReport {

@@ -18,8 +18,9 @@
 use crate::prune::Score;
 use crate::quant::gptq::Calibration;
 use crate::quant::gptq::{self, BlockStats};
+use crate::rewrite::{write_gguf_with_f32, Replacement};
 use crate::{Error, Result};
-use frugal_formats::gguf::{GgmlType, GgufFile, GgufStreamWriter, TensorSpec, Value};
+use frugal_formats::gguf::{GgufFile, Value};
 use frugal_models::linear::Linear;
 use frugal_models::llama::{Llama, LlamaConfig};
 use std::collections::HashMap;
@@ -260,45 +261,18 @@ pub fn prune_mlp_neurons_gguf(
             }
         })
         .collect();
-    let dims: Vec<Vec<u64>> = f
-        .header
-        .tensors
-        .iter()
-        .map(|t| {
-            if !produced.contains_key(&t.name) {
-                t.dims.clone()
-            } else if t.name.ends_with("ffn_down.weight") {
+    let replaced: HashMap<String, Replacement> = produced
+        .into_iter()
+        .map(|(name, data)| {
+            let dims = if name.ends_with("ffn_down.weight") {
                 vec![keep as u64, d as u64]
             } else {
                 vec![d as u64, keep as u64]
-            }
+            };
+            (name, Replacement { dims, data })
         })
         .collect();
-    let specs: Vec<TensorSpec> = f
-        .header
-        .tensors
-        .iter()
-        .zip(&dims)
-        .map(|(t, dims)| TensorSpec {
-            name: &t.name,
-            ggml_type: if produced.contains_key(&t.name) {
-                GgmlType::F32
-            } else {
-                t.ggml_type
-            },
-            dims,
-        })
-        .collect();
-    let mut w = GgufStreamWriter::create(output, &[input], &metadata, &specs)
-        .map_err(frugal_models::Error::from)?;
-    for t in &f.header.tensors {
-        match produced.get(&t.name) {
-            Some(v) => w.write_tensor(&crate::prune::f32_bytes(v)),
-            None => w.write_tensor(f.tensor_data(t)),
-        }
-        .map_err(frugal_models::Error::from)?;
-    }
-    let bytes = w.finish().map_err(frugal_models::Error::from)?;
+    let bytes = write_gguf_with_f32(&f, output, &[input], &metadata, &replaced)?;
     let per_block = |k: usize| 3 * (k * d) as u64;
     let total: u64 = f.header.tensors.iter().map(|t| t.n_elements()).sum();
     let removed = cfg.n_layer as u64 * (per_block(n) - per_block(keep));

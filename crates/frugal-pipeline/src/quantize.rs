@@ -298,7 +298,8 @@ pub fn lm_distill_step(
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<LmDistillStep, crate::Error> {
     use frugal_compress::lm_distill::{distill_lm, teacher_top_k};
-    use frugal_formats::gguf::{GgmlType, GgufFile, GgufStreamWriter, TensorSpec};
+    use frugal_compress::rewrite::Replacement;
+    use frugal_formats::gguf::GgufFile;
     use frugal_models::llama::{Llama, LoadOptions};
     let dev = candle_core::Device::Cpu;
     let me = frugal_eval::Error::from;
@@ -336,35 +337,17 @@ pub fn lm_distill_step(
                 .weight_f32()
                 .and_then(|w| Ok(w.flatten_all()?.to_vec1()?))
                 .map_err(me)?;
-            trained.insert(l.name.clone(), v);
+            trained.insert(l.name.clone(), Replacement::same_shape(&sf, &l.name, v));
         }
     }
-    let specs: Vec<TensorSpec> = sf
-        .header
-        .tensors
-        .iter()
-        .map(|t| TensorSpec {
-            name: &t.name,
-            ggml_type: if trained.contains_key(&t.name) {
-                GgmlType::F32
-            } else {
-                t.ggml_type
-            },
-            dims: &t.dims,
-        })
-        .collect();
     let inputs = [job.student.as_path(), job.teacher.as_path()];
-    let mut w = GgufStreamWriter::create(&job.out, &inputs, &sf.header.metadata, &specs)?;
-    for t in &sf.header.tensors {
-        match trained.get(&t.name) {
-            Some(v) => {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                w.write_tensor(&bytes)?
-            }
-            None => w.write_tensor(sf.tensor_data(t))?,
-        }
-    }
-    let output_bytes = w.finish()?;
+    let output_bytes = frugal_compress::rewrite::write_gguf_with_f32(
+        &sf,
+        &job.out,
+        &inputs,
+        &sf.header.metadata,
+        &trained,
+    )?;
     let quality = eval
         .map(|e| judge(&job.out, &job.teacher, e, progress))
         .transpose()?;

@@ -7,7 +7,7 @@
 //!
 //! ```toml
 //! name = "smollm2-small"
-//! model = "SmolLM2-135M-Instruct.Q4_1.gguf"   # relative to the recipe file
+//! model = "~/.cache/frugal/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # or relative to the recipe
 //! [eval]                                      # used by `eval` steps
 //! text = { brown = "cj01-cj12" }              # or { file = "eval.txt" }
 //! chunks = 8
@@ -158,8 +158,12 @@ impl Recipe {
         // toml's messages name the line, the column and the key.
         let mut r: Recipe = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // `~/…` is the home folder; other relative paths are the recipe's folder's.
+        let home = std::env::var_os("HOME").map(PathBuf::from);
         let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
+            if let (Ok(rest), Some(h)) = (p.strip_prefix("~"), &home) {
+                *p = h.join(rest);
+            } else if p.is_relative() {
                 *p = base.join(&*p);
             }
         };
@@ -518,6 +522,26 @@ mod tests {
         let p = dir.path().join("r.toml");
         std::fs::write(&p, text).unwrap();
         Recipe::load(&p)
+    }
+
+    /// Every recipe shipped in `recipes/` parses and passes the checks.
+    #[test]
+    fn shipped_recipes_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let r = Recipe::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                assert!(
+                    !r.model.starts_with("~"),
+                    "home not expanded: {}",
+                    r.model.display()
+                );
+                n += 1;
+            }
+        }
+        assert!(n > 0);
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! Writing a GGUF model again with some of its tensors replaced by F32 data (pruned, shrunk or
+//! trained weights), everything else copied as it is, in the input's order, atomically.
+
+use crate::Result;
+use frugal_formats::gguf::{GgmlType, GgufFile, GgufStreamWriter, TensorSpec, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A replacement tensor: its GGUF dims (innermost first) and its values.
+pub struct Replacement {
+    pub dims: Vec<u64>,
+    pub data: Vec<f32>,
+}
+
+impl Replacement {
+    /// Values for a tensor that keeps the shape it has in `f`.
+    pub fn same_shape(f: &GgufFile, name: &str, data: Vec<f32>) -> Replacement {
+        let dims = f.tensor(name).map_or_else(Vec::new, |t| t.dims.clone());
+        Replacement { dims, data }
+    }
+}
+
+/// Writes `f` to `output` with `metadata` and the tensors in `replaced` as F32. `inputs` are the
+/// files the output must not overwrite. Returns the bytes written.
+pub fn write_gguf_with_f32(
+    f: &GgufFile,
+    output: &Path,
+    inputs: &[&Path],
+    metadata: &[(String, Value)],
+    replaced: &HashMap<String, Replacement>,
+) -> Result<u64> {
+    let specs: Vec<TensorSpec> = f
+        .header
+        .tensors
+        .iter()
+        .map(|t| match replaced.get(&t.name) {
+            Some(r) => TensorSpec {
+                name: &t.name,
+                ggml_type: GgmlType::F32,
+                dims: &r.dims,
+            },
+            None => TensorSpec {
+                name: &t.name,
+                ggml_type: t.ggml_type,
+                dims: &t.dims,
+            },
+        })
+        .collect();
+    let mut w = GgufStreamWriter::create(output, inputs, metadata, &specs)
+        .map_err(frugal_models::Error::from)?;
+    for t in &f.header.tensors {
+        match replaced.get(&t.name) {
+            Some(r) => w.write_tensor(&f32_bytes(&r.data)),
+            None => w.write_tensor(f.tensor_data(t)),
+        }
+        .map_err(frugal_models::Error::from)?;
+    }
+    Ok(w.finish().map_err(frugal_models::Error::from)?)
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
