@@ -107,7 +107,11 @@ fn digits_classifier_learns_and_survives_save_and_load() {
     let back = Cnn::load(&p, &Device::Cpu).unwrap();
     assert_eq!(back.config, model.config);
     let again = frugal_eval::classifier::eval_classifier(&back, &d, Some(&test_idx)).unwrap();
-    assert_eq!(again, r);
+    // The same predictions (the speed reading may differ from run to run).
+    assert_eq!(
+        (again.n_correct, &again.per_class_accuracy_pct),
+        (r.n_correct, &r.per_class_accuracy_pct)
+    );
 }
 
 /// A stratified 20 % test split (every fifth image of each class).
