@@ -343,14 +343,6 @@ pub fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
     }
 }
 
-fn flat_params(model: &Cnn) -> Result<Vec<Vec<f32>>> {
-    model
-        .parameters()?
-        .iter()
-        .map(|(_, t)| Ok(t.flatten_all()?.to_vec1::<f32>()?))
-        .collect()
-}
-
 /// Writes `params` into the model's variables.
 fn set_vars(vars: &[Var], params: &[Vec<f32>]) -> Result<()> {
     for (v, p) in vars.iter().zip(params) {
@@ -407,7 +399,7 @@ pub fn train_classifier(
         None => Vec::new(),
     };
     let teacher = teacher
-        .map(|t| Ok::<_, Error>((t.config.clone(), flat_params(t)?)))
+        .map(|t| Ok::<_, Error>((t.config.clone(), t.flat_parameters()?)))
         .transpose()?;
     let mut adam = AdamW::new(&params, opts.weight_decay);
     let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0f32; p.len()]).collect();

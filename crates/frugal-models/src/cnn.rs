@@ -254,6 +254,15 @@ impl Cnn {
         Ok(out)
     }
 
+    /// Every parameter's values, flat, in [`CnnConfig::parameter_shapes`] order (int8/int4
+    /// weights decoded): what [`crate::cnn_kernels`] takes.
+    pub fn flat_parameters(&self) -> Result<Vec<Vec<f32>>> {
+        self.parameters()?
+            .iter()
+            .map(|(_, t)| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+            .collect()
+    }
+
     /// A trainable copy: the same values as fresh `Var`s, in parameter order.
     pub fn trainable(&self) -> Result<(Self, Vec<Var>)> {
         let vars: Vec<Var> = self
@@ -369,11 +378,7 @@ pub fn predict(
     indices: &[usize],
     batch: usize,
 ) -> Result<Vec<u32>> {
-    let params: Vec<Vec<f32>> = model
-        .parameters()?
-        .iter()
-        .map(|(_, t)| t.flatten_all()?.to_vec1::<f32>())
-        .collect::<candle_core::Result<_>>()?;
+    let params = model.flat_parameters()?;
     let k = model.config.n_classes;
     let mut ws = crate::cnn_kernels::Workspace::default();
     let mut out = Vec::with_capacity(indices.len());

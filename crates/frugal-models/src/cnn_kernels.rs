@@ -192,6 +192,8 @@ pub struct Workspace {
     act: Vec<Vec<f32>>,
     pooled: Vec<Vec<f32>>,
     argmax: Vec<Vec<u8>>,
+    /// The conv weights in the internal `[out, ky, kx, in]` order, for the backward pass.
+    weights: Vec<Vec<f32>>,
     input: Vec<f32>,
     flat: Vec<f32>,
     hidden: Vec<f32>,
@@ -240,6 +242,7 @@ pub fn forward<'w>(
     ws.act.resize_with(nl, Vec::new);
     ws.pooled.resize_with(nl, Vec::new);
     ws.argmax.resize_with(nl, Vec::new);
+    ws.weights.clear();
     // Channel-major → channels-last.
     resize(&mut ws.input, x.len());
     let (c0, hw) = (cfg.in_channels, cfg.height * cfg.width);
@@ -254,7 +257,8 @@ pub fn forward<'w>(
             }
         });
     for (l, &s) in shapes.iter().enumerate() {
-        let w = weight_to_internal(&params[2 * l], s);
+        ws.weights.push(weight_to_internal(&params[2 * l], s));
+        let w = &ws.weights[l];
         let bias = &params[2 * l + 1];
         let input: &[f32] = if l == 0 { &ws.input } else { &ws.pooled[l - 1] };
         let cols = &mut ws.cols[l];
@@ -270,7 +274,7 @@ pub fn forward<'w>(
             false,
             cols,
             (s.patch(), 1),
-            &w,
+            w,
             (1, s.patch()),
         );
         act.par_chunks_mut(s.o).for_each(|row| {
@@ -483,7 +487,6 @@ pub fn backward(
         if l == 0 {
             break;
         }
-        let w = weight_to_internal(&params[2 * l], s);
         resize(&mut ws.dcols, rows * s.patch());
         matmul(
             (rows, s.patch(), s.o),
@@ -491,7 +494,7 @@ pub fn backward(
             false,
             &ws.dz,
             (s.o, 1),
-            &w,
+            &ws.weights[l],
             (s.patch(), 1),
         );
         resize(&mut ws.dpooled, batch * s.pixels() * s.c);

@@ -412,6 +412,26 @@ fn training_data(
     }
 }
 
+/// Checks that the model in `path` classifies the images of `set` (`data` names it).
+fn check_fits(path: &Path, model: &Cnn, set: &ImageSet, data: &str) -> Result<(), Error> {
+    let c = &model.config;
+    if (c.in_channels, c.height, c.width, c.n_classes) == (1, set.rows, set.cols, set.n_classes) {
+        return Ok(());
+    }
+    Err(frugal_compress::Error::BadOptions(format!(
+        "{} classifies {}×{}×{} images into {} classes, not {data} ({}×{}, {} classes)",
+        path.display(),
+        c.in_channels,
+        c.height,
+        c.width,
+        c.n_classes,
+        set.rows,
+        set.cols,
+        set.n_classes
+    ))
+    .into())
+}
+
 /// Trains (or distils) a classifier with a checkpoint after every epoch, saves it to `job.out`
 /// (atomically; the checkpoint is removed once the model is written) and evaluates it on the test
 /// images. `progress(epoch, batch, batches, loss)`.
@@ -440,19 +460,7 @@ pub fn distill_classifier(
     let teacher = match &job.teacher {
         Some(p) => {
             let t = Cnn::load(p, &candle_core::Device::Cpu).map_err(ce)?;
-            if (t.config.height, t.config.width, t.config.n_classes)
-                != (config.height, config.width, config.n_classes)
-            {
-                return Err(frugal_compress::Error::BadOptions(format!(
-                    "{}: a teacher for {}×{} images and {} classes, not {}",
-                    p.display(),
-                    t.config.height,
-                    t.config.width,
-                    t.config.n_classes,
-                    job.data
-                ))
-                .into());
-            }
+            check_fits(p, &t, &train_set, &job.data)?;
             Some(t)
         }
         None => None,
@@ -535,24 +543,7 @@ pub fn prune_classifier(
     let dev = candle_core::Device::Cpu;
     let model = Cnn::load(&job.input, &dev).map_err(ce)?;
     let (train_set, train, test_set, test) = training_data(&job.data, job.recover.seed)?;
-    let c = &model.config;
-    if (c.in_channels, c.height, c.width, c.n_classes)
-        != (1, train_set.rows, train_set.cols, train_set.n_classes)
-    {
-        return Err(frugal_compress::Error::BadOptions(format!(
-            "{} classifies {}×{}×{} images into {} classes, not {} ({}×{}, {} classes)",
-            job.input.display(),
-            c.in_channels,
-            c.height,
-            c.width,
-            c.n_classes,
-            job.data,
-            train_set.rows,
-            train_set.cols,
-            train_set.n_classes
-        ))
-        .into());
-    }
+    check_fits(&job.input, &model, &train_set, &job.data)?;
     let input_eval = eval_classifier(&model, &test_set, Some(&test))?;
     let (pruned, report, epochs) = prune_and_recover(
         &model,
