@@ -37,6 +37,22 @@ fn embeddings_match_sentence_transformers() {
         assert!(cos >= 0.9999, "cosine {cos} for {}", c["text"]);
     }
     eprintln!("worst cosine to sentence-transformers: {worst:.7}");
+    // The hand-written forward (packed sequences, no padding) against the candle path
+    // (padded batches through the linear seam) on the same sentences.
+    assert!(model.native_weights().unwrap().is_some());
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| model.tokenize(t).unwrap()).collect();
+    let candle = model.embed_ids_candle(&ids, 8).unwrap();
+    for (a, b) in emb.iter().zip(&candle) {
+        let max_diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 2e-5,
+            "native vs candle: max difference {max_diff}"
+        );
+    }
 }
 
 #[test]

@@ -294,33 +294,115 @@ impl Bert {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];
+        let native = self.native_weights()?;
         for group in order.chunks(batch.max(1)) {
-            let t = group.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
-            let mut flat = Vec::with_capacity(group.len() * t);
-            let mut m = Vec::with_capacity(group.len() * t);
-            for &i in group {
-                flat.extend(
-                    ids[i]
-                        .iter()
-                        .copied()
-                        .chain(std::iter::repeat(0).take(t - ids[i].len())),
-                );
-                m.extend((0..t).map(|j| if j < ids[i].len() { 1f32 } else { 0.0 }));
-            }
-            let idt = Tensor::from_vec(flat, (group.len(), t), &self.device)?;
-            let mt = Tensor::from_vec(m, (group.len(), t), &self.device)?;
-            let h = self.hidden_states(&idt, &mt)?;
-            let mt3 = mt.unsqueeze(2)?;
-            let summed = h.broadcast_mul(&mt3)?.sum(1)?;
-            let counts = mt3.sum(1)?.clamp(1e-9, f64::MAX)?;
-            let mean = summed.broadcast_div(&counts)?;
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            let e: Vec<Vec<f32>> = mean.broadcast_div(&norm)?.to_vec2()?;
+            let e = match &native {
+                Some(w) => {
+                    let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+                    let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+                    let x = crate::bert_kernels::hidden_states(w, &seqs);
+                    crate::bert_kernels::mean_pool_normalize(&x, &lens, w.hidden)
+                }
+                None => self.embed_group_candle(ids, group)?,
+            };
             for (&i, v) in group.iter().zip(e) {
                 out[i] = v;
             }
         }
         Ok(out)
+    }
+
+    /// The weights as flat buffers for [`crate::bert_kernels`], or `None` when a linear layer
+    /// records its inputs, rounds them, or holds a block-quantized weight (those run on the
+    /// candle path, through the linear seam).
+    pub fn native_weights(&self) -> Result<Option<crate::bert_kernels::BertWeights>> {
+        use crate::linear::{ActRounding, Weight};
+        let seam_needed = self.layers.iter().any(|l| {
+            [&l.q, &l.k, &l.v, &l.attn_out, &l.inter, &l.out]
+                .iter()
+                .any(|lin| {
+                    lin.is_recording()
+                        || lin.act_rounding() != ActRounding::None
+                        || !matches!(lin.weight(), Weight::Dense(_))
+                        || lin.bias().is_none()
+                })
+        });
+        if seam_needed {
+            return Ok(None);
+        }
+        let v = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let w = |lin: &Linear| -> Result<Vec<f32>> { v(&lin.weight_f32()?) };
+        let b = |lin: &Linear| -> Result<Vec<f32>> { v(lin.bias().expect("checked above")) };
+        let ln =
+            |p: &(Tensor, Tensor)| -> Result<(Vec<f32>, Vec<f32>)> { Ok((v(&p.0)?, v(&p.1)?)) };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(crate::bert_kernels::LayerWeights {
+                    qkv: [w(&l.q)?, w(&l.k)?, w(&l.v)?].concat(),
+                    qkv_bias: [b(&l.q)?, b(&l.k)?, b(&l.v)?].concat(),
+                    attn_out: w(&l.attn_out)?,
+                    attn_out_bias: b(&l.attn_out)?,
+                    attn_ln: ln(&l.attn_ln)?,
+                    inter: w(&l.inter)?,
+                    inter_bias: b(&l.inter)?,
+                    out: w(&l.out)?,
+                    out_bias: b(&l.out)?,
+                    out_ln: ln(&l.out_ln)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let c = &self.config;
+        Ok(Some(crate::bert_kernels::BertWeights {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            intermediate: c.intermediate_size,
+            eps: c.layer_norm_eps as f32,
+            word: v(&self.word)?,
+            position: v(&self.position)?,
+            token_type0: v(&self.token_type.get(0)?)?,
+            emb_ln: ln(&self.emb_ln)?,
+            layers,
+        }))
+    }
+
+    /// [`Bert::embed_ids`] on the candle path (padded batches through the linear seam), whatever
+    /// the layers hold: the reference the hand-written path is tested against.
+    pub fn embed_ids_candle(&self, ids: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out = vec![Vec::new(); ids.len()];
+        for group in order.chunks(batch.max(1)) {
+            for (&i, v) in group.iter().zip(self.embed_group_candle(ids, group)?) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn embed_group_candle(&self, ids: &[Vec<u32>], group: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let t = group.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
+        let mut flat = Vec::with_capacity(group.len() * t);
+        let mut m = Vec::with_capacity(group.len() * t);
+        for &i in group {
+            flat.extend(
+                ids[i]
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(0).take(t - ids[i].len())),
+            );
+            m.extend((0..t).map(|j| if j < ids[i].len() { 1f32 } else { 0.0 }));
+        }
+        let idt = Tensor::from_vec(flat, (group.len(), t), &self.device)?;
+        let mt = Tensor::from_vec(m, (group.len(), t), &self.device)?;
+        let h = self.hidden_states(&idt, &mt)?;
+        let mt3 = mt.unsqueeze(2)?;
+        let summed = h.broadcast_mul(&mt3)?.sum(1)?;
+        let counts = mt3.sum(1)?.clamp(1e-9, f64::MAX)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(mean.broadcast_div(&norm)?.to_vec2()?)
     }
 }
 

@@ -13,71 +13,8 @@
 //! and candle's autograd to float rounding (tested).
 
 use crate::cnn::CnnConfig;
-use gemm::Parallelism;
+use crate::kernels::matmul;
 use rayon::prelude::*;
-
-/// `dst[m×n]` (row-major) `= (dst if acc) + lhs[m×k] · rhs[k×n]`, where `lhs` and `rhs` are
-/// given with their (row, column) strides, so transposes cost nothing.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    acc: bool,
-    lhs: &[f32],
-    (lrs, lcs): (usize, usize),
-    rhs: &[f32],
-    (rrs, rcs): (usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(dst.len() >= m * n, "matmul: destination too small");
-    if k == 0 {
-        if !acc {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // The last element each operand is read at must lie inside it.
-    assert!(
-        (m - 1) * lrs + (k - 1) * lcs < lhs.len(),
-        "matmul: lhs too small"
-    );
-    assert!(
-        (k - 1) * rrs + (n - 1) * rcs < rhs.len(),
-        "matmul: rhs too small"
-    );
-    let threads = if m * n * k < 1 << 16 {
-        Parallelism::None
-    } else {
-        Parallelism::Rayon(0)
-    };
-    // SAFETY: every index gemm touches is `row·rs + col·cs` within the extents checked above;
-    // `dst` is exclusively borrowed and does not alias the shared operands.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            acc,
-            lhs.as_ptr(),
-            lcs as isize,
-            lrs as isize,
-            rhs.as_ptr(),
-            rcs as isize,
-            rrs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            threads,
-        );
-    }
-}
 
 /// The shapes of one conv block: input `h×w×c`, output channels `o`.
 #[derive(Debug, Clone, Copy)]

@@ -9,12 +9,14 @@
 //! - [`int_weights`]: Frugal's int8/int4 weights in safetensors, decoded at load.
 
 pub mod bert;
+pub mod bert_kernels;
 pub mod cnn;
 pub mod cnn_kernels;
 pub mod convert;
 pub mod error;
 pub mod gguf_load;
 pub mod int_weights;
+pub mod kernels;
 pub mod linear;
 pub mod llama;
 pub mod tokenizer;

@@ -302,6 +302,11 @@ impl Linear {
         self.recorder = Some(Arc::new(Mutex::new(InputStats::new(self.n_in, opts))));
     }
 
+    /// Whether inputs are being recorded (see [`Linear::start_recording`]).
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
     /// Stops recording and returns what was recorded.
     pub fn take_stats(&mut self) -> Option<InputStats> {
         let r = self.recorder.take()?;

@@ -35,9 +35,41 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
+/// Dispatches to a copy compiled for AVX2 where the CPU has it (the same operations in the
+/// same order, so the same result; no fused multiply-adds), else the baseline one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn make_qx_quants(
+    x: &[f32],
+    nmax: i32,
+    out: &mut [i8],
+    rmse_type: i32,
+    qw: Option<&[f32]>,
+) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2(
+                x: &[f32],
+                nmax: i32,
+                out: &mut [i8],
+                rmse_type: i32,
+                qw: Option<&[f32]>,
+            ) -> f32 {
+                make_qx_quants_body(x, nmax, out, rmse_type, qw)
+            }
+            // SAFETY: the CPU supports AVX2 (checked above).
+            return unsafe { avx2(x, nmax, out, rmse_type, qw) };
+        }
+    }
+    make_qx_quants_body(x, nmax, out, rmse_type, qw)
+}
+
 /// Symmetric levels `nmax + l`, l ∈ [−nmax, nmax−1], with a scale search weighted by `qw` (or by
 /// a function of x chosen by `rmse_type`); returns the scale.
-pub(crate) fn make_qx_quants(
+#[inline(always)]
+fn make_qx_quants_body(
     x: &[f32],
     nmax: i32,
     out: &mut [i8],
@@ -51,7 +83,7 @@ pub(crate) fn make_qx_quants(
         out.iter_mut().for_each(|l| *l = 0);
         return 0.0;
     }
-    let mut iscale = -(nmax as f32) / max;
+    let iscale = -(nmax as f32) / max;
     if rmse_type == 0 {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = (nmax + nearest_int(iscale * v).clamp(-nmax, nmax - 1)) as i8;
@@ -75,27 +107,13 @@ pub(crate) fn make_qx_quants(
         };
     }
     let wts = &*wts;
-    let sums = |iscale: f32| -> (f32, f32) {
-        // The levels first (a loop the compiler vectorizes), then the sums in ggml's order.
-        let mut lbuf = [0f32; 256];
-        let ls = &mut lbuf[..x.len()];
-        for (l, &v) in ls.iter_mut().zip(x) {
-            *l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
-        }
-        let (mut sumlx, mut suml2) = (0f32, 0f32);
-        for ((&v, &w), &l) in x.iter().zip(wts).zip(ls.iter()) {
-            sumlx += w * v * l;
-            suml2 += w * l * l;
-        }
-        (sumlx, suml2)
-    };
     let fill = |out: &mut [i8], iscale: f32| {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = (nmax + nearest_int(iscale * v).clamp(-nmax, nmax - 1)) as i8;
         }
     };
     fill(out, iscale);
-    let (sumlx, suml2) = sums(iscale);
+    let [(sumlx, suml2)] = candidate_sums(x, wts, nmax, [iscale]);
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     if return_early {
         return if suml2 > 0.0 {
@@ -104,13 +122,20 @@ pub(crate) fn make_qx_quants(
             1.0 / iscale
         };
     }
+    // The 18 other candidate scales do not depend on which one wins, so their sums are computed
+    // side by side (each in ggml's order, so the choice is the same), then compared in order.
+    let cands: [f32; 18] = std::array::from_fn(|c| {
+        let is = c as i32 - 9 + i32::from(c >= 9);
+        -(nmax as f32 + 0.1 * is as f32) / max
+    });
+    let lo: [f32; 9] = std::array::from_fn(|c| cands[c]);
+    let hi: [f32; 9] = std::array::from_fn(|c| cands[9 + c]);
+    let sums = [
+        candidate_sums(x, wts, nmax, lo),
+        candidate_sums(x, wts, nmax, hi),
+    ];
     let mut best = scale * sumlx;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        let (sumlx, suml2) = sums(iscale);
+    for (&iscale, &(sumlx, suml2)) in cands.iter().zip(sums.iter().flatten()) {
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             fill(out, iscale);
             scale = sumlx / suml2;
@@ -118,6 +143,27 @@ pub(crate) fn make_qx_quants(
         }
     }
     scale
+}
+
+/// `(Σ w·x·l, Σ w·l²)` for each candidate inverse scale, `l = clamp(round(iscale·x), −nmax,
+/// nmax−1)`: every sum in element order (as ggml adds them), the candidates side by side so the
+/// loop runs at the adder's throughput instead of its latency.
+#[inline(always)]
+fn candidate_sums<const C: usize>(
+    x: &[f32],
+    w: &[f32],
+    nmax: i32,
+    iscale: [f32; C],
+) -> [(f32, f32); C] {
+    let (mut sumlx, mut suml2) = ([0f32; C], [0f32; C]);
+    for (&v, &w) in x.iter().zip(w) {
+        for c in 0..C {
+            let l = nearest_int(iscale[c] * v).clamp(-nmax, nmax - 1) as f32;
+            sumlx[c] += w * v * l;
+            suml2[c] += w * l * l;
+        }
+    }
+    std::array::from_fn(|c| (sumlx[c], suml2[c]))
 }
 
 /// Q3_K's scale search (weights x²) with a few passes of per-element level refinement.
@@ -173,12 +219,50 @@ fn make_q3_quants(x: &[f32], nmax: i32, out: &mut [i8], do_rmse: bool) -> f32 {
     1.0 / iscale
 }
 
+/// Dispatches to a copy compiled for AVX2 where the CPU has it (the same operations in the
+/// same order, so the same result; no fused multiply-adds), else the baseline one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn make_qkx_quants(
+    x: &[f32],
+    nmax: i32,
+    weights: &[f32],
+    out: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2(
+                x: &[f32],
+                nmax: i32,
+                weights: &[f32],
+                out: &mut [u8],
+                rmin: f32,
+                rdelta: f32,
+                nstep: i32,
+                use_mad: bool,
+            ) -> (f32, f32) {
+                make_qkx_quants_body(x, nmax, weights, out, rmin, rdelta, nstep, use_mad)
+            }
+            // SAFETY: the CPU supports AVX2 (checked above).
+            return unsafe { avx2(x, nmax, weights, out, rmin, rdelta, nstep, use_mad) };
+        }
+    }
+    make_qkx_quants_body(x, nmax, weights, out, rmin, rdelta, nstep, use_mad)
+}
+
 /// Levels 0..=nmax with a scale and a (non-positive) offset, searched over `nstep + 1` trial
 /// scales minimizing the weighted squared (or absolute) error. Returns (scale, −offset).
 /// Groups of up to 256 values.
 /// (ggml's `make_qkx2_quants` and `make_qkx3_quants` are this function for non-null weights.)
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn make_qkx_quants(
+#[inline(always)]
+fn make_qkx_quants_body(
     x: &[f32],
     nmax: i32,
     weights: &[f32],
@@ -209,7 +293,7 @@ pub(crate) fn make_qkx_quants(
         out.iter_mut().for_each(|l| *l = 0);
         return (0.0, -min);
     }
-    let mut iscale = nmax as f32 / (max - min);
+    let iscale = nmax as f32 / (max - min);
     let mut scale = 1.0 / iscale;
     let err = |d: f32| if use_mad { d.abs() } else { d * d };
     let mut best_error = 0f32;
@@ -221,39 +305,68 @@ pub(crate) fn make_qkx_quants(
     if nstep < 1 {
         return (scale, -min);
     }
-    let mut aux = [0u8; QK_K];
-    let aux = &mut aux[..n];
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        // The levels first (a loop the compiler vectorizes), then the sums in ggml's order.
-        for (&xi, a) in x.iter().zip(aux.iter_mut()) {
-            *a = nearest_int(iscale * (xi - min)).clamp(0, nmax) as u8;
+    // Each candidate's levels depend on `min`, which changes only when a candidate wins: the
+    // candidates are evaluated LANES at a time under the current `min` (each sum in ggml's
+    // order), then compared in order; after a win the rest of the batch is recomputed with the
+    // new `min`. The choice is exactly the one-at-a-time loop's.
+    const LANES: usize = 8;
+    let mut next = 0i32;
+    while next <= nstep {
+        let k = ((nstep - next + 1) as usize).min(LANES);
+        let iscales: [f32; LANES] = std::array::from_fn(|c| {
+            let is = next + c.min(k - 1) as i32;
+            (rmin + rdelta * is as f32 + nmax as f32) / (max - min)
+        });
+        let (mut sum_l, mut sum_l2, mut sum_xl) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+        for (&xi, &w) in x.iter().zip(weights) {
+            let xm = xi - min;
+            for c in 0..LANES {
+                let l = nearest_int(iscales[c] * xm).clamp(0, nmax) as f32;
+                sum_l[c] += w * l;
+                sum_l2[c] += w * l * l;
+                sum_xl[c] += w * l * xi;
+            }
         }
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for ((&xi, &w), &a) in x.iter().zip(weights).zip(aux.iter()) {
-            let l = a as f32;
-            sum_l += w * l;
-            sum_l2 += w * l * l;
-            sum_xl += w * l * xi;
+        let mut fits = [(0f32, 0f32); LANES];
+        let mut valid = [false; LANES];
+        for c in 0..k {
+            let d = sum_w * sum_l2[c] - sum_l[c] * sum_l[c];
+            if d > 0.0 {
+                let mut this_scale = (sum_w * sum_xl[c] - sum_x * sum_l[c]) / d;
+                let mut this_min = (sum_l2[c] * sum_x - sum_l[c] * sum_xl[c]) / d;
+                if this_min > 0.0 {
+                    this_min = 0.0;
+                    this_scale = sum_xl[c] / sum_l2[c];
+                }
+                fits[c] = (this_scale, this_min);
+                valid[c] = true;
+            }
         }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
+        let mut cur = [0f32; LANES];
+        for (&xi, &w) in x.iter().zip(weights) {
+            let xm = xi - min;
+            for c in 0..LANES {
+                let l = nearest_int(iscales[c] * xm).clamp(0, nmax) as f32;
+                cur[c] += w * err(fits[c].0 * l + fits[c].1 - xi);
             }
-            let mut cur = 0f32;
-            for ((&xi, &w), &a) in x.iter().zip(weights).zip(aux.iter()) {
-                cur += w * err(this_scale * a as f32 + this_min - xi);
+        }
+        let mut won = None;
+        for c in 0..k {
+            if valid[c] && cur[c] < best_error {
+                won = Some(c);
+                break;
             }
-            if cur < best_error {
-                out.copy_from_slice(aux);
-                best_error = cur;
-                scale = this_scale;
-                min = this_min;
+        }
+        match won {
+            Some(c) => {
+                for (o, &xi) in out.iter_mut().zip(x) {
+                    *o = nearest_int(iscales[c] * (xi - min)).clamp(0, nmax) as u8;
+                }
+                best_error = cur[c];
+                (scale, min) = fits[c];
+                next += c as i32 + 1;
             }
+            None => next += k as i32,
         }
     }
     (scale, -min)

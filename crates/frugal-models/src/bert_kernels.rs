@@ -1,0 +1,196 @@
+//! A hand-written BERT forward pass on flat `f32` buffers, for encoding many passages fast.
+//!
+//! [`Bert::hidden_states`](crate::bert::Bert::hidden_states) runs on candle tensors, pads every
+//! batch to its longest sequence and goes through the [`Linear`](crate::linear::Linear) seam
+//! (so calibration can record inputs). Here the sequences of a batch are packed one after
+//! another as rows of one `[tokens, hidden]` matrix with no padding: the four linear layers of a
+//! block are single matrix products over every token of the batch (query, key and value fused
+//! into one), attention runs per sequence and head on strided views of that matrix, and the
+//! element-wise work (bias, residual, LayerNorm, GELU, softmax) is fused into passes over rows
+//! spread over the cores. Results match the candle path to float rounding (tested).
+
+use crate::kernels::{exp, gelu_erf, matmul, matmul_strided, max, sum_by};
+use rayon::prelude::*;
+
+/// One encoder layer's weights, `[out, in]` row-major as in the checkpoint.
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    /// Query, key and value stacked: `[3·hidden, hidden]`, bias `[3·hidden]`.
+    pub qkv: Vec<f32>,
+    pub qkv_bias: Vec<f32>,
+    pub attn_out: Vec<f32>,
+    pub attn_out_bias: Vec<f32>,
+    pub attn_ln: (Vec<f32>, Vec<f32>),
+    pub inter: Vec<f32>,
+    pub inter_bias: Vec<f32>,
+    pub out: Vec<f32>,
+    pub out_bias: Vec<f32>,
+    pub out_ln: (Vec<f32>, Vec<f32>),
+}
+
+/// Every weight of the encoder, and its shape.
+#[derive(Debug, Clone)]
+pub struct BertWeights {
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub eps: f32,
+    /// `[vocab, hidden]`, `[positions, hidden]`, and token type 0's row `[hidden]`.
+    pub word: Vec<f32>,
+    pub position: Vec<f32>,
+    pub token_type0: Vec<f32>,
+    pub emb_ln: (Vec<f32>, Vec<f32>),
+    pub layers: Vec<LayerWeights>,
+}
+
+/// In-place LayerNorm of one row.
+fn layer_norm(row: &mut [f32], (w, b): &(Vec<f32>, Vec<f32>), eps: f32) {
+    let n = row.len() as f32;
+    let mean = sum_by(row, |v| v) / n;
+    let var = sum_by(row, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * inv * w + b;
+    }
+}
+
+/// `dst[rows×out] = (dst if residual) + x · wᵀ + bias`.
+fn linear(x: &[f32], n_in: usize, w: &[f32], bias: &[f32], dst: &mut [f32], residual: bool) {
+    let n_out = bias.len();
+    let rows = x.len() / n_in;
+    dst.par_chunks_mut(n_out).for_each(|row| {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v = if residual { *v + b } else { *b };
+        }
+    });
+    matmul((rows, n_out, n_in), dst, true, x, (n_in, 1), w, (1, n_in));
+}
+
+/// Self-attention of one sequence (`t` rows of the fused `qkv` `[t, 3·hidden]`) into `ctx`
+/// `[t, hidden]`, head by head; `scores` is scratch of at least `t·t`.
+fn attention(qkv: &[f32], ctx: &mut [f32], w: &BertWeights, t: usize, scores: &mut Vec<f32>) {
+    let h = w.hidden;
+    let hd = h / w.heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    scores.resize(t * t, 0.0);
+    for head in 0..w.heads {
+        let q = &qkv[head * hd..];
+        let k = &qkv[h + head * hd..];
+        let v = &qkv[2 * h + head * hd..];
+        // scores[i, j] = q_i · k_j
+        matmul((t, t, hd), scores, false, q, (3 * h, 1), k, (1, 3 * h));
+        for row in scores.chunks_mut(t) {
+            let max = max(row);
+            for s in row.iter_mut() {
+                *s = exp((*s - max) * scale);
+            }
+            let inv = 1.0 / sum_by(row, |s| s);
+            for s in row.iter_mut() {
+                *s *= inv;
+            }
+        }
+        matmul_strided(
+            (t, hd, t),
+            &mut ctx[head * hd..],
+            h,
+            false,
+            scores,
+            (t, 1),
+            v,
+            (3 * h, 1),
+        );
+    }
+}
+
+/// Splits `buf` into consecutive pieces of `lens[i] · width` values.
+fn split_rows<'a>(mut buf: &'a mut [f32], lens: &[usize], width: usize) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(lens.len());
+    for &l in lens {
+        let (a, b) = buf.split_at_mut(l * width);
+        out.push(a);
+        buf = b;
+    }
+    out
+}
+
+/// Last hidden states of each sequence, packed: `[Σ len, hidden]`. Token ids must be below the
+/// vocabulary size and each sequence no longer than the position table (the caller checks).
+pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
+    let h = w.hidden;
+    let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+    let n: usize = lens.iter().sum();
+    let mut x = vec![0f32; n * h];
+    {
+        let mut rows = x.chunks_mut(h);
+        for s in seqs {
+            for (pos, &id) in s.iter().enumerate() {
+                let row = rows.next().expect("n rows");
+                let word = &w.word[id as usize * h..][..h];
+                let p = &w.position[pos * h..][..h];
+                for (((v, a), b), c) in row.iter_mut().zip(word).zip(p).zip(&w.token_type0) {
+                    *v = a + b + c;
+                }
+            }
+        }
+    }
+    x.par_chunks_mut(h)
+        .for_each(|row| layer_norm(row, &w.emb_ln, w.eps));
+    let mut qkv = vec![0f32; n * 3 * h];
+    let mut ctx = vec![0f32; n * h];
+    let mut inter = vec![0f32; n * w.intermediate];
+    for l in &w.layers {
+        linear(&x, h, &l.qkv, &l.qkv_bias, &mut qkv, false);
+        let qkv_seqs: Vec<&[f32]> = {
+            let mut rest: &[f32] = &qkv;
+            lens.iter()
+                .map(|&t| {
+                    let (a, b) = rest.split_at(t * 3 * h);
+                    rest = b;
+                    a
+                })
+                .collect()
+        };
+        split_rows(&mut ctx, &lens, h)
+            .into_par_iter()
+            .zip(qkv_seqs)
+            .zip(&lens)
+            .for_each_init(Vec::new, |scores, ((c, q), &t)| {
+                attention(q, c, w, t, scores)
+            });
+        // x ← LN(x + ctx·Woᵀ + b)
+        linear(&ctx, h, &l.attn_out, &l.attn_out_bias, &mut x, true);
+        x.par_chunks_mut(h)
+            .for_each(|row| layer_norm(row, &l.attn_ln, w.eps));
+        linear(&x, h, &l.inter, &l.inter_bias, &mut inter, false);
+        inter.par_chunks_mut(w.intermediate).for_each(|row| {
+            for v in row.iter_mut() {
+                *v = gelu_erf(*v);
+            }
+        });
+        linear(&inter, w.intermediate, &l.out, &l.out_bias, &mut x, true);
+        x.par_chunks_mut(h)
+            .for_each(|row| layer_norm(row, &l.out_ln, w.eps));
+    }
+    x
+}
+
+/// Mean-pooled, L2-normalised embedding of each sequence from packed hidden states.
+pub fn mean_pool_normalize(x: &[f32], lens: &[usize], h: usize) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(lens.len());
+    let mut start = 0;
+    for &t in lens {
+        let mut m = vec![0f32; h];
+        for row in x[start * h..(start + t) * h].chunks(h) {
+            for (a, v) in m.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+        start += t;
+        let inv_t = 1.0 / (t.max(1) as f32);
+        m.iter_mut().for_each(|v| *v *= inv_t);
+        let norm = m.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        m.iter_mut().for_each(|v| *v /= norm);
+        out.push(m);
+    }
+    out
+}
