@@ -43,14 +43,49 @@ pub struct BertWeights {
     pub layers: Vec<LayerWeights>,
 }
 
-/// In-place LayerNorm of one row.
-fn layer_norm(row: &mut [f32], (w, b): &(Vec<f32>, Vec<f32>), eps: f32) {
-    let n = row.len() as f32;
-    let mean = sum_by(row, |v| v) / n;
-    let var = sum_by(row, |v| (v - mean) * (v - mean)) / n;
-    let inv = 1.0 / (var + eps).sqrt();
-    for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
-        *v = (*v - mean) * inv * w + b;
+crate::avx2_dispatch! {
+    /// In-place LayerNorm of each row of `rows` (rows of `w.len()` values).
+    fn layer_norm_rows(rows: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+        let n = w.len() as f32;
+        for row in rows.chunks_mut(w.len()) {
+            let mean = sum_by(row, |v| v) / n;
+            let var = sum_by(row, |v| (v - mean) * (v - mean)) / n;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
+                *v = (*v - mean) * inv * w + b;
+            }
+        }
+    }
+}
+
+/// [`layer_norm_rows`] over the cores.
+fn layer_norm(x: &mut [f32], (w, b): &(Vec<f32>, Vec<f32>), eps: f32) {
+    x.par_chunks_mut(w.len() * 16)
+        .for_each(|rows| layer_norm_rows(rows, w, b, eps));
+}
+
+crate::avx2_dispatch! {
+    /// Row-wise softmax of `scores` (rows of `t`) after scaling by `scale`.
+    fn softmax_rows(scores: &mut [f32], t: usize, scale: f32) {
+        for row in scores.chunks_mut(t) {
+            let max = max(row);
+            for s in row.iter_mut() {
+                *s = exp((*s - max) * scale);
+            }
+            let inv = 1.0 / sum_by(row, |s| s);
+            for s in row.iter_mut() {
+                *s *= inv;
+            }
+        }
+    }
+}
+
+crate::avx2_dispatch! {
+    /// GELU (erf) in place.
+    fn gelu_in_place(v: &mut [f32]) {
+        for x in v.iter_mut() {
+            *x = gelu_erf(*x);
+        }
     }
 }
 
@@ -79,16 +114,7 @@ fn attention(qkv: &[f32], ctx: &mut [f32], w: &BertWeights, t: usize, scores: &m
         let v = &qkv[2 * h + head * hd..];
         // scores[i, j] = q_i · k_j
         matmul((t, t, hd), scores, false, q, (3 * h, 1), k, (1, 3 * h));
-        for row in scores.chunks_mut(t) {
-            let max = max(row);
-            for s in row.iter_mut() {
-                *s = exp((*s - max) * scale);
-            }
-            let inv = 1.0 / sum_by(row, |s| s);
-            for s in row.iter_mut() {
-                *s *= inv;
-            }
-        }
+        softmax_rows(scores, t, scale);
         matmul_strided(
             (t, hd, t),
             &mut ctx[head * hd..],
@@ -133,8 +159,7 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
             }
         }
     }
-    x.par_chunks_mut(h)
-        .for_each(|row| layer_norm(row, &w.emb_ln, w.eps));
+    layer_norm(&mut x, &w.emb_ln, w.eps);
     let mut qkv = vec![0f32; n * 3 * h];
     let mut ctx = vec![0f32; n * h];
     let mut inter = vec![0f32; n * w.intermediate];
@@ -159,17 +184,13 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
             });
         // x ← LN(x + ctx·Woᵀ + b)
         linear(&ctx, h, &l.attn_out, &l.attn_out_bias, &mut x, true);
-        x.par_chunks_mut(h)
-            .for_each(|row| layer_norm(row, &l.attn_ln, w.eps));
+        layer_norm(&mut x, &l.attn_ln, w.eps);
         linear(&x, h, &l.inter, &l.inter_bias, &mut inter, false);
-        inter.par_chunks_mut(w.intermediate).for_each(|row| {
-            for v in row.iter_mut() {
-                *v = gelu_erf(*v);
-            }
-        });
+        inter
+            .par_chunks_mut(w.intermediate * 16)
+            .for_each(gelu_in_place);
         linear(&inter, w.intermediate, &l.out, &l.out_bias, &mut x, true);
-        x.par_chunks_mut(h)
-            .for_each(|row| layer_norm(row, &l.out_ln, w.eps));
+        layer_norm(&mut x, &l.out_ln, w.eps);
     }
     x
 }

@@ -5,6 +5,36 @@
 
 use gemm::Parallelism;
 
+/// Defines a function whose body is compiled twice: for baseline x86-64 and for AVX2, chosen at
+/// run time by the CPU (the detection is cached). The two copies do the same operations in the
+/// same order (Rust never fuses a multiply and an add on its own), so they give the same
+/// results; the AVX2 one runs loops 8 lanes wide instead of 4. Arguments must be plain names.
+#[macro_export]
+macro_rules! avx2_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    #[target_feature(enable = "avx2")]
+                    #[allow(clippy::too_many_arguments)]
+                    unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                        body($($arg),*)
+                    }
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 /// `dst[m×n]` (row-major, rows `dst_rs` apart) `= (dst if acc) + lhs[m×k] · rhs[k×n]`, where
 /// `lhs` and `rhs` are given with their (row, column) strides, so transposes and column slices
 /// cost nothing. Large products are spread over rayon's threads, small ones run on the caller's.

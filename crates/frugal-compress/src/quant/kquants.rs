@@ -35,114 +35,84 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
-/// Dispatches to a copy compiled for AVX2 where the CPU has it (the same operations in the
-/// same order, so the same result; no fused multiply-adds), else the baseline one.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn make_qx_quants(
-    x: &[f32],
-    nmax: i32,
-    out: &mut [i8],
-    rmse_type: i32,
-    qw: Option<&[f32]>,
-) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            #[target_feature(enable = "avx2")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2(
-                x: &[f32],
-                nmax: i32,
-                out: &mut [i8],
-                rmse_type: i32,
-                qw: Option<&[f32]>,
-            ) -> f32 {
-                make_qx_quants_body(x, nmax, out, rmse_type, qw)
+frugal_models::avx2_dispatch! {
+    /// Symmetric levels `nmax + l`, l ∈ [−nmax, nmax−1], with a scale search weighted by `qw` (or by
+    /// a function of x chosen by `rmse_type`); returns the scale.
+    pub(crate) fn make_qx_quants(
+        x: &[f32],
+        nmax: i32,
+        out: &mut [i8],
+        rmse_type: i32,
+        qw: Option<&[f32]>,
+    ) -> f32 {
+        // The value of largest magnitude, the first on ties, with its sign.
+        let max = super::legacy::signed_absmax(x);
+        let amax = max.abs();
+        if amax < GROUP_MAX_EPS {
+            out.iter_mut().for_each(|l| *l = 0);
+            return 0.0;
+        }
+        let iscale = -(nmax as f32) / max;
+        if rmse_type == 0 {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (nmax + nearest_int(iscale * v).clamp(-nmax, nmax - 1)) as i8;
             }
-            // SAFETY: the CPU supports AVX2 (checked above).
-            return unsafe { avx2(x, nmax, out, rmse_type, qw) };
+            return 1.0 / iscale;
         }
-    }
-    make_qx_quants_body(x, nmax, out, rmse_type, qw)
-}
-
-/// Symmetric levels `nmax + l`, l ∈ [−nmax, nmax−1], with a scale search weighted by `qw` (or by
-/// a function of x chosen by `rmse_type`); returns the scale.
-#[inline(always)]
-fn make_qx_quants_body(
-    x: &[f32],
-    nmax: i32,
-    out: &mut [i8],
-    rmse_type: i32,
-    qw: Option<&[f32]>,
-) -> f32 {
-    // The value of largest magnitude, the first on ties, with its sign.
-    let max = super::legacy::signed_absmax(x);
-    let amax = max.abs();
-    if amax < GROUP_MAX_EPS {
-        out.iter_mut().for_each(|l| *l = 0);
-        return 0.0;
-    }
-    let iscale = -(nmax as f32) / max;
-    if rmse_type == 0 {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = (nmax + nearest_int(iscale * v).clamp(-nmax, nmax - 1)) as i8;
+        let return_early = rmse_type < 0;
+        let rmse_type = rmse_type.abs();
+        // The weights, once (n ≤ 256 here: 16 or 32 values, or a super-block's 16 scales).
+        let mut wbuf = [0f32; 256];
+        let wts = &mut wbuf[..x.len()];
+        for (i, w) in wts.iter_mut().enumerate() {
+            *w = match qw {
+                Some(q) => q[i],
+                None => match rmse_type {
+                    1 => x[i] * x[i],
+                    2 => 1.0,
+                    3 => x[i].abs(),
+                    _ => x[i].abs().sqrt(),
+                },
+            };
         }
-        return 1.0 / iscale;
-    }
-    let return_early = rmse_type < 0;
-    let rmse_type = rmse_type.abs();
-    // The weights, once (n ≤ 256 here: 16 or 32 values, or a super-block's 16 scales).
-    let mut wbuf = [0f32; 256];
-    let wts = &mut wbuf[..x.len()];
-    for (i, w) in wts.iter_mut().enumerate() {
-        *w = match qw {
-            Some(q) => q[i],
-            None => match rmse_type {
-                1 => x[i] * x[i],
-                2 => 1.0,
-                3 => x[i].abs(),
-                _ => x[i].abs().sqrt(),
-            },
+        let wts = &*wts;
+        let fill = |out: &mut [i8], iscale: f32| {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (nmax + nearest_int(iscale * v).clamp(-nmax, nmax - 1)) as i8;
+            }
         };
-    }
-    let wts = &*wts;
-    let fill = |out: &mut [i8], iscale: f32| {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = (nmax + nearest_int(iscale * v).clamp(-nmax, nmax - 1)) as i8;
+        fill(out, iscale);
+        let [(sumlx, suml2)] = candidate_sums(x, wts, nmax, [iscale]);
+        let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+        if return_early {
+            return if suml2 > 0.0 {
+                0.5 * (scale + 1.0 / iscale)
+            } else {
+                1.0 / iscale
+            };
         }
-    };
-    fill(out, iscale);
-    let [(sumlx, suml2)] = candidate_sums(x, wts, nmax, [iscale]);
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    if return_early {
-        return if suml2 > 0.0 {
-            0.5 * (scale + 1.0 / iscale)
-        } else {
-            1.0 / iscale
-        };
-    }
-    // The 18 other candidate scales do not depend on which one wins, so their sums are computed
-    // side by side (each in ggml's order, so the choice is the same), then compared in order.
-    let cands: [f32; 18] = std::array::from_fn(|c| {
-        let is = c as i32 - 9 + i32::from(c >= 9);
-        -(nmax as f32 + 0.1 * is as f32) / max
-    });
-    let lo: [f32; 9] = std::array::from_fn(|c| cands[c]);
-    let hi: [f32; 9] = std::array::from_fn(|c| cands[9 + c]);
-    let sums = [
-        candidate_sums(x, wts, nmax, lo),
-        candidate_sums(x, wts, nmax, hi),
-    ];
-    let mut best = scale * sumlx;
-    for (&iscale, &(sumlx, suml2)) in cands.iter().zip(sums.iter().flatten()) {
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            fill(out, iscale);
-            scale = sumlx / suml2;
-            best = scale * sumlx;
+        // The 18 other candidate scales do not depend on which one wins, so their sums are computed
+        // side by side (each in ggml's order, so the choice is the same), then compared in order.
+        let cands: [f32; 18] = std::array::from_fn(|c| {
+            let is = c as i32 - 9 + i32::from(c >= 9);
+            -(nmax as f32 + 0.1 * is as f32) / max
+        });
+        let lo: [f32; 9] = std::array::from_fn(|c| cands[c]);
+        let hi: [f32; 9] = std::array::from_fn(|c| cands[9 + c]);
+        let sums = [
+            candidate_sums(x, wts, nmax, lo),
+            candidate_sums(x, wts, nmax, hi),
+        ];
+        let mut best = scale * sumlx;
+        for (&iscale, &(sumlx, suml2)) in cands.iter().zip(sums.iter().flatten()) {
+            if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+                fill(out, iscale);
+                scale = sumlx / suml2;
+                best = scale * sumlx;
+            }
         }
+        scale
     }
-    scale
 }
 
 /// `(Σ w·x·l, Σ w·l²)` for each candidate inverse scale, `l = clamp(round(iscale·x), −nmax,
@@ -219,157 +189,121 @@ fn make_q3_quants(x: &[f32], nmax: i32, out: &mut [i8], do_rmse: bool) -> f32 {
     1.0 / iscale
 }
 
-/// Dispatches to a copy compiled for AVX2 where the CPU has it (the same operations in the
-/// same order, so the same result; no fused multiply-adds), else the baseline one.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn make_qkx_quants(
-    x: &[f32],
-    nmax: i32,
-    weights: &[f32],
-    out: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            #[target_feature(enable = "avx2")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2(
-                x: &[f32],
-                nmax: i32,
-                weights: &[f32],
-                out: &mut [u8],
-                rmin: f32,
-                rdelta: f32,
-                nstep: i32,
-                use_mad: bool,
-            ) -> (f32, f32) {
-                make_qkx_quants_body(x, nmax, weights, out, rmin, rdelta, nstep, use_mad)
+frugal_models::avx2_dispatch! {
+    /// Levels 0..=nmax with a scale and a (non-positive) offset, searched over `nstep + 1` trial
+    /// scales minimizing the weighted squared (or absolute) error. Returns (scale, −offset).
+    /// Groups of up to 256 values.
+    /// (ggml's `make_qkx2_quants` and `make_qkx3_quants` are this function for non-null weights.)
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn make_qkx_quants(
+        x: &[f32],
+        nmax: i32,
+        weights: &[f32],
+        out: &mut [u8],
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        use_mad: bool,
+    ) -> (f32, f32) {
+        let n = x.len();
+        let (mut min, mut max) = (x[0], x[0]);
+        let mut sum_w = weights[0];
+        let mut sum_x = sum_w * x[0];
+        for i in 1..n {
+            if x[i] < min {
+                min = x[i];
             }
-            // SAFETY: the CPU supports AVX2 (checked above).
-            return unsafe { avx2(x, nmax, weights, out, rmin, rdelta, nstep, use_mad) };
-        }
-    }
-    make_qkx_quants_body(x, nmax, weights, out, rmin, rdelta, nstep, use_mad)
-}
-
-/// Levels 0..=nmax with a scale and a (non-positive) offset, searched over `nstep + 1` trial
-/// scales minimizing the weighted squared (or absolute) error. Returns (scale, −offset).
-/// Groups of up to 256 values.
-/// (ggml's `make_qkx2_quants` and `make_qkx3_quants` are this function for non-null weights.)
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn make_qkx_quants_body(
-    x: &[f32],
-    nmax: i32,
-    weights: &[f32],
-    out: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> (f32, f32) {
-    let n = x.len();
-    let (mut min, mut max) = (x[0], x[0]);
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        sum_w += weights[i];
-        sum_x += weights[i] * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max <= min {
-        out.iter_mut().for_each(|l| *l = 0);
-        return (0.0, -min);
-    }
-    let iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let err = |d: f32| if use_mad { d.abs() } else { d * d };
-    let mut best_error = 0f32;
-    for i in 0..n {
-        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        out[i] = l as u8;
-        best_error += weights[i] * err(scale * l as f32 + min - x[i]);
-    }
-    if nstep < 1 {
-        return (scale, -min);
-    }
-    // Each candidate's levels depend on `min`, which changes only when a candidate wins: the
-    // candidates are evaluated LANES at a time under the current `min` (each sum in ggml's
-    // order), then compared in order; after a win the rest of the batch is recomputed with the
-    // new `min`. The choice is exactly the one-at-a-time loop's.
-    const LANES: usize = 8;
-    let mut next = 0i32;
-    while next <= nstep {
-        let k = ((nstep - next + 1) as usize).min(LANES);
-        let iscales: [f32; LANES] = std::array::from_fn(|c| {
-            let is = next + c.min(k - 1) as i32;
-            (rmin + rdelta * is as f32 + nmax as f32) / (max - min)
-        });
-        let (mut sum_l, mut sum_l2, mut sum_xl) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
-        for (&xi, &w) in x.iter().zip(weights) {
-            let xm = xi - min;
-            for c in 0..LANES {
-                let l = nearest_int(iscales[c] * xm).clamp(0, nmax) as f32;
-                sum_l[c] += w * l;
-                sum_l2[c] += w * l * l;
-                sum_xl[c] += w * l * xi;
+            if x[i] > max {
+                max = x[i];
             }
+            sum_w += weights[i];
+            sum_x += weights[i] * x[i];
         }
-        let mut fits = [(0f32, 0f32); LANES];
-        let mut valid = [false; LANES];
-        for c in 0..k {
-            let d = sum_w * sum_l2[c] - sum_l[c] * sum_l[c];
-            if d > 0.0 {
-                let mut this_scale = (sum_w * sum_xl[c] - sum_x * sum_l[c]) / d;
-                let mut this_min = (sum_l2[c] * sum_x - sum_l[c] * sum_xl[c]) / d;
-                if this_min > 0.0 {
-                    this_min = 0.0;
-                    this_scale = sum_xl[c] / sum_l2[c];
+        if min > 0.0 {
+            min = 0.0;
+        }
+        if max <= min {
+            out.iter_mut().for_each(|l| *l = 0);
+            return (0.0, -min);
+        }
+        let iscale = nmax as f32 / (max - min);
+        let mut scale = 1.0 / iscale;
+        let err = |d: f32| if use_mad { d.abs() } else { d * d };
+        let mut best_error = 0f32;
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            out[i] = l as u8;
+            best_error += weights[i] * err(scale * l as f32 + min - x[i]);
+        }
+        if nstep < 1 {
+            return (scale, -min);
+        }
+        // Each candidate's levels depend on `min`, which changes only when a candidate wins: the
+        // candidates are evaluated LANES at a time under the current `min` (each sum in ggml's
+        // order), then compared in order; after a win the rest of the batch is recomputed with the
+        // new `min`. The choice is exactly the one-at-a-time loop's.
+        const LANES: usize = 8;
+        let mut next = 0i32;
+        while next <= nstep {
+            let k = ((nstep - next + 1) as usize).min(LANES);
+            let iscales: [f32; LANES] = std::array::from_fn(|c| {
+                let is = next + c.min(k - 1) as i32;
+                (rmin + rdelta * is as f32 + nmax as f32) / (max - min)
+            });
+            let (mut sum_l, mut sum_l2, mut sum_xl) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+            for (&xi, &w) in x.iter().zip(weights) {
+                let xm = xi - min;
+                for c in 0..LANES {
+                    let l = nearest_int(iscales[c] * xm).clamp(0, nmax) as f32;
+                    sum_l[c] += w * l;
+                    sum_l2[c] += w * l * l;
+                    sum_xl[c] += w * l * xi;
                 }
-                fits[c] = (this_scale, this_min);
-                valid[c] = true;
             }
-        }
-        let mut cur = [0f32; LANES];
-        for (&xi, &w) in x.iter().zip(weights) {
-            let xm = xi - min;
-            for c in 0..LANES {
-                let l = nearest_int(iscales[c] * xm).clamp(0, nmax) as f32;
-                cur[c] += w * err(fits[c].0 * l + fits[c].1 - xi);
-            }
-        }
-        let mut won = None;
-        for c in 0..k {
-            if valid[c] && cur[c] < best_error {
-                won = Some(c);
-                break;
-            }
-        }
-        match won {
-            Some(c) => {
-                for (o, &xi) in out.iter_mut().zip(x) {
-                    *o = nearest_int(iscales[c] * (xi - min)).clamp(0, nmax) as u8;
+            let mut fits = [(0f32, 0f32); LANES];
+            let mut valid = [false; LANES];
+            for c in 0..k {
+                let d = sum_w * sum_l2[c] - sum_l[c] * sum_l[c];
+                if d > 0.0 {
+                    let mut this_scale = (sum_w * sum_xl[c] - sum_x * sum_l[c]) / d;
+                    let mut this_min = (sum_l2[c] * sum_x - sum_l[c] * sum_xl[c]) / d;
+                    if this_min > 0.0 {
+                        this_min = 0.0;
+                        this_scale = sum_xl[c] / sum_l2[c];
+                    }
+                    fits[c] = (this_scale, this_min);
+                    valid[c] = true;
                 }
-                best_error = cur[c];
-                (scale, min) = fits[c];
-                next += c as i32 + 1;
             }
-            None => next += k as i32,
+            let mut cur = [0f32; LANES];
+            for (&xi, &w) in x.iter().zip(weights) {
+                let xm = xi - min;
+                for c in 0..LANES {
+                    let l = nearest_int(iscales[c] * xm).clamp(0, nmax) as f32;
+                    cur[c] += w * err(fits[c].0 * l + fits[c].1 - xi);
+                }
+            }
+            let mut won = None;
+            for c in 0..k {
+                if valid[c] && cur[c] < best_error {
+                    won = Some(c);
+                    break;
+                }
+            }
+            match won {
+                Some(c) => {
+                    for (o, &xi) in out.iter_mut().zip(x) {
+                        *o = nearest_int(iscales[c] * (xi - min)).clamp(0, nmax) as u8;
+                    }
+                    best_error = cur[c];
+                    (scale, min) = fits[c];
+                    next += c as i32 + 1;
+                }
+                None => next += k as i32,
+            }
         }
+        (scale, -min)
     }
-    (scale, -min)
 }
 
 /// Quantizes non-negative sub-block scales to 0..=nmax against one super-block scale, weighted.
