@@ -2,21 +2,32 @@
 # `frugal quantize` against `llama-quantize` on SmolLM2 F32, in one run, round to nearest (no
 # calibration): wall time, peak RSS, size and whether the two files are byte-identical — every
 # block type with --pure, and llama.cpp's named k-quant mixes.
-#   bench/quantize-vs-llama.sh [THREADS]    (default 2)
+# Each command runs REPS times (default 3); the table shows the median wall time and the largest
+# peak RSS, the two tools alternating so both see the same machine load.
+#   bench/quantize-vs-llama.sh [THREADS] [REPS]    (default 2, 3)
 ASSETS=smollm2 source "$(dirname "$0")/common.sh"
-THREADS="${1:-2}"; export RAYON_NUM_THREADS="$THREADS"
+THREADS="${1:-2}"; REPS="${2:-3}"; export RAYON_NUM_THREADS="$THREADS"
 W="$CACHE/bench-quantize"; mkdir -p "$W"
 [ -f "$W/f32.gguf" ] || "$FRUGAL" dequantize "$Q41" "$W/f32.gguf" 2>/dev/null
-measure() { # out-var-prefix cmd... -> sets T (s) and R (MiB)
+once() { # cmd... -> appends "wall maxrss_kib" to $W/times.$TAG
   /usr/bin/time -f "%e %M" -o "$W/time.tmp" "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; exit 1; }
-  read -r T R <"$W/time.tmp"; R=$((R / 1024))
+  cat "$W/time.tmp" >>"$W/times.$TAG"
+}
+summary() { # TAG -> sets T (median s) and R (max MiB)
+  T=$(sort -n "$W/times.$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  R=$(awk 'BEGIN {m=0} {if ($2>m) m=$2} END {print int(m/1024)}' "$W/times.$1")
 }
 printf '%-8s %-6s %9s %10s %9s %10s %9s %8s %s\n' type mode "MiB" "llama s" "llama MiB" "frugal s" "frugal MiB" "speed×" files
 run() { # type pure|mix
   local t="$1" mode="$2" pure=(); [ "$mode" = pure ] && pure=(--pure)
   rm -f "$W/llama-$t.gguf" "$W/frugal-$t.gguf"
-  measure "$BIN/llama-quantize" "${pure[@]}" "$W/f32.gguf" "$W/llama-$t.gguf" "$t" "$THREADS"; local lt=$T lr=$R
-  measure "$FRUGAL" quantize "$W/f32.gguf" "$W/frugal-$t.gguf" --type "$t" "${pure[@]}" --no-eval; local ft=$T fr=$R
+  rm -f "$W/times.llama" "$W/times.frugal"
+  for _ in $(seq "$REPS"); do
+    TAG=llama once "$BIN/llama-quantize" "${pure[@]}" "$W/f32.gguf" "$W/llama-$t.gguf" "$t" "$THREADS"
+    TAG=frugal once "$FRUGAL" quantize "$W/f32.gguf" "$W/frugal-$t.gguf" --type "$t" "${pure[@]}" --no-eval
+  done
+  summary llama; local lt=$T lr=$R
+  summary frugal; local ft=$T fr=$R
   local same; same=$(cmp -s "$W/llama-$t.gguf" "$W/frugal-$t.gguf" && echo byte-identical || echo DIFFERENT)
   local mib; mib=$(stat -c %s "$W/frugal-$t.gguf" | awk '{printf "%.2f", $1/1048576}')
   printf '%-8s %-6s %9s %10.2f %9d %10.2f %9d %8.2f %s\n' "$t" "$mode" "$mib" "$lt" "$lr" "$ft" "$fr" "$(echo "$lt / $ft" | bc -l)" "$same"

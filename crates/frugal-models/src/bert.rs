@@ -35,6 +35,19 @@ pub struct BertLayer {
     pub inter: Linear,
     pub out: Linear,
     pub out_ln: (Tensor, Tensor),
+    /// The int8 integers and scales of `[q, k, v, attn_out, inter, out]` as stored in the
+    /// file, each with the id of the weight tensor decoded from them: integer products are
+    /// used only while a layer still holds that tensor (not after a compression method has
+    /// replaced it).
+    pub int8: [Option<StoredInt8>; 6],
+}
+
+/// An int8 weight as stored, for [`crate::int8_kernels`].
+#[derive(Debug, Clone)]
+pub struct StoredInt8 {
+    pub weight_id: candle_core::TensorId,
+    pub q: Vec<i8>,
+    pub scale: Vec<f32>,
 }
 
 /// The encoder with its tokenizer.
@@ -140,18 +153,50 @@ impl Bert {
         let ln = |n: &str| -> Result<(Tensor, Tensor)> {
             Ok((t(&format!("{n}.weight"))?, t(&format!("{n}.bias"))?))
         };
+        let stored = |lin: &Linear| -> Result<Option<StoredInt8>> {
+            let crate::linear::Weight::Dense(w) = lin.weight() else {
+                return Ok(None);
+            };
+            Ok(
+                crate::int_weights::load_int8(&f, &format!("{}.weight", lin.name))?.map(
+                    |(q, scale)| StoredInt8 {
+                        weight_id: w.id(),
+                        q,
+                        scale,
+                    },
+                ),
+            )
+        };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
+            let lins = [
+                lin(&format!("{p}.attention.self.query"))?,
+                lin(&format!("{p}.attention.self.key"))?,
+                lin(&format!("{p}.attention.self.value"))?,
+                lin(&format!("{p}.attention.output.dense"))?,
+                lin(&format!("{p}.intermediate.dense"))?,
+                lin(&format!("{p}.output.dense"))?,
+            ];
+            let int8 = [
+                stored(&lins[0])?,
+                stored(&lins[1])?,
+                stored(&lins[2])?,
+                stored(&lins[3])?,
+                stored(&lins[4])?,
+                stored(&lins[5])?,
+            ];
+            let [q, k, v, attn_out, inter, out] = lins;
             layers.push(BertLayer {
-                q: lin(&format!("{p}.attention.self.query"))?,
-                k: lin(&format!("{p}.attention.self.key"))?,
-                v: lin(&format!("{p}.attention.self.value"))?,
-                attn_out: lin(&format!("{p}.attention.output.dense"))?,
+                q,
+                k,
+                v,
+                attn_out,
                 attn_ln: ln(&format!("{p}.attention.output.LayerNorm"))?,
-                inter: lin(&format!("{p}.intermediate.dense"))?,
-                out: lin(&format!("{p}.output.dense"))?,
+                inter,
+                out,
                 out_ln: ln(&format!("{p}.output.LayerNorm"))?,
+                int8,
             });
         }
         let tok_path = dir.join("tokenizer.json");
@@ -335,11 +380,35 @@ impl Bert {
         let b = |lin: &Linear| -> Result<Vec<f32>> { v(lin.bias().expect("checked above")) };
         let ln =
             |p: &(Tensor, Tensor)| -> Result<(Vec<f32>, Vec<f32>)> { Ok((v(&p.0)?, v(&p.1)?)) };
+        // Integer products when every weight of the layer is still the int8 one from the file.
+        let int8 = |l: &BertLayer, idx: &[usize]| -> Option<crate::int8_kernels::PackedI8> {
+            let lins = [&l.q, &l.k, &l.v, &l.attn_out, &l.inter, &l.out];
+            let mut q = Vec::new();
+            let mut scale = Vec::new();
+            for &i in idx {
+                let s = l.int8[i].as_ref()?;
+                match lins[i].weight() {
+                    crate::linear::Weight::Dense(w) if w.id() == s.weight_id => {}
+                    _ => return None,
+                }
+                q.extend_from_slice(&s.q);
+                scale.extend_from_slice(&s.scale);
+            }
+            let k = lins[idx[0]].n_in();
+            k.is_multiple_of(crate::int8_kernels::GROUP)
+                .then(|| crate::int8_kernels::PackedI8::new(q, scale, k))
+        };
         let layers = self
             .layers
             .iter()
             .map(|l| {
                 Ok(crate::bert_kernels::LayerWeights {
+                    int8: [
+                        int8(l, &[0, 1, 2]),
+                        int8(l, &[3]),
+                        int8(l, &[4]),
+                        int8(l, &[5]),
+                    ],
                     qkv: [w(&l.q)?, w(&l.k)?, w(&l.v)?].concat(),
                     qkv_bias: [b(&l.q)?, b(&l.k)?, b(&l.v)?].concat(),
                     attn_out: w(&l.attn_out)?,

@@ -9,6 +9,7 @@
 //! element-wise work (bias, residual, LayerNorm, GELU, softmax) is fused into passes over rows
 //! spread over the cores. Results match the candle path to float rounding (tested).
 
+use crate::int8_kernels::{matmul_i8, quantize_acts, PackedI8, QuantizedActs};
 use crate::kernels::{exp, gelu_erf, matmul, matmul_strided, max, sum_by};
 use rayon::prelude::*;
 
@@ -26,6 +27,9 @@ pub struct LayerWeights {
     pub out: Vec<f32>,
     pub out_bias: Vec<f32>,
     pub out_ln: (Vec<f32>, Vec<f32>),
+    /// Int8 weights for `[qkv, attn_out, inter, out]` where the model holds them: those
+    /// products round their inputs to int8 in groups ([`crate::int8_kernels`]).
+    pub int8: [Option<PackedI8>; 4],
 }
 
 /// Every weight of the encoder, and its shape.
@@ -89,8 +93,22 @@ crate::avx2_dispatch! {
     }
 }
 
-/// `dst[rows×out] = (dst if residual) + x · wᵀ + bias`.
-fn linear(x: &[f32], n_in: usize, w: &[f32], bias: &[f32], dst: &mut [f32], residual: bool) {
+/// A layer's weight: f32, or int8 with integer products.
+struct Weight<'a> {
+    f32: &'a [f32],
+    int8: Option<&'a PackedI8>,
+}
+
+/// `dst[rows×out] = (dst if residual) + x · wᵀ + bias`; `acts` is scratch for int8 inputs.
+fn linear(
+    x: &[f32],
+    n_in: usize,
+    w: Weight,
+    bias: &[f32],
+    dst: &mut [f32],
+    residual: bool,
+    acts: &mut QuantizedActs,
+) {
     let n_out = bias.len();
     let rows = x.len() / n_in;
     dst.par_chunks_mut(n_out).for_each(|row| {
@@ -98,7 +116,21 @@ fn linear(x: &[f32], n_in: usize, w: &[f32], bias: &[f32], dst: &mut [f32], resi
             *v = if residual { *v + b } else { *b };
         }
     });
-    matmul((rows, n_out, n_in), dst, true, x, (n_in, 1), w, (1, n_in));
+    match w.int8 {
+        Some(q) => {
+            quantize_acts(x, n_in, acts);
+            matmul_i8(acts, q, dst);
+        }
+        None => matmul(
+            (rows, n_out, n_in),
+            dst,
+            true,
+            x,
+            (n_in, 1),
+            w.f32,
+            (1, n_in),
+        ),
+    }
 }
 
 /// Self-attention of one sequence (`t` rows of the fused `qkv` `[t, 3·hidden]`) into `ctx`
@@ -163,8 +195,13 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
     let mut qkv = vec![0f32; n * 3 * h];
     let mut ctx = vec![0f32; n * h];
     let mut inter = vec![0f32; n * w.intermediate];
+    let mut acts = QuantizedActs::default();
     for l in &w.layers {
-        linear(&x, h, &l.qkv, &l.qkv_bias, &mut qkv, false);
+        let wt = |i: usize| Weight {
+            f32: [&l.qkv, &l.attn_out, &l.inter, &l.out][i],
+            int8: l.int8[i].as_ref(),
+        };
+        linear(&x, h, wt(0), &l.qkv_bias, &mut qkv, false, &mut acts);
         let qkv_seqs: Vec<&[f32]> = {
             let mut rest: &[f32] = &qkv;
             lens.iter()
@@ -183,13 +220,21 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
                 attention(q, c, w, t, scores)
             });
         // x ← LN(x + ctx·Woᵀ + b)
-        linear(&ctx, h, &l.attn_out, &l.attn_out_bias, &mut x, true);
+        linear(&ctx, h, wt(1), &l.attn_out_bias, &mut x, true, &mut acts);
         layer_norm(&mut x, &l.attn_ln, w.eps);
-        linear(&x, h, &l.inter, &l.inter_bias, &mut inter, false);
+        linear(&x, h, wt(2), &l.inter_bias, &mut inter, false, &mut acts);
         inter
             .par_chunks_mut(w.intermediate * 16)
             .for_each(gelu_in_place);
-        linear(&inter, w.intermediate, &l.out, &l.out_bias, &mut x, true);
+        linear(
+            &inter,
+            w.intermediate,
+            wt(3),
+            &l.out_bias,
+            &mut x,
+            true,
+            &mut acts,
+        );
         layer_norm(&mut x, &l.out_ln, w.eps);
     }
     x

@@ -66,6 +66,21 @@ fn expect(f: &SafetensorsFile, t: &StTensorInfo, dtype: Dtype, shape: &[u64]) ->
     Ok(())
 }
 
+/// The stored integers and per-row scales of `name` when it is an int8 weight (`None` for F32
+/// or int4), for integer products ([`crate::int8_kernels`]).
+pub fn load_int8(f: &SafetensorsFile, name: &str) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+    let Some(t) = f.tensor(name) else {
+        return Ok(None);
+    };
+    if t.dtype != Dtype::I8 || t.shape.len() != 2 {
+        return Ok(None);
+    }
+    let s = get(f, &scale_name(name))?;
+    expect(f, s, Dtype::F32, &t.shape[..1])?;
+    let q = f.tensor_data(t).iter().map(|&b| b as i8).collect();
+    Ok(Some((q, f32s(f, s))))
+}
+
 /// The weight `name` as f32 `[out, in]`: stored as F32, or decoded from int8 or int4.
 pub fn load_weight(f: &SafetensorsFile, name: &str, dev: &Device) -> Result<Tensor> {
     let (shape, values) = if let Some(t) = f.tensor(name) {

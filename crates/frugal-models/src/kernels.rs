@@ -155,6 +155,20 @@ pub fn max(v: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
 }
 
+/// The largest `|v|` (0 when empty), vectorisable as [`sum_by`].
+#[inline(always)]
+pub fn max_abs(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a = a.max(x.abs());
+        }
+    }
+    acc.iter().chain(tail).fold(0f32, |m, &x| m.max(x.abs()))
+}
+
 /// `eˣ` to a few ulp for `x` in [-87, 88] (clamped outside): `x = n·ln2 + r` with `n` an
 /// integer (built in the exponent bits) and `|r| ≤ ln2/2` found in two steps (Cody & Waite), then
 /// a degree-7 polynomial for `eʳ`.

@@ -15,6 +15,7 @@ pub mod cnn_kernels;
 pub mod convert;
 pub mod error;
 pub mod gguf_load;
+pub mod int8_kernels;
 pub mod int_weights;
 pub mod kernels;
 pub mod linear;

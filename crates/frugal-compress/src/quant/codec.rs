@@ -49,6 +49,10 @@ impl Codec {
 
     /// Decodes one row of this format (`q` holds whole blocks) into `out`.
     pub fn decode_row(&self, q: &[u8], out: &mut [f32]) {
+        decode_row_dispatch(self, q, out)
+    }
+
+    fn decode_row_impl(&self, q: &[u8], out: &mut [f32]) {
         match (self.levels, self.ggml) {
             (Some(_), _) => {
                 for (yb, ob) in q
@@ -79,10 +83,21 @@ impl Codec {
         let nsub = self.block / self.sub;
         (acc.scales)(y, &mut sc[..nsub]);
         (acc.get)(y, &mut lv[..self.block]);
-        for (i, o) in out[..self.block].iter_mut().enumerate() {
-            let (d, b) = sc[i / self.sub];
-            *o = d * (lv[i] as i32 - self.offset) as f32 + b;
+        for ((o, l), &(d, b)) in out[..self.block]
+            .chunks_exact_mut(self.sub)
+            .zip(lv.chunks_exact(self.sub))
+            .zip(&sc[..nsub])
+        {
+            for (o, &l) in o.iter_mut().zip(l) {
+                *o = d * (l as i32 - self.offset) as f32 + b;
+            }
         }
+    }
+}
+
+frugal_models::avx2_dispatch! {
+    fn decode_row_dispatch(c: &Codec, q: &[u8], out: &mut [f32]) {
+        c.decode_row_impl(q, out)
     }
 }
 
@@ -131,23 +146,33 @@ fn row_f16(x: &[f32], _: Option<&[f32]>, y: &mut [u8]) {
         o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
     }
 }
-fn row_q8_0(x: &[f32], _: Option<&[f32]>, y: &mut [u8]) {
-    // ggml's Q8_0 ignores importance weights.
-    x.chunks_exact(QK)
-        .zip(y.chunks_exact_mut(34))
-        .for_each(|(b, o)| legacy::q8_0_block(b, o))
+frugal_models::avx2_dispatch! {
+    fn row_q8_0(x: &[f32], _qw: Option<&[f32]>, y: &mut [u8]) {
+        // ggml's Q8_0 ignores importance weights.
+        x.chunks_exact(QK)
+            .zip(y.chunks_exact_mut(34))
+            .for_each(|(b, o)| legacy::q8_0_block(b, o))
+    }
 }
-fn row_q4_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    legacy_row(legacy::q4_0_block, legacy::q4_0_weighted, 18)(x, q, y)
+frugal_models::avx2_dispatch! {
+    fn row_q4_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+        legacy_row(legacy::q4_0_block, legacy::q4_0_weighted, 18)(x, q, y)
+    }
 }
-fn row_q4_1(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    legacy_row(legacy::q4_1_block, legacy::q4_1_weighted, 20)(x, q, y)
+frugal_models::avx2_dispatch! {
+    fn row_q4_1(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+        legacy_row(legacy::q4_1_block, legacy::q4_1_weighted, 20)(x, q, y)
+    }
 }
-fn row_q5_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    legacy_row(legacy::q5_0_block, legacy::q5_0_weighted, 22)(x, q, y)
+frugal_models::avx2_dispatch! {
+    fn row_q5_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+        legacy_row(legacy::q5_0_block, legacy::q5_0_weighted, 22)(x, q, y)
+    }
 }
-fn row_q5_1(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    legacy_row(legacy::q5_1_block, legacy::q5_1_weighted, 24)(x, q, y)
+frugal_models::avx2_dispatch! {
+    fn row_q5_1(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+        legacy_row(legacy::q5_1_block, legacy::q5_1_weighted, 24)(x, q, y)
+    }
 }
 fn row_q2_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
     k_row(kquants::q2_k_block, kquants::Q2K_BYTES)(x, q, y)
