@@ -9,7 +9,7 @@
 //! element-wise work (bias, residual, LayerNorm, GELU, softmax) is fused into passes over rows
 //! spread over the cores. Results match the candle path to float rounding (tested).
 
-use crate::int8_kernels::{matmul_i8, quantize_acts, PackedI8, QuantizedActs};
+use crate::int8_kernels::{matmul_i8, quantize_acts, quantize_gelu_acts, PackedI8, QuantizedActs};
 use crate::kernels::{exp, gelu_erf, matmul, matmul_strided, max, sum_by};
 use rayon::prelude::*;
 
@@ -99,7 +99,10 @@ struct Weight<'a> {
     int8: Option<&'a PackedI8>,
 }
 
-/// `dst[rows×out] = (dst if residual) + x · wᵀ + bias`; `acts` is scratch for int8 inputs.
+/// `dst[rows×out] = (dst if residual) + f(x) · wᵀ + bias`, where `f` is GELU if `gelu` and the
+/// identity otherwise (an f32 weight takes only `gelu = false`); `acts` is scratch for int8
+/// inputs.
+#[allow(clippy::too_many_arguments)]
 fn linear(
     x: &[f32],
     n_in: usize,
@@ -107,6 +110,7 @@ fn linear(
     bias: &[f32],
     dst: &mut [f32],
     residual: bool,
+    gelu: bool,
     acts: &mut QuantizedActs,
 ) {
     let n_out = bias.len();
@@ -118,18 +122,25 @@ fn linear(
     });
     match w.int8 {
         Some(q) => {
-            quantize_acts(x, n_in, acts);
+            if gelu {
+                quantize_gelu_acts(x, n_in, acts);
+            } else {
+                quantize_acts(x, n_in, acts);
+            }
             matmul_i8(acts, q, dst);
         }
-        None => matmul(
-            (rows, n_out, n_in),
-            dst,
-            true,
-            x,
-            (n_in, 1),
-            w.f32,
-            (1, n_in),
-        ),
+        None => {
+            assert!(!gelu, "GELU is fused only into int8 inputs");
+            matmul(
+                (rows, n_out, n_in),
+                dst,
+                true,
+                x,
+                (n_in, 1),
+                w.f32,
+                (1, n_in),
+            );
+        }
     }
 }
 
@@ -201,7 +212,7 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
             f32: [&l.qkv, &l.attn_out, &l.inter, &l.out][i],
             int8: l.int8[i].as_ref(),
         };
-        linear(&x, h, wt(0), &l.qkv_bias, &mut qkv, false, &mut acts);
+        linear(&x, h, wt(0), &l.qkv_bias, &mut qkv, false, false, &mut acts);
         let qkv_seqs: Vec<&[f32]> = {
             let mut rest: &[f32] = &qkv;
             lens.iter()
@@ -220,12 +231,34 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
                 attention(q, c, w, t, scores)
             });
         // x ← LN(x + ctx·Woᵀ + b)
-        linear(&ctx, h, wt(1), &l.attn_out_bias, &mut x, true, &mut acts);
+        linear(
+            &ctx,
+            h,
+            wt(1),
+            &l.attn_out_bias,
+            &mut x,
+            true,
+            false,
+            &mut acts,
+        );
         layer_norm(&mut x, &l.attn_ln, w.eps);
-        linear(&x, h, wt(2), &l.inter_bias, &mut inter, false, &mut acts);
-        inter
-            .par_chunks_mut(w.intermediate * 16)
-            .for_each(gelu_in_place);
+        linear(
+            &x,
+            h,
+            wt(2),
+            &l.inter_bias,
+            &mut inter,
+            false,
+            false,
+            &mut acts,
+        );
+        // GELU: fused into the rounding of the next product's input when that one is int8.
+        let fused_gelu = l.int8[3].is_some();
+        if !fused_gelu {
+            inter
+                .par_chunks_mut(w.intermediate * 16)
+                .for_each(gelu_in_place);
+        }
         linear(
             &inter,
             w.intermediate,
@@ -233,6 +266,7 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
             &l.out_bias,
             &mut x,
             true,
+            fused_gelu,
             &mut acts,
         );
         layer_norm(&mut x, &l.out_ln, w.eps);

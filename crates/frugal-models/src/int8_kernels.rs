@@ -116,9 +116,19 @@ impl PackedI8 {
 }
 
 crate::avx2_dispatch! {
-    /// Rounds whole rows, group by group.
-    fn quantize_rows(x: &[f32], q: &mut [u8], scale: &mut [f32]) {
+    /// Rounds whole rows, group by group; of `gelu(x)` instead of `x` when `gelu` is set (the
+    /// GELU of the MLP fused into the rounding of its output, one pass over memory).
+    fn quantize_rows(x: &[f32], q: &mut [u8], scale: &mut [f32], gelu: bool) {
+        let mut buf = [0f32; GROUP];
         for ((xg, qg), s) in x.chunks_exact(GROUP).zip(q.chunks_exact_mut(GROUP)).zip(scale) {
+            let xg: &[f32] = if gelu {
+                for (b, &v) in buf.iter_mut().zip(xg) {
+                    *b = crate::kernels::gelu_erf(v);
+                }
+                &buf
+            } else {
+                xg
+            };
             let m = crate::kernels::max_abs(xg);
             *s = m / 127.0;
             let inv = if m > 0.0 { 127.0 / m } else { 0.0 };
@@ -136,6 +146,15 @@ crate::avx2_dispatch! {
 
 /// Rounds `x` (`[m, k]`, `k` a multiple of [`GROUP`]) for [`matmul_i8`], rows over the cores.
 pub fn quantize_acts(x: &[f32], k: usize, out: &mut QuantizedActs) {
+    quantize_acts_of(x, k, out, false)
+}
+
+/// [`quantize_acts`] of `gelu(x)` (exact GELU, [`crate::kernels::gelu_erf`]).
+pub fn quantize_gelu_acts(x: &[f32], k: usize, out: &mut QuantizedActs) {
+    quantize_acts_of(x, k, out, true)
+}
+
+fn quantize_acts_of(x: &[f32], k: usize, out: &mut QuantizedActs, gelu: bool) {
     assert!(
         k > 0 && k.is_multiple_of(GROUP) && x.len().is_multiple_of(k),
         "int8 activations: shape"
@@ -150,7 +169,7 @@ pub fn quantize_acts(x: &[f32], k: usize, out: &mut QuantizedActs) {
         .par_chunks_mut(ROWS * k)
         .zip(out.scale.par_chunks_mut(ROWS * k / GROUP))
         .zip(x.par_chunks(ROWS * k))
-        .for_each(|((q, s), x)| quantize_rows(x, q, s));
+        .for_each(|((q, s), x)| quantize_rows(x, q, s, gelu));
 }
 
 /// `dst[m×n] += dequantized(a) · Wᵀ` (so `dst` may hold a bias and a residual already).
