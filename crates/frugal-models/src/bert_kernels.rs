@@ -9,7 +9,9 @@
 //! element-wise work (bias, residual, LayerNorm, GELU, softmax) is fused into passes over rows
 //! spread over the cores. Results match the candle path to float rounding (tested).
 
-use crate::int8_kernels::{matmul_i8, quantize_acts, quantize_gelu_acts, PackedI8, QuantizedActs};
+use crate::int8_kernels::{
+    matmul_i8, matmul_i8_gelu_quantize, quantize_acts, quantize_gelu_acts, PackedI8, QuantizedActs,
+};
 use crate::kernels::{exp, gelu_erf, matmul, matmul_strided, max, sum_by};
 use rayon::prelude::*;
 
@@ -205,8 +207,10 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
     layer_norm(&mut x, &w.emb_ln, w.eps);
     let mut qkv = vec![0f32; n * 3 * h];
     let mut ctx = vec![0f32; n * h];
-    let mut inter = vec![0f32; n * w.intermediate];
+    let mut inter = Vec::new(); // only for f32 MLPs
+
     let mut acts = QuantizedActs::default();
+    let mut mlp_acts = QuantizedActs::default();
     for l in &w.layers {
         let wt = |i: usize| Weight {
             f32: [&l.qkv, &l.attn_out, &l.inter, &l.out][i],
@@ -242,33 +246,51 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
             &mut acts,
         );
         layer_norm(&mut x, &l.attn_ln, w.eps);
-        linear(
-            &x,
-            h,
-            wt(2),
-            &l.inter_bias,
-            &mut inter,
-            false,
-            false,
-            &mut acts,
-        );
-        // GELU: fused into the rounding of the next product's input when that one is int8.
-        let fused_gelu = l.int8[3].is_some();
-        if !fused_gelu {
-            inter
-                .par_chunks_mut(w.intermediate * 16)
-                .for_each(gelu_in_place);
+        match (&l.int8[2], &l.int8[3]) {
+            // Both MLP products in int8: the first one's GELU output goes straight to int8.
+            (Some(wi), Some(wo)) => {
+                quantize_acts(&x, h, &mut acts);
+                matmul_i8_gelu_quantize(&acts, wi, &l.inter_bias, &mut mlp_acts);
+                x.par_chunks_mut(h).for_each(|row| {
+                    for (v, b) in row.iter_mut().zip(&l.out_bias) {
+                        *v += b;
+                    }
+                });
+                matmul_i8(&mlp_acts, wo, &mut x);
+            }
+            _ => {
+                let (wi, wo) = (wt(2), wt(3));
+                inter.resize(n * w.intermediate, 0.0);
+                linear(
+                    &x,
+                    h,
+                    wi,
+                    &l.inter_bias,
+                    &mut inter,
+                    false,
+                    false,
+                    &mut acts,
+                );
+                // GELU: fused into the rounding of the next product's input when that is int8.
+                let fused_gelu = wo.int8.is_some();
+                if !fused_gelu {
+                    inter
+                        .par_chunks_mut(w.intermediate * 16)
+                        .for_each(gelu_in_place);
+                }
+                let n_in = w.intermediate;
+                linear(
+                    &inter,
+                    n_in,
+                    wo,
+                    &l.out_bias,
+                    &mut x,
+                    true,
+                    fused_gelu,
+                    &mut acts,
+                );
+            }
         }
-        linear(
-            &inter,
-            w.intermediate,
-            wt(3),
-            &l.out_bias,
-            &mut x,
-            true,
-            fused_gelu,
-            &mut acts,
-        );
         layer_norm(&mut x, &l.out_ln, w.eps);
     }
     x

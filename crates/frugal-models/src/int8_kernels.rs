@@ -176,22 +176,58 @@ fn quantize_acts_of(x: &[f32], k: usize, out: &mut QuantizedActs, gelu: bool) {
 pub fn matmul_i8(a: &QuantizedActs, w: &PackedI8, dst: &mut [f32]) {
     assert_eq!(a.k, w.k, "int8 product: inner sizes");
     assert_eq!(dst.len(), a.m * w.n, "int8 product: destination");
-    // Blocks of rows over the cores; each block runs over every column panel.
-    const ROWS: usize = 48;
     let (k, n) = (w.k, w.n);
     let groups = k / GROUP;
-    dst.par_chunks_mut(ROWS * n)
-        .zip(a.q.par_chunks(ROWS * k))
-        .zip(a.scale.par_chunks(ROWS * groups))
-        .for_each(|((d, q), s)| {
-            #[cfg(target_arch = "x86_64")]
-            if !w.panels.is_empty() {
-                // SAFETY: panels exist only when the CPU has AVX-512F and VNNI; shapes are
-                // checked above and in `block_vnni`.
-                unsafe { vnni::block_vnni(q, s, w, d) };
-                return;
+    dst.par_chunks_mut(BLOCK_ROWS * n)
+        .zip(a.q.par_chunks(BLOCK_ROWS * k))
+        .zip(a.scale.par_chunks(BLOCK_ROWS * groups))
+        .for_each(|((d, q), s)| block(q, s, w, d));
+}
+
+/// Rows per task: each block of rows runs over every column panel.
+const BLOCK_ROWS: usize = 48;
+
+fn block(q: &[u8], s: &[f32], w: &PackedI8, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if !w.panels.is_empty() {
+        // SAFETY: panels exist only when the CPU has AVX-512F and VNNI; shapes are checked by
+        // the callers and in `block_vnni`.
+        unsafe { vnni::block_vnni(q, s, w, dst) };
+        return;
+    }
+    block_portable(q, s, w, dst);
+}
+
+/// `out = rounded(gelu(dequantized(a) · Wᵀ + bias))`: an MLP's first product, its GELU and the
+/// rounding of the second product's input, block of rows by block of rows so the f32 values
+/// never leave the core's cache. `w.n` must be a multiple of [`GROUP`].
+pub fn matmul_i8_gelu_quantize(
+    a: &QuantizedActs,
+    w: &PackedI8,
+    bias: &[f32],
+    out: &mut QuantizedActs,
+) {
+    let (k, n) = (w.k, w.n);
+    assert_eq!(a.k, k, "int8 product: inner sizes");
+    assert_eq!(bias.len(), n, "int8 product: bias");
+    assert!(n.is_multiple_of(GROUP), "int8 product: {n} outputs");
+    let groups = k / GROUP;
+    out.m = a.m;
+    out.k = n;
+    out.q.resize(a.m * n, 0);
+    out.scale.resize(a.m * n / GROUP, 0.0);
+    out.q
+        .par_chunks_mut(BLOCK_ROWS * n)
+        .zip(out.scale.par_chunks_mut(BLOCK_ROWS * n / GROUP))
+        .zip(a.q.par_chunks(BLOCK_ROWS * k))
+        .zip(a.scale.par_chunks(BLOCK_ROWS * groups))
+        .for_each_init(Vec::new, |y: &mut Vec<f32>, (((oq, os), q), s)| {
+            y.clear();
+            for _ in 0..q.len() / k {
+                y.extend_from_slice(bias);
             }
-            block_portable(q, s, w, d);
+            block(q, s, w, y);
+            quantize_rows(y, oq, os, true);
         });
 }
 
@@ -361,6 +397,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn fused_mlp_step_equals_its_parts() {
+        let (m, k, n) = (50, 64, 96); // more rows than one block, a partial last block
+        let x = data(m * k, 3);
+        let w = PackedI8::from_f32(&data(n * k, 4), k);
+        let bias = data(n, 5);
+        let mut a = QuantizedActs::default();
+        quantize_acts(&x, k, &mut a);
+        let mut fused = QuantizedActs::default();
+        matmul_i8_gelu_quantize(&a, &w, &bias, &mut fused);
+        let mut y: Vec<f32> = (0..m).flat_map(|_| bias.iter().copied()).collect();
+        matmul_i8(&a, &w, &mut y);
+        let mut parts = QuantizedActs::default();
+        quantize_gelu_acts(&y, n, &mut parts);
+        assert_eq!((fused.m, fused.k), (m, n));
+        assert_eq!(fused.q, parts.q);
+        assert_eq!(fused.scale, parts.scale);
     }
 
     #[test]
