@@ -49,7 +49,7 @@ pub struct BertWeights {
     pub layers: Vec<LayerWeights>,
 }
 
-crate::avx2_dispatch! {
+crate::avx512_dispatch! {
     /// In-place LayerNorm of each row of `rows` (rows of `w.len()` values).
     fn layer_norm_rows(rows: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         let n = w.len() as f32;
@@ -70,7 +70,7 @@ fn layer_norm(x: &mut [f32], (w, b): &(Vec<f32>, Vec<f32>), eps: f32) {
         .for_each(|rows| layer_norm_rows(rows, w, b, eps));
 }
 
-crate::avx2_dispatch! {
+crate::avx512_dispatch! {
     /// Row-wise softmax of `scores` (rows of `t`) after scaling by `scale`.
     fn softmax_rows(scores: &mut [f32], t: usize, scale: f32) {
         for row in scores.chunks_mut(t) {
@@ -86,7 +86,7 @@ crate::avx2_dispatch! {
     }
 }
 
-crate::avx2_dispatch! {
+crate::avx512_dispatch! {
     /// GELU (erf) in place.
     fn gelu_in_place(v: &mut [f32]) {
         for x in v.iter_mut() {

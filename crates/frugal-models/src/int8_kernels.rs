@@ -115,7 +115,7 @@ impl PackedI8 {
     }
 }
 
-crate::avx2_dispatch! {
+crate::avx512_dispatch! {
     /// Rounds whole rows, group by group; of `gelu(x)` instead of `x` when `gelu` is set (the
     /// GELU of the MLP fused into the rounding of its output, one pass over memory).
     fn quantize_rows(x: &[f32], q: &mut [u8], scale: &mut [f32], gelu: bool) {

@@ -5,14 +5,32 @@
 
 use gemm::Parallelism;
 
-/// Defines a function whose body is compiled three times: for baseline x86-64, AVX2 and
-/// AVX-512F, chosen at run time by the CPU (the detection is cached). The copies do the same
-/// operations in the same order (Rust never fuses a multiply and an add on its own), so they
-/// give the same results; the wider ones run loops 8 or 16 lanes wide instead of 4. Arguments
-/// must be plain names.
+/// Defines a function whose body is compiled twice, for baseline x86-64 and for AVX2, and picks
+/// by CPU at run time (the detection is cached). The copies do the same operations in the same
+/// order (Rust never fuses a multiply and an add on its own), so they give the same results; the
+/// AVX2 one runs loops 8 lanes wide instead of 4. Arguments must be plain names. See also
+/// [`avx512_dispatch!`].
 #[macro_export]
 macro_rules! avx2_dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $crate::simd_dispatch!(@ ["avx2"] $(#[$m])* $vis fn $name($($arg: $ty),*) $(-> $ret)? $body);
+    };
+}
+
+/// [`avx2_dispatch!`] with a third copy for AVX-512F, preferred where present. Worth it for long
+/// element-wise loops (16 lanes); for the k-quant searches, whose arrays of 8 or 9 candidates
+/// fit AVX2 registers, it measured slower (masked 512-bit operations), so they use the AVX2 one.
+#[macro_export]
+macro_rules! avx512_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $crate::simd_dispatch!(@ ["avx512f", "avx2"] $(#[$m])* $vis fn $name($($arg: $ty),*) $(-> $ret)? $body);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! simd_dispatch {
+    (@ [$($feat:tt),*] $(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -21,28 +39,24 @@ macro_rules! avx2_dispatch {
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    #[target_feature(enable = "avx512f")]
-                    #[allow(clippy::too_many_arguments)]
-                    unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                        body($($arg),*)
-                    }
-                    // SAFETY: the CPU has AVX-512F (checked just above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    #[target_feature(enable = "avx2")]
-                    #[allow(clippy::too_many_arguments)]
-                    unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                        body($($arg),*)
-                    }
-                    // SAFETY: the CPU has AVX2 (checked just above).
-                    return unsafe { avx2($($arg),*) };
-                }
+                $crate::simd_dispatch!(@try [$($feat),*] body ($($arg: $ty),*) $(-> $ret)?);
             }
             body($($arg),*)
         }
     };
+    (@try [$feat:tt $(, $rest:tt)*] $body:ident ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {
+        if std::arch::is_x86_feature_detected!($feat) {
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                $body($($arg),*)
+            }
+            // SAFETY: the CPU has the feature (checked just above).
+            return unsafe { wide($($arg),*) };
+        }
+        $crate::simd_dispatch!(@try [$($rest),*] $body ($($arg: $ty),*) $(-> $ret)?);
+    };
+    (@try [] $body:ident ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {};
 }
 
 /// `dst[m×n]` (row-major, rows `dst_rs` apart) `= (dst if acc) + lhs[m×k] · rhs[k×n]`, where
