@@ -45,13 +45,9 @@ frugal_models::avx2_dispatch! {
         rmse_type: i32,
         qw: Option<&[f32]>,
     ) -> f32 {
-        // The value of largest magnitude, the first on ties, with its sign.
-        let max = super::legacy::signed_absmax(x);
-        let amax = max.abs();
-        if amax < GROUP_MAX_EPS {
-            out.iter_mut().for_each(|l| *l = 0);
+        let Some(max) = signed_max_or_clear(x, out) else {
             return 0.0;
-        }
+        };
         let iscale = -(nmax as f32) / max;
         if rmse_type == 0 {
             for (o, &v) in out.iter_mut().zip(x) {
@@ -136,15 +132,23 @@ fn candidate_sums<const C: usize>(
     std::array::from_fn(|c| (sumlx[c], suml2[c]))
 }
 
+/// The value of largest magnitude (the first on ties) with its sign, or `None` with every level
+/// cleared when the group is all (near) zero.
+#[inline(always)]
+fn signed_max_or_clear(x: &[f32], out: &mut [i8]) -> Option<f32> {
+    let max = super::legacy::signed_absmax(x);
+    if max.abs() < GROUP_MAX_EPS {
+        out.iter_mut().for_each(|l| *l = 0);
+        return None;
+    }
+    Some(max)
+}
+
 /// Q3_K's scale search (weights x²) with a few passes of per-element level refinement.
 fn make_q3_quants(x: &[f32], nmax: i32, out: &mut [i8], do_rmse: bool) -> f32 {
-    // The value of largest magnitude, the first on ties, with its sign.
-    let max = super::legacy::signed_absmax(x);
-    let amax = max.abs();
-    if amax < GROUP_MAX_EPS {
-        out.iter_mut().for_each(|l| *l = 0);
+    let Some(max) = signed_max_or_clear(x, out) else {
         return 0.0;
-    }
+    };
     let iscale = -(nmax as f32) / max;
     if do_rmse {
         let (mut sumlx, mut suml2) = (0f32, 0f32);
