@@ -322,6 +322,27 @@ impl Bert {
 
     /// [`Bert::embed`] on token ids (each with its special tokens, at most `max_seq_len` long).
     pub fn embed_ids(&self, ids: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
+        match self.native_weights()? {
+            Some(w) => self.embed_groups(ids, batch, |group| {
+                let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+                let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+                let x = crate::bert_kernels::hidden_states(&w, &seqs);
+                Ok(crate::bert_kernels::mean_pool_normalize(
+                    &x, &lens, w.hidden,
+                ))
+            }),
+            None => self.embed_ids_candle(ids, batch),
+        }
+    }
+
+    /// Checks `ids`, then embeds them in batches of `batch` sorted by length (less padding)
+    /// with `embed_group` (given indices into `ids`), returned in input order.
+    fn embed_groups(
+        &self,
+        ids: &[Vec<u32>],
+        batch: usize,
+        mut embed_group: impl FnMut(&[usize]) -> Result<Vec<Vec<f32>>>,
+    ) -> Result<Vec<Vec<f32>>> {
         if let Some(l) = ids
             .iter()
             .find(|i| i.len() > self.max_seq_len || i.is_empty())
@@ -339,18 +360,8 @@ impl Bert {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];
-        let native = self.native_weights()?;
         for group in order.chunks(batch.max(1)) {
-            let e = match &native {
-                Some(w) => {
-                    let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-                    let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
-                    let x = crate::bert_kernels::hidden_states(w, &seqs);
-                    crate::bert_kernels::mean_pool_normalize(&x, &lens, w.hidden)
-                }
-                None => self.embed_group_candle(ids, group)?,
-            };
-            for (&i, v) in group.iter().zip(e) {
+            for (&i, v) in group.iter().zip(embed_group(group)?) {
                 out[i] = v;
             }
         }
@@ -375,49 +386,55 @@ impl Bert {
         if seam_needed {
             return Ok(None);
         }
+        use crate::bert_kernels::{Dense, LayerWeights, Product};
         let v = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-        let w = |lin: &Linear| -> Result<Vec<f32>> { v(&lin.weight_f32()?) };
-        let b = |lin: &Linear| -> Result<Vec<f32>> { v(lin.bias().expect("checked above")) };
         let ln =
             |p: &(Tensor, Tensor)| -> Result<(Vec<f32>, Vec<f32>)> { Ok((v(&p.0)?, v(&p.1)?)) };
-        // Integer products when every weight of the layer is still the int8 one from the file.
-        let int8 = |l: &BertLayer, idx: &[usize]| -> Option<crate::int8_kernels::PackedI8> {
+        // Linear layers `idx` of `l` (stacked when several) as one product: integer products
+        // when each weight is still the int8 one read from the file, else f32.
+        let dense = |l: &BertLayer, idx: &[usize]| -> Result<Dense> {
             let lins = [&l.q, &l.k, &l.v, &l.attn_out, &l.inter, &l.out];
-            let mut q = Vec::new();
-            let mut scale = Vec::new();
+            let mut bias = Vec::new();
             for &i in idx {
-                let s = l.int8[i].as_ref()?;
-                match lins[i].weight() {
-                    crate::linear::Weight::Dense(w) if w.id() == s.weight_id => {}
-                    _ => return None,
-                }
-                q.extend_from_slice(&s.q);
-                scale.extend_from_slice(&s.scale);
+                bias.extend(v(lins[i].bias().expect("checked above"))?);
             }
             let k = lins[idx[0]].n_in();
-            k.is_multiple_of(crate::int8_kernels::GROUP)
-                .then(|| crate::int8_kernels::PackedI8::new(q, scale, k))
+            let stored: Option<Vec<&StoredInt8>> = idx
+                .iter()
+                .map(|&i| {
+                    let s = l.int8[i].as_ref()?;
+                    match lins[i].weight() {
+                        Weight::Dense(w) if w.id() == s.weight_id => Some(s),
+                        _ => None,
+                    }
+                })
+                .collect();
+            let weight = match stored {
+                Some(s) if k.is_multiple_of(crate::int8_kernels::GROUP) => {
+                    let q = s.iter().flat_map(|s| s.q.iter().copied()).collect();
+                    let scale = s.iter().flat_map(|s| s.scale.iter().copied()).collect();
+                    Product::Int8(crate::int8_kernels::PackedI8::new(q, scale, k))
+                }
+                _ => {
+                    let mut w = Vec::new();
+                    for &i in idx {
+                        w.extend(v(&lins[i].weight_f32()?)?);
+                    }
+                    Product::F32(w)
+                }
+            };
+            Ok(Dense { weight, bias })
         };
         let layers = self
             .layers
             .iter()
             .map(|l| {
-                Ok(crate::bert_kernels::LayerWeights {
-                    int8: [
-                        int8(l, &[0, 1, 2]),
-                        int8(l, &[3]),
-                        int8(l, &[4]),
-                        int8(l, &[5]),
-                    ],
-                    qkv: [w(&l.q)?, w(&l.k)?, w(&l.v)?].concat(),
-                    qkv_bias: [b(&l.q)?, b(&l.k)?, b(&l.v)?].concat(),
-                    attn_out: w(&l.attn_out)?,
-                    attn_out_bias: b(&l.attn_out)?,
+                Ok(LayerWeights {
+                    qkv: dense(l, &[0, 1, 2])?,
+                    attn_out: dense(l, &[3])?,
                     attn_ln: ln(&l.attn_ln)?,
-                    inter: w(&l.inter)?,
-                    inter_bias: b(&l.inter)?,
-                    out: w(&l.out)?,
-                    out_bias: b(&l.out)?,
+                    inter: dense(l, &[4])?,
+                    out: dense(l, &[5])?,
                     out_ln: ln(&l.out_ln)?,
                 })
             })
@@ -439,15 +456,7 @@ impl Bert {
     /// [`Bert::embed_ids`] on the candle path (padded batches through the linear seam), whatever
     /// the layers hold: the reference the hand-written path is tested against.
     pub fn embed_ids_candle(&self, ids: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| ids[i].len());
-        let mut out = vec![Vec::new(); ids.len()];
-        for group in order.chunks(batch.max(1)) {
-            for (&i, v) in group.iter().zip(self.embed_group_candle(ids, group)?) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+        self.embed_groups(ids, batch, |group| self.embed_group_candle(ids, group))
     }
 
     fn embed_group_candle(&self, ids: &[Vec<u32>], group: &[usize]) -> Result<Vec<Vec<f32>>> {

@@ -15,23 +15,47 @@ use crate::int8_kernels::{
 use crate::kernels::{exp, gelu_erf, matmul, matmul_strided, max, sum_by};
 use rayon::prelude::*;
 
-/// One encoder layer's weights, `[out, in]` row-major as in the checkpoint.
+/// A linear layer's weight, `[out, in]` row-major as in the checkpoint.
+#[derive(Debug, Clone)]
+pub enum Product {
+    F32(Vec<f32>),
+    /// Int8 as stored in the file: its products round their inputs to int8 in groups
+    /// ([`crate::int8_kernels`]).
+    Int8(PackedI8),
+}
+
+/// A linear layer `y = x · Wᵀ + b`.
+#[derive(Debug, Clone)]
+pub struct Dense {
+    pub weight: Product,
+    pub bias: Vec<f32>,
+}
+
+impl Dense {
+    fn n_in(&self) -> usize {
+        match &self.weight {
+            Product::F32(w) => w.len() / self.bias.len(),
+            Product::Int8(q) => q.k,
+        }
+    }
+    fn int8(&self) -> Option<&PackedI8> {
+        match &self.weight {
+            Product::Int8(q) => Some(q),
+            Product::F32(_) => None,
+        }
+    }
+}
+
+/// One encoder layer.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
-    /// Query, key and value stacked: `[3·hidden, hidden]`, bias `[3·hidden]`.
-    pub qkv: Vec<f32>,
-    pub qkv_bias: Vec<f32>,
-    pub attn_out: Vec<f32>,
-    pub attn_out_bias: Vec<f32>,
+    /// Query, key and value stacked: `[3·hidden, hidden]`.
+    pub qkv: Dense,
+    pub attn_out: Dense,
     pub attn_ln: (Vec<f32>, Vec<f32>),
-    pub inter: Vec<f32>,
-    pub inter_bias: Vec<f32>,
-    pub out: Vec<f32>,
-    pub out_bias: Vec<f32>,
+    pub inter: Dense,
+    pub out: Dense,
     pub out_ln: (Vec<f32>, Vec<f32>),
-    /// Int8 weights for `[qkv, attn_out, inter, out]` where the model holds them: those
-    /// products round their inputs to int8 in groups ([`crate::int8_kernels`]).
-    pub int8: [Option<PackedI8>; 4],
 }
 
 /// Every weight of the encoder, and its shape.
@@ -95,35 +119,30 @@ crate::avx512_dispatch! {
     }
 }
 
-/// A layer's weight: f32, or int8 with integer products.
-struct Weight<'a> {
-    f32: &'a [f32],
-    int8: Option<&'a PackedI8>,
+/// `dst ← bias` on every row, or `dst ← dst + bias` with `residual`.
+fn init_rows(dst: &mut [f32], bias: &[f32], residual: bool) {
+    dst.par_chunks_mut(bias.len()).for_each(|row| {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v = if residual { *v + b } else { *b };
+        }
+    });
 }
 
-/// `dst[rows×out] = (dst if residual) + f(x) · wᵀ + bias`, where `f` is GELU if `gelu` and the
-/// identity otherwise (an f32 weight takes only `gelu = false`); `acts` is scratch for int8
-/// inputs.
-#[allow(clippy::too_many_arguments)]
+/// `dst[rows×out] = (dst if residual) + f(x) · Wᵀ + b`, where `f` is GELU if `gelu` and the
+/// identity otherwise (fused into the rounding of int8 inputs; an f32 layer takes only
+/// `gelu = false`); `acts` is scratch for int8 inputs.
 fn linear(
     x: &[f32],
-    n_in: usize,
-    w: Weight,
-    bias: &[f32],
+    layer: &Dense,
     dst: &mut [f32],
     residual: bool,
     gelu: bool,
     acts: &mut QuantizedActs,
 ) {
-    let n_out = bias.len();
-    let rows = x.len() / n_in;
-    dst.par_chunks_mut(n_out).for_each(|row| {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v = if residual { *v + b } else { *b };
-        }
-    });
-    match w.int8 {
-        Some(q) => {
+    let n_in = layer.n_in();
+    init_rows(dst, &layer.bias, residual);
+    match &layer.weight {
+        Product::Int8(q) => {
             if gelu {
                 quantize_gelu_acts(x, n_in, acts);
             } else {
@@ -131,17 +150,10 @@ fn linear(
             }
             matmul_i8(acts, q, dst);
         }
-        None => {
+        Product::F32(w) => {
             assert!(!gelu, "GELU is fused only into int8 inputs");
-            matmul(
-                (rows, n_out, n_in),
-                dst,
-                true,
-                x,
-                (n_in, 1),
-                w.f32,
-                (1, n_in),
-            );
+            let shape = (x.len() / n_in, layer.bias.len(), n_in);
+            matmul(shape, dst, true, x, (n_in, 1), w, (1, n_in));
         }
     }
 }
@@ -208,15 +220,10 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
     let mut qkv = vec![0f32; n * 3 * h];
     let mut ctx = vec![0f32; n * h];
     let mut inter = Vec::new(); // only for f32 MLPs
-
     let mut acts = QuantizedActs::default();
     let mut mlp_acts = QuantizedActs::default();
     for l in &w.layers {
-        let wt = |i: usize| Weight {
-            f32: [&l.qkv, &l.attn_out, &l.inter, &l.out][i],
-            int8: l.int8[i].as_ref(),
-        };
-        linear(&x, h, wt(0), &l.qkv_bias, &mut qkv, false, false, &mut acts);
+        linear(&x, &l.qkv, &mut qkv, false, false, &mut acts);
         let qkv_seqs: Vec<&[f32]> = {
             let mut rest: &[f32] = &qkv;
             lens.iter()
@@ -235,60 +242,27 @@ pub fn hidden_states(w: &BertWeights, seqs: &[&[u32]]) -> Vec<f32> {
                 attention(q, c, w, t, scores)
             });
         // x ← LN(x + ctx·Woᵀ + b)
-        linear(
-            &ctx,
-            h,
-            wt(1),
-            &l.attn_out_bias,
-            &mut x,
-            true,
-            false,
-            &mut acts,
-        );
+        linear(&ctx, &l.attn_out, &mut x, true, false, &mut acts);
         layer_norm(&mut x, &l.attn_ln, w.eps);
-        match (&l.int8[2], &l.int8[3]) {
+        match (l.inter.int8(), l.out.int8()) {
             // Both MLP products in int8: the first one's GELU output goes straight to int8.
             (Some(wi), Some(wo)) => {
                 quantize_acts(&x, h, &mut acts);
-                matmul_i8_gelu_quantize(&acts, wi, &l.inter_bias, &mut mlp_acts);
-                x.par_chunks_mut(h).for_each(|row| {
-                    for (v, b) in row.iter_mut().zip(&l.out_bias) {
-                        *v += b;
-                    }
-                });
+                matmul_i8_gelu_quantize(&acts, wi, &l.inter.bias, &mut mlp_acts);
+                init_rows(&mut x, &l.out.bias, true);
                 matmul_i8(&mlp_acts, wo, &mut x);
             }
-            _ => {
-                let (wi, wo) = (wt(2), wt(3));
+            (_, wo) => {
                 inter.resize(n * w.intermediate, 0.0);
-                linear(
-                    &x,
-                    h,
-                    wi,
-                    &l.inter_bias,
-                    &mut inter,
-                    false,
-                    false,
-                    &mut acts,
-                );
+                linear(&x, &l.inter, &mut inter, false, false, &mut acts);
                 // GELU: fused into the rounding of the next product's input when that is int8.
-                let fused_gelu = wo.int8.is_some();
+                let fused_gelu = wo.is_some();
                 if !fused_gelu {
                     inter
                         .par_chunks_mut(w.intermediate * 16)
                         .for_each(gelu_in_place);
                 }
-                let n_in = w.intermediate;
-                linear(
-                    &inter,
-                    n_in,
-                    wo,
-                    &l.out_bias,
-                    &mut x,
-                    true,
-                    fused_gelu,
-                    &mut acts,
-                );
+                linear(&inter, &l.out, &mut x, true, fused_gelu, &mut acts);
             }
         }
         layer_norm(&mut x, &l.out_ln, w.eps);

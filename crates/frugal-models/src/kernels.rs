@@ -144,53 +144,38 @@ pub fn matmul(
     matmul_strided(mnk, dst, mnk.1, acc, lhs, lhs_strides, rhs, rhs_strides);
 }
 
-/// `Σ f(v)` over `v`, in eight interleaved partial sums so the compiler can vectorise it (a
-/// plain float sum must keep its order and so stays scalar).
+/// `op`-reduction of `map(v)` in eight interleaved partial results, combined at the end, so
+/// the compiler can vectorise it (a plain float reduction must keep its order and stays scalar).
+#[inline(always)]
+fn reduce8(v: &[f32], init: f32, op: impl Fn(f32, f32) -> f32, map: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a = op(*a, map(*x));
+        }
+    }
+    let r = acc.iter().fold(init, |r, &a| op(r, a));
+    tail.iter().fold(r, |r, &x| op(r, map(x)))
+}
+
+/// `Σ f(v)` over `v`, vectorisable ([`reduce8`]).
 #[inline(always)]
 pub fn sum_by(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = v.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += f(*x);
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for x in tail {
-        s += f(*x);
-    }
-    s
+    reduce8(v, 0.0, |a, b| a + b, f)
 }
 
-/// The largest value of `v` (−∞ when empty), vectorisable as [`sum_by`].
+/// The largest value of `v` (−∞ when empty), vectorisable.
 #[inline(always)]
 pub fn max(v: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
-    let chunks = v.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a = a.max(*x);
-        }
-    }
-    acc.iter()
-        .chain(tail)
-        .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+    reduce8(v, f32::NEG_INFINITY, f32::max, |x| x)
 }
 
-/// The largest `|v|` (0 when empty), vectorisable as [`sum_by`].
+/// The largest `|v|` (0 when empty), vectorisable.
 #[inline(always)]
 pub fn max_abs(v: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = v.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a = a.max(x.abs());
-        }
-    }
-    acc.iter().chain(tail).fold(0f32, |m, &x| m.max(x.abs()))
+    reduce8(v, 0.0, f32::max, f32::abs)
 }
 
 /// `eˣ` to a few ulp for `x` in [-87, 88] (clamped outside): `x = n·ln2 + r` with `n` an

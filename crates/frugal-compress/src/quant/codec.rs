@@ -154,25 +154,21 @@ frugal_models::avx2_dispatch! {
             .for_each(|(b, o)| legacy::q8_0_block(b, o))
     }
 }
-frugal_models::avx2_dispatch! {
-    fn row_q4_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-        legacy_row(legacy::q4_0_block, legacy::q4_0_weighted, 18)(x, q, y)
-    }
+/// The legacy row quantizers: block function, weighted block function, block bytes.
+macro_rules! legacy_rows {
+    ($($name:ident => ($block:ident, $weighted:ident, $bytes:literal)),* $(,)?) => {$(
+        frugal_models::avx2_dispatch! {
+            fn $name(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+                legacy_row(legacy::$block, legacy::$weighted, $bytes)(x, q, y)
+            }
+        }
+    )*};
 }
-frugal_models::avx2_dispatch! {
-    fn row_q4_1(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-        legacy_row(legacy::q4_1_block, legacy::q4_1_weighted, 20)(x, q, y)
-    }
-}
-frugal_models::avx2_dispatch! {
-    fn row_q5_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-        legacy_row(legacy::q5_0_block, legacy::q5_0_weighted, 22)(x, q, y)
-    }
-}
-frugal_models::avx2_dispatch! {
-    fn row_q5_1(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-        legacy_row(legacy::q5_1_block, legacy::q5_1_weighted, 24)(x, q, y)
-    }
+legacy_rows! {
+    row_q4_0 => (q4_0_block, q4_0_weighted, 18),
+    row_q4_1 => (q4_1_block, q4_1_weighted, 20),
+    row_q5_0 => (q5_0_block, q5_0_weighted, 22),
+    row_q5_1 => (q5_1_block, q5_1_weighted, 24),
 }
 fn row_q2_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
     k_row(kquants::q2_k_block, kquants::Q2K_BYTES)(x, q, y)

@@ -264,8 +264,8 @@ frugal_models::avx2_dispatch! {
                     sum_xl[c] += w * l * xi;
                 }
             }
-            let mut fits = [(0f32, 0f32); LANES];
-            let mut valid = [false; LANES];
+            // The least-squares fit of each candidate's levels (`None` when degenerate).
+            let mut fits = [None; LANES];
             for c in 0..k {
                 let d = sum_w * sum_l2[c] - sum_l[c] * sum_l[c];
                 if d > 0.0 {
@@ -275,32 +275,25 @@ frugal_models::avx2_dispatch! {
                         this_min = 0.0;
                         this_scale = sum_xl[c] / sum_l2[c];
                     }
-                    fits[c] = (this_scale, this_min);
-                    valid[c] = true;
+                    fits[c] = Some((this_scale, this_min));
                 }
             }
+            let fit = fits.map(|f| f.unwrap_or((0.0, 0.0)));
             let mut cur = [0f32; LANES];
             for (&xi, &w) in x.iter().zip(weights) {
                 let xm = xi - min;
                 for c in 0..LANES {
                     let l = nearest_int(iscales[c] * xm).clamp(0, nmax) as f32;
-                    cur[c] += w * err(fits[c].0 * l + fits[c].1 - xi);
+                    cur[c] += w * err(fit[c].0 * l + fit[c].1 - xi);
                 }
             }
-            let mut won = None;
-            for c in 0..k {
-                if valid[c] && cur[c] < best_error {
-                    won = Some(c);
-                    break;
-                }
-            }
-            match won {
+            match (0..k).find(|&c| fits[c].is_some() && cur[c] < best_error) {
                 Some(c) => {
                     for (o, &xi) in out.iter_mut().zip(x) {
                         *o = nearest_int(iscales[c] * (xi - min)).clamp(0, nmax) as u8;
                     }
                     best_error = cur[c];
-                    (scale, min) = fits[c];
+                    (scale, min) = fit[c];
                     next += c as i32 + 1;
                 }
                 None => next += k as i32,
