@@ -619,12 +619,6 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             json,
         } => {
             if let (Some(student), Some(teacher), Some(text)) = (&student, &teacher, &text) {
-                if resume {
-                    return Err(BadUsage(
-                        "language-model distillation keeps no checkpoints yet: --resume applies to classifiers".into(),
-                    )
-                    .into());
-                }
                 let tmp = tempfile::TempDir::new()?;
                 let spec = eval_spec(no_eval, eval_text, eval_chunks, tmp.path())?;
                 let d = frugal_compress::lm_distill::LmDistillOptions::default();
@@ -646,6 +640,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         seed,
                         ..d
                     },
+                    resume,
                 };
                 let bar = progress_bar("");
                 let step = frugal_pipeline::quantize::lm_distill_step(

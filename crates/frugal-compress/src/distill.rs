@@ -255,19 +255,22 @@ pub struct Checkpointing<'a> {
 
 const CHECKPOINT_KEY: &str = "frugal.train_checkpoint";
 
+/// What a checkpoint holds beside the parameters and AdamW's moments: how far training got,
+/// the settings it was made with (`O`, compared on resume) and the records so far (`R`).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct CheckpointMeta {
-    epochs_done: usize,
-    adam_steps: usize,
-    opts: TrainOptions,
-    records: Vec<EpochRecord>,
+pub(crate) struct CheckpointMeta<O, R> {
+    pub epochs_done: usize,
+    pub adam_steps: usize,
+    pub opts: O,
+    pub records: Vec<R>,
 }
 
-fn save_checkpoint(
+/// Writes `params`, `adam`'s moments and `meta` to a safetensors file (atomically).
+pub(crate) fn save_checkpoint<O: serde::Serialize, R: serde::Serialize>(
     path: &Path,
     params: &[Vec<f32>],
     adam: &AdamW,
-    meta: &CheckpointMeta,
+    meta: &CheckpointMeta<O, R>,
 ) -> Result<()> {
     let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu);
     let mut tensors = Vec::with_capacity(3 * params.len());
@@ -285,16 +288,21 @@ fn save_checkpoint(
     Ok(())
 }
 
-/// Restores `params` and `adam` from a checkpoint made with the same settings.
-fn load_checkpoint(
+/// Restores `params` and `adam` from a checkpoint made with the same settings (`opts`) and
+/// parameter sizes.
+pub(crate) fn load_checkpoint<O, R>(
     path: &Path,
     params: &mut [Vec<f32>],
     adam: &mut AdamW,
-    opts: &TrainOptions,
-) -> Result<CheckpointMeta> {
+    opts: &O,
+) -> Result<CheckpointMeta<O, R>>
+where
+    O: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    R: serde::de::DeserializeOwned,
+{
     let bad = |m: String| Error::BadOptions(format!("checkpoint {}: {m}", path.display()));
     let f = SafetensorsFile::open(path)?;
-    let meta: CheckpointMeta = f
+    let meta: CheckpointMeta<O, R> = f
         .header
         .metadata
         .get(CHECKPOINT_KEY)
@@ -344,7 +352,7 @@ pub fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
 }
 
 /// Writes `params` into the model's variables.
-fn set_vars(vars: &[Var], params: &[Vec<f32>]) -> Result<()> {
+pub(crate) fn set_vars(vars: &[Var], params: &[Vec<f32>]) -> Result<()> {
     for (v, p) in vars.iter().zip(params) {
         v.set(&Tensor::from_slice(p, v.dims(), &Device::Cpu)?)?;
     }

@@ -10,17 +10,22 @@
 //! next-token loss. Temperature 1, as is usual for language models. The student's MLP weights
 //! (`ffn_gate`, `ffn_up`, `ffn_down` of every block) are trained with AdamW, one sequence per
 //! step, linear warm-up then cosine decay; attention, norms and embeddings stay as they are.
-//! Gradients come from candle's autograd through [`Llama::forward_train`].
+//! Gradients come from candle's autograd through [`Llama::forward_train`]; the update is
+//! [`crate::distill::AdamW`] on flat buffers, so that with a checkpoint file the weights,
+//! AdamW's moments and the records are saved after every epoch and a resumed run continues bit
+//! for bit where the interrupted one stopped.
 
+use crate::distill::{
+    load_checkpoint, save_checkpoint, set_vars, shuffle, AdamW, CheckpointMeta, Checkpointing,
+};
 use crate::{Error, Result};
 use candle_core::{Tensor, Var, D};
-use candle_nn::Optimizer;
 use frugal_formats::rng::SplitMix64;
 use frugal_models::linear::Linear;
 use frugal_models::llama::Llama;
 
 /// Settings.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LmDistillOptions {
     pub epochs: usize,
     /// Teacher tokens cached per position.
@@ -121,7 +126,7 @@ pub fn teacher_top_k(
 }
 
 /// One training step's record.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LmStepRecord {
     pub step: usize,
     pub epoch: usize,
@@ -146,12 +151,24 @@ fn mlp_vars(model: &mut Llama) -> Result<Vec<Var>> {
     Ok(vars)
 }
 
-/// Distils `student` from the cached teacher: trains its MLP weights in place.
-/// `progress(step, total, loss)` after every step. Returns every step's record.
+/// What a checkpoint must have been made with to be resumed: the same settings and the same
+/// training data (by size; the teacher pass is deterministic and is run again on resume).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct LmCheckpointKey {
+    opts: LmDistillOptions,
+    sequences: usize,
+    positions: usize,
+}
+
+/// Distils `student` from the cached teacher: trains its MLP weights in place. With
+/// `checkpoint`, saves after every epoch and, when resuming, continues from the saved epoch.
+/// `progress(step, total, loss)` after every step. Returns every step's record (the resumed
+/// ones included).
 pub fn distill_lm(
     student: &mut Llama,
     cache: &TeacherTopK,
     opts: &LmDistillOptions,
+    checkpoint: Option<&Checkpointing>,
     progress: &dyn Fn(usize, usize, f64),
 ) -> Result<Vec<LmStepRecord>> {
     opts.validate()?;
@@ -160,28 +177,44 @@ pub fn distill_lm(
     }
     let dev = student.device().clone();
     let vars = mlp_vars(student)?;
-    let mut adam = candle_nn::AdamW::new(
-        vars.clone(),
-        candle_nn::ParamsAdamW {
-            lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut params: Vec<Vec<f32>> = vars
+        .iter()
+        .map(|v| Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?))
+        .collect::<Result<_>>()?;
+    let mut adam = AdamW::new(&params, opts.weight_decay);
+    let mut grads: Vec<Vec<f32>> = Vec::with_capacity(vars.len());
+    let key = LmCheckpointKey {
+        opts: opts.clone(),
+        sequences: cache.seqs.len(),
+        positions: cache.seqs.iter().map(Vec::len).sum(),
+    };
     let mut order: Vec<usize> = (0..cache.seqs.len()).collect();
     let mut rng = SplitMix64(opts.seed);
     let total = order.len() * opts.epochs;
     let mut records = Vec::with_capacity(total);
-    for epoch in 0..opts.epochs {
-        crate::distill::shuffle(&mut order, &mut rng);
+    let mut first = 0;
+    if let Some(c) = checkpoint.filter(|c| c.resume && c.path.exists()) {
+        let meta: CheckpointMeta<LmCheckpointKey, LmStepRecord> =
+            load_checkpoint(c.path, &mut params, &mut adam, &key)?;
+        set_vars(&vars, &params)?;
+        first = meta.epochs_done;
+        records = meta.records;
+        // The shuffles are a pure function of the seed: replaying them restores the order.
+        for _ in 0..first {
+            shuffle(&mut order, &mut rng);
+        }
+    }
+    for epoch in first..opts.epochs {
+        if checkpoint
+            .and_then(|c| c.stop_after)
+            .is_some_and(|k| epoch - first >= k)
+        {
+            break;
+        }
+        shuffle(&mut order, &mut rng);
         for &s in &order {
             let step = records.len();
-            adam.set_learning_rate(crate::distill::warmup_cosine(
-                opts.lr,
-                opts.warmup,
-                step,
-                total,
-            ));
+            let lr = crate::distill::warmup_cosine(opts.lr, opts.warmup, step, total);
             let seq = &cache.seqs[s];
             let t = seq.len();
             if t < 2 {
@@ -198,7 +231,6 @@ pub fn distill_lm(
             let targets = Tensor::from_slice(&seq[1..], (t - 1, 1), &dev)?;
             let ce = (ls.narrow(0, 0, t - 1)?.gather(&targets, 1)?.mean_all()? * -1.0)?;
             let loss = ((&soft * opts.alpha)? + (&ce * (1.0 - opts.alpha))?)?;
-            adam.backward_step(&loss)?;
             let scalar = |x: &Tensor| -> Result<f64> { Ok(f64::from(x.to_scalar::<f32>()?)) };
             let l = scalar(&loss)?;
             if !l.is_finite() {
@@ -207,6 +239,16 @@ pub fn distill_lm(
                     step + 1
                 )));
             }
+            let g = loss.backward()?;
+            grads.clear();
+            for v in &vars {
+                grads.push(match g.get(v.as_tensor()) {
+                    Some(d) => d.flatten_all()?.to_vec1::<f32>()?,
+                    None => vec![0f32; v.elem_count()],
+                });
+            }
+            adam.step(&mut params, &grads, lr);
+            set_vars(&vars, &params)?;
             // KL on the top k = soft cross-entropy − the teacher's own Σ p·log p there.
             let teacher_term: f64 = cache.logp[s]
                 .iter()
@@ -221,6 +263,15 @@ pub fn distill_lm(
                 ce: scalar(&ce)?,
             });
             progress(step + 1, total, l);
+        }
+        if let Some(c) = checkpoint {
+            let meta = CheckpointMeta {
+                epochs_done: epoch + 1,
+                adam_steps: adam.t,
+                opts: key.clone(),
+                records: records.clone(),
+            };
+            save_checkpoint(c.path, &params, &adam, &meta)?;
         }
     }
     Ok(records)

@@ -268,6 +268,8 @@ pub struct LmDistillJob {
     pub text: CalibSpec,
     pub out: PathBuf,
     pub opts: frugal_compress::lm_distill::LmDistillOptions,
+    /// Continue from `OUT.checkpoint` (written after every epoch) when it exists.
+    pub resume: bool,
 }
 
 /// What LM distillation did.
@@ -289,9 +291,10 @@ pub struct LmDistillStep {
     pub quality: Option<LmEvalReport>,
 }
 
-/// Distils the student GGUF from the teacher GGUF on text, writes the student with its trained
-/// MLP weights (F32, everything else as it was) to `job.out` atomically, then evaluates it
-/// against the teacher.
+/// Distils the student GGUF from the teacher GGUF on text with a checkpoint after every epoch
+/// (`OUT.checkpoint`), writes the student with its trained MLP weights (F32, everything else as
+/// it was) to `job.out` atomically, removes the checkpoint, then evaluates the output against
+/// the teacher.
 pub fn lm_distill_step(
     job: &LmDistillJob,
     eval: Option<&EvalSpec>,
@@ -325,7 +328,15 @@ pub fn lm_distill_step(
     };
     let teacher_seconds = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
-    let steps = distill_lm(&mut student, &cache, &job.opts, &|d, t, _| {
+    let mut ck_name = job.out.as_os_str().to_owned();
+    ck_name.push(".checkpoint");
+    let ck_path = PathBuf::from(ck_name);
+    let ck = frugal_compress::distill::Checkpointing {
+        path: &ck_path,
+        resume: job.resume,
+        stop_after: None,
+    };
+    let steps = distill_lm(&mut student, &cache, &job.opts, Some(&ck), &|d, t, _| {
         progress("distil", d, t)
     })?;
     let train_seconds = t1.elapsed().as_secs_f64();
@@ -348,6 +359,7 @@ pub fn lm_distill_step(
         &sf.header.metadata,
         &trained,
     )?;
+    let _ = std::fs::remove_file(&ck_path);
     let quality = eval
         .map(|e| judge(&job.out, &job.teacher, e, progress))
         .transpose()?;

@@ -370,6 +370,8 @@ fn run_step(
                     top_k: top_k.unwrap_or(d.top_k),
                     ..d
                 },
+                // A re-run of the recipe continues an interrupted distillation.
+                resume: true,
             };
             (
                 json(&quantize::lm_distill_step(&job, None, progress)?),
