@@ -7,9 +7,10 @@
 # llama.cpp's own evaluator, `llama-perplexity --kl-divergence` against the F32 logits on Brown
 # cj01–cj12 (ctx 512, CHUNKS chunks). "recovered" is the share of the PPL lost by dropping that
 # the distillation wins back.
-#   bench/prune-structured.sh [CHUNKS] [TOKENS] [LR] [THREADS]   (default 20 24576 2e-4 2; ~25 min)
+#   bench/prune-structured.sh [CHUNKS] [TOKENS] [LR] [THREADS] [EPOCHS]
+#   (default 20 24576 2e-4 2 1; ~25 min, plus ~3 min per extra 10 k training tokens)
 source "$(dirname "$0")/common.sh"
-CHUNKS="${1:-20}"; TOKENS="${2:-24576}"; LR="${3:-2e-4}"; THREADS="${4:-2}"; CTX=512
+CHUNKS="${1:-20}"; TOKENS="${2:-24576}"; LR="${3:-2e-4}"; THREADS="${4:-2}"; EPOCHS="${5:-1}"; CTX=512
 W="$CACHE/bench-structured"; mkdir -p "$W"
 F32="$CACHE/bench-quality/f32.gguf"; CAL="$W/calib-ca01-ca10.txt"; TEXT="$W/eval-cj01-cj12.txt"
 TRAIN="$W/train-cj13-cj80.txt"
@@ -27,7 +28,7 @@ for M in magnitude wanda sparsegpt; do
     --no-eval --json >"$W/prune-$M.json" 2>"$W/prune-$M.err" || { echo "FAILED: $M" >&2; tail -3 "$W/prune-$M.err" >&2; exit 1; }
 done
 /usr/bin/time -f "wanda+kd %e %M" -a -o "$W/times.tsv" "$FRUGAL" distill --student "$W/mlp-wanda.gguf" \
-  --teacher "$F32" --text "$TRAIN" --max-tokens "$TOKENS" --lr "$LR" --out "$W/mlp-wanda+kd.gguf" \
+  --teacher "$F32" --text "$TRAIN" --max-tokens "$TOKENS" --lr "$LR" --epochs "$EPOCHS" --out "$W/mlp-wanda+kd.gguf" \
   --no-eval --json >"$W/distill.json" 2>"$W/distill.err" || { echo "FAILED: distill" >&2; tail -3 "$W/distill.err" >&2; exit 1; }
 "$BIN/llama-perplexity" -m "$F32" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32.kld" >"$W/ppl-f32.log" 2>&1
 for n in magnitude wanda sparsegpt wanda+kd; do
@@ -47,7 +48,7 @@ ppl0 = grab(f"{W}/ppl-f32.log", r"Final estimate: PPL = ([0-9.]+)")
 d = json.load(open(f"{W}/distill.json"))
 print(f"SmolLM2-135M F32 PPL {ppl0:.4f}; llama-perplexity --kl-divergence on Brown cj01-cj12; "
       f"calibration Brown ca01-ca10; distillation on {d['tokens']} tokens of Brown cj13-cj80, "
-      f"lr {d['opts']['lr']}, alpha {d['opts']['alpha']}, top-{d['opts']['top_k']}")
+      f"{d['opts']['epochs']} epoch(s), lr {d['opts']['lr']}, alpha {d['opts']['alpha']}, top-{d['opts']['top_k']}")
 print(f"{'model':14} {'n_ff':>5} {'params M':>9} {'MiB':>7} {'mean KLD':>9} {'PPL':>9} {'dPPL':>8} {'wall s':>7} {'RSS MiB':>8}")
 res = {}
 for n in ["magnitude", "wanda", "sparsegpt", "wanda+kd"]:

@@ -180,6 +180,10 @@ enum Command {
         /// CNN only: seed of the recovery's shuffles (and of the digits split).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// CNN only: `sparse` stores the pruned weights as values plus a bitmask (or N:M
+        /// positions for an N:M pattern), decoded exactly on load; `dense` as plain F32.
+        #[arg(long, value_enum, default_value = "sparse")]
+        storage: StorageArg,
         #[arg(long, value_enum, default_value = "sparsegpt")]
         method: PruneMethodArg,
         /// Fraction of each weight set to zero (unstructured; N:M implies 1 − N/M).
@@ -399,6 +403,12 @@ enum PruneMethodArg {
     Magnitude,
     Wanda,
     Sparsegpt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StorageArg {
+    Sparse,
+    Dense,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -735,6 +745,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             recover_epochs,
             recover_lr,
             seed,
+            storage,
             method,
             sparsity,
             pattern,
@@ -784,6 +795,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         seed,
                         ..Default::default()
                     },
+                    sparse_storage: storage == StorageArg::Sparse,
                 };
                 let bar = progress_bar("batches ");
                 let step =
@@ -801,6 +813,13 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         s.prune.options.pattern,
                         s.epochs.len(),
                         s.seconds
+                    );
+                    println!(
+                        "stored {}: {} bytes ({:.1} % of the input's {} bytes)",
+                        s.storage,
+                        s.output_bytes,
+                        100.0 * s.output_bytes as f64 / s.input_bytes.max(1) as f64,
+                        s.input_bytes
                     );
                     println!(
                         "test accuracy {:.2} % (input {:.2} %, drop {:.2} points; 95 % CI {:.2}–{:.2})",
@@ -964,9 +983,26 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     });
                 }
                 (Target::Gguf(t), false) => t,
+                (Target::Int(scheme), false) if is_cnn_file(&input) => {
+                    // A Frugal CNN classifier: its weights per output channel (evaluate with
+                    // `frugal eval OUT --data …`).
+                    let r = frugal_compress::quant::int::quantize_safetensors_file(
+                        &input,
+                        &output,
+                        scheme,
+                        &|_, _| {},
+                    )?;
+                    return emit(json, &serde_json::json!({ "quantize": r }), |_| {
+                        println!(
+                            "wrote {} ({}, {} weights, {} bytes from {}) in {:.2} s; largest relative RMS error {:.4} ({})",
+                            r.output, r.scheme, r.n_quantized, r.output_bytes, r.input_bytes,
+                            r.seconds, r.worst_rel_rmse.0, r.worst_rel_rmse.1
+                        );
+                    });
+                }
                 (Target::Int(s), false) => {
                     return Err(BadUsage(format!(
-                        "--type {} is for safetensors model folders; {} is a file (GGUF models take the GGUF types)",
+                        "--type {} is for safetensors model folders and Frugal CNN files; {} is neither (GGUF models take the GGUF types)",
                         s.name,
                         input.display()
                     ))

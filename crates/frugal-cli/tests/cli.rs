@@ -155,6 +155,15 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
     let int8 = &j["classifier"]["models"][4];
     assert_eq!(int8["name"], "student-int8");
     assert_eq!(e["n_correct"], int8["eval"]["n_correct"], "{e}");
+    // The pruned student is stored sparse: fewer bytes than the same network dense.
+    let models = &j["classifier"]["models"];
+    assert_eq!(models[3]["name"], "student-pruned");
+    assert!(
+        models[3]["file_bytes"].as_u64() < models[1]["file_bytes"].as_u64(),
+        "{} vs {}",
+        models[3]["file_bytes"],
+        models[1]["file_bytes"]
+    );
 
     std::fs::write(
         dir.path().join("recipe.toml"),
@@ -207,8 +216,10 @@ fn distill_trains_and_distils_a_digits_classifier() {
     // The teacher pruned to 80 % by global magnitude, recovered by distillation from itself:
     // the file holds exactly that many zero weights, the input is untouched, and the recovered
     // model classifies better than the unrecovered one.
+    // Stored sparse (values + bitmask) by default, decoded exactly: the same predictions as the
+    // dense file of the same run, in under a third of its bytes.
     let before = std::fs::read(dir.path().join("t.safetensors")).unwrap();
-    let prune = |out: &str, epochs: &str| {
+    let prune = |out: &str, epochs: &str, storage: &str| {
         frugal_json(
             &[
                 "prune",
@@ -222,33 +233,80 @@ fn distill_trains_and_distils_a_digits_classifier() {
                 "digits",
                 "--recover-epochs",
                 epochs,
+                "--storage",
+                storage,
                 "--json",
             ],
             dir.path(),
         )
     };
-    let raw = prune("p0.safetensors", "0");
-    let rec = prune("p.safetensors", "3");
+    let raw = prune("p0.safetensors", "0", "sparse");
+    let rec = prune("p.safetensors", "3", "sparse");
+    let dense = prune("pd.safetensors", "3", "dense");
     assert_eq!(
         std::fs::read(dir.path().join("t.safetensors")).unwrap(),
         before
     );
     assert_eq!(rec["epochs"].as_array().unwrap().len(), 3);
-    let f = frugal_formats::safetensors::SafetensorsFile::open(&dir.path().join("p.safetensors"))
-        .unwrap();
+    assert_eq!(
+        (rec["storage"].as_str(), dense["storage"].as_str()),
+        (Some("bitmask"), Some("dense"))
+    );
+    assert_eq!(rec["eval"]["n_correct"], dense["eval"]["n_correct"]);
+    let bytes = |v: &serde_json::Value| v["output_bytes"].as_u64().unwrap();
+    assert!(
+        3 * bytes(&rec) < bytes(&dense),
+        "sparse {} vs dense {} bytes",
+        bytes(&rec),
+        bytes(&dense)
+    );
+    let load = |name: &str| {
+        frugal_models::cnn::Cnn::load(&dir.path().join(name), &candle_core::Device::Cpu).unwrap()
+    };
+    let (sparse_model, dense_model) = (load("p.safetensors"), load("pd.safetensors"));
     let (mut zeros, mut total) = (0usize, 0usize);
-    for t in &f.header.tensors {
-        if t.name.ends_with(".weight") {
-            for b in f.tensor_data(t).chunks_exact(4) {
-                total += 1;
-                zeros += usize::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 0.0);
-            }
+    for ((n, a), (_, b)) in sparse_model
+        .parameters()
+        .unwrap()
+        .iter()
+        .zip(&dense_model.parameters().unwrap())
+    {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a, b, "{n} differs between the sparse and dense files");
+        if n.ends_with(".weight") {
+            total += a.len();
+            zeros += a.iter().filter(|&&x| x == 0.0).count();
         }
     }
     assert!(
         zeros >= total * 8 / 10,
         "{zeros} of {total} weights are zero"
     );
+    // int8 of the sparse-stored model: decoded first, so the same as int8 of the dense one.
+    for (src, dst) in [
+        ("p.safetensors", "q.safetensors"),
+        ("pd.safetensors", "qd.safetensors"),
+    ] {
+        frugal_json(
+            &["quantize", src, dst, "--type", "int8", "--json"],
+            dir.path(),
+        );
+    }
+    assert_eq!(
+        load("q.safetensors").parameters().unwrap().len(),
+        load("qd.safetensors").parameters().unwrap().len()
+    );
+    for (a, b) in load("q.safetensors")
+        .parameters()
+        .unwrap()
+        .iter()
+        .zip(&load("qd.safetensors").parameters().unwrap())
+    {
+        let a: Vec<f32> = a.1.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.1.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a, b, "{}", a.len());
+    }
     let acc = |v: &serde_json::Value| v["eval"]["accuracy_pct"].as_f64().unwrap();
     assert!(
         acc(&rec) > acc(&raw) && acc(&rec) > 85.0,

@@ -452,7 +452,12 @@ pub fn train_classifier(
             adam.step(&mut params, &grads, lr);
             for (p, m) in params.iter_mut().zip(&masks) {
                 if let Some(m) = m {
-                    p.iter_mut().zip(m).for_each(|(p, m)| *p *= m);
+                    // Exactly +0.0 where pruned (a product would leave -0.0 for negatives).
+                    p.iter_mut().zip(m).for_each(|(p, &m)| {
+                        if m == 0.0 {
+                            *p = 0.0
+                        }
+                    });
                 }
             }
             if !l.is_finite() {

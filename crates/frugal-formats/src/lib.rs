@@ -1,5 +1,5 @@
-//! Frugal's file formats: GGUF (read v2/v3, write v3), safetensors, Fashion-MNIST's IDX, the Brown
-//! corpus, the embedded digits data set, and safe atomic output.
+//! Frugal's file formats: GGUF (read v2/v3, write v3), safetensors, sparse tensor layouts,
+//! Fashion-MNIST's IDX, the Brown corpus, the embedded digits data set, and safe atomic output.
 //!
 //! Every parser works on bytes it has been handed and checks each length, count and offset
 //! against what is there before using it: a crafted file produces an [`Error`] naming the file
@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod output;
 pub mod rng;
 pub mod safetensors;
+pub mod sparse;
 
 pub use error::{Error, ParseError, Result};
 

@@ -283,7 +283,30 @@ impl Cnn {
         crate::convert::write_f32_safetensors(path, inputs, &meta, &self.parameters()?)
     }
 
-    /// Loads a model saved by [`Cnn::save`].
+    /// [`Cnn::save`] with every weight (not bias) stored in `layout` where that is smaller than
+    /// dense ([`crate::int_weights`]: a pruned model in a fraction of the bytes, decoded exactly
+    /// by [`Cnn::load`]). Fails, writing nothing, if a weight does not fit an N:M layout.
+    pub fn save_sparse(
+        &self,
+        path: &Path,
+        inputs: &[&Path],
+        layout: frugal_formats::sparse::Layout,
+    ) -> Result<u64> {
+        let mut meta = BTreeMap::new();
+        meta.insert(
+            CONFIG_KEY.to_string(),
+            serde_json::to_string(&self.config).expect("config serializes"),
+        );
+        crate::convert::write_f32_safetensors_sparse(
+            path,
+            inputs,
+            &meta,
+            &self.parameters()?,
+            &|name, _| name.ends_with(".weight").then_some(layout),
+        )
+    }
+
+    /// Loads a model saved by [`Cnn::save`] or [`Cnn::save_sparse`].
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let f = SafetensorsFile::open(path)?;
         let cfg = f

@@ -92,26 +92,73 @@ pub fn write_f32_safetensors(
     metadata: &std::collections::BTreeMap<String, String>,
     tensors: &[(String, candle_core::Tensor)],
 ) -> Result<u64> {
+    write_f32_safetensors_sparse(path, inputs, metadata, tensors, &|_, _| None)
+}
+
+/// [`write_f32_safetensors`], storing each tensor for which `layout(name, shape)` names a sparse
+/// layout as values + index ([`crate::int_weights`]) when that is smaller than dense F32, and
+/// listing those under `frugal.sparse` in the metadata. Fails (writing nothing) if a tensor
+/// does not fit its layout (an N:M group with too many non-zero values).
+pub fn write_f32_safetensors_sparse(
+    path: &Path,
+    inputs: &[&Path],
+    metadata: &std::collections::BTreeMap<String, String>,
+    tensors: &[(String, candle_core::Tensor)],
+    layout: &dyn Fn(&str, &[usize]) -> Option<frugal_formats::sparse::Layout>,
+) -> Result<u64> {
+    use crate::int_weights::{index_name, values_name, SparseEntry, SparseMeta, SPARSE_KEY};
     use frugal_formats::safetensors::{write_safetensors_file, Dtype, StTensorToWrite};
-    let mut owned: Vec<(Vec<u64>, Vec<u8>)> = Vec::with_capacity(tensors.len());
-    for (_, t) in tensors {
+    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut owned: Vec<(String, Dtype, Vec<u64>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    let mut sparse = SparseMeta {
+        version: 1,
+        ..Default::default()
+    };
+    for (name, t) in tensors {
         let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-        owned.push((
-            t.dims().iter().map(|&d| d as u64).collect(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ));
+        let shape: Vec<u64> = t.dims().iter().map(|&d| d as u64).collect();
+        if let Some(l) = layout(name, t.dims()) {
+            let e = frugal_formats::sparse::encode(&v, l).map_err(|reason| {
+                crate::Error::BadMetadata {
+                    path: path.to_path_buf(),
+                    key: name.clone(),
+                    reason: format!("cannot store as {l}: {reason}"),
+                }
+            })?;
+            if e.bytes() < v.len() * 4 {
+                let k = e.values.len() as u64;
+                let n = e.index.len() as u64;
+                owned.push((values_name(name), Dtype::F32, vec![k], bytes(&e.values)));
+                owned.push((index_name(name), Dtype::U8, vec![n], e.index));
+                sparse.tensors.insert(
+                    name.clone(),
+                    SparseEntry {
+                        shape,
+                        layout: l.to_string(),
+                    },
+                );
+                continue;
+            }
+        }
+        owned.push((name.clone(), Dtype::F32, shape, bytes(&v)));
     }
-    let views: Vec<StTensorToWrite> = tensors
+    let mut metadata = metadata.clone();
+    if !sparse.tensors.is_empty() {
+        metadata.insert(
+            SPARSE_KEY.to_string(),
+            serde_json::to_string(&sparse).expect("sparse metadata serializes"),
+        );
+    }
+    let views: Vec<StTensorToWrite> = owned
         .iter()
-        .zip(&owned)
-        .map(|((name, _), (shape, data))| StTensorToWrite {
+        .map(|(name, dtype, shape, data)| StTensorToWrite {
             name,
-            dtype: Dtype::F32,
+            dtype: *dtype,
             shape,
             data,
         })
         .collect();
-    Ok(write_safetensors_file(path, inputs, metadata, &views)?)
+    Ok(write_safetensors_file(path, inputs, &metadata, &views)?)
 }
 
 #[cfg(test)]

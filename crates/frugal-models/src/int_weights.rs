@@ -8,6 +8,11 @@
 //!   `P.weight_min` F32 `[out, in / g]`; `W[o, j] = scale[o, j / g] · q[o, j] + min[o, j / g]`,
 //!   q ∈ 0..=15.
 //!
+//! - **sparse** (a pruned F32 weight, [`frugal_formats::sparse`]): `P.weight_values` F32 and
+//!   `P.weight_index` U8 (a bitmask, or N:M positions), with the dense shape and layout under
+//!   `frugal.sparse` in the metadata (JSON: `{"version": 1, "tensors": {"P.weight": {"shape":
+//!   [...], "layout": "bitmask" | "2:4" | …}}}`); decoded exactly.
+//!
 //! The file's `__metadata__` carries `frugal.quantization` (JSON: format, version, scheme, group
 //! size) so a consumer can tell the scheme without inspecting tensors. Everything else (biases,
 //! norms, embeddings) stays F32. An HF-style consumer loads such a file by applying the formulas
@@ -28,6 +33,68 @@ pub fn min_name(weight: &str) -> String {
 }
 pub fn packed_name(weight: &str) -> String {
     format!("{weight}_packed")
+}
+pub fn values_name(weight: &str) -> String {
+    format!("{weight}_values")
+}
+pub fn index_name(weight: &str) -> String {
+    format!("{weight}_index")
+}
+
+/// The `__metadata__` key listing the sparse tensors.
+pub const SPARSE_KEY: &str = "frugal.sparse";
+
+/// The JSON under [`SPARSE_KEY`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SparseMeta {
+    pub version: u32,
+    pub tensors: std::collections::BTreeMap<String, SparseEntry>,
+}
+
+/// One sparse tensor's dense shape and layout (`bitmask` or `N:M`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SparseEntry {
+    pub shape: Vec<u64>,
+    pub layout: String,
+}
+
+/// The file's sparse tensors (empty when it has none).
+pub fn sparse_meta(f: &SafetensorsFile) -> Result<SparseMeta> {
+    let Some(j) = f.header.metadata.get(SPARSE_KEY) else {
+        return Ok(SparseMeta::default());
+    };
+    let m: SparseMeta = serde_json::from_str(j).map_err(|e| bad(f, SPARSE_KEY, e.to_string()))?;
+    if m.version != 1 {
+        return Err(bad(
+            f,
+            SPARSE_KEY,
+            format!("version {} (this build reads 1)", m.version),
+        ));
+    }
+    Ok(m)
+}
+
+/// Decodes the sparse weight `name` described by `e`.
+fn load_sparse(f: &SafetensorsFile, name: &str, e: &SparseEntry) -> Result<Vec<f32>> {
+    let layout: frugal_formats::sparse::Layout =
+        e.layout.parse().map_err(|m: String| bad(f, name, m))?;
+    let numel = e
+        .shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| bad(f, name, format!("shape {:?} overflows", e.shape)))?;
+    let v = get(f, &values_name(name))?;
+    let i = get(f, &index_name(name))?;
+    if v.dtype != Dtype::F32 || v.shape.len() != 1 || i.dtype != Dtype::U8 || i.shape.len() != 1 {
+        return Err(bad(
+            f,
+            name,
+            "sparse weight needs F32 values [k] and U8 index [bytes]".into(),
+        ));
+    }
+    frugal_formats::sparse::decode(numel, layout, &f32s(f, v), f.tensor_data(i))
+        .map_err(|m| bad(f, name, format!("{layout}: {m}")))
 }
 
 fn bad(f: &SafetensorsFile, name: &str, reason: String) -> Error {
@@ -81,9 +148,17 @@ pub fn load_int8(f: &SafetensorsFile, name: &str) -> Result<Option<(Vec<i8>, Vec
     Ok(Some((q, f32s(f, s))))
 }
 
-/// The weight `name` as f32 `[out, in]`: stored as F32, or decoded from int8 or int4.
+/// The weight `name` as f32 (`[out, in]`, or any shape when sparse): stored as F32, or decoded
+/// from int8, int4 or a sparse layout.
 pub fn load_weight(f: &SafetensorsFile, name: &str, dev: &Device) -> Result<Tensor> {
-    let (shape, values) = if let Some(t) = f.tensor(name) {
+    let sparse = if f.tensor(name).is_none() {
+        sparse_meta(f)?.tensors.remove(name)
+    } else {
+        None
+    };
+    let (shape, values) = if let Some(e) = sparse {
+        (e.shape.clone(), load_sparse(f, name, &e)?)
+    } else if let Some(t) = f.tensor(name) {
         match t.dtype {
             Dtype::F32 => (t.shape.clone(), f32s(f, t)),
             Dtype::I8 if t.shape.len() == 2 => {
@@ -224,5 +299,147 @@ mod tests {
             let e = load_weight(&f, "w.weight", &dev).unwrap_err();
             assert!(e.to_string().contains("w.weight"), "{e}");
         }
+    }
+
+    /// Sparse weights written by `write_f32_safetensors_sparse` decode to exactly the dense
+    /// values; a dense-looking tensor (too few zeros to gain) stays dense; crafted metadata and
+    /// inconsistent parts are errors naming the tensor.
+    #[test]
+    fn sparse_weights_round_trip_exactly_and_bad_ones_are_refused() {
+        use frugal_formats::sparse::Layout;
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        let w: Vec<f32> = (0..6 * 8)
+            .map(|i| {
+                if i % 4 < 2 {
+                    (i as f32 * 0.71).cos()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let dense: Vec<f32> = (0..8).map(|i| i as f32 + 0.5).collect();
+        let tensors = vec![
+            (
+                "a.weight".to_string(),
+                Tensor::from_vec(w.clone(), (6, 8), &dev).unwrap(),
+            ),
+            (
+                "b.weight".to_string(),
+                Tensor::from_vec(dense.clone(), (2, 4), &dev).unwrap(),
+            ),
+        ];
+        for layout in [Layout::Bitmask, Layout::NOfM { n: 2, m: 4 }] {
+            let p = dir.path().join(format!(
+                "{}.safetensors",
+                layout.to_string().replace(':', "of")
+            ));
+            crate::convert::write_f32_safetensors_sparse(
+                &p,
+                &[],
+                &BTreeMap::new(),
+                &tensors,
+                &|n, _| (layout == Layout::Bitmask || n == "a.weight").then_some(layout),
+            )
+            .unwrap();
+            let f = SafetensorsFile::open(&p).unwrap();
+            assert!(f.tensor("a.weight").is_none() && f.tensor("a.weight_values").is_some());
+            assert!(f.tensor("b.weight").is_some(), "no gain: kept dense");
+            let back: Vec<f32> = load_weight(&f, "a.weight", &dev)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(back, w, "{layout}");
+            assert_eq!(sparse_meta(&f).unwrap().tensors.len(), 1);
+        }
+        // 2:4 cannot hold a row with three non-zero values in a group: refused, nothing written.
+        let p = dir.path().join("x.safetensors");
+        let e = crate::convert::write_f32_safetensors_sparse(
+            &p,
+            &[],
+            &BTreeMap::new(),
+            &tensors,
+            &|_, _| Some(Layout::NOfM { n: 2, m: 4 }),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("b.weight"), "{e}");
+        assert!(!p.exists());
+        // Crafted files.
+        let meta = |layout: &str, shape: &str| {
+            let mut m = BTreeMap::new();
+            m.insert(
+                SPARSE_KEY.to_string(),
+                format!(r#"{{"version":1,"tensors":{{"w.weight":{{"shape":{shape},"layout":"{layout}"}}}}}}"#),
+            );
+            m
+        };
+        let vals = f32b(&[1.0, 2.0]);
+        for (m, parts) in [
+            (
+                meta("bitmask", "[2,4]"),
+                vec![
+                    ("w.weight_values", Dtype::F32, vec![2], vals.clone()),
+                    ("w.weight_index", Dtype::U8, vec![1], vec![0b111]),
+                ],
+            ),
+            (
+                meta("bitmask", "[2,4]"),
+                vec![("w.weight_values", Dtype::F32, vec![2], vals.clone())],
+            ),
+            (
+                meta("bitmask", "[99999999999,99999999999]"),
+                vec![
+                    ("w.weight_values", Dtype::F32, vec![2], vals.clone()),
+                    ("w.weight_index", Dtype::U8, vec![1], vec![3]),
+                ],
+            ),
+            (
+                meta("3:2", "[2,4]"),
+                vec![
+                    ("w.weight_values", Dtype::F32, vec![2], vals.clone()),
+                    ("w.weight_index", Dtype::U8, vec![1], vec![3]),
+                ],
+            ),
+            (
+                meta("1:4", "[2,4]"),
+                vec![
+                    ("w.weight_values", Dtype::F32, vec![2], vals.clone()),
+                    ("w.weight_index", Dtype::U8, vec![1], vec![0xFF]),
+                ],
+            ),
+            (
+                meta("bitmask", "[2,4]"),
+                vec![
+                    ("w.weight_values", Dtype::U8, vec![8], vals.clone()),
+                    ("w.weight_index", Dtype::U8, vec![1], vec![3]),
+                ],
+            ),
+        ] {
+            let p = dir.path().join("bad.safetensors");
+            let t: Vec<StTensorToWrite> = parts
+                .iter()
+                .map(|(n, d, s, b)| StTensorToWrite {
+                    name: n,
+                    dtype: *d,
+                    shape: s,
+                    data: b,
+                })
+                .collect();
+            write_safetensors_file(&p, &[], &m, &t).unwrap();
+            let f = SafetensorsFile::open(&p).unwrap();
+            let e = load_weight(&f, "w.weight", &dev).unwrap_err();
+            assert!(e.to_string().contains("w.weight"), "{e}");
+        }
+        let mut m = meta("bitmask", "[2,4]");
+        m.insert(SPARSE_KEY.into(), r#"{"version":2,"tensors":{}}"#.into());
+        let p = dir.path().join("v2.safetensors");
+        write_safetensors_file(&p, &[], &m, &[]).unwrap();
+        let f = SafetensorsFile::open(&p).unwrap();
+        assert!(sparse_meta(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("version 2"));
     }
 }

@@ -6,9 +6,10 @@
 
 use crate::Error;
 use frugal_compress::distill::{train_classifier, EpochRecord, TrainOptions};
-use frugal_compress::prune::{prune_linears, PruneOptions, PruneReport};
+use frugal_compress::prune::{prune_linears, Pattern, PruneOptions, PruneReport};
 use frugal_eval::classifier::{eval_classifier, ClassifierEvalResult};
 use frugal_formats::idx::ImageSet;
+use frugal_formats::sparse::Layout;
 use frugal_models::cnn::{Cnn, CnnConfig};
 use serde::Serialize;
 use std::path::Path;
@@ -272,7 +273,11 @@ pub fn run_classifier_pipeline(
             )
         },
     )?;
-    let mut r = record(dir, "student-pruned", format!("global magnitude pruning to {:.0} % sparsity, then {} epochs of distillation with the mask held", 100.0 * report.sparsity, plan.recover.epochs), Some(&pruned), set, test, t0.elapsed().as_secs_f64())?;
+    let layout = sparse_layout(plan.prune.pattern);
+    pruned
+        .save_sparse(&dir.join("student-pruned.safetensors"), &[], layout)
+        .map_err(frugal_compress::Error::from)?;
+    let mut r = record(dir, "student-pruned", format!("global magnitude pruning to {:.0} % sparsity, then {} epochs of distillation with the mask held; weights stored {layout}", 100.0 * report.sparsity, plan.recover.epochs), None, set, test, t0.elapsed().as_secs_f64())?;
     r.epochs = epochs;
     r.prune = Some(report);
     models.push(r);
@@ -300,6 +305,14 @@ pub fn run_classifier_pipeline(
         plan: plan.clone(),
         models,
     })
+}
+
+/// How a model pruned with `pattern` is stored compactly: a bitmask, or N:M positions.
+pub fn sparse_layout(pattern: Pattern) -> Layout {
+    match pattern {
+        Pattern::Unstructured => Layout::Bitmask,
+        Pattern::NM { n, m } => Layout::NOfM { n, m },
+    }
 }
 
 /// Prunes a copy of `model` with `prune` (weights only; biases stay) and, when `recover` has
@@ -514,6 +527,9 @@ pub struct PruneClassifierJob {
     pub prune: PruneOptions,
     /// Recovery settings (epochs 0: none).
     pub recover: TrainOptions,
+    /// Store the pruned weights compactly (a bitmask, or N:M positions for an N:M pattern)
+    /// instead of dense F32.
+    pub sparse_storage: bool,
 }
 
 /// What `frugal prune` did to a classifier.
@@ -529,6 +545,10 @@ pub struct PruneClassifierStep {
     pub input_eval: ClassifierEvalResult,
     pub eval: ClassifierEvalResult,
     pub accuracy_drop_pt: f64,
+    /// `dense`, `bitmask` or `N:M`, and the output's size against the input's.
+    pub storage: String,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
     pub seconds: f64,
 }
 
@@ -554,7 +574,15 @@ pub fn prune_classifier(
         &job.recover,
         progress,
     )?;
-    pruned.save(&job.output, &[&job.input]).map_err(ce)?;
+    let layout = job.sparse_storage.then(|| sparse_layout(job.prune.pattern));
+    let output_bytes = match layout {
+        Some(l) => pruned.save_sparse(&job.output, &[&job.input], l),
+        None => pruned.save(&job.output, &[&job.input]),
+    }
+    .map_err(ce)?;
+    let input_bytes = std::fs::metadata(&job.input)
+        .map_err(|e| frugal_formats::Error::io(&job.input, "reading metadata of", e))?
+        .len();
     let back = Cnn::load(&job.output, &dev).map_err(ce)?;
     let eval = eval_classifier(&back, &test_set, Some(&test))?;
     Ok(PruneClassifierStep {
@@ -567,6 +595,9 @@ pub fn prune_classifier(
         accuracy_drop_pt: input_eval.accuracy_pct - eval.accuracy_pct,
         input_eval,
         eval,
+        storage: layout.map_or("dense".into(), |l| l.to_string()),
+        input_bytes,
+        output_bytes,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

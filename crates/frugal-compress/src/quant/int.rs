@@ -315,15 +315,40 @@ fn quantize_tensors(
     let mut n_quantized = 0;
     let mut qparams = 0u64;
     let mut worst = (0f64, String::new());
-    let n = f.header.tensors.len();
-    for (i, t) in f.header.tensors.iter().enumerate() {
-        let data = f.tensor_data(t);
-        if !(t.dtype == Dtype::F32 && is_linear_weight(&t.name, &t.shape)) {
-            owned.push((t.name.clone(), t.dtype, t.shape.clone(), data.to_vec()));
+    // Sparse-stored (pruned) weights are decoded to dense F32 first; their zeros stay zero
+    // through int8 and the output is an ordinary integer file.
+    let sparse = frugal_models::int_weights::sparse_meta(f)?;
+    let mut items: Vec<(String, Dtype, Vec<u64>, std::borrow::Cow<[u8]>)> = Vec::new();
+    for t in &f.header.tensors {
+        let base = t
+            .name
+            .strip_suffix("_values")
+            .or_else(|| t.name.strip_suffix("_index"))
+            .filter(|b| sparse.tensors.contains_key(*b));
+        match base {
+            Some(b) if t.name.ends_with("_values") => {
+                let w = frugal_models::int_weights::load_weight(f, b, &candle_core::Device::Cpu)?;
+                let v: Vec<f32> = w.flatten_all()?.to_vec1()?;
+                let shape = sparse.tensors[b].shape.clone();
+                items.push((b.to_string(), Dtype::F32, shape, bytes_of(&v).into()));
+            }
+            Some(_) => {}
+            None => items.push((
+                t.name.clone(),
+                t.dtype,
+                t.shape.clone(),
+                f.tensor_data(t).into(),
+            )),
+        }
+    }
+    let n = items.len();
+    for (i, (name, dtype, shape, data)) in items.iter().enumerate() {
+        if !(*dtype == Dtype::F32 && is_linear_weight(name, shape)) {
+            owned.push((name.clone(), *dtype, shape.clone(), data.to_vec()));
             progress(i + 1, n);
             continue;
         }
-        let (rows, cols) = (t.shape[0], t.shape[1] as usize);
+        let (rows, cols) = (shape[0], shape[1] as usize);
         let w = f32s(data);
         let back: Vec<f32> = match scheme.group {
             None => {
@@ -333,18 +358,18 @@ fn quantize_tensors(
                     .enumerate()
                     .map(|(k, &v)| s[k / cols] * v as i8 as f32)
                     .collect();
-                owned.push((t.name.clone(), Dtype::I8, t.shape.clone(), q));
-                owned.push((scale_name(&t.name), Dtype::F32, vec![rows], bytes_of(&s)));
+                owned.push((name.clone(), Dtype::I8, shape.clone(), q));
+                owned.push((scale_name(name), Dtype::F32, vec![rows], bytes_of(&s)));
                 back
             }
             Some(g) => {
                 if cols % g != 0 {
                     return Err(Error::BadOptions(format!(
                         "{}: {cols} columns are not a multiple of the group size {g}",
-                        t.name
+                        name
                     )));
                 }
-                let (p, s, m) = match hessians.and_then(|h| h.get(&t.name)) {
+                let (p, s, m) = match hessians.and_then(|h| h.get(name)) {
                     Some((h, n)) if h.len() == cols * cols => {
                         let qw: Vec<f32> = (0..cols)
                             .map(|j| (h[j * cols + j] / (*n).max(1) as f64) as f32)
@@ -365,24 +390,14 @@ fn quantize_tensors(
                         s[gi] * q as f32 + m[gi]
                     })
                     .collect();
+                owned.push((packed_name(name), Dtype::U8, vec![rows, cols as u64 / 2], p));
                 owned.push((
-                    packed_name(&t.name),
-                    Dtype::U8,
-                    vec![rows, cols as u64 / 2],
-                    p,
-                ));
-                owned.push((
-                    scale_name(&t.name),
+                    scale_name(name),
                     Dtype::F32,
                     vec![rows, groups],
                     bytes_of(&s),
                 ));
-                owned.push((
-                    min_name(&t.name),
-                    Dtype::F32,
-                    vec![rows, groups],
-                    bytes_of(&m),
-                ));
+                owned.push((min_name(name), Dtype::F32, vec![rows, groups], bytes_of(&m)));
                 back
             }
         };
@@ -391,13 +406,14 @@ fn quantize_tensors(
         });
         let rel = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
         if rel > worst.0 {
-            worst = (rel, t.name.clone());
+            worst = (rel, name.clone());
         }
         n_quantized += 1;
-        qparams += t.n_elements();
+        qparams += shape.iter().product::<u64>();
         progress(i + 1, n);
     }
     let mut meta: BTreeMap<String, String> = f.header.metadata.clone();
+    meta.remove(frugal_models::int_weights::SPARSE_KEY);
     meta.insert(
         META_KEY.into(),
         serde_json::json!({
