@@ -94,7 +94,7 @@ pub fn encode(v: &[f32], layout: Layout) -> Result<Encoded, String> {
             Ok(Encoded { values, index })
         }
         Layout::NOfM { n, m } => {
-            if v.len() % m != 0 {
+            if !v.len().is_multiple_of(m) {
                 return Err(format!("{} elements are not whole groups of {m}", v.len()));
             }
             let bits = index_bits(m);
@@ -138,7 +138,7 @@ pub fn expected_sizes(numel: usize, layout: Layout) -> Result<(Option<usize>, us
     match layout {
         Layout::Bitmask => Ok((None, numel.div_ceil(8))),
         Layout::NOfM { n, m } => {
-            if numel % m != 0 {
+            if !numel.is_multiple_of(m) {
                 return Err(format!("{numel} elements are not whole groups of {m}"));
             }
             let k = numel / m * n;
@@ -172,7 +172,7 @@ pub fn decode(
     let mut out = vec![0f32; numel];
     match layout {
         Layout::Bitmask => {
-            if numel % 8 != 0 && index[numel / 8] >> (numel % 8) != 0 {
+            if !numel.is_multiple_of(8) && index[numel / 8] >> (numel % 8) != 0 {
                 return Err("mask has bits set past the last element".into());
             }
             let set: usize = index.iter().map(|b| b.count_ones() as usize).sum();
@@ -205,7 +205,7 @@ pub fn decode(
                 }
             }
             let used = k * bits;
-            if used % 8 != 0 && index[used / 8] >> (used % 8) != 0 {
+            if !used.is_multiple_of(8) && index[used / 8] >> (used % 8) != 0 {
                 return Err("index has bits set past the last position".into());
             }
         }

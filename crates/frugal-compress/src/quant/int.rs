@@ -318,7 +318,8 @@ fn quantize_tensors(
     // Sparse-stored (pruned) weights are decoded to dense F32 first; their zeros stay zero
     // through int8 and the output is an ordinary integer file.
     let sparse = frugal_models::int_weights::sparse_meta(f)?;
-    let mut items: Vec<(String, Dtype, Vec<u64>, std::borrow::Cow<[u8]>)> = Vec::new();
+    type Item<'a> = (String, Dtype, Vec<u64>, std::borrow::Cow<'a, [u8]>);
+    let mut items: Vec<Item> = Vec::new();
     for t in &f.header.tensors {
         let base = t
             .name
