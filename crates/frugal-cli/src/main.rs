@@ -162,10 +162,12 @@ enum Command {
         input: PathBuf,
         /// Output GGUF (or .safetensors for a CNN).
         output: PathBuf,
-        /// Structured removal instead of zeros: `mlp-neurons` removes at least `--sparsity` of
-        /// every block's MLP neurons (kept count a multiple of 32) and writes a smaller model.
+        /// Structured removal instead of zeros, writing a smaller model: `mlp-neurons` removes at
+        /// least `--sparsity` of every block's MLP neurons (kept count a multiple of 32);
+        /// `attn-heads` that share of each key/value group's query heads; `layers` that share of
+        /// the decoder blocks, those that change their input least on --calib text.
         /// magnitude: weight norms; wanda: activation × weight norms; sparsegpt: the same choice,
-        /// then ffn_down refitted by least squares on the calibration activations.
+        /// then ffn_down (attn_output) refitted by least squares on the calibration activations.
         #[arg(long, value_enum)]
         structure: Option<StructureArg>,
         /// CNN only: `fashion-mnist` or `digits`, for recovery and evaluation.
@@ -396,6 +398,10 @@ enum MethodArg {
 enum StructureArg {
     /// Whole MLP neurons (gate and up rows, down columns).
     MlpNeurons,
+    /// Query attention heads, the same number from each key/value group.
+    AttnHeads,
+    /// Whole decoder blocks, those that change their input least (needs --calib).
+    Layers,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -845,21 +851,27 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 ctx: calib_ctx,
                 max_tokens: calib_tokens,
             });
-            if let Some(StructureArg::MlpNeurons) = structure {
+            if let Some(structure) = structure {
+                use frugal_compress::structured::Unit;
                 if pattern != frugal_compress::prune::Pattern::Unstructured {
                     return Err(BadUsage(
-                        "--structure removes whole neurons; it takes no --pattern".into(),
+                        "--structure removes whole units; it takes no --pattern".into(),
                     )
                     .into());
                 }
-                let opts = frugal_compress::structured::NeuronPruneOptions {
+                let opts = frugal_compress::structured::StructuredOptions {
+                    unit: match structure {
+                        StructureArg::MlpNeurons => Unit::MlpNeurons,
+                        StructureArg::AttnHeads => Unit::AttnHeads,
+                        StructureArg::Layers => Unit::Layers,
+                    },
                     score,
                     fraction: sparsity,
                     multiple: 32,
                     damp,
                 };
                 let bar = progress_bar("");
-                let step = frugal_pipeline::quantize::neuron_prune_step(
+                let step = frugal_pipeline::quantize::structured_prune_step(
                     &input,
                     &output,
                     &opts,
@@ -869,14 +881,14 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 )?;
                 bar.finish_and_clear();
                 emit(json, &step, |s| {
+                    let (before, after) = s.prune.parameters();
                     println!(
-                        "wrote {} ({:?}): MLP width {} → {} in every block, {} → {} parameters, {:.2} MiB, in {:.2} s",
+                        "wrote {} ({:?}): {}, {} → {} parameters, {:.2} MiB, in {:.2} s",
                         s.output,
                         s.options.score,
-                        s.prune.n_ff_before,
-                        s.prune.n_ff_after,
-                        s.prune.parameters_before,
-                        s.prune.parameters_after,
+                        s.prune.summary(),
+                        before,
+                        after,
                         s.output_bytes as f64 / 1048576.0,
                         s.seconds
                     );

@@ -757,6 +757,122 @@ fn encoder_int8_and_int4_keep_the_embeddings() {
     assert_bad_input(&out, "is a folder");
 }
 
+/// Attention heads and whole blocks removed from the real model: smaller GGUFs with the new
+/// head count (and explicit head width) or block count that load and evaluate; the
+/// activation-aware head choice with the least-squares `attn_output` refit keeps far more of the
+/// model than weight norms; blocks renumber without gaps.
+#[test]
+fn attention_heads_and_blocks_removed_from_smollm2() {
+    let Some(p) = smollm2() else { return };
+    let Some(dir) = brown_calib_and_eval() else {
+        return;
+    };
+    let model = p.to_str().unwrap();
+    let prune = |structure: &str, method: &str, fraction: &str, out: &str| {
+        frugal_json(
+            &[
+                "prune",
+                model,
+                out,
+                "--structure",
+                structure,
+                "--sparsity",
+                fraction,
+                "--method",
+                method,
+                "--calib",
+                "calib.txt",
+                "--calib-ctx",
+                "256",
+                "--calib-tokens",
+                "512",
+                "--eval-text",
+                "eval.txt",
+                "--eval-chunks",
+                "1",
+                "--json",
+            ],
+            dir.path(),
+        )
+    };
+    let kld = |j: &serde_json::Value| j["quality"]["kld"]["mean"].as_f64().unwrap();
+    let m = prune("attn-heads", "magnitude", "0.3", "hm.gguf");
+    let s = prune("attn-heads", "sparsegpt", "0.3", "hs.gguf");
+    for j in [&m, &s] {
+        assert_eq!(j["prune"]["unit"], "attn-heads");
+        assert_eq!(j["prune"]["n_head_after"], 6, "{}", j["prune"]);
+        assert_eq!(
+            j["prune"]["layers"][0]["removed"].as_array().unwrap().len(),
+            3
+        );
+    }
+    assert!(
+        kld(&s) < kld(&m) / 2.0,
+        "sparsegpt {} magnitude {}",
+        kld(&s),
+        kld(&m)
+    );
+    let f = frugal_formats::gguf::GgufFile::open(&dir.path().join("hs.gguf")).unwrap();
+    let c = frugal_models::llama::LlamaConfig::from_gguf(&f).unwrap();
+    assert_eq!((c.n_head, c.n_head_kv, c.head_dim()), (6, 3, 64));
+    assert_eq!(
+        f.tensor("blk.4.attn_q.weight").unwrap().dims,
+        vec![576, 384]
+    );
+    assert_eq!(
+        f.tensor("blk.4.attn_output.weight").unwrap().dims,
+        vec![384, 576]
+    );
+
+    let l = prune("layers", "wanda", "0.1", "l.gguf");
+    assert_eq!(
+        (
+            l["prune"]["n_layer_before"].as_u64(),
+            l["prune"]["n_layer_after"].as_u64()
+        ),
+        (Some(30), Some(27))
+    );
+    let removed: Vec<u64> = l["prune"]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(removed.len(), 3);
+    assert!(
+        !removed.contains(&0) && !removed.contains(&29),
+        "{removed:?}: the first and last blocks matter most"
+    );
+    assert!(kld(&l).is_finite() && kld(&l) < 2.0, "{}", l["quality"]);
+    let f = frugal_formats::gguf::GgufFile::open(&dir.path().join("l.gguf")).unwrap();
+    assert_eq!(
+        frugal_models::llama::LlamaConfig::from_gguf(&f)
+            .unwrap()
+            .n_layer,
+        27
+    );
+    assert!(
+        f.tensor("blk.26.ffn_down.weight").is_some() && f.tensor("blk.27.attn_q.weight").is_none()
+    );
+    assert_bad_input(
+        &frugal(
+            &[
+                "prune",
+                model,
+                "x.gguf",
+                "--structure",
+                "layers",
+                "--method",
+                "magnitude",
+                "--no-eval",
+            ],
+            dir.path(),
+        ),
+        "--calib",
+    );
+    assert!(!dir.path().join("x.gguf").exists());
+}
+
 /// Structured pruning of the real model: every block's MLP shrinks from 1,536 to 1,216 neurons
 /// in a smaller GGUF that loads and evaluates, activation-aware scores keep far more of the model
 /// than weight norms, and logit distillation from the unpruned model then lowers the student's

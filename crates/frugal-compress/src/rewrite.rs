@@ -29,18 +29,37 @@ pub fn write_gguf_with_f32(
     metadata: &[(String, Value)],
     replaced: &HashMap<String, Replacement>,
 ) -> Result<u64> {
-    let specs: Vec<TensorSpec> = f
+    write_gguf_edited(f, output, inputs, metadata, replaced, &|n| {
+        Some(n.to_string())
+    })
+}
+
+/// [`write_gguf_with_f32`] that also renames or drops tensors: `rename(name)` gives a tensor's
+/// name in the output, or `None` to leave it out (`replaced` is keyed by input names).
+pub fn write_gguf_edited(
+    f: &GgufFile,
+    output: &Path,
+    inputs: &[&Path],
+    metadata: &[(String, Value)],
+    replaced: &HashMap<String, Replacement>,
+    rename: &dyn Fn(&str) -> Option<String>,
+) -> Result<u64> {
+    let kept: Vec<(&frugal_formats::gguf::TensorInfo, String)> = f
         .header
         .tensors
         .iter()
-        .map(|t| match replaced.get(&t.name) {
+        .filter_map(|t| rename(&t.name).map(|n| (t, n)))
+        .collect();
+    let specs: Vec<TensorSpec> = kept
+        .iter()
+        .map(|(t, name)| match replaced.get(&t.name) {
             Some(r) => TensorSpec {
-                name: &t.name,
+                name,
                 ggml_type: GgmlType::F32,
                 dims: &r.dims,
             },
             None => TensorSpec {
-                name: &t.name,
+                name,
                 ggml_type: t.ggml_type,
                 dims: &t.dims,
             },
@@ -48,7 +67,7 @@ pub fn write_gguf_with_f32(
         .collect();
     let mut w = GgufStreamWriter::create(output, inputs, metadata, &specs)
         .map_err(frugal_models::Error::from)?;
-    for t in &f.header.tensors {
+    for (t, _) in &kept {
         match replaced.get(&t.name) {
             Some(r) => w.write_tensor(&f32_bytes(&r.data)),
             None => w.write_tensor(f.tensor_data(t)),

@@ -1,7 +1,10 @@
-//! Structured pruning that physically shrinks a Llama-family model: whole MLP neurons (row `j`
-//! of `ffn_gate` and `ffn_up`, column `j` of `ffn_down`) removed from every block, the same
-//! number in each, so the result is an ordinary GGUF with a smaller `feed_forward_length` that
-//! llama.cpp loads as it is.
+//! Structured pruning that physically shrinks a Llama-family model into an ordinary GGUF that
+//! llama.cpp loads as it is: whole MLP neurons (row `j` of `ffn_gate` and `ffn_up`, column `j`
+//! of `ffn_down`) removed from every block, the same number in each, with a smaller
+//! `feed_forward_length`; query attention heads ([`prune_heads_gguf`]); or whole decoder blocks
+//! ([`prune_layers_gguf`]).
+//!
+//! MLP neurons:
 //!
 //! Which neurons go, per block:
 //! - `Magnitude` (no calibration): the product of the neuron's weight norms
@@ -26,11 +29,24 @@ use frugal_models::llama::{Llama, LlamaConfig};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// What structured pruning removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unit {
+    /// MLP neurons of every block ([`prune_mlp_neurons_gguf`]).
+    MlpNeurons,
+    /// Query attention heads of every block ([`prune_heads_gguf`]).
+    AttnHeads,
+    /// Whole decoder blocks ([`prune_layers_gguf`]).
+    Layers,
+}
+
 /// Settings.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct NeuronPruneOptions {
+pub struct StructuredOptions {
+    pub unit: Unit,
     pub score: Score,
-    /// At least this fraction of each block's MLP neurons is removed.
+    /// At least this fraction of the units (per block for neurons and heads) is removed.
     pub fraction: f64,
     /// The kept count is a multiple of this (32 keeps every ggml block type usable on
     /// `ffn_down`, whose rows then hold the kept neurons).
@@ -128,7 +144,7 @@ fn weights(l: &Linear) -> Result<Vec<f32>> {
 pub fn prune_mlp_neurons_gguf(
     input: &Path,
     output: &Path,
-    opts: &NeuronPruneOptions,
+    opts: &StructuredOptions,
     calib: Option<&Calibration>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(NeuronPruneReport, u64)> {
@@ -283,6 +299,426 @@ pub fn prune_mlp_neurons_gguf(
             parameters_before: total,
             parameters_after: total - removed,
             layers,
+        },
+        bytes,
+    ))
+}
+
+/// What structured pruning did, by unit.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "unit", rename_all = "kebab-case")]
+pub enum StructuredReport {
+    MlpNeurons(NeuronPruneReport),
+    AttnHeads(HeadPruneReport),
+    Layers(LayerPruneReport),
+}
+
+impl StructuredReport {
+    pub fn parameters(&self) -> (u64, u64) {
+        match self {
+            StructuredReport::MlpNeurons(r) => (r.parameters_before, r.parameters_after),
+            StructuredReport::AttnHeads(r) => (r.parameters_before, r.parameters_after),
+            StructuredReport::Layers(r) => (r.parameters_before, r.parameters_after),
+        }
+    }
+
+    /// One line: what shrank, from what to what.
+    pub fn summary(&self) -> String {
+        match self {
+            StructuredReport::MlpNeurons(r) => format!(
+                "MLP width {} → {} in every block",
+                r.n_ff_before, r.n_ff_after
+            ),
+            StructuredReport::AttnHeads(r) => format!(
+                "query heads {} → {} in every block ({} key/value heads of {})",
+                r.n_head_before, r.n_head_after, r.n_head_kv, r.head_dim
+            ),
+            StructuredReport::Layers(r) => format!(
+                "blocks {} → {} (removed {:?})",
+                r.n_layer_before, r.n_layer_after, r.removed
+            ),
+        }
+    }
+}
+
+/// Structured pruning of `opts.unit` (see each function).
+pub fn prune_structured_gguf(
+    input: &Path,
+    output: &Path,
+    opts: &StructuredOptions,
+    calib: Option<&Calibration>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(StructuredReport, u64)> {
+    Ok(match opts.unit {
+        Unit::MlpNeurons => {
+            let (r, b) = prune_mlp_neurons_gguf(input, output, opts, calib, progress)?;
+            (StructuredReport::MlpNeurons(r), b)
+        }
+        Unit::AttnHeads => {
+            let (r, b) = prune_heads_gguf(input, output, opts, calib, progress)?;
+            (StructuredReport::AttnHeads(r), b)
+        }
+        Unit::Layers => {
+            let (r, b) = prune_layers_gguf(input, output, opts, calib, progress)?;
+            (StructuredReport::Layers(r), b)
+        }
+    })
+}
+
+/// The input's metadata with `updates` applied: an existing key keeps its integer type, a new
+/// one is added as U32.
+fn with_keys(f: &GgufFile, updates: &[(String, u64)]) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = f
+        .header
+        .metadata
+        .iter()
+        .map(|(k, v)| match updates.iter().find(|(u, _)| u == k) {
+            Some(&(_, n)) => (
+                k.clone(),
+                match v {
+                    Value::U64(_) => Value::U64(n),
+                    Value::I32(_) => Value::I32(n as i32),
+                    _ => Value::U32(n as u32),
+                },
+            ),
+            None => (k.clone(), v.clone()),
+        })
+        .collect();
+    for (k, n) in updates {
+        if !out.iter().any(|(o, _)| o == k) {
+            out.push((k.clone(), Value::U32(*n as u32)));
+        }
+    }
+    out
+}
+
+fn need_tensor(f: &GgufFile, name: &str) -> Result<Vec<f32>> {
+    let t = f
+        .tensor(name)
+        .ok_or_else(|| Error::BadOptions(format!("{}: no tensor {name}", f.path().display())))?;
+    crate::quant::tensor_f32(f, t)
+}
+
+/// One block's removed attention heads.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeadLayer {
+    pub block: usize,
+    /// Query heads removed (indices in the input model).
+    pub removed: Vec<usize>,
+    /// The removed heads' share of the block's total head score.
+    pub removed_score_share: f64,
+}
+
+/// What [`prune_heads_gguf`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeadPruneReport {
+    pub n_head_before: usize,
+    pub n_head_after: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub parameters_before: u64,
+    pub parameters_after: u64,
+    pub layers: Vec<HeadLayer>,
+}
+
+/// Removes query attention heads from every block of the model in `input`, the same number
+/// from each key/value group (so grouped-query attention stays regular: at least
+/// `opts.fraction` of each group's query heads, at least one, never all), and writes the smaller
+/// model to `output`: `attn_q`'s rows and `attn_output`'s columns of those heads gone,
+/// `attention.head_count` lowered and `attention.key_length`/`value_length` set (the head width
+/// no longer follows from the model width), which llama.cpp reads.
+///
+/// Scores per head: `Magnitude` ‖W_q,h‖·‖W_o,h‖; `Wanda` the energy of the head's contribution
+/// to the block output on the calibration tokens, tr(W_o,h·G_hh·W_o,hᵀ) with G the Gram matrix of
+/// `attn_output`'s input; `SparseGpt` the same choice, then `attn_output` refitted by least
+/// squares on the kept heads ([`refit_down`]). Scored on the unpruned model's activations.
+pub fn prune_heads_gguf(
+    input: &Path,
+    output: &Path,
+    opts: &StructuredOptions,
+    calib: Option<&Calibration>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(HeadPruneReport, u64)> {
+    let f = GgufFile::open(input)?;
+    let cfg = LlamaConfig::from_gguf(&f)?;
+    let (nh, nkv, hd, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim(), cfg.n_embd);
+    let per_group = nh / nkv;
+    if !(opts.fraction > 0.0 && opts.fraction < 1.0) {
+        return Err(Error::BadOptions(format!(
+            "fraction of heads {} must lie in (0, 1)",
+            opts.fraction
+        )));
+    }
+    if per_group < 2 {
+        return Err(Error::BadOptions(format!(
+            "each of the {nkv} key/value heads serves one query head: no query head can go without its group"
+        )));
+    }
+    let drop = ((per_group as f64 * opts.fraction).round() as usize).clamp(1, per_group - 1);
+    let nh2 = nkv * (per_group - drop);
+    let names = |i: usize| ["attn_q", "attn_output"].map(|s| format!("blk.{i}.{s}.weight"));
+    // Per block: the Gram matrix of attn_output's input (calibrated scores only).
+    let grams: Option<Vec<Vec<f64>>> = match (opts.score, calib) {
+        (Score::Magnitude, _) => None,
+        (_, None) => {
+            return Err(Error::BadOptions(format!(
+                "{:?} head scores need calibration text (--calib FILE)",
+                opts.score
+            )))
+        }
+        (_, Some(calib)) => {
+            let mut grams = Vec::with_capacity(cfg.n_layer);
+            let mut keep = |_: &mut Llama, _: usize, st: &mut BlockStats| -> Result<()> {
+                grams.push(std::mem::take(&mut st.grams[1]));
+                Ok(())
+            };
+            gptq::sequential(&f, calib, false, &mut keep, progress)?;
+            Some(grams)
+        }
+    };
+    let mut replaced = HashMap::new();
+    let mut layers = Vec::with_capacity(cfg.n_layer);
+    let n_in = nh * hd;
+    for i in 0..cfg.n_layer {
+        let [qn, on] = names(i);
+        let (q, o) = (need_tensor(&f, &qn)?, need_tensor(&f, &on)?);
+        if q.len() != n_in * d || o.len() != d * n_in {
+            return Err(Error::BadOptions(format!(
+                "{qn} / {on}: sizes {} / {} do not match {nh} heads of {hd}",
+                q.len(),
+                o.len()
+            )));
+        }
+        let o_cols = |h: usize| {
+            o.chunks(n_in)
+                .flat_map(move |r| r[h * hd..(h + 1) * hd].iter().copied())
+        };
+        let scores: Vec<f64> = (0..nh)
+            .map(|h| match &grams {
+                None => norm(q[h * hd * d..(h + 1) * hd * d].iter().copied()) * norm(o_cols(h)),
+                Some(g) => {
+                    let g = &g[i];
+                    let mut e = 0f64;
+                    for r in o.chunks(n_in) {
+                        let w = &r[h * hd..(h + 1) * hd];
+                        for a in 0..hd {
+                            let row = &g
+                                [(h * hd + a) * n_in + h * hd..(h * hd + a) * n_in + (h + 1) * hd];
+                            let dot: f64 = row.iter().zip(w).map(|(&x, &y)| x * f64::from(y)).sum();
+                            e += f64::from(w[a]) * dot;
+                        }
+                    }
+                    e.max(0.0)
+                }
+            })
+            .collect();
+        let mut kept_heads = Vec::with_capacity(nh2);
+        for g in 0..nkv {
+            let group: Vec<usize> = (g * per_group..(g + 1) * per_group).collect();
+            let local: Vec<f64> = group.iter().map(|&h| scores[h]).collect();
+            kept_heads.extend(
+                choose(&local, per_group - drop)
+                    .into_iter()
+                    .map(|j| group[j]),
+            );
+        }
+        let removed: Vec<usize> = (0..nh).filter(|h| !kept_heads.contains(h)).collect();
+        let cols: Vec<usize> = kept_heads
+            .iter()
+            .flat_map(|&h| h * hd..(h + 1) * hd)
+            .collect();
+        let new_q: Vec<f32> = cols
+            .iter()
+            .flat_map(|&r| q[r * d..(r + 1) * d].iter().copied())
+            .collect();
+        let new_o = match (&grams, opts.score) {
+            (Some(g), Score::SparseGpt) => refit_down(&o, n_in, &g[i], &cols, opts.damp)?,
+            _ => take_cols(&o, n_in, &cols),
+        };
+        let total: f64 = scores.iter().sum();
+        layers.push(HeadLayer {
+            block: i,
+            removed_score_share: if total > 0.0 {
+                removed.iter().map(|&h| scores[h]).sum::<f64>() / total
+            } else {
+                0.0
+            },
+            removed,
+        });
+        let w = (nh2 * hd) as u64;
+        replaced.insert(
+            qn,
+            Replacement {
+                dims: vec![d as u64, w],
+                data: new_q,
+            },
+        );
+        replaced.insert(
+            on,
+            Replacement {
+                dims: vec![w, d as u64],
+                data: new_o,
+            },
+        );
+        if grams.is_none() {
+            progress(i + 1, cfg.n_layer);
+        }
+    }
+    let arch = f.header.architecture().unwrap_or("llama").to_string();
+    let metadata = with_keys(
+        &f,
+        &[
+            (format!("{arch}.attention.head_count"), nh2 as u64),
+            (format!("{arch}.attention.key_length"), hd as u64),
+            (format!("{arch}.attention.value_length"), hd as u64),
+        ],
+    );
+    let bytes = write_gguf_with_f32(&f, output, &[input], &metadata, &replaced)?;
+    let total: u64 = f.header.tensors.iter().map(|t| t.n_elements()).sum();
+    let removed = (cfg.n_layer * 2 * (nh - nh2) * hd * d) as u64;
+    Ok((
+        HeadPruneReport {
+            n_head_before: nh,
+            n_head_after: nh2,
+            n_head_kv: nkv,
+            head_dim: hd,
+            parameters_before: total,
+            parameters_after: total - removed,
+            layers,
+        },
+        bytes,
+    ))
+}
+
+/// What [`prune_layers_gguf`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerPruneReport {
+    pub n_layer_before: usize,
+    pub n_layer_after: usize,
+    /// Blocks removed (indices in the input model).
+    pub removed: Vec<usize>,
+    /// Every block's influence on the calibration tokens: the mean of 1 − cos(x, block(x)).
+    pub block_influence: Vec<f64>,
+    pub parameters_before: u64,
+    pub parameters_after: u64,
+}
+
+/// Every block's influence (ShortGPT's "Block Influence", Men et al. 2024): the mean over the
+/// calibration tokens of 1 − cos(h_in, h_out), the cosine between a block's input and output
+/// hidden states on the full model.
+pub fn block_influence(model: &Llama, calib: &Calibration) -> Result<Vec<f64>> {
+    let mut bi = vec![0f64; model.blocks.len()];
+    let mut n = 0usize;
+    for chunk in &calib.chunks {
+        let ctx = model.attn_ctx(chunk.len())?;
+        let mut x = model.embed(chunk)?;
+        for (i, b) in bi.iter_mut().enumerate() {
+            let y = model.block_forward(i, &x, &ctx, false)?.0;
+            let dot: Vec<f32> = (&x * &y)?.sum(1)?.to_vec1()?;
+            let nx: Vec<f32> = x.sqr()?.sum(1)?.to_vec1()?;
+            let ny: Vec<f32> = y.sqr()?.sum(1)?.to_vec1()?;
+            for ((d, a), c) in dot.iter().zip(&nx).zip(&ny) {
+                let den = (f64::from(*a) * f64::from(*c)).sqrt();
+                *b += 1.0 - if den > 0.0 { f64::from(*d) / den } else { 1.0 };
+            }
+            x = y;
+        }
+        n += chunk.len();
+    }
+    Ok(bi.into_iter().map(|s| s / n.max(1) as f64).collect())
+}
+
+/// Removes whole decoder blocks — at least `opts.fraction` of them (one at least, never all),
+/// those with the least [`block_influence`] on the calibration text — and writes the shallower
+/// model to `output`: the blocks' tensors left out, the later ones renumbered, `block_count`
+/// lowered. Needs calibration whatever the score.
+pub fn prune_layers_gguf(
+    input: &Path,
+    output: &Path,
+    opts: &StructuredOptions,
+    calib: Option<&Calibration>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(LayerPruneReport, u64)> {
+    let f = GgufFile::open(input)?;
+    let cfg = LlamaConfig::from_gguf(&f)?;
+    let n = cfg.n_layer;
+    if !(opts.fraction > 0.0 && opts.fraction < 1.0) {
+        return Err(Error::BadOptions(format!(
+            "fraction of layers {} must lie in (0, 1)",
+            opts.fraction
+        )));
+    }
+    let calib = calib.ok_or_else(|| {
+        Error::BadOptions(
+            "layers are chosen by how much they change their input on calibration text (--calib FILE)".into(),
+        )
+    })?;
+    let k = ((n as f64 * opts.fraction).ceil() as usize).clamp(1, n.saturating_sub(1));
+    if k == 0 {
+        return Err(Error::BadOptions(
+            "a one-block model has no block to remove".into(),
+        ));
+    }
+    progress(0, 1);
+    let bi = block_influence(&gptq::load_model(&f)?, calib)?;
+    progress(1, 1);
+    let mut removed: Vec<usize> = (0..n).collect();
+    removed.sort_by(|&a, &b| bi[a].total_cmp(&bi[b]).then(a.cmp(&b)));
+    removed.truncate(k);
+    removed.sort_unstable();
+    let new_index: Vec<Option<usize>> = {
+        let mut next = 0;
+        (0..n)
+            .map(|i| {
+                (!removed.contains(&i)).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect()
+    };
+    let rename = |name: &str| -> Option<String> {
+        let Some(rest) = name.strip_prefix("blk.") else {
+            return Some(name.to_string());
+        };
+        let Some((i, tail)) = rest
+            .split_once('.')
+            .and_then(|(i, tail)| Some((i.parse::<usize>().ok()?, tail)))
+        else {
+            return Some(name.to_string());
+        };
+        new_index
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|j| format!("blk.{j}.{tail}"))
+    };
+    let arch = f.header.architecture().unwrap_or("llama").to_string();
+    let metadata = with_keys(&f, &[(format!("{arch}.block_count"), (n - k) as u64)]);
+    let bytes = crate::rewrite::write_gguf_edited(
+        &f,
+        output,
+        &[input],
+        &metadata,
+        &HashMap::new(),
+        &rename,
+    )?;
+    let total: u64 = f.header.tensors.iter().map(|t| t.n_elements()).sum();
+    let kept: u64 = f
+        .header
+        .tensors
+        .iter()
+        .filter(|t| rename(&t.name).is_some())
+        .map(|t| t.n_elements())
+        .sum();
+    Ok((
+        LayerPruneReport {
+            n_layer_before: n,
+            n_layer_after: n - k,
+            removed,
+            block_influence: bi,
+            parameters_before: total,
+            parameters_after: kept,
         },
         bytes,
     ))

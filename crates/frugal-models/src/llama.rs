@@ -26,11 +26,14 @@ pub struct LlamaConfig {
     pub rms_eps: f64,
     pub rope_base: f64,
     pub rope_dim: usize,
+    /// Width of one attention head: `attention.key_length` when the file says (a model with
+    /// heads removed), else `n_embd / n_head`, as llama.cpp reads it.
+    pub head_dim: usize,
 }
 
 impl LlamaConfig {
     pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
+        self.head_dim
     }
 
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
@@ -82,11 +85,13 @@ impl LlamaConfig {
                 .arch_get("rope.freq_base")
                 .and_then(|v| v.as_f64())
                 .unwrap_or(10_000.0),
-            rope_dim: int("rope.dimension_count")?.unwrap_or(n_embd / n_head.max(1)),
+            rope_dim: 0,
+            head_dim: 0,
         };
+        let key_length = int("attention.key_length")?;
         if cfg.n_head == 0
             || cfg.n_head_kv == 0
-            || n_embd % cfg.n_head != 0
+            || (key_length.is_none() && n_embd % cfg.n_head != 0)
             || cfg.n_head % cfg.n_head_kv != 0
         {
             return Err(bad(
@@ -97,6 +102,18 @@ impl LlamaConfig {
                 ),
             ));
         }
+        let head_dim = key_length.unwrap_or(n_embd / cfg.n_head);
+        if int("attention.value_length")?.is_some_and(|v| v != head_dim) {
+            return Err(bad(
+                &format!("{arch}.attention.value_length"),
+                format!("differs from the key length {head_dim}: not supported"),
+            ));
+        }
+        let cfg = LlamaConfig {
+            head_dim,
+            rope_dim: int("rope.dimension_count")?.unwrap_or(head_dim),
+            ..cfg
+        };
         if cfg.n_embd == 0
             || cfg.n_ff == 0
             || cfg.n_vocab == 0
@@ -225,17 +242,21 @@ fn linear(
 impl Llama {
     pub fn load(f: &GgufFile, opts: LoadOptions, device: &Device) -> Result<Self> {
         let c = LlamaConfig::from_gguf(f)?;
-        let (d, kv) = (c.n_embd, c.n_head_kv * c.head_dim());
+        let (d, kv, qd) = (
+            c.n_embd,
+            c.n_head_kv * c.head_dim(),
+            c.n_head * c.head_dim(),
+        );
         let embedding = load_f32_shaped(f, "token_embd.weight", &[c.n_vocab, d], device)?;
         let mut blocks = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(Block {
                 attn_norm: load_f32_shaped(f, &n("attn_norm"), &[d], device)?,
-                q: linear(f, &n("attn_q"), [d, d], opts, device)?,
+                q: linear(f, &n("attn_q"), [qd, d], opts, device)?,
                 k: linear(f, &n("attn_k"), [kv, d], opts, device)?,
                 v: linear(f, &n("attn_v"), [kv, d], opts, device)?,
-                o: linear(f, &n("attn_output"), [d, d], opts, device)?,
+                o: linear(f, &n("attn_output"), [d, qd], opts, device)?,
                 ffn_norm: load_f32_shaped(f, &n("ffn_norm"), &[d], device)?,
                 gate: linear(f, &n("ffn_gate"), [c.n_ff, d], opts, device)?,
                 up: linear(f, &n("ffn_up"), [c.n_ff, d], opts, device)?,

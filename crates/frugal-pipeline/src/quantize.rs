@@ -129,31 +129,33 @@ pub fn prune_step(
     Ok(PruneStep { prune, quality })
 }
 
-/// A model shrunk by removing MLP neurons and, when asked, its evaluation against the input.
+/// A model shrunk by removing MLP neurons, attention heads or blocks and, when asked, its
+/// evaluation against the input.
 #[derive(Debug, Clone, Serialize)]
-pub struct NeuronPruneStep {
+pub struct StructuredPruneStep {
     pub input: String,
     pub output: String,
-    pub options: frugal_compress::structured::NeuronPruneOptions,
+    pub options: frugal_compress::structured::StructuredOptions,
     pub calibration_tokens: Option<usize>,
-    pub prune: frugal_compress::structured::NeuronPruneReport,
+    pub prune: frugal_compress::structured::StructuredReport,
     pub output_bytes: u64,
     pub seconds: f64,
     pub quality: Option<LmEvalReport>,
 }
 
-/// Removes MLP neurons from a GGUF model into `output`, then evaluates it against `input`.
-pub fn neuron_prune_step(
+/// Removes MLP neurons, attention heads or blocks from a GGUF model into `output`, then
+/// evaluates it against `input`.
+pub fn structured_prune_step(
     input: &Path,
     output: &Path,
-    opts: &frugal_compress::structured::NeuronPruneOptions,
+    opts: &frugal_compress::structured::StructuredOptions,
     calib: Option<&CalibSpec>,
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
-) -> Result<NeuronPruneStep, crate::Error> {
+) -> Result<StructuredPruneStep, crate::Error> {
     let t0 = std::time::Instant::now();
     let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
-    let (prune, output_bytes) = frugal_compress::structured::prune_mlp_neurons_gguf(
+    let (prune, output_bytes) = frugal_compress::structured::prune_structured_gguf(
         input,
         output,
         opts,
@@ -164,7 +166,7 @@ pub fn neuron_prune_step(
     let quality = eval
         .map(|e| judge(output, input, e, progress))
         .transpose()?;
-    Ok(NeuronPruneStep {
+    Ok(StructuredPruneStep {
         input: input.display().to_string(),
         output: output.display().to_string(),
         options: *opts,

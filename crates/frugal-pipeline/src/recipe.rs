@@ -15,7 +15,7 @@
 //! kind = "prune"
 //! method = "wanda"                            # magnitude | wanda | sparsegpt
 //! sparsity = 0.2
-//! structure = "mlp-neurons"                   # or pattern = "2:4" / "unstructured"
+//! structure = "mlp-neurons"                   # attn-heads, layers; or pattern = "2:4" / …
 //! calib = { brown = "ca01-ca10", tokens = 8192 }
 //! [[step]]
 //! kind = "distill"                            # from the recipe's model, on text
@@ -67,7 +67,7 @@ pub enum Step {
         sparsity: f64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pattern: Option<String>,
-        /// `mlp-neurons` for structured removal.
+        /// `mlp-neurons`, `attn-heads` or `layers` for structured removal.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         structure: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,18 +308,33 @@ fn run_step(
                 .as_ref()
                 .map(|t| calib_spec(t, dir, 32768, 512))
                 .transpose()?;
-            match structure.as_deref() {
-                Some("mlp-neurons") => {
+            let unit = structure
+                .as_deref()
+                .map(|s| {
+                    serde_json::from_value::<frugal_compress::structured::Unit>(
+                        serde_json::Value::String(s.to_string()),
+                    )
+                    .map_err(|_| {
+                        bad(
+                            path,
+                            format!("structure `{s}` (mlp-neurons, attn-heads, layers)"),
+                        )
+                    })
+                })
+                .transpose()?;
+            match unit {
+                Some(unit) => {
                     if pattern.is_some() {
                         return Err(bad(path, "a structured prune takes no pattern".into()));
                     }
-                    let opts = frugal_compress::structured::NeuronPruneOptions {
+                    let opts = frugal_compress::structured::StructuredOptions {
+                        unit,
                         score,
                         fraction: *sparsity,
                         multiple: 32,
                         damp: 0.01,
                     };
-                    let s = quantize::neuron_prune_step(
+                    let s = quantize::structured_prune_step(
                         input,
                         output,
                         &opts,
@@ -328,9 +343,6 @@ fn run_step(
                         progress,
                     )?;
                     (json(&s), true)
-                }
-                Some(other) => {
-                    return Err(bad(path, format!("structure `{other}` (mlp-neurons)")));
                 }
                 None => {
                     let pattern = pattern

@@ -74,7 +74,7 @@ impl Calibration {
 
 /// Loads the model with exact f32 weights (no activation rounding): calibration statistics are
 /// properties of the model, not of a kernel.
-fn load_model(f: &GgufFile) -> Result<Llama> {
+pub(crate) fn load_model(f: &GgufFile) -> Result<Llama> {
     Ok(Llama::load(
         f,
         LoadOptions::EXACT,
