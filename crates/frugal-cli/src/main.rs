@@ -402,6 +402,8 @@ enum StructureArg {
     AttnHeads,
     /// Whole decoder blocks, those that change their input least (needs --calib).
     Layers,
+    /// CNN only: whole conv channels (and the next layer's inputs that read them).
+    Channels,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -802,6 +804,16 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         ..Default::default()
                     },
                     sparse_storage: storage == StorageArg::Sparse,
+                    channels: match structure {
+                        None => false,
+                        Some(StructureArg::Channels) => true,
+                        Some(_) => {
+                            return Err(BadUsage(
+                                "a CNN classifier takes --structure channels (or none)".into(),
+                            )
+                            .into())
+                        }
+                    },
                 };
                 let bar = progress_bar("batches ");
                 let step =
@@ -812,14 +824,28 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     })?;
                 bar.finish_and_clear();
                 emit(json, &step, |s| {
-                    println!(
-                        "wrote {} at {:.2} % sparsity ({:?}) after {} recovery epochs in {:.1} s",
-                        s.output,
-                        100.0 * s.prune.sparsity,
-                        s.prune.options.pattern,
-                        s.epochs.len(),
-                        s.seconds
-                    );
+                    if let Some(p) = &s.prune {
+                        println!(
+                            "wrote {} at {:.2} % sparsity ({:?}) after {} recovery epochs in {:.1} s",
+                            s.output,
+                            100.0 * p.sparsity,
+                            p.options.pattern,
+                            s.epochs.len(),
+                            s.seconds
+                        );
+                    }
+                    if let Some(c) = &s.channels {
+                        println!(
+                            "wrote {}: conv channels {:?} → {:?}, {} → {} parameters, after {} recovery epochs in {:.1} s",
+                            s.output,
+                            c.conv_channels_before,
+                            c.conv_channels_after,
+                            c.parameters_before,
+                            c.parameters_after,
+                            s.epochs.len(),
+                            s.seconds
+                        );
+                    }
                     println!(
                         "stored {}: {} bytes ({:.1} % of the input's {} bytes)",
                         s.storage,
@@ -864,6 +890,12 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         StructureArg::MlpNeurons => Unit::MlpNeurons,
                         StructureArg::AttnHeads => Unit::AttnHeads,
                         StructureArg::Layers => Unit::Layers,
+                        StructureArg::Channels => {
+                            return Err(BadUsage(
+                                "--structure channels is for CNN classifiers (.safetensors)".into(),
+                            )
+                            .into())
+                        }
                     },
                     score,
                     fraction: sparsity,

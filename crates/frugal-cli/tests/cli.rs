@@ -338,10 +338,71 @@ fn distill_trains_and_distils_a_digits_classifier() {
             ],
             "global magnitude",
         ),
+        (
+            vec![
+                "prune",
+                "t.safetensors",
+                "x.safetensors",
+                "--method",
+                "magnitude",
+                "--structure",
+                "attn-heads",
+                "--data",
+                "digits",
+            ],
+            "--structure channels",
+        ),
     ] {
         assert_bad_input(&frugal(&args, dir.path()), msg);
     }
     assert!(!dir.path().join("x.safetensors").exists());
+
+    // Half of every conv block's channels removed: a smaller dense model (half the filters,
+    // fc1 reading half the features) that loads, evaluates as the run reported, and recovers
+    // by distillation from the unpruned teacher.
+    let ch = |out: &str, epochs: &str| {
+        frugal_json(
+            &[
+                "prune",
+                "t.safetensors",
+                out,
+                "--structure",
+                "channels",
+                "--method",
+                "magnitude",
+                "--sparsity",
+                "0.5",
+                "--data",
+                "digits",
+                "--recover-epochs",
+                epochs,
+                "--json",
+            ],
+            dir.path(),
+        )
+    };
+    let (c0, c3) = (ch("c0.safetensors", "0"), ch("c3.safetensors", "4"));
+    assert_eq!(
+        c3["channels"]["conv_channels_after"],
+        serde_json::json!([16, 32])
+    );
+    assert!(
+        c3["channels"]["parameters_after"].as_u64() < c3["channels"]["parameters_before"].as_u64()
+    );
+    assert!(
+        acc(&c3) > acc(&c0) && acc(&c3) > 85.0,
+        "recovered {} vs unrecovered {}",
+        c3["eval"],
+        c0["eval"]
+    );
+    let small = load("c3.safetensors");
+    assert_eq!(small.config.conv_channels, vec![16, 32]);
+    let out = frugal(
+        &["eval", "c3.safetensors", "--data", "digits", "--json"],
+        dir.path(),
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["n_correct"], c3["eval"]["n_correct"]);
 }
 
 /// Ctrl-C during a write: the process exits with 130 and leaves no partial file behind.

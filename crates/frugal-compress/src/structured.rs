@@ -724,6 +724,164 @@ pub fn prune_layers_gguf(
     ))
 }
 
+/// One conv block's outcome in [`prune_cnn_channels`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelLayer {
+    pub conv: usize,
+    pub before: usize,
+    pub kept: Vec<usize>,
+    /// The removed channels' share of the layer's total score.
+    pub removed_score_share: f64,
+}
+
+/// What [`prune_cnn_channels`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelPruneReport {
+    pub conv_channels_before: Vec<usize>,
+    pub conv_channels_after: Vec<usize>,
+    pub parameters_before: usize,
+    pub parameters_after: usize,
+    pub layers: Vec<ChannelLayer>,
+}
+
+/// Removes at least `fraction` of every conv block's output channels from a CNN (at least one
+/// kept), physically: the channel's filter and bias go, and so do the next layer's inputs that
+/// read it (its 3×3 input slices in the next conv, its H·W columns in `fc1`, which reads the
+/// features channel-major as PyTorch flattens them). A channel's score is the product of the
+/// L2 norms of its filter and of the weights reading it (the structured form of magnitude
+/// pruning, as for MLP neurons; Li et al. 2017 rank filters by their own norm alone). Returns
+/// a smaller model with the same interface.
+pub fn prune_cnn_channels(
+    model: &frugal_models::cnn::Cnn,
+    fraction: f64,
+) -> Result<(frugal_models::cnn::Cnn, ChannelPruneReport)> {
+    use frugal_models::cnn::{Cnn, CnnConfig};
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(Error::BadOptions(format!(
+            "fraction of channels {fraction} must lie in (0, 1)"
+        )));
+    }
+    let cfg = &model.config;
+    let params: HashMap<String, Vec<f32>> = model
+        .parameters()?
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.flatten_all()?.to_vec1::<f32>()?)))
+        .collect::<Result<_>>()?;
+    let (oh, ow) = cfg.out_hw();
+    let hw = oh * ow;
+    let n_conv = cfg.conv_channels.len();
+    // Channels kept per conv, chosen on the unpruned weights.
+    let mut layers = Vec::with_capacity(n_conv);
+    let mut c_in = cfg.in_channels;
+    for (i, &c) in cfg.conv_channels.iter().enumerate() {
+        let w = &params[&format!("conv{i}.weight")];
+        let fan = c_in * 9;
+        let scores: Vec<f64> = (0..c)
+            .map(|o| {
+                let next = if i + 1 < n_conv {
+                    let nw = &params[&format!("conv{}.weight", i + 1)];
+                    let nfan = c * 9;
+                    norm(
+                        nw.chunks(nfan)
+                            .flat_map(|r| r[o * 9..o * 9 + 9].iter().copied()),
+                    )
+                } else {
+                    let f = &params["fc1.weight"];
+                    norm(
+                        f.chunks(c * hw)
+                            .flat_map(|r| r[o * hw..(o + 1) * hw].iter().copied()),
+                    )
+                };
+                norm(w[o * fan..(o + 1) * fan].iter().copied()) * next
+            })
+            .collect();
+        let keep = ((c as f64 * (1.0 - fraction)).floor() as usize).max(1);
+        let kept = choose(&scores, keep);
+        let total: f64 = scores.iter().sum();
+        let kept_sum: f64 = kept.iter().map(|&j| scores[j]).sum();
+        layers.push(ChannelLayer {
+            conv: i,
+            before: c,
+            removed_score_share: if total > 0.0 {
+                1.0 - kept_sum / total
+            } else {
+                0.0
+            },
+            kept,
+        });
+        c_in = c;
+    }
+    let new_cfg = CnnConfig {
+        conv_channels: layers.iter().map(|l| l.kept.len()).collect(),
+        ..cfg.clone()
+    };
+    let dev = candle_core::Device::Cpu;
+    let mut values: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut c_in_old = cfg.in_channels;
+    let mut in_kept: Vec<usize> = (0..cfg.in_channels).collect();
+    for (i, l) in layers.iter().enumerate() {
+        let w = &params[&format!("conv{i}.weight")];
+        let fan = c_in_old * 9;
+        let nw: Vec<f32> = l
+            .kept
+            .iter()
+            .flat_map(|&o| {
+                let row = &w[o * fan..(o + 1) * fan];
+                in_kept
+                    .iter()
+                    .flat_map(move |&c| row[c * 9..c * 9 + 9].iter().copied())
+            })
+            .collect();
+        let b = &params[&format!("conv{i}.bias")];
+        values.insert(format!("conv{i}.weight"), nw);
+        values.insert(
+            format!("conv{i}.bias"),
+            l.kept.iter().map(|&o| b[o]).collect(),
+        );
+        c_in_old = l.before;
+        in_kept = l.kept.clone();
+    }
+    let f = &params["fc1.weight"];
+    let flat = cfg.flat_features();
+    let fc1: Vec<f32> = f
+        .chunks(flat)
+        .flat_map(|r| {
+            in_kept
+                .iter()
+                .flat_map(move |&c| r[c * hw..(c + 1) * hw].iter().copied())
+        })
+        .collect();
+    values.insert("fc1.weight".into(), fc1);
+    for n in ["fc1.bias", "fc2.weight", "fc2.bias"] {
+        values.insert(n.into(), params[n].clone());
+    }
+    let pruned = Cnn::from_tensors(new_cfg.clone(), |name, shape| {
+        let v = values
+            .remove(name)
+            .ok_or_else(|| frugal_models::Error::MissingTensor {
+                path: "pruned model".into(),
+                name: name.into(),
+            })?;
+        Ok(candle_core::Tensor::from_vec(v, shape, &dev)?)
+    })?;
+    let count = |c: &CnnConfig| -> usize {
+        c.parameter_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    };
+    Ok((
+        pruned,
+        ChannelPruneReport {
+            conv_channels_before: cfg.conv_channels.clone(),
+            conv_channels_after: new_cfg.conv_channels.clone(),
+            parameters_before: count(cfg),
+            parameters_after: count(&new_cfg),
+            layers,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,6 +932,66 @@ mod tests {
                 assert!(err(&p) >= err(&fit) - 1e-9);
             }
         }
+    }
+
+    /// Channels whose filters and biases are zero contribute nothing: removing exactly them
+    /// leaves every logit unchanged, and the smaller model has the right shapes.
+    #[test]
+    fn removing_dead_channels_keeps_the_logits() {
+        use frugal_models::cnn::{Cnn, CnnConfig};
+        let dev = candle_core::Device::Cpu;
+        let cfg = CnnConfig {
+            conv_channels: vec![4, 6],
+            hidden: 8,
+            ..CnnConfig::classic(8, 8, 3)
+        };
+        let (m, _) = Cnn::init(cfg.clone(), 7, &dev).unwrap();
+        // Kill channel 1 of conv0 and channels 0, 4 of conv1 (filter and bias zero).
+        let mut params = m.parameters().unwrap();
+        let mut set = |name: &str, f: &dyn Fn(usize, &mut f32)| {
+            let (_, t) = params.iter_mut().find(|(n, _)| n == name).unwrap();
+            let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter_mut().enumerate().for_each(|(i, x)| f(i, x));
+            *t = candle_core::Tensor::from_vec(v, t.dims(), &dev).unwrap();
+        };
+        set("conv0.weight", &|i, x| {
+            if i / 9 == 1 {
+                *x = 0.0
+            }
+        });
+        set("conv0.bias", &|i, x| {
+            if i == 1 {
+                *x = 0.0
+            }
+        });
+        set("conv1.weight", &|i, x| {
+            if [0, 4].contains(&(i / 36)) {
+                *x = 0.0
+            }
+        });
+        set("conv1.bias", &|i, x| {
+            if [0, 4].contains(&i) {
+                *x = 0.0
+            }
+        });
+        let mut it = params.into_iter();
+        let dead = Cnn::from_tensors(cfg, |_, _| Ok(it.next().unwrap().1)).unwrap();
+        let (small, r) = prune_cnn_channels(&dead, 0.25).unwrap();
+        assert_eq!(r.conv_channels_after, vec![3, 4]);
+        assert_eq!(r.layers[0].kept, vec![0, 2, 3]);
+        assert_eq!(r.layers[1].kept, vec![1, 2, 3, 5]);
+        assert_eq!(small.config.flat_features(), 4 * 2 * 2);
+        let set = frugal_formats::digits::embedded_digits();
+        let (x, _) = frugal_models::cnn::batch_pixels(&set, &[0, 1, 2, 3]);
+        let x = candle_core::Tensor::from_vec(x, (4, 1, 8, 8), &dev).unwrap();
+        let a: Vec<Vec<f32>> = dead.forward(&x).unwrap().to_vec2().unwrap();
+        let b: Vec<Vec<f32>> = small.forward(&x).unwrap().to_vec2().unwrap();
+        for (ra, rb) in a.iter().zip(&b) {
+            for (p, q) in ra.iter().zip(rb) {
+                assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+            }
+        }
+        assert!(prune_cnn_channels(&dead, 1.0).is_err());
     }
 
     #[test]

@@ -530,6 +530,9 @@ pub struct PruneClassifierJob {
     /// Store the pruned weights compactly (a bitmask, or N:M positions for an N:M pattern)
     /// instead of dense F32.
     pub sparse_storage: bool,
+    /// Remove whole conv channels (`prune.sparsity` of each conv block's) instead of zeroing
+    /// weights: a smaller dense model.
+    pub channels: bool,
 }
 
 /// What `frugal prune` did to a classifier.
@@ -538,7 +541,10 @@ pub struct PruneClassifierStep {
     pub input: String,
     pub output: String,
     pub data: String,
-    pub prune: PruneReport,
+    /// Weights zeroed (unstructured or N:M) …
+    pub prune: Option<PruneReport>,
+    /// … or whole conv channels removed.
+    pub channels: Option<frugal_compress::structured::ChannelPruneReport>,
     pub recover: TrainOptions,
     pub epochs: Vec<EpochRecord>,
     /// The input model's test accuracy, the output file's, and the drop in points.
@@ -565,16 +571,39 @@ pub fn prune_classifier(
     let (train_set, train, test_set, test) = training_data(&job.data, job.recover.seed)?;
     check_fits(&job.input, &model, &train_set, &job.data)?;
     let input_eval = eval_classifier(&model, &test_set, Some(&test))?;
-    let (pruned, report, epochs) = prune_and_recover(
-        &model,
-        &model,
-        &train_set,
-        &train,
-        &job.prune,
-        &job.recover,
-        progress,
-    )?;
-    let layout = job.sparse_storage.then(|| sparse_layout(job.prune.pattern));
+    let (pruned, report, channels, epochs) = if job.channels {
+        let (small, r) =
+            frugal_compress::structured::prune_cnn_channels(&model, job.prune.sparsity)?;
+        let (small, vars) = small.trainable().map_err(ce)?;
+        let epochs = if job.recover.epochs > 0 {
+            train_classifier(
+                &small,
+                &vars,
+                Some(&model),
+                &train_set,
+                &train,
+                &job.recover,
+                None,
+                None,
+                progress,
+            )?
+        } else {
+            Vec::new()
+        };
+        (small, None, Some(r), epochs)
+    } else {
+        let (pruned, report, epochs) = prune_and_recover(
+            &model,
+            &model,
+            &train_set,
+            &train,
+            &job.prune,
+            &job.recover,
+            progress,
+        )?;
+        (pruned, Some(report), None, epochs)
+    };
+    let layout = (job.sparse_storage && !job.channels).then(|| sparse_layout(job.prune.pattern));
     let output_bytes = match layout {
         Some(l) => pruned.save_sparse(&job.output, &[&job.input], l),
         None => pruned.save(&job.output, &[&job.input]),
@@ -590,6 +619,7 @@ pub fn prune_classifier(
         output: job.output.display().to_string(),
         data: job.data.clone(),
         prune: report,
+        channels,
         recover: job.recover.clone(),
         epochs,
         accuracy_drop_pt: input_eval.accuracy_pct - eval.accuracy_pct,
