@@ -149,6 +149,10 @@ enum Command {
         /// Continue from `OUT.checkpoint` (same settings required).
         #[arg(long)]
         resume: bool,
+        /// Classifiers: mixup — each image blended with another of its batch (λ ~ U(0, 1)),
+        /// hard targets blended alike, the teacher labelling the blended image.
+        #[arg(long)]
+        mixup: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -634,6 +638,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             alpha,
             seed,
             resume,
+            mixup,
             json,
         } => {
             if let (Some(student), Some(teacher), Some(text)) = (&student, &teacher, &text) {
@@ -712,6 +717,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     seed,
                     temperature,
                     alpha: alpha.unwrap_or(0.7),
+                    mixup,
                     ..Default::default()
                 },
                 resume,

@@ -36,6 +36,11 @@ pub struct TrainOptions {
     pub temperature: f64,
     /// Weight α of the teacher's soft targets (ignored without a teacher).
     pub alpha: f64,
+    /// Mixup (Zhang et al. 2018): every image of a batch is blended with another of the same
+    /// batch, λ ~ U(0, 1), and the hard target blended alike; with a teacher, the teacher labels
+    /// the blended image ("function matching", Beyer et al. 2022). Off by default.
+    #[serde(default)]
+    pub mixup: bool,
 }
 
 impl Default for TrainOptions {
@@ -49,6 +54,7 @@ impl Default for TrainOptions {
             seed: 0,
             temperature: 4.0,
             alpha: 0.7,
+            mixup: false,
         }
     }
 }
@@ -135,11 +141,13 @@ pub fn learning_rate(opts: &TrainOptions, step: usize, total: usize) -> f64 {
 /// The loss of [`distillation_loss`] and its gradient with respect to the student's logits,
 /// on flat `[batch, classes]` buffers (what the hand-written training step needs). Per row,
 /// ∂/∂s = (1 − α)(softmax(s) − onehot(y)) + α·T·(softmax(s/T) − softmax(t/T)), over the batch
-/// size. Returns the batch-mean loss; `dlogits` is overwritten.
+/// size. With `mix` (partner labels and λ per row, for mixup) the hard target is
+/// λ·onehot(y) + (1 − λ)·onehot(y₂). Returns the batch-mean loss; `dlogits` is overwritten.
 pub fn distillation_loss_grad(
     student: &[f32],
     teacher: Option<&[f32]>,
     labels: &[u32],
+    mix: Option<(&[u32], &[f32])>,
     temperature: f64,
     alpha: f64,
     dlogits: &mut [f32],
@@ -164,11 +172,13 @@ pub fn distillation_loss_grad(
     for r in 0..batch {
         let s = &student[r * k..(r + 1) * k];
         let y = labels[r] as usize;
+        let (y2, lam) = mix.map_or((y, 1.0), |(l, w)| (l[r] as usize, f64::from(w[r])));
         log_softmax(s, 1.0, &mut ls);
         let d = &mut dlogits[r * k..(r + 1) * k];
-        let mut loss = -(1.0 - alpha) * ls[y];
+        let mut loss = -(1.0 - alpha) * (lam * ls[y] + (1.0 - lam) * ls[y2]);
         for j in 0..k {
-            let hard = ls[j].exp() - if j == y { 1.0 } else { 0.0 };
+            let target = if j == y { lam } else { 0.0 } + if j == y2 { 1.0 - lam } else { 0.0 };
+            let hard = ls[j].exp() - target;
             d[j] = ((1.0 - alpha) * hard * inv_b) as f32;
         }
         if let Some(t) = teacher {
@@ -343,6 +353,27 @@ where
     Ok(meta)
 }
 
+/// Mixup of a batch of flat images in place: image r becomes λ_r·x_r + (1 − λ_r)·x_{π(r)} for a
+/// random permutation π of the batch, λ_r ~ U(0, 1). Returns the partners' labels and the λs.
+fn mixup(x: &mut [f32], labels: &[u32], rng: &mut SplitMix64) -> (Vec<u32>, Vec<f32>) {
+    let b = labels.len();
+    let n = x.len() / b.max(1);
+    let mut perm: Vec<usize> = (0..b).collect();
+    shuffle(&mut perm, rng);
+    let lam: Vec<f32> = (0..b).map(|_| rng.next_f64() as f32).collect();
+    let orig = x.to_vec();
+    for r in 0..b {
+        let (a, p) = (
+            &orig[r * n..(r + 1) * n],
+            &orig[perm[r] * n..(perm[r] + 1) * n],
+        );
+        for ((o, &u), &v) in x[r * n..(r + 1) * n].iter_mut().zip(a).zip(p) {
+            *o = lam[r] * u + (1.0 - lam[r]) * v;
+        }
+    }
+    (perm.iter().map(|&p| labels[p]).collect(), lam)
+}
+
 /// A seeded Fisher–Yates shuffle.
 pub fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
     for i in (1..v.len()).rev() {
@@ -441,13 +472,30 @@ pub fn train_classifier(
         let mut sum = 0f64;
         for (b, chunk) in order.chunks(opts.batch).enumerate() {
             let lr = learning_rate(opts, epoch * batches + b, total);
-            let (x, y) = batch_pixels(set, chunk);
+            let (mut x, y) = batch_pixels(set, chunk);
+            // Mixup draws from a stream of its own per step: the batch order is the same with
+            // and without it, and a resumed run draws the same.
+            let mix = opts.mixup.then(|| {
+                let step = (epoch * batches + b) as u64;
+                let mut r = SplitMix64(
+                    opts.seed ^ 0x6d69_7875_70 ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                );
+                mixup(&mut x, &y, &mut r)
+            });
             let t = teacher
                 .as_ref()
                 .map(|(tc, tp)| forward(tc, tp, &x, chunk.len(), &mut teacher_ws));
             let s = forward(cfg, &params, &x, chunk.len(), &mut ws);
             dlogits.resize(s.len(), 0.0);
-            let l = distillation_loss_grad(s, t, &y, opts.temperature, opts.alpha, &mut dlogits);
+            let l = distillation_loss_grad(
+                s,
+                t,
+                &y,
+                mix.as_ref().map(|(l, w)| (&l[..], &w[..])),
+                opts.temperature,
+                opts.alpha,
+                &mut dlogits,
+            );
             backward(cfg, &params, &mut ws, &dlogits, &mut grads);
             adam.step(&mut params, &grads, lr);
             for (p, m) in params.iter_mut().zip(&masks) {
@@ -560,7 +608,7 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             let mut d = vec![0f32; 20];
-            let l = distillation_loss_grad(&s, teacher, &labels, 2.5, 0.6, &mut d);
+            let l = distillation_loss_grad(&s, teacher, &labels, None, 2.5, 0.6, &mut d);
             assert!((l - scalar(&loss)).abs() < 1e-5, "{l} vs {}", scalar(&loss));
             for (a, b) in d.iter().zip(&g) {
                 assert!((a - b).abs() < 1e-6, "gradient {a} vs autograd {b}");
