@@ -723,10 +723,20 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 resume,
             };
             let bar = progress_bar("batches ");
+            // Samples/s of this process's batches (a resumed run starts counting where it resumes).
+            let start = std::cell::Cell::new(None::<(std::time::Instant, u64)>);
             let step = frugal_pipeline::classifier::distill_classifier(&job, &|e, b, n, loss| {
+                let pos = ((e - 1) * n + b) as u64;
+                let (t0, p0) = start.get().unwrap_or_else(|| {
+                    let s = (std::time::Instant::now(), pos);
+                    start.set(Some(s));
+                    s
+                });
+                let rate = (pos - p0) as f64 * job.opts.batch as f64
+                    / t0.elapsed().as_secs_f64().max(1e-9);
                 bar.set_length((n * job.opts.epochs) as u64);
-                bar.set_position(((e - 1) * n + b) as u64);
-                bar.set_message(format!("epoch {e}, loss {loss:.4}"));
+                bar.set_position(pos);
+                bar.set_message(format!("epoch {e}, loss {loss:.4}, {rate:.0} samples/s"));
             })?;
             bar.finish_and_clear();
             emit(json, &step, |s| {

@@ -330,6 +330,7 @@ pub fn lm_distill_step(
     };
     let teacher_seconds = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
+    let first_step = std::cell::Cell::new(None::<usize>);
     let mut ck_name = job.out.as_os_str().to_owned();
     ck_name.push(".checkpoint");
     let ck_path = PathBuf::from(ck_name);
@@ -338,8 +339,22 @@ pub fn lm_distill_step(
         resume: job.resume,
         stop_after: None,
     };
-    let steps = distill_lm(&mut student, &cache, &job.opts, Some(&ck), &|d, t, _| {
-        progress("distil", d, t)
+    let per_step = tokens as f64 / cache.seqs.len().max(1) as f64;
+    let steps = distill_lm(&mut student, &cache, &job.opts, Some(&ck), &|d, t, loss| {
+        let rate = per_step / t1.elapsed().as_secs_f64().max(1e-9);
+        // Counted from this process's start (a resumed run's first steps are not redone).
+        let done_here = d.saturating_sub(first_step.get().unwrap_or_else(|| {
+            first_step.set(Some(d - 1));
+            d - 1
+        }));
+        progress(
+            &format!(
+                "distil: loss {loss:.4}, {:.0} tokens/s",
+                rate * done_here as f64
+            ),
+            d,
+            t,
+        )
     })?;
     let train_seconds = t1.elapsed().as_secs_f64();
     // Write: trained MLP weights as F32, the rest as the student had it.
