@@ -80,18 +80,43 @@ fn im2col(x: &[f32], s: ConvShape, cols: &mut [f32]) {
     for y in 0..h {
         for xx in 0..w {
             let row = &mut cols[((y * w + xx) as usize) * s.patch()..][..s.patch()];
+            let inside_x = xx >= 1 && xx + 1 < w;
             for ky in 0..3isize {
-                for kx in 0..3isize {
-                    let dst = &mut row[((ky * 3 + kx) as usize) * c..][..c];
-                    let (sy, sx) = (y + ky - 1, xx + kx - 1);
-                    if sy < 0 || sx < 0 || sy >= h || sx >= w {
-                        dst.fill(0.0);
-                    } else {
-                        dst.copy_from_slice(&x[((sy * w + sx) as usize) * c..][..c]);
+                let sy = y + ky - 1;
+                let dst = &mut row[(ky * 3) as usize * c..][..3 * c];
+                if sy < 0 || sy >= h {
+                    dst.fill(0.0);
+                } else if inside_x {
+                    // The three pixels of a patch row are contiguous in a channels-last image.
+                    copy_run(dst, &x[((sy * w + xx - 1) as usize) * c..][..3 * c]);
+                } else {
+                    for kx in 0..3isize {
+                        let sx = xx + kx - 1;
+                        let d = &mut dst[kx as usize * c..][..c];
+                        if sx < 0 || sx >= w {
+                            d.fill(0.0);
+                        } else {
+                            copy_run(d, &x[((sy * w + sx) as usize) * c..][..c]);
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, with the short runs of few-channel layers (a grey image's single
+/// channel: 1 or 3 values) as plain moves instead of a `memcpy` call each.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    match dst.len() {
+        1 => dst[0] = src[0],
+        3 => {
+            let s: &[f32; 3] = src.try_into().expect("same length");
+            let d: &mut [f32; 3] = dst.try_into().expect("same length");
+            *d = *s;
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -214,35 +239,44 @@ pub fn forward<'w>(
             w,
             (1, s.patch()),
         );
-        act.par_chunks_mut(s.o).for_each(|row| {
-            for (v, b) in row.iter_mut().zip(bias) {
-                *v = (*v + b).max(0.0);
-            }
-        });
         let (ph, pw) = (s.h / 2, s.w / 2);
         let pooled = &mut ws.pooled[l];
         resize(pooled, batch * s.pooled());
         let argmax = &mut ws.argmax[l];
         argmax.resize(batch * s.pooled(), 0);
+        // Bias and ReLU, then the 2×2 max-pool (the first maximum wins), in one pass per image.
+        let o = s.o;
         pooled
             .par_chunks_mut(s.pooled())
             .zip(argmax.par_chunks_mut(s.pooled()))
-            .zip(act.par_chunks(s.pixels() * s.o))
+            .zip(act.par_chunks_mut(s.pixels() * o))
             .for_each(|((pooled, argmax), a)| {
+                for row in a.chunks_exact_mut(o) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v = (*v + b).max(0.0);
+                    }
+                }
                 for y in 0..ph {
+                    let top = &a[(2 * y * s.w) * o..][..s.w * o];
+                    let bottom = &a[((2 * y + 1) * s.w) * o..][..s.w * o];
                     for x in 0..pw {
-                        for c in 0..s.o {
-                            let at =
-                                |d: usize| a[((2 * y + d / 2) * s.w + 2 * x + d % 2) * s.o + c];
-                            let (mut best, mut arg) = (at(0), 0u8);
-                            for d in 1..4 {
-                                if at(d) > best {
-                                    (best, arg) = (at(d), d as u8);
-                                }
+                        let (v0, v1) = (&top[2 * x * o..][..o], &top[(2 * x + 1) * o..][..o]);
+                        let (v2, v3) = (&bottom[2 * x * o..][..o], &bottom[(2 * x + 1) * o..][..o]);
+                        let i = (y * pw + x) * o;
+                        let (p, g) = (&mut pooled[i..i + o], &mut argmax[i..i + o]);
+                        for c in 0..o {
+                            let (mut best, mut arg) = (v0[c], 0u8);
+                            if v1[c] > best {
+                                (best, arg) = (v1[c], 1);
                             }
-                            let i = (y * pw + x) * s.o + c;
-                            pooled[i] = best;
-                            argmax[i] = arg;
+                            if v2[c] > best {
+                                (best, arg) = (v2[c], 2);
+                            }
+                            if v3[c] > best {
+                                (best, arg) = (v3[c], 3);
+                            }
+                            p[c] = best;
+                            g[c] = arg;
                         }
                     }
                 }
@@ -395,14 +429,23 @@ pub fn backward(
             .zip(ws.act[l].par_chunks(s.pixels() * s.o))
             .for_each(|(((dz, dp), arg), a)| {
                 dz.fill(0.0);
+                let o = s.o;
                 for y in 0..ph {
                     for x in 0..pw {
-                        for c in 0..s.o {
-                            let i = (y * pw + x) * s.o + c;
-                            let d = usize::from(arg[i]);
-                            let j = ((2 * y + d / 2) * s.w + 2 * x + d % 2) * s.o + c;
+                        let i = (y * pw + x) * o;
+                        let (dp, arg) = (&dp[i..i + o], &arg[i..i + o]);
+                        // The four pooled pixels' offsets; the winner takes the gradient where
+                        // its ReLU was active.
+                        let base = [
+                            (2 * y * s.w + 2 * x) * o,
+                            (2 * y * s.w + 2 * x + 1) * o,
+                            ((2 * y + 1) * s.w + 2 * x) * o,
+                            ((2 * y + 1) * s.w + 2 * x + 1) * o,
+                        ];
+                        for c in 0..o {
+                            let j = base[usize::from(arg[c])] + c;
                             if a[j] > 0.0 {
-                                dz[j] = dp[i];
+                                dz[j] = dp[c];
                             }
                         }
                     }
