@@ -319,6 +319,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the energy of a command: RAPL and NVML counters where readable, else an
+    /// estimate from its CPU time (labelled as such, with its constants).
+    Measure {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -1160,6 +1170,56 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 ids.len(),
                 text.len()
             );
+        }
+        Command::Measure { json, command } => {
+            let (program, args) = command
+                .split_first()
+                .ok_or_else(|| BadUsage("frugal measure -- COMMAND [ARGS…]".into()))?;
+            let opts = frugal_energy::MeterOptions::detect();
+            let (status, r) = frugal_energy::measure_command(program, args, &opts)
+                .map_err(|e| BadUsage(e.to_string()))?;
+            let out = serde_json::json!({
+                "command": command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
+                "exit_status": status.code(),
+                "energy": r,
+            });
+            emit(json, &out, |_| {
+                println!(
+                    "{} s, {:.3} J ({:.6} Wh), {}",
+                    format_args!("{:.3}", r.seconds),
+                    r.joules(),
+                    r.joules() / 3600.0,
+                    if r.all_measured() {
+                        "measured"
+                    } else {
+                        "estimated"
+                    }
+                );
+                for s in &r.sources {
+                    let how = match &s.provenance {
+                        frugal_energy::Provenance::Measured { counter } => {
+                            format!("measured by {counter}")
+                        }
+                        frugal_energy::Provenance::Estimated { model, constants } => format!(
+                            "estimated: {model}; {}",
+                            constants
+                                .iter()
+                                .map(|(k, v)| format!("{k} = {v:.4}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
+                    println!(
+                        "  {:14} {:12.3} J ± {:.0} %  {how}",
+                        s.source,
+                        s.joules,
+                        100.0 * s.uncertainty
+                    );
+                }
+            })?;
+            if !status.success() {
+                anyhow::bail!("the measured command failed ({status})");
+            }
         }
         Command::Run {
             recipe,

@@ -1129,3 +1129,54 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
         "line 3",
     );
 }
+
+/// `frugal measure -- CMD`: on this machine (no readable RAPL counter in CI containers) every
+/// figure is an estimate that says so with its constants; a command that cannot start is bad
+/// input (2), one that fails is a failure (1).
+#[test]
+fn measure_labels_its_figures_and_passes_on_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = frugal_json(
+        &[
+            "measure",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+        ],
+        dir.path(),
+    );
+    assert_eq!(j["exit_status"], 0);
+    let sources = j["energy"]["sources"].as_array().unwrap();
+    assert!(!sources.is_empty());
+    for s in sources {
+        let kind = s["provenance"]["kind"].as_str().unwrap();
+        if kind == "estimated" {
+            assert!(
+                s["provenance"]["constants"]["tdp_watts"].as_f64().is_some()
+                    || s["source"] == "ram-estimate",
+                "{s}"
+            );
+        } else {
+            assert!(
+                s["provenance"]["counter"]
+                    .as_str()
+                    .unwrap()
+                    .contains("RAPL")
+                    || s["source"].as_str().unwrap().starts_with("gpu")
+            );
+        }
+    }
+    assert!(j["energy"]["sources"][0]["joules"].as_f64().unwrap() > 0.0);
+    assert_bad_input(
+        &frugal(&["measure", "--", "/nonexistent/cmd"], dir.path()),
+        "cannot run",
+    );
+    assert_eq!(
+        frugal(&["measure", "--", "false"], dir.path())
+            .status
+            .code(),
+        Some(1)
+    );
+}
