@@ -325,6 +325,13 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Grid region for the emissions: ISO 3166-1 alpha-3 code (FRA, USA, …) or country name
+        /// (shipped table of 213 regions, data/grid-intensity.csv).
+        #[arg(long)]
+        region: Option<String>,
+        /// Power usage effectiveness of the data centre (1 = none counted).
+        #[arg(long, default_value_t = 1.0)]
+        pue: f64,
         /// The command and its arguments, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -1171,17 +1178,40 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 text.len()
             );
         }
-        Command::Measure { json, command } => {
+        Command::Measure {
+            json,
+            region,
+            pue,
+            command,
+        } => {
             let (program, args) = command
                 .split_first()
                 .ok_or_else(|| BadUsage("frugal measure -- COMMAND [ARGS…]".into()))?;
+            let grid = region
+                .as_deref()
+                .map(frugal_energy::carbon::intensity)
+                .transpose()
+                .map_err(|e| BadUsage(e.to_string()))?;
+            // Checked before running anything.
+            frugal_energy::carbon::operational_g(0.0, pue, 0.0)
+                .map_err(|e| BadUsage(e.to_string()))?;
             let opts = frugal_energy::MeterOptions::detect();
             let (status, r) = frugal_energy::measure_command(program, args, &opts)
                 .map_err(|e| BadUsage(e.to_string()))?;
+            let carbon = grid
+                .map(|g| -> Result<serde_json::Value> {
+                    let grams = frugal_energy::carbon::operational_g(r.kwh(), pue, g.g_per_kwh)?;
+                    Ok(serde_json::json!({
+                        "grid": g, "pue": pue, "operational_g": grams,
+                        "measured_energy": r.all_measured(),
+                    }))
+                })
+                .transpose()?;
             let out = serde_json::json!({
                 "command": command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
                 "exit_status": status.code(),
                 "energy": r,
+                "carbon": carbon,
             });
             emit(json, &out, |_| {
                 println!(
@@ -1214,6 +1244,20 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         s.source,
                         s.joules,
                         100.0 * s.uncertainty
+                    );
+                }
+                if let Some(c) = &out["carbon"].as_object() {
+                    println!(
+                        "  {:.6} gCO2e operational at PUE {pue} in {} ({} g/kWh, {}; {})",
+                        c["operational_g"].as_f64().unwrap_or(f64::NAN),
+                        c["grid"]["country"].as_str().unwrap_or("?"),
+                        c["grid"]["g_per_kwh"],
+                        c["grid"]["year"],
+                        if r.all_measured() {
+                            "measured energy"
+                        } else {
+                            "estimated energy"
+                        }
                     );
                 }
             })?;

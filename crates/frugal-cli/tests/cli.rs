@@ -1169,10 +1169,37 @@ fn measure_labels_its_figures_and_passes_on_failures() {
         }
     }
     assert!(j["energy"]["sources"][0]["joules"].as_f64().unwrap() > 0.0);
-    assert_bad_input(
-        &frugal(&["measure", "--", "/nonexistent/cmd"], dir.path()),
-        "cannot run",
+    // Emissions from the shipped grid table: energy × PUE × the region's intensity.
+    let c = frugal_json(
+        &[
+            "measure", "--json", "--region", "FRA", "--pue", "1.5", "--", "true",
+        ],
+        dir.path(),
     );
+    let kwh: f64 = c["energy"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["joules"].as_f64().unwrap())
+        .sum::<f64>()
+        / 3.6e6;
+    assert_eq!(c["carbon"]["grid"]["g_per_kwh"].as_f64(), Some(56.039));
+    let g = c["carbon"]["operational_g"].as_f64().unwrap();
+    let want = kwh * 1.5 * 56.039;
+    assert!((g - want).abs() <= 1e-9 * want.max(1e-12), "{g} vs {want}");
+    for (args, msg) in [
+        (
+            vec!["measure", "--region", "Atlantis", "--", "true"],
+            "Atlantis",
+        ),
+        (
+            vec!["measure", "--region", "FRA", "--pue", "0.5", "--", "true"],
+            "PUE",
+        ),
+        (vec!["measure", "--", "/nonexistent/cmd"], "cannot run"),
+    ] {
+        assert_bad_input(&frugal(&args, dir.path()), msg);
+    }
     assert_eq!(
         frugal(&["measure", "--", "false"], dir.path())
             .status

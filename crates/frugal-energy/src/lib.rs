@@ -5,6 +5,7 @@
 //! start and end (RAPL counters are also sampled in between, so wrap-arounds are caught) and
 //! gives one [`EnergyReport`] with every source's joules, method and uncertainty.
 
+pub mod carbon;
 pub mod estimate;
 pub mod nvml;
 pub mod rapl;
