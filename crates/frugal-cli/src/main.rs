@@ -319,6 +319,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a report against a sustainability policy: every clause with the report's figure,
+    /// the limit and pass/fail; exit 1 if any clause fails, 2 on a bad policy or report.
+    Check {
+        /// Policy file (TOML; see policies/ and `--list`).
+        #[arg(long, required_unless_present = "list")]
+        policy: Option<PathBuf>,
+        /// A JSON report: `frugal eval|quantize|prune|measure --json` output or a `report.json`.
+        #[arg(required_unless_present = "list")]
+        report: Option<PathBuf>,
+        /// List every clause a policy may hold.
+        #[arg(long)]
+        list: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the energy of a command: RAPL and NVML counters where readable, else an
     /// estimate from its CPU time (labelled as such, with its constants).
     Measure {
@@ -332,6 +348,9 @@ enum Command {
         /// Power usage effectiveness of the data centre (1 = none counted).
         #[arg(long, default_value_t = 1.0)]
         pue: f64,
+        /// Queries (or inferences) the command served: adds the figures per 1,000 queries.
+        #[arg(long)]
+        queries: Option<u64>,
         /// The command and its arguments, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -1178,10 +1197,76 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 text.len()
             );
         }
+        Command::Check {
+            policy,
+            report,
+            list,
+            json,
+        } => {
+            use frugal_report::policy::{check, Limit, Policy, CLAUSES};
+            if list {
+                for c in CLAUSES {
+                    println!("{:26} {:>6}  {}", c.key, c.unit.name, c.doc);
+                }
+                return Ok(());
+            }
+            let (Some(policy), Some(report)) = (policy, report) else {
+                return Err(BadUsage("--policy P REPORT".into()).into());
+            };
+            let text = std::fs::read_to_string(&policy)
+                .map_err(|e| BadUsage(format!("{}: {e}", policy.display())))?;
+            let p = Policy::parse(&text, &policy.display().to_string())
+                .map_err(|e| BadUsage(e.to_string()))?;
+            let r: serde_json::Value = std::fs::read(&report)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                .map_err(|e| BadUsage(format!("{}: {e}", report.display())))?;
+            let metrics = frugal_report::metrics::Metrics::from_report(&r);
+            let outcomes = check(&p, &metrics);
+            let failed = outcomes.iter().filter(|o| !o.pass).count();
+            let out = serde_json::json!({
+                "policy": policy.display().to_string(),
+                "report": report.display().to_string(),
+                "pass": failed == 0,
+                "clauses": outcomes,
+            });
+            emit(json, &out, |_| {
+                for o in &outcomes {
+                    let limit = match &o.limit {
+                        Limit::Number(x) => format!("{x} {}", o.unit),
+                        Limit::Require(b) => format!("required: {b}"),
+                        Limit::Text(t) => t.clone(),
+                    };
+                    let value = o.value.map_or("-".to_string(), |v| format!("{v:.6}"));
+                    println!(
+                        "{} {:26} value {:>12}  limit {:<14} {}{}",
+                        if o.pass { "PASS" } else { "FAIL" },
+                        o.key,
+                        value,
+                        limit,
+                        o.from
+                            .as_deref()
+                            .map(|f| format!("({f}) "))
+                            .unwrap_or_default(),
+                        o.note
+                    );
+                }
+                println!(
+                    "{}: {} of {} clauses pass",
+                    policy.display(),
+                    outcomes.len() - failed,
+                    outcomes.len()
+                );
+            })?;
+            if failed > 0 {
+                anyhow::bail!("{failed} policy clause(s) failed");
+            }
+        }
         Command::Measure {
             json,
             region,
             pue,
+            queries,
             command,
         } => {
             let (program, args) = command
@@ -1207,11 +1292,20 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     }))
                 })
                 .transpose()?;
+            let per_1k = queries.filter(|&q| q > 0).map(|q| {
+                let k = 1000.0 / q as f64;
+                serde_json::json!({
+                    "queries": q,
+                    "wh": r.joules() / 3600.0 * k,
+                    "gco2e": carbon.as_ref().and_then(|c| c["operational_g"].as_f64()).map(|g| g * k),
+                })
+            });
             let out = serde_json::json!({
                 "command": command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
                 "exit_status": status.code(),
                 "energy": r,
                 "carbon": carbon,
+                "per_1k_queries": per_1k,
             });
             emit(json, &out, |_| {
                 println!(

@@ -559,6 +559,27 @@ fn quantize_reports_the_quality_of_its_output() {
     assert!(kld > 0.0 && kld < 0.01, "mean KLD {kld}");
     assert!(j["quality"]["kld"]["same_top1_pct"].as_f64().unwrap() > 90.0);
     assert!(dir.path().join("q8.gguf").exists());
+    // The policy gate on the real report: Q8_0 of a Q4_1 model is not 2× smaller (fails the
+    // default policy's size clause), and passes its quality clauses.
+    std::fs::write(dir.path().join("q8.json"), &out.stdout).unwrap();
+    let policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.toml");
+    let c = frugal(
+        &[
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "q8.json",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(c.status.code(), Some(1));
+    let c: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    for clause in c["clauses"].as_array().unwrap() {
+        let want = clause["key"] != "min_size_reduction";
+        assert_eq!(clause["pass"], want, "{clause}");
+    }
 
     let out = frugal(
         &["quantize", p.to_str().unwrap(), "x.gguf", "--type", "Q3_XL"],
@@ -1206,4 +1227,156 @@ fn measure_labels_its_figures_and_passes_on_failures() {
             .code(),
         Some(1)
     );
+}
+
+/// `frugal check`: policy cases with their exit codes (0 pass, 1 a clause fails, 2 bad input)
+/// and messages naming the line and key, against a report shaped like `frugal quantize --json`
+/// plus the energy block `frugal measure --json --queries` writes (measured on this machine).
+#[test]
+fn policy_gate_exit_codes_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let measured = frugal_json(
+        &[
+            "measure",
+            "--json",
+            "--queries",
+            "1000",
+            "--region",
+            "FRA",
+            "--",
+            "true",
+        ],
+        dir.path(),
+    );
+    assert!(measured["per_1k_queries"]["wh"].as_f64().unwrap() > 0.0);
+    let report = serde_json::json!({
+        "quantize": {"input_bytes": 400_000_000u64, "output_bytes": 100_000_000u64},
+        "quality": {"ppl": 22.0, "kld": {"mean": 0.05, "reference_ppl": 20.0}},
+        "energy": measured["energy"],
+        "per_1k_queries": measured["per_1k_queries"],
+    });
+    std::fs::write(dir.path().join("r.json"), report.to_string()).unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{not json").unwrap();
+    let cases: &[(&str, i32, &str)] = &[
+        ("max_kld = 0.1\n", 0, "PASS max_kld"),
+        ("max_kld = 0.01\n", 1, "FAIL max_kld"),
+        ("max_kld = \n", 2, "p.toml:1: (syntax)"),
+        (
+            "name = \"x\"\nmax_kdl = 0.1\n",
+            2,
+            "p.toml:2: max_kdl: unknown clause",
+        ),
+        (
+            "\nmax_wh_per_1k_queries = \"5 g\"\n",
+            2,
+            "p.toml:2: max_wh_per_1k_queries: wrong unit `g`",
+        ),
+        (
+            "max_wh_per_1k_queries = \"1 kWh\"\n",
+            0,
+            "PASS max_wh_per_1k_queries",
+        ),
+        (
+            "max_kld = \"high\"\n",
+            2,
+            "p.toml:1: max_kld: `high` is not a number",
+        ),
+        (
+            "require_measured_energy = \"yes\"\n",
+            2,
+            "require_measured_energy: expects true or false",
+        ),
+        (
+            "require_measured_energy = true\n",
+            1,
+            "some figures are estimates",
+        ),
+        ("min_size_reduction = 2\n", 0, "PASS min_size_reduction"),
+        (
+            "min_size_reduction = \"8 x\"\n",
+            1,
+            "FAIL min_size_reduction",
+        ),
+        ("max_accuracy_drop_pt = 1\n", 0, "not applicable"),
+        (
+            "region = \"Atlantis\"\n",
+            2,
+            "p.toml:1: region: region `Atlantis`",
+        ),
+        (
+            "pue = 0.5\n",
+            2,
+            "p.toml:1: pue: must be a number of at least 1",
+        ),
+        (
+            "max_kld = -1\n",
+            2,
+            "max_kld: limit -1 must be a finite, non-negative",
+        ),
+        ("require_eu_ai_act_fields = true\n", 1, "no eu_ai_act block"),
+        ("max_ppl_increase_pct = 5\n", 1, "FAIL max_ppl_increase_pct"),
+        (
+            "max_ppl_increase_pct = \"12 %\"\nmax_kld = 0.1\n",
+            0,
+            "2 of 2 clauses pass",
+        ),
+        (
+            "max_gco2e_per_1k_queries = \"1 kg\"\n",
+            0,
+            "PASS max_gco2e_per_1k_queries",
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    for (policy, code, needle) in cases {
+        std::fs::write(dir.path().join("p.toml"), policy).unwrap();
+        let out = frugal(&["check", "--policy", "p.toml", "r.json"], dir.path());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(*code), "{policy:?}: {text}");
+        assert!(
+            text.contains(needle),
+            "{policy:?}: want `{needle}` in:\n{text}"
+        );
+    }
+    std::fs::write(dir.path().join("p.toml"), "max_kld = 0.1\n").unwrap();
+    // A report without any quality figure cannot pass a quality clause.
+    std::fs::write(dir.path().join("m.json"), measured.to_string()).unwrap();
+    let out = frugal(&["check", "--policy", "p.toml", "m.json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not in the report"));
+    for (args, code) in [
+        (vec!["check", "--policy", "p.toml", "bad.json"], 2),
+        (vec!["check", "--policy", "absent.toml", "r.json"], 2),
+        (vec!["check", "--policy", "p.toml", "absent.json"], 2),
+    ] {
+        assert_eq!(
+            frugal(&args, dir.path()).status.code(),
+            Some(code),
+            "{args:?}"
+        );
+    }
+    // The shipped profiles parse, and the gate decides on this report.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    for (name, code) in [
+        ("default.toml", 0),
+        ("strict.toml", 1),
+        ("eu-ai-act.toml", 1),
+    ] {
+        let p = root.join(name);
+        let out = frugal(
+            &["check", "--policy", p.to_str().unwrap(), "r.json"],
+            dir.path(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let list = frugal(&["check", "--list"], dir.path());
+    assert!(String::from_utf8_lossy(&list.stdout).contains("max_sci"));
 }

@@ -1,0 +1,445 @@
+//! Sustainability policies: a TOML file of clauses, each a limit on one figure of a report
+//! ([`crate::metrics`]), checked by `frugal check --policy P REPORT` (exit 0 when every clause
+//! passes, 1 when one fails, 2 on bad input). The table [`CLAUSES`] is the only list of clauses:
+//! parsing, `frugal check --list` and the check all read it.
+//!
+//! A limit is a number in the clause's unit, or a string with a unit (`"0.5 kWh"`, `"2 kg"`)
+//! converted to it; a unit of another dimension is an error naming the line and the key.
+
+use crate::metrics::{Figure, Metrics};
+use std::collections::BTreeMap;
+
+/// What a clause compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The figure must be at most the limit.
+    Max,
+    /// The figure must be at least the limit.
+    Min,
+    /// `true` requires the condition.
+    Require,
+    /// A setting used by other clauses (region, PUE), or a description.
+    Setting,
+}
+
+/// A unit and the other spellings it accepts, with their factor to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unit {
+    pub name: &'static str,
+    pub accepts: &'static [(&'static str, f64)],
+}
+
+const NATS: Unit = Unit {
+    name: "nats",
+    accepts: &[("nats", 1.0), ("nat", 1.0)],
+};
+const PERCENT: Unit = Unit {
+    name: "%",
+    accepts: &[("%", 1.0), ("pct", 1.0)],
+};
+const POINTS: Unit = Unit {
+    name: "points",
+    accepts: &[("points", 1.0), ("pt", 1.0)],
+};
+const TIMES: Unit = Unit {
+    name: "x",
+    accepts: &[("x", 1.0), ("×", 1.0)],
+};
+const WH: Unit = Unit {
+    name: "Wh",
+    accepts: &[
+        ("Wh", 1.0),
+        ("kWh", 1e3),
+        ("mWh", 1e-3),
+        ("J", 1.0 / 3600.0),
+        ("kJ", 1.0 / 3.6),
+    ],
+};
+const GRAMS: Unit = Unit {
+    name: "g",
+    accepts: &[("g", 1.0), ("kg", 1e3), ("mg", 1e-3)],
+};
+const NONE: Unit = Unit {
+    name: "",
+    accepts: &[],
+};
+
+/// One clause of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct ClauseSpec {
+    pub key: &'static str,
+    pub kind: Kind,
+    pub unit: Unit,
+    pub doc: &'static str,
+}
+
+/// Every clause a policy may hold.
+pub const CLAUSES: &[ClauseSpec] = &[
+    ClauseSpec {
+        key: "name",
+        kind: Kind::Setting,
+        unit: NONE,
+        doc: "the policy's name (text)",
+    },
+    ClauseSpec {
+        key: "description",
+        kind: Kind::Setting,
+        unit: NONE,
+        doc: "what the policy is for (text)",
+    },
+    ClauseSpec {
+        key: "max_kld",
+        kind: Kind::Max,
+        unit: NATS,
+        doc: "mean KL divergence from the reference model, nats per token",
+    },
+    ClauseSpec {
+        key: "max_ppl_increase_pct",
+        kind: Kind::Max,
+        unit: PERCENT,
+        doc: "perplexity increase over the reference's, per cent",
+    },
+    ClauseSpec {
+        key: "max_accuracy_drop_pt",
+        kind: Kind::Max,
+        unit: POINTS,
+        doc: "test-accuracy drop from the input model, points",
+    },
+    ClauseSpec {
+        key: "min_size_reduction",
+        kind: Kind::Min,
+        unit: TIMES,
+        doc: "input size over output size (2 = half the bytes)",
+    },
+    ClauseSpec {
+        key: "max_wh_per_1k_queries",
+        kind: Kind::Max,
+        unit: WH,
+        doc: "energy per 1,000 queries, Wh",
+    },
+    ClauseSpec {
+        key: "max_gco2e_per_1k_queries",
+        kind: Kind::Max,
+        unit: GRAMS,
+        doc: "operational emissions per 1,000 queries, gCO2e",
+    },
+    ClauseSpec {
+        key: "max_sci",
+        kind: Kind::Max,
+        unit: GRAMS,
+        doc: "SCI (ISO/IEC 21031) per 1,000 queries, gCO2e",
+    },
+    ClauseSpec {
+        key: "require_measured_energy",
+        kind: Kind::Require,
+        unit: NONE,
+        doc: "every energy figure read from a hardware counter, none estimated",
+    },
+    ClauseSpec {
+        key: "require_eu_ai_act_fields",
+        kind: Kind::Require,
+        unit: NONE,
+        doc: "the report's eu_ai_act block fills every Annex XI 2(d)-(e) field",
+    },
+    ClauseSpec {
+        key: "region",
+        kind: Kind::Setting,
+        unit: NONE,
+        doc: "grid region for emissions (ISO 3166-1 alpha-3 code or country name)",
+    },
+    ClauseSpec {
+        key: "pue",
+        kind: Kind::Setting,
+        unit: NONE,
+        doc: "data-centre power usage effectiveness (at least 1)",
+    },
+];
+
+/// A bad policy file: the message names the line and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}:{line}: {key}: {reason}")]
+pub struct PolicyError {
+    pub path: String,
+    pub line: usize,
+    pub key: String,
+    pub reason: String,
+}
+
+/// One parsed clause.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum Limit {
+    Number(f64),
+    Require(bool),
+    Text(String),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Clause {
+    pub key: &'static str,
+    pub limit: Limit,
+    pub line: usize,
+}
+
+/// A parsed policy.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Policy {
+    pub path: String,
+    pub clauses: Vec<Clause>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A value with a unit (`"0.5 kWh"`), converted to `unit`.
+fn with_unit(s: &str, unit: &Unit) -> Result<f64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
+        .unwrap_or(s.len());
+    let (n, u) = (s[..split].trim(), s[split..].trim());
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number with a unit"))?;
+    let accepted = || {
+        unit.accepts
+            .iter()
+            .map(|(a, _)| *a)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if unit.accepts.is_empty() {
+        return Err(format!("takes a plain number, not `{s}`"));
+    }
+    let f = unit
+        .accepts
+        .iter()
+        .find(|(a, _)| *a == u)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| {
+            format!(
+                "wrong unit `{u}`: this clause is in {} (accepts {})",
+                unit.name,
+                accepted()
+            )
+        })?;
+    Ok(n * f)
+}
+
+impl Policy {
+    /// Parses a policy file's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Policy, PolicyError> {
+        let err = |line: usize, key: &str, reason: String| PolicyError {
+            path: path.to_string(),
+            line,
+            key: key.to_string(),
+            reason,
+        };
+        type Table = BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>;
+        let table: Table = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of(text, s.start));
+            err(line, "(syntax)", e.message().to_string())
+        })?;
+        let mut clauses = Vec::new();
+        for (k, v) in table {
+            let line = line_of(text, k.span().start);
+            let key = k.get_ref().as_str();
+            let spec = CLAUSES.iter().find(|c| c.key == key).ok_or_else(|| {
+                err(
+                    line,
+                    key,
+                    format!(
+                        "unknown clause; known: {}",
+                        CLAUSES.iter().map(|c| c.key).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+            let value = v.get_ref();
+            let limit = match (spec.kind, value) {
+                (Kind::Require, toml::Value::Boolean(b)) => Limit::Require(*b),
+                (Kind::Require, other) => {
+                    return Err(err(
+                        line,
+                        key,
+                        format!("expects true or false, not {other}"),
+                    ))
+                }
+                (Kind::Max | Kind::Min, toml::Value::Integer(i)) => Limit::Number(*i as f64),
+                (Kind::Max | Kind::Min, toml::Value::Float(x)) => Limit::Number(*x),
+                (Kind::Max | Kind::Min, toml::Value::String(s)) => {
+                    Limit::Number(with_unit(s, &spec.unit).map_err(|r| err(line, key, r))?)
+                }
+                (Kind::Max | Kind::Min, other) => {
+                    return Err(err(
+                        line,
+                        key,
+                        format!("expects a number in {}, not {other}", spec.unit.name),
+                    ))
+                }
+                (Kind::Setting, v) => match (key, v) {
+                    ("pue", toml::Value::Float(x)) if *x >= 1.0 => Limit::Number(*x),
+                    ("pue", toml::Value::Integer(i)) if *i >= 1 => Limit::Number(*i as f64),
+                    ("pue", other) => {
+                        return Err(err(
+                            line,
+                            key,
+                            format!("must be a number of at least 1, not {other}"),
+                        ))
+                    }
+                    ("region", toml::Value::String(s)) => {
+                        frugal_energy::carbon::intensity(s)
+                            .map_err(|e| err(line, key, e.to_string()))?;
+                        Limit::Text(s.clone())
+                    }
+                    (_, toml::Value::String(s)) => Limit::Text(s.clone()),
+                    (_, other) => return Err(err(line, key, format!("expects text, not {other}"))),
+                },
+            };
+            if let Limit::Number(x) = limit {
+                if !x.is_finite() || (spec.kind != Kind::Setting && x < 0.0) {
+                    return Err(err(
+                        line,
+                        key,
+                        format!("limit {x} must be a finite, non-negative number"),
+                    ));
+                }
+            }
+            clauses.push(Clause {
+                key: spec.key,
+                limit,
+                line,
+            });
+        }
+        clauses.sort_by_key(|c| c.line);
+        Ok(Policy {
+            path: path.to_string(),
+            clauses,
+        })
+    }
+}
+
+/// One clause's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub key: &'static str,
+    pub line: usize,
+    pub limit: Limit,
+    pub unit: &'static str,
+    /// The report's figure (`None`: not in the report).
+    pub value: Option<f64>,
+    pub from: Option<String>,
+    pub pass: bool,
+    pub note: String,
+}
+
+/// The quality clauses: each applies to one kind of model.
+const QUALITY: &[&str] = &["max_kld", "max_ppl_increase_pct", "max_accuracy_drop_pt"];
+
+fn has_quality(m: &Metrics) -> bool {
+    m.kld.is_some() || m.ppl_increase_pct.is_some() || m.accuracy_drop_pt.is_some()
+}
+
+/// Checks every limit clause of `policy` against `m`. A quality clause whose figure the report
+/// lacks passes as not applicable when the report has another quality figure (a classifier
+/// report has no KL divergence); any other missing figure fails the clause.
+pub fn check(policy: &Policy, m: &Metrics) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for c in &policy.clauses {
+        let spec = CLAUSES
+            .iter()
+            .find(|s| s.key == c.key)
+            .expect("parsed from the table");
+        let figure: Option<&Figure> = match c.key {
+            "max_kld" => m.kld.as_ref(),
+            "max_ppl_increase_pct" => m.ppl_increase_pct.as_ref(),
+            "max_accuracy_drop_pt" => m.accuracy_drop_pt.as_ref(),
+            "min_size_reduction" => m.size_reduction.as_ref(),
+            "max_wh_per_1k_queries" => m.wh_per_1k_queries.as_ref(),
+            "max_gco2e_per_1k_queries" => m.gco2e_per_1k_queries.as_ref(),
+            "max_sci" => m.sci_per_1k_queries.as_ref(),
+            _ => None,
+        };
+        let (value, from, pass, note) = match (spec.kind, &c.limit) {
+            (Kind::Setting, _) => continue,
+            (Kind::Max | Kind::Min, Limit::Number(limit)) => match figure {
+                // The quality clauses are alternatives by model kind: a language-model report
+                // has no accuracy drop, a classifier's no KL divergence.
+                None if QUALITY.contains(&c.key) && has_quality(m) => (
+                    None,
+                    None,
+                    true,
+                    "not applicable: the report's quality is judged by another clause".into(),
+                ),
+                None => (None, None, false, "not in the report".to_string()),
+                Some(f) => {
+                    let ok = if spec.kind == Kind::Max {
+                        f.value <= *limit
+                    } else {
+                        f.value >= *limit
+                    };
+                    (Some(f.value), Some(f.path.clone()), ok, String::new())
+                }
+            },
+            (Kind::Require, Limit::Require(false)) => (None, None, true, "not required".into()),
+            (Kind::Require, Limit::Require(true)) => match c.key {
+                "require_measured_energy" => match &m.energy_measured {
+                    None => (None, None, false, "no energy figures in the report".into()),
+                    Some((all, path)) => (
+                        Some(f64::from(u8::from(*all))),
+                        Some(path.clone()),
+                        *all,
+                        if *all {
+                            "every figure measured".into()
+                        } else {
+                            "some figures are estimates".into()
+                        },
+                    ),
+                },
+                _ => match &m.eu_ai_act_missing {
+                    None => (None, None, false, "no eu_ai_act block in the report".into()),
+                    Some(missing) => (
+                        Some(missing.len() as f64),
+                        Some("eu_ai_act".into()),
+                        missing.is_empty(),
+                        if missing.is_empty() {
+                            "complete".into()
+                        } else {
+                            format!("missing {}", missing.join(", "))
+                        },
+                    ),
+                },
+            },
+            _ => unreachable!("limits are typed by their clause when parsed"),
+        };
+        out.push(Outcome {
+            key: c.key,
+            line: c.line,
+            limit: c.limit.clone(),
+            unit: spec.unit.name,
+            value,
+            from,
+            pass,
+            note,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_convert_and_every_clause_is_documented() {
+        let p = Policy::parse(
+            "max_wh_per_1k_queries = \"0.5 kWh\"\nmax_sci = \"2 kg\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(p.clauses[0].limit, Limit::Number(500.0));
+        assert_eq!(p.clauses[1].limit, Limit::Number(2000.0));
+        assert!(CLAUSES.iter().all(|c| !c.doc.is_empty()));
+        let e = Policy::parse("\n\nmax_kld = \"0.1 Wh\"\n", "p.toml").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "max_kld"));
+    }
+}
