@@ -351,6 +351,17 @@ enum Command {
         /// Queries (or inferences) the command served: adds the figures per 1,000 queries.
         #[arg(long)]
         queries: Option<u64>,
+        /// Also write the exports of this record into DIR: `model-card.md` (Hugging Face
+        /// `co2_eq_emissions` front matter), `eu-ai-act.json` (Annex XI 2(d)-(e)), `boamps.json`.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// What the command does, for the exports (`fine-tuning`, `pre-training`,
+        /// `quantization`, `inference`, …).
+        #[arg(long, default_value = "fine-tuning")]
+        training_type: String,
+        /// Floating-point operations of the work, when known (Annex XI asks for them).
+        #[arg(long)]
+        flops: Option<f64>,
         /// The command and its arguments, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -1267,6 +1278,9 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             region,
             pue,
             queries,
+            export,
+            training_type,
+            flops,
             command,
         } => {
             let (program, args) = command
@@ -1300,13 +1314,61 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     "gco2e": carbon.as_ref().and_then(|c| c["operational_g"].as_f64()).map(|g| g * k),
                 })
             });
+            let method = r
+                .sources
+                .iter()
+                .map(|s| match &s.provenance {
+                    frugal_energy::Provenance::Measured { counter } => counter.clone(),
+                    frugal_energy::Provenance::Estimated { model, .. } => model.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let record = frugal_report::exports::Record {
+                seconds: r.seconds,
+                joules: r.joules(),
+                measured: r.all_measured(),
+                method,
+                grams: carbon.as_ref().and_then(|c| c["operational_g"].as_f64()),
+                region: carbon
+                    .as_ref()
+                    .and_then(|c| c["grid"]["country"].as_str().map(String::from)),
+                hardware: format!(
+                    "{} logical CPUs, {}",
+                    opts.estimate.logical_cpus, opts.estimate.cpu_model
+                ),
+                training_type,
+                flops,
+            };
+            let eu = frugal_report::exports::eu_ai_act(&record);
             let out = serde_json::json!({
                 "command": command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
                 "exit_status": status.code(),
                 "energy": r,
                 "carbon": carbon,
                 "per_1k_queries": per_1k,
+                "eu_ai_act": eu,
             });
+            if let Some(dir) = &export {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| BadUsage(format!("{}: {e}", dir.display())))?;
+                let stage = record.training_type.replace('-', "");
+                for (name, text) in [
+                    ("model-card.md", frugal_report::exports::model_card(&record)),
+                    ("eu-ai-act.json", serde_json::to_string_pretty(&eu)?),
+                    (
+                        "boamps.json",
+                        serde_json::to_string_pretty(&frugal_report::exports::boamps(
+                            &record, &stage,
+                        ))?,
+                    ),
+                ] {
+                    use std::io::Write;
+                    let mut f = frugal_formats::output::AtomicFile::create(&dir.join(name), &[])?;
+                    f.write_all(text.as_bytes())
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))?;
+                    f.commit()?;
+                }
+            }
             emit(json, &out, |_| {
                 println!(
                     "{} s, {:.3} J ({:.6} Wh), {}",

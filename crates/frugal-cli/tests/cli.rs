@@ -1205,6 +1205,47 @@ fn measure_labels_its_figures_and_passes_on_failures() {
         .sum::<f64>()
         / 3.6e6;
     assert_eq!(c["carbon"]["grid"]["g_per_kwh"].as_f64(), Some(56.039));
+    // The exports of the same record.
+    let e = frugal_json(
+        &[
+            "measure", "--json", "--region", "FRA", "--flops", "1e12", "--export", "ex", "--",
+            "true",
+        ],
+        dir.path(),
+    );
+    let card = std::fs::read_to_string(dir.path().join("ex/model-card.md")).unwrap();
+    assert!(
+        card.starts_with("---\nco2_eq_emissions:\n  emissions: "),
+        "{card}"
+    );
+    assert!(
+        card.contains("(estimated: ") || card.contains("(measured: "),
+        "{card}"
+    );
+    assert!(card.contains("geographical_location: \"France\""));
+    let eu: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("ex/eu-ai-act.json")).unwrap())
+            .unwrap();
+    assert_eq!(eu, e["eu_ai_act"]);
+    assert_eq!(eu["training_compute_flops"].as_f64(), Some(1e12));
+    let b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("ex/boamps.json")).unwrap()).unwrap();
+    assert!(b["measures"][0]["powerConsumption"].as_f64().unwrap() > 0.0);
+    // The EU AI Act profile passes on a record with every field, fails without the FLOPs.
+    std::fs::write(dir.path().join("e.json"), e.to_string()).unwrap();
+    let policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/eu-ai-act.toml");
+    let pol = policy.to_str().unwrap();
+    assert_eq!(
+        frugal(&["check", "--policy", pol, "e.json"], dir.path())
+            .status
+            .code(),
+        Some(0)
+    );
+    std::fs::write(dir.path().join("c.json"), c.to_string()).unwrap();
+    let out = frugal(&["check", "--policy", pol, "c.json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("missing training_compute_flops"));
     let g = c["carbon"]["operational_g"].as_f64().unwrap();
     let want = kwh * 1.5 * 56.039;
     assert!((g - want).abs() <= 1e-9 * want.max(1e-12), "{g} vs {want}");

@@ -1,5 +1,6 @@
 //! Reports and the policy gate: the figures a report holds ([`metrics`]), and a TOML policy
 //! whose clauses are checked against them ([`policy`]).
 
+pub mod exports;
 pub mod metrics;
 pub mod policy;
