@@ -348,7 +348,8 @@ enum Command {
         /// Power usage effectiveness of the data centre (1 = none counted).
         #[arg(long, default_value_t = 1.0)]
         pue: f64,
-        /// Queries (or inferences) the command served: adds the figures per 1,000 queries.
+        /// Queries per metered run of MODEL (default 100), or the queries the command served
+        /// (adds the figures per 1,000 queries).
         #[arg(long)]
         queries: Option<u64>,
         /// Also write the exports of this record into DIR: `model-card.md` (Hugging Face
@@ -362,8 +363,23 @@ enum Command {
         /// Floating-point operations of the work, when known (Annex XI asks for them).
         #[arg(long)]
         flops: Option<f64>,
-        /// The command and its arguments, after `--`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        /// A model to run the built-in inference workload on: a Frugal CNN `.safetensors`
+        /// (with --data), a sentence-transformers folder, or a Llama GGUF.
+        model: Option<PathBuf>,
+        /// Classifiers: the images' data set (`digits`, `fashion-mnist`).
+        #[arg(long)]
+        data: Option<String>,
+        /// MODEL: metered runs (each gives one energy figure; the interval is over them).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// MODEL: unmetered queries first.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// MODEL (language models): tokens generated per prompt.
+        #[arg(long, default_value_t = 16)]
+        tokens: usize,
+        /// The command and its arguments, after `--` (instead of MODEL).
+        #[arg(last = true)]
         command: Vec<std::ffi::OsString>,
     },
 }
@@ -1281,11 +1297,13 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             export,
             training_type,
             flops,
+            model,
+            data,
+            repeats,
+            warmup,
+            tokens,
             command,
         } => {
-            let (program, args) = command
-                .split_first()
-                .ok_or_else(|| BadUsage("frugal measure -- COMMAND [ARGS…]".into()))?;
             let grid = region
                 .as_deref()
                 .map(frugal_energy::carbon::intensity)
@@ -1295,6 +1313,68 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             frugal_energy::carbon::operational_g(0.0, pue, 0.0)
                 .map_err(|e| BadUsage(e.to_string()))?;
             let opts = frugal_energy::MeterOptions::detect();
+            if let Some(model) = model {
+                if !command.is_empty() {
+                    return Err(
+                        BadUsage("measure either MODEL or -- COMMAND, not both".into()).into(),
+                    );
+                }
+                let job = frugal_pipeline::measure::MeasureJob {
+                    model,
+                    data,
+                    queries: queries.unwrap_or(100) as usize,
+                    repeats,
+                    warmup,
+                    tokens,
+                    meters: opts,
+                };
+                let mut w = frugal_pipeline::measure::measure_model(&job)?;
+                if let Some(g) = &grid {
+                    let grams = frugal_energy::carbon::operational_g(
+                        w.wh_per_1k_queries.mean / 1000.0,
+                        pue,
+                        g.g_per_kwh,
+                    )?;
+                    w.per_1k_queries["gco2e"] = serde_json::json!(grams);
+                    w.per_1k_queries["region"] = serde_json::json!(g.country);
+                    w.per_1k_queries["pue"] = serde_json::json!(pue);
+                }
+                return emit(json, &w, |w| {
+                    let how = if w.runs.iter().all(|r| r.measured) {
+                        "measured"
+                    } else {
+                        "estimated"
+                    };
+                    println!(
+                        "{} ({}): {} queries × {} runs after {} warm-up; a query is {}",
+                        w.model,
+                        w.kind,
+                        w.queries,
+                        w.runs.len(),
+                        w.warmup,
+                        w.query
+                    );
+                    println!(
+                        "  {:.4} J per {} (95 % CI {:.4}–{:.4}), {:.4} Wh per 1,000 queries ({:.4}–{:.4}), {how}",
+                        w.joules_per_unit.mean, w.unit, w.joules_per_unit.ci95.0, w.joules_per_unit.ci95.1,
+                        w.wh_per_1k_queries.mean, w.wh_per_1k_queries.ci95.0, w.wh_per_1k_queries.ci95.1
+                    );
+                    println!(
+                        "  {:.1} queries/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms; peak RSS {:.0} MiB",
+                        w.queries_per_second.mean, w.latency_ms.p50, w.latency_ms.p90, w.latency_ms.p99,
+                        w.peak_rss_bytes as f64 / 1048576.0
+                    );
+                    if let Some(g) = w.per_1k_queries["gco2e"].as_f64() {
+                        println!(
+                            "  {g:.6} gCO2e per 1,000 queries in {} at PUE {pue}",
+                            w.per_1k_queries["region"]
+                        );
+                    }
+                });
+            }
+            let (program, args) = command.split_first().ok_or_else(|| {
+                BadUsage("frugal measure MODEL, or frugal measure -- COMMAND [ARGS…]".into())
+            })?;
             let (status, r) = frugal_energy::measure_command(program, args, &opts)
                 .map_err(|e| BadUsage(e.to_string()))?;
             let carbon = grid

@@ -1270,6 +1270,116 @@ fn measure_labels_its_figures_and_passes_on_failures() {
     );
 }
 
+/// `frugal measure MODEL`: the built-in workload on a real (freshly trained digits) classifier
+/// and on MiniLM: per-unit energy with a 95 % interval over the runs, latency percentiles,
+/// labelled provenance, and per-1,000-query figures a policy can gate on.
+#[test]
+fn measure_runs_the_built_in_workloads() {
+    let dir = tempfile::tempdir().unwrap();
+    frugal_json(
+        &[
+            "distill",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            "s.safetensors",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let w = frugal_json(
+        &[
+            "measure",
+            "s.safetensors",
+            "--data",
+            "digits",
+            "--queries",
+            "100",
+            "--repeats",
+            "3",
+            "--region",
+            "DEU",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(w["kind"], "classifier");
+    assert_eq!(w["runs"].as_array().unwrap().len(), 3);
+    let j = &w["joules_per_unit"];
+    let (mean, lo, hi) = (
+        j["mean"].as_f64().unwrap(),
+        j["ci95"][0].as_f64().unwrap(),
+        j["ci95"][1].as_f64().unwrap(),
+    );
+    assert!(mean > 0.0 && lo <= mean && mean <= hi, "{j}");
+    let l = &w["latency_ms"];
+    assert!(l["p50"].as_f64() <= l["p99"].as_f64());
+    let wh = w["per_1k_queries"]["wh"].as_f64().unwrap();
+    assert!((wh - w["wh_per_1k_queries"]["mean"].as_f64().unwrap()).abs() < 1e-12);
+    let g = w["per_1k_queries"]["gco2e"].as_f64().unwrap();
+    assert!(
+        (g - wh / 1000.0 * 380.95).abs() < 1e-9 * g.max(1e-12),
+        "{g}"
+    );
+    for s in w["energy"]["sources"].as_array().unwrap() {
+        assert!(["measured", "estimated"].contains(&s["provenance"]["kind"].as_str().unwrap()));
+    }
+    std::fs::write(dir.path().join("w.json"), w.to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "max_wh_per_1k_queries = \"1 kWh\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        frugal(&["check", "--policy", "p.toml", "w.json"], dir.path())
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_bad_input(
+        &frugal(&["measure", "s.safetensors", "--queries", "5"], dir.path()),
+        "--data",
+    );
+    assert_bad_input(
+        &frugal(
+            &["measure", "s.safetensors", "--data", "digits", "--", "true"],
+            dir.path(),
+        ),
+        "not both",
+    );
+    let Some(minilm) =
+        frugal_formats::assets::require_or_skip(frugal_formats::assets::minilm_dir(), "MiniLM")
+    else {
+        return;
+    };
+    if frugal_formats::assets::require_or_skip(frugal_formats::assets::brown_dir(), "Brown corpus")
+        .is_none()
+    {
+        return;
+    }
+    let e = frugal_json(
+        &[
+            "measure",
+            minilm.to_str().unwrap(),
+            "--queries",
+            "8",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        (e["kind"].as_str(), e["unit"].as_str()),
+        (Some("encoder"), Some("sentence"))
+    );
+    assert!(e["joules_per_unit"]["mean"].as_f64().unwrap() > 0.0);
+}
+
 /// `frugal check`: policy cases with their exit codes (0 pass, 1 a clause fails, 2 bad input)
 /// and messages naming the line and key, against a report shaped like `frugal quantize --json`
 /// plus the energy block `frugal measure --json --queries` writes (measured on this machine).

@@ -8,6 +8,7 @@
 //! are still to come, and the report says so.
 
 pub mod classifier;
+pub mod measure;
 pub mod quantize;
 pub mod recipe;
 
