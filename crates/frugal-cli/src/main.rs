@@ -1541,7 +1541,10 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         );
                     }
                     println!("  total    {:.1} s", r.seconds);
-                    println!("  report   {}", path.display());
+                    println!(
+                        "  report   {} (and report.md, report.html beside it)",
+                        path.display()
+                    );
                 });
             }
             let opts = frugal_pipeline::RunOptions {
@@ -1567,12 +1570,18 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     d.n_train, d.n_test, d.seed
                 );
                 println!(
-                    "  {:18} {:>9} {:>9} {:>10} {:>18} {:>8}",
-                    "model", "KiB", "weights", "nonzero %", "test accuracy %", "s"
+                    "  {:18} {:>9} {:>9} {:>10} {:>18} {:>8} {:>14}",
+                    "model",
+                    "KiB",
+                    "weights",
+                    "nonzero %",
+                    "test accuracy %",
+                    "s",
+                    "mWh/1k queries"
                 );
-                for m in &report.classifier.models {
+                for (m, e) in report.classifier.models.iter().zip(&report.measure) {
                     println!(
-                        "  {:18} {:>9.1} {:>9} {:>10.1} {:>7.2} [{:.1}, {:.1}] {:>8.2}",
+                        "  {:18} {:>9.1} {:>9} {:>10.1} {:>7.2} [{:.1}, {:.1}] {:>8.2} {:>10.3}{}",
                         m.name,
                         m.file_bytes as f64 / 1024.0,
                         m.weights,
@@ -1580,15 +1589,24 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         m.eval.accuracy_pct,
                         m.eval.ci95_pct.0,
                         m.eval.ci95_pct.1,
-                        m.seconds
+                        m.seconds,
+                        1e3 * e.wh_per_1k_queries.mean,
+                        if e.measured { "" } else { " est." }
                     );
                 }
+                println!(
+                    "  energy   {}",
+                    report.measure.first().map_or("-", |e| e.method.as_str())
+                );
                 println!("  total    {:.1} s", report.seconds);
                 println!(
                     "  pending  {} (not in this version yet)",
                     report.pending_steps.join(", ")
                 );
-                println!("  report   {}", path.display());
+                println!(
+                    "  report   {} (and report.md, report.html beside it)",
+                    path.display()
+                );
             })?;
         }
     }

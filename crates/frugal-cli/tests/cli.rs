@@ -124,7 +124,9 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
     assert_eq!(
         names,
         [
+            "report.html",
             "report.json",
+            "report.md",
             "student-distilled.safetensors",
             "student-int8.safetensors",
             "student-labels.safetensors",
@@ -155,6 +157,23 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
     let int8 = &j["classifier"]["models"][4];
     assert_eq!(int8["name"], "student-int8");
     assert_eq!(e["n_correct"], int8["eval"]["n_correct"], "{e}");
+    // Every model measured on the same workload, each figure labelled; the page is one
+    // self-contained file with its charts inline.
+    let measure = j["measure"].as_array().unwrap();
+    assert_eq!(measure.len(), 5);
+    for e in measure {
+        let w = &e["wh_per_1k_queries"];
+        assert!(w["mean"].as_f64().unwrap() > 0.0, "{e}");
+        assert!(w["ci95"][0].as_f64() <= w["mean"].as_f64());
+        assert!(!e["method"].as_str().unwrap().is_empty());
+    }
+    let page = std::fs::read_to_string(dir.path().join("o/report.html")).unwrap();
+    assert!(
+        page.contains("id=\"quality-size\"><svg") && page.contains("id=\"quality-energy\"><svg")
+    );
+    assert!(page.contains("id=\"label\"><svg") && !page.contains("<script"));
+    let md = std::fs::read_to_string(dir.path().join("o/report.md")).unwrap();
+    assert!(md.contains("| student-int8 | "), "{md}");
     // The pruned student is stored sparse: fewer bytes than the same network dense.
     let models = &j["classifier"]["models"];
     assert_eq!(models[3]["name"], "student-pruned");

@@ -2,5 +2,6 @@
 //! whose clauses are checked against them ([`policy`]).
 
 pub mod exports;
+pub mod html;
 pub mod metrics;
 pub mod policy;
