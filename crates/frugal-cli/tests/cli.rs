@@ -172,6 +172,7 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
         page.contains("id=\"quality-size\"><svg") && page.contains("id=\"quality-energy\"><svg")
     );
     assert!(page.contains("id=\"label\"><svg") && !page.contains("<script"));
+    render_in_chromium(&dir.path().join("o/report.html"));
     let md = std::fs::read_to_string(dir.path().join("o/report.md")).unwrap();
     assert!(md.contains("| student-int8 | "), "{md}");
     // The pruned student is stored sparse: fewer bytes than the same network dense.
@@ -1549,4 +1550,57 @@ fn policy_gate_exit_codes_and_messages() {
     }
     let list = frugal(&["check", "--list"], dir.path());
     assert!(String::from_utf8_lossy(&list.stdout).contains("max_sci"));
+}
+
+/// Renders a page in a real headless Chromium (when installed: `scripts/test` installs it as
+/// root): it must load, log no console message, and leave a screenshot, kept as a test artifact
+/// in `target/test-artifacts/`.
+fn render_in_chromium(page: &Path) {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        eprintln!("skipped: no headless Chromium to render {}", page.display());
+        return;
+    };
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("report.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args([
+            "--window-size=1000,2200",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.canonicalize().unwrap().display()))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {log}");
+    assert!(
+        !log.lines().any(|l| l.contains(":CONSOLE")),
+        "console messages while rendering {}:\n{log}",
+        page.display()
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
 }

@@ -101,6 +101,9 @@ fn scatter(title: &str, x_desc: &str, v: &View, xs: &[(usize, f64)]) -> String {
             c.configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(v.quality_label.as_str())
+                .x_labels(6)
+                .x_label_formatter(&|x| format!("{x:.1e}"))
+                .max_light_lines(2)
                 .draw()?;
             let front: Vec<(f64, f64)> = pareto(&pts, v.higher_is_better)
                 .into_iter()
@@ -142,7 +145,7 @@ fn breakdown(v: &View) -> String {
         30 * n + 10
     );
     for (k, (name, j, measured)) in v.energy_sources.iter().enumerate() {
-        let w = 400.0 * j / max;
+        let w = 300.0 * j / max;
         let y = 10 + 30 * k;
         s.push_str(&format!(
             r##"<text x="0" y="{}" font-family="sans-serif" font-size="12">{}</text><rect x="130" y="{}" width="{w:.1}" height="18" fill="{}"/><text x="{:.1}" y="{}" font-family="sans-serif" font-size="12">{j:.4} J ({})</text>"##,
