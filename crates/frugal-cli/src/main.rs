@@ -727,6 +727,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         ..d
                     },
                     resume,
+                    discard_stale: false,
                 };
                 let bar = progress_bar("");
                 let step = frugal_pipeline::quantize::lm_distill_step(
@@ -885,6 +886,15 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     sparse_storage: storage == StorageArg::Sparse,
                     channels: match structure {
                         None => false,
+                        Some(StructureArg::Channels)
+                            if pattern != frugal_compress::prune::Pattern::Unstructured =>
+                        {
+                            return Err(BadUsage(
+                                "--structure channels removes whole channels; it takes no --pattern"
+                                    .into(),
+                            )
+                            .into())
+                        }
                         Some(StructureArg::Channels) => true,
                         Some(_) => {
                             return Err(BadUsage(
@@ -1319,6 +1329,12 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         BadUsage("measure either MODEL or -- COMMAND, not both".into()).into(),
                     );
                 }
+                if export.is_some() || flops.is_some() {
+                    return Err(BadUsage(
+                        "--export and --flops describe a measured command (a training or compression job), not a MODEL's inference workload".into(),
+                    )
+                    .into());
+                }
                 let job = frugal_pipeline::measure::MeasureJob {
                     model,
                     data,
@@ -1326,7 +1342,12 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     repeats,
                     warmup,
                     tokens,
-                    meters: opts,
+                    // The built-in workloads run on the CPU: a GPU's whole-device counter would
+                    // add other processes' and idle energy.
+                    meters: frugal_energy::MeterOptions {
+                        nvml: false,
+                        ..opts
+                    },
                 };
                 let mut w = frugal_pipeline::measure::measure_model(&job)?;
                 if let Some(g) = &grid {
@@ -1394,15 +1415,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     "gco2e": carbon.as_ref().and_then(|c| c["operational_g"].as_f64()).map(|g| g * k),
                 })
             });
-            let method = r
-                .sources
-                .iter()
-                .map(|s| match &s.provenance {
-                    frugal_energy::Provenance::Measured { counter } => counter.clone(),
-                    frugal_energy::Provenance::Estimated { model, .. } => model.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            let method = r.method();
             let record = frugal_report::exports::Record {
                 seconds: r.seconds,
                 joules: r.joules(),

@@ -372,6 +372,22 @@ fn distill_trains_and_distils_a_digits_classifier() {
             ],
             "--structure channels",
         ),
+        (
+            vec![
+                "prune",
+                "t.safetensors",
+                "x.safetensors",
+                "--method",
+                "magnitude",
+                "--structure",
+                "channels",
+                "--pattern",
+                "2:4",
+                "--data",
+                "digits",
+            ],
+            "takes no --pattern",
+        ),
     ] {
         assert_bad_input(&frugal(&args, dir.path()), msg);
     }
@@ -1368,6 +1384,20 @@ fn measure_runs_the_built_in_workloads() {
             dir.path(),
         ),
         "not both",
+    );
+    assert_bad_input(
+        &frugal(
+            &[
+                "measure",
+                "s.safetensors",
+                "--data",
+                "digits",
+                "--export",
+                "ex",
+            ],
+            dir.path(),
+        ),
+        "--export and --flops",
     );
     let Some(minilm) =
         frugal_formats::assets::require_or_skip(frugal_formats::assets::minilm_dir(), "MiniLM")

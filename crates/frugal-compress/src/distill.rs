@@ -298,6 +298,13 @@ pub(crate) fn save_checkpoint<O: serde::Serialize, R: serde::Serialize>(
     Ok(())
 }
 
+/// The settings a checkpoint file was made with (`None`: not a checkpoint of this kind).
+pub(crate) fn checkpoint_opts<O: serde::de::DeserializeOwned>(f: &SafetensorsFile) -> Option<O> {
+    let j = f.header.metadata.get(CHECKPOINT_KEY)?;
+    let v: serde_json::Value = serde_json::from_str(j).ok()?;
+    serde_json::from_value(v.get("opts")?.clone()).ok()
+}
+
 /// Restores `params` and `adam` from a checkpoint made with the same settings (`opts`) and
 /// parameter sizes.
 pub(crate) fn load_checkpoint<O, R>(
@@ -478,7 +485,7 @@ pub fn train_classifier(
             let mix = opts.mixup.then(|| {
                 let step = (epoch * batches + b) as u64;
                 let mut r = SplitMix64(
-                    opts.seed ^ 0x6d69_7875_70 ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    opts.seed ^ 0x006d_6978_7570 ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 );
                 mixup(&mut x, &y, &mut r)
             });

@@ -158,14 +158,40 @@ struct LmCheckpointKey {
     opts: LmDistillOptions,
     sequences: usize,
     positions: usize,
+    /// Which student the run started from (the caller's fingerprint of its file).
+    student: String,
+}
+
+/// Whether the checkpoint at `path` was made by a run with these settings, data and student
+/// (`Ok(false)` for another run's; an error only for an unreadable file).
+pub fn checkpoint_matches(
+    path: &std::path::Path,
+    cache: &TeacherTopK,
+    opts: &LmDistillOptions,
+    student: &str,
+) -> Result<bool> {
+    let f = frugal_formats::safetensors::SafetensorsFile::open(path)?;
+    let want = key(cache, opts, student);
+    Ok(crate::distill::checkpoint_opts::<LmCheckpointKey>(&f).is_some_and(|k| k == want))
+}
+
+fn key(cache: &TeacherTopK, opts: &LmDistillOptions, student: &str) -> LmCheckpointKey {
+    LmCheckpointKey {
+        opts: opts.clone(),
+        sequences: cache.seqs.len(),
+        positions: cache.seqs.iter().map(Vec::len).sum(),
+        student: student.to_string(),
+    }
 }
 
 /// Distils `student` from the cached teacher: trains its MLP weights in place. With
-/// `checkpoint`, saves after every epoch and, when resuming, continues from the saved epoch.
-/// `progress(step, total, loss)` after every step. Returns every step's record (the resumed
-/// ones included).
+/// `checkpoint`, saves after every epoch and, when resuming, continues from the saved epoch —
+/// only a checkpoint made with the same settings, data and `student_id` (a fingerprint of the
+/// student the run started from) is accepted. `progress(step, total, loss)` after every step.
+/// Returns every step's record (the resumed ones included).
 pub fn distill_lm(
     student: &mut Llama,
+    student_id: &str,
     cache: &TeacherTopK,
     opts: &LmDistillOptions,
     checkpoint: Option<&Checkpointing>,
@@ -183,11 +209,7 @@ pub fn distill_lm(
         .collect::<Result<_>>()?;
     let mut adam = AdamW::new(&params, opts.weight_decay);
     let mut grads: Vec<Vec<f32>> = Vec::with_capacity(vars.len());
-    let key = LmCheckpointKey {
-        opts: opts.clone(),
-        sequences: cache.seqs.len(),
-        positions: cache.seqs.iter().map(Vec::len).sum(),
-    };
+    let key = key(cache, opts, student_id);
     let mut order: Vec<usize> = (0..cache.seqs.len()).collect();
     let mut rng = SplitMix64(opts.seed);
     let total = order.len() * opts.epochs;

@@ -422,8 +422,8 @@ pub struct HeadPruneReport {
 }
 
 /// Removes query attention heads from every block of the model in `input`, the same number
-/// from each key/value group (so grouped-query attention stays regular: at least
-/// `opts.fraction` of each group's query heads, at least one, never all), and writes the smaller
+/// from each key/value group (so grouped-query attention stays regular: `opts.fraction` of each
+/// group's query heads rounded to the nearest whole head, at least one, never all), and writes the smaller
 /// model to `output`: `attn_q`'s rows and `attn_output`'s columns of those heads gone,
 /// `attention.head_count` lowered and `attention.key_length`/`value_length` set (the head width
 /// no longer follows from the model width), which llama.cpp reads.
@@ -653,12 +653,13 @@ pub fn prune_layers_gguf(
             "layers are chosen by how much they change their input on calibration text (--calib FILE)".into(),
         )
     })?;
-    let k = ((n as f64 * opts.fraction).ceil() as usize).clamp(1, n.saturating_sub(1));
-    if k == 0 {
+    if n < 2 {
         return Err(Error::BadOptions(
             "a one-block model has no block to remove".into(),
         ));
     }
+    // (The epsilon keeps 25 × 0.28 = 7.000000000000001 from becoming 8.)
+    let k = ((n as f64 * opts.fraction - 1e-9).ceil() as usize).clamp(1, n - 1);
     progress(0, 1);
     let bi = block_influence(&gptq::load_model(&f)?, calib)?;
     progress(1, 1);
@@ -795,7 +796,7 @@ pub fn prune_cnn_channels(
                 norm(w[o * fan..(o + 1) * fan].iter().copied()) * next
             })
             .collect();
-        let keep = ((c as f64 * (1.0 - fraction)).floor() as usize).max(1);
+        let keep = ((c as f64 * (1.0 - fraction) + 1e-9).floor() as usize).max(1);
         let kept = choose(&scores, keep);
         let total: f64 = scores.iter().sum();
         let kept_sum: f64 = kept.iter().map(|&j| scores[j]).sum();

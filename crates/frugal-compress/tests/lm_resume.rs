@@ -32,7 +32,7 @@ fn resumed_lm_distillation_is_bit_identical() {
     };
     let run = |opts: &LmDistillOptions, ck: Option<&Checkpointing>| {
         let mut student = Llama::load(&f, LoadOptions::EXACT, &dev).unwrap();
-        let r = distill_lm(&mut student, &cache, opts, ck, &|_, _, _| {});
+        let r = distill_lm(&mut student, "smollm2", &cache, opts, ck, &|_, _, _| {});
         let weights: Vec<Vec<f32>> = student
             .blocks
             .iter()
@@ -77,4 +77,9 @@ fn resumed_lm_distillation_is_bit_identical() {
     };
     let e = run(&other, Some(&rest)).unwrap_err();
     assert!(e.to_string().contains("other settings"), "{e}");
+    // Another student's checkpoint is told apart before anything is loaded.
+    use frugal_compress::lm_distill::checkpoint_matches;
+    assert!(checkpoint_matches(&path, &cache, &opts, "smollm2").unwrap());
+    assert!(!checkpoint_matches(&path, &cache, &opts, "another student").unwrap());
+    assert!(!checkpoint_matches(&path, &cache, &other, "smollm2").unwrap());
 }

@@ -16,7 +16,7 @@ use crate::{Error, Result};
 pub const GRID_TABLE: &str = include_str!("../../../data/grid-intensity.csv");
 /// The table's version: where its figures come from.
 pub const GRID_TABLE_SOURCE: &str =
-    "Our World in Data / Ember electricity-mix figures (2021–2023) via CodeCarbon 3.2.9 global_energy_mix.json";
+    "Our World in Data / Ember electricity-mix figures (2022–2023 for all but five regions; oldest 2009) via CodeCarbon 3.2.9 global_energy_mix.json";
 
 /// One region's grid intensity.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

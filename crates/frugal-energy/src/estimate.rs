@@ -3,11 +3,13 @@
 //! size and a per-GB power. Every constant is reported with the figure.
 //!
 //! - CPU: `cpu_seconds × TDP / logical CPUs` — each busy logical CPU drawing an equal share of
-//!   the package's thermal design power (CodeCarbon's per-process attribution; an upper-ish
-//!   bound, as packages rarely sit at TDP, and blind to idle power the process does not cause).
+//!   the TDP (CodeCarbon's per-process attribution; an upper-ish bound, as packages rarely sit
+//!   at TDP, and blind to idle power the process does not cause). The logical CPUs are those
+//!   this process may use (`available_parallelism`: on a VM or in a container, its slice, not
+//!   the whole package), so the TDP stands for that slice's power.
 //! - TDP: looked up by the CPU's model name (as `/proc/cpuinfo` gives it) in a `Name,TDP` table
 //!   (CodeCarbon's `cpu_power.csv` format) when one is given, else 85 W, CodeCarbon's default for
-//!   an unknown CPU.
+//!   an unknown CPU. No table ships yet, so the CLI always uses 85 W (and says so).
 //! - Memory: `peak RSS (GB) × 0.375 W/GB × wall seconds` (3 W per 8 GB, CodeCarbon 2.x's RAM
 //!   model).
 

@@ -69,6 +69,17 @@ impl EnergyReport {
     pub fn kwh(&self) -> f64 {
         self.joules() / 3.6e6
     }
+    /// How the figures were obtained, in words: each source's counter or estimate model.
+    pub fn method(&self) -> String {
+        self.sources
+            .iter()
+            .map(|s| match &s.provenance {
+                Provenance::Measured { counter } => counter.clone(),
+                Provenance::Estimated { model, .. } => model.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Where the meters look.

@@ -94,6 +94,7 @@ pub fn encode(v: &[f32], layout: Layout) -> Result<Encoded, String> {
             Ok(Encoded { values, index })
         }
         Layout::NOfM { n, m } => {
+            check_nm(n, m)?;
             if !v.len().is_multiple_of(m) {
                 return Err(format!("{} elements are not whole groups of {m}", v.len()));
             }
@@ -138,13 +139,25 @@ pub fn expected_sizes(numel: usize, layout: Layout) -> Result<(Option<usize>, us
     match layout {
         Layout::Bitmask => Ok((None, numel.div_ceil(8))),
         Layout::NOfM { n, m } => {
+            check_nm(n, m)?;
             if !numel.is_multiple_of(m) {
                 return Err(format!("{numel} elements are not whole groups of {m}"));
             }
             let k = numel / m * n;
-            Ok((Some(k), (k * index_bits(m)).div_ceil(8)))
+            let bits = k
+                .checked_mul(index_bits(m))
+                .ok_or_else(|| format!("{numel} elements: index size overflows"))?;
+            Ok((Some(k), bits.div_ceil(8)))
         }
     }
+}
+
+/// `1 ≤ n < m ≤ 256`, as [`Layout::from_str`] requires (the fields are public).
+fn check_nm(n: usize, m: usize) -> Result<(), String> {
+    if n == 0 || n >= m || m > 256 {
+        return Err(format!("sparse layout {n}:{m}: need 1 ≤ N < M ≤ 256"));
+    }
+    Ok(())
 }
 
 /// Decodes `numel` elements from `values` and `index` in `layout`, checking every count.
@@ -352,5 +365,17 @@ mod tests {
         assert_eq!(index_bits(8), 3);
         assert_eq!(index_bits(16), 4);
         assert_eq!(index_bits(5), 3);
+        // Layouts built by hand with bad fields, and element counts whose index would overflow.
+        for l in [
+            Layout::NOfM { n: 0, m: 4 },
+            Layout::NOfM { n: 2, m: 0 },
+            Layout::NOfM { n: 5, m: 4 },
+        ] {
+            assert!(
+                encode(&v, l).is_err() && decode(64, l, &[], &[]).is_err(),
+                "{l:?}"
+            );
+        }
+        assert!(decode(usize::MAX / 4 * 4, Layout::NOfM { n: 3, m: 4 }, &[], &[]).is_err());
     }
 }

@@ -106,7 +106,16 @@ pub fn judge(
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneStep {
     pub prune: frugal_compress::prune::GgufPruneReport,
+    /// The input and output files' sizes.
+    pub input_bytes: u64,
+    pub output_bytes: u64,
     pub quality: Option<LmEvalReport>,
+}
+
+fn file_len(p: &Path) -> Result<u64, crate::Error> {
+    Ok(std::fs::metadata(p)
+        .map_err(|e| frugal_formats::Error::io(p, "reading metadata of", e))?
+        .len())
 }
 
 /// Prunes a GGUF model's decoder weights into `output`, then evaluates it against `input`.
@@ -126,7 +135,12 @@ pub fn prune_step(
     let quality = eval
         .map(|e| judge(output, input, e, progress))
         .transpose()?;
-    Ok(PruneStep { prune, quality })
+    Ok(PruneStep {
+        prune,
+        input_bytes: file_len(input)?,
+        output_bytes: file_len(output)?,
+        quality,
+    })
 }
 
 /// A model shrunk by removing MLP neurons, attention heads or blocks and, when asked, its
@@ -138,6 +152,7 @@ pub struct StructuredPruneStep {
     pub options: frugal_compress::structured::StructuredOptions,
     pub calibration_tokens: Option<usize>,
     pub prune: frugal_compress::structured::StructuredReport,
+    pub input_bytes: u64,
     pub output_bytes: u64,
     pub seconds: f64,
     pub quality: Option<LmEvalReport>,
@@ -172,6 +187,7 @@ pub fn structured_prune_step(
         options: *opts,
         calibration_tokens: calib.as_ref().map(|c| c.n_tokens()),
         prune,
+        input_bytes: file_len(input)?,
         output_bytes,
         seconds,
         quality,
@@ -272,6 +288,9 @@ pub struct LmDistillJob {
     pub opts: frugal_compress::lm_distill::LmDistillOptions,
     /// Continue from `OUT.checkpoint` (written after every epoch) when it exists.
     pub resume: bool,
+    /// A checkpoint from another run (other settings, data or student file) is deleted and
+    /// training starts afresh, instead of being refused (what a recipe re-run wants).
+    pub discard_stale: bool,
 }
 
 /// What LM distillation did.
@@ -334,28 +353,58 @@ pub fn lm_distill_step(
     let mut ck_name = job.out.as_os_str().to_owned();
     ck_name.push(".checkpoint");
     let ck_path = PathBuf::from(ck_name);
+    // The student's fingerprint: its size and modification time (a re-written file differs).
+    let student_id = {
+        let m = std::fs::metadata(&job.student)
+            .map_err(|e| frugal_formats::Error::io(&job.student, "reading metadata of", e))?;
+        let t = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!("{} bytes, modified {t}", m.len())
+    };
+    if job.resume
+        && job.discard_stale
+        && ck_path.exists()
+        && !frugal_compress::lm_distill::checkpoint_matches(
+            &ck_path,
+            &cache,
+            &job.opts,
+            &student_id,
+        )?
+    {
+        let _ = std::fs::remove_file(&ck_path);
+    }
     let ck = frugal_compress::distill::Checkpointing {
         path: &ck_path,
         resume: job.resume,
         stop_after: None,
     };
     let per_step = tokens as f64 / cache.seqs.len().max(1) as f64;
-    let steps = distill_lm(&mut student, &cache, &job.opts, Some(&ck), &|d, t, loss| {
-        let rate = per_step / t1.elapsed().as_secs_f64().max(1e-9);
-        // Counted from this process's start (a resumed run's first steps are not redone).
-        let done_here = d.saturating_sub(first_step.get().unwrap_or_else(|| {
-            first_step.set(Some(d - 1));
-            d - 1
-        }));
-        progress(
-            &format!(
-                "distil: loss {loss:.4}, {:.0} tokens/s",
-                rate * done_here as f64
-            ),
-            d,
-            t,
-        )
-    })?;
+    let steps = distill_lm(
+        &mut student,
+        &student_id,
+        &cache,
+        &job.opts,
+        Some(&ck),
+        &|d, t, loss| {
+            let rate = per_step / t1.elapsed().as_secs_f64().max(1e-9);
+            // Counted from this process's start (a resumed run's first steps are not redone).
+            let done_here = d.saturating_sub(first_step.get().unwrap_or_else(|| {
+                first_step.set(Some(d - 1));
+                d - 1
+            }));
+            progress(
+                &format!(
+                    "distil: loss {loss:.4}, {:.0} tokens/s",
+                    rate * done_here as f64
+                ),
+                d,
+                t,
+            )
+        },
+    )?;
     let train_seconds = t1.elapsed().as_secs_f64();
     // Write: trained MLP weights as F32, the rest as the student had it.
     let mut trained = std::collections::HashMap::new();

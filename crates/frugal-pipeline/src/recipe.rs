@@ -382,8 +382,10 @@ fn run_step(
                     top_k: top_k.unwrap_or(d.top_k),
                     ..d
                 },
-                // A re-run of the recipe continues an interrupted distillation.
+                // A re-run of the recipe continues an interrupted distillation of the same
+                // student, and starts afresh when the step before it changed.
                 resume: true,
+                discard_stale: true,
             };
             (
                 json(&quantize::lm_distill_step(&job, None, progress)?),

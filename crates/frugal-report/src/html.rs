@@ -1,8 +1,8 @@
 //! The human-readable report: `report.md` and a self-contained `report.html` (inline SVG charts
 //! drawn with plotters, no script, no external resource) — quality against size and against
 //! energy per query for every variant with the Pareto front, the energy of one run by source,
-//! and an efficiency label graded A–E by absolute Wh-per-1,000-queries thresholds (a policy's
-//! `label_wh_per_1k`, or [`DEFAULT_LABEL_WH_PER_1K`]).
+//! and an efficiency label graded A–E by absolute Wh-per-1,000-queries thresholds
+//! ([`DEFAULT_LABEL_WH_PER_1K`]; thresholds from a policy are still to come).
 
 use plotters::prelude::*;
 
@@ -209,20 +209,25 @@ pub fn label_svg(name: &str, wh: f64, measured: bool, t: &[f64; 4]) -> String {
     s
 }
 
+/// A variant's energy cell (mean, interval, "est." when estimated) and grade cell.
+fn energy_cells(x: &Variant, t: &[f64; 4]) -> (String, String) {
+    match x.wh_per_1k {
+        Some((w, (lo, hi), measured)) => (
+            format!(
+                "{w:.5} ({lo:.5}–{hi:.5}){}",
+                if measured { "" } else { " est." }
+            ),
+            grade(w, t).to_string(),
+        ),
+        None => ("-".into(), "-".into()),
+    }
+}
+
 /// `report.md`.
 pub fn markdown(v: &View) -> String {
     let mut m = format!("# {}\n\n| model | bytes | {} | Wh / 1,000 queries (95 % CI) | grade |\n|---|---:|---:|---:|:-:|\n", v.title, v.quality_label);
     for x in &v.variants {
-        let (e, g) = match x.wh_per_1k {
-            Some((w, (lo, hi), measured)) => (
-                format!(
-                    "{w:.5} ({lo:.5}–{hi:.5}){}",
-                    if measured { "" } else { " est." }
-                ),
-                grade(w, &v.label_thresholds).to_string(),
-            ),
-            None => ("-".into(), "-".into()),
-        };
+        let (e, g) = energy_cells(x, &v.label_thresholds);
         m.push_str(&format!(
             "| {} | {} | {:.3} | {e} | {g} |\n",
             x.name, x.bytes, x.quality
@@ -261,16 +266,7 @@ pub fn html(v: &View) -> String {
     h.push_str(&format!("<h1>{}</h1>", esc(&v.title)));
     h.push_str(&format!("<table><tr><th>model</th><th>bytes</th><th>{}</th><th>Wh / 1,000 queries (95 % CI)</th><th>grade</th></tr>", esc(&v.quality_label)));
     for x in &v.variants {
-        let (e, g) = match x.wh_per_1k {
-            Some((w, (lo, hi), measured)) => (
-                format!(
-                    "{w:.5} ({lo:.5}–{hi:.5}){}",
-                    if measured { "" } else { " est." }
-                ),
-                grade(w, &v.label_thresholds).to_string(),
-            ),
-            None => ("-".into(), "-".into()),
-        };
+        let (e, g) = energy_cells(x, &v.label_thresholds);
         h.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{e}</td><td>{g}</td></tr>",
             esc(&x.name),

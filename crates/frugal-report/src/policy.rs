@@ -18,7 +18,7 @@ pub enum Kind {
     Min,
     /// `true` requires the condition.
     Require,
-    /// A setting used by other clauses (region, PUE), or a description.
+    /// A setting used by other clauses (region and PUE for the emissions), or a description.
     Setting,
 }
 
@@ -127,7 +127,7 @@ pub const CLAUSES: &[ClauseSpec] = &[
         key: "max_sci",
         kind: Kind::Max,
         unit: GRAMS,
-        doc: "SCI (ISO/IEC 21031) per 1,000 queries, gCO2e",
+        doc: "SCI (ISO/IEC 21031) per 1,000 queries, gCO2e (a report's per_1k_queries.sci_gco2e; Frugal's own reports do not carry it yet)",
     },
     ClauseSpec {
         key: "require_measured_energy",
@@ -145,13 +145,13 @@ pub const CLAUSES: &[ClauseSpec] = &[
         key: "region",
         kind: Kind::Setting,
         unit: NONE,
-        doc: "grid region for emissions (ISO 3166-1 alpha-3 code or country name)",
+        doc: "grid region (ISO 3166-1 alpha-3 code or country name): max_gco2e_per_1k_queries is then checked on the report's Wh per 1,000 queries × PUE × this region's intensity",
     },
     ClauseSpec {
         key: "pue",
         kind: Kind::Setting,
         unit: NONE,
-        doc: "data-centre power usage effectiveness (at least 1)",
+        doc: "data-centre power usage effectiveness (at least 1; 1 when only region is given)",
     },
 ];
 
@@ -344,6 +344,27 @@ fn has_quality(m: &Metrics) -> bool {
 /// report has no KL divergence); any other missing figure fails the clause.
 pub fn check(policy: &Policy, m: &Metrics) -> Vec<Outcome> {
     let mut out = Vec::new();
+    // With a region, emissions come from the report's energy and the policy's grid and PUE
+    // (the same figure whatever region the report was measured for).
+    let setting = |k: &str| policy.clauses.iter().find(|c| c.key == k).map(|c| &c.limit);
+    let policy_g = match (setting("region"), &m.wh_per_1k_queries) {
+        (Some(Limit::Text(region)), Some(wh)) => {
+            let pue = match setting("pue") {
+                Some(Limit::Number(p)) => *p,
+                _ => 1.0,
+            };
+            frugal_energy::carbon::intensity(region)
+                .ok()
+                .map(|g| Figure {
+                    value: wh.value / 1000.0 * pue * g.g_per_kwh,
+                    path: format!(
+                        "{} × PUE {pue} × {} {} g/kWh ({})",
+                        wh.path, g.country, g.g_per_kwh, g.year
+                    ),
+                })
+        }
+        _ => None,
+    };
     for c in &policy.clauses {
         let spec = CLAUSES
             .iter()
@@ -355,7 +376,7 @@ pub fn check(policy: &Policy, m: &Metrics) -> Vec<Outcome> {
             "max_accuracy_drop_pt" => m.accuracy_drop_pt.as_ref(),
             "min_size_reduction" => m.size_reduction.as_ref(),
             "max_wh_per_1k_queries" => m.wh_per_1k_queries.as_ref(),
-            "max_gco2e_per_1k_queries" => m.gco2e_per_1k_queries.as_ref(),
+            "max_gco2e_per_1k_queries" => policy_g.as_ref().or(m.gco2e_per_1k_queries.as_ref()),
             "max_sci" => m.sci_per_1k_queries.as_ref(),
             _ => None,
         };
@@ -441,5 +462,22 @@ mod tests {
         assert!(CLAUSES.iter().all(|c| !c.doc.is_empty()));
         let e = Policy::parse("\n\nmax_kld = \"0.1 Wh\"\n", "p.toml").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "max_kld"));
+    }
+
+    /// The policy's region and PUE turn the report's energy into the emissions it checks:
+    /// 2 Wh per 1,000 queries × 1.5 × France's 56.039 g/kWh = 0.168117 g.
+    #[test]
+    fn emissions_follow_the_policys_region_and_pue() {
+        let m = Metrics::from_report(&serde_json::json!({
+            "per_1k_queries": {"wh": 2.0, "gco2e": 99.0}
+        }));
+        let text = "region = \"FRA\"\npue = 1.5\nmax_gco2e_per_1k_queries = 0.2\n";
+        let o = check(&Policy::parse(text, "p.toml").unwrap(), &m);
+        assert_eq!(o.len(), 1);
+        assert!((o[0].value.unwrap() - 0.168117).abs() < 1e-9, "{:?}", o[0]);
+        assert!(o[0].pass);
+        // Without a region, the report's own figure.
+        let p = Policy::parse("max_gco2e_per_1k_queries = 0.2\n", "p.toml").unwrap();
+        assert_eq!(check(&p, &m)[0].value, Some(99.0));
     }
 }

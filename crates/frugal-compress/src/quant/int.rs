@@ -342,6 +342,16 @@ fn quantize_tensors(
             )),
         }
     }
+    // Every listed sparse tensor decoded exactly once, and no name twice.
+    for name in sparse.tensors.keys() {
+        let count = items.iter().filter(|(n, ..)| n == name).count();
+        if count != 1 {
+            return Err(Error::BadOptions(format!(
+                "{}: sparse tensor `{name}` appears {count} times (its values missing, or also stored dense)",
+                f.path().display()
+            )));
+        }
+    }
     let n = items.len();
     for (i, (name, dtype, shape, data)) in items.iter().enumerate() {
         if !(*dtype == Dtype::F32 && is_linear_weight(name, shape)) {
