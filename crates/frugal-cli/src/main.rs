@@ -363,6 +363,14 @@ enum Command {
         /// Floating-point operations of the work, when known (Annex XI asks for them).
         #[arg(long)]
         flops: Option<f64>,
+        /// MODEL with --region: the machine's embodied emissions (kg CO2e) for the SCI score.
+        /// The default is the SCI specification's own example figure, not this machine's LCA.
+        #[arg(long, default_value_t = 1000.0)]
+        embodied_kg: f64,
+        /// MODEL with --region: the machine's expected life in years for the SCI score (the
+        /// specification's example: 4).
+        #[arg(long, default_value_t = 4.0)]
+        life_years: f64,
         /// A model to run the built-in inference workload on: a Frugal CNN `.safetensors`
         /// (with --data), a sentence-transformers folder, or a Llama GGUF.
         model: Option<PathBuf>,
@@ -1307,6 +1315,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             export,
             training_type,
             flops,
+            embodied_kg,
+            life_years,
             model,
             data,
             repeats,
@@ -1359,6 +1369,39 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     w.per_1k_queries["gco2e"] = serde_json::json!(grams);
                     w.per_1k_queries["region"] = serde_json::json!(g.country);
                     w.per_1k_queries["pue"] = serde_json::json!(pue);
+                    // SCI per 1,000 queries: operational plus the embodied share of the time
+                    // the runs reserved the machine (the process's CPUs of all of them).
+                    let embodied = frugal_energy::carbon::Embodied {
+                        total_g: embodied_kg * 1000.0,
+                        life_hours: life_years * 365.0 * 24.0,
+                        resource_share: 1.0,
+                    };
+                    let hours = w.runs.iter().map(|r| r.seconds).sum::<f64>()
+                        / w.runs.len() as f64
+                        / 3600.0;
+                    let m = embodied
+                        .share_g(hours)
+                        .map_err(|e| BadUsage(e.to_string()))?;
+                    let per_1k_m = m / w.queries as f64 * 1000.0;
+                    let sci = frugal_energy::carbon::sci_g_per_unit(
+                        grams * w.queries as f64 / 1000.0,
+                        m,
+                        w.queries as f64 / 1000.0,
+                    )?;
+                    w.per_1k_queries["sci_gco2e"] = serde_json::json!(sci);
+                    w.per_1k_queries["sci"] = serde_json::json!({
+                        "operational_g_per_1k": grams,
+                        "embodied_g_per_1k": per_1k_m,
+                        "embodied_kg": embodied_kg,
+                        "life_years": life_years,
+                        "reserved_hours_per_run": hours,
+                        "resource_share": 1.0,
+                        "embodied_source": if embodied_kg == 1000.0 && life_years == 4.0 {
+                            "the SCI specification's example (1,000 kg, 4 years), not this machine's LCA"
+                        } else {
+                            "given on the command line"
+                        },
+                    });
                 }
                 return emit(json, &w, |w| {
                     let how = if w.runs.iter().all(|r| r.measured) {
@@ -1385,6 +1428,17 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         w.queries_per_second.mean, w.latency_ms.p50, w.latency_ms.p90, w.latency_ms.p99,
                         w.peak_rss_bytes as f64 / 1048576.0
                     );
+                    if let Some(sci) = w.per_1k_queries["sci_gco2e"].as_f64() {
+                        println!(
+                            "  SCI {sci:.6} gCO2e per 1,000 queries (embodied {:.6} g of it: {})",
+                            w.per_1k_queries["sci"]["embodied_g_per_1k"]
+                                .as_f64()
+                                .unwrap_or(f64::NAN),
+                            w.per_1k_queries["sci"]["embodied_source"]
+                                .as_str()
+                                .unwrap_or("")
+                        );
+                    }
                     if let Some(g) = w.per_1k_queries["gco2e"].as_f64() {
                         println!(
                             "  {g:.6} gCO2e per 1,000 queries in {} at PUE {pue}",

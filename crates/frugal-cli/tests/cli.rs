@@ -1354,6 +1354,30 @@ fn measure_runs_the_built_in_workloads() {
     assert!(l["p50"].as_f64() <= l["p99"].as_f64());
     let wh = w["per_1k_queries"]["wh"].as_f64().unwrap();
     assert!((wh - w["wh_per_1k_queries"]["mean"].as_f64().unwrap()).abs() < 1e-12);
+    // SCI = (operational + embodied share) per 1,000 queries; embodied: 1,000 kg over 4 years
+    // for each run's mean wall time, spread over its 100 queries.
+    let sci = &w["per_1k_queries"]["sci"];
+    let hours = sci["reserved_hours_per_run"].as_f64().unwrap();
+    let runs: Vec<f64> = w["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seconds"].as_f64().unwrap())
+        .collect();
+    assert!((hours - runs.iter().sum::<f64>() / 3.0 / 3600.0).abs() < 1e-12);
+    let m_per_1k = 1e6 * hours / (4.0 * 8760.0) / 100.0 * 1000.0;
+    assert!((sci["embodied_g_per_1k"].as_f64().unwrap() - m_per_1k).abs() <= 1e-9 * m_per_1k);
+    let want = sci["operational_g_per_1k"].as_f64().unwrap() + m_per_1k;
+    let got = w["per_1k_queries"]["sci_gco2e"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
+    std::fs::write(dir.path().join("s.json"), w.to_string()).unwrap();
+    std::fs::write(dir.path().join("sci.toml"), "max_sci = \"1 kg\"\n").unwrap();
+    assert_eq!(
+        frugal(&["check", "--policy", "sci.toml", "s.json"], dir.path())
+            .status
+            .code(),
+        Some(0)
+    );
     let g = w["per_1k_queries"]["gco2e"].as_f64().unwrap();
     assert!(
         (g - wh / 1000.0 * 380.95).abs() < 1e-9 * g.max(1e-12),

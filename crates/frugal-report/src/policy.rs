@@ -127,7 +127,7 @@ pub const CLAUSES: &[ClauseSpec] = &[
         key: "max_sci",
         kind: Kind::Max,
         unit: GRAMS,
-        doc: "SCI (ISO/IEC 21031) per 1,000 queries, gCO2e (a report's per_1k_queries.sci_gco2e; Frugal's own reports do not carry it yet)",
+        doc: "SCI (ISO/IEC 21031) per 1,000 queries, gCO2e (per_1k_queries.sci_gco2e: `frugal measure MODEL --region …` writes it)",
     },
     ClauseSpec {
         key: "require_measured_energy",
