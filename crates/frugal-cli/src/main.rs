@@ -1450,7 +1450,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             let (program, args) = command.split_first().ok_or_else(|| {
                 BadUsage("frugal measure MODEL, or frugal measure -- COMMAND [ARGS…]".into())
             })?;
-            let (status, r) = frugal_energy::measure_command(program, args, &opts)
+            let (status, r) = frugal_energy::measure_command(program, args, &opts, json)
                 .map_err(|e| BadUsage(e.to_string()))?;
             let carbon = grid
                 .map(|g| -> Result<serde_json::Value> {

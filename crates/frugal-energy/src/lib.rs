@@ -159,15 +159,22 @@ impl Session {
 }
 
 /// Runs `program args…` to completion under a [`Session`] (its CPU time counted through the
-/// children's resource usage for the estimate); returns its exit status and the energy.
+/// children's resource usage for the estimate); returns its exit status and the energy. With
+/// `stdout_to_stderr` the command's standard output goes to ours's standard error (so that a
+/// caller printing JSON keeps its standard output clean).
 pub fn measure_command(
     program: &std::ffi::OsStr,
     args: &[std::ffi::OsString],
     opts: &MeterOptions,
+    stdout_to_stderr: bool,
 ) -> Result<(std::process::ExitStatus, EnergyReport)> {
     let mut session = Session::start(opts)?;
-    let mut child = std::process::Command::new(program)
-        .args(args)
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    if stdout_to_stderr {
+        command.stdout(std::io::stderr());
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| Error::BadOptions(format!("cannot run {}: {e}", program.to_string_lossy())))?;
     // A thread waits for the child; this one samples the counters every second meanwhile (RAPL
@@ -252,6 +259,7 @@ mod tests {
                 "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done".into(),
             ],
             &opts(&dir.path().join("none")),
+            false,
         )
         .unwrap();
         assert!(status.success());
@@ -259,7 +267,8 @@ mod tests {
         assert!(measure_command(
             std::ffi::OsStr::new("/nonexistent/x"),
             &[],
-            &opts(dir.path())
+            &opts(dir.path()),
+            false
         )
         .is_err());
     }
