@@ -1324,9 +1324,16 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             tokens,
             command,
         } => {
-            let grid = region
+            let carbon = region
                 .as_deref()
-                .map(frugal_energy::carbon::intensity)
+                .map(|r| {
+                    Ok::<_, frugal_energy::Error>(frugal_pipeline::measure::CarbonOptions {
+                        grid: frugal_energy::carbon::intensity(r)?,
+                        pue,
+                        embodied_kg,
+                        life_years,
+                    })
+                })
                 .transpose()
                 .map_err(|e| BadUsage(e.to_string()))?;
             // Checked before running anything.
@@ -1360,48 +1367,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     },
                 };
                 let mut w = frugal_pipeline::measure::measure_model(&job)?;
-                if let Some(g) = &grid {
-                    let grams = frugal_energy::carbon::operational_g(
-                        w.wh_per_1k_queries.mean / 1000.0,
-                        pue,
-                        g.g_per_kwh,
-                    )?;
-                    w.per_1k_queries["gco2e"] = serde_json::json!(grams);
-                    w.per_1k_queries["region"] = serde_json::json!(g.country);
-                    w.per_1k_queries["pue"] = serde_json::json!(pue);
-                    // SCI per 1,000 queries: operational plus the embodied share of the time
-                    // the runs reserved the machine (the process's CPUs of all of them).
-                    let embodied = frugal_energy::carbon::Embodied {
-                        total_g: embodied_kg * 1000.0,
-                        life_hours: life_years * 365.0 * 24.0,
-                        resource_share: 1.0,
-                    };
-                    let hours = w.runs.iter().map(|r| r.seconds).sum::<f64>()
-                        / w.runs.len() as f64
-                        / 3600.0;
-                    let m = embodied
-                        .share_g(hours)
-                        .map_err(|e| BadUsage(e.to_string()))?;
-                    let per_1k_m = m / w.queries as f64 * 1000.0;
-                    let sci = frugal_energy::carbon::sci_g_per_unit(
-                        grams * w.queries as f64 / 1000.0,
-                        m,
-                        w.queries as f64 / 1000.0,
-                    )?;
-                    w.per_1k_queries["sci_gco2e"] = serde_json::json!(sci);
-                    w.per_1k_queries["sci"] = serde_json::json!({
-                        "operational_g_per_1k": grams,
-                        "embodied_g_per_1k": per_1k_m,
-                        "embodied_kg": embodied_kg,
-                        "life_years": life_years,
-                        "reserved_hours_per_run": hours,
-                        "resource_share": 1.0,
-                        "embodied_source": if embodied_kg == 1000.0 && life_years == 4.0 {
-                            "the SCI specification's example (1,000 kg, 4 years), not this machine's LCA"
-                        } else {
-                            "given on the command line"
-                        },
-                    });
+                if let Some(c) = &carbon {
+                    frugal_pipeline::measure::add_carbon(&mut w, c)?;
                 }
                 return emit(json, &w, |w| {
                     let how = if w.runs.iter().all(|r| r.measured) {
@@ -1447,75 +1414,26 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     }
                 });
             }
-            let (program, args) = command.split_first().ok_or_else(|| {
-                BadUsage("frugal measure MODEL, or frugal measure -- COMMAND [ARGS…]".into())
-            })?;
-            let (status, r) = frugal_energy::measure_command(program, args, &opts, json)
-                .map_err(|e| BadUsage(e.to_string()))?;
-            let carbon = grid
-                .map(|g| -> Result<serde_json::Value> {
-                    let grams = frugal_energy::carbon::operational_g(r.kwh(), pue, g.g_per_kwh)?;
-                    Ok(serde_json::json!({
-                        "grid": g, "pue": pue, "operational_g": grams,
-                        "measured_energy": r.all_measured(),
-                    }))
-                })
-                .transpose()?;
-            let per_1k = queries.filter(|&q| q > 0).map(|q| {
-                let k = 1000.0 / q as f64;
-                serde_json::json!({
-                    "queries": q,
-                    "wh": r.joules() / 3600.0 * k,
-                    "gco2e": carbon.as_ref().and_then(|c| c["operational_g"].as_f64()).map(|g| g * k),
-                })
-            });
-            let method = r.method();
-            let record = frugal_report::exports::Record {
-                seconds: r.seconds,
-                joules: r.joules(),
-                measured: r.all_measured(),
-                method,
-                grams: carbon.as_ref().and_then(|c| c["operational_g"].as_f64()),
-                region: carbon
-                    .as_ref()
-                    .and_then(|c| c["grid"]["country"].as_str().map(String::from)),
-                hardware: format!(
-                    "{} logical CPUs, {}",
-                    opts.estimate.logical_cpus, opts.estimate.cpu_model
-                ),
-                training_type,
-                flops,
-            };
-            let eu = frugal_report::exports::eu_ai_act(&record);
-            let out = serde_json::json!({
-                "command": command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
-                "exit_status": status.code(),
-                "energy": r,
-                "carbon": carbon,
-                "per_1k_queries": per_1k,
-                "eu_ai_act": eu,
-            });
-            if let Some(dir) = &export {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| BadUsage(format!("{}: {e}", dir.display())))?;
-                let stage = record.training_type.replace('-', "");
-                for (name, text) in [
-                    ("model-card.md", frugal_report::exports::model_card(&record)),
-                    ("eu-ai-act.json", serde_json::to_string_pretty(&eu)?),
-                    (
-                        "boamps.json",
-                        serde_json::to_string_pretty(&frugal_report::exports::boamps(
-                            &record, &stage,
-                        ))?,
-                    ),
-                ] {
-                    use std::io::Write;
-                    let mut f = frugal_formats::output::AtomicFile::create(&dir.join(name), &[])?;
-                    f.write_all(text.as_bytes())
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))?;
-                    f.commit()?;
-                }
+            if command.is_empty() {
+                return Err(BadUsage(
+                    "frugal measure MODEL, or frugal measure -- COMMAND [ARGS…]".into(),
+                )
+                .into());
             }
+            let (out, record, status) =
+                frugal_pipeline::measure::measure_command(&frugal_pipeline::measure::CommandJob {
+                    command,
+                    meters: opts,
+                    carbon,
+                    queries,
+                    training_type,
+                    flops,
+                    stdout_to_stderr: json,
+                })?;
+            if let Some(dir) = &export {
+                frugal_pipeline::measure::write_exports(dir, &record)?;
+            }
+            let r = &out.energy;
             emit(json, &out, |_| {
                 println!(
                     "{} s, {:.3} J ({:.6} Wh), {}",
@@ -1549,7 +1467,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         100.0 * s.uncertainty
                     );
                 }
-                if let Some(c) = &out["carbon"].as_object() {
+                if let Some(c) = out.carbon.as_ref().and_then(|c| c.as_object()) {
                     println!(
                         "  {:.6} gCO2e operational at PUE {pue} in {} ({} g/kWh, {}; {})",
                         c["operational_g"].as_f64().unwrap_or(f64::NAN),

@@ -381,6 +381,62 @@ fn mixup(x: &mut [f32], labels: &[u32], rng: &mut SplitMix64) -> (Vec<u32>, Vec<
     (perm.iter().map(|&p| labels[p]).collect(), lam)
 }
 
+/// The start of a checkpointed training run: when `checkpoint` asks to resume and its file
+/// exists, `params`, `adam` and `vars` are restored, the epoch order's shuffles replayed (they
+/// are a pure function of the seed), and the epochs done and records so far returned; else
+/// `(0, [])`.
+pub(crate) fn resume_training<O, R>(
+    checkpoint: Option<&Checkpointing>,
+    params: &mut [Vec<f32>],
+    adam: &mut AdamW,
+    vars: &[Var],
+    opts: &O,
+    order: &mut [usize],
+    rng: &mut SplitMix64,
+) -> Result<(usize, Vec<R>)>
+where
+    O: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    R: serde::de::DeserializeOwned,
+{
+    let Some(c) = checkpoint.filter(|c| c.resume && c.path.exists()) else {
+        return Ok((0, Vec::new()));
+    };
+    let meta: CheckpointMeta<O, R> = load_checkpoint(c.path, params, adam, opts)?;
+    set_vars(vars, params)?;
+    for _ in 0..meta.epochs_done {
+        shuffle(order, rng);
+    }
+    Ok((meta.epochs_done, meta.records))
+}
+
+/// Whether a time-boxed run (`stop_after` epochs per call) stops before `epoch`.
+pub(crate) fn stop_before(checkpoint: Option<&Checkpointing>, epoch: usize, first: usize) -> bool {
+    checkpoint
+        .and_then(|c| c.stop_after)
+        .is_some_and(|k| epoch - first >= k)
+}
+
+/// Saves the checkpoint after `epochs_done` epochs, when there is one.
+pub(crate) fn end_epoch<O: serde::Serialize + Clone, R: serde::Serialize + Clone>(
+    checkpoint: Option<&Checkpointing>,
+    epochs_done: usize,
+    params: &[Vec<f32>],
+    adam: &AdamW,
+    opts: &O,
+    records: &[R],
+) -> Result<()> {
+    let Some(c) = checkpoint else {
+        return Ok(());
+    };
+    let meta = CheckpointMeta {
+        epochs_done,
+        adam_steps: adam.t,
+        opts: opts.clone(),
+        records: records.to_vec(),
+    };
+    save_checkpoint(c.path, params, adam, &meta)
+}
+
 /// A seeded Fisher–Yates shuffle.
 pub fn shuffle(v: &mut [usize], rng: &mut SplitMix64) {
     for i in (1..v.len()).rev() {
@@ -454,24 +510,18 @@ pub fn train_classifier(
     let mut order = train.to_vec();
     let batches = order.len().div_ceil(opts.batch);
     let total = batches * opts.epochs;
-    let mut records = Vec::with_capacity(opts.epochs);
-    let mut first = 0;
-    if let Some(c) = checkpoint.filter(|c| c.resume && c.path.exists()) {
-        let meta = load_checkpoint(c.path, &mut params, &mut adam, opts)?;
-        set_vars(vars, &params)?;
-        first = meta.epochs_done;
-        records = meta.records;
-        // The shuffles are a pure function of the seed: replaying them restores the order.
-        for _ in 0..first {
-            shuffle(&mut order, &mut rng);
-        }
-    }
+    let (first, mut records) = resume_training(
+        checkpoint,
+        &mut params,
+        &mut adam,
+        vars,
+        opts,
+        &mut order,
+        &mut rng,
+    )?;
     let mut dlogits = Vec::new();
     for epoch in first..opts.epochs {
-        if checkpoint
-            .and_then(|c| c.stop_after)
-            .is_some_and(|k| epoch - first >= k)
-        {
+        if stop_before(checkpoint, epoch, first) {
             break;
         }
         let t0 = std::time::Instant::now();
@@ -533,15 +583,7 @@ pub fn train_classifier(
             samples_per_second: order.len() as f64 / seconds.max(1e-9),
         });
         set_vars(vars, &params)?;
-        if let Some(c) = checkpoint {
-            let meta = CheckpointMeta {
-                epochs_done: epoch + 1,
-                adam_steps: adam.t,
-                opts: opts.clone(),
-                records: records.clone(),
-            };
-            save_checkpoint(c.path, &params, &adam, &meta)?;
-        }
+        end_epoch(checkpoint, epoch + 1, &params, &adam, opts, &records)?;
     }
     Ok(records)
 }

@@ -16,7 +16,7 @@
 //! for bit where the interrupted one stopped.
 
 use crate::distill::{
-    load_checkpoint, save_checkpoint, set_vars, shuffle, AdamW, CheckpointMeta, Checkpointing,
+    end_epoch, resume_training, set_vars, shuffle, stop_before, AdamW, Checkpointing,
 };
 use crate::{Error, Result};
 use candle_core::{Tensor, Var, D};
@@ -213,24 +213,17 @@ pub fn distill_lm(
     let mut order: Vec<usize> = (0..cache.seqs.len()).collect();
     let mut rng = SplitMix64(opts.seed);
     let total = order.len() * opts.epochs;
-    let mut records = Vec::with_capacity(total);
-    let mut first = 0;
-    if let Some(c) = checkpoint.filter(|c| c.resume && c.path.exists()) {
-        let meta: CheckpointMeta<LmCheckpointKey, LmStepRecord> =
-            load_checkpoint(c.path, &mut params, &mut adam, &key)?;
-        set_vars(&vars, &params)?;
-        first = meta.epochs_done;
-        records = meta.records;
-        // The shuffles are a pure function of the seed: replaying them restores the order.
-        for _ in 0..first {
-            shuffle(&mut order, &mut rng);
-        }
-    }
+    let (first, mut records) = resume_training(
+        checkpoint,
+        &mut params,
+        &mut adam,
+        &vars,
+        &key,
+        &mut order,
+        &mut rng,
+    )?;
     for epoch in first..opts.epochs {
-        if checkpoint
-            .and_then(|c| c.stop_after)
-            .is_some_and(|k| epoch - first >= k)
-        {
+        if stop_before(checkpoint, epoch, first) {
             break;
         }
         shuffle(&mut order, &mut rng);
@@ -286,15 +279,7 @@ pub fn distill_lm(
             });
             progress(step + 1, total, l);
         }
-        if let Some(c) = checkpoint {
-            let meta = CheckpointMeta {
-                epochs_done: epoch + 1,
-                adam_steps: adam.t,
-                opts: key.clone(),
-                records: records.clone(),
-            };
-            save_checkpoint(c.path, &params, &adam, &meta)?;
-        }
+        end_epoch(checkpoint, epoch + 1, &params, &adam, &key, &records)?;
     }
     Ok(records)
 }

@@ -9,6 +9,9 @@
 
 pub mod classifier;
 pub mod measure;
+
+/// The record the standards exports are made from.
+pub use frugal_report::exports::Record as ExportRecord;
 pub mod quantize;
 pub mod recipe;
 

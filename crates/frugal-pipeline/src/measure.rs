@@ -307,6 +307,166 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
     })
 }
 
+/// Where and on what hardware the energy is turned into emissions and an SCI score.
+#[derive(Debug, Clone)]
+pub struct CarbonOptions {
+    pub grid: frugal_energy::carbon::GridIntensity,
+    pub pue: f64,
+    /// The machine's embodied emissions (kg) and expected life (years), for SCI.
+    pub embodied_kg: f64,
+    pub life_years: f64,
+}
+
+/// Adds gCO₂e and SCI per 1,000 queries to a workload's `per_1k_queries`: operational
+/// emissions from the mean Wh, plus the embodied share of the machine time a run reserved
+/// (all of the process's CPUs) spread over its queries.
+pub fn add_carbon(w: &mut WorkloadReport, c: &CarbonOptions) -> Result<(), Error> {
+    let energy = |e: frugal_energy::Error| bad(e.to_string());
+    let grams = frugal_energy::carbon::operational_g(
+        w.wh_per_1k_queries.mean / 1000.0,
+        c.pue,
+        c.grid.g_per_kwh,
+    )
+    .map_err(energy)?;
+    let embodied = frugal_energy::carbon::Embodied {
+        total_g: c.embodied_kg * 1000.0,
+        life_hours: c.life_years * 365.0 * 24.0,
+        resource_share: 1.0,
+    };
+    let hours = w.runs.iter().map(|r| r.seconds).sum::<f64>() / w.runs.len() as f64 / 3600.0;
+    let m = embodied.share_g(hours).map_err(energy)?;
+    let k = w.queries as f64 / 1000.0;
+    let sci = frugal_energy::carbon::sci_g_per_unit(grams * k, m, k).map_err(energy)?;
+    let p = &mut w.per_1k_queries;
+    p["gco2e"] = serde_json::json!(grams);
+    p["region"] = serde_json::json!(c.grid.country);
+    p["pue"] = serde_json::json!(c.pue);
+    p["sci_gco2e"] = serde_json::json!(sci);
+    p["sci"] = serde_json::json!({
+        "operational_g_per_1k": grams,
+        "embodied_g_per_1k": m / k,
+        "embodied_kg": c.embodied_kg,
+        "life_years": c.life_years,
+        "reserved_hours_per_run": hours,
+        "resource_share": 1.0,
+        "embodied_source": if c.embodied_kg == 1000.0 && c.life_years == 4.0 {
+            "the SCI specification's example (1,000 kg, 4 years), not this machine's LCA"
+        } else {
+            "given on the command line"
+        },
+    });
+    Ok(())
+}
+
+/// `frugal measure -- CMD`'s record: the command's energy, emissions where a grid is given,
+/// the per-1,000-query figures when the number of queries is, and the EU AI Act block.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandReport {
+    pub command: Vec<String>,
+    pub exit_status: Option<i32>,
+    pub energy: EnergyReport,
+    pub carbon: Option<serde_json::Value>,
+    pub per_1k_queries: Option<serde_json::Value>,
+    pub eu_ai_act: serde_json::Value,
+}
+
+/// What a measured command was, for its exports.
+#[derive(Debug, Clone)]
+pub struct CommandJob {
+    pub command: Vec<std::ffi::OsString>,
+    pub meters: MeterOptions,
+    /// Region and PUE (the embodied figures are not used for a command).
+    pub carbon: Option<CarbonOptions>,
+    pub queries: Option<u64>,
+    pub training_type: String,
+    pub flops: Option<f64>,
+    /// The command's standard output to our standard error (for JSON callers).
+    pub stdout_to_stderr: bool,
+}
+
+/// Runs and meters a command; returns its record, the exports' record and its exit status.
+pub fn measure_command(
+    job: &CommandJob,
+) -> Result<(CommandReport, crate::ExportRecord, std::process::ExitStatus), Error> {
+    let (program, args) = job
+        .command
+        .split_first()
+        .ok_or_else(|| bad("no command to measure".into()))?;
+    let (status, r) =
+        frugal_energy::measure_command(program, args, &job.meters, job.stdout_to_stderr)
+            .map_err(|e| bad(e.to_string()))?;
+    let grams = job
+        .carbon
+        .as_ref()
+        .map(|c| frugal_energy::carbon::operational_g(r.kwh(), c.pue, c.grid.g_per_kwh))
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?;
+    let carbon = job.carbon.as_ref().zip(grams).map(|(c, g)| {
+        serde_json::json!({
+            "grid": c.grid, "pue": c.pue, "operational_g": g,
+            "measured_energy": r.all_measured(),
+        })
+    });
+    let per_1k_queries = job.queries.filter(|&q| q > 0).map(|q| {
+        let k = 1000.0 / q as f64;
+        serde_json::json!({
+            "queries": q,
+            "wh": r.joules() / 3600.0 * k,
+            "gco2e": grams.map(|g| g * k),
+        })
+    });
+    let record = frugal_report::exports::Record {
+        seconds: r.seconds,
+        joules: r.joules(),
+        measured: r.all_measured(),
+        method: r.method(),
+        grams,
+        region: job.carbon.as_ref().map(|c| c.grid.country.clone()),
+        hardware: format!(
+            "{} logical CPUs, {}",
+            job.meters.estimate.logical_cpus, job.meters.estimate.cpu_model
+        ),
+        training_type: job.training_type.clone(),
+        flops: job.flops,
+    };
+    let report = CommandReport {
+        command: job
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        exit_status: status.code(),
+        eu_ai_act: frugal_report::exports::eu_ai_act(&record),
+        energy: r,
+        carbon,
+        per_1k_queries,
+    };
+    Ok((report, record, status))
+}
+
+/// Writes the exports of `record` into `dir` (created if needed), each file atomically:
+/// `model-card.md`, `eu-ai-act.json`, `boamps.json`.
+pub fn write_exports(dir: &Path, record: &crate::ExportRecord) -> Result<(), Error> {
+    use frugal_report::exports::{boamps, eu_ai_act, model_card};
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|source| Error::OutputDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("JSON serializes");
+    let stage = record.training_type.replace('-', "");
+    for (name, text) in [
+        ("model-card.md", model_card(record)),
+        ("eu-ai-act.json", json(eu_ai_act(record))),
+        ("boamps.json", json(boamps(record, &stage))),
+    ] {
+        frugal_formats::output::write_atomic(&dir.join(name), &[], |f| {
+            f.write_all(text.as_bytes())
+        })?;
+    }
+    Ok(())
+}
+
 fn is_gguf(path: &Path) -> bool {
     frugal_formats::inspect::sniff_format(path).ok()
         == Some(frugal_formats::inspect::ModelFormat::Gguf)
