@@ -377,6 +377,14 @@ enum Command {
         /// Classifiers: the images' data set (`digits`, `fashion-mnist`).
         #[arg(long)]
         data: Option<String>,
+        /// MODEL: the `frugal measure --json` report of the model MODEL replaces (same
+        /// workload), for the break-even of compressing (with --cost).
+        #[arg(long, requires = "cost")]
+        baseline: Option<PathBuf>,
+        /// MODEL: the `--json` report of the compression that made MODEL (its `energy`), or of
+        /// `frugal measure -- CMD` around it: break-even = its joules / the saving per query.
+        #[arg(long, requires = "baseline")]
+        cost: Option<PathBuf>,
         /// MODEL: metered runs (each gives one energy figure; the interval is over them).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
@@ -547,11 +555,41 @@ fn eval_spec(
     }))
 }
 
+thread_local! {
+    /// The energy meter of a compression command (quantize, prune, distill), started before
+    /// its work and read when its result is printed: the cost a break-even is computed from.
+    static METER: std::cell::RefCell<Option<frugal_energy::Session>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Prints `value` (JSON, or `text`); a metered command's energy goes with it (`energy` in the
+/// JSON object, a line of text).
 fn emit<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> Result<()> {
+    let energy = METER
+        .with(|m| m.borrow_mut().take())
+        .map(frugal_energy::Session::stop)
+        .transpose()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        let mut v = serde_json::to_value(value)?;
+        if let (Some(e), Some(o)) = (&energy, v.as_object_mut()) {
+            o.insert("energy".into(), serde_json::to_value(e)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         text(value);
+        if let Some(e) = energy {
+            println!(
+                "energy     {:.1} J over {:.1} s ({}: {})",
+                e.joules(),
+                e.seconds,
+                if e.all_measured() {
+                    "measured"
+                } else {
+                    "estimated"
+                },
+                e.method()
+            );
+        }
     }
     Ok(())
 }
@@ -576,6 +614,18 @@ fn progress_bar(unit: &str) -> indicatif::ProgressBar {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    if matches!(
+        cli.command,
+        Command::Quantize { .. } | Command::Prune { .. } | Command::Distill { .. }
+    ) {
+        // CPU work: no GPU counter (a whole-device figure would add other processes' energy).
+        let meters = frugal_energy::MeterOptions {
+            nvml: false,
+            ..frugal_energy::MeterOptions::detect()
+        };
+        let session = frugal_energy::Session::start(&meters)?;
+        METER.with(|m| *m.borrow_mut() = Some(session));
+    }
     match cli.command {
         Command::Inspect { file, json, all } => {
             let summary = frugal_formats::inspect::inspect(&file)?;
@@ -1281,6 +1331,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         Limit::Number(x) => format!("{x} {}", o.unit),
                         Limit::Require(b) => format!("required: {b}"),
                         Limit::Text(t) => t.clone(),
+                        Limit::Grades(g) => format!("{g:?} {}", o.unit),
                     };
                     let value = o.value.map_or("-".to_string(), |v| format!("{v:.6}"));
                     println!(
@@ -1322,6 +1373,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             repeats,
             warmup,
             tokens,
+            baseline,
+            cost,
             command,
         } => {
             let carbon = region
@@ -1370,6 +1423,15 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 if let Some(c) = &carbon {
                     frugal_pipeline::measure::add_carbon(&mut w, c)?;
                 }
+                if let (Some(b), Some(c)) = (&baseline, &cost) {
+                    let read = |p: &PathBuf| -> Result<serde_json::Value> {
+                        let bytes = std::fs::read(p)
+                            .map_err(|e| BadUsage(format!("{}: {e}", p.display())))?;
+                        Ok(serde_json::from_slice(&bytes)
+                            .map_err(|e| BadUsage(format!("{}: not JSON: {e}", p.display())))?)
+                    };
+                    frugal_pipeline::measure::add_break_even(&mut w, &read(b)?, &read(c)?)?;
+                }
                 return emit(json, &w, |w| {
                     let how = if w.runs.iter().all(|r| r.measured) {
                         "measured"
@@ -1410,6 +1472,16 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         println!(
                             "  {g:.6} gCO2e per 1,000 queries in {} at PUE {pue}",
                             w.per_1k_queries["region"]
+                        );
+                    }
+                    if let Some(b) = &w.break_even {
+                        println!(
+                            "  compression {:.1} J, saving {:.3e} J per query: {}",
+                            b["compression_joules"].as_f64().unwrap_or(f64::NAN),
+                            b["saving_joules_per_query"].as_f64().unwrap_or(f64::NAN),
+                            b["queries"].as_f64().map_or("never pays back".into(), |q| {
+                                format!("pays back after {q:.3e} queries")
+                            })
                         );
                     }
                 });
@@ -1499,7 +1571,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         show_stage(&bar, what, done, total)
                     })?;
                 bar.finish_and_clear();
-                return emit(json, &report, |r| {
+                emit(json, &report, |r| {
                     println!("frugal run: {} ({})", r.recipe, r.recipe_file);
                     println!("  model    {}", r.model);
                     for s in &r.steps {
@@ -1526,11 +1598,14 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         );
                     }
                     println!("  total    {:.1} s", r.seconds);
-                    println!(
-                        "  report   {} (and report.md, report.html beside it)",
-                        path.display()
-                    );
-                });
+                    println!("  report   {}", path.display());
+                })?;
+                // A failed check step is the run's verdict: exit 1, as `frugal check` does.
+                let failed = report.failed_checks();
+                if let Some((i, policy, keys)) = failed.first() {
+                    anyhow::bail!("step {i}: policy {policy} fails: {}", keys.join(", "));
+                }
+                return Ok(());
             }
             let opts = frugal_pipeline::RunOptions {
                 out_dir: out,
@@ -1584,10 +1659,35 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     report.measure.first().map_or("-", |e| e.method.as_str())
                 );
                 println!("  total    {:.1} s", report.seconds);
-                println!(
-                    "  pending  {} (not in this version yet)",
-                    report.pending_steps.join(", ")
-                );
+                for b in &report.break_even {
+                    println!(
+                        "  pays back {:18} {:>9.1} J to make, {}",
+                        b.model,
+                        b.compression_joules,
+                        b.break_even_queries
+                            .map_or("never (no saving per query)".into(), |q| {
+                                format!("after {q:.3e} queries")
+                            })
+                    );
+                }
+                for c in &report.check {
+                    let failed: Vec<&str> = c
+                        .outcomes
+                        .iter()
+                        .filter(|o| !o.pass)
+                        .map(|o| o.key)
+                        .collect();
+                    println!(
+                        "  policy   {:18} {}{}",
+                        c.model,
+                        if c.pass { "pass" } else { "FAIL" },
+                        if failed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", failed.join(", "))
+                        }
+                    );
+                }
                 println!(
                     "  report   {} (and report.md, report.html beside it)",
                     path.display()

@@ -930,6 +930,8 @@ fn attention_heads_and_blocks_removed_from_smollm2() {
         kld(&s),
         kld(&m)
     );
+    // Each F32 GGUF is ~0.5 GB: CI's disk holds few at a time.
+    std::fs::remove_file(dir.path().join("hm.gguf")).unwrap();
     let f = frugal_formats::gguf::GgufFile::open(&dir.path().join("hs.gguf")).unwrap();
     let c = frugal_models::llama::LlamaConfig::from_gguf(&f).unwrap();
     assert_eq!((c.n_head, c.n_head_kv, c.head_dim()), (6, 3, 64));
@@ -941,6 +943,8 @@ fn attention_heads_and_blocks_removed_from_smollm2() {
         f.tensor("blk.4.attn_output.weight").unwrap().dims,
         vec![384, 576]
     );
+    drop(f);
+    std::fs::remove_file(dir.path().join("hs.gguf")).unwrap();
 
     let l = prune("layers", "wanda", "0.1", "l.gguf");
     assert_eq!(
@@ -1042,6 +1046,8 @@ fn mlp_neurons_removed_then_recovered_by_distillation_on_smollm2() {
         kld(&w),
         kld(&m)
     );
+    // Each F32 GGUF is ~0.5 GB: CI's disk holds few at a time.
+    std::fs::remove_file(dir.path().join("m.gguf")).unwrap();
     let f = frugal_formats::gguf::GgufFile::open(&dir.path().join("w.gguf")).unwrap();
     let ff = frugal_models::llama::LlamaConfig::from_gguf(&f)
         .unwrap()
@@ -1175,6 +1181,70 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
     assert_eq!(s[0]["resumed"], true);
     assert_eq!(s[1]["resumed"], false);
     assert!(s[2]["result"]["kld"]["mean"].as_f64().unwrap() > kld8);
+    // Measure and check steps: the compressed model's energy per token, the break-even of the
+    // steps before it against the recipe's model, then the report so far against a policy (a
+    // failed clause fails the run with exit 1, after the report is written).
+    let gated = |policy: &str| {
+        std::fs::write(
+            dir.path().join("r.toml"),
+            recipe("Q4_0")
+                + "[[step]]\nkind = \"measure\"\nprompts = 2\ntokens = 2\nrepeats = 2\nbaseline = true\nregion = \"FRA\"\n\
+                   [[step]]\nkind = \"check\"\n"
+                + &format!("policy = \"{policy}\"\n"),
+        )
+        .unwrap();
+        frugal(&["run", "r.toml", "--out", "out", "--json"], dir.path())
+    };
+    std::fs::write(
+        dir.path().join("pass.toml"),
+        "max_kld = 10\nmax_wh_per_1k_queries = \"1 MWh\"\nmax_sci = \"1 kg\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("fail.toml"), "max_kld = 1e-9\n").unwrap();
+    let out = gated("pass.toml");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = r["steps"].as_array().unwrap();
+    assert_eq!(s.len(), 5);
+    assert!(s[..3].iter().all(|s| s["resumed"] == true));
+    let m = &s[3]["result"];
+    assert_eq!(m["kind"], "language-model");
+    assert!(m["per_1k_queries"]["sci_gco2e"].as_f64().unwrap() > 0.0);
+    // The cost is the three compression steps' metered energy (as first run).
+    let step_j = |s: &serde_json::Value| -> f64 {
+        s["energy"]["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["joules"].as_f64().unwrap())
+            .sum()
+    };
+    let cost: f64 = s[..3].iter().map(step_j).sum();
+    assert!(cost > 0.0);
+    let be = m["break_even"]["compression_joules"].as_f64().unwrap();
+    assert!((be - cost).abs() <= 1e-9 * cost, "{be} vs {cost}");
+    assert_eq!(s[4]["result"]["pass"], true, "{}", s[4]["result"]);
+    let out = gated("fail.toml");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("step 5: policy")
+            && String::from_utf8_lossy(&out.stderr).contains("fails: max_kld"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        written["steps"][3]["resumed"], true,
+        "the measure step is kept"
+    );
+    assert_eq!(written["steps"][4]["result"]["pass"], false);
     // A bad recipe names the line (of the step whose value is wrong) and the problem.
     std::fs::write(
         dir.path().join("bad.toml"),
@@ -1371,6 +1441,77 @@ fn measure_runs_the_built_in_workloads() {
     let got = w["per_1k_queries"]["sci_gco2e"].as_f64().unwrap();
     assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
     std::fs::write(dir.path().join("s.json"), w.to_string()).unwrap();
+    // Break-even of compressing s to int8: the quantize command meters itself, and the int8
+    // model's measure, given s's as the baseline, sets that cost against the saving per query.
+    let q = frugal_json(
+        &[
+            "quantize",
+            "s.safetensors",
+            "q.safetensors",
+            "--type",
+            "int8",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let cost: f64 = q["energy"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["joules"].as_f64().unwrap())
+        .sum();
+    assert!(cost > 0.0, "{}", q["energy"]);
+    std::fs::write(dir.path().join("q-cost.json"), q.to_string()).unwrap();
+    let b = frugal_json(
+        &[
+            "measure",
+            "q.safetensors",
+            "--data",
+            "digits",
+            "--queries",
+            "100",
+            "--repeats",
+            "3",
+            "--baseline",
+            "s.json",
+            "--cost",
+            "q-cost.json",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let be = &b["break_even"];
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12);
+    assert!(
+        close(be["compression_joules"].as_f64().unwrap(), cost),
+        "{be}"
+    );
+    let saving = w["joules_per_unit"]["mean"].as_f64().unwrap()
+        - b["joules_per_unit"]["mean"].as_f64().unwrap();
+    assert!(
+        close(be["saving_joules_per_query"].as_f64().unwrap(), saving),
+        "{be}"
+    );
+    match be["queries"].as_f64() {
+        Some(n) => assert!(saving > 0.0 && close(n, cost / saving), "{be}"),
+        None => assert!(saving <= 0.0, "{be}"),
+    }
+    assert_bad_input(
+        &frugal(
+            &[
+                "measure",
+                "q.safetensors",
+                "--data",
+                "digits",
+                "--baseline",
+                "q-cost.json",
+                "--cost",
+                "q-cost.json",
+            ],
+            dir.path(),
+        ),
+        "baseline report has no joules_per_unit",
+    );
     std::fs::write(dir.path().join("sci.toml"), "max_sci = \"1 kg\"\n").unwrap();
     assert_eq!(
         frugal(&["check", "--policy", "sci.toml", "s.json"], dir.path())
@@ -1549,6 +1690,26 @@ fn policy_gate_exit_codes_and_messages() {
             "max_gco2e_per_1k_queries = \"1 kg\"\n",
             0,
             "PASS max_gco2e_per_1k_queries",
+        ),
+        (
+            "max_break_even_queries = \"5 M\"\n",
+            1,
+            "FAIL max_break_even_queries",
+        ),
+        (
+            "max_break_even_queries = \"5 kWh\"\n",
+            2,
+            "p.toml:1: max_break_even_queries: wrong unit `kWh`",
+        ),
+        (
+            "label_wh_per_1k_queries = [0.01, 0.1, 1, 10]\nmax_kld = 0.1\n",
+            0,
+            "1 of 1 clauses pass",
+        ),
+        (
+            "max_kld = 0.1\nlabel_wh_per_1k_queries = [1, 0.1, 2, 3]\n",
+            2,
+            "p.toml:2: label_wh_per_1k_queries: bounds",
         ),
     ];
     assert!(cases.len() >= 15);

@@ -8,12 +8,19 @@
 //!   this process may use (`available_parallelism`: on a VM or in a container, its slice, not
 //!   the whole package), so the TDP stands for that slice's power.
 //! - TDP: looked up by the CPU's model name (as `/proc/cpuinfo` gives it) in a `Name,TDP` table
-//!   (CodeCarbon's `cpu_power.csv` format) when one is given, else 85 W, CodeCarbon's default for
-//!   an unknown CPU. No table ships yet, so the CLI always uses 85 W (and says so).
+//!   ([`CPU_TDP_TABLE`]: 4,898 models, CodeCarbon 3.2.9's `cpu_power.csv`), else 85 W,
+//!   CodeCarbon's default for an unknown CPU (a VM that names its CPU only `AMD EPYC`, as this
+//!   project's machines do, gets the default, and the figure says so).
 //! - Memory: `peak RSS (GB) × 0.375 W/GB × wall seconds` (3 W per 8 GB, CodeCarbon 2.x's RAM
 //!   model).
 
 use crate::{Provenance, SourceReading};
+
+/// The shipped CPU model → TDP table (`Name,TDP`), written by `scripts/make-cpu-table.py` from
+/// the pinned CodeCarbon wheel (see `data/README.md`).
+pub const CPU_TDP_TABLE: &str = include_str!("../../../data/cpu-tdp.csv");
+/// How [`CPU_TDP_TABLE`] is named in a figure's provenance.
+pub const CPU_TDP_SOURCE: &str = "data/cpu-tdp.csv (CodeCarbon 3.2.9 cpu_power.csv)";
 
 /// CodeCarbon's TDP for a CPU it cannot identify.
 pub const DEFAULT_TDP_W: f64 = 85.0;
@@ -121,7 +128,8 @@ impl CpuPowerModel {
 }
 
 /// The TDP (W) of `cpu` in a `Name,TDP` CSV: exact match of the name, after dropping what
-/// `/proc/cpuinfo` adds (`(R)`, `(TM)`, `CPU`, `@ 2.10GHz`, repeated spaces), case-insensitive.
+/// `/proc/cpuinfo` adds (`(R)`, `(TM)`, `CPU`, `Processor`, AMD's `96-Core`, `@ 2.10GHz`,
+/// repeated spaces), case-insensitive.
 pub fn lookup_tdp(csv: &str, cpu: &str) -> Option<f64> {
     let clean = |s: &str| -> String {
         let s = s.split('@').next().unwrap_or(s);
@@ -129,7 +137,11 @@ pub fn lookup_tdp(csv: &str, cpu: &str) -> Option<f64> {
             .replace("(TM)", "")
             .replace("(tm)", "")
             .split_whitespace()
-            .filter(|w| !w.eq_ignore_ascii_case("cpu") && !w.eq_ignore_ascii_case("processor"))
+            .filter(|w| {
+                !w.eq_ignore_ascii_case("cpu")
+                    && !w.eq_ignore_ascii_case("processor")
+                    && !w.to_ascii_lowercase().ends_with("-core")
+            })
             .collect::<Vec<_>>()
             .join(" ")
             .to_ascii_lowercase()
@@ -164,6 +176,14 @@ fn seconds(t: libc::timeval) -> f64 {
 }
 
 impl CpuTimes {
+    /// This process's own CPU time (its threads, not its children).
+    pub fn own() -> Self {
+        let s = rusage(libc::RUSAGE_SELF);
+        CpuTimes {
+            cpu_seconds: seconds(s.ru_utime) + seconds(s.ru_stime),
+        }
+    }
+
     pub fn now() -> Self {
         let (s, c) = (rusage(libc::RUSAGE_SELF), rusage(libc::RUSAGE_CHILDREN));
         CpuTimes {
@@ -204,6 +224,32 @@ mod tests {
         let m = CpuPowerModel::for_cpu("AMD EPYC 7B13", 128, Some(("t.csv", csv)));
         assert_eq!(m.tdp_watts, 240.0);
         assert!(m.tdp_source.contains("t.csv"));
+        // The shipped table: every row parses, and /proc/cpuinfo spellings find their model.
+        assert_eq!(
+            CPU_TDP_TABLE
+                .lines()
+                .skip(1)
+                .filter(|l| l
+                    .rsplit_once(',')
+                    .and_then(|(_, w)| w.parse::<f64>().ok())
+                    .is_some_and(|w| w > 0.0))
+                .count(),
+            CPU_TDP_TABLE.lines().count() - 1
+        );
+        let shipped = Some((CPU_TDP_SOURCE, CPU_TDP_TABLE));
+        for (cpu, w) in [
+            ("Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz", 150.0),
+            ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 65.0),
+            ("AMD EPYC 9654 96-Core Processor", 360.0),
+        ] {
+            let m = CpuPowerModel::for_cpu(cpu, 8, shipped);
+            assert_eq!(m.tdp_watts, w, "{cpu}");
+            assert!(m.tdp_source.contains("cpu-tdp.csv"), "{}", m.tdp_source);
+        }
+        assert_eq!(
+            CpuPowerModel::for_cpu("AMD EPYC", 2, shipped).tdp_watts,
+            85.0
+        );
     }
 
     /// Hand-computed: 12 CPU-seconds on a 2-thread share of 85 W = 510 J; 2 GB × 0.375 W/GB ×

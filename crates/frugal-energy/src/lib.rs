@@ -52,6 +52,12 @@ pub struct SourceReading {
 pub struct EnergyReport {
     pub seconds: f64,
     pub sources: Vec<SourceReading>,
+    /// CPU time the metering itself took (reading counters, waiting for a measured command),
+    /// measured with the thread's or process's CPU clock.
+    pub meter_cpu_seconds: f64,
+    /// CPU time of the work measured (this process and its waited-for children, less the
+    /// meter's own).
+    pub workload_cpu_seconds: f64,
 }
 
 impl EnergyReport {
@@ -65,6 +71,12 @@ impl EnergyReport {
                 .sources
                 .iter()
                 .all(|s| matches!(s.provenance, Provenance::Measured { .. }))
+    }
+    /// The meter's CPU time as a fraction of the workload's (`None` for a workload that used
+    /// no CPU time).
+    pub fn meter_overhead(&self) -> Option<f64> {
+        (self.workload_cpu_seconds > 0.0)
+            .then(|| self.meter_cpu_seconds / self.workload_cpu_seconds)
     }
     pub fn kwh(&self) -> f64 {
         self.joules() / 3.6e6
@@ -94,12 +106,15 @@ pub struct MeterOptions {
 }
 
 impl MeterOptions {
-    /// This machine's sources and model.
+    /// This machine's sources and model (the TDP from the shipped table).
     pub fn detect() -> Self {
         MeterOptions {
             powercap_root: rapl::DEFAULT_ROOT.into(),
             nvml: true,
-            estimate: estimate::CpuPowerModel::detect(None),
+            estimate: estimate::CpuPowerModel::detect(Some((
+                estimate::CPU_TDP_SOURCE,
+                estimate::CPU_TDP_TABLE,
+            ))),
         }
     }
 }
@@ -107,40 +122,67 @@ impl MeterOptions {
 /// A measurement in progress.
 pub struct Session {
     start: Instant,
+    cpu0: estimate::CpuTimes,
     rapl: Option<rapl::Rapl>,
     gpus: Option<nvml::Gpus>,
     estimate: Option<(estimate::CpuPowerModel, estimate::CpuTimes)>,
+    /// CPU seconds spent in the session's own calls.
+    meter_cpu: f64,
+}
+
+/// The calling thread's CPU time, seconds.
+fn thread_cpu_seconds() -> f64 {
+    // SAFETY: clock_gettime writes one timespec into the zeroed struct we own.
+    let t = unsafe {
+        let mut t: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
+        t
+    };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 impl Session {
     /// Starts measuring: hardware counters where readable, the estimate for the CPU and memory
     /// otherwise.
     pub fn start(opts: &MeterOptions) -> Result<Session> {
+        let c0 = thread_cpu_seconds();
         let rapl = rapl::Rapl::open(&opts.powercap_root)?;
         let gpus = if opts.nvml { nvml::Gpus::open() } else { None };
         let estimate = match rapl {
             Some(_) => None,
             None => Some((opts.estimate.clone(), estimate::CpuTimes::now())),
         };
+        let cpu0 = estimate::CpuTimes::now();
         Ok(Session {
             start: Instant::now(),
+            cpu0,
             rapl,
             gpus,
             estimate,
+            meter_cpu: thread_cpu_seconds() - c0,
         })
     }
 
     /// Reads the RAPL counters now (call more often than the shortest wrap period for long
     /// runs; `stop` does it too).
     pub fn sample(&mut self) -> Result<()> {
+        let c0 = thread_cpu_seconds();
         if let Some(r) = &mut self.rapl {
             r.sample()?;
         }
+        self.meter_cpu += thread_cpu_seconds() - c0;
         Ok(())
+    }
+
+    /// Adds CPU time the caller spent metering outside the session's own calls.
+    fn add_meter_cpu(&mut self, seconds: f64) {
+        self.meter_cpu += seconds;
     }
 
     /// Ends the session.
     pub fn stop(mut self) -> Result<EnergyReport> {
+        let cpu1 = estimate::CpuTimes::now();
+        let c0 = thread_cpu_seconds();
         self.sample()?;
         let seconds = self.start.elapsed().as_secs_f64();
         let mut sources = Vec::new();
@@ -151,10 +193,16 @@ impl Session {
             sources.extend(g.readings());
         }
         if let Some((model, t0)) = &self.estimate {
-            let t1 = estimate::CpuTimes::now();
-            sources.extend(model.readings(t1.cpu_seconds - t0.cpu_seconds, seconds));
+            sources.extend(model.readings(cpu1.cpu_seconds - t0.cpu_seconds, seconds));
         }
-        Ok(EnergyReport { seconds, sources })
+        let meter_cpu_seconds = self.meter_cpu + (thread_cpu_seconds() - c0);
+        Ok(EnergyReport {
+            seconds,
+            sources,
+            meter_cpu_seconds,
+            workload_cpu_seconds: (cpu1.cpu_seconds - self.cpu0.cpu_seconds - self.meter_cpu)
+                .max(0.0),
+        })
     }
 }
 
@@ -168,6 +216,7 @@ pub fn measure_command(
     opts: &MeterOptions,
     stdout_to_stderr: bool,
 ) -> Result<(std::process::ExitStatus, EnergyReport)> {
+    let own0 = estimate::CpuTimes::own();
     let mut session = Session::start(opts)?;
     let mut command = std::process::Command::new(program);
     command.args(args);
@@ -198,6 +247,12 @@ pub fn measure_command(
             }
         }
     };
+    // Everything this process did meanwhile was metering (spawning, waiting, sampling); the
+    // session's own calls are counted in it already.
+    let own = estimate::CpuTimes::own().cpu_seconds - own0.cpu_seconds;
+    let before = session.meter_cpu;
+    session.add_meter_cpu((own - before).max(0.0));
+    // The workload is then the children's CPU time alone.
     Ok((status, session.stop()?))
 }
 
@@ -264,6 +319,9 @@ mod tests {
         .unwrap();
         assert!(status.success());
         assert!(r.sources[0].joules > 0.0, "{:?}", r.sources);
+        // The shell's CPU time is the workload; this process's waiting is the meter's own.
+        assert!(r.workload_cpu_seconds > 0.0, "{r:?}");
+        assert!(r.meter_cpu_seconds < r.workload_cpu_seconds, "{r:?}");
         assert!(measure_command(
             std::ffi::OsStr::new("/nonexistent/x"),
             &[],

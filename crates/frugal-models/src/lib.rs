@@ -7,6 +7,7 @@
 //! - [`tokenizer`]: byte-level BPE built from GGUF `tokenizer.ggml.*` metadata.
 //! - [`linear`]: the linear-layer seam every compression method uses.
 //! - [`int_weights`]: Frugal's int8/int4 weights in safetensors, decoded at load.
+//! - [`storage`]: bits per weight of every logical tensor of a model file.
 
 pub mod bert;
 pub mod bert_kernels;
@@ -20,6 +21,7 @@ pub mod int_weights;
 pub mod kernels;
 pub mod linear;
 pub mod llama;
+pub mod storage;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

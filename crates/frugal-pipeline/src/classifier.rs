@@ -74,6 +74,8 @@ pub struct ModelRecord {
     pub name: String,
     /// How it was made.
     pub made_by: String,
+    /// The model of this run it was made from (`None`: trained from scratch).
+    pub made_from: Option<String>,
     /// File name inside the run folder.
     pub file: String,
     pub file_bytes: u64,
@@ -88,6 +90,8 @@ pub struct ModelRecord {
     pub epochs: Vec<EpochRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneReport>,
+    /// The energy of the step that made it (not of its evaluation), with its provenance.
+    pub energy: Option<frugal_energy::EnergyReport>,
 }
 
 /// Everything the classifier pipeline did.
@@ -114,29 +118,25 @@ fn weight_counts(m: &Cnn) -> Result<(usize, usize), Error> {
     Ok((total, nonzero))
 }
 
-/// Saves `model` as `dir/NAME.safetensors` (or takes the file already there), reloads it and evaluates the reloaded model (so the record is
-/// the file's, not the memory's).
-#[allow(clippy::too_many_arguments)]
+/// Reloads the model saved as `dir/NAME.safetensors` and evaluates it (so the record is the
+/// file's, not the memory's).
 fn record(
     dir: &Path,
     name: &str,
     made_by: String,
-    model: Option<&Cnn>,
     set: &ImageSet,
     test: &[usize],
     seconds: f64,
 ) -> Result<ModelRecord, Error> {
     let file = format!("{name}.safetensors");
     let path = dir.join(&file);
-    if let Some(m) = model {
-        m.save(&path, &[]).map_err(frugal_compress::Error::from)?;
-    }
     let back = Cnn::load(&path, &candle_core::Device::Cpu).map_err(frugal_compress::Error::from)?;
     let eval = eval_classifier(&back, set, Some(test))?;
     let (weights, nonzero_weights) = weight_counts(&back)?;
     Ok(ModelRecord {
         name: name.into(),
         made_by,
+        made_from: None,
         file,
         file_bytes: std::fs::metadata(&path)
             .map_err(|e| frugal_formats::Error::io(&path, "reading metadata", e))?
@@ -153,18 +153,22 @@ fn record(
         seconds,
         epochs: Vec::new(),
         prune: None,
+        energy: None,
     })
 }
 
 /// Runs the pipeline on `set` with the test images `test` (the rest trains), writing every model
-/// into `dir`. `progress(step, done, total, loss)` reports training batches.
+/// into `dir`, each step that makes a model metered with `meters`. `progress(step, done, total,
+/// loss)` reports training batches.
 pub fn run_classifier_pipeline(
     set: &ImageSet,
     test: &[usize],
     plan: &ClassifierPlan,
     dir: &Path,
+    meters: &frugal_energy::MeterOptions,
     progress: &dyn Fn(&str, usize, usize, f64),
 ) -> Result<ClassifierRun, Error> {
+    let meter = || frugal_energy::Session::start(meters).map_err(energy_error);
     let dev = candle_core::Device::Cpu;
     let is_test = {
         let mut v = vec![false; set.len()];
@@ -203,18 +207,16 @@ pub fn run_classifier_pipeline(
                      opts: &TrainOptions|
      -> Result<(Cnn, ModelRecord), Error> {
         let t0 = std::time::Instant::now();
+        let session = meter()?;
         let (model, vars) = Cnn::init(config.clone(), seed, &dev).map_err(ce)?;
         let epochs = fit(name, &model, &vars, teacher, opts)?;
-        let mut r = record(
-            dir,
-            name,
-            made_by,
-            Some(&model),
-            set,
-            test,
-            t0.elapsed().as_secs_f64(),
-        )?;
+        model
+            .save(&dir.join(format!("{name}.safetensors")), &[])
+            .map_err(ce)?;
+        let energy = session.stop().map_err(energy_error)?;
+        let mut r = record(dir, name, made_by, set, test, t0.elapsed().as_secs_f64())?;
         r.epochs = epochs;
+        r.energy = Some(energy);
         Ok((model, r))
     };
     // 1. Teacher, from scratch on labels.
@@ -256,6 +258,7 @@ pub fn run_classifier_pipeline(
 
     // 4. Pruned, then recovered by distillation with the mask held.
     let t0 = std::time::Instant::now();
+    let session = meter()?;
     let batches = train.len().div_ceil(plan.recover.batch);
     let (pruned, report, epochs) = prune_and_recover(
         &student,
@@ -277,13 +280,17 @@ pub fn run_classifier_pipeline(
     pruned
         .save_sparse(&dir.join("student-pruned.safetensors"), &[], layout)
         .map_err(frugal_compress::Error::from)?;
-    let mut r = record(dir, "student-pruned", format!("global magnitude pruning to {:.0} % sparsity, then {} epochs of distillation with the mask held; weights stored {layout}", 100.0 * report.sparsity, plan.recover.epochs), None, set, test, t0.elapsed().as_secs_f64())?;
+    let energy = session.stop().map_err(energy_error)?;
+    let mut r = record(dir, "student-pruned", format!("global magnitude pruning to {:.0} % sparsity, then {} epochs of distillation with the mask held; weights stored {layout}", 100.0 * report.sparsity, plan.recover.epochs), set, test, t0.elapsed().as_secs_f64())?;
     r.epochs = epochs;
     r.prune = Some(report);
+    r.energy = Some(energy);
+    r.made_from = Some("student-distilled".into());
     models.push(r);
 
     // 5. int8 weights (per output channel) of the pruned student.
     let t0 = std::time::Instant::now();
+    let session = meter()?;
     let scheme = frugal_compress::quant::int::int_type("int8").expect("int8 is a scheme");
     frugal_compress::quant::int::quantize_safetensors_file(
         &dir.join("student-pruned.safetensors"),
@@ -291,20 +298,29 @@ pub fn run_classifier_pipeline(
         scheme,
         &|_, _| {},
     )?;
-    models.push(record(
+    let energy = session.stop().map_err(energy_error)?;
+    let mut r = record(
         dir,
         "student-int8",
         "pruned student, weights int8 per output channel (zeros stay zero)".into(),
-        None,
         set,
         test,
         t0.elapsed().as_secs_f64(),
-    )?);
+    )?;
+    r.energy = Some(energy);
+    r.made_from = Some("student-pruned".into());
+    models.push(r);
 
     Ok(ClassifierRun {
         plan: plan.clone(),
         models,
     })
+}
+
+fn energy_error(e: frugal_energy::Error) -> Error {
+    Error::Compress(frugal_compress::Error::BadOptions(format!(
+        "energy meter: {e}"
+    )))
 }
 
 /// How a model pruned with `pattern` is stored compactly: a bitmask, or N:M positions.

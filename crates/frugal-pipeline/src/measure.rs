@@ -106,6 +106,9 @@ pub struct WorkloadReport {
     pub energy: EnergyReport,
     /// The figures a policy reads (`per_1k_queries.wh`; gCO₂e is added by the caller with a region).
     pub per_1k_queries: serde_json::Value,
+    /// What making this model cost against what it saves per query ([`add_break_even`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_even: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -304,6 +307,7 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
         peak_rss_bytes: frugal_energy::estimate::peak_rss_bytes(),
         energy: last.expect("at least one run"),
         per_1k_queries: serde_json::json!({ "queries": job.queries, "wh": wh.mean }),
+        break_even: None,
     })
 }
 
@@ -355,6 +359,64 @@ pub fn add_carbon(w: &mut WorkloadReport, c: &CarbonOptions) -> Result<(), Error
             "given on the command line"
         },
     });
+    Ok(())
+}
+
+/// The joules of a report's `energy.sources` (a compression command's `--json`, or `frugal
+/// measure -- CMD --json`), and whether every one was measured.
+fn report_joules(r: &serde_json::Value) -> Option<(f64, bool)> {
+    let sources = r.get("energy")?.get("sources")?.as_array()?;
+    let mut j = 0.0;
+    let mut measured = !sources.is_empty();
+    for s in sources {
+        j += s.get("joules")?.as_f64()?;
+        measured &= s["provenance"]["kind"].as_str() == Some("measured");
+    }
+    Some((j, measured))
+}
+
+/// Adds the break-even of compressing: `cost` is the JSON report of the job that made this
+/// model (its `energy`), `baseline` the `frugal measure` report of the model it replaces, run
+/// on the same workload. Queries to pay back = cost J / (baseline − this model's J per query).
+pub fn add_break_even(
+    w: &mut WorkloadReport,
+    baseline: &serde_json::Value,
+    cost: &serde_json::Value,
+) -> Result<(), Error> {
+    let (cost_j, cost_measured) = report_joules(cost).ok_or_else(|| {
+        bad(
+            "the cost report has no energy.sources (give the compression command's --json output)"
+                .into(),
+        )
+    })?;
+    let per_query = |r: &serde_json::Value| -> Option<f64> {
+        Some(r.pointer("/joules_per_unit/mean")?.as_f64()? * r.get("units_per_query")?.as_f64()?)
+    };
+    let base = per_query(baseline).ok_or_else(|| {
+        bad("the baseline report has no joules_per_unit (give `frugal measure BASELINE --json` output)".into())
+    })?;
+    if baseline.get("kind").and_then(|k| k.as_str()) != Some(w.kind)
+        || baseline.get("query").and_then(|k| k.as_str()) != Some(w.query.as_str())
+    {
+        return Err(bad(format!(
+            "the baseline was measured on another workload ({} / {}), not {} / {}",
+            baseline["kind"], baseline["query"], w.kind, w.query
+        )));
+    }
+    let this = w.joules_per_unit.mean * w.units_per_query as f64;
+    let saving = base - this;
+    let queries = frugal_energy::carbon::break_even_queries(cost_j, saving);
+    let base_measured = baseline["runs"]
+        .as_array()
+        .is_some_and(|r| r.iter().all(|r| r["measured"] == true));
+    w.break_even = Some(serde_json::json!({
+        "compression_joules": cost_j,
+        "baseline_joules_per_query": base,
+        "joules_per_query": this,
+        "saving_joules_per_query": saving,
+        "queries": queries,
+        "measured": cost_measured && base_measured && w.runs.iter().all(|r| r.measured),
+    }));
     Ok(())
 }
 

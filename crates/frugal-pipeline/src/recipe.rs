@@ -95,9 +95,28 @@ pub enum Step {
         target_bpw: Option<f64>,
     },
     Eval {},
-    /// Named in the issue's pipeline; refused with a clear message until they exist.
-    Measure {},
-    Check {},
+    /// The current model's inference energy (`frugal measure`'s LM workload); with
+    /// `baseline = true` the recipe's model is measured too and the break-even of the steps so
+    /// far computed.
+    Measure {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompts: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repeats: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pue: Option<f64>,
+        #[serde(default)]
+        baseline: bool,
+    },
+    /// The report so far against a policy file; a failed clause fails the run (after the
+    /// report is written).
+    Check {
+        policy: PathBuf,
+    },
 }
 
 impl Step {
@@ -107,8 +126,8 @@ impl Step {
             Step::Distill { .. } => "distill",
             Step::Quantize { .. } => "quantize",
             Step::Eval {} => "eval",
-            Step::Measure {} => "measure",
-            Step::Check {} => "check",
+            Step::Measure { .. } => "measure",
+            Step::Check { .. } => "check",
         }
     }
 }
@@ -168,6 +187,11 @@ impl Recipe {
             }
         };
         fix(&mut r.model);
+        for s in &mut r.steps {
+            if let Step::Check { policy } = s {
+                fix(policy);
+            }
+        }
         let mut sources: Vec<&mut TextSource> = Vec::new();
         if let Some(e) = &mut r.eval {
             sources.push(&mut e.text);
@@ -195,24 +219,38 @@ impl Recipe {
         if r.steps.is_empty() {
             return Err(bad(path, "no [[step]]".into()));
         }
-        if let Some(s) = r
-            .steps
-            .iter()
-            .find(|s| matches!(s, Step::Measure {} | Step::Check {}))
-        {
-            return Err(bad(
-                path,
-                format!(
-                    "step `{}` is not in this version yet (energy measurement and the policy gate come with issue #6)",
-                    s.kind()
-                ),
-            ));
+        for s in &r.steps {
+            match s {
+                Step::Check { policy } => {
+                    // Read now: a bad policy stops the recipe before any work.
+                    load_policy(policy)?;
+                }
+                Step::Measure {
+                    region: Some(g), ..
+                } => {
+                    frugal_energy::carbon::intensity(g).map_err(|e| bad(path, e.to_string()))?;
+                }
+                _ => {}
+            }
         }
         if r.steps.iter().any(|s| matches!(s, Step::Eval {})) && r.eval.is_none() {
             return Err(bad(path, "an `eval` step needs an [eval] section".into()));
         }
         Ok(r)
     }
+}
+
+/// Reads a policy file (at most 1 MiB).
+fn load_policy(p: &Path) -> Result<frugal_report::policy::Policy, Error> {
+    let len = std::fs::metadata(p)
+        .map_err(|e| bad(p, e.to_string()))?
+        .len();
+    if len > MAX_RECIPE_BYTES {
+        return Err(bad(p, format!("{len} bytes; a policy is at most 1 MiB")));
+    }
+    let text = std::fs::read_to_string(p).map_err(|e| bad(p, e.to_string()))?;
+    frugal_report::policy::Policy::parse(&text, &p.display().to_string())
+        .map_err(|e| bad(p, e.to_string()))
 }
 
 /// One step's record in the report.
@@ -228,6 +266,9 @@ pub struct StepRecord {
     /// The step's own report (as `frugal prune/distill/quantize/eval --json` prints it).
     pub result: serde_json::Value,
     pub seconds: f64,
+    /// The step's energy (a [`frugal_energy::EnergyReport`]), with its provenance.
+    #[serde(default)]
+    pub energy: serde_json::Value,
     /// Kept from an earlier run of the same recipe.
     #[serde(default)]
     pub resumed: bool,
@@ -285,7 +326,8 @@ fn json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("reports serialize")
 }
 
-/// Runs one step from `input`, writing `output`.
+/// Runs one step from `input`, writing `output`; `done` is the report so far.
+#[allow(clippy::too_many_arguments)]
 fn run_step(
     recipe: &Recipe,
     path: &Path,
@@ -293,6 +335,7 @@ fn run_step(
     input: &Path,
     output: &Path,
     dir: &Path,
+    done: &RecipeReport,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<(serde_json::Value, bool), Error> {
     Ok(match step {
@@ -454,7 +497,65 @@ fn run_step(
                 false,
             )
         }
-        Step::Measure {} | Step::Check {} => unreachable!("refused at load"),
+        Step::Measure {
+            prompts,
+            tokens,
+            repeats,
+            region,
+            pue,
+            baseline,
+        } => {
+            let job = |model: &Path| crate::measure::MeasureJob {
+                model: model.to_path_buf(),
+                data: None,
+                queries: prompts.unwrap_or(4),
+                repeats: repeats.unwrap_or(3),
+                warmup: 1,
+                tokens: tokens.unwrap_or(8),
+                meters: frugal_energy::MeterOptions {
+                    nvml: false,
+                    ..frugal_energy::MeterOptions::detect()
+                },
+            };
+            progress("measure", 0, 1 + usize::from(*baseline));
+            let mut w = crate::measure::measure_model(&job(input))?;
+            if let Some(g) = region {
+                let c = crate::measure::CarbonOptions {
+                    grid: frugal_energy::carbon::intensity(g)
+                        .map_err(|e| bad(path, e.to_string()))?,
+                    pue: pue.unwrap_or(1.0),
+                    embodied_kg: 1000.0,
+                    life_years: 4.0,
+                };
+                crate::measure::add_carbon(&mut w, &c)?;
+            }
+            if *baseline {
+                progress("measure", 1, 2);
+                let b = json(&crate::measure::measure_model(&job(&recipe.model))?);
+                // The cost: every step's energy so far.
+                let sources: Vec<serde_json::Value> = done
+                    .steps
+                    .iter()
+                    .flat_map(|s| s.energy["sources"].as_array().cloned().unwrap_or_default())
+                    .collect();
+                let cost = serde_json::json!({ "energy": { "sources": sources } });
+                crate::measure::add_break_even(&mut w, &b, &cost)?;
+            }
+            (json(&w), false)
+        }
+        Step::Check { policy } => {
+            let p = load_policy(policy)?;
+            let m = frugal_report::metrics::Metrics::from_report(&json(done));
+            let outcomes = frugal_report::policy::check(&p, &m);
+            (
+                serde_json::json!({
+                    "policy": policy.display().to_string(),
+                    "pass": outcomes.iter().all(|o| o.pass),
+                    "outcomes": outcomes,
+                }),
+                false,
+            )
+        }
     })
 }
 
@@ -504,8 +605,18 @@ pub fn run_recipe(
             None => {
                 reuse = false;
                 let t = std::time::Instant::now();
-                let (result, writes) =
-                    run_step(&recipe, path, step, &input, &output, out_dir, progress)?;
+                let meters = frugal_energy::MeterOptions {
+                    nvml: false,
+                    ..frugal_energy::MeterOptions::detect()
+                };
+                let session = frugal_energy::Session::start(&meters)
+                    .map_err(|e| bad(path, format!("energy meter: {e}")))?;
+                let (result, writes) = run_step(
+                    &recipe, path, step, &input, &output, out_dir, &report, progress,
+                )?;
+                let energy = session
+                    .stop()
+                    .map_err(|e| bad(path, format!("energy meter: {e}")))?;
                 StepRecord {
                     index: i + 1,
                     kind: step.kind().into(),
@@ -514,6 +625,7 @@ pub fn run_recipe(
                     output: writes.then(|| output.display().to_string()),
                     result,
                     seconds: t.elapsed().as_secs_f64(),
+                    energy: json(&energy),
                     resumed: false,
                 }
             }
@@ -527,6 +639,32 @@ pub fn run_recipe(
         write_atomic(&report_path, &[], |f| f.write_all(&bytes))?;
     }
     Ok((report, report_path))
+}
+
+impl RecipeReport {
+    /// The check steps that failed: (step index, policy, failed clauses).
+    pub fn failed_checks(&self) -> Vec<(usize, String, Vec<String>)> {
+        self.steps
+            .iter()
+            .filter(|s| s.kind == "check" && s.result["pass"] == false)
+            .map(|s| {
+                let failed = s.result["outcomes"]
+                    .as_array()
+                    .map(|o| {
+                        o.iter()
+                            .filter(|o| o["pass"] == false)
+                            .map(|o| o["key"].as_str().unwrap_or("?").to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    s.index,
+                    s.result["policy"].as_str().unwrap_or("?").to_string(),
+                    failed,
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -573,7 +711,8 @@ mod tests {
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"eval\"\nfoo = 1\n", "foo"),
             ("name = \"x\"\nmodel = \"m\"\nstep = []\n", "no [[step]]"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"eval\"\n", "[eval]"),
-            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\n", "issue #6"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"check\"\npolicy = \"none.toml\"\n", "none.toml"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\nregion = \"Atlantis\"\n", "Atlantis"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"prune\"\nmethod = \"wanda\"\nsparsity = \"half\"\n", "expected f64"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"distill\"\ntext = { file = \"a\", brown = \"ca01\" }\n", "exactly one"),
             ("name = [\n", "line 1"),

@@ -1,8 +1,9 @@
 //! The human-readable report: `report.md` and a self-contained `report.html` (inline SVG charts
 //! drawn with plotters, no script, no external resource) — quality against size and against
 //! energy per query for every variant with the Pareto front, the energy of one run by source,
-//! and an efficiency label graded A–E by absolute Wh-per-1,000-queries thresholds
-//! ([`DEFAULT_LABEL_WH_PER_1K`]; thresholds from a policy are still to come).
+//! the bits each variant stores per weight, tensor by tensor, and an efficiency label graded A–E
+//! by absolute Wh-per-1,000-queries thresholds (a policy's `label_wh_per_1k_queries`, else
+//! [`DEFAULT_LABEL_WH_PER_1K`]).
 
 use plotters::prelude::*;
 
@@ -30,6 +31,11 @@ pub struct View {
     /// One run's energy by source (name, joules, measured?).
     pub energy_sources: Vec<(String, f64, bool)>,
     pub label_thresholds: [f64; 4],
+    /// Each variant's bits per weight, tensor by tensor in file order (variant, [(tensor,
+    /// bits)]).
+    pub bits: Vec<(String, Vec<(String, f64)>)>,
+    /// Rows of a further table (header, rows), such as the break-even of each compression.
+    pub tables: Vec<(String, Vec<String>, Vec<Vec<String>>)>,
     /// Notes printed under the tables (provenance, methods).
     pub notes: Vec<String>,
 }
@@ -118,6 +124,63 @@ fn scatter(title: &str, x_desc: &str, v: &View, xs: &[(usize, f64)]) -> String {
                     + Text::new(v.variants[i].name.clone(), (6, -12), ("sans-serif", 11))
             }))?;
             c.configure_series_labels().border_style(BLACK).draw()?;
+            root.present()?;
+            Ok(())
+        };
+        if draw().is_err() {
+            return String::new();
+        }
+    }
+    s
+}
+
+/// Bits per weight of every tensor (x: its index in the file), one line per variant.
+fn bits_chart(v: &View) -> String {
+    let mut s = String::new();
+    let n = v.bits.iter().map(|b| b.1.len()).max().unwrap_or(0);
+    if n == 0 {
+        return s;
+    }
+    let ymax = v
+        .bits
+        .iter()
+        .flat_map(|b| b.1.iter().map(|t| t.1))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    {
+        let root = SVGBackend::with_string(&mut s, (640, 360)).into_drawing_area();
+        let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut c = ChartBuilder::on(&root)
+                .caption("Bits per weight, tensor by tensor", ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(50)
+                // Head room above the highest point for the legend.
+                .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..ymax * 1.8)?;
+            c.configure_mesh()
+                .x_desc("tensor (file order)")
+                .y_desc("bits per weight")
+                .max_light_lines(2)
+                .draw()?;
+            for (k, (name, t)) in v.bits.iter().enumerate() {
+                let colour = colours[k % colours.len()];
+                let pts: Vec<(f64, f64)> =
+                    t.iter().enumerate().map(|(i, x)| (i as f64, x.1)).collect();
+                c.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(1)))?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+                c.draw_series(
+                    pts.into_iter()
+                        .map(move |p| Circle::new(p, 3, colour.filled())),
+                )?;
+            }
+            c.configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()?;
             root.present()?;
             Ok(())
         };
@@ -233,6 +296,16 @@ pub fn markdown(v: &View) -> String {
             x.name, x.bytes, x.quality
         ));
     }
+    for (title, header, rows) in &v.tables {
+        m.push_str(&format!(
+            "\n## {title}\n\n| {} |\n|{}\n",
+            header.join(" | "),
+            "---|".repeat(header.len())
+        ));
+        for r in rows {
+            m.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+    }
     m.push('\n');
     for n in &v.notes {
         m.push_str(&format!("- {n}\n"));
@@ -288,6 +361,27 @@ pub fn html(v: &View) -> String {
             &energies
         )
     ));
+    for (title, header, rows) in &v.tables {
+        h.push_str(&format!("<h2>{}</h2><table><tr>", esc(title)));
+        for c in header {
+            h.push_str(&format!("<th>{}</th>", esc(c)));
+        }
+        h.push_str("</tr>");
+        for r in rows {
+            h.push_str("<tr>");
+            for c in r {
+                h.push_str(&format!("<td>{}</td>", esc(c)));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
+    }
+    if !v.bits.is_empty() {
+        h.push_str(&format!(
+            "<figure id=\"bits-per-tensor\">{}</figure>",
+            bits_chart(v)
+        ));
+    }
     h.push_str(&format!(
         "<h2>Energy of one run by source</h2><figure id=\"energy-breakdown\">{}</figure>",
         breakdown(v)
@@ -331,6 +425,21 @@ mod tests {
                 ("ram-estimate".into(), 0.01, false),
             ],
             label_thresholds: DEFAULT_LABEL_WH_PER_1K,
+            bits: vec![
+                (
+                    "teacher".into(),
+                    vec![("conv.weight".into(), 32.0), ("fc.weight".into(), 32.0)],
+                ),
+                (
+                    "student".into(),
+                    vec![("conv.weight".into(), 8.5), ("fc.weight".into(), 17.0)],
+                ),
+            ],
+            tables: vec![(
+                "Break-even".into(),
+                vec!["model".into(), "queries".into()],
+                vec![vec!["student".into(), "1,200".into()]],
+            )],
             notes: vec!["estimated".into()],
         }
     }
@@ -350,15 +459,20 @@ mod tests {
         assert!(h.starts_with("<!DOCTYPE html>") && h.ends_with("</html>\n"));
         assert_eq!(
             h.matches("<svg").count(),
-            4,
-            "two charts, a breakdown and a label"
+            5,
+            "three charts, a breakdown and a label"
         );
+        assert!(h.contains("bits-per-tensor") && h.contains("<td>1,200</td>"));
         assert!(!h.contains("<script") && !h.contains("src=\"http") && !h.contains("href=\"http"));
         assert!(h.contains("t &lt;report&gt;"));
         assert!(h.contains("Pareto front"));
         let m = markdown(&view());
         assert!(
             m.contains("| student | 15000 | 96.000 | 0.00400 (0.00360–0.00440) est. | A |"),
+            "{m}"
+        );
+        assert!(
+            m.contains("## Break-even\n\n| model | queries |\n|---|---|\n| student | 1,200 |"),
             "{m}"
         );
     }

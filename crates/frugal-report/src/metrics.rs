@@ -26,6 +26,8 @@ pub struct Metrics {
     pub gco2e_per_1k_queries: Option<Figure>,
     /// SCI, gCO₂e per 1,000 queries.
     pub sci_per_1k_queries: Option<Figure>,
+    /// Queries until the compression's energy is paid back.
+    pub break_even_queries: Option<Figure>,
     /// Whether every energy figure came from a hardware counter (`None`: no energy figures).
     pub energy_measured: Option<(bool, String)>,
     /// EU AI Act Annex XI documentation fields missing from the report's `eu_ai_act` block
@@ -105,6 +107,7 @@ impl Metrics {
         m.wh_per_1k_queries = find(&["per_1k_queries", "wh"]);
         m.gco2e_per_1k_queries = find(&["per_1k_queries", "gco2e"]);
         m.sci_per_1k_queries = find(&["per_1k_queries", "sci_gco2e"]);
+        m.break_even_queries = find(&["break_even", "queries"]);
         m.energy_measured = sc.iter().find_map(|(prefix, v)| {
             let sources = v.get("energy")?.get("sources")?.as_array()?;
             let all = !sources.is_empty()

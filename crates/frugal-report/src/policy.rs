@@ -9,6 +9,9 @@
 use crate::metrics::{Figure, Metrics};
 use std::collections::BTreeMap;
 
+/// `policies/default.toml`, built in: the policy `frugal run` checks its models against.
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
+
 /// What a clause compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -50,6 +53,7 @@ const WH: Unit = Unit {
     accepts: &[
         ("Wh", 1.0),
         ("kWh", 1e3),
+        ("MWh", 1e6),
         ("mWh", 1e-3),
         ("J", 1.0 / 3600.0),
         ("kJ", 1.0 / 3.6),
@@ -58,6 +62,10 @@ const WH: Unit = Unit {
 const GRAMS: Unit = Unit {
     name: "g",
     accepts: &[("g", 1.0), ("kg", 1e3), ("mg", 1e-3)],
+};
+const QUERIES: Unit = Unit {
+    name: "queries",
+    accepts: &[("queries", 1.0), ("k", 1e3), ("M", 1e6), ("G", 1e9)],
 };
 const NONE: Unit = Unit {
     name: "",
@@ -130,6 +138,12 @@ pub const CLAUSES: &[ClauseSpec] = &[
         doc: "SCI (ISO/IEC 21031) per 1,000 queries, gCO2e (per_1k_queries.sci_gco2e: `frugal measure MODEL --region …` writes it)",
     },
     ClauseSpec {
+        key: "max_break_even_queries",
+        kind: Kind::Max,
+        unit: QUERIES,
+        doc: "queries after which the compression's energy is paid back by the energy it saves per query (`frugal measure MODEL --baseline B --cost C` writes break_even.queries)",
+    },
+    ClauseSpec {
         key: "require_measured_energy",
         kind: Kind::Require,
         unit: NONE,
@@ -140,6 +154,12 @@ pub const CLAUSES: &[ClauseSpec] = &[
         kind: Kind::Require,
         unit: NONE,
         doc: "the report's eu_ai_act block fills every Annex XI 2(d)-(e) field",
+    },
+    ClauseSpec {
+        key: "label_wh_per_1k_queries",
+        kind: Kind::Setting,
+        unit: WH,
+        doc: "the efficiency label's grades: four increasing bounds in Wh per 1,000 queries (numbers, or text with a unit), the most for A, B, C and D; E beyond",
     },
     ClauseSpec {
         key: "region",
@@ -169,6 +189,8 @@ pub struct PolicyError {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum Limit {
     Number(f64),
+    /// Grade bounds (the label's).
+    Grades([f64; 4]),
     Require(bool),
     Text(String),
 }
@@ -286,6 +308,38 @@ impl Policy {
                             format!("must be a number of at least 1, not {other}"),
                         ))
                     }
+                    ("label_wh_per_1k_queries", toml::Value::Array(a)) => {
+                        let b = a
+                            .iter()
+                            .map(|x| match x {
+                                toml::Value::Integer(i) => Ok(*i as f64),
+                                toml::Value::Float(f) => Ok(*f),
+                                toml::Value::String(t) => with_unit(t, &spec.unit),
+                                other => Err(format!("`{other}` is not an energy")),
+                            })
+                            .collect::<Result<Vec<f64>, String>>()
+                            .map_err(|r| err(line, key, r))?;
+                        let grades: [f64; 4] = b.as_slice().try_into().map_err(|_| {
+                            err(line, key, format!("needs 4 bounds (A–D), not {}", b.len()))
+                        })?;
+                        if !grades.iter().all(|x| x.is_finite() && *x >= 0.0)
+                            || grades.windows(2).any(|w| w[0] >= w[1])
+                        {
+                            return Err(err(
+                                line,
+                                key,
+                                format!("bounds {grades:?} must be non-negative and increasing"),
+                            ));
+                        }
+                        Limit::Grades(grades)
+                    }
+                    ("label_wh_per_1k_queries", other) => {
+                        return Err(err(
+                            line,
+                            key,
+                            format!("expects a list of 4 bounds, not {other}"),
+                        ))
+                    }
                     ("region", toml::Value::String(s)) => {
                         frugal_energy::carbon::intensity(s)
                             .map_err(|e| err(line, key, e.to_string()))?;
@@ -314,6 +368,16 @@ impl Policy {
         Ok(Policy {
             path: path.to_string(),
             clauses,
+        })
+    }
+}
+
+impl Policy {
+    /// The efficiency label's grade bounds, when the policy sets them.
+    pub fn label_thresholds(&self) -> Option<[f64; 4]> {
+        self.clauses.iter().find_map(|c| match c.limit {
+            Limit::Grades(g) => Some(g),
+            _ => None,
         })
     }
 }
@@ -378,6 +442,7 @@ pub fn check(policy: &Policy, m: &Metrics) -> Vec<Outcome> {
             "max_wh_per_1k_queries" => m.wh_per_1k_queries.as_ref(),
             "max_gco2e_per_1k_queries" => policy_g.as_ref().or(m.gco2e_per_1k_queries.as_ref()),
             "max_sci" => m.sci_per_1k_queries.as_ref(),
+            "max_break_even_queries" => m.break_even_queries.as_ref(),
             _ => None,
         };
         let (value, from, pass, note) = match (spec.kind, &c.limit) {
@@ -462,6 +527,28 @@ mod tests {
         assert!(CLAUSES.iter().all(|c| !c.doc.is_empty()));
         let e = Policy::parse("\n\nmax_kld = \"0.1 Wh\"\n", "p.toml").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "max_kld"));
+        let p = Policy::parse(
+            "label_wh_per_1k_queries = [0.001, \"18 J\", 1, \"0.02 kWh\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        let g = p.label_thresholds().unwrap();
+        for (got, want) in g.iter().zip([0.001, 0.005, 1.0, 20.0]) {
+            assert!((got - want).abs() < 1e-12, "{g:?}");
+        }
+        for bad in [
+            "label_wh_per_1k_queries = [1, 2, 3]\n",
+            "label_wh_per_1k_queries = [1, 3, 2, 4]\n",
+            "label_wh_per_1k_queries = [1, 2, 3, \"4 g\"]\n",
+            "label_wh_per_1k_queries = 5\n",
+        ] {
+            let e = Policy::parse(bad, "p.toml").unwrap_err();
+            assert_eq!(
+                (e.line, e.key.as_str()),
+                (1, "label_wh_per_1k_queries"),
+                "{bad}"
+            );
+        }
     }
 
     /// The policy's region and PUE turn the report's energy into the emissions it checks:
