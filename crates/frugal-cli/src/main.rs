@@ -286,6 +286,54 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The smallest quantized model that keeps its quality within a limit: every tensor's
+    /// sensitivity to every block type measured once, a knapsack-style assignment for a size
+    /// budget, the budget bisected with each candidate judged on the search text, the result
+    /// verified on held-out text. Writes OUT, OUT.recipe.toml (rebuilds it with `frugal run`)
+    /// and OUT.report.html (every candidate, size against quality).
+    Tune {
+        /// Input GGUF (the reference the limit is measured against).
+        input: PathBuf,
+        /// Output GGUF.
+        #[arg(short = 'o', long = "out")]
+        output: PathBuf,
+        /// Mean KL divergence per token from the input, nats.
+        #[arg(long, conflicts_with_all = ["max_ppl_increase_pct", "policy"])]
+        max_kld: Option<f64>,
+        /// Perplexity increase over the input's, per cent.
+        #[arg(long, conflicts_with = "policy")]
+        max_ppl_increase_pct: Option<f64>,
+        /// A policy file: its `max_kld` (else `max_ppl_increase_pct`) is the limit.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The GGUF type whose rules decide which tensors are quantized (and name the file).
+        #[arg(long = "type", default_value = "Q4_K_M")]
+        ty: String,
+        /// Calibration text (importance matrix).
+        #[arg(long)]
+        calib: PathBuf,
+        #[arg(long, default_value_t = 8192)]
+        calib_tokens: usize,
+        #[arg(long, default_value_t = 512)]
+        calib_ctx: usize,
+        /// Text the search judges candidates on.
+        #[arg(long = "eval")]
+        search: PathBuf,
+        /// Different text the result is verified on.
+        #[arg(long)]
+        heldout: PathBuf,
+        /// Chunks of 512 tokens of each text to judge on.
+        #[arg(long, default_value_t = 8)]
+        eval_chunks: usize,
+        /// Stop bisecting when the bracket is narrower than this (bits per weight).
+        #[arg(long, default_value_t = 0.1)]
+        bpw_tolerance: f64,
+        /// At most this many candidates judged in all.
+        #[arg(long, default_value_t = 10)]
+        max_evals: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode every tensor of a GGUF model to F32 (the reference for evaluations).
     Dequantize {
         /// Input GGUF.
@@ -381,8 +429,9 @@ enum Command {
         /// workload), for the break-even of compressing (with --cost).
         #[arg(long, requires = "cost")]
         baseline: Option<PathBuf>,
-        /// MODEL: the `--json` report of the compression that made MODEL (its `energy`), or of
-        /// `frugal measure -- CMD` around it: break-even = its joules / the saving per query.
+        /// MODEL: the `--json` report of the compression that made MODEL (its `energy`, which
+        /// includes the evaluation the command runs unless given --no-eval), or of `frugal
+        /// measure -- CMD` around it: break-even = its joules / the saving per query.
         #[arg(long, requires = "baseline")]
         cost: Option<PathBuf>,
         /// MODEL: metered runs (each gives one energy figure; the interval is over them).
@@ -616,7 +665,10 @@ fn progress_bar(unit: &str) -> indicatif::ProgressBar {
 fn dispatch(cli: Cli) -> Result<()> {
     if matches!(
         cli.command,
-        Command::Quantize { .. } | Command::Prune { .. } | Command::Distill { .. }
+        Command::Quantize { .. }
+            | Command::Prune { .. }
+            | Command::Distill { .. }
+            | Command::Tune { .. }
     ) {
         // CPU work: no GPU counter (a whole-device figure would add other processes' energy).
         let meters = frugal_energy::MeterOptions {
@@ -1392,6 +1444,17 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             // Checked before running anything.
             frugal_energy::carbon::operational_g(0.0, pue, 0.0)
                 .map_err(|e| BadUsage(e.to_string()))?;
+            // Read before anything runs: a bad path must not waste a measurement.
+            let read = |p: &PathBuf| -> Result<serde_json::Value> {
+                let bytes =
+                    std::fs::read(p).map_err(|e| BadUsage(format!("{}: {e}", p.display())))?;
+                Ok(serde_json::from_slice(&bytes)
+                    .map_err(|e| BadUsage(format!("{}: not JSON: {e}", p.display())))?)
+            };
+            let break_even_inputs = match (&baseline, &cost) {
+                (Some(b), Some(c)) => Some((read(b)?, read(c)?)),
+                _ => None,
+            };
             let opts = frugal_energy::MeterOptions::detect();
             if let Some(model) = model {
                 if !command.is_empty() {
@@ -1423,14 +1486,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 if let Some(c) = &carbon {
                     frugal_pipeline::measure::add_carbon(&mut w, c)?;
                 }
-                if let (Some(b), Some(c)) = (&baseline, &cost) {
-                    let read = |p: &PathBuf| -> Result<serde_json::Value> {
-                        let bytes = std::fs::read(p)
-                            .map_err(|e| BadUsage(format!("{}: {e}", p.display())))?;
-                        Ok(serde_json::from_slice(&bytes)
-                            .map_err(|e| BadUsage(format!("{}: not JSON: {e}", p.display())))?)
-                    };
-                    frugal_pipeline::measure::add_break_even(&mut w, &read(b)?, &read(c)?)?;
+                if let Some((b, c)) = &break_even_inputs {
+                    frugal_pipeline::measure::add_break_even(&mut w, b, c)?;
                 }
                 return emit(json, &w, |w| {
                     let how = if w.runs.iter().all(|r| r.measured) {
@@ -1485,6 +1542,12 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         );
                     }
                 });
+            }
+            if break_even_inputs.is_some() {
+                return Err(BadUsage(
+                    "--baseline and --cost go with a MODEL's workload, not with -- COMMAND".into(),
+                )
+                .into());
             }
             if command.is_empty() {
                 return Err(BadUsage(
@@ -1557,6 +1620,123 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             if !status.success() {
                 anyhow::bail!("the measured command failed ({status})");
             }
+        }
+        Command::Tune {
+            input,
+            output,
+            max_kld,
+            max_ppl_increase_pct,
+            policy,
+            ty,
+            calib,
+            calib_tokens,
+            calib_ctx,
+            search,
+            heldout,
+            eval_chunks,
+            bpw_tolerance,
+            max_evals,
+            json,
+        } => {
+            use frugal_pipeline::tune::QualityLimit;
+            let limit = match (max_kld, max_ppl_increase_pct, &policy) {
+                (Some(x), None, None) => QualityLimit::MaxKld(x),
+                (None, Some(x), None) => QualityLimit::MaxPplIncreasePct(x),
+                (None, None, Some(p)) => {
+                    let text = std::fs::read_to_string(p)
+                        .map_err(|e| BadUsage(format!("{}: {e}", p.display())))?;
+                    let p = frugal_report::policy::Policy::parse(&text, &p.display().to_string())
+                        .map_err(|e| BadUsage(e.to_string()))?;
+                    QualityLimit::from_policy(&p).ok_or_else(|| {
+                        BadUsage(format!(
+                            "{}: no max_kld or max_ppl_increase_pct clause to tune for",
+                            p.path
+                        ))
+                    })?
+                }
+                _ => {
+                    return Err(BadUsage(
+                        "give one limit: --max-kld, --max-ppl-increase-pct or --policy".into(),
+                    )
+                    .into())
+                }
+            };
+            let spec = |text: PathBuf| frugal_pipeline::quantize::EvalSpec {
+                text,
+                ctx: 512,
+                chunks: Some(eval_chunks),
+            };
+            let job = frugal_pipeline::tune::TuneJob {
+                input,
+                output,
+                limit,
+                target: ty,
+                calib: frugal_pipeline::quantize::CalibSpec {
+                    text: calib,
+                    ctx: calib_ctx,
+                    max_tokens: calib_tokens,
+                },
+                search: spec(search),
+                heldout: spec(heldout),
+                bpw_tolerance,
+                max_evals,
+            };
+            let bar = progress_bar("");
+            let report = frugal_pipeline::tune::tune(&job, &|what, done, total| {
+                show_stage(&bar, what, done, total)
+            })?;
+            bar.finish_and_clear();
+            let view = frugal_pipeline::tune::view(&report);
+            let mut html = job.output.as_os_str().to_owned();
+            html.push(".report.html");
+            let page = frugal_report::html::html(&view);
+            frugal_formats::output::write_atomic(
+                std::path::Path::new(&html),
+                &[&job.input],
+                |f| std::io::Write::write_all(f, page.as_bytes()),
+            )?;
+            emit(json, &report, |r| {
+                println!("frugal tune: {} → {}", r.input, r.output);
+                println!(
+                    "  {:>3} {:>9} {:>6} {:>10} {:>10}  {}",
+                    "#", "MiB", "bpw", "search", "held-out", ""
+                );
+                for (k, c) in r.candidates.iter().enumerate() {
+                    let v = |j: &frugal_pipeline::tune::Judged| match r.limit {
+                        QualityLimit::MaxKld(_) => j.kld,
+                        QualityLimit::MaxPplIncreasePct(_) => j.ppl_increase_pct,
+                    };
+                    println!(
+                        "  {k:>3} {:>9.2} {:>6.3} {:>10.5} {:>10}  {}",
+                        c.bytes as f64 / 1048576.0,
+                        c.bits_per_weight,
+                        v(&c.search),
+                        c.heldout
+                            .as_ref()
+                            .map_or("-".into(), |h| format!("{:.5}", v(h))),
+                        if k == r.chosen {
+                            "chosen"
+                        } else if c.meets_search {
+                            "meets"
+                        } else {
+                            "misses"
+                        }
+                    );
+                }
+                println!(
+                    "  limit    {:?}; {} of {} bytes ({:.2}×); {:.0} s (imatrix {:.0}, sensitivity {:.0}, search {:.0})",
+                    r.limit,
+                    r.output_bytes,
+                    r.input_bytes,
+                    r.input_bytes as f64 / r.output_bytes.max(1) as f64,
+                    r.seconds.total,
+                    r.seconds.imatrix,
+                    r.seconds.sensitivity,
+                    r.seconds.search
+                );
+                println!("  recipe   {}", r.recipe);
+                println!("  report   {}", std::path::Path::new(&html).display());
+            })?;
         }
         Command::Run {
             recipe,

@@ -29,6 +29,16 @@ fn frugal_json(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The joules of every source of a report's `energy` block.
+fn joules(report: &serde_json::Value) -> f64 {
+    report["energy"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["joules"].as_f64().unwrap())
+        .sum()
+}
+
 /// A temporary folder with `calib.txt` (Brown ca01–ca02) and `eval.txt` (cj13–cj16).
 fn brown_calib_and_eval() -> Option<tempfile::TempDir> {
     let brown = frugal_formats::assets::require_or_skip(
@@ -1215,16 +1225,12 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
     let m = &s[3]["result"];
     assert_eq!(m["kind"], "language-model");
     assert!(m["per_1k_queries"]["sci_gco2e"].as_f64().unwrap() > 0.0);
-    // The cost is the three compression steps' metered energy (as first run).
-    let step_j = |s: &serde_json::Value| -> f64 {
-        s["energy"]["sources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["joules"].as_f64().unwrap())
-            .sum()
-    };
-    let cost: f64 = s[..3].iter().map(step_j).sum();
+    // The cost is the two compression steps' metered energy (as first run), not the eval's.
+    assert_eq!(
+        (s[0]["kind"].as_str(), s[1]["kind"].as_str()),
+        (Some("prune"), Some("quantize"))
+    );
+    let cost: f64 = s[..2].iter().map(joules).sum();
     assert!(cost > 0.0);
     let be = m["break_even"]["compression_joules"].as_f64().unwrap();
     assert!((be - cost).abs() <= 1e-9 * cost, "{be} vs {cost}");
@@ -1255,6 +1261,136 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
         &frugal(&["run", "bad.toml", "--out", "o2"], dir.path()),
         "line 3",
     );
+}
+
+/// `frugal tune` on the real model: the smallest candidate that keeps the mean KLD within the
+/// limit on the search text, verified on different (held-out) text — where an independent
+/// `frugal eval` gives the same figure — and a recipe that rebuilds the very same file.
+#[test]
+fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
+    let Some(p) = smollm2() else { return };
+    let Some(dir) = brown_calib_and_eval() else {
+        return;
+    };
+    let model = p.to_str().unwrap();
+    assert!(frugal(
+        &["brown-text", "--files", "cj17-cj20", "-o", "search.txt"],
+        dir.path()
+    )
+    .status
+    .success());
+    let limit = 0.05;
+    let r = frugal_json(
+        &[
+            "tune",
+            model,
+            "-o",
+            "t.gguf",
+            "--max-kld",
+            "0.05",
+            "--calib",
+            "calib.txt",
+            "--calib-tokens",
+            "1024",
+            "--eval",
+            "search.txt",
+            "--heldout",
+            "eval.txt",
+            "--eval-chunks",
+            "1",
+            "--max-evals",
+            "5",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(r["meets_heldout"], true, "{r}");
+    let cands = r["candidates"].as_array().unwrap();
+    let chosen = &cands[r["chosen"].as_u64().unwrap() as usize];
+    let kld = |c: &serde_json::Value, set: &str| c[set]["kld"].as_f64().unwrap();
+    assert!(
+        kld(chosen, "search") <= limit && kld(chosen, "heldout") <= limit,
+        "{chosen}"
+    );
+    let bytes = |c: &serde_json::Value| c["bytes"].as_u64().unwrap();
+    // Nothing smaller was found to meet the limit on both texts; the largest types' candidate
+    // came first and the chosen one is smaller.
+    for c in cands {
+        if bytes(c) < bytes(chosen) {
+            assert!(
+                c["meets_search"] == false || c["heldout"]["kld"].as_f64().unwrap() > limit,
+                "{c}"
+            );
+        }
+    }
+    assert!(bytes(chosen) < bytes(&cands[0]), "{r}");
+    let out = dir.path().join("t.gguf");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes(chosen));
+    // The held-out figure is what `frugal eval` says of the file.
+    let e = frugal_json(
+        &[
+            "eval",
+            "t.gguf",
+            "--reference",
+            model,
+            "--text",
+            "eval.txt",
+            "--chunks",
+            "1",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(e["kld"]["mean"].as_f64().unwrap(), kld(chosen, "heldout"));
+    assert_eq!(r["quality"]["kld"]["mean"], e["kld"]["mean"]);
+    // The recipe rebuilds the same bytes.
+    let rr = frugal_json(
+        &["run", "t.gguf.recipe.toml", "--out", "rr", "--json"],
+        dir.path(),
+    );
+    assert_eq!(rr["steps"][0]["kind"], "quantize");
+    assert!(
+        std::fs::read(dir.path().join("rr/01-quantize.gguf")).unwrap()
+            == std::fs::read(&out).unwrap(),
+        "the recipe's file differs from the tuned one"
+    );
+    let html = std::fs::read_to_string(dir.path().join("t.gguf.report.html")).unwrap();
+    assert!(html.contains("Pareto front") && html.contains("chosen"));
+    // No candidate or scratch folder is left behind.
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tune") || n.contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    for f in ["t.gguf", "rr/01-quantize.gguf"] {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    // Bad input.
+    let tune = |extra: &[&str]| {
+        let mut a = vec![
+            "tune",
+            model,
+            "-o",
+            "x.gguf",
+            "--calib",
+            "calib.txt",
+            "--eval",
+            "search.txt",
+        ];
+        a.extend_from_slice(extra);
+        frugal(&a, dir.path())
+    };
+    assert_bad_input(&tune(&["--heldout", "eval.txt"]), "give one limit");
+    assert_bad_input(
+        &tune(&["--heldout", "search.txt", "--max-kld", "0.1"]),
+        "held-out text must differ",
+    );
+    assert_bad_input(
+        &tune(&["--heldout", "eval.txt", "--max-kld", "0.1", "--type", "F16"]),
+        "not a quantized GGUF type",
+    );
+    assert!(!dir.path().join("x.gguf").exists());
 }
 
 /// `frugal measure -- CMD`: on this machine (no readable RAPL counter in CI containers) every
@@ -1303,13 +1439,7 @@ fn measure_labels_its_figures_and_passes_on_failures() {
         ],
         dir.path(),
     );
-    let kwh: f64 = c["energy"]["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["joules"].as_f64().unwrap())
-        .sum::<f64>()
-        / 3.6e6;
+    let kwh = joules(&c) / 3.6e6;
     assert_eq!(c["carbon"]["grid"]["g_per_kwh"].as_f64(), Some(56.039));
     // The exports of the same record.
     let e = frugal_json(
@@ -1454,12 +1584,7 @@ fn measure_runs_the_built_in_workloads() {
         ],
         dir.path(),
     );
-    let cost: f64 = q["energy"]["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["joules"].as_f64().unwrap())
-        .sum();
+    let cost = joules(&q);
     assert!(cost > 0.0, "{}", q["energy"]);
     std::fs::write(dir.path().join("q-cost.json"), q.to_string()).unwrap();
     let b = frugal_json(

@@ -2,11 +2,14 @@
 //! from the process's CPU time and a per-thread power, memory energy from its peak resident
 //! size and a per-GB power. Every constant is reported with the figure.
 //!
-//! - CPU: `cpu_seconds × TDP / logical CPUs` — each busy logical CPU drawing an equal share of
-//!   the TDP (CodeCarbon's per-process attribution; an upper-ish bound, as packages rarely sit
-//!   at TDP, and blind to idle power the process does not cause). The logical CPUs are those
-//!   this process may use (`available_parallelism`: on a VM or in a container, its slice, not
-//!   the whole package), so the TDP stands for that slice's power.
+//! - CPU: `cpu_seconds × TDP / package threads` — each busy hardware thread drawing an equal
+//!   share of its package's TDP (CodeCarbon's per-process attribution; an upper-ish bound, as
+//!   packages rarely sit at TDP, and blind to idle power the process does not cause). The
+//!   package's threads are `siblings` in `/proc/cpuinfo` (in a container on bare metal, the
+//!   whole package, not the container's slice); where that is missing, the logical CPUs this
+//!   process may use. A VM sees only its own vCPUs as the package, so there a table TDP (the
+//!   whole chip's) spread over few vCPUs overstates: the figure is an upper bound, as
+//!   CodeCarbon's is on the same VM.
 //! - TDP: looked up by the CPU's model name (as `/proc/cpuinfo` gives it) in a `Name,TDP` table
 //!   ([`CPU_TDP_TABLE`]: 4,898 models, CodeCarbon 3.2.9's `cpu_power.csv`), else 85 W,
 //!   CodeCarbon's default for an unknown CPU (a VM that names its CPU only `AMD EPYC`, as this
@@ -31,7 +34,10 @@ pub const RAM_W_PER_GB: f64 = 0.375;
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CpuPowerModel {
     pub cpu_model: String,
+    /// Logical CPUs this process may use.
     pub logical_cpus: usize,
+    /// Hardware threads one TDP is shared by (a package's `siblings`).
+    pub package_threads: usize,
     pub tdp_watts: f64,
     /// Where the TDP came from (`table PATH` or `default`).
     pub tdp_source: String,
@@ -52,7 +58,17 @@ impl CpuPowerModel {
             })
             .unwrap_or_else(|| "unknown".into());
         let logical_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::for_cpu(&cpu_model, logical_cpus, table)
+        let siblings = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("siblings"))
+                .and_then(|l| l.split_once(':'))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        });
+        let mut m = Self::for_cpu(&cpu_model, logical_cpus, table);
+        if let Some(n) = siblings.filter(|&n| n > 0) {
+            m.package_threads = n;
+        }
+        m
     }
 
     /// The model for a named CPU; `table` is `(source name, CSV text)`.
@@ -65,6 +81,7 @@ impl CpuPowerModel {
         CpuPowerModel {
             cpu_model: cpu_model.to_string(),
             logical_cpus: logical_cpus.max(1),
+            package_threads: logical_cpus.max(1),
             tdp_watts,
             tdp_source,
             ram_watts_per_gb: RAM_W_PER_GB,
@@ -73,7 +90,7 @@ impl CpuPowerModel {
 
     /// Watts per busy logical CPU.
     pub fn watts_per_cpu(&self) -> f64 {
-        self.tdp_watts / self.logical_cpus as f64
+        self.tdp_watts / self.package_threads.max(1) as f64
     }
 
     /// The CPU estimate for `cpu_seconds` of CPU time, and the memory estimate for the process's
@@ -96,13 +113,14 @@ impl CpuPowerModel {
                 joules: cpu_seconds * self.watts_per_cpu(),
                 provenance: Provenance::Estimated {
                     model: format!(
-                        "process CPU time × TDP / logical CPUs ({}, TDP {})",
+                        "process CPU time × TDP / package threads ({}, TDP {})",
                         self.cpu_model, self.tdp_source
                     ),
                     constants: [
                         ("cpu_seconds".to_string(), cpu_seconds),
                         ("tdp_watts".to_string(), self.tdp_watts),
                         ("logical_cpus".to_string(), self.logical_cpus as f64),
+                        ("package_threads".to_string(), self.package_threads as f64),
                     ]
                     .into(),
                 },
@@ -176,11 +194,11 @@ fn seconds(t: libc::timeval) -> f64 {
 }
 
 impl CpuTimes {
-    /// This process's own CPU time (its threads, not its children).
-    pub fn own() -> Self {
-        let s = rusage(libc::RUSAGE_SELF);
+    /// The CPU time of this process's waited-for children.
+    pub fn children() -> Self {
+        let c = rusage(libc::RUSAGE_CHILDREN);
         CpuTimes {
-            cpu_seconds: seconds(s.ru_utime) + seconds(s.ru_stime),
+            cpu_seconds: seconds(c.ru_utime) + seconds(c.ru_stime),
         }
     }
 
@@ -250,6 +268,10 @@ mod tests {
             CpuPowerModel::for_cpu("AMD EPYC", 2, shipped).tdp_watts,
             85.0
         );
+        // A 192-thread package's TDP is shared by its threads, however few this process gets.
+        let mut m = CpuPowerModel::for_cpu("AMD EPYC 9654 96-Core Processor", 8, shipped);
+        m.package_threads = 192;
+        assert_eq!(m.watts_per_cpu(), 360.0 / 192.0);
     }
 
     /// Hand-computed: 12 CPU-seconds on a 2-thread share of 85 W = 510 J; 2 GB × 0.375 W/GB ×

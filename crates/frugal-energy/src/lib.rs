@@ -52,11 +52,11 @@ pub struct SourceReading {
 pub struct EnergyReport {
     pub seconds: f64,
     pub sources: Vec<SourceReading>,
-    /// CPU time the metering itself took (reading counters, waiting for a measured command),
-    /// measured with the thread's or process's CPU clock.
+    /// CPU time the metering itself took (reading counters; for a command also spawning and
+    /// waiting for it), by the metering thread's CPU clock.
     pub meter_cpu_seconds: f64,
-    /// CPU time of the work measured (this process and its waited-for children, less the
-    /// meter's own).
+    /// CPU time of the work measured: this process and its waited-for children, less the
+    /// meter's own; for a command, the command's alone.
     pub workload_cpu_seconds: f64,
 }
 
@@ -145,6 +145,8 @@ impl Session {
     /// Starts measuring: hardware counters where readable, the estimate for the CPU and memory
     /// otherwise.
     pub fn start(opts: &MeterOptions) -> Result<Session> {
+        // The workload's clock starts before the meter's own work, which is then subtracted.
+        let cpu0 = estimate::CpuTimes::now();
         let c0 = thread_cpu_seconds();
         let rapl = rapl::Rapl::open(&opts.powercap_root)?;
         let gpus = if opts.nvml { nvml::Gpus::open() } else { None };
@@ -152,7 +154,6 @@ impl Session {
             Some(_) => None,
             None => Some((opts.estimate.clone(), estimate::CpuTimes::now())),
         };
-        let cpu0 = estimate::CpuTimes::now();
         Ok(Session {
             start: Instant::now(),
             cpu0,
@@ -180,10 +181,19 @@ impl Session {
     }
 
     /// Ends the session.
-    pub fn stop(mut self) -> Result<EnergyReport> {
+    pub fn stop(self) -> Result<EnergyReport> {
+        self.finish(None)
+    }
+
+    /// Ends the session; `workload` is the CPU time of the work measured when the caller knows
+    /// it better than "this process and its children since the start, less the meter".
+    fn finish(mut self, workload: Option<f64>) -> Result<EnergyReport> {
         let cpu1 = estimate::CpuTimes::now();
+        let m0 = self.meter_cpu;
         let c0 = thread_cpu_seconds();
-        self.sample()?;
+        if let Some(r) = &mut self.rapl {
+            r.sample()?;
+        }
         let seconds = self.start.elapsed().as_secs_f64();
         let mut sources = Vec::new();
         if let Some(r) = &self.rapl {
@@ -195,12 +205,12 @@ impl Session {
         if let Some((model, t0)) = &self.estimate {
             sources.extend(model.readings(cpu1.cpu_seconds - t0.cpu_seconds, seconds));
         }
-        let meter_cpu_seconds = self.meter_cpu + (thread_cpu_seconds() - c0);
         Ok(EnergyReport {
             seconds,
             sources,
-            meter_cpu_seconds,
-            workload_cpu_seconds: (cpu1.cpu_seconds - self.cpu0.cpu_seconds - self.meter_cpu)
+            meter_cpu_seconds: m0 + (thread_cpu_seconds() - c0),
+            workload_cpu_seconds: workload
+                .unwrap_or(cpu1.cpu_seconds - self.cpu0.cpu_seconds - m0)
                 .max(0.0),
         })
     }
@@ -216,8 +226,10 @@ pub fn measure_command(
     opts: &MeterOptions,
     stdout_to_stderr: bool,
 ) -> Result<(std::process::ExitStatus, EnergyReport)> {
-    let own0 = estimate::CpuTimes::own();
+    let children0 = estimate::CpuTimes::children();
     let mut session = Session::start(opts)?;
+    // This thread's CPU time from here to the end (spawning, waiting, sampling) is metering.
+    let t0 = thread_cpu_seconds() - session.meter_cpu;
     let mut command = std::process::Command::new(program);
     command.args(args);
     if stdout_to_stderr {
@@ -247,13 +259,13 @@ pub fn measure_command(
             }
         }
     };
-    // Everything this process did meanwhile was metering (spawning, waiting, sampling); the
-    // session's own calls are counted in it already.
-    let own = estimate::CpuTimes::own().cpu_seconds - own0.cpu_seconds;
-    let before = session.meter_cpu;
-    session.add_meter_cpu((own - before).max(0.0));
-    // The workload is then the children's CPU time alone.
-    Ok((status, session.stop()?))
+    // The session's own calls ran on this thread and are in this span already.
+    let own = thread_cpu_seconds() - t0;
+    let counted = session.meter_cpu;
+    session.add_meter_cpu((own - counted).max(0.0));
+    // The workload is the child's CPU time alone.
+    let workload = estimate::CpuTimes::children().cpu_seconds - children0.cpu_seconds;
+    Ok((status, session.finish(Some(workload))?))
 }
 
 #[cfg(test)]

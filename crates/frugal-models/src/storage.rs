@@ -48,34 +48,42 @@ pub fn tensor_storage(path: &Path) -> Result<Vec<TensorStorage>> {
         s.tensors.iter().map(|t| t.name.as_str()).collect();
     // The weight a stored tensor belongs to, and the dense elements it stands for (counted
     // on one part only).
-    let owner = |name: &str, elements: u64| -> (String, u64) {
+    let owner = |name: &str, elements: u64| -> Result<(String, u64)> {
         for (suffix, part) in [("_values", 0), ("_index", 1)] {
             if let Some(base) = name.strip_suffix(suffix) {
                 if let Some(e) = sparse.tensors.get(base) {
-                    let dense = e.shape.iter().product::<u64>();
+                    let dense = e
+                        .shape
+                        .iter()
+                        .try_fold(1u64, |a, &d| a.checked_mul(d))
+                        .ok_or_else(|| crate::Error::BadMetadata {
+                            path: path.to_path_buf(),
+                            key: base.to_string(),
+                            reason: format!("sparse shape {:?} overflows", e.shape),
+                        })?;
                     debug_assert!(name == values_name(base) || name == index_name(base));
-                    return (base.to_string(), if part == 0 { dense } else { 0 });
+                    return Ok((base.to_string(), if part == 0 { dense } else { 0 }));
                 }
             }
         }
         if let Some(base) = name.strip_suffix("_packed") {
             debug_assert_eq!(name, packed_name(base));
-            return (base.to_string(), elements * 2);
+            return Ok((base.to_string(), elements.saturating_mul(2)));
         }
         for suffix in ["_scale", "_min"] {
             if let Some(base) = name.strip_suffix(suffix) {
                 if names.contains(base) || names.contains(packed_name(base).as_str()) {
                     debug_assert!(name == scale_name(base) || name == min_name(base));
-                    return (base.to_string(), 0);
+                    return Ok((base.to_string(), 0));
                 }
             }
         }
-        (name.to_string(), elements)
+        Ok((name.to_string(), elements))
     };
     let mut out: Vec<TensorStorage> = Vec::new();
     let mut at: HashMap<String, usize> = HashMap::new();
     for t in &s.tensors {
-        let (name, elements) = owner(&t.name, t.n_elements);
+        let (name, elements) = owner(&t.name, t.n_elements)?;
         let k = *at.entry(name.clone()).or_insert_with(|| {
             out.push(TensorStorage {
                 name,
@@ -84,8 +92,8 @@ pub fn tensor_storage(path: &Path) -> Result<Vec<TensorStorage>> {
             });
             out.len() - 1
         });
-        out[k].elements += elements;
-        out[k].bytes += t.n_bytes;
+        out[k].elements = out[k].elements.saturating_add(elements);
+        out[k].bytes = out[k].bytes.saturating_add(t.n_bytes);
     }
     Ok(out)
 }

@@ -17,6 +17,7 @@ pub mod measure;
 pub use frugal_report::exports::Record as ExportRecord;
 pub mod quantize;
 pub mod recipe;
+pub mod tune;
 
 use frugal_formats::digits::embedded_digits;
 use frugal_formats::output::write_atomic;
@@ -40,6 +41,9 @@ pub enum Error {
     },
     #[error("recipe {path}: {reason}")]
     Recipe { path: PathBuf, reason: String },
+    /// `frugal tune` found no model that meets the limit (not an input error: exit 1).
+    #[error("{0}")]
+    LimitNotMet(String),
 }
 
 /// Options of a run.
@@ -80,9 +84,14 @@ pub struct DataRecord {
     pub test_indices: Vec<usize>,
 }
 
+/// The version of `report.json`'s layout (`frugal run`'s and a recipe's).
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
 /// `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// [`REPORT_SCHEMA_VERSION`]: raised whenever a field changes meaning or goes away.
+    pub schema_version: u32,
     pub frugal_version: &'static str,
     pub recipe: String,
     pub data: DataRecord,
@@ -232,7 +241,24 @@ pub fn run(
     )
     .expect("the built-in policy parses");
     let check = check_students(&classifier.models, &energies, &policy);
+    // Bits per weight of every model's tensors (read before anything is written, so a file
+    // that cannot be read stops the run before its report).
+    let bits: Vec<(String, Vec<(String, f64)>)> = classifier
+        .models
+        .iter()
+        .map(|m| {
+            let t = frugal_models::storage::tensor_storage(&opts.out_dir.join(&m.file))
+                .map_err(frugal_compress::Error::from)?;
+            Ok((
+                m.name.clone(),
+                t.iter()
+                    .map(|t| (t.name.clone(), t.bits_per_weight()))
+                    .collect(),
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
     let report = Report {
+        schema_version: REPORT_SCHEMA_VERSION,
         frugal_version: env!("CARGO_PKG_VERSION"),
         recipe: "embedded-default".into(),
         data,
@@ -266,21 +292,7 @@ pub fn run(
         label_thresholds: policy
             .label_thresholds()
             .unwrap_or(frugal_report::html::DEFAULT_LABEL_WH_PER_1K),
-        bits: report
-            .classifier
-            .models
-            .iter()
-            .map(|m| {
-                let t = frugal_models::storage::tensor_storage(&opts.out_dir.join(&m.file))
-                    .map_err(frugal_compress::Error::from)?;
-                Ok((
-                    m.name.clone(),
-                    t.iter()
-                        .map(|t| (t.name.clone(), t.bits_per_weight()))
-                        .collect(),
-                ))
-            })
-            .collect::<Result<_, Error>>()?,
+        bits,
         tables: vec![
             (
                 "Break-even: compression energy against the saving per query".into(),
@@ -467,6 +479,7 @@ mod tests {
             serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         assert_eq!(back["data"]["n_test"], report.data.n_test);
         assert_eq!(back["recipe"], "embedded-default");
+        assert_eq!(back["schema_version"], REPORT_SCHEMA_VERSION);
         // Each compression step was metered and paid back against the teacher: the students
         // are far cheaper per image, so break-even comes after a finite number of queries.
         assert_eq!(report.break_even.len(), 4);

@@ -167,13 +167,7 @@ fn bad(path: &Path, m: String) -> Error {
 impl Recipe {
     /// Reads and checks a recipe; relative paths are made relative to the recipe's folder.
     pub fn load(path: &Path) -> Result<Recipe, Error> {
-        let len = std::fs::metadata(path)
-            .map_err(|e| bad(path, e.to_string()))?
-            .len();
-        if len > MAX_RECIPE_BYTES {
-            return Err(bad(path, format!("{len} bytes; a recipe is at most 1 MiB")));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
+        let text = read_small(path, "a recipe")?;
         // toml's messages name the line, the column and the key.
         let mut r: Recipe = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -226,9 +220,35 @@ impl Recipe {
                     load_policy(policy)?;
                 }
                 Step::Measure {
-                    region: Some(g), ..
+                    prompts,
+                    tokens,
+                    repeats,
+                    region,
+                    pue,
+                    ..
                 } => {
-                    frugal_energy::carbon::intensity(g).map_err(|e| bad(path, e.to_string()))?;
+                    for (k, v) in [
+                        ("prompts", prompts),
+                        ("tokens", tokens),
+                        ("repeats", repeats),
+                    ] {
+                        if *v == Some(0) {
+                            return Err(bad(path, format!("measure: `{k}` must be at least 1")));
+                        }
+                    }
+                    if let Some(g) = region {
+                        frugal_energy::carbon::intensity(g)
+                            .map_err(|e| bad(path, e.to_string()))?;
+                    }
+                    match (pue, region) {
+                        (Some(_), None) => {
+                            return Err(bad(path, "measure: `pue` needs a `region`".into()))
+                        }
+                        (Some(p), _) if !(p.is_finite() && *p >= 1.0) => {
+                            return Err(bad(path, format!("measure: `pue` {p} must be at least 1")))
+                        }
+                        _ => {}
+                    }
                 }
                 _ => {}
             }
@@ -240,15 +260,20 @@ impl Recipe {
     }
 }
 
-/// Reads a policy file (at most 1 MiB).
-fn load_policy(p: &Path) -> Result<frugal_report::policy::Policy, Error> {
+/// Reads `what` (a recipe, a policy) from `p`: text of at most 1 MiB.
+fn read_small(p: &Path, what: &str) -> Result<String, Error> {
     let len = std::fs::metadata(p)
         .map_err(|e| bad(p, e.to_string()))?
         .len();
     if len > MAX_RECIPE_BYTES {
-        return Err(bad(p, format!("{len} bytes; a policy is at most 1 MiB")));
+        return Err(bad(p, format!("{len} bytes; {what} is at most 1 MiB")));
     }
-    let text = std::fs::read_to_string(p).map_err(|e| bad(p, e.to_string()))?;
+    std::fs::read_to_string(p).map_err(|e| bad(p, e.to_string()))
+}
+
+/// Reads a policy file.
+fn load_policy(p: &Path) -> Result<frugal_report::policy::Policy, Error> {
+    let text = read_small(p, "a policy")?;
     frugal_report::policy::Policy::parse(&text, &p.display().to_string())
         .map_err(|e| bad(p, e.to_string()))
 }
@@ -277,6 +302,9 @@ pub struct StepRecord {
 /// `report.json` of a recipe run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecipeReport {
+    /// [`crate::REPORT_SCHEMA_VERSION`] (0 in reports written before it was recorded).
+    #[serde(default)]
+    pub schema_version: u32,
     pub frugal_version: String,
     pub recipe: String,
     pub recipe_file: String,
@@ -532,10 +560,13 @@ fn run_step(
             if *baseline {
                 progress("measure", 1, 2);
                 let b = json(&crate::measure::measure_model(&job(&recipe.model))?);
-                // The cost: every step's energy so far.
+                // The cost: the energy of every compression step so far (not of evaluations,
+                // measurements or checks). A resumed distillation's record holds only the
+                // energy of the process that finished it.
                 let sources: Vec<serde_json::Value> = done
                     .steps
                     .iter()
+                    .filter(|s| matches!(s.kind.as_str(), "prune" | "distill" | "quantize"))
                     .flat_map(|s| s.energy["sources"].as_array().cloned().unwrap_or_default())
                     .collect();
                 let cost = serde_json::json!({ "energy": { "sources": sources } });
@@ -580,6 +611,7 @@ pub fn run_recipe(
         .map(|r| r.steps)
         .unwrap_or_default();
     let mut report = RecipeReport {
+        schema_version: crate::REPORT_SCHEMA_VERSION,
         frugal_version: env!("CARGO_PKG_VERSION").into(),
         recipe: recipe.name.clone(),
         recipe_file: path.display().to_string(),
@@ -591,8 +623,11 @@ pub fn run_recipe(
     let mut reuse = true;
     for (i, step) in recipe.steps.iter().enumerate() {
         let output = out_dir.join(format!("{:02}-{}.gguf", i + 1, step.kind()));
+        // A check is always run again: its policy file may have changed in place.
+        let is_check = matches!(step, Step::Check { .. });
         let kept = earlier.get(i).filter(|r| {
-            reuse
+            !is_check
+                && reuse
                 && r.settings == *step
                 && r.input == input.display().to_string()
                 && r.output.as_ref().is_none_or(|o| Path::new(o).is_file())
@@ -603,7 +638,7 @@ pub fn run_recipe(
                 ..r.clone()
             },
             None => {
-                reuse = false;
+                reuse &= is_check;
                 let t = std::time::Instant::now();
                 let meters = frugal_energy::MeterOptions {
                     nvml: false,
@@ -713,6 +748,8 @@ mod tests {
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"eval\"\n", "[eval]"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"check\"\npolicy = \"none.toml\"\n", "none.toml"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\nregion = \"Atlantis\"\n", "Atlantis"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\ntokens = 0\n", "`tokens` must be at least 1"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\npue = 1.2\n", "`pue` needs a `region`"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"prune\"\nmethod = \"wanda\"\nsparsity = \"half\"\n", "expected f64"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"distill\"\ntext = { file = \"a\", brown = \"ca01\" }\n", "exactly one"),
             ("name = [\n", "line 1"),

@@ -303,7 +303,8 @@ pub fn markdown(v: &View) -> String {
             "---|".repeat(header.len())
         ));
         for r in rows {
-            m.push_str(&format!("| {} |\n", r.join(" | ")));
+            let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
+            m.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
     }
     m.push('\n');

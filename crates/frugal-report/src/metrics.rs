@@ -107,7 +107,15 @@ impl Metrics {
         m.wh_per_1k_queries = find(&["per_1k_queries", "wh"]);
         m.gco2e_per_1k_queries = find(&["per_1k_queries", "gco2e"]);
         m.sci_per_1k_queries = find(&["per_1k_queries", "sci_gco2e"]);
-        m.break_even_queries = find(&["break_even", "queries"]);
+        m.break_even_queries = find(&["break_even", "queries"]).or_else(|| {
+            // `queries: null` says the compression saves nothing per query: it never pays back.
+            sc.iter().find_map(|(prefix, v)| {
+                v.get("break_even")?.get("queries")?.is_null().then(|| Figure {
+                    value: f64::INFINITY,
+                    path: format!("{prefix}break_even.queries (null: no saving per query, never pays back)"),
+                })
+            })
+        });
         m.energy_measured = sc.iter().find_map(|(prefix, v)| {
             let sources = v.get("energy")?.get("sources")?.as_array()?;
             let all = !sources.is_empty()

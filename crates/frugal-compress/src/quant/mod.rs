@@ -663,23 +663,7 @@ pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Ch
         return Ok(choices);
     }
     if let Some(bpw) = opts.target_bpw {
-        // Every quantized tensor not overridden joins the budget.
-        let members: Vec<usize> = (0..choices.len())
-            .filter(|&i| choices[i].is_some_and(|c| c.reason != "override"))
-            .collect();
-        let n_el: u64 = members
-            .iter()
-            .map(|&i| f.header.tensors[i].n_elements())
-            .sum();
-        let budget = (bpw * n_el as f64 / 8.0) as u64;
-        alloc::assign(
-            f,
-            opts,
-            &members,
-            budget,
-            alloc::Candidates::All,
-            &mut choices,
-        )?;
+        return Ok(BudgetPlan::measure(f, opts, &|_, _| {})?.choices(bpw));
     } else if opts.fallback == Fallback::Best {
         let members: Vec<usize> = (0..choices.len())
             .filter(|&i| choices[i].is_some_and(|c| c.reason == "fallback"))
@@ -705,6 +689,107 @@ pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Ch
         )?;
     }
     Ok(choices)
+}
+
+/// The fixed part of a size-budget search (`--target-bpw`, `frugal tune`): the plan, and for
+/// every quantized tensor not overridden its measured (bytes, error) options — measured once,
+/// after which any budget is assigned without measuring again.
+pub struct BudgetPlan {
+    choices: Vec<Option<Choice>>,
+    options: Vec<alloc::Options>,
+    /// Elements of the tensors in the budget.
+    pub n_elements: u64,
+}
+
+impl BudgetPlan {
+    /// Plans `f` for `opts` (its target decides which tensors are quantized) and measures every
+    /// candidate type of each budget tensor (weighted by `opts.imatrix` when there is one).
+    /// `progress(done, total)` per tensor.
+    pub fn measure(
+        f: &GgufFile,
+        opts: &QuantizeOptions,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<BudgetPlan> {
+        let choices = plan_types(f, opts);
+        if codec(opts.target.base).is_none_or(|c| c.levels.is_none()) {
+            return Err(Error::BadOptions(format!(
+                "a size budget needs a quantized target, not {}",
+                opts.target.name
+            )));
+        }
+        let members: Vec<usize> = (0..choices.len())
+            .filter(|&i| choices[i].is_some_and(|c| c.reason != "override"))
+            .collect();
+        let mut options = Vec::with_capacity(members.len());
+        for (k, &i) in members.iter().enumerate() {
+            options.push(alloc::measure(f, opts, i, alloc::Candidates::All)?);
+            progress(k + 1, members.len());
+        }
+        let n_elements = members
+            .iter()
+            .map(|&i| f.header.tensors[i].n_elements())
+            .sum();
+        Ok(BudgetPlan {
+            choices,
+            options,
+            n_elements,
+        })
+    }
+
+    /// The least and the most bits per weight the budget's tensors can take.
+    pub fn bpw_range(&self) -> (f64, f64) {
+        let n = self.n_elements.max(1) as f64;
+        let sum = |pick: fn(&alloc::Options) -> u64| -> f64 {
+            self.options.iter().map(pick).sum::<u64>() as f64 * 8.0 / n
+        };
+        (
+            sum(|o| o.points.iter().map(|p| p.1).min().unwrap_or(0)),
+            sum(|o| o.points.iter().map(|p| p.1).max().unwrap_or(0)),
+        )
+    }
+
+    /// The plan with the budget's tensors assigned within `bpw` bits per weight.
+    pub fn choices(&self, bpw: f64) -> Vec<Option<Choice>> {
+        let budget = (bpw * self.n_elements as f64 / 8.0) as u64;
+        let mut choices = self.choices.clone();
+        for (o, ty) in self
+            .options
+            .iter()
+            .zip(alloc::choose(&self.options, budget))
+        {
+            choices[o.index] = Some(Choice {
+                ty,
+                reason: "budget",
+            });
+        }
+        choices
+    }
+}
+
+/// Writes `f` quantized to `choices` (from [`BudgetPlan::choices`] or [`final_types`]) by
+/// rounding, importance-weighted when `opts` carries an importance matrix.
+pub fn write_planned(
+    f: &GgufFile,
+    output: &Path,
+    opts: &QuantizeOptions,
+    choices: &[Option<Choice>],
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<QuantizeReport> {
+    let name = if opts.imatrix.is_some() {
+        "rtn+imatrix"
+    } else {
+        "rtn"
+    };
+    write_quantized(
+        f,
+        output,
+        opts,
+        choices,
+        &HashMap::new(),
+        name,
+        std::time::Instant::now(),
+        progress,
+    )
 }
 
 /// Relative RMS error, and the importance-weighted relative error when `qw` is given; rows in

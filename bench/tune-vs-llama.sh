@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `frugal tune` against every llama.cpp type on SmolLM2, judged by the peer's own evaluator, in
+# one run (issue #8). Same F32 input; calibration Brown ca01-ca10 (llama-imatrix and frugal
+# --calib); frugal's search text Brown cj13-cj40 and held-out text Brown cj01-cj12; every file
+# (llama.cpp's, with and without the importance matrix, and each tune output) judged with
+# `llama-perplexity --kl-divergence` on cj01-cj12, ctx 512, CHUNKS chunks, against the F32 logits.
+# For each KLD limit: the smallest llama.cpp file that meets it, and the tune output's size and
+# KLD by the same judge.
+#   bench/tune-vs-llama.sh [CHUNKS] [THREADS] [LIMITS]   (default 20 2 "0.01 0.03 0.1"; ~40 min)
+source "$(dirname "$0")/common.sh"
+CHUNKS="${1:-20}"; THREADS="${2:-2}"; LIMITS="${3:-0.01 0.03 0.1}"; CTX=512
+Q="$CACHE/bench-quality"; W="$CACHE/bench-tune"; mkdir -p "$W" "$Q"
+F32="$Q/f32.gguf"; CAL="$W/calib-ca01-ca10.txt"; HELD="$W/eval-cj01-cj12.txt"; SEARCH="$W/search-cj13-cj40.txt"
+[ -f "$F32" ] || "$FRUGAL" dequantize "$Q41" "$F32" >/dev/null 2>&1
+"$FRUGAL" brown-text --files ca01-ca10 -o "$CAL" 2>/dev/null
+"$FRUGAL" brown-text --files cj01-cj12 -o "$HELD" 2>/dev/null
+"$FRUGAL" brown-text --files cj13-cj40 -o "$SEARCH" 2>/dev/null
+export RAYON_NUM_THREADS="$THREADS"
+rm -f "$W"/llama-*.gguf "$W"/tune-*.gguf "$W"/kld-*.log "$W"/*.json
+: >"$W/times.tsv"
+
+# llama.cpp: the importance matrix once, then every type with and without it (types that need
+# an importance matrix only with it).
+"$BIN/llama-imatrix" -m "$F32" -f "$CAL" -c $CTX -t "$THREADS" -o "$W/imatrix.gguf" >"$W/imatrix.log" 2>&1
+for T in Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_0 Q4_1 Q4_K_S Q4_K_M Q5_0 Q5_1 Q5_K_S Q5_K_M Q6_K Q8_0 IQ4_NL IQ4_XS IQ3_S IQ3_M IQ3_XXS IQ2_M; do
+  case "$T" in IQ3_XXS|IQ2_M|IQ3_S|IQ3_M) ;; *)
+    "$BIN/llama-quantize" "$F32" "$W/llama-$T.gguf" "$T" "$THREADS" >"$W/q-$T.log" 2>&1 || echo "llama-quantize $T failed" >&2 ;;
+  esac
+  "$BIN/llama-quantize" --imatrix "$W/imatrix.gguf" "$F32" "$W/llama-$T-im.gguf" "$T" "$THREADS" >"$W/q-$T-im.log" 2>&1 || echo "llama-quantize $T (imatrix) failed" >&2
+done
+
+# Frugal: one tune per limit.
+for L in $LIMITS; do
+  /usr/bin/time -f "%e %M" -o "$W/time.tmp" "$FRUGAL" tune "$F32" -o "$W/tune-$L.gguf" --max-kld "$L" \
+    --calib "$CAL" --eval "$SEARCH" --heldout "$HELD" --eval-chunks 8 --json >"$W/tune-$L.json" 2>"$W/tune-$L.err" \
+    || { echo "frugal tune $L failed:" >&2; tail -3 "$W/tune-$L.err" >&2; continue; }
+  echo "tune-$L $(cat "$W/time.tmp")" >>"$W/times.tsv"
+done
+
+# The peer's judge on every file, against the F32 logits on cj01-cj12.
+[ -f "$W/f32-$CHUNKS.kld" ] || "$BIN/llama-perplexity" -m "$F32" -f "$HELD" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$CHUNKS.kld" >"$W/ppl-f32.log" 2>&1
+for f in "$W"/llama-*.gguf "$W"/tune-*.gguf; do
+  n="$(basename "$f" .gguf)"
+  "$BIN/llama-perplexity" -m "$f" -f "$HELD" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$CHUNKS.kld" --kl-divergence >"$W/kld-$n.log" 2>&1 || echo "judge $n failed" >&2
+done
+
+python3 - "$W" "$LIMITS" <<'PYEOF'
+import glob, json, os, re, sys
+W, limits = sys.argv[1], [float(x) for x in sys.argv[2].split()]
+def kld(name):
+    m = re.search(r"Mean\s+KLD:\s+([0-9.]+)", open(f"{W}/kld-{name}.log").read())
+    return float(m.group(1)) if m else float("nan")
+times = {l.split()[0]: (float(l.split()[1]), int(l.split()[2]) / 1024) for l in open(f"{W}/times.tsv")}
+llama = {}
+for f in sorted(glob.glob(f"{W}/llama-*.gguf")):
+    n = os.path.basename(f)[:-5]
+    llama[n] = (os.path.getsize(f), kld(n))
+print("llama.cpp files, judged by llama-perplexity --kl-divergence on Brown cj01-cj12:")
+for n, (b, k) in sorted(llama.items(), key=lambda x: x[1][0]):
+    print(f"  {n:18} {b / 2**20:8.2f} MiB  KLD {k:.5f}")
+print()
+print(f"{'limit':>6} {'smallest llama.cpp file meeting it':36} {'MiB':>8} {'KLD':>8}   {'frugal tune':>8} {'KLD':>8} {'tune own held-out':>17} {'size ratio':>10} {'tune s':>7} {'RSS MiB':>8}")
+for L in limits:
+    ok = [(b, n, k) for n, (b, k) in llama.items() if k <= L]
+    best = min(ok) if ok else None
+    name = f"tune-{L:g}"
+    if not os.path.exists(f"{W}/{name}.gguf"):
+        print(f"{L:6g} {'-' if not best else best[1]:36} (tune failed)")
+        continue
+    tb, tk = os.path.getsize(f"{W}/{name}.gguf"), kld(name)
+    own = json.load(open(f"{W}/{name}.json"))["quality"]["kld"]["mean"]
+    t = times.get(name, (float("nan"), float("nan")))
+    if best:
+        print(f"{L:6g} {best[1]:36} {best[0] / 2**20:8.2f} {best[2]:8.5f}   {tb / 2**20:8.2f} {tk:8.5f} {own:17.5f} {tb / best[0]:10.4f} {t[0]:7.1f} {t[1]:8.0f}")
+    else:
+        print(f"{L:6g} {'(none meets it)':36} {'':8} {'':8}   {tb / 2**20:8.2f} {tk:8.5f} {own:17.5f} {'':>10} {t[0]:7.1f} {t[1]:8.0f}")
+PYEOF

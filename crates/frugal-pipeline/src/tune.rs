@@ -1,0 +1,488 @@
+//! `frugal tune`: the smallest quantized model that keeps its quality within a limit.
+//!
+//! 1. The importance matrix is measured once on the calibration text.
+//! 2. Every tensor's sensitivity is measured once: for each candidate block type, the bytes it
+//!    takes and the importance-weighted output error of rounding that tensor alone
+//!    ([`frugal_compress::quant::BudgetPlan`]).
+//! 3. For a size budget, a knapsack-style assignment spends the bytes where they buy the most
+//!    error reduction per byte (the greedy walk along each tensor's lower convex hull).
+//! 4. The budget is searched by bisection: each candidate is written and judged against the
+//!    input on the search text (KL divergence, perplexity), until the smallest budget that
+//!    meets the limit is bracketed within `bpw_tolerance`.
+//! 5. The chosen candidate is verified on held-out text; if it misses there, the budget is
+//!    raised step by step (each step judged on both texts) until it holds.
+//!
+//! The output is the verified model, a recipe that rebuilds it (`OUT.recipe.toml`: the same
+//! quantize step with the found `target_bpw`), and a report with every candidate, which the
+//! HTML report draws as size against quality with the Pareto front.
+
+use crate::quantize::{judge, load_calibration, CalibSpec, EvalSpec};
+use crate::Error;
+use frugal_compress::quant::{gptq, BudgetPlan, QuantizeOptions};
+use frugal_formats::gguf::GgufFile;
+use frugal_formats::output::{write_atomic, AtomicDir};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The quality a tuned model must keep, against its input.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "limit", rename_all = "snake_case")]
+pub enum QualityLimit {
+    /// Mean KL divergence per token, nats.
+    MaxKld(f64),
+    /// Perplexity increase over the input's, per cent.
+    MaxPplIncreasePct(f64),
+}
+
+impl QualityLimit {
+    /// The figure this limit reads from an evaluation.
+    fn value(&self, e: &Judged) -> f64 {
+        match self {
+            QualityLimit::MaxKld(_) => e.kld,
+            QualityLimit::MaxPplIncreasePct(_) => e.ppl_increase_pct,
+        }
+    }
+    fn limit(&self) -> f64 {
+        match *self {
+            QualityLimit::MaxKld(x) | QualityLimit::MaxPplIncreasePct(x) => x,
+        }
+    }
+    fn meets(&self, e: &Judged) -> bool {
+        self.value(e) <= self.limit()
+    }
+
+    /// The quality clause of a policy (`max_kld` first, then `max_ppl_increase_pct`).
+    pub fn from_policy(p: &frugal_report::policy::Policy) -> Option<QualityLimit> {
+        use frugal_report::policy::Limit;
+        let get = |k: &str| {
+            p.clauses.iter().find_map(|c| match (c.key == k, &c.limit) {
+                (true, Limit::Number(x)) => Some(*x),
+                _ => None,
+            })
+        };
+        get("max_kld")
+            .map(QualityLimit::MaxKld)
+            .or_else(|| get("max_ppl_increase_pct").map(QualityLimit::MaxPplIncreasePct))
+    }
+}
+
+/// What to tune.
+#[derive(Debug, Clone)]
+pub struct TuneJob {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub limit: QualityLimit,
+    /// The GGUF type whose rules decide which tensors are quantized (norms stay F32, …) and
+    /// which names the file; the budget then picks each tensor's type.
+    pub target: String,
+    pub calib: CalibSpec,
+    /// Text the search judges candidates on.
+    pub search: EvalSpec,
+    /// Different text the chosen model is verified on.
+    pub heldout: EvalSpec,
+    /// Stop bisecting when the bracket is narrower than this (bits per weight).
+    pub bpw_tolerance: f64,
+    /// At most this many candidates judged in all (search and verification).
+    pub max_evals: usize,
+}
+
+/// One judged evaluation.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Judged {
+    pub kld: f64,
+    pub ppl: f64,
+    pub reference_ppl: f64,
+    pub ppl_increase_pct: f64,
+    pub same_top1_pct: f64,
+}
+
+/// One candidate of the search.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// The budget asked for, and what the file's quantized tensors came to.
+    pub budget_bpw: f64,
+    pub bits_per_weight: f64,
+    pub bytes: u64,
+    pub search: Judged,
+    /// Judged on the held-out text too (the verified ones).
+    pub heldout: Option<Judged>,
+    pub meets_search: bool,
+    /// The types it gave, by count.
+    pub type_counts: std::collections::BTreeMap<String, usize>,
+}
+
+/// `frugal tune`'s record.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneReport {
+    pub input: String,
+    pub output: String,
+    pub recipe: String,
+    pub limit: QualityLimit,
+    pub target: String,
+    pub calibration_tokens: usize,
+    pub search_text: String,
+    pub heldout_text: String,
+    /// The budget range the tensors allow (bits per weight).
+    pub bpw_range: (f64, f64),
+    /// Every candidate judged, in the order they were.
+    pub candidates: Vec<Candidate>,
+    /// Index of the chosen one in `candidates`.
+    pub chosen: usize,
+    /// The chosen model meets the limit on the held-out text.
+    pub meets_heldout: bool,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    /// Seconds: importance matrix, sensitivity, search and verification, and in all.
+    pub seconds: Seconds,
+    /// The figures a policy reads: the held-out evaluation of the chosen model.
+    pub quality: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Seconds {
+    pub imatrix: f64,
+    pub sensitivity: f64,
+    pub search: f64,
+    pub total: f64,
+}
+
+fn bad(m: String) -> Error {
+    Error::Compress(frugal_compress::Error::BadOptions(m))
+}
+
+fn judged(r: &frugal_eval::LmEvalReport) -> Result<Judged, Error> {
+    let k = r
+        .result
+        .kld
+        .as_ref()
+        .ok_or_else(|| bad("evaluation without a reference".into()))?;
+    Ok(Judged {
+        kld: k.mean,
+        ppl: r.result.ppl,
+        reference_ppl: k.reference_ppl,
+        ppl_increase_pct: 100.0 * (r.result.ppl - k.reference_ppl) / k.reference_ppl,
+        same_top1_pct: k.same_top1_pct,
+    })
+}
+
+/// Runs the search; writes `job.output`, `OUT.recipe.toml` beside it, and returns the report.
+/// `progress(stage, done, total)`.
+pub fn tune(
+    job: &TuneJob,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<TuneReport, Error> {
+    let t0 = std::time::Instant::now();
+    if job.max_evals < 2 {
+        return Err(bad("--max-evals must be at least 2".into()));
+    }
+    if !(job.limit.limit().is_finite() && job.limit.limit() >= 0.0) {
+        return Err(bad(format!(
+            "limit {} must be a non-negative number",
+            job.limit.limit()
+        )));
+    }
+    let target = match frugal_compress::quant::target(&job.target) {
+        Some(frugal_compress::quant::Target::Gguf(t)) => Some(t),
+        _ => None,
+    }
+    .filter(|t| frugal_compress::quant::codec::codec(t.base).is_some_and(|c| c.levels.is_some()))
+    .ok_or_else(|| bad(format!("`{}` is not a quantized GGUF type", job.target)))?;
+    let same = |a: &Path, b: &Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
+    };
+    if same(&job.input, &job.output) || job.output.is_dir() {
+        return Err(bad(format!(
+            "{}: the output must be a new file, not the input or a folder",
+            job.output.display()
+        )));
+    }
+    if same(&job.search.text, &job.heldout.text) {
+        return Err(bad(
+            "the held-out text must differ from the search text (else nothing is verified)".into(),
+        ));
+    }
+    let f = GgufFile::open(&job.input)?;
+    // 1. Importance matrix.
+    let calib: gptq::Calibration = load_calibration(&job.input, &job.calib)?;
+    let imatrix = gptq::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
+    let t_imatrix = t0.elapsed().as_secs_f64();
+    let mut opts = QuantizeOptions::new(target);
+    opts.imatrix = Some(imatrix);
+    // 2. Sensitivity of every tensor to every type, once.
+    let plan = BudgetPlan::measure(&f, &opts, &|d, t| progress("sensitivity", d, t))?;
+    let t_sens = t0.elapsed().as_secs_f64() - t_imatrix;
+    let (lo_bpw, hi_bpw) = plan.bpw_range();
+
+    // Candidates are written into a scratch folder next to the output, removed at the end (or
+    // on an interruption); the chosen one is renamed into place.
+    let mut scratch_name = job.output.as_os_str().to_owned();
+    scratch_name.push(".tune");
+    let scratch = AtomicDir::create(Path::new(&scratch_name))?;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let judge_at =
+        |bpw: f64, heldout: bool, candidates: &mut Vec<Candidate>| -> Result<usize, Error> {
+            let k = candidates.len();
+            if k >= job.max_evals {
+                return Err(Error::LimitNotMet(format!(
+                    "no verified model within --max-evals {} candidates",
+                    job.max_evals
+                )));
+            }
+            let path = files_at(&scratch, k);
+            let choices = plan.choices(bpw);
+            let w = frugal_compress::quant::write_planned(&f, &path, &opts, &choices, &|d, t| {
+                progress("write", d, t)
+            })?;
+            progress("search", k + 1, job.max_evals);
+            let s = judged(&judge(&path, &job.input, &job.search, progress)?)?;
+            let h = if heldout {
+                Some(judged(&judge(&path, &job.input, &job.heldout, progress)?)?)
+            } else {
+                None
+            };
+            candidates.push(Candidate {
+                budget_bpw: bpw,
+                bits_per_weight: w.bits_per_weight,
+                bytes: w.output_bytes,
+                meets_search: job.limit.meets(&s),
+                search: s,
+                heldout: h,
+                type_counts: w.type_counts,
+            });
+            Ok(k)
+        };
+
+    // 3-4. Bisection on the budget: `hi` meets the limit on the search text, `lo` does not.
+    let top = judge_at(hi_bpw, false, &mut candidates)?;
+    if !candidates[top].meets_search {
+        return Err(Error::LimitNotMet(format!(
+            "even the largest types ({hi_bpw:.2} bits per weight) miss the limit on the search text: {} = {:.5} > {}",
+            limit_name(&job.limit),
+            job.limit.value(&candidates[top].search),
+            job.limit.limit()
+        )));
+    }
+    let (mut lo, mut hi, mut best) = (lo_bpw, hi_bpw, top);
+    // Keep one evaluation in reserve for the held-out check of the result.
+    while hi - lo > job.bpw_tolerance && candidates.len() + 2 <= job.max_evals {
+        let mid = 0.5 * (lo + hi);
+        let k = judge_at(mid, false, &mut candidates)?;
+        if candidates[k].meets_search {
+            hi = mid;
+            best = k;
+        } else {
+            lo = mid;
+        }
+    }
+    let t_search = t0.elapsed().as_secs_f64() - t_imatrix - t_sens;
+    // 5. Verification on held-out text; raise the budget until it holds.
+    let verify = |k: usize, candidates: &mut Vec<Candidate>| -> Result<bool, Error> {
+        if candidates[k].heldout.is_none() {
+            let h = judged(&judge(
+                &files_at(&scratch, k),
+                &job.input,
+                &job.heldout,
+                progress,
+            )?)?;
+            candidates[k].heldout = Some(h);
+        }
+        Ok(job
+            .limit
+            .meets(candidates[k].heldout.as_ref().expect("just set")))
+    };
+    let mut ok = verify(best, &mut candidates)?;
+    let mut step = (hi - lo).max(job.bpw_tolerance).max(0.05);
+    while !ok && candidates.len() < job.max_evals {
+        let bpw = (candidates[best].budget_bpw + step).min(hi_bpw);
+        let k = judge_at(bpw, true, &mut candidates)?;
+        if candidates[k].meets_search {
+            best = k;
+            ok = verify(k, &mut candidates)?;
+        }
+        step *= 2.0;
+        if bpw >= hi_bpw {
+            break;
+        }
+    }
+    if !ok {
+        // The largest types, verified: the best this method can do.
+        if verify(top, &mut candidates)? {
+            best = top;
+            ok = true;
+        }
+    }
+    if !ok {
+        let h = candidates[best].heldout.expect("verified");
+        return Err(Error::LimitNotMet(format!(
+            "no candidate within --max-evals {} meets the limit on the held-out text (best: {} = {:.5} > {} at {:.2} bits per weight); nothing written",
+            job.max_evals,
+            limit_name(&job.limit),
+            job.limit.value(&h),
+            job.limit.limit(),
+            candidates[best].bits_per_weight
+        )));
+    }
+    // The chosen file into place (the output is a new file, never the input).
+    std::fs::rename(files_at(&scratch, best), &job.output).map_err(|e| {
+        frugal_formats::Error::io(&job.output, "renaming the tuned model into place", e)
+    })?;
+    drop(scratch);
+    let c = &candidates[best];
+    let recipe = recipe_path(&job.output);
+    write_recipe(&recipe, job, c.budget_bpw)?;
+    let heldout = c.heldout.expect("the chosen model was verified");
+    let input_bytes = f.file_len();
+    Ok(TuneReport {
+        input: job.input.display().to_string(),
+        output: job.output.display().to_string(),
+        recipe: recipe.display().to_string(),
+        limit: job.limit,
+        target: job.target.clone(),
+        calibration_tokens: calib.n_tokens(),
+        search_text: job.search.text.display().to_string(),
+        heldout_text: job.heldout.text.display().to_string(),
+        bpw_range: (lo_bpw, hi_bpw),
+        chosen: best,
+        meets_heldout: ok,
+        input_bytes,
+        output_bytes: c.bytes,
+        quality: serde_json::json!({
+            "ppl": heldout.ppl,
+            "kld": {"mean": heldout.kld, "reference_ppl": heldout.reference_ppl},
+            "same_top1_pct": heldout.same_top1_pct,
+            "text": job.heldout.text.display().to_string(),
+        }),
+        candidates,
+        seconds: Seconds {
+            imatrix: t_imatrix,
+            sensitivity: t_sens,
+            search: t_search,
+            total: t0.elapsed().as_secs_f64(),
+        },
+    })
+}
+
+fn files_at(scratch: &AtomicDir, k: usize) -> PathBuf {
+    scratch.tmp_path().join(format!("candidate-{k}.gguf"))
+}
+
+fn limit_name(l: &QualityLimit) -> &'static str {
+    match l {
+        QualityLimit::MaxKld(_) => "mean KLD",
+        QualityLimit::MaxPplIncreasePct(_) => "PPL increase %",
+    }
+}
+
+/// `OUT.recipe.toml`.
+pub fn recipe_path(output: &Path) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(".recipe.toml");
+    PathBuf::from(p)
+}
+
+fn abs(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// The recipe that rebuilds the tuned model: the same calibration and type, the found budget.
+fn write_recipe(path: &Path, job: &TuneJob, bpw: f64) -> Result<(), Error> {
+    let q = |s: String| toml::Value::String(s).to_string();
+    let text = format!(
+        "# Written by `frugal tune` ({limit} ≤ {value} against the input, verified on held-out text).\n\
+         # `frugal run` on this recipe rebuilds the same file.\n\
+         name = {name}\nmodel = {model}\n\n[eval]\ntext = {{ file = {heldout} }}\nchunks = {chunks}\n\n\
+         [[step]]\nkind = \"quantize\"\ntype = {ty}\ntarget_bpw = {bpw:?}\n\
+         calib = {{ file = {calib}, tokens = {tokens}, ctx = {ctx} }}\n\n[[step]]\nkind = \"eval\"\n",
+        limit = limit_name(&job.limit),
+        value = job.limit.limit(),
+        name = q(format!(
+            "tune-{}",
+            job.output.file_stem().unwrap_or_default().to_string_lossy()
+        )),
+        model = q(abs(&job.input)),
+        heldout = q(abs(&job.heldout.text)),
+        chunks = job.heldout.chunks.unwrap_or(8),
+        ty = q(job.target.clone()),
+        calib = q(abs(&job.calib.text)),
+        tokens = job.calib.max_tokens,
+        ctx = job.calib.ctx,
+    );
+    write_atomic(path, &[&job.input], |f| f.write_all(text.as_bytes()))?;
+    Ok(())
+}
+
+/// The report's view: every candidate as a point of size against quality (on the search text),
+/// the chosen one's held-out figure beside it.
+pub fn view(r: &TuneReport) -> frugal_report::html::View {
+    let quality_label = match r.limit {
+        QualityLimit::MaxKld(_) => "mean KLD (search text)",
+        QualityLimit::MaxPplIncreasePct(_) => "PPL increase % (search text)",
+    };
+    let mut variants: Vec<frugal_report::html::Variant> = r
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(k, c)| frugal_report::html::Variant {
+            name: format!(
+                "{}{:.2} bpw",
+                if k == r.chosen { "chosen " } else { "" },
+                c.bits_per_weight
+            ),
+            bytes: c.bytes,
+            quality: r.limit.value(&c.search),
+            wh_per_1k: None,
+        })
+        .collect();
+    variants.sort_by_key(|v| v.bytes);
+    let c = &r.candidates[r.chosen];
+    let h = c.heldout.expect("verified");
+    frugal_report::html::View {
+        title: format!("frugal tune: {} → {}", r.input, r.output),
+        quality_label: quality_label.into(),
+        higher_is_better: false,
+        variants,
+        energy_sources: Vec::new(),
+        label_thresholds: frugal_report::html::DEFAULT_LABEL_WH_PER_1K,
+        bits: Vec::new(),
+        tables: vec![(
+            "The chosen model on both texts".into(),
+            ["text", "mean KLD", "PPL (input's)", "same top-1 %"]
+                .map(String::from)
+                .to_vec(),
+            [("search", &c.search), ("held-out", &h)]
+                .iter()
+                .map(|(n, j)| {
+                    vec![
+                        n.to_string(),
+                        format!("{:.5}", j.kld),
+                        format!("{:.4} ({:.4})", j.ppl, j.reference_ppl),
+                        format!("{:.2}", j.same_top1_pct),
+                    ]
+                })
+                .collect(),
+        )],
+        notes: vec![
+            format!(
+                "Limit: {} ≤ {}; {} of {} bytes ({:.2} bits per weight in the quantized tensors); {}.",
+                limit_name(&r.limit),
+                r.limit.limit(),
+                r.output_bytes,
+                r.input_bytes,
+                c.bits_per_weight,
+                if r.meets_heldout { "met on the held-out text" } else { "NOT met on the held-out text" }
+            ),
+            format!(
+                "{} candidates judged on {}, the chosen one verified on {}.",
+                r.candidates.len(),
+                r.search_text,
+                r.heldout_text
+            ),
+        ],
+    }
+}
