@@ -1698,8 +1698,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             emit(json, &report, |r| {
                 println!("frugal tune: {} → {}", r.input, r.output);
                 println!(
-                    "  {:>3} {:>9} {:>6} {:>10} {:>10}  {}",
-                    "#", "MiB", "bpw", "search", "held-out", ""
+                    "  {:>3} {:>9} {:>6} {:>10} {:>10}",
+                    "#", "MiB", "bpw", "search", "held-out"
                 );
                 for (k, c) in r.candidates.iter().enumerate() {
                     let v = |j: &frugal_pipeline::tune::Judged| match r.limit {

@@ -110,6 +110,9 @@ pub struct Candidate {
     pub meets_search: bool,
     /// The types it gave, by count.
     pub type_counts: std::collections::BTreeMap<String, usize>,
+    /// Every tensor's type (a budget that gives the same plan is not judged again).
+    #[serde(skip)]
+    types: Vec<Option<frugal_formats::gguf::GgmlType>>,
 }
 
 /// `frugal tune`'s record.
@@ -231,8 +234,18 @@ pub fn tune(
                     job.max_evals
                 )));
             }
-            let path = files_at(&scratch, k);
             let choices = plan.choices(bpw);
+            let types: Vec<_> = choices.iter().map(|c| c.map(|c| c.ty)).collect();
+            if let Some(j) = candidates.iter().position(|c| c.types == types) {
+                // The same plan as a candidate already judged.
+                if heldout && candidates[j].heldout.is_none() {
+                    let path = files_at(&scratch, j);
+                    candidates[j].heldout =
+                        Some(judged(&judge(&path, &job.input, &job.heldout, progress)?)?);
+                }
+                return Ok(j);
+            }
+            let path = files_at(&scratch, k);
             let w = frugal_compress::quant::write_planned(&f, &path, &opts, &choices, &|d, t| {
                 progress("write", d, t)
             })?;
@@ -251,6 +264,7 @@ pub fn tune(
                 search: s,
                 heldout: h,
                 type_counts: w.type_counts,
+                types,
             });
             Ok(k)
         };
@@ -265,7 +279,9 @@ pub fn tune(
             job.limit.limit()
         )));
     }
-    let (mut lo, mut hi, mut best) = (lo_bpw, hi_bpw, top);
+    // The largest budget may not be spent in full (a type with more bytes and no less error
+    // is never chosen): bisect from what it used.
+    let (mut lo, mut hi, mut best) = (lo_bpw, plan.used_bpw(hi_bpw), top);
     // Keep one evaluation in reserve for the held-out check of the result.
     while hi - lo > job.bpw_tolerance && candidates.len() + 2 <= job.max_evals {
         let mid = 0.5 * (lo + hi);

@@ -748,6 +748,19 @@ impl BudgetPlan {
         )
     }
 
+    /// The bits per weight the assignment for `bpw` actually uses (at most `bpw`, less where
+    /// more bytes would buy no less error).
+    pub fn used_bpw(&self, bpw: f64) -> f64 {
+        let budget = (bpw * self.n_elements as f64 / 8.0) as u64;
+        let bytes: u64 = self
+            .options
+            .iter()
+            .zip(alloc::choose(&self.options, budget))
+            .map(|(o, ty)| o.points.iter().find(|p| p.0 == ty).map_or(0, |p| p.1))
+            .sum();
+        bytes as f64 * 8.0 / self.n_elements.max(1) as f64
+    }
+
     /// The plan with the budget's tensors assigned within `bpw` bits per weight.
     pub fn choices(&self, bpw: f64) -> Vec<Option<Choice>> {
         let budget = (bpw * self.n_elements as f64 / 8.0) as u64;
