@@ -312,8 +312,10 @@ enum Command {
         /// Calibration text (importance matrix).
         #[arg(long)]
         calib: PathBuf,
+        /// At most this many calibration tokens (whole chunks).
         #[arg(long, default_value_t = 8192)]
         calib_tokens: usize,
+        /// Tokens per calibration chunk.
         #[arg(long, default_value_t = 512)]
         calib_ctx: usize,
         /// Text the search judges candidates on.
@@ -331,6 +333,7 @@ enum Command {
         /// At most this many candidates judged in all.
         #[arg(long, default_value_t = 10)]
         max_evals: usize,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
