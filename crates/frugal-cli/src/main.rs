@@ -1689,15 +1689,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 show_stage(&bar, what, done, total)
             })?;
             bar.finish_and_clear();
-            let view = frugal_pipeline::tune::view(&report);
-            let mut html = job.output.as_os_str().to_owned();
-            html.push(".report.html");
-            let page = frugal_report::html::html(&view);
-            frugal_formats::output::write_atomic(
-                std::path::Path::new(&html),
-                &[&job.input],
-                |f| std::io::Write::write_all(f, page.as_bytes()),
-            )?;
+            let html = frugal_pipeline::tune::report_path(&job.output);
             emit(json, &report, |r| {
                 println!("frugal tune: {} → {}", r.input, r.output);
                 println!(
@@ -1738,7 +1730,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     r.seconds.search
                 );
                 println!("  recipe   {}", r.recipe);
-                println!("  report   {}", std::path::Path::new(&html).display());
+                println!("  report   {}", html.display());
             })?;
         }
         Command::Run {

@@ -1390,6 +1390,42 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
         &tune(&["--heldout", "eval.txt", "--max-kld", "0.1", "--type", "F16"]),
         "not a quantized GGUF type",
     );
+    assert_bad_input(
+        &tune(&[
+            "--heldout",
+            "eval.txt",
+            "--max-kld",
+            "0.1",
+            "--bpw-tolerance",
+            "0",
+        ]),
+        "must be at least 0.001",
+    );
+    let search = std::fs::read(dir.path().join("search.txt")).unwrap();
+    assert_bad_input(
+        &frugal(
+            &[
+                "tune",
+                model,
+                "-o",
+                "eval.txt",
+                "--calib",
+                "calib.txt",
+                "--eval",
+                "search.txt",
+                "--heldout",
+                "eval.txt",
+                "--max-kld",
+                "0.1",
+            ],
+            dir.path(),
+        ),
+        "must not be one of the inputs",
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("search.txt")).unwrap(),
+        search
+    );
     assert!(!dir.path().join("x.gguf").exists());
 }
 

@@ -100,8 +100,9 @@ pub struct Judged {
 /// One candidate of the search.
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
-    /// The budget asked for, and what the file's quantized tensors came to.
+    /// The budget asked for (bits per weight of the budget's tensors).
     pub budget_bpw: f64,
+    /// The whole file's tensor bytes over its weights (F32 norms included).
     pub bits_per_weight: f64,
     pub bytes: u64,
     pub search: Judged,
@@ -132,7 +133,8 @@ pub struct TuneReport {
     pub candidates: Vec<Candidate>,
     /// Index of the chosen one in `candidates`.
     pub chosen: usize,
-    /// The chosen model meets the limit on the held-out text.
+    /// The chosen model meets the limit on the held-out text (always, in a returned report:
+    /// otherwise tune fails with nothing written).
     pub meets_heldout: bool,
     pub input_bytes: u64,
     pub output_bytes: u64,
@@ -146,6 +148,7 @@ pub struct TuneReport {
 pub struct Seconds {
     pub imatrix: f64,
     pub sensitivity: f64,
+    /// The bisection (verification on held-out text is in `total` only).
     pub search: f64,
     pub total: f64,
 }
@@ -169,7 +172,8 @@ fn judged(r: &frugal_eval::LmEvalReport) -> Result<Judged, Error> {
     })
 }
 
-/// Runs the search; writes `job.output`, `OUT.recipe.toml` beside it, and returns the report.
+/// Runs the search; writes `OUT.recipe.toml`, `OUT.report.html` and then `job.output`, and
+/// returns the report.
 /// `progress(stage, done, total)`.
 pub fn tune(
     job: &TuneJob,
@@ -196,9 +200,15 @@ pub fn tune(
             .ok()
             .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
     };
-    if same(&job.input, &job.output) || job.output.is_dir() {
+    let inputs = [
+        &job.input,
+        &job.calib.text,
+        &job.search.text,
+        &job.heldout.text,
+    ];
+    if inputs.iter().any(|i| same(i, &job.output)) || job.output.is_dir() {
         return Err(bad(format!(
-            "{}: the output must be a new file, not the input or a folder",
+            "{}: the output must not be one of the inputs (model, texts) or a folder",
             job.output.display()
         )));
     }
@@ -207,7 +217,34 @@ pub fn tune(
             "the held-out text must differ from the search text (else nothing is verified)".into(),
         ));
     }
+    if !(job.bpw_tolerance.is_finite() && job.bpw_tolerance >= 1e-3) {
+        return Err(bad(format!(
+            "--bpw-tolerance {} must be at least 0.001",
+            job.bpw_tolerance
+        )));
+    }
+    for spec in [&job.search, &job.heldout] {
+        if spec.chunks == Some(0) {
+            return Err(bad("--eval-chunks must be at least 1".into()));
+        }
+        std::fs::metadata(&spec.text)
+            .map_err(|e| frugal_formats::Error::io(&spec.text, "reading the evaluation text", e))?;
+    }
+    for p in [&job.input, &job.calib.text, &job.heldout.text] {
+        if p.to_str().is_none() {
+            return Err(bad(format!(
+                "{}: the recipe needs paths that are valid UTF-8",
+                p.display()
+            )));
+        }
+    }
     let f = GgufFile::open(&job.input)?;
+    // Candidates are written into a scratch folder next to the output, removed at the end (or
+    // on an interruption); the chosen one is renamed into place. Made first, so that an
+    // unwritable output folder fails before any work.
+    let mut scratch_name = job.output.as_os_str().to_owned();
+    scratch_name.push(".tune");
+    let scratch = AtomicDir::create(Path::new(&scratch_name))?;
     // 1. Importance matrix.
     let calib: gptq::Calibration = load_calibration(&job.input, &job.calib)?;
     let imatrix = gptq::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
@@ -218,12 +255,6 @@ pub fn tune(
     let plan = BudgetPlan::measure(&f, &opts, &|d, t| progress("sensitivity", d, t))?;
     let t_sens = t0.elapsed().as_secs_f64() - t_imatrix;
     let (lo_bpw, hi_bpw) = plan.bpw_range();
-
-    // Candidates are written into a scratch folder next to the output, removed at the end (or
-    // on an interruption); the chosen one is renamed into place.
-    let mut scratch_name = job.output.as_os_str().to_owned();
-    scratch_name.push(".tune");
-    let scratch = AtomicDir::create(Path::new(&scratch_name))?;
     let mut candidates: Vec<Candidate> = Vec::new();
     let judge_at =
         |bpw: f64, heldout: bool, candidates: &mut Vec<Candidate>| -> Result<usize, Error> {
@@ -251,7 +282,7 @@ pub fn tune(
             })?;
             progress("search", k + 1, job.max_evals);
             let s = judged(&judge(&path, &job.input, &job.search, progress)?)?;
-            let h = if heldout {
+            let h = if heldout && job.limit.meets(&s) {
                 Some(judged(&judge(&path, &job.input, &job.heldout, progress)?)?)
             } else {
                 None
@@ -285,6 +316,8 @@ pub fn tune(
     // Keep one evaluation in reserve for the held-out check of the result.
     while hi - lo > job.bpw_tolerance && candidates.len() + 2 <= job.max_evals {
         let mid = 0.5 * (lo + hi);
+        // A plan judged before is not judged again; the bracket still halves, so the loop
+        // ends (the tolerance is at least 0.001).
         let k = judge_at(mid, false, &mut candidates)?;
         if candidates[k].meets_search {
             hi = mid;
@@ -341,17 +374,12 @@ pub fn tune(
             candidates[best].bits_per_weight
         )));
     }
-    // The chosen file into place (the output is a new file, never the input).
-    std::fs::rename(files_at(&scratch, best), &job.output).map_err(|e| {
-        frugal_formats::Error::io(&job.output, "renaming the tuned model into place", e)
-    })?;
-    drop(scratch);
     let c = &candidates[best];
     let recipe = recipe_path(&job.output);
     write_recipe(&recipe, job, c.budget_bpw)?;
     let heldout = c.heldout.expect("the chosen model was verified");
     let input_bytes = f.file_len();
-    Ok(TuneReport {
+    let report = TuneReport {
         input: job.input.display().to_string(),
         output: job.output.display().to_string(),
         recipe: recipe.display().to_string(),
@@ -378,7 +406,17 @@ pub fn tune(
             search: t_search,
             total: t0.elapsed().as_secs_f64(),
         },
-    })
+    };
+    // The report page, then the model into place last (the output is never an input).
+    let page = frugal_report::html::html(&view(&report));
+    write_atomic(&report_path(&job.output), &[&job.input], |f| {
+        f.write_all(page.as_bytes())
+    })?;
+    std::fs::rename(files_at(&scratch, report.chosen), &job.output).map_err(|e| {
+        frugal_formats::Error::io(&job.output, "renaming the tuned model into place", e)
+    })?;
+    drop(scratch);
+    Ok(report)
 }
 
 fn files_at(scratch: &AtomicDir, k: usize) -> PathBuf {
@@ -390,6 +428,13 @@ fn limit_name(l: &QualityLimit) -> &'static str {
         QualityLimit::MaxKld(_) => "mean KLD",
         QualityLimit::MaxPplIncreasePct(_) => "PPL increase %",
     }
+}
+
+/// `OUT.report.html`.
+pub fn report_path(output: &Path) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(".report.html");
+    PathBuf::from(p)
 }
 
 /// `OUT.recipe.toml`.
@@ -485,13 +530,12 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
         )],
         notes: vec![
             format!(
-                "Limit: {} ≤ {}; {} of {} bytes ({:.2} bits per weight in the quantized tensors); {}.",
+                "Limit: {} ≤ {}, met on the held-out text; {} of {} bytes ({:.2} bits per weight over the whole file).",
                 limit_name(&r.limit),
                 r.limit.limit(),
                 r.output_bytes,
                 r.input_bytes,
                 c.bits_per_weight,
-                if r.meets_heldout { "met on the held-out text" } else { "NOT met on the held-out text" }
             ),
             format!(
                 "{} candidates judged on {}, the chosen one verified on {}.",

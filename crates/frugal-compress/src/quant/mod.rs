@@ -722,12 +722,16 @@ impl BudgetPlan {
             .collect();
         let mut options = Vec::with_capacity(members.len());
         for (k, &i) in members.iter().enumerate() {
-            options.push(alloc::measure(f, opts, i, alloc::Candidates::All)?);
+            let o = alloc::measure(f, opts, i, alloc::Candidates::All)?;
+            // A tensor no quantized type tiles keeps its planned type, outside the budget.
+            if !o.points.is_empty() {
+                options.push(o);
+            }
             progress(k + 1, members.len());
         }
-        let n_elements = members
+        let n_elements = options
             .iter()
-            .map(|&i| f.header.tensors[i].n_elements())
+            .map(|o| f.header.tensors[o.index].n_elements())
             .sum();
         Ok(BudgetPlan {
             choices,
