@@ -673,11 +673,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             | Command::Distill { .. }
             | Command::Tune { .. }
     ) {
-        // CPU work: no GPU counter (a whole-device figure would add other processes' energy).
-        let meters = frugal_energy::MeterOptions {
-            nvml: false,
-            ..frugal_energy::MeterOptions::detect()
-        };
+        let meters = frugal_energy::MeterOptions::detect_cpu();
         let session = frugal_energy::Session::start(&meters)?;
         METER.with(|m| *m.borrow_mut() = Some(session));
     }
@@ -1363,10 +1359,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             let (Some(policy), Some(report)) = (policy, report) else {
                 return Err(BadUsage("--policy P REPORT".into()).into());
             };
-            let text = std::fs::read_to_string(&policy)
-                .map_err(|e| BadUsage(format!("{}: {e}", policy.display())))?;
-            let p = Policy::parse(&text, &policy.display().to_string())
-                .map_err(|e| BadUsage(e.to_string()))?;
+            let p = Policy::load(&policy).map_err(|e| BadUsage(e.to_string()))?;
             let r: serde_json::Value = std::fs::read(&report)
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -1646,9 +1639,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 (Some(x), None, None) => QualityLimit::MaxKld(x),
                 (None, Some(x), None) => QualityLimit::MaxPplIncreasePct(x),
                 (None, None, Some(p)) => {
-                    let text = std::fs::read_to_string(p)
-                        .map_err(|e| BadUsage(format!("{}: {e}", p.display())))?;
-                    let p = frugal_report::policy::Policy::parse(&text, &p.display().to_string())
+                    let p = frugal_report::policy::Policy::load(p)
                         .map_err(|e| BadUsage(e.to_string()))?;
                     QualityLimit::from_policy(&p).ok_or_else(|| {
                         BadUsage(format!(

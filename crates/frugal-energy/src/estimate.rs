@@ -48,22 +48,17 @@ impl CpuPowerModel {
     /// This machine's CPU model and logical CPU count; the TDP from `table` (CSV text with a
     /// `Name,TDP` header) when it lists the model, else [`DEFAULT_TDP_W`].
     pub fn detect(table: Option<(&str, &str)>) -> Self {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let logical_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let siblings = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("siblings"))
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |key: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_once(':'))
-                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        });
+                .map(|(_, v)| v.trim())
+        };
+        let cpu_model = field("model name").unwrap_or("unknown").to_string();
+        let logical_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let siblings = field("siblings").and_then(|v| v.parse::<usize>().ok());
         let mut m = Self::for_cpu(&cpu_model, logical_cpus, table);
         if let Some(n) = siblings.filter(|&n| n > 0) {
             m.package_threads = n;

@@ -106,6 +106,15 @@ pub struct MeterOptions {
 }
 
 impl MeterOptions {
+    /// This machine's sources for CPU work: no GPU counter (a whole-device figure would add
+    /// other processes' and idle energy).
+    pub fn detect_cpu() -> Self {
+        MeterOptions {
+            nvml: false,
+            ..Self::detect()
+        }
+    }
+
     /// This machine's sources and model (the TDP from the shipped table).
     pub fn detect() -> Self {
         MeterOptions {

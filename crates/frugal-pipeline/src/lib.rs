@@ -127,7 +127,7 @@ pub struct ModelCheck {
     pub model: String,
     pub policy: String,
     pub pass: bool,
-    pub figures: serde_json::Value,
+    pub metrics: frugal_report::metrics::Metrics,
     pub outcomes: Vec<frugal_report::policy::Outcome>,
 }
 
@@ -186,11 +186,7 @@ pub fn run(
         digits.n_classes,
         opts.seed,
     );
-    // CPU workloads: no GPU counter (a whole-device figure would add other processes' energy).
-    let meters = frugal_energy::MeterOptions {
-        nvml: false,
-        ..frugal_energy::MeterOptions::detect()
-    };
+    let meters = frugal_energy::MeterOptions::detect_cpu();
     let classifier = classifier::run_classifier_pipeline(
         &digits,
         &data.test_indices,
@@ -400,22 +396,30 @@ fn check_students(
         .zip(energies)
         .skip(1)
         .map(|(m, e)| {
-            let figures = serde_json::json!({
-                "accuracy_drop_pt": teacher.eval.accuracy_pct - m.eval.accuracy_pct,
-                "input_bytes": teacher.file_bytes,
-                "output_bytes": m.file_bytes,
-                "per_1k_queries": {"wh": e.wh_per_1k_queries.mean},
-                "energy": {"sources": [{"provenance": {"kind": if e.measured { "measured" } else { "estimated" }}}]},
-            });
-            let outcomes = frugal_report::policy::check(
-                policy,
-                &frugal_report::metrics::Metrics::from_report(&figures),
-            );
+            use frugal_report::metrics::{Figure, Metrics};
+            let figure = |value: f64, path: String| Some(Figure { value, path });
+            let metrics = Metrics {
+                accuracy_drop_pt: figure(
+                    teacher.eval.accuracy_pct - m.eval.accuracy_pct,
+                    format!("teacher's accuracy_pct - {}'s", m.name),
+                ),
+                size_reduction: figure(
+                    teacher.file_bytes as f64 / m.file_bytes.max(1) as f64,
+                    format!("teacher's file_bytes / {}'s", m.name),
+                ),
+                wh_per_1k_queries: figure(
+                    e.wh_per_1k_queries.mean,
+                    format!("measure[{}].wh_per_1k_queries.mean", m.name),
+                ),
+                energy_measured: Some((e.measured, format!("measure[{}].measured", m.name))),
+                ..Metrics::default()
+            };
+            let outcomes = frugal_report::policy::check(policy, &metrics);
             ModelCheck {
                 model: m.name.clone(),
                 policy: policy.path.clone(),
                 pass: outcomes.iter().all(|o| o.pass),
-                figures,
+                metrics,
                 outcomes,
             }
         })

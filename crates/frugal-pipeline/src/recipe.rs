@@ -167,7 +167,13 @@ fn bad(path: &Path, m: String) -> Error {
 impl Recipe {
     /// Reads and checks a recipe; relative paths are made relative to the recipe's folder.
     pub fn load(path: &Path) -> Result<Recipe, Error> {
-        let text = read_small(path, "a recipe")?;
+        let len = std::fs::metadata(path)
+            .map_err(|e| bad(path, e.to_string()))?
+            .len();
+        if len > MAX_RECIPE_BYTES {
+            return Err(bad(path, format!("{len} bytes; a recipe is at most 1 MiB")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
         // toml's messages name the line, the column and the key.
         let mut r: Recipe = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -260,22 +266,9 @@ impl Recipe {
     }
 }
 
-/// Reads `what` (a recipe, a policy) from `p`: text of at most 1 MiB.
-fn read_small(p: &Path, what: &str) -> Result<String, Error> {
-    let len = std::fs::metadata(p)
-        .map_err(|e| bad(p, e.to_string()))?
-        .len();
-    if len > MAX_RECIPE_BYTES {
-        return Err(bad(p, format!("{len} bytes; {what} is at most 1 MiB")));
-    }
-    std::fs::read_to_string(p).map_err(|e| bad(p, e.to_string()))
-}
-
 /// Reads a policy file.
 fn load_policy(p: &Path) -> Result<frugal_report::policy::Policy, Error> {
-    let text = read_small(p, "a policy")?;
-    frugal_report::policy::Policy::parse(&text, &p.display().to_string())
-        .map_err(|e| bad(p, e.to_string()))
+    frugal_report::policy::Policy::load(p).map_err(|e| bad(p, e.to_string()))
 }
 
 /// One step's record in the report.
@@ -540,10 +533,7 @@ fn run_step(
                 repeats: repeats.unwrap_or(3),
                 warmup: 1,
                 tokens: tokens.unwrap_or(8),
-                meters: frugal_energy::MeterOptions {
-                    nvml: false,
-                    ..frugal_energy::MeterOptions::detect()
-                },
+                meters: frugal_energy::MeterOptions::detect_cpu(),
             };
             progress("measure", 0, 1 + usize::from(*baseline));
             let mut w = crate::measure::measure_model(&job(input))?;
@@ -640,10 +630,7 @@ pub fn run_recipe(
             None => {
                 reuse &= is_check;
                 let t = std::time::Instant::now();
-                let meters = frugal_energy::MeterOptions {
-                    nvml: false,
-                    ..frugal_energy::MeterOptions::detect()
-                };
+                let meters = frugal_energy::MeterOptions::detect_cpu();
                 let session = frugal_energy::Session::start(&meters)
                     .map_err(|e| bad(path, format!("energy meter: {e}")))?;
                 let (result, writes) = run_step(

@@ -195,11 +195,7 @@ pub fn tune(
     }
     .filter(|t| frugal_compress::quant::codec::codec(t.base).is_some_and(|c| c.levels.is_some()))
     .ok_or_else(|| bad(format!("`{}` is not a quantized GGUF type", job.target)))?;
-    let same = |a: &Path, b: &Path| {
-        std::fs::canonicalize(a)
-            .ok()
-            .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
-    };
+    let same = frugal_formats::output::same_file;
     let inputs = [
         &job.input,
         &job.calib.text,
@@ -242,9 +238,7 @@ pub fn tune(
     // Candidates are written into a scratch folder next to the output, removed at the end (or
     // on an interruption); the chosen one is renamed into place. Made first, so that an
     // unwritable output folder fails before any work.
-    let mut scratch_name = job.output.as_os_str().to_owned();
-    scratch_name.push(".tune");
-    let scratch = AtomicDir::create(Path::new(&scratch_name))?;
+    let scratch = AtomicDir::create(&beside(&job.output, ".tune"))?;
     // 1. Importance matrix.
     let calib: gptq::Calibration = load_calibration(&job.input, &job.calib)?;
     let imatrix = gptq::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
@@ -430,18 +424,21 @@ fn limit_name(l: &QualityLimit) -> &'static str {
     }
 }
 
+/// `OUT` with `suffix` appended (`OUT.recipe.toml`, …).
+fn beside(output: &Path, suffix: &str) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
 /// `OUT.report.html`.
 pub fn report_path(output: &Path) -> PathBuf {
-    let mut p = output.as_os_str().to_owned();
-    p.push(".report.html");
-    PathBuf::from(p)
+    beside(output, ".report.html")
 }
 
 /// `OUT.recipe.toml`.
 pub fn recipe_path(output: &Path) -> PathBuf {
-    let mut p = output.as_os_str().to_owned();
-    p.push(".recipe.toml");
-    PathBuf::from(p)
+    beside(output, ".recipe.toml")
 }
 
 fn abs(p: &Path) -> String {

@@ -185,6 +185,18 @@ pub struct PolicyError {
     pub reason: String,
 }
 
+/// A policy file that cannot be read, or does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// The largest policy file read.
+const MAX_POLICY_BYTES: u64 = 1 << 20;
+
 /// One parsed clause.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum Limit {
@@ -373,6 +385,23 @@ impl Policy {
 }
 
 impl Policy {
+    /// Reads and parses the policy file at `path` (at most 1 MiB).
+    pub fn load(path: &std::path::Path) -> Result<Policy, LoadError> {
+        let name = path.display().to_string();
+        let file = |reason: String| LoadError::File {
+            path: name.clone(),
+            reason,
+        };
+        let len = std::fs::metadata(path)
+            .map_err(|e| file(e.to_string()))?
+            .len();
+        if len > MAX_POLICY_BYTES {
+            return Err(file(format!("{len} bytes; a policy is at most 1 MiB")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+        Ok(Policy::parse(&text, &name)?)
+    }
+
     /// The efficiency label's grade bounds, when the policy sets them.
     pub fn label_thresholds(&self) -> Option<[f64; 4]> {
         self.clauses.iter().find_map(|c| match c.limit {
