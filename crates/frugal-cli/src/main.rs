@@ -466,6 +466,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // One process, or the ranks of an MPI launch (`mpirun -np N frugal …`, feature `mpi`).
+    // Held to the end: MPI is finalised when it drops.
+    let _mpi = match frugal_dist::init() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("frugal: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if matches!(cli.command, Command::Run { .. })
         && std::env::var_os("CANDLE_NUM_THREADS").is_none()
     {
@@ -477,8 +486,11 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let code = exit_code(&e);
+            // Under MPI: names the rank and ends every rank (none is left waiting).
+            frugal_dist::fail(&format_args!("{e:#}"), i32::from(code));
             eprintln!("frugal: {e:#}");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(code)
         }
     }
 }
@@ -621,6 +633,9 @@ fn emit<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> Re
         .with(|m| m.borrow_mut().take())
         .map(frugal_energy::Session::stop)
         .transpose()?;
+    if !frugal_dist::is_root() {
+        return Ok(()); // rank 0 prints the job's result
+    }
     if json {
         let mut v = serde_json::to_value(value)?;
         if let (Some(e), Some(o)) = (&energy, v.as_object_mut()) {
@@ -655,6 +670,9 @@ fn show_stage(bar: &indicatif::ProgressBar, what: &str, done: usize, total: usiz
 }
 
 fn progress_bar(unit: &str) -> indicatif::ProgressBar {
+    if !frugal_dist::is_root() {
+        return indicatif::ProgressBar::hidden();
+    }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(&format!(
@@ -665,7 +683,33 @@ fn progress_bar(unit: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Under MPI (more than one rank): what runs distributed. Language-model quantization and
+/// evaluation, and classifier training, share their work across ranks (`frugal_dist`); the
+/// rest would only repeat the whole job on every rank, so it is refused.
+fn check_distributed(cmd: &Command) -> Result<()> {
+    let w = frugal_dist::world();
+    if w.size() == 1 {
+        return Ok(());
+    }
+    let what = match cmd {
+        Command::Quantize { .. } | Command::Inspect { .. } => return Ok(()),
+        Command::Eval {
+            data: None, model, ..
+        } if !model.is_dir() => return Ok(()),
+        Command::Distill { student: None, .. } => return Ok(()),
+        Command::Eval { .. } => "frugal eval of encoders and classifiers",
+        Command::Distill { .. } => "frugal distill --student (language models)",
+        _ => "this command",
+    };
+    Err(BadUsage(format!(
+        "{what} does not run distributed; run it as one process (without mpirun). Distributed: \
+         quantize, eval of GGUF language models, distill of classifiers"
+    ))
+    .into())
+}
+
 fn dispatch(cli: Cli) -> Result<()> {
+    check_distributed(&cli.command)?;
     if matches!(
         cli.command,
         Command::Quantize { .. }

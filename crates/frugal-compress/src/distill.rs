@@ -428,6 +428,10 @@ pub(crate) fn end_epoch<O: serde::Serialize + Clone, R: serde::Serialize + Clone
     let Some(c) = checkpoint else {
         return Ok(());
     };
+    // Every rank holds the same parameters: rank 0 writes the one checkpoint.
+    if !frugal_dist::is_root() {
+        return Ok(());
+    }
     let meta = CheckpointMeta {
         epochs_done,
         adam_steps: adam.t,
@@ -435,6 +439,39 @@ pub(crate) fn end_epoch<O: serde::Serialize + Clone, R: serde::Serialize + Clone
         records: records.to_vec(),
     };
     save_checkpoint(c.path, params, adam, &meta)
+}
+
+/// Sums every rank's gradients (and loss) in rank order, the same on every rank; returns the
+/// summed loss.
+fn sum_over_ranks(comm: &dyn frugal_dist::Comm, grads: &mut [Vec<f32>], loss: f64) -> Result<f64> {
+    let n: usize = grads.iter().map(Vec::len).sum();
+    let mut mine = Vec::with_capacity(8 + 4 * n);
+    mine.extend_from_slice(&loss.to_le_bytes());
+    for g in grads.iter() {
+        g.iter()
+            .for_each(|v| mine.extend_from_slice(&v.to_le_bytes()));
+    }
+    let all = comm.allgather(&mine)?;
+    let mut total = 0f64;
+    grads.iter_mut().for_each(|g| g.fill(0.0));
+    for (rank, b) in all.iter().enumerate() {
+        if b.len() != mine.len() {
+            return Err(frugal_dist::Error::Protocol(format!(
+                "rank {rank} sent {} bytes of gradients, expected {}",
+                b.len(),
+                mine.len()
+            ))
+            .into());
+        }
+        total += f64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+        let mut vals = b[8..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
+        for g in grads.iter_mut() {
+            g.iter_mut().zip(vals.by_ref()).for_each(|(a, v)| *a += v);
+        }
+    }
+    Ok(total)
 }
 
 /// A seeded Fisher–Yates shuffle.
@@ -520,6 +557,7 @@ pub fn train_classifier(
         &mut rng,
     )?;
     let mut dlogits = Vec::new();
+    let comm = frugal_dist::world();
     for epoch in first..opts.epochs {
         if stop_before(checkpoint, epoch, first) {
             break;
@@ -539,21 +577,41 @@ pub fn train_classifier(
                 );
                 mixup(&mut x, &y, &mut r)
             });
-            let t = teacher
-                .as_ref()
-                .map(|(tc, tp)| forward(tc, tp, &x, chunk.len(), &mut teacher_ws));
-            let s = forward(cfg, &params, &x, chunk.len(), &mut ws);
-            dlogits.resize(s.len(), 0.0);
-            let l = distillation_loss_grad(
-                s,
-                t,
-                &y,
-                mix.as_ref().map(|(l, w)| (&l[..], &w[..])),
-                opts.temperature,
-                opts.alpha,
-                &mut dlogits,
-            );
-            backward(cfg, &params, &mut ws, &dlogits, &mut grads);
+            // Data-parallel under MPI: each rank takes its rows of the batch, its gradient is
+            // scaled by its share of the batch, and the ranks' gradients are summed in rank
+            // order, so every rank takes the same step. Alone, the rows are the whole batch.
+            let rows = frugal_dist::shard(chunk.len(), comm.rank(), comm.size());
+            let npix = x.len() / chunk.len().max(1);
+            let xs = &x[rows.start * npix..rows.end * npix];
+            let mut l = 0.0;
+            if rows.is_empty() {
+                grads.iter_mut().for_each(|g| g.fill(0.0));
+            } else {
+                let t = teacher
+                    .as_ref()
+                    .map(|(tc, tp)| forward(tc, tp, xs, rows.len(), &mut teacher_ws));
+                let s = forward(cfg, &params, xs, rows.len(), &mut ws);
+                dlogits.resize(s.len(), 0.0);
+                l = distillation_loss_grad(
+                    s,
+                    t,
+                    &y[rows.clone()],
+                    mix.as_ref()
+                        .map(|(l, w)| (&l[rows.clone()], &w[rows.clone()])),
+                    opts.temperature,
+                    opts.alpha,
+                    &mut dlogits,
+                );
+                if comm.size() > 1 {
+                    let share = rows.len() as f64 / chunk.len() as f64;
+                    dlogits.iter_mut().for_each(|d| *d *= share as f32);
+                    l *= share;
+                }
+                backward(cfg, &params, &mut ws, &dlogits, &mut grads);
+            }
+            if comm.size() > 1 {
+                l = sum_over_ranks(comm, &mut grads, l)?;
+            }
             adam.step(&mut params, &grads, lr);
             for (p, m) in params.iter_mut().zip(&masks) {
                 if let Some(m) = m {

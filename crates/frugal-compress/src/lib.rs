@@ -28,6 +28,8 @@ pub enum Error {
     BadOptions(String),
     #[error("numerical failure: {0}")]
     Numerical(String),
+    #[error(transparent)]
+    Dist(#[from] frugal_dist::Error),
 }
 
 impl From<frugal_formats::Error> for Error {

@@ -25,6 +25,8 @@ pub enum Error {
     BadCtx { ctx: usize, reason: String },
     #[error("model and reference disagree: {0}")]
     Mismatch(String),
+    #[error(transparent)]
+    Dist(#[from] frugal_dist::Error),
 }
 
 impl Error {
@@ -32,7 +34,7 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Error::Model(m) => m.is_bad_input(),
-            Error::Candle(_) => false,
+            Error::Candle(_) | Error::Dist(_) => false,
             _ => true,
         }
     }

@@ -62,6 +62,77 @@ struct TokenScore {
     top: u32,
 }
 
+/// One chunk's per-token scores, the reference's, and the KL divergences.
+type ChunkScores = (Vec<TokenScore>, Vec<TokenScore>, Vec<f64>);
+
+/// A chunk's scores as bytes for another rank: three counted lists.
+fn chunk_to_wire((s, rs, kl): &ChunkScores) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24 + 20 * (s.len() + rs.len()) + 8 * kl.len());
+    for list in [s, rs] {
+        v.extend_from_slice(&(list.len() as u64).to_le_bytes());
+        for t in list {
+            v.extend_from_slice(&t.nll.to_le_bytes());
+            v.extend_from_slice(&t.p.to_le_bytes());
+            v.extend_from_slice(&t.top.to_le_bytes());
+        }
+    }
+    v.extend_from_slice(&(kl.len() as u64).to_le_bytes());
+    kl.iter()
+        .for_each(|k| v.extend_from_slice(&k.to_le_bytes()));
+    v
+}
+
+/// The inverse of [`chunk_to_wire`], every count checked against the bytes.
+fn chunk_from_wire(b: &[u8]) -> Result<ChunkScores> {
+    let bad = || {
+        Error::from(frugal_dist::Error::Protocol(
+            "chunk scores cut short or too long".into(),
+        ))
+    };
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let end = pos
+            .checked_add(n)
+            .filter(|&e| e <= b.len())
+            .ok_or_else(bad)?;
+        let s = &b[pos..end];
+        pos = end;
+        Ok(s)
+    };
+    let f64_of = |s: &[u8]| f64::from_le_bytes(s.try_into().expect("8 bytes"));
+    // A count is trusted only as far as the message could hold that many items.
+    let count = |raw: &[u8], each: usize| -> Result<usize> {
+        usize::try_from(u64::from_le_bytes(raw.try_into().expect("8 bytes")))
+            .ok()
+            .filter(|n| n.checked_mul(each).is_some_and(|t| t <= b.len()))
+            .ok_or_else(bad)
+    };
+    let mut lists = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let n = count(take(8)?, 20)?;
+        let mut list = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = take(20)?;
+            list.push(TokenScore {
+                nll: f64_of(&t[..8]),
+                p: f64_of(&t[8..16]),
+                top: u32::from_le_bytes(t[16..].try_into().expect("4 bytes")),
+            });
+        }
+        lists.push(list);
+    }
+    let n = count(take(8)?, 8)?;
+    let kl = (0..n)
+        .map(|_| take(8).map(f64_of))
+        .collect::<Result<Vec<_>>>()?;
+    if pos != b.len() {
+        return Err(bad());
+    }
+    let rs = lists.pop().expect("two lists");
+    let s = lists.pop().expect("two lists");
+    Ok((s, rs, kl))
+}
+
 /// log-softmax at `tok` as llama.cpp computes it (f32 max, f64 sum of f32 exponentials).
 fn score_row(row: &[f32], tok: u32) -> TokenScore {
     let (mut max, mut top) = (row[0], 0u32);
@@ -178,49 +249,68 @@ pub fn eval_lm(
     // Chunks are independent: they run in parallel (each also uses parallel GEMM), which keeps
     // both cores busy through the single-threaded parts of a forward pass. Results are
     // collected in chunk order, so the sums below do not depend on scheduling.
+    //
+    // Under MPI each rank scores its share of the chunks ([`frugal_dist::shard`]); the per-chunk
+    // results are gathered in chunk order, so every sum and percentile below is the single
+    // process's, bit for bit.
+    let comm = frugal_dist::world();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let per_chunk = (0..n_chunks)
-        .into_par_iter()
-        .map(
-            |c| -> Result<(Vec<TokenScore>, Vec<TokenScore>, Vec<f64>)> {
-                let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
-                if let Some(bos) = opts.bos {
-                    chunk[0] = bos;
-                }
-                let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
-                let logits: Vec<f32> = model
-                    .forward_from(&chunk, first)?
-                    .flatten_all()?
-                    .to_vec1()?;
-                let rows = &logits[..(ctx - 1 - first) * n_vocab];
-                let s: Vec<TokenScore> = rows
-                    .chunks(n_vocab)
-                    .zip(targets)
-                    .map(|(r, &t)| score_row(r, t))
-                    .collect();
-                let (mut rs, mut kl) = (Vec::new(), Vec::new());
-                if let Some(r) = reference {
-                    let rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
-                    let rrows = &rl[..(ctx - 1 - first) * n_vocab];
-                    rs = rrows
-                        .chunks(n_vocab)
-                        .zip(targets)
-                        .map(|(r, &t)| score_row(r, t))
-                        .collect();
-                    kl = rrows
-                        .chunks(n_vocab)
-                        .zip(rows.chunks(n_vocab))
-                        .map(|(p, q)| kl_row(p, q))
-                        .collect();
-                }
-                progress(
-                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-                    n_chunks,
-                );
-                Ok((s, rs, kl))
-            },
-        )
-        .collect::<Result<Vec<_>>>()?;
+    let mine = frugal_dist::shard(n_chunks, comm.rank(), comm.size());
+    let n_mine = mine.len();
+    let score_chunk = |c: usize| -> Result<ChunkScores> {
+        let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
+        if let Some(bos) = opts.bos {
+            chunk[0] = bos;
+        }
+        let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
+        let logits: Vec<f32> = model
+            .forward_from(&chunk, first)?
+            .flatten_all()?
+            .to_vec1()?;
+        let rows = &logits[..(ctx - 1 - first) * n_vocab];
+        let s: Vec<TokenScore> = rows
+            .chunks(n_vocab)
+            .zip(targets)
+            .map(|(r, &t)| score_row(r, t))
+            .collect();
+        let (mut rs, mut kl) = (Vec::new(), Vec::new());
+        if let Some(r) = reference {
+            let rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
+            let rrows = &rl[..(ctx - 1 - first) * n_vocab];
+            rs = rrows
+                .chunks(n_vocab)
+                .zip(targets)
+                .map(|(r, &t)| score_row(r, t))
+                .collect();
+            kl = rrows
+                .chunks(n_vocab)
+                .zip(rows.chunks(n_vocab))
+                .map(|(p, q)| kl_row(p, q))
+                .collect();
+        }
+        progress(
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            n_mine,
+        );
+        Ok((s, rs, kl))
+    };
+    let per_chunk: Vec<ChunkScores> = if comm.size() == 1 {
+        (0..n_chunks)
+            .into_par_iter()
+            .map(score_chunk)
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        let bytes = frugal_dist::gather_items(comm, n_chunks, &mut |r| {
+            r.into_par_iter()
+                .map(|c| score_chunk(c).map(|s| chunk_to_wire(&s)))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        bytes
+            .iter()
+            .map(|b| chunk_from_wire(b))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let _ = mine;
     let mut scores: Vec<TokenScore> = Vec::new();
     let mut ref_scores: Vec<TokenScore> = Vec::new();
     let mut klds: Vec<f64> = Vec::new();

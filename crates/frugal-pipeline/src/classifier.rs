@@ -515,10 +515,16 @@ pub fn distill_classifier(
         Some(&ck),
         progress,
     )?;
-    model.save(&job.out, &[]).map_err(ce)?;
-    let _ = std::fs::remove_file(&ck_path);
-    let back = Cnn::load(&job.out, &candle_core::Device::Cpu).map_err(ce)?;
-    let eval = eval_classifier(&back, &test_set, Some(&test))?;
+    // Under MPI every rank ends with the same parameters: rank 0 writes the file and judges
+    // what it wrote; the others judge the same model in memory.
+    let eval = if frugal_dist::is_root() {
+        model.save(&job.out, &[]).map_err(ce)?;
+        let _ = std::fs::remove_file(&ck_path);
+        let back = Cnn::load(&job.out, &candle_core::Device::Cpu).map_err(ce)?;
+        eval_classifier(&back, &test_set, Some(&test))?
+    } else {
+        eval_classifier(&model, &test_set, Some(&test))?
+    };
     Ok(DistillStep {
         data: job.data.clone(),
         arch: job.arch.clone(),

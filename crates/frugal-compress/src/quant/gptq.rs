@@ -121,43 +121,62 @@ fn sum_sq_cols(x: &Tensor) -> Result<Vec<f64>> {
 }
 
 /// llama-imatrix's importance matrix (per input column mean x²) from the full-precision model.
+/// The chunks' sums are added in [`frugal_dist::tree_sum`]'s order, so MPI ranks (each
+/// running its share of the chunks) get the single process's matrix bit for bit.
 pub fn collect_imatrix(
     f: &GgufFile,
     calib: &Calibration,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Imatrix> {
+    let comm = frugal_dist::world();
     let model = load_model(f)?;
     let n_layer = model.blocks.len();
-    let mut sums: HashMap<String, Vec<f64>> = HashMap::new();
-    let mut add = |name: &str, v: Vec<f64>| {
-        let e = sums
-            .entry(name.to_string())
-            .or_insert_with(|| vec![0.0; v.len()]);
-        e.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
-    };
-    for (c, chunk) in calib.chunks.iter().enumerate() {
-        let ctx = model.attn_ctx(chunk.len())?;
-        let mut x = model.embed(chunk)?;
-        for i in 0..n_layer {
-            let (out, tr) = model.block_forward(i, &x, &ctx, true)?;
-            let tr = tr.expect("traced");
-            for (input, names) in tr.iter().zip(block_names(i)) {
-                let s = sum_sq_cols(input)?;
-                for n in names {
-                    add(&n, s.clone());
-                }
-            }
-            x = out;
-        }
-        add(output_name(f), sum_sq_cols(&model.final_norm(&x)?)?);
-        progress(c + 1, calib.chunks.len());
+    // Every chunk's Σx² per distinct input, laid out block by block, then the output layer's.
+    let mut layout: Vec<(Vec<String>, usize)> = Vec::with_capacity(4 * n_layer + 1);
+    for i in 0..n_layer {
+        let b = &model.blocks[i];
+        let dims = [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()];
+        layout.extend(block_names(i).into_iter().zip(dims));
     }
+    layout.push((vec![output_name(f).to_string()], model.config.n_embd));
+    let len = layout.iter().map(|(_, n)| n).sum();
+    let mine = frugal_dist::tree_items(comm, calib.chunks.len()).len();
+    let mut done = 0;
+    let sums = frugal_dist::tree_sum(
+        comm,
+        calib.chunks.len(),
+        len,
+        &mut |c| -> Result<Vec<f64>> {
+            let chunk = &calib.chunks[c];
+            let ctx = model.attn_ctx(chunk.len())?;
+            let mut x = model.embed(chunk)?;
+            let mut v = Vec::with_capacity(len);
+            for i in 0..n_layer {
+                let (out, tr) = model.block_forward(i, &x, &ctx, true)?;
+                for input in tr.expect("traced").iter() {
+                    v.extend(sum_sq_cols(input)?);
+                }
+                x = out;
+            }
+            v.extend(sum_sq_cols(&model.final_norm(&x)?)?);
+            done += 1;
+            progress(done, mine);
+            Ok(v)
+        },
+    )?;
     let n = calib.n_tokens() as f64;
+    let mut entries = HashMap::new();
+    let mut rest = &sums[..];
+    for (names, width) in layout {
+        let (v, tail) = rest.split_at(width);
+        rest = tail;
+        let mean: Vec<f32> = v.iter().map(|s| (s / n) as f32).collect();
+        for name in names {
+            entries.insert(name, mean.clone());
+        }
+    }
     Ok(Imatrix {
-        entries: sums
-            .into_iter()
-            .map(|(k, v)| (k, v.into_iter().map(|s| (s / n) as f32).collect()))
-            .collect(),
+        entries,
         n_tokens: calib.n_tokens() as u64,
         source: calib.source.clone(),
     })
@@ -378,17 +397,14 @@ pub fn gptq_act_order_with(
     Ok(out)
 }
 
-/// Adds XᵀX of `x` `[T, n]` into `h` (f64), the product taken in f32 per chunk.
-fn add_gram(h: &mut [f64], x: &Tensor) -> Result<()> {
-    let g: Vec<f32> = x
-        .t()?
+/// XᵀX of `x` `[T, n]`, the product taken in f32 (per chunk; chunks are summed in f64).
+fn gram_f32(x: &Tensor) -> Result<Vec<f32>> {
+    Ok(x.t()?
         .contiguous()?
         .matmul(x)?
         .flatten_all()?
         .to_dtype(DType::F32)?
-        .to_vec1()?;
-    h.iter_mut().zip(g).for_each(|(a, b)| *a += f64::from(b));
-    Ok(())
+        .to_vec1()?)
 }
 
 /// What the block-wise methods run, on the quantized model's own activations.
@@ -419,6 +435,49 @@ pub struct Produced {
     pub bytes: Vec<u8>,
     /// Relative RMS error and importance-weighted relative error.
     pub errors: Option<(f64, Option<f64>)>,
+}
+
+impl Produced {
+    /// The job index and the tensor as bytes, for another rank.
+    pub(crate) fn to_wire(&self, job: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.bytes.len() + 40);
+        v.extend_from_slice(&(job as u64).to_le_bytes());
+        v.extend_from_slice(&self.ty.0.to_le_bytes());
+        let (rel, weighted) = self.errors.unwrap_or((f64::NAN, None));
+        v.push(u8::from(self.errors.is_some()) | (u8::from(weighted.is_some()) << 1));
+        v.extend_from_slice(&rel.to_le_bytes());
+        v.extend_from_slice(&weighted.unwrap_or(f64::NAN).to_le_bytes());
+        v.extend_from_slice(&self.bytes);
+        v
+    }
+
+    /// The inverse of [`Produced::to_wire`], checked (job below `n_jobs`, known type).
+    pub(crate) fn from_wire(b: &[u8], n_jobs: usize) -> Result<(usize, Produced)> {
+        let bad = |why: &str| frugal_dist::Error::Protocol(format!("tensor message: {why}"));
+        if b.len() < 29 {
+            return Err(bad("too short").into());
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let job = usize::try_from(u64_at(0))
+            .ok()
+            .filter(|&j| j < n_jobs)
+            .ok_or_else(|| bad("job out of range"))?;
+        let id = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        let ty = Some(GgmlType(id))
+            .filter(|t| t.info().is_some())
+            .ok_or_else(|| bad("unknown tensor type"))?;
+        let flags = b[12];
+        let rel = f64::from_bits(u64_at(13));
+        let weighted = f64::from_bits(u64_at(21));
+        Ok((
+            job,
+            Produced {
+                ty,
+                bytes: b[29..].to_vec(),
+                errors: (flags & 1 != 0).then_some((rel, (flags & 2 != 0).then_some(weighted))),
+            },
+        ))
+    }
 }
 
 /// What [`blockwise_model`] produced: quantized bytes per tensor (and the norm gains AWQ
@@ -536,15 +595,18 @@ pub(crate) fn sequential(
     treat: &mut dyn FnMut(&mut Llama, usize, &mut BlockStats) -> Result<()>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Imatrix> {
+    let comm = frugal_dist::world();
     let mut model = load_model(f)?;
     let n_layer = model.blocks.len();
-    let ctxs: Vec<_> = calib
-        .chunks
+    // This rank's chunks (all of them alone): their states move through the blocks here, and
+    // their statistics are summed with the other ranks' in the single process's order.
+    let n_chunks = calib.chunks.len();
+    let mine = frugal_dist::tree_items(comm, n_chunks);
+    let ctxs: Vec<_> = calib.chunks[mine.clone()]
         .iter()
         .map(|c| model.attn_ctx(c.len()))
         .collect::<std::result::Result<_, _>>()?;
-    let mut states: Vec<Tensor> = calib
-        .chunks
+    let mut states: Vec<Tensor> = calib.chunks[mine.clone()]
         .iter()
         .map(|c| model.embed(c))
         .collect::<std::result::Result<_, _>>()?;
@@ -555,26 +617,40 @@ pub(crate) fn sequential(
             let b = &model.blocks[i];
             [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()]
         };
+        let n_gram: usize = dims.iter().map(|n| n * n).sum();
+        let n_abs: usize = if with_abs { dims.iter().sum() } else { 0 };
+        let sums = frugal_dist::tree_sum(comm, n_chunks, n_gram + n_abs, &mut |c| {
+            let k = c - mine.start;
+            let (_, tr) = model.block_forward(i, &states[k], &ctxs[k], true)?;
+            let tr = tr.expect("traced");
+            let mut v = Vec::with_capacity(n_gram + n_abs);
+            for input in tr.iter() {
+                v.extend(gram_f32(input)?.into_iter().map(f64::from));
+            }
+            if with_abs {
+                for input in tr.iter() {
+                    v.extend(mean_abs_cols(input)?);
+                }
+            }
+            Ok::<_, Error>(v)
+        })?;
+        let (mut g_rest, mut a_rest) = sums.split_at(n_gram);
         let mut st = BlockStats {
-            grams: dims.iter().map(|&n| vec![0.0; n * n]).collect(),
-            abs: dims.iter().map(|&n| vec![0.0; n]).collect(),
+            grams: Vec::with_capacity(4),
+            abs: Vec::with_capacity(4),
             dims,
             n_tokens: n_tok,
         };
-        for (x, ctx) in states.iter().zip(&ctxs) {
-            let (_, tr) = model.block_forward(i, x, ctx, true)?;
-            for ((g, a), input) in st
-                .grams
-                .iter_mut()
-                .zip(&mut st.abs)
-                .zip(tr.expect("traced").iter())
-            {
-                add_gram(g, input)?;
-                if with_abs {
-                    a.iter_mut()
-                        .zip(mean_abs_cols(input)?)
-                        .for_each(|(s, v)| *s += v);
-                }
+        for &n in &dims {
+            let (g, t) = g_rest.split_at(n * n);
+            st.grams.push(g.to_vec());
+            g_rest = t;
+            if with_abs {
+                let (a, t) = a_rest.split_at(n);
+                st.abs.push(a.to_vec());
+                a_rest = t;
+            } else {
+                st.abs.push(vec![0.0; n]);
             }
         }
         for (g, names) in block_names(i).iter().enumerate() {
@@ -592,12 +668,9 @@ pub(crate) fn sequential(
         }
         progress(i + 1, n_layer + 1);
     }
-    let mut head = vec![0f64; model.config.n_embd];
-    for x in &states {
-        head.iter_mut()
-            .zip(sum_sq_cols(&model.final_norm(x)?)?)
-            .for_each(|(a, b)| *a += b);
-    }
+    let head = frugal_dist::tree_sum(comm, n_chunks, model.config.n_embd, &mut |c| {
+        sum_sq_cols(&model.final_norm(&states[c - mine.start])?)
+    })?;
     imatrix.insert(
         output_name(f).to_string(),
         head.into_iter()
@@ -702,43 +775,106 @@ pub fn blockwise_model(
                 );
             }
         }
-        // 3. Round each weight against its input's H.
-        for ((gram, &n), group) in grams.iter().zip(&dims).zip(&names) {
+        // 3. Round each weight against its input's H. The weights are independent jobs: with
+        // several ranks each is rounded by one of them (largest first to the least loaded),
+        // then every rank takes every result, as one process would have computed it.
+        let comm = frugal_dist::world();
+        let jobs: Vec<(usize, &String, GgmlType)> = names
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| group.iter().map(move |name| (g, name)))
+            .filter_map(|(g, name)| type_of.get(name.as_str()).map(|&ty| (g, name, ty)))
+            .collect();
+        let costs: Vec<f64> = jobs
+            .iter()
+            .map(|&(g, name, _)| {
+                let n = dims[g] as f64;
+                linear_named(model, name).n_out() as f64 * n * n + n * n * n
+            })
+            .collect();
+        let owner = frugal_dist::assign_by_cost(&costs, comm.size());
+        let mut inverses: HashMap<usize, Vec<f32>> = HashMap::new();
+        let mut mine = Vec::new();
+        for (j, &(g, name, ty)) in jobs.iter().enumerate() {
+            if owner[j] != comm.rank() {
+                continue;
+            }
+            let n = dims[g];
+            let gram = &grams[g];
             let dead: Vec<bool> = (0..n).map(|j| gram[j * n + j] <= 0.0).collect();
-            let u = match opts.gptq {
-                Some(g) if !g.act_order => inverse_cholesky_upper(gram, n, g.damp)?.0,
-                _ => Vec::new(),
-            };
             let qw: Vec<f32> = (0..n)
                 .map(|j| (gram[j * n + j] / n_tok as f64) as f32)
                 .collect();
-            for name in group {
-                let Some(&ty) = type_of.get(name.as_str()) else {
-                    continue; // kept as it is
-                };
-                let lin = linear_named(model, name);
-                let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
-                for (j, _) in dead.iter().enumerate().filter(|(_, &d)| d) {
-                    w.iter_mut().skip(j).step_by(n).for_each(|v| *v = 0.0);
-                }
-                let bytes = match opts.gptq {
-                    Some(g) if g.act_order => gptq_matrix_act_order(&w, n, gram, g.damp, &qw, ty)?,
-                    Some(_) => gptq_matrix(&w, n, &u, &qw, ty),
-                    None => super::quantize_matrix(&w, n, ty, Some(&qw)),
-                };
-                // Decoded once: for the error and for the next block's forward pass.
-                let back = super::decode(&bytes, ty, w.len())?;
-                let errors = super::error_sums(&w, &back, n, Some(&qw)).finish(true);
-                dense(lin, back)?;
-                tensors.insert(
-                    name.clone(),
-                    Produced {
-                        ty,
-                        bytes,
-                        errors: Some(errors),
-                    },
-                );
+            let mut w: Vec<f32> = linear_named(model, name)
+                .weight_f32()?
+                .flatten_all()?
+                .to_vec1()?;
+            for (j, _) in dead.iter().enumerate().filter(|(_, &d)| d) {
+                w.iter_mut().skip(j).step_by(n).for_each(|v| *v = 0.0);
             }
+            let bytes = match opts.gptq {
+                Some(o) if o.act_order => gptq_matrix_act_order(&w, n, gram, o.damp, &qw, ty)?,
+                Some(o) => {
+                    if !inverses.contains_key(&g) {
+                        inverses.insert(g, inverse_cholesky_upper(gram, n, o.damp)?.0);
+                    }
+                    gptq_matrix(&w, n, &inverses[&g], &qw, ty)
+                }
+                None => super::quantize_matrix(&w, n, ty, Some(&qw)),
+            };
+            // Decoded once: for the error and for the next block's forward pass.
+            let back = super::decode(&bytes, ty, w.len())?;
+            let errors = super::error_sums(&w, &back, n, Some(&qw)).finish(true);
+            mine.push((
+                j,
+                Produced {
+                    ty,
+                    bytes,
+                    errors: Some(errors),
+                },
+                back,
+            ));
+        }
+        let mut results: Vec<Option<(Produced, Option<Vec<f32>>)>> =
+            (0..jobs.len()).map(|_| None).collect();
+        if comm.size() == 1 {
+            for (j, p, back) in mine {
+                results[j] = Some((p, Some(back)));
+            }
+        } else {
+            let sent: Vec<Vec<u8>> = mine.iter().map(|(j, p, _)| p.to_wire(*j)).collect();
+            for rank_bytes in comm.allgather(&frugal_dist::frame(&sent))? {
+                for item in frugal_dist::unframe(&rank_bytes)? {
+                    let (j, p) = Produced::from_wire(&item, jobs.len())?;
+                    results[j] = Some((p, None));
+                }
+            }
+            // Our own decoded weights are reused; the others' are decoded below.
+            for (j, _, back) in mine {
+                if let Some((_, b)) = results[j].as_mut() {
+                    *b = Some(back);
+                }
+            }
+        }
+        for (j, r) in results.into_iter().enumerate() {
+            let (name, ty) = (jobs[j].1, jobs[j].2);
+            let (p, back) =
+                r.ok_or_else(|| frugal_dist::Error::Protocol(format!("no rank returned {name}")))?;
+            if p.ty != ty {
+                return Err(frugal_dist::Error::Protocol(format!(
+                    "{name} came back as {} instead of {}",
+                    p.ty.name(),
+                    ty.name()
+                ))
+                .into());
+            }
+            let lin = linear_named(model, name);
+            let back = match back {
+                Some(b) => b,
+                None => super::decode(&p.bytes, ty, lin.n_out() * lin.n_in())?,
+            };
+            dense(lin, back)?;
+            tensors.insert(name.clone(), p);
         }
         Ok(())
     };

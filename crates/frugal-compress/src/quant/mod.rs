@@ -541,6 +541,73 @@ fn write_quantized(
 ) -> Result<QuantizeReport> {
     let input = f.path();
     let n = f.header.tensors.len();
+    let comm = frugal_dist::world();
+    // With several ranks the tensors left to round are shared out by size and their bytes
+    // gathered on rank 0, which writes the file alone; the others wait until it is in place
+    // (the evaluation that follows reads it).
+    let mut gathered: HashMap<String, gptq::Produced> = HashMap::new();
+    if comm.size() > 1 {
+        let jobs: Vec<usize> = (0..n)
+            .filter(|&i| choices[i].is_some() && !done.contains_key(&f.header.tensors[i].name))
+            .collect();
+        let costs: Vec<f64> = jobs
+            .iter()
+            .map(|&i| f.header.tensors[i].n_elements() as f64)
+            .collect();
+        let owner = frugal_dist::assign_by_cost(&costs, comm.size());
+        let mut mine = Vec::new();
+        for (j, &i) in jobs.iter().enumerate() {
+            if owner[j] != comm.rank() {
+                continue;
+            }
+            let t = &f.header.tensors[i];
+            let ty = choices[i].expect("a job has a choice").ty;
+            let x = tensor_f32_borrowed(f, t)?;
+            let ncols = t.dims[0] as usize;
+            let qw = imatrix_row(opts, &t.name, ncols);
+            let (bytes, sums) = quantize_matrix_measured(&x, ncols, ty, qw);
+            let p = gptq::Produced {
+                ty,
+                bytes,
+                errors: Some(sums.finish(qw.is_some())),
+            };
+            mine.push(p.to_wire(j));
+            drop(x);
+            f.release(t);
+        }
+        frugal_dist::fault_point("quantize-gather")?;
+        match comm.gather(&frugal_dist::frame(&mine))? {
+            None => {
+                comm.barrier();
+                return Ok(QuantizeReport {
+                    input: input.display().to_string(),
+                    output: output.display().to_string(),
+                    target: opts.target.name,
+                    method: method.to_string(),
+                    fallback: opts.fallback,
+                    imatrix: opts.imatrix.as_ref().map(|m| m.source.clone()),
+                    calibration_tokens: opts.imatrix.as_ref().map(|m| m.n_tokens),
+                    input_bytes: f.file_len(),
+                    output_bytes: 0,
+                    n_parameters: 0,
+                    bits_per_weight: 0.0,
+                    seconds: t0.elapsed().as_secs_f64(),
+                    type_counts: Default::default(),
+                    tensors: Vec::new(),
+                    awq: Vec::new(),
+                });
+            }
+            Some(all) => {
+                for rank_bytes in all {
+                    for item in frugal_dist::unframe(&rank_bytes)? {
+                        let (j, p) = gptq::Produced::from_wire(&item, jobs.len())?;
+                        gathered.insert(f.header.tensors[jobs[j]].name.clone(), p);
+                    }
+                }
+            }
+        }
+    }
+    let produced = |name: &str| done.get(name).or_else(|| gathered.get(name));
     // The header needs every tensor's type first; then tensors stream through, one at a time,
     // in llama.cpp's order.
     let types: Vec<GgmlType> = f
@@ -548,7 +615,7 @@ fn write_quantized(
         .tensors
         .iter()
         .zip(choices)
-        .map(|(t, c)| match (done.get(&t.name), c) {
+        .map(|(t, c)| match (produced(&t.name), c) {
             (Some(p), _) => p.ty,
             (None, Some(c)) => c.ty,
             (None, None) => t.ggml_type,
@@ -574,7 +641,7 @@ fn write_quantized(
         let t = &f.header.tensors[i];
         let Some(choice) = choices[i] else {
             // Kept as it is, unless the block-wise pass changed it (AWQ's folded norm gains).
-            let changed = done.get(&t.name);
+            let changed = produced(&t.name);
             let bytes = changed.map_or(f.tensor_data(t), |p| &p.bytes);
             w.write_tensor(bytes).map_err(frugal_models::Error::from)?;
             reports.push(TensorReport {
@@ -596,14 +663,9 @@ fn write_quantized(
         };
         let x = tensor_f32_borrowed(f, t)?;
         let ncols = t.dims[0] as usize;
-        let qw = opts
-            .imatrix
-            .as_ref()
-            .and_then(|m| m.entries.get(&t.name))
-            .filter(|w| w.len() == ncols)
-            .map(|w| w.as_slice());
+        let qw = imatrix_row(opts, &t.name, ncols);
         let computed;
-        let (bytes, (rel_rmse, weighted)): (&[u8], _) = match done.get(&t.name) {
+        let (bytes, (rel_rmse, weighted)): (&[u8], _) = match produced(&t.name) {
             Some(p) => match p.errors {
                 Some(e) => (&p.bytes, e),
                 None => (&p.bytes, errors(&x, &p.bytes, types[i], ncols, qw)?),
@@ -630,6 +692,7 @@ fn write_quantized(
         progress(k + 1, n);
     }
     let written = w.finish().map_err(frugal_models::Error::from)?;
+    comm.barrier();
     let n_parameters: u64 = reports.iter().map(|r| r.n_elements).sum();
     let tensor_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     let mut type_counts = std::collections::BTreeMap::new();
@@ -653,6 +716,15 @@ fn write_quantized(
         tensors: reports,
         awq: Vec::new(),
     })
+}
+
+/// The importance-matrix row of tensor `name` (when it has `ncols` entries).
+fn imatrix_row<'a>(opts: &'a QuantizeOptions, name: &str, ncols: usize) -> Option<&'a [f32]> {
+    opts.imatrix
+        .as_ref()
+        .and_then(|m| m.entries.get(name))
+        .filter(|w| w.len() == ncols)
+        .map(|w| w.as_slice())
 }
 
 /// The plan after the size budget (`--target-bpw`) or the `best` fallback, if asked for.

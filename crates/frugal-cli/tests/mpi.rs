@@ -1,0 +1,344 @@
+//! `frugal` under `mpirun -np 2` against the same command as one process: quantization byte
+//! for byte, evaluation number for number, distillation's loss curve within float tolerance,
+//! and a failing or killed rank ending the job with no output left behind. Built with the
+//! `mpi` feature only (`cargo test -p frugal-cli --features mpi`); needs Open MPI's `mpirun`.
+#![cfg(feature = "mpi")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_frugal");
+
+fn alone(args: &[&str], cwd: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("frugal runs")
+}
+
+/// `mpirun -np 2 frugal ARGS`, one thread per rank, with `env` exported to the ranks.
+fn ranks2(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .args(["-x", "RAYON_NUM_THREADS=1"]);
+    for (k, v) in env {
+        c.args(["-x", &format!("{k}={v}")]);
+    }
+    for k in ["FRUGAL_CACHE", "HOME", "PATH"] {
+        if std::env::var_os(k).is_some() {
+            c.args(["-x", k]);
+        }
+    }
+    c.arg(BIN).args(args).current_dir(cwd);
+    c.output()
+        .expect("mpirun runs (install Open MPI: libopenmpi-dev openmpi-bin)")
+}
+
+fn ok_json(out: &Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn smollm2() -> Option<std::path::PathBuf> {
+    frugal_formats::assets::require_or_skip(frugal_formats::assets::smollm2_gguf(), "SmolLM2")
+}
+
+/// `calib.txt` (Brown ca01–ca02) and `eval.txt` (cj13–cj16) in a fresh folder.
+fn texts() -> Option<tempfile::TempDir> {
+    let brown = frugal_formats::assets::require_or_skip(
+        frugal_formats::assets::brown_dir(),
+        "Brown corpus",
+    )?;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, ids) in [("calib.txt", "ca01-ca02"), ("eval.txt", "cj13-cj16")] {
+        let ids = frugal_formats::brown::select_ids(&brown, ids).unwrap();
+        std::fs::write(
+            dir.path().join(file),
+            frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
+        )
+        .unwrap();
+    }
+    Some(dir)
+}
+
+/// Removes what depends on the clock, the process or the output's name from a JSON report.
+fn without_timing(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for k in [
+                "seconds",
+                "eval_seconds",
+                "tokens_per_second",
+                "samples_per_second",
+                "images_per_second",
+                "threads",
+                "energy",
+                "output",
+                "model",
+            ] {
+                o.remove(k);
+            }
+            o.values_mut().for_each(without_timing);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(without_timing),
+        _ => {}
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Calibration (importance matrix, then GPTQ block by block) split over two ranks writes the
+/// single process's file byte for byte, and the evaluation that follows (chunks split over the
+/// ranks) gives the same numbers; so does `frugal eval` on its own.
+#[test]
+fn two_ranks_quantize_and_evaluate_exactly_as_one() {
+    let Some(model) = smollm2() else { return };
+    let Some(dir) = texts() else { return };
+    let d = dir.path();
+    let m = model.to_str().unwrap();
+    for (method, ty) in [("rtn", "Q4_K_M"), ("gptq", "Q4_K_S")] {
+        let run = |out: &str, two: bool| {
+            let args = [
+                "quantize",
+                m,
+                out,
+                "--type",
+                ty,
+                "--calib",
+                "calib.txt",
+                "--calib-ctx",
+                "128",
+                "--calib-tokens",
+                "640",
+                "--method",
+                method,
+                "--eval-text",
+                "eval.txt",
+                "--eval-chunks",
+                "3",
+                "--json",
+            ];
+            // The evaluation after quantizing is checked once (GPTQ); `frugal eval` below.
+            let args: Vec<&str> = if method == "rtn" {
+                args.iter()
+                    .copied()
+                    .filter(|a| !["--eval-text", "eval.txt", "--eval-chunks", "3"].contains(a))
+                    .chain(["--no-eval"])
+                    .collect()
+            } else {
+                args.to_vec()
+            };
+            let o = if two {
+                ranks2(&args, d, &[])
+            } else {
+                alone(&args, d)
+            };
+            ok_json(&o, &format!("{method} {out}"))
+        };
+        let mut one = run("one.gguf", false);
+        let mut two = run("two.gguf", true);
+        let (a, b) = (
+            std::fs::read(d.join("one.gguf")).unwrap(),
+            std::fs::read(d.join("two.gguf")).unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{method}: file sizes");
+        assert!(
+            a == b,
+            "{method}: the two-rank file differs from the single process's"
+        );
+        without_timing(&mut one);
+        without_timing(&mut two);
+        assert_eq!(one["quality"], two["quality"], "{method}: evaluation");
+        assert_eq!(
+            one["quantize"]["tensors"], two["quantize"]["tensors"],
+            "{method}: per-tensor report"
+        );
+        assert!(one["quality"]["kld"]["mean"].as_f64().unwrap() > 0.0);
+        std::fs::remove_file(d.join("two.gguf")).unwrap();
+        if method == "rtn" {
+            std::fs::remove_file(d.join("one.gguf")).unwrap();
+        }
+    }
+    // `frugal eval` alone: five chunks (an odd number: the ranks score 2 and 3).
+    let args = [
+        "eval",
+        "one.gguf",
+        "--text",
+        "eval.txt",
+        "--reference",
+        m,
+        "--ctx",
+        "256",
+        "--chunks",
+        "5",
+        "--json",
+    ];
+    let mut one = ok_json(&alone(&args, d), "eval alone");
+    let mut two = ok_json(&ranks2(&args, d, &[]), "eval on two ranks");
+    without_timing(&mut one);
+    without_timing(&mut two);
+    assert_eq!(one, two);
+    assert_eq!(one["n_chunks"], 5, "{one}");
+}
+
+/// Data-parallel training: two ranks each take half of every batch and sum their gradients;
+/// the loss curve is the single process's within float tolerance, with and without a teacher.
+#[test]
+fn two_ranks_distill_with_the_single_process_loss_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let common = [
+        "--data", "digits", "--epochs", "3", "--batch", "64", "--json",
+    ];
+    let teacher = {
+        let a = [
+            "distill",
+            "--arch",
+            "teacher",
+            "--out",
+            "teacher.safetensors",
+            "--data",
+            "digits",
+            "--epochs",
+            "2",
+            "--json",
+        ];
+        ok_json(&alone(&a, d), "teacher")
+    };
+    assert!(teacher["eval"]["accuracy_pct"].as_f64().unwrap() > 50.0);
+    for with_teacher in [false, true] {
+        let run = |out: &str, two: bool| {
+            let mut a = vec!["distill", "--out", out];
+            a.extend_from_slice(&common);
+            if with_teacher {
+                a.extend_from_slice(&["--teacher", "teacher.safetensors", "--alpha", "0.7"]);
+            }
+            let o = if two {
+                ranks2(&a, d, &[])
+            } else {
+                alone(&a, d)
+            };
+            ok_json(&o, out)
+        };
+        let one = run("one.safetensors", false);
+        let two = run("two.safetensors", true);
+        let losses = |j: &serde_json::Value| -> Vec<f64> {
+            j["epochs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["loss"].as_f64().unwrap())
+                .collect()
+        };
+        let (a, b) = (losses(&one), losses(&two));
+        assert_eq!(a.len(), 3);
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1e-3),
+                "teacher {with_teacher}: loss curves {a:?} vs {b:?}"
+            );
+        }
+        assert!(a[2] < a[0], "the loss falls: {a:?}");
+        let acc = |j: &serde_json::Value| j["eval"]["accuracy_pct"].as_f64().unwrap();
+        assert!(
+            (acc(&one) - acc(&two)).abs() <= 1.0,
+            "accuracies {} vs {}",
+            acc(&one),
+            acc(&two)
+        );
+        assert!(d.join("two.safetensors").exists());
+        assert!(!d.join("two.safetensors.checkpoint").exists());
+    }
+}
+
+/// A rank that fails (an error, or killed by SIGKILL before the results are gathered) ends the
+/// whole job: non-zero exit, the failing rank named, no output file and nothing temporary
+/// left; the same command then runs to completion. Commands that do not run distributed are
+/// refused.
+#[test]
+fn a_failed_or_killed_rank_stops_the_job_and_leaves_nothing() {
+    let Some(model) = smollm2() else { return };
+    let Some(dir) = texts() else { return };
+    let d = dir.path();
+    let m = model.to_str().unwrap();
+    let args = [
+        "quantize",
+        m,
+        "out.gguf",
+        "--type",
+        "Q8_0",
+        "--calib",
+        "calib.txt",
+        "--calib-ctx",
+        "128",
+        "--calib-tokens",
+        "256",
+        "--no-eval",
+    ];
+    let before = files_in(d);
+    let failed = ranks2(
+        &args,
+        d,
+        &[("FRUGAL_FAULT_INJECT", "1:quantize-gather:error")],
+    );
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        err.contains("rank 1 of 2 failed") && err.contains("fault injected at quantize-gather"),
+        "{err}"
+    );
+    assert_eq!(files_in(d), before, "nothing left behind after an error");
+
+    let killed = ranks2(
+        &args,
+        d,
+        &[("FRUGAL_FAULT_INJECT", "1:quantize-gather:kill")],
+    );
+    let err = String::from_utf8_lossy(&killed.stderr);
+    assert!(!killed.status.success());
+    assert!(
+        err.contains("rank 1") && (err.contains("signal 9") || err.contains("Killed")),
+        "mpirun names the killed rank and the signal: {err}"
+    );
+    assert_eq!(files_in(d), before, "nothing left behind after a kill");
+
+    let again = ranks2(&args, d, &[]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(d.join("out.gguf").exists());
+
+    let refused = ranks2(
+        &[
+            "prune",
+            m,
+            "p.gguf",
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+        ],
+        d,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("does not run distributed"), "{err}");
+    assert!(!d.join("p.gguf").exists());
+}
