@@ -167,7 +167,9 @@ fn two_ranks_quantize_and_evaluate_exactly_as_one() {
             one["quantize"]["tensors"], two["quantize"]["tensors"],
             "{method}: per-tensor report"
         );
-        assert!(one["quality"]["kld"]["mean"].as_f64().unwrap() > 0.0);
+        if method == "gptq" {
+            assert!(one["quality"]["kld"]["mean"].as_f64().unwrap() > 0.0);
+        }
         std::fs::remove_file(d.join("two.gguf")).unwrap();
         if method == "rtn" {
             std::fs::remove_file(d.join("one.gguf")).unwrap();
