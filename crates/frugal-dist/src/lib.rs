@@ -43,6 +43,9 @@ pub trait Comm: Send + Sync {
     fn allgather(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
     /// Every rank's `mine`, in rank order, on rank 0 (`None` elsewhere).
     fn gather(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>>;
+    /// Sends `mine` to `partner` and returns what `partner` sent (both call it with each
+    /// other's rank).
+    fn exchange(&self, partner: usize, mine: &[u8]) -> Result<Vec<u8>>;
     /// Waits until every rank has called it.
     fn barrier(&self);
     /// Ends every rank of the job with `code`.
@@ -64,6 +67,15 @@ impl Comm for Single {
     }
     fn gather(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
         Ok(Some(vec![mine.to_vec()]))
+    }
+    fn exchange(&self, partner: usize, mine: &[u8]) -> Result<Vec<u8>> {
+        if partner == 0 {
+            Ok(mine.to_vec())
+        } else {
+            Err(Error::Protocol(format!(
+                "no rank {partner} in a one-process job"
+            )))
+        }
     }
     fn barrier(&self) {}
     fn abort(&self, code: i32) -> ! {
@@ -301,6 +313,40 @@ pub fn tree_sum<E: From<Error>>(
         return subtree(0..n, &mut f);
     }
     let (nodes, owners) = tree_cut(n, size);
+    if size.is_power_of_two() && nodes.len() == 2 * size {
+        // Every rank owns the two halves of one node at depth log₂N: recursive doubling up
+        // the same tree, log₂N exchanges of one sum instead of every sum to every rank; at
+        // each level the lower ranks' sum is the left operand, as in the tree.
+        let r = comm.rank();
+        let mut mine = subtree(nodes[2 * r].clone(), &mut f)?;
+        add_into(&mut mine, &subtree(nodes[2 * r + 1].clone(), &mut f)?);
+        let mut bit = 1;
+        while bit < size {
+            let partner = r ^ bit;
+            let bytes: Vec<u8> = mine.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let theirs = comm.exchange(partner, &bytes)?;
+            if theirs.len() != len * 8 {
+                return Err(Error::Protocol(format!(
+                    "rank {partner} sent {} bytes of a partial sum, expected {}",
+                    theirs.len(),
+                    len * 8
+                ))
+                .into());
+            }
+            let mut theirs: Vec<f64> = theirs
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            if r & bit == 0 {
+                add_into(&mut mine, &theirs);
+            } else {
+                add_into(&mut theirs, &mine);
+                mine = theirs;
+            }
+            bit <<= 1;
+        }
+        return Ok(mine);
+    }
     let k = nodes.len();
     let owner = |j: usize| owners[j];
     let mut mine = Vec::with_capacity(8 * len * k.div_ceil(size));
@@ -450,6 +496,11 @@ mod tests {
         fn gather(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
             let all = self.allgather(mine)?;
             Ok((self.rank == 0).then_some(all))
+        }
+        fn exchange(&self, partner: usize, mine: &[u8]) -> Result<Vec<u8>> {
+            // Every rank exchanges in the same step (recursive doubling), so the slots serve.
+            let all = self.allgather(mine)?;
+            Ok(all[partner].clone())
         }
         fn barrier(&self) {
             self.barrier.wait();

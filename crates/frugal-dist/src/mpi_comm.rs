@@ -104,6 +104,35 @@ impl Comm for MpiComm {
         let all = self.gather_all(mine, true);
         Ok((self.rank == 0).then_some(all))
     }
+    fn exchange(&self, partner: usize, mine: &[u8]) -> Result<Vec<u8>> {
+        if partner >= self.size {
+            return Err(Error::Protocol(format!(
+                "no rank {partner} of {}",
+                self.size
+            )));
+        }
+        let p = self.world.process_at_rank(partner as mpi::Rank);
+        let mut theirs_len = 0u64;
+        mpi::point_to_point::send_receive_into(&(mine.len() as u64), &p, &mut theirs_len, &p);
+        let theirs_len = usize::try_from(theirs_len)
+            .map_err(|_| Error::Protocol(format!("rank {partner} announced {theirs_len} bytes")))?;
+        let mut out = vec![0u8; theirs_len];
+        // In rounds of at most ROUND bytes each way: MPI counts are 32-bit.
+        let (mut sent, mut got) = (0usize, 0usize);
+        while sent < mine.len() || got < theirs_len {
+            let s = (mine.len() - sent).min(ROUND);
+            let g = (theirs_len - got).min(ROUND);
+            mpi::point_to_point::send_receive_into(
+                &mine[sent..sent + s],
+                &p,
+                &mut out[got..got + g],
+                &p,
+            );
+            sent += s;
+            got += g;
+        }
+        Ok(out)
+    }
     fn barrier(&self) {
         self.world.barrier();
     }

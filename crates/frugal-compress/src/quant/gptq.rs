@@ -342,13 +342,34 @@ pub fn gptq_act_order_with(
     qw: &[f32],
     c: &Codec,
 ) -> Result<Vec<u8>> {
-    let acc = c.levels.expect("a quantized format");
+    let (perm, u) = act_order_plan(h, cols, damp)?;
+    Ok(act_order_rows(w, cols, &perm, &u, qw, c))
+}
+
+/// What activation-order GPTQ derives from H alone, shared by every weight (and every row
+/// range) that reads the same input: the column order (decreasing H_jj, ties by index) and
+/// the upper Cholesky factor of the permuted H⁻¹.
+pub fn act_order_plan(h: &[f64], cols: usize, damp: f64) -> Result<(Vec<usize>, Vec<f32>)> {
     let mut perm: Vec<usize> = (0..cols).collect();
     perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]).then(a.cmp(&b)));
     let hp: Vec<f64> = (0..cols * cols)
         .map(|k| h[perm[k / cols] * cols + perm[k % cols]])
         .collect();
     let (u, _) = inverse_cholesky_upper(&hp, cols, damp)?;
+    Ok((perm, u))
+}
+
+/// Activation-order GPTQ of the rows `w` with a plan from [`act_order_plan`]. Rows are
+/// independent: any row range gives the bytes the whole matrix has for it.
+pub fn act_order_rows(
+    w: &[f32],
+    cols: usize,
+    perm: &[usize],
+    u: &[f32],
+    qw: &[f32],
+    c: &Codec,
+) -> Vec<u8> {
+    let acc = c.levels.expect("a quantized format");
     let nb = cols / c.block;
     let row_bytes = nb * c.block_bytes;
     let mut out = vec![0u8; w.len() / cols * row_bytes];
@@ -394,7 +415,7 @@ pub fn gptq_act_order_with(
                 );
             }
         });
-    Ok(out)
+    out
 }
 
 /// XᵀX of `x` `[T, n]`, the product taken in f32 (per chunk; chunks are summed in f64).
@@ -775,9 +796,10 @@ pub fn blockwise_model(
                 );
             }
         }
-        // 3. Round each weight against its input's H. The weights are independent jobs: with
-        // several ranks each is rounded by one of them (largest first to the least loaded),
-        // then every rank takes every result, as one process would have computed it.
+        // 3. Round each weight against its input's H. Rows are independent, so the work is
+        // shared out as row ranges: a weight costing more than a rank's fair share is cut into
+        // as many ranges as needed, the ranges go largest first to the least loaded rank, and
+        // every rank takes every range back, as one process would have computed it.
         let comm = frugal_dist::world();
         let jobs: Vec<(usize, &String, GgmlType)> = names
             .iter()
@@ -785,96 +807,153 @@ pub fn blockwise_model(
             .flat_map(|(g, group)| group.iter().map(move |name| (g, name)))
             .filter_map(|(g, name)| type_of.get(name.as_str()).map(|&ty| (g, name, ty)))
             .collect();
-        let costs: Vec<f64> = jobs
+        let per_row = |g: usize| (dims[g] * dims[g]) as f64;
+        let rows_of = |model: &mut Llama, name: &str| linear_named(model, name).n_out();
+        let total: f64 = jobs
             .iter()
-            .map(|&(g, name, _)| {
-                let n = dims[g] as f64;
-                linear_named(model, name).n_out() as f64 * n * n + n * n * n
-            })
+            .map(|&(g, name, _)| rows_of(model, name) as f64 * per_row(g))
+            .sum();
+        let fair = total / comm.size() as f64;
+        let mut pieces: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        for (j, &(g, name, _)) in jobs.iter().enumerate() {
+            let rows = rows_of(model, name);
+            let cost = rows as f64 * per_row(g);
+            let p = if comm.size() == 1 {
+                1
+            } else {
+                ((cost / fair).ceil() as usize).clamp(1, comm.size().min(rows.max(1)))
+            };
+            pieces.extend((0..p).map(|k| (j, frugal_dist::shard(rows, k, p))));
+        }
+        let costs: Vec<f64> = pieces
+            .iter()
+            .map(|(j, r)| r.len() as f64 * per_row(jobs[*j].0))
             .collect();
         let owner = frugal_dist::assign_by_cost(&costs, comm.size());
-        let mut inverses: HashMap<usize, Vec<f32>> = HashMap::new();
-        let mut mine = Vec::new();
-        for (j, &(g, name, ty)) in jobs.iter().enumerate() {
-            if owner[j] != comm.rank() {
-                continue;
-            }
+        // Per input group: the columns no calibration token reached, the importance row, and
+        // (GPTQ) the plan derived from H, computed once where needed.
+        let dead: Vec<Vec<bool>> = (0..4)
+            .map(|g| {
+                (0..dims[g])
+                    .map(|j| grams[g][j * dims[g] + j] <= 0.0)
+                    .collect()
+            })
+            .collect();
+        let qws: Vec<Vec<f32>> = (0..4)
+            .map(|g| {
+                let n = dims[g];
+                (0..n)
+                    .map(|j| (grams[g][j * n + j] / n_tok as f64) as f32)
+                    .collect()
+            })
+            .collect();
+        let weight = |model: &mut Llama, g: usize, name: &str| -> Result<Vec<f32>> {
             let n = dims[g];
-            let gram = &grams[g];
-            let dead: Vec<bool> = (0..n).map(|j| gram[j * n + j] <= 0.0).collect();
-            let qw: Vec<f32> = (0..n)
-                .map(|j| (gram[j * n + j] / n_tok as f64) as f32)
-                .collect();
             let mut w: Vec<f32> = linear_named(model, name)
                 .weight_f32()?
                 .flatten_all()?
                 .to_vec1()?;
-            for (j, _) in dead.iter().enumerate().filter(|(_, &d)| d) {
+            for (j, _) in dead[g].iter().enumerate().filter(|(_, &d)| d) {
                 w.iter_mut().skip(j).step_by(n).for_each(|v| *v = 0.0);
             }
+            Ok(w)
+        };
+        let mut plans: HashMap<usize, (Vec<usize>, Vec<f32>)> = HashMap::new();
+        let mut mine: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (k, (j, rows)) in pieces.iter().enumerate() {
+            if owner[k] != comm.rank() {
+                continue;
+            }
+            let (g, name, ty) = jobs[*j];
+            let n = dims[g];
+            let w = weight(model, g, name)?;
+            let w = &w[rows.start * n..rows.end * n];
+            let qw = &qws[g];
             let bytes = match opts.gptq {
-                Some(o) if o.act_order => gptq_matrix_act_order(&w, n, gram, o.damp, &qw, ty)?,
                 Some(o) => {
-                    if !inverses.contains_key(&g) {
-                        inverses.insert(g, inverse_cholesky_upper(gram, n, o.damp)?.0);
+                    if !plans.contains_key(&g) {
+                        let plan = if o.act_order {
+                            act_order_plan(&grams[g], n, o.damp)?
+                        } else {
+                            (Vec::new(), inverse_cholesky_upper(&grams[g], n, o.damp)?.0)
+                        };
+                        plans.insert(g, plan);
                     }
-                    gptq_matrix(&w, n, &inverses[&g], &qw, ty)
+                    let (perm, u) = &plans[&g];
+                    if o.act_order {
+                        let c = codec(ty).expect("a type Frugal writes");
+                        act_order_rows(w, n, perm, u, qw, c)
+                    } else {
+                        gptq_matrix(w, n, u, qw, ty)
+                    }
                 }
-                None => super::quantize_matrix(&w, n, ty, Some(&qw)),
+                None => super::quantize_matrix(w, n, ty, Some(qw)),
             };
+            mine.push((k, bytes));
+        }
+        let mut got: Vec<Option<Vec<u8>>> = (0..pieces.len()).map(|_| None).collect();
+        if comm.size() == 1 {
+            for (k, b) in mine {
+                got[k] = Some(b);
+            }
+        } else {
+            let sent: Vec<Vec<u8>> = mine
+                .into_iter()
+                .map(|(k, mut b)| {
+                    let mut v = (k as u64).to_le_bytes().to_vec();
+                    v.append(&mut b);
+                    v
+                })
+                .collect();
+            for rank_bytes in comm.allgather(&frugal_dist::frame(&sent))? {
+                for item in frugal_dist::unframe(&rank_bytes)? {
+                    let k = item
+                        .get(..8)
+                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .and_then(|k| usize::try_from(k).ok())
+                        .filter(|&k| k < pieces.len())
+                        .ok_or_else(|| {
+                            frugal_dist::Error::Protocol("row range out of range".into())
+                        })?;
+                    got[k] = Some(item[8..].to_vec());
+                }
+            }
+        }
+        let mut got = got.into_iter();
+        for (j, &(g, name, ty)) in jobs.iter().enumerate() {
+            let n = dims[g];
+            let row_bytes = ty
+                .bytes_for(n as u64)
+                .ok_or_else(|| Error::BadOptions(format!("{name}: {ty} cannot tile {n} columns")))?
+                as usize;
+            let mut bytes = Vec::new();
+            for (_, rows) in pieces.iter().filter(|(pj, _)| *pj == j) {
+                let b = got.next().flatten().ok_or_else(|| {
+                    frugal_dist::Error::Protocol(format!("no rank returned rows of {name}"))
+                })?;
+                if b.len() != rows.len() * row_bytes {
+                    return Err(frugal_dist::Error::Protocol(format!(
+                        "{name}: {} bytes for {} rows of {row_bytes}",
+                        b.len(),
+                        rows.len()
+                    ))
+                    .into());
+                }
+                bytes.extend_from_slice(&b);
+            }
             // Decoded once: for the error and for the next block's forward pass.
+            let w = weight(model, g, name)?;
             let back = super::decode(&bytes, ty, w.len())?;
-            let errors = super::error_sums(&w, &back, n, Some(&qw)).finish(true);
-            mine.push((
-                j,
+            let errors = super::error_sums(&w, &back, n, Some(&qws[g])).finish(true);
+            dense(linear_named(model, name), back)?;
+            tensors.insert(
+                name.clone(),
                 Produced {
                     ty,
                     bytes,
                     errors: Some(errors),
                 },
-                back,
-            ));
-        }
-        let mut results: Vec<Option<(Produced, Option<Vec<f32>>)>> =
-            (0..jobs.len()).map(|_| None).collect();
-        if comm.size() == 1 {
-            for (j, p, back) in mine {
-                results[j] = Some((p, Some(back)));
-            }
-        } else {
-            let sent: Vec<Vec<u8>> = mine.iter().map(|(j, p, _)| p.to_wire(*j)).collect();
-            for rank_bytes in comm.allgather(&frugal_dist::frame(&sent))? {
-                for item in frugal_dist::unframe(&rank_bytes)? {
-                    let (j, p) = Produced::from_wire(&item, jobs.len())?;
-                    results[j] = Some((p, None));
-                }
-            }
-            // Our own decoded weights are reused; the others' are decoded below.
-            for (j, _, back) in mine {
-                if let Some((_, b)) = results[j].as_mut() {
-                    *b = Some(back);
-                }
-            }
-        }
-        for (j, r) in results.into_iter().enumerate() {
-            let (name, ty) = (jobs[j].1, jobs[j].2);
-            let (p, back) =
-                r.ok_or_else(|| frugal_dist::Error::Protocol(format!("no rank returned {name}")))?;
-            if p.ty != ty {
-                return Err(frugal_dist::Error::Protocol(format!(
-                    "{name} came back as {} instead of {}",
-                    p.ty.name(),
-                    ty.name()
-                ))
-                .into());
-            }
-            let lin = linear_named(model, name);
-            let back = match back {
-                Some(b) => b,
-                None => super::decode(&p.bytes, ty, lin.n_out() * lin.n_in())?,
-            };
-            dense(lin, back)?;
-            tensors.insert(name.clone(), p);
+            );
         }
         Ok(())
     };
@@ -1006,6 +1085,42 @@ mod tests {
                 eg < 0.8 * er,
                 "{ty}: GPTQ output error {eg} vs rounding {er}"
             );
+        }
+    }
+
+    /// What distributed GPTQ relies on: any row range, rounded alone with the shared plan,
+    /// gives exactly the bytes the whole matrix has for those rows (both GPTQ variants).
+    #[test]
+    fn row_ranges_round_to_the_whole_matrix_bytes() {
+        let (cols, rows, n) = (64, 13, 300);
+        let x = inputs(n, cols, 5);
+        let h = gram(&x, cols);
+        let mut r = SplitMix64(21);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|_| (r.next_f64() as f32 - 0.5) * 0.2)
+            .collect();
+        let qw: Vec<f32> = (0..cols)
+            .map(|j| (h[j * cols + j] / n as f64) as f32)
+            .collect();
+        let ty = GgmlType::Q4_1;
+        let c = codec(ty).unwrap();
+        let row_bytes = ty.bytes_for(cols as u64).unwrap() as usize;
+        let whole = gptq_matrix_act_order(&w, cols, &h, 0.01, &qw, ty).unwrap();
+        let (perm, u) = act_order_plan(&h, cols, 0.01).unwrap();
+        let u_plain = inverse_cholesky_upper(&h, cols, 0.01).unwrap().0;
+        let whole_plain = gptq_matrix(&w, cols, &u_plain, &qw, ty);
+        for p in [2usize, 3, 5] {
+            let mut cat = Vec::new();
+            let mut cat_plain = Vec::new();
+            for k in 0..p {
+                let rr = frugal_dist::shard(rows, k, p);
+                let part = &w[rr.start * cols..rr.end * cols];
+                cat.extend(act_order_rows(part, cols, &perm, &u, &qw, c));
+                cat_plain.extend(gptq_matrix(part, cols, &u_plain, &qw, ty));
+            }
+            assert_eq!(cat.len(), rows * row_bytes);
+            assert!(cat == whole, "act order, {p} ranges");
+            assert!(cat_plain == whole_plain, "plain GPTQ, {p} ranges");
         }
     }
 
