@@ -109,6 +109,10 @@ enum Command {
         /// Language models: teacher tokens cached per position.
         #[arg(long, default_value_t = 64)]
         top_k: usize,
+        /// Language models: sequences per optimizer step, their gradients averaged (under
+        /// mpirun the ranks share each step's sequences: data-parallel).
+        #[arg(long, default_value_t = 1)]
+        seq_batch: usize,
         /// Language models: text to evaluate the output against the teacher on (default: Brown
         /// cj01–cj12).
         #[arg(long)]
@@ -684,8 +688,9 @@ fn progress_bar(unit: &str) -> indicatif::ProgressBar {
 }
 
 /// Under MPI (more than one rank): what runs distributed. Language-model quantization and
-/// evaluation, and classifier training, share their work across ranks (`frugal_dist`); the
-/// rest would only repeat the whole job on every rank, so it is refused.
+/// evaluation, and distillation (classifiers and language models), share their work across
+/// ranks (`frugal_dist`); the rest would only repeat the whole job on every rank, so it is
+/// refused.
 fn check_distributed(cmd: &Command) -> Result<()> {
     let w = frugal_dist::world();
     if w.size() == 1 {
@@ -696,14 +701,13 @@ fn check_distributed(cmd: &Command) -> Result<()> {
         Command::Eval {
             data: None, model, ..
         } if !model.is_dir() => return Ok(()),
-        Command::Distill { student: None, .. } => return Ok(()),
+        Command::Distill { .. } => return Ok(()),
         Command::Eval { .. } => "frugal eval of encoders and classifiers",
-        Command::Distill { .. } => "frugal distill --student (language models)",
         _ => "this command",
     };
     Err(BadUsage(format!(
         "{what} does not run distributed; run it as one process (without mpirun). Distributed: \
-         quantize, eval of GGUF language models, distill of classifiers"
+         quantize, eval of GGUF language models, distill"
     ))
     .into())
 }
@@ -841,6 +845,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             ctx,
             max_tokens,
             top_k,
+            seq_batch,
             eval_text,
             eval_chunks,
             no_eval,
@@ -877,6 +882,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         weight_decay: weight_decay.unwrap_or(d.weight_decay),
                         alpha: alpha.unwrap_or(d.alpha),
                         seed,
+                        batch: seq_batch,
                         ..d
                     },
                     resume,

@@ -267,6 +267,72 @@ fn two_ranks_distill_with_the_single_process_loss_curve() {
     }
 }
 
+/// Language-model distillation, data-parallel: the teacher's top-k computed on each rank's
+/// share of the sequences and gathered, each step's two sequences split over the ranks, the
+/// gradients summed; the loss of every step is the single process's within float tolerance.
+#[test]
+fn two_ranks_distill_a_language_model_with_the_single_process_losses() {
+    let Some(model) = smollm2() else { return };
+    let Some(dir) = texts() else { return };
+    let d = dir.path();
+    let m = model.to_str().unwrap();
+    let run = |out: &str, two: bool| {
+        let args = [
+            "distill",
+            "--student",
+            m,
+            "--teacher",
+            m,
+            "--text",
+            "calib.txt",
+            "--out",
+            out,
+            "--ctx",
+            "128",
+            "--max-tokens",
+            "512",
+            "--seq-batch",
+            "2",
+            "--lr",
+            "1e-4",
+            "--no-eval",
+            "--json",
+        ];
+        let o = if two {
+            ranks2(&args, d, &[])
+        } else {
+            alone(&args, d)
+        };
+        ok_json(&o, out)
+    };
+    let one = run("one.gguf", false);
+    let two = run("two.gguf", true);
+    let steps = |j: &serde_json::Value| -> Vec<(f64, f64)> {
+        j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["loss"].as_f64().unwrap(), s["kl_top_k"].as_f64().unwrap()))
+            .collect()
+    };
+    let (a, b) = (steps(&one), steps(&two));
+    assert_eq!(a.len(), 2, "4 sequences, 2 per step: {a:?}");
+    assert_eq!(b.len(), 2);
+    for ((la, ka), (lb, kb)) in a.iter().zip(&b) {
+        assert!((la - lb).abs() <= 1e-4 * la.abs(), "losses {a:?} vs {b:?}");
+        assert!(
+            (ka - kb).abs() <= 1e-4 * ka.abs().max(1e-3),
+            "KL {a:?} vs {b:?}"
+        );
+    }
+    assert_eq!(one["teacher_cache_bytes"], two["teacher_cache_bytes"]);
+    for f in ["one.gguf", "two.gguf"] {
+        assert!(d.join(f).exists(), "{f} written");
+        std::fs::remove_file(d.join(f)).unwrap();
+    }
+    assert!(!d.join("two.gguf.checkpoint").exists());
+}
+
 /// A rank that fails (an error, or killed by SIGKILL before the results are gathered) ends the
 /// whole job: non-zero exit, the failing rank named, no output file and nothing temporary
 /// left; the same command then runs to completion. Commands that do not run distributed are

@@ -441,18 +441,25 @@ pub(crate) fn end_epoch<O: serde::Serialize + Clone, R: serde::Serialize + Clone
     save_checkpoint(c.path, params, adam, &meta)
 }
 
-/// Sums every rank's gradients (and loss) in rank order, the same on every rank; returns the
-/// summed loss.
-fn sum_over_ranks(comm: &dyn frugal_dist::Comm, grads: &mut [Vec<f32>], loss: f64) -> Result<f64> {
+/// Sums every rank's gradients (and scalars: losses) in rank order, in place, the same on
+/// every rank.
+pub(crate) fn sum_over_ranks(
+    comm: &dyn frugal_dist::Comm,
+    grads: &mut [Vec<f32>],
+    scalars: &mut [f64],
+) -> Result<()> {
     let n: usize = grads.iter().map(Vec::len).sum();
-    let mut mine = Vec::with_capacity(8 + 4 * n);
-    mine.extend_from_slice(&loss.to_le_bytes());
+    let ns = scalars.len();
+    let mut mine = Vec::with_capacity(8 * ns + 4 * n);
+    scalars
+        .iter()
+        .for_each(|x| mine.extend_from_slice(&x.to_le_bytes()));
     for g in grads.iter() {
         g.iter()
             .for_each(|v| mine.extend_from_slice(&v.to_le_bytes()));
     }
     let all = comm.allgather(&mine)?;
-    let mut total = 0f64;
+    scalars.iter_mut().for_each(|x| *x = 0.0);
     grads.iter_mut().for_each(|g| g.fill(0.0));
     for (rank, b) in all.iter().enumerate() {
         if b.len() != mine.len() {
@@ -463,15 +470,17 @@ fn sum_over_ranks(comm: &dyn frugal_dist::Comm, grads: &mut [Vec<f32>], loss: f6
             ))
             .into());
         }
-        total += f64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-        let mut vals = b[8..]
+        for (k, x) in scalars.iter_mut().enumerate() {
+            *x += f64::from_le_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+        }
+        let mut vals = b[8 * ns..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
         for g in grads.iter_mut() {
             g.iter_mut().zip(vals.by_ref()).for_each(|(a, v)| *a += v);
         }
     }
-    Ok(total)
+    Ok(())
 }
 
 /// A seeded Fisher–Yates shuffle.
@@ -610,7 +619,9 @@ pub fn train_classifier(
                 backward(cfg, &params, &mut ws, &dlogits, &mut grads);
             }
             if comm.size() > 1 {
-                l = sum_over_ranks(comm, &mut grads, l)?;
+                let mut s = [l];
+                sum_over_ranks(comm, &mut grads, &mut s)?;
+                l = s[0];
             }
             adam.step(&mut params, &grads, lr);
             for (p, m) in params.iter_mut().zip(&masks) {

@@ -39,6 +39,14 @@ pub struct LmDistillOptions {
     pub alpha: f64,
     /// Seed of the order of the sequences.
     pub seed: u64,
+    /// Sequences per optimizer step (their gradients averaged). Under MPI the ranks share each
+    /// step's sequences.
+    #[serde(default = "one")]
+    pub batch: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for LmDistillOptions {
@@ -51,6 +59,7 @@ impl Default for LmDistillOptions {
             warmup: 0.1,
             alpha: 0.9,
             seed: 0,
+            batch: 1,
         }
     }
 }
@@ -58,8 +67,8 @@ impl Default for LmDistillOptions {
 impl LmDistillOptions {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::BadOptions(m));
-        if self.epochs == 0 || self.top_k == 0 {
-            return bad("epochs and top-k must be positive".into());
+        if self.epochs == 0 || self.top_k == 0 || self.batch == 0 {
+            return bad("epochs, top-k and sequences per step must be positive".into());
         }
         crate::distill::check_schedule(self.lr, self.alpha, self.warmup)
     }
@@ -94,6 +103,78 @@ pub fn teacher_top_k(
     if k == 0 || k > v {
         return Err(Error::BadOptions(format!("top-k {k} must lie in 1..={v}")));
     }
+    // Under MPI each rank runs the teacher on its share of the sequences and every rank
+    // receives the whole cache (k ids and log-probabilities per position: small).
+    let comm = frugal_dist::world();
+    if comm.size() > 1 {
+        let n = seqs.len();
+        let mut done = 0;
+        let items = frugal_dist::gather_items(comm, n, &mut |r| {
+            let len = r.len();
+            r.map(|s| {
+                let one = teacher_top_k_local(teacher, std::slice::from_ref(&seqs[s]), k)?;
+                done += 1;
+                progress(done, len);
+                let mut b = Vec::with_capacity(one.0[0].len() * 8);
+                one.0[0]
+                    .iter()
+                    .for_each(|i| b.extend_from_slice(&i.to_le_bytes()));
+                one.1[0]
+                    .iter()
+                    .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+                Ok(b)
+            })
+            .collect::<Result<Vec<_>>>()
+        })?;
+        let (mut ids, mut logp) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (seq, b) in seqs.iter().zip(items) {
+            let m = seq.len() * k;
+            if b.len() != m * 8 {
+                return Err(frugal_dist::Error::Protocol(format!(
+                    "teacher cache of a {}-token sequence: {} bytes, expected {}",
+                    seq.len(),
+                    b.len(),
+                    m * 8
+                ))
+                .into());
+            }
+            let word = |c: &[u8]| <[u8; 4]>::try_from(c).expect("4 bytes");
+            ids.push(
+                b[..m * 4]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(word(c)))
+                    .collect(),
+            );
+            logp.push(
+                b[m * 4..]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(word(c)))
+                    .collect(),
+            );
+        }
+        return Ok(TeacherTopK { k, seqs, ids, logp });
+    }
+    let (ids, logp) = teacher_top_k_local_with(teacher, &seqs, k, progress)?;
+    Ok(TeacherTopK { k, seqs, ids, logp })
+}
+
+/// The top-k of `seqs` in this process (ids, log-probabilities per sequence).
+fn teacher_top_k_local(
+    teacher: &Llama,
+    seqs: &[Vec<u32>],
+    k: usize,
+) -> Result<(Vec<Vec<u32>>, Vec<Vec<f32>>)> {
+    teacher_top_k_local_with(teacher, seqs, k, &|_, _| {})
+}
+
+#[allow(clippy::type_complexity)]
+fn teacher_top_k_local_with(
+    teacher: &Llama,
+    seqs: &[Vec<u32>],
+    k: usize,
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Vec<Vec<u32>>, Vec<Vec<f32>>)> {
+    let v = teacher.config.n_vocab;
     let (mut ids, mut logp) = (Vec::new(), Vec::new());
     for (s, seq) in seqs.iter().enumerate() {
         let logits: Vec<f32> = teacher.forward(seq)?.flatten_all()?.to_vec1()?;
@@ -122,7 +203,7 @@ pub fn teacher_top_k(
         logp.push(sl);
         progress(s + 1, seqs.len());
     }
-    Ok(TeacherTopK { k, seqs, ids, logp })
+    Ok((ids, logp))
 }
 
 /// One training step's record.
@@ -212,7 +293,8 @@ pub fn distill_lm(
     let key = key(cache, opts, student_id);
     let mut order: Vec<usize> = (0..cache.seqs.len()).collect();
     let mut rng = SplitMix64(opts.seed);
-    let total = order.len() * opts.epochs;
+    let comm = frugal_dist::world();
+    let total = order.len().div_ceil(opts.batch) * opts.epochs;
     let (first, mut records) = resume_training(
         checkpoint,
         &mut params,
@@ -227,57 +309,75 @@ pub fn distill_lm(
             break;
         }
         shuffle(&mut order, &mut rng);
-        for &s in &order {
+        for batch in order.chunks(opts.batch) {
             let step = records.len();
             let lr = crate::distill::warmup_cosine(opts.lr, opts.warmup, step, total);
-            let seq = &cache.seqs[s];
-            let t = seq.len();
-            if t < 2 {
-                continue;
-            }
-            let k = cache.k;
-            let logits = student.forward_train(seq)?;
-            let ls = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let ids = Tensor::from_slice(&cache.ids[s], (t, k), &dev)?;
-            let lt = Tensor::from_slice(&cache.logp[s], (t, k), &dev)?;
-            let pt = lt.exp()?;
-            let picked = ls.gather(&ids, 1)?;
-            let soft = ((&pt * &picked)?.sum_all()? * (-1.0 / t as f64))?;
-            let targets = Tensor::from_slice(&seq[1..], (t - 1, 1), &dev)?;
-            let ce = (ls.narrow(0, 0, t - 1)?.gather(&targets, 1)?.mean_all()? * -1.0)?;
-            let loss = ((&soft * opts.alpha)? + (&ce * (1.0 - opts.alpha))?)?;
-            let scalar = |x: &Tensor| -> Result<f64> { Ok(f64::from(x.to_scalar::<f32>()?)) };
-            let l = scalar(&loss)?;
-            if !l.is_finite() {
-                return Err(Error::Numerical(format!(
-                    "distillation loss became {l} at step {}",
-                    step + 1
-                )));
-            }
-            let g = loss.backward()?;
+            // The step's loss is the mean over its sequences; under MPI each rank takes its
+            // share of them and the gradients are summed over the ranks in rank order.
+            let share = 1.0 / batch.len() as f64;
+            let mine = frugal_dist::shard(batch.len(), comm.rank(), comm.size());
             grads.clear();
-            for v in &vars {
-                grads.push(match g.get(v.as_tensor()) {
-                    Some(d) => d.flatten_all()?.to_vec1::<f32>()?,
-                    None => vec![0f32; v.elem_count()],
-                });
+            grads.extend(vars.iter().map(|v| vec![0f32; v.elem_count()]));
+            // Loss, KL on the top k, next-token cross-entropy: this rank's part of the means.
+            let mut sums = [0f64; 3];
+            for &s in &batch[mine] {
+                let seq = &cache.seqs[s];
+                let t = seq.len();
+                if t < 2 {
+                    continue;
+                }
+                let k = cache.k;
+                let logits = student.forward_train(seq)?;
+                let ls = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                let ids = Tensor::from_slice(&cache.ids[s], (t, k), &dev)?;
+                let lt = Tensor::from_slice(&cache.logp[s], (t, k), &dev)?;
+                let pt = lt.exp()?;
+                let picked = ls.gather(&ids, 1)?;
+                let soft = ((&pt * &picked)?.sum_all()? * (-1.0 / t as f64))?;
+                let targets = Tensor::from_slice(&seq[1..], (t - 1, 1), &dev)?;
+                let ce = (ls.narrow(0, 0, t - 1)?.gather(&targets, 1)?.mean_all()? * -1.0)?;
+                let mut loss = ((&soft * opts.alpha)? + (&ce * (1.0 - opts.alpha))?)?;
+                if batch.len() > 1 {
+                    loss = (loss * share)?;
+                }
+                let scalar = |x: &Tensor| -> Result<f64> { Ok(f64::from(x.to_scalar::<f32>()?)) };
+                let l = scalar(&loss)?;
+                if !l.is_finite() {
+                    return Err(Error::Numerical(format!(
+                        "distillation loss became {l} at step {}",
+                        step + 1
+                    )));
+                }
+                let g = loss.backward()?;
+                for (acc, v) in grads.iter_mut().zip(&vars) {
+                    if let Some(d) = g.get(v.as_tensor()) {
+                        let d: Vec<f32> = d.flatten_all()?.to_vec1()?;
+                        acc.iter_mut().zip(d).for_each(|(a, x)| *a += x);
+                    }
+                }
+                // KL on the top k = soft cross-entropy − the teacher's own Σ p·log p there.
+                let teacher_term: f64 = cache.logp[s]
+                    .iter()
+                    .map(|&x| f64::from(x).exp() * f64::from(x))
+                    .sum::<f64>()
+                    / t as f64;
+                sums[0] += l;
+                sums[1] += (scalar(&soft)? + teacher_term) * share;
+                sums[2] += scalar(&ce)? * share;
+            }
+            if comm.size() > 1 {
+                crate::distill::sum_over_ranks(comm, &mut grads, &mut sums)?;
             }
             adam.step(&mut params, &grads, lr);
             set_vars(&vars, &params)?;
-            // KL on the top k = soft cross-entropy − the teacher's own Σ p·log p there.
-            let teacher_term: f64 = cache.logp[s]
-                .iter()
-                .map(|&x| f64::from(x).exp() * f64::from(x))
-                .sum::<f64>()
-                / t as f64;
             records.push(LmStepRecord {
                 step: step + 1,
                 epoch: epoch + 1,
-                loss: l,
-                kl_top_k: scalar(&soft)? + teacher_term,
-                ce: scalar(&ce)?,
+                loss: sums[0],
+                kl_top_k: sums[1],
+                ce: sums[2],
             });
-            progress(step + 1, total, l);
+            progress(step + 1, total, sums[0]);
         }
         end_epoch(checkpoint, epoch + 1, &params, &adam, &key, &records)?;
     }

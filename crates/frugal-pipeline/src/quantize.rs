@@ -418,14 +418,22 @@ pub fn lm_distill_step(
         }
     }
     let inputs = [job.student.as_path(), job.teacher.as_path()];
-    let output_bytes = frugal_compress::rewrite::write_gguf_with_f32(
-        &sf,
-        &job.out,
-        &inputs,
-        &sf.header.metadata,
-        &trained,
-    )?;
-    let _ = std::fs::remove_file(&ck_path);
+    // Every rank holds the same student: rank 0 writes it; the others wait for the file (the
+    // evaluation that follows reads it on every rank).
+    let output_bytes = if frugal_dist::is_root() {
+        let n = frugal_compress::rewrite::write_gguf_with_f32(
+            &sf,
+            &job.out,
+            &inputs,
+            &sf.header.metadata,
+            &trained,
+        )?;
+        let _ = std::fs::remove_file(&ck_path);
+        n
+    } else {
+        0
+    };
+    frugal_dist::world().barrier();
     let quality = eval
         .map(|e| judge(&job.out, &job.teacher, e, progress))
         .transpose()?;
