@@ -697,7 +697,17 @@ fn check_distributed(cmd: &Command) -> Result<()> {
         return Ok(());
     }
     let what = match cmd {
-        Command::Quantize { .. } | Command::Inspect { .. } => return Ok(()),
+        Command::Inspect { .. } => return Ok(()),
+        Command::Quantize { input, .. }
+            if !input.is_dir()
+                && !matches!(
+                    frugal_formats::inspect::sniff_format(input),
+                    Ok(frugal_formats::inspect::ModelFormat::Safetensors)
+                ) =>
+        {
+            return Ok(())
+        }
+        Command::Quantize { .. } => "frugal quantize of safetensors models",
         Command::Eval {
             data: None, model, ..
         } if !model.is_dir() => return Ok(()),
@@ -707,7 +717,7 @@ fn check_distributed(cmd: &Command) -> Result<()> {
     };
     Err(BadUsage(format!(
         "{what} does not run distributed; run it as one process (without mpirun). Distributed: \
-         quantize, eval of GGUF language models, distill"
+         quantize and eval of GGUF language models, distill"
     ))
     .into())
 }
