@@ -251,6 +251,11 @@ enum Command {
         /// Assign types per tensor by measured error to reach this many bits per weight.
         #[arg(long, value_parser = parse_bpw)]
         target_bpw: Option<f64>,
+        /// CNN classifiers: each weight's scheme from a plan (TOML `[tensors]` NAME = "int8" |
+        /// "int4-g32" | "int4-g64" | "int4-g128" | "f32"), as `frugal tune` writes it; weights
+        /// it does not list get --type.
+        #[arg(long)]
+        plan: Option<PathBuf>,
         /// Calibration text: an importance matrix (llama-imatrix's statistic) is measured on it
         /// and weights every rounding decision; GPTQ needs it. Encoders (int4): a text file, or
         /// `brown` for Brown passages disjoint from the evaluation's; int4 weights are then GPTQ'd.
@@ -294,40 +299,55 @@ enum Command {
     /// sensitivity to every block type measured once, a knapsack-style assignment for a size
     /// budget, the budget bisected with each candidate judged on the search text, the result
     /// verified on held-out text. Writes OUT, OUT.recipe.toml (rebuilds it with `frugal run`)
-    /// and OUT.report.html (every candidate, size against quality).
+    /// and OUT.report.html (every candidate, size against quality). For a CNN classifier
+    /// (`.safetensors`, with --data and --max-accuracy-drop-pt): a per-tensor mix of int8, int4
+    /// groups and F32, judged on half of the test images and verified on the other half;
+    /// writes OUT, OUT.plan.toml (`frugal quantize IN OUT --type int8 --plan OUT.plan.toml`
+    /// rebuilds it) and OUT.report.html.
     Tune {
-        /// Input GGUF (the reference the limit is measured against).
+        /// Input GGUF, or CNN classifier (.safetensors): the reference the limit is measured
+        /// against.
         input: PathBuf,
-        /// Output GGUF.
+        /// Output file.
         #[arg(short = 'o', long = "out")]
         output: PathBuf,
         /// Mean KL divergence per token from the input, nats.
-        #[arg(long, conflicts_with_all = ["max_ppl_increase_pct", "policy"])]
+        #[arg(long, conflicts_with_all = ["max_ppl_increase_pct", "policy", "max_accuracy_drop_pt"])]
         max_kld: Option<f64>,
         /// Perplexity increase over the input's, per cent.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "max_accuracy_drop_pt"])]
         max_ppl_increase_pct: Option<f64>,
-        /// A policy file: its `max_kld` (else `max_ppl_increase_pct`) is the limit.
+        /// Classifiers: test-accuracy drop from the input's, in points.
+        #[arg(long, conflicts_with = "policy", requires = "data")]
+        max_accuracy_drop_pt: Option<f64>,
+        /// A policy file: its `max_kld` (else `max_ppl_increase_pct`; classifiers:
+        /// `max_accuracy_drop_pt`) is the limit.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Classifiers: `digits` or `fashion-mnist` (its test images, halved).
+        #[arg(long)]
+        data: Option<String>,
+        /// Classifiers: seed of the split of the test images.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         /// The GGUF type whose rules decide which tensors are quantized (and name the file).
         #[arg(long = "type", default_value = "Q4_K_M")]
         ty: String,
-        /// Calibration text (importance matrix).
-        #[arg(long)]
-        calib: PathBuf,
+        /// Language models: calibration text (importance matrix).
+        #[arg(long, required_unless_present = "data")]
+        calib: Option<PathBuf>,
         /// At most this many calibration tokens (whole chunks).
         #[arg(long, default_value_t = 8192)]
         calib_tokens: usize,
         /// Tokens per calibration chunk.
         #[arg(long, default_value_t = 512)]
         calib_ctx: usize,
-        /// Text the search judges candidates on.
-        #[arg(long = "eval")]
-        search: PathBuf,
-        /// Different text the result is verified on.
-        #[arg(long)]
-        heldout: PathBuf,
+        /// Language models: text the search judges candidates on.
+        #[arg(long = "eval", required_unless_present = "data")]
+        search: Option<PathBuf>,
+        /// Language models: different text the result is verified on.
+        #[arg(long, required_unless_present = "data")]
+        heldout: Option<PathBuf>,
         /// Chunks of 512 tokens of each text to judge on.
         #[arg(long, default_value_t = 8)]
         eval_chunks: usize,
@@ -1229,6 +1249,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             fallback,
             tensor_type,
             target_bpw,
+            plan,
             calib,
             calib_tokens,
             calib_ctx,
@@ -1287,7 +1308,28 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 (Target::Gguf(t), false) => t,
                 (Target::Int(scheme), false) if is_cnn_file(&input) => {
                     // A Frugal CNN classifier: its weights per output channel (evaluate with
-                    // `frugal eval OUT --data …`).
+                    // `frugal eval OUT --data …`), or each as a plan says.
+                    if let Some(p) = &plan {
+                        let listed = frugal_pipeline::tune_classifier::read_plan(p)?;
+                        let f = frugal_formats::safetensors::SafetensorsFile::open(&input)?;
+                        let all: std::collections::BTreeMap<String, _> =
+                            frugal_pipeline::tune_classifier::plan_for(&f, p, &listed, scheme)?;
+                        let bytes = frugal_compress::quant::int::quantize_safetensors_planned(
+                            &input,
+                            &output,
+                            &all,
+                            &|_, _| {},
+                        )?;
+                        let r = serde_json::json!({
+                            "quantize": {"input": input.display().to_string(),
+                                "output": output.display().to_string(), "plan": p.display().to_string(),
+                                "schemes": all.iter().map(|(k, s)| (k.clone(), s.name)).collect::<std::collections::BTreeMap<_, _>>(),
+                                "output_bytes": bytes}
+                        });
+                        return emit(json, &r, |_| {
+                            println!("wrote {} ({} bytes) by the plan {}", output.display(), bytes, p.display());
+                        });
+                    }
                     let r = frugal_compress::quant::int::quantize_safetensors_file(
                         &input,
                         &output,
@@ -1682,7 +1724,10 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             output,
             max_kld,
             max_ppl_increase_pct,
+            max_accuracy_drop_pt,
             policy,
+            data,
+            seed,
             ty,
             calib,
             calib_tokens,
@@ -1695,6 +1740,84 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             json,
         } => {
             use frugal_pipeline::tune::QualityLimit;
+            if let Some(data) = data {
+                let limit = match (max_kld, max_ppl_increase_pct, max_accuracy_drop_pt, &policy) {
+                    (None, None, Some(d), None) => d,
+                    (None, None, None, Some(p)) => {
+                        let p = frugal_report::policy::Policy::load(p)
+                            .map_err(|e| BadUsage(e.to_string()))?;
+                        p.clauses
+                            .iter()
+                            .find_map(|c| match (c.key == "max_accuracy_drop_pt", &c.limit) {
+                                (true, frugal_report::policy::Limit::Number(x)) => Some(*x),
+                                _ => None,
+                            })
+                            .ok_or_else(|| {
+                                BadUsage(format!(
+                                    "{}: no max_accuracy_drop_pt clause to tune a classifier for",
+                                    p.path
+                                ))
+                            })?
+                    }
+                    _ => {
+                        return Err(BadUsage(
+                            "a classifier (--data) is tuned for --max-accuracy-drop-pt or a --policy with that clause".into(),
+                        )
+                        .into())
+                    }
+                };
+                let job = frugal_pipeline::tune_classifier::ClassifierTuneJob {
+                    input,
+                    output,
+                    data,
+                    max_drop_pt: limit,
+                    seed,
+                    max_evals,
+                };
+                let bar = progress_bar("");
+                let r = frugal_pipeline::tune_classifier::tune_classifier(&job, &|what, d, t| {
+                    show_stage(&bar, what, d, t)
+                })?;
+                bar.finish_and_clear();
+                return emit(json, &r, |r| {
+                    println!(
+                        "frugal tune: {} → {} ({}, accuracy drop ≤ {} points)",
+                        r.input, r.output, r.data, r.max_accuracy_drop_pt
+                    );
+                    println!(
+                        "  {:>3} {:>10} {:>12} {:>12}  plan",
+                        "#", "bytes", "search pt", "held-out pt"
+                    );
+                    for (k, c) in r.candidates.iter().enumerate() {
+                        println!(
+                            "  {k:>3} {:>10} {:>12.2} {:>12}  {}{}",
+                            c.file_bytes,
+                            c.search.accuracy_drop_pt,
+                            c.heldout
+                                .map_or("-".into(), |h| format!("{:.2}", h.accuracy_drop_pt)),
+                            c.plan
+                                .iter()
+                                .map(|(t, s)| format!("{t}={s}"))
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                            if k == r.chosen { "  (chosen)" } else { "" }
+                        );
+                    }
+                    println!(
+                        "  input {:.2} % / {:.2} % (search / held-out, {} / {} images); {} of {} bytes ({:.2}×) in {:.1} s",
+                        r.reference_search_pct, r.reference_heldout_pct, r.n_search, r.n_heldout,
+                        r.output_bytes, r.input_bytes,
+                        r.input_bytes as f64 / r.output_bytes.max(1) as f64, r.seconds
+                    );
+                    println!("  plan     {}", r.plan_file);
+                });
+            }
+            let (Some(calib), Some(search), Some(heldout)) = (calib, search, heldout) else {
+                return Err(BadUsage(
+                    "a language model is tuned with --calib, --eval and --heldout".into(),
+                )
+                .into());
+            };
             let limit = match (max_kld, max_ppl_increase_pct, &policy) {
                 (Some(x), None, None) => QualityLimit::MaxKld(x),
                 (None, Some(x), None) => QualityLimit::MaxPplIncreasePct(x),

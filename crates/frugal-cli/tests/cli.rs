@@ -1980,3 +1980,159 @@ fn render_in_chromium(page: &Path) {
         png.len()
     );
 }
+
+/// `frugal tune` of a classifier: a per-tensor mix of integer schemes within an accuracy-drop
+/// limit, judged on half of the test images and verified on the other half; its plan rebuilds
+/// the same bytes with `frugal quantize --plan`; the same from a policy; bad limits and plans
+/// refused.
+#[test]
+fn tune_a_classifier_within_an_accuracy_drop_and_rebuild_it_from_its_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = frugal_json(
+        &[
+            "distill",
+            "--data",
+            "digits",
+            "--arch",
+            "teacher",
+            "--epochs",
+            "6",
+            "--out",
+            "t.safetensors",
+            "--json",
+        ],
+        d,
+    );
+    assert!(t["eval"]["accuracy_pct"].as_f64().unwrap() > 80.0, "{t}");
+    let r = frugal_json(
+        &[
+            "tune",
+            "t.safetensors",
+            "-o",
+            "q.safetensors",
+            "--data",
+            "digits",
+            "--max-accuracy-drop-pt",
+            "0.5",
+            "--json",
+        ],
+        d,
+    );
+    let chosen = &r["candidates"][r["chosen"].as_u64().unwrap() as usize];
+    assert!(
+        chosen["search"]["accuracy_drop_pt"].as_f64().unwrap() <= 0.5,
+        "{r}"
+    );
+    assert!(r["accuracy_drop_pt"].as_f64().unwrap() <= 0.5, "{r}");
+    // Every weight matrix has a sensitivity for each scheme that fits it; conv0 (9 columns)
+    // takes no int4 group.
+    let sens = r["sensitivity"].as_array().unwrap();
+    assert!(sens
+        .iter()
+        .any(|s| s["tensor"] == "fc1.weight" && s["scheme"] == "int4-g32"));
+    assert!(!sens
+        .iter()
+        .any(|s| s["tensor"] == "conv0.weight" && s["scheme"] != "int8"));
+    let (inb, outb) = (
+        r["input_bytes"].as_u64().unwrap(),
+        r["output_bytes"].as_u64().unwrap(),
+    );
+    assert!(outb * 3 < inb, "{outb} of {inb} bytes");
+    assert_eq!(
+        std::fs::metadata(d.join("q.safetensors")).unwrap().len(),
+        outb
+    );
+    assert!(d.join("q.safetensors.report.html").exists());
+    assert!(
+        !d.join("q.safetensors.tune").exists(),
+        "scratch folder removed"
+    );
+    // The plan rebuilds the same file; an independent evaluation loads it.
+    frugal_json(
+        &[
+            "quantize",
+            "t.safetensors",
+            "again.safetensors",
+            "--type",
+            "int8",
+            "--plan",
+            "q.safetensors.plan.toml",
+            "--json",
+        ],
+        d,
+    );
+    assert!(
+        std::fs::read(d.join("q.safetensors")).unwrap()
+            == std::fs::read(d.join("again.safetensors")).unwrap(),
+        "the plan rebuilds the same bytes"
+    );
+    let e = frugal_json(&["eval", "q.safetensors", "--data", "digits", "--json"], d);
+    let full = t["eval"]["accuracy_pct"].as_f64().unwrap();
+    assert!(
+        (full - e["accuracy_pct"].as_f64().unwrap()).abs() <= 1.0,
+        "{e}"
+    );
+    // From the default policy (max_accuracy_drop_pt = 1).
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.toml");
+    let p = frugal_json(
+        &[
+            "tune",
+            "t.safetensors",
+            "-o",
+            "p.safetensors",
+            "--data",
+            "digits",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--json",
+        ],
+        d,
+    );
+    assert_eq!(p["max_accuracy_drop_pt"], 1.0);
+    // Refused: a negative limit, the input as output, a plan for another model.
+    let bad = |args: &[&str], needle: &str| assert_bad_input(&frugal(args, d), needle);
+    bad(
+        &[
+            "tune",
+            "t.safetensors",
+            "-o",
+            "x.safetensors",
+            "--data",
+            "digits",
+            "--max-accuracy-drop-pt=-1",
+        ],
+        "non-negative",
+    );
+    bad(
+        &[
+            "tune",
+            "t.safetensors",
+            "-o",
+            "t.safetensors",
+            "--data",
+            "digits",
+            "--max-accuracy-drop-pt",
+            "1",
+        ],
+        "must not be the input",
+    );
+    std::fs::write(
+        d.join("other.toml"),
+        "[tensors]\n\"blk.0.ffn_up.weight\" = \"int8\"\n",
+    )
+    .unwrap();
+    bad(
+        &[
+            "quantize",
+            "t.safetensors",
+            "y.safetensors",
+            "--type",
+            "int8",
+            "--plan",
+            "other.toml",
+        ],
+        "is not an F32 weight matrix",
+    );
+    assert!(!d.join("x.safetensors").exists() && !d.join("y.safetensors").exists());
+}

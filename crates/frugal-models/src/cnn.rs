@@ -393,21 +393,42 @@ pub fn batch_tensors(
     ))
 }
 
-/// Predicted classes for `indices` of a data set, in batches, through the hand-written forward
-/// pass of [`crate::cnn_kernels`] (int8/int4 weights are decoded once, up front).
+/// The logits (`[indices.len(), n_classes]`, flat) for `indices` of a data set, in batches,
+/// through the hand-written forward pass of [`crate::cnn_kernels`] (int8/int4 weights are
+/// decoded once, up front).
+pub fn logits(
+    model: &Cnn,
+    set: &frugal_formats::idx::ImageSet,
+    indices: &[usize],
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let params = model.flat_parameters()?;
+    let mut ws = crate::cnn_kernels::Workspace::default();
+    let mut out = Vec::with_capacity(indices.len() * model.config.n_classes);
+    for chunk in indices.chunks(batch.max(1)) {
+        let (x, _) = batch_pixels(set, chunk);
+        out.extend_from_slice(crate::cnn_kernels::forward(
+            &model.config,
+            &params,
+            &x,
+            chunk.len(),
+            &mut ws,
+        ));
+    }
+    Ok(out)
+}
+
+/// Predicted classes for `indices` of a data set ([`logits`], then the first maximum).
 pub fn predict(
     model: &Cnn,
     set: &frugal_formats::idx::ImageSet,
     indices: &[usize],
     batch: usize,
 ) -> Result<Vec<u32>> {
-    let params = model.flat_parameters()?;
     let k = model.config.n_classes;
-    let mut ws = crate::cnn_kernels::Workspace::default();
     let mut out = Vec::with_capacity(indices.len());
-    for chunk in indices.chunks(batch.max(1)) {
-        let (x, _) = batch_pixels(set, chunk);
-        let logits = crate::cnn_kernels::forward(&model.config, &params, &x, chunk.len(), &mut ws);
+    {
+        let logits = logits(model, set, indices, batch)?;
         out.extend(logits.chunks(k).map(|row| {
             // The first maximum, as argmax does.
             let mut best = 0;

@@ -414,7 +414,7 @@ pub struct DistillStep {
 }
 
 /// The data set and its training and test images.
-fn training_data(
+pub(crate) fn training_data(
     data: &str,
     seed: u64,
 ) -> Result<(ImageSet, Vec<usize>, ImageSet, Vec<usize>), Error> {
@@ -442,7 +442,12 @@ fn training_data(
 }
 
 /// Checks that the model in `path` classifies the images of `set` (`data` names it).
-fn check_fits(path: &Path, model: &Cnn, set: &ImageSet, data: &str) -> Result<(), Error> {
+pub(crate) fn check_fits(
+    path: &Path,
+    model: &Cnn,
+    set: &ImageSet,
+    data: &str,
+) -> Result<(), Error> {
     let c = &model.config;
     if (c.in_channels, c.height, c.width, c.n_classes) == (1, set.rows, set.cols, set.n_classes) {
         return Ok(());

@@ -18,6 +18,7 @@ pub use frugal_report::exports::Record as ExportRecord;
 pub mod quantize;
 pub mod recipe;
 pub mod tune;
+pub mod tune_classifier;
 
 use frugal_formats::digits::embedded_digits;
 use frugal_formats::output::write_atomic;

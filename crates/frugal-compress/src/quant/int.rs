@@ -302,12 +302,67 @@ impl Written {
     }
 }
 
-/// Writes `f` to `output` with its linear weights in `scheme` (GPTQ where `hessians` has the
-/// weight), everything else and the metadata as they are.
+/// Which scheme each linear weight gets: one for all, or one per tensor (absent: kept F32).
+pub enum IntPlan<'a> {
+    All(&'static IntType),
+    PerTensor(&'a BTreeMap<String, &'static IntType>),
+}
+
+impl IntPlan<'_> {
+    fn scheme(&self, name: &str) -> Option<&'static IntType> {
+        match self {
+            IntPlan::All(s) => Some(s),
+            IntPlan::PerTensor(m) => m.get(name).copied(),
+        }
+    }
+
+    /// The `frugal.quantization` metadata: the scheme, or `mixed` with every tensor's.
+    fn meta(&self) -> serde_json::Value {
+        match self {
+            IntPlan::All(s) => serde_json::json!({
+                "format": "frugal-int", "version": 1, "scheme": s.name,
+                "bits": s.bits, "group_size": s.group,
+            }),
+            IntPlan::PerTensor(m) => serde_json::json!({
+                "format": "frugal-int", "version": 1, "scheme": "mixed",
+                "tensors": m.iter().map(|(k, s)| (k.clone(), s.name)).collect::<BTreeMap<_, _>>(),
+            }),
+        }
+    }
+}
+
+/// The bytes a `[rows, cols]` F32 weight takes in `scheme` (None: F32), scales included, or
+/// `None` when the scheme cannot hold it (groups that do not divide the columns).
+pub fn int_bytes(rows: u64, cols: u64, scheme: Option<&IntType>) -> Option<u64> {
+    match scheme {
+        None => Some(4 * rows * cols),
+        Some(IntType { group: None, .. }) => Some(rows * cols + 4 * rows),
+        Some(IntType { group: Some(g), .. }) => {
+            let g = *g as u64;
+            (cols % g == 0 && cols % 2 == 0).then(|| rows * cols / 2 + 8 * rows * (cols / g))
+        }
+    }
+}
+
+/// Writes the model file `input` to `output` with its linear weights quantized per tensor
+/// (`plan`; weights it leaves out stay F32), atomically; metadata kept, `frugal.quantization`
+/// says `mixed` and lists each tensor's scheme.
+pub fn quantize_safetensors_planned(
+    input: &Path,
+    output: &Path,
+    plan: &BTreeMap<String, &'static IntType>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<u64> {
+    let f = SafetensorsFile::open(input)?;
+    Ok(quantize_tensors(&f, output, &IntPlan::PerTensor(plan), None, progress)?.bytes)
+}
+
+/// Writes `f` to `output` with its linear weights in the plan's schemes (GPTQ where `hessians`
+/// has the weight), everything else and the metadata as they are.
 fn quantize_tensors(
     f: &SafetensorsFile,
     output: &Path,
-    scheme: &'static IntType,
+    plan: &IntPlan,
     hessians: Option<&HashMap<String, (Vec<f64>, u64)>>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Written> {
@@ -354,11 +409,14 @@ fn quantize_tensors(
     }
     let n = items.len();
     for (i, (name, dtype, shape, data)) in items.iter().enumerate() {
-        if !(*dtype == Dtype::F32 && is_linear_weight(name, shape)) {
-            owned.push((name.clone(), *dtype, shape.clone(), data.to_vec()));
-            progress(i + 1, n);
-            continue;
-        }
+        let scheme = match plan.scheme(name) {
+            Some(s) if *dtype == Dtype::F32 && is_linear_weight(name, shape) => s,
+            _ => {
+                owned.push((name.clone(), *dtype, shape.clone(), data.to_vec()));
+                progress(i + 1, n);
+                continue;
+            }
+        };
         let (rows, cols) = (shape[0], shape[1] as usize);
         let w = f32s(data);
         let back: Vec<f32> = match scheme.group {
@@ -425,14 +483,7 @@ fn quantize_tensors(
     }
     let mut meta: BTreeMap<String, String> = f.header.metadata.clone();
     meta.remove(frugal_models::int_weights::SPARSE_KEY);
-    meta.insert(
-        META_KEY.into(),
-        serde_json::json!({
-            "format": "frugal-int", "version": 1, "scheme": scheme.name,
-            "bits": scheme.bits, "group_size": scheme.group,
-        })
-        .to_string(),
-    );
+    meta.insert(META_KEY.into(), plan.meta().to_string());
     let tensors: Vec<StTensorToWrite> = owned
         .iter()
         .map(|(name, dtype, shape, data)| StTensorToWrite {
@@ -461,7 +512,7 @@ pub fn quantize_safetensors_file(
 ) -> Result<IntReport> {
     let t0 = std::time::Instant::now();
     let f = SafetensorsFile::open(input)?;
-    let w = quantize_tensors(&f, output, scheme, None, progress)?;
+    let w = quantize_tensors(&f, output, &IntPlan::All(scheme), None, progress)?;
     Ok(w.report(input, output, scheme, f.file_len(), t0, "rtn".into()))
 }
 
@@ -495,7 +546,13 @@ pub fn quantize_safetensors_dir(
         }
     }
     let out_model = out.tmp_path().join("model.safetensors");
-    let w = quantize_tensors(&f, &out_model, scheme, hessians.as_ref(), progress)?;
+    let w = quantize_tensors(
+        &f,
+        &out_model,
+        &IntPlan::All(scheme),
+        hessians.as_ref(),
+        progress,
+    )?;
     out.commit()?;
     let method = match &hessians {
         Some(_) => format!(
