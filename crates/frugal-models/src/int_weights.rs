@@ -14,7 +14,10 @@
 //!   [...], "layout": "bitmask" | "2:4" | …}}}`); decoded exactly.
 //!
 //! The file's `__metadata__` carries `frugal.quantization` (JSON: format, version, scheme, group
-//! size) so a consumer can tell the scheme without inspecting tensors. Everything else (biases,
+//! size) so a consumer can tell the scheme without inspecting tensors; a file whose weights
+//! differ (`frugal tune` of a classifier) says `"scheme": "mixed"` and lists each weight's
+//! scheme under `tensors` (weights not listed stay F32). Each weight decodes by the tensors it
+//! has, whatever the file-wide scheme. Everything else (biases,
 //! norms, embeddings) stays F32. An HF-style consumer loads such a file by applying the formulas
 //! above to each `*.weight_scale` triple before building its modules.
 
