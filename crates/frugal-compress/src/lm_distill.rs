@@ -158,22 +158,20 @@ pub fn teacher_top_k(
     Ok(TeacherTopK { k, seqs, ids, logp })
 }
 
+/// Per sequence, the top-k token ids and their log-probabilities.
+type TopK = (Vec<Vec<u32>>, Vec<Vec<f32>>);
+
 /// The top-k of `seqs` in this process (ids, log-probabilities per sequence).
-fn teacher_top_k_local(
-    teacher: &Llama,
-    seqs: &[Vec<u32>],
-    k: usize,
-) -> Result<(Vec<Vec<u32>>, Vec<Vec<f32>>)> {
+fn teacher_top_k_local(teacher: &Llama, seqs: &[Vec<u32>], k: usize) -> Result<TopK> {
     teacher_top_k_local_with(teacher, seqs, k, &|_, _| {})
 }
 
-#[allow(clippy::type_complexity)]
 fn teacher_top_k_local_with(
     teacher: &Llama,
     seqs: &[Vec<u32>],
     k: usize,
     progress: &dyn Fn(usize, usize),
-) -> Result<(Vec<Vec<u32>>, Vec<Vec<f32>>)> {
+) -> Result<TopK> {
     let v = teacher.config.n_vocab;
     let (mut ids, mut logp) = (Vec::new(), Vec::new());
     for (s, seq) in seqs.iter().enumerate() {

@@ -260,7 +260,7 @@ fn combine(
 /// owners; one node owned by rank 0 for one rank.
 fn tree_cut(n: usize, size: usize) -> (Vec<Range<usize>>, Vec<usize>) {
     if size <= 1 || n == 0 {
-        return (vec![0..n], vec![0]);
+        return (std::iter::once(0..n).collect(), vec![0]);
     }
     let depth = (2 * size).next_power_of_two().trailing_zeros();
     let mut nodes = Vec::new();

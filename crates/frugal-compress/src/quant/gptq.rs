@@ -871,15 +871,14 @@ pub fn blockwise_model(
             let qw = &qws[g];
             let bytes = match opts.gptq {
                 Some(o) => {
-                    if !plans.contains_key(&g) {
-                        let plan = if o.act_order {
+                    let (perm, u) = match plans.entry(g) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => e.insert(if o.act_order {
                             act_order_plan(&grams[g], n, o.damp)?
                         } else {
                             (Vec::new(), inverse_cholesky_upper(&grams[g], n, o.damp)?.0)
-                        };
-                        plans.insert(g, plan);
-                    }
-                    let (perm, u) = &plans[&g];
+                        }),
+                    };
                     if o.act_order {
                         let c = codec(ty).expect("a type Frugal writes");
                         act_order_rows(w, n, perm, u, qw, c)
