@@ -1,5 +1,7 @@
 //! The `frugal` binary end to end: output, exit codes, and safe output.
 
+mod common;
+use common::{brown_calib_and_eval, smollm2};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -37,28 +39,6 @@ fn joules(report: &serde_json::Value) -> f64 {
         .iter()
         .map(|s| s["joules"].as_f64().unwrap())
         .sum()
-}
-
-/// A temporary folder with `calib.txt` (Brown ca01–ca02) and `eval.txt` (cj13–cj16).
-fn brown_calib_and_eval() -> Option<tempfile::TempDir> {
-    let brown = frugal_formats::assets::require_or_skip(
-        frugal_formats::assets::brown_dir(),
-        "Brown corpus",
-    )?;
-    let dir = tempfile::tempdir().unwrap();
-    for (file, ids) in [("calib.txt", "ca01-ca02"), ("eval.txt", "cj13-cj16")] {
-        let ids = frugal_formats::brown::select_ids(&brown, ids).unwrap();
-        std::fs::write(
-            dir.path().join(file),
-            frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
-        )
-        .unwrap();
-    }
-    Some(dir)
-}
-
-fn smollm2() -> Option<std::path::PathBuf> {
-    frugal_formats::assets::require_or_skip(frugal_formats::assets::smollm2_gguf(), "SmolLM2")
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! `mpi` feature only (`cargo test -p frugal-cli --features mpi`); needs Open MPI's `mpirun`.
 #![cfg(feature = "mpi")]
 
+mod common;
+use common::{brown_calib_and_eval as texts, smollm2};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -44,28 +46,6 @@ fn ok_json(out: &Output, what: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn smollm2() -> Option<std::path::PathBuf> {
-    frugal_formats::assets::require_or_skip(frugal_formats::assets::smollm2_gguf(), "SmolLM2")
-}
-
-/// `calib.txt` (Brown ca01–ca02) and `eval.txt` (cj13–cj16) in a fresh folder.
-fn texts() -> Option<tempfile::TempDir> {
-    let brown = frugal_formats::assets::require_or_skip(
-        frugal_formats::assets::brown_dir(),
-        "Brown corpus",
-    )?;
-    let dir = tempfile::tempdir().unwrap();
-    for (file, ids) in [("calib.txt", "ca01-ca02"), ("eval.txt", "cj13-cj16")] {
-        let ids = frugal_formats::brown::select_ids(&brown, ids).unwrap();
-        std::fs::write(
-            dir.path().join(file),
-            frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
-        )
-        .unwrap();
-    }
-    Some(dir)
 }
 
 /// Removes what depends on the clock, the process or the output's name from a JSON report.

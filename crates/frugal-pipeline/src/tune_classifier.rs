@@ -280,17 +280,8 @@ pub fn plan_for(
     listed: &BTreeMap<String, Option<&'static IntType>>,
     default: &'static IntType,
 ) -> Result<BTreeMap<String, &'static IntType>, Error> {
-    let weights: Vec<&str> = f
-        .header
-        .tensors
-        .iter()
-        .filter(|t| {
-            t.dtype == Dtype::F32
-                && frugal_compress::quant::int::is_linear_weight(&t.name, &t.shape)
-        })
-        .map(|t| t.name.as_str())
-        .collect();
-    if let Some(n) = listed.keys().find(|n| !weights.contains(&n.as_str())) {
+    let weights = weight_matrices(f);
+    if let Some(n) = listed.keys().find(|n| !weights.iter().any(|w| &w.0 == *n)) {
         return Err(bad(format!(
             "{}: `{n}` is not an F32 weight matrix of {}",
             plan_path.display(),
@@ -299,11 +290,24 @@ pub fn plan_for(
     }
     Ok(weights
         .into_iter()
-        .filter_map(|w| match listed.get(w) {
-            Some(s) => s.map(|s| (w.to_string(), s)),
-            None => Some((w.to_string(), default)),
+        .filter_map(|(w, ..)| match listed.get(&w) {
+            Some(s) => s.map(|s| (w, s)),
+            None => Some((w, default)),
         })
         .collect())
+}
+
+/// The weights a plan decides: the F32 weight matrices (name, rows, columns).
+fn weight_matrices(f: &SafetensorsFile) -> Vec<(String, u64, u64)> {
+    f.header
+        .tensors
+        .iter()
+        .filter(|t| {
+            t.dtype == Dtype::F32
+                && frugal_compress::quant::int::is_linear_weight(&t.name, &t.shape)
+        })
+        .map(|t| (t.name.clone(), t.shape[0], t.shape[1]))
+        .collect()
 }
 
 fn write_plan(
@@ -379,16 +383,7 @@ pub fn tune_classifier(
     let (search, heldout) = (half(false)?, half(true)?);
     // The weights a plan decides: F32 linear weights, with the schemes that fit each.
     let f = SafetensorsFile::open(&job.input)?;
-    let weights: Vec<(String, u64, u64)> = f
-        .header
-        .tensors
-        .iter()
-        .filter(|t| {
-            t.dtype == Dtype::F32
-                && frugal_compress::quant::int::is_linear_weight(&t.name, &t.shape)
-        })
-        .map(|t| (t.name.clone(), t.shape[0], t.shape[1]))
-        .collect();
+    let weights = weight_matrices(&f);
     if weights.is_empty() {
         return Err(bad(format!(
             "{}: no F32 weight matrix to quantize (already quantized or pruned-sparse?)",

@@ -970,6 +970,27 @@ mod tests {
     use crate::testutil::{gram, output_err};
     use frugal_formats::rng::SplitMix64;
 
+    /// A rounding problem: correlated inputs `x` `[n, cols]`, their Gram matrix, a random
+    /// `[rows, cols]` weight and the importance row (mean x² per column).
+    #[allow(clippy::type_complexity)]
+    fn problem(
+        cols: usize,
+        rows: usize,
+        n: usize,
+        seeds: (u64, u64),
+    ) -> (Vec<f32>, Vec<f64>, Vec<f32>, Vec<f32>) {
+        let x = inputs(n, cols, seeds.0);
+        let h = gram(&x, cols);
+        let mut r = SplitMix64(seeds.1);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|_| (r.next_f64() as f32 - 0.5) * 0.2)
+            .collect();
+        let qw: Vec<f32> = (0..cols)
+            .map(|j| (h[j * cols + j] / n as f64) as f32)
+            .collect();
+        (x, h, w, qw)
+    }
+
     /// Inputs with correlated columns (a shared factor), as real activations have.
     fn inputs(n: usize, cols: usize, seed: u64) -> Vec<f32> {
         let mut r = SplitMix64(seed);
@@ -1043,15 +1064,7 @@ mod tests {
     #[test]
     fn gptq_matches_the_explicit_least_squares_recurrence_and_beats_rounding() {
         let (cols, rows, n) = (64, 6, 400);
-        let x = inputs(n, cols, 3);
-        let h = gram(&x, cols);
-        let mut r = SplitMix64(11);
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|_| (r.next_f64() as f32 - 0.5) * 0.2)
-            .collect();
-        let qw: Vec<f32> = (0..cols)
-            .map(|j| (h[j * cols + j] / n as f64) as f32)
-            .collect();
+        let (x, h, w, qw) = problem(cols, rows, n, (3, 11));
         for ty in [GgmlType::Q4_0, GgmlType::Q5_1, GgmlType::Q8_0] {
             let c = codec(ty).unwrap();
             let (u, dead) = inverse_cholesky_upper(&h, cols, 0.01).unwrap();
@@ -1092,15 +1105,7 @@ mod tests {
     #[test]
     fn row_ranges_round_to_the_whole_matrix_bytes() {
         let (cols, rows, n) = (64, 13, 300);
-        let x = inputs(n, cols, 5);
-        let h = gram(&x, cols);
-        let mut r = SplitMix64(21);
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|_| (r.next_f64() as f32 - 0.5) * 0.2)
-            .collect();
-        let qw: Vec<f32> = (0..cols)
-            .map(|j| (h[j * cols + j] / n as f64) as f32)
-            .collect();
+        let (_, h, w, qw) = problem(cols, rows, n, (5, 21));
         let ty = GgmlType::Q4_1;
         let c = codec(ty).unwrap();
         let row_bytes = ty.bytes_for(cols as u64).unwrap() as usize;
@@ -1126,15 +1131,7 @@ mod tests {
     #[test]
     fn act_order_gptq_beats_rounding_and_reduces_to_it_without_correlation() {
         let (cols, rows, n) = (64, 6, 400);
-        let x = inputs(n, cols, 9);
-        let h = gram(&x, cols);
-        let mut r = SplitMix64(13);
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|_| (r.next_f64() as f32 - 0.5) * 0.2)
-            .collect();
-        let qw: Vec<f32> = (0..cols)
-            .map(|j| (h[j * cols + j] / n as f64) as f32)
-            .collect();
+        let (x, h, w, qw) = problem(cols, rows, n, (9, 13));
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1] {
             let bytes = gptq_matrix_act_order(&w, cols, &h, 0.01, &qw, ty).unwrap();
             let ours = crate::quant::decode(&bytes, ty, w.len()).unwrap();
@@ -1164,6 +1161,7 @@ mod tests {
                 }
             })
             .collect();
+        let mut r = SplitMix64(14);
         let w: Vec<f32> = (0..3 * cols).map(|_| r.next_f64() as f32 - 0.5).collect();
         let qw: Vec<f32> = (0..cols).map(|j| hd[j * cols + j] as f32).collect();
         for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {

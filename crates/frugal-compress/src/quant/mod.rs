@@ -579,23 +579,8 @@ fn write_quantized(
         match comm.gather(&frugal_dist::frame(&mine))? {
             None => {
                 comm.barrier();
-                return Ok(QuantizeReport {
-                    input: input.display().to_string(),
-                    output: output.display().to_string(),
-                    target: opts.target.name,
-                    method: method.to_string(),
-                    fallback: opts.fallback,
-                    imatrix: opts.imatrix.as_ref().map(|m| m.source.clone()),
-                    calibration_tokens: opts.imatrix.as_ref().map(|m| m.n_tokens),
-                    input_bytes: f.file_len(),
-                    output_bytes: 0,
-                    n_parameters: 0,
-                    bits_per_weight: 0.0,
-                    seconds: t0.elapsed().as_secs_f64(),
-                    type_counts: Default::default(),
-                    tensors: Vec::new(),
-                    awq: Vec::new(),
-                });
+                // Rank 0 writes and reports the file; this rank's record says what it ran.
+                return Ok(quantize_report(f, output, opts, method, t0, 0, Vec::new()));
             }
             Some(all) => {
                 for rank_bytes in all {
@@ -693,14 +678,29 @@ fn write_quantized(
     }
     let written = w.finish().map_err(frugal_models::Error::from)?;
     comm.barrier();
+    Ok(quantize_report(
+        f, output, opts, method, t0, written, reports,
+    ))
+}
+
+/// The record of a quantization: the run's settings, the file's bytes and every tensor's line.
+fn quantize_report(
+    f: &GgufFile,
+    output: &Path,
+    opts: &QuantizeOptions,
+    method: &str,
+    t0: std::time::Instant,
+    written: u64,
+    reports: Vec<TensorReport>,
+) -> QuantizeReport {
     let n_parameters: u64 = reports.iter().map(|r| r.n_elements).sum();
     let tensor_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     let mut type_counts = std::collections::BTreeMap::new();
     for r in &reports {
         *type_counts.entry(r.to.clone()).or_insert(0) += 1;
     }
-    Ok(QuantizeReport {
-        input: input.display().to_string(),
+    QuantizeReport {
+        input: f.path().display().to_string(),
         output: output.display().to_string(),
         target: opts.target.name,
         method: method.to_string(),
@@ -715,7 +715,7 @@ fn write_quantized(
         type_counts,
         tensors: reports,
         awq: Vec::new(),
-    })
+    }
 }
 
 /// The importance-matrix row of tensor `name` (when it has `ncols` entries).
