@@ -1263,6 +1263,12 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             json,
         } => {
             use frugal_compress::quant::Target;
+            if plan.is_some() && (input.is_dir() || !is_cnn_file(&input)) {
+                return Err(BadUsage(
+                    "--plan is for CNN classifier files (.safetensors, as `frugal tune --data` writes them)".into(),
+                )
+                .into());
+            }
             let ty = match (ty, input.is_dir()) {
                 (Target::Int(scheme), true) => {
                     use frugal_pipeline::quantize::EncoderCalib;

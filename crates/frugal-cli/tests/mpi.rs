@@ -22,9 +22,17 @@ fn alone(args: &[&str], cwd: &Path) -> Output {
 
 /// `mpirun -np 2 frugal ARGS`, one thread per rank, with `env` exported to the ranks.
 fn ranks2(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .args(["-x", "RAYON_NUM_THREADS=1"]);
+    // A hung job fails the test instead of the whole CI run.
+    let mut c = Command::new("timeout");
+    c.args([
+        "600",
+        "mpirun",
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        "2",
+    ])
+    .args(["-x", "RAYON_NUM_THREADS=1"]);
     for (k, v) in env {
         c.args(["-x", &format!("{k}={v}")]);
     }
@@ -350,6 +358,21 @@ fn a_failed_or_killed_rank_stops_the_job_and_leaves_nothing() {
         "{err}"
     );
     assert_eq!(files_in(d), before, "nothing left behind after an error");
+
+    let panicked = ranks2(
+        &args,
+        d,
+        &[("FRUGAL_FAULT_INJECT", "1:quantize-gather:panic")],
+    );
+    let err = String::from_utf8_lossy(&panicked.stderr);
+    assert!(!panicked.status.success());
+    assert_ne!(
+        panicked.status.code(),
+        Some(124),
+        "a panicking rank must not hang the job"
+    );
+    assert!(err.contains("rank 1 of 2 panicked"), "{err}");
+    assert_eq!(files_in(d), before, "nothing left behind after a panic");
 
     let killed = ranks2(
         &args,

@@ -292,6 +292,14 @@ pub fn distill_lm(
     let mut order: Vec<usize> = (0..cache.seqs.len()).collect();
     let mut rng = SplitMix64(opts.seed);
     let comm = frugal_dist::world();
+    if comm.size() > opts.batch {
+        return Err(Error::BadOptions(format!(
+            "{} ranks share each step's sequences: --seq-batch {} leaves some with none (give at least {})",
+            comm.size(),
+            opts.batch,
+            comm.size()
+        )));
+    }
     let total = order.len().div_ceil(opts.batch) * opts.epochs;
     let (first, mut records) = resume_training(
         checkpoint,
@@ -308,6 +316,10 @@ pub fn distill_lm(
         }
         shuffle(&mut order, &mut rng);
         for batch in order.chunks(opts.batch) {
+            // Nothing to learn from (sequences under 2 tokens): no step, on every rank alike.
+            if batch.iter().all(|&s| cache.seqs[s].len() < 2) {
+                continue;
+            }
             let step = records.len();
             let lr = crate::distill::warmup_cosine(opts.lr, opts.warmup, step, total);
             // The step's loss is the mean over its sequences; under MPI each rank takes its

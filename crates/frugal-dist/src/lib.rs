@@ -106,7 +106,23 @@ pub fn init() -> Result<Guard> {
     #[cfg(feature = "mpi")]
     if launched_by_mpi() {
         let (universe, comm) = mpi_comm::init()?;
+        let several = comm.size() > 1;
         set_world(Box::new(comm));
+        if several {
+            // A panic on one rank must end the job too (unwinding would leave the others
+            // waiting in a collective): report it with the rank, then abort every rank.
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                default(info);
+                let w = world();
+                eprintln!(
+                    "frugal: rank {} of {} panicked; aborting the job",
+                    w.rank(),
+                    w.size()
+                );
+                w.abort(101);
+            }));
+        }
         return Ok(Guard {
             _universe: Some(universe),
         });
@@ -156,8 +172,9 @@ pub fn fail(cause: &dyn std::fmt::Display, code: i32) {
 }
 
 /// Fault injection for the tests of failure handling: with `FRUGAL_FAULT_INJECT=RANK:POINT:KIND`
-/// in the environment, rank RANK at the named point either returns an error (`error`) or is
-/// killed by SIGKILL (`kill`), as a crashed node would be. Does nothing otherwise.
+/// in the environment, rank RANK at the named point returns an error (`error`), panics
+/// (`panic`) or is killed by SIGKILL (`kill`), as a crashed node would be. Does nothing
+/// otherwise.
 pub fn fault_point(point: &str) -> Result<()> {
     let Ok(spec) = std::env::var("FRUGAL_FAULT_INJECT") else {
         return Ok(());
@@ -168,6 +185,9 @@ pub fn fault_point(point: &str) -> Result<()> {
     };
     if at != point || rank.parse::<usize>().ok() != Some(world().rank()) {
         return Ok(());
+    }
+    if kind == "panic" {
+        panic!("fault injected at {point}");
     }
     if kind == "kill" {
         let pid = std::process::id().to_string();

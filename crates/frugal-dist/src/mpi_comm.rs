@@ -29,11 +29,19 @@ pub(crate) fn init() -> Result<(mpi::environment::Universe, MpiComm)> {
 }
 
 impl MpiComm {
-    /// One round of a variable-count gather: this rank's `mine` (at most [`ROUND`] bytes).
+    /// Bytes each rank may send in one round: every rank's share together (the receive
+    /// buffer's offsets) must stay within MPI's 32-bit counts.
+    fn round_bytes(&self) -> usize {
+        ROUND.min(Count::MAX as usize / self.size.max(1))
+    }
+
+    /// One round of a variable-count gather: this rank's `mine` (at most
+    /// [`MpiComm::round_bytes`]).
     fn round(&self, mine: &[u8], root_only: bool) -> Vec<Vec<u8>> {
         let n = mine.len() as Count;
         let mut counts = vec![0 as Count; self.size];
         self.world.all_gather_into(&n, &mut counts[..]);
+        // Offsets fit: every count is at most round_bytes(), and size × that ≤ Count::MAX.
         let displs: Vec<Count> = counts
             .iter()
             .scan(0 as Count, |acc, &c| {
@@ -80,7 +88,7 @@ impl MpiComm {
             if lefts.iter().all(|&l| l == 0) {
                 return out;
             }
-            let take = (left as usize).min(ROUND);
+            let take = (left as usize).min(self.round_bytes());
             let got = self.round(&mine[pos..pos + take], root_only);
             pos += take;
             for (o, g) in out.iter_mut().zip(got) {

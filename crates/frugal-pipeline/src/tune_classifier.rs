@@ -383,6 +383,16 @@ pub fn tune_classifier(
     let (search, heldout) = (half(false)?, half(true)?);
     // The weights a plan decides: F32 linear weights, with the schemes that fit each.
     let f = SafetensorsFile::open(&job.input)?;
+    if !frugal_models::int_weights::sparse_meta(&f)
+        .map_err(ce)?
+        .tensors
+        .is_empty()
+    {
+        return Err(bad(format!(
+            "{}: pruned weights stored sparse; tune the dense model (prune after, or store it with --storage dense)",
+            job.input.display()
+        )));
+    }
     let weights = weight_matrices(&f);
     if weights.is_empty() {
         return Err(bad(format!(

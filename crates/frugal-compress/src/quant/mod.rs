@@ -399,7 +399,9 @@ pub(crate) fn quantize_matrix_measured(
     let c: &Codec = codec(ty).expect("a type Frugal writes");
     let row_bytes = ncols / c.block * c.block_bytes;
     let mut bytes = vec![0u8; row_bytes * (x.len() / ncols.max(1))];
-    let sums = bytes
+    // Per-row sums added in row order: the same total for any thread count or scheduling
+    // (MPI ranks that plan types from these sums must agree bit for bit).
+    let rows: Vec<ErrSums> = bytes
         .par_chunks_mut(row_bytes)
         .zip(x.par_chunks(ncols))
         .map_init(
@@ -410,8 +412,11 @@ pub(crate) fn quantize_matrix_measured(
                 error_sums(r, back, ncols, qw)
             },
         )
-        .reduce(ErrSums::default, ErrSums::add);
-    (bytes, sums)
+        .collect();
+    (
+        bytes,
+        rows.into_iter().fold(ErrSums::default(), ErrSums::add),
+    )
 }
 
 /// Quantizes `input` as `opts` says and writes `output` atomically. Tensors are processed one
@@ -903,7 +908,9 @@ pub(crate) fn error_sums_par(
 ) -> Result<ErrSums> {
     let c = codec(ty).ok_or_else(|| Error::Unsupported(ty.name()))?;
     let row_bytes = ncols / c.block * c.block_bytes;
-    Ok(x.par_chunks(ncols)
+    // Added in row order, as in `quantize_matrix_measured`.
+    let rows: Vec<ErrSums> = x
+        .par_chunks(ncols)
         .zip(q.par_chunks(row_bytes))
         .map_init(
             || vec![0f32; ncols],
@@ -912,7 +919,8 @@ pub(crate) fn error_sums_par(
                 error_sums(xr, back, ncols, qw)
             },
         )
-        .reduce(ErrSums::default, ErrSums::add))
+        .collect();
+    Ok(rows.into_iter().fold(ErrSums::default(), ErrSums::add))
 }
 
 #[derive(Debug, Default, Clone, Copy)]
