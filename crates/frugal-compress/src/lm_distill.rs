@@ -103,105 +103,84 @@ pub fn teacher_top_k(
     if k == 0 || k > v {
         return Err(Error::BadOptions(format!("top-k {k} must lie in 1..={v}")));
     }
-    // Under MPI each rank runs the teacher on its share of the sequences and every rank
+    // Each rank (one alone) runs the teacher on its share of the sequences and every rank
     // receives the whole cache (k ids and log-probabilities per position: small).
     let comm = frugal_dist::world();
-    if comm.size() > 1 {
-        let n = seqs.len();
-        let mut done = 0;
-        let items = frugal_dist::gather_items(comm, n, &mut |r| {
-            let len = r.len();
-            r.map(|s| {
-                let one = teacher_top_k_local(teacher, std::slice::from_ref(&seqs[s]), k)?;
-                done += 1;
-                progress(done, len);
-                let mut b = Vec::with_capacity(one.0[0].len() * 8);
-                one.0[0]
-                    .iter()
-                    .for_each(|i| b.extend_from_slice(&i.to_le_bytes()));
-                one.1[0]
-                    .iter()
-                    .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
-                Ok(b)
-            })
-            .collect::<Result<Vec<_>>>()
-        })?;
-        let (mut ids, mut logp) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for (seq, b) in seqs.iter().zip(items) {
-            let m = seq.len() * k;
-            if b.len() != m * 8 {
-                return Err(frugal_dist::Error::Protocol(format!(
-                    "teacher cache of a {}-token sequence: {} bytes, expected {}",
-                    seq.len(),
-                    b.len(),
-                    m * 8
-                ))
-                .into());
-            }
-            let word = |c: &[u8]| <[u8; 4]>::try_from(c).expect("4 bytes");
-            ids.push(
-                b[..m * 4]
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(word(c)))
-                    .collect(),
-            );
-            logp.push(
-                b[m * 4..]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(word(c)))
-                    .collect(),
-            );
+    let n = seqs.len();
+    let mut done = 0;
+    let items = frugal_dist::gather_items(comm, n, &mut |r| {
+        let len = r.len();
+        r.map(|s| {
+            let (ids, logp) = top_k_of(teacher, &seqs[s], k)?;
+            done += 1;
+            progress(done, len);
+            let mut b = Vec::with_capacity(ids.len() * 8);
+            ids.iter()
+                .for_each(|i| b.extend_from_slice(&i.to_le_bytes()));
+            logp.iter()
+                .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+            Ok(b)
+        })
+        .collect::<Result<Vec<_>>>()
+    })?;
+    let (mut ids, mut logp) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (seq, b) in seqs.iter().zip(items) {
+        let m = seq.len() * k;
+        if b.len() != m * 8 {
+            return Err(frugal_dist::Error::Protocol(format!(
+                "teacher cache of a {}-token sequence: {} bytes, expected {}",
+                seq.len(),
+                b.len(),
+                m * 8
+            ))
+            .into());
         }
-        return Ok(TeacherTopK { k, seqs, ids, logp });
+        let word = |c: &[u8]| <[u8; 4]>::try_from(c).expect("4 bytes");
+        ids.push(
+            b[..m * 4]
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(word(c)))
+                .collect(),
+        );
+        logp.push(
+            b[m * 4..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(word(c)))
+                .collect(),
+        );
     }
-    let (ids, logp) = teacher_top_k_local_with(teacher, &seqs, k, progress)?;
     Ok(TeacherTopK { k, seqs, ids, logp })
 }
 
-/// Per sequence, the top-k token ids and their log-probabilities.
-type TopK = (Vec<Vec<u32>>, Vec<Vec<f32>>);
-
-/// The top-k of `seqs` in this process (ids, log-probabilities per sequence).
-fn teacher_top_k_local(teacher: &Llama, seqs: &[Vec<u32>], k: usize) -> Result<TopK> {
-    teacher_top_k_local_with(teacher, seqs, k, &|_, _| {})
-}
-
-fn teacher_top_k_local_with(
-    teacher: &Llama,
-    seqs: &[Vec<u32>],
-    k: usize,
-    progress: &dyn Fn(usize, usize),
-) -> Result<TopK> {
+/// The teacher's top `k` token ids and log-probabilities at every position of `seq` (most
+/// likely first).
+fn top_k_of(teacher: &Llama, seq: &[u32], k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
     let v = teacher.config.n_vocab;
-    let (mut ids, mut logp) = (Vec::new(), Vec::new());
-    for (s, seq) in seqs.iter().enumerate() {
-        let logits: Vec<f32> = teacher.forward(seq)?.flatten_all()?.to_vec1()?;
-        let (mut si, mut sl) = (Vec::with_capacity(seq.len() * k), Vec::new());
-        sl.reserve(seq.len() * k);
-        for row in logits.chunks(v) {
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let z = f64::from(m)
-                + row
-                    .iter()
-                    .map(|&x| f64::from(x - m).exp())
-                    .sum::<f64>()
-                    .ln();
-            let mut idx: Vec<u32> = (0..v as u32).collect();
-            idx.select_nth_unstable_by(k - 1, |&a, &b| {
-                row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b))
-            });
-            idx.truncate(k);
-            idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-            for j in idx {
-                si.push(j);
-                sl.push((f64::from(row[j as usize]) - z) as f32);
-            }
+    let logits: Vec<f32> = teacher.forward(seq)?.flatten_all()?.to_vec1()?;
+    let (mut si, mut sl) = (
+        Vec::with_capacity(seq.len() * k),
+        Vec::with_capacity(seq.len() * k),
+    );
+    for row in logits.chunks(v) {
+        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let z = f64::from(m)
+            + row
+                .iter()
+                .map(|&x| f64::from(x - m).exp())
+                .sum::<f64>()
+                .ln();
+        let mut idx: Vec<u32> = (0..v as u32).collect();
+        idx.select_nth_unstable_by(k - 1, |&a, &b| {
+            row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b))
+        });
+        idx.truncate(k);
+        idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+        for j in idx {
+            si.push(j);
+            sl.push((f64::from(row[j as usize]) - z) as f32);
         }
-        ids.push(si);
-        logp.push(sl);
-        progress(s + 1, seqs.len());
     }
-    Ok((ids, logp))
+    Ok((si, sl))
 }
 
 /// One training step's record.

@@ -439,6 +439,61 @@ pub fn gather_items<E: From<Error>>(
     Ok(out)
 }
 
+/// Items `0..n`, each computed by exactly one rank: `mine` holds this rank's `(index, bytes)`.
+/// Returns every item in index order, on every rank (`to_root`: on rank 0 only, `None`
+/// elsewhere). An index out of range, sent twice or by no rank is an error.
+pub fn exchange_owned(
+    comm: &dyn Comm,
+    n: usize,
+    mine: Vec<(usize, Vec<u8>)>,
+    to_root: bool,
+) -> Result<Option<Vec<Vec<u8>>>> {
+    let mut out: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
+    let mut place = |k: usize, b: Vec<u8>| -> Result<()> {
+        match out.get_mut(k) {
+            Some(slot @ None) => {
+                *slot = Some(b);
+                Ok(())
+            }
+            Some(Some(_)) => Err(Error::Protocol(format!("item {k} of {n} sent twice"))),
+            None => Err(Error::Protocol(format!("item {k} of {n} out of range"))),
+        }
+    };
+    if comm.size() == 1 {
+        for (k, b) in mine {
+            place(k, b)?;
+        }
+    } else {
+        let sent: Vec<Vec<u8>> = mine
+            .into_iter()
+            .map(|(k, b)| [&(k as u64).to_le_bytes()[..], &b].concat())
+            .collect();
+        let all = if to_root {
+            match comm.gather(&frame(&sent))? {
+                Some(all) => all,
+                None => return Ok(None),
+            }
+        } else {
+            comm.allgather(&frame(&sent))?
+        };
+        for rank_bytes in all {
+            for item in unframe(&rank_bytes)? {
+                let k = item
+                    .get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .and_then(|k| usize::try_from(k).ok())
+                    .ok_or_else(|| Error::Protocol("item without its index".into()))?;
+                place(k, item[8..].to_vec())?;
+            }
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(k, b)| b.ok_or_else(|| Error::Protocol(format!("no rank returned item {k} of {n}"))))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
 /// Length-prefixed concatenation of byte strings.
 pub fn frame(items: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(items.iter().map(|i| i.len() + 8).sum::<usize>() + 8);
@@ -616,6 +671,33 @@ mod tests {
         for g in got {
             assert_eq!(g, want);
         }
+    }
+
+    #[test]
+    fn owned_items_come_back_in_order_and_gaps_are_refused() {
+        let got = on_ranks(3, |c| {
+            let mine = (0..7)
+                .filter(|k| k % 3 == c.rank())
+                .map(|k| (k, vec![k as u8; k]))
+                .collect();
+            (exchange_owned(c, 7, mine, false).unwrap(), c.rank())
+        });
+        for (g, _) in &got {
+            assert_eq!(
+                g.as_ref().unwrap(),
+                &(0..7).map(|k| vec![k as u8; k]).collect::<Vec<_>>()
+            );
+        }
+        let to_root = on_ranks(2, |c| {
+            exchange_owned(c, 2, vec![(c.rank(), vec![1])], true).unwrap()
+        });
+        assert!(to_root[0].is_some() && to_root[1].is_none());
+        assert!(
+            exchange_owned(&Single, 2, vec![(0, vec![])], false).is_err(),
+            "item 1 missing"
+        );
+        assert!(exchange_owned(&Single, 1, vec![(0, vec![]), (0, vec![])], false).is_err());
+        assert!(exchange_owned(&Single, 1, vec![(3, vec![])], false).is_err());
     }
 
     #[test]

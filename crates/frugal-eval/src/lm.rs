@@ -250,13 +250,12 @@ pub fn eval_lm(
     // both cores busy through the single-threaded parts of a forward pass. Results are
     // collected in chunk order, so the sums below do not depend on scheduling.
     //
-    // Under MPI each rank scores its share of the chunks ([`frugal_dist::shard`]); the per-chunk
-    // results are gathered in chunk order, so every sum and percentile below is the single
-    // process's, bit for bit.
+    // Each rank (one alone) scores its share of the chunks ([`frugal_dist::shard`]); the
+    // per-chunk results are gathered in chunk order, so every sum and percentile below is the
+    // single process's, bit for bit.
     let comm = frugal_dist::world();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let mine = frugal_dist::shard(n_chunks, comm.rank(), comm.size());
-    let n_mine = mine.len();
+    let n_mine = frugal_dist::shard(n_chunks, comm.rank(), comm.size()).len();
     let score_chunk = |c: usize| -> Result<ChunkScores> {
         let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
         if let Some(bos) = opts.bos {
@@ -294,23 +293,14 @@ pub fn eval_lm(
         );
         Ok((s, rs, kl))
     };
-    let per_chunk: Vec<ChunkScores> = if comm.size() == 1 {
-        (0..n_chunks)
-            .into_par_iter()
-            .map(score_chunk)
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        let bytes = frugal_dist::gather_items(comm, n_chunks, &mut |r| {
-            r.into_par_iter()
-                .map(|c| score_chunk(c).map(|s| chunk_to_wire(&s)))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        bytes
-            .iter()
-            .map(|b| chunk_from_wire(b))
-            .collect::<Result<Vec<_>>>()?
-    };
-    let _ = mine;
+    let per_chunk = frugal_dist::gather_items(comm, n_chunks, &mut |r| {
+        r.into_par_iter()
+            .map(|c| score_chunk(c).map(|s| chunk_to_wire(&s)))
+            .collect::<Result<Vec<_>>>()
+    })?
+    .iter()
+    .map(|b| chunk_from_wire(b))
+    .collect::<Result<Vec<_>>>()?;
     let mut scores: Vec<TokenScore> = Vec::new();
     let mut ref_scores: Vec<TokenScore> = Vec::new();
     let mut klds: Vec<f64> = Vec::new();

@@ -426,21 +426,21 @@ pub fn predict(
     batch: usize,
 ) -> Result<Vec<u32>> {
     let k = model.config.n_classes;
-    let mut out = Vec::with_capacity(indices.len());
-    {
-        let logits = logits(model, set, indices, batch)?;
-        out.extend(logits.chunks(k).map(|row| {
-            // The first maximum, as argmax does.
-            let mut best = 0;
-            for (j, v) in row.iter().enumerate() {
-                if *v > row[best] {
-                    best = j;
-                }
-            }
-            best as u32
-        }));
+    Ok(logits(model, set, indices, batch)?
+        .chunks(k)
+        .map(|row| argmax(row) as u32)
+        .collect())
+}
+
+/// The index of a row's first maximum, as argmax does.
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = j;
+        }
     }
-    Ok(out)
+    best
 }
 
 #[cfg(test)]

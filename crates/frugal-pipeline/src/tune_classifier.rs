@@ -120,15 +120,7 @@ fn accuracy(logits: &[f32], k: usize, set: &ImageSet, idx: &[usize]) -> f64 {
     let right = logits
         .chunks(k)
         .zip(idx)
-        .filter(|(row, &i)| {
-            let mut best = 0;
-            for (j, v) in row.iter().enumerate() {
-                if *v > row[best] {
-                    best = j;
-                }
-            }
-            best == usize::from(set.labels[i])
-        })
+        .filter(|(row, &i)| frugal_models::cnn::argmax(row) == usize::from(set.labels[i]))
         .count();
     100.0 * right as f64 / idx.len().max(1) as f64
 }
@@ -404,7 +396,7 @@ pub fn tune_classifier(
     let mut n_files = 0usize;
     let mut write_and_judge = |plan: &BTreeMap<String, &'static IntType>,
                                half: &Half|
-     -> Result<(PathBuf, u64, Judged), Error> {
+     -> Result<(PathBuf, u64, Judged, Cnn), Error> {
         let path = scratch
             .tmp_path()
             .join(format!("candidate-{n_files}.safetensors"));
@@ -417,7 +409,7 @@ pub fn tune_classifier(
         )?;
         let m = Cnn::load(&path, &dev).map_err(ce)?;
         let j = half.judge(&m, &set)?;
-        Ok((path, bytes, j))
+        Ok((path, bytes, j, m))
     };
     // 2. Sensitivity of every weight to every scheme, alone.
     let mut options: Vec<Vec<(u64, f64)>> = Vec::new();
@@ -440,7 +432,7 @@ pub fn tune_classifier(
                 continue;
             };
             let plan = BTreeMap::from([(name.clone(), scheme)]);
-            let (path, _, j) = write_and_judge(&plan, &search)?;
+            let (path, _, j, _) = write_and_judge(&plan, &search)?;
             let _ = std::fs::remove_file(path);
             progress("sensitivity", sensitivity.len() + 1, total_runs);
             sensitivity.push(Sensitivity {
@@ -471,10 +463,9 @@ pub fn tune_classifier(
             .zip(&schemes)
             .filter_map(|(((name, ..), &o), s)| s[o].map(|s| (name.clone(), s)))
             .collect();
-        let (path, file_bytes, s) = write_and_judge(&plan, &search)?;
+        let (path, file_bytes, s, m) = write_and_judge(&plan, &search)?;
         let meets_search = s.accuracy_drop_pt <= job.max_drop_pt;
         let heldout_j = if meets_search {
-            let m = Cnn::load(&path, &dev).map_err(ce)?;
             Some(heldout.judge(&m, &set)?)
         } else {
             None

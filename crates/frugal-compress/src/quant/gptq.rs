@@ -459,10 +459,9 @@ pub struct Produced {
 }
 
 impl Produced {
-    /// The job index and the tensor as bytes, for another rank.
-    pub(crate) fn to_wire(&self, job: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.bytes.len() + 40);
-        v.extend_from_slice(&(job as u64).to_le_bytes());
+    /// The tensor as bytes, for another rank.
+    pub(crate) fn to_wire(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.bytes.len() + 32);
         v.extend_from_slice(&self.ty.0.to_le_bytes());
         let (rel, weighted) = self.errors.unwrap_or((f64::NAN, None));
         v.push(u8::from(self.errors.is_some()) | (u8::from(weighted.is_some()) << 1));
@@ -472,32 +471,24 @@ impl Produced {
         v
     }
 
-    /// The inverse of [`Produced::to_wire`], checked (job below `n_jobs`, known type).
-    pub(crate) fn from_wire(b: &[u8], n_jobs: usize) -> Result<(usize, Produced)> {
+    /// The inverse of [`Produced::to_wire`], checked (length, known type).
+    pub(crate) fn from_wire(b: &[u8]) -> Result<Produced> {
         let bad = |why: &str| frugal_dist::Error::Protocol(format!("tensor message: {why}"));
-        if b.len() < 29 {
+        if b.len() < 21 {
             return Err(bad("too short").into());
         }
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-        let job = usize::try_from(u64_at(0))
-            .ok()
-            .filter(|&j| j < n_jobs)
-            .ok_or_else(|| bad("job out of range"))?;
-        let id = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        let id = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
         let ty = Some(GgmlType(id))
             .filter(|t| t.info().is_some())
             .ok_or_else(|| bad("unknown tensor type"))?;
-        let flags = b[12];
-        let rel = f64::from_bits(u64_at(13));
-        let weighted = f64::from_bits(u64_at(21));
-        Ok((
-            job,
-            Produced {
-                ty,
-                bytes: b[29..].to_vec(),
-                errors: (flags & 1 != 0).then_some((rel, (flags & 2 != 0).then_some(weighted))),
-            },
-        ))
+        let flags = b[4];
+        let (rel, weighted) = (f64::from_bits(u64_at(5)), f64::from_bits(u64_at(13)));
+        Ok(Produced {
+            ty,
+            bytes: b[21..].to_vec(),
+            errors: (flags & 1 != 0).then_some((rel, (flags & 2 != 0).then_some(weighted))),
+        })
     }
 }
 
@@ -890,34 +881,8 @@ pub fn blockwise_model(
             };
             mine.push((k, bytes));
         }
-        let mut got: Vec<Option<Vec<u8>>> = (0..pieces.len()).map(|_| None).collect();
-        if comm.size() == 1 {
-            for (k, b) in mine {
-                got[k] = Some(b);
-            }
-        } else {
-            let sent: Vec<Vec<u8>> = mine
-                .into_iter()
-                .map(|(k, mut b)| {
-                    let mut v = (k as u64).to_le_bytes().to_vec();
-                    v.append(&mut b);
-                    v
-                })
-                .collect();
-            for rank_bytes in comm.allgather(&frugal_dist::frame(&sent))? {
-                for item in frugal_dist::unframe(&rank_bytes)? {
-                    let k = item
-                        .get(..8)
-                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-                        .and_then(|k| usize::try_from(k).ok())
-                        .filter(|&k| k < pieces.len())
-                        .ok_or_else(|| {
-                            frugal_dist::Error::Protocol("row range out of range".into())
-                        })?;
-                    got[k] = Some(item[8..].to_vec());
-                }
-            }
-        }
+        let got = frugal_dist::exchange_owned(comm, pieces.len(), mine, false)?
+            .expect("every rank receives every range");
         let mut got = got.into_iter();
         for (j, &(g, name, ty)) in jobs.iter().enumerate() {
             let n = dims[g];
@@ -927,9 +892,7 @@ pub fn blockwise_model(
                 as usize;
             let mut bytes = Vec::new();
             for (_, rows) in pieces.iter().filter(|(pj, _)| *pj == j) {
-                let b = got.next().flatten().ok_or_else(|| {
-                    frugal_dist::Error::Protocol(format!("no rank returned rows of {name}"))
-                })?;
+                let b = got.next().expect("one result per row range");
                 if b.len() != rows.len() * row_bytes {
                     return Err(frugal_dist::Error::Protocol(format!(
                         "{name}: {} bytes for {} rows of {row_bytes}",

@@ -576,23 +576,21 @@ fn write_quantized(
                 bytes,
                 errors: Some(sums.finish(qw.is_some())),
             };
-            mine.push(p.to_wire(j));
+            mine.push((j, p.to_wire()));
             drop(x);
             f.release(t);
         }
         frugal_dist::fault_point("quantize-gather")?;
-        match comm.gather(&frugal_dist::frame(&mine))? {
+        match frugal_dist::exchange_owned(comm, jobs.len(), mine, true)? {
             None => {
                 comm.barrier();
                 // Rank 0 writes and reports the file; this rank's record says what it ran.
                 return Ok(quantize_report(f, output, opts, method, t0, 0, Vec::new()));
             }
             Some(all) => {
-                for rank_bytes in all {
-                    for item in frugal_dist::unframe(&rank_bytes)? {
-                        let (j, p) = gptq::Produced::from_wire(&item, jobs.len())?;
-                        gathered.insert(f.header.tensors[jobs[j]].name.clone(), p);
-                    }
+                for (&i, item) in jobs.iter().zip(all) {
+                    let p = gptq::Produced::from_wire(&item)?;
+                    gathered.insert(f.header.tensors[i].name.clone(), p);
                 }
             }
         }
