@@ -157,6 +157,13 @@ enum Command {
         /// hard targets blended alike, the teacher labelling the blended image.
         #[arg(long)]
         mixup: bool,
+        /// Classifiers: move every training image by up to this many pixels per step (fresh
+        /// draws; the teacher labels the moved image).
+        #[arg(long, default_value_t = 0)]
+        shift: usize,
+        /// Classifiers: mirror half the training images per step (Fashion-MNIST, not digits).
+        #[arg(long)]
+        flip: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -357,6 +364,14 @@ enum Command {
         /// At most this many candidates judged in all.
         #[arg(long, default_value_t = 10)]
         max_evals: usize,
+        /// Language models: what to minimise — `size` (bytes) or `energy` (the kernel time per
+        /// generated token of the served model, F16 and F32 tensors allowed where faster).
+        #[arg(long, default_value = "size")]
+        objective: String,
+        /// Language models: also measure every candidate's energy per token on `frugal
+        /// measure`'s workload (always with `--objective energy`).
+        #[arg(long)]
+        energy: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -470,6 +485,10 @@ enum Command {
         /// MODEL (language models): tokens generated per prompt.
         #[arg(long, default_value_t = 16)]
         tokens: usize,
+        /// MODEL (language models): multiply in f32 on weights decoded when loading, instead
+        /// of the stored types' quantized kernels.
+        #[arg(long)]
+        decoded_weights: bool,
         /// The command and its arguments, after `--` (instead of MODEL).
         #[arg(last = true)]
         command: Vec<std::ffi::OsString>,
@@ -890,6 +909,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             seed,
             resume,
             mixup,
+            shift,
+            flip,
             json,
         } => {
             if let (Some(student), Some(teacher), Some(text)) = (&student, &teacher, &text) {
@@ -971,6 +992,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     temperature,
                     alpha: alpha.unwrap_or(0.7),
                     mixup,
+                    shift,
+                    flip,
                     ..Default::default()
                 },
                 resume,
@@ -1529,6 +1552,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             repeats,
             warmup,
             tokens,
+            decoded_weights,
             baseline,
             cost,
             command,
@@ -1579,6 +1603,11 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     repeats,
                     warmup,
                     tokens,
+                    weights: if decoded_weights {
+                        frugal_pipeline::measure::Weights::Decoded
+                    } else {
+                        frugal_pipeline::measure::Weights::Stored
+                    },
                     // The built-in workloads run on the CPU: a GPU's whole-device counter would
                     // add other processes' and idle energy.
                     meters: frugal_energy::MeterOptions {
@@ -1743,10 +1772,23 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             eval_chunks,
             bpw_tolerance,
             max_evals,
+            objective,
+            energy,
             json,
         } => {
-            use frugal_pipeline::tune::QualityLimit;
+            use frugal_pipeline::tune::{Objective, QualityLimit};
+            let objective = match objective.as_str() {
+                "size" => Objective::Size,
+                "energy" => Objective::Energy,
+                o => return Err(BadUsage(format!("--objective {o}: size or energy")).into()),
+            };
             if let Some(data) = data {
+                if objective == Objective::Energy || energy {
+                    return Err(BadUsage(
+                        "--objective energy and --energy are for GGUF language models: the classifier workload multiplies decoded f32 weights, so every plan costs the same energy".into(),
+                    )
+                    .into());
+                }
                 let limit = match (max_kld, max_ppl_increase_pct, max_accuracy_drop_pt, &policy) {
                     (None, None, Some(d), None) => d,
                     (None, None, None, Some(p)) => {
@@ -1863,6 +1905,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 heldout: spec(heldout),
                 bpw_tolerance,
                 max_evals,
+                objective,
+                measure_energy: energy,
             };
             let bar = progress_bar("");
             let report = frugal_pipeline::tune::tune(&job, &|what, done, total| {
@@ -1873,8 +1917,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             emit(json, &report, |r| {
                 println!("frugal tune: {} → {}", r.input, r.output);
                 println!(
-                    "  {:>3} {:>9} {:>6} {:>10} {:>10}",
-                    "#", "MiB", "bpw", "search", "held-out"
+                    "  {:>3} {:>9} {:>6} {:>10} {:>10} {:>11} {:>16}",
+                    "#", "MiB", "bpw", "search", "held-out", "kernel µs", "J/token (95 %)"
                 );
                 for (k, c) in r.candidates.iter().enumerate() {
                     let v = |j: &frugal_pipeline::tune::Judged| match r.limit {
@@ -1882,13 +1926,23 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                         QualityLimit::MaxPplIncreasePct(_) => j.ppl_increase_pct,
                     };
                     println!(
-                        "  {k:>3} {:>9.2} {:>6.3} {:>10.5} {:>10}  {}",
+                        "  {k:>3} {:>9.2} {:>6.3} {:>10.5} {:>10} {:>11} {:>16}  {}",
                         c.bytes as f64 / 1048576.0,
                         c.bits_per_weight,
                         v(&c.search),
                         c.heldout
                             .as_ref()
                             .map_or("-".into(), |h| format!("{:.5}", v(h))),
+                        if c.kernel_us_per_token > 0.0 {
+                            format!("{:.0}", c.kernel_us_per_token)
+                        } else {
+                            "-".into()
+                        },
+                        c.energy.as_ref().map_or("-".into(), |e| format!(
+                            "{:.3} ± {:.3}",
+                            e.joules_per_token.mean,
+                            0.5 * (e.joules_per_token.ci95.1 - e.joules_per_token.ci95.0)
+                        )),
                         if k == r.chosen {
                             "chosen"
                         } else if c.meets_search {
@@ -1899,16 +1953,30 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     );
                 }
                 println!(
-                    "  limit    {:?}; {} of {} bytes ({:.2}×); {:.0} s (imatrix {:.0}, sensitivity {:.0}, search {:.0})",
+                    "  limit    {:?}, objective {:?}; {} of {} bytes ({:.2}×); {:.0} s (imatrix {:.0}, sensitivity {:.0}, pricing {:.0}, search {:.0} of which energy {:.0})",
                     r.limit,
+                    r.objective,
                     r.output_bytes,
                     r.input_bytes,
                     r.input_bytes as f64 / r.output_bytes.max(1) as f64,
                     r.seconds.total,
                     r.seconds.imatrix,
                     r.seconds.sensitivity,
-                    r.seconds.search
+                    r.seconds.pricing,
+                    r.seconds.search,
+                    r.seconds.energy
                 );
+                if let Some(w) = &r.energy_workload {
+                    let e = r.candidates[r.chosen].energy.as_ref();
+                    println!(
+                        "  energy   {w}; {}",
+                        e.map_or(String::new(), |e| format!(
+                            "{} ({})",
+                            if e.measured { "measured" } else { "estimated" },
+                            e.provenance
+                        ))
+                    );
+                }
                 println!("  recipe   {}", r.recipe);
                 println!("  report   {}", html.display());
             })?;

@@ -1243,6 +1243,133 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
     );
 }
 
+/// `frugal tune --objective energy` on the real model: every candidate priced by its kernel
+/// time per token and its energy measured on the measure workload (with its provenance); the
+/// chosen one is the fastest verified candidate, meets the limit on held-out text, and its
+/// recipe (every budget tensor's type pinned) rebuilds the same file.
+#[test]
+fn tune_for_energy_picks_the_fastest_verified_plan_and_its_recipe_rebuilds_it() {
+    let Some(p) = smollm2() else { return };
+    let Some(dir) = brown_calib_and_eval() else {
+        return;
+    };
+    let model = p.to_str().unwrap();
+    assert!(frugal(
+        &["brown-text", "--files", "cj17-cj20", "-o", "search.txt"],
+        dir.path()
+    )
+    .status
+    .success());
+    let limit = 0.05;
+    let r = frugal_json(
+        &[
+            "tune",
+            model,
+            "-o",
+            "e.gguf",
+            "--max-kld",
+            "0.05",
+            "--objective",
+            "energy",
+            "--calib",
+            "calib.txt",
+            "--calib-tokens",
+            "1024",
+            "--eval",
+            "search.txt",
+            "--heldout",
+            "eval.txt",
+            "--eval-chunks",
+            "1",
+            "--max-evals",
+            "5",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(r["objective"], "energy");
+    assert_eq!(r["meets_heldout"], true, "{r}");
+    let cands = r["candidates"].as_array().unwrap();
+    let chosen = &cands[r["chosen"].as_u64().unwrap() as usize];
+    let us = |c: &serde_json::Value| c["kernel_us_per_token"].as_f64().unwrap();
+    for c in cands {
+        assert!(us(c) > 0.0, "{c}");
+        let e = &c["energy"];
+        assert!(e["joules_per_token"]["mean"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(!e["provenance"].as_str().unwrap().is_empty(), "{c}");
+        // No faster candidate met the limit on both texts.
+        if us(c) < us(chosen) {
+            assert!(
+                c["meets_search"] == false || c["heldout"]["kld"].as_f64().unwrap() > limit,
+                "{c}"
+            );
+        }
+    }
+    assert!(
+        chosen["heldout"]["kld"].as_f64().unwrap() <= limit,
+        "{chosen}"
+    );
+    assert!(us(chosen) <= us(&cands[0]), "{r}");
+    let recipe = std::fs::read_to_string(dir.path().join("e.gguf.recipe.toml")).unwrap();
+    assert!(
+        recipe.contains("tensor_types") && !recipe.contains("target_bpw"),
+        "{recipe}"
+    );
+    let rr = frugal_json(
+        &["run", "e.gguf.recipe.toml", "--out", "rr", "--json"],
+        dir.path(),
+    );
+    assert_eq!(rr["steps"][0]["kind"], "quantize");
+    assert!(
+        std::fs::read(dir.path().join("rr/01-quantize.gguf")).unwrap()
+            == std::fs::read(dir.path().join("e.gguf")).unwrap(),
+        "the recipe's file differs from the tuned one"
+    );
+    let html = std::fs::read_to_string(dir.path().join("e.gguf.report.html")).unwrap();
+    assert!(html.contains("Quality against energy per query") && html.contains("kernels/token"));
+    // Classifiers are not tuned for energy (their workload decodes every weight to f32).
+    assert_bad_input(
+        &frugal(
+            &[
+                "tune",
+                model,
+                "-o",
+                "x",
+                "--data",
+                "digits",
+                "--max-accuracy-drop-pt",
+                "1",
+                "--objective",
+                "energy",
+            ],
+            dir.path(),
+        ),
+        "--objective energy",
+    );
+    assert_bad_input(
+        &frugal(
+            &[
+                "tune",
+                model,
+                "-o",
+                "x",
+                "--max-kld",
+                "0.1",
+                "--objective",
+                "speed",
+                "--calib",
+                "calib.txt",
+                "--eval",
+                "search.txt",
+                "--heldout",
+                "eval.txt",
+            ],
+            dir.path(),
+        ),
+        "size or energy",
+    );
+}
+
 /// `frugal tune` on the real model: the smallest candidate that keeps the mean KLD within the
 /// limit on the search text, verified on different (held-out) text — where an independent
 /// `frugal eval` gives the same figure — and a recipe that rebuilds the very same file.

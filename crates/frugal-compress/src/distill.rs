@@ -41,6 +41,15 @@ pub struct TrainOptions {
     /// the blended image ("function matching", Beyer et al. 2022). Off by default.
     #[serde(default)]
     pub mixup: bool,
+    /// Random translations of every image by up to this many pixels in each direction, fresh
+    /// per step (zero fill); with a teacher, the teacher labels the moved image (consistent
+    /// teaching, Beyer et al. 2022). 0 (default) is off.
+    #[serde(default)]
+    pub shift: usize,
+    /// Random horizontal flips of half the images per step: for classes that are mirror-
+    /// symmetric (Fashion-MNIST), not for digits. Off by default.
+    #[serde(default)]
+    pub flip: bool,
 }
 
 impl Default for TrainOptions {
@@ -55,6 +64,8 @@ impl Default for TrainOptions {
             temperature: 4.0,
             alpha: 0.7,
             mixup: false,
+            shift: 0,
+            flip: false,
         }
     }
 }
@@ -381,6 +392,41 @@ fn mixup(x: &mut [f32], labels: &[u32], rng: &mut SplitMix64) -> (Vec<u32>, Vec<
     (perm.iter().map(|&p| labels[p]).collect(), lam)
 }
 
+/// Moves each `rows × cols` image of a flat batch by (dy, dx) drawn uniformly from
+/// −`shift`..=`shift` (pixels moved in from outside are 0) and, with `flip`, mirrors it left to
+/// right with probability ½.
+fn augment(
+    x: &mut [f32],
+    rows: usize,
+    cols: usize,
+    shift: usize,
+    flip: bool,
+    rng: &mut SplitMix64,
+) {
+    let n = rows * cols;
+    let span = 2 * shift as u64 + 1;
+    let mut orig = vec![0f32; n];
+    for img in x.chunks_mut(n.max(1)) {
+        let dy = (rng.next_u64() % span) as isize - shift as isize;
+        let dx = (rng.next_u64() % span) as isize - shift as isize;
+        let mirror = flip && rng.next_u64() & 1 == 1;
+        orig.copy_from_slice(img);
+        for r in 0..rows {
+            for c in 0..cols {
+                // Output (r, c) shows the source pixel (r − dy, c' − dx), where c' is c mirrored.
+                let cm = if mirror { cols - 1 - c } else { c };
+                let (sr, sc) = (r as isize - dy, cm as isize - dx);
+                img[r * cols + c] =
+                    if (0..rows as isize).contains(&sr) && (0..cols as isize).contains(&sc) {
+                        orig[sr as usize * cols + sc as usize]
+                    } else {
+                        0.0
+                    };
+            }
+        }
+    }
+}
+
 /// The start of a checkpointed training run: when `checkpoint` asks to resume and its file
 /// exists, `params`, `adam` and `vars` are restored, the epoch order's shuffles replayed (they
 /// are a pure function of the seed), and the epochs done and records so far returned; else
@@ -577,10 +623,16 @@ pub fn train_classifier(
         for (b, chunk) in order.chunks(opts.batch).enumerate() {
             let lr = learning_rate(opts, epoch * batches + b, total);
             let (mut x, y) = batch_pixels(set, chunk);
+            let step = (epoch * batches + b) as u64;
+            if opts.shift > 0 || opts.flip {
+                let mut r = SplitMix64(
+                    opts.seed ^ 0x6175_676d_656e ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03),
+                );
+                augment(&mut x, set.rows, set.cols, opts.shift, opts.flip, &mut r);
+            }
             // Mixup draws from a stream of its own per step: the batch order is the same with
             // and without it, and a resumed run draws the same.
             let mix = opts.mixup.then(|| {
-                let step = (epoch * batches + b) as u64;
                 let mut r = SplitMix64(
                     opts.seed ^ 0x006d_6978_7570 ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 );
@@ -810,6 +862,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("other settings"), "{e}");
+    }
+
+    #[test]
+    fn augmentation_moves_and_mirrors_within_bounds() {
+        // A 5×7 image with one lit pixel at (2, 1): every draw keeps it (a move of ≤ 1 cannot
+        // push it out), moved by at most 1 row and column, mirrored columns included.
+        let (rows, cols) = (5, 7);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut rng = SplitMix64(3);
+        for _ in 0..400 {
+            let mut x = vec![0f32; rows * cols];
+            x[2 * cols + 1] = 1.0;
+            super::augment(&mut x, rows, cols, 1, true, &mut rng);
+            let lit: Vec<usize> = (0..x.len()).filter(|&i| x[i] != 0.0).collect();
+            assert_eq!(lit.len(), 1, "one pixel stays lit");
+            let (r, c) = (lit[0] / cols, lit[0] % cols);
+            assert!((1..=3).contains(&r));
+            assert!((0..=2).contains(&c) || (4..=6).contains(&c), "column {c}");
+            seen.insert((r, c));
+        }
+        assert_eq!(seen.len(), 18, "all 9 moves, mirrored or not");
+        // Off: untouched.
+        let mut x: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+        super::augment(&mut x, rows, cols, 0, false, &mut rng);
+        assert!(x.iter().enumerate().all(|(i, &v)| v == i as f32));
     }
 
     #[test]

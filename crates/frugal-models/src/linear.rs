@@ -367,6 +367,81 @@ impl Linear {
     }
 }
 
+/// Seconds one product of a `[n_out, n_in]` weight stored as `ty` with one input row takes
+/// through the kernels a model loaded with stored weights runs for that type (quantized ones
+/// for quantized types; f16 and bf16 weights are decoded to f32 when loading, as F32 ones):
+/// the median over 5 timed rounds of at least `min_calls` products each, after warm-up.
+///
+/// A served decoder streams every weight from memory once per token, so the products cycle
+/// through copies of the weight that together exceed `working_set` bytes (set it above the
+/// last-level cache): a weight that stays cached would time as if memory were free, favouring
+/// wide types. The weights are deterministic (fixed pseudo-random values); only the type and
+/// shape matter. `None` for a type candle cannot multiply at this shape.
+pub fn matvec_seconds(
+    ty: frugal_formats::gguf::GgmlType,
+    n_out: usize,
+    n_in: usize,
+    min_calls: usize,
+    working_set: usize,
+) -> Result<Option<f64>> {
+    use frugal_formats::gguf::GgmlType as G;
+    let Some(dtype) = crate::gguf_load::candle_dtype(ty) else {
+        return Ok(None);
+    };
+    if n_in % dtype.block_size() != 0 {
+        return Ok(None);
+    }
+    let dev = candle_core::Device::Cpu;
+    let mut rng = frugal_formats::rng::SplitMix64(0x6b65_726e_656c);
+    let x: Vec<f32> = (0..n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let x = Tensor::from_vec(x, (1, n_in), &dev)?;
+    let plain = matches!(ty, G::F32 | G::F16 | G::BF16);
+    // Bytes one copy keeps in memory as the model holds it (plain types as f32).
+    let held = if plain {
+        4 * n_out * n_in
+    } else {
+        n_out * n_in / dtype.block_size() * dtype.type_size()
+    };
+    let copies = working_set.div_ceil(held.max(1)).clamp(1, 512);
+    let w: Vec<f32> = (0..n_out * n_in)
+        .map(|_| rng.next_f64() as f32 - 0.5)
+        .collect();
+    let w = Tensor::from_vec(w, (n_out, n_in), &dev)?;
+    let q = (!plain).then(|| QTensor::quantize(&w, dtype)).transpose()?;
+    let bytes = q.as_ref().map(|q| q.data()).transpose()?;
+    let mut layers = Vec::with_capacity(copies);
+    for _ in 0..copies {
+        // Each copy in memory of its own.
+        layers.push(match &bytes {
+            None => Linear::dense("timed", w.copy()?, None)?,
+            Some(b) => Linear::quantized(
+                "timed",
+                Arc::new(candle_core::quantized::ggml_file::qtensor_from_ggml(
+                    dtype,
+                    b,
+                    w.dims().to_vec(),
+                    &dev,
+                )?),
+                None,
+            )?,
+        });
+    }
+    let calls = min_calls.max(copies).max(1);
+    for l in &layers {
+        std::hint::black_box(l.forward(&x)?);
+    }
+    let mut rounds = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        for c in 0..calls {
+            std::hint::black_box(layers[c % copies].forward(&x)?);
+        }
+        rounds.push(t0.elapsed().as_secs_f64() / calls as f64);
+    }
+    rounds.sort_by(f64::total_cmp);
+    Ok(Some(rounds[2]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,5 +574,17 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(err < 0.05, "max error {err}");
+    }
+
+    #[test]
+    fn kernel_timing_covers_the_types_a_shape_allows() {
+        use frugal_formats::gguf::GgmlType as G;
+        for ty in [G::F32, G::F16, G::Q8_0, G::Q4_0] {
+            let t = matvec_seconds(ty, 64, 96, 4, 1 << 16).unwrap().unwrap();
+            assert!(t > 0.0 && t < 1.0, "{ty:?}: {t}");
+        }
+        // k-quants need rows in whole blocks of 256.
+        assert!(matvec_seconds(G::Q4_K, 64, 96, 4, 0).unwrap().is_none());
+        assert!(matvec_seconds(G::Q4_K, 8, 256, 4, 0).unwrap().is_some());
     }
 }

@@ -410,14 +410,109 @@ impl Llama {
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
         let x = (x + b.o.forward(&y)?)?;
-        let h2 = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
+        let (out, h2, act) = self.ffn_residual(b, &x)?;
+        Ok((out, trace.then_some([h, y, h2, act])))
+    }
+
+    /// The feed-forward half of a block on the attention's residual `x`: `(x + FFN(norm(x)),
+    /// norm(x), the down projection's input)`.
+    fn ffn_residual(&self, b: &Block, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let h2 = candle_nn::ops::rms_norm(x, &b.ffn_norm, self.config.rms_eps as f32)?;
         let (g, u) = match shared_rounding(&h2, &[&b.gate, &b.up])? {
             Some(r) => (b.gate.forward_prerounded(&r)?, b.up.forward_prerounded(&r)?),
             None => (b.gate.forward(&h2)?, b.up.forward(&h2)?),
         };
         let act = (g.silu()? * u)?;
-        let out = (&x + b.down.forward(&act)?)?;
-        Ok((out, trace.then_some([h, y, h2, act])))
+        Ok(((x + b.down.forward(&act)?)?, h2, act))
+    }
+
+    /// A key/value cache for decoding up to `capacity` positions with [`Llama::decode_step`].
+    pub fn kv_cache(&self, capacity: usize) -> Result<KvCache> {
+        let (cos, sin) = self.rope_tables(capacity)?;
+        Ok(KvCache {
+            k: vec![None; self.blocks.len()],
+            v: vec![None; self.blocks.len()],
+            pos: 0,
+            capacity,
+            cos,
+            sin,
+        })
+    }
+
+    /// Incremental decoding, as a serving runtime does: the logits `[n_vocab]` after `token` at
+    /// the cache's next position, each block attending to the cached keys and values of the
+    /// positions before (which this step extends). Agrees with [`Llama::forward`] at every
+    /// position (tested).
+    pub fn decode_step(&self, token: u32, cache: &mut KvCache) -> Result<Tensor> {
+        let pos = cache.pos;
+        if pos >= cache.capacity {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "the key/value cache holds {} positions",
+                cache.capacity
+            ))));
+        }
+        let (cos, sin) = (cache.cos.narrow(0, pos, 1)?, cache.sin.narrow(0, pos, 1)?);
+        let c = &self.config;
+        let (hd, nh, nkv) = (c.head_dim(), c.n_head, c.n_head_kv);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = self.embed(&[token])?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps as f32)?;
+            let heads = |l: &Linear, n: usize| -> Result<Tensor> {
+                Ok(l.forward(&h)?
+                    .reshape((1, 1, n, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
+            };
+            let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, nh)?, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&heads(&b.k, nkv)?, &cos, &sin)?;
+            let v = heads(&b.v, nkv)?;
+            let grow = |old: &Option<Tensor>, new: Tensor| -> Result<Tensor> {
+                Ok(match old {
+                    Some(o) => Tensor::cat(&[o, &new], 2)?,
+                    None => new,
+                })
+            };
+            let (k, v) = (grow(&cache.k[i], k)?, grow(&cache.v[i], v)?);
+            cache.k[i] = Some(k.clone());
+            cache.v[i] = Some(v.clone());
+            let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
+            // One query row attends to every cached position: no mask.
+            let att = (q.matmul(&k.t()?)? * scale)?;
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((1, nh * hd))?;
+            let xa = (&x + b.o.forward(&y)?)?;
+            x = self.ffn_residual(b, &xa)?.0;
+        }
+        cache.pos += 1;
+        let x = self.final_norm(&x)?;
+        Ok(self
+            .output
+            .forward(&x)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?)
+    }
+}
+
+/// The keys and values of the positions decoded so far (per block `[1, kv heads, positions,
+/// head dim]`) and the RoPE tables up to the capacity.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    k: Vec<Option<Tensor>>,
+    v: Vec<Option<Tensor>>,
+    pos: usize,
+    capacity: usize,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl KvCache {
+    /// Positions decoded so far.
+    pub fn len(&self) -> usize {
+        self.pos
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
     }
 }
 

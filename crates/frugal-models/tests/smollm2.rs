@@ -76,6 +76,40 @@ fn decoder_predicts_text_and_both_weight_paths_agree() {
 }
 
 #[test]
+fn cached_decoding_matches_the_full_forward_at_every_position() {
+    let Some(f) = smollm2() else { return };
+    let tok = GgufTokenizer::from_gguf(&f).unwrap();
+    let dev = Device::Cpu;
+    let ids = tok
+        .encode(
+            "The capital of France is Paris. The capital of Germany is",
+            true,
+        )
+        .unwrap();
+    for opts in [LoadOptions::EXACT, LoadOptions::KERNELS] {
+        let model = Llama::load(&f, opts, &dev).unwrap();
+        let full: Vec<Vec<f32>> = model.forward(&ids).unwrap().to_vec2().unwrap();
+        let mut cache = model.kv_cache(ids.len()).unwrap();
+        for (p, &id) in ids.iter().enumerate() {
+            let step: Vec<f32> = model
+                .decode_step(id, &mut cache)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let worst = step
+                .iter()
+                .zip(&full[p])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 2e-3, "{opts:?} position {p}: max |Δlogit| {worst}");
+        }
+        assert_eq!(cache.len(), ids.len());
+        // Full: a clear error, not a panic.
+        assert!(model.decode_step(ids[0], &mut cache).is_err());
+    }
+}
+
+#[test]
 fn linear_seam_records_every_layer() {
     let Some(f) = smollm2() else { return };
     let dev = Device::Cpu;

@@ -209,6 +209,7 @@ pub fn run(
             repeats: 3,
             warmup: 10,
             tokens: 0,
+            weights: measure::Weights::Stored,
             meters: meters.clone(),
         })?;
         last_sources = w

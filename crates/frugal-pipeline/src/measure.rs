@@ -5,9 +5,11 @@
 //!   (batch 1, the hand-written forward pass, weights decoded once); the unit is an image.
 //! - Encoder (a sentence-transformers folder): N Brown sentences, one query each; the unit is a
 //!   sentence.
-//! - Language model (GGUF): N prompts of 32 tokens of Brown text, each followed by M greedily
-//!   generated tokens; the unit is a generated token (each token re-runs the whole sequence:
-//!   this decoder has no KV cache, so the figures are an upper bound for a cached server).
+//! - Language model (GGUF): N prompts of 32 tokens of Brown text, each fed through a key/value
+//!   cache one token at a time and followed by M greedily generated tokens, as a serving
+//!   runtime decodes; the unit is a generated token (the prompt's cost included). The weights
+//!   are multiplied as stored — quantized tensors through candle's quantized kernels — unless
+//!   [`Weights::Decoded`] asks for f32.
 //!
 //! Each of `repeats` runs is metered on its own (a [`frugal_energy::Session`]) after `warmup`
 //! unmetered queries; J per unit and Wh per 1,000 queries are reported as the mean over the
@@ -30,7 +32,21 @@ pub struct MeasureJob {
     pub warmup: usize,
     /// Language models: tokens generated per prompt.
     pub tokens: usize,
+    /// Language models: how the weights are multiplied.
+    pub weights: Weights,
     pub meters: MeterOptions,
+}
+
+/// How a GGUF language model's weights are multiplied in the workload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weights {
+    /// As stored: quantized tensors through candle's quantized kernels (how a quantized model
+    /// is served), f16 and f32 ones as they are.
+    #[default]
+    Stored,
+    /// Decoded to f32 once when loading, every product in f32.
+    Decoded,
 }
 
 /// A mean with its 95 % interval.
@@ -166,9 +182,11 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
         )
     } else if is_gguf(path) {
         let f = frugal_formats::gguf::GgufFile::open(path)?;
-        let model =
-            frugal_models::llama::Llama::load(&f, frugal_models::llama::LoadOptions::EXACT, &dev)
-                .map_err(me)?;
+        let load = match job.weights {
+            Weights::Stored => frugal_models::llama::LoadOptions::KERNELS,
+            Weights::Decoded => frugal_models::llama::LoadOptions::EXACT,
+        };
+        let model = frugal_models::llama::Llama::load(&f, load, &dev).map_err(me)?;
         let tok = frugal_models::tokenizer::GgufTokenizer::from_gguf(&f).map_err(me)?;
         let brown = frugal_formats::assets::brown_dir();
         let ids = frugal_formats::brown::select_ids(&brown, "cj13-cj20")?;
@@ -181,19 +199,31 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
             ));
         }
         let m = job.tokens;
+        let weights = match job.weights {
+            Weights::Stored => "weights as stored",
+            Weights::Decoded => "weights decoded to f32",
+        };
         (
             "language-model",
-            format!("a 32-token Brown prompt and {m} generated tokens"),
+            format!(
+                "a 32-token Brown prompt and {m} generated tokens (key/value cache, {weights})"
+            ),
             "token",
             m,
             Box::new(move |i| {
-                let mut seq = prompts[i % prompts.len()].clone();
-                for _ in 0..m {
-                    let logits: Vec<f32> = model
-                        .forward_from(&seq, seq.len() - 1)
-                        .and_then(|t| Ok(t.flatten_all()?.to_vec1()?))
-                        .map_err(me)?;
-                    let next = logits
+                let prompt = &prompts[i % prompts.len()];
+                let mut cache = model.kv_cache(prompt.len() + m).map_err(me)?;
+                let mut logits = None;
+                for &id in prompt {
+                    logits = Some(model.decode_step(id, &mut cache).map_err(me)?);
+                }
+                for k in 0..m {
+                    let l: Vec<f32> = logits
+                        .take()
+                        .expect("a prompt has tokens")
+                        .to_vec1()
+                        .map_err(|e| me(e.into()))?;
+                    let next = l
                         .iter()
                         .enumerate()
                         .fold(
@@ -201,7 +231,10 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
                             |b, (j, &v)| if v > b.1 { (j, v) } else { b },
                         )
                         .0;
-                    seq.push(next as u32);
+                    // The last generated token needs no logits after it.
+                    if k + 1 < m {
+                        logits = Some(model.decode_step(next as u32, &mut cache).map_err(me)?);
+                    }
                 }
                 Ok(())
             }),

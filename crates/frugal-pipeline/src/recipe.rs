@@ -93,6 +93,9 @@ pub enum Step {
         calib: Option<TextSource>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target_bpw: Option<f64>,
+        /// `REGEX=TYPE` per-tensor types (as `frugal quantize --tensor-type`), first match wins.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tensor_types: Vec<String>,
     },
     Eval {},
     /// The current model's inference energy (`frugal measure`'s LM workload); with
@@ -461,6 +464,7 @@ fn run_step(
             method,
             calib,
             target_bpw,
+            tensor_types,
         } => {
             use frugal_compress::quant::{gptq, Method, Target};
             let t = match frugal_compress::quant::target(ty) {
@@ -474,6 +478,13 @@ fn run_step(
             };
             let mut opts = frugal_compress::quant::QuantizeOptions::new(t);
             opts.target_bpw = *target_bpw;
+            opts.overrides = tensor_types
+                .iter()
+                .map(|t| {
+                    t.parse()
+                        .map_err(|e: String| bad(path, format!("tensor_types: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
             let g = gptq::GptqOptions {
                 damp: 0.01,
                 act_order: true,
@@ -533,6 +544,7 @@ fn run_step(
                 repeats: repeats.unwrap_or(3),
                 warmup: 1,
                 tokens: tokens.unwrap_or(8),
+                weights: crate::measure::Weights::Stored,
                 meters: frugal_energy::MeterOptions::detect_cpu(),
             };
             progress("measure", 0, 1 + usize::from(*baseline));

@@ -12,12 +12,24 @@
 //! 5. The chosen candidate is verified on held-out text; if it misses there, the budget is
 //!    raised step by step (each step judged on both texts) until it holds.
 //!
+//! With [`Objective::Energy`] the currency is energy instead of bytes: every candidate type of
+//! every budget tensor (F16 and F32 included) is priced by the time one product with one input
+//! row takes through the kernels the served model runs for it ([`matvec_seconds`] on the
+//! tensor's shape), the assignment minimises the error within a budget of that time per token,
+//! and the bisection searches the smallest such budget. At a fixed power draw, kernel time is
+//! the energy the decoder's products take; each candidate's energy is then measured on the
+//! `frugal measure` workload (which says whether it was metered or estimated).
+//!
 //! The output is the verified model, a recipe that rebuilds it (`OUT.recipe.toml`: the same
-//! quantize step with the found `target_bpw`), and a report with every candidate, which the
-//! HTML report draws as size against quality with the Pareto front.
+//! quantize step with the found `target_bpw`, or with every budget tensor's type for the energy
+//! objective), and a report with every candidate, which the HTML report draws as size and
+//! energy per query against quality with the Pareto front.
+//!
+//! [`matvec_seconds`]: frugal_models::linear::matvec_seconds
 
 use crate::quantize::{judge, load_calibration, CalibSpec, EvalSpec};
 use crate::Error;
+use frugal_compress::quant::alloc::Candidates;
 use frugal_compress::quant::{gptq, BudgetPlan, QuantizeOptions};
 use frugal_formats::gguf::GgufFile;
 use frugal_formats::output::{write_atomic, AtomicDir};
@@ -67,6 +79,17 @@ impl QualityLimit {
     }
 }
 
+/// What a tuned model minimises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Bytes.
+    #[default]
+    Size,
+    /// Energy per generated token: the decoder's kernel time per token.
+    Energy,
+}
+
 /// What to tune.
 #[derive(Debug, Clone)]
 pub struct TuneJob {
@@ -85,6 +108,21 @@ pub struct TuneJob {
     pub bpw_tolerance: f64,
     /// At most this many candidates judged in all (search and verification).
     pub max_evals: usize,
+    pub objective: Objective,
+    /// Measure every candidate's energy per token on the `frugal measure` workload (always with
+    /// [`Objective::Energy`]).
+    pub measure_energy: bool,
+}
+
+/// A candidate's energy on the `frugal measure` workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateEnergy {
+    /// Joules per generated token (mean and 95 % interval over the metered runs).
+    pub joules_per_token: crate::measure::Estimate,
+    pub wh_per_1k_queries: crate::measure::Estimate,
+    /// Every counter read (or estimated) and its provenance.
+    pub provenance: String,
+    pub measured: bool,
 }
 
 /// One judged evaluation.
@@ -109,6 +147,10 @@ pub struct Candidate {
     /// Judged on the held-out text too (the verified ones).
     pub heldout: Option<Judged>,
     pub meets_search: bool,
+    /// Predicted kernel time per generated token of the budget's tensors, microseconds.
+    pub kernel_us_per_token: f64,
+    /// Measured on the `frugal measure` workload.
+    pub energy: Option<CandidateEnergy>,
     /// The types it gave, by count.
     pub type_counts: std::collections::BTreeMap<String, usize>,
     /// Every tensor's type (a budget that gives the same plan is not judged again).
@@ -123,12 +165,16 @@ pub struct TuneReport {
     pub output: String,
     pub recipe: String,
     pub limit: QualityLimit,
+    pub objective: Objective,
     pub target: String,
     pub calibration_tokens: usize,
     pub search_text: String,
     pub heldout_text: String,
-    /// The budget range the tensors allow (bits per weight).
-    pub bpw_range: (f64, f64),
+    /// The budget range the tensors allow: bits per weight (size), or kernel microseconds per
+    /// token (energy).
+    pub budget_range: (f64, f64),
+    /// The measure workload the candidates' energy comes from (when measured).
+    pub energy_workload: Option<String>,
     /// Every candidate judged, in the order they were.
     pub candidates: Vec<Candidate>,
     /// Index of the chosen one in `candidates`.
@@ -148,6 +194,10 @@ pub struct TuneReport {
 pub struct Seconds {
     pub imatrix: f64,
     pub sensitivity: f64,
+    /// Timing the kernels (energy objective).
+    pub pricing: f64,
+    /// Measuring the candidates' energy (inside `search` and `total`).
+    pub energy: f64,
     /// The bisection (verification on held-out text is in `total` only).
     pub search: f64,
     pub total: f64,
@@ -246,9 +296,39 @@ pub fn tune(
     let mut opts = QuantizeOptions::new(target);
     opts.imatrix = Some(imatrix);
     // 2. Sensitivity of every tensor to every type, once.
-    let plan = BudgetPlan::measure(&f, &opts, &|d, t| progress("sensitivity", d, t))?;
+    let energy = job.objective == Objective::Energy;
+    let which = if energy {
+        Candidates::WithFloat
+    } else {
+        Candidates::All
+    };
+    let plan = BudgetPlan::measure_among(&f, &opts, which, &|d, t| progress("sensitivity", d, t))?;
     let t_sens = t0.elapsed().as_secs_f64() - t_imatrix;
-    let (lo_bpw, hi_bpw) = plan.bpw_range();
+    // Kernel prices (ns per token) of every candidate type of every budget tensor.
+    let prices = if energy || job.measure_energy {
+        Some(kernel_prices(&f, &plan, progress)?)
+    } else {
+        None
+    };
+    let t_pricing = t0.elapsed().as_secs_f64() - t_imatrix - t_sens;
+    let plan = match (&prices, energy) {
+        (Some(p), true) => plan.priced(&|i, ty| p.get(&(i, ty)).copied())?,
+        _ => plan,
+    };
+    let budget_tensors: Vec<usize> = plan.candidates().iter().map(|c| c.0).collect();
+    let (lo_bpw, hi_bpw) = plan.budget_range();
+    let energy_seconds = std::cell::Cell::new(0f64);
+    let measure_energy = energy || job.measure_energy;
+    let workload = crate::measure::MeasureJob {
+        model: PathBuf::new(),
+        data: None,
+        queries: 4,
+        repeats: 3,
+        warmup: 1,
+        tokens: 8,
+        weights: crate::measure::Weights::Stored,
+        meters: frugal_energy::MeterOptions::detect_cpu(),
+    };
     let mut candidates: Vec<Candidate> = Vec::new();
     let judge_at =
         |bpw: f64, heldout: bool, candidates: &mut Vec<Candidate>| -> Result<usize, Error> {
@@ -281,11 +361,37 @@ pub fn tune(
             } else {
                 None
             };
+            let energy = if measure_energy {
+                let t = std::time::Instant::now();
+                progress("energy", k + 1, job.max_evals);
+                let r = crate::measure::measure_model(&crate::measure::MeasureJob {
+                    model: path.clone(),
+                    ..workload.clone()
+                })?;
+                energy_seconds.set(energy_seconds.get() + t.elapsed().as_secs_f64());
+                Some(CandidateEnergy {
+                    joules_per_token: r.joules_per_unit,
+                    wh_per_1k_queries: r.wh_per_1k_queries,
+                    provenance: r.energy.method(),
+                    measured: r.energy.all_measured(),
+                })
+            } else {
+                None
+            };
+            let kernel_us_per_token = prices.as_ref().map_or(0.0, |p| {
+                budget_tensors
+                    .iter()
+                    .filter_map(|&i| choices[i].and_then(|c| p.get(&(i, c.ty))))
+                    .sum::<u64>() as f64
+                    / 1e3
+            });
             candidates.push(Candidate {
                 budget_bpw: bpw,
                 bits_per_weight: w.bits_per_weight,
                 bytes: w.output_bytes,
                 meets_search: job.limit.meets(&s),
+                kernel_us_per_token,
+                energy,
                 search: s,
                 heldout: h,
                 type_counts: w.type_counts,
@@ -298,7 +404,8 @@ pub fn tune(
     let top = judge_at(hi_bpw, false, &mut candidates)?;
     if !candidates[top].meets_search {
         return Err(Error::LimitNotMet(format!(
-            "even the largest types ({hi_bpw:.2} bits per weight) miss the limit on the search text: {} = {:.5} > {}",
+            "even the most accurate types ({:.2} bits per weight) miss the limit on the search text: {} = {:.5} > {}",
+            candidates[top].bits_per_weight,
             limit_name(&job.limit),
             job.limit.value(&candidates[top].search),
             job.limit.limit()
@@ -306,9 +413,16 @@ pub fn tune(
     }
     // The largest budget may not be spent in full (a type with more bytes and no less error
     // is never chosen): bisect from what it used.
-    let (mut lo, mut hi, mut best) = (lo_bpw, plan.used_bpw(hi_bpw), top);
+    let (mut lo, mut hi, mut best) = (lo_bpw, plan.used_budget(hi_bpw), top);
+    // The bracket's width at which to stop: bits per weight, or for energy 1 % of the largest
+    // kernel time (and at least 1 µs).
+    let tolerance = if energy {
+        (0.01 * hi).max(1e3)
+    } else {
+        job.bpw_tolerance
+    };
     // Keep one evaluation in reserve for the held-out check of the result.
-    while hi - lo > job.bpw_tolerance && candidates.len() + 2 <= job.max_evals {
+    while hi - lo > tolerance && candidates.len() + 2 <= job.max_evals {
         let mid = 0.5 * (lo + hi);
         // A plan judged before is not judged again; the bracket still halves, so the loop
         // ends (the tolerance is at least 0.001).
@@ -337,7 +451,9 @@ pub fn tune(
             .meets(candidates[k].heldout.as_ref().expect("just set")))
     };
     let mut ok = verify(best, &mut candidates)?;
-    let mut step = (hi - lo).max(job.bpw_tolerance).max(0.05);
+    let mut step = (hi - lo)
+        .max(tolerance)
+        .max(if energy { 0.02 * hi } else { 0.05 });
     while !ok && candidates.len() < job.max_evals {
         let bpw = (candidates[best].budget_bpw + step).min(hi_bpw);
         let k = judge_at(bpw, true, &mut candidates)?;
@@ -370,7 +486,15 @@ pub fn tune(
     }
     let c = &candidates[best];
     let recipe = recipe_path(&job.output);
-    write_recipe(&recipe, job, c.budget_bpw)?;
+    let pinned: Vec<(String, frugal_formats::gguf::GgmlType)> = if energy {
+        budget_tensors
+            .iter()
+            .filter_map(|&i| c.types[i].map(|ty| (f.header.tensors[i].name.clone(), ty)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    write_recipe(&recipe, job, c.budget_bpw, &pinned)?;
     let heldout = c.heldout.expect("the chosen model was verified");
     let input_bytes = f.file_len();
     let report = TuneReport {
@@ -378,11 +502,22 @@ pub fn tune(
         output: job.output.display().to_string(),
         recipe: recipe.display().to_string(),
         limit: job.limit,
+        objective: job.objective,
         target: job.target.clone(),
         calibration_tokens: calib.n_tokens(),
         search_text: job.search.text.display().to_string(),
         heldout_text: job.heldout.text.display().to_string(),
-        bpw_range: (lo_bpw, hi_bpw),
+        budget_range: if energy {
+            (lo_bpw / 1e3, hi_bpw / 1e3)
+        } else {
+            (lo_bpw, hi_bpw)
+        },
+        energy_workload: measure_energy.then(|| {
+            format!(
+                "frugal measure: {} prompts × {} generated tokens, {} metered runs after {} warm-up, weights as stored",
+                workload.queries, workload.tokens, workload.repeats, workload.warmup
+            )
+        }),
         chosen: best,
         meets_heldout: ok,
         input_bytes,
@@ -397,6 +532,8 @@ pub fn tune(
         seconds: Seconds {
             imatrix: t_imatrix,
             sensitivity: t_sens,
+            pricing: t_pricing,
+            energy: energy_seconds.get(),
             search: t_search,
             total: t0.elapsed().as_secs_f64(),
         },
@@ -411,6 +548,70 @@ pub fn tune(
     })?;
     drop(scratch);
     Ok(report)
+}
+
+/// Nanoseconds per generated token of every candidate type of every budget tensor: one
+/// product of its shape with one input row through the kernels the served model runs
+/// ([`frugal_models::linear::matvec_seconds`]), timed once per shape and type. A tensor no
+/// product reads (a token embedding with a separate output matrix; it is looked up row by row)
+/// is priced by its bytes at 1 ns per KiB, which only breaks ties towards the smaller type.
+fn kernel_prices(
+    f: &GgufFile,
+    plan: &BudgetPlan,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<std::collections::HashMap<(usize, frugal_formats::gguf::GgmlType), u64>, Error> {
+    use std::collections::HashMap;
+    let tied = !f.header.tensors.iter().any(|t| t.name == "output.weight");
+    let list = plan.candidates();
+    let mut timed: HashMap<(frugal_formats::gguf::GgmlType, usize, usize), Option<u64>> =
+        HashMap::new();
+    let mut prices = HashMap::new();
+    for (k, (i, types)) in list.iter().enumerate() {
+        let t = &f.header.tensors[*i];
+        let (n_in, n_out) = (
+            t.dims[0] as usize,
+            t.n_elements() as usize / t.dims[0].max(1) as usize,
+        );
+        let looked_up = t.name == "token_embd.weight" && !tied;
+        for &ty in types {
+            // F16 and BF16 weights are decoded to f32 when loading: the F32 kernel's price.
+            use frugal_formats::gguf::GgmlType as G;
+            let timed_as = if matches!(ty, G::F16 | G::BF16) {
+                G::F32
+            } else {
+                ty
+            };
+            let price = if looked_up {
+                frugal_compress::quant::codec::codec(ty)
+                    .map(|c| (t.n_elements() as usize / c.block * c.block_bytes / 1024) as u64)
+            } else {
+                match timed.get(&(timed_as, n_out, n_in)) {
+                    Some(&p) => p,
+                    None => {
+                        // About 20 ms per round whatever the shape; the copies of the
+                        // weight span 256 MiB, beyond any CPU's last-level cache.
+                        let calls = (20_000_000 / (n_out * n_in).max(1)).clamp(2, 2000);
+                        let p = frugal_models::linear::matvec_seconds(
+                            timed_as,
+                            n_out,
+                            n_in,
+                            calls,
+                            256 << 20,
+                        )
+                        .map_err(frugal_eval::Error::from)?
+                        .map(|s| (s * 1e9).round().max(1.0) as u64);
+                        timed.insert((timed_as, n_out, n_in), p);
+                        p
+                    }
+                }
+            };
+            if let Some(p) = price {
+                prices.insert((*i, ty), p);
+            }
+        }
+        progress("pricing", k + 1, list.len());
+    }
+    Ok(prices)
 }
 
 fn files_at(scratch: &AtomicDir, k: usize) -> PathBuf {
@@ -441,6 +642,18 @@ pub fn recipe_path(output: &Path) -> PathBuf {
     beside(output, ".recipe.toml")
 }
 
+/// `s` with the regular-expression metacharacters escaped.
+fn regex_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(ch) {
+            o.push('\\');
+        }
+        o.push(ch);
+    }
+    o
+}
+
 fn abs(p: &Path) -> String {
     std::fs::canonicalize(p)
         .unwrap_or_else(|_| p.to_path_buf())
@@ -448,14 +661,35 @@ fn abs(p: &Path) -> String {
         .to_string()
 }
 
-/// The recipe that rebuilds the tuned model: the same calibration and type, the found budget.
-fn write_recipe(path: &Path, job: &TuneJob, bpw: f64) -> Result<(), Error> {
+/// The recipe that rebuilds the tuned model: the same calibration and type, and the found
+/// budget — or, when `pinned` lists the budget tensors' types (the energy objective, whose
+/// budget depends on this machine's kernel timings), those types.
+fn write_recipe(
+    path: &Path,
+    job: &TuneJob,
+    bpw: f64,
+    pinned: &[(String, frugal_formats::gguf::GgmlType)],
+) -> Result<(), Error> {
     let q = |s: String| toml::Value::String(s).to_string();
+    let assignment = if pinned.is_empty() {
+        format!("target_bpw = {bpw:?}")
+    } else {
+        let lines: Vec<String> = pinned
+            .iter()
+            .map(|(name, ty)| {
+                format!(
+                    "  {},",
+                    q(format!("^{}$={}", regex_escape(name), ty.name()))
+                )
+            })
+            .collect();
+        format!("tensor_types = [\n{}\n]", lines.join("\n"))
+    };
     let text = format!(
         "# Written by `frugal tune` ({limit} ≤ {value} against the input, verified on held-out text).\n\
          # `frugal run` on this recipe rebuilds the same file.\n\
          name = {name}\nmodel = {model}\n\n[eval]\ntext = {{ file = {heldout} }}\nchunks = {chunks}\n\n\
-         [[step]]\nkind = \"quantize\"\ntype = {ty}\ntarget_bpw = {bpw:?}\n\
+         [[step]]\nkind = \"quantize\"\ntype = {ty}\n{assignment}\n\
          calib = {{ file = {calib}, tokens = {tokens}, ctx = {ctx} }}\n\n[[step]]\nkind = \"eval\"\n",
         limit = limit_name(&job.limit),
         value = job.limit.limit(),
@@ -488,13 +722,21 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
         .enumerate()
         .map(|(k, c)| frugal_report::html::Variant {
             name: format!(
-                "{}{:.2} bpw",
+                "{}{:.2} bpw{}",
                 if k == r.chosen { "chosen " } else { "" },
-                c.bits_per_weight
+                c.bits_per_weight,
+                if c.kernel_us_per_token > 0.0 {
+                    format!(", {:.0} µs kernels/token", c.kernel_us_per_token)
+                } else {
+                    String::new()
+                }
             ),
             bytes: c.bytes,
             quality: r.limit.value(&c.search),
-            wh_per_1k: None,
+            wh_per_1k: c.energy.as_ref().map(|e| {
+                let w = &e.wh_per_1k_queries;
+                (w.mean, w.ci95, e.measured)
+            }),
         })
         .collect();
     variants.sort_by_key(|v| v.bytes);
@@ -540,6 +782,29 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
                 r.search_text,
                 r.heldout_text
             ),
-        ],
+            match r.objective {
+                Objective::Size => "Objective: size (bytes).".to_string(),
+                Objective::Energy => format!(
+                    "Objective: energy — each budget tensor's type priced by the time one product with one input row takes through the served kernels (F16 and F32 included), {:.0} µs of kernels per token for the chosen model.",
+                    c.kernel_us_per_token
+                ),
+            },
+        ]
+        .into_iter()
+        .chain(r.energy_workload.iter().map(|w| {
+            let how = c
+                .energy
+                .as_ref()
+                .map(|e| {
+                    if e.measured {
+                        format!("measured ({})", e.provenance)
+                    } else {
+                        format!("estimated, not measured ({})", e.provenance)
+                    }
+                })
+                .unwrap_or_default();
+            format!("Energy per query of every candidate: {w}; {how}.")
+        }))
+        .collect(),
     }
 }

@@ -16,21 +16,26 @@ pub enum Candidates {
     All,
     /// Only the 32-wide types (what a row that 256 cannot tile may use).
     Narrow,
+    /// Every quantized type that tiles the rows, and F16 and F32 (for budgets in something
+    /// other than bytes, where a wider type can cost less).
+    WithFloat,
 }
 
 /// One tensor's measured options.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub index: usize,
-    /// (type, bytes, error), by increasing bytes.
+    /// (type, cost, error), by increasing cost: bytes as measured, or a price
+    /// ([`super::BudgetPlan::priced`]).
     pub points: Vec<(GgmlType, u64, f64)>,
 }
 
 fn candidate_types(which: Candidates, ncols: usize) -> Vec<GgmlType> {
     CODECS
         .iter()
-        .filter(|c| c.levels.is_some() && c.fits(ncols))
-        .filter(|c| which == Candidates::All || c.block == 32)
+        .filter(|c| c.fits(ncols))
+        .filter(|c| c.levels.is_some() || which == Candidates::WithFloat)
+        .filter(|c| which != Candidates::Narrow || c.block == 32)
         .map(|c| c.ggml)
         .collect()
 }

@@ -766,14 +766,18 @@ pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Ch
     Ok(choices)
 }
 
-/// The fixed part of a size-budget search (`--target-bpw`, `frugal tune`): the plan, and for
-/// every quantized tensor not overridden its measured (bytes, error) options — measured once,
-/// after which any budget is assigned without measuring again.
+/// The fixed part of a budget search (`--target-bpw`, `frugal tune`): the plan, and for every
+/// quantized tensor not overridden its measured (cost, error) options — measured once, after
+/// which any budget is assigned without measuring again. The cost is a tensor's bytes, the
+/// budget bits per weight; after [`BudgetPlan::priced`] the cost is the price given per tensor
+/// and type (such as a kernel's nanoseconds), the budget that price summed.
 pub struct BudgetPlan {
     choices: Vec<Option<Choice>>,
     options: Vec<alloc::Options>,
     /// Elements of the tensors in the budget.
     pub n_elements: u64,
+    /// Cost units per budget unit: bytes per bit per weight (elements / 8), or 1 when priced.
+    cost_per_unit: f64,
 }
 
 impl BudgetPlan {
@@ -783,6 +787,16 @@ impl BudgetPlan {
     pub fn measure(
         f: &GgufFile,
         opts: &QuantizeOptions,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<BudgetPlan> {
+        BudgetPlan::measure_among(f, opts, alloc::Candidates::All, progress)
+    }
+
+    /// [`BudgetPlan::measure`] with the candidate types `which`.
+    pub fn measure_among(
+        f: &GgufFile,
+        opts: &QuantizeOptions,
+        which: alloc::Candidates,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<BudgetPlan> {
         let choices = plan_types(f, opts);
@@ -797,9 +811,12 @@ impl BudgetPlan {
             .collect();
         let mut options = Vec::with_capacity(members.len());
         for (k, &i) in members.iter().enumerate() {
-            let o = alloc::measure(f, opts, i, alloc::Candidates::All)?;
+            let o = alloc::measure(f, opts, i, which)?;
             // A tensor no quantized type tiles keeps its planned type, outside the budget.
-            if !o.points.is_empty() {
+            if o.points
+                .iter()
+                .any(|p| codec(p.0).is_some_and(|c| c.levels.is_some()))
+            {
                 options.push(o);
             }
             progress(k + 1, members.len());
@@ -812,14 +829,49 @@ impl BudgetPlan {
             choices,
             options,
             n_elements,
+            cost_per_unit: n_elements as f64 / 8.0,
         })
     }
 
-    /// The least and the most bits per weight the budget's tensors can take.
-    pub fn bpw_range(&self) -> (f64, f64) {
-        let n = self.n_elements.max(1) as f64;
+    /// The budget's tensors, each with its candidate types (tensor index in the file, types).
+    pub fn candidates(&self) -> Vec<(usize, Vec<GgmlType>)> {
+        self.options
+            .iter()
+            .map(|o| (o.index, o.points.iter().map(|p| p.0).collect()))
+            .collect()
+    }
+
+    /// The same plan with every option's cost replaced by `price(tensor index, type)` (an
+    /// option without a price is dropped; a tensor keeps at least one option); budgets are
+    /// then in price units.
+    pub fn priced(mut self, price: &dyn Fn(usize, GgmlType) -> Option<u64>) -> Result<BudgetPlan> {
+        for o in &mut self.options {
+            let index = o.index;
+            let points: Vec<_> = o
+                .points
+                .iter()
+                .filter_map(|&(ty, _, err)| price(index, ty).map(|c| (ty, c, err)))
+                .collect();
+            if points.is_empty() {
+                return Err(Error::BadOptions(format!(
+                    "tensor {index}: no candidate type has a price"
+                )));
+            }
+            o.points = points;
+            o.points.sort_by_key(|p| p.1);
+        }
+        self.cost_per_unit = 1.0;
+        Ok(self)
+    }
+
+    fn cost(&self, budget: f64) -> u64 {
+        (budget * self.cost_per_unit) as u64
+    }
+
+    /// The least and the most budget the budget's tensors can take (bits per weight, or price).
+    pub fn budget_range(&self) -> (f64, f64) {
         let sum = |pick: fn(&alloc::Options) -> u64| -> f64 {
-            self.options.iter().map(pick).sum::<u64>() as f64 * 8.0 / n
+            self.options.iter().map(pick).sum::<u64>() as f64 / self.cost_per_unit
         };
         (
             sum(|o| o.points.iter().map(|p| p.1).min().unwrap_or(0)),
@@ -827,27 +879,25 @@ impl BudgetPlan {
         )
     }
 
-    /// The bits per weight the assignment for `bpw` actually uses (at most `bpw`, less where
-    /// more bytes would buy no less error).
-    pub fn used_bpw(&self, bpw: f64) -> f64 {
-        let budget = (bpw * self.n_elements as f64 / 8.0) as u64;
-        let bytes: u64 = self
+    /// The budget the assignment for `budget` actually uses (at most `budget`, less where more
+    /// cost would buy no less error).
+    pub fn used_budget(&self, budget: f64) -> f64 {
+        let cost: u64 = self
             .options
             .iter()
-            .zip(alloc::choose(&self.options, budget))
+            .zip(alloc::choose(&self.options, self.cost(budget)))
             .map(|(o, ty)| o.points.iter().find(|p| p.0 == ty).map_or(0, |p| p.1))
             .sum();
-        bytes as f64 * 8.0 / self.n_elements.max(1) as f64
+        cost as f64 / self.cost_per_unit
     }
 
-    /// The plan with the budget's tensors assigned within `bpw` bits per weight.
-    pub fn choices(&self, bpw: f64) -> Vec<Option<Choice>> {
-        let budget = (bpw * self.n_elements as f64 / 8.0) as u64;
+    /// The plan with the budget's tensors assigned within `budget`.
+    pub fn choices(&self, budget: f64) -> Vec<Option<Choice>> {
         let mut choices = self.choices.clone();
         for (o, ty) in self
             .options
             .iter()
-            .zip(alloc::choose(&self.options, budget))
+            .zip(alloc::choose(&self.options, self.cost(budget)))
         {
             choices[o.index] = Some(Choice {
                 ty,
