@@ -1243,50 +1243,58 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
     );
 }
 
-/// `frugal tune --objective energy` on the real model: every candidate priced by its kernel
-/// time per token and its energy measured on the measure workload (with its provenance); the
-/// chosen one is the fastest verified candidate, meets the limit on held-out text, and its
-/// recipe (every budget tensor's type pinned) rebuilds the same file.
-#[test]
-fn tune_for_energy_picks_the_fastest_verified_plan_and_its_recipe_rebuilds_it() {
-    let Some(p) = smollm2() else { return };
-    let Some(dir) = brown_calib_and_eval() else {
-        return;
-    };
-    let model = p.to_str().unwrap();
+/// SmolLM2 and a folder with the calibration, search (Brown cj17–cj20) and held-out texts.
+fn tune_inputs() -> Option<(std::path::PathBuf, tempfile::TempDir)> {
+    let p = smollm2()?;
+    let dir = brown_calib_and_eval()?;
     assert!(frugal(
         &["brown-text", "--files", "cj17-cj20", "-o", "search.txt"],
         dir.path()
     )
     .status
     .success());
+    Some((p, dir))
+}
+
+/// `frugal tune MODEL -o OUT --max-kld 0.05` on [`tune_inputs`]'s texts, small settings.
+fn tune_json(dir: &tempfile::TempDir, model: &str, out: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "tune",
+        model,
+        "-o",
+        out,
+        "--max-kld",
+        "0.05",
+        "--calib",
+        "calib.txt",
+        "--calib-tokens",
+        "1024",
+        "--eval",
+        "search.txt",
+        "--heldout",
+        "eval.txt",
+        "--eval-chunks",
+        "1",
+        "--max-evals",
+        "5",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    frugal_json(&args, dir.path())
+}
+
+/// `frugal tune --objective energy` on the real model: every candidate priced by its kernel
+/// time per token and its energy measured on the measure workload (with its provenance); the
+/// chosen one is the fastest verified candidate, meets the limit on held-out text, and its
+/// recipe (every budget tensor's type pinned) rebuilds the same file.
+#[test]
+fn tune_for_energy_picks_the_fastest_verified_plan_and_its_recipe_rebuilds_it() {
+    let Some((p, dir)) = tune_inputs() else {
+        return;
+    };
+    let model = p.to_str().unwrap();
     let limit = 0.05;
-    let r = frugal_json(
-        &[
-            "tune",
-            model,
-            "-o",
-            "e.gguf",
-            "--max-kld",
-            "0.05",
-            "--objective",
-            "energy",
-            "--calib",
-            "calib.txt",
-            "--calib-tokens",
-            "1024",
-            "--eval",
-            "search.txt",
-            "--heldout",
-            "eval.txt",
-            "--eval-chunks",
-            "1",
-            "--max-evals",
-            "5",
-            "--json",
-        ],
-        dir.path(),
-    );
+    let r = tune_json(&dir, model, "e.gguf", &["--objective", "energy"]);
     assert_eq!(r["objective"], "energy");
     assert_eq!(r["meets_heldout"], true, "{r}");
     let cands = r["candidates"].as_array().unwrap();
@@ -1375,42 +1383,12 @@ fn tune_for_energy_picks_the_fastest_verified_plan_and_its_recipe_rebuilds_it() 
 /// `frugal eval` gives the same figure — and a recipe that rebuilds the very same file.
 #[test]
 fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
-    let Some(p) = smollm2() else { return };
-    let Some(dir) = brown_calib_and_eval() else {
+    let Some((p, dir)) = tune_inputs() else {
         return;
     };
     let model = p.to_str().unwrap();
-    assert!(frugal(
-        &["brown-text", "--files", "cj17-cj20", "-o", "search.txt"],
-        dir.path()
-    )
-    .status
-    .success());
     let limit = 0.05;
-    let r = frugal_json(
-        &[
-            "tune",
-            model,
-            "-o",
-            "t.gguf",
-            "--max-kld",
-            "0.05",
-            "--calib",
-            "calib.txt",
-            "--calib-tokens",
-            "1024",
-            "--eval",
-            "search.txt",
-            "--heldout",
-            "eval.txt",
-            "--eval-chunks",
-            "1",
-            "--max-evals",
-            "5",
-            "--json",
-        ],
-        dir.path(),
-    );
+    let r = tune_json(&dir, model, "t.gguf", &[]);
     assert_eq!(r["meets_heldout"], true, "{r}");
     let cands = r["candidates"].as_array().unwrap();
     let chosen = &cands[r["chosen"].as_u64().unwrap() as usize];

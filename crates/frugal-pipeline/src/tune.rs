@@ -138,8 +138,9 @@ pub struct Judged {
 /// One candidate of the search.
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
-    /// The budget asked for (bits per weight of the budget's tensors).
-    pub budget_bpw: f64,
+    /// The budget asked for: bits per weight of the budget's tensors (size), or their kernel
+    /// nanoseconds per token (energy).
+    pub budget: f64,
     /// The whole file's tensor bytes over its weights (F32 norms included).
     pub bits_per_weight: f64,
     pub bytes: u64,
@@ -316,7 +317,7 @@ pub fn tune(
         _ => plan,
     };
     let budget_tensors: Vec<usize> = plan.candidates().iter().map(|c| c.0).collect();
-    let (lo_bpw, hi_bpw) = plan.budget_range();
+    let (budget_lo, budget_hi) = plan.budget_range();
     let energy_seconds = std::cell::Cell::new(0f64);
     let measure_energy = energy || job.measure_energy;
     let workload = crate::measure::MeasureJob {
@@ -386,7 +387,7 @@ pub fn tune(
                     / 1e3
             });
             candidates.push(Candidate {
-                budget_bpw: bpw,
+                budget: bpw,
                 bits_per_weight: w.bits_per_weight,
                 bytes: w.output_bytes,
                 meets_search: job.limit.meets(&s),
@@ -401,7 +402,7 @@ pub fn tune(
         };
 
     // 3-4. Bisection on the budget: `hi` meets the limit on the search text, `lo` does not.
-    let top = judge_at(hi_bpw, false, &mut candidates)?;
+    let top = judge_at(budget_hi, false, &mut candidates)?;
     if !candidates[top].meets_search {
         return Err(Error::LimitNotMet(format!(
             "even the most accurate types ({:.2} bits per weight) miss the limit on the search text: {} = {:.5} > {}",
@@ -413,7 +414,7 @@ pub fn tune(
     }
     // The largest budget may not be spent in full (a type with more bytes and no less error
     // is never chosen): bisect from what it used.
-    let (mut lo, mut hi, mut best) = (lo_bpw, plan.used_budget(hi_bpw), top);
+    let (mut lo, mut hi, mut best) = (budget_lo, plan.used_budget(budget_hi), top);
     // The bracket's width at which to stop: bits per weight, or for energy 1 % of the largest
     // kernel time (and at least 1 µs).
     let tolerance = if energy {
@@ -455,14 +456,14 @@ pub fn tune(
         .max(tolerance)
         .max(if energy { 0.02 * hi } else { 0.05 });
     while !ok && candidates.len() < job.max_evals {
-        let bpw = (candidates[best].budget_bpw + step).min(hi_bpw);
+        let bpw = (candidates[best].budget + step).min(budget_hi);
         let k = judge_at(bpw, true, &mut candidates)?;
         if candidates[k].meets_search {
             best = k;
             ok = verify(k, &mut candidates)?;
         }
         step *= 2.0;
-        if bpw >= hi_bpw {
+        if bpw >= budget_hi {
             break;
         }
     }
@@ -494,7 +495,7 @@ pub fn tune(
     } else {
         Vec::new()
     };
-    write_recipe(&recipe, job, c.budget_bpw, &pinned)?;
+    write_recipe(&recipe, job, c.budget, &pinned)?;
     let heldout = c.heldout.expect("the chosen model was verified");
     let input_bytes = f.file_len();
     let report = TuneReport {
@@ -508,9 +509,9 @@ pub fn tune(
         search_text: job.search.text.display().to_string(),
         heldout_text: job.heldout.text.display().to_string(),
         budget_range: if energy {
-            (lo_bpw / 1e3, hi_bpw / 1e3)
+            (budget_lo / 1e3, budget_hi / 1e3)
         } else {
-            (lo_bpw, hi_bpw)
+            (budget_lo, budget_hi)
         },
         energy_workload: measure_energy.then(|| {
             format!(
