@@ -1335,6 +1335,13 @@ fn tune_for_energy_picks_the_fastest_verified_plan_and_its_recipe_rebuilds_it() 
     );
     let html = std::fs::read_to_string(dir.path().join("e.gguf.report.html")).unwrap();
     assert!(html.contains("Quality against energy per query") && html.contains("kernels/token"));
+    // A pinned type that does not exist: a clear error naming the key.
+    let bad = recipe.replacen("$=", "$=NOT", 1);
+    std::fs::write(dir.path().join("bad.toml"), bad).unwrap();
+    assert_bad_input(
+        &frugal(&["run", "bad.toml", "--out", "rb"], dir.path()),
+        "tensor_types",
+    );
     // Classifiers are not tuned for energy (their workload decodes every weight to f32).
     assert_bad_input(
         &frugal(

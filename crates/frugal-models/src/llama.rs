@@ -441,8 +441,8 @@ impl Llama {
 
     /// Incremental decoding, as a serving runtime does: the logits `[n_vocab]` after `token` at
     /// the cache's next position, each block attending to the cached keys and values of the
-    /// positions before (which this step extends). Agrees with [`Llama::forward`] at every
-    /// position (tested).
+    /// positions before (which this step extends; on an error the cache is left as it was).
+    /// Agrees with [`Llama::forward`] at every position (tested).
     pub fn decode_step(&self, token: u32, cache: &mut KvCache) -> Result<Tensor> {
         let pos = cache.pos;
         if pos >= cache.capacity {
@@ -456,6 +456,7 @@ impl Llama {
         let (hd, nh, nkv) = (c.head_dim(), c.n_head, c.n_head_kv);
         let scale = 1.0 / (hd as f64).sqrt();
         let mut x = self.embed(&[token])?;
+        let mut grown = Vec::with_capacity(self.blocks.len());
         for (i, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps as f32)?;
             let heads = |l: &Linear, n: usize| -> Result<Tensor> {
@@ -474,8 +475,7 @@ impl Llama {
                 })
             };
             let (k, v) = (grow(&cache.k[i], k)?, grow(&cache.v[i], v)?);
-            cache.k[i] = Some(k.clone());
-            cache.v[i] = Some(v.clone());
+            grown.push((k.clone(), v.clone()));
             let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
             // One query row attends to every cached position: no mask.
             let att = (q.matmul(&k.t()?)? * scale)?;
@@ -484,13 +484,18 @@ impl Llama {
             let xa = (&x + b.o.forward(&y)?)?;
             x = self.ffn_residual(b, &xa)?.0;
         }
-        cache.pos += 1;
         let x = self.final_norm(&x)?;
-        Ok(self
+        let logits = self
             .output
             .forward(&x)?
             .to_dtype(DType::F32)?
-            .flatten_all()?)
+            .flatten_all()?;
+        for (i, (k, v)) in grown.into_iter().enumerate() {
+            cache.k[i] = Some(k);
+            cache.v[i] = Some(v);
+        }
+        cache.pos += 1;
+        Ok(logits)
     }
 }
 

@@ -842,7 +842,7 @@ impl BudgetPlan {
     }
 
     /// The same plan with every option's cost replaced by `price(tensor index, type)` (an
-    /// option without a price is dropped; a tensor keeps at least one option); budgets are
+    /// option without a price is dropped; a tensor left with none is an error); budgets are
     /// then in price units.
     pub fn priced(mut self, price: &dyn Fn(usize, GgmlType) -> Option<u64>) -> Result<BudgetPlan> {
         for o in &mut self.options {
