@@ -29,7 +29,7 @@ for L in $LIMITS; do
   [ "${SKIP_TUNE:-0}" = 1 ] && break
   for O in size energy; do
     /usr/bin/time -f "%e" -o "$E/time-$O-$L" "$FRUGAL" tune "$F32" -o "$E/tune-$O-$L.gguf" \
-      --max-kld "$L" --objective "$O" --energy --calib "$CAL" --eval "$SEARCH" --heldout "$HELD" \
+      --max-kld "$L" --objective "$O" --calib "$CAL" --eval "$SEARCH" --heldout "$HELD" \
       --eval-chunks 8 --json >"$E/tune-$O-$L.json" 2>"$E/tune-$O-$L.err" \
       || { echo "frugal tune $O $L failed:" >&2; tail -3 "$E/tune-$O-$L.err" >&2; continue; }
     "$BIN/llama-perplexity" -m "$E/tune-$O-$L.gguf" -f "$HELD" -c $CTX --chunks "$CHUNKS" -t "$THREADS" \

@@ -32,7 +32,7 @@ done
 # Frugal: one tune per limit.
 for L in $LIMITS; do
   /usr/bin/time -f "%e %M" -o "$W/time.tmp" "$FRUGAL" tune "$F32" -o "$W/tune-$L.gguf" --max-kld "$L" \
-    --calib "$CAL" --eval "$SEARCH" --heldout "$HELD" --eval-chunks 8 --json >"$W/tune-$L.json" 2>"$W/tune-$L.err" \
+    --calib "$CAL" --eval "$SEARCH" --heldout "$HELD" --eval-chunks 8 --no-energy --json >"$W/tune-$L.json" 2>"$W/tune-$L.err" \
     || { echo "frugal tune $L failed:" >&2; tail -3 "$W/tune-$L.err" >&2; continue; }
   echo "tune-$L $(cat "$W/time.tmp")" >>"$W/times.tsv"
 done

@@ -1416,6 +1416,13 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
         }
     }
     assert!(bytes(chosen) < bytes(&cands[0]), "{r}");
+    // Every candidate's energy is measured by default (for the report's energy chart).
+    for c in cands {
+        assert!(
+            c["energy"]["joules_per_token"]["mean"].as_f64().unwrap() > 0.0,
+            "{c}"
+        );
+    }
     let out = dir.path().join("t.gguf");
     assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes(chosen));
     // The held-out figure is what `frugal eval` says of the file.
