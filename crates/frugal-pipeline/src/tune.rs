@@ -323,7 +323,7 @@ pub fn tune(
     let workload = crate::measure::MeasureJob {
         model: PathBuf::new(),
         data: None,
-        queries: 4,
+        queries: 2,
         repeats: 3,
         warmup: 1,
         tokens: 8,
