@@ -1795,12 +1795,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     (None, None, None, Some(p)) => {
                         let p = frugal_report::policy::Policy::load(p)
                             .map_err(|e| BadUsage(e.to_string()))?;
-                        p.clauses
-                            .iter()
-                            .find_map(|c| match (c.key == "max_accuracy_drop_pt", &c.limit) {
-                                (true, frugal_report::policy::Limit::Number(x)) => Some(*x),
-                                _ => None,
-                            })
+                        p.number("max_accuracy_drop_pt")
                             .ok_or_else(|| {
                                 BadUsage(format!(
                                     "{}: no max_accuracy_drop_pt clause to tune a classifier for",

@@ -223,14 +223,7 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
                         .expect("a prompt has tokens")
                         .to_vec1()
                         .map_err(|e| me(e.into()))?;
-                    let next = l
-                        .iter()
-                        .enumerate()
-                        .fold(
-                            (0, f32::NEG_INFINITY),
-                            |b, (j, &v)| if v > b.1 { (j, v) } else { b },
-                        )
-                        .0;
+                    let next = frugal_models::cnn::argmax(&l);
                     // The last generated token needs no logits after it.
                     if k + 1 < m {
                         logits = Some(model.decode_step(next as u32, &mut cache).map_err(me)?);

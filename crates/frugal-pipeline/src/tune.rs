@@ -66,16 +66,10 @@ impl QualityLimit {
 
     /// The quality clause of a policy (`max_kld` first, then `max_ppl_increase_pct`).
     pub fn from_policy(p: &frugal_report::policy::Policy) -> Option<QualityLimit> {
-        use frugal_report::policy::Limit;
-        let get = |k: &str| {
-            p.clauses.iter().find_map(|c| match (c.key == k, &c.limit) {
-                (true, Limit::Number(x)) => Some(*x),
-                _ => None,
-            })
-        };
-        get("max_kld")
-            .map(QualityLimit::MaxKld)
-            .or_else(|| get("max_ppl_increase_pct").map(QualityLimit::MaxPplIncreasePct))
+        p.number("max_kld").map(QualityLimit::MaxKld).or_else(|| {
+            p.number("max_ppl_increase_pct")
+                .map(QualityLimit::MaxPplIncreasePct)
+        })
     }
 }
 
@@ -583,8 +577,7 @@ fn kernel_prices(
                 ty
             };
             let price = if looked_up {
-                frugal_compress::quant::codec::codec(ty)
-                    .map(|c| (t.n_elements() as usize / c.block * c.block_bytes / 1024) as u64)
+                ty.bytes_for(t.n_elements()).map(|b| b / 1024)
             } else {
                 match timed.get(&(timed_as, n_out, n_in)) {
                     Some(&p) => p,
@@ -643,18 +636,6 @@ pub fn recipe_path(output: &Path) -> PathBuf {
     beside(output, ".recipe.toml")
 }
 
-/// `s` with the regular-expression metacharacters escaped.
-fn regex_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(ch) {
-            o.push('\\');
-        }
-        o.push(ch);
-    }
-    o
-}
-
 fn abs(p: &Path) -> String {
     std::fs::canonicalize(p)
         .unwrap_or_else(|_| p.to_path_buf())
@@ -680,7 +661,7 @@ fn write_recipe(
             .map(|(name, ty)| {
                 format!(
                     "  {},",
-                    q(format!("^{}$={}", regex_escape(name), ty.name()))
+                    q(format!("^{}$={}", regex::escape(name), ty.name()))
                 )
             })
             .collect();

@@ -402,6 +402,16 @@ impl Policy {
         Ok(Policy::parse(&text, &name)?)
     }
 
+    /// The number limit of clause `key`, when the policy has one.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        self.clauses
+            .iter()
+            .find_map(|c| match (c.key == key, &c.limit) {
+                (true, Limit::Number(x)) => Some(*x),
+                _ => None,
+            })
+    }
+
     /// The efficiency label's grade bounds, when the policy sets them.
     pub fn label_thresholds(&self) -> Option<[f64; 4]> {
         self.clauses.iter().find_map(|c| match c.limit {
