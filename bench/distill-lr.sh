@@ -23,8 +23,11 @@ TEACHER="$W/teacher-lr$TEACHER_LR-e$TEACHER_EPOCHS"
 run() { # json-out args... (skipped when the JSON exists; written by rename when complete)
   local out="$1"; shift
   [ -s "$out" ] && return 0
-  RAYON_NUM_THREADS=1 "$F" distill --data fashion-mnist --json "$@" >"$out.tmp" 2>/dev/null
-  mv "$out.tmp" "$out"
+  if RAYON_NUM_THREADS=1 "$F" distill --data fashion-mnist --json "$@" >"$out.tmp" 2>"$out.log"; then
+    mv "$out.tmp" "$out"
+  else
+    echo "error: distill-lr: frugal distill $* failed (see $out.log)" >&2; rm -f "$out.tmp"; return 1
+  fi
 }
 export -f run; export F
 run "$TEACHER.json" --arch teacher --epochs "$TEACHER_EPOCHS" --seed 0 --lr "$TEACHER_LR" \
