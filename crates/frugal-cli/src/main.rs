@@ -979,7 +979,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 )
                 .into());
             };
-            let lr = lr.unwrap_or_else(|| frugal_pipeline::classifier::default_lr(&arch));
+            let arch = frugal_pipeline::classifier::Arch::parse(&arch)?;
+            let lr = lr.unwrap_or_else(|| arch.default_lr());
             let job = frugal_pipeline::classifier::DistillJob {
                 data,
                 arch,

@@ -222,6 +222,20 @@ fn distill_trains_and_distils_a_digits_classifier() {
         dir.path(),
     );
     assert_bad_input(&bad, "unknown data set");
+    let bad = frugal(
+        &[
+            "distill",
+            "--data",
+            "digits",
+            "--arch",
+            "vgg",
+            "--out",
+            "x.safetensors",
+        ],
+        dir.path(),
+    );
+    assert_bad_input(&bad, "unknown architecture `vgg`");
+    assert!(!dir.path().join("x.safetensors").exists());
 
     // The teacher pruned to 80 % by global magnitude, recovered by distillation from itself:
     // the file holds exactly that many zero weights, the input is untouched, and the recovered

@@ -39,12 +39,8 @@ impl ClassifierPlan {
             ..Default::default()
         };
         ClassifierPlan {
-            teacher: CnnConfig::classic(h, w, classes),
-            student: CnnConfig {
-                conv_channels: vec![8, 16],
-                hidden: 32,
-                ..CnnConfig::classic(h, w, classes)
-            },
+            teacher: Arch::Teacher.config(h, w, classes),
+            student: Arch::Student.config(h, w, classes),
             distill: TrainOptions {
                 temperature: 4.0,
                 alpha: 0.7,
@@ -383,14 +379,57 @@ pub fn prune_and_recover(
     Ok((pruned, report, epochs))
 }
 
-/// The default peak learning rate of `frugal distill` for `arch` (batch 128, AdamW, warm-up and
-/// cosine): the best of a doubling grid on Fashion-MNIST at 3 epochs — 1.2e-2 for the teacher
-/// (of 3e-3 to 2.4e-2: 91.69 % against 90.81 % at 3e-3, seed 0), 2.4e-2 for the student (of 3e-3
-/// to 4.8e-2: 89.80 % against 86.91 %, mean of 3 seeds; `bench/distill-lr.sh`).
-pub fn default_lr(arch: &str) -> f64 {
-    match arch {
-        "student" => 2.4e-2,
-        _ => 1.2e-2,
+/// The two networks `frugal distill` trains (`--arch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// conv 32-64, fc 128 (421,642 parameters on 28×28 images).
+    Teacher,
+    /// conv 8-16, fc 32 (26,698 parameters on 28×28 images).
+    Student,
+}
+
+impl Arch {
+    /// `teacher` or `student`; anything else is bad input.
+    pub fn parse(name: &str) -> Result<Arch, Error> {
+        match name {
+            "teacher" => Ok(Arch::Teacher),
+            "student" => Ok(Arch::Student),
+            other => Err(frugal_compress::Error::BadOptions(format!(
+                "unknown architecture `{other}` (teacher, student)"
+            ))
+            .into()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Teacher => "teacher",
+            Arch::Student => "student",
+        }
+    }
+
+    /// The network for images of `h`×`w` with `classes` classes.
+    pub fn config(self, h: usize, w: usize, classes: usize) -> CnnConfig {
+        let base = CnnConfig::classic(h, w, classes);
+        match self {
+            Arch::Teacher => base,
+            Arch::Student => CnnConfig {
+                conv_channels: vec![8, 16],
+                hidden: 32,
+                ..base
+            },
+        }
+    }
+
+    /// The default peak learning rate (batch 128, AdamW, warm-up and cosine): the best of a
+    /// doubling grid on Fashion-MNIST at 3 epochs — 1.2e-2 for the teacher (of 3e-3 to 2.4e-2:
+    /// 91.69 % against 90.81 % at 3e-3, seed 0), 2.4e-2 for the student (of 3e-3 to 4.8e-2:
+    /// 89.80 % against 86.91 %, mean of 3 seeds; `bench/distill-lr.sh`).
+    pub fn default_lr(self) -> f64 {
+        match self {
+            Arch::Teacher => 1.2e-2,
+            Arch::Student => 2.4e-2,
+        }
     }
 }
 
@@ -400,8 +439,7 @@ pub struct DistillJob {
     /// `fashion-mnist` (its 60,000 training and 10,000 test images) or `digits` (the seeded
     /// stratified 80/20 split of `frugal run`).
     pub data: String,
-    /// `teacher` (conv 32-64, fc 128) or `student` (conv 8-16, fc 32).
-    pub arch: String,
+    pub arch: Arch,
     /// Distil from this model; without it, train on labels alone.
     pub teacher: Option<std::path::PathBuf>,
     pub out: std::path::PathBuf,
@@ -487,21 +525,9 @@ pub fn distill_classifier(
     let t0 = std::time::Instant::now();
     let ce = frugal_compress::Error::from;
     let (train_set, train, test_set, test) = training_data(&job.data, job.opts.seed)?;
-    let base = CnnConfig::classic(train_set.rows, train_set.cols, train_set.n_classes);
-    let config = match job.arch.as_str() {
-        "teacher" => base,
-        "student" => CnnConfig {
-            conv_channels: vec![8, 16],
-            hidden: 32,
-            ..base
-        },
-        other => {
-            return Err(frugal_compress::Error::BadOptions(format!(
-                "unknown architecture `{other}` (teacher, student)"
-            ))
-            .into())
-        }
-    };
+    let config = job
+        .arch
+        .config(train_set.rows, train_set.cols, train_set.n_classes);
     let teacher = match &job.teacher {
         Some(p) => {
             let t = Cnn::load(p, &candle_core::Device::Cpu).map_err(ce)?;
@@ -543,7 +569,7 @@ pub fn distill_classifier(
     };
     Ok(DistillStep {
         data: job.data.clone(),
-        arch: job.arch.clone(),
+        arch: job.arch.name().into(),
         config,
         teacher: job.teacher.as_ref().map(|p| p.display().to_string()),
         out: job.out.display().to_string(),
