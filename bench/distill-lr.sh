@@ -2,18 +2,21 @@
 # Fashion-MNIST, issue #5's student conv(8)-conv(16)-fc(32): learning from labels against
 # distillation (T = 1, α = 1 and T = 4, α = 0.7) over a grid of peak learning rates, seeds
 # 0..SEEDS-1, EPOCHS epochs each (batch 128, AdamW, warm-up + cosine), from one teacher
-# conv(32)-conv(64)-fc(128) trained first (seed 0, TEACHER_EPOCHS epochs at TEACHER_LR).
+# conv(32)-conv(64)-fc(128) trained first (seed 0, TEACHER_EPOCHS epochs at TEACHER_LR) — or,
+# with TEACHERS=N, from the ensemble of N such teachers (seeds 0..N-1, the mean of their logits).
 # Two runs at a time, one thread each (training is deterministic for a seed whatever the
 # thread count). A run whose JSON is already in the work folder is not run again, so an
 # interrupted sweep continues and a wider grid reuses the narrower one's runs. One table:
 # mean ± standard deviation of test accuracy over seeds per learning rate, and the
 # distilled − labels differences.
-#   [KDS="T A;T A"] bench/distill-lr.sh [EPOCHS] [SEEDS] [LRS] [TEACHER_LR] [TEACHER_EPOCHS]
-#   (default KDS="1 1;4 0.7", 3 3 "0.003 0.006 0.012 0.024 0.048" 0.003 3; ~25 min on 2 cores)
+#   [KDS="T A;T A"] [TEACHERS=N] bench/distill-lr.sh [EPOCHS] [SEEDS] [LRS] [TEACHER_LR] \
+#     [TEACHER_EPOCHS]
+#   (default KDS="1 1;4 0.7", TEACHERS=1, 3 3 "0.003 0.006 0.012 0.024 0.048" 0.003 3; ~25 min
+#   on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS="${1:-3}"; SEEDS="${2:-3}"; LRS="${3:-0.003 0.006 0.012 0.024 0.048}"
-TEACHER_LR="${4:-0.003}"; TEACHER_EPOCHS="${5:-3}"; KDS="${KDS:-1 1;4 0.7}"
+TEACHER_LR="${4:-0.003}"; TEACHER_EPOCHS="${5:-3}"; KDS="${KDS:-1 1;4 0.7}"; TEACHERS="${TEACHERS:-1}"
 scripts/fetch-assets.sh fashion-mnist >&2
 cargo build --release -q -p frugal-cli
 F="$PWD/target/release/frugal"; CACHE="${FRUGAL_CACHE:-$HOME/.cache/frugal}"
@@ -30,8 +33,15 @@ run() { # json-out args... (skipped when the JSON exists; written by rename when
   fi
 }
 export -f run; export F
-run "$TEACHER.json" --arch teacher --epochs "$TEACHER_EPOCHS" --seed 0 --lr "$TEACHER_LR" \
-  --out "$TEACHER.safetensors"
+# Teacher s > 0 of an ensemble is "$TEACHER-s$s"; the ensemble's runs are tagged "-xN".
+ENSEMBLE=""; TAG=""; [ "$TEACHERS" -gt 1 ] && TAG="-x$TEACHERS"
+tjobs=()
+for ((s = 0; s < TEACHERS; s++)); do
+  t="$TEACHER"; [ "$s" -gt 0 ] && t="$TEACHER-s$s"
+  ENSEMBLE+=" --teacher $t.safetensors"
+  tjobs+=("run $t.json --arch teacher --epochs $TEACHER_EPOCHS --seed $s --lr $TEACHER_LR --out $t.safetensors")
+done
+printf '%s\n' "${tjobs[@]}" | xargs -P2 -I{} bash -c '{}'
 jobs=()
 for lr in $LRS; do
   for ((s = 0; s < SEEDS; s++)); do
@@ -40,29 +50,33 @@ for lr in $LRS; do
     IFS=';' read -ra kds <<<"$KDS"
     for kd in "${kds[@]}"; do
       set -- $kd
-      jobs+=("run $W/kd-T$1-a$2-$tag-teacher-lr$TEACHER_LR-e$TEACHER_EPOCHS.json --epochs $EPOCHS --seed $s \
---lr $lr --teacher $TEACHER.safetensors --temperature $1 --alpha $2 --out $W/tmp-kd-$1-$2-$tag.safetensors")
+      jobs+=("run $W/kd-T$1-a$2-$tag-teacher-lr$TEACHER_LR-e$TEACHER_EPOCHS$TAG.json --epochs $EPOCHS \
+--seed $s --lr $lr$ENSEMBLE --temperature $1 --alpha $2 --out $W/tmp-kd-$1-$2-$tag.safetensors")
     done
   done
 done
 printf '%s\n' "${jobs[@]}" | xargs -P2 -I{} bash -c '{}'
 rm -f "$W"/tmp-*.safetensors "$W"/tmp-*.safetensors.checkpoint
 
-python3 - "$W" "$EPOCHS" "$SEEDS" "$LRS" "$TEACHER_LR" "$TEACHER_EPOCHS" "$KDS" <<'PYEOF'
+python3 - "$W" "$EPOCHS" "$SEEDS" "$LRS" "$TEACHER_LR" "$TEACHER_EPOCHS" "$KDS" "$TAG" <<'PYEOF'
 import json, statistics as st, sys
-w, epochs, seeds, lrs, tlr, tep, kds = sys.argv[1:8]
+w, epochs, seeds, lrs, tlr, tep, kds, tag = sys.argv[1:9]
 kds = [k.split() for k in kds.split(";")]
-acc = lambda p: json.load(open(p))["eval"]["accuracy_pct"]
-teacher = acc(f"{w}/teacher-lr{tlr}-e{tep}.json")
+load = lambda p: json.load(open(p))
+acc = lambda p: load(p)["eval"]["accuracy_pct"]
+first_kd = f"{w}/kd-T{kds[0][0]}-a{kds[0][1]}-e{epochs}-lr{lrs.split()[0]}-s0-teacher-lr{tlr}-e{tep}{tag}.json"
+# (runs from before `teacher_eval` was written: the teacher's own JSON)
+teacher = (load(first_kd).get("teacher_eval") or load(f"{w}/teacher-lr{tlr}-e{tep}.json")["eval"])["accuracy_pct"]
+who = f"ensemble of {tag[2:]} teachers" if tag else "teacher"
 print(f"Fashion-MNIST student, {epochs} epochs, batch 128, seeds 0-{int(seeds) - 1}; "
-      f"teacher {teacher:.2f} % ({tep} epochs at lr {tlr})")
+      f"{who} {teacher:.2f} % ({tep} epochs at lr {tlr})")
 print(f"{'peak lr':>8} {'labels %':>14}" + "".join(f" {f'T={t}, a={a} %':>14}" for t, a in kds)
       + "".join(f" {f'd(T={t})':>7}" for t, _ in kds) + f" {'teacher - best':>14}")
 fmt = lambda a: f"{st.mean(a):.2f} ± {st.stdev(a) if len(a) > 1 else 0:.2f}"
 for lr in lrs.split():
     tags = [f"e{epochs}-lr{lr}-s{s}" for s in range(int(seeds))]
     lab = [acc(f"{w}/labels-{t}.json") for t in tags]
-    kd = [[acc(f"{w}/kd-T{t}-a{a}-{x}-teacher-lr{tlr}-e{tep}.json") for x in tags] for t, a in kds]
+    kd = [[acc(f"{w}/kd-T{t}-a{a}-{x}-teacher-lr{tlr}-e{tep}{tag}.json") for x in tags] for t, a in kds]
     best = max(st.mean(lab), *(st.mean(v) for v in kd))
     print(f"{lr:>8} {fmt(lab):>14}" + "".join(f" {fmt(v):>14}" for v in kd)
           + "".join(f" {st.mean(v) - st.mean(lab):+7.2f}" for v in kd) + f" {teacher - best:14.2f}")

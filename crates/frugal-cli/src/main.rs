@@ -123,9 +123,10 @@ enum Command {
         /// Language models: skip the evaluation.
         #[arg(long)]
         no_eval: bool,
-        /// Teacher model; without it, the network learns from labels alone.
+        /// Teacher model; without it, the network learns from labels alone. Classifiers: repeat it
+        /// to distil from an ensemble (the mean of the teachers' logits).
         #[arg(long)]
-        teacher: Option<PathBuf>,
+        teacher: Vec<PathBuf>,
         /// `teacher` (conv 32-64, fc 128) or `student` (conv 8-16, fc 32).
         #[arg(long, default_value = "student")]
         arch: String,
@@ -914,7 +915,14 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             flip,
             json,
         } => {
-            if let (Some(student), Some(teacher), Some(text)) = (&student, &teacher, &text) {
+            if let (Some(student), Some(text)) = (&student, &text) {
+                let [teacher] = &teacher[..] else {
+                    return Err(BadUsage(
+                        "a language model distils from one --teacher (an ensemble is for classifiers)"
+                            .into(),
+                    )
+                    .into());
+                };
                 let tmp = tempfile::TempDir::new()?;
                 let spec = eval_spec(no_eval, eval_text, eval_chunks, tmp.path())?;
                 let d = frugal_compress::lm_distill::LmDistillOptions::default();
@@ -984,7 +992,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             let job = frugal_pipeline::classifier::DistillJob {
                 data,
                 arch,
-                teacher,
+                teachers: teacher,
                 out,
                 opts: frugal_compress::distill::TrainOptions {
                     epochs: epochs.unwrap_or(3),
@@ -1030,9 +1038,14 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     s.out,
                     s.arch,
                     s.data,
-                    s.teacher
-                        .as_deref()
-                        .map_or("labels".to_string(), |t| format!("distilled from {t}")),
+                    match &s.teacher_eval {
+                        None => "labels".to_string(),
+                        Some(t) => format!(
+                            "distilled from {} ({:.2} %)",
+                            s.teachers.join(" + "),
+                            t.accuracy_pct
+                        ),
+                    },
                     s.eval.accuracy_pct,
                     s.eval.ci95_pct.0,
                     s.eval.ci95_pct.1,

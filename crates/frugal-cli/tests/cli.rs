@@ -185,7 +185,8 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
 }
 
 /// `frugal distill` trains a classifier on digits (labels, then distilled from that model as a
-/// teacher), writes a model `frugal eval` scores the same, and leaves no checkpoint behind.
+/// teacher, and from an ensemble), writes a model `frugal eval` scores the same, and leaves no
+/// checkpoint behind.
 #[test]
 fn distill_trains_and_distils_a_digits_classifier() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,6 +212,63 @@ fn distill_trains_and_distils_a_digits_classifier() {
         s["eval"]
     );
     assert!(!dir.path().join("s.safetensors.checkpoint").exists());
+    // The teacher's accuracy is reported next to the student's.
+    assert_eq!(s["teacher_eval"]["n_correct"], t["eval"]["n_correct"]);
+    // An ensemble distils from the mean of its members' logits: the same teacher twice is that
+    // teacher (bit for bit), a second teacher changes the targets.
+    let losses = |v: &serde_json::Value| -> Vec<f64> {
+        let e = v["epochs"].as_array().unwrap();
+        e.iter().map(|e| e["loss"].as_f64().unwrap()).collect()
+    };
+    let twice = train(&[
+        "--teacher",
+        "t.safetensors",
+        "--teacher",
+        "t.safetensors",
+        "--out",
+        "s2.safetensors",
+    ]);
+    assert_eq!(losses(&twice), losses(&s));
+    assert_eq!(twice["teachers"].as_array().unwrap().len(), 2);
+    train(&[
+        "--arch",
+        "teacher",
+        "--seed",
+        "1",
+        "--out",
+        "t1.safetensors",
+    ]);
+    let pair = train(&[
+        "--teacher",
+        "t.safetensors",
+        "--teacher",
+        "t1.safetensors",
+        "--out",
+        "s3.safetensors",
+    ]);
+    assert_ne!(losses(&pair), losses(&s));
+    assert!(
+        pair["teacher_eval"]["accuracy_pct"].as_f64().unwrap() > 90.0,
+        "{}",
+        pair["teacher_eval"]
+    );
+    let bad = frugal(
+        &[
+            "distill",
+            "--student",
+            "s.gguf",
+            "--teacher",
+            "a.gguf",
+            "--teacher",
+            "b.gguf",
+            "--text",
+            "x.txt",
+            "--out",
+            "x.gguf",
+        ],
+        dir.path(),
+    );
+    assert_bad_input(&bad, "one --teacher");
     let out = frugal(
         &["eval", "s.safetensors", "--data", "digits", "--json"],
         dir.path(),

@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor, Var, D};
 use frugal_formats::idx::ImageSet;
 use frugal_formats::rng::SplitMix64;
 use frugal_formats::safetensors::{Dtype, SafetensorsFile};
-use frugal_models::cnn::{batch_pixels, Cnn};
+use frugal_models::cnn::{batch_pixels, Cnn, CnnConfig};
 use frugal_models::cnn_kernels::{backward, forward, Workspace};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -546,7 +546,9 @@ pub(crate) fn set_vars(vars: &[Var], params: &[Vec<f32>]) -> Result<()> {
 }
 
 /// Trains `model` (whose parameters are `vars`, as [`Cnn::init`] returns them) on `train` of
-/// `set`, distilling from `teacher` when given. `masks` (one per var, 1 where a weight may be
+/// `set`, distilling from `teachers` when there are any (an ensemble's soft targets are the mean
+/// of its members' logits, i.e. the renormalised geometric mean of their tempered distributions;
+/// no teacher: labels alone). `masks` (one per var, 1 where a weight may be
 /// non-zero) keep pruned weights at zero. With `checkpoint`, saves after every epoch and, when
 /// resuming, continues from the saved epoch. `progress(epoch, batch, batches, loss)` after each
 /// batch. Returns every epoch's record (the resumed ones included).
@@ -557,7 +559,7 @@ pub(crate) fn set_vars(vars: &[Var], params: &[Vec<f32>]) -> Result<()> {
 pub fn train_classifier(
     model: &Cnn,
     vars: &[Var],
-    teacher: Option<&Cnn>,
+    teachers: &[&Cnn],
     set: &ImageSet,
     train: &[usize],
     opts: &TrainOptions,
@@ -592,9 +594,19 @@ pub fn train_classifier(
             .collect::<Result<_>>()?,
         None => Vec::new(),
     };
-    let teacher = teacher
+    let teachers: Vec<(CnnConfig, Vec<Vec<f32>>)> = teachers
+        .iter()
         .map(|t| Ok::<_, Error>((t.config.clone(), t.flat_parameters()?)))
-        .transpose()?;
+        .collect::<Result<_>>()?;
+    let shape = |c: &CnnConfig| (c.in_channels, c.height, c.width, c.n_classes);
+    if let Some((c, _)) = teachers.iter().find(|(c, _)| shape(c) != shape(cfg)) {
+        return Err(Error::BadOptions(format!(
+            "a teacher of {:?} (channels, height, width, classes) for a student of {:?}",
+            shape(c),
+            shape(cfg)
+        )));
+    }
+    let mut teacher_logits = Vec::new();
     let mut adam = AdamW::new(&params, opts.weight_decay);
     let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0f32; p.len()]).collect();
     let (mut ws, mut teacher_ws) = (Workspace::default(), Workspace::default());
@@ -648,9 +660,20 @@ pub fn train_classifier(
             if rows.is_empty() {
                 grads.iter_mut().for_each(|g| g.fill(0.0));
             } else {
-                let t = teacher
-                    .as_ref()
-                    .map(|(tc, tp)| forward(tc, tp, xs, rows.len(), &mut teacher_ws));
+                let t = (!teachers.is_empty()).then(|| {
+                    teacher_logits.clear();
+                    for (tc, tp) in &teachers {
+                        let t = forward(tc, tp, xs, rows.len(), &mut teacher_ws);
+                        if teacher_logits.is_empty() {
+                            teacher_logits.extend_from_slice(t);
+                        } else {
+                            teacher_logits.iter_mut().zip(t).for_each(|(a, b)| *a += b);
+                        }
+                    }
+                    let k = 1.0 / teachers.len() as f32;
+                    teacher_logits.iter_mut().for_each(|a| *a *= k);
+                    &teacher_logits[..]
+                });
                 let s = forward(cfg, &params, xs, rows.len(), &mut ws);
                 dlogits.resize(s.len(), 0.0);
                 l = distillation_loss_grad(
@@ -812,7 +835,7 @@ mod tests {
             let r = train_classifier(
                 &m,
                 &vars,
-                None,
+                &[],
                 &set,
                 &train,
                 &opts,
@@ -852,7 +875,7 @@ mod tests {
         let e = train_classifier(
             &m,
             &vars,
-            None,
+            &[],
             &set,
             &train,
             &other,
@@ -862,6 +885,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("other settings"), "{e}");
+        // A teacher that does not classify the student's images into its classes: refused.
+        let (odd, _) = Cnn::init(
+            frugal_models::cnn::CnnConfig::classic(8, 8, 5),
+            2,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let e = train_classifier(
+            &m,
+            &vars,
+            &[&odd],
+            &set,
+            &train,
+            &opts,
+            None,
+            None,
+            &|_, _, _, _| {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("a teacher of (1, 8, 8, 5)"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use crate::Error;
 use frugal_compress::distill::{train_classifier, EpochRecord, TrainOptions};
 use frugal_compress::prune::{prune_linears, Pattern, PruneOptions, PruneReport};
-use frugal_eval::classifier::{eval_classifier, ClassifierEvalResult};
+use frugal_eval::classifier::{eval_classifier, eval_ensemble, ClassifierEvalResult};
 use frugal_formats::idx::ImageSet;
 use frugal_formats::sparse::Layout;
 use frugal_models::cnn::{Cnn, CnnConfig};
@@ -184,7 +184,7 @@ pub fn run_classifier_pipeline(
         Ok(train_classifier(
             model,
             vars,
-            teacher,
+            teacher.as_slice(),
             set,
             &train,
             opts,
@@ -365,7 +365,7 @@ pub fn prune_and_recover(
         train_classifier(
             &pruned,
             &vars,
-            Some(teacher),
+            &[teacher],
             set,
             train,
             recover,
@@ -440,8 +440,9 @@ pub struct DistillJob {
     /// stratified 80/20 split of `frugal run`).
     pub data: String,
     pub arch: Arch,
-    /// Distil from this model; without it, train on labels alone.
-    pub teacher: Option<std::path::PathBuf>,
+    /// Distil from these models (more than one: an ensemble, the mean of their logits); none:
+    /// train on labels alone.
+    pub teachers: Vec<std::path::PathBuf>,
     pub out: std::path::PathBuf,
     pub opts: TrainOptions,
     /// Continue from `OUT.checkpoint` when it exists.
@@ -454,7 +455,9 @@ pub struct DistillStep {
     pub data: String,
     pub arch: String,
     pub config: CnnConfig,
-    pub teacher: Option<String>,
+    pub teachers: Vec<String>,
+    /// The teachers' (ensemble's) accuracy on the same test images.
+    pub teacher_eval: Option<ClassifierEvalResult>,
     pub out: String,
     pub opts: TrainOptions,
     pub epochs: Vec<EpochRecord>,
@@ -528,14 +531,16 @@ pub fn distill_classifier(
     let config = job
         .arch
         .config(train_set.rows, train_set.cols, train_set.n_classes);
-    let teacher = match &job.teacher {
-        Some(p) => {
+    let teachers = job
+        .teachers
+        .iter()
+        .map(|p| {
             let t = Cnn::load(p, &candle_core::Device::Cpu).map_err(ce)?;
             check_fits(p, &t, &train_set, &job.data)?;
-            Some(t)
-        }
-        None => None,
-    };
+            Ok(t)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let teachers: Vec<&Cnn> = teachers.iter().collect();
     let (model, vars) =
         Cnn::init(config.clone(), job.opts.seed, &candle_core::Device::Cpu).map_err(ce)?;
     let mut ck_name = job.out.as_os_str().to_owned();
@@ -549,7 +554,7 @@ pub fn distill_classifier(
     let epochs = train_classifier(
         &model,
         &vars,
-        teacher.as_ref(),
+        &teachers,
         &train_set,
         &train,
         &job.opts,
@@ -567,11 +572,21 @@ pub fn distill_classifier(
     } else {
         eval_classifier(&model, &test_set, Some(&test))?
     };
+    let teacher_eval = if teachers.is_empty() {
+        None
+    } else {
+        Some(eval_ensemble(&teachers, &test_set, Some(&test))?)
+    };
     Ok(DistillStep {
         data: job.data.clone(),
         arch: job.arch.name().into(),
         config,
-        teacher: job.teacher.as_ref().map(|p| p.display().to_string()),
+        teachers: job
+            .teachers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        teacher_eval,
         out: job.out.display().to_string(),
         opts: job.opts.clone(),
         epochs,
@@ -643,7 +658,7 @@ pub fn prune_classifier(
             train_classifier(
                 &small,
                 &vars,
-                Some(&model),
+                &[&model],
                 &train_set,
                 &train,
                 &job.recover,
