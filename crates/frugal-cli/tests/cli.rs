@@ -994,7 +994,7 @@ fn attention_heads_and_blocks_removed_from_smollm2() {
     );
     // Each F32 GGUF is ~0.5 GB: CI's disk holds few at a time.
     std::fs::remove_file(dir.path().join("hm.gguf")).unwrap();
-    let f = frugal_formats::gguf::GgufFile::open(&dir.path().join("hs.gguf")).unwrap();
+    let f = frugal_formats::gguf::GgufFile::open(dir.path().join("hs.gguf")).unwrap();
     let c = frugal_models::llama::LlamaConfig::from_gguf(&f).unwrap();
     assert_eq!((c.n_head, c.n_head_kv, c.head_dim()), (6, 3, 64));
     assert_eq!(
@@ -1028,7 +1028,7 @@ fn attention_heads_and_blocks_removed_from_smollm2() {
         "{removed:?}: the first and last blocks matter most"
     );
     assert!(kld(&l).is_finite() && kld(&l) < 2.0, "{}", l["quality"]);
-    let f = frugal_formats::gguf::GgufFile::open(&dir.path().join("l.gguf")).unwrap();
+    let f = frugal_formats::gguf::GgufFile::open(dir.path().join("l.gguf")).unwrap();
     assert_eq!(
         frugal_models::llama::LlamaConfig::from_gguf(&f)
             .unwrap()
@@ -1110,7 +1110,7 @@ fn mlp_neurons_removed_then_recovered_by_distillation_on_smollm2() {
     );
     // Each F32 GGUF is ~0.5 GB: CI's disk holds few at a time.
     std::fs::remove_file(dir.path().join("m.gguf")).unwrap();
-    let f = frugal_formats::gguf::GgufFile::open(&dir.path().join("w.gguf")).unwrap();
+    let f = frugal_formats::gguf::GgufFile::open(dir.path().join("w.gguf")).unwrap();
     let ff = frugal_models::llama::LlamaConfig::from_gguf(&f)
         .unwrap()
         .n_ff;
@@ -1227,7 +1227,7 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
     assert!(steps.iter().all(|s| s["resumed"] == false));
     let kld8 = steps[2]["result"]["kld"]["mean"].as_f64().unwrap();
     assert!(kld8 > 0.0 && kld8.is_finite());
-    let f = frugal_formats::gguf::GgufFile::open(&dir.path().join("out/02-quantize.gguf")).unwrap();
+    let f = frugal_formats::gguf::GgufFile::open(dir.path().join("out/02-quantize.gguf")).unwrap();
     assert_eq!(
         f.tensor("blk.3.ffn_down.weight").unwrap().ggml_type,
         frugal_formats::gguf::GgmlType::Q8_0

@@ -368,6 +368,23 @@ data       {what}, {} genres
     }
 }
 
+/// Passages of `tokens` tokens cut from a plain text file with the encoder's tokenizer (for
+/// calibration), at most `n`.
+pub fn text_passages(model: &Bert, text: &str, n: usize, tokens: usize) -> Result<Vec<Vec<u32>>> {
+    let (ids, cls, sep) = model.tokenize_untruncated(text)?;
+    Ok(ids
+        .chunks_exact(tokens.saturating_sub(2).max(1))
+        .take(n)
+        .map(|c| {
+            let mut v = Vec::with_capacity(tokens);
+            v.push(cls);
+            v.extend_from_slice(c);
+            v.push(sep);
+            v
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,21 +421,4 @@ mod tests {
         ];
         assert_eq!(knn_accuracy(&emb, &sents), 1);
     }
-}
-
-/// Passages of `tokens` tokens cut from a plain text file with the encoder's tokenizer (for
-/// calibration), at most `n`.
-pub fn text_passages(model: &Bert, text: &str, n: usize, tokens: usize) -> Result<Vec<Vec<u32>>> {
-    let (ids, cls, sep) = model.tokenize_untruncated(text)?;
-    Ok(ids
-        .chunks_exact(tokens.saturating_sub(2).max(1))
-        .take(n)
-        .map(|c| {
-            let mut v = Vec::with_capacity(tokens);
-            v.push(cls);
-            v.extend_from_slice(c);
-            v.push(sep);
-            v
-        })
-        .collect())
 }

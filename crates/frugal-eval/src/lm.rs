@@ -207,7 +207,7 @@ pub fn eval_lm(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<LmEvalResult> {
     let ctx = opts.ctx;
-    if ctx < 4 || ctx % 2 != 0 {
+    if ctx < 4 || !ctx.is_multiple_of(2) {
         return Err(Error::BadCtx {
             ctx,
             reason: "must be even and at least 4".into(),

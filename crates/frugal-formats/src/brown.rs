@@ -174,40 +174,6 @@ pub fn read_brown_dir(dir: &Path) -> Result<Vec<BrownDoc>> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detags_and_detokenizes() {
-        let text = "\n\n\tThe/at Fulton/np-tl said/vbd ``/`` no/at evidence/nn ''/'' ,/, that/cs it's/pps+bez done/vbn ./.\n\n\tHe/pps left/vbd ./.\n";
-        let s = parse_tagged(text).unwrap();
-        assert_eq!(
-            s,
-            vec![
-                "The Fulton said \"no evidence\", that it's done.",
-                "He left."
-            ]
-        );
-    }
-
-    #[test]
-    fn genres_from_file_names() {
-        assert_eq!(genre_of("ca01"), Some(0));
-        assert_eq!(genre_of("cj12").map(|g| GENRES[g].1), Some("learned"));
-        assert_eq!(genre_of("cr09"), Some(14));
-        assert_eq!(genre_of("ci01"), None);
-        assert_eq!(genre_of("README"), None);
-        assert_eq!(genre_of("ca1"), None);
-    }
-
-    #[test]
-    fn rejects_untagged_tokens() {
-        let err = parse_tagged("ok/at\nbroken token/nn").unwrap_err();
-        assert_eq!(err.field, "line 2");
-    }
-}
-
 /// Expands a file selection such as `cj01-cj12`, `ca01,cb02` or `cj` (the whole genre) into ids,
 /// checked against the files present in `dir`.
 pub fn select_ids(dir: &Path, selection: &str) -> Result<Vec<String>> {
@@ -270,4 +236,38 @@ pub fn plain_text(dir: &Path, ids: &[String]) -> Result<String> {
         .map(BrownDoc::text)
         .collect::<Vec<_>>()
         .join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detags_and_detokenizes() {
+        let text = "\n\n\tThe/at Fulton/np-tl said/vbd ``/`` no/at evidence/nn ''/'' ,/, that/cs it's/pps+bez done/vbn ./.\n\n\tHe/pps left/vbd ./.\n";
+        let s = parse_tagged(text).unwrap();
+        assert_eq!(
+            s,
+            vec![
+                "The Fulton said \"no evidence\", that it's done.",
+                "He left."
+            ]
+        );
+    }
+
+    #[test]
+    fn genres_from_file_names() {
+        assert_eq!(genre_of("ca01"), Some(0));
+        assert_eq!(genre_of("cj12").map(|g| GENRES[g].1), Some("learned"));
+        assert_eq!(genre_of("cr09"), Some(14));
+        assert_eq!(genre_of("ci01"), None);
+        assert_eq!(genre_of("README"), None);
+        assert_eq!(genre_of("ca1"), None);
+    }
+
+    #[test]
+    fn rejects_untagged_tokens() {
+        let err = parse_tagged("ok/at\nbroken token/nn").unwrap_err();
+        assert_eq!(err.field, "line 2");
+    }
 }

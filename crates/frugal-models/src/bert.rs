@@ -124,7 +124,9 @@ impl Bert {
         }
         if config.num_attention_heads == 0
             || config.hidden_size == 0
-            || config.hidden_size % config.num_attention_heads != 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
             || config.num_hidden_layers == 0
         {
             return Err(Error::BadMetadata {
@@ -468,7 +470,7 @@ impl Bert {
                 ids[i]
                     .iter()
                     .copied()
-                    .chain(std::iter::repeat(0).take(t - ids[i].len())),
+                    .chain(std::iter::repeat_n(0, t - ids[i].len())),
             );
             m.extend((0..t).map(|j| if j < ids[i].len() { 1f32 } else { 0.0 }));
         }

@@ -388,7 +388,7 @@ pub fn matvec_seconds(
     let Some(dtype) = crate::gguf_load::candle_dtype(ty) else {
         return Ok(None);
     };
-    if n_in % dtype.block_size() != 0 {
+    if !n_in.is_multiple_of(dtype.block_size()) {
         return Ok(None);
     }
     let dev = candle_core::Device::Cpu;

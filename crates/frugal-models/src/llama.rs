@@ -92,7 +92,7 @@ impl LlamaConfig {
         if cfg.n_head == 0
             || cfg.n_head_kv == 0
             || (key_length.is_none() && n_embd % cfg.n_head != 0)
-            || cfg.n_head % cfg.n_head_kv != 0
+            || !cfg.n_head.is_multiple_of(cfg.n_head_kv)
         {
             return Err(bad(
                 &format!("{arch}.attention.head_count"),
@@ -118,7 +118,7 @@ impl LlamaConfig {
             || cfg.n_ff == 0
             || cfg.n_vocab == 0
             || cfg.n_layer == 0
-            || cfg.head_dim() % 2 != 0
+            || !cfg.head_dim().is_multiple_of(2)
         {
             return Err(bad(
                 &format!("{arch}.embedding_length"),

@@ -202,7 +202,7 @@ mod tests {
             .map(|k| {
                 let j = k % n;
                 let g = r.next_gaussian() as f32;
-                if j % 37 == 0 {
+                if j.is_multiple_of(37) {
                     20.0 * g
                 } else {
                     g

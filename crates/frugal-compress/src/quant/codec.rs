@@ -44,7 +44,7 @@ impl Codec {
 
     /// Whether rows of `ncols` values fit this format.
     pub fn fits(&self, ncols: usize) -> bool {
-        ncols % self.block == 0
+        ncols.is_multiple_of(self.block)
     }
 
     /// Decodes one row of this format (`q` holds whole blocks) into `out`.

@@ -339,7 +339,8 @@ pub fn int_bytes(rows: u64, cols: u64, scheme: Option<&IntType>) -> Option<u64> 
         Some(IntType { group: None, .. }) => Some(rows * cols + 4 * rows),
         Some(IntType { group: Some(g), .. }) => {
             let g = *g as u64;
-            (cols % g == 0 && cols % 2 == 0).then(|| rows * cols / 2 + 8 * rows * (cols / g))
+            (cols.is_multiple_of(g) && cols.is_multiple_of(2))
+                .then(|| rows * cols / 2 + 8 * rows * (cols / g))
         }
     }
 }

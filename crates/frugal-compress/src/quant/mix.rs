@@ -106,7 +106,7 @@ pub fn llama_rule(
     match t.category {
         Output | TokenEmbd if t.category == Output || m.tied_embeddings => {
             let qk = default.info().map_or(1, |i| i.block_size);
-            if t.ncols % qk != 0 {
+            if !t.ncols.is_multiple_of(qk) {
                 G::Q8_0
             } else if default != G::Q8_0 {
                 G::Q6_K
@@ -149,7 +149,7 @@ pub fn llama_rule(
 
 /// llama.cpp's fallback for rows a type cannot tile: a 32-wide type of about the same size.
 pub fn llama_fallback(t: GgmlType, ncols: u64) -> GgmlType {
-    let fits = |t: GgmlType| t.info().is_some_and(|i| ncols % i.block_size == 0);
+    let fits = |t: GgmlType| t.info().is_some_and(|i| ncols.is_multiple_of(i.block_size));
     if fits(t) {
         return t;
     }

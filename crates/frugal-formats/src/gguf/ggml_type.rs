@@ -88,7 +88,7 @@ impl GgmlType {
     /// of blocks, the type is unknown, or the size overflows.
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
         let t = self.info()?;
-        if n_elements % t.block_size != 0 {
+        if !n_elements.is_multiple_of(t.block_size) {
             return None;
         }
         (n_elements / t.block_size).checked_mul(t.type_size)
