@@ -374,6 +374,11 @@ enum Command {
         /// energy chart is then empty).
         #[arg(long)]
         no_energy: bool,
+        /// Language models: keep at most this many MiB of the input's logits between
+        /// candidates, so its forward pass runs once per chunk (50 MiB a 512-token chunk of
+        /// SmolLM2); 0 recomputes them for every candidate.
+        #[arg(long, default_value_t = 2048)]
+        reference_cache_mib: usize,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -1790,6 +1795,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             max_evals,
             objective,
             no_energy,
+            reference_cache_mib,
             json,
         } => {
             use frugal_pipeline::tune::{Objective, QualityLimit};
@@ -1918,6 +1924,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 max_evals,
                 objective,
                 measure_energy: !no_energy,
+                reference_cache_bytes: reference_cache_mib.saturating_mul(1 << 20),
             };
             let bar = progress_bar("");
             let report = frugal_pipeline::tune::tune(&job, &|what, done, total| {

@@ -1490,6 +1490,12 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
     }
     assert!(bytes(chosen) < bytes(&cands[0]), "{r}");
     assert!(cands.iter().all(|c| c["energy"].is_null()), "{r}");
+    // The input's logits were computed once per chunk and reused for later candidates (and
+    // the held-out figure below, computed afresh by `frugal eval`, is the same to the bit).
+    assert!(
+        r["reference_chunks_reused"].as_u64().unwrap() >= cands.len() as u64 - 1,
+        "{r}"
+    );
     let out = dir.path().join("t.gguf");
     assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes(chosen));
     // The held-out figure is what `frugal eval` says of the file.

@@ -9,7 +9,8 @@ pub mod encoder;
 pub mod lm;
 
 pub use lm::{
-    eval_lm, eval_lm_files, KldStats, LmEvalFiles, LmEvalOptions, LmEvalReport, LmEvalResult,
+    eval_lm, eval_lm_files, eval_lm_files_cached, KldStats, LmEvalFiles, LmEvalOptions,
+    LmEvalReport, LmEvalResult, ReferenceCache,
 };
 
 /// Errors of evaluation.

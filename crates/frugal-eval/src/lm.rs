@@ -16,6 +16,96 @@ pub struct LmEvalOptions {
     pub bos: Option<u32>,
 }
 
+/// The reference model's logits at the scored positions of the chunks evaluated so far, so that
+/// later evaluations against the same reference on the same chunks skip its forward pass — and,
+/// through [`eval_lm_files_cached`], its loading. `frugal tune` judges every candidate against
+/// one reference on the same two texts. A chunk is known by its tokens and context, so a cache
+/// may serve several texts; it must serve one reference model only (the caller's promise, which
+/// [`eval_lm_files_cached`] checks by path). At most `max_bytes` of logits are kept; chunks
+/// beyond that are computed every time.
+pub struct ReferenceCache {
+    reference: Option<std::path::PathBuf>,
+    max_bytes: usize,
+    rows: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<Vec<f32>>>>,
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+impl ReferenceCache {
+    /// A cache for the reference in `reference` (a path, checked by [`eval_lm_files_cached`];
+    /// `None` for one used with [`eval_lm`] directly), keeping at most `max_bytes` of logits.
+    pub fn new(reference: Option<std::path::PathBuf>, max_bytes: usize) -> Self {
+        ReferenceCache {
+            reference,
+            max_bytes,
+            rows: Default::default(),
+            hits: Default::default(),
+        }
+    }
+
+    /// Chunks served from the cache so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of logits kept.
+    pub fn bytes(&self) -> usize {
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.values().map(|r| r.len() * 4).sum()
+    }
+
+    fn key(chunk: &[u32], first: usize) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same key in every process and run.
+        let mut h = std::hash::DefaultHasher::new();
+        (chunk, first).hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, chunk: &[u32], first: usize) -> Option<std::sync::Arc<Vec<f32>>> {
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.get(&Self::key(chunk, first)).cloned()
+    }
+
+    fn put(&self, chunk: &[u32], first: usize, logits: Vec<f32>) -> std::sync::Arc<Vec<f32>> {
+        let logits = std::sync::Arc::new(logits);
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let kept: usize = rows.values().map(|r| r.len() * 4).sum();
+        if kept + logits.len() * 4 <= self.max_bytes {
+            rows.insert(Self::key(chunk, first), logits.clone());
+        }
+        logits
+    }
+
+    /// Whether every chunk an evaluation of `tokens` with `opts` scores is kept.
+    pub fn has_all(&self, tokens: &[u32], opts: &LmEvalOptions) -> bool {
+        let Some(chunks) = chunks_of(tokens, opts) else {
+            return false;
+        };
+        chunks.iter().all(|c| self.get(c, opts.ctx / 2).is_some())
+    }
+}
+
+/// The chunks an evaluation of `tokens` with `opts` scores, BOS applied (`None` when the
+/// options or the text do not allow one; [`eval_lm`] says why).
+fn chunks_of(tokens: &[u32], opts: &LmEvalOptions) -> Option<Vec<Vec<u32>>> {
+    let ctx = opts.ctx;
+    if ctx < 4 || tokens.len() < ctx.saturating_mul(2) || opts.max_chunks == Some(0) {
+        return None;
+    }
+    let n = (tokens.len() / ctx).min(opts.max_chunks.unwrap_or(usize::MAX));
+    Some(
+        (0..n)
+            .map(|c| {
+                let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
+                if let Some(bos) = opts.bos {
+                    chunk[0] = bos;
+                }
+                chunk
+            })
+            .collect(),
+    )
+}
+
 /// What the evaluation measured. Uncertainties are one standard error, as llama.cpp prints them.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LmEvalResult {
@@ -198,10 +288,13 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Evaluates `model` on `tokens`, optionally against `reference` (same vocabulary). Calls
-/// `progress(done, total)` after each chunk.
+/// `progress(done, total)` after each chunk. With `cache`, the reference's logits of a chunk
+/// are taken from it when kept there, and kept when computed; against a cache alone (no
+/// `reference`), every chunk must be kept.
 pub fn eval_lm(
     model: &Llama,
     reference: Option<&Llama>,
+    cache: Option<&ReferenceCache>,
     tokens: &[u32],
     opts: &LmEvalOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
@@ -273,9 +366,38 @@ pub fn eval_lm(
             .map(|(r, &t)| score_row(r, t))
             .collect();
         let (mut rs, mut kl) = (Vec::new(), Vec::new());
-        if let Some(r) = reference {
-            let rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
-            let rrows = &rl[..(ctx - 1 - first) * n_vocab];
+        let scored = (ctx - 1 - first) * n_vocab;
+        let rl = match (cache.and_then(|k| k.get(&chunk, first)), reference, cache) {
+            (Some(kept), _, _) => {
+                if let Some(k) = cache {
+                    k.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(kept)
+            }
+            (None, Some(r), _) => {
+                let mut rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
+                rl.truncate(scored);
+                Some(match cache {
+                    Some(k) => k.put(&chunk, first, rl),
+                    None => std::sync::Arc::new(rl),
+                })
+            }
+            (None, None, Some(_)) => {
+                return Err(Error::Mismatch(format!(
+                    "the reference's logits of chunk {c} are not cached and there is no reference model"
+                )))
+            }
+            (None, None, None) => None,
+        };
+        if let Some(rl) = rl {
+            if rl.len() != scored {
+                return Err(Error::Mismatch(format!(
+                    "cached reference logits of {} values for {scored} ({} positions × {n_vocab})",
+                    rl.len(),
+                    ctx - 1 - first
+                )));
+            }
+            let rrows = &rl[..];
             rs = rrows
                 .chunks(n_vocab)
                 .zip(targets)
@@ -318,7 +440,7 @@ pub fn eval_lm(
         (nll, nll.exp(), se * nll.exp())
     };
     let (nll, ppl, ppl_se) = ppl_of(&scores);
-    let kld = reference.map(|_| {
+    let kld = (reference.is_some() || cache.is_some()).then(|| {
         let n = klds.len();
         let (ref_nll, ref_ppl, ref_se) = ppl_of(&ref_scores);
         let _ = ref_nll;
@@ -407,6 +529,44 @@ mod tests {
         assert!((kl_row(&p, &q) - want).abs() < 1e-9);
     }
 
+    /// The cache knows a chunk by its tokens (BOS applied) and context, keeps no more than its
+    /// bound, and says whether an evaluation's chunks are all kept.
+    #[test]
+    fn reference_cache_keys_chunks_and_keeps_its_bound() {
+        let tokens: Vec<u32> = (0..20).collect();
+        let opts = LmEvalOptions {
+            ctx: 8,
+            max_chunks: None,
+            bos: Some(1),
+        };
+        let chunks = chunks_of(&tokens, &opts).unwrap();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1][0], 1, "BOS replaces the first token");
+        // Room for one chunk of 3 positions × 2 values.
+        let k = ReferenceCache::new(None, 6 * 4);
+        assert!(!k.has_all(&tokens, &opts));
+        k.put(&chunks[0], 4, vec![0.5; 6]);
+        k.put(&chunks[1], 4, vec![0.25; 6]);
+        assert_eq!(k.bytes(), 24, "the second chunk is over the bound");
+        assert_eq!(k.get(&chunks[0], 4).unwrap()[0], 0.5);
+        assert!(k.get(&chunks[1], 4).is_none());
+        assert!(
+            k.get(&chunks[0], 3).is_none(),
+            "another context is another chunk"
+        );
+        let one = LmEvalOptions {
+            max_chunks: Some(1),
+            ..opts.clone()
+        };
+        assert!(k.has_all(&tokens, &one) && !k.has_all(&tokens, &opts));
+        let no_bos = LmEvalOptions { bos: None, ..one };
+        assert!(!k.has_all(&tokens, &no_bos));
+        assert!(
+            !k.has_all(&tokens[..10], &opts),
+            "too short a text has no chunks"
+        );
+    }
+
     #[test]
     fn percentile_interpolates() {
         let v = [0.0, 1.0, 2.0, 3.0, 4.0];
@@ -440,7 +600,8 @@ pub struct LmEvalReport {
     /// Wall time of the forward passes and scoring (loading excluded), seconds.
     pub eval_seconds: f64,
     /// Tokens processed by the evaluated model per second (`n_chunks × ctx / eval_seconds`;
-    /// with a reference, both models' passes are in the time).
+    /// with a reference, both models' passes are in the time, unless the reference's logits
+    /// came from a [`ReferenceCache`]).
     pub tokens_per_second: f64,
     pub threads: usize,
 }
@@ -448,6 +609,16 @@ pub struct LmEvalReport {
 /// Loads the model (and reference), tokenizes the text with the model's tokenizer, evaluates.
 pub fn eval_lm_files(
     job: &LmEvalFiles,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<LmEvalReport> {
+    eval_lm_files_cached(job, None, progress)
+}
+
+/// [`eval_lm_files`] with the reference's logits taken from and kept in `cache` (made for
+/// `job.reference`); the reference is not even loaded when every chunk is kept.
+pub fn eval_lm_files_cached(
+    job: &LmEvalFiles,
+    cache: Option<&ReferenceCache>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<LmEvalReport> {
     use frugal_formats::gguf::GgufFile;
@@ -459,13 +630,14 @@ pub fn eval_lm_files(
     let tok = GgufTokenizer::from_gguf(&f)?;
     let model = Llama::load(&f, lopts, &dev)?;
     drop(f);
-    let reference = match &job.reference {
-        Some(p) => {
-            let rf = GgufFile::open(p).map_err(frugal_models::Error::from)?;
-            Some(Llama::load(&rf, lopts, &dev)?)
+    if let Some(k) = cache {
+        if k.reference != job.reference || job.reference.is_none() {
+            return Err(Error::Mismatch(format!(
+                "a cache of the reference {:?} used for {:?}",
+                k.reference, job.reference
+            )));
         }
-        None => None,
-    };
+    }
     let text = std::fs::read_to_string(&job.text).map_err(|e| {
         frugal_models::Error::from(frugal_formats::Error::io(&job.text, "reading text", e))
     })?;
@@ -475,8 +647,16 @@ pub fn eval_lm_files(
         max_chunks: job.max_chunks,
         bos: if tok.add_bos { tok.bos } else { None },
     };
+    let reference = match &job.reference {
+        Some(_) if cache.is_some_and(|k| k.has_all(&tokens, &opts)) => None,
+        Some(p) => {
+            let rf = GgufFile::open(p).map_err(frugal_models::Error::from)?;
+            Some(Llama::load(&rf, lopts, &dev)?)
+        }
+        None => None,
+    };
     let t0 = std::time::Instant::now();
-    let result = eval_lm(&model, reference.as_ref(), &tokens, &opts, progress)?;
+    let result = eval_lm(&model, reference.as_ref(), cache, &tokens, &opts, progress)?;
     let secs = t0.elapsed().as_secs_f64();
     Ok(LmEvalReport {
         model: job.model.display().to_string(),

@@ -89,6 +89,17 @@ pub fn judge(
     e: &EvalSpec,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<LmEvalReport, crate::Error> {
+    judge_cached(model, reference, e, None, progress)
+}
+
+/// [`judge`], the reference's logits taken from and kept in `cache` (made for `reference`).
+pub fn judge_cached(
+    model: &Path,
+    reference: &Path,
+    e: &EvalSpec,
+    cache: Option<&frugal_eval::ReferenceCache>,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<LmEvalReport, crate::Error> {
     let job = LmEvalFiles {
         model: model.to_path_buf(),
         reference: Some(reference.to_path_buf()),
@@ -97,7 +108,7 @@ pub fn judge(
         max_chunks: e.chunks,
         load: frugal_models::llama::LoadOptions::GGML,
     };
-    Ok(frugal_eval::eval_lm_files(&job, &|d, t| {
+    Ok(frugal_eval::eval_lm_files_cached(&job, cache, &|d, t| {
         progress("chunks", d, t)
     })?)
 }

@@ -27,7 +27,7 @@
 //!
 //! [`matvec_seconds`]: frugal_models::linear::matvec_seconds
 
-use crate::quantize::{judge, load_calibration, CalibSpec, EvalSpec};
+use crate::quantize::{judge_cached, load_calibration, CalibSpec, EvalSpec};
 use crate::Error;
 use frugal_compress::quant::alloc::Candidates;
 use frugal_compress::quant::{gptq, BudgetPlan, QuantizeOptions};
@@ -106,6 +106,9 @@ pub struct TuneJob {
     /// Measure every candidate's energy per token on the `frugal measure` workload (always with
     /// [`Objective::Energy`]).
     pub measure_energy: bool,
+    /// Keep at most this many bytes of the input's logits between candidates (each 512-token
+    /// chunk of SmolLM2 takes 50 MB); 0 computes them for every candidate.
+    pub reference_cache_bytes: usize,
 }
 
 /// A candidate's energy on the `frugal measure` workload.
@@ -181,6 +184,8 @@ pub struct TuneReport {
     pub output_bytes: u64,
     /// Seconds: importance matrix, sensitivity, search and verification, and in all.
     pub seconds: Seconds,
+    /// Chunks whose reference logits came from the cache instead of a forward pass of the input.
+    pub reference_chunks_reused: usize,
     /// The figures a policy reads: the held-out evaluation of the chosen model.
     pub quality: serde_json::Value,
 }
@@ -325,6 +330,12 @@ pub fn tune(
         meters: frugal_energy::MeterOptions::detect_cpu(),
     };
     let mut candidates: Vec<Candidate> = Vec::new();
+    // Every candidate is judged against the same reference on the same two texts: its logits
+    // are computed once per chunk (the reference is loaded only until they are all kept).
+    let cache =
+        frugal_eval::ReferenceCache::new(Some(job.input.clone()), job.reference_cache_bytes);
+    let judge =
+        |path: &Path, spec: &EvalSpec| judge_cached(path, &job.input, spec, Some(&cache), progress);
     let judge_at =
         |bpw: f64, heldout: bool, candidates: &mut Vec<Candidate>| -> Result<usize, Error> {
             let k = candidates.len();
@@ -340,8 +351,7 @@ pub fn tune(
                 // The same plan as a candidate already judged.
                 if heldout && candidates[j].heldout.is_none() {
                     let path = files_at(&scratch, j);
-                    candidates[j].heldout =
-                        Some(judged(&judge(&path, &job.input, &job.heldout, progress)?)?);
+                    candidates[j].heldout = Some(judged(&judge(&path, &job.heldout)?)?);
                 }
                 return Ok(j);
             }
@@ -350,9 +360,9 @@ pub fn tune(
                 progress("write", d, t)
             })?;
             progress("search", k + 1, job.max_evals);
-            let s = judged(&judge(&path, &job.input, &job.search, progress)?)?;
+            let s = judged(&judge(&path, &job.search)?)?;
             let h = if heldout && job.limit.meets(&s) {
-                Some(judged(&judge(&path, &job.input, &job.heldout, progress)?)?)
+                Some(judged(&judge(&path, &job.heldout)?)?)
             } else {
                 None
             };
@@ -433,12 +443,7 @@ pub fn tune(
     // 5. Verification on held-out text; raise the budget until it holds.
     let verify = |k: usize, candidates: &mut Vec<Candidate>| -> Result<bool, Error> {
         if candidates[k].heldout.is_none() {
-            let h = judged(&judge(
-                &files_at(&scratch, k),
-                &job.input,
-                &job.heldout,
-                progress,
-            )?)?;
+            let h = judged(&judge(&files_at(&scratch, k), &job.heldout)?)?;
             candidates[k].heldout = Some(h);
         }
         Ok(job
@@ -515,6 +520,7 @@ pub fn tune(
         }),
         chosen: best,
         meets_heldout: ok,
+        reference_chunks_reused: cache.hits(),
         input_bytes,
         output_bytes: c.bytes,
         quality: serde_json::json!({
