@@ -16,6 +16,8 @@ pub struct LmEvalOptions {
     pub bos: Option<u32>,
 }
 
+type ChunkMap = std::collections::HashMap<(Vec<u32>, usize), std::sync::Arc<Vec<f32>>>;
+
 /// The reference model's logits at the scored positions of the chunks evaluated so far, so that
 /// later evaluations against the same reference on the same chunks skip its forward pass — and,
 /// through [`eval_lm_files_cached`], its loading. `frugal tune` judges every candidate against
@@ -26,7 +28,8 @@ pub struct LmEvalOptions {
 pub struct ReferenceCache {
     reference: Option<std::path::PathBuf>,
     max_bytes: usize,
-    rows: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<Vec<f32>>>>,
+    /// Keyed by the chunk's tokens and first scored position: exact, no hash collision.
+    rows: std::sync::Mutex<ChunkMap>,
     hits: std::sync::atomic::AtomicUsize,
 }
 
@@ -53,17 +56,9 @@ impl ReferenceCache {
         rows.values().map(|r| r.len() * 4).sum()
     }
 
-    fn key(chunk: &[u32], first: usize) -> u64 {
-        use std::hash::{Hash, Hasher};
-        // SipHash with fixed keys: the same key in every process and run.
-        let mut h = std::hash::DefaultHasher::new();
-        (chunk, first).hash(&mut h);
-        h.finish()
-    }
-
     fn get(&self, chunk: &[u32], first: usize) -> Option<std::sync::Arc<Vec<f32>>> {
         let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-        rows.get(&Self::key(chunk, first)).cloned()
+        rows.get(&(chunk.to_vec(), first)).cloned()
     }
 
     fn put(&self, chunk: &[u32], first: usize, logits: Vec<f32>) -> std::sync::Arc<Vec<f32>> {
@@ -71,7 +66,7 @@ impl ReferenceCache {
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
         let kept: usize = rows.values().map(|r| r.len() * 4).sum();
         if kept + logits.len() * 4 <= self.max_bytes {
-            rows.insert(Self::key(chunk, first), logits.clone());
+            rows.insert((chunk.to_vec(), first), logits.clone());
         }
         logits
     }
@@ -336,7 +331,12 @@ pub fn eval_lm(
             needed,
         });
     }
-    let n_chunks = (tokens.len() / ctx).min(opts.max_chunks.unwrap_or(usize::MAX));
+    // The same chunks a cache is asked about ([`ReferenceCache::has_all`]).
+    let chunks = chunks_of(tokens, opts).ok_or_else(|| Error::BadCtx {
+        ctx,
+        reason: "no chunk to score".into(),
+    })?;
+    let n_chunks = chunks.len();
     let first = ctx / 2;
     let n_vocab = model.config.n_vocab;
     // Chunks are independent: they run in parallel (each also uses parallel GEMM), which keeps
@@ -350,15 +350,9 @@ pub fn eval_lm(
     let done = std::sync::atomic::AtomicUsize::new(0);
     let n_mine = frugal_dist::shard(n_chunks, comm.rank(), comm.size()).len();
     let score_chunk = |c: usize| -> Result<ChunkScores> {
-        let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
-        if let Some(bos) = opts.bos {
-            chunk[0] = bos;
-        }
+        let chunk = &chunks[c];
         let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
-        let logits: Vec<f32> = model
-            .forward_from(&chunk, first)?
-            .flatten_all()?
-            .to_vec1()?;
+        let logits: Vec<f32> = model.forward_from(chunk, first)?.flatten_all()?.to_vec1()?;
         let rows = &logits[..(ctx - 1 - first) * n_vocab];
         let s: Vec<TokenScore> = rows
             .chunks(n_vocab)
@@ -367,7 +361,7 @@ pub fn eval_lm(
             .collect();
         let (mut rs, mut kl) = (Vec::new(), Vec::new());
         let scored = (ctx - 1 - first) * n_vocab;
-        let rl = match (cache.and_then(|k| k.get(&chunk, first)), reference, cache) {
+        let rl = match (cache.and_then(|k| k.get(chunk, first)), reference, cache) {
             (Some(kept), _, _) => {
                 if let Some(k) = cache {
                     k.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -375,10 +369,10 @@ pub fn eval_lm(
                 Some(kept)
             }
             (None, Some(r), _) => {
-                let mut rl: Vec<f32> = r.forward_from(&chunk, first)?.flatten_all()?.to_vec1()?;
+                let mut rl: Vec<f32> = r.forward_from(chunk, first)?.flatten_all()?.to_vec1()?;
                 rl.truncate(scored);
                 Some(match cache {
-                    Some(k) => k.put(&chunk, first, rl),
+                    Some(k) => k.put(chunk, first, rl),
                     None => std::sync::Arc::new(rl),
                 })
             }
