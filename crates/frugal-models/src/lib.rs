@@ -21,6 +21,7 @@ pub mod int_weights;
 pub mod kernels;
 pub mod linear;
 pub mod llama;
+pub mod qmatmul;
 pub mod storage;
 pub mod tokenizer;
 
