@@ -30,7 +30,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   done
 done
 python3 - "$W" "$ROUNDS" <<'PYEOF'
-import glob, json, statistics as st, sys
+import json, statistics as st, sys
 w, rounds = sys.argv[1], int(sys.argv[2])
 def get(t, k):
     rs = [json.load(open(f"{w}/m-{t}-{k}-{r}.json")) for r in range(rounds)]

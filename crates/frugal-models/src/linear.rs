@@ -357,6 +357,15 @@ impl Linear {
                     && !crate::qmatmul::candle_forced() =>
             {
                 let ty = crate::qmatmul::BlockType::of(q.dtype()).expect("checked");
+                if x.dim(D::Minus1)? != self.n_in {
+                    return Err(candle_core::Error::Msg(format!(
+                        "{}: input of {} columns for a weight of {}",
+                        self.name,
+                        x.dim(D::Minus1)?,
+                        self.n_in
+                    ))
+                    .into());
+                }
                 let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
                 let y = crate::qmatmul::matmul(ty, &q.data()?, self.n_out, self.n_in, &xs);
                 let mut dims = x.dims().to_vec();

@@ -232,10 +232,27 @@ mod tests {
                 assert!((a - b).abs() < 1e-4, "{dt:?}: {a} vs decoded {b}");
                 assert!((a - c).abs() < 0.05, "{dt:?}: {a} vs candle {c}");
             }
-            // One input row: the same values as row 0 of the batch.
-            let y1 = matmul(ty, &bytes, n_out, n_in, &x[..n_in]);
-            for (o, v) in y1.iter().enumerate() {
-                assert_eq!(*v, y[o], "{dt:?}: row {o}");
+            // Through the linear-layer seam: these kernels, and a wrong input width refused.
+            let lin = crate::linear::Linear::quantized(
+                "t",
+                std::sync::Arc::new(QTensor::quantize(&wt, dt).unwrap()),
+                None,
+            )
+            .unwrap();
+            let via: Vec<f32> = lin
+                .forward(&xt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(via, y, "{dt:?}: Linear::forward");
+            let narrow = xt.narrow(1, 0, n_in - BLOCK).unwrap();
+            assert!(lin.forward(&narrow).is_err(), "{dt:?}: a narrower input");
+            // One input row at a time: the same values as in the batch, bit for bit.
+            for r in 0..m {
+                let y1 = matmul(ty, &bytes, n_out, n_in, &x[r * n_in..(r + 1) * n_in]);
+                assert_eq!(y1, y[r * n_out..(r + 1) * n_out], "{dt:?}: input row {r}");
             }
         }
     }

@@ -101,7 +101,13 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
                 .zip(&full[p])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(worst < 2e-3, "{opts:?} position {p}: max |Δlogit| {worst}");
+            // Stored weights: the output layer (Q8_0, candle's kernel) rounds its input to 8-bit
+            // blocks, so float noise of the f32 parts can flip one activation's rounding — a
+            // step of about 3e-3 in the logits (seen at one of these positions since Q4_1 is
+            // multiplied by Frugal's f32 kernel, which passes that noise on where candle's
+            // 8-bit rounding of every layer's input used to absorb it). A cache bug is O(1).
+            let tol = if opts.dequantize { 2e-3 } else { 1e-2 };
+            assert!(worst < tol, "{opts:?} position {p}: max |Δlogit| {worst}");
         }
         assert_eq!(cache.len(), ids.len());
         // Full: a clear error, not a panic.
