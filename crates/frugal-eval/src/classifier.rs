@@ -4,7 +4,7 @@
 use crate::encoder::wilson95;
 use crate::Result;
 use frugal_formats::idx::ImageSet;
-use frugal_models::cnn::{argmax, logits, predict, Cnn};
+use frugal_models::cnn::{argmax, logits, Cnn};
 use serde::Serialize;
 
 /// Results of a classifier evaluation.
@@ -50,31 +50,28 @@ pub fn eval_ensemble(
         ));
     };
     let t0 = std::time::Instant::now();
-    let pred = if rest.is_empty() {
-        predict(first, set, idx, 256)?
-    } else {
-        let k = first.config.n_classes;
-        let mut sum = logits(first, set, idx, 256)?;
-        for m in rest {
-            if m.config.n_classes != k {
-                return Err(crate::Error::Mismatch(format!(
-                    "an ensemble of {k}- and {}-class models",
-                    m.config.n_classes
-                )));
-            }
-            sum.iter_mut()
-                .zip(logits(m, set, idx, 256)?)
-                .for_each(|(a, b)| *a += b);
+    // One model's vote is `predict`'s: the argmax of its logits.
+    let k = first.config.n_classes;
+    let mut sum = logits(first, set, idx, 256)?;
+    for m in rest {
+        if m.config.n_classes != k {
+            return Err(crate::Error::Mismatch(format!(
+                "an ensemble of {k}- and {}-class models",
+                m.config.n_classes
+            )));
         }
-        sum.chunks(k).map(|row| argmax(row) as u32).collect()
-    };
+        sum.iter_mut()
+            .zip(logits(m, set, idx, 256)?)
+            .for_each(|(a, b)| *a += b);
+    }
+    let pred: Vec<usize> = sum.chunks(k).map(argmax).collect();
     let images_per_second = idx.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
     let mut per = vec![(0usize, 0usize); set.n_classes];
     let mut correct = 0;
     for (&i, &p) in idx.iter().zip(&pred) {
         let l = set.labels[i] as usize;
         per[l].1 += 1;
-        if p as usize == l {
+        if p == l {
             per[l].0 += 1;
             correct += 1;
         }

@@ -61,6 +61,15 @@ impl ReferenceCache {
         rows.get(&(chunk.to_vec(), first)).cloned()
     }
 
+    /// [`Self::get`] for an evaluation, counted in [`Self::hits`] when kept.
+    fn hit(&self, chunk: &[u32], first: usize) -> Option<std::sync::Arc<Vec<f32>>> {
+        let kept = self.get(chunk, first);
+        if kept.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        kept
+    }
+
     fn put(&self, chunk: &[u32], first: usize, logits: Vec<f32>) -> std::sync::Arc<Vec<f32>> {
         let logits = std::sync::Arc::new(logits);
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
@@ -361,14 +370,9 @@ pub fn eval_lm(
             .collect();
         let (mut rs, mut kl) = (Vec::new(), Vec::new());
         let scored = (ctx - 1 - first) * n_vocab;
-        let rl = match (cache.and_then(|k| k.get(chunk, first)), reference, cache) {
-            (Some(kept), _, _) => {
-                if let Some(k) = cache {
-                    k.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Some(kept)
-            }
-            (None, Some(r), _) => {
+        let rl = match (cache.and_then(|k| k.hit(chunk, first)), reference) {
+            (Some(kept), _) => Some(kept),
+            (None, Some(r)) => {
                 let mut rl: Vec<f32> = r.forward_from(chunk, first)?.flatten_all()?.to_vec1()?;
                 rl.truncate(scored);
                 Some(match cache {
@@ -376,12 +380,12 @@ pub fn eval_lm(
                     None => std::sync::Arc::new(rl),
                 })
             }
-            (None, None, Some(_)) => {
+            (None, None) if cache.is_some() => {
                 return Err(Error::Mismatch(format!(
                     "the reference's logits of chunk {c} are not cached and there is no reference model"
                 )))
             }
-            (None, None, None) => None,
+            (None, None) => None,
         };
         if let Some(rl) = rl {
             if rl.len() != scored {

@@ -350,28 +350,27 @@ impl Linear {
     fn product(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.weight, &self.matmul) {
             // The types candle multiplies with scalar code: Frugal's kernels (unless
-            // `FRUGAL_CANDLE_QMATMUL=1` asks for candle's, to compare).
-            (Weight::Quantized(q), Some(_))
-                if crate::qmatmul::BlockType::of(q.dtype()).is_some()
-                    && self.n_in.is_multiple_of(crate::qmatmul::BLOCK)
-                    && !crate::qmatmul::candle_forced() =>
-            {
-                let ty = crate::qmatmul::BlockType::of(q.dtype()).expect("checked");
-                if x.dim(D::Minus1)? != self.n_in {
-                    return Err(candle_core::Error::Msg(format!(
-                        "{}: input of {} columns for a weight of {}",
-                        self.name,
-                        x.dim(D::Minus1)?,
-                        self.n_in
-                    ))
-                    .into());
+            // `FRUGAL_CANDLE_QMATMUL=1` asks for candle's, to compare). A QTensor's rows are
+            // whole blocks.
+            (Weight::Quantized(q), Some(mm)) => match crate::qmatmul::BlockType::of(q.dtype()) {
+                Some(ty) if !crate::qmatmul::candle_forced() => {
+                    if x.dim(D::Minus1)? != self.n_in {
+                        return Err(candle_core::Error::Msg(format!(
+                            "{}: input of {} columns for a weight of {}",
+                            self.name,
+                            x.dim(D::Minus1)?,
+                            self.n_in
+                        ))
+                        .into());
+                    }
+                    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                    let y = crate::qmatmul::matmul(ty, &q.data()?, self.n_out, self.n_in, &xs);
+                    let mut dims = x.dims().to_vec();
+                    *dims.last_mut().expect("an input has a last dimension") = self.n_out;
+                    Tensor::from_vec(y, dims, x.device())?
                 }
-                let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                let y = crate::qmatmul::matmul(ty, &q.data()?, self.n_out, self.n_in, &xs);
-                let mut dims = x.dims().to_vec();
-                *dims.last_mut().expect("an input has a last dimension") = self.n_out;
-                Tensor::from_vec(y, dims, x.device())?
-            }
+                _ => mm.forward(x)?,
+            },
             (_, Some(mm)) => mm.forward(x)?,
             // One GEMM over all rows: `[..., in]` flattened to `[rows, in]`.
             (Weight::Dense(w), None) if x.rank() > 2 => {
