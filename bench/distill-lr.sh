@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fashion-MNIST, issue #5's student conv(8)-conv(16)-fc(32): learning from labels against
-# distillation (T = 1, α = 1 and T = 4, α = 0.7) over a grid of peak learning rates, seeds
+# distillation (T = 1, α = 1 and T = 4, α = 0.7; "T A b=B" in KDS: decoupled with NCKD weight B,
+# "T A at=B": attention transfer of weight B) over a grid of peak learning rates, seeds
 # 0..SEEDS-1, EPOCHS epochs each (batch 128, AdamW, warm-up + cosine), from one teacher
 # conv(32)-conv(64)-fc(128) trained first (seed 0, TEACHER_EPOCHS epochs at TEACHER_LR) — or,
 # with TEACHERS=N, from the ensemble of N such teachers (seeds 0..N-1, the mean of their logits).
@@ -50,8 +51,18 @@ for lr in $LRS; do
     IFS=';' read -ra kds <<<"$KDS"
     for kd in "${kds[@]}"; do
       set -- $kd
-      jobs+=("run $W/kd-T$1-a$2-$tag-teacher-lr$TEACHER_LR-e$TEACHER_EPOCHS$TAG.json --epochs $EPOCHS \
---seed $s --lr $lr$ENSEMBLE --temperature $1 --alpha $2 --out $W/tmp-kd-$1-$2-$tag.safetensors")
+      dkd=""; dtag=""; shift 2
+      for kv in "$@"; do # b=B: --nckd-weight B; at=B: --attention-weight B
+        case "$kv" in
+          b=*) dkd+=" --nckd-weight ${kv#b=}" ;;
+          at=*) dkd+=" --attention-weight ${kv#at=}" ;;
+          *) echo "error: distill-lr: unknown KDS field $kv (b=B or at=B)" >&2; exit 2 ;;
+        esac
+        dtag+="-${kv/=/}"
+      done
+      set -- $kd
+      jobs+=("run $W/kd-T$1-a$2$dtag-$tag-teacher-lr$TEACHER_LR-e$TEACHER_EPOCHS$TAG.json --epochs $EPOCHS \
+--seed $s --lr $lr$ENSEMBLE --temperature $1 --alpha $2$dkd --out $W/tmp-kd-$1-$2$dtag-$tag.safetensors")
     done
   done
 done
@@ -62,21 +73,25 @@ python3 - "$W" "$EPOCHS" "$SEEDS" "$LRS" "$TEACHER_LR" "$TEACHER_EPOCHS" "$KDS" 
 import json, statistics as st, sys
 w, epochs, seeds, lrs, tlr, tep, kds, tag = sys.argv[1:9]
 kds = [k.split() for k in kds.split(";")]
+# "T A" is Hinton's loss; further fields b=B (decoupled, NCKD weight B) and at=B (attention
+# transfer, weight B) tag the files -bB, -atB.
+name = lambda k: f"T{k[0]}-a{k[1]}" + "".join("-" + f.replace("=", "") for f in k[2:])
+label = lambda k: ", ".join([f"T={k[0]}", f"a={k[1]}", *k[2:]])
 load = lambda p: json.load(open(p))
 acc = lambda p: load(p)["eval"]["accuracy_pct"]
-first_kd = f"{w}/kd-T{kds[0][0]}-a{kds[0][1]}-e{epochs}-lr{lrs.split()[0]}-s0-teacher-lr{tlr}-e{tep}{tag}.json"
+first_kd = f"{w}/kd-{name(kds[0])}-e{epochs}-lr{lrs.split()[0]}-s0-teacher-lr{tlr}-e{tep}{tag}.json"
 # (runs from before `teacher_eval` was written: the teacher's own JSON)
 teacher = (load(first_kd).get("teacher_eval") or load(f"{w}/teacher-lr{tlr}-e{tep}.json")["eval"])["accuracy_pct"]
 who = f"ensemble of {tag[2:]} teachers" if tag else "teacher"
 print(f"Fashion-MNIST student, {epochs} epochs, batch 128, seeds 0-{int(seeds) - 1}; "
       f"{who} {teacher:.2f} % ({tep} epochs at lr {tlr})")
-print(f"{'peak lr':>8} {'labels %':>14}" + "".join(f" {f'T={t}, a={a} %':>14}" for t, a in kds)
-      + "".join(f" {f'd(T={t})':>7}" for t, _ in kds) + f" {'teacher - best':>14}")
+print(f"{'peak lr':>8} {'labels %':>14}" + "".join(f" {label(k) + ' %':>14}" for k in kds)
+      + "".join(f" {'d(' + name(k) + ')':>7}" for k in kds) + f" {'teacher - best':>14}")
 fmt = lambda a: f"{st.mean(a):.2f} ± {st.stdev(a) if len(a) > 1 else 0:.2f}"
 for lr in lrs.split():
     tags = [f"e{epochs}-lr{lr}-s{s}" for s in range(int(seeds))]
     lab = [acc(f"{w}/labels-{t}.json") for t in tags]
-    kd = [[acc(f"{w}/kd-T{t}-a{a}-{x}-teacher-lr{tlr}-e{tep}{tag}.json") for x in tags] for t, a in kds]
+    kd = [[acc(f"{w}/kd-{name(k)}-{x}-teacher-lr{tlr}-e{tep}{tag}.json") for x in tags] for k in kds]
     best = max(st.mean(lab), *(st.mean(v) for v in kd))
     print(f"{lr:>8} {fmt(lab):>14}" + "".join(f" {fmt(v):>14}" for v in kd)
           + "".join(f" {st.mean(v) - st.mean(lab):+7.2f}" for v in kd) + f" {teacher - best:14.2f}")

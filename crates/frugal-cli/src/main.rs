@@ -165,6 +165,15 @@ enum Command {
         /// Classifiers: mirror half the training images per step (Fashion-MNIST, not digits).
         #[arg(long)]
         flip: bool,
+        /// Classifiers: decoupled distillation (Zhao et al. 2022) — the soft term becomes
+        /// TCKD + β·NCKD with this β (8 in the paper) instead of Hinton's KL.
+        #[arg(long)]
+        nckd_weight: Option<f64>,
+        /// Classifiers: attention transfer (Zagoruyko & Komodakis 2017) with this weight β
+        /// (1000 in the paper): the student matches the teacher's spatial attention after every
+        /// conv block.
+        #[arg(long)]
+        attention_weight: Option<f64>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -918,9 +927,20 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             mixup,
             shift,
             flip,
+            nckd_weight,
+            attention_weight,
             json,
         } => {
             if let (Some(student), Some(text)) = (&student, &text) {
+                if mixup || shift > 0 || flip || nckd_weight.is_some() || attention_weight.is_some()
+                {
+                    return Err(BadUsage(
+                        "--mixup, --shift, --flip, --nckd-weight and --attention-weight are for \
+                         classifiers"
+                            .into(),
+                    )
+                    .into());
+                }
                 let [teacher] = &teacher[..] else {
                     return Err(BadUsage(
                         "a language model distils from one --teacher (an ensemble is for classifiers)"
@@ -1010,6 +1030,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     mixup,
                     shift,
                     flip,
+                    nckd_weight,
+                    attention_weight,
                     ..Default::default()
                 },
                 resume,

@@ -5,7 +5,10 @@
 //!
 //! with t the teacher's logits, s the student's, T the temperature (the T² keeps the soft term's
 //! gradients on the scale of the hard one's) and y the labels. Without a teacher (or with α = 0)
-//! it is plain cross-entropy training. AdamW (Loshchilov & Hutter 2019) with a cosine learning
+//! it is plain cross-entropy training. Decoupled distillation (Zhao et al. 2022) replaces the KL
+//! by TCKD + β·NCKD ([`decoupled_kd`]); attention transfer (Zagoruyko & Komodakis 2017) adds
+//! a term matching the teacher's spatial attention after every conv block
+//! ([`attention_transfer_grad`]). AdamW (Loshchilov & Hutter 2019) with a cosine learning
 //! rate schedule after a linear warm-up; batches drawn by a seeded shuffle each epoch, so a run
 //! is reproducible; weights under a pruning mask stay zero through training. With a checkpoint
 //! file, parameters, AdamW's moments and the epoch are saved after every epoch, and a resumed
@@ -17,7 +20,7 @@ use frugal_formats::idx::ImageSet;
 use frugal_formats::rng::SplitMix64;
 use frugal_formats::safetensors::{Dtype, SafetensorsFile};
 use frugal_models::cnn::{batch_pixels, Cnn, CnnConfig};
-use frugal_models::cnn_kernels::{backward, forward, Workspace};
+use frugal_models::cnn_kernels::{backward, block_shapes, forward, Workspace};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -50,6 +53,19 @@ pub struct TrainOptions {
     /// symmetric (Fashion-MNIST), not for digits. Off by default.
     #[serde(default)]
     pub flip: bool,
+    /// Decoupled knowledge distillation (Zhao et al. 2022, "Decoupled Knowledge
+    /// Distillation"): with a weight β, the soft term is TCKD + β·NCKD — the KL divergence of
+    /// the binary target/non-target split plus β times the KL divergence among the non-target
+    /// classes — instead of Hinton's KL, which is TCKD + (1 − p_t)·NCKD and so mutes the
+    /// teacher's non-target knowledge wherever it is confident. `None` (default) is Hinton's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nckd_weight: Option<f64>,
+    /// Attention transfer (Zagoruyko & Komodakis 2017): with a weight β (1000 in the paper),
+    /// β/2 · the mean squared difference of the student's and the teacher's normalised
+    /// attention maps ([`attention_maps`]) after every conv block is added to the loss. The
+    /// teacher's blocks must have the student's pixel sizes. `None` (default) is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_weight: Option<f64>,
 }
 
 impl Default for TrainOptions {
@@ -66,6 +82,8 @@ impl Default for TrainOptions {
             mixup: false,
             shift: 0,
             flip: false,
+            nckd_weight: None,
+            attention_weight: None,
         }
     }
 }
@@ -80,6 +98,24 @@ impl TrainOptions {
         check_schedule(self.lr, self.alpha, self.warmup)?;
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(format!("temperature {} must be positive", self.temperature));
+        }
+        if let Some(b) = self
+            .attention_weight
+            .filter(|b| !(*b >= 0.0 && b.is_finite()))
+        {
+            return bad(format!(
+                "attention weight {b} must be finite and non-negative"
+            ));
+        }
+        if let Some(b) = self.nckd_weight {
+            if !(b >= 0.0 && b.is_finite()) {
+                return bad(format!("NCKD weight {b} must be finite and non-negative"));
+            }
+            if self.mixup {
+                return bad("decoupled distillation needs one target class per image: \
+                    it does not combine with mixup"
+                    .into());
+            }
         }
         Ok(())
     }
@@ -161,6 +197,7 @@ pub fn distillation_loss_grad(
     mix: Option<(&[u32], &[f32])>,
     temperature: f64,
     alpha: f64,
+    nckd_weight: Option<f64>,
     dlogits: &mut [f32],
 ) -> f64 {
     let batch = labels.len();
@@ -193,19 +230,197 @@ pub fn distillation_loss_grad(
             d[j] = ((1.0 - alpha) * hard * inv_b) as f32;
         }
         if let Some(t) = teacher {
-            log_softmax(s, temperature, &mut lst);
-            log_softmax(&t[r * k..(r + 1) * k], temperature, &mut ltt);
-            let mut kl = 0.0;
-            for j in 0..k {
-                let pt = ltt[j].exp();
-                kl += pt * (ltt[j] - lst[j]);
-                d[j] += (alpha * temperature * (lst[j].exp() - pt) * inv_b) as f32;
-            }
-            loss += alpha * temperature * temperature * kl;
+            let t = &t[r * k..(r + 1) * k];
+            let soft = match nckd_weight {
+                None => {
+                    log_softmax(s, temperature, &mut lst);
+                    log_softmax(t, temperature, &mut ltt);
+                    let mut kl = 0.0;
+                    for j in 0..k {
+                        let pt = ltt[j].exp();
+                        kl += pt * (ltt[j] - lst[j]);
+                        d[j] += (alpha * temperature * (lst[j].exp() - pt) * inv_b) as f32;
+                    }
+                    kl
+                }
+                Some(beta) => {
+                    let p = decoupled_kd(s, t, y, temperature, &mut lst, &mut ltt);
+                    for j in 0..k {
+                        let g = p.tckd_grad[j] + beta * p.nckd_grad[j];
+                        d[j] += (alpha * temperature * g * inv_b) as f32;
+                    }
+                    p.tckd + beta * p.nckd
+                }
+            };
+            loss += alpha * temperature * temperature * soft;
         }
         total += loss;
     }
     total * inv_b
+}
+
+/// The two parts of one row's distillation divergence at temperature T (Zhao et al. 2022),
+/// with the gradients of each with respect to the scaled logits s/T.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoupledKd {
+    /// Target-class KD: KL between the teacher's and the student's binary distributions
+    /// (p_y, 1 − p_y).
+    pub tckd: f64,
+    /// Non-target-class KD: KL between their distributions over the classes other than y,
+    /// each renormalised to sum to 1.
+    pub nckd: f64,
+    /// The teacher's probability of the target class, p_y (Hinton's KL is
+    /// TCKD + (1 − p_y)·NCKD).
+    pub teacher_target: f64,
+    pub tckd_grad: Vec<f64>,
+    pub nckd_grad: Vec<f64>,
+}
+
+/// [`DecoupledKd`] of student logits `s` and teacher logits `t` (one row each) for target
+/// class `y`. `ls` and `lt` are scratch buffers (left holding the log-softmax of s/T and
+/// t/T). Every probability is taken through log-sum-exp, so a confident teacher (p_y → 1)
+/// leaves finite logarithms.
+pub fn decoupled_kd(
+    s: &[f32],
+    t: &[f32],
+    y: usize,
+    temperature: f64,
+    ls: &mut Vec<f64>,
+    lt: &mut Vec<f64>,
+) -> DecoupledKd {
+    let k = s.len();
+    let lse = |v: &[f64], skip: usize| {
+        let m = v
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != skip)
+            .map(|(_, &x)| x)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = v
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != skip)
+            .map(|(_, &x)| (x - m).exp())
+            .sum();
+        m + sum.ln()
+    };
+    let scaled = |row: &[f32], out: &mut Vec<f64>| {
+        out.clear();
+        out.extend(row.iter().map(|&v| f64::from(v) / temperature));
+    };
+    scaled(s, ls);
+    scaled(t, lt);
+    // log of the full and the non-target normalisers.
+    let (zs, zt) = (lse(ls, k), lse(lt, k));
+    let (ns, nt) = (lse(ls, y), lse(lt, y));
+    // Binary split: log p_y and log(1 − p_y) for each.
+    let (s_in, s_out) = (ls[y] - zs, ns - zs);
+    let (t_in, t_out) = (lt[y] - zt, nt - zt);
+    let (py_s, py_t) = (s_in.exp(), t_in.exp());
+    let tckd = py_t * (t_in - s_in) + t_out.exp() * (t_out - s_out);
+    let mut nckd = 0.0;
+    let mut tckd_grad = vec![0.0; k];
+    let mut nckd_grad = vec![0.0; k];
+    for j in (0..k).filter(|&j| j != y) {
+        let (qs, lqt) = ((ls[j] - ns).exp(), lt[j] - nt);
+        let qt = lqt.exp();
+        nckd += qt * (lqt - (ls[j] - ns));
+        nckd_grad[j] = qs - qt;
+        tckd_grad[j] = qs * (py_t - py_s);
+    }
+    tckd_grad[y] = py_s - py_t;
+    for (v, z) in [(&mut *ls, zs), (&mut *lt, zt)] {
+        v.iter_mut().for_each(|x| *x -= z);
+    }
+    DecoupledKd {
+        tckd,
+        nckd,
+        teacher_target: py_t,
+        tckd_grad,
+        nckd_grad,
+    }
+}
+
+/// Attention maps of one conv block's output `a` (channels-last `[batch, pixels, channels]`),
+/// appended to `maps` as `[batch, pixels]`: per pixel Σ_c a², L2-normalised over the pixels of
+/// each image (Zagoruyko & Komodakis 2017, p = 2). An all-zero output maps to zeros.
+pub fn attention_maps(a: &[f32], pixels: usize, channels: usize, maps: &mut Vec<f64>) {
+    for img in a.chunks_exact(pixels * channels) {
+        image_attention(img, channels, maps);
+    }
+}
+
+/// Appends one image's normalised attention map to `maps`; returns the norm ‖Q‖ it divided
+/// by (0 for an all-zero output, whose map is zeros).
+fn image_attention(img: &[f32], channels: usize, maps: &mut Vec<f64>) -> f64 {
+    let start = maps.len();
+    maps.extend(
+        img.chunks_exact(channels)
+            .map(|px| px.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()),
+    );
+    let q = &mut maps[start..];
+    let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let inv = if n > 1e-12 { 1.0 / n } else { 0.0 };
+    q.iter_mut().for_each(|v| *v *= inv);
+    if n > 1e-12 {
+        n
+    } else {
+        0.0
+    }
+}
+
+/// Attention transfer for one block: β/2 · the mean over images and pixels of
+/// (q_student − q_teacher)², with `teacher` the teacher's [`attention_maps`] of the same
+/// images. Writes ∂loss/∂a into `da` (the layout of `a`) and returns the loss.
+pub fn attention_transfer_grad(
+    a: &[f32],
+    teacher: &[f64],
+    pixels: usize,
+    channels: usize,
+    beta: f64,
+    da: &mut Vec<f32>,
+) -> f64 {
+    let batch = a.len() / (pixels * channels).max(1);
+    assert_eq!(
+        teacher.len(),
+        batch * pixels,
+        "teacher maps and block output disagree"
+    );
+    let scale = beta / (batch * pixels) as f64;
+    da.clear();
+    da.resize(a.len(), 0.0);
+    let mut loss = 0.0;
+    let (mut q, mut dq) = (Vec::with_capacity(pixels), vec![0f64; pixels]);
+    for ((img, qt), d) in a
+        .chunks_exact(pixels * channels)
+        .zip(teacher.chunks_exact(pixels))
+        .zip(da.chunks_exact_mut(pixels * channels))
+    {
+        q.clear();
+        let n = image_attention(img, channels, &mut q);
+        // ∂loss/∂q, then through the normalisation q = Q/‖Q‖ to ∂loss/∂Q.
+        let mut dot = 0.0;
+        for p in 0..pixels {
+            let diff = q[p] - qt[p];
+            loss += 0.5 * scale * diff * diff;
+            dq[p] = scale * diff;
+            dot += q[p] * dq[p];
+        }
+        if n == 0.0 {
+            continue;
+        }
+        for (p, (px, dpx)) in img
+            .chunks_exact(channels)
+            .zip(d.chunks_exact_mut(channels))
+            .enumerate()
+        {
+            let dqq = (dq[p] - q[p] * dot) / n;
+            for (g, &v) in dpx.iter_mut().zip(px) {
+                *g = (2.0 * f64::from(v) * dqq) as f32;
+            }
+        }
+    }
+    loss
 }
 
 /// AdamW (decoupled weight decay) on flat buffers, with its moments exposed so that they can
@@ -606,6 +821,22 @@ pub fn train_classifier(
             shape(cfg)
         )));
     }
+    let blocks = block_shapes(cfg);
+    let attention = opts.attention_weight.filter(|_| !teachers.is_empty());
+    if attention.is_some() {
+        let pixels = |c: &CnnConfig| block_shapes(c).iter().map(|b| b.0).collect::<Vec<_>>();
+        if let Some((c, _)) = teachers.iter().find(|(c, _)| pixels(c) != pixels(cfg)) {
+            return Err(Error::BadOptions(format!(
+                "attention transfer needs the teacher's conv blocks at the student's sizes: \
+                 pixels per block {:?} (teacher) against {:?} (student)",
+                pixels(c),
+                pixels(cfg)
+            )));
+        }
+    }
+    // Per block: the teachers' mean attention maps, and ∂loss/∂(the student's block output).
+    let mut teacher_maps: Vec<Vec<f64>> = vec![Vec::new(); blocks.len()];
+    let (mut one_map, mut dblocks) = (Vec::new(), vec![Vec::new(); blocks.len()]);
     let mut teacher_logits = Vec::new();
     let mut adam = AdamW::new(&params, opts.weight_decay);
     let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0f32; p.len()]).collect();
@@ -660,20 +891,36 @@ pub fn train_classifier(
             if rows.is_empty() {
                 grads.iter_mut().for_each(|g| g.fill(0.0));
             } else {
-                let t = (!teachers.is_empty()).then(|| {
-                    teacher_logits.clear();
-                    for (tc, tp) in &teachers {
-                        let t = forward(tc, tp, xs, rows.len(), &mut teacher_ws);
-                        if teacher_logits.is_empty() {
-                            teacher_logits.extend_from_slice(t);
-                        } else {
-                            teacher_logits.iter_mut().zip(t).for_each(|(a, b)| *a += b);
+                teacher_logits.clear();
+                teacher_maps.iter_mut().for_each(Vec::clear);
+                for (tc, tp) in &teachers {
+                    let t = forward(tc, tp, xs, rows.len(), &mut teacher_ws);
+                    if teacher_logits.is_empty() {
+                        teacher_logits.extend_from_slice(t);
+                    } else {
+                        teacher_logits.iter_mut().zip(t).for_each(|(a, b)| *a += b);
+                    }
+                    if attention.is_some() {
+                        let outs = teacher_ws.block_outputs();
+                        for ((m, out), (pixels, c)) in
+                            teacher_maps.iter_mut().zip(outs).zip(block_shapes(tc))
+                        {
+                            one_map.clear();
+                            attention_maps(out, pixels, c, &mut one_map);
+                            if m.is_empty() {
+                                m.extend_from_slice(&one_map);
+                            } else {
+                                m.iter_mut().zip(&one_map).for_each(|(a, b)| *a += b);
+                            }
                         }
                     }
-                    let k = 1.0 / teachers.len() as f32;
-                    teacher_logits.iter_mut().for_each(|a| *a *= k);
-                    &teacher_logits[..]
-                });
+                }
+                let k = 1.0 / teachers.len().max(1) as f32;
+                teacher_logits.iter_mut().for_each(|a| *a *= k);
+                teacher_maps
+                    .iter_mut()
+                    .for_each(|m| m.iter_mut().for_each(|a| *a *= f64::from(k)));
+                let t = (!teachers.is_empty()).then_some(&teacher_logits[..]);
                 let s = forward(cfg, &params, xs, rows.len(), &mut ws);
                 dlogits.resize(s.len(), 0.0);
                 l = distillation_loss_grad(
@@ -684,14 +931,31 @@ pub fn train_classifier(
                         .map(|(l, w)| (&l[rows.clone()], &w[rows.clone()])),
                     opts.temperature,
                     opts.alpha,
+                    opts.nckd_weight,
                     &mut dlogits,
                 );
+                if let Some(beta) = attention {
+                    let outs = ws.block_outputs();
+                    for (((d, out), tm), &(pixels, c)) in
+                        dblocks.iter_mut().zip(outs).zip(&teacher_maps).zip(&blocks)
+                    {
+                        l += attention_transfer_grad(out, tm, pixels, c, beta, d);
+                    }
+                }
                 if comm.size() > 1 {
                     let share = rows.len() as f64 / chunk.len() as f64;
                     dlogits.iter_mut().for_each(|d| *d *= share as f32);
+                    for d in &mut dblocks {
+                        d.iter_mut().for_each(|d| *d *= share as f32);
+                    }
                     l *= share;
                 }
-                backward(cfg, &params, &mut ws, &dlogits, &mut grads);
+                let dblocks = if attention.is_some() {
+                    &dblocks[..]
+                } else {
+                    &[]
+                };
+                backward(cfg, &params, &mut ws, &dlogits, dblocks, &mut grads);
             }
             if comm.size() > 1 {
                 let mut s = [l];
@@ -801,12 +1065,80 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             let mut d = vec![0f32; 20];
-            let l = distillation_loss_grad(&s, teacher, &labels, None, 2.5, 0.6, &mut d);
+            let l = distillation_loss_grad(&s, teacher, &labels, None, 2.5, 0.6, None, &mut d);
             assert!((l - scalar(&loss)).abs() < 1e-5, "{l} vs {}", scalar(&loss));
             for (a, b) in d.iter().zip(&g) {
                 assert!((a - b).abs() < 1e-6, "gradient {a} vs autograd {b}");
             }
         }
+    }
+
+    /// Hinton's KL is TCKD + (1 − p_y)·NCKD (Zhao et al. 2022, eq. 5), and the decoupled
+    /// loss's gradient is its derivative (central differences in f64 of the loss it returns).
+    #[test]
+    fn decoupled_kd_decomposes_the_kl_and_its_gradient_is_the_derivative() {
+        let rows: Vec<(Vec<f32>, Vec<f32>)> = (0..6)
+            .map(|r| {
+                let f = |m: usize, o: f32| -> Vec<f32> {
+                    (0..5)
+                        .map(|i| ((i * m + r * 7) % 13) as f32 * o - 2.0)
+                        .collect()
+                };
+                (f(37, 0.4), f(53, 0.9 + r as f32))
+            })
+            .collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (r, (s, te)) in rows.iter().enumerate() {
+            let y = r % 5;
+            let p = decoupled_kd(s, te, y, 2.5, &mut a, &mut b);
+            // `a` and `b` now hold log-softmax(s/T) and log-softmax(t/T).
+            let kl: f64 = (0..5).map(|j| b[j].exp() * (b[j] - a[j])).sum();
+            let hinton = p.tckd + (1.0 - p.teacher_target) * p.nckd;
+            assert!((kl - hinton).abs() < 1e-12, "{kl} vs {hinton}");
+            assert!(p.tckd >= 0.0 && p.nckd >= 0.0);
+        }
+        // A teacher sure of the target: p_y rounds to 1 in f64, yet every figure is finite.
+        let p = decoupled_kd(&[0.0; 3], &[900.0, 0.0, 1.0], 0, 1.0, &mut a, &mut b);
+        assert!(
+            p.tckd.is_finite() && p.nckd.is_finite() && p.nckd > 0.0,
+            "{p:?}"
+        );
+
+        let s: Vec<f32> = rows.iter().flat_map(|r| r.0.clone()).collect();
+        let te: Vec<f32> = rows.iter().flat_map(|r| r.1.clone()).collect();
+        let labels: Vec<u32> = (0..6).map(|r| (r % 5) as u32).collect();
+        let loss = |s: &[f32], d: &mut [f32]| {
+            distillation_loss_grad(s, Some(&te), &labels, None, 2.5, 0.6, Some(8.0), d)
+        };
+        let mut d = vec![0f32; s.len()];
+        let mut scratch = vec![0f32; s.len()];
+        let l0 = loss(&s, &mut d);
+        let mut hinton = vec![0f32; s.len()];
+        let lh = distillation_loss_grad(&s, Some(&te), &labels, None, 2.5, 0.6, None, &mut hinton);
+        assert!(
+            (l0 - lh).abs() > 1e-3,
+            "β = 8 should differ from Hinton's loss"
+        );
+        let h = 1e-2f32;
+        for i in 0..s.len() {
+            let mut sp = s.clone();
+            sp[i] += h;
+            let up = loss(&sp, &mut scratch);
+            sp[i] -= 2.0 * h;
+            let down = loss(&sp, &mut scratch);
+            let numeric = (up - down) / f64::from(2.0 * h);
+            assert!(
+                (numeric - f64::from(d[i])).abs() < 2e-4,
+                "logit {i}: gradient {} vs central difference {numeric}",
+                d[i]
+            );
+        }
+        let mixed = TrainOptions {
+            nckd_weight: Some(8.0),
+            mixup: true,
+            ..Default::default()
+        };
+        assert!(mixed.validate().is_err());
     }
 
     /// An interrupted run resumed from its checkpoint ends with exactly the weights of an
@@ -905,6 +1237,100 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("a teacher of (1, 8, 8, 5)"), "{e}");
+    }
+
+    /// Attention maps have unit norm per image (zeros for an all-zero output); the attention
+    /// term vanishes, gradient included, when the maps agree, and its gradient is the
+    /// derivative of its loss (central differences) when they do not.
+    #[test]
+    fn attention_transfer_gradient_is_the_derivative() {
+        let (pixels, channels) = (4, 3);
+        let a: Vec<f32> = (0..2 * pixels * channels)
+            .map(|i| ((i * 37) % 11) as f32 / 4.0 - 0.5)
+            .map(|v| v.max(0.0))
+            .collect();
+        let other: Vec<f32> = (0..a.len()).map(|i| ((i * 53) % 7) as f32 / 3.0).collect();
+        let mut maps = Vec::new();
+        attention_maps(&a, pixels, channels, &mut maps);
+        for img in maps.chunks(pixels) {
+            let n: f64 = img.iter().map(|v| v * v).sum();
+            assert!((n - 1.0).abs() < 1e-12, "norm² {n}");
+        }
+        let mut zero = Vec::new();
+        attention_maps(&[0.0; 12], pixels, channels, &mut zero);
+        assert_eq!(zero, vec![0.0; pixels]);
+
+        let mut d = Vec::new();
+        let same = attention_transfer_grad(&a, &maps, pixels, channels, 10.0, &mut d);
+        assert!(
+            same.abs() < 1e-20 && d.iter().all(|g| g.abs() < 1e-7),
+            "{same} {d:?}"
+        );
+
+        let mut teacher = Vec::new();
+        attention_maps(&other, pixels, channels, &mut teacher);
+        let l0 = attention_transfer_grad(&a, &teacher, pixels, channels, 10.0, &mut d);
+        assert!(l0 > 1e-3, "{l0}");
+        let mut scratch = Vec::new();
+        let h = 1e-3f32;
+        for i in 0..a.len() {
+            let mut ap = a.clone();
+            ap[i] += h;
+            let up = attention_transfer_grad(&ap, &teacher, pixels, channels, 10.0, &mut scratch);
+            ap[i] -= 2.0 * h;
+            let down = attention_transfer_grad(&ap, &teacher, pixels, channels, 10.0, &mut scratch);
+            let numeric = (up - down) / f64::from(2.0 * h);
+            assert!(
+                (numeric - f64::from(d[i])).abs() < 1e-4,
+                "element {i}: gradient {} vs central difference {numeric}",
+                d[i]
+            );
+        }
+    }
+
+    /// With a teacher, the attention term changes training; without one, or with a teacher
+    /// whose conv blocks are of other sizes, it is off or refused.
+    #[test]
+    fn attention_transfer_trains_and_checks_the_teacher() {
+        let set = frugal_formats::digits::embedded_digits();
+        let train: Vec<usize> = (0..200).collect();
+        let cfg = |conv: Vec<usize>| frugal_models::cnn::CnnConfig {
+            conv_channels: conv,
+            hidden: 16,
+            ..frugal_models::cnn::CnnConfig::classic(8, 8, 10)
+        };
+        let (teacher, _) = Cnn::init(cfg(vec![8, 8]), 5, &Device::Cpu).unwrap();
+        let run = |teachers: &[&Cnn], attention: Option<f64>| {
+            let (m, vars) = Cnn::init(cfg(vec![4, 4]), 1, &Device::Cpu).unwrap();
+            let opts = TrainOptions {
+                epochs: 2,
+                batch: 50,
+                attention_weight: attention,
+                ..Default::default()
+            };
+            let r = train_classifier(
+                &m,
+                &vars,
+                teachers,
+                &set,
+                &train,
+                &opts,
+                None,
+                None,
+                &|_, _, _, _| {},
+            );
+            r.map(|r| r.iter().map(|e| e.loss).collect::<Vec<_>>())
+        };
+        let kd = run(&[&teacher], None).unwrap();
+        let at = run(&[&teacher], Some(1000.0)).unwrap();
+        assert!(at.iter().zip(&kd).all(|(a, k)| a > k), "{at:?} vs {kd:?}");
+        assert_eq!(run(&[], Some(1000.0)).unwrap(), run(&[], None).unwrap());
+        let (one_block, _) = Cnn::init(cfg(vec![8]), 5, &Device::Cpu).unwrap();
+        let e = run(&[&one_block], Some(1000.0)).unwrap_err();
+        assert!(
+            e.to_string().contains("pixels per block [16] (teacher)"),
+            "{e}"
+        );
     }
 
     #[test]

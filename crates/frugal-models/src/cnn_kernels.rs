@@ -168,6 +168,22 @@ pub struct Workspace {
     dhidden: Vec<f32>,
 }
 
+impl Workspace {
+    /// Each conv block's output (after ReLU and the pool) from the last [`forward`],
+    /// channels-last `[batch, H/2, W/2, channels]` (sizes from [`block_shapes`]).
+    pub fn block_outputs(&self) -> &[Vec<f32>] {
+        &self.pooled
+    }
+}
+
+/// Per conv block, the `(pixels, channels)` of its output, `pixels` = (H/2)·(W/2).
+pub fn block_shapes(cfg: &CnnConfig) -> Vec<(usize, usize)> {
+    conv_shapes(cfg)
+        .iter()
+        .map(|s| ((s.h / 2) * (s.w / 2), s.o))
+        .collect()
+}
+
 fn resize(v: &mut Vec<f32>, n: usize) {
     v.resize(n, 0.0);
 }
@@ -341,11 +357,15 @@ fn column_sums(m: &[f32], n: usize, out: &mut [f32]) {
 
 /// Gradients of the loss with respect to every parameter (model layout, overwritten in
 /// `grads`), given `dlogits` = ∂loss/∂logits of the batch the last [`forward`] on `ws` saw.
+/// `dblocks` adds gradients of loss terms on the conv blocks' outputs
+/// ([`Workspace::block_outputs`], same layout): empty, or one buffer per block, each empty
+/// (no term) or of that block's output size.
 pub fn backward(
     cfg: &CnnConfig,
     params: &[Vec<f32>],
     ws: &mut Workspace,
     dlogits: &[f32],
+    dblocks: &[Vec<f32>],
     grads: &mut [Vec<f32>],
 ) {
     check_params(cfg, params);
@@ -354,6 +374,10 @@ pub fn backward(
     assert_eq!(dlogits.len(), batch * cfg.n_classes, "dlogits size");
     let shapes = conv_shapes(cfg);
     let nl = shapes.len();
+    assert!(
+        dblocks.is_empty() || dblocks.len() == nl,
+        "one dblocks buffer per block"
+    );
     let fc1 = 2 * nl;
     let (hid, ncls, nf) = (cfg.hidden, cfg.n_classes, cfg.flat_features());
     // fc2
@@ -420,6 +444,11 @@ pub fn backward(
     for l in (0..nl).rev() {
         let s = shapes[l];
         let (ph, pw) = (s.h / 2, s.w / 2);
+        // `dpooled` holds ∂loss/∂(this block's output): add the block's own loss terms.
+        if let Some(extra) = dblocks.get(l).filter(|d| !d.is_empty()) {
+            assert_eq!(extra.len(), batch * s.pooled(), "dblocks[{l}] size");
+            ws.dpooled.iter_mut().zip(extra).for_each(|(d, e)| *d += e);
+        }
         // Through the pool and the ReLU.
         resize(&mut ws.dz, batch * s.pixels() * s.o);
         ws.dz
@@ -495,8 +524,10 @@ mod tests {
     /// candle 0.11's `max_pool2d` backward scales the gradient of a unique maximum by ¼ (it
     /// multiplies by the share of maxima in the window instead of dividing by their count), so
     /// the reference gradients come from this form, whose `max` backward is exact.
-    fn reference_logits(model: &Cnn, x: &Tensor) -> Tensor {
+    /// Also returns each block's output (`[B, C, H/2, W/2]`).
+    fn reference_logits(model: &Cnn, x: &Tensor) -> (Tensor, Vec<Tensor>) {
         let mut x = x.clone();
+        let mut blocks = Vec::new();
         for conv in &model.convs {
             let (b, _, h, w) = x.dims4().unwrap();
             let y = conv
@@ -520,6 +551,7 @@ mod tests {
                 .unwrap()
                 .max(3)
                 .unwrap();
+            blocks.push(x.clone());
         }
         let h = model
             .fc1
@@ -527,7 +559,7 @@ mod tests {
             .unwrap()
             .relu()
             .unwrap();
-        model.fc2.forward(&h).unwrap()
+        (model.fc2.forward(&h).unwrap(), blocks)
     }
 
     /// The hand-written passes against candle: the same logits as [`Cnn::forward`] and the
@@ -551,13 +583,24 @@ mod tests {
         let noise = Tensor::from_vec(noise, x.dims(), &Device::Cpu).unwrap();
         let x = (x + noise).unwrap();
         let logits = model.forward(&x).unwrap();
-        let reference = reference_logits(&model, &x);
-        // A loss with a non-trivial gradient: Σ logits ⊙ r for fixed r.
+        let (reference, blocks) = reference_logits(&model, &x);
+        // A loss with a non-trivial gradient: Σ logits ⊙ r for fixed r, plus Σ block ⊙ r_l on
+        // each block's output (the `dblocks` terms), r_l given channels-last to `backward`.
         let r: Vec<f32> = (0..37 * 10)
             .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
             .collect();
         let rt = Tensor::from_vec(r.clone(), (37, 10), &Device::Cpu).unwrap();
-        let loss = (&reference * &rt).unwrap().sum_all().unwrap();
+        let mut loss = (&reference * &rt).unwrap().sum_all().unwrap();
+        let mut dblocks = Vec::new();
+        for (l, b) in blocks.iter().enumerate() {
+            let rb: Vec<f32> = (0..b.elem_count())
+                .map(|i| ((i * 31 + l * 7) % 11) as f32 / 5.0 - 1.0)
+                .collect();
+            let rb = Tensor::from_vec(rb, b.dims(), &Device::Cpu).unwrap();
+            loss = (loss + (b * &rb).unwrap().sum_all().unwrap()).unwrap();
+            let last = rb.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+            dblocks.push(last.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        }
         let g = loss.backward().unwrap();
 
         let params: Vec<Vec<f32>> = vars
@@ -572,7 +615,13 @@ mod tests {
             assert!((a - b).abs() < 1e-4, "logit {a} vs candle {b}");
         }
         let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
-        backward(&cfg, &params, &mut ws, &r, &mut grads);
+        for (b, mine) in blocks.iter().zip(ws.block_outputs()) {
+            let theirs = b.permute((0, 2, 3, 1)).unwrap().flatten_all().unwrap();
+            for (a, b) in mine.iter().zip(theirs.to_vec1::<f32>().unwrap()) {
+                assert!((a - b).abs() < 1e-4, "block output {a} vs candle {b}");
+            }
+        }
+        backward(&cfg, &params, &mut ws, &r, &dblocks, &mut grads);
         for ((var, mine), (name, _)) in vars.iter().zip(&grads).zip(cfg.parameter_shapes()) {
             let theirs: Vec<f32> = g
                 .get(var.as_tensor())
