@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fashion-MNIST, issue #5's student conv(8)-conv(16)-fc(32): learning from labels against
 # distillation (T = 1, α = 1 and T = 4, α = 0.7; "T A b=B" in KDS: decoupled with NCKD weight B,
-# "T A at=B": attention transfer of weight B) over a grid of peak learning rates, seeds
+# "T A at=B": attention transfer of weight B, "T A atd=B" the same weight falling to 0) over
+# a grid of peak learning rates, seeds
 # 0..SEEDS-1, EPOCHS epochs each (batch 128, AdamW, warm-up + cosine), from one teacher
 # conv(32)-conv(64)-fc(128) trained first (seed 0, TEACHER_EPOCHS epochs at TEACHER_LR) — or,
 # with TEACHERS=N, from the ensemble of N such teachers (seeds 0..N-1, the mean of their logits).
@@ -52,11 +53,12 @@ for lr in $LRS; do
     for kd in "${kds[@]}"; do
       set -- $kd
       dkd=""; dtag=""; shift 2
-      for kv in "$@"; do # b=B: --nckd-weight B; at=B: --attention-weight B
+      for kv in "$@"; do # b=B: --nckd-weight B; at=B: --attention-weight B; atd=B: decaying
         case "$kv" in
           b=*) dkd+=" --nckd-weight ${kv#b=}" ;;
           at=*) dkd+=" --attention-weight ${kv#at=}" ;;
-          *) echo "error: distill-lr: unknown KDS field $kv (b=B or at=B)" >&2; exit 2 ;;
+          atd=*) dkd+=" --attention-weight ${kv#atd=} --attention-decay" ;;
+          *) echo "error: distill-lr: unknown KDS field $kv (b=B, at=B or atd=B)" >&2; exit 2 ;;
         esac
         dtag+="-${kv/=/}"
       done
@@ -73,8 +75,8 @@ python3 - "$W" "$EPOCHS" "$SEEDS" "$LRS" "$TEACHER_LR" "$TEACHER_EPOCHS" "$KDS" 
 import json, statistics as st, sys
 w, epochs, seeds, lrs, tlr, tep, kds, tag = sys.argv[1:9]
 kds = [k.split() for k in kds.split(";")]
-# "T A" is Hinton's loss; further fields b=B (decoupled, NCKD weight B) and at=B (attention
-# transfer, weight B) tag the files -bB, -atB.
+# "T A" is Hinton's loss; further fields b=B (decoupled, NCKD weight B), at=B (attention
+# transfer, weight B) and atd=B (its weight decaying to 0) tag the files -bB, -atB, -atdB.
 name = lambda k: f"T{k[0]}-a{k[1]}" + "".join("-" + f.replace("=", "") for f in k[2:])
 label = lambda k: ", ".join([f"T={k[0]}", f"a={k[1]}", *k[2:]])
 load = lambda p: json.load(open(p))

@@ -174,6 +174,9 @@ enum Command {
         /// conv block.
         #[arg(long)]
         attention_weight: Option<f64>,
+        /// Classifiers: the attention weight falls linearly to 0 over the run.
+        #[arg(long)]
+        attention_decay: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -929,10 +932,16 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             flip,
             nckd_weight,
             attention_weight,
+            attention_decay,
             json,
         } => {
             if let (Some(student), Some(text)) = (&student, &text) {
-                if mixup || shift > 0 || flip || nckd_weight.is_some() || attention_weight.is_some()
+                if mixup
+                    || shift > 0
+                    || flip
+                    || nckd_weight.is_some()
+                    || attention_weight.is_some()
+                    || attention_decay
                 {
                     return Err(BadUsage(
                         "--mixup, --shift, --flip, --nckd-weight and --attention-weight are for \
@@ -1032,6 +1041,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     flip,
                     nckd_weight,
                     attention_weight,
+                    attention_decay,
                     ..Default::default()
                 },
                 resume,

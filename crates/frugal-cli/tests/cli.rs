@@ -269,6 +269,35 @@ fn distill_trains_and_distils_a_digits_classifier() {
         dir.path(),
     );
     assert_bad_input(&bad, "one --teacher");
+    let bad = frugal(
+        &[
+            "distill",
+            "--student",
+            "s.gguf",
+            "--teacher",
+            "a.gguf",
+            "--attention-weight",
+            "1000",
+            "--text",
+            "x.txt",
+            "--out",
+            "x.gguf",
+        ],
+        dir.path(),
+    );
+    assert_bad_input(&bad, "are for classifiers");
+    // Attention transfer and decoupled KD change the targets, and still train.
+    for extra in [["--attention-weight", "1000"], ["--nckd-weight", "8"]] {
+        let mut args = vec!["--teacher", "t.safetensors", "--out", "s4.safetensors"];
+        args.extend_from_slice(&extra);
+        let v = train(&args);
+        assert_ne!(losses(&v), losses(&s), "{extra:?}");
+        assert!(
+            v["eval"]["accuracy_pct"].as_f64().unwrap() > 70.0,
+            "{extra:?}: {}",
+            v["eval"]
+        );
+    }
     let out = frugal(
         &["eval", "s.safetensors", "--data", "digits", "--json"],
         dir.path(),

@@ -66,6 +66,10 @@ pub struct TrainOptions {
     /// teacher's blocks must have the student's pixel sizes. `None` (default) is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_weight: Option<f64>,
+    /// The attention weight falls linearly from β at the first step to 0 at the last: the
+    /// teacher's attention guides the start of training and releases the student at the end.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention_decay: bool,
 }
 
 impl Default for TrainOptions {
@@ -84,6 +88,7 @@ impl Default for TrainOptions {
             flip: false,
             nckd_weight: None,
             attention_weight: None,
+            attention_decay: false,
         }
     }
 }
@@ -935,6 +940,11 @@ pub fn train_classifier(
                     &mut dlogits,
                 );
                 if let Some(beta) = attention {
+                    let beta = if opts.attention_decay {
+                        beta * (1.0 - step as f64 / total as f64)
+                    } else {
+                        beta
+                    };
                     let outs = ws.block_outputs();
                     for (((d, out), tm), &(pixels, c)) in
                         dblocks.iter_mut().zip(outs).zip(&teacher_maps).zip(&blocks)
