@@ -169,9 +169,10 @@ enum Command {
         /// TCKD + β·NCKD with this β (8 in the paper) instead of Hinton's KL.
         #[arg(long)]
         nckd_weight: Option<f64>,
-        /// Classifiers: attention transfer (Zagoruyko & Komodakis 2017) with this weight β
-        /// (1000 in the paper): the student matches the teacher's spatial attention after every
-        /// conv block.
+        /// Classifiers: attention transfer (Zagoruyko & Komodakis 2017) with this weight β:
+        /// the student matches the teacher's spatial attention after every conv block. The term
+        /// is a mean over pixels, so small maps need a small β: 1000 (the paper's) suits
+        /// Fashion-MNIST, digits' 8×8 images about 10 (BENCHMARKS.md).
         #[arg(long)]
         attention_weight: Option<f64>,
         /// Classifiers: the attention weight falls linearly to 0 over the run.
