@@ -945,8 +945,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                     || attention_decay
                 {
                     return Err(BadUsage(
-                        "--mixup, --shift, --flip, --nckd-weight and --attention-weight are for \
-                         classifiers"
+                        "--mixup, --shift, --flip, --nckd-weight, --attention-weight and \
+                         --attention-decay are for classifiers"
                             .into(),
                     )
                     .into());

@@ -252,40 +252,15 @@ fn distill_trains_and_distils_a_digits_classifier() {
         "{}",
         pair["teacher_eval"]
     );
-    let bad = frugal(
-        &[
-            "distill",
-            "--student",
-            "s.gguf",
-            "--teacher",
-            "a.gguf",
-            "--teacher",
-            "b.gguf",
-            "--text",
-            "x.txt",
-            "--out",
-            "x.gguf",
-        ],
-        dir.path(),
-    );
-    assert_bad_input(&bad, "one --teacher");
-    let bad = frugal(
-        &[
-            "distill",
-            "--student",
-            "s.gguf",
-            "--teacher",
-            "a.gguf",
-            "--attention-weight",
-            "1000",
-            "--text",
-            "x.txt",
-            "--out",
-            "x.gguf",
-        ],
-        dir.path(),
-    );
-    assert_bad_input(&bad, "are for classifiers");
+    // A language model: one teacher, no classifier options.
+    let lm = |extra: &[&str]| {
+        let mut args = vec!["distill", "--student", "s.gguf", "--teacher", "a.gguf"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--text", "x.txt", "--out", "x.gguf"]);
+        frugal(&args, dir.path())
+    };
+    assert_bad_input(&lm(&["--teacher", "b.gguf"]), "one --teacher");
+    assert_bad_input(&lm(&["--attention-weight", "1000"]), "are for classifiers");
     // Attention transfer and decoupled KD change the targets, and still train (attention at a
     // weight for digits' 4×4 and 2×2 maps; decoupled KD at the paper's β = 8 learns slower
     // than these four epochs show in accuracy, so its loss is checked to fall).

@@ -198,17 +198,18 @@ pub fn learning_rate(opts: &TrainOptions, step: usize, total: usize) -> f64 {
 /// on flat `[batch, classes]` buffers (what the hand-written training step needs). Per row,
 /// ∂/∂s = (1 − α)(softmax(s) − onehot(y)) + α·T·(softmax(s/T) − softmax(t/T)), over the batch
 /// size. With `mix` (partner labels and λ per row, for mixup) the hard target is
-/// λ·onehot(y) + (1 − λ)·onehot(y₂). Returns the batch-mean loss; `dlogits` is overwritten.
+/// λ·onehot(y) + (1 − λ)·onehot(y₂). T, α and the decoupled weight β come from `opts`; with β
+/// the soft term is [`decoupled_kd`]'s TCKD + β·NCKD instead of the KL. Returns the batch-mean
+/// loss; `dlogits` is overwritten.
 pub fn distillation_loss_grad(
     student: &[f32],
     teacher: Option<&[f32]>,
     labels: &[u32],
     mix: Option<(&[u32], &[f32])>,
-    temperature: f64,
-    alpha: f64,
-    nckd_weight: Option<f64>,
+    opts: &TrainOptions,
     dlogits: &mut [f32],
 ) -> f64 {
+    let (temperature, alpha) = (opts.temperature, opts.alpha);
     let batch = labels.len();
     let k = student.len() / batch.max(1);
     assert_eq!(student.len(), batch * k, "logits and labels disagree");
@@ -240,7 +241,7 @@ pub fn distillation_loss_grad(
         }
         if let Some(t) = teacher {
             let t = &t[r * k..(r + 1) * k];
-            let soft = match nckd_weight {
+            let soft = match opts.nckd_weight {
                 None => {
                     log_softmax(s, temperature, &mut lst);
                     log_softmax(t, temperature, &mut ltt);
@@ -254,9 +255,8 @@ pub fn distillation_loss_grad(
                 }
                 Some(beta) => {
                     let p = decoupled_kd(s, t, y, temperature, &mut lst, &mut ltt);
-                    for j in 0..k {
-                        let g = p.tckd_grad[j] + beta * p.nckd_grad[j];
-                        d[j] += (alpha * temperature * g * inv_b) as f32;
+                    for ((d, gt), gn) in d.iter_mut().zip(&p.tckd_grad).zip(&p.nckd_grad) {
+                        *d += (alpha * temperature * (gt + beta * gn) * inv_b) as f32;
                     }
                     p.tckd + beta * p.nckd
                 }
@@ -369,13 +369,14 @@ fn image_attention(img: &[f32], channels: usize, maps: &mut Vec<f64>) -> f64 {
     );
     let q = &mut maps[start..];
     let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let inv = if n > 1e-12 { 1.0 / n } else { 0.0 };
-    q.iter_mut().for_each(|v| *v *= inv);
-    if n > 1e-12 {
-        n
-    } else {
-        0.0
+    if n <= 1e-12 {
+        q.fill(0.0);
+        return 0.0;
     }
+    // (Multiplied by the inverse: the benchmarks' runs were made so, bit for bit.)
+    let inv = 1.0 / n;
+    q.iter_mut().for_each(|v| *v *= inv);
+    n
 }
 
 /// Attention transfer for one block: β/2 · the mean over images and pixels of
@@ -938,9 +939,7 @@ pub fn train_classifier(
                     &y[rows.clone()],
                     mix.as_ref()
                         .map(|(l, w)| (&l[rows.clone()], &w[rows.clone()])),
-                    opts.temperature,
-                    opts.alpha,
-                    opts.nckd_weight,
+                    opts,
                     &mut dlogits,
                 );
                 if let Some(beta) = attention {
@@ -1079,7 +1078,12 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             let mut d = vec![0f32; 20];
-            let l = distillation_loss_grad(&s, teacher, &labels, None, 2.5, 0.6, None, &mut d);
+            let opts = TrainOptions {
+                temperature: 2.5,
+                alpha: 0.6,
+                ..Default::default()
+            };
+            let l = distillation_loss_grad(&s, teacher, &labels, None, &opts, &mut d);
             assert!((l - scalar(&loss)).abs() < 1e-5, "{l} vs {}", scalar(&loss));
             for (a, b) in d.iter().zip(&g) {
                 assert!((a - b).abs() < 1e-6, "gradient {a} vs autograd {b}");
@@ -1121,14 +1125,23 @@ mod tests {
         let s: Vec<f32> = rows.iter().flat_map(|r| r.0.clone()).collect();
         let te: Vec<f32> = rows.iter().flat_map(|r| r.1.clone()).collect();
         let labels: Vec<u32> = (0..6).map(|r| (r % 5) as u32).collect();
+        let hinton_opts = TrainOptions {
+            temperature: 2.5,
+            alpha: 0.6,
+            ..Default::default()
+        };
+        let opts = TrainOptions {
+            nckd_weight: Some(8.0),
+            ..hinton_opts.clone()
+        };
         let loss = |s: &[f32], d: &mut [f32]| {
-            distillation_loss_grad(s, Some(&te), &labels, None, 2.5, 0.6, Some(8.0), d)
+            distillation_loss_grad(s, Some(&te), &labels, None, &opts, d)
         };
         let mut d = vec![0f32; s.len()];
         let mut scratch = vec![0f32; s.len()];
         let l0 = loss(&s, &mut d);
         let mut hinton = vec![0f32; s.len()];
-        let lh = distillation_loss_grad(&s, Some(&te), &labels, None, 2.5, 0.6, None, &mut hinton);
+        let lh = distillation_loss_grad(&s, Some(&te), &labels, None, &hinton_opts, &mut hinton);
         assert!(
             (l0 - lh).abs() > 1e-3,
             "β = 8 should differ from Hinton's loss"
@@ -1155,6 +1168,29 @@ mod tests {
         assert!(mixed.validate().is_err());
     }
 
+    /// [`train_classifier`] on `set`'s images `train`, no pruning masks, no progress.
+    fn train_quiet(
+        m: &Cnn,
+        vars: &[Var],
+        teachers: &[&Cnn],
+        set: &ImageSet,
+        train: &[usize],
+        opts: &TrainOptions,
+        checkpoint: Option<&Checkpointing>,
+    ) -> Result<Vec<EpochRecord>> {
+        train_classifier(
+            m,
+            vars,
+            teachers,
+            set,
+            train,
+            opts,
+            None,
+            checkpoint,
+            &|_, _, _, _| {},
+        )
+    }
+
     /// An interrupted run resumed from its checkpoint ends with exactly the weights of an
     /// uninterrupted one; a checkpoint from other settings is refused.
     #[test]
@@ -1178,18 +1214,7 @@ mod tests {
         };
         let run = |ck: Option<&Checkpointing>| {
             let (m, vars) = Cnn::init(cfg.clone(), 1, &Device::Cpu).unwrap();
-            let r = train_classifier(
-                &m,
-                &vars,
-                &[],
-                &set,
-                &train,
-                &opts,
-                None,
-                ck,
-                &|_, _, _, _| {},
-            )
-            .unwrap();
+            let r = train_quiet(&m, &vars, &[], &set, &train, &opts, ck).unwrap();
             (params(&vars), r)
         };
         let (straight, rs) = run(None);
@@ -1218,18 +1243,7 @@ mod tests {
             lr: 1e-2,
             ..opts.clone()
         };
-        let e = train_classifier(
-            &m,
-            &vars,
-            &[],
-            &set,
-            &train,
-            &other,
-            None,
-            Some(&rest),
-            &|_, _, _, _| {},
-        )
-        .unwrap_err();
+        let e = train_quiet(&m, &vars, &[], &set, &train, &other, Some(&rest)).unwrap_err();
         assert!(e.to_string().contains("other settings"), "{e}");
         // A teacher that does not classify the student's images into its classes: refused.
         let (odd, _) = Cnn::init(
@@ -1238,18 +1252,7 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        let e = train_classifier(
-            &m,
-            &vars,
-            &[&odd],
-            &set,
-            &train,
-            &opts,
-            None,
-            None,
-            &|_, _, _, _| {},
-        )
-        .unwrap_err();
+        let e = train_quiet(&m, &vars, &[&odd], &set, &train, &opts, None).unwrap_err();
         assert!(e.to_string().contains("a teacher of (1, 8, 8, 5)"), "{e}");
     }
 
@@ -1323,17 +1326,7 @@ mod tests {
                 attention_decay: decay,
                 ..Default::default()
             };
-            let r = train_classifier(
-                &m,
-                &vars,
-                teachers,
-                &set,
-                &train,
-                &opts,
-                None,
-                None,
-                &|_, _, _, _| {},
-            );
+            let r = train_quiet(&m, &vars, teachers, &set, &train, &opts, None);
             r.map(|r| r.iter().map(|e| e.loss).collect::<Vec<_>>())
         };
         let run = |teachers: &[&Cnn], attention: Option<f64>| run_with(teachers, attention, false);
