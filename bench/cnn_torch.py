@@ -1,6 +1,7 @@
 """The PyTorch peer of `frugal distill` on the same IDX files: the teacher and student CNNs of
 issue #5 trained with PyTorch's plain recipe (Adam, constant learning rate, batch 128, seeded
-shuffle), the student either on labels or distilled (alpha*T^2*KL + (1-alpha)*CE). Prints one
+shuffle), the student on labels, distilled (alpha*T^2*KL + (1-alpha)*CE), or distilled with
+attention transfer added (Zagoruyko & Komodakis 2017, the weight decaying to 0). Prints one
 JSON line per run: test accuracy and training samples/s (teacher forward included when
 distilling), and the teacher's inference images/s at batch 256.
 
@@ -37,21 +38,44 @@ def net(c1, c2, hidden):
         nn.Flatten(), nn.Linear(c2 * 49, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
 
-def train(model, x, y, epochs, seed, teacher=None, temperature=4.0, alpha=0.7):
+def blocks(model, x):
+    """The logits and each conv block's output (after its max-pool)."""
+    outs = []
+    for m in model:
+        x = m(x)
+        if isinstance(m, nn.MaxPool2d):
+            outs.append(x)
+    return x, outs
+
+
+def attention(a):
+    """Zagoruyko & Komodakis's attention map: sum over channels of a^2, L2-normalised per image."""
+    return F.normalize(a.pow(2).sum(1).flatten(1), dim=1)
+
+
+def train(model, x, y, epochs, seed, teacher=None, temperature=4.0, alpha=0.7, attention_weight=None):
+    """With `attention_weight` (beta), attention transfer is added with beta falling linearly to 0
+    over the run (`frugal distill --attention-weight beta --attention-decay`)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     n, seen, t0 = len(x), 0, time.perf_counter()
+    total, step = epochs * ((n + 127) // 128), 0
     for _ in range(epochs):
         for b in torch.randperm(n, generator=g).split(128):
             xb, yb = x[b], y[b]
-            s = model(xb)
+            s, sb = blocks(model, xb)
             loss = F.cross_entropy(s, yb)
             if teacher is not None:
                 with torch.no_grad():
-                    t = teacher(xb)
+                    t, tb = blocks(teacher, xb)
                 kl = F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1),
                               reduction="batchmean", log_target=True)
                 loss = alpha * temperature ** 2 * kl + (1 - alpha) * loss
+                if attention_weight is not None:
+                    beta = attention_weight * (1 - step / total)
+                    loss = loss + sum(beta / 2 * (attention(a) - attention(c)).pow(2).mean()
+                                      for a, c in zip(sb, tb))
+            step += 1
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -83,14 +107,17 @@ def main():
     acc, ips = accuracy(teacher, xt, yt)
     out(run="teacher", seed=0, accuracy_pct=acc, samples_per_second=sps, images_per_second=ips)
     teacher.eval()
+    # Labels; Hinton's loss (T = 4, alpha = 0.7); attention transfer (T = 1, alpha = 0.5, beta =
+    # 1000 decaying), as the Frugal rows of bench/distill-cnn.sh.
+    runs = (("student-labels", None, {}), ("student-distilled", teacher, {}),
+            ("student-attention", teacher, dict(temperature=1.0, alpha=0.5, attention_weight=1000.0)))
     for seed in range(seeds):
-        for distil in (False, True):
+        for name, t, kw in runs:
             torch.manual_seed(seed)
             s = net(8, 16, 32)
-            sps = train(s, x, y, epochs, seed, teacher if distil else None)
+            sps = train(s, x, y, epochs, seed, t, **kw)
             acc, _ = accuracy(s, xt, yt)
-            out(run="student-distilled" if distil else "student-labels", seed=seed,
-                accuracy_pct=acc, samples_per_second=sps)
+            out(run=name, seed=seed, accuracy_pct=acc, samples_per_second=sps)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 # Fashion-MNIST, the networks of issue #5: teacher conv(32)-conv(64)-fc(128) and student
 # conv(8)-conv(16)-fc(32), batch 128, EPOCHS epochs, THREADS threads. Frugal (`frugal distill`:
 # AdamW, warm-up + cosine) and PyTorch (its plain recipe: Adam 1e-3, constant; bench/cnn_torch.py)
-# train the teacher once (seed 0) and the student on labels and distilled (T = 4, α = 0.7) for
-# seeds 0..SEEDS-1, on the same IDX files; then Frugal prunes the teacher to 90 % (global
+# train the teacher once (seed 0) and the student on labels, distilled (T = 4, α = 0.7) and
+# distilled with attention transfer (T = 1, α = 0.5, β = 1000 decaying) for seeds 0..SEEDS-1,
+# on the same IDX files; then Frugal prunes the teacher to 90 % (global
 # magnitude) and recovers it by distillation from its unpruned self. One table: test accuracy and
 # training samples/s (teacher forward included when distilling) side by side, with ratios.
-#   bench/distill-cnn.sh [EPOCHS] [SEEDS] [THREADS]      (default 3 3 2; ~12 min on 2 cores)
+#   bench/distill-cnn.sh [EPOCHS] [SEEDS] [THREADS]      (default 3 3 2; ~18 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS="${1:-3}"; SEEDS="${2:-3}"; THREADS="${3:-2}"; export RAYON_NUM_THREADS="$THREADS"
@@ -30,6 +31,9 @@ for ((s = 0; s < SEEDS; s++)); do
   run student-labels "$W/labels-$s.json" --seed "$s" --out "$W/labels-$s.safetensors"
   run student-distilled "$W/distilled-$s.json" --seed "$s" --teacher "$W/teacher.safetensors" \
     --out "$W/distilled-$s.safetensors"
+  run student-attention "$W/attention-$s.json" --seed "$s" --teacher "$W/teacher.safetensors" \
+    --temperature 1 --alpha 0.5 --attention-weight 1000 --attention-decay \
+    --out "$W/attention-$s.safetensors"
 done
 "$F" prune "$W/teacher.safetensors" "$W/teacher-90.safetensors" --method magnitude --sparsity 0.9 \
   --data fashion-mnist --recover-epochs "$EPOCHS" --json >"$W/prune90.json"
@@ -58,18 +62,19 @@ def agg(rows, run):
 print(f"Fashion-MNIST, {epochs} epochs, batch 128, {threads} threads; PyTorch {tv}")
 print(f"{'run':20} {'Frugal acc %':>16} {'PyTorch acc %':>16} {'Frugal smp/s':>13} {'PyTorch smp/s':>14} {'speed ratio':>11}")
 res = {}
-for run in ("teacher", "student-labels", "student-distilled"):
+for run in ("teacher", "student-labels", "student-distilled", "student-attention"):
     f, p = agg(fr, run), agg(pt, run)
     res[run] = (f, p)
     fa = f"{f[0]:.2f} ± {f[1]:.2f} (n={f[3]})"
     pa = f"{p[0]:.2f} ± {p[1]:.2f} (n={p[3]})" if p else "-"
     ratio = f"{f[2] / p[2]:.2f}x" if p else "-"
     print(f"{run:20} {fa:>16} {pa:>16} {f[2]:13.0f} {(p[2] if p else 0):14.0f} {ratio:>11}")
-for name, (f, p) in (("Frugal", (res[r][0] for r in ("student-distilled", "student-labels"))),
-                     ("PyTorch", (res[r][1] for r in ("student-distilled", "student-labels")))):
-    if f and p:
-        print(f"{name}: distilled − labels = {f[0] - p[0]:+.2f} points (mean over seeds); "
-              f"teacher − distilled = {res['teacher'][0 if name == 'Frugal' else 1][0] - f[0]:.2f} points")
+for kind in ("distilled", "attention"):
+    for i, name in enumerate(("Frugal", "PyTorch")):
+        f, p = res[f"student-{kind}"][i], res["student-labels"][i]
+        if f and p:
+            print(f"{name}: {kind} − labels = {f[0] - p[0]:+.2f} points (mean over seeds); "
+                  f"teacher − {kind} = {res['teacher'][i][0] - f[0]:.2f} points")
 tp = [x for x in pt if x["run"] == "teacher"]
 if tp:
     print(f"PyTorch teacher inference: {tp[0]['images_per_second']:.0f} images/s at batch 256")
