@@ -225,6 +225,7 @@ pub fn distillation_loss_grad(
         out.iter_mut().for_each(|v| *v -= z);
     };
     let (mut ls, mut lst, mut ltt) = (Vec::new(), Vec::new(), Vec::new());
+    let mut dkd = DecoupledKd::default();
     let mut total = 0.0;
     let inv_b = 1.0 / batch as f64;
     for r in 0..batch {
@@ -254,7 +255,8 @@ pub fn distillation_loss_grad(
                     kl
                 }
                 Some(beta) => {
-                    let p = decoupled_kd(s, t, y, temperature, &mut lst, &mut ltt);
+                    decoupled_kd(s, t, y, temperature, &mut lst, &mut ltt, &mut dkd);
+                    let p = &dkd;
                     for ((d, gt), gn) in d.iter_mut().zip(&p.tckd_grad).zip(&p.nckd_grad) {
                         *d += (alpha * temperature * (gt + beta * gn) * inv_b) as f32;
                     }
@@ -270,7 +272,7 @@ pub fn distillation_loss_grad(
 
 /// The two parts of one row's distillation divergence at temperature T (Zhao et al. 2022),
 /// with the gradients of each with respect to the scaled logits s/T.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DecoupledKd {
     /// Target-class KD: KL between the teacher's and the student's binary distributions
     /// (p_y, 1 − p_y).
@@ -287,7 +289,7 @@ pub struct DecoupledKd {
 
 /// [`DecoupledKd`] of student logits `s` and teacher logits `t` (one row each) for target
 /// class `y`. `ls` and `lt` are scratch buffers (left holding the log-softmax of s/T and
-/// t/T). Every probability is taken through log-sum-exp, so a confident teacher (p_y → 1)
+/// t/T); `out` is overwritten, its buffers reused from row to row. Every probability is taken through log-sum-exp, so a confident teacher (p_y → 1)
 /// leaves finite logarithms.
 pub fn decoupled_kd(
     s: &[f32],
@@ -296,7 +298,8 @@ pub fn decoupled_kd(
     temperature: f64,
     ls: &mut Vec<f64>,
     lt: &mut Vec<f64>,
-) -> DecoupledKd {
+    out: &mut DecoupledKd,
+) {
     let k = s.len();
     let lse = |v: &[f64], skip: usize| {
         let m = v
@@ -328,8 +331,11 @@ pub fn decoupled_kd(
     let (py_s, py_t) = (s_in.exp(), t_in.exp());
     let tckd = py_t * (t_in - s_in) + t_out.exp() * (t_out - s_out);
     let mut nckd = 0.0;
-    let mut tckd_grad = vec![0.0; k];
-    let mut nckd_grad = vec![0.0; k];
+    let (tckd_grad, nckd_grad) = (&mut out.tckd_grad, &mut out.nckd_grad);
+    for g in [&mut *tckd_grad, &mut *nckd_grad] {
+        g.clear();
+        g.resize(k, 0.0);
+    }
     for j in (0..k).filter(|&j| j != y) {
         let (qs, lqt) = ((ls[j] - ns).exp(), lt[j] - nt);
         let qt = lqt.exp();
@@ -341,13 +347,7 @@ pub fn decoupled_kd(
     for (v, z) in [(&mut *ls, zs), (&mut *lt, zt)] {
         v.iter_mut().for_each(|x| *x -= z);
     }
-    DecoupledKd {
-        tckd,
-        nckd,
-        teacher_target: py_t,
-        tckd_grad,
-        nckd_grad,
-    }
+    (out.tckd, out.nckd, out.teacher_target) = (tckd, nckd, py_t);
 }
 
 /// Attention maps of one conv block's output `a` (channels-last `[batch, pixels, channels]`),
@@ -963,12 +963,8 @@ pub fn train_classifier(
                     }
                     l *= share;
                 }
-                let dblocks = if attention.is_some() {
-                    &dblocks[..]
-                } else {
-                    &[]
-                };
-                backward(cfg, &params, &mut ws, &dlogits, dblocks, &mut grads);
+                // (Empty buffers, and so no terms, without attention transfer.)
+                backward(cfg, &params, &mut ws, &dlogits, &dblocks, &mut grads);
             }
             if comm.size() > 1 {
                 let mut s = [l];
@@ -1108,7 +1104,8 @@ mod tests {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for (r, (s, te)) in rows.iter().enumerate() {
             let y = r % 5;
-            let p = decoupled_kd(s, te, y, 2.5, &mut a, &mut b);
+            let mut p = DecoupledKd::default();
+            decoupled_kd(s, te, y, 2.5, &mut a, &mut b, &mut p);
             // `a` and `b` now hold log-softmax(s/T) and log-softmax(t/T).
             let kl: f64 = (0..5).map(|j| b[j].exp() * (b[j] - a[j])).sum();
             let hinton = p.tckd + (1.0 - p.teacher_target) * p.nckd;
@@ -1116,7 +1113,16 @@ mod tests {
             assert!(p.tckd >= 0.0 && p.nckd >= 0.0);
         }
         // A teacher sure of the target: p_y rounds to 1 in f64, yet every figure is finite.
-        let p = decoupled_kd(&[0.0; 3], &[900.0, 0.0, 1.0], 0, 1.0, &mut a, &mut b);
+        let mut p = DecoupledKd::default();
+        decoupled_kd(
+            &[0.0; 3],
+            &[900.0, 0.0, 1.0],
+            0,
+            1.0,
+            &mut a,
+            &mut b,
+            &mut p,
+        );
         assert!(
             p.tckd.is_finite() && p.nckd.is_finite() && p.nckd > 0.0,
             "{p:?}"
