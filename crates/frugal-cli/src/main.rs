@@ -1,5 +1,8 @@
 //! The `frugal` command: parses arguments, calls one library function per subcommand, and turns
-//! errors into exit codes in one place (0 success, 1 failure, 2 bad input or usage, 130 Ctrl-C).
+//! errors into exit codes in one place (0 success, 1 failure, 2 bad input or usage, 130 Ctrl-C;
+//! `frugal measure -- CMD` exits with the command's code, 128 + N when a signal N ended it).
+
+mod io_plan;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -64,10 +67,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Tokens per chunk; the second half of each chunk is scored.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 512, value_parser = frugal_pipeline::checks::parse::eval_ctx)]
         ctx: usize,
         /// At most this many chunks.
-        #[arg(long)]
+        #[arg(long, value_parser = frugal_pipeline::checks::parse::count)]
         chunks: Option<usize>,
         /// Exact f32 activations. By default each layer's input is rounded as llama.cpp's
         /// kernels round it for that weight type (8-bit blocks for quantized weights), so numbers
@@ -101,24 +104,24 @@ enum Command {
         #[arg(long)]
         text: Option<PathBuf>,
         /// Language models: tokens per training sequence.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = frugal_pipeline::checks::parse::seq_ctx)]
         ctx: usize,
         /// Language models: at most this many training tokens (whole sequences).
-        #[arg(long, default_value_t = 16384)]
+        #[arg(long, default_value_t = 16384, value_parser = frugal_pipeline::checks::parse::count)]
         max_tokens: usize,
         /// Language models: teacher tokens cached per position.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = frugal_pipeline::checks::parse::count)]
         top_k: usize,
         /// Language models: sequences per optimizer step, their gradients averaged (under
         /// mpirun the ranks share each step's sequences: data-parallel).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = frugal_pipeline::checks::parse::count)]
         seq_batch: usize,
         /// Language models: text to evaluate the output against the teacher on (default: Brown
         /// cj01–cj12).
         #[arg(long)]
         eval_text: Option<PathBuf>,
         /// Language models: chunks of 512 tokens to evaluate.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = frugal_pipeline::checks::parse::count)]
         eval_chunks: usize,
         /// Language models: skip the evaluation.
         #[arg(long)]
@@ -131,13 +134,13 @@ enum Command {
         #[arg(long, default_value = "student")]
         arch: String,
         /// Epochs (classifiers 3, language models 1).
-        #[arg(long)]
+        #[arg(long, value_parser = frugal_pipeline::checks::parse::count)]
         epochs: Option<usize>,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = frugal_pipeline::checks::parse::count)]
         batch: usize,
         /// Peak learning rate, after a linear warm-up, then cosine to zero (classifiers at batch
         /// 128: 1.2e-2 for the teacher, 2.4e-2 for the student; language models 5e-5).
-        #[arg(long)]
+        #[arg(long, value_parser = frugal_pipeline::checks::parse::lr)]
         lr: Option<f64>,
         /// AdamW's decoupled weight decay (classifiers 1e-4, language models 0).
         #[arg(long)]
@@ -146,7 +149,7 @@ enum Command {
         #[arg(long, default_value_t = 4.0)]
         temperature: f64,
         /// Weight of the teacher's soft targets (classifiers 0.7, language models 0.9).
-        #[arg(long)]
+        #[arg(long, value_parser = frugal_pipeline::checks::parse::alpha)]
         alpha: Option<f64>,
         /// Seed of the initialisation and the shuffles (and of the digits split).
         #[arg(long, default_value_t = 0)]
@@ -218,7 +221,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "sparsegpt")]
         method: PruneMethodArg,
         /// Fraction of each weight set to zero (unstructured; N:M implies 1 − N/M).
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.5, value_parser = frugal_pipeline::checks::parse::sparsity)]
         sparsity: f64,
         /// `unstructured`, or N:M such as `2:4` (keep N of every M consecutive inputs).
         #[arg(long, default_value = "unstructured")]
@@ -227,19 +230,19 @@ enum Command {
         #[arg(long)]
         calib: Option<PathBuf>,
         /// At most this many calibration tokens (whole chunks).
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = 8192, value_parser = frugal_pipeline::checks::parse::count)]
         calib_tokens: usize,
         /// Tokens per calibration chunk.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 512, value_parser = frugal_pipeline::checks::parse::seq_ctx)]
         calib_ctx: usize,
         /// SparseGPT dampening, a fraction of the mean diagonal of XᵀX.
-        #[arg(long, default_value_t = 0.01)]
+        #[arg(long, default_value_t = 0.01, value_parser = frugal_pipeline::checks::parse::damp)]
         damp: f64,
         /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
         #[arg(long)]
         eval_text: Option<PathBuf>,
         /// Chunks of 512 tokens to evaluate.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = frugal_pipeline::checks::parse::count)]
         eval_chunks: usize,
         /// Skip the evaluation.
         #[arg(long)]
@@ -270,7 +273,7 @@ enum Command {
         #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
         tensor_type: Vec<frugal_compress::quant::Override>,
         /// Assign types per tensor by measured error to reach this many bits per weight.
-        #[arg(long, value_parser = parse_bpw)]
+        #[arg(long, value_parser = frugal_pipeline::checks::parse::bpw)]
         target_bpw: Option<f64>,
         /// CNN classifiers: each weight's scheme from a plan (TOML `[tensors]` NAME = "int8" |
         /// "int4-g32" | "int4-g64" | "int4-g128" | "f32"), as `frugal tune` writes it; weights
@@ -283,10 +286,10 @@ enum Command {
         #[arg(long)]
         calib: Option<PathBuf>,
         /// At most this many calibration tokens (whole chunks).
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = 8192, value_parser = frugal_pipeline::checks::parse::count)]
         calib_tokens: usize,
         /// Tokens per calibration chunk.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 512, value_parser = frugal_pipeline::checks::parse::seq_ctx)]
         calib_ctx: usize,
         /// `rtn` (round to nearest, importance-weighted with --calib), `gptq`, `awq` (activation-
         /// aware channel scales folded into the norms and value/up rows, then importance-weighted
@@ -294,7 +297,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "rtn")]
         method: MethodArg,
         /// GPTQ dampening, a fraction of the mean diagonal of XᵀX.
-        #[arg(long, default_value_t = 0.01)]
+        #[arg(long, default_value_t = 0.01, value_parser = frugal_pipeline::checks::parse::damp)]
         damp: f64,
         /// GPTQ: quantize input columns in their stored order (scales fitted as each block is
         /// reached) instead of by decreasing activation (scales fitted once), the default.
@@ -304,7 +307,7 @@ enum Command {
         #[arg(long)]
         eval_text: Option<PathBuf>,
         /// Chunks of 512 tokens to evaluate.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = frugal_pipeline::checks::parse::count)]
         eval_chunks: usize,
         /// Encoders: Brown passages of 128 tokens to evaluate on.
         #[arg(long, default_value_t = 500)]
@@ -358,10 +361,10 @@ enum Command {
         #[arg(long, required_unless_present = "data")]
         calib: Option<PathBuf>,
         /// At most this many calibration tokens (whole chunks).
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = 8192, value_parser = frugal_pipeline::checks::parse::count)]
         calib_tokens: usize,
         /// Tokens per calibration chunk.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 512, value_parser = frugal_pipeline::checks::parse::seq_ctx)]
         calib_ctx: usize,
         /// Language models: text the search judges candidates on.
         #[arg(long = "eval", required_unless_present = "data")]
@@ -370,7 +373,7 @@ enum Command {
         #[arg(long, required_unless_present = "data")]
         heldout: Option<PathBuf>,
         /// Chunks of 512 tokens of each text to judge on.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = frugal_pipeline::checks::parse::count)]
         eval_chunks: usize,
         /// Stop bisecting when the bracket is narrower than this (bits per weight).
         #[arg(long, default_value_t = 0.1)]
@@ -425,6 +428,10 @@ enum Command {
         /// Seed for every random choice.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Run into a folder that holds another run (another recipe's, or the embedded
+        /// default's): its report is replaced and nothing of it reused.
+        #[arg(long)]
+        force: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -570,9 +577,34 @@ impl std::fmt::Display for BadUsage {
 
 impl std::error::Error for BadUsage {}
 
+/// `frugal measure -- CMD` whose command failed: Frugal exits with the command's code.
+#[derive(Debug)]
+struct ChildExit {
+    code: u8,
+    status: String,
+}
+
+impl std::fmt::Display for ChildExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the measured command failed ({})", self.status)
+    }
+}
+
+impl std::error::Error for ChildExit {}
+
+/// Reads a JSON report Frugal wrote (at most 256 MiB; a device, FIFO or endless file refused).
+fn read_json_report(p: &std::path::Path) -> Result<serde_json::Value> {
+    let bytes = frugal_formats::guard::read_capped(p, "report", 256 << 20)?;
+    Ok(serde_json::from_slice(&bytes)
+        .map_err(|e| BadUsage(format!("{}: not a JSON report: {e}", p.display())))?)
+}
+
 /// 2 when the input is at fault (missing, malformed or unsupported file, bad option value),
 /// otherwise 1.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<ChildExit>() {
+        return c.code;
+    }
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<BadUsage>().is_some()
             || c.downcast_ref::<frugal_formats::Error>()
@@ -581,13 +613,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 .is_some_and(|m| m.is_bad_input())
             || c.downcast_ref::<frugal_eval::Error>()
                 .is_some_and(|m| m.is_bad_input())
-            || match c.downcast_ref::<frugal_pipeline::Error>() {
-                Some(frugal_pipeline::Error::Recipe { .. }) => true,
-                Some(frugal_pipeline::Error::Formats(f)) => f.is_bad_input(),
-                Some(frugal_pipeline::Error::Compress(e)) => e.is_bad_input(),
-                Some(frugal_pipeline::Error::Eval(e)) => e.is_bad_input(),
-                _ => false,
-            }
+            || c.downcast_ref::<frugal_pipeline::Error>()
+                .is_some_and(|e| e.is_bad_input())
     });
     if bad_input {
         2
@@ -633,13 +660,6 @@ enum StorageArg {
 enum FallbackArg {
     Llama,
     Best,
-}
-
-fn parse_bpw(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(b) if (2.0..=32.0).contains(&b) => Ok(b),
-        _ => Err(format!("`{s}`: expected bits per weight between 2 and 32")),
-    }
 }
 
 fn parse_quant_type(s: &str) -> Result<frugal_compress::quant::Target, String> {
@@ -783,6 +803,8 @@ fn check_distributed(cmd: &Command) -> Result<()> {
 
 fn dispatch(cli: Cli) -> Result<()> {
     check_distributed(&cli.command)?;
+    // Every path the command reads and writes, checked before any work (issue #22).
+    io_plan::plan(&cli.command).check()?;
     if matches!(
         cli.command,
         Command::Quantize { .. }
@@ -1545,11 +1567,9 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 return Err(BadUsage("--policy P REPORT".into()).into());
             };
             let p = Policy::load(&policy).map_err(|e| BadUsage(e.to_string()))?;
-            let r: serde_json::Value = std::fs::read(&report)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            let r = read_json_report(&report)?;
+            let metrics = frugal_report::metrics::Metrics::from_report(&r)
                 .map_err(|e| BadUsage(format!("{}: {e}", report.display())))?;
-            let metrics = frugal_report::metrics::Metrics::from_report(&r);
             let outcomes = check(&p, &metrics);
             let failed = outcomes.iter().filter(|o| !o.pass).count();
             let out = serde_json::json!({
@@ -1627,14 +1647,8 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             frugal_energy::carbon::operational_g(0.0, pue, 0.0)
                 .map_err(|e| BadUsage(e.to_string()))?;
             // Read before anything runs: a bad path must not waste a measurement.
-            let read = |p: &PathBuf| -> Result<serde_json::Value> {
-                let bytes =
-                    std::fs::read(p).map_err(|e| BadUsage(format!("{}: {e}", p.display())))?;
-                Ok(serde_json::from_slice(&bytes)
-                    .map_err(|e| BadUsage(format!("{}: not JSON: {e}", p.display())))?)
-            };
             let break_even_inputs = match (&baseline, &cost) {
-                (Some(b), Some(c)) => Some((read(b)?, read(c)?)),
+                (Some(b), Some(c)) => Some((read_json_report(b)?, read_json_report(c)?)),
                 _ => None,
             };
             let opts = frugal_energy::MeterOptions::detect();
@@ -1805,7 +1819,18 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
                 }
             })?;
             if !status.success() {
-                anyhow::bail!("the measured command failed ({status})");
+                use std::os::unix::process::ExitStatusExt;
+                // The child's own code; killed by signal N (forwarded from Frugal or not):
+                // 128 + N, as a shell reports it.
+                let code = status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .map_or(1, |c| u8::try_from(c).unwrap_or(1));
+                return Err(ChildExit {
+                    code,
+                    status: status.to_string(),
+                }
+                .into());
             }
         }
         Command::Tune {
@@ -2036,14 +2061,17 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             recipe,
             out,
             seed,
+            force,
             json,
         } => {
             if let Some(recipe) = recipe {
                 let bar = progress_bar("");
-                let (report, path) =
-                    frugal_pipeline::recipe::run_recipe(&recipe, &out, &|what, done, total| {
-                        show_stage(&bar, what, done, total)
-                    })?;
+                let (report, path) = frugal_pipeline::recipe::run_recipe(
+                    &recipe,
+                    &out,
+                    &frugal_pipeline::recipe::RecipeRunOptions { force },
+                    &|what, done, total| show_stage(&bar, what, done, total),
+                )?;
                 bar.finish_and_clear();
                 emit(json, &report, |r| {
                     println!("frugal run: {} ({})", r.recipe, r.recipe_file);
@@ -2084,6 +2112,7 @@ accuracy   {:.2} % (95 % CI {:.2}–{:.2} %)",
             let opts = frugal_pipeline::RunOptions {
                 out_dir: out,
                 seed,
+                force,
                 ..Default::default()
             };
             let bar = progress_bar("");

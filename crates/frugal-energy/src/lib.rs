@@ -244,9 +244,15 @@ pub fn measure_command(
     if stdout_to_stderr {
         command.stdout(std::io::stderr());
     }
+    // The child leads its own process group, and SIGINT, SIGTERM and SIGHUP sent to Frugal
+    // are forwarded to that group while it runs: an interrupted measurement leaves no process
+    // behind, and the child's own exit status (128 + the signal) comes back.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let forwarding = forward::Forwarding::install();
     let mut child = command
         .spawn()
         .map_err(|e| Error::BadOptions(format!("cannot run {}: {e}", program.to_string_lossy())))?;
+    forwarding.to_group(child.id());
     // A thread waits for the child; this one samples the counters every second meanwhile (RAPL
     // wraps within minutes at high power) and stops the session as soon as the child ends.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -268,6 +274,7 @@ pub fn measure_command(
             }
         }
     };
+    drop(forwarding);
     // The session's own calls ran on this thread and are in this span already.
     let own = thread_cpu_seconds() - t0;
     let counted = session.meter_cpu;
@@ -275,6 +282,74 @@ pub fn measure_command(
     // The workload is the child's CPU time alone.
     let workload = estimate::CpuTimes::children().cpu_seconds - children0.cpu_seconds;
     Ok((status, session.finish(Some(workload))?))
+}
+
+/// Forwarding of termination signals to a measured command's process group.
+mod forward {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// The child's process group (0: none yet) and the last signal received (0: none).
+    static GROUP: AtomicI32 = AtomicI32::new(0);
+    static RECEIVED: AtomicI32 = AtomicI32::new(0);
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        RECEIVED.store(sig, Ordering::SeqCst);
+        let g = GROUP.load(Ordering::SeqCst);
+        if g > 0 {
+            // SAFETY: kill is async-signal-safe.
+            unsafe { libc::kill(-g, sig) };
+        }
+    }
+
+    /// While alive, this process's SIGINT/SIGTERM/SIGHUP handlers forward to the group; the
+    /// handlers it replaced (the Ctrl-C cleanup) come back when it drops.
+    pub struct Forwarding {
+        old: Vec<(libc::c_int, libc::sigaction)>,
+    }
+
+    impl Forwarding {
+        pub fn install() -> Forwarding {
+            GROUP.store(0, Ordering::SeqCst);
+            RECEIVED.store(0, Ordering::SeqCst);
+            let mut old = Vec::new();
+            for sig in SIGNALS {
+                // SAFETY: a plain handler that only touches atomics and calls kill.
+                unsafe {
+                    let mut new: libc::sigaction = std::mem::zeroed();
+                    new.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+                    new.sa_flags = libc::SA_RESTART;
+                    libc::sigemptyset(&mut new.sa_mask);
+                    let mut prev: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(sig, &new, &mut prev) == 0 {
+                        old.push((sig, prev));
+                    }
+                }
+            }
+            Forwarding { old }
+        }
+
+        /// The child's group is known: a signal that came before it is forwarded now.
+        pub fn to_group(&self, pid: u32) {
+            let g = i32::try_from(pid).unwrap_or(0);
+            GROUP.store(g, Ordering::SeqCst);
+            let sig = RECEIVED.load(Ordering::SeqCst);
+            if sig != 0 && g > 0 {
+                // SAFETY: sending a signal to the child's own group.
+                unsafe { libc::kill(-g, sig) };
+            }
+        }
+    }
+
+    impl Drop for Forwarding {
+        fn drop(&mut self) {
+            GROUP.store(0, Ordering::SeqCst);
+            for (sig, prev) in &self.old {
+                // SAFETY: restoring the handler read by `install`.
+                unsafe { libc::sigaction(*sig, prev, std::ptr::null_mut()) };
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@ use frugal_models::llama::Llama;
 use rayon::prelude::*;
 use serde::Serialize;
 
+/// The largest evaluation text read (about 200 M tokens, far past any evaluation).
+pub const MAX_TEXT_BYTES: u64 = 1 << 30;
+
 /// Options of a language-model evaluation.
 #[derive(Debug, Clone)]
 pub struct LmEvalOptions {
@@ -604,6 +607,46 @@ pub struct LmEvalReport {
     pub threads: usize,
 }
 
+/// Checks, before any work, that an evaluation of `model` on `text` with `ctx` tokens per chunk
+/// can run: `ctx` even, at least 4 and within the model's training context, and the text at
+/// least two chunks long in the model's tokens (only the model's header and tokenizer are read).
+pub fn check_eval_text(model: &std::path::Path, text: &std::path::Path, ctx: usize) -> Result<()> {
+    use frugal_formats::gguf::GgufFile;
+    use frugal_models::tokenizer::GgufTokenizer;
+    let f = GgufFile::open(model).map_err(frugal_models::Error::from)?;
+    let config = frugal_models::llama::LlamaConfig::from_gguf(&f)?;
+    if ctx < 4 || !ctx.is_multiple_of(2) || ctx > config.n_ctx_train {
+        return Err(Error::BadCtx {
+            ctx,
+            reason: format!(
+                "must be even, at least 4 and at most the model's training context {}",
+                config.n_ctx_train
+            ),
+        });
+    }
+    let tok = GgufTokenizer::from_gguf(&f)?;
+    let text = frugal_formats::guard::read_text_capped(text, "evaluation text", MAX_TEXT_BYTES)
+        .map_err(frugal_models::Error::from)?;
+    let needed = ctx.saturating_mul(2);
+    // A prefix is enough when it already holds two chunks (no token is longer than 64 bytes).
+    let mut end = text.len().min(needed.saturating_mul(64));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut n = tok.encode(&text[..end], true)?.len();
+    // One token more than needed: the prefix's last token may merge differently in the whole.
+    if n <= needed && end < text.len() {
+        n = tok.encode(&text, true)?.len();
+    }
+    if n < needed {
+        return Err(Error::TextTooShort {
+            n_tokens: n,
+            needed,
+        });
+    }
+    Ok(())
+}
+
 /// Loads the model (and reference), tokenizes the text with the model's tokenizer, evaluates.
 pub fn eval_lm_files(
     job: &LmEvalFiles,
@@ -636,9 +679,8 @@ pub fn eval_lm_files_cached(
             )));
         }
     }
-    let text = std::fs::read_to_string(&job.text).map_err(|e| {
-        frugal_models::Error::from(frugal_formats::Error::io(&job.text, "reading text", e))
-    })?;
+    let text = frugal_formats::guard::read_text_capped(&job.text, "text", MAX_TEXT_BYTES)
+        .map_err(frugal_models::Error::from)?;
     let tokens = tok.encode(&text, true)?;
     let opts = LmEvalOptions {
         ctx: job.opts_ctx,

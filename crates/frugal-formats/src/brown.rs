@@ -146,7 +146,7 @@ pub fn read_brown_file(path: &Path) -> Result<BrownDoc> {
             ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading Brown corpus file", e))?;
+    let bytes = crate::guard::read_capped(path, "Brown corpus file", MAX_FILE_LEN)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Error::malformed(
             path,

@@ -73,7 +73,7 @@ pub fn embedded_digits() -> ImageSet {
 
 /// Reads a digits-style CSV (optionally gzip-compressed) from a file.
 pub fn read_digits_csv(path: &Path) -> Result<ImageSet> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading CSV", e))?;
+    let bytes = crate::guard::read_capped(path, "digits CSV", 64 << 20)?;
     let mut text = String::new();
     let res = if path.extension().is_some_and(|e| e == "gz") {
         GzDecoder::new(&bytes[..])

@@ -64,8 +64,17 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{path}: refusing to write over an input file")]
-    WouldOverwriteInput { path: PathBuf },
+    #[error("{path}: refusing to write over an input ({input})")]
+    WouldOverwriteInput { path: PathBuf, input: String },
+
+    /// An input that is missing, of the wrong kind (a device, a FIFO), too large or not text.
+    #[error("{path}: {reason}")]
+    InvalidInput { path: PathBuf, reason: String },
+
+    /// An output path the user gave that cannot be written safely (a device, a FIFO, a missing
+    /// folder, named twice).
+    #[error("{path}: {reason}")]
+    RefusedOutput { path: PathBuf, reason: String },
 
     #[error("{path}: already exists (Frugal does not replace a folder; remove it or choose another name)")]
     OutputExists { path: PathBuf },

@@ -92,7 +92,7 @@ pub fn parse_idx(mut r: impl Read) -> Result<IdxArray, ParseError> {
 
 /// Reads an IDX file, gzip-compressed when its name ends in `.gz`.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "opening IDX file", e))?;
+    let f = crate::guard::open_input(path, "IDX file")?;
     let r = std::io::BufReader::new(f);
     let parsed = if path.extension().is_some_and(|e| e == "gz") {
         parse_idx(GzDecoder::new(r))

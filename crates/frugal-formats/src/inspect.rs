@@ -19,7 +19,13 @@ pub enum ModelFormat {
 pub fn sniff_format(path: &Path) -> Result<ModelFormat> {
     use std::io::Read;
     let mut head = [0u8; 9];
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "opening model", e))?;
+    if path.is_dir() {
+        return Err(Error::UnknownFormat {
+            path: path.to_path_buf(),
+            reason: "is a folder (an encoder folder holds model.safetensors)".into(),
+        });
+    }
+    let mut f = crate::guard::open_input(path, "model")?;
     let mut n = 0;
     while n < head.len() {
         match f
@@ -38,8 +44,8 @@ pub fn sniff_format(path: &Path) -> Result<ModelFormat> {
         Err(Error::UnknownFormat {
             path: path.to_path_buf(),
             reason: format!(
-                "first bytes {:02x?} match neither GGUF's magic nor a safetensors header",
-                &head[..n]
+                "{}, which is neither GGUF's magic `GGUF` nor a safetensors header",
+                crate::guard::describe_start(&head[..n])
             ),
         })
     }

@@ -10,6 +10,7 @@ pub mod brown;
 pub mod digits;
 pub mod error;
 pub mod gguf;
+pub mod guard;
 pub mod idx;
 pub mod inspect;
 pub mod output;
@@ -23,7 +24,7 @@ use std::path::Path;
 
 /// Memory-maps a file read-only; `None` for an empty file (which cannot be mapped).
 pub(crate) fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let f = guard::open_input(path, "model")?;
     let len = f
         .metadata()
         .map_err(|e| Error::io(path, "reading metadata of", e))?

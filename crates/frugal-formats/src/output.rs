@@ -78,16 +78,22 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 impl AtomicFile {
     /// Starts writing `path`. Fails if `path` is one of `inputs` (even through another name or a
     /// link), is a folder, or its folder does not exist.
+    /// An existing output must be a regular file (never a device, FIFO or folder: renaming
+    /// over `/dev/null` would replace it for every program). Temporary files that killed runs
+    /// left beside it are removed first.
     pub fn create(path: &Path, inputs: &[&Path]) -> Result<Self> {
-        if inputs.iter().any(|i| same_file(path, i)) {
+        if let Some(i) = inputs.iter().find(|i| same_file(path, i)) {
             return Err(Error::WouldOverwriteInput {
                 path: path.to_path_buf(),
+                input: i.display().to_string(),
             });
         }
-        if path.is_dir() {
-            return Err(Error::InvalidOutput {
-                path: path.to_path_buf(),
-                reason: "is a folder".into(),
+        crate::guard::check_output(path, "output")?;
+        if let Some(dir) = path.parent() {
+            crate::guard::remove_stale_partials(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
             });
         }
         let tmp = register_temporary(path)?;
@@ -171,7 +177,7 @@ pub struct AtomicDir {
 
 impl AtomicDir {
     pub fn create(path: &Path) -> Result<Self> {
-        if path.exists() {
+        if std::fs::symlink_metadata(path).is_ok() {
             return Err(Error::OutputExists {
                 path: path.to_path_buf(),
             });
@@ -237,6 +243,7 @@ pub fn write_atomic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
 
     #[test]
     fn commit_makes_the_file_appear_and_drop_leaves_nothing() {
@@ -271,6 +278,20 @@ mod tests {
             assert!(matches!(err, Error::WouldOverwriteInput { .. }), "{err}");
         }
         assert_eq!(fs::read(&input).unwrap(), b"original");
+    }
+
+    /// Issue #22: `/dev/null` was replaced by a regular file, exit 0.
+    #[test]
+    fn a_device_or_folder_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in [Path::new("/dev/null"), dir.path()] {
+            let err = write_atomic(p, &[], |f| f.write_all(b"x")).unwrap_err();
+            assert!(err.is_bad_input(), "{err}");
+        }
+        assert!(fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 
     #[test]

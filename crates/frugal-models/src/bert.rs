@@ -101,8 +101,7 @@ impl Bert {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let read_json = |name: &str| -> Result<serde_json::Value> {
             let p: PathBuf = dir.join(name);
-            let bytes =
-                std::fs::read(&p).map_err(|e| frugal_formats::Error::io(&p, "reading", e))?;
+            let bytes = frugal_formats::guard::read_capped(&p, name, 64 << 20)?;
             serde_json::from_slice(&bytes).map_err(|e| Error::BadMetadata {
                 path: p,
                 key: "(file)".into(),

@@ -10,6 +10,7 @@
 //! written as `report.json`, `report.md` and `report.html`. Recipe files ([`recipe`]) chain the
 //! language-model steps.
 
+pub mod checks;
 pub mod classifier;
 pub mod measure;
 
@@ -45,6 +46,29 @@ pub enum Error {
     /// `frugal tune` found no model that meets the limit (not an input error: exit 1).
     #[error("{0}")]
     LimitNotMet(String),
+    /// An evaluation that cannot run on its text (too short, bad ctx), found before any work.
+    #[error("{path}: {source}")]
+    EvalText {
+        path: PathBuf,
+        source: frugal_eval::Error,
+    },
+    /// The output folder holds another run, which this one would overwrite.
+    #[error("{dir} holds {whose}; run into another folder, or pass --force to replace it")]
+    ForeignRun { dir: PathBuf, whose: String },
+}
+
+impl Error {
+    /// True when the error is the input's fault (a bad file, value or folder): exit code 2.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Formats(f) => f.is_bad_input(),
+            Error::Compress(e) => e.is_bad_input(),
+            Error::Eval(e) => e.is_bad_input(),
+            Error::Recipe { .. } | Error::ForeignRun { .. } => true,
+            Error::EvalText { source, .. } => source.is_bad_input(),
+            Error::OutputDir { .. } | Error::LimitNotMet(_) => false,
+        }
+    }
 }
 
 /// Options of a run.
@@ -56,6 +80,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// Fraction of the data held out for testing.
     pub test_fraction: f64,
+    /// Run into a folder that holds another run (a recipe's): its report is replaced.
+    pub force: bool,
 }
 
 impl Default for RunOptions {
@@ -64,6 +90,7 @@ impl Default for RunOptions {
             out_dir: PathBuf::from("frugal-out"),
             seed: 0,
             test_fraction: 0.2,
+            force: false,
         }
     }
 }
@@ -177,10 +204,12 @@ pub fn run(
         seed: opts.seed,
         test_indices,
     };
+    refuse_foreign_run(&opts.out_dir, EMBEDDED_DEFAULT, opts.force)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| Error::OutputDir {
         path: opts.out_dir.clone(),
         source,
     })?;
+    frugal_formats::guard::remove_stale_partials(&opts.out_dir);
     let plan = classifier::ClassifierPlan::default_for(
         digits.rows,
         digits.cols,
@@ -258,7 +287,7 @@ pub fn run(
     let report = Report {
         schema_version: REPORT_SCHEMA_VERSION,
         frugal_version: env!("CARGO_PKG_VERSION"),
-        recipe: "embedded-default".into(),
+        recipe: EMBEDDED_DEFAULT.into(),
         data,
         classifier,
         measure: energies,
@@ -447,6 +476,37 @@ pub fn stratified_split(labels: &[u8], n_classes: usize, fraction: f64, seed: u6
     }
     test.sort_unstable();
     test
+}
+
+/// The `recipe` the embedded default's report names.
+const EMBEDDED_DEFAULT: &str = "embedded-default";
+
+/// Refuses `out_dir` when its `report.json` is another run's (its `recipe` is not `recipe`, or
+/// it is not a Frugal report), unless `force`.
+pub(crate) fn refuse_foreign_run(out_dir: &Path, recipe: &str, force: bool) -> Result<(), Error> {
+    let report = report_path(out_dir);
+    if force || std::fs::symlink_metadata(&report).is_err() {
+        return Ok(());
+    }
+    let bytes = frugal_formats::guard::read_capped(&report, "report", 256 << 20)?;
+    let whose = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| Some(v.get("recipe")?.as_str()?.to_string()));
+    match whose {
+        Some(w) if w == recipe => Ok(()),
+        Some(w) if w == EMBEDDED_DEFAULT => Err(Error::ForeignRun {
+            dir: out_dir.to_path_buf(),
+            whose: "the embedded default's run (`frugal run`)".into(),
+        }),
+        Some(w) => Err(Error::ForeignRun {
+            dir: out_dir.to_path_buf(),
+            whose: format!("the run of recipe `{w}`"),
+        }),
+        None => Err(Error::ForeignRun {
+            dir: out_dir.to_path_buf(),
+            whose: "a report.json that Frugal's runs did not write".into(),
+        }),
+    }
 }
 
 /// Where the report of a run in `out_dir` lives.

@@ -532,6 +532,9 @@ pub fn measure_command(
     Ok((report, record, status))
 }
 
+/// The files `--export DIR` writes.
+pub const EXPORT_FILES: [&str; 3] = ["model-card.md", "eu-ai-act.json", "boamps.json"];
+
 /// Writes the exports of `record` into `dir` (created if needed), each file atomically:
 /// `model-card.md`, `eu-ai-act.json`, `boamps.json`.
 pub fn write_exports(dir: &Path, record: &crate::ExportRecord) -> Result<(), Error> {
@@ -543,10 +546,11 @@ pub fn write_exports(dir: &Path, record: &crate::ExportRecord) -> Result<(), Err
     })?;
     let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("JSON serializes");
     let stage = record.training_type.replace('-', "");
+    let [card, eu, bo] = EXPORT_FILES;
     for (name, text) in [
-        ("model-card.md", model_card(record)),
-        ("eu-ai-act.json", json(eu_ai_act(record))),
-        ("boamps.json", json(boamps(record, &stage))),
+        (card, model_card(record)),
+        (eu, json(eu_ai_act(record))),
+        (bo, json(boamps(record, &stage))),
     ] {
         frugal_formats::output::write_atomic(&dir.join(name), &[], |f| {
             f.write_all(text.as_bytes())

@@ -31,22 +31,7 @@ const MAX_CALIB_BYTES: u64 = 256 << 20;
 
 /// Reads and tokenizes the calibration text with `model`'s tokenizer.
 pub fn load_calibration(model: &Path, spec: &CalibSpec) -> Result<Calibration, crate::Error> {
-    let bad = |m: String| {
-        crate::Error::Compress(frugal_compress::Error::BadCalibration(format!(
-            "{}: {m}",
-            spec.text.display()
-        )))
-    };
-    let len = std::fs::metadata(&spec.text)
-        .map_err(|e| bad(e.to_string()))?
-        .len();
-    if len > MAX_CALIB_BYTES {
-        return Err(bad(format!(
-            "{len} bytes, more than the {MAX_CALIB_BYTES}-byte limit"
-        )));
-    }
-    let bytes = std::fs::read(&spec.text).map_err(|e| bad(e.to_string()))?;
-    let text = String::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8 text ({e})")))?;
+    let text = frugal_formats::guard::read_text_capped(&spec.text, "text", MAX_CALIB_BYTES)?;
     let f = frugal_formats::gguf::GgufFile::open(model)?;
     Ok(Calibration::from_text(
         &f,
@@ -74,12 +59,27 @@ pub fn quantize_step(
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantizeStep, crate::Error> {
+    check_eval(input, eval)?;
     let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
     let quantize = quantize_model(input, output, opts, calib.as_ref(), method, progress)?;
     let quality = eval
         .map(|e| judge(output, input, e, progress))
         .transpose()?;
     Ok(QuantizeStep { quantize, quality })
+}
+
+/// Checks before any work that the evaluation `e` of a model made from `model` can run (its
+/// text long enough for two chunks in `model`'s tokens, its ctx valid).
+pub fn check_eval(model: &Path, e: Option<&EvalSpec>) -> Result<(), crate::Error> {
+    match e {
+        None => Ok(()),
+        Some(e) => frugal_eval::lm::check_eval_text(model, &e.text, e.ctx).map_err(|source| {
+            crate::Error::EvalText {
+                path: e.text.clone(),
+                source,
+            }
+        }),
+    }
 }
 
 /// Evaluates `model` against `reference` (PPL, KLD, same top-1) as `llama-perplexity` does.
@@ -138,6 +138,7 @@ pub fn prune_step(
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<PruneStep, crate::Error> {
+    check_eval(input, eval)?;
     let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
     let prune =
         frugal_compress::prune::prune_gguf(input, output, opts, calib.as_ref(), &|d, t| {
@@ -179,6 +180,7 @@ pub fn structured_prune_step(
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<StructuredPruneStep, crate::Error> {
+    check_eval(input, eval)?;
     let t0 = std::time::Instant::now();
     let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
     let (prune, output_bytes) = frugal_compress::structured::prune_structured_gguf(
@@ -239,12 +241,8 @@ fn encoder_calibration(input: &Path, c: &EncoderCalib) -> Result<Vec<Vec<u32>>, 
             .collect()
         }
         EncoderCalib::Text { path, passages } => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                crate::Error::Compress(frugal_compress::Error::BadCalibration(format!(
-                    "{}: {e}",
-                    path.display()
-                )))
-            })?;
+            let text =
+                frugal_formats::guard::read_text_capped(path, "calibration text", MAX_CALIB_BYTES)?;
             frugal_eval::encoder::text_passages(&model, &text, *passages, 128)?
         }
     };
@@ -323,6 +321,13 @@ pub struct LmDistillStep {
     pub quality: Option<LmEvalReport>,
 }
 
+/// Where a distillation writing `out` keeps its checkpoint: `OUT.checkpoint`.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".checkpoint");
+    PathBuf::from(name)
+}
+
 /// Distils the student GGUF from the teacher GGUF on text with a checkpoint after every epoch
 /// (`OUT.checkpoint`), writes the student with its trained MLP weights (F32, everything else as
 /// it was) to `job.out` atomically, removes the checkpoint, then evaluates the output against
@@ -336,6 +341,7 @@ pub fn lm_distill_step(
     use frugal_compress::rewrite::Replacement;
     use frugal_formats::gguf::GgufFile;
     use frugal_models::llama::{Llama, LoadOptions};
+    check_eval(&job.student, eval)?;
     let dev = candle_core::Device::Cpu;
     let me = frugal_eval::Error::from;
     let sf = GgufFile::open(&job.student)?;
@@ -361,9 +367,7 @@ pub fn lm_distill_step(
     let teacher_seconds = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
     let first_step = std::cell::Cell::new(None::<usize>);
-    let mut ck_name = job.out.as_os_str().to_owned();
-    ck_name.push(".checkpoint");
-    let ck_path = PathBuf::from(ck_name);
+    let ck_path = checkpoint_path(&job.out);
     // The student's fingerprint: its size and modification time (a re-written file differs).
     let student_id = {
         let m = std::fs::metadata(&job.student)

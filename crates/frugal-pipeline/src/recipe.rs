@@ -31,7 +31,7 @@
 //! ```
 
 use crate::quantize::{self, CalibSpec, EvalSpec};
-use crate::Error;
+use crate::{checks, Error};
 use frugal_formats::output::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -123,6 +123,14 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the step writes a model file.
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Step::Prune { .. } | Step::Distill { .. } | Step::Quantize { .. }
+        )
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Step::Prune { .. } => "prune",
@@ -170,15 +178,24 @@ fn bad(path: &Path, m: String) -> Error {
 impl Recipe {
     /// Reads and checks a recipe; relative paths are made relative to the recipe's folder.
     pub fn load(path: &Path) -> Result<Recipe, Error> {
-        let len = std::fs::metadata(path)
-            .map_err(|e| bad(path, e.to_string()))?
-            .len();
-        if len > MAX_RECIPE_BYTES {
-            return Err(bad(path, format!("{len} bytes; a recipe is at most 1 MiB")));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
+        let text = frugal_formats::guard::read_text_capped(path, "recipe", MAX_RECIPE_BYTES)
+            .map_err(|e| bad(path, e.to_string()))?;
         // toml's messages name the line, the column and the key.
         let mut r: Recipe = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+        // The line each `[[step]]` starts on, for messages about its values.
+        #[derive(Deserialize)]
+        struct Lines {
+            #[serde(default)]
+            step: Vec<toml::Spanned<toml::Value>>,
+        }
+        let lines: Vec<usize> = toml::from_str::<Lines>(&text)
+            .map(|l| {
+                l.step
+                    .iter()
+                    .map(|s| text[..s.span().start.min(text.len())].matches('\n').count() + 1)
+                    .collect()
+            })
+            .unwrap_or_default();
         let base = path.parent().unwrap_or(Path::new("."));
         // `~/…` is the home folder; other relative paths are the recipe's folder's.
         let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -222,44 +239,23 @@ impl Recipe {
         if r.steps.is_empty() {
             return Err(bad(path, "no [[step]]".into()));
         }
-        for s in &r.steps {
-            match s {
-                Step::Check { policy } => {
-                    // Read now: a bad policy stops the recipe before any work.
-                    load_policy(policy)?;
-                }
-                Step::Measure {
-                    prompts,
-                    tokens,
-                    repeats,
-                    region,
-                    pue,
-                    ..
-                } => {
-                    for (k, v) in [
-                        ("prompts", prompts),
-                        ("tokens", tokens),
-                        ("repeats", repeats),
-                    ] {
-                        if *v == Some(0) {
-                            return Err(bad(path, format!("measure: `{k}` must be at least 1")));
-                        }
-                    }
-                    if let Some(g) = region {
-                        frugal_energy::carbon::intensity(g)
-                            .map_err(|e| bad(path, e.to_string()))?;
-                    }
-                    match (pue, region) {
-                        (Some(_), None) => {
-                            return Err(bad(path, "measure: `pue` needs a `region`".into()))
-                        }
-                        (Some(p), _) if !(p.is_finite() && *p >= 1.0) => {
-                            return Err(bad(path, format!("measure: `pue` {p} must be at least 1")))
-                        }
-                        _ => {}
-                    }
-                }
-                _ => {}
+        // Every step's values are checked now, with the step's line: a bad value in step 3
+        // must not be found after steps 1 and 2 have run.
+        for (i, s) in r.steps.iter().enumerate() {
+            let at = match lines.get(i) {
+                Some(l) => format!("step {} (`{}`, line {l})", i + 1, s.kind()),
+                None => format!("step {} (`{}`)", i + 1, s.kind()),
+            };
+            plan_step(s).map_err(|e| bad(path, format!("{at}: {e}")))?;
+            if let Step::Check { policy } = s {
+                // Read now: a bad policy stops the recipe before any work.
+                load_policy(policy).map_err(|e| bad(path, format!("{at}: {e}")))?;
+            }
+        }
+        if let Some(e) = &r.eval {
+            checks::count(e.chunks).map_err(|e| bad(path, format!("[eval] `chunks`: {e}")))?;
+            if let Some(c) = e.text.ctx {
+                checks::eval_ctx(c).map_err(|e| bad(path, format!("[eval] `ctx`: {e}")))?;
             }
         }
         if r.steps.iter().any(|s| matches!(s, Step::Eval {})) && r.eval.is_none() {
@@ -267,6 +263,242 @@ impl Recipe {
         }
         Ok(r)
     }
+
+    /// Every path a run of this recipe into `out_dir` reads and writes, for the guard: the
+    /// recipe, its model (the distillation teacher and the evaluation reference), its text
+    /// files and policies; each step's output, the Brown texts written into the folder, and
+    /// the report.
+    pub fn io_plan(&self, path: &Path, out_dir: &Path) -> frugal_formats::guard::IoPlan {
+        let mut plan = frugal_formats::guard::IoPlan::new();
+        plan.input("recipe", path)
+            .input("the recipe's model", &self.model);
+        let mut brown = Vec::new();
+        let mut text = |plan: &mut frugal_formats::guard::IoPlan, what: &str, t: &TextSource| match (
+            &t.file, &t.brown,
+        ) {
+            (Some(f), _) => {
+                plan.input(what, f);
+            }
+            (None, Some(sel)) if !brown.contains(sel) => brown.push(sel.clone()),
+            _ => {}
+        };
+        if let Some(e) = &self.eval {
+            text(&mut plan, "[eval] text", &e.text);
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            let what = format!("step {} (`{}`)", i + 1, s.kind());
+            match s {
+                Step::Prune { calib: Some(t), .. } | Step::Quantize { calib: Some(t), .. } => {
+                    text(&mut plan, &format!("{what} calib"), t)
+                }
+                Step::Distill { text: t, .. } => text(&mut plan, &format!("{what} text"), t),
+                Step::Check { policy } => {
+                    plan.input(format!("{what} policy"), policy);
+                }
+                _ => {}
+            }
+            if s.writes() {
+                let out = step_output(out_dir, i, s);
+                if matches!(s, Step::Distill { .. }) {
+                    plan.output(
+                        format!("{what} checkpoint"),
+                        quantize::checkpoint_path(&out),
+                    );
+                }
+                plan.output(format!("{what} output"), out);
+            }
+        }
+        for sel in brown {
+            plan.output("Brown text", out_dir.join(format!("brown-{sel}.txt")));
+        }
+        plan.output("report", crate::report_path(out_dir));
+        plan
+    }
+}
+
+/// The file step `i` writes.
+fn step_output(out_dir: &Path, i: usize, step: &Step) -> PathBuf {
+    out_dir.join(format!("{:02}-{}.gguf", i + 1, step.kind()))
+}
+
+/// A step's values turned into the library's types and checked (methods, types, patterns,
+/// numeric ranges): what [`Recipe::load`] checks for every step before any runs, and what
+/// the step then runs with.
+enum Planned {
+    Prune {
+        score: frugal_compress::prune::Score,
+        unit: Option<frugal_compress::structured::Unit>,
+        pattern: frugal_compress::prune::Pattern,
+    },
+    Quantize {
+        opts: Box<frugal_compress::quant::QuantizeOptions>,
+        method: frugal_compress::quant::Method,
+    },
+    Other,
+}
+
+fn check_text(what: &str, t: &TextSource) -> Result<(), String> {
+    if let Some(n) = t.tokens {
+        checks::count(n).map_err(|e| format!("{what} `tokens`: {e}"))?;
+    }
+    if let Some(c) = t.ctx {
+        checks::seq_ctx(c).map_err(|e| format!("{what} `ctx`: {e}"))?;
+    }
+    if let Some(sel) = &t.brown {
+        frugal_formats::brown::select_ids(&frugal_formats::assets::brown_dir(), sel)
+            .map_err(|e| format!("{what} `brown`: {e}"))?;
+    }
+    Ok(())
+}
+
+fn plan_step(step: &Step) -> Result<Planned, String> {
+    Ok(match step {
+        Step::Prune {
+            method,
+            sparsity,
+            pattern,
+            structure,
+            calib,
+        } => {
+            checks::sparsity(*sparsity).map_err(|e| format!("`sparsity`: {e}"))?;
+            if let Some(t) = calib {
+                check_text("`calib`", t)?;
+            }
+            let score = score(method)?;
+            let unit = structure
+                .as_deref()
+                .map(|s| {
+                    serde_json::from_value::<frugal_compress::structured::Unit>(
+                        serde_json::Value::String(s.to_string()),
+                    )
+                    .map_err(|_| format!("`structure`: `{s}` (mlp-neurons, attn-heads, layers)"))
+                })
+                .transpose()?;
+            if unit.is_some() && pattern.is_some() {
+                return Err("a structured prune takes no `pattern`".into());
+            }
+            if unit == Some(frugal_compress::structured::Unit::Layers) && calib.is_none() {
+                return Err("`structure = \"layers\"` needs a `calib` text".into());
+            }
+            if score != frugal_compress::prune::Score::Magnitude && calib.is_none() {
+                return Err(format!("method `{method}` needs a `calib` text"));
+            }
+            let pattern = pattern
+                .as_deref()
+                .unwrap_or("unstructured")
+                .parse()
+                .map_err(|e: String| format!("`pattern`: {e}"))?;
+            Planned::Prune {
+                score,
+                unit,
+                pattern,
+            }
+        }
+        Step::Distill {
+            text,
+            epochs,
+            lr,
+            alpha,
+            top_k,
+        } => {
+            check_text("`text`", text)?;
+            for (k, v) in [("epochs", epochs), ("top_k", top_k)] {
+                if let Some(v) = v {
+                    checks::count(*v).map_err(|e| format!("`{k}`: {e}"))?;
+                }
+            }
+            if let Some(v) = lr {
+                checks::lr(*v).map_err(|e| format!("`lr`: {e}"))?;
+            }
+            if let Some(v) = alpha {
+                checks::alpha(*v).map_err(|e| format!("`alpha`: {e}"))?;
+            }
+            Planned::Other
+        }
+        Step::Quantize {
+            ty,
+            method,
+            calib,
+            target_bpw,
+            tensor_types,
+        } => {
+            use frugal_compress::quant::{gptq, Method, Target};
+            if let Some(t) = calib {
+                check_text("`calib`", t)?;
+            }
+            let t = match frugal_compress::quant::target(ty) {
+                Some(Target::Gguf(t)) => t,
+                Some(_) => return Err(format!("`type`: `{ty}` is not a GGUF type")),
+                None => {
+                    return Err(format!(
+                        "`type`: unknown type `{ty}` (one of: {})",
+                        frugal_compress::quant::target_names().join(", ")
+                    ))
+                }
+            };
+            let mut opts = frugal_compress::quant::QuantizeOptions::new(t);
+            if let Some(b) = target_bpw {
+                checks::bpw(*b).map_err(|e| format!("`target_bpw`: {e}"))?;
+            }
+            opts.target_bpw = *target_bpw;
+            opts.overrides = tensor_types
+                .iter()
+                .map(|t| {
+                    t.parse()
+                        .map_err(|e: String| format!("`tensor_types`: {e}"))
+                })
+                .collect::<Result<_, _>>()?;
+            let g = gptq::GptqOptions {
+                damp: 0.01,
+                act_order: true,
+            };
+            let bw = |awq, gptq| Method::Blockwise(gptq::BlockwiseOptions { awq, gptq });
+            let method = match method.as_deref().unwrap_or("rtn") {
+                "rtn" => Method::Rtn,
+                "gptq" => bw(false, Some(g)),
+                "awq" => bw(true, None),
+                "awq-gptq" => bw(true, Some(g)),
+                m => return Err(format!("`method`: `{m}` (rtn, gptq, awq, awq-gptq)")),
+            };
+            if !matches!(method, Method::Rtn) && calib.is_none() {
+                return Err("a `method` other than rtn needs a `calib` text".into());
+            }
+            Planned::Quantize {
+                opts: Box::new(opts),
+                method,
+            }
+        }
+        Step::Eval {} | Step::Check { .. } => Planned::Other,
+        Step::Measure {
+            prompts,
+            tokens,
+            repeats,
+            region,
+            pue,
+            ..
+        } => {
+            for (k, v) in [
+                ("prompts", prompts),
+                ("tokens", tokens),
+                ("repeats", repeats),
+            ] {
+                if let Some(v) = v {
+                    checks::count(*v).map_err(|e| format!("`{k}`: {e}"))?;
+                }
+            }
+            if let Some(g) = region {
+                frugal_energy::carbon::intensity(g).map_err(|e| format!("`region`: {e}"))?;
+            }
+            match (pue, region) {
+                (Some(_), None) => return Err("`pue` needs a `region`".into()),
+                (Some(p), _) if !(p.is_finite() && *p >= 1.0) => {
+                    return Err(format!("`pue` {p} must be at least 1"))
+                }
+                _ => {}
+            }
+            Planned::Other
+        }
+    })
 }
 
 /// Reads a policy file.
@@ -284,6 +516,9 @@ pub struct StepRecord {
     pub input: String,
     /// The file written (eval steps write none).
     pub output: Option<String>,
+    /// Its size and hash when written (what a resumed run checks before reusing it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_id: Option<OutputId>,
     /// The step's own report (as `frugal prune/distill/quantize/eval --json` prints it).
     pub result: serde_json::Value,
     pub seconds: f64,
@@ -304,6 +539,9 @@ pub struct RecipeReport {
     pub frugal_version: String,
     pub recipe: String,
     pub recipe_file: String,
+    /// The SHA-256 of the recipe file this run read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_sha256: Option<String>,
     pub model: String,
     pub steps: Vec<StepRecord>,
     pub seconds: f64,
@@ -331,18 +569,13 @@ fn calib_spec(t: &TextSource, dir: &Path, tokens: usize, ctx: usize) -> Result<C
     })
 }
 
-fn score(method: &str, path: &Path) -> Result<frugal_compress::prune::Score, Error> {
+fn score(method: &str) -> Result<frugal_compress::prune::Score, String> {
     use frugal_compress::prune::Score;
     Ok(match method {
         "magnitude" => Score::Magnitude,
         "wanda" => Score::Wanda,
         "sparsegpt" => Score::SparseGpt,
-        m => {
-            return Err(bad(
-                path,
-                format!("prune method `{m}` (magnitude, wanda, sparsegpt)"),
-            ))
-        }
+        m => return Err(format!("`method`: `{m}` (magnitude, wanda, sparsegpt)")),
     })
 }
 
@@ -364,36 +597,22 @@ fn run_step(
 ) -> Result<(serde_json::Value, bool), Error> {
     Ok(match step {
         Step::Prune {
-            method,
-            sparsity,
-            pattern,
-            structure,
-            calib,
+            sparsity, calib, ..
         } => {
-            let score = score(method, path)?;
+            let Planned::Prune {
+                score,
+                unit,
+                pattern,
+            } = plan_step(step).map_err(|e| bad(path, e))?
+            else {
+                unreachable!("a prune step plans as a prune")
+            };
             let calib = calib
                 .as_ref()
                 .map(|t| calib_spec(t, dir, 32768, 512))
                 .transpose()?;
-            let unit = structure
-                .as_deref()
-                .map(|s| {
-                    serde_json::from_value::<frugal_compress::structured::Unit>(
-                        serde_json::Value::String(s.to_string()),
-                    )
-                    .map_err(|_| {
-                        bad(
-                            path,
-                            format!("structure `{s}` (mlp-neurons, attn-heads, layers)"),
-                        )
-                    })
-                })
-                .transpose()?;
             match unit {
                 Some(unit) => {
-                    if pattern.is_some() {
-                        return Err(bad(path, "a structured prune takes no pattern".into()));
-                    }
                     let opts = frugal_compress::structured::StructuredOptions {
                         unit,
                         score,
@@ -412,11 +631,6 @@ fn run_step(
                     (json(&s), true)
                 }
                 None => {
-                    let pattern = pattern
-                        .as_deref()
-                        .unwrap_or("unstructured")
-                        .parse()
-                        .map_err(|e: String| bad(path, e))?;
                     let opts = frugal_compress::prune::GgufPruneOptions {
                         score,
                         sparsity: *sparsity,
@@ -459,48 +673,10 @@ fn run_step(
                 true,
             )
         }
-        Step::Quantize {
-            ty,
-            method,
-            calib,
-            target_bpw,
-            tensor_types,
-        } => {
-            use frugal_compress::quant::{gptq, Method, Target};
-            let t = match frugal_compress::quant::target(ty) {
-                Some(Target::Gguf(t)) => t,
-                _ => {
-                    return Err(bad(
-                        path,
-                        format!("quantize type `{ty}` is not a GGUF type"),
-                    ))
-                }
-            };
-            let mut opts = frugal_compress::quant::QuantizeOptions::new(t);
-            opts.target_bpw = *target_bpw;
-            opts.overrides = tensor_types
-                .iter()
-                .map(|t| {
-                    t.parse()
-                        .map_err(|e: String| bad(path, format!("tensor_types: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-            let g = gptq::GptqOptions {
-                damp: 0.01,
-                act_order: true,
-            };
-            let bw = |awq, gptq| Method::Blockwise(gptq::BlockwiseOptions { awq, gptq });
-            let method = match method.as_deref().unwrap_or("rtn") {
-                "rtn" => Method::Rtn,
-                "gptq" => bw(false, Some(g)),
-                "awq" => bw(true, None),
-                "awq-gptq" => bw(true, Some(g)),
-                m => {
-                    return Err(bad(
-                        path,
-                        format!("quantize method `{m}` (rtn, gptq, awq, awq-gptq)"),
-                    ))
-                }
+        Step::Quantize { calib, .. } => {
+            let Planned::Quantize { opts, method } = plan_step(step).map_err(|e| bad(path, e))?
+            else {
+                unreachable!("a quantize step plans as a quantize")
             };
             let calib = calib
                 .as_ref()
@@ -578,7 +754,8 @@ fn run_step(
         }
         Step::Check { policy } => {
             let p = load_policy(policy)?;
-            let m = frugal_report::metrics::Metrics::from_report(&json(done));
+            let m = frugal_report::metrics::Metrics::from_report(&json(done))
+                .map_err(|e| bad(path, format!("the report so far: {e}")))?;
             let outcomes = frugal_report::policy::check(&p, &m);
             (
                 serde_json::json!({
@@ -592,31 +769,123 @@ fn run_step(
     })
 }
 
+/// How a recipe run treats its output folder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecipeRunOptions {
+    /// Run into a folder that holds another run (another recipe's, or the embedded default's):
+    /// its report is replaced and nothing of it is reused.
+    pub force: bool,
+}
+
+/// The SHA-256 of a file, streamed, in hex.
+fn sha256_file(p: &Path) -> Result<String, Error> {
+    use sha2::Digest;
+    let mut f = frugal_formats::guard::open_input(p, "step output")?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| frugal_formats::Error::io(p, "hashing", e))?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// A step output recorded when written: its size and hash, checked before it is reused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputId {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl OutputId {
+    fn of(p: &Path) -> Result<OutputId, Error> {
+        let bytes = std::fs::metadata(p)
+            .map_err(|e| frugal_formats::Error::io(p, "reading metadata of", e))?
+            .len();
+        Ok(OutputId {
+            bytes,
+            sha256: sha256_file(p)?,
+        })
+    }
+
+    /// Whether the file at `p` is still the one recorded (size first: cheap).
+    fn matches(&self, p: &Path) -> bool {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == self.bytes)
+            && sha256_file(p).is_ok_and(|h| h == self.sha256)
+    }
+}
+
+/// What `out_dir` holds from an earlier run: the steps of this recipe's run to resume from, or
+/// a refusal when it is another run's (unless forced: then nothing is reused).
+fn earlier_run(recipe: &Recipe, out_dir: &Path, force: bool) -> Result<Vec<StepRecord>, Error> {
+    crate::refuse_foreign_run(out_dir, &recipe.name, force)?;
+    let report_path = crate::report_path(out_dir);
+    if force || std::fs::symlink_metadata(&report_path).is_err() {
+        return Ok(Vec::new());
+    }
+    let bytes = frugal_formats::guard::read_capped(&report_path, "report", 256 << 20)?;
+    let foreign = |whose: String| Error::ForeignRun {
+        dir: out_dir.to_path_buf(),
+        whose,
+    };
+    let earlier = serde_json::from_slice::<RecipeReport>(&bytes).map_err(|e| {
+        foreign(format!(
+            "a report.json that does not read as a recipe run's ({e})"
+        ))
+    })?;
+    if earlier.model != recipe.model.display().to_string() {
+        return Err(foreign(format!(
+            "the run of recipe `{}` on another model ({})",
+            earlier.recipe, earlier.model
+        )));
+    }
+    Ok(earlier.steps)
+}
+
 /// Runs the recipe in `path` into `out_dir`, resuming an earlier run of it there.
+///
+/// Before any step runs: the recipe is read and every step's values checked; every path the
+/// run reads and writes goes through the guard (no output may be an input, a device or a
+/// FIFO); a folder holding another run is refused unless `opts.force`; temporary files that
+/// a killed run left are removed. A kept step's output is reused only if its size and
+/// SHA-256 are those recorded when it was written.
 pub fn run_recipe(
     path: &Path,
     out_dir: &Path,
+    opts: &RecipeRunOptions,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<(RecipeReport, PathBuf), Error> {
     let t0 = std::time::Instant::now();
     let recipe = Recipe::load(path)?;
+    let created = std::fs::symlink_metadata(out_dir).is_err();
     std::fs::create_dir_all(out_dir).map_err(|source| Error::OutputDir {
         path: out_dir.to_path_buf(),
         source,
     })?;
+    let prepared = recipe
+        .io_plan(path, out_dir)
+        .check()
+        .map_err(Error::from)
+        .and_then(|()| earlier_run(&recipe, out_dir, opts.force));
+    let earlier = match prepared {
+        Ok(e) => e,
+        Err(e) => {
+            if created {
+                let _ = std::fs::remove_dir(out_dir);
+            }
+            return Err(e);
+        }
+    };
+    frugal_formats::guard::remove_stale_partials(out_dir);
     let report_path = crate::report_path(out_dir);
-    // What an earlier run of this recipe left.
-    let earlier: Vec<StepRecord> = std::fs::read(&report_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<RecipeReport>(&b).ok())
-        .filter(|r| r.model == recipe.model.display().to_string())
-        .map(|r| r.steps)
-        .unwrap_or_default();
+    if opts.force {
+        // The replaced run's Markdown and HTML reports would disagree with the new report.json.
+        for f in ["report.md", "report.html"] {
+            let _ = std::fs::remove_file(out_dir.join(f));
+        }
+    }
     let mut report = RecipeReport {
         schema_version: crate::REPORT_SCHEMA_VERSION,
         frugal_version: env!("CARGO_PKG_VERSION").into(),
         recipe: recipe.name.clone(),
         recipe_file: path.display().to_string(),
+        recipe_sha256: Some(sha256_file(path)?),
         model: recipe.model.display().to_string(),
         steps: Vec::new(),
         seconds: 0.0,
@@ -624,7 +893,7 @@ pub fn run_recipe(
     let mut input = recipe.model.clone();
     let mut reuse = true;
     for (i, step) in recipe.steps.iter().enumerate() {
-        let output = out_dir.join(format!("{:02}-{}.gguf", i + 1, step.kind()));
+        let output = step_output(out_dir, i, step);
         // A check is always run again: its policy file may have changed in place.
         let is_check = matches!(step, Step::Check { .. });
         let kept = earlier.get(i).filter(|r| {
@@ -632,7 +901,12 @@ pub fn run_recipe(
                 && reuse
                 && r.settings == *step
                 && r.input == input.display().to_string()
-                && r.output.as_ref().is_none_or(|o| Path::new(o).is_file())
+                && match (&r.output, &r.output_id) {
+                    (None, _) => true,
+                    (Some(o), Some(id)) => id.matches(Path::new(o)),
+                    // Written before outputs were recorded: not trusted.
+                    (Some(_), None) => false,
+                }
         });
         let record = match kept {
             Some(r) => StepRecord {
@@ -657,6 +931,7 @@ pub fn run_recipe(
                     settings: step.clone(),
                     input: input.display().to_string(),
                     output: writes.then(|| output.display().to_string()),
+                    output_id: writes.then(|| OutputId::of(&output)).transpose()?,
                     result,
                     seconds: t.elapsed().as_secs_f64(),
                     energy: json(&energy),
@@ -747,11 +1022,23 @@ mod tests {
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"eval\"\n", "[eval]"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"check\"\npolicy = \"none.toml\"\n", "none.toml"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\nregion = \"Atlantis\"\n", "Atlantis"),
-            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\ntokens = 0\n", "`tokens` must be at least 1"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\ntokens = 0\n", "`tokens`: 0 is not at least 1"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"measure\"\npue = 1.2\n", "`pue` needs a `region`"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"prune\"\nmethod = \"wanda\"\nsparsity = \"half\"\n", "expected f64"),
             ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"distill\"\ntext = { file = \"a\", brown = \"ca01\" }\n", "exactly one"),
             ("name = [\n", "line 1"),
+            // Issue #22: step 2's bad value was found only after step 1 had run, with no line.
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"eval\"\n[[step]]\nkind = \"quantize\"\ntype = \"Q9_X\"\n[eval]\ntext = { file = \"t\" }\n", "step 2 (`quantize`, line 5): `type`: unknown type `Q9_X`"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"quantize\"\ntype = \"Q8_0\"\nmethod = \"gptq\"\n", "needs a `calib` text"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"quantize\"\ntype = \"Q4_K\"\nmethod = \"fast\"\n", "`method`: `fast`"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"quantize\"\ntype = \"Q4_K\"\ntensor_types = [\"(=Q8_0\"]\n", "`tensor_types`"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"quantize\"\ntype = \"Q4_K\"\ntarget_bpw = 1.0\n", "`target_bpw`"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"prune\"\nmethod = \"magnitude\"\nsparsity = 1.5\n", "`sparsity`: 1.5"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"prune\"\nmethod = \"magnitude\"\nsparsity = 0.5\npattern = \"5:4\"\n", "`pattern`"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"prune\"\nmethod = \"magnitude\"\nsparsity = 0.5\nstructure = \"rows\"\n", "`structure`: `rows`"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"distill\"\ntext = { file = \"a\", ctx = 1 }\n", "`ctx`: 1"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"distill\"\ntext = { file = \"a\" }\nalpha = 2.0\n", "`alpha`: 2"),
+            ("name = \"x\"\nmodel = \"m\"\n[[step]]\nkind = \"eval\"\n[eval]\ntext = { file = \"t\" }\nchunks = 0\n", "`chunks`: 0"),
         ] {
             let e = load(text).unwrap_err().to_string();
             assert!(e.contains(needle), "expected {needle:?} in: {e}");

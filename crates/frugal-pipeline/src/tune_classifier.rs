@@ -227,8 +227,7 @@ pub fn read_plan(path: &Path) -> Result<BTreeMap<String, Option<&'static IntType
             path.display()
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| frugal_formats::Error::io(path, "reading the plan", e))?;
+    let text = frugal_formats::guard::read_text_capped(path, "plan", 1 << 20)?;
     let v: toml::Table =
         toml::from_str(&text).map_err(|e| bad(format!("{}: {}", path.display(), e.message())))?;
     let t = v

@@ -131,13 +131,13 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("estimated"));
-        let m = crate::metrics::Metrics::from_report(&json!({ "eu_ai_act": e }));
+        let m = crate::metrics::Metrics::from_report(&json!({ "eu_ai_act": e })).unwrap();
         assert_eq!(m.eu_ai_act_missing, Some(vec![]));
         let no_flops = eu_ai_act(&Record {
             flops: None,
             ..record()
         });
-        let m = crate::metrics::Metrics::from_report(&json!({ "eu_ai_act": no_flops }));
+        let m = crate::metrics::Metrics::from_report(&json!({ "eu_ai_act": no_flops })).unwrap();
         assert_eq!(
             m.eu_ai_act_missing,
             Some(vec!["training_compute_flops".to_string()])

@@ -188,8 +188,8 @@ pub struct PolicyError {
 /// A policy file that cannot be read, or does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: {reason}")]
-    File { path: String, reason: String },
+    #[error(transparent)]
+    Read(#[from] frugal_formats::Error),
     #[error(transparent)]
     Policy(#[from] PolicyError),
 }
@@ -377,6 +377,26 @@ impl Policy {
             });
         }
         clauses.sort_by_key(|c| c.line);
+        // A policy that checks nothing would pass every report: a gate must fail closed.
+        if !clauses.iter().any(|c| {
+            CLAUSES
+                .iter()
+                .any(|s| s.key == c.key && s.kind != Kind::Setting)
+        }) {
+            return Err(err(
+                1,
+                "(policy)",
+                format!(
+                    "checks nothing: a policy needs at least one limit or requirement (one of: {})",
+                    CLAUSES
+                        .iter()
+                        .filter(|c| c.kind != Kind::Setting)
+                        .map(|c| c.key)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
         Ok(Policy {
             path: path.to_string(),
             clauses,
@@ -388,17 +408,7 @@ impl Policy {
     /// Reads and parses the policy file at `path` (at most 1 MiB).
     pub fn load(path: &std::path::Path) -> Result<Policy, LoadError> {
         let name = path.display().to_string();
-        let file = |reason: String| LoadError::File {
-            path: name.clone(),
-            reason,
-        };
-        let len = std::fs::metadata(path)
-            .map_err(|e| file(e.to_string()))?
-            .len();
-        if len > MAX_POLICY_BYTES {
-            return Err(file(format!("{len} bytes; a policy is at most 1 MiB")));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+        let text = frugal_formats::guard::read_text_capped(path, "policy", MAX_POLICY_BYTES)?;
         Ok(Policy::parse(&text, &name)?)
     }
 
@@ -567,7 +577,7 @@ mod tests {
         let e = Policy::parse("\n\nmax_kld = \"0.1 Wh\"\n", "p.toml").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "max_kld"));
         let p = Policy::parse(
-            "label_wh_per_1k_queries = [0.001, \"18 J\", 1, \"0.02 kWh\"]\n",
+            "label_wh_per_1k_queries = [0.001, \"18 J\", 1, \"0.02 kWh\"]\nmax_kld = 1\n",
             "p.toml",
         )
         .unwrap();
@@ -588,6 +598,11 @@ mod tests {
                 "{bad}"
             );
         }
+        // Issue #22: a policy that checks nothing passed every report.
+        for empty in ["", "# nothing\n", "region = \"FRA\"\npue = 1.2\n"] {
+            let e = Policy::parse(empty, "p.toml").unwrap_err();
+            assert!(e.reason.contains("checks nothing"), "{empty:?}: {e}");
+        }
     }
 
     /// The policy's region and PUE turn the report's energy into the emissions it checks:
@@ -596,7 +611,8 @@ mod tests {
     fn emissions_follow_the_policys_region_and_pue() {
         let m = Metrics::from_report(&serde_json::json!({
             "per_1k_queries": {"wh": 2.0, "gco2e": 99.0}
-        }));
+        }))
+        .unwrap();
         let text = "region = \"FRA\"\npue = 1.5\nmax_gco2e_per_1k_queries = 0.2\n";
         let o = check(&Policy::parse(text, "p.toml").unwrap(), &m);
         assert_eq!(o.len(), 1);

@@ -286,6 +286,26 @@ pub fn model_facts(f: &GgufFile, has_imatrix: bool) -> ModelFacts {
     }
 }
 
+/// Refuses a `--tensor-type` override whose pattern matches no quantizable tensor of `f` (a
+/// misspelt pattern would otherwise change nothing, silently).
+pub fn check_overrides(f: &GgufFile, opts: &QuantizeOptions) -> Result<()> {
+    for o in &opts.overrides {
+        let hits = f
+            .header
+            .tensors
+            .iter()
+            .any(|t| mix::is_quantizable(&t.name, t.dims.len()) && o.pattern.is_match(&t.name));
+        if !hits {
+            return Err(Error::BadOptions(format!(
+                "--tensor-type `{}`: the pattern matches no quantizable tensor of {}",
+                o.pattern,
+                f.path().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The type of every tensor under `opts`, before any size budget: `None` for tensors kept as
 /// they are. Follows llama-quantize: overrides first, then the mix rules (unless pure), then
 /// the shape fallback.
@@ -466,6 +486,7 @@ pub fn quantize_model(
 ) -> Result<QuantizeReport> {
     let t0 = std::time::Instant::now();
     let f = GgufFile::open(input)?;
+    check_overrides(&f, opts)?;
     let mut opts = opts.clone();
     if let (Some(c), None) = (calib, &opts.imatrix) {
         // The full-precision model's importance matrix weights plain rounding and the size
@@ -738,7 +759,15 @@ pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Ch
         return Ok(choices);
     }
     if let Some(bpw) = opts.target_bpw {
-        return Ok(BudgetPlan::measure(f, opts, &|_, _| {})?.choices(bpw));
+        let plan = BudgetPlan::measure(f, opts, &|_, _| {})?;
+        let (least, most) = plan.budget_range();
+        if bpw < least {
+            return Err(Error::BadOptions(format!(
+                "--target-bpw {bpw} cannot be reached: the smallest types give {least:.3} bits \
+                 per weight on the budget's tensors (at most {most:.3})"
+            )));
+        }
+        return Ok(plan.choices(bpw));
     } else if opts.fallback == Fallback::Best {
         let members: Vec<usize> = (0..choices.len())
             .filter(|&i| choices[i].is_some_and(|c| c.reason == "fallback"))

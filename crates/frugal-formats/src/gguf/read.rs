@@ -113,7 +113,10 @@ pub fn parse_header(buf: &[u8]) -> Result<GgufHeader, ParseError> {
         return Err(ParseError::new(
             "header.magic",
             0,
-            format!("expected \"GGUF\", found {magic:02x?}"),
+            format!(
+                "expected the magic `GGUF`; {}",
+                crate::guard::describe_start(magic)
+            ),
         ));
     }
     let version = c.u32().map_err(|e| e.at("header.version"))?;

@@ -1,0 +1,151 @@
+//! Each command's inputs and outputs, declared for the guard ([`IoPlan`]) and checked in
+//! `dispatch` before any work: no output may be an input (through any link), a device, a FIFO
+//! or a folder; every input must be a regular file (or a folder where one is expected). A
+//! recipe declares its own (`frugal_pipeline::recipe::Recipe::io_plan`), all steps at once.
+
+use crate::Command;
+use frugal_formats::guard::{Expect, IoPlan};
+use std::path::{Path, PathBuf};
+
+/// `OUT` with `suffix` appended.
+fn beside(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The paths `cmd` reads and writes.
+pub fn plan(cmd: &Command) -> IoPlan {
+    let mut p = IoPlan::new();
+    let opt = |p: &mut IoPlan, what: &str, path: &Option<PathBuf>| {
+        if let Some(x) = path {
+            p.input(what, x);
+        }
+    };
+    match cmd {
+        Command::Inspect { file, .. } => {
+            p.input("model", file);
+        }
+        Command::Eval {
+            model,
+            text,
+            reference,
+            dump_items,
+            ..
+        } => {
+            p.add_input("model", model, Expect::FileOrDir);
+            if let Some(r) = reference {
+                p.add_input("--reference", r, Expect::FileOrDir);
+            }
+            opt(&mut p, "--text", text);
+            if let Some(d) = dump_items {
+                p.output("--dump-items", d);
+            }
+        }
+        Command::Distill {
+            out,
+            student,
+            text,
+            eval_text,
+            teacher,
+            ..
+        } => {
+            opt(&mut p, "--student", student);
+            for t in teacher {
+                p.input("--teacher", t);
+            }
+            opt(&mut p, "--text", text);
+            opt(&mut p, "--eval-text", eval_text);
+            p.output("--out", out)
+                .output("the checkpoint", beside(out, ".checkpoint"));
+        }
+        Command::Prune {
+            input,
+            output,
+            calib,
+            eval_text,
+            ..
+        } => {
+            p.input("input model", input);
+            opt(&mut p, "--calib", calib);
+            opt(&mut p, "--eval-text", eval_text);
+            p.output("output", output);
+        }
+        Command::Quantize {
+            input,
+            output,
+            plan,
+            calib,
+            eval_text,
+            ..
+        } => {
+            p.add_input("input model", input, Expect::FileOrDir);
+            opt(&mut p, "--plan", plan);
+            opt(&mut p, "--calib", calib);
+            opt(&mut p, "--eval-text", eval_text);
+            if input.is_dir() {
+                p.output_dir("output folder", output);
+            } else {
+                p.output("output", output);
+            }
+        }
+        Command::Tune {
+            input,
+            output,
+            policy,
+            calib,
+            search,
+            heldout,
+            data,
+            ..
+        } => {
+            p.input("input model", input);
+            opt(&mut p, "--policy", policy);
+            opt(&mut p, "--calib", calib);
+            opt(&mut p, "--eval", search);
+            opt(&mut p, "--heldout", heldout);
+            p.output("output", output)
+                .output("the report", frugal_pipeline::tune::report_path(output));
+            if data.is_some() {
+                p.output("the plan", beside(output, ".plan.toml"));
+            } else {
+                p.output("the recipe", frugal_pipeline::tune::recipe_path(output));
+            }
+        }
+        Command::Dequantize { input, output } => {
+            p.input("input model", input).output("output", output);
+        }
+        Command::BrownText { dir, out, .. } => {
+            if let Some(d) = dir {
+                p.add_input("--dir", d, Expect::Dir);
+            }
+            p.output("output", out);
+        }
+        Command::Run { recipe, .. } => {
+            opt(&mut p, "recipe", recipe);
+        }
+        Command::Check { policy, report, .. } => {
+            opt(&mut p, "--policy", policy);
+            opt(&mut p, "report", report);
+        }
+        Command::Measure {
+            model,
+            baseline,
+            cost,
+            export,
+            ..
+        } => {
+            if let Some(m) = model {
+                p.add_input("model", m, Expect::FileOrDir);
+            }
+            opt(&mut p, "--baseline", baseline);
+            opt(&mut p, "--cost", cost);
+            if let Some(d) = export.as_ref().filter(|d| d.is_dir()) {
+                for f in frugal_pipeline::measure::EXPORT_FILES {
+                    p.output("--export", d.join(f));
+                }
+            }
+        }
+    }
+    p
+}
