@@ -1250,6 +1250,21 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
     assert_eq!(s[0]["resumed"], true);
     assert_eq!(s[1]["resumed"], false);
     assert!(s[2]["result"]["kld"]["mean"].as_f64().unwrap() > kld8);
+    // Issue #22: a kept output is checked against the size and SHA-256 recorded when it was
+    // written: one byte changed in place (same size) and the step runs again.
+    let q = dir.path().join("out/02-quantize.gguf");
+    let mut bytes = std::fs::read(&q).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&q, &bytes).unwrap();
+    drop(bytes);
+    let tampered = run("Q4_0");
+    let s = tampered["steps"].as_array().unwrap();
+    assert_eq!(
+        (&s[0]["resumed"], &s[1]["resumed"]),
+        (&true.into(), &false.into())
+    );
+    assert_eq!(s[1]["output_id"], changed["steps"][1]["output_id"]);
     // Measure and check steps: the compressed model's energy per token, the break-even of the
     // steps before it against the recipe's model, then the report so far against a policy (a
     // failed clause fails the run with exit 1, after the report is written).

@@ -18,7 +18,7 @@ mod testutil;
 pub enum Error {
     #[error(transparent)]
     Model(#[from] frugal_models::Error),
-    #[error("tensor computation failed: {0}")]
+    #[error("tensor computation failed")]
     Candle(#[from] candle_core::Error),
     #[error("type {0} cannot be decoded for checking")]
     Unsupported(String),

@@ -18,7 +18,7 @@ pub use lm::{
 pub enum Error {
     #[error(transparent)]
     Model(#[from] frugal_models::Error),
-    #[error("tensor computation failed: {0}")]
+    #[error("tensor computation failed")]
     Candle(#[from] candle_core::Error),
     #[error("the text has {n_tokens} tokens; at least {needed} (2 × ctx) are needed")]
     TextTooShort { n_tokens: usize, needed: usize },

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Formats(#[from] frugal_formats::Error),
-    #[error("tensor computation failed: {0}")]
+    #[error("tensor computation failed")]
     Candle(#[from] candle_core::Error),
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },

@@ -36,7 +36,7 @@ pub enum Error {
     Compress(#[from] frugal_compress::Error),
     #[error(transparent)]
     Eval(#[from] frugal_eval::Error),
-    #[error("{path}: cannot create output folder: {source}")]
+    #[error("{path}: cannot create output folder")]
     OutputDir {
         path: PathBuf,
         source: std::io::Error,
@@ -47,10 +47,10 @@ pub enum Error {
     #[error("{0}")]
     LimitNotMet(String),
     /// An evaluation that cannot run on its text (too short, bad ctx), found before any work.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     EvalText {
         path: PathBuf,
-        source: frugal_eval::Error,
+        error: frugal_eval::Error,
     },
     /// The output folder holds another run, which this one would overwrite.
     #[error("{dir} holds {whose}; run into another folder, or pass --force to replace it")]
@@ -65,7 +65,7 @@ impl Error {
             Error::Compress(e) => e.is_bad_input(),
             Error::Eval(e) => e.is_bad_input(),
             Error::Recipe { .. } | Error::ForeignRun { .. } => true,
-            Error::EvalText { source, .. } => source.is_bad_input(),
+            Error::EvalText { error, .. } => error.is_bad_input(),
             Error::OutputDir { .. } | Error::LimitNotMet(_) => false,
         }
     }

@@ -73,10 +73,10 @@ pub fn quantize_step(
 pub fn check_eval(model: &Path, e: Option<&EvalSpec>) -> Result<(), crate::Error> {
     match e {
         None => Ok(()),
-        Some(e) => frugal_eval::lm::check_eval_text(model, &e.text, e.ctx).map_err(|source| {
+        Some(e) => frugal_eval::lm::check_eval_text(model, &e.text, e.ctx).map_err(|error| {
             crate::Error::EvalText {
                 path: e.text.clone(),
-                source,
+                error,
             }
         }),
     }
