@@ -56,3 +56,24 @@ out("brown_tagged", "tagged.txt", b"\n\tThe/at jury/nn said/vbd ``/`` no/at ''/'
 if cache and (cache / "brown/ca01").exists():
     out("brown_tagged", "ca01", (cache / "brown/ca01").read_bytes()[:4000])
 out("brown_tagged", "digits.csv", (",".join(["0"] * 64) + ",3\n").encode())
+
+# Recipes, policies and reports: the shipped ones, and a report of each kind Frugal writes.
+repo = pathlib.Path(__file__).resolve().parent.parent
+for p in sorted((repo / "recipes").glob("*.toml")):
+    out("recipe", p.name, p.read_bytes())
+out("recipe", "steps.toml", b'name = "x"\nmodel = "m.gguf"\n[eval]\ntext = { brown = "cj01" }\n'
+    b'[[step]]\nkind = "prune"\nmethod = "wanda"\nsparsity = 0.2\npattern = "2:4"\n'
+    b'calib = { file = "c.txt", tokens = 64, ctx = 32 }\n[[step]]\nkind = "quantize"\n'
+    b'type = "Q4_K_M"\ntensor_types = ["ffn_down=Q6_K"]\ntarget_bpw = 4.5\n'
+    b'[[step]]\nkind = "eval"\n[[step]]\nkind = "measure"\nregion = "FRA"\npue = 1.2\n')
+for p in sorted((repo / "policies").glob("*.toml")):
+    out("policy", p.name, p.read_bytes())
+out("policy", "units.toml", b'max_wh_per_1k_queries = "0.5 kWh"\nregion = "FRA"\npue = 1.3\n'
+    b'label_wh_per_1k_queries = [0.001, "18 J", 1, "0.02 kWh"]\nrequire_measured_energy = true\n')
+out("report", "lm.json", json.dumps({"quantize": {"input_bytes": 400, "output_bytes": 100},
+    "quality": {"ppl": 11.0, "kld": {"mean": 0.02, "reference_ppl": 10.0}}}).encode())
+out("report", "recipe.json", json.dumps({"steps": [{"result": {"kld": {"mean": 0.1}}},
+    {"result": {"per_1k_queries": {"wh": 2.5, "gco2e": None}, "break_even": {"queries": None}}}]}).encode())
+out("report", "measure.json", json.dumps({"energy": {"sources": [{"provenance": {"kind": "measured"}}]},
+    "per_1k_queries": {"wh": 1.0, "sci_gco2e": 0.3}, "eu_ai_act": {"energy_mwh": 1e-6},
+    "accuracy_drop_pt": -0.2}).encode())

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf_header safetensors_header idx brown_tagged)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf_header safetensors_header idx brown_tagged recipe policy report)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 PY="$(scripts/setup-python.sh)"

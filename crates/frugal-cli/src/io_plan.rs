@@ -81,7 +81,13 @@ pub fn plan(cmd: &Command) -> IoPlan {
         } => {
             p.add_input("input model", input, Expect::FileOrDir);
             opt(&mut p, "--plan", plan);
-            opt(&mut p, "--calib", calib);
+            // An encoder's `--calib brown` names the Brown corpus, not a file.
+            let brown = |c: &&PathBuf| input.is_dir() && c.as_os_str() == "brown" && !c.exists();
+            opt(
+                &mut p,
+                "--calib",
+                &calib.as_ref().filter(|c| !brown(c)).cloned(),
+            );
             opt(&mut p, "--eval-text", eval_text);
             if input.is_dir() {
                 p.output_dir("output folder", output);

@@ -252,7 +252,11 @@ fn distill_trains_and_distils_a_digits_classifier() {
         "{}",
         pair["teacher_eval"]
     );
-    // A language model: one teacher, no classifier options.
+    // A language model: one teacher, no classifier options (the files exist, so the guard
+    // passes and the options are judged).
+    for f in ["s.gguf", "a.gguf", "b.gguf", "x.txt"] {
+        std::fs::write(dir.path().join(f), b"").unwrap();
+    }
     let lm = |extra: &[&str]| {
         let mut args = vec!["distill", "--student", "s.gguf", "--teacher", "a.gguf"];
         args.extend_from_slice(extra);
@@ -1614,7 +1618,7 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
             ],
             dir.path(),
         ),
-        "must not be one of the inputs",
+        "refusing to write over an input (--heldout",
     );
     assert_eq!(
         std::fs::read(dir.path().join("search.txt")).unwrap(),
@@ -2309,7 +2313,7 @@ fn tune_a_classifier_within_an_accuracy_drop_and_rebuild_it_from_its_plan() {
             "--max-accuracy-drop-pt",
             "1",
         ],
-        "must not be the input",
+        "refusing to write over an input (input model",
     );
     std::fs::write(
         d.join("other.toml"),

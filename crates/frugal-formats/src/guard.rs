@@ -7,7 +7,7 @@
 //! - an output that exists and is not a regular file (Frugal replaces outputs by renaming a
 //!   temporary file over them, which would turn `/dev/null` into a plain file for everyone);
 //! - an output that is one of the inputs (same device and inode, so through symbolic and hard
-//!   links), lies inside an input folder, or is named twice.
+//!   links), or is named twice.
 //!
 //! Files are then opened by [`open_input`] (non-blocking, checked on the open descriptor, so a
 //! path swapped for a FIFO after the check is still refused) and small files read by
@@ -303,13 +303,9 @@ impl IoPlan {
     /// Checks every input and output, and that no output is an input or another output.
     pub fn check(&self) -> Result<()> {
         let mut ids = Vec::new();
-        let mut input_dirs = Vec::new();
         for i in &self.inputs {
             let m = check_input(&i.path, &i.what, i.expect)?;
             ids.push((m.dev(), m.ino(), i));
-            if m.is_dir() {
-                input_dirs.push((normalized(&i.path), i));
-            }
         }
         let mut seen: Vec<(PathBuf, &Entry)> = Vec::new();
         for o in &self.outputs {
@@ -333,12 +329,6 @@ impl IoPlan {
                 }
             }
             let n = normalized(&o.path);
-            if let Some((_, i)) = input_dirs.iter().find(|(d, _)| n.starts_with(d)) {
-                return Err(Error::WouldOverwriteInput {
-                    path: o.path.clone(),
-                    input: format!("a file inside {} {}", i.what, i.path.display()),
-                });
-            }
             if let Some((_, other)) = seen.iter().find(|(p, _)| *p == n) {
                 return Err(Error::RefusedOutput {
                     path: o.path.clone(),
@@ -450,10 +440,19 @@ mod tests {
         }
         let enc = dir.path().join("encoder");
         fs::create_dir(&enc).unwrap();
+        fs::write(enc.join("model.safetensors"), b"x").unwrap();
+        let mut plan = IoPlan::new();
+        plan.add_input("model", &enc, Expect::Dir)
+            .input("weights", enc.join("model.safetensors"))
+            .output("items", enc.join("model.safetensors"));
+        assert!(
+            plan.check().is_err(),
+            "a file the run reads inside an input folder"
+        );
         let mut plan = IoPlan::new();
         plan.add_input("model", &enc, Expect::Dir)
             .output("items", enc.join("items.json"));
-        assert!(plan.check().is_err(), "an output inside an input folder");
+        plan.check().unwrap();
         let mut plan = IoPlan::new();
         plan.input("model", &model)
             .output("output", dir.path().join("a.gguf"))

@@ -180,15 +180,21 @@ impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe, Error> {
         let text = frugal_formats::guard::read_text_capped(path, "recipe", MAX_RECIPE_BYTES)
             .map_err(|e| bad(path, e.to_string()))?;
+        Recipe::parse(&text, path)
+    }
+
+    /// Parses and checks a recipe's text (as read from `path`): every step's values, with the
+    /// step's line; the policies it names are read.
+    pub fn parse(text: &str, path: &Path) -> Result<Recipe, Error> {
         // toml's messages name the line, the column and the key.
-        let mut r: Recipe = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+        let mut r: Recipe = toml::from_str(text).map_err(|e| bad(path, e.to_string()))?;
         // The line each `[[step]]` starts on, for messages about its values.
         #[derive(Deserialize)]
         struct Lines {
             #[serde(default)]
             step: Vec<toml::Spanned<toml::Value>>,
         }
-        let lines: Vec<usize> = toml::from_str::<Lines>(&text)
+        let lines: Vec<usize> = toml::from_str::<Lines>(text)
             .map(|l| {
                 l.step
                     .iter()

@@ -273,8 +273,8 @@ pub fn tune(
         if spec.chunks == Some(0) {
             return Err(bad("--eval-chunks must be at least 1".into()));
         }
-        std::fs::metadata(&spec.text)
-            .map_err(|e| frugal_formats::Error::io(&spec.text, "reading the evaluation text", e))?;
+        // Long enough for two chunks in the model's tokens: found now, not after the search.
+        crate::quantize::check_eval(&job.input, Some(spec))?;
     }
     for p in [&job.input, &job.calib.text, &job.heldout.text] {
         if p.to_str().is_none() {

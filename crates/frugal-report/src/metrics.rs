@@ -81,6 +81,10 @@ fn num(
     let mut cur = v;
     for (i, k) in path.iter().enumerate() {
         let here = || format!("{prefix}{}", path[..=i].join("."));
+        // An optional block Frugal left out (`"quality": null`): the figure is absent.
+        if cur.is_null() {
+            return Ok(None);
+        }
         let Value::Object(o) = cur else {
             return Err(ReportError(format!(
                 "`{prefix}{}` is {}, expected an object",
@@ -291,6 +295,7 @@ mod tests {
                 "cannot be negative",
             ),
             (serde_json::json!({"kld": {"mean": null}}), "null"),
+            (serde_json::json!({"kld": true}), "expected an object"),
             (serde_json::json!({"kld": "5"}), "expected an object"),
             (serde_json::json!({"quality": {"ppl": true}}), "boolean"),
             (
@@ -308,9 +313,11 @@ mod tests {
             let e = Metrics::from_report(&r).unwrap_err().to_string();
             assert!(e.contains(needle), "{r}: expected {needle:?} in {e}");
         }
-        // A negative accuracy drop is an improvement, and a null break-even never pays back.
+        // A negative accuracy drop is an improvement, a null break-even never pays back, and a
+        // block left out as null is absent.
         let m = Metrics::from_report(&serde_json::json!({
-            "accuracy_drop_pt": -0.5, "break_even": {"queries": null}
+            "accuracy_drop_pt": -0.5, "break_even": {"queries": null},
+            "quality": null, "per_1k_queries": null
         }))
         .unwrap();
         assert_eq!(m.accuracy_drop_pt.unwrap().value, -0.5);
