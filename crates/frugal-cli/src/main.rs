@@ -529,6 +529,7 @@ fn main() -> ExitCode {
         eprintln!("frugal: interrupted; unfinished outputs removed");
         std::process::exit(130);
     });
+    frugal_formats::output::fail_oversized_writes();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -386,6 +386,18 @@ fn recipes_are_checked_whole_before_they_run() {
     .unwrap();
     let out = frugal_within(60, &["run", "--out", "recipe-run"], d);
     assert_refused(&out, &["holds the run of recipe `ok`"]);
+    let out = frugal_within(300, &["run", "--out", "recipe-run", "--force"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("recipe-run/report.json")).unwrap()).unwrap();
+    assert_eq!(
+        r["recipe"], "embedded-default",
+        "--force replaced the other run's report"
+    );
     let out = frugal_within(300, &["run", "--out", "default"], d);
     assert!(
         out.status.success(),
@@ -393,6 +405,32 @@ fn recipes_are_checked_whole_before_they_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!d.join("default/.report.json.4194305.partial").exists());
+}
+
+/// A write that hits the file-size limit (as a full disk would) fails the run with exit 1 and
+/// leaves no partial file behind.
+#[test]
+fn a_failed_write_leaves_nothing() {
+    let Some(model) = smollm2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -f 2048; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_frugal"))
+        .args(["dequantize", s(&model), "f32.gguf"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("f32.gguf") && err.contains("File too large"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a file was left"
+    );
 }
 
 /// Reports whose figures are strings, nulls or negative, empty reports and empty policies are

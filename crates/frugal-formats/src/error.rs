@@ -40,6 +40,14 @@ impl std::fmt::Display for ParseError {
 /// Errors of the formats crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Writing an output failed (a full disk, a file-size limit): the work failed, not the input.
+    #[error("{path}: {context}")]
+    Write {
+        path: PathBuf,
+        context: &'static str,
+        source: std::io::Error,
+    },
+
     #[error("{path}: {context}")]
     Io {
         path: PathBuf,
@@ -92,6 +100,15 @@ impl Error {
         }
     }
 
+    /// A failure while writing the output `path`.
+    pub fn write(path: &Path, context: &'static str, source: std::io::Error) -> Self {
+        Error::Write {
+            path: path.to_path_buf(),
+            context,
+            source,
+        }
+    }
+
     pub fn malformed(path: &Path, format: &'static str, error: ParseError) -> Self {
         Error::Malformed {
             path: path.to_path_buf(),
@@ -102,7 +119,7 @@ impl Error {
 
     /// True when the error is the input's fault (bad or missing file) rather than the program's.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::InvalidOutput { .. })
+        !matches!(self, Error::InvalidOutput { .. } | Error::Write { .. })
     }
 }
 

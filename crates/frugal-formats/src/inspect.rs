@@ -207,11 +207,8 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
 /// For a safetensors file in a Hugging Face model folder, the `model_type` of its `config.json`.
 fn architecture_from_config(path: &Path) -> Option<String> {
     let cfg = path.parent()?.join("config.json");
-    let meta = std::fs::metadata(&cfg).ok()?;
-    if meta.len() > 1 << 20 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(cfg).ok()?).ok()?;
+    let bytes = crate::guard::read_capped(&cfg, "config.json", 1 << 20).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     v.get("model_type")?.as_str().map(str::to_string)
 }
 

@@ -27,6 +27,14 @@ pub fn remove_unfinished_outputs() {
     }
 }
 
+/// Makes a write past the file-size limit (`ulimit -f`) fail with an error instead of killing
+/// the process with SIGXFSZ, so the unfinished output is removed like on a full disk. Call it
+/// once at start-up.
+pub fn fail_oversized_writes() {
+    // SAFETY: setting a signal's disposition to "ignore" has no handler to run.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}
+
 /// The temporary name (`.NAME.PID.partial`, next to `path`) an output is built under,
 /// registered for cleanup before it is created, so that a signal arriving in between still
 /// removes it.
@@ -101,7 +109,7 @@ impl AtomicFile {
             Ok(f) => f,
             Err(e) => {
                 unregister(&tmp);
-                return Err(Error::io(path, "creating output", e));
+                return Err(Error::write(path, "creating output", e));
             }
         };
         Ok(AtomicFile {
@@ -121,12 +129,12 @@ impl AtomicFile {
         let out = self.out.take().expect("AtomicFile used after commit");
         let file = out
             .into_inner()
-            .map_err(|e| Error::io(&self.path, "writing output", e.into_error()))?;
+            .map_err(|e| Error::write(&self.path, "writing output", e.into_error()))?;
         file.sync_all()
-            .map_err(|e| Error::io(&self.path, "syncing output", e))?;
+            .map_err(|e| Error::write(&self.path, "syncing output", e))?;
         drop(file);
         fs::rename(&self.tmp, &self.path)
-            .map_err(|e| Error::io(&self.path, "renaming output into place", e))?;
+            .map_err(|e| Error::write(&self.path, "renaming output into place", e))?;
         unregister(&self.tmp);
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Make the rename durable; not every file system supports syncing a folder.
@@ -185,7 +193,7 @@ impl AtomicDir {
         let tmp = register_temporary(path)?;
         if let Err(e) = fs::create_dir(&tmp) {
             unregister(&tmp);
-            return Err(Error::io(path, "creating output folder", e));
+            return Err(Error::write(path, "creating output folder", e));
         }
         Ok(AtomicDir {
             path: path.to_path_buf(),
@@ -213,7 +221,7 @@ impl AtomicDir {
             });
         }
         fs::rename(&self.tmp, &self.path)
-            .map_err(|e| Error::io(&self.path, "renaming output folder into place", e))?;
+            .map_err(|e| Error::write(&self.path, "renaming output folder into place", e))?;
         unregister(&self.tmp);
         self.done = true;
         Ok(())
@@ -236,7 +244,7 @@ pub fn write_atomic(
     fill: impl FnOnce(&mut AtomicFile) -> io::Result<()>,
 ) -> Result<()> {
     let mut f = AtomicFile::create(path, inputs)?;
-    fill(&mut f).map_err(|e| Error::io(path, "writing output", e))?;
+    fill(&mut f).map_err(|e| Error::write(path, "writing output", e))?;
     f.commit()
 }
 

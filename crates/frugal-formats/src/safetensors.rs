@@ -375,7 +375,7 @@ pub fn write_safetensors_file(
     // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
     json.resize(json.len().div_ceil(8) * 8, b' ');
     let mut out = AtomicFile::create(path, inputs)?;
-    let io = |e| Error::io(path, "writing safetensors", e);
+    let io = |e| Error::write(path, "writing safetensors", e);
     out.write_all(&(json.len() as u64).to_le_bytes())
         .map_err(io)?;
     out.write_all(&json).map_err(io)?;

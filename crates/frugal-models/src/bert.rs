@@ -201,7 +201,8 @@ impl Bert {
             });
         }
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+        let tok_bytes = frugal_formats::guard::read_capped(&tok_path, "tokenizer", 64 << 20)?;
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(&tok_bytes)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
         tokenizer.with_padding(None);
         let mut untruncated = tokenizer.clone();

@@ -73,7 +73,7 @@ impl GgufStreamWriter {
             n: 0,
         };
         write_header(&mut w, metadata, tensors, &sizes, alignment)
-            .map_err(|e| Error::io(path, "writing GGUF", e))?;
+            .map_err(|e| Error::write(path, "writing GGUF", e))?;
         let n = w.n;
         Ok(GgufStreamWriter {
             out,
@@ -107,7 +107,7 @@ impl GgufStreamWriter {
         };
         w.write_all(data)
             .and_then(|_| pad(&mut w, self.alignment))
-            .map_err(|e| Error::io(&self.path, "writing GGUF", e))?;
+            .map_err(|e| Error::write(&self.path, "writing GGUF", e))?;
         self.n = w.n;
         self.next += 1;
         Ok(())
@@ -137,7 +137,7 @@ pub fn write_gguf_file(
     let alignment = validate(path, metadata, tensors)?;
     let mut out = AtomicFile::create(path, inputs)?;
     let n = write_gguf_unchecked(&mut out, metadata, tensors, alignment)
-        .map_err(|e| Error::io(path, "writing GGUF", e))?;
+        .map_err(|e| Error::write(path, "writing GGUF", e))?;
     out.commit()?;
     Ok(n)
 }
@@ -150,7 +150,7 @@ pub fn write_gguf<W: Write>(
 ) -> Result<u64> {
     let alignment = validate(Path::new("<stream>"), metadata, tensors)?;
     write_gguf_unchecked(w, metadata, tensors, alignment)
-        .map_err(|e| Error::io(Path::new("<stream>"), "writing GGUF", e))
+        .map_err(|e| Error::write(Path::new("<stream>"), "writing GGUF", e))
 }
 
 /// Checks what a reader would check, so Frugal never writes a file it would refuse to read.
