@@ -576,67 +576,72 @@ fn messages_say_what_the_file_is() {
     assert!(!err.contains("[47"), "{err}");
 }
 
-/// `frugal measure -- CMD` stopped by SIGTERM forwards it to the command's process group
-/// (grandchildren included), waits, and exits with the command's status: 128 + 15.
+/// `frugal measure -- CMD` stopped by SIGINT, SIGTERM or SIGHUP forwards the signal to the
+/// command's process group, waits, ends what is left of the group (a shell's background job
+/// ignores SIGINT), and exits with the command's status: 128 + the signal.
 #[test]
 fn an_interrupted_measurement_leaves_no_process_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
-        .args([
-            "measure",
-            "--",
-            "sh",
-            "-c",
-            "sleep 60 & echo $! > pid; wait",
-        ])
-        .current_dir(d)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let pid = loop {
-        if let Ok(p) = std::fs::read_to_string(d.join("pid")) {
-            if p.ends_with('\n') {
-                break p.trim().to_string();
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args([
+                "measure",
+                "--",
+                "sh",
+                "-c",
+                "sleep 60 & echo $! > pid; wait",
+            ])
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let pid = loop {
+            if let Ok(p) = std::fs::read_to_string(d.join("pid")) {
+                if p.ends_with('\n') {
+                    break p.trim().to_string();
+                }
             }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the command never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        while child.try_wait().unwrap().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "frugal did not end");
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the command never started"
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "SIG{signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    while child.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "frugal did not end");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(143),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The grandchild got the signal too (it may linger a moment as a zombie of init).
-    let alive =
-        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
-    let t1 = Instant::now();
-    while alive() {
-        assert!(
-            t1.elapsed() < Duration::from_secs(5),
-            "sleep {pid} still runs"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        // The grandchild got the signal too (it may linger a moment as a zombie of init).
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        };
+        let t1 = Instant::now();
+        while alive() {
+            assert!(
+                t1.elapsed() < Duration::from_secs(5),
+                "SIG{signal}: sleep {pid} still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     // A command that fails gives its own code.
-    let out = frugal_within(20, &["measure", "--", "sh", "-c", "exit 7"], d);
+    let dir = tempfile::tempdir().unwrap();
+    let out = frugal_within(20, &["measure", "--", "sh", "-c", "exit 7"], dir.path());
     assert_eq!(out.status.code(), Some(7));
 }

@@ -252,7 +252,8 @@ pub fn measure_command(
     let mut child = command
         .spawn()
         .map_err(|e| Error::BadOptions(format!("cannot run {}: {e}", program.to_string_lossy())))?;
-    forwarding.to_group(child.id());
+    let group = child.id();
+    forwarding.to_group(group);
     // A thread waits for the child; this one samples the counters every second meanwhile (RAPL
     // wraps within minutes at high power) and stops the session as soon as the child ends.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -274,6 +275,9 @@ pub fn measure_command(
             }
         }
     };
+    // Stopped by a signal: what the command left in its group (a shell's background job, which
+    // ignores SIGINT) is ended too.
+    forwarding.end_group_if_signalled(group);
     drop(forwarding);
     // The session's own calls ran on this thread and are in this span already.
     let own = thread_cpu_seconds() - t0;
@@ -337,6 +341,18 @@ mod forward {
             if sig != 0 && g > 0 {
                 // SAFETY: sending a signal to the child's own group.
                 unsafe { libc::kill(-g, sig) };
+            }
+        }
+    }
+
+    impl Forwarding {
+        /// After the command ended: if a signal was forwarded, SIGTERM to whatever is left
+        /// of its process group.
+        pub fn end_group_if_signalled(&self, pid: u32) {
+            let g = i32::try_from(pid).unwrap_or(0);
+            if g > 0 && RECEIVED.load(Ordering::SeqCst) != 0 {
+                // SAFETY: sending a signal to the command's own group (ESRCH when it is empty).
+                unsafe { libc::kill(-g, libc::SIGTERM) };
             }
         }
     }
