@@ -3,7 +3,7 @@
 //! or a folder; every input must be a regular file (or a folder where one is expected). A
 //! recipe declares its own (`frugal_pipeline::recipe::Recipe::io_plan`), all steps at once.
 
-use crate::Command;
+use crate::{commands, Command};
 use frugal_formats::guard::{Expect, IoPlan};
 use std::path::{Path, PathBuf};
 
@@ -23,16 +23,16 @@ pub fn plan(cmd: &Command) -> IoPlan {
         }
     };
     match cmd {
-        Command::Inspect { file, .. } => {
+        Command::Inspect(commands::inspect::Args { file, .. }) => {
             p.input("model", file);
         }
-        Command::Eval {
+        Command::Eval(commands::eval::Args {
             model,
             text,
             reference,
             dump_items,
             ..
-        } => {
+        }) => {
             p.add_input("model", model, Expect::FileOrDir);
             if let Some(r) = reference {
                 p.add_input("--reference", r, Expect::FileOrDir);
@@ -42,14 +42,14 @@ pub fn plan(cmd: &Command) -> IoPlan {
                 p.output("--dump-items", d);
             }
         }
-        Command::Distill {
+        Command::Distill(commands::distill::Args {
             out,
             student,
             text,
             eval_text,
             teacher,
             ..
-        } => {
+        }) => {
             opt(&mut p, "--student", student);
             for t in teacher {
                 p.input("--teacher", t);
@@ -59,26 +59,26 @@ pub fn plan(cmd: &Command) -> IoPlan {
             p.output("--out", out)
                 .output("the checkpoint", beside(out, ".checkpoint"));
         }
-        Command::Prune {
+        Command::Prune(commands::prune::Args {
             input,
             output,
             calib,
             eval_text,
             ..
-        } => {
+        }) => {
             p.input("input model", input);
             opt(&mut p, "--calib", calib);
             opt(&mut p, "--eval-text", eval_text);
             p.output("output", output);
         }
-        Command::Quantize {
+        Command::Quantize(commands::quantize::Args {
             input,
             output,
             plan,
             calib,
             eval_text,
             ..
-        } => {
+        }) => {
             p.add_input("input model", input, Expect::FileOrDir);
             opt(&mut p, "--plan", plan);
             // An encoder's `--calib brown` names the Brown corpus, not a file.
@@ -95,7 +95,7 @@ pub fn plan(cmd: &Command) -> IoPlan {
                 p.output("output", output);
             }
         }
-        Command::Tune {
+        Command::Tune(commands::tune::Args {
             input,
             output,
             policy,
@@ -104,7 +104,7 @@ pub fn plan(cmd: &Command) -> IoPlan {
             heldout,
             data,
             ..
-        } => {
+        }) => {
             p.input("input model", input);
             opt(&mut p, "--policy", policy);
             opt(&mut p, "--calib", calib);
@@ -118,29 +118,29 @@ pub fn plan(cmd: &Command) -> IoPlan {
                 p.output("the recipe", frugal_pipeline::tune::recipe_path(output));
             }
         }
-        Command::Dequantize { input, output } => {
+        Command::Dequantize(commands::dequantize::Args { input, output }) => {
             p.input("input model", input).output("output", output);
         }
-        Command::BrownText { dir, out, .. } => {
+        Command::BrownText(commands::brown_text::Args { dir, out, .. }) => {
             if let Some(d) = dir {
                 p.add_input("--dir", d, Expect::Dir);
             }
             p.output("output", out);
         }
-        Command::Run { recipe, .. } => {
+        Command::Run(commands::run::Args { recipe, .. }) => {
             opt(&mut p, "recipe", recipe);
         }
-        Command::Check { policy, report, .. } => {
+        Command::Check(commands::check::Args { policy, report, .. }) => {
             opt(&mut p, "--policy", policy);
             opt(&mut p, "report", report);
         }
-        Command::Measure {
+        Command::Measure(commands::measure::Args {
             model,
             baseline,
             cost,
             export,
             ..
-        } => {
+        }) => {
             if let Some(m) = model {
                 p.add_input("model", m, Expect::FileOrDir);
             }

@@ -1,0 +1,35 @@
+//! `frugal brown-text`: write plain text from the Brown corpus (detagged), e.g.
+
+use super::*;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Files: a range `cj01-cj12`, a genre `cj`, or a comma-separated list.
+    #[arg(long, default_value = "cj01-cj12")]
+    pub files: String,
+    /// The corpus folder (default: the fetched asset).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Output file.
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args { files, dir, out } = args;
+    let dir = dir.unwrap_or_else(frugal_formats::assets::brown_dir);
+    let ids = frugal_formats::brown::select_ids(&dir, &files)?;
+    let text = frugal_formats::brown::plain_text(&dir, &ids)?;
+    let inputs: Vec<PathBuf> = ids.iter().map(|id| dir.join(id)).collect();
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+    frugal_formats::output::write_atomic(&out, &inputs, |f| {
+        std::io::Write::write_all(f, text.as_bytes())
+    })?;
+    eprintln!(
+        "wrote {} ({} files, {} bytes)",
+        out.display(),
+        ids.len(),
+        text.len()
+    );
+    Ok(())
+}
