@@ -32,7 +32,7 @@ macro_rules! rules {
 
 rules! {
     /// Tokens per evaluation chunk (the second half is scored).
-    eval_ctx: usize = |v| v >= 4 && v % 2 == 0, "an even number of tokens of at least 4";
+    eval_ctx: usize = |v| v >= 4 && v.is_multiple_of(2), "an even number of tokens of at least 4";
     /// Tokens per calibration or training sequence.
     seq_ctx: usize = |v| v >= 2, "a number of tokens of at least 2";
     /// A count of chunks, sequences, tokens, prompts, repeats.

@@ -50,7 +50,7 @@ pub enum Error {
     #[error("{path}: {error}")]
     EvalText {
         path: PathBuf,
-        error: frugal_eval::Error,
+        error: Box<frugal_eval::Error>,
     },
     /// The output folder holds another run, which this one would overwrite.
     #[error("{dir} holds {whose}; run into another folder, or pass --force to replace it")]

@@ -76,7 +76,7 @@ pub fn check_eval(model: &Path, e: Option<&EvalSpec>) -> Result<(), crate::Error
         Some(e) => frugal_eval::lm::check_eval_text(model, &e.text, e.ctx).map_err(|error| {
             crate::Error::EvalText {
                 path: e.text.clone(),
-                error,
+                error: Box::new(error),
             }
         }),
     }
