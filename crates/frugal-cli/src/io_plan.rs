@@ -146,10 +146,8 @@ pub fn plan(cmd: &Command) -> IoPlan {
             }
             opt(&mut p, "--baseline", baseline);
             opt(&mut p, "--cost", cost);
-            if let Some(d) = export.as_ref().filter(|d| d.is_dir()) {
-                for f in frugal_pipeline::measure::EXPORT_FILES {
-                    p.output("--export", d.join(f));
-                }
+            if let Some(d) = export {
+                p.output_into("--export", d, &frugal_pipeline::measure::EXPORT_FILES);
             }
         }
     }

@@ -226,6 +226,30 @@ fn no_output_is_an_input() {
         assert_refused(&out, &["refusing to write over an input", needle]);
     }
     assert_eq!(snapshot(d), before, "a file changed");
+    // A file inside an encoder folder (the tokenizer the run reads) is protected too; a new
+    // file there is not refused by the guard.
+    std::fs::create_dir(d.join("enc")).unwrap();
+    std::fs::write(d.join("enc/tokenizer.json"), "{}").unwrap();
+    let out = frugal_within(
+        60,
+        &[
+            "eval",
+            "enc",
+            "--per-genre",
+            "1",
+            "--dump-items",
+            "enc/tokenizer.json",
+        ],
+        d,
+    );
+    assert_refused(
+        &out,
+        &["refusing to write over an input", "a file inside model"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("enc/tokenizer.json")).unwrap(),
+        "{}"
+    );
 }
 
 /// `/dev/zero`, a FIFO with no writer, and a sparse 4 GiB file as recipe, policy, report and
@@ -354,7 +378,10 @@ fn recipes_are_checked_whole_before_they_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(
-        d.join("default/.report.json.4194305.partial"),
+        d.join(format!(
+            "default/.report.json.{}.4194305.partial",
+            frugal_formats::guard::host_tag()
+        )),
         b"left by a kill",
     )
     .unwrap();
@@ -404,7 +431,12 @@ fn recipes_are_checked_whole_before_they_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!d.join("default/.report.json.4194305.partial").exists());
+    assert!(!d
+        .join(format!(
+            "default/.report.json.{}.4194305.partial",
+            frugal_formats::guard::host_tag()
+        ))
+        .exists());
 }
 
 /// A write that hits the file-size limit (as a full disk would) fails the run with exit 1 and
@@ -563,6 +595,23 @@ fn cheap_checks_come_first() {
         assert_refused(&out, &n);
     }
     assert!(!d.join("o.gguf").exists(), "no output from a refused run");
+    // `--export` that is a file is refused before the measured command runs.
+    std::fs::write(d.join("notes.txt"), "mine").unwrap();
+    let out = frugal_within(
+        60,
+        &[
+            "measure",
+            "--export",
+            "notes.txt",
+            "--",
+            "sh",
+            "-c",
+            "touch ran",
+        ],
+        d,
+    );
+    assert_refused(&out, &["--export", "is not a folder"]);
+    assert!(!d.join("ran").exists(), "the command ran");
 }
 
 /// A file that is neither GGUF nor safetensors is described in words, not as a byte array.

@@ -244,16 +244,24 @@ pub fn measure_command(
     if stdout_to_stderr {
         command.stdout(std::io::stderr());
     }
-    // The child leads its own process group, and SIGINT, SIGTERM and SIGHUP sent to Frugal
-    // are forwarded to that group while it runs: an interrupted measurement leaves no process
-    // behind, and the child's own exit status (128 + the signal) comes back.
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // Without a terminal (scripts, CI) the child leads its own process group, and SIGINT,
+    // SIGTERM and SIGHUP sent to Frugal are forwarded to that group while it runs: an
+    // interrupted measurement leaves no process behind, and the child's own exit status
+    // (128 + the signal) comes back. On a terminal the child stays in the foreground group
+    // (an interactive program may read it, and Ctrl-C reaches it directly); signals sent to
+    // Frugal alone are forwarded to the child.
+    // SAFETY: isatty only inspects the descriptor.
+    let interactive = unsafe { libc::isatty(0) } == 1;
+    if !interactive {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    }
     let forwarding = forward::Forwarding::install();
     let mut child = command
         .spawn()
         .map_err(|e| Error::BadOptions(format!("cannot run {}: {e}", program.to_string_lossy())))?;
-    let group = child.id();
-    forwarding.to_group(group);
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    let target = if interactive { pid } else { -pid };
+    forwarding.to_target(target);
     // A thread waits for the child; this one samples the counters every second meanwhile (RAPL
     // wraps within minutes at high power) and stops the session as soon as the child ends.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -277,7 +285,9 @@ pub fn measure_command(
     };
     // Stopped by a signal: what the command left in its group (a shell's background job, which
     // ignores SIGINT) is ended too.
-    forwarding.end_group_if_signalled(group);
+    if !interactive {
+        forwarding.end_group_if_signalled(pid);
+    }
     drop(forwarding);
     // The session's own calls ran on this thread and are in this span already.
     let own = thread_cpu_seconds() - t0;
@@ -292,18 +302,22 @@ pub fn measure_command(
 mod forward {
     use std::sync::atomic::{AtomicI32, Ordering};
 
-    /// The child's process group (0: none yet) and the last signal received (0: none).
+    /// Where signals go: the child's process group as `-pgid`, or the child alone as its pid
+    /// (0: not started yet); and the last signal received (0: none).
     static GROUP: AtomicI32 = AtomicI32::new(0);
     static RECEIVED: AtomicI32 = AtomicI32::new(0);
     const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
     extern "C" fn on_signal(sig: libc::c_int) {
+        // SAFETY: errno is thread-local; kill may change it under the interrupted code.
+        let saved = unsafe { *libc::__errno_location() };
         RECEIVED.store(sig, Ordering::SeqCst);
-        let g = GROUP.load(Ordering::SeqCst);
-        if g > 0 {
+        let target = GROUP.load(Ordering::SeqCst);
+        if target != 0 {
             // SAFETY: kill is async-signal-safe.
-            unsafe { libc::kill(-g, sig) };
+            unsafe { libc::kill(target, sig) };
         }
+        unsafe { *libc::__errno_location() = saved };
     }
 
     /// While alive, this process's SIGINT/SIGTERM/SIGHUP handlers forward to the group; the
@@ -333,14 +347,14 @@ mod forward {
             Forwarding { old }
         }
 
-        /// The child's group is known: a signal that came before it is forwarded now.
-        pub fn to_group(&self, pid: u32) {
-            let g = i32::try_from(pid).unwrap_or(0);
-            GROUP.store(g, Ordering::SeqCst);
+        /// The child is known (`-pgid` for its group, or its pid): a signal that came before
+        /// it is forwarded now.
+        pub fn to_target(&self, target: i32) {
+            GROUP.store(target, Ordering::SeqCst);
             let sig = RECEIVED.load(Ordering::SeqCst);
-            if sig != 0 && g > 0 {
-                // SAFETY: sending a signal to the child's own group.
-                unsafe { libc::kill(-g, sig) };
+            if sig != 0 && target != 0 {
+                // SAFETY: sending a signal to the child (or its own group).
+                unsafe { libc::kill(target, sig) };
             }
         }
     }
@@ -348,8 +362,8 @@ mod forward {
     impl Forwarding {
         /// After the command ended: if a signal was forwarded, SIGTERM to whatever is left
         /// of its process group.
-        pub fn end_group_if_signalled(&self, pid: u32) {
-            let g = i32::try_from(pid).unwrap_or(0);
+        pub fn end_group_if_signalled(&self, pid: i32) {
+            let g = pid;
             if g > 0 && RECEIVED.load(Ordering::SeqCst) != 0 {
                 // SAFETY: sending a signal to the command's own group (ESRCH when it is empty).
                 unsafe { libc::kill(-g, libc::SIGTERM) };

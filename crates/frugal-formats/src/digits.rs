@@ -76,9 +76,20 @@ pub fn read_digits_csv(path: &Path) -> Result<ImageSet> {
     let bytes = crate::guard::read_capped(path, "digits CSV", 64 << 20)?;
     let mut text = String::new();
     let res = if path.extension().is_some_and(|e| e == "gz") {
+        // Decompressed size capped too (a gzip bomb stops at 256 MiB + 1 byte).
         GzDecoder::new(&bytes[..])
+            .take((256 << 20) + 1)
             .read_to_string(&mut text)
-            .map(|_| ())
+            .and_then(|n| {
+                if n > 256 << 20 {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "decompresses to more than 256 MiB",
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
     } else {
         String::from_utf8(bytes)
             .map(|t| text = t)

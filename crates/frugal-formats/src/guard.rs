@@ -7,7 +7,7 @@
 //! - an output that exists and is not a regular file (Frugal replaces outputs by renaming a
 //!   temporary file over them, which would turn `/dev/null` into a plain file for everyone);
 //! - an output that is one of the inputs (same device and inode, so through symbolic and hard
-//!   links), or is named twice.
+//!   links), is an existing file inside an input folder, or is named twice.
 //!
 //! Files are then opened by [`open_input`] (non-blocking, checked on the open descriptor, so a
 //! path swapped for a FIFO after the check is still refused) and small files read by
@@ -295,6 +295,28 @@ impl IoPlan {
         self
     }
 
+    /// A folder the run writes `files` into, created if missing: if it exists it must be a
+    /// folder, and each of its `files` is an output.
+    pub fn output_into(
+        &mut self,
+        what: impl Into<String>,
+        dir: impl AsRef<Path>,
+        files: &[&str],
+    ) -> &mut Self {
+        let (what, dir) = (what.into(), dir.as_ref().to_path_buf());
+        if fs::symlink_metadata(&dir).is_ok() {
+            self.outputs.push(Entry {
+                what: what.clone(),
+                path: dir.clone(),
+                expect: Expect::FileOrDir,
+            });
+            for f in files {
+                self.output(what.clone(), dir.join(f));
+            }
+        }
+        self
+    }
+
     /// The input paths declared so far.
     pub fn inputs(&self) -> impl Iterator<Item = &Path> {
         self.inputs.iter().map(|e| e.path.as_path())
@@ -303,9 +325,13 @@ impl IoPlan {
     /// Checks every input and output, and that no output is an input or another output.
     pub fn check(&self) -> Result<()> {
         let mut ids = Vec::new();
+        let mut input_dirs = Vec::new();
         for i in &self.inputs {
             let m = check_input(&i.path, &i.what, i.expect)?;
             ids.push((m.dev(), m.ino(), i));
+            if m.is_dir() {
+                input_dirs.push((normalized(&i.path), i));
+            }
         }
         let mut seen: Vec<(PathBuf, &Entry)> = Vec::new();
         for o in &self.outputs {
@@ -317,7 +343,17 @@ impl IoPlan {
                         });
                     }
                 }
-                _ => check_output(&o.path, &o.what)?,
+                // An existing folder written into (`output_into`): it must be a folder.
+                Expect::FileOrDir => {
+                    if !o.path.is_dir() {
+                        return Err(Error::RefusedOutput {
+                            path: o.path.clone(),
+                            reason: format!("{}: exists and is not a folder", o.what),
+                        });
+                    }
+                    continue;
+                }
+                Expect::File => check_output(&o.path, &o.what)?,
             }
             if let Ok(m) = fs::metadata(&o.path) {
                 if let Some((_, _, i)) = ids.iter().find(|(d, n, _)| *d == m.dev() && *n == m.ino())
@@ -329,6 +365,16 @@ impl IoPlan {
                 }
             }
             let n = normalized(&o.path);
+            // A file that exists inside an input folder may be one the run reads (an encoder's
+            // weights or tokenizer); a new file there is harmless.
+            if fs::symlink_metadata(&o.path).is_ok() {
+                if let Some((_, i)) = input_dirs.iter().find(|(d, _)| n.starts_with(d)) {
+                    return Err(Error::WouldOverwriteInput {
+                        path: o.path.clone(),
+                        input: format!("a file inside {} {}", i.what, i.path.display()),
+                    });
+                }
+            }
             if let Some((_, other)) = seen.iter().find(|(p, _)| *p == n) {
                 return Err(Error::RefusedOutput {
                     path: o.path.clone(),
@@ -341,8 +387,34 @@ impl IoPlan {
     }
 }
 
-/// Removes the temporary files (`.NAME.PID.partial`) that killed Frugal processes left in
-/// `dir`: those whose process no longer runs. Returns how many were removed.
+/// This machine's name as it goes into temporary file names (`.NAME.HOST.PID.partial`), so a
+/// folder shared between machines never has another machine's running output taken for a
+/// dead one's.
+pub fn host_tag() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    let name: String = String::from_utf8_lossy(&buf[..if ok { end } else { 0 }])
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "host".into()
+    } else {
+        name
+    }
+}
+
+/// Removes the temporary files (`.NAME.HOST.PID.partial`) that killed Frugal processes of this
+/// machine left in `dir`: those whose process no longer runs (another machine's are never
+/// touched). Returns how many were removed.
 pub fn remove_stale_partials(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
@@ -357,8 +429,10 @@ pub fn remove_stale_partials(dir: &Path) -> usize {
         else {
             continue;
         };
+        let host = format!(".{}", host_tag());
         let Some(pid) = stem
             .rsplit_once('.')
+            .filter(|(rest, _)| rest.ends_with(&host))
             .and_then(|(_, p)| p.parse::<u32>().ok())
         else {
             continue;
@@ -451,6 +525,13 @@ mod tests {
         );
         let mut plan = IoPlan::new();
         plan.add_input("model", &enc, Expect::Dir)
+            .output("items", enc.join("model.safetensors"));
+        assert!(
+            plan.check().is_err(),
+            "an existing file inside an input folder"
+        );
+        let mut plan = IoPlan::new();
+        plan.add_input("model", &enc, Expect::Dir)
             .output("items", enc.join("items.json"));
         plan.check().unwrap();
         let mut plan = IoPlan::new();
@@ -472,15 +553,17 @@ mod tests {
     fn stale_partials_of_dead_processes_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         // PIDs are below 2^22 on Linux: 4194305 never runs.
-        let stale = dir.path().join(".out.gguf.4194305.partial");
+        let host = host_tag();
+        let stale = dir.path().join(format!(".out.gguf.{host}.4194305.partial"));
         let ours = dir
             .path()
-            .join(format!(".out.gguf.{}.partial", std::process::id()));
+            .join(format!(".out.gguf.{host}.{}.partial", std::process::id()));
+        let elsewhere = dir.path().join(".out.gguf.other-node.4194305.partial");
         let other = dir.path().join("notes.partial");
-        for p in [&stale, &ours, &other] {
+        for p in [&stale, &ours, &elsewhere, &other] {
             fs::write(p, b"x").unwrap();
         }
         assert_eq!(remove_stale_partials(dir.path()), 1);
-        assert!(!stale.exists() && ours.exists() && other.exists());
+        assert!(!stale.exists() && ours.exists() && elsewhere.exists() && other.exists());
     }
 }

@@ -35,7 +35,7 @@ pub fn fail_oversized_writes() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
-/// The temporary name (`.NAME.PID.partial`, next to `path`) an output is built under,
+/// The temporary name (`.NAME.HOST.PID.partial`, next to `path`) an output is built under,
 /// registered for cleanup before it is created, so that a signal arriving in between still
 /// removes it.
 fn register_temporary(path: &Path) -> Result<PathBuf> {
@@ -49,7 +49,11 @@ fn register_temporary(path: &Path) -> Result<PathBuf> {
     };
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".{}.partial", std::process::id()));
+    tmp_name.push(format!(
+        ".{}.{}.partial",
+        crate::guard::host_tag(),
+        std::process::id()
+    ));
     let tmp = dir.join(tmp_name);
     PENDING
         .lock()

@@ -259,6 +259,7 @@ impl Recipe {
             }
         }
         if let Some(e) = &r.eval {
+            check_text("`text`", &e.text).map_err(|m| bad(path, format!("[eval] {m}")))?;
             checks::count(e.chunks).map_err(|e| bad(path, format!("[eval] `chunks`: {e}")))?;
             if let Some(c) = e.text.ctx {
                 checks::eval_ctx(c).map_err(|e| bad(path, format!("[eval] `ctx`: {e}")))?;
@@ -835,7 +836,9 @@ fn earlier_run(recipe: &Recipe, out_dir: &Path, force: bool) -> Result<Vec<StepR
             "a report.json that does not read as a recipe run's ({e})"
         ))
     })?;
-    if earlier.model != recipe.model.display().to_string() {
+    let same_model = earlier.model == recipe.model.display().to_string()
+        || frugal_formats::output::same_file(Path::new(&earlier.model), &recipe.model);
+    if !same_model {
         return Err(foreign(format!(
             "the run of recipe `{}` on another model ({})",
             earlier.recipe, earlier.model
@@ -879,6 +882,19 @@ pub fn run_recipe(
         }
     };
     frugal_formats::guard::remove_stale_partials(out_dir);
+    // The evaluation text is long enough for its chunks in the model's tokens, and its ctx
+    // within the model's: found now, not after the compression steps.
+    if let (Some(e), true) = (
+        &recipe.eval,
+        recipe.steps.iter().any(|s| matches!(s, Step::Eval {})),
+    ) {
+        let spec = EvalSpec {
+            text: text_file(&e.text, out_dir)?,
+            ctx: e.text.ctx.unwrap_or(512),
+            chunks: Some(e.chunks),
+        };
+        quantize::check_eval(&recipe.model, Some(&spec))?;
+    }
     let report_path = crate::report_path(out_dir);
     if opts.force {
         // The replaced run's Markdown and HTML reports would disagree with the new report.json.
@@ -906,7 +922,8 @@ pub fn run_recipe(
             !is_check
                 && reuse
                 && r.settings == *step
-                && r.input == input.display().to_string()
+                && (r.input == input.display().to_string()
+                    || frugal_formats::output::same_file(Path::new(&r.input), &input))
                 && match (&r.output, &r.output_id) {
                     (None, _) => true,
                     (Some(o), Some(id)) => id.matches(Path::new(o)),

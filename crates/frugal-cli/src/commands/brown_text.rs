@@ -1,4 +1,4 @@
-//! `frugal brown-text`: write plain text from the Brown corpus (detagged), e.g.
+//! `frugal brown-text`: plain text from the Brown corpus (detagged), e.g. `--files cj01-cj12`.
 
 use super::*;
 

@@ -51,7 +51,6 @@ pub(crate) fn read_json_report(p: &std::path::Path) -> Result<serde_json::Value>
         .map_err(|e| BadUsage(format!("{}: not a JSON report: {e}", p.display())))?)
 }
 
-/// Prints `value` as JSON, or runs `text` to print it for people.
 /// The evaluation of a compressed LM: `--eval-text`, or Brown cj01–cj12 written into `tmp`.
 pub(crate) fn eval_spec(
     no_eval: bool,

@@ -542,8 +542,12 @@ pub fn quantize_safetensors_dir(
         let e = e.map_err(|e| frugal_formats::Error::io(input, "reading folder", e))?;
         let name = e.file_name();
         if name != "model.safetensors" && e.path().is_file() {
-            std::fs::copy(e.path(), out.tmp_path().join(&name))
-                .map_err(|err| frugal_formats::Error::io(&e.path(), "copying", err))?;
+            // Opened through the guard: a file swapped for a FIFO is refused, never blocks.
+            let mut from = frugal_formats::guard::open_input(&e.path(), "encoder file")?;
+            let mut to = std::fs::File::create(out.tmp_path().join(&name))
+                .map_err(|err| frugal_formats::Error::write(&e.path(), "copying", err))?;
+            std::io::copy(&mut from, &mut to)
+                .map_err(|err| frugal_formats::Error::write(&e.path(), "copying", err))?;
         }
     }
     let out_model = out.tmp_path().join("model.safetensors");
