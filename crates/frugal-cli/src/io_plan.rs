@@ -5,14 +5,7 @@
 
 use crate::{commands, Command};
 use frugal_formats::guard::{Expect, IoPlan};
-use std::path::{Path, PathBuf};
-
-/// `OUT` with `suffix` appended.
-fn beside(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
+use std::path::PathBuf;
 
 /// The paths `cmd` reads and writes.
 pub fn plan(cmd: &Command) -> IoPlan {
@@ -56,8 +49,10 @@ pub fn plan(cmd: &Command) -> IoPlan {
             }
             opt(&mut p, "--text", text);
             opt(&mut p, "--eval-text", eval_text);
-            p.output("--out", out)
-                .output("the checkpoint", beside(out, ".checkpoint"));
+            p.output("--out", out).output(
+                "the checkpoint",
+                frugal_pipeline::quantize::checkpoint_path(out),
+            );
         }
         Command::Prune(commands::prune::Args {
             input,
@@ -113,7 +108,10 @@ pub fn plan(cmd: &Command) -> IoPlan {
             p.output("output", output)
                 .output("the report", frugal_pipeline::tune::report_path(output));
             if data.is_some() {
-                p.output("the plan", beside(output, ".plan.toml"));
+                p.output(
+                    "the plan",
+                    frugal_pipeline::tune_classifier::plan_path(output),
+                );
             } else {
                 p.output("the recipe", frugal_pipeline::tune::recipe_path(output));
             }

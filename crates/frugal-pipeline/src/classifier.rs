@@ -543,9 +543,7 @@ pub fn distill_classifier(
     let teachers: Vec<&Cnn> = teachers.iter().collect();
     let (model, vars) =
         Cnn::init(config.clone(), job.opts.seed, &candle_core::Device::Cpu).map_err(ce)?;
-    let mut ck_name = job.out.as_os_str().to_owned();
-    ck_name.push(".checkpoint");
-    let ck_path = std::path::PathBuf::from(ck_name);
+    let ck_path = crate::quantize::checkpoint_path(&job.out);
     let ck = frugal_compress::distill::Checkpointing {
         path: &ck_path,
         resume: job.resume,

@@ -204,7 +204,7 @@ pub fn run(
         seed: opts.seed,
         test_indices,
     };
-    refuse_foreign_run(&opts.out_dir, EMBEDDED_DEFAULT, opts.force)?;
+    let _ = refuse_foreign_run(&opts.out_dir, EMBEDDED_DEFAULT, opts.force)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| Error::OutputDir {
         path: opts.out_dir.clone(),
         source,
@@ -482,18 +482,23 @@ pub fn stratified_split(labels: &[u8], n_classes: usize, fraction: f64, seed: u6
 const EMBEDDED_DEFAULT: &str = "embedded-default";
 
 /// Refuses `out_dir` when its `report.json` is another run's (its `recipe` is not `recipe`, or
-/// it is not a Frugal report), unless `force`.
-pub(crate) fn refuse_foreign_run(out_dir: &Path, recipe: &str, force: bool) -> Result<(), Error> {
+/// it is not a Frugal report), unless `force`; returns the report's bytes when it is this
+/// recipe's (what a resumed run reads its earlier steps from).
+pub(crate) fn refuse_foreign_run(
+    out_dir: &Path,
+    recipe: &str,
+    force: bool,
+) -> Result<Option<Vec<u8>>, Error> {
     let report = report_path(out_dir);
     if force || std::fs::symlink_metadata(&report).is_err() {
-        return Ok(());
+        return Ok(None);
     }
     let bytes = frugal_formats::guard::read_capped(&report, "report", 256 << 20)?;
     let whose = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .and_then(|v| Some(v.get("recipe")?.as_str()?.to_string()));
     match whose {
-        Some(w) if w == recipe => Ok(()),
+        Some(w) if w == recipe => Ok(Some(bytes)),
         Some(w) if w == EMBEDDED_DEFAULT => Err(Error::ForeignRun {
             dir: out_dir.to_path_buf(),
             whose: "the embedded default's run (`frugal run`)".into(),

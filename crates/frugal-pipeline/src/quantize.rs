@@ -321,7 +321,8 @@ pub struct LmDistillStep {
     pub quality: Option<LmEvalReport>,
 }
 
-/// Where a distillation writing `out` keeps its checkpoint: `OUT.checkpoint`.
+/// Where a distillation (of a language model or a classifier) writing `out` keeps its
+/// checkpoint: `OUT.checkpoint`.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     let mut name = out.as_os_str().to_owned();
     name.push(".checkpoint");

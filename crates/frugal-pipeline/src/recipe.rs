@@ -821,12 +821,9 @@ impl OutputId {
 /// What `out_dir` holds from an earlier run: the steps of this recipe's run to resume from, or
 /// a refusal when it is another run's (unless forced: then nothing is reused).
 fn earlier_run(recipe: &Recipe, out_dir: &Path, force: bool) -> Result<Vec<StepRecord>, Error> {
-    crate::refuse_foreign_run(out_dir, &recipe.name, force)?;
-    let report_path = crate::report_path(out_dir);
-    if force || std::fs::symlink_metadata(&report_path).is_err() {
+    let Some(bytes) = crate::refuse_foreign_run(out_dir, &recipe.name, force)? else {
         return Ok(Vec::new());
-    }
-    let bytes = frugal_formats::guard::read_capped(&report_path, "report", 256 << 20)?;
+    };
     let foreign = |whose: String| Error::ForeignRun {
         dir: out_dir.to_path_buf(),
         whose,

@@ -499,7 +499,7 @@ pub fn tune_classifier(
     };
     let c = &candidates[best];
     let h = c.heldout.expect("verified");
-    let plan_file = beside(&job.output, ".plan.toml");
+    let plan_file = plan_path(&job.output);
     write_plan(&plan_file, job, &c.plan)?;
     let report = ClassifierTuneReport {
         input: job.input.display().to_string(),
@@ -534,6 +534,11 @@ pub fn tune_classifier(
     })?;
     drop(scratch);
     Ok(report)
+}
+
+/// `OUT.plan.toml`: the plan that rebuilds the tuned classifier.
+pub fn plan_path(output: &Path) -> PathBuf {
+    beside(output, ".plan.toml")
 }
 
 fn beside(output: &Path, suffix: &str) -> PathBuf {
