@@ -3,9 +3,8 @@
 //! `frugal measure -- CMD` exits with the command's code, 128 + N when a signal N ended it).
 
 mod commands;
-mod io_plan;
 
-use commands::{BadUsage, ChildExit, METER};
+use commands::{BadUsage, ChildExit};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -170,16 +169,6 @@ fn check_distributed(cmd: &Command) -> Result<()> {
 
 fn dispatch(cli: Cli) -> Result<()> {
     check_distributed(&cli.command)?;
-    // Every path the command reads and writes, checked before any work (issue #22).
-    io_plan::plan(&cli.command).check()?;
-    if matches!(
-        cli.command,
-        Command::Quantize(_) | Command::Prune(_) | Command::Distill(_) | Command::Tune(_)
-    ) {
-        let meters = frugal_energy::MeterOptions::detect_cpu();
-        let session = frugal_energy::Session::start(&meters)?;
-        METER.with(|m| *m.borrow_mut() = Some(session));
-    }
     match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Eval(a) => commands::eval::run(a),

@@ -32,11 +32,15 @@ use std::path::Path;
 /// SparseGPT's lazy block: masks are chosen afresh every this many columns.
 pub const SPARSEGPT_BLOCK: usize = 128;
 
-/// What a weight's importance is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// What a weight's importance is: `--method` of `frugal prune` and a recipe's prune
+/// `method`, one name table (clap and serde spell it alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum Score {
+    /// Weight magnitudes.
     Magnitude,
+    /// Activation norm × weight magnitude (needs calibration).
     Wanda,
     /// Chosen and compensated by SparseGPT (GGUF models, with calibration).
     SparseGpt,

@@ -29,7 +29,34 @@ use frugal_models::llama::{Llama, LlamaConfig};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// What structured pruning removes.
+/// `--structure` of `frugal prune`: what a structured prune removes, for a decoder (a
+/// [`Unit`]) or a CNN classifier (its conv channels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Structure {
+    /// Whole MLP neurons (gate and up rows, down columns).
+    MlpNeurons,
+    /// Query attention heads, the same number from each key/value group.
+    AttnHeads,
+    /// Whole decoder blocks, those that change their input least (needs --calib).
+    Layers,
+    /// CNN only: whole conv channels (and the next layer's inputs that read them).
+    Channels,
+}
+
+impl Structure {
+    /// The decoder unit it removes (`None`: a CNN's channels).
+    pub fn unit(self) -> Option<Unit> {
+        match self {
+            Structure::MlpNeurons => Some(Unit::MlpNeurons),
+            Structure::AttnHeads => Some(Unit::AttnHeads),
+            Structure::Layers => Some(Unit::Layers),
+            Structure::Channels => None,
+        }
+    }
+}
+
+/// What structured pruning removes from a decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Unit {

@@ -21,6 +21,13 @@ pub enum Error {
     BadOptions(String),
 }
 
+impl Error {
+    /// True for options that cannot be measured (a counter that fails is the machine's fault).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Error::BadOptions(_))
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// How a figure was obtained.
@@ -223,6 +230,47 @@ impl Session {
                 .max(0.0),
         })
     }
+}
+
+/// A report with the energy of the work that made it: `energy` beside the report's own
+/// fields in JSON.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Metered<T> {
+    #[serde(flatten)]
+    pub report: T,
+    pub energy: EnergyReport,
+}
+
+impl<T> Metered<T> {
+    /// The energy in one line of text, with how it was obtained.
+    pub fn energy_line(&self) -> String {
+        let e = &self.energy;
+        format!(
+            "energy     {:.1} J over {:.1} s ({}: {})",
+            e.joules(),
+            e.seconds,
+            if e.all_measured() {
+                "measured"
+            } else {
+                "estimated"
+            },
+            e.method()
+        )
+    }
+}
+
+/// Runs `work` under a [`Session`] on `opts`' meters: its result with the energy it took (the
+/// cost a compression's break-even is computed from).
+pub fn metered<T, E: From<Error>>(
+    opts: &MeterOptions,
+    work: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<Metered<T>, E> {
+    let session = Session::start(opts)?;
+    let report = work()?;
+    Ok(Metered {
+        report,
+        energy: session.stop()?,
+    })
 }
 
 /// Runs `program args…` to completion under a [`Session`] (its CPU time counted through the

@@ -68,3 +68,42 @@ mod tests {
         assert!(parse::lr("inf").is_err() && alpha(1.5).is_err());
     }
 }
+
+/// Options whose values come from a name table (a clap `ValueEnum` in the library that owns
+/// the concept, the same names serde reads in recipes and writes in reports): one lookup,
+/// whose message names what is unknown and lists the table.
+pub mod names {
+    use clap::ValueEnum;
+
+    /// Every name of `E`, as `a, b or c`.
+    pub fn list<E: ValueEnum>() -> String {
+        let names: Vec<String> = E::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        }
+    }
+
+    /// `s` looked up in `E`'s names; `what` names the option in the message.
+    pub fn lookup<E: ValueEnum>(s: &str, what: &str) -> Result<E, String> {
+        E::from_str(s, false).map_err(|_| format!("unknown {what} `{s}` ({})", list::<E>()))
+    }
+
+    /// `--data`.
+    pub fn dataset(s: &str) -> Result<crate::data::Dataset, String> {
+        lookup(s, "data set")
+    }
+
+    /// `--arch`.
+    pub fn arch(s: &str) -> Result<crate::classifier::Arch, String> {
+        lookup(s, "architecture")
+    }
+
+    /// `--objective`.
+    pub fn objective(s: &str) -> Result<crate::tune::Objective, String> {
+        lookup(s, "objective")
+    }
+}

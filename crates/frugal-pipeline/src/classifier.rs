@@ -380,27 +380,17 @@ pub fn prune_and_recover(
 }
 
 /// The two networks `frugal distill` trains (`--arch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// conv 32-64, fc 128 (421,642 parameters on 28×28 images).
     Teacher,
     /// conv 8-16, fc 32 (26,698 parameters on 28×28 images).
+    #[default]
     Student,
 }
 
 impl Arch {
-    /// `teacher` or `student`; anything else is bad input.
-    pub fn parse(name: &str) -> Result<Arch, Error> {
-        match name {
-            "teacher" => Ok(Arch::Teacher),
-            "student" => Ok(Arch::Student),
-            other => Err(frugal_compress::Error::BadOptions(format!(
-                "unknown architecture `{other}` (teacher, student)"
-            ))
-            .into()),
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Arch::Teacher => "teacher",
@@ -431,6 +421,23 @@ impl Arch {
             Arch::Student => 2.4e-2,
         }
     }
+
+    /// `frugal distill`'s training of this network by default: 3 epochs at batch 128 and
+    /// [`Arch::default_lr`], the rest [`TrainOptions::default`].
+    pub fn train_defaults(self) -> TrainOptions {
+        TrainOptions {
+            epochs: 3,
+            batch: 128,
+            lr: self.default_lr(),
+            ..Default::default()
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// `frugal distill` for classifiers: which network, on which data, from which teacher.
@@ -438,7 +445,7 @@ impl Arch {
 pub struct DistillJob {
     /// `fashion-mnist` (its 60,000 training and 10,000 test images) or `digits` (the seeded
     /// stratified 80/20 split of `frugal run`).
-    pub data: String,
+    pub data: crate::data::Dataset,
     pub arch: Arch,
     /// Distil from these models (more than one: an ensemble, the mean of their logits); none:
     /// train on labels alone.
@@ -463,34 +470,6 @@ pub struct DistillStep {
     pub epochs: Vec<EpochRecord>,
     pub eval: ClassifierEvalResult,
     pub seconds: f64,
-}
-
-/// The data set and its training and test images.
-pub(crate) fn training_data(
-    data: &str,
-    seed: u64,
-) -> Result<(ImageSet, Vec<usize>, ImageSet, Vec<usize>), Error> {
-    match data {
-        "fashion-mnist" => {
-            let (train, test) = frugal_formats::idx::read_fashion_mnist(
-                &frugal_formats::assets::fashion_mnist_dir(),
-            )?;
-            let (a, b) = ((0..train.len()).collect(), (0..test.len()).collect());
-            Ok((train, a, test, b))
-        }
-        "digits" => {
-            let d = frugal_formats::digits::embedded_digits();
-            let test = crate::stratified_split(&d.labels, d.n_classes, 0.2, seed);
-            let mut is_test = vec![false; d.len()];
-            test.iter().for_each(|&i| is_test[i] = true);
-            let train = (0..d.len()).filter(|&i| !is_test[i]).collect();
-            Ok((d.clone(), train, d, test))
-        }
-        other => Err(frugal_compress::Error::BadOptions(format!(
-            "unknown data set `{other}` (fashion-mnist, digits)"
-        ))
-        .into()),
-    }
 }
 
 /// Checks that the model in `path` classifies the images of `set` (`data` names it).
@@ -527,7 +506,12 @@ pub fn distill_classifier(
 ) -> Result<DistillStep, Error> {
     let t0 = std::time::Instant::now();
     let ce = frugal_compress::Error::from;
-    let (train_set, train, test_set, test) = training_data(&job.data, job.opts.seed)?;
+    let crate::data::Split {
+        train_set,
+        train,
+        test_set,
+        test,
+    } = job.data.load(job.opts.seed)?;
     let config = job
         .arch
         .config(train_set.rows, train_set.cols, train_set.n_classes);
@@ -536,14 +520,14 @@ pub fn distill_classifier(
         .iter()
         .map(|p| {
             let t = Cnn::load(p, &candle_core::Device::Cpu).map_err(ce)?;
-            check_fits(p, &t, &train_set, &job.data)?;
+            check_fits(p, &t, &train_set, job.data.name())?;
             Ok(t)
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let teachers: Vec<&Cnn> = teachers.iter().collect();
     let (model, vars) =
         Cnn::init(config.clone(), job.opts.seed, &candle_core::Device::Cpu).map_err(ce)?;
-    let ck_path = crate::quantize::checkpoint_path(&job.out);
+    let ck_path = crate::steps::checkpoint_path(&job.out);
     let ck = frugal_compress::distill::Checkpointing {
         path: &ck_path,
         resume: job.resume,
@@ -576,7 +560,7 @@ pub fn distill_classifier(
         Some(eval_ensemble(&teachers, &test_set, Some(&test))?)
     };
     Ok(DistillStep {
-        data: job.data.clone(),
+        data: job.data.name().to_string(),
         arch: job.arch.name().into(),
         config,
         teachers: job
@@ -600,7 +584,7 @@ pub struct PruneClassifierJob {
     pub input: std::path::PathBuf,
     pub output: std::path::PathBuf,
     /// `fashion-mnist` or `digits` (as for `frugal distill`).
-    pub data: String,
+    pub data: crate::data::Dataset,
     pub prune: PruneOptions,
     /// Recovery settings (epochs 0: none).
     pub recover: TrainOptions,
@@ -645,8 +629,13 @@ pub fn prune_classifier(
     let ce = frugal_compress::Error::from;
     let dev = candle_core::Device::Cpu;
     let model = Cnn::load(&job.input, &dev).map_err(ce)?;
-    let (train_set, train, test_set, test) = training_data(&job.data, job.recover.seed)?;
-    check_fits(&job.input, &model, &train_set, &job.data)?;
+    let crate::data::Split {
+        train_set,
+        train,
+        test_set,
+        test,
+    } = job.data.load(job.recover.seed)?;
+    check_fits(&job.input, &model, &train_set, job.data.name())?;
     let input_eval = eval_classifier(&model, &test_set, Some(&test))?;
     let (pruned, report, channels, epochs) = if job.channels {
         let (small, r) =
@@ -694,7 +683,7 @@ pub fn prune_classifier(
     Ok(PruneClassifierStep {
         input: job.input.display().to_string(),
         output: job.output.display().to_string(),
-        data: job.data.clone(),
+        data: job.data.name().to_string(),
         prune: report,
         channels,
         recover: job.recover.clone(),

@@ -12,14 +12,17 @@
 
 pub mod checks;
 pub mod classifier;
+pub mod data;
+pub mod jobs;
+pub mod kind;
 pub mod measure;
+pub mod recipe;
+pub mod steps;
+pub mod tune;
+pub mod tune_classifier;
 
 /// The record the standards exports are made from.
 pub use frugal_report::exports::Record as ExportRecord;
-pub mod quantize;
-pub mod recipe;
-pub mod tune;
-pub mod tune_classifier;
 
 use frugal_formats::digits::embedded_digits;
 use frugal_formats::output::write_atomic;
@@ -55,6 +58,15 @@ pub enum Error {
     /// The output folder holds another run, which this one would overwrite.
     #[error("{dir} holds {whose}; run into another folder, or pass --force to replace it")]
     ForeignRun { dir: PathBuf, whose: String },
+    /// Options that do not fit the input (a CNN-only option for a GGUF model, …).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Energy(#[from] frugal_energy::Error),
+    #[error(transparent)]
+    Policy(#[from] frugal_report::policy::LoadError),
+    #[error(transparent)]
+    Report(#[from] frugal_report::metrics::ReportError),
 }
 
 impl Error {
@@ -64,7 +76,10 @@ impl Error {
             Error::Formats(f) => f.is_bad_input(),
             Error::Compress(e) => e.is_bad_input(),
             Error::Eval(e) => e.is_bad_input(),
-            Error::Recipe { .. } | Error::ForeignRun { .. } => true,
+            Error::Recipe { .. } | Error::ForeignRun { .. } | Error::Usage(_) => true,
+            Error::Policy(e) => e.is_bad_input(),
+            Error::Report(e) => e.is_bad_input(),
+            Error::Energy(e) => e.is_bad_input(),
             Error::EvalText { error, .. } => error.is_bad_input(),
             Error::OutputDir { .. } | Error::LimitNotMet(_) => false,
         }
@@ -159,6 +174,66 @@ pub struct ModelCheck {
     pub outcomes: Vec<frugal_report::policy::Outcome>,
 }
 
+impl Report {
+    /// The report as `frugal run` prints it: the data, every model's size, accuracy and energy,
+    /// the break-evens and the policy verdicts.
+    pub fn to_text(&self) -> String {
+        let d = &self.data;
+        let mut t = format!("frugal run: {} (embedded default)\n", self.recipe);
+        t += &format!(
+            "  data     {} — {} images {}×{}, {} classes\n",
+            d.dataset, d.n_images, d.image_shape[0], d.image_shape[1], d.n_classes
+        );
+        t += &format!(
+            "  split    {} train / {} test (stratified, seed {})\n",
+            d.n_train, d.n_test, d.seed
+        );
+        t += &format!(
+            "  {:18} {:>9} {:>9} {:>10} {:>18} {:>8} {:>14}\n",
+            "model", "KiB", "weights", "nonzero %", "test accuracy %", "s", "mWh/1k queries"
+        );
+        for (m, e) in self.classifier.models.iter().zip(&self.measure) {
+            t += &format!(
+                "  {:18} {:>9.1} {:>9} {:>10.1} {:>7.2} [{:.1}, {:.1}] {:>8.2} {:>10.3}{}\n",
+                m.name,
+                m.file_bytes as f64 / 1024.0,
+                m.weights,
+                100.0 * m.nonzero_weights as f64 / m.weights.max(1) as f64,
+                m.eval.accuracy_pct,
+                m.eval.ci95_pct.0,
+                m.eval.ci95_pct.1,
+                m.seconds,
+                1e3 * e.wh_per_1k_queries.mean,
+                if e.measured { "" } else { " est." }
+            );
+        }
+        t += &format!(
+            "  energy   {}\n",
+            self.measure.first().map_or("-", |e| e.method.as_str())
+        );
+        t += &format!("  total    {:.1} s\n", self.seconds);
+        for b in &self.break_even {
+            t += &format!(
+                "  pays back {:18} {:>9.1} J to make, {}\n",
+                b.model,
+                b.compression_joules,
+                b.break_even_queries
+                    .map_or("never (no saving per query)".into(), |q| format!("after {q:.3e} queries"))
+            );
+        }
+        for c in &self.check {
+            let failed: Vec<&str> = c.outcomes.iter().filter(|o| !o.pass).map(|o| o.key).collect();
+            t += &format!(
+                "  policy   {:18} {}{}\n",
+                c.model,
+                if c.pass { "pass" } else { "FAIL" },
+                if failed.is_empty() { String::new() } else { format!(" ({})", failed.join(", ")) }
+            );
+        }
+        t
+    }
+}
+
 /// One model's energy per query in the default run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelEnergy {
@@ -233,7 +308,7 @@ pub fn run(
         progress("measure", k, classifier.models.len(), 0.0);
         let w = measure::measure_model(&measure::MeasureJob {
             model: opts.out_dir.join(&m.file),
-            data: Some("digits".into()),
+            data: Some(crate::data::Dataset::Digits),
             queries: 300,
             repeats: 3,
             warmup: 10,
@@ -480,6 +555,13 @@ pub fn stratified_split(labels: &[u8], n_classes: usize, fraction: f64, seed: u6
 
 /// The `recipe` the embedded default's report names.
 const EMBEDDED_DEFAULT: &str = "embedded-default";
+
+/// Reads a JSON report Frugal wrote (at most 256 MiB; a device, FIFO or endless file refused).
+pub fn read_json_report(p: &Path) -> Result<serde_json::Value, Error> {
+    let bytes = frugal_formats::guard::read_capped(p, "report", 256 << 20)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("{}: not a JSON report: {e}", p.display())))
+}
 
 /// Refuses `out_dir` when its `report.json` is another run's (its `recipe` is not `recipe`, or
 /// it is not a Frugal report), unless `force`; returns the report's bytes when it is this

@@ -25,8 +25,8 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct MeasureJob {
     pub model: PathBuf,
-    /// Classifiers: `digits` or `fashion-mnist`.
-    pub data: Option<String>,
+    /// Classifiers: the data set whose images are the queries.
+    pub data: Option<crate::data::Dataset>,
     pub queries: usize,
     pub repeats: usize,
     pub warmup: usize,
@@ -121,10 +121,70 @@ pub struct WorkloadReport {
     /// The last run's energy by source, with its provenance.
     pub energy: EnergyReport,
     /// The figures a policy reads (`per_1k_queries.wh`; gCO₂e is added by the caller with a region).
-    pub per_1k_queries: serde_json::Value,
+    pub per_1k_queries: WorkloadPer1k,
     /// What making this model cost against what it saves per query ([`add_break_even`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub break_even: Option<serde_json::Value>,
+    pub break_even: Option<BreakEvenRecord>,
+}
+
+/// A workload's figures per 1,000 queries.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadPer1k {
+    pub queries: usize,
+    pub wh: f64,
+    /// Operational emissions, with a region ([`add_carbon`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gco2e: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pue: Option<f64>,
+    /// The SCI score (ISO/IEC 21031) per 1,000 queries and how it was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sci_gco2e: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sci: Option<Sci>,
+}
+
+/// The SCI score's parts per 1,000 queries.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sci {
+    pub operational_g_per_1k: f64,
+    pub embodied_g_per_1k: f64,
+    pub embodied_kg: f64,
+    pub life_years: f64,
+    pub reserved_hours_per_run: f64,
+    pub resource_share: f64,
+    pub embodied_source: String,
+}
+
+/// What making a model cost against what it saves per query.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakEvenRecord {
+    pub compression_joules: f64,
+    pub baseline_joules_per_query: f64,
+    pub joules_per_query: f64,
+    pub saving_joules_per_query: f64,
+    /// Queries to pay the compression back (`None`: it saves nothing per query).
+    pub queries: Option<f64>,
+    pub measured: bool,
+}
+
+/// A measured command's emissions.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandCarbon {
+    pub grid: frugal_energy::carbon::GridIntensity,
+    pub pue: f64,
+    pub operational_g: f64,
+    pub measured_energy: bool,
+}
+
+/// A measured command's figures per 1,000 queries (when told how many it served).
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandPer1k {
+    pub queries: u64,
+    pub wh: f64,
+    pub gco2e: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,9 +215,9 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
     let me = frugal_eval::Error::from;
     let path = &job.model;
     // Each workload: its kind, what a query is, units per query, and the query function.
-    let (kind, query, unit, per_query, mut run): (&str, String, &str, usize, Query) = if path
-        .is_dir()
-    {
+    let detected = crate::kind::ModelKind::detect(path);
+    let (kind, query, unit, per_query, mut run): (&str, String, &str, usize, Query) =
+        if detected == crate::kind::ModelKind::Encoder {
         let model = frugal_models::bert::Bert::load(path, &dev).map_err(me)?;
         let docs = frugal_formats::brown::read_brown_dir(&frugal_formats::assets::brown_dir())?;
         let sents: Vec<String> =
@@ -180,7 +240,7 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
                 Ok(())
             }),
         )
-    } else if is_gguf(path) {
+    } else if detected == crate::kind::ModelKind::LanguageModel {
         let f = frugal_formats::gguf::GgufFile::open(path)?;
         let load = match job.weights {
             Weights::Stored => frugal_models::llama::LoadOptions::KERNELS,
@@ -233,25 +293,12 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
             }),
         )
     } else {
-        let data = job.data.clone().ok_or_else(|| {
+        let data = job.data.ok_or_else(|| {
             bad("a classifier is measured on images: --data digits|fashion-mnist".into())
         })?;
         let model =
             frugal_models::cnn::Cnn::load(path, &dev).map_err(frugal_compress::Error::from)?;
-        let set = match data.as_str() {
-            "digits" => frugal_formats::digits::embedded_digits(),
-            "fashion-mnist" => {
-                frugal_formats::idx::read_fashion_mnist(
-                    &frugal_formats::assets::fashion_mnist_dir(),
-                )?
-                .1
-            }
-            other => {
-                return Err(bad(format!(
-                    "unknown data set `{other}` (digits, fashion-mnist)"
-                )))
-            }
-        };
+        let set = data.workload_images()?;
         let n = set.len();
         // The weights decoded and the scratch buffers made once: a query is one forward pass.
         let params = model
@@ -332,7 +379,15 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
         },
         peak_rss_bytes: frugal_energy::estimate::peak_rss_bytes(),
         energy: last.expect("at least one run"),
-        per_1k_queries: serde_json::json!({ "queries": job.queries, "wh": wh.mean }),
+        per_1k_queries: WorkloadPer1k {
+            queries: job.queries,
+            wh: wh.mean,
+            gco2e: None,
+            region: None,
+            pue: None,
+            sci_gco2e: None,
+            sci: None,
+        },
         break_even: None,
     })
 }
@@ -368,22 +423,23 @@ pub fn add_carbon(w: &mut WorkloadReport, c: &CarbonOptions) -> Result<(), Error
     let k = w.queries as f64 / 1000.0;
     let sci = frugal_energy::carbon::sci_g_per_unit(grams * k, m, k).map_err(energy)?;
     let p = &mut w.per_1k_queries;
-    p["gco2e"] = serde_json::json!(grams);
-    p["region"] = serde_json::json!(c.grid.country);
-    p["pue"] = serde_json::json!(c.pue);
-    p["sci_gco2e"] = serde_json::json!(sci);
-    p["sci"] = serde_json::json!({
-        "operational_g_per_1k": grams,
-        "embodied_g_per_1k": m / k,
-        "embodied_kg": c.embodied_kg,
-        "life_years": c.life_years,
-        "reserved_hours_per_run": hours,
-        "resource_share": 1.0,
-        "embodied_source": if c.embodied_kg == 1000.0 && c.life_years == 4.0 {
+    p.gco2e = Some(grams);
+    p.region = Some(c.grid.country.clone());
+    p.pue = Some(c.pue);
+    p.sci_gco2e = Some(sci);
+    p.sci = Some(Sci {
+        operational_g_per_1k: grams,
+        embodied_g_per_1k: m / k,
+        embodied_kg: c.embodied_kg,
+        life_years: c.life_years,
+        reserved_hours_per_run: hours,
+        resource_share: 1.0,
+        embodied_source: if c.embodied_kg == 1000.0 && c.life_years == 4.0 {
             "the SCI specification's example (1,000 kg, 4 years), not this machine's LCA"
         } else {
             "given on the command line"
-        },
+        }
+        .into(),
     });
     Ok(())
 }
@@ -435,14 +491,14 @@ pub fn add_break_even(
     let base_measured = baseline["runs"]
         .as_array()
         .is_some_and(|r| r.iter().all(|r| r["measured"] == true));
-    w.break_even = Some(serde_json::json!({
-        "compression_joules": cost_j,
-        "baseline_joules_per_query": base,
-        "joules_per_query": this,
-        "saving_joules_per_query": saving,
-        "queries": queries,
-        "measured": cost_measured && base_measured && w.runs.iter().all(|r| r.measured),
-    }));
+    w.break_even = Some(BreakEvenRecord {
+        compression_joules: cost_j,
+        baseline_joules_per_query: base,
+        joules_per_query: this,
+        saving_joules_per_query: saving,
+        queries,
+        measured: cost_measured && base_measured && w.runs.iter().all(|r| r.measured),
+    });
     Ok(())
 }
 
@@ -453,9 +509,9 @@ pub struct CommandReport {
     pub command: Vec<String>,
     pub exit_status: Option<i32>,
     pub energy: EnergyReport,
-    pub carbon: Option<serde_json::Value>,
-    pub per_1k_queries: Option<serde_json::Value>,
-    pub eu_ai_act: serde_json::Value,
+    pub carbon: Option<CommandCarbon>,
+    pub per_1k_queries: Option<CommandPer1k>,
+    pub eu_ai_act: frugal_report::exports::EuAiAct,
 }
 
 /// What a measured command was, for its exports.
@@ -489,19 +545,19 @@ pub fn measure_command(
         .map(|c| frugal_energy::carbon::operational_g(r.kwh(), c.pue, c.grid.g_per_kwh))
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
-    let carbon = job.carbon.as_ref().zip(grams).map(|(c, g)| {
-        serde_json::json!({
-            "grid": c.grid, "pue": c.pue, "operational_g": g,
-            "measured_energy": r.all_measured(),
-        })
+    let carbon = job.carbon.as_ref().zip(grams).map(|(c, g)| CommandCarbon {
+        grid: c.grid.clone(),
+        pue: c.pue,
+        operational_g: g,
+        measured_energy: r.all_measured(),
     });
     let per_1k_queries = job.queries.filter(|&q| q > 0).map(|q| {
         let k = 1000.0 / q as f64;
-        serde_json::json!({
-            "queries": q,
-            "wh": r.joules() / 3600.0 * k,
-            "gco2e": grams.map(|g| g * k),
-        })
+        CommandPer1k {
+            queries: q,
+            wh: r.joules() / 3600.0 * k,
+            gco2e: grams.map(|g| g * k),
+        }
     });
     let record = frugal_report::exports::Record {
         seconds: r.seconds,
@@ -544,7 +600,9 @@ pub fn write_exports(dir: &Path, record: &crate::ExportRecord) -> Result<(), Err
         path: dir.to_path_buf(),
         source,
     })?;
-    let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("JSON serializes");
+    fn json<T: Serialize>(v: T) -> String {
+        serde_json::to_string_pretty(&v).expect("JSON serializes")
+    }
     let stage = record.training_type.replace('-', "");
     let [card, eu, bo] = EXPORT_FILES;
     for (name, text) in [
@@ -559,24 +617,8 @@ pub fn write_exports(dir: &Path, record: &crate::ExportRecord) -> Result<(), Err
     Ok(())
 }
 
-fn is_gguf(path: &Path) -> bool {
-    frugal_formats::inspect::sniff_format(path).ok()
-        == Some(frugal_formats::inspect::ModelFormat::Gguf)
-}
-
 fn bad(m: String) -> Error {
     Error::Compress(frugal_compress::Error::BadOptions(m))
-}
-
-/// The model kind a path holds, for messages.
-pub fn describe(path: &Path) -> &'static str {
-    if path.is_dir() {
-        "encoder"
-    } else if is_gguf(path) {
-        "language model"
-    } else {
-        "classifier"
-    }
 }
 
 #[cfg(test)]

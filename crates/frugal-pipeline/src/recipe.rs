@@ -30,7 +30,7 @@
 //! kind = "eval"
 //! ```
 
-use crate::quantize::{self, CalibSpec, EvalSpec};
+use crate::steps::{self, CalibSpec, EvalSpec};
 use crate::{checks, Error};
 use frugal_formats::output::write_atomic;
 use serde::{Deserialize, Serialize};
@@ -309,7 +309,7 @@ impl Recipe {
                 if matches!(s, Step::Distill { .. }) {
                     plan.output(
                         format!("{what} checkpoint"),
-                        quantize::checkpoint_path(&out),
+                        steps::checkpoint_path(&out),
                     );
                 }
                 plan.output(format!("{what} output"), out);
@@ -375,10 +375,9 @@ fn plan_step(step: &Step) -> Result<Planned, String> {
             let unit = structure
                 .as_deref()
                 .map(|s| {
-                    serde_json::from_value::<frugal_compress::structured::Unit>(
-                        serde_json::Value::String(s.to_string()),
-                    )
-                    .map_err(|_| format!("`structure`: `{s}` (mlp-neurons, attn-heads, layers)"))
+                    named::<frugal_compress::structured::Structure>(s, "`structure`")?
+                        .unit()
+                        .ok_or_else(|| "`structure = \"channels\"` is for CNN classifiers".to_string())
                 })
                 .transpose()?;
             if unit.is_some() && pattern.is_some() {
@@ -455,18 +454,11 @@ fn plan_step(step: &Step) -> Result<Planned, String> {
                         .map_err(|e: String| format!("`tensor_types`: {e}"))
                 })
                 .collect::<Result<_, _>>()?;
-            let g = gptq::GptqOptions {
-                damp: 0.01,
-                act_order: true,
-            };
-            let bw = |awq, gptq| Method::Blockwise(gptq::BlockwiseOptions { awq, gptq });
-            let method = match method.as_deref().unwrap_or("rtn") {
-                "rtn" => Method::Rtn,
-                "gptq" => bw(false, Some(g)),
-                "awq" => bw(true, None),
-                "awq-gptq" => bw(true, Some(g)),
-                m => return Err(format!("`method`: `{m}` (rtn, gptq, awq, awq-gptq)")),
-            };
+            let method = named::<frugal_compress::quant::MethodName>(
+                method.as_deref().unwrap_or("rtn"),
+                "`method`",
+            )?
+            .with(gptq::GptqOptions::default());
             if !matches!(method, Method::Rtn) && calib.is_none() {
                 return Err("a `method` other than rtn needs a `calib` text".into());
             }
@@ -577,13 +569,12 @@ fn calib_spec(t: &TextSource, dir: &Path, tokens: usize, ctx: usize) -> Result<C
 }
 
 fn score(method: &str) -> Result<frugal_compress::prune::Score, String> {
-    use frugal_compress::prune::Score;
-    Ok(match method {
-        "magnitude" => Score::Magnitude,
-        "wanda" => Score::Wanda,
-        "sparsegpt" => Score::SparseGpt,
-        m => return Err(format!("`method`: `{m}` (magnitude, wanda, sparsegpt)")),
-    })
+    named(method, "`method`")
+}
+
+/// A recipe key's value looked up in its option's name table.
+fn named<E: clap::ValueEnum>(s: &str, key: &str) -> Result<E, String> {
+    E::from_str(s, false).map_err(|_| format!("{key}: `{s}` ({})", checks::names::list::<E>()))
 }
 
 fn json<T: Serialize>(v: &T) -> serde_json::Value {
@@ -627,7 +618,7 @@ fn run_step(
                         multiple: 32,
                         damp: 0.01,
                     };
-                    let s = quantize::structured_prune_step(
+                    let s = steps::structured_prune_step(
                         input,
                         output,
                         &opts,
@@ -645,7 +636,7 @@ fn run_step(
                         damp: 0.01,
                     };
                     let s =
-                        quantize::prune_step(input, output, &opts, calib.as_ref(), None, progress)?;
+                        steps::prune_step(input, output, &opts, calib.as_ref(), None, progress)?;
                     (json(&s), true)
                 }
             }
@@ -658,7 +649,7 @@ fn run_step(
             top_k,
         } => {
             let d = frugal_compress::lm_distill::LmDistillOptions::default();
-            let job = quantize::LmDistillJob {
+            let job = steps::LmDistillJob {
                 student: input.to_path_buf(),
                 teacher: recipe.model.clone(),
                 text: calib_spec(text, dir, 16384, 256)?,
@@ -676,7 +667,7 @@ fn run_step(
                 discard_stale: true,
             };
             (
-                json(&quantize::lm_distill_step(&job, None, progress)?),
+                json(&steps::lm_distill_step(&job, None, progress)?),
                 true,
             )
         }
@@ -689,7 +680,7 @@ fn run_step(
                 .as_ref()
                 .map(|t| calib_spec(t, dir, 32768, 512))
                 .transpose()?;
-            let s = quantize::quantize_step(
+            let s = steps::quantize_step(
                 input,
                 output,
                 &opts,
@@ -708,7 +699,7 @@ fn run_step(
                 chunks: Some(e.chunks),
             };
             (
-                json(&quantize::judge(input, &recipe.model, &spec, progress)?),
+                json(&steps::judge(input, &recipe.model, &spec, progress)?),
                 false,
             )
         }
@@ -890,7 +881,7 @@ pub fn run_recipe(
             ctx: e.text.ctx.unwrap_or(512),
             chunks: Some(e.chunks),
         };
-        quantize::check_eval(&recipe.model, Some(&spec))?;
+        steps::check_eval(&recipe.model, Some(&spec))?;
     }
     let report_path = crate::report_path(out_dir);
     if opts.force {
@@ -971,6 +962,35 @@ pub fn run_recipe(
 }
 
 impl RecipeReport {
+    /// The report as `frugal run` prints it: each step's time, output and quality.
+    pub fn to_text(&self) -> String {
+        let mut t = format!(
+            "frugal run: {} ({})\n  model    {}\n",
+            self.recipe, self.recipe_file, self.model
+        );
+        for s in &self.steps {
+            let q = s
+                .result
+                .get("quality")
+                .filter(|q| !q.is_null())
+                .unwrap_or(&s.result);
+            let kld = q.pointer("/kld/mean").and_then(|v| v.as_f64());
+            let ppl = q.pointer("/ppl/value").and_then(|v| v.as_f64());
+            t += &format!(
+                "  {:>2} {:9} {:>8.1} s{}  {}{}{}\n",
+                s.index,
+                s.kind,
+                s.seconds,
+                if s.resumed { " (kept from the last run)" } else { "" },
+                s.output.as_deref().unwrap_or("-"),
+                kld.map_or(String::new(), |k| format!("  KLD {k:.5}")),
+                ppl.map_or(String::new(), |p| format!("  PPL {p:.3}")),
+            );
+        }
+        t += &format!("  total    {:.1} s\n", self.seconds);
+        t
+    }
+
     /// The check steps that failed: (step index, policy, failed clauses).
     pub fn failed_checks(&self) -> Vec<(usize, String, Vec<String>)> {
         self.steps

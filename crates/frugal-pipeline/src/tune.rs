@@ -27,7 +27,7 @@
 //!
 //! [`matvec_seconds`]: frugal_models::linear::matvec_seconds
 
-use crate::quantize::{judge_cached, load_calibration, CalibSpec, EvalSpec};
+use crate::steps::{judge_cached, load_calibration, CalibSpec, EvalSpec};
 use crate::Error;
 use frugal_compress::quant::alloc::Candidates;
 use frugal_compress::quant::{gptq, BudgetPlan, QuantizeOptions};
@@ -74,7 +74,7 @@ impl QualityLimit {
 }
 
 /// What a tuned model minimises.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
     /// Bytes.
@@ -82,6 +82,15 @@ pub enum Objective {
     Size,
     /// Energy per generated token: the decoder's kernel time per token.
     Energy,
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Objective::Size => "size",
+            Objective::Energy => "energy",
+        })
+    }
 }
 
 /// What to tune.
@@ -274,7 +283,7 @@ pub fn tune(
             return Err(bad("--eval-chunks must be at least 1".into()));
         }
         // Long enough for two chunks in the model's tokens: found now, not after the search.
-        crate::quantize::check_eval(&job.input, Some(spec))?;
+        crate::steps::check_eval(&job.input, Some(spec))?;
     }
     for p in [&job.input, &job.calib.text, &job.heldout.text] {
         if p.to_str().is_none() {

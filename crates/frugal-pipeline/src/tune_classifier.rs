@@ -34,7 +34,7 @@ pub struct ClassifierTuneJob {
     pub input: PathBuf,
     pub output: PathBuf,
     /// `digits` or `fashion-mnist`.
-    pub data: String,
+    pub data: crate::data::Dataset,
     /// Largest test-accuracy drop allowed, in points.
     pub max_drop_pt: f64,
     /// Seed of the search / held-out split (and of the digits test split).
@@ -349,8 +349,12 @@ pub fn tune_classifier(
     let ce = frugal_compress::Error::from;
     let dev = candle_core::Device::Cpu;
     let model = Cnn::load(&job.input, &dev).map_err(ce)?;
-    let (_, _, set, test) = crate::classifier::training_data(&job.data, job.seed)?;
-    crate::classifier::check_fits(&job.input, &model, &set, &job.data)?;
+    let crate::data::Split {
+        test_set: set,
+        test,
+        ..
+    } = job.data.load(job.seed)?;
+    crate::classifier::check_fits(&job.input, &model, &set, job.data.name())?;
     // The test images halved, stratified by class.
     let labels: Vec<u8> = test.iter().map(|&i| set.labels[i]).collect();
     let held_pos = crate::stratified_split(&labels, set.n_classes, 0.5, job.seed ^ 0x7475_6e65);
@@ -505,7 +509,7 @@ pub fn tune_classifier(
         input: job.input.display().to_string(),
         output: job.output.display().to_string(),
         plan_file: plan_file.display().to_string(),
-        data: job.data.clone(),
+        data: job.data.name().to_string(),
         max_accuracy_drop_pt: job.max_drop_pt,
         n_search: search.idx.len(),
         n_heldout: heldout.idx.len(),

@@ -66,18 +66,34 @@ pub fn model_card(r: &Record) -> String {
 
 /// The Annex XI 2(d)–(e) fields; the field names are those `require_eu_ai_act_fields` checks
 /// ([`crate::metrics::EU_AI_ACT_FIELDS`]).
-pub fn eu_ai_act(r: &Record) -> Value {
-    json!({
-        "regulation": "Regulation (EU) 2024/1689, Annex XI, section 1, point 2(d)-(e)",
-        "training_compute_flops": r.flops,
-        "training_time_hours": r.seconds / 3600.0,
-        "energy_mwh": two_significant(r.joules / 3.6e9),
-        "energy_method": format!(
+pub fn eu_ai_act(r: &Record) -> EuAiAct {
+    EuAiAct {
+        regulation: "Regulation (EU) 2024/1689, Annex XI, section 1, point 2(d)-(e)".into(),
+        training_compute_flops: r.flops,
+        training_time_hours: r.seconds / 3600.0,
+        energy_mwh: two_significant(r.joules / 3.6e9),
+        energy_method: format!(
             "{}: {}",
-            if r.measured { "measured" } else { "estimated from computational resources" },
+            if r.measured {
+                "measured"
+            } else {
+                "estimated from computational resources"
+            },
             r.method
         ),
-    })
+    }
+}
+
+/// The EU AI Act Annex XI 2(d)–(e) block.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EuAiAct {
+    pub regulation: String,
+    /// Floating-point operations of the work, when known (`null` otherwise).
+    pub training_compute_flops: Option<f64>,
+    pub training_time_hours: f64,
+    pub energy_mwh: f64,
+    /// Measured (which counters) or estimated (which model).
+    pub energy_method: String,
 }
 
 /// A BoAmps-style report (`powerConsumption` is energy in kWh, as that model defines it).
@@ -124,7 +140,7 @@ mod tests {
         assert_eq!(two_significant(0.34277), 0.34);
         assert_eq!(two_significant(1234.0), 1200.0);
         assert_eq!(two_significant(0.0), 0.0);
-        let e = eu_ai_act(&record());
+        let e = serde_json::to_value(eu_ai_act(&record())).unwrap();
         assert_eq!(e["energy_mwh"].as_f64(), Some(0.34));
         assert_eq!(e["training_time_hours"].as_f64(), Some(2.0));
         assert!(e["energy_method"]

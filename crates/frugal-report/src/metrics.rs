@@ -49,6 +49,13 @@ pub const EU_AI_ACT_FIELDS: &[&str] = &[
 #[error("{0}")]
 pub struct ReportError(pub String);
 
+impl ReportError {
+    /// Always the report's fault.
+    pub fn is_bad_input(&self) -> bool {
+        true
+    }
+}
+
 /// Whether a figure may be negative.
 #[derive(Clone, Copy, PartialEq)]
 enum Sign {

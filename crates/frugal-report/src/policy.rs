@@ -194,6 +194,16 @@ pub enum LoadError {
     Policy(#[from] PolicyError),
 }
 
+impl LoadError {
+    /// True when the policy file is at fault (every case but an I/O failure of the machine).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            LoadError::Read(e) => e.is_bad_input(),
+            LoadError::Policy(_) => true,
+        }
+    }
+}
+
 /// The largest policy file read.
 const MAX_POLICY_BYTES: u64 = 1 << 20;
 

@@ -17,6 +17,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let Args { files, dir, out } = args;
+    let mut plan = IoPlan::new();
+    if let Some(d) = &dir {
+        plan.add_input("--dir", d, frugal_formats::guard::Expect::Dir);
+    }
+    plan.output("output", &out).check()?;
     let dir = dir.unwrap_or_else(frugal_formats::assets::brown_dir);
     let ids = frugal_formats::brown::select_ids(&dir, &files)?;
     let text = frugal_formats::brown::plain_text(&dir, &ids)?;

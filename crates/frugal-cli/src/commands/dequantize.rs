@@ -12,6 +12,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let Args { input, output } = args;
+    IoPlan::new()
+        .input("input model", &input)
+        .output("output", &output)
+        .check()?;
     let n = frugal_models::convert::dequantize_gguf(&input, &output)?;
     eprintln!("wrote {} ({n} bytes, all tensors F32)", output.display());
     Ok(())

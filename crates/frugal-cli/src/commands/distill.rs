@@ -1,12 +1,19 @@
 //! `frugal distill`: train or distil an image classifier, or distil a language model.
 
 use super::*;
+use frugal_compress::distill::TrainOptions;
+use frugal_compress::lm_distill::LmDistillOptions;
+use frugal_pipeline::classifier::Arch;
+use frugal_pipeline::data::Dataset;
+use frugal_pipeline::jobs::distill::{Distill, Student};
+use frugal_pipeline::jobs::EvalText;
+use frugal_pipeline::steps::{CalibSpec, EvalSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Classifiers: `fashion-mnist` or `digits`.
-    #[arg(long, required_unless_present = "student")]
-    pub data: Option<String>,
+    #[arg(long, required_unless_present = "student", value_parser = names::dataset)]
+    pub data: Option<Dataset>,
     /// The model to write (.safetensors for a classifier, .gguf for a language model).
     #[arg(long)]
     pub out: PathBuf,
@@ -18,24 +25,24 @@ pub struct Args {
     #[arg(long)]
     pub text: Option<PathBuf>,
     /// Language models: tokens per training sequence.
-    #[arg(long, default_value_t = 256, value_parser = frugal_pipeline::checks::parse::seq_ctx)]
+    #[arg(long, default_value_t = 256, value_parser = parse::seq_ctx)]
     pub ctx: usize,
     /// Language models: at most this many training tokens (whole sequences).
-    #[arg(long, default_value_t = 16384, value_parser = frugal_pipeline::checks::parse::count)]
+    #[arg(long, default_value_t = 16384, value_parser = parse::count)]
     pub max_tokens: usize,
     /// Language models: teacher tokens cached per position.
-    #[arg(long, default_value_t = 64, value_parser = frugal_pipeline::checks::parse::count)]
+    #[arg(long, default_value_t = LmDistillOptions::default().top_k, value_parser = parse::count)]
     pub top_k: usize,
     /// Language models: sequences per optimizer step, their gradients averaged (under
     /// mpirun the ranks share each step's sequences: data-parallel).
-    #[arg(long, default_value_t = 1, value_parser = frugal_pipeline::checks::parse::count)]
+    #[arg(long, default_value_t = LmDistillOptions::default().batch, value_parser = parse::count)]
     pub seq_batch: usize,
     /// Language models: text to evaluate the output against the teacher on (default: Brown
     /// cj01–cj12).
     #[arg(long)]
     pub eval_text: Option<PathBuf>,
     /// Language models: chunks of 512 tokens to evaluate.
-    #[arg(long, default_value_t = 8, value_parser = frugal_pipeline::checks::parse::count)]
+    #[arg(long, default_value_t = EvalSpec::DEFAULT_CHUNKS, value_parser = parse::count)]
     pub eval_chunks: usize,
     /// Language models: skip the evaluation.
     #[arg(long)]
@@ -45,25 +52,26 @@ pub struct Args {
     #[arg(long)]
     pub teacher: Vec<PathBuf>,
     /// `teacher` (conv 32-64, fc 128) or `student` (conv 8-16, fc 32).
-    #[arg(long, default_value = "student")]
-    pub arch: String,
+    #[arg(long, default_value_t = Arch::default(), value_parser = names::arch)]
+    pub arch: Arch,
     /// Epochs (classifiers 3, language models 1).
-    #[arg(long, value_parser = frugal_pipeline::checks::parse::count)]
+    #[arg(long, value_parser = parse::count)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 128, value_parser = frugal_pipeline::checks::parse::count)]
-    pub batch: usize,
+    /// Classifiers: images per step (default 128).
+    #[arg(long, value_parser = parse::count)]
+    pub batch: Option<usize>,
     /// Peak learning rate, after a linear warm-up, then cosine to zero (classifiers at batch
     /// 128: 1.2e-2 for the teacher, 2.4e-2 for the student; language models 5e-5).
-    #[arg(long, value_parser = frugal_pipeline::checks::parse::lr)]
+    #[arg(long, value_parser = parse::lr)]
     pub lr: Option<f64>,
     /// AdamW's decoupled weight decay (classifiers 1e-4, language models 0).
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// Distillation temperature T (classifiers; language models use 1).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = TrainOptions::default().temperature)]
     pub temperature: f64,
     /// Weight of the teacher's soft targets (classifiers 0.7, language models 0.9).
-    #[arg(long, value_parser = frugal_pipeline::checks::parse::alpha)]
+    #[arg(long, value_parser = parse::alpha)]
     pub alpha: Option<f64>,
     /// Seed of the initialisation and the shuffles (and of the digits split).
     #[arg(long, default_value_t = 0)]
@@ -100,189 +108,84 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let Args {
-        data,
-        out,
-        student,
-        text,
-        ctx,
-        max_tokens,
-        top_k,
-        seq_batch,
-        eval_text,
-        eval_chunks,
-        no_eval,
-        teacher,
-        arch,
-        epochs,
-        batch,
-        lr,
-        weight_decay,
-        temperature,
-        alpha,
-        seed,
-        resume,
-        mixup,
-        shift,
-        flip,
-        nckd_weight,
-        attention_weight,
-        attention_decay,
-        json,
-    } = args;
-    if let (Some(student), Some(text)) = (&student, &text) {
-        if mixup
-            || shift > 0
-            || flip
-            || nckd_weight.is_some()
-            || attention_weight.is_some()
-            || attention_decay
-        {
+pub fn run(a: Args) -> Result<()> {
+    let student = match (&a.student, &a.text, a.data) {
+        (Some(student), Some(text), _) => lm_student(&a, student.clone(), text.clone())?,
+        (_, _, Some(data)) => classifier_student(&a, data),
+        _ => {
             return Err(BadUsage(
-                "--mixup, --shift, --flip, --nckd-weight, --attention-weight and \
-                 --attention-decay are for classifiers"
-                    .into(),
+                "--data fashion-mnist|digits (or --student for a language model)".into(),
             )
-            .into());
+            .into())
         }
-        let [teacher] = &teacher[..] else {
-            return Err(BadUsage(
-                "a language model distils from one --teacher (an ensemble is for classifiers)"
-                    .into(),
-            )
-            .into());
-        };
-        let tmp = tempfile::TempDir::new()?;
-        let spec = eval_spec(no_eval, eval_text, eval_chunks, tmp.path())?;
-        let d = frugal_compress::lm_distill::LmDistillOptions::default();
-        let job = frugal_pipeline::quantize::LmDistillJob {
-            student: student.clone(),
-            teacher: teacher.clone(),
-            text: frugal_pipeline::quantize::CalibSpec {
-                text: text.clone(),
-                ctx,
-                max_tokens,
-            },
-            out: out.clone(),
-            opts: frugal_compress::lm_distill::LmDistillOptions {
-                epochs: epochs.unwrap_or(d.epochs),
-                top_k,
-                lr: lr.unwrap_or(d.lr),
-                weight_decay: weight_decay.unwrap_or(d.weight_decay),
-                alpha: alpha.unwrap_or(d.alpha),
-                seed,
-                batch: seq_batch,
-                ..d
-            },
-            resume,
-            discard_stale: false,
-        };
-        let bar = progress_bar("");
-        let step = frugal_pipeline::quantize::lm_distill_step(
-            &job,
-            spec.as_ref(),
-            &|what, done, total| show_stage(&bar, what, done, total),
-        )?;
-        bar.finish_and_clear();
-        emit(json, &step, |s| {
-            let last = |n: usize| {
-                let tail = &s.steps[s.steps.len().saturating_sub(n)..];
-                tail.iter().map(|r| r.kl_top_k).sum::<f64>() / tail.len().max(1) as f64
-            };
-            println!(
-                "distilled {} from {} on {} tokens ({} sequences, {} epochs): teacher cache {:.1} MiB in {:.1} s, training {:.1} s ({:.0} tokens/s); top-k KL first {:.4}, last {:.4}",
-                s.student,
-                s.teacher,
-                s.tokens,
-                s.sequences,
-                s.opts.epochs,
-                s.teacher_cache_bytes as f64 / 1048576.0,
-                s.teacher_seconds,
-                s.train_seconds,
-                s.tokens_per_second,
-                s.steps.first().map_or(f64::NAN, |r| r.kl_top_k),
-                last(8)
-            );
-            println!("wrote {}", s.out);
-            if let Some(e) = &s.quality {
-                print!("quality against the teacher:\n{}", e.to_text());
-            }
-        })?;
-        return Ok(());
-    }
-    let Some(data) = data else {
+    };
+    let job = Distill {
+        out: a.out,
+        teachers: a.teacher,
+        resume: a.resume,
+        student,
+    };
+    execute(&job, a.json).map(drop)
+}
+
+fn lm_student(a: &Args, student: PathBuf, text: PathBuf) -> Result<Student> {
+    if a.mixup
+        || a.shift > 0
+        || a.flip
+        || a.nckd_weight.is_some()
+        || a.attention_weight.is_some()
+        || a.attention_decay
+    {
         return Err(BadUsage(
-            "--data fashion-mnist|digits (or --student for a language model)".into(),
+            "--mixup, --shift, --flip, --nckd-weight, --attention-weight and \
+             --attention-decay are for classifiers"
+                .into(),
         )
         .into());
-    };
-    let arch = frugal_pipeline::classifier::Arch::parse(&arch)?;
-    let lr = lr.unwrap_or_else(|| arch.default_lr());
-    let job = frugal_pipeline::classifier::DistillJob {
-        data,
-        arch,
-        teachers: teacher,
-        out,
-        opts: frugal_compress::distill::TrainOptions {
-            epochs: epochs.unwrap_or(3),
-            batch,
-            lr,
-            weight_decay: weight_decay.unwrap_or(1e-4),
-            seed,
-            temperature,
-            alpha: alpha.unwrap_or(0.7),
-            mixup,
-            shift,
-            flip,
-            nckd_weight,
-            attention_weight,
-            attention_decay,
-            ..Default::default()
+    }
+    let d = LmDistillOptions::default();
+    Ok(Student::LanguageModel {
+        student,
+        text: CalibSpec {
+            text,
+            ctx: a.ctx,
+            max_tokens: a.max_tokens,
         },
-        resume,
-    };
-    let bar = progress_bar("batches ");
-    // Samples/s of this process's batches (a resumed run starts counting where it resumes).
-    let start = std::cell::Cell::new(None::<(std::time::Instant, u64)>);
-    let step = frugal_pipeline::classifier::distill_classifier(&job, &|e, b, n, loss| {
-        let pos = ((e - 1) * n + b) as u64;
-        let (t0, p0) = start.get().unwrap_or_else(|| {
-            let s = (std::time::Instant::now(), pos);
-            start.set(Some(s));
-            s
-        });
-        let rate = (pos - p0) as f64 * job.opts.batch as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-        bar.set_length((n * job.opts.epochs) as u64);
-        bar.set_position(pos);
-        bar.set_message(format!("epoch {e}, loss {loss:.4}, {rate:.0} samples/s"));
-    })?;
-    bar.finish_and_clear();
-    emit(json, &step, |s| {
-        for e in &s.epochs {
-            println!(
-                "epoch {:>3}  loss {:.4}  {:>8.0} samples/s  {:.1} s",
-                e.epoch, e.loss, e.samples_per_second, e.seconds
-            );
-        }
-        println!(
-            "wrote {} ({} on {}, {}), test accuracy {:.2} % (95 % CI {:.2}–{:.2} %) in {:.1} s",
-            s.out,
-            s.arch,
-            s.data,
-            match &s.teacher_eval {
-                None => "labels".to_string(),
-                Some(t) => format!(
-                    "distilled from {} ({:.2} %)",
-                    s.teachers.join(" + "),
-                    t.accuracy_pct
-                ),
-            },
-            s.eval.accuracy_pct,
-            s.eval.ci95_pct.0,
-            s.eval.ci95_pct.1,
-            s.seconds
-        );
-    })?;
-    Ok(())
+        opts: LmDistillOptions {
+            epochs: a.epochs.unwrap_or(d.epochs),
+            top_k: a.top_k,
+            lr: a.lr.unwrap_or(d.lr),
+            weight_decay: a.weight_decay.unwrap_or(d.weight_decay),
+            alpha: a.alpha.unwrap_or(d.alpha),
+            seed: a.seed,
+            batch: a.seq_batch,
+            ..d
+        },
+        eval: EvalText::from_options(a.no_eval, a.eval_text.clone()),
+        eval_chunks: a.eval_chunks,
+    })
+}
+
+fn classifier_student(a: &Args, data: Dataset) -> Student {
+    let d = a.arch.train_defaults();
+    Student::Classifier {
+        data,
+        arch: a.arch,
+        opts: TrainOptions {
+            epochs: a.epochs.unwrap_or(d.epochs),
+            batch: a.batch.unwrap_or(d.batch),
+            lr: a.lr.unwrap_or(d.lr),
+            weight_decay: a.weight_decay.unwrap_or(d.weight_decay),
+            alpha: a.alpha.unwrap_or(d.alpha),
+            seed: a.seed,
+            temperature: a.temperature,
+            mixup: a.mixup,
+            shift: a.shift,
+            flip: a.flip,
+            nckd_weight: a.nckd_weight,
+            attention_weight: a.attention_weight,
+            attention_decay: a.attention_decay,
+            ..d
+        },
+    }
 }

@@ -14,11 +14,13 @@ pub struct Args {
     pub all: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let Args { file, json, all } = args;
-    let summary = frugal_formats::inspect::inspect(&file)?;
-    emit(json, &summary, |summary| {
-        print!("{}", summary.to_text(all));
-    })?;
+pub fn run(a: Args) -> Result<()> {
+    IoPlan::new().input("model", &a.file).check()?;
+    let summary = frugal_formats::inspect::inspect(&a.file)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.to_text(a.all));
+    }
     Ok(())
 }

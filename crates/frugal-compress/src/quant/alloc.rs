@@ -142,7 +142,7 @@ pub fn assign(
         debug_assert!(codec(ty).is_some());
         choices[o.index] = Some(Choice {
             ty,
-            reason: "budget",
+            reason: super::Reason::Budget,
         });
     }
     Ok(())

@@ -127,6 +127,16 @@ pub enum Target {
     Int(&'static int::IntType),
 }
 
+impl Target {
+    /// The type's name, as `--type` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Gguf(t) => t.name,
+            Target::Int(t) => t.name,
+        }
+    }
+}
+
 /// Looks a `--type` up in both tables.
 pub fn target(name: &str) -> Option<Target> {
     quant_type(name)
@@ -186,7 +196,7 @@ impl std::str::FromStr for Override {
 
 /// What to do with tensors whose rows a type cannot tile (SmolLM2's width 576 under 256-wide
 /// k-quants).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Fallback {
     /// llama.cpp's fixed substitutes (Q4_K → Q5_0, …): the same file as `llama-quantize`.
@@ -230,8 +240,8 @@ pub struct TensorReport {
     pub to: String,
     pub n_elements: u64,
     pub bytes: u64,
-    /// Why this type: `mix`, `pure`, `override`, `fallback`, `budget`, `kept`.
-    pub reason: &'static str,
+    /// Why this type.
+    pub reason: Reason,
     /// ‖x − x̂‖ / ‖x‖ against the decoded input (0 for tensors kept as they were).
     pub rel_rmse: f64,
     /// Σ_j imatrix_j · Σ_rows (x − x̂)² / Σ_j imatrix_j · Σ_rows x², when an imatrix is given.
@@ -266,7 +276,27 @@ pub struct QuantizeReport {
 #[derive(Debug, Clone, Copy)]
 pub struct Choice {
     pub ty: GgmlType,
-    pub reason: &'static str,
+    pub reason: Reason,
+}
+
+/// Why a tensor got its type (the `reason` of a report's tensor record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// llama.cpp's mix rules for the target type.
+    Mix,
+    /// The target type for every weight matrix (`--pure`, or a tensor the rules keep).
+    Pure,
+    /// A `--tensor-type` pattern matched.
+    Override,
+    /// The rows cannot tile the type: llama.cpp's substitute (or the best 32-wide type).
+    Fallback,
+    /// Assigned by measured error to meet `--target-bpw`.
+    Budget,
+    /// Not quantized: kept as stored.
+    Kept,
+    /// Kept in its type but rewritten by AWQ's folded scales (a norm).
+    AwqScaled,
 }
 
 /// Model-wide facts for the mix rules, from the GGUF metadata and tensor list.
@@ -324,7 +354,7 @@ pub fn plan_types(f: &GgufFile, opts: &QuantizeOptions) -> Vec<Option<Choice>> {
             if !quantized {
                 return Some(Choice {
                     ty: base,
-                    reason: "pure",
+                    reason: Reason::Pure,
                 });
             }
             let tf = TensorFacts {
@@ -337,17 +367,17 @@ pub fn plan_types(f: &GgufFile, opts: &QuantizeOptions) -> Vec<Option<Choice>> {
             {
                 Choice {
                     ty: o.ty,
-                    reason: "override",
+                    reason: Reason::Override,
                 }
             } else if opts.pure {
                 Choice {
                     ty: base,
-                    reason: "pure",
+                    reason: Reason::Pure,
                 }
             } else {
                 Choice {
                     ty: mix::llama_rule(opts.target.file_type, base, &tf, &facts, i_attn_v),
-                    reason: "mix",
+                    reason: Reason::Mix,
                 }
             };
             if matches!(tf.category, Category::AttnV | Category::AttnQkv) {
@@ -357,7 +387,7 @@ pub fn plan_types(f: &GgufFile, opts: &QuantizeOptions) -> Vec<Option<Choice>> {
             if fb != c.ty {
                 c = Choice {
                     ty: fb,
-                    reason: "fallback",
+                    reason: Reason::Fallback,
                 };
             }
             Some(c)
@@ -460,6 +490,41 @@ pub fn quantize_gguf(
         t0,
         &|d, t| progress(d, t),
     )
+}
+
+/// The quantization method by name: `--method` of `frugal quantize` and a recipe's quantize
+/// `method`, one name table (clap and serde spell it alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodName {
+    /// Round to nearest, importance-weighted with calibration.
+    #[default]
+    Rtn,
+    /// GPTQ, block by block on the quantized model's own activations.
+    Gptq,
+    /// AWQ's activation-aware channel scales folded into the norms and value/up rows, then
+    /// importance-weighted rounding.
+    Awq,
+    /// AWQ's scales, then GPTQ.
+    AwqGptq,
+}
+
+impl MethodName {
+    /// The method, GPTQ (where it runs) with `gptq`'s settings.
+    pub fn with(self, gptq: gptq::GptqOptions) -> Method {
+        let blockwise = |awq, gptq| Method::Blockwise(gptq::BlockwiseOptions { awq, gptq });
+        match self {
+            MethodName::Rtn => Method::Rtn,
+            MethodName::Gptq => blockwise(false, Some(gptq)),
+            MethodName::Awq => blockwise(true, None),
+            MethodName::AwqGptq => blockwise(true, Some(gptq)),
+        }
+    }
+
+    /// Every method but round-to-nearest runs the model on calibration text.
+    pub fn needs_calibration(self) -> bool {
+        self != MethodName::Rtn
+    }
 }
 
 /// How the weights are rounded.
@@ -660,9 +725,9 @@ fn write_quantized(
                 n_elements: t.n_elements(),
                 bytes: bytes.len() as u64,
                 reason: if changed.is_some() {
-                    "awq-scaled"
+                    Reason::AwqScaled
                 } else {
-                    "kept"
+                    Reason::Kept
                 },
                 rel_rmse: 0.0,
                 weighted_rel_err: None,
@@ -770,7 +835,7 @@ pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Ch
         return Ok(plan.choices(bpw));
     } else if opts.fallback == Fallback::Best {
         let members: Vec<usize> = (0..choices.len())
-            .filter(|&i| choices[i].is_some_and(|c| c.reason == "fallback"))
+            .filter(|&i| choices[i].is_some_and(|c| c.reason == Reason::Fallback))
             .collect();
         let budget: u64 = members
             .iter()
@@ -836,7 +901,7 @@ impl BudgetPlan {
             )));
         }
         let members: Vec<usize> = (0..choices.len())
-            .filter(|&i| choices[i].is_some_and(|c| c.reason != "override"))
+            .filter(|&i| choices[i].is_some_and(|c| c.reason != Reason::Override))
             .collect();
         let mut options = Vec::with_capacity(members.len());
         for (k, &i) in members.iter().enumerate() {
@@ -930,7 +995,7 @@ impl BudgetPlan {
         {
             choices[o.index] = Some(Choice {
                 ty,
-                reason: "budget",
+                reason: Reason::Budget,
             });
         }
         choices

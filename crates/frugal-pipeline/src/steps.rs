@@ -1,7 +1,9 @@
-//! `frugal quantize` as a pipeline step: calibrate (importance matrix, GPTQ) when asked,
-//! quantize, then judge the output against its input
-//! (perplexity, KL divergence, same top-1 on a text not used for anything else), so that every
-//! output carries its quality.
+//! The language-model and encoder compression steps, each the same skeleton: load the
+//! calibration when asked (importance matrix, GPTQ/AWQ/SparseGPT activations), compress
+//! (quantize, prune, structured prune, distil), then judge the output against its input
+//! (perplexity, KL divergence, same top-1 on a text not used for anything else) and record it,
+//! so that every output carries its quality. `frugal quantize|prune|distill` and recipe steps
+//! call them.
 
 use frugal_compress::quant::gptq::Calibration;
 use frugal_compress::quant::{quantize_model, Method, QuantizeOptions, QuantizeReport};
@@ -17,6 +19,11 @@ pub struct EvalSpec {
     pub chunks: Option<usize>,
 }
 
+impl EvalSpec {
+    /// Chunks of 512 tokens a compression command judges its output on.
+    pub const DEFAULT_CHUNKS: usize = 8;
+}
+
 /// Calibration text for the importance matrix and GPTQ.
 #[derive(Debug, Clone)]
 pub struct CalibSpec {
@@ -24,6 +31,13 @@ pub struct CalibSpec {
     pub ctx: usize,
     /// At most this many tokens (whole chunks).
     pub max_tokens: usize,
+}
+
+impl CalibSpec {
+    /// Calibration tokens by default (whole chunks).
+    pub const DEFAULT_TOKENS: usize = 8192;
+    /// Tokens per calibration chunk by default.
+    pub const DEFAULT_CTX: usize = 512;
 }
 
 /// Calibration text larger than this is refused (a token budget of millions fits easily).

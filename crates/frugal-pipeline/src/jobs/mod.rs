@@ -1,0 +1,123 @@
+//! One job per `frugal` command, the whole command apart from parsing and printing: its
+//! options (with their defaults), the paths it reads and writes ([`Job::io_plan`], checked
+//! before any work), the routing by model kind ([`crate::kind::ModelKind`]) and a typed
+//! report with its text ([`ToText`]). The binary turns arguments into a job, runs it
+//! (metered where [`Job::METERED`]) and prints the report.
+
+pub mod check;
+pub mod distill;
+pub mod eval;
+pub mod measure;
+pub mod prune;
+pub mod quantize;
+pub mod run;
+pub mod tune;
+
+use crate::steps::EvalSpec;
+use crate::Error;
+use frugal_formats::guard::IoPlan;
+use std::path::{Path, PathBuf};
+
+/// Progress of a job: the stage's name (`imatrix`, `gptq`, `tensors`, `chunks`, `epoch 2,
+/// loss 0.31`), work done and work in all.
+pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
+
+/// A command's work.
+pub trait Job {
+    /// What the command prints (`--json`, or its [`ToText`]).
+    type Report: serde::Serialize + ToText;
+    /// Whether the command's own energy is metered and reported (compressions: the cost a
+    /// break-even is computed from).
+    const METERED: bool = false;
+    /// Every path the job reads and writes.
+    fn io_plan(&self) -> IoPlan;
+    /// Does the work.
+    fn run(&self, progress: Progress) -> Result<Self::Report, Error>;
+}
+
+/// A report as text, as the command prints it without `--json`.
+pub trait ToText {
+    fn to_text(&self) -> String;
+}
+
+impl<T: ToText> ToText for frugal_energy::Metered<T> {
+    fn to_text(&self) -> String {
+        format!("{}{}\n", self.report.to_text(), self.energy_line())
+    }
+}
+
+/// The text a compressed language model is judged on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EvalText {
+    /// No evaluation (`--no-eval`).
+    Skip,
+    /// This file (`--eval-text`).
+    File(PathBuf),
+    /// Brown cj01–cj12 from the fetched corpus (skipped, with a warning, when not fetched).
+    #[default]
+    Brown,
+}
+
+impl EvalText {
+    /// From `--no-eval` and `--eval-text`.
+    pub fn from_options(skip: bool, file: Option<PathBuf>) -> EvalText {
+        match (skip, file) {
+            (true, _) => EvalText::Skip,
+            (false, Some(f)) => EvalText::File(f),
+            (false, None) => EvalText::Brown,
+        }
+    }
+
+    /// The file read, if any (for the I/O plan).
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            EvalText::File(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The evaluation of `chunks` chunks of 512 tokens; Brown's text is written into `tmp`.
+    pub fn spec(&self, chunks: usize, tmp: &Path) -> Result<Option<EvalSpec>, Error> {
+        let text = match self {
+            EvalText::Skip => return Ok(None),
+            EvalText::File(f) => f.clone(),
+            EvalText::Brown => {
+                let dir = frugal_formats::assets::brown_dir();
+                if !dir.exists() {
+                    eprintln!("frugal: no evaluation text: pass --eval-text FILE, or fetch the Brown corpus (scripts/fetch-assets.sh brown); skipping the evaluation");
+                    return Ok(None);
+                }
+                let ids = frugal_formats::brown::select_ids(&dir, "cj01-cj12")?;
+                let p = tmp.join("brown-cj01-cj12.txt");
+                let text = frugal_formats::brown::plain_text(&dir, &ids)?;
+                std::fs::write(&p, text)
+                    .map_err(|e| frugal_formats::Error::io(&p, "writing the evaluation text", e))?;
+                p
+            }
+        };
+        Ok(Some(EvalSpec {
+            text,
+            ctx: 512,
+            chunks: Some(chunks),
+        }))
+    }
+}
+
+/// A temporary folder for texts a job writes (Brown's evaluation text).
+pub(crate) fn scratch() -> Result<tempfile::TempDir, Error> {
+    tempfile::TempDir::new().map_err(|e| {
+        frugal_formats::Error::io(&std::env::temp_dir(), "creating a temporary folder", e).into()
+    })
+}
+
+/// Adds `path` as an input when given.
+pub(crate) fn opt_input(p: &mut IoPlan, what: &str, path: Option<&Path>) {
+    if let Some(x) = path {
+        p.input(what, x);
+    }
+}
+
+/// MiB, for text.
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}

@@ -1,0 +1,306 @@
+//! `frugal tune`: the smallest (or lowest-energy) quantized model within a quality limit — a
+//! GGUF language model's per-tensor types, a CNN classifier's per-tensor int8/int4/F32 plan.
+
+use super::{mib, opt_input, Job, Progress, ToText};
+use crate::data::Dataset;
+use crate::steps::{CalibSpec, EvalSpec};
+use crate::tune::{Judged, Objective, QualityLimit, TuneJob, TuneReport};
+use crate::tune_classifier::{ClassifierTuneJob, ClassifierTuneReport};
+use crate::Error;
+use frugal_formats::guard::IoPlan;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The quality a tuned model must keep.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    /// Mean KL divergence per token from the input, nats.
+    MaxKld(f64),
+    /// Perplexity increase over the input's, per cent.
+    MaxPplIncreasePct(f64),
+    /// Classifiers: test-accuracy drop, points.
+    MaxAccuracyDropPt(f64),
+    /// The policy's clause for the model's kind.
+    Policy(PathBuf),
+}
+
+impl Limit {
+    /// The one limit given (the command line lets at most one through).
+    pub fn from_options(
+        max_kld: Option<f64>,
+        max_ppl_increase_pct: Option<f64>,
+        max_accuracy_drop_pt: Option<f64>,
+        policy: Option<PathBuf>,
+    ) -> Option<Limit> {
+        max_kld
+            .map(Limit::MaxKld)
+            .or(max_ppl_increase_pct.map(Limit::MaxPplIncreasePct))
+            .or(max_accuracy_drop_pt.map(Limit::MaxAccuracyDropPt))
+            .or(policy.map(Limit::Policy))
+    }
+}
+
+/// What to tune.
+#[derive(Debug, Clone)]
+pub struct Tune {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub limit: Option<Limit>,
+    /// Classifiers: the data set (its test images halved: search and held-out), split by seed.
+    pub data: Option<Dataset>,
+    pub seed: u64,
+    /// Language models: the GGUF type whose rules decide which tensors are quantized.
+    pub target: String,
+    pub calib: Option<PathBuf>,
+    pub calib_tokens: usize,
+    pub calib_ctx: usize,
+    /// Language models: the search text and the held-out text.
+    pub search: Option<PathBuf>,
+    pub heldout: Option<PathBuf>,
+    pub eval_chunks: usize,
+    pub bpw_tolerance: f64,
+    pub max_evals: usize,
+    pub objective: Objective,
+    pub measure_energy: bool,
+    pub reference_cache_bytes: usize,
+}
+
+impl Tune {
+    /// `input` to `output`, every other setting its default (a limit still to give).
+    pub fn new(input: PathBuf, output: PathBuf) -> Tune {
+        Tune {
+            input,
+            output,
+            limit: None,
+            data: None,
+            seed: 0,
+            target: "Q4_K_M".into(),
+            calib: None,
+            calib_tokens: CalibSpec::DEFAULT_TOKENS,
+            calib_ctx: CalibSpec::DEFAULT_CTX,
+            search: None,
+            heldout: None,
+            eval_chunks: EvalSpec::DEFAULT_CHUNKS,
+            bpw_tolerance: 0.1,
+            max_evals: 10,
+            objective: Objective::default(),
+            measure_energy: true,
+            reference_cache_bytes: 2048 << 20,
+        }
+    }
+}
+
+/// What `frugal tune` chose, by model kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum TuneOutcome {
+    LanguageModel(TuneReport),
+    Classifier(ClassifierTuneReport),
+}
+
+impl Job for Tune {
+    type Report = TuneOutcome;
+    const METERED: bool = true;
+
+    fn io_plan(&self) -> IoPlan {
+        let mut p = IoPlan::new();
+        p.input("input model", &self.input);
+        if let Some(Limit::Policy(x)) = &self.limit {
+            p.input("--policy", x);
+        }
+        opt_input(&mut p, "--calib", self.calib.as_deref());
+        opt_input(&mut p, "--eval", self.search.as_deref());
+        opt_input(&mut p, "--heldout", self.heldout.as_deref());
+        p.output("output", &self.output)
+            .output("the report", crate::tune::report_path(&self.output));
+        if self.data.is_some() {
+            p.output("the plan", crate::tune_classifier::plan_path(&self.output));
+        } else {
+            p.output("the recipe", crate::tune::recipe_path(&self.output));
+        }
+        p
+    }
+
+    fn run(&self, progress: Progress) -> Result<TuneOutcome, Error> {
+        match self.data {
+            Some(data) => self.classifier(data, progress).map(TuneOutcome::Classifier),
+            None => self.language_model(progress).map(TuneOutcome::LanguageModel),
+        }
+    }
+}
+
+fn load_policy(p: &Path) -> Result<frugal_report::policy::Policy, Error> {
+    frugal_report::policy::Policy::load(p).map_err(|e| Error::Usage(e.to_string()))
+}
+
+impl Tune {
+    fn classifier(&self, data: Dataset, progress: Progress) -> Result<ClassifierTuneReport, Error> {
+        if self.objective == Objective::Energy {
+            return Err(Error::Usage(
+                "--objective energy is for GGUF language models: the classifier workload multiplies decoded f32 weights, so every plan costs the same energy".into(),
+            ));
+        }
+        let max_drop_pt = match &self.limit {
+            Some(Limit::MaxAccuracyDropPt(d)) => *d,
+            Some(Limit::Policy(p)) => {
+                let p = load_policy(p)?;
+                p.number("max_accuracy_drop_pt").ok_or_else(|| {
+                    Error::Usage(format!("{}: no max_accuracy_drop_pt clause to tune a classifier for", p.path))
+                })?
+            }
+            _ => {
+                return Err(Error::Usage(
+                    "a classifier (--data) is tuned for --max-accuracy-drop-pt or a --policy with that clause".into(),
+                ))
+            }
+        };
+        let job = ClassifierTuneJob {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            data,
+            max_drop_pt,
+            seed: self.seed,
+            max_evals: self.max_evals,
+        };
+        crate::tune_classifier::tune_classifier(&job, progress)
+    }
+
+    fn language_model(&self, progress: Progress) -> Result<TuneReport, Error> {
+        let (Some(calib), Some(search), Some(heldout)) = (&self.calib, &self.search, &self.heldout) else {
+            return Err(Error::Usage("a language model is tuned with --calib, --eval and --heldout".into()));
+        };
+        let limit = match &self.limit {
+            Some(Limit::MaxKld(x)) => QualityLimit::MaxKld(*x),
+            Some(Limit::MaxPplIncreasePct(x)) => QualityLimit::MaxPplIncreasePct(*x),
+            Some(Limit::Policy(p)) => {
+                let p = load_policy(p)?;
+                QualityLimit::from_policy(&p).ok_or_else(|| {
+                    Error::Usage(format!("{}: no max_kld or max_ppl_increase_pct clause to tune for", p.path))
+                })?
+            }
+            _ => {
+                return Err(Error::Usage(
+                    "give one limit: --max-kld, --max-ppl-increase-pct or --policy".into(),
+                ))
+            }
+        };
+        let spec = |text: &PathBuf| EvalSpec {
+            text: text.clone(),
+            ctx: 512,
+            chunks: Some(self.eval_chunks),
+        };
+        let job = TuneJob {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            limit,
+            target: self.target.clone(),
+            calib: CalibSpec {
+                text: calib.clone(),
+                ctx: self.calib_ctx,
+                max_tokens: self.calib_tokens,
+            },
+            search: spec(search),
+            heldout: spec(heldout),
+            bpw_tolerance: self.bpw_tolerance,
+            max_evals: self.max_evals,
+            objective: self.objective,
+            measure_energy: self.measure_energy,
+            reference_cache_bytes: self.reference_cache_bytes,
+        };
+        crate::tune::tune(&job, progress)
+    }
+}
+
+impl ToText for TuneOutcome {
+    fn to_text(&self) -> String {
+        match self {
+            TuneOutcome::LanguageModel(r) => lm_text(r),
+            TuneOutcome::Classifier(r) => classifier_text(r),
+        }
+    }
+}
+
+fn classifier_text(r: &ClassifierTuneReport) -> String {
+    let mut t = format!(
+        "frugal tune: {} → {} ({}, accuracy drop ≤ {} points)\n",
+        r.input, r.output, r.data, r.max_accuracy_drop_pt
+    );
+    t += &format!("  {:>3} {:>10} {:>12} {:>12}  plan\n", "#", "bytes", "search pt", "held-out pt");
+    for (k, c) in r.candidates.iter().enumerate() {
+        t += &format!(
+            "  {k:>3} {:>10} {:>12.2} {:>12}  {}{}\n",
+            c.file_bytes,
+            c.search.accuracy_drop_pt,
+            c.heldout.map_or("-".into(), |h| format!("{:.2}", h.accuracy_drop_pt)),
+            c.plan.iter().map(|(t, s)| format!("{t}={s}")).collect::<Vec<_>>().join(" "),
+            if k == r.chosen { "  (chosen)" } else { "" }
+        );
+    }
+    t += &format!(
+        "  input {:.2} % / {:.2} % (search / held-out, {} / {} images); {} of {} bytes ({:.2}×) in {:.1} s\n",
+        r.reference_search_pct, r.reference_heldout_pct, r.n_search, r.n_heldout,
+        r.output_bytes, r.input_bytes,
+        r.input_bytes as f64 / r.output_bytes.max(1) as f64, r.seconds
+    );
+    t += &format!("  plan     {}\n", r.plan_file);
+    t
+}
+
+fn lm_text(r: &TuneReport) -> String {
+    let mut t = format!("frugal tune: {} → {}\n", r.input, r.output);
+    t += &format!(
+        "  {:>3} {:>9} {:>6} {:>10} {:>10} {:>11} {:>16}\n",
+        "#", "MiB", "bpw", "search", "held-out", "kernel µs", "J/token (95 %)"
+    );
+    let v = |j: &Judged| match r.limit {
+        QualityLimit::MaxKld(_) => j.kld,
+        QualityLimit::MaxPplIncreasePct(_) => j.ppl_increase_pct,
+    };
+    for (k, c) in r.candidates.iter().enumerate() {
+        t += &format!(
+            "  {k:>3} {:>9.2} {:>6.3} {:>10.5} {:>10} {:>11} {:>16}  {}\n",
+            mib(c.bytes),
+            c.bits_per_weight,
+            v(&c.search),
+            c.heldout.as_ref().map_or("-".into(), |h| format!("{:.5}", v(h))),
+            if c.kernel_us_per_token > 0.0 {
+                format!("{:.0}", c.kernel_us_per_token)
+            } else {
+                "-".into()
+            },
+            c.energy.as_ref().map_or("-".into(), |e| format!(
+                "{:.3} ± {:.3}",
+                e.joules_per_token.mean,
+                0.5 * (e.joules_per_token.ci95.1 - e.joules_per_token.ci95.0)
+            )),
+            if k == r.chosen {
+                "chosen"
+            } else if c.meets_search {
+                "meets"
+            } else {
+                "misses"
+            }
+        );
+    }
+    t += &format!(
+        "  limit    {:?}, objective {:?}; {} of {} bytes ({:.2}×); {:.0} s (imatrix {:.0}, sensitivity {:.0}, pricing {:.0}, search {:.0} of which energy {:.0})\n",
+        r.limit, r.objective, r.output_bytes, r.input_bytes,
+        r.input_bytes as f64 / r.output_bytes.max(1) as f64,
+        r.seconds.total, r.seconds.imatrix, r.seconds.sensitivity, r.seconds.pricing,
+        r.seconds.search, r.seconds.energy
+    );
+    if let Some(w) = &r.energy_workload {
+        let e = r.candidates[r.chosen].energy.as_ref();
+        t += &format!(
+            "  energy   {w}; {}\n",
+            e.map_or(String::new(), |e| format!(
+                "{} ({})",
+                if e.measured { "measured" } else { "estimated" },
+                e.provenance
+            ))
+        );
+    }
+    t += &format!("  recipe   {}\n", r.recipe);
+    t += &format!("  report   {}\n", crate::tune::report_path(Path::new(&r.output)).display());
+    t
+}
