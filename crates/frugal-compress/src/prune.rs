@@ -19,7 +19,7 @@
 //! [`prune_gguf`] prunes a Llama GGUF model's decoder weights block by block on calibration
 //! text (Wanda, SparseGPT) or by magnitude alone, and writes them as F32.
 
-use crate::quant::gptq::{self, inverse_cholesky_upper, BlockStats, Calibration};
+use crate::quant::calibration::{self, inverse_cholesky_upper, BlockStats, Calibration};
 use crate::rewrite::{write_gguf_with_f32, Replacement};
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -386,7 +386,7 @@ pub fn prune_gguf(
             .header
             .tensors
             .iter()
-            .find(|t| gptq::is_block_weight(&t.name) && t.dims[0] % m as u64 != 0)
+            .find(|t| calibration::is_block_weight(&t.name) && t.dims[0] % m as u64 != 0)
         {
             return Err(Error::BadOptions(format!(
                 "{}: {} inputs are not a multiple of {m}",
@@ -415,7 +415,7 @@ pub fn prune_gguf(
                 .header
                 .tensors
                 .iter()
-                .filter(|t| gptq::is_block_weight(&t.name))
+                .filter(|t| calibration::is_block_weight(&t.name))
                 .map(|t| t.name.clone())
                 .collect();
             for (k, name) in names.iter().enumerate() {
@@ -446,7 +446,7 @@ pub fn prune_gguf(
                              i: usize,
                              st: &mut BlockStats|
              -> Result<()> {
-                for (g, names) in gptq::block_names(i).iter().enumerate() {
+                for (g, names) in calibration::block_names(i).iter().enumerate() {
                     let n = st.dims[g];
                     let gram = &st.grams[g];
                     let norms: Vec<f32> = (0..n)
@@ -457,12 +457,12 @@ pub fn prune_gguf(
                         _ => None,
                     };
                     for name in names {
-                        let lin = gptq::linear_named(model, name);
+                        let lin = calibration::linear_named(model, name);
                         let v: Vec<f32> = match &u {
                             Some(u) => {
                                 let w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
                                 let v = sparsegpt_matrix(&w, n, u, opts.sparsity, opts.pattern);
-                                gptq::dense(lin, v.clone())?;
+                                calibration::dense(lin, v.clone())?;
                                 v
                             }
                             None => {
@@ -480,7 +480,7 @@ pub fn prune_gguf(
                 }
                 Ok(())
             };
-            gptq::sequential(&f, calib, false, &mut treat, progress)?;
+            calibration::sequential(&f, calib, false, &mut treat, progress)?;
         }
     }
     // Write: pruned weights as F32, everything else as it is, in the input's order.

@@ -16,11 +16,11 @@
 //!   so the kept neurons reproduce the full layer's output on the calibration activations:
 //!   W' = (W·G[:,K] + λ·W_K)·(G[K,K] + λI)⁻¹ with G = AᵀA (the structured analogue of
 //!   SparseGPT's compensation, with a ridge towards the unchanged weights). The weights of later blocks are chosen on the already shrunk model's
-//!   activations ([`gptq::sequential`]).
+//!   activations ([`calibration::sequential`]).
 
 use crate::prune::Score;
-use crate::quant::gptq::Calibration;
-use crate::quant::gptq::{self, BlockStats};
+use crate::quant::calibration::Calibration;
+use crate::quant::calibration::{self, BlockStats};
 use crate::rewrite::{write_gguf_with_f32, Replacement};
 use crate::{Error, Result};
 use frugal_formats::gguf::{GgufFile, Value};
@@ -280,7 +280,7 @@ pub fn prune_mlp_neurons_gguf(
                 b.down = Linear::dense(dn, t(d2, (d, keep))?, None)?;
                 Ok(())
             };
-            gptq::sequential(&f, calib, false, &mut treat, progress)?;
+            calibration::sequential(&f, calib, false, &mut treat, progress)?;
         }
     }
     // Write: the shrunk MLP weights as F32 with their new shapes, the new width in the
@@ -499,7 +499,7 @@ pub fn prune_heads_gguf(
                 grams.push(std::mem::take(&mut st.grams[1]));
                 Ok(())
             };
-            gptq::sequential(&f, calib, false, &mut keep, progress)?;
+            calibration::sequential(&f, calib, false, &mut keep, progress)?;
             Some(grams)
         }
     };
@@ -688,7 +688,7 @@ pub fn prune_layers_gguf(
     // (The epsilon keeps 25 × 0.28 = 7.000000000000001 from becoming 8.)
     let k = ((n as f64 * opts.fraction - 1e-9).ceil() as usize).clamp(1, n - 1);
     progress(0, 1);
-    let bi = block_influence(&gptq::load_model(&f)?, calib)?;
+    let bi = block_influence(&calibration::load_model(&f)?, calib)?;
     progress(1, 1);
     let mut removed: Vec<usize> = (0..n).collect();
     removed.sort_by(|&a, &b| bi[a].total_cmp(&bi[b]).then(a.cmp(&b)));

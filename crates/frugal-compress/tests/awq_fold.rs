@@ -3,7 +3,7 @@
 //! per key/value head, up rows) gives the same block output.
 
 use frugal_compress::quant::awq::tie_gqa;
-use frugal_compress::quant::gptq::fold_scales;
+use frugal_compress::quant::awq::fold_scales;
 use frugal_formats::{assets, gguf::GgufFile, rng::SplitMix64};
 use frugal_models::llama::{Llama, LoadOptions};
 

@@ -139,11 +139,71 @@ impl MeterOptions {
 pub struct Session {
     start: Instant,
     cpu0: estimate::CpuTimes,
-    rapl: Option<rapl::Rapl>,
-    gpus: Option<nvml::Gpus>,
-    estimate: Option<(estimate::CpuPowerModel, estimate::CpuTimes)>,
+    /// The sources read, in report order (counters first, then any estimate).
+    meters: Vec<Box<dyn Meter>>,
     /// CPU seconds spent in the session's own calls.
     meter_cpu: f64,
+}
+
+/// A source of energy figures: a hardware counter (RAPL, NVML) or an estimate. A new meter is
+/// one file implementing this, opened in [`open_meters`].
+pub trait Meter {
+    /// Reads the counters now (a counter that wraps must be read more often than it wraps).
+    fn sample(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// The energy since the meter was opened, by source with its provenance; `now` is the
+    /// process's CPU time and `seconds` the wall time since the session started.
+    fn readings(&mut self, now: &estimate::CpuTimes, seconds: f64) -> Vec<SourceReading>;
+}
+
+impl Meter for rapl::Rapl {
+    fn sample(&mut self) -> Result<()> {
+        rapl::Rapl::sample(self)
+    }
+    fn readings(&mut self, _now: &estimate::CpuTimes, _seconds: f64) -> Vec<SourceReading> {
+        rapl::Rapl::readings(self)
+    }
+}
+
+impl Meter for nvml::Gpus {
+    fn readings(&mut self, _now: &estimate::CpuTimes, _seconds: f64) -> Vec<SourceReading> {
+        nvml::Gpus::readings(self)
+    }
+}
+
+/// The CPU and memory estimate from the CPU time since `t0` (when no CPU counter is readable).
+struct Estimate {
+    model: estimate::CpuPowerModel,
+    t0: estimate::CpuTimes,
+}
+
+impl Meter for Estimate {
+    fn readings(&mut self, now: &estimate::CpuTimes, seconds: f64) -> Vec<SourceReading> {
+        self.model
+            .readings(now.cpu_seconds - self.t0.cpu_seconds, seconds)
+    }
+}
+
+/// The meters `opts` asks for that this machine has: RAPL where readable, NVML when asked and
+/// present, the estimate for the CPU and memory when no CPU counter is readable.
+pub fn open_meters(opts: &MeterOptions) -> Result<Vec<Box<dyn Meter>>> {
+    let mut meters: Vec<Box<dyn Meter>> = Vec::new();
+    let rapl = rapl::Rapl::open(&opts.powercap_root)?;
+    let cpu_counter = rapl.is_some();
+    if let Some(r) = rapl {
+        meters.push(Box::new(r));
+    }
+    if let Some(g) = opts.nvml.then(nvml::Gpus::open).flatten() {
+        meters.push(Box::new(g));
+    }
+    if !cpu_counter {
+        meters.push(Box::new(Estimate {
+            model: opts.estimate.clone(),
+            t0: estimate::CpuTimes::now(),
+        }));
+    }
+    Ok(meters)
 }
 
 /// The calling thread's CPU time, seconds.
@@ -164,18 +224,11 @@ impl Session {
         // The workload's clock starts before the meter's own work, which is then subtracted.
         let cpu0 = estimate::CpuTimes::now();
         let c0 = thread_cpu_seconds();
-        let rapl = rapl::Rapl::open(&opts.powercap_root)?;
-        let gpus = if opts.nvml { nvml::Gpus::open() } else { None };
-        let estimate = match rapl {
-            Some(_) => None,
-            None => Some((opts.estimate.clone(), estimate::CpuTimes::now())),
-        };
+        let meters = open_meters(opts)?;
         Ok(Session {
             start: Instant::now(),
             cpu0,
-            rapl,
-            gpus,
-            estimate,
+            meters,
             meter_cpu: thread_cpu_seconds() - c0,
         })
     }
@@ -184,8 +237,8 @@ impl Session {
     /// runs; `stop` does it too).
     pub fn sample(&mut self) -> Result<()> {
         let c0 = thread_cpu_seconds();
-        if let Some(r) = &mut self.rapl {
-            r.sample()?;
+        for m in &mut self.meters {
+            m.sample()?;
         }
         self.meter_cpu += thread_cpu_seconds() - c0;
         Ok(())
@@ -207,19 +260,13 @@ impl Session {
         let cpu1 = estimate::CpuTimes::now();
         let m0 = self.meter_cpu;
         let c0 = thread_cpu_seconds();
-        if let Some(r) = &mut self.rapl {
-            r.sample()?;
+        for m in &mut self.meters {
+            m.sample()?;
         }
         let seconds = self.start.elapsed().as_secs_f64();
         let mut sources = Vec::new();
-        if let Some(r) = &self.rapl {
-            sources.extend(r.readings());
-        }
-        if let Some(g) = &mut self.gpus {
-            sources.extend(g.readings());
-        }
-        if let Some((model, t0)) = &self.estimate {
-            sources.extend(model.readings(cpu1.cpu_seconds - t0.cpu_seconds, seconds));
+        for m in &mut self.meters {
+            sources.extend(m.readings(&cpu1, seconds));
         }
         Ok(EnergyReport {
             seconds,

@@ -5,7 +5,7 @@
 //! so that every output carries its quality. `frugal quantize|prune|distill` and recipe steps
 //! call them.
 
-use frugal_compress::quant::gptq::Calibration;
+use frugal_compress::quant::calibration::Calibration;
 use frugal_compress::quant::{quantize_model, Method, QuantizeOptions, QuantizeReport};
 use frugal_eval::{LmEvalFiles, LmEvalReport};
 use serde::Serialize;

@@ -30,7 +30,7 @@
 use crate::steps::{judge_cached, load_calibration, CalibSpec, EvalSpec};
 use crate::Error;
 use frugal_compress::quant::alloc::Candidates;
-use frugal_compress::quant::{gptq, BudgetPlan, QuantizeOptions};
+use frugal_compress::quant::{calibration, BudgetPlan, QuantizeOptions};
 use frugal_formats::gguf::GgufFile;
 use frugal_formats::output::{write_atomic, AtomicDir};
 use serde::Serialize;
@@ -131,6 +131,23 @@ pub struct CandidateEnergy {
     pub measured: bool,
 }
 
+/// The chosen model's quality on the held-out text (the figures a policy reads).
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldoutQuality {
+    pub ppl: f64,
+    pub kld: HeldoutKld,
+    pub same_top1_pct: f64,
+    /// The held-out text.
+    pub text: String,
+}
+
+/// The mean KL divergence from the input, and the input's perplexity.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldoutKld {
+    pub mean: f64,
+    pub reference_ppl: f64,
+}
+
 /// One judged evaluation.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Judged {
@@ -196,7 +213,7 @@ pub struct TuneReport {
     /// Chunks whose reference logits came from the cache instead of a forward pass of the input.
     pub reference_chunks_reused: usize,
     /// The figures a policy reads: the held-out evaluation of the chosen model.
-    pub quality: serde_json::Value,
+    pub quality: HeldoutQuality,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -299,8 +316,8 @@ pub fn tune(
     // unwritable output folder fails before any work.
     let scratch = AtomicDir::create(&beside(&job.output, ".tune"))?;
     // 1. Importance matrix.
-    let calib: gptq::Calibration = load_calibration(&job.input, &job.calib)?;
-    let imatrix = gptq::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
+    let calib: calibration::Calibration = load_calibration(&job.input, &job.calib)?;
+    let imatrix = calibration::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
     let t_imatrix = t0.elapsed().as_secs_f64();
     let mut opts = QuantizeOptions::new(target);
     opts.imatrix = Some(imatrix);
@@ -532,12 +549,15 @@ pub fn tune(
         reference_chunks_reused: cache.hits(),
         input_bytes,
         output_bytes: c.bytes,
-        quality: serde_json::json!({
-            "ppl": heldout.ppl,
-            "kld": {"mean": heldout.kld, "reference_ppl": heldout.reference_ppl},
-            "same_top1_pct": heldout.same_top1_pct,
-            "text": job.heldout.text.display().to_string(),
-        }),
+        quality: HeldoutQuality {
+            ppl: heldout.ppl,
+            kld: HeldoutKld {
+                mean: heldout.kld,
+                reference_ppl: heldout.reference_ppl,
+            },
+            same_top1_pct: heldout.same_top1_pct,
+            text: job.heldout.text.display().to_string(),
+        },
         candidates,
         seconds: Seconds {
             imatrix: t_imatrix,

@@ -43,6 +43,22 @@ pub struct ClassifierTuneJob {
     pub max_evals: usize,
 }
 
+/// The chosen plan on the held-out images (the figures a policy reads).
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldoutAccuracy {
+    pub accuracy_pct: f64,
+    pub reference_accuracy_pct: f64,
+    /// The mean KL divergence of the outputs from the input model's.
+    pub kld: MeanKld,
+    pub images: usize,
+}
+
+/// A mean KL divergence.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeanKld {
+    pub mean: f64,
+}
+
 /// One weight in one scheme, alone.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sensitivity {
@@ -95,7 +111,7 @@ pub struct ClassifierTuneReport {
     pub output_bytes: u64,
     pub seconds: f64,
     /// The figures a policy reads: the held-out evaluation of the chosen model.
-    pub quality: serde_json::Value,
+    pub quality: HeldoutAccuracy,
     /// `accuracy_drop_pt` for `frugal check` (held-out half).
     pub accuracy_drop_pt: f64,
 }
@@ -520,12 +536,12 @@ pub fn tune_classifier(
         input_bytes: f.file_len(),
         output_bytes: c.file_bytes,
         seconds: t0.elapsed().as_secs_f64(),
-        quality: serde_json::json!({
-            "accuracy_pct": h.accuracy_pct,
-            "reference_accuracy_pct": heldout.acc_ref,
-            "kld": {"mean": h.kld},
-            "images": heldout.idx.len(),
-        }),
+        quality: HeldoutAccuracy {
+            accuracy_pct: h.accuracy_pct,
+            reference_accuracy_pct: heldout.acc_ref,
+            kld: MeanKld { mean: h.kld },
+            images: heldout.idx.len(),
+        },
         accuracy_drop_pt: h.accuracy_drop_pt,
         candidates,
     };

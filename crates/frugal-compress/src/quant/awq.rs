@@ -16,7 +16,9 @@
 //! a key/value head (the reference implementation skips this pair when the shapes differ).
 
 use super::{decode, quantize_matrix};
+use super::calibration::{block_names, dense, linear_named};
 use crate::Result;
+use frugal_models::llama::Llama;
 use candle_core::{Device, Tensor};
 use frugal_formats::gguf::GgmlType;
 
@@ -187,6 +189,67 @@ pub fn tie_gqa(n_head: usize, n_head_kv: usize, head_dim: usize) -> Vec<usize> {
     (0..n_head * head_dim)
         .map(|c| (c / head_dim / rep) * head_dim + c % head_dim)
         .collect()
+}
+
+/// One AWQ group's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AwqChoice {
+    pub group: String,
+    pub alpha: f64,
+    pub loss_ratio: f64,
+}
+
+/// Scales the input channels of block `i`'s input group `g` (the order of
+/// [`Llama::block_forward`]'s trace) by `s` — every layer reading that input gets its columns
+/// multiplied by `s` — and divides whatever produces the input by `s`, so the block computes the
+/// same function: the RMSNorm gain for the attention and FFN inputs, the value projection's rows
+/// for the attention output (whose channels share their value row's scale under grouped-query
+/// attention; `s` must be tied accordingly), the up projection's rows for FFN down's input
+/// (silu(gate)·up is linear in up).
+pub fn fold_scales(model: &mut Llama, i: usize, g: usize, s: &[f32]) -> Result<()> {
+    let names = block_names(i);
+    for name in &names[g] {
+        let lin = linear_named(model, name);
+        let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
+        scale_cols(&mut w, s);
+        dense(lin, w)?;
+    }
+    let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
+    let rows = |model: &mut Llama, producer: &str, k: &[f32]| -> Result<()> {
+        let lin = linear_named(model, producer);
+        let cols = lin.n_in();
+        let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
+        w.chunks_mut(cols)
+            .zip(k)
+            .for_each(|(r, k)| r.iter_mut().for_each(|v| *v *= k));
+        dense(lin, w)
+    };
+    match g {
+        0 | 2 => {
+            let b = &mut model.blocks[i];
+            let norm = if g == 0 {
+                &mut b.attn_norm
+            } else {
+                &mut b.ffn_norm
+            };
+            let inv_t = Tensor::from_slice(&inv, inv.len(), norm.device())?;
+            *norm = norm.mul(&inv_t)?;
+        }
+        1 => {
+            let c = &model.config;
+            let tie = tie_gqa(c.n_head, c.n_head_kv, c.head_dim());
+            let mut k = vec![1f32; c.n_head_kv * c.head_dim()];
+            tie.iter().zip(&inv).for_each(|(&t, &v)| k[t] = v);
+            rows(model, &names[0][2], &k)?;
+        }
+        _ => rows(model, &names[2][1], &inv)?,
+    }
+    Ok(())
+}
+
+fn scale_cols(w: &mut [f32], s: &[f32]) {
+    w.chunks_mut(s.len())
+        .for_each(|r| r.iter_mut().zip(s).for_each(|(v, k)| *v *= k));
 }
 
 #[cfg(test)]

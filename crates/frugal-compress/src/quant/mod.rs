@@ -11,6 +11,7 @@
 
 pub mod alloc;
 pub mod awq;
+pub mod calibration;
 pub mod codec;
 pub mod gptq;
 pub mod int;
@@ -269,7 +270,7 @@ pub struct QuantizeReport {
     pub tensors: Vec<TensorReport>,
     /// AWQ's choice per group of layers sharing an input (empty without AWQ).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub awq: Vec<gptq::AwqChoice>,
+    pub awq: Vec<awq::AwqChoice>,
 }
 
 /// The type chosen for one tensor, and why.
@@ -545,7 +546,7 @@ pub fn quantize_model(
     input: &Path,
     output: &Path,
     opts: &QuantizeOptions,
-    calib: Option<&gptq::Calibration>,
+    calib: Option<&calibration::Calibration>,
     method: Method,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantizeReport> {
@@ -559,7 +560,7 @@ pub fn quantize_model(
         // model's activations, so for them the plan only needs to know calibration is there.
         let planning = opts.target_bpw.is_some() || opts.fallback == Fallback::Best;
         opts.imatrix = Some(if matches!(method, Method::Rtn) || planning {
-            gptq::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?
+            calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?
         } else {
             Imatrix {
                 entries: HashMap::new(),

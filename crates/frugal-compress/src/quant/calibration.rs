@@ -1,0 +1,355 @@
+//! Calibration shared by every calibration-aware method: the calibration text as token
+//! chunks ([`Calibration`]), llama-imatrix's statistic ([`collect_imatrix`]), the sequential
+//! block driver ([`sequential`]: each decoder block's input statistics — Gram matrices Σxxᵀ
+//! and summed |x| — on the activations of the blocks already treated), and the dampened
+//! inverse Cholesky factor GPTQ and SparseGPT spread rounding errors with.
+
+use super::Imatrix;
+use crate::{Error, Result};
+use candle_core::{DType, Tensor};
+use frugal_formats::gguf::GgufFile;
+use frugal_models::linear::Weight;
+use frugal_models::llama::{Llama, LoadOptions};
+use frugal_models::tokenizer::GgufTokenizer;
+use std::collections::HashMap;
+
+/// Calibration text cut into chunks as llama-imatrix does: the whole text tokenized once,
+/// consecutive `ctx`-token chunks, each starting with BOS when the model adds one.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub chunks: Vec<Vec<u32>>,
+    pub source: String,
+}
+
+impl Calibration {
+    /// At most `max_tokens` tokens (whole chunks) of `text`.
+    pub fn from_text(
+        f: &GgufFile,
+        text: &str,
+        source: &str,
+        ctx: usize,
+        max_tokens: usize,
+    ) -> Result<Calibration> {
+        let tok = GgufTokenizer::from_gguf(f)?;
+        let ids = tok.encode(text, tok.add_bos)?;
+        let ctx = ctx.max(8);
+        let n_chunks = (ids.len() / ctx).min(max_tokens / ctx);
+        if n_chunks == 0 {
+            return Err(Error::BadCalibration(format!(
+                "{source}: {} tokens, fewer than one chunk of {ctx} (or a token budget below it)",
+                ids.len()
+            )));
+        }
+        let chunks = (0..n_chunks)
+            .map(|i| {
+                let mut c = ids[i * ctx..(i + 1) * ctx].to_vec();
+                if let (true, Some(b)) = (tok.add_bos, tok.bos) {
+                    c[0] = b;
+                }
+                c
+            })
+            .collect();
+        Ok(Calibration {
+            chunks,
+            source: source.to_string(),
+        })
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+}
+
+/// Loads the model with exact f32 weights (no activation rounding): calibration statistics are
+/// properties of the model, not of a kernel.
+pub(crate) fn load_model(f: &GgufFile) -> Result<Llama> {
+    Ok(Llama::load(
+        f,
+        LoadOptions::EXACT,
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// Names of block `i`'s weights, grouped by the input they read (the order of
+/// [`Llama::block_forward`]'s trace).
+pub(crate) fn block_names(i: usize) -> [Vec<String>; 4] {
+    let n = |s: &str| format!("blk.{i}.{s}.weight");
+    [
+        vec![n("attn_q"), n("attn_k"), n("attn_v")],
+        vec![n("attn_output")],
+        vec![n("ffn_gate"), n("ffn_up")],
+        vec![n("ffn_down")],
+    ]
+}
+
+/// Whether `name` is one of a decoder block's linear weights (`blk.N.attn_q.weight`, …).
+pub(crate) fn is_block_weight(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("blk.") else {
+        return false;
+    };
+    let Some((i, _)) = rest.split_once('.') else {
+        return false;
+    };
+    i.parse::<usize>()
+        .is_ok_and(|i| block_names(i).iter().flatten().any(|n| n == name))
+}
+
+/// The name of the output layer's weight (the token embedding when they are tied).
+fn output_name(f: &GgufFile) -> &'static str {
+    if f.tensor("output.weight").is_some() {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    }
+}
+
+fn sum_sq_cols(x: &Tensor) -> Result<Vec<f64>> {
+    let v: Vec<f32> = x.sqr()?.sum(0)?.to_vec1()?;
+    Ok(v.into_iter().map(f64::from).collect())
+}
+
+/// llama-imatrix's importance matrix (per input column mean x²) from the full-precision model.
+/// The chunks' sums are added in [`frugal_dist::tree_sum`]'s order, so MPI ranks (each
+/// running its share of the chunks) get the single process's matrix bit for bit.
+pub fn collect_imatrix(
+    f: &GgufFile,
+    calib: &Calibration,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Imatrix> {
+    let comm = frugal_dist::world();
+    let model = load_model(f)?;
+    let n_layer = model.blocks.len();
+    // Every chunk's Σx² per distinct input, laid out block by block, then the output layer's.
+    let mut layout: Vec<(Vec<String>, usize)> = Vec::with_capacity(4 * n_layer + 1);
+    for i in 0..n_layer {
+        let b = &model.blocks[i];
+        let dims = [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()];
+        layout.extend(block_names(i).into_iter().zip(dims));
+    }
+    layout.push((vec![output_name(f).to_string()], model.config.n_embd));
+    let len = layout.iter().map(|(_, n)| n).sum();
+    let mine = frugal_dist::tree_items(comm, calib.chunks.len()).len();
+    let mut done = 0;
+    let sums = frugal_dist::tree_sum(
+        comm,
+        calib.chunks.len(),
+        len,
+        &mut |c| -> Result<Vec<f64>> {
+            let chunk = &calib.chunks[c];
+            let ctx = model.attn_ctx(chunk.len())?;
+            let mut x = model.embed(chunk)?;
+            let mut v = Vec::with_capacity(len);
+            for i in 0..n_layer {
+                let (out, tr) = model.block_forward(i, &x, &ctx, true)?;
+                for input in tr.expect("traced").iter() {
+                    v.extend(sum_sq_cols(input)?);
+                }
+                x = out;
+            }
+            v.extend(sum_sq_cols(&model.final_norm(&x)?)?);
+            done += 1;
+            progress(done, mine);
+            Ok(v)
+        },
+    )?;
+    let n = calib.n_tokens() as f64;
+    let mut entries = HashMap::new();
+    let mut rest = &sums[..];
+    for (names, width) in layout {
+        let (v, tail) = rest.split_at(width);
+        rest = tail;
+        let mean: Vec<f32> = v.iter().map(|s| (s / n) as f32).collect();
+        for name in names {
+            entries.insert(name, mean.clone());
+        }
+    }
+    Ok(Imatrix {
+        entries,
+        n_tokens: calib.n_tokens() as u64,
+        source: calib.source.clone(),
+    })
+}
+
+/// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), row-major f32, after dampening H; columns
+/// with no signal (H_jj = 0) get H_jj = 1 and are reported in `dead`.
+pub fn inverse_cholesky_upper(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, Vec<bool>)> {
+    use faer::linalg::solvers::DenseSolveCore;
+    let dead: Vec<bool> = (0..n).map(|j| h[j * n + j] <= 0.0).collect();
+    let mean_diag = (0..n)
+        .filter(|&j| !dead[j])
+        .map(|j| h[j * n + j])
+        .sum::<f64>()
+        / n.max(1) as f64;
+    let d = damp * mean_diag.max(f64::MIN_POSITIVE);
+    let hm = faer::Mat::<f64>::from_fn(n, n, |i, j| {
+        if dead[i] || dead[j] {
+            if i == j {
+                1.0
+            } else {
+                0.0
+            }
+        } else {
+            h[i * n + j] + if i == j { d } else { 0.0 }
+        }
+    });
+    let llt = hm
+        .llt(faer::Side::Lower)
+        .map_err(|e| Error::Numerical(format!("Cholesky of H failed: {e:?}")))?;
+    let inv = llt.inverse();
+    let llt2 = inv
+        .llt(faer::Side::Lower)
+        .map_err(|e| Error::Numerical(format!("Cholesky of H⁻¹ failed: {e:?}")))?;
+    let l = llt2.L();
+    // U = Lᵀ: U[j][k] = L[k][j] for k ≥ j.
+    let mut u = vec![0f32; n * n];
+    for j in 0..n {
+        for k in j..n {
+            u[j * n + k] = l[(k, j)] as f32;
+        }
+    }
+    Ok((u, dead))
+}
+
+/// XᵀX of `x` `[T, n]`, the product taken in f32 (per chunk; chunks are summed in f64).
+pub(crate) fn gram_f32(x: &Tensor) -> Result<Vec<f32>> {
+    Ok(x.t()?
+        .contiguous()?
+        .matmul(x)?
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1()?)
+}
+
+pub(crate) fn dense(lin: &mut frugal_models::linear::Linear, w: Vec<f32>) -> Result<()> {
+    let shape = (lin.n_out(), lin.n_in());
+    let t = Tensor::from_vec(w, shape, &candle_core::Device::Cpu)?;
+    Ok(lin.set_weight(Weight::Dense(t))?)
+}
+
+pub(crate) fn linear_named<'a>(
+    model: &'a mut Llama,
+    name: &str,
+) -> &'a mut frugal_models::linear::Linear {
+    model
+        .linears_mut()
+        .into_iter()
+        .find(|l| l.name == name)
+        .expect("every block weight is a linear layer")
+}
+
+/// What one block's statistics are, for a [`sequential`] pass: the Gram matrix Σxxᵀ and the
+/// summed |x| of each of the block's four distinct linear inputs, over `n_tokens` tokens.
+pub(crate) struct BlockStats {
+    pub grams: Vec<Vec<f64>>,
+    pub abs: Vec<Vec<f64>>,
+    pub dims: [usize; 4],
+    pub n_tokens: usize,
+}
+
+/// The skeleton every block-wise method shares: the model at full precision, the calibration
+/// chunks embedded, then for each decoder block in order: its input statistics on the
+/// activations of the blocks already treated, `treat(model, block, stats)` (which replaces the
+/// block's weights), and the states moved through the treated block. Returns the importance
+/// matrix of the treated model's own activations (every block weight, and the output layer).
+pub(crate) fn sequential(
+    f: &GgufFile,
+    calib: &Calibration,
+    with_abs: bool,
+    treat: &mut dyn FnMut(&mut Llama, usize, &mut BlockStats) -> Result<()>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Imatrix> {
+    let comm = frugal_dist::world();
+    let mut model = load_model(f)?;
+    let n_layer = model.blocks.len();
+    // This rank's chunks (all of them alone): their states move through the blocks here, and
+    // their statistics are summed with the other ranks' in the single process's order.
+    let n_chunks = calib.chunks.len();
+    let mine = frugal_dist::tree_items(comm, n_chunks);
+    let ctxs: Vec<_> = calib.chunks[mine.clone()]
+        .iter()
+        .map(|c| model.attn_ctx(c.len()))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut states: Vec<Tensor> = calib.chunks[mine.clone()]
+        .iter()
+        .map(|c| model.embed(c))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut imatrix = HashMap::new();
+    let n_tok = calib.n_tokens();
+    for i in 0..n_layer {
+        let dims = {
+            let b = &model.blocks[i];
+            [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()]
+        };
+        let n_gram: usize = dims.iter().map(|n| n * n).sum();
+        let n_abs: usize = if with_abs { dims.iter().sum() } else { 0 };
+        let sums = frugal_dist::tree_sum(comm, n_chunks, n_gram + n_abs, &mut |c| {
+            let k = c - mine.start;
+            let (_, tr) = model.block_forward(i, &states[k], &ctxs[k], true)?;
+            let tr = tr.expect("traced");
+            let mut v = Vec::with_capacity(n_gram + n_abs);
+            for input in tr.iter() {
+                v.extend(gram_f32(input)?.into_iter().map(f64::from));
+            }
+            if with_abs {
+                for input in tr.iter() {
+                    v.extend(mean_abs_cols(input)?);
+                }
+            }
+            Ok::<_, Error>(v)
+        })?;
+        let (mut g_rest, mut a_rest) = sums.split_at(n_gram);
+        let mut st = BlockStats {
+            grams: Vec::with_capacity(4),
+            abs: Vec::with_capacity(4),
+            dims,
+            n_tokens: n_tok,
+        };
+        for &n in &dims {
+            let (g, t) = g_rest.split_at(n * n);
+            st.grams.push(g.to_vec());
+            g_rest = t;
+            if with_abs {
+                let (a, t) = a_rest.split_at(n);
+                st.abs.push(a.to_vec());
+                a_rest = t;
+            } else {
+                st.abs.push(vec![0.0; n]);
+            }
+        }
+        for (g, names) in block_names(i).iter().enumerate() {
+            let n = dims[g];
+            let qw: Vec<f32> = (0..n)
+                .map(|j| (st.grams[g][j * n + j] / n_tok as f64) as f32)
+                .collect();
+            for name in names {
+                imatrix.insert(name.clone(), qw.clone());
+            }
+        }
+        treat(&mut model, i, &mut st)?;
+        for (x, ctx) in states.iter_mut().zip(&ctxs) {
+            *x = model.block_forward(i, x, ctx, false)?.0;
+        }
+        progress(i + 1, n_layer + 1);
+    }
+    let head = frugal_dist::tree_sum(comm, n_chunks, model.config.n_embd, &mut |c| {
+        sum_sq_cols(&model.final_norm(&states[c - mine.start])?)
+    })?;
+    imatrix.insert(
+        output_name(f).to_string(),
+        head.into_iter()
+            .map(|s| (s / n_tok as f64) as f32)
+            .collect(),
+    );
+    progress(n_layer + 1, n_layer + 1);
+    Ok(Imatrix {
+        entries: imatrix,
+        n_tokens: n_tok as u64,
+        source: calib.source.clone(),
+    })
+}
+
+/// Σ|x| over the rows of `x`, per column.
+pub(crate) fn mean_abs_cols(x: &Tensor) -> Result<Vec<f64>> {
+    let v: Vec<f32> = x.abs()?.sum(0)?.to_vec1()?;
+    Ok(v.into_iter().map(f64::from).collect())
+}
