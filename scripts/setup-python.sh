@@ -3,8 +3,9 @@
 #
 #   PY=$(scripts/setup-python.sh) && "$PY" scripts/gguf_dump.py model.gguf
 #
-# Venv: ${FRUGAL_CACHE:-$HOME/.cache/frugal}/venv, with gguf==0.19.0 + numpy (all
-# versions pinned below) installed by pip from PyPI. A re-run only compares the venv's
+# Venv: ${FRUGAL_CACHE:-$HOME/.cache/frugal}/venv, with gguf==0.19.0 + numpy, and jsonschema
+# (the reports' schema check, scripts/validate-report.py) — all versions pinned below —
+# installed by pip from PyPI. A re-run only compares the venv's
 # stamp with the pins (no pip, no network). If the stamp is missing (first run, an
 # interrupted run, or other pins) the venv is rebuilt from scratch. Progress goes to
 # stderr; stdout is only the python path. Base interpreter: $FRUGAL_PYTHON or python3
@@ -21,6 +22,12 @@ certifi==2026.10.19.post1
 charset-normalizer==3.5.3
 idna==3.20
 urllib3==2.8.0
+jsonschema==4.26.0
+jsonschema-specifications==2025.9.1
+referencing==0.37.0
+rpds-py==2026.9.1
+attrs==26.1.0
+typing-extensions==4.16.0
 "
 
 CACHE="${FRUGAL_CACHE:-${HOME:?HOME is not set; set FRUGAL_CACHE}/.cache/frugal}"
@@ -64,8 +71,8 @@ if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --
   sed 's/^/  pip: /' "$CACHE/.venv.log" | tail -n 15 >&2
   die "pip install into $VENV failed (see above): is PyPI reachable? (check 'pip config list'); re-run to retry"
 fi
-"$VENV/bin/python" -c 'import gguf, numpy' 2>&1 | sed 's/^/  /' >&2 ||
-  die "the venv was built but 'import gguf, numpy' fails (see above); delete $VENV and re-run"
+"$VENV/bin/python" -c 'import gguf, numpy, jsonschema' 2>&1 | sed 's/^/  /' >&2 ||
+  die "the venv was built but 'import gguf, numpy, jsonschema' fails (see above); delete $VENV and re-run"
 "$VENV/bin/python" -m pip check > "$CACHE/.venv.log" 2>&1 || {
   sed 's/^/  /' "$CACHE/.venv.log" >&2
   die "the pinned requirements are inconsistent (see above); fix REQUIREMENTS in $0"

@@ -28,7 +28,7 @@ fn frugal_json(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::report(&out.stdout)
 }
 
 /// The joules of every source of a report's `energy` block.
@@ -51,7 +51,7 @@ fn inspect_json_on_smollm2() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = common::report(&out.stdout);
     assert_eq!(j["n_tensors"], 272);
     assert_eq!(j["n_parameters"], 134_515_008u64);
     assert_eq!(j["architecture"], "llama");
@@ -125,7 +125,7 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
         ]
     );
     let j: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("o/report.json")).unwrap()).unwrap();
+        common::report(&std::fs::read(dir.path().join("o/report.json")).unwrap());
     assert_eq!(j["data"]["n_images"], 1797);
     // The int8 model is a valid classifier file `frugal eval` scores like the run did.
     let out = frugal(
@@ -143,7 +143,7 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = common::report(&out.stdout);
     let int8 = &j["classifier"]["models"][4];
     assert_eq!(int8["name"], "student-int8");
     assert_eq!(e["n_correct"], int8["eval"]["n_correct"], "{e}");
@@ -284,7 +284,7 @@ fn distill_trains_and_distils_a_digits_classifier() {
         &["eval", "s.safetensors", "--data", "digits", "--json"],
         dir.path(),
     );
-    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = common::report(&out.stdout);
     assert_eq!(e["n_correct"], s["eval"]["n_correct"]);
     let bad = frugal(
         &["distill", "--data", "cifar", "--out", "x.safetensors"],
@@ -510,7 +510,7 @@ fn distill_trains_and_distils_a_digits_classifier() {
         &["eval", "c3.safetensors", "--data", "digits", "--json"],
         dir.path(),
     );
-    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = common::report(&out.stdout);
     assert_eq!(e["n_correct"], c3["eval"]["n_correct"]);
 }
 
@@ -661,7 +661,7 @@ fn quantize_reports_the_quality_of_its_output() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = common::report(&out.stdout);
     assert_eq!(j["quantize"]["target"], "Q8_0");
     let kld = j["quality"]["kld"]["mean"].as_f64().unwrap();
     // Q8_0 of a Q4_1 model is nearly lossless against it.
@@ -684,7 +684,7 @@ fn quantize_reports_the_quality_of_its_output() {
         dir.path(),
     );
     assert_eq!(c.status.code(), Some(1));
-    let c: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    let c = common::report(&c.stdout);
     for clause in c["clauses"].as_array().unwrap() {
         let want = clause["key"] != "min_size_reduction";
         assert_eq!(clause["pass"], want, "{clause}");
@@ -891,7 +891,7 @@ fn encoder_int8_and_int4_keep_the_embeddings() {
         args.extend_from_slice(extra);
         let o = frugal(&args, dir.path());
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let j = common::report(&o.stdout);
         (j["quality"]["cosine_mean"].as_f64().unwrap(), j)
     };
     let (c8, j) = cos("int8", &["--type", "int8"]);
@@ -1296,7 +1296,7 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = common::report(&out.stdout);
     let s = r["steps"].as_array().unwrap();
     assert_eq!(s.len(), 5);
     assert!(s[..3].iter().all(|s| s["resumed"] == true));
@@ -1321,9 +1321,7 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let written: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap())
-            .unwrap();
+    let written = common::report(&std::fs::read(dir.path().join("out/report.json")).unwrap());
     assert_eq!(
         written["steps"][3]["resumed"], true,
         "the measure step is kept"

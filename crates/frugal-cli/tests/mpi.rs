@@ -52,8 +52,7 @@ fn ok_json(out: &Output, what: &str) -> serde_json::Value {
         "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    common::report(&out.stdout)
 }
 
 /// Removes what depends on the clock, the process or the output's name from a JSON report.

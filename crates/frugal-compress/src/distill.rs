@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Training settings.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TrainOptions {
     pub epochs: usize,
     pub batch: usize,
@@ -131,7 +131,7 @@ impl TrainOptions {
 }
 
 /// One epoch's record.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EpochRecord {
     pub epoch: usize,
     /// Mean training loss over the epoch's batches.
@@ -503,7 +503,7 @@ const CHECKPOINT_KEY: &str = "frugal.train_checkpoint";
 
 /// What a checkpoint holds beside the parameters and AdamW's moments: how far training got,
 /// the settings it was made with (`O`, compared on resume) and the records so far (`R`).
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub(crate) struct CheckpointMeta<O, R> {
     pub epochs_done: usize,
     pub adam_steps: usize,

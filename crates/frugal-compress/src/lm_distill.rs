@@ -25,7 +25,7 @@ use frugal_models::linear::Linear;
 use frugal_models::llama::Llama;
 
 /// Settings.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LmDistillOptions {
     pub epochs: usize,
     /// Teacher tokens cached per position.
@@ -184,7 +184,7 @@ fn top_k_of(teacher: &Llama, seq: &[u32], k: usize) -> Result<(Vec<u32>, Vec<f32
 }
 
 /// One training step's record.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LmStepRecord {
     pub step: usize,
     pub epoch: usize,
@@ -211,7 +211,7 @@ fn mlp_vars(model: &mut Llama) -> Result<Vec<Var>> {
 
 /// What a checkpoint must have been made with to be resumed: the same settings and the same
 /// training data (by size; the teacher pass is deterministic and is run again on resume).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 struct LmCheckpointKey {
     opts: LmDistillOptions,
     sequences: usize,

@@ -34,7 +34,17 @@ pub const SPARSEGPT_BLOCK: usize = 128;
 
 /// What a weight's importance is: `--method` of `frugal prune` and a recipe's prune
 /// `method`, one name table (clap and serde spell it alike).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[value(rename_all = "lowercase")]
 pub enum Score {
@@ -47,7 +57,9 @@ pub enum Score {
 }
 
 /// Which weights compete with each other (unstructured pattern only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scope {
     /// Within each layer (Wanda: within each output row).
@@ -57,7 +69,9 @@ pub enum Scope {
 }
 
 /// The sparsity pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub enum Pattern {
     Unstructured,
     /// Keep `n` of every `m` consecutive inputs.
@@ -84,7 +98,7 @@ impl std::str::FromStr for Pattern {
 }
 
 /// Pruning settings.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PruneOptions {
     pub score: Score,
     /// Fraction of weights set to zero (unstructured; N:M implies 1 − N/M).
@@ -94,7 +108,7 @@ pub struct PruneOptions {
 }
 
 /// One layer's outcome.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LayerSparsity {
     pub name: String,
     pub n_weights: usize,
@@ -102,7 +116,7 @@ pub struct LayerSparsity {
 }
 
 /// What [`prune_linears`] did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PruneReport {
     pub options: PruneOptions,
     pub layers: Vec<LayerSparsity>,
@@ -339,7 +353,7 @@ pub fn sparsegpt_matrix(
 }
 
 /// Pruning a GGUF model.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct GgufPruneOptions {
     pub score: Score,
     pub sparsity: f64,
@@ -349,7 +363,7 @@ pub struct GgufPruneOptions {
 }
 
 /// What [`prune_gguf`] did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct GgufPruneReport {
     pub input: String,
     pub output: String,

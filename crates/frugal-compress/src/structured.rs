@@ -31,7 +31,17 @@ use std::path::Path;
 
 /// `--structure` of `frugal prune`: what a structured prune removes, for a decoder (a
 /// [`Unit`]) or a CNN classifier (its conv channels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Structure {
     /// Whole MLP neurons (gate and up rows, down columns).
@@ -57,7 +67,9 @@ impl Structure {
 }
 
 /// What structured pruning removes from a decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Unit {
     /// MLP neurons of every block ([`prune_mlp_neurons_gguf`]).
@@ -69,7 +81,7 @@ pub enum Unit {
 }
 
 /// Settings.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct StructuredOptions {
     pub unit: Unit,
     pub score: Score,
@@ -83,7 +95,7 @@ pub struct StructuredOptions {
 }
 
 /// One block's outcome.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct NeuronLayer {
     pub block: usize,
     pub kept: usize,
@@ -93,7 +105,7 @@ pub struct NeuronLayer {
 }
 
 /// What [`prune_mlp_neurons_gguf`] did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct NeuronPruneReport {
     pub n_ff_before: usize,
     pub n_ff_after: usize,
@@ -332,7 +344,7 @@ pub fn prune_mlp_neurons_gguf(
 }
 
 /// What structured pruning did, by unit.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "unit", rename_all = "kebab-case")]
 pub enum StructuredReport {
     MlpNeurons(NeuronPruneReport),
@@ -427,7 +439,7 @@ fn need_tensor(f: &GgufFile, name: &str) -> Result<Vec<f32>> {
 }
 
 /// One block's removed attention heads.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct HeadLayer {
     pub block: usize,
     /// Query heads removed (indices in the input model).
@@ -437,7 +449,7 @@ pub struct HeadLayer {
 }
 
 /// What [`prune_heads_gguf`] did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct HeadPruneReport {
     pub n_head_before: usize,
     pub n_head_after: usize,
@@ -618,7 +630,7 @@ pub fn prune_heads_gguf(
 }
 
 /// What [`prune_layers_gguf`] did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LayerPruneReport {
     pub n_layer_before: usize,
     pub n_layer_after: usize,
@@ -753,7 +765,7 @@ pub fn prune_layers_gguf(
 }
 
 /// One conv block's outcome in [`prune_cnn_channels`].
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ChannelLayer {
     pub conv: usize,
     pub before: usize,
@@ -763,7 +775,7 @@ pub struct ChannelLayer {
 }
 
 /// What [`prune_cnn_channels`] did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ChannelPruneReport {
     pub conv_channels_before: Vec<usize>,
     pub conv_channels_after: Vec<usize>,

@@ -2,8 +2,8 @@
 //! scales into each of a real SmolLM2 block's four input groups (RMSNorm gains, value rows tied
 //! per key/value head, up rows) gives the same block output.
 
-use frugal_compress::quant::awq::tie_gqa;
 use frugal_compress::quant::awq::fold_scales;
+use frugal_compress::quant::awq::tie_gqa;
 use frugal_formats::{assets, gguf::GgufFile, rng::SplitMix64};
 use frugal_models::llama::{Llama, LoadOptions};
 

@@ -19,7 +19,7 @@ pub const GRID_TABLE_SOURCE: &str =
     "Our World in Data / Ember electricity-mix figures (2022–2023 for all but five regions; oldest 2009) via CodeCarbon 3.2.9 global_energy_mix.json";
 
 /// One region's grid intensity.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct GridIntensity {
     pub iso3: String,
     pub country: String,
@@ -77,7 +77,9 @@ pub fn operational_g(kwh: f64, pue: f64, g_per_kwh: f64) -> Result<f64> {
 }
 
 /// The hardware's embodied emissions and how much of it a workload reserves.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Embodied {
     /// TE: total embodied emissions of the hardware, grams.
     pub total_g: f64,

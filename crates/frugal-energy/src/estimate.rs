@@ -31,7 +31,7 @@ pub const DEFAULT_TDP_W: f64 = 85.0;
 pub const RAM_W_PER_GB: f64 = 0.375;
 
 /// What the estimate assumes about this machine's CPU.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CpuPowerModel {
     pub cpu_model: String,
     /// Logical CPUs this process may use.

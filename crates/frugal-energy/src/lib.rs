@@ -31,7 +31,7 @@ impl Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// How a figure was obtained.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Provenance {
     /// Read from a hardware energy counter.
@@ -44,7 +44,7 @@ pub enum Provenance {
 }
 
 /// One source's energy over a session.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SourceReading {
     /// `cpu-package-0`, `dram-0`, `gpu-0`, `cpu-estimate`, `ram-estimate`, …
     pub source: String,
@@ -55,7 +55,7 @@ pub struct SourceReading {
 }
 
 /// Everything a session measured.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EnergyReport {
     pub seconds: f64,
     pub sources: Vec<SourceReading>,
@@ -281,7 +281,7 @@ impl Session {
 
 /// A report with the energy of the work that made it: `energy` beside the report's own
 /// fields in JSON.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Metered<T> {
     #[serde(flatten)]
     pub report: T,

@@ -8,7 +8,7 @@ use frugal_models::cnn::{argmax, logits, Cnn};
 use serde::Serialize;
 
 /// Results of a classifier evaluation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct ClassifierEvalResult {
     pub n_images: usize,
     pub n_correct: usize,

@@ -68,7 +68,7 @@ pub fn wilson95(k: usize, n: usize) -> (f64, f64) {
 }
 
 /// Results of an encoder evaluation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EncoderEvalResult {
     pub n_sentences: usize,
     pub n_genres: usize,
@@ -102,7 +102,7 @@ pub fn knn_accuracy(emb: &[Vec<f32>], sents: &[LabelledSentence]) -> usize {
 }
 
 /// One tokenized item to embed, with its label.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Item {
     pub ids: Vec<u32>,
     pub genre: usize,
@@ -250,7 +250,7 @@ pub fn eval_encoder_items(
 }
 
 /// What an encoder is evaluated on.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EncoderData {
     /// Sentences of at least 8 words, this many per genre.
@@ -260,7 +260,7 @@ pub enum EncoderData {
 }
 
 /// `frugal eval` on a sentence-encoder folder: Brown sentences or passages, optional reference.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EncoderEvalReport {
     pub model: String,
     pub reference: Option<String>,

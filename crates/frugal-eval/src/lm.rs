@@ -114,7 +114,7 @@ fn chunks_of(tokens: &[u32], opts: &LmEvalOptions) -> Option<Vec<Vec<u32>>> {
 }
 
 /// What the evaluation measured. Uncertainties are one standard error, as llama.cpp prints them.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct LmEvalResult {
     pub ctx: usize,
     pub n_chunks: usize,
@@ -130,7 +130,7 @@ pub struct LmEvalResult {
 }
 
 /// Statistics against a reference model, with llama.cpp's definitions.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct KldStats {
     pub reference_ppl: f64,
     pub reference_ppl_se: f64,
@@ -590,7 +590,7 @@ pub struct LmEvalFiles {
 }
 
 /// The report of [`eval_lm_files`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LmEvalReport {
     pub model: String,
     pub reference: Option<String>,

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The model file formats Frugal reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelFormat {
     Gguf,
@@ -52,7 +54,7 @@ pub fn sniff_format(path: &Path) -> Result<ModelFormat> {
 }
 
 /// One tensor in a summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TensorSummary {
     pub name: String,
     pub dtype: String,
@@ -63,7 +65,7 @@ pub struct TensorSummary {
 }
 
 /// Totals for one dtype.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct DtypeTotals {
     pub tensors: usize,
     pub n_elements: u64,
@@ -71,7 +73,7 @@ pub struct DtypeTotals {
 }
 
 /// What `frugal inspect` reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ModelSummary {
     pub path: String,
     pub format: ModelFormat,
@@ -80,7 +82,7 @@ pub struct ModelSummary {
     pub file_size: u64,
     pub architecture: Option<String>,
     /// Metadata with long arrays abbreviated (`[string; 49152]`).
-    pub metadata: BTreeMap<String, serde_json::Value>,
+    pub metadata: BTreeMap<String, MetaValue>,
     pub n_tensors: usize,
     /// Total elements of all tensors ("parameters" for a model's weights).
     pub n_parameters: u64,
@@ -89,6 +91,93 @@ pub struct ModelSummary {
     pub bits_per_weight: f64,
     pub dtypes: BTreeMap<String, DtypeTotals>,
     pub tensors: Vec<TensorSummary>,
+}
+
+/// A metadata value as a report shows it: GGUF's scalars, texts and (nested) arrays;
+/// safetensors' texts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum MetaValue {
+    Bool(bool),
+    UInt(u64),
+    Int(i64),
+    /// Non-finite values are written as `null`.
+    Float(f64),
+    Text(String),
+    List(Vec<MetaValue>),
+}
+
+/// An integer value equals the same number (as `serde_json::Value` compares).
+impl PartialEq<i32> for MetaValue {
+    fn eq(&self, other: &i32) -> bool {
+        match self {
+            MetaValue::UInt(x) => i64::try_from(*x).is_ok_and(|x| x == i64::from(*other)),
+            MetaValue::Int(x) => *x == i64::from(*other),
+            _ => false,
+        }
+    }
+}
+
+/// A text value equals the same text.
+impl PartialEq<&str> for MetaValue {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self, MetaValue::Text(t) if t == other)
+    }
+}
+
+/// As compact JSON (texts quoted).
+impl std::fmt::Display for MetaValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl From<&Value> for MetaValue {
+    fn from(v: &Value) -> MetaValue {
+        match v {
+            Value::U8(x) => MetaValue::UInt((*x).into()),
+            Value::U16(x) => MetaValue::UInt((*x).into()),
+            Value::U32(x) => MetaValue::UInt((*x).into()),
+            Value::U64(x) => MetaValue::UInt(*x),
+            Value::I8(x) => MetaValue::Int((*x).into()),
+            Value::I16(x) => MetaValue::Int((*x).into()),
+            Value::I32(x) => MetaValue::Int((*x).into()),
+            Value::I64(x) => MetaValue::Int(*x),
+            // Shortest decimal that round-trips the f32 (1e-5, not 9.99999974e-6).
+            Value::F32(x) => f32_meta(*x),
+            Value::F64(x) => MetaValue::Float(*x),
+            Value::Bool(b) => MetaValue::Bool(*b),
+            Value::String(t) => MetaValue::Text(t.clone()),
+            Value::Array(a) => MetaValue::List(meta_list(a)),
+        }
+    }
+}
+
+/// The shortest decimal that round-trips the f32 (1e-5, not 9.99999974e-6).
+fn f32_meta(x: f32) -> MetaValue {
+    MetaValue::Float(format!("{x}").parse().unwrap_or(f64::NAN))
+}
+
+fn meta_list(a: &crate::gguf::Array) -> Vec<MetaValue> {
+    use crate::gguf::Array;
+    fn all<T: Copy>(v: &[T], f: impl Fn(T) -> MetaValue) -> Vec<MetaValue> {
+        v.iter().map(|x| f(*x)).collect()
+    }
+    match a {
+        Array::U8(v) => all(v, |x| MetaValue::UInt(x.into())),
+        Array::U16(v) => all(v, |x| MetaValue::UInt(x.into())),
+        Array::U32(v) => all(v, |x| MetaValue::UInt(x.into())),
+        Array::U64(v) => all(v, MetaValue::UInt),
+        Array::I8(v) => all(v, |x| MetaValue::Int(x.into())),
+        Array::I16(v) => all(v, |x| MetaValue::Int(x.into())),
+        Array::I32(v) => all(v, |x| MetaValue::Int(x.into())),
+        Array::I64(v) => all(v, MetaValue::Int),
+        Array::F32(v) => all(v, f32_meta),
+        Array::F64(v) => all(v, MetaValue::Float),
+        Array::Bool(v) => all(v, MetaValue::Bool),
+        Array::String(v) => v.iter().map(|t| MetaValue::Text(t.clone())).collect(),
+        Array::Array(v) => v.iter().map(|x| MetaValue::List(meta_list(x))).collect(),
+    }
 }
 
 /// Summarises a GGUF or safetensors file.
@@ -109,14 +198,8 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
                 .iter()
                 .map(|(k, v)| {
                     let j = match v {
-                        Value::Array(a) if a.len() > 16 => serde_json::Value::String(v.summary()),
-                        // Shortest decimal that round-trips the f32 (1e-5, not 9.99999974e-6).
-                        Value::F32(x) => format!("{x}")
-                            .parse::<f64>()
-                            .ok()
-                            .and_then(serde_json::Number::from_f64)
-                            .map_or(serde_json::Value::Null, serde_json::Value::Number),
-                        _ => v.to_json(),
+                        Value::Array(a) if a.len() > 16 => MetaValue::Text(v.summary()),
+                        _ => MetaValue::from(v),
                     };
                     (k.clone(), j)
                 })
@@ -149,7 +232,7 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
                 .header
                 .metadata
                 .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .map(|(k, v)| (k.clone(), MetaValue::Text(v.clone())))
                 .collect();
             let tensors = f
                 .header
@@ -287,7 +370,10 @@ impl ModelSummary {
                 let _ = writeln!(
                     s,
                     "    {k} = {}",
-                    v.as_str().map_or_else(|| v.to_string(), |x| x.to_string())
+                    match v {
+                        MetaValue::Text(t) => t.clone(),
+                        other => other.to_string(),
+                    }
                 );
             }
         }

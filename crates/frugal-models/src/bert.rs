@@ -11,7 +11,7 @@ use frugal_formats::safetensors::{Dtype, SafetensorsFile};
 use std::path::{Path, PathBuf};
 
 /// Hyperparameters from `config.json`.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 pub struct BertConfig {
     pub hidden_size: usize,
     pub num_hidden_layers: usize,

@@ -16,7 +16,9 @@ use std::path::Path;
 pub const CONFIG_KEY: &str = "frugal.cnn_config";
 
 /// The architecture.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct CnnConfig {
     pub in_channels: usize,
     pub height: usize,

@@ -48,14 +48,14 @@ pub fn index_name(weight: &str) -> String {
 pub const SPARSE_KEY: &str = "frugal.sparse";
 
 /// The JSON under [`SPARSE_KEY`].
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SparseMeta {
     pub version: u32,
     pub tensors: std::collections::BTreeMap<String, SparseEntry>,
 }
 
 /// One sparse tensor's dense shape and layout (`bitmask` or `N:M`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SparseEntry {
     pub shape: Vec<u64>,
     pub layout: String,

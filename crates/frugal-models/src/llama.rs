@@ -13,8 +13,57 @@ use candle_core::{DType, Device, Tensor, D};
 use frugal_formats::gguf::{GgmlType, GgufFile};
 use std::sync::Arc;
 
+/// What a decoder architecture does differently: one row per `general.architecture` in
+/// [`ARCHITECTURES`], read by the one block body ([`Llama::block`]) that the full forward, the
+/// key/value-cache decode step and the differentiable training pass share. A new architecture
+/// is a row here plus what is truly new (a variant below and its arm in the block body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchSpec {
+    /// `general.architecture`.
+    pub name: &'static str,
+    /// The normalisation before attention and before the MLP.
+    pub norm: Norm,
+    /// The MLP's gated activation.
+    pub activation: Activation,
+}
+
+/// A block's normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    /// RMSNorm with the file's epsilon, weight w: x / √(mean(x²) + ε) · w.
+    Rms,
+}
+
+/// A gated MLP's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU: silu(gate) · up.
+    SiluGlu,
+}
+
+/// The architectures Frugal runs.
+pub const ARCHITECTURES: &[ArchSpec] = &[
+    ArchSpec {
+        name: "llama",
+        norm: Norm::Rms,
+        activation: Activation::SiluGlu,
+    },
+    ArchSpec {
+        name: "mistral",
+        norm: Norm::Rms,
+        activation: Activation::SiluGlu,
+    },
+];
+
+impl ArchSpec {
+    /// The row of `general.architecture` `name`.
+    pub fn of(name: &str) -> Option<&'static ArchSpec> {
+        ARCHITECTURES.iter().find(|a| a.name == name)
+    }
+}
+
 /// Hyperparameters read from GGUF metadata.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LlamaConfig {
     pub n_layer: usize,
     pub n_embd: usize,
@@ -45,10 +94,17 @@ impl LlamaConfig {
             key: key.to_string(),
             reason,
         };
-        if !matches!(arch, "llama" | "mistral") {
+        if ArchSpec::of(arch).is_none() {
             return Err(bad(
                 "general.architecture",
-                format!("`{arch}` is not a Llama-family architecture"),
+                format!(
+                    "`{arch}` is not an architecture Frugal runs ({})",
+                    ARCHITECTURES
+                        .iter()
+                        .map(|a| a.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
         let int = |k: &str| -> Result<Option<usize>> {
@@ -212,6 +268,7 @@ pub struct Block {
 #[derive(Debug, Clone)]
 pub struct Llama {
     pub config: LlamaConfig,
+    pub arch: &'static ArchSpec,
     pub embedding: Tensor,
     pub blocks: Vec<Block>,
     pub output_norm: Tensor,
@@ -269,8 +326,14 @@ impl Llama {
         } else {
             linear(f, "token_embd.weight", [c.n_vocab, d], opts, device)?
         };
+        let arch = f
+            .header
+            .architecture()
+            .and_then(ArchSpec::of)
+            .expect("checked by LlamaConfig::from_gguf");
         Ok(Llama {
             config: c,
+            arch,
             embedding,
             blocks,
             output_norm,
@@ -369,7 +432,7 @@ impl Llama {
             })
             .collect();
         let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
-        Ok(AttnCtx { cos, sin, mask, t })
+        Ok(AttnCtx { cos, sin, mask })
     }
 
     /// The final RMS norm, whose output the output layer reads.
@@ -390,40 +453,84 @@ impl Llama {
         ctx: &AttnCtx,
         trace: bool,
     ) -> Result<(Tensor, Option<[Tensor; 4]>)> {
+        let out = self.block(i, x, Pass::Fused, Keys::Causal(ctx))?;
+        Ok((out.x, trace.then_some(out.inputs)))
+    }
+
+    /// The one block body: attention (RoPE on adjacent pairs, grouped-query heads) and the gated
+    /// MLP, each after its norm and added to the residual, as the architecture's row says. The
+    /// pass chooses the arithmetic (candle's fused kernels, or operations with gradients); the
+    /// keys are the sequence's own under a causal mask, or the cache's plus this position's.
+    fn block(&self, i: usize, x: &Tensor, pass: Pass, keys: Keys) -> Result<BlockOut> {
         let c = &self.config;
         let b = &self.blocks[i];
-        let (t, hd, nh, nkv) = (ctx.t, c.head_dim(), c.n_head, c.n_head_kv);
+        let (t, hd, nh, nkv) = (x.dim(0)?, c.head_dim(), c.n_head, c.n_head_kv);
         let scale = 1.0 / (hd as f64).sqrt();
-        let eps = c.rms_eps as f32;
-        let h = candle_nn::ops::rms_norm(x, &b.attn_norm, eps)?;
+        let norm = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+            match (self.arch.norm, pass) {
+                (Norm::Rms, Pass::Fused) => Ok(candle_nn::ops::rms_norm(x, w, c.rms_eps as f32)?),
+                (Norm::Rms, Pass::Differentiable) => rms_norm_diff(x, w, c.rms_eps),
+            }
+        };
+        let (cos, sin) = keys.rope();
+        let rope = |x: &Tensor| -> Result<Tensor> {
+            match pass {
+                Pass::Fused => Ok(candle_nn::rotary_emb::rope_i(x, cos, sin)?),
+                Pass::Differentiable => rope_diff(x, cos, sin),
+            }
+        };
+        let h = norm(x, &b.attn_norm)?;
         let heads = |l: &Linear, n: usize| -> Result<Tensor> {
             Ok(l.forward(&h)?
                 .reshape((1, t, n, hd))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, nh)?, &ctx.cos, &ctx.sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&heads(&b.k, nkv)?, &ctx.cos, &ctx.sin)?;
+        let q = rope(&heads(&b.q, nh)?)?;
+        let k = rope(&heads(&b.k, nkv)?)?;
         let v = heads(&b.v, nkv)?;
+        let (k, v, grown) = match keys {
+            Keys::Causal(_) => (k, v, None),
+            Keys::Cached { past, .. } => {
+                let grow = |old: &Option<Tensor>, new: Tensor| -> Result<Tensor> {
+                    Ok(match old {
+                        Some(o) => Tensor::cat(&[o, &new], 2)?,
+                        None => new,
+                    })
+                };
+                let (k, v) = (grow(past.0, k)?, grow(past.1, v)?);
+                (k.clone(), v.clone(), Some((k, v)))
+            }
+        };
         let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
-        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&ctx.mask)?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let kt = match pass {
+            Pass::Fused => k.t()?,
+            Pass::Differentiable => k.t()?.contiguous()?,
+        };
+        let mut att = (q.matmul(&kt)? * scale)?;
+        // One query row attends to every cached position: no mask.
+        if let Keys::Causal(ctx) = keys {
+            att = att.broadcast_add(&ctx.mask)?;
+        }
+        let att = match pass {
+            Pass::Fused => candle_nn::ops::softmax_last_dim(&att)?,
+            Pass::Differentiable => candle_nn::ops::softmax(&att, D::Minus1)?,
+        };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
         let x = (x + b.o.forward(&y)?)?;
-        let (out, h2, act) = self.ffn_residual(b, &x)?;
-        Ok((out, trace.then_some([h, y, h2, act])))
-    }
-
-    /// The feed-forward half of a block on the attention's residual `x`: `(x + FFN(norm(x)),
-    /// norm(x), the down projection's input)`.
-    fn ffn_residual(&self, b: &Block, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let h2 = candle_nn::ops::rms_norm(x, &b.ffn_norm, self.config.rms_eps as f32)?;
+        let h2 = norm(&x, &b.ffn_norm)?;
         let (g, u) = match shared_rounding(&h2, &[&b.gate, &b.up])? {
             Some(r) => (b.gate.forward_prerounded(&r)?, b.up.forward_prerounded(&r)?),
             None => (b.gate.forward(&h2)?, b.up.forward(&h2)?),
         };
-        let act = (g.silu()? * u)?;
-        Ok(((x + b.down.forward(&act)?)?, h2, act))
+        let act = match self.arch.activation {
+            Activation::SiluGlu => (g.silu()? * u)?,
+        };
+        Ok(BlockOut {
+            x: (&x + b.down.forward(&act)?)?,
+            inputs: [h, y, h2, act],
+            grown,
+        })
     }
 
     /// A key/value cache for decoding up to `capacity` positions with [`Llama::decode_step`].
@@ -452,37 +559,17 @@ impl Llama {
             ))));
         }
         let (cos, sin) = (cache.cos.narrow(0, pos, 1)?, cache.sin.narrow(0, pos, 1)?);
-        let c = &self.config;
-        let (hd, nh, nkv) = (c.head_dim(), c.n_head, c.n_head_kv);
-        let scale = 1.0 / (hd as f64).sqrt();
         let mut x = self.embed(&[token])?;
         let mut grown = Vec::with_capacity(self.blocks.len());
-        for (i, b) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps as f32)?;
-            let heads = |l: &Linear, n: usize| -> Result<Tensor> {
-                Ok(l.forward(&h)?
-                    .reshape((1, 1, n, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
+        for i in 0..self.blocks.len() {
+            let keys = Keys::Cached {
+                cos: &cos,
+                sin: &sin,
+                past: (&cache.k[i], &cache.v[i]),
             };
-            let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, nh)?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&heads(&b.k, nkv)?, &cos, &sin)?;
-            let v = heads(&b.v, nkv)?;
-            let grow = |old: &Option<Tensor>, new: Tensor| -> Result<Tensor> {
-                Ok(match old {
-                    Some(o) => Tensor::cat(&[o, &new], 2)?,
-                    None => new,
-                })
-            };
-            let (k, v) = (grow(&cache.k[i], k)?, grow(&cache.v[i], v)?);
-            grown.push((k.clone(), v.clone()));
-            let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
-            // One query row attends to every cached position: no mask.
-            let att = (q.matmul(&k.t()?)? * scale)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((1, nh * hd))?;
-            let xa = (&x + b.o.forward(&y)?)?;
-            x = self.ffn_residual(b, &xa)?.0;
+            let out = self.block(i, &x, Pass::Fused, keys)?;
+            grown.push(out.grown.expect("a cached pass returns its keys"));
+            x = out.x;
         }
         let x = self.final_norm(&x)?;
         let logits = self
@@ -539,29 +626,48 @@ impl Llama {
     }
 
     fn block_forward_train(&self, i: usize, x: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {
-        let c = &self.config;
-        let b = &self.blocks[i];
-        let (t, hd, nh, nkv) = (ctx.t, c.head_dim(), c.n_head, c.n_head_kv);
-        let scale = 1.0 / (hd as f64).sqrt();
-        let h = rms_norm_diff(x, &b.attn_norm, c.rms_eps)?;
-        let heads = |l: &Linear, n: usize| -> Result<Tensor> {
-            Ok(l.forward(&h)?
-                .reshape((1, t, n, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = rope_diff(&heads(&b.q, nh)?, &ctx.cos, &ctx.sin)?;
-        let k = rope_diff(&heads(&b.k, nkv)?, &ctx.cos, &ctx.sin)?;
-        let v = heads(&b.v, nkv)?;
-        let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
-        let att = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&ctx.mask)?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
-        let x = (x + b.o.forward(&y)?)?;
-        let h2 = rms_norm_diff(&x, &b.ffn_norm, c.rms_eps)?;
-        let act = (b.gate.forward(&h2)?.silu()? * b.up.forward(&h2)?)?;
-        Ok((&x + b.down.forward(&act)?)?)
+        Ok(self.block(i, x, Pass::Differentiable, Keys::Causal(ctx))?.x)
     }
+}
+
+/// The arithmetic of a block pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// candle's fused kernels (RMSNorm, RoPE, softmax): inference.
+    Fused,
+    /// Operations that all have gradients: training.
+    Differentiable,
+}
+
+/// Where a block's keys and values come from.
+#[derive(Clone, Copy)]
+enum Keys<'a> {
+    /// The sequence's own, from position 0, under the causal mask.
+    Causal(&'a AttnCtx),
+    /// The cache's (per block `[1, kv heads, positions, hd]`) plus this position's.
+    Cached {
+        cos: &'a Tensor,
+        sin: &'a Tensor,
+        past: (&'a Option<Tensor>, &'a Option<Tensor>),
+    },
+}
+
+impl Keys<'_> {
+    /// The RoPE tables of the positions computed.
+    fn rope(&self) -> (&Tensor, &Tensor) {
+        match self {
+            Keys::Causal(ctx) => (&ctx.cos, &ctx.sin),
+            Keys::Cached { cos, sin, .. } => (cos, sin),
+        }
+    }
+}
+
+/// What a block pass returns: the new hidden states, the inputs its linear layers saw, and
+/// (cached pass) the keys and values grown by this position.
+struct BlockOut {
+    x: Tensor,
+    inputs: [Tensor; 4],
+    grown: Option<(Tensor, Tensor)>,
 }
 
 /// RMSNorm from differentiable operations: x / √(mean(x²) + ε) · w.
@@ -589,7 +695,6 @@ pub struct AttnCtx {
     cos: Tensor,
     sin: Tensor,
     mask: Tensor,
-    t: usize,
 }
 
 /// When layers share an input and round it the same way, the input rounded once.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// One logical tensor's storage.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TensorStorage {
     pub name: String,
     /// Elements of the dense tensor.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// Settings of the classifier pipeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ClassifierPlan {
     pub teacher: CnnConfig,
     pub student: CnnConfig,
@@ -64,7 +64,7 @@ impl ClassifierPlan {
 }
 
 /// One model the pipeline produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ModelRecord {
     /// `teacher`, `student-labels`, `student-distilled`, `student-pruned`, `student-int8`.
     pub name: String,
@@ -82,7 +82,7 @@ pub struct ModelRecord {
     pub eval: ClassifierEvalResult,
     /// Wall time of the step that made it (training, pruning and recovery, quantization).
     pub seconds: f64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub epochs: Vec<EpochRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneReport>,
@@ -91,7 +91,7 @@ pub struct ModelRecord {
 }
 
 /// Everything the classifier pipeline did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ClassifierRun {
     pub plan: ClassifierPlan,
     pub models: Vec<ModelRecord>,
@@ -380,7 +380,18 @@ pub fn prune_and_recover(
 }
 
 /// The two networks `frugal distill` trains (`--arch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// conv 32-64, fc 128 (421,642 parameters on 28×28 images).
@@ -457,7 +468,7 @@ pub struct DistillJob {
 }
 
 /// What `frugal distill` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct DistillStep {
     pub data: String,
     pub arch: String,
@@ -597,7 +608,7 @@ pub struct PruneClassifierJob {
 }
 
 /// What `frugal prune` did to a classifier.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PruneClassifierStep {
     pub input: String,
     pub output: String,

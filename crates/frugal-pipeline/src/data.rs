@@ -6,7 +6,9 @@ use frugal_formats::idx::ImageSet;
 use serde::{Deserialize, Serialize};
 
 /// A data set of labelled images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dataset {
     /// Fashion-MNIST: its 60,000 training and 10,000 test images (Debian's package, fetched).

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 /// The kinds of model Frugal runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// A GGUF file (a decoder language model).

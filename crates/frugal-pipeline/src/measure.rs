@@ -38,7 +38,9 @@ pub struct MeasureJob {
 }
 
 /// How a GGUF language model's weights are multiplied in the workload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Weights {
     /// As stored: quantized tensors through candle's quantized kernels (how a quantized model
@@ -50,7 +52,7 @@ pub enum Weights {
 }
 
 /// A mean with its 95 % interval.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Estimate {
     pub mean: f64,
     pub ci95: (f64, f64),
@@ -93,7 +95,7 @@ pub fn estimate(xs: &[f64]) -> Estimate {
 }
 
 /// One metered run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RepeatRecord {
     pub seconds: f64,
     pub joules: f64,
@@ -101,13 +103,13 @@ pub struct RepeatRecord {
 }
 
 /// What the workload measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct WorkloadReport {
     pub model: String,
-    pub kind: &'static str,
+    pub kind: String,
     /// What one query is, and what the energy is divided by.
     pub query: String,
-    pub unit: &'static str,
+    pub unit: String,
     pub queries: usize,
     pub units_per_query: usize,
     pub warmup: usize,
@@ -128,7 +130,7 @@ pub struct WorkloadReport {
 }
 
 /// A workload's figures per 1,000 queries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct WorkloadPer1k {
     pub queries: usize,
     pub wh: f64,
@@ -147,7 +149,7 @@ pub struct WorkloadPer1k {
 }
 
 /// The SCI score's parts per 1,000 queries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Sci {
     pub operational_g_per_1k: f64,
     pub embodied_g_per_1k: f64,
@@ -159,7 +161,7 @@ pub struct Sci {
 }
 
 /// What making a model cost against what it saves per query.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct BreakEvenRecord {
     pub compression_joules: f64,
     pub baseline_joules_per_query: f64,
@@ -171,7 +173,7 @@ pub struct BreakEvenRecord {
 }
 
 /// A measured command's emissions.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CommandCarbon {
     pub grid: frugal_energy::carbon::GridIntensity,
     pub pue: f64,
@@ -180,14 +182,14 @@ pub struct CommandCarbon {
 }
 
 /// A measured command's figures per 1,000 queries (when told how many it served).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CommandPer1k {
     pub queries: u64,
     pub wh: f64,
     pub gco2e: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,
@@ -216,8 +218,9 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
     let path = &job.model;
     // Each workload: its kind, what a query is, units per query, and the query function.
     let detected = crate::kind::ModelKind::detect(path);
-    let (kind, query, unit, per_query, mut run): (&str, String, &str, usize, Query) =
-        if detected == crate::kind::ModelKind::Encoder {
+    let (kind, query, unit, per_query, mut run): (&str, String, &str, usize, Query) = if detected
+        == crate::kind::ModelKind::Encoder
+    {
         let model = frugal_models::bert::Bert::load(path, &dev).map_err(me)?;
         let docs = frugal_formats::brown::read_brown_dir(&frugal_formats::assets::brown_dir())?;
         let sents: Vec<String> =
@@ -362,9 +365,9 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
     let wh = estimate(&wh1k);
     Ok(WorkloadReport {
         model: path.display().to_string(),
-        kind,
+        kind: kind.into(),
         query,
-        unit,
+        unit: unit.into(),
         queries: job.queries,
         units_per_query: per_query,
         warmup: job.warmup,
@@ -444,67 +447,92 @@ pub fn add_carbon(w: &mut WorkloadReport, c: &CarbonOptions) -> Result<(), Error
     Ok(())
 }
 
-/// The joules of a report's `energy.sources` (a compression command's `--json`, or `frugal
-/// measure -- CMD --json`), and whether every one was measured.
-fn report_joules(r: &serde_json::Value) -> Option<(f64, bool)> {
-    let sources = r.get("energy")?.get("sources")?.as_array()?;
-    let mut j = 0.0;
-    let mut measured = !sources.is_empty();
-    for s in sources {
-        j += s.get("joules")?.as_f64()?;
-        measured &= s["provenance"]["kind"].as_str() == Some("measured");
-    }
-    Some((j, measured))
+/// What a compression cost: its energy in joules, and whether every figure was measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    pub joules: f64,
+    pub measured: bool,
 }
 
-/// Adds the break-even of compressing: `cost` is the JSON report of the job that made this
-/// model (its `energy`), `baseline` the `frugal measure` report of the model it replaces, run
-/// on the same workload. Queries to pay back = cost J / (baseline − this model's J per query).
+impl Cost {
+    /// The sum of these sources.
+    pub fn of<'a>(sources: impl IntoIterator<Item = &'a frugal_energy::SourceReading>) -> Cost {
+        let mut c = Cost {
+            joules: 0.0,
+            measured: true,
+        };
+        let mut any = false;
+        for s in sources {
+            any = true;
+            c.joules += s.joules;
+            c.measured &= matches!(s.provenance, frugal_energy::Provenance::Measured { .. });
+        }
+        c.measured &= any;
+        c
+    }
+
+    /// The energy of a report that carries one (a compression command's `--json` output, or
+    /// `frugal measure -- CMD --json`'s).
+    pub fn from_report(path: &Path) -> Result<Cost, Error> {
+        #[derive(serde::Deserialize)]
+        struct WithEnergy {
+            energy: EnergyReport,
+        }
+        let bytes = frugal_formats::guard::read_capped(path, "report", 256 << 20)?;
+        let r: WithEnergy = serde_json::from_slice(&bytes).map_err(|e| {
+            bad(format!(
+                "the cost report has no energy.sources (give the compression command's --json output): {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Cost::of(&r.energy.sources))
+    }
+}
+
+/// A baseline's workload report, from `frugal measure BASELINE --json` output.
+pub fn read_baseline(path: &Path) -> Result<WorkloadReport, Error> {
+    let bytes = frugal_formats::guard::read_capped(path, "report", 256 << 20)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "the baseline report has no joules_per_unit (give `frugal measure BASELINE --json` output): {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Adds the break-even of compressing: `cost` is the energy of the job that made this model,
+/// `baseline` the `frugal measure` report of the model it replaces, run on the same workload.
+/// Queries to pay back = cost J / (baseline − this model's J per query).
 pub fn add_break_even(
     w: &mut WorkloadReport,
-    baseline: &serde_json::Value,
-    cost: &serde_json::Value,
+    baseline: &WorkloadReport,
+    cost: &Cost,
 ) -> Result<(), Error> {
-    let (cost_j, cost_measured) = report_joules(cost).ok_or_else(|| {
-        bad(
-            "the cost report has no energy.sources (give the compression command's --json output)"
-                .into(),
-        )
-    })?;
-    let per_query = |r: &serde_json::Value| -> Option<f64> {
-        Some(r.pointer("/joules_per_unit/mean")?.as_f64()? * r.get("units_per_query")?.as_f64()?)
-    };
-    let base = per_query(baseline).ok_or_else(|| {
-        bad("the baseline report has no joules_per_unit (give `frugal measure BASELINE --json` output)".into())
-    })?;
-    if baseline.get("kind").and_then(|k| k.as_str()) != Some(w.kind)
-        || baseline.get("query").and_then(|k| k.as_str()) != Some(w.query.as_str())
-    {
+    if baseline.kind != w.kind || baseline.query != w.query {
         return Err(bad(format!(
             "the baseline was measured on another workload ({} / {}), not {} / {}",
-            baseline["kind"], baseline["query"], w.kind, w.query
+            baseline.kind, baseline.query, w.kind, w.query
         )));
     }
+    let base = baseline.joules_per_unit.mean * baseline.units_per_query as f64;
     let this = w.joules_per_unit.mean * w.units_per_query as f64;
     let saving = base - this;
-    let queries = frugal_energy::carbon::break_even_queries(cost_j, saving);
-    let base_measured = baseline["runs"]
-        .as_array()
-        .is_some_and(|r| r.iter().all(|r| r["measured"] == true));
+    let queries = frugal_energy::carbon::break_even_queries(cost.joules, saving);
+    let base_measured = baseline.runs.iter().all(|r| r.measured);
     w.break_even = Some(BreakEvenRecord {
-        compression_joules: cost_j,
+        compression_joules: cost.joules,
         baseline_joules_per_query: base,
         joules_per_query: this,
         saving_joules_per_query: saving,
         queries,
-        measured: cost_measured && base_measured && w.runs.iter().all(|r| r.measured),
+        measured: cost.measured && base_measured && w.runs.iter().all(|r| r.measured),
     });
     Ok(())
 }
 
 /// `frugal measure -- CMD`'s record: the command's energy, emissions where a grid is given,
 /// the per-1,000-query figures when the number of queries is, and the EU AI Act block.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CommandReport {
     pub command: Vec<String>,
     pub exit_status: Option<i32>,

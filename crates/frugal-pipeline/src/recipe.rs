@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 const MAX_RECIPE_BYTES: u64 = 1 << 20;
 
 /// Where a step's text comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextSource {
     /// A plain text file (relative to the recipe).
@@ -59,7 +59,7 @@ pub struct TextSource {
 }
 
 /// One step of a recipe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Step {
     Prune {
@@ -144,7 +144,7 @@ impl Step {
 }
 
 /// The evaluation settings of `eval` steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSettings {
     pub text: TextSource,
@@ -157,7 +157,7 @@ fn default_chunks() -> usize {
 }
 
 /// A recipe file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     pub name: String,
@@ -307,10 +307,7 @@ impl Recipe {
             if s.writes() {
                 let out = step_output(out_dir, i, s);
                 if matches!(s, Step::Distill { .. }) {
-                    plan.output(
-                        format!("{what} checkpoint"),
-                        steps::checkpoint_path(&out),
-                    );
+                    plan.output(format!("{what} checkpoint"), steps::checkpoint_path(&out));
                 }
                 plan.output(format!("{what} output"), out);
             }
@@ -377,7 +374,9 @@ fn plan_step(step: &Step) -> Result<Planned, String> {
                 .map(|s| {
                     named::<frugal_compress::structured::Structure>(s, "`structure`")?
                         .unit()
-                        .ok_or_else(|| "`structure = \"channels\"` is for CNN classifiers".to_string())
+                        .ok_or_else(|| {
+                            "`structure = \"channels\"` is for CNN classifiers".to_string()
+                        })
                 })
                 .transpose()?;
             if unit.is_some() && pattern.is_some() {
@@ -506,7 +505,7 @@ fn load_policy(p: &Path) -> Result<frugal_report::policy::Policy, Error> {
 }
 
 /// One step's record in the report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepRecord {
     pub index: usize,
     pub kind: String,
@@ -518,23 +517,55 @@ pub struct StepRecord {
     /// Its size and hash when written (what a resumed run checks before reusing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_id: Option<OutputId>,
-    /// The step's own report (as `frugal prune/distill/quantize/eval --json` prints it).
-    pub result: serde_json::Value,
+    /// The step's own report (as `frugal prune/distill/quantize/eval/measure --json` prints
+    /// it), tagged by `step`.
+    pub result: StepResult,
     pub seconds: f64,
-    /// The step's energy (a [`frugal_energy::EnergyReport`]), with its provenance.
-    #[serde(default)]
-    pub energy: serde_json::Value,
+    /// The step's energy, with its provenance.
+    pub energy: frugal_energy::EnergyReport,
     /// Kept from an earlier run of the same recipe.
     #[serde(default)]
     pub resumed: bool,
 }
 
+/// What a step did: its command's report, tagged (`step`) by what ran.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum StepResult {
+    Prune(steps::PruneStep),
+    StructuredPrune(steps::StructuredPruneStep),
+    Distill(steps::LmDistillStep),
+    Quantize(steps::QuantizeStep),
+    Eval(frugal_eval::LmEvalReport),
+    Measure(crate::measure::WorkloadReport),
+    Check(CheckStep),
+}
+
+impl StepResult {
+    /// The evaluation of the step's output, if it ran one.
+    pub fn quality(&self) -> Option<&frugal_eval::LmEvalReport> {
+        match self {
+            StepResult::Prune(s) => s.quality.as_ref(),
+            StepResult::StructuredPrune(s) => s.quality.as_ref(),
+            StepResult::Distill(s) => s.quality.as_ref(),
+            StepResult::Quantize(s) => s.quality.as_ref(),
+            StepResult::Eval(e) => Some(e),
+            StepResult::Measure(_) | StepResult::Check(_) => None,
+        }
+    }
+}
+
+/// A check step's verdict: every clause of the policy against the report so far.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CheckStep {
+    pub policy: String,
+    pub pass: bool,
+    pub outcomes: Vec<frugal_report::policy::Outcome>,
+}
+
 /// `report.json` of a recipe run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecipeReport {
-    /// [`crate::REPORT_SCHEMA_VERSION`] (0 in reports written before it was recorded).
-    #[serde(default)]
-    pub schema_version: u32,
     pub frugal_version: String,
     pub recipe: String,
     pub recipe_file: String,
@@ -592,7 +623,7 @@ fn run_step(
     dir: &Path,
     done: &RecipeReport,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
-) -> Result<(serde_json::Value, bool), Error> {
+) -> Result<(StepResult, bool), Error> {
     Ok(match step {
         Step::Prune {
             sparsity, calib, ..
@@ -626,7 +657,7 @@ fn run_step(
                         None,
                         progress,
                     )?;
-                    (json(&s), true)
+                    (StepResult::StructuredPrune(s), true)
                 }
                 None => {
                     let opts = frugal_compress::prune::GgufPruneOptions {
@@ -637,7 +668,7 @@ fn run_step(
                     };
                     let s =
                         steps::prune_step(input, output, &opts, calib.as_ref(), None, progress)?;
-                    (json(&s), true)
+                    (StepResult::Prune(s), true)
                 }
             }
         }
@@ -667,7 +698,7 @@ fn run_step(
                 discard_stale: true,
             };
             (
-                json(&steps::lm_distill_step(&job, None, progress)?),
+                StepResult::Distill(steps::lm_distill_step(&job, None, progress)?),
                 true,
             )
         }
@@ -680,16 +711,9 @@ fn run_step(
                 .as_ref()
                 .map(|t| calib_spec(t, dir, 32768, 512))
                 .transpose()?;
-            let s = steps::quantize_step(
-                input,
-                output,
-                &opts,
-                calib.as_ref(),
-                method,
-                None,
-                progress,
-            )?;
-            (json(&s), true)
+            let s =
+                steps::quantize_step(input, output, &opts, calib.as_ref(), method, None, progress)?;
+            (StepResult::Quantize(s), true)
         }
         Step::Eval {} => {
             let e = recipe.eval.as_ref().expect("checked at load");
@@ -699,7 +723,7 @@ fn run_step(
                 chunks: Some(e.chunks),
             };
             (
-                json(&steps::judge(input, &recipe.model, &spec, progress)?),
+                StepResult::Eval(steps::judge(input, &recipe.model, &spec, progress)?),
                 false,
             )
         }
@@ -735,20 +759,19 @@ fn run_step(
             }
             if *baseline {
                 progress("measure", 1, 2);
-                let b = json(&crate::measure::measure_model(&job(&recipe.model))?);
+                let b = crate::measure::measure_model(&job(&recipe.model))?;
                 // The cost: the energy of every compression step so far (not of evaluations,
                 // measurements or checks). A resumed distillation's record holds only the
                 // energy of the process that finished it.
-                let sources: Vec<serde_json::Value> = done
+                let sources: Vec<&frugal_energy::SourceReading> = done
                     .steps
                     .iter()
                     .filter(|s| matches!(s.kind.as_str(), "prune" | "distill" | "quantize"))
-                    .flat_map(|s| s.energy["sources"].as_array().cloned().unwrap_or_default())
+                    .flat_map(|s| &s.energy.sources)
                     .collect();
-                let cost = serde_json::json!({ "energy": { "sources": sources } });
-                crate::measure::add_break_even(&mut w, &b, &cost)?;
+                crate::measure::add_break_even(&mut w, &b, &crate::measure::Cost::of(sources))?;
             }
-            (json(&w), false)
+            (StepResult::Measure(w), false)
         }
         Step::Check { policy } => {
             let p = load_policy(policy)?;
@@ -756,10 +779,10 @@ fn run_step(
                 .map_err(|e| bad(path, format!("the report so far: {e}")))?;
             let outcomes = frugal_report::policy::check(&p, &m);
             (
-                serde_json::json!({
-                    "policy": policy.display().to_string(),
-                    "pass": outcomes.iter().all(|o| o.pass),
-                    "outcomes": outcomes,
+                StepResult::Check(CheckStep {
+                    policy: policy.display().to_string(),
+                    pass: outcomes.iter().all(|o| o.pass),
+                    outcomes,
                 }),
                 false,
             )
@@ -785,7 +808,7 @@ fn sha256_file(p: &Path) -> Result<String, Error> {
 }
 
 /// A step output recorded when written: its size and hash, checked before it is reused.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OutputId {
     pub bytes: u64,
     pub sha256: String,
@@ -891,7 +914,6 @@ pub fn run_recipe(
         }
     }
     let mut report = RecipeReport {
-        schema_version: crate::REPORT_SCHEMA_VERSION,
         frugal_version: env!("CARGO_PKG_VERSION").into(),
         recipe: recipe.name.clone(),
         recipe_file: path.display().to_string(),
@@ -945,7 +967,7 @@ pub fn run_recipe(
                     output_id: writes.then(|| OutputId::of(&output)).transpose()?,
                     result,
                     seconds: t.elapsed().as_secs_f64(),
-                    energy: json(&energy),
+                    energy,
                     resumed: false,
                 }
             }
@@ -955,7 +977,8 @@ pub fn run_recipe(
         }
         report.steps.push(record);
         report.seconds = t0.elapsed().as_secs_f64();
-        let bytes = serde_json::to_vec_pretty(&report).expect("report serializes");
+        let bytes = serde_json::to_vec_pretty(&crate::schema::Document::new("run", &report))
+            .expect("report serializes");
         write_atomic(&report_path, &[], |f| f.write_all(&bytes))?;
     }
     Ok((report, report_path))
@@ -969,19 +992,19 @@ impl RecipeReport {
             self.recipe, self.recipe_file, self.model
         );
         for s in &self.steps {
-            let q = s
-                .result
-                .get("quality")
-                .filter(|q| !q.is_null())
-                .unwrap_or(&s.result);
-            let kld = q.pointer("/kld/mean").and_then(|v| v.as_f64());
-            let ppl = q.pointer("/ppl/value").and_then(|v| v.as_f64());
+            let q = s.result.quality();
+            let kld = q.and_then(|q| q.result.kld.as_ref()).map(|k| k.mean);
+            let ppl = q.map(|q| q.result.ppl);
             t += &format!(
                 "  {:>2} {:9} {:>8.1} s{}  {}{}{}\n",
                 s.index,
                 s.kind,
                 s.seconds,
-                if s.resumed { " (kept from the last run)" } else { "" },
+                if s.resumed {
+                    " (kept from the last run)"
+                } else {
+                    ""
+                },
                 s.output.as_deref().unwrap_or("-"),
                 kld.map_or(String::new(), |k| format!("  KLD {k:.5}")),
                 ppl.map_or(String::new(), |p| format!("  PPL {p:.3}")),
@@ -995,22 +1018,17 @@ impl RecipeReport {
     pub fn failed_checks(&self) -> Vec<(usize, String, Vec<String>)> {
         self.steps
             .iter()
-            .filter(|s| s.kind == "check" && s.result["pass"] == false)
-            .map(|s| {
-                let failed = s.result["outcomes"]
-                    .as_array()
-                    .map(|o| {
-                        o.iter()
-                            .filter(|o| o["pass"] == false)
-                            .map(|o| o["key"].as_str().unwrap_or("?").to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (
+            .filter_map(|s| match &s.result {
+                StepResult::Check(c) if !c.pass => Some((
                     s.index,
-                    s.result["policy"].as_str().unwrap_or("?").to_string(),
-                    failed,
-                )
+                    c.policy.clone(),
+                    c.outcomes
+                        .iter()
+                        .filter(|o| !o.pass)
+                        .map(|o| o.key.to_string())
+                        .collect(),
+                )),
+                _ => None,
             })
             .collect()
     }

@@ -57,7 +57,7 @@ pub fn load_calibration(model: &Path, spec: &CalibSpec) -> Result<Calibration, c
 }
 
 /// Quantization and, when asked, its evaluation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct QuantizeStep {
     pub quantize: QuantizeReport,
     pub quality: Option<LmEvalReport>,
@@ -128,7 +128,7 @@ pub fn judge_cached(
 }
 
 /// A pruned language model and, when asked, its evaluation against the input.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PruneStep {
     pub prune: frugal_compress::prune::GgufPruneReport,
     /// The input and output files' sizes.
@@ -171,7 +171,7 @@ pub fn prune_step(
 
 /// A model shrunk by removing MLP neurons, attention heads or blocks and, when asked, its
 /// evaluation against the input.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct StructuredPruneStep {
     pub input: String,
     pub output: String,
@@ -222,7 +222,7 @@ pub fn structured_prune_step(
 }
 
 /// An encoder quantized to integer weights and, when asked, its evaluation on Brown passages.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EncoderQuantizeStep {
     pub quantize: frugal_compress::quant::int::IntReport,
     pub quality: Option<frugal_eval::encoder::EncoderEvalReport>,
@@ -317,7 +317,7 @@ pub struct LmDistillJob {
 }
 
 /// What LM distillation did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LmDistillStep {
     pub student: String,
     pub teacher: String,

@@ -38,7 +38,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The quality a tuned model must keep, against its input.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", content = "limit", rename_all = "snake_case")]
 pub enum QualityLimit {
     /// Mean KL divergence per token, nats.
@@ -74,7 +74,18 @@ impl QualityLimit {
 }
 
 /// What a tuned model minimises.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
     /// Bytes.
@@ -121,7 +132,7 @@ pub struct TuneJob {
 }
 
 /// A candidate's energy on the `frugal measure` workload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CandidateEnergy {
     /// Joules per generated token (mean and 95 % interval over the metered runs).
     pub joules_per_token: crate::measure::Estimate,
@@ -132,7 +143,7 @@ pub struct CandidateEnergy {
 }
 
 /// The chosen model's quality on the held-out text (the figures a policy reads).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct HeldoutQuality {
     pub ppl: f64,
     pub kld: HeldoutKld,
@@ -142,14 +153,14 @@ pub struct HeldoutQuality {
 }
 
 /// The mean KL divergence from the input, and the input's perplexity.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct HeldoutKld {
     pub mean: f64,
     pub reference_ppl: f64,
 }
 
 /// One judged evaluation.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Judged {
     pub kld: f64,
     pub ppl: f64,
@@ -159,7 +170,7 @@ pub struct Judged {
 }
 
 /// One candidate of the search.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Candidate {
     /// The budget asked for: bits per weight of the budget's tensors (size), or their kernel
     /// nanoseconds per token (energy).
@@ -183,7 +194,7 @@ pub struct Candidate {
 }
 
 /// `frugal tune`'s record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TuneReport {
     pub input: String,
     pub output: String,
@@ -216,7 +227,7 @@ pub struct TuneReport {
     pub quality: HeldoutQuality,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Seconds {
     pub imatrix: f64,
     pub sensitivity: f64,

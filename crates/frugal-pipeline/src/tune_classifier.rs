@@ -44,7 +44,7 @@ pub struct ClassifierTuneJob {
 }
 
 /// The chosen plan on the held-out images (the figures a policy reads).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct HeldoutAccuracy {
     pub accuracy_pct: f64,
     pub reference_accuracy_pct: f64,
@@ -54,16 +54,16 @@ pub struct HeldoutAccuracy {
 }
 
 /// A mean KL divergence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct MeanKld {
     pub mean: f64,
 }
 
 /// One weight in one scheme, alone.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Sensitivity {
     pub tensor: String,
-    pub scheme: &'static str,
+    pub scheme: String,
     pub bytes: u64,
     /// Mean KL divergence of the predictions from the input's (search half), nats.
     pub kld: f64,
@@ -71,7 +71,7 @@ pub struct Sensitivity {
 }
 
 /// Accuracy and divergence of a model on one half.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Judged {
     pub accuracy_pct: f64,
     pub accuracy_drop_pt: f64,
@@ -79,7 +79,7 @@ pub struct Judged {
 }
 
 /// One plan judged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PlanCandidate {
     /// Every linear weight's scheme (`f32` when kept).
     pub plan: BTreeMap<String, String>,
@@ -93,7 +93,7 @@ pub struct PlanCandidate {
 }
 
 /// `frugal tune`'s record for a classifier.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ClassifierTuneReport {
     pub input: String,
     pub output: String,
@@ -456,7 +456,7 @@ pub fn tune_classifier(
             progress("sensitivity", sensitivity.len() + 1, total_runs);
             sensitivity.push(Sensitivity {
                 tensor: name.clone(),
-                scheme: scheme.name,
+                scheme: scheme.name.into(),
                 bytes: b,
                 kld: j.kld,
                 accuracy_drop_pt: j.accuracy_drop_pt,

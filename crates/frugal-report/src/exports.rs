@@ -85,7 +85,7 @@ pub fn eu_ai_act(r: &Record) -> EuAiAct {
 }
 
 /// The EU AI Act Annex XI 2(d)–(e) block.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EuAiAct {
     pub regulation: String,
     /// Floating-point operations of the work, when known (`null` otherwise).

@@ -5,14 +5,14 @@
 use serde_json::Value;
 
 /// A figure and where in the report it was found.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Figure {
     pub value: f64,
     pub path: String,
 }
 
 /// Everything [`crate::policy`] can check.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Metrics {
     /// Mean KL divergence against the reference, nats per token.
     pub kld: Option<Figure>,

@@ -208,7 +208,7 @@ impl LoadError {
 const MAX_POLICY_BYTES: u64 = 1 << 20;
 
 /// One parsed clause.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub enum Limit {
     Number(f64),
     /// Grade bounds (the label's).
@@ -217,7 +217,7 @@ pub enum Limit {
     Text(String),
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct Clause {
     pub key: &'static str,
     pub limit: Limit,
@@ -225,7 +225,7 @@ pub struct Clause {
 }
 
 /// A parsed policy.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct Policy {
     pub path: String,
     pub clauses: Vec<Clause>,
@@ -442,12 +442,12 @@ impl Policy {
 }
 
 /// One clause's outcome.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
-    pub key: &'static str,
+    pub key: String,
     pub line: usize,
     pub limit: Limit,
-    pub unit: &'static str,
+    pub unit: String,
     /// The report's figure (`None`: not in the report).
     pub value: Option<f64>,
     pub from: Option<String>,
@@ -557,10 +557,10 @@ pub fn check(policy: &Policy, m: &Metrics) -> Vec<Outcome> {
             _ => unreachable!("limits are typed by their clause when parsed"),
         };
         out.push(Outcome {
-            key: c.key,
+            key: c.key.to_string(),
             line: c.line,
             limit: c.limit.clone(),
-            unit: spec.unit.name,
+            unit: spec.unit.name.to_string(),
             value,
             from,
             pass,

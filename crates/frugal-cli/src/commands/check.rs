@@ -28,7 +28,10 @@ pub fn run(a: Args) -> Result<()> {
     let (Some(policy), Some(report)) = (a.policy, a.report) else {
         return Err(BadUsage("--policy P REPORT".into()).into());
     };
-    let r = execute(&frugal_pipeline::jobs::check::Check { policy, report }, a.json)?;
+    let r = execute(
+        &frugal_pipeline::jobs::check::Check { policy, report },
+        a.json,
+    )?;
     match r.failed() {
         0 => Ok(()),
         n => anyhow::bail!("{n} policy clause(s) failed"),

@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Tokens per chunk; the second half of each chunk is scored.
-    #[arg(long, default_value_t = 512, value_parser = parse::eval_ctx)]
+    #[arg(long, default_value_t = Eval::new(PathBuf::new()).ctx, value_parser = parse::eval_ctx)]
     pub ctx: usize,
     /// At most this many chunks.
     #[arg(long, value_parser = parse::count)]

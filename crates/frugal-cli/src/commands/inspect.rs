@@ -18,7 +18,10 @@ pub fn run(a: Args) -> Result<()> {
     IoPlan::new().input("model", &a.file).check()?;
     let summary = frugal_formats::inspect::inspect(&a.file)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Document::new("inspect", &summary))?
+        );
     } else {
         print!("{}", summary.to_text(a.all));
     }

@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long)]
     pub region: Option<String>,
     /// Power usage effectiveness of the data centre (1 = none counted).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Measure::new().pue)]
     pub pue: f64,
     /// Queries per metered run of MODEL (default 100), or the queries the command served
     /// (adds the figures per 1,000 queries).
@@ -27,18 +27,18 @@ pub struct Args {
     pub export: Option<PathBuf>,
     /// What the command does, for the exports (`fine-tuning`, `pre-training`,
     /// `quantization`, `inference`, …).
-    #[arg(long, default_value = "fine-tuning")]
+    #[arg(long, default_value_t = Measure::new().training_type)]
     pub training_type: String,
     /// Floating-point operations of the work, when known (Annex XI asks for them).
     #[arg(long)]
     pub flops: Option<f64>,
     /// MODEL with --region: the machine's embodied emissions (kg CO2e) for the SCI score.
     /// The default is the SCI specification's own example figure, not this machine's LCA.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = Measure::new().embodied_kg)]
     pub embodied_kg: f64,
     /// MODEL with --region: the machine's expected life in years for the SCI score (the
     /// specification's example: 4).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = Measure::new().life_years)]
     pub life_years: f64,
     /// A model to run the built-in inference workload on: a Frugal CNN `.safetensors`
     /// (with --data), a sentence-transformers folder, or a Llama GGUF.
@@ -56,13 +56,13 @@ pub struct Args {
     #[arg(long, requires = "baseline")]
     pub cost: Option<PathBuf>,
     /// MODEL: metered runs (each gives one energy figure; the interval is over them).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = Measure::new().repeats)]
     pub repeats: usize,
     /// MODEL: unmetered queries first.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = Measure::new().warmup)]
     pub warmup: usize,
     /// MODEL (language models): tokens generated per prompt.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = Measure::new().tokens)]
     pub tokens: usize,
     /// MODEL (language models): multiply in f32 on weights decoded when loading, instead
     /// of the stored types' quantized kernels.

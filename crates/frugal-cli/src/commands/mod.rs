@@ -18,6 +18,7 @@ pub(crate) use anyhow::Result;
 pub(crate) use frugal_formats::guard::IoPlan;
 pub(crate) use frugal_pipeline::checks::{names, parse};
 pub(crate) use frugal_pipeline::jobs::{Job, ToText};
+pub(crate) use frugal_pipeline::schema::Document;
 pub(crate) use std::path::PathBuf;
 
 /// A usage error found after parsing (options that do not fit the input): exit code 2.
@@ -49,6 +50,8 @@ impl std::error::Error for ChildExit {}
 
 /// Checks a job's paths, runs it under a progress bar (metered where the job says so) and
 /// prints its report: JSON, or its text. Returns the report.
+// The library's error is returned once per run: its size does not matter here.
+#[allow(clippy::result_large_err)]
 pub(crate) fn execute<J: Job>(job: &J, json: bool) -> Result<J::Report> {
     job.io_plan().check()?;
     let bar = progress_bar();
@@ -57,23 +60,27 @@ pub(crate) fn execute<J: Job>(job: &J, json: bool) -> Result<J::Report> {
         let meters = frugal_energy::MeterOptions::detect_cpu();
         let m = frugal_energy::metered(&meters, || job.run(&progress))?;
         bar.finish_and_clear();
-        print(json, &m)?;
+        print(json, J::KIND, &m)?;
         Ok(m.report)
     } else {
         let r = job.run(&progress)?;
         bar.finish_and_clear();
-        print(json, &r)?;
+        print(json, J::KIND, &r)?;
         Ok(r)
     }
 }
 
-/// Prints a report on rank 0 (the job's result): JSON, or its text.
-fn print<T: serde::Serialize + ToText>(json: bool, report: &T) -> Result<()> {
+/// Prints a report on rank 0 (the job's result): JSON (a [`Document`] of the command
+/// `kind`), or its text.
+fn print<T: serde::Serialize + ToText>(json: bool, kind: &'static str, report: &T) -> Result<()> {
     if !frugal_dist::is_root() {
         return Ok(());
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Document::new(kind, report))?
+        );
     } else {
         print!("{}", report.to_text());
     }

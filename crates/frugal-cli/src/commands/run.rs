@@ -7,7 +7,7 @@ pub struct Args {
     /// A recipe file (TOML).
     pub recipe: Option<PathBuf>,
     /// Folder for artifacts and report.json.
-    #[arg(long, short, default_value = "frugal-out")]
+    #[arg(long, short, default_value_os_t = frugal_pipeline::RunOptions::default().out_dir)]
     pub out: PathBuf,
     /// Seed for every random choice.
     #[arg(long, default_value_t = 0)]

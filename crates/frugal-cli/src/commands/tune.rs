@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// The GGUF type whose rules decide which tensors are quantized (and name the file).
-    #[arg(long = "type", default_value_t = Tune::new(PathBuf::new(), PathBuf::new()).target)]
+    #[arg(long = "type", default_value_t = defaults().target)]
     pub ty: String,
     /// Language models: calibration text (importance matrix).
     #[arg(long, required_unless_present = "data")]
@@ -55,10 +55,10 @@ pub struct Args {
     #[arg(long, default_value_t = EvalSpec::DEFAULT_CHUNKS, value_parser = parse::count)]
     pub eval_chunks: usize,
     /// Stop bisecting when the bracket is narrower than this (bits per weight).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = defaults().bpw_tolerance)]
     pub bpw_tolerance: f64,
     /// At most this many candidates judged in all.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults().max_evals)]
     pub max_evals: usize,
     /// Language models: what to minimise — `size` (bytes) or `energy` (the kernel time per
     /// generated token of the served model, F16 and F32 tensors allowed where faster).
@@ -72,16 +72,26 @@ pub struct Args {
     /// Language models: keep at most this many MiB of the input's logits between
     /// candidates, so its forward pass runs once per chunk (50 MiB a 512-token chunk of
     /// SmolLM2); 0 recomputes them for every candidate.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = defaults().reference_cache_bytes >> 20)]
     pub reference_cache_mib: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
+/// The job's defaults (shown in `--help`).
+fn defaults() -> Tune {
+    Tune::new(PathBuf::new(), PathBuf::new())
+}
+
 pub fn run(a: Args) -> Result<()> {
     let job = Tune {
-        limit: Limit::from_options(a.max_kld, a.max_ppl_increase_pct, a.max_accuracy_drop_pt, a.policy),
+        limit: Limit::from_options(
+            a.max_kld,
+            a.max_ppl_increase_pct,
+            a.max_accuracy_drop_pt,
+            a.policy,
+        ),
         data: a.data,
         seed: a.seed,
         target: a.ty,

@@ -23,3 +23,39 @@ pub fn brown_calib_and_eval() -> Option<tempfile::TempDir> {
 pub fn smollm2() -> Option<std::path::PathBuf> {
     frugal_formats::assets::require_or_skip(frugal_formats::assets::smollm2_gguf(), "SmolLM2")
 }
+
+/// Parses a JSON report Frugal wrote (a command's `--json` output or a `report.json`) after
+/// validating it against the published schema, `docs/report.schema.json`, with Python's
+/// `jsonschema` (an implementation independent of the Rust types the schema comes from). The
+/// Python is `FRUGAL_GGUF_PYTHON` (`scripts/setup-python.sh`); without it the validation is
+/// skipped with a message, or fails under `FRUGAL_REQUIRE_ASSETS=1`.
+pub fn report(bytes: &[u8]) -> serde_json::Value {
+    let value: serde_json::Value = serde_json::from_slice(bytes).expect("a JSON report");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let Some(py) = std::env::var_os("FRUGAL_GGUF_PYTHON").filter(|p| !p.is_empty()) else {
+        assert!(
+            std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none(),
+            "FRUGAL_GGUF_PYTHON is not set; scripts/test sets it from scripts/setup-python.sh"
+        );
+        eprintln!("skipping the schema check: FRUGAL_GGUF_PYTHON is not set");
+        return value;
+    };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    let out = std::process::Command::new(py)
+        .arg(root.join("scripts/validate-report.py"))
+        .arg(root.join("docs/report.schema.json"))
+        .arg(file.path())
+        .output()
+        .expect("the validator runs");
+    assert!(
+        out.status.success(),
+        "the report does not validate against docs/report.schema.json:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(bytes)
+            .chars()
+            .take(2000)
+            .collect::<String>()
+    );
+    value
+}

@@ -15,12 +15,12 @@
 //! from value row (h / rep, j), so its scales are tied across the `rep` query heads that share
 //! a key/value head (the reference implementation skips this pair when the shapes differ).
 
-use super::{decode, quantize_matrix};
 use super::calibration::{block_names, dense, linear_named};
+use super::{decode, quantize_matrix};
 use crate::Result;
-use frugal_models::llama::Llama;
 use candle_core::{Device, Tensor};
 use frugal_formats::gguf::GgmlType;
+use frugal_models::llama::Llama;
 
 /// The α grid is 0, 1/GRID, …, (GRID−1)/GRID, as in the reference implementation. It is
 /// searched coarse to fine: every other point first, then the two neighbours of the best one
@@ -192,7 +192,7 @@ pub fn tie_gqa(n_head: usize, n_head_kv: usize, head_dim: usize) -> Vec<usize> {
 }
 
 /// One AWQ group's outcome.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct AwqChoice {
     pub group: String,
     pub alpha: f64,

@@ -13,12 +13,12 @@
 //!
 //! The output is ordinary block-format bytes, written by [`super::quantize_gguf_with`].
 
-use super::codec::{codec, Codec};
-use super::kquants::nearest_int;
 use super::awq::{fold_scales, AwqChoice};
 use super::calibration::{
     block_names, dense, inverse_cholesky_upper, linear_named, sequential, BlockStats, Calibration,
 };
+use super::codec::{codec, Codec};
+use super::kquants::nearest_int;
 use super::{Choice, Imatrix};
 use crate::{Error, Result};
 use frugal_formats::gguf::{GgmlType, GgufFile};

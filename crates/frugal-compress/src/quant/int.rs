@@ -243,11 +243,11 @@ pub fn encoder_hessians(
 }
 
 /// What [`quantize_safetensors_dir`] did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct IntReport {
     pub input: String,
     pub output: String,
-    pub scheme: &'static str,
+    pub scheme: String,
     pub input_bytes: u64,
     pub output_bytes: u64,
     pub n_quantized: usize,
@@ -290,7 +290,7 @@ impl Written {
         IntReport {
             input: input.display().to_string(),
             output: output.display().to_string(),
-            scheme: scheme.name,
+            scheme: scheme.name.to_string(),
             input_bytes,
             output_bytes: self.bytes,
             n_quantized: self.n_quantized,

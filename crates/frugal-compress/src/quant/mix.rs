@@ -83,6 +83,27 @@ fn use_more_bits(i: usize, n: usize) -> bool {
     i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64).rem_euclid(3) == 2
 }
 
+/// llama.cpp's `llama_ftype` numbers (`general.file_type`): the one table `QUANT_TYPES` and
+/// the mix rules share.
+pub mod ftype {
+    pub const ALL_F32: u32 = 0;
+    pub const MOSTLY_F16: u32 = 1;
+    pub const Q4_0: u32 = 2;
+    pub const Q4_1: u32 = 3;
+    pub const Q8_0: u32 = 7;
+    pub const Q5_0: u32 = 8;
+    pub const Q5_1: u32 = 9;
+    pub const Q2_K: u32 = 10;
+    pub const Q3_K_S: u32 = 11;
+    pub const Q3_K_M: u32 = 12;
+    pub const Q3_K_L: u32 = 13;
+    pub const Q4_K_S: u32 = 14;
+    pub const Q4_K_M: u32 = 15;
+    pub const Q5_K_S: u32 = 16;
+    pub const Q5_K_M: u32 = 17;
+    pub const Q6_K: u32 = 18;
+}
+
 /// llama.cpp's type for one tensor under the mix `ftype` (a `llama_ftype` number) whose default
 /// type is `default`, before the shape fallback.
 pub fn llama_rule(
@@ -92,16 +113,9 @@ pub fn llama_rule(
     m: &ModelFacts,
     i_attn_v: usize,
 ) -> GgmlType {
+    use ftype::*;
     use Category::*;
     use GgmlType as G;
-    const Q2_K: u32 = 10;
-    const Q3_K_M: u32 = 12;
-    const Q3_K_L: u32 = 13;
-    const Q4_K_S: u32 = 14;
-    const Q4_K_M: u32 = 15;
-    const Q5_K_M: u32 = 17;
-    const Q4_0: u32 = 2;
-    const Q5_0: u32 = 8;
     let (i, n) = (t.layer.unwrap_or(0), m.n_layer);
     match t.category {
         Output | TokenEmbd if t.category == Output || m.tied_embeddings => {

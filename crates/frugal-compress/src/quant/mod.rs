@@ -41,11 +41,11 @@ pub struct QuantType {
 }
 
 macro_rules! qt {
-    ($name:literal, $base:ident, $ft:literal, $s:literal) => {
+    ($name:literal, $base:ident, $ft:ident, $s:literal) => {
         QuantType {
             name: $name,
             base: GgmlType::$base,
-            file_type: $ft,
+            file_type: mix::ftype::$ft,
             summary: $s,
         }
     };
@@ -53,48 +53,73 @@ macro_rules! qt {
 
 /// Every target `frugal quantize --type` accepts (llama-quantize's names and `llama_ftype`s).
 pub const QUANT_TYPES: &[QuantType] = &[
-    qt!("F32", F32, 0, "32.00 bpw, no loss"),
-    qt!("F16", F16, 1, "16.00 bpw, IEEE half"),
-    qt!("Q8_0", Q8_0, 7, " 8.50 bpw, symmetric 8-bit blocks of 32"),
-    qt!("Q6_K", Q6_K, 18, " 6.56 bpw, 6-bit super-blocks of 256"),
-    qt!("Q5_1", Q5_1, 9, " 6.00 bpw, 5-bit blocks of 32 with offset"),
+    qt!("F32", F32, ALL_F32, "32.00 bpw, no loss"),
+    qt!("F16", F16, MOSTLY_F16, "16.00 bpw, IEEE half"),
+    qt!(
+        "Q8_0",
+        Q8_0,
+        Q8_0,
+        " 8.50 bpw, symmetric 8-bit blocks of 32"
+    ),
+    qt!("Q6_K", Q6_K, Q6_K, " 6.56 bpw, 6-bit super-blocks of 256"),
+    qt!(
+        "Q5_1",
+        Q5_1,
+        Q5_1,
+        " 6.00 bpw, 5-bit blocks of 32 with offset"
+    ),
     qt!(
         "Q5_K_M",
         Q5_K,
-        17,
+        Q5_K_M,
         " 5.5 bpw 5-bit k-quant mix, more bits for attn_v and some ffn_down"
     ),
-    qt!("Q5_K", Q5_K, 17, " alias for Q5_K_M"),
-    qt!("Q5_K_S", Q5_K, 16, " 5.5 bpw 5-bit k-quant mix"),
-    qt!("Q5_0", Q5_0, 8, " 5.50 bpw, symmetric 5-bit blocks of 32"),
-    qt!("Q4_1", Q4_1, 3, " 5.00 bpw, 4-bit blocks of 32 with offset"),
+    qt!("Q5_K", Q5_K, Q5_K_M, " alias for Q5_K_M"),
+    qt!("Q5_K_S", Q5_K, Q5_K_S, " 5.5 bpw 5-bit k-quant mix"),
+    qt!(
+        "Q5_0",
+        Q5_0,
+        Q5_0,
+        " 5.50 bpw, symmetric 5-bit blocks of 32"
+    ),
+    qt!(
+        "Q4_1",
+        Q4_1,
+        Q4_1,
+        " 5.00 bpw, 4-bit blocks of 32 with offset"
+    ),
     qt!(
         "Q4_K_M",
         Q4_K,
-        15,
+        Q4_K_M,
         " 4.5 bpw 4-bit k-quant mix, 6-bit attn_v and half of ffn_down"
     ),
-    qt!("Q4_K", Q4_K, 15, " alias for Q4_K_M"),
-    qt!("Q4_K_S", Q4_K, 14, " 4.5 bpw 4-bit k-quant mix"),
-    qt!("Q4_0", Q4_0, 2, " 4.50 bpw, symmetric 4-bit blocks of 32"),
+    qt!("Q4_K", Q4_K, Q4_K_M, " alias for Q4_K_M"),
+    qt!("Q4_K_S", Q4_K, Q4_K_S, " 4.5 bpw 4-bit k-quant mix"),
+    qt!(
+        "Q4_0",
+        Q4_0,
+        Q4_0,
+        " 4.50 bpw, symmetric 4-bit blocks of 32"
+    ),
     qt!(
         "Q3_K_L",
         Q3_K,
-        13,
+        Q3_K_L,
         " 3.4 bpw 3-bit k-quant mix, 5-bit attn_v, attn_output, ffn_down"
     ),
     qt!(
         "Q3_K_M",
         Q3_K,
-        12,
+        Q3_K_M,
         " 3.4 bpw 3-bit k-quant mix, 4–5-bit attn_v, attn_output, ffn_down"
     ),
-    qt!("Q3_K", Q3_K, 12, " alias for Q3_K_M"),
-    qt!("Q3_K_S", Q3_K, 11, " 3.4 bpw 3-bit k-quant mix"),
+    qt!("Q3_K", Q3_K, Q3_K_M, " alias for Q3_K_M"),
+    qt!("Q3_K_S", Q3_K, Q3_K_S, " 3.4 bpw 3-bit k-quant mix"),
     qt!(
         "Q2_K",
         Q2_K,
-        10,
+        Q2_K,
         " 2.6 bpw 2-bit k-quant mix, 3-bit attn_v, attn_output, ffn_down"
     ),
 ];
@@ -197,7 +222,18 @@ impl std::str::FromStr for Override {
 
 /// What to do with tensors whose rows a type cannot tile (SmolLM2's width 576 under 256-wide
 /// k-quants).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Fallback {
     /// llama.cpp's fixed substitutes (Q4_K → Q5_0, …): the same file as `llama-quantize`.
@@ -234,7 +270,7 @@ impl QuantizeOptions {
 }
 
 /// What happened to one tensor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TensorReport {
     pub name: String,
     pub from: String,
@@ -250,11 +286,11 @@ pub struct TensorReport {
 }
 
 /// The result of [`quantize_gguf`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct QuantizeReport {
     pub input: String,
     pub output: String,
-    pub target: &'static str,
+    pub target: String,
     pub method: String,
     pub fallback: Fallback,
     pub imatrix: Option<String>,
@@ -269,7 +305,7 @@ pub struct QuantizeReport {
     pub type_counts: std::collections::BTreeMap<String, usize>,
     pub tensors: Vec<TensorReport>,
     /// AWQ's choice per group of layers sharing an input (empty without AWQ).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub awq: Vec<awq::AwqChoice>,
 }
 
@@ -281,7 +317,9 @@ pub struct Choice {
 }
 
 /// Why a tensor got its type (the `reason` of a report's tensor record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// llama.cpp's mix rules for the target type.
@@ -495,7 +533,18 @@ pub fn quantize_gguf(
 
 /// The quantization method by name: `--method` of `frugal quantize` and a recipe's quantize
 /// `method`, one name table (clap and serde spell it alike).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MethodName {
     /// Round to nearest, importance-weighted with calibration.
@@ -792,7 +841,7 @@ fn quantize_report(
     QuantizeReport {
         input: f.path().display().to_string(),
         output: output.display().to_string(),
-        target: opts.target.name,
+        target: opts.target.name.to_string(),
         method: method.to_string(),
         fallback: opts.fallback,
         imatrix: opts.imatrix.as_ref().map(|m| m.source.clone()),

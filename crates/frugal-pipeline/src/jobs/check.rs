@@ -15,20 +15,23 @@ pub struct Check {
 }
 
 /// Every clause with the report's figure, the limit and the verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CheckReport {
     pub policy: String,
-    pub report: String,
+    /// The report checked (its path).
+    pub report_file: String,
     pub pass: bool,
     pub clauses: Vec<Outcome>,
 }
 
 impl Job for Check {
     type Report = CheckReport;
+    const KIND: &'static str = "check";
 
     fn io_plan(&self) -> IoPlan {
         let mut p = IoPlan::new();
-        p.input("--policy", &self.policy).input("report", &self.report);
+        p.input("--policy", &self.policy)
+            .input("report", &self.report);
         p
     }
 
@@ -40,7 +43,7 @@ impl Job for Check {
         let clauses = frugal_report::policy::check(&p, &metrics);
         Ok(CheckReport {
             policy: self.policy.display().to_string(),
-            report: self.report.display().to_string(),
+            report_file: self.report.display().to_string(),
             pass: clauses.iter().all(|o| o.pass),
             clauses,
         })
@@ -71,7 +74,10 @@ impl ToText for CheckReport {
                 o.key,
                 value,
                 limit,
-                o.from.as_deref().map(|f| format!("({f}) ")).unwrap_or_default(),
+                o.from
+                    .as_deref()
+                    .map(|f| format!("({f}) "))
+                    .unwrap_or_default(),
                 o.note
             );
         }

@@ -71,7 +71,7 @@ impl Student {
 }
 
 /// What `frugal distill` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum DistillOutcome {
     LanguageModel(LmDistillStep),
@@ -80,11 +80,18 @@ pub enum DistillOutcome {
 
 impl Job for Distill {
     type Report = DistillOutcome;
+    const KIND: &'static str = "distill";
     const METERED: bool = true;
 
     fn io_plan(&self) -> IoPlan {
         let mut p = IoPlan::new();
-        if let Student::LanguageModel { student, text, eval, .. } = &self.student {
+        if let Student::LanguageModel {
+            student,
+            text,
+            eval,
+            ..
+        } = &self.student
+        {
             p.input("--student", student);
             for t in &self.teachers {
                 p.input("--teacher", t);
@@ -126,7 +133,11 @@ impl Job for Distill {
                     resume: self.resume,
                     discard_stale: false,
                 };
-                Ok(DistillOutcome::LanguageModel(steps::lm_distill_step(&job, spec.as_ref(), progress)?))
+                Ok(DistillOutcome::LanguageModel(steps::lm_distill_step(
+                    &job,
+                    spec.as_ref(),
+                    progress,
+                )?))
             }
             Student::Classifier { data, arch, opts } => {
                 let job = DistillJob {
@@ -211,7 +222,11 @@ fn classifier_text(s: &DistillStep) -> String {
         s.data,
         match &s.teacher_eval {
             None => "labels".to_string(),
-            Some(te) => format!("distilled from {} ({:.2} %)", s.teachers.join(" + "), te.accuracy_pct),
+            Some(te) => format!(
+                "distilled from {} ({:.2} %)",
+                s.teachers.join(" + "),
+                te.accuracy_pct
+            ),
         },
         s.eval.accuracy_pct,
         s.eval.ci95_pct.0,

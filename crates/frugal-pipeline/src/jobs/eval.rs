@@ -56,7 +56,7 @@ impl Eval {
 }
 
 /// A classifier's accuracy on a data set's test images.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ClassifierEval {
     pub model: String,
     pub data: Dataset,
@@ -65,7 +65,7 @@ pub struct ClassifierEval {
 }
 
 /// What `frugal eval` measured, by model kind.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum EvalOutcome {
     LanguageModel(LmEvalReport),
@@ -75,6 +75,7 @@ pub enum EvalOutcome {
 
 impl Job for Eval {
     type Report = EvalOutcome;
+    const KIND: &'static str = "eval";
 
     fn io_plan(&self) -> IoPlan {
         let mut p = IoPlan::new();
@@ -97,7 +98,9 @@ impl Job for Eval {
             return self.encoder().map(EvalOutcome::Encoder);
         }
         let Some(text) = self.text.clone() else {
-            return Err(Error::Usage("--text is required for language models".into()));
+            return Err(Error::Usage(
+                "--text is required for language models".into(),
+            ));
         };
         let job = LmEvalFiles {
             model: self.model.clone(),
@@ -130,7 +133,8 @@ impl Eval {
     fn encoder(&self) -> Result<EncoderEvalReport, Error> {
         let brown = frugal_formats::assets::brown_dir();
         if let Some(p) = &self.dump_items {
-            let items = frugal_eval::encoder::encoder_items(&self.model, &brown, self.encoder_data)?;
+            let items =
+                frugal_eval::encoder::encoder_items(&self.model, &brown, self.encoder_data)?;
             let bytes = serde_json::to_vec(&items).expect("items serialize");
             frugal_formats::output::write_atomic(p, &[&self.model], |f| {
                 std::io::Write::write_all(f, &bytes)

@@ -78,7 +78,7 @@ impl Default for Measure {
 }
 
 /// A measured command: its record, and how it ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CommandOutcome {
     #[serde(flatten)]
     pub report: CommandReport,
@@ -88,7 +88,7 @@ pub struct CommandOutcome {
 }
 
 /// What `frugal measure` measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum MeasureOutcome {
     Model(WorkloadReport),
@@ -97,6 +97,7 @@ pub enum MeasureOutcome {
 
 impl Job for Measure {
     type Report = MeasureOutcome;
+    const KIND: &'static str = "measure";
 
     fn io_plan(&self) -> IoPlan {
         let mut p = IoPlan::new();
@@ -127,16 +128,22 @@ impl Job for Measure {
             .transpose()
             .map_err(|e| Error::Usage(e.to_string()))?;
         // Checked before running anything.
-        frugal_energy::carbon::operational_g(0.0, self.pue, 0.0).map_err(|e| Error::Usage(e.to_string()))?;
+        frugal_energy::carbon::operational_g(0.0, self.pue, 0.0)
+            .map_err(|e| Error::Usage(e.to_string()))?;
         // Read before anything runs: a bad path must not waste a measurement.
         let break_even = match (&self.baseline, &self.cost) {
-            (Some(b), Some(c)) => Some((crate::read_json_report(b)?, crate::read_json_report(c)?)),
+            (Some(b), Some(c)) => Some((
+                crate::measure::read_baseline(b)?,
+                crate::measure::Cost::from_report(c)?,
+            )),
             _ => None,
         };
         let opts = MeterOptions::detect();
         let Some(model) = &self.model else {
             if break_even.is_some() {
-                return usage("--baseline and --cost go with a MODEL's workload, not with -- COMMAND");
+                return usage(
+                    "--baseline and --cost go with a MODEL's workload, not with -- COMMAND",
+                );
             }
             if self.command.is_empty() {
                 return usage("frugal measure MODEL, or frugal measure -- COMMAND [ARGS…]");
@@ -159,7 +166,10 @@ impl Job for Measure {
             weights: self.weights,
             // The built-in workloads run on the CPU: a GPU's whole-device counter would add
             // other processes' and idle energy.
-            meters: MeterOptions { nvml: false, ..opts },
+            meters: MeterOptions {
+                nvml: false,
+                ..opts
+            },
         };
         let mut w = crate::measure::measure_model(&job)?;
         if let Some(c) = &carbon {
@@ -173,7 +183,11 @@ impl Job for Measure {
 }
 
 impl Measure {
-    fn command(&self, meters: MeterOptions, carbon: Option<CarbonOptions>) -> Result<CommandOutcome, Error> {
+    fn command(
+        &self,
+        meters: MeterOptions,
+        carbon: Option<CarbonOptions>,
+    ) -> Result<CommandOutcome, Error> {
         let (report, record, status) = crate::measure::measure_command(&CommandJob {
             command: self.command.clone(),
             meters,
@@ -203,17 +217,28 @@ impl ToText for MeasureOutcome {
 }
 
 fn workload_text(w: &WorkloadReport) -> String {
-    let how = if w.runs.iter().all(|r| r.measured) { "measured" } else { "estimated" };
+    let how = if w.runs.iter().all(|r| r.measured) {
+        "measured"
+    } else {
+        "estimated"
+    };
     let mut t = format!(
         "{} ({}): {} queries × {} runs after {} warm-up; a query is {}\n",
-        w.model, w.kind, w.queries, w.runs.len(), w.warmup, w.query
+        w.model,
+        w.kind,
+        w.queries,
+        w.runs.len(),
+        w.warmup,
+        w.query
     );
-    t += &format!(
+    t +=
+        &format!(
         "  {:.4} J per {} (95 % CI {:.4}–{:.4}), {:.4} Wh per 1,000 queries ({:.4}–{:.4}), {how}\n",
         w.joules_per_unit.mean, w.unit, w.joules_per_unit.ci95.0, w.joules_per_unit.ci95.1,
         w.wh_per_1k_queries.mean, w.wh_per_1k_queries.ci95.0, w.wh_per_1k_queries.ci95.1
     );
-    t += &format!(
+    t +=
+        &format!(
         "  {:.1} queries/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms; peak RSS {:.0} MiB\n",
         w.queries_per_second.mean, w.latency_ms.p50, w.latency_ms.p90, w.latency_ms.p99,
         w.peak_rss_bytes as f64 / 1048576.0
@@ -233,7 +258,9 @@ fn workload_text(w: &WorkloadReport) -> String {
             "  compression {:.1} J, saving {:.3e} J per query: {}\n",
             b.compression_joules,
             b.saving_joules_per_query,
-            b.queries.map_or("never pays back".into(), |q| format!("pays back after {q:.3e} queries"))
+            b.queries.map_or("never pays back".into(), |q| format!(
+                "pays back after {q:.3e} queries"
+            ))
         );
     }
     t
@@ -241,7 +268,11 @@ fn workload_text(w: &WorkloadReport) -> String {
 
 fn command_text(c: &CommandReport) -> String {
     let r = &c.energy;
-    let how = if r.all_measured() { "measured" } else { "estimated" };
+    let how = if r.all_measured() {
+        "measured"
+    } else {
+        "estimated"
+    };
     let mut t = format!(
         "{:.3} s, {:.3} J ({:.6} Wh), {how}\n",
         r.seconds,
@@ -260,7 +291,12 @@ fn command_text(c: &CommandReport) -> String {
                     .join(", ")
             ),
         };
-        t += &format!("  {:14} {:12.3} J ± {:.0} %  {how}\n", s.source, s.joules, 100.0 * s.uncertainty);
+        t += &format!(
+            "  {:14} {:12.3} J ± {:.0} %  {how}\n",
+            s.source,
+            s.joules,
+            100.0 * s.uncertainty
+        );
     }
     if let Some(k) = &c.carbon {
         t += &format!(

@@ -26,6 +26,8 @@ pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
 pub trait Job {
     /// What the command prints (`--json`, or its [`ToText`]).
     type Report: serde::Serialize + ToText;
+    /// The command's name: the report's `report` tag ([`crate::schema::Document`]).
+    const KIND: &'static str;
     /// Whether the command's own energy is metered and reported (compressions: the cost a
     /// break-even is computed from).
     const METERED: bool = false;

@@ -9,14 +9,25 @@ use crate::kind::ModelKind;
 use crate::steps::{self, CalibSpec, EvalSpec, PruneStep, StructuredPruneStep};
 use crate::Error;
 use frugal_compress::distill::TrainOptions;
-use frugal_compress::prune::{GgufPruneOptions, Pattern, PruneOptions, Score, Scope};
+use frugal_compress::prune::{GgufPruneOptions, Pattern, PruneOptions, Scope, Score};
 use frugal_compress::structured::{Structure, StructuredOptions};
 use frugal_formats::guard::IoPlan;
 use serde::Serialize;
 use std::path::PathBuf;
 
 /// How a pruned CNN's weights are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
     /// Values plus a bitmask (or N:M positions for an N:M pattern), decoded exactly on load.
@@ -91,7 +102,7 @@ impl Prune {
 }
 
 /// What `frugal prune` did, by model kind and kind of prune.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum PruneOutcome {
     Unstructured(PruneStep),
@@ -101,6 +112,7 @@ pub enum PruneOutcome {
 
 impl Job for Prune {
     type Report = PruneOutcome;
+    const KIND: &'static str = "prune";
     const METERED: bool = true;
 
     fn io_plan(&self) -> IoPlan {
@@ -117,7 +129,9 @@ impl Job for Prune {
             return self.classifier(progress).map(PruneOutcome::Classifier);
         }
         if self.score != Score::Magnitude && self.calib.is_none() {
-            return Err(Error::Usage("Wanda and SparseGPT need calibration text: --calib FILE".into()));
+            return Err(Error::Usage(
+                "Wanda and SparseGPT need calibration text: --calib FILE".into(),
+            ));
         }
         let tmp = scratch()?;
         let spec = self.eval.spec(self.eval_chunks, tmp.path())?;
@@ -133,11 +147,20 @@ impl Job for Prune {
                 pattern: self.pattern,
                 damp: self.damp,
             };
-            let s = steps::prune_step(&self.input, &self.output, &opts, calib.as_ref(), spec.as_ref(), progress)?;
+            let s = steps::prune_step(
+                &self.input,
+                &self.output,
+                &opts,
+                calib.as_ref(),
+                spec.as_ref(),
+                progress,
+            )?;
             return Ok(PruneOutcome::Unstructured(s));
         };
         if self.pattern != Pattern::Unstructured {
-            return Err(Error::Usage("--structure removes whole units; it takes no --pattern".into()));
+            return Err(Error::Usage(
+                "--structure removes whole units; it takes no --pattern".into(),
+            ));
         }
         let unit = structure.unit().ok_or_else(|| {
             Error::Usage("--structure channels is for CNN classifiers (.safetensors)".into())
@@ -149,7 +172,14 @@ impl Job for Prune {
             multiple: 32,
             damp: self.damp,
         };
-        let s = steps::structured_prune_step(&self.input, &self.output, &opts, calib.as_ref(), spec.as_ref(), progress)?;
+        let s = steps::structured_prune_step(
+            &self.input,
+            &self.output,
+            &opts,
+            calib.as_ref(),
+            spec.as_ref(),
+            progress,
+        )?;
         Ok(PruneOutcome::Structured(s))
     }
 }
@@ -175,7 +205,9 @@ impl Prune {
             }
             Some(Structure::Channels) => true,
             Some(_) => {
-                return Err(Error::Usage("a CNN classifier takes --structure channels (or none)".into()))
+                return Err(Error::Usage(
+                    "a CNN classifier takes --structure channels (or none)".into(),
+                ))
             }
         };
         let job = PruneClassifierJob {
@@ -194,7 +226,11 @@ impl Prune {
         };
         let epochs = self.recover.epochs;
         crate::classifier::prune_classifier(&job, &|e, b, n, loss| {
-            progress(&format!("recovery epoch {e}, loss {loss:.4}"), (e - 1) * n + b, n * epochs)
+            progress(
+                &format!("recovery epoch {e}, loss {loss:.4}"),
+                (e - 1) * n + b,
+                n * epochs,
+            )
         })
     }
 }

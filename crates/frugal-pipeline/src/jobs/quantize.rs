@@ -67,25 +67,29 @@ impl Quantize {
 
     /// An encoder's `--calib brown` names the Brown corpus, not a file.
     fn brown_calib(&self) -> bool {
-        self.input.is_dir() && self.calib.as_ref().is_some_and(|c| c.as_os_str() == "brown" && !c.exists())
+        self.input.is_dir()
+            && self
+                .calib
+                .as_ref()
+                .is_some_and(|c| c.as_os_str() == "brown" && !c.exists())
     }
 }
 
 use crate::steps::EvalSpec;
 
 /// A CNN classifier's weights quantized each by a plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PlannedReport {
     pub input: String,
     pub output: String,
     pub plan: String,
     /// Each weight's scheme.
-    pub schemes: BTreeMap<String, &'static str>,
+    pub schemes: BTreeMap<String, String>,
     pub output_bytes: u64,
 }
 
 /// What `frugal quantize` did, by model kind.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum QuantizeOutcome {
     LanguageModel(QuantizeStep),
@@ -96,6 +100,7 @@ pub enum QuantizeOutcome {
 
 impl Job for Quantize {
     type Report = QuantizeOutcome;
+    const KIND: &'static str = "quantize";
     const METERED: bool = true;
 
     fn io_plan(&self) -> IoPlan {
@@ -169,7 +174,11 @@ impl Quantize {
         Ok(QuantizeOutcome::LanguageModel(step))
     }
 
-    fn encoder(&self, scheme: &'static IntType, progress: Progress) -> Result<QuantizeOutcome, Error> {
+    fn encoder(
+        &self,
+        scheme: &'static IntType,
+        progress: Progress,
+    ) -> Result<QuantizeOutcome, Error> {
         if matches!(self.method, MethodName::Awq | MethodName::AwqGptq) {
             return Err(Error::Usage(
                 "AWQ is implemented for Llama GGUF models; encoder int4 weights use GPTQ with --calib".into(),
@@ -210,7 +219,10 @@ impl Quantize {
                 input: self.input.display().to_string(),
                 output: self.output.display().to_string(),
                 plan: p.display().to_string(),
-                schemes: all.iter().map(|(k, s)| (k.clone(), s.name)).collect(),
+                schemes: all
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.name.to_string()))
+                    .collect(),
                 output_bytes: bytes,
             },
         })
@@ -232,8 +244,15 @@ impl ToText for QuantizeOutcome {
                     r.bits_per_weight,
                     r.seconds
                 );
-                if let Some(w) = r.tensors.iter().max_by(|a, b| a.rel_rmse.total_cmp(&b.rel_rmse)) {
-                    t += &format!("largest relative RMS error: {:.4} ({})\n", w.rel_rmse, w.name);
+                if let Some(w) = r
+                    .tensors
+                    .iter()
+                    .max_by(|a, b| a.rel_rmse.total_cmp(&b.rel_rmse))
+                {
+                    t += &format!(
+                        "largest relative RMS error: {:.4} ({})\n",
+                        w.rel_rmse, w.name
+                    );
                 }
                 if let Some(q) = &step.quality {
                     t += &format!("quality against the input:\n{}", q.to_text());
@@ -258,7 +277,10 @@ impl ToText for QuantizeOutcome {
                 );
             }
             QuantizeOutcome::ClassifierPlanned { quantize: r } => {
-                t += &format!("wrote {} ({} bytes) by the plan {}\n", r.output, r.output_bytes, r.plan);
+                t += &format!(
+                    "wrote {} ({} bytes) by the plan {}\n",
+                    r.output, r.output_bytes, r.plan
+                );
             }
         }
         t

@@ -16,7 +16,7 @@ pub struct Run {
 }
 
 /// A report and the path it was written to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Written<T> {
     #[serde(flatten)]
     pub report: T,
@@ -25,11 +25,11 @@ pub struct Written<T> {
 }
 
 /// What `frugal run` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RunOutcome {
     Recipe(Written<RecipeReport>),
-    Default(Written<Report>),
+    Default(Box<Written<Report>>),
 }
 
 impl RunOutcome {
@@ -45,6 +45,7 @@ impl RunOutcome {
 
 impl Job for Run {
     type Report = RunOutcome;
+    const KIND: &'static str = "run";
 
     fn io_plan(&self) -> IoPlan {
         let mut p = IoPlan::new();
@@ -59,20 +60,23 @@ impl Job for Run {
             let opts = RecipeRunOptions {
                 force: self.opts.force,
             };
-            let (report, path) = crate::recipe::run_recipe(recipe, &self.opts.out_dir, &opts, progress)?;
+            let (report, path) =
+                crate::recipe::run_recipe(recipe, &self.opts.out_dir, &opts, progress)?;
             return Ok(RunOutcome::Recipe(Written { report, path }));
         }
         let (report, path) = crate::run(&self.opts, &|step, done, total, loss| {
             progress(&format!("{step} loss {loss:.4}"), done, total)
         })?;
-        Ok(RunOutcome::Default(Written { report, path }))
+        Ok(RunOutcome::Default(Box::new(Written { report, path })))
     }
 }
 
 impl ToText for RunOutcome {
     fn to_text(&self) -> String {
         match self {
-            RunOutcome::Recipe(w) => format!("{}  report   {}\n", w.report.to_text(), w.path.display()),
+            RunOutcome::Recipe(w) => {
+                format!("{}  report   {}\n", w.report.to_text(), w.path.display())
+            }
             RunOutcome::Default(w) => format!(
                 "{}  report   {} (and report.md, report.html beside it)\n",
                 w.report.to_text(),

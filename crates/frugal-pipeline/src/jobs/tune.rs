@@ -91,7 +91,7 @@ impl Tune {
 }
 
 /// What `frugal tune` chose, by model kind.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum TuneOutcome {
     LanguageModel(TuneReport),
@@ -100,6 +100,7 @@ pub enum TuneOutcome {
 
 impl Job for Tune {
     type Report = TuneOutcome;
+    const KIND: &'static str = "tune";
     const METERED: bool = true;
 
     fn io_plan(&self) -> IoPlan {
@@ -124,7 +125,9 @@ impl Job for Tune {
     fn run(&self, progress: Progress) -> Result<TuneOutcome, Error> {
         match self.data {
             Some(data) => self.classifier(data, progress).map(TuneOutcome::Classifier),
-            None => self.language_model(progress).map(TuneOutcome::LanguageModel),
+            None => self
+                .language_model(progress)
+                .map(TuneOutcome::LanguageModel),
         }
     }
 }
@@ -166,8 +169,11 @@ impl Tune {
     }
 
     fn language_model(&self, progress: Progress) -> Result<TuneReport, Error> {
-        let (Some(calib), Some(search), Some(heldout)) = (&self.calib, &self.search, &self.heldout) else {
-            return Err(Error::Usage("a language model is tuned with --calib, --eval and --heldout".into()));
+        let (Some(calib), Some(search), Some(heldout)) = (&self.calib, &self.search, &self.heldout)
+        else {
+            return Err(Error::Usage(
+                "a language model is tuned with --calib, --eval and --heldout".into(),
+            ));
         };
         let limit = match &self.limit {
             Some(Limit::MaxKld(x)) => QualityLimit::MaxKld(*x),
@@ -175,7 +181,10 @@ impl Tune {
             Some(Limit::Policy(p)) => {
                 let p = load_policy(p)?;
                 QualityLimit::from_policy(&p).ok_or_else(|| {
-                    Error::Usage(format!("{}: no max_kld or max_ppl_increase_pct clause to tune for", p.path))
+                    Error::Usage(format!(
+                        "{}: no max_kld or max_ppl_increase_pct clause to tune for",
+                        p.path
+                    ))
                 })?
             }
             _ => {
@@ -225,14 +234,22 @@ fn classifier_text(r: &ClassifierTuneReport) -> String {
         "frugal tune: {} → {} ({}, accuracy drop ≤ {} points)\n",
         r.input, r.output, r.data, r.max_accuracy_drop_pt
     );
-    t += &format!("  {:>3} {:>10} {:>12} {:>12}  plan\n", "#", "bytes", "search pt", "held-out pt");
+    t += &format!(
+        "  {:>3} {:>10} {:>12} {:>12}  plan\n",
+        "#", "bytes", "search pt", "held-out pt"
+    );
     for (k, c) in r.candidates.iter().enumerate() {
         t += &format!(
             "  {k:>3} {:>10} {:>12.2} {:>12}  {}{}\n",
             c.file_bytes,
             c.search.accuracy_drop_pt,
-            c.heldout.map_or("-".into(), |h| format!("{:.2}", h.accuracy_drop_pt)),
-            c.plan.iter().map(|(t, s)| format!("{t}={s}")).collect::<Vec<_>>().join(" "),
+            c.heldout
+                .map_or("-".into(), |h| format!("{:.2}", h.accuracy_drop_pt)),
+            c.plan
+                .iter()
+                .map(|(t, s)| format!("{t}={s}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             if k == r.chosen { "  (chosen)" } else { "" }
         );
     }
@@ -262,7 +279,9 @@ fn lm_text(r: &TuneReport) -> String {
             mib(c.bytes),
             c.bits_per_weight,
             v(&c.search),
-            c.heldout.as_ref().map_or("-".into(), |h| format!("{:.5}", v(h))),
+            c.heldout
+                .as_ref()
+                .map_or("-".into(), |h| format!("{:.5}", v(h))),
             if c.kernel_us_per_token > 0.0 {
                 format!("{:.0}", c.kernel_us_per_token)
             } else {
@@ -301,6 +320,9 @@ fn lm_text(r: &TuneReport) -> String {
         );
     }
     t += &format!("  recipe   {}\n", r.recipe);
-    t += &format!("  report   {}\n", crate::tune::report_path(Path::new(&r.output)).display());
+    t += &format!(
+        "  report   {}\n",
+        crate::tune::report_path(Path::new(&r.output)).display()
+    );
     t
 }

@@ -1,0 +1,446 @@
+//! The embedded default of `frugal run`, on the bundled digits data set: the seeded stratified
+//! split, then [`crate::classifier::run_classifier_pipeline`] (teacher trained from scratch, a
+//! student on labels and one distilled, the distilled one pruned and recovered, then int8,
+//! each step metered), every model saved, reloaded and evaluated on the same test images; then
+//! every model's inference energy measured, each compression's break-even computed (its energy
+//! against the saving per query), every student checked against the built-in default policy,
+//! and the report written as `report.json`, `report.md` and `report.html`.
+
+use crate::{classifier, measure, refuse_foreign_run, schema, stratified_split, Error, RunOptions};
+use frugal_formats::digits::embedded_digits;
+use frugal_formats::output::write_atomic;
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The `recipe` the embedded default's report names.
+pub(crate) const EMBEDDED_DEFAULT: &str = "embedded-default";
+
+/// The data step's record in the report.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct DataRecord {
+    pub dataset: String,
+    pub source: String,
+    pub n_images: usize,
+    pub image_shape: [usize; 2],
+    pub max_pixel: u8,
+    pub n_classes: usize,
+    pub class_counts: Vec<usize>,
+    pub n_train: usize,
+    pub n_test: usize,
+    pub seed: u64,
+    /// Test-set indices (into the data set), so that every later step scores the same images.
+    pub test_indices: Vec<usize>,
+}
+
+/// The embedded default's `report.json` (written as a [`schema::Document`]).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Report {
+    pub frugal_version: String,
+    pub recipe: String,
+    pub data: DataRecord,
+    pub classifier: classifier::ClassifierRun,
+    /// Each model's inference energy (`frugal measure`'s classifier workload), in model order.
+    pub measure: Vec<ModelEnergy>,
+    /// Each compressed student's cost and pay-back against the teacher.
+    pub break_even: Vec<BreakEven>,
+    /// Every student checked against the built-in default policy.
+    pub check: Vec<ModelCheck>,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+}
+
+/// What making a model cost, and after how many queries its lower energy per query pays it back
+/// (against the teacher, the model it replaces).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct BreakEven {
+    pub model: String,
+    /// Energy of the step that made it and of the steps that made the models it came from.
+    pub compression_joules: f64,
+    /// The teacher's energy per query less this model's (mean figures).
+    pub saving_joules_per_query: f64,
+    /// `None` when the model saves nothing per query.
+    pub break_even_queries: Option<f64>,
+    /// Every figure from a hardware counter (false: estimated).
+    pub measured: bool,
+}
+
+/// A student checked against a policy: the figures checked and every clause's outcome.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ModelCheck {
+    pub model: String,
+    pub policy: String,
+    pub pass: bool,
+    pub metrics: frugal_report::metrics::Metrics,
+    pub outcomes: Vec<frugal_report::policy::Outcome>,
+}
+
+impl Report {
+    /// The report as `frugal run` prints it: the data, every model's size, accuracy and energy,
+    /// the break-evens and the policy verdicts.
+    pub fn to_text(&self) -> String {
+        let d = &self.data;
+        let mut t = format!("frugal run: {} (embedded default)\n", self.recipe);
+        t += &format!(
+            "  data     {} — {} images {}×{}, {} classes\n",
+            d.dataset, d.n_images, d.image_shape[0], d.image_shape[1], d.n_classes
+        );
+        t += &format!(
+            "  split    {} train / {} test (stratified, seed {})\n",
+            d.n_train, d.n_test, d.seed
+        );
+        t += &format!(
+            "  {:18} {:>9} {:>9} {:>10} {:>18} {:>8} {:>14}\n",
+            "model", "KiB", "weights", "nonzero %", "test accuracy %", "s", "mWh/1k queries"
+        );
+        for (m, e) in self.classifier.models.iter().zip(&self.measure) {
+            t += &format!(
+                "  {:18} {:>9.1} {:>9} {:>10.1} {:>7.2} [{:.1}, {:.1}] {:>8.2} {:>10.3}{}\n",
+                m.name,
+                m.file_bytes as f64 / 1024.0,
+                m.weights,
+                100.0 * m.nonzero_weights as f64 / m.weights.max(1) as f64,
+                m.eval.accuracy_pct,
+                m.eval.ci95_pct.0,
+                m.eval.ci95_pct.1,
+                m.seconds,
+                1e3 * e.wh_per_1k_queries.mean,
+                if e.measured { "" } else { " est." }
+            );
+        }
+        t += &format!(
+            "  energy   {}\n",
+            self.measure.first().map_or("-", |e| e.method.as_str())
+        );
+        t += &format!("  total    {:.1} s\n", self.seconds);
+        for b in &self.break_even {
+            t += &format!(
+                "  pays back {:18} {:>9.1} J to make, {}\n",
+                b.model,
+                b.compression_joules,
+                b.break_even_queries
+                    .map_or("never (no saving per query)".into(), |q| format!(
+                        "after {q:.3e} queries"
+                    ))
+            );
+        }
+        for c in &self.check {
+            let failed: Vec<&str> = c
+                .outcomes
+                .iter()
+                .filter(|o| !o.pass)
+                .map(|o| o.key.as_str())
+                .collect();
+            t += &format!(
+                "  policy   {:18} {}{}\n",
+                c.model,
+                if c.pass { "pass" } else { "FAIL" },
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", failed.join(", "))
+                }
+            );
+        }
+        t
+    }
+}
+
+/// One model's energy per query in the default run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ModelEnergy {
+    pub model: String,
+    pub wh_per_1k_queries: measure::Estimate,
+    pub joules_per_image: measure::Estimate,
+    pub queries_per_second: measure::Estimate,
+    /// Every figure from a hardware counter (false: estimated, see `method`).
+    pub measured: bool,
+    pub method: String,
+}
+
+/// Runs the embedded default and writes its models and `report.json` into
+/// `opts.out_dir`. `progress(step, done, total, loss)` reports training batches.
+pub fn run(
+    opts: &RunOptions,
+    progress: &dyn Fn(&str, usize, usize, f64),
+) -> Result<(Report, PathBuf), Error> {
+    let t0 = std::time::Instant::now();
+    let digits = embedded_digits();
+    let mut class_counts = vec![0usize; digits.n_classes];
+    digits
+        .labels
+        .iter()
+        .for_each(|&l| class_counts[l as usize] += 1);
+    let test_indices = stratified_split(
+        &digits.labels,
+        digits.n_classes,
+        opts.test_fraction,
+        opts.seed,
+    );
+    let data = DataRecord {
+        dataset: "digits".into(),
+        source:
+            "scikit-learn 1.9.1 sklearn/datasets/data/digits.csv.gz (UCI optical digits, BSD-3)"
+                .into(),
+        n_images: digits.len(),
+        image_shape: [digits.rows, digits.cols],
+        max_pixel: digits.max_value,
+        n_classes: digits.n_classes,
+        class_counts,
+        n_train: digits.len() - test_indices.len(),
+        n_test: test_indices.len(),
+        seed: opts.seed,
+        test_indices,
+    };
+    let _ = refuse_foreign_run(&opts.out_dir, EMBEDDED_DEFAULT, opts.force)?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(|source| Error::OutputDir {
+        path: opts.out_dir.clone(),
+        source,
+    })?;
+    frugal_formats::guard::remove_stale_partials(&opts.out_dir);
+    let plan = classifier::ClassifierPlan::default_for(
+        digits.rows,
+        digits.cols,
+        digits.n_classes,
+        opts.seed,
+    );
+    let meters = frugal_energy::MeterOptions::detect_cpu();
+    let classifier = classifier::run_classifier_pipeline(
+        &digits,
+        &data.test_indices,
+        &plan,
+        &opts.out_dir,
+        &meters,
+        progress,
+    )?;
+    // 6. Measure: every model on the same inference workload (300 digits images one at a
+    // time, 3 metered runs after 10 warm-up queries).
+    let mut energies = Vec::new();
+    let mut last_sources = Vec::new();
+    for (k, m) in classifier.models.iter().enumerate() {
+        progress("measure", k, classifier.models.len(), 0.0);
+        let w = measure::measure_model(&measure::MeasureJob {
+            model: opts.out_dir.join(&m.file),
+            data: Some(crate::data::Dataset::Digits),
+            queries: 300,
+            repeats: 3,
+            warmup: 10,
+            tokens: 0,
+            weights: measure::Weights::Stored,
+            meters: meters.clone(),
+        })?;
+        last_sources = w
+            .energy
+            .sources
+            .iter()
+            .map(|s| {
+                let measured = matches!(s.provenance, frugal_energy::Provenance::Measured { .. });
+                (s.source.clone(), s.joules, measured)
+            })
+            .collect();
+        let method = w.energy.method();
+        energies.push(ModelEnergy {
+            model: m.name.clone(),
+            wh_per_1k_queries: w.wh_per_1k_queries,
+            joules_per_image: w.joules_per_unit,
+            queries_per_second: w.queries_per_second,
+            measured: w.runs.iter().all(|r| r.measured),
+            method,
+        });
+    }
+    // 7. Break-even and the policy check of every student against the teacher.
+    let break_even = break_even(&classifier.models, &energies);
+    let policy = frugal_report::policy::Policy::parse(
+        frugal_report::policy::DEFAULT_POLICY,
+        "policies/default.toml (built in)",
+    )
+    .expect("the built-in policy parses");
+    let check = check_students(&classifier.models, &energies, &policy);
+    // Bits per weight of every model's tensors (read before anything is written, so a file
+    // that cannot be read stops the run before its report).
+    let bits: Vec<(String, Vec<(String, f64)>)> = classifier
+        .models
+        .iter()
+        .map(|m| {
+            let t = frugal_models::storage::tensor_storage(&opts.out_dir.join(&m.file))
+                .map_err(frugal_compress::Error::from)?;
+            Ok((
+                m.name.clone(),
+                t.iter()
+                    .map(|t| (t.name.clone(), t.bits_per_weight()))
+                    .collect(),
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
+    let report = Report {
+        frugal_version: env!("CARGO_PKG_VERSION").into(),
+        recipe: EMBEDDED_DEFAULT.into(),
+        data,
+        classifier,
+        measure: energies,
+        break_even,
+        check,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    let path = opts.out_dir.join("report.json");
+    let json = serde_json::to_vec_pretty(&schema::Document::new("run", &report))
+        .expect("report serializes");
+    write_atomic(&path, &[], |f| f.write_all(&json))?;
+    // report.md and report.html from the same figures.
+    let view = frugal_report::html::View {
+        title: format!("Frugal: embedded default on digits (seed {})", opts.seed),
+        quality_label: "test accuracy %".into(),
+        higher_is_better: true,
+        variants: report
+            .classifier
+            .models
+            .iter()
+            .zip(&report.measure)
+            .map(|(m, e)| frugal_report::html::Variant {
+                name: m.name.clone(),
+                bytes: m.file_bytes,
+                quality: m.eval.accuracy_pct,
+                wh_per_1k: Some((e.wh_per_1k_queries.mean, e.wh_per_1k_queries.ci95, e.measured)),
+            })
+            .collect(),
+        energy_sources: last_sources,
+        label_thresholds: policy
+            .label_thresholds()
+            .unwrap_or(frugal_report::html::DEFAULT_LABEL_WH_PER_1K),
+        bits,
+        tables: vec![
+            (
+                "Break-even: compression energy against the saving per query".into(),
+                ["model", "made by (J)", "saving per query (J)", "break-even queries"]
+                    .map(String::from)
+                    .to_vec(),
+                report
+                    .break_even
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.model.clone(),
+                            format!("{:.1}", b.compression_joules),
+                            format!("{:.3e}", b.saving_joules_per_query),
+                            b.break_even_queries
+                                .map_or("never (no saving)".into(), |q| format!("{q:.3e}")),
+                        ]
+                    })
+                    .collect(),
+            ),
+            (
+                format!("Policy check: {}", report.check.first().map_or("-", |c| c.policy.as_str())),
+                ["model", "result", "failed clauses"].map(String::from).to_vec(),
+                report
+                    .check
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.model.clone(),
+                            if c.pass { "pass" } else { "fail" }.into(),
+                            c.outcomes
+                                .iter()
+                                .filter(|o| !o.pass)
+                                .map(|o| match o.value {
+                                    Some(v) => format!("{} ({v:.3})", o.key),
+                                    None => o.key.to_string(),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ]
+                    })
+                    .collect(),
+            ),
+        ],
+        notes: vec![
+            format!(
+                "Energy: {} ({}).",
+                report.measure.first().map_or("-", |e| e.method.as_str()),
+                if report.measure.iter().all(|e| e.measured) { "measured" } else { "estimated, not measured" }
+            ),
+            "Workload: 300 digits images (of the whole set) classified one at a time, 3 metered runs after 10 warm-up queries; intervals are 95 % Student-t over the runs.".into(),
+            format!("Accuracy on {} held-out test images.", report.data.n_test),
+        ],
+    };
+    let md = frugal_report::html::markdown(&view);
+    write_atomic(&opts.out_dir.join("report.md"), &[], |f| {
+        f.write_all(md.as_bytes())
+    })?;
+    let page = frugal_report::html::html(&view);
+    write_atomic(&opts.out_dir.join("report.html"), &[], |f| {
+        f.write_all(page.as_bytes())
+    })?;
+    Ok((report, path))
+}
+
+/// Each student's cost (its step and its ancestors' steps) and break-even against the teacher.
+fn break_even(models: &[classifier::ModelRecord], energies: &[ModelEnergy]) -> Vec<BreakEven> {
+    let by_name = |n: &str| models.iter().position(|m| m.name == n);
+    let teacher_j = energies[0].joules_per_image.mean;
+    models
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, m)| {
+            let (mut cost, mut measured, mut at) = (0.0, true, Some(i));
+            while let Some(k) = at {
+                if let Some(e) = &models[k].energy {
+                    cost += e.joules();
+                    measured &= e.all_measured();
+                }
+                at = models[k].made_from.as_deref().and_then(by_name);
+            }
+            let saving = teacher_j - energies[i].joules_per_image.mean;
+            BreakEven {
+                model: m.name.clone(),
+                compression_joules: cost,
+                saving_joules_per_query: saving,
+                break_even_queries: frugal_energy::carbon::break_even_queries(cost, saving),
+                measured: measured && energies[0].measured && energies[i].measured,
+            }
+        })
+        .collect()
+}
+
+/// Every student against `policy`, the teacher the reference: accuracy drop, size reduction,
+/// energy per 1,000 queries and whether it was measured.
+fn check_students(
+    models: &[classifier::ModelRecord],
+    energies: &[ModelEnergy],
+    policy: &frugal_report::policy::Policy,
+) -> Vec<ModelCheck> {
+    let teacher = &models[0];
+    models
+        .iter()
+        .zip(energies)
+        .skip(1)
+        .map(|(m, e)| {
+            use frugal_report::metrics::{Figure, Metrics};
+            let figure = |value: f64, path: String| Some(Figure { value, path });
+            let metrics = Metrics {
+                accuracy_drop_pt: figure(
+                    teacher.eval.accuracy_pct - m.eval.accuracy_pct,
+                    format!("teacher's accuracy_pct - {}'s", m.name),
+                ),
+                size_reduction: figure(
+                    teacher.file_bytes as f64 / m.file_bytes.max(1) as f64,
+                    format!("teacher's file_bytes / {}'s", m.name),
+                ),
+                wh_per_1k_queries: figure(
+                    e.wh_per_1k_queries.mean,
+                    format!("measure[{}].wh_per_1k_queries.mean", m.name),
+                ),
+                energy_measured: Some((e.measured, format!("measure[{}].measured", m.name))),
+                ..Metrics::default()
+            };
+            let outcomes = frugal_report::policy::check(policy, &metrics);
+            ModelCheck {
+                model: m.name.clone(),
+                policy: policy.path.clone(),
+                pass: outcomes.iter().all(|o| o.pass),
+                metrics,
+                outcomes,
+            }
+        })
+        .collect()
+}
