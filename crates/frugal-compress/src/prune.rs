@@ -32,28 +32,18 @@ use std::path::Path;
 /// SparseGPT's lazy block: masks are chosen afresh every this many columns.
 pub const SPARSEGPT_BLOCK: usize = 128;
 
-/// What a weight's importance is: `--method` of `frugal prune` and a recipe's prune
-/// `method`, one name table (clap and serde spell it alike).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-#[value(rename_all = "lowercase")]
-pub enum Score {
-    /// Weight magnitudes.
-    Magnitude,
-    /// Activation norm × weight magnitude (needs calibration).
-    Wanda,
-    /// Chosen and compensated by SparseGPT (GGUF models, with calibration).
-    SparseGpt,
+frugal_formats::name_table! {
+    "lowercase";
+    /// What a weight's importance is: `--method` of `frugal prune` and a recipe's prune
+    /// `method`, one name table (clap and serde spell it alike).
+    pub enum Score {
+        /// Weight magnitudes.
+        Magnitude,
+        /// Activation norm × weight magnitude (needs calibration).
+        Wanda,
+        /// Chosen and compensated by SparseGPT (GGUF models, with calibration).
+        SparseGpt,
+    }
 }
 
 /// Which weights compete with each other (unstructured pattern only).

@@ -29,29 +29,20 @@ use frugal_models::llama::{Llama, LlamaConfig};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// `--structure` of `frugal prune`: what a structured prune removes, for a decoder (a
-/// [`Unit`]) or a CNN classifier (its conv channels).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Structure {
-    /// Whole MLP neurons (gate and up rows, down columns).
-    MlpNeurons,
-    /// Query attention heads, the same number from each key/value group.
-    AttnHeads,
-    /// Whole decoder blocks, those that change their input least (needs --calib).
-    Layers,
-    /// CNN only: whole conv channels (and the next layer's inputs that read them).
-    Channels,
+frugal_formats::name_table! {
+    "kebab-case";
+    /// `--structure` of `frugal prune`: what a structured prune removes, for a decoder (a
+    /// [`Unit`]) or a CNN classifier (its conv channels).
+    pub enum Structure {
+        /// Whole MLP neurons (gate and up rows, down columns).
+        MlpNeurons,
+        /// Query attention heads, the same number from each key/value group.
+        AttnHeads,
+        /// Whole decoder blocks, those that change their input least (needs --calib).
+        Layers,
+        /// CNN only: whole conv channels (and the next layer's inputs that read them).
+        Channels,
+    }
 }
 
 impl Structure {

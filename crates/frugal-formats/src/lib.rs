@@ -39,3 +39,28 @@ pub(crate) fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>> {
         unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, "memory-mapping", e))?;
     Ok(Some(map))
 }
+
+/// An option's one name table: a unit-only enum whose names the command line (clap's
+/// `ValueEnum`), recipes and reports (serde) and the reports' schema (schemars) all spell
+/// alike, in `$case` (`"lowercase"`, `"kebab-case"`, `"snake_case"`). The crate that uses it
+/// depends on serde, clap and schemars.
+#[macro_export]
+macro_rules! name_table {
+    ($case:tt; $(#[$m:meta])* $vis:vis enum $name:ident { $($body:tt)* }) => {
+        $(#[$m])*
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            serde::Serialize,
+            serde::Deserialize,
+            clap::ValueEnum,
+            schemars::JsonSchema,
+        )]
+        #[serde(rename_all = $case)]
+        #[value(rename_all = $case)]
+        $vis enum $name { $($body)* }
+    };
+}

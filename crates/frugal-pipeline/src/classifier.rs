@@ -379,26 +379,17 @@ pub fn prune_and_recover(
     Ok((pruned, report, epochs))
 }
 
-/// The two networks `frugal distill` trains (`--arch`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// conv 32-64, fc 128 (421,642 parameters on 28×28 images).
-    Teacher,
-    /// conv 8-16, fc 32 (26,698 parameters on 28×28 images).
-    #[default]
-    Student,
+frugal_formats::name_table! {
+    "lowercase";
+    /// The two networks `frugal distill` trains (`--arch`).
+    #[derive(Default)]
+    pub enum Arch {
+        /// conv 32-64, fc 128 (421,642 parameters on 28×28 images).
+        Teacher,
+        /// conv 8-16, fc 32 (26,698 parameters on 28×28 images).
+        #[default]
+        Student,
+    }
 }
 
 impl Arch {

@@ -3,18 +3,16 @@
 
 use crate::Error;
 use frugal_formats::idx::ImageSet;
-use serde::{Deserialize, Serialize};
 
-/// A data set of labelled images.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dataset {
-    /// Fashion-MNIST: its 60,000 training and 10,000 test images (Debian's package, fetched).
-    FashionMnist,
-    /// scikit-learn's digits (shipped): 1,797 images of 8×8, split 80/20 stratified by seed.
-    Digits,
+frugal_formats::name_table! {
+    "kebab-case";
+    /// A data set of labelled images.
+    pub enum Dataset {
+        /// Fashion-MNIST: its 60,000 training and 10,000 test images (Debian's package, fetched).
+        FashionMnist,
+        /// scikit-learn's digits (shipped): 1,797 images of 8×8, split 80/20 stratified by seed.
+        Digits,
+    }
 }
 
 /// A data set's training and test images: the sets and the indices of each part.

@@ -73,13 +73,32 @@ pub fn quantize_step(
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantizeStep, crate::Error> {
+    let (quantize, quality) = skeleton(input, output, calib, eval, progress, |calib| {
+        Ok(quantize_model(
+            input, output, opts, calib, method, progress,
+        )?)
+    })?;
+    Ok(QuantizeStep { quantize, quality })
+}
+
+/// The skeleton every language-model step shares: the evaluation checked before any work, the
+/// calibration text loaded (in `input`'s tokens), `compress` run with it, then the output
+/// judged against `input` when `eval` is given.
+fn skeleton<T>(
+    input: &Path,
+    output: &Path,
+    calib: Option<&CalibSpec>,
+    eval: Option<&EvalSpec>,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+    compress: impl FnOnce(Option<&Calibration>) -> Result<T, crate::Error>,
+) -> Result<(T, Option<LmEvalReport>), crate::Error> {
     check_eval(input, eval)?;
     let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
-    let quantize = quantize_model(input, output, opts, calib.as_ref(), method, progress)?;
+    let made = compress(calib.as_ref())?;
     let quality = eval
         .map(|e| judge(output, input, e, progress))
         .transpose()?;
-    Ok(QuantizeStep { quantize, quality })
+    Ok((made, quality))
 }
 
 /// Checks before any work that the evaluation `e` of a model made from `model` can run (its
@@ -152,15 +171,15 @@ pub fn prune_step(
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<PruneStep, crate::Error> {
-    check_eval(input, eval)?;
-    let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
-    let prune =
-        frugal_compress::prune::prune_gguf(input, output, opts, calib.as_ref(), &|d, t| {
-            progress("prune", d, t)
-        })?;
-    let quality = eval
-        .map(|e| judge(output, input, e, progress))
-        .transpose()?;
+    let (prune, quality) = skeleton(input, output, calib, eval, progress, |calib| {
+        Ok(frugal_compress::prune::prune_gguf(
+            input,
+            output,
+            opts,
+            calib,
+            &|d, t| progress("prune", d, t),
+        )?)
+    })?;
     Ok(PruneStep {
         prune,
         input_bytes: file_len(input)?,
@@ -194,25 +213,25 @@ pub fn structured_prune_step(
     eval: Option<&EvalSpec>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<StructuredPruneStep, crate::Error> {
-    check_eval(input, eval)?;
     let t0 = std::time::Instant::now();
-    let calib = calib.map(|c| load_calibration(input, c)).transpose()?;
-    let (prune, output_bytes) = frugal_compress::structured::prune_structured_gguf(
-        input,
-        output,
-        opts,
-        calib.as_ref(),
-        &|d, t| progress("prune", d, t),
-    )?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let quality = eval
-        .map(|e| judge(output, input, e, progress))
-        .transpose()?;
+    let mut seconds = 0.0;
+    let ((prune, output_bytes, calibration_tokens), quality) =
+        skeleton(input, output, calib, eval, progress, |calib| {
+            let (prune, bytes) = frugal_compress::structured::prune_structured_gguf(
+                input,
+                output,
+                opts,
+                calib,
+                &|d, t| progress("prune", d, t),
+            )?;
+            seconds = t0.elapsed().as_secs_f64();
+            Ok((prune, bytes, calib.map(|c| c.n_tokens())))
+        })?;
     Ok(StructuredPruneStep {
         input: input.display().to_string(),
         output: output.display().to_string(),
         options: *opts,
-        calibration_tokens: calib.as_ref().map(|c| c.n_tokens()),
+        calibration_tokens,
         prune,
         input_bytes: file_len(input)?,
         output_bytes,

@@ -73,26 +73,17 @@ impl QualityLimit {
     }
 }
 
-/// What a tuned model minimises.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Objective {
-    /// Bytes.
-    #[default]
-    Size,
-    /// Energy per generated token: the decoder's kernel time per token.
-    Energy,
+frugal_formats::name_table! {
+    "snake_case";
+    /// What a tuned model minimises.
+    #[derive(Default)]
+    pub enum Objective {
+        /// Bytes.
+        #[default]
+        Size,
+        /// Energy per generated token: the decoder's kernel time per token.
+        Energy,
+    }
 }
 
 impl std::fmt::Display for Objective {

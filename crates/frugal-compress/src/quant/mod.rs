@@ -220,27 +220,18 @@ impl std::str::FromStr for Override {
     }
 }
 
-/// What to do with tensors whose rows a type cannot tile (SmolLM2's width 576 under 256-wide
-/// k-quants).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Fallback {
-    /// llama.cpp's fixed substitutes (Q4_K → Q5_0, …): the same file as `llama-quantize`.
-    #[default]
-    Llama,
-    /// The 32-wide types assigned by measured error within the same bytes as llama's choice.
-    Best,
+frugal_formats::name_table! {
+    "lowercase";
+    /// What to do with tensors whose rows a type cannot tile (SmolLM2's width 576 under 256-wide
+    /// k-quants).
+    #[derive(Default)]
+    pub enum Fallback {
+        /// llama.cpp's fixed substitutes (Q4_K → Q5_0, …): the same file as `llama-quantize`.
+        #[default]
+        Llama,
+        /// The 32-wide types assigned by measured error within the same bytes as llama's choice.
+        Best,
+    }
 }
 
 /// Everything `quantize_gguf` is asked to do.
@@ -531,32 +522,23 @@ pub fn quantize_gguf(
     )
 }
 
-/// The quantization method by name: `--method` of `frugal quantize` and a recipe's quantize
-/// `method`, one name table (clap and serde spell it alike).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum MethodName {
-    /// Round to nearest, importance-weighted with calibration.
-    #[default]
-    Rtn,
-    /// GPTQ, block by block on the quantized model's own activations.
-    Gptq,
-    /// AWQ's activation-aware channel scales folded into the norms and value/up rows, then
-    /// importance-weighted rounding.
-    Awq,
-    /// AWQ's scales, then GPTQ.
-    AwqGptq,
+frugal_formats::name_table! {
+    "kebab-case";
+    /// The quantization method by name: `--method` of `frugal quantize` and a recipe's quantize
+    /// `method`, one name table (clap and serde spell it alike).
+    #[derive(Default)]
+    pub enum MethodName {
+        /// Round to nearest, importance-weighted with calibration.
+        #[default]
+        Rtn,
+        /// GPTQ, block by block on the quantized model's own activations.
+        Gptq,
+        /// AWQ's activation-aware channel scales folded into the norms and value/up rows, then
+        /// importance-weighted rounding.
+        Awq,
+        /// AWQ's scales, then GPTQ.
+        AwqGptq,
+    }
 }
 
 impl MethodName {

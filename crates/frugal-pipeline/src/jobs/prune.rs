@@ -15,26 +15,17 @@ use frugal_formats::guard::IoPlan;
 use serde::Serialize;
 use std::path::PathBuf;
 
-/// How a pruned CNN's weights are stored.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Storage {
-    /// Values plus a bitmask (or N:M positions for an N:M pattern), decoded exactly on load.
-    #[default]
-    Sparse,
-    /// Plain F32.
-    Dense,
+frugal_formats::name_table! {
+    "lowercase";
+    /// How a pruned CNN's weights are stored.
+    #[derive(Default)]
+    pub enum Storage {
+        /// Values plus a bitmask (or N:M positions for an N:M pattern), decoded exactly on load.
+        #[default]
+        Sparse,
+        /// Plain F32.
+        Dense,
+    }
 }
 
 /// What to prune, how.
