@@ -536,9 +536,12 @@ pub(crate) fn save_checkpoint<O: serde::Serialize, R: serde::Serialize>(
 
 /// The settings a checkpoint file was made with (`None`: not a checkpoint of this kind).
 pub(crate) fn checkpoint_opts<O: serde::de::DeserializeOwned>(f: &SafetensorsFile) -> Option<O> {
+    #[derive(serde::Deserialize)]
+    struct WithOpts<O> {
+        opts: O,
+    }
     let j = f.header.metadata.get(CHECKPOINT_KEY)?;
-    let v: serde_json::Value = serde_json::from_str(j).ok()?;
-    serde_json::from_value(v.get("opts")?.clone()).ok()
+    serde_json::from_str::<WithOpts<O>>(j).ok().map(|c| c.opts)
 }
 
 /// Restores `params` and `adam` from a checkpoint made with the same settings (`opts`) and

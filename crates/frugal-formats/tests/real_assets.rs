@@ -90,7 +90,7 @@ fn check_against_gguf_py(path: &Path, f: &gguf::GgufFile) {
     let meta = dump["metadata"].as_object().unwrap();
     assert_eq!(meta.len(), f.header.metadata.len());
     for (k, v) in &f.header.metadata {
-        assert_eq!(meta.get(k), Some(&v.to_json()), "metadata `{k}`");
+        assert_eq!(meta.get(k), Some(&json_of(v)), "metadata `{k}`");
     }
 }
 
@@ -253,4 +253,45 @@ fn brown_corpus_has_500_files_in_15_genres() {
         "The Fulton County Grand Jury said Friday an investigation of Atlanta's recent primary election produced \"no evidence\" that any irregularities took place."
     );
     assert!(!cj01.text().contains("/nn "), "tags are gone");
+}
+
+/// A GGUF value as JSON, every element as stored (f32 widened exactly), as gguf-py dumps it.
+fn json_of(v: &frugal_formats::gguf::Value) -> serde_json::Value {
+    use frugal_formats::gguf::Value as V;
+    use serde_json::json;
+    match v {
+        V::U8(v) => json!(v),
+        V::I8(v) => json!(v),
+        V::U16(v) => json!(v),
+        V::I16(v) => json!(v),
+        V::U32(v) => json!(v),
+        V::I32(v) => json!(v),
+        V::F32(v) => json!(v),
+        V::Bool(v) => json!(v),
+        V::String(v) => json!(v),
+        V::Array(a) => array_json(a),
+        V::U64(v) => json!(v),
+        V::I64(v) => json!(v),
+        V::F64(v) => json!(v),
+    }
+}
+
+fn array_json(a: &frugal_formats::gguf::Array) -> serde_json::Value {
+    use frugal_formats::gguf::Array as A;
+    use serde_json::json;
+    match a {
+        A::U8(v) => json!(v),
+        A::I8(v) => json!(v),
+        A::U16(v) => json!(v),
+        A::I16(v) => json!(v),
+        A::U32(v) => json!(v),
+        A::I32(v) => json!(v),
+        A::F32(v) => json!(v),
+        A::Bool(v) => json!(v),
+        A::String(v) => json!(v),
+        A::Array(v) => serde_json::Value::Array(v.iter().map(array_json).collect()),
+        A::U64(v) => json!(v),
+        A::I64(v) => json!(v),
+        A::F64(v) => json!(v),
+    }
 }

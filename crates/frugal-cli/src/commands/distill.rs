@@ -6,8 +6,8 @@ use frugal_compress::lm_distill::LmDistillOptions;
 use frugal_pipeline::classifier::Arch;
 use frugal_pipeline::data::Dataset;
 use frugal_pipeline::jobs::distill::{Distill, Student};
-use frugal_pipeline::jobs::EvalText;
-use frugal_pipeline::steps::{CalibSpec, EvalSpec};
+
+use frugal_pipeline::steps::CalibSpec;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,16 +37,9 @@ pub struct Args {
     /// mpirun the ranks share each step's sequences: data-parallel).
     #[arg(long, default_value_t = LmDistillOptions::default().batch, value_parser = parse::count)]
     pub seq_batch: usize,
-    /// Language models: text to evaluate the output against the teacher on (default: Brown
-    /// cj01–cj12).
-    #[arg(long)]
-    pub eval_text: Option<PathBuf>,
-    /// Language models: chunks of 512 tokens to evaluate.
-    #[arg(long, default_value_t = EvalSpec::DEFAULT_CHUNKS, value_parser = parse::count)]
-    pub eval_chunks: usize,
-    /// Language models: skip the evaluation.
-    #[arg(long)]
-    pub no_eval: bool,
+    /// Language models: the evaluation of the output against the teacher.
+    #[command(flatten)]
+    pub eval: EvalArgs,
     /// Teacher model; without it, the network learns from labels alone. Classifiers: repeat it
     /// to distil from an ensemble (the mean of the teachers' logits).
     #[arg(long)]
@@ -161,8 +154,8 @@ fn lm_student(a: &Args, student: PathBuf, text: PathBuf) -> Result<Student> {
             batch: a.seq_batch,
             ..d
         },
-        eval: EvalText::from_options(a.no_eval, a.eval_text.clone()),
-        eval_chunks: a.eval_chunks,
+        eval: a.eval.text(),
+        eval_chunks: a.eval.eval_chunks,
     })
 }
 

@@ -21,6 +21,39 @@ pub(crate) use frugal_pipeline::jobs::{Job, ToText};
 pub(crate) use frugal_pipeline::schema::Document;
 pub(crate) use std::path::PathBuf;
 
+/// How calibration text is cut: the options `quantize`, `prune` and `tune` share.
+#[derive(clap::Args)]
+pub struct CalibChunks {
+    /// At most this many calibration tokens (whole chunks).
+    #[arg(long, default_value_t = frugal_pipeline::steps::CalibSpec::DEFAULT_TOKENS, value_parser = parse::count)]
+    pub calib_tokens: usize,
+    /// Tokens per calibration chunk.
+    #[arg(long, default_value_t = frugal_pipeline::steps::CalibSpec::DEFAULT_CTX, value_parser = parse::seq_ctx)]
+    pub calib_ctx: usize,
+}
+
+/// The evaluation of a compressed language model against its input (a distilled one: its
+/// teacher): the options `quantize`, `prune` and `distill` share.
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
+    #[arg(long)]
+    pub eval_text: Option<PathBuf>,
+    /// Chunks of 512 tokens to evaluate.
+    #[arg(long, default_value_t = frugal_pipeline::steps::EvalSpec::DEFAULT_CHUNKS, value_parser = parse::count)]
+    pub eval_chunks: usize,
+    /// Skip the evaluation of the output.
+    #[arg(long)]
+    pub no_eval: bool,
+}
+
+impl EvalArgs {
+    /// The text the output is judged on.
+    pub fn text(&self) -> frugal_pipeline::jobs::EvalText {
+        frugal_pipeline::jobs::EvalText::from_options(self.no_eval, self.eval_text.clone())
+    }
+}
+
 /// A usage error found after parsing (options that do not fit the input): exit code 2.
 #[derive(Debug)]
 pub(crate) struct BadUsage(pub String);

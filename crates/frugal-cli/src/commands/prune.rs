@@ -5,8 +5,6 @@ use frugal_compress::prune::Score;
 use frugal_compress::structured::Structure;
 use frugal_pipeline::data::Dataset;
 use frugal_pipeline::jobs::prune::{Prune, Storage};
-use frugal_pipeline::jobs::EvalText;
-use frugal_pipeline::steps::{CalibSpec, EvalSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,24 +47,13 @@ pub struct Args {
     /// Calibration text (Wanda and SparseGPT need it).
     #[arg(long)]
     pub calib: Option<PathBuf>,
-    /// At most this many calibration tokens (whole chunks).
-    #[arg(long, default_value_t = CalibSpec::DEFAULT_TOKENS, value_parser = parse::count)]
-    pub calib_tokens: usize,
-    /// Tokens per calibration chunk.
-    #[arg(long, default_value_t = CalibSpec::DEFAULT_CTX, value_parser = parse::seq_ctx)]
-    pub calib_ctx: usize,
+    #[command(flatten)]
+    pub chunks: CalibChunks,
     /// SparseGPT dampening, a fraction of the mean diagonal of XᵀX.
     #[arg(long, default_value_t = frugal_compress::quant::gptq::GptqOptions::default().damp, value_parser = parse::damp)]
     pub damp: f64,
-    /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
-    #[arg(long)]
-    pub eval_text: Option<PathBuf>,
-    /// Chunks of 512 tokens to evaluate.
-    #[arg(long, default_value_t = EvalSpec::DEFAULT_CHUNKS, value_parser = parse::count)]
-    pub eval_chunks: usize,
-    /// Skip the evaluation.
-    #[arg(long)]
-    pub no_eval: bool,
+    #[command(flatten)]
+    pub eval: EvalArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -79,11 +66,11 @@ pub fn run(a: Args) -> Result<()> {
         pattern: a.pattern,
         structure: a.structure,
         calib: a.calib,
-        calib_tokens: a.calib_tokens,
-        calib_ctx: a.calib_ctx,
+        calib_tokens: a.chunks.calib_tokens,
+        calib_ctx: a.chunks.calib_ctx,
         damp: a.damp,
-        eval: EvalText::from_options(a.no_eval, a.eval_text),
-        eval_chunks: a.eval_chunks,
+        eval: a.eval.text(),
+        eval_chunks: a.eval.eval_chunks,
         data: a.data,
         recover: frugal_compress::distill::TrainOptions {
             epochs: a.recover_epochs,

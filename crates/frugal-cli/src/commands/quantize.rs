@@ -3,8 +3,7 @@
 use super::*;
 use frugal_compress::quant::gptq::GptqOptions;
 use frugal_compress::quant::{Fallback, MethodName};
-use frugal_pipeline::jobs::{quantize::Quantize, EvalText};
-use frugal_pipeline::steps::{CalibSpec, EvalSpec};
+use frugal_pipeline::jobs::quantize::Quantize;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,12 +38,8 @@ pub struct Args {
     /// `brown` for Brown passages disjoint from the evaluation's; int4 weights are then GPTQ'd.
     #[arg(long)]
     pub calib: Option<PathBuf>,
-    /// At most this many calibration tokens (whole chunks).
-    #[arg(long, default_value_t = CalibSpec::DEFAULT_TOKENS, value_parser = parse::count)]
-    pub calib_tokens: usize,
-    /// Tokens per calibration chunk.
-    #[arg(long, default_value_t = CalibSpec::DEFAULT_CTX, value_parser = parse::seq_ctx)]
-    pub calib_ctx: usize,
+    #[command(flatten)]
+    pub chunks: CalibChunks,
     /// `rtn` (round to nearest, importance-weighted with --calib), `gptq`, `awq` (activation-
     /// aware channel scales folded into the norms and value/up rows, then importance-weighted
     /// rounding) or `awq-gptq` (AWQ's scales, then GPTQ). All but `rtn` need --calib.
@@ -57,18 +52,11 @@ pub struct Args {
     /// reached) instead of by decreasing activation (scales fitted once), the default.
     #[arg(long)]
     pub no_act_order: bool,
-    /// Text to evaluate the output on (default: Brown cj01–cj12 from the fetched corpus).
-    #[arg(long)]
-    pub eval_text: Option<PathBuf>,
-    /// Chunks of 512 tokens to evaluate.
-    #[arg(long, default_value_t = EvalSpec::DEFAULT_CHUNKS, value_parser = parse::count)]
-    pub eval_chunks: usize,
+    #[command(flatten)]
+    pub eval: EvalArgs,
     /// Encoders: Brown passages of 128 tokens to evaluate on.
     #[arg(long, default_value_t = Quantize::EVAL_PASSAGES)]
     pub eval_passages: usize,
-    /// Skip the evaluation of the output against the input.
-    #[arg(long)]
-    pub no_eval: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -82,15 +70,15 @@ pub fn run(a: Args) -> Result<()> {
         target_bpw: a.target_bpw,
         plan: a.plan,
         calib: a.calib,
-        calib_tokens: a.calib_tokens,
-        calib_ctx: a.calib_ctx,
+        calib_tokens: a.chunks.calib_tokens,
+        calib_ctx: a.chunks.calib_ctx,
         method: a.method,
         gptq: GptqOptions {
             damp: a.damp,
             act_order: !a.no_act_order,
         },
-        eval: EvalText::from_options(a.no_eval, a.eval_text),
-        eval_chunks: a.eval_chunks,
+        eval: a.eval.text(),
+        eval_chunks: a.eval.eval_chunks,
         eval_passages: a.eval_passages,
         ..Quantize::new(a.input, a.output, a.ty)
     };

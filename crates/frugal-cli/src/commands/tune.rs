@@ -3,7 +3,7 @@
 use super::*;
 use frugal_pipeline::data::Dataset;
 use frugal_pipeline::jobs::tune::{Limit, Tune};
-use frugal_pipeline::steps::{CalibSpec, EvalSpec};
+use frugal_pipeline::steps::EvalSpec;
 use frugal_pipeline::tune::Objective;
 
 #[derive(clap::Args)]
@@ -39,12 +39,8 @@ pub struct Args {
     /// Language models: calibration text (importance matrix).
     #[arg(long, required_unless_present = "data")]
     pub calib: Option<PathBuf>,
-    /// At most this many calibration tokens (whole chunks).
-    #[arg(long, default_value_t = CalibSpec::DEFAULT_TOKENS, value_parser = parse::count)]
-    pub calib_tokens: usize,
-    /// Tokens per calibration chunk.
-    #[arg(long, default_value_t = CalibSpec::DEFAULT_CTX, value_parser = parse::seq_ctx)]
-    pub calib_ctx: usize,
+    #[command(flatten)]
+    pub chunks: CalibChunks,
     /// Language models: text the search judges candidates on.
     #[arg(long = "eval", required_unless_present = "data")]
     pub search: Option<PathBuf>,
@@ -96,8 +92,8 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         target: a.ty,
         calib: a.calib,
-        calib_tokens: a.calib_tokens,
-        calib_ctx: a.calib_ctx,
+        calib_tokens: a.chunks.calib_tokens,
+        calib_ctx: a.chunks.calib_ctx,
         search: a.search,
         heldout: a.heldout,
         eval_chunks: a.eval_chunks,

@@ -308,6 +308,25 @@ pub enum IntPlan<'a> {
     PerTensor(&'a BTreeMap<String, &'static IntType>),
 }
 
+/// The `frugal.quantization` metadata of an int file (its JSON, in this field order).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum IntMeta<'a> {
+    One {
+        format: &'static str,
+        version: u32,
+        scheme: &'static str,
+        bits: u8,
+        group_size: Option<usize>,
+    },
+    Mixed {
+        format: &'static str,
+        version: u32,
+        scheme: &'static str,
+        tensors: BTreeMap<&'a str, &'static str>,
+    },
+}
+
 impl IntPlan<'_> {
     fn scheme(&self, name: &str) -> Option<&'static IntType> {
         match self {
@@ -317,16 +336,21 @@ impl IntPlan<'_> {
     }
 
     /// The `frugal.quantization` metadata: the scheme, or `mixed` with every tensor's.
-    fn meta(&self) -> serde_json::Value {
+    fn meta(&self) -> IntMeta<'_> {
         match self {
-            IntPlan::All(s) => serde_json::json!({
-                "format": "frugal-int", "version": 1, "scheme": s.name,
-                "bits": s.bits, "group_size": s.group,
-            }),
-            IntPlan::PerTensor(m) => serde_json::json!({
-                "format": "frugal-int", "version": 1, "scheme": "mixed",
-                "tensors": m.iter().map(|(k, s)| (k.clone(), s.name)).collect::<BTreeMap<_, _>>(),
-            }),
+            IntPlan::All(s) => IntMeta::One {
+                format: "frugal-int",
+                version: 1,
+                scheme: s.name,
+                bits: s.bits,
+                group_size: s.group,
+            },
+            IntPlan::PerTensor(m) => IntMeta::Mixed {
+                format: "frugal-int",
+                version: 1,
+                scheme: "mixed",
+                tensors: m.iter().map(|(k, s)| (k.as_str(), s.name)).collect(),
+            },
         }
     }
 }
@@ -484,7 +508,10 @@ fn quantize_tensors(
     }
     let mut meta: BTreeMap<String, String> = f.header.metadata.clone();
     meta.remove(frugal_models::int_weights::SPARSE_KEY);
-    meta.insert(META_KEY.into(), plan.meta().to_string());
+    meta.insert(
+        META_KEY.into(),
+        serde_json::to_string(&plan.meta()).expect("the metadata serializes"),
+    );
     let tensors: Vec<StTensorToWrite> = owned
         .iter()
         .map(|(name, dtype, shape, data)| StTensorToWrite {

@@ -147,27 +147,7 @@ impl Value {
             }
             Value::String(s) => format!("{s:?}"),
             Value::Array(a) => format!("[{}; {}]", a.elem_type_name(), a.len()),
-            other => other.to_json().to_string(),
-        }
-    }
-
-    /// The value as JSON (arrays in full).
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        match self {
-            Value::U8(v) => json!(v),
-            Value::I8(v) => json!(v),
-            Value::U16(v) => json!(v),
-            Value::I16(v) => json!(v),
-            Value::U32(v) => json!(v),
-            Value::I32(v) => json!(v),
-            Value::F32(v) => json!(v),
-            Value::Bool(v) => json!(v),
-            Value::String(v) => json!(v),
-            Value::Array(a) => a.to_json(),
-            Value::U64(v) => json!(v),
-            Value::I64(v) => json!(v),
-            Value::F64(v) => json!(v),
+            other => crate::inspect::MetaValue::from(other).to_string(),
         }
     }
 }
@@ -229,24 +209,5 @@ impl Array {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        match self {
-            Array::U8(v) => json!(v),
-            Array::I8(v) => json!(v),
-            Array::U16(v) => json!(v),
-            Array::I16(v) => json!(v),
-            Array::U32(v) => json!(v),
-            Array::I32(v) => json!(v),
-            Array::F32(v) => json!(v),
-            Array::Bool(v) => json!(v),
-            Array::String(v) => json!(v),
-            Array::Array(v) => serde_json::Value::Array(v.iter().map(Array::to_json).collect()),
-            Array::U64(v) => json!(v),
-            Array::I64(v) => json!(v),
-            Array::F64(v) => json!(v),
-        }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{mib, opt_input, scratch, EvalText, Job, Progress, ToText};
 use crate::kind::ModelKind;
-use crate::steps::{self, CalibSpec, EncoderCalib, EncoderQuantizeStep, QuantizeStep};
+use crate::steps::{self, CalibSpec, EncoderCalib, EncoderQuantizeStep, EvalSpec, QuantizeStep};
 use crate::Error;
 use frugal_compress::quant::gptq::GptqOptions;
 use frugal_compress::quant::int::{IntReport, IntType};
@@ -74,8 +74,6 @@ impl Quantize {
                 .is_some_and(|c| c.as_os_str() == "brown" && !c.exists())
     }
 }
-
-use crate::steps::EvalSpec;
 
 /// A CNN classifier's weights quantized each by a plan.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
