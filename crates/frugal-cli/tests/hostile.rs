@@ -466,32 +466,38 @@ fn a_failed_write_leaves_nothing() {
 }
 
 /// Reports whose figures are strings, nulls or negative, empty reports and empty policies are
-/// bad input (they passed `max_kld = 0.1`).
+/// bad input (they passed `max_kld = 0.1`): a report is read through its types, so a figure of
+/// the wrong form is refused naming the field, and only a report Frugal wrote passes.
 #[test]
 fn the_gate_fails_closed_on_bad_reports_and_policies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("p.toml"), "max_kld = 0.1\n").unwrap();
+    std::fs::write(d.join("p.toml"), "max_wh_per_1k_queries = \"1 kWh\"\n").unwrap();
+    let real = frugal_within(20, &["measure", "--json", "--queries", "10", "--", "true"], d);
+    assert!(real.status.success(), "{}", String::from_utf8_lossy(&real.stderr));
+    let real: serde_json::Value = serde_json::from_slice(&real.stdout).unwrap();
+    let with = |k: &str, v: serde_json::Value| {
+        let mut r = real.clone();
+        r["per_1k_queries"][k] = v;
+        r.to_string()
+    };
     for (report, needle) in [
-        ("{\"kld\": {\"mean\": \"5\"}}", "the string \"5\""),
-        ("{\"kld\": {\"mean\": -5}}", "cannot be negative"),
-        ("{\"kld\": {\"mean\": null}}", "is null"),
-        (
-            "{\"quality\": {\"kld\": {\"mean\": [0.01]}}}",
-            "quality.kld.mean",
-        ),
-        ("{}", "empty object"),
-        ("[]", "a list"),
-        ("null", "null"),
-        ("", "not a JSON report"),
+        (with("wh", "5".into()), "not a `measure` report"),
+        (with("wh", serde_json::Value::Null), "not a `measure` report"),
+        (with("wh", serde_json::json!([0.01])), "not a `measure` report"),
+        ("{\"kld\": {\"mean\": 0.01}}".into(), "no `schema_version`"),
+        ("{}".into(), "no `schema_version`"),
+        ("[]".into(), "expected a JSON object"),
+        ("null".into(), "expected a JSON object"),
+        ("".into(), "not a JSON report"),
     ] {
-        std::fs::write(d.join("r.json"), report).unwrap();
+        std::fs::write(d.join("r.json"), &report).unwrap();
         let out = frugal_within(20, &["check", "--policy", "p.toml", "r.json"], d);
         assert_refused(&out, &["r.json", needle]);
     }
-    std::fs::write(d.join("r.json"), "{\"kld\": {\"mean\": 0.01}}").unwrap();
+    std::fs::write(d.join("r.json"), real.to_string()).unwrap();
     let out = frugal_within(20, &["check", "--policy", "p.toml", "r.json"], d);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     for empty in ["", "region = \"FRA\"\n"] {
         std::fs::write(d.join("e.toml"), empty).unwrap();
         let out = frugal_within(20, &["check", "--policy", "e.toml", "r.json"], d);

@@ -44,35 +44,23 @@ pub struct Report {
     pub measure: Vec<ModelEnergy>,
     /// Each compressed student's cost and pay-back against the teacher.
     pub break_even: Vec<BreakEven>,
-    /// Every student checked against the built-in default policy.
-    pub check: Vec<ModelCheck>,
+    /// Every student checked against the built-in default policy (as `frugal check` judges
+    /// this report: [`crate::judge::embedded_subjects`]).
+    pub policy: String,
+    pub check: Vec<frugal_report::policy::Verdict>,
     /// Wall time of the whole run.
     pub seconds: f64,
 }
 
 /// What making a model cost, and after how many queries its lower energy per query pays it back
-/// (against the teacher, the model it replaces).
+/// (against the teacher, the model it replaces): only where the saving is significant.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct BreakEven {
     pub model: String,
-    /// Energy of the step that made it and of the steps that made the models it came from.
-    pub compression_joules: f64,
-    /// The teacher's energy per query less this model's (mean figures).
-    pub saving_joules_per_query: f64,
-    /// `None` when the model saves nothing per query.
-    pub break_even_queries: Option<f64>,
-    /// Every figure from a hardware counter (false: estimated).
-    pub measured: bool,
-}
-
-/// A student checked against a policy: the figures checked and every clause's outcome.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct ModelCheck {
-    pub model: String,
-    pub policy: String,
-    pub pass: bool,
-    pub metrics: frugal_report::metrics::Metrics,
-    pub outcomes: Vec<frugal_report::policy::Outcome>,
+    /// The cost is the energy of the step that made it and of the steps that made the models
+    /// it came from; the saving the teacher's joules per query less this model's.
+    #[serde(flatten)]
+    pub record: measure::BreakEvenRecord,
 }
 
 impl Report {
@@ -117,30 +105,15 @@ impl Report {
             t += &format!(
                 "  pays back {:18} {:>9.1} J to make, {}\n",
                 b.model,
-                b.compression_joules,
-                b.break_even_queries
-                    .map_or("never (no saving per query)".into(), |q| format!(
-                        "after {q:.3e} queries"
-                    ))
+                b.record.compression_joules,
+                b.record.queries.map_or_else(
+                    || b.record.why_none().unwrap_or_default(),
+                    |q| format!("after {q:.3e} queries ({})", b.record.verdict)
+                )
             );
         }
         for c in &self.check {
-            let failed: Vec<&str> = c
-                .outcomes
-                .iter()
-                .filter(|o| !o.pass)
-                .map(|o| o.key.as_str())
-                .collect();
-            t += &format!(
-                "  policy   {:18} {}{}\n",
-                c.model,
-                if c.pass { "pass" } else { "FAIL" },
-                if failed.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", failed.join(", "))
-                }
-            );
+            t += &format!("  policy   {:18} {}\n", c.model, c.summary());
         }
         t
     }
@@ -250,12 +223,7 @@ pub fn run(
     }
     // 7. Break-even and the policy check of every student against the teacher.
     let break_even = break_even(&classifier.models, &energies);
-    let policy = frugal_report::policy::Policy::parse(
-        frugal_report::policy::DEFAULT_POLICY,
-        "policies/default.toml (built in)",
-    )
-    .expect("the built-in policy parses");
-    let check = check_students(&classifier.models, &energies, &policy);
+    let policy = frugal_report::policy::Policy::default_policy();
     // Bits per weight of every model's tensors (read before anything is written, so a file
     // that cannot be read stops the run before its report).
     let bits: Vec<(String, Vec<(String, f64)>)> = classifier
@@ -272,16 +240,22 @@ pub fn run(
             ))
         })
         .collect::<Result<_, Error>>()?;
-    let report = Report {
+    let mut report = Report {
         frugal_version: env!("CARGO_PKG_VERSION").into(),
         recipe: EMBEDDED_DEFAULT.into(),
         data,
         classifier,
         measure: energies,
         break_even,
-        check,
+        policy: policy.path.clone(),
+        check: Vec::new(),
         seconds: t0.elapsed().as_secs_f64(),
     };
+    // The verdicts `frugal check` gives on this report: the same subjects, the same policy.
+    report.check = crate::judge::embedded_subjects(&report)
+        .iter()
+        .map(|s| frugal_report::policy::check(&policy, s))
+        .collect::<Result<_, _>>()?;
     let path = opts.out_dir.join("report.json");
     let json = serde_json::to_vec_pretty(&schema::Document::new("run", &report))
         .expect("report serializes");
@@ -318,18 +292,22 @@ pub fn run(
                     .break_even
                     .iter()
                     .map(|b| {
+                        let r = &b.record;
+                        let sv = &r.saving_joules_per_query;
                         vec![
                             b.model.clone(),
-                            format!("{:.1}", b.compression_joules),
-                            format!("{:.3e}", b.saving_joules_per_query),
-                            b.break_even_queries
-                                .map_or("never (no saving)".into(), |q| format!("{q:.3e}")),
+                            format!("{:.1}", r.compression_joules),
+                            format!("{:.3e} [{:.3e}, {:.3e}]", sv.difference, sv.ci95.0, sv.ci95.1),
+                            r.queries.map_or_else(
+                                || if sv.significant { "never (costs more per query)".into() } else { "none: no significant saving".into() },
+                                |q| format!("{q:.3e}"),
+                            ),
                         ]
                     })
                     .collect(),
             ),
             (
-                format!("Policy check: {}", report.check.first().map_or("-", |c| c.policy.as_str())),
+                format!("Policy check: {}", report.policy),
                 ["model", "result", "failed clauses"].map(String::from).to_vec(),
                 report
                     .check
@@ -338,7 +316,7 @@ pub fn run(
                         vec![
                             c.model.clone(),
                             if c.pass { "pass" } else { "fail" }.into(),
-                            c.outcomes
+                            c.clauses
                                 .iter()
                                 .filter(|o| !o.pass)
                                 .map(|o| match o.value {
@@ -376,70 +354,29 @@ pub fn run(
 /// Each student's cost (its step and its ancestors' steps) and break-even against the teacher.
 fn break_even(models: &[classifier::ModelRecord], energies: &[ModelEnergy]) -> Vec<BreakEven> {
     let by_name = |n: &str| models.iter().position(|m| m.name == n);
-    let teacher_j = energies[0].joules_per_image.mean;
     models
         .iter()
         .enumerate()
         .skip(1)
         .map(|(i, m)| {
-            let (mut cost, mut measured, mut at) = (0.0, true, Some(i));
+            let mut sources = Vec::new();
+            let mut at = Some(i);
             while let Some(k) = at {
                 if let Some(e) = &models[k].energy {
-                    cost += e.joules();
-                    measured &= e.all_measured();
+                    sources.extend(&e.sources);
                 }
                 at = models[k].made_from.as_deref().and_then(by_name);
             }
-            let saving = teacher_j - energies[i].joules_per_image.mean;
+            let cost = measure::Cost::of(sources);
+            let measured = cost.measured && energies[0].measured && energies[i].measured;
             BreakEven {
                 model: m.name.clone(),
-                compression_joules: cost,
-                saving_joules_per_query: saving,
-                break_even_queries: frugal_energy::carbon::break_even_queries(cost, saving),
-                measured: measured && energies[0].measured && energies[i].measured,
-            }
-        })
-        .collect()
-}
-
-/// Every student against `policy`, the teacher the reference: accuracy drop, size reduction,
-/// energy per 1,000 queries and whether it was measured.
-fn check_students(
-    models: &[classifier::ModelRecord],
-    energies: &[ModelEnergy],
-    policy: &frugal_report::policy::Policy,
-) -> Vec<ModelCheck> {
-    let teacher = &models[0];
-    models
-        .iter()
-        .zip(energies)
-        .skip(1)
-        .map(|(m, e)| {
-            use frugal_report::metrics::{Figure, Metrics};
-            let figure = |value: f64, path: String| Some(Figure { value, path });
-            let metrics = Metrics {
-                accuracy_drop_pt: figure(
-                    teacher.eval.accuracy_pct - m.eval.accuracy_pct,
-                    format!("teacher's accuracy_pct - {}'s", m.name),
+                record: measure::BreakEvenRecord::new(
+                    &cost,
+                    energies[0].joules_per_image,
+                    energies[i].joules_per_image,
+                    measured,
                 ),
-                size_reduction: figure(
-                    teacher.file_bytes as f64 / m.file_bytes.max(1) as f64,
-                    format!("teacher's file_bytes / {}'s", m.name),
-                ),
-                wh_per_1k_queries: figure(
-                    e.wh_per_1k_queries.mean,
-                    format!("measure[{}].wh_per_1k_queries.mean", m.name),
-                ),
-                energy_measured: Some((e.measured, format!("measure[{}].measured", m.name))),
-                ..Metrics::default()
-            };
-            let outcomes = frugal_report::policy::check(policy, &metrics);
-            ModelCheck {
-                model: m.name.clone(),
-                policy: policy.path.clone(),
-                pass: outcomes.iter().all(|o| o.pass),
-                metrics,
-                outcomes,
             }
         })
         .collect()

@@ -17,6 +17,7 @@ pub mod embedded;
 pub mod jobs;
 pub mod kind;
 pub mod measure;
+pub mod judge;
 pub mod recipe;
 pub mod schema;
 pub mod steps;
@@ -24,7 +25,7 @@ pub mod tune;
 pub mod tune_classifier;
 
 use embedded::EMBEDDED_DEFAULT;
-pub use embedded::{run, BreakEven, DataRecord, ModelCheck, ModelEnergy, Report};
+pub use embedded::{run, BreakEven, DataRecord, ModelEnergy, Report};
 /// The record the standards exports are made from.
 pub use frugal_report::exports::Record as ExportRecord;
 
@@ -65,8 +66,9 @@ pub enum Error {
     Energy(#[from] frugal_energy::Error),
     #[error(transparent)]
     Policy(#[from] frugal_report::policy::LoadError),
+    /// A policy with no clause for a model's kind (a bad policy for that report).
     #[error(transparent)]
-    Report(#[from] frugal_report::metrics::ReportError),
+    NotCovered(#[from] frugal_report::policy::NotCovered),
 }
 
 impl Error {
@@ -78,7 +80,7 @@ impl Error {
             Error::Eval(e) => e.is_bad_input(),
             Error::Recipe { .. } | Error::ForeignRun { .. } | Error::Usage(_) => true,
             Error::Policy(e) => e.is_bad_input(),
-            Error::Report(e) => e.is_bad_input(),
+            Error::NotCovered(_) => true,
             Error::Energy(e) => e.is_bad_input(),
             Error::EvalText { error, .. } => error.is_bad_input(),
             Error::OutputDir { .. } | Error::LimitNotMet(_) => false,
@@ -132,13 +134,6 @@ pub fn stratified_split(labels: &[u8], n_classes: usize, fraction: f64, seed: u6
     }
     test.sort_unstable();
     test
-}
-
-/// Reads a JSON report Frugal wrote (at most 256 MiB; a device, FIFO or endless file refused).
-pub fn read_json_report(p: &Path) -> Result<serde_json::Value, Error> {
-    let bytes = frugal_formats::guard::read_capped(p, "report", 256 << 20)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Usage(format!("{}: not a JSON report: {e}", p.display())))
 }
 
 /// Refuses `out_dir` when its `report.json` is another run's (its `recipe` is not `recipe`, or
@@ -207,7 +202,7 @@ mod tests {
         assert_eq!(report.data.n_train + report.data.n_test, 1797);
         assert_eq!(report.data.class_counts.iter().sum::<usize>(), 1797);
         let back: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back["data"]["n_test"], report.data.n_test);
         assert_eq!(back["recipe"], "embedded-default");
         assert_eq!(back["schema_version"], REPORT_SCHEMA_VERSION);
@@ -224,7 +219,7 @@ mod tests {
             assert_eq!(m.name, b.model);
             assert!(m.energy.as_ref().unwrap().joules() > 0.0, "{}", m.name);
             let own = m.energy.as_ref().unwrap().joules();
-            assert!(b.compression_joules >= own, "{b:?}");
+            assert!(b.record.compression_joules >= own, "{b:?}");
         }
         // int8's cost includes the pruning and distillation it was made from.
         let cost = |n: &str| {
@@ -233,6 +228,7 @@ mod tests {
                 .iter()
                 .find(|b| b.model == n)
                 .unwrap()
+                .record
                 .compression_joules
         };
         assert!(cost("student-int8") > cost("student-pruned"));
@@ -240,9 +236,18 @@ mod tests {
         // The built-in policy checked every student; its label grades are the report's.
         assert_eq!(report.check.len(), 4);
         for c in &report.check {
-            assert_eq!(c.outcomes.len(), 4, "{:?}", c.outcomes);
-            assert_eq!(c.pass, c.outcomes.iter().all(|o| o.pass));
+            assert_eq!(c.clauses.len(), 2, "{:?}", c.clauses);
+            assert_eq!(c.pass, c.clauses.iter().all(|o| o.pass));
         }
+        // `frugal check` on report.json reads it back through the schema's types and gives
+        // the run's own verdicts.
+        let policy = frugal_report::policy::Policy::default_policy();
+        let again: Vec<_> = judge::subjects(&judge::read(&path).unwrap())
+            .unwrap()
+            .iter()
+            .map(|s| frugal_report::policy::check(&policy, s).unwrap())
+            .collect();
+        assert_eq!(again, report.check);
         let html = std::fs::read_to_string(opts.out_dir.join("report.html")).unwrap();
         assert!(html.contains("bits-per-tensor") && html.contains("Break-even"));
         // Every model was written, reloaded and scored on the same test images.

@@ -51,11 +51,87 @@ pub enum Weights {
     Decoded,
 }
 
-/// A mean with its 95 % interval.
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// A mean with its 95 % interval, over `n` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Estimate {
     pub mean: f64,
     pub ci95: (f64, f64),
+    /// The runs it comes from (one run has no interval: the mean alone).
+    pub n: usize,
+}
+
+impl Estimate {
+    /// The estimate times `k` (a unit change).
+    pub fn scaled(self, k: f64) -> Estimate {
+        let (a, b) = (self.ci95.0 * k, self.ci95.1 * k);
+        Estimate {
+            mean: self.mean * k,
+            ci95: (a.min(b), a.max(b)),
+            n: self.n,
+        }
+    }
+
+    fn half_width(&self) -> f64 {
+        (self.ci95.1 - self.ci95.0) / 2.0
+    }
+
+    /// `self − other` (two independent estimates), with a 95 % interval whose half-width is
+    /// the two half-widths combined in quadrature: each half-width already carries its own
+    /// Student-t quantile for its few runs, which makes this wider than Welch's interval —
+    /// the comparison errs on the side of claiming nothing.
+    pub fn minus(&self, other: &Estimate) -> Comparison {
+        let mean = self.mean - other.mean;
+        let h = self.half_width().hypot(other.half_width());
+        let ci95 = (mean - h, mean + h);
+        let significant = self.n >= 2 && other.n >= 2 && (ci95.0 > 0.0 || ci95.1 < 0.0);
+        Comparison {
+            a: *self,
+            b: *other,
+            difference: mean,
+            ci95,
+            significant,
+        }
+    }
+}
+
+/// Two estimates compared: `a − b` with its 95 % interval; `significant` only when both have an
+/// interval (two runs or more) and the difference's interval excludes zero.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Comparison {
+    pub a: Estimate,
+    pub b: Estimate,
+    pub difference: f64,
+    pub ci95: (f64, f64),
+    pub significant: bool,
+}
+
+impl Comparison {
+    /// The comparison in words, with both intervals: `what` names the quantity of `a − b`
+    /// (e.g. "saving"), `unit` its unit.
+    pub fn describe(&self, what: &str, unit: &str) -> String {
+        let iv = |e: &Estimate| {
+            if e.n >= 2 {
+                format!("{:.4e} [{:.4e}, {:.4e}] {unit}", e.mean, e.ci95.0, e.ci95.1)
+            } else {
+                format!("{:.4e} {unit} (one run, no interval)", e.mean)
+            }
+        };
+        let verdict = if !self.significant {
+            format!("no significant {what}")
+        } else if self.difference > 0.0 {
+            format!("significant {what}")
+        } else {
+            format!("significant negative {what}")
+        };
+        format!(
+            "{verdict}: {:.4e} [{:.4e}, {:.4e}] {unit} ({} against {})",
+            self.difference,
+            self.ci95.0,
+            self.ci95.1,
+            iv(&self.b),
+            iv(&self.a)
+        )
+    }
 }
 
 /// The two-sided 95 % Student-t quantile for `df` degrees of freedom.
@@ -84,6 +160,7 @@ pub fn estimate(xs: &[f64]) -> Estimate {
         return Estimate {
             mean,
             ci95: (mean, mean),
+            n: xs.len(),
         };
     }
     let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
@@ -91,6 +168,7 @@ pub fn estimate(xs: &[f64]) -> Estimate {
     Estimate {
         mean,
         ci95: (mean - h, mean + h),
+        n: xs.len(),
     }
 }
 
@@ -160,16 +238,55 @@ pub struct Sci {
     pub embodied_source: String,
 }
 
-/// What making a model cost against what it saves per query.
+/// What making a model cost against what it saves per query: the saving is the baseline's
+/// energy per query less this model's, compared with their intervals; the break-even exists
+/// only where the saving is significant (its 95 % interval above zero).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct BreakEvenRecord {
     pub compression_joules: f64,
-    pub baseline_joules_per_query: f64,
-    pub joules_per_query: f64,
-    pub saving_joules_per_query: f64,
-    /// Queries to pay the compression back (`None`: it saves nothing per query).
+    /// Baseline minus this model, joules per query (`a` the baseline, `b` this model).
+    pub saving_joules_per_query: Comparison,
+    /// Queries to pay the compression back: only for a significant saving.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queries: Option<f64>,
+    /// The verdict in words: the saving and both intervals, or "no significant saving".
+    pub verdict: String,
     pub measured: bool,
+}
+
+impl BreakEvenRecord {
+    /// The break-even of a compression that cost `cost` joules, from the baseline's and the
+    /// model's joules per query.
+    pub fn new(cost: &Cost, baseline: Estimate, this: Estimate, measured: bool) -> Self {
+        let saving = baseline.minus(&this);
+        let queries = if saving.significant {
+            frugal_energy::carbon::break_even_queries(cost.joules, saving.difference)
+        } else {
+            None
+        };
+        let mut verdict = saving.describe("saving per query", "J");
+        if !measured {
+            verdict += " (estimated energy)";
+        }
+        BreakEvenRecord {
+            compression_joules: cost.joules,
+            saving_joules_per_query: saving,
+            queries,
+            verdict,
+            measured,
+        }
+    }
+
+    /// Why there is no break-even, when there is none.
+    pub fn why_none(&self) -> Option<String> {
+        self.queries.is_none().then(|| {
+            if self.saving_joules_per_query.significant {
+                format!("never pays back ({})", self.verdict)
+            } else {
+                self.verdict.clone()
+            }
+        })
+    }
 }
 
 /// A measured command's emissions.
@@ -514,19 +631,13 @@ pub fn add_break_even(
             baseline.kind, baseline.query, w.kind, w.query
         )));
     }
-    let base = baseline.joules_per_unit.mean * baseline.units_per_query as f64;
-    let this = w.joules_per_unit.mean * w.units_per_query as f64;
-    let saving = base - this;
-    let queries = frugal_energy::carbon::break_even_queries(cost.joules, saving);
+    let base = baseline
+        .joules_per_unit
+        .scaled(baseline.units_per_query as f64);
+    let this = w.joules_per_unit.scaled(w.units_per_query as f64);
     let base_measured = baseline.runs.iter().all(|r| r.measured);
-    w.break_even = Some(BreakEvenRecord {
-        compression_joules: cost.joules,
-        baseline_joules_per_query: base,
-        joules_per_query: this,
-        saving_joules_per_query: saving,
-        queries,
-        measured: cost.measured && base_measured && w.runs.iter().all(|r| r.measured),
-    });
+    let measured = cost.measured && base_measured && w.runs.iter().all(|r| r.measured);
+    w.break_even = Some(BreakEvenRecord::new(cost, base, this, measured));
     Ok(())
 }
 

@@ -254,8 +254,22 @@ impl Recipe {
             };
             plan_step(s).map_err(|e| bad(path, format!("{at}: {e}")))?;
             if let Step::Check { policy } = s {
-                // Read now: a bad policy stops the recipe before any work.
-                load_policy(policy).map_err(|e| bad(path, format!("{at}: {e}")))?;
+                // Read now: a bad policy stops the recipe before any work, and so does a
+                // check with no model to judge or a policy with nothing for language models.
+                let p = load_policy(policy).map_err(|e| bad(path, format!("{at}: {e}")))?;
+                if !r.steps[..i].iter().any(Step::writes) {
+                    return Err(bad(
+                        path,
+                        format!("{at}: a check step judges the model a step before it wrote: put it after a prune, distill or quantize step"),
+                    ));
+                }
+                let kind = Some(frugal_report::metrics::ModelKind::LanguageModel);
+                if !p.clauses_for(kind).iter().any(|c| c.is_limit()) {
+                    return Err(bad(
+                        path,
+                        format!("{at}: {} has no clause for language models (it covers {})", policy.display(), p.covers()),
+                    ));
+                }
             }
         }
         if let Some(e) = &r.eval {
@@ -555,12 +569,12 @@ impl StepResult {
     }
 }
 
-/// A check step's verdict: every clause of the policy against the report so far.
+/// A check step's verdict on the model it follows: every clause of the policy that applies.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckStep {
     pub policy: String,
     pub pass: bool,
-    pub outcomes: Vec<frugal_report::policy::Outcome>,
+    pub verdict: frugal_report::policy::Verdict,
 }
 
 /// `report.json` of a recipe run.
@@ -606,10 +620,6 @@ fn score(method: &str) -> Result<frugal_compress::prune::Score, String> {
 /// A recipe key's value looked up in its option's name table.
 fn named<E: clap::ValueEnum>(s: &str, key: &str) -> Result<E, String> {
     E::from_str(s, false).map_err(|_| format!("{key}: `{s}` ({})", checks::names::list::<E>()))
-}
-
-fn json<T: Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).expect("reports serialize")
 }
 
 /// Runs one step from `input`, writing `output`; `done` is the report so far.
@@ -774,15 +784,25 @@ fn run_step(
             (StepResult::Measure(w), false)
         }
         Step::Check { policy } => {
+            // The model this step follows (the latest written), judged on the report so far
+            // exactly as `frugal check --model` judges it in report.json.
             let p = load_policy(policy)?;
-            let m = frugal_report::metrics::Metrics::from_report(&json(done))
-                .map_err(|e| bad(path, format!("the report so far: {e}")))?;
-            let outcomes = frugal_report::policy::check(&p, &m);
+            let model = input.display().to_string();
+            let subject = crate::judge::recipe_subjects(done)
+                .into_iter()
+                .find(|s| s.model == model)
+                .ok_or_else(|| {
+                    bad(
+                        path,
+                        "a check step judges the model the steps before it wrote: put it after a prune, distill or quantize step".into(),
+                    )
+                })?;
+            let verdict = frugal_report::policy::check(&p, &subject)?;
             (
                 StepResult::Check(CheckStep {
                     policy: policy.display().to_string(),
-                    pass: outcomes.iter().all(|o| o.pass),
-                    outcomes,
+                    pass: verdict.pass,
+                    verdict,
                 }),
                 false,
             )
@@ -1022,11 +1042,7 @@ impl RecipeReport {
                 StepResult::Check(c) if !c.pass => Some((
                     s.index,
                     c.policy.clone(),
-                    c.outcomes
-                        .iter()
-                        .filter(|o| !o.pass)
-                        .map(|o| o.key.to_string())
-                        .collect(),
+                    c.verdict.failed().iter().map(|k| k.to_string()).collect(),
                 )),
                 _ => None,
             })

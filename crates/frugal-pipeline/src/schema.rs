@@ -5,15 +5,18 @@
 //! `docs/report.schema.json`; a test keeps the file equal to what the types generate, and the
 //! CLI tests validate every report they read against it.
 //!
-//! Version 2 (this one) added `report` and moved `schema_version` to the top of every report;
-//! version 1 had `schema_version` only in `report.json`; reports before it had none.
+//! Version 3 (this one): a check's verdicts are per model (`models`, each with its `clauses`),
+//! a policy clause names its `scope`, energy estimates carry their number of runs (`n`), and a
+//! break-even is a typed comparison (the saving's interval; `queries` only where it is
+//! significant). Version 2 added `report` and moved `schema_version` to the top of every
+//! report; version 1 had `schema_version` only in `report.json`; reports before it had none.
 
 use crate::jobs::{check, distill, eval, measure, prune, quantize, run, tune};
 use frugal_energy::Metered;
 use serde::Serialize;
 
 /// The version of the reports' layout: raised whenever a field changes meaning or goes away.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A report as written: its version, the command that wrote it, and its figures.
 #[derive(Debug, Serialize)]
@@ -36,11 +39,12 @@ impl<'a, T: ?Sized> Document<'a, T> {
     }
 }
 
-/// Every report, by its `report` tag: the schema's source (the types that serialize them).
-#[derive(schemars::JsonSchema)]
+/// Every report, by its `report` tag: the schema's source, and what `frugal check` reads a
+/// report back into ([`crate::judge::read`]).
+#[derive(Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "report", rename_all = "kebab-case")]
-#[allow(dead_code, clippy::large_enum_variant)] // never built: only its schema is used
-enum AnyReport {
+#[allow(clippy::large_enum_variant)]
+pub enum AnyReport {
     Inspect(frugal_formats::inspect::ModelSummary),
     Eval(eval::EvalOutcome),
     Quantize(Metered<quantize::QuantizeOutcome>),
@@ -53,15 +57,14 @@ enum AnyReport {
 }
 
 /// A Frugal report (any command's `--json` output, or a `report.json`).
-#[derive(schemars::JsonSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[schemars(title = "Frugal report")]
-#[allow(dead_code)]
-struct AnyDocument {
+pub struct AnyDocument {
     /// The layout's version (see the README's "Reports").
-    #[schemars(range(min = 2, max = 2))]
-    schema_version: u32,
+    #[schemars(range(min = 3, max = 3))]
+    pub schema_version: u32,
     #[serde(flatten)]
-    report: AnyReport,
+    pub report: AnyReport,
 }
 
 /// The JSON Schema of every report, as published in `docs/report.schema.json`: what Frugal

@@ -66,8 +66,10 @@ impl QualityLimit {
 
     /// The quality clause of a policy (`max_kld` first, then `max_ppl_increase_pct`).
     pub fn from_policy(p: &frugal_report::policy::Policy) -> Option<QualityLimit> {
-        p.number("max_kld").map(QualityLimit::MaxKld).or_else(|| {
-            p.number("max_ppl_increase_pct")
+        const LM: Option<frugal_report::metrics::ModelKind> =
+            Some(frugal_report::metrics::ModelKind::LanguageModel);
+        p.number_for(LM, "max_kld").map(QualityLimit::MaxKld).or_else(|| {
+            p.number_for(LM, "max_ppl_increase_pct")
                 .map(QualityLimit::MaxPplIncreasePct)
         })
     }

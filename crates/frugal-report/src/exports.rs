@@ -64,6 +64,20 @@ pub fn model_card(r: &Record) -> String {
     y
 }
 
+impl EuAiAct {
+    /// The Annex XI fields left empty ([`crate::metrics::EU_AI_ACT_FIELDS`] names them).
+    pub fn missing(&self) -> Vec<String> {
+        let mut m = Vec::new();
+        if self.training_compute_flops.is_none() {
+            m.push(crate::metrics::EU_AI_ACT_FIELDS[0].to_string());
+        }
+        if self.energy_method.trim().is_empty() {
+            m.push(crate::metrics::EU_AI_ACT_FIELDS[3].to_string());
+        }
+        m
+    }
+}
+
 /// The Annex XI 2(d)–(e) fields; the field names are those `require_eu_ai_act_fields` checks
 /// ([`crate::metrics::EU_AI_ACT_FIELDS`]).
 pub fn eu_ai_act(r: &Record) -> EuAiAct {
@@ -147,17 +161,12 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("estimated"));
-        let m = crate::metrics::Metrics::from_report(&json!({ "eu_ai_act": e })).unwrap();
-        assert_eq!(m.eu_ai_act_missing, Some(vec![]));
+        assert!(eu_ai_act(&record()).missing().is_empty());
         let no_flops = eu_ai_act(&Record {
             flops: None,
             ..record()
         });
-        let m = crate::metrics::Metrics::from_report(&json!({ "eu_ai_act": no_flops })).unwrap();
-        assert_eq!(
-            m.eu_ai_act_missing,
-            Some(vec!["training_compute_flops".to_string()])
-        );
+        assert_eq!(no_flops.missing(), ["training_compute_flops"]);
     }
 
     #[test]

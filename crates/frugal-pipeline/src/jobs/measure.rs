@@ -90,6 +90,7 @@ pub struct CommandOutcome {
 /// What `frugal measure` measured.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // one per command run: its size does not matter
 pub enum MeasureOutcome {
     Model(WorkloadReport),
     Command(CommandOutcome),
@@ -255,10 +256,10 @@ fn workload_text(w: &WorkloadReport) -> String {
     }
     if let Some(b) = &w.break_even {
         t += &format!(
-            "  compression {:.1} J, saving {:.3e} J per query: {}\n",
+            "  compression {:.1} J; {}: {}\n",
             b.compression_joules,
-            b.saving_joules_per_query,
-            b.queries.map_or("never pays back".into(), |q| format!(
+            b.verdict,
+            b.queries.map_or("no break-even".into(), |q| format!(
                 "pays back after {q:.3e} queries"
             ))
         );

@@ -147,7 +147,7 @@ impl Tune {
             Some(Limit::MaxAccuracyDropPt(d)) => *d,
             Some(Limit::Policy(p)) => {
                 let p = load_policy(p)?;
-                p.number("max_accuracy_drop_pt").ok_or_else(|| {
+                p.number_for(Some(frugal_report::metrics::ModelKind::Classifier), "max_accuracy_drop_pt").ok_or_else(|| {
                     Error::Usage(format!("{}: no max_accuracy_drop_pt clause to tune a classifier for", p.path))
                 })?
             }
