@@ -121,6 +121,7 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
             "student-int8.safetensors",
             "student-labels.safetensors",
             "student-pruned.safetensors",
+            "teacher-int8.safetensors",
             "teacher.safetensors"
         ]
     );
@@ -147,10 +148,29 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
     let int8 = &j["classifier"]["models"][4];
     assert_eq!(int8["name"], "student-int8");
     assert_eq!(e["n_correct"], int8["eval"]["n_correct"], "{e}");
+    let t8 = frugal_json(&["eval", "o/teacher-int8.safetensors", "--data", "digits", "--json"], dir.path());
+    assert_eq!(j["classifier"]["models"][5]["name"], "teacher-int8");
+    assert_eq!(t8["n_correct"], j["classifier"]["models"][5]["eval"]["n_correct"], "{t8}");
+    // Each model made from another is compared with its source (significance stated), and
+    // the model recommended is one that passes the policy.
+    let vs = j["versus_source"].as_array().unwrap();
+    assert_eq!(vs.len(), 3, "{vs:?}");
+    for v in vs {
+        let c = &v["saving_joules_per_query"];
+        let significant = c["significant"].as_bool().unwrap();
+        let lo = c["ci95"][0].as_f64().unwrap();
+        let hi = c["ci95"][1].as_f64().unwrap();
+        assert_eq!(significant, lo > 0.0 || hi < 0.0, "{v}");
+        assert_eq!(v["verdict"].as_str().unwrap().starts_with("no significant"), !significant, "{v}");
+    }
+    if let Some(best) = j["recommended"]["model"].as_str() {
+        let verdict = j["check"].as_array().unwrap().iter().find(|c| c["model"] == best).unwrap();
+        assert_eq!(verdict["pass"], true);
+    }
     // Every model measured on the same workload, each figure labelled; the page is one
     // self-contained file with its charts inline.
     let measure = j["measure"].as_array().unwrap();
-    assert_eq!(measure.len(), 5);
+    assert_eq!(measure.len(), 6);
     for e in measure {
         let w = &e["wh_per_1k_queries"];
         assert!(w["mean"].as_f64().unwrap() > 0.0, "{e}");
@@ -1995,7 +2015,7 @@ fn policy_gate_reads_every_report_and_fails_closed() {
             Some((model.to_string(), verdict.trim().starts_with("pass")))
         })
         .collect();
-    assert_eq!(printed.len(), 4, "{}", String::from_utf8_lossy(&run.stdout));
+    assert_eq!(printed.len(), 5, "{}", String::from_utf8_lossy(&run.stdout));
     let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.toml");
     let default = default.to_str().unwrap();
     let c = frugal(&["check", "--policy", default, "o/report.json", "--json"], d);
@@ -2058,7 +2078,7 @@ fn policy_gate_reads_every_report_and_fails_closed() {
         ("max_wh_per_1k_queries = \"1 kWh\"\n", "p.json", &[], 1, "missing figure: energy per 1,000 queries"),
         ("max_break_even_queries = \"5 M\"\n", "w.json", &[], 1, "missing figure: queries after which"),
         ("require_eu_ai_act_fields = true\n", "w.json", &[], 1, "missing figure: the report's eu_ai_act block"),
-        ("min_cosine_similarity = 0.9\n", "o/report.json", &[], 1, "0 of 4 models pass"),
+        ("min_cosine_similarity = 0.9\n", "o/report.json", &[], 1, "0 of 5 models pass"),
         ("max_sci = \"1 kg\"\n", "p.json", &[], 1, "missing figure: SCI"),
         ("max_sci = \"1 kg\"\n", "w.json", &[], 0, "PASS max_sci"),
         // Figures and units.

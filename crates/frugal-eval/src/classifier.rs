@@ -4,7 +4,7 @@
 use crate::encoder::wilson95;
 use crate::Result;
 use frugal_formats::idx::ImageSet;
-use frugal_models::cnn::{argmax, logits, Cnn};
+use frugal_models::cnn::{argmax, served_logits, Cnn};
 use serde::Serialize;
 
 /// Results of a classifier evaluation.
@@ -15,12 +15,13 @@ pub struct ClassifierEvalResult {
     pub accuracy_pct: f64,
     pub ci95_pct: (f64, f64),
     pub per_class_accuracy_pct: Vec<f64>,
-    /// Images classified per second (batch 256, weights decoded up front; a speed reading of
-    /// this run, not a benchmark).
+    /// Images classified per second (batch 256 on one thread, as served: int8 weights through
+    /// integer products; a speed reading of this run, not a benchmark).
     pub images_per_second: f64,
 }
 
-/// Accuracy of `model` on `indices` of `set` (all images when `None`).
+/// Accuracy of `model` on `indices` of `set` (all images when `None`), as it is served
+/// ([`frugal_models::cnn_infer`]: a model loaded from an int8 file runs integer products).
 pub fn eval_classifier(
     model: &Cnn,
     set: &ImageSet,
@@ -52,7 +53,7 @@ pub fn eval_ensemble(
     let t0 = std::time::Instant::now();
     // One model's vote is `predict`'s: the argmax of its logits.
     let k = first.config.n_classes;
-    let mut sum = logits(first, set, idx, 256)?;
+    let mut sum = served_logits(first, set, idx, 256)?;
     for m in rest {
         if m.config.n_classes != k {
             return Err(crate::Error::Mismatch(format!(
@@ -61,7 +62,7 @@ pub fn eval_ensemble(
             )));
         }
         sum.iter_mut()
-            .zip(logits(m, set, idx, 256)?)
+            .zip(served_logits(m, set, idx, 256)?)
             .for_each(|(a, b)| *a += b);
     }
     let pred: Vec<usize> = sum.chunks(k).map(argmax).collect();
@@ -117,8 +118,8 @@ mod tests {
         assert_eq!(twice.per_class_accuracy_pct, one.per_class_accuracy_pct);
         // The pair's vote, computed here from the members' logits.
         let (la, lb) = (
-            logits(&a, &set, &idx, 64).unwrap(),
-            logits(&b, &set, &idx, 64).unwrap(),
+            served_logits(&a, &set, &idx, 64).unwrap(),
+            served_logits(&b, &set, &idx, 64).unwrap(),
         );
         let votes: usize = idx
             .iter()

@@ -118,6 +118,9 @@ pub struct Cnn {
     pub convs: Vec<Linear>,
     pub fc1: Linear,
     pub fc2: Linear,
+    /// The integers and per-row scales of the weights stored as int8 (by weight name), as
+    /// loaded: what [`crate::cnn_infer`] serves with integer products.
+    pub int8: Vec<(String, Vec<i8>, Vec<f32>)>,
 }
 
 /// The 3×3 patches of `x` `[B, C, H, W]` (zero padding 1) as rows `[B·H·W, C·9]`, each row
@@ -165,6 +168,7 @@ impl Cnn {
             convs,
             fc1,
             fc2,
+            int8: Vec::new(),
         })
     }
 
@@ -227,6 +231,14 @@ impl Cnn {
         let x = x.flatten_from(1)?;
         let h = self.fc1.forward(&x)?.relu()?;
         self.fc2.forward(&h)
+    }
+
+    /// The stored int8 integers and scales of weight `name`, when it was loaded as int8.
+    pub fn stored_int8(&self, name: &str) -> Option<(&[i8], &[f32])> {
+        self.int8
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, q, s)| (q.as_slice(), s.as_slice()))
     }
 
     /// Every layer with a weight (the seam compression methods use).
@@ -330,7 +342,13 @@ impl Cnn {
             key: CONFIG_KEY.into(),
             reason,
         })?;
-        Cnn::from_tensors(config, |name, shape| {
+        let mut int8 = Vec::new();
+        for (name, _) in config.parameter_shapes() {
+            if let Some((q, s)) = crate::int_weights::load_int8(&f, &name)? {
+                int8.push((name, q, s));
+            }
+        }
+        let mut model = Cnn::from_tensors(config, |name, shape| {
             if name.ends_with(".weight") {
                 // F32, or Frugal's int8/int4 (decoded).
                 let w = crate::int_weights::load_weight(&f, name, device)?;
@@ -363,7 +381,9 @@ impl Cnn {
                 shape,
                 device,
             )?)
-        })
+        })?;
+        model.int8 = int8;
+        Ok(model)
     }
 }
 
@@ -416,6 +436,23 @@ pub fn logits(
             chunk.len(),
             &mut ws,
         ));
+    }
+    Ok(out)
+}
+
+/// The logits for `indices` of a data set as the model is served ([`crate::cnn_infer`]: int8
+/// weights through integer products, F32 ones in F32), in batches on the caller's thread.
+pub fn served_logits(
+    model: &Cnn,
+    set: &frugal_formats::idx::ImageSet,
+    indices: &[usize],
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let mut served = crate::cnn_infer::CnnInference::new(model)?;
+    let mut out = Vec::with_capacity(indices.len() * model.config.n_classes);
+    for chunk in indices.chunks(batch.max(1)) {
+        let (x, _) = batch_pixels(set, chunk);
+        out.extend_from_slice(served.forward(&x, chunk.len()));
     }
     Ok(out)
 }

@@ -64,6 +64,36 @@ macro_rules! simd_dispatch {
 /// cost nothing. Large products are spread over rayon's threads, small ones run on the caller's.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_strided(
+    mnk: (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    let parallel = mnk.0 * mnk.1 * mnk.2 >= 1 << 16;
+    gemm_checked(mnk, dst, dst_rs, acc, lhs, lhs_strides, rhs, rhs_strides, parallel);
+}
+
+/// [`matmul`] on the caller's thread whatever its size (a single query served: waking other
+/// threads costs more than the product).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_on_caller(
+    mnk: (usize, usize, usize),
+    dst: &mut [f32],
+    acc: bool,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    gemm_checked(mnk, dst, mnk.1, acc, lhs, lhs_strides, rhs, rhs_strides, false);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_checked(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,
@@ -72,6 +102,7 @@ pub fn matmul_strided(
     (lrs, lcs): (usize, usize),
     rhs: &[f32],
     (rrs, rcs): (usize, usize),
+    parallel: bool,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -98,10 +129,10 @@ pub fn matmul_strided(
         (k - 1) * rrs + (n - 1) * rcs < rhs.len(),
         "matmul: rhs too small"
     );
-    let threads = if m * n * k < 1 << 16 {
-        Parallelism::None
-    } else {
+    let threads = if parallel {
         Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
     };
     // SAFETY: every index gemm touches is `row·rs + col·cs` within the extents checked above;
     // `dst` is exclusively borrowed and does not alias the shared operands.

@@ -12,6 +12,7 @@
 pub mod bert;
 pub mod bert_kernels;
 pub mod cnn;
+pub mod cnn_infer;
 pub mod cnn_kernels;
 pub mod convert;
 pub mod error;

@@ -307,6 +307,28 @@ pub fn run_classifier_pipeline(
     r.made_from = Some("student-pruned".into());
     models.push(r);
 
+    // 6. The teacher itself, weights int8 per output channel: served with integer products.
+    let t0 = std::time::Instant::now();
+    let session = meter()?;
+    frugal_compress::quant::int::quantize_safetensors_file(
+        &dir.join("teacher.safetensors"),
+        &dir.join("teacher-int8.safetensors"),
+        scheme,
+        &|_, _| {},
+    )?;
+    let energy = session.stop().map_err(energy_error)?;
+    let mut r = record(
+        dir,
+        "teacher-int8",
+        "the teacher, weights int8 per output channel (served with integer products)".into(),
+        set,
+        test,
+        t0.elapsed().as_secs_f64(),
+    )?;
+    r.energy = Some(energy);
+    r.made_from = Some("teacher".into());
+    models.push(r);
+
     Ok(ClassifierRun {
         plan: plan.clone(),
         models,

@@ -16,6 +16,10 @@ use std::path::PathBuf;
 /// The `recipe` the embedded default's report names.
 pub(crate) const EMBEDDED_DEFAULT: &str = "embedded-default";
 
+/// The measured inference workload: queries per run, metered runs, warm-up queries (long
+/// enough that a run of the smallest model lasts milliseconds, not microseconds).
+const WORKLOAD: (usize, usize, usize) = (2000, 5, 50);
+
 /// The data step's record in the report.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct DataRecord {
@@ -48,8 +52,32 @@ pub struct Report {
     /// this report: [`crate::judge::embedded_subjects`]).
     pub policy: String,
     pub check: Vec<frugal_report::policy::Verdict>,
+    /// Each model made from another (pruned, int8) against its source: energy per query,
+    /// compared with their intervals.
+    pub versus_source: Vec<VersusSource>,
+    /// The model to ship: of those that pass the policy, the one with the least energy per
+    /// query (`None`: none passes).
+    pub recommended: Option<Recommendation>,
     /// Wall time of the whole run.
     pub seconds: f64,
+}
+
+/// A model's energy per query against the model it was made from (`a` the source, `b` this
+/// model: a positive difference is a saving).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct VersusSource {
+    pub model: String,
+    pub source: String,
+    pub saving_joules_per_query: measure::Comparison,
+    /// The comparison in words ("significant saving …" or "no significant saving …").
+    pub verdict: String,
+}
+
+/// The model a run recommends, and why.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Recommendation {
+    pub model: String,
+    pub why: String,
 }
 
 /// What making a model cost, and after how many queries its lower energy per query pays it back
@@ -103,18 +131,25 @@ impl Report {
         t += &format!("  total    {:.1} s\n", self.seconds);
         for b in &self.break_even {
             t += &format!(
-                "  pays back {:18} {:>9.1} J to make, {}\n",
+                "  pays back {:18} {:>9.3} J to make, {}\n",
                 b.model,
                 b.record.compression_joules,
                 b.record.queries.map_or_else(
-                    || b.record.why_none().unwrap_or_default(),
+                    || format!("no break-even: {}", b.record.why_none().unwrap_or_default()),
                     |q| format!("after {q:.3e} queries ({})", b.record.verdict)
                 )
             );
         }
+        for v in &self.versus_source {
+            t += &format!("  vs source {:18} against {}: {}\n", v.model, v.source, v.verdict);
+        }
         for c in &self.check {
             t += &format!("  policy   {:18} {}\n", c.model, c.summary());
         }
+        t += &match &self.recommended {
+            Some(r) => format!("  verdict  ship {}: {}\n", r.model, r.why),
+            None => format!("  verdict  no compressed model passes {}\n", self.policy),
+        };
         t
     }
 }
@@ -186,7 +221,7 @@ pub fn run(
         &meters,
         progress,
     )?;
-    // 6. Measure: every model on the same inference workload (300 digits images one at a
+    // 6. Measure: every model on the same inference workload (WORKLOAD digits images one at a
     // time, 3 metered runs after 10 warm-up queries).
     let mut energies = Vec::new();
     let mut last_sources = Vec::new();
@@ -195,9 +230,9 @@ pub fn run(
         let w = measure::measure_model(&measure::MeasureJob {
             model: opts.out_dir.join(&m.file),
             data: Some(crate::data::Dataset::Digits),
-            queries: 300,
-            repeats: 3,
-            warmup: 10,
+            queries: WORKLOAD.0,
+            repeats: WORKLOAD.1,
+            warmup: WORKLOAD.2,
             tokens: 0,
             weights: measure::Weights::Stored,
             meters: meters.clone(),
@@ -240,15 +275,18 @@ pub fn run(
             ))
         })
         .collect::<Result<_, Error>>()?;
+    let versus_source = versus_source(&classifier.models, &energies);
     let mut report = Report {
         frugal_version: env!("CARGO_PKG_VERSION").into(),
         recipe: EMBEDDED_DEFAULT.into(),
         data,
         classifier,
         measure: energies,
+        versus_source,
         break_even,
         policy: policy.path.clone(),
         check: Vec::new(),
+        recommended: None,
         seconds: t0.elapsed().as_secs_f64(),
     };
     // The verdicts `frugal check` gives on this report: the same subjects, the same policy.
@@ -256,6 +294,7 @@ pub fn run(
         .iter()
         .map(|s| frugal_report::policy::check(&policy, s))
         .collect::<Result<_, _>>()?;
+    report.recommended = recommend(&report);
     let path = opts.out_dir.join("report.json");
     let json = serde_json::to_vec_pretty(&schema::Document::new("run", &report))
         .expect("report serializes");
@@ -336,7 +375,7 @@ pub fn run(
                 report.measure.first().map_or("-", |e| e.method.as_str()),
                 if report.measure.iter().all(|e| e.measured) { "measured" } else { "estimated, not measured" }
             ),
-            "Workload: 300 digits images (of the whole set) classified one at a time, 3 metered runs after 10 warm-up queries; intervals are 95 % Student-t over the runs.".into(),
+            format!("Workload: {} digits images (of the whole set) classified one at a time on one thread, as each model is served (int8 weights through integer products), {} metered runs after {} warm-up queries; intervals are 95 % Student-t over the runs, a saving's interval the two half-widths in quadrature.", WORKLOAD.0, WORKLOAD.1, WORKLOAD.2),
             format!("Accuracy on {} held-out test images.", report.data.n_test),
         ],
     };
@@ -359,9 +398,11 @@ fn break_even(models: &[classifier::ModelRecord], energies: &[ModelEnergy]) -> V
         .enumerate()
         .skip(1)
         .map(|(i, m)| {
+            // The model's step and the steps of the models it came from, down to (not
+            // including) the teacher it is compared with.
             let mut sources = Vec::new();
             let mut at = Some(i);
-            while let Some(k) = at {
+            while let Some(k) = at.filter(|&k| k > 0) {
                 if let Some(e) = &models[k].energy {
                     sources.extend(&e.sources);
                 }
@@ -380,4 +421,61 @@ fn break_even(models: &[classifier::ModelRecord], energies: &[ModelEnergy]) -> V
             }
         })
         .collect()
+}
+
+/// Each model made from another against its source, energy per query.
+fn versus_source(models: &[classifier::ModelRecord], energies: &[ModelEnergy]) -> Vec<VersusSource> {
+    models
+        .iter()
+        .zip(energies)
+        .filter_map(|(m, e)| {
+            let from = m.made_from.as_deref()?;
+            let src = energies.iter().find(|s| s.model == from)?;
+            let c = src.joules_per_image.minus(&e.joules_per_image);
+            let mut verdict = c.describe("saving per query", "J");
+            if !(e.measured && src.measured) {
+                verdict += " (estimated energy)";
+            }
+            Some(VersusSource {
+                model: m.name.clone(),
+                source: from.to_string(),
+                saving_joules_per_query: c,
+                verdict,
+            })
+        })
+        .collect()
+}
+
+/// Of the models that pass, the one with the least energy per query, and why in words.
+fn recommend(r: &Report) -> Option<Recommendation> {
+    let teacher = r.classifier.models.first()?;
+    let teacher_e = r.measure.first()?;
+    r.check
+        .iter()
+        .filter(|v| v.pass)
+        .filter_map(|v| {
+            let m = r.classifier.models.iter().find(|m| m.name == v.model)?;
+            let e = r.measure.iter().find(|e| e.model == v.model)?;
+            Some((m, e))
+        })
+        .min_by(|a, b| a.1.wh_per_1k_queries.mean.total_cmp(&b.1.wh_per_1k_queries.mean))
+        .map(|(m, e)| {
+            let saving = r
+                .break_even
+                .iter()
+                .find(|b| b.model == m.name)
+                .map_or(String::new(), |b| format!("; {}", b.record.verdict));
+            Recommendation {
+                model: m.name.clone(),
+                why: format!(
+                    "passes {} — {:.1}× smaller than the teacher, {:+.2} accuracy points, {:.4} mWh per 1,000 queries against the teacher's {:.4}{}{saving}",
+                    r.policy,
+                    teacher.file_bytes as f64 / m.file_bytes.max(1) as f64,
+                    m.eval.accuracy_pct - teacher.eval.accuracy_pct,
+                    1e3 * e.wh_per_1k_queries.mean,
+                    1e3 * teacher_e.wh_per_1k_queries.mean,
+                    if e.measured { "" } else { " (estimated)" },
+                ),
+            }
+        })
 }

@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(back["schema_version"], REPORT_SCHEMA_VERSION);
         // Each compression step was metered and paid back against the teacher: the students
         // are far cheaper per image, so break-even comes after a finite number of queries.
-        assert_eq!(report.break_even.len(), 4);
+        assert_eq!(report.break_even.len(), 5);
         for (m, b) in report
             .classifier
             .models
@@ -234,7 +234,7 @@ mod tests {
         assert!(cost("student-int8") > cost("student-pruned"));
         assert!(cost("student-pruned") > cost("student-distilled"));
         // The built-in policy checked every student; its label grades are the report's.
-        assert_eq!(report.check.len(), 4);
+        assert_eq!(report.check.len(), 5);
         for c in &report.check {
             assert_eq!(c.clauses.len(), 2, "{:?}", c.clauses);
             assert_eq!(c.pass, c.clauses.iter().all(|o| o.pass));
@@ -260,7 +260,8 @@ mod tests {
                 "student-labels",
                 "student-distilled",
                 "student-pruned",
-                "student-int8"
+                "student-int8",
+                "teacher-int8"
             ]
         );
         for r in m {

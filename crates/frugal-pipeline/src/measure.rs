@@ -111,9 +111,9 @@ impl Comparison {
     pub fn describe(&self, what: &str, unit: &str) -> String {
         let iv = |e: &Estimate| {
             if e.n >= 2 {
-                format!("{:.4e} [{:.4e}, {:.4e}] {unit}", e.mean, e.ci95.0, e.ci95.1)
+                format!("{:.3e} [{:.3e}, {:.3e}]", e.mean, e.ci95.0, e.ci95.1)
             } else {
-                format!("{:.4e} {unit} (one run, no interval)", e.mean)
+                format!("{:.3e} (one run, no interval)", e.mean)
             }
         };
         let verdict = if !self.significant {
@@ -124,7 +124,7 @@ impl Comparison {
             format!("significant negative {what}")
         };
         format!(
-            "{verdict}: {:.4e} [{:.4e}, {:.4e}] {unit} ({} against {})",
+            "{verdict}: {:.3e} [{:.3e}, {:.3e}] {unit} ({} vs {} {unit})",
             self.difference,
             self.ci95.0,
             self.ci95.1,
@@ -190,6 +190,11 @@ pub struct WorkloadReport {
     pub unit: String,
     pub queries: usize,
     pub units_per_query: usize,
+    /// How a classifier's products ran (int8 weights through integer products, or f32): the
+    /// model as stored; the workload (`query`) is the same either way, so an int8 model can be
+    /// compared with its f32 baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<String>,
     pub warmup: usize,
     pub runs: Vec<RepeatRecord>,
     pub joules_per_unit: Estimate,
@@ -335,6 +340,7 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
     let path = &job.model;
     // Each workload: its kind, what a query is, units per query, and the query function.
     let detected = crate::kind::ModelKind::detect(path);
+    let mut served = None;
     let (kind, query, unit, per_query, mut run): (&str, String, &str, usize, Query) = if detected
         == crate::kind::ModelKind::Encoder
     {
@@ -416,25 +422,33 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
         let data = job.data.ok_or_else(|| {
             bad("a classifier is measured on images: --data digits|fashion-mnist".into())
         })?;
-        let model =
+        let mut model =
             frugal_models::cnn::Cnn::load(path, &dev).map_err(frugal_compress::Error::from)?;
+        if job.weights == Weights::Decoded {
+            model.int8.clear();
+        }
         let set = data.workload_images()?;
         let n = set.len();
-        // The weights decoded and the scratch buffers made once: a query is one forward pass.
-        let params = model
-            .flat_parameters()
+        // The weights prepared and the scratch buffers made once: a query is one forward pass
+        // on this thread, as the model is served (int8 weights through integer products).
+        let mut inference = frugal_models::cnn_infer::CnnInference::new(&model)
             .map_err(frugal_compress::Error::from)?;
-        let mut ws = frugal_models::cnn_kernels::Workspace::default();
+        served = Some(
+            if inference.is_integer() {
+                "int8 weights through integer products"
+            } else {
+                "f32 products"
+            }
+            .to_string(),
+        );
         (
             "classifier",
-            "one image of the data set classified (batch 1)".into(),
+            "one image of the data set classified (batch 1, one thread)".into(),
             "image",
             1,
             Box::new(move |i| {
                 let (x, _) = frugal_models::cnn::batch_pixels(&set, &[i % n]);
-                let logits =
-                    frugal_models::cnn_kernels::forward(&model.config, &params, &x, 1, &mut ws);
-                std::hint::black_box(logits);
+                std::hint::black_box(inference.forward(&x, 1));
                 Ok(())
             }),
         )
@@ -487,6 +501,7 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
         unit: unit.into(),
         queries: job.queries,
         units_per_query: per_query,
+        served,
         warmup: job.warmup,
         runs,
         joules_per_unit: estimate(&jpu),

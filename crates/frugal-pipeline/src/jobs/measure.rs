@@ -224,13 +224,14 @@ fn workload_text(w: &WorkloadReport) -> String {
         "estimated"
     };
     let mut t = format!(
-        "{} ({}): {} queries × {} runs after {} warm-up; a query is {}\n",
+        "{} ({}): {} queries × {} runs after {} warm-up; a query is {}{}\n",
         w.model,
         w.kind,
         w.queries,
         w.runs.len(),
         w.warmup,
-        w.query
+        w.query,
+        w.served.as_deref().map_or(String::new(), |s| format!(", {s}"))
     );
     t +=
         &format!(
