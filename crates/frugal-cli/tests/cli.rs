@@ -1731,6 +1731,73 @@ fn measure_labels_its_figures_and_passes_on_failures() {
     let b: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("ex/boamps.json")).unwrap()).unwrap();
     assert!(b["measures"][0]["powerConsumption"].as_f64().unwrap() > 0.0);
+    // SPDX 3.0.1 and CycloneDX 1.6 records of the same measurement, valid against the
+    // official schemas; their energy is the record's, in kWh, under the activity's name.
+    let ekwh = joules(&e) / 3.6e6;
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(p)).unwrap()).unwrap()
+    };
+    for (kind, file) in [("spdx", "ex/spdx.json"), ("cyclonedx", "ex/cyclonedx.json")] {
+        let valid = common::validate_standard(kind, &dir.path().join(file));
+        assert!(valid.is_ok(), "{file}: {}", valid.unwrap_err());
+    }
+    let s = read("ex/spdx.json");
+    let q: f64 = s["@graph"][5]["ai_energyConsumption"]["ai_finetuningEnergyConsumption"][0]
+        ["ai_energyQuantity"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((q - ekwh).abs() <= 1e-12 + 1e-9 * ekwh, "{q} vs {ekwh}");
+    let cdx = read("ex/cyclonedx.json");
+    let ec = &cdx["components"][0]["modelCard"]["considerations"]["environmentalConsiderations"]
+        ["energyConsumptions"][0];
+    assert_eq!(ec["activity"], "fine-tuning");
+    assert!((ec["activityEnergyCost"]["value"].as_f64().unwrap() - ekwh).abs() <= 1e-9 * ekwh.max(1e-12));
+    let g = e["carbon"]["operational_g"].as_f64().unwrap();
+    assert!((ec["co2CostEquivalent"]["value"].as_f64().unwrap() - g / 1e6).abs() <= 1e-9 * g.max(1e-12) / 1e6 + 1e-18);
+    // A quantization under a model name: SPDX's fine-tuning list, CycloneDX's `other`.
+    frugal_json(
+        &[
+            "measure", "--json", "--training-type", "quantization", "--model-name", "q.gguf",
+            "--model-version", "2", "--supplier", "Frugal tests", "--export", "ex2", "--", "true",
+        ],
+        dir.path(),
+    );
+    for (kind, file) in [("spdx", "ex2/spdx.json"), ("cyclonedx", "ex2/cyclonedx.json")] {
+        let valid = common::validate_standard(kind, &dir.path().join(file));
+        assert!(valid.is_ok(), "{file}: {}", valid.unwrap_err());
+    }
+    let c2 = read("ex2/cyclonedx.json");
+    assert_eq!(c2["components"][0]["name"], "q.gguf");
+    assert_eq!(c2["components"][0]["version"], "2");
+    assert_eq!(
+        c2["components"][0]["modelCard"]["considerations"]["environmentalConsiderations"]
+            ["energyConsumptions"][0]["activity"],
+        "other"
+    );
+    // The validators can fail: a unit SPDX does not know, an activity CycloneDX does not.
+    let mut bad = read("ex2/spdx.json");
+    bad["@graph"][5]["ai_energyConsumption"]["ai_finetuningEnergyConsumption"][0]
+        ["ai_energyUnit"] = "kWh".into();
+    std::fs::write(dir.path().join("bad-spdx.json"), bad.to_string()).unwrap();
+    let mut bad = c2.clone();
+    bad["components"][0]["modelCard"]["considerations"]["environmentalConsiderations"]
+        ["energyConsumptions"][0]["activity"] = "quantization".into();
+    std::fs::write(dir.path().join("bad-cdx.json"), bad.to_string()).unwrap();
+    for (kind, file, needle) in [
+        ("spdx", "bad-spdx.json", "kilowattHour"),
+        ("cyclonedx", "bad-cdx.json", "quantization"),
+    ] {
+        match common::validate_standard(kind, &dir.path().join(file)) {
+            Err(why) => assert!(why.contains(needle), "{why}"),
+            Ok(ran) => assert!(!ran, "{file} validated"),
+        }
+    }
+    assert_bad_input(
+        &frugal(&["measure", "--training-type", "baking", "--", "true"], dir.path()),
+        "baking",
+    );
     // The EU AI Act profile passes on a record with every field, fails without the FLOPs.
     std::fs::write(dir.path().join("e.json"), e.to_string()).unwrap();
     let policy =

@@ -37,6 +37,12 @@ pub fn brown_dir() -> PathBuf {
     cache_dir().join("brown")
 }
 
+/// The official CycloneDX 1.6 JSON Schema and the two it refers to (PyPI
+/// `cyclonedx-python-lib==11.12.0`), for validating the exports.
+pub fn cyclonedx_schemas_dir() -> PathBuf {
+    cache_dir().join("cyclonedx-schemas")
+}
+
 /// The message for a missing asset.
 pub fn missing(what: &str, path: &std::path::Path) -> String {
     format!("{what} not found at {}: run `scripts/fetch-assets.sh` (it caches into $FRUGAL_CACHE or ~/.cache/frugal)", path.display())

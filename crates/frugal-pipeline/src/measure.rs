@@ -676,8 +676,12 @@ pub struct CommandJob {
     /// Region and PUE (the embodied figures are not used for a command).
     pub carbon: Option<CarbonOptions>,
     pub queries: Option<u64>,
-    pub training_type: String,
+    pub training_type: frugal_report::exports::Activity,
     pub flops: Option<f64>,
+    /// The model's name and version for the exports (default: the command line).
+    pub model_name: Option<String>,
+    pub model_version: String,
+    pub supplier: Option<String>,
     /// The command's standard output to our standard error (for JSON callers).
     pub stdout_to_stderr: bool,
 }
@@ -724,8 +728,17 @@ pub fn measure_command(
             "{} logical CPUs, {}",
             job.meters.estimate.logical_cpus, job.meters.estimate.cpu_model
         ),
-        training_type: job.training_type.clone(),
+        training_type: job.training_type,
         flops: job.flops,
+        model: job.model_name.clone().unwrap_or_else(|| {
+            job.command
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+        model_version: job.model_version.clone(),
+        supplier: job.supplier.clone(),
     };
     let report = CommandReport {
         command: job
@@ -743,26 +756,35 @@ pub fn measure_command(
 }
 
 /// The files `--export DIR` writes.
-pub const EXPORT_FILES: [&str; 3] = ["model-card.md", "eu-ai-act.json", "boamps.json"];
+pub const EXPORT_FILES: [&str; 5] = [
+    "model-card.md",
+    "eu-ai-act.json",
+    "boamps.json",
+    "spdx.json",
+    "cyclonedx.json",
+];
 
 /// Writes the exports of `record` into `dir` (created if needed), each file atomically:
-/// `model-card.md`, `eu-ai-act.json`, `boamps.json`.
+/// `model-card.md`, `eu-ai-act.json`, `boamps.json`, `spdx.json` (SPDX 3.0.1, AI profile),
+/// `cyclonedx.json` (CycloneDX 1.6 ML-BOM).
 pub fn write_exports(dir: &Path, record: &crate::ExportRecord) -> Result<(), Error> {
-    use frugal_report::exports::{boamps, eu_ai_act, model_card};
+    use frugal_report::exports::{boamps, cyclonedx, eu_ai_act, model_card, spdx, Stamp};
     use std::io::Write;
     std::fs::create_dir_all(dir).map_err(|source| Error::OutputDir {
         path: dir.to_path_buf(),
         source,
     })?;
     fn json<T: Serialize>(v: T) -> String {
-        serde_json::to_string_pretty(&v).expect("JSON serializes")
+        serde_json::to_string_pretty(&v).expect("JSON serializes") + "\n"
     }
-    let stage = record.training_type.replace('-', "");
-    let [card, eu, bo] = EXPORT_FILES;
+    let stamp = Stamp::now();
+    let [card, eu, bo, sp, cdx] = EXPORT_FILES;
     for (name, text) in [
         (card, model_card(record)),
         (eu, json(eu_ai_act(record))),
-        (bo, json(boamps(record, &stage))),
+        (bo, json(boamps(record))),
+        (sp, json(spdx(record, &stamp))),
+        (cdx, json(cyclonedx(record, &stamp))),
     ] {
         frugal_formats::output::write_atomic(&dir.join(name), &[], |f| {
             f.write_all(text.as_bytes())

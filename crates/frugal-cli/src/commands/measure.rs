@@ -22,13 +22,23 @@ pub struct Args {
     #[arg(long)]
     pub queries: Option<u64>,
     /// Also write the exports of this record into DIR: `model-card.md` (Hugging Face
-    /// `co2_eq_emissions` front matter), `eu-ai-act.json` (Annex XI 2(d)-(e)), `boamps.json`.
+    /// `co2_eq_emissions` front matter), `eu-ai-act.json` (Annex XI 2(d)-(e)), `boamps.json`,
+    /// `spdx.json` (SPDX 3.0.1 AI profile) and `cyclonedx.json` (CycloneDX 1.6 ML-BOM).
     #[arg(long)]
     pub export: Option<PathBuf>,
-    /// What the command does, for the exports (`fine-tuning`, `pre-training`,
-    /// `quantization`, `inference`, …).
-    #[arg(long, default_value_t = Measure::new().training_type)]
-    pub training_type: String,
+    /// What the command does, for the exports.
+    #[arg(long, value_enum, default_value_t = Measure::new().training_type)]
+    pub training_type: frugal_report::exports::Activity,
+    /// The model the command makes or serves, for the SPDX and CycloneDX exports (default:
+    /// the command line).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Its version, for the same exports.
+    #[arg(long, default_value_t = Measure::new().model_version)]
+    pub model_version: String,
+    /// Who supplies the model (organisation or person), for the SPDX export.
+    #[arg(long)]
+    pub supplier: Option<String>,
     /// Floating-point operations of the work, when known (Annex XI asks for them).
     #[arg(long)]
     pub flops: Option<f64>,
@@ -85,6 +95,9 @@ pub fn run(a: Args) -> Result<()> {
         export: a.export,
         training_type: a.training_type,
         flops: a.flops,
+        model_name: a.model_name,
+        model_version: a.model_version,
+        supplier: a.supplier,
         data: a.data,
         baseline: a.baseline,
         cost: a.cost,

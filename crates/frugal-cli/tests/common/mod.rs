@@ -59,3 +59,43 @@ pub fn report(bytes: &[u8]) -> serde_json::Value {
     );
     value
 }
+
+/// Validates an exported standard record against its official JSON Schema with Python's
+/// `jsonschema`: `spdx` (SPDX 3.0.1, the schema in docs/schemas checked by its sha256) or
+/// `cyclonedx` (CycloneDX 1.6, from the pinned cyclonedx-python-lib wheel that
+/// `scripts/fetch-assets.sh` caches). `Err` holds the validator's words; `Ok(false)` when the
+/// Python or the schemas are missing (skipped, or a failure under FRUGAL_REQUIRE_ASSETS=1).
+pub fn validate_standard(kind: &str, file: &std::path::Path) -> Result<bool, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let required = std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_some();
+    let Some(py) = std::env::var_os("FRUGAL_GGUF_PYTHON").filter(|p| !p.is_empty()) else {
+        assert!(!required, "FRUGAL_GGUF_PYTHON is not set; scripts/test sets it");
+        eprintln!("skipping the {kind} schema check: FRUGAL_GGUF_PYTHON is not set");
+        return Ok(false);
+    };
+    let mut cmd = std::process::Command::new(py);
+    if kind == "spdx" {
+        cmd.arg(root.join("scripts/validate-spdx.py"));
+    } else {
+        let dir = frugal_formats::assets::cyclonedx_schemas_dir();
+        if !dir.is_dir() {
+            assert!(!required, "{} is missing: run scripts/fetch-assets.sh", dir.display());
+            eprintln!("skipping the CycloneDX schema check: {} is missing", dir.display());
+            return Ok(false);
+        }
+        cmd.arg(root.join("scripts/validate-cyclonedx.py"))
+            .arg("--schema-dir")
+            .arg(dir);
+    }
+    let out = cmd.arg(file).output().expect("the validator runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Err(text),
+        _ => panic!("the {kind} validator could not run: {text}"),
+    }
+}

@@ -30,8 +30,13 @@ pub struct Measure {
     pub queries: Option<u64>,
     /// Commands: the exports' folder, what the command does, its floating-point operations.
     pub export: Option<PathBuf>,
-    pub training_type: String,
+    pub training_type: frugal_report::exports::Activity,
     pub flops: Option<f64>,
+    /// Commands: the model the work made or served, and its version, for the SPDX and
+    /// CycloneDX records (default: the command line, `unspecified`).
+    pub model_name: Option<String>,
+    pub model_version: String,
+    pub supplier: Option<String>,
     /// Models: the images of a classifier's queries.
     pub data: Option<Dataset>,
     /// Models: the reports of the model replaced and of the compression that made this one.
@@ -57,8 +62,11 @@ impl Measure {
             life_years: 4.0,
             queries: None,
             export: None,
-            training_type: "fine-tuning".into(),
+            training_type: frugal_report::exports::Activity::FineTuning,
             flops: None,
+            model_name: None,
+            model_version: "unspecified".into(),
+            supplier: None,
             data: None,
             baseline: None,
             cost: None,
@@ -154,8 +162,8 @@ impl Job for Measure {
         if !self.command.is_empty() {
             return usage("measure either MODEL or -- COMMAND, not both");
         }
-        if self.export.is_some() || self.flops.is_some() {
-            return usage("--export and --flops describe a measured command (a training or compression job), not a MODEL's inference workload");
+        if self.export.is_some() || self.flops.is_some() || self.model_name.is_some() || self.supplier.is_some() {
+            return usage("--export, --flops, --model-name and --supplier describe a measured command (a training or compression job), not a MODEL's inference workload");
         }
         let job = MeasureJob {
             model: model.clone(),
@@ -194,8 +202,11 @@ impl Measure {
             meters,
             carbon,
             queries: self.queries,
-            training_type: self.training_type.clone(),
+            training_type: self.training_type,
             flops: self.flops,
+            model_name: self.model_name.clone(),
+            model_version: self.model_version.clone(),
+            supplier: self.supplier.clone(),
             stdout_to_stderr: self.quiet_stdout,
         })?;
         if let Some(dir) = &self.export {
