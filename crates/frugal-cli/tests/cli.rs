@@ -182,7 +182,7 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
         page.contains("id=\"quality-size\"><svg") && page.contains("id=\"quality-energy\"><svg")
     );
     assert!(page.contains("id=\"label\"><svg") && !page.contains("<script"));
-    render_in_chromium(&dir.path().join("o/report.html"));
+    render_in_chromium(&dir.path().join("o/report.html"), 6);
     let md = std::fs::read_to_string(dir.path().join("o/report.md")).unwrap();
     assert!(md.contains("| student-int8 | "), "{md}");
     // The pruned student is stored sparse: fewer bytes than the same network dense.
@@ -2218,10 +2218,12 @@ fn policy_gate_reads_every_report_and_fails_closed() {
     assert!(list.contains("max_sci") && list.contains("[language_model]"), "{list}");
 }
 
-/// Renders a page in a real headless Chromium (when installed: `scripts/test` installs it as
-/// root): it must load, log no console message, and leave a screenshot, kept as a test artifact
-/// in `target/test-artifacts/`.
-fn render_in_chromium(page: &Path) {
+/// Renders a page in a real headless Chromium (`scripts/test` installs Debian's as root;
+/// missing, the test skips with a message, or fails under `CI=true`): it must load, log no
+/// console message, and leave a screenshot (kept in `target/test-artifacts/report.png`) whose
+/// structure is the report's: the verdict box across the top, the Pareto front drawn, a bar
+/// for every model in the bits chart, and the efficiency label.
+fn render_in_chromium(page: &Path, models: usize) {
     let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|c| {
@@ -2231,6 +2233,10 @@ fn render_in_chromium(page: &Path) {
                 .is_ok_and(|o| o.status.success())
         })
     else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but no headless Chromium: scripts/test installs Debian's chromium as root"
+        );
         eprintln!("skipped: no headless Chromium to render {}", page.display());
         return;
     };
@@ -2245,10 +2251,14 @@ fn render_in_chromium(page: &Path) {
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args([
-            "--window-size=1000,2200",
+            "--window-size=1000,3000",
             "--enable-logging=stderr",
             "--v=0",
         ])
@@ -2263,12 +2273,93 @@ fn render_in_chromium(page: &Path) {
         "console messages while rendering {}:\n{log}",
         page.display()
     );
-    let png = std::fs::read(&shot).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 20_000,
-        "{} bytes",
-        png.len()
-    );
+    let (w, h, px) = decode_png(&std::fs::read(&shot).unwrap());
+    assert_eq!((w, h), (1000, 3000));
+    let at = |x: usize, y: usize| &px[(y * w + x) * 3..][..3];
+    let count = |rgb: [u8; 3]| (0..w * h).filter(|&i| px[i * 3..i * 3 + 3] == rgb).count();
+    // The verdict box: a row of its green border across most of the page, near the top.
+    let border = [26, 127, 55];
+    let top = (0..h)
+        .find(|&y| (0..w).filter(|&x| at(x, y) == border).count() > w / 2)
+        .expect("no verdict box");
+    assert!(top < 200, "the verdict box starts at {top} px, not first");
+    // The Pareto front (red), a bar of each model's colour, the label's grade A.
+    assert!(count([255, 0, 0]) > 100, "no Pareto front");
+    let palette = [
+        [0x00, 0x72, 0xB2],
+        [0xE6, 0x9F, 0x00],
+        [0x00, 0x9E, 0x73],
+        [0xCC, 0x79, 0xA7],
+        [0x56, 0xB4, 0xE9],
+        [0xD5, 0x5E, 0x00],
+    ];
+    for (k, c) in palette.iter().take(models).enumerate() {
+        assert!(count(*c) > 200, "no bars of model {k} ({c:?})");
+    }
+    assert!(count([0x1a, 0x96, 0x41]) > 500, "no efficiency label");
+}
+
+/// An 8-bit RGB or RGBA PNG as (width, height, RGB pixels): enough of the format for
+/// Chromium's screenshots.
+fn decode_png(png: &[u8]) -> (usize, usize, Vec<u8>) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let (mut w, mut h, mut channels) = (0, 0, 0);
+    let mut idat = Vec::new();
+    let mut at = 8;
+    while at + 8 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let kind = &png[at + 4..at + 8];
+        let data = &png[at + 8..at + 8 + len];
+        match kind {
+            b"IHDR" => {
+                w = u32::from_be_bytes(data[0..4].try_into().unwrap()) as usize;
+                h = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
+                assert_eq!(data[8], 8, "bit depth");
+                assert_eq!(data[12], 0, "interlaced");
+                channels = match data[9] {
+                    2 => 3,
+                    6 => 4,
+                    t => panic!("colour type {t}"),
+                };
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            b"IEND" => break,
+            _ => {}
+        }
+        at += 12 + len;
+    }
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&idat[..]), &mut raw).unwrap();
+    let stride = w * channels;
+    assert_eq!(raw.len(), h * (stride + 1), "PNG data size");
+    let mut img = vec![0u8; h * stride];
+    for y in 0..h {
+        let filter = raw[y * (stride + 1)];
+        let line = &raw[y * (stride + 1) + 1..(y + 1) * (stride + 1)];
+        for x in 0..stride {
+            let a = if x >= channels { img[y * stride + x - channels] } else { 0 } as i32;
+            let b = if y > 0 { img[(y - 1) * stride + x] } else { 0 } as i32;
+            let c = if x >= channels && y > 0 { img[(y - 1) * stride + x - channels] } else { 0 } as i32;
+            let pred = match filter {
+                0 => 0,
+                1 => a,
+                2 => b,
+                3 => (a + b) / 2,
+                4 => {
+                    let p = a + b - c;
+                    let (pa, pb, pc) = ((p - a).abs(), (p - b).abs(), (p - c).abs());
+                    if pa <= pb && pa <= pc { a } else if pb <= pc { b } else { c }
+                }
+                f => panic!("PNG filter {f}"),
+            };
+            img[y * stride + x] = (line[x] as i32 + pred) as u8;
+        }
+    }
+    let rgb = img
+        .chunks_exact(channels)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    (w, h, rgb)
 }
 
 /// `frugal tune` of a classifier: a per-tensor mix of integer schemes within an accuracy-drop

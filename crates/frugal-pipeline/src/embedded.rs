@@ -300,8 +300,59 @@ pub fn run(
         .expect("report serializes");
     write_atomic(&path, &[], |f| f.write_all(&json))?;
     // report.md and report.html from the same figures.
+    let verdict = match &report.recommended {
+        Some(r) => {
+            let m = report.classifier.models.iter().find(|m| m.name == r.model);
+            let mut reasons = vec![format!("Why: {}.", r.why)];
+            if let Some(b) = report.break_even.iter().find(|b| b.model == r.model) {
+                reasons.push(match b.record.queries {
+                    Some(q) => format!(
+                        "Making it cost {:.3} J; the saving per query pays that back after {q:.0} queries.",
+                        b.record.compression_joules
+                    ),
+                    None => format!("No break-even: {}.", b.record.why_none().unwrap_or_default()),
+                });
+            }
+            // Against its source, unless that is the teacher (the break-even's comparison).
+            if let Some(v) = report
+                .versus_source
+                .iter()
+                .find(|v| v.model == r.model && v.source != report.classifier.models[0].name)
+            {
+                reasons.push(format!("Against {}: {}.", v.source, v.verdict));
+            }
+            let failing: Vec<String> = report
+                .check
+                .iter()
+                .filter(|c| !c.pass)
+                .map(|c| format!("{} ({})", c.model, c.failed().join(", ")))
+                .collect();
+            if !failing.is_empty() {
+                reasons.push(format!("Not shipped, failing the policy: {}.", failing.join("; ")));
+            }
+            frugal_report::html::Verdict {
+                ship: Some(r.model.clone()),
+                headline: format!(
+                    "Ship {}{}",
+                    r.model,
+                    m.map_or(String::new(), |m| format!(" ({})", m.made_by))
+                ),
+                reasons,
+            }
+        }
+        None => frugal_report::html::Verdict {
+            ship: None,
+            headline: format!("No compressed model passes {}", report.policy),
+            reasons: report
+                .check
+                .iter()
+                .map(|c| format!("{}: {}", c.model, c.summary()))
+                .collect(),
+        },
+    };
     let view = frugal_report::html::View {
         title: format!("Frugal: embedded default on digits (seed {})", opts.seed),
+        verdict: Some(verdict),
         quality_label: "test accuracy %".into(),
         higher_is_better: true,
         variants: report

@@ -763,8 +763,27 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
     variants.sort_by_key(|v| v.bytes);
     let c = &r.candidates[r.chosen];
     let h = c.heldout.expect("verified");
+    let chosen_name = variants
+        .iter()
+        .find(|v| v.name.starts_with("chosen "))
+        .map(|v| v.name.clone());
     frugal_report::html::View {
         title: format!("frugal tune: {} → {}", r.input, r.output),
+        verdict: Some(frugal_report::html::Verdict {
+            ship: chosen_name,
+            headline: format!(
+                "Ship {}: {:.2} bits per weight, {:.1}× smaller, {} ≤ {} on the held-out text",
+                r.output,
+                c.bits_per_weight,
+                r.input_bytes as f64 / r.output_bytes.max(1) as f64,
+                limit_name(&r.limit),
+                r.limit.limit()
+            ),
+            reasons: vec![format!(
+                "held-out mean KLD {:.5}, PPL {:.4} against the input's {:.4}, same top-1 {:.2} %",
+                h.kld, h.ppl, h.reference_ppl, h.same_top1_pct
+            )],
+        }),
         quality_label: quality_label.into(),
         higher_is_better: false,
         variants,

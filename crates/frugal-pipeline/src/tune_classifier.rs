@@ -584,6 +584,20 @@ pub fn view(r: &ClassifierTuneReport) -> frugal_report::html::View {
     let c = &r.candidates[r.chosen];
     frugal_report::html::View {
         title: format!("frugal tune: {} → {}", r.input, r.output),
+        verdict: Some(frugal_report::html::Verdict {
+            ship: Some(format!("chosen plan {}", r.chosen)),
+            headline: format!(
+                "Ship {}: {:.1}× smaller, {:+.2} accuracy points on the held-out half (limit {} points)",
+                r.output,
+                r.input_bytes as f64 / r.output_bytes.max(1) as f64,
+                -r.accuracy_drop_pt,
+                r.max_accuracy_drop_pt
+            ),
+            reasons: vec![format!(
+                "held-out accuracy {:.2} % against the input's {:.2} % on {} images",
+                r.quality.accuracy_pct, r.quality.reference_accuracy_pct, r.quality.images
+            )],
+        }),
         quality_label: "accuracy drop, points (search half)".into(),
         higher_is_better: false,
         variants,
