@@ -148,9 +148,21 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
     let int8 = &j["classifier"]["models"][4];
     assert_eq!(int8["name"], "student-int8");
     assert_eq!(e["n_correct"], int8["eval"]["n_correct"], "{e}");
-    let t8 = frugal_json(&["eval", "o/teacher-int8.safetensors", "--data", "digits", "--json"], dir.path());
+    let t8 = frugal_json(
+        &[
+            "eval",
+            "o/teacher-int8.safetensors",
+            "--data",
+            "digits",
+            "--json",
+        ],
+        dir.path(),
+    );
     assert_eq!(j["classifier"]["models"][5]["name"], "teacher-int8");
-    assert_eq!(t8["n_correct"], j["classifier"]["models"][5]["eval"]["n_correct"], "{t8}");
+    assert_eq!(
+        t8["n_correct"], j["classifier"]["models"][5]["eval"]["n_correct"],
+        "{t8}"
+    );
     // Each model made from another is compared with its source (significance stated), and
     // the model recommended is one that passes the policy.
     let vs = j["versus_source"].as_array().unwrap();
@@ -161,10 +173,19 @@ fn run_writes_the_default_report_and_leaves_no_temporaries() {
         let lo = c["ci95"][0].as_f64().unwrap();
         let hi = c["ci95"][1].as_f64().unwrap();
         assert_eq!(significant, lo > 0.0 || hi < 0.0, "{v}");
-        assert_eq!(v["verdict"].as_str().unwrap().starts_with("no significant"), !significant, "{v}");
+        assert_eq!(
+            v["verdict"].as_str().unwrap().starts_with("no significant"),
+            !significant,
+            "{v}"
+        );
     }
     if let Some(best) = j["recommended"]["model"].as_str() {
-        let verdict = j["check"].as_array().unwrap().iter().find(|c| c["model"] == best).unwrap();
+        let verdict = j["check"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["model"] == best)
+            .unwrap();
         assert_eq!(verdict["pass"], true);
     }
     // Every model measured on the same workload, each figure labelled; the page is one
@@ -1337,14 +1358,42 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
     // quantized one (the model the check step followed) gets the step's own verdict, the
     // pruned one fails (nothing measured its energy).
     let q = s[1]["output"].as_str().unwrap();
-    let all = frugal(&["check", "--policy", "pass.toml", "out/report.json", "--json"], dir.path());
+    let all = frugal(
+        &[
+            "check",
+            "--policy",
+            "pass.toml",
+            "out/report.json",
+            "--json",
+        ],
+        dir.path(),
+    );
     assert_eq!(all.status.code(), Some(1));
     let all = common::report(&all.stdout);
-    let models: Vec<&str> = all["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
+    let models: Vec<&str> = all["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
     assert_eq!(models, [s[0]["output"].as_str().unwrap(), q]);
-    let one = frugal(&["check", "--policy", "pass.toml", "out/report.json", "--model", q, "--json"], dir.path());
+    let one = frugal(
+        &[
+            "check",
+            "--policy",
+            "pass.toml",
+            "out/report.json",
+            "--model",
+            q,
+            "--json",
+        ],
+        dir.path(),
+    );
     assert_eq!(one.status.code(), Some(0));
-    assert_eq!(common::report(&one.stdout)["models"][0], s[4]["result"]["verdict"]);
+    assert_eq!(
+        common::report(&one.stdout)["models"][0],
+        s[4]["result"]["verdict"]
+    );
     let out = gated("fail.toml");
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -1753,18 +1802,39 @@ fn measure_labels_its_figures_and_passes_on_failures() {
     let ec = &cdx["components"][0]["modelCard"]["considerations"]["environmentalConsiderations"]
         ["energyConsumptions"][0];
     assert_eq!(ec["activity"], "fine-tuning");
-    assert!((ec["activityEnergyCost"]["value"].as_f64().unwrap() - ekwh).abs() <= 1e-9 * ekwh.max(1e-12));
+    assert!(
+        (ec["activityEnergyCost"]["value"].as_f64().unwrap() - ekwh).abs()
+            <= 1e-9 * ekwh.max(1e-12)
+    );
     let g = e["carbon"]["operational_g"].as_f64().unwrap();
-    assert!((ec["co2CostEquivalent"]["value"].as_f64().unwrap() - g / 1e6).abs() <= 1e-9 * g.max(1e-12) / 1e6 + 1e-18);
+    assert!(
+        (ec["co2CostEquivalent"]["value"].as_f64().unwrap() - g / 1e6).abs()
+            <= 1e-9 * g.max(1e-12) / 1e6 + 1e-18
+    );
     // A quantization under a model name: SPDX's fine-tuning list, CycloneDX's `other`.
     frugal_json(
         &[
-            "measure", "--json", "--training-type", "quantization", "--model-name", "q.gguf",
-            "--model-version", "2", "--supplier", "Frugal tests", "--export", "ex2", "--", "true",
+            "measure",
+            "--json",
+            "--training-type",
+            "quantization",
+            "--model-name",
+            "q.gguf",
+            "--model-version",
+            "2",
+            "--supplier",
+            "Frugal tests",
+            "--export",
+            "ex2",
+            "--",
+            "true",
         ],
         dir.path(),
     );
-    for (kind, file) in [("spdx", "ex2/spdx.json"), ("cyclonedx", "ex2/cyclonedx.json")] {
+    for (kind, file) in [
+        ("spdx", "ex2/spdx.json"),
+        ("cyclonedx", "ex2/cyclonedx.json"),
+    ] {
         let valid = common::validate_standard(kind, &dir.path().join(file));
         assert!(valid.is_ok(), "{file}: {}", valid.unwrap_err());
     }
@@ -1795,7 +1865,10 @@ fn measure_labels_its_figures_and_passes_on_failures() {
         }
     }
     assert_bad_input(
-        &frugal(&["measure", "--training-type", "baking", "--", "true"], dir.path()),
+        &frugal(
+            &["measure", "--training-type", "baking", "--", "true"],
+            dir.path(),
+        ),
         "baking",
     );
     // The EU AI Act profile passes on a record with every field, fails without the FLOPs.
@@ -1956,11 +2029,17 @@ fn measure_runs_the_built_in_workloads() {
     let significant = saving - h > 0.0 || saving + h < 0.0;
     assert_eq!(sv["significant"].as_bool(), Some(significant), "{be}");
     match be["queries"].as_f64() {
-        Some(n) => assert!(significant && saving > 0.0 && close(n, cost / saving), "{be}"),
+        Some(n) => assert!(
+            significant && saving > 0.0 && close(n, cost / saving),
+            "{be}"
+        ),
         None => {
             assert!(!significant || saving <= 0.0, "{be}");
             let v = be["verdict"].as_str().unwrap();
-            assert!(significant || v.starts_with("no significant saving per query"), "{v}");
+            assert!(
+                significant || v.starts_with("no significant saving per query"),
+                "{v}"
+            );
         }
     }
     assert_bad_input(
@@ -2029,7 +2108,7 @@ fn measure_runs_the_built_in_workloads() {
             ],
             dir.path(),
         ),
-        "--export and --flops",
+        "--export, --flops, --model-name and --supplier",
     );
     let Some(minilm) =
         frugal_formats::assets::require_or_skip(frugal_formats::assets::minilm_dir(), "MiniLM")
@@ -2073,7 +2152,11 @@ fn policy_gate_reads_every_report_and_fails_closed() {
     let d = dir.path();
     // The embedded run: its printed verdicts, then `frugal check` on its report.json.
     let run = frugal(&["run", "--out", "o"], d);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let printed: Vec<(String, bool)> = String::from_utf8_lossy(&run.stdout)
         .lines()
         .filter_map(|l| {
@@ -2085,7 +2168,10 @@ fn policy_gate_reads_every_report_and_fails_closed() {
     assert_eq!(printed.len(), 5, "{}", String::from_utf8_lossy(&run.stdout));
     let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.toml");
     let default = default.to_str().unwrap();
-    let c = frugal(&["check", "--policy", default, "o/report.json", "--json"], d);
+    let c = frugal(
+        &["check", "--policy", default, "o/report.json", "--json"],
+        d,
+    );
     let any_fails = printed.iter().any(|(_, pass)| !pass);
     assert_eq!(c.status.code(), Some(i32::from(any_fails)));
     let c = common::report(&c.stdout);
@@ -2093,22 +2179,63 @@ fn policy_gate_reads_every_report_and_fails_closed() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["model"].as_str().unwrap().to_string(), m["pass"].as_bool().unwrap()))
+        .map(|m| {
+            (
+                m["model"].as_str().unwrap().to_string(),
+                m["pass"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(checked, printed);
     std::fs::write(d.join("c.json"), c.to_string()).unwrap();
     // A classifier prune (accuracy drop and size), a workload (energy) and a command.
     frugal_json(
-        &["distill", "--data", "digits", "--arch", "student", "--epochs", "1", "--out", "s.safetensors", "--json"],
+        &[
+            "distill",
+            "--data",
+            "digits",
+            "--arch",
+            "student",
+            "--epochs",
+            "1",
+            "--out",
+            "s.safetensors",
+            "--json",
+        ],
         d,
     );
     let p = frugal_json(
-        &["prune", "s.safetensors", "p.safetensors", "--method", "magnitude", "--sparsity", "0.5", "--data", "digits", "--recover-epochs", "1", "--json"],
+        &[
+            "prune",
+            "s.safetensors",
+            "p.safetensors",
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--data",
+            "digits",
+            "--recover-epochs",
+            "1",
+            "--json",
+        ],
         d,
     );
     std::fs::write(d.join("p.json"), p.to_string()).unwrap();
     let w = frugal_json(
-        &["measure", "p.safetensors", "--data", "digits", "--queries", "50", "--repeats", "2", "--region", "FRA", "--json"],
+        &[
+            "measure",
+            "p.safetensors",
+            "--data",
+            "digits",
+            "--queries",
+            "50",
+            "--repeats",
+            "2",
+            "--region",
+            "FRA",
+            "--json",
+        ],
         d,
     );
     std::fs::write(d.join("w.json"), w.to_string()).unwrap();
@@ -2130,57 +2257,299 @@ fn policy_gate_reads_every_report_and_fails_closed() {
     old["schema_version"] = 2.into();
     std::fs::write(d.join("v2.json"), old.to_string()).unwrap();
     std::fs::write(d.join("bad.json"), "{not json").unwrap();
-    std::fs::write(d.join("partial.json"), r#"{"schema_version": 3, "report": "prune", "accuracy_drop_pt": 0.1}"#).unwrap();
+    std::fs::write(
+        d.join("partial.json"),
+        r#"{"schema_version": 3, "report": "prune", "accuracy_drop_pt": 0.1}"#,
+    )
+    .unwrap();
     let drop = p["accuracy_drop_pt"].as_f64().unwrap();
     let cases: Vec<(&str, &str, &[&str], i32, &str)> = vec![
         // Scoped tables, and a policy for another kind (exit 2, naming what it covers).
-        ("[classifier]\nmax_accuracy_drop_pt = 100\nmin_size_reduction = 1\n", "p.json", &[], 0, "1 of 1 models pass"),
-        ("[classifier]\nmin_size_reduction = 1000\n", "p.json", &[], 1, "FAIL [classifier] min_size_reduction"),
-        ("[language_model]\nmax_kld = 0.1\n", "p.json", &[], 2, "its clauses cover only language_model"),
-        ("[language_model]\nmax_kld = 0.1\n[encoder]\nmin_cosine_similarity = 0.9\n", "o/report.json", &[], 2, "only language_model, encoder"),
-        ("[classifier]\nmax_accuracy_drop_pt = 1\n", "m.json", &[], 2, "does not say what kind"),
-        ("max_accuracy_drop_pt = 0.1\n[classifier]\nmax_accuracy_drop_pt = 100\n", "p.json", &[], 0, "[classifier] max_accuracy_drop_pt"),
+        (
+            "[classifier]\nmax_accuracy_drop_pt = 100\nmin_size_reduction = 1\n",
+            "p.json",
+            &[],
+            0,
+            "1 of 1 models pass",
+        ),
+        (
+            "[classifier]\nmin_size_reduction = 1000\n",
+            "p.json",
+            &[],
+            1,
+            "FAIL [classifier] min_size_reduction",
+        ),
+        (
+            "[language_model]\nmax_kld = 0.1\n",
+            "p.json",
+            &[],
+            2,
+            "its clauses cover only language_model",
+        ),
+        (
+            "[language_model]\nmax_kld = 0.1\n[encoder]\nmin_cosine_similarity = 0.9\n",
+            "o/report.json",
+            &[],
+            2,
+            "only language_model, encoder",
+        ),
+        (
+            "[classifier]\nmax_accuracy_drop_pt = 1\n",
+            "m.json",
+            &[],
+            2,
+            "does not say what kind",
+        ),
+        (
+            "max_accuracy_drop_pt = 0.1\n[classifier]\nmax_accuracy_drop_pt = 100\n",
+            "p.json",
+            &[],
+            0,
+            "[classifier] max_accuracy_drop_pt",
+        ),
         // A figure the report lacks fails, naming it.
-        ("max_kld = 0.1\n", "p.json", &[], 1, "missing figure: mean KL divergence"),
-        ("max_wh_per_1k_queries = \"1 kWh\"\n", "p.json", &[], 1, "missing figure: energy per 1,000 queries"),
-        ("max_break_even_queries = \"5 M\"\n", "w.json", &[], 1, "missing figure: queries after which"),
-        ("require_eu_ai_act_fields = true\n", "w.json", &[], 1, "missing figure: the report's eu_ai_act block"),
-        ("min_cosine_similarity = 0.9\n", "o/report.json", &[], 1, "0 of 5 models pass"),
-        ("max_sci = \"1 kg\"\n", "p.json", &[], 1, "missing figure: SCI"),
+        (
+            "max_kld = 0.1\n",
+            "p.json",
+            &[],
+            1,
+            "missing figure: mean KL divergence",
+        ),
+        (
+            "max_wh_per_1k_queries = \"1 kWh\"\n",
+            "p.json",
+            &[],
+            1,
+            "missing figure: energy per 1,000 queries",
+        ),
+        (
+            "max_break_even_queries = \"5 M\"\n",
+            "w.json",
+            &[],
+            1,
+            "missing figure: queries after which",
+        ),
+        (
+            "require_eu_ai_act_fields = true\n",
+            "w.json",
+            &[],
+            1,
+            "missing figure: the report's eu_ai_act block",
+        ),
+        (
+            "min_cosine_similarity = 0.9\n",
+            "o/report.json",
+            &[],
+            1,
+            "0 of 5 models pass",
+        ),
+        (
+            "max_sci = \"1 kg\"\n",
+            "p.json",
+            &[],
+            1,
+            "missing figure: SCI",
+        ),
         ("max_sci = \"1 kg\"\n", "w.json", &[], 0, "PASS max_sci"),
         // Figures and units.
-        ("max_wh_per_1k_queries = \"1 kWh\"\n", "w.json", &[], 0, "PASS max_wh_per_1k_queries"),
-        ("max_wh_per_1k_queries = \"1e-9 mWh\"\n", "w.json", &[], 1, "FAIL max_wh_per_1k_queries"),
-        ("max_gco2e_per_1k_queries = \"1 kg\"\n", "w.json", &[], 0, "PASS max_gco2e_per_1k_queries"),
-        ("region = \"FRA\"\npue = 1.5\nmax_gco2e_per_1k_queries = \"1 kg\"\n", "w.json", &[], 0, "PUE 1.5"),
-        ("max_wh_per_1k_queries = \"1 kWh\"\n", "m.json", &[], 0, "PASS max_wh_per_1k_queries"),
-        ("require_measured_energy = true\n", "w.json", &[], i32::from(estimated), if estimated { "some figures are estimates" } else { "every figure measured" }),
-        ("require_eu_ai_act_fields = true\n", "m.json", &[], 1, "missing training_compute_flops"),
-        ("label_wh_per_1k_queries = [0.01, 0.1, 1, 10]\nmin_size_reduction = 1\n", "p.json", &[], 0, "1 of 1 models pass"),
+        (
+            "max_wh_per_1k_queries = \"1 kWh\"\n",
+            "w.json",
+            &[],
+            0,
+            "PASS max_wh_per_1k_queries",
+        ),
+        (
+            "max_wh_per_1k_queries = \"1e-9 mWh\"\n",
+            "w.json",
+            &[],
+            1,
+            "FAIL max_wh_per_1k_queries",
+        ),
+        (
+            "max_gco2e_per_1k_queries = \"1 kg\"\n",
+            "w.json",
+            &[],
+            0,
+            "PASS max_gco2e_per_1k_queries",
+        ),
+        (
+            "region = \"FRA\"\npue = 1.5\nmax_gco2e_per_1k_queries = \"1 kg\"\n",
+            "w.json",
+            &[],
+            0,
+            "PUE 1.5",
+        ),
+        (
+            "max_wh_per_1k_queries = \"1 kWh\"\n",
+            "m.json",
+            &[],
+            0,
+            "PASS max_wh_per_1k_queries",
+        ),
+        (
+            "require_measured_energy = true\n",
+            "w.json",
+            &[],
+            i32::from(estimated),
+            if estimated {
+                "some figures are estimates"
+            } else {
+                "every figure measured"
+            },
+        ),
+        (
+            "require_eu_ai_act_fields = true\n",
+            "m.json",
+            &[],
+            1,
+            "missing training_compute_flops",
+        ),
+        (
+            "label_wh_per_1k_queries = [0.01, 0.1, 1, 10]\nmin_size_reduction = 1\n",
+            "p.json",
+            &[],
+            0,
+            "1 of 1 models pass",
+        ),
         // --model picks one of several.
-        ("[classifier]\nmin_size_reduction = 2\n", "o/report.json", &["--model", "student-int8"], 0, "student-int8 (classifier): PASS"),
-        ("[classifier]\nmin_size_reduction = 2\n", "o/report.json", &["--model", "nope"], 2, "holds no such model (it holds: student-labels"),
+        (
+            "[classifier]\nmin_size_reduction = 2\n",
+            "o/report.json",
+            &["--model", "student-int8"],
+            0,
+            "student-int8 (classifier): PASS",
+        ),
+        (
+            "[classifier]\nmin_size_reduction = 2\n",
+            "o/report.json",
+            &["--model", "nope"],
+            2,
+            "holds no such model (it holds: student-labels",
+        ),
         // Bad policies (line and key named).
         ("max_kld = \n", "p.json", &[], 2, "p.toml:1: (syntax)"),
-        ("name = \"x\"\nmax_kdl = 0.1\n", "p.json", &[], 2, "p.toml:2: max_kdl: unknown clause"),
-        ("\nmax_wh_per_1k_queries = \"5 g\"\n", "p.json", &[], 2, "p.toml:2: max_wh_per_1k_queries: wrong unit `g`"),
-        ("max_kld = \"high\"\n", "p.json", &[], 2, "p.toml:1: max_kld: `high` is not a number"),
-        ("require_measured_energy = \"yes\"\n", "p.json", &[], 2, "require_measured_energy: expects true or false"),
-        ("region = \"Atlantis\"\nmax_kld = 1\n", "p.json", &[], 2, "p.toml:1: region: region `Atlantis`"),
-        ("pue = 0.5\nmax_kld = 1\n", "p.json", &[], 2, "p.toml:1: pue: must be a number of at least 1"),
-        ("max_kld = -1\n", "p.json", &[], 2, "max_kld: limit -1 must be a finite, non-negative"),
-        ("max_break_even_queries = \"5 kWh\"\n", "p.json", &[], 2, "p.toml:1: max_break_even_queries: wrong unit `kWh`"),
-        ("max_kld = 0.1\nlabel_wh_per_1k_queries = [1, 0.1, 2, 3]\n", "p.json", &[], 2, "p.toml:2: label_wh_per_1k_queries: bounds"),
-        ("[classifier]\nregion = \"FRA\"\n", "p.json", &[], 2, "p.toml:2: region: is a setting of the whole policy"),
+        (
+            "name = \"x\"\nmax_kdl = 0.1\n",
+            "p.json",
+            &[],
+            2,
+            "p.toml:2: max_kdl: unknown clause",
+        ),
+        (
+            "\nmax_wh_per_1k_queries = \"5 g\"\n",
+            "p.json",
+            &[],
+            2,
+            "p.toml:2: max_wh_per_1k_queries: wrong unit `g`",
+        ),
+        (
+            "max_kld = \"high\"\n",
+            "p.json",
+            &[],
+            2,
+            "p.toml:1: max_kld: `high` is not a number",
+        ),
+        (
+            "require_measured_energy = \"yes\"\n",
+            "p.json",
+            &[],
+            2,
+            "require_measured_energy: expects true or false",
+        ),
+        (
+            "region = \"Atlantis\"\nmax_kld = 1\n",
+            "p.json",
+            &[],
+            2,
+            "p.toml:1: region: region `Atlantis`",
+        ),
+        (
+            "pue = 0.5\nmax_kld = 1\n",
+            "p.json",
+            &[],
+            2,
+            "p.toml:1: pue: must be a number of at least 1",
+        ),
+        (
+            "max_kld = -1\n",
+            "p.json",
+            &[],
+            2,
+            "max_kld: limit -1 must be a finite, non-negative",
+        ),
+        (
+            "max_break_even_queries = \"5 kWh\"\n",
+            "p.json",
+            &[],
+            2,
+            "p.toml:1: max_break_even_queries: wrong unit `kWh`",
+        ),
+        (
+            "max_kld = 0.1\nlabel_wh_per_1k_queries = [1, 0.1, 2, 3]\n",
+            "p.json",
+            &[],
+            2,
+            "p.toml:2: label_wh_per_1k_queries: bounds",
+        ),
+        (
+            "[classifier]\nregion = \"FRA\"\n",
+            "p.json",
+            &[],
+            2,
+            "p.toml:2: region: is a setting of the whole policy",
+        ),
         ("region = \"FRA\"\n", "p.json", &[], 2, "checks nothing"),
         // Reports that are not what Frugal writes.
-        ("min_size_reduction = 1\n", "edited.json", &[], 2, "not a `prune` report as Frugal writes it"),
-        ("min_size_reduction = 1\n", "extra.json", &[], 2, "`quality_ok` differs"),
-        ("min_size_reduction = 1\n", "v2.json", &[], 2, "schema version 2"),
-        ("min_size_reduction = 1\n", "partial.json", &[], 2, "not a `prune` report"),
-        ("min_size_reduction = 1\n", "bad.json", &[], 2, "not a JSON report"),
-        ("min_size_reduction = 1\n", "c.json", &[], 2, "holds verdicts, not figures"),
-        ("min_size_reduction = 1\n", "absent.json", &[], 2, "absent.json"),
+        (
+            "min_size_reduction = 1\n",
+            "edited.json",
+            &[],
+            2,
+            "not a `prune` report as Frugal writes it",
+        ),
+        (
+            "min_size_reduction = 1\n",
+            "extra.json",
+            &[],
+            2,
+            "`quality_ok` differs",
+        ),
+        (
+            "min_size_reduction = 1\n",
+            "v2.json",
+            &[],
+            2,
+            "schema version 2",
+        ),
+        (
+            "min_size_reduction = 1\n",
+            "partial.json",
+            &[],
+            2,
+            "not a `prune` report",
+        ),
+        (
+            "min_size_reduction = 1\n",
+            "bad.json",
+            &[],
+            2,
+            "not a JSON report",
+        ),
+        (
+            "min_size_reduction = 1\n",
+            "c.json",
+            &[],
+            2,
+            "holds verdicts, not figures",
+        ),
+        (
+            "min_size_reduction = 1\n",
+            "absent.json",
+            &[],
+            2,
+            "absent.json",
+        ),
     ];
     assert!(cases.len() >= 30);
     for (policy, report, extra, code, needle) in &cases {
@@ -2193,11 +2562,22 @@ fn policy_gate_reads_every_report_and_fails_closed() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(out.status.code(), Some(*code), "{policy:?} on {report}: {text}");
-        assert!(text.contains(needle), "{policy:?} on {report}: want `{needle}` in:\n{text}");
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{policy:?} on {report}: {text}"
+        );
+        assert!(
+            text.contains(needle),
+            "{policy:?} on {report}: want `{needle}` in:\n{text}"
+        );
     }
     // The figure read is the report's own.
-    std::fs::write(d.join("p.toml"), "[classifier]\nmax_accuracy_drop_pt = 100\n").unwrap();
+    std::fs::write(
+        d.join("p.toml"),
+        "[classifier]\nmax_accuracy_drop_pt = 100\n",
+    )
+    .unwrap();
     let v = common::report(&frugal(&["check", "--policy", "p.toml", "p.json", "--json"], d).stdout);
     assert_eq!(v["models"][0]["clauses"][0]["value"].as_f64(), Some(drop));
     // The shipped profiles: the default and strict ones serve a classifier, the EU one a
@@ -2211,11 +2591,19 @@ fn policy_gate_reads_every_report_and_fails_closed() {
     ] {
         let p = root.join(name);
         let out = frugal(&["check", "--policy", p.to_str().unwrap(), report], d);
-        assert_eq!(out.status.code(), Some(code), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     let list = frugal(&["check", "--list"], d);
     let list = String::from_utf8_lossy(&list.stdout);
-    assert!(list.contains("max_sci") && list.contains("[language_model]"), "{list}");
+    assert!(
+        list.contains("max_sci") && list.contains("[language_model]"),
+        "{list}"
+    );
 }
 
 /// Renders a page in a real headless Chromium (`scripts/test` installs Debian's as root;
@@ -2337,9 +2725,17 @@ fn decode_png(png: &[u8]) -> (usize, usize, Vec<u8>) {
         let filter = raw[y * (stride + 1)];
         let line = &raw[y * (stride + 1) + 1..(y + 1) * (stride + 1)];
         for x in 0..stride {
-            let a = if x >= channels { img[y * stride + x - channels] } else { 0 } as i32;
+            let a = if x >= channels {
+                img[y * stride + x - channels]
+            } else {
+                0
+            } as i32;
             let b = if y > 0 { img[(y - 1) * stride + x] } else { 0 } as i32;
-            let c = if x >= channels && y > 0 { img[(y - 1) * stride + x - channels] } else { 0 } as i32;
+            let c = if x >= channels && y > 0 {
+                img[(y - 1) * stride + x - channels]
+            } else {
+                0
+            } as i32;
             let pred = match filter {
                 0 => 0,
                 1 => a,
@@ -2348,7 +2744,13 @@ fn decode_png(png: &[u8]) -> (usize, usize, Vec<u8>) {
                 4 => {
                     let p = a + b - c;
                     let (pa, pb, pc) = ((p - a).abs(), (p - b).abs(), (p - c).abs());
-                    if pa <= pb && pa <= pc { a } else if pb <= pc { b } else { c }
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
                 }
                 f => panic!("PNG filter {f}"),
             };

@@ -473,8 +473,16 @@ fn the_gate_fails_closed_on_bad_reports_and_policies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("p.toml"), "max_wh_per_1k_queries = \"1 kWh\"\n").unwrap();
-    let real = frugal_within(20, &["measure", "--json", "--queries", "10", "--", "true"], d);
-    assert!(real.status.success(), "{}", String::from_utf8_lossy(&real.stderr));
+    let real = frugal_within(
+        20,
+        &["measure", "--json", "--queries", "10", "--", "true"],
+        d,
+    );
+    assert!(
+        real.status.success(),
+        "{}",
+        String::from_utf8_lossy(&real.stderr)
+    );
     let real: serde_json::Value = serde_json::from_slice(&real.stdout).unwrap();
     let with = |k: &str, v: serde_json::Value| {
         let mut r = real.clone();
@@ -483,8 +491,14 @@ fn the_gate_fails_closed_on_bad_reports_and_policies() {
     };
     for (report, needle) in [
         (with("wh", "5".into()), "not a `measure` report"),
-        (with("wh", serde_json::Value::Null), "not a `measure` report"),
-        (with("wh", serde_json::json!([0.01])), "not a `measure` report"),
+        (
+            with("wh", serde_json::Value::Null),
+            "not a `measure` report",
+        ),
+        (
+            with("wh", serde_json::json!([0.01])),
+            "not a `measure` report",
+        ),
         ("{\"kld\": {\"mean\": 0.01}}".into(), "no `schema_version`"),
         ("{}".into(), "no `schema_version`"),
         ("[]".into(), "expected a JSON object"),
@@ -497,7 +511,11 @@ fn the_gate_fails_closed_on_bad_reports_and_policies() {
     }
     std::fs::write(d.join("r.json"), real.to_string()).unwrap();
     let out = frugal_within(20, &["check", "--policy", "p.toml", "r.json"], d);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     for empty in ["", "region = \"FRA\"\n"] {
         std::fs::write(d.join("e.toml"), empty).unwrap();
         let out = frugal_within(20, &["check", "--policy", "e.toml", "r.json"], d);

@@ -415,31 +415,6 @@ pub fn batch_tensors(
     ))
 }
 
-/// The logits (`[indices.len(), n_classes]`, flat) for `indices` of a data set, in batches,
-/// through the hand-written forward pass of [`crate::cnn_kernels`] (int8/int4 weights are
-/// decoded once, up front).
-pub fn logits(
-    model: &Cnn,
-    set: &frugal_formats::idx::ImageSet,
-    indices: &[usize],
-    batch: usize,
-) -> Result<Vec<f32>> {
-    let params = model.flat_parameters()?;
-    let mut ws = crate::cnn_kernels::Workspace::default();
-    let mut out = Vec::with_capacity(indices.len() * model.config.n_classes);
-    for chunk in indices.chunks(batch.max(1)) {
-        let (x, _) = batch_pixels(set, chunk);
-        out.extend_from_slice(crate::cnn_kernels::forward(
-            &model.config,
-            &params,
-            &x,
-            chunk.len(),
-            &mut ws,
-        ));
-    }
-    Ok(out)
-}
-
 /// The logits for `indices` of a data set as the model is served ([`crate::cnn_infer`]: int8
 /// weights through integer products, F32 ones in F32), in batches on the caller's thread.
 pub fn served_logits(
@@ -457,7 +432,7 @@ pub fn served_logits(
     Ok(out)
 }
 
-/// Predicted classes for `indices` of a data set ([`logits`], then the first maximum).
+/// Predicted classes for `indices` of a data set ([`served_logits`], then the first maximum).
 pub fn predict(
     model: &Cnn,
     set: &frugal_formats::idx::ImageSet,
@@ -465,7 +440,7 @@ pub fn predict(
     batch: usize,
 ) -> Result<Vec<u32>> {
     let k = model.config.n_classes;
-    Ok(logits(model, set, indices, batch)?
+    Ok(served_logits(model, set, indices, batch)?
         .chunks(k)
         .map(|row| argmax(row) as u32)
         .collect())

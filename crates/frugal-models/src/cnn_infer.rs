@@ -157,7 +157,9 @@ impl CnnInference {
                 .chunks_exact(k)
                 .zip(s)
                 .zip(w.chunks_exact(k))
-                .all(|((qr, &sc), wr)| qr.iter().zip(wr).all(|(&qi, &wi)| f32::from(qi) * sc == wi));
+                .all(|((qr, &sc), wr)| {
+                    qr.iter().zip(wr).all(|(&qi, &wi)| f32::from(qi) * sc == wi)
+                });
             same.then(|| (q.to_vec(), s.to_vec()))
         };
         let mut convs = Vec::new();
@@ -165,9 +167,14 @@ impl CnnInference {
         for (l, &o) in cfg.conv_channels.iter().enumerate() {
             let w = &params[2 * l];
             let k = 9 * c;
-            let reorder = |w: &[f32]| -> Vec<f32> { w.chunks_exact(k).flat_map(|r| patch_order(r, c)).collect() };
+            let reorder = |w: &[f32]| -> Vec<f32> {
+                w.chunks_exact(k).flat_map(|r| patch_order(r, c)).collect()
+            };
             let q = int8(&format!("conv{l}.weight"), w).map(|(q, s)| {
-                (q.chunks_exact(k).flat_map(|r| patch_order(r, c)).collect(), s)
+                (
+                    q.chunks_exact(k).flat_map(|r| patch_order(r, c)).collect(),
+                    s,
+                )
             });
             convs.push(Layer::new(reorder(w), params[2 * l + 1].clone(), k, q));
             c = o;
@@ -249,14 +256,15 @@ impl CnnInference {
             let (ph, pw, op) = (h / 2, w / 2, layer.op);
             b.pooled.clear();
             b.pooled.resize(batch * ph * pw * o, 0.0);
-            for (a, p) in b
-                .y
-                .chunks_exact(h * w * op)
-                .zip(b.pooled.chunks_exact_mut(ph * pw * o))
+            for (a, p) in
+                b.y.chunks_exact(h * w * op)
+                    .zip(b.pooled.chunks_exact_mut(ph * pw * o))
             {
                 for py in 0..ph {
                     for px in 0..pw {
-                        let at = |dy: usize, dx: usize| &a[((2 * py + dy) * w + 2 * px + dx) * op..][..o];
+                        let at = |dy: usize, dx: usize| {
+                            &a[((2 * py + dy) * w + 2 * px + dx) * op..][..o]
+                        };
                         let (v0, v1, v2, v3) = (at(0, 0), at(0, 1), at(1, 0), at(1, 1));
                         let dst = &mut p[(py * pw + px) * o..][..o];
                         for ci in 0..o {
@@ -371,10 +379,13 @@ mod tests {
         let q = Cnn { int8, ..q };
         let mut i8 = CnnInference::new(&q).unwrap();
         assert!(i8.is_integer());
-        let decoded = CnnInference::new(&Cnn { int8: Vec::new(), ..q.clone() })
-            .unwrap()
-            .forward(&x, 5)
-            .to_vec();
+        let decoded = CnnInference::new(&Cnn {
+            int8: Vec::new(),
+            ..q.clone()
+        })
+        .unwrap()
+        .forward(&x, 5)
+        .to_vec();
         let served = i8.forward(&x, 5).to_vec();
         let scale = decoded.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (a, b) in served.iter().zip(&decoded) {

@@ -74,7 +74,17 @@ pub fn matmul_strided(
     rhs_strides: (usize, usize),
 ) {
     let parallel = mnk.0 * mnk.1 * mnk.2 >= 1 << 16;
-    gemm_checked(mnk, dst, dst_rs, acc, lhs, lhs_strides, rhs, rhs_strides, parallel);
+    gemm_checked(
+        mnk,
+        dst,
+        dst_rs,
+        acc,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        parallel,
+    );
 }
 
 /// [`matmul`] on the caller's thread whatever its size (a single query served: waking other
@@ -89,7 +99,17 @@ pub fn matmul_on_caller(
     rhs: &[f32],
     rhs_strides: (usize, usize),
 ) {
-    gemm_checked(mnk, dst, mnk.1, acc, lhs, lhs_strides, rhs, rhs_strides, false);
+    gemm_checked(
+        mnk,
+        dst,
+        mnk.1,
+        acc,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        false,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -141,7 +141,10 @@ impl Report {
             );
         }
         for v in &self.versus_source {
-            t += &format!("  vs source {:18} against {}: {}\n", v.model, v.source, v.verdict);
+            t += &format!(
+                "  vs source {:18} against {}: {}\n",
+                v.model, v.source, v.verdict
+            );
         }
         for c in &self.check {
             t += &format!("  policy   {:18} {}\n", c.model, c.summary());
@@ -328,7 +331,10 @@ pub fn run(
                 .map(|c| format!("{} ({})", c.model, c.failed().join(", ")))
                 .collect();
             if !failing.is_empty() {
-                reasons.push(format!("Not shipped, failing the policy: {}.", failing.join("; ")));
+                reasons.push(format!(
+                    "Not shipped, failing the policy: {}.",
+                    failing.join("; ")
+                ));
             }
             frugal_report::html::Verdict {
                 ship: Some(r.model.clone()),
@@ -475,7 +481,10 @@ fn break_even(models: &[classifier::ModelRecord], energies: &[ModelEnergy]) -> V
 }
 
 /// Each model made from another against its source, energy per query.
-fn versus_source(models: &[classifier::ModelRecord], energies: &[ModelEnergy]) -> Vec<VersusSource> {
+fn versus_source(
+    models: &[classifier::ModelRecord],
+    energies: &[ModelEnergy],
+) -> Vec<VersusSource> {
     models
         .iter()
         .zip(energies)

@@ -16,7 +16,7 @@ use crate::Error;
 use frugal_energy::EnergyReport;
 use frugal_eval::encoder::EncoderEvalReport;
 use frugal_eval::LmEvalReport;
-use frugal_report::metrics::{Figure, Metrics, ModelKind, Subject};
+use frugal_report::metrics::{Metrics, ModelKind, Subject};
 use serde_json::Value;
 use std::path::Path;
 
@@ -138,21 +138,36 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
             energy(&mut m, &q.energy, "energy");
             match &q.report {
                 quantize::QuantizeOutcome::LanguageModel(s) => {
-                    size(&mut m, s.quantize.input_bytes, s.quantize.output_bytes, "quantize.");
+                    size(
+                        &mut m,
+                        s.quantize.input_bytes,
+                        s.quantize.output_bytes,
+                        "quantize.",
+                    );
                     if let Some(e) = &s.quality {
                         lm_quality(&mut m, e, "quality.");
                     }
                     one(&s.quantize.output, Some(LanguageModel), m)
                 }
                 quantize::QuantizeOutcome::Encoder(s) => {
-                    size(&mut m, s.quantize.input_bytes, s.quantize.output_bytes, "quantize.");
+                    size(
+                        &mut m,
+                        s.quantize.input_bytes,
+                        s.quantize.output_bytes,
+                        "quantize.",
+                    );
                     if let Some(e) = &s.quality {
                         encoder_quality(&mut m, e, "quality.");
                     }
                     one(&s.quantize.output, Some(Encoder), m)
                 }
                 quantize::QuantizeOutcome::Classifier { quantize } => {
-                    size(&mut m, quantize.input_bytes, quantize.output_bytes, "quantize.");
+                    size(
+                        &mut m,
+                        quantize.input_bytes,
+                        quantize.output_bytes,
+                        "quantize.",
+                    );
                     one(&quantize.output, Some(Classifier), m)
                 }
                 quantize::QuantizeOutcome::ClassifierPlanned { quantize } => {
@@ -180,7 +195,11 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
                 }
                 prune::PruneOutcome::Classifier(s) => {
                     size(&mut m, s.input_bytes, s.output_bytes, "");
-                    m.accuracy_drop_pt = Figure::new(s.accuracy_drop_pt, "accuracy_drop_pt");
+                    m.set(
+                        "max_accuracy_drop_pt",
+                        s.accuracy_drop_pt,
+                        "accuracy_drop_pt",
+                    );
                     one(&s.output, Some(Classifier), m)
                 }
             }
@@ -197,7 +216,8 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
                 }
                 distill::DistillOutcome::Classifier(s) => {
                     if let Some(t) = &s.teacher_eval {
-                        m.accuracy_drop_pt = Figure::new(
+                        m.set(
+                            "max_accuracy_drop_pt",
                             t.accuracy_pct - s.eval.accuracy_pct,
                             "teacher_eval.accuracy_pct - eval.accuracy_pct",
                         );
@@ -213,14 +233,15 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
                 tune::TuneOutcome::LanguageModel(r) => {
                     size(&mut m, r.input_bytes, r.output_bytes, "");
                     let q = &r.quality;
-                    m.kld = Figure::new(q.kld.mean, "quality.kld.mean");
+                    m.set("max_kld", q.kld.mean, "quality.kld.mean");
                     ppl_increase(&mut m, q.ppl, q.kld.reference_ppl, "quality.");
                     one(&r.output, Some(LanguageModel), m)
                 }
                 tune::TuneOutcome::Classifier(r) => {
                     size(&mut m, r.input_bytes, r.output_bytes, "");
                     let q = &r.quality;
-                    m.accuracy_drop_pt = Figure::new(
+                    m.set(
+                        "max_accuracy_drop_pt",
                         q.reference_accuracy_pct - q.accuracy_pct,
                         "quality.reference_accuracy_pct - quality.accuracy_pct",
                     );
@@ -238,9 +259,9 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
             let mut m = Metrics::default();
             energy(&mut m, &r.energy, "energy");
             if let Some(p) = &r.per_1k_queries {
-                m.wh_per_1k_queries = Figure::new(p.wh, "per_1k_queries.wh");
+                m.set("max_wh_per_1k_queries", p.wh, "per_1k_queries.wh");
                 if let Some(g) = p.gco2e {
-                    m.gco2e_per_1k_queries = Figure::new(g, "per_1k_queries.gco2e");
+                    m.set("max_gco2e_per_1k_queries", g, "per_1k_queries.gco2e");
                 }
             }
             m.eu_ai_act_missing = Some(r.eu_ai_act.missing());
@@ -263,14 +284,15 @@ fn workload_kind(w: &WorkloadReport) -> Option<ModelKind> {
 
 fn lm_quality(m: &mut Metrics, q: &LmEvalReport, at: &str) {
     if let Some(k) = &q.result.kld {
-        m.kld = Figure::new(k.mean, format!("{at}kld.mean"));
+        m.set("max_kld", k.mean, format!("{at}kld.mean"));
         ppl_increase(m, q.result.ppl, k.reference_ppl, at);
     }
 }
 
 fn ppl_increase(m: &mut Metrics, ppl: f64, reference: f64, at: &str) {
     if reference > 0.0 {
-        m.ppl_increase_pct = Figure::new(
+        m.set(
+            "max_ppl_increase_pct",
             100.0 * (ppl - reference) / reference,
             format!("{at}ppl vs {at}kld.reference_ppl"),
         );
@@ -280,10 +302,11 @@ fn ppl_increase(m: &mut Metrics, ppl: f64, reference: f64, at: &str) {
 fn encoder_quality(m: &mut Metrics, q: &EncoderEvalReport, at: &str) {
     let r = &q.result;
     if let Some(c) = r.cosine_mean {
-        m.cosine_mean = Figure::new(c, format!("{at}cosine_mean"));
+        m.set("min_cosine_similarity", c, format!("{at}cosine_mean"));
     }
     if let Some(reference) = r.reference_knn_accuracy_pct {
-        m.accuracy_drop_pt = Figure::new(
+        m.set(
+            "max_accuracy_drop_pt",
             reference - r.knn_accuracy_pct,
             format!("{at}reference_knn_accuracy_pct - {at}knn_accuracy_pct"),
         );
@@ -292,7 +315,8 @@ fn encoder_quality(m: &mut Metrics, q: &EncoderEvalReport, at: &str) {
 
 fn size(m: &mut Metrics, input: u64, output: u64, at: &str) {
     if output > 0 {
-        m.size_reduction = Figure::new(
+        m.set(
+            "min_size_reduction",
             input as f64 / output as f64,
             format!("{at}input_bytes / {at}output_bytes"),
         );
@@ -301,7 +325,11 @@ fn size(m: &mut Metrics, input: u64, output: u64, at: &str) {
 
 /// Adds an energy record's provenance: every figure measured only if every record's is.
 fn energy(m: &mut Metrics, e: &EnergyReport, at: &str) {
-    add_measured(m, !e.sources.is_empty() && e.all_measured(), &format!("{at}.sources"));
+    add_measured(
+        m,
+        !e.sources.is_empty() && e.all_measured(),
+        &format!("{at}.sources"),
+    );
 }
 
 fn add_measured(m: &mut Metrics, measured: bool, at: &str) {
@@ -313,12 +341,20 @@ fn add_measured(m: &mut Metrics, measured: bool, at: &str) {
 
 fn workload(m: &mut Metrics, w: &WorkloadReport, at: &str) {
     let p = &w.per_1k_queries;
-    m.wh_per_1k_queries = Figure::new(p.wh, format!("{at}per_1k_queries.wh"));
+    m.set(
+        "max_wh_per_1k_queries",
+        p.wh,
+        format!("{at}per_1k_queries.wh"),
+    );
     if let Some(g) = p.gco2e {
-        m.gco2e_per_1k_queries = Figure::new(g, format!("{at}per_1k_queries.gco2e"));
+        m.set(
+            "max_gco2e_per_1k_queries",
+            g,
+            format!("{at}per_1k_queries.gco2e"),
+        );
     }
     if let Some(s) = p.sci_gco2e {
-        m.sci_per_1k_queries = Figure::new(s, format!("{at}per_1k_queries.sci_gco2e"));
+        m.set("max_sci", s, format!("{at}per_1k_queries.sci_gco2e"));
     }
     if let Some(b) = &w.break_even {
         break_even(m, b, &format!("{at}break_even"));
@@ -328,7 +364,7 @@ fn workload(m: &mut Metrics, w: &WorkloadReport, at: &str) {
 
 fn break_even(m: &mut Metrics, b: &BreakEvenRecord, at: &str) {
     match b.queries {
-        Some(q) => m.break_even_queries = Figure::new(q, format!("{at}.queries")),
+        Some(q) => m.set("max_break_even_queries", q, format!("{at}.queries")),
         None => {
             m.absent.insert(
                 "max_break_even_queries",
@@ -358,7 +394,8 @@ pub fn recipe_subjects(r: &RecipeReport) -> Vec<Subject> {
         let mut m = Metrics::default();
         if let Some(o) = original {
             if bytes > 0 {
-                m.size_reduction = Figure::new(
+                m.set(
+                    "min_size_reduction",
                     o as f64 / bytes as f64,
                     format!("the recipe model's bytes / {at}output_bytes"),
                 );
@@ -373,7 +410,7 @@ pub fn recipe_subjects(r: &RecipeReport) -> Vec<Subject> {
                 continue;
             }
             match &later.result {
-                StepResult::Eval(q) if m.kld.is_none() => {
+                StepResult::Eval(q) if m.get("max_kld").is_none() => {
                     lm_quality(&mut m, q, &format!("steps[{j}].result."))
                 }
                 StepResult::Measure(w) => workload(&mut m, w, &format!("steps[{j}].result.")),
@@ -412,25 +449,23 @@ pub fn embedded_subjects(r: &crate::Report) -> Vec<Subject> {
         .enumerate()
         .skip(1)
         .map(|(i, s)| {
-            let mut m = Metrics {
-                accuracy_drop_pt: Figure::new(
-                    teacher.eval.accuracy_pct - s.eval.accuracy_pct,
-                    format!("classifier.models[0].eval.accuracy_pct - classifier.models[{i}].eval.accuracy_pct"),
-                ),
-                size_reduction: (s.file_bytes > 0)
-                    .then(|| Figure::new(
-                        teacher.file_bytes as f64 / s.file_bytes as f64,
-                        format!("classifier.models[0].file_bytes / classifier.models[{i}].file_bytes"),
-                    ))
-                    .flatten(),
-                ..Metrics::default()
-            };
+            let mut m = Metrics::default();
+            m.set(
+                "max_accuracy_drop_pt",
+                teacher.eval.accuracy_pct - s.eval.accuracy_pct,
+                format!("classifier.models[0].eval.accuracy_pct - classifier.models[{i}].eval.accuracy_pct"),
+            );
+            if s.file_bytes > 0 {
+                m.set(
+                    "min_size_reduction",
+                    teacher.file_bytes as f64 / s.file_bytes as f64,
+                    format!("classifier.models[0].file_bytes / classifier.models[{i}].file_bytes"),
+                );
+            }
             if let Some(e) = r.measure.iter().position(|e| e.model == s.name) {
                 let me = &r.measure[e];
-                m.wh_per_1k_queries = Figure::new(
-                    me.wh_per_1k_queries.mean,
-                    format!("measure[{e}].wh_per_1k_queries.mean"),
-                );
+                m.set("max_wh_per_1k_queries", me.wh_per_1k_queries.mean,
+                    format!("measure[{e}].wh_per_1k_queries.mean"),);
                 add_measured(&mut m, me.measured, &format!("measure[{e}].measured"));
             }
             if let Some(e) = &s.energy {
@@ -458,9 +493,15 @@ mod tests {
         let b = serde_json::json!({"a": {"b": [1.0, 2]}});
         assert_eq!(first_difference(&a, &b, String::new()), None);
         let c = serde_json::json!({"a": {"b": [1.0, 3]}});
-        assert_eq!(first_difference(&a, &c, String::new()).as_deref(), Some("a.b[1]"));
+        assert_eq!(
+            first_difference(&a, &c, String::new()).as_deref(),
+            Some("a.b[1]")
+        );
         let d = serde_json::json!({"a": {"b": [1, 2]}, "extra": 1});
-        assert_eq!(first_difference(&a, &d, String::new()).as_deref(), Some("extra"));
+        assert_eq!(
+            first_difference(&a, &d, String::new()).as_deref(),
+            Some("extra")
+        );
     }
 
     #[test]
@@ -469,13 +510,26 @@ mod tests {
             (&b"[]"[..], "expected a JSON object"),
             (b"{", "not a JSON report"),
             (b"{\"kld\": {\"mean\": 0.01}}", "no `schema_version`"),
-            (b"{\"schema_version\": 2, \"report\": \"eval\"}", "version 2"),
+            (
+                b"{\"schema_version\": 2, \"report\": \"eval\"}",
+                "version 2",
+            ),
             (b"{\"schema_version\": 3}", "no `report`"),
-            (b"{\"schema_version\": 3, \"report\": \"eval\", \"model\": \"m\"}", "not a `eval` report"),
-            (b"{\"schema_version\": 3, \"report\": \"nope\"}", "not a `nope` report"),
+            (
+                b"{\"schema_version\": 3, \"report\": \"eval\", \"model\": \"m\"}",
+                "not a `eval` report",
+            ),
+            (
+                b"{\"schema_version\": 3, \"report\": \"nope\"}",
+                "not a `nope` report",
+            ),
         ] {
             let e = parse(bytes).unwrap_err();
-            assert!(e.contains(needle), "{}: {e}", String::from_utf8_lossy(bytes));
+            assert!(
+                e.contains(needle),
+                "{}: {e}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 }

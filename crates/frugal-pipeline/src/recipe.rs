@@ -267,7 +267,11 @@ impl Recipe {
                 if !p.clauses_for(kind).iter().any(|c| c.is_limit()) {
                     return Err(bad(
                         path,
-                        format!("{at}: {} has no clause for language models (it covers {})", policy.display(), p.covers()),
+                        format!(
+                            "{at}: {} has no clause for language models (it covers {})",
+                            policy.display(),
+                            p.covers()
+                        ),
                     ));
                 }
             }

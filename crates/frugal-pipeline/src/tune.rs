@@ -68,10 +68,12 @@ impl QualityLimit {
     pub fn from_policy(p: &frugal_report::policy::Policy) -> Option<QualityLimit> {
         const LM: Option<frugal_report::metrics::ModelKind> =
             Some(frugal_report::metrics::ModelKind::LanguageModel);
-        p.number_for(LM, "max_kld").map(QualityLimit::MaxKld).or_else(|| {
-            p.number_for(LM, "max_ppl_increase_pct")
-                .map(QualityLimit::MaxPplIncreasePct)
-        })
+        p.number_for(LM, "max_kld")
+            .map(QualityLimit::MaxKld)
+            .or_else(|| {
+                p.number_for(LM, "max_ppl_increase_pct")
+                    .map(QualityLimit::MaxPplIncreasePct)
+            })
     }
 }
 

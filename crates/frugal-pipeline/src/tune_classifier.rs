@@ -169,7 +169,7 @@ struct Half {
 impl Half {
     fn judge(&self, model: &Cnn, set: &ImageSet) -> Result<Judged, Error> {
         let k = model.config.n_classes;
-        let l = frugal_models::cnn::logits(model, set, &self.idx, 256)
+        let l = frugal_models::cnn::served_logits(model, set, &self.idx, 256)
             .map_err(frugal_compress::Error::from)?;
         let acc = accuracy(&l, k, set, &self.idx);
         Ok(Judged {
@@ -384,7 +384,7 @@ pub fn tune_classifier(
             .filter(|(_, &h)| h == want)
             .map(|(&i, _)| i)
             .collect();
-        let l = frugal_models::cnn::logits(&model, &set, &idx, 256).map_err(ce)?;
+        let l = frugal_models::cnn::served_logits(&model, &set, &idx, 256).map_err(ce)?;
         Ok(Half {
             acc_ref: accuracy(&l, k, &set, &idx),
             p_ref: probs(&l, k),

@@ -124,7 +124,9 @@ pub struct EuAiAct {
 }
 
 /// What a measured command did: one row per name, with the name each standard gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Activity {
     PreTraining,
@@ -141,13 +143,55 @@ pub enum Activity {
 /// recorded as fine-tuning there (the document's comment names the activity); CycloneDX says
 /// `other` for it.
 const ACTIVITIES: &[(Activity, &str, SpdxList, &str, &str)] = &[
-    (Activity::PreTraining, "pre-training", SpdxList::Training, "training", "training"),
-    (Activity::Training, "training", SpdxList::Training, "training", "training"),
-    (Activity::FineTuning, "fine-tuning", SpdxList::Finetuning, "fine-tuning", "finetuning"),
-    (Activity::Distillation, "distillation", SpdxList::Training, "training", "training"),
-    (Activity::Quantization, "quantization", SpdxList::Finetuning, "other", "quantization"),
-    (Activity::Pruning, "pruning", SpdxList::Finetuning, "other", "pruning"),
-    (Activity::Inference, "inference", SpdxList::Inference, "inference", "inference"),
+    (
+        Activity::PreTraining,
+        "pre-training",
+        SpdxList::Training,
+        "training",
+        "training",
+    ),
+    (
+        Activity::Training,
+        "training",
+        SpdxList::Training,
+        "training",
+        "training",
+    ),
+    (
+        Activity::FineTuning,
+        "fine-tuning",
+        SpdxList::Finetuning,
+        "fine-tuning",
+        "finetuning",
+    ),
+    (
+        Activity::Distillation,
+        "distillation",
+        SpdxList::Training,
+        "training",
+        "training",
+    ),
+    (
+        Activity::Quantization,
+        "quantization",
+        SpdxList::Finetuning,
+        "other",
+        "quantization",
+    ),
+    (
+        Activity::Pruning,
+        "pruning",
+        SpdxList::Finetuning,
+        "other",
+        "pruning",
+    ),
+    (
+        Activity::Inference,
+        "inference",
+        SpdxList::Inference,
+        "inference",
+        "inference",
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -375,7 +419,8 @@ fn uuid_v4(salt: u64) -> String {
 fn decimal(x: f64) -> String {
     let s = format!("{:.12}", x.max(0.0));
     let s = s.trim_end_matches('0');
-    s.strip_suffix('.').map_or(s.to_string(), |t| format!("{t}.0"))
+    s.strip_suffix('.')
+        .map_or(s.to_string(), |t| format!("{t}.0"))
 }
 
 /// An SPDX 3.0.1 JSON-LD document.
@@ -523,7 +568,12 @@ pub fn spdx(r: &Record, stamp: &Stamp) -> Spdx {
                 element: element("document", format!("Energy record of {}", r.model), None),
                 profile_conformance: vec!["core", "software", "ai"],
                 root_element: vec![id("model")],
-                element_ids: vec![id("frugal-agent"), id("supplier"), id("frugal"), id("model")],
+                element_ids: vec![
+                    id("frugal-agent"),
+                    id("supplier"),
+                    id("frugal"),
+                    id("model"),
+                ],
             },
             SpdxNode::AiPackage(Box::new(SpdxAiPackage {
                 element: element(
@@ -794,21 +844,41 @@ mod tests {
         assert_eq!(s["@graph"][0]["created"], "2026-12-03T00:00:00Z");
         assert_eq!(decimal(2.5e-9), "0.000000002500".trim_end_matches('0'));
         assert_eq!(decimal(3.0), "3.0");
-        let c = serde_json::to_value(cyclonedx(&Record { grams: Some(19_210.0), ..r.clone() }, &stamp)).unwrap();
-        assert_eq!(c["serialNumber"], "urn:uuid:0f0e0d0c-0b0a-4908-8706-050403020100");
+        let c = serde_json::to_value(cyclonedx(
+            &Record {
+                grams: Some(19_210.0),
+                ..r.clone()
+            },
+            &stamp,
+        ))
+        .unwrap();
+        assert_eq!(
+            c["serialNumber"],
+            "urn:uuid:0f0e0d0c-0b0a-4908-8706-050403020100"
+        );
         let m = &c["components"][0];
         assert_eq!(m["type"], "machine-learning-model");
-        let ec = &m["modelCard"]["considerations"]["environmentalConsiderations"]["energyConsumptions"][0];
+        let ec = &m["modelCard"]["considerations"]["environmentalConsiderations"]
+            ["energyConsumptions"][0];
         assert_eq!(ec["activity"], "fine-tuning");
         assert!((ec["activityEnergyCost"]["value"].as_f64().unwrap() - 342.777_777_8).abs() < 1e-6);
         assert_eq!(ec["co2CostEquivalent"]["unit"], "tCO2eq");
         assert!((ec["co2CostEquivalent"]["value"].as_f64().unwrap() - 0.01921).abs() < 1e-12);
         // A quantization is fine-tuning to SPDX and `other` to CycloneDX.
-        let q = Record { training_type: Activity::Quantization, ..r };
+        let q = Record {
+            training_type: Activity::Quantization,
+            ..r
+        };
         let s = serde_json::to_value(spdx(&q, &stamp)).unwrap();
-        assert!(s["@graph"][5]["ai_energyConsumption"]["ai_finetuningEnergyConsumption"].is_array());
+        assert!(
+            s["@graph"][5]["ai_energyConsumption"]["ai_finetuningEnergyConsumption"].is_array()
+        );
         let c = serde_json::to_value(cyclonedx(&q, &stamp)).unwrap();
-        assert_eq!(c["components"][0]["modelCard"]["considerations"]["environmentalConsiderations"]["energyConsumptions"][0]["activity"], "other");
+        assert_eq!(
+            c["components"][0]["modelCard"]["considerations"]["environmentalConsiderations"]
+                ["energyConsumptions"][0]["activity"],
+            "other"
+        );
         let u = Stamp::now();
         assert_eq!(u.uuid.len(), 36);
         assert_eq!(&u.uuid[14..15], "4");

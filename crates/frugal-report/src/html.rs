@@ -116,7 +116,14 @@ pub fn place_labels(points: &[(i32, i32, String)], area: Rect) -> Vec<((i32, i32
         let mut best = None;
         'search: for step in 0..12 {
             let d = 8 + step * (h / 2 + 2);
-            for (dx, dy) in [(8, -h / 2 - d + 8), (8, d - 8), (-w - 8, -h / 2 - d + 8), (-w - 8, d - 8), (-w / 2, -h - d), (-w / 2, d)] {
+            for (dx, dy) in [
+                (8, -h / 2 - d + 8),
+                (8, d - 8),
+                (-w - 8, -h / 2 - d + 8),
+                (-w - 8, d - 8),
+                (-w / 2, -h - d),
+                (-w / 2, d),
+            ] {
                 let (lx, ly) = (x + dx, y + dy);
                 let r = (lx, ly, lx + w, ly + h);
                 let inside = r.0 >= area.0 && r.1 >= area.1 && r.2 <= area.2 && r.3 <= area.3;
@@ -209,7 +216,10 @@ fn scatter(title: &str, x_desc: &str, v: &View, xs: &[(usize, f64)], estimated: 
                     (px, py, v.variants[i].name.clone())
                 })
                 .collect();
-            for ((pos, _), (_, _, text)) in place_labels(&at, (tl.0, tl.1, br.0, br.1)).into_iter().zip(&at) {
+            for ((pos, _), (_, _, text)) in place_labels(&at, (tl.0, tl.1, br.0, br.1))
+                .into_iter()
+                .zip(&at)
+            {
                 root.draw(&Text::new(
                     text.clone(),
                     pos,
@@ -424,7 +434,10 @@ pub fn markdown(v: &View) -> String {
         }
         m.push('\n');
     }
-    m += &format!("| model | bytes | {} | Wh / 1,000 queries (95 % CI) | grade |\n|---|---:|---:|---:|:-:|\n", v.quality_label);
+    m += &format!(
+        "| model | bytes | {} | Wh / 1,000 queries (95 % CI) | grade |\n|---|---:|---:|---:|:-:|\n",
+        v.quality_label
+    );
     for x in &v.variants {
         let (e, g) = energy_cells(x, &v.label_thresholds);
         m.push_str(&format!(
@@ -473,10 +486,7 @@ pub fn html(v: &View) -> String {
         .filter_map(|x| x.wh_per_1k.map(|e| (x, e)))
         .filter(|(x, _)| shipped.is_none_or(|s| s == x.name))
         .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
-    let any_estimated = v
-        .variants
-        .iter()
-        .any(|x| x.wh_per_1k.is_some_and(|e| !e.2));
+    let any_estimated = v.variants.iter().any(|x| x.wh_per_1k.is_some_and(|e| !e.2));
     let mut h = String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     h.push_str(&format!("<title>{}</title>", esc(&v.title)));
     h.push_str("<style>body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222;font-size:15px}table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}figure{margin:1em 0}.verdict{border:4px solid #1a7f37;background:#e6f4ea;padding:12px 18px;margin:1em 0 1.5em}.verdict.none{border-color:#b3261e;background:#fce8e6}.verdict h2{margin:0 0 .4em;font-size:1.35em}.verdict ul{margin:.2em 0 0 1.1em;padding:0}.est{color:#8a5a00;font-weight:bold}</style></head><body>");
@@ -554,7 +564,11 @@ pub fn html(v: &View) -> String {
     }
     h.push_str(&format!(
         "<h2>Energy of one run by source{}</h2><figure id=\"energy-breakdown\">{}</figure>",
-        if v.energy_sources.iter().any(|s| !s.2) { " <span class=\"est\">(estimated)</span>" } else { "" },
+        if v.energy_sources.iter().any(|s| !s.2) {
+            " <span class=\"est\">(estimated)</span>"
+        } else {
+            ""
+        },
         breakdown(v)
     ));
     if let Some((x, e)) = best {
@@ -638,12 +652,23 @@ mod tests {
         let area = (60, 40, 880, 400);
         let placed = place_labels(&pts, area);
         for (i, (_, a)) in placed.iter().enumerate() {
-            assert!(a.0 >= area.0 && a.1 >= area.1 && a.2 <= area.2 && a.3 <= area.3, "{a:?}");
+            assert!(
+                a.0 >= area.0 && a.1 >= area.1 && a.2 <= area.2 && a.3 <= area.3,
+                "{a:?}"
+            );
             for (j, (_, b)) in placed.iter().enumerate().skip(i + 1) {
-                assert!(!overlaps(*a, *b), "{} and {}: {a:?} {b:?}", pts[i].2, pts[j].2);
+                assert!(
+                    !overlaps(*a, *b),
+                    "{} and {}: {a:?} {b:?}",
+                    pts[i].2,
+                    pts[j].2
+                );
             }
             for p in &pts {
-                assert!(!overlaps(*a, (p.0 - 5, p.1 - 5, p.0 + 5, p.1 + 5)), "{a:?} covers {p:?}");
+                assert!(
+                    !overlaps(*a, (p.0 - 5, p.1 - 5, p.0 + 5, p.1 + 5)),
+                    "{a:?} covers {p:?}"
+                );
             }
         }
     }
@@ -672,7 +697,10 @@ mod tests {
         assert!(verdict < h.find("<table").unwrap() && h.contains("<h2>Ship student</h2>"));
         assert!(h.contains(">conv.weight</text>") && h.contains(">fc.weight</text>"));
         assert!(h.contains("ESTIMATED energy") && h.contains("<span class=\"est\">est.</span>"));
-        assert!(h.contains("student: 0.0040 Wh"), "the label grades the shipped model");
+        assert!(
+            h.contains("student: 0.0040 Wh"),
+            "the label grades the shipped model"
+        );
         assert!(!h.contains("<script") && !h.contains("src=\"http") && !h.contains("href=\"http"));
         assert!(h.contains("t &lt;report&gt;"));
         assert!(h.contains("Pareto front"));

@@ -54,45 +54,56 @@ pub struct Figure {
     pub path: String,
 }
 
-impl Figure {
-    pub fn new(value: f64, path: impl Into<String>) -> Option<Figure> {
-        Some(Figure {
-            value,
-            path: path.into(),
-        })
-    }
-}
-
-/// Everything [`crate::policy`] can check, for one model.
+/// Everything [`crate::policy`] can check, for one model: each figure under the key of the
+/// clause that checks it (`max_kld`, `min_size_reduction`, …; a row of
+/// [`crate::policy::CLAUSES`]), so a new limit clause is its row there and the place a report
+/// holds its figure (`frugal_pipeline::judge`), nothing else.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
-    /// Mean KL divergence against the reference, nats per token.
-    pub kld: Option<Figure>,
-    /// Perplexity increase over the reference's, per cent.
-    pub ppl_increase_pct: Option<Figure>,
-    /// Accuracy drop from the reference model, points (test accuracy of a classifier, k-NN
-    /// genre accuracy of an encoder).
-    pub accuracy_drop_pt: Option<Figure>,
-    /// Mean cosine similarity of the embeddings to the reference encoder's.
-    pub cosine_mean: Option<Figure>,
-    /// Reference bytes over output bytes (2 = half the size).
-    pub size_reduction: Option<Figure>,
-    pub wh_per_1k_queries: Option<Figure>,
-    pub gco2e_per_1k_queries: Option<Figure>,
-    /// SCI, gCO₂e per 1,000 queries.
-    pub sci_per_1k_queries: Option<Figure>,
-    /// Queries until the compression's energy is paid back (only where the saving per query
-    /// is significant).
-    pub break_even_queries: Option<Figure>,
+    pub(crate) figures: BTreeMap<&'static str, Figure>,
     /// Whether every energy figure came from a hardware counter (`None`: no energy figures),
-    /// and where the sources are.
+    /// and where the sources are (`require_measured_energy`).
     pub energy_measured: Option<(bool, String)>,
     /// EU AI Act Annex XI documentation fields missing from the report's `eu_ai_act` block
-    /// (`None`: no such block).
+    /// (`None`: no such block; `require_eu_ai_act_fields`).
     pub eu_ai_act_missing: Option<Vec<String>>,
     /// Why a figure is absent, where the report says, by clause key (e.g. `max_break_even_queries`:
     /// "no significant saving: …").
     pub absent: BTreeMap<&'static str, String>,
+}
+
+impl Metrics {
+    /// Records the figure clause `clause` checks, found at `path` in the report.
+    pub fn set(&mut self, clause: &'static str, value: f64, path: impl Into<String>) {
+        debug_assert!(
+            crate::policy::CLAUSES.iter().any(|c| c.key == clause),
+            "no clause {clause}"
+        );
+        self.figures.insert(
+            clause,
+            Figure {
+                value,
+                path: path.into(),
+            },
+        );
+    }
+
+    /// [`Metrics::set`], chained.
+    pub fn with(mut self, clause: &'static str, value: f64) -> Metrics {
+        self.set(clause, value, "test");
+        self
+    }
+
+    /// The figure clause `clause` checks, when the report has it.
+    pub fn get(&self, clause: &str) -> Option<&Figure> {
+        self.figures.get(clause)
+    }
+
+    /// The same figures without `clause`'s.
+    pub fn without(mut self, clause: &str) -> Metrics {
+        self.figures.remove(clause);
+        self
+    }
 }
 
 /// One model of a report, with its figures.

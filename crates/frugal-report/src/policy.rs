@@ -427,7 +427,11 @@ impl Policy {
                     continue; // read with its places from `scopes`
                 }
                 let spec = CLAUSES.iter().find(|c| c.key == key).ok_or_else(|| {
-                    err(line, key, format!("unknown clause; known: {}", known_keys()))
+                    err(
+                        line,
+                        key,
+                        format!("unknown clause; known: {}", known_keys()),
+                    )
                 })?;
                 if let (Some(kind), Kind::Setting) = (scope, spec.kind) {
                     return Err(err(
@@ -515,12 +519,20 @@ impl Policy {
 
     /// The kinds of model the policy's limits cover, in words.
     pub fn covers(&self) -> String {
-        if self.clauses.iter().any(|c| c.scope.is_none() && c.is_limit()) {
+        if self
+            .clauses
+            .iter()
+            .any(|c| c.scope.is_none() && c.is_limit())
+        {
             return "every kind of model".into();
         }
         let kinds: Vec<&str> = ModelKind::ALL
             .iter()
-            .filter(|k| self.clauses.iter().any(|c| c.scope == Some(**k) && c.is_limit()))
+            .filter(|k| {
+                self.clauses
+                    .iter()
+                    .any(|c| c.scope == Some(**k) && c.is_limit())
+            })
             .map(|k| k.name())
             .collect();
         format!("only {}", kinds.join(", "))
@@ -636,7 +648,7 @@ pub fn check(policy: &Policy, subject: &Subject) -> Result<Verdict, NotCovered> 
     }
     // With a region, emissions come from the report's energy and the policy's grid and PUE
     // (the same figure whatever region the report was measured for).
-    let policy_g = match (policy.setting("region"), &m.wh_per_1k_queries) {
+    let policy_g = match (policy.setting("region"), m.get("max_wh_per_1k_queries")) {
         (Some(Limit::Text(region)), Some(wh)) => {
             let pue = match policy.setting("pue") {
                 Some(Limit::Number(p)) => *p,
@@ -658,16 +670,8 @@ pub fn check(policy: &Policy, subject: &Subject) -> Result<Verdict, NotCovered> 
     for c in clauses {
         let spec = spec(c.key);
         let figure: Option<&Figure> = match c.key {
-            "max_kld" => m.kld.as_ref(),
-            "max_ppl_increase_pct" => m.ppl_increase_pct.as_ref(),
-            "max_accuracy_drop_pt" => m.accuracy_drop_pt.as_ref(),
-            "min_cosine_similarity" => m.cosine_mean.as_ref(),
-            "min_size_reduction" => m.size_reduction.as_ref(),
-            "max_wh_per_1k_queries" => m.wh_per_1k_queries.as_ref(),
-            "max_gco2e_per_1k_queries" => policy_g.as_ref().or(m.gco2e_per_1k_queries.as_ref()),
-            "max_sci" => m.sci_per_1k_queries.as_ref(),
-            "max_break_even_queries" => m.break_even_queries.as_ref(),
-            _ => None,
+            "max_gco2e_per_1k_queries" => policy_g.as_ref().or(m.get(c.key)),
+            key => m.get(key),
         };
         let missing = || {
             let why = m
@@ -744,10 +748,6 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
 
-    fn fig(value: f64) -> Option<Figure> {
-        Figure::new(value, "test")
-    }
-
     fn subject(kind: Option<ModelKind>, metrics: Metrics) -> Subject {
         Subject {
             model: "m".into(),
@@ -757,21 +757,19 @@ mod tests {
     }
 
     fn lm() -> Metrics {
-        Metrics {
-            kld: fig(0.05),
-            ppl_increase_pct: fig(4.0),
-            size_reduction: fig(3.0),
-            ..Metrics::default()
-        }
+        Metrics::default()
+            .with("max_kld", 0.05)
+            .with("max_ppl_increase_pct", 4.0)
+            .with("min_size_reduction", 3.0)
     }
 
     fn classifier() -> Metrics {
         Metrics {
-            accuracy_drop_pt: fig(0.4),
-            size_reduction: fig(3.9),
-            wh_per_1k_queries: fig(0.002),
             energy_measured: Some((false, "measure".into())),
             ..Metrics::default()
+                .with("max_accuracy_drop_pt", 0.4)
+                .with("min_size_reduction", 3.9)
+                .with("max_wh_per_1k_queries", 0.002)
         }
     }
 
@@ -839,21 +837,55 @@ mod tests {
         );
         assert_eq!(
             keys(Some(ModelKind::Classifier)),
-            [("min_size_reduction", 1), ("max_kld", 2), ("max_accuracy_drop_pt", 8)]
+            [
+                ("min_size_reduction", 1),
+                ("max_kld", 2),
+                ("max_accuracy_drop_pt", 8)
+            ]
         );
+        assert_eq!(keys(None), [("min_size_reduction", 1), ("max_kld", 2)]);
         assert_eq!(
-            keys(None),
-            [("min_size_reduction", 1), ("max_kld", 2)]
+            p.number_for(Some(ModelKind::LanguageModel), "max_kld"),
+            Some(0.1)
         );
-        assert_eq!(p.number_for(Some(ModelKind::LanguageModel), "max_kld"), Some(0.1));
         assert_eq!(p.number_for(Some(ModelKind::Encoder), "max_kld"), Some(0.5));
         for (bad, line, key, needle) in [
-            ("max_kld = 1\n[language_model]\nregion = \"FRA\"\n", 3, "region", "setting of the whole policy"),
-            ("max_kld = 1\n[llm]\nmax_kld = 1\n", 2, "llm", "unknown clause"),
-            ("max_kld = 1\nclassifier = 3\n", 2, "classifier", "is a table"),
-            ("[encoder]\nmax_kld = \"0.1 %\"\n", 2, "max_kld", "wrong unit"),
-            ("[encoder]\nmin_cosine_similarity = \"x\"\n", 2, "min_cosine_similarity", "not a number"),
-            ("[classifier]\n[classifier.deep]\nmax_kld = 1\n", 2, "deep", "unknown clause"),
+            (
+                "max_kld = 1\n[language_model]\nregion = \"FRA\"\n",
+                3,
+                "region",
+                "setting of the whole policy",
+            ),
+            (
+                "max_kld = 1\n[llm]\nmax_kld = 1\n",
+                2,
+                "llm",
+                "unknown clause",
+            ),
+            (
+                "max_kld = 1\nclassifier = 3\n",
+                2,
+                "classifier",
+                "is a table",
+            ),
+            (
+                "[encoder]\nmax_kld = \"0.1 %\"\n",
+                2,
+                "max_kld",
+                "wrong unit",
+            ),
+            (
+                "[encoder]\nmin_cosine_similarity = \"x\"\n",
+                2,
+                "min_cosine_similarity",
+                "not a number",
+            ),
+            (
+                "[classifier]\n[classifier.deep]\nmax_kld = 1\n",
+                2,
+                "deep",
+                "unknown clause",
+            ),
         ] {
             let e = Policy::parse(bad, "p.toml").unwrap_err();
             assert_eq!((e.line, e.key.as_str()), (line, key), "{bad}: {e}");
@@ -867,59 +899,212 @@ mod tests {
     fn the_gate_fails_closed_case_by_case() {
         use ModelKind::{Classifier, Encoder, LanguageModel};
         let scoped = "min_size_reduction = 2\n[language_model]\nmax_kld = 0.1\nmax_ppl_increase_pct = 10\n[classifier]\nmax_accuracy_drop_pt = 1\n[encoder]\nmin_cosine_similarity = 0.99\n";
-        let encoder = Metrics {
-            cosine_mean: fig(0.995),
-            size_reduction: fig(3.5),
-            ..Metrics::default()
-        };
+        let encoder = Metrics::default()
+            .with("min_cosine_similarity", 0.995)
+            .with("min_size_reduction", 3.5);
         let no_saving = Metrics {
-            absent: [("max_break_even_queries", "no significant saving: 1 ± 2 J".to_string())].into(),
+            absent: [(
+                "max_break_even_queries",
+                "no significant saving: 1 ± 2 J".to_string(),
+            )]
+            .into(),
             ..classifier()
         };
         // (policy, kind, figures, the clauses that fail or the refusal's words)
-        type Case<'a> = (&'a str, Option<ModelKind>, Metrics, Result<Vec<&'a str>, &'a str>);
+        type Case<'a> = (
+            &'a str,
+            Option<ModelKind>,
+            Metrics,
+            Result<Vec<&'a str>, &'a str>,
+        );
         let cases: Vec<Case> = vec![
             // 1–4: the scoped policy serves every kind.
             (scoped, Some(LanguageModel), lm(), Ok(vec![])),
             (scoped, Some(Classifier), classifier(), Ok(vec![])),
             (scoped, Some(Encoder), encoder.clone(), Ok(vec![])),
-            (scoped, Some(Encoder), Metrics { cosine_mean: fig(0.97), ..encoder.clone() }, Ok(vec!["min_cosine_similarity"])),
+            (
+                scoped,
+                Some(Encoder),
+                encoder.clone().with("min_cosine_similarity", 0.97),
+                Ok(vec!["min_cosine_similarity"]),
+            ),
             // 5–8: a missing figure fails, top level or scoped.
-            (scoped, Some(LanguageModel), Metrics { kld: None, ..lm() }, Ok(vec!["max_kld"])),
-            (scoped, Some(Classifier), Metrics { size_reduction: None, ..classifier() }, Ok(vec!["min_size_reduction"])),
-            ("max_accuracy_drop_pt = 1\n", Some(LanguageModel), lm(), Ok(vec!["max_accuracy_drop_pt"])),
-            ("max_kld = 0.1\n", Some(Classifier), classifier(), Ok(vec!["max_kld"])),
+            (
+                scoped,
+                Some(LanguageModel),
+                lm().without("max_kld"),
+                Ok(vec!["max_kld"]),
+            ),
+            (
+                scoped,
+                Some(Classifier),
+                classifier().without("min_size_reduction"),
+                Ok(vec!["min_size_reduction"]),
+            ),
+            (
+                "max_accuracy_drop_pt = 1\n",
+                Some(LanguageModel),
+                lm(),
+                Ok(vec!["max_accuracy_drop_pt"]),
+            ),
+            (
+                "max_kld = 0.1\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec!["max_kld"]),
+            ),
             // 9–12: limits on either side.
             ("max_kld = 0.05\n", Some(LanguageModel), lm(), Ok(vec![])),
-            ("max_kld = 0.049\n", Some(LanguageModel), lm(), Ok(vec!["max_kld"])),
-            ("min_size_reduction = 3\n", Some(LanguageModel), lm(), Ok(vec![])),
-            ("min_size_reduction = 3.01\n", Some(LanguageModel), lm(), Ok(vec!["min_size_reduction"])),
+            (
+                "max_kld = 0.049\n",
+                Some(LanguageModel),
+                lm(),
+                Ok(vec!["max_kld"]),
+            ),
+            (
+                "min_size_reduction = 3\n",
+                Some(LanguageModel),
+                lm(),
+                Ok(vec![]),
+            ),
+            (
+                "min_size_reduction = 3.01\n",
+                Some(LanguageModel),
+                lm(),
+                Ok(vec!["min_size_reduction"]),
+            ),
             // 13–16: a policy for other kinds is refused; top-level clauses serve unknown kinds.
-            ("[classifier]\nmax_accuracy_drop_pt = 1\n", Some(LanguageModel), lm(), Err("only classifier")),
-            ("[language_model]\nmax_kld = 1\n[encoder]\nmin_cosine_similarity = 0.9\n", Some(Classifier), classifier(), Err("only language_model, encoder")),
-            ("[classifier]\nmax_accuracy_drop_pt = 1\n", None, classifier(), Err("does not say what kind")),
-            ("max_wh_per_1k_queries = \"3 mWh\"\n", None, classifier(), Ok(vec![])),
+            (
+                "[classifier]\nmax_accuracy_drop_pt = 1\n",
+                Some(LanguageModel),
+                lm(),
+                Err("only classifier"),
+            ),
+            (
+                "[language_model]\nmax_kld = 1\n[encoder]\nmin_cosine_similarity = 0.9\n",
+                Some(Classifier),
+                classifier(),
+                Err("only language_model, encoder"),
+            ),
+            (
+                "[classifier]\nmax_accuracy_drop_pt = 1\n",
+                None,
+                classifier(),
+                Err("does not say what kind"),
+            ),
+            (
+                "max_wh_per_1k_queries = \"3 mWh\"\n",
+                None,
+                classifier(),
+                Ok(vec![]),
+            ),
             // 17–20: units.
-            ("max_wh_per_1k_queries = \"1 mWh\"\n", Some(Classifier), classifier(), Ok(vec!["max_wh_per_1k_queries"])),
-            ("max_wh_per_1k_queries = \"7.2 J\"\n", Some(Classifier), classifier(), Ok(vec![])),
-            ("max_wh_per_1k_queries = \"7.1 J\"\n", Some(Classifier), classifier(), Ok(vec!["max_wh_per_1k_queries"])),
-            ("[classifier]\nmax_accuracy_drop_pt = \"0.3 pt\"\n", Some(Classifier), classifier(), Ok(vec!["max_accuracy_drop_pt"])),
+            (
+                "max_wh_per_1k_queries = \"1 mWh\"\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec!["max_wh_per_1k_queries"]),
+            ),
+            (
+                "max_wh_per_1k_queries = \"7.2 J\"\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec![]),
+            ),
+            (
+                "max_wh_per_1k_queries = \"7.1 J\"\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec!["max_wh_per_1k_queries"]),
+            ),
+            (
+                "[classifier]\nmax_accuracy_drop_pt = \"0.3 pt\"\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec!["max_accuracy_drop_pt"]),
+            ),
             // 21–24: requirements.
-            ("require_measured_energy = true\n", Some(Classifier), classifier(), Ok(vec!["require_measured_energy"])),
-            ("require_measured_energy = false\n", Some(Classifier), classifier(), Ok(vec![])),
-            ("require_measured_energy = true\n", Some(LanguageModel), lm(), Ok(vec!["require_measured_energy"])),
-            ("require_eu_ai_act_fields = true\n", None, Metrics { eu_ai_act_missing: Some(vec![]), ..Metrics::default() }, Ok(vec![])),
+            (
+                "require_measured_energy = true\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec!["require_measured_energy"]),
+            ),
+            (
+                "require_measured_energy = false\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec![]),
+            ),
+            (
+                "require_measured_energy = true\n",
+                Some(LanguageModel),
+                lm(),
+                Ok(vec!["require_measured_energy"]),
+            ),
+            (
+                "require_eu_ai_act_fields = true\n",
+                None,
+                Metrics {
+                    eu_ai_act_missing: Some(vec![]),
+                    ..Metrics::default()
+                },
+                Ok(vec![]),
+            ),
             // 25–28: the EU block, emissions, SCI and a break-even that is not there.
-            ("require_eu_ai_act_fields = true\n", None, Metrics { eu_ai_act_missing: Some(vec!["training_compute_flops".into()]), ..Metrics::default() }, Ok(vec!["require_eu_ai_act_fields"])),
-            ("max_gco2e_per_1k_queries = \"1 mg\"\n", Some(Classifier), classifier(), Ok(vec!["max_gco2e_per_1k_queries"])),
-            ("max_sci = 1\n", Some(Classifier), classifier(), Ok(vec!["max_sci"])),
-            ("max_break_even_queries = \"1 G\"\n", Some(Classifier), no_saving.clone(), Ok(vec!["max_break_even_queries"])),
+            (
+                "require_eu_ai_act_fields = true\n",
+                None,
+                Metrics {
+                    eu_ai_act_missing: Some(vec!["training_compute_flops".into()]),
+                    ..Metrics::default()
+                },
+                Ok(vec!["require_eu_ai_act_fields"]),
+            ),
+            (
+                "max_gco2e_per_1k_queries = \"1 mg\"\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec!["max_gco2e_per_1k_queries"]),
+            ),
+            (
+                "max_sci = 1\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec!["max_sci"]),
+            ),
+            (
+                "max_break_even_queries = \"1 G\"\n",
+                Some(Classifier),
+                no_saving.clone(),
+                Ok(vec!["max_break_even_queries"]),
+            ),
             // 29–31: a break-even under and over its limit; a scoped clause replaces the top.
-            ("max_break_even_queries = \"1 M\"\n", Some(Classifier), Metrics { break_even_queries: fig(2e5), ..classifier() }, Ok(vec![])),
-            ("max_break_even_queries = \"1 k\"\n", Some(Classifier), Metrics { break_even_queries: fig(2e5), ..classifier() }, Ok(vec!["max_break_even_queries"])),
-            ("max_accuracy_drop_pt = 0.1\n[classifier]\nmax_accuracy_drop_pt = 1\n", Some(Classifier), classifier(), Ok(vec![])),
+            (
+                "max_break_even_queries = \"1 M\"\n",
+                Some(Classifier),
+                classifier().with("max_break_even_queries", 2e5),
+                Ok(vec![]),
+            ),
+            (
+                "max_break_even_queries = \"1 k\"\n",
+                Some(Classifier),
+                classifier().with("max_break_even_queries", 2e5),
+                Ok(vec!["max_break_even_queries"]),
+            ),
+            (
+                "max_accuracy_drop_pt = 0.1\n[classifier]\nmax_accuracy_drop_pt = 1\n",
+                Some(Classifier),
+                classifier(),
+                Ok(vec![]),
+            ),
             // 32: an improvement (negative drop) passes.
-            ("max_accuracy_drop_pt = 0\n", Some(Classifier), Metrics { accuracy_drop_pt: fig(-0.5), ..classifier() }, Ok(vec![])),
+            (
+                "max_accuracy_drop_pt = 0\n",
+                Some(Classifier),
+                classifier().with("max_accuracy_drop_pt", -0.5),
+                Ok(vec![]),
+            ),
         ];
         for (i, (text, kind, metrics, want)) in cases.into_iter().enumerate() {
             let p = Policy::parse(text, "p.toml").unwrap_or_else(|e| panic!("case {}: {e}", i + 1));
@@ -928,38 +1113,60 @@ mod tests {
                 (Ok(v), Ok(failed)) => {
                     assert_eq!(v.failed(), failed, "case {}: {v:?}", i + 1);
                     assert_eq!(v.pass, failed.is_empty());
-                    for o in v.clauses.iter().filter(|o| o.value.is_none() && o.note != "not required") {
-                        assert!(!o.pass && o.note.starts_with("missing figure: "), "case {}: {o:?}", i + 1);
+                    for o in v
+                        .clauses
+                        .iter()
+                        .filter(|o| o.value.is_none() && o.note != "not required")
+                    {
+                        assert!(
+                            !o.pass && o.note.starts_with("missing figure: "),
+                            "case {}: {o:?}",
+                            i + 1
+                        );
                     }
                 }
-                (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "case {}: {e}", i + 1),
+                (Err(e), Err(needle)) => {
+                    assert!(e.to_string().contains(needle), "case {}: {e}", i + 1)
+                }
                 (got, want) => panic!("case {}: got {got:?}, want {want:?}", i + 1),
             }
         }
         // The missing figure's note names it, and says why it is absent when the report does.
         let p = Policy::parse("max_break_even_queries = 1000\n", "p.toml").unwrap();
         let v = check(&p, &subject(Some(Classifier), no_saving)).unwrap();
-        assert!(v.clauses[0].note.contains("queries after which") && v.clauses[0].note.ends_with("no significant saving: 1 ± 2 J"), "{:?}", v.clauses[0]);
+        assert!(
+            v.clauses[0].note.contains("queries after which")
+                && v.clauses[0]
+                    .note
+                    .ends_with("no significant saving: 1 ± 2 J"),
+            "{:?}",
+            v.clauses[0]
+        );
     }
 
     /// The policy's region and PUE turn the report's energy into the emissions it checks:
     /// 2 Wh per 1,000 queries × 1.5 × France's 56.039 g/kWh = 0.168117 g.
     #[test]
     fn emissions_follow_the_policys_region_and_pue() {
-        let m = Metrics {
-            wh_per_1k_queries: fig(2.0),
-            gco2e_per_1k_queries: fig(99.0),
-            ..Metrics::default()
-        };
+        let m = Metrics::default()
+            .with("max_wh_per_1k_queries", 2.0)
+            .with("max_gco2e_per_1k_queries", 99.0);
         let text = "region = \"FRA\"\npue = 1.5\nmax_gco2e_per_1k_queries = 0.2\n";
-        let v = check(&Policy::parse(text, "p.toml").unwrap(), &subject(None, m.clone())).unwrap();
+        let v = check(
+            &Policy::parse(text, "p.toml").unwrap(),
+            &subject(None, m.clone()),
+        )
+        .unwrap();
         let o = &v.clauses;
         assert_eq!(o.len(), 1);
         assert!((o[0].value.unwrap() - 0.168117).abs() < 1e-9, "{:?}", o[0]);
         assert!(o[0].pass);
         // Without a region, the report's own figure.
         let p = Policy::parse("max_gco2e_per_1k_queries = 0.2\n", "p.toml").unwrap();
-        assert_eq!(check(&p, &subject(None, m)).unwrap().clauses[0].value, Some(99.0));
+        assert_eq!(
+            check(&p, &subject(None, m)).unwrap().clauses[0].value,
+            Some(99.0)
+        );
     }
 
     /// The shipped policies parse, and the default one serves every kind of model.

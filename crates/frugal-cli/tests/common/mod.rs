@@ -69,7 +69,10 @@ pub fn validate_standard(kind: &str, file: &std::path::Path) -> Result<bool, Str
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let required = std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_some();
     let Some(py) = std::env::var_os("FRUGAL_GGUF_PYTHON").filter(|p| !p.is_empty()) else {
-        assert!(!required, "FRUGAL_GGUF_PYTHON is not set; scripts/test sets it");
+        assert!(
+            !required,
+            "FRUGAL_GGUF_PYTHON is not set; scripts/test sets it"
+        );
         eprintln!("skipping the {kind} schema check: FRUGAL_GGUF_PYTHON is not set");
         return Ok(false);
     };
@@ -79,8 +82,15 @@ pub fn validate_standard(kind: &str, file: &std::path::Path) -> Result<bool, Str
     } else {
         let dir = frugal_formats::assets::cyclonedx_schemas_dir();
         if !dir.is_dir() {
-            assert!(!required, "{} is missing: run scripts/fetch-assets.sh", dir.display());
-            eprintln!("skipping the CycloneDX schema check: {} is missing", dir.display());
+            assert!(
+                !required,
+                "{} is missing: run scripts/fetch-assets.sh",
+                dir.display()
+            );
+            eprintln!(
+                "skipping the CycloneDX schema check: {} is missing",
+                dir.display()
+            );
             return Ok(false);
         }
         cmd.arg(root.join("scripts/validate-cyclonedx.py"))

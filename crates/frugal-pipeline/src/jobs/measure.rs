@@ -162,7 +162,11 @@ impl Job for Measure {
         if !self.command.is_empty() {
             return usage("measure either MODEL or -- COMMAND, not both");
         }
-        if self.export.is_some() || self.flops.is_some() || self.model_name.is_some() || self.supplier.is_some() {
+        if self.export.is_some()
+            || self.flops.is_some()
+            || self.model_name.is_some()
+            || self.supplier.is_some()
+        {
             return usage("--export, --flops, --model-name and --supplier describe a measured command (a training or compression job), not a MODEL's inference workload");
         }
         let job = MeasureJob {
@@ -242,7 +246,9 @@ fn workload_text(w: &WorkloadReport) -> String {
         w.runs.len(),
         w.warmup,
         w.query,
-        w.served.as_deref().map_or(String::new(), |s| format!(", {s}"))
+        w.served
+            .as_deref()
+            .map_or(String::new(), |s| format!(", {s}"))
     );
     t +=
         &format!(
