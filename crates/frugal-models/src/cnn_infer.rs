@@ -5,12 +5,13 @@
 //! no allocation after the first. What a model stores is what runs: an int8 file is served with
 //! integer products, an F32 one in F32 (`gemm` on the caller's thread).
 //!
-//! A layer runs integer products when it has at least 32 inputs per output and a multiple of
-//! 32 outputs (the packed kernel's panels); its rows of patches or features are padded with
-//! zeros to a multiple of 32 columns (zeros change no sum). Smaller int8 layers multiply their
-//! decoded weights in F32: on the digits networks, padding a 9-value patch to 32, or 10 outputs
-//! to 32, cost more than the integer product saved (`frugal measure` of the embedded run's
-//! models; BENCHMARKS.md, "Classifier serving").
+//! A layer runs integer products when it has at least 32 inputs per output, a multiple of 32
+//! outputs (the packed kernel's panels) and at least [`MIN_INTEGER_MACS`] multiply-adds per
+//! image; its rows of patches or features are padded with zeros to a multiple of 32 columns
+//! (zeros change no sum). Smaller int8 layers multiply their decoded weights in F32: rounding
+//! the activations costs more than a small integer product saves. Measured on the embedded
+//! run's models (`bench/classifier-serving.sh`, BENCHMARKS.md "Classifiers served as stored"):
+//! the teacher's conv1 (295 k multiply-adds) and fc1 (33 k) gain, the student's fc1 (2 k) lost.
 
 use crate::cnn::{Cnn, CnnConfig};
 use crate::int8_kernels::{PackedI8, QuantizedActs, GROUP};
@@ -40,6 +41,8 @@ struct Layer {
 
 /// Layers with fewer inputs per output multiply their decoded int8 weights in F32.
 const MIN_INTEGER_INPUTS: usize = GROUP;
+/// … and so do layers with fewer multiply-adds per image.
+pub const MIN_INTEGER_MACS: usize = 1 << 14;
 
 fn pad32(n: usize) -> usize {
     n.div_ceil(GROUP) * GROUP
@@ -48,10 +51,19 @@ fn pad32(n: usize) -> usize {
 impl Layer {
     /// `w` `[o, k]` already in input order; `int8` the stored integers and scales in the same
     /// order when the weight is int8.
-    fn new(w: Vec<f32>, bias: Vec<f32>, k: usize, int8: Option<(Vec<i8>, Vec<f32>)>) -> Layer {
+    /// `rows` is the rows per image (pixels of a convolution, 1 for a dense layer).
+    fn new(
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        k: usize,
+        rows: usize,
+        int8: Option<(Vec<i8>, Vec<f32>)>,
+    ) -> Layer {
         let o = bias.len();
         let kp = pad32(k);
-        match int8.filter(|_| k >= MIN_INTEGER_INPUTS && o.is_multiple_of(GROUP)) {
+        let integer =
+            k >= MIN_INTEGER_INPUTS && o.is_multiple_of(GROUP) && rows * o * k >= MIN_INTEGER_MACS;
+        match int8.filter(|_| integer) {
             Some((q, scale)) => {
                 let op = pad32(o);
                 let mut qp = vec![0i8; op * kp];
@@ -163,7 +175,7 @@ impl CnnInference {
             same.then(|| (q.to_vec(), s.to_vec()))
         };
         let mut convs = Vec::new();
-        let mut c = cfg.in_channels;
+        let (mut c, mut pixels) = (cfg.in_channels, cfg.height * cfg.width);
         for (l, &o) in cfg.conv_channels.iter().enumerate() {
             let w = &params[2 * l];
             let k = 9 * c;
@@ -176,15 +188,15 @@ impl CnnInference {
                     s,
                 )
             });
-            convs.push(Layer::new(reorder(w), params[2 * l + 1].clone(), k, q));
-            c = o;
+            convs.push(Layer::new(reorder(w), params[2 * l + 1].clone(), k, pixels, q));
+            (c, pixels) = (o, pixels / 4);
         }
         let f = 2 * cfg.conv_channels.len();
         let dense = |i: usize, name: &str| {
             let w = &params[f + 2 * i];
             let b = params[f + 2 * i + 1].clone();
             let k = w.len() / b.len();
-            Layer::new(w.clone(), b, k, int8(name, w))
+            Layer::new(w.clone(), b, k, 1, int8(name, w))
         };
         Ok(CnnInference {
             config: cfg.clone(),
@@ -322,8 +334,8 @@ mod tests {
             in_channels: 1,
             height: 8,
             width: 8,
-            conv_channels: vec![8, 16],
-            hidden: 32,
+            conv_channels: vec![32, 64],
+            hidden: 128,
             n_classes: 10,
         };
         let (model, _) = Cnn::init(cfg, 7, &dev).unwrap();
