@@ -33,6 +33,9 @@ pub enum Error {
     Tokenizer(String),
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: usize },
+    /// A part a streaming pass did not load (a program error, not the input's).
+    #[error("the model was loaded without its {0}")]
+    NotLoaded(&'static str),
 }
 
 impl Error {
@@ -40,7 +43,7 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Error::Formats(f) => f.is_bad_input(),
-            Error::Candle(_) => false,
+            Error::Candle(_) | Error::NotLoaded(_) => false,
             _ => true,
         }
     }

@@ -272,7 +272,8 @@ pub struct Llama {
     pub embedding: Tensor,
     pub blocks: Vec<Block>,
     pub output_norm: Tensor,
-    pub output: Linear,
+    /// `None` for a shell loaded without it ([`Llama::load_shell`]).
+    pub output: Option<Linear>,
     device: Device,
 }
 
@@ -298,48 +299,73 @@ fn linear(
 
 impl Llama {
     pub fn load(f: &GgufFile, opts: LoadOptions, device: &Device) -> Result<Self> {
-        let c = LlamaConfig::from_gguf(f)?;
-        let (d, kv, qd) = (
-            c.n_embd,
-            c.n_head_kv * c.head_dim(),
-            c.n_head * c.head_dim(),
-        );
-        let embedding = load_f32_shaped(f, "token_embd.weight", &[c.n_vocab, d], device)?;
-        let mut blocks = Vec::with_capacity(c.n_layer);
-        for i in 0..c.n_layer {
-            let n = |s: &str| format!("blk.{i}.{s}.weight");
-            blocks.push(Block {
-                attn_norm: load_f32_shaped(f, &n("attn_norm"), &[d], device)?,
-                q: linear(f, &n("attn_q"), [qd, d], opts, device)?,
-                k: linear(f, &n("attn_k"), [kv, d], opts, device)?,
-                v: linear(f, &n("attn_v"), [kv, d], opts, device)?,
-                o: linear(f, &n("attn_output"), [d, qd], opts, device)?,
-                ffn_norm: load_f32_shaped(f, &n("ffn_norm"), &[d], device)?,
-                gate: linear(f, &n("ffn_gate"), [c.n_ff, d], opts, device)?,
-                up: linear(f, &n("ffn_up"), [c.n_ff, d], opts, device)?,
-                down: linear(f, &n("ffn_down"), [d, c.n_ff], opts, device)?,
-            });
+        let mut m = Self::load_shell(f, device)?;
+        for i in 0..m.config.n_layer {
+            m.blocks.push(Self::load_block(f, &m.config, i, opts, device)?);
         }
-        let output_norm = load_f32_shaped(f, "output_norm.weight", &[d], device)?;
-        let output = if f.tensor("output.weight").is_some() {
-            linear(f, "output.weight", [c.n_vocab, d], opts, device)?
+        let d = m.config.n_embd;
+        let output_name = if f.tensor("output.weight").is_some() {
+            "output.weight"
         } else {
-            linear(f, "token_embd.weight", [c.n_vocab, d], opts, device)?
+            "token_embd.weight"
         };
+        m.output = Some(linear(f, output_name, [m.config.n_vocab, d], opts, device)?);
+        Ok(m)
+    }
+
+    /// The model without its decoder blocks and output layer — the embedding and the final
+    /// norm only — for passes that take the blocks one at a time ([`Llama::load_block`],
+    /// [`Llama::block_forward_with`]), so that at most one block is ever decoded (what a large
+    /// model on a small machine needs).
+    pub fn load_shell(f: &GgufFile, device: &Device) -> Result<Self> {
+        let c = LlamaConfig::from_gguf(f)?;
+        let d = c.n_embd;
+        let embedding = load_f32_shaped(f, "token_embd.weight", &[c.n_vocab, d], device)?;
+        let output_norm = load_f32_shaped(f, "output_norm.weight", &[d], device)?;
         let arch = f
             .header
             .architecture()
             .and_then(ArchSpec::of)
             .expect("checked by LlamaConfig::from_gguf");
         Ok(Llama {
+            blocks: Vec::with_capacity(c.n_layer),
             config: c,
             arch,
             embedding,
-            blocks,
             output_norm,
-            output,
+            output: None,
             device: device.clone(),
         })
+    }
+
+    /// Decoder block `i`'s weights, decoded as `opts` says.
+    pub fn load_block(
+        f: &GgufFile,
+        c: &LlamaConfig,
+        i: usize,
+        opts: LoadOptions,
+        device: &Device,
+    ) -> Result<Block> {
+        let (d, kv, qd) = (c.n_embd, c.n_head_kv * c.head_dim(), c.n_head * c.head_dim());
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        Ok(Block {
+            attn_norm: load_f32_shaped(f, &n("attn_norm"), &[d], device)?,
+            q: linear(f, &n("attn_q"), [qd, d], opts, device)?,
+            k: linear(f, &n("attn_k"), [kv, d], opts, device)?,
+            v: linear(f, &n("attn_v"), [kv, d], opts, device)?,
+            o: linear(f, &n("attn_output"), [d, qd], opts, device)?,
+            ffn_norm: load_f32_shaped(f, &n("ffn_norm"), &[d], device)?,
+            gate: linear(f, &n("ffn_gate"), [c.n_ff, d], opts, device)?,
+            up: linear(f, &n("ffn_up"), [c.n_ff, d], opts, device)?,
+            down: linear(f, &n("ffn_down"), [d, c.n_ff], opts, device)?,
+        })
+    }
+
+    /// The output layer (an error for a shell loaded without it).
+    fn output(&self) -> Result<&Linear> {
+        self.output
+            .as_ref()
+            .ok_or(crate::error::Error::NotLoaded("output layer"))
     }
 
     pub fn device(&self) -> &Device {
@@ -360,7 +386,9 @@ impl Llama {
                 &mut b.down,
             ]);
         }
-        v.push(&mut self.output);
+        if let Some(o) = &mut self.output {
+            v.push(o);
+        }
         v
     }
 
@@ -403,7 +431,7 @@ impl Llama {
         }
         let x = x.narrow(0, from.min(t), t - from.min(t))?;
         let x = self.final_norm(&x)?;
-        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+        Ok(self.output()?.forward(&x)?.to_dtype(DType::F32)?)
     }
 
     /// The token embeddings `[T, d]` of one sequence (ids checked against the vocabulary).
@@ -453,7 +481,19 @@ impl Llama {
         ctx: &AttnCtx,
         trace: bool,
     ) -> Result<(Tensor, Option<[Tensor; 4]>)> {
-        let out = self.block(i, x, Pass::Fused, Keys::Causal(ctx))?;
+        self.block_forward_with(&self.blocks[i], x, ctx, trace)
+    }
+
+    /// [`Llama::block_forward`] with a block's weights given (loaded one at a time by
+    /// [`Llama::load_block`] on a shell).
+    pub fn block_forward_with(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        ctx: &AttnCtx,
+        trace: bool,
+    ) -> Result<(Tensor, Option<[Tensor; 4]>)> {
+        let out = self.block_body(b, x, Pass::Fused, Keys::Causal(ctx))?;
         Ok((out.x, trace.then_some(out.inputs)))
     }
 
@@ -462,8 +502,11 @@ impl Llama {
     /// pass chooses the arithmetic (candle's fused kernels, or operations with gradients); the
     /// keys are the sequence's own under a causal mask, or the cache's plus this position's.
     fn block(&self, i: usize, x: &Tensor, pass: Pass, keys: Keys) -> Result<BlockOut> {
+        self.block_body(&self.blocks[i], x, pass, keys)
+    }
+
+    fn block_body(&self, b: &Block, x: &Tensor, pass: Pass, keys: Keys) -> Result<BlockOut> {
         let c = &self.config;
-        let b = &self.blocks[i];
         let (t, hd, nh, nkv) = (x.dim(0)?, c.head_dim(), c.n_head, c.n_head_kv);
         let scale = 1.0 / (hd as f64).sqrt();
         let norm = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
@@ -573,7 +616,7 @@ impl Llama {
         }
         let x = self.final_norm(&x)?;
         let logits = self
-            .output
+            .output()?
             .forward(&x)?
             .to_dtype(DType::F32)?
             .flatten_all()?;
@@ -622,7 +665,7 @@ impl Llama {
             x = self.block_forward_train(i, &x, &ctx)?;
         }
         let x = rms_norm_diff(&x, &self.output_norm, eps)?;
-        self.output.forward(&x)
+        self.output()?.forward(&x)
     }
 
     fn block_forward_train(&self, i: usize, x: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {

@@ -108,50 +108,61 @@ fn sum_sq_cols(x: &Tensor) -> Result<Vec<f64>> {
     Ok(v.into_iter().map(f64::from).collect())
 }
 
-/// llama-imatrix's importance matrix (per input column mean x²) from the full-precision model.
-/// The chunks' sums are added in [`frugal_dist::tree_sum`]'s order, so MPI ranks (each
-/// running its share of the chunks) get the single process's matrix bit for bit.
+/// llama-imatrix's importance matrix (per input column mean x²) from the full-precision model,
+/// streamed block by block: the embedding and final norm are loaded once, then each decoder
+/// block is decoded, run on every chunk this rank owns, and dropped — at most one block is in
+/// F32 at a time, with the chunks' hidden states (tokens × width) beside it, so peak memory
+/// grows with a block, not with the model. Each chunk's sums are the same numbers, in the same
+/// order, as a whole-model pass gives, and chunks are added in [`frugal_dist::tree_sum`]'s
+/// order, so MPI ranks (each running its share of the chunks) get the single process's matrix
+/// bit for bit.
 pub fn collect_imatrix(
     f: &GgufFile,
     calib: &Calibration,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Imatrix> {
     let comm = frugal_dist::world();
-    let model = load_model(f)?;
-    let n_layer = model.blocks.len();
+    let cpu = candle_core::Device::Cpu;
+    let shell = Llama::load_shell(f, &cpu)?;
+    let c = shell.config.clone();
+    let n_layer = c.n_layer;
     // Every chunk's Σx² per distinct input, laid out block by block, then the output layer's.
+    let dims = [c.n_embd, c.n_head * c.head_dim(), c.n_embd, c.n_ff];
     let mut layout: Vec<(Vec<String>, usize)> = Vec::with_capacity(4 * n_layer + 1);
     for i in 0..n_layer {
-        let b = &model.blocks[i];
-        let dims = [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()];
         layout.extend(block_names(i).into_iter().zip(dims));
     }
-    layout.push((vec![output_name(f).to_string()], model.config.n_embd));
+    layout.push((vec![output_name(f).to_string()], c.n_embd));
     let len = layout.iter().map(|(_, n)| n).sum();
-    let mine = frugal_dist::tree_items(comm, calib.chunks.len()).len();
-    let mut done = 0;
-    let sums = frugal_dist::tree_sum(
-        comm,
-        calib.chunks.len(),
-        len,
-        &mut |c| -> Result<Vec<f64>> {
-            let chunk = &calib.chunks[c];
-            let ctx = model.attn_ctx(chunk.len())?;
-            let mut x = model.embed(chunk)?;
-            let mut v = Vec::with_capacity(len);
-            for i in 0..n_layer {
-                let (out, tr) = model.block_forward(i, &x, &ctx, true)?;
-                for input in tr.expect("traced").iter() {
-                    v.extend(sum_sq_cols(input)?);
-                }
-                x = out;
+    let mine = frugal_dist::tree_items(comm, calib.chunks.len());
+    let chunks = &calib.chunks[mine.clone()];
+    let ctxs = chunks
+        .iter()
+        .map(|t| shell.attn_ctx(t.len()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut xs = chunks
+        .iter()
+        .map(|t| shell.embed(t))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut sums: Vec<Vec<f64>> = (0..chunks.len()).map(|_| Vec::with_capacity(len)).collect();
+    for i in 0..n_layer {
+        let block = Llama::load_block(f, &c, i, LoadOptions::EXACT, &cpu)?;
+        for ((x, ctx), v) in xs.iter_mut().zip(&ctxs).zip(&mut sums) {
+            let (out, tr) = shell.block_forward_with(&block, x, ctx, true)?;
+            for input in tr.expect("traced").iter() {
+                v.extend(sum_sq_cols(input)?);
             }
-            v.extend(sum_sq_cols(&model.final_norm(&x)?)?);
-            done += 1;
-            progress(done, mine);
-            Ok(v)
-        },
-    )?;
+            *x = out;
+        }
+        progress(i + 1, n_layer + 1);
+    }
+    for (x, v) in xs.iter().zip(&mut sums) {
+        v.extend(sum_sq_cols(&shell.final_norm(x)?)?);
+    }
+    progress(n_layer + 1, n_layer + 1);
+    let sums = frugal_dist::tree_sum(comm, calib.chunks.len(), len, &mut |k| -> Result<Vec<f64>> {
+        Ok(std::mem::take(&mut sums[k - mine.start]))
+    })?;
     let n = calib.n_tokens() as f64;
     let mut entries = HashMap::new();
     let mut rest = &sums[..];
