@@ -1,10 +1,12 @@
 //! The embedded default of `frugal run`, on the bundled digits data set: the seeded stratified
 //! split, then [`crate::classifier::run_classifier_pipeline`] (teacher trained from scratch, a
-//! student on labels and one distilled, the distilled one pruned and recovered, then int8,
-//! each step metered), every model saved, reloaded and evaluated on the same test images; then
-//! every model's inference energy measured, each compression's break-even computed (its energy
-//! against the saving per query), every student checked against the built-in default policy,
-//! and the report written as `report.json`, `report.md` and `report.html`.
+//! student on labels and one distilled, the distilled one pruned and recovered, then int8, and
+//! the teacher in int8, each step metered), every model saved, reloaded and evaluated on the
+//! same test images as it is served; then every model's inference energy measured, each model
+//! compared with its source and each compression's break-even computed — claimed only where the
+//! saving is significant —, every compressed model judged by the built-in default policy (as
+//! `frugal check` judges the report), the model to ship named, and the report written as
+//! `report.json`, `report.md` and `report.html`.
 
 use crate::{classifier, measure, refuse_foreign_run, schema, stratified_split, Error, RunOptions};
 use frugal_formats::digits::embedded_digits;
@@ -48,9 +50,10 @@ pub struct Report {
     pub measure: Vec<ModelEnergy>,
     /// Each compressed student's cost and pay-back against the teacher.
     pub break_even: Vec<BreakEven>,
-    /// Every student checked against the built-in default policy (as `frugal check` judges
-    /// this report: [`crate::judge::embedded_subjects`]).
+    /// The policy the compressed models are judged by (the built-in default).
     pub policy: String,
+    /// Every compressed model's verdict, as `frugal check` judges this report
+    /// ([`crate::judge::embedded_subjects`]).
     pub check: Vec<frugal_report::policy::Verdict>,
     /// Each model made from another (pruned, int8) against its source: energy per query,
     /// compared with their intervals.
