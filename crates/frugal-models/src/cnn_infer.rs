@@ -188,7 +188,13 @@ impl CnnInference {
                     s,
                 )
             });
-            convs.push(Layer::new(reorder(w), params[2 * l + 1].clone(), k, pixels, q));
+            convs.push(Layer::new(
+                reorder(w),
+                params[2 * l + 1].clone(),
+                k,
+                pixels,
+                q,
+            ));
             (c, pixels) = (o, pixels / 4);
         }
         let f = 2 * cfg.conv_channels.len();

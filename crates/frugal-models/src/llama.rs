@@ -301,7 +301,8 @@ impl Llama {
     pub fn load(f: &GgufFile, opts: LoadOptions, device: &Device) -> Result<Self> {
         let mut m = Self::load_shell(f, device)?;
         for i in 0..m.config.n_layer {
-            m.blocks.push(Self::load_block(f, &m.config, i, opts, device)?);
+            m.blocks
+                .push(Self::load_block(f, &m.config, i, opts, device)?);
         }
         let d = m.config.n_embd;
         let output_name = if f.tensor("output.weight").is_some() {
@@ -346,7 +347,11 @@ impl Llama {
         opts: LoadOptions,
         device: &Device,
     ) -> Result<Block> {
-        let (d, kv, qd) = (c.n_embd, c.n_head_kv * c.head_dim(), c.n_head * c.head_dim());
+        let (d, kv, qd) = (
+            c.n_embd,
+            c.n_head_kv * c.head_dim(),
+            c.n_head * c.head_dim(),
+        );
         let n = |s: &str| format!("blk.{i}.{s}.weight");
         Ok(Block {
             attn_norm: load_f32_shaped(f, &n("attn_norm"), &[d], device)?,

@@ -284,50 +284,41 @@ pub fn run_classifier_pipeline(
     r.made_from = Some("student-distilled".into());
     models.push(r);
 
-    // 5. int8 weights (per output channel) of the pruned student.
-    let t0 = std::time::Instant::now();
-    let session = meter()?;
+    // 5–6. int8 weights (per output channel) of the pruned student and of the teacher itself
+    // (served with integer products where a layer is large enough), each metered.
     let scheme = frugal_compress::quant::int::int_type("int8").expect("int8 is a scheme");
-    frugal_compress::quant::int::quantize_safetensors_file(
-        &dir.join("student-pruned.safetensors"),
-        &dir.join("student-int8.safetensors"),
-        scheme,
-        &|_, _| {},
-    )?;
-    let energy = session.stop().map_err(energy_error)?;
-    let mut r = record(
-        dir,
+    let int8_of = |source: &str, name: &str, made_by: &str| -> Result<ModelRecord, Error> {
+        let t0 = std::time::Instant::now();
+        let session = meter()?;
+        frugal_compress::quant::int::quantize_safetensors_file(
+            &dir.join(format!("{source}.safetensors")),
+            &dir.join(format!("{name}.safetensors")),
+            scheme,
+            &|_, _| {},
+        )?;
+        let energy = session.stop().map_err(energy_error)?;
+        let mut r = record(
+            dir,
+            name,
+            made_by.into(),
+            set,
+            test,
+            t0.elapsed().as_secs_f64(),
+        )?;
+        r.energy = Some(energy);
+        r.made_from = Some(source.into());
+        Ok(r)
+    };
+    models.push(int8_of(
+        "student-pruned",
         "student-int8",
-        "pruned student, weights int8 per output channel (zeros stay zero)".into(),
-        set,
-        test,
-        t0.elapsed().as_secs_f64(),
-    )?;
-    r.energy = Some(energy);
-    r.made_from = Some("student-pruned".into());
-    models.push(r);
-
-    // 6. The teacher itself, weights int8 per output channel: served with integer products.
-    let t0 = std::time::Instant::now();
-    let session = meter()?;
-    frugal_compress::quant::int::quantize_safetensors_file(
-        &dir.join("teacher.safetensors"),
-        &dir.join("teacher-int8.safetensors"),
-        scheme,
-        &|_, _| {},
-    )?;
-    let energy = session.stop().map_err(energy_error)?;
-    let mut r = record(
-        dir,
+        "pruned student, weights int8 per output channel (zeros stay zero)",
+    )?);
+    models.push(int8_of(
+        "teacher",
         "teacher-int8",
-        "the teacher, weights int8 per output channel (served with integer products)".into(),
-        set,
-        test,
-        t0.elapsed().as_secs_f64(),
-    )?;
-    r.energy = Some(energy);
-    r.made_from = Some("teacher".into());
-    models.push(r);
+        "the teacher, weights int8 per output channel (served with integer products)",
+    )?);
 
     Ok(ClassifierRun {
         plan: plan.clone(),

@@ -123,19 +123,18 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
         AnyReport::Eval(e) => match e {
             eval::EvalOutcome::LanguageModel(q) => {
                 let mut m = Metrics::default();
-                lm_quality(&mut m, q, "");
+                lm_quality(&mut m, Some(q), "");
                 one(&q.model, Some(LanguageModel), m)
             }
             eval::EvalOutcome::Encoder(q) => {
                 let mut m = Metrics::default();
-                encoder_quality(&mut m, q, "");
+                encoder_quality(&mut m, Some(q), "");
                 one(&q.model, Some(Encoder), m)
             }
             eval::EvalOutcome::Classifier(c) => one(&c.model, Some(Classifier), Metrics::default()),
         },
         AnyReport::Quantize(q) => {
-            let mut m = Metrics::default();
-            energy(&mut m, &q.energy, "energy");
+            let mut m = metered(&q.energy);
             match &q.report {
                 quantize::QuantizeOutcome::LanguageModel(s) => {
                     size(
@@ -144,9 +143,7 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
                         s.quantize.output_bytes,
                         "quantize.",
                     );
-                    if let Some(e) = &s.quality {
-                        lm_quality(&mut m, e, "quality.");
-                    }
+                    lm_quality(&mut m, s.quality.as_ref(), "quality.");
                     one(&s.quantize.output, Some(LanguageModel), m)
                 }
                 quantize::QuantizeOutcome::Encoder(s) => {
@@ -156,9 +153,7 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
                         s.quantize.output_bytes,
                         "quantize.",
                     );
-                    if let Some(e) = &s.quality {
-                        encoder_quality(&mut m, e, "quality.");
-                    }
+                    encoder_quality(&mut m, s.quality.as_ref(), "quality.");
                     one(&s.quantize.output, Some(Encoder), m)
                 }
                 quantize::QuantizeOutcome::Classifier { quantize } => {
@@ -176,21 +171,16 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
             }
         }
         AnyReport::Prune(p) => {
-            let mut m = Metrics::default();
-            energy(&mut m, &p.energy, "energy");
+            let mut m = metered(&p.energy);
             match &p.report {
                 prune::PruneOutcome::Unstructured(s) => {
                     size(&mut m, s.input_bytes, s.output_bytes, "");
-                    if let Some(e) = &s.quality {
-                        lm_quality(&mut m, e, "quality.");
-                    }
+                    lm_quality(&mut m, s.quality.as_ref(), "quality.");
                     one(&s.prune.output, Some(LanguageModel), m)
                 }
                 prune::PruneOutcome::Structured(s) => {
                     size(&mut m, s.input_bytes, s.output_bytes, "");
-                    if let Some(e) = &s.quality {
-                        lm_quality(&mut m, e, "quality.");
-                    }
+                    lm_quality(&mut m, s.quality.as_ref(), "quality.");
                     one(&s.output, Some(LanguageModel), m)
                 }
                 prune::PruneOutcome::Classifier(s) => {
@@ -205,13 +195,10 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
             }
         }
         AnyReport::Distill(d) => {
-            let mut m = Metrics::default();
-            energy(&mut m, &d.energy, "energy");
+            let mut m = metered(&d.energy);
             match &d.report {
                 distill::DistillOutcome::LanguageModel(s) => {
-                    if let Some(e) = &s.quality {
-                        lm_quality(&mut m, e, "quality.");
-                    }
+                    lm_quality(&mut m, s.quality.as_ref(), "quality.");
                     one(&s.out, Some(LanguageModel), m)
                 }
                 distill::DistillOutcome::Classifier(s) => {
@@ -227,8 +214,7 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
             }
         }
         AnyReport::Tune(t) => {
-            let mut m = Metrics::default();
-            energy(&mut m, &t.energy, "energy");
+            let mut m = metered(&t.energy);
             match &t.report {
                 tune::TuneOutcome::LanguageModel(r) => {
                     size(&mut m, r.input_bytes, r.output_bytes, "");
@@ -256,8 +242,7 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
         }
         AnyReport::Measure(measure_job::MeasureOutcome::Command(c)) => {
             let r = &c.report;
-            let mut m = Metrics::default();
-            energy(&mut m, &r.energy, "energy");
+            let mut m = metered(&r.energy);
             if let Some(p) = &r.per_1k_queries {
                 m.set("max_wh_per_1k_queries", p.wh, "per_1k_queries.wh");
                 if let Some(g) = p.gco2e {
@@ -282,8 +267,15 @@ fn workload_kind(w: &WorkloadReport) -> Option<ModelKind> {
     }
 }
 
-fn lm_quality(m: &mut Metrics, q: &LmEvalReport, at: &str) {
-    if let Some(k) = &q.result.kld {
+/// The figures of a command's report that made a model: its energy's provenance.
+fn metered(e: &EnergyReport) -> Metrics {
+    let mut m = Metrics::default();
+    energy(&mut m, e, "energy");
+    m
+}
+
+fn lm_quality(m: &mut Metrics, q: Option<&LmEvalReport>, at: &str) {
+    if let Some((q, k)) = q.and_then(|q| Some((q, q.result.kld.as_ref()?))) {
         m.set("max_kld", k.mean, format!("{at}kld.mean"));
         ppl_increase(m, q.result.ppl, k.reference_ppl, at);
     }
@@ -299,7 +291,10 @@ fn ppl_increase(m: &mut Metrics, ppl: f64, reference: f64, at: &str) {
     }
 }
 
-fn encoder_quality(m: &mut Metrics, q: &EncoderEvalReport, at: &str) {
+fn encoder_quality(m: &mut Metrics, q: Option<&EncoderEvalReport>, at: &str) {
+    let Some(q) = q else {
+        return;
+    };
     let r = &q.result;
     if let Some(c) = r.cosine_mean {
         m.set("min_cosine_similarity", c, format!("{at}cosine_mean"));
@@ -402,16 +397,14 @@ pub fn recipe_subjects(r: &RecipeReport) -> Vec<Subject> {
             }
         }
         energy(&mut m, &s.energy, &format!("steps[{i}].energy"));
-        if let Some(q) = s.result.quality() {
-            lm_quality(&mut m, q, &format!("{at}quality."));
-        }
+        lm_quality(&mut m, s.result.quality(), &format!("{at}quality."));
         for (j, later) in r.steps.iter().enumerate().skip(i + 1) {
             if later.input != *output {
                 continue;
             }
             match &later.result {
                 StepResult::Eval(q) if m.get("max_kld").is_none() => {
-                    lm_quality(&mut m, q, &format!("steps[{j}].result."))
+                    lm_quality(&mut m, Some(q), &format!("steps[{j}].result."))
                 }
                 StepResult::Measure(w) => workload(&mut m, w, &format!("steps[{j}].result.")),
                 _ => {}

@@ -56,6 +56,24 @@ pub enum AnyReport {
     Run(run::RunOutcome),
 }
 
+impl AnyReport {
+    /// The command that wrote it (its `report` tag).
+    pub fn kind(&self) -> &'static str {
+        use crate::jobs::Job;
+        match self {
+            AnyReport::Inspect(_) => "inspect",
+            AnyReport::Eval(_) => eval::Eval::KIND,
+            AnyReport::Quantize(_) => quantize::Quantize::KIND,
+            AnyReport::Prune(_) => prune::Prune::KIND,
+            AnyReport::Distill(_) => distill::Distill::KIND,
+            AnyReport::Tune(_) => tune::Tune::KIND,
+            AnyReport::Measure(_) => measure::Measure::KIND,
+            AnyReport::Check(_) => check::Check::KIND,
+            AnyReport::Run(_) => run::Run::KIND,
+        }
+    }
+}
+
 /// A Frugal report (any command's `--json` output, or a `report.json`).
 #[derive(Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[schemars(title = "Frugal report")]

@@ -213,11 +213,6 @@ impl Activity {
     pub fn name(self) -> &'static str {
         self.row().1
     }
-
-    /// The activity called `name`.
-    pub fn from_name(name: &str) -> Option<Activity> {
-        ACTIVITIES.iter().find(|r| r.1 == name).map(|r| r.0)
-    }
 }
 
 /// The command line reads the same table (`--training-type`).

@@ -5,25 +5,15 @@
 
 use std::collections::BTreeMap;
 
-/// The kinds of model a policy can scope clauses to (`[language_model]`, `[classifier]`,
-/// `[encoder]` tables).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    LanguageModel,
-    Classifier,
-    Encoder,
+frugal_formats::name_table! {
+    "snake_case";
+    /// The kinds of model a policy can scope clauses to (`[language_model]`, `[classifier]`,
+    /// `[encoder]` tables): one name table for policies, reports and the schema.
+    pub enum ModelKind {
+        LanguageModel,
+        Classifier,
+        Encoder,
+    }
 }
 
 impl ModelKind {
@@ -43,7 +33,7 @@ impl ModelKind {
     }
 
     pub fn from_name(s: &str) -> Option<ModelKind> {
-        ModelKind::ALL.into_iter().find(|k| k.name() == s)
+        <ModelKind as clap::ValueEnum>::from_str(s, false).ok()
     }
 }
 

@@ -844,6 +844,13 @@ mod tests {
             ]
         );
         assert_eq!(keys(None), [("min_size_reduction", 1), ("max_kld", 2)]);
+        for k in ModelKind::ALL {
+            assert_eq!(
+                ModelKind::from_name(k.name()),
+                Some(k),
+                "the table name of {k:?}"
+            );
+        }
         assert_eq!(
             p.number_for(Some(ModelKind::LanguageModel), "max_kld"),
             Some(0.1)

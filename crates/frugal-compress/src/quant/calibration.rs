@@ -160,9 +160,12 @@ pub fn collect_imatrix(
         v.extend(sum_sq_cols(&shell.final_norm(x)?)?);
     }
     progress(n_layer + 1, n_layer + 1);
-    let sums = frugal_dist::tree_sum(comm, calib.chunks.len(), len, &mut |k| -> Result<Vec<f64>> {
-        Ok(std::mem::take(&mut sums[k - mine.start]))
-    })?;
+    let sums = frugal_dist::tree_sum(
+        comm,
+        calib.chunks.len(),
+        len,
+        &mut |k| -> Result<Vec<f64>> { Ok(std::mem::take(&mut sums[k - mine.start])) },
+    )?;
     let n = calib.n_tokens() as f64;
     let mut entries = HashMap::new();
     let mut rest = &sums[..];

@@ -44,10 +44,7 @@ impl Job for Check {
     fn run(&self, _progress: Progress) -> Result<CheckReport, Error> {
         let p = Policy::load(&self.policy)?;
         let report = crate::judge::read(&self.report)?;
-        let report_kind = serde_json::to_value(&report)
-            .ok()
-            .and_then(|v| Some(v.get("report")?.as_str()?.to_string()))
-            .unwrap_or_default();
+        let report_kind = report.kind().to_string();
         let mut subjects = crate::judge::subjects(&report)?;
         if subjects.is_empty() {
             return Err(Error::Usage(format!(
