@@ -10,7 +10,7 @@ pub mod lm;
 
 pub use lm::{
     eval_lm, eval_lm_files, eval_lm_files_cached, KldStats, LmEvalFiles, LmEvalOptions,
-    LmEvalReport, LmEvalResult, ReferenceCache,
+    LmEvalReport, LmEvalResult, LmSource, ReferenceCache,
 };
 
 /// Errors of evaluation.

@@ -17,6 +17,10 @@ pub struct LmEvalOptions {
     pub max_chunks: Option<usize>,
     /// Replace each chunk's first token with this BOS (when the vocabulary adds one).
     pub bos: Option<u32>,
+    /// Chunks a streamed model ([`LmSource::File`]) runs through its blocks together; `None`
+    /// for as many as [`STREAM_HIDDEN_BYTES`] of hidden states hold. Results do not depend on
+    /// it.
+    pub group_chunks: Option<usize>,
 }
 
 type ChunkMap = std::collections::HashMap<(Vec<u32>, usize), std::sync::Arc<Vec<f32>>>;
@@ -294,18 +298,127 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
+/// Where an evaluated model's logits come from.
+#[derive(Clone, Copy)]
+pub enum LmSource<'a> {
+    /// A model in memory: each chunk one whole forward pass.
+    Loaded(&'a Llama),
+    /// A GGUF file streamed block by block: the tokens embedded from the file's rows, every
+    /// chunk of a group through one decoded block before the next block is decoded, so the
+    /// weights held at once are one block, then the output layer — never the whole model (the same arithmetic as [`LmSource::Loaded`],
+    /// bit for bit: `tests/stream_eval.rs`).
+    File(
+        &'a frugal_formats::gguf::GgufFile,
+        frugal_models::llama::LoadOptions,
+    ),
+}
+
+impl LmSource<'_> {
+    fn config(&self) -> Result<std::borrow::Cow<'_, frugal_models::llama::LlamaConfig>> {
+        Ok(match self {
+            LmSource::Loaded(m) => std::borrow::Cow::Borrowed(&m.config),
+            LmSource::File(f, _) => {
+                std::borrow::Cow::Owned(frugal_models::llama::LlamaConfig::from_gguf(f)?)
+            }
+        })
+    }
+
+    /// Blocks a group of chunks is streamed through (0 for a model in memory).
+    fn streamed_blocks(&self) -> Result<usize> {
+        Ok(match self {
+            LmSource::Loaded(_) => 0,
+            LmSource::File(..) => self.config()?.n_layer,
+        })
+    }
+
+    /// Ready to give the logits of chunks `group` (for a file: streamed through every block,
+    /// calling `step()` after each).
+    fn ready(
+        &self,
+        chunks: &[Vec<u32>],
+        group: std::ops::Range<usize>,
+        first: usize,
+        step: &(dyn Fn() + Sync),
+    ) -> Result<Ready<'_>> {
+        let (f, load) = match *self {
+            LmSource::Loaded(m) => return Ok(Ready::Loaded(m)),
+            LmSource::File(f, load) => (f, load),
+        };
+        let dev = candle_core::Device::Cpu;
+        let mut model = Llama::load_bare_shell(f, &dev)?;
+        let mut xs = chunks[group.clone()]
+            .iter()
+            .map(|c| model.embed_from(f, c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let ctx = chunks[group.start].len();
+        let attn = model.attn_ctx(ctx)?;
+        for i in 0..model.config.n_layer {
+            let block = Llama::load_block(f, &model.config, i, load, &dev)?;
+            xs = xs
+                .par_iter()
+                .map(|x| Ok(model.block_forward_with(&block, x, &attn, false)?.0))
+                .collect::<Result<Vec<_>>>()?;
+            step();
+        }
+        let hidden = xs
+            .iter()
+            .map(|x| Ok(model.final_norm(&x.narrow(0, first, ctx - first)?)?))
+            .collect::<Result<Vec<_>>>()?;
+        drop(xs);
+        model.load_output(f, load)?;
+        Ok(Ready::Streamed {
+            model,
+            start: group.start,
+            hidden,
+        })
+    }
+}
+
+/// A model ready to give chunks' logits.
+enum Ready<'a> {
+    Loaded(&'a Llama),
+    /// A shell holding the output layer, and the final-normed hidden states at the scored
+    /// positions of chunks `start..`.
+    Streamed {
+        model: Llama,
+        start: usize,
+        hidden: Vec<candle_core::Tensor>,
+    },
+}
+
+impl Ready<'_> {
+    /// Logits `[(ctx − first), n_vocab]` of chunk `c`, flattened.
+    fn logits(&self, c: usize, chunk: &[u32], first: usize) -> Result<Vec<f32>> {
+        let t = match self {
+            Ready::Loaded(m) => m.forward_from(chunk, first)?,
+            Ready::Streamed {
+                model,
+                start,
+                hidden,
+            } => model.logits_of(&hidden[c - start])?,
+        };
+        Ok(t.flatten_all()?.to_vec1()?)
+    }
+}
+
+/// Bytes of hidden states and reference logits an evaluation keeps at once (one group of
+/// chunks).
+pub const STREAM_HIDDEN_BYTES: usize = 512 << 20;
+
 /// Evaluates `model` on `tokens`, optionally against `reference` (same vocabulary). Calls
-/// `progress(done, total)` after each chunk. With `cache`, the reference's logits of a chunk
+/// `progress(done, total)` after each chunk scored and each block a streamed model's group of
+/// chunks passes. With `cache`, the reference's logits of a chunk
 /// are taken from it when kept there, and kept when computed; against a cache alone (no
 /// `reference`), every chunk must be kept.
 pub fn eval_lm(
-    model: &Llama,
-    reference: Option<&Llama>,
+    model: LmSource,
+    reference: Option<LmSource>,
     cache: Option<&ReferenceCache>,
     tokens: &[u32],
     opts: &LmEvalOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<LmEvalResult> {
+    let config = model.config()?;
     let ctx = opts.ctx;
     if ctx < 4 || !ctx.is_multiple_of(2) {
         return Err(Error::BadCtx {
@@ -313,20 +426,21 @@ pub fn eval_lm(
             reason: "must be even and at least 4".into(),
         });
     }
-    if ctx > model.config.n_ctx_train {
+    if ctx > config.n_ctx_train {
         return Err(Error::BadCtx {
             ctx,
             reason: format!(
                 "exceeds the model's training context {}",
-                model.config.n_ctx_train
+                config.n_ctx_train
             ),
         });
     }
-    if let Some(r) = reference {
-        if r.config.n_vocab != model.config.n_vocab {
+    if let Some(r) = &reference {
+        let rv = r.config()?.n_vocab;
+        if rv != config.n_vocab {
             return Err(Error::Mismatch(format!(
-                "vocabularies of {} and {} tokens",
-                model.config.n_vocab, r.config.n_vocab
+                "vocabularies of {} and {rv} tokens",
+                config.n_vocab
             )));
         }
     }
@@ -350,7 +464,7 @@ pub fn eval_lm(
     })?;
     let n_chunks = chunks.len();
     let first = ctx / 2;
-    let n_vocab = model.config.n_vocab;
+    let n_vocab = config.n_vocab;
     // Chunks are independent: they run in parallel (each also uses parallel GEMM), which keeps
     // both cores busy through the single-threaded parts of a forward pass. Results are
     // collected in chunk order, so the sums below do not depend on scheduling.
@@ -359,24 +473,41 @@ pub fn eval_lm(
     // per-chunk results are gathered in chunk order, so every sum and percentile below is the
     // single process's, bit for bit.
     let comm = frugal_dist::world();
+    //
+    // The chunks run in groups: in each, the reference's logits first (taken from the cache
+    // where kept there), then the model's, so one output layer is in memory at a time, beside
+    // the group's hidden states and reference logits, which together fit
+    // [`STREAM_HIDDEN_BYTES`]. Progress counts each group's block passes (streamed sources)
+    // and each chunk scored.
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let n_mine = frugal_dist::shard(n_chunks, comm.rank(), comm.size()).len();
-    let score_chunk = |c: usize| -> Result<ChunkScores> {
+    let mine = frugal_dist::shard(n_chunks, comm.rank(), comm.size());
+    let scored = (ctx - 1 - first) * n_vocab;
+    let per_chunk_bytes = 4 * (ctx * config.n_embd + if reference.is_some() { scored } else { 0 });
+    let group_len = opts
+        .group_chunks
+        .unwrap_or(STREAM_HIDDEN_BYTES / per_chunk_bytes.max(1))
+        .max(1);
+    let n_groups = mine.len().div_ceil(group_len);
+    let passes = model.streamed_blocks()?
+        + match &reference {
+            Some(r) => r.streamed_blocks()?,
+            None => 0,
+        };
+    let total = mine.len() + n_groups * passes;
+    let step = || {
+        progress(
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            total,
+        )
+    };
+    type Logits = std::sync::Arc<Vec<f32>>;
+    // The reference's logits of chunk `c` at the scored positions: kept, or computed by `r`.
+    let reference_logits = |r: Option<&Ready>, c: usize| -> Result<Option<Logits>> {
         let chunk = &chunks[c];
-        let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
-        let logits: Vec<f32> = model.forward_from(chunk, first)?.flatten_all()?.to_vec1()?;
-        let rows = &logits[..(ctx - 1 - first) * n_vocab];
-        let s: Vec<TokenScore> = rows
-            .chunks(n_vocab)
-            .zip(targets)
-            .map(|(r, &t)| score_row(r, t))
-            .collect();
-        let (mut rs, mut kl) = (Vec::new(), Vec::new());
-        let scored = (ctx - 1 - first) * n_vocab;
-        let rl = match (cache.and_then(|k| k.hit(chunk, first)), reference) {
+        Ok(match (cache.and_then(|k| k.hit(chunk, first)), r) {
             (Some(kept), _) => Some(kept),
             (None, Some(r)) => {
-                let mut rl: Vec<f32> = r.forward_from(chunk, first)?.flatten_all()?.to_vec1()?;
+                let mut rl = r.logits(c, chunk, first)?;
                 rl.truncate(scored);
                 Some(match cache {
                     Some(k) => k.put(chunk, first, rl),
@@ -389,7 +520,19 @@ pub fn eval_lm(
                 )))
             }
             (None, None) => None,
-        };
+        })
+    };
+    let score_chunk = |m: &Ready, rl: Option<&Logits>, c: usize| -> Result<ChunkScores> {
+        let chunk = &chunks[c];
+        let targets = &tokens[c * ctx + first + 1..(c + 1) * ctx];
+        let logits = m.logits(c, chunk, first)?;
+        let rows = &logits[..scored];
+        let s: Vec<TokenScore> = rows
+            .chunks(n_vocab)
+            .zip(targets)
+            .map(|(r, &t)| score_row(r, t))
+            .collect();
+        let (mut rs, mut kl) = (Vec::new(), Vec::new());
         if let Some(rl) = rl {
             if rl.len() != scored {
                 return Err(Error::Mismatch(format!(
@@ -410,16 +553,47 @@ pub fn eval_lm(
                 .map(|(p, q)| kl_row(p, q))
                 .collect();
         }
-        progress(
-            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-            n_mine,
-        );
+        step();
         Ok((s, rs, kl))
     };
-    let per_chunk = frugal_dist::gather_items(comm, n_chunks, &mut |r| {
-        r.into_par_iter()
-            .map(|c| score_chunk(c).map(|s| chunk_to_wire(&s)))
-            .collect::<Result<Vec<_>>>()
+    let per_chunk = frugal_dist::gather_items::<Error>(comm, n_chunks, &mut |mine| {
+        let mut out = Vec::with_capacity(mine.len());
+        let mut start = mine.start;
+        while start < mine.end {
+            let group = start..(start + group_len).min(mine.end);
+            start = group.end;
+            // The reference runs only when some chunk of the group is not cached.
+            let cached = |c: usize| cache.is_some_and(|k| k.get(&chunks[c], first).is_some());
+            let r = match &reference {
+                Some(src) if !group.clone().all(cached) => {
+                    Some(src.ready(&chunks, group.clone(), first, &step)?)
+                }
+                Some(src) => {
+                    // Its block passes are not needed: counted as done.
+                    (0..src.streamed_blocks()?).for_each(|_| step());
+                    None
+                }
+                None => None,
+            };
+            let rls = group
+                .clone()
+                .into_par_iter()
+                .map(|c| reference_logits(r.as_ref(), c))
+                .collect::<Result<Vec<_>>>()?;
+            drop(r);
+            let m = model.ready(&chunks, group.clone(), first, &step)?;
+            out.extend(
+                group
+                    .clone()
+                    .into_par_iter()
+                    .map(|c| {
+                        score_chunk(&m, rls[c - group.start].as_ref(), c)
+                            .map(|s| chunk_to_wire(&s))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        Ok(out)
     })?
     .iter()
     .map(|b| chunk_from_wire(b))
@@ -539,6 +713,7 @@ mod tests {
             ctx: 8,
             max_chunks: None,
             bos: Some(1),
+            group_chunks: None,
         };
         let chunks = chunks_of(&tokens, &opts).unwrap();
         assert_eq!(chunks.len(), 2);
@@ -598,7 +773,9 @@ pub struct LmEvalReport {
     pub tokenizer_pre: String,
     #[serde(flatten)]
     pub result: LmEvalResult,
-    /// Wall time of the forward passes and scoring (loading excluded), seconds.
+    /// Wall time of the forward passes and scoring, seconds: the weights' decoding, which the
+    /// block-by-block streaming interleaves with the passes, is in it; opening the files and
+    /// tokenizing are not.
     pub eval_seconds: f64,
     /// Tokens processed by the evaluated model per second (`n_chunks × ctx / eval_seconds`;
     /// with a reference, both models' passes are in the time, unless the reference's logits
@@ -663,14 +840,10 @@ pub fn eval_lm_files_cached(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<LmEvalReport> {
     use frugal_formats::gguf::GgufFile;
-    use frugal_models::llama::Llama;
     use frugal_models::tokenizer::GgufTokenizer;
-    let dev = candle_core::Device::Cpu;
     let lopts = job.load;
     let f = GgufFile::open(&job.model).map_err(frugal_models::Error::from)?;
     let tok = GgufTokenizer::from_gguf(&f)?;
-    let model = Llama::load(&f, lopts, &dev)?;
-    drop(f);
     if let Some(k) = cache {
         if k.reference != job.reference || job.reference.is_none() {
             return Err(Error::Mismatch(format!(
@@ -686,17 +859,24 @@ pub fn eval_lm_files_cached(
         ctx: job.opts_ctx,
         max_chunks: job.max_chunks,
         bos: if tok.add_bos { tok.bos } else { None },
+        group_chunks: None,
     };
-    let reference = match &job.reference {
+    // Both models are streamed from their files, block by block (the reference is not even
+    // opened when the cache holds every chunk).
+    let rf = match &job.reference {
         Some(_) if cache.is_some_and(|k| k.has_all(&tokens, &opts)) => None,
-        Some(p) => {
-            let rf = GgufFile::open(p).map_err(frugal_models::Error::from)?;
-            Some(Llama::load(&rf, lopts, &dev)?)
-        }
+        Some(p) => Some(GgufFile::open(p).map_err(frugal_models::Error::from)?),
         None => None,
     };
     let t0 = std::time::Instant::now();
-    let result = eval_lm(&model, reference.as_ref(), cache, &tokens, &opts, progress)?;
+    let result = eval_lm(
+        LmSource::File(&f, lopts),
+        rf.as_ref().map(|rf| LmSource::File(rf, lopts)),
+        cache,
+        &tokens,
+        &opts,
+        progress,
+    )?;
     let secs = t0.elapsed().as_secs_f64();
     Ok(LmEvalReport {
         model: job.model.display().to_string(),

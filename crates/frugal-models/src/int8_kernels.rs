@@ -7,8 +7,11 @@
 //!
 //! Each group's dot products are exact 32-bit integer sums, converted to f32 and scaled once per
 //! group. On CPUs with AVX-512 VNNI the sums come from `vpdpbusd` (unsigned × signed bytes, so
-//! the activations are stored offset by 128 and `128 · Σ q` is subtracted per group); elsewhere a
-//! portable loop computes the same integers.
+//! the activations are stored offset by 128 and `128 · Σ q` is subtracted per group); on AVX2
+//! from `vpmaddubsw` of |x| and the weights carrying x's sign, then `vpmaddwd` (exact: with
+//! |x|, |w| ≤ 127 no pair sum reaches the 16-bit limit; a weight of −128 sends the product to
+//! the portable loop), in eight lanes per group; elsewhere a portable loop computes the same
+//! integers. The three differ only in the order of the f32 additions after the integer sums.
 
 use rayon::prelude::*;
 
@@ -31,6 +34,8 @@ pub struct PackedI8 {
     corr: Vec<i32>,
     /// Panels of 32 output columns: `[n / 32][k / 4][32][4]`, empty when VNNI is not used.
     panels: Vec<i8>,
+    /// Whether the AVX2 kernel may multiply these weights (none is −128) and the CPU has it.
+    avx2: bool,
 }
 
 /// Activations rounded for [`matmul_i8`]: `[m, k]` as `q + 128` and `[m, k / GROUP]` scales.
@@ -47,6 +52,17 @@ fn vnni() -> bool {
     {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -85,6 +101,7 @@ impl PackedI8 {
         } else {
             Vec::new()
         };
+        let avx2 = avx2_fma() && !q.contains(&i8::MIN);
         PackedI8 {
             n,
             k,
@@ -92,6 +109,7 @@ impl PackedI8 {
             scale,
             corr,
             panels,
+            avx2,
         }
     }
 
@@ -221,6 +239,13 @@ fn block(q: &[u8], s: &[f32], w: &PackedI8, dst: &mut [f32]) {
         // SAFETY: panels exist only when the CPU has AVX-512F and VNNI; shapes are checked by
         // the callers and in `block_vnni`.
         unsafe { vnni::block_vnni(q, s, w, dst) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if w.avx2 {
+        // SAFETY: `avx2` is set only when the CPU has AVX2 and FMA; shapes are checked in
+        // `block_avx2`.
+        unsafe { avx2::block_avx2(q, s, w, dst) };
         return;
     }
     block_portable(q, s, w, dst);
@@ -369,6 +394,74 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{PackedI8, GROUP};
+    use std::arch::x86_64::*;
+
+    /// Rows `q` (`[rows, k]`, offset by 128) with scales `s` times every output of `w`, added
+    /// into `dst` `[rows, n]`: four outputs of a row at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_avx2(q: &[u8], s: &[f32], w: &PackedI8, dst: &mut [f32]) {
+        let (k, n) = (w.k, w.n);
+        let groups = k / GROUP;
+        let rows = q.len() / k;
+        assert!(q.len() == rows * k && s.len() == rows * groups && dst.len() == rows * n);
+        assert!(w.q.len() == n * k && w.scale.len() == n);
+        for r in 0..rows {
+            let (a, sa) = (q.as_ptr().add(r * k), s.as_ptr().add(r * groups));
+            let d = dst.as_mut_ptr().add(r * n);
+            let mut o = 0;
+            while o + 4 <= n {
+                outputs::<4>(a, sa, w, o, d);
+                o += 4;
+            }
+            while o < n {
+                outputs::<1>(a, sa, w, o, d);
+                o += 1;
+            }
+        }
+    }
+
+    /// One row `a` times outputs `o..o + NO`, added into `d[o..]`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn outputs<const NO: usize>(
+        a: *const u8,
+        sa: *const f32,
+        w: &PackedI8,
+        o: usize,
+        d: *mut f32,
+    ) {
+        let k = w.k;
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); NO];
+        for g in 0..k / GROUP {
+            // The signed activations, their magnitudes, and the group's scale.
+            let x = _mm256_xor_si256(
+                _mm256_loadu_si256(a.add(g * GROUP) as *const __m256i),
+                flip,
+            );
+            let ax = _mm256_abs_epi8(x);
+            let scale = _mm256_set1_ps(*sa.add(g));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let wp = w.q.as_ptr().add((o + j) * k + g * GROUP);
+                let wv = _mm256_loadu_si256(wp as *const __m256i);
+                let pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, x));
+                let sums = _mm256_madd_epi16(pairs, ones);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, *acc);
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let h = _mm_add_ps(_mm256_castps256_ps128(*acc), _mm256_extractf128_ps(*acc, 1));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+            *d.add(o + j) += _mm_cvtss_f32(h) * w.scale[o + j];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +518,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The AVX2 kernel (whatever the dispatch picks on this CPU) gives the portable loop's
+    /// products; a weight of −128 (whose sign the AVX2 trick cannot flip) is multiplied by
+    /// another kernel, correctly.
+    #[test]
+    fn avx2_kernel_matches_the_portable_loop() {
+        let (m, k, n) = (7, 160, 38); // outputs not a multiple of 4 (the one-output tail)
+        let x = data(m * k, 6);
+        let mut w = PackedI8::from_f32(&data(n * k, 7), k);
+        let mut a = QuantizedActs::default();
+        quantize_acts(&x, k, &mut a);
+        let mut portable = vec![0.25f32; m * n];
+        block_portable(&a.q, &a.scale, &w, &mut portable);
+        let close = |got: &[f32], portable: &[f32]| {
+            for (g, p) in got.iter().zip(portable) {
+                assert!((g - p).abs() <= 1e-5 * (1.0 + p.abs()), "{g} vs {p}");
+            }
+        };
+        #[cfg(target_arch = "x86_64")]
+        if w.avx2 {
+            let mut got = vec![0.25f32; m * n];
+            // SAFETY: `avx2` says the CPU has AVX2 and FMA.
+            unsafe { avx2::block_avx2(&a.q, &a.scale, &w, &mut got) };
+            close(&got, &portable);
+        }
+        let mut q = w.q.clone();
+        q[5] = i8::MIN;
+        w = PackedI8::new(q, w.scale.clone(), k);
+        assert!(!w.avx2);
+        portable.fill(0.25);
+        block_portable(&a.q, &a.scale, &w, &mut portable);
+        let mut got = vec![0.25f32; m * n];
+        matmul_i8(&a, &w, &mut got);
+        close(&got, &portable);
     }
 
     #[test]

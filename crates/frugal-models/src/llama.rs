@@ -304,14 +304,85 @@ impl Llama {
             m.blocks
                 .push(Self::load_block(f, &m.config, i, opts, device)?);
         }
-        let d = m.config.n_embd;
+        m.load_output(f, opts)?;
+        Ok(m)
+    }
+
+    /// Loads the output layer (`output.weight`, or the tied embedding), decoded as `opts` says.
+    pub fn load_output(&mut self, f: &GgufFile, opts: LoadOptions) -> Result<()> {
         let output_name = if f.tensor("output.weight").is_some() {
             "output.weight"
         } else {
             "token_embd.weight"
         };
-        m.output = Some(linear(f, output_name, [m.config.n_vocab, d], opts, device)?);
-        Ok(m)
+        let shape = [self.config.n_vocab, self.config.n_embd];
+        self.output = Some(linear(f, output_name, shape, opts, &self.device)?);
+        Ok(())
+    }
+
+    /// [`Llama::load_shell`] without the token embedding decoded (its table is empty:
+    /// [`Llama::embed`] refuses every token): a streamed pass embeds its tokens from the file's
+    /// rows ([`Llama::embed_from`]), so the table — the size of the output layer — is never in
+    /// memory whole.
+    pub fn load_bare_shell(f: &GgufFile, device: &Device) -> Result<Self> {
+        let c = LlamaConfig::from_gguf(f)?;
+        info_shaped(f, "token_embd.weight", &[c.n_vocab, c.n_embd])?;
+        let output_norm = load_f32_shaped(f, "output_norm.weight", &[c.n_embd], device)?;
+        let arch = f
+            .header
+            .architecture()
+            .and_then(ArchSpec::of)
+            .expect("checked by LlamaConfig::from_gguf");
+        Ok(Llama {
+            blocks: Vec::with_capacity(c.n_layer),
+            embedding: Tensor::zeros((0, c.n_embd), DType::F32, device)?,
+            config: c,
+            arch,
+            output_norm,
+            output: None,
+            device: device.clone(),
+        })
+    }
+
+    /// The token embeddings `[T, d]` of one sequence, decoded from `f`'s rows of
+    /// `token_embd.weight` (only the rows the tokens name: the same values as [`Llama::embed`]
+    /// on the whole decoded table, since rows are whole blocks).
+    pub fn embed_from(&self, f: &GgufFile, tokens: &[u32]) -> Result<Tensor> {
+        let c = &self.config;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(Error::BadToken {
+                id,
+                n_vocab: c.n_vocab,
+            });
+        }
+        let name = "token_embd.weight";
+        let t = info_shaped(f, name, &[c.n_vocab, c.n_embd])?;
+        let data = f.tensor_data(t);
+        let row = data.len() / c.n_vocab;
+        let mut out = Vec::with_capacity(tokens.len() * c.n_embd);
+        for &id in tokens {
+            let bytes = &data[id as usize * row..][..row];
+            let decoded = if t.ggml_type == GgmlType::F32 {
+                Tensor::from_raw_buffer(bytes, DType::F32, &[1, c.n_embd], &self.device)?
+            } else {
+                let dtype = crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| {
+                    Error::UnsupportedType {
+                        path: f.path().to_path_buf(),
+                        name: name.to_string(),
+                        dtype: t.ggml_type.name(),
+                    }
+                })?;
+                candle_core::quantized::ggml_file::qtensor_from_ggml(
+                    dtype,
+                    bytes,
+                    vec![1, c.n_embd],
+                    &self.device,
+                )?
+                .dequantize(&self.device)?
+            };
+            out.extend(decoded.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(Tensor::from_vec(out, (tokens.len(), c.n_embd), &self.device)?)
     }
 
     /// The model without its decoder blocks and output layer — the embedding and the final
@@ -435,8 +506,12 @@ impl Llama {
             x = self.block_forward(i, &x, &ctx, false)?.0;
         }
         let x = x.narrow(0, from.min(t), t - from.min(t))?;
-        let x = self.final_norm(&x)?;
-        Ok(self.output()?.forward(&x)?.to_dtype(DType::F32)?)
+        self.logits_of(&self.final_norm(&x)?)
+    }
+
+    /// Logits `[T, n_vocab]` of final-normed hidden states `[T, d]` (the output layer).
+    pub fn logits_of(&self, normed: &Tensor) -> Result<Tensor> {
+        Ok(self.output()?.forward(normed)?.to_dtype(DType::F32)?)
     }
 
     /// The token embeddings `[T, d]` of one sequence (ids checked against the vocabulary).
@@ -447,6 +522,9 @@ impl Llama {
                 id,
                 n_vocab: c.n_vocab,
             });
+        }
+        if self.embedding.dim(0)? == 0 && !tokens.is_empty() {
+            return Err(Error::NotLoaded("token embedding"));
         }
         let ids = Tensor::new(tokens, &self.device)?;
         Ok(self.embedding.index_select(&ids, 0)?)

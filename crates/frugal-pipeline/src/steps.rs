@@ -142,7 +142,7 @@ pub fn judge_cached(
         load: frugal_models::llama::LoadOptions::GGML,
     };
     Ok(frugal_eval::eval_lm_files_cached(&job, cache, &|d, t| {
-        progress("chunks", d, t)
+        progress("block passes and chunks", d, t)
     })?)
 }
 

@@ -123,7 +123,7 @@ pub fn collect_imatrix(
 ) -> Result<Imatrix> {
     let comm = frugal_dist::world();
     let cpu = candle_core::Device::Cpu;
-    let shell = Llama::load_shell(f, &cpu)?;
+    let shell = Llama::load_bare_shell(f, &cpu)?;
     let c = shell.config.clone();
     let n_layer = c.n_layer;
     // Every chunk's Σx² per distinct input, laid out block by block, then the output layer's.
@@ -142,7 +142,7 @@ pub fn collect_imatrix(
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut xs = chunks
         .iter()
-        .map(|t| shell.embed(t))
+        .map(|t| shell.embed_from(f, t))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut sums: Vec<Vec<f64>> = (0..chunks.len()).map(|_| Vec::with_capacity(len)).collect();
     for i in 0..n_layer {

@@ -110,7 +110,9 @@ impl Job for Eval {
             max_chunks: self.chunks,
             load: self.load,
         };
-        let r = frugal_eval::eval_lm_files(&job, &|done, total| progress("chunks", done, total))?;
+        let r = frugal_eval::eval_lm_files(&job, &|done, total| {
+            progress("block passes and chunks", done, total)
+        })?;
         Ok(EvalOutcome::LanguageModel(r))
     }
 }
