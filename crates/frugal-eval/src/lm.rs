@@ -587,8 +587,7 @@ pub fn eval_lm(
                     .clone()
                     .into_par_iter()
                     .map(|c| {
-                        score_chunk(&m, rls[c - group.start].as_ref(), c)
-                            .map(|s| chunk_to_wire(&s))
+                        score_chunk(&m, rls[c - group.start].as_ref(), c).map(|s| chunk_to_wire(&s))
                     })
                     .collect::<Result<Vec<_>>>()?,
             );

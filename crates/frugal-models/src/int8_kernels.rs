@@ -439,10 +439,7 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); NO];
         for g in 0..k / GROUP {
             // The signed activations, their magnitudes, and the group's scale.
-            let x = _mm256_xor_si256(
-                _mm256_loadu_si256(a.add(g * GROUP) as *const __m256i),
-                flip,
-            );
+            let x = _mm256_xor_si256(_mm256_loadu_si256(a.add(g * GROUP) as *const __m256i), flip);
             let ax = _mm256_abs_epi8(x);
             let scale = _mm256_set1_ps(*sa.add(g));
             for (j, acc) in acc.iter_mut().enumerate() {

@@ -264,6 +264,29 @@ pub struct Block {
     pub down: Linear,
 }
 
+impl Block {
+    /// What stands in a streamed pass's model for block `i` once it is done: the same names,
+    /// no weights (every tensor empty), so the blocks after it keep their indices.
+    pub fn released(i: usize, device: &Device) -> Result<Block> {
+        let empty = || Tensor::zeros(0, DType::F32, device);
+        let lin = |s: &str| -> Result<Linear> {
+            let w = Tensor::zeros((0, 0), DType::F32, device)?;
+            Linear::dense(format!("blk.{i}.{s}.weight"), w, None)
+        };
+        Ok(Block {
+            attn_norm: empty()?,
+            q: lin("attn_q")?,
+            k: lin("attn_k")?,
+            v: lin("attn_v")?,
+            o: lin("attn_output")?,
+            ffn_norm: empty()?,
+            gate: lin("ffn_gate")?,
+            up: lin("ffn_up")?,
+            down: lin("ffn_down")?,
+        })
+    }
+}
+
 /// The decoder.
 #[derive(Debug, Clone)]
 pub struct Llama {
@@ -382,7 +405,11 @@ impl Llama {
             };
             out.extend(decoded.flatten_all()?.to_vec1::<f32>()?);
         }
-        Ok(Tensor::from_vec(out, (tokens.len(), c.n_embd), &self.device)?)
+        Ok(Tensor::from_vec(
+            out,
+            (tokens.len(), c.n_embd),
+            &self.device,
+        )?)
     }
 
     /// The model without its decoder blocks and output layer — the embedding and the final

@@ -9,7 +9,7 @@ use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use frugal_formats::gguf::GgufFile;
 use frugal_models::linear::Weight;
-use frugal_models::llama::{Llama, LoadOptions};
+use frugal_models::llama::{Block, Llama, LoadOptions};
 use frugal_models::tokenizer::GgufTokenizer;
 use std::collections::HashMap;
 
@@ -260,11 +260,13 @@ pub(crate) struct BlockStats {
     pub n_tokens: usize,
 }
 
-/// The skeleton every block-wise method shares: the model at full precision, the calibration
-/// chunks embedded, then for each decoder block in order: its input statistics on the
-/// activations of the blocks already treated, `treat(model, block, stats)` (which replaces the
-/// block's weights), and the states moved through the treated block. Returns the importance
-/// matrix of the treated model's own activations (every block weight, and the output layer).
+/// The skeleton every block-wise method shares: the calibration chunks embedded (from the file's
+/// rows), then for each decoder block in order: the block decoded at full precision, its input
+/// statistics on the activations of the blocks already treated, `treat(model, block, stats)`
+/// (which replaces the block's weights), the states moved through the treated block, and the
+/// block released ([`Block::released`]): the model is streamed, never held whole — `treat`
+/// sees blocks before `block` released and none after it. Returns the importance matrix of the
+/// treated model's own activations (every block weight, and the output layer).
 pub(crate) fn sequential(
     f: &GgufFile,
     calib: &Calibration,
@@ -273,8 +275,9 @@ pub(crate) fn sequential(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Imatrix> {
     let comm = frugal_dist::world();
-    let mut model = load_model(f)?;
-    let n_layer = model.blocks.len();
+    let cpu = candle_core::Device::Cpu;
+    let mut model = Llama::load_bare_shell(f, &cpu)?;
+    let n_layer = model.config.n_layer;
     // This rank's chunks (all of them alone): their states move through the blocks here, and
     // their statistics are summed with the other ranks' in the single process's order.
     let n_chunks = calib.chunks.len();
@@ -285,11 +288,13 @@ pub(crate) fn sequential(
         .collect::<std::result::Result<_, _>>()?;
     let mut states: Vec<Tensor> = calib.chunks[mine.clone()]
         .iter()
-        .map(|c| model.embed(c))
+        .map(|c| model.embed_from(f, c))
         .collect::<std::result::Result<_, _>>()?;
     let mut imatrix = HashMap::new();
     let n_tok = calib.n_tokens();
     for i in 0..n_layer {
+        let block = Llama::load_block(f, &model.config, i, LoadOptions::EXACT, &cpu)?;
+        model.blocks.push(block);
         let dims = {
             let b = &model.blocks[i];
             [b.q.n_in(), b.o.n_in(), b.gate.n_in(), b.down.n_in()]
@@ -343,6 +348,7 @@ pub(crate) fn sequential(
         for (x, ctx) in states.iter_mut().zip(&ctxs) {
             *x = model.block_forward(i, x, ctx, false)?.0;
         }
+        model.blocks[i] = Block::released(i, &cpu)?;
         progress(i + 1, n_layer + 1);
     }
     let head = frugal_dist::tree_sum(comm, n_chunks, model.config.n_embd, &mut |c| {
