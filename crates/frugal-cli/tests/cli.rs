@@ -2919,3 +2919,75 @@ fn tune_a_classifier_within_an_accuracy_drop_and_rebuild_it_from_its_plan() {
     );
     assert!(!d.join("x.safetensors").exists() && !d.join("y.safetensors").exists());
 }
+
+/// A block-wise run killed part-way continues from its checkpoint with `--resume` and writes
+/// the bytes (and AWQ's choices) of a run never interrupted; a checkpoint made by other
+/// settings is refused, and a finished run leaves none behind.
+#[test]
+fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
+    let Some(p) = smollm2() else { return };
+    let Some(dir) = brown_calib_and_eval() else {
+        return;
+    };
+    let d = dir.path();
+    let args = |out: &'static str, tokens: &'static str| {
+        vec![
+            "quantize",
+            p.to_str().unwrap(),
+            out,
+            "--type",
+            "Q4_0",
+            "--calib",
+            "calib.txt",
+            "--calib-ctx",
+            "256",
+            "--calib-tokens",
+            tokens,
+            "--method",
+            "awq-gptq",
+            "--no-eval",
+            "--json",
+        ]
+    };
+    let whole = frugal_json(&args("whole.gguf", "1024"), d);
+    let bytes = |f: &str| std::fs::read(d.join(f)).unwrap();
+    let killed = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args("r.gguf", "1024"))
+        .current_dir(d)
+        .env("FRUGAL_FAULT_INJECT", "0:after-block-12:kill")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "the run was killed");
+    assert!(!d.join("r.gguf").exists());
+    let ckpt = d.join("r.gguf.checkpoint");
+    assert!(ckpt.exists() && d.join("r.gguf.checkpoint.tensors").exists());
+    // Other settings: refused, the checkpoint kept.
+    let mut other = args("r.gguf", "512");
+    other.push("--resume");
+    assert_bad_input(&frugal(&other, d), "made by another run");
+    assert!(ckpt.exists());
+    let mut resume = args("r.gguf", "1024");
+    resume.push("--resume");
+    let resumed = frugal_json(&resume, d);
+    assert!(
+        bytes("r.gguf") == bytes("whole.gguf"),
+        "the resumed run's bytes"
+    );
+    assert_eq!(resumed["quantize"]["awq"], whole["quantize"]["awq"]);
+    assert!(!ckpt.exists() && !d.join("r.gguf.checkpoint.tensors").exists());
+    // --resume is for the block-wise methods.
+    assert_bad_input(
+        &frugal(
+            &[
+                "quantize",
+                p.to_str().unwrap(),
+                "x.gguf",
+                "--type",
+                "Q8_0",
+                "--resume",
+            ],
+            d,
+        ),
+        "--resume continues a block-wise method",
+    );
+}

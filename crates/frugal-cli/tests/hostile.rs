@@ -718,3 +718,90 @@ fn an_interrupted_measurement_leaves_no_process_behind() {
     let out = frugal_within(20, &["measure", "--", "sh", "-c", "exit 7"], dir.path());
     assert_eq!(out.status.code(), Some(7));
 }
+
+#[test]
+fn a_run_over_its_memory_budget_is_refused_before_any_work() {
+    let Some(model) = smollm2() else { return };
+    let Some(dir) = brown_calib_and_eval() else {
+        return;
+    };
+    let d = dir.path();
+    let before = snapshot(d);
+    // SmolLM2's GPTQ plan: its 1536-wide FFN input's factorization, the Gram sums' tree,
+    // states and a block: about 0.3 GiB; 64 MiB cannot hold it.
+    let out = frugal_within(
+        60,
+        &[
+            "quantize",
+            s(&model),
+            "o.gguf",
+            "--type",
+            "Q4_K_M",
+            "--calib",
+            "calib.txt",
+            "--method",
+            "gptq",
+            "--max-memory",
+            "64M",
+        ],
+        d,
+    );
+    assert_refused(
+        &out,
+        &[
+            "memory plan: about",
+            "more than --max-memory 64 MiB",
+            "--calib-tokens",
+        ],
+    );
+    let out = frugal_within(
+        60,
+        &[
+            "eval",
+            s(&model),
+            "--text",
+            "eval.txt",
+            "--reference",
+            s(&model),
+            "--max-memory",
+            "0.1G",
+        ],
+        d,
+    );
+    assert_refused(&out, &["output layer", "more than --max-memory 102 MiB"]);
+    let out = frugal_within(
+        30,
+        &[
+            "eval",
+            s(&model),
+            "--text",
+            "eval.txt",
+            "--max-memory",
+            "6X",
+        ],
+        d,
+    );
+    assert_refused(&out, &["--max-memory", "the unit must be K, M, G or T"]);
+    assert_eq!(snapshot(d), before, "nothing written");
+    // Within the budget the same plan is printed and the run goes on.
+    let out = frugal_within(
+        600,
+        &[
+            "quantize",
+            s(&model),
+            "o.gguf",
+            "--type",
+            "Q8_0",
+            "--no-eval",
+            "--max-memory",
+            "4G",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("memory plan: about") && err.contains("largest tensor"),
+        "{err}"
+    );
+}

@@ -484,7 +484,15 @@ pub fn prune_gguf(
                 }
                 Ok(())
             };
-            calibration::sequential(&f, calib, false, &mut treat, progress)?;
+            calibration::sequential(
+                &f,
+                calib,
+                false,
+                &mut treat,
+                None,
+                &mut |_, _, _| Ok(()),
+                progress,
+            )?;
         }
     }
     // Write: pruned weights as F32, everything else as it is, in the input's order.

@@ -270,7 +270,7 @@ pub fn prune_mlp_neurons_gguf(
                 let scores: Vec<f64> = (0..n)
                     .map(|j| g[j * n + j].max(0.0).sqrt() * norm(down.chunks(n).map(|r| r[j])))
                     .collect();
-                let refit = (score == Score::SparseGpt).then_some(&g[..]);
+                let refit = (score == Score::SparseGpt).then_some(g);
                 let [g2, u2, d2] = shrink(i, gate, up, down, scores, refit)?;
                 let dev = candle_core::Device::Cpu;
                 let t = |w: Vec<f32>, shape: (usize, usize)| {
@@ -283,7 +283,15 @@ pub fn prune_mlp_neurons_gguf(
                 b.down = Linear::dense(dn, t(d2, (d, keep))?, None)?;
                 Ok(())
             };
-            calibration::sequential(&f, calib, false, &mut treat, progress)?;
+            calibration::sequential(
+                &f,
+                calib,
+                false,
+                &mut treat,
+                None,
+                &mut |_, _, _| Ok(()),
+                progress,
+            )?;
         }
     }
     // Write: the shrunk MLP weights as F32 with their new shapes, the new width in the
@@ -499,10 +507,18 @@ pub fn prune_heads_gguf(
         (_, Some(calib)) => {
             let mut grams = Vec::with_capacity(cfg.n_layer);
             let mut keep = |_: &mut Llama, _: usize, st: &mut BlockStats| -> Result<()> {
-                grams.push(std::mem::take(&mut st.grams[1]));
+                grams.push(st.grams[1].to_vec());
                 Ok(())
             };
-            calibration::sequential(&f, calib, false, &mut keep, progress)?;
+            calibration::sequential(
+                &f,
+                calib,
+                false,
+                &mut keep,
+                None,
+                &mut |_, _, _| Ok(()),
+                progress,
+            )?;
             Some(grams)
         }
     };

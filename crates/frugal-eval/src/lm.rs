@@ -763,6 +763,66 @@ pub struct LmEvalFiles {
     pub load: frugal_models::llama::LoadOptions,
 }
 
+impl LmEvalFiles {
+    /// The peak memory of this evaluation ([`eval_lm`] on the streamed files), estimated from
+    /// the shapes before it starts: the larger of a group's block passes (its states, twice
+    /// while they move, one decoded block, each thread's chunk through it, the reference's
+    /// logits kept for the group) and its scoring (an output layer in F32, the group's final
+    /// states, the kept logits, each thread's logits of a chunk).
+    pub fn memory_plan(&self) -> Result<frugal_models::memory::MemoryPlan> {
+        use frugal_formats::gguf::GgufFile;
+        use frugal_models::llama::LlamaConfig;
+        use frugal_models::memory::{self, MemoryPlan};
+        let f = GgufFile::open(&self.model).map_err(frugal_models::Error::from)?;
+        let c = LlamaConfig::from_gguf(&f)?;
+        let rf = match &self.reference {
+            Some(p) => Some(GgufFile::open(p).map_err(frugal_models::Error::from)?),
+            None => None,
+        };
+        let ctx = self.opts_ctx as u64;
+        let first = ctx / 2;
+        let scored = (ctx - 1 - first) * c.n_vocab as u64;
+        let per_chunk = 4 * (ctx * c.n_embd as u64 + if rf.is_some() { scored } else { 0 });
+        let group = (STREAM_HIDDEN_BYTES as u64 / per_chunk.max(1))
+            .max(1)
+            .min(self.max_chunks.unwrap_or(usize::MAX) as u64);
+        let threads = (rayon::current_num_threads() as u64).min(group);
+        let mut block = memory::largest_block_f32_bytes(&f, &c);
+        let mut output = memory::output_f32_bytes(&c);
+        if let Some(rf) = &rf {
+            let rc = LlamaConfig::from_gguf(rf)?;
+            block = block.max(memory::largest_block_f32_bytes(rf, &rc));
+            output = output.max(memory::output_f32_bytes(&rc));
+        }
+        let kept = if rf.is_some() { 4 * group * scored } else { 0 };
+        let mut passes = MemoryPlan::new();
+        passes
+            .add(
+                format!("the states of {group} chunks, twice"),
+                2 * group * 4 * ctx * c.n_embd as u64,
+            )
+            .add("one block in F32", block)
+            .add(
+                format!("{threads} chunks' passes through it"),
+                threads * memory::block_pass_bytes(&c, self.opts_ctx),
+            )
+            .add("the reference's logits of the group", kept);
+        let mut scoring = MemoryPlan::new();
+        scoring
+            .add("an output layer in F32", output)
+            .add(
+                "the group's final states",
+                group * 4 * (ctx - first) * c.n_embd as u64,
+            )
+            .add("the reference's logits of the group", kept)
+            .add(
+                format!("{threads} chunks' logits, twice"),
+                threads * 2 * 4 * (ctx - first) * c.n_vocab as u64,
+            );
+        Ok(passes.max(scoring))
+    }
+}
+
 /// The report of [`eval_lm_files`].
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LmEvalReport {

@@ -36,6 +36,14 @@ pub enum Error {
     /// A part a streaming pass did not load (a program error, not the input's).
     #[error("the model was loaded without its {0}")]
     NotLoaded(&'static str),
+    /// A run whose memory plan exceeds its budget, refused before any work.
+    #[error("this run needs about {needed} of memory ({plan}), more than {budget}; {remedy}", needed = crate::memory::gib(*needed), budget = budget)]
+    OverBudget {
+        needed: u64,
+        plan: String,
+        budget: crate::memory::Budget,
+        remedy: String,
+    },
 }
 
 impl Error {

@@ -8,6 +8,7 @@
 //! - [`linear`]: the linear-layer seam every compression method uses.
 //! - [`int_weights`]: Frugal's int8/int4 weights in safetensors, decoded at load.
 //! - [`storage`]: bits per weight of every logical tensor of a model file.
+//! - [`memory`]: memory plans (a run's peak estimated before it starts) and budgets.
 
 pub mod bert;
 pub mod bert_kernels;
@@ -22,6 +23,7 @@ pub mod int_weights;
 pub mod kernels;
 pub mod linear;
 pub mod llama;
+pub mod memory;
 pub mod qmatmul;
 pub mod storage;
 pub mod tokenizer;

@@ -50,6 +50,8 @@ pub struct Args {
     /// Use candle's quantized kernels instead of decoding weights to f32 (slow on CPU).
     #[arg(long, conflicts_with = "f32_activations")]
     pub quantized_kernels: bool,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +79,7 @@ pub fn run(a: Args) -> Result<()> {
         dump_items: a.dump_items,
         data: a.data,
         seed: a.seed,
+        max_memory: a.memory.max_memory,
         ..Eval::new(a.model)
     };
     execute(&job, a.json).map(drop)

@@ -32,6 +32,16 @@ pub struct CalibChunks {
     pub calib_ctx: usize,
 }
 
+/// The memory budget of a command that runs a language model: its plan is printed before
+/// any work and refused when over the budget.
+#[derive(clap::Args)]
+pub struct MemoryArgs {
+    /// At most this much memory (e.g. 6G, 512M; default: what the machine has available,
+    /// less a tenth). The run's plan is printed first; a plan over the budget is refused.
+    #[arg(long, value_parser = frugal_models::memory::parse_size)]
+    pub max_memory: Option<u64>,
+}
+
 /// The evaluation of a compressed language model against its input (a distilled one: its
 /// teacher): the options `quantize`, `prune` and `distill` share.
 #[derive(clap::Args)]

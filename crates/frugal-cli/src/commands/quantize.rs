@@ -57,6 +57,12 @@ pub struct Args {
     /// Encoders: Brown passages of 128 tokens to evaluate on.
     #[arg(long, default_value_t = Quantize::EVAL_PASSAGES)]
     pub eval_passages: usize,
+    /// Continue a killed block-wise run (GPTQ, AWQ) from its checkpoint, `OUT.checkpoint`
+    /// (saved after every block; the same settings and input required).
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +86,8 @@ pub fn run(a: Args) -> Result<()> {
         eval: a.eval.text(),
         eval_chunks: a.eval.eval_chunks,
         eval_passages: a.eval_passages,
+        max_memory: a.memory.max_memory,
+        resume: a.resume,
         ..Quantize::new(a.input, a.output, a.ty)
     };
     execute(&job, a.json).map(drop)

@@ -206,13 +206,18 @@ pub fn inverse_cholesky_upper(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32
             h[i * n + j] + if i == j { d } else { 0.0 }
         }
     });
+    // Each n × n intermediate is dropped as soon as the next one exists: at most two are alive
+    // (at 7B scale, the FFN's 11008² input takes 0.97 GB per copy).
     let llt = hm
         .llt(faer::Side::Lower)
         .map_err(|e| Error::Numerical(format!("Cholesky of H failed: {e:?}")))?;
+    drop(hm);
     let inv = llt.inverse();
+    drop(llt);
     let llt2 = inv
         .llt(faer::Side::Lower)
         .map_err(|e| Error::Numerical(format!("Cholesky of H⁻¹ failed: {e:?}")))?;
+    drop(inv);
     let l = llt2.L();
     // U = Lᵀ: U[j][k] = L[k][j] for k ≥ j.
     let mut u = vec![0f32; n * n];
@@ -254,10 +259,46 @@ pub(crate) fn linear_named<'a>(
 /// What one block's statistics are, for a [`sequential`] pass: the Gram matrix Σxxᵀ and the
 /// summed |x| of each of the block's four distinct linear inputs, over `n_tokens` tokens.
 pub(crate) struct BlockStats {
-    pub grams: Vec<Vec<f64>>,
+    pub grams: Grams,
     pub abs: Vec<Vec<f64>>,
     pub dims: [usize; 4],
     pub n_tokens: usize,
+}
+
+/// A block's four Gram matrices, `grams[g]` the `n × n` one of input `g` (row-major), kept in
+/// the one buffer the chunks' sums arrived in: no copy (at 7B scale the four take 1.4 GB).
+pub(crate) struct Grams {
+    buf: Vec<f64>,
+    /// `starts[g]..starts[g + 1]` is matrix `g` in `buf`.
+    starts: [usize; 5],
+}
+
+impl Grams {
+    /// The four matrices of sizes `dims[g]²` at the front of `buf`.
+    fn new(buf: Vec<f64>, dims: [usize; 4]) -> Grams {
+        let mut starts = [0; 5];
+        for g in 0..4 {
+            starts[g + 1] = starts[g] + dims[g] * dims[g];
+        }
+        assert!(
+            buf.len() >= starts[4],
+            "the sums hold the four Gram matrices"
+        );
+        Grams { buf, starts }
+    }
+}
+
+impl std::ops::Index<usize> for Grams {
+    type Output = [f64];
+    fn index(&self, g: usize) -> &[f64] {
+        &self.buf[self.starts[g]..self.starts[g + 1]]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Grams {
+    fn index_mut(&mut self, g: usize) -> &mut [f64] {
+        &mut self.buf[self.starts[g]..self.starts[g + 1]]
+    }
 }
 
 /// The skeleton every block-wise method shares: the calibration chunks embedded (from the file's
@@ -267,11 +308,17 @@ pub(crate) struct BlockStats {
 /// block released ([`Block::released`]): the model is streamed, never held whole — `treat`
 /// sees blocks before `block` released and none after it. Returns the importance matrix of the
 /// treated model's own activations (every block weight, and the output layer).
+///
+/// After each block, `after_block(blocks_done, states, imatrix)` sees what the next block starts
+/// from (a checkpoint keeps it); with `resume`, the pass starts from such a record instead of
+/// the embeddings.
 pub(crate) fn sequential(
     f: &GgufFile,
     calib: &Calibration,
     with_abs: bool,
     treat: &mut dyn FnMut(&mut Llama, usize, &mut BlockStats) -> Result<()>,
+    resume: Option<Resume>,
+    after_block: &mut dyn FnMut(usize, &[Tensor], &HashMap<String, Vec<f32>>) -> Result<()>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Imatrix> {
     let comm = frugal_dist::world();
@@ -286,13 +333,36 @@ pub(crate) fn sequential(
         .iter()
         .map(|c| model.attn_ctx(c.len()))
         .collect::<std::result::Result<_, _>>()?;
-    let mut states: Vec<Tensor> = calib.chunks[mine.clone()]
-        .iter()
-        .map(|c| model.embed_from(f, c))
-        .collect::<std::result::Result<_, _>>()?;
-    let mut imatrix = HashMap::new();
+    let (start, mut states, mut imatrix) = match resume {
+        Some(r) => {
+            let want = [calib.chunks[mine.start].len(), model.config.n_embd];
+            if r.blocks_done > n_layer
+                || r.states.len() != mine.len()
+                || r.states.iter().any(|s| s.dims() != want)
+            {
+                return Err(Error::BadOptions(format!(
+                    "a checkpoint after {} blocks with {} states does not fit {n_layer} blocks and {} chunks of {want:?}",
+                    r.blocks_done,
+                    r.states.len(),
+                    mine.len()
+                )));
+            }
+            for j in 0..r.blocks_done {
+                model.blocks.push(Block::released(j, &cpu)?);
+            }
+            progress(r.blocks_done, n_layer + 1);
+            (r.blocks_done, r.states, r.imatrix)
+        }
+        None => {
+            let states = calib.chunks[mine.clone()]
+                .iter()
+                .map(|c| model.embed_from(f, c))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            (0, states, HashMap::new())
+        }
+    };
     let n_tok = calib.n_tokens();
-    for i in 0..n_layer {
+    for i in start..n_layer {
         let block = Llama::load_block(f, &model.config, i, LoadOptions::EXACT, &cpu)?;
         model.blocks.push(block);
         let dims = {
@@ -316,25 +386,23 @@ pub(crate) fn sequential(
             }
             Ok::<_, Error>(v)
         })?;
-        let (mut g_rest, mut a_rest) = sums.split_at(n_gram);
+        let mut abs = Vec::with_capacity(4);
+        let mut a_rest = &sums[n_gram..];
+        for &n in &dims {
+            if with_abs {
+                let (a, t) = a_rest.split_at(n);
+                abs.push(a.to_vec());
+                a_rest = t;
+            } else {
+                abs.push(vec![0.0; n]);
+            }
+        }
         let mut st = BlockStats {
-            grams: Vec::with_capacity(4),
-            abs: Vec::with_capacity(4),
+            grams: Grams::new(sums, dims),
+            abs,
             dims,
             n_tokens: n_tok,
         };
-        for &n in &dims {
-            let (g, t) = g_rest.split_at(n * n);
-            st.grams.push(g.to_vec());
-            g_rest = t;
-            if with_abs {
-                let (a, t) = a_rest.split_at(n);
-                st.abs.push(a.to_vec());
-                a_rest = t;
-            } else {
-                st.abs.push(vec![0.0; n]);
-            }
-        }
         for (g, names) in block_names(i).iter().enumerate() {
             let n = dims[g];
             let qw: Vec<f32> = (0..n)
@@ -349,6 +417,8 @@ pub(crate) fn sequential(
             *x = model.block_forward(i, x, ctx, false)?.0;
         }
         model.blocks[i] = Block::released(i, &cpu)?;
+        after_block(i + 1, &states, &imatrix)?;
+        frugal_dist::fault_point(&format!("after-block-{i}"))?;
         progress(i + 1, n_layer + 1);
     }
     let head = frugal_dist::tree_sum(comm, n_chunks, model.config.n_embd, &mut |c| {
@@ -368,8 +438,106 @@ pub(crate) fn sequential(
     })
 }
 
+/// Where a resumed [`sequential`] pass starts: after `blocks_done` blocks, with this rank's
+/// chunks' states entering the next one and the importance matrix of the blocks done.
+pub(crate) struct Resume {
+    pub blocks_done: usize,
+    pub states: Vec<Tensor>,
+    pub imatrix: HashMap<String, Vec<f32>>,
+}
+
 /// Σ|x| over the rows of `x`, per column.
 pub(crate) fn mean_abs_cols(x: &Tensor) -> Result<Vec<f64>> {
     let v: Vec<f32> = x.abs()?.sum(0)?.to_vec1()?;
     Ok(v.into_iter().map(f64::from).collect())
+}
+
+/// What a calibration pass keeps per block, for its memory plan ([`memory_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CalibWork {
+    /// llama-imatrix's statistic ([`collect_imatrix`]): per-column sums only.
+    Imatrix,
+    /// A [`sequential`] pass: the four Gram matrices (and Σ|x| with `abs`), then the block's
+    /// treatment — with `factor`, H's dampened inverse Cholesky factor per input (GPTQ,
+    /// SparseGPT); with `act_order`, H permuted beside it; `weight_copies` copies of the
+    /// largest weight in F32 (the weight, its rounding and its decoding back).
+    Sequential {
+        abs: bool,
+        factor: bool,
+        act_order: bool,
+        weight_copies: u64,
+    },
+}
+
+/// The peak memory of a calibration pass over `n_chunks` chunks of `ctx` tokens of `f` (this
+/// rank's share of them), estimated from the shapes before it starts. The larger of two
+/// phases: the statistics (the chunks' states, one decoded block, one chunk's pass through it,
+/// and the Gram sums — the canonical tree keeps one partial sum per level, ⌈log₂ chunks⌉ + 1 of
+/// them, plus a leaf's product in f32), and the treatment (the block's sums, the factorization
+/// of the widest input: two n × n f64 matrices and the f32 factor, the weight copies).
+pub fn memory_plan(
+    f: &GgufFile,
+    n_chunks: usize,
+    ctx: usize,
+    work: CalibWork,
+) -> Result<frugal_models::memory::MemoryPlan> {
+    use frugal_models::memory::{self, MemoryPlan};
+    let c = frugal_models::llama::LlamaConfig::from_gguf(f)?;
+    let comm = frugal_dist::world();
+    let mine = frugal_dist::tree_items(comm, n_chunks).len().max(1) as u64;
+    let state = (ctx * c.n_embd * 4) as u64;
+    let block = memory::largest_block_f32_bytes(f, &c);
+    let pass = memory::block_pass_bytes(&c, ctx);
+    let mut base = MemoryPlan::new();
+    base.add(
+        format!("the states of {mine} calibration chunks"),
+        (mine + 1) * state,
+    )
+    .add("one block in F32", block)
+    .add("one chunk's pass through it", pass);
+    let CalibWork::Sequential {
+        abs,
+        factor,
+        act_order,
+        weight_copies,
+    } = work
+    else {
+        return Ok(base);
+    };
+    let dims = [
+        c.n_embd as u64,
+        (c.n_head * c.head_dim()) as u64,
+        c.n_embd as u64,
+        c.n_ff as u64,
+    ];
+    let widest = dims.iter().copied().max().unwrap_or(0);
+    let sums =
+        8 * (dims.iter().map(|n| n * n).sum::<u64>() + if abs { dims.iter().sum() } else { 0 });
+    let levels = u64::from(mine.next_power_of_two().trailing_zeros()) + 1;
+    // Recursive doubling holds the sum, its bytes sent, the bytes received and their values.
+    let exchange = if comm.size() > 1 { 3 * sums } else { 0 };
+    let mut stats = base.clone();
+    stats
+        .add(
+            format!("the Gram sums' tree ({levels} partial sums of a block's four inputs)"),
+            levels * sums + exchange,
+        )
+        .add("a chunk's Gram product in f32", 4 * widest * widest);
+    let mut treat = base;
+    let largest_weight = 4 * c.n_ff as u64 * c.n_embd as u64;
+    treat
+        .add("the block's Gram matrices", sums)
+        .add(
+            "the factorization of the widest input",
+            if factor {
+                (16 + 4 + if act_order { 8 } else { 0 }) * widest * widest
+            } else {
+                0
+            },
+        )
+        .add(
+            "copies of the largest weight",
+            weight_copies * largest_weight,
+        );
+    Ok(stats.max(treat))
 }

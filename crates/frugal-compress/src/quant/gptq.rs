@@ -245,6 +245,7 @@ impl BlockwiseOptions {
 
 /// One tensor the block-wise pass produced: its bytes and, for quantized weights, the error
 /// against the weight it rounded (which, after AWQ, is the scaled weight, not the file's).
+#[derive(Debug, Clone)]
 pub struct Produced {
     pub ty: GgmlType,
     pub bytes: Vec<u8>,
@@ -290,7 +291,8 @@ impl Produced {
 /// changed, as F32), the importance matrix of the quantized model's own activations (for the
 /// tensors left to round-to-nearest), and the AWQ choices.
 pub struct BlockwiseResult {
-    pub tensors: HashMap<String, Produced>,
+    /// Every tensor produced (spilled to a file in the folder given, not held in memory).
+    pub tensors: super::spill::ProducedStore,
     pub imatrix: Imatrix,
     /// Per AWQ group (first weight's name): α and the relative reduction of the group's
     /// rounding loss.
@@ -301,14 +303,80 @@ pub struct BlockwiseResult {
 /// block's statistics taken on the activations of the blocks already quantized: AWQ scales
 /// (optional), then GPTQ or importance-weighted rounding, with the types in `choices` (one per
 /// GGUF tensor, as [`super::final_types`] gives). The output layer is left to the caller (it is
-/// quantized to nearest with the importance matrix returned here).
+/// quantized to nearest with the importance matrix returned here). The tensors produced are
+/// kept in an unnamed temporary file in `spill_dir` until the caller writes them.
 pub fn blockwise_model(
     f: &GgufFile,
     choices: &[Option<Choice>],
     calib: &Calibration,
     opts: BlockwiseOptions,
+    spill_dir: &std::path::Path,
+    checkpoint: Option<&super::checkpoint::Checkpoint>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<BlockwiseResult> {
+    use super::checkpoint::{self as ckpt, Checkpoint, PassKey};
+    use super::spill::{ProducedStore, StoreIndex};
+    use std::cell::RefCell;
+    /// What a checkpoint keeps of this pass beside the states: the tensors produced (their
+    /// index; the bytes are in the checkpoint's tensor file) and AWQ's choices.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Record {
+        store: StoreIndex,
+        awq: Vec<AwqChoice>,
+    }
+    // A checkpoint is this run's only if the model, the tokens, the settings and every
+    // tensor's type are the same.
+    let key = match checkpoint {
+        Some(_) => {
+            let types: Vec<Option<u32>> = choices.iter().map(|c| c.map(|c| c.ty.0)).collect();
+            Some(PassKey::new(
+                f.path(),
+                &calib.chunks,
+                format!("{opts:?} {types:?}"),
+            )?)
+        }
+        None => None,
+    };
+    let mut resume = None;
+    let (store, awq0) = match (checkpoint, &key) {
+        (Some(c), Some(key)) => {
+            let (_, tensors_file) = Checkpoint::files(&c.output);
+            let saved = if c.resume {
+                ckpt::load::<Record>(&c.output, key)?
+            } else {
+                c.remove()?;
+                None
+            };
+            match saved {
+                Some(p) => {
+                    let store = ProducedStore::reopen(&tensors_file, &p.record.store)?;
+                    resume = Some(super::calibration::Resume {
+                        blocks_done: p.blocks_done,
+                        states: p.states,
+                        imatrix: p.imatrix,
+                    });
+                    (store, p.record.awq)
+                }
+                None => (ProducedStore::create_at(&tensors_file)?, Vec::new()),
+            }
+        }
+        _ => (ProducedStore::new_in(spill_dir), Vec::new()),
+    };
+    let tensors = RefCell::new(store);
+    let awq_choices = RefCell::new(awq0);
+    let mut after_block = |done: usize,
+                           states: &[candle_core::Tensor],
+                           imatrix: &HashMap<String, Vec<f32>>|
+     -> Result<()> {
+        let (Some(c), Some(key)) = (checkpoint, &key) else {
+            return Ok(());
+        };
+        let record = Record {
+            store: tensors.borrow().checkpoint_index()?,
+            awq: awq_choices.borrow().clone(),
+        };
+        ckpt::save(&c.output, key, done, states, imatrix, &record)
+    };
     let type_of: HashMap<&str, GgmlType> = f
         .header
         .tensors
@@ -316,8 +384,6 @@ pub fn blockwise_model(
         .zip(choices)
         .filter_map(|(t, c)| c.map(|c| (t.name.as_str(), c.ty)))
         .collect();
-    let mut tensors = HashMap::new();
-    let mut awq_choices = Vec::new();
     let mut treat = |model: &mut Llama, i: usize, st: &mut BlockStats| -> Result<()> {
         let cfg = model.config.clone();
         let names = block_names(i);
@@ -351,7 +417,7 @@ pub fn blockwise_model(
                     (0..n).collect()
                 };
                 let best = super::awq::search(&members, n, &grams[g], n_tok, &mean_abs, &tie)?;
-                awq_choices.push(AwqChoice {
+                awq_choices.borrow_mut().push(AwqChoice {
                     group: names[g][0].clone(),
                     alpha: best.alpha,
                     loss_ratio: if best.loss_plain > 0.0 {
@@ -377,14 +443,14 @@ pub fn blockwise_model(
                 let b = &model.blocks[i];
                 let t = if k == 0 { &b.attn_norm } else { &b.ffn_norm };
                 let v: Vec<f32> = t.to_vec1()?;
-                tensors.insert(
+                tensors.borrow_mut().insert(
                     format!("blk.{i}.{norm}.weight"),
                     Produced {
                         ty: GgmlType::F32,
                         bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
                         errors: None,
                     },
-                );
+                )?;
             }
         }
         // 3. Round each weight against its input's H. Rows are independent, so the work is
@@ -462,6 +528,8 @@ pub fn blockwise_model(
             let qw = &qws[g];
             let bytes = match opts.gptq {
                 Some(o) => {
+                    // Pieces come in input order: an earlier input's plan is not needed again.
+                    plans.retain(|&k, _| k == g);
                     let (perm, u) = match plans.entry(g) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => e.insert(if o.act_order {
@@ -508,22 +576,30 @@ pub fn blockwise_model(
             let back = super::decode(&bytes, ty, w.len())?;
             let errors = super::error_sums(&w, &back, n, Some(&qws[g])).finish(true);
             dense(linear_named(model, name), back)?;
-            tensors.insert(
+            tensors.borrow_mut().insert(
                 name.clone(),
                 Produced {
                     ty,
                     bytes,
                     errors: Some(errors),
                 },
-            );
+            )?;
         }
         Ok(())
     };
-    let imatrix = sequential(f, calib, opts.awq, &mut treat, progress)?;
+    let imatrix = sequential(
+        f,
+        calib,
+        opts.awq,
+        &mut treat,
+        resume,
+        &mut after_block,
+        progress,
+    )?;
     Ok(BlockwiseResult {
-        tensors,
+        tensors: tensors.into_inner(),
         imatrix,
-        awq: awq_choices,
+        awq: awq_choices.into_inner(),
     })
 }
 

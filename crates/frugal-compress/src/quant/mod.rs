@@ -12,12 +12,14 @@
 pub mod alloc;
 pub mod awq;
 pub mod calibration;
+pub mod checkpoint;
 pub mod codec;
 pub mod gptq;
 pub mod int;
 pub mod kquants;
 pub mod legacy;
 pub mod mix;
+pub mod spill;
 
 use crate::{Error, Result};
 use codec::{codec, Codec};
@@ -245,6 +247,8 @@ pub struct QuantizeOptions {
     pub imatrix: Option<Imatrix>,
     /// Assign types to reach this many bits per weight over the quantized tensors.
     pub target_bpw: Option<f64>,
+    /// The block-wise methods: save progress after every block (and resume from it).
+    pub checkpoint: Option<checkpoint::Checkpoint>,
 }
 
 impl QuantizeOptions {
@@ -256,6 +260,7 @@ impl QuantizeOptions {
             overrides: Vec::new(),
             imatrix: None,
             target_bpw: None,
+            checkpoint: None,
         }
     }
 }
@@ -515,7 +520,7 @@ pub fn quantize_gguf(
         output,
         opts,
         &choices,
-        &HashMap::new(),
+        &spill::ProducedStore::new_in(&spill_dir(output)),
         "rtn",
         t0,
         &|d, t| progress(d, t),
@@ -568,6 +573,42 @@ pub enum Method {
     Blockwise(gptq::BlockwiseOptions),
 }
 
+/// The peak memory of [`quantize_model`] on `f`, estimated from the shapes before it starts:
+/// the calibration pass (`calib`: chunks and their tokens, when given), or the rounding of
+/// the largest tensor (decoded to F32, rounded and measured), whichever is larger.
+pub fn memory_plan(
+    f: &GgufFile,
+    calib: Option<(usize, usize)>,
+    method: Method,
+) -> Result<frugal_models::memory::MemoryPlan> {
+    use calibration::CalibWork;
+    let largest = f
+        .header
+        .tensors
+        .iter()
+        .map(|t| t.n_elements())
+        .max()
+        .unwrap_or(0);
+    let mut write = frugal_models::memory::MemoryPlan::new();
+    write.add(
+        "the largest tensor in F32, rounded and measured",
+        2 * 4 * largest,
+    );
+    let Some((chunks, ctx)) = calib else {
+        return Ok(write);
+    };
+    let work = match method {
+        Method::Rtn => CalibWork::Imatrix,
+        Method::Blockwise(b) => CalibWork::Sequential {
+            abs: b.awq,
+            factor: b.gptq.is_some(),
+            act_order: b.gptq.is_some_and(|g| g.act_order),
+            weight_copies: if b.awq { 4 } else { 3 },
+        },
+    };
+    Ok(calibration::memory_plan(f, chunks, ctx, work)?.max(write))
+}
+
 /// Calibration-aware quantization: with `calib`, an importance matrix is measured on the
 /// full-precision model (unless `opts` carries one); with [`Method::Blockwise`], every decoder
 /// weight is scaled (AWQ) and/or rounded by GPTQ on the quantized model's own activations and
@@ -613,7 +654,7 @@ pub fn quantize_model(
                 output,
                 &opts,
                 &choices,
-                &HashMap::new(),
+                &spill::ProducedStore::new_in(&spill_dir(output)),
                 name,
                 t0,
                 &|d, t| progress("tensors", d, t),
@@ -630,7 +671,15 @@ pub fn quantize_model(
                     opts.target.name
                 )));
             }
-            let r = gptq::blockwise_model(&f, &choices, calib, b, &|d, t| progress(name, d, t))?;
+            let r = gptq::blockwise_model(
+                &f,
+                &choices,
+                calib,
+                b,
+                &spill_dir(output),
+                opts.checkpoint.as_ref(),
+                &|d, t| progress(name, d, t),
+            )?;
             // The tensors left to rounding (the output layer) are weighted by the quantized
             // model's own activations.
             opts.imatrix = Some(r.imatrix);
@@ -645,8 +694,20 @@ pub fn quantize_model(
                 &|d, t| progress("tensors", d, t),
             )?;
             report.awq = r.awq;
+            // The output is in place: the checkpoint has served.
+            if let Some(c) = &opts.checkpoint {
+                c.remove()?;
+            }
             Ok(report)
         }
+    }
+}
+
+/// The folder produced tensors are spilled to until the output is written: the output's own.
+fn spill_dir(output: &Path) -> std::path::PathBuf {
+    match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
     }
 }
 
@@ -657,7 +718,7 @@ fn write_quantized(
     output: &Path,
     opts: &QuantizeOptions,
     choices: &[Option<Choice>],
-    done: &HashMap<String, gptq::Produced>,
+    done: &spill::ProducedStore,
     method: &str,
     t0: std::time::Instant,
     progress: &(dyn Fn(usize, usize) + Sync),
@@ -671,7 +732,7 @@ fn write_quantized(
     let mut gathered: HashMap<String, gptq::Produced> = HashMap::new();
     if comm.size() > 1 {
         let jobs: Vec<usize> = (0..n)
-            .filter(|&i| choices[i].is_some() && !done.contains_key(&f.header.tensors[i].name))
+            .filter(|&i| choices[i].is_some() && !done.contains(&f.header.tensors[i].name))
             .collect();
         let costs: Vec<f64> = jobs
             .iter()
@@ -713,7 +774,6 @@ fn write_quantized(
             }
         }
     }
-    let produced = |name: &str| done.get(name).or_else(|| gathered.get(name));
     // The header needs every tensor's type first; then tensors stream through, one at a time,
     // in llama.cpp's order.
     let types: Vec<GgmlType> = f
@@ -721,12 +781,21 @@ fn write_quantized(
         .tensors
         .iter()
         .zip(choices)
-        .map(|(t, c)| match (produced(&t.name), c) {
-            (Some(p), _) => p.ty,
-            (None, Some(c)) => c.ty,
-            (None, None) => t.ggml_type,
-        })
+        .map(
+            |(t, c)| match (done.ty(&t.name).or(gathered.get(&t.name).map(|p| p.ty)), c) {
+                (Some(ty), _) => ty,
+                (None, Some(c)) => c.ty,
+                (None, None) => t.ggml_type,
+            },
+        )
         .collect();
+    // A tensor produced already (read back from the spill, or gathered), if any.
+    let mut produced = |name: &str| -> Result<Option<gptq::Produced>> {
+        Ok(match done.get(name)? {
+            Some(p) => Some(p),
+            None => gathered.remove(name),
+        })
+    };
     let mut metadata = f.header.metadata.clone();
     frugal_models::convert::set_file_type(&mut metadata, opts.target.file_type);
     let order = frugal_models::convert::llama_tensor_order(
@@ -747,8 +816,8 @@ fn write_quantized(
         let t = &f.header.tensors[i];
         let Some(choice) = choices[i] else {
             // Kept as it is, unless the block-wise pass changed it (AWQ's folded norm gains).
-            let changed = produced(&t.name);
-            let bytes = changed.map_or(f.tensor_data(t), |p| &p.bytes);
+            let changed = produced(&t.name)?;
+            let bytes = changed.as_ref().map_or(f.tensor_data(t), |p| &p.bytes);
             w.write_tensor(bytes).map_err(frugal_models::Error::from)?;
             reports.push(TensorReport {
                 name: t.name.clone(),
@@ -767,23 +836,27 @@ fn write_quantized(
             progress(k + 1, n);
             continue;
         };
-        let x = tensor_f32_borrowed(f, t)?;
         let ncols = t.dims[0] as usize;
         let qw = imatrix_row(opts, &t.name, ncols);
-        let computed;
-        let (bytes, (rel_rmse, weighted)): (&[u8], _) = match produced(&t.name) {
-            Some(p) => match p.errors {
-                Some(e) => (&p.bytes, e),
-                None => (&p.bytes, errors(&x, &p.bytes, types[i], ncols, qw)?),
-            },
+        // The weight is decoded only when its error is still to be measured.
+        let (bytes, (rel_rmse, weighted)) = match produced(&t.name)? {
+            Some(gptq::Produced {
+                bytes,
+                errors: Some(e),
+                ..
+            }) => (bytes, e),
+            Some(p) => {
+                let x = tensor_f32_borrowed(f, t)?;
+                let e = errors(&x, &p.bytes, types[i], ncols, qw)?;
+                (p.bytes, e)
+            }
             None => {
+                let x = tensor_f32_borrowed(f, t)?;
                 let (b, sums) = quantize_matrix_measured(&x, ncols, types[i], qw);
-                computed = b;
-                (&computed, sums.finish(qw.is_some()))
+                (b, sums.finish(qw.is_some()))
             }
         };
-        w.write_tensor(bytes).map_err(frugal_models::Error::from)?;
-        drop(x);
+        w.write_tensor(&bytes).map_err(frugal_models::Error::from)?;
         reports.push(TensorReport {
             name: t.name.clone(),
             from: t.ggml_type.name(),
@@ -1053,7 +1126,7 @@ pub fn write_planned(
         output,
         opts,
         choices,
-        &HashMap::new(),
+        &spill::ProducedStore::new_in(&spill_dir(output)),
         name,
         std::time::Instant::now(),
         progress,

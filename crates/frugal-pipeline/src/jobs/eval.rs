@@ -35,6 +35,8 @@ pub struct Eval {
     /// Classifiers: the test set (digits: the split of this seed).
     pub data: Option<Dataset>,
     pub seed: u64,
+    /// Language models: the memory budget (`None`: what the machine has available).
+    pub max_memory: Option<u64>,
 }
 
 impl Eval {
@@ -51,6 +53,7 @@ impl Eval {
             dump_items: None,
             data: None,
             seed: 0,
+            max_memory: None,
         }
     }
 }
@@ -110,6 +113,11 @@ impl Job for Eval {
             max_chunks: self.chunks,
             load: self.load,
         };
+        super::check_memory(
+            &job.memory_plan()?,
+            self.max_memory,
+            "the largest block and the output layer must fit in F32 (pass --max-memory if the machine has more)",
+        )?;
         let r = frugal_eval::eval_lm_files(&job, &|done, total| {
             progress("block passes and chunks", done, total)
         })?;

@@ -123,3 +123,19 @@ pub(crate) fn opt_input(p: &mut IoPlan, what: &str, path: Option<&Path>) {
 pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1048576.0
 }
+
+/// Prints a run's memory plan (rank 0) and refuses it, before any work, when it exceeds the
+/// budget: `max_memory` (`--max-memory`), or by default what the machine has available less a
+/// margin. `remedy` says what would make it fit.
+pub(crate) fn check_memory(
+    plan: &frugal_models::memory::MemoryPlan,
+    max_memory: Option<u64>,
+    remedy: &str,
+) -> Result<(), Error> {
+    let budget = frugal_models::memory::Budget::from_option(max_memory);
+    if frugal_dist::world().rank() == 0 {
+        eprintln!("frugal: {}", plan.to_text());
+    }
+    plan.check(&budget, remedy)
+        .map_err(|e| frugal_compress::Error::from(e).into())
+}

@@ -6,6 +6,7 @@ use super::{mib, opt_input, scratch, EvalText, Job, Progress, ToText};
 use crate::kind::ModelKind;
 use crate::steps::{self, CalibSpec, EncoderCalib, EncoderQuantizeStep, EvalSpec, QuantizeStep};
 use crate::Error;
+use frugal_compress::quant::checkpoint::Checkpoint;
 use frugal_compress::quant::gptq::GptqOptions;
 use frugal_compress::quant::int::{IntReport, IntType};
 use frugal_compress::quant::{Fallback, MethodName, Override, QuantizeOptions, Target};
@@ -37,6 +38,11 @@ pub struct Quantize {
     pub eval_chunks: usize,
     /// Encoders: Brown passages of 128 tokens to evaluate on.
     pub eval_passages: usize,
+    /// GGUF models: the memory budget (`None`: what the machine has available).
+    pub max_memory: Option<u64>,
+    /// GGUF models, block-wise methods: continue from the checkpoint a killed run left
+    /// (`OUT.checkpoint`, saved after every block).
+    pub resume: bool,
 }
 
 impl Quantize {
@@ -62,7 +68,17 @@ impl Quantize {
             eval: EvalText::default(),
             eval_chunks: EvalSpec::DEFAULT_CHUNKS,
             eval_passages: Quantize::EVAL_PASSAGES,
+            max_memory: None,
+            resume: false,
         }
+    }
+
+    /// Whether the run keeps a checkpoint: a block-wise method on a GGUF model.
+    fn checkpointed(&self) -> bool {
+        matches!(self.target, Target::Gguf(_))
+            && !self.input.is_dir()
+            && self.calib.is_some()
+            && self.method != MethodName::Rtn
     }
 
     /// An encoder's `--calib brown` names the Brown corpus, not a file.
@@ -113,6 +129,11 @@ impl Job for Quantize {
             p.output_dir("output folder", &self.output);
         } else {
             p.output("output", &self.output);
+            if self.checkpointed() {
+                let (meta, tensors) = Checkpoint::files(&self.output);
+                p.output("the checkpoint", meta)
+                    .output("the checkpoint's tensors", tensors);
+            }
         }
         p
     }
@@ -155,17 +176,56 @@ impl Quantize {
         opts.fallback = self.fallback;
         opts.overrides = self.overrides.clone();
         opts.target_bpw = self.target_bpw;
+        if self.checkpointed() {
+            opts.checkpoint = Some(Checkpoint {
+                output: self.output.clone(),
+                resume: self.resume,
+            });
+        } else if self.resume {
+            return Err(Error::Usage(
+                "--resume continues a block-wise method (--method gptq, awq, awq-gptq with --calib) on a GGUF model".into(),
+            ));
+        }
         let calib = self.calib.clone().map(|text| CalibSpec {
             text,
             ctx: self.calib_ctx,
             max_tokens: self.calib_tokens,
         });
+        let method = self.method.with(self.gptq);
+        // The plan before any work: the calibration (at most the chunks the token budget
+        // allows) or the rounding, then the evaluation of the output (shaped as the input).
+        let f = frugal_formats::gguf::GgufFile::open(&self.input)?;
+        // Chunks: as many as the token budget allows, and no more than the text's bytes
+        // (a token is at least one byte) could make.
+        let shape = calib.as_ref().map(|c| {
+            let bytes = std::fs::metadata(&c.text).map_or(u64::MAX, |m| m.len());
+            let tokens = (c.max_tokens as u64).min(bytes) as usize;
+            (tokens / c.ctx.max(1), c.ctx)
+        });
+        let mut plan = frugal_compress::quant::memory_plan(&f, shape, method)?;
+        drop(f);
+        if let Some(e) = &spec {
+            let judge = frugal_eval::LmEvalFiles {
+                model: self.input.clone(),
+                reference: Some(self.input.clone()),
+                text: e.text.clone(),
+                opts_ctx: e.ctx,
+                max_chunks: e.chunks,
+                load: frugal_models::llama::LoadOptions::GGML,
+            };
+            plan = plan.max(judge.memory_plan()?);
+        }
+        super::check_memory(
+            &plan,
+            self.max_memory,
+            "fewer --calib-tokens shrink the calibration's states and Gram sums (pass --max-memory if the machine has more)",
+        )?;
         let step = steps::quantize_step(
             &self.input,
             &self.output,
             &opts,
             calib.as_ref(),
-            self.method.with(self.gptq),
+            method,
             spec.as_ref(),
             progress,
         )?;

@@ -1,0 +1,306 @@
+//! Memory plans: a command's peak memory estimated from the model's shapes before any work
+//! starts, printed, and checked against a budget — `--max-memory`, or by default the memory the
+//! machine has available less a margin — so that a run which cannot fit is refused at once,
+//! with the option that would make it fit, instead of being killed hours in.
+//!
+//! A plan counts anonymous memory (what the process allocates). The model file is memory-mapped
+//! and read as it streams: its pages are the kernel's page cache, which it drops under pressure,
+//! so they are not in the plan.
+
+use crate::llama::LlamaConfig;
+use frugal_formats::gguf::GgufFile;
+
+/// One part of a plan: what it is and its bytes at the peak.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub what: String,
+    pub bytes: u64,
+}
+
+/// The parts alive together at a run's peak, and a margin for what is too small to list
+/// (buffers, allocator slack, the shell's norms).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryPlan {
+    pub parts: Vec<Part>,
+}
+
+/// Bytes every plan adds for the process itself and small buffers (measured: a Frugal command
+/// that loads nothing peaks at about 60 MB; the rest covers allocator slack).
+pub const BASE_BYTES: u64 = 128 << 20;
+
+impl MemoryPlan {
+    pub fn new() -> MemoryPlan {
+        MemoryPlan {
+            parts: vec![Part {
+                what: "the process and small buffers".into(),
+                bytes: BASE_BYTES,
+            }],
+        }
+    }
+
+    /// Adds a part (none when `bytes` is 0).
+    pub fn add(&mut self, what: impl Into<String>, bytes: u64) -> &mut Self {
+        if bytes > 0 {
+            self.parts.push(Part {
+                what: what.into(),
+                bytes,
+            });
+        }
+        self
+    }
+
+    /// The parts, and a tenth more: allocator slack and the transient copies too small or too
+    /// short-lived to list (measured against the real peak in BENCHMARKS.md).
+    pub fn total(&self) -> u64 {
+        let sum: u64 = self.parts.iter().map(|p| p.bytes).sum();
+        sum + sum / 10
+    }
+
+    /// The larger of two plans that run one after the other (a compression, then the
+    /// evaluation of its output).
+    pub fn max(self, other: MemoryPlan) -> MemoryPlan {
+        if other.total() > self.total() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// The parts, largest first: `one decoded block 0.75 GiB, output layer 0.49 GiB, …`.
+    pub fn parts_text(&self) -> String {
+        let mut parts = self.parts.clone();
+        parts.sort_by_key(|p| std::cmp::Reverse(p.bytes));
+        parts
+            .iter()
+            .map(|p| format!("{} {}", p.what, gib(p.bytes)))
+            .chain(std::iter::once("a tenth for slack".to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// One line for the user before the run starts.
+    pub fn to_text(&self) -> String {
+        format!(
+            "memory plan: about {} at the peak ({}), beside the memory-mapped model",
+            gib(self.total()),
+            self.parts_text()
+        )
+    }
+
+    /// Refuses the plan when it exceeds `budget`, saying what would make it fit (`remedy`).
+    pub fn check(&self, budget: &Budget, remedy: &str) -> crate::Result<()> {
+        if self.total() <= budget.bytes {
+            return Ok(());
+        }
+        Err(crate::Error::OverBudget {
+            needed: self.total(),
+            plan: self.parts_text(),
+            budget: budget.clone(),
+            remedy: remedy.to_string(),
+        })
+    }
+}
+
+/// `bytes` as GiB with two decimals (MiB below one GiB).
+pub fn gib(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
+}
+
+/// How much memory a run may use, and where that figure comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub bytes: u64,
+    pub source: BudgetSource,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BudgetSource {
+    /// `--max-memory`.
+    Option,
+    /// What the kernel reported available (`MemAvailable`), less the margin.
+    Available { available: u64 },
+    /// Nothing to measure by (not Linux): no limit.
+    Unknown,
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.source {
+            BudgetSource::Option => write!(f, "--max-memory {}", gib(self.bytes)),
+            BudgetSource::Available { available } => write!(
+                f,
+                "the {} this machine has available less a margin ({} available; --max-memory sets the budget)",
+                gib(self.bytes),
+                gib(available)
+            ),
+            BudgetSource::Unknown => write!(f, "no known limit"),
+        }
+    }
+}
+
+impl Budget {
+    /// `--max-memory` when given, else the machine's available memory less a tenth (at least
+    /// 256 MiB) for everything else it runs.
+    pub fn from_option(max_memory: Option<u64>) -> Budget {
+        match max_memory {
+            Some(bytes) => Budget {
+                bytes,
+                source: BudgetSource::Option,
+            },
+            None => match available() {
+                Some(available) => Budget {
+                    bytes: available.saturating_sub((available / 10).max(256 << 20)),
+                    source: BudgetSource::Available { available },
+                },
+                None => Budget {
+                    bytes: u64::MAX,
+                    source: BudgetSource::Unknown,
+                },
+            },
+        }
+    }
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes.
+pub fn available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_meminfo(&s)
+}
+
+fn parse_meminfo(s: &str) -> Option<u64> {
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut it = line.split_whitespace().skip(1);
+    let kb: u64 = it.next()?.parse().ok()?;
+    (it.next() == Some("kB")).then_some(kb.checked_mul(1024)?)
+}
+
+/// A size as `--max-memory` takes it: bytes, or a number with K, M, G or T (powers of 1024;
+/// `GiB`, `GB` and `G` alike), e.g. `6G`, `1.5GiB`, `512M`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{s}`: the unit must be K, M, G or T (e.g. 6G, 512M)"
+            ))
+        }
+    };
+    let x: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 6G, 512M)"))?;
+    let bytes = x * scale as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < 2f64.powi(63)) {
+        return Err(format!("`{s}`: a size from 1 byte to 8 EiB"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Bytes of block `i`'s weights decoded to F32 (every `blk.{i}.` tensor of `f`).
+pub fn block_f32_bytes(f: &GgufFile, i: usize) -> u64 {
+    let prefix = format!("blk.{i}.");
+    f.header
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with(&prefix))
+        .map(|t| 4 * t.n_elements())
+        .sum()
+}
+
+/// The largest block's bytes decoded to F32.
+pub fn largest_block_f32_bytes(f: &GgufFile, c: &LlamaConfig) -> u64 {
+    (0..c.n_layer)
+        .map(|i| block_f32_bytes(f, i))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The output layer decoded to F32 (`output.weight`, or the tied embedding).
+pub fn output_f32_bytes(c: &LlamaConfig) -> u64 {
+    4 * (c.n_vocab as u64) * (c.n_embd as u64)
+}
+
+/// What one chunk of `t` tokens holds while it passes through a block in F32: its input and
+/// output states, the normed input, queries, keys and values, the attention scores and their
+/// softmax (per head, `t × t`), and the FFN's gate, up and product.
+pub fn block_pass_bytes(c: &LlamaConfig, t: usize) -> u64 {
+    let (t, d, ff) = (t as u64, c.n_embd as u64, c.n_ff as u64);
+    let qd = (c.n_head * c.head_dim()) as u64;
+    let kv = (c.n_head_kv * c.head_dim()) as u64;
+    let heads = c.n_head as u64;
+    4 * (3 * t * d + t * (2 * qd + 2 * kv) + 2 * heads * t * t + 3 * t * ff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_refuse_the_rest() {
+        assert_eq!(parse_size("6G"), Ok(6 << 30));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("512 M"), Ok(512 << 20));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert_eq!(parse_size("1t"), Ok(1 << 40));
+        for bad in [
+            "",
+            "G",
+            "6X",
+            "-1G",
+            "0",
+            "1e400",
+            "nan",
+            "1..2G",
+            "9999999999T",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn meminfo_is_read_in_kilobytes_and_nothing_else() {
+        let s = "MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_meminfo(s), Some(20_000_000 * 1024));
+        assert_eq!(parse_meminfo("MemAvailable: 5 MB\n"), None);
+        assert_eq!(parse_meminfo("MemTotal: 5 kB\n"), None);
+    }
+
+    #[test]
+    fn a_plan_over_its_budget_is_refused_naming_the_remedy() {
+        let mut p = MemoryPlan::new();
+        p.add("states", 3 << 30).add("nothing", 0);
+        assert_eq!(p.parts.len(), 2);
+        assert_eq!(p.total(), ((3 << 30) + BASE_BYTES) * 11 / 10);
+        let fits = Budget::from_option(Some(7 << 29));
+        assert!(p.check(&fits, "fewer tokens").is_ok());
+        let small = Budget::from_option(Some(2 << 30));
+        let e = p
+            .check(&small, "pass --calib-tokens 1024")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("3.44 GiB") && e.contains("--max-memory 2.00 GiB"),
+            "{e}"
+        );
+        assert!(
+            e.contains("states 3.00 GiB") && e.contains("--calib-tokens 1024"),
+            "{e}"
+        );
+        assert!(p.to_text().starts_with("memory plan: about 3.44 GiB"));
+        let machine = Budget::from_option(None);
+        assert!(machine.bytes > 0);
+    }
+}
