@@ -335,7 +335,8 @@ pub(crate) fn sequential(
         .collect::<std::result::Result<_, _>>()?;
     let (start, mut states, mut imatrix) = match resume {
         Some(r) => {
-            let want = [calib.chunks[mine.start].len(), model.config.n_embd];
+            let ctx = calib.chunks.get(mine.start).map_or(0, Vec::len);
+            let want = [ctx, model.config.n_embd];
             if r.blocks_done > n_layer
                 || r.states.len() != mine.len()
                 || r.states.iter().any(|s| s.dims() != want)
