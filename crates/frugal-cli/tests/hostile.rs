@@ -801,7 +801,7 @@ fn a_run_over_its_memory_budget_is_refused_before_any_work() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("memory plan: about") && err.contains("largest tensor"),
+        err.contains("memory plan: about") && err.contains("the largest tensor decoded"),
         "{err}"
     );
 }

@@ -788,11 +788,11 @@ impl LmEvalFiles {
             .min(self.max_chunks.unwrap_or(usize::MAX) as u64);
         let threads = (rayon::current_num_threads() as u64).min(group);
         let mut block = memory::largest_block_f32_bytes(&f, &c);
-        let mut output = memory::output_f32_bytes(&c);
+        let mut output = memory::output_f32_bytes(&f, &c);
         if let Some(rf) = &rf {
             let rc = LlamaConfig::from_gguf(rf)?;
             block = block.max(memory::largest_block_f32_bytes(rf, &rc));
-            output = output.max(memory::output_f32_bytes(&rc));
+            output = output.max(memory::output_f32_bytes(rf, &rc));
         }
         let kept = if rf.is_some() { 4 * group * scored } else { 0 };
         let mut passes = MemoryPlan::new();
@@ -801,7 +801,7 @@ impl LmEvalFiles {
                 format!("the states of {group} chunks, twice"),
                 2 * group * 4 * ctx * c.n_embd as u64,
             )
-            .add("one block in F32", block)
+            .add("one block in F32 (and a stored copy)", block)
             .add(
                 format!("{threads} chunks' passes through it"),
                 threads * memory::block_pass_bytes(&c, self.opts_ctx),
@@ -809,7 +809,7 @@ impl LmEvalFiles {
             .add("the reference's logits of the group", kept);
         let mut scoring = MemoryPlan::new();
         scoring
-            .add("an output layer in F32", output)
+            .add("an output layer in F32 (and its stored copy)", output)
             .add(
                 "the group's final states",
                 group * 4 * (ctx - first) * c.n_embd as u64,

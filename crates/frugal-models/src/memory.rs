@@ -209,15 +209,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Bytes of block `i`'s weights decoded to F32 (every `blk.{i}.` tensor of `f`).
+/// The stored bytes copied out of the map before a tensor is decoded (none for F32, which is
+/// copied straight into its F32 tensor).
+fn staging_bytes(f: &GgufFile, t: &frugal_formats::gguf::TensorInfo) -> u64 {
+    if t.ggml_type == frugal_formats::gguf::GgmlType::F32 {
+        0
+    } else {
+        f.tensor_data(t).len() as u64
+    }
+}
+
+/// Bytes of block `i`'s weights decoded to F32 (every `blk.{i}.` tensor of `f`), and the
+/// stored copy of the largest one while it is decoded.
 pub fn block_f32_bytes(f: &GgufFile, i: usize) -> u64 {
     let prefix = format!("blk.{i}.");
-    f.header
-        .tensors
-        .iter()
-        .filter(|t| t.name.starts_with(&prefix))
-        .map(|t| 4 * t.n_elements())
-        .sum()
+    let tensors = || {
+        f.header
+            .tensors
+            .iter()
+            .filter(|t| t.name.starts_with(&prefix))
+    };
+    tensors().map(|t| 4 * t.n_elements()).sum::<u64>()
+        + tensors().map(|t| staging_bytes(f, t)).max().unwrap_or(0)
 }
 
 /// The largest block's bytes decoded to F32.
@@ -228,9 +241,13 @@ pub fn largest_block_f32_bytes(f: &GgufFile, c: &LlamaConfig) -> u64 {
         .unwrap_or(0)
 }
 
-/// The output layer decoded to F32 (`output.weight`, or the tied embedding).
-pub fn output_f32_bytes(c: &LlamaConfig) -> u64 {
-    4 * (c.n_vocab as u64) * (c.n_embd as u64)
+/// The output layer decoded to F32 (`output.weight`, or the tied embedding), and its stored
+/// copy while it is decoded.
+pub fn output_f32_bytes(f: &GgufFile, c: &LlamaConfig) -> u64 {
+    let t = f
+        .tensor("output.weight")
+        .or_else(|| f.tensor("token_embd.weight"));
+    4 * (c.n_vocab as u64) * (c.n_embd as u64) + t.map_or(0, |t| staging_bytes(f, t))
 }
 
 /// What one chunk of `t` tokens holds while it passes through a block in F32: its input and

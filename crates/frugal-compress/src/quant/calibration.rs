@@ -206,8 +206,9 @@ pub fn inverse_cholesky_upper(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32
             h[i * n + j] + if i == j { d } else { 0.0 }
         }
     });
-    // Each n × n intermediate is dropped as soon as the next one exists: at most two are alive
-    // (at 7B scale, the FFN's 11008² input takes 0.97 GB per copy).
+    // Each n × n intermediate is dropped as soon as the next one exists: at most three are
+    // alive, during the inverse (the factor, the inverse and faer's scratch; at 7B scale the
+    // FFN's 11008² input takes 0.97 GB per copy).
     let llt = hm
         .llt(faer::Side::Lower)
         .map_err(|e| Error::Numerical(format!("Cholesky of H failed: {e:?}")))?;
@@ -475,7 +476,8 @@ pub enum CalibWork {
 /// phases: the statistics (the chunks' states, one decoded block, one chunk's pass through it,
 /// and the Gram sums — the canonical tree keeps one partial sum per level, ⌈log₂ chunks⌉ + 1 of
 /// them, plus a leaf's product in f32), and the treatment (the block's sums, the factorization
-/// of the widest input: two n × n f64 matrices and the f32 factor, the weight copies).
+/// of the widest input: three n × n f64 matrices at once, four with activation order, the
+/// weight copies).
 pub fn memory_plan(
     f: &GgufFile,
     n_chunks: usize,
@@ -531,7 +533,9 @@ pub fn memory_plan(
         .add(
             "the factorization of the widest input",
             if factor {
-                (16 + 4 + if act_order { 8 } else { 0 }) * widest * widest
+                // faer's inverse of H from its factor: the factor, the inverse and the
+                // inverse's scratch (n × n f64 each), plus H permuted for activation order.
+                (24 + if act_order { 8 } else { 0 }) * widest * widest
             } else {
                 0
             },

@@ -582,18 +582,20 @@ pub fn memory_plan(
     method: Method,
 ) -> Result<frugal_models::memory::MemoryPlan> {
     use calibration::CalibWork;
+    // An F32 tensor is read in place from the map; any other is decoded to F32 first. Then
+    // its rounding (at most about a byte per weight here) and the error's buffers.
     let largest = f
         .header
         .tensors
         .iter()
-        .map(|t| t.n_elements())
+        .map(|t| {
+            let decoded = if t.ggml_type == GgmlType::F32 { 0 } else { 4 };
+            (decoded + 4) * t.n_elements()
+        })
         .max()
         .unwrap_or(0);
     let mut write = frugal_models::memory::MemoryPlan::new();
-    write.add(
-        "the largest tensor in F32, rounded and measured",
-        2 * 4 * largest,
-    );
+    write.add("the largest tensor decoded, rounded and measured", largest);
     let Some((chunks, ctx)) = calib else {
         return Ok(write);
     };
