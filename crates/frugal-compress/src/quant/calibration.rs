@@ -187,13 +187,19 @@ pub fn collect_imatrix(
 /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), row-major f32, after dampening H; columns
 /// with no signal (H_jj = 0) get H_jj = 1 and are reported in `dead`.
 pub fn inverse_cholesky_upper(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, Vec<bool>)> {
+    inverse_cholesky_upper_of(n, damp, &|i, j| h[i * n + j])
+}
+
+/// [`inverse_cholesky_upper`] of the matrix whose entry (i, j) is `h(i, j)` — H seen through
+/// a permutation, say, without a permuted copy of it.
+pub fn inverse_cholesky_upper_of(
+    n: usize,
+    damp: f64,
+    h: &(dyn Fn(usize, usize) -> f64 + Sync),
+) -> Result<(Vec<f32>, Vec<bool>)> {
     use faer::linalg::solvers::DenseSolveCore;
-    let dead: Vec<bool> = (0..n).map(|j| h[j * n + j] <= 0.0).collect();
-    let mean_diag = (0..n)
-        .filter(|&j| !dead[j])
-        .map(|j| h[j * n + j])
-        .sum::<f64>()
-        / n.max(1) as f64;
+    let dead: Vec<bool> = (0..n).map(|j| h(j, j) <= 0.0).collect();
+    let mean_diag = (0..n).filter(|&j| !dead[j]).map(|j| h(j, j)).sum::<f64>() / n.max(1) as f64;
     let d = damp * mean_diag.max(f64::MIN_POSITIVE);
     let hm = faer::Mat::<f64>::from_fn(n, n, |i, j| {
         if dead[i] || dead[j] {
@@ -203,7 +209,7 @@ pub fn inverse_cholesky_upper(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32
                 0.0
             }
         } else {
-            h[i * n + j] + if i == j { d } else { 0.0 }
+            h(i, j) + if i == j { d } else { 0.0 }
         }
     });
     // Each n × n intermediate is dropped as soon as the next one exists: at most three are
@@ -461,12 +467,11 @@ pub enum CalibWork {
     Imatrix,
     /// A [`sequential`] pass: the four Gram matrices (and Σ|x| with `abs`), then the block's
     /// treatment — with `factor`, H's dampened inverse Cholesky factor per input (GPTQ,
-    /// SparseGPT); with `act_order`, H permuted beside it; `weight_copies` copies of the
-    /// largest weight in F32 (the weight, its rounding and its decoding back).
+    /// SparseGPT); `weight_copies` copies of the largest weight in F32 (the weight, its
+    /// rounding and its decoding back).
     Sequential {
         abs: bool,
         factor: bool,
-        act_order: bool,
         weight_copies: u64,
     },
 }
@@ -476,8 +481,7 @@ pub enum CalibWork {
 /// phases: the statistics (the chunks' states, one decoded block, one chunk's pass through it,
 /// and the Gram sums — the canonical tree keeps one partial sum per level, ⌈log₂ chunks⌉ + 1 of
 /// them, plus a leaf's product in f32), and the treatment (the block's sums, the factorization
-/// of the widest input: three n × n f64 matrices at once, four with activation order, the
-/// weight copies).
+/// of the widest input: three n × n f64 matrices at once, the weight copies).
 pub fn memory_plan(
     f: &GgufFile,
     n_chunks: usize,
@@ -501,7 +505,6 @@ pub fn memory_plan(
     let CalibWork::Sequential {
         abs,
         factor,
-        act_order,
         weight_copies,
     } = work
     else {
@@ -534,8 +537,9 @@ pub fn memory_plan(
             "the factorization of the widest input",
             if factor {
                 // faer's inverse of H from its factor: the factor, the inverse and the
-                // inverse's scratch (n × n f64 each), plus H permuted for activation order.
-                (24 + if act_order { 8 } else { 0 }) * widest * widest
+                // inverse's scratch, n × n f64 each (activation order reads H through its
+                // permutation, no copy).
+                24 * widest * widest
             } else {
                 0
             },

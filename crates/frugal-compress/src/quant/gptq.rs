@@ -156,10 +156,10 @@ pub fn gptq_act_order_with(
 pub fn act_order_plan(h: &[f64], cols: usize, damp: f64) -> Result<(Vec<usize>, Vec<f32>)> {
     let mut perm: Vec<usize> = (0..cols).collect();
     perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]).then(a.cmp(&b)));
-    let hp: Vec<f64> = (0..cols * cols)
-        .map(|k| h[perm[k / cols] * cols + perm[k % cols]])
-        .collect();
-    let (u, _) = inverse_cholesky_upper(&hp, cols, damp)?;
+    // H permuted is read through the permutation (at 7B scale a copy would be 0.97 GB).
+    let (u, _) = super::calibration::inverse_cholesky_upper_of(cols, damp, &|i, j| {
+        h[perm[i] * cols + perm[j]]
+    })?;
     Ok((perm, u))
 }
 

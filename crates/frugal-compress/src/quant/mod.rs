@@ -604,7 +604,6 @@ pub fn memory_plan(
         Method::Blockwise(b) => CalibWork::Sequential {
             abs: b.awq,
             factor: b.gptq.is_some(),
-            act_order: b.gptq.is_some_and(|g| g.act_order),
             weight_copies: if b.awq { 4 } else { 3 },
         },
     };
