@@ -367,7 +367,7 @@ impl LmSource<'_> {
         drop(xs);
         model.load_output(f, load)?;
         Ok(Ready::Streamed {
-            model,
+            model: Box::new(model),
             start: group.start,
             hidden,
         })
@@ -380,7 +380,7 @@ enum Ready<'a> {
     /// A shell holding the output layer, and the final-normed hidden states at the scored
     /// positions of chunks `start..`.
     Streamed {
-        model: Llama,
+        model: Box<Llama>,
         start: usize,
         hidden: Vec<candle_core::Tensor>,
     },

@@ -325,7 +325,7 @@ pub(crate) fn sequential(
     with_abs: bool,
     treat: &mut dyn FnMut(&mut Llama, usize, &mut BlockStats) -> Result<()>,
     resume: Option<Resume>,
-    after_block: &mut dyn FnMut(usize, &[Tensor], &HashMap<String, Vec<f32>>) -> Result<()>,
+    after_block: &mut AfterBlock,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Imatrix> {
     let comm = frugal_dist::world();
@@ -445,6 +445,11 @@ pub(crate) fn sequential(
         source: calib.source.clone(),
     })
 }
+
+/// What [`sequential`] calls after each block: blocks done, the states entering the next
+/// block, the importance matrix so far.
+pub(crate) type AfterBlock<'a> =
+    dyn FnMut(usize, &[Tensor], &HashMap<String, Vec<f32>>) -> Result<()> + 'a;
 
 /// Where a resumed [`sequential`] pass starts: after `blocks_done` blocks, with this rank's
 /// chunks' states entering the next one and the importance matrix of the blocks done.

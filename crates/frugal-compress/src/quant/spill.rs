@@ -20,12 +20,21 @@ struct Entry {
     len: usize,
 }
 
-/// A store's index as a checkpoint keeps it (errors as their bits: exact through JSON).
+/// A store's index as a checkpoint keeps it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoreIndex {
-    /// Name, type, errors' bits, offset, length.
-    entries: Vec<(String, u32, Option<(u64, Option<u64>)>, u64, usize)>,
+    entries: Vec<IndexEntry>,
     end: u64,
+}
+
+/// One tensor of a [`StoreIndex`] (its errors as their bits: exact through JSON, NaN too).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct IndexEntry {
+    name: String,
+    ty: u32,
+    error_bits: Option<(u64, Option<u64>)>,
+    offset: u64,
+    len: usize,
 }
 
 /// Produced tensors by name, their bytes in an unnamed temporary file in `dir` (created on
@@ -89,14 +98,16 @@ impl ProducedStore {
         let index_map = index
             .entries
             .iter()
-            .map(|(name, ty, errors, offset, len)| {
+            .map(|e| {
                 let entry = Entry {
-                    ty: GgmlType(*ty),
-                    errors: errors.map(|(a, b)| (f64::from_bits(a), b.map(f64::from_bits))),
-                    offset: *offset,
-                    len: *len,
+                    ty: GgmlType(e.ty),
+                    errors: e
+                        .error_bits
+                        .map(|(a, b)| (f64::from_bits(a), b.map(f64::from_bits))),
+                    offset: e.offset,
+                    len: e.len,
                 };
-                (name.clone(), entry)
+                (e.name.clone(), entry)
             })
             .collect();
         Ok(ProducedStore {
@@ -117,12 +128,15 @@ impl ProducedStore {
         let mut entries: Vec<_> = self
             .index
             .iter()
-            .map(|(name, e)| {
-                let errors = e.errors.map(|(a, b)| (a.to_bits(), b.map(f64::to_bits)));
-                (name.clone(), e.ty.0, errors, e.offset, e.len)
+            .map(|(name, e)| IndexEntry {
+                name: name.clone(),
+                ty: e.ty.0,
+                error_bits: e.errors.map(|(a, b)| (a.to_bits(), b.map(f64::to_bits))),
+                offset: e.offset,
+                len: e.len,
             })
             .collect();
-        entries.sort_by_key(|e| e.3);
+        entries.sort_by_key(|e| e.offset);
         Ok(StoreIndex {
             entries,
             end: self.end,
