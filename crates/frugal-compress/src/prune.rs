@@ -484,15 +484,7 @@ pub fn prune_gguf(
                 }
                 Ok(())
             };
-            calibration::sequential(
-                &f,
-                calib,
-                false,
-                &mut treat,
-                None,
-                &mut |_, _, _| Ok(()),
-                progress,
-            )?;
+            calibration::sequential_plain(&f, calib, false, &mut treat, progress)?;
         }
     }
     // Write: pruned weights as F32, everything else as it is, in the input's order.

@@ -283,15 +283,7 @@ pub fn prune_mlp_neurons_gguf(
                 b.down = Linear::dense(dn, t(d2, (d, keep))?, None)?;
                 Ok(())
             };
-            calibration::sequential(
-                &f,
-                calib,
-                false,
-                &mut treat,
-                None,
-                &mut |_, _, _| Ok(()),
-                progress,
-            )?;
+            calibration::sequential_plain(&f, calib, false, &mut treat, progress)?;
         }
     }
     // Write: the shrunk MLP weights as F32 with their new shapes, the new width in the
@@ -510,15 +502,7 @@ pub fn prune_heads_gguf(
                 grams.push(st.grams[1].to_vec());
                 Ok(())
             };
-            calibration::sequential(
-                &f,
-                calib,
-                false,
-                &mut keep,
-                None,
-                &mut |_, _, _| Ok(()),
-                progress,
-            )?;
+            calibration::sequential_plain(&f, calib, false, &mut keep, progress)?;
             Some(grams)
         }
     };

@@ -417,24 +417,10 @@ impl Llama {
     /// [`Llama::block_forward_with`]), so that at most one block is ever decoded (what a large
     /// model on a small machine needs).
     pub fn load_shell(f: &GgufFile, device: &Device) -> Result<Self> {
-        let c = LlamaConfig::from_gguf(f)?;
-        let d = c.n_embd;
-        let embedding = load_f32_shaped(f, "token_embd.weight", &[c.n_vocab, d], device)?;
-        let output_norm = load_f32_shaped(f, "output_norm.weight", &[d], device)?;
-        let arch = f
-            .header
-            .architecture()
-            .and_then(ArchSpec::of)
-            .expect("checked by LlamaConfig::from_gguf");
-        Ok(Llama {
-            blocks: Vec::with_capacity(c.n_layer),
-            config: c,
-            arch,
-            embedding,
-            output_norm,
-            output: None,
-            device: device.clone(),
-        })
+        let mut m = Self::load_bare_shell(f, device)?;
+        let shape = [m.config.n_vocab, m.config.n_embd];
+        m.embedding = load_f32_shaped(f, "token_embd.weight", &shape, device)?;
+        Ok(m)
     }
 
     /// Decoder block `i`'s weights, decoded as `opts` says.

@@ -446,6 +446,25 @@ pub(crate) fn sequential(
     })
 }
 
+/// [`sequential`] from the start, without a checkpoint.
+pub(crate) fn sequential_plain(
+    f: &GgufFile,
+    calib: &Calibration,
+    with_abs: bool,
+    treat: &mut dyn FnMut(&mut Llama, usize, &mut BlockStats) -> Result<()>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Imatrix> {
+    sequential(
+        f,
+        calib,
+        with_abs,
+        treat,
+        None,
+        &mut |_, _, _| Ok(()),
+        progress,
+    )
+}
+
 /// What [`sequential`] calls after each block: blocks done, the states entering the next
 /// block, the importance matrix so far.
 pub(crate) type AfterBlock<'a> =
