@@ -215,11 +215,12 @@ impl Quantize {
             };
             plan = plan.max(judge.memory_plan()?);
         }
-        super::check_memory(
-            &plan,
-            self.max_memory,
-            "fewer --calib-tokens shrink the calibration's states and Gram sums (pass --max-memory if the machine has more)",
-        )?;
+        let remedy = if calib.is_some() {
+            "fewer --calib-tokens shrink the calibration's states and Gram sums (pass --max-memory if the machine has more)"
+        } else {
+            "the largest tensor must fit decoded (pass --max-memory if the machine has more)"
+        };
+        super::check_memory(&plan, self.max_memory, remedy)?;
         let step = steps::quantize_step(
             &self.input,
             &self.output,
