@@ -781,7 +781,7 @@ impl LmEvalFiles {
         };
         let ctx = self.opts_ctx as u64;
         let first = ctx / 2;
-        let scored = (ctx - 1 - first) * c.n_vocab as u64;
+        let scored = ctx.saturating_sub(1 + first) * c.n_vocab as u64;
         let per_chunk = 4 * (ctx * c.n_embd as u64 + if rf.is_some() { scored } else { 0 });
         let group = (STREAM_HIDDEN_BYTES as u64 / per_chunk.max(1))
             .max(1)
