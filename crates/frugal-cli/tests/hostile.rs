@@ -769,6 +769,28 @@ fn a_run_over_its_memory_budget_is_refused_before_any_work() {
         d,
     );
     assert_refused(&out, &["output layer", "more than --max-memory 102 MiB"]);
+    // A prune holds its pruned weights in F32 until written: the plan says so.
+    let out = frugal_within(
+        60,
+        &[
+            "prune",
+            s(&model),
+            "p.gguf",
+            "--method",
+            "magnitude",
+            "--no-eval",
+            "--max-memory",
+            "200M",
+        ],
+        d,
+    );
+    assert_refused(
+        &out,
+        &[
+            "the pruned weights, held in F32",
+            "more than --max-memory 200 MiB",
+        ],
+    );
     let out = frugal_within(
         30,
         &[

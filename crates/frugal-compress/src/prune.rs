@@ -366,6 +366,46 @@ pub struct GgufPruneReport {
     pub seconds: f64,
 }
 
+/// The peak memory of [`prune_gguf`] (and of the structured removals, which keep the same kind
+/// of state) on `f`, estimated from the shapes before it starts: the calibration pass of the
+/// score (`calib`: chunks and their tokens; SparseGPT factorizes each input's H), or the
+/// decoding of the largest weight, plus every pruned weight, which is held in F32 until the
+/// output is written (at 7B scale 24 GB: such a run is refused on a small machine).
+pub fn memory_plan(
+    f: &GgufFile,
+    calib: Option<(usize, usize)>,
+    score: Score,
+) -> Result<frugal_models::memory::MemoryPlan> {
+    use calibration::CalibWork;
+    let blocks = || {
+        f.header
+            .tensors
+            .iter()
+            .filter(|t| calibration::is_block_weight(&t.name))
+    };
+    let kept: u64 = blocks().map(|t| 4 * t.n_elements()).sum();
+    let mut plan = match (score, calib) {
+        (Score::Magnitude, _) | (_, None) => {
+            let mut p = frugal_models::memory::MemoryPlan::new();
+            let largest = blocks().map(|t| t.n_elements()).max().unwrap_or(0);
+            p.add("the largest weight decoded and pruned", 8 * largest);
+            p
+        }
+        (score, Some((chunks, ctx))) => calibration::memory_plan(
+            f,
+            chunks,
+            ctx,
+            CalibWork::Sequential {
+                abs: false,
+                factor: score == Score::SparseGpt,
+                weight_copies: 3,
+            },
+        )?,
+    };
+    plan.add("the pruned weights, held in F32 until written", kept);
+    Ok(plan)
+}
+
 /// Prunes every decoder weight of a Llama GGUF model (attention and FFN projections; embeddings,
 /// norms and the output layer are kept) and writes the model with those weights as F32 (so the
 /// zeros are exact), atomically. Wanda and SparseGPT run block by block on calibration text, each

@@ -54,6 +54,8 @@ pub struct Args {
     pub damp: f64,
     #[command(flatten)]
     pub eval: EvalArgs,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +81,7 @@ pub fn run(a: Args) -> Result<()> {
             ..Prune::recovery()
         },
         storage: a.storage,
+        max_memory: a.memory.max_memory,
         ..Prune::new(a.input, a.output)
     };
     execute(&job, a.json).map(drop)

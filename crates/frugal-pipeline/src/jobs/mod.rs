@@ -139,3 +139,35 @@ pub(crate) fn check_memory(
     plan.check(&budget, remedy)
         .map_err(|e| frugal_compress::Error::from(e).into())
 }
+
+/// The calibration's shape for a memory plan: chunks and their tokens — as many chunks as the
+/// token budget allows, and no more than the text's bytes could make (a token is at least a
+/// byte).
+pub(crate) fn calib_shape(c: Option<&crate::steps::CalibSpec>) -> Option<(usize, usize)> {
+    c.map(|c| {
+        let bytes = std::fs::metadata(&c.text).map_or(u64::MAX, |m| m.len());
+        let tokens = (c.max_tokens as u64).min(bytes) as usize;
+        (tokens / c.ctx.max(1), c.ctx)
+    })
+}
+
+/// `plan`, or the evaluation of the output against `input` when larger (the output shaped as
+/// the input), for a compression judged by `spec`.
+pub(crate) fn with_judge_plan(
+    plan: frugal_models::memory::MemoryPlan,
+    input: &Path,
+    spec: Option<&EvalSpec>,
+) -> Result<frugal_models::memory::MemoryPlan, Error> {
+    let Some(e) = spec else {
+        return Ok(plan);
+    };
+    let judge = frugal_eval::LmEvalFiles {
+        model: input.to_path_buf(),
+        reference: Some(input.to_path_buf()),
+        text: e.text.clone(),
+        opts_ctx: e.ctx,
+        max_chunks: e.chunks,
+        load: frugal_models::llama::LoadOptions::GGML,
+    };
+    Ok(plan.max(judge.memory_plan()?))
+}

@@ -50,6 +50,8 @@ pub struct Prune {
     /// CNN classifiers: the recovery (epochs, peak learning rate, seed).
     pub recover: TrainOptions,
     pub storage: Storage,
+    /// GGUF models: the memory budget (`None`: what the machine has available).
+    pub max_memory: Option<u64>,
 }
 
 impl Prune {
@@ -76,6 +78,7 @@ impl Prune {
             data: None,
             recover: Prune::recovery(),
             storage: Storage::default(),
+            max_memory: None,
         }
     }
 
@@ -131,6 +134,7 @@ impl Job for Prune {
             ctx: self.calib_ctx,
             max_tokens: self.calib_tokens,
         });
+        self.check_memory(calib.as_ref(), spec.as_ref())?;
         let Some(structure) = self.structure else {
             let opts = GgufPruneOptions {
                 score: self.score,
@@ -176,6 +180,34 @@ impl Job for Prune {
 }
 
 impl Prune {
+    /// Prints the plan of a GGUF model's prune and refuses it over the budget, before any
+    /// work: the score's calibration or the largest weight, every pruned weight kept in F32,
+    /// for heads the attention output's Gram matrix of every block; then the evaluation.
+    fn check_memory(
+        &self,
+        calib: Option<&CalibSpec>,
+        spec: Option<&EvalSpec>,
+    ) -> Result<(), Error> {
+        let f = frugal_formats::gguf::GgufFile::open(&self.input)?;
+        let mut plan =
+            frugal_compress::prune::memory_plan(&f, super::calib_shape(calib), self.score)?;
+        if self.structure == Some(Structure::AttnHeads) && self.score != Score::Magnitude {
+            let c = frugal_models::llama::LlamaConfig::from_gguf(&f)
+                .map_err(frugal_compress::Error::from)?;
+            let qd = (c.n_head * c.head_dim()) as u64;
+            plan.add(
+                "the attention output's Gram matrix of every block",
+                8 * qd * qd * c.n_layer as u64,
+            );
+        }
+        drop(f);
+        super::check_memory(
+            &super::with_judge_plan(plan, &self.input, spec)?,
+            self.max_memory,
+            "pruned weights are held in F32 until written, so the whole model's weights must fit (pass --max-memory if the machine has more)",
+        )
+    }
+
     fn classifier(&self, progress: Progress) -> Result<PruneClassifierStep, Error> {
         let Some(data) = self.data else {
             return Err(Error::Usage(

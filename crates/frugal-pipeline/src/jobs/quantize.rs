@@ -192,35 +192,22 @@ impl Quantize {
             max_tokens: self.calib_tokens,
         });
         let method = self.method.with(self.gptq);
-        // The plan before any work: the calibration (at most the chunks the token budget
-        // allows) or the rounding, then the evaluation of the output (shaped as the input).
+        // The plan before any work: the calibration or the rounding, then the evaluation of
+        // the output.
         let f = frugal_formats::gguf::GgufFile::open(&self.input)?;
-        // Chunks: as many as the token budget allows, and no more than the text's bytes
-        // (a token is at least one byte) could make.
-        let shape = calib.as_ref().map(|c| {
-            let bytes = std::fs::metadata(&c.text).map_or(u64::MAX, |m| m.len());
-            let tokens = (c.max_tokens as u64).min(bytes) as usize;
-            (tokens / c.ctx.max(1), c.ctx)
-        });
-        let mut plan = frugal_compress::quant::memory_plan(&f, shape, method)?;
+        let plan =
+            frugal_compress::quant::memory_plan(&f, super::calib_shape(calib.as_ref()), method)?;
         drop(f);
-        if let Some(e) = &spec {
-            let judge = frugal_eval::LmEvalFiles {
-                model: self.input.clone(),
-                reference: Some(self.input.clone()),
-                text: e.text.clone(),
-                opts_ctx: e.ctx,
-                max_chunks: e.chunks,
-                load: frugal_models::llama::LoadOptions::GGML,
-            };
-            plan = plan.max(judge.memory_plan()?);
-        }
         let remedy = if calib.is_some() {
             "fewer --calib-tokens shrink the calibration's states and Gram sums (pass --max-memory if the machine has more)"
         } else {
             "the largest tensor must fit decoded (pass --max-memory if the machine has more)"
         };
-        super::check_memory(&plan, self.max_memory, remedy)?;
+        super::check_memory(
+            &super::with_judge_plan(plan, &self.input, spec.as_ref())?,
+            self.max_memory,
+            remedy,
+        )?;
         let step = steps::quantize_step(
             &self.input,
             &self.output,
