@@ -17,9 +17,9 @@ pub struct Part {
     pub bytes: u64,
 }
 
-/// The parts alive together at a run's peak, and a margin for what is too small to list
-/// (buffers, allocator slack, the shell's norms).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The parts alive together at a run's peak, the process itself among them ([`MemoryPlan::new`];
+/// [`MemoryPlan::total`] adds the slack).
+#[derive(Debug, Clone, PartialEq)]
 pub struct MemoryPlan {
     pub parts: Vec<Part>,
 }
@@ -28,7 +28,14 @@ pub struct MemoryPlan {
 /// that loads nothing peaks at about 60 MB; the rest covers allocator slack).
 pub const BASE_BYTES: u64 = 128 << 20;
 
+impl Default for MemoryPlan {
+    fn default() -> MemoryPlan {
+        MemoryPlan::new()
+    }
+}
+
 impl MemoryPlan {
+    /// A plan of the process alone.
     pub fn new() -> MemoryPlan {
         MemoryPlan {
             parts: vec![Part {

@@ -82,6 +82,11 @@ pub(crate) fn block_names(i: usize) -> [Vec<String>; 4] {
     ]
 }
 
+/// The widths of a block's four distinct linear inputs, in [`block_names`]' order.
+pub(crate) fn input_dims(c: &frugal_models::llama::LlamaConfig) -> [usize; 4] {
+    [c.n_embd, c.n_head * c.head_dim(), c.n_embd, c.n_ff]
+}
+
 /// Whether `name` is one of a decoder block's linear weights (`blk.N.attn_q.weight`, …).
 pub(crate) fn is_block_weight(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("blk.") else {
@@ -127,7 +132,7 @@ pub fn collect_imatrix(
     let c = shell.config.clone();
     let n_layer = c.n_layer;
     // Every chunk's Σx² per distinct input, laid out block by block, then the output layer's.
-    let dims = [c.n_embd, c.n_head * c.head_dim(), c.n_embd, c.n_ff];
+    let dims = input_dims(&c);
     let mut layout: Vec<(Vec<String>, usize)> = Vec::with_capacity(4 * n_layer + 1);
     for i in 0..n_layer {
         layout.extend(block_names(i).into_iter().zip(dims));
@@ -534,12 +539,7 @@ pub fn memory_plan(
     else {
         return Ok(base);
     };
-    let dims = [
-        c.n_embd as u64,
-        (c.n_head * c.head_dim()) as u64,
-        c.n_embd as u64,
-        c.n_ff as u64,
-    ];
+    let dims = input_dims(&c).map(|n| n as u64);
     let widest = dims.iter().copied().max().unwrap_or(0);
     let sums =
         8 * (dims.iter().map(|n| n * n).sum::<u64>() + if abs { dims.iter().sum() } else { 0 });

@@ -11,6 +11,7 @@
 //! several MPI ranks each rank keeps its own pair (`.checkpoint.R`, `.checkpoint.R.tensors`):
 //! its chunks' states are its own.
 
+use super::calibration::Resume;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use frugal_formats::safetensors::{Dtype, SafetensorsFile};
@@ -115,15 +116,6 @@ struct Meta<R> {
     record: R,
 }
 
-/// A pass's progress after `blocks_done` blocks.
-pub(crate) struct Progress<R> {
-    pub blocks_done: usize,
-    /// This rank's chunks' states entering block `blocks_done`.
-    pub states: Vec<Tensor>,
-    pub imatrix: HashMap<String, Vec<f32>>,
-    pub record: R,
-}
-
 /// Saves the progress after `blocks_done` blocks atomically to this rank's checkpoint file:
 /// `states` entering the next block, the importance matrix so far, the caller's `record`.
 pub(crate) fn save<R: serde::Serialize>(
@@ -161,12 +153,12 @@ pub(crate) fn save<R: serde::Serialize>(
     Ok(())
 }
 
-/// This rank's checkpoint for `out`, if there is one: refused unless made by a run with the same
-/// `key`.
+/// This rank's checkpoint for `out`, if there is one — where the pass resumes and the caller's
+/// record: refused unless made by a run with the same `key`.
 pub(crate) fn load<R: serde::de::DeserializeOwned>(
     out: &Path,
     key: &PassKey,
-) -> Result<Option<Progress<R>>> {
+) -> Result<Option<(Resume, R)>> {
     let (path, _) = Checkpoint::files(out);
     if !path.exists() {
         return Ok(None);
@@ -209,10 +201,10 @@ pub(crate) fn load<R: serde::de::DeserializeOwned>(
             imatrix.insert(name.to_string(), f32s(&t.name)?.0);
         }
     }
-    Ok(Some(Progress {
+    let resume = Resume {
         blocks_done: meta.blocks_done,
         states,
         imatrix,
-        record: meta.record,
-    }))
+    };
+    Ok(Some((resume, meta.record)))
 }

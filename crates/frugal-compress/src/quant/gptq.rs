@@ -326,20 +326,15 @@ pub fn blockwise_model(
     }
     // A checkpoint is this run's only if the model, the tokens, the settings and every
     // tensor's type are the same.
-    let key = match checkpoint {
-        Some(_) => {
-            let types: Vec<Option<u32>> = choices.iter().map(|c| c.map(|c| c.ty.0)).collect();
-            Some(PassKey::new(
-                f.path(),
-                &calib.chunks,
-                format!("{opts:?} {types:?}"),
-            )?)
-        }
-        None => None,
-    };
-    let mut resume = None;
-    let (store, awq0) = match (checkpoint, &key) {
-        (Some(c), Some(key)) => {
+    let types: Vec<Option<u32>> = choices.iter().map(|c| c.map(|c| c.ty.0)).collect();
+    let checkpoint = checkpoint
+        .map(|c| -> Result<_> {
+            let key = PassKey::new(f.path(), &calib.chunks, format!("{opts:?} {types:?}"))?;
+            Ok((c, key))
+        })
+        .transpose()?;
+    let (store, awq0, resume) = match &checkpoint {
+        Some((c, key)) => {
             let (_, tensors_file) = Checkpoint::files(&c.output);
             let saved = if c.resume {
                 ckpt::load::<Record>(&c.output, key)?
@@ -348,19 +343,15 @@ pub fn blockwise_model(
                 None
             };
             match saved {
-                Some(p) => {
-                    let store = ProducedStore::reopen(&tensors_file, &p.record.store)?;
-                    resume = Some(super::calibration::Resume {
-                        blocks_done: p.blocks_done,
-                        states: p.states,
-                        imatrix: p.imatrix,
-                    });
-                    (store, p.record.awq)
-                }
-                None => (ProducedStore::create_at(&tensors_file)?, Vec::new()),
+                Some((resume, record)) => (
+                    ProducedStore::reopen(&tensors_file, &record.store)?,
+                    record.awq,
+                    Some(resume),
+                ),
+                None => (ProducedStore::create_at(&tensors_file)?, Vec::new(), None),
             }
         }
-        _ => (ProducedStore::new_in(spill_dir), Vec::new()),
+        None => (ProducedStore::new_in(spill_dir), Vec::new(), None),
     };
     let tensors = RefCell::new(store);
     let awq_choices = RefCell::new(awq0);
@@ -368,7 +359,7 @@ pub fn blockwise_model(
                            states: &[candle_core::Tensor],
                            imatrix: &HashMap<String, Vec<f32>>|
      -> Result<()> {
-        let (Some(c), Some(key)) = (checkpoint, &key) else {
+        let Some((c, key)) = &checkpoint else {
             return Ok(());
         };
         let record = Record {

@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// A produced tensor's record: its type, errors and place in the spill file.
-#[derive(Debug, Clone)]
+/// A produced tensor's record: its type, its errors (as their bits: exact through a
+/// checkpoint's JSON, NaN too) and its place in the spill file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Entry {
-    ty: GgmlType,
-    errors: Option<(f64, Option<f64>)>,
+    ty: u32,
+    error_bits: Option<(u64, Option<u64>)>,
     offset: u64,
     len: usize,
 }
@@ -23,24 +24,16 @@ struct Entry {
 /// A store's index as a checkpoint keeps it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoreIndex {
-    entries: Vec<IndexEntry>,
+    entries: std::collections::BTreeMap<String, Entry>,
     end: u64,
 }
 
-/// One tensor of a [`StoreIndex`] (its errors as their bits: exact through JSON, NaN too).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct IndexEntry {
-    name: String,
-    ty: u32,
-    error_bits: Option<(u64, Option<u64>)>,
-    offset: u64,
-    len: usize,
-}
-
-/// Produced tensors by name, their bytes in an unnamed temporary file in `dir` (created on
-/// the first insert; removed by the system when dropped, even after a kill).
+/// Produced tensors by name, their bytes in an unnamed temporary file in a folder (created on
+/// the first insert; removed by the system when dropped, even after a kill), or in a named
+/// file a checkpoint keeps.
 pub struct ProducedStore {
-    dir: PathBuf,
+    /// The folder of the unnamed file, or the named file (for messages).
+    place: PathBuf,
     file: Option<std::fs::File>,
     end: u64,
     index: HashMap<String, Entry>,
@@ -50,7 +43,7 @@ impl ProducedStore {
     /// A store spilling into `dir` (the output's folder: the output will need as much room).
     pub fn new_in(dir: &Path) -> ProducedStore {
         ProducedStore {
-            dir: dir.to_path_buf(),
+            place: dir.to_path_buf(),
             file: None,
             end: 0,
             index: HashMap::new(),
@@ -70,7 +63,7 @@ impl ProducedStore {
                 frugal_formats::Error::io(path, "creating the produced tensors' file", e)
             })?;
         Ok(ProducedStore {
-            dir: path.to_path_buf(),
+            place: path.to_path_buf(),
             file: Some(file),
             end: 0,
             index: HashMap::new(),
@@ -95,26 +88,11 @@ impl ProducedStore {
             )));
         }
         file.set_len(index.end).map_err(io)?;
-        let index_map = index
-            .entries
-            .iter()
-            .map(|e| {
-                let entry = Entry {
-                    ty: GgmlType(e.ty),
-                    errors: e
-                        .error_bits
-                        .map(|(a, b)| (f64::from_bits(a), b.map(f64::from_bits))),
-                    offset: e.offset,
-                    len: e.len,
-                };
-                (e.name.clone(), entry)
-            })
-            .collect();
         Ok(ProducedStore {
-            dir: path.to_path_buf(),
+            place: path.to_path_buf(),
             file: Some(file),
             end: index.end,
-            index: index_map,
+            index: index.entries.clone().into_iter().collect(),
         })
     }
 
@@ -122,38 +100,26 @@ impl ProducedStore {
     pub fn checkpoint_index(&self) -> Result<StoreIndex> {
         if let Some(f) = &self.file {
             f.sync_data().map_err(|e| {
-                frugal_formats::Error::io(&self.dir, "flushing the produced tensors", e)
+                frugal_formats::Error::io(&self.place, "flushing the produced tensors", e)
             })?;
         }
-        let mut entries: Vec<_> = self
-            .index
-            .iter()
-            .map(|(name, e)| IndexEntry {
-                name: name.clone(),
-                ty: e.ty.0,
-                error_bits: e.errors.map(|(a, b)| (a.to_bits(), b.map(f64::to_bits))),
-                offset: e.offset,
-                len: e.len,
-            })
-            .collect();
-        entries.sort_by_key(|e| e.offset);
         Ok(StoreIndex {
-            entries,
+            entries: self.index.clone().into_iter().collect(),
             end: self.end,
         })
     }
 
     /// Keeps `p` as `name` (replacing an earlier one of that name).
     pub fn insert(&mut self, name: String, p: Produced) -> Result<()> {
-        let io = |e| frugal_formats::Error::io(&self.dir, "spilling a produced tensor", e);
+        let io = |e| frugal_formats::Error::io(&self.place, "spilling a produced tensor", e);
         if self.file.is_none() {
-            self.file = Some(tempfile::tempfile_in(&self.dir).map_err(io)?);
+            self.file = Some(tempfile::tempfile_in(&self.place).map_err(io)?);
         }
         let file = self.file.as_ref().expect("created above");
         file.write_all_at(&p.bytes, self.end).map_err(io)?;
         let entry = Entry {
-            ty: p.ty,
-            errors: p.errors,
+            ty: p.ty.0,
+            error_bits: p.errors.map(|(a, b)| (a.to_bits(), b.map(f64::to_bits))),
             offset: self.end,
             len: p.bytes.len(),
         };
@@ -168,7 +134,7 @@ impl ProducedStore {
 
     /// The type `name` was produced as.
     pub fn ty(&self, name: &str) -> Option<GgmlType> {
-        self.index.get(name).map(|e| e.ty)
+        self.index.get(name).map(|e| GgmlType(e.ty))
     }
 
     /// `name` read back, if produced.
@@ -180,13 +146,15 @@ impl ProducedStore {
         if e.len > 0 {
             let file = self.file.as_ref().expect("a produced tensor was written");
             file.read_exact_at(&mut bytes, e.offset).map_err(|err| {
-                frugal_formats::Error::io(&self.dir, "reading back a produced tensor", err)
+                frugal_formats::Error::io(&self.place, "reading back a produced tensor", err)
             })?;
         }
         Ok(Some(Produced {
-            ty: e.ty,
+            ty: GgmlType(e.ty),
             bytes,
-            errors: e.errors,
+            errors: e
+                .error_bits
+                .map(|(a, b)| (f64::from_bits(a), b.map(f64::from_bits))),
         }))
     }
 
