@@ -400,6 +400,7 @@ pub fn memory_plan(
                 factor: score == Score::SparseGpt,
                 weight_copies: 3,
             },
+            &frugal_models::scratch::Placement::Memory,
         )?,
     };
     plan.add("the pruned weights, held in F32 until written", kept);

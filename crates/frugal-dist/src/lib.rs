@@ -247,10 +247,10 @@ fn add_into(acc: &mut [f64], v: &[f64]) {
 }
 
 /// Sum of the subtree over `r`, items produced by `f` in index order.
-fn subtree<E>(
+fn subtree<B: std::ops::DerefMut<Target = [f64]>, E>(
     r: Range<usize>,
-    f: &mut dyn FnMut(usize) -> std::result::Result<Vec<f64>, E>,
-) -> std::result::Result<Vec<f64>, E> {
+    f: &mut dyn FnMut(usize) -> std::result::Result<B, E>,
+) -> std::result::Result<B, E> {
     if r.end - r.start == 1 {
         return f(r.start);
     }
@@ -311,13 +311,20 @@ pub fn tree_items(comm: &dyn Comm, n: usize) -> Range<usize> {
 /// twice as many as ranks, a power of two), each rank computes its contiguous share of them
 /// (calling `f` only for its items, in order), every rank receives every subtree sum and
 /// combines them identically. One process computes the same tree uncut. `n = 0` gives zeros.
-pub fn tree_sum<E: From<Error>>(
+///
+/// The sums are held in `f`'s own buffers (`B`: a `Vec`, or a buffer in a mapped file), one
+/// per level of the tree at most; what other ranks send arrives in memory and is converted.
+pub fn tree_sum<B, E>(
     comm: &dyn Comm,
     n: usize,
     len: usize,
-    f: &mut dyn FnMut(usize) -> std::result::Result<Vec<f64>, E>,
-) -> std::result::Result<Vec<f64>, E> {
-    let check = |v: Vec<f64>, what: &str| -> std::result::Result<Vec<f64>, E> {
+    f: &mut dyn FnMut(usize) -> std::result::Result<B, E>,
+) -> std::result::Result<B, E>
+where
+    B: std::ops::DerefMut<Target = [f64]> + From<Vec<f64>>,
+    E: From<Error>,
+{
+    let check = |v: B, what: &str| -> std::result::Result<B, E> {
         if v.len() == len {
             Ok(v)
         } else {
@@ -326,7 +333,7 @@ pub fn tree_sum<E: From<Error>>(
     };
     let mut f = |i: usize| f(i).and_then(|v| check(v, "a partial sum"));
     if n == 0 {
-        return Ok(vec![0.0; len]);
+        return Ok(B::from(vec![0.0; len]));
     }
     let size = comm.size();
     if size == 1 {
@@ -361,7 +368,7 @@ pub fn tree_sum<E: From<Error>>(
                 add_into(&mut mine, &theirs);
             } else {
                 add_into(&mut theirs, &mine);
-                mine = theirs;
+                mine.copy_from_slice(&theirs);
             }
             bit <<= 1;
         }
@@ -372,7 +379,7 @@ pub fn tree_sum<E: From<Error>>(
     let mut mine = Vec::with_capacity(8 * len * k.div_ceil(size));
     for (j, r) in nodes.iter().enumerate() {
         if owner(j) == comm.rank() {
-            for x in subtree(r.clone(), &mut f)? {
+            for x in subtree(r.clone(), &mut f)?.iter() {
                 mine.extend_from_slice(&x.to_le_bytes());
             }
         }
@@ -393,7 +400,15 @@ pub fn tree_sum<E: From<Error>>(
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")));
         for _ in 0..count {
-            sums.push(check(vals.by_ref().take(len).collect(), "a subtree sum")?);
+            let v: Vec<f64> = vals.by_ref().take(len).collect();
+            if v.len() != len {
+                return Err(Error::Protocol(format!(
+                    "a subtree sum has {} values, expected {len}",
+                    v.len()
+                ))
+                .into());
+            }
+            sums.push(v);
         }
     }
     let mut it = nodes
@@ -402,7 +417,7 @@ pub fn tree_sum<E: From<Error>>(
         .collect::<Vec<_>>()
         .into_iter()
         .peekable();
-    Ok(combine(0..n, &mut it))
+    Ok(B::from(combine(0..n, &mut it)))
 }
 
 /// Runs `f` for this rank's items of `0..n` ([`shard`]) and returns every item's bytes, in item
@@ -618,7 +633,7 @@ mod tests {
     fn tree_sum_is_bit_identical_for_every_rank_count() {
         let mut order_matters = false;
         for n in [1usize, 2, 3, 5, 7, 16, 37, 100] {
-            let alone = tree_sum::<Error>(&Single, n, 3, &mut |i| Ok(item(i))).unwrap();
+            let alone = tree_sum::<Vec<f64>, Error>(&Single, n, 3, &mut |i| Ok(item(i))).unwrap();
             // The sequential sum differs for these values: the test can tell orders apart.
             let mut seq = vec![0.0; 3];
             (0..n).for_each(|i| add_into(&mut seq, &item(i)));
@@ -627,7 +642,7 @@ mod tests {
                 let calls = Arc::new(Mutex::new(Vec::new()));
                 let c2 = calls.clone();
                 let got = on_ranks(size, move |c| {
-                    tree_sum::<Error>(c, n, 3, &mut |i| {
+                    tree_sum::<Vec<f64>, Error>(c, n, 3, &mut |i| {
                         c2.lock().unwrap().push(i);
                         Ok(item(i))
                     })
@@ -657,7 +672,9 @@ mod tests {
 
     #[test]
     fn tree_sum_refuses_partials_of_the_wrong_length() {
-        let e = tree_sum::<Error>(&Single, 3, 2, &mut |i| Ok(vec![0.0; 2 + (i == 1) as usize]));
+        let e = tree_sum::<Vec<f64>, Error>(&Single, 3, 2, &mut |i| {
+            Ok(vec![0.0; 2 + (i == 1) as usize])
+        });
         assert!(e.unwrap_err().to_string().contains("3 values, expected 2"));
     }
 

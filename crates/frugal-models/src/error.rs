@@ -44,6 +44,17 @@ pub enum Error {
         budget: crate::memory::Budget,
         remedy: String,
     },
+    /// A run whose scratch files would not fit the free space of their folder.
+    #[error("this run's scratch files need about {needed} in {dir} ({plan}), which has {free} free; free some space or pass --max-memory with more memory", needed = crate::memory::gib(*needed), free = crate::memory::gib(*free), dir = dir.display())]
+    OverDisk {
+        needed: u64,
+        free: u64,
+        dir: PathBuf,
+        plan: String,
+    },
+    /// A working buffer larger than the address space.
+    #[error("a scratch buffer of {len} values is larger than memory can address")]
+    ScratchTooLarge { len: usize },
 }
 
 impl Error {

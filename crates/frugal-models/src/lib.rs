@@ -9,6 +9,7 @@
 //! - [`int_weights`]: Frugal's int8/int4 weights in safetensors, decoded at load.
 //! - [`storage`]: bits per weight of every logical tensor of a model file.
 //! - [`memory`]: memory plans (a run's peak estimated before it starts) and budgets.
+//! - [`scratch`]: large working buffers in memory or in mapped scratch files.
 
 pub mod bert;
 pub mod bert_kernels;
@@ -25,6 +26,7 @@ pub mod linear;
 pub mod llama;
 pub mod memory;
 pub mod qmatmul;
+pub mod scratch;
 pub mod storage;
 pub mod tokenizer;
 

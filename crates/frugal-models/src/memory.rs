@@ -8,6 +8,7 @@
 //! so they are not in the plan.
 
 use crate::llama::LlamaConfig;
+use crate::scratch::Placement;
 use frugal_formats::gguf::GgufFile;
 
 /// One part of a plan: what it is and its bytes at the peak.
@@ -22,6 +23,10 @@ pub struct Part {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemoryPlan {
     pub parts: Vec<Part>,
+    /// Where the large working buffers ([`MemoryPlan::add_scratch`]) go.
+    pub placement: Placement,
+    /// The scratch buffers placed in files (none in memory placement): disk, not memory.
+    pub on_disk: Vec<Part>,
 }
 
 /// Bytes every plan adds for the process itself and small buffers (measured: a Frugal command
@@ -37,12 +42,42 @@ impl Default for MemoryPlan {
 impl MemoryPlan {
     /// A plan of the process alone.
     pub fn new() -> MemoryPlan {
+        MemoryPlan::placed(Placement::Memory)
+    }
+
+    /// A plan of the process alone whose scratch buffers go where `placement` says.
+    pub fn placed(placement: Placement) -> MemoryPlan {
         MemoryPlan {
             parts: vec![Part {
                 what: "the process and small buffers".into(),
                 bytes: BASE_BYTES,
             }],
+            placement,
+            on_disk: Vec::new(),
         }
+    }
+
+    /// Adds a large working buffer ([`crate::scratch::Scratch`]): a part of memory, or of the
+    /// scratch files when the plan places them in files.
+    pub fn add_scratch(&mut self, what: impl Into<String>, bytes: u64) -> &mut Self {
+        if bytes == 0 {
+            return self;
+        }
+        match self.placement {
+            Placement::Memory => self.add(what, bytes),
+            Placement::Files(_) => {
+                self.on_disk.push(Part {
+                    what: what.into(),
+                    bytes,
+                });
+                self
+            }
+        }
+    }
+
+    /// The scratch files' bytes at the peak.
+    pub fn disk_total(&self) -> u64 {
+        self.on_disk.iter().map(|p| p.bytes).sum()
     }
 
     /// Adds a part (none when `bytes` is 0).
@@ -64,13 +99,18 @@ impl MemoryPlan {
     }
 
     /// The larger of two plans that run one after the other (a compression, then the
-    /// evaluation of its output).
+    /// evaluation of its output), with the larger of their scratch files.
     pub fn max(self, other: MemoryPlan) -> MemoryPlan {
-        if other.total() > self.total() {
-            other
+        let (mut peak, rest) = if other.total() > self.total() {
+            (other, self)
         } else {
-            self
+            (self, other)
+        };
+        if rest.disk_total() > peak.disk_total() {
+            peak.on_disk = rest.on_disk;
+            peak.placement = rest.placement;
         }
+        peak
     }
 
     /// The parts, largest first: `one decoded block 0.75 GiB, output layer 0.49 GiB, …`.
@@ -87,24 +127,56 @@ impl MemoryPlan {
 
     /// One line for the user before the run starts.
     pub fn to_text(&self) -> String {
-        format!(
+        let mut t = format!(
             "memory plan: about {} at the peak ({}), beside the memory-mapped model",
             gib(self.total()),
             self.parts_text()
-        )
+        );
+        if !self.on_disk.is_empty() {
+            t += &format!(
+                "; about {} more {} ({})",
+                gib(self.disk_total()),
+                self.placement.to_text(),
+                self.disk_text()
+            );
+        }
+        t
+    }
+
+    fn disk_text(&self) -> String {
+        self.on_disk
+            .iter()
+            .map(|p| format!("{} {}", p.what, gib(p.bytes)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Refuses the plan when it exceeds `budget`, saying what would make it fit (`remedy`).
+    /// The scratch files, when placed in files, must fit the free space of their folder
+    /// (less a tenth: the output is written there too).
     pub fn check(&self, budget: &Budget, remedy: &str) -> crate::Result<()> {
-        if self.total() <= budget.bytes {
-            return Ok(());
+        if self.total() > budget.bytes {
+            return Err(crate::Error::OverBudget {
+                needed: self.total(),
+                plan: self.parts_text(),
+                budget: budget.clone(),
+                remedy: remedy.to_string(),
+            });
         }
-        Err(crate::Error::OverBudget {
-            needed: self.total(),
-            plan: self.parts_text(),
-            budget: budget.clone(),
-            remedy: remedy.to_string(),
-        })
+        if let Placement::Files(dir) = &self.placement {
+            let needed = self.disk_total();
+            if let Some(free) = crate::scratch::free_bytes(dir) {
+                if needed > free - free / 10 {
+                    return Err(crate::Error::OverDisk {
+                        needed,
+                        free,
+                        dir: dir.clone(),
+                        plan: self.disk_text(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ use candle_core::{DType, Tensor};
 use frugal_formats::gguf::GgufFile;
 use frugal_models::linear::Weight;
 use frugal_models::llama::{Block, Llama, LoadOptions};
+use frugal_models::scratch::{Placement, Scratch};
 use frugal_models::tokenizer::GgufTokenizer;
 use std::collections::HashMap;
 
@@ -191,64 +192,141 @@ pub fn collect_imatrix(
 
 /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), row-major f32, after dampening H; columns
 /// with no signal (H_jj = 0) get H_jj = 1 and are reported in `dead`.
-pub fn inverse_cholesky_upper(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, Vec<bool>)> {
-    inverse_cholesky_upper_of(n, damp, &|i, j| h[i * n + j])
+pub fn inverse_cholesky_upper(h: &[f64], n: usize, damp: f64) -> Result<(Scratch<f32>, Vec<bool>)> {
+    inverse_cholesky_upper_of(n, damp, &|i, j| h[i * n + j], &Placement::Memory)
 }
 
 /// [`inverse_cholesky_upper`] of the matrix whose entry (i, j) is `h(i, j)` — H seen through
-/// a permutation, say, without a permuted copy of it.
+/// a permutation, say, without a permuted copy of it — with its working matrices and U where
+/// `placement` says.
+///
+/// The arithmetic is faer's `Llt` then `inverse` then `Llt` again, called step by step on
+/// buffers laid out as faer lays out its own matrices (same alignment, same column stride), so
+/// the values are those of the high-level calls bit for bit (`tests::
+/// the_factorization_in_place_is_faers_bit_for_bit`) with two n × n f64 matrices alive at
+/// most instead of three: the factor L is overwritten by L⁻ᵀL⁻¹ = H⁻¹, then by H⁻¹'s factor.
 pub fn inverse_cholesky_upper_of(
     n: usize,
     damp: f64,
     h: &(dyn Fn(usize, usize) -> f64 + Sync),
-) -> Result<(Vec<f32>, Vec<bool>)> {
-    use faer::linalg::solvers::DenseSolveCore;
+    placement: &Placement,
+) -> Result<(Scratch<f32>, Vec<bool>)> {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt::factor;
+    use rayon::prelude::*;
     let dead: Vec<bool> = (0..n).map(|j| h(j, j) <= 0.0).collect();
     let mean_diag = (0..n).filter(|&j| !dead[j]).map(|j| h(j, j)).sum::<f64>() / n.max(1) as f64;
     let d = damp * mean_diag.max(f64::MIN_POSITIVE);
-    let hm = faer::Mat::<f64>::from_fn(n, n, |i, j| {
-        if dead[i] || dead[j] {
-            if i == j {
-                1.0
-            } else {
-                0.0
+    let stride = faer_stride(n);
+    let par = faer::get_global_parallelism();
+    // The lower triangle of the dampened H, column-major; the upper stays zero (as faer's
+    // `Llt::new` copies the lower triangle into a zeroed matrix).
+    let mut a = Scratch::<f64>::zeroed(stride * n, placement)?;
+    a.par_chunks_mut(stride.max(1))
+        .enumerate()
+        .for_each(|(j, col)| {
+            for i in j..n {
+                col[i] = if dead[i] || dead[j] {
+                    if i == j {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                } else {
+                    h(i, j) + if i == j { d } else { 0.0 }
+                };
             }
-        } else {
-            h(i, j) + if i == j { d } else { 0.0 }
+        });
+    let llt = |a: &mut [f64], what: &str| -> Result<()> {
+        let mut mem = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(
+            n,
+            par,
+            Default::default(),
+        ));
+        factor::cholesky_in_place(
+            faer::MatMut::from_column_major_slice_with_stride_mut(a, n, n, stride),
+            Default::default(),
+            par,
+            MemStack::new(&mut mem),
+            Default::default(),
+        )
+        .map_err(|e| Error::Numerical(format!("Cholesky of {what} failed: {e:?}")))?;
+        zero_strict_upper(a, n, stride);
+        Ok(())
+    };
+    llt(&mut a, "H")?;
+    // H⁻¹ = L⁻ᵀL⁻¹ (faer's `Llt::inverse`): L⁻¹ in a second matrix, the product's lower
+    // triangle over L, mirrored to the upper.
+    {
+        let mut l_inv = Scratch::<f64>::zeroed(stride * n, placement)?;
+        faer::linalg::triangular_inverse::invert_lower_triangular(
+            faer::MatMut::from_column_major_slice_with_stride_mut(&mut l_inv, n, n, stride),
+            faer::MatRef::from_column_major_slice_with_stride(&a, n, n, stride),
+            par,
+        );
+        let l_inv = faer::MatRef::from_column_major_slice_with_stride(&l_inv, n, n, stride);
+        faer::linalg::matmul::triangular::matmul(
+            faer::MatMut::from_column_major_slice_with_stride_mut(&mut a, n, n, stride),
+            faer::linalg::matmul::triangular::BlockStructure::TriangularLower,
+            faer::Accum::Replace,
+            l_inv.transpose(),
+            faer::linalg::matmul::triangular::BlockStructure::TriangularUpper,
+            l_inv,
+            faer::linalg::matmul::triangular::BlockStructure::TriangularLower,
+            1.0,
+            par,
+        );
+    }
+    // The second factorization reads H⁻¹'s lower triangle from a zeroed matrix: the mirror
+    // `inverse` writes is dropped again.
+    zero_strict_upper(&mut a, n, stride);
+    llt(&mut a, "H⁻¹")?;
+    // U = Lᵀ: row j of U is column j of L, from the diagonal down.
+    let mut u = Scratch::<f32>::zeroed(n * n, placement)?;
+    u.par_chunks_mut(n.max(1)).enumerate().for_each(|(j, row)| {
+        let col = &a[j * stride..j * stride + n];
+        for k in j..n {
+            row[k] = col[k] as f32;
         }
     });
-    // Each n × n intermediate is dropped as soon as the next one exists: at most three are
-    // alive, during the inverse (the factor, the inverse and faer's scratch; at 7B scale the
-    // FFN's 11008² input takes 0.97 GB per copy).
-    let llt = hm
-        .llt(faer::Side::Lower)
-        .map_err(|e| Error::Numerical(format!("Cholesky of H failed: {e:?}")))?;
-    drop(hm);
-    let inv = llt.inverse();
-    drop(llt);
-    let llt2 = inv
-        .llt(faer::Side::Lower)
-        .map_err(|e| Error::Numerical(format!("Cholesky of H⁻¹ failed: {e:?}")))?;
-    drop(inv);
-    let l = llt2.L();
-    // U = Lᵀ: U[j][k] = L[k][j] for k ≥ j.
-    let mut u = vec![0f32; n * n];
-    for j in 0..n {
-        for k in j..n {
-            u[j * n + k] = l[(k, j)] as f32;
-        }
-    }
     Ok((u, dead))
 }
 
-/// XᵀX of `x` `[T, n]`, the product taken in f32 (per chunk; chunks are summed in f64).
-pub(crate) fn gram_f32(x: &Tensor) -> Result<Vec<f32>> {
-    Ok(x.t()?
-        .contiguous()?
-        .matmul(x)?
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1()?)
+/// The column stride faer gives an `n × n` f64 matrix of its own: rows rounded up to a cache
+/// line.
+fn faer_stride(n: usize) -> usize {
+    n.next_multiple_of(frugal_models::scratch::ALIGN / std::mem::size_of::<f64>())
+}
+
+fn zero_strict_upper(a: &mut [f64], n: usize, stride: usize) {
+    for j in 0..n {
+        a[j * stride..j * stride + j].fill(0.0);
+    }
+}
+
+/// XᵀX of `x` `[T, n]`, the product taken in f32 (per chunk; chunks are summed in f64),
+/// written to `out` (`n²` values) in f64 straight from the product (no copy of it).
+pub(crate) fn gram_into(x: &Tensor, out: &mut [f64]) -> Result<()> {
+    let g = x.t()?.contiguous()?.matmul(x)?.to_dtype(DType::F32)?;
+    if g.elem_count() != out.len() {
+        return Err(Error::Numerical(format!(
+            "a Gram product of {:?} for {} values",
+            g.dims(),
+            out.len()
+        )));
+    }
+    let (storage, layout) = g.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::Numerical("a Gram product off the CPU".into()));
+    };
+    let v = &cpu.as_slice::<f32>()?[layout.start_offset()..];
+    if !layout.is_contiguous() || v.len() < out.len() {
+        return Err(Error::Numerical(
+            "a Gram product not laid out in rows".into(),
+        ));
+    }
+    out.iter_mut().zip(v).for_each(|(o, &x)| *o = f64::from(x));
+    Ok(())
 }
 
 pub(crate) fn dense(lin: &mut frugal_models::linear::Linear, w: Vec<f32>) -> Result<()> {
@@ -280,14 +358,14 @@ pub(crate) struct BlockStats {
 /// A block's four Gram matrices, `grams[g]` the `n × n` one of input `g` (row-major), kept in
 /// the one buffer the chunks' sums arrived in: no copy (at 7B scale the four take 1.4 GB).
 pub(crate) struct Grams {
-    buf: Vec<f64>,
+    buf: Scratch<f64>,
     /// `starts[g]..starts[g + 1]` is matrix `g` in `buf`.
     starts: [usize; 5],
 }
 
 impl Grams {
     /// The four matrices of sizes `dims[g]²` at the front of `buf`.
-    fn new(buf: Vec<f64>, dims: [usize; 4]) -> Grams {
+    fn new(buf: Scratch<f64>, dims: [usize; 4]) -> Grams {
         let mut starts = [0; 5];
         for g in 0..4 {
             starts[g + 1] = starts[g] + dims[g] * dims[g];
@@ -323,11 +401,13 @@ impl std::ops::IndexMut<usize> for Grams {
 ///
 /// After each block, `after_block(blocks_done, states, imatrix)` sees what the next block starts
 /// from (a checkpoint keeps it); with `resume`, the pass starts from such a record instead of
-/// the embeddings.
+/// the embeddings. The Gram sums are held where `placement` says.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sequential(
     f: &GgufFile,
     calib: &Calibration,
     with_abs: bool,
+    placement: &Placement,
     treat: &mut dyn FnMut(&mut Llama, usize, &mut BlockStats) -> Result<()>,
     resume: Option<Resume>,
     after_block: &mut AfterBlock,
@@ -388,13 +468,16 @@ pub(crate) fn sequential(
             let k = c - mine.start;
             let (_, tr) = model.block_forward(i, &states[k], &ctxs[k], true)?;
             let tr = tr.expect("traced");
-            let mut v = Vec::with_capacity(n_gram + n_abs);
-            for input in tr.iter() {
-                v.extend(gram_f32(input)?.into_iter().map(f64::from));
+            let mut v = Scratch::<f64>::zeroed(n_gram + n_abs, placement)?;
+            let mut at = 0;
+            for (input, n) in tr.iter().zip(dims) {
+                gram_into(input, &mut v[at..at + n * n])?;
+                at += n * n;
             }
             if with_abs {
-                for input in tr.iter() {
-                    v.extend(mean_abs_cols(input)?);
+                for (input, n) in tr.iter().zip(dims) {
+                    v[at..at + n].copy_from_slice(&mean_abs_cols(input)?);
+                    at += n;
                 }
             }
             Ok::<_, Error>(v)
@@ -463,6 +546,7 @@ pub(crate) fn sequential_plain(
         f,
         calib,
         with_abs,
+        &Placement::Memory,
         treat,
         None,
         &mut |_, _, _| Ok(()),
@@ -510,12 +594,14 @@ pub enum CalibWork {
 /// phases: the statistics (the chunks' states, one decoded block, one chunk's pass through it,
 /// and the Gram sums — the canonical tree keeps one partial sum per level, ⌈log₂ chunks⌉ + 1 of
 /// them, plus a leaf's product in f32), and the treatment (the block's sums, the factorization
-/// of the widest input: three n × n f64 matrices at once, the weight copies).
+/// of the widest input: two n × n f64 matrices at once, the weight copies). The Gram sums and
+/// the factorization are scratch buffers: in memory or in files as `placement` says.
 pub fn memory_plan(
     f: &GgufFile,
     n_chunks: usize,
     ctx: usize,
     work: CalibWork,
+    placement: &Placement,
 ) -> Result<frugal_models::memory::MemoryPlan> {
     use frugal_models::memory::{self, MemoryPlan};
     let c = frugal_models::llama::LlamaConfig::from_gguf(f)?;
@@ -524,7 +610,7 @@ pub fn memory_plan(
     let state = (ctx * c.n_embd * 4) as u64;
     let block = memory::largest_block_f32_bytes(f, &c);
     let pass = memory::block_pass_bytes(&c, ctx);
-    let mut base = MemoryPlan::new();
+    let mut base = MemoryPlan::placed(placement.clone());
     base.add(
         format!("the states of {mine} calibration chunks"),
         (mine + 1) * state,
@@ -548,29 +634,104 @@ pub fn memory_plan(
     let exchange = if comm.size() > 1 { 3 * sums } else { 0 };
     let mut stats = base.clone();
     stats
-        .add(
+        .add_scratch(
             format!("the Gram sums' tree ({levels} partial sums of a block's four inputs)"),
-            levels * sums + exchange,
+            levels * sums,
         )
+        .add("the Gram sums' exchange between ranks", exchange)
         .add("a chunk's Gram product in f32", 4 * widest * widest);
     let mut treat = base;
     let largest_weight = 4 * c.n_ff as u64 * c.n_embd as u64;
+    // The factorization in place: the factor and its inverse, n × n f64 each with faer's
+    // column stride (activation order reads H through its permutation, no copy); then the
+    // inverse's factor as f32, which the rounding keeps.
+    let stride = faer_stride(widest as usize) as u64;
     treat
-        .add("the block's Gram matrices", sums)
-        .add(
+        .add_scratch("the block's Gram matrices", sums)
+        .add_scratch(
             "the factorization of the widest input",
-            if factor {
-                // faer's inverse of H from its factor: the factor, the inverse and the
-                // inverse's scratch, n × n f64 each (activation order reads H through its
-                // permutation, no copy).
-                24 * widest * widest
-            } else {
-                0
-            },
+            if factor { 16 * stride * widest } else { 0 },
         )
         .add(
             "copies of the largest weight",
             weight_copies * largest_weight,
         );
     Ok(stats.max(treat))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::gram;
+
+    /// The factorization as faer's high-level calls compute it (what Frugal ran before the
+    /// in-place one): the reference the in-place arithmetic must equal bit for bit.
+    fn faer_reference(h: &[f64], n: usize, damp: f64) -> Vec<f32> {
+        use faer::linalg::solvers::DenseSolveCore;
+        let dead: Vec<bool> = (0..n).map(|j| h[j * n + j] <= 0.0).collect();
+        let mean = (0..n)
+            .filter(|&j| !dead[j])
+            .map(|j| h[j * n + j])
+            .sum::<f64>()
+            / n.max(1) as f64;
+        let d = damp * mean.max(f64::MIN_POSITIVE);
+        let hm = faer::Mat::<f64>::from_fn(n, n, |i, j| {
+            if dead[i] || dead[j] {
+                f64::from(u8::from(i == j))
+            } else {
+                h[i * n + j] + if i == j { d } else { 0.0 }
+            }
+        });
+        let inv = hm.llt(faer::Side::Lower).unwrap().inverse();
+        let llt2 = inv.llt(faer::Side::Lower).unwrap();
+        let l = llt2.L();
+        let mut u = vec![0f32; n * n];
+        for j in 0..n {
+            for k in j..n {
+                u[j * n + k] = l[(k, j)] as f32;
+            }
+        }
+        u
+    }
+
+    #[test]
+    fn the_factorization_in_place_is_faers_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        // Sizes below and above faer's blocking thresholds, off and on its column stride.
+        for n in [1usize, 2, 7, 64, 129, 333, 700, 1537] {
+            let rows = n + 16;
+            let mut x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+            // A column no token reaches, and a non-symmetric last bit as real Gram sums have.
+            if n > 4 {
+                x.iter_mut().skip(3).step_by(n).for_each(|v| *v = 0.0);
+            }
+            let mut h = gram(&x, n);
+            if n > 1 {
+                h[1] += 1e-9;
+            }
+            let want = faer_reference(&h, n, 0.01);
+            for p in [
+                Placement::Memory,
+                Placement::Files(dir.path().to_path_buf()),
+            ] {
+                let (u, dead) =
+                    inverse_cholesky_upper_of(n, 0.01, &|i, j| h[i * n + j], &p).unwrap();
+                assert_eq!(u.is_file(), p != Placement::Memory);
+                assert_eq!(
+                    dead.iter().filter(|&&d| d).count(),
+                    usize::from(n > 4),
+                    "n = {n}"
+                );
+                let same = u.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "n = {n}, {p:?}: the factor differs from faer's");
+            }
+        }
+    }
 }

@@ -15,7 +15,8 @@
 
 use super::awq::{fold_scales, AwqChoice};
 use super::calibration::{
-    block_names, dense, inverse_cholesky_upper, linear_named, sequential, BlockStats, Calibration,
+    block_names, dense, inverse_cholesky_upper_of, linear_named, sequential, BlockStats,
+    Calibration,
 };
 use super::codec::{codec, Codec};
 use super::kquants::nearest_int;
@@ -23,6 +24,7 @@ use super::{Choice, Imatrix};
 use crate::{Error, Result};
 use frugal_formats::gguf::{GgmlType, GgufFile};
 use frugal_models::llama::Llama;
+use frugal_models::scratch::{Placement, Scratch};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -146,20 +148,28 @@ pub fn gptq_act_order_with(
     qw: &[f32],
     c: &Codec,
 ) -> Result<Vec<u8>> {
-    let (perm, u) = act_order_plan(h, cols, damp)?;
+    let (perm, u) = act_order_plan(h, cols, damp, &Placement::Memory)?;
     Ok(act_order_rows(w, cols, &perm, &u, qw, c))
 }
 
 /// What activation-order GPTQ derives from H alone, shared by every weight (and every row
 /// range) that reads the same input: the column order (decreasing H_jj, ties by index) and
 /// the upper Cholesky factor of the permuted H⁻¹.
-pub fn act_order_plan(h: &[f64], cols: usize, damp: f64) -> Result<(Vec<usize>, Vec<f32>)> {
+pub fn act_order_plan(
+    h: &[f64],
+    cols: usize,
+    damp: f64,
+    placement: &Placement,
+) -> Result<(Vec<usize>, Scratch<f32>)> {
     let mut perm: Vec<usize> = (0..cols).collect();
     perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]).then(a.cmp(&b)));
     // H permuted is read through the permutation (at 7B scale a copy would be 0.97 GB).
-    let (u, _) = super::calibration::inverse_cholesky_upper_of(cols, damp, &|i, j| {
-        h[perm[i] * cols + perm[j]]
-    })?;
+    let (u, _) = super::calibration::inverse_cholesky_upper_of(
+        cols,
+        damp,
+        &|i, j| h[perm[i] * cols + perm[j]],
+        placement,
+    )?;
     Ok((perm, u))
 }
 
@@ -304,13 +314,16 @@ pub struct BlockwiseResult {
 /// (optional), then GPTQ or importance-weighted rounding, with the types in `choices` (one per
 /// GGUF tensor, as [`super::final_types`] gives). The output layer is left to the caller (it is
 /// quantized to nearest with the importance matrix returned here). The tensors produced are
-/// kept in an unnamed temporary file in `spill_dir` until the caller writes them.
+/// kept in an unnamed temporary file in `spill_dir` until the caller writes them; the Gram
+/// sums and factorizations are held where `placement` says.
+#[allow(clippy::too_many_arguments)]
 pub fn blockwise_model(
     f: &GgufFile,
     choices: &[Option<Choice>],
     calib: &Calibration,
     opts: BlockwiseOptions,
     spill_dir: &std::path::Path,
+    placement: &Placement,
     checkpoint: Option<&super::checkpoint::Checkpoint>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<BlockwiseResult> {
@@ -506,7 +519,7 @@ pub fn blockwise_model(
             }
             Ok(w)
         };
-        let mut plans: HashMap<usize, (Vec<usize>, Vec<f32>)> = HashMap::new();
+        let mut plans: HashMap<usize, (Vec<usize>, Scratch<f32>)> = HashMap::new();
         let mut mine: Vec<(usize, Vec<u8>)> = Vec::new();
         for (k, (j, rows)) in pieces.iter().enumerate() {
             if owner[k] != comm.rank() {
@@ -524,9 +537,14 @@ pub fn blockwise_model(
                     let (perm, u) = match plans.entry(g) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => e.insert(if o.act_order {
-                            act_order_plan(&grams[g], n, o.damp)?
+                            act_order_plan(&grams[g], n, o.damp, placement)?
                         } else {
-                            (Vec::new(), inverse_cholesky_upper(&grams[g], n, o.damp)?.0)
+                            let gm = &grams[g];
+                            let h = |i: usize, j: usize| gm[i * n + j];
+                            (
+                                Vec::new(),
+                                inverse_cholesky_upper_of(n, o.damp, &h, placement)?.0,
+                            )
                         }),
                     };
                     if o.act_order {
@@ -582,6 +600,7 @@ pub fn blockwise_model(
         f,
         calib,
         opts.awq,
+        placement,
         &mut treat,
         resume,
         &mut after_block,
@@ -597,6 +616,7 @@ pub fn blockwise_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::calibration::inverse_cholesky_upper;
     use crate::testutil::{gram, output_err};
     use frugal_formats::rng::SplitMix64;
 
@@ -740,7 +760,7 @@ mod tests {
         let c = codec(ty).unwrap();
         let row_bytes = ty.bytes_for(cols as u64).unwrap() as usize;
         let whole = gptq_matrix_act_order(&w, cols, &h, 0.01, &qw, ty).unwrap();
-        let (perm, u) = act_order_plan(&h, cols, 0.01).unwrap();
+        let (perm, u) = act_order_plan(&h, cols, 0.01, &Placement::Memory).unwrap();
         let u_plain = inverse_cholesky_upper(&h, cols, 0.01).unwrap().0;
         let whole_plain = gptq_matrix(&w, cols, &u_plain, &qw, ty);
         for p in [2usize, 3, 5] {

@@ -249,6 +249,9 @@ pub struct QuantizeOptions {
     pub target_bpw: Option<f64>,
     /// The block-wise methods: save progress after every block (and resume from it).
     pub checkpoint: Option<checkpoint::Checkpoint>,
+    /// Where the block-wise methods hold their Gram sums and factorizations (the memory plan
+    /// chooses: [`memory_plan`]).
+    pub scratch: frugal_models::scratch::Placement,
 }
 
 impl QuantizeOptions {
@@ -261,6 +264,7 @@ impl QuantizeOptions {
             imatrix: None,
             target_bpw: None,
             checkpoint: None,
+            scratch: frugal_models::scratch::Placement::Memory,
         }
     }
 }
@@ -575,11 +579,13 @@ pub enum Method {
 
 /// The peak memory of [`quantize_model`] on `f`, estimated from the shapes before it starts:
 /// the calibration pass (`calib`: chunks and their tokens, when given), or the rounding of
-/// the largest tensor (decoded to F32, rounded and measured), whichever is larger.
+/// the largest tensor (decoded to F32, rounded and measured), whichever is larger; the
+/// block-wise methods' Gram sums and factorizations where `scratch` says.
 pub fn memory_plan(
     f: &GgufFile,
     calib: Option<(usize, usize)>,
     method: Method,
+    scratch: &frugal_models::scratch::Placement,
 ) -> Result<frugal_models::memory::MemoryPlan> {
     use calibration::CalibWork;
     // An F32 tensor is read in place from the map; any other is decoded to F32 first. Then
@@ -607,7 +613,7 @@ pub fn memory_plan(
             weight_copies: if b.awq { 4 } else { 3 },
         },
     };
-    Ok(calibration::memory_plan(f, chunks, ctx, work)?.max(write))
+    Ok(calibration::memory_plan(f, chunks, ctx, work, scratch)?.max(write))
 }
 
 /// Calibration-aware quantization: with `calib`, an importance matrix is measured on the
@@ -678,6 +684,7 @@ pub fn quantize_model(
                 calib,
                 b,
                 &spill_dir(output),
+                &opts.scratch,
                 opts.checkpoint.as_ref(),
                 &|d, t| progress(name, d, t),
             )?;

@@ -16,6 +16,8 @@ pub mod tune;
 use crate::steps::EvalSpec;
 use crate::Error;
 use frugal_formats::guard::IoPlan;
+use frugal_models::memory::MemoryPlan;
+use frugal_models::scratch::Placement;
 use std::path::{Path, PathBuf};
 
 /// Progress of a job: the stage's name (`imatrix`, `gptq`, `tensors`, `chunks`, `epoch 2,
@@ -138,6 +140,32 @@ pub(crate) fn check_memory(
     }
     plan.check(&budget, remedy)
         .map_err(|e| frugal_compress::Error::from(e).into())
+}
+
+/// Where a run's scratch buffers go, and its plan so: in memory when the memory plan fits the
+/// budget (`max_memory`, or what the machine has), else in unnamed scratch files in the
+/// output's folder when the plan is smaller so — the plan returned is then checked as usual.
+pub(crate) fn choose_placement(
+    plan_in: &dyn Fn(&Placement) -> Result<MemoryPlan, Error>,
+    output: &Path,
+    max_memory: Option<u64>,
+) -> Result<(Placement, MemoryPlan), Error> {
+    let budget = frugal_models::memory::Budget::from_option(max_memory);
+    let in_memory = plan_in(&Placement::Memory)?;
+    if in_memory.total() <= budget.bytes {
+        return Ok((Placement::Memory, in_memory));
+    }
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let files = Placement::Files(dir);
+    let in_files = plan_in(&files)?;
+    Ok(if in_files.total() < in_memory.total() {
+        (files, in_files)
+    } else {
+        (Placement::Memory, in_memory)
+    })
 }
 
 /// The calibration's shape for a memory plan: chunks and their tokens — as many chunks as the

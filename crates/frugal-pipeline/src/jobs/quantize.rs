@@ -11,6 +11,8 @@ use frugal_compress::quant::gptq::GptqOptions;
 use frugal_compress::quant::int::{IntReport, IntType};
 use frugal_compress::quant::{Fallback, MethodName, Override, QuantizeOptions, Target};
 use frugal_formats::guard::{Expect, IoPlan};
+use frugal_models::memory::MemoryPlan;
+use frugal_models::scratch::Placement;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -193,21 +195,23 @@ impl Quantize {
         });
         let method = self.method.with(self.gptq);
         // The plan before any work: the calibration or the rounding, then the evaluation of
-        // the output.
+        // the output; the block-wise methods' Gram sums and factorizations in memory when
+        // that fits the budget, else in scratch files beside the output.
         let f = frugal_formats::gguf::GgufFile::open(&self.input)?;
-        let plan =
-            frugal_compress::quant::memory_plan(&f, super::calib_shape(calib.as_ref()), method)?;
+        let shape = super::calib_shape(calib.as_ref());
+        let plan_in = |scratch: &Placement| -> Result<MemoryPlan, Error> {
+            let plan = frugal_compress::quant::memory_plan(&f, shape, method, scratch)?;
+            super::with_judge_plan(plan, &self.input, spec.as_ref())
+        };
+        let (scratch, plan) = super::choose_placement(&plan_in, &self.output, self.max_memory)?;
         drop(f);
+        opts.scratch = scratch;
         let remedy = if calib.is_some() {
-            "fewer --calib-tokens shrink the calibration's states and Gram sums (pass --max-memory if the machine has more)"
+            "fewer --calib-tokens shrink the calibration's states (pass --max-memory if the machine has more)"
         } else {
             "the largest tensor must fit decoded (pass --max-memory if the machine has more)"
         };
-        super::check_memory(
-            &super::with_judge_plan(plan, &self.input, spec.as_ref())?,
-            self.max_memory,
-            remedy,
-        )?;
+        super::check_memory(&plan, self.max_memory, remedy)?;
         let step = steps::quantize_step(
             &self.input,
             &self.output,
