@@ -2966,13 +2966,17 @@ fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
     other.push("--resume");
     assert_bad_input(&frugal(&other, d), "made by another run");
     assert!(ckpt.exists());
+    // Resumed with its Gram sums and factorizations in scratch files (the whole run held
+    // them in memory): the same bytes.
+    std::fs::create_dir(d.join("scratch")).unwrap();
     let mut resume = args("r.gguf", "1024");
-    resume.push("--resume");
+    resume.extend(["--resume", "--scratch-dir", "scratch"]);
     let resumed = frugal_json(&resume, d);
     assert!(
         bytes("r.gguf") == bytes("whole.gguf"),
         "the resumed run's bytes"
     );
+    assert_eq!(std::fs::read_dir(d.join("scratch")).unwrap().count(), 0);
     assert_eq!(resumed["quantize"]["awq"], whole["quantize"]["awq"]);
     assert!(!ckpt.exists() && !d.join("r.gguf.checkpoint.tensors").exists());
     // --resume is for the block-wise methods.

@@ -399,4 +399,36 @@ mod tests {
         let machine = Budget::from_option(None);
         assert!(machine.bytes > 0);
     }
+
+    #[test]
+    fn scratch_parts_go_to_disk_when_placed_in_files_and_must_fit_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mem = MemoryPlan::new();
+        mem.add("block", 1 << 30).add_scratch("grams", 3 << 30);
+        assert_eq!(mem.total(), ((4 << 30) + BASE_BYTES) * 11 / 10);
+        assert_eq!(mem.disk_total(), 0);
+        let mut files = MemoryPlan::placed(Placement::Files(dir.path().to_path_buf()));
+        files.add("block", 1 << 30).add_scratch("grams", 3 << 30);
+        assert_eq!(files.total(), ((1 << 30) + BASE_BYTES) * 11 / 10);
+        assert_eq!(files.disk_total(), 3 << 30);
+        assert!(files
+            .to_text()
+            .contains("3.00 GiB more in unnamed scratch files"));
+        // Two phases: the larger memory and the larger scratch files, wherever each is.
+        let mut stats = MemoryPlan::new();
+        stats.add("states", 2 << 30);
+        let both = stats.max(files.clone());
+        assert_eq!(
+            (both.total(), both.disk_total()),
+            (((2 << 30) + BASE_BYTES) * 11 / 10, 3 << 30)
+        );
+        let free = crate::scratch::free_bytes(dir.path()).unwrap();
+        let mut huge = MemoryPlan::placed(Placement::Files(dir.path().to_path_buf()));
+        huge.add_scratch("grams", free);
+        let e = huge
+            .check(&Budget::from_option(Some(1 << 40)), "")
+            .unwrap_err();
+        assert!(matches!(e, crate::Error::OverDisk { .. }), "{e}");
+        assert!(files.check(&Budget::from_option(Some(2 << 30)), "").is_ok() || free < (4 << 30));
+    }
 }

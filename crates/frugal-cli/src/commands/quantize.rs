@@ -63,6 +63,10 @@ pub struct Args {
     pub resume: bool,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    /// GPTQ, AWQ: hold the Gram sums and factorizations in unnamed files in this folder
+    /// (default: in memory when the plan fits --max-memory, else in the output's folder).
+    #[arg(long)]
+    pub scratch_dir: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -87,6 +91,7 @@ pub fn run(a: Args) -> Result<()> {
         eval_chunks: a.eval.eval_chunks,
         eval_passages: a.eval_passages,
         max_memory: a.memory.max_memory,
+        scratch_dir: a.scratch_dir,
         resume: a.resume,
         ..Quantize::new(a.input, a.output, a.ty)
     };

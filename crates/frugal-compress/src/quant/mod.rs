@@ -299,6 +299,10 @@ pub struct QuantizeReport {
     pub n_parameters: u64,
     pub bits_per_weight: f64,
     pub seconds: f64,
+    /// Seconds of `seconds` spent measuring the full-precision model's importance matrix
+    /// (llama-imatrix's work), when this run measured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imatrix_seconds: Option<f64>,
     /// Calibration tokens behind the importance matrix, if any.
     pub calibration_tokens: Option<u64>,
     /// Count of tensors per output type.
@@ -633,13 +637,17 @@ pub fn quantize_model(
     let f = GgufFile::open(input)?;
     check_overrides(&f, opts)?;
     let mut opts = opts.clone();
+    let mut imatrix_seconds = None;
     if let (Some(c), None) = (calib, &opts.imatrix) {
         // The full-precision model's importance matrix weights plain rounding and the size
         // budget's measurements; the block-wise methods measure their own on the quantized
         // model's activations, so for them the plan only needs to know calibration is there.
         let planning = opts.target_bpw.is_some() || opts.fallback == Fallback::Best;
         opts.imatrix = Some(if matches!(method, Method::Rtn) || planning {
-            calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?
+            let t = std::time::Instant::now();
+            let m = calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?;
+            imatrix_seconds = Some(t.elapsed().as_secs_f64());
+            m
         } else {
             Imatrix {
                 entries: HashMap::new(),
@@ -649,7 +657,7 @@ pub fn quantize_model(
         });
     }
     let choices = final_types(&f, &opts)?;
-    match method {
+    let mut report = match method {
         Method::Rtn => {
             let name = if opts.imatrix.is_some() {
                 "rtn+imatrix"
@@ -708,7 +716,9 @@ pub fn quantize_model(
             }
             Ok(report)
         }
-    }
+    }?;
+    report.imatrix_seconds = imatrix_seconds;
+    Ok(report)
 }
 
 /// The folder produced tensors are spilled to until the output is written: the output's own.
@@ -914,6 +924,7 @@ fn quantize_report(
         n_parameters,
         bits_per_weight: tensor_bytes as f64 * 8.0 / n_parameters.max(1) as f64,
         seconds: t0.elapsed().as_secs_f64(),
+        imatrix_seconds: None,
         type_counts,
         tensors: reports,
         awq: Vec::new(),

@@ -142,14 +142,21 @@ pub(crate) fn check_memory(
         .map_err(|e| frugal_compress::Error::from(e).into())
 }
 
-/// Where a run's scratch buffers go, and its plan so: in memory when the memory plan fits the
-/// budget (`max_memory`, or what the machine has), else in unnamed scratch files in the
-/// output's folder when the plan is smaller so — the plan returned is then checked as usual.
+/// Where a run's scratch buffers go, and its plan so: in files in `forced` when given; else in
+/// memory when the memory plan fits the budget (`max_memory`, or what the machine has), else in
+/// unnamed scratch files in the output's folder when the plan is smaller so — the plan
+/// returned is then checked as usual.
 pub(crate) fn choose_placement(
     plan_in: &dyn Fn(&Placement) -> Result<MemoryPlan, Error>,
     output: &Path,
     max_memory: Option<u64>,
+    forced: Option<&Path>,
 ) -> Result<(Placement, MemoryPlan), Error> {
+    if let Some(dir) = forced {
+        let files = Placement::Files(dir.to_path_buf());
+        let plan = plan_in(&files)?;
+        return Ok((files, plan));
+    }
     let budget = frugal_models::memory::Budget::from_option(max_memory);
     let in_memory = plan_in(&Placement::Memory)?;
     if in_memory.total() <= budget.bytes {
@@ -159,7 +166,7 @@ pub(crate) fn choose_placement(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let files = Placement::Files(dir);
+    let files = Placement::Files(std::path::absolute(&dir).unwrap_or(dir));
     let in_files = plan_in(&files)?;
     Ok(if in_files.total() < in_memory.total() {
         (files, in_files)

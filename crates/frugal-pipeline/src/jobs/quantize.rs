@@ -42,6 +42,10 @@ pub struct Quantize {
     pub eval_passages: usize,
     /// GGUF models: the memory budget (`None`: what the machine has available).
     pub max_memory: Option<u64>,
+    /// GGUF models, block-wise methods: hold the Gram sums and factorizations in unnamed
+    /// files in this folder (`None`: in memory when the plan fits the budget, else in the
+    /// output's folder).
+    pub scratch_dir: Option<PathBuf>,
     /// GGUF models, block-wise methods: continue from the checkpoint a killed run left
     /// (`OUT.checkpoint`, saved after every block).
     pub resume: bool,
@@ -71,6 +75,7 @@ impl Quantize {
             eval_chunks: EvalSpec::DEFAULT_CHUNKS,
             eval_passages: Quantize::EVAL_PASSAGES,
             max_memory: None,
+            scratch_dir: None,
             resume: false,
         }
     }
@@ -127,6 +132,9 @@ impl Job for Quantize {
             opt_input(&mut p, "--calib", self.calib.as_deref());
         }
         opt_input(&mut p, "--eval-text", self.eval.file());
+        if let Some(d) = &self.scratch_dir {
+            p.add_input("--scratch-dir", d, Expect::Dir);
+        }
         if self.input.is_dir() {
             p.output_dir("output folder", &self.output);
         } else {
@@ -203,7 +211,12 @@ impl Quantize {
             let plan = frugal_compress::quant::memory_plan(&f, shape, method, scratch)?;
             super::with_judge_plan(plan, &self.input, spec.as_ref())
         };
-        let (scratch, plan) = super::choose_placement(&plan_in, &self.output, self.max_memory)?;
+        let (scratch, plan) = super::choose_placement(
+            &plan_in,
+            &self.output,
+            self.max_memory,
+            self.scratch_dir.as_deref(),
+        )?;
         drop(f);
         opts.scratch = scratch;
         let remedy = if calib.is_some() {
@@ -294,6 +307,9 @@ impl ToText for QuantizeOutcome {
                     r.bits_per_weight,
                     r.seconds
                 );
+                if let Some(s) = r.imatrix_seconds {
+                    t += &format!("of which {s:.2} s measuring the importance matrix\n");
+                }
                 if let Some(w) = r
                     .tensors
                     .iter()
