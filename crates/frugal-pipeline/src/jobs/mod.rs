@@ -206,3 +206,40 @@ pub(crate) fn with_judge_plan(
     };
     Ok(plan.max(judge.memory_plan()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan of `fixed` bytes in memory and `scratch` bytes placed as asked.
+    fn plan(p: &Placement, fixed: u64, scratch: u64) -> MemoryPlan {
+        let mut m = MemoryPlan::placed(p.clone());
+        m.add("block", fixed).add_scratch("grams", scratch);
+        m
+    }
+
+    #[test]
+    fn scratch_goes_to_files_only_when_memory_would_not_fit_and_files_help() {
+        let out = Path::new("/some/folder/out.gguf");
+        let gib = 1u64 << 30;
+        let gptq = |p: &Placement| Ok(plan(p, gib, 3 * gib));
+        // Fits: in memory.
+        let (p, m) = choose_placement(&gptq, out, Some(8 * gib), None).unwrap();
+        assert_eq!((p, m.disk_total()), (Placement::Memory, 0));
+        // Does not fit: the scratch in files beside the output, the rest in memory.
+        let (p, m) = choose_placement(&gptq, out, Some(2 * gib), None).unwrap();
+        assert_eq!(p, Placement::Files("/some/folder".into()));
+        assert_eq!(m.disk_total(), 3 * gib);
+        assert!(m.total() < 2 * gib);
+        // Files would not make it smaller (another part dominates): memory, refused later.
+        let eval = |p: &Placement| Ok(plan(p, 5 * gib, 0).max(plan(p, gib, 3 * gib)));
+        let (p, _) = choose_placement(&eval, out, Some(2 * gib), None).unwrap();
+        assert_eq!(p, Placement::Memory);
+        // A folder given: files there, whatever fits.
+        let (p, m) = choose_placement(&gptq, out, Some(8 * gib), Some(Path::new("/fast"))).unwrap();
+        assert_eq!(
+            (p, m.disk_total()),
+            (Placement::Files("/fast".into()), 3 * gib)
+        );
+    }
+}
