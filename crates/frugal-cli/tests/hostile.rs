@@ -727,12 +727,8 @@ fn a_run_over_its_memory_budget_is_refused_before_any_work() {
     };
     let d = dir.path();
     let before = snapshot(d);
-    // SmolLM2's GPTQ plan: its 1536-wide FFN input's factorization, the Gram sums' tree,
-    // states and a block: about 0.3 GiB; 64 MiB cannot hold it (nor the evaluation of the
-    // output, whose logits dominate, so scratch files would not help: jobs::tests).
-    let out = frugal_within(
-        60,
-        &[
+    let gptq = |extra: &[&str]| {
+        let mut args = vec![
             "quantize",
             s(&model),
             "o.gguf",
@@ -742,13 +738,15 @@ fn a_run_over_its_memory_budget_is_refused_before_any_work() {
             "calib.txt",
             "--method",
             "gptq",
-            "--max-memory",
-            "64M",
-        ],
-        d,
-    );
+        ];
+        args.extend_from_slice(extra);
+        frugal_within(60, &args, d)
+    };
+    // SmolLM2's GPTQ plan: its 1536-wide FFN input's factorization, the Gram sums' tree,
+    // states and a block: about 0.3 GiB; 64 MiB cannot hold it (nor the evaluation of the
+    // output, whose logits dominate, so scratch files would not help: jobs::tests).
     assert_refused(
-        &out,
+        &gptq(&["--max-memory", "64M"]),
         &[
             "memory plan: about",
             "more than --max-memory 64 MiB",
@@ -756,23 +754,7 @@ fn a_run_over_its_memory_budget_is_refused_before_any_work() {
         ],
     );
     // The scratch files' folder must be a folder.
-    let out = frugal_within(
-        60,
-        &[
-            "quantize",
-            s(&model),
-            "o.gguf",
-            "--type",
-            "Q4_K_M",
-            "--calib",
-            "calib.txt",
-            "--method",
-            "gptq",
-            "--scratch-dir",
-            "calib.txt",
-        ],
-        d,
-    );
+    let out = gptq(&["--scratch-dir", "calib.txt"]);
     assert_refused(&out, &["--scratch-dir", "calib.txt"]);
     let out = frugal_within(
         60,

@@ -399,16 +399,9 @@ where
         let mut vals = bytes
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")));
+        // The length was checked above: every sum has its `len` values.
         for _ in 0..count {
-            let v: Vec<f64> = vals.by_ref().take(len).collect();
-            if v.len() != len {
-                return Err(Error::Protocol(format!(
-                    "a subtree sum has {} values, expected {len}",
-                    v.len()
-                ))
-                .into());
-            }
-            sums.push(v);
+            sums.push(vals.by_ref().take(len).collect::<Vec<f64>>());
         }
     }
     let mut it = nodes
