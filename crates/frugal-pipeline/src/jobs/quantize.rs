@@ -113,7 +113,7 @@ pub struct PlannedReport {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum QuantizeOutcome {
-    LanguageModel(QuantizeStep),
+    LanguageModel(Box<QuantizeStep>),
     Encoder(EncoderQuantizeStep),
     Classifier { quantize: IntReport },
     ClassifierPlanned { quantize: PlannedReport },
@@ -234,7 +234,7 @@ impl Quantize {
             spec.as_ref(),
             progress,
         )?;
-        Ok(QuantizeOutcome::LanguageModel(step))
+        Ok(QuantizeOutcome::LanguageModel(Box::new(step)))
     }
 
     fn encoder(
