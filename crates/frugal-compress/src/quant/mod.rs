@@ -721,8 +721,9 @@ pub fn quantize_model(
     Ok(report)
 }
 
-/// The folder produced tensors are spilled to until the output is written: the output's own.
-fn spill_dir(output: &Path) -> std::path::PathBuf {
+/// The folder produced tensors are spilled to until the output is written (and the scratch
+/// files go to, when placed in files): the output's own.
+pub fn spill_dir(output: &Path) -> std::path::PathBuf {
     match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),

@@ -162,10 +162,7 @@ pub(crate) fn choose_placement(
     if in_memory.total() <= budget.bytes {
         return Ok((Placement::Memory, in_memory));
     }
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
+    let dir = frugal_compress::quant::spill_dir(output);
     let files = Placement::Files(std::path::absolute(&dir).unwrap_or(dir));
     let in_files = plan_in(&files)?;
     Ok(if in_files.total() < in_memory.total() {
