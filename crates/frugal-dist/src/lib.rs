@@ -115,11 +115,11 @@ pub fn init() -> Result<Guard> {
             std::panic::set_hook(Box::new(move |info| {
                 default(info);
                 let w = world();
-                eprintln!(
+                say(&format!(
                     "frugal: rank {} of {} panicked; aborting the job",
                     w.rank(),
                     w.size()
-                );
+                ));
                 w.abort(101);
             }));
         }
@@ -166,9 +166,21 @@ pub fn is_root() -> bool {
 pub fn fail(cause: &dyn std::fmt::Display, code: i32) {
     let w = world();
     if w.size() > 1 {
-        eprintln!("frugal: rank {} of {} failed: {cause}", w.rank(), w.size());
+        say(&format!(
+            "frugal: rank {} of {} failed: {cause}",
+            w.rank(),
+            w.size()
+        ));
         w.abort(code);
     }
+}
+
+/// Writes one line to standard error in a single write. `eprintln!` writes each formatted piece
+/// on its own (standard error is unbuffered), and the MPI launcher forwards each piece as it
+/// comes, so its own abort message could land in the middle of the rank's line.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 /// Fault injection for the tests of failure handling: with `FRUGAL_FAULT_INJECT=RANK:POINT:KIND`
