@@ -10,6 +10,7 @@
 //! - [`storage`]: bits per weight of every logical tensor of a model file.
 //! - [`memory`]: memory plans (a run's peak estimated before it starts) and budgets.
 //! - [`scratch`]: large working buffers in memory or in mapped scratch files.
+//! - [`gemm`]: products with F32/F16/BF16 weight rows (AVX-512, AVX2, scalar reference).
 
 pub mod bert;
 pub mod bert_kernels;
@@ -18,6 +19,7 @@ pub mod cnn_infer;
 pub mod cnn_kernels;
 pub mod convert;
 pub mod error;
+pub mod gemm;
 pub mod gguf_load;
 pub mod int8_kernels;
 pub mod int_weights;

@@ -223,8 +223,9 @@ impl LlamaConfig {
 /// How to hold the weights.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Decode every weight to f32 and multiply in f32 (fast with f32 GEMM); otherwise quantized
-    /// weights stay quantized and use candle's quantized kernels.
+    /// Decode every weight to f32 and multiply in f32 (fast with f32 GEMM); otherwise weights
+    /// stay as stored: quantized ones use candle's or Frugal's quantized kernels, F16 and BF16
+    /// ones Frugal's 16-bit products ([`crate::gemm`]).
     pub dequantize: bool,
     /// With `dequantize`, round each layer's input as ggml does for that weight type
     /// ([`ActRounding`]), so results match llama.cpp's; without it, activations stay exact f32.
@@ -308,8 +309,8 @@ fn linear(
     dev: &Device,
 ) -> Result<Linear> {
     let t = info_shaped(f, name, &shape)?;
-    let plain = matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-    if opts.dequantize || plain {
+    // F32 is used as it is; F16 and BF16 stay 16-bit unless decoding is asked for.
+    if opts.dequantize || t.ggml_type == GgmlType::F32 {
         let mut l = Linear::dense(name, load_f32(f, name, dev)?, None)?;
         if opts.ggml_activations {
             l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
