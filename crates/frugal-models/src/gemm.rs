@@ -174,9 +174,13 @@ fn run<E: Kernel>(isa: Isa, x: &[f32], k: usize, w: &[E], y: &mut [f32]) {
             .for_each(|(yr, xr)| reference_row(xr, w, yr));
         return;
     }
-    let (rm, rn) = match isa {
-        Isa::Avx512 => (4, 6),
-        _ => (3, 4),
+    // The path's tiles and their largest shape (activation rows × weight rows).
+    let (tiles, (rm, rn)): (Tiles<E>, _) = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (avx512::tiles::<E>, (4, 6)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (avx2::tiles::<E>, (3, 4)),
+        _ => unreachable!("vector paths exist on x86-64 only"),
     };
     // Tasks: ranges of weight rows, a few per thread (whole panels but the last).
     let threads = rayon::current_num_threads().max(1);
@@ -187,18 +191,55 @@ fn run<E: Kernel>(isa: Isa, x: &[f32], k: usize, w: &[E], y: &mut [f32]) {
         let cols = t * per..((t + 1) * per).min(n);
         for i0 in (0..m).step_by(mb) {
             let rows = i0..(i0 + mb).min(m);
-            // SAFETY: shapes checked above; this task writes only columns `cols` of `y`.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => avx512::block(x, k, w, n, rows, cols.clone(), out.ptr()),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => avx2::block(x, k, w, n, rows, cols.clone(), out.ptr()),
-                    _ => unreachable!("vector paths exist on x86-64 only"),
-                }
-            }
+            // SAFETY: shapes checked above; this task writes only columns `cols` of `y`; the
+            // path's instructions are present (`isa` is available).
+            unsafe { block(tiles, (rm, rn), x, k, w, n, rows, &cols, out) };
         }
     });
+}
+
+/// A vector path's tiles: `(rm, rn, x, w, k, y, n)` multiplies `rm` activation rows from `x`
+/// by `rn` weight rows from `w` into `y` (row stride `n`).
+type Tiles<E> = unsafe fn(usize, usize, *const f32, *const E, usize, *mut f32, usize);
+
+/// Rows `rows` × weight rows `cols` of the product, in tiles of at most `rm_max × rn_max`:
+/// each panel of weight rows (in L1) passes over every activation row of the block (in L2).
+///
+/// # Safety
+/// `tiles`' instructions present; `x` `[m, k]`, `w` `[n, k]`, `y` `[m, n]` with the ranges
+/// inside; no other thread writes these outputs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<E>(
+    tiles: Tiles<E>,
+    (rm_max, rn_max): (usize, usize),
+    x: &[f32],
+    k: usize,
+    w: &[E],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    cols: &std::ops::Range<usize>,
+    y: Out,
+) {
+    let mut j = cols.start;
+    while j < cols.end {
+        let rn = (cols.end - j).min(rn_max);
+        let wp = w.as_ptr().add(j * k);
+        let mut i = rows.start;
+        while i < rows.end {
+            let rm = (rows.end - i).min(rm_max);
+            tiles(
+                rm,
+                rn,
+                x.as_ptr().add(i * k),
+                wp,
+                k,
+                y.ptr().add(i * n + j),
+                n,
+            );
+            i += rm;
+        }
+        j += rn;
+    }
 }
 
 /// One output row, plainly: `yr[j] = Σ_k xr[k] · w[j, k]`, summed in order in f32.
@@ -216,7 +257,6 @@ mod avx512 {
     use super::Elem;
     use half::{bf16, f16};
     use std::arch::x86_64::*;
-    use std::ops::Range;
 
     /// 16 weight elements widened to f32.
     pub(super) trait Load: Elem {
@@ -266,44 +306,14 @@ mod avx512 {
         }
     }
 
-    /// Rows `rows` × weight rows `cols` of the product, in tiles of at most 4 × 6.
+    /// `rm ≤ 4` activation rows × `rn ≤ 6` weight rows (a [`super::Tiles`]).
     ///
     /// # Safety
-    /// AVX-512 F/BW/VL and F16C present; `x` `[m, k]`, `w` `[n, k]`, `y` `[m, n]` with the
-    /// ranges inside; no other thread writes these outputs.
+    /// AVX-512 F/BW/VL, F16C and FMA present; `x` valid for `rm` rows and `w` for `rn` rows of
+    /// `k`, `y` for `rm` rows of stride `n`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
-    pub(super) unsafe fn block<E: Load>(
-        x: &[f32],
-        k: usize,
-        w: &[E],
-        n: usize,
-        rows: Range<usize>,
-        cols: Range<usize>,
-        y: *mut f32,
-    ) {
-        let mut j = cols.start;
-        while j < cols.end {
-            let rn = (cols.end - j).min(6);
-            let wp = w.as_ptr().add(j * k);
-            let mut i = rows.start;
-            while i < rows.end {
-                let rm = (rows.end - i).min(4);
-                let (xp, yp) = (x.as_ptr().add(i * k), y.add(i * n + j));
-                match rm {
-                    4 => tiles::<4, E>(rn, xp, wp, k, yp, n),
-                    3 => tiles::<3, E>(rn, xp, wp, k, yp, n),
-                    2 => tiles::<2, E>(rn, xp, wp, k, yp, n),
-                    _ => tiles::<1, E>(rn, xp, wp, k, yp, n),
-                }
-                i += rm;
-            }
-            j += rn;
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
-    #[inline]
-    unsafe fn tiles<const RM: usize, E: Load>(
+    pub(super) unsafe fn tiles<E: Load>(
+        rm: usize,
         rn: usize,
         x: *const f32,
         w: *const E,
@@ -311,13 +321,23 @@ mod avx512 {
         y: *mut f32,
         n: usize,
     ) {
-        match rn {
-            6 => tile::<RM, 6, E>(x, w, k, y, n),
-            5 => tile::<RM, 5, E>(x, w, k, y, n),
-            4 => tile::<RM, 4, E>(x, w, k, y, n),
-            3 => tile::<RM, 3, E>(x, w, k, y, n),
-            2 => tile::<RM, 2, E>(x, w, k, y, n),
-            _ => tile::<RM, 1, E>(x, w, k, y, n),
+        macro_rules! cols {
+            ($rm:literal) => {
+                match rn {
+                    6 => tile::<$rm, 6, E>(x, w, k, y, n),
+                    5 => tile::<$rm, 5, E>(x, w, k, y, n),
+                    4 => tile::<$rm, 4, E>(x, w, k, y, n),
+                    3 => tile::<$rm, 3, E>(x, w, k, y, n),
+                    2 => tile::<$rm, 2, E>(x, w, k, y, n),
+                    _ => tile::<$rm, 1, E>(x, w, k, y, n),
+                }
+            };
+        }
+        match rm {
+            4 => cols!(4),
+            3 => cols!(3),
+            2 => cols!(2),
+            _ => cols!(1),
         }
     }
 
@@ -373,7 +393,6 @@ mod avx2 {
     use super::Elem;
     use half::{bf16, f16};
     use std::arch::x86_64::*;
-    use std::ops::Range;
 
     /// 8 weight elements widened to f32.
     pub(super) trait Load: Elem {
@@ -404,42 +423,13 @@ mod avx2 {
         }
     }
 
-    /// Rows `rows` × weight rows `cols` of the product, in tiles of at most 3 × 4.
+    /// `rm ≤ 3` activation rows × `rn ≤ 4` weight rows (a [`super::Tiles`]).
     ///
     /// # Safety
-    /// AVX2, FMA and F16C present; as [`super::avx512::block`] otherwise.
+    /// AVX2, FMA and F16C present; as [`super::avx512::tiles`] otherwise.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn block<E: Load>(
-        x: &[f32],
-        k: usize,
-        w: &[E],
-        n: usize,
-        rows: Range<usize>,
-        cols: Range<usize>,
-        y: *mut f32,
-    ) {
-        let mut j = cols.start;
-        while j < cols.end {
-            let rn = (cols.end - j).min(4);
-            let wp = w.as_ptr().add(j * k);
-            let mut i = rows.start;
-            while i < rows.end {
-                let rm = (rows.end - i).min(3);
-                let (xp, yp) = (x.as_ptr().add(i * k), y.add(i * n + j));
-                match rm {
-                    3 => tiles::<3, E>(rn, xp, wp, k, yp, n),
-                    2 => tiles::<2, E>(rn, xp, wp, k, yp, n),
-                    _ => tiles::<1, E>(rn, xp, wp, k, yp, n),
-                }
-                i += rm;
-            }
-            j += rn;
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn tiles<const RM: usize, E: Load>(
+    pub(super) unsafe fn tiles<E: Load>(
+        rm: usize,
         rn: usize,
         x: *const f32,
         w: *const E,
@@ -447,11 +437,20 @@ mod avx2 {
         y: *mut f32,
         n: usize,
     ) {
-        match rn {
-            4 => tile::<RM, 4, E>(x, w, k, y, n),
-            3 => tile::<RM, 3, E>(x, w, k, y, n),
-            2 => tile::<RM, 2, E>(x, w, k, y, n),
-            _ => tile::<RM, 1, E>(x, w, k, y, n),
+        macro_rules! cols {
+            ($rm:literal) => {
+                match rn {
+                    4 => tile::<$rm, 4, E>(x, w, k, y, n),
+                    3 => tile::<$rm, 3, E>(x, w, k, y, n),
+                    2 => tile::<$rm, 2, E>(x, w, k, y, n),
+                    _ => tile::<$rm, 1, E>(x, w, k, y, n),
+                }
+            };
+        }
+        match rm {
+            3 => cols!(3),
+            2 => cols!(2),
+            _ => cols!(1),
         }
     }
 

@@ -443,8 +443,7 @@ fn candle_matmul(q: &Arc<QTensor>) -> Result<Option<QMatMul>> {
     })
 }
 
-/// Calls `f` with the 16-bit rows stored in `bytes` (little-endian F16 or BF16), borrowed
-/// where aligned (candle keeps them in vectors of 16-bit values), else copied.
+/// Calls `f` with the 16-bit rows stored in `bytes` (little-endian F16 or BF16).
 fn with_half_rows(
     dtype: candle_core::quantized::GgmlDType,
     bytes: &[u8],
@@ -452,35 +451,14 @@ fn with_half_rows(
 ) -> Result<()> {
     use candle_core::quantized::GgmlDType as D;
     use half::{bf16, f16};
-    let n = bytes.len() / 2;
-    let aligned = (bytes.as_ptr() as usize).is_multiple_of(2) && cfg!(target_endian = "little");
     match dtype {
-        D::F16 if aligned => {
-            // SAFETY: aligned, `n` whole values, and every bit pattern is an f16.
-            f(crate::gemm::Rows::F16(unsafe {
-                std::slice::from_raw_parts(bytes.as_ptr() as *const f16, n)
-            }))
-        }
-        D::BF16 if aligned => {
-            // SAFETY: as above, for bf16.
-            f(crate::gemm::Rows::Bf16(unsafe {
-                std::slice::from_raw_parts(bytes.as_ptr() as *const bf16, n)
-            }))
-        }
-        D::F16 => {
-            let v: Vec<f16> = bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]))
-                .collect();
-            f(crate::gemm::Rows::F16(&v))
-        }
-        D::BF16 => {
-            let v: Vec<bf16> = bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]))
-                .collect();
-            f(crate::gemm::Rows::Bf16(&v))
-        }
+        // SAFETY: f16 and bf16 are two bytes, every bit pattern a value.
+        D::F16 => f(crate::gemm::Rows::F16(&unsafe {
+            halves(bytes, f16::from_bits)
+        })),
+        D::BF16 => f(crate::gemm::Rows::Bf16(&unsafe {
+            halves(bytes, bf16::from_bits)
+        })),
         other => {
             return Err(
                 candle_core::Error::Msg(format!("{other:?} is not a 16-bit weight type")).into(),
@@ -488,6 +466,26 @@ fn with_half_rows(
         }
     }
     Ok(())
+}
+
+/// The little-endian 16-bit values in `bytes`: borrowed where aligned (candle keeps them in
+/// vectors of 16-bit values), else copied.
+///
+/// # Safety
+/// `T` is two bytes and every bit pattern is a `T`.
+unsafe fn halves<T: Copy>(bytes: &[u8], from_bits: fn(u16) -> T) -> std::borrow::Cow<'_, [T]> {
+    let n = bytes.len() / 2;
+    let p = bytes.as_ptr();
+    if cfg!(target_endian = "little") && p.align_offset(std::mem::align_of::<T>()) == 0 {
+        std::borrow::Cow::Borrowed(std::slice::from_raw_parts(p as *const T, n))
+    } else {
+        std::borrow::Cow::Owned(
+            bytes
+                .chunks_exact(2)
+                .map(|b| from_bits(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+        )
+    }
 }
 
 /// Seconds one product of a `[n_out, n_in]` weight stored as `ty` with one input row takes
@@ -676,6 +674,35 @@ mod tests {
                 assert!(lin.forward(&x.narrow(1, 0, n_in - 8).unwrap()).is_err());
             }
         }
+    }
+
+    /// 16-bit values read from unaligned bytes (copied) equal the aligned ones (borrowed).
+    #[test]
+    fn half_values_read_alike_aligned_or_not() {
+        use std::borrow::Cow;
+        let vals: Vec<half::f16> = (0..9)
+            .map(|i| half::f16::from_f32(i as f32 - 3.5))
+            .collect();
+        let le: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut buf = vec![0u8; le.len() + 1];
+        // An odd address: one byte in from an even one.
+        let start = usize::from(buf.as_ptr().align_offset(2) == 0);
+        buf[start..start + le.len()].copy_from_slice(&le);
+        let odd = &buf[start..start + le.len()];
+        // SAFETY: f16 is two bytes, every bit pattern a value.
+        let (copied, borrowed) = unsafe {
+            (
+                halves(odd, half::f16::from_bits),
+                halves(&le, half::f16::from_bits),
+            )
+        };
+        assert!(matches!(copied, Cow::Owned(_)));
+        assert!(
+            matches!(borrowed, Cow::Borrowed(_)),
+            "a vector's bytes are aligned"
+        );
+        assert_eq!(&copied[..], &vals[..]);
+        assert_eq!(&borrowed[..], &vals[..]);
     }
 
     /// The branch-free rounding is `f32::round` on halves, near-halves, large and signed values.
