@@ -653,20 +653,11 @@ mod tests {
                 let lin = Linear::quantized("t", q.clone(), None).unwrap();
                 assert!(lin.matmul.is_none(), "{dt:?}: no candle copy");
                 let dense = Linear::dense("d", q.dequantize(&dev).unwrap(), None).unwrap();
-                let a: Vec<f32> = lin
-                    .forward(&x)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let b: Vec<f32> = dense
-                    .forward(&x)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let out = |l: &Linear| -> Vec<f32> {
+                    let y = l.forward(&x).unwrap();
+                    y.flatten_all().unwrap().to_vec1().unwrap()
+                };
+                let (a, b) = (out(&lin), out(&dense));
                 assert_eq!(a.len(), m * n_out);
                 for (p, q) in a.iter().zip(&b) {
                     assert!((p - q).abs() < 1e-4, "{dt:?}: {p} vs {q}");
