@@ -610,24 +610,19 @@ fn kernel_prices(
         );
         let looked_up = t.name == "token_embd.weight" && !tied;
         for &ty in types {
-            // F16 and BF16 weights are decoded to f32 when loading: the F32 kernel's price.
-            use frugal_formats::gguf::GgmlType as G;
-            let timed_as = if matches!(ty, G::F16 | G::BF16) {
-                G::F32
-            } else {
-                ty
-            };
+            // Every type is timed as a served model multiplies it (F16 and BF16 from their
+            // 16-bit values: `frugal_models::gemm`).
             let price = if looked_up {
                 ty.bytes_for(t.n_elements()).map(|b| b / 1024)
             } else {
-                match timed.get(&(timed_as, n_out, n_in)) {
+                match timed.get(&(ty, n_out, n_in)) {
                     Some(&p) => p,
                     None => {
                         // About 20 ms per round whatever the shape; the copies of the
                         // weight span 256 MiB, beyond any CPU's last-level cache.
                         let calls = (20_000_000 / (n_out * n_in).max(1)).clamp(2, 2000);
                         let p = frugal_models::linear::matvec_seconds(
-                            timed_as,
+                            ty,
                             n_out,
                             n_in,
                             calls,
@@ -635,7 +630,7 @@ fn kernel_prices(
                         )
                         .map_err(frugal_eval::Error::from)?
                         .map(|s| (s * 1e9).round().max(1.0) as u64);
-                        timed.insert((timed_as, n_out, n_in), p);
+                        timed.insert((ty, n_out, n_in), p);
                         p
                     }
                 }
