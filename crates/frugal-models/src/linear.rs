@@ -375,45 +375,27 @@ impl Linear {
     fn product(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.weight, &self.matmul) {
             // 16-bit weights: Frugal's products, from the stored values.
-            (Weight::Quantized(q), None) => {
-                let cols = x.dim(D::Minus1)?;
-                if cols != self.n_in {
-                    return Err(candle_core::Error::Msg(format!(
-                        "{}: input of {cols} columns for a weight of {}",
-                        self.name, self.n_in
-                    ))
-                    .into());
-                }
-                let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            (Weight::Quantized(q), None) => self.own_product(x, |xs| {
                 let mut y = vec![0f32; xs.len() / self.n_in * self.n_out];
                 let data = q.data()?;
                 with_half_rows(q.dtype(), &data, |w| {
-                    crate::gemm::matmul_t(&xs, self.n_in, w, &mut y)
+                    crate::gemm::matmul_t(xs, self.n_in, w, &mut y)
                 })?;
-                let mut dims = x.dims().to_vec();
-                *dims.last_mut().expect("an input has a last dimension") = self.n_out;
-                Tensor::from_vec(y, dims, x.device())?
-            }
+                Ok(y)
+            })?,
             // The types candle multiplies with scalar code: Frugal's kernels (unless
             // `FRUGAL_CANDLE_QMATMUL=1` asks for candle's, to compare). A QTensor's rows are
             // whole blocks.
             (Weight::Quantized(q), Some(mm)) => match crate::qmatmul::BlockType::of(q.dtype()) {
-                Some(ty) if !crate::qmatmul::candle_forced() => {
-                    if x.dim(D::Minus1)? != self.n_in {
-                        return Err(candle_core::Error::Msg(format!(
-                            "{}: input of {} columns for a weight of {}",
-                            self.name,
-                            x.dim(D::Minus1)?,
-                            self.n_in
-                        ))
-                        .into());
-                    }
-                    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                    let y = crate::qmatmul::matmul(ty, &q.data()?, self.n_out, self.n_in, &xs);
-                    let mut dims = x.dims().to_vec();
-                    *dims.last_mut().expect("an input has a last dimension") = self.n_out;
-                    Tensor::from_vec(y, dims, x.device())?
-                }
+                Some(ty) if !crate::qmatmul::candle_forced() => self.own_product(x, |xs| {
+                    Ok(crate::qmatmul::matmul(
+                        ty,
+                        &q.data()?,
+                        self.n_out,
+                        self.n_in,
+                        xs,
+                    ))
+                })?,
                 _ => mm.forward(x)?,
             },
             (_, Some(mm)) => mm.forward(x)?,
@@ -430,6 +412,28 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+
+    /// A product by one of Frugal's kernels: `x`'s width checked, its rows flattened to f32
+    /// for `f` (which returns `[rows, n_out]`), the result shaped as `x` with `n_out` columns.
+    fn own_product(
+        &self,
+        x: &Tensor,
+        f: impl FnOnce(&[f32]) -> Result<Vec<f32>>,
+    ) -> Result<Tensor> {
+        let cols = x.dim(D::Minus1)?;
+        if cols != self.n_in {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: input of {cols} columns for a weight of {}",
+                self.name, self.n_in
+            ))
+            .into());
+        }
+        let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let y = f(&xs)?;
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("an input has a last dimension") = self.n_out;
+        Ok(Tensor::from_vec(y, dims, x.device())?)
     }
 }
 
