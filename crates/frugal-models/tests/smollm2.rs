@@ -90,6 +90,7 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
         let model = Llama::load(&f, opts, &dev).unwrap();
         let full: Vec<Vec<f32>> = model.forward(&ids).unwrap().to_vec2().unwrap();
         let mut cache = model.kv_cache(ids.len()).unwrap();
+        let mut close = 0;
         for (p, &id) in ids.iter().enumerate() {
             let step: Vec<f32> = model
                 .decode_step(id, &mut cache)
@@ -102,13 +103,23 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             // Stored weights: the output layer (Q8_0, candle's kernel) rounds its input to 8-bit
-            // blocks, so float noise of the f32 parts can flip one activation's rounding — a
-            // step of about 3e-3 in the logits (seen at one of these positions since Q4_1 is
-            // multiplied by Frugal's f32 kernel, which passes that noise on where candle's
-            // 8-bit rounding of every layer's input used to absorb it). A cache bug is O(1).
-            let tol = if opts.dequantize { 2e-3 } else { 1e-2 };
+            // blocks, so float noise of the f32 parts can flip an activation's rounding — a
+            // step of 3e-3 to 1.6e-2 in the logits at some positions (2 of 12 on an AMD EPYC
+            // with AVX2, 0.0147 and 0.0164; exactly 0 at the others), since Q4_1 is multiplied
+            // by Frugal's f32 kernel, which passes that noise on where candle's 8-bit rounding
+            // of every layer's input used to absorb it. A cache bug is O(1) and at every
+            // position after it, so most positions must also agree to 2e-3.
+            let tol = if opts.dequantize { 2e-3 } else { 3e-2 };
             assert!(worst < tol, "{opts:?} position {p}: max |Δlogit| {worst}");
+            if worst < 2e-3 {
+                close += 1;
+            }
         }
+        assert!(
+            2 * close >= ids.len(),
+            "{opts:?}: only {close} of {} positions agree to 2e-3",
+            ids.len()
+        );
         assert_eq!(cache.len(), ids.len());
         // Full: a clear error, not a panic.
         assert!(model.decode_step(ids[0], &mut cache).is_err());
