@@ -2,7 +2,7 @@
 # Classifiers served as stored: F32 against int8 through integer products, on the embedded
 # run's own models, side by side in one run.
 #
-#   bench/classifier-serving.sh [SEEDS]        # default "1 2" (seed 0 chose the layer rule)
+#   bench/classifier-serving.sh [SEEDS]        # default "1 2 3" (seed 0 was used while building the kernels)
 #
 # For each seed: `frugal run --seed S` (timed), then `frugal measure` of each int8 model and
 # its F32 source on the digits workload (QUERIES queries × REPEATS runs, one thread), and of
@@ -11,7 +11,7 @@
 # interval excludes zero. Energy is what the machine offers (RAPL, else the labelled estimate).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SEEDS=${1:-"1 2"}
+SEEDS=${1:-"1 2 3"}
 QUERIES=${QUERIES:-5000}
 REPEATS=${REPEATS:-7}
 cargo build --release -q -p frugal-cli

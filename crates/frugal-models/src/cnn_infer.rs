@@ -1,120 +1,127 @@
 //! Serving a [`Cnn`] classifier: the weights prepared once — F32 ones reordered for the
 //! channels-last patches, int8 ones kept as integers and packed for integer products
-//! ([`crate::int8_kernels`]: activations rounded to int8 per group of 32, exact 32-bit sums,
-//! VNNI where the CPU has it) — then every query one forward pass on the caller's thread with
-//! no allocation after the first. What a model stores is what runs: an int8 file is served with
-//! integer products, an F32 one in F32 (`gemm` on the caller's thread).
+//! ([`crate::relu_int8`]: every layer's input is nonnegative — pixels in 0..1, then ReLU
+//! outputs — so it is rounded to 0..=127 with one scale per image, and each output is an exact
+//! 32-bit sum scaled once; VNNI or AVX2 where the CPU has them) — then every query one forward
+//! pass on the caller's thread with no allocation after the first. What a model stores is what
+//! runs: an int8 file is served with integer products in every layer (the patches built from
+//! the rounded bytes), an F32 one in F32 (`gemm` on the caller's thread). An input with a
+//! negative value (not an image scaled to 0..1) runs the decoded weights in F32 instead.
 //!
-//! A layer runs integer products when it has at least 32 inputs per output, a multiple of 32
-//! outputs (the packed kernel's panels) and at least [`MIN_INTEGER_MACS`] multiply-adds per
-//! image; its rows of patches or features are padded with zeros to a multiple of 32 columns
-//! (zeros change no sum). Padding a layer's outputs to 32 instead (the student's conv2, 16
-//! outputs) cost 1.10–1.23× its F32 product on an AVX2 machine: not done. Smaller int8 layers multiply their decoded weights in F32: rounding
-//! the activations costs more than a small integer product saves. Measured on the embedded
-//! run's models (`bench/classifier-serving.sh`, BENCHMARKS.md "Classifiers served as stored"):
-//! the teacher's conv1 (295 k multiply-adds) and fc1 (33 k) gain, the student's fc1 (2 k) lost.
+//! Measured on the embedded run's models (`bench/classifier-serving.sh`, BENCHMARKS.md
+//! "Classifiers served as stored"). An earlier design rounded activations in groups of 32
+//! with a scale each and converted every group's sum to f32; its rounding and conversions cost
+//! more than small products saved, so it served layers under 16,384 multiply-adds in F32 and
+//! the int8 student (3,592 weights) cost what its F32 source did.
 
 use crate::cnn::{Cnn, CnnConfig};
-use crate::int8_kernels::{PackedI8, QuantizedActs, GROUP};
 use crate::kernels::matmul_on_caller;
-
-/// How a layer multiplies.
-#[derive(Debug, Clone)]
-enum Product {
-    /// `[o, k]` in the patch order of the channels-last input.
-    F32(Vec<f32>),
-    /// `[o_pad, k_pad]` integers with per-output scales.
-    Int8(PackedI8),
-}
+use crate::relu_int8::{round_nonneg, PackedRelu};
 
 /// One layer with a weight: a convolution (as a product of patches) or a dense layer.
 #[derive(Debug, Clone)]
 struct Layer {
-    product: Product,
+    /// `[o, k]` in the patch order of the channels-last input (decoded, for int8 weights).
+    w: Vec<f32>,
+    /// The stored integers, packed, when the weight is int8.
+    int8: Option<PackedRelu>,
     bias: Vec<f32>,
-    /// Inputs per output (the patch or feature length) and the padded length of a row.
+    /// Inputs per output (the patch or feature length), and outputs.
     k: usize,
-    kp: usize,
-    /// Outputs, and the row length of the product's result (`o`, or padded for int8).
     o: usize,
-    op: usize,
-}
-
-/// Layers with fewer inputs per output multiply their decoded int8 weights in F32.
-const MIN_INTEGER_INPUTS: usize = GROUP;
-/// … and so do layers with fewer multiply-adds per image.
-pub const MIN_INTEGER_MACS: usize = 1 << 14;
-
-fn pad32(n: usize) -> usize {
-    n.div_ceil(GROUP) * GROUP
 }
 
 impl Layer {
     /// `w` `[o, k]` already in input order; `int8` the stored integers and scales in the same
     /// order when the weight is int8.
-    /// `rows` is the rows per image (pixels of a convolution, 1 for a dense layer).
-    fn new(
-        w: Vec<f32>,
-        bias: Vec<f32>,
-        k: usize,
-        rows: usize,
-        int8: Option<(Vec<i8>, Vec<f32>)>,
-    ) -> Layer {
+    fn new(w: Vec<f32>, bias: Vec<f32>, k: usize, int8: Option<(Vec<i8>, Vec<f32>)>) -> Layer {
         let o = bias.len();
-        let kp = pad32(k);
-        let integer =
-            k >= MIN_INTEGER_INPUTS && o.is_multiple_of(GROUP) && rows * o * k >= MIN_INTEGER_MACS;
-        match int8.filter(|_| integer) {
-            Some((q, scale)) => {
-                let op = pad32(o);
-                let mut qp = vec![0i8; op * kp];
-                for (dst, src) in qp.chunks_exact_mut(kp).zip(q.chunks_exact(k)) {
-                    dst[..k].copy_from_slice(src);
-                }
-                let mut sp = scale;
-                sp.resize(op, 0.0);
-                Layer {
-                    product: Product::Int8(PackedI8::new(qp, sp, kp)),
-                    bias,
-                    k,
-                    kp,
-                    o,
-                    op,
-                }
-            }
-            None => Layer {
-                product: Product::F32(w),
-                bias,
-                k,
-                kp,
-                o,
-                op: o,
-            },
+        Layer {
+            int8: int8.map(|(q, s)| PackedRelu::new(&q, &s, &bias, k)),
+            w,
+            bias,
+            k,
+            o,
         }
     }
 
-    /// `y[m, op] = x[m, kp] · Wᵀ` then `+ bias` on the first `o` columns.
-    fn apply(&self, x: &[f32], m: usize, acts: &mut QuantizedActs, y: &mut Vec<f32>) {
+    /// `y[m, o] = x[m, k] · Wᵀ + bias` in F32.
+    fn apply_f32(&self, x: &[f32], m: usize, y: &mut Vec<f32>) {
         y.clear();
-        y.resize(m * self.op, 0.0);
-        match &self.product {
-            Product::F32(w) => matmul_on_caller(
-                (m, self.o, self.k),
-                y,
-                false,
-                x,
-                (self.kp, 1),
-                w,
-                (1, self.k),
-            ),
-            Product::Int8(p) => {
-                crate::int8_kernels::quantize_acts_on_caller(&x[..m * self.kp], self.kp, acts);
-                crate::int8_kernels::matmul_i8_on_caller(acts, p, y);
-            }
-        }
-        for row in y.chunks_exact_mut(self.op) {
+        y.resize(m * self.o, 0.0);
+        matmul_on_caller(
+            (m, self.o, self.k),
+            y,
+            false,
+            x,
+            (self.k, 1),
+            &self.w,
+            (1, self.k),
+        );
+        for row in y.chunks_exact_mut(self.o) {
             for (v, b) in row.iter_mut().zip(&self.bias) {
                 *v += b;
+            }
+        }
+    }
+
+    /// A dense layer on rows `x` `[m, k]`: integer products when its weight is int8 and its
+    /// input nonnegative.
+    fn dense(
+        &self,
+        nonneg: bool,
+        x: &[f32],
+        q: &mut Vec<u8>,
+        scales: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        match self.int8.as_ref().filter(|_| nonneg) {
+            Some(p) => {
+                round_rows(x, self.k, p.kp, q, scales);
+                self.apply_int8(p, q, scales, y);
+            }
+            None => self.apply_f32(x, x.len() / self.k, y),
+        }
+    }
+
+    /// `y[m, o]` from rows of rounded inputs `q` `[m, kp]` with a scale per row.
+    fn apply_int8(&self, p: &PackedRelu, q: &[u8], scales: &[f32], y: &mut Vec<f32>) {
+        y.clear();
+        y.resize(scales.len() * self.o, 0.0);
+        crate::relu_int8::matmul(q, scales, p, y);
+    }
+}
+
+/// 3×3 patches with zero padding 1 of channels-last images `input` `[batch, h, w, c]`, rows of
+/// `row` values (zero beyond `9c`).
+fn patches<T: Copy + Default>(
+    input: &[T],
+    (h, w, c): (usize, usize, usize),
+    row: usize,
+    cols: &mut Vec<T>,
+) {
+    let batch = input.len() / (h * w * c);
+    cols.clear();
+    cols.resize(batch * h * w * row, T::default());
+    for (img, cols) in input
+        .chunks_exact(h * w * c)
+        .zip(cols.chunks_exact_mut(h * w * row))
+    {
+        for y in 0..h {
+            for xx in 0..w {
+                let dst = &mut cols[(y * w + xx) * row..][..9 * c];
+                // The three pixels of a patch row are consecutive in the image (channels-last),
+                // so each of the three rows is one copy of up to 3c values.
+                let (x0, x1) = (xx.saturating_sub(1), (xx + 2).min(w));
+                let skip = (x0 + 1 - xx) * c;
+                for ky in 0..3 {
+                    let sy = y + ky;
+                    if sy == 0 || sy > h {
+                        continue;
+                    }
+                    let src = &img[((sy - 1) * w + x0) * c..((sy - 1) * w + x1) * c];
+                    dst[ky * 3 * c + skip..][..src.len()].copy_from_slice(src);
+                }
             }
         }
     }
@@ -130,7 +137,24 @@ struct Buffers {
     flat: Vec<f32>,
     hidden: Vec<f32>,
     logits: Vec<f32>,
-    acts: QuantizedActs,
+    /// Rounded inputs of an integer layer, their patches, and a scale per row.
+    q: Vec<u8>,
+    qcols: Vec<u8>,
+    scales: Vec<f32>,
+}
+
+/// Rounds rows `x` of `n` nonnegative values each to bytes in `q`, rows of `row` (zero beyond
+/// `n`), one scale per row in `scales`.
+fn round_rows(x: &[f32], n: usize, row: usize, q: &mut Vec<u8>, scales: &mut Vec<f32>) {
+    let rows = x.len() / n;
+    q.clear();
+    q.resize(rows * row, 0);
+    scales.clear();
+    scales.extend(
+        x.chunks_exact(n)
+            .zip(q.chunks_exact_mut(row))
+            .map(|(x, q)| round_nonneg(x, &mut q[..n])),
+    );
 }
 
 /// A classifier ready to serve.
@@ -176,34 +200,26 @@ impl CnnInference {
             same.then(|| (q.to_vec(), s.to_vec()))
         };
         let mut convs = Vec::new();
-        let (mut c, mut pixels) = (cfg.in_channels, cfg.height * cfg.width);
+        let mut c = cfg.in_channels;
         for (l, &o) in cfg.conv_channels.iter().enumerate() {
             let w = &params[2 * l];
             let k = 9 * c;
-            let reorder = |w: &[f32]| -> Vec<f32> {
-                w.chunks_exact(k).flat_map(|r| patch_order(r, c)).collect()
-            };
             let q = int8(&format!("conv{l}.weight"), w).map(|(q, s)| {
                 (
                     q.chunks_exact(k).flat_map(|r| patch_order(r, c)).collect(),
                     s,
                 )
             });
-            convs.push(Layer::new(
-                reorder(w),
-                params[2 * l + 1].clone(),
-                k,
-                pixels,
-                q,
-            ));
-            (c, pixels) = (o, pixels / 4);
+            let reordered = w.chunks_exact(k).flat_map(|r| patch_order(r, c)).collect();
+            convs.push(Layer::new(reordered, params[2 * l + 1].clone(), k, q));
+            c = o;
         }
         let f = 2 * cfg.conv_channels.len();
         let dense = |i: usize, name: &str| {
             let w = &params[f + 2 * i];
             let b = params[f + 2 * i + 1].clone();
             let k = w.len() / b.len();
-            Layer::new(w.clone(), b, k, 1, int8(name, w))
+            Layer::new(w.clone(), b, k, int8(name, w))
         };
         Ok(CnnInference {
             config: cfg.clone(),
@@ -219,7 +235,7 @@ impl CnnInference {
         self.convs
             .iter()
             .chain([&self.fc1, &self.fc2])
-            .any(|l| matches!(l.product, Product::Int8(_)))
+            .any(|l| l.int8.is_some())
     }
 
     /// Logits `[batch, classes]` for images `x` `[batch, C, H, W]` (channel-major, as stored).
@@ -228,6 +244,8 @@ impl CnnInference {
         let b = &mut self.buf;
         let (mut h, mut w, mut c) = (cfg.height, cfg.width, cfg.in_channels);
         assert_eq!(x.len(), batch * c * h * w, "input size");
+        // Integer products need nonnegative inputs: pixels in 0..1, then ReLU outputs.
+        let nonneg = x.iter().all(|&v| v >= 0.0);
         // Channel-major → channels-last.
         b.input.clear();
         b.input.resize(x.len(), 0.0);
@@ -241,49 +259,39 @@ impl CnnInference {
         }
         let mut input = std::mem::take(&mut b.input);
         for layer in &self.convs {
-            let (k, kp, o) = (layer.k, layer.kp, layer.o);
-            debug_assert_eq!(k, 9 * c);
-            // 3×3 patches with zero padding 1, rows of `kp` (zero tail).
-            b.cols.clear();
-            b.cols.resize(batch * h * w * kp, 0.0);
-            for (img, cols) in input
-                .chunks_exact(h * w * c)
-                .zip(b.cols.chunks_exact_mut(h * w * kp))
-            {
-                for y in 0..h {
-                    for xx in 0..w {
-                        let row = &mut cols[(y * w + xx) * kp..][..k];
-                        for ky in 0..3 {
-                            let sy = y as isize + ky as isize - 1;
-                            if sy < 0 || sy >= h as isize {
-                                continue;
-                            }
-                            for kx in 0..3 {
-                                let sx = xx as isize + kx as isize - 1;
-                                if sx < 0 || sx >= w as isize {
-                                    continue;
-                                }
-                                let src = &img[(sy as usize * w + sx as usize) * c..][..c];
-                                row[(ky * 3 + kx) * c..][..c].copy_from_slice(src);
-                            }
-                        }
+            let o = layer.o;
+            debug_assert_eq!(layer.k, 9 * c);
+            match layer.int8.as_ref().filter(|_| nonneg) {
+                Some(p) => {
+                    // Each image rounded once, its patches built from the bytes; every patch
+                    // row carries its image's scale.
+                    let n = h * w * c;
+                    round_rows(&input, n, n, &mut b.q, &mut b.scales);
+                    patches(&b.q, (h, w, c), p.kp, &mut b.qcols);
+                    b.scales.resize(batch * h * w, 0.0);
+                    for i in (0..batch).rev() {
+                        let s = b.scales[i];
+                        b.scales[i * h * w..(i + 1) * h * w].fill(s);
                     }
+                    layer.apply_int8(p, &b.qcols, &b.scales, &mut b.y);
+                }
+                None => {
+                    patches(&input, (h, w, c), layer.k, &mut b.cols);
+                    layer.apply_f32(&b.cols, batch * h * w, &mut b.y);
                 }
             }
-            layer.apply(&b.cols, batch * h * w, &mut b.acts, &mut b.y);
             // ReLU and the 2×2 max-pool (channels-last out).
-            let (ph, pw, op) = (h / 2, w / 2, layer.op);
+            let (ph, pw) = (h / 2, w / 2);
             b.pooled.clear();
             b.pooled.resize(batch * ph * pw * o, 0.0);
             for (a, p) in
-                b.y.chunks_exact(h * w * op)
+                b.y.chunks_exact(h * w * o)
                     .zip(b.pooled.chunks_exact_mut(ph * pw * o))
             {
                 for py in 0..ph {
                     for px in 0..pw {
-                        let at = |dy: usize, dx: usize| {
-                            &a[((2 * py + dy) * w + 2 * px + dx) * op..][..o]
-                        };
+                        let at =
+                            |dy: usize, dx: usize| &a[((2 * py + dy) * w + 2 * px + dx) * o..][..o];
                         let (v0, v1, v2, v3) = (at(0, 0), at(0, 1), at(1, 0), at(1, 1));
                         let dst = &mut p[(py * pw + px) * o..][..o];
                         for ci in 0..o {
@@ -295,12 +303,12 @@ impl CnnInference {
             std::mem::swap(&mut input, &mut b.pooled);
             (h, w, c) = (h / 2, w / 2, o);
         }
-        // Flatten in PyTorch's channel-major order, rows padded for fc1.
-        let (nf, kp1) = (h * w * c, self.fc1.kp);
+        // Flatten in PyTorch's channel-major order.
+        let nf = h * w * c;
         debug_assert_eq!(nf, self.fc1.k);
         b.flat.clear();
-        b.flat.resize(batch * kp1, 0.0);
-        for (dst, src) in b.flat.chunks_exact_mut(kp1).zip(input.chunks_exact(nf)) {
+        b.flat.resize(batch * nf, 0.0);
+        for (dst, src) in b.flat.chunks_exact_mut(nf).zip(input.chunks_exact(nf)) {
             for p in 0..h * w {
                 for ci in 0..c {
                     dst[ci * h * w + p] = src[p * c + ci];
@@ -308,21 +316,14 @@ impl CnnInference {
             }
         }
         b.input = input;
-        self.fc1.apply(&b.flat, batch, &mut b.acts, &mut b.y);
-        let (n1, op1, kp2) = (self.fc1.o, self.fc1.op, self.fc2.kp);
-        b.hidden.clear();
-        b.hidden.resize(batch * kp2, 0.0);
-        for (dst, src) in b.hidden.chunks_exact_mut(kp2).zip(b.y.chunks_exact(op1)) {
-            for (d, s) in dst[..n1].iter_mut().zip(src) {
-                *d = s.max(0.0);
-            }
+        // fc1, its ReLU, fc2.
+        self.fc1
+            .dense(nonneg, &b.flat, &mut b.q, &mut b.scales, &mut b.hidden);
+        for v in &mut b.hidden {
+            *v = v.max(0.0);
         }
-        self.fc2.apply(&b.hidden, batch, &mut b.acts, &mut b.y);
-        let (n2, op2) = (self.fc2.o, self.fc2.op);
-        b.logits.clear();
-        for row in b.y.chunks_exact(op2) {
-            b.logits.extend_from_slice(&row[..n2]);
-        }
+        self.fc2
+            .dense(nonneg, &b.hidden, &mut b.q, &mut b.scales, &mut b.logits);
         &b.logits
     }
 }

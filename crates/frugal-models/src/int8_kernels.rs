@@ -190,34 +190,6 @@ fn quantize_acts_of(x: &[f32], k: usize, out: &mut QuantizedActs, gelu: bool) {
         .for_each(|((q, s), x)| quantize_rows(x, q, s, gelu));
 }
 
-/// [`quantize_acts`] on the caller's thread (a single query served).
-pub fn quantize_acts_on_caller(x: &[f32], k: usize, out: &mut QuantizedActs) {
-    assert!(
-        k > 0 && k.is_multiple_of(GROUP) && x.len().is_multiple_of(k),
-        "int8 activations: shape"
-    );
-    out.m = x.len() / k;
-    out.k = k;
-    out.q.resize(x.len(), 0);
-    out.scale.resize(x.len() / GROUP, 0.0);
-    quantize_rows(x, &mut out.q, &mut out.scale, false);
-}
-
-/// [`matmul_i8`] on the caller's thread (a single query served).
-pub fn matmul_i8_on_caller(a: &QuantizedActs, w: &PackedI8, dst: &mut [f32]) {
-    assert_eq!(a.k, w.k, "int8 product: inner sizes");
-    assert_eq!(dst.len(), a.m * w.n, "int8 product: destination");
-    let (k, n) = (w.k, w.n);
-    let groups = k / GROUP;
-    for ((d, q), s) in dst
-        .chunks_mut(BLOCK_ROWS * n)
-        .zip(a.q.chunks(BLOCK_ROWS * k))
-        .zip(a.scale.chunks(BLOCK_ROWS * groups))
-    {
-        block(q, s, w, d);
-    }
-}
-
 /// `dst[m×n] += dequantized(a) · Wᵀ` (so `dst` may hold a bias and a residual already).
 pub fn matmul_i8(a: &QuantizedActs, w: &PackedI8, dst: &mut [f32]) {
     assert_eq!(a.k, w.k, "int8 product: inner sizes");

@@ -28,6 +28,7 @@ pub mod linear;
 pub mod llama;
 pub mod memory;
 pub mod qmatmul;
+pub mod relu_int8;
 pub mod scratch;
 pub mod storage;
 pub mod tokenizer;
