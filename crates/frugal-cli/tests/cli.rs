@@ -2961,6 +2961,18 @@ fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
     assert!(!d.join("r.gguf").exists());
     let ckpt = d.join("r.gguf.checkpoint");
     assert!(ckpt.exists() && d.join("r.gguf.checkpoint.tensors").exists());
+    // The checkpoint keeps the seconds the pass had run (a safetensors header's metadata).
+    let carried = {
+        let raw = std::fs::read(&ckpt).unwrap();
+        let n = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&raw[8..8 + n]).unwrap();
+        let meta = header["__metadata__"]["frugal.block_checkpoint"]
+            .as_str()
+            .unwrap();
+        let meta: serde_json::Value = serde_json::from_str(meta).unwrap();
+        meta["record"]["seconds"].as_f64().unwrap()
+    };
+    assert!(carried > 0.0, "{carried}");
     // Other settings: refused, the checkpoint kept.
     let mut other = args("r.gguf", "512");
     other.push("--resume");
@@ -2978,6 +2990,12 @@ fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
     );
     assert_eq!(std::fs::read_dir(d.join("scratch")).unwrap().count(), 0);
     assert_eq!(resumed["quantize"]["awq"], whole["quantize"]["awq"]);
+    // The report's time is the whole pass's, the killed run's part included.
+    let seconds = resumed["quantize"]["seconds"].as_f64().unwrap();
+    assert!(
+        seconds > carried,
+        "{seconds} s reported, {carried} s carried"
+    );
     assert!(!ckpt.exists() && !d.join("r.gguf.checkpoint.tensors").exists());
     // --resume is for the block-wise methods.
     assert_bad_input(

@@ -771,6 +771,37 @@ fn a_run_over_its_memory_budget_is_refused_before_any_work() {
         d,
     );
     assert_refused(&out, &["output layer", "more than --max-memory 102 MiB"]);
+    // tune's plan: the largest of its importance matrix, a candidate judged beside the
+    // input's logits kept between candidates, and a candidate loaded to measure its energy.
+    let out = frugal_within(
+        60,
+        &[
+            "tune",
+            s(&model),
+            "-o",
+            "t.gguf",
+            "--max-kld",
+            "0.05",
+            "--calib",
+            "calib.txt",
+            "--eval",
+            "eval.txt",
+            "--heldout",
+            "calib.txt",
+            "--max-memory",
+            "150M",
+        ],
+        d,
+    );
+    assert_refused(
+        &out,
+        &[
+            "memory plan: about",
+            "the input's logits kept between candidates",
+            "more than --max-memory 150 MiB",
+            "--reference-cache-mib",
+        ],
+    );
     // A prune holds its pruned weights in F32 until written: the plan says so.
     let out = frugal_within(
         60,

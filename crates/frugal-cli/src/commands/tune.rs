@@ -70,6 +70,8 @@ pub struct Args {
     /// SmolLM2); 0 recomputes them for every candidate.
     #[arg(long, default_value_t = defaults().reference_cache_bytes >> 20)]
     pub reference_cache_mib: usize,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -102,6 +104,7 @@ pub fn run(a: Args) -> Result<()> {
         objective: a.objective,
         measure_energy: !a.no_energy,
         reference_cache_bytes: a.reference_cache_mib.saturating_mul(1 << 20),
+        max_memory: a.memory.max_memory,
         ..Tune::new(a.input, a.output)
     };
     execute(&job, a.json).map(drop)

@@ -307,6 +307,9 @@ pub struct BlockwiseResult {
     /// Per AWQ group (first weight's name): α and the relative reduction of the group's
     /// rounding loss.
     pub awq: Vec<AwqChoice>,
+    /// Seconds the pass ran before this process resumed it (0 for a pass run whole), so a
+    /// report's time is the whole pass's.
+    pub resumed_seconds: f64,
 }
 
 /// Calibrated quantization of every decoder block's linear layers, block after block, each
@@ -336,7 +339,11 @@ pub fn blockwise_model(
     struct Record {
         store: StoreIndex,
         awq: Vec<AwqChoice>,
+        /// Seconds the pass had run when the checkpoint was saved (all runs of it).
+        #[serde(default)]
+        seconds: f64,
     }
+    let started = std::time::Instant::now();
     // A checkpoint is this run's only if the model, the tokens, the settings and every
     // tensor's type are the same.
     let types: Vec<Option<u32>> = choices.iter().map(|c| c.map(|c| c.ty.0)).collect();
@@ -346,7 +353,7 @@ pub fn blockwise_model(
             Ok((c, key))
         })
         .transpose()?;
-    let (store, awq0, resume) = match &checkpoint {
+    let (store, awq0, resume, resumed_seconds) = match &checkpoint {
         Some((c, key)) => {
             let (_, tensors_file) = Checkpoint::files(&c.output);
             let saved = if c.resume {
@@ -360,11 +367,17 @@ pub fn blockwise_model(
                     ProducedStore::reopen(&tensors_file, &record.store)?,
                     record.awq,
                     Some(resume),
+                    record.seconds,
                 ),
-                None => (ProducedStore::create_at(&tensors_file)?, Vec::new(), None),
+                None => (
+                    ProducedStore::create_at(&tensors_file)?,
+                    Vec::new(),
+                    None,
+                    0.0,
+                ),
             }
         }
-        None => (ProducedStore::new_in(spill_dir), Vec::new(), None),
+        None => (ProducedStore::new_in(spill_dir), Vec::new(), None, 0.0),
     };
     let tensors = RefCell::new(store);
     let awq_choices = RefCell::new(awq0);
@@ -378,6 +391,7 @@ pub fn blockwise_model(
         let record = Record {
             store: tensors.borrow().checkpoint_index()?,
             awq: awq_choices.borrow().clone(),
+            seconds: resumed_seconds + started.elapsed().as_secs_f64(),
         };
         ckpt::save(&c.output, key, done, states, imatrix, &record)
     };
@@ -610,6 +624,7 @@ pub fn blockwise_model(
         tensors: tensors.into_inner(),
         imatrix,
         awq: awq_choices.into_inner(),
+        resumed_seconds,
     })
 }
 

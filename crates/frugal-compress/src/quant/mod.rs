@@ -298,6 +298,8 @@ pub struct QuantizeReport {
     pub output_bytes: u64,
     pub n_parameters: u64,
     pub bits_per_weight: f64,
+    /// Wall time of the whole quantization; a block-wise pass resumed from a checkpoint
+    /// counts the runs before the resume too.
     pub seconds: f64,
     /// Seconds of `seconds` spent measuring the full-precision model's importance matrix
     /// (llama-imatrix's work), when this run measured one.
@@ -710,6 +712,7 @@ pub fn quantize_model(
                 &|d, t| progress("tensors", d, t),
             )?;
             report.awq = r.awq;
+            report.seconds += r.resumed_seconds;
             // The output is in place: the checkpoint has served.
             if let Some(c) = &opts.checkpoint {
                 c.remove()?;

@@ -8,6 +8,7 @@ use crate::tune::{Judged, Objective, QualityLimit, TuneJob, TuneReport};
 use crate::tune_classifier::{ClassifierTuneJob, ClassifierTuneReport};
 use crate::Error;
 use frugal_formats::guard::IoPlan;
+use frugal_models::memory::MemoryPlan;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,8 @@ pub struct Tune {
     pub objective: Objective,
     pub measure_energy: bool,
     pub reference_cache_bytes: usize,
+    /// Language models: the memory budget (`--max-memory`; default what the machine has).
+    pub max_memory: Option<u64>,
 }
 
 impl Tune {
@@ -86,6 +89,7 @@ impl Tune {
             objective: Objective::default(),
             measure_energy: true,
             reference_cache_bytes: 2048 << 20,
+            max_memory: None,
         }
     }
 }
@@ -140,7 +144,7 @@ impl Tune {
     fn classifier(&self, data: Dataset, progress: Progress) -> Result<ClassifierTuneReport, Error> {
         if self.objective == Objective::Energy {
             return Err(Error::Usage(
-                "--objective energy is for GGUF language models: the classifier workload multiplies decoded f32 weights, so every plan costs the same energy".into(),
+                "--objective energy is for GGUF language models; a classifier's plans are ranked by size".into(),
             ));
         }
         let max_drop_pt = match &self.limit {
@@ -216,8 +220,67 @@ impl Tune {
             measure_energy: self.measure_energy,
             reference_cache_bytes: self.reference_cache_bytes,
         };
+        super::check_memory(
+            &memory_plan(&job)?,
+            self.max_memory,
+            "fewer --calib-tokens or --eval-chunks, a smaller --reference-cache-mib, or --no-energy (pass --max-memory if the machine has more)",
+        )?;
         crate::tune::tune(&job, progress)
     }
+}
+
+/// The search's peak memory from the shapes, before any work: the importance matrix and the
+/// rounding of a candidate; or a candidate judged against the input on the larger of the two
+/// texts beside the input's logits kept between candidates; or a candidate loaded whole to
+/// measure its energy (as `frugal measure` serves it: at most a byte and 1/16 per weight, the
+/// size of Q8_0, the largest quantized type; 4 bytes where the energy objective lets F32
+/// tensors in) — whichever is largest.
+fn memory_plan(job: &TuneJob) -> Result<MemoryPlan, Error> {
+    let f = frugal_formats::gguf::GgufFile::open(&job.input)?;
+    let shape = super::calib_shape(Some(&job.calib));
+    let write = frugal_compress::quant::memory_plan(
+        &f,
+        shape,
+        frugal_compress::quant::Method::Rtn,
+        &frugal_models::scratch::Placement::Memory,
+    )?;
+    let config =
+        frugal_models::llama::LlamaConfig::from_gguf(&f).map_err(frugal_compress::Error::from)?;
+    let mut judge = MemoryPlan::new();
+    let mut chunks = 0u64;
+    for spec in [&job.search, &job.heldout] {
+        let files = frugal_eval::LmEvalFiles {
+            model: job.input.clone(),
+            reference: Some(job.input.clone()),
+            text: spec.text.clone(),
+            opts_ctx: spec.ctx,
+            max_chunks: spec.chunks,
+            load: frugal_models::llama::LoadOptions::GGML,
+        };
+        judge = judge.max(files.memory_plan()?);
+        // At most the chunks the text holds (a token is at least a byte).
+        let bytes = std::fs::metadata(&spec.text).map_or(u64::MAX, |m| m.len());
+        let in_text = bytes / spec.ctx.max(1) as u64;
+        chunks += spec.chunks.map_or(in_text, |c| (c as u64).min(in_text));
+    }
+    let logits_per_chunk = 4 * (job.search.ctx as u64 / 2) * config.n_vocab as u64;
+    judge.add(
+        "the input's logits kept between candidates (--reference-cache-mib)",
+        (job.reference_cache_bytes as u64).min(chunks.saturating_mul(logits_per_chunk)),
+    );
+    let mut plan = write.max(judge);
+    if job.measure_energy || job.objective == Objective::Energy {
+        let weights: u64 = f.header.tensors.iter().map(|t| t.n_elements()).sum();
+        let served = if job.objective == Objective::Energy {
+            4 * weights
+        } else {
+            weights + weights / 16
+        };
+        let mut measure = MemoryPlan::new();
+        measure.add("a candidate loaded whole to measure its energy", served);
+        plan = plan.max(measure);
+    }
+    Ok(plan)
 }
 
 impl ToText for TuneOutcome {
