@@ -9,7 +9,7 @@
 //! negative value (not an image scaled to 0..1) runs the decoded weights in F32 instead.
 //!
 //! Measured on the embedded run's models (`bench/classifier-serving.sh`, BENCHMARKS.md
-//! "Classifiers served as stored"). An earlier design rounded activations in groups of 32
+//! "Every layer in integers"). An earlier design rounded activations in groups of 32
 //! with a scale each and converted every group's sum to f32; its rounding and conversions cost
 //! more than small products saved, so it served layers under 16,384 multiply-adds in F32 and
 //! the int8 student (3,592 weights) cost what its F32 source did.
