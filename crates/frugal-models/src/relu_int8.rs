@@ -79,6 +79,8 @@ pub struct PackedRelu {
     scale: Vec<f32>,
     /// The layer's bias, zero-padded the same way.
     bias: Vec<f32>,
+    /// The kernel [`matmul`] runs, chosen once here rather than per product.
+    kernel: Kernel,
 }
 
 impl PackedRelu {
@@ -108,6 +110,7 @@ impl PackedRelu {
             panels,
             scale: pad(scale),
             bias: pad(bias),
+            kernel: Kernel::detected(),
         }
     }
 }
@@ -133,23 +136,29 @@ pub fn round_nonneg(x: &[f32], q: &mut [u8]) -> f32 {
 /// `dst[m, n] = sa[r] · sw[o] · (a[r] · q[o]) + bias[o]` for rows `a` `[m, kp]` (0..=127, zero
 /// beyond `k`), on the caller's thread.
 pub fn matmul(a: &[u8], sa: &[f32], w: &PackedRelu, dst: &mut [f32]) {
-    matmul_with(Kernel::detected(), a, sa, w, dst)
+    // The kernel was detected on this CPU when the weight was packed.
+    run(w.kernel, a, sa, w, dst)
 }
 
 /// [`matmul`] with a chosen kernel (which this CPU must have).
 pub fn matmul_with(kernel: Kernel, a: &[u8], sa: &[f32], w: &PackedRelu, dst: &mut [f32]) {
+    assert!(
+        kernel.available(),
+        "int8 product: {kernel:?} is not on this CPU"
+    );
+    run(kernel, a, sa, w, dst)
+}
+
+fn run(kernel: Kernel, a: &[u8], sa: &[f32], w: &PackedRelu, dst: &mut [f32]) {
     let m = sa.len();
     assert!(
         a.len() == m * w.kp && dst.len() == m * w.n,
         "int8 product: shapes"
     );
-    assert!(
-        kernel.available(),
-        "int8 product: {kernel:?} is not on this CPU"
-    );
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has the kernel's instructions (checked above); shapes checked above.
+        // SAFETY: the CPU has the kernel's instructions (detected at packing, or checked by
+        // `matmul_with`); shapes checked above.
         Kernel::Avx2 => unsafe { x86::rows_avx2(a, sa, w, dst) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
