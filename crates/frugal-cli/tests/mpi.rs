@@ -22,17 +22,31 @@ fn alone(args: &[&str], cwd: &Path) -> Output {
 
 /// `mpirun -np 2 frugal ARGS`, one thread per rank, with `env` exported to the ranks.
 fn ranks2(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = mpirun(env);
+    c.args(["-np", "2", BIN]).args(args).current_dir(cwd);
+    c.output()
+        .expect("mpirun runs (install Open MPI: libopenmpi-dev openmpi-bin)")
+}
+
+/// Two ranks, each with its own arguments: `mpirun -np 1 frugal ARGS0 : -np 1 frugal ARGS1`.
+fn ranks2_each(args: [&[&str]; 2], cwd: &Path) -> Output {
+    let mut c = mpirun(&[]);
+    c.args(["-np", "1", BIN])
+        .args(args[0])
+        .args([":", "-np", "1", BIN])
+        .args(args[1])
+        .current_dir(cwd);
+    c.output()
+        .expect("mpirun runs (install Open MPI: libopenmpi-dev openmpi-bin)")
+}
+
+/// `mpirun` with its options for the tests: one thread per rank, `env` exported, under a
+/// timeout; the number of ranks and the command follow.
+fn mpirun(env: &[(&str, &str)]) -> Command {
     // A hung job fails the test instead of the whole CI run.
     let mut c = Command::new("timeout");
-    c.args([
-        "600",
-        "mpirun",
-        "--allow-run-as-root",
-        "--oversubscribe",
-        "-np",
-        "2",
-    ])
-    .args(["-x", "RAYON_NUM_THREADS=1"]);
+    c.args(["600", "mpirun", "--allow-run-as-root", "--oversubscribe"])
+        .args(["-x", "RAYON_NUM_THREADS=1"]);
     for (k, v) in env {
         c.args(["-x", &format!("{k}={v}")]);
     }
@@ -41,9 +55,7 @@ fn ranks2(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
             c.args(["-x", k]);
         }
     }
-    c.arg(BIN).args(args).current_dir(cwd);
-    c.output()
-        .expect("mpirun runs (install Open MPI: libopenmpi-dev openmpi-bin)")
+    c
 }
 
 fn ok_json(out: &Output, what: &str) -> serde_json::Value {
@@ -182,6 +194,124 @@ fn two_ranks_quantize_and_evaluate_exactly_as_one() {
     without_timing(&mut two);
     assert_eq!(one, two);
     assert_eq!(one["n_chunks"], 5, "{one}");
+}
+
+/// A copy of the GGUF file `src` at `dst` with every tensor of the blocks `blocks` overwritten
+/// by 0xFF bytes: NaN in F32 and F16, NaN scales in the block-quantized types, so that any use
+/// of those blocks shows in the figures.
+fn poisoned_copy(src: &Path, dst: &Path, blocks: std::ops::Range<usize>) {
+    let f = frugal_formats::gguf::GgufFile::open(src).unwrap();
+    let mut bytes = std::fs::read(src).unwrap();
+    let mut n = 0;
+    for t in &f.header.tensors {
+        let block = t
+            .name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        if block.is_some_and(|i| blocks.contains(&i)) {
+            let start = (f.header.data_offset + t.offset) as usize;
+            bytes[start..start + t.n_bytes as usize].fill(0xFF);
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 9 * blocks.len(),
+        "{n} tensors poisoned in blocks {blocks:?}"
+    );
+    std::fs::write(dst, bytes).unwrap();
+}
+
+/// The blocks split across two ranks (`--rank-split blocks`, issue #25): each rank reads only
+/// its half of the blocks of the model and of the reference. Each rank is given copies whose
+/// other half is poisoned (NaN), and the figures are still the single process's on the intact
+/// files, number for number; the same poisoned copy evaluated by one process is not.
+#[test]
+fn two_ranks_each_holding_half_the_blocks_evaluate_exactly_as_one() {
+    let Some(model) = smollm2() else { return };
+    let Some(dir) = texts() else { return };
+    let d = dir.path();
+    let m = model.to_str().unwrap();
+    let q = alone(
+        &[
+            "quantize",
+            m,
+            "q.gguf",
+            "--type",
+            "Q4_0",
+            "--no-eval",
+            "--json",
+        ],
+        d,
+    );
+    ok_json(&q, "quantize Q4_0");
+    let n_layer = frugal_models::llama::LlamaConfig::from_gguf(
+        &frugal_formats::gguf::GgufFile::open(&model).unwrap(),
+    )
+    .unwrap()
+    .n_layer;
+    // Rank r runs blocks shard(n_layer, r, 2): its copies poison the other rank's blocks.
+    for r in 0..2 {
+        let other = frugal_dist::shard(n_layer, 1 - r, 2);
+        poisoned_copy(
+            &d.join("q.gguf"),
+            &d.join(format!("q{r}.gguf")),
+            other.clone(),
+        );
+        poisoned_copy(&model, &d.join(format!("ref{r}.gguf")), other);
+    }
+    let args = |model: &str, reference: &str| -> Vec<String> {
+        [
+            "eval",
+            model,
+            "--reference",
+            reference,
+            "--text",
+            "eval.txt",
+            "--ctx",
+            "128",
+            "--chunks",
+            "3",
+            "--rank-split",
+            "blocks",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(|s| s.as_str()).collect()
+    }
+    let (a0, a1, a) = (
+        args("q0.gguf", "ref0.gguf"),
+        args("q1.gguf", "ref1.gguf"),
+        args("q.gguf", m),
+    );
+    let mut one = ok_json(&alone(&strs(&a), d), "eval alone");
+    let mut two = ok_json(
+        &ranks2_each([&strs(&a0), &strs(&a1)], d),
+        "eval with the blocks split over two ranks",
+    );
+    for j in [&mut one, &mut two] {
+        without_timing(j);
+        // Each rank's copy has its own name.
+        j.as_object_mut().unwrap().remove("reference");
+    }
+    assert_eq!(one, two);
+    assert_eq!(one["n_chunks"], 3, "{one}");
+    assert!(one["kld"]["mean"].as_f64().unwrap() > 0.0, "{one}");
+    // The poison is there: rank 0's copies, evaluated whole by one process.
+    let poisoned = alone(&strs(&args("q0.gguf", "ref0.gguf")), d);
+    let differs = !poisoned.status.success() || {
+        let mut p = common::report(&poisoned.stdout);
+        without_timing(&mut p);
+        p.as_object_mut().unwrap().remove("reference");
+        p != one
+    };
+    assert!(
+        differs,
+        "the poisoned copy evaluated alone gives the intact figures"
+    );
 }
 
 /// Data-parallel training: two ranks each take half of every batch and sum their gradients;

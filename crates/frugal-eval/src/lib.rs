@@ -10,7 +10,7 @@ pub mod lm;
 
 pub use lm::{
     eval_lm, eval_lm_files, eval_lm_files_cached, KldStats, LmEvalFiles, LmEvalOptions,
-    LmEvalReport, LmEvalResult, LmSource, ReferenceCache,
+    LmEvalReport, LmEvalResult, LmSource, RankSplit, ReferenceCache,
 };
 
 /// Errors of evaluation.
@@ -28,6 +28,8 @@ pub enum Error {
     Mismatch(String),
     #[error(transparent)]
     Dist(#[from] frugal_dist::Error),
+    #[error("the blocks cannot be split across ranks: {0}")]
+    Split(String),
 }
 
 impl Error {

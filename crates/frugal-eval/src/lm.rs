@@ -1,6 +1,7 @@
 //! Perplexity and KL divergence of a decoder on a token stream.
 
 use crate::{Error, Result};
+use frugal_dist::Comm;
 use frugal_models::llama::Llama;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -21,6 +22,26 @@ pub struct LmEvalOptions {
     /// for as many as [`STREAM_HIDDEN_BYTES`] of hidden states hold. Results do not depend on
     /// it.
     pub group_chunks: Option<usize>,
+    /// How the ranks of a distributed run share the work (one process: no difference).
+    pub split: RankSplit,
+}
+
+frugal_formats::name_table! {
+    "lowercase";
+    /// How the ranks of an MPI evaluation share the work. The figures are the single process's
+    /// either way, bit for bit.
+    #[derive(Default)]
+    pub enum RankSplit {
+        /// Each rank scores its share of the chunks through every block (the default: the
+        /// ranks work at once from the start).
+        #[default]
+        Chunks,
+        /// Each rank runs only its share of the blocks (rank r: blocks `⌊rL/N⌋..`) on every
+        /// chunk and hands the states on to the next rank, which is the only one to read its
+        /// blocks from the file; the last rank scores. Groups of chunks follow each other
+        /// through the ranks as through a pipeline. Models streamed from files only.
+        Blocks,
+    }
 }
 
 type ChunkMap = std::collections::HashMap<(Vec<u32>, usize), std::sync::Arc<Vec<f32>>>;
@@ -323,36 +344,50 @@ impl LmSource<'_> {
         })
     }
 
-    /// Blocks a group of chunks is streamed through (0 for a model in memory).
-    fn streamed_blocks(&self) -> Result<usize> {
+    /// Blocks a group of chunks is streamed through on this rank of `stages` (0 for a model
+    /// in memory).
+    fn streamed_blocks(&self, stages: &dyn Comm) -> Result<usize> {
         Ok(match self {
             LmSource::Loaded(_) => 0,
-            LmSource::File(..) => self.config()?.n_layer,
+            LmSource::File(..) => {
+                frugal_dist::shard(self.config()?.n_layer, stages.rank(), stages.size()).len()
+            }
         })
     }
 
     /// Ready to give the logits of chunks `group` (for a file: streamed through every block,
-    /// calling `step()` after each).
+    /// calling `step()` after each). The blocks are split across the ranks of `stages` (a
+    /// pipeline; [`frugal_dist::Single`] runs them all): rank r runs blocks
+    /// `shard(n_layer, r, size)` on the states rank r − 1 hands it (rank 0 embeds the tokens)
+    /// and hands them on; only the last rank finishes the pass and is ready (`None` on the
+    /// others). Every rank of `stages` calls it, in the same order.
     fn ready(
         &self,
+        stages: &dyn Comm,
         chunks: &[Vec<u32>],
         group: std::ops::Range<usize>,
         first: usize,
         step: &(dyn Fn() + Sync),
-    ) -> Result<Ready<'_>> {
+    ) -> Result<Option<Ready<'_>>> {
         let (f, load) = match *self {
-            LmSource::Loaded(m) => return Ok(Ready::Loaded(m)),
+            LmSource::Loaded(m) => return Ok(Some(Ready::Loaded(m))),
             LmSource::File(f, load) => (f, load),
         };
+        let (rank, size) = (stages.rank(), stages.size());
         let dev = candle_core::Device::Cpu;
         let mut model = Llama::load_bare_shell(f, &dev)?;
-        let mut xs = chunks[group.clone()]
-            .iter()
-            .map(|c| model.embed_from(f, c))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
         let ctx = chunks[group.start].len();
+        let mut xs = if rank == 0 {
+            chunks[group.clone()]
+                .iter()
+                .map(|c| model.embed_from(f, c))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        } else {
+            let bytes = stages.exchange(rank - 1, &[])?;
+            states_from_wire(&bytes, group.len(), ctx, model.config.n_embd)?
+        };
         let attn = model.attn_ctx(ctx)?;
-        for i in 0..model.config.n_layer {
+        for i in frugal_dist::shard(model.config.n_layer, rank, size) {
             let block = Llama::load_block(f, &model.config, i, load, &dev)?;
             xs = xs
                 .par_iter()
@@ -360,18 +395,64 @@ impl LmSource<'_> {
                 .collect::<Result<Vec<_>>>()?;
             step();
         }
+        if rank + 1 < size {
+            stages.exchange(rank + 1, &states_to_wire(&xs)?)?;
+            return Ok(None);
+        }
         let hidden = xs
             .iter()
             .map(|x| Ok(model.final_norm(&x.narrow(0, first, ctx - first)?)?))
             .collect::<Result<Vec<_>>>()?;
         drop(xs);
         model.load_output(f, load)?;
-        Ok(Ready::Streamed {
+        Ok(Some(Ready::Streamed {
             model: Box::new(model),
             start: group.start,
             hidden,
-        })
+        }))
     }
+}
+
+/// A group's hidden states `[ctx, d]` each, as the bytes one rank hands the next (f32, little
+/// endian, chunk after chunk: the values exactly).
+fn states_to_wire(xs: &[candle_core::Tensor]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for x in xs {
+        for v in x.flatten_all()?.to_vec1::<f32>()? {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// The inverse of [`states_to_wire`] for `n` chunks of `ctx` × `d`; any other length is refused.
+fn states_from_wire(
+    bytes: &[u8],
+    n: usize,
+    ctx: usize,
+    d: usize,
+) -> Result<Vec<candle_core::Tensor>> {
+    let per = ctx * d * 4;
+    if bytes.len() != n * per {
+        return Err(Error::Dist(frugal_dist::Error::Protocol(format!(
+            "{} bytes of hidden states for {n} chunks of {ctx} × {d}",
+            bytes.len()
+        ))));
+    }
+    bytes
+        .chunks_exact(per)
+        .map(|b| {
+            let v: Vec<f32> = b
+                .chunks_exact(4)
+                .map(|w| f32::from_le_bytes(w.try_into().expect("4 bytes")))
+                .collect();
+            Ok(candle_core::Tensor::from_vec(
+                v,
+                (ctx, d),
+                &candle_core::Device::Cpu,
+            )?)
+        })
+        .collect()
 }
 
 /// A model ready to give chunks' logits.
@@ -471,8 +552,30 @@ pub fn eval_lm(
     //
     // Each rank (one alone) scores its share of the chunks ([`frugal_dist::shard`]); the
     // per-chunk results are gathered in chunk order, so every sum and percentile below is the
-    // single process's, bit for bit.
+    // single process's, bit for bit. With the blocks split instead ([`RankSplit::Blocks`]),
+    // every rank takes every chunk through its blocks and the last rank scores them all.
     let comm = frugal_dist::world();
+    let by_blocks = opts.split == RankSplit::Blocks && comm.size() > 1;
+    if by_blocks {
+        let in_memory =
+            matches!(model, LmSource::Loaded(_)) || matches!(reference, Some(LmSource::Loaded(_)));
+        if in_memory || cache.is_some() {
+            return Err(Error::Split(
+                if in_memory {
+                    "a model in memory holds every block"
+                } else {
+                    "a reference cache is kept by the rank that scores"
+                }
+                .into(),
+            ));
+        }
+    }
+    let stages: &dyn Comm = if by_blocks {
+        comm
+    } else {
+        &frugal_dist::Single
+    };
+    let scores_here = stages.rank() + 1 == stages.size();
     //
     // The chunks run in groups: in each, the reference's logits first (taken from the cache
     // where kept there), then the model's, so one output layer is in memory at a time, beside
@@ -480,7 +583,11 @@ pub fn eval_lm(
     // [`STREAM_HIDDEN_BYTES`]. Progress counts each group's block passes (streamed sources)
     // and each chunk scored.
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let mine = frugal_dist::shard(n_chunks, comm.rank(), comm.size());
+    let mine = if by_blocks {
+        0..n_chunks
+    } else {
+        frugal_dist::shard(n_chunks, comm.rank(), comm.size())
+    };
     let scored = (ctx - 1 - first) * n_vocab;
     let per_chunk_bytes = 4 * (ctx * config.n_embd + if reference.is_some() { scored } else { 0 });
     let group_len = opts
@@ -488,12 +595,12 @@ pub fn eval_lm(
         .unwrap_or(STREAM_HIDDEN_BYTES / per_chunk_bytes.max(1))
         .max(1);
     let n_groups = mine.len().div_ceil(group_len);
-    let passes = model.streamed_blocks()?
+    let passes = model.streamed_blocks(stages)?
         + match &reference {
-            Some(r) => r.streamed_blocks()?,
+            Some(r) => r.streamed_blocks(stages)?,
             None => 0,
         };
-    let total = mine.len() + n_groups * passes;
+    let total = if scores_here { mine.len() } else { 0 } + n_groups * passes;
     let step = || {
         progress(
             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
@@ -556,32 +663,40 @@ pub fn eval_lm(
         step();
         Ok((s, rs, kl))
     };
-    let per_chunk = frugal_dist::gather_items::<Error>(comm, n_chunks, &mut |mine| {
-        let mut out = Vec::with_capacity(mine.len());
-        let mut start = mine.start;
-        while start < mine.end {
-            let group = start..(start + group_len).min(mine.end);
+    // The scores of chunks `range`, as wire bytes (none on a rank of `stages` that does not
+    // score).
+    let run_groups = |range: std::ops::Range<usize>| -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(range.len());
+        let mut start = range.start;
+        while start < range.end {
+            let group = start..(start + group_len).min(range.end);
             start = group.end;
             // The reference runs only when some chunk of the group is not cached.
             let cached = |c: usize| cache.is_some_and(|k| k.get(&chunks[c], first).is_some());
             let r = match &reference {
                 Some(src) if !group.clone().all(cached) => {
-                    Some(src.ready(&chunks, group.clone(), first, &step)?)
+                    src.ready(stages, &chunks, group.clone(), first, &step)?
                 }
                 Some(src) => {
                     // Its block passes are not needed: counted as done.
-                    (0..src.streamed_blocks()?).for_each(|_| step());
+                    (0..src.streamed_blocks(stages)?).for_each(|_| step());
                     None
                 }
                 None => None,
             };
-            let rls = group
-                .clone()
-                .into_par_iter()
-                .map(|c| reference_logits(r.as_ref(), c))
-                .collect::<Result<Vec<_>>>()?;
+            let rls = if scores_here {
+                group
+                    .clone()
+                    .into_par_iter()
+                    .map(|c| reference_logits(r.as_ref(), c))
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                Vec::new()
+            };
             drop(r);
-            let m = model.ready(&chunks, group.clone(), first, &step)?;
+            let Some(m) = model.ready(stages, &chunks, group.clone(), first, &step)? else {
+                continue;
+            };
             out.extend(
                 group
                     .clone()
@@ -593,10 +708,23 @@ pub fn eval_lm(
             );
         }
         Ok(out)
-    })?
-    .iter()
-    .map(|b| chunk_from_wire(b))
-    .collect::<Result<Vec<_>>>()?;
+    };
+    let wire = if by_blocks {
+        let mine = run_groups(0..n_chunks)?;
+        frugal_dist::exchange_owned(
+            comm,
+            n_chunks,
+            mine.into_iter().enumerate().collect(),
+            false,
+        )?
+        .expect("every rank receives the items")
+    } else {
+        frugal_dist::gather_items::<Error>(comm, n_chunks, &mut |mine| run_groups(mine))?
+    };
+    let per_chunk = wire
+        .iter()
+        .map(|b| chunk_from_wire(b))
+        .collect::<Result<Vec<_>>>()?;
     let mut scores: Vec<TokenScore> = Vec::new();
     let mut ref_scores: Vec<TokenScore> = Vec::new();
     let mut klds: Vec<f64> = Vec::new();
@@ -713,6 +841,7 @@ mod tests {
             max_chunks: None,
             bos: Some(1),
             group_chunks: None,
+            split: RankSplit::Chunks,
         };
         let chunks = chunks_of(&tokens, &opts).unwrap();
         assert_eq!(chunks.len(), 2);
@@ -761,6 +890,8 @@ pub struct LmEvalFiles {
     pub max_chunks: Option<usize>,
     /// How weights are held and multiplied (`LoadOptions::GGML` to compare with llama.cpp).
     pub load: frugal_models::llama::LoadOptions,
+    /// How the ranks of an MPI run share the work.
+    pub split: RankSplit,
 }
 
 impl LmEvalFiles {
@@ -919,6 +1050,7 @@ pub fn eval_lm_files_cached(
         max_chunks: job.max_chunks,
         bos: if tok.add_bos { tok.bos } else { None },
         group_chunks: None,
+        split: job.split,
     };
     // Both models are streamed from their files, block by block (the reference is not even
     // opened when the cache holds every chunk).

@@ -75,6 +75,7 @@ fn f32_perplexity_matches_llama_perplexity_within_half_a_percent() {
         opts_ctx: g["ctx"].as_u64().unwrap() as usize,
         max_chunks: Some(g["chunks"].as_u64().unwrap() as usize),
         load: frugal_models::llama::LoadOptions::GGML,
+        split: frugal_eval::RankSplit::Chunks,
     };
     let r = frugal_eval::eval_lm_files(&job, &|_, _| {}).unwrap();
     let want = g["ppl"].as_f64().unwrap();

@@ -37,6 +37,7 @@ fn streamed_evaluation_equals_the_loaded_model() {
         max_chunks: Some(3),
         bos: tok.bos.filter(|_| tok.add_bos),
         group_chunks: group,
+        split: frugal_eval::RankSplit::Chunks,
     };
     let steps = std::sync::Mutex::new(Vec::new());
     let record = |d: usize, t: usize| steps.lock().unwrap().push((d, t));

@@ -140,6 +140,7 @@ pub fn judge_cached(
         opts_ctx: e.ctx,
         max_chunks: e.chunks,
         load: frugal_models::llama::LoadOptions::GGML,
+        split: frugal_eval::RankSplit::Chunks,
     };
     Ok(frugal_eval::eval_lm_files_cached(&job, cache, &|d, t| {
         progress("block passes and chunks", d, t)

@@ -2,6 +2,7 @@
 
 use super::*;
 use frugal_eval::encoder::EncoderData;
+use frugal_eval::RankSplit;
 use frugal_models::llama::LoadOptions;
 use frugal_pipeline::data::Dataset;
 use frugal_pipeline::jobs::eval::Eval;
@@ -50,6 +51,10 @@ pub struct Args {
     /// Use candle's quantized kernels instead of decoding weights to f32 (slow on CPU).
     #[arg(long, conflicts_with = "f32_activations")]
     pub quantized_kernels: bool,
+    /// Under `mpirun`: split the chunks across the ranks, or the blocks (each rank reads and
+    /// runs only its share of the blocks, handing the states on; the same figures either way).
+    #[arg(long, value_enum, default_value_t = RankSplit::default())]
+    pub rank_split: RankSplit,
     #[command(flatten)]
     pub memory: MemoryArgs,
     /// Print JSON instead of text.
@@ -80,6 +85,7 @@ pub fn run(a: Args) -> Result<()> {
         data: a.data,
         seed: a.seed,
         max_memory: a.memory.max_memory,
+        split: a.rank_split,
         ..Eval::new(a.model)
     };
     execute(&job, a.json).map(drop)

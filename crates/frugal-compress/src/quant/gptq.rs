@@ -173,8 +173,15 @@ pub fn act_order_plan(
     Ok((perm, u))
 }
 
+/// Rows of a weight quantized together by [`act_order_rows`]: each row of U (up to 11,008
+/// values × 4 bytes at 7B) is read once for the tile instead of once per row, so the pass over
+/// the factor — larger than the caches from about 2,000 columns — reads memory a tile at a time.
+const ROW_TILE: usize = 8;
+
 /// Activation-order GPTQ of the rows `w` with a plan from [`act_order_plan`]. Rows are
-/// independent: any row range gives the bytes the whole matrix has for it.
+/// independent: any row range gives the bytes the whole matrix has for it. Rows go through the
+/// factor [`ROW_TILE`] at a time, each with exactly the operations, in the same order, of
+/// [`act_order_rows_reference`] (one row at a time), so the bytes are the same.
 pub fn act_order_rows(
     w: &[f32],
     cols: usize,
@@ -183,53 +190,87 @@ pub fn act_order_rows(
     qw: &[f32],
     c: &Codec,
 ) -> Vec<u8> {
-    let acc = c.levels.expect("a quantized format");
-    let nb = cols / c.block;
-    let row_bytes = nb * c.block_bytes;
+    let row_bytes = cols / c.block * c.block_bytes;
     let mut out = vec![0u8; w.len() / cols * row_bytes];
-    let nsub = c.block / c.sub;
-    out.par_chunks_mut(row_bytes)
-        .zip(w.par_chunks(cols))
+    out.par_chunks_mut(row_bytes * ROW_TILE)
+        .zip(w.par_chunks(cols * ROW_TILE))
         .for_each(|(ob, wr)| {
-            (c.row)(wr, Some(qw), ob);
-            let mut scales = vec![(0f32, 0f32); nb * nsub];
-            let mut levels = vec![0u8; cols];
-            for b in 0..nb {
-                let y = &ob[b * c.block_bytes..(b + 1) * c.block_bytes];
-                (acc.scales)(y, &mut scales[b * nsub..(b + 1) * nsub]);
-                (acc.get)(y, &mut levels[b * c.block..(b + 1) * c.block]);
-            }
-            // The row in permuted order.
-            let mut x: Vec<f32> = perm.iter().map(|&j| wr[j]).collect();
+            let mut rows: Vec<RowState> = ob
+                .chunks_mut(row_bytes)
+                .zip(wr.chunks(cols))
+                .map(|(ob, wr)| RowState::new(ob, wr, perm, qw, c))
+                .collect();
+            let mut e = [0f32; ROW_TILE];
             for k in 0..cols {
-                let j = perm[k];
-                let (d, bias) = scales[j / c.sub];
-                let v = x[k];
-                let q = if d != 0.0 {
-                    let l = (nearest_int((v - bias) / d) + c.offset).clamp(0, c.lmax as i32);
-                    levels[j] = l as u8;
-                    d * (l - c.offset) as f32 + bias
-                } else {
-                    bias
-                };
-                let e = (v - q) / u[k * cols + k];
-                if e != 0.0 {
-                    for (xv, &uv) in x[k + 1..]
-                        .iter_mut()
-                        .zip(&u[k * cols + k + 1..(k + 1) * cols])
-                    {
-                        *xv -= e * uv;
+                let uk = &u[k * cols + k + 1..(k + 1) * cols];
+                for (r, e) in rows.iter_mut().zip(&mut e) {
+                    *e = r.round(k, perm[k], u[k * cols + k], c);
+                }
+                for (r, &e) in rows.iter_mut().zip(&e) {
+                    if e != 0.0 {
+                        for (xv, &uv) in r.x[k + 1..].iter_mut().zip(uk) {
+                            *xv -= e * uv;
+                        }
                     }
                 }
             }
-            for b in 0..nb {
-                (acc.set)(
-                    &mut ob[b * c.block_bytes..(b + 1) * c.block_bytes],
-                    &levels[b * c.block..(b + 1) * c.block],
-                );
+            for (r, ob) in rows.into_iter().zip(ob.chunks_mut(row_bytes)) {
+                r.finish(ob, c);
             }
         });
     out
+}
+
+/// One row in [`act_order_rows`]: its format scales (fitted once on the original row), its
+/// levels, and the row in permuted order as the rounding errors update it.
+struct RowState {
+    scales: Vec<(f32, f32)>,
+    levels: Vec<u8>,
+    x: Vec<f32>,
+}
+
+impl RowState {
+    fn new(ob: &mut [u8], wr: &[f32], perm: &[usize], qw: &[f32], c: &Codec) -> RowState {
+        let acc = c.levels.expect("a quantized format");
+        let cols = wr.len();
+        let nb = cols / c.block;
+        let nsub = c.block / c.sub;
+        (c.row)(wr, Some(qw), ob);
+        let mut scales = vec![(0f32, 0f32); nb * nsub];
+        let mut levels = vec![0u8; cols];
+        for b in 0..nb {
+            let y = &ob[b * c.block_bytes..(b + 1) * c.block_bytes];
+            (acc.scales)(y, &mut scales[b * nsub..(b + 1) * nsub]);
+            (acc.get)(y, &mut levels[b * c.block..(b + 1) * c.block]);
+        }
+        RowState {
+            scales,
+            levels,
+            x: perm.iter().map(|&j| wr[j]).collect(),
+        }
+    }
+
+    /// Rounds the value at permuted position `k` (column `j`) to its block's grid; returns the
+    /// error divided by the factor's diagonal `ukk`, by which the rest of the row is updated.
+    fn round(&mut self, k: usize, j: usize, ukk: f32, c: &Codec) -> f32 {
+        let (d, bias) = self.scales[j / c.sub];
+        let v = self.x[k];
+        let q = if d != 0.0 {
+            let l = (nearest_int((v - bias) / d) + c.offset).clamp(0, c.lmax as i32);
+            self.levels[j] = l as u8;
+            d * (l - c.offset) as f32 + bias
+        } else {
+            bias
+        };
+        (v - q) / ukk
+    }
+
+    fn finish(self, ob: &mut [u8], c: &Codec) {
+        let acc = c.levels.expect("a quantized format");
+        for (b, lv) in self.levels.chunks(c.block).enumerate() {
+            (acc.set)(&mut ob[b * c.block_bytes..(b + 1) * c.block_bytes], lv);
+        }
+    }
 }
 
 /// What the block-wise methods run, on the quantized model's own activations.
@@ -628,6 +669,65 @@ pub fn blockwise_model(
     })
 }
 
+/// [`act_order_rows`] one row at a time: the reference the tiled pass is tested against.
+#[cfg(test)]
+fn act_order_rows_reference(
+    w: &[f32],
+    cols: usize,
+    perm: &[usize],
+    u: &[f32],
+    qw: &[f32],
+    c: &Codec,
+) -> Vec<u8> {
+    let acc = c.levels.expect("a quantized format");
+    let nb = cols / c.block;
+    let row_bytes = nb * c.block_bytes;
+    let mut out = vec![0u8; w.len() / cols * row_bytes];
+    let nsub = c.block / c.sub;
+    out.par_chunks_mut(row_bytes)
+        .zip(w.par_chunks(cols))
+        .for_each(|(ob, wr)| {
+            (c.row)(wr, Some(qw), ob);
+            let mut scales = vec![(0f32, 0f32); nb * nsub];
+            let mut levels = vec![0u8; cols];
+            for b in 0..nb {
+                let y = &ob[b * c.block_bytes..(b + 1) * c.block_bytes];
+                (acc.scales)(y, &mut scales[b * nsub..(b + 1) * nsub]);
+                (acc.get)(y, &mut levels[b * c.block..(b + 1) * c.block]);
+            }
+            // The row in permuted order.
+            let mut x: Vec<f32> = perm.iter().map(|&j| wr[j]).collect();
+            for k in 0..cols {
+                let j = perm[k];
+                let (d, bias) = scales[j / c.sub];
+                let v = x[k];
+                let q = if d != 0.0 {
+                    let l = (nearest_int((v - bias) / d) + c.offset).clamp(0, c.lmax as i32);
+                    levels[j] = l as u8;
+                    d * (l - c.offset) as f32 + bias
+                } else {
+                    bias
+                };
+                let e = (v - q) / u[k * cols + k];
+                if e != 0.0 {
+                    for (xv, &uv) in x[k + 1..]
+                        .iter_mut()
+                        .zip(&u[k * cols + k + 1..(k + 1) * cols])
+                    {
+                        *xv -= e * uv;
+                    }
+                }
+            }
+            for b in 0..nb {
+                (acc.set)(
+                    &mut ob[b * c.block_bytes..(b + 1) * c.block_bytes],
+                    &levels[b * c.block..(b + 1) * c.block],
+                );
+            }
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,6 +890,28 @@ mod tests {
             assert_eq!(cat.len(), rows * row_bytes);
             assert!(cat == whole, "act order, {p} ranges");
             assert!(cat_plain == whole_plain, "plain GPTQ, {p} ranges");
+        }
+    }
+
+    /// The tiled pass writes the one-row-at-a-time reference's bytes: rows a tile's multiple,
+    /// and not (a partial last tile), block and k-quant formats.
+    #[test]
+    fn act_order_rows_in_tiles_are_the_reference_bit_for_bit() {
+        for (rows, ty) in [
+            (2 * ROW_TILE, GgmlType::Q4_0),
+            (2 * ROW_TILE + 3, GgmlType::Q4_K),
+            (ROW_TILE - 1, GgmlType::Q6_K),
+            (ROW_TILE + 5, GgmlType::Q5_1),
+        ] {
+            let cols = 256;
+            let (_, h, w, qw) = problem(cols, rows, 600, (21, rows as u64));
+            let (perm, u) = act_order_plan(&h, cols, 0.01, &Placement::Memory).unwrap();
+            let c = codec(ty).unwrap();
+            let tiled = act_order_rows(&w, cols, &perm, &u, &qw, c);
+            assert!(
+                tiled == act_order_rows_reference(&w, cols, &perm, &u, &qw, c),
+                "{ty}, {rows} rows"
+            );
         }
     }
 

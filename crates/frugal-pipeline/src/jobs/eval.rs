@@ -8,7 +8,7 @@ use crate::kind::ModelKind;
 use crate::Error;
 use frugal_eval::classifier::ClassifierEvalResult;
 use frugal_eval::encoder::{EncoderData, EncoderEvalReport};
-use frugal_eval::{LmEvalFiles, LmEvalReport};
+use frugal_eval::{LmEvalFiles, LmEvalReport, RankSplit};
 use frugal_formats::guard::{Expect, IoPlan};
 use frugal_models::llama::LoadOptions;
 use serde::Serialize;
@@ -37,6 +37,8 @@ pub struct Eval {
     pub seed: u64,
     /// Language models: the memory budget (`None`: what the machine has available).
     pub max_memory: Option<u64>,
+    /// Language models under MPI: how the ranks share the work.
+    pub split: RankSplit,
 }
 
 impl Eval {
@@ -54,6 +56,7 @@ impl Eval {
             data: None,
             seed: 0,
             max_memory: None,
+            split: RankSplit::default(),
         }
     }
 }
@@ -112,6 +115,7 @@ impl Job for Eval {
             opts_ctx: self.ctx,
             max_chunks: self.chunks,
             load: self.load,
+            split: self.split,
         };
         super::check_memory(
             &job.memory_plan()?,

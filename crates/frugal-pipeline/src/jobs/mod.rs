@@ -200,6 +200,7 @@ pub(crate) fn with_judge_plan(
         opts_ctx: e.ctx,
         max_chunks: e.chunks,
         load: frugal_models::llama::LoadOptions::GGML,
+        split: frugal_eval::RankSplit::Chunks,
     };
     Ok(plan.max(judge.memory_plan()?))
 }

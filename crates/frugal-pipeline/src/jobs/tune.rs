@@ -256,6 +256,7 @@ fn memory_plan(job: &TuneJob) -> Result<MemoryPlan, Error> {
             opts_ctx: spec.ctx,
             max_chunks: spec.chunks,
             load: frugal_models::llama::LoadOptions::GGML,
+            split: frugal_eval::RankSplit::Chunks,
         };
         judge = judge.max(files.memory_plan()?);
         // At most the chunks the text holds (a token is at least a byte).
