@@ -1433,8 +1433,15 @@ fn tune_inputs() -> Option<(std::path::PathBuf, tempfile::TempDir)> {
     Some((p, dir))
 }
 
-/// `frugal tune MODEL -o OUT --max-kld 0.05` on [`tune_inputs`]'s texts, small settings.
-fn tune_json(dir: &tempfile::TempDir, model: &str, out: &str, extra: &[&str]) -> serde_json::Value {
+/// `frugal tune MODEL -o OUT --max-kld 0.05 --max-evals N` on [`tune_inputs`]'s texts, small
+/// settings.
+fn tune_json(
+    dir: &tempfile::TempDir,
+    model: &str,
+    out: &str,
+    max_evals: &str,
+    extra: &[&str],
+) -> serde_json::Value {
     let mut args = vec![
         "tune",
         model,
@@ -1445,7 +1452,7 @@ fn tune_json(dir: &tempfile::TempDir, model: &str, out: &str, extra: &[&str]) ->
         "--calib",
         "calib.txt",
         "--calib-tokens",
-        "1024",
+        "512",
         "--eval",
         "search.txt",
         "--heldout",
@@ -1453,7 +1460,7 @@ fn tune_json(dir: &tempfile::TempDir, model: &str, out: &str, extra: &[&str]) ->
         "--eval-chunks",
         "1",
         "--max-evals",
-        "5",
+        max_evals,
         "--json",
     ];
     args.extend_from_slice(extra);
@@ -1471,7 +1478,8 @@ fn tune_for_energy_picks_the_fastest_verified_plan_and_its_recipe_rebuilds_it() 
     };
     let model = p.to_str().unwrap();
     let limit = 0.05;
-    let r = tune_json(&dir, model, "e.gguf", &["--objective", "energy"]);
+    // Three candidates: the fastest types, one step of the search, one held in reserve.
+    let r = tune_json(&dir, model, "e.gguf", "3", &["--objective", "energy"]);
     assert_eq!(r["objective"], "energy");
     assert_eq!(r["meets_heldout"], true, "{r}");
     let cands = r["candidates"].as_array().unwrap();
@@ -1573,7 +1581,7 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
     let model = p.to_str().unwrap();
     let limit = 0.05;
     // The energy objective's test measures candidates' energy; this one skips it.
-    let r = tune_json(&dir, model, "t.gguf", &["--no-energy"]);
+    let r = tune_json(&dir, model, "t.gguf", "4", &["--no-energy"]);
     assert_eq!(r["meets_heldout"], true, "{r}");
     let cands = r["candidates"].as_array().unwrap();
     let chosen = &cands[r["chosen"].as_u64().unwrap() as usize];
@@ -2949,10 +2957,10 @@ fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
             "--json",
         ]
     };
-    let whole = frugal_json(&args("whole.gguf", "1024"), d);
+    let whole = frugal_json(&args("whole.gguf", "512"), d);
     let bytes = |f: &str| std::fs::read(d.join(f)).unwrap();
     let killed = Command::new(env!("CARGO_BIN_EXE_frugal"))
-        .args(args("r.gguf", "1024"))
+        .args(args("r.gguf", "512"))
         .current_dir(d)
         .env("FRUGAL_FAULT_INJECT", "0:after-block-12:kill")
         .output()
@@ -2974,14 +2982,14 @@ fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
     };
     assert!(carried > 0.0, "{carried}");
     // Other settings: refused, the checkpoint kept.
-    let mut other = args("r.gguf", "512");
+    let mut other = args("r.gguf", "256");
     other.push("--resume");
     assert_bad_input(&frugal(&other, d), "made by another run");
     assert!(ckpt.exists());
     // Resumed with its Gram sums and factorizations in scratch files (the whole run held
     // them in memory): the same bytes.
     std::fs::create_dir(d.join("scratch")).unwrap();
-    let mut resume = args("r.gguf", "1024");
+    let mut resume = args("r.gguf", "512");
     resume.extend(["--resume", "--scratch-dir", "scratch"]);
     let resumed = frugal_json(&resume, d);
     assert!(

@@ -233,14 +233,24 @@ fn keep_count(group: usize, sparsity: f64) -> usize {
 }
 
 /// Within each group of `g` consecutive scores, keeps the `keep` largest (ties: lower index).
+/// The order (score, then index) is total, so selecting the `keep` first ones (linear time)
+/// keeps exactly the set a sort would.
 fn keep_best_in_groups(s: &[f32], g: usize, keep: usize) -> Vec<bool> {
     let mut mask = vec![false; s.len()];
     let mut idx: Vec<usize> = Vec::with_capacity(g);
     for (c, chunk) in s.chunks(g).enumerate() {
         idx.clear();
         idx.extend(0..chunk.len());
-        idx.sort_by(|&a, &b| chunk[b].total_cmp(&chunk[a]).then(a.cmp(&b)));
-        for &i in idx.iter().take(keep) {
+        let keep = keep.min(idx.len());
+        if keep == 0 {
+            continue;
+        }
+        if keep < idx.len() {
+            idx.select_nth_unstable_by(keep - 1, |&a, &b| {
+                chunk[b].total_cmp(&chunk[a]).then(a.cmp(&b))
+            });
+        }
+        for &i in &idx[..keep] {
             mask[c * g + i] = true;
         }
     }
@@ -276,8 +286,14 @@ fn global_masks(scores: &[Vec<f32>], all: &mut [f32], k: usize) -> Vec<Vec<bool>
         .collect()
 }
 
+/// Rows [`sparsegpt_matrix`] takes through the factor together: each row of U is read once
+/// for the tile instead of once per row.
+const ROW_TILE: usize = 8;
+
 /// SparseGPT on one matrix `w` (`rows × cols`), given the upper Cholesky factor `u` of H⁻¹:
-/// the pruned and compensated weights (exact zeros where pruned).
+/// the pruned and compensated weights (exact zeros where pruned). Rows go [`ROW_TILE`] at a
+/// time, each with the operations, in the order, of one row alone (tested against
+/// [`sparsegpt_matrix_reference`]).
 pub fn sparsegpt_matrix(
     w: &[f32],
     cols: usize,
@@ -286,60 +302,81 @@ pub fn sparsegpt_matrix(
     pattern: Pattern,
 ) -> Vec<f32> {
     let mut out = w.to_vec();
-    out.par_chunks_mut(cols).for_each(|x| {
-        let mut pruned = vec![false; cols];
+    out.par_chunks_mut(cols * ROW_TILE).for_each(|tile| {
+        let mut rows: Vec<(&mut [f32], Vec<bool>)> = tile
+            .chunks_mut(cols)
+            .map(|x| (x, vec![false; cols]))
+            .collect();
         let mut idx: Vec<usize> = Vec::with_capacity(SPARSEGPT_BLOCK);
-        // Marks the `k` smallest w²/U_jj² among columns `from..to` of the current row.
-        let choose = |x: &[f32],
-                      pruned: &mut [bool],
-                      idx: &mut Vec<usize>,
-                      from: usize,
-                      to: usize,
-                      k: usize| {
-            idx.clear();
-            idx.extend(from..to);
-            let score = |j: usize| {
-                let d = u[j * cols + j];
-                x[j] * x[j] / (d * d)
-            };
-            idx.sort_by(|&a, &b| score(a).total_cmp(&score(b)).then(a.cmp(&b)));
-            for &j in idx.iter().take(k) {
-                pruned[j] = true;
-            }
-        };
+        let mut e = [0f32; ROW_TILE];
         for j in 0..cols {
-            match pattern {
+            let block = match pattern {
                 Pattern::Unstructured if j % SPARSEGPT_BLOCK == 0 => {
                     let to = (j + SPARSEGPT_BLOCK).min(cols);
-                    let k = ((to - j) as f64 * sparsity).round() as usize;
-                    choose(x, &mut pruned, &mut idx, j, to, k);
+                    Some((to, ((to - j) as f64 * sparsity).round() as usize))
                 }
                 Pattern::NM { n, m } if j % m == 0 => {
                     let to = (j + m).min(cols);
-                    choose(x, &mut pruned, &mut idx, j, to, (to - j).saturating_sub(n));
+                    Some((to, (to - j).saturating_sub(n)))
                 }
-                _ => {}
+                _ => None,
+            };
+            for ((x, pruned), e) in rows.iter_mut().zip(&mut e) {
+                if let Some((to, k)) = block {
+                    sparsegpt_choose(x, u, cols, pruned, &mut idx, j, to, k);
+                }
+                *e = if pruned[j] {
+                    let v = x[j] / u[j * cols + j];
+                    x[j] = 0.0;
+                    v
+                } else {
+                    0.0
+                };
             }
-            if !pruned[j] {
-                continue;
-            }
-            let e = x[j] / u[j * cols + j];
-            x[j] = 0.0;
-            for (xv, &uv) in x[j + 1..]
-                .iter_mut()
-                .zip(&u[j * cols + j + 1..(j + 1) * cols])
-            {
-                *xv -= e * uv;
+            let uj = &u[j * cols + j + 1..(j + 1) * cols];
+            for ((x, pruned), &e) in rows.iter_mut().zip(&e) {
+                if pruned[j] {
+                    for (xv, &uv) in x[j + 1..].iter_mut().zip(uj) {
+                        *xv -= e * uv;
+                    }
+                }
             }
         }
         // Exact zeros where pruned (later updates never touch an earlier column).
-        for (v, &p) in x.iter_mut().zip(&pruned) {
-            if p {
-                *v = 0.0;
+        for (x, pruned) in rows {
+            for (v, &p) in x.iter_mut().zip(&pruned) {
+                if p {
+                    *v = 0.0;
+                }
             }
         }
     });
     out
+}
+
+/// Marks the `k` smallest w²/U_jj² among columns `from..to` of row `x` as pruned (ties: lower
+/// index).
+#[allow(clippy::too_many_arguments)]
+fn sparsegpt_choose(
+    x: &[f32],
+    u: &[f32],
+    cols: usize,
+    pruned: &mut [bool],
+    idx: &mut Vec<usize>,
+    from: usize,
+    to: usize,
+    k: usize,
+) {
+    idx.clear();
+    idx.extend(from..to);
+    let score = |j: usize| {
+        let d = u[j * cols + j];
+        x[j] * x[j] / (d * d)
+    };
+    idx.sort_by(|&a, &b| score(a).total_cmp(&score(b)).then(a.cmp(&b)));
+    for &j in idx.iter().take(k) {
+        pruned[j] = true;
+    }
 }
 
 /// Pruning a GGUF model.
@@ -551,6 +588,72 @@ pub fn prune_gguf(
     })
 }
 
+/// [`sparsegpt_matrix`] one row at a time: the reference the tiled pass is tested against.
+#[cfg(test)]
+fn sparsegpt_matrix_reference(
+    w: &[f32],
+    cols: usize,
+    u: &[f32],
+    sparsity: f64,
+    pattern: Pattern,
+) -> Vec<f32> {
+    let mut out = w.to_vec();
+    out.par_chunks_mut(cols).for_each(|x| {
+        let mut pruned = vec![false; cols];
+        let mut idx: Vec<usize> = Vec::with_capacity(SPARSEGPT_BLOCK);
+        // Marks the `k` smallest w²/U_jj² among columns `from..to` of the current row.
+        let choose = |x: &[f32],
+                      pruned: &mut [bool],
+                      idx: &mut Vec<usize>,
+                      from: usize,
+                      to: usize,
+                      k: usize| {
+            idx.clear();
+            idx.extend(from..to);
+            let score = |j: usize| {
+                let d = u[j * cols + j];
+                x[j] * x[j] / (d * d)
+            };
+            idx.sort_by(|&a, &b| score(a).total_cmp(&score(b)).then(a.cmp(&b)));
+            for &j in idx.iter().take(k) {
+                pruned[j] = true;
+            }
+        };
+        for j in 0..cols {
+            match pattern {
+                Pattern::Unstructured if j % SPARSEGPT_BLOCK == 0 => {
+                    let to = (j + SPARSEGPT_BLOCK).min(cols);
+                    let k = ((to - j) as f64 * sparsity).round() as usize;
+                    choose(x, &mut pruned, &mut idx, j, to, k);
+                }
+                Pattern::NM { n, m } if j % m == 0 => {
+                    let to = (j + m).min(cols);
+                    choose(x, &mut pruned, &mut idx, j, to, (to - j).saturating_sub(n));
+                }
+                _ => {}
+            }
+            if !pruned[j] {
+                continue;
+            }
+            let e = x[j] / u[j * cols + j];
+            x[j] = 0.0;
+            for (xv, &uv) in x[j + 1..]
+                .iter_mut()
+                .zip(&u[j * cols + j + 1..(j + 1) * cols])
+            {
+                *xv -= e * uv;
+            }
+        }
+        // Exact zeros where pruned (later updates never touch an earlier column).
+        for (v, &p) in x.iter_mut().zip(&pruned) {
+            if p {
+                *v = 0.0;
+            }
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,6 +671,59 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap()
+    }
+
+    /// Selecting keeps the set a full sort (score descending, then index) keeps, ties and
+    /// partial last groups included.
+    #[test]
+    fn keeping_the_best_by_selection_is_the_sorts_choice() {
+        let mut r = frugal_formats::rng::SplitMix64(5);
+        // Scores on a coarse grid: many ties.
+        let s: Vec<f32> = (0..1000)
+            .map(|_| (r.next_f64() * 8.0).floor() as f32)
+            .collect();
+        for (g, keep) in [(1000, 500), (64, 13), (7, 0), (7, 7), (9, 4), (333, 332)] {
+            let mut want = vec![false; s.len()];
+            for (c, chunk) in s.chunks(g).enumerate() {
+                let mut idx: Vec<usize> = (0..chunk.len()).collect();
+                idx.sort_by(|&a, &b| chunk[b].total_cmp(&chunk[a]).then(a.cmp(&b)));
+                for &i in idx.iter().take(keep) {
+                    want[c * g + i] = true;
+                }
+            }
+            assert_eq!(
+                keep_best_in_groups(&s, g, keep),
+                want,
+                "groups of {g}, keep {keep}"
+            );
+        }
+    }
+
+    /// The tiled SparseGPT pass gives the one-row-at-a-time reference's weights, bit for bit.
+    #[test]
+    fn sparsegpt_in_tiles_is_the_reference_bit_for_bit() {
+        let cols = 256;
+        let mut r = frugal_formats::rng::SplitMix64(17);
+        let x: Vec<f32> = (0..400 * cols).map(|_| r.next_f64() as f32 - 0.5).collect();
+        let h = gram(&x, cols);
+        let (u, _) =
+            calibration::inverse_cholesky_upper(&h, cols, 0.01).expect("positive definite");
+        for rows in [ROW_TILE, 2 * ROW_TILE + 3, 5] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|_| r.next_f64() as f32 - 0.5)
+                .collect();
+            for pattern in [Pattern::Unstructured, Pattern::NM { n: 2, m: 4 }] {
+                let tiled = sparsegpt_matrix(&w, cols, &u, 0.5, pattern);
+                let one = sparsegpt_matrix_reference(&w, cols, &u, 0.5, pattern);
+                assert!(
+                    tiled
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(one.iter().map(|v| v.to_bits())),
+                    "{rows} rows, {pattern:?}"
+                );
+            }
+        }
     }
 
     #[test]
