@@ -771,7 +771,7 @@ fn gptq_and_awq_beat_rounding_on_smollm2() {
             "--calib-ctx",
             "256",
             "--calib-tokens",
-            "1024",
+            "512",
             "--method",
             method,
         ])
@@ -818,7 +818,7 @@ fn prune_smollm2_magnitude_wanda_sparsegpt() {
             "--calib-ctx",
             "256",
             "--calib-tokens",
-            "1024",
+            "512",
             "--eval-text",
             "eval.txt",
             "--eval-chunks",

@@ -122,7 +122,7 @@ fn two_ranks_quantize_and_evaluate_exactly_as_one() {
                 "--calib-ctx",
                 "128",
                 "--calib-tokens",
-                "640",
+                "384",
                 "--method",
                 method,
                 "--eval-text",
@@ -225,7 +225,8 @@ fn poisoned_copy(src: &Path, dst: &Path, blocks: std::ops::Range<usize>) {
 /// The blocks split across two ranks (`--rank-split blocks`, issue #25): each rank reads only
 /// its half of the blocks of the model and of the reference. Each rank is given copies whose
 /// other half is poisoned (NaN), and the figures are still the single process's on the intact
-/// files, number for number; the same poisoned copy evaluated by one process is not.
+/// files, number for number; the same poisoned copy evaluated by one process is refused (its
+/// logits are not finite).
 #[test]
 fn two_ranks_each_holding_half_the_blocks_evaluate_exactly_as_one() {
     let Some(model) = smollm2() else { return };
@@ -300,17 +301,12 @@ fn two_ranks_each_holding_half_the_blocks_evaluate_exactly_as_one() {
     assert_eq!(one, two);
     assert_eq!(one["n_chunks"], 3, "{one}");
     assert!(one["kld"]["mean"].as_f64().unwrap() > 0.0, "{one}");
-    // The poison is there: rank 0's copies, evaluated whole by one process.
+    // The poison is there: rank 0's copies, evaluated whole by one process, are refused.
     let poisoned = alone(&strs(&args("q0.gguf", "ref0.gguf")), d);
-    let differs = !poisoned.status.success() || {
-        let mut p = common::report(&poisoned.stdout);
-        without_timing(&mut p);
-        p.as_object_mut().unwrap().remove("reference");
-        p != one
-    };
+    let err = String::from_utf8_lossy(&poisoned.stderr);
     assert!(
-        differs,
-        "the poisoned copy evaluated alone gives the intact figures"
+        poisoned.status.code() == Some(2) && err.contains("not finite"),
+        "the poisoned copy evaluated alone: {err}"
     );
 }
 
@@ -407,9 +403,9 @@ fn two_ranks_distill_a_language_model_with_the_single_process_losses() {
             "--out",
             out,
             "--ctx",
-            "128",
+            "64",
             "--max-tokens",
-            "512",
+            "256",
             "--seq-batch",
             "2",
             "--lr",

@@ -30,6 +30,14 @@ pub enum Error {
     Dist(#[from] frugal_dist::Error),
     #[error("the blocks cannot be split across ranks: {0}")]
     Split(String),
+    #[error(
+        "the {which}'s logits are not finite at chunk {chunk}, position {position} (a corrupt or overflowing model)"
+    )]
+    NonFinite {
+        which: &'static str,
+        chunk: usize,
+        position: usize,
+    },
 }
 
 impl Error {

@@ -660,6 +660,16 @@ pub fn eval_lm(
                 .map(|(p, q)| kl_row(p, q))
                 .collect();
         }
+        // Finite logits give a finite loss: anything else is a broken model, not a figure.
+        for (which, scores) in [("model", &s), ("reference", &rs)] {
+            if let Some(i) = scores.iter().position(|t| !t.nll.is_finite()) {
+                return Err(Error::NonFinite {
+                    which,
+                    chunk: c,
+                    position: first + i,
+                });
+            }
+        }
         step();
         Ok((s, rs, kl))
     };

@@ -190,17 +190,32 @@ pub fn act_order_rows(
     qw: &[f32],
     c: &Codec,
 ) -> Vec<u8> {
+    act_order_rows_in_tiles(w, cols, perm, u, qw, c, ROW_TILE)
+}
+
+/// [`act_order_rows`] with `tile` rows at a time (the same bytes for any `tile` ≥ 1; the
+/// benchmark `examples/gptq_rows.rs` times the choice).
+pub fn act_order_rows_in_tiles(
+    w: &[f32],
+    cols: usize,
+    perm: &[usize],
+    u: &[f32],
+    qw: &[f32],
+    c: &Codec,
+    tile: usize,
+) -> Vec<u8> {
+    let tile = tile.max(1);
     let row_bytes = cols / c.block * c.block_bytes;
     let mut out = vec![0u8; w.len() / cols * row_bytes];
-    out.par_chunks_mut(row_bytes * ROW_TILE)
-        .zip(w.par_chunks(cols * ROW_TILE))
+    out.par_chunks_mut(row_bytes * tile)
+        .zip(w.par_chunks(cols * tile))
         .for_each(|(ob, wr)| {
             let mut rows: Vec<RowState> = ob
                 .chunks_mut(row_bytes)
                 .zip(wr.chunks(cols))
                 .map(|(ob, wr)| RowState::new(ob, wr, perm, qw, c))
                 .collect();
-            let mut e = [0f32; ROW_TILE];
+            let mut e = vec![0f32; rows.len()];
             for k in 0..cols {
                 let uk = &u[k * cols + k + 1..(k + 1) * cols];
                 for (r, e) in rows.iter_mut().zip(&mut e) {
@@ -907,11 +922,11 @@ mod tests {
             let (_, h, w, qw) = problem(cols, rows, 600, (21, rows as u64));
             let (perm, u) = act_order_plan(&h, cols, 0.01, &Placement::Memory).unwrap();
             let c = codec(ty).unwrap();
-            let tiled = act_order_rows(&w, cols, &perm, &u, &qw, c);
-            assert!(
-                tiled == act_order_rows_reference(&w, cols, &perm, &u, &qw, c),
-                "{ty}, {rows} rows"
-            );
+            let one = act_order_rows_reference(&w, cols, &perm, &u, &qw, c);
+            for tile in [ROW_TILE, 1, 3] {
+                let tiled = act_order_rows_in_tiles(&w, cols, &perm, &u, &qw, c, tile);
+                assert!(tiled == one, "{ty}, {rows} rows, tiles of {tile}");
+            }
         }
     }
 
