@@ -293,7 +293,7 @@ const ROW_TILE: usize = 8;
 /// SparseGPT on one matrix `w` (`rows × cols`), given the upper Cholesky factor `u` of H⁻¹:
 /// the pruned and compensated weights (exact zeros where pruned). Rows go [`ROW_TILE`] at a
 /// time, each with the operations, in the order, of one row alone (tested against
-/// [`sparsegpt_matrix_reference`]).
+/// `sparsegpt_matrix_reference`).
 pub fn sparsegpt_matrix(
     w: &[f32],
     cols: usize,

@@ -181,7 +181,7 @@ const ROW_TILE: usize = 8;
 /// Activation-order GPTQ of the rows `w` with a plan from [`act_order_plan`]. Rows are
 /// independent: any row range gives the bytes the whole matrix has for it. Rows go through the
 /// factor [`ROW_TILE`] at a time, each with exactly the operations, in the same order, of
-/// [`act_order_rows_reference`] (one row at a time), so the bytes are the same.
+/// `act_order_rows_reference` (one row at a time), so the bytes are the same.
 pub fn act_order_rows(
     w: &[f32],
     cols: usize,
