@@ -590,9 +590,16 @@ pub fn eval_lm(
     };
     let scored = (ctx - 1 - first) * n_vocab;
     let per_chunk_bytes = 4 * (ctx * config.n_embd + if reference.is_some() { scored } else { 0 });
+    // With the blocks split, at least two groups per rank keep the pipeline full (a rank
+    // starts the next group while the later ranks finish this one).
+    let pipelined = if by_blocks {
+        n_chunks.div_ceil(2 * comm.size())
+    } else {
+        usize::MAX
+    };
     let group_len = opts
         .group_chunks
-        .unwrap_or(STREAM_HIDDEN_BYTES / per_chunk_bytes.max(1))
+        .unwrap_or((STREAM_HIDDEN_BYTES / per_chunk_bytes.max(1)).min(pipelined))
         .max(1);
     let n_groups = mine.len().div_ceil(group_len);
     let passes = model.streamed_blocks(stages)?
