@@ -588,7 +588,8 @@ pub fn prune_gguf(
     })
 }
 
-/// [`sparsegpt_matrix`] one row at a time: the reference the tiled pass is tested against.
+/// [`sparsegpt_matrix`] one row at a time (its choice of columns shared, the update loop the
+/// old one): the reference the tiled pass is tested against.
 #[cfg(test)]
 fn sparsegpt_matrix_reference(
     w: &[f32],
@@ -601,34 +602,25 @@ fn sparsegpt_matrix_reference(
     out.par_chunks_mut(cols).for_each(|x| {
         let mut pruned = vec![false; cols];
         let mut idx: Vec<usize> = Vec::with_capacity(SPARSEGPT_BLOCK);
-        // Marks the `k` smallest w²/U_jj² among columns `from..to` of the current row.
-        let choose = |x: &[f32],
-                      pruned: &mut [bool],
-                      idx: &mut Vec<usize>,
-                      from: usize,
-                      to: usize,
-                      k: usize| {
-            idx.clear();
-            idx.extend(from..to);
-            let score = |j: usize| {
-                let d = u[j * cols + j];
-                x[j] * x[j] / (d * d)
-            };
-            idx.sort_by(|&a, &b| score(a).total_cmp(&score(b)).then(a.cmp(&b)));
-            for &j in idx.iter().take(k) {
-                pruned[j] = true;
-            }
-        };
         for j in 0..cols {
             match pattern {
                 Pattern::Unstructured if j % SPARSEGPT_BLOCK == 0 => {
                     let to = (j + SPARSEGPT_BLOCK).min(cols);
                     let k = ((to - j) as f64 * sparsity).round() as usize;
-                    choose(x, &mut pruned, &mut idx, j, to, k);
+                    sparsegpt_choose(x, u, cols, &mut pruned, &mut idx, j, to, k);
                 }
                 Pattern::NM { n, m } if j % m == 0 => {
                     let to = (j + m).min(cols);
-                    choose(x, &mut pruned, &mut idx, j, to, (to - j).saturating_sub(n));
+                    sparsegpt_choose(
+                        x,
+                        u,
+                        cols,
+                        &mut pruned,
+                        &mut idx,
+                        j,
+                        to,
+                        (to - j).saturating_sub(n),
+                    );
                 }
                 _ => {}
             }

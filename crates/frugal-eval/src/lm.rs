@@ -701,15 +701,12 @@ pub fn eval_lm(
                 }
                 None => None,
             };
-            let rls = if scores_here {
-                group
-                    .clone()
-                    .into_par_iter()
-                    .map(|c| reference_logits(r.as_ref(), c))
-                    .collect::<Result<Vec<_>>>()?
-            } else {
-                Vec::new()
-            };
+            // (`None` for every chunk on a rank that does not score: it has no reference pass.)
+            let rls = group
+                .clone()
+                .into_par_iter()
+                .map(|c| reference_logits(r.as_ref(), c))
+                .collect::<Result<Vec<_>>>()?;
             drop(r);
             let Some(m) = model.ready(stages, &chunks, group.clone(), first, &step)? else {
                 continue;
