@@ -757,7 +757,7 @@ fn gptq_and_awq_beat_rounding_on_smollm2() {
             "--eval-text",
             "eval.txt",
             "--eval-chunks",
-            "2",
+            "1",
             "--json",
         ];
         args.extend_from_slice(extra);
@@ -1248,13 +1248,16 @@ fn mlp_neurons_removed_then_recovered_by_distillation_on_smollm2() {
     assert!(!dir.path().join("x.gguf").exists());
 }
 
-/// A recipe on the real model: structured pruning, quantization and evaluation chained, each
-/// output the next step's input; run again it keeps every step; with the last settings changed
-/// it keeps the steps before and redoes the rest.
+/// A recipe on the real model's first six blocks ([`common::smollm2_first_blocks`]):
+/// structured pruning, quantization and evaluation chained, each output the next step's input;
+/// run again it keeps every step; with the last settings changed it keeps the steps before and
+/// redoes the rest.
 #[test]
 fn recipe_chains_steps_and_resumes_on_smollm2() {
-    let Some(p) = smollm2() else { return };
     let Some(dir) = brown_calib_and_eval() else {
+        return;
+    };
+    let Some(p) = common::smollm2_first_blocks(dir.path(), 6) else {
         return;
     };
     let recipe = |ty: &str| {
@@ -1420,10 +1423,12 @@ fn recipe_chains_steps_and_resumes_on_smollm2() {
     );
 }
 
-/// SmolLM2 and a folder with the calibration, search (Brown cj17–cj20) and held-out texts.
+/// SmolLM2's first six blocks ([`common::smollm2_first_blocks`]: `tune`'s search, verification
+/// and recipe are the same on them at a third of the arithmetic) and a folder with the
+/// calibration, search (Brown cj17–cj20) and held-out texts.
 fn tune_inputs() -> Option<(std::path::PathBuf, tempfile::TempDir)> {
-    let p = smollm2()?;
     let dir = brown_calib_and_eval()?;
+    let p = common::smollm2_first_blocks(dir.path(), 6)?;
     assert!(frugal(
         &["brown-text", "--files", "cj17-cj20", "-o", "search.txt"],
         dir.path()
@@ -2930,14 +2935,17 @@ fn tune_a_classifier_within_an_accuracy_drop_and_rebuild_it_from_its_plan() {
 
 /// A block-wise run killed part-way continues from its checkpoint with `--resume` and writes
 /// the bytes (and AWQ's choices) of a run never interrupted; a checkpoint made by other
-/// settings is refused, and a finished run leaves none behind.
+/// settings is refused, and a finished run leaves none behind. On SmolLM2's first six blocks
+/// ([`common::smollm2_first_blocks`]), killed after the fourth.
 #[test]
 fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
-    let Some(p) = smollm2() else { return };
     let Some(dir) = brown_calib_and_eval() else {
         return;
     };
     let d = dir.path();
+    let Some(p) = common::smollm2_first_blocks(d, 6) else {
+        return;
+    };
     let args = |out: &'static str, tokens: &'static str| {
         vec![
             "quantize",
@@ -2962,7 +2970,7 @@ fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
     let killed = Command::new(env!("CARGO_BIN_EXE_frugal"))
         .args(args("r.gguf", "512"))
         .current_dir(d)
-        .env("FRUGAL_FAULT_INJECT", "0:after-block-12:kill")
+        .env("FRUGAL_FAULT_INJECT", "0:after-block-3:kill")
         .output()
         .unwrap();
     assert!(!killed.status.success(), "the run was killed");

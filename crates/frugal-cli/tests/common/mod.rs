@@ -109,3 +109,50 @@ pub fn validate_standard(kind: &str, file: &std::path::Path) -> Result<bool, Str
         _ => panic!("the {kind} validator could not run: {text}"),
     }
 }
+
+/// SmolLM2 cut to its first `n` blocks, written to `dir` as `smollm2-{n}.gguf`: those blocks'
+/// real weights, the embedding (tied to the output) and the final norm as stored, and
+/// `llama.block_count = n`. The tests whose point is a mechanism rather than the model's
+/// quality (resuming a killed run, the MPI splits, `tune`'s search and its recipe) run on it:
+/// the same code paths with about a third of the arithmetic at `n = 6`. The full model's
+/// figures are the quality tests' and BENCHMARKS.md's.
+pub fn smollm2_first_blocks(dir: &std::path::Path, n: usize) -> Option<std::path::PathBuf> {
+    use frugal_formats::gguf::{write_gguf_file, GgufFile, TensorToWrite, Value};
+    let src = smollm2()?;
+    let f = GgufFile::open(&src).unwrap();
+    let block = |name: &str| {
+        name.strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .map(|i| i.parse::<usize>().unwrap())
+    };
+    let mut set = false;
+    let metadata: Vec<(String, Value)> = f
+        .header
+        .metadata
+        .iter()
+        .map(|(k, v)| match (k.as_str(), v) {
+            ("llama.block_count", Value::U32(all)) => {
+                assert!(n >= 1 && n < *all as usize, "{n} of {all} blocks");
+                set = true;
+                (k.clone(), Value::U32(n as u32))
+            }
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    assert!(set, "llama.block_count (u32) in {}", src.display());
+    let tensors: Vec<TensorToWrite<'_>> = f
+        .header
+        .tensors
+        .iter()
+        .filter(|t| block(&t.name).is_none_or(|i| i < n))
+        .map(|t| TensorToWrite {
+            name: &t.name,
+            ggml_type: t.ggml_type,
+            dims: &t.dims,
+            data: f.tensor_data(t),
+        })
+        .collect();
+    let out = dir.join(format!("smollm2-{n}.gguf"));
+    write_gguf_file(&out, &[&src], &metadata, &tensors).unwrap();
+    Some(out)
+}
