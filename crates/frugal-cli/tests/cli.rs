@@ -1486,6 +1486,16 @@ fn tune_for_energy_picks_the_fastest_verified_plan_and_its_recipe_rebuilds_it() 
     // Three candidates: the fastest types, one step of the search, one held in reserve.
     let r = tune_json(&dir, model, "e.gguf", "3", &["--objective", "energy"]);
     assert_eq!(r["objective"], "energy");
+    // The phases' times are parts of the total (pricing is not counted in the search).
+    let secs = |k: &str| r["seconds"][k].as_f64().unwrap();
+    let parts = ["imatrix", "sensitivity", "pricing", "search"].map(secs);
+    assert!(
+        parts.iter().all(|&p| p >= 0.0)
+            && parts.iter().sum::<f64>() <= secs("total")
+            && secs("energy") <= secs("total"),
+        "{}",
+        r["seconds"]
+    );
     assert_eq!(r["meets_heldout"], true, "{r}");
     let cands = r["candidates"].as_array().unwrap();
     let chosen = &cands[r["chosen"].as_u64().unwrap() as usize];

@@ -228,9 +228,11 @@ pub struct Seconds {
     pub sensitivity: f64,
     /// Timing the kernels (energy objective).
     pub pricing: f64,
-    /// Measuring the candidates' energy (inside `search` and `total`).
+    /// Measuring the candidates' energy (part of `total`: the search's candidates and any
+    /// judged while verifying).
     pub energy: f64,
-    /// The bisection (verification on held-out text is in `total` only).
+    /// The bisection, kernel pricing excluded (verification on held-out text is in `total`
+    /// only).
     pub search: f64,
     pub total: f64,
 }
@@ -471,7 +473,7 @@ pub fn tune(
             lo = mid;
         }
     }
-    let t_search = t0.elapsed().as_secs_f64() - t_imatrix - t_sens;
+    let t_search = t0.elapsed().as_secs_f64() - t_imatrix - t_sens - t_pricing;
     // 5. Verification on held-out text; raise the budget until it holds.
     let verify = |k: usize, candidates: &mut Vec<Candidate>| -> Result<bool, Error> {
         if candidates[k].heldout.is_none() {
