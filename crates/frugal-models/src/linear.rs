@@ -495,7 +495,8 @@ unsafe fn halves<T: Copy>(bytes: &[u8], from_bits: fn(u16) -> T) -> std::borrow:
 /// Seconds one product of a `[n_out, n_in]` weight stored as `ty` with one input row takes
 /// through the kernels a model loaded with stored weights runs for that type (quantized ones
 /// for quantized types, [`crate::gemm`] from the 16-bit values for F16 and BF16):
-/// the median over 5 timed rounds of at least `min_calls` products each, after warm-up.
+/// the median over 5 timed rounds of `min_calls` products each (at least one), after a
+/// warm-up product with every copy.
 ///
 /// A served decoder streams every weight from memory once per token, so the products cycle
 /// through copies of the weight that together exceed `working_set` bytes (set it above the
@@ -551,15 +552,20 @@ pub fn matvec_seconds(
             )?,
         });
     }
-    let calls = min_calls.max(copies).max(1);
+    let calls = min_calls.max(1);
     for l in &layers {
         std::hint::black_box(l.forward(&x)?);
     }
+    // The rotation goes on across rounds, so every product reads the copy read `copies`
+    // products before it (at least `working_set` bytes ago) whatever the round's length: a
+    // round need not pass over every copy (that made small shapes' rounds 512 products long).
+    let mut next = 0usize;
     let mut rounds = Vec::with_capacity(5);
     for _ in 0..5 {
         let t0 = std::time::Instant::now();
-        for c in 0..calls {
-            std::hint::black_box(layers[c % copies].forward(&x)?);
+        for _ in 0..calls {
+            std::hint::black_box(layers[next % copies].forward(&x)?);
+            next += 1;
         }
         rounds.push(t0.elapsed().as_secs_f64() / calls as f64);
     }
