@@ -570,8 +570,8 @@ where
             meta.opts
         )));
     }
-    for k in 0..params.len() {
-        let shape = vec![params[k].len() as u64];
+    for (k, param) in params.iter_mut().enumerate() {
+        let shape = vec![param.len() as u64];
         for prefix in ["param", "adam_m", "adam_v"] {
             let name = format!("{prefix}.{k}");
             let t = f
@@ -583,7 +583,7 @@ where
                     ))
                 })?;
             let dst = match prefix {
-                "param" => &mut params[k],
+                "param" => &mut *param,
                 "adam_m" => &mut adam.m[k],
                 _ => &mut adam.v[k],
             };

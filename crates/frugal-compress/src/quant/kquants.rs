@@ -561,8 +561,8 @@ pub fn q3_k_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             }
             if max_scale != 0.0 {
                 let iscale = -32.0 / max_scale;
-                for j in 0..16 {
-                    let v = nearest_int(iscale * scales[j]) as i8 as i32;
+                for (j, &s) in scales.iter().enumerate() {
+                    let v = nearest_int(iscale * s) as i8 as i32;
                     q3_k_set_scale(sc, j, (v.clamp(-32, 31) + 32) as u8);
                 }
                 d.copy_from_slice(&f16_bits(1.0 / iscale));
@@ -582,8 +582,8 @@ pub fn q3_k_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             }
             let mut ls = [0i8; 16];
             let d_block = make_qx_quants(&scales, 32, &mut ls, 1, Some(&sw));
-            for j in 0..16 {
-                q3_k_set_scale(sc, j, ls[j] as u8);
+            for (j, &v) in ls.iter().enumerate() {
+                q3_k_set_scale(sc, j, v as u8);
             }
             d.copy_from_slice(&f16_bits(d_block));
         }
