@@ -556,9 +556,9 @@ pub fn matvec_seconds(
     for l in &layers {
         std::hint::black_box(l.forward(&x)?);
     }
-    // The rotation goes on across rounds, so every product reads the copy read `copies`
-    // products before it (at least `working_set` bytes ago) whatever the round's length: a
-    // round need not pass over every copy (that made small shapes' rounds 512 products long).
+    // The rotation goes on across rounds, so every product reads the copy last read `copies`
+    // products before it (all the copies' bytes ago) whatever the round's length: a round
+    // need not pass over every copy (that made small shapes' rounds 512 products long).
     let mut next = 0usize;
     let mut rounds = Vec::with_capacity(5);
     for _ in 0..5 {
