@@ -209,12 +209,7 @@ fn poisoned_copy(src: &Path, dst: &Path, blocks: std::ops::Range<usize>) {
     let mut bytes = std::fs::read(src).unwrap();
     let mut n = 0;
     for t in &f.header.tensors {
-        let block = t
-            .name
-            .strip_prefix("blk.")
-            .and_then(|r| r.split('.').next())
-            .and_then(|i| i.parse::<usize>().ok());
-        if block.is_some_and(|i| blocks.contains(&i)) {
+        if frugal_compress::quant::mix::layer_of(&t.name).is_some_and(|i| blocks.contains(&i)) {
             let start = (f.header.data_offset + t.offset) as usize;
             bytes[start..start + t.n_bytes as usize].fill(0xFF);
             n += 1;

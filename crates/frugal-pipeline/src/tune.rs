@@ -264,6 +264,14 @@ pub fn tune(
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<TuneReport, Error> {
     let t0 = std::time::Instant::now();
+    // Each phase's seconds: the time since the phase before it ended.
+    let mut lap = {
+        let mut last = 0f64;
+        move || {
+            let now = t0.elapsed().as_secs_f64();
+            now - std::mem::replace(&mut last, now)
+        }
+    };
     if job.max_evals < 2 {
         return Err(bad("--max-evals must be at least 2".into()));
     }
@@ -326,7 +334,7 @@ pub fn tune(
     // 1. Importance matrix.
     let calib: calibration::Calibration = load_calibration(&job.input, &job.calib)?;
     let imatrix = calibration::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
-    let t_imatrix = t0.elapsed().as_secs_f64();
+    let t_imatrix = lap();
     let mut opts = QuantizeOptions::new(target);
     opts.imatrix = Some(imatrix);
     // 2. Sensitivity of every tensor to every type, once.
@@ -337,14 +345,14 @@ pub fn tune(
         Candidates::All
     };
     let plan = BudgetPlan::measure_among(&f, &opts, which, &|d, t| progress("sensitivity", d, t))?;
-    let t_sens = t0.elapsed().as_secs_f64() - t_imatrix;
+    let t_sens = lap();
     // Kernel prices (ns per token) of every candidate type of every budget tensor.
     let prices = if energy || job.measure_energy {
         Some(kernel_prices(&f, &plan, progress)?)
     } else {
         None
     };
-    let t_pricing = t0.elapsed().as_secs_f64() - t_imatrix - t_sens;
+    let t_pricing = lap();
     let plan = match (&prices, energy) {
         (Some(p), true) => plan.priced(&|i, ty| p.get(&(i, ty)).copied())?,
         _ => plan,
@@ -473,7 +481,7 @@ pub fn tune(
             lo = mid;
         }
     }
-    let t_search = t0.elapsed().as_secs_f64() - t_imatrix - t_sens - t_pricing;
+    let t_search = lap();
     // 5. Verification on held-out text; raise the budget until it holds.
     let verify = |k: usize, candidates: &mut Vec<Candidate>| -> Result<bool, Error> {
         if candidates[k].heldout.is_none() {

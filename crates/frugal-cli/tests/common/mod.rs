@@ -117,14 +117,10 @@ pub fn validate_standard(kind: &str, file: &std::path::Path) -> Result<bool, Str
 /// the same code paths with about a third of the arithmetic at `n = 6`. The full model's
 /// figures are the quality tests' and BENCHMARKS.md's.
 pub fn smollm2_first_blocks(dir: &std::path::Path, n: usize) -> Option<std::path::PathBuf> {
+    use frugal_compress::quant::mix::layer_of;
     use frugal_formats::gguf::{write_gguf_file, GgufFile, TensorToWrite, Value};
     let src = smollm2()?;
     let f = GgufFile::open(&src).unwrap();
-    let block = |name: &str| {
-        name.strip_prefix("blk.")
-            .and_then(|r| r.split('.').next())
-            .map(|i| i.parse::<usize>().unwrap())
-    };
     let mut set = false;
     let metadata: Vec<(String, Value)> = f
         .header
@@ -144,7 +140,7 @@ pub fn smollm2_first_blocks(dir: &std::path::Path, n: usize) -> Option<std::path
         .header
         .tensors
         .iter()
-        .filter(|t| block(&t.name).is_none_or(|i| i < n))
+        .filter(|t| layer_of(&t.name).is_none_or(|i| i < n))
         .map(|t| TensorToWrite {
             name: &t.name,
             ggml_type: t.ggml_type,
