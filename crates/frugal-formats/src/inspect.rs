@@ -291,8 +291,12 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
 fn architecture_from_config(path: &Path) -> Option<String> {
     let cfg = path.parent()?.join("config.json");
     let bytes = crate::guard::read_capped(&cfg, "config.json", 1 << 20).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("model_type")?.as_str().map(str::to_string)
+    /// The one field read (the others are ignored).
+    #[derive(serde::Deserialize)]
+    struct Config {
+        model_type: Option<String>,
+    }
+    serde_json::from_slice::<Config>(&bytes).ok()?.model_type
 }
 
 impl ModelSummary {
