@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 pub enum Weight {
     /// Dense f32 (sparse weights are dense tensors with zeros).
     Dense(Tensor),
-    /// A ggml tensor as stored: block-quantized ones multiplied with candle's quantized kernels
-    /// or Frugal's ([`crate::qmatmul`]), F16 and BF16 ones with [`crate::gemm`] straight from
+    /// A ggml tensor as stored: block-quantized ones multiplied with Frugal's 8-bit kernels
+    /// ([`crate::qmatmul`]) or candle's, whichever is the faster for the type, F16 and BF16 ones with [`crate::gemm`] straight from
     /// their 16-bit values (no f32 copy).
     Quantized(Arc<QTensor>),
 }
@@ -383,11 +383,13 @@ impl Linear {
                 })?;
                 Ok(y)
             })?,
-            // The types candle multiplies with scalar code: Frugal's kernels (unless
-            // `FRUGAL_CANDLE_QMATMUL=1` asks for candle's, to compare). A QTensor's rows are
-            // whole blocks.
-            (Weight::Quantized(q), Some(mm)) => match crate::qmatmul::BlockType::of(q.dtype()) {
-                Some(ty) if !crate::qmatmul::candle_forced() => self.own_product(x, |xs| {
+            // Block-quantized weights: Frugal's 8-bit kernels where they are the faster for this
+            // type and this many input rows ([`crate::qmatmul::BlockType::ours_for`]), else
+            // candle's. A QTensor's rows are whole blocks.
+            (Weight::Quantized(q), Some(mm)) => match crate::qmatmul::BlockType::of(q.dtype())
+                .filter(|t| t.ours_for(x.elem_count() / self.n_in.max(1)))
+            {
+                Some(ty) => self.own_product(x, |xs| {
                     Ok(crate::qmatmul::matmul(
                         ty,
                         &q.data()?,

@@ -102,12 +102,11 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
                 .zip(&full[p])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            // Stored weights: the output layer (Q8_0, candle's kernel) rounds its input to 8-bit
-            // blocks, so float noise of the f32 parts can flip an activation's rounding — a
-            // step of 3e-3 to 1.6e-2 in the logits at some positions (2 of 12 on an AMD EPYC
-            // with AVX2, 0.0147 and 0.0164; exactly 0 at the others), since Q4_1 is multiplied
-            // by Frugal's f32 kernel, which passes that noise on where candle's 8-bit rounding
-            // of every layer's input used to absorb it. A cache bug is O(1) and at every
+            // Stored weights: every layer's input is rounded to 8-bit blocks (Q8_1 for the
+            // Q4_1 blocks, Q8_0 for the Q8_0 output layer), so float noise of the f32 parts
+            // can flip an activation's rounding — a step of 3e-3 to 1.6e-2 in the logits at
+            // some positions (2 of 12 on an AMD EPYC with AVX2, 0.0147 and 0.0164, with the
+            // kernels of the time; exactly 0 at the others). A cache bug is O(1) and at every
             // position after it, so most positions must also agree to 2e-3.
             let tol = if opts.dequantize { 2e-3 } else { 3e-2 };
             assert!(worst < tol, "{opts:?} position {p}: max |Δlogit| {worst}");

@@ -1,0 +1,104 @@
+//! Frugal's products of block-quantized weights with 8-bit activations (`frugal_models::qmatmul`)
+//! against candle 0.11's quantized matmul (`QMatMul`) and against what evaluation runs for a
+//! prompt (the weight decoded to F32 and candle's F32 matmul, decoding not timed), on the shapes
+//! of the models the benchmarks use, in one run. Prints G multiply-adds per second (best of
+//! `ROUNDS`) and the ratios (above 1: Frugal faster). Run by `bench/qmatmul-kernels.sh`.
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use frugal_models::qmatmul::{self, BlockType};
+use std::time::Instant;
+
+fn best(rounds: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let only = args.get(2).cloned().unwrap_or_default();
+    let types: Vec<BlockType> = match args.get(3).filter(|t| t.as_str() != "all") {
+        Some(t) => t
+            .split(',')
+            .map(|n| {
+                *BlockType::ALL
+                    .iter()
+                    .find(|b| format!("{b:?}") == n)
+                    .unwrap_or_else(|| panic!("unknown type {n}"))
+            })
+            .collect(),
+        None => BlockType::ALL.to_vec(),
+    };
+    let rows: Vec<usize> = args
+        .get(4)
+        .map(|s| s.split(',').map(|v| v.parse().expect("rows")).collect())
+        .unwrap_or(vec![1, 512]);
+    let shapes: &[(&str, usize, usize)] = &[
+        ("SmolLM2 gate/up", 1536, 576),
+        ("SmolLM2 down", 576, 1536),
+        ("1.5B q/o", 1536, 1536),
+        ("1.5B gate/up", 8960, 1536),
+        ("7B q/o", 4096, 4096),
+        ("7B gate/up", 11008, 4096),
+        ("7B down", 4096, 11008),
+    ];
+    println!(
+        "threads {}, {:?}; G multiply-adds/s, best of {rounds}",
+        rayon::current_num_threads(),
+        frugal_models::gemm::Isa::detected()
+    );
+    println!(
+        "{:18} {:5} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "shape [n × k]", "type", "m", "candle q", "f32 gemm", "frugal", "× candle", "× f32"
+    );
+    let dev = Device::Cpu;
+    let mut rng = frugal_formats::rng::SplitMix64(7);
+    for &(name, n, k) in shapes.iter().filter(|s| s.0.contains(only.as_str())) {
+        let w: Vec<f32> = (0..n * k).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
+        for &ty in &types {
+            if k % ty.block_values() != 0 {
+                continue;
+            }
+            let q = QTensor::quantize(&wt, ty.candle()).unwrap();
+            let bytes = q.data().unwrap().into_owned();
+            let decoded = q.dequantize(&dev).unwrap();
+            let mm = QMatMul::from_qtensor(q).unwrap();
+            for &m in &rows {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.next_f64() as f32 - 0.5).collect();
+                let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+                let mac = (m * n * k) as f64 / 1e9;
+                let c = best(rounds, || {
+                    std::hint::black_box(mm.forward(&xt).unwrap());
+                });
+                let g = best(rounds, || {
+                    std::hint::black_box(xt.matmul(&decoded.t().unwrap()).unwrap());
+                });
+                let o = best(rounds, || {
+                    std::hint::black_box(qmatmul::matmul(ty, &bytes, n, k, &x));
+                });
+                println!(
+                    "{:18} {:5} {:>4} {:>9.2} {:>9.2} {:>9.2} {:>8.2}x {:>8.2}x",
+                    format!("{name} [{n}×{k}]")
+                        .chars()
+                        .take(18)
+                        .collect::<String>(),
+                    format!("{ty:?}"),
+                    m,
+                    mac / c,
+                    mac / g,
+                    mac / o,
+                    c / o,
+                    g / o
+                );
+            }
+        }
+    }
+}
