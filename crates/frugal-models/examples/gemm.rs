@@ -6,18 +6,10 @@
 use candle_core::{Device, Tensor};
 use frugal_models::gemm::{matmul_t_with, Isa, Rows};
 use half::{bf16, f16};
-use std::time::Instant;
 
-fn best(rounds: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+#[path = "common/timing.rs"]
+mod timing;
+use timing::best;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -7,18 +7,10 @@
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use frugal_models::qmatmul::{self, BlockType};
-use std::time::Instant;
 
-fn best(rounds: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+#[path = "common/timing.rs"]
+mod timing;
+use timing::best;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

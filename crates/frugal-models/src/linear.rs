@@ -101,7 +101,7 @@ impl ActRounding {
 /// without the library call the compiler emits for `f32::round` (which kept these loops
 /// scalar: 8 % of an evaluation's time).
 #[inline(always)]
-fn round_half_away(v: f32) -> f32 {
+pub(crate) fn round_half_away(v: f32) -> f32 {
     let t = v.trunc();
     if (v - t).abs() >= 0.5 {
         t + 1f32.copysign(v)

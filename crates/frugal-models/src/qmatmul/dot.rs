@@ -3,6 +3,8 @@
 //! AVX2 kernel (`maddubs`: 32 products of an unsigned and a signed byte per instruction, the
 //! integer sums scaled per block in f32), tested against each other.
 
+use crate::linear::round_half_away;
+
 /// Which 8-bit blocks a weight type's activations are rounded to (ggml's `vec_dot_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActFormat {
@@ -34,17 +36,6 @@ pub struct Activations {
     pub s: Vec<f32>,
     /// Σq per 16 values.
     pub bsums: Vec<i16>,
-}
-
-/// `roundf`: to nearest, halves away from zero (as [`crate::linear::ActRounding::Q8_0`]).
-#[inline(always)]
-fn round_half_away(v: f32) -> f32 {
-    let t = v.trunc();
-    if (v - t).abs() >= 0.5 {
-        t + 1f32.copysign(v)
-    } else {
-        t
-    }
 }
 
 impl Activations {
@@ -198,8 +189,9 @@ pub mod avx2 {
     use super::{ActRow, WeightRow};
     use std::arch::x86_64::*;
 
+    /// The sum of the eight lanes.
     #[inline(always)]
-    unsafe fn hsum_ps(v: __m256) -> f32 {
+    pub(crate) unsafe fn hsum_ps(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));

@@ -10,6 +10,7 @@
 //! at run time) or the plain reference, tested against each other ([`dot`]).
 
 pub mod dot;
+pub mod fused;
 pub mod prepare;
 
 use dot::{ActFormat, ActRow, Activations, WeightRow};
@@ -212,6 +213,17 @@ pub fn matmul_with(
     yt.par_chunks_mut(chunk * m)
         .zip(w.par_chunks(chunk * row_bytes))
         .for_each_init(Prepared::default, |p, (o, rows)| {
+            #[cfg(target_arch = "x86_64")]
+            if m < TILE && avx2 && fused::has(ty) {
+                for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
+                    for r in 0..m {
+                        // SAFETY: `avx2` (the CPU has AVX2 and FMA), `fused::has(ty)`, and the
+                        // input row has the weight row's count of super-blocks.
+                        o[i * m + r] = unsafe { fused::row(ty, row, act_row(&acts, fmt, r, n_in)) };
+                    }
+                }
+                return;
+            }
             if m < TILE {
                 // Few input rows: each weight row unpacked just before its products, so the
                 // unpacked bytes are still in L1 when they are read.

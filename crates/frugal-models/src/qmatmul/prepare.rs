@@ -14,7 +14,7 @@
 use super::BlockType;
 
 /// Every f16 as f32, as ggml keeps it: a table lookup instead of a conversion per block.
-fn f16_table() -> &'static [f32] {
+pub(super) fn f16_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
@@ -24,7 +24,7 @@ fn f16_table() -> &'static [f32] {
 }
 
 #[inline(always)]
-fn f16_at(t: &[f32], b: &[u8], at: usize) -> f32 {
+pub(super) fn f16_at(t: &[f32], b: &[u8], at: usize) -> f32 {
     t[usize::from(u16::from_le_bytes([b[at], b[at + 1]]))]
 }
 
@@ -173,7 +173,7 @@ fn legacy(ty: BlockType, t: &[f32], b: &[u8], w: &mut [u8; 32]) -> (f32, f32) {
 
 /// ggml's `get_scale_min_k4`: the 6-bit scale and minimum of sub-block `j` (of 32 values).
 #[inline(always)]
-fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+pub(super) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
