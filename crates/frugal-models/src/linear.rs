@@ -14,8 +14,8 @@ pub enum Weight {
     /// Dense f32 (sparse weights are dense tensors with zeros).
     Dense(Tensor),
     /// A ggml tensor as stored: block-quantized ones multiplied with Frugal's 8-bit kernels
-    /// ([`crate::qmatmul`]) or candle's, whichever is the faster for the type, F16 and BF16 ones with [`crate::gemm`] straight from
-    /// their 16-bit values (no f32 copy).
+    /// ([`crate::qmatmul`]) or candle's, whichever is the faster for the type, F16 and BF16
+    /// ones with [`crate::gemm`] straight from their 16-bit values (no f32 copy).
     Quantized(Arc<QTensor>),
 }
 
