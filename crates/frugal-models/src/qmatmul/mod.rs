@@ -324,10 +324,14 @@ mod tests {
             // The activations: q·d are ActRounding's values for the same format.
             let fmt = ty.act();
             let acts = Activations::quantize(fmt, &x, n_in);
-            let rounding = match fmt {
+            // The layer seam's table of ggml's activation rounding agrees with this one.
+            let g = frugal_formats::gguf::GgmlType::from_name(&format!("{ty:?}")).unwrap();
+            let rounding = ActRounding::for_weight(g);
+            let expected = match fmt {
                 ActFormat::Q8K => ActRounding::Q8K,
-                _ => ActRounding::Q8_0,
+                ActFormat::Q8_0 | ActFormat::Q8_1 => ActRounding::Q8_0,
             };
+            assert_eq!(rounding, expected, "{ty:?}: activation format");
             let mut rounded = x.clone();
             rounded
                 .chunks_exact_mut(n_in)
