@@ -5,8 +5,9 @@
 # decoded token (1 row) and a prompt (512 rows), in one run:
 #   bench/qmatmul-kernels.sh [ROUNDS] [SHAPE-FILTER] [TYPES] [ROWS] [THREADS]
 #   (default 3, all shapes, every type (all), "1,512", 2 threads; TYPES like Q4_K,Q6_K)
-# Prints G multiply-adds/s (best of ROUNDS) and the others' time over Frugal's.
-# FRUGAL_ISA=scalar runs the plain reference instead of the AVX2 kernel.
+# Prints G multiply-adds/s (best of ROUNDS) and the others' time over Frugal's; on a CPU with
+# AVX-512 VNNI also Frugal's AVX2 kernel and its time over the VNNI one's.
+# FRUGAL_ISA=avx2 (or scalar) makes Frugal's kernel the AVX2 one (or the plain reference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAYON_NUM_THREADS="${5:-2}" cargo run --release -q -p frugal-models --example qmatmul -- \

@@ -2,7 +2,9 @@
 //! against candle 0.11's quantized matmul (`QMatMul`) and against what evaluation runs for a
 //! prompt (the weight decoded to F32 and candle's F32 matmul, decoding not timed), on the shapes
 //! of the models the benchmarks use, in one run. Prints G multiply-adds per second (best of
-//! `ROUNDS`) and the ratios (above 1: Frugal faster). Run by `bench/qmatmul-kernels.sh`.
+//! `ROUNDS`) and the ratios (above 1: Frugal faster). Where the CPU has AVX-512 VNNI, Frugal's
+//! AVX2 kernel is timed beside it too (column `avx2`, and `× avx2`: its time over VNNI's). Run
+//! by `bench/qmatmul-kernels.sh`.
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -41,14 +43,28 @@ fn main() {
         ("7B gate/up", 11008, 4096),
         ("7B down", 4096, 11008),
     ];
+    let kernel = qmatmul::Kernel::detected();
+    let wide = kernel > qmatmul::Kernel::Avx2;
     println!(
-        "threads {}, {:?}; G multiply-adds/s, best of {rounds}",
+        "threads {}, {:?}, kernel {kernel:?}; G multiply-adds/s, best of {rounds}",
         rayon::current_num_threads(),
         frugal_models::gemm::Isa::detected()
     );
     println!(
-        "{:18} {:5} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "shape [n × k]", "type", "m", "candle q", "f32 gemm", "frugal", "× candle", "× f32"
+        "{:18} {:5} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9}{}",
+        "shape [n × k]",
+        "type",
+        "m",
+        "candle q",
+        "f32 gemm",
+        "frugal",
+        "× candle",
+        "× f32",
+        if wide {
+            format!(" {:>9} {:>9}", "avx2", "× avx2")
+        } else {
+            String::new()
+        }
     );
     let dev = Device::Cpu;
     let mut rng = frugal_formats::rng::SplitMix64(7);
@@ -76,8 +92,17 @@ fn main() {
                 let o = best(rounds, || {
                     std::hint::black_box(qmatmul::matmul(ty, &bytes, n, k, &x));
                 });
+                let narrow = if wide {
+                    let a = best(rounds, || {
+                        let avx2 = qmatmul::Kernel::Avx2;
+                        std::hint::black_box(qmatmul::matmul_with(ty, avx2, &bytes, n, k, &x));
+                    });
+                    format!(" {:>9.2} {:>8.2}x", mac / a, a / o)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{:18} {:5} {:>4} {:>9.2} {:>9.2} {:>9.2} {:>8.2}x {:>8.2}x",
+                    "{:18} {:5} {:>4} {:>9.2} {:>9.2} {:>9.2} {:>8.2}x {:>8.2}x{narrow}",
                     format!("{name} [{n}×{k}]")
                         .chars()
                         .take(18)

@@ -5,6 +5,54 @@
 
 use gemm::Parallelism;
 
+/// The integer-product kernels (8-bit codes times 8-bit activations) a CPU runs, narrowest
+/// first: [`crate::relu_int8`]'s and [`crate::qmatmul`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kernel {
+    /// Plain loops (the reference).
+    Portable,
+    /// AVX2 `vpmaddubsw`/`vpmaddwd`.
+    Avx2,
+    /// AVX-512 VNNI `vpdpbusd`.
+    Vnni,
+}
+
+impl Kernel {
+    /// Every kernel, narrowest first.
+    pub const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2, Kernel::Vnni];
+
+    /// The best this CPU has, within what `FRUGAL_ISA` allows (`scalar`, `avx2`; see
+    /// [`crate::gemm::Isa`]).
+    pub fn detected() -> Kernel {
+        use crate::gemm::Isa;
+        match Isa::detected() {
+            Isa::Scalar => Kernel::Portable,
+            Isa::Avx512 if vnni() => Kernel::Vnni,
+            _ => Kernel::Avx2,
+        }
+    }
+
+    /// Whether this CPU can run this kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            Kernel::Avx2 => crate::gemm::Isa::Avx2.available(),
+            Kernel::Vnni => crate::gemm::Isa::Avx512.available() && vnni(),
+        }
+    }
+}
+
+fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Defines a function whose body is compiled twice, for baseline x86-64 and for AVX2, and picks
 /// by CPU at run time (the detection is cached). The copies do the same operations in the same
 /// order (Rust never fuses a multiply and an add on its own), so they give the same results; the

@@ -17,49 +17,7 @@
 /// Outputs per packed panel.
 const PANEL: usize = 16;
 
-/// The kernels this CPU runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernel {
-    /// Plain loops (the reference).
-    Portable,
-    /// AVX2 `vpmaddubsw`/`vpmaddwd`.
-    Avx2,
-    /// AVX-512 VNNI `vpdpbusd`.
-    Vnni,
-}
-
-impl Kernel {
-    /// The best this CPU has, within what `FRUGAL_ISA` allows (`scalar`, `avx2`; see
-    /// [`crate::gemm::Isa`]).
-    pub fn detected() -> Kernel {
-        use crate::gemm::Isa;
-        match Isa::detected() {
-            Isa::Scalar => Kernel::Portable,
-            Isa::Avx512 if vnni() => Kernel::Vnni,
-            _ => Kernel::Avx2,
-        }
-    }
-
-    /// Whether this CPU can run this kernel.
-    pub fn available(self) -> bool {
-        match self {
-            Kernel::Portable => true,
-            Kernel::Avx2 => crate::gemm::Isa::Avx2.available(),
-            Kernel::Vnni => crate::gemm::Isa::Avx512.available() && vnni(),
-        }
-    }
-}
-
-fn vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
+pub use crate::kernels::Kernel;
 
 /// Inputs rounded up to the four-byte steps of the kernels.
 pub fn padded_inputs(k: usize) -> usize {

@@ -1,7 +1,8 @@
 //! The 8-bit activations ggml pairs with each weight type, and the dot products of a prepared
 //! weight row ([`super::prepare::Prepared`]) with one activation row: a plain reference and an
 //! AVX2 kernel (`maddubs`: 32 products of an unsigned and a signed byte per instruction, the
-//! integer sums scaled per block in f32), tested against each other.
+//! integer sums scaled per block in f32) and an AVX-512 VNNI one (`vpdpbusd`/`vpdpwssd`: 64 per
+//! instruction, the widening sums fused), tested against it.
 
 use crate::linear::round_half_away;
 
@@ -198,8 +199,9 @@ pub mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// The sum of the eight lanes.
     #[inline(always)]
-    unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
@@ -304,6 +306,140 @@ pub mod avx2 {
         let mut out = [0f32; R];
         for r in 0..R {
             out[r] = hsum_ps(acc[r]) - mins[r];
+        }
+        out
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use super::{ActRow, WeightRow};
+    use std::arch::x86_64::*;
+
+    /// [`super::legacy_reference`] with AVX-512 VNNI, for `R` input rows at once (as
+    /// [`super::avx2::legacy`]): two blocks per register, each four bytes' products summed
+    /// exactly by one `vpdpbusd` (signed codes as |w| times x negated where w < 0), lanes 0–7
+    /// scaled by the first block's `d_w · d_x` and 8–15 by the second's; an odd last block is
+    /// loaded masked, its upper half zero.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI ([`crate::kernels::Kernel::Vnni`]); the rows hold
+    /// whole blocks of equal count.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub unsafe fn legacy<const R: usize>(
+        signed: bool,
+        w: WeightRow<'_>,
+        x: [ActRow<'_>; R],
+    ) -> [f32; R] {
+        let nb = w.d.len();
+        assert!(w.w.len() >= 32 * nb && w.m.len() >= nb);
+        for x in &x {
+            assert!(x.q.len() >= 32 * nb && x.d.len() >= nb && x.s.len() >= nb);
+        }
+        let zero = _mm512_setzero_si512();
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut offs = [0f32; R];
+        let wp = w.w.as_ptr() as *const i8;
+        let mut b = 0;
+        while b < nb {
+            let two = b + 1 < nb;
+            let mask: __mmask64 = if two { !0 } else { 0xFFFF_FFFF };
+            let wv = _mm512_maskz_loadu_epi8(mask, wp.add(32 * b));
+            let (uw, neg) = if signed {
+                (_mm512_abs_epi8(wv), _mm512_movepi8_mask(wv))
+            } else {
+                (wv, 0)
+            };
+            let dw0 = *w.d.get_unchecked(b);
+            let dw1 = if two { *w.d.get_unchecked(b + 1) } else { 0.0 };
+            for r in 0..R {
+                let xv = _mm512_maskz_loadu_epi8(mask, x[r].q.as_ptr().add(32 * b));
+                let xs = if signed {
+                    _mm512_mask_sub_epi8(xv, neg, zero, xv)
+                } else {
+                    xv
+                };
+                let p = _mm512_dpbusd_epi32(zero, uw, xs);
+                let s0 = dw0 * *x[r].d.get_unchecked(b);
+                let s1 = if two {
+                    dw1 * *x[r].d.get_unchecked(b + 1)
+                } else {
+                    0.0
+                };
+                let scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+                acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[r]);
+                if !signed {
+                    offs[r] += *w.m.get_unchecked(b) * *x[r].s.get_unchecked(b);
+                    if two {
+                        offs[r] += *w.m.get_unchecked(b + 1) * *x[r].s.get_unchecked(b + 1);
+                    }
+                }
+            }
+            b += 2;
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = _mm512_reduce_add_ps(acc[r]) + offs[r];
+        }
+        out
+    }
+
+    /// [`super::k_reference`] with AVX-512 VNNI, for `R` input rows at once: 64 products per
+    /// `vpmaddubsw`, its 32 sums of pairs scaled by their groups' `sc` and added to 32-bit sums
+    /// by one `vpdpwssd` (the four groups' scales spread over the register by a permute shared
+    /// by the rows); per super-block the sixteen lanes fold to eight and the zero-point and
+    /// minimum terms follow as in [`super::avx2::k`].
+    ///
+    /// # Safety
+    /// As [`legacy`]; the rows hold whole super-blocks of equal count.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub unsafe fn k<const R: usize>(w: WeightRow<'_>, x: [ActRow<'_>; R]) -> [f32; R] {
+        let nb = w.d.len();
+        assert!(w.w.len() >= 256 * nb && w.m.len() >= nb);
+        assert!(w.sc.len() >= 16 * nb && w.zsc.len() >= 16 * nb && w.mn.len() >= 16 * nb);
+        for x in &x {
+            assert!(x.q.len() >= 256 * nb && x.d.len() >= nb && x.bsums.len() >= 16 * nb);
+        }
+        // 16-bit lane j of a 64-byte chunk's pair sums belongs to group j / 8.
+        let spread = _mm512_set_epi16(
+            3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
+            0, 0, 0,
+        );
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut mins = [0f32; R];
+        let wp = w.w.as_ptr();
+        for b in 0..nb {
+            let mut ai = [_mm512_setzero_si512(); R];
+            let sc = w.sc.as_ptr().add(16 * b);
+            for c in 0..4 {
+                let wv = _mm512_loadu_si512(wp.add(256 * b + 64 * c) as *const __m512i);
+                let s =
+                    _mm512_permutexvar_epi16(spread, _mm512_maskz_loadu_epi16(0xF, sc.add(4 * c)));
+                for r in 0..R {
+                    let xv =
+                        _mm512_loadu_si512(x[r].q.as_ptr().add(256 * b + 64 * c) as *const __m512i);
+                    ai[r] = _mm512_dpwssd_epi32(ai[r], _mm512_maddubs_epi16(wv, xv), s);
+                }
+            }
+            let zsc = _mm256_loadu_si256(w.zsc.as_ptr().add(16 * b) as *const __m256i);
+            let mn = _mm256_loadu_si256(w.mn.as_ptr().add(16 * b) as *const __m256i);
+            let (dw, mw) = (*w.d.get_unchecked(b), *w.m.get_unchecked(b));
+            for r in 0..R {
+                let folded = _mm256_add_epi32(
+                    _mm512_castsi512_si256(ai[r]),
+                    _mm512_extracti64x4_epi64(ai[r], 1),
+                );
+                let bs = _mm256_loadu_si256(x[r].bsums.as_ptr().add(16 * b) as *const __m256i);
+                let ai = _mm256_sub_epi32(folded, _mm256_madd_epi16(bs, zsc));
+                let imin = super::avx2::hsum_epi32(_mm256_madd_epi16(bs, mn));
+                let dx = *x[r].d.get_unchecked(b);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(ai), acc[r]);
+                mins[r] += (mw * dx) * imin as f32;
+            }
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = super::avx2::hsum_ps(acc[r]) - mins[r];
         }
         out
     }

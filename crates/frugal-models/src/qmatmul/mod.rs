@@ -6,14 +6,23 @@
 //!
 //! A weight row is unpacked once ([`prepare::Prepared`]: a byte per value and the block
 //! scales) and multiplied with every input row, rows taken in chunks that stay in a core's L2
-//! cache while the input rows stream past; the products are an AVX2 kernel (`maddubs`, chosen
-//! at run time) or the plain reference, tested against each other ([`dot`]).
+//! cache while the input rows stream past; the products are an AVX-512 VNNI or AVX2 kernel
+//! (the widest the CPU has, chosen at run time: [`Kernel::detected`]) or the plain reference,
+//! tested against each other ([`dot`]). With VNNI, many input rows (a prompt) meet the weight
+//! rows repacked in panels of sixteen ([`panel`]), each instruction then serving sixteen
+//! outputs; a single row takes the row kernels ([`dot`], [`fused`]), whose values differ from
+//! the panels' only in the order of f32 steps (with AVX2 and the reference, bit for bit the
+//! batch's).
+
+pub use crate::kernels::Kernel;
 
 pub mod dot;
 pub mod fused;
+pub mod panel;
 pub mod prepare;
 
 use dot::{ActFormat, ActRow, Activations, WeightRow};
+use panel::{Panels, PANEL};
 use prepare::Prepared;
 use rayon::prelude::*;
 
@@ -36,11 +45,13 @@ pub enum BlockType {
 /// One row per type: candle's name for it, bytes per block, values per block, the activation
 /// blocks ggml multiplies it with, whether its codes are signed (the `_0` types), the zero
 /// point the unsigned k-quant codes carry, and whether Frugal's kernel is the faster one for a
-/// single input row (a decoded token) and for many (a prompt), as measured by
-/// `bench/qmatmul-kernels.sh` (BENCHMARKS.md, "Quantized products with 8-bit activations").
+/// single input row (a decoded token) and for many (a prompt), on a CPU whose widest kernel is
+/// AVX2 and on one with AVX-512 VNNI (where candle's repacked VNNI products of Q8_0, Q4_K and
+/// Q6_K are the faster), as measured by `bench/qmatmul-kernels.sh` (BENCHMARKS.md, "Quantized
+/// products with 8-bit activations" and "AVX-512 VNNI: panels of sixteen weight rows").
 macro_rules! block_types {
     ($($t:ident: $candle:ident, $bytes:expr, $values:expr, $act:ident, $signed:expr, $zero:expr,
-       ours $one:expr, $many:expr;)*) => {
+       ours avx2 $one:expr, $many:expr, vnni $vone:expr, $vmany:expr;)*) => {
         impl BlockType {
             /// Every type, in the table's order.
             pub const ALL: &'static [BlockType] = &[$(BlockType::$t),*];
@@ -79,9 +90,14 @@ macro_rules! block_types {
                 match self { $(BlockType::$t => $zero,)* }
             }
             /// Whether a layer multiplies `rows` input rows with Frugal's kernel (the faster
-            /// one there) rather than candle's; never when `FRUGAL_CANDLE_QMATMUL=1`.
+            /// one there, on this CPU's widest kernel) rather than candle's; never when
+            /// `FRUGAL_CANDLE_QMATMUL=1`.
             pub fn ours_for(self, rows: usize) -> bool {
-                let (one, many): (bool, bool) = match self { $(BlockType::$t => ($one, $many),)* };
+                let (one, many): (bool, bool) = if Kernel::detected() == Kernel::Vnni {
+                    match self { $(BlockType::$t => ($vone, $vmany),)* }
+                } else {
+                    match self { $(BlockType::$t => ($one, $many),)* }
+                };
                 !candle_forced() && if rows <= 1 { one } else { many }
             }
         }
@@ -89,16 +105,16 @@ macro_rules! block_types {
 }
 
 block_types! {
-    Q4_0: Q4_0, 18, 32, Q8_0, true, 0, ours true, true;
-    Q4_1: Q4_1, 20, 32, Q8_1, false, 0, ours true, true;
-    Q5_0: Q5_0, 22, 32, Q8_0, true, 0, ours true, true;
-    Q5_1: Q5_1, 24, 32, Q8_1, false, 0, ours true, true;
-    Q8_0: Q8_0, 34, 32, Q8_0, true, 0, ours true, true;
-    Q2_K: Q2K, 84, 256, Q8K, false, 0, ours false, false;
-    Q3_K: Q3K, 110, 256, Q8K, false, 4, ours false, true;
-    Q4_K: Q4K, 144, 256, Q8K, false, 0, ours false, false;
-    Q5_K: Q5K, 176, 256, Q8K, false, 0, ours false, true;
-    Q6_K: Q6K, 210, 256, Q8K, false, 32, ours false, false;
+    Q4_0: Q4_0, 18, 32, Q8_0, true, 0, ours avx2 true, true, vnni false, true;
+    Q4_1: Q4_1, 20, 32, Q8_1, false, 0, ours avx2 true, true, vnni true, true;
+    Q5_0: Q5_0, 22, 32, Q8_0, true, 0, ours avx2 true, true, vnni true, true;
+    Q5_1: Q5_1, 24, 32, Q8_1, false, 0, ours avx2 true, true, vnni true, true;
+    Q8_0: Q8_0, 34, 32, Q8_0, true, 0, ours avx2 true, true, vnni false, false;
+    Q2_K: Q2K, 84, 256, Q8K, false, 0, ours avx2 false, false, vnni false, true;
+    Q3_K: Q3K, 110, 256, Q8K, false, 4, ours avx2 false, true, vnni false, true;
+    Q4_K: Q4K, 144, 256, Q8K, false, 0, ours avx2 false, false, vnni false, false;
+    Q5_K: Q5K, 176, 256, Q8K, false, 0, ours avx2 false, true, vnni false, true;
+    Q6_K: Q6K, 210, 256, Q8K, false, 32, ours avx2 false, false, vnni false, false;
 }
 
 impl BlockType {
@@ -113,12 +129,6 @@ impl BlockType {
 pub fn candle_forced() -> bool {
     static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FORCED.get_or_init(|| std::env::var("FRUGAL_CANDLE_QMATMUL").is_ok_and(|v| v == "1"))
-}
-
-/// Which product runs: the AVX2 kernel where the CPU has it (and `FRUGAL_ISA` does not ask
-/// for `scalar`), else the reference.
-fn use_avx2() -> bool {
-    crate::gemm::Isa::detected() != crate::gemm::Isa::Scalar
 }
 
 /// `w`'s row `r` of `n_in` values.
@@ -145,28 +155,40 @@ fn act_row(a: &Activations, fmt: ActFormat, r: usize, n_in: usize) -> ActRow<'_>
     }
 }
 
-/// Products of one weight row with `R` input rows, by the kernel `avx2` names (the values do
-/// not depend on `R`).
+/// Products of one weight row with `R` input rows, by `kernel` (the values do not depend on
+/// `R`).
 #[inline]
 fn dot<const R: usize>(
     ty: BlockType,
-    avx2: bool,
+    kernel: Kernel,
     w: WeightRow<'_>,
     x: [ActRow<'_>; R],
 ) -> [f32; R] {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` is set only where the CPU has AVX2 and FMA (`use_avx2`); the rows
+    match kernel {
+        // SAFETY: `matmul_with` checked that the CPU has the kernel's instructions; the rows
         // are whole blocks of one count (checked by the kernels' asserts).
-        return unsafe {
-            if ty.is_k() {
-                dot::avx2::k(w, x)
-            } else {
-                dot::avx2::legacy(ty.is_signed(), w, x)
+        Kernel::Vnni => {
+            return unsafe {
+                if ty.is_k() {
+                    dot::avx512::k(w, x)
+                } else {
+                    dot::avx512::legacy(ty.is_signed(), w, x)
+                }
             }
-        };
+        }
+        // SAFETY: as above.
+        Kernel::Avx2 => {
+            return unsafe {
+                if ty.is_k() {
+                    dot::avx2::k(w, x)
+                } else {
+                    dot::avx2::legacy(ty.is_signed(), w, x)
+                }
+            }
+        }
+        Kernel::Portable => {}
     }
-    let _ = avx2;
     x.map(|x| {
         if ty.is_k() {
             dot::k_reference(w, x)
@@ -179,17 +201,86 @@ fn dot<const R: usize>(
 /// Input rows taken together by the kernels (each weight row's bytes loaded once for them).
 const TILE: usize = 4;
 
+/// Input rows taken together by the panel kernels: eight independent sums per panel keep the
+/// VNNI unit busy through its latency.
+const PANEL_TILE: usize = 8;
+
+/// One chunk of `n` weight rows packed in `pn` times the `m` rows of `acts`, into `o`
+/// (`[n][m]`), the input rows [`PANEL_TILE`] at a time.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI; `pn` holds `n` rows of `n_in` values and `acts` `m`
+/// rows of `n_in` values.
+#[cfg(target_arch = "x86_64")]
+unsafe fn panel_chunk(
+    ty: BlockType,
+    pn: &Panels,
+    n: usize,
+    n_in: usize,
+    acts: &Activations,
+    m: usize,
+    o: &mut [f32],
+) {
+    let fmt = ty.act();
+    for pi in 0..n.div_ceil(PANEL) {
+        let live = (n - pi * PANEL).min(PANEL);
+        let mut r = 0;
+        while r < m {
+            let take = (m - r).min(PANEL_TILE);
+            let xs = |t: usize| act_row(acts, fmt, r + t, n_in);
+            let mut y = [[0f32; PANEL]; PANEL_TILE];
+            macro_rules! rows {
+                ($($n:literal)*) => {
+                    match take {
+                        $($n => {
+                            let x: [ActRow<'_>; $n] = std::array::from_fn(xs);
+                            y[..$n].copy_from_slice(&panel_rows(ty, pn, pi, n_in, x));
+                        })*
+                        _ => unreachable!("a tile of 1 to {PANEL_TILE} rows"),
+                    }
+                };
+            }
+            rows!(1 2 3 4 5 6 7 8);
+            for (t, yr) in y[..take].iter().enumerate() {
+                for (l, v) in yr[..live].iter().enumerate() {
+                    o[(pi * PANEL + l) * m + r + t] = *v;
+                }
+            }
+            r += take;
+        }
+    }
+}
+
+/// Panel `pi` times `R` input rows by the VNNI panel kernels.
+///
+/// # Safety
+/// As [`panel::avx512::legacy`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn panel_rows<const R: usize>(
+    ty: BlockType,
+    pn: &Panels,
+    pi: usize,
+    n_in: usize,
+    x: [ActRow<'_>; R],
+) -> [[f32; PANEL]; R] {
+    if ty.is_k() {
+        panel::avx512::k(ty.zero_point() != 0, pn, pi, n_in, x)
+    } else {
+        panel::avx512::legacy(ty.is_signed(), pn, pi, n_in, x)
+    }
+}
+
 /// `y = x · Wᵀ` for `x` `[m, n_in]` (f32) and the block-quantized `W` `[n_out, n_in]` given by
 /// its blocks (row-major, `n_in` a multiple of the type's block); returns `y` `[m, n_out]`.
 pub fn matmul(ty: BlockType, w: &[u8], n_out: usize, n_in: usize, x: &[f32]) -> Vec<f32> {
-    matmul_with(ty, use_avx2(), w, n_out, n_in, x)
+    matmul_with(ty, Kernel::detected(), w, n_out, n_in, x)
 }
 
-/// [`matmul`] with the kernel named: the AVX2 one (`avx2`, where the CPU has it) or the
-/// reference.
+/// [`matmul`] with the kernel named (which this CPU must have).
 pub fn matmul_with(
     ty: BlockType,
-    avx2: bool,
+    kernel: Kernel,
     w: &[u8],
     n_out: usize,
     n_in: usize,
@@ -200,7 +291,7 @@ pub fn matmul_with(
     let row_bytes = n_in / bv * ty.block_bytes();
     assert_eq!(w.len(), n_out * row_bytes, "weight bytes");
     assert!(x.len().is_multiple_of(n_in), "input rows");
-    let avx2 = avx2 && use_avx2();
+    assert!(kernel.available(), "qmatmul: {kernel:?} is not on this CPU");
     let m = x.len() / n_in;
     let fmt = ty.act();
     let acts = Activations::quantize(fmt, x, n_in);
@@ -208,17 +299,33 @@ pub fn matmul_with(
     // every input row passes over it), and there are enough chunks to balance the threads.
     let by_cache = (65_536 / n_in).max(1);
     let by_threads = n_out.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let chunk = by_cache.min(by_threads).clamp(1, 64);
+    let mut chunk = by_cache.min(by_threads).clamp(1, 64);
+    let panels = kernel == Kernel::Vnni && m >= TILE;
+    if panels {
+        // Whole panels, as many as fit the cache (one at the least).
+        chunk = chunk.max(PANEL) / PANEL * PANEL;
+    }
     let mut yt = vec![0f32; n_out * m];
     yt.par_chunks_mut(chunk * m)
         .zip(w.par_chunks(chunk * row_bytes))
-        .for_each_init(Prepared::default, |p, (o, rows)| {
+        .for_each_init(<(Prepared, Panels)>::default, |(p, pn), (o, rows)| {
             #[cfg(target_arch = "x86_64")]
-            if m < TILE && avx2 && fused::has(ty) {
+            if panels {
+                p.fill(ty, rows, n_in);
+                let n = rows.len() / row_bytes;
+                pn.fill(ty, p, n, n_in);
+                // SAFETY: `kernel` is VNNI and available (asserted above); `pn` holds `n` rows
+                // of `n_in` values, `acts` `m` rows of `n_in` values.
+                unsafe { panel_chunk(ty, pn, n, n_in, &acts, m, o) };
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if m < TILE && kernel >= Kernel::Avx2 && fused::has(ty) {
                 for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
                     for r in 0..m {
-                        // SAFETY: `avx2` (the CPU has AVX2 and FMA), `fused::has(ty)`, and the
-                        // input row has the weight row's count of super-blocks.
+                        // SAFETY: the CPU has AVX2 and FMA (`kernel` is available and at least
+                        // AVX2's), `fused::has(ty)`, and the input row has the weight row's
+                        // count of super-blocks.
                         o[i * m + r] = unsafe { fused::row(ty, row, act_row(&acts, fmt, r, n_in)) };
                     }
                 }
@@ -231,7 +338,7 @@ pub fn matmul_with(
                     p.fill(ty, row, n_in);
                     for r in 0..m {
                         let xr = [act_row(&acts, fmt, r, n_in)];
-                        o[i * m + r] = dot(ty, avx2, weight_row(p, ty, 0, n_in), xr)[0];
+                        o[i * m + r] = dot(ty, kernel, weight_row(p, ty, 0, n_in), xr)[0];
                     }
                 }
                 return;
@@ -243,7 +350,7 @@ pub fn matmul_with(
                 let xs: [ActRow<'_>; TILE] =
                     std::array::from_fn(|t| act_row(&acts, fmt, r + t, n_in));
                 for i in 0..n {
-                    let y = dot(ty, avx2, weight_row(p, ty, i, n_in), xs);
+                    let y = dot(ty, kernel, weight_row(p, ty, i, n_in), xs);
                     o[i * m + r..i * m + r + TILE].copy_from_slice(&y);
                 }
                 r += TILE;
@@ -251,7 +358,7 @@ pub fn matmul_with(
             for r in r..m {
                 let xr = [act_row(&acts, fmt, r, n_in)];
                 for i in 0..n {
-                    o[i * m + r] = dot(ty, avx2, weight_row(p, ty, i, n_in), xr)[0];
+                    o[i * m + r] = dot(ty, kernel, weight_row(p, ty, i, n_in), xr)[0];
                 }
             }
         });
@@ -298,19 +405,19 @@ mod tests {
     }
 
     /// For every type: the unpacked values are candle's (ggml's) dequantization bit for bit;
-    /// the activations are [`ActRounding`]'s values; the AVX2 product equals the reference to
+    /// the activations are [`ActRounding`]'s values; the AVX2 and AVX-512 VNNI products (where
+    /// the CPU has them) equal the reference to
     /// f32 summation order, and both equal the product of the decoded weight with the rounded
     /// input; candle's own kernel agrees to its 8-bit rounding; one input row at a time gives
     /// the batch's values bit for bit.
     #[test]
     fn every_type_against_ggml_decoding_the_reference_and_candle() {
         let dev = Device::Cpu;
-        let (n_out, n_in, m) = (37, 768, 6);
+        let (n_out, n_in, m) = (37, 768, 11);
         let w = values(7, n_out * n_in, true);
         let x = values(11, m * n_in, false);
         let wt = Tensor::from_vec(w, (n_out, n_in), &dev).unwrap();
         let xt = Tensor::from_vec(x.clone(), (m, n_in), &dev).unwrap();
-        let have_avx2 = use_avx2();
         for &ty in BlockType::ALL {
             let q = QTensor::quantize(&wt, ty.candle()).unwrap();
             let bytes = q.data().unwrap().into_owned();
@@ -340,7 +447,7 @@ mod tests {
                 let v = f32::from(acts.q[j]) * acts.d[j / fmt.block()];
                 assert_eq!(v, *r, "{ty:?}: activation {j}");
             }
-            let reference = matmul_with(ty, false, &bytes, n_out, n_in, &x);
+            let reference = matmul_with(ty, Kernel::Portable, &bytes, n_out, n_in, &x);
             let exact = flat(
                 Tensor::from_vec(rounded, (m, n_in), &dev)
                     .unwrap()
@@ -358,12 +465,15 @@ mod tests {
                     "{ty:?} [{i}]: {a} vs candle {c}"
                 );
             }
-            if have_avx2 {
-                let fast = matmul_with(ty, true, &bytes, n_out, n_in, &x);
+            for kernel in [Kernel::Avx2, Kernel::Vnni] {
+                if !kernel.available() {
+                    continue;
+                }
+                let fast = matmul_with(ty, kernel, &bytes, n_out, n_in, &x);
                 for (i, (a, b)) in fast.iter().zip(&reference).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-5 * scale,
-                        "{ty:?} [{i}]: AVX2 {a} vs reference {b}"
+                        "{ty:?} [{i}]: {kernel:?} {a} vs reference {b}"
                     );
                 }
             }
@@ -388,23 +498,34 @@ mod tests {
             }
             let narrow = xt.narrow(1, 0, n_in - 256).unwrap();
             assert!(lin.forward(&narrow).is_err(), "{ty:?}: a narrower input");
-            let batch = matmul(ty, &bytes, n_out, n_in, &x);
-            for r in 0..m {
-                let y1 = matmul(ty, &bytes, n_out, n_in, &x[r * n_in..(r + 1) * n_in]);
-                assert_eq!(y1, batch[r * n_out..(r + 1) * n_out], "{ty:?}: row {r}");
+            // Rows one at a time: the batch's values bit for bit, but for VNNI's panels (their
+            // f32 steps fused differently from the one-row kernel's).
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+                let batch = matmul_with(ty, kernel, &bytes, n_out, n_in, &x);
+                for r in 0..m {
+                    let xr = &x[r * n_in..(r + 1) * n_in];
+                    let y1 = matmul_with(ty, kernel, &bytes, n_out, n_in, xr);
+                    let yb = &batch[r * n_out..(r + 1) * n_out];
+                    if kernel == Kernel::Vnni {
+                        for (a, b) in y1.iter().zip(yb) {
+                            assert!((a - b).abs() <= 1e-5 * scale, "{ty:?} VNNI row {r}");
+                        }
+                    } else {
+                        assert_eq!(y1, yb, "{ty:?} {kernel:?}: row {r}");
+                    }
+                }
             }
         }
     }
 
     /// The integer parts are exact: with every code and activation at its extreme (the sign
-    /// trick's −128 codes of Q8_0 included) the AVX2 sums are the reference's.
+    /// trick's −128 codes of Q8_0 included) the AVX2 and VNNI sums are the reference's, for
+    /// one input row and for a tile of them, and for an odd count of legacy blocks (VNNI's
+    /// masked last pair).
     #[test]
     fn extreme_codes_do_not_overflow() {
-        if !use_avx2() {
-            return;
-        }
-        let n_in = 512;
         for &ty in BlockType::ALL {
+            let n_in = if ty.is_k() { 512 } else { 544 };
             // Every byte 0xFF (largest unsigned codes, scales, minima; Q8_0's −1), then
             // every byte 0x80 (Q8_0's −128), with f16 scales of 1.0 where the layout puts them.
             for fill in [0xFFu8, 0x80] {
@@ -424,16 +545,21 @@ mod tests {
                         b[a..a + 2].copy_from_slice(&one);
                     }
                 }
-                for xv in [1f32, -1.0] {
-                    let x = vec![xv; n_in];
-                    let r = matmul_with(ty, false, &bytes, 1, n_in, &x);
-                    let f = matmul_with(ty, true, &bytes, 1, n_in, &x);
-                    assert!(
-                        (r[0] - f[0]).abs() <= 1e-6 * r[0].abs().max(1.0),
-                        "{ty:?} fill {fill:#x} x {xv}: {} vs {}",
-                        f[0],
-                        r[0]
-                    );
+                for (xv, rows) in [(1f32, 1), (-1.0, 1), (1.0, 5), (-1.0, 5)] {
+                    let x = vec![xv; rows * n_in];
+                    let r = matmul_with(ty, Kernel::Portable, &bytes, 1, n_in, &x);
+                    for kernel in [Kernel::Avx2, Kernel::Vnni] {
+                        if !kernel.available() {
+                            continue;
+                        }
+                        let f = matmul_with(ty, kernel, &bytes, 1, n_in, &x);
+                        for (a, b) in f.iter().zip(&r) {
+                            assert!(
+                                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                                "{ty:?} {kernel:?} fill {fill:#x} x {xv}: {a} vs {b}"
+                            );
+                        }
+                    }
                 }
             }
         }
