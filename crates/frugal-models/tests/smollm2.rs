@@ -4,6 +4,7 @@
 use candle_core::Device;
 use frugal_formats::{assets, gguf::GgufFile};
 use frugal_models::llama::{argmax_last, Llama, LoadOptions};
+use frugal_models::qmatmul::{self, Kernel};
 use frugal_models::tokenizer::GgufTokenizer;
 
 fn smollm2() -> Option<GgufFile> {
@@ -90,6 +91,19 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
         let model = Llama::load(&f, opts, &dev).unwrap();
         let full: Vec<Vec<f32>> = model.forward(&ids).unwrap().to_vec2().unwrap();
         let mut cache = model.kv_cache(ids.len()).unwrap();
+        // Stored weights: every layer's input is rounded to 8-bit blocks (Q8_1 for the Q4_1
+        // blocks, Q8_0 for the Q8_0 output layer), so float noise of the f32 parts can flip
+        // an activation's rounding. With kernels whose rows do not depend on the batch, that
+        // is a step of 3e-3 to 1.6e-2 in the logits at some positions (2 of 12 on an AMD EPYC
+        // with AVX2, 0.0147 and 0.0164; exactly 0 at the others), and as a cache bug is O(1)
+        // and at every position after it, most positions must also agree to 2e-3. VNNI's
+        // prompt kernels sum in another order than its one-row ones (`batch_is_exact`), so
+        // every layer's flips compound: up to 1.0 in a logit and a KL of 7e-3 between the
+        // prompt's and the steps' distributions on a Xeon (the size of the 8-bit rounding's
+        // own effect: KL to the exact model up to 7e-3). There the steps must give the
+        // prompt's top token and a KL under 2e-2 at every position — a cache bug (a wrong
+        // position, a stale key) changes the distribution, a KL of order one.
+        let exact_batches = opts.dequantize || qmatmul::batch_is_exact(Kernel::detected());
         let mut close = 0;
         for (p, &id) in ids.iter().enumerate() {
             let step: Vec<f32> = model
@@ -102,20 +116,20 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
                 .zip(&full[p])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            // Stored weights: every layer's input is rounded to 8-bit blocks (Q8_1 for the
-            // Q4_1 blocks, Q8_0 for the Q8_0 output layer), so float noise of the f32 parts
-            // can flip an activation's rounding — a step of 3e-3 to 1.6e-2 in the logits at
-            // some positions (2 of 12 on an AMD EPYC with AVX2, 0.0147 and 0.0164, with the
-            // kernels of the time; exactly 0 at the others). A cache bug is O(1) and at every
-            // position after it, so most positions must also agree to 2e-3.
-            let tol = if opts.dequantize { 2e-3 } else { 3e-2 };
-            assert!(worst < tol, "{opts:?} position {p}: max |Δlogit| {worst}");
+            if exact_batches {
+                let tol = if opts.dequantize { 2e-3 } else { 3e-2 };
+                assert!(worst < tol, "{opts:?} position {p}: max |Δlogit| {worst}");
+            } else {
+                let kl = kl_divergence(&full[p], &step);
+                assert!(kl < 2e-2, "{opts:?} position {p}: KL {kl}");
+                assert_eq!(top1(&step), top1(&full[p]), "{opts:?} position {p}");
+            }
             if worst < 2e-3 {
                 close += 1;
             }
         }
         assert!(
-            2 * close >= ids.len(),
+            !exact_batches || 2 * close >= ids.len(),
             "{opts:?}: only {close} of {} positions agree to 2e-3",
             ids.len()
         );
@@ -187,4 +201,22 @@ fn training_forward_matches_inference_and_has_gradients() {
         .expect("a gradient for blk.0.ffn_gate");
     let norm: f32 = grad.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
     assert!(norm.is_finite() && norm > 0.0, "{norm}");
+}
+
+/// The index of the largest logit.
+fn top1(logits: &[f32]) -> usize {
+    (0..logits.len())
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap()
+}
+
+/// KL(p ‖ q) of the softmax distributions of two logit rows, in f64.
+fn kl_divergence(p: &[f32], q: &[f32]) -> f64 {
+    let log_softmax = |l: &[f32]| {
+        let m = l.iter().fold(f64::MIN, |m, &v| m.max(f64::from(v)));
+        let z = l.iter().map(|&v| (f64::from(v) - m).exp()).sum::<f64>().ln();
+        l.iter().map(|&v| f64::from(v) - m - z).collect::<Vec<f64>>()
+    };
+    let (lp, lq) = (log_softmax(p), log_softmax(q));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
 }
