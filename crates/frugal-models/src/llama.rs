@@ -5,6 +5,14 @@
 //! Details that must match llama.cpp: RMSNorm with the file's epsilon; grouped-query attention;
 //! RoPE on adjacent pairs (ggml's "normal" mode, because GGUF stores Q and K rows permuted for it,
 //! unlike Hugging Face's rotate-half layout); SwiGLU; tied embeddings when `output.weight` is absent.
+//!
+//! Gemma 3 (`gemma3`; llama.cpp's `models/gemma3.cpp`) is a row of [`ARCHITECTURES`] with its own
+//! parts switched on: the embedding scaled by √d; RMSNorm of each head's queries and keys before
+//! RoPE; RoPE on the two halves of a head (ggml's NEOX mode); RMSNorm of the attention and MLP
+//! outputs before each residual add; GeGLU with the tanh GELU; sliding-window attention (512
+//! positions) on five layers of every six, with their own RoPE base (10,000 against 10⁶). Its
+//! norms' `1 + w` is already folded into the GGUF weights by llama.cpp's converter, so every
+//! norm here is a plain RMSNorm.
 
 use crate::error::{Error, Result};
 use crate::gguf_load::{info_shaped, load_f32, load_f32_shaped, load_qtensor};
@@ -25,6 +33,28 @@ pub struct ArchSpec {
     pub norm: Norm,
     /// The MLP's gated activation.
     pub activation: Activation,
+    /// How RoPE pairs a head's dimensions.
+    pub rope: RopeLayout,
+    /// Token embeddings multiplied by √d before the first block (Gemma).
+    pub embed_scale: bool,
+    /// Each head's queries and keys RMS-normed before RoPE (`attn_q_norm`, `attn_k_norm`).
+    pub qk_norm: bool,
+    /// The attention and MLP outputs RMS-normed before their residual adds
+    /// (`post_attention_norm`, `post_ffw_norm`).
+    pub post_norms: bool,
+    /// With `attention.sliding_window` set, the layers that are windowed unless the file says
+    /// (`attention.sliding_window_pattern`): all but every `n`th (Gemma 3: 6); 0 = the window
+    /// is not read (an error if the file sets one).
+    pub swa_pattern: usize,
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Dimensions `2i` and `2i + 1` (ggml's normal mode; Llama's GGUF rows are permuted for it).
+    Adjacent,
+    /// Dimensions `i` and `i + d/2` (ggml's NEOX mode, Hugging Face's rotate-half).
+    Halves,
 }
 
 /// A block's normalisation.
@@ -39,21 +69,43 @@ pub enum Norm {
 pub enum Activation {
     /// SwiGLU: silu(gate) · up.
     SiluGlu,
+    /// GeGLU: gelu(gate) · up, GELU by its tanh approximation (ggml's `gelu`).
+    GeluTanhGlu,
 }
 
 /// The architectures Frugal runs.
 pub const ARCHITECTURES: &[ArchSpec] = &[
     ArchSpec {
         name: "llama",
-        norm: Norm::Rms,
-        activation: Activation::SiluGlu,
+        ..LLAMA
     },
     ArchSpec {
         name: "mistral",
-        norm: Norm::Rms,
-        activation: Activation::SiluGlu,
+        ..LLAMA
+    },
+    ArchSpec {
+        name: "gemma3",
+        activation: Activation::GeluTanhGlu,
+        rope: RopeLayout::Halves,
+        embed_scale: true,
+        qk_norm: true,
+        post_norms: true,
+        swa_pattern: 6,
+        ..LLAMA
     },
 ];
+
+/// The Llama row, which the others start from.
+const LLAMA: ArchSpec = ArchSpec {
+    name: "llama",
+    norm: Norm::Rms,
+    activation: Activation::SiluGlu,
+    rope: RopeLayout::Adjacent,
+    embed_scale: false,
+    qk_norm: false,
+    post_norms: false,
+    swa_pattern: 0,
+};
 
 impl ArchSpec {
     /// The row of `general.architecture` `name`.
@@ -78,6 +130,15 @@ pub struct LlamaConfig {
     /// Width of one attention head: `attention.key_length` when the file says (a model with
     /// heads removed), else `n_embd / n_head`, as llama.cpp reads it.
     pub head_dim: usize,
+    /// The factor on `q·k`: 1/√head_dim (Gemma 3 27B: 1/√(n_embd / n_head), as llama.cpp).
+    pub attn_scale: f64,
+    /// Sliding-window attention: a windowed layer's query at position p sees keys at p − w + 1
+    /// to p (0: no layer is windowed).
+    pub swa_window: usize,
+    /// Per layer, whether it is windowed.
+    pub swa_layers: Vec<bool>,
+    /// The RoPE base of windowed layers (`rope.freq_base_swa`, else 10,000 as llama.cpp).
+    pub rope_base_swa: f64,
 }
 
 impl LlamaConfig {
@@ -143,6 +204,10 @@ impl LlamaConfig {
                 .unwrap_or(10_000.0),
             rope_dim: 0,
             head_dim: 0,
+            attn_scale: 0.0,
+            swa_window: 0,
+            swa_layers: Vec::new(),
+            rope_base_swa: 10_000.0,
         };
         let key_length = int("attention.key_length")?;
         if cfg.n_head == 0
@@ -165,9 +230,51 @@ impl LlamaConfig {
                 format!("differs from the key length {head_dim}: not supported"),
             ));
         }
+        let spec = ArchSpec::of(arch).expect("checked above");
+        let attn_scale = if arch == "gemma3" && cfg.n_layer == 62 {
+            1.0 / ((n_embd / cfg.n_head) as f64).sqrt()
+        } else {
+            1.0 / (head_dim as f64).sqrt()
+        };
+        let swa_window = int("attention.sliding_window")?.unwrap_or(0);
+        let swa_layers =
+            if swa_window == 0 {
+                vec![false; cfg.n_layer]
+            } else if spec.swa_pattern == 0 {
+                return Err(bad(
+                    &format!("{arch}.attention.sliding_window"),
+                    format!("sliding-window attention is not supported for `{arch}` yet"),
+                ));
+            } else {
+                match h.arch_get("attention.sliding_window_pattern") {
+                    Some(frugal_formats::gguf::Value::Array(
+                        frugal_formats::gguf::Array::Bool(v),
+                    )) if v.len() >= cfg.n_layer => v[..cfg.n_layer].to_vec(),
+                    Some(v) if v.as_u64().is_some() => {
+                        let n = v.as_u64().unwrap_or(0) as usize;
+                        (0..cfg.n_layer).map(|i| n == 0 || i % n < n - 1).collect()
+                    }
+                    Some(_) => {
+                        return Err(bad(
+                            &format!("{arch}.attention.sliding_window_pattern"),
+                            format!("neither an integer nor {} booleans", cfg.n_layer),
+                        ))
+                    }
+                    None => (0..cfg.n_layer)
+                        .map(|i| i % spec.swa_pattern < spec.swa_pattern - 1)
+                        .collect(),
+                }
+            };
         let cfg = LlamaConfig {
             head_dim,
             rope_dim: int("rope.dimension_count")?.unwrap_or(head_dim),
+            attn_scale,
+            swa_window,
+            swa_layers,
+            rope_base_swa: h
+                .arch_get("rope.freq_base_swa")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(10_000.0),
             ..cfg
         };
         if cfg.n_embd == 0
@@ -197,6 +304,15 @@ impl LlamaConfig {
             return Err(bad(
                 &format!("{arch}.rope.scaling.type"),
                 format!("RoPE scaling `{t}` is not supported yet"),
+            ));
+        }
+        if h.arch_get("final_logit_softcapping")
+            .and_then(|v| v.as_f64())
+            .is_some_and(|c| c != 0.0)
+        {
+            return Err(bad(
+                &format!("{arch}.final_logit_softcapping"),
+                "final logit soft-capping is not supported yet".into(),
             ));
         }
         if let Some(t) = [
@@ -263,6 +379,12 @@ pub struct Block {
     pub gate: Linear,
     pub up: Linear,
     pub down: Linear,
+    /// The per-head norms of queries and keys (`[head_dim]`), where the architecture has them.
+    pub qk_norm: Option<(Tensor, Tensor)>,
+    /// The norms of the attention and MLP outputs (`[d]`), where the architecture has them.
+    pub post_norms: Option<(Tensor, Tensor)>,
+    /// A sliding-window layer ([`LlamaConfig::swa_layers`]).
+    pub windowed: bool,
 }
 
 impl Block {
@@ -284,6 +406,9 @@ impl Block {
             gate: lin("ffn_gate")?,
             up: lin("ffn_up")?,
             down: lin("ffn_down")?,
+            qk_norm: None,
+            post_norms: None,
+            windowed: false,
         })
     }
 }
@@ -368,7 +493,7 @@ impl Llama {
         })
     }
 
-    /// The token embeddings `[T, d]` of one sequence, decoded from `f`'s rows of
+    /// The first block's input `[T, d]` for one sequence, decoded from `f`'s rows of
     /// `token_embd.weight` (only the rows the tokens name: the same values as [`Llama::embed`]
     /// on the whole decoded table, since rows are whole blocks).
     pub fn embed_from(&self, f: &GgufFile, tokens: &[u32]) -> Result<Tensor> {
@@ -406,7 +531,7 @@ impl Llama {
             };
             out.extend(decoded.flatten_all()?.to_vec1::<f32>()?);
         }
-        Ok(Tensor::from_vec(
+        self.scale_embedding(Tensor::from_vec(
             out,
             (tokens.len(), c.n_embd),
             &self.device,
@@ -432,6 +557,11 @@ impl Llama {
         opts: LoadOptions,
         device: &Device,
     ) -> Result<Block> {
+        let arch = f
+            .header
+            .architecture()
+            .and_then(ArchSpec::of)
+            .expect("checked by LlamaConfig::from_gguf");
         let (d, kv, qd) = (
             c.n_embd,
             c.n_head_kv * c.head_dim(),
@@ -448,6 +578,23 @@ impl Llama {
             gate: linear(f, &n("ffn_gate"), [c.n_ff, d], opts, device)?,
             up: linear(f, &n("ffn_up"), [c.n_ff, d], opts, device)?,
             down: linear(f, &n("ffn_down"), [d, c.n_ff], opts, device)?,
+            qk_norm: if arch.qk_norm {
+                Some((
+                    load_f32_shaped(f, &n("attn_q_norm"), &[c.head_dim()], device)?,
+                    load_f32_shaped(f, &n("attn_k_norm"), &[c.head_dim()], device)?,
+                ))
+            } else {
+                None
+            },
+            post_norms: if arch.post_norms {
+                Some((
+                    load_f32_shaped(f, &n("post_attention_norm"), &[d], device)?,
+                    load_f32_shaped(f, &n("post_ffw_norm"), &[d], device)?,
+                ))
+            } else {
+                None
+            },
+            windowed: c.swa_layers.get(i).copied().unwrap_or(false),
         })
     }
 
@@ -482,12 +629,13 @@ impl Llama {
         v
     }
 
-    /// RoPE tables for positions `0..n`: `(cos, sin)`, each `[n, head_dim / 2]`.
-    fn rope_tables(&self, n: usize) -> Result<(Tensor, Tensor)> {
+    /// RoPE tables for positions `0..n` at RoPE base `base`: `(cos, sin)`, each
+    /// `[n, head_dim / 2]`.
+    fn rope_tables(&self, n: usize, base: f64) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let half = c.rope_dim / 2;
         let inv: Vec<f32> = (0..half)
-            .map(|i| (c.rope_base.powf(-2.0 * i as f64 / c.rope_dim as f64)) as f32)
+            .map(|i| (base.powf(-2.0 * i as f64 / c.rope_dim as f64)) as f32)
             .collect();
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
@@ -528,7 +676,17 @@ impl Llama {
         Ok(self.output()?.forward(normed)?.to_dtype(DType::F32)?)
     }
 
-    /// The token embeddings `[T, d]` of one sequence (ids checked against the vocabulary).
+    /// The first block's input from token embeddings: as they are, or times √d (Gemma).
+    fn scale_embedding(&self, x: Tensor) -> Result<Tensor> {
+        if !self.arch.embed_scale {
+            return Ok(x);
+        }
+        // ggml scales in f32 by sqrtf(n_embd).
+        Ok((x * f64::from((self.config.n_embd as f32).sqrt()))?)
+    }
+
+    /// The first block's input `[T, d]` for one sequence: the token embeddings (ids checked
+    /// against the vocabulary), times √d where the architecture says (Gemma).
     pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
         let c = &self.config;
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
@@ -541,23 +699,45 @@ impl Llama {
             return Err(Error::NotLoaded("token embedding"));
         }
         let ids = Tensor::new(tokens, &self.device)?;
-        Ok(self.embedding.index_select(&ids, 0)?)
+        self.scale_embedding(self.embedding.index_select(&ids, 0)?)
     }
 
-    /// RoPE tables and causal mask for sequences of `t` tokens from position 0.
+    /// RoPE tables and causal masks for sequences of `t` tokens from position 0 (and for the
+    /// windowed layers, theirs).
     pub fn attn_ctx(&self, t: usize) -> Result<AttnCtx> {
-        let (cos, sin) = self.rope_tables(t)?;
-        let mask: Vec<f32> = (0..t * t)
-            .map(|i| {
-                if i % t > i / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
+        let c = &self.config;
+        let mask = |window: usize| -> Result<Tensor> {
+            let m: Vec<f32> = (0..t * t)
+                .map(|i| {
+                    let (q, k) = (i / t, i % t);
+                    if k > q || (window > 0 && q - k >= window) {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Ok(Tensor::from_vec(m, (t, t), &self.device)?)
+        };
+        let global = {
+            let (cos, sin) = self.rope_tables(t, c.rope_base)?;
+            Rotary {
+                cos,
+                sin,
+                mask: mask(0)?,
+            }
+        };
+        let windowed = if c.swa_layers.iter().any(|&w| w) {
+            let (cos, sin) = self.rope_tables(t, c.rope_base_swa)?;
+            Some(Rotary {
+                cos,
+                sin,
+                mask: mask(c.swa_window)?,
             })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
-        Ok(AttnCtx { cos, sin, mask })
+        } else {
+            None
+        };
+        Ok(AttnCtx { global, windowed })
     }
 
     /// The final RMS norm, whose output the output layer reads.
@@ -605,18 +785,21 @@ impl Llama {
     fn block_body(&self, b: &Block, x: &Tensor, pass: Pass, keys: Keys) -> Result<BlockOut> {
         let c = &self.config;
         let (t, hd, nh, nkv) = (x.dim(0)?, c.head_dim(), c.n_head, c.n_head_kv);
-        let scale = 1.0 / (hd as f64).sqrt();
         let norm = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
             match (self.arch.norm, pass) {
                 (Norm::Rms, Pass::Fused) => Ok(candle_nn::ops::rms_norm(x, w, c.rms_eps as f32)?),
                 (Norm::Rms, Pass::Differentiable) => rms_norm_diff(x, w, c.rms_eps),
             }
         };
-        let (cos, sin) = keys.rope();
+        let (cos, sin) = keys.rope(b.windowed);
         let rope = |x: &Tensor| -> Result<Tensor> {
-            match pass {
-                Pass::Fused => Ok(candle_nn::rotary_emb::rope_i(x, cos, sin)?),
-                Pass::Differentiable => rope_diff(x, cos, sin),
+            match (self.arch.rope, pass) {
+                (RopeLayout::Adjacent, Pass::Fused) => {
+                    Ok(candle_nn::rotary_emb::rope_i(x, cos, sin)?)
+                }
+                (RopeLayout::Adjacent, Pass::Differentiable) => rope_diff(x, cos, sin),
+                (RopeLayout::Halves, Pass::Fused) => Ok(candle_nn::rotary_emb::rope(x, cos, sin)?),
+                (RopeLayout::Halves, Pass::Differentiable) => rope_halves_diff(x, cos, sin),
             }
         };
         let h = norm(x, &b.attn_norm)?;
@@ -626,8 +809,13 @@ impl Llama {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = rope(&heads(&b.q, nh)?)?;
-        let k = rope(&heads(&b.k, nkv)?)?;
+        let (q, k) = (heads(&b.q, nh)?, heads(&b.k, nkv)?);
+        let (q, k) = match &b.qk_norm {
+            Some((qn, kn)) => (norm(&q, qn)?, norm(&k, kn)?),
+            None => (q, k),
+        };
+        let q = rope(&q)?;
+        let k = rope(&k)?;
         let v = heads(&b.v, nkv)?;
         let (k, v, grown) = match keys {
             Keys::Causal(_) => (k, v, None),
@@ -639,7 +827,18 @@ impl Llama {
                     })
                 };
                 let (k, v) = (grow(past.0, k)?, grow(past.1, v)?);
-                (k.clone(), v.clone(), Some((k, v)))
+                // A windowed layer's one query sees the last `window` positions only.
+                let n = k.dim(2)?;
+                let seen = if b.windowed && n > c.swa_window {
+                    let from = n - c.swa_window;
+                    (
+                        k.narrow(2, from, c.swa_window)?,
+                        v.narrow(2, from, c.swa_window)?,
+                    )
+                } else {
+                    (k.clone(), v.clone())
+                };
+                (seen.0, seen.1, Some((k, v)))
             }
         };
         let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
@@ -647,17 +846,22 @@ impl Llama {
             Pass::Fused => k.t()?,
             Pass::Differentiable => k.t()?.contiguous()?,
         };
-        let mut att = (q.matmul(&kt)? * scale)?;
-        // One query row attends to every cached position: no mask.
+        let mut att = (q.matmul(&kt)? * c.attn_scale)?;
+        // One query row attends to every cached position it sees: no mask.
         if let Keys::Causal(ctx) = keys {
-            att = att.broadcast_add(&ctx.mask)?;
+            att = att.broadcast_add(&ctx.rotary(b.windowed).mask)?;
         }
         let att = match pass {
             Pass::Fused => candle_nn::ops::softmax_last_dim(&att)?,
             Pass::Differentiable => candle_nn::ops::softmax(&att, D::Minus1)?,
         };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
-        let x = (x + b.o.forward(&y)?)?;
+        let attn_out = b.o.forward(&y)?;
+        let attn_out = match &b.post_norms {
+            Some((pa, _)) => norm(&attn_out, pa)?,
+            None => attn_out,
+        };
+        let x = (x + attn_out)?;
         let h2 = norm(&x, &b.ffn_norm)?;
         let (g, u) = match shared_rounding(&h2, &[&b.gate, &b.up])? {
             Some(r) => (b.gate.forward_prerounded(&r)?, b.up.forward_prerounded(&r)?),
@@ -665,9 +869,15 @@ impl Llama {
         };
         let act = match self.arch.activation {
             Activation::SiluGlu => (g.silu()? * u)?,
+            Activation::GeluTanhGlu => (g.gelu()? * u)?,
+        };
+        let mlp_out = b.down.forward(&act)?;
+        let mlp_out = match &b.post_norms {
+            Some((_, pf)) => norm(&mlp_out, pf)?,
+            None => mlp_out,
         };
         Ok(BlockOut {
-            x: (&x + b.down.forward(&act)?)?,
+            x: (&x + mlp_out)?,
             inputs: [h, y, h2, act],
             grown,
         })
@@ -675,14 +885,19 @@ impl Llama {
 
     /// A key/value cache for decoding up to `capacity` positions with [`Llama::decode_step`].
     pub fn kv_cache(&self, capacity: usize) -> Result<KvCache> {
-        let (cos, sin) = self.rope_tables(capacity)?;
+        let c = &self.config;
+        let windowed = if c.swa_layers.iter().any(|&w| w) {
+            Some(self.rope_tables(capacity, c.rope_base_swa)?)
+        } else {
+            None
+        };
         Ok(KvCache {
             k: vec![None; self.blocks.len()],
             v: vec![None; self.blocks.len()],
             pos: 0,
             capacity,
-            cos,
-            sin,
+            global: self.rope_tables(capacity, c.rope_base)?,
+            windowed,
         })
     }
 
@@ -698,13 +913,17 @@ impl Llama {
                 cache.capacity
             ))));
         }
-        let (cos, sin) = (cache.cos.narrow(0, pos, 1)?, cache.sin.narrow(0, pos, 1)?);
+        let at = |(cos, sin): &(Tensor, Tensor)| -> Result<(Tensor, Tensor)> {
+            Ok((cos.narrow(0, pos, 1)?, sin.narrow(0, pos, 1)?))
+        };
+        let global = at(&cache.global)?;
+        let windowed = cache.windowed.as_ref().map(at).transpose()?;
         let mut x = self.embed(&[token])?;
         let mut grown = Vec::with_capacity(self.blocks.len());
         for i in 0..self.blocks.len() {
             let keys = Keys::Cached {
-                cos: &cos,
-                sin: &sin,
+                global: (&global.0, &global.1),
+                windowed: windowed.as_ref().map(|(c, s)| (c, s)),
                 past: (&cache.k[i], &cache.v[i]),
             };
             let out = self.block(i, &x, Pass::Fused, keys)?;
@@ -734,8 +953,9 @@ pub struct KvCache {
     v: Vec<Option<Tensor>>,
     pos: usize,
     capacity: usize,
-    cos: Tensor,
-    sin: Tensor,
+    /// RoPE `(cos, sin)` up to the capacity, of the global layers and the windowed ones.
+    global: (Tensor, Tensor),
+    windowed: Option<(Tensor, Tensor)>,
 }
 
 impl KvCache {
@@ -784,20 +1004,31 @@ enum Pass {
 enum Keys<'a> {
     /// The sequence's own, from position 0, under the causal mask.
     Causal(&'a AttnCtx),
-    /// The cache's (per block `[1, kv heads, positions, hd]`) plus this position's.
+    /// The cache's (per block `[1, kv heads, positions, hd]`) plus this position's, with this
+    /// position's RoPE tables (global layers' and windowed ones').
     Cached {
-        cos: &'a Tensor,
-        sin: &'a Tensor,
+        global: (&'a Tensor, &'a Tensor),
+        windowed: Option<(&'a Tensor, &'a Tensor)>,
         past: (&'a Option<Tensor>, &'a Option<Tensor>),
     },
 }
 
 impl Keys<'_> {
-    /// The RoPE tables of the positions computed.
-    fn rope(&self) -> (&Tensor, &Tensor) {
+    /// The RoPE tables of the positions computed, for a windowed layer or a global one.
+    fn rope(&self, windowed: bool) -> (&Tensor, &Tensor) {
         match self {
-            Keys::Causal(ctx) => (&ctx.cos, &ctx.sin),
-            Keys::Cached { cos, sin, .. } => (cos, sin),
+            Keys::Causal(ctx) => {
+                let r = ctx.rotary(windowed);
+                (&r.cos, &r.sin)
+            }
+            Keys::Cached {
+                global,
+                windowed: w,
+                ..
+            } => match (windowed, w) {
+                (true, Some(w)) => *w,
+                _ => *global,
+            },
         }
     }
 }
@@ -829,9 +1060,38 @@ fn rope_diff(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok(Tensor::cat(&[y0, y1], 4)?.reshape((b, h, t, hd))?)
 }
 
-/// What every block of one sequence length shares: RoPE tables and the causal mask.
+/// RoPE on the two halves of a head (ggml's NEOX mode) from differentiable operations, for
+/// `x` `[1, heads, T, hd]` and tables `[T, hd/2]`.
+fn rope_halves_diff(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (_, _, t, hd) = x.dims4()?;
+    let (x0, x1) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
+    let cos = cos.narrow(0, 0, t)?.reshape((1, 1, t, hd / 2))?;
+    let sin = sin.narrow(0, 0, t)?.reshape((1, 1, t, hd / 2))?;
+    let y0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+    let y1 = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
+    Ok(Tensor::cat(&[y0, y1], 3)?)
+}
+
+/// What every block of one sequence length shares: RoPE tables and the causal mask, of the
+/// global layers and (where the model has them) of the windowed ones.
 #[derive(Debug, Clone)]
 pub struct AttnCtx {
+    global: Rotary,
+    windowed: Option<Rotary>,
+}
+
+impl AttnCtx {
+    fn rotary(&self, windowed: bool) -> &Rotary {
+        match (windowed, &self.windowed) {
+            (true, Some(w)) => w,
+            _ => &self.global,
+        }
+    }
+}
+
+/// RoPE tables `[T, hd/2]` and the additive mask `[T, T]` of one kind of layer.
+#[derive(Debug, Clone)]
+struct Rotary {
     cos: Tensor,
     sin: Tensor,
     mask: Tensor,

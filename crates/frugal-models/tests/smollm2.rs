@@ -214,8 +214,14 @@ fn top1(logits: &[f32]) -> usize {
 fn kl_divergence(p: &[f32], q: &[f32]) -> f64 {
     let log_softmax = |l: &[f32]| {
         let m = l.iter().fold(f64::MIN, |m, &v| m.max(f64::from(v)));
-        let z = l.iter().map(|&v| (f64::from(v) - m).exp()).sum::<f64>().ln();
-        l.iter().map(|&v| f64::from(v) - m - z).collect::<Vec<f64>>()
+        let z = l
+            .iter()
+            .map(|&v| (f64::from(v) - m).exp())
+            .sum::<f64>()
+            .ln();
+        l.iter()
+            .map(|&v| f64::from(v) - m - z)
+            .collect::<Vec<f64>>()
     };
     let (lp, lq) = (log_softmax(p), log_softmax(q));
     lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()

@@ -1,7 +1,7 @@
 //! Byte-level BPE (`tokenizer.ggml.model = "gpt2"`): the vocabulary, the merges and the
 //! pre-tokenizer named by `tokenizer.ggml.pre`, assembled with the `tokenizers` crate.
 
-use super::{bad, Built};
+use super::{bad, Built, Engine};
 use crate::error::{Error, Result};
 use frugal_formats::gguf::{Array, GgufFile, Value};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -91,8 +91,9 @@ pub fn build(f: &GgufFile) -> Result<Built> {
     inner.with_pre_tokenizer(Some(pre_tok));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(Built {
-        inner,
+        inner: Engine::Hf(inner),
         n_vocab: tokens.len(),
         pre,
+        add_bos_default: false,
     })
 }

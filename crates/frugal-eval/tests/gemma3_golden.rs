@@ -1,0 +1,109 @@
+//! Frugal against llama.cpp on the real Gemma 3 270M (Q4_K_M), through golden files made by
+//! `bench/make-golden-gemma3.sh` (llama-tokenize and llama-perplexity from llama-cpp-python
+//! 0.3.36): the SentencePiece token ids must be identical, and the F32 perplexity must agree
+//! within 0.5 % at a context of 1,024 (past the 512-position sliding window).
+
+use frugal_formats::{assets, brown, gguf::GgufFile};
+use frugal_models::tokenizer::GgufTokenizer;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+fn golden(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+fn require(p: PathBuf, what: &str) -> Option<PathBuf> {
+    assets::require_or_skip(p, what)
+}
+
+fn brown_text(selection: &str) -> Option<String> {
+    let dir = require(assets::brown_dir(), "Brown corpus")?;
+    let ids = brown::select_ids(&dir, selection).unwrap();
+    Some(brown::plain_text(&dir, &ids).unwrap())
+}
+
+/// Count, first 64 ids and the sha256 of the ids as a JSON list, against a golden summary.
+fn check_summary(ids: &[u32], g: &serde_json::Value, what: &str) {
+    assert_eq!(ids.len() as u64, g["n_tokens"].as_u64().unwrap(), "{what}");
+    let first: Vec<u32> = serde_json::from_value(g["first_64"].clone()).unwrap();
+    assert_eq!(&ids[..64], &first[..], "{what}");
+    let joined = format!(
+        "[{}]",
+        ids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert_eq!(
+        format!("{:x}", sha2::Sha256::digest(joined.as_bytes())),
+        g["sha256_ids"].as_str().unwrap(),
+        "{what}"
+    );
+}
+
+#[test]
+fn token_ids_match_llama_tokenize_on_the_whole_brown_corpus() {
+    let Some(model) = require(assets::gemma3_gguf(), "Gemma 3") else {
+        return;
+    };
+    let (Some(all), Some(cj)) = (brown_text("ca01-cr09"), brown_text("cj01-cj12")) else {
+        return;
+    };
+    let tok = GgufTokenizer::from_gguf(&GgufFile::open(model).unwrap()).unwrap();
+    assert!(tok.add_bos);
+    let g = golden("gemma3_tokens.json");
+    for case in g["strings"].as_array().unwrap() {
+        let s = case["text"].as_str().unwrap();
+        let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(tok.encode(s, false).unwrap(), want, "{s:?}");
+    }
+    check_summary(
+        &tok.encode(&all, true).unwrap(),
+        &g["brown_all_bos"],
+        "ca01-cr09",
+    );
+    check_summary(
+        &tok.encode(&cj, true).unwrap(),
+        &g["brown_cj01_cj12_bos"],
+        "cj01-cj12",
+    );
+}
+
+#[test]
+fn f32_perplexity_matches_llama_perplexity_within_half_a_percent() {
+    let Some(model) = require(assets::gemma3_gguf(), "Gemma 3") else {
+        return;
+    };
+    let Some(text) = brown_text("cj01-cj12") else {
+        return;
+    };
+    let g = golden("gemma3_ppl.json");
+    let dir = tempfile::tempdir().unwrap();
+    let text_path = dir.path().join("cj.txt");
+    std::fs::write(&text_path, text).unwrap();
+    // The shipped Q4_K_M decoded to f32 in memory with exact f32 arithmetic: the values of
+    // llama-quantize's F32 file, without writing its 1.1 GB.
+    let job = frugal_eval::LmEvalFiles {
+        model,
+        reference: None,
+        text: text_path,
+        opts_ctx: g["ctx"].as_u64().unwrap() as usize,
+        max_chunks: Some(g["chunks"].as_u64().unwrap() as usize),
+        load: frugal_models::llama::LoadOptions::EXACT,
+        split: frugal_eval::RankSplit::Chunks,
+    };
+    let r = frugal_eval::eval_lm_files(&job, &|_, _| {}).unwrap();
+    let want = g["ppl"].as_f64().unwrap();
+    assert_eq!(r.result.n_chunks, 4);
+    let rel = (r.result.ppl - want).abs() / want;
+    assert!(
+        rel < 0.005,
+        "Frugal PPL {:.4} vs llama-perplexity {want:.4} ({:.3} %)",
+        r.result.ppl,
+        rel * 100.0
+    );
+}
