@@ -42,6 +42,10 @@ pub struct ArchSpec {
     /// The attention and MLP outputs RMS-normed before their residual adds
     /// (`post_attention_norm`, `post_ffw_norm`).
     pub post_norms: bool,
+    /// RoPE frequency factors (`rope_freqs.weight`, Llama 3.1's long-context scaling) are read
+    /// and applied: each frequency divided by its factor (llama.cpp reads them for the Llama
+    /// family only; elsewhere the tensor is refused).
+    pub rope_freqs: bool,
     /// With `attention.sliding_window` set, the layers that are windowed unless the file says
     /// (`attention.sliding_window_pattern`): all but every `n`th (Gemma 3: 6); 0 = the window
     /// is not read (an error if the file sets one).
@@ -91,6 +95,22 @@ pub const ARCHITECTURES: &[ArchSpec] = &[
         qk_norm: true,
         post_norms: true,
         swa_pattern: 6,
+        rope_freqs: false,
+        ..LLAMA
+    },
+    // Qwen2: Llama with q/k/v biases (read wherever a file has them) and RoPE on halves.
+    ArchSpec {
+        name: "qwen2",
+        rope: RopeLayout::Halves,
+        rope_freqs: false,
+        ..LLAMA
+    },
+    // Qwen3: Llama with per-head QK RMSNorm and RoPE on halves.
+    ArchSpec {
+        name: "qwen3",
+        rope: RopeLayout::Halves,
+        qk_norm: true,
+        rope_freqs: false,
         ..LLAMA
     },
 ];
@@ -104,6 +124,7 @@ const LLAMA: ArchSpec = ArchSpec {
     embed_scale: false,
     qk_norm: false,
     post_norms: false,
+    rope_freqs: true,
     swa_pattern: 0,
 };
 
@@ -139,6 +160,12 @@ pub struct LlamaConfig {
     pub swa_layers: Vec<bool>,
     /// The RoPE base of windowed layers (`rope.freq_base_swa`, else 10,000 as llama.cpp).
     pub rope_base_swa: f64,
+    /// Linear RoPE scaling: positions multiplied by this (`rope.scaling.type = linear`: 1 /
+    /// `rope.scaling.factor`; else 1).
+    pub rope_pos_scale: f64,
+    /// Per-frequency divisors of the RoPE angles (`rope_freqs.weight`, `[rope_dim / 2]`), where
+    /// the file has them.
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 impl LlamaConfig {
@@ -208,6 +235,8 @@ impl LlamaConfig {
             swa_window: 0,
             swa_layers: Vec::new(),
             rope_base_swa: 10_000.0,
+            rope_pos_scale: 1.0,
+            rope_freq_factors: None,
         };
         let key_length = int("attention.key_length")?;
         if cfg.n_head == 0
@@ -296,16 +325,28 @@ impl LlamaConfig {
             ));
         }
         // Features llama.cpp applies that this decoder does not: refuse rather than compute wrong logits.
-        if let Some(t) = h
-            .arch_get("rope.scaling.type")
-            .and_then(|v| v.as_str())
-            .filter(|t| *t != "none")
-        {
-            return Err(bad(
-                &format!("{arch}.rope.scaling.type"),
-                format!("RoPE scaling `{t}` is not supported yet"),
-            ));
-        }
+        let rope_pos_scale = match h.arch_get("rope.scaling.type").and_then(|v| v.as_str()) {
+            None | Some("none") => 1.0,
+            Some("linear") => {
+                let factor = h
+                    .arch_get("rope.scaling.factor")
+                    .and_then(|v| v.as_f64())
+                    .filter(|f| f.is_finite() && *f > 0.0)
+                    .ok_or_else(|| {
+                        bad(
+                            &format!("{arch}.rope.scaling.factor"),
+                            "missing or not a positive number (linear RoPE scaling)".into(),
+                        )
+                    })?;
+                1.0 / factor
+            }
+            Some(t) => {
+                return Err(bad(
+                    &format!("{arch}.rope.scaling.type"),
+                    format!("RoPE scaling `{t}` is not supported yet (none, linear)"),
+                ))
+            }
+        };
         if h.arch_get("final_logit_softcapping")
             .and_then(|v| v.as_f64())
             .is_some_and(|c| c != 0.0)
@@ -315,17 +356,41 @@ impl LlamaConfig {
                 "final logit soft-capping is not supported yet".into(),
             ));
         }
-        if let Some(t) = [
-            "rope_freqs.weight",
-            "blk.0.attn_q.bias",
-            "blk.0.attn_k.bias",
-            "blk.0.attn_v.bias",
-        ]
-        .iter()
-        .find(|n| f.tensor(n).is_some())
+        if let Some(t) = ["blk.0.attn_output.bias", "blk.0.attn_qkv.weight"]
+            .iter()
+            .find(|n| f.tensor(n).is_some())
         {
-            return Err(bad("tensors", format!("`{t}` is present: RoPE frequency factors and attention biases are not supported yet")));
+            return Err(bad(
+                "tensors",
+                format!("`{t}` is present: output biases and fused QKV weights are not supported for `{arch}` yet"),
+            ));
         }
+        let rope_freq_factors = match f.tensor("rope_freqs.weight") {
+            None => None,
+            Some(_) if !spec.rope_freqs => {
+                return Err(bad(
+                    "tensors",
+                    format!("`rope_freqs.weight` is present: llama.cpp does not apply it to `{arch}`, so neither does Frugal"),
+                ))
+            }
+            Some(_) => {
+                let half = cfg.rope_dim / 2;
+                let t = load_f32_shaped(f, "rope_freqs.weight", &[half], &Device::Cpu)?;
+                let v: Vec<f32> = t.to_vec1()?;
+                if v.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+                    return Err(bad(
+                        "rope_freqs.weight",
+                        "RoPE frequency factors must be positive".into(),
+                    ));
+                }
+                Some(v)
+            }
+        };
+        let cfg = LlamaConfig {
+            rope_pos_scale,
+            rope_freq_factors,
+            ..cfg
+        };
         if cfg.rope_dim != cfg.head_dim() {
             return Err(bad(
                 &format!("{arch}.rope.dimension_count"),
@@ -434,15 +499,22 @@ fn linear(
     dev: &Device,
 ) -> Result<Linear> {
     let t = info_shaped(f, name, &shape)?;
+    // The bias beside the weight (`….bias`, `[n_out]`), where the file has one (Qwen2's
+    // q/k/v), added in f32 as llama.cpp's `build_qkv` does.
+    let bias_name = format!("{}.bias", name.strip_suffix(".weight").unwrap_or(name));
+    let bias = match f.tensor(&bias_name) {
+        Some(_) => Some(load_f32_shaped(f, &bias_name, &[shape[0]], dev)?),
+        None => None,
+    };
     // F32 is used as it is; F16 and BF16 stay 16-bit unless decoding is asked for.
     if opts.dequantize || t.ggml_type == GgmlType::F32 {
-        let mut l = Linear::dense(name, load_f32(f, name, dev)?, None)?;
+        let mut l = Linear::dense(name, load_f32(f, name, dev)?, bias)?;
         if opts.ggml_activations {
             l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
         }
         Ok(l)
     } else {
-        Linear::quantized(name, Arc::new(load_qtensor(f, name, dev)?), None)
+        Linear::quantized(name, Arc::new(load_qtensor(f, name, dev)?), bias)
     }
 }
 
@@ -634,14 +706,23 @@ impl Llama {
     fn rope_tables(&self, n: usize, base: f64) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let half = c.rope_dim / 2;
+        // θ_i = base^(−2i/d) / factor_i, at position p · scale (ggml_rope_ext's freq_factors
+        // and freq_scale).
         let inv: Vec<f32> = (0..half)
-            .map(|i| (base.powf(-2.0 * i as f64 / c.rope_dim as f64)) as f32)
+            .map(|i| {
+                let f = (base.powf(-2.0 * i as f64 / c.rope_dim as f64)) as f32;
+                match &c.rope_freq_factors {
+                    Some(ff) => f / ff[i],
+                    None => f,
+                }
+            })
             .collect();
+        let scale = c.rope_pos_scale as f32;
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
         for p in 0..n {
             for &f in &inv {
-                let a = p as f32 * f;
+                let a = p as f32 * scale * f;
                 cos.push(a.cos());
                 sin.push(a.sin());
             }

@@ -1,0 +1,115 @@
+//! Frugal against llama.cpp on the architectures no checkpoint of which can be fetched here:
+//! SmolLM2's weights written as `qwen2` (q/k/v biases, RoPE on halves), `qwen3` (QK-norm) and
+//! Llama with Llama 3.1's RoPE frequency factors by `bench/make_arch_model.py`, whose bytes the
+//! golden's sha256 pins; llama-perplexity's PPL on those bytes (`bench/make-golden-archs.sh`)
+//! must be met within 0.5 %, and each model must survive a quantize + eval round trip.
+
+use frugal_formats::{assets, brown};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn golden() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/arch_ppl.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// The Python that has gguf-py (`scripts/setup-python.sh`), or a skip.
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("FRUGAL_GGUF_PYTHON").filter(|p| !p.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            assert!(
+                std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none(),
+                "FRUGAL_GGUF_PYTHON is not set; scripts/test sets it from scripts/setup-python.sh"
+            );
+            eprintln!("skipping: FRUGAL_GGUF_PYTHON is not set");
+            None
+        }
+    }
+}
+
+fn sha256(p: &Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
+    format!("{:x}", h.finalize())
+}
+
+fn check(arch: &str) {
+    let Some(py) = python() else { return };
+    if assets::require_or_skip(assets::smollm2_gguf(), "SmolLM2").is_none() {
+        return;
+    }
+    let Some(dir) = assets::require_or_skip(assets::brown_dir(), "Brown corpus") else {
+        return;
+    };
+    let g = golden();
+    let want = &g[arch];
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join(format!("{arch}.gguf"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/make_arch_model.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .arg(arch)
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sha256(&model),
+        want["sha256"].as_str().unwrap(),
+        "{arch}: not the golden's bytes"
+    );
+    let text = tmp.path().join("cj.txt");
+    let ids = brown::select_ids(&dir, "cj01-cj12").unwrap();
+    std::fs::write(&text, brown::plain_text(&dir, &ids).unwrap()).unwrap();
+    let eval = |m: &Path, reference: Option<PathBuf>| {
+        let job = frugal_eval::LmEvalFiles {
+            model: m.to_path_buf(),
+            reference,
+            text: text.clone(),
+            opts_ctx: g["ctx"].as_u64().unwrap() as usize,
+            max_chunks: Some(g["chunks"].as_u64().unwrap() as usize),
+            load: frugal_models::llama::LoadOptions::GGML,
+            split: frugal_eval::RankSplit::Chunks,
+        };
+        frugal_eval::eval_lm_files(&job, &|_, _| {}).unwrap()
+    };
+    let r = eval(&model, None);
+    let ppl = want["ppl"].as_f64().unwrap();
+    let rel = (r.result.ppl - ppl).abs() / ppl;
+    assert!(
+        rel < 0.005,
+        "{arch}: Frugal PPL {:.4} vs llama-perplexity {ppl:.4} ({:.3} %)",
+        r.result.ppl,
+        rel * 100.0
+    );
+    // Round trip: Q8_0 by Frugal's quantizer, evaluated against the F16 original.
+    let q = tmp.path().join(format!("{arch}-q8.gguf"));
+    let ty = frugal_compress::quant::quant_type("Q8_0").unwrap();
+    let opts = frugal_compress::quant::QuantizeOptions::new(ty);
+    frugal_compress::quant::quantize_gguf(&model, &q, &opts, &|_, _| {}).unwrap();
+    let rq = eval(&q, Some(model.clone()));
+    let kld = rq.result.kld.as_ref().expect("a reference gives KLD").mean;
+    assert!(kld < 5e-3, "{arch}: Q8_0 KLD {kld} against F16");
+}
+
+#[test]
+fn qwen2_matches_llama_perplexity_and_round_trips() {
+    check("qwen2");
+}
+
+#[test]
+fn qwen3_matches_llama_perplexity_and_round_trips() {
+    check("qwen3");
+}
+
+#[test]
+fn llama3_rope_factors_match_llama_perplexity_and_round_trip() {
+    check("llama3");
+}
