@@ -462,6 +462,19 @@ pub struct HeadPruneReport {
 /// to the block output on the calibration tokens, tr(W_o,h·G_hh·W_o,hᵀ) with G the Gram matrix of
 /// `attn_output`'s input; `SparseGpt` the same choice, then `attn_output` refitted by least
 /// squares on the kept heads ([`refit_down`]). Scored on the unpruned model's activations.
+/// Refuses a model whose query projection has a bias (Qwen2): removing heads would have to
+/// slice it, which this does not do yet.
+fn refuse_query_bias(f: &GgufFile) -> Result<()> {
+    if f.tensor("blk.0.attn_q.bias").is_some() {
+        return Err(Error::Unsupported(format!(
+            "`{}` has query biases (architecture `{}`): removing heads does not slice them yet",
+            f.path().display(),
+            f.header.architecture().unwrap_or("?")
+        )));
+    }
+    Ok(())
+}
+
 pub fn prune_heads_gguf(
     input: &Path,
     output: &Path,
@@ -471,6 +484,7 @@ pub fn prune_heads_gguf(
 ) -> Result<(HeadPruneReport, u64)> {
     let f = GgufFile::open(input)?;
     let cfg = LlamaConfig::from_gguf(&f)?;
+    refuse_query_bias(&f)?;
     let (nh, nkv, hd, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim(), cfg.n_embd);
     let per_group = nh / nkv;
     if !(opts.fraction > 0.0 && opts.fraction < 1.0) {
@@ -672,6 +686,13 @@ pub fn prune_layers_gguf(
     let f = GgufFile::open(input)?;
     let cfg = LlamaConfig::from_gguf(&f)?;
     let n = cfg.n_layer;
+    if cfg.swa_layers.iter().any(|&w| w) {
+        return Err(Error::Unsupported(format!(
+            "`{}` interleaves sliding-window and global layers (architecture `{}`): removing layers would move that pattern, which is not written back yet",
+            input.display(),
+            f.header.architecture().unwrap_or("?")
+        )));
+    }
     if !(opts.fraction > 0.0 && opts.fraction < 1.0) {
         return Err(Error::BadOptions(format!(
             "fraction of layers {} must lie in (0, 1)",

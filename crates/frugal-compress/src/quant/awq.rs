@@ -208,6 +208,7 @@ pub struct AwqChoice {
 /// (silu(gate)·up is linear in up).
 pub fn fold_scales(model: &mut Llama, i: usize, g: usize, s: &[f32]) -> Result<()> {
     let names = block_names(i);
+    let model_arch = model.arch.name;
     for name in &names[g] {
         let lin = linear_named(model, name);
         let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
@@ -217,6 +218,13 @@ pub fn fold_scales(model: &mut Llama, i: usize, g: usize, s: &[f32]) -> Result<(
     let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
     let rows = |model: &mut Llama, producer: &str, k: &[f32]| -> Result<()> {
         let lin = linear_named(model, producer);
+        if lin.bias().is_some() {
+            // Its bias would have to be scaled (and written back) with its rows.
+            return Err(crate::Error::Unsupported(format!(
+                "AWQ cannot fold scales into `{producer}`, which has a bias (architecture `{}`) — use --method gptq",
+                model_arch
+            )));
+        }
         let cols = lin.n_in();
         let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
         w.chunks_mut(cols)

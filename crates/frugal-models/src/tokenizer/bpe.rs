@@ -91,7 +91,7 @@ pub fn build(f: &GgufFile) -> Result<Built> {
     inner.with_pre_tokenizer(Some(pre_tok));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(Built {
-        inner: Engine::Hf(inner),
+        inner: Engine::Hf(Box::new(inner)),
         n_vocab: tokens.len(),
         pre,
         add_bos_default: false,

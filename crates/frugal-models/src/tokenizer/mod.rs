@@ -14,7 +14,7 @@ use frugal_formats::gguf::{GgufFile, Value};
 /// What turns text into ids and back.
 pub enum Engine {
     /// A `tokenizers` pipeline (byte-level BPE).
-    Hf(tokenizers::Tokenizer),
+    Hf(Box<tokenizers::Tokenizer>),
     /// A score-merged SentencePiece vocabulary.
     Spm(Box<spm::Spm>),
 }
