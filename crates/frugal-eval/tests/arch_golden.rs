@@ -4,15 +4,11 @@
 //! golden's sha256 pins; llama-perplexity's PPL on those bytes (`bench/make-golden-archs.sh`)
 //! must be met within 0.5 %, and each model must survive a quantize + eval round trip.
 
+mod common;
+
 use frugal_formats::{assets, brown};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn golden() -> serde_json::Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/arch_ppl.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
 
 /// The Python that has gguf-py (`scripts/setup-python.sh`), or a skip.
 fn python() -> Option<PathBuf> {
@@ -44,7 +40,7 @@ fn check(arch: &str) {
     let Some(dir) = assets::require_or_skip(assets::brown_dir(), "Brown corpus") else {
         return;
     };
-    let g = golden();
+    let g = common::golden("arch_ppl.json");
     let want = &g[arch];
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join(format!("{arch}.gguf"));

@@ -3,47 +3,11 @@
 //! 0.3.36): the SentencePiece token ids must be identical, and the F32 perplexity must agree
 //! within 0.5 % at a context of 1,024 (past the 512-position sliding window).
 
-use frugal_formats::{assets, brown, gguf::GgufFile};
+mod common;
+
+use common::{brown_text, check_summary, golden, require};
+use frugal_formats::{assets, gguf::GgufFile};
 use frugal_models::tokenizer::GgufTokenizer;
-use sha2::Digest;
-use std::path::{Path, PathBuf};
-
-fn golden(name: &str) -> serde_json::Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/golden")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
-
-fn require(p: PathBuf, what: &str) -> Option<PathBuf> {
-    assets::require_or_skip(p, what)
-}
-
-fn brown_text(selection: &str) -> Option<String> {
-    let dir = require(assets::brown_dir(), "Brown corpus")?;
-    let ids = brown::select_ids(&dir, selection).unwrap();
-    Some(brown::plain_text(&dir, &ids).unwrap())
-}
-
-/// Count, first 64 ids and the sha256 of the ids as a JSON list, against a golden summary.
-fn check_summary(ids: &[u32], g: &serde_json::Value, what: &str) {
-    assert_eq!(ids.len() as u64, g["n_tokens"].as_u64().unwrap(), "{what}");
-    let first: Vec<u32> = serde_json::from_value(g["first_64"].clone()).unwrap();
-    assert_eq!(&ids[..64], &first[..], "{what}");
-    let joined = format!(
-        "[{}]",
-        ids.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    assert_eq!(
-        format!("{:x}", sha2::Sha256::digest(joined.as_bytes())),
-        g["sha256_ids"].as_str().unwrap(),
-        "{what}"
-    );
-}
 
 #[test]
 fn token_ids_match_llama_tokenize_on_the_whole_brown_corpus() {

@@ -2,27 +2,14 @@
 //! (llama-tokenize and llama-perplexity from llama-cpp-python 0.3.36): token ids must be
 //! identical, and F32 perplexity must agree within 0.5 % on the same number of tokens.
 
-use frugal_formats::{assets, brown, gguf::GgufFile};
+mod common;
+
+use common::{check_summary, golden, require};
+use frugal_formats::{assets, gguf::GgufFile};
 use frugal_models::tokenizer::GgufTokenizer;
-use sha2::Digest;
-use std::path::{Path, PathBuf};
-
-fn golden(name: &str) -> serde_json::Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/golden")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
-
-fn require(p: PathBuf, what: &str) -> Option<PathBuf> {
-    assets::require_or_skip(p, what)
-}
 
 fn brown_text() -> Option<String> {
-    let dir = require(assets::brown_dir(), "Brown corpus")?;
-    let ids = brown::select_ids(&dir, "cj01-cj12").unwrap();
-    Some(brown::plain_text(&dir, &ids).unwrap())
+    common::brown_text("cj01-cj12")
 }
 
 #[test]
@@ -39,21 +26,7 @@ fn token_ids_match_llama_tokenize() {
         assert_eq!(tok.encode(s, false).unwrap(), want, "{s:?}");
     }
     let ids = tok.encode(&text, true).unwrap();
-    let b = &g["brown_cj01_cj12"];
-    assert_eq!(ids.len() as u64, b["n_tokens"].as_u64().unwrap());
-    let first: Vec<u32> = serde_json::from_value(b["first_64"].clone()).unwrap();
-    assert_eq!(&ids[..64], &first[..]);
-    let joined = format!(
-        "[{}]",
-        ids.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    assert_eq!(
-        format!("{:x}", sha2::Sha256::digest(joined.as_bytes())),
-        b["sha256_ids"].as_str().unwrap()
-    );
+    check_summary(&ids, &g["brown_cj01_cj12"], "cj01-cj12");
 }
 
 #[test]

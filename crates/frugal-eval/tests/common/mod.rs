@@ -1,0 +1,49 @@
+//! What the golden-file tests share: the golden JSON files of `tests/golden/` (made by the
+//! `bench/make-golden*.sh` scripts from llama.cpp), the Brown texts they were made on, and the
+//! summary of a long id list (count, first 64 ids, sha256 of the ids as a JSON list).
+#![allow(dead_code)]
+
+use frugal_formats::{assets, brown};
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+/// `tests/golden/NAME`, parsed.
+pub fn golden(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// An asset's path, or a skip (a failure under `FRUGAL_REQUIRE_ASSETS=1`).
+pub fn require(p: PathBuf, what: &str) -> Option<PathBuf> {
+    assets::require_or_skip(p, what)
+}
+
+/// The plain text of a Brown selection (`cj01-cj12`), as `frugal brown-text` writes it.
+pub fn brown_text(selection: &str) -> Option<String> {
+    let dir = require(assets::brown_dir(), "Brown corpus")?;
+    let ids = brown::select_ids(&dir, selection).unwrap();
+    Some(brown::plain_text(&dir, &ids).unwrap())
+}
+
+/// `ids` against a golden summary: count, first 64 ids and the sha256 of the ids written as a
+/// JSON list (Python's `json.dumps`).
+pub fn check_summary(ids: &[u32], g: &serde_json::Value, what: &str) {
+    assert_eq!(ids.len() as u64, g["n_tokens"].as_u64().unwrap(), "{what}");
+    let first: Vec<u32> = serde_json::from_value(g["first_64"].clone()).unwrap();
+    assert_eq!(&ids[..64], &first[..], "{what}");
+    let joined = format!(
+        "[{}]",
+        ids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert_eq!(
+        format!("{:x}", sha2::Sha256::digest(joined.as_bytes())),
+        g["sha256_ids"].as_str().unwrap(),
+        "{what}"
+    );
+}
