@@ -22,6 +22,9 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("type {0} cannot be decoded for checking")]
     Unsupported(String),
+    /// What a method cannot do for this model yet, refused before it computes a wrong answer.
+    #[error("{0}")]
+    NotForThisModel(String),
     #[error("calibration: {0}")]
     BadCalibration(String),
     #[error("{0}")]

@@ -466,7 +466,7 @@ pub struct HeadPruneReport {
 /// slice it, which this does not do yet.
 fn refuse_query_bias(f: &GgufFile) -> Result<()> {
     if f.tensor("blk.0.attn_q.bias").is_some() {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::NotForThisModel(format!(
             "`{}` has query biases (architecture `{}`): removing heads does not slice them yet",
             f.path().display(),
             f.header.architecture().unwrap_or("?")
@@ -687,7 +687,7 @@ pub fn prune_layers_gguf(
     let cfg = LlamaConfig::from_gguf(&f)?;
     let n = cfg.n_layer;
     if cfg.swa_layers.iter().any(|&w| w) {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::NotForThisModel(format!(
             "`{}` interleaves sliding-window and global layers (architecture `{}`): removing layers would move that pattern, which is not written back yet",
             input.display(),
             f.header.architecture().unwrap_or("?")

@@ -370,7 +370,7 @@ impl LlamaConfig {
             Some(_) if !spec.rope_freqs => {
                 return Err(bad(
                     "tensors",
-                    format!("`rope_freqs.weight` is present: llama.cpp does not apply it to `{arch}`, so neither does Frugal"),
+                    format!("`rope_freqs.weight` is present, which llama.cpp does not apply to `{arch}`: refused rather than guessed"),
                 ))
             }
             Some(_) => {

@@ -220,7 +220,7 @@ pub fn fold_scales(model: &mut Llama, i: usize, g: usize, s: &[f32]) -> Result<(
         let lin = linear_named(model, producer);
         if lin.bias().is_some() {
             // Its bias would have to be scaled (and written back) with its rows.
-            return Err(crate::Error::Unsupported(format!(
+            return Err(crate::Error::NotForThisModel(format!(
                 "AWQ cannot fold scales into `{producer}`, which has a bias (architecture `{}`) — use --method gptq",
                 model_arch
             )));

@@ -645,7 +645,7 @@ pub fn quantize_model(
             .iter()
             .find(|t| b.awq && f.tensor(t).is_some())
         {
-            return Err(crate::Error::Unsupported(format!(
+            return Err(crate::Error::NotForThisModel(format!(
                 "AWQ cannot fold its scales through `{t}` (architecture `{}`) yet; --method gptq runs",
                 f.header.architecture().unwrap_or("?")
             )));
