@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import gguf
 
+from make_arch_model import field_value
+
 SHAPES = {
     # name: (n_embd, n_layer, n_ff, n_head, n_head_kv)
     "tiny": (256, 4, 688, 8, 2),
@@ -51,18 +53,8 @@ def main():
     for key, field in src.fields.items():
         if not key.startswith("tokenizer."):
             continue
-        t = field.types[0]
-        if t == gguf.GGUFValueType.ARRAY:
-            sub = field.types[1]
-            if sub == gguf.GGUFValueType.STRING:
-                val = [bytes(field.parts[i]).decode("utf-8") for i in field.data]
-            else:
-                val = [field.parts[i].tolist()[0] for i in field.data]
-            w.add_key_value(key, val, t, sub)
-        elif t == gguf.GGUFValueType.STRING:
-            w.add_key_value(key, bytes(field.parts[field.data[0]]).decode("utf-8"), t)
-        else:
-            w.add_key_value(key, field.parts[field.data[0]].tolist()[0], t)
+        val, t, sub = field_value(field)
+        w.add_key_value(key, val, t, sub)
     tensors = [("token_embd.weight", (vocab, d))]
     for i in range(n_layer):
         b = f"blk.{i}."

@@ -65,26 +65,12 @@ fn check(arch: &str) {
     let ids = brown::select_ids(&dir, "cj01-cj12").unwrap();
     std::fs::write(&text, brown::plain_text(&dir, &ids).unwrap()).unwrap();
     let eval = |m: &Path, reference: Option<PathBuf>| {
-        let job = frugal_eval::LmEvalFiles {
-            model: m.to_path_buf(),
-            reference,
-            text: text.clone(),
-            opts_ctx: g["ctx"].as_u64().unwrap() as usize,
-            max_chunks: Some(g["chunks"].as_u64().unwrap() as usize),
-            load: frugal_models::llama::LoadOptions::GGML,
-            split: frugal_eval::RankSplit::Chunks,
-        };
-        frugal_eval::eval_lm_files(&job, &|_, _| {}).unwrap()
+        let load = frugal_models::llama::LoadOptions::GGML;
+        common::eval_as_golden(m.to_path_buf(), reference, text.clone(), &g, load)
     };
     let r = eval(&model, None);
     let ppl = want["ppl"].as_f64().unwrap();
-    let rel = (r.result.ppl - ppl).abs() / ppl;
-    assert!(
-        rel < 0.005,
-        "{arch}: Frugal PPL {:.4} vs llama-perplexity {ppl:.4} ({:.3} %)",
-        r.result.ppl,
-        rel * 100.0
-    );
+    common::assert_ppl_near(r.result.ppl, ppl, arch);
     // Round trip: Q8_0 by Frugal's quantizer, evaluated against the F16 original.
     let q = tmp.path().join(format!("{arch}-q8.gguf"));
     let ty = frugal_compress::quant::quant_type("Q8_0").unwrap();

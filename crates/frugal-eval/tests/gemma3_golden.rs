@@ -51,23 +51,13 @@ fn f32_perplexity_matches_llama_perplexity_within_half_a_percent() {
     std::fs::write(&text_path, text).unwrap();
     // The shipped Q4_K_M decoded to f32 in memory with exact f32 arithmetic: the values of
     // llama-quantize's F32 file, without writing its 1.1 GB.
-    let job = frugal_eval::LmEvalFiles {
+    let r = common::eval_as_golden(
         model,
-        reference: None,
-        text: text_path,
-        opts_ctx: g["ctx"].as_u64().unwrap() as usize,
-        max_chunks: Some(g["chunks"].as_u64().unwrap() as usize),
-        load: frugal_models::llama::LoadOptions::EXACT,
-        split: frugal_eval::RankSplit::Chunks,
-    };
-    let r = frugal_eval::eval_lm_files(&job, &|_, _| {}).unwrap();
-    let want = g["ppl"].as_f64().unwrap();
-    assert_eq!(r.result.n_chunks, 4);
-    let rel = (r.result.ppl - want).abs() / want;
-    assert!(
-        rel < 0.005,
-        "Frugal PPL {:.4} vs llama-perplexity {want:.4} ({:.3} %)",
-        r.result.ppl,
-        rel * 100.0
+        None,
+        text_path,
+        &g,
+        frugal_models::llama::LoadOptions::EXACT,
     );
+    assert_eq!(r.result.n_chunks, 4);
+    common::assert_ppl_near(r.result.ppl, g["ppl"].as_f64().unwrap(), "Gemma 3 F32");
 }

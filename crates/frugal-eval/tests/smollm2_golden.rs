@@ -41,26 +41,16 @@ fn f32_perplexity_matches_llama_perplexity_within_half_a_percent() {
     frugal_models::convert::dequantize_gguf(&model, &f32_path).unwrap();
     let text_path = dir.path().join("cj.txt");
     std::fs::write(&text_path, text).unwrap();
-    let job = frugal_eval::LmEvalFiles {
-        model: f32_path,
-        reference: None,
-        text: text_path,
-        opts_ctx: g["ctx"].as_u64().unwrap() as usize,
-        max_chunks: Some(g["chunks"].as_u64().unwrap() as usize),
-        load: frugal_models::llama::LoadOptions::GGML,
-        split: frugal_eval::RankSplit::Chunks,
-    };
-    let r = frugal_eval::eval_lm_files(&job, &|_, _| {}).unwrap();
-    let want = g["ppl"].as_f64().unwrap();
+    let r = common::eval_as_golden(
+        f32_path,
+        None,
+        text_path,
+        &g,
+        frugal_models::llama::LoadOptions::GGML,
+    );
     assert_eq!(r.result.n_scored, r.result.n_chunks * 255);
     assert_eq!(r.result.n_chunks, 4);
-    let rel = (r.result.ppl - want).abs() / want;
-    assert!(
-        rel < 0.005,
-        "Frugal PPL {:.4} vs llama-perplexity {want:.4} ({:.3} %)",
-        r.result.ppl,
-        rel * 100.0
-    );
+    common::assert_ppl_near(r.result.ppl, g["ppl"].as_f64().unwrap(), "SmolLM2 F32");
     let se_rel =
         (r.result.ppl_se - g["ppl_se"].as_f64().unwrap()).abs() / g["ppl_se"].as_f64().unwrap();
     assert!(

@@ -47,3 +47,34 @@ pub fn check_summary(ids: &[u32], g: &serde_json::Value, what: &str) {
         "{what}"
     );
 }
+
+/// `model` evaluated on `text` (a file) with the golden's context and chunk count, loaded as
+/// `load` says.
+pub fn eval_as_golden(
+    model: PathBuf,
+    reference: Option<PathBuf>,
+    text: PathBuf,
+    g: &serde_json::Value,
+    load: frugal_models::llama::LoadOptions,
+) -> frugal_eval::LmEvalReport {
+    let job = frugal_eval::LmEvalFiles {
+        model,
+        reference,
+        text,
+        opts_ctx: g["ctx"].as_u64().unwrap() as usize,
+        max_chunks: Some(g["chunks"].as_u64().unwrap() as usize),
+        load,
+        split: frugal_eval::RankSplit::Chunks,
+    };
+    frugal_eval::eval_lm_files(&job, &|_, _| {}).unwrap()
+}
+
+/// Frugal's perplexity within 0.5 % of llama-perplexity's `want`.
+pub fn assert_ppl_near(ppl: f64, want: f64, what: &str) {
+    let rel = (ppl - want).abs() / want;
+    assert!(
+        rel < 0.005,
+        "{what}: Frugal PPL {ppl:.4} vs llama-perplexity {want:.4} ({:.3} %)",
+        rel * 100.0
+    );
+}
