@@ -837,6 +837,65 @@ fn a_run_over_its_memory_budget_is_refused_before_any_work() {
         d,
     );
     assert_refused(&out, &["--max-memory", "the unit must be K, M, G or T"]);
+    // measure: weights as stored are read in place (the plan is the process, the vectors and
+    // the decoding); decoded to F32 they are the plan's largest part, and the remedy says so.
+    let out = frugal_within(
+        60,
+        &[
+            "measure",
+            s(&model),
+            "--decoded-weights",
+            "--max-memory",
+            "300M",
+        ],
+        d,
+    );
+    assert_refused(
+        &out,
+        &[
+            "memory plan: about",
+            "every weight decoded to F32",
+            "more than --max-memory 300 MiB",
+            "without --decoded-weights",
+        ],
+    );
+    let out = frugal_within(60, &["measure", s(&model), "--max-memory", "100M"], d);
+    assert_refused(
+        &out,
+        &[
+            "the weights not read in place",
+            "decoding 48 positions",
+            "more than --max-memory 100 MiB",
+        ],
+    );
+    // distill: the student trained in F32 with AdamW's moments, planned before the teacher
+    // runs.
+    let out = frugal_within(
+        60,
+        &[
+            "distill",
+            "--student",
+            s(&model),
+            "--teacher",
+            s(&model),
+            "--text",
+            "calib.txt",
+            "--out",
+            "st.gguf",
+            "--max-memory",
+            "400M",
+        ],
+        d,
+    );
+    assert_refused(
+        &out,
+        &[
+            "the student in F32",
+            "AdamW moments",
+            "more than --max-memory 400 MiB",
+            "--max-tokens",
+        ],
+    );
     assert_eq!(snapshot(d), before, "nothing written");
     // Within the budget the same plan is printed and the run goes on.
     let out = frugal_within(

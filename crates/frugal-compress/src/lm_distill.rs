@@ -91,6 +91,73 @@ impl TeacherTopK {
     }
 }
 
+/// The peak memory of distilling `student` (trained) from `teacher` on `seqs` sequences of at
+/// most `ctx` tokens, estimated from the shapes before anything is loaded: the larger of the
+/// teacher's pass (its weights as stored, read in place from its file; one sequence through a
+/// block and its logits; the cache growing) and the training (the student decoded to F32; its
+/// MLP weights' flat copy, gradients twice — candle's and the step's sum —, AdamW's two
+/// moments and the updated weights; one sequence's autograd graph through every block — the
+/// intermediates kept for the backward pass, 3.5 block passes' worth as measured on SmolLM2 at
+/// 128, 256 and 512 tokens, BENCHMARKS.md; its logits, log-softmax and their gradients; the
+/// teacher's cache).
+pub fn memory_plan(
+    student: &frugal_formats::gguf::GgufFile,
+    teacher: &frugal_formats::gguf::GgufFile,
+    seqs: usize,
+    ctx: usize,
+    top_k: usize,
+) -> Result<frugal_models::memory::MemoryPlan> {
+    use frugal_models::llama::LlamaConfig;
+    use frugal_models::memory::{self, MemoryPlan};
+    let sc = LlamaConfig::from_gguf(student)?;
+    let tc = LlamaConfig::from_gguf(teacher)?;
+    let cache = (seqs * ctx * top_k * 8) as u64;
+    let mut teach = MemoryPlan::new();
+    teach
+        .add(
+            "the teacher's weights not read in place",
+            memory::stored_model_bytes(teacher),
+        )
+        .add(
+            "one sequence through a teacher block",
+            memory::block_pass_bytes(&tc, ctx),
+        )
+        .add(
+            "its logits and their softmax",
+            2 * 4 * (ctx * tc.n_vocab) as u64,
+        )
+        .add("the teacher's top-k cache", cache);
+    let mlp: u64 = student
+        .header
+        .tensors
+        .iter()
+        .filter(|t| {
+            t.name.starts_with("blk.")
+                && ["ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"]
+                    .iter()
+                    .any(|n| t.name.ends_with(n))
+        })
+        .map(|t| t.n_elements())
+        .sum();
+    let mut train = MemoryPlan::new();
+    train
+        .add("the student in F32", memory::decoded_model_bytes(student))
+        .add(
+            "its MLP weights' copy, gradients (twice), AdamW moments and the update in F32",
+            6 * 4 * mlp,
+        )
+        .add(
+            "one sequence's autograd graph through every block",
+            sc.n_layer as u64 * memory::block_pass_bytes(&sc, ctx) * 7 / 2,
+        )
+        .add(
+            "its logits, log-softmax and their gradients",
+            4 * 4 * (ctx * sc.n_vocab) as u64,
+        )
+        .add("the teacher's top-k cache", cache);
+    Ok(teach.max(train))
+}
+
 /// Runs `teacher` once over `seqs` and keeps its top `k` log-probabilities per position.
 /// `progress(done, total)`.
 pub fn teacher_top_k(

@@ -17,6 +17,78 @@ pub enum Weight {
     /// ([`crate::qmatmul`]) or candle's, whichever is the faster for the type, F16 and BF16
     /// ones with [`crate::gemm`] straight from their 16-bit values (no f32 copy).
     Quantized(Arc<QTensor>),
+    /// A ggml tensor read in place from the model file's mapping (or an anonymous one):
+    /// block-quantized weights multiplied by Frugal's 8-bit kernels, F16/BF16 ones by
+    /// [`crate::gemm`], each unpacking a cache-sized chunk of rows at a time — the process never
+    /// holds a copy of the weight.
+    Mapped(MappedWeight),
+}
+
+/// A stored weight `[n_out, n_in]` read in place (see [`Weight::Mapped`]).
+#[derive(Debug, Clone)]
+pub struct MappedWeight {
+    ty: frugal_formats::gguf::GgmlType,
+    bytes: frugal_formats::gguf::MappedBytes,
+    product: MappedProduct,
+    n_out: usize,
+    n_in: usize,
+}
+
+/// Which kernel multiplies a mapped weight.
+#[derive(Debug, Clone, Copy)]
+enum MappedProduct {
+    Blocks(crate::qmatmul::BlockType),
+    /// [`crate::gemm`] on the stored floats (F32, F16, BF16).
+    Floats(candle_core::quantized::GgmlDType),
+}
+
+impl MappedProduct {
+    fn of(ty: frugal_formats::gguf::GgmlType) -> Option<MappedProduct> {
+        use candle_core::quantized::GgmlDType as D;
+        let dtype = crate::gguf_load::candle_dtype(ty)?;
+        Some(match dtype {
+            D::F32 | D::F16 | D::BF16 => MappedProduct::Floats(dtype),
+            _ => MappedProduct::Blocks(crate::qmatmul::BlockType::of(dtype)?),
+        })
+    }
+}
+
+/// Whether a weight stored as `ty` is multiplied in place ([`Weight::Mapped`]) when a model
+/// is loaded with its weights as stored (every type but the IQ and ternary ones).
+pub fn reads_in_place(ty: frugal_formats::gguf::GgmlType) -> bool {
+    MappedProduct::of(ty).is_some()
+}
+
+impl MappedWeight {
+    /// `bytes` as a `[n_out, n_in]` weight of type `ty`; `None` for a type no kernel of
+    /// Frugal's multiplies in place (the IQ and ternary types), or bytes not of that shape.
+    pub fn new(
+        ty: frugal_formats::gguf::GgmlType,
+        bytes: frugal_formats::gguf::MappedBytes,
+        n_out: usize,
+        n_in: usize,
+    ) -> Option<MappedWeight> {
+        let product = MappedProduct::of(ty)?;
+        let dtype = crate::gguf_load::candle_dtype(ty)?;
+        let bs = dtype.block_size();
+        let expected = n_in
+            .is_multiple_of(bs)
+            .then(|| n_out * (n_in / bs) * dtype.type_size());
+        (expected == Some(bytes.len())).then_some(MappedWeight {
+            ty,
+            bytes,
+            product,
+            n_out,
+            n_in,
+        })
+    }
+
+    pub fn ggml_type(&self) -> frugal_formats::gguf::GgmlType {
+        self.ty
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// How a layer's input is rounded before the dot products, to reproduce ggml's arithmetic: ggml
@@ -255,6 +327,20 @@ impl Linear {
         })
     }
 
+    /// A layer whose stored weight is read in place ([`Weight::Mapped`]).
+    pub fn mapped(name: impl Into<String>, weight: MappedWeight, bias: Option<Tensor>) -> Self {
+        Linear {
+            name: name.into(),
+            n_in: weight.n_in,
+            n_out: weight.n_out,
+            weight: Weight::Mapped(weight),
+            matmul: None,
+            bias,
+            recorder: None,
+            act: ActRounding::None,
+        }
+    }
+
     /// A layer from a quantized (or F16/BF16) weight `[out, in]`.
     pub fn quantized(
         name: impl Into<String>,
@@ -293,6 +379,13 @@ impl Linear {
         Ok(match &self.weight {
             Weight::Dense(w) => w.clone(),
             Weight::Quantized(q) => q.dequantize(&q.device())?,
+            Weight::Mapped(m) => candle_core::quantized::ggml_file::qtensor_from_ggml(
+                crate::gguf_load::candle_dtype(m.ty).expect("checked by MappedWeight::new"),
+                &m.bytes,
+                vec![m.n_out, m.n_in],
+                &candle_core::Device::Cpu,
+            )?
+            .dequantize(&candle_core::Device::Cpu)?,
         })
     }
 
@@ -301,6 +394,7 @@ impl Linear {
         let dims = match &weight {
             Weight::Dense(w) => w.dims2()?,
             Weight::Quantized(q) => q.shape().dims2()?,
+            Weight::Mapped(m) => (m.n_out, m.n_in),
         };
         if dims != (self.n_out, self.n_in) {
             return Err(candle_core::Error::Msg(format!(
@@ -311,7 +405,7 @@ impl Linear {
         }
         self.matmul = match &weight {
             Weight::Quantized(q) => candle_matmul(q)?,
-            Weight::Dense(_) => None,
+            Weight::Dense(_) | Weight::Mapped(_) => None,
         };
         self.weight = weight;
         Ok(())
@@ -374,11 +468,24 @@ impl Linear {
 
     fn product(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.weight, &self.matmul) {
+            // Stored weights read in place: Frugal's kernels for every type.
+            (Weight::Mapped(m), _) => self.own_product(x, |xs| match m.product {
+                MappedProduct::Blocks(ty) => Ok(crate::qmatmul::matmul(
+                    ty, &m.bytes, self.n_out, self.n_in, xs,
+                )),
+                MappedProduct::Floats(dtype) => {
+                    let mut y = vec![0f32; xs.len() / self.n_in * self.n_out];
+                    with_float_rows(dtype, &m.bytes, |w| {
+                        crate::gemm::matmul_t(xs, self.n_in, w, &mut y)
+                    })?;
+                    Ok(y)
+                }
+            })?,
             // 16-bit weights: Frugal's products, from the stored values.
             (Weight::Quantized(q), None) => self.own_product(x, |xs| {
                 let mut y = vec![0f32; xs.len() / self.n_in * self.n_out];
                 let data = q.data()?;
-                with_half_rows(q.dtype(), &data, |w| {
+                with_float_rows(q.dtype(), &data, |w| {
                     crate::gemm::matmul_t(xs, self.n_in, w, &mut y)
                 })?;
                 Ok(y)
@@ -449,8 +556,8 @@ fn candle_matmul(q: &Arc<QTensor>) -> Result<Option<QMatMul>> {
     })
 }
 
-/// Calls `f` with the 16-bit rows stored in `bytes` (little-endian F16 or BF16).
-fn with_half_rows(
+/// Calls `f` with the rows stored in `bytes` (little-endian F32, F16 or BF16).
+fn with_float_rows(
     dtype: candle_core::quantized::GgmlDType,
     bytes: &[u8],
     f: impl FnOnce(crate::gemm::Rows<'_>),
@@ -465,9 +572,24 @@ fn with_half_rows(
         D::BF16 => f(crate::gemm::Rows::Bf16(&unsafe {
             halves(bytes, bf16::from_bits)
         })),
+        D::F32 => {
+            let aligned = bytes.as_ptr().align_offset(4) == 0 && cfg!(target_endian = "little");
+            let copy: Vec<f32>;
+            let rows: &[f32] = if aligned {
+                // SAFETY: aligned, little-endian, every bit pattern an f32.
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
+            } else {
+                copy = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                &copy
+            };
+            f(crate::gemm::Rows::F32(rows))
+        }
         other => {
             return Err(
-                candle_core::Error::Msg(format!("{other:?} is not a 16-bit weight type")).into(),
+                candle_core::Error::Msg(format!("{other:?} is not a float weight type")).into(),
             )
         }
     }
@@ -535,18 +657,28 @@ pub fn matvec_seconds(
         .map(|_| rng.next_f64() as f32 - 0.5)
         .collect();
     let w = Tensor::from_vec(w, (n_out, n_in), &dev)?;
-    let q = (!plain).then(|| QTensor::quantize(&w, dtype)).transpose()?;
-    let bytes = q.as_ref().map(|q| q.data()).transpose()?;
+    let q = QTensor::quantize(&w, dtype)?;
+    let bytes = q.data()?;
     let mut layers = Vec::with_capacity(copies);
     for _ in 0..copies {
-        // Each copy in memory of its own.
-        layers.push(match &bytes {
-            None => Linear::dense("timed", w.copy()?, None)?,
-            Some(b) => Linear::quantized(
+        // Each copy in memory of its own, held as a served model holds it: read in place
+        // (candle's copy when `FRUGAL_CANDLE_QMATMUL=1` asks for its kernels).
+        let mapped = (!crate::qmatmul::candle_forced())
+            .then(|| -> Result<Option<MappedWeight>> {
+                let b = frugal_formats::gguf::MappedBytes::from_bytes(&bytes)
+                    .map_err(|e| candle_core::Error::Msg(format!("mapping a copy: {e}")))?;
+                Ok(MappedWeight::new(ty, b, n_out, n_in))
+            })
+            .transpose()?
+            .flatten();
+        layers.push(match mapped {
+            Some(m) => Linear::mapped("timed", m, None),
+            None if plain => Linear::dense("timed", w.copy()?, None)?,
+            None => Linear::quantized(
                 "timed",
                 Arc::new(candle_core::quantized::ggml_file::qtensor_from_ggml(
                     dtype,
-                    b,
+                    &bytes,
                     w.dims().to_vec(),
                     &dev,
                 )?),
@@ -643,6 +775,103 @@ mod tests {
         for (p, q) in a.gram.unwrap().iter().zip(all.gram.unwrap()) {
             assert!((p - q).abs() < 1e-12);
         }
+    }
+
+    /// A weight read in place ([`Weight::Mapped`]) gives the products of Frugal's kernels on
+    /// the same bytes (bit for bit: the same code), decodes to candle's (ggml's) values exactly,
+    /// and carries the bias, for every block type and F32/F16/BF16; a type no kernel reads in
+    /// place, or bytes of another shape, is not taken.
+    #[test]
+    fn mapped_weights_multiply_with_frugals_kernels_in_place() {
+        use crate::qmatmul::BlockType;
+        use candle_core::quantized::GgmlDType as D;
+        use frugal_formats::gguf::{GgmlType as G, MappedBytes};
+        let dev = Device::Cpu;
+        let mut rng = frugal_formats::rng::SplitMix64(25);
+        let (n_out, n_in) = (19, 512);
+        let w: Vec<f32> = (0..n_out * n_in)
+            .map(|_| rng.next_f64() as f32 - 0.5)
+            .collect();
+        let w = Tensor::from_vec(w, (n_out, n_in), &dev).unwrap();
+        let bias = Tensor::from_vec(
+            (0..n_out).map(|i| i as f32).collect::<Vec<_>>(),
+            n_out,
+            &dev,
+        )
+        .unwrap();
+        let types = [
+            (G::Q4_0, D::Q4_0),
+            (G::Q4_1, D::Q4_1),
+            (G::Q5_0, D::Q5_0),
+            (G::Q5_1, D::Q5_1),
+            (G::Q8_0, D::Q8_0),
+            (G::Q2_K, D::Q2K),
+            (G::Q3_K, D::Q3K),
+            (G::Q4_K, D::Q4K),
+            (G::Q5_K, D::Q5K),
+            (G::Q6_K, D::Q6K),
+            (G::F16, D::F16),
+            (G::BF16, D::BF16),
+            (G::F32, D::F32),
+        ];
+        for m in [1usize, 9] {
+            let xs: Vec<f32> = (0..m * n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
+            let x = Tensor::from_vec(xs.clone(), (m, n_in), &dev).unwrap();
+            for (g, d) in types {
+                let q = QTensor::quantize(&w, d).unwrap();
+                let bytes = MappedBytes::from_bytes(&q.data().unwrap()).unwrap();
+                let mw = MappedWeight::new(g, bytes.clone(), n_out, n_in).unwrap();
+                let lin = Linear::mapped("t", mw, Some(bias.clone()));
+                assert_eq!((lin.n_out(), lin.n_in()), (n_out, n_in));
+                let got: Vec<f32> = lin
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let plain: Vec<f32> = match BlockType::of(d) {
+                    Some(ty) => crate::qmatmul::matmul(ty, &bytes, n_out, n_in, &xs),
+                    None => {
+                        let mut y = vec![0f32; m * n_out];
+                        with_float_rows(d, &bytes, |r| crate::gemm::matmul_t(&xs, n_in, r, &mut y))
+                            .unwrap();
+                        y
+                    }
+                };
+                for (r, (a, b)) in got.chunks(n_out).zip(plain.chunks(n_out)).enumerate() {
+                    for (o, (p, q)) in a.iter().zip(b).enumerate() {
+                        assert_eq!(*p, q + o as f32, "{g:?} m={m} row {r} col {o}");
+                    }
+                }
+                assert_eq!(
+                    lin.weight_f32()
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap(),
+                    q.dequantize(&dev)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap(),
+                    "{g:?} decodes as ggml"
+                );
+                // One row short: not this shape.
+                let short =
+                    MappedBytes::from_bytes(&bytes[..bytes.len() - bytes.len() / n_out]).unwrap();
+                assert!(MappedWeight::new(g, short, n_out, n_in).is_none(), "{g:?}");
+            }
+        }
+        assert!(MappedWeight::new(
+            G::IQ4_NL,
+            MappedBytes::from_bytes(&[0u8; 18]).unwrap(),
+            1,
+            32
+        )
+        .is_none());
     }
 
     /// F16 and BF16 weights kept 16-bit multiply as their decoded f32 copies do (to summation

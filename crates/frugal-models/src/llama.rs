@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf_load::{info_shaped, load_f32, load_f32_shaped, load_qtensor};
-use crate::linear::{ActRounding, Linear};
+use crate::linear::{ActRounding, Linear, MappedWeight};
 use candle_core::{DType, Device, Tensor, D};
 use frugal_formats::gguf::{GgmlType, GgufFile};
 use std::sync::Arc;
@@ -484,6 +484,9 @@ pub struct Llama {
     pub config: LlamaConfig,
     pub arch: &'static ArchSpec,
     pub embedding: Tensor,
+    /// The token embedding's rows as stored, read in place, where the table is not decoded
+    /// (a model loaded with stored weights): [`Llama::embed`] decodes the rows it needs.
+    embedding_rows: Option<(GgmlType, frugal_formats::gguf::MappedBytes)>,
     pub blocks: Vec<Block>,
     pub output_norm: Tensor,
     /// `None` for a shell loaded without it ([`Llama::load_shell`]).
@@ -506,21 +509,42 @@ fn linear(
         Some(_) => Some(load_f32_shaped(f, &bias_name, &[shape[0]], dev)?),
         None => None,
     };
-    // F32 is used as it is; F16 and BF16 stay 16-bit unless decoding is asked for.
-    if opts.dequantize || t.ggml_type == GgmlType::F32 {
+    // Decoded to F32 when asked; else read in place from the file.
+    if opts.dequantize {
         let mut l = Linear::dense(name, load_f32(f, name, dev)?, bias)?;
         if opts.ggml_activations {
             l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
         }
         Ok(l)
     } else {
-        Linear::quantized(name, Arc::new(load_qtensor(f, name, dev)?), bias)
+        // Stored weights stay in the file's mapping, multiplied by Frugal's kernels; candle's
+        // resident copies (and, under AVX-512 VNNI, its repacked second copy of Q8_0, Q4_K and
+        // Q6_K weights) only when `FRUGAL_CANDLE_QMATMUL=1` asks, for benchmarks.
+        let mapped = (!crate::qmatmul::candle_forced())
+            .then(|| MappedWeight::new(t.ggml_type, f.tensor_mapped(t), shape[0], shape[1]))
+            .flatten();
+        match mapped {
+            Some(w) => Ok(Linear::mapped(name, w, bias)),
+            None => Linear::quantized(name, Arc::new(load_qtensor(f, name, dev)?), bias),
+        }
     }
 }
 
 impl Llama {
     pub fn load(f: &GgufFile, opts: LoadOptions, device: &Device) -> Result<Self> {
-        let mut m = Self::load_shell(f, device)?;
+        let mut m = if opts.dequantize || crate::qmatmul::candle_forced() {
+            Self::load_shell(f, device)?
+        } else {
+            // Stored weights: the embedding's rows stay in the file's mapping too.
+            let mut m = Self::load_bare_shell(f, device)?;
+            let t = info_shaped(f, "token_embd.weight", &[m.config.n_vocab, m.config.n_embd])?;
+            if crate::gguf_load::candle_dtype(t.ggml_type).is_none() {
+                m.embedding = load_f32(f, "token_embd.weight", device)?;
+            } else {
+                m.embedding_rows = Some((t.ggml_type, f.tensor_mapped(t)));
+            }
+            m
+        };
         for i in 0..m.config.n_layer {
             m.blocks
                 .push(Self::load_block(f, &m.config, i, opts, device)?);
@@ -557,6 +581,7 @@ impl Llama {
         Ok(Llama {
             blocks: Vec::with_capacity(c.n_layer),
             embedding: Tensor::zeros((0, c.n_embd), DType::F32, device)?,
+            embedding_rows: None,
             config: c,
             arch,
             output_norm,
@@ -578,28 +603,34 @@ impl Llama {
         }
         let name = "token_embd.weight";
         let t = info_shaped(f, name, &[c.n_vocab, c.n_embd])?;
-        let data = f.tensor_data(t);
+        crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| Error::UnsupportedType {
+            path: f.path().to_path_buf(),
+            name: name.to_string(),
+            dtype: t.ggml_type.name(),
+        })?;
+        self.embed_rows(t.ggml_type, f.tensor_data(t), tokens)
+    }
+
+    /// The embedding rows of `tokens` (checked) decoded from the stored table `data` of type
+    /// `ty` (one candle can decode), scaled as the architecture says.
+    fn embed_rows(&self, ty: GgmlType, data: &[u8], tokens: &[u32]) -> Result<Tensor> {
+        let c = &self.config;
         let row = data.len() / c.n_vocab;
         let mut out = Vec::with_capacity(tokens.len() * c.n_embd);
         for &id in tokens {
             let bytes = &data[id as usize * row..][..row];
-            let decoded = if t.ggml_type == GgmlType::F32 {
-                Tensor::from_raw_buffer(bytes, DType::F32, &[1, c.n_embd], &self.device)?
-            } else {
-                let dtype = crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| {
-                    Error::UnsupportedType {
-                        path: f.path().to_path_buf(),
-                        name: name.to_string(),
-                        dtype: t.ggml_type.name(),
-                    }
-                })?;
-                candle_core::quantized::ggml_file::qtensor_from_ggml(
+            let decoded = match crate::gguf_load::candle_dtype(ty) {
+                _ if ty == GgmlType::F32 => {
+                    Tensor::from_raw_buffer(bytes, DType::F32, &[1, c.n_embd], &self.device)?
+                }
+                Some(dtype) => candle_core::quantized::ggml_file::qtensor_from_ggml(
                     dtype,
                     bytes,
                     vec![1, c.n_embd],
                     &self.device,
                 )?
-                .dequantize(&self.device)?
+                .dequantize(&self.device)?,
+                None => unreachable!("checked by the callers"),
             };
             out.extend(decoded.flatten_all()?.to_vec1::<f32>()?);
         }
@@ -775,6 +806,9 @@ impl Llama {
                 id,
                 n_vocab: c.n_vocab,
             });
+        }
+        if let (0, Some((ty, rows))) = (self.embedding.dim(0)?, &self.embedding_rows) {
+            return self.embed_rows(*ty, rows, tokens);
         }
         if self.embedding.dim(0)? == 0 && !tokens.is_empty() {
             return Err(Error::NotLoaded("token embedding"));

@@ -340,6 +340,62 @@ pub fn block_pass_bytes(c: &LlamaConfig, t: usize) -> u64 {
     4 * (3 * t * d + t * (2 * qd + 2 * kv) + 2 * heads * t * t + 3 * t * ff)
 }
 
+/// What a model loaded with its weights as stored ([`crate::llama::LoadOptions::KERNELS`])
+/// holds in memory: its vectors (norms, biases) in F32, and every matrix Frugal's kernels do
+/// not read in place ([`crate::linear::reads_in_place`]: the IQ and ternary types) as candle's
+/// copy of its bytes — the token embedding decoded to F32 when its rows cannot be read in
+/// place. With `FRUGAL_CANDLE_QMATMUL=1` (benchmarks) every matrix is copied, and candle may
+/// repack it once more.
+pub fn stored_model_bytes(f: &GgufFile) -> u64 {
+    let forced = crate::qmatmul::candle_forced();
+    f.header
+        .tensors
+        .iter()
+        .map(|t| {
+            let vector = t.dims.iter().filter(|&&d| d > 1).count() <= 1;
+            if vector {
+                4 * t.n_elements()
+            } else if forced {
+                2 * f.tensor_data(t).len() as u64
+            } else if crate::linear::reads_in_place(t.ggml_type) {
+                0
+            } else if t.name == "token_embd.weight" {
+                4 * t.n_elements() + staging_bytes(f, t)
+            } else {
+                f.tensor_data(t).len() as u64
+            }
+        })
+        .sum()
+}
+
+/// What a model loaded with every weight decoded to F32 ([`crate::llama::LoadOptions::EXACT`]
+/// or `GGML`) holds: every tensor in F32 (a tied embedding twice: the table and the output
+/// layer), and the stored copy of the largest while it is decoded.
+pub fn decoded_model_bytes(f: &GgufFile) -> u64 {
+    let all: u64 = f.header.tensors.iter().map(|t| 4 * t.n_elements()).sum();
+    let tied = match (f.tensor("output.weight"), f.tensor("token_embd.weight")) {
+        (None, Some(e)) => 4 * e.n_elements(),
+        _ => 0,
+    };
+    let staging = f
+        .header
+        .tensors
+        .iter()
+        .map(|t| staging_bytes(f, t))
+        .max()
+        .unwrap_or(0);
+    all + tied + staging
+}
+
+/// What decoding `positions` tokens one at a time holds besides the model: the key/value
+/// cache of every block (twice: it grows by copying), one token's pass through a block, and
+/// the logits.
+pub fn decode_bytes(c: &LlamaConfig, positions: usize) -> u64 {
+    let kv = (c.n_head_kv * c.head_dim()) as u64;
+    let cache = 2 * c.n_layer as u64 * positions as u64 * kv * 4;
+    2 * cache + block_pass_bytes(c, 1) + 2 * 4 * c.n_vocab as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

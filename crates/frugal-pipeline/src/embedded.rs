@@ -241,6 +241,7 @@ pub fn run(
             warmup: WORKLOAD.2,
             tokens: 0,
             weights: measure::Weights::Stored,
+            max_memory: None,
             meters: meters.clone(),
         })?;
         last_sources = w

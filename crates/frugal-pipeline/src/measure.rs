@@ -35,6 +35,9 @@ pub struct MeasureJob {
     /// Language models: how the weights are multiplied.
     pub weights: Weights,
     pub meters: MeterOptions,
+    /// Language models: the memory budget the plan is checked against (`--max-memory`; by
+    /// default what the machine has available, less a tenth).
+    pub max_memory: Option<u64>,
 }
 
 /// How a GGUF language model's weights are multiplied in the workload.
@@ -43,12 +46,21 @@ pub struct MeasureJob {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Weights {
-    /// As stored: quantized tensors through candle's quantized kernels (how a quantized model
-    /// is served), f16 and f32 ones as they are.
+    /// As stored, read in place from the memory-mapped file by Frugal's kernels (8-bit
+    /// activations for block-quantized types, 16- and 32-bit floats as they are): how a
+    /// quantized model is served, and the process holds no copy of the weights.
     #[default]
     Stored,
     /// Decoded to f32 once when loading, every product in f32.
     Decoded,
+}
+
+/// Tokens of a language model's workload prompt.
+pub(crate) const PROMPT_TOKENS: usize = 32;
+
+impl MeasureJob {
+    /// Tokens generated per prompt when `tune` measures a candidate's energy.
+    pub(crate) const TUNE_TOKENS: usize = 8;
 }
 
 /// A mean with its 95 % interval, over `n` runs.
@@ -329,6 +341,38 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 type Query<'a> = Box<dyn FnMut(usize) -> Result<(), Error> + 'a>;
 
+/// A language model's memory plan for the workload, printed and checked against the budget
+/// before anything is loaded: the weights it holds (none of the matrices as stored, every one
+/// decoded to F32 with `--decoded-weights`) and the decoding of a prompt and its tokens.
+fn check_lm_memory(f: &frugal_formats::gguf::GgufFile, job: &MeasureJob) -> Result<(), Error> {
+    use frugal_models::memory::{self, MemoryPlan};
+    let c =
+        frugal_models::llama::LlamaConfig::from_gguf(f).map_err(frugal_compress::Error::from)?;
+    let mut plan = MemoryPlan::new();
+    let remedy = match job.weights {
+        Weights::Stored => {
+            plan.add(
+                "the weights not read in place (vectors in F32, types without an in-place kernel)",
+                memory::stored_model_bytes(f),
+            );
+            "a smaller model, or a larger --max-memory on a machine that has it"
+        }
+        Weights::Decoded => {
+            plan.add(
+                "every weight decoded to F32",
+                memory::decoded_model_bytes(f),
+            );
+            "measure the weights as stored (without --decoded-weights): they are read in place"
+        }
+    };
+    let positions = PROMPT_TOKENS + job.tokens;
+    plan.add(
+        format!("decoding {positions} positions (key/value cache, logits)"),
+        memory::decode_bytes(&c, positions),
+    );
+    crate::jobs::check_memory(&plan, job.max_memory, remedy)
+}
+
 /// Runs the workload for `job.model` (its kind from the path: a folder is an encoder, a GGUF a
 /// language model, a `.safetensors` file a classifier).
 pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
@@ -341,118 +385,122 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
     // Each workload: its kind, what a query is, units per query, and the query function.
     let detected = crate::kind::ModelKind::detect(path);
     let mut served = None;
-    let (kind, query, unit, per_query, mut run): (&str, String, &str, usize, Query) = if detected
-        == crate::kind::ModelKind::Encoder
-    {
-        let model = frugal_models::bert::Bert::load(path, &dev).map_err(me)?;
-        let docs = frugal_formats::brown::read_brown_dir(&frugal_formats::assets::brown_dir())?;
-        let sents: Vec<String> =
-            frugal_eval::encoder::brown_sentences(&docs, job.queries.div_ceil(15) + 1, 8)
-                .into_iter()
-                .map(|s| s.text)
-                .collect();
-        if sents.is_empty() {
-            return Err(bad("no Brown sentences".into()));
-        }
-        (
-            "encoder",
-            "one Brown sentence embedded".into(),
-            "sentence",
-            1,
-            Box::new(move |i| {
-                model
-                    .embed(&[sents[i % sents.len()].as_str()], 1)
-                    .map_err(me)?;
-                Ok(())
-            }),
-        )
-    } else if detected == crate::kind::ModelKind::LanguageModel {
-        let f = frugal_formats::gguf::GgufFile::open(path)?;
-        let load = match job.weights {
-            Weights::Stored => frugal_models::llama::LoadOptions::KERNELS,
-            Weights::Decoded => frugal_models::llama::LoadOptions::EXACT,
-        };
-        let model = frugal_models::llama::Llama::load(&f, load, &dev).map_err(me)?;
-        let tok = frugal_models::tokenizer::GgufTokenizer::from_gguf(&f).map_err(me)?;
-        let brown = frugal_formats::assets::brown_dir();
-        let ids = frugal_formats::brown::select_ids(&brown, "cj13-cj20")?;
-        let text = frugal_formats::brown::plain_text(&brown, &ids)?;
-        let all = tok.encode(&text, false).map_err(me)?;
-        let prompts: Vec<Vec<u32>> = all.chunks_exact(32).take(64).map(|c| c.to_vec()).collect();
-        if prompts.is_empty() || job.tokens == 0 {
-            return Err(bad(
-                "language models need --tokens > 0 and Brown text".into()
-            ));
-        }
-        let m = job.tokens;
-        let weights = match job.weights {
-            Weights::Stored => "weights as stored",
-            Weights::Decoded => "weights decoded to f32",
-        };
-        (
-            "language-model",
-            format!(
-                "a 32-token Brown prompt and {m} generated tokens (key/value cache, {weights})"
-            ),
-            "token",
-            m,
-            Box::new(move |i| {
-                let prompt = &prompts[i % prompts.len()];
-                let mut cache = model.kv_cache(prompt.len() + m).map_err(me)?;
-                let mut logits = None;
-                for &id in prompt {
-                    logits = Some(model.decode_step(id, &mut cache).map_err(me)?);
-                }
-                for k in 0..m {
-                    let l: Vec<f32> = logits
-                        .take()
-                        .expect("a prompt has tokens")
-                        .to_vec1()
-                        .map_err(|e| me(e.into()))?;
-                    let next = frugal_models::cnn::argmax(&l);
-                    // The last generated token needs no logits after it.
-                    if k + 1 < m {
-                        logits = Some(model.decode_step(next as u32, &mut cache).map_err(me)?);
-                    }
-                }
-                Ok(())
-            }),
-        )
-    } else {
-        let data = job.data.ok_or_else(|| {
-            bad("a classifier is measured on images: --data digits|fashion-mnist".into())
-        })?;
-        let mut model =
-            frugal_models::cnn::Cnn::load(path, &dev).map_err(frugal_compress::Error::from)?;
-        if job.weights == Weights::Decoded {
-            model.int8.clear();
-        }
-        let set = data.workload_images()?;
-        let n = set.len();
-        // The weights prepared and the scratch buffers made once: a query is one forward pass
-        // on this thread, as the model is served (int8 weights through integer products).
-        let mut inference = frugal_models::cnn_infer::CnnInference::new(&model)
-            .map_err(frugal_compress::Error::from)?;
-        served = Some(
-            if inference.is_integer() {
-                "int8 weights through integer products"
-            } else {
-                "f32 products"
+    let (kind, query, unit, per_query, mut run): (&str, String, &str, usize, Query) =
+        if detected == crate::kind::ModelKind::Encoder {
+            let model = frugal_models::bert::Bert::load(path, &dev).map_err(me)?;
+            let docs = frugal_formats::brown::read_brown_dir(&frugal_formats::assets::brown_dir())?;
+            let sents: Vec<String> =
+                frugal_eval::encoder::brown_sentences(&docs, job.queries.div_ceil(15) + 1, 8)
+                    .into_iter()
+                    .map(|s| s.text)
+                    .collect();
+            if sents.is_empty() {
+                return Err(bad("no Brown sentences".into()));
             }
-            .to_string(),
-        );
-        (
-            "classifier",
-            "one image of the data set classified (batch 1, one thread)".into(),
-            "image",
-            1,
-            Box::new(move |i| {
-                let (x, _) = frugal_models::cnn::batch_pixels(&set, &[i % n]);
-                std::hint::black_box(inference.forward(&x, 1));
-                Ok(())
-            }),
-        )
-    };
+            (
+                "encoder",
+                "one Brown sentence embedded".into(),
+                "sentence",
+                1,
+                Box::new(move |i| {
+                    model
+                        .embed(&[sents[i % sents.len()].as_str()], 1)
+                        .map_err(me)?;
+                    Ok(())
+                }),
+            )
+        } else if detected == crate::kind::ModelKind::LanguageModel {
+            let f = frugal_formats::gguf::GgufFile::open(path)?;
+            check_lm_memory(&f, job)?;
+            let load = match job.weights {
+                Weights::Stored => frugal_models::llama::LoadOptions::KERNELS,
+                Weights::Decoded => frugal_models::llama::LoadOptions::EXACT,
+            };
+            let model = frugal_models::llama::Llama::load(&f, load, &dev).map_err(me)?;
+            let tok = frugal_models::tokenizer::GgufTokenizer::from_gguf(&f).map_err(me)?;
+            let brown = frugal_formats::assets::brown_dir();
+            let ids = frugal_formats::brown::select_ids(&brown, "cj13-cj20")?;
+            let text = frugal_formats::brown::plain_text(&brown, &ids)?;
+            let all = tok.encode(&text, false).map_err(me)?;
+            let prompts: Vec<Vec<u32>> = all
+                .chunks_exact(PROMPT_TOKENS)
+                .take(64)
+                .map(|c| c.to_vec())
+                .collect();
+            if prompts.is_empty() || job.tokens == 0 {
+                return Err(bad(
+                    "language models need --tokens > 0 and Brown text".into()
+                ));
+            }
+            let m = job.tokens;
+            let weights = match job.weights {
+                Weights::Stored => "weights as stored",
+                Weights::Decoded => "weights decoded to f32",
+            };
+            (
+                "language-model",
+                format!(
+                    "a 32-token Brown prompt and {m} generated tokens (key/value cache, {weights})"
+                ),
+                "token",
+                m,
+                Box::new(move |i| {
+                    let prompt = &prompts[i % prompts.len()];
+                    let mut cache = model.kv_cache(prompt.len() + m).map_err(me)?;
+                    let mut logits = None;
+                    for &id in prompt {
+                        logits = Some(model.decode_step(id, &mut cache).map_err(me)?);
+                    }
+                    for k in 0..m {
+                        let l: Vec<f32> = logits
+                            .take()
+                            .expect("a prompt has tokens")
+                            .to_vec1()
+                            .map_err(|e| me(e.into()))?;
+                        let next = frugal_models::cnn::argmax(&l);
+                        // The last generated token needs no logits after it.
+                        if k + 1 < m {
+                            logits = Some(model.decode_step(next as u32, &mut cache).map_err(me)?);
+                        }
+                    }
+                    Ok(())
+                }),
+            )
+        } else {
+            let data = job.data.ok_or_else(|| {
+                bad("a classifier is measured on images: --data digits|fashion-mnist".into())
+            })?;
+            let mut model =
+                frugal_models::cnn::Cnn::load(path, &dev).map_err(frugal_compress::Error::from)?;
+            if job.weights == Weights::Decoded {
+                model.int8.clear();
+            }
+            let set = data.workload_images()?;
+            let n = set.len();
+            // The weights prepared and the scratch buffers made once: a query is one forward pass
+            // on this thread, as the model is served (int8 weights through integer products).
+            let mut inference = frugal_models::cnn_infer::CnnInference::new(&model)
+                .map_err(frugal_compress::Error::from)?;
+            served = Some(
+                if inference.is_integer() {
+                    "int8 weights through integer products"
+                } else {
+                    "f32 products"
+                }
+                .to_string(),
+            );
+            (
+                "classifier",
+                "one image of the data set classified (batch 1, one thread)".into(),
+                "image",
+                1,
+                Box::new(move |i| {
+                    let (x, _) = frugal_models::cnn::batch_pixels(&set, &[i % n]);
+                    std::hint::black_box(inference.forward(&x, 1));
+                    Ok(())
+                }),
+            )
+        };
     for i in 0..job.warmup {
         run(i)?;
     }

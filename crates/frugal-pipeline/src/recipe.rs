@@ -710,6 +710,7 @@ fn run_step(
                 // student, and starts afresh when the step before it changed.
                 resume: true,
                 discard_stale: true,
+                max_memory: None,
             };
             (
                 StepResult::Distill(steps::lm_distill_step(&job, None, progress)?),
@@ -757,6 +758,7 @@ fn run_step(
                 warmup: 1,
                 tokens: tokens.unwrap_or(8),
                 weights: crate::measure::Weights::Stored,
+                max_memory: None,
                 meters: frugal_energy::MeterOptions::detect_cpu(),
             };
             progress("measure", 0, 1 + usize::from(*baseline));

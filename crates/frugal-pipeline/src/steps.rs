@@ -334,6 +334,8 @@ pub struct LmDistillJob {
     /// A checkpoint from another run (other settings, data or student file) is deleted and
     /// training starts afresh, instead of being refused (what a recipe re-run wants).
     pub discard_stale: bool,
+    /// The memory budget (`--max-memory`; default what the machine has).
+    pub max_memory: Option<u64>,
 }
 
 /// What LM distillation did.
@@ -381,25 +383,43 @@ pub fn lm_distill_step(
     let me = frugal_eval::Error::from;
     let sf = GgufFile::open(&job.student)?;
     let tf = GgufFile::open(&job.teacher)?;
-    let mut student = Llama::load(&sf, LoadOptions::EXACT, &dev).map_err(me)?;
+    let n_vocab = |f: &GgufFile| {
+        frugal_models::llama::LlamaConfig::from_gguf(f)
+            .map(|c| c.n_vocab)
+            .map_err(me)
+    };
+    let (sv, tv) = (n_vocab(&sf)?, n_vocab(&tf)?);
+    if tv != sv {
+        return Err(crate::Error::Compress(frugal_compress::Error::BadOptions(
+            format!("the teacher's vocabulary ({tv}) is not the student's ({sv})"),
+        )));
+    }
     let calib = load_calibration(&job.student, &job.text)?;
     let tokens = calib.n_tokens();
+    let longest = calib.chunks.iter().map(Vec::len).max().unwrap_or(0);
+    let plan = frugal_compress::lm_distill::memory_plan(
+        &sf,
+        &tf,
+        calib.chunks.len(),
+        longest,
+        job.opts.top_k,
+    )?;
+    crate::jobs::check_memory(
+        &crate::jobs::with_judge_plan(plan, &job.teacher, eval)?,
+        job.max_memory,
+        "a smaller student (`frugal prune --structured` shrinks one), shorter sequences (--ctx) or fewer of them (--max-tokens)",
+    )?;
     let t0 = std::time::Instant::now();
+    // The teacher first, alone: its weights read in place from its file (as it is served),
+    // its cache kept and the model dropped before the student is decoded for training.
     let cache = {
-        let teacher = Llama::load(&tf, LoadOptions::EXACT, &dev).map_err(me)?;
-        if teacher.config.n_vocab != student.config.n_vocab {
-            return Err(crate::Error::Compress(frugal_compress::Error::BadOptions(
-                format!(
-                    "the teacher's vocabulary ({}) is not the student's ({})",
-                    teacher.config.n_vocab, student.config.n_vocab
-                ),
-            )));
-        }
+        let teacher = Llama::load(&tf, LoadOptions::KERNELS, &dev).map_err(me)?;
         teacher_top_k(&teacher, calib.chunks, job.opts.top_k, &|d, t| {
             progress("teacher", d, t)
         })?
     };
     let teacher_seconds = t0.elapsed().as_secs_f64();
+    let mut student = Llama::load(&sf, LoadOptions::EXACT, &dev).map_err(me)?;
     let t1 = std::time::Instant::now();
     let first_step = std::cell::Cell::new(None::<usize>);
     let ck_path = checkpoint_path(&job.out);

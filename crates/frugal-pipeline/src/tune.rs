@@ -367,8 +367,9 @@ pub fn tune(
         queries: 2,
         repeats: 3,
         warmup: 1,
-        tokens: 8,
+        tokens: crate::measure::MeasureJob::TUNE_TOKENS,
         weights: crate::measure::Weights::Stored,
+        max_memory: None,
         meters: frugal_energy::MeterOptions::detect_cpu(),
     };
     let mut candidates: Vec<Candidate> = Vec::new();

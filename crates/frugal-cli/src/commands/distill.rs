@@ -96,6 +96,9 @@ pub struct Args {
     /// Classifiers: the attention weight falls linearly to 0 over the run.
     #[arg(long)]
     pub attention_decay: bool,
+    /// Language models: the memory budget.
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +159,7 @@ fn lm_student(a: &Args, student: PathBuf, text: PathBuf) -> Result<Student> {
         },
         eval: a.eval.text(),
         eval_chunks: a.eval.eval_chunks,
+        max_memory: a.memory.max_memory,
     })
 }
 

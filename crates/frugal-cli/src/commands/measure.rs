@@ -78,6 +78,8 @@ pub struct Args {
     /// of the stored types' quantized kernels.
     #[arg(long)]
     pub decoded_weights: bool,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// The command and its arguments, after `--` (instead of MODEL).
     #[arg(last = true)]
     pub command: Vec<std::ffi::OsString>,
@@ -109,6 +111,7 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             Weights::Stored
         },
+        max_memory: a.memory.max_memory,
         quiet_stdout: a.json,
     };
     let MeasureOutcome::Command(c) = execute(&job, a.json)? else {

@@ -17,6 +17,7 @@ pub use write::{write_gguf, write_gguf_file, GgufStreamWriter, TensorSpec, Tenso
 use crate::error::{Error, Result};
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Alignment of tensor data when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -78,16 +79,63 @@ impl GgufHeader {
 /// A memory-mapped GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    map: Option<Mmap>,
+    map: Option<Arc<Mmap>>,
     pub header: GgufHeader,
+}
+
+/// A read-only range of a memory-mapped file, sharing the mapping (see
+/// [`GgufFile::tensor_mapped`]); it reads as a byte slice.
+#[derive(Clone)]
+pub struct MappedBytes {
+    map: Option<Arc<Mmap>>,
+    start: usize,
+    len: usize,
+}
+
+impl MappedBytes {
+    /// `bytes` copied into an anonymous read-only mapping of their own: a weight built in
+    /// memory (a benchmark's, a test's) held the way a file's is.
+    pub fn from_bytes(bytes: &[u8]) -> std::io::Result<MappedBytes> {
+        if bytes.is_empty() {
+            return Ok(MappedBytes {
+                map: None,
+                start: 0,
+                len: 0,
+            });
+        }
+        let mut m = memmap2::MmapMut::map_anon(bytes.len())?;
+        m.copy_from_slice(bytes);
+        Ok(MappedBytes {
+            map: Some(Arc::new(m.make_read_only()?)),
+            start: 0,
+            len: bytes.len(),
+        })
+    }
+}
+
+impl std::ops::Deref for MappedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.map {
+            // The range was checked against the file by the header parser.
+            Some(m) => &m[self.start..self.start + self.len],
+            None => &[],
+        }
+    }
+}
+
+impl std::fmt::Debug for MappedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedBytes({} bytes at {})", self.len, self.start)
+    }
 }
 
 impl GgufFile {
     /// Opens and validates a GGUF file. Nothing but the header is read until tensors are asked for.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let map = crate::map_file(path)?;
-        let bytes = map.as_deref().unwrap_or(&[]);
+        let map = crate::map_file(path)?.map(Arc::new);
+        let bytes = map.as_deref().map_or(&[][..], |m| &m[..]);
         let header = parse_header(bytes).map_err(|e| Error::malformed(path, "GGUF", e))?;
         Ok(GgufFile {
             path: path.to_path_buf(),
@@ -108,7 +156,21 @@ impl GgufFile {
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         // The header parser checked that every tensor lies inside the file.
         let start = (self.header.data_offset + info.offset) as usize;
-        &self.map.as_deref().unwrap_or(&[])[start..start + info.n_bytes as usize]
+        &self.map.as_deref().map_or(&[][..], |m| &m[..])[start..start + info.n_bytes as usize]
+    }
+
+    /// Tensor `info`'s bytes as a handle that shares the file's mapping: a weight kept this
+    /// way stays in the kernel's page cache (file-backed, dropped under pressure and re-read),
+    /// never copied into the process's own memory, and outlives this `GgufFile`.
+    pub fn tensor_mapped(&self, info: &TensorInfo) -> MappedBytes {
+        let start = (self.header.data_offset + info.offset) as usize;
+        let len = info.n_bytes as usize;
+        debug_assert!(start + len <= self.file_len() as usize || len == 0);
+        MappedBytes {
+            map: self.map.clone(),
+            start,
+            len,
+        }
     }
 
     /// Tells the kernel that tensor `info`'s pages will not be needed soon, so that streaming

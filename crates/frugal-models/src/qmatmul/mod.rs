@@ -334,7 +334,14 @@ pub fn matmul_with(
                         // SAFETY: the CPU has AVX2 and FMA (`kernel` is available and at least
                         // AVX2's), `fused::has(ty)`, and the input row has the weight row's
                         // count of super-blocks.
-                        o[i * m + r] = unsafe { fused::row(ty, row, act_row(&acts, fmt, r, n_in)) };
+                        o[i * m + r] = unsafe {
+                            if kernel == Kernel::Vnni {
+                                // AVX-512 F and BW come with the VNNI kernel.
+                                fused::row_avx512(ty, row, act_row(&acts, fmt, r, n_in))
+                            } else {
+                                fused::row(ty, row, act_row(&acts, fmt, r, n_in))
+                            }
+                        };
                     }
                 }
                 return;

@@ -35,6 +35,8 @@ pub enum Student {
         opts: LmDistillOptions,
         eval: EvalText,
         eval_chunks: usize,
+        /// The memory budget (`--max-memory`; default what the machine has).
+        max_memory: Option<u64>,
     },
     /// A CNN trained on a data set.
     Classifier {
@@ -66,6 +68,7 @@ impl Student {
             opts: LmDistillOptions::default(),
             eval: EvalText::default(),
             eval_chunks: EvalSpec::DEFAULT_CHUNKS,
+            max_memory: None,
         }
     }
 }
@@ -116,6 +119,7 @@ impl Job for Distill {
                 opts,
                 eval,
                 eval_chunks,
+                max_memory,
             } => {
                 let [teacher] = &self.teachers[..] else {
                     return Err(Error::Usage(
@@ -132,6 +136,7 @@ impl Job for Distill {
                     opts: opts.clone(),
                     resume: self.resume,
                     discard_stale: false,
+                    max_memory: *max_memory,
                 };
                 Ok(DistillOutcome::LanguageModel(steps::lm_distill_step(
                     &job,

@@ -46,6 +46,8 @@ pub struct Measure {
     pub warmup: usize,
     pub tokens: usize,
     pub weights: Weights,
+    /// Language models: the memory budget (`--max-memory`; default what the machine has).
+    pub max_memory: Option<u64>,
     /// Commands: their standard output to our standard error (a JSON caller's stdout stays clean).
     pub quiet_stdout: bool,
 }
@@ -74,6 +76,7 @@ impl Measure {
             warmup: 5,
             tokens: 16,
             weights: Weights::default(),
+            max_memory: None,
             quiet_stdout: false,
         }
     }
@@ -183,6 +186,7 @@ impl Job for Measure {
                 nvml: false,
                 ..opts
             },
+            max_memory: self.max_memory,
         };
         let mut w = crate::measure::measure_model(&job)?;
         if let Some(c) = &carbon {

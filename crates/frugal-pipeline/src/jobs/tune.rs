@@ -231,10 +231,9 @@ impl Tune {
 
 /// The search's peak memory from the shapes, before any work: the importance matrix and the
 /// rounding of a candidate; or a candidate judged against the input on the larger of the two
-/// texts beside the input's logits kept between candidates; or a candidate loaded whole to
-/// measure its energy (as `frugal measure` serves it: at most a byte and 1/16 per weight, the
-/// size of Q8_0, the largest quantized type; 4 bytes where the energy objective lets F32
-/// tensors in) — whichever is largest.
+/// texts beside the input's logits kept between candidates; or a candidate run to measure its
+/// energy (as `frugal measure` serves it: its matrices read in place from its file) —
+/// whichever is largest.
 fn memory_plan(job: &TuneJob) -> Result<MemoryPlan, Error> {
     let f = frugal_formats::gguf::GgufFile::open(&job.input)?;
     let shape = super::calib_shape(Some(&job.calib));
@@ -271,14 +270,20 @@ fn memory_plan(job: &TuneJob) -> Result<MemoryPlan, Error> {
     );
     let mut plan = write.max(judge);
     if job.measure_energy || job.objective == Objective::Energy {
-        let weights: u64 = f.header.tensors.iter().map(|t| t.n_elements()).sum();
-        let served = if job.objective == Objective::Energy {
-            4 * weights
-        } else {
-            weights + weights / 16
-        };
+        // Shaped as the input: the candidates' types are all read in place.
         let mut measure = MemoryPlan::new();
-        measure.add("a candidate loaded whole to measure its energy", served);
+        measure
+            .add(
+                "a candidate's weights not read in place, to measure its energy",
+                frugal_models::memory::stored_model_bytes(&f),
+            )
+            .add(
+                "its decoding (key/value cache, logits)",
+                frugal_models::memory::decode_bytes(
+                    &config,
+                    crate::measure::PROMPT_TOKENS + crate::measure::MeasureJob::TUNE_TOKENS,
+                ),
+            );
         plan = plan.max(measure);
     }
     Ok(plan)
