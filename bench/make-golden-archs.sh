@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates tests/golden/arch_ppl.json: for each synthetic architecture of
-# bench/make_arch_model.py (SmolLM2's weights written as qwen2, qwen3, and Llama with Llama
-# 3.1's RoPE frequency factors), the sha256 of the file it writes and llama-perplexity's PPL on
+# bench/make_arch_model.py (SmolLM2's weights written as qwen2, qwen3, Llama with Llama 3.1's
+# RoPE frequency factors, and phi3 with fused QKV and gate-up weights), the sha256 of the file it writes and llama-perplexity's PPL on
 # it (F16 weights, Brown cj01–cj12, -c 512 --chunks 4, 2 threads) — the oracle the CI test
 # (crates/frugal-eval/tests/arch_golden.rs) holds Frugal's evaluation of the same bytes to.
 # Run: bench/make-golden-archs.sh   (a few minutes after llama.cpp is built)
@@ -11,7 +11,7 @@ PY="$(scripts/setup-python.sh)"
 TEXT="$WORK/brown-cj01-cj12.txt"
 "$FRUGAL" brown-text --files cj01-cj12 -o "$TEXT" 2>/dev/null
 rows=()
-for arch in qwen2 qwen3 llama3; do
+for arch in qwen2 qwen3 llama3 phi3; do
   m="$WORK/arch-$arch.gguf"
   "$PY" bench/make_arch_model.py "$arch" "$m"
   "$BIN/llama-perplexity" -m "$m" -f "$TEXT" -c 512 --chunks 4 -t 2 -b 512 >"$WORK/arch-$arch.log" 2>&1

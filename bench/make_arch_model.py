@@ -10,6 +10,9 @@ tensors F32) with its tokenizer; what the architecture adds is seeded:
             change of function: SmolLM2 was not trained with QK-norm)
     llama3  general.architecture llama with Llama 3.1's RoPE frequency factors
             (rope_freqs.weight: factor 8, low 1, high 4, original context 8192)
+    phi3    Q and K rows un-permuted, Q, K and V fused into attn_qkv (rows q, k, v) and the
+            MLP's gate and up into ffn_up (rows gate, up), as Phi-3's checkpoints store them
+            (nothing seeded: the same function as SmolLM2's)
 
     make_arch_model.py ARCH OUT.gguf [--seed S]
 
@@ -23,7 +26,7 @@ import os
 import numpy as np
 import gguf
 
-ARCHS = ("qwen2", "qwen3", "llama3")
+ARCHS = ("qwen2", "qwen3", "llama3", "phi3")
 
 
 def field_value(field):
@@ -78,7 +81,9 @@ def main():
     hd = d // n_head
     arch = "llama" if a.arch == "llama3" else a.arch
     w = gguf.GGUFWriter(a.out, arch)
-    w.add_name(f"smollm2-as-{a.arch}")
+    # llama.cpp marks special pieces of Phi-3's own vocabulary when the name says phi3 (and
+    # fails on SmolLM2's, which lacks `</s>`): this one's name does not say it.
+    w.add_name("smollm2-with-fused-tensors" if a.arch == "phi3" else f"smollm2-as-{a.arch}")
     w.add_context_length(f["llama.context_length"])
     w.add_embedding_length(d)
     w.add_block_count(f["llama.block_count"])
@@ -98,7 +103,7 @@ def main():
         x = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         x = x.reshape([int(v) for v in reversed(t.shape.tolist())]) if x.ndim > 1 or len(t.shape) > 1 else x.reshape(-1)
         name = t.name
-        if a.arch in ("qwen2", "qwen3") and name.endswith(("attn_q.weight", "attn_k.weight")):
+        if a.arch in ("qwen2", "qwen3", "phi3") and name.endswith(("attn_q.weight", "attn_k.weight")):
             x = unpermute(x, n_head if "attn_q" in name else n_kv)
         tensors.append((name, x))
         if a.arch == "qwen2" and name.endswith(("attn_q.weight", "attn_k.weight", "attn_v.weight")):
@@ -109,6 +114,17 @@ def main():
                 tensors.append((blk + n, (1.5 * (1 + rng.normal(0, 0.05, hd))).astype(np.float32)))
     if a.arch == "llama3":
         tensors.append(("rope_freqs.weight", llama3_factors(f["llama.rope.freq_base"], hd)))
+    if a.arch == "phi3":
+        by = dict(tensors)
+        fused = {}
+        for i in range(f["llama.block_count"]):
+            b = f"blk.{i}."
+            fused[b + "attn_qkv.weight"] = np.concatenate(
+                [by.pop(b + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+            fused[b + "ffn_up.weight"] = np.concatenate(
+                [by.pop(b + n) for n in ("ffn_gate.weight", "ffn_up.weight")])
+        by.update(fused)
+        tensors = list(by.items())
     tensors.sort(key=lambda nt: nt[0])
     for name, x in tensors:
         if x.ndim == 2:

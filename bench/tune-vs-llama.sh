@@ -7,11 +7,23 @@
 # For each KLD limit: the smallest llama.cpp file that meets it, and the tune output's size and
 # KLD by the same judge.
 #   bench/tune-vs-llama.sh [CHUNKS] [THREADS] [LIMITS]   (default 20 2 "0.01 0.03 0.1"; ~40 min)
+#   MODEL=gemma3 bench/tune-vs-llama.sh 8 2 0.03   (Gemma 3 270M: its F32 decoding by
+#   llama-quantize --allow-requantize, as bench/make-golden-gemma3.sh makes it; its 262,144-token
+#   vocabulary makes the judge's F32 logits about 0.27 GB per chunk)
 source "$(dirname "$0")/common.sh"
 CHUNKS="${1:-20}"; THREADS="${2:-2}"; LIMITS="${3:-0.01 0.03 0.1}"; CTX=512
-Q="$CACHE/bench-quality"; W="$CACHE/bench-tune"; mkdir -p "$W" "$Q"
-F32="$Q/f32.gguf"; CAL="$W/calib-ca01-ca10.txt"; HELD="$W/eval-cj01-cj12.txt"; SEARCH="$W/search-cj13-cj40.txt"
-[ -f "$F32" ] || "$FRUGAL" dequantize "$Q41" "$F32" >/dev/null 2>&1
+Q="$CACHE/bench-quality"; mkdir -p "$Q"
+case "${MODEL:-smollm2}" in
+  smollm2) W="$CACHE/bench-tune"; F32="$Q/f32.gguf"
+           [ -f "$F32" ] || "$FRUGAL" dequantize "$Q41" "$F32" >/dev/null 2>&1 ;;
+  gemma3)  W="$CACHE/bench-tune-gemma3"; F32="$CACHE/golden-work/gemma3-f32.llama-quantize.gguf"
+           G3="$CACHE/gemma3/gemma-3-270m-q4_k_m.gguf"
+           mkdir -p "$CACHE/golden-work"
+           [ -f "$F32" ] || "$BIN/llama-quantize" --allow-requantize "$G3" "$F32" F32 >/dev/null 2>&1 ;;
+  *) echo "MODEL: smollm2 or gemma3" >&2; exit 2 ;;
+esac
+mkdir -p "$W"
+CAL="$W/calib-ca01-ca10.txt"; HELD="$W/eval-cj01-cj12.txt"; SEARCH="$W/search-cj13-cj40.txt"
 "$FRUGAL" brown-text --files ca01-ca10 -o "$CAL" 2>/dev/null
 "$FRUGAL" brown-text --files cj01-cj12 -o "$HELD" 2>/dev/null
 "$FRUGAL" brown-text --files cj13-cj40 -o "$SEARCH" 2>/dev/null

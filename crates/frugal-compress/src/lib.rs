@@ -35,6 +35,20 @@ pub enum Error {
     Dist(#[from] frugal_dist::Error),
 }
 
+/// Refuses a model with fused weights (Phi-3's `attn_qkv`, `ffn_up` holding gate and up) for
+/// `method`, which writes decoder weights back one by one by name and does not split and
+/// re-join fused ones yet.
+pub(crate) fn refuse_fused(f: &frugal_formats::gguf::GgufFile, method: &str) -> Result<(), Error> {
+    match frugal_models::llama::fused_tensor(f) {
+        Some(t) => Err(Error::NotForThisModel(format!(
+            "{method} does not split fused weights yet: `{t}` of `{}` (architecture `{}`) holds several projections; evaluation, plain and importance-weighted quantization, layer removal and measurement run on it",
+            f.path().display(),
+            f.header.architecture().unwrap_or("?")
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl From<frugal_formats::Error> for Error {
     fn from(e: frugal_formats::Error) -> Self {
         Error::Model(e.into())

@@ -109,6 +109,7 @@ pub fn memory_plan(
 ) -> Result<frugal_models::memory::MemoryPlan> {
     use frugal_models::llama::LlamaConfig;
     use frugal_models::memory::{self, MemoryPlan};
+    crate::refuse_fused(student, "LM distillation")?;
     let sc = LlamaConfig::from_gguf(student)?;
     let tc = LlamaConfig::from_gguf(teacher)?;
     let cache = (seqs * ctx * top_k * 8) as u64;

@@ -463,6 +463,7 @@ pub fn prune_gguf(
         )));
     }
     let f = GgufFile::open(input)?;
+    crate::refuse_fused(&f, "pruning")?;
     if let Pattern::NM { m, .. } = opts.pattern {
         if let Some(t) = f
             .header

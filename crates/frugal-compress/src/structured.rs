@@ -179,6 +179,7 @@ pub fn prune_mlp_neurons_gguf(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(NeuronPruneReport, u64)> {
     let f = GgufFile::open(input)?;
+    crate::refuse_fused(&f, "MLP neuron removal")?;
     let cfg = LlamaConfig::from_gguf(&f)?;
     let (n, d) = (cfg.n_ff, cfg.n_embd);
     if !(opts.fraction > 0.0 && opts.fraction < 1.0) || opts.multiple == 0 {
@@ -483,6 +484,7 @@ pub fn prune_heads_gguf(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(HeadPruneReport, u64)> {
     let f = GgufFile::open(input)?;
+    crate::refuse_fused(&f, "attention head removal")?;
     let cfg = LlamaConfig::from_gguf(&f)?;
     refuse_query_bias(&f)?;
     let (nh, nkv, hd, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim(), cfg.n_embd);

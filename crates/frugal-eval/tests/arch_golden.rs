@@ -1,6 +1,7 @@
 //! Frugal against llama.cpp on the architectures no checkpoint of which can be fetched here:
-//! SmolLM2's weights written as `qwen2` (q/k/v biases, RoPE on halves), `qwen3` (QK-norm) and
-//! Llama with Llama 3.1's RoPE frequency factors by `bench/make_arch_model.py`, whose bytes the
+//! SmolLM2's weights written as `qwen2` (q/k/v biases, RoPE on halves), `qwen3` (QK-norm),
+//! Llama with Llama 3.1's RoPE frequency factors and `phi3` (fused QKV and gate-up weights) by
+//! `bench/make_arch_model.py`, whose bytes the
 //! golden's sha256 pins; llama-perplexity's PPL on those bytes (`bench/make-golden-archs.sh`)
 //! must be met within 0.5 %, and each model must survive a quantize + eval round trip.
 
@@ -86,6 +87,66 @@ fn check(arch: &str) {
         assert!(e.to_string().contains("qwen2"), "{e}");
         assert!(!out.exists());
     }
+    if arch == "phi3" {
+        // The methods that write decoder weights back one by one refuse fused weights, naming
+        // the tensor and the architecture; importance-weighted rounding reads the queries'
+        // input statistics for `attn_qkv` and the gate's for the fused `ffn_up`.
+        let out = tmp.path().join("gptq.gguf");
+        let m = frugal_compress::quant::MethodName::Gptq.with(Default::default());
+        let e = frugal_compress::quant::quantize_model(&model, &out, &opts, None, m, &|_, _, _| {})
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("phi3") && e.to_string().contains("attn_qkv"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
+        let words = std::fs::read_to_string(&text).unwrap();
+        let calib =
+            frugal_compress::quant::calibration::Calibration::from_text(&f, &words, "cj", 64, 256)
+                .unwrap();
+        let m =
+            frugal_compress::quant::calibration::collect_imatrix(&f, &calib, &|_, _| {}).unwrap();
+        for n in [
+            "blk.0.attn_qkv.weight",
+            "blk.0.ffn_up.weight",
+            "blk.0.ffn_down.weight",
+        ] {
+            assert!(m.entries.contains_key(n), "{n}");
+        }
+        assert!(!m.entries.contains_key("blk.0.attn_q.weight"));
+        assert_eq!(
+            m.entries["blk.0.attn_qkv.weight"].len(),
+            f.tensor("blk.0.attn_qkv.weight").unwrap().dims[0] as usize
+        );
+        // Weights as stored (the fused tensors' row ranges read in place, `frugal measure`)
+        // against the decoded ones: the same next tokens, logits within the 8-bit rounding.
+        use frugal_models::llama::{Llama, LoadOptions};
+        let dev = candle_core::Device::Cpu;
+        let ids = &calib.chunks[0][..32];
+        let logits = |o| -> Vec<Vec<f32>> {
+            Llama::load(&f, o, &dev)
+                .unwrap()
+                .forward(ids)
+                .unwrap()
+                .to_vec2()
+                .unwrap()
+        };
+        let (exact, stored) = (logits(LoadOptions::EXACT), logits(LoadOptions::KERNELS));
+        let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+        let same = exact
+            .iter()
+            .zip(&stored)
+            .filter(|(a, b)| argmax(a) == argmax(b))
+            .count();
+        assert!(same >= 30, "{same} of 32 next tokens agree");
+        let worst = exact
+            .iter()
+            .flatten()
+            .zip(stored.iter().flatten())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1.5, "largest logit difference {worst}");
+    }
     let rq = eval(&q, Some(model.clone()));
     let kld = rq.result.kld.as_ref().expect("a reference gives KLD").mean;
     assert!(kld < 5e-3, "{arch}: Q8_0 KLD {kld} against F16");
@@ -104,4 +165,9 @@ fn qwen3_matches_llama_perplexity_and_round_trips() {
 #[test]
 fn llama3_rope_factors_match_llama_perplexity_and_round_trip() {
     check("llama3");
+}
+
+#[test]
+fn phi3_fused_weights_match_llama_perplexity_and_round_trip() {
+    check("phi3");
 }

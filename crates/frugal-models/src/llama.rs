@@ -46,6 +46,10 @@ pub struct ArchSpec {
     /// and applied: each frequency divided by its factor (llama.cpp reads them for the Llama
     /// family only; elsewhere the tensor is refused).
     pub rope_freqs: bool,
+    /// Phi-3's fused weights: the MLP's gate and up projections in one `ffn_up` (gate rows
+    /// first, as ggml's `swiglu` splits it), and Q, K and V in one `attn_qkv` where the file
+    /// has it (llama.cpp takes either form). Split by rows at load ([`fused_parts`]).
+    pub fused: bool,
     /// With `attention.sliding_window` set, the layers that are windowed unless the file says
     /// (`attention.sliding_window_pattern`): all but every `n`th (Gemma 3: 6); 0 = the window
     /// is not read (an error if the file sets one).
@@ -113,7 +117,55 @@ pub const ARCHITECTURES: &[ArchSpec] = &[
         rope_freqs: false,
         ..LLAMA
     },
+    // Phi-3: Llama with fused QKV and gate-up weights and RoPE on halves (its LongRoPE
+    // factors, `rope_factors_long`/`_short`, and its sliding window — which llama.cpp turns
+    // off — are refused).
+    ArchSpec {
+        name: "phi3",
+        rope: RopeLayout::Halves,
+        fused: true,
+        rope_freqs: false,
+        ..LLAMA
+    },
 ];
+
+/// A fused weight's parts: `(part name, first row, rows)` of the file's tensor `name`, the
+/// Linear layers a block holds in its place. The part names (`blk.0.attn_qkv.weight[q]`) are
+/// not the file's: a compression method that writes weights back by name must refuse a model
+/// with fused weights ([`fused_tensor`]) rather than find them missing.
+pub fn fused_parts(c: &LlamaConfig, i: usize) -> [(String, Vec<(String, usize, usize)>); 2] {
+    let (qd, kv, ff) = (c.n_head * c.head_dim(), c.n_head_kv * c.head_dim(), c.n_ff);
+    let qkv = format!("blk.{i}.attn_qkv.weight");
+    let up = format!("blk.{i}.ffn_up.weight");
+    let part = |n: &str, p: &str, at, rows| (format!("{n}[{p}]"), at, rows);
+    [
+        (
+            qkv.clone(),
+            vec![
+                part(&qkv, "q", 0, qd),
+                part(&qkv, "k", qd, kv),
+                part(&qkv, "v", qd + kv, kv),
+            ],
+        ),
+        (
+            up.clone(),
+            vec![part(&up, "gate", 0, ff), part(&up, "up", ff, ff)],
+        ),
+    ]
+}
+
+/// The first fused weight of `f` (Phi-3's `ffn_up` holding gate and up, or `attn_qkv`), if
+/// any: what the compression methods that write decoder weights back one by one refuse.
+pub fn fused_tensor(f: &GgufFile) -> Option<String> {
+    let arch = f.header.architecture().and_then(ArchSpec::of)?;
+    if !arch.fused {
+        return None;
+    }
+    ["blk.0.attn_qkv.weight", "blk.0.ffn_up.weight"]
+        .into_iter()
+        .find(|n| f.tensor(n).is_some())
+        .map(str::to_string)
+}
 
 /// The Llama row, which the others start from.
 const LLAMA: ArchSpec = ArchSpec {
@@ -125,6 +177,7 @@ const LLAMA: ArchSpec = ArchSpec {
     qk_norm: false,
     post_norms: false,
     rope_freqs: true,
+    fused: false,
     swa_pattern: 0,
 };
 
@@ -356,13 +409,20 @@ impl LlamaConfig {
                 "final logit soft-capping is not supported yet".into(),
             ));
         }
-        if let Some(t) = ["blk.0.attn_output.bias", "blk.0.attn_qkv.weight"]
-            .iter()
-            .find(|n| f.tensor(n).is_some())
-        {
+        let unsupported: &[&str] = if spec.fused {
+            &[
+                "blk.0.attn_output.bias",
+                "blk.0.attn_qkv.bias",
+                "rope_factors_long.weight",
+                "rope_factors_short.weight",
+            ]
+        } else {
+            &["blk.0.attn_output.bias", "blk.0.attn_qkv.weight"]
+        };
+        if let Some(t) = unsupported.iter().find(|n| f.tensor(n).is_some()) {
             return Err(bad(
                 "tensors",
-                format!("`{t}` is present: output biases and fused QKV weights are not supported for `{arch}` yet"),
+                format!("`{t}` is present: output and fused biases, LongRoPE factors and fused QKV weights outside Phi-3 are not supported for `{arch}` yet"),
             ));
         }
         let rope_freq_factors = match f.tensor("rope_freqs.weight") {
@@ -530,6 +590,68 @@ fn linear(
     }
 }
 
+/// The Linear layers of a fused weight's parts ([`fused_parts`]: the tensor's name and its
+/// parts' names and rows), each `[rows, n_in]`: row ranges of the stored tensor read in place,
+/// or of its one decoded copy.
+fn split_linear(
+    f: &GgufFile,
+    (name, parts): &(String, Vec<(String, usize, usize)>),
+    n_in: usize,
+    opts: LoadOptions,
+    dev: &Device,
+) -> Result<Vec<Linear>> {
+    let total = parts.iter().map(|p| p.2).sum();
+    let t = info_shaped(f, name, &[total, n_in])?;
+    if opts.dequantize {
+        let whole = load_f32(f, name, dev)?;
+        return parts
+            .iter()
+            .map(|(part, at, rows)| {
+                let mut l = Linear::dense(
+                    part.clone(),
+                    whole.narrow(0, *at, *rows)?.contiguous()?,
+                    None,
+                )?;
+                if opts.ggml_activations {
+                    l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
+                }
+                Ok(l)
+            })
+            .collect();
+    }
+    let bytes = f.tensor_mapped(t);
+    let row = bytes.len() / total;
+    parts
+        .iter()
+        .map(|(part, at, rows)| {
+            let w = (!crate::qmatmul::candle_forced())
+                .then(|| {
+                    MappedWeight::new(t.ggml_type, bytes.slice(at * row, rows * row), *rows, n_in)
+                })
+                .flatten();
+            match w {
+                Some(w) => Ok(Linear::mapped(part.clone(), w, None)),
+                None => {
+                    let dtype = crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| {
+                        Error::UnsupportedType {
+                            path: f.path().to_path_buf(),
+                            name: name.clone(),
+                            dtype: t.ggml_type.name(),
+                        }
+                    })?;
+                    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                        dtype,
+                        &bytes[at * row..(at + rows) * row],
+                        vec![*rows, n_in],
+                        dev,
+                    )?;
+                    Linear::quantized(part.clone(), Arc::new(q), None)
+                }
+            }
+        })
+        .collect()
+}
+
 impl Llama {
     pub fn load(f: &GgufFile, opts: LoadOptions, device: &Device) -> Result<Self> {
         let mut m = if opts.dequantize || crate::qmatmul::candle_forced() {
@@ -671,15 +793,39 @@ impl Llama {
             c.n_head * c.head_dim(),
         );
         let n = |s: &str| format!("blk.{i}.{s}.weight");
+        let [qkv, gate_up] = fused_parts(c, i);
+        let (q, k, v) = if arch.fused && f.tensor(&qkv.0).is_some() {
+            let [q, k, v]: [Linear; 3] = split_linear(f, &qkv, d, opts, device)?
+                .try_into()
+                .expect("three parts");
+            (q, k, v)
+        } else {
+            (
+                linear(f, &n("attn_q"), [qd, d], opts, device)?,
+                linear(f, &n("attn_k"), [kv, d], opts, device)?,
+                linear(f, &n("attn_v"), [kv, d], opts, device)?,
+            )
+        };
+        let (gate, up) = if arch.fused {
+            let [g, u]: [Linear; 2] = split_linear(f, &gate_up, d, opts, device)?
+                .try_into()
+                .expect("two parts");
+            (g, u)
+        } else {
+            (
+                linear(f, &n("ffn_gate"), [c.n_ff, d], opts, device)?,
+                linear(f, &n("ffn_up"), [c.n_ff, d], opts, device)?,
+            )
+        };
         Ok(Block {
             attn_norm: load_f32_shaped(f, &n("attn_norm"), &[d], device)?,
-            q: linear(f, &n("attn_q"), [qd, d], opts, device)?,
-            k: linear(f, &n("attn_k"), [kv, d], opts, device)?,
-            v: linear(f, &n("attn_v"), [kv, d], opts, device)?,
+            q,
+            k,
+            v,
             o: linear(f, &n("attn_output"), [d, qd], opts, device)?,
             ffn_norm: load_f32_shaped(f, &n("ffn_norm"), &[d], device)?,
-            gate: linear(f, &n("ffn_gate"), [c.n_ff, d], opts, device)?,
-            up: linear(f, &n("ffn_up"), [c.n_ff, d], opts, device)?,
+            gate,
+            up,
             down: linear(f, &n("ffn_down"), [d, c.n_ff], opts, device)?,
             qk_norm: if arch.qk_norm {
                 Some((

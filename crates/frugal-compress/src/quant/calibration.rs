@@ -136,7 +136,10 @@ pub fn collect_imatrix(
     let dims = input_dims(&c);
     let mut layout: Vec<(Vec<String>, usize)> = Vec::with_capacity(4 * n_layer + 1);
     for i in 0..n_layer {
-        layout.extend(block_names(i).into_iter().zip(dims));
+        let mut names = block_names(i);
+        // Phi-3's fused QKV reads the queries' input.
+        names[0].push(format!("blk.{i}.attn_qkv.weight"));
+        layout.extend(names.into_iter().zip(dims));
     }
     layout.push((vec![output_name(f).to_string()], c.n_embd));
     let len = layout.iter().map(|(_, n)| n).sum();
@@ -179,7 +182,8 @@ pub fn collect_imatrix(
         let (v, tail) = rest.split_at(width);
         rest = tail;
         let mean: Vec<f32> = v.iter().map(|s| (s / n) as f32).collect();
-        for name in names {
+        // The file's own tensors (Phi-3 has `attn_qkv` where the others have `attn_q`…).
+        for name in names.into_iter().filter(|n| f.tensor(n).is_some()) {
             entries.insert(name, mean.clone());
         }
     }

@@ -113,6 +113,18 @@ impl MappedBytes {
     }
 }
 
+impl MappedBytes {
+    /// The `len` bytes from `start` of these (panics past the end, as slicing does).
+    pub fn slice(&self, start: usize, len: usize) -> MappedBytes {
+        assert!(start + len <= self.len, "a range inside the bytes");
+        MappedBytes {
+            map: self.map.clone(),
+            start: self.start + start,
+            len,
+        }
+    }
+}
+
 impl std::ops::Deref for MappedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
