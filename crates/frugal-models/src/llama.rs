@@ -129,27 +129,48 @@ pub const ARCHITECTURES: &[ArchSpec] = &[
     },
 ];
 
-/// A fused weight's parts: `(part name, first row, rows)` of the file's tensor `name`, the
-/// Linear layers a block holds in its place. The part names (`blk.0.attn_qkv.weight[q]`) are
-/// not the file's: a compression method that writes weights back by name must refuse a model
-/// with fused weights ([`fused_tensor`]) rather than find them missing.
-pub fn fused_parts(c: &LlamaConfig, i: usize) -> [(String, Vec<(String, usize, usize)>); 2] {
+/// A fused weight of the file ([`ArchSpec::fused`]) and the Linear layers a block holds in its
+/// place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusedWeight {
+    /// The file's tensor (`blk.0.attn_qkv.weight`).
+    pub name: String,
+    pub parts: Vec<FusedPart>,
+}
+
+/// One part of a [`FusedWeight`]: rows `first_row..first_row + rows` of the tensor, named
+/// `blk.0.attn_qkv.weight[q]` — not a name of the file's, so that a compression method that
+/// writes weights back by name refuses a model with fused weights ([`fused_tensor`]) rather
+/// than finding them missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusedPart {
+    pub name: String,
+    pub first_row: usize,
+    pub rows: usize,
+}
+
+/// Block `i`'s fused weights: `attn_qkv` (rows q, k, v) and `ffn_up` (rows gate, up).
+pub fn fused_parts(c: &LlamaConfig, i: usize) -> [FusedWeight; 2] {
     let (qd, kv, ff) = (c.n_head * c.head_dim(), c.n_head_kv * c.head_dim(), c.n_ff);
-    let qkv = format!("blk.{i}.attn_qkv.weight");
-    let up = format!("blk.{i}.ffn_up.weight");
-    let part = |n: &str, p: &str, at, rows| (format!("{n}[{p}]"), at, rows);
+    let fused = |name: String, parts: &[(&str, usize, usize)]| FusedWeight {
+        parts: parts
+            .iter()
+            .map(|&(p, first_row, rows)| FusedPart {
+                name: format!("{name}[{p}]"),
+                first_row,
+                rows,
+            })
+            .collect(),
+        name,
+    };
     [
-        (
-            qkv.clone(),
-            vec![
-                part(&qkv, "q", 0, qd),
-                part(&qkv, "k", qd, kv),
-                part(&qkv, "v", qd + kv, kv),
-            ],
+        fused(
+            format!("blk.{i}.attn_qkv.weight"),
+            &[("q", 0, qd), ("k", qd, kv), ("v", qd + kv, kv)],
         ),
-        (
-            up.clone(),
-            vec![part(&up, "gate", 0, ff), part(&up, "up", ff, ff)],
+        fused(
+            format!("blk.{i}.ffn_up.weight"),
+            &[("gate", 0, ff), ("up", ff, ff)],
         ),
     ]
 }
@@ -590,28 +611,25 @@ fn linear(
     }
 }
 
-/// The Linear layers of a fused weight's parts ([`fused_parts`]: the tensor's name and its
-/// parts' names and rows), each `[rows, n_in]`: row ranges of the stored tensor read in place,
-/// or of its one decoded copy.
+/// The Linear layers of a fused weight's parts, each `[rows, n_in]`: row ranges of the stored
+/// tensor read in place, or of its one decoded copy.
 fn split_linear(
     f: &GgufFile,
-    (name, parts): &(String, Vec<(String, usize, usize)>),
+    w: &FusedWeight,
     n_in: usize,
     opts: LoadOptions,
     dev: &Device,
 ) -> Result<Vec<Linear>> {
-    let total = parts.iter().map(|p| p.2).sum();
-    let t = info_shaped(f, name, &[total, n_in])?;
+    let total = w.parts.iter().map(|p| p.rows).sum();
+    let t = info_shaped(f, &w.name, &[total, n_in])?;
     if opts.dequantize {
-        let whole = load_f32(f, name, dev)?;
-        return parts
+        let whole = load_f32(f, &w.name, dev)?;
+        return w
+            .parts
             .iter()
-            .map(|(part, at, rows)| {
-                let mut l = Linear::dense(
-                    part.clone(),
-                    whole.narrow(0, *at, *rows)?.contiguous()?,
-                    None,
-                )?;
+            .map(|p| {
+                let rows = whole.narrow(0, p.first_row, p.rows)?.contiguous()?;
+                let mut l = Linear::dense(p.name.clone(), rows, None)?;
                 if opts.ggml_activations {
                     l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
                 }
@@ -621,33 +639,30 @@ fn split_linear(
     }
     let bytes = f.tensor_mapped(t);
     let row = bytes.len() / total;
-    parts
+    w.parts
         .iter()
-        .map(|(part, at, rows)| {
-            let w = (!crate::qmatmul::candle_forced())
-                .then(|| {
-                    MappedWeight::new(t.ggml_type, bytes.slice(at * row, rows * row), *rows, n_in)
-                })
+        .map(|p| {
+            let (at, len) = (p.first_row * row, p.rows * row);
+            let mapped = (!crate::qmatmul::candle_forced())
+                .then(|| MappedWeight::new(t.ggml_type, bytes.slice(at, len), p.rows, n_in))
                 .flatten();
-            match w {
-                Some(w) => Ok(Linear::mapped(part.clone(), w, None)),
-                None => {
-                    let dtype = crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| {
-                        Error::UnsupportedType {
-                            path: f.path().to_path_buf(),
-                            name: name.clone(),
-                            dtype: t.ggml_type.name(),
-                        }
-                    })?;
-                    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
-                        dtype,
-                        &bytes[at * row..(at + rows) * row],
-                        vec![*rows, n_in],
-                        dev,
-                    )?;
-                    Linear::quantized(part.clone(), Arc::new(q), None)
-                }
+            if let Some(m) = mapped {
+                return Ok(Linear::mapped(p.name.clone(), m, None));
             }
+            let dtype = crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| {
+                Error::UnsupportedType {
+                    path: f.path().to_path_buf(),
+                    name: w.name.clone(),
+                    dtype: t.ggml_type.name(),
+                }
+            })?;
+            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                dtype,
+                &bytes[at..at + len],
+                vec![p.rows, n_in],
+                dev,
+            )?;
+            Linear::quantized(p.name.clone(), Arc::new(q), None)
         })
         .collect()
 }
@@ -794,7 +809,7 @@ impl Llama {
         );
         let n = |s: &str| format!("blk.{i}.{s}.weight");
         let [qkv, gate_up] = fused_parts(c, i);
-        let (q, k, v) = if arch.fused && f.tensor(&qkv.0).is_some() {
+        let (q, k, v) = if arch.fused && f.tensor(&qkv.name).is_some() {
             let [q, k, v]: [Linear; 3] = split_linear(f, &qkv, d, opts, device)?
                 .try_into()
                 .expect("three parts");
