@@ -890,7 +890,7 @@ fn a_run_over_its_memory_budget_is_refused_before_any_work() {
     assert_refused(
         &out,
         &[
-            "the student in F32",
+            "its MLP weights in F32",
             "AdamW moments",
             "more than --max-memory 400 MiB",
             "--max-tokens",

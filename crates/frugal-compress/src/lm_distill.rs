@@ -94,9 +94,10 @@ impl TeacherTopK {
 /// The peak memory of distilling `student` (trained) from `teacher` on `seqs` sequences of at
 /// most `ctx` tokens, estimated from the shapes before anything is loaded: the larger of the
 /// teacher's pass (its weights as stored, read in place from its file; one sequence through a
-/// block and its logits; the cache growing) and the training (the student decoded to F32; its
-/// MLP weights' flat copy, gradients twice — candle's and the step's sum —, AdamW's two
-/// moments and the updated weights; one sequence's autograd graph through every block — the
+/// block and its logits; the cache growing) and the training (the student's frozen weights
+/// read in place from its file, the largest decoded for a product and for its input's
+/// gradient; its MLP weights in F32, their flat copy, gradients twice — candle's and the
+/// step's sum —, AdamW's two moments and the updated weights; one sequence's autograd graph through every block — the
 /// intermediates kept for the backward pass, 3.5 block passes' worth as measured on SmolLM2 at
 /// 128, 256 and 512 tokens, BENCHMARKS.md; its logits, log-softmax and their gradients; the
 /// teacher's cache).
@@ -128,24 +129,39 @@ pub fn memory_plan(
             2 * 4 * (ctx * tc.n_vocab) as u64,
         )
         .add("the teacher's top-k cache", cache);
+    let is_mlp = |n: &str| {
+        n.starts_with("blk.")
+            && ["ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"]
+                .iter()
+                .any(|m| n.ends_with(m))
+    };
     let mlp: u64 = student
         .header
         .tensors
         .iter()
-        .filter(|t| {
-            t.name.starts_with("blk.")
-                && ["ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"]
-                    .iter()
-                    .any(|n| t.name.ends_with(n))
-        })
+        .filter(|t| is_mlp(&t.name))
         .map(|t| t.n_elements())
         .sum();
+    // The frozen weights stay in the file; the largest is decoded for a product and again for
+    // its input's gradient.
+    let frozen = student
+        .header
+        .tensors
+        .iter()
+        .filter(|t| !is_mlp(&t.name) && t.dims.iter().filter(|&&d| d > 1).count() > 1)
+        .map(|t| 4 * t.n_elements())
+        .max()
+        .unwrap_or(0);
     let mut train = MemoryPlan::new();
     train
-        .add("the student in F32", memory::decoded_model_bytes(student))
         .add(
-            "its MLP weights' copy, gradients (twice), AdamW moments and the update in F32",
-            6 * 4 * mlp,
+            "the student's weights not read in place",
+            memory::stored_model_bytes(student),
+        )
+        .add("its largest frozen weight decoded, twice", 2 * frozen)
+        .add(
+            "its MLP weights in F32, their copy, gradients (twice), AdamW moments and the update",
+            7 * 4 * mlp,
         )
         .add(
             "one sequence's autograd graph through every block",

@@ -34,6 +34,54 @@ pub struct MappedWeight {
     n_in: usize,
 }
 
+/// The product with a weight read in place inside a differentiable pass (training, where the
+/// layer is frozen but the gradient must flow to its input): the weight decoded to f32 for the
+/// product, and again for the input's gradient `∂y · W`, never kept — the arithmetic of a
+/// decoded weight (f32 activations), one weight in F32 at a time.
+struct InPlaceProduct(MappedWeight);
+
+impl candle_core::CustomOp1 for InPlaceProduct {
+    fn name(&self) -> &'static str {
+        "frugal-in-place-product"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (n_in, n_out) = (self.0.n_in, self.0.n_out);
+        let candle_core::CpuStorage::F32(all) = s else {
+            candle_core::bail!("the in-place product takes f32 inputs");
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("the in-place product takes a contiguous input");
+        };
+        let x = &all[a..b];
+        if l.dims().last() != Some(&n_in) {
+            candle_core::bail!("input {:?} for a weight of {n_in} columns", l.dims());
+        }
+        let w = self
+            .0
+            .decode()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut y = vec![0f32; x.len() / n_in * n_out];
+        crate::gemm::matmul_t(x, n_in, crate::gemm::Rows::F32(&w), &mut y);
+        let mut dims = l.dims().to_vec();
+        *dims.last_mut().expect("checked") = n_out;
+        Ok((candle_core::CpuStorage::F32(y), dims.into()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let w = self
+            .0
+            .decode()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let w = Tensor::from_vec(w, (self.0.n_out, self.0.n_in), grad.device())?;
+        Ok(Some(grad.broadcast_matmul(&w)?))
+    }
+}
+
 /// Which kernel multiplies a mapped weight.
 #[derive(Debug, Clone, Copy)]
 enum MappedProduct {
@@ -85,6 +133,19 @@ impl MappedWeight {
 
     pub fn ggml_type(&self) -> frugal_formats::gguf::GgmlType {
         self.ty
+    }
+
+    /// The weight decoded to f32, row-major `[n_out, n_in]` (ggml's decoding).
+    pub fn decode(&self) -> Result<Vec<f32>> {
+        let cpu = candle_core::Device::Cpu;
+        let dtype = crate::gguf_load::candle_dtype(self.ty).expect("checked by MappedWeight::new");
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            &self.bytes,
+            vec![self.n_out, self.n_in],
+            &cpu,
+        )?;
+        Ok(q.dequantize(&cpu)?.flatten_all()?.to_vec1()?)
     }
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -468,6 +529,17 @@ impl Linear {
 
     fn product(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.weight, &self.matmul) {
+            // In a differentiable pass: decoded for the product, with the input's gradient.
+            (Weight::Mapped(m), _) if x.track_op() => x
+                .to_dtype(DType::F32)?
+                .contiguous()?
+                .apply_op1(InPlaceProduct(m.clone()))?,
+            // A candle copy in a differentiable pass: its products have no gradient, so the
+            // weight is decoded for this one.
+            (Weight::Quantized(q), _) if x.track_op() => {
+                let w = q.dequantize(x.device())?;
+                x.to_dtype(DType::F32)?.broadcast_matmul(&w.t()?)?
+            }
             // Stored weights read in place: Frugal's kernels for every type.
             (Weight::Mapped(m), _) => self.own_product(x, |xs| match m.product {
                 MappedProduct::Blocks(ty) => Ok(crate::qmatmul::matmul(
@@ -872,6 +944,57 @@ mod tests {
             32
         )
         .is_none());
+    }
+
+    /// In a differentiable pass a weight read in place gives the decoded weight's product and
+    /// passes the gradient to its input as the decoded weight does (to summation order).
+    #[test]
+    fn mapped_weights_pass_gradients_to_their_input() {
+        use candle_core::quantized::GgmlDType as D;
+        use frugal_formats::gguf::{GgmlType as G, MappedBytes};
+        let dev = Device::Cpu;
+        let mut rng = frugal_formats::rng::SplitMix64(41);
+        let (n_out, n_in, t) = (24, 256, 5);
+        let w: Vec<f32> = (0..n_out * n_in)
+            .map(|_| rng.next_f64() as f32 - 0.5)
+            .collect();
+        let w = Tensor::from_vec(w, (n_out, n_in), &dev).unwrap();
+        for (g, d) in [(G::Q4_K, D::Q4K), (G::F16, D::F16), (G::Q8_0, D::Q8_0)] {
+            let q = QTensor::quantize(&w, d).unwrap();
+            let bytes = MappedBytes::from_bytes(&q.data().unwrap()).unwrap();
+            let mapped =
+                Linear::mapped("m", MappedWeight::new(g, bytes, n_out, n_in).unwrap(), None);
+            let dense = Linear::dense("d", q.dequantize(&dev).unwrap(), None).unwrap();
+            let xs: Vec<f32> = (0..t * n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
+            let run = |l: &Linear| {
+                let x = candle_core::Var::from_vec(xs.clone(), (1, t, n_in), &dev).unwrap();
+                let y = l.forward(x.as_tensor()).unwrap();
+                let loss = y.sqr().unwrap().sum_all().unwrap();
+                let grads = loss.backward().unwrap();
+                let gx: Vec<f32> = grads
+                    .get(x.as_tensor())
+                    .expect("a gradient")
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), gx)
+            };
+            // candle's copy too (its own products have no gradient).
+            let copy =
+                Linear::quantized("c", Arc::new(QTensor::quantize(&w, d).unwrap()), None).unwrap();
+            let (yd, gd) = run(&dense);
+            for l in [&mapped, &copy] {
+                let (y, gx) = run(l);
+                for (a, b) in y.iter().zip(&yd).chain(gx.iter().zip(&gd)) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{g:?} {}: {a} vs {b}",
+                        l.name
+                    );
+                }
+            }
+        }
     }
 
     /// F16 and BF16 weights kept 16-bit multiply as their decoded f32 copies do (to summation

@@ -419,7 +419,10 @@ pub fn lm_distill_step(
         })?
     };
     let teacher_seconds = t0.elapsed().as_secs_f64();
-    let mut student = Llama::load(&sf, LoadOptions::EXACT, &dev).map_err(me)?;
+    // The student's frozen weights (attention, embedding, output) stay in its file's map,
+    // decoded one at a time for a product and its gradient; its MLP weights are decoded into
+    // the trained variables.
+    let mut student = Llama::load(&sf, LoadOptions::KERNELS, &dev).map_err(me)?;
     let t1 = std::time::Instant::now();
     let first_step = std::cell::Cell::new(None::<usize>);
     let ck_path = checkpoint_path(&job.out);
