@@ -15,7 +15,7 @@
 //! norm here is a plain RMSNorm.
 
 use crate::error::{Error, Result};
-use crate::gguf_load::{info_shaped, load_f32, load_f32_shaped, load_qtensor};
+use crate::gguf_load::{info_shaped, load_f32, load_f32_shaped};
 use crate::linear::{ActRounding, Linear, MappedWeight};
 use candle_core::{DType, Device, Tensor, D};
 use frugal_formats::gguf::{GgmlType, GgufFile};
@@ -592,23 +592,65 @@ fn linear(
     };
     // Decoded to F32 when asked; else read in place from the file.
     if opts.dequantize {
-        let mut l = Linear::dense(name, load_f32(f, name, dev)?, bias)?;
-        if opts.ggml_activations {
-            l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
-        }
-        Ok(l)
+        decoded_linear(
+            name.to_string(),
+            load_f32(f, name, dev)?,
+            t.ggml_type,
+            opts,
+            bias,
+        )
     } else {
-        // Stored weights stay in the file's mapping, multiplied by Frugal's kernels; candle's
-        // resident copies (and, under AVX-512 VNNI, its repacked second copy of Q8_0, Q4_K and
-        // Q6_K weights) only when `FRUGAL_CANDLE_QMATMUL=1` asks, for benchmarks.
-        let mapped = (!crate::qmatmul::candle_forced())
-            .then(|| MappedWeight::new(t.ggml_type, f.tensor_mapped(t), shape[0], shape[1]))
-            .flatten();
-        match mapped {
-            Some(w) => Ok(Linear::mapped(name, w, bias)),
-            None => Linear::quantized(name, Arc::new(load_qtensor(f, name, dev)?), bias),
+        stored_linear(f, t, name.to_string(), f.tensor_mapped(t), shape, bias, dev)
+    }
+}
+
+/// A layer of a decoded weight, its input rounded as ggml does for the stored type `ty` when
+/// `opts` asks.
+fn decoded_linear(
+    name: String,
+    w: Tensor,
+    ty: GgmlType,
+    opts: LoadOptions,
+    bias: Option<Tensor>,
+) -> Result<Linear> {
+    let mut l = Linear::dense(name, w, bias)?;
+    if opts.ggml_activations {
+        l.set_act_rounding(ActRounding::for_weight(ty));
+    }
+    Ok(l)
+}
+
+/// A layer of `bytes`, a `[n_out, n_in]` weight of `t`'s type: read in place by Frugal's
+/// kernels; candle's resident copy (and, under AVX-512 VNNI, its repacked second copy of Q8_0,
+/// Q4_K and Q6_K weights) for a type they do not read in place, or when
+/// `FRUGAL_CANDLE_QMATMUL=1` asks, for benchmarks.
+fn stored_linear(
+    f: &GgufFile,
+    t: &frugal_formats::gguf::TensorInfo,
+    name: String,
+    bytes: frugal_formats::gguf::MappedBytes,
+    [n_out, n_in]: [usize; 2],
+    bias: Option<Tensor>,
+    dev: &Device,
+) -> Result<Linear> {
+    if !crate::qmatmul::candle_forced() {
+        if let Some(w) = MappedWeight::new(t.ggml_type, bytes.clone(), n_out, n_in) {
+            return Ok(Linear::mapped(name, w, bias));
         }
     }
+    let dtype =
+        crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| Error::UnsupportedType {
+            path: f.path().to_path_buf(),
+            name: t.name.clone(),
+            dtype: t.ggml_type.name(),
+        })?;
+    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dtype,
+        &bytes,
+        vec![n_out, n_in],
+        dev,
+    )?;
+    Linear::quantized(name, Arc::new(q), bias)
 }
 
 /// The Linear layers of a fused weight's parts, each `[rows, n_in]`: row ranges of the stored
@@ -629,11 +671,7 @@ fn split_linear(
             .iter()
             .map(|p| {
                 let rows = whole.narrow(0, p.first_row, p.rows)?.contiguous()?;
-                let mut l = Linear::dense(p.name.clone(), rows, None)?;
-                if opts.ggml_activations {
-                    l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
-                }
-                Ok(l)
+                decoded_linear(p.name.clone(), rows, t.ggml_type, opts, None)
             })
             .collect();
     }
@@ -642,27 +680,8 @@ fn split_linear(
     w.parts
         .iter()
         .map(|p| {
-            let (at, len) = (p.first_row * row, p.rows * row);
-            let mapped = (!crate::qmatmul::candle_forced())
-                .then(|| MappedWeight::new(t.ggml_type, bytes.slice(at, len), p.rows, n_in))
-                .flatten();
-            if let Some(m) = mapped {
-                return Ok(Linear::mapped(p.name.clone(), m, None));
-            }
-            let dtype = crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| {
-                Error::UnsupportedType {
-                    path: f.path().to_path_buf(),
-                    name: w.name.clone(),
-                    dtype: t.ggml_type.name(),
-                }
-            })?;
-            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
-                dtype,
-                &bytes[at..at + len],
-                vec![p.rows, n_in],
-                dev,
-            )?;
-            Linear::quantized(p.name.clone(), Arc::new(q), None)
+            let part = bytes.slice(p.first_row * row, p.rows * row);
+            stored_linear(f, t, p.name.clone(), part, [p.rows, n_in], None, dev)
         })
         .collect()
 }
