@@ -10,6 +10,9 @@
 #   MODEL=gemma3 bench/tune-vs-llama.sh 8 2 0.03   (Gemma 3 270M: its F32 decoding by
 #   llama-quantize --allow-requantize, as bench/make-golden-gemma3.sh makes it; its 262,144-token
 #   vocabulary makes the judge's F32 logits about 0.27 GB per chunk)
+# JUDGE=ck01-ck29 judges on Brown files that neither tune nor llama-imatrix saw (default: the
+# held-out cj01-cj12, which tune uses to verify its choice); REJUDGE=1 keeps the files of the last
+# run and only judges them again.
 source "$(dirname "$0")/common.sh"
 CHUNKS="${1:-20}"; THREADS="${2:-2}"; LIMITS="${3:-0.01 0.03 0.1}"; CTX=512
 Q="$CACHE/bench-quality"; mkdir -p "$Q"
@@ -24,11 +27,15 @@ case "${MODEL:-smollm2}" in
 esac
 mkdir -p "$W"
 CAL="$W/calib-ca01-ca10.txt"; HELD="$W/eval-cj01-cj12.txt"; SEARCH="$W/search-cj13-cj40.txt"
+JUDGE="${JUDGE:-cj01-cj12}"; JT="$W/judge-$JUDGE.txt"
 "$FRUGAL" brown-text --files ca01-ca10 -o "$CAL" 2>/dev/null
 "$FRUGAL" brown-text --files cj01-cj12 -o "$HELD" 2>/dev/null
 "$FRUGAL" brown-text --files cj13-cj40 -o "$SEARCH" 2>/dev/null
+"$FRUGAL" brown-text --files "$JUDGE" -o "$JT" 2>/dev/null
 export RAYON_NUM_THREADS="$THREADS"
-rm -f "$W"/llama-*.gguf "$W"/tune-*.gguf "$W"/kld-*.log "$W"/*.json
+rm -f "$W"/kld-*.log
+if [ "${REJUDGE:-0}" != 1 ]; then
+rm -f "$W"/llama-*.gguf "$W"/tune-*.gguf "$W"/*.json
 : >"$W/times.tsv"
 
 # llama.cpp: the importance matrix once, then every type with and without it (types that need
@@ -48,17 +55,19 @@ for L in $LIMITS; do
     || { echo "frugal tune $L failed:" >&2; tail -3 "$W/tune-$L.err" >&2; continue; }
   echo "tune-$L $(cat "$W/time.tmp")" >>"$W/times.tsv"
 done
+fi
 
-# The peer's judge on every file, against the F32 logits on cj01-cj12.
-[ -f "$W/f32-$CHUNKS.kld" ] || "$BIN/llama-perplexity" -m "$F32" -f "$HELD" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$CHUNKS.kld" >"$W/ppl-f32.log" 2>&1
+# The peer's judge on every file, against the F32 logits on the judge's text.
+BASE="$W/f32-$JUDGE-$CHUNKS.kld"
+[ -f "$BASE" ] || "$BIN/llama-perplexity" -m "$F32" -f "$JT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$BASE" >"$W/ppl-f32.log" 2>&1
 for f in "$W"/llama-*.gguf "$W"/tune-*.gguf; do
   n="$(basename "$f" .gguf)"
-  "$BIN/llama-perplexity" -m "$f" -f "$HELD" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$CHUNKS.kld" --kl-divergence >"$W/kld-$n.log" 2>&1 || echo "judge $n failed" >&2
+  "$BIN/llama-perplexity" -m "$f" -f "$JT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$BASE" --kl-divergence >"$W/kld-$n.log" 2>&1 || echo "judge $n failed" >&2
 done
 
-python3 - "$W" "$LIMITS" <<'PYEOF'
+python3 - "$W" "$LIMITS" "$JUDGE" <<'PYEOF'
 import glob, json, os, re, sys
-W, limits = sys.argv[1], [float(x) for x in sys.argv[2].split()]
+W, limits, judge = sys.argv[1], [float(x) for x in sys.argv[2].split()], sys.argv[3]
 def kld(name):
     m = re.search(r"Mean\s+KLD:\s+([0-9.]+)", open(f"{W}/kld-{name}.log").read())
     return float(m.group(1)) if m else float("nan")
@@ -67,7 +76,7 @@ llama = {}
 for f in sorted(glob.glob(f"{W}/llama-*.gguf")):
     n = os.path.basename(f)[:-5]
     llama[n] = (os.path.getsize(f), kld(n))
-print("llama.cpp files, judged by llama-perplexity --kl-divergence on Brown cj01-cj12:")
+print(f"llama.cpp files, judged by llama-perplexity --kl-divergence on Brown {judge}:")
 for n, (b, k) in sorted(llama.items(), key=lambda x: x[1][0]):
     print(f"  {n:18} {b / 2**20:8.2f} MiB  KLD {k:.5f}")
 print()
