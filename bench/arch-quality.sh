@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Per architecture, Frugal against llama.cpp on the synthetic models of bench/make_arch_model.py
-# (SmolLM2's weights as qwen2, qwen3, Llama with Llama 3.1's RoPE factors, and phi3 with fused
-# QKV and gate-up weights; F16), in one run:
+# (SmolLM2's weights as qwen2, qwen3, Llama with Llama 3.1's RoPE factors, phi3 with fused
+# QKV and gate-up weights, and swa, a Mistral-style window on every layer written as
+# granite_swa; F16), in one run:
 #   - F16 perplexity and evaluation speed: `frugal eval` against `llama-perplexity` (same text,
 #     chunks and threads; Brown cj01–cj12, ctx 512);
 #   - Q4_K_M by rounding and calibrated (Brown ca01–ca10, 1,024 tokens: llama-imatrix +
@@ -9,7 +10,7 @@
 #     --method gptq and awq-gptq where the method runs on the architecture — "n/a" with the
 #     reason where Frugal refuses it), each judged by `llama-perplexity --kl-divergence`
 #     against the F16 logits.
-#   [ARCHS="qwen2 qwen3 llama3 phi3"] bench/arch-quality.sh [CHUNKS] [THREADS]
+#   [ARCHS="qwen2 qwen3 llama3 phi3 swa"] bench/arch-quality.sh [CHUNKS] [THREADS]
 #   (default 8 chunks, 2 threads)
 source "$(dirname "$0")/common.sh"
 CHUNKS="${1:-8}"; THREADS="${2:-2}"; CTX=512
@@ -24,7 +25,7 @@ judge() { # model reference -> mean KLD
   "$BIN/llama-perplexity" -m "$1" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX \
     --kl-divergence-base "$2" --kl-divergence 2>&1 | grep -o 'Mean    KLD: *[0-9.]*' | awk '{print $NF}'
 }
-for arch in ${ARCHS:-qwen2 qwen3 llama3 phi3}; do
+for arch in ${ARCHS:-qwen2 qwen3 llama3 phi3 swa}; do
   m="$W/$arch.gguf"
   [ -f "$m" ] || "$PY" bench/make_arch_model.py "$arch" "$m"
   # F16: llama.cpp's PPL (saving the logits for KLD) and speed, then Frugal's.

@@ -13,6 +13,14 @@ tensors F32) with its tokenizer; what the architecture adds is seeded:
     phi3    Q and K rows un-permuted, Q, K and V fused into attn_qkv (rows q, k, v) and the
             MLP's gate and up into ffn_up (rows gate, up), as Phi-3's checkpoints store them
             (nothing seeded: the same function as SmolLM2's)
+    swa     a Mistral-style sliding window: every layer sees the last 128 positions only.
+            llama.cpp runs no `llama`/`mistral` file with a window (its converter writes none,
+            its loader reads none), so this is written as `granite_swa`, the Llama block that
+            llama.cpp runs with a per-layer window: window 128 on all layers, per-head
+            attention sinks ~ −2 + N(0, 0.5) (a change of function), and Granite's four
+            multipliers set so that they cancel (embedding 1.6 and the tied embedding stored
+            ×1.25 with logits divided by 1.25; residual branches ×2, which RMSNorm cancels;
+            attention scale 1.25/√64 with Q stored ×0.8)
 
     make_arch_model.py ARCH OUT.gguf [--seed S]
 
@@ -26,7 +34,8 @@ import os
 import numpy as np
 import gguf
 
-ARCHS = ("qwen2", "qwen3", "llama3", "phi3")
+ARCHS = ("qwen2", "qwen3", "llama3", "phi3", "swa")
+SWA_WINDOW = 128
 
 
 def field_value(field):
@@ -79,7 +88,7 @@ def main():
     n_head, n_kv = f["llama.attention.head_count"], f["llama.attention.head_count_kv"]
     d = f["llama.embedding_length"]
     hd = d // n_head
-    arch = "llama" if a.arch == "llama3" else a.arch
+    arch = {"llama3": "llama", "swa": "granite_swa"}.get(a.arch, a.arch)
     w = gguf.GGUFWriter(a.out, arch)
     # llama.cpp marks special pieces of Phi-3's own vocabulary when the name says phi3 (and
     # fails on SmolLM2's, which lacks `</s>`): this one's name does not say it.
@@ -94,6 +103,13 @@ def main():
     w.add_rope_freq_base(f["llama.rope.freq_base"])
     w.add_layer_norm_rms_eps(f["llama.attention.layer_norm_rms_epsilon"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    if a.arch == "swa":
+        w.add_sliding_window(SWA_WINDOW)
+        w.add_sliding_window_pattern([True] * f["llama.block_count"])
+        w.add_embedding_scale(1.6)
+        w.add_logit_scale(1.25)
+        w.add_residual_scale(2.0)
+        w.add_attention_scale(1.25 / math.sqrt(hd))
     for key, field in src.fields.items():
         if key.startswith("tokenizer."):
             val, t, sub = field_value(field)
@@ -105,7 +121,14 @@ def main():
         name = t.name
         if a.arch in ("qwen2", "qwen3", "phi3") and name.endswith(("attn_q.weight", "attn_k.weight")):
             x = unpermute(x, n_head if "attn_q" in name else n_kv)
+        if a.arch == "swa" and name == "token_embd.weight":
+            x = x * 1.25
+        if a.arch == "swa" and name.endswith("attn_q.weight"):
+            x = x * 0.8
         tensors.append((name, x))
+        if a.arch == "swa" and name.endswith("attn_norm.weight"):
+            sinks = rng.normal(-2.0, 0.5, n_head).astype(np.float32)
+            tensors.append((name.replace("attn_norm.weight", "attn_sinks.weight"), sinks))
         if a.arch == "qwen2" and name.endswith(("attn_q.weight", "attn_k.weight", "attn_v.weight")):
             tensors.append((name.replace(".weight", ".bias"), rng.normal(0, 0.02, x.shape[0]).astype(np.float32)))
         if a.arch == "qwen3" and name.endswith("attn_norm.weight"):

@@ -452,6 +452,24 @@ pub struct HeadPruneReport {
     pub layers: Vec<HeadLayer>,
 }
 
+/// Refuses a model whose query projection has a bias (Qwen2) or whose heads have attention sinks
+/// (`granite_swa`): removing heads would have to slice them, which this does not do yet.
+fn refuse_per_head_tensors(f: &GgufFile) -> Result<()> {
+    for (t, what) in [
+        ("blk.0.attn_q.bias", "query biases"),
+        ("blk.0.attn_sinks.weight", "attention sinks"),
+    ] {
+        if f.tensor(t).is_some() {
+            return Err(Error::NotForThisModel(format!(
+                "`{}` has {what} (architecture `{}`): removing heads does not slice them yet",
+                f.path().display(),
+                f.header.architecture().unwrap_or("?")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Removes query attention heads from every block of the model in `input`, the same number
 /// from each key/value group (so grouped-query attention stays regular: `opts.fraction` of each
 /// group's query heads rounded to the nearest whole head, at least one, never all), and writes the smaller
@@ -463,19 +481,7 @@ pub struct HeadPruneReport {
 /// to the block output on the calibration tokens, tr(W_o,h·G_hh·W_o,hᵀ) with G the Gram matrix of
 /// `attn_output`'s input; `SparseGpt` the same choice, then `attn_output` refitted by least
 /// squares on the kept heads ([`refit_down`]). Scored on the unpruned model's activations.
-/// Refuses a model whose query projection has a bias (Qwen2): removing heads would have to
-/// slice it, which this does not do yet.
-fn refuse_query_bias(f: &GgufFile) -> Result<()> {
-    if f.tensor("blk.0.attn_q.bias").is_some() {
-        return Err(Error::NotForThisModel(format!(
-            "`{}` has query biases (architecture `{}`): removing heads does not slice them yet",
-            f.path().display(),
-            f.header.architecture().unwrap_or("?")
-        )));
-    }
-    Ok(())
-}
-
+/// Refuses query biases and attention sinks, which it does not slice ([`refuse_per_head_tensors`]).
 pub fn prune_heads_gguf(
     input: &Path,
     output: &Path,
@@ -486,7 +492,7 @@ pub fn prune_heads_gguf(
     let f = GgufFile::open(input)?;
     crate::refuse_fused(&f, "attention head removal")?;
     let cfg = LlamaConfig::from_gguf(&f)?;
-    refuse_query_bias(&f)?;
+    refuse_per_head_tensors(&f)?;
     let (nh, nkv, hd, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim(), cfg.n_embd);
     let per_group = nh / nkv;
     if !(opts.fraction > 0.0 && opts.fraction < 1.0) {
@@ -690,7 +696,7 @@ pub fn prune_layers_gguf(
     let n = cfg.n_layer;
     if cfg.swa_layers.iter().any(|&w| w) {
         return Err(Error::NotForThisModel(format!(
-            "`{}` interleaves sliding-window and global layers (architecture `{}`): removing layers would move that pattern, which is not written back yet",
+            "`{}` has sliding-window layers (architecture `{}`): removing layers would move their per-layer pattern, which is not written back yet",
             input.display(),
             f.header.architecture().unwrap_or("?")
         )));

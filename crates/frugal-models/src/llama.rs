@@ -50,10 +50,32 @@ pub struct ArchSpec {
     /// first, as ggml's `swiglu` splits it), and Q, K and V in one `attn_qkv` where the file
     /// has it (llama.cpp takes either form). Split by rows at load ([`fused_parts`]).
     pub fused: bool,
-    /// With `attention.sliding_window` set, the layers that are windowed unless the file says
-    /// (`attention.sliding_window_pattern`): all but every `n`th (Gemma 3: 6); 0 = the window
-    /// is not read (an error if the file sets one).
-    pub swa_pattern: usize,
+    /// Granite's multipliers: `embedding_scale` on the token embeddings, `residual_scale` on
+    /// each branch before its residual add, `attention.scale` in place of 1/√head_dim, and the
+    /// logits divided by `logit_scale` (a key llama.cpp requires for Granite).
+    pub granite_scales: bool,
+    /// Per-head attention sinks (`attn_sinks.weight`, `[n_head]`): a logit that each query's
+    /// softmax counts in its denominator, with no value behind it (ggml's
+    /// `soft_max_add_sinks`). Elsewhere the tensor is refused.
+    pub sinks: bool,
+    /// Which layers a window set by `attention.sliding_window` applies to.
+    pub swa: Swa,
+}
+
+/// The layers of an architecture that a sliding window (`attention.sliding_window`) applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swa {
+    /// None: a file that sets a window is refused (llama.cpp reads none for this architecture,
+    /// or turns it off, as for Phi-3).
+    Refused,
+    /// All but every `n`th layer unless the file lists them (`attention.sliding_window_pattern`:
+    /// one boolean per layer, or a period): Gemma 3, 6.
+    AllButEvery(usize),
+    /// The layers the file lists (`attention.sliding_window_pattern`, one boolean per layer,
+    /// required as llama.cpp requires it), with the global RoPE base (llama.cpp's Granite graph
+    /// has one for all layers and reads no `rope.freq_base_swa`): Granite's sliding-window
+    /// models.
+    Listed,
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -98,7 +120,7 @@ pub const ARCHITECTURES: &[ArchSpec] = &[
         embed_scale: true,
         qk_norm: true,
         post_norms: true,
-        swa_pattern: 6,
+        swa: Swa::AllButEvery(6),
         rope_freqs: false,
         ..LLAMA
     },
@@ -125,6 +147,23 @@ pub const ARCHITECTURES: &[ArchSpec] = &[
         rope: RopeLayout::Halves,
         fused: true,
         rope_freqs: false,
+        ..LLAMA
+    },
+    // Granite (3.x): Llama with four multipliers.
+    ArchSpec {
+        name: "granite",
+        granite_scales: true,
+        ..LLAMA
+    },
+    // Granite with a sliding window on the layers the file lists and attention sinks — also
+    // how a Mistral-style model (every layer windowed) is written for llama.cpp to run it: its
+    // `llama` architecture reads no window. Mixtures of experts, NoPE layers and deepstack
+    // inputs are refused.
+    ArchSpec {
+        name: "granite_swa",
+        granite_scales: true,
+        sinks: true,
+        swa: Swa::Listed,
         ..LLAMA
     },
 ];
@@ -199,7 +238,9 @@ const LLAMA: ArchSpec = ArchSpec {
     post_norms: false,
     rope_freqs: true,
     fused: false,
-    swa_pattern: 0,
+    granite_scales: false,
+    sinks: false,
+    swa: Swa::Refused,
 };
 
 impl ArchSpec {
@@ -240,6 +281,20 @@ pub struct LlamaConfig {
     /// Per-frequency divisors of the RoPE angles (`rope_freqs.weight`, `[rope_dim / 2]`), where
     /// the file has them.
     pub rope_freq_factors: Option<Vec<f32>>,
+    /// The factor on the token embeddings (Gemma: √d in f32; Granite: `embedding_scale`; else 1).
+    #[serde(default = "one")]
+    pub embed_scale: f64,
+    /// The factor on each block's attention and MLP outputs before their residual adds
+    /// (Granite's `residual_scale`; else 1).
+    #[serde(default = "one")]
+    pub residual_scale: f64,
+    /// The divisor of the logits (Granite's `logit_scale`; else 1).
+    #[serde(default = "one")]
+    pub logit_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl LlamaConfig {
@@ -311,6 +366,9 @@ impl LlamaConfig {
             rope_base_swa: 10_000.0,
             rope_pos_scale: 1.0,
             rope_freq_factors: None,
+            embed_scale: 1.0,
+            residual_scale: 1.0,
+            logit_scale: 1.0,
         };
         let key_length = int("attention.key_length")?;
         if cfg.n_head == 0
@@ -340,44 +398,113 @@ impl LlamaConfig {
             1.0 / (head_dim as f64).sqrt()
         };
         let swa_window = int("attention.sliding_window")?.unwrap_or(0);
-        let swa_layers =
-            if swa_window == 0 {
-                vec![false; cfg.n_layer]
-            } else if spec.swa_pattern == 0 {
+        let pattern_key = format!("{arch}.attention.sliding_window_pattern");
+        let listed = match h.arch_get("attention.sliding_window_pattern") {
+            Some(frugal_formats::gguf::Value::Array(frugal_formats::gguf::Array::Bool(v)))
+                if v.len() >= cfg.n_layer =>
+            {
+                Some(v[..cfg.n_layer].to_vec())
+            }
+            Some(v) if v.as_u64().is_some() && spec.swa != Swa::Listed => {
+                let n = v.as_u64().unwrap_or(0) as usize;
+                Some((0..cfg.n_layer).map(|i| n == 0 || i % n < n - 1).collect())
+            }
+            Some(_) if swa_window > 0 => {
+                return Err(bad(
+                    &pattern_key,
+                    match spec.swa {
+                        Swa::Listed => format!("not {} booleans", cfg.n_layer),
+                        _ => format!("neither an integer nor {} booleans", cfg.n_layer),
+                    },
+                ))
+            }
+            _ => None,
+        };
+        let swa_layers = match (swa_window, spec.swa, listed) {
+            (0, ..) => vec![false; cfg.n_layer],
+            (_, Swa::Refused, _) => {
                 return Err(bad(
                     &format!("{arch}.attention.sliding_window"),
-                    format!("sliding-window attention is not supported for `{arch}` yet"),
+                    format!("sliding-window attention is not supported for `{arch}` (llama.cpp reads no window for it): refused rather than run without one"),
                 ));
-            } else {
-                match h.arch_get("attention.sliding_window_pattern") {
-                    Some(frugal_formats::gguf::Value::Array(
-                        frugal_formats::gguf::Array::Bool(v),
-                    )) if v.len() >= cfg.n_layer => v[..cfg.n_layer].to_vec(),
-                    Some(v) if v.as_u64().is_some() => {
-                        let n = v.as_u64().unwrap_or(0) as usize;
-                        (0..cfg.n_layer).map(|i| n == 0 || i % n < n - 1).collect()
-                    }
-                    Some(_) => {
-                        return Err(bad(
-                            &format!("{arch}.attention.sliding_window_pattern"),
-                            format!("neither an integer nor {} booleans", cfg.n_layer),
-                        ))
-                    }
-                    None => (0..cfg.n_layer)
-                        .map(|i| i % spec.swa_pattern < spec.swa_pattern - 1)
-                        .collect(),
-                }
-            };
+            }
+            (_, _, Some(layers)) => layers,
+            (_, Swa::AllButEvery(n), None) => (0..cfg.n_layer).map(|i| i % n < n - 1).collect(),
+            (_, Swa::Listed, None) => {
+                return Err(bad(
+                    &pattern_key,
+                    "missing: the windowed layers are not listed".into(),
+                ))
+            }
+        };
+        // Granite's multipliers: 0 or absent means none, as llama.cpp reads them.
+        let multiplier = |k: &str, required: bool| -> Result<Option<f64>> {
+            match h.arch_get(k).map(|v| v.as_f64()) {
+                None if required => Err(bad(&format!("{arch}.{k}"), "missing".into())),
+                None => Ok(None),
+                Some(Some(x)) if x == 0.0 && !required => Ok(None),
+                Some(Some(x)) if x.is_finite() && x != 0.0 => Ok(Some(x)),
+                Some(_) => Err(bad(
+                    &format!("{arch}.{k}"),
+                    "not a finite, non-zero number".into(),
+                )),
+            }
+        };
+        let (embed_scale, residual_scale, logit_scale, attn_scale) = if spec.granite_scales {
+            (
+                multiplier("embedding_scale", false)?.unwrap_or(1.0),
+                multiplier("residual_scale", false)?.unwrap_or(1.0),
+                multiplier("logit_scale", true)?.unwrap_or(1.0),
+                multiplier("attention.scale", false)?.unwrap_or(attn_scale),
+            )
+        } else if spec.embed_scale {
+            // ggml scales in f32 by sqrtf(n_embd).
+            (f64::from((n_embd as f32).sqrt()), 1.0, 1.0, attn_scale)
+        } else {
+            (1.0, 1.0, 1.0, attn_scale)
+        };
+        // What no row runs: experts, layers without RoPE, deepstack inputs.
+        let refused = [
+            (
+                "expert_count",
+                h.arch_get("expert_count")
+                    .and_then(|v| v.as_u64())
+                    .is_some_and(|n| n > 0),
+                "mixtures of experts are",
+            ),
+            (
+                "attention.rope_pattern",
+                matches!(h.arch_get("attention.rope_pattern"), Some(frugal_formats::gguf::Value::Array(frugal_formats::gguf::Array::Bool(v))) if v.iter().any(|r| !r)),
+                "layers without RoPE are",
+            ),
+            (
+                "deepstack_mapping",
+                h.arch_get("deepstack_mapping").is_some(),
+                "deepstack (vision) inputs are",
+            ),
+        ];
+        if let Some((k, _, what)) = refused.iter().find(|r| r.1) {
+            return Err(bad(
+                &format!("{arch}.{k}"),
+                format!("{what} not supported for `{arch}` yet"),
+            ));
+        }
         let cfg = LlamaConfig {
             head_dim,
             rope_dim: int("rope.dimension_count")?.unwrap_or(head_dim),
             attn_scale,
+            embed_scale,
+            residual_scale,
+            logit_scale,
             swa_window,
             swa_layers,
-            rope_base_swa: h
-                .arch_get("rope.freq_base_swa")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(10_000.0),
+            rope_base_swa: match spec.swa {
+                Swa::Listed => cfg.rope_base,
+                _ => h
+                    .arch_get("rope.freq_base_swa")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(10_000.0),
+            },
             ..cfg
         };
         if cfg.n_embd == 0
@@ -440,6 +567,12 @@ impl LlamaConfig {
         } else {
             &["blk.0.attn_output.bias", "blk.0.attn_qkv.weight"]
         };
+        if !spec.sinks && f.tensor("blk.0.attn_sinks.weight").is_some() {
+            return Err(bad(
+                "tensors",
+                format!("`blk.0.attn_sinks.weight` is present, which llama.cpp does not read for `{arch}`: refused rather than guessed"),
+            ));
+        }
         if let Some(t) = unsupported.iter().find(|n| f.tensor(n).is_some()) {
             return Err(bad(
                 "tensors",
@@ -531,6 +664,8 @@ pub struct Block {
     pub post_norms: Option<(Tensor, Tensor)>,
     /// A sliding-window layer ([`LlamaConfig::swa_layers`]).
     pub windowed: bool,
+    /// The per-head attention sinks (`[n_head]`), where the architecture has them.
+    pub sinks: Option<Tensor>,
 }
 
 impl Block {
@@ -555,6 +690,7 @@ impl Block {
             qk_norm: None,
             post_norms: None,
             windowed: false,
+            sinks: None,
         })
     }
 }
@@ -878,6 +1014,11 @@ impl Llama {
                 None
             },
             windowed: c.swa_layers.get(i).copied().unwrap_or(false),
+            sinks: if arch.sinks {
+                Some(load_f32_shaped(f, &n("attn_sinks"), &[c.n_head], device)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -965,16 +1106,24 @@ impl Llama {
 
     /// Logits `[T, n_vocab]` of final-normed hidden states `[T, d]` (the output layer).
     pub fn logits_of(&self, normed: &Tensor) -> Result<Tensor> {
-        Ok(self.output()?.forward(normed)?.to_dtype(DType::F32)?)
+        self.unscale_logits(self.output()?.forward(normed)?.to_dtype(DType::F32)?)
     }
 
-    /// The first block's input from token embeddings: as they are, or times √d (Gemma).
-    fn scale_embedding(&self, x: Tensor) -> Result<Tensor> {
-        if !self.arch.embed_scale {
+    /// The output layer's products divided by the logit scale (Granite), as llama.cpp's graph.
+    fn unscale_logits(&self, x: Tensor) -> Result<Tensor> {
+        if self.config.logit_scale == 1.0 {
             return Ok(x);
         }
-        // ggml scales in f32 by sqrtf(n_embd).
-        Ok((x * f64::from((self.config.n_embd as f32).sqrt()))?)
+        Ok((x * (1.0 / self.config.logit_scale))?)
+    }
+
+    /// The first block's input from token embeddings, times the architecture's factor (Gemma's
+    /// √d, Granite's `embedding_scale`).
+    fn scale_embedding(&self, x: Tensor) -> Result<Tensor> {
+        if self.config.embed_scale == 1.0 {
+            return Ok(x);
+        }
+        Ok((x * self.config.embed_scale)?)
     }
 
     /// The first block's input `[T, d]` for one sequence: the token embeddings (ids checked
@@ -1146,9 +1295,21 @@ impl Llama {
         if let Keys::Causal(ctx) = keys {
             att = att.broadcast_add(&ctx.rotary(b.windowed).mask)?;
         }
-        let att = match pass {
-            Pass::Fused => candle_nn::ops::softmax_last_dim(&att)?,
-            Pass::Differentiable => candle_nn::ops::softmax(&att, D::Minus1)?,
+        let softmax = |att: &Tensor| -> Result<Tensor> {
+            Ok(match pass {
+                Pass::Fused => candle_nn::ops::softmax_last_dim(att)?,
+                Pass::Differentiable => candle_nn::ops::softmax(att, D::Minus1)?,
+            })
+        };
+        let att = match &b.sinks {
+            None => softmax(&att)?,
+            // Each head's sink is one more logit in its softmax, with no value behind it.
+            Some(s) => {
+                let (_, _, tq, tk) = att.dims4()?;
+                let col = s.reshape((1, nh, 1, 1))?.broadcast_as((1, nh, tq, 1))?;
+                let with = Tensor::cat(&[&att, &col.contiguous()?], 3)?;
+                softmax(&with)?.narrow(3, 0, tk)?.contiguous()?
+            }
         };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
         let attn_out = b.o.forward(&y)?;
@@ -1156,6 +1317,13 @@ impl Llama {
             Some((pa, _)) => norm(&attn_out, pa)?,
             None => attn_out,
         };
+        let residual = |y: Tensor| -> Result<Tensor> {
+            if c.residual_scale == 1.0 {
+                return Ok(y);
+            }
+            Ok((y * c.residual_scale)?)
+        };
+        let attn_out = residual(attn_out)?;
         let x = (x + attn_out)?;
         let h2 = norm(&x, &b.ffn_norm)?;
         let (g, u) = match shared_rounding(&h2, &[&b.gate, &b.up])? {
@@ -1171,6 +1339,7 @@ impl Llama {
             Some((_, pf)) => norm(&mlp_out, pf)?,
             None => mlp_out,
         };
+        let mlp_out = residual(mlp_out)?;
         Ok(BlockOut {
             x: (&x + mlp_out)?,
             inputs: [h, y, h2, act],
@@ -1225,12 +1394,7 @@ impl Llama {
             grown.push(out.grown.expect("a cached pass returns its keys"));
             x = out.x;
         }
-        let x = self.final_norm(&x)?;
-        let logits = self
-            .output()?
-            .forward(&x)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?;
+        let logits = self.logits_of(&self.final_norm(&x)?)?.flatten_all()?;
         for (i, (k, v)) in grown.into_iter().enumerate() {
             cache.k[i] = Some(k);
             cache.v[i] = Some(v);
@@ -1277,7 +1441,7 @@ impl Llama {
             x = self.block_forward_train(i, &x, &ctx)?;
         }
         let x = rms_norm_diff(&x, &self.output_norm, eps)?;
-        self.output()?.forward(&x)
+        self.unscale_logits(self.output()?.forward(&x)?)
     }
 
     fn block_forward_train(&self, i: usize, x: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {

@@ -388,7 +388,20 @@ pub fn plan_types(f: &GgufFile, opts: &QuantizeOptions) -> Vec<Option<Choice>> {
     let facts = model_facts(f, opts.imatrix.is_some());
     let base = opts.target.base;
     let quantized = codec(base).is_some_and(|c| c.levels.is_some());
-    let mut i_attn_v = 0;
+    // llama.cpp counts the attention-value tensors in the order it writes them (by layer, then
+    // name: `llama_tensor_order`), whatever the input file's order.
+    let attn_v_rank: HashMap<&str, usize> = frugal_models::convert::llama_tensor_order(
+        f.header.tensors.iter().map(|t| t.name.as_str()),
+    )
+    .into_iter()
+    .map(|i| &f.header.tensors[i])
+    .filter(|t| {
+        mix::is_quantizable(&t.name, t.dims.len())
+            && matches!(Category::of(&t.name), Category::AttnV | Category::AttnQkv)
+    })
+    .enumerate()
+    .map(|(k, t)| (t.name.as_str(), k))
+    .collect();
     f.header
         .tensors
         .iter()
@@ -396,6 +409,7 @@ pub fn plan_types(f: &GgufFile, opts: &QuantizeOptions) -> Vec<Option<Choice>> {
             if !mix::is_quantizable(&t.name, t.dims.len()) {
                 return None;
             }
+            let i_attn_v = attn_v_rank.get(t.name.as_str()).copied().unwrap_or(0);
             if !quantized {
                 return Some(Choice {
                     ty: base,
@@ -425,9 +439,6 @@ pub fn plan_types(f: &GgufFile, opts: &QuantizeOptions) -> Vec<Option<Choice>> {
                     reason: Reason::Mix,
                 }
             };
-            if matches!(tf.category, Category::AttnV | Category::AttnQkv) {
-                i_attn_v += 1;
-            }
             let fb = mix::llama_fallback(c.ty, tf.ncols);
             if fb != c.ty {
                 c = Choice {
