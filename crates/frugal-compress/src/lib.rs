@@ -36,12 +36,12 @@ pub enum Error {
 }
 
 /// Refuses a model with fused weights (Phi-3's `attn_qkv`, `ffn_up` holding gate and up) for
-/// `method`, which writes decoder weights back one by one by name and does not split and
-/// re-join fused ones yet.
+/// `method`, which slices or trains decoder weights by name and does not split and re-join
+/// fused ones yet (GPTQ, AWQ and pruning do: they treat each part as its layer).
 pub(crate) fn refuse_fused(f: &frugal_formats::gguf::GgufFile, method: &str) -> Result<(), Error> {
     match frugal_models::llama::fused_tensor(f) {
         Some(t) => Err(Error::NotForThisModel(format!(
-            "{method} does not split fused weights yet: `{t}` of `{}` (architecture `{}`) holds several projections; evaluation, plain and importance-weighted quantization, layer removal and measurement run on it",
+            "{method} does not split fused weights yet: `{t}` of `{}` (architecture `{}`) holds several projections; evaluation, every quantization method, pruning, layer removal and measurement run on it",
             f.path().display(),
             f.header.architecture().unwrap_or("?")
         ))),

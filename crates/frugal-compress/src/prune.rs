@@ -463,7 +463,20 @@ pub fn prune_gguf(
         )));
     }
     let f = GgufFile::open(input)?;
-    crate::refuse_fused(&f, "pruning")?;
+    // Phi-3's fused weights: their parts (q, k, v; gate, up) are pruned as the layers they are,
+    // and their rows re-joined in the file's order.
+    let fused_parts = |name: &str| -> Result<Option<frugal_models::llama::FusedWeight>> {
+        let Some(i) = crate::quant::mix::layer_of(name) else {
+            return Ok(None);
+        };
+        if frugal_models::llama::fused_tensor(&f).is_none() {
+            return Ok(None);
+        }
+        let cfg = frugal_models::llama::LlamaConfig::from_gguf(&f)?;
+        Ok(frugal_models::llama::fused_parts(&cfg, i)
+            .into_iter()
+            .find(|w| w.name == name && f.tensor(name).is_some()))
+    };
     if let Pattern::NM { m, .. } = opts.pattern {
         if let Some(t) = f
             .header
@@ -505,14 +518,23 @@ pub fn prune_gguf(
                 let t = f.tensor(name).expect("listed");
                 let cols = t.dims[0] as usize;
                 let w = crate::quant::tensor_f32(&f, t)?;
+                let rows = t.n_elements() as usize / cols;
+                let parts = match fused_parts(name)? {
+                    Some(fw) => fw.parts.iter().map(|p| (p.first_row, p.rows)).collect(),
+                    None => vec![(0, rows)],
+                };
                 let dev = candle_core::Device::Cpu;
-                let mut lin = Linear::dense(
-                    name.clone(),
-                    Tensor::from_vec(w, (t.n_elements() as usize / cols, cols), &dev)?,
-                    None,
-                )?;
-                prune_linears(&mut [&mut lin], None, &layer_opts)?;
-                let v: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
+                let mut v: Vec<f32> = Vec::with_capacity(w.len());
+                for (first, n) in parts {
+                    let part = w[first * cols..(first + n) * cols].to_vec();
+                    let mut lin = Linear::dense(
+                        name.clone(),
+                        Tensor::from_vec(part, (n, cols), &dev)?,
+                        None,
+                    )?;
+                    prune_linears(&mut [&mut lin], None, &layer_opts)?;
+                    v.extend(lin.weight_f32()?.flatten_all()?.to_vec1::<f32>()?);
+                }
                 record(name, &v);
                 produced.insert(name.clone(), v);
                 progress(k + 1, names.len());
@@ -529,7 +551,7 @@ pub fn prune_gguf(
                              i: usize,
                              st: &mut BlockStats|
              -> Result<()> {
-                for (g, names) in calibration::block_names(i).iter().enumerate() {
+                for (g, names) in calibration::layer_names(model, i).iter().enumerate() {
                     let n = st.dims[g];
                     let gram = &st.grams[g];
                     let norms: Vec<f32> = (0..n)
@@ -557,8 +579,24 @@ pub fn prune_gguf(
                                 lin.weight_f32()?.flatten_all()?.to_vec1()?
                             }
                         };
-                        record(name, &v);
-                        produced.insert(name.clone(), v);
+                        // A fused weight's parts come in row order: joined under its name.
+                        let stored = calibration::stored_name(name);
+                        match produced.get_mut(stored) {
+                            Some(joined) if stored != name.as_str() => joined.extend(v),
+                            _ => {
+                                produced.insert(stored.to_string(), v);
+                            }
+                        }
+                    }
+                }
+                for names in calibration::layer_names(model, i) {
+                    let mut seen: Vec<&str> = Vec::new();
+                    for name in &names {
+                        let stored = calibration::stored_name(name);
+                        if !seen.contains(&stored) {
+                            seen.push(stored);
+                            record(stored, &produced[stored]);
+                        }
                     }
                 }
                 Ok(())

@@ -104,18 +104,80 @@ fn check(arch: &str) {
         assert!(!out.exists());
     }
     if arch == "phi3" {
-        // The methods that write decoder weights back one by one refuse fused weights, naming
-        // the tensor and the architecture; importance-weighted rounding reads the queries'
-        // input statistics for `attn_qkv` and the gate's for the fused `ffn_up`.
-        let out = tmp.path().join("gptq.gguf");
-        let m = frugal_compress::quant::MethodName::Gptq.with(Default::default());
-        let e = frugal_compress::quant::quantize_model(&model, &out, &opts, None, m, &|_, _, _| {})
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("phi3") && e.to_string().contains("attn_qkv"),
-            "{e}"
+        // GPTQ rounds the fused weights' parts (q, k, v; gate, up) as layers of their own and
+        // re-joins them in the file's row order: calibrated on other text (Brown ca01-ca02),
+        // its Q4_0 must beat plain Q4_0 — parts joined in the wrong order could not.
+        let calib_text =
+            brown::plain_text(&dir, &brown::select_ids(&dir, "ca01-ca02").unwrap()).unwrap();
+        let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
+        let cal = frugal_compress::quant::calibration::Calibration::from_text(
+            &f,
+            &calib_text,
+            "ca01-ca02",
+            128,
+            512,
+        )
+        .unwrap();
+        let q4_0 = frugal_compress::quant::QuantizeOptions::new(
+            frugal_compress::quant::quant_type("Q4_0").unwrap(),
         );
-        assert!(!out.exists());
+        let rtn = tmp.path().join("rtn.gguf");
+        frugal_compress::quant::quantize_gguf(&model, &rtn, &q4_0, &|_, _| {}).unwrap();
+        let gptq = tmp.path().join("gptq.gguf");
+        let m = frugal_compress::quant::MethodName::Gptq.with(Default::default());
+        frugal_compress::quant::quantize_model(&model, &gptq, &q4_0, Some(&cal), m, &|_, _, _| {})
+            .unwrap();
+        let kld = |p: &Path| eval(p, Some(model.clone())).result.kld.unwrap().mean;
+        let (k_rtn, k_gptq) = (kld(&rtn), kld(&gptq));
+        assert!(
+            k_gptq < 0.9 * k_rtn,
+            "GPTQ KLD {k_gptq} against plain {k_rtn}"
+        );
+        // Pruning (magnitude, per layer) prunes each part as the layer it is: half of every
+        // part's weights are zero, and what is kept is the original weight at its place.
+        let pruned = tmp.path().join("pruned.gguf");
+        frugal_compress::prune::prune_gguf(
+            &model,
+            &pruned,
+            &frugal_compress::prune::GgufPruneOptions {
+                score: frugal_compress::prune::Score::Magnitude,
+                sparsity: 0.5,
+                pattern: frugal_compress::prune::Pattern::Unstructured,
+                damp: 0.01,
+            },
+            None,
+            &|_, _| {},
+        )
+        .unwrap();
+        let p = frugal_formats::gguf::GgufFile::open(&pruned).unwrap();
+        let read = |g: &frugal_formats::gguf::GgufFile, n: &str| -> Vec<f32> {
+            frugal_models::gguf_load::load_f32(g, n, &candle_core::Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let cfg = frugal_models::llama::LlamaConfig::from_gguf(&f).unwrap();
+        for fw in frugal_models::llama::fused_parts(&cfg, 3) {
+            let (before, after) = (read(&f, &fw.name), read(&p, &fw.name));
+            let cols = before.len() / fw.parts.iter().map(|q| q.rows).sum::<usize>();
+            for part in &fw.parts {
+                let r = part.first_row * cols..(part.first_row + part.rows) * cols;
+                let zeros = after[r.clone()].iter().filter(|&&v| v == 0.0).count();
+                let frac = zeros as f64 / r.len() as f64;
+                assert!((frac - 0.5).abs() < 0.01, "{}: {frac} zeros", part.name);
+                assert!(
+                    after[r.clone()]
+                        .iter()
+                        .zip(&before[r])
+                        .all(|(a, b)| *a == 0.0 || a == b),
+                    "{}: kept weights moved",
+                    part.name
+                );
+            }
+        }
+        drop(f);
         let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
         let words = std::fs::read_to_string(&text).unwrap();
         let calib =

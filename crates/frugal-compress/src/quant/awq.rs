@@ -15,7 +15,7 @@
 //! from value row (h / rep, j), so its scales are tied across the `rep` query heads that share
 //! a key/value head (the reference implementation skips this pair when the shapes differ).
 
-use super::calibration::{block_names, dense, linear_named};
+use super::calibration::{dense, layer_names, linear_named};
 use super::{decode, quantize_matrix};
 use crate::Result;
 use candle_core::{Device, Tensor};
@@ -207,7 +207,7 @@ pub struct AwqChoice {
 /// attention; `s` must be tied accordingly), the up projection's rows for FFN down's input
 /// (silu(gate)·up is linear in up).
 pub fn fold_scales(model: &mut Llama, i: usize, g: usize, s: &[f32]) -> Result<()> {
-    let names = block_names(i);
+    let names = layer_names(model, i);
     let model_arch = model.arch.name;
     for name in &names[g] {
         let lin = linear_named(model, name);

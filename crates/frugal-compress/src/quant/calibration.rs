@@ -83,12 +83,33 @@ pub(crate) fn block_names(i: usize) -> [Vec<String>; 4] {
     ]
 }
 
+/// The names of block `i`'s linear layers in `model`, grouped by input as [`block_names`]: the
+/// file's tensor names, or for a part of a fused weight the part's (`blk.0.attn_qkv.weight[q]`,
+/// [`stored_name`] gives the file's).
+pub(crate) fn layer_names(model: &Llama, i: usize) -> [Vec<String>; 4] {
+    let b = &model.blocks[i];
+    let n = |l: &frugal_models::linear::Linear| l.name.clone();
+    [
+        vec![n(&b.q), n(&b.k), n(&b.v)],
+        vec![n(&b.o)],
+        vec![n(&b.gate), n(&b.up)],
+        vec![n(&b.down)],
+    ]
+}
+
+/// The file's tensor that a layer of [`layer_names`] is stored in: its own name, or for a part
+/// of a fused weight the fused tensor's (`blk.0.attn_qkv.weight[q]` → `blk.0.attn_qkv.weight`).
+pub(crate) fn stored_name(layer: &str) -> &str {
+    layer.split_once('[').map_or(layer, |(s, _)| s)
+}
+
 /// The widths of a block's four distinct linear inputs, in [`block_names`]' order.
 pub(crate) fn input_dims(c: &frugal_models::llama::LlamaConfig) -> [usize; 4] {
     [c.n_embd, c.n_head * c.head_dim(), c.n_embd, c.n_ff]
 }
 
-/// Whether `name` is one of a decoder block's linear weights (`blk.N.attn_q.weight`, …).
+/// Whether `name` is one of a decoder block's linear weights (`blk.N.attn_q.weight`, …, and
+/// Phi-3's fused `blk.N.attn_qkv.weight`; its fused `ffn_up` has the plain one's name).
 pub(crate) fn is_block_weight(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("blk.") else {
         return false;
@@ -96,8 +117,10 @@ pub(crate) fn is_block_weight(name: &str) -> bool {
     let Some((i, _)) = rest.split_once('.') else {
         return false;
     };
-    i.parse::<usize>()
-        .is_ok_and(|i| block_names(i).iter().flatten().any(|n| n == name))
+    i.parse::<usize>().is_ok_and(|i| {
+        block_names(i).iter().flatten().any(|n| n == name)
+            || name == format!("blk.{i}.attn_qkv.weight")
+    })
 }
 
 /// The name of the output layer's weight (the token embedding when they are tied).

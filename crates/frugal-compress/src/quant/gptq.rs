@@ -15,8 +15,8 @@
 
 use super::awq::{fold_scales, AwqChoice};
 use super::calibration::{
-    block_names, dense, inverse_cholesky_upper_of, linear_named, sequential, BlockStats,
-    Calibration,
+    dense, inverse_cholesky_upper_of, layer_names, linear_named, sequential, stored_name,
+    BlockStats, Calibration,
 };
 use super::codec::{codec, Codec};
 use super::kquants::nearest_int;
@@ -460,7 +460,10 @@ pub fn blockwise_model(
         .collect();
     let mut treat = |model: &mut Llama, i: usize, st: &mut BlockStats| -> Result<()> {
         let cfg = model.config.clone();
-        let names = block_names(i);
+        // The model's layers: a fused weight's parts (Phi-3) are rounded as layers of their
+        // own — rows are independent and share the input's H — and re-joined in the file's row
+        // order below.
+        let names = layer_names(model, i);
         let dims = st.dims;
         let n_tok = st.n_tokens;
         let grams = &mut st.grams;
@@ -471,7 +474,7 @@ pub fn blockwise_model(
                 let n = dims[g];
                 let ws: Vec<(Vec<f32>, GgmlType)> = names[g]
                     .iter()
-                    .filter_map(|name| type_of.get(name.as_str()).map(|&ty| (name, ty)))
+                    .filter_map(|name| type_of.get(stored_name(name)).map(|&ty| (name, ty)))
                     .map(|(name, ty)| -> Result<_> {
                         let w = linear_named(model, name).weight_f32()?;
                         Ok((w.flatten_all()?.to_vec1()?, ty))
@@ -536,7 +539,7 @@ pub fn blockwise_model(
             .iter()
             .enumerate()
             .flat_map(|(g, group)| group.iter().map(move |name| (g, name)))
-            .filter_map(|(g, name)| type_of.get(name.as_str()).map(|&ty| (g, name, ty)))
+            .filter_map(|(g, name)| type_of.get(stored_name(name)).map(|&ty| (g, name, ty)))
             .collect();
         let per_row = |g: usize| (dims[g] * dims[g]) as f64;
         let rows_of = |model: &mut Llama, name: &str| linear_named(model, name).n_out();
@@ -631,6 +634,8 @@ pub fn blockwise_model(
         let got = frugal_dist::exchange_owned(comm, pieces.len(), mine, false)?
             .expect("every rank receives every range");
         let mut got = got.into_iter();
+        // A fused weight's parts in row order: its bytes, original and rounded weights.
+        let mut fused: Vec<(&str, Vec<u8>, Vec<f32>, Vec<f32>, usize, GgmlType)> = Vec::new();
         for (j, &(g, name, ty)) in jobs.iter().enumerate() {
             let n = dims[g];
             let row_bytes = ty
@@ -653,10 +658,34 @@ pub fn blockwise_model(
             // Decoded once: for the error and for the next block's forward pass.
             let w = weight(model, g, name)?;
             let back = super::decode(&bytes, ty, w.len())?;
+            let stored = stored_name(name);
+            if stored != name.as_str() {
+                match fused.iter_mut().find(|p| p.0 == stored) {
+                    Some(p) => {
+                        p.1.extend_from_slice(&bytes);
+                        p.2.extend_from_slice(&w);
+                        p.3.extend_from_slice(&back);
+                    }
+                    None => fused.push((stored, bytes, w, back.clone(), g, ty)),
+                }
+                dense(linear_named(model, name), back)?;
+                continue;
+            }
             let errors = super::error_sums(&w, &back, n, Some(&qws[g])).finish(true);
             dense(linear_named(model, name), back)?;
             tensors.borrow_mut().insert(
                 name.clone(),
+                Produced {
+                    ty,
+                    bytes,
+                    errors: Some(errors),
+                },
+            )?;
+        }
+        for (stored, bytes, w, back, g, ty) in fused {
+            let errors = super::error_sums(&w, &back, dims[g], Some(&qws[g])).finish(true);
+            tensors.borrow_mut().insert(
+                stored.to_string(),
                 Produced {
                     ty,
                     bytes,

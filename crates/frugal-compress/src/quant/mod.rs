@@ -650,7 +650,6 @@ pub fn quantize_model(
     let f = GgufFile::open(input)?;
     check_overrides(&f, opts)?;
     if let Method::Blockwise(b) = method {
-        crate::refuse_fused(&f, if b.awq { "AWQ" } else { "GPTQ" })?;
         // AWQ divides the value and up projections' rows by its scales; a bias there would
         // have to follow (and be written back). Refused before any work.
         if let Some(t) = ["blk.0.attn_v.bias", "blk.0.ffn_up.bias"]
