@@ -1,6 +1,7 @@
 //! AWQ's scales must leave the model's function unchanged before rounding: folding random
 //! scales into each of a real SmolLM2 block's four input groups (RMSNorm gains, value rows tied
-//! per key/value head, up rows) gives the same block output.
+//! per key/value head, up rows) gives the same block output — with Qwen2-style biases on the
+//! projections (scaled with the value and up rows they belong to).
 
 use frugal_compress::quant::awq::fold_scales;
 use frugal_compress::quant::awq::tie_gqa;
@@ -19,6 +20,17 @@ fn folded_scales_keep_every_block_output() {
     let ctx = model.attn_ctx(tokens.len()).unwrap();
     let x = model.embed(&tokens).unwrap();
     let i = 5;
+    let mut r = SplitMix64(5);
+    let b = &mut model.blocks[i];
+    for lin in [&mut b.q, &mut b.k, &mut b.v, &mut b.up] {
+        let w = lin.weight_f32().unwrap();
+        let bias: Vec<f32> = (0..lin.n_out())
+            .map(|_| (r.next_f64() - 0.5) as f32)
+            .collect();
+        let bias =
+            candle_core::Tensor::from_vec(bias, lin.n_out(), &candle_core::Device::Cpu).unwrap();
+        *lin = frugal_models::linear::Linear::dense(lin.name.clone(), w, Some(bias)).unwrap();
+    }
     let before: Vec<f32> = model
         .block_forward(i, &x, &ctx, false)
         .unwrap()

@@ -94,14 +94,55 @@ fn check(arch: &str) {
     );
     std::fs::remove_file(&q4).unwrap();
     if arch == "qwen2" {
-        // AWQ cannot fold through the value projection's bias: refused before any work,
-        // naming the architecture.
-        let m = frugal_compress::quant::MethodName::AwqGptq.with(Default::default());
-        let out = tmp.path().join("awq.gguf");
-        let e = frugal_compress::quant::quantize_model(&model, &out, &opts, None, m, &|_, _, _| {})
-            .unwrap_err();
-        assert!(e.to_string().contains("qwen2"), "{e}");
-        assert!(!out.exists());
+        // AWQ folds its scales through the value projection's bias (scaled with its rows and
+        // written back): where it scaled a block's attention output, that block's value bias
+        // in the output differs from the input's, and the model stays at least as good as plain
+        // rounding (a bias left unscaled would wreck it).
+        let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
+        let calib_text =
+            brown::plain_text(&dir, &brown::select_ids(&dir, "ca01-ca02").unwrap()).unwrap();
+        let cal = frugal_compress::quant::calibration::Calibration::from_text(
+            &f,
+            &calib_text,
+            "ca01-ca02",
+            128,
+            512,
+        )
+        .unwrap();
+        let q4_0 = frugal_compress::quant::QuantizeOptions::new(
+            frugal_compress::quant::quant_type("Q4_0").unwrap(),
+        );
+        let rtn = tmp.path().join("rtn.gguf");
+        frugal_compress::quant::quantize_gguf(&model, &rtn, &q4_0, &|_, _| {}).unwrap();
+        let awq = tmp.path().join("awq.gguf");
+        let m = frugal_compress::quant::MethodName::Awq.with(Default::default());
+        let r = frugal_compress::quant::quantize_model(
+            &model,
+            &awq,
+            &q4_0,
+            Some(&cal),
+            m,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let scaled = r
+            .awq
+            .iter()
+            .find(|c| c.group.ends_with("attn_output.weight") && c.alpha > 0.0)
+            .expect("AWQ scaled some attention output");
+        let i = frugal_compress::quant::mix::layer_of(&scaled.group).unwrap();
+        let out = frugal_formats::gguf::GgufFile::open(&awq).unwrap();
+        let bias = format!("blk.{i}.attn_v.bias");
+        let read = |g: &frugal_formats::gguf::GgufFile| -> Vec<f32> {
+            frugal_models::gguf_load::load_f32(g, &bias, &candle_core::Device::Cpu)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_ne!(read(&f), read(&out), "{bias} was not written back scaled");
+        let kld = |p: &Path| eval(p, Some(model.clone())).result.kld.unwrap().mean;
+        let (k_rtn, k_awq) = (kld(&rtn), kld(&awq));
+        assert!(k_awq < k_rtn, "AWQ KLD {k_awq} against plain {k_rtn}");
     }
     if arch == "phi3" {
         // GPTQ rounds the fused weights' parts (q, k, v; gate, up) as layers of their own and

@@ -451,6 +451,26 @@ impl Linear {
     }
 
     /// Replaces the weight (same shape), e.g. by a quantized or pruned one.
+    /// Replaces the bias (`[n_out]` f32) of a layer that has one.
+    pub fn set_bias(&mut self, bias: Tensor) -> Result<()> {
+        if self.bias.is_none() || bias.dims() != [self.n_out] {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: a bias {:?} for a layer of {} outputs{}",
+                self.name,
+                bias.dims(),
+                self.n_out,
+                if self.bias.is_none() {
+                    " without one"
+                } else {
+                    ""
+                }
+            ))
+            .into());
+        }
+        self.bias = Some(bias);
+        Ok(())
+    }
+
     pub fn set_weight(&mut self, weight: Weight) -> Result<()> {
         let dims = match &weight {
             Weight::Dense(w) => w.dims2()?,

@@ -208,7 +208,6 @@ pub struct AwqChoice {
 /// (silu(gate)·up is linear in up).
 pub fn fold_scales(model: &mut Llama, i: usize, g: usize, s: &[f32]) -> Result<()> {
     let names = layer_names(model, i);
-    let model_arch = model.arch.name;
     for name in &names[g] {
         let lin = linear_named(model, name);
         let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;
@@ -218,12 +217,12 @@ pub fn fold_scales(model: &mut Llama, i: usize, g: usize, s: &[f32]) -> Result<(
     let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
     let rows = |model: &mut Llama, producer: &str, k: &[f32]| -> Result<()> {
         let lin = linear_named(model, producer);
-        if lin.bias().is_some() {
-            // Its bias would have to be scaled (and written back) with its rows.
-            return Err(crate::Error::NotForThisModel(format!(
-                "AWQ cannot fold scales into `{producer}`, which has a bias (architecture `{}`) — use --method gptq",
-                model_arch
-            )));
+        // A bias (Qwen2's value projection) is scaled with its rows: (Wx + b)·k. The block-wise
+        // pass writes it back.
+        if let Some(b) = lin.bias() {
+            let kt = Tensor::from_slice(k, k.len(), b.device())?;
+            let scaled = b.mul(&kt)?;
+            lin.set_bias(scaled)?;
         }
         let cols = lin.n_in();
         let mut w: Vec<f32> = lin.weight_f32()?.flatten_all()?.to_vec1()?;

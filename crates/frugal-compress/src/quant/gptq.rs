@@ -516,6 +516,20 @@ pub fn blockwise_model(
                     }
                 }
             }
+            // The biases scaled with their rows (Qwen2's value projection).
+            for name in [&names[0][2], &names[2][1]] {
+                let lin = linear_named(model, name);
+                let Some(b) = lin.bias() else { continue };
+                let v: Vec<f32> = b.to_vec1()?;
+                tensors.borrow_mut().insert(
+                    format!("{}.bias", name.strip_suffix(".weight").unwrap_or(name)),
+                    Produced {
+                        ty: GgmlType::F32,
+                        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                        errors: None,
+                    },
+                )?;
+            }
             for (k, norm) in ["attn_norm", "ffn_norm"].iter().enumerate() {
                 let b = &model.blocks[i];
                 let t = if k == 0 { &b.attn_norm } else { &b.ffn_norm };

@@ -649,19 +649,6 @@ pub fn quantize_model(
     let t0 = std::time::Instant::now();
     let f = GgufFile::open(input)?;
     check_overrides(&f, opts)?;
-    if let Method::Blockwise(b) = method {
-        // AWQ divides the value and up projections' rows by its scales; a bias there would
-        // have to follow (and be written back). Refused before any work.
-        if let Some(t) = ["blk.0.attn_v.bias", "blk.0.ffn_up.bias"]
-            .iter()
-            .find(|t| b.awq && f.tensor(t).is_some())
-        {
-            return Err(crate::Error::NotForThisModel(format!(
-                "AWQ cannot fold its scales through `{t}` (architecture `{}`) yet; --method gptq runs",
-                f.header.architecture().unwrap_or("?")
-            )));
-        }
-    }
     let mut opts = opts.clone();
     let mut imatrix_seconds = None;
     if let (Some(c), None) = (calib, &opts.imatrix) {
