@@ -98,7 +98,7 @@ fn what_no_row_runs_is_refused_naming_the_key() {
     let window = ("attention.sliding_window", Value::U32(16));
     // llama.cpp runs `llama` and `mistral` files without a window whatever they say.
     refused(
-        config("llama", &[window.clone()], false),
+        config("llama", std::slice::from_ref(&window), false),
         &["llama", "sliding_window"],
     );
     // granite_swa's windowed layers must be listed, as llama.cpp requires.

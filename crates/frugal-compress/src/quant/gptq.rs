@@ -648,8 +648,8 @@ pub fn blockwise_model(
         let got = frugal_dist::exchange_owned(comm, pieces.len(), mine, false)?
             .expect("every rank receives every range");
         let mut got = got.into_iter();
-        // A fused weight's parts in row order: its bytes, original and rounded weights.
-        let mut fused: Vec<(&str, Vec<u8>, Vec<f32>, Vec<f32>, usize, GgmlType)> = Vec::new();
+        // A fused weight's parts, joined in row order.
+        let mut fused: Vec<Joined> = Vec::new();
         for (j, &(g, name, ty)) in jobs.iter().enumerate() {
             let n = dims[g];
             let row_bytes = ty
@@ -674,13 +674,20 @@ pub fn blockwise_model(
             let back = super::decode(&bytes, ty, w.len())?;
             let stored = stored_name(name);
             if stored != name.as_str() {
-                match fused.iter_mut().find(|p| p.0 == stored) {
+                match fused.iter_mut().find(|p| p.name == stored) {
                     Some(p) => {
-                        p.1.extend_from_slice(&bytes);
-                        p.2.extend_from_slice(&w);
-                        p.3.extend_from_slice(&back);
+                        p.bytes.extend_from_slice(&bytes);
+                        p.w.extend_from_slice(&w);
+                        p.back.extend_from_slice(&back);
                     }
-                    None => fused.push((stored, bytes, w, back.clone(), g, ty)),
+                    None => fused.push(Joined {
+                        name: stored.to_string(),
+                        bytes,
+                        w,
+                        back: back.clone(),
+                        g,
+                        ty,
+                    }),
                 }
                 dense(linear_named(model, name), back)?;
                 continue;
@@ -696,13 +703,13 @@ pub fn blockwise_model(
                 },
             )?;
         }
-        for (stored, bytes, w, back, g, ty) in fused {
-            let errors = super::error_sums(&w, &back, dims[g], Some(&qws[g])).finish(true);
+        for p in fused {
+            let errors = super::error_sums(&p.w, &p.back, dims[p.g], Some(&qws[p.g])).finish(true);
             tensors.borrow_mut().insert(
-                stored.to_string(),
+                p.name,
                 Produced {
-                    ty,
-                    bytes,
+                    ty: p.ty,
+                    bytes: p.bytes,
                     errors: Some(errors),
                 },
             )?;
@@ -725,6 +732,17 @@ pub fn blockwise_model(
         awq: awq_choices.into_inner(),
         resumed_seconds,
     })
+}
+
+/// A fused weight's parts (Phi-3) joined in the file's row order: their bytes, the weights
+/// before and after rounding, and their input group and type.
+struct Joined {
+    name: String,
+    bytes: Vec<u8>,
+    w: Vec<f32>,
+    back: Vec<f32>,
+    g: usize,
+    ty: GgmlType,
 }
 
 /// [`act_order_rows`] one row at a time: the reference the tiled pass is tested against.
