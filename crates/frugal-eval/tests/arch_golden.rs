@@ -98,33 +98,13 @@ fn check(arch: &str) {
         // written back): where it scaled a block's attention output, that block's value bias
         // in the output differs from the input's, and the model stays at least as good as plain
         // rounding (a bias left unscaled would wreck it).
-        let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
-        let calib_text =
-            brown::plain_text(&dir, &brown::select_ids(&dir, "ca01-ca02").unwrap()).unwrap();
-        let cal = frugal_compress::quant::calibration::Calibration::from_text(
-            &f,
-            &calib_text,
-            "ca01-ca02",
-            128,
-            512,
-        )
-        .unwrap();
-        let q4_0 = frugal_compress::quant::QuantizeOptions::new(
-            frugal_compress::quant::quant_type("Q4_0").unwrap(),
-        );
-        let rtn = tmp.path().join("rtn.gguf");
-        frugal_compress::quant::quantize_gguf(&model, &rtn, &q4_0, &|_, _| {}).unwrap();
-        let awq = tmp.path().join("awq.gguf");
-        let m = frugal_compress::quant::MethodName::Awq.with(Default::default());
-        let r = frugal_compress::quant::quantize_model(
+        let (rtn, awq, r) = q4_0_plain_and(
             &model,
-            &awq,
-            &q4_0,
-            Some(&cal),
-            m,
-            &|_, _, _| {},
-        )
-        .unwrap();
+            &dir,
+            tmp.path(),
+            frugal_compress::quant::MethodName::Awq,
+        );
+        let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
         let scaled = r
             .awq
             .iter()
@@ -148,26 +128,13 @@ fn check(arch: &str) {
         // GPTQ rounds the fused weights' parts (q, k, v; gate, up) as layers of their own and
         // re-joins them in the file's row order: calibrated on other text (Brown ca01-ca02),
         // its Q4_0 must beat plain Q4_0 — parts joined in the wrong order could not.
-        let calib_text =
-            brown::plain_text(&dir, &brown::select_ids(&dir, "ca01-ca02").unwrap()).unwrap();
-        let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
-        let cal = frugal_compress::quant::calibration::Calibration::from_text(
-            &f,
-            &calib_text,
-            "ca01-ca02",
-            128,
-            512,
-        )
-        .unwrap();
-        let q4_0 = frugal_compress::quant::QuantizeOptions::new(
-            frugal_compress::quant::quant_type("Q4_0").unwrap(),
+        let (rtn, gptq, _) = q4_0_plain_and(
+            &model,
+            &dir,
+            tmp.path(),
+            frugal_compress::quant::MethodName::Gptq,
         );
-        let rtn = tmp.path().join("rtn.gguf");
-        frugal_compress::quant::quantize_gguf(&model, &rtn, &q4_0, &|_, _| {}).unwrap();
-        let gptq = tmp.path().join("gptq.gguf");
-        let m = frugal_compress::quant::MethodName::Gptq.with(Default::default());
-        frugal_compress::quant::quantize_model(&model, &gptq, &q4_0, Some(&cal), m, &|_, _, _| {})
-            .unwrap();
+        let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
         let kld = |p: &Path| eval(p, Some(model.clone())).result.kld.unwrap().mean;
         let (k_rtn, k_gptq) = (kld(&rtn), kld(&gptq));
         assert!(
@@ -218,8 +185,6 @@ fn check(arch: &str) {
                 );
             }
         }
-        drop(f);
-        let f = frugal_formats::gguf::GgufFile::open(&model).unwrap();
         let words = std::fs::read_to_string(&text).unwrap();
         let calib =
             frugal_compress::quant::calibration::Calibration::from_text(&f, &words, "cj", 64, 256)
@@ -304,6 +269,31 @@ fn check(arch: &str) {
     // scores 0.00528 by llama-perplexity on these chunks.
     let bound = if arch == "swa" { 8e-3 } else { 5e-3 };
     assert!(kld < bound, "{arch}: Q8_0 KLD {kld} against F16");
+}
+
+/// Plain Q4_0 of `model` and Q4_0 by `method` calibrated on Brown ca01-ca02 (512 tokens in
+/// chunks of 128: text the evaluation does not use), written in `dir`: (plain, calibrated, the
+/// calibrated run's report).
+fn q4_0_plain_and(
+    model: &Path,
+    brown_dir: &Path,
+    dir: &Path,
+    method: frugal_compress::quant::MethodName,
+) -> (PathBuf, PathBuf, frugal_compress::quant::QuantizeReport) {
+    use frugal_compress::quant::{self, calibration::Calibration};
+    let f = frugal_formats::gguf::GgufFile::open(model).unwrap();
+    let ids = brown::select_ids(brown_dir, "ca01-ca02").unwrap();
+    let text = brown::plain_text(brown_dir, &ids).unwrap();
+    let cal = Calibration::from_text(&f, &text, "ca01-ca02", 128, 512).unwrap();
+    let opts = quant::QuantizeOptions::new(quant::quant_type("Q4_0").unwrap());
+    let (plain, calibrated) = (
+        dir.join("q4_0-plain.gguf"),
+        dir.join("q4_0-calibrated.gguf"),
+    );
+    quant::quantize_gguf(model, &plain, &opts, &|_, _| {}).unwrap();
+    let m = method.with(Default::default());
+    let r = quant::quantize_model(model, &calibrated, &opts, Some(&cal), m, &|_, _, _| {}).unwrap();
+    (plain, calibrated, r)
 }
 
 #[test]
