@@ -9,19 +9,89 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::SplitDelimiterBehavior;
 
-/// The pre-tokenizers we can build, by their `tokenizer.ggml.pre` name.
-pub const SUPPORTED_PRE: &[&str] = &["default", "gpt2", "gpt-2", "smollm"];
+/// How llama.cpp splits text before byte-level BPE, by `tokenizer.ggml.pre` name (its
+/// `llama-vocab.cpp`): the one table of the pre-tokenizers Frugal builds.
+struct PreSpec {
+    names: &'static [&'static str],
+    split: PreSplit,
+    /// A word the vocabulary holds whole is one token, merges or not (Llama 3).
+    ignore_merges: bool,
+    /// llama.cpp's default for adding BOS when the file does not say.
+    add_bos: bool,
+}
 
-fn pre_tokenizer(pre: &str) -> Option<PreTokenizerWrapper> {
+enum PreSplit {
+    /// GPT-2's regex on bytes mapped to printable characters.
+    Gpt2,
+    /// Every digit its own word first (llama.cpp's `\p{N}` pass), then GPT-2's regex.
+    DigitsThenGpt2,
+    /// This regex (llama.cpp's adaptation, case-insensitive contractions spelled out), then
+    /// the bytes mapped to printable characters.
+    Regex(&'static str),
+}
+
+const PRE: &[PreSpec] = &[
+    PreSpec {
+        names: &["default", "gpt2", "gpt-2"],
+        split: PreSplit::Gpt2,
+        ignore_merges: false,
+        add_bos: false,
+    },
+    PreSpec {
+        names: &["smollm"],
+        split: PreSplit::DigitsThenGpt2,
+        ignore_merges: false,
+        add_bos: false,
+    },
+    // Llama 3 (and what llama.cpp runs with its regex): digits in runs of up to three.
+    PreSpec {
+        names: &["llama3", "llama-v3", "llama-bpe"],
+        split: PreSplit::Regex(
+            r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ),
+        ignore_merges: true,
+        add_bos: true,
+    },
+    // Qwen2: the same with every digit its own word.
+    PreSpec {
+        names: &["qwen2", "deepseek-r1-qwen"],
+        split: PreSplit::Regex(
+            r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ),
+        ignore_merges: false,
+        add_bos: false,
+    },
+];
+
+/// The pre-tokenizers Frugal builds, by their `tokenizer.ggml.pre` names.
+pub fn supported_pre() -> Vec<&'static str> {
+    PRE.iter().flat_map(|p| p.names.iter().copied()).collect()
+}
+
+fn pre_tokenizer(spec: &PreSpec) -> Result<PreTokenizerWrapper> {
     let byte_level = ByteLevel::new(false, true, true);
-    Some(match pre {
-        // GPT-2's regex on bytes mapped to printable characters.
-        "default" | "gpt2" | "gpt-2" => byte_level.into(),
-        // SmolLM: every digit is its own word first (llama.cpp's `\p{N}` pass), then GPT-2's regex.
-        "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
-        _ => return None,
+    Ok(match spec.split {
+        PreSplit::Gpt2 => byte_level.into(),
+        PreSplit::DigitsThenGpt2 => {
+            Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+        }
+        PreSplit::Regex(re) => {
+            let split = Split::new(
+                SplitPattern::Regex(re.to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex: {e}")))?;
+            Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into()
+        }
     })
 }
 
@@ -53,16 +123,20 @@ pub fn build(f: &GgufFile) -> Result<Built> {
         .and_then(Value::as_str)
         .unwrap_or("default")
         .to_string();
-    let pre_tok = pre_tokenizer(&pre).ok_or_else(|| {
-        bad(
-            f,
-            "tokenizer.ggml.pre",
-            &format!(
-                "pre-tokenizer `{pre}` is not supported yet (supported: {})",
-                SUPPORTED_PRE.join(", ")
-            ),
-        )
-    })?;
+    let spec = PRE
+        .iter()
+        .find(|p| p.names.contains(&pre.as_str()))
+        .ok_or_else(|| {
+            bad(
+                f,
+                "tokenizer.ggml.pre",
+                &format!(
+                    "pre-tokenizer `{pre}` is not supported yet (supported: {})",
+                    supported_pre().join(", ")
+                ),
+            )
+        })?;
+    let pre_tok = pre_tokenizer(spec)?;
     let vocab: tokenizers::models::bpe::Vocab = tokens
         .iter()
         .enumerate()
@@ -85,6 +159,7 @@ pub fn build(f: &GgufFile) -> Result<Built> {
         .collect::<Result<Vec<_>>>()?;
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
+        .ignore_merges(spec.ignore_merges)
         .build()
         .map_err(|e| Error::Tokenizer(format!("{}: building BPE: {e}", f.path().display())))?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
@@ -94,6 +169,6 @@ pub fn build(f: &GgufFile) -> Result<Built> {
         inner: Engine::Hf(Box::new(inner)),
         n_vocab: tokens.len(),
         pre,
-        add_bos_default: false,
+        add_bos_default: spec.add_bos,
     })
 }
