@@ -452,24 +452,6 @@ pub struct HeadPruneReport {
     pub layers: Vec<HeadLayer>,
 }
 
-/// Refuses a model whose query projection has a bias (Qwen2) or whose heads have attention sinks
-/// (`granite_swa`): removing heads would have to slice them, which this does not do yet.
-fn refuse_per_head_tensors(f: &GgufFile) -> Result<()> {
-    for (t, what) in [
-        ("blk.0.attn_q.bias", "query biases"),
-        ("blk.0.attn_sinks.weight", "attention sinks"),
-    ] {
-        if f.tensor(t).is_some() {
-            return Err(Error::NotForThisModel(format!(
-                "`{}` has {what} (architecture `{}`): removing heads does not slice them yet",
-                f.path().display(),
-                f.header.architecture().unwrap_or("?")
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Removes query attention heads from every block of the model in `input`, the same number
 /// from each key/value group (so grouped-query attention stays regular: `opts.fraction` of each
 /// group's query heads rounded to the nearest whole head, at least one, never all), and writes the smaller
@@ -481,7 +463,8 @@ fn refuse_per_head_tensors(f: &GgufFile) -> Result<()> {
 /// to the block output on the calibration tokens, tr(W_o,h·G_hh·W_o,hᵀ) with G the Gram matrix of
 /// `attn_output`'s input; `SparseGpt` the same choice, then `attn_output` refitted by least
 /// squares on the kept heads ([`refit_down`]). Scored on the unpruned model's activations.
-/// Refuses query biases and attention sinks, which it does not slice ([`refuse_per_head_tensors`]).
+/// Per-head tensors follow the kept heads: the query bias's rows (Qwen2) and the attention
+/// sinks (`granite_swa`).
 pub fn prune_heads_gguf(
     input: &Path,
     output: &Path,
@@ -492,7 +475,13 @@ pub fn prune_heads_gguf(
     let f = GgufFile::open(input)?;
     crate::refuse_fused(&f, "attention head removal")?;
     let cfg = LlamaConfig::from_gguf(&f)?;
-    refuse_per_head_tensors(&f)?;
+    let arch = f.header.architecture().unwrap_or("?");
+    if frugal_models::llama::ArchSpec::of(arch).is_some_and(|a| !a.heads_removable) {
+        return Err(Error::NotForThisModel(format!(
+            "`{}` (architecture `{arch}`): llama.cpp's `{arch}` loader fixes the queries at the model width, so a model with heads removed would not load",
+            input.display()
+        )));
+    }
     let (nh, nkv, hd, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim(), cfg.n_embd);
     let per_group = nh / nkv;
     if !(opts.fraction > 0.0 && opts.fraction < 1.0) {
@@ -612,6 +601,42 @@ pub fn prune_heads_gguf(
                 data: new_o,
             },
         );
+        let qb = format!("blk.{i}.attn_q.bias");
+        if f.tensor(&qb).is_some() {
+            let b = need_tensor(&f, &qb)?;
+            if b.len() != n_in {
+                return Err(Error::BadOptions(format!(
+                    "{qb}: {} values for {nh} heads of {hd}",
+                    b.len()
+                )));
+            }
+            let data = cols.iter().map(|&c| b[c]).collect();
+            replaced.insert(
+                qb,
+                Replacement {
+                    dims: vec![w],
+                    data,
+                },
+            );
+        }
+        let sn = format!("blk.{i}.attn_sinks.weight");
+        if f.tensor(&sn).is_some() {
+            let sinks = need_tensor(&f, &sn)?;
+            if sinks.len() != nh {
+                return Err(Error::BadOptions(format!(
+                    "{sn}: {} values for {nh} heads",
+                    sinks.len()
+                )));
+            }
+            let data = kept_heads.iter().map(|&h| sinks[h]).collect();
+            replaced.insert(
+                sn,
+                Replacement {
+                    dims: vec![nh2 as u64],
+                    data,
+                },
+            );
+        }
         if grams.is_none() {
             progress(i + 1, cfg.n_layer);
         }

@@ -60,6 +60,9 @@ pub struct ArchSpec {
     pub sinks: bool,
     /// Which layers a window set by `attention.sliding_window` applies to.
     pub swa: Swa,
+    /// llama.cpp sizes the queries by `attention.key_length` × heads, so a model with query
+    /// heads removed still loads (its `qwen2` loader fixes them at the model width instead).
+    pub heads_removable: bool,
 }
 
 /// The layers of an architecture that a sliding window (`attention.sliding_window`) applies to.
@@ -129,6 +132,7 @@ pub const ARCHITECTURES: &[ArchSpec] = &[
         name: "qwen2",
         rope: RopeLayout::Halves,
         rope_freqs: false,
+        heads_removable: false,
         ..LLAMA
     },
     // Qwen3: Llama with per-head QK RMSNorm and RoPE on halves.
@@ -241,6 +245,7 @@ const LLAMA: ArchSpec = ArchSpec {
     granite_scales: false,
     sinks: false,
     swa: Swa::Refused,
+    heads_removable: true,
 };
 
 impl ArchSpec {
