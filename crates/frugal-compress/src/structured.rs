@@ -601,41 +601,26 @@ pub fn prune_heads_gguf(
                 data: new_o,
             },
         );
-        let qb = format!("blk.{i}.attn_q.bias");
-        if f.tensor(&qb).is_some() {
-            let b = need_tensor(&f, &qb)?;
-            if b.len() != n_in {
+        // Per-head vectors keep the kept heads' entries: the query bias's rows (one per query
+        // dimension) and the attention sinks (one per head).
+        let per_head = [
+            (format!("blk.{i}.attn_q.bias"), &cols, n_in),
+            (format!("blk.{i}.attn_sinks.weight"), &kept_heads, nh),
+        ];
+        for (name, keep, want) in per_head {
+            if f.tensor(&name).is_none() {
+                continue;
+            }
+            let v = need_tensor(&f, &name)?;
+            if v.len() != want {
                 return Err(Error::BadOptions(format!(
-                    "{qb}: {} values for {nh} heads of {hd}",
-                    b.len()
+                    "{name}: {} values for {nh} heads of {hd}",
+                    v.len()
                 )));
             }
-            let data = cols.iter().map(|&c| b[c]).collect();
-            replaced.insert(
-                qb,
-                Replacement {
-                    dims: vec![w],
-                    data,
-                },
-            );
-        }
-        let sn = format!("blk.{i}.attn_sinks.weight");
-        if f.tensor(&sn).is_some() {
-            let sinks = need_tensor(&f, &sn)?;
-            if sinks.len() != nh {
-                return Err(Error::BadOptions(format!(
-                    "{sn}: {} values for {nh} heads",
-                    sinks.len()
-                )));
-            }
-            let data = kept_heads.iter().map(|&h| sinks[h]).collect();
-            replaced.insert(
-                sn,
-                Replacement {
-                    dims: vec![nh2 as u64],
-                    data,
-                },
-            );
+            let data: Vec<f32> = keep.iter().map(|&k| v[k]).collect();
+            let dims = vec![data.len() as u64];
+            replaced.insert(name, Replacement { dims, data });
         }
         if grams.is_none() {
             progress(i + 1, cfg.n_layer);
