@@ -21,18 +21,12 @@ ALL="$WORK/brown-all.txt"
 "$FRUGAL" brown-text --files cj01-cj12 -o "$TEXT" 2>/dev/null
 "$FRUGAL" brown-text --files ca01-cr09 -o "$ALL" 2>/dev/null
 
-"$PY" - "$BIN/llama-tokenize" "$G3" "$ALL" "$TEXT" > tests/golden/gemma3_tokens.json <<'PYEOF'
-import hashlib, json, subprocess, sys
+PYTHONPATH=bench "$PY" - "$BIN/llama-tokenize" "$G3" "$ALL" "$TEXT" > tests/golden/gemma3_tokens.json <<'PYEOF'
+import functools, json, sys
+import llama_tokenize
+from llama_tokenize import summary
 tool, model, all_file, cj_file = sys.argv[1:5]
-def ids(text=None, file=None, bos=False):
-    src = ["-f", file] if file else ["-p", text]
-    out = subprocess.run([tool, "-m", model, *src, "--ids", "--log-disable", "--no-parse-special",
-                          *([] if bos else ["--no-bos"])],
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    return json.loads(out)
-def summary(v):
-    return {"n_tokens": len(v), "first_64": v[:64],
-            "sha256_ids": hashlib.sha256(json.dumps(v).encode()).hexdigest()}
+ids = functools.partial(llama_tokenize.ids, tool, model)
 strings = ["Hello world!", "  two  spaces\n\nand 12345 digits", "naïve café — ünïcödé ✓ 😀",
            "fn main() { println!(\"{}\", 1+2); }", "It's 3.14159, isn't it? I'd've said 42%...",
            "\t\ttabs\r\nand CRLF", "<start_of_turn>user\nnot special here<end_of_turn>", "   ",

@@ -38,18 +38,12 @@ for t in r.tensors:
 w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 PYEOF
 done
-"$PY" - "$BIN/llama-tokenize" "$WORK" "$ALL" > tests/golden/pre_tokens.json <<'PYEOF'
-import hashlib, json, subprocess, sys
+PYTHONPATH=bench "$PY" - "$BIN/llama-tokenize" "$WORK" "$ALL" > tests/golden/pre_tokens.json <<'PYEOF'
+import functools, json, sys
+import llama_tokenize
+from llama_tokenize import summary
 tool, work, all_file = sys.argv[1:4]
-def ids(model, text=None, file=None, bos=False):
-    src = ["-f", file] if file else ["-p", text]
-    out = subprocess.run([tool, "-m", model, *src, "--ids", "--log-disable", "--no-parse-special",
-                          *([] if bos else ["--no-bos"])],
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    return json.loads(out)
-def summary(v):
-    return {"n_tokens": len(v), "first_64": v[:64],
-            "sha256_ids": hashlib.sha256(json.dumps(v).encode()).hexdigest()}
+ids = functools.partial(llama_tokenize.ids, tool)
 strings = ["Hello world!", "It's 3.14159, isn't it? I'D'VE SAID 42%... they'll we're",
            "12345678901 and 2024-12-04", "  two  spaces\n\nand\r\n\r\nCRLF\n", "\t\ttabs   \n x",
            "naïve café — ünïcödé ✓ 😀", "漢字とかな、한국어", "fn main() { println!(\"{}\", 1+2); }",
