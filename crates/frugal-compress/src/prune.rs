@@ -465,17 +465,15 @@ pub fn prune_gguf(
     let f = GgufFile::open(input)?;
     // Phi-3's fused weights: their parts (q, k, v; gate, up) are pruned as the layers they are,
     // and their rows re-joined in the file's order.
-    let fused_parts = |name: &str| -> Result<Option<frugal_models::llama::FusedWeight>> {
-        let Some(i) = crate::quant::mix::layer_of(name) else {
-            return Ok(None);
-        };
-        if frugal_models::llama::fused_tensor(&f).is_none() {
-            return Ok(None);
-        }
-        let cfg = frugal_models::llama::LlamaConfig::from_gguf(&f)?;
-        Ok(frugal_models::llama::fused_parts(&cfg, i)
+    let fused_cfg = match frugal_models::llama::fused_tensor(&f) {
+        Some(_) => Some(frugal_models::llama::LlamaConfig::from_gguf(&f)?),
+        None => None,
+    };
+    let fused_parts = |name: &str| -> Option<frugal_models::llama::FusedWeight> {
+        let (cfg, i) = (fused_cfg.as_ref()?, crate::quant::mix::layer_of(name)?);
+        frugal_models::llama::fused_parts(cfg, i)
             .into_iter()
-            .find(|w| w.name == name && f.tensor(name).is_some()))
+            .find(|w| w.name == name)
     };
     if let Pattern::NM { m, .. } = opts.pattern {
         if let Some(t) = f
@@ -519,7 +517,7 @@ pub fn prune_gguf(
                 let cols = t.dims[0] as usize;
                 let w = crate::quant::tensor_f32(&f, t)?;
                 let rows = t.n_elements() as usize / cols;
-                let parts = match fused_parts(name)? {
+                let parts = match fused_parts(name) {
                     Some(fw) => fw.parts.iter().map(|p| (p.first_row, p.rows)).collect(),
                     None => vec![(0, rows)],
                 };
@@ -551,7 +549,8 @@ pub fn prune_gguf(
                              i: usize,
                              st: &mut BlockStats|
              -> Result<()> {
-                for (g, names) in calibration::layer_names(model, i).iter().enumerate() {
+                let layers = calibration::layer_names(model, i);
+                for (g, names) in layers.iter().enumerate() {
                     let n = st.dims[g];
                     let gram = &st.grams[g];
                     let norms: Vec<f32> = (0..n)
@@ -589,15 +588,15 @@ pub fn prune_gguf(
                         }
                     }
                 }
-                for names in calibration::layer_names(model, i) {
-                    let mut seen: Vec<&str> = Vec::new();
-                    for name in &names {
-                        let stored = calibration::stored_name(name);
-                        if !seen.contains(&stored) {
-                            seen.push(stored);
-                            record(stored, &produced[stored]);
-                        }
-                    }
+                // One record per file tensor (a fused weight's parts are adjacent).
+                let mut stored: Vec<&str> = layers
+                    .iter()
+                    .flatten()
+                    .map(|n| calibration::stored_name(n))
+                    .collect();
+                stored.dedup();
+                for s in stored {
+                    record(s, &produced[s]);
                 }
                 Ok(())
             };
