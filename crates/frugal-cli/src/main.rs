@@ -56,6 +56,10 @@ enum Command {
     Tune(commands::tune::Args),
     /// Decode every tensor of a GGUF model to F32 (the reference for evaluations).
     Dequantize(commands::dequantize::Args),
+    /// Convert a Hugging Face checkpoint folder to GGUF, byte for byte as llama.cpp's
+    /// convert_hf_to_gguf.py writes it (BERT encoders, Llama-family decoders), streaming one
+    /// tensor at a time.
+    Convert(commands::convert::Args),
     /// Write plain text from the Brown corpus (detagged), e.g. `--files cj01-cj12`.
     BrownText(commands::brown_text::Args),
     /// Run a compression recipe; without one, the embedded default on the bundled digits data.
@@ -177,6 +181,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Tune(a) => commands::tune::run(a),
         Command::Dequantize(a) => commands::dequantize::run(a),
+        Command::Convert(a) => commands::convert::run(a),
         Command::BrownText(a) => commands::brown_text::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Check(a) => commands::check::run(a),

@@ -5,6 +5,7 @@
 //! training and knowledge distillation of classifiers.
 
 pub mod distill;
+pub mod hf;
 pub mod lm_distill;
 pub mod prune;
 pub mod quant;

@@ -11,8 +11,10 @@ pub mod digits;
 pub mod error;
 pub mod gguf;
 pub mod guard;
+pub mod hf;
 pub mod idx;
 pub mod inspect;
+pub mod model_card;
 pub mod output;
 pub mod rng;
 pub mod safetensors;
@@ -38,6 +40,26 @@ pub(crate) fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>> {
     let map =
         unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, "memory-mapping", e))?;
     Ok(Some(map))
+}
+
+/// Drops the whole pages of `[start, start + len)` of a read-only file mapping from the resident
+/// set (`MADV_DONTNEED`). A hint: failures are ignored.
+pub(crate) fn release_range(map: &memmap2::Mmap, start: u64, len: u64) {
+    let page = 4096u64;
+    let first = start.div_ceil(page) * page;
+    let end = ((start + len) / page * page).min(map.len() as u64);
+    if end > first {
+        // SAFETY: the map is a read-only, private file mapping; MADV_DONTNEED only drops clean
+        // pages, which the kernel reloads from the file on the next access. No reference into
+        // the range is invalidated in meaning.
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                first as usize,
+                (end - first) as usize,
+            )
+        };
+    }
 }
 
 /// An option's one name table: a unit-only enum whose names the command line (clap's

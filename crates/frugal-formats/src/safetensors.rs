@@ -316,6 +316,14 @@ impl SafetensorsFile {
     pub fn tensor(&self, name: &str) -> Option<&StTensorInfo> {
         self.header.tensors.iter().find(|t| t.name == name)
     }
+
+    /// Tells the kernel that tensor `t`'s pages will not be needed soon (a hint, as
+    /// `GgufFile::release`): streaming a checkpoint keeps the resident set near one tensor.
+    pub fn release(&self, t: &StTensorInfo) {
+        if let Some(map) = &self.map {
+            crate::release_range(map, self.header.data_offset + t.begin, t.end - t.begin);
+        }
+    }
 }
 
 /// A tensor to write.

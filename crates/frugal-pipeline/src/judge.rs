@@ -117,6 +117,11 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
             (s.format == frugal_formats::inspect::ModelFormat::Gguf).then_some(LanguageModel),
             Metrics::default(),
         ),
+        AnyReport::Convert(c) => one(
+            &c.output.display().to_string(),
+            (c.gguf_architecture != "bert").then_some(LanguageModel),
+            Metrics::default(),
+        ),
         AnyReport::Check(_) => Err(Error::Usage(
             "a check report holds verdicts, not figures: check the report it judged".into(),
         )),

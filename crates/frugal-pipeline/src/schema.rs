@@ -46,6 +46,7 @@ impl<'a, T: ?Sized> Document<'a, T> {
 #[allow(clippy::large_enum_variant)]
 pub enum AnyReport {
     Inspect(frugal_formats::inspect::ModelSummary),
+    Convert(frugal_compress::hf::convert::ConvertReport),
     Eval(eval::EvalOutcome),
     Quantize(Metered<quantize::QuantizeOutcome>),
     Prune(Metered<prune::PruneOutcome>),
@@ -62,6 +63,7 @@ impl AnyReport {
         use crate::jobs::Job;
         match self {
             AnyReport::Inspect(_) => "inspect",
+            AnyReport::Convert(_) => "convert",
             AnyReport::Eval(_) => eval::Eval::KIND,
             AnyReport::Quantize(_) => quantize::Quantize::KIND,
             AnyReport::Prune(_) => prune::Prune::KIND,

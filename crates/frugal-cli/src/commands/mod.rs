@@ -4,6 +4,7 @@
 
 pub mod brown_text;
 pub mod check;
+pub mod convert;
 pub mod dequantize;
 pub mod distill;
 pub mod eval;

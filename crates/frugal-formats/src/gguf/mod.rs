@@ -190,21 +190,7 @@ impl GgufFile {
     /// if touched again). A hint: failures are ignored.
     pub fn release(&self, info: &TensorInfo) {
         if let Some(map) = &self.map {
-            let page = 4096u64;
-            let start = (self.header.data_offset + info.offset).div_ceil(page) * page;
-            let end = (self.header.data_offset + info.offset + info.n_bytes) / page * page;
-            if end > start {
-                // SAFETY: the map is a read-only, private file mapping; MADV_DONTNEED only drops
-                // clean pages, which the kernel reloads from the file on the next access. No
-                // reference into the range is invalidated in meaning.
-                let _ = unsafe {
-                    map.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        start as usize,
-                        (end - start) as usize,
-                    )
-                };
-            }
+            crate::release_range(map, self.header.data_offset + info.offset, info.n_bytes);
         }
     }
 

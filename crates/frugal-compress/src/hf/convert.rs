@@ -1,0 +1,792 @@
+//! `frugal convert`: a Hugging Face checkpoint folder to the GGUF file llama.cpp's
+//! `convert_hf_to_gguf.py` (pinned sdist llama-cpp-python 0.3.36) writes for it — the same
+//! metadata keys in the same order, tensor names, Q/K permutation, tensor order and encodings,
+//! so the two files are byte-identical (checked in CI on all-MiniLM-L6-v2 and on SmolLM2
+//! exported by `frugal export`).
+//!
+//! [`plan`] does every check that needs no tensor data (folder, shards and index, config sizes
+//! against tensor shapes, tokenizer, model card) and fixes the header; [`convert`] then streams:
+//! each tensor is read from its memory-mapped shard, decoded to F32, permuted, encoded and
+//! written before the next is read, so peak memory is about one tensor in F32 plus its encoding
+//! (BENCHMARKS.md, "Converting a 7B-shaped checkpoint").
+//!
+//! Architectures: BERT encoders (`BertModel`, `BertForMaskedLM`) and Llama-family decoders
+//! (`LlamaForCausalLM`, `MistralForCausalLM`) with a GPT-2-style BPE `tokenizer.json`. Others
+//! are refused naming `config.json`'s `architectures`, before anything is written.
+
+use super::metadata;
+use super::vocab::{self, HfTokenizer};
+use super::{HfError, OutType};
+use crate::quant::codec::codec;
+use frugal_formats::gguf::{Array, GgmlType, GgufStreamWriter, TensorSpec, Value};
+use frugal_formats::hf::{HfFolder, HfTensor, MAX_SMALL_JSON};
+use frugal_formats::model_card;
+use frugal_formats::safetensors::Dtype;
+use rayon::prelude::*;
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+
+/// The most README.md read for its front matter.
+const MAX_README: u64 = 16 << 20;
+
+/// The architectures converted: `config.json`'s `architectures[0]` → family.
+const ARCHS: &[(&str, Family)] = &[
+    ("BertModel", Family::Bert),
+    ("BertForMaskedLM", Family::Bert),
+    ("LlamaForCausalLM", Family::Llama),
+    ("MistralForCausalLM", Family::Llama),
+];
+
+/// A converter family: one set of naming, hyperparameter and vocabulary rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    Llama,
+}
+
+impl Family {
+    pub fn gguf_arch(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Llama => "llama",
+        }
+    }
+}
+
+/// One output tensor.
+#[derive(Debug, Clone)]
+pub struct PlannedTensor {
+    /// Index into the folder's tensors.
+    pub src: usize,
+    pub name: String,
+    /// ggml order: `dims[0]` is the row length.
+    pub dims: Vec<u64>,
+    pub ggml_type: GgmlType,
+    /// Rows regrouped for llama.cpp's RoPE layout: (heads).
+    pub permute: Option<usize>,
+}
+
+/// Everything decided before any tensor is read.
+pub struct Plan {
+    pub folder: HfFolder,
+    pub family: Family,
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<PlannedTensor>,
+    pub total_params: u64,
+}
+
+/// What `frugal convert` reports.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ConvertReport {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// `config.json`'s `architectures[0]` and the GGUF architecture written.
+    pub hf_architecture: String,
+    pub gguf_architecture: String,
+    pub outtype: OutType,
+    pub tensors: usize,
+    pub parameters: u64,
+    pub bytes: u64,
+}
+
+impl ConvertReport {
+    pub fn to_text(&self) -> String {
+        format!(
+            "{} ({}) -> {} ({}, {}): {} tensors, {} parameters, {} bytes\n",
+            self.input.display(),
+            self.hf_architecture,
+            self.output.display(),
+            self.gguf_architecture,
+            serde_json::to_string(&self.outtype)
+                .unwrap_or_default()
+                .trim_matches('"'),
+            self.tensors,
+            self.parameters,
+            self.bytes
+        )
+    }
+}
+
+fn cfg_err(folder: &HfFolder, field: &str, reason: impl Into<String>) -> HfError {
+    HfError::Config {
+        path: folder.dir().join("config.json"),
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The first of `keys` present in `config.json` (llama.cpp's `find_hparam`).
+fn find<'a>(cfg: &'a serde_json::Map<String, Json>, keys: &[&str]) -> Option<(&'a str, &'a Json)> {
+    keys.iter()
+        .find_map(|k| cfg.get_key_value(*k))
+        .map(|(k, v)| (k.as_str(), v))
+}
+
+fn find_u64(folder: &HfFolder, keys: &[&str]) -> Result<Option<u64>, HfError> {
+    match find(&folder.config, keys) {
+        None => Ok(None),
+        Some((k, v)) => v
+            .as_u64()
+            .filter(|&n| n < u32::MAX as u64)
+            .map(Some)
+            .ok_or_else(|| cfg_err(folder, k, format!("{v} is not a count"))),
+    }
+}
+
+fn need_u64(folder: &HfFolder, keys: &[&str]) -> Result<u64, HfError> {
+    find_u64(folder, keys)?.ok_or_else(|| cfg_err(folder, keys[0], "is missing"))
+}
+
+fn find_f32(folder: &HfFolder, keys: &[&str]) -> Result<Option<f32>, HfError> {
+    match find(&folder.config, keys) {
+        None | Some((_, Json::Null)) => Ok(None),
+        Some((k, v)) => v
+            .as_f64()
+            .map(|f| Some(f as f32))
+            .ok_or_else(|| cfg_err(folder, k, format!("{v} is not a number"))),
+    }
+}
+
+/// Sets `key` as llama.cpp's writer does: a repeated key keeps its first place and takes the
+/// new value.
+fn put(kv: &mut Vec<(String, Value)>, key: impl Into<String>, v: Value) {
+    let key = key.into();
+    if let Some(e) = kv.iter_mut().find(|(k, _)| *k == key) {
+        e.1 = v;
+    } else {
+        kv.push((key, v));
+    }
+}
+
+/// The first number-like part of a tensor name (llama.cpp's block id).
+fn block_id(name: &str) -> Option<usize> {
+    name.split('.')
+        .find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|p| p.parse().ok())
+}
+
+/// HF name → GGUF name, `None` for tensors llama.cpp drops, `Err` for unknown ones.
+fn map_name(family: Family, hf_arch: &str, name: &str) -> Result<Option<String>, String> {
+    if name.ends_with(".attention.masked_bias")
+        || name.ends_with(".attention.bias")
+        || name.ends_with(".rotary_emb.inv_freq")
+    {
+        return Ok(None);
+    }
+    let bid = block_id(name);
+    let mapped: Option<String> = match family {
+        Family::Bert => {
+            let mut n = name.strip_prefix("bert.").unwrap_or(name).to_string();
+            if let Some(s) = n.strip_suffix(".gamma") {
+                n = format!("{s}.weight");
+            }
+            if let Some(s) = n.strip_suffix(".beta") {
+                n = format!("{s}.bias");
+            }
+            if matches!(
+                n.as_str(),
+                "embeddings.position_ids" | "pooler.dense.weight" | "pooler.dense.bias"
+            ) || n.starts_with("cls.predictions")
+                || n.starts_with("cls.seq_relationship")
+            {
+                return Ok(None);
+            }
+            let (stem, suffix) = match n.rsplit_once('.') {
+                Some((s, x)) if x == "weight" || x == "bias" => (s.to_string(), x),
+                _ => (n.clone(), ""),
+            };
+            let fixed = match stem.as_str() {
+                "embeddings.word_embeddings" => Some("token_embd".to_string()),
+                "embeddings.token_type_embeddings" => Some("token_types".into()),
+                "embeddings.position_embeddings" => Some("position_embd".into()),
+                "embeddings.LayerNorm" => Some("token_embd_norm".into()),
+                _ => None,
+            };
+            fixed
+                .or_else(|| {
+                    let b = bid?;
+                    let rest = stem.strip_prefix(&format!("encoder.layer.{b}."))?;
+                    let g = match rest {
+                        "attention.self.query" => "attn_q",
+                        "attention.self.key" => "attn_k",
+                        "attention.self.value" => "attn_v",
+                        "attention.output.dense" => "attn_output",
+                        "attention.output.LayerNorm" => "attn_output_norm",
+                        "intermediate.dense" => "ffn_up",
+                        "output.dense" => "ffn_down",
+                        "output.LayerNorm" => "layer_output_norm",
+                        _ => return None,
+                    };
+                    Some(format!("blk.{b}.{g}"))
+                })
+                .map(|g| if suffix.is_empty() { g } else { format!("{g}.{suffix}") })
+        }
+        Family::Llama => {
+            let mut n = name.replace("text_model.", "");
+            if hf_arch == "LlamaModel" {
+                n = format!("model.{n}");
+            }
+            let (stem, suffix) = match n.rsplit_once('.') {
+                Some((s, x)) if x == "weight" || x == "bias" => (s.to_string(), x),
+                _ => (n.clone(), ""),
+            };
+            let fixed = match stem.as_str() {
+                "model.embed_tokens" => Some("token_embd".to_string()),
+                "model.norm" => Some("output_norm".into()),
+                "lm_head" => Some("output".into()),
+                _ => None,
+            };
+            fixed
+                .or_else(|| {
+                    let b = bid?;
+                    let rest = stem.strip_prefix(&format!("model.layers.{b}."))?;
+                    let g = match rest {
+                        "self_attn.q_proj" => "attn_q",
+                        "self_attn.k_proj" => "attn_k",
+                        "self_attn.v_proj" => "attn_v",
+                        "self_attn.o_proj" => "attn_output",
+                        "mlp.gate_proj" => "ffn_gate",
+                        "mlp.up_proj" => "ffn_up",
+                        "mlp.down_proj" => "ffn_down",
+                        "input_layernorm" => "attn_norm",
+                        "post_attention_layernorm" => "ffn_norm",
+                        _ => return None,
+                    };
+                    Some(format!("blk.{b}.{g}"))
+                })
+                .map(|g| if suffix.is_empty() { g } else { format!("{g}.{suffix}") })
+        }
+    };
+    mapped
+        .map(Some)
+        .ok_or_else(|| format!("cannot map tensor `{name}` to a GGUF name"))
+}
+
+/// The ggml type llama.cpp's converter gives a tensor (its `prepare_tensors` rules).
+fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType) -> GgmlType {
+    let keep_f32 = n_dims <= 1
+        || name.ends_with("_norm.weight")
+        || name == "position_embd.weight"
+        || name == "token_types.weight"
+        || !name.ends_with(".weight");
+    if keep_f32 {
+        return GgmlType::F32;
+    }
+    let t = outtype.ggml();
+    // gguf-py falls back to F16 when a row is not a whole number of blocks.
+    if t == GgmlType::Q8_0 && !row_len.is_multiple_of(32) {
+        return GgmlType::F16;
+    }
+    t
+}
+
+/// Checks `config.json`'s sizes against the tensors' shapes.
+fn check_sizes(
+    folder: &HfFolder,
+    family: Family,
+    shapes: &[(String, Vec<u64>, String)],
+) -> Result<(), HfError> {
+    let shape = |g: &str| shapes.iter().find(|(n, _, _)| n == g);
+    let expect = |field: &str, want: u64, g: &str, axis: usize| -> Result<(), HfError> {
+        let Some((_, s, hf)) = shape(g) else {
+            return Err(cfg_err(folder, field, format!("the checkpoint has no tensor for `{g}`")));
+        };
+        // `s` is in ggml order (reversed); `axis` counts from the HF (row-major) side.
+        let got = s.get(s.len().wrapping_sub(1 + axis)).copied();
+        if got != Some(want) {
+            return Err(cfg_err(
+                folder,
+                field,
+                format!("is {want}, but tensor `{hf}` has shape {:?}", s.iter().rev().collect::<Vec<_>>()),
+            ));
+        }
+        Ok(())
+    };
+    let n_layer = need_u64(folder, &["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
+    let hidden = need_u64(folder, &["hidden_size", "n_embd", "dim"])?;
+    let vocab = find_u64(folder, &["vocab_size"])?;
+    let ff = find_u64(folder, &["intermediate_size", "n_inner", "hidden_dim"])?;
+    let blocks: std::collections::BTreeSet<usize> = shapes
+        .iter()
+        .filter_map(|(n, _, _)| n.strip_prefix("blk.").and_then(|r| r.split('.').next()?.parse().ok()))
+        .collect();
+    if blocks.len() as u64 != n_layer || blocks.iter().next_back().is_some_and(|&b| b as u64 + 1 != n_layer) {
+        return Err(cfg_err(
+            folder,
+            "num_hidden_layers",
+            format!("is {n_layer}, but the checkpoint has {} blocks", blocks.len()),
+        ));
+    }
+    expect("hidden_size", hidden, "token_embd.weight", 1)?;
+    if let Some(v) = vocab {
+        expect("vocab_size", v, "token_embd.weight", 0)?;
+    }
+    let per_block: &[(&str, &str, usize)] = match family {
+        Family::Bert => &[
+            ("attn_q.weight", "hidden_size", 1),
+            ("ffn_up.weight", "intermediate_size", 0),
+            ("ffn_down.weight", "intermediate_size", 1),
+        ],
+        Family::Llama => &[
+            ("attn_q.weight", "hidden_size", 1),
+            ("ffn_gate.weight", "intermediate_size", 0),
+            ("ffn_up.weight", "intermediate_size", 0),
+            ("ffn_down.weight", "intermediate_size", 1),
+        ],
+    };
+    for b in 0..n_layer {
+        for (t, field, axis) in per_block {
+            let want = if *field == "hidden_size" { Some(hidden) } else { ff };
+            if let Some(w) = want {
+                expect(field, w, &format!("blk.{b}.{t}"), *axis)?;
+            }
+        }
+    }
+    match family {
+        Family::Bert => {
+            if let Some(p) = find_u64(folder, &["max_position_embeddings"])? {
+                expect("max_position_embeddings", p, "position_embd.weight", 0)?;
+            }
+            if let Some(t) = find_u64(folder, &["type_vocab_size"])? {
+                expect("type_vocab_size", t, "token_types.weight", 0)?;
+            }
+        }
+        Family::Llama => {
+            let n_head = need_u64(folder, &["n_heads", "num_attention_heads"])?;
+            let n_kv = find_u64(folder, &["n_kv_heads", "num_key_value_heads"])?.unwrap_or(n_head);
+            let head_dim = find_u64(folder, &["head_dim"])?.unwrap_or(hidden / n_head.max(1));
+            if n_head == 0 || n_kv == 0 || n_head % n_kv != 0 || head_dim % 2 != 0 {
+                return Err(cfg_err(folder, "num_key_value_heads", format!("{n_kv} key-value heads for {n_head} heads of {head_dim}")));
+            }
+            for b in 0..n_layer {
+                expect("num_attention_heads", n_head * head_dim, &format!("blk.{b}.attn_q.weight"), 0)?;
+                expect("num_key_value_heads", n_kv * head_dim, &format!("blk.{b}.attn_k.weight"), 0)?;
+                expect("num_key_value_heads", n_kv * head_dim, &format!("blk.{b}.attn_v.weight"), 0)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The architecture-specific hyperparameters (llama.cpp's `set_gguf_parameters`), after the
+/// metadata and before `general.quantization_version`.
+fn hparams(
+    folder: &HfFolder,
+    family: Family,
+    outtype: OutType,
+    kv: &mut Vec<(String, Value)>,
+) -> Result<(), HfError> {
+    let a = family.gguf_arch();
+    let cfg = &folder.config;
+    let u = |v: u64| Value::U32(v as u32);
+    put(kv, format!("{a}.block_count"), u(need_u64(folder, &["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?));
+    let optional: [(&str, &[&str]); 5] = [
+        ("context_length", &["max_position_embeddings", "n_ctx", "n_positions", "max_length", "max_sequence_length", "model_max_length"]),
+        ("embedding_length", &["hidden_size", "n_embd", "dim"]),
+        ("feed_forward_length", &["prefix_dense_intermediate_size", "dense_intermediate_size", "intermediate_size", "n_inner", "hidden_dim"]),
+        ("attention.head_count", &["num_attention_heads", "n_head", "n_heads"]),
+        ("attention.head_count_kv", &["num_key_value_heads", "n_kv_heads"]),
+    ];
+    for (key, names) in optional {
+        if let Some(v) = find_u64(folder, names)? {
+            put(kv, format!("{a}.{key}"), u(v));
+        }
+    }
+    if cfg.get("is_causal") == Some(&Json::Bool(false)) {
+        put(kv, format!("{a}.attention.causal"), Value::Bool(false));
+    }
+    // RoPE: llama.cpp reads `rope_parameters` or `rope_scaling`, mirroring `rope_theta` in.
+    let rope = cfg
+        .get("rope_parameters")
+        .or_else(|| cfg.get("rope_scaling"))
+        .filter(|v| !v.is_null());
+    if let Some(r) = rope {
+        let ty = r.get("rope_type").or_else(|| r.get("type")).and_then(Json::as_str);
+        if ty.is_some() || r.get("full_attention").is_some() || r.get("sliding_attention").is_some() {
+            return Err(cfg_err(folder, "rope_scaling", format!("{r} is not converted yet (plain RoPE only)")));
+        }
+    }
+    for k in ["local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta", "rope_local_base_freq", "partial_rotary_factor", "rope_pct", "rope_percent", "mrope_section"] {
+        if cfg.contains_key(k) {
+            return Err(cfg_err(folder, k, "is not converted yet"));
+        }
+    }
+    let theta = find_f32(folder, &["global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base"])?;
+    let theta = theta.or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Json::as_f64).map(|f| f as f32));
+    if let Some(t) = theta {
+        put(kv, format!("{a}.rope.freq_base"), Value::F32(t));
+    }
+    if let Some(e) = find_f32(folder, &["rms_norm_eps", "norm_eps"])? {
+        put(kv, format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(e));
+    }
+    if let Some(e) = find_f32(folder, &["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"])? {
+        put(kv, format!("{a}.attention.layer_norm_epsilon"), Value::F32(e));
+    }
+    for k in ["num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok", "n_group", "topk_group"] {
+        if cfg.get(k).is_some_and(|v| !v.is_null()) {
+            return Err(cfg_err(folder, k, "mixture-of-experts checkpoints are not converted"));
+        }
+    }
+    if let Some(hd) = cfg.get("head_dim").filter(|v| !v.is_null()) {
+        let hd = hd.as_u64().ok_or_else(|| cfg_err(folder, "head_dim", "is not a count"))?;
+        put(kv, format!("{a}.attention.key_length"), u(hd));
+        put(kv, format!("{a}.attention.value_length"), u(hd));
+    }
+    put(kv, "general.file_type", Value::U32(outtype.file_type()));
+    match family {
+        Family::Bert => {
+            put(kv, format!("{a}.attention.causal"), Value::Bool(false));
+            if let Some(p) = pooling(folder)? {
+                put(kv, format!("{a}.pooling_type"), Value::U32(p));
+            }
+        }
+        Family::Llama => {
+            let vocab = need_u64(folder, &["vocab_size"])?;
+            put(kv, format!("{a}.vocab_size"), u(vocab));
+            let hidden = need_u64(folder, &["hidden_size"])?;
+            let heads = need_u64(folder, &["num_attention_heads"])?;
+            let rope_dim = match cfg.get("head_dim").and_then(Json::as_u64) {
+                Some(d) => d,
+                None => hidden / heads.max(1),
+            };
+            put(kv, format!("{a}.rope.dimension_count"), u(rope_dim));
+        }
+    }
+    Ok(())
+}
+
+/// sentence-transformers' pooling (`modules.json` → the pooling module's `config.json`), as
+/// llama.cpp's `_try_set_pooling_type`: 1 mean, 2 CLS, 3 last token.
+fn pooling(folder: &HfFolder) -> Result<Option<u32>, HfError> {
+    let Some(modules) = folder.json("modules.json", MAX_SMALL_JSON)? else {
+        return Ok(None);
+    };
+    let path = modules
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m.get("type").and_then(Json::as_str).is_some_and(|t| t.ends_with("Pooling")))
+        .and_then(|m| m.get("path").and_then(Json::as_str));
+    let Some(path) = path else { return Ok(None) };
+    if path.contains("..") || path.starts_with('/') {
+        return Err(HfError::Config {
+            path: folder.dir().join("modules.json"),
+            field: "path".into(),
+            reason: format!("`{path}` is outside the folder"),
+        });
+    }
+    let cfg_path = format!("{path}/config.json");
+    let p = folder.json(&cfg_path, MAX_SMALL_JSON)?.ok_or_else(|| HfError::Config {
+        path: folder.dir().join(&cfg_path),
+        field: "pooling".into(),
+        reason: "is missing".into(),
+    })?;
+    let flag = |k: &str| p.get(k).and_then(Json::as_bool).unwrap_or(false);
+    let mode = p.get("pooling_mode").and_then(Json::as_str);
+    let t = if flag("pooling_mode_mean_tokens") || mode == Some("mean") {
+        1
+    } else if flag("pooling_mode_cls_token") || mode == Some("cls") {
+        2
+    } else if flag("pooling_mode_lasttoken") || mode == Some("lasttoken") {
+        3
+    } else {
+        return Err(HfError::Config {
+            path: folder.dir().join(&cfg_path),
+            field: "pooling_mode".into(),
+            reason: "only mean, CLS and last-token pooling are converted (as in llama.cpp)".into(),
+        });
+    };
+    Ok(Some(t))
+}
+
+/// The vocabulary keys (llama.cpp's `set_vocab`) appended to `kv`.
+fn vocabulary(folder: &HfFolder, family: Family, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
+    let tok = HfTokenizer::load(folder)?;
+    let path = folder.dir().join("tokenizer.json");
+    let vocab_size = find_u64(folder, &["vocab_size"])?.map(|v| v as usize);
+    match family {
+        Family::Bert => {
+            let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
+            let type_count = find_u64(folder, &["type_vocab_size"])?.unwrap_or(1);
+            put(kv, "tokenizer.ggml.token_type_count", Value::U32(type_count as u32));
+            // WordPiece to llama.cpp's phantom-space form.
+            let tokens: Vec<String> = tokens
+                .into_iter()
+                .zip(&types)
+                .map(|(t, &ty)| {
+                    if ty == vocab::CONTROL {
+                        t
+                    } else if let Some(rest) = t.strip_prefix("##") {
+                        rest.to_string()
+                    } else {
+                        format!("\u{2581}{t}")
+                    }
+                })
+                .collect();
+            let n = tokens.len();
+            put(kv, "tokenizer.ggml.model", Value::String("bert".into()));
+            put(kv, "tokenizer.ggml.pre", Value::String(pre));
+            put(kv, "tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+            put(kv, "tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+            for (k, v) in vocab::special_vocab(folder, &tok, false, Some(n))? {
+                put(kv, k, v);
+            }
+        }
+        Family::Llama => {
+            if folder.dir().join("tokenizer.model").exists() {
+                return Err(HfError::Tokenizer {
+                    path: folder.dir().join("tokenizer.model"),
+                    reason: "sentencepiece vocabularies are not converted yet".into(),
+                });
+            }
+            if let Some(add) = tok.config.as_ref().and_then(|c| c.get("add_prefix_space")).and_then(Json::as_bool) {
+                put(kv, "tokenizer.ggml.add_space_prefix", Value::Bool(add));
+            }
+            let m = tok.json.get("model");
+            let bpe = m.and_then(|m| m.get("type")).and_then(Json::as_str) == Some("BPE");
+            let byte_fallback = m.and_then(|m| m.get("byte_fallback")).and_then(Json::as_bool);
+            let ignore_merges = m.and_then(|m| m.get("ignore_merges")).and_then(Json::as_bool).unwrap_or(false);
+            let seq_decoder = tok.json.pointer("/decoder/type").and_then(Json::as_str) == Some("Sequence");
+            let llama3 = bpe && ignore_merges && !byte_fallback.unwrap_or(true);
+            if !llama3 && bpe && byte_fallback.unwrap_or(false) && seq_decoder {
+                return Err(HfError::Tokenizer {
+                    path,
+                    reason: "Llama-2-style byte-fallback BPE vocabularies are not converted yet".into(),
+                });
+            }
+            let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
+            put(kv, "tokenizer.ggml.model", Value::String("gpt2".into()));
+            put(kv, "tokenizer.ggml.pre", Value::String(pre));
+            put(kv, "tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+            put(kv, "tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+            for (k, v) in vocab::special_vocab(folder, &tok, true, None)? {
+                put(kv, k, v);
+            }
+            match vocab_size {
+                Some(32016) => {
+                    return Err(HfError::Unsupported("CodeLlama's infill tokens are not converted".into()))
+                }
+                // llama.cpp's rule for Granite's small models (and SmolLM2, which shares the size).
+                Some(49152) => put(kv, "tokenizer.ggml.add_bos_token", Value::Bool(false)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Plans a conversion (see the module's documentation): every check that needs no tensor data.
+pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
+    let folder = HfFolder::open(dir)?;
+    let hf_arch = folder
+        .config
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(Json::as_str)
+        .ok_or_else(|| cfg_err(&folder, "architectures", "is missing"))?
+        .to_string();
+    let family = ARCHS
+        .iter()
+        .find(|(n, _)| *n == hf_arch)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| {
+            let known: Vec<&str> = ARCHS.iter().map(|(n, _)| *n).collect();
+            cfg_err(&folder, "architectures", format!("`{hf_arch}` is not converted (known: {})", known.join(", ")))
+        })?;
+    if folder.config.contains_key("text_config") {
+        return Err(cfg_err(&folder, "text_config", "multimodal checkpoints are not converted"));
+    }
+    let (n_head, n_kv) = match family {
+        Family::Llama => {
+            let h = need_u64(&folder, &["n_heads", "num_attention_heads"])? as usize;
+            let kv = find_u64(&folder, &["n_kv_heads", "num_key_value_heads"])?.map(|v| v as usize);
+            (h, kv.unwrap_or(h))
+        }
+        Family::Bert => (0, 0),
+    };
+    let mut tensors = Vec::new();
+    let mut shapes = Vec::new();
+    for (i, t) in folder.tensors.iter().enumerate() {
+        let name = t.name();
+        let Some(g) = map_name(family, &hf_arch, name).map_err(|r| HfError::Unsupported(format!("{}: {r}", folder.dir().display())))? else {
+            continue;
+        };
+        if !matches!(t.info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(frugal_formats::Error::InvalidTensor {
+                path: folder.shard_paths()[t.shard].to_path_buf(),
+                tensor: name.to_string(),
+                reason: format!("dtype {} is not converted (F32, F16 and BF16 are)", t.info.dtype),
+            }
+            .into());
+        }
+        if t.info.shape.is_empty() || t.info.shape.len() > 4 || t.info.shape.contains(&0) {
+            return Err(frugal_formats::Error::InvalidTensor {
+                path: folder.shard_paths()[t.shard].to_path_buf(),
+                tensor: name.to_string(),
+                reason: format!("shape {:?} is not converted", t.info.shape),
+            }
+            .into());
+        }
+        let dims: Vec<u64> = t.info.shape.iter().rev().copied().collect();
+        let permute = match family {
+            Family::Llama if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") => Some(n_head),
+            Family::Llama if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") => Some(n_kv),
+            _ => None,
+        };
+        if let Some(h) = permute {
+            let rows = t.info.shape[0] as usize;
+            if h == 0 || rows % (2 * h) != 0 {
+                return Err(cfg_err(&folder, "num_attention_heads", format!("{h} heads do not divide the {rows} rows of `{name}`")));
+            }
+        }
+        let ggml_type = tensor_type(&g, dims.len(), dims[0], outtype);
+        shapes.push((g.clone(), dims.clone(), name.to_string()));
+        tensors.push(PlannedTensor { src: i, name: g, dims, ggml_type, permute });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in &tensors {
+        if !seen.insert(&t.name) {
+            return Err(HfError::Unsupported(format!("two tensors map to `{}`", t.name)));
+        }
+    }
+    check_sizes(&folder, family, &shapes)?;
+    let total_params: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
+
+    let card = match folder.text("README.md", MAX_README)? {
+        Some(t) => model_card::front_matter(&t).map_err(|e| HfError::Card(e.to_string()))?,
+        None => None,
+    };
+    let generation = folder
+        .json("generation_config.json", MAX_SMALL_JSON)
+        .ok()
+        .flatten()
+        .and_then(|g| g.as_object().cloned());
+    // The folder's name as given (`Path.name`: "" for "." or "/").
+    let folder_name = dir
+        .components()
+        .next_back()
+        .and_then(|c| match c {
+            std::path::Component::Normal(n) => n.to_str(),
+            _ => None,
+        })
+        .unwrap_or("");
+    let meta = metadata::load(card.as_deref(), &folder.config, generation.as_ref(), folder_name, total_params as i64)?;
+
+    let mut kv: Vec<(String, Value)> = Vec::new();
+    put(&mut kv, "general.architecture", Value::String(family.gguf_arch().into()));
+    put(&mut kv, "general.type", Value::String("model".into()));
+    for (k, v) in meta.to_gguf() {
+        put(&mut kv, k, v);
+    }
+    hparams(&folder, family, outtype, &mut kv)?;
+    put(&mut kv, "general.quantization_version", Value::U32(2));
+    vocabulary(&folder, family, &mut kv)?;
+    Ok(Plan { folder, family, metadata: kv, tensors, total_params })
+}
+
+/// Decodes a tensor's little-endian bytes to F32.
+pub fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        Dtype::F32 => bytes.par_chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => bytes.par_chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.par_chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => unreachable!("plan refuses other dtypes"),
+    }
+}
+
+/// llama.cpp's `LlamaModel.permute`: within each of `heads` heads, rows `[x0 | x1]` (halves)
+/// become interleaved pairs `(x0[i], x1[i])`.
+pub fn permute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
+    let cols = data.len() / rows;
+    let hd = rows / heads;
+    let half = hd / 2;
+    let mut out = vec![0f32; data.len()];
+    out.par_chunks_mut(cols).enumerate().for_each(|(r_new, dst)| {
+        let (h, w) = (r_new / hd, r_new % hd);
+        let (i, j) = (w / 2, w % 2);
+        let r_old = h * hd + j * half + i;
+        dst.copy_from_slice(&data[r_old * cols..(r_old + 1) * cols]);
+    });
+    out
+}
+
+/// The inverse of [`permute_rows`] (what `frugal export` writes back).
+pub fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
+    let cols = data.len() / rows;
+    let hd = rows / heads;
+    let half = hd / 2;
+    let mut out = vec![0f32; data.len()];
+    out.par_chunks_mut(cols).enumerate().for_each(|(r_old, dst)| {
+        let (h, w) = (r_old / hd, r_old % hd);
+        let (j, i) = (w / half, w % half);
+        let r_new = h * hd + i * 2 + j;
+        dst.copy_from_slice(&data[r_new * cols..(r_new + 1) * cols]);
+    });
+    out
+}
+
+/// Encodes F32 values as `t` (rows of `row_len`).
+pub fn encode(t: GgmlType, data: &[f32], row_len: usize) -> Result<Vec<u8>, HfError> {
+    if t == GgmlType::BF16 {
+        return Ok(data.par_iter().flat_map_iter(|v| half::bf16::from_f32(*v).to_le_bytes()).collect());
+    }
+    let c = codec(t).ok_or_else(|| HfError::Unsupported(format!("type {t:?} is not written")))?;
+    let row_bytes = t
+        .bytes_for(row_len as u64)
+        .ok_or_else(|| HfError::Unsupported(format!("rows of {row_len} do not fit {t:?}")))? as usize;
+    let rows = data.len() / row_len;
+    let mut out = vec![0u8; rows * row_bytes];
+    out.par_chunks_mut(row_bytes)
+        .zip(data.par_chunks(row_len))
+        .for_each(|(o, r)| (c.row)(r, None, o));
+    Ok(out)
+}
+
+impl Plan {
+    /// Tensor `i` of the plan as F32, permuted as llama.cpp stores it.
+    pub fn tensor_f32(&self, i: usize) -> Vec<f32> {
+        let p = &self.tensors[i];
+        let src: &HfTensor = &self.folder.tensors[p.src];
+        let mut v = decode_f32(src.info.dtype, self.folder.tensor_data(src));
+        self.folder.release(src);
+        if let Some(h) = p.permute {
+            v = permute_rows(&v, src.info.shape[0] as usize, h);
+        }
+        v
+    }
+
+    /// The header the plan writes.
+    pub fn specs(&self) -> Vec<TensorSpec<'_>> {
+        self.tensors
+            .iter()
+            .map(|t| TensorSpec { name: &t.name, ggml_type: t.ggml_type, dims: &t.dims })
+            .collect()
+    }
+}
+
+/// Converts the checkpoint folder `dir` to `out` (see the module's documentation).
+pub fn convert(dir: &Path, out: &Path, outtype: OutType) -> Result<ConvertReport, HfError> {
+    let plan = plan(dir, outtype)?;
+    let inputs = plan.folder.input_paths();
+    let input_refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let specs = plan.specs();
+    let mut w = GgufStreamWriter::create(out, &input_refs, &plan.metadata, &specs)?;
+    for (i, t) in plan.tensors.iter().enumerate() {
+        let v = plan.tensor_f32(i);
+        let bytes = encode(t.ggml_type, &v, t.dims[0] as usize)?;
+        drop(v);
+        w.write_tensor(&bytes)?;
+    }
+    let bytes = w.finish()?;
+    let hf_architecture = plan.folder.config["architectures"][0].as_str().unwrap_or_default().to_string();
+    Ok(ConvertReport {
+        input: dir.to_path_buf(),
+        output: out.to_path_buf(),
+        hf_architecture,
+        gguf_architecture: plan.family.gguf_arch().into(),
+        outtype,
+        tensors: plan.tensors.len(),
+        parameters: plan.total_params,
+        bytes,
+    })
+}
