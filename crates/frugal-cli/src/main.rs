@@ -60,6 +60,9 @@ enum Command {
     /// convert_hf_to_gguf.py writes it (BERT encoders, Llama-family decoders), streaming one
     /// tensor at a time.
     Convert(commands::convert::Args),
+    /// Export a GGUF model (pruned, distilled, quantized: decoded to floating point) as a
+    /// Hugging Face checkpoint folder that transformers loads, the inverse of `convert`.
+    Export(commands::export::Args),
     /// Write plain text from the Brown corpus (detagged), e.g. `--files cj01-cj12`.
     BrownText(commands::brown_text::Args),
     /// Run a compression recipe; without one, the embedded default on the bundled digits data.
@@ -182,6 +185,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Tune(a) => commands::tune::run(a),
         Command::Dequantize(a) => commands::dequantize::run(a),
         Command::Convert(a) => commands::convert::run(a),
+        Command::Export(a) => commands::export::run(a),
         Command::BrownText(a) => commands::brown_text::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Check(a) => commands::check::run(a),

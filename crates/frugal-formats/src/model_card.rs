@@ -450,6 +450,9 @@ fn unescape(body: &str) -> Result<String, String> {
         match it.next() {
             Some('n') => out.push('\n'),
             Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
             Some('"') => out.push('"'),
             Some('\\') => out.push('\\'),
             Some('/') => out.push('/'),

@@ -335,6 +335,113 @@ pub struct StTensorToWrite<'a> {
     pub data: &'a [u8],
 }
 
+/// What the streaming writer needs to know of a tensor before its bytes exist.
+#[derive(Debug, Clone, Copy)]
+pub struct StTensorSpec<'a> {
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: &'a [u64],
+}
+
+/// A safetensors file written tensor by tensor (an exporter holds one tensor at a time): the
+/// header by [`SafetensorsStreamWriter::create`], then each tensor's bytes in the order
+/// given, then [`SafetensorsStreamWriter::finish`] renames the file into place. Dropped
+/// unfinished, it leaves nothing behind.
+pub struct SafetensorsStreamWriter {
+    out: AtomicFile,
+    path: PathBuf,
+    sizes: Vec<(String, u64)>,
+    next: usize,
+    total: u64,
+}
+
+impl SafetensorsStreamWriter {
+    pub fn create(
+        path: &Path,
+        inputs: &[&Path],
+        metadata: &BTreeMap<String, String>,
+        tensors: &[StTensorSpec<'_>],
+    ) -> Result<Self> {
+        let mut header = serde_json::Map::new();
+        if !metadata.is_empty() {
+            header.insert(
+                "__metadata__".into(),
+                serde_json::to_value(metadata).expect("strings serialize"),
+            );
+        }
+        let mut offset = 0u64;
+        let mut sizes = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            let bad = |reason: String| Error::InvalidTensor {
+                path: path.to_path_buf(),
+                tensor: t.name.to_string(),
+                reason,
+            };
+            if t.name == "__metadata__" || header.contains_key(t.name) {
+                return Err(bad("duplicate or reserved tensor name".into()));
+            }
+            let want = t
+                .shape
+                .iter()
+                .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d))
+                .ok_or_else(|| bad("size overflows".into()))?;
+            header.insert(
+                t.name.to_string(),
+                serde_json::json!({"dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [offset, offset + want]}),
+            );
+            sizes.push((t.name.to_string(), want));
+            offset += want;
+        }
+        let mut json = serde_json::to_vec(&header).expect("header serializes");
+        // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
+        json.resize(json.len().div_ceil(8) * 8, b' ');
+        let mut out = AtomicFile::create(path, inputs)?;
+        let io = |e| Error::write(path, "writing safetensors", e);
+        out.write_all(&(json.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        out.write_all(&json).map_err(io)?;
+        Ok(SafetensorsStreamWriter {
+            out,
+            path: path.to_path_buf(),
+            sizes,
+            next: 0,
+            total: 8 + json.len() as u64 + offset,
+        })
+    }
+
+    /// The next tensor's bytes (in the order of `create`'s list).
+    pub fn write_tensor(&mut self, data: &[u8]) -> Result<()> {
+        let (name, want) = self.sizes.get(self.next).cloned().ok_or_else(|| Error::InvalidOutput {
+            path: self.path.clone(),
+            reason: "more tensors than declared".into(),
+        })?;
+        if data.len() as u64 != want {
+            return Err(Error::InvalidTensor {
+                path: self.path.clone(),
+                tensor: name,
+                reason: format!("needs {want} bytes, got {}", data.len()),
+            });
+        }
+        self.out
+            .write_all(data)
+            .map_err(|e| Error::write(&self.path, "writing safetensors", e))?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks every tensor was written, then syncs and renames. Returns the bytes written.
+    pub fn finish(self) -> Result<u64> {
+        if self.next != self.sizes.len() {
+            return Err(Error::InvalidOutput {
+                path: self.path.clone(),
+                reason: format!("{} of {} tensors written", self.next, self.sizes.len()),
+            });
+        }
+        self.out.commit()?;
+        Ok(self.total)
+    }
+}
+
 /// Writes a safetensors file atomically; tensors are laid out in the order given.
 /// Returns the number of bytes written.
 pub fn write_safetensors_file(
@@ -343,53 +450,17 @@ pub fn write_safetensors_file(
     metadata: &BTreeMap<String, String>,
     tensors: &[StTensorToWrite<'_>],
 ) -> Result<u64> {
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).expect("strings serialize"),
-        );
-    }
-    let mut offset = 0u64;
+    let specs: Vec<StTensorSpec> = tensors
+        .iter()
+        .map(|t| StTensorSpec {
+            name: t.name,
+            dtype: t.dtype,
+            shape: t.shape,
+        })
+        .collect();
+    let mut w = SafetensorsStreamWriter::create(path, inputs, metadata, &specs)?;
     for t in tensors {
-        let bad = |reason: String| Error::InvalidTensor {
-            path: path.to_path_buf(),
-            tensor: t.name.to_string(),
-            reason,
-        };
-        if t.name == "__metadata__" || header.contains_key(t.name) {
-            return Err(bad("duplicate or reserved tensor name".into()));
-        }
-        let want = t
-            .shape
-            .iter()
-            .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d))
-            .ok_or_else(|| bad("size overflows".into()))?;
-        if want != t.data.len() as u64 {
-            return Err(bad(format!(
-                "{} {:?} needs {want} bytes, got {}",
-                t.dtype,
-                t.shape,
-                t.data.len()
-            )));
-        }
-        header.insert(
-            t.name.to_string(),
-            serde_json::json!({"dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [offset, offset + want]}),
-        );
-        offset += want;
+        w.write_tensor(t.data)?;
     }
-    let mut json = serde_json::to_vec(&header).expect("header serializes");
-    // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
-    json.resize(json.len().div_ceil(8) * 8, b' ');
-    let mut out = AtomicFile::create(path, inputs)?;
-    let io = |e| Error::write(path, "writing safetensors", e);
-    out.write_all(&(json.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(&json).map_err(io)?;
-    for t in tensors {
-        out.write_all(t.data).map_err(io)?;
-    }
-    out.commit()?;
-    Ok(8 + json.len() as u64 + offset)
+    w.finish()
 }

@@ -122,6 +122,11 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
             (c.gguf_architecture != "bert").then_some(LanguageModel),
             Metrics::default(),
         ),
+        AnyReport::Export(x) => one(
+            &x.output.display().to_string(),
+            Some(LanguageModel),
+            Metrics::default(),
+        ),
         AnyReport::Check(_) => Err(Error::Usage(
             "a check report holds verdicts, not figures: check the report it judged".into(),
         )),

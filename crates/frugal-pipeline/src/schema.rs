@@ -47,6 +47,7 @@ impl<'a, T: ?Sized> Document<'a, T> {
 pub enum AnyReport {
     Inspect(frugal_formats::inspect::ModelSummary),
     Convert(frugal_compress::hf::convert::ConvertReport),
+    Export(frugal_compress::hf::export::ExportReport),
     Eval(eval::EvalOutcome),
     Quantize(Metered<quantize::QuantizeOutcome>),
     Prune(Metered<prune::PruneOutcome>),
@@ -64,6 +65,7 @@ impl AnyReport {
         match self {
             AnyReport::Inspect(_) => "inspect",
             AnyReport::Convert(_) => "convert",
+            AnyReport::Export(_) => "export",
             AnyReport::Eval(_) => eval::Eval::KIND,
             AnyReport::Quantize(_) => quantize::Quantize::KIND,
             AnyReport::Prune(_) => prune::Prune::KIND,

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod dequantize;
 pub mod distill;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod measure;
 pub mod prune;

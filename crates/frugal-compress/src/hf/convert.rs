@@ -115,35 +115,96 @@ fn cfg_err(folder: &HfFolder, field: &str, reason: impl Into<String>) -> HfError
     }
 }
 
-/// The first of `keys` present in `config.json` (llama.cpp's `find_hparam`).
-fn find<'a>(cfg: &'a serde_json::Map<String, Json>, keys: &[&str]) -> Option<(&'a str, &'a Json)> {
-    keys.iter()
-        .find_map(|k| cfg.get_key_value(*k))
-        .map(|(k, v)| (k.as_str(), v))
+/// The hyperparameters llama.cpp's converter reads: not `config.json` as written but
+/// `AutoConfig.from_pretrained(dir).to_dict()`, i.e. with the defaults of `transformers`' config
+/// class filled in (pinned: transformers 4.46.3, the version of `bench/make-golden-convert.sh`).
+/// Those defaults change the output: a Llama config without `head_dim` still gets
+/// `attention.key_length`, one without `rope_theta` gets 10000.
+struct Hp<'a> {
+    folder: &'a HfFolder,
+    map: serde_json::Map<String, Json>,
 }
 
-fn find_u64(folder: &HfFolder, keys: &[&str]) -> Result<Option<u64>, HfError> {
-    match find(&folder.config, keys) {
-        None => Ok(None),
-        Some((k, v)) => v
-            .as_u64()
-            .filter(|&n| n < u32::MAX as u64)
-            .map(Some)
-            .ok_or_else(|| cfg_err(folder, k, format!("{v} is not a count"))),
+/// `transformers` 4.46.3 defaults of the config classes converted (the keys the converter
+/// reads), applied where `config.json` lacks the key.
+fn class_defaults(family: Family, hf_arch: &str) -> Json {
+    match (family, hf_arch) {
+        (Family::Bert, _) => serde_json::json!({
+            "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
+            "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0}),
+        (Family::Llama, "MistralForCausalLM") => serde_json::json!({
+            "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "max_position_embeddings": 131072, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+            "sliding_window": 4096}),
+        (Family::Llama, _) => serde_json::json!({
+            "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0}),
     }
 }
 
-fn need_u64(folder: &HfFolder, keys: &[&str]) -> Result<u64, HfError> {
-    find_u64(folder, keys)?.ok_or_else(|| cfg_err(folder, keys[0], "is missing"))
-}
+impl<'a> Hp<'a> {
+    fn new(folder: &'a HfFolder, family: Family, hf_arch: &str) -> Self {
+        let mut map = folder.config.clone();
+        if let Json::Object(d) = class_defaults(family, hf_arch) {
+            for (k, v) in d {
+                if map.get(&k).is_none_or(Json::is_null) {
+                    map.insert(k, v);
+                }
+            }
+        }
+        if family == Family::Llama {
+            // LlamaConfig/MistralConfig derive these when absent or null.
+            let heads = map.get("num_attention_heads").and_then(Json::as_u64).unwrap_or(0);
+            if map.get("num_key_value_heads").is_none_or(Json::is_null) {
+                map.insert("num_key_value_heads".into(), Json::from(heads));
+            }
+            if map.get("head_dim").is_none_or(Json::is_null) {
+                let hidden = map.get("hidden_size").and_then(Json::as_u64).unwrap_or(0);
+                if heads > 0 {
+                    map.insert("head_dim".into(), Json::from(hidden / heads));
+                }
+            }
+        }
+        Hp { folder, map }
+    }
 
-fn find_f32(folder: &HfFolder, keys: &[&str]) -> Result<Option<f32>, HfError> {
-    match find(&folder.config, keys) {
-        None | Some((_, Json::Null)) => Ok(None),
-        Some((k, v)) => v
-            .as_f64()
-            .map(|f| Some(f as f32))
-            .ok_or_else(|| cfg_err(folder, k, format!("{v} is not a number"))),
+    fn err(&self, field: &str, reason: impl Into<String>) -> HfError {
+        cfg_err(self.folder, field, reason)
+    }
+
+    /// The first of `keys` present (llama.cpp's `find_hparam`).
+    fn find(&self, keys: &[&str]) -> Option<(&str, &Json)> {
+        keys.iter()
+            .find_map(|k| self.map.get_key_value(*k))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    fn u64(&self, keys: &[&str]) -> Result<Option<u64>, HfError> {
+        match self.find(keys) {
+            None => Ok(None),
+            Some((k, v)) => v
+                .as_u64()
+                .filter(|&n| n < u32::MAX as u64)
+                .map(Some)
+                .ok_or_else(|| self.err(k, format!("{v} is not a count"))),
+        }
+    }
+
+    fn need(&self, keys: &[&str]) -> Result<u64, HfError> {
+        self.u64(keys)?.ok_or_else(|| self.err(keys[0], "is missing"))
+    }
+
+    fn f32(&self, keys: &[&str]) -> Result<Option<f32>, HfError> {
+        match self.find(keys) {
+            None | Some((_, Json::Null)) => Ok(None),
+            Some((k, v)) => v
+                .as_f64()
+                .map(|f| Some(f as f32))
+                .ok_or_else(|| self.err(k, format!("{v} is not a number"))),
+        }
     }
 }
 
@@ -282,37 +343,35 @@ fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType) -> Ggm
 
 /// Checks `config.json`'s sizes against the tensors' shapes.
 fn check_sizes(
-    folder: &HfFolder,
+    hp: &Hp,
     family: Family,
     shapes: &[(String, Vec<u64>, String)],
 ) -> Result<(), HfError> {
     let shape = |g: &str| shapes.iter().find(|(n, _, _)| n == g);
     let expect = |field: &str, want: u64, g: &str, axis: usize| -> Result<(), HfError> {
         let Some((_, s, hf)) = shape(g) else {
-            return Err(cfg_err(folder, field, format!("the checkpoint has no tensor for `{g}`")));
+            return Err(hp.err(field, format!("the checkpoint has no tensor for `{g}`")));
         };
         // `s` is in ggml order (reversed); `axis` counts from the HF (row-major) side.
         let got = s.get(s.len().wrapping_sub(1 + axis)).copied();
         if got != Some(want) {
-            return Err(cfg_err(
-                folder,
+            return Err(hp.err(
                 field,
                 format!("is {want}, but tensor `{hf}` has shape {:?}", s.iter().rev().collect::<Vec<_>>()),
             ));
         }
         Ok(())
     };
-    let n_layer = need_u64(folder, &["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
-    let hidden = need_u64(folder, &["hidden_size", "n_embd", "dim"])?;
-    let vocab = find_u64(folder, &["vocab_size"])?;
-    let ff = find_u64(folder, &["intermediate_size", "n_inner", "hidden_dim"])?;
+    let n_layer = hp.need(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
+    let hidden = hp.need(&["hidden_size", "n_embd", "dim"])?;
+    let vocab = hp.u64(&["vocab_size"])?;
+    let ff = hp.u64(&["intermediate_size", "n_inner", "hidden_dim"])?;
     let blocks: std::collections::BTreeSet<usize> = shapes
         .iter()
         .filter_map(|(n, _, _)| n.strip_prefix("blk.").and_then(|r| r.split('.').next()?.parse().ok()))
         .collect();
     if blocks.len() as u64 != n_layer || blocks.iter().next_back().is_some_and(|&b| b as u64 + 1 != n_layer) {
-        return Err(cfg_err(
-            folder,
+        return Err(hp.err(
             "num_hidden_layers",
             format!("is {n_layer}, but the checkpoint has {} blocks", blocks.len()),
         ));
@@ -344,19 +403,19 @@ fn check_sizes(
     }
     match family {
         Family::Bert => {
-            if let Some(p) = find_u64(folder, &["max_position_embeddings"])? {
+            if let Some(p) = hp.u64(&["max_position_embeddings"])? {
                 expect("max_position_embeddings", p, "position_embd.weight", 0)?;
             }
-            if let Some(t) = find_u64(folder, &["type_vocab_size"])? {
+            if let Some(t) = hp.u64(&["type_vocab_size"])? {
                 expect("type_vocab_size", t, "token_types.weight", 0)?;
             }
         }
         Family::Llama => {
-            let n_head = need_u64(folder, &["n_heads", "num_attention_heads"])?;
-            let n_kv = find_u64(folder, &["n_kv_heads", "num_key_value_heads"])?.unwrap_or(n_head);
-            let head_dim = find_u64(folder, &["head_dim"])?.unwrap_or(hidden / n_head.max(1));
+            let n_head = hp.need(&["n_heads", "num_attention_heads"])?;
+            let n_kv = hp.u64(&["n_kv_heads", "num_key_value_heads"])?.unwrap_or(n_head);
+            let head_dim = hp.u64(&["head_dim"])?.unwrap_or(hidden / n_head.max(1));
             if n_head == 0 || n_kv == 0 || n_head % n_kv != 0 || head_dim % 2 != 0 {
-                return Err(cfg_err(folder, "num_key_value_heads", format!("{n_kv} key-value heads for {n_head} heads of {head_dim}")));
+                return Err(hp.err("num_key_value_heads", format!("{n_kv} key-value heads for {n_head} heads of {head_dim}")));
             }
             for b in 0..n_layer {
                 expect("num_attention_heads", n_head * head_dim, &format!("blk.{b}.attn_q.weight"), 0)?;
@@ -371,15 +430,15 @@ fn check_sizes(
 /// The architecture-specific hyperparameters (llama.cpp's `set_gguf_parameters`), after the
 /// metadata and before `general.quantization_version`.
 fn hparams(
-    folder: &HfFolder,
+    hp: &Hp,
     family: Family,
     outtype: OutType,
     kv: &mut Vec<(String, Value)>,
 ) -> Result<(), HfError> {
     let a = family.gguf_arch();
-    let cfg = &folder.config;
+    let cfg = &hp.map;
     let u = |v: u64| Value::U32(v as u32);
-    put(kv, format!("{a}.block_count"), u(need_u64(folder, &["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?));
+    put(kv, format!("{a}.block_count"), u(hp.need(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?));
     let optional: [(&str, &[&str]); 5] = [
         ("context_length", &["max_position_embeddings", "n_ctx", "n_positions", "max_length", "max_sequence_length", "model_max_length"]),
         ("embedding_length", &["hidden_size", "n_embd", "dim"]),
@@ -388,7 +447,7 @@ fn hparams(
         ("attention.head_count_kv", &["num_key_value_heads", "n_kv_heads"]),
     ];
     for (key, names) in optional {
-        if let Some(v) = find_u64(folder, names)? {
+        if let Some(v) = hp.u64(names)? {
             put(kv, format!("{a}.{key}"), u(v));
         }
     }
@@ -403,32 +462,32 @@ fn hparams(
     if let Some(r) = rope {
         let ty = r.get("rope_type").or_else(|| r.get("type")).and_then(Json::as_str);
         if ty.is_some() || r.get("full_attention").is_some() || r.get("sliding_attention").is_some() {
-            return Err(cfg_err(folder, "rope_scaling", format!("{r} is not converted yet (plain RoPE only)")));
+            return Err(hp.err("rope_scaling", format!("{r} is not converted yet (plain RoPE only)")));
         }
     }
     for k in ["local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta", "rope_local_base_freq", "partial_rotary_factor", "rope_pct", "rope_percent", "mrope_section"] {
         if cfg.contains_key(k) {
-            return Err(cfg_err(folder, k, "is not converted yet"));
+            return Err(hp.err(k, "is not converted yet"));
         }
     }
-    let theta = find_f32(folder, &["global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base"])?;
+    let theta = hp.f32(&["global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base"])?;
     let theta = theta.or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Json::as_f64).map(|f| f as f32));
     if let Some(t) = theta {
         put(kv, format!("{a}.rope.freq_base"), Value::F32(t));
     }
-    if let Some(e) = find_f32(folder, &["rms_norm_eps", "norm_eps"])? {
+    if let Some(e) = hp.f32(&["rms_norm_eps", "norm_eps"])? {
         put(kv, format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(e));
     }
-    if let Some(e) = find_f32(folder, &["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"])? {
+    if let Some(e) = hp.f32(&["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"])? {
         put(kv, format!("{a}.attention.layer_norm_epsilon"), Value::F32(e));
     }
     for k in ["num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok", "n_group", "topk_group"] {
         if cfg.get(k).is_some_and(|v| !v.is_null()) {
-            return Err(cfg_err(folder, k, "mixture-of-experts checkpoints are not converted"));
+            return Err(hp.err(k, "mixture-of-experts checkpoints are not converted"));
         }
     }
     if let Some(hd) = cfg.get("head_dim").filter(|v| !v.is_null()) {
-        let hd = hd.as_u64().ok_or_else(|| cfg_err(folder, "head_dim", "is not a count"))?;
+        let hd = hd.as_u64().ok_or_else(|| hp.err("head_dim", "is not a count"))?;
         put(kv, format!("{a}.attention.key_length"), u(hd));
         put(kv, format!("{a}.attention.value_length"), u(hd));
     }
@@ -436,15 +495,15 @@ fn hparams(
     match family {
         Family::Bert => {
             put(kv, format!("{a}.attention.causal"), Value::Bool(false));
-            if let Some(p) = pooling(folder)? {
+            if let Some(p) = pooling(hp.folder)? {
                 put(kv, format!("{a}.pooling_type"), Value::U32(p));
             }
         }
         Family::Llama => {
-            let vocab = need_u64(folder, &["vocab_size"])?;
+            let vocab = hp.need(&["vocab_size"])?;
             put(kv, format!("{a}.vocab_size"), u(vocab));
-            let hidden = need_u64(folder, &["hidden_size"])?;
-            let heads = need_u64(folder, &["num_attention_heads"])?;
+            let hidden = hp.need(&["hidden_size"])?;
+            let heads = hp.need(&["num_attention_heads"])?;
             let rope_dim = match cfg.get("head_dim").and_then(Json::as_u64) {
                 Some(d) => d,
                 None => hidden / heads.max(1),
@@ -500,14 +559,15 @@ fn pooling(folder: &HfFolder) -> Result<Option<u32>, HfError> {
 }
 
 /// The vocabulary keys (llama.cpp's `set_vocab`) appended to `kv`.
-fn vocabulary(folder: &HfFolder, family: Family, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
+fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
+    let folder = hp.folder;
     let tok = HfTokenizer::load(folder)?;
     let path = folder.dir().join("tokenizer.json");
-    let vocab_size = find_u64(folder, &["vocab_size"])?.map(|v| v as usize);
+    let vocab_size = hp.u64(&["vocab_size"])?.map(|v| v as usize);
     match family {
         Family::Bert => {
             let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
-            let type_count = find_u64(folder, &["type_vocab_size"])?.unwrap_or(1);
+            let type_count = hp.u64(&["type_vocab_size"])?.unwrap_or(1);
             put(kv, "tokenizer.ggml.token_type_count", Value::U32(type_count as u32));
             // WordPiece to llama.cpp's phantom-space form.
             let tokens: Vec<String> = tokens
@@ -596,10 +656,11 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
     if folder.config.contains_key("text_config") {
         return Err(cfg_err(&folder, "text_config", "multimodal checkpoints are not converted"));
     }
+    let hp = Hp::new(&folder, family, &hf_arch);
     let (n_head, n_kv) = match family {
         Family::Llama => {
-            let h = need_u64(&folder, &["n_heads", "num_attention_heads"])? as usize;
-            let kv = find_u64(&folder, &["n_kv_heads", "num_key_value_heads"])?.map(|v| v as usize);
+            let h = hp.need(&["n_heads", "num_attention_heads"])? as usize;
+            let kv = hp.u64(&["n_kv_heads", "num_key_value_heads"])?.map(|v| v as usize);
             (h, kv.unwrap_or(h))
         }
         Family::Bert => (0, 0),
@@ -636,7 +697,7 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
         if let Some(h) = permute {
             let rows = t.info.shape[0] as usize;
             if h == 0 || rows % (2 * h) != 0 {
-                return Err(cfg_err(&folder, "num_attention_heads", format!("{h} heads do not divide the {rows} rows of `{name}`")));
+                return Err(hp.err("num_attention_heads", format!("{h} heads do not divide the {rows} rows of `{name}`")));
             }
         }
         let ggml_type = tensor_type(&g, dims.len(), dims[0], outtype);
@@ -649,7 +710,7 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
             return Err(HfError::Unsupported(format!("two tensors map to `{}`", t.name)));
         }
     }
-    check_sizes(&folder, family, &shapes)?;
+    check_sizes(&hp, family, &shapes)?;
     let total_params: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
 
     let card = match folder.text("README.md", MAX_README)? {
@@ -678,9 +739,10 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
     for (k, v) in meta.to_gguf() {
         put(&mut kv, k, v);
     }
-    hparams(&folder, family, outtype, &mut kv)?;
+    hparams(&hp, family, outtype, &mut kv)?;
     put(&mut kv, "general.quantization_version", Value::U32(2));
-    vocabulary(&folder, family, &mut kv)?;
+    vocabulary(&hp, family, &mut kv)?;
+    drop(hp);
     Ok(Plan { folder, family, metadata: kv, tensors, total_params })
 }
 

@@ -6,6 +6,7 @@
 //! checkpoints stream into the quantizer from here.
 
 pub mod convert;
+pub mod export;
 pub mod metadata;
 pub mod vocab;
 
