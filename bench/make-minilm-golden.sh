@@ -33,6 +33,7 @@ huggingface_hub==0.36.2
 numpy==2.4.6
 scipy==1.17.1
 scikit-learn==1.9.1
+sentencepiece==0.2.0
 nvidia-cublas-cu12==12.4.5.8
 nvidia-cuda-cupti-cu12==12.4.127
 nvidia-cuda-nvrtc-cu12==12.4.127

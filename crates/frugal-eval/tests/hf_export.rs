@@ -1,0 +1,123 @@
+//! `frugal export` of SmolLM2 against the peers (`tests/golden/export_smollm2.json`, made by
+//! `bench/make-golden-export.sh`): llama.cpp's `convert_hf_to_gguf.py` of the exported folder
+//! gave the bytes `frugal convert` must give at every `--outtype`; converting back reproduces
+//! the model's F32 tensors exactly; and `transformers`, loading the folder, tokenized Brown
+//! cj01-cj12 to the ids Frugal's tokenizer gives and computed logits that Frugal's F32 forward
+//! reproduces within float tolerance.
+
+mod common;
+
+use common::{golden, require};
+use frugal_compress::hf::{convert::convert, export::export, OutType};
+use frugal_formats::{assets, gguf::GgufFile};
+use frugal_models::llama::{Llama, LoadOptions};
+use frugal_models::tokenizer::GgufTokenizer;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn check_convert(dir: &Path, out: &Path, ty: OutType, want: &serde_json::Value) -> Vec<u8> {
+    convert(dir, out, ty).unwrap();
+    let bytes = std::fs::read(out).unwrap();
+    assert_eq!(bytes.len() as u64, want["bytes"].as_u64().unwrap(), "{ty:?}: size");
+    assert_eq!(sha256(&bytes), want["sha256"].as_str().unwrap(), "{ty:?}: bytes");
+    bytes
+}
+
+#[test]
+fn smollm2_export_converts_back_byte_identical_and_matches_transformers() {
+    let Some(model) = require(assets::smollm2_gguf(), "SmolLM2") else {
+        return;
+    };
+    let Some(text) = common::brown_text("cj01-cj12") else {
+        return;
+    };
+    let g = golden("export_smollm2.json");
+    let t = tempfile::tempdir().unwrap();
+    // The converter names the model after the folder: the golden saw it as smollm2-export.
+    let dir = t.path().join("smollm2-export");
+    let r = export(&model, &dir, OutType::F32).unwrap();
+    assert_eq!((r.tensors, r.dequantized), (272, 211));
+
+    // convert(export(x)) holds x's F32 tensors exactly, and llama.cpp's converter's bytes.
+    let back = t.path().join("back-f32.gguf");
+    check_convert(&dir, &back, OutType::F32, &g["convert"]["f32"]);
+    let orig = GgufFile::open(&model).unwrap();
+    let conv = GgufFile::open(&back).unwrap();
+    let dev = candle_core::Device::Cpu;
+    for info in &orig.header.tensors {
+        let want: Vec<f32> = frugal_models::gguf_load::load_f32(&orig, &info.name, &dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let c = conv.tensor(&info.name).unwrap();
+        assert_eq!(c.dims, info.dims, "{}", info.name);
+        let got: Vec<f32> = conv
+            .tensor_data(c)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{}: not reproduced exactly",
+            info.name
+        );
+    }
+
+    // transformers' tokenizer (the rebuilt tokenizer.json) and Frugal's give the same ids.
+    let tg = &g["transformers"];
+    let tok = GgufTokenizer::from_gguf(&conv).unwrap();
+    let ids = tok.encode(&text, false).unwrap();
+    assert_eq!(ids.len() as u64, tg["n_ids"].as_u64().unwrap());
+    let joined = format!(
+        "[{}]",
+        ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    );
+    assert_eq!(sha256(joined.as_bytes()), tg["ids_sha256"].as_str().unwrap());
+
+    // Frugal's F32 forward against transformers' logits on the first 256 tokens.
+    let n = 256;
+    let m = Llama::load(&conv, LoadOptions::EXACT, &dev).unwrap();
+    let logits: Vec<Vec<f32>> = m.forward(&ids[..n]).unwrap().to_vec2().unwrap();
+    let lse_want: Vec<f64> = serde_json::from_value(tg["logsumexp"].clone()).unwrap();
+    let top_ids: Vec<Vec<u32>> = serde_json::from_value(tg["top5_ids"].clone()).unwrap();
+    let top_val: Vec<Vec<f64>> = serde_json::from_value(tg["top5_logits"].clone()).unwrap();
+    let (mut worst_lse, mut worst_top, mut top1_same) = (0f64, 0f64, 0usize);
+    for (p, row) in logits.iter().enumerate() {
+        let max = row.iter().fold(f64::MIN, |a, &b| a.max(b as f64));
+        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        worst_lse = worst_lse.max((lse - lse_want[p]).abs());
+        for (id, v) in top_ids[p].iter().zip(&top_val[p]) {
+            worst_top = worst_top.max((row[*id as usize] as f64 - v).abs());
+        }
+        let arg = row
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a })
+            .0;
+        top1_same += usize::from(arg as u32 == top_ids[p][0]);
+    }
+    eprintln!("logsumexp max |Δ| {worst_lse:.2e}, top-5 logits max |Δ| {worst_top:.2e}, top-1 agreement {top1_same}/{n}");
+    assert!(worst_lse < 5e-4, "logsumexp differs by {worst_lse}");
+    assert!(worst_top < 5e-4, "top-5 logits differ by {worst_top}");
+    assert!(top1_same >= n - 2, "top-1 agrees at {top1_same} of {n}");
+    drop(conv);
+    std::fs::remove_file(&back).unwrap();
+
+    for (name, ty) in [("f16", OutType::F16), ("bf16", OutType::Bf16), ("q8_0", OutType::Q8_0)] {
+        let out = t.path().join(format!("back-{name}.gguf"));
+        check_convert(&dir, &out, ty, &g["convert"][name]);
+        std::fs::remove_file(&out).unwrap();
+    }
+    // A BF16 export converted at BF16 keeps its values: the same file as from the F32 export.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let r = export(&model, &dir, OutType::Bf16).unwrap();
+    assert!(r.bytes < 300_000_000);
+    let out = t.path().join("back-bf16.gguf");
+    check_convert(&dir, &out, OutType::Bf16, &g["convert"]["bf16_export_bf16"]);
+}
