@@ -234,9 +234,11 @@ impl HfFolder {
         self.shards[t.shard].tensor_data(&t.info)
     }
 
-    /// Drops tensor `t`'s pages from the resident set (a hint; see `GgufFile::release`).
-    pub fn release(&self, t: &HfTensor) {
-        self.shards[t.shard].release(&t.info);
+    /// Drops the pages of bytes `[start, start + len)` of tensor `t` from the resident set (a
+    /// hint; see `GgufFile::release`): streaming a tensor a slice at a time keeps memory near
+    /// one slice.
+    pub fn release(&self, t: &HfTensor, start: u64, len: u64) {
+        self.shards[t.shard].release_range(&t.info, start, len);
     }
 
     /// The tensor named `name`.

@@ -317,11 +317,12 @@ impl SafetensorsFile {
         self.header.tensors.iter().find(|t| t.name == name)
     }
 
-    /// Tells the kernel that tensor `t`'s pages will not be needed soon (a hint, as
-    /// `GgufFile::release`): streaming a checkpoint keeps the resident set near one tensor.
-    pub fn release(&self, t: &StTensorInfo) {
+    /// Tells the kernel that bytes `[start, start + len)` of tensor `t` will not be needed soon
+    /// (a hint, as `GgufFile::release`): streaming a checkpoint keeps the resident set small.
+    pub fn release_range(&self, t: &StTensorInfo, start: u64, len: u64) {
         if let Some(map) = &self.map {
-            crate::release_range(map, self.header.data_offset + t.begin, t.end - t.begin);
+            let len = len.min((t.end - t.begin).saturating_sub(start));
+            crate::release_range(map, self.header.data_offset + t.begin + start, len);
         }
     }
 }

@@ -804,17 +804,43 @@ pub fn encode(t: GgmlType, data: &[f32], row_len: usize) -> Result<Vec<u8>, HfEr
     Ok(out)
 }
 
+/// Values per slice when a tensor is streamed (16 MiB of F32).
+const SLICE_VALUES: usize = 4 << 20;
+
 impl Plan {
-    /// Tensor `i` of the plan as F32, permuted as llama.cpp stores it.
-    pub fn tensor_f32(&self, i: usize) -> Vec<f32> {
+    /// Streams tensor `i` of the plan, encoded, to `sink` a slice of whole rows at a time (whole
+    /// heads for permuted tensors), so that memory stays near one slice whatever the tensor's
+    /// size; each slice's input pages are released once read.
+    pub fn stream_tensor(
+        &self,
+        i: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), HfError>,
+    ) -> Result<(), HfError> {
         let p = &self.tensors[i];
         let src: &HfTensor = &self.folder.tensors[p.src];
-        let mut v = decode_f32(src.info.dtype, self.folder.tensor_data(src));
-        self.folder.release(src);
-        if let Some(h) = p.permute {
-            v = permute_rows(&v, src.info.shape[0] as usize, h);
+        let bytes = self.folder.tensor_data(src);
+        let row_len = p.dims[0] as usize;
+        let rows = (src.info.n_elements() as usize) / row_len;
+        let group = match p.permute {
+            Some(h) => rows / h,
+            None => 1,
+        };
+        let per = (SLICE_VALUES / row_len).max(1);
+        let step = per.div_ceil(group) * group;
+        let esize = src.info.dtype.size() as usize;
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + step).min(rows);
+            let (b0, b1) = (r0 * row_len * esize, r1 * row_len * esize);
+            let mut v = decode_f32(src.info.dtype, &bytes[b0..b1]);
+            if p.permute.is_some() {
+                v = permute_rows(&v, r1 - r0, (r1 - r0) / group);
+            }
+            sink(&encode(p.ggml_type, &v, row_len)?)?;
+            self.folder.release(src, b0 as u64, (b1 - b0) as u64);
+            r0 = r1;
         }
-        v
+        Ok(())
     }
 
     /// The header the plan writes.
@@ -833,11 +859,9 @@ pub fn convert(dir: &Path, out: &Path, outtype: OutType) -> Result<ConvertReport
     let input_refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     let specs = plan.specs();
     let mut w = GgufStreamWriter::create(out, &input_refs, &plan.metadata, &specs)?;
-    for (i, t) in plan.tensors.iter().enumerate() {
-        let v = plan.tensor_f32(i);
-        let bytes = encode(t.ggml_type, &v, t.dims[0] as usize)?;
-        drop(v);
-        w.write_tensor(&bytes)?;
+    for i in 0..plan.tensors.len() {
+        plan.stream_tensor(i, &mut |b| Ok(w.write_part(b)?))?;
+        w.end_tensor()?;
     }
     let bytes = w.finish()?;
     let hf_architecture = plan.folder.config["architectures"][0].as_str().unwrap_or_default().to_string();

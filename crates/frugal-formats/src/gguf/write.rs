@@ -49,6 +49,8 @@ pub struct GgufStreamWriter {
     sizes: Vec<u64>,
     names: Vec<String>,
     next: usize,
+    /// Bytes of the current tensor written so far.
+    part: u64,
 }
 
 impl GgufStreamWriter {
@@ -83,34 +85,61 @@ impl GgufStreamWriter {
             sizes,
             names: tensors.iter().map(|t| t.name.to_string()).collect(),
             next: 0,
+            part: 0,
         })
     }
 
     /// The next tensor's bytes (in the order of `create`'s list).
     pub fn write_tensor(&mut self, data: &[u8]) -> Result<()> {
-        let i = self.next;
-        let bad = |reason: String| Error::InvalidTensor {
-            path: self.path.clone(),
-            tensor: self.names.get(i).cloned().unwrap_or_default(),
-            reason,
-        };
-        let want = *self
-            .sizes
-            .get(i)
-            .ok_or_else(|| bad("more tensors than declared".into()))?;
-        if data.len() as u64 != want {
-            return Err(bad(format!("needs {want} bytes, got {}", data.len())));
+        self.write_part(data)?;
+        self.end_tensor()
+    }
+
+    /// Part of the next tensor's bytes: a converter writes a large tensor a slice of rows at a
+    /// time, then calls [`GgufStreamWriter::end_tensor`].
+    pub fn write_part(&mut self, data: &[u8]) -> Result<()> {
+        let want = self.current_size()?;
+        if self.part + data.len() as u64 > want {
+            return Err(self.bad(format!("needs {want} bytes, got more")));
+        }
+        self.out
+            .write_all(data)
+            .map_err(|e| Error::write(&self.path, "writing GGUF", e))?;
+        self.part += data.len() as u64;
+        self.n += data.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the current tensor: checks its size and pads to the alignment.
+    pub fn end_tensor(&mut self) -> Result<()> {
+        let want = self.current_size()?;
+        if self.part != want {
+            return Err(self.bad(format!("needs {want} bytes, got {}", self.part)));
         }
         let mut w = Counting {
             inner: &mut self.out,
             n: self.n,
         };
-        w.write_all(data)
-            .and_then(|_| pad(&mut w, self.alignment))
-            .map_err(|e| Error::write(&self.path, "writing GGUF", e))?;
+        pad(&mut w, self.alignment).map_err(|e| Error::write(&self.path, "writing GGUF", e))?;
         self.n = w.n;
+        self.part = 0;
         self.next += 1;
         Ok(())
+    }
+
+    fn current_size(&self) -> Result<u64> {
+        self.sizes
+            .get(self.next)
+            .copied()
+            .ok_or_else(|| self.bad("more tensors than declared".into()))
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        Error::InvalidTensor {
+            path: self.path.clone(),
+            tensor: self.names.get(self.next).cloned().unwrap_or_default(),
+            reason,
+        }
     }
 
     /// Checks every tensor was written, then syncs and renames. Returns the bytes written.
