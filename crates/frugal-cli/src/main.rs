@@ -133,6 +133,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 .is_some_and(|m| m.is_bad_input())
             || c.downcast_ref::<frugal_pipeline::Error>()
                 .is_some_and(|e| e.is_bad_input())
+            || c.downcast_ref::<frugal_compress::hf::HfError>()
+                .is_some_and(|e| e.is_bad_input())
     });
     if bad_input {
         2

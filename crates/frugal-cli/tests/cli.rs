@@ -3039,3 +3039,46 @@ fn a_killed_awq_gptq_run_resumes_to_the_same_bytes() {
         "--resume continues a block-wise method",
     );
 }
+
+#[test]
+fn convert_and_export_from_the_command_line() {
+    let Some(minilm) =
+        frugal_formats::assets::require_or_skip(frugal_formats::assets::minilm_dir(), "MiniLM")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = frugal(
+        &[
+            "convert",
+            minilm.to_str().unwrap(),
+            "m.gguf",
+            "--outtype",
+            "q8_0",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(BertModel) -> m.gguf (bert, q8_0): 101 tensors"),
+        "{text}"
+    );
+    assert!(d.join("m.gguf").is_file());
+    // A folder without config.json; an export of an architecture not exported; an existing
+    // output folder: each refused with exit 2, nothing written.
+    std::fs::create_dir(d.join("empty")).unwrap();
+    assert_bad_input(&frugal(&["convert", "empty", "e.gguf"], d), "config.json");
+    assert!(!d.join("e.gguf").exists());
+    assert_bad_input(
+        &frugal(&["export", "m.gguf", "m-hf"], d),
+        "`general.architecture`: `bert` is not exported yet",
+    );
+    assert!(!d.join("m-hf").exists());
+    assert_bad_input(&frugal(&["export", "m.gguf", "empty"], d), "already exists");
+}

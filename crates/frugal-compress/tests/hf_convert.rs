@@ -14,7 +14,10 @@ use std::path::Path;
 
 fn sha256(p: &Path) -> String {
     let bytes = std::fs::read(p).unwrap();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -48,7 +51,11 @@ fn minilm_conversion_is_byte_identical_to_convert_hf_to_gguf() {
             want["bytes"].as_u64().unwrap(),
             "{name}: size"
         );
-        assert_eq!(sha256(&out), want["sha256"].as_str().unwrap(), "{name}: bytes");
+        assert_eq!(
+            sha256(&out),
+            want["sha256"].as_str().unwrap(),
+            "{name}: bytes"
+        );
         std::fs::remove_file(&out).unwrap();
     }
 }
@@ -71,8 +78,14 @@ fn tiny_llama(dir: &Path, hidden: u64, layers: u64) {
         let s = &mut shards[b as usize % 2];
         let p = format!("model.layers.{b}.");
         s.push((format!("{p}self_attn.q_proj.weight"), vec![hidden, hidden]));
-        s.push((format!("{p}self_attn.k_proj.weight"), vec![hidden / 2, hidden]));
-        s.push((format!("{p}self_attn.v_proj.weight"), vec![hidden / 2, hidden]));
+        s.push((
+            format!("{p}self_attn.k_proj.weight"),
+            vec![hidden / 2, hidden],
+        ));
+        s.push((
+            format!("{p}self_attn.v_proj.weight"),
+            vec![hidden / 2, hidden],
+        ));
         s.push((format!("{p}self_attn.o_proj.weight"), vec![hidden, hidden]));
         s.push((format!("{p}mlp.gate_proj.weight"), vec![2 * hidden, hidden]));
         s.push((format!("{p}mlp.up_proj.weight"), vec![2 * hidden, hidden]));
@@ -138,16 +151,23 @@ fn bad_checkpoint_folders_are_refused_naming_file_and_field() {
         );
         std::fs::write(&p, s).unwrap();
     });
-    refused(&d, "model.norm.weight`: model.safetensors.index.json places it in model-00001");
+    refused(
+        &d,
+        "model.norm.weight`: model.safetensors.index.json places it in model-00001",
+    );
     // An index naming a tensor no shard has.
     let d = edit("extra", &|d| {
         let p = d.join("model.safetensors.index.json");
-        let s = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("{\"model.", "{\"lm_head.weight\":\"model-00001-of-00002.safetensors\",\"model.");
+        let s = std::fs::read_to_string(&p).unwrap().replace(
+            "{\"model.",
+            "{\"lm_head.weight\":\"model-00001-of-00002.safetensors\",\"model.",
+        );
         std::fs::write(&p, s).unwrap();
     });
-    refused(&d, "lm_head.weight`: is named by model.safetensors.index.json but not in the shard");
+    refused(
+        &d,
+        "lm_head.weight`: is named by model.safetensors.index.json but not in the shard",
+    );
     // config.json's sizes against the tensors.
     let d = edit("sizes", &|d| {
         let p = d.join("config.json");
@@ -164,7 +184,10 @@ fn bad_checkpoint_folders_are_refused_naming_file_and_field() {
             .replace("\"num_hidden_layers\":2", "\"num_hidden_layers\":3");
         std::fs::write(&p, s).unwrap();
     });
-    refused(&d, "`num_hidden_layers`: is 3, but the checkpoint has 2 blocks");
+    refused(
+        &d,
+        "`num_hidden_layers`: is 3, but the checkpoint has 2 blocks",
+    );
     // An architecture the converter does not know.
     let d = edit("arch", &|d| {
         let p = d.join("config.json");

@@ -16,14 +16,25 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn check_convert(dir: &Path, out: &Path, ty: OutType, want: &serde_json::Value) -> Vec<u8> {
     convert(dir, out, ty).unwrap();
     let bytes = std::fs::read(out).unwrap();
-    assert_eq!(bytes.len() as u64, want["bytes"].as_u64().unwrap(), "{ty:?}: size");
-    assert_eq!(sha256(&bytes), want["sha256"].as_str().unwrap(), "{ty:?}: bytes");
+    assert_eq!(
+        bytes.len() as u64,
+        want["bytes"].as_u64().unwrap(),
+        "{ty:?}: size"
+    );
+    assert_eq!(
+        sha256(&bytes),
+        want["sha256"].as_str().unwrap(),
+        "{ty:?}: bytes"
+    );
     bytes
 }
 
@@ -63,7 +74,9 @@ fn smollm2_export_converts_back_byte_identical_and_matches_transformers() {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         assert!(
-            got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{}: not reproduced exactly",
             info.name
         );
@@ -76,9 +89,15 @@ fn smollm2_export_converts_back_byte_identical_and_matches_transformers() {
     assert_eq!(ids.len() as u64, tg["n_ids"].as_u64().unwrap());
     let joined = format!(
         "[{}]",
-        ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        ids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    assert_eq!(sha256(joined.as_bytes()), tg["ids_sha256"].as_str().unwrap());
+    assert_eq!(
+        sha256(joined.as_bytes()),
+        tg["ids_sha256"].as_str().unwrap()
+    );
 
     // Frugal's F32 forward against transformers' logits on the first 256 tokens.
     let n = 256;
@@ -90,7 +109,12 @@ fn smollm2_export_converts_back_byte_identical_and_matches_transformers() {
     let (mut worst_lse, mut worst_top, mut top1_same) = (0f64, 0f64, 0usize);
     for (p, row) in logits.iter().enumerate() {
         let max = row.iter().fold(f64::MIN, |a, &b| a.max(b as f64));
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         worst_lse = worst_lse.max((lse - lse_want[p]).abs());
         for (id, v) in top_ids[p].iter().zip(&top_val[p]) {
             worst_top = worst_top.max((row[*id as usize] as f64 - v).abs());
@@ -109,7 +133,11 @@ fn smollm2_export_converts_back_byte_identical_and_matches_transformers() {
     drop(conv);
     std::fs::remove_file(&back).unwrap();
 
-    for (name, ty) in [("f16", OutType::F16), ("bf16", OutType::Bf16), ("q8_0", OutType::Q8_0)] {
+    for (name, ty) in [
+        ("f16", OutType::F16),
+        ("bf16", OutType::Bf16),
+        ("q8_0", OutType::Q8_0),
+    ] {
         let out = t.path().join(format!("back-{name}.gguf"));
         check_convert(&dir, &out, ty, &g["convert"][name]);
         std::fs::remove_file(&out).unwrap();

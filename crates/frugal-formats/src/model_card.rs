@@ -243,7 +243,11 @@ impl Parser {
                     break;
                 }
                 let b = *base.get_or_insert(l.indent);
-                parts.push(format!("{}{}", " ".repeat(l.indent.saturating_sub(b)), l.text));
+                parts.push(format!(
+                    "{}{}",
+                    " ".repeat(l.indent.saturating_sub(b)),
+                    l.text
+                ));
                 self.at += 1;
             }
             let mut out = parts.join(if folded { " " } else { "\n" });
@@ -340,11 +344,7 @@ fn strip_comment(s: &str) -> &str {
         match quote {
             Some(q) if b == q => quote = None,
             Some(_) => {}
-            None if b == b'"' || b == b'\'' => {
-                if i == 0 {
-                    quote = Some(b)
-                }
-            }
+            None if (b == b'"' || b == b'\'') && i == 0 => quote = Some(b),
             None if b == b'#' && i > 0 && bytes[i - 1] == b' ' => return s[..i].trim_end(),
             None => {}
         }
@@ -396,9 +396,7 @@ fn scalar(s: &str) -> Result<Yaml, String> {
     }
     Ok(match s {
         "" | "~" | "null" | "Null" | "NULL" => Yaml::Null,
-        "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
-            Yaml::Bool(true)
-        }
+        "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => Yaml::Bool(true),
         "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
             Yaml::Bool(false)
         }
@@ -436,7 +434,8 @@ fn is_number(s: &str) -> bool {
         prev = c;
     }
     // PyYAML's float needs its sign after `e`; an integer needs no dot.
-    digits > 0 && (!exp || t.contains("e-") || t.contains("e+") || t.contains("E-") || t.contains("E+"))
+    digits > 0
+        && (!exp || t.contains("e-") || t.contains("e+") || t.contains("E-") || t.contains("E+"))
 }
 
 fn unescape(body: &str) -> Result<String, String> {
@@ -518,6 +517,40 @@ mod tests {
         assert!(items[0].get("results").is_some());
         assert_eq!(m[6].1, Yaml::Str("one\ntwo\n".into()));
         assert_eq!(m[7].1, Yaml::Str("a\"b".into()));
+    }
+
+    /// Mutated cards (bytes flipped, lines cut, indentation changed) never panic or hang: each
+    /// parses or is refused.
+    #[test]
+    fn mutated_cards_parse_or_are_refused() {
+        let base = "---\nlanguage: en\nlicense: apache-2.0\ntags:\n- a\n- b: c\n  d: [x, 'y']\nmodel-index:\n- name: m\n  results:\n  - task:\n      type: t\nx: |\n  l1\n  l2\ny: \"q\\u00e9\"\n---\nbody\n";
+        let mut rng = crate::rng::SplitMix64(7);
+        let pieces = [
+            " ", "-", ":", "'", "\"", "[", "]", "{", "|", ">", "#", "\n", "  ", "&", "é", "\t",
+        ];
+        for _ in 0..3000 {
+            let mut s: Vec<char> = base.chars().collect();
+            for _ in 0..1 + rng.next_u64() % 4 {
+                if s.len() <= 5 {
+                    break;
+                }
+                let at = 4 + (rng.next_u64() as usize) % (s.len() - 4);
+                match rng.next_u64() % 3 {
+                    0 => {
+                        s.remove(at);
+                    }
+                    1 => {
+                        let p = pieces[(rng.next_u64() as usize) % pieces.len()];
+                        for (k, c) in p.chars().enumerate() {
+                            s.insert(at + k, c);
+                        }
+                    }
+                    _ => s.truncate(at),
+                }
+            }
+            let text: String = s.into_iter().collect();
+            let _ = front_matter(&text);
+        }
     }
 
     #[test]

@@ -412,10 +412,14 @@ impl SafetensorsStreamWriter {
 
     /// The next tensor's bytes (in the order of `create`'s list).
     pub fn write_tensor(&mut self, data: &[u8]) -> Result<()> {
-        let (name, want) = self.sizes.get(self.next).cloned().ok_or_else(|| Error::InvalidOutput {
-            path: self.path.clone(),
-            reason: "more tensors than declared".into(),
-        })?;
+        let (name, want) =
+            self.sizes
+                .get(self.next)
+                .cloned()
+                .ok_or_else(|| Error::InvalidOutput {
+                    path: self.path.clone(),
+                    reason: "more tensors than declared".into(),
+                })?;
         if data.len() as u64 != want {
             return Err(Error::InvalidTensor {
                 path: self.path.clone(),

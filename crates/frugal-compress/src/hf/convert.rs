@@ -157,14 +157,17 @@ impl<'a> Hp<'a> {
         }
         if family == Family::Llama {
             // LlamaConfig/MistralConfig derive these when absent or null.
-            let heads = map.get("num_attention_heads").and_then(Json::as_u64).unwrap_or(0);
+            let heads = map
+                .get("num_attention_heads")
+                .and_then(Json::as_u64)
+                .unwrap_or(0);
             if map.get("num_key_value_heads").is_none_or(Json::is_null) {
                 map.insert("num_key_value_heads".into(), Json::from(heads));
             }
             if map.get("head_dim").is_none_or(Json::is_null) {
                 let hidden = map.get("hidden_size").and_then(Json::as_u64).unwrap_or(0);
-                if heads > 0 {
-                    map.insert("head_dim".into(), Json::from(hidden / heads));
+                if let Some(d) = hidden.checked_div(heads) {
+                    map.insert("head_dim".into(), Json::from(d));
                 }
             }
         }
@@ -194,7 +197,8 @@ impl<'a> Hp<'a> {
     }
 
     fn need(&self, keys: &[&str]) -> Result<u64, HfError> {
-        self.u64(keys)?.ok_or_else(|| self.err(keys[0], "is missing"))
+        self.u64(keys)?
+            .ok_or_else(|| self.err(keys[0], "is missing"))
     }
 
     fn f32(&self, keys: &[&str]) -> Result<Option<f32>, HfError> {
@@ -280,7 +284,13 @@ fn map_name(family: Family, hf_arch: &str, name: &str) -> Result<Option<String>,
                     };
                     Some(format!("blk.{b}.{g}"))
                 })
-                .map(|g| if suffix.is_empty() { g } else { format!("{g}.{suffix}") })
+                .map(|g| {
+                    if suffix.is_empty() {
+                        g
+                    } else {
+                        format!("{g}.{suffix}")
+                    }
+                })
         }
         Family::Llama => {
             let mut n = name.replace("text_model.", "");
@@ -315,7 +325,13 @@ fn map_name(family: Family, hf_arch: &str, name: &str) -> Result<Option<String>,
                     };
                     Some(format!("blk.{b}.{g}"))
                 })
-                .map(|g| if suffix.is_empty() { g } else { format!("{g}.{suffix}") })
+                .map(|g| {
+                    if suffix.is_empty() {
+                        g
+                    } else {
+                        format!("{g}.{suffix}")
+                    }
+                })
         }
     };
     mapped
@@ -357,7 +373,10 @@ fn check_sizes(
         if got != Some(want) {
             return Err(hp.err(
                 field,
-                format!("is {want}, but tensor `{hf}` has shape {:?}", s.iter().rev().collect::<Vec<_>>()),
+                format!(
+                    "is {want}, but tensor `{hf}` has shape {:?}",
+                    s.iter().rev().collect::<Vec<_>>()
+                ),
             ));
         }
         Ok(())
@@ -368,12 +387,23 @@ fn check_sizes(
     let ff = hp.u64(&["intermediate_size", "n_inner", "hidden_dim"])?;
     let blocks: std::collections::BTreeSet<usize> = shapes
         .iter()
-        .filter_map(|(n, _, _)| n.strip_prefix("blk.").and_then(|r| r.split('.').next()?.parse().ok()))
+        .filter_map(|(n, _, _)| {
+            n.strip_prefix("blk.")
+                .and_then(|r| r.split('.').next()?.parse().ok())
+        })
         .collect();
-    if blocks.len() as u64 != n_layer || blocks.iter().next_back().is_some_and(|&b| b as u64 + 1 != n_layer) {
+    if blocks.len() as u64 != n_layer
+        || blocks
+            .iter()
+            .next_back()
+            .is_some_and(|&b| b as u64 + 1 != n_layer)
+    {
         return Err(hp.err(
             "num_hidden_layers",
-            format!("is {n_layer}, but the checkpoint has {} blocks", blocks.len()),
+            format!(
+                "is {n_layer}, but the checkpoint has {} blocks",
+                blocks.len()
+            ),
         ));
     }
     expect("hidden_size", hidden, "token_embd.weight", 1)?;
@@ -395,7 +425,11 @@ fn check_sizes(
     };
     for b in 0..n_layer {
         for (t, field, axis) in per_block {
-            let want = if *field == "hidden_size" { Some(hidden) } else { ff };
+            let want = if *field == "hidden_size" {
+                Some(hidden)
+            } else {
+                ff
+            };
             if let Some(w) = want {
                 expect(field, w, &format!("blk.{b}.{t}"), *axis)?;
             }
@@ -412,15 +446,35 @@ fn check_sizes(
         }
         Family::Llama => {
             let n_head = hp.need(&["n_heads", "num_attention_heads"])?;
-            let n_kv = hp.u64(&["n_kv_heads", "num_key_value_heads"])?.unwrap_or(n_head);
+            let n_kv = hp
+                .u64(&["n_kv_heads", "num_key_value_heads"])?
+                .unwrap_or(n_head);
             let head_dim = hp.u64(&["head_dim"])?.unwrap_or(hidden / n_head.max(1));
             if n_head == 0 || n_kv == 0 || n_head % n_kv != 0 || head_dim % 2 != 0 {
-                return Err(hp.err("num_key_value_heads", format!("{n_kv} key-value heads for {n_head} heads of {head_dim}")));
+                return Err(hp.err(
+                    "num_key_value_heads",
+                    format!("{n_kv} key-value heads for {n_head} heads of {head_dim}"),
+                ));
             }
             for b in 0..n_layer {
-                expect("num_attention_heads", n_head * head_dim, &format!("blk.{b}.attn_q.weight"), 0)?;
-                expect("num_key_value_heads", n_kv * head_dim, &format!("blk.{b}.attn_k.weight"), 0)?;
-                expect("num_key_value_heads", n_kv * head_dim, &format!("blk.{b}.attn_v.weight"), 0)?;
+                expect(
+                    "num_attention_heads",
+                    n_head * head_dim,
+                    &format!("blk.{b}.attn_q.weight"),
+                    0,
+                )?;
+                expect(
+                    "num_key_value_heads",
+                    n_kv * head_dim,
+                    &format!("blk.{b}.attn_k.weight"),
+                    0,
+                )?;
+                expect(
+                    "num_key_value_heads",
+                    n_kv * head_dim,
+                    &format!("blk.{b}.attn_v.weight"),
+                    0,
+                )?;
             }
         }
     }
@@ -438,13 +492,42 @@ fn hparams(
     let a = family.gguf_arch();
     let cfg = &hp.map;
     let u = |v: u64| Value::U32(v as u32);
-    put(kv, format!("{a}.block_count"), u(hp.need(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?));
+    put(
+        kv,
+        format!("{a}.block_count"),
+        u(hp.need(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?),
+    );
     let optional: [(&str, &[&str]); 5] = [
-        ("context_length", &["max_position_embeddings", "n_ctx", "n_positions", "max_length", "max_sequence_length", "model_max_length"]),
+        (
+            "context_length",
+            &[
+                "max_position_embeddings",
+                "n_ctx",
+                "n_positions",
+                "max_length",
+                "max_sequence_length",
+                "model_max_length",
+            ],
+        ),
         ("embedding_length", &["hidden_size", "n_embd", "dim"]),
-        ("feed_forward_length", &["prefix_dense_intermediate_size", "dense_intermediate_size", "intermediate_size", "n_inner", "hidden_dim"]),
-        ("attention.head_count", &["num_attention_heads", "n_head", "n_heads"]),
-        ("attention.head_count_kv", &["num_key_value_heads", "n_kv_heads"]),
+        (
+            "feed_forward_length",
+            &[
+                "prefix_dense_intermediate_size",
+                "dense_intermediate_size",
+                "intermediate_size",
+                "n_inner",
+                "hidden_dim",
+            ],
+        ),
+        (
+            "attention.head_count",
+            &["num_attention_heads", "n_head", "n_heads"],
+        ),
+        (
+            "attention.head_count_kv",
+            &["num_key_value_heads", "n_kv_heads"],
+        ),
     ];
     for (key, names) in optional {
         if let Some(v) = hp.u64(names)? {
@@ -460,34 +543,78 @@ fn hparams(
         .or_else(|| cfg.get("rope_scaling"))
         .filter(|v| !v.is_null());
     if let Some(r) = rope {
-        let ty = r.get("rope_type").or_else(|| r.get("type")).and_then(Json::as_str);
-        if ty.is_some() || r.get("full_attention").is_some() || r.get("sliding_attention").is_some() {
-            return Err(hp.err("rope_scaling", format!("{r} is not converted yet (plain RoPE only)")));
+        let ty = r
+            .get("rope_type")
+            .or_else(|| r.get("type"))
+            .and_then(Json::as_str);
+        if ty.is_some() || r.get("full_attention").is_some() || r.get("sliding_attention").is_some()
+        {
+            return Err(hp.err(
+                "rope_scaling",
+                format!("{r} is not converted yet (plain RoPE only)"),
+            ));
         }
     }
-    for k in ["local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta", "rope_local_base_freq", "partial_rotary_factor", "rope_pct", "rope_percent", "mrope_section"] {
+    for k in [
+        "local_rope_theta",
+        "rope_local_theta",
+        "rope_theta_local",
+        "swa_rope_theta",
+        "rope_local_base_freq",
+        "partial_rotary_factor",
+        "rope_pct",
+        "rope_percent",
+        "mrope_section",
+    ] {
         if cfg.contains_key(k) {
             return Err(hp.err(k, "is not converted yet"));
         }
     }
-    let theta = hp.f32(&["global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base"])?;
-    let theta = theta.or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Json::as_f64).map(|f| f as f32));
+    let theta = hp.f32(&[
+        "global_rope_theta",
+        "rope_global_theta",
+        "rope_theta_global",
+        "rope_theta",
+        "rotary_emb_base",
+    ])?;
+    let theta = theta.or_else(|| {
+        rope.and_then(|r| r.get("rope_theta"))
+            .and_then(Json::as_f64)
+            .map(|f| f as f32)
+    });
     if let Some(t) = theta {
         put(kv, format!("{a}.rope.freq_base"), Value::F32(t));
     }
     if let Some(e) = hp.f32(&["rms_norm_eps", "norm_eps"])? {
-        put(kv, format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(e));
+        put(
+            kv,
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(e),
+        );
     }
     if let Some(e) = hp.f32(&["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"])? {
-        put(kv, format!("{a}.attention.layer_norm_epsilon"), Value::F32(e));
+        put(
+            kv,
+            format!("{a}.attention.layer_norm_epsilon"),
+            Value::F32(e),
+        );
     }
-    for k in ["num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok", "n_group", "topk_group"] {
+    for k in [
+        "num_local_experts",
+        "num_experts",
+        "n_routed_experts",
+        "num_experts_per_tok",
+        "n_group",
+        "topk_group",
+    ] {
         if cfg.get(k).is_some_and(|v| !v.is_null()) {
             return Err(hp.err(k, "mixture-of-experts checkpoints are not converted"));
         }
     }
     if let Some(hd) = cfg.get("head_dim").filter(|v| !v.is_null()) {
-        let hd = hd.as_u64().ok_or_else(|| hp.err("head_dim", "is not a count"))?;
+        let hd = hd
+            .as_u64()
+            .ok_or_else(|| hp.err("head_dim", "is not a count"))?;
         put(kv, format!("{a}.attention.key_length"), u(hd));
         put(kv, format!("{a}.attention.value_length"), u(hd));
     }
@@ -524,7 +651,11 @@ fn pooling(folder: &HfFolder) -> Result<Option<u32>, HfError> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|m| m.get("type").and_then(Json::as_str).is_some_and(|t| t.ends_with("Pooling")))
+        .find(|m| {
+            m.get("type")
+                .and_then(Json::as_str)
+                .is_some_and(|t| t.ends_with("Pooling"))
+        })
         .and_then(|m| m.get("path").and_then(Json::as_str));
     let Some(path) = path else { return Ok(None) };
     if path.contains("..") || path.starts_with('/') {
@@ -535,11 +666,13 @@ fn pooling(folder: &HfFolder) -> Result<Option<u32>, HfError> {
         });
     }
     let cfg_path = format!("{path}/config.json");
-    let p = folder.json(&cfg_path, MAX_SMALL_JSON)?.ok_or_else(|| HfError::Config {
-        path: folder.dir().join(&cfg_path),
-        field: "pooling".into(),
-        reason: "is missing".into(),
-    })?;
+    let p = folder
+        .json(&cfg_path, MAX_SMALL_JSON)?
+        .ok_or_else(|| HfError::Config {
+            path: folder.dir().join(&cfg_path),
+            field: "pooling".into(),
+            reason: "is missing".into(),
+        })?;
     let flag = |k: &str| p.get(k).and_then(Json::as_bool).unwrap_or(false);
     let mode = p.get("pooling_mode").and_then(Json::as_str);
     let t = if flag("pooling_mode_mean_tokens") || mode == Some("mean") {
@@ -568,7 +701,11 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
         Family::Bert => {
             let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
             let type_count = hp.u64(&["type_vocab_size"])?.unwrap_or(1);
-            put(kv, "tokenizer.ggml.token_type_count", Value::U32(type_count as u32));
+            put(
+                kv,
+                "tokenizer.ggml.token_type_count",
+                Value::U32(type_count as u32),
+            );
             // WordPiece to llama.cpp's phantom-space form.
             let tokens: Vec<String> = tokens
                 .into_iter()
@@ -586,8 +723,16 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
             let n = tokens.len();
             put(kv, "tokenizer.ggml.model", Value::String("bert".into()));
             put(kv, "tokenizer.ggml.pre", Value::String(pre));
-            put(kv, "tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
-            put(kv, "tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+            put(
+                kv,
+                "tokenizer.ggml.tokens",
+                Value::Array(Array::String(tokens)),
+            );
+            put(
+                kv,
+                "tokenizer.ggml.token_type",
+                Value::Array(Array::I32(types)),
+            );
             for (k, v) in vocab::special_vocab(folder, &tok, false, Some(n))? {
                 put(kv, k, v);
             }
@@ -599,32 +744,54 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
                     reason: "sentencepiece vocabularies are not converted yet".into(),
                 });
             }
-            if let Some(add) = tok.config.as_ref().and_then(|c| c.get("add_prefix_space")).and_then(Json::as_bool) {
+            if let Some(add) = tok
+                .config
+                .as_ref()
+                .and_then(|c| c.get("add_prefix_space"))
+                .and_then(Json::as_bool)
+            {
                 put(kv, "tokenizer.ggml.add_space_prefix", Value::Bool(add));
             }
             let m = tok.json.get("model");
             let bpe = m.and_then(|m| m.get("type")).and_then(Json::as_str) == Some("BPE");
-            let byte_fallback = m.and_then(|m| m.get("byte_fallback")).and_then(Json::as_bool);
-            let ignore_merges = m.and_then(|m| m.get("ignore_merges")).and_then(Json::as_bool).unwrap_or(false);
-            let seq_decoder = tok.json.pointer("/decoder/type").and_then(Json::as_str) == Some("Sequence");
+            let byte_fallback = m
+                .and_then(|m| m.get("byte_fallback"))
+                .and_then(Json::as_bool);
+            let ignore_merges = m
+                .and_then(|m| m.get("ignore_merges"))
+                .and_then(Json::as_bool)
+                .unwrap_or(false);
+            let seq_decoder =
+                tok.json.pointer("/decoder/type").and_then(Json::as_str) == Some("Sequence");
             let llama3 = bpe && ignore_merges && !byte_fallback.unwrap_or(true);
             if !llama3 && bpe && byte_fallback.unwrap_or(false) && seq_decoder {
                 return Err(HfError::Tokenizer {
                     path,
-                    reason: "Llama-2-style byte-fallback BPE vocabularies are not converted yet".into(),
+                    reason: "Llama-2-style byte-fallback BPE vocabularies are not converted yet"
+                        .into(),
                 });
             }
             let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
             put(kv, "tokenizer.ggml.model", Value::String("gpt2".into()));
             put(kv, "tokenizer.ggml.pre", Value::String(pre));
-            put(kv, "tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
-            put(kv, "tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+            put(
+                kv,
+                "tokenizer.ggml.tokens",
+                Value::Array(Array::String(tokens)),
+            );
+            put(
+                kv,
+                "tokenizer.ggml.token_type",
+                Value::Array(Array::I32(types)),
+            );
             for (k, v) in vocab::special_vocab(folder, &tok, true, None)? {
                 put(kv, k, v);
             }
             match vocab_size {
                 Some(32016) => {
-                    return Err(HfError::Unsupported("CodeLlama's infill tokens are not converted".into()))
+                    return Err(HfError::Unsupported(
+                        "CodeLlama's infill tokens are not converted".into(),
+                    ))
                 }
                 // llama.cpp's rule for Granite's small models (and SmolLM2, which shares the size).
                 Some(49152) => put(kv, "tokenizer.ggml.add_bos_token", Value::Bool(false)),
@@ -651,16 +818,26 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
         .map(|(_, f)| *f)
         .ok_or_else(|| {
             let known: Vec<&str> = ARCHS.iter().map(|(n, _)| *n).collect();
-            cfg_err(&folder, "architectures", format!("`{hf_arch}` is not converted (known: {})", known.join(", ")))
+            cfg_err(
+                &folder,
+                "architectures",
+                format!("`{hf_arch}` is not converted (known: {})", known.join(", ")),
+            )
         })?;
     if folder.config.contains_key("text_config") {
-        return Err(cfg_err(&folder, "text_config", "multimodal checkpoints are not converted"));
+        return Err(cfg_err(
+            &folder,
+            "text_config",
+            "multimodal checkpoints are not converted",
+        ));
     }
     let hp = Hp::new(&folder, family, &hf_arch);
     let (n_head, n_kv) = match family {
         Family::Llama => {
             let h = hp.need(&["n_heads", "num_attention_heads"])? as usize;
-            let kv = hp.u64(&["n_kv_heads", "num_key_value_heads"])?.map(|v| v as usize);
+            let kv = hp
+                .u64(&["n_kv_heads", "num_key_value_heads"])?
+                .map(|v| v as usize);
             (h, kv.unwrap_or(h))
         }
         Family::Bert => (0, 0),
@@ -669,14 +846,19 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
     let mut shapes = Vec::new();
     for (i, t) in folder.tensors.iter().enumerate() {
         let name = t.name();
-        let Some(g) = map_name(family, &hf_arch, name).map_err(|r| HfError::Unsupported(format!("{}: {r}", folder.dir().display())))? else {
+        let Some(g) = map_name(family, &hf_arch, name)
+            .map_err(|r| HfError::Unsupported(format!("{}: {r}", folder.dir().display())))?
+        else {
             continue;
         };
         if !matches!(t.info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
             return Err(frugal_formats::Error::InvalidTensor {
                 path: folder.shard_paths()[t.shard].to_path_buf(),
                 tensor: name.to_string(),
-                reason: format!("dtype {} is not converted (F32, F16 and BF16 are)", t.info.dtype),
+                reason: format!(
+                    "dtype {} is not converted (F32, F16 and BF16 are)",
+                    t.info.dtype
+                ),
             }
             .into());
         }
@@ -690,24 +872,40 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
         }
         let dims: Vec<u64> = t.info.shape.iter().rev().copied().collect();
         let permute = match family {
-            Family::Llama if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") => Some(n_head),
-            Family::Llama if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") => Some(n_kv),
+            Family::Llama if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") => {
+                Some(n_head)
+            }
+            Family::Llama if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") => {
+                Some(n_kv)
+            }
             _ => None,
         };
         if let Some(h) = permute {
             let rows = t.info.shape[0] as usize;
-            if h == 0 || rows % (2 * h) != 0 {
-                return Err(hp.err("num_attention_heads", format!("{h} heads do not divide the {rows} rows of `{name}`")));
+            if h == 0 || !rows.is_multiple_of(2 * h) {
+                return Err(hp.err(
+                    "num_attention_heads",
+                    format!("{h} heads do not divide the {rows} rows of `{name}`"),
+                ));
             }
         }
         let ggml_type = tensor_type(&g, dims.len(), dims[0], outtype);
         shapes.push((g.clone(), dims.clone(), name.to_string()));
-        tensors.push(PlannedTensor { src: i, name: g, dims, ggml_type, permute });
+        tensors.push(PlannedTensor {
+            src: i,
+            name: g,
+            dims,
+            ggml_type,
+            permute,
+        });
     }
     let mut seen = std::collections::HashSet::new();
     for t in &tensors {
         if !seen.insert(&t.name) {
-            return Err(HfError::Unsupported(format!("two tensors map to `{}`", t.name)));
+            return Err(HfError::Unsupported(format!(
+                "two tensors map to `{}`",
+                t.name
+            )));
         }
     }
     check_sizes(&hp, family, &shapes)?;
@@ -731,10 +929,20 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
             _ => None,
         })
         .unwrap_or("");
-    let meta = metadata::load(card.as_deref(), &folder.config, generation.as_ref(), folder_name, total_params as i64)?;
+    let meta = metadata::load(
+        card.as_deref(),
+        &folder.config,
+        generation.as_ref(),
+        folder_name,
+        total_params as i64,
+    )?;
 
     let mut kv: Vec<(String, Value)> = Vec::new();
-    put(&mut kv, "general.architecture", Value::String(family.gguf_arch().into()));
+    put(
+        &mut kv,
+        "general.architecture",
+        Value::String(family.gguf_arch().into()),
+    );
     put(&mut kv, "general.type", Value::String("model".into()));
     for (k, v) in meta.to_gguf() {
         put(&mut kv, k, v);
@@ -743,15 +951,30 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
     put(&mut kv, "general.quantization_version", Value::U32(2));
     vocabulary(&hp, family, &mut kv)?;
     drop(hp);
-    Ok(Plan { folder, family, metadata: kv, tensors, total_params })
+    Ok(Plan {
+        folder,
+        family,
+        metadata: kv,
+        tensors,
+        total_params,
+    })
 }
 
 /// Decodes a tensor's little-endian bytes to F32.
 pub fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
     match dtype {
-        Dtype::F32 => bytes.par_chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F16 => bytes.par_chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => bytes.par_chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F32 => bytes
+            .par_chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .par_chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .par_chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
         _ => unreachable!("plan refuses other dtypes"),
     }
 }
@@ -763,12 +986,14 @@ pub fn permute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
     let hd = rows / heads;
     let half = hd / 2;
     let mut out = vec![0f32; data.len()];
-    out.par_chunks_mut(cols).enumerate().for_each(|(r_new, dst)| {
-        let (h, w) = (r_new / hd, r_new % hd);
-        let (i, j) = (w / 2, w % 2);
-        let r_old = h * hd + j * half + i;
-        dst.copy_from_slice(&data[r_old * cols..(r_old + 1) * cols]);
-    });
+    out.par_chunks_mut(cols)
+        .enumerate()
+        .for_each(|(r_new, dst)| {
+            let (h, w) = (r_new / hd, r_new % hd);
+            let (i, j) = (w / 2, w % 2);
+            let r_old = h * hd + j * half + i;
+            dst.copy_from_slice(&data[r_old * cols..(r_old + 1) * cols]);
+        });
     out
 }
 
@@ -778,24 +1003,30 @@ pub fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
     let hd = rows / heads;
     let half = hd / 2;
     let mut out = vec![0f32; data.len()];
-    out.par_chunks_mut(cols).enumerate().for_each(|(r_old, dst)| {
-        let (h, w) = (r_old / hd, r_old % hd);
-        let (j, i) = (w / half, w % half);
-        let r_new = h * hd + i * 2 + j;
-        dst.copy_from_slice(&data[r_new * cols..(r_new + 1) * cols]);
-    });
+    out.par_chunks_mut(cols)
+        .enumerate()
+        .for_each(|(r_old, dst)| {
+            let (h, w) = (r_old / hd, r_old % hd);
+            let (j, i) = (w / half, w % half);
+            let r_new = h * hd + i * 2 + j;
+            dst.copy_from_slice(&data[r_new * cols..(r_new + 1) * cols]);
+        });
     out
 }
 
 /// Encodes F32 values as `t` (rows of `row_len`).
 pub fn encode(t: GgmlType, data: &[f32], row_len: usize) -> Result<Vec<u8>, HfError> {
     if t == GgmlType::BF16 {
-        return Ok(data.par_iter().flat_map_iter(|v| half::bf16::from_f32(*v).to_le_bytes()).collect());
+        return Ok(data
+            .par_iter()
+            .flat_map_iter(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect());
     }
     let c = codec(t).ok_or_else(|| HfError::Unsupported(format!("type {t:?} is not written")))?;
     let row_bytes = t
         .bytes_for(row_len as u64)
-        .ok_or_else(|| HfError::Unsupported(format!("rows of {row_len} do not fit {t:?}")))? as usize;
+        .ok_or_else(|| HfError::Unsupported(format!("rows of {row_len} do not fit {t:?}")))?
+        as usize;
     let rows = data.len() / row_len;
     let mut out = vec![0u8; rows * row_bytes];
     out.par_chunks_mut(row_bytes)
@@ -847,7 +1078,11 @@ impl Plan {
     pub fn specs(&self) -> Vec<TensorSpec<'_>> {
         self.tensors
             .iter()
-            .map(|t| TensorSpec { name: &t.name, ggml_type: t.ggml_type, dims: &t.dims })
+            .map(|t| TensorSpec {
+                name: &t.name,
+                ggml_type: t.ggml_type,
+                dims: &t.dims,
+            })
             .collect()
     }
 }
@@ -864,7 +1099,10 @@ pub fn convert(dir: &Path, out: &Path, outtype: OutType) -> Result<ConvertReport
         w.end_tensor()?;
     }
     let bytes = w.finish()?;
-    let hf_architecture = plan.folder.config["architectures"][0].as_str().unwrap_or_default().to_string();
+    let hf_architecture = plan.folder.config["architectures"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     Ok(ConvertReport {
         input: dir.to_path_buf(),
         output: out.to_path_buf(),

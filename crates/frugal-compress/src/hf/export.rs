@@ -47,7 +47,9 @@ impl ExportReport {
             self.input.display(),
             self.output.display(),
             self.architecture,
-            serde_json::to_string(&self.dtype).unwrap_or_default().trim_matches('"'),
+            serde_json::to_string(&self.dtype)
+                .unwrap_or_default()
+                .trim_matches('"'),
             self.tensors,
             self.dequantized,
             self.bytes
@@ -205,26 +207,53 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         }
     }
     if f.tensor("rope_freqs.weight").is_some() {
-        return Err(bad("rope_freqs.weight", "Llama 3 RoPE factors are not exported yet"));
+        return Err(bad(
+            "rope_freqs.weight",
+            "Llama 3 RoPE factors are not exported yet",
+        ));
     }
 
     // Tokenizer.
     if get(&f, "tokenizer.ggml.model").and_then(Value::as_str) != Some("gpt2") {
-        return Err(bad("tokenizer.ggml.model", "only GPT-2-style BPE vocabularies are exported"));
+        return Err(bad(
+            "tokenizer.ggml.model",
+            "only GPT-2-style BPE vocabularies are exported",
+        ));
     }
-    let pre = get(&f, "tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+    let pre = get(&f, "tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let pre_tok = pre_tokenizer(pre)?;
     let tokens = strings(&f, "tokenizer.ggml.tokens")?;
     let merges = strings(&f, "tokenizer.ggml.merges")?;
     let types: Vec<i32> = match get(&f, "tokenizer.ggml.token_type") {
-        Some(Value::Array(frugal_formats::gguf::Array::I32(v))) if v.len() == tokens.len() => v.clone(),
-        _ => return Err(bad("tokenizer.ggml.token_type", "is missing or of the wrong length")),
+        Some(Value::Array(frugal_formats::gguf::Array::I32(v))) if v.len() == tokens.len() => {
+            v.clone()
+        }
+        _ => {
+            return Err(bad(
+                "tokenizer.ggml.token_type",
+                "is missing or of the wrong length",
+            ))
+        }
     };
-    let id = |k: &str| get(&f, &format!("tokenizer.ggml.{k}_token_id")).and_then(Value::as_u64).map(|v| v as u32);
+    let id = |k: &str| {
+        get(&f, &format!("tokenizer.ggml.{k}_token_id"))
+            .and_then(Value::as_u64)
+            .map(|v| v as u32)
+    };
     let (bos, eos, unk, pad) = (id("bos"), id("eos"), id("unknown"), id("padding"));
-    for (k, v) in [("bos", bos), ("eos", eos), ("unknown", unk), ("padding", pad)] {
+    for (k, v) in [
+        ("bos", bos),
+        ("eos", eos),
+        ("unknown", unk),
+        ("padding", pad),
+    ] {
         if v.is_some_and(|v| v as usize >= tokens.len()) {
-            return Err(bad(&format!("tokenizer.ggml.{k}_token_id"), "is outside the vocabulary"));
+            return Err(bad(
+                &format!("tokenizer.ggml.{k}_token_id"),
+                "is outside the vocabulary",
+            ));
         }
     }
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
@@ -273,7 +302,12 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     }) {
         tok_cfg.insert("add_prefix_space".into(), Json::Bool(b));
     }
-    for (k, v) in [("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad)] {
+    for (k, v) in [
+        ("bos_token", bos),
+        ("eos_token", eos),
+        ("unk_token", unk),
+        ("pad_token", pad),
+    ] {
         if let Some(c) = content(v) {
             tok_cfg.insert(k.into(), Json::String(c));
         }
@@ -285,7 +319,10 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     if let Some(n) = get(&f, &key("context_length")).and_then(Value::as_u64) {
         tok_cfg.insert("model_max_length".into(), Json::from(n));
     }
-    tok_cfg.insert("tokenizer_class".into(), Json::String("GPT2Tokenizer".into()));
+    tok_cfg.insert(
+        "tokenizer_class".into(),
+        Json::String("GPT2Tokenizer".into()),
+    );
 
     // Tensors, in the file's order, with their HF names.
     let mut plan: Vec<(usize, String, Vec<u64>, Option<usize>)> = Vec::new();
@@ -293,14 +330,19 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         let (name, heads) = hf_name(&t.name, n_head as usize, n_kv as usize)?;
         let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
         if let Some(h) = heads {
-            if h == 0 || shape[0] as usize % (2 * h) != 0 {
-                return Err(bad(&t.name, format!("{} rows do not split into {h} heads", shape[0])));
+            if h == 0 || !(shape[0] as usize).is_multiple_of(2 * h) {
+                return Err(bad(
+                    &t.name,
+                    format!("{} rows do not split into {h} heads", shape[0]),
+                ));
             }
         }
         plan.push((i, name, shape, heads));
     }
     let n_layer = need_u64(&f, &key("block_count"))?;
-    let vocab_size = get(&f, &key("vocab_size")).and_then(Value::as_u64).unwrap_or(tokens.len() as u64);
+    let vocab_size = get(&f, &key("vocab_size"))
+        .and_then(Value::as_u64)
+        .unwrap_or(tokens.len() as u64);
     let config = LlamaConfigJson {
         architectures: ["LlamaForCausalLM"],
         model_type: "llama",
@@ -313,8 +355,17 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         head_dim,
         vocab_size,
         max_position_embeddings: need_u64(&f, &key("context_length"))?,
-        rms_norm_eps: short(get(&f, &key("attention.layer_norm_rms_epsilon")).and_then(Value::as_f64).ok_or_else(|| bad(&key("attention.layer_norm_rms_epsilon"), "is missing"))? as f32),
-        rope_theta: short(get(&f, &key("rope.freq_base")).and_then(Value::as_f64).unwrap_or(10000.0) as f32),
+        rms_norm_eps: short(
+            get(&f, &key("attention.layer_norm_rms_epsilon"))
+                .and_then(Value::as_f64)
+                .ok_or_else(|| bad(&key("attention.layer_norm_rms_epsilon"), "is missing"))?
+                as f32,
+        ),
+        rope_theta: short(
+            get(&f, &key("rope.freq_base"))
+                .and_then(Value::as_f64)
+                .unwrap_or(10000.0) as f32,
+        ),
         attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
         mlp_bias: false,
         tie_word_embeddings: f.tensor("output.weight").is_none(),
@@ -342,7 +393,9 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     json_file("config.json", &config)?;
     json_file("tokenizer.json", &tokenizer)?;
     json_file("tokenizer_config.json", &Json::Object(tok_cfg))?;
-    write_atomic(&tmp.join("README.md"), &[input], |w| w.write_all(card.as_bytes()))?;
+    write_atomic(&tmp.join("README.md"), &[input], |w| {
+        w.write_all(card.as_bytes())
+    })?;
 
     let st_dtype = match dtype {
         OutType::F16 => Dtype::F16,
@@ -351,10 +404,19 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     };
     let specs: Vec<StTensorSpec> = plan
         .iter()
-        .map(|(_, n, s, _)| StTensorSpec { name: n, dtype: st_dtype, shape: s })
+        .map(|(_, n, s, _)| StTensorSpec {
+            name: n,
+            dtype: st_dtype,
+            shape: s,
+        })
         .collect();
     let st_path = tmp.join("model.safetensors");
-    let mut w = SafetensorsStreamWriter::create(&st_path, &[input], &BTreeMap::from([("format".to_string(), "pt".to_string())]), &specs)?;
+    let mut w = SafetensorsStreamWriter::create(
+        &st_path,
+        &[input],
+        &BTreeMap::from([("format".to_string(), "pt".to_string())]),
+        &specs,
+    )?;
     let dev = candle_core::Device::Cpu;
     let mut dequantized = 0;
     for (i, _, shape, heads) in &plan {
@@ -364,15 +426,24 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
         ));
         let t = frugal_models::gguf_load::load_f32(&f, &info.name, &dev)?;
-        let mut v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(frugal_models::Error::from)?;
+        let mut v: Vec<f32> = t
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(frugal_models::Error::from)?;
         drop(t);
         f.release(info);
         if let Some(h) = heads {
             v = unpermute_rows(&v, shape[0] as usize, *h);
         }
         let bytes: Vec<u8> = match st_dtype {
-            Dtype::F16 => v.par_iter().flat_map_iter(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-            Dtype::BF16 => v.par_iter().flat_map_iter(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+            Dtype::F16 => v
+                .par_iter()
+                .flat_map_iter(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect(),
+            Dtype::BF16 => v
+                .par_iter()
+                .flat_map_iter(|x| half::bf16::from_f32(*x).to_le_bytes())
+                .collect(),
             _ => v.par_iter().flat_map_iter(|x| x.to_le_bytes()).collect(),
         };
         w.write_tensor(&bytes)?;
@@ -395,7 +466,15 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
 fn model_card(f: &GgufFile, input: &Path) -> String {
     let mut s = String::from("---\n");
     let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
-    for k in ["name", "basename", "finetune", "version", "organization", "size_label", "license"] {
+    for k in [
+        "name",
+        "basename",
+        "finetune",
+        "version",
+        "organization",
+        "size_label",
+        "license",
+    ] {
         if let Some(v) = get(f, &format!("general.{k}")).and_then(Value::as_str) {
             s += &format!("{k}: {}\n", q(v));
         }

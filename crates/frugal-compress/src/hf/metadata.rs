@@ -234,10 +234,10 @@ pub fn model_id_components(model_id: Option<&str>, total_params: i64) -> IdParts
                         v * 1000f64.powi(unit)
                     };
                     let tp = total_params as f64;
-                    let small_lora = total_params < 0
-                        && label < (total_params.unsigned_abs() / 8) as f64;
-                    let far = total_params > 0
-                        && (label - tp).abs() > (7 * total_params / 8) as f64;
+                    let small_lora =
+                        total_params < 0 && label < (total_params.unsigned_abs() / 8) as f64;
+                    let far =
+                        total_params > 0 && (label - tp).abs() > (7 * total_params / 8) as f64;
                     if small_lora || far {
                         types[i].finetune = true;
                         p[n - 1] = p[n - 1].to_ascii_lowercase();
@@ -384,10 +384,10 @@ fn sources(key: &str, items: Vec<Yaml>, total_params: i64) -> Result<Vec<Source>
                     || id.starts_with("ssh://")
                 {
                     s.set("repo_url", id.clone());
-                    match HF_URL.captures(&id).filter(|_| id.contains("huggingface.co")) {
-                        Some(c) => Some((model_id_components(Some(&c[1]), total_params), false)),
-                        None => None,
-                    }
+                    HF_URL
+                        .captures(&id)
+                        .filter(|_| id.contains("huggingface.co"))
+                        .map(|c| (model_id_components(Some(&c[1]), total_params), false))
                 } else {
                     Some((model_id_components(Some(&id), total_params), true))
                 };
@@ -478,12 +478,19 @@ fn sampling(gen: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, Va
     ];
     let mut out = Vec::new();
     for (key, names, kind) in table {
-        let Some(v) = names.iter().find_map(|n| gen.get(*n)).filter(|v| !v.is_null()) else {
+        let Some(v) = names
+            .iter()
+            .find_map(|n| gen.get(*n))
+            .filter(|v| !v.is_null())
+        else {
             continue;
         };
         let val = match kind {
             K::Str => v.as_str().map(|s| Value::String(s.to_string())),
-            K::Int => v.as_i64().and_then(|i| i32::try_from(i).ok()).map(Value::I32),
+            K::Int => v
+                .as_i64()
+                .and_then(|i| i32::try_from(i).ok())
+                .map(Value::I32),
             K::Float => v.as_f64().map(|f| Value::F32(f as f32)),
         };
         if let Some(val) = val {
@@ -552,8 +559,7 @@ pub fn load(
         ] {
             for k in keys {
                 if let Some(items) = card_list(card, k) {
-                    dst.get_or_insert_with(Vec::new)
-                        .extend(strings(k, items)?);
+                    dst.get_or_insert_with(Vec::new).extend(strings(k, items)?);
                 }
             }
         }
@@ -600,13 +606,22 @@ impl Metadata {
         s("source.doi", &self.source_doi, &mut out);
         s("source.uuid", &self.source_uuid, &mut out);
         s("source.repo_url", &self.source_repo_url, &mut out);
-        for (group, list) in [("base_model", &self.base_models), ("dataset", &self.datasets)] {
+        for (group, list) in [
+            ("base_model", &self.base_models),
+            ("dataset", &self.datasets),
+        ] {
             if let Some(list) = list {
-                out.push((format!("general.{group}.count"), Value::U32(list.len() as u32)));
+                out.push((
+                    format!("general.{group}.count"),
+                    Value::U32(list.len() as u32),
+                ));
                 for (i, e) in list.iter().enumerate() {
                     for f in SOURCE_FIELDS {
                         if let Some((_, v)) = e.fields.iter().find(|(g, _)| *g == f) {
-                            out.push((format!("general.{group}.{i}.{f}"), Value::String(v.clone())));
+                            out.push((
+                                format!("general.{group}.{i}.{f}"),
+                                Value::String(v.clone()),
+                            ));
                         }
                     }
                 }
@@ -614,7 +629,10 @@ impl Metadata {
         }
         for (k, v) in [("tags", &self.tags), ("languages", &self.languages)] {
             if let Some(v) = v {
-                out.push((format!("general.{k}"), Value::Array(Array::String(v.clone()))));
+                out.push((
+                    format!("general.{k}"),
+                    Value::Array(Array::String(v.clone())),
+                ));
             }
         }
         out
@@ -645,7 +663,10 @@ mod tests {
         assert_eq!(p.finetune.as_deref(), Some("32k"));
         assert_eq!(id_to_title("s2orc"), "S2Orc");
         assert_eq!(id_to_title("flickr30k-captions"), "Flickr30K Captions");
-        assert_eq!(id_to_title("MiniLM-L6-H384-uncased"), "MiniLM L6 H384 Uncased");
+        assert_eq!(
+            id_to_title("MiniLM-L6-H384-uncased"),
+            "MiniLM L6 H384 Uncased"
+        );
         assert_eq!(rounded_notation(22_713_216), "23M");
         assert_eq!(rounded_notation(134_515_008), "135M");
         assert_eq!(rounded_notation(1_500_000), "1.5M");

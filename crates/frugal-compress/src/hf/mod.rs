@@ -33,6 +33,17 @@ pub enum HfError {
     Unsupported(String),
 }
 
+impl HfError {
+    /// Whether the input is at fault (the command exits 2), not the machine.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            HfError::Formats(e) => e.is_bad_input(),
+            HfError::Model(e) => e.is_bad_input(),
+            _ => true,
+        }
+    }
+}
+
 frugal_formats::name_table! {
     "lowercase";
     /// The tensor encoding of a converted or exported model (`--outtype`, `--dtype`): llama.cpp's
