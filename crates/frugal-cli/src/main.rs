@@ -83,6 +83,8 @@ fn main() -> ExitCode {
         std::process::exit(130);
     });
     frugal_formats::output::fail_oversized_writes();
+    // Every command that opens a GGUF model opens a decoder's checkpoint folder the same way.
+    frugal_compress::hf::view::install();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

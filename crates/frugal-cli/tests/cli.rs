@@ -3081,4 +3081,75 @@ fn convert_and_export_from_the_command_line() {
     );
     assert!(!d.join("m-hf").exists());
     assert_bad_input(&frugal(&["export", "m.gguf", "empty"], d), "already exists");
+
+    // A decoder's folder where a GGUF model is expected: quantized (and judged against the
+    // folder) as its conversion is, the same bytes.
+    let Some(smol) =
+        frugal_formats::assets::require_or_skip(frugal_formats::assets::smollm2_gguf(), "SmolLM2")
+    else {
+        return;
+    };
+    let Some(brown) = frugal_formats::assets::require_or_skip(
+        frugal_formats::assets::brown_dir(),
+        "Brown corpus",
+    ) else {
+        return;
+    };
+    let out = frugal(&["export", smol.to_str().unwrap(), "smol-hf"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = d.join("cj.txt");
+    let ids = frugal_formats::brown::select_ids(&brown, "cj01-cj02").unwrap();
+    std::fs::write(
+        &text,
+        frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
+    )
+    .unwrap();
+    let r = frugal_json(
+        &[
+            "quantize",
+            "smol-hf",
+            "q-folder.gguf",
+            "--type",
+            "Q4_K_M",
+            "--eval-text",
+            "cj.txt",
+            "--eval-chunks",
+            "2",
+            "--json",
+        ],
+        d,
+    );
+    let kld = r["quality"]["kld"]["mean"].as_f64().unwrap();
+    assert!(kld > 0.0 && kld < 0.1, "KLD {kld}");
+    let out = frugal(&["convert", "smol-hf", "smol.gguf", "--outtype", "f32"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = frugal(
+        &[
+            "quantize",
+            "smol.gguf",
+            "q-file.gguf",
+            "--type",
+            "Q4_K_M",
+            "--no-eval",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(d.join("q-folder.gguf")).unwrap()
+            == std::fs::read(d.join("q-file.gguf")).unwrap(),
+        "quantizing the folder and its conversion differ"
+    );
 }

@@ -8,7 +8,8 @@
 mod common;
 
 use common::{golden, require};
-use frugal_compress::hf::{convert::convert, export::export, OutType};
+use frugal_compress::hf::{convert::convert, export::export, view, OutType};
+use frugal_compress::quant::{quant_type, quantize_gguf, QuantizeOptions};
 use frugal_formats::{assets, gguf::GgufFile};
 use frugal_models::llama::{Llama, LoadOptions};
 use frugal_models::tokenizer::GgufTokenizer;
@@ -131,6 +132,26 @@ fn smollm2_export_converts_back_byte_identical_and_matches_transformers() {
     assert!(worst_top < 5e-4, "top-5 logits differ by {worst_top}");
     assert!(top1_same >= n - 2, "top-1 agrees at {top1_same} of {n}");
     drop(conv);
+
+    // The folder opens as the GGUF model it converts to (no intermediate file): quantizing it
+    // gives the bytes of quantizing its conversion.
+    view::install();
+    let same_quantized = |folder: &Path, file: &Path| {
+        let opts = QuantizeOptions::new(quant_type("Q4_K_M").unwrap());
+        let (a, b) = (t.path().join("q-folder.gguf"), t.path().join("q-file.gguf"));
+        quantize_gguf(folder, &a, &opts, &|_, _| {}).unwrap();
+        quantize_gguf(file, &b, &opts, &|_, _| {}).unwrap();
+        let (a_bytes, b_bytes) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert!(
+            a_bytes == b_bytes,
+            "{} quantized differs from {}",
+            folder.display(),
+            file.display()
+        );
+        std::fs::remove_file(a).unwrap();
+        std::fs::remove_file(b).unwrap();
+    };
+    same_quantized(&dir, &back);
     std::fs::remove_file(&back).unwrap();
 
     for (name, ty) in [
@@ -148,4 +169,6 @@ fn smollm2_export_converts_back_byte_identical_and_matches_transformers() {
     assert!(r.bytes < 300_000_000);
     let out = t.path().join("back-bf16.gguf");
     check_convert(&dir, &out, OutType::Bf16, &g["convert"]["bf16_export_bf16"]);
+    // A BF16 folder is seen at BF16, its weights read in place from the shard.
+    same_quantized(&dir, &out);
 }

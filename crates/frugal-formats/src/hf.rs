@@ -234,6 +234,11 @@ impl HfFolder {
         self.shards[t.shard].tensor_data(&t.info)
     }
 
+    /// Tensor `t`'s bytes as a handle sharing its shard's mapping.
+    pub fn tensor_mapped(&self, t: &HfTensor) -> crate::gguf::MappedBytes {
+        self.shards[t.shard].tensor_mapped(&t.info)
+    }
+
     /// Drops the pages of bytes `[start, start + len)` of tensor `t` from the resident set (a
     /// hint; see `GgufFile::release`): streaming a tensor a slice at a time keeps memory near
     /// one slice.

@@ -283,15 +283,15 @@ pub fn parse_header(buf: &[u8]) -> Result<SafetensorsHeader, ParseError> {
 /// A memory-mapped safetensors file.
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: Option<Mmap>,
+    map: Option<std::sync::Arc<Mmap>>,
     pub header: SafetensorsHeader,
 }
 
 impl SafetensorsFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let map = crate::map_file(path)?;
-        let header = parse_header(map.as_deref().unwrap_or(&[]))
+        let map = crate::map_file(path)?.map(std::sync::Arc::new);
+        let header = parse_header(map.as_deref().map_or(&[][..], |m| &m[..]))
             .map_err(|e| Error::malformed(path, "safetensors", e))?;
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
@@ -310,7 +310,22 @@ impl SafetensorsFile {
 
     pub fn tensor_data(&self, t: &StTensorInfo) -> &[u8] {
         let base = self.header.data_offset as usize;
-        &self.map.as_deref().unwrap_or(&[])[base + t.begin as usize..base + t.end as usize]
+        &self.map.as_deref().map_or(&[][..], |m| &m[..])
+            [base + t.begin as usize..base + t.end as usize]
+    }
+
+    /// Tensor `t`'s bytes as a handle sharing the file's mapping (see
+    /// `GgufFile::tensor_mapped`).
+    pub fn tensor_mapped(&self, t: &StTensorInfo) -> crate::gguf::MappedBytes {
+        let base = self.header.data_offset as usize;
+        match &self.map {
+            Some(m) => crate::gguf::MappedBytes::of_map(
+                m.clone(),
+                base + t.begin as usize,
+                (t.end - t.begin) as usize,
+            ),
+            None => crate::gguf::MappedBytes::empty(),
+        }
     }
 
     pub fn tensor(&self, name: &str) -> Option<&StTensorInfo> {

@@ -26,7 +26,12 @@ impl ModelKind {
     pub fn detect(path: &Path) -> ModelKind {
         use frugal_formats::inspect::{sniff_format, ModelFormat};
         if path.is_dir() {
-            return ModelKind::Encoder;
+            // A decoder's checkpoint folder is read as the GGUF model it converts to.
+            return if frugal_compress::hf::view::is_decoder_folder(path) {
+                ModelKind::LanguageModel
+            } else {
+                ModelKind::Encoder
+            };
         }
         match sniff_format(path) {
             Ok(ModelFormat::Gguf) => ModelKind::LanguageModel,

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 const MAX_README: u64 = 16 << 20;
 
 /// The architectures converted: `config.json`'s `architectures[0]` → family.
-const ARCHS: &[(&str, Family)] = &[
+pub const ARCHS: &[(&str, Family)] = &[
     ("BertModel", Family::Bert),
     ("BertForMaskedLM", Family::Bert),
     ("LlamaForCausalLM", Family::Llama),

@@ -8,6 +8,7 @@
 pub mod convert;
 pub mod export;
 pub mod metadata;
+pub mod view;
 pub mod vocab;
 
 use std::path::PathBuf;

@@ -76,11 +76,25 @@ impl GgufHeader {
     }
 }
 
-/// A memory-mapped GGUF file.
+/// A memory-mapped GGUF file — or a model seen as one ([`GgufFile::from_parts`]): a Hugging
+/// Face checkpoint folder opened through the opener installed with [`set_folder_opener`], each
+/// tensor's bytes a range of its mapped shard or a buffer of their own.
 pub struct GgufFile {
     path: PathBuf,
     map: Option<Arc<Mmap>>,
     pub header: GgufHeader,
+    /// For a model seen as GGUF: tensor `i`'s bytes (header order, offsets increasing).
+    parts: Option<Vec<MappedBytes>>,
+}
+
+/// How a folder is opened as a GGUF model (installed once by the program: the compression
+/// crate's Hugging Face view); `None` until then, when folders are refused as not files.
+static FOLDER_OPENER: std::sync::OnceLock<fn(&Path) -> Result<GgufFile>> =
+    std::sync::OnceLock::new();
+
+/// Installs the opener [`GgufFile::open`] uses for folders (the first one installed stays).
+pub fn set_folder_opener(opener: fn(&Path) -> Result<GgufFile>) {
+    let _ = FOLDER_OPENER.set(opener);
 }
 
 /// A read-only range of a memory-mapped file, sharing the mapping (see
@@ -114,6 +128,25 @@ impl MappedBytes {
 }
 
 impl MappedBytes {
+    /// No bytes.
+    pub fn empty() -> MappedBytes {
+        MappedBytes {
+            map: None,
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// `len` bytes from `start` of a shared read-only mapping (panics past its end).
+    pub fn of_map(map: Arc<Mmap>, start: usize, len: usize) -> MappedBytes {
+        assert!(start + len <= map.len(), "a range inside the mapping");
+        MappedBytes {
+            map: (len > 0).then_some(map),
+            start,
+            len,
+        }
+    }
+
     /// The `len` bytes from `start` of these (panics past the end, as slicing does).
     pub fn slice(&self, start: usize, len: usize) -> MappedBytes {
         assert!(start + len <= self.len, "a range inside the bytes");
@@ -144,8 +177,15 @@ impl std::fmt::Debug for MappedBytes {
 
 impl GgufFile {
     /// Opens and validates a GGUF file. Nothing but the header is read until tensors are asked for.
+    /// A folder goes to the installed folder opener (a Hugging Face checkpoint, converted as
+    /// it is read).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        if path.is_dir() {
+            if let Some(open) = FOLDER_OPENER.get() {
+                return open(path);
+            }
+        }
         let map = crate::map_file(path)?.map(Arc::new);
         let bytes = map.as_deref().map_or(&[][..], |m| &m[..]);
         let header = parse_header(bytes).map_err(|e| Error::malformed(path, "GGUF", e))?;
@@ -153,19 +193,93 @@ impl GgufFile {
             path: path.to_path_buf(),
             map,
             header,
+            parts: None,
         })
+    }
+
+    /// A model seen as a GGUF file: `metadata`, and tensors (name, type, ggml dims, bytes in
+    /// that type's layout) laid out as a GGUF writer would place them. `path` names it in
+    /// messages. Every size is checked as the parser checks a file's.
+    pub fn from_parts(
+        path: &Path,
+        metadata: Vec<(String, Value)>,
+        tensors: Vec<(String, GgmlType, Vec<u64>, MappedBytes)>,
+    ) -> Result<Self> {
+        let mut infos = Vec::with_capacity(tensors.len());
+        let mut parts = Vec::with_capacity(tensors.len());
+        let mut offset = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        for (name, ggml_type, dims, bytes) in tensors {
+            let bad = |reason: String| Error::InvalidTensor {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+                reason,
+            };
+            if dims.is_empty() || dims.len() > MAX_DIMS || !seen.insert(name.clone()) {
+                return Err(bad(format!("dims {dims:?} or a repeated name")));
+            }
+            let n_bytes = ggml_type
+                .bytes_for(dims.iter().product())
+                .filter(|&n| n == bytes.len() as u64)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{} bytes do not hold {ggml_type:?} {dims:?}",
+                        bytes.len()
+                    ))
+                })?;
+            infos.push(TensorInfo {
+                name,
+                ggml_type,
+                dims,
+                offset,
+                n_bytes,
+                info_offset: 0,
+            });
+            parts.push(bytes);
+            offset += n_bytes.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+        }
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            map: None,
+            header: GgufHeader {
+                version: 3,
+                alignment: DEFAULT_ALIGNMENT,
+                metadata,
+                tensors: infos,
+                data_offset: 0,
+            },
+            parts: Some(parts),
+        })
+    }
+
+    /// A seen-as tensor's bytes.
+    fn part(&self, info: &TensorInfo) -> Option<&MappedBytes> {
+        let parts = self.parts.as_ref()?;
+        let i = self
+            .header
+            .tensors
+            .binary_search_by_key(&info.offset, |t| t.offset)
+            .ok()?;
+        parts.get(i)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The file's size; for a model seen as GGUF, its tensors' bytes.
     pub fn file_len(&self) -> u64 {
-        self.map.as_ref().map_or(0, |m| m.len() as u64)
+        match &self.parts {
+            Some(p) => p.iter().map(|b| b.len() as u64).sum(),
+            None => self.map.as_ref().map_or(0, |m| m.len() as u64),
+        }
     }
 
     /// The raw bytes of tensor `info` (which must come from this file's header).
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        if self.parts.is_some() {
+            return self.part(info).map_or(&[][..], |b| &b[..]);
+        }
         // The header parser checked that every tensor lies inside the file.
         let start = (self.header.data_offset + info.offset) as usize;
         &self.map.as_deref().map_or(&[][..], |m| &m[..])[start..start + info.n_bytes as usize]
@@ -175,6 +289,9 @@ impl GgufFile {
     /// way stays in the kernel's page cache (file-backed, dropped under pressure and re-read),
     /// never copied into the process's own memory, and outlives this `GgufFile`.
     pub fn tensor_mapped(&self, info: &TensorInfo) -> MappedBytes {
+        if self.parts.is_some() {
+            return self.part(info).cloned().unwrap_or_else(MappedBytes::empty);
+        }
         let start = (self.header.data_offset + info.offset) as usize;
         let len = info.n_bytes as usize;
         debug_assert!(start + len <= self.file_len() as usize || len == 0);
@@ -189,6 +306,12 @@ impl GgufFile {
     /// through a large model keeps the resident set small (the pages are re-read from the file
     /// if touched again). A hint: failures are ignored.
     pub fn release(&self, info: &TensorInfo) {
+        if let Some(b) = self.part(info) {
+            if let Some(map) = &b.map {
+                crate::release_range(map, b.start as u64, b.len as u64);
+            }
+            return;
+        }
         if let Some(map) = &self.map {
             crate::release_range(map, self.header.data_offset + info.offset, info.n_bytes);
         }

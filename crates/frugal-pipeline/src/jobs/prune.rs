@@ -11,7 +11,7 @@ use crate::Error;
 use frugal_compress::distill::TrainOptions;
 use frugal_compress::prune::{GgufPruneOptions, Pattern, PruneOptions, Scope, Score};
 use frugal_compress::structured::{Structure, StructuredOptions};
-use frugal_formats::guard::IoPlan;
+use frugal_formats::guard::{Expect, IoPlan};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -111,7 +111,7 @@ impl Job for Prune {
 
     fn io_plan(&self) -> IoPlan {
         let mut p = IoPlan::new();
-        p.input("input model", &self.input);
+        p.add_input("input model", &self.input, Expect::FileOrDir);
         opt_input(&mut p, "--calib", self.calib.as_deref());
         opt_input(&mut p, "--eval-text", self.eval.file());
         p.output("output", &self.output);

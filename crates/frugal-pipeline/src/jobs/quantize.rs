@@ -135,7 +135,7 @@ impl Job for Quantize {
         if let Some(d) = &self.scratch_dir {
             p.add_input("--scratch-dir", d, Expect::Dir);
         }
-        if self.input.is_dir() {
+        if self.input.is_dir() && !frugal_compress::hf::view::is_decoder_folder(&self.input) {
             p.output_dir("output folder", &self.output);
         } else {
             p.output("output", &self.output);

@@ -7,7 +7,7 @@ use crate::steps::{CalibSpec, EvalSpec};
 use crate::tune::{Judged, Objective, QualityLimit, TuneJob, TuneReport};
 use crate::tune_classifier::{ClassifierTuneJob, ClassifierTuneReport};
 use crate::Error;
-use frugal_formats::guard::IoPlan;
+use frugal_formats::guard::{Expect, IoPlan};
 use frugal_models::memory::MemoryPlan;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -109,7 +109,7 @@ impl Job for Tune {
 
     fn io_plan(&self) -> IoPlan {
         let mut p = IoPlan::new();
-        p.input("input model", &self.input);
+        p.add_input("input model", &self.input, Expect::FileOrDir);
         if let Some(Limit::Policy(x)) = &self.limit {
             p.input("--policy", x);
         }
