@@ -304,8 +304,9 @@ fn is_item(text: &str) -> bool {
     text == "-" || text.starts_with("- ")
 }
 
-/// Splits `key: value` at the first `: ` (or a final `:`) outside quotes.
-fn split_key(text: &str) -> Option<(String, String)> {
+/// The first index where `hit` holds outside a quoted scalar opening the text (the only place
+/// a quote opens one in these lines).
+fn find_unquoted(text: &str, hit: impl Fn(&[u8], usize) -> bool) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut quote: Option<u8> = None;
     for (i, &b) in bytes.iter().enumerate() {
@@ -313,17 +314,30 @@ fn split_key(text: &str) -> Option<(String, String)> {
             Some(q) if b == q => quote = None,
             Some(_) => {}
             None if (b == b'"' || b == b'\'') && i == 0 => quote = Some(b),
-            None if b == b':' && (i + 1 == bytes.len() || bytes[i + 1] == b' ') => {
-                return Some((
-                    text[..i].trim_end().to_string(),
-                    text[i + 1..].trim().to_string(),
-                ));
-            }
-            None if b == b'#' && i > 0 && bytes[i - 1] == b' ' => return None,
+            None if hit(bytes, i) => return Some(i),
             None => {}
         }
     }
     None
+}
+
+/// A ` #` comment starts at `i`.
+fn is_comment(bytes: &[u8], i: usize) -> bool {
+    bytes[i] == b'#' && i > 0 && bytes[i - 1] == b' '
+}
+
+/// Splits `key: value` at the first `: ` (or a final `:`) outside quotes and before a comment.
+fn split_key(text: &str) -> Option<(String, String)> {
+    let i = find_unquoted(text, |b, i| {
+        is_comment(b, i) || (b[i] == b':' && (i + 1 == b.len() || b[i + 1] == b' '))
+    })?;
+    if text.as_bytes()[i] == b'#' {
+        return None;
+    }
+    Some((
+        text[..i].trim_end().to_string(),
+        text[i + 1..].trim().to_string(),
+    ))
 }
 
 fn unquote_key(k: &str) -> Result<String, String> {
@@ -338,18 +352,10 @@ fn unquote_key(k: &str) -> Result<String, String> {
 
 /// Drops a trailing ` # comment` outside quotes.
 fn strip_comment(s: &str) -> &str {
-    let bytes = s.as_bytes();
-    let mut quote: Option<u8> = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if (b == b'"' || b == b'\'') && i == 0 => quote = Some(b),
-            None if b == b'#' && i > 0 && bytes[i - 1] == b' ' => return s[..i].trim_end(),
-            None => {}
-        }
+    match find_unquoted(s, is_comment) {
+        Some(i) => s[..i].trim_end(),
+        None => s,
     }
-    s
 }
 
 /// Splits a flow list's body at commas outside quotes.

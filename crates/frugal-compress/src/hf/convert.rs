@@ -223,11 +223,103 @@ fn put(kv: &mut Vec<(String, Value)>, key: impl Into<String>, v: Value) {
     }
 }
 
-/// The first number-like part of a tensor name (llama.cpp's block id).
-fn block_id(name: &str) -> Option<usize> {
-    name.split('.')
-        .find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|p| p.parse().ok())
+/// A family's tensor names, both ways: Hugging Face stem ↔ GGUF stem (without `.weight` or
+/// `.bias`), for the tensors outside the blocks and those of block N (`{block}N.` in Hugging
+/// Face's names, `blk.N.` in GGUF's). `convert` reads it one way, `export` the other.
+pub struct NameTable {
+    pub outside: &'static [(&'static str, &'static str)],
+    pub block: &'static str,
+    pub inside: &'static [(&'static str, &'static str)],
+}
+
+/// BERT (llama.cpp's `tensor_mapping.py` rows for `bert`).
+pub const BERT_NAMES: NameTable = NameTable {
+    outside: &[
+        ("embeddings.word_embeddings", "token_embd"),
+        ("embeddings.token_type_embeddings", "token_types"),
+        ("embeddings.position_embeddings", "position_embd"),
+        ("embeddings.LayerNorm", "token_embd_norm"),
+    ],
+    block: "encoder.layer.",
+    inside: &[
+        ("attention.self.query", "attn_q"),
+        ("attention.self.key", "attn_k"),
+        ("attention.self.value", "attn_v"),
+        ("attention.output.dense", "attn_output"),
+        ("attention.output.LayerNorm", "attn_output_norm"),
+        ("intermediate.dense", "ffn_up"),
+        ("output.dense", "ffn_down"),
+        ("output.LayerNorm", "layer_output_norm"),
+    ],
+};
+
+/// Llama and Mistral (`tensor_mapping.py`'s rows for `llama`).
+pub const LLAMA_NAMES: NameTable = NameTable {
+    outside: &[
+        ("model.embed_tokens", "token_embd"),
+        ("model.norm", "output_norm"),
+        ("lm_head", "output"),
+    ],
+    block: "model.layers.",
+    inside: &[
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+    ],
+};
+
+/// A tensor name split into its stem and its `weight`/`bias` suffix ("" when neither).
+pub fn split_suffix(name: &str) -> (&str, &str) {
+    match name.rsplit_once('.') {
+        Some((s, x)) if x == "weight" || x == "bias" => (s, x),
+        _ => (name, ""),
+    }
+}
+
+fn with_suffix(stem: String, suffix: &str) -> String {
+    if suffix.is_empty() {
+        stem
+    } else {
+        format!("{stem}.{suffix}")
+    }
+}
+
+impl NameTable {
+    /// The GGUF name of a Hugging Face tensor name.
+    pub fn to_gguf(&self, name: &str) -> Option<String> {
+        let (stem, suffix) = split_suffix(name);
+        let g = match self.outside.iter().find(|(h, _)| *h == stem) {
+            Some((_, g)) => g.to_string(),
+            None => {
+                let (b, rest) = stem.strip_prefix(self.block)?.split_once('.')?;
+                let b: usize = b.parse().ok()?;
+                let (_, g) = self.inside.iter().find(|(h, _)| *h == rest)?;
+                format!("blk.{b}.{g}")
+            }
+        };
+        Some(with_suffix(g, suffix))
+    }
+
+    /// The Hugging Face name of a GGUF tensor name.
+    pub fn to_hf(&self, name: &str) -> Option<String> {
+        let (stem, suffix) = split_suffix(name);
+        let h = match self.outside.iter().find(|(_, g)| *g == stem) {
+            Some((h, _)) => h.to_string(),
+            None => {
+                let (b, rest) = stem.strip_prefix("blk.")?.split_once('.')?;
+                let b: usize = b.parse().ok()?;
+                let (h, _) = self.inside.iter().find(|(_, g)| *g == rest)?;
+                format!("{}{b}.{h}", self.block)
+            }
+        };
+        Some(with_suffix(h, suffix))
+    }
 }
 
 /// HF name → GGUF name, `None` for tensors llama.cpp drops, `Err` for unknown ones.
@@ -238,9 +330,10 @@ fn map_name(family: Family, hf_arch: &str, name: &str) -> Result<Option<String>,
     {
         return Ok(None);
     }
-    let bid = block_id(name);
-    let mapped: Option<String> = match family {
+    let mapped = match family {
         Family::Bert => {
+            // BertModel.filter_tensors: the `bert.` prefix, TF-style gamma/beta, and the
+            // pooler and pre-training heads, which llama.cpp drops.
             let mut n = name.strip_prefix("bert.").unwrap_or(name).to_string();
             if let Some(s) = n.strip_suffix(".gamma") {
                 n = format!("{s}.weight");
@@ -256,82 +349,14 @@ fn map_name(family: Family, hf_arch: &str, name: &str) -> Result<Option<String>,
             {
                 return Ok(None);
             }
-            let (stem, suffix) = match n.rsplit_once('.') {
-                Some((s, x)) if x == "weight" || x == "bias" => (s.to_string(), x),
-                _ => (n.clone(), ""),
-            };
-            let fixed = match stem.as_str() {
-                "embeddings.word_embeddings" => Some("token_embd".to_string()),
-                "embeddings.token_type_embeddings" => Some("token_types".into()),
-                "embeddings.position_embeddings" => Some("position_embd".into()),
-                "embeddings.LayerNorm" => Some("token_embd_norm".into()),
-                _ => None,
-            };
-            fixed
-                .or_else(|| {
-                    let b = bid?;
-                    let rest = stem.strip_prefix(&format!("encoder.layer.{b}."))?;
-                    let g = match rest {
-                        "attention.self.query" => "attn_q",
-                        "attention.self.key" => "attn_k",
-                        "attention.self.value" => "attn_v",
-                        "attention.output.dense" => "attn_output",
-                        "attention.output.LayerNorm" => "attn_output_norm",
-                        "intermediate.dense" => "ffn_up",
-                        "output.dense" => "ffn_down",
-                        "output.LayerNorm" => "layer_output_norm",
-                        _ => return None,
-                    };
-                    Some(format!("blk.{b}.{g}"))
-                })
-                .map(|g| {
-                    if suffix.is_empty() {
-                        g
-                    } else {
-                        format!("{g}.{suffix}")
-                    }
-                })
+            BERT_NAMES.to_gguf(&n)
         }
         Family::Llama => {
             let mut n = name.replace("text_model.", "");
             if hf_arch == "LlamaModel" {
                 n = format!("model.{n}");
             }
-            let (stem, suffix) = match n.rsplit_once('.') {
-                Some((s, x)) if x == "weight" || x == "bias" => (s.to_string(), x),
-                _ => (n.clone(), ""),
-            };
-            let fixed = match stem.as_str() {
-                "model.embed_tokens" => Some("token_embd".to_string()),
-                "model.norm" => Some("output_norm".into()),
-                "lm_head" => Some("output".into()),
-                _ => None,
-            };
-            fixed
-                .or_else(|| {
-                    let b = bid?;
-                    let rest = stem.strip_prefix(&format!("model.layers.{b}."))?;
-                    let g = match rest {
-                        "self_attn.q_proj" => "attn_q",
-                        "self_attn.k_proj" => "attn_k",
-                        "self_attn.v_proj" => "attn_v",
-                        "self_attn.o_proj" => "attn_output",
-                        "mlp.gate_proj" => "ffn_gate",
-                        "mlp.up_proj" => "ffn_up",
-                        "mlp.down_proj" => "ffn_down",
-                        "input_layernorm" => "attn_norm",
-                        "post_attention_layernorm" => "ffn_norm",
-                        _ => return None,
-                    };
-                    Some(format!("blk.{b}.{g}"))
-                })
-                .map(|g| {
-                    if suffix.is_empty() {
-                        g
-                    } else {
-                        format!("{g}.{suffix}")
-                    }
-                })
+            LLAMA_NAMES.to_gguf(&n)
         }
     };
     mapped

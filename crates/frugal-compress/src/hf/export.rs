@@ -15,7 +15,7 @@
 //! Covered: the `llama` architecture with a GPT-2-style BPE vocabulary whose pre-tokenizer is
 //! `smollm` or `gpt-2`; anything else is refused naming the key.
 
-use super::convert::unpermute_rows;
+use super::convert::{split_suffix, unpermute_rows, LLAMA_NAMES};
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, Value};
 use frugal_formats::output::{write_atomic, AtomicDir};
@@ -144,38 +144,18 @@ fn pre_tokenizer(pre: &str) -> Result<Json, HfError> {
 
 /// HF name of a GGUF tensor of the `llama` architecture, and the heads to un-permute by.
 fn hf_name(name: &str, n_head: usize, n_kv: usize) -> Result<(String, Option<usize>), HfError> {
-    let (stem, suffix) = name
-        .rsplit_once('.')
-        .filter(|(_, s)| *s == "weight" || *s == "bias")
-        .ok_or_else(|| bad(name, "tensor is not exported"))?;
-    let fixed = match stem {
-        "token_embd" => Some("model.embed_tokens"),
-        "output_norm" => Some("model.norm"),
-        "output" => Some("lm_head"),
-        _ => None,
+    let hf = LLAMA_NAMES
+        .to_hf(name)
+        .ok_or_else(|| bad(name, "tensor is not exported (llama rows only)"))?;
+    let (stem, _) = split_suffix(name);
+    let heads = if stem.ends_with(".attn_q") {
+        Some(n_head)
+    } else if stem.ends_with(".attn_k") {
+        Some(n_kv)
+    } else {
+        None
     };
-    if let Some(f) = fixed {
-        return Ok((format!("{f}.{suffix}"), None));
-    }
-    let rest = stem
-        .strip_prefix("blk.")
-        .ok_or_else(|| bad(name, "tensor is not exported"))?;
-    let (b, part) = rest
-        .split_once('.')
-        .ok_or_else(|| bad(name, "tensor is not exported"))?;
-    let (hf, heads) = match part {
-        "attn_q" => ("self_attn.q_proj", Some(n_head)),
-        "attn_k" => ("self_attn.k_proj", Some(n_kv)),
-        "attn_v" => ("self_attn.v_proj", None),
-        "attn_output" => ("self_attn.o_proj", None),
-        "ffn_gate" => ("mlp.gate_proj", None),
-        "ffn_up" => ("mlp.up_proj", None),
-        "ffn_down" => ("mlp.down_proj", None),
-        "attn_norm" => ("input_layernorm", None),
-        "ffn_norm" => ("post_attention_layernorm", None),
-        _ => return Err(bad(name, "tensor is not exported (llama rows only)")),
-    };
-    Ok((format!("model.layers.{b}.{hf}.{suffix}"), heads))
+    Ok((hf, heads))
 }
 
 /// Exports `input` to the folder `out` (which must not exist).
