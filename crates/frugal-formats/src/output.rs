@@ -241,6 +241,17 @@ impl Drop for AtomicDir {
     }
 }
 
+/// A streaming writer's last check: every one of the `declared` tensors was written.
+pub(crate) fn check_all_written(path: &Path, written: usize, declared: usize) -> Result<()> {
+    if written != declared {
+        return Err(Error::InvalidOutput {
+            path: path.to_path_buf(),
+            reason: format!("{written} of {declared} tensors written"),
+        });
+    }
+    Ok(())
+}
+
 /// Writes `path` atomically with the bytes `fill` produces.
 pub fn write_atomic(
     path: &Path,

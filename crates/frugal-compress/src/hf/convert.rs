@@ -716,6 +716,33 @@ fn pooling(folder: &HfFolder) -> Result<Option<u32>, HfError> {
     Ok(Some(t))
 }
 
+/// The tokenizer model, pre-tokenizer, tokens, token types and special-vocabulary keys, in the
+/// order llama.cpp's `set_vocab` adds them.
+fn put_vocab(
+    kv: &mut Vec<(String, Value)>,
+    model: &str,
+    pre: String,
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    special: Vec<(String, Value)>,
+) {
+    put(kv, "tokenizer.ggml.model", Value::String(model.into()));
+    put(kv, "tokenizer.ggml.pre", Value::String(pre));
+    put(
+        kv,
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(tokens)),
+    );
+    put(
+        kv,
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(types)),
+    );
+    for (k, v) in special {
+        put(kv, k, v);
+    }
+}
+
 /// The vocabulary keys (llama.cpp's `set_vocab`) appended to `kv`.
 fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
     let folder = hp.folder;
@@ -746,21 +773,8 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
                 })
                 .collect();
             let n = tokens.len();
-            put(kv, "tokenizer.ggml.model", Value::String("bert".into()));
-            put(kv, "tokenizer.ggml.pre", Value::String(pre));
-            put(
-                kv,
-                "tokenizer.ggml.tokens",
-                Value::Array(Array::String(tokens)),
-            );
-            put(
-                kv,
-                "tokenizer.ggml.token_type",
-                Value::Array(Array::I32(types)),
-            );
-            for (k, v) in vocab::special_vocab(folder, &tok, false, Some(n))? {
-                put(kv, k, v);
-            }
+            let special = vocab::special_vocab(folder, &tok, false, Some(n))?;
+            put_vocab(kv, "bert", pre, tokens, types, special);
         }
         Family::Llama => {
             if folder.dir().join("tokenizer.model").exists() {
@@ -797,21 +811,8 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
                 });
             }
             let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
-            put(kv, "tokenizer.ggml.model", Value::String("gpt2".into()));
-            put(kv, "tokenizer.ggml.pre", Value::String(pre));
-            put(
-                kv,
-                "tokenizer.ggml.tokens",
-                Value::Array(Array::String(tokens)),
-            );
-            put(
-                kv,
-                "tokenizer.ggml.token_type",
-                Value::Array(Array::I32(types)),
-            );
-            for (k, v) in vocab::special_vocab(folder, &tok, true, None)? {
-                put(kv, k, v);
-            }
+            let special = vocab::special_vocab(folder, &tok, true, None)?;
+            put_vocab(kv, "gpt2", pre, tokens, types, special);
             match vocab_size {
                 Some(32016) => {
                     return Err(HfError::Unsupported(

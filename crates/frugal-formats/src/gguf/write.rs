@@ -144,12 +144,7 @@ impl GgufStreamWriter {
 
     /// Checks every tensor was written, then syncs and renames. Returns the bytes written.
     pub fn finish(self) -> Result<u64> {
-        if self.next != self.sizes.len() {
-            return Err(Error::InvalidOutput {
-                path: self.path.clone(),
-                reason: format!("{} of {} tensors written", self.next, self.sizes.len()),
-            });
-        }
+        crate::output::check_all_written(&self.path, self.next, self.sizes.len())?;
         self.out.commit()?;
         Ok(self.n)
     }
