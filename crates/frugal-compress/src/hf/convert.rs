@@ -830,7 +830,11 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
 
 /// Plans a conversion (see the module's documentation): every check that needs no tensor data.
 pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
-    let folder = HfFolder::open(dir)?;
+    plan_folder(HfFolder::open(dir)?, dir, outtype)
+}
+
+/// [`plan`] of a folder already opened (`dir`, as given, names the model).
+pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
     let hf_arch = folder
         .config
         .get("architectures")
@@ -941,11 +945,7 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
         Some(t) => model_card::front_matter(&t).map_err(|e| HfError::Card(e.to_string()))?,
         None => None,
     };
-    let generation = folder
-        .json("generation_config.json", MAX_SMALL_JSON)
-        .ok()
-        .flatten()
-        .and_then(|g| g.as_object().cloned());
+    let generation = metadata::GenerationConfig::read(&folder)?;
     // The folder's name as given (`Path.name`: "" for "." or "/").
     let folder_name = dir
         .components()
@@ -955,9 +955,10 @@ pub fn plan(dir: &Path, outtype: OutType) -> Result<Plan, HfError> {
             _ => None,
         })
         .unwrap_or("");
+    let name_or_path = folder.config.get("_name_or_path").and_then(Json::as_str);
     let meta = metadata::load(
         card.as_deref(),
-        &folder.config,
+        name_or_path,
         generation.as_ref(),
         folder_name,
         total_params as i64,
@@ -1005,39 +1006,34 @@ pub fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
     }
 }
 
+/// Rows of `data` (`rows` rows) gathered: output row `r` is input row `src(r)`.
+fn gather_rows(data: &[f32], rows: usize, src: impl Fn(usize) -> usize + Sync) -> Vec<f32> {
+    let cols = data.len() / rows;
+    let mut out = vec![0f32; data.len()];
+    out.par_chunks_mut(cols).enumerate().for_each(|(r, dst)| {
+        let s = src(r);
+        dst.copy_from_slice(&data[s * cols..(s + 1) * cols]);
+    });
+    out
+}
+
 /// llama.cpp's `LlamaModel.permute`: within each of `heads` heads, rows `[x0 | x1]` (halves)
 /// become interleaved pairs `(x0[i], x1[i])`.
 pub fn permute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
-    let cols = data.len() / rows;
     let hd = rows / heads;
-    let half = hd / 2;
-    let mut out = vec![0f32; data.len()];
-    out.par_chunks_mut(cols)
-        .enumerate()
-        .for_each(|(r_new, dst)| {
-            let (h, w) = (r_new / hd, r_new % hd);
-            let (i, j) = (w / 2, w % 2);
-            let r_old = h * hd + j * half + i;
-            dst.copy_from_slice(&data[r_old * cols..(r_old + 1) * cols]);
-        });
-    out
+    gather_rows(data, rows, |r| {
+        let (h, w) = (r / hd, r % hd);
+        h * hd + (w % 2) * (hd / 2) + w / 2
+    })
 }
 
 /// The inverse of [`permute_rows`] (what `frugal export` writes back).
 pub fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
-    let cols = data.len() / rows;
     let hd = rows / heads;
-    let half = hd / 2;
-    let mut out = vec![0f32; data.len()];
-    out.par_chunks_mut(cols)
-        .enumerate()
-        .for_each(|(r_old, dst)| {
-            let (h, w) = (r_old / hd, r_old % hd);
-            let (j, i) = (w / half, w % half);
-            let r_new = h * hd + i * 2 + j;
-            dst.copy_from_slice(&data[r_new * cols..(r_new + 1) * cols]);
-        });
-    out
+    gather_rows(data, rows, |r| {
+        let (h, w) = (r / hd, r % hd);
+        h * hd + (w % (hd / 2)) * 2 + w / (hd / 2)
+    })
 }
 
 /// Encodes F32 values as `t` (rows of `row_len`).

@@ -15,12 +15,11 @@
 //! Covered: the `llama` architecture with a GPT-2-style BPE vocabulary whose pre-tokenizer is
 //! `smollm` or `gpt-2`; anything else is refused naming the key.
 
-use super::convert::{split_suffix, unpermute_rows, LLAMA_NAMES};
+use super::convert::{encode, split_suffix, unpermute_rows, LLAMA_NAMES};
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, Value};
 use frugal_formats::output::{write_atomic, AtomicDir};
 use frugal_formats::safetensors::{Dtype, SafetensorsStreamWriter, StTensorSpec};
-use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
@@ -85,18 +84,6 @@ struct LlamaConfigJson {
     pad_token_id: Option<u32>,
     torch_dtype: &'static str,
     use_cache: bool,
-}
-
-/// An added token of `tokenizer.json`.
-#[derive(Serialize)]
-struct AddedToken<'a> {
-    id: u32,
-    content: &'a str,
-    single_word: bool,
-    lstrip: bool,
-    rstrip: bool,
-    normalized: bool,
-    special: bool,
 }
 
 fn bad(key: &str, reason: impl Into<String>) -> HfError {
@@ -243,14 +230,14 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     if vocab.len() != tokens.len() {
         return Err(bad("tokenizer.ggml.tokens", "holds a token twice"));
     }
-    let added: Vec<AddedToken> = tokens
+    let added: Vec<super::vocab::AddedToken> = tokens
         .iter()
         .zip(&types)
         .enumerate()
         .filter(|(_, (_, &ty))| ty == super::vocab::CONTROL || ty == super::vocab::USER_DEFINED)
-        .map(|(i, (t, &ty))| AddedToken {
+        .map(|(i, (t, &ty))| super::vocab::AddedToken {
             id: i as u32,
-            content: t,
+            content: t.clone(),
             single_word: false,
             lstrip: false,
             rstrip: false,
@@ -415,18 +402,9 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         if let Some(h) = heads {
             v = unpermute_rows(&v, shape[0] as usize, *h);
         }
-        let bytes: Vec<u8> = match st_dtype {
-            Dtype::F16 => v
-                .par_iter()
-                .flat_map_iter(|x| half::f16::from_f32(*x).to_le_bytes())
-                .collect(),
-            Dtype::BF16 => v
-                .par_iter()
-                .flat_map_iter(|x| half::bf16::from_f32(*x).to_le_bytes())
-                .collect(),
-            _ => v.par_iter().flat_map_iter(|x| x.to_le_bytes()).collect(),
-        };
-        w.write_tensor(&bytes)?;
+        // The same rounding as conversion's (F16, BF16 nearest even; F32 as it is).
+        let row_len = *shape.last().unwrap_or(&1) as usize;
+        w.write_tensor(&encode(dtype.ggml(), &v, row_len)?)?;
     }
     let bytes = w.finish()?;
     dir.commit()?;

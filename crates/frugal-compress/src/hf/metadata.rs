@@ -10,6 +10,7 @@
 
 use super::HfError;
 use frugal_formats::gguf::{Array, Value};
+use frugal_formats::hf::{HfFolder, MAX_SMALL_JSON};
 use frugal_formats::model_card::Yaml;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -451,61 +452,77 @@ fn fill_from_id(m: &mut Metadata, p: IdParts) {
     m.size_label = m.size_label.take().or(p.size_label);
 }
 
-/// The sampling defaults of `generation_config.json`, as llama.cpp types them.
-fn sampling(gen: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, Value)> {
-    enum K {
-        Str,
-        Int,
-        Float,
-    }
-    let table: [(&str, &[&str], K); 12] = [
-        ("sequence", &["sequence"], K::Str),
-        ("top_k", &["top_k"], K::Int),
-        ("top_p", &["top_p"], K::Float),
-        ("min_p", &["min_p"], K::Float),
-        ("xtc_probability", &["xtc_probability"], K::Float),
-        ("xtc_threshold", &["xtc_threshold"], K::Float),
-        ("temp", &["temperature"], K::Float),
-        ("penalty_last_n", &["penalty_last_n"], K::Int),
-        (
-            "penalty_repeat",
-            &["penalty_repeat", "repetition_penalty"],
-            K::Float,
-        ),
-        ("mirostat", &["mirostat"], K::Int),
-        ("mirostat_tau", &["mirostat_tau"], K::Float),
-        ("mirostat_eta", &["mirostat_eta"], K::Float),
-    ];
-    let mut out = Vec::new();
-    for (key, names, kind) in table {
-        let Some(v) = names
-            .iter()
-            .find_map(|n| gen.get(*n))
-            .filter(|v| !v.is_null())
-        else {
-            continue;
+/// The sampling defaults of `generation_config.json` that llama.cpp writes (other keys are
+/// ignored), typed as its writer types them.
+#[derive(Debug, Default, Clone, PartialEq, serde::Deserialize)]
+pub struct GenerationConfig {
+    pub sequence: Option<String>,
+    pub top_k: Option<i32>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub xtc_probability: Option<f32>,
+    pub xtc_threshold: Option<f32>,
+    pub temperature: Option<f32>,
+    pub penalty_last_n: Option<i32>,
+    pub penalty_repeat: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub mirostat: Option<i32>,
+    pub mirostat_tau: Option<f32>,
+    pub mirostat_eta: Option<f32>,
+}
+
+impl GenerationConfig {
+    /// The folder's `generation_config.json`: `None` when absent or not valid JSON (llama.cpp
+    /// skips such files); a value of the wrong type is refused (llama.cpp's writer fails on it).
+    pub fn read(folder: &HfFolder) -> Result<Option<GenerationConfig>, HfError> {
+        let path = folder.dir().join("generation_config.json");
+        let Ok(Some(json)) = folder.json("generation_config.json", MAX_SMALL_JSON) else {
+            return Ok(None);
         };
-        let val = match kind {
-            K::Str => v.as_str().map(|s| Value::String(s.to_string())),
-            K::Int => v
-                .as_i64()
-                .and_then(|i| i32::try_from(i).ok())
-                .map(Value::I32),
-            K::Float => v.as_f64().map(|f| Value::F32(f as f32)),
-        };
-        if let Some(val) = val {
-            out.push((format!("general.sampling.{key}"), val));
-        }
+        serde_json::from_value(json)
+            .map(Some)
+            .map_err(|e| HfError::Config {
+                path,
+                field: "sampling".into(),
+                reason: e.to_string(),
+            })
     }
-    out
+
+    /// The `general.sampling.*` keys, in llama.cpp's order.
+    fn to_gguf(&self) -> Vec<(String, Value)> {
+        let s = |v: &Option<String>| v.clone().map(Value::String);
+        let i = |v: Option<i32>| v.map(Value::I32);
+        let f = |v: Option<f32>| v.map(Value::F32);
+        [
+            ("sequence", s(&self.sequence)),
+            ("top_k", i(self.top_k)),
+            ("top_p", f(self.top_p)),
+            ("min_p", f(self.min_p)),
+            ("xtc_probability", f(self.xtc_probability)),
+            ("xtc_threshold", f(self.xtc_threshold)),
+            ("temp", f(self.temperature)),
+            ("penalty_last_n", i(self.penalty_last_n)),
+            (
+                "penalty_repeat",
+                f(self.penalty_repeat.or(self.repetition_penalty)),
+            ),
+            ("mirostat", i(self.mirostat)),
+            ("mirostat_tau", f(self.mirostat_tau)),
+            ("mirostat_eta", f(self.mirostat_eta)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((format!("general.sampling.{k}"), v?)))
+        .collect()
+    }
 }
 
 /// What llama.cpp's `Metadata.load` derives for a folder named `folder_name` (the last part
-/// of the path as given) with `total_params` parameters.
+/// of the path as given) with `total_params` parameters, its model card, `config.json`'s
+/// `_name_or_path` and its generation config.
 pub fn load(
     card: Option<&[(String, Yaml)]>,
-    config: &serde_json::Map<String, serde_json::Value>,
-    generation: Option<&serde_json::Map<String, serde_json::Value>>,
+    name_or_path: Option<&str>,
+    generation: Option<&GenerationConfig>,
     folder_name: &str,
     total_params: i64,
 ) -> Result<Metadata, HfError> {
@@ -564,14 +581,14 @@ pub fn load(
             }
         }
     }
-    if let Some(serde_json::Value::String(id)) = config.get("_name_or_path") {
+    if let Some(id) = name_or_path {
         if id.matches('/').count() <= 1 {
             fill_from_id(&mut m, model_id_components(Some(id), total_params));
         }
     }
     fill_from_id(&mut m, model_id_components(Some(folder_name), total_params));
     if let Some(g) = generation {
-        m.sampling = sampling(g);
+        m.sampling = g.to_gguf();
     }
     if m.name.is_none() {
         m.name = Some(folder_name.to_string());
@@ -670,5 +687,25 @@ mod tests {
         assert_eq!(rounded_notation(22_713_216), "23M");
         assert_eq!(rounded_notation(134_515_008), "135M");
         assert_eq!(rounded_notation(1_500_000), "1.5M");
+    }
+
+    #[test]
+    fn generation_config_gives_llama_cpps_sampling_keys_in_its_order() {
+        let g: GenerationConfig = serde_json::from_str(
+            r#"{"temperature": 1, "top_p": 0.9, "repetition_penalty": 1.1, "top_k": 50, "bos_token_id": 1}"#,
+        )
+        .unwrap();
+        let keys: Vec<(String, Value)> = g.to_gguf();
+        assert_eq!(
+            keys,
+            vec![
+                ("general.sampling.top_k".into(), Value::I32(50)),
+                ("general.sampling.top_p".into(), Value::F32(0.9)),
+                ("general.sampling.temp".into(), Value::F32(1.0)),
+                ("general.sampling.penalty_repeat".into(), Value::F32(1.1)),
+            ]
+        );
+        // llama.cpp's writer packs top_k as int32: a fractional one is refused.
+        assert!(serde_json::from_str::<GenerationConfig>(r#"{"top_k": 50.5}"#).is_err());
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! [`install`] makes `GgufFile::open` use this view for folders.
 
-use super::convert::{plan, Family, ARCHS};
+use super::convert::{plan_folder, Family, ARCHS};
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, MappedBytes};
 use frugal_formats::hf::{is_hf_folder, read_json, HfFolder, MAX_SMALL_JSON};
@@ -60,8 +60,9 @@ fn dtype_ggml(d: Dtype) -> Option<GgmlType> {
 
 /// Opens the folder `dir` as a GGUF model (see the module's documentation).
 pub fn open_view(dir: &Path) -> Result<GgufFile, HfError> {
-    let outtype = guess_outtype(&HfFolder::open(dir)?);
-    let p = plan(dir, outtype)?;
+    let folder = HfFolder::open(dir)?;
+    let outtype = guess_outtype(&folder);
+    let p = plan_folder(folder, dir, outtype)?;
     let mut parts = Vec::with_capacity(p.tensors.len());
     for (i, t) in p.tensors.iter().enumerate() {
         let src = &p.folder.tensors[t.src];

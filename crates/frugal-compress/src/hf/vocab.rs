@@ -416,10 +416,30 @@ const PRE_HASHES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The folder's `tokenizer.json`, parsed both as JSON (for the fields llama.cpp reads directly)
-/// and as a runnable tokenizer.
+/// An entry of `tokenizer.json`'s `added_tokens` (read by the converter, written by export).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AddedToken {
+    pub id: u32,
+    pub content: String,
+    #[serde(default)]
+    pub single_word: bool,
+    #[serde(default)]
+    pub lstrip: bool,
+    #[serde(default)]
+    pub rstrip: bool,
+    #[serde(default)]
+    pub normalized: bool,
+    #[serde(default)]
+    pub special: bool,
+}
+
+/// The folder's `tokenizer.json`, parsed both as JSON (for the fields llama.cpp reads directly;
+/// its post-processor templates are nested lists of variants, read where llama.cpp reads
+/// them) and as a runnable tokenizer.
 pub struct HfTokenizer {
     pub json: Json,
+    /// `added_tokens`, typed.
+    pub added: Vec<AddedToken>,
     pub tokenizer: Tokenizer,
     /// `tokenizer_config.json`, when present.
     pub config: Option<Json>,
@@ -455,8 +475,14 @@ impl HfTokenizer {
             .map_err(|e| tok_err(&path, e.to_string()))?;
         tokenizer.with_padding(None);
         let config = folder.json("tokenizer_config.json", MAX_SMALL_JSON)?;
+        let added: Vec<AddedToken> = match json.get("added_tokens") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| tok_err(&path, format!("added_tokens: {e}")))?,
+        };
         let t = HfTokenizer {
             json,
+            added,
             tokenizer,
             config,
         };
@@ -498,28 +524,6 @@ impl HfTokenizer {
             ));
         }
         Ok(())
-    }
-
-    /// `added_tokens` of tokenizer.json: (id, content, special, normalized).
-    fn added(&self) -> Vec<(u32, String, bool, bool)> {
-        let mut out = Vec::new();
-        if let Some(list) = self.json.get("added_tokens").and_then(Json::as_array) {
-            for a in list {
-                if let (Some(id), Some(c)) = (
-                    a.get("id").and_then(Json::as_u64),
-                    a.get("content").and_then(Json::as_str),
-                ) {
-                    let flag = |k: &str| a.get(k).and_then(Json::as_bool).unwrap_or(false);
-                    out.push((
-                        id as u32,
-                        c.to_string(),
-                        flag("special"),
-                        flag("normalized"),
-                    ));
-                }
-            }
-        }
-        out
     }
 }
 
@@ -574,7 +578,8 @@ pub fn base_vocab(
     for (t, &id) in &vocab {
         reverse[id as usize] = Some(t);
     }
-    let added = tok.added();
+    let added: std::collections::HashMap<u32, &AddedToken> =
+        tok.added.iter().map(|a| (a.id, a)).collect();
     let mut tokens = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
     for (i, r) in reverse.iter().enumerate() {
@@ -584,8 +589,8 @@ pub fn base_vocab(
             continue;
         };
         let mut token = t.to_string();
-        if let Some((_, _, special, normalized)) = added.iter().find(|a| a.0 as usize == i) {
-            if !normalized {
+        if let Some(a) = added.get(&(i as u32)) {
+            if !a.normalized {
                 // llama.cpp re-encodes and decodes such tokens; Frugal checks that this is
                 // the identity rather than reproduce transformers' decode clean-ups.
                 let ids = tok
@@ -603,7 +608,7 @@ pub fn base_vocab(
                     ));
                 }
             }
-            if *special || looks_special(&token) {
+            if a.special || looks_special(&token) {
                 types.push(CONTROL);
             } else {
                 token = token.replace('\u{2581}', " ");
@@ -705,7 +710,6 @@ pub fn special_vocab(
     if let Some(n) = tok.json.get("normalizer").filter(|n| !n.is_null()) {
         normalizer(n, &mut lowercase, &mut strip_accents);
     }
-    let added = tok.added();
     let mut cfg: Option<serde_json::Map<String, Json>> = tok
         .config
         .as_ref()
@@ -910,7 +914,11 @@ pub fn special_vocab(
             let Some(entry) = content(c.get(&format!("{typ}_token"))) else {
                 continue;
             };
-            let id = added.iter().find(|a| a.1 == entry).map(|a| a.0 as i64);
+            let id = tok
+                .added
+                .iter()
+                .find(|a| a.content == entry)
+                .map(|a| i64::from(a.id));
             set_id(&mut ids, typ, id)?;
         }
     }
