@@ -266,6 +266,15 @@ impl HfFolder {
         guard::read_text_capped(&p, "text file", limit).map(Some)
     }
 
+    /// A file of the folder as bytes (`None` when absent), at most `limit` bytes.
+    pub fn bytes(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let p = self.dir.join(name);
+        if !p.exists() {
+            return Ok(None);
+        }
+        guard::read_capped(&p, "file", limit).map(Some)
+    }
+
     /// Every file the folder's reading depends on (for refusing outputs over inputs).
     pub fn input_paths(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = self.shards.iter().map(|s| s.path().to_path_buf()).collect();
@@ -274,6 +283,11 @@ impl HfFolder {
             INDEX_NAME,
             "tokenizer.json",
             "tokenizer_config.json",
+            "tokenizer.model",
+            "added_tokens.json",
+            "special_tokens_map.json",
+            "generation_config.json",
+            "modules.json",
             "README.md",
         ] {
             let p = self.dir.join(n);

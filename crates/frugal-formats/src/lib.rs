@@ -18,6 +18,7 @@ pub mod model_card;
 pub mod output;
 pub mod rng;
 pub mod safetensors;
+pub mod sentencepiece;
 pub mod sparse;
 
 pub use error::{Error, ParseError, Result};

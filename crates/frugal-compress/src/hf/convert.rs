@@ -35,6 +35,7 @@ pub const ARCHS: &[(&str, Family)] = &[
     ("BertForMaskedLM", Family::Bert),
     ("LlamaForCausalLM", Family::Llama),
     ("MistralForCausalLM", Family::Llama),
+    ("Gemma3ForCausalLM", Family::Gemma3),
 ];
 
 /// A converter family: one set of naming, hyperparameter and vocabulary rules.
@@ -42,6 +43,7 @@ pub const ARCHS: &[(&str, Family)] = &[
 pub enum Family {
     Bert,
     Llama,
+    Gemma3,
 }
 
 impl Family {
@@ -49,7 +51,13 @@ impl Family {
         match self {
             Family::Bert => "bert",
             Family::Llama => "llama",
+            Family::Gemma3 => "gemma3",
         }
+    }
+
+    /// Whether the family is a decoder (a language model).
+    pub fn is_decoder(self) -> bool {
+        self != Family::Bert
     }
 }
 
@@ -64,6 +72,21 @@ pub struct PlannedTensor {
     pub ggml_type: GgmlType,
     /// Rows regrouped for llama.cpp's RoPE layout: (heads).
     pub permute: Option<usize>,
+    /// Gemma's norms: 1.0 added to each weight (its RMSNorm scales by `1 + w`), in the
+    /// checkpoint's precision where llama.cpp's converter adds in it (F16; BF16 is widened
+    /// to F32 first).
+    pub norm_shift: bool,
+    /// Rows written, when fewer than the checkpoint's (Gemma's embedding trimmed to the
+    /// vocabulary).
+    pub rows: Option<usize>,
+}
+
+impl PlannedTensor {
+    /// Whether the output values are the checkpoint's, in its order (only the encoding may
+    /// differ).
+    pub fn is_verbatim(&self) -> bool {
+        self.permute.is_none() && !self.norm_shift && self.rows.is_none()
+    }
 }
 
 /// Everything decided before any tensor is read.
@@ -126,9 +149,11 @@ struct Hp<'a> {
 }
 
 /// `transformers` 4.46.3 defaults of the config classes converted (the keys the converter
-/// reads), applied where `config.json` lacks the key.
+/// reads), applied where `config.json` lacks the key. Gemma 3 has none: transformers 4.46.3
+/// does not know `gemma3_text`, so the converter falls back to `config.json` as written.
 fn class_defaults(family: Family, hf_arch: &str) -> Json {
     match (family, hf_arch) {
+        (Family::Gemma3, _) => serde_json::json!({}),
         (Family::Bert, _) => serde_json::json!({
             "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
             "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
@@ -274,6 +299,30 @@ pub const LLAMA_NAMES: NameTable = NameTable {
     ],
 };
 
+/// Gemma 3 (`tensor_mapping.py`'s rows for `gemma3`).
+pub const GEMMA3_NAMES: NameTable = NameTable {
+    outside: &[
+        ("model.embed_tokens", "token_embd"),
+        ("model.norm", "output_norm"),
+    ],
+    block: "model.layers.",
+    inside: &[
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "post_attention_norm"),
+        ("pre_feedforward_layernorm", "ffn_norm"),
+        ("post_feedforward_layernorm", "post_ffw_norm"),
+    ],
+};
+
 /// A tensor name split into its stem and its `weight`/`bias` suffix ("" when neither).
 pub fn split_suffix(name: &str) -> (&str, &str) {
     match name.rsplit_once('.') {
@@ -358,6 +407,7 @@ fn map_name(family: Family, hf_arch: &str, name: &str) -> Result<Option<String>,
             }
             LLAMA_NAMES.to_gguf(&n)
         }
+        Family::Gemma3 => GEMMA3_NAMES.to_gguf(name),
     };
     mapped
         .map(Some)
@@ -441,7 +491,7 @@ fn check_sizes(
             ("ffn_up.weight", "intermediate_size", 0),
             ("ffn_down.weight", "intermediate_size", 1),
         ],
-        Family::Llama => &[
+        Family::Llama | Family::Gemma3 => &[
             ("attn_q.weight", "hidden_size", 1),
             ("ffn_gate.weight", "intermediate_size", 0),
             ("ffn_up.weight", "intermediate_size", 0),
@@ -469,12 +519,17 @@ fn check_sizes(
                 expect("type_vocab_size", t, "token_types.weight", 0)?;
             }
         }
-        Family::Llama => {
+        Family::Llama | Family::Gemma3 => {
             let n_head = hp.need(&["n_heads", "num_attention_heads"])?;
             let n_kv = hp
                 .u64(&["n_kv_heads", "num_key_value_heads"])?
                 .unwrap_or(n_head);
-            let head_dim = hp.u64(&["head_dim"])?.unwrap_or(hidden / n_head.max(1));
+            let head_dim = match (hp.u64(&["head_dim"])?, family) {
+                (Some(d), _) => d,
+                // Gemma3Model's default.
+                (None, Family::Gemma3) => 256,
+                (None, _) => hidden / n_head.max(1),
+            };
             if n_head == 0 || n_kv == 0 || n_head % n_kv != 0 || head_dim % 2 != 0 {
                 return Err(hp.err(
                     "num_key_value_heads",
@@ -581,11 +636,6 @@ fn hparams(
         }
     }
     for k in [
-        "local_rope_theta",
-        "rope_local_theta",
-        "rope_theta_local",
-        "swa_rope_theta",
-        "rope_local_base_freq",
         "partial_rotary_factor",
         "rope_pct",
         "rope_percent",
@@ -595,20 +645,33 @@ fn hparams(
             return Err(hp.err(k, "is not converted yet"));
         }
     }
-    let theta = hp.f32(&[
-        "global_rope_theta",
-        "rope_global_theta",
-        "rope_theta_global",
-        "rope_theta",
-        "rotary_emb_base",
-    ])?;
-    let theta = theta.or_else(|| {
-        rope.and_then(|r| r.get("rope_theta"))
-            .and_then(Json::as_f64)
-            .map(|f| f as f32)
-    });
+    // `rope_parameters["rope_theta"]` first, else the top-level key llama.cpp mirrors into it.
+    let theta = match rope.and_then(|r| r.get("rope_theta")) {
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| hp.err("rope_theta", format!("{v} is not a number")))?
+                as f32,
+        ),
+        None => hp.f32(&[
+            "global_rope_theta",
+            "rope_global_theta",
+            "rope_theta_global",
+            "rope_theta",
+            "rotary_emb_base",
+        ])?,
+    };
     if let Some(t) = theta {
         put(kv, format!("{a}.rope.freq_base"), Value::F32(t));
+    }
+    // The windowed layers' base (Gemma 3's `rope_local_base_freq`).
+    if let Some(t) = hp.f32(&[
+        "local_rope_theta",
+        "rope_local_theta",
+        "rope_theta_local",
+        "swa_rope_theta",
+        "rope_local_base_freq",
+    ])? {
+        put(kv, format!("{a}.rope.freq_base_swa"), Value::F32(t));
     }
     if let Some(e) = hp.f32(&["rms_norm_eps", "norm_eps"])? {
         put(
@@ -661,6 +724,97 @@ fn hparams(
                 None => hidden / heads.max(1),
             };
             put(kv, format!("{a}.rope.dimension_count"), u(rope_dim));
+        }
+        Family::Gemma3 => {
+            // Gemma3Model.set_gguf_parameters: its defaults where `config.json` lacks the key
+            // (a key present as null is refused: llama.cpp's writer fails on it).
+            let or = |k: &str, d: Json| -> Result<Json, HfError> {
+                match cfg.get(k) {
+                    None => Ok(d),
+                    Some(Json::Null) => Err(hp.err(k, "is null")),
+                    Some(v) => Ok(v.clone()),
+                }
+            };
+            let count = |k: &str, d: u64| -> Result<Value, HfError> {
+                or(k, Json::from(d))?
+                    .as_u64()
+                    .filter(|&n| n < u32::MAX as u64)
+                    .map(|n| Value::U32(n as u32))
+                    .ok_or_else(|| hp.err(k, "is not a count"))
+            };
+            let num = |k: &str, d: f64| -> Result<Value, HfError> {
+                or(k, Json::from(d))?
+                    .as_f64()
+                    .map(|f| Value::F32(f as f32))
+                    .ok_or_else(|| hp.err(k, "is not a number"))
+            };
+            put(
+                kv,
+                format!("{a}.context_length"),
+                count("max_position_embeddings", 131072)?,
+            );
+            put(
+                kv,
+                format!("{a}.attention.head_count"),
+                count("num_attention_heads", 8)?,
+            );
+            put(
+                kv,
+                format!("{a}.attention.layer_norm_rms_epsilon"),
+                num("rms_norm_eps", 1e-6)?,
+            );
+            put(
+                kv,
+                format!("{a}.attention.key_length"),
+                count("head_dim", 256)?,
+            );
+            put(
+                kv,
+                format!("{a}.attention.value_length"),
+                count("head_dim", 256)?,
+            );
+            put(
+                kv,
+                format!("{a}.rope.freq_base"),
+                Value::F32(theta.unwrap_or(1_000_000.0)),
+            );
+            if cfg
+                .get("attn_logit_softcapping")
+                .is_some_and(|v| !v.is_null())
+            {
+                return Err(hp.err(
+                    "attn_logit_softcapping",
+                    "is set, which Gemma 3 does not use (llama.cpp's converter refuses it)",
+                ));
+            }
+            if let Some(v) = cfg.get("final_logit_softcapping") {
+                // Python truthiness: null and 0 write nothing.
+                if v.as_f64().is_some_and(|x| x != 0.0) {
+                    put(
+                        kv,
+                        format!("{a}.final_logit_softcapping"),
+                        num("final_logit_softcapping", 0.0)?,
+                    );
+                } else if !v.is_null() && v.as_f64().is_none() {
+                    return Err(hp.err("final_logit_softcapping", "is not a number"));
+                }
+            }
+            if cfg.get("sliding_window_pattern").and_then(Json::as_i64) != Some(1) {
+                let w = cfg
+                    .get("sliding_window")
+                    .filter(|v| !v.is_null())
+                    .ok_or_else(|| hp.err("sliding_window", "is missing"))?;
+                let w = w
+                    .as_u64()
+                    .filter(|&n| n < u32::MAX as u64)
+                    .ok_or_else(|| hp.err("sliding_window", "is not a count"))?;
+                put(kv, format!("{a}.attention.sliding_window"), u(w));
+            }
+            put(
+                kv,
+                format!("{a}.attention.head_count_kv"),
+                count("num_key_value_heads", 4)?,
+            );
         }
     }
     Ok(())
@@ -723,6 +877,7 @@ fn put_vocab(
     model: &str,
     pre: String,
     tokens: Vec<String>,
+    scores: Option<Vec<f32>>,
     types: Vec<i32>,
     special: Vec<(String, Value)>,
 ) {
@@ -733,6 +888,9 @@ fn put_vocab(
         "tokenizer.ggml.tokens",
         Value::Array(Array::String(tokens)),
     );
+    if let Some(s) = scores {
+        put(kv, "tokenizer.ggml.scores", Value::Array(Array::F32(s)));
+    }
     put(
         kv,
         "tokenizer.ggml.token_type",
@@ -746,6 +904,40 @@ fn put_vocab(
 /// The vocabulary keys (llama.cpp's `set_vocab`) appended to `kv`.
 fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
     let folder = hp.folder;
+    if family == Family::Gemma3 {
+        // Gemma3Model.set_vocab: the SentencePiece path when there is a `tokenizer.model`.
+        if !folder.dir().join("tokenizer.model").exists() {
+            return Err(HfError::Tokenizer {
+                path: folder.dir().join("tokenizer.model"),
+                reason: "is missing (Gemma 3 is converted from its SentencePiece model; \
+                         llama.cpp reads a tokenizer.json-only Gemma as GPT-2 BPE, which is not \
+                         converted yet)"
+                    .into(),
+            });
+        }
+        let n = hp.u64(&["vocab_size_per_layer_input", "vocab_size"])?;
+        let v = vocab::sentencepiece_vocab(folder, n.map(|n| n as usize))?;
+        let config = folder.json("tokenizer_config.json", MAX_SMALL_JSON)?;
+        let special = vocab::special_vocab(
+            folder,
+            &Json::Null,
+            &[],
+            config.as_ref(),
+            false,
+            Some(v.tokens.len()),
+        )?;
+        put_vocab(
+            kv,
+            "llama",
+            "default".into(),
+            v.tokens,
+            Some(v.scores),
+            v.types,
+            special,
+        );
+        put(kv, "tokenizer.ggml.add_space_prefix", Value::Bool(false));
+        return Ok(());
+    }
     let tok = HfTokenizer::load(folder)?;
     let path = folder.dir().join("tokenizer.json");
     let vocab_size = hp.u64(&["vocab_size"])?.map(|v| v as usize);
@@ -773,8 +965,15 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
                 })
                 .collect();
             let n = tokens.len();
-            let special = vocab::special_vocab(folder, &tok, false, Some(n))?;
-            put_vocab(kv, "bert", pre, tokens, types, special);
+            let special = vocab::special_vocab(
+                folder,
+                &tok.json,
+                &tok.added,
+                tok.config.as_ref(),
+                false,
+                Some(n),
+            )?;
+            put_vocab(kv, "bert", pre, tokens, None, types, special);
         }
         Family::Llama => {
             if folder.dir().join("tokenizer.model").exists() {
@@ -811,8 +1010,15 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
                 });
             }
             let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
-            let special = vocab::special_vocab(folder, &tok, true, None)?;
-            put_vocab(kv, "gpt2", pre, tokens, types, special);
+            let special = vocab::special_vocab(
+                folder,
+                &tok.json,
+                &tok.added,
+                tok.config.as_ref(),
+                true,
+                None,
+            )?;
+            put_vocab(kv, "gpt2", pre, tokens, None, types, special);
             match vocab_size {
                 Some(32016) => {
                     return Err(HfError::Unsupported(
@@ -824,6 +1030,7 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
                 _ => {}
             }
         }
+        Family::Gemma3 => {} // read from its tokenizer.model above
     }
     Ok(())
 }
@@ -870,7 +1077,7 @@ pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Pla
                 .map(|v| v as usize);
             (h, kv.unwrap_or(h))
         }
-        Family::Bert => (0, 0),
+        Family::Bert | Family::Gemma3 => (0, 0),
     };
     let mut tensors = Vec::new();
     let mut shapes = Vec::new();
@@ -923,10 +1130,12 @@ pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Pla
         shapes.push((g.clone(), dims.clone(), name.to_string()));
         tensors.push(PlannedTensor {
             src: i,
+            norm_shift: family == Family::Gemma3 && name.ends_with("norm.weight"),
             name: g,
             dims,
             ggml_type,
             permute,
+            rows: None,
         });
     }
     let mut seen = std::collections::HashSet::new();
@@ -939,6 +1148,26 @@ pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Pla
         }
     }
     check_sizes(&hp, family, &shapes)?;
+    // The vocabulary first: Gemma's embedding is trimmed to it before parameters are counted.
+    let mut vocab_kv: Vec<(String, Value)> = Vec::new();
+    vocabulary(&hp, family, &mut vocab_kv)?;
+    if family == Family::Gemma3 {
+        // Gemma3Model.modify_tensors: the embedding's rows beyond the vocabulary are dropped.
+        let n_vocab = vocab_kv
+            .iter()
+            .find(|(k, _)| k == "tokenizer.ggml.tokens")
+            .and_then(|(_, v)| match v {
+                Value::Array(Array::String(t)) => Some(t.len() as u64),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if let Some(t) = tensors.iter_mut().find(|t| t.name == "token_embd.weight") {
+            if t.dims.len() == 2 && n_vocab < t.dims[1] {
+                t.dims[1] = n_vocab;
+                t.rows = Some(n_vocab as usize);
+            }
+        }
+    }
     let total_params: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
 
     let card = match folder.text("README.md", MAX_README)? {
@@ -976,7 +1205,9 @@ pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Pla
     }
     hparams(&hp, family, outtype, &mut kv)?;
     put(&mut kv, "general.quantization_version", Value::U32(2));
-    vocabulary(&hp, family, &mut kv)?;
+    for (k, v) in vocab_kv {
+        put(&mut kv, k, v);
+    }
     drop(hp);
     Ok(Plan {
         folder,
@@ -1057,6 +1288,17 @@ pub fn encode(t: GgmlType, data: &[f32], row_len: usize) -> Result<Vec<u8>, HfEr
     Ok(out)
 }
 
+/// Gemma's `w + 1.0`, as torch computes it in llama.cpp's converter: in F32 for F32 and BF16
+/// checkpoints (BF16 is widened first), rounded to F16 for F16 ones.
+fn shift_norm(v: &mut [f32], dtype: Dtype) {
+    for x in v.iter_mut() {
+        *x += 1.0;
+        if dtype == Dtype::F16 {
+            *x = half::f16::from_f32(*x).to_f32();
+        }
+    }
+}
+
 /// Values per slice when a tensor is streamed (16 MiB of F32).
 const SLICE_VALUES: usize = 4 << 20;
 
@@ -1073,7 +1315,7 @@ impl Plan {
         let src: &HfTensor = &self.folder.tensors[p.src];
         let bytes = self.folder.tensor_data(src);
         let row_len = p.dims[0] as usize;
-        let rows = (src.info.n_elements() as usize) / row_len;
+        let rows = p.rows.unwrap_or((src.info.n_elements() as usize) / row_len);
         let group = match p.permute {
             Some(h) => rows / h,
             None => 1,
@@ -1088,6 +1330,9 @@ impl Plan {
             let mut v = decode_f32(src.info.dtype, &bytes[b0..b1]);
             if p.permute.is_some() {
                 v = permute_rows(&v, r1 - r0, (r1 - r0) / group);
+            }
+            if p.norm_shift {
+                shift_norm(&mut v, src.info.dtype);
             }
             sink(&encode(p.ggml_type, &v, row_len)?)?;
             self.folder.release(src, b0 as u64, (b1 - b0) as u64);

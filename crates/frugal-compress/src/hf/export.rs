@@ -13,13 +13,19 @@
 //! (`bench/make-golden-export.sh`).
 //!
 //! Covered: the `llama` architecture with a GPT-2-style BPE vocabulary whose pre-tokenizer is
-//! `smollm` or `gpt-2`; anything else is refused naming the key.
+//! `smollm` or `gpt-2`, and `gemma3` (`Gemma3ForCausalLM`) with its SentencePiece vocabulary,
+//! written as a `tokenizer.model` (the pieces, scores and types of the GGUF) with the control
+//! and user-defined tokens listed in `tokenizer_config.json`, as Gemma's own folders do. Gemma's
+//! norms are stored in the GGUF with llama.cpp's `+ 1.0` folded in; the export writes `w - 1`,
+//! exact in F32 whenever a preimage exists (the report counts values that have none). Anything
+//! else is refused naming the key.
 
-use super::convert::{encode, split_suffix, unpermute_rows, LLAMA_NAMES};
+use super::convert::{encode, split_suffix, unpermute_rows, GEMMA3_NAMES, LLAMA_NAMES};
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, Value};
 use frugal_formats::output::{write_atomic, AtomicDir};
 use frugal_formats::safetensors::{Dtype, SafetensorsStreamWriter, StTensorSpec};
+use frugal_formats::sentencepiece::{self as sp, PieceType, SpModel};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
@@ -36,13 +42,17 @@ pub struct ExportReport {
     pub tensors: usize,
     /// Tensors that were quantized in the input and are exported decoded.
     pub dequantized: usize,
+    /// Gemma norm values `x` for which no F32 `w` has `w + 1 == x` (written as the nearest):
+    /// a conversion back cannot reproduce them exactly. 0 for other architectures.
+    #[serde(default)]
+    pub inexact_norm_values: u64,
     pub bytes: u64,
 }
 
 impl ExportReport {
     pub fn to_text(&self) -> String {
         format!(
-            "{} -> {} ({}, {}): {} tensors ({} dequantized), model.safetensors {} bytes\n",
+            "{} -> {} ({}, {}): {} tensors ({} dequantized), model.safetensors {} bytes{}\n",
             self.input.display(),
             self.output.display(),
             self.architecture,
@@ -51,7 +61,15 @@ impl ExportReport {
                 .trim_matches('"'),
             self.tensors,
             self.dequantized,
-            self.bytes
+            self.bytes,
+            if self.inexact_norm_values > 0 {
+                format!(
+                    "; {} norm values have no exact preimage of llama.cpp's +1",
+                    self.inexact_norm_values
+                )
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -82,6 +100,46 @@ struct LlamaConfigJson {
     eos_token_id: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pad_token_id: Option<u32>,
+    torch_dtype: &'static str,
+    use_cache: bool,
+}
+
+/// `config.json` of an exported Gemma 3 model (transformers' `Gemma3TextConfig`; every key
+/// llama.cpp's converter reads is written, so its output does not depend on whether its
+/// `transformers` knows the class).
+#[derive(Serialize)]
+struct Gemma3ConfigJson {
+    architectures: [&'static str; 1],
+    model_type: &'static str,
+    hidden_activation: &'static str,
+    hidden_size: u64,
+    intermediate_size: u64,
+    num_attention_heads: u64,
+    num_key_value_heads: u64,
+    num_hidden_layers: u64,
+    head_dim: u64,
+    query_pre_attn_scalar: u64,
+    vocab_size: u64,
+    max_position_embeddings: u64,
+    rms_norm_eps: f64,
+    rope_theta: f64,
+    rope_local_base_freq: f64,
+    rope_scaling: Option<()>,
+    sliding_window: u64,
+    sliding_window_pattern: u64,
+    final_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    attention_bias: bool,
+    attention_dropout: f64,
+    tie_word_embeddings: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bos_token_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eos_token_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pad_token_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unk_token_id: Option<u32>,
     torch_dtype: &'static str,
     use_cache: bool,
 }
@@ -129,100 +187,109 @@ fn pre_tokenizer(pre: &str) -> Result<Json, HfError> {
     })
 }
 
-/// HF name of a GGUF tensor of the `llama` architecture, and the heads to un-permute by.
-fn hf_name(name: &str, n_head: usize, n_kv: usize) -> Result<(String, Option<usize>), HfError> {
-    let hf = LLAMA_NAMES
-        .to_hf(name)
-        .ok_or_else(|| bad(name, "tensor is not exported (llama rows only)"))?;
-    let (stem, _) = split_suffix(name);
-    let heads = if stem.ends_with(".attn_q") {
-        Some(n_head)
-    } else if stem.ends_with(".attn_k") {
-        Some(n_kv)
-    } else {
-        None
-    };
-    Ok((hf, heads))
+/// The architectures exported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    Llama,
+    Gemma3,
 }
 
-/// Exports `input` to the folder `out` (which must not exist).
-pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, HfError> {
-    let f = GgufFile::open(input)?;
-    let arch = f.header.architecture().unwrap_or("").to_string();
-    if arch != "llama" {
-        return Err(bad(
-            "general.architecture",
-            format!("`{arch}` is not exported yet (llama is)"),
-        ));
-    }
-    if dtype == OutType::Q8_0 {
-        return Err(HfError::Unsupported(
-            "--dtype q8_0: a Hugging Face checkpoint holds f32, f16 or bf16".into(),
-        ));
-    }
-    let key = |k: &str| format!("{arch}.{k}");
-    let n_head = need_u64(&f, &key("attention.head_count"))?;
-    let n_kv = get(&f, &key("attention.head_count_kv"))
-        .and_then(Value::as_u64)
-        .unwrap_or(n_head);
-    let hidden = need_u64(&f, &key("embedding_length"))?;
-    let rope_dim = get(&f, &key("rope.dimension_count")).and_then(Value::as_u64);
-    let head_dim = rope_dim.filter(|&d| d != hidden / n_head.max(1));
-    for k in ["rope.scaling.type", "rope.freq_scale"] {
-        if get(&f, &key(k)).is_some() {
-            return Err(bad(&key(k), "RoPE scaling is not exported yet"));
-        }
-    }
-    if f.tensor("rope_freqs.weight").is_some() {
-        return Err(bad(
-            "rope_freqs.weight",
-            "Llama 3 RoPE factors are not exported yet",
-        ));
+/// The special tokens' ids the GGUF names (`tokenizer.ggml.{bos,eos,unknown,padding}_token_id`).
+struct SpecialIds {
+    bos: Option<u32>,
+    eos: Option<u32>,
+    unk: Option<u32>,
+    pad: Option<u32>,
+}
+
+impl SpecialIds {
+    fn read(f: &GgufFile, n_tokens: usize) -> Result<Self, HfError> {
+        let id = |k: &str| -> Result<Option<u32>, HfError> {
+            let key = format!("tokenizer.ggml.{k}_token_id");
+            match get(f, &key).and_then(Value::as_u64) {
+                Some(v) if v as usize >= n_tokens => Err(bad(&key, "is outside the vocabulary")),
+                v => Ok(v.map(|v| v as u32)),
+            }
+        };
+        Ok(SpecialIds {
+            bos: id("bos")?,
+            eos: id("eos")?,
+            unk: id("unknown")?,
+            pad: id("padding")?,
+        })
     }
 
-    // Tokenizer.
-    if get(&f, "tokenizer.ggml.model").and_then(Value::as_str) != Some("gpt2") {
+    fn named(&self) -> [(&'static str, Option<u32>); 4] {
+        [
+            ("bos_token", self.bos),
+            ("eos_token", self.eos),
+            ("unk_token", self.unk),
+            ("pad_token", self.pad),
+        ]
+    }
+}
+
+fn bool_key(f: &GgufFile, key: &str) -> Option<bool> {
+    match get(f, key) {
+        Some(Value::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+/// `tokenizer_config.json` keys both vocabularies share: special tokens by content, the
+/// chat template, the context length.
+fn tokenizer_config_common(
+    f: &GgufFile,
+    tokens: &[String],
+    ids: &SpecialIds,
+    context_key: &str,
+    cfg: &mut serde_json::Map<String, Json>,
+) {
+    for (k, v) in ids.named() {
+        if let Some(i) = v {
+            cfg.insert(k.into(), Json::String(tokens[i as usize].clone()));
+        }
+    }
+    if let Some(t) = get(f, "tokenizer.chat_template").and_then(Value::as_str) {
+        cfg.insert("chat_template".into(), Json::String(t.into()));
+    }
+    cfg.insert("clean_up_tokenization_spaces".into(), Json::Bool(false));
+    if let Some(n) = get(f, context_key).and_then(Value::as_u64) {
+        cfg.insert("model_max_length".into(), Json::from(n));
+    }
+}
+
+/// The GGUF's token types (one per token).
+fn token_types(f: &GgufFile, n: usize) -> Result<Vec<i32>, HfError> {
+    match get(f, "tokenizer.ggml.token_type") {
+        Some(Value::Array(frugal_formats::gguf::Array::I32(v))) if v.len() == n => Ok(v.clone()),
+        _ => Err(bad(
+            "tokenizer.ggml.token_type",
+            "is missing or of the wrong length",
+        )),
+    }
+}
+
+/// The tokenizer files of a GPT-2-style BPE vocabulary: `tokenizer.json` and
+/// `tokenizer_config.json`.
+fn bpe_tokenizer_files(
+    f: &GgufFile,
+    context_key: &str,
+) -> Result<(Vec<(&'static str, Vec<u8>)>, SpecialIds), HfError> {
+    if get(f, "tokenizer.ggml.model").and_then(Value::as_str) != Some("gpt2") {
         return Err(bad(
             "tokenizer.ggml.model",
-            "only GPT-2-style BPE vocabularies are exported",
+            "only GPT-2-style BPE vocabularies are exported for llama",
         ));
     }
-    let pre = get(&f, "tokenizer.ggml.pre")
+    let pre = get(f, "tokenizer.ggml.pre")
         .and_then(Value::as_str)
         .unwrap_or("default");
     let pre_tok = pre_tokenizer(pre)?;
-    let tokens = strings(&f, "tokenizer.ggml.tokens")?;
-    let merges = strings(&f, "tokenizer.ggml.merges")?;
-    let types: Vec<i32> = match get(&f, "tokenizer.ggml.token_type") {
-        Some(Value::Array(frugal_formats::gguf::Array::I32(v))) if v.len() == tokens.len() => {
-            v.clone()
-        }
-        _ => {
-            return Err(bad(
-                "tokenizer.ggml.token_type",
-                "is missing or of the wrong length",
-            ))
-        }
-    };
-    let id = |k: &str| {
-        get(&f, &format!("tokenizer.ggml.{k}_token_id"))
-            .and_then(Value::as_u64)
-            .map(|v| v as u32)
-    };
-    let (bos, eos, unk, pad) = (id("bos"), id("eos"), id("unknown"), id("padding"));
-    for (k, v) in [
-        ("bos", bos),
-        ("eos", eos),
-        ("unknown", unk),
-        ("padding", pad),
-    ] {
-        if v.is_some_and(|v| v as usize >= tokens.len()) {
-            return Err(bad(
-                &format!("tokenizer.ggml.{k}_token_id"),
-                "is outside the vocabulary",
-            ));
-        }
-    }
+    let tokens = strings(f, "tokenizer.ggml.tokens")?;
+    let merges = strings(f, "tokenizer.ggml.merges")?;
+    let types = token_types(f, tokens.len())?;
+    let ids = SpecialIds::read(f, tokens.len())?;
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         vocab.insert(t.clone(), Json::from(i as u32));
@@ -235,15 +302,7 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         .zip(&types)
         .enumerate()
         .filter(|(_, (_, &ty))| ty == super::vocab::CONTROL || ty == super::vocab::USER_DEFINED)
-        .map(|(i, (t, &ty))| super::vocab::AddedToken {
-            id: i as u32,
-            content: t.clone(),
-            single_word: false,
-            lstrip: false,
-            rstrip: false,
-            normalized: false,
-            special: ty == super::vocab::CONTROL,
-        })
+        .map(|(i, (t, &ty))| added_token(i, t, ty == super::vocab::CONTROL))
         .collect();
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
     let tokenizer = json!({
@@ -261,41 +320,254 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
             "ignore_merges": false, "vocab": vocab, "merges": merges,
         },
     });
-    let content = |i: Option<u32>| i.map(|i| tokens[i as usize].clone());
-    let mut tok_cfg = serde_json::Map::new();
-    if let Some(b) = get(&f, "tokenizer.ggml.add_space_prefix").and_then(|v| match v {
-        Value::Bool(b) => Some(*b),
-        _ => None,
-    }) {
-        tok_cfg.insert("add_prefix_space".into(), Json::Bool(b));
+    let mut cfg = serde_json::Map::new();
+    if let Some(b) = bool_key(f, "tokenizer.ggml.add_space_prefix") {
+        cfg.insert("add_prefix_space".into(), Json::Bool(b));
     }
-    for (k, v) in [
-        ("bos_token", bos),
-        ("eos_token", eos),
-        ("unk_token", unk),
-        ("pad_token", pad),
-    ] {
-        if let Some(c) = content(v) {
-            tok_cfg.insert(k.into(), Json::String(c));
-        }
-    }
-    if let Some(t) = get(&f, "tokenizer.chat_template").and_then(Value::as_str) {
-        tok_cfg.insert("chat_template".into(), Json::String(t.into()));
-    }
-    tok_cfg.insert("clean_up_tokenization_spaces".into(), Json::Bool(false));
-    if let Some(n) = get(&f, &key("context_length")).and_then(Value::as_u64) {
-        tok_cfg.insert("model_max_length".into(), Json::from(n));
-    }
-    tok_cfg.insert(
+    tokenizer_config_common(f, tokens, &ids, context_key, &mut cfg);
+    cfg.insert(
         "tokenizer_class".into(),
         Json::String("GPT2Tokenizer".into()),
     );
+    Ok((
+        vec![
+            ("tokenizer.json", pretty(&tokenizer)),
+            ("tokenizer_config.json", pretty(&Json::Object(cfg))),
+        ],
+        ids,
+    ))
+}
+
+fn added_token(id: usize, content: &str, special: bool) -> super::vocab::AddedToken {
+    super::vocab::AddedToken {
+        id: id as u32,
+        content: content.to_string(),
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special,
+    }
+}
+
+/// The tokenizer files of a SentencePiece vocabulary (`tokenizer.ggml.model` "llama"):
+/// `tokenizer.model` holding the GGUF's pieces, scores and types, and `tokenizer_config.json`
+/// listing the control and user-defined tokens whose score is llama.cpp's -1000 (what it reads
+/// back from that list), as Gemma's own folders do.
+fn sp_tokenizer_files(
+    f: &GgufFile,
+    context_key: &str,
+) -> Result<(Vec<(&'static str, Vec<u8>)>, SpecialIds), HfError> {
+    if get(f, "tokenizer.ggml.model").and_then(Value::as_str) != Some("llama") {
+        return Err(bad(
+            "tokenizer.ggml.model",
+            "only SentencePiece vocabularies are exported for gemma3",
+        ));
+    }
+    let tokens = strings(f, "tokenizer.ggml.tokens")?;
+    let types = token_types(f, tokens.len())?;
+    let scores = match get(f, "tokenizer.ggml.scores") {
+        Some(Value::Array(frugal_formats::gguf::Array::F32(v))) if v.len() == tokens.len() => v,
+        _ => {
+            return Err(bad(
+                "tokenizer.ggml.scores",
+                "is missing or of the wrong length",
+            ))
+        }
+    };
+    let ids = SpecialIds::read(f, tokens.len())?;
+    let mut pieces = Vec::with_capacity(tokens.len());
+    let mut listed = Vec::new();
+    for (i, ((t, &ty), &score)) in tokens.iter().zip(&types).zip(scores).enumerate() {
+        let kind = PieceType::from_token_type(ty).ok_or_else(|| {
+            bad(
+                "tokenizer.ggml.token_type",
+                format!("token {i} has type {ty}"),
+            )
+        })?;
+        if kind == PieceType::UserDefined || (kind == PieceType::Control && score == -1000.0) {
+            listed.push(added_token(i, t, kind == PieceType::Control));
+        }
+        pieces.push(sp::Piece {
+            piece: t.clone(),
+            score,
+            kind,
+        });
+    }
+    // SentencePiece needs an unknown piece. A GGUF whose unknown token is a listed control
+    // token (Gemma's `<unk>`: llama.cpp's converter turned it into one from that list) gets it
+    // back as SentencePiece's unknown piece; the list makes it a control token again.
+    if !pieces.iter().any(|p| p.kind == PieceType::Unknown) {
+        match ids.unk.map(|u| &mut pieces[u as usize]) {
+            Some(p) if p.kind == PieceType::Control && p.score == -1000.0 => {
+                p.kind = PieceType::Unknown
+            }
+            _ => {
+                return Err(bad(
+                    "tokenizer.ggml.token_type",
+                    "no unknown token (SentencePiece needs one)",
+                ))
+            }
+        }
+    }
+    let unk = pieces
+        .iter()
+        .position(|p| p.kind == PieceType::Unknown)
+        .unwrap_or(0) as i32;
+    let model = SpModel {
+        trainer: sp::Trainer {
+            // llama.cpp's SentencePiece tokenizer merges by score: SentencePiece's BPE.
+            model_type: sp::ModelType::Bpe,
+            vocab_size: pieces.len() as i32,
+            byte_fallback: pieces.iter().any(|p| p.kind == PieceType::Byte),
+            unk_id: unk,
+            bos_id: ids.bos.map_or(-1, |v| v as i32),
+            eos_id: ids.eos.map_or(-1, |v| v as i32),
+            pad_id: ids.pad.map_or(-1, |v| v as i32),
+        },
+        normalizer: sp::Normalizer {
+            name: "identity".into(),
+            add_dummy_prefix: bool_key(f, "tokenizer.ggml.add_space_prefix").unwrap_or(true),
+            remove_extra_whitespaces: false,
+            escape_whitespaces: true,
+        },
+        pieces,
+    };
+    model.validate().map_err(|e| {
+        bad(
+            "tokenizer.ggml.tokens",
+            format!("not a valid SentencePiece model: {}", e.reason),
+        )
+    })?;
+    let mut cfg = serde_json::Map::new();
+    for typ in ["bos", "eos", "sep"] {
+        if let Some(b) = bool_key(f, &format!("tokenizer.ggml.add_{typ}_token")) {
+            cfg.insert(format!("add_{typ}_token"), Json::Bool(b));
+        }
+    }
+    let decoder: serde_json::Map<String, Json> = listed
+        .iter()
+        .map(|a| {
+            (
+                a.id.to_string(),
+                json!({"content": a.content, "lstrip": false, "normalized": false,
+                       "rstrip": false, "single_word": false, "special": a.special}),
+            )
+        })
+        .collect();
+    cfg.insert("added_tokens_decoder".into(), Json::Object(decoder));
+    tokenizer_config_common(f, tokens, &ids, context_key, &mut cfg);
+    cfg.insert("spaces_between_special_tokens".into(), Json::Bool(false));
+    cfg.insert(
+        "tokenizer_class".into(),
+        Json::String("GemmaTokenizer".into()),
+    );
+    Ok((
+        vec![
+            ("tokenizer.model", model.to_bytes()),
+            ("tokenizer_config.json", pretty(&Json::Object(cfg))),
+        ],
+        ids,
+    ))
+}
+
+fn pretty(v: &dyn erased::Ser) -> Vec<u8> {
+    let mut b = v.to_pretty().into_bytes();
+    b.push(b'\n');
+    b
+}
+
+/// One tensor to write: its index in the GGUF, Hugging Face name and shape, the heads to
+/// un-permute by, and whether Gemma's `+ 1` is to be taken off.
+struct Out {
+    index: usize,
+    name: String,
+    shape: Vec<u64>,
+    heads: Option<usize>,
+    unshift: bool,
+}
+
+/// Exports `input` to the folder `out` (which must not exist).
+pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, HfError> {
+    let f = GgufFile::open(input)?;
+    let arch_name = f.header.architecture().unwrap_or("").to_string();
+    let arch = match arch_name.as_str() {
+        "llama" => Arch::Llama,
+        "gemma3" => Arch::Gemma3,
+        other => {
+            return Err(bad(
+                "general.architecture",
+                format!("`{other}` is not exported yet (llama and gemma3 are)"),
+            ))
+        }
+    };
+    if dtype == OutType::Q8_0 {
+        return Err(HfError::Unsupported(
+            "--dtype q8_0: a Hugging Face checkpoint holds f32, f16 or bf16".into(),
+        ));
+    }
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let n_head = need_u64(&f, &key("attention.head_count"))?;
+    let n_kv = get(&f, &key("attention.head_count_kv"))
+        .and_then(Value::as_u64)
+        .unwrap_or(n_head);
+    let hidden = need_u64(&f, &key("embedding_length"))?;
+    let n_layer = need_u64(&f, &key("block_count"))?;
+    let n_ff = need_u64(&f, &key("feed_forward_length"))?;
+    let n_ctx = need_u64(&f, &key("context_length"))?;
+    for k in [
+        "rope.scaling.type",
+        "rope.freq_scale",
+        "rope.scaling.factor",
+    ] {
+        if get(&f, &key(k)).is_some() {
+            return Err(bad(&key(k), "RoPE scaling is not exported yet"));
+        }
+    }
+    if f.tensor("rope_freqs.weight").is_some() {
+        return Err(bad(
+            "rope_freqs.weight",
+            "Llama 3 RoPE factors are not exported yet",
+        ));
+    }
+    let eps = get(&f, &key("attention.layer_norm_rms_epsilon"))
+        .and_then(Value::as_f64)
+        .ok_or_else(|| bad(&key("attention.layer_norm_rms_epsilon"), "is missing"))?
+        as f32;
+    let f32_key = |k: &str| get(&f, &key(k)).and_then(Value::as_f64).map(|v| v as f32);
+    let torch_dtype = match dtype {
+        OutType::F16 => "float16",
+        OutType::Bf16 => "bfloat16",
+        _ => "float32",
+    };
+    let tied = f.tensor("output.weight").is_none();
+
+    let (files, ids) = match arch {
+        Arch::Llama => bpe_tokenizer_files(&f, &key("context_length"))?,
+        Arch::Gemma3 => sp_tokenizer_files(&f, &key("context_length"))?,
+    };
+    let n_tokens = strings(&f, "tokenizer.ggml.tokens")?.len() as u64;
 
     // Tensors, in the file's order, with their HF names.
-    let mut plan: Vec<(usize, String, Vec<u64>, Option<usize>)> = Vec::new();
+    let mut plan: Vec<Out> = Vec::new();
     for (i, t) in f.header.tensors.iter().enumerate() {
-        let (name, heads) = hf_name(&t.name, n_head as usize, n_kv as usize)?;
+        let table = match arch {
+            Arch::Llama => &LLAMA_NAMES,
+            Arch::Gemma3 => &GEMMA3_NAMES,
+        };
+        let name = table.to_hf(&t.name).ok_or_else(|| {
+            bad(
+                &t.name,
+                format!("tensor is not exported ({arch_name} rows only)"),
+            )
+        })?;
         let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
+        let (stem, _) = split_suffix(&t.name);
+        let heads = match arch {
+            Arch::Llama if stem.ends_with(".attn_q") => Some(n_head as usize),
+            Arch::Llama if stem.ends_with(".attn_k") => Some(n_kv as usize),
+            _ => None,
+        };
         if let Some(h) = heads {
             if h == 0 || !(shape[0] as usize).is_multiple_of(2 * h) {
                 return Err(bad(
@@ -304,65 +576,113 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                 ));
             }
         }
-        plan.push((i, name, shape, heads));
+        plan.push(Out {
+            index: i,
+            name,
+            shape,
+            heads,
+            unshift: arch == Arch::Gemma3 && t.name.ends_with("norm.weight"),
+        });
     }
-    let n_layer = need_u64(&f, &key("block_count"))?;
-    let vocab_size = get(&f, &key("vocab_size"))
-        .and_then(Value::as_u64)
-        .unwrap_or(tokens.len() as u64);
-    let config = LlamaConfigJson {
-        architectures: ["LlamaForCausalLM"],
-        model_type: "llama",
-        hidden_act: "silu",
-        hidden_size: hidden,
-        intermediate_size: need_u64(&f, &key("feed_forward_length"))?,
-        num_attention_heads: n_head,
-        num_key_value_heads: n_kv,
-        num_hidden_layers: n_layer,
-        head_dim,
-        vocab_size,
-        max_position_embeddings: need_u64(&f, &key("context_length"))?,
-        rms_norm_eps: short(
-            get(&f, &key("attention.layer_norm_rms_epsilon"))
-                .and_then(Value::as_f64)
-                .ok_or_else(|| bad(&key("attention.layer_norm_rms_epsilon"), "is missing"))?
-                as f32,
-        ),
-        rope_theta: short(
-            get(&f, &key("rope.freq_base"))
-                .and_then(Value::as_f64)
-                .unwrap_or(10000.0) as f32,
-        ),
-        attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
-        mlp_bias: false,
-        tie_word_embeddings: f.tensor("output.weight").is_none(),
-        bos_token_id: bos,
-        eos_token_id: eos,
-        pad_token_id: pad,
-        torch_dtype: match dtype {
-            OutType::F16 => "float16",
-            OutType::Bf16 => "bfloat16",
-            _ => "float32",
-        },
-        use_cache: true,
+
+    let config: Vec<u8> = match arch {
+        Arch::Llama => {
+            let rope_dim = get(&f, &key("rope.dimension_count")).and_then(Value::as_u64);
+            let vocab_size = get(&f, &key("vocab_size"))
+                .and_then(Value::as_u64)
+                .unwrap_or(n_tokens);
+            pretty(&LlamaConfigJson {
+                architectures: ["LlamaForCausalLM"],
+                model_type: "llama",
+                hidden_act: "silu",
+                hidden_size: hidden,
+                intermediate_size: n_ff,
+                num_attention_heads: n_head,
+                num_key_value_heads: n_kv,
+                num_hidden_layers: n_layer,
+                head_dim: rope_dim.filter(|&d| d != hidden / n_head.max(1)),
+                vocab_size,
+                max_position_embeddings: n_ctx,
+                rms_norm_eps: short(eps),
+                rope_theta: short(f32_key("rope.freq_base").unwrap_or(10000.0)),
+                attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
+                mlp_bias: false,
+                tie_word_embeddings: tied,
+                bos_token_id: ids.bos,
+                eos_token_id: ids.eos,
+                pad_token_id: ids.pad,
+                torch_dtype,
+                use_cache: true,
+            })
+        }
+        Arch::Gemma3 => {
+            let head_dim = need_u64(&f, &key("attention.key_length"))?;
+            if get(&f, &key("attention.value_length")).and_then(Value::as_u64) != Some(head_dim) {
+                return Err(bad(
+                    &key("attention.value_length"),
+                    "differs from the key length",
+                ));
+            }
+            // Frugal's and llama.cpp's rule: every sixth layer global unless the file says.
+            let pattern = match get(&f, &key("attention.sliding_window_pattern")) {
+                None => 6,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    bad(
+                        &key("attention.sliding_window_pattern"),
+                        "a per-layer list is not exported (an integer period is)",
+                    )
+                })?,
+            };
+            let window = get(&f, &key("attention.sliding_window")).and_then(Value::as_u64);
+            pretty(&Gemma3ConfigJson {
+                architectures: ["Gemma3ForCausalLM"],
+                model_type: "gemma3_text",
+                hidden_activation: "gelu_pytorch_tanh",
+                hidden_size: hidden,
+                intermediate_size: n_ff,
+                num_attention_heads: n_head,
+                num_key_value_heads: n_kv,
+                num_hidden_layers: n_layer,
+                head_dim,
+                // llama.cpp scales queries by 1/sqrt(head_dim), except Gemma 3 27B (62 layers).
+                query_pre_attn_scalar: if n_layer == 62 {
+                    hidden / n_head.max(1)
+                } else {
+                    head_dim
+                },
+                vocab_size: n_tokens,
+                max_position_embeddings: n_ctx,
+                rms_norm_eps: short(eps),
+                rope_theta: short(f32_key("rope.freq_base").unwrap_or(1_000_000.0)),
+                rope_local_base_freq: short(f32_key("rope.freq_base_swa").unwrap_or(10_000.0)),
+                rope_scaling: None,
+                // No window: every layer global (pattern 1).
+                sliding_window: window.unwrap_or(n_ctx),
+                sliding_window_pattern: if window.is_some() { pattern } else { 1 },
+                final_logit_softcapping: f32_key("final_logit_softcapping").map(short),
+                attn_logit_softcapping: None,
+                attention_bias: false,
+                attention_dropout: 0.0,
+                tie_word_embeddings: tied,
+                bos_token_id: ids.bos,
+                eos_token_id: ids.eos,
+                pad_token_id: ids.pad,
+                unk_token_id: ids.unk,
+                torch_dtype,
+                use_cache: true,
+            })
+        }
     };
     let card = model_card(&f, input);
 
     let dir = AtomicDir::create(out)?;
     let tmp = dir.tmp_path().to_path_buf();
-    let json_file = |name: &str, v: &dyn erased::Ser| -> Result<(), HfError> {
-        write_atomic(&tmp.join(name), &[input], |w| {
-            w.write_all(v.to_pretty().as_bytes())?;
-            w.write_all(b"\n")
-        })?;
-        Ok(())
-    };
-    json_file("config.json", &config)?;
-    json_file("tokenizer.json", &tokenizer)?;
-    json_file("tokenizer_config.json", &Json::Object(tok_cfg))?;
-    write_atomic(&tmp.join("README.md"), &[input], |w| {
-        w.write_all(card.as_bytes())
-    })?;
+    let mut small: Vec<(&str, Vec<u8>)> = vec![("config.json", config)];
+    small.extend(files);
+    small.push(("README.md", card.into_bytes()));
+    for (name, bytes) in &small {
+        write_atomic(&tmp.join(name), &[input], |w| w.write_all(bytes))?;
+    }
 
     let st_dtype = match dtype {
         OutType::F16 => Dtype::F16,
@@ -371,10 +691,10 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     };
     let specs: Vec<StTensorSpec> = plan
         .iter()
-        .map(|(_, n, s, _)| StTensorSpec {
-            name: n,
+        .map(|o| StTensorSpec {
+            name: &o.name,
             dtype: st_dtype,
-            shape: s,
+            shape: &o.shape,
         })
         .collect();
     let st_path = tmp.join("model.safetensors");
@@ -386,8 +706,9 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     )?;
     let dev = candle_core::Device::Cpu;
     let mut dequantized = 0;
-    for (i, _, shape, heads) in &plan {
-        let info = &f.header.tensors[*i];
+    let mut inexact = 0u64;
+    for o in &plan {
+        let info = &f.header.tensors[o.index];
         dequantized += usize::from(!matches!(
             info.ggml_type,
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
@@ -399,11 +720,14 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
             .map_err(frugal_models::Error::from)?;
         drop(t);
         f.release(info);
-        if let Some(h) = heads {
-            v = unpermute_rows(&v, shape[0] as usize, *h);
+        if let Some(h) = o.heads {
+            v = unpermute_rows(&v, o.shape[0] as usize, h);
+        }
+        if o.unshift {
+            inexact += unshift_norm(&mut v);
         }
         // The same rounding as conversion's (F16, BF16 nearest even; F32 as it is).
-        let row_len = *shape.last().unwrap_or(&1) as usize;
+        let row_len = *o.shape.last().unwrap_or(&1) as usize;
         w.write_tensor(&encode(dtype.ggml(), &v, row_len)?)?;
     }
     let bytes = w.finish()?;
@@ -411,12 +735,26 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     Ok(ExportReport {
         input: input.to_path_buf(),
         output: out.to_path_buf(),
-        architecture: arch,
+        architecture: arch_name,
         dtype,
         tensors: plan.len(),
         dequantized,
+        inexact_norm_values: inexact,
         bytes,
     })
+}
+
+/// Gemma's norm weights without llama.cpp's `+ 1.0`: for each `x`, the F32 `w` nearest
+/// `x - 1` (exact in f64), which is the one with `w + 1 == x` when any is. Returns how many
+/// values have none.
+fn unshift_norm(v: &mut [f32]) -> u64 {
+    let mut inexact = 0;
+    for x in v.iter_mut() {
+        let w = (f64::from(*x) - 1.0) as f32;
+        inexact += u64::from(w + 1.0 != *x);
+        *x = w;
+    }
+    inexact
 }
 
 /// A model card whose front matter carries the GGUF's names, so that a conversion back

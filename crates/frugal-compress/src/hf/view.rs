@@ -11,7 +11,7 @@
 //!
 //! [`install`] makes `GgufFile::open` use this view for folders.
 
-use super::convert::{plan_folder, Family, ARCHS};
+use super::convert::{plan_folder, ARCHS};
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, MappedBytes};
 use frugal_formats::hf::{is_hf_folder, read_json, HfFolder, MAX_SMALL_JSON};
@@ -32,7 +32,7 @@ pub fn is_decoder_folder(path: &Path) -> bool {
         .and_then(|a| a.get(0))
         .and_then(|a| a.as_str())
         .unwrap_or("");
-    ARCHS.iter().any(|(n, f)| *n == arch && *f == Family::Llama)
+    ARCHS.iter().any(|(n, f)| *n == arch && f.is_decoder())
 }
 
 /// The precision llama.cpp's converter guesses for a checkpoint: its first matrix's dtype.
@@ -66,7 +66,7 @@ pub fn open_view(dir: &Path) -> Result<GgufFile, HfError> {
     let mut parts = Vec::with_capacity(p.tensors.len());
     for (i, t) in p.tensors.iter().enumerate() {
         let src = &p.folder.tensors[t.src];
-        let bytes = if t.permute.is_none() && dtype_ggml(src.info.dtype) == Some(t.ggml_type) {
+        let bytes = if t.is_verbatim() && dtype_ggml(src.info.dtype) == Some(t.ggml_type) {
             p.folder.tensor_mapped(src)
         } else {
             let mut v = Vec::with_capacity(

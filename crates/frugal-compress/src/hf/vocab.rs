@@ -15,9 +15,11 @@ use tokenizers::Tokenizer;
 
 /// llama.cpp's token types.
 pub const NORMAL: i32 = 1;
+pub const UNKNOWN: i32 = 2;
 pub const CONTROL: i32 = 3;
 pub const USER_DEFINED: i32 = 4;
 pub const UNUSED: i32 = 5;
+pub const BYTE: i32 = 6;
 
 /// The text llama.cpp tokenizes to recognise a pre-tokenizer (`chktxt`).
 pub const CHECK_TEXT: &str = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u{200d}🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL";
@@ -631,10 +633,115 @@ fn content(v: Option<&Json>) -> Option<String> {
     }
 }
 
-/// gguf-py's `SpecialVocab`: the keys it adds, in its order.
+/// A SentencePiece vocabulary as llama.cpp's `_create_vocab_sentencepiece` reads it: the
+/// pieces of `tokenizer.model` (user-defined pieces as normal ones, as there), padded with
+/// `[PADi]` to the configured vocabulary size, then `added_tokens.json` and
+/// `tokenizer_config.json`'s `added_tokens_decoder` written over them (score -1000; control
+/// when special or looking special, else user-defined with `▁` read as a space).
+pub struct SpVocab {
+    pub tokens: Vec<String>,
+    pub scores: Vec<f32>,
+    pub types: Vec<i32>,
+}
+
+/// See [`SpVocab`]; `vocab_size` is the configured size (the pieces' count when `None` or 0).
+pub fn sentencepiece_vocab(
+    folder: &HfFolder,
+    vocab_size: Option<usize>,
+) -> Result<SpVocab, HfError> {
+    use frugal_formats::sentencepiece::{self as sp, PieceType};
+    let path = folder.dir().join("tokenizer.model");
+    let bytes = folder
+        .bytes("tokenizer.model", sp::MAX_MODEL_BYTES)?
+        .ok_or_else(|| tok_err(&path, "is missing"))?;
+    let model = sp::parse(&bytes).map_err(|e| tok_err(&path, e.to_string()))?;
+    let n = vocab_size.filter(|&n| n > 0).unwrap_or(model.pieces.len());
+    if n > sp::MAX_PIECES {
+        return Err(tok_err(&path, format!("a vocabulary of {n} is too large")));
+    }
+    let mut v = SpVocab {
+        tokens: (0..n).map(|i| format!("[PAD{i}]")).collect(),
+        scores: vec![-10000.0; n],
+        types: vec![UNUSED; n],
+    };
+    for (i, p) in model.pieces.iter().enumerate().take(n) {
+        v.tokens[i] = p.piece.clone();
+        v.scores[i] = p.score;
+        v.types[i] = match p.kind {
+            PieceType::Unknown => UNKNOWN,
+            PieceType::Control => CONTROL,
+            PieceType::Unused => UNUSED,
+            PieceType::Byte => BYTE,
+            PieceType::Normal | PieceType::UserDefined => NORMAL,
+        };
+    }
+    let added_path = folder.dir().join("added_tokens.json");
+    if let Some(added) = folder.json("added_tokens.json", MAX_SMALL_JSON)? {
+        let map = added
+            .as_object()
+            .ok_or_else(|| tok_err(&added_path, "is not an object"))?;
+        for (content, id) in map {
+            let id = id
+                .as_u64()
+                .ok_or_else(|| tok_err(&added_path, format!("`{content}`: {id} is not an id")))?
+                as usize;
+            if id < n {
+                v.tokens[id] = content.clone();
+                v.scores[id] = -1000.0;
+                v.types[id] = USER_DEFINED;
+            }
+        }
+    }
+    let cfg_path = folder.dir().join("tokenizer_config.json");
+    if let Some(cfg) = folder.json("tokenizer_config.json", MAX_SMALL_JSON)? {
+        if let Some(dec) = cfg.get("added_tokens_decoder").filter(|d| !d.is_null()) {
+            let dec = dec
+                .as_object()
+                .ok_or_else(|| tok_err(&cfg_path, "added_tokens_decoder is not an object"))?;
+            for (key, data) in dec {
+                let id: usize = key.parse().map_err(|_| {
+                    tok_err(
+                        &cfg_path,
+                        format!("added_tokens_decoder: `{key}` is not an id"),
+                    )
+                })?;
+                let content = data.get("content").and_then(Json::as_str).ok_or_else(|| {
+                    tok_err(&cfg_path, format!("added_tokens_decoder.{key}: no content"))
+                })?;
+                if id >= n {
+                    continue;
+                }
+                let special = match data.get("special") {
+                    None | Some(Json::Null) | Some(Json::Bool(false)) => false,
+                    Some(Json::Bool(true)) => true,
+                    Some(other) => {
+                        return Err(tok_err(
+                            &cfg_path,
+                            format!("added_tokens_decoder.{key}.special: {other} is not a boolean"),
+                        ))
+                    }
+                };
+                if special || looks_special(content) {
+                    v.tokens[id] = content.to_string();
+                    v.types[id] = CONTROL;
+                } else {
+                    v.tokens[id] = content.replace('\u{2581}', " ");
+                    v.types[id] = USER_DEFINED;
+                }
+                v.scores[id] = -1000.0;
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// gguf-py's `SpecialVocab`: the keys it adds, in its order, from `tokenizer.json` (`json`,
+/// `Null` when the folder has none, and its `added` tokens) and `tokenizer_config.json`.
 pub fn special_vocab(
     folder: &HfFolder,
-    tok: &HfTokenizer,
+    json: &Json,
+    added: &[AddedToken],
+    config: Option<&Json>,
     load_merges: bool,
     n_vocab: Option<usize>,
 ) -> Result<Vec<(String, Value)>, HfError> {
@@ -664,7 +771,7 @@ pub fn special_vocab(
         };
     let mut merges: Vec<String> = Vec::new();
     if load_merges {
-        if let Some(list) = tok.json.pointer("/model/merges").and_then(Json::as_array) {
+        if let Some(list) = json.pointer("/model/merges").and_then(Json::as_array) {
             for m in list {
                 match m {
                     Json::String(s) => merges.push(s.clone()),
@@ -707,12 +814,10 @@ pub fn special_vocab(
             _ => {}
         }
     }
-    if let Some(n) = tok.json.get("normalizer").filter(|n| !n.is_null()) {
+    if let Some(n) = json.get("normalizer").filter(|n| !n.is_null()) {
         normalizer(n, &mut lowercase, &mut strip_accents);
     }
-    let mut cfg: Option<serde_json::Map<String, Json>> = tok
-        .config
-        .as_ref()
+    let mut cfg: Option<serde_json::Map<String, Json>> = config
         .and_then(Json::as_object)
         .cloned()
         .filter(|m| !m.is_empty());
@@ -742,7 +847,7 @@ pub fn special_vocab(
             c.insert("eos_token".into(), eos.clone().unwrap_or(Json::Null));
         }
     }
-    if let Some(pp) = tok.json.get("post_processor").filter(|p| !p.is_null()) {
+    if let Some(pp) = json.get("post_processor").filter(|p| !p.is_null()) {
         let procs: Vec<&Json> = match pp.get("processors").and_then(Json::as_array) {
             Some(l) => l.iter().collect(),
             None => vec![pp],
@@ -914,8 +1019,7 @@ pub fn special_vocab(
             let Some(entry) = content(c.get(&format!("{typ}_token"))) else {
                 continue;
             };
-            let id = tok
-                .added
+            let id = added
                 .iter()
                 .find(|a| a.content == entry)
                 .map(|a| i64::from(a.id));
