@@ -14,21 +14,6 @@ use frugal_formats::{assets, brown};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The Python that has gguf-py (`scripts/setup-python.sh`), or a skip.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("FRUGAL_GGUF_PYTHON").filter(|p| !p.is_empty()) {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            assert!(
-                std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none(),
-                "FRUGAL_GGUF_PYTHON is not set; scripts/test sets it from scripts/setup-python.sh"
-            );
-            eprintln!("skipping: FRUGAL_GGUF_PYTHON is not set");
-            None
-        }
-    }
-}
-
 fn sha256(p: &Path) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
@@ -37,7 +22,9 @@ fn sha256(p: &Path) -> String {
 }
 
 fn check(arch: &str) {
-    let Some(py) = python() else { return };
+    let Some(py) = common::gguf_python() else {
+        return;
+    };
     if assets::require_or_skip(assets::smollm2_gguf(), "SmolLM2").is_none() {
         return;
     }

@@ -36,6 +36,8 @@ pub const ARCHS: &[(&str, Family)] = &[
     ("LlamaForCausalLM", Family::Llama),
     ("MistralForCausalLM", Family::Llama),
     ("Gemma3ForCausalLM", Family::Gemma3),
+    ("Qwen2ForCausalLM", Family::Qwen2),
+    ("Qwen3ForCausalLM", Family::Qwen3),
 ];
 
 /// A converter family: one set of naming, hyperparameter and vocabulary rules.
@@ -44,6 +46,8 @@ pub enum Family {
     Bert,
     Llama,
     Gemma3,
+    Qwen2,
+    Qwen3,
 }
 
 impl Family {
@@ -52,6 +56,8 @@ impl Family {
             Family::Bert => "bert",
             Family::Llama => "llama",
             Family::Gemma3 => "gemma3",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
         }
     }
 
@@ -153,7 +159,13 @@ struct Hp<'a> {
 /// does not know `gemma3_text`, so the converter falls back to `config.json` as written.
 fn class_defaults(family: Family, hf_arch: &str) -> Json {
     match (family, hf_arch) {
-        (Family::Gemma3, _) => serde_json::json!({}),
+        // Gemma 3 and Qwen 3 have none: transformers 4.46.3 knows neither `gemma3_text` nor
+        // `qwen3`, so the converter falls back to `config.json` as written.
+        (Family::Gemma3 | Family::Qwen3, _) => serde_json::json!({}),
+        (Family::Qwen2, _) => serde_json::json!({
+            "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+            "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 10000.0}),
         (Family::Bert, _) => serde_json::json!({
             "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
             "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
@@ -173,6 +185,14 @@ fn class_defaults(family: Family, hf_arch: &str) -> Json {
 impl<'a> Hp<'a> {
     fn new(folder: &'a HfFolder, family: Family, hf_arch: &str) -> Self {
         let mut map = folder.config.clone();
+        if family == Family::Qwen2 && map.get("num_key_value_heads") == Some(&Json::Null) {
+            // Qwen2Config: null means as many as the attention heads (absent means 32).
+            let heads = map
+                .get("num_attention_heads")
+                .cloned()
+                .unwrap_or(Json::from(32));
+            map.insert("num_key_value_heads".into(), heads);
+        }
         if let Json::Object(d) = class_defaults(family, hf_arch) {
             for (k, v) in d {
                 if map.get(&k).is_none_or(Json::is_null) {
@@ -323,6 +343,26 @@ pub const GEMMA3_NAMES: NameTable = NameTable {
     ],
 };
 
+/// Qwen 2 and Qwen 3 (`tensor_mapping.py`'s rows for `qwen2`, `qwen3`): Llama's names with
+/// Qwen 3's per-head Q and K norms.
+pub const QWEN_NAMES: NameTable = NameTable {
+    outside: LLAMA_NAMES.outside,
+    block: "model.layers.",
+    inside: &[
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+    ],
+};
+
 /// A tensor name split into its stem and its `weight`/`bias` suffix ("" when neither).
 pub fn split_suffix(name: &str) -> (&str, &str) {
     match name.rsplit_once('.') {
@@ -408,6 +448,7 @@ fn map_name(family: Family, hf_arch: &str, name: &str) -> Result<Option<String>,
             LLAMA_NAMES.to_gguf(&n)
         }
         Family::Gemma3 => GEMMA3_NAMES.to_gguf(name),
+        Family::Qwen2 | Family::Qwen3 => QWEN_NAMES.to_gguf(name),
     };
     mapped
         .map(Some)
@@ -491,7 +532,7 @@ fn check_sizes(
             ("ffn_up.weight", "intermediate_size", 0),
             ("ffn_down.weight", "intermediate_size", 1),
         ],
-        Family::Llama | Family::Gemma3 => &[
+        Family::Llama | Family::Gemma3 | Family::Qwen2 | Family::Qwen3 => &[
             ("attn_q.weight", "hidden_size", 1),
             ("ffn_gate.weight", "intermediate_size", 0),
             ("ffn_up.weight", "intermediate_size", 0),
@@ -519,7 +560,7 @@ fn check_sizes(
                 expect("type_vocab_size", t, "token_types.weight", 0)?;
             }
         }
-        Family::Llama | Family::Gemma3 => {
+        Family::Llama | Family::Gemma3 | Family::Qwen2 | Family::Qwen3 => {
             let n_head = hp.need(&["n_heads", "num_attention_heads"])?;
             let n_kv = hp
                 .u64(&["n_kv_heads", "num_key_value_heads"])?
@@ -714,6 +755,15 @@ fn hparams(
                 put(kv, format!("{a}.pooling_type"), Value::U32(p));
             }
         }
+        Family::Qwen2 | Family::Qwen3 => {
+            // Qwen2Model.set_gguf_parameters: sentence-transformers' pooling, when given.
+            if let Some(p) = pooling(hp.folder)? {
+                put(kv, format!("{a}.pooling_type"), Value::U32(p));
+            }
+            if cfg.get("classifier_pooling").is_some_and(|v| !v.is_null()) {
+                return Err(hp.err("classifier_pooling", "classifier heads are not converted"));
+            }
+        }
         Family::Llama => {
             let vocab = hp.need(&["vocab_size"])?;
             put(kv, format!("{a}.vocab_size"), u(vocab));
@@ -901,28 +951,45 @@ fn put_vocab(
     }
 }
 
+/// llama.cpp's vocabulary-size rules of `LlamaModel.set_vocab`, after the vocabulary.
+fn llama_vocab_rules(hp: &Hp, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
+    match hp.u64(&["vocab_size"])? {
+        Some(32016) => Err(HfError::Unsupported(
+            "CodeLlama's infill tokens are not converted".into(),
+        )),
+        // llama.cpp's rule for Granite's small models (and SmolLM2, which shares the size).
+        Some(49152) => {
+            put(kv, "tokenizer.ggml.add_bos_token", Value::Bool(false));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The vocabulary keys (llama.cpp's `set_vocab`) appended to `kv`.
 fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
     let folder = hp.folder;
-    if family == Family::Gemma3 {
-        // Gemma3Model.set_vocab: the SentencePiece path when there is a `tokenizer.model`.
-        if !folder.dir().join("tokenizer.model").exists() {
-            return Err(HfError::Tokenizer {
-                path: folder.dir().join("tokenizer.model"),
-                reason: "is missing (Gemma 3 is converted from its SentencePiece model; \
-                         llama.cpp reads a tokenizer.json-only Gemma as GPT-2 BPE, which is not \
-                         converted yet)"
-                    .into(),
-            });
+    let tok_config = folder.json("tokenizer_config.json", MAX_SMALL_JSON)?;
+    if family == Family::Llama {
+        if let Some(add) = tok_config
+            .as_ref()
+            .and_then(|c| c.get("add_prefix_space"))
+            .and_then(Json::as_bool)
+        {
+            put(kv, "tokenizer.ggml.add_space_prefix", Value::Bool(add));
         }
+    }
+    // Llama and Qwen try `_set_vocab_sentencepiece` first; Gemma 3 takes it when there is a
+    // `tokenizer.model`.
+    if family.is_decoder() && folder.dir().join("tokenizer.model").exists() {
         let n = hp.u64(&["vocab_size_per_layer_input", "vocab_size"])?;
         let v = vocab::sentencepiece_vocab(folder, n.map(|n| n as usize))?;
-        let config = folder.json("tokenizer_config.json", MAX_SMALL_JSON)?;
+        let (json, added) = vocab::raw_tokenizer_json(folder)?;
         let special = vocab::special_vocab(
             folder,
-            &Json::Null,
-            &[],
-            config.as_ref(),
+            &json,
+            &added,
+            tok_config.as_ref(),
             false,
             Some(v.tokens.len()),
         )?;
@@ -935,102 +1002,93 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
             v.types,
             special,
         );
-        put(kv, "tokenizer.ggml.add_space_prefix", Value::Bool(false));
+        match family {
+            Family::Gemma3 => put(kv, "tokenizer.ggml.add_space_prefix", Value::Bool(false)),
+            Family::Llama => llama_vocab_rules(hp, kv)?,
+            _ => {}
+        }
         return Ok(());
+    }
+    if family == Family::Gemma3 {
+        return Err(HfError::Tokenizer {
+            path: folder.dir().join("tokenizer.model"),
+            reason: "is missing (Gemma 3 is converted from its SentencePiece model; \
+                     llama.cpp reads a tokenizer.json-only Gemma as GPT-2 BPE, which is not \
+                     converted yet)"
+                .into(),
+        });
     }
     let tok = HfTokenizer::load(folder)?;
     let path = folder.dir().join("tokenizer.json");
     let vocab_size = hp.u64(&["vocab_size"])?.map(|v| v as usize);
-    match family {
-        Family::Bert => {
-            let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
-            let type_count = hp.u64(&["type_vocab_size"])?.unwrap_or(1);
-            put(
-                kv,
-                "tokenizer.ggml.token_type_count",
-                Value::U32(type_count as u32),
-            );
-            // WordPiece to llama.cpp's phantom-space form.
-            let tokens: Vec<String> = tokens
-                .into_iter()
-                .zip(&types)
-                .map(|(t, &ty)| {
-                    if ty == vocab::CONTROL {
-                        t
-                    } else if let Some(rest) = t.strip_prefix("##") {
-                        rest.to_string()
-                    } else {
-                        format!("\u{2581}{t}")
-                    }
-                })
-                .collect();
-            let n = tokens.len();
-            let special = vocab::special_vocab(
-                folder,
-                &tok.json,
-                &tok.added,
-                tok.config.as_ref(),
-                false,
-                Some(n),
-            )?;
-            put_vocab(kv, "bert", pre, tokens, None, types, special);
-        }
-        Family::Llama => {
-            if folder.dir().join("tokenizer.model").exists() {
-                return Err(HfError::Tokenizer {
-                    path: folder.dir().join("tokenizer.model"),
-                    reason: "sentencepiece vocabularies are not converted yet".into(),
-                });
-            }
-            if let Some(add) = tok
-                .config
-                .as_ref()
-                .and_then(|c| c.get("add_prefix_space"))
-                .and_then(Json::as_bool)
-            {
-                put(kv, "tokenizer.ggml.add_space_prefix", Value::Bool(add));
-            }
-            let m = tok.json.get("model");
-            let bpe = m.and_then(|m| m.get("type")).and_then(Json::as_str) == Some("BPE");
-            let byte_fallback = m
-                .and_then(|m| m.get("byte_fallback"))
-                .and_then(Json::as_bool);
-            let ignore_merges = m
-                .and_then(|m| m.get("ignore_merges"))
-                .and_then(Json::as_bool)
-                .unwrap_or(false);
-            let seq_decoder =
-                tok.json.pointer("/decoder/type").and_then(Json::as_str) == Some("Sequence");
-            let llama3 = bpe && ignore_merges && !byte_fallback.unwrap_or(true);
-            if !llama3 && bpe && byte_fallback.unwrap_or(false) && seq_decoder {
-                return Err(HfError::Tokenizer {
-                    path,
-                    reason: "Llama-2-style byte-fallback BPE vocabularies are not converted yet"
-                        .into(),
-                });
-            }
-            let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
-            let special = vocab::special_vocab(
-                folder,
-                &tok.json,
-                &tok.added,
-                tok.config.as_ref(),
-                true,
-                None,
-            )?;
-            put_vocab(kv, "gpt2", pre, tokens, None, types, special);
-            match vocab_size {
-                Some(32016) => {
-                    return Err(HfError::Unsupported(
-                        "CodeLlama's infill tokens are not converted".into(),
-                    ))
+    if family == Family::Bert {
+        let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
+        let type_count = hp.u64(&["type_vocab_size"])?.unwrap_or(1);
+        put(
+            kv,
+            "tokenizer.ggml.token_type_count",
+            Value::U32(type_count as u32),
+        );
+        // WordPiece to llama.cpp's phantom-space form.
+        let tokens: Vec<String> = tokens
+            .into_iter()
+            .zip(&types)
+            .map(|(t, &ty)| {
+                if ty == vocab::CONTROL {
+                    t
+                } else if let Some(rest) = t.strip_prefix("##") {
+                    rest.to_string()
+                } else {
+                    format!("\u{2581}{t}")
                 }
-                // llama.cpp's rule for Granite's small models (and SmolLM2, which shares the size).
-                Some(49152) => put(kv, "tokenizer.ggml.add_bos_token", Value::Bool(false)),
-                _ => {}
-            }
+            })
+            .collect();
+        let n = tokens.len();
+        let special = vocab::special_vocab(
+            folder,
+            &tok.json,
+            &tok.added,
+            tok.config.as_ref(),
+            false,
+            Some(n),
+        )?;
+        put_vocab(kv, "bert", pre, tokens, None, types, special);
+        return Ok(());
+    }
+    if family == Family::Llama {
+        // `_set_vocab_llama_hf` takes Llama-2-style byte-fallback BPE before GPT-2's path.
+        let m = tok.json.get("model");
+        let bpe = m.and_then(|m| m.get("type")).and_then(Json::as_str) == Some("BPE");
+        let byte_fallback = m
+            .and_then(|m| m.get("byte_fallback"))
+            .and_then(Json::as_bool);
+        let ignore_merges = m
+            .and_then(|m| m.get("ignore_merges"))
+            .and_then(Json::as_bool)
+            .unwrap_or(false);
+        let seq_decoder =
+            tok.json.pointer("/decoder/type").and_then(Json::as_str) == Some("Sequence");
+        let llama3 = bpe && ignore_merges && !byte_fallback.unwrap_or(true);
+        if !llama3 && bpe && byte_fallback.unwrap_or(false) && seq_decoder {
+            return Err(HfError::Tokenizer {
+                path,
+                reason: "Llama-2-style byte-fallback BPE vocabularies are not converted yet".into(),
+            });
         }
-        Family::Gemma3 => {} // read from its tokenizer.model above
+    }
+    // `_set_vocab_gpt2`.
+    let (tokens, types, pre) = vocab::base_vocab(&tok, vocab_size, &path)?;
+    let special = vocab::special_vocab(
+        folder,
+        &tok.json,
+        &tok.added,
+        tok.config.as_ref(),
+        true,
+        None,
+    )?;
+    put_vocab(kv, "gpt2", pre, tokens, None, types, special);
+    if family == Family::Llama {
+        llama_vocab_rules(hp, kv)?;
     }
     Ok(())
 }
@@ -1077,7 +1135,7 @@ pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Pla
                 .map(|v| v as usize);
             (h, kv.unwrap_or(h))
         }
-        Family::Bert | Family::Gemma3 => (0, 0),
+        Family::Bert | Family::Gemma3 | Family::Qwen2 | Family::Qwen3 => (0, 0),
     };
     let mut tensors = Vec::new();
     let mut shapes = Vec::new();

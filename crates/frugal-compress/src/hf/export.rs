@@ -13,14 +13,16 @@
 //! (`bench/make-golden-export.sh`).
 //!
 //! Covered: the `llama` architecture with a GPT-2-style BPE vocabulary whose pre-tokenizer is
-//! `smollm` or `gpt-2`, and `gemma3` (`Gemma3ForCausalLM`) with its SentencePiece vocabulary,
+//! `smollm` or `gpt-2`, `qwen2` and `qwen3` with the same, and `gemma3` (`Gemma3ForCausalLM`) with its SentencePiece vocabulary,
 //! written as a `tokenizer.model` (the pieces, scores and types of the GGUF) with the control
 //! and user-defined tokens listed in `tokenizer_config.json`, as Gemma's own folders do. Gemma's
 //! norms are stored in the GGUF with llama.cpp's `+ 1.0` folded in; the export writes `w - 1`,
 //! exact in F32 whenever a preimage exists (the report counts values that have none). Anything
 //! else is refused naming the key.
 
-use super::convert::{encode, split_suffix, unpermute_rows, GEMMA3_NAMES, LLAMA_NAMES};
+use super::convert::{
+    encode, split_suffix, unpermute_rows, NameTable, GEMMA3_NAMES, LLAMA_NAMES, QWEN_NAMES,
+};
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, Value};
 use frugal_formats::output::{write_atomic, AtomicDir};
@@ -192,6 +194,55 @@ fn pre_tokenizer(pre: &str) -> Result<Json, HfError> {
 enum Arch {
     Llama,
     Gemma3,
+    Qwen2,
+    Qwen3,
+}
+
+impl Arch {
+    fn names(self) -> &'static NameTable {
+        match self {
+            Arch::Llama => &LLAMA_NAMES,
+            Arch::Gemma3 => &GEMMA3_NAMES,
+            Arch::Qwen2 | Arch::Qwen3 => &QWEN_NAMES,
+        }
+    }
+}
+
+/// `config.json` of an exported Qwen 2 or Qwen 3 model (transformers' `Qwen2Config`,
+/// `Qwen3Config`).
+#[derive(Serialize)]
+struct QwenConfigJson {
+    architectures: [&'static str; 1],
+    model_type: &'static str,
+    hidden_act: &'static str,
+    hidden_size: u64,
+    intermediate_size: u64,
+    num_attention_heads: u64,
+    num_key_value_heads: u64,
+    num_hidden_layers: u64,
+    /// Qwen 3 only (its class default, 128, is not `hidden / heads`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_dim: Option<u64>,
+    /// Qwen 3 only (Qwen 2 always has Q, K and V biases).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attention_bias: Option<bool>,
+    vocab_size: u64,
+    max_position_embeddings: u64,
+    rms_norm_eps: f64,
+    rope_theta: f64,
+    rope_scaling: Option<()>,
+    use_sliding_window: bool,
+    sliding_window: Option<u64>,
+    max_window_layers: u64,
+    tie_word_embeddings: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bos_token_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eos_token_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pad_token_id: Option<u32>,
+    torch_dtype: &'static str,
+    use_cache: bool,
 }
 
 /// The special tokens' ids the GGUF names (`tokenizer.ggml.{bos,eos,unknown,padding}_token_id`).
@@ -494,10 +545,12 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     let arch = match arch_name.as_str() {
         "llama" => Arch::Llama,
         "gemma3" => Arch::Gemma3,
+        "qwen2" => Arch::Qwen2,
+        "qwen3" => Arch::Qwen3,
         other => {
             return Err(bad(
                 "general.architecture",
-                format!("`{other}` is not exported yet (llama and gemma3 are)"),
+                format!("`{other}` is not exported yet (llama, gemma3, qwen2 and qwen3 are)"),
             ))
         }
     };
@@ -543,7 +596,7 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     let tied = f.tensor("output.weight").is_none();
 
     let (files, ids) = match arch {
-        Arch::Llama => bpe_tokenizer_files(&f, &key("context_length"))?,
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => bpe_tokenizer_files(&f, &key("context_length"))?,
         Arch::Gemma3 => sp_tokenizer_files(&f, &key("context_length"))?,
     };
     let n_tokens = strings(&f, "tokenizer.ggml.tokens")?.len() as u64;
@@ -551,11 +604,7 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     // Tensors, in the file's order, with their HF names.
     let mut plan: Vec<Out> = Vec::new();
     for (i, t) in f.header.tensors.iter().enumerate() {
-        let table = match arch {
-            Arch::Llama => &LLAMA_NAMES,
-            Arch::Gemma3 => &GEMMA3_NAMES,
-        };
-        let name = table.to_hf(&t.name).ok_or_else(|| {
+        let name = arch.names().to_hf(&t.name).ok_or_else(|| {
             bad(
                 &t.name,
                 format!("tensor is not exported ({arch_name} rows only)"),
@@ -585,7 +634,63 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         });
     }
 
+    let embd_rows = f
+        .tensor("token_embd.weight")
+        .and_then(|t| t.dims.get(1).copied())
+        .ok_or_else(|| bad("token_embd.weight", "is missing"))?;
     let config: Vec<u8> = match arch {
+        Arch::Qwen2 | Arch::Qwen3 => {
+            let bias = f.tensor("blk.0.attn_q.bias").is_some();
+            if arch == Arch::Qwen2 && !bias {
+                return Err(bad(
+                    "blk.0.attn_q.bias",
+                    "is missing: transformers' Qwen2 always has Q, K and V biases",
+                ));
+            }
+            let head_dim = get(&f, &key("attention.key_length"))
+                .and_then(Value::as_u64)
+                .unwrap_or(hidden / n_head.max(1));
+            let qwen3 = arch == Arch::Qwen3;
+            pretty(&QwenConfigJson {
+                architectures: [if qwen3 {
+                    "Qwen3ForCausalLM"
+                } else {
+                    "Qwen2ForCausalLM"
+                }],
+                model_type: if qwen3 { "qwen3" } else { "qwen2" },
+                hidden_act: "silu",
+                hidden_size: hidden,
+                intermediate_size: n_ff,
+                num_attention_heads: n_head,
+                num_key_value_heads: n_kv,
+                num_hidden_layers: n_layer,
+                head_dim: if qwen3 {
+                    Some(head_dim)
+                } else if head_dim != hidden / n_head.max(1) {
+                    return Err(bad(
+                        &key("attention.key_length"),
+                        "Qwen 2's heads are hidden_size / heads wide",
+                    ));
+                } else {
+                    None
+                },
+                attention_bias: qwen3.then_some(bias),
+                vocab_size: embd_rows,
+                max_position_embeddings: n_ctx,
+                rms_norm_eps: short(eps),
+                rope_theta: short(f32_key("rope.freq_base").unwrap_or(10000.0)),
+                rope_scaling: None,
+                use_sliding_window: false,
+                sliding_window: None,
+                max_window_layers: n_layer,
+                tie_word_embeddings: tied,
+                bos_token_id: ids.bos,
+                eos_token_id: ids.eos,
+                pad_token_id: ids.pad,
+                torch_dtype,
+                use_cache: true,
+            })
+        }
         Arch::Llama => {
             let rope_dim = get(&f, &key("rope.dimension_count")).and_then(Value::as_u64);
             let vocab_size = get(&f, &key("vocab_size"))

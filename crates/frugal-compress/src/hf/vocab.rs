@@ -633,6 +633,23 @@ fn content(v: Option<&Json>) -> Option<String> {
     }
 }
 
+/// `tokenizer.json` as gguf-py's `SpecialVocab` reads it beside a SentencePiece model: raw
+/// JSON and its typed `added_tokens` (`Null` and none when the folder has no such file).
+pub fn raw_tokenizer_json(folder: &HfFolder) -> Result<(Json, Vec<AddedToken>), HfError> {
+    let path = folder.dir().join("tokenizer.json");
+    let Some(text) = folder.text("tokenizer.json", MAX_TOKENIZER_JSON)? else {
+        return Ok((Json::Null, Vec::new()));
+    };
+    let json: Json = serde_json::from_str(&text)
+        .map_err(|e| tok_err(&path, format!("is not valid JSON ({e})")))?;
+    let added: Vec<AddedToken> = match json.get("added_tokens") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| tok_err(&path, format!("added_tokens: {e}")))?,
+    };
+    Ok((json, added))
+}
+
 /// A SentencePiece vocabulary as llama.cpp's `_create_vocab_sentencepiece` reads it: the
 /// pieces of `tokenizer.model` (user-defined pieces as normal ones, as there), padded with
 /// `[PADi]` to the configured vocabulary size, then `added_tokens.json` and

@@ -79,3 +79,19 @@ pub fn assert_ppl_near(ppl: f64, want: f64, what: &str) {
         rel * 100.0
     );
 }
+
+/// The Python that has gguf-py (`scripts/setup-python.sh`), or a skip.
+#[allow(dead_code)]
+pub fn gguf_python() -> Option<std::path::PathBuf> {
+    match std::env::var_os("FRUGAL_GGUF_PYTHON").filter(|p| !p.is_empty()) {
+        Some(p) => Some(std::path::PathBuf::from(p)),
+        None => {
+            assert!(
+                std::env::var_os("FRUGAL_REQUIRE_ASSETS").is_none(),
+                "FRUGAL_GGUF_PYTHON is not set; scripts/test sets it from scripts/setup-python.sh"
+            );
+            eprintln!("skipping: FRUGAL_GGUF_PYTHON is not set");
+            None
+        }
+    }
+}
