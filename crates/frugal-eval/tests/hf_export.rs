@@ -58,20 +58,26 @@ fn gemma3_export_converts_back_byte_identical_and_matches_transformers() {
     round_trip(&model, "gemma3", (236, 127), 600_000_000, false);
 }
 
-/// Qwen 2 and Qwen 3 (no checkpoint of either can be fetched here): SmolLM2's weights written
-/// as each by `bench/make_arch_model.py` (seeded Q/K/V biases; seeded QK-norms), the bytes
-/// `arch_golden.rs` pins.
+/// Qwen 2, Qwen 3 and Phi-3 (no checkpoint of them can be fetched here): SmolLM2's weights
+/// written as each by `bench/make_arch_model.py` (seeded Q/K/V biases; seeded QK-norms; fused
+/// weights), the bytes `arch_golden.rs` pins.
 #[test]
 fn qwen2_export_converts_back_byte_identical_and_matches_transformers() {
-    qwen("qwen2", (362, 0));
+    synthetic("qwen2", (362, 0));
 }
 
 #[test]
 fn qwen3_export_converts_back_byte_identical_and_matches_transformers() {
-    qwen("qwen3", (332, 0));
+    synthetic("qwen3", (332, 0));
 }
 
-fn qwen(arch: &str, counts: (usize, usize)) {
+/// Phi-3: Q, K and V fused in one tensor, the MLP's gate and up in another.
+#[test]
+fn phi3_export_converts_back_byte_identical_and_matches_transformers() {
+    synthetic("phi3", (182, 0));
+}
+
+fn synthetic(arch: &str, counts: (usize, usize)) {
     let Some(py) = common::gguf_python() else {
         return;
     };

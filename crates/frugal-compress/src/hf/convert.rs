@@ -38,6 +38,7 @@ pub const ARCHS: &[(&str, Family)] = &[
     ("Gemma3ForCausalLM", Family::Gemma3),
     ("Qwen2ForCausalLM", Family::Qwen2),
     ("Qwen3ForCausalLM", Family::Qwen3),
+    ("Phi3ForCausalLM", Family::Phi3),
 ];
 
 /// A converter family: one set of naming, hyperparameter and vocabulary rules.
@@ -48,6 +49,7 @@ pub enum Family {
     Gemma3,
     Qwen2,
     Qwen3,
+    Phi3,
 }
 
 impl Family {
@@ -58,6 +60,7 @@ impl Family {
             Family::Gemma3 => "gemma3",
             Family::Qwen2 => "qwen2",
             Family::Qwen3 => "qwen3",
+            Family::Phi3 => "phi3",
         }
     }
 
@@ -162,6 +165,11 @@ fn class_defaults(family: Family, hf_arch: &str) -> Json {
         // Gemma 3 and Qwen 3 have none: transformers 4.46.3 knows neither `gemma3_text` nor
         // `qwen3`, so the converter falls back to `config.json` as written.
         (Family::Gemma3 | Family::Qwen3, _) => serde_json::json!({}),
+        (Family::Phi3, _) => serde_json::json!({
+            "vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "max_position_embeddings": 4096,
+            "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0}),
         (Family::Qwen2, _) => serde_json::json!({
             "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016,
             "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
@@ -199,6 +207,14 @@ impl<'a> Hp<'a> {
                     map.insert(k, v);
                 }
             }
+        }
+        if family == Family::Phi3 && map.get("num_key_value_heads").is_none_or(Json::is_null) {
+            // Phi3Config: as many as the attention heads when absent or null.
+            let heads = map
+                .get("num_attention_heads")
+                .cloned()
+                .unwrap_or(Json::Null);
+            map.insert("num_key_value_heads".into(), heads);
         }
         if family == Family::Llama {
             // LlamaConfig/MistralConfig derive these when absent or null.
@@ -363,6 +379,20 @@ pub const QWEN_NAMES: NameTable = NameTable {
     ],
 };
 
+/// Phi-3 (`tensor_mapping.py`'s rows for `phi3`): Q, K and V fused, and the MLP's gate and up.
+pub const PHI3_NAMES: NameTable = NameTable {
+    outside: LLAMA_NAMES.outside,
+    block: "model.layers.",
+    inside: &[
+        ("self_attn.qkv_proj", "attn_qkv"),
+        ("self_attn.o_proj", "attn_output"),
+        ("mlp.gate_up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+    ],
+};
+
 /// A tensor name split into its stem and its `weight`/`bias` suffix ("" when neither).
 pub fn split_suffix(name: &str) -> (&str, &str) {
     match name.rsplit_once('.') {
@@ -449,6 +479,7 @@ fn map_name(family: Family, hf_arch: &str, name: &str) -> Result<Option<String>,
         }
         Family::Gemma3 => GEMMA3_NAMES.to_gguf(name),
         Family::Qwen2 | Family::Qwen3 => QWEN_NAMES.to_gguf(name),
+        Family::Phi3 => PHI3_NAMES.to_gguf(name),
     };
     mapped
         .map(Some)
@@ -538,6 +569,10 @@ fn check_sizes(
             ("ffn_up.weight", "intermediate_size", 0),
             ("ffn_down.weight", "intermediate_size", 1),
         ],
+        Family::Phi3 => &[
+            ("attn_qkv.weight", "hidden_size", 1),
+            ("ffn_down.weight", "intermediate_size", 1),
+        ],
     };
     for b in 0..n_layer {
         for (t, field, axis) in per_block {
@@ -598,6 +633,33 @@ fn check_sizes(
                 )?;
             }
         }
+        Family::Phi3 => {
+            let n_head = hp.need(&["num_attention_heads", "n_head"])?;
+            let n_kv = hp.need(&["num_key_value_heads", "n_head_kv"])?;
+            if n_head == 0 || n_kv == 0 || n_head % n_kv != 0 || hidden % n_head != 0 {
+                return Err(hp.err(
+                    "num_key_value_heads",
+                    format!("{n_kv} key-value heads for {n_head} heads of {hidden}"),
+                ));
+            }
+            let qkv = (n_head + 2 * n_kv) * (hidden / n_head);
+            for b in 0..n_layer {
+                expect(
+                    "num_key_value_heads",
+                    qkv,
+                    &format!("blk.{b}.attn_qkv.weight"),
+                    0,
+                )?;
+                if let Some(f) = ff {
+                    expect(
+                        "intermediate_size",
+                        2 * f,
+                        &format!("blk.{b}.ffn_up.weight"),
+                        0,
+                    )?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -613,6 +675,9 @@ fn hparams(
     let a = family.gguf_arch();
     let cfg = &hp.map;
     let u = |v: u64| Value::U32(v as u32);
+    if family == Family::Phi3 {
+        return phi3_hparams(hp, outtype, kv);
+    }
     put(
         kv,
         format!("{a}.block_count"),
@@ -749,6 +814,7 @@ fn hparams(
     }
     put(kv, "general.file_type", Value::U32(outtype.file_type()));
     match family {
+        Family::Phi3 => {} // its own keys above
         Family::Bert => {
             put(kv, format!("{a}.attention.causal"), Value::Bool(false));
             if let Some(p) = pooling(hp.folder)? {
@@ -870,6 +936,80 @@ fn hparams(
     Ok(())
 }
 
+/// `Phi3MiniModel.set_gguf_parameters` (its own keys and order; RoPE scaling refused).
+fn phi3_hparams(hp: &Hp, outtype: OutType, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
+    let a = "phi3";
+    let cfg = &hp.map;
+    let u = |v: u64| Value::U32(v as u32);
+    if let Some(r) = cfg
+        .get("rope_parameters")
+        .or_else(|| cfg.get("rope_scaling"))
+        .filter(|v| !v.is_null())
+    {
+        return Err(hp.err(
+            "rope_scaling",
+            format!("{r} is not converted yet (plain RoPE only)"),
+        ));
+    }
+    let n_embd = hp.need(&["hidden_size", "n_embd"])?;
+    let n_head = hp.need(&["num_attention_heads", "n_head"])?;
+    let n_kv = hp.need(&["num_key_value_heads", "n_head_kv"])?;
+    let eps = hp
+        .f32(&["rms_norm_eps"])?
+        .ok_or_else(|| hp.err("rms_norm_eps", "is missing"))?;
+    let n_ctx = hp.need(&["n_positions", "max_position_embeddings"])?;
+    let orig = hp.need(&["original_max_position_embeddings"])?;
+    // int(rot_pct * n_embd) // n_head, the product in double precision.
+    let rope_dims = match cfg
+        .get("partial_rotary_factor")
+        .or_else(|| cfg.get("rope_pct"))
+        .or_else(|| cfg.get("rope_percent"))
+        .and_then(Json::as_f64)
+    {
+        Some(f) => ((f * n_embd as f64) as u64) / n_head.max(1),
+        None => n_embd / n_head.max(1),
+    };
+    let theta = hp
+        .f32(&["rope_theta"])?
+        .ok_or_else(|| hp.err("rope_theta", "is missing"))?;
+    put(kv, format!("{a}.context_length"), u(n_ctx));
+    put(
+        kv,
+        format!("{a}.rope.scaling.original_context_length"),
+        u(orig),
+    );
+    put(kv, format!("{a}.embedding_length"), u(n_embd));
+    put(
+        kv,
+        format!("{a}.feed_forward_length"),
+        u(hp.need(&["intermediate_size"])?),
+    );
+    put(
+        kv,
+        format!("{a}.block_count"),
+        u(hp.need(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?),
+    );
+    put(kv, format!("{a}.attention.head_count"), u(n_head));
+    put(kv, format!("{a}.attention.head_count_kv"), u(n_kv));
+    put(
+        kv,
+        format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(eps),
+    );
+    put(kv, format!("{a}.rope.dimension_count"), u(rope_dims));
+    put(kv, format!("{a}.rope.freq_base"), Value::F32(theta));
+    put(kv, "general.file_type", Value::U32(outtype.file_type()));
+    let window = match cfg.get("sliding_window") {
+        None | Some(Json::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| n < u32::MAX as u64)
+            .ok_or_else(|| hp.err("sliding_window", "is not a count"))?,
+    };
+    put(kv, format!("{a}.attention.sliding_window"), u(window));
+    Ok(())
+}
+
 /// sentence-transformers' pooling (`modules.json` → the pooling module's `config.json`), as
 /// llama.cpp's `_try_set_pooling_type`: 1 mean, 2 CLS, 3 last token.
 fn pooling(folder: &HfFolder) -> Result<Option<u32>, HfError> {
@@ -979,11 +1119,44 @@ fn vocabulary(hp: &Hp, family: Family, kv: &mut Vec<(String, Value)>) -> Result<
             put(kv, "tokenizer.ggml.add_space_prefix", Value::Bool(add));
         }
     }
+    // Phi-3: GPT-2's path when `tokenizer_config.json` names GPT2Tokenizer, else its own
+    // SentencePiece reading.
+    let phi3_gpt2 = family == Family::Phi3
+        && match tok_config.as_ref() {
+            None => false,
+            Some(c) => match c.get("tokenizer_class") {
+                Some(Json::String(s)) => s == "GPT2Tokenizer",
+                Some(_) => false,
+                None => {
+                    return Err(HfError::Tokenizer {
+                        path: folder.dir().join("tokenizer_config.json"),
+                        reason: "`tokenizer_class` is missing (llama.cpp's Phi-3 reader needs it)"
+                            .into(),
+                    })
+                }
+            },
+        };
+    let sp_path = folder.dir().join("tokenizer.model");
+    if family == Family::Phi3 && !phi3_gpt2 && !sp_path.exists() {
+        return Err(HfError::Tokenizer {
+            path: sp_path,
+            reason: "is missing (Phi-3 reads a SentencePiece model unless tokenizer_config.json \
+                     names GPT2Tokenizer)"
+                .into(),
+        });
+    }
     // Llama and Qwen try `_set_vocab_sentencepiece` first; Gemma 3 takes it when there is a
     // `tokenizer.model`.
-    if family.is_decoder() && folder.dir().join("tokenizer.model").exists() {
-        let n = hp.u64(&["vocab_size_per_layer_input", "vocab_size"])?;
-        let v = vocab::sentencepiece_vocab(folder, n.map(|n| n as usize))?;
+    if family.is_decoder() && !phi3_gpt2 && sp_path.exists() {
+        let (n, rules) = if family == Family::Phi3 {
+            (hp.u64(&["vocab_size"])?, vocab::SpRules::Phi3)
+        } else {
+            (
+                hp.u64(&["vocab_size_per_layer_input", "vocab_size"])?,
+                vocab::SpRules::Generic,
+            )
+        };
+        let v = vocab::sentencepiece_vocab(folder, n.map(|n| n as usize), rules)?;
         let (json, added) = vocab::raw_tokenizer_json(folder)?;
         let special = vocab::special_vocab(
             folder,
@@ -1135,7 +1308,7 @@ pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Pla
                 .map(|v| v as usize);
             (h, kv.unwrap_or(h))
         }
-        Family::Bert | Family::Gemma3 | Family::Qwen2 | Family::Qwen3 => (0, 0),
+        Family::Bert | Family::Gemma3 | Family::Qwen2 | Family::Qwen3 | Family::Phi3 => (0, 0),
     };
     let mut tensors = Vec::new();
     let mut shapes = Vec::new();

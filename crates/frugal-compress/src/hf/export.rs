@@ -13,7 +13,7 @@
 //! (`bench/make-golden-export.sh`).
 //!
 //! Covered: the `llama` architecture with a GPT-2-style BPE vocabulary whose pre-tokenizer is
-//! `smollm` or `gpt-2`, `qwen2` and `qwen3` with the same, and `gemma3` (`Gemma3ForCausalLM`) with its SentencePiece vocabulary,
+//! `smollm` or `gpt-2`, `qwen2`, `qwen3` and `phi3` with the same, and `gemma3` (`Gemma3ForCausalLM`) with its SentencePiece vocabulary,
 //! written as a `tokenizer.model` (the pieces, scores and types of the GGUF) with the control
 //! and user-defined tokens listed in `tokenizer_config.json`, as Gemma's own folders do. Gemma's
 //! norms are stored in the GGUF with llama.cpp's `+ 1.0` folded in; the export writes `w - 1`,
@@ -21,7 +21,8 @@
 //! else is refused naming the key.
 
 use super::convert::{
-    encode, split_suffix, unpermute_rows, NameTable, GEMMA3_NAMES, LLAMA_NAMES, QWEN_NAMES,
+    encode, split_suffix, unpermute_rows, NameTable, GEMMA3_NAMES, LLAMA_NAMES, PHI3_NAMES,
+    QWEN_NAMES,
 };
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, Value};
@@ -196,6 +197,7 @@ enum Arch {
     Gemma3,
     Qwen2,
     Qwen3,
+    Phi3,
 }
 
 impl Arch {
@@ -204,8 +206,43 @@ impl Arch {
             Arch::Llama => &LLAMA_NAMES,
             Arch::Gemma3 => &GEMMA3_NAMES,
             Arch::Qwen2 | Arch::Qwen3 => &QWEN_NAMES,
+            Arch::Phi3 => &PHI3_NAMES,
         }
     }
+}
+
+/// `config.json` of an exported Phi-3 model (transformers' `Phi3Config`).
+#[derive(Serialize)]
+struct Phi3ConfigJson {
+    architectures: [&'static str; 1],
+    model_type: &'static str,
+    hidden_act: &'static str,
+    hidden_size: u64,
+    intermediate_size: u64,
+    num_attention_heads: u64,
+    num_key_value_heads: u64,
+    num_hidden_layers: u64,
+    vocab_size: u64,
+    max_position_embeddings: u64,
+    original_max_position_embeddings: u64,
+    rms_norm_eps: f64,
+    rope_theta: f64,
+    rope_scaling: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partial_rotary_factor: Option<f64>,
+    sliding_window: Option<u64>,
+    resid_pdrop: f64,
+    embd_pdrop: f64,
+    attention_dropout: f64,
+    tie_word_embeddings: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bos_token_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eos_token_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pad_token_id: Option<u32>,
+    torch_dtype: &'static str,
+    use_cache: bool,
 }
 
 /// `config.json` of an exported Qwen 2 or Qwen 3 model (transformers' `Qwen2Config`,
@@ -547,10 +584,11 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         "gemma3" => Arch::Gemma3,
         "qwen2" => Arch::Qwen2,
         "qwen3" => Arch::Qwen3,
+        "phi3" => Arch::Phi3,
         other => {
             return Err(bad(
                 "general.architecture",
-                format!("`{other}` is not exported yet (llama, gemma3, qwen2 and qwen3 are)"),
+                format!("`{other}` is not exported yet (llama, gemma3, qwen2, qwen3 and phi3 are)"),
             ))
         }
     };
@@ -596,7 +634,9 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     let tied = f.tensor("output.weight").is_none();
 
     let (files, ids) = match arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => bpe_tokenizer_files(&f, &key("context_length"))?,
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => {
+            bpe_tokenizer_files(&f, &key("context_length"))?
+        }
         Arch::Gemma3 => sp_tokenizer_files(&f, &key("context_length"))?,
     };
     let n_tokens = strings(&f, "tokenizer.ggml.tokens")?.len() as u64;
@@ -639,6 +679,53 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         .and_then(|t| t.dims.get(1).copied())
         .ok_or_else(|| bad("token_embd.weight", "is missing"))?;
     let config: Vec<u8> = match arch {
+        Arch::Phi3 => {
+            if f.tensor("blk.0.attn_qkv.bias").is_some() {
+                return Err(bad(
+                    "blk.0.attn_qkv.bias",
+                    "transformers' Phi-3 has no attention biases",
+                ));
+            }
+            let rope_dim = get(&f, &key("rope.dimension_count"))
+                .and_then(Value::as_u64)
+                .unwrap_or(hidden / n_head.max(1));
+            let window = get(&f, &key("attention.sliding_window"))
+                .and_then(Value::as_u64)
+                .filter(|&w| w > 0);
+            pretty(&Phi3ConfigJson {
+                architectures: ["Phi3ForCausalLM"],
+                model_type: "phi3",
+                hidden_act: "silu",
+                hidden_size: hidden,
+                intermediate_size: n_ff,
+                num_attention_heads: n_head,
+                num_key_value_heads: n_kv,
+                num_hidden_layers: n_layer,
+                vocab_size: embd_rows,
+                max_position_embeddings: n_ctx,
+                original_max_position_embeddings: get(
+                    &f,
+                    &key("rope.scaling.original_context_length"),
+                )
+                .and_then(Value::as_u64)
+                .unwrap_or(n_ctx),
+                rms_norm_eps: short(eps),
+                rope_theta: short(f32_key("rope.freq_base").unwrap_or(10000.0)),
+                rope_scaling: None,
+                partial_rotary_factor: (rope_dim * n_head != hidden)
+                    .then(|| (rope_dim * n_head) as f64 / hidden as f64),
+                sliding_window: window,
+                resid_pdrop: 0.0,
+                embd_pdrop: 0.0,
+                attention_dropout: 0.0,
+                tie_word_embeddings: tied,
+                bos_token_id: ids.bos,
+                eos_token_id: ids.eos,
+                pad_token_id: ids.pad,
+                torch_dtype,
+                use_cache: true,
+            })
+        }
         Arch::Qwen2 | Arch::Qwen3 => {
             let bias = f.tensor("blk.0.attn_q.bias").is_some();
             if arch == Arch::Qwen2 && !bias {

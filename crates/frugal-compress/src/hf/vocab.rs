@@ -661,11 +661,23 @@ pub struct SpVocab {
     pub types: Vec<i32>,
 }
 
+/// Which converter's reading of a SentencePiece vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpRules {
+    /// `_create_vocab_sentencepiece` (Llama, Qwen, Gemma).
+    Generic,
+    /// `Phi3MiniModel.set_vocab`: no bounds, added tokens taken as written (no `▁` rewriting,
+    /// no looking special), `tokenizer.json`'s added tokens applied too.
+    Phi3,
+}
+
 /// See [`SpVocab`]; `vocab_size` is the configured size (the pieces' count when `None` or 0).
 pub fn sentencepiece_vocab(
     folder: &HfFolder,
     vocab_size: Option<usize>,
+    rules: SpRules,
 ) -> Result<SpVocab, HfError> {
+    let phi3 = rules == SpRules::Phi3;
     use frugal_formats::sentencepiece::{self as sp, PieceType};
     let path = folder.dir().join("tokenizer.model");
     let bytes = folder
@@ -681,6 +693,13 @@ pub fn sentencepiece_vocab(
         scores: vec![-10000.0; n],
         types: vec![UNUSED; n],
     };
+    if phi3 && model.pieces.len() > n {
+        // Phi-3's reader has no bound here (llama.cpp fails with an IndexError).
+        return Err(tok_err(
+            &path,
+            format!("{} pieces for a vocabulary of {n}", model.pieces.len()),
+        ));
+    }
     for (i, p) in model.pieces.iter().enumerate().take(n) {
         v.tokens[i] = p.piece.clone();
         v.scores[i] = p.score;
@@ -726,6 +745,12 @@ pub fn sentencepiece_vocab(
                     tok_err(&cfg_path, format!("added_tokens_decoder.{key}: no content"))
                 })?;
                 if id >= n {
+                    if phi3 {
+                        return Err(tok_err(
+                            &cfg_path,
+                            format!("added_tokens_decoder.{key}: outside the vocabulary of {n}"),
+                        ));
+                    }
                     continue;
                 }
                 let special = match data.get("special") {
@@ -738,7 +763,10 @@ pub fn sentencepiece_vocab(
                         ))
                     }
                 };
-                if special || looks_special(content) {
+                if phi3 {
+                    v.tokens[id] = content.to_string();
+                    v.types[id] = if special { CONTROL } else { USER_DEFINED };
+                } else if special || looks_special(content) {
                     v.tokens[id] = content.to_string();
                     v.types[id] = CONTROL;
                 } else {
@@ -747,6 +775,23 @@ pub fn sentencepiece_vocab(
                 }
                 v.scores[id] = -1000.0;
             }
+        }
+    }
+    if phi3 {
+        // Phi-3 also writes `tokenizer.json`'s added tokens over the vocabulary.
+        let (_, added) = raw_tokenizer_json(folder)?;
+        let tj = folder.dir().join("tokenizer.json");
+        for a in added {
+            let id = a.id as usize;
+            if id >= n {
+                return Err(tok_err(
+                    &tj,
+                    format!("added token {id} is outside the vocabulary of {n}"),
+                ));
+            }
+            v.tokens[id] = a.content;
+            v.scores[id] = -1000.0;
+            v.types[id] = if a.special { CONTROL } else { USER_DEFINED };
         }
     }
     Ok(v)
