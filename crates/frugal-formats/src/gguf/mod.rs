@@ -104,6 +104,9 @@ pub struct MappedBytes {
     map: Option<Arc<Mmap>>,
     start: usize,
     len: usize,
+    /// Whether the mapping is of a file (its pages can be dropped and re-read); an anonymous
+    /// one ([`MappedBytes::from_bytes`]) holds the only copy and is never released.
+    file_backed: bool,
 }
 
 impl MappedBytes {
@@ -111,11 +114,7 @@ impl MappedBytes {
     /// memory (a benchmark's, a test's) held the way a file's is.
     pub fn from_bytes(bytes: &[u8]) -> std::io::Result<MappedBytes> {
         if bytes.is_empty() {
-            return Ok(MappedBytes {
-                map: None,
-                start: 0,
-                len: 0,
-            });
+            return Ok(MappedBytes::empty());
         }
         let mut m = memmap2::MmapMut::map_anon(bytes.len())?;
         m.copy_from_slice(bytes);
@@ -123,6 +122,7 @@ impl MappedBytes {
             map: Some(Arc::new(m.make_read_only()?)),
             start: 0,
             len: bytes.len(),
+            file_backed: false,
         })
     }
 }
@@ -134,16 +134,26 @@ impl MappedBytes {
             map: None,
             start: 0,
             len: 0,
+            file_backed: false,
         }
     }
 
-    /// `len` bytes from `start` of a shared read-only mapping (panics past its end).
+    /// `len` bytes from `start` of a shared read-only mapping of a file (panics past its end).
     pub fn of_map(map: Arc<Mmap>, start: usize, len: usize) -> MappedBytes {
         assert!(start + len <= map.len(), "a range inside the mapping");
         MappedBytes {
             map: (len > 0).then_some(map),
             start,
             len,
+            file_backed: true,
+        }
+    }
+
+    /// Drops these bytes' pages from memory where the kernel can read them again (a file's
+    /// mapping); a no-op for bytes held in memory. A hint.
+    pub fn release(&self) {
+        if let (Some(map), true) = (&self.map, self.file_backed) {
+            crate::release_range(map, self.start as u64, self.len as u64);
         }
     }
 
@@ -154,6 +164,7 @@ impl MappedBytes {
             map: self.map.clone(),
             start: self.start + start,
             len,
+            file_backed: self.file_backed,
         }
     }
 }
@@ -299,6 +310,7 @@ impl GgufFile {
             map: self.map.clone(),
             start,
             len,
+            file_backed: true,
         }
     }
 
@@ -307,9 +319,7 @@ impl GgufFile {
     /// if touched again). A hint: failures are ignored.
     pub fn release(&self, info: &TensorInfo) {
         if let Some(b) = self.part(info) {
-            if let Some(map) = &b.map {
-                crate::release_range(map, b.start as u64, b.len as u64);
-            }
+            b.release();
             return;
         }
         if let Some(map) = &self.map {
