@@ -3152,4 +3152,35 @@ fn convert_and_export_from_the_command_line() {
             == std::fs::read(d.join("q-file.gguf")).unwrap(),
         "quantizing the folder and its conversion differ"
     );
+    // A recipe whose model is the folder: the same steps' bytes as from its conversion
+    // (pruning reads the permuted Q/K the view holds; the evaluation judges against the folder).
+    for (name, model) in [("folder", "smol-hf"), ("file", "smol.gguf")] {
+        let recipe = format!(
+            "name = \"r-{name}\"\nmodel = \"{}\"\n[eval]\ntext = {{ file = \"{}\" }}\nchunks = 1\n\
+             [[step]]\nkind = \"prune\"\nmethod = \"magnitude\"\nsparsity = 0.3\n\
+             [[step]]\nkind = \"eval\"\n",
+            d.join(model).display(),
+            text.display()
+        );
+        std::fs::write(d.join(format!("{name}.toml")), recipe).unwrap();
+        let out = frugal(
+            &[
+                "run",
+                &format!("{name}.toml"),
+                "--out",
+                &format!("run-{name}"),
+            ],
+            d,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        std::fs::read(d.join("run-folder/01-prune.gguf")).unwrap()
+            == std::fs::read(d.join("run-file/01-prune.gguf")).unwrap(),
+        "a recipe on the folder and on its conversion differ"
+    );
 }

@@ -295,8 +295,11 @@ impl Recipe {
     /// the report.
     pub fn io_plan(&self, path: &Path, out_dir: &Path) -> frugal_formats::guard::IoPlan {
         let mut plan = frugal_formats::guard::IoPlan::new();
-        plan.input("recipe", path)
-            .input("the recipe's model", &self.model);
+        plan.input("recipe", path).add_input(
+            "the recipe's model",
+            &self.model,
+            frugal_formats::guard::Expect::FileOrDir,
+        );
         let mut brown = Vec::new();
         let mut text = |plan: &mut frugal_formats::guard::IoPlan, what: &str, t: &TextSource| match (
             &t.file, &t.brown,

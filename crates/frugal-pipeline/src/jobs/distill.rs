@@ -9,7 +9,7 @@ use crate::steps::{self, CalibSpec, EvalSpec, LmDistillJob, LmDistillStep};
 use crate::Error;
 use frugal_compress::distill::TrainOptions;
 use frugal_compress::lm_distill::LmDistillOptions;
-use frugal_formats::guard::IoPlan;
+use frugal_formats::guard::{Expect, IoPlan};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -95,9 +95,10 @@ impl Job for Distill {
             ..
         } = &self.student
         {
-            p.input("--student", student);
+            // Language models: a GGUF or a checkpoint folder (seen as the GGUF it converts to).
+            p.add_input("--student", student, Expect::FileOrDir);
             for t in &self.teachers {
-                p.input("--teacher", t);
+                p.add_input("--teacher", t, Expect::FileOrDir);
             }
             p.input("--text", &text.text);
             opt_input(&mut p, "--eval-text", eval.file());
