@@ -70,7 +70,7 @@ pub fn write_gguf_edited(
     for (t, _) in &kept {
         match replaced.get(&t.name) {
             Some(r) => w.write_tensor(&f32_bytes(&r.data)),
-            None => w.write_tensor(f.tensor_data(t)),
+            None => w.write_tensor(&f.tensor_data(t)),
         }
         .map_err(frugal_models::Error::from)?;
     }

@@ -213,7 +213,7 @@ fn round_trip(model: &Path, name: &str, counts: (usize, usize), bf16_bytes: u64,
         let first = v.tensor_data(info).to_vec();
         v.release(info);
         assert!(
-            v.tensor_data(info) == &first[..],
+            v.tensor_data(info)[..] == first[..],
             "{name} changed after release"
         );
     }

@@ -28,15 +28,22 @@ fn llama_bpe_and_qwen2_pre_tokenizers_match_llama_tokenize() {
                 *v = Value::String(pre.into());
             }
         }
+        let data: Vec<_> = src
+            .header
+            .tensors
+            .iter()
+            .map(|t| src.tensor_data(t))
+            .collect();
         let tensors: Vec<TensorToWrite> = src
             .header
             .tensors
             .iter()
-            .map(|t| TensorToWrite {
+            .zip(&data)
+            .map(|(t, data)| TensorToWrite {
                 name: &t.name,
                 ggml_type: t.ggml_type,
                 dims: &t.dims,
-                data: src.tensor_data(t),
+                data,
             })
             .collect();
         let path = dir.path().join(format!("{pre}.gguf"));

@@ -210,6 +210,6 @@ fn written_file_opens_from_disk_with_tensor_access() {
     std::fs::write(&p, write_all_types()).unwrap();
     let f = gguf::GgufFile::open(&p).unwrap();
     let t = f.tensor("blk.3.Q8_0.weight").unwrap();
-    assert_eq!(f.tensor_data(t), &bytes(t.n_bytes as usize, 3)[..]);
+    assert_eq!(&f.tensor_data(t)[..], &bytes(t.n_bytes as usize, 3)[..]);
     assert_eq!(f.header.architecture(), Some("llama"));
 }

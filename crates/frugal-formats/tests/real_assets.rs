@@ -104,15 +104,22 @@ fn smollm2_gguf_round_trips_and_gguf_py_agrees() {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rewritten.gguf");
+    let data: Vec<_> = src
+        .header
+        .tensors
+        .iter()
+        .map(|t| src.tensor_data(t))
+        .collect();
     let tensors: Vec<gguf::TensorToWrite> = src
         .header
         .tensors
         .iter()
-        .map(|t| gguf::TensorToWrite {
+        .zip(&data)
+        .map(|(t, data)| gguf::TensorToWrite {
             name: &t.name,
             ggml_type: t.ggml_type,
             dims: &t.dims,
-            data: src.tensor_data(t),
+            data,
         })
         .collect();
     let n = gguf::write_gguf_file(&out, &[&p], &src.header.metadata, &tensors).unwrap();

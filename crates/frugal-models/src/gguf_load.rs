@@ -50,7 +50,7 @@ pub fn load_qtensor(f: &GgufFile, name: &str, device: &Device) -> Result<QTensor
     })?;
     Ok(qtensor_from_ggml(
         dtype,
-        f.tensor_data(t),
+        &f.tensor_data(t),
         shape_of(t),
         device,
     )?)
@@ -62,7 +62,7 @@ pub fn load_f32(f: &GgufFile, name: &str, device: &Device) -> Result<Tensor> {
     let t = info(f, name)?;
     let out = if t.ggml_type == GgmlType::F32 {
         Tensor::from_raw_buffer(
-            f.tensor_data(t),
+            &f.tensor_data(t),
             candle_core::DType::F32,
             &shape_of(t),
             device,

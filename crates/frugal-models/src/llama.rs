@@ -741,7 +741,7 @@ fn linear(
             bias,
         )
     } else {
-        stored_linear(f, t, name.to_string(), f.tensor_mapped(t), shape, bias, dev)
+        stored_linear(f, t, name.to_string(), f.tensor_data(t), shape, bias, dev)
     }
 }
 
@@ -816,7 +816,7 @@ fn split_linear(
             })
             .collect();
     }
-    let bytes = f.tensor_mapped(t);
+    let bytes = f.tensor_data(t);
     let row = bytes.len() / total;
     w.parts
         .iter()
@@ -838,7 +838,7 @@ impl Llama {
             if crate::gguf_load::candle_dtype(t.ggml_type).is_none() {
                 m.embedding = load_f32(f, "token_embd.weight", device)?;
             } else {
-                m.embedding_rows = Some((t.ggml_type, f.tensor_mapped(t)));
+                m.embedding_rows = Some((t.ggml_type, f.tensor_data(t)));
             }
             m
         };
@@ -905,7 +905,7 @@ impl Llama {
             name: name.to_string(),
             dtype: t.ggml_type.name(),
         })?;
-        self.embed_rows(t.ggml_type, f.tensor_data(t), tokens)
+        self.embed_rows(t.ggml_type, &f.tensor_data(t), tokens)
     }
 
     /// The embedding rows of `tokens` (checked) decoded from the stored table `data` of type

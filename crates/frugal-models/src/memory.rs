@@ -290,11 +290,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// The stored bytes copied out of the map before a tensor is decoded (none for F32, which is
 /// copied straight into its F32 tensor).
-fn staging_bytes(f: &GgufFile, t: &frugal_formats::gguf::TensorInfo) -> u64 {
+fn staging_bytes(t: &frugal_formats::gguf::TensorInfo) -> u64 {
     if t.ggml_type == frugal_formats::gguf::GgmlType::F32 {
         0
     } else {
-        f.tensor_data(t).len() as u64
+        t.n_bytes
     }
 }
 
@@ -309,7 +309,7 @@ pub fn block_f32_bytes(f: &GgufFile, i: usize) -> u64 {
             .filter(|t| t.name.starts_with(&prefix))
     };
     tensors().map(|t| 4 * t.n_elements()).sum::<u64>()
-        + tensors().map(|t| staging_bytes(f, t)).max().unwrap_or(0)
+        + tensors().map(|t| staging_bytes(t)).max().unwrap_or(0)
 }
 
 /// The largest block's bytes decoded to F32.
@@ -326,7 +326,7 @@ pub fn output_f32_bytes(f: &GgufFile, c: &LlamaConfig) -> u64 {
     let t = f
         .tensor("output.weight")
         .or_else(|| f.tensor("token_embd.weight"));
-    4 * (c.n_vocab as u64) * (c.n_embd as u64) + t.map_or(0, |t| staging_bytes(f, t))
+    4 * (c.n_vocab as u64) * (c.n_embd as u64) + t.map_or(0, |t| staging_bytes(t))
 }
 
 /// What one chunk of `t` tokens holds while it passes through a block in F32: its input and
@@ -356,13 +356,13 @@ pub fn stored_model_bytes(f: &GgufFile) -> u64 {
             if vector {
                 4 * t.n_elements()
             } else if forced {
-                2 * f.tensor_data(t).len() as u64
+                2 * t.n_bytes
             } else if crate::linear::reads_in_place(t.ggml_type) {
                 0
             } else if t.name == "token_embd.weight" {
-                4 * t.n_elements() + staging_bytes(f, t)
+                4 * t.n_elements() + staging_bytes(t)
             } else {
-                f.tensor_data(t).len() as u64
+                t.n_bytes
             }
         })
         .sum()
@@ -381,7 +381,7 @@ pub fn decoded_model_bytes(f: &GgufFile) -> u64 {
         .header
         .tensors
         .iter()
-        .map(|t| staging_bytes(f, t))
+        .map(|t| staging_bytes(t))
         .max()
         .unwrap_or(0);
     all + tied + staging

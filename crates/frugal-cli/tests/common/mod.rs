@@ -136,16 +136,20 @@ pub fn smollm2_first_blocks(dir: &std::path::Path, n: usize) -> Option<std::path
         })
         .collect();
     assert!(set, "llama.block_count (u32) in {}", src.display());
-    let tensors: Vec<TensorToWrite<'_>> = f
+    let kept: Vec<_> = f
         .header
         .tensors
         .iter()
         .filter(|t| layer_of(&t.name).is_none_or(|i| i < n))
-        .map(|t| TensorToWrite {
+        .map(|t| (t, f.tensor_data(t)))
+        .collect();
+    let tensors: Vec<TensorToWrite<'_>> = kept
+        .iter()
+        .map(|(t, data)| TensorToWrite {
             name: &t.name,
             ggml_type: t.ggml_type,
             dims: &t.dims,
-            data: f.tensor_data(t),
+            data,
         })
         .collect();
     let out = dir.join(format!("smollm2-{n}.gguf"));

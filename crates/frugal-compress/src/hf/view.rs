@@ -4,16 +4,18 @@
 //! what [`super::convert`] would write at the checkpoint's own precision (its first matrix's
 //! dtype, as llama.cpp's converter guesses `--outtype`), and each tensor is a range of its
 //! memory-mapped shard where the conversion leaves the bytes as they are. The rest — 1-D
-//! tensors widened to F32, Q and K rows permuted (a tenth of a Llama's bytes), any tensor whose
-//! dtype differs from the guess — is converted once at opening and held in memory. A command on
-//! the folder therefore reads the same values as on `frugal convert`'s file (with
+//! tensors widened to F32, Q and K rows permuted (a tenth of a Llama's bytes), Gemma's shifted
+//! norms, any tensor whose dtype differs from the guess — is converted when a command first
+//! reads it and dropped when the command releases it ([`Part::lazy`]), so opening the folder
+//! costs no conversion and a streaming command holds one converted tensor at a time. A command
+//! on the folder therefore reads the same values as on `frugal convert`'s file (with
 //! `--outtype f32` too: 16-bit values widen exactly), and writes the same bytes.
 //!
 //! [`install`] makes `GgufFile::open` use this view for folders.
 
 use super::convert::{plan_folder, ARCHS};
 use super::{HfError, OutType};
-use frugal_formats::gguf::{GgmlType, GgufFile, MappedBytes};
+use frugal_formats::gguf::{GgmlType, GgufFile, MappedBytes, Part};
 use frugal_formats::hf::{is_hf_folder, read_json, HfFolder, MAX_SMALL_JSON};
 use frugal_formats::safetensors::Dtype;
 use std::path::Path;
@@ -62,26 +64,31 @@ fn dtype_ggml(d: Dtype) -> Option<GgmlType> {
 pub fn open_view(dir: &Path) -> Result<GgufFile, HfError> {
     let folder = HfFolder::open(dir)?;
     let outtype = guess_outtype(&folder);
-    let p = plan_folder(folder, dir, outtype)?;
+    let mut p = plan_folder(folder, dir, outtype)?;
+    let metadata = std::mem::take(&mut p.metadata);
+    let p = std::sync::Arc::new(p);
     let mut parts = Vec::with_capacity(p.tensors.len());
     for (i, t) in p.tensors.iter().enumerate() {
         let src = &p.folder.tensors[t.src];
-        let bytes = if t.is_verbatim() && dtype_ggml(src.info.dtype) == Some(t.ggml_type) {
-            p.folder.tensor_mapped(src)
+        let part = if t.is_verbatim() && dtype_ggml(src.info.dtype) == Some(t.ggml_type) {
+            Part::ready(p.folder.tensor_mapped(src))
         } else {
-            let mut v = Vec::with_capacity(
-                t.ggml_type.bytes_for(src.info.n_elements()).unwrap_or(0) as usize,
-            );
-            p.stream_tensor(i, &mut |b| {
-                v.extend_from_slice(b);
-                Ok(())
-            })?;
-            MappedBytes::from_bytes(&v)
-                .map_err(|e| frugal_formats::Error::io(dir, "holding a converted tensor", e))?
+            // Converted when first read, dropped when released.
+            let len = t.ggml_type.bytes_for(t.dims.iter().product()).unwrap_or(0);
+            let plan = std::sync::Arc::clone(&p);
+            Part::lazy(len, move || {
+                let mut v = Vec::with_capacity(len as usize);
+                plan.stream_tensor(i, &mut |b| {
+                    v.extend_from_slice(b);
+                    Ok(())
+                })
+                .map_err(std::io::Error::other)?;
+                MappedBytes::from_bytes(&v)
+            })
         };
-        parts.push((t.name.clone(), t.ggml_type, t.dims.clone(), bytes));
+        parts.push((t.name.clone(), t.ggml_type, t.dims.clone(), part));
     }
-    Ok(GgufFile::from_parts(dir, p.metadata, parts)?)
+    Ok(GgufFile::from_parts(dir, metadata, parts)?)
 }
 
 /// Installs [`open_view`] as `GgufFile::open`'s opener for folders (the program does it once at

@@ -465,20 +465,40 @@ pub fn tensor_f32(f: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
         .to_vec1()?)
 }
 
-/// A tensor as f32 without copying when it is stored as F32 (aligned in the mapped file, as
-/// GGUF's data alignment guarantees), decoded otherwise.
-pub fn tensor_f32_borrowed<'a>(
-    f: &'a GgufFile,
-    t: &TensorInfo,
-) -> Result<std::borrow::Cow<'a, [f32]>> {
-    if t.ggml_type == GgmlType::F32 && cfg!(target_endian = "little") {
-        // SAFETY: every bit pattern is a valid f32; `align_to` only yields the aligned middle.
-        let (pre, mid, post) = unsafe { f.tensor_data(t).align_to::<f32>() };
-        if pre.is_empty() && post.is_empty() {
-            return Ok(std::borrow::Cow::Borrowed(mid));
+/// A tensor's values as f32: the mapped bytes themselves when stored as F32 (aligned in the
+/// mapped file, as GGUF's data alignment guarantees), decoded otherwise.
+pub enum F32Data {
+    Mapped(frugal_formats::gguf::MappedBytes),
+    Owned(Vec<f32>),
+}
+
+/// The f32 view of bytes whose length is a multiple of 4 and whose start is aligned.
+fn as_f32(b: &[u8]) -> Option<&[f32]> {
+    // SAFETY: every bit pattern is a valid f32; `align_to` only yields the aligned middle.
+    let (pre, mid, post) = unsafe { b.align_to::<f32>() };
+    (pre.is_empty() && post.is_empty()).then_some(mid)
+}
+
+impl std::ops::Deref for F32Data {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            // Checked aligned when made.
+            F32Data::Mapped(b) => as_f32(b).unwrap_or(&[]),
+            F32Data::Owned(v) => v,
         }
     }
-    Ok(std::borrow::Cow::Owned(tensor_f32(f, t)?))
+}
+
+/// A tensor as f32 without copying when it is stored as F32, decoded otherwise.
+pub fn tensor_f32_borrowed(f: &GgufFile, t: &TensorInfo) -> Result<F32Data> {
+    if t.ggml_type == GgmlType::F32 && cfg!(target_endian = "little") {
+        let b = f.tensor_data(t);
+        if as_f32(&b).is_some() {
+            return Ok(F32Data::Mapped(b));
+        }
+    }
+    Ok(F32Data::Owned(tensor_f32(f, t)?))
 }
 
 /// Quantizes a row-major matrix (`x.len() / ncols` rows) to `ty`, rows in parallel, with
@@ -850,7 +870,14 @@ fn write_quantized(
         let Some(choice) = choices[i] else {
             // Kept as it is, unless the block-wise pass changed it (AWQ's folded norm gains).
             let changed = produced(&t.name)?;
-            let bytes = changed.as_ref().map_or(f.tensor_data(t), |p| &p.bytes);
+            let kept;
+            let bytes: &[u8] = match &changed {
+                Some(p) => &p.bytes,
+                None => {
+                    kept = f.tensor_data(t);
+                    &kept
+                }
+            };
             w.write_tensor(bytes).map_err(frugal_models::Error::from)?;
             reports.push(TensorReport {
                 name: t.name.clone(),

@@ -84,7 +84,90 @@ pub struct GgufFile {
     map: Option<Arc<Mmap>>,
     pub header: GgufHeader,
     /// For a model seen as GGUF: tensor `i`'s bytes (header order, offsets increasing).
-    parts: Option<Vec<MappedBytes>>,
+    parts: Option<Vec<Part>>,
+}
+
+/// The maker of a [`Part::lazy`] tensor's bytes.
+type MakeBytes = Box<dyn Fn() -> std::io::Result<MappedBytes> + Send + Sync>;
+
+/// A tensor of a model seen as GGUF ([`GgufFile::from_parts`]): bytes at hand (a range of a
+/// mapped file), or bytes made when first read — held until [`GgufFile::release`] drops them,
+/// made again if read again — so that a tensor the view must convert costs memory only while
+/// it is used.
+pub struct Part {
+    len: u64,
+    kind: PartKind,
+}
+
+enum PartKind {
+    Ready(MappedBytes),
+    Lazy {
+        make: MakeBytes,
+        cell: std::sync::Mutex<Option<MappedBytes>>,
+    },
+}
+
+impl Part {
+    pub fn ready(bytes: MappedBytes) -> Part {
+        Part {
+            len: bytes.len() as u64,
+            kind: PartKind::Ready(bytes),
+        }
+    }
+
+    /// `len` bytes that `make` writes when the tensor is first read (it must write exactly
+    /// `len`; anything else reads as no bytes, which every reader refuses as the wrong size).
+    pub fn lazy(
+        len: u64,
+        make: impl Fn() -> std::io::Result<MappedBytes> + Send + Sync + 'static,
+    ) -> Part {
+        Part {
+            len,
+            kind: PartKind::Lazy {
+                make: Box::new(make),
+                cell: std::sync::Mutex::new(None),
+            },
+        }
+    }
+
+    fn get(&self) -> MappedBytes {
+        match &self.kind {
+            PartKind::Ready(b) => b.clone(),
+            PartKind::Lazy { make, cell } => {
+                let mut c = cell.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(b) = &*c {
+                    return b.clone();
+                }
+                match make() {
+                    Ok(b) if b.len() as u64 == self.len => {
+                        *c = Some(b.clone());
+                        b
+                    }
+                    Ok(b) => {
+                        eprintln!(
+                            "frugal: a converted tensor has {} bytes, not {}",
+                            b.len(),
+                            self.len
+                        );
+                        MappedBytes::empty()
+                    }
+                    Err(e) => {
+                        eprintln!("frugal: converting a tensor failed: {e}");
+                        MappedBytes::empty()
+                    }
+                }
+            }
+        }
+    }
+
+    fn release(&self) {
+        match &self.kind {
+            PartKind::Ready(b) => b.release(),
+            PartKind::Lazy { cell, .. } => {
+                *cell.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+    }
 }
 
 /// How a folder is opened as a GGUF model (installed once by the program: the compression
@@ -180,6 +263,13 @@ impl std::ops::Deref for MappedBytes {
     }
 }
 
+/// Equal when the bytes are.
+impl PartialEq for MappedBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
 impl std::fmt::Debug for MappedBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "MappedBytes({} bytes at {})", self.len, self.start)
@@ -214,7 +304,7 @@ impl GgufFile {
     pub fn from_parts(
         path: &Path,
         metadata: Vec<(String, Value)>,
-        tensors: Vec<(String, GgmlType, Vec<u64>, MappedBytes)>,
+        tensors: Vec<(String, GgmlType, Vec<u64>, Part)>,
     ) -> Result<Self> {
         let mut infos = Vec::with_capacity(tensors.len());
         let mut parts = Vec::with_capacity(tensors.len());
@@ -231,11 +321,11 @@ impl GgufFile {
             }
             let n_bytes = ggml_type
                 .bytes_for(dims.iter().product())
-                .filter(|&n| n == bytes.len() as u64)
+                .filter(|&n| n == bytes.len)
                 .ok_or_else(|| {
                     bad(format!(
                         "{} bytes do not hold {ggml_type:?} {dims:?}",
-                        bytes.len()
+                        bytes.len
                     ))
                 })?;
             infos.push(TensorInfo {
@@ -264,7 +354,7 @@ impl GgufFile {
     }
 
     /// A seen-as tensor's bytes.
-    fn part(&self, info: &TensorInfo) -> Option<&MappedBytes> {
+    fn part(&self, info: &TensorInfo) -> Option<&Part> {
         let parts = self.parts.as_ref()?;
         let i = self
             .header
@@ -281,27 +371,19 @@ impl GgufFile {
     /// The file's size; for a model seen as GGUF, its tensors' bytes.
     pub fn file_len(&self) -> u64 {
         match &self.parts {
-            Some(p) => p.iter().map(|b| b.len() as u64).sum(),
+            Some(p) => p.iter().map(|b| b.len).sum(),
             None => self.map.as_ref().map_or(0, |m| m.len() as u64),
         }
     }
 
-    /// The raw bytes of tensor `info` (which must come from this file's header).
-    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+    /// The raw bytes of tensor `info` (which must come from this file's header), as a handle
+    /// that shares the file's mapping: a weight kept this way stays in the kernel's page cache
+    /// (file-backed, dropped under pressure and re-read), never copied into the process's own
+    /// memory, and outlives this `GgufFile`. For a model seen as GGUF, a converted tensor is
+    /// made here on first read ([`Part::lazy`]).
+    pub fn tensor_data(&self, info: &TensorInfo) -> MappedBytes {
         if self.parts.is_some() {
-            return self.part(info).map_or(&[][..], |b| &b[..]);
-        }
-        // The header parser checked that every tensor lies inside the file.
-        let start = (self.header.data_offset + info.offset) as usize;
-        &self.map.as_deref().map_or(&[][..], |m| &m[..])[start..start + info.n_bytes as usize]
-    }
-
-    /// Tensor `info`'s bytes as a handle that shares the file's mapping: a weight kept this
-    /// way stays in the kernel's page cache (file-backed, dropped under pressure and re-read),
-    /// never copied into the process's own memory, and outlives this `GgufFile`.
-    pub fn tensor_mapped(&self, info: &TensorInfo) -> MappedBytes {
-        if self.parts.is_some() {
-            return self.part(info).cloned().unwrap_or_else(MappedBytes::empty);
+            return self.part(info).map_or_else(MappedBytes::empty, Part::get);
         }
         let start = (self.header.data_offset + info.offset) as usize;
         let len = info.n_bytes as usize;
@@ -316,7 +398,8 @@ impl GgufFile {
 
     /// Tells the kernel that tensor `info`'s pages will not be needed soon, so that streaming
     /// through a large model keeps the resident set small (the pages are re-read from the file
-    /// if touched again). A hint: failures are ignored.
+    /// if touched again; a converted tensor is dropped, and made again if read again). A hint:
+    /// failures are ignored.
     pub fn release(&self, info: &TensorInfo) {
         if let Some(b) = self.part(info) {
             b.release();
