@@ -3152,6 +3152,15 @@ fn convert_and_export_from_the_command_line() {
             == std::fs::read(d.join("q-file.gguf")).unwrap(),
         "quantizing the folder and its conversion differ"
     );
+    // `inspect` of the folder: the GGUF it converts to.
+    let out = frugal(&["inspect", "smol-hf"], d);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && shown.contains("Hugging Face checkpoint folder")
+            && shown.contains("architecture  llama"),
+        "{shown}"
+    );
     // A recipe whose model is the folder: the same steps' bytes as from its conversion
     // (pruning reads the permuted Q/K the view holds; the evaluation judges against the folder).
     for (name, model) in [("folder", "smol-hf"), ("file", "smol.gguf")] {

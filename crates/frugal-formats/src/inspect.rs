@@ -77,7 +77,8 @@ pub struct DtypeTotals {
 pub struct ModelSummary {
     pub path: String,
     pub format: ModelFormat,
-    /// GGUF version; `None` for safetensors.
+    /// GGUF version; `None` for safetensors and for a checkpoint folder (seen as the GGUF it
+    /// converts to).
     pub version: Option<u32>,
     pub file_size: u64,
     pub architecture: Option<String>,
@@ -182,6 +183,7 @@ fn meta_list(a: &crate::gguf::Array) -> Vec<MetaValue> {
 
 /// Summarises a GGUF or safetensors file.
 pub fn inspect(path: &Path) -> Result<ModelSummary> {
+    let folder = path.is_dir() && crate::hf::is_hf_folder(path);
     let (format, version, file_size, architecture, metadata, tensors): (
         _,
         _,
@@ -189,7 +191,13 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         _,
         _,
         Vec<TensorSummary>,
-    ) = match sniff_format(path)? {
+    ) = match if folder {
+        // A checkpoint folder: the GGUF model it converts to (`GgufFile::open`'s folder view,
+        // which the program installs).
+        ModelFormat::Gguf
+    } else {
+        sniff_format(path)?
+    } {
         ModelFormat::Gguf => {
             let f = GgufFile::open(path)?;
             let metadata = f
@@ -219,7 +227,7 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
             let arch = f.header.architecture().map(str::to_string);
             (
                 ModelFormat::Gguf,
-                Some(f.header.version),
+                (!folder).then_some(f.header.version),
                 f.file_len(),
                 arch,
                 metadata,
@@ -306,6 +314,9 @@ impl ModelSummary {
         let mut s = String::new();
         let fmt = match (self.format, self.version) {
             (ModelFormat::Gguf, Some(v)) => format!("GGUF v{v}"),
+            (ModelFormat::Gguf, None) => {
+                "Hugging Face checkpoint folder, as the GGUF it converts to".into()
+            }
             _ => "safetensors".to_string(),
         };
         let _ = writeln!(s, "{}", self.path);

@@ -1,10 +1,11 @@
-//! `frugal inspect`: a GGUF or safetensors file's metadata, tensors and bits per weight.
+//! `frugal inspect`: a GGUF or safetensors file's metadata, tensors and bits per weight (of a
+//! Hugging Face checkpoint folder: those of the GGUF it converts to).
 
 use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file.
+    /// The model file (or a Hugging Face checkpoint folder).
     pub file: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -15,7 +16,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    IoPlan::new().input("model", &a.file).check()?;
+    IoPlan::new()
+        .add_input("model", &a.file, frugal_formats::guard::Expect::FileOrDir)
+        .check()?;
     let summary = frugal_formats::inspect::inspect(&a.file)?;
     if a.json {
         println!(

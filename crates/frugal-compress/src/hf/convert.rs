@@ -729,17 +729,13 @@ fn hparams(
         .or_else(|| cfg.get("rope_scaling"))
         .filter(|v| !v.is_null());
     if let Some(r) = rope {
-        let ty = r
-            .get("rope_type")
-            .or_else(|| r.get("type"))
-            .and_then(Json::as_str);
-        if ty.is_some() || r.get("full_attention").is_some() || r.get("sliding_attention").is_some()
-        {
+        if r.get("full_attention").is_some() || r.get("sliding_attention").is_some() {
             return Err(hp.err(
-                "rope_scaling",
-                format!("{r} is not converted yet (plain RoPE only)"),
+                "rope_parameters",
+                "per-attention-type RoPE parameters are not converted yet",
             ));
         }
+        rope_scaling(hp, a, r, kv)?;
     }
     for k in [
         "partial_rotary_factor",
@@ -932,6 +928,88 @@ fn hparams(
                 count("num_key_value_heads", 4)?,
             );
         }
+    }
+    Ok(())
+}
+
+/// RoPE scaling as `TextModel.set_gguf_parameters` writes it: linear and YaRN with their
+/// factors, LongRoPE's type; `dynamic` and unknown types write nothing, as there. Llama 3's
+/// type (whose frequency factors llama.cpp computes in torch as an extra tensor) is refused.
+fn rope_scaling(hp: &Hp, a: &str, r: &Json, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
+    let field = "rope_scaling";
+    let ty = match r.get("rope_type").or_else(|| r.get("type")) {
+        None | Some(Json::Null) => return Ok(()),
+        Some(Json::String(t)) => t.as_str(),
+        Some(v) => return Err(hp.err(field, format!("rope_type {v} is not a string"))),
+    };
+    let num = |k: &str| -> Result<Option<f32>, HfError> {
+        match r.get(k) {
+            None | Some(Json::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|f| Some(f as f32))
+                .ok_or_else(|| hp.err(field, format!("`{k}`: {v} is not a number"))),
+        }
+    };
+    let factor = num("factor")?;
+    let put_type = |kv: &mut Vec<(String, Value)>, t: &str| {
+        put(
+            kv,
+            format!("{a}.rope.scaling.type"),
+            Value::String(t.into()),
+        )
+    };
+    match (ty, factor) {
+        ("linear", Some(f)) => {
+            put_type(kv, "linear");
+            put(kv, format!("{a}.rope.scaling.factor"), Value::F32(f));
+        }
+        ("yarn", Some(f)) => {
+            put_type(kv, "yarn");
+            put(kv, format!("{a}.rope.scaling.factor"), Value::F32(f));
+            let orig = match r.get("original_max_position_embeddings") {
+                Some(v) if !v.is_null() => Some(v.clone()),
+                _ => hp.map.get("original_max_position_embeddings").cloned(),
+            }
+            .and_then(|v| v.as_u64())
+            .filter(|&n| n < u32::MAX as u64)
+            .ok_or_else(|| {
+                hp.err(
+                    field,
+                    "YaRN needs original_max_position_embeddings (a count)",
+                )
+            })?;
+            put(
+                kv,
+                format!("{a}.rope.scaling.original_context_length"),
+                Value::U32(orig as u32),
+            );
+            let attn = if r.get("attention_factor").is_some() {
+                num("attention_factor")?
+            } else {
+                num("attn_factor")?
+            };
+            for (k, v) in [
+                ("yarn_ext_factor", num("extrapolation_factor")?),
+                ("yarn_attn_factor", attn),
+                ("yarn_beta_fast", num("beta_fast")?),
+                ("yarn_beta_slow", num("beta_slow")?),
+            ] {
+                if let Some(v) = v {
+                    put(kv, format!("{a}.rope.scaling.{k}"), Value::F32(v));
+                }
+            }
+        }
+        ("su" | "longrope", _) => put_type(kv, "longrope"),
+        (t, _) if t.eq_ignore_ascii_case("llama3") => {
+            return Err(hp.err(
+                field,
+                "Llama 3's RoPE frequency factors (rope_freqs) are not converted yet",
+            ))
+        }
+        // `dynamic` (handled by the few model classes that use it) and unknown types: llama.cpp
+        // writes nothing.
+        _ => {}
     }
     Ok(())
 }
