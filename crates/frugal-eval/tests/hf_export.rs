@@ -240,3 +240,53 @@ fn round_trip(model: &Path, name: &str, counts: (usize, usize), bf16_bytes: u64,
         same_quantized(&dir, &out);
     }
 }
+
+/// RoPE scaling (`tests/golden/convert_rope.json`, `bench/make-golden-rope.sh`): SmolLM2's
+/// export with Llama 3's factors (a `rope_freqs` tensor computed as torch does), YaRN and linear
+/// scaling in its config converts to llama.cpp's bytes.
+#[test]
+fn rope_scaling_converts_as_llama_cpp() {
+    let Some(model) = require(assets::smollm2_gguf(), "SmolLM2") else {
+        return;
+    };
+    let g = golden("convert_rope.json");
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    export(&model, &base, OutType::F32).unwrap();
+    let dir = t.path().join("smol-rope");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(&base).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let cfg_path = dir.join("config.json");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();
+    let variants = [
+        (
+            "llama3-8k",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+        ),
+        (
+            "llama3-32x",
+            serde_json::json!({"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 1024}),
+        ),
+        (
+            "yarn",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048, "beta_fast": 32.0, "beta_slow": 1.0}),
+        ),
+        (
+            "linear",
+            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
+        ),
+    ];
+    for (name, rope) in variants {
+        let mut c = cfg.clone();
+        c["rope_theta"] = serde_json::json!(500000.0);
+        c["rope_scaling"] = rope;
+        std::fs::write(&cfg_path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+        let out = t.path().join(format!("{name}.gguf"));
+        check_convert(&dir, &out, OutType::Q8_0, &g["convert"][name]);
+        std::fs::remove_file(&out).unwrap();
+    }
+}

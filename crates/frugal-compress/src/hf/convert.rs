@@ -73,8 +73,7 @@ impl Family {
 /// One output tensor.
 #[derive(Debug, Clone)]
 pub struct PlannedTensor {
-    /// Index into the folder's tensors.
-    pub src: usize,
+    pub src: Source,
     pub name: String,
     /// ggml order: `dims[0]` is the row length.
     pub dims: Vec<u64>,
@@ -90,11 +89,23 @@ pub struct PlannedTensor {
     pub rows: Option<usize>,
 }
 
+/// Where a planned tensor's values come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The folder's tensor of this index.
+    Folder(usize),
+    /// Made by the converter (Llama 3's `rope_freqs`), in F32.
+    Values(Vec<f32>),
+}
+
 impl PlannedTensor {
     /// Whether the output values are the checkpoint's, in its order (only the encoding may
     /// differ).
     pub fn is_verbatim(&self) -> bool {
-        self.permute.is_none() && !self.norm_shift && self.rows.is_none()
+        matches!(self.src, Source::Folder(_))
+            && self.permute.is_none()
+            && !self.norm_shift
+            && self.rows.is_none()
     }
 }
 
@@ -933,8 +944,8 @@ fn hparams(
 }
 
 /// RoPE scaling as `TextModel.set_gguf_parameters` writes it: linear and YaRN with their
-/// factors, LongRoPE's type; `dynamic` and unknown types write nothing, as there. Llama 3's
-/// type (whose frequency factors llama.cpp computes in torch as an extra tensor) is refused.
+/// factors, LongRoPE's type; `dynamic`, `llama3` (a tensor instead: [`llama3_rope_freqs`])
+/// and unknown types write nothing, as there.
 fn rope_scaling(hp: &Hp, a: &str, r: &Json, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
     let field = "rope_scaling";
     let ty = match r.get("rope_type").or_else(|| r.get("type")) {
@@ -1001,17 +1012,86 @@ fn rope_scaling(hp: &Hp, a: &str, r: &Json, kv: &mut Vec<(String, Value)>) -> Re
             }
         }
         ("su" | "longrope", _) => put_type(kv, "longrope"),
-        (t, _) if t.eq_ignore_ascii_case("llama3") => {
-            return Err(hp.err(
-                field,
-                "Llama 3's RoPE frequency factors (rope_freqs) are not converted yet",
-            ))
-        }
-        // `dynamic` (handled by the few model classes that use it) and unknown types: llama.cpp
+        // Llama 3's factors are a tensor (`llama3_rope_freqs`); `dynamic` (handled by the few model classes that use it) and unknown types: llama.cpp
         // writes nothing.
         _ => {}
     }
     Ok(())
+}
+
+/// Llama 3's RoPE frequency factors (`LlamaModel.generate_extra_tensors`) when `rope_scaling`
+/// says `llama3`, computed in f32 step by step as torch computes them there (`x / t` as
+/// `t.reciprocal() * x`, scalars rounded to f32), except the powers `base ** (2i / dim)`:
+/// torch's are within an ulp of the correctly rounded ones used here and depend on the
+/// machine's vector width, so a factor in the smoothing band can differ from llama.cpp's in its
+/// last bit (BENCHMARKS.md says how often).
+fn llama3_rope_freqs(hp: &Hp) -> Result<Option<Vec<f32>>, HfError> {
+    let cfg = &hp.map;
+    let Some(r) = cfg
+        .get("rope_parameters")
+        .or_else(|| cfg.get("rope_scaling"))
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(None);
+    };
+    let ty = r
+        .get("rope_type")
+        .or_else(|| r.get("type"))
+        .and_then(Json::as_str);
+    if !ty.is_some_and(|t| t.eq_ignore_ascii_case("llama3")) {
+        return Ok(None);
+    }
+    let field = "rope_scaling";
+    let num = |k: &str, d: f64| -> Result<f64, HfError> {
+        match r.get(k) {
+            None => Ok(d),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| hp.err(field, format!("`{k}`: {v} is not a number"))),
+        }
+    };
+    let base = match r.get("rope_theta") {
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| hp.err(field, format!("`rope_theta`: {v} is not a number")))?,
+        None => cfg
+            .get("rope_theta")
+            .and_then(Json::as_f64)
+            .unwrap_or(10000.0),
+    };
+    let dim = match cfg.get("head_dim").filter(|v| !v.is_null()) {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| hp.err("head_dim", "is not a count"))?,
+        None => hp.need(&["hidden_size"])? / hp.need(&["num_attention_heads"])?.max(1),
+    };
+    if dim == 0 || dim % 2 != 0 || dim > 1 << 16 {
+        return Err(hp.err("head_dim", format!("{dim} cannot carry RoPE")));
+    }
+    let factor = num("factor", 8.0)?;
+    let low = num("low_freq_factor", 1.0)?;
+    let high = num("high_freq_factor", 4.0)?;
+    let old = num("original_max_position_embeddings", 8192.0)?;
+    let (low_wl, high_wl) = ((old / low) as f32, (old / high) as f32);
+    let recip = |x: f32| 1.0f32 / x;
+    let two_pi = (2.0 * std::f64::consts::PI) as f32;
+    let b = base as f32;
+    let out = (0..dim / 2)
+        .map(|i| {
+            let e = (2 * i) as f32 / dim as f32;
+            let freq = recip((f64::from(b).powf(f64::from(e))) as f32);
+            let wavelen = recip(freq) * two_pi;
+            if wavelen < high_wl {
+                1.0
+            } else if wavelen > low_wl {
+                factor as f32
+            } else {
+                let smooth = (recip(wavelen) * old as f32 - low as f32) / (high - low) as f32;
+                recip((1.0 - smooth) / factor as f32 + smooth)
+            }
+        })
+        .collect();
+    Ok(Some(out))
 }
 
 /// `Phi3MiniModel.set_gguf_parameters` (its own keys and order; RoPE scaling refused).
@@ -1438,7 +1518,7 @@ pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Pla
         let ggml_type = tensor_type(&g, dims.len(), dims[0], outtype);
         shapes.push((g.clone(), dims.clone(), name.to_string()));
         tensors.push(PlannedTensor {
-            src: i,
+            src: Source::Folder(i),
             norm_shift: family == Family::Gemma3 && name.ends_with("norm.weight"),
             name: g,
             dims,
@@ -1446,6 +1526,22 @@ pub fn plan_folder(folder: HfFolder, dir: &Path, outtype: OutType) -> Result<Pla
             permute,
             rows: None,
         });
+    }
+    if family == Family::Llama {
+        if let Some(v) = llama3_rope_freqs(&hp)? {
+            tensors.insert(
+                0,
+                PlannedTensor {
+                    dims: vec![v.len() as u64],
+                    src: Source::Values(v),
+                    name: "rope_freqs.weight".into(),
+                    ggml_type: GgmlType::F32,
+                    permute: None,
+                    norm_shift: false,
+                    rows: None,
+                },
+            );
+        }
     }
     let mut seen = std::collections::HashSet::new();
     for t in &tensors {
@@ -1621,7 +1717,10 @@ impl Plan {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), HfError>,
     ) -> Result<(), HfError> {
         let p = &self.tensors[i];
-        let src: &HfTensor = &self.folder.tensors[p.src];
+        let src: &HfTensor = match &p.src {
+            Source::Folder(s) => &self.folder.tensors[*s],
+            Source::Values(v) => return sink(&encode(p.ggml_type, v, v.len().max(1))?),
+        };
         let bytes = self.folder.tensor_data(src);
         let row_len = p.dims[0] as usize;
         let rows = p.rows.unwrap_or((src.info.n_elements() as usize) / row_len);

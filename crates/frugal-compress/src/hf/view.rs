@@ -13,7 +13,7 @@
 //!
 //! [`install`] makes `GgufFile::open` use this view for folders.
 
-use super::convert::{plan_folder, ARCHS};
+use super::convert::{plan_folder, Source, ARCHS};
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, MappedBytes, Part};
 use frugal_formats::hf::{is_hf_folder, read_json, HfFolder, MAX_SMALL_JSON};
@@ -69,22 +69,27 @@ pub fn open_view(dir: &Path) -> Result<GgufFile, HfError> {
     let p = std::sync::Arc::new(p);
     let mut parts = Vec::with_capacity(p.tensors.len());
     for (i, t) in p.tensors.iter().enumerate() {
-        let src = &p.folder.tensors[t.src];
-        let part = if t.is_verbatim() && dtype_ggml(src.info.dtype) == Some(t.ggml_type) {
-            Part::ready(p.folder.tensor_mapped(src))
-        } else {
-            // Converted when first read, dropped when released.
-            let len = t.ggml_type.bytes_for(t.dims.iter().product()).unwrap_or(0);
-            let plan = std::sync::Arc::clone(&p);
-            Part::lazy(len, move || {
-                let mut v = Vec::with_capacity(len as usize);
-                plan.stream_tensor(i, &mut |b| {
-                    v.extend_from_slice(b);
-                    Ok(())
+        let part = match &t.src {
+            Source::Folder(s)
+                if t.is_verbatim()
+                    && dtype_ggml(p.folder.tensors[*s].info.dtype) == Some(t.ggml_type) =>
+            {
+                Part::ready(p.folder.tensor_mapped(&p.folder.tensors[*s]))
+            }
+            _ => {
+                // Converted when first read, dropped when released.
+                let len = t.ggml_type.bytes_for(t.dims.iter().product()).unwrap_or(0);
+                let plan = std::sync::Arc::clone(&p);
+                Part::lazy(len, move || {
+                    let mut v = Vec::with_capacity(len as usize);
+                    plan.stream_tensor(i, &mut |b| {
+                        v.extend_from_slice(b);
+                        Ok(())
+                    })
+                    .map_err(std::io::Error::other)?;
+                    MappedBytes::from_bytes(&v)
                 })
-                .map_err(std::io::Error::other)?;
-                MappedBytes::from_bytes(&v)
-            })
+            }
         };
         parts.push((t.name.clone(), t.ggml_type, t.dims.clone(), part));
     }
