@@ -13,7 +13,8 @@
 #     transformers' fast tokenizer converted from it) and the synthetic qwen2, qwen3 and phi3
 #     models of bench/make_arch_model.py (SmolLM2's weights as Qwen2ForCausalLM with seeded
 #     Q/K/V biases, as Qwen3ForCausalLM with seeded QK-norms, as Phi3ForCausalLM with fused
-#     QKV and gate-up weights) with transformers 4.51.3, the
+#     QKV and gate-up weights, as LlamaForCausalLM with Llama 3.1's RoPE factors, which the
+#     export writes as rope_scaling) with transformers 4.51.3, the
 #     first to know Qwen 3: the venv venv-tf holds only transformers 4.51.3, tokenizers
 #     0.21.4 and protobuf 5.29.5, and reads everything else (torch 2.5.1, sentencepiece
 #     0.2.0) from venv-st through a .pth file. The converter stays on 4.46.3 (which knows
@@ -22,9 +23,9 @@
 #   bench/make-golden-export.sh [smollm2|gemma3|qwen2|qwen3|phi3]   (default smollm2; 30 s to 2 min)
 MODEL="${1:-smollm2}"
 case "$MODEL" in
-  smollm2|qwen2|qwen3|phi3) export ASSETS="smollm2 brown" ;;
+  smollm2|qwen2|qwen3|phi3|llama3) export ASSETS="smollm2 brown" ;;
   gemma3) export ASSETS="gemma3 brown" ;;
-  *) echo "usage: $0 [smollm2|gemma3|qwen2|qwen3|phi3]" >&2; exit 2 ;;
+  *) echo "usage: $0 [smollm2|gemma3|qwen2|qwen3|phi3|llama3]" >&2; exit 2 ;;
 esac
 source "$(dirname "$0")/common.sh"
 PY="$CACHE/venv-st/bin/python"
@@ -34,7 +35,7 @@ case "$MODEL" in
   smollm2)
     IN="$Q41"; PY_TF="$PY"; TF="transformers 4.46.3"
     DESC="SmolLM2-135M-Instruct Q4_1" ;;
-  gemma3|qwen2|qwen3|phi3)
+  gemma3|qwen2|qwen3|phi3|llama3)
     TF="transformers 4.51.3"
     VTF="$CACHE/venv-tf"; PY_TF="$VTF/bin/python"
     PINS="transformers==4.51.3 tokenizers==0.21.4 protobuf==5.29.5"
@@ -51,7 +52,7 @@ esac
 T="$(mktemp -d)"; trap 'rm -rf "$T"' EXIT
 case "$MODEL" in
   gemma3) IN="$CACHE/gemma3/gemma-3-270m-q4_k_m.gguf"; DESC="Gemma 3 270M Q4_K_M" ;;
-  qwen2|qwen3|phi3)
+  qwen2|qwen3|phi3|llama3)
     IN="$T/arch-$MODEL.gguf"; DESC="bench/make_arch_model.py $MODEL (SmolLM2's weights, seed 26)"
     "$(scripts/setup-python.sh)" bench/make_arch_model.py "$MODEL" "$IN" ;;
 esac

@@ -1068,30 +1068,89 @@ fn llama3_rope_freqs(hp: &Hp) -> Result<Option<Vec<f32>>, HfError> {
     if dim == 0 || dim % 2 != 0 || dim > 1 << 16 {
         return Err(hp.err("head_dim", format!("{dim} cannot carry RoPE")));
     }
-    let factor = num("factor", 8.0)?;
-    let low = num("low_freq_factor", 1.0)?;
-    let high = num("high_freq_factor", 4.0)?;
-    let old = num("original_max_position_embeddings", 8192.0)?;
-    let (low_wl, high_wl) = ((old / low) as f32, (old / high) as f32);
-    let recip = |x: f32| 1.0f32 / x;
-    let two_pi = (2.0 * std::f64::consts::PI) as f32;
-    let b = base as f32;
-    let out = (0..dim / 2)
-        .map(|i| {
-            let e = (2 * i) as f32 / dim as f32;
-            let freq = recip((f64::from(b).powf(f64::from(e))) as f32);
-            let wavelen = recip(freq) * two_pi;
-            if wavelen < high_wl {
-                1.0
-            } else if wavelen > low_wl {
-                factor as f32
-            } else {
-                let smooth = (recip(wavelen) * old as f32 - low as f32) / (high - low) as f32;
-                recip((1.0 - smooth) / factor as f32 + smooth)
+    let l3 = Llama3Rope {
+        factor: num("factor", 8.0)?,
+        low_freq_factor: num("low_freq_factor", 1.0)?,
+        high_freq_factor: num("high_freq_factor", 4.0)?,
+        original_max_position_embeddings: num("original_max_position_embeddings", 8192.0)?,
+    };
+    Ok(Some(l3.factors(base, dim)))
+}
+
+/// Llama 3's RoPE scaling parameters (`rope_scaling` with `rope_type` "llama3").
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Llama3Rope {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+impl Llama3Rope {
+    /// The `dim / 2` frequency factors for RoPE base `base` (see [`llama3_rope_freqs`]).
+    pub fn factors(&self, base: f64, dim: u64) -> Vec<f32> {
+        let (factor, low, high) = (self.factor, self.low_freq_factor, self.high_freq_factor);
+        let old = self.original_max_position_embeddings;
+        let (low_wl, high_wl) = ((old / low) as f32, (old / high) as f32);
+        let recip = |x: f32| 1.0f32 / x;
+        let two_pi = (2.0 * std::f64::consts::PI) as f32;
+        let b = base as f32;
+        (0..dim / 2)
+            .map(|i| {
+                let e = (2 * i) as f32 / dim as f32;
+                let freq = recip((f64::from(b).powf(f64::from(e))) as f32);
+                let wavelen = recip(freq) * two_pi;
+                if wavelen < high_wl {
+                    1.0
+                } else if wavelen > low_wl {
+                    factor as f32
+                } else {
+                    let smooth = (recip(wavelen) * old as f32 - low as f32) / (high - low) as f32;
+                    recip((1.0 - smooth) / factor as f32 + smooth)
+                }
+            })
+            .collect()
+    }
+
+    /// The parameters that give `factors` (a GGUF's `rope_freqs`) within `MAX_ULP` units in
+    /// the last place, searched among the values Llama 3 models use, with the largest
+    /// difference found (0 for a file llama.cpp's converter wrote; a file whose factors were
+    /// computed another way, in f64 say, may differ in the last bits); `None` when none does.
+    pub fn infer(factors: &[f32], base: f64, dim: u64) -> Option<(Llama3Rope, u32)> {
+        const MAX_ULP: u32 = 4;
+        let ulps = |a: f32, b: f32| -> u32 {
+            if a.is_sign_negative() != b.is_sign_negative() || !a.is_finite() || !b.is_finite() {
+                return u32::MAX;
             }
-        })
-        .collect();
-    Ok(Some(out))
+            a.to_bits().abs_diff(b.to_bits())
+        };
+        let factor = factors.iter().copied().fold(f32::MIN, f32::max);
+        let factor: f64 = format!("{factor}").parse().ok()?;
+        for old in [8192, 4096, 2048, 1024, 16384, 32768, 65536, 131072, 512] {
+            for low in [1.0, 0.5, 2.0, 4.0] {
+                for high in [4.0, 8.0, 2.0, 16.0, 32.0] {
+                    if high <= low {
+                        continue;
+                    }
+                    let p = Llama3Rope {
+                        factor,
+                        low_freq_factor: low,
+                        high_freq_factor: high,
+                        original_max_position_embeddings: old as f64,
+                    };
+                    let f = p.factors(base, dim);
+                    if f.len() != factors.len() {
+                        return None;
+                    }
+                    let worst = f.iter().zip(factors).map(|(&a, &b)| ulps(a, b)).max();
+                    if let Some(w) = worst.filter(|&w| w <= MAX_ULP) {
+                        return Some((p, w));
+                    }
+                }
+            }
+        }
+        None
+    }
 }
 
 /// `Phi3MiniModel.set_gguf_parameters` (its own keys and order; RoPE scaling refused).

@@ -21,8 +21,8 @@
 //! else is refused naming the key.
 
 use super::convert::{
-    encode, split_suffix, unpermute_rows, NameTable, GEMMA3_NAMES, LLAMA_NAMES, PHI3_NAMES,
-    QWEN_NAMES,
+    encode, split_suffix, unpermute_rows, Llama3Rope, NameTable, GEMMA3_NAMES, LLAMA_NAMES,
+    PHI3_NAMES, QWEN_NAMES,
 };
 use super::{HfError, OutType};
 use frugal_formats::gguf::{GgmlType, GgufFile, Value};
@@ -49,6 +49,11 @@ pub struct ExportReport {
     /// a conversion back cannot reproduce them exactly. 0 for other architectures.
     #[serde(default)]
     pub inexact_norm_values: u64,
+    /// Llama 3's `rope_freqs`, written as `rope_scaling`: the largest difference, in units in
+    /// the last place, between the file's factors and those the parameters give (0: a
+    /// conversion back reproduces them exactly). `None` without such factors.
+    #[serde(default)]
+    pub rope_freqs_ulp: Option<u32>,
     pub bytes: u64,
 }
 
@@ -94,6 +99,8 @@ struct LlamaConfigJson {
     max_position_embeddings: u64,
     rms_norm_eps: f64,
     rope_theta: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rope_scaling: Option<Llama3RopeJson>,
     attention_bias: bool,
     mlp_bias: bool,
     tie_word_embeddings: bool,
@@ -145,6 +152,28 @@ struct Gemma3ConfigJson {
     unk_token_id: Option<u32>,
     torch_dtype: &'static str,
     use_cache: bool,
+}
+
+/// `rope_scaling` of a Llama 3 model.
+#[derive(Serialize)]
+struct Llama3RopeJson {
+    rope_type: &'static str,
+    factor: f64,
+    low_freq_factor: f64,
+    high_freq_factor: f64,
+    original_max_position_embeddings: u64,
+}
+
+impl From<Llama3Rope> for Llama3RopeJson {
+    fn from(r: Llama3Rope) -> Self {
+        Llama3RopeJson {
+            rope_type: "llama3",
+            factor: r.factor,
+            low_freq_factor: r.low_freq_factor,
+            high_freq_factor: r.high_freq_factor,
+            original_max_position_embeddings: r.original_max_position_embeddings as u64,
+        }
+    }
 }
 
 fn bad(key: &str, reason: impl Into<String>) -> HfError {
@@ -615,12 +644,36 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
             return Err(bad(&key(k), "RoPE scaling is not exported yet"));
         }
     }
-    if f.tensor("rope_freqs.weight").is_some() {
-        return Err(bad(
-            "rope_freqs.weight",
-            "Llama 3 RoPE factors are not exported yet",
-        ));
-    }
+    // Llama 3's RoPE factors: the `rope_scaling` that gives them exactly, else refused.
+    let llama3_rope = match f.tensor("rope_freqs.weight") {
+        None => None,
+        Some(info) if arch == Arch::Llama => {
+            let v: Vec<f32> =
+                frugal_models::gguf_load::load_f32(&f, &info.name, &candle_core::Device::Cpu)?
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1())
+                    .map_err(frugal_models::Error::from)?;
+            let base = get(&f, &key("rope.freq_base"))
+                .and_then(Value::as_f64)
+                .unwrap_or(10000.0);
+            let dim = get(&f, &key("rope.dimension_count"))
+                .and_then(Value::as_u64)
+                .unwrap_or(hidden / n_head.max(1));
+            Some(Llama3Rope::infer(&v, base, dim).ok_or_else(|| {
+                bad(
+                    "rope_freqs.weight",
+                    "no Llama 3 rope_scaling (factor, low/high frequency factors, original \
+                     context) reproduces these factors",
+                )
+            })?)
+        }
+        Some(_) => {
+            return Err(bad(
+                "rope_freqs.weight",
+                format!("RoPE factors are not exported for {arch_name}"),
+            ))
+        }
+    };
     let eps = get(&f, &key("attention.layer_norm_rms_epsilon"))
         .and_then(Value::as_f64)
         .ok_or_else(|| bad(&key("attention.layer_norm_rms_epsilon"), "is missing"))?
@@ -644,6 +697,9 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     // Tensors, in the file's order, with their HF names.
     let mut plan: Vec<Out> = Vec::new();
     for (i, t) in f.header.tensors.iter().enumerate() {
+        if t.name == "rope_freqs.weight" {
+            continue; // in config.json's rope_scaling
+        }
         let name = arch.names().to_hf(&t.name).ok_or_else(|| {
             bad(
                 &t.name,
@@ -797,6 +853,7 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                 max_position_embeddings: n_ctx,
                 rms_norm_eps: short(eps),
                 rope_theta: short(f32_key("rope.freq_base").unwrap_or(10000.0)),
+                rope_scaling: llama3_rope.map(|(r, _)| Llama3RopeJson::from(r)),
                 attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
                 mlp_bias: false,
                 tie_word_embeddings: tied,
@@ -932,6 +989,7 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         tensors: plan.len(),
         dequantized,
         inexact_norm_values: inexact,
+        rope_freqs_ulp: llama3_rope.map(|(_, u)| u),
         bytes,
     })
 }
