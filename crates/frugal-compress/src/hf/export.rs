@@ -474,11 +474,12 @@ fn added_token(id: usize, content: &str, special: bool) -> super::vocab::AddedTo
 fn sp_tokenizer_files(
     f: &GgufFile,
     context_key: &str,
+    arch: Arch,
 ) -> Result<(Vec<(&'static str, Vec<u8>)>, SpecialIds), HfError> {
     if get(f, "tokenizer.ggml.model").and_then(Value::as_str) != Some("llama") {
         return Err(bad(
             "tokenizer.ggml.model",
-            "only SentencePiece vocabularies are exported for gemma3",
+            "only SentencePiece vocabularies are exported for gemma3 (and, with GPT-2's, llama)",
         ));
     }
     let tokens = strings(f, "tokenizer.ggml.tokens")?;
@@ -562,6 +563,12 @@ fn sp_tokenizer_files(
             cfg.insert(format!("add_{typ}_token"), Json::Bool(b));
         }
     }
+    if arch == Arch::Llama {
+        // Llama's converter writes `add_space_prefix` from here (Gemma's always false).
+        if let Some(b) = bool_key(f, "tokenizer.ggml.add_space_prefix") {
+            cfg.insert("add_prefix_space".into(), Json::Bool(b));
+        }
+    }
     let decoder: serde_json::Map<String, Json> = listed
         .iter()
         .map(|a| {
@@ -577,7 +584,14 @@ fn sp_tokenizer_files(
     cfg.insert("spaces_between_special_tokens".into(), Json::Bool(false));
     cfg.insert(
         "tokenizer_class".into(),
-        Json::String("GemmaTokenizer".into()),
+        Json::String(
+            if arch == Arch::Gemma3 {
+                "GemmaTokenizer"
+            } else {
+                "LlamaTokenizer"
+            }
+            .into(),
+        ),
     );
     Ok((
         vec![
@@ -687,10 +701,14 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
     let tied = f.tensor("output.weight").is_none();
 
     let (files, ids) = match arch {
+        // A Llama GGUF with a SentencePiece vocabulary (Llama 2's) gets a tokenizer.model.
+        Arch::Llama if get(&f, "tokenizer.ggml.model").and_then(Value::as_str) == Some("llama") => {
+            sp_tokenizer_files(&f, &key("context_length"), arch)?
+        }
         Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => {
             bpe_tokenizer_files(&f, &key("context_length"))?
         }
-        Arch::Gemma3 => sp_tokenizer_files(&f, &key("context_length"))?,
+        Arch::Gemma3 => sp_tokenizer_files(&f, &key("context_length"), arch)?,
     };
     let n_tokens = strings(&f, "tokenizer.ggml.tokens")?.len() as u64;
 
