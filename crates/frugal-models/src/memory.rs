@@ -309,7 +309,7 @@ pub fn block_f32_bytes(f: &GgufFile, i: usize) -> u64 {
             .filter(|t| t.name.starts_with(&prefix))
     };
     tensors().map(|t| 4 * t.n_elements()).sum::<u64>()
-        + tensors().map(|t| staging_bytes(t)).max().unwrap_or(0)
+        + tensors().map(staging_bytes).max().unwrap_or(0)
 }
 
 /// The largest block's bytes decoded to F32.
@@ -326,7 +326,7 @@ pub fn output_f32_bytes(f: &GgufFile, c: &LlamaConfig) -> u64 {
     let t = f
         .tensor("output.weight")
         .or_else(|| f.tensor("token_embd.weight"));
-    4 * (c.n_vocab as u64) * (c.n_embd as u64) + t.map_or(0, |t| staging_bytes(t))
+    4 * (c.n_vocab as u64) * (c.n_embd as u64) + t.map_or(0, staging_bytes)
 }
 
 /// What one chunk of `t` tokens holds while it passes through a block in F32: its input and
@@ -381,7 +381,7 @@ pub fn decoded_model_bytes(f: &GgufFile) -> u64 {
         .header
         .tensors
         .iter()
-        .map(|t| staging_bytes(t))
+        .map(staging_bytes)
         .max()
         .unwrap_or(0);
     all + tied + staging

@@ -346,6 +346,9 @@ impl SpecialIds {
     }
 }
 
+/// The tokenizer files an export writes: (file name, bytes).
+type TokenizerFiles = Vec<(&'static str, Vec<u8>)>;
+
 fn bool_key(f: &GgufFile, key: &str) -> Option<bool> {
     match get(f, key) {
         Some(Value::Bool(b)) => Some(*b),
@@ -392,7 +395,7 @@ fn token_types(f: &GgufFile, n: usize) -> Result<Vec<i32>, HfError> {
 fn bpe_tokenizer_files(
     f: &GgufFile,
     context_key: &str,
-) -> Result<(Vec<(&'static str, Vec<u8>)>, SpecialIds), HfError> {
+) -> Result<(TokenizerFiles, SpecialIds), HfError> {
     if get(f, "tokenizer.ggml.model").and_then(Value::as_str) != Some("gpt2") {
         return Err(bad(
             "tokenizer.ggml.model",
@@ -475,7 +478,7 @@ fn sp_tokenizer_files(
     f: &GgufFile,
     context_key: &str,
     arch: Arch,
-) -> Result<(Vec<(&'static str, Vec<u8>)>, SpecialIds), HfError> {
+) -> Result<(TokenizerFiles, SpecialIds), HfError> {
     if get(f, "tokenizer.ggml.model").and_then(Value::as_str) != Some("llama") {
         return Err(bad(
             "tokenizer.ggml.model",
