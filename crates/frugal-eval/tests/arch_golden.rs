@@ -12,7 +12,6 @@ mod common;
 
 use frugal_formats::{assets, brown};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn sha256(p: &Path) -> String {
     use sha2::Digest;
@@ -35,18 +34,7 @@ fn check(arch: &str) {
     let want = &g[arch];
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join(format!("{arch}.gguf"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/make_arch_model.py");
-    let out = Command::new(py)
-        .arg(&script)
-        .arg(arch)
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::make_arch_model(&py, arch, &model);
     assert_eq!(
         sha256(&model),
         want["sha256"].as_str().unwrap(),

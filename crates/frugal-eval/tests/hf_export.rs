@@ -94,18 +94,7 @@ fn synthetic(arch: &str, counts: (usize, usize)) {
     }
     let t = tempfile::tempdir().unwrap();
     let model = t.path().join(format!("arch-{arch}.gguf"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/make_arch_model.py");
-    let out = std::process::Command::new(py)
-        .arg(&script)
-        .arg(arch)
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::make_arch_model(&py, arch, &model);
     round_trip(&model, arch, counts, 300_000_000, false);
 }
 

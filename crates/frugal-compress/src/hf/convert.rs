@@ -299,10 +299,14 @@ fn put(kv: &mut Vec<(String, Value)>, key: impl Into<String>, v: Value) {
 /// `.bias`), for the tensors outside the blocks and those of block N (`{block}N.` in Hugging
 /// Face's names, `blk.N.` in GGUF's). `convert` reads it one way, `export` the other.
 pub struct NameTable {
-    pub outside: &'static [(&'static str, &'static str)],
+    pub outside: Rows,
     pub block: &'static str,
-    pub inside: &'static [(&'static str, &'static str)],
+    /// Groups of rows (families share groups).
+    pub inside: &'static [Rows],
 }
+
+/// (Hugging Face stem, GGUF stem) pairs.
+pub type Rows = &'static [(&'static str, &'static str)];
 
 /// BERT (llama.cpp's `tensor_mapping.py` rows for `bert`).
 pub const BERT_NAMES: NameTable = NameTable {
@@ -313,7 +317,7 @@ pub const BERT_NAMES: NameTable = NameTable {
         ("embeddings.LayerNorm", "token_embd_norm"),
     ],
     block: "encoder.layer.",
-    inside: &[
+    inside: &[&[
         ("attention.self.query", "attn_q"),
         ("attention.self.key", "attn_k"),
         ("attention.self.value", "attn_v"),
@@ -322,8 +326,32 @@ pub const BERT_NAMES: NameTable = NameTable {
         ("intermediate.dense", "ffn_up"),
         ("output.dense", "ffn_down"),
         ("output.LayerNorm", "layer_output_norm"),
-    ],
+    ]],
 };
+
+/// Rows a block of Llama's lineage shares: attention projections.
+const ATTN_ROWS: Rows = &[
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+];
+/// Per-head Q and K norms (Qwen 3, Gemma 3).
+const QK_NORM_ROWS: Rows = &[
+    ("self_attn.q_norm", "attn_q_norm"),
+    ("self_attn.k_norm", "attn_k_norm"),
+];
+/// The gated MLP.
+const GATED_MLP_ROWS: Rows = &[
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+/// Llama's two norms per block.
+const LLAMA_NORM_ROWS: Rows = &[
+    ("input_layernorm", "attn_norm"),
+    ("post_attention_layernorm", "ffn_norm"),
+];
 
 /// Llama and Mistral (`tensor_mapping.py`'s rows for `llama`).
 pub const LLAMA_NAMES: NameTable = NameTable {
@@ -333,20 +361,10 @@ pub const LLAMA_NAMES: NameTable = NameTable {
         ("lm_head", "output"),
     ],
     block: "model.layers.",
-    inside: &[
-        ("self_attn.q_proj", "attn_q"),
-        ("self_attn.k_proj", "attn_k"),
-        ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"),
-        ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
-    ],
+    inside: &[ATTN_ROWS, GATED_MLP_ROWS, LLAMA_NORM_ROWS],
 };
 
-/// Gemma 3 (`tensor_mapping.py`'s rows for `gemma3`).
+/// Gemma 3 (`tensor_mapping.py`'s rows for `gemma3`): four norms per block.
 pub const GEMMA3_NAMES: NameTable = NameTable {
     outside: &[
         ("model.embed_tokens", "token_embd"),
@@ -354,19 +372,15 @@ pub const GEMMA3_NAMES: NameTable = NameTable {
     ],
     block: "model.layers.",
     inside: &[
-        ("self_attn.q_proj", "attn_q"),
-        ("self_attn.k_proj", "attn_k"),
-        ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"),
-        ("self_attn.q_norm", "attn_q_norm"),
-        ("self_attn.k_norm", "attn_k_norm"),
-        ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "post_attention_norm"),
-        ("pre_feedforward_layernorm", "ffn_norm"),
-        ("post_feedforward_layernorm", "post_ffw_norm"),
+        ATTN_ROWS,
+        QK_NORM_ROWS,
+        GATED_MLP_ROWS,
+        &[
+            ("input_layernorm", "attn_norm"),
+            ("post_attention_layernorm", "post_attention_norm"),
+            ("pre_feedforward_layernorm", "ffn_norm"),
+            ("post_feedforward_layernorm", "post_ffw_norm"),
+        ],
     ],
 };
 
@@ -375,19 +389,7 @@ pub const GEMMA3_NAMES: NameTable = NameTable {
 pub const QWEN_NAMES: NameTable = NameTable {
     outside: LLAMA_NAMES.outside,
     block: "model.layers.",
-    inside: &[
-        ("self_attn.q_proj", "attn_q"),
-        ("self_attn.k_proj", "attn_k"),
-        ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"),
-        ("self_attn.q_norm", "attn_q_norm"),
-        ("self_attn.k_norm", "attn_k_norm"),
-        ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
-    ],
+    inside: &[ATTN_ROWS, QK_NORM_ROWS, GATED_MLP_ROWS, LLAMA_NORM_ROWS],
 };
 
 /// Phi-3 (`tensor_mapping.py`'s rows for `phi3`): Q, K and V fused, and the MLP's gate and up.
@@ -395,12 +397,13 @@ pub const PHI3_NAMES: NameTable = NameTable {
     outside: LLAMA_NAMES.outside,
     block: "model.layers.",
     inside: &[
-        ("self_attn.qkv_proj", "attn_qkv"),
-        ("self_attn.o_proj", "attn_output"),
-        ("mlp.gate_up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
+        &[
+            ("self_attn.qkv_proj", "attn_qkv"),
+            ("self_attn.o_proj", "attn_output"),
+            ("mlp.gate_up_proj", "ffn_up"),
+            ("mlp.down_proj", "ffn_down"),
+        ],
+        LLAMA_NORM_ROWS,
     ],
 };
 
@@ -429,7 +432,11 @@ impl NameTable {
             None => {
                 let (b, rest) = stem.strip_prefix(self.block)?.split_once('.')?;
                 let b: usize = b.parse().ok()?;
-                let (_, g) = self.inside.iter().find(|(h, _)| *h == rest)?;
+                let (_, g) = self
+                    .inside
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .find(|(h, _)| *h == rest)?;
                 format!("blk.{b}.{g}")
             }
         };
@@ -444,7 +451,11 @@ impl NameTable {
             None => {
                 let (b, rest) = stem.strip_prefix("blk.")?.split_once('.')?;
                 let b: usize = b.parse().ok()?;
-                let (h, _) = self.inside.iter().find(|(_, g)| *g == rest)?;
+                let (h, _) = self
+                    .inside
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .find(|(_, g)| *g == rest)?;
                 format!("{}{b}.{h}", self.block)
             }
         };

@@ -82,27 +82,20 @@ impl ExportReport {
     }
 }
 
-/// `config.json` of an exported Llama model.
+/// The `config.json` keys every exported class has.
 #[derive(Serialize)]
-struct LlamaConfigJson {
+struct CommonConfig {
     architectures: [&'static str; 1],
     model_type: &'static str,
-    hidden_act: &'static str,
     hidden_size: u64,
     intermediate_size: u64,
     num_attention_heads: u64,
     num_key_value_heads: u64,
     num_hidden_layers: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    head_dim: Option<u64>,
     vocab_size: u64,
     max_position_embeddings: u64,
     rms_norm_eps: f64,
     rope_theta: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rope_scaling: Option<Llama3RopeJson>,
-    attention_bias: bool,
-    mlp_bias: bool,
     tie_word_embeddings: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     bos_token_id: Option<u32>,
@@ -114,25 +107,30 @@ struct LlamaConfigJson {
     use_cache: bool,
 }
 
+/// `config.json` of an exported Llama model.
+#[derive(Serialize)]
+struct LlamaConfigJson {
+    #[serde(flatten)]
+    common: CommonConfig,
+    hidden_act: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_dim: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rope_scaling: Option<Llama3RopeJson>,
+    attention_bias: bool,
+    mlp_bias: bool,
+}
+
 /// `config.json` of an exported Gemma 3 model (transformers' `Gemma3TextConfig`; every key
 /// llama.cpp's converter reads is written, so its output does not depend on whether its
 /// `transformers` knows the class).
 #[derive(Serialize)]
 struct Gemma3ConfigJson {
-    architectures: [&'static str; 1],
-    model_type: &'static str,
+    #[serde(flatten)]
+    common: CommonConfig,
     hidden_activation: &'static str,
-    hidden_size: u64,
-    intermediate_size: u64,
-    num_attention_heads: u64,
-    num_key_value_heads: u64,
-    num_hidden_layers: u64,
     head_dim: u64,
     query_pre_attn_scalar: u64,
-    vocab_size: u64,
-    max_position_embeddings: u64,
-    rms_norm_eps: f64,
-    rope_theta: f64,
     rope_local_base_freq: f64,
     rope_scaling: Option<()>,
     sliding_window: u64,
@@ -141,17 +139,8 @@ struct Gemma3ConfigJson {
     attn_logit_softcapping: Option<f64>,
     attention_bias: bool,
     attention_dropout: f64,
-    tie_word_embeddings: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bos_token_id: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eos_token_id: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pad_token_id: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unk_token_id: Option<u32>,
-    torch_dtype: &'static str,
-    use_cache: bool,
 }
 
 /// `rope_scaling` of a Llama 3 model.
@@ -243,19 +232,10 @@ impl Arch {
 /// `config.json` of an exported Phi-3 model (transformers' `Phi3Config`).
 #[derive(Serialize)]
 struct Phi3ConfigJson {
-    architectures: [&'static str; 1],
-    model_type: &'static str,
+    #[serde(flatten)]
+    common: CommonConfig,
     hidden_act: &'static str,
-    hidden_size: u64,
-    intermediate_size: u64,
-    num_attention_heads: u64,
-    num_key_value_heads: u64,
-    num_hidden_layers: u64,
-    vocab_size: u64,
-    max_position_embeddings: u64,
     original_max_position_embeddings: u64,
-    rms_norm_eps: f64,
-    rope_theta: f64,
     rope_scaling: Option<()>,
     #[serde(skip_serializing_if = "Option::is_none")]
     partial_rotary_factor: Option<f64>,
@@ -263,52 +243,25 @@ struct Phi3ConfigJson {
     resid_pdrop: f64,
     embd_pdrop: f64,
     attention_dropout: f64,
-    tie_word_embeddings: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bos_token_id: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eos_token_id: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pad_token_id: Option<u32>,
-    torch_dtype: &'static str,
-    use_cache: bool,
 }
 
 /// `config.json` of an exported Qwen 2 or Qwen 3 model (transformers' `Qwen2Config`,
 /// `Qwen3Config`).
 #[derive(Serialize)]
 struct QwenConfigJson {
-    architectures: [&'static str; 1],
-    model_type: &'static str,
+    #[serde(flatten)]
+    common: CommonConfig,
     hidden_act: &'static str,
-    hidden_size: u64,
-    intermediate_size: u64,
-    num_attention_heads: u64,
-    num_key_value_heads: u64,
-    num_hidden_layers: u64,
     /// Qwen 3 only (its class default, 128, is not `hidden / heads`).
     #[serde(skip_serializing_if = "Option::is_none")]
     head_dim: Option<u64>,
     /// Qwen 3 only (Qwen 2 always has Q, K and V biases).
     #[serde(skip_serializing_if = "Option::is_none")]
     attention_bias: Option<bool>,
-    vocab_size: u64,
-    max_position_embeddings: u64,
-    rms_norm_eps: f64,
-    rope_theta: f64,
     rope_scaling: Option<()>,
     use_sliding_window: bool,
     sliding_window: Option<u64>,
     max_window_layers: u64,
-    tie_word_embeddings: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bos_token_id: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eos_token_id: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pad_token_id: Option<u32>,
-    torch_dtype: &'static str,
-    use_cache: bool,
 }
 
 /// The special tokens' ids the GGUF names (`tokenizer.ggml.{bos,eos,unknown,padding}_token_id`).
@@ -755,6 +708,26 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         .tensor("token_embd.weight")
         .and_then(|t| t.dims.get(1).copied())
         .ok_or_else(|| bad("token_embd.weight", "is missing"))?;
+    let common =
+        |class: &'static str, model_type: &'static str, vocab_size: u64, theta: f32| CommonConfig {
+            architectures: [class],
+            model_type,
+            hidden_size: hidden,
+            intermediate_size: n_ff,
+            num_attention_heads: n_head,
+            num_key_value_heads: n_kv,
+            num_hidden_layers: n_layer,
+            vocab_size,
+            max_position_embeddings: n_ctx,
+            rms_norm_eps: short(eps),
+            rope_theta: short(f32_key("rope.freq_base").unwrap_or(theta)),
+            tie_word_embeddings: tied,
+            bos_token_id: ids.bos,
+            eos_token_id: ids.eos,
+            pad_token_id: ids.pad,
+            torch_dtype,
+            use_cache: true,
+        };
     let config: Vec<u8> = match arch {
         Arch::Phi3 => {
             if f.tensor("blk.0.attn_qkv.bias").is_some() {
@@ -770,24 +743,14 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                 .and_then(Value::as_u64)
                 .filter(|&w| w > 0);
             pretty(&Phi3ConfigJson {
-                architectures: ["Phi3ForCausalLM"],
-                model_type: "phi3",
+                common: common("Phi3ForCausalLM", "phi3", embd_rows, 10000.0),
                 hidden_act: "silu",
-                hidden_size: hidden,
-                intermediate_size: n_ff,
-                num_attention_heads: n_head,
-                num_key_value_heads: n_kv,
-                num_hidden_layers: n_layer,
-                vocab_size: embd_rows,
-                max_position_embeddings: n_ctx,
                 original_max_position_embeddings: get(
                     &f,
                     &key("rope.scaling.original_context_length"),
                 )
                 .and_then(Value::as_u64)
                 .unwrap_or(n_ctx),
-                rms_norm_eps: short(eps),
-                rope_theta: short(f32_key("rope.freq_base").unwrap_or(10000.0)),
                 rope_scaling: None,
                 partial_rotary_factor: (rope_dim * n_head != hidden)
                     .then(|| (rope_dim * n_head) as f64 / hidden as f64),
@@ -795,12 +758,6 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                 resid_pdrop: 0.0,
                 embd_pdrop: 0.0,
                 attention_dropout: 0.0,
-                tie_word_embeddings: tied,
-                bos_token_id: ids.bos,
-                eos_token_id: ids.eos,
-                pad_token_id: ids.pad,
-                torch_dtype,
-                use_cache: true,
             })
         }
         Arch::Qwen2 | Arch::Qwen3 => {
@@ -816,18 +773,17 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                 .unwrap_or(hidden / n_head.max(1));
             let qwen3 = arch == Arch::Qwen3;
             pretty(&QwenConfigJson {
-                architectures: [if qwen3 {
-                    "Qwen3ForCausalLM"
-                } else {
-                    "Qwen2ForCausalLM"
-                }],
-                model_type: if qwen3 { "qwen3" } else { "qwen2" },
+                common: common(
+                    if qwen3 {
+                        "Qwen3ForCausalLM"
+                    } else {
+                        "Qwen2ForCausalLM"
+                    },
+                    if qwen3 { "qwen3" } else { "qwen2" },
+                    embd_rows,
+                    10000.0,
+                ),
                 hidden_act: "silu",
-                hidden_size: hidden,
-                intermediate_size: n_ff,
-                num_attention_heads: n_head,
-                num_key_value_heads: n_kv,
-                num_hidden_layers: n_layer,
                 head_dim: if qwen3 {
                     Some(head_dim)
                 } else if head_dim != hidden / n_head.max(1) {
@@ -839,20 +795,10 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                     None
                 },
                 attention_bias: qwen3.then_some(bias),
-                vocab_size: embd_rows,
-                max_position_embeddings: n_ctx,
-                rms_norm_eps: short(eps),
-                rope_theta: short(f32_key("rope.freq_base").unwrap_or(10000.0)),
                 rope_scaling: None,
                 use_sliding_window: false,
                 sliding_window: None,
                 max_window_layers: n_layer,
-                tie_word_embeddings: tied,
-                bos_token_id: ids.bos,
-                eos_token_id: ids.eos,
-                pad_token_id: ids.pad,
-                torch_dtype,
-                use_cache: true,
             })
         }
         Arch::Llama => {
@@ -861,28 +807,12 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                 .and_then(Value::as_u64)
                 .unwrap_or(n_tokens);
             pretty(&LlamaConfigJson {
-                architectures: ["LlamaForCausalLM"],
-                model_type: "llama",
+                common: common("LlamaForCausalLM", "llama", vocab_size, 10000.0),
                 hidden_act: "silu",
-                hidden_size: hidden,
-                intermediate_size: n_ff,
-                num_attention_heads: n_head,
-                num_key_value_heads: n_kv,
-                num_hidden_layers: n_layer,
                 head_dim: rope_dim.filter(|&d| d != hidden / n_head.max(1)),
-                vocab_size,
-                max_position_embeddings: n_ctx,
-                rms_norm_eps: short(eps),
-                rope_theta: short(f32_key("rope.freq_base").unwrap_or(10000.0)),
                 rope_scaling: llama3_rope.map(|(r, _)| Llama3RopeJson::from(r)),
                 attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
                 mlp_bias: false,
-                tie_word_embeddings: tied,
-                bos_token_id: ids.bos,
-                eos_token_id: ids.eos,
-                pad_token_id: ids.pad,
-                torch_dtype,
-                use_cache: true,
             })
         }
         Arch::Gemma3 => {
@@ -905,14 +835,8 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
             };
             let window = get(&f, &key("attention.sliding_window")).and_then(Value::as_u64);
             pretty(&Gemma3ConfigJson {
-                architectures: ["Gemma3ForCausalLM"],
-                model_type: "gemma3_text",
+                common: common("Gemma3ForCausalLM", "gemma3_text", n_tokens, 1_000_000.0),
                 hidden_activation: "gelu_pytorch_tanh",
-                hidden_size: hidden,
-                intermediate_size: n_ff,
-                num_attention_heads: n_head,
-                num_key_value_heads: n_kv,
-                num_hidden_layers: n_layer,
                 head_dim,
                 // llama.cpp scales queries by 1/sqrt(head_dim), except Gemma 3 27B (62 layers).
                 query_pre_attn_scalar: if n_layer == 62 {
@@ -920,10 +844,6 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                 } else {
                     head_dim
                 },
-                vocab_size: n_tokens,
-                max_position_embeddings: n_ctx,
-                rms_norm_eps: short(eps),
-                rope_theta: short(f32_key("rope.freq_base").unwrap_or(1_000_000.0)),
                 rope_local_base_freq: short(f32_key("rope.freq_base_swa").unwrap_or(10_000.0)),
                 rope_scaling: None,
                 // No window: every layer global (pattern 1).
@@ -933,13 +853,7 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                 attn_logit_softcapping: None,
                 attention_bias: false,
                 attention_dropout: 0.0,
-                tie_word_embeddings: tied,
-                bos_token_id: ids.bos,
-                eos_token_id: ids.eos,
-                pad_token_id: ids.pad,
                 unk_token_id: ids.unk,
-                torch_dtype,
-                use_cache: true,
             })
         }
     };

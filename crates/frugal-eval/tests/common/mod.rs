@@ -95,3 +95,17 @@ pub fn gguf_python() -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// Writes `bench/make_arch_model.py`'s synthetic `arch` model (SmolLM2's weights) to `out`.
+#[allow(dead_code)]
+pub fn make_arch_model(py: &std::path::Path, arch: &str, out: &std::path::Path) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/make_arch_model.py");
+    let o = std::process::Command::new(py)
+        .arg(&script)
+        .arg(arch)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
