@@ -134,15 +134,15 @@ impl Part {
         match &self.kind {
             PartKind::Ready(b) => b.clone(),
             PartKind::Lazy { make, cell } => {
-                let mut c = cell.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(b) = &*c {
+                let lock = || cell.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(b) = &*lock() {
                     return b.clone();
                 }
+                // Made without holding the lock: the maker runs rayon jobs, and a thread waiting
+                // in one may be handed another reader of this tensor (two readers at once make
+                // it twice; the first made is kept).
                 match make() {
-                    Ok(b) if b.len() as u64 == self.len => {
-                        *c = Some(b.clone());
-                        b
-                    }
+                    Ok(b) if b.len() as u64 == self.len => lock().get_or_insert(b).clone(),
                     Ok(b) => {
                         eprintln!(
                             "frugal: a converted tensor has {} bytes, not {}",
