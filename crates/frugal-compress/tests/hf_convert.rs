@@ -197,4 +197,121 @@ fn bad_checkpoint_folders_are_refused_naming_file_and_field() {
         std::fs::write(&p, s).unwrap();
     });
     refused(&d, "`architectures`: `FalconForCausalLM` is not converted");
+    // A corrupt SentencePiece model: refused naming the file and the field, no panic.
+    let d = edit("sp-corrupt", &|d| {
+        std::fs::write(d.join("tokenizer.model"), [0x0a, 0x05, 0x0a, 0x03, b'a']).unwrap()
+    });
+    refused(
+        &d,
+        "tokenizer.model: field `pieces[0]` at byte 2: length 5 runs past the end",
+    );
+    // Gemma 3 without a tokenizer.model.
+    let d = edit("gemma-no-sp", &|d| {
+        let p = d.join("config.json");
+        let s = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("LlamaForCausalLM", "Gemma3ForCausalLM")
+            .replace(
+                "\"rope_theta\"",
+                "\"head_dim\":4,\"sliding_window\":8,\"rope_theta\"",
+            );
+        std::fs::write(&p, s).unwrap();
+    });
+    refused(&d, "tokenizer.model: is missing");
+}
+
+/// A Llama checkpoint with a SentencePiece `tokenizer.model` converts through llama.cpp's
+/// `_set_vocab_sentencepiece` rules (the bytes against llama.cpp's converter are checked on
+/// real models in `frugal-eval/tests/hf_export.rs`; here the vocabulary's reading): pieces,
+/// scores and types as written, user-defined pieces read as normal ones, `[PADi]` up to the
+/// configured size, `added_tokens_decoder` entries written over them.
+#[test]
+fn a_sentencepiece_llama_folder_converts() {
+    use frugal_formats::sentencepiece::{
+        ModelType, Normalizer, Piece, PieceType, SpModel, Trainer,
+    };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("sp-llama");
+    tiny_llama(&d, 8, 2);
+    let piece = |p: &str, score: f32, kind| Piece {
+        piece: p.into(),
+        score,
+        kind,
+    };
+    let mut pieces = vec![
+        piece("<unk>", 0.0, PieceType::Unknown),
+        piece("<s>", 0.0, PieceType::Control),
+        piece("</s>", 0.0, PieceType::Control),
+        piece("\u{2581}\u{2581}", -1.0, PieceType::UserDefined),
+    ];
+    for (i, w) in ["\u{2581}the", "\u{2581}a", "s", "t", "e", "\u{2581}"]
+        .iter()
+        .enumerate()
+    {
+        pieces.push(piece(w, -2.0 - i as f32, PieceType::Normal));
+    }
+    let n_pieces = pieces.len();
+    let model = SpModel {
+        pieces,
+        trainer: Trainer {
+            model_type: ModelType::Bpe,
+            vocab_size: n_pieces as i32,
+            byte_fallback: false,
+            unk_id: 0,
+            bos_id: 1,
+            eos_id: 2,
+            pad_id: -1,
+        },
+        normalizer: Normalizer {
+            name: "identity".into(),
+            add_dummy_prefix: true,
+            remove_extra_whitespaces: false,
+            escape_whitespaces: true,
+        },
+    };
+    std::fs::write(d.join("tokenizer.model"), model.to_bytes()).unwrap();
+    std::fs::write(
+        d.join("tokenizer_config.json"),
+        r#"{"add_prefix_space": true, "added_tokens_decoder": {"9": {"content": "<|x|>"}}}"#,
+    )
+    .unwrap();
+    let out = t.path().join("sp.gguf");
+    convert(&d, &out, OutType::F16).unwrap();
+    let f = frugal_formats::gguf::GgufFile::open(&out).unwrap();
+    let get = |k: &str| f.header.get(k).cloned();
+    use frugal_formats::gguf::{Array, Value};
+    assert_eq!(
+        get("tokenizer.ggml.model"),
+        Some(Value::String("llama".into()))
+    );
+    assert_eq!(
+        get("tokenizer.ggml.add_space_prefix"),
+        Some(Value::Bool(true))
+    );
+    let Some(Value::Array(Array::String(tokens))) = get("tokenizer.ggml.tokens") else {
+        panic!("no tokens")
+    };
+    let Some(Value::Array(Array::I32(types))) = get("tokenizer.ggml.token_type") else {
+        panic!("no types")
+    };
+    let Some(Value::Array(Array::F32(scores))) = get("tokenizer.ggml.scores") else {
+        panic!("no scores")
+    };
+    // vocab_size 16: ten pieces, `<|x|>` (looks special: a control token) at 9, [PAD10]..
+    assert_eq!(tokens.len(), 16);
+    assert_eq!(&tokens[..4], &["<unk>", "<s>", "</s>", "\u{2581}\u{2581}"]);
+    assert_eq!(
+        &types[..4],
+        &[2, 3, 3, 1],
+        "a user-defined piece reads as normal"
+    );
+    assert_eq!(
+        (tokens[9].as_str(), types[9], scores[9]),
+        ("<|x|>", 3, -1000.0)
+    );
+    assert_eq!(
+        (tokens[15].as_str(), types[15], scores[15]),
+        ("[PAD15]", 5, -10000.0)
+    );
+    assert_eq!(scores[4], -2.0);
 }
