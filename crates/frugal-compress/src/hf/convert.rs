@@ -251,6 +251,14 @@ impl<'a> Hp<'a> {
     }
 
     /// The first of `keys` present (llama.cpp's `find_hparam`).
+    /// The RoPE parameters llama.cpp reads: `rope_parameters`, else `rope_scaling` (null: none).
+    fn rope(&self) -> Option<&Json> {
+        self.map
+            .get("rope_parameters")
+            .or_else(|| self.map.get("rope_scaling"))
+            .filter(|v| !v.is_null())
+    }
+
     fn find(&self, keys: &[&str]) -> Option<(&str, &Json)> {
         keys.iter()
             .find_map(|k| self.map.get_key_value(*k))
@@ -746,10 +754,7 @@ fn hparams(
         put(kv, format!("{a}.attention.causal"), Value::Bool(false));
     }
     // RoPE: llama.cpp reads `rope_parameters` or `rope_scaling`, mirroring `rope_theta` in.
-    let rope = cfg
-        .get("rope_parameters")
-        .or_else(|| cfg.get("rope_scaling"))
-        .filter(|v| !v.is_null());
+    let rope = hp.rope();
     if let Some(r) = rope {
         if r.get("full_attention").is_some() || r.get("sliding_attention").is_some() {
             return Err(hp.err(
@@ -1038,11 +1043,7 @@ fn rope_scaling(hp: &Hp, a: &str, r: &Json, kv: &mut Vec<(String, Value)>) -> Re
 /// last bit (BENCHMARKS.md says how often).
 fn llama3_rope_freqs(hp: &Hp) -> Result<Option<Vec<f32>>, HfError> {
     let cfg = &hp.map;
-    let Some(r) = cfg
-        .get("rope_parameters")
-        .or_else(|| cfg.get("rope_scaling"))
-        .filter(|v| !v.is_null())
-    else {
+    let Some(r) = hp.rope() else {
         return Ok(None);
     };
     let ty = r
@@ -1169,11 +1170,7 @@ fn phi3_hparams(hp: &Hp, outtype: OutType, kv: &mut Vec<(String, Value)>) -> Res
     let a = "phi3";
     let cfg = &hp.map;
     let u = |v: u64| Value::U32(v as u32);
-    if let Some(r) = cfg
-        .get("rope_parameters")
-        .or_else(|| cfg.get("rope_scaling"))
-        .filter(|v| !v.is_null())
-    {
+    if let Some(r) = hp.rope() {
         return Err(hp.err(
             "rope_scaling",
             format!("{r} is not converted yet (plain RoPE only)"),
@@ -1188,11 +1185,9 @@ fn phi3_hparams(hp: &Hp, outtype: OutType, kv: &mut Vec<(String, Value)>) -> Res
     let n_ctx = hp.need(&["n_positions", "max_position_embeddings"])?;
     let orig = hp.need(&["original_max_position_embeddings"])?;
     // int(rot_pct * n_embd) // n_head, the product in double precision.
-    let rope_dims = match cfg
-        .get("partial_rotary_factor")
-        .or_else(|| cfg.get("rope_pct"))
-        .or_else(|| cfg.get("rope_percent"))
-        .and_then(Json::as_f64)
+    let rope_dims = match hp
+        .find(&["partial_rotary_factor", "rope_pct", "rope_percent"])
+        .and_then(|(_, v)| v.as_f64())
     {
         Some(f) => ((f * n_embd as f64) as u64) / n_head.max(1),
         None => n_embd / n_head.max(1),

@@ -614,22 +614,18 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
             return Err(bad(&key(k), "RoPE scaling is not exported yet"));
         }
     }
+    let rope_dim = get(&f, &key("rope.dimension_count"))
+        .and_then(Value::as_u64)
+        .unwrap_or(hidden / n_head.max(1));
     // Llama 3's RoPE factors: the `rope_scaling` that gives them exactly, else refused.
     let llama3_rope = match f.tensor("rope_freqs.weight") {
         None => None,
         Some(info) if arch == Arch::Llama => {
-            let v: Vec<f32> =
-                frugal_models::gguf_load::load_f32(&f, &info.name, &candle_core::Device::Cpu)?
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1())
-                    .map_err(frugal_models::Error::from)?;
+            let v = f32_values(&f, info)?;
             let base = get(&f, &key("rope.freq_base"))
                 .and_then(Value::as_f64)
                 .unwrap_or(10000.0);
-            let dim = get(&f, &key("rope.dimension_count"))
-                .and_then(Value::as_u64)
-                .unwrap_or(hidden / n_head.max(1));
-            Some(Llama3Rope::infer(&v, base, dim).ok_or_else(|| {
+            Some(Llama3Rope::infer(&v, base, rope_dim).ok_or_else(|| {
                 bad(
                     "rope_freqs.weight",
                     "no Llama 3 rope_scaling (factor, low/high frequency factors, original \
@@ -736,9 +732,6 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
                     "transformers' Phi-3 has no attention biases",
                 ));
             }
-            let rope_dim = get(&f, &key("rope.dimension_count"))
-                .and_then(Value::as_u64)
-                .unwrap_or(hidden / n_head.max(1));
             let window = get(&f, &key("attention.sliding_window"))
                 .and_then(Value::as_u64)
                 .filter(|&w| w > 0);
@@ -802,14 +795,13 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
             })
         }
         Arch::Llama => {
-            let rope_dim = get(&f, &key("rope.dimension_count")).and_then(Value::as_u64);
             let vocab_size = get(&f, &key("vocab_size"))
                 .and_then(Value::as_u64)
                 .unwrap_or(n_tokens);
             pretty(&LlamaConfigJson {
                 common: common("LlamaForCausalLM", "llama", vocab_size, 10000.0),
                 hidden_act: "silu",
-                head_dim: rope_dim.filter(|&d| d != hidden / n_head.max(1)),
+                head_dim: (rope_dim != hidden / n_head.max(1)).then_some(rope_dim),
                 rope_scaling: llama3_rope.map(|(r, _)| Llama3RopeJson::from(r)),
                 attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
                 mlp_bias: false,
@@ -888,7 +880,6 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         &BTreeMap::from([("format".to_string(), "pt".to_string())]),
         &specs,
     )?;
-    let dev = candle_core::Device::Cpu;
     let mut dequantized = 0;
     let mut inexact = 0u64;
     for o in &plan {
@@ -897,12 +888,7 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
             info.ggml_type,
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
         ));
-        let t = frugal_models::gguf_load::load_f32(&f, &info.name, &dev)?;
-        let mut v: Vec<f32> = t
-            .flatten_all()
-            .and_then(|t| t.to_vec1())
-            .map_err(frugal_models::Error::from)?;
-        drop(t);
+        let mut v = f32_values(&f, info)?;
         f.release(info);
         if let Some(h) = o.heads {
             v = unpermute_rows(&v, o.shape[0] as usize, h);
@@ -927,6 +913,14 @@ pub fn export(input: &Path, out: &Path, dtype: OutType) -> Result<ExportReport, 
         rope_freqs_ulp: llama3_rope.map(|(_, u)| u),
         bytes,
     })
+}
+
+/// A tensor of the GGUF decoded to F32 (a quantized one dequantized).
+fn f32_values(f: &GgufFile, info: &frugal_formats::gguf::TensorInfo) -> Result<Vec<f32>, HfError> {
+    let t = frugal_models::gguf_load::load_f32(f, &info.name, &candle_core::Device::Cpu)?;
+    Ok(t.flatten_all()
+        .and_then(|t| t.to_vec1())
+        .map_err(frugal_models::Error::from)?)
 }
 
 /// Gemma's norm weights without llama.cpp's `+ 1.0`: for each `x`, the F32 `w` nearest

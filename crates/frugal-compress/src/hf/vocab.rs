@@ -462,12 +462,11 @@ impl HfTokenizer {
             .ok_or_else(|| {
                 tok_err(
                     &path,
-                    "is missing (only tokenizer.json vocabularies are converted; \
-                     sentencepiece tokenizer.model and vocab.json/merges.txt are not read)",
+                    "is missing (a decoder's tokenizer.model is read when present; \
+                     vocab.json/merges.txt are not read)",
                 )
             })?;
-        let json: Json = serde_json::from_str(&text)
-            .map_err(|e| tok_err(&path, format!("is not valid JSON ({e})")))?;
+        let (json, added) = parse_tokenizer_json(&path, &text)?;
         let mut tokenizer: Tokenizer = text
             .parse()
             .map_err(|e| tok_err(&path, format!("cannot be loaded as a tokenizer ({e})")))?;
@@ -477,11 +476,6 @@ impl HfTokenizer {
             .map_err(|e| tok_err(&path, e.to_string()))?;
         tokenizer.with_padding(None);
         let config = folder.json("tokenizer_config.json", MAX_SMALL_JSON)?;
-        let added: Vec<AddedToken> = match json.get("added_tokens") {
-            None | Some(Json::Null) => Vec::new(),
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| tok_err(&path, format!("added_tokens: {e}")))?,
-        };
         let t = HfTokenizer {
             json,
             added,
@@ -637,15 +631,20 @@ fn content(v: Option<&Json>) -> Option<String> {
 /// JSON and its typed `added_tokens` (`Null` and none when the folder has no such file).
 pub fn raw_tokenizer_json(folder: &HfFolder) -> Result<(Json, Vec<AddedToken>), HfError> {
     let path = folder.dir().join("tokenizer.json");
-    let Some(text) = folder.text("tokenizer.json", MAX_TOKENIZER_JSON)? else {
-        return Ok((Json::Null, Vec::new()));
-    };
-    let json: Json = serde_json::from_str(&text)
-        .map_err(|e| tok_err(&path, format!("is not valid JSON ({e})")))?;
+    match folder.text("tokenizer.json", MAX_TOKENIZER_JSON)? {
+        Some(text) => parse_tokenizer_json(&path, &text),
+        None => Ok((Json::Null, Vec::new())),
+    }
+}
+
+/// `tokenizer.json`'s text as JSON and its `added_tokens`, typed.
+fn parse_tokenizer_json(path: &Path, text: &str) -> Result<(Json, Vec<AddedToken>), HfError> {
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| tok_err(path, format!("is not valid JSON ({e})")))?;
     let added: Vec<AddedToken> = match json.get("added_tokens") {
         None | Some(Json::Null) => Vec::new(),
         Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| tok_err(&path, format!("added_tokens: {e}")))?,
+            .map_err(|e| tok_err(path, format!("added_tokens: {e}")))?,
     };
     Ok((json, added))
 }
