@@ -56,6 +56,9 @@ enum Command {
     Tune(commands::tune::Args),
     /// Decode every tensor of a GGUF model to F32 (the reference for evaluations).
     Dequantize(commands::dequantize::Args),
+    /// Measure a GGUF model's importance matrix on a text (llama-imatrix's statistic) and write
+    /// it in llama.cpp's format, for `frugal quantize --imatrix` or `llama-quantize --imatrix`.
+    Imatrix(commands::imatrix::Args),
     /// Convert a Hugging Face checkpoint folder to GGUF, byte for byte as llama.cpp's
     /// convert_hf_to_gguf.py writes it (BERT encoders, Llama-family decoders), streaming one
     /// tensor at a time.
@@ -188,6 +191,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Tune(a) => commands::tune::run(a),
         Command::Dequantize(a) => commands::dequantize::run(a),
+        Command::Imatrix(a) => commands::imatrix::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::BrownText(a) => commands::brown_text::run(a),

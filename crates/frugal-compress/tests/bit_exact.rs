@@ -84,3 +84,58 @@ fn bad_targets_and_inputs_give_clear_errors() {
     );
     assert!(!dir.path().join("o.gguf").exists());
 }
+
+/// With llama-imatrix's importance matrix file, every type (`--pure`) and named mix — the
+/// k-quants' and legacy types' weighted searches, IQ4_NL and IQ4_XS, and the mix rules that
+/// depend on having an imatrix — gives llama-quantize's file byte for byte, as do the IQ types
+/// without one (`tests/golden/smollm2_quantize_imatrix.json`, `bench/make-golden-iq.sh`).
+#[test]
+fn with_an_imatrix_file_every_type_and_mix_is_byte_identical_to_llama_quantize() {
+    use frugal_compress::quant::imatrix_file::read_imatrix;
+    let Some(q41) = assets::require_or_skip(assets::smollm2_gguf(), "SmolLM2") else {
+        return;
+    };
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+    let g: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(golden.join("smollm2_quantize_imatrix.json")).unwrap(),
+    )
+    .unwrap();
+    let im_path = golden.join("smollm2.imatrix.gguf");
+    let im_sha = format!(
+        "{:x}",
+        sha2::Sha256::digest(std::fs::read(&im_path).unwrap())
+    );
+    assert_eq!(im_sha, g["imatrix_sha256"].as_str().unwrap());
+    let mut imatrix = read_imatrix(&im_path).unwrap();
+    // llama-quantize records its --imatrix argument as given.
+    imatrix.file.as_mut().unwrap().path = g["imatrix_arg"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let f32 = dir.path().join("f32.gguf");
+    frugal_models::convert::dequantize_gguf(&q41, &f32).unwrap();
+    let sets = [
+        ("sha256", true, true),
+        ("mix_sha256", false, true),
+        ("plain_sha256", true, false),
+        ("plain_mix_sha256", false, false),
+    ];
+    let mut failures = Vec::new();
+    for (key, pure, with_imatrix) in sets {
+        for (name, want) in g[key].as_object().unwrap() {
+            let t = quant_type(name).unwrap_or_else(|| panic!("{name}: not a target"));
+            let out = dir.path().join(format!("{key}-{name}.gguf"));
+            let mut opts = QuantizeOptions::new(t);
+            opts.pure = pure;
+            opts.imatrix = with_imatrix.then(|| imatrix.clone());
+            quantize_gguf(&f32, &out, &opts, &|_, _| {}).unwrap();
+            let got = format!("{:x}", sha2::Sha256::digest(std::fs::read(&out).unwrap()));
+            if got != want.as_str().unwrap() {
+                failures.push(format!("{key} {name}"));
+            }
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "differ from llama-quantize: {failures:?}"
+    );
+}

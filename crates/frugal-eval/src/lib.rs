@@ -52,3 +52,21 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The two-sided 95 % Student-t quantile for `df` degrees of freedom (NaN for none).
+pub fn t95(df: usize) -> f64 {
+    const T: [f64; 10] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=10 => T[df - 1],
+        // Beyond 10 degrees of freedom, the value at the low end of each range: never
+        // narrower than the exact interval.
+        11..=20 => 2.201,
+        21..=30 => 2.080,
+        31..=60 => 2.040,
+        61..=120 => 2.000,
+        _ => 1.980,
+    }
+}

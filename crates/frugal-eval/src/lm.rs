@@ -162,6 +162,12 @@ pub struct KldStats {
     /// Mean KL(P_ref ‖ P_model) per token, nats.
     pub mean: f64,
     pub mean_se: f64,
+    /// The upper end of the mean's 95 % interval over chunks (Student t on the chunks' mean
+    /// KL divergences; tokens within a chunk are not independent, so this is wider than the
+    /// per-token `mean_se` gives): the figure a guarantee is checked against. None for one
+    /// chunk (nothing bounds the mean).
+    #[serde(default)]
+    pub mean_upper95: Option<f64>,
     pub median: f64,
     pub p99: f64,
     pub p99_9: f64,
@@ -294,6 +300,18 @@ fn kl_row(p: &[f32], q: &[f32]) -> f64 {
 }
 
 /// Mean and standard error of the mean as llama.cpp computes them.
+/// The upper end of the 95 % Student-t interval of the mean of `xs` (none for fewer than two
+/// values: nothing bounds the mean).
+pub fn upper95(xs: &[f64]) -> Option<f64> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+    Some(mean + crate::t95(xs.len() - 1) * (var / n).sqrt())
+}
+
 fn mean_se(sum: f64, sum2: f64, n: usize) -> (f64, f64) {
     let n = n as f64;
     let mean = sum / n;
@@ -742,7 +760,11 @@ pub fn eval_lm(
     let mut scores: Vec<TokenScore> = Vec::new();
     let mut ref_scores: Vec<TokenScore> = Vec::new();
     let mut klds: Vec<f64> = Vec::new();
+    let mut chunk_klds: Vec<f64> = Vec::new();
     for (s, rs, kl) in per_chunk {
+        if !kl.is_empty() {
+            chunk_klds.push(kl.iter().sum::<f64>() / kl.len() as f64);
+        }
         scores.extend(s);
         ref_scores.extend(rs);
         klds.extend(kl);
@@ -786,6 +808,7 @@ pub fn eval_lm(
             reference_ppl_se: ref_se,
             mean,
             mean_se: mean_se_,
+            mean_upper95: upper95(&chunk_klds),
             median: percentile(&sorted, 0.5),
             p99: percentile(&sorted, 0.99),
             p99_9: percentile(&sorted, 0.999),
@@ -1107,6 +1130,12 @@ impl LmEvalReport {
                 "reference  {rp}: PPL {:.4} ± {:.5}\nKLD        mean {:.6} ± {:.6}, median {:.6}, 99% {:.6}, 99.9% {:.6}, max {:.6}\nsame top-1 {:.3} ± {:.3} %\nRMS Δp     {:.3} ± {:.3} % (mean Δp {:.3} %)\n",
                 k.reference_ppl, k.reference_ppl_se, k.mean, k.mean_se, k.median, k.p99, k.p99_9, k.max, k.same_top1_pct, k.same_top1_se_pct, k.rms_dp_pct, k.rms_dp_se_pct, k.mean_dp_pct
             );
+            if let Some(u) = k.mean_upper95 {
+                s += &format!(
+                    "           mean KLD ≤ {u:.6} at 95 % (Student t over the {} chunks' means)\n",
+                    r.n_chunks
+                );
+            }
         }
         s += &format!(
             "speed      {:.1} tokens/s ({:.1} s, {} threads)\n",

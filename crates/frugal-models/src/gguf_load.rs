@@ -67,6 +67,18 @@ pub fn load_f32(f: &GgufFile, name: &str, device: &Device) -> Result<Tensor> {
             &shape_of(t),
             device,
         )?
+    } else if crate::iq::decodes(t.ggml_type) {
+        let n: usize = t.dims.iter().map(|&d| d as usize).product();
+        let mut v = vec![0f32; n];
+        crate::iq::decode_row(t.ggml_type, &f.tensor_data(t), &mut v).ok_or_else(|| {
+            Error::BadShape {
+                path: f.path().to_path_buf(),
+                name: name.to_string(),
+                found: shape_of(t),
+                expected: vec![n],
+            }
+        })?;
+        Tensor::from_vec(v, shape_of(t), device)?
     } else {
         load_qtensor(f, name, device)?.dequantize(device)?
     };

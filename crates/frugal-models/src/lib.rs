@@ -11,6 +11,7 @@
 //! - [`memory`]: memory plans (a run's peak estimated before it starts) and budgets.
 //! - [`scratch`]: large working buffers in memory or in mapped scratch files.
 //! - [`gemm`]: products with F32/F16/BF16 weight rows (AVX-512, AVX2, scalar reference).
+//! - [`iq`]: decoding of llama.cpp's IQ4_NL/IQ4_XS blocks (candle does not read them).
 
 pub mod bert;
 pub mod bert_kernels;
@@ -23,6 +24,7 @@ pub mod gemm;
 pub mod gguf_load;
 pub mod int8_kernels;
 pub mod int_weights;
+pub mod iq;
 pub mod kernels;
 pub mod linear;
 pub mod llama;

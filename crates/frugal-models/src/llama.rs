@@ -779,6 +779,22 @@ fn stored_linear(
             return Ok(Linear::mapped(name, w, bias));
         }
     }
+    if crate::iq::decodes(t.ggml_type) {
+        // No kernel of Frugal's or candle's multiplies these in place yet: the weight decoded
+        // once, its input rounded as ggml rounds it for the type (ggml's arithmetic up to the
+        // order of the sums).
+        let mut v = vec![0f32; n_out * n_in];
+        crate::iq::decode_row(t.ggml_type, &bytes, &mut v).ok_or_else(|| Error::BadShape {
+            path: f.path().to_path_buf(),
+            name: t.name.clone(),
+            found: vec![bytes.len()],
+            expected: vec![n_out, n_in],
+        })?;
+        let w = Tensor::from_vec(v, (n_out, n_in), dev)?;
+        let mut l = Linear::dense(name, w, bias)?;
+        l.set_act_rounding(ActRounding::for_weight(t.ggml_type));
+        return Ok(l);
+    }
     let dtype =
         crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| Error::UnsupportedType {
             path: f.path().to_path_buf(),

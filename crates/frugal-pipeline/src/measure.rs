@@ -146,24 +146,6 @@ impl Comparison {
     }
 }
 
-/// The two-sided 95 % Student-t quantile for `df` degrees of freedom.
-fn t95(df: usize) -> f64 {
-    const T: [f64; 10] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    ];
-    match df {
-        0 => f64::NAN,
-        1..=10 => T[df - 1],
-        // Beyond 10 degrees of freedom, the value at the low end of each range: never
-        // narrower than the exact interval.
-        11..=20 => 2.201,
-        21..=30 => 2.080,
-        31..=60 => 2.040,
-        61..=120 => 2.000,
-        _ => 1.980,
-    }
-}
-
 /// Mean and 95 % interval of `xs` (the interval is the mean alone for one value).
 pub fn estimate(xs: &[f64]) -> Estimate {
     let n = xs.len() as f64;
@@ -176,7 +158,7 @@ pub fn estimate(xs: &[f64]) -> Estimate {
         };
     }
     let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-    let h = t95(xs.len() - 1) * sd / n.sqrt();
+    let h = frugal_eval::t95(xs.len() - 1) * sd / n.sqrt();
     Estimate {
         mean,
         ci95: (mean - h, mean + h),

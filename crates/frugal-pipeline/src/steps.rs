@@ -56,6 +56,62 @@ pub fn load_calibration(model: &Path, spec: &CalibSpec) -> Result<Calibration, c
     )?)
 }
 
+/// What `frugal imatrix` wrote.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ImatrixStep {
+    pub model: String,
+    pub output: String,
+    pub text: String,
+    pub entries: usize,
+    pub chunks: usize,
+    pub chunk_size: usize,
+    pub tokens: u64,
+    pub seconds: f64,
+}
+
+impl ImatrixStep {
+    pub fn to_text(&self) -> String {
+        format!(
+            "wrote {} ({} entries, llama.cpp's imatrix format): {} chunks of {} tokens of {} in {:.1} s",
+            self.output, self.entries, self.chunks, self.chunk_size, self.text, self.seconds
+        )
+    }
+}
+
+/// Measures `model`'s importance matrix on the calibration text (llama-imatrix's statistic,
+/// from the full-precision forward pass) and writes it in llama.cpp's format, which
+/// `llama-quantize --imatrix` and `frugal quantize --imatrix` read.
+pub fn imatrix_step(
+    model: &Path,
+    output: &Path,
+    spec: &CalibSpec,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<ImatrixStep, crate::Error> {
+    let t0 = std::time::Instant::now();
+    let calib = load_calibration(model, spec)?;
+    let f = frugal_formats::gguf::GgufFile::open(model)?;
+    let m = frugal_compress::quant::calibration::collect_imatrix(&f, &calib, progress)?;
+    let text = spec.text.display().to_string();
+    frugal_compress::quant::imatrix_file::write_imatrix(
+        output,
+        &[model, &spec.text],
+        &m,
+        std::slice::from_ref(&text),
+        calib.chunks.len() as u32,
+        spec.ctx as u32,
+    )?;
+    Ok(ImatrixStep {
+        model: model.display().to_string(),
+        output: output.display().to_string(),
+        text,
+        entries: m.entries.len(),
+        chunks: calib.chunks.len(),
+        chunk_size: spec.ctx,
+        tokens: m.n_tokens,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
 /// Quantization and, when asked, its evaluation.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct QuantizeStep {

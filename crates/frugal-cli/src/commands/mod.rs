@@ -9,6 +9,7 @@ pub mod dequantize;
 pub mod distill;
 pub mod eval;
 pub mod export;
+pub mod imatrix;
 pub mod inspect;
 pub mod measure;
 pub mod prune;
@@ -133,14 +134,14 @@ fn print<T: serde::Serialize + ToText>(json: bool, kind: &'static str, report: &
 }
 
 /// Shows a staged step's progress (`what` is the stage: imatrix, gptq, tensors, chunks).
-fn show_stage(bar: &indicatif::ProgressBar, what: &str, done: usize, total: usize) {
+pub(crate) fn show_stage(bar: &indicatif::ProgressBar, what: &str, done: usize, total: usize) {
     bar.set_message(what.to_string());
     bar.set_length(total as u64);
     bar.set_position(done as u64);
 }
 
 /// A progress bar on standard error, hidden when it is not a terminal.
-fn progress_bar() -> indicatif::ProgressBar {
+pub(crate) fn progress_bar() -> indicatif::ProgressBar {
     if !frugal_dist::is_root() {
         return indicatif::ProgressBar::hidden();
     }

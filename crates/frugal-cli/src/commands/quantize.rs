@@ -40,6 +40,10 @@ pub struct Args {
     pub calib: Option<PathBuf>,
     #[command(flatten)]
     pub chunks: CalibChunks,
+    /// An importance matrix in llama.cpp's GGUF format (from `llama-imatrix` or `frugal
+    /// imatrix`), used as `llama-quantize --imatrix` uses it: the same file gives the same bytes.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
     /// `rtn` (round to nearest, importance-weighted with --calib), `gptq`, `awq` (activation-
     /// aware channel scales folded into the norms and value/up rows, then importance-weighted
     /// rounding) or `awq-gptq` (AWQ's scales, then GPTQ). All but `rtn` need --calib.
@@ -82,6 +86,7 @@ pub fn run(a: Args) -> Result<()> {
         calib: a.calib,
         calib_tokens: a.chunks.calib_tokens,
         calib_ctx: a.chunks.calib_ctx,
+        imatrix: a.imatrix,
         method: a.method,
         gptq: GptqOptions {
             damp: a.damp,

@@ -214,6 +214,7 @@ pub fn collect_imatrix(
         entries,
         n_tokens: calib.n_tokens() as u64,
         source: calib.source.clone(),
+        file: None,
     })
 }
 
@@ -558,6 +559,7 @@ pub(crate) fn sequential(
         entries: imatrix,
         n_tokens: n_tok as u64,
         source: calib.source.clone(),
+        file: None,
     })
 }
 

@@ -3,10 +3,13 @@
 //! sub-block scales and read or write its levels — what GPTQ needs to choose levels itself.
 //!
 //! A level `l ∈ 0..=lmax` of a sub-block with scale `d` and bias `b` decodes to
-//! `d · (l − offset) + b`.
+//! `d · (l − offset) + b` for the linear formats, and to `d · values[l] + b` for the formats
+//! whose levels index a table of values (IQ4_NL, IQ4_XS).
 
-use super::kquants::{self, QK_K};
+use super::iquants;
+use super::kquants::{self, nearest_int, QK_K};
 use super::legacy::{self, QK};
+use super::ternary;
 use frugal_formats::gguf::GgmlType;
 
 /// Quantizes one row (a whole number of blocks) into exactly its bytes.
@@ -23,6 +26,8 @@ pub struct Codec {
     pub sub: usize,
     pub lmax: u8,
     pub offset: i32,
+    /// The value each level stands for, for a format with a table of values (`None`: linear).
+    pub values: Option<&'static [i8]>,
     pub row: RowFn,
     /// Present for the quantized formats.
     pub levels: Option<LevelAccess>,
@@ -89,9 +94,36 @@ impl Codec {
             .zip(&sc[..nsub])
         {
             for (o, &l) in o.iter_mut().zip(l) {
-                *o = d * (l as i32 - self.offset) as f32 + b;
+                *o = d * self.level_value(l) + b;
             }
         }
+    }
+
+    /// What level `l` stands for before its sub-block's scale and bias: `l − offset`, or the
+    /// table's value.
+    #[inline]
+    pub fn level_value(&self, l: u8) -> f32 {
+        match self.values {
+            Some(v) => v[l as usize] as f32,
+            None => (l as i32 - self.offset) as f32,
+        }
+    }
+
+    /// The level nearest `x` in a sub-block of scale `d` and bias `b` (the format's own rounding:
+    /// to nearest on the linear grid, clamped, or the nearest table value), and its value.
+    #[inline]
+    pub fn round_level(&self, x: f32, d: f32, b: f32) -> (u8, f32) {
+        let l = match self.values {
+            Some(v) => {
+                if d == 0.0 {
+                    iquants::best_index(v, 0.0) as u8
+                } else {
+                    iquants::best_index(v, (x - b) / d) as u8
+                }
+            }
+            None => (nearest_int((x - b) / d) + self.offset).clamp(0, self.lmax as i32) as u8,
+        };
+        (l, d * self.level_value(l) + b)
     }
 }
 
@@ -170,6 +202,38 @@ legacy_rows! {
     row_q5_0 => (q5_0_block, q5_0_weighted, 22),
     row_q5_1 => (q5_1_block, q5_1_weighted, 24),
 }
+/// Rows of a type quantized block by block, the importance weights cut per block.
+fn iq_row(
+    f: fn(&[f32], Option<&[f32]>, &mut [u8]),
+    block: usize,
+    bytes: usize,
+) -> impl Fn(&[f32], Option<&[f32]>, &mut [u8]) {
+    move |x, qw, y| {
+        for (i, (b, o)) in x
+            .chunks_exact(block)
+            .zip(y.chunks_exact_mut(bytes))
+            .enumerate()
+        {
+            f(b, qw.map(|q| &q[i * block..(i + 1) * block]), o)
+        }
+    }
+}
+frugal_models::avx2_dispatch! {
+    fn row_iq4_nl(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+        iq_row(iquants::iq4_nl_block, 32, iquants::IQ4_NL_BYTES)(x, q, y)
+    }
+}
+frugal_models::avx2_dispatch! {
+    fn row_iq4_xs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+        iq_row(iquants::iq4_xs_block, QK_K, iquants::IQ4_XS_BYTES)(x, q, y)
+    }
+}
+fn row_tq1_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(ternary::tq1_0_block, QK_K, ternary::TQ1_0_BYTES)(x, q, y)
+}
+fn row_tq2_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(ternary::tq2_0_block, QK_K, ternary::TQ2_0_BYTES)(x, q, y)
+}
 fn row_q2_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
     k_row(kquants::q2_k_block, kquants::Q2K_BYTES)(x, q, y)
 }
@@ -206,6 +270,7 @@ pub static CODECS: &[Codec] = &[
         sub: 1,
         lmax: 0,
         offset: 0,
+        values: None,
         row: row_f32,
         levels: None,
     },
@@ -216,6 +281,7 @@ pub static CODECS: &[Codec] = &[
         sub: 1,
         lmax: 0,
         offset: 0,
+        values: None,
         row: row_f16,
         levels: None,
     },
@@ -226,6 +292,7 @@ pub static CODECS: &[Codec] = &[
         sub: 32,
         lmax: 255,
         offset: 128,
+        values: None,
         row: row_q8_0,
         levels: access!(legacy::access, q8_0_scales, q8_0_levels, q8_0_set_levels),
     },
@@ -236,6 +303,7 @@ pub static CODECS: &[Codec] = &[
         sub: 16,
         lmax: 63,
         offset: 32,
+        values: None,
         row: row_q6_k,
         levels: access!(kquants::access, q6_k_scales, q6_k_levels, q6_k_set_levels),
     },
@@ -246,6 +314,7 @@ pub static CODECS: &[Codec] = &[
         sub: 32,
         lmax: 31,
         offset: 0,
+        values: None,
         row: row_q5_1,
         levels: access!(legacy::access, q5_1_scales, q5_1_levels, q5_1_set_levels),
     },
@@ -256,6 +325,7 @@ pub static CODECS: &[Codec] = &[
         sub: 32,
         lmax: 31,
         offset: 16,
+        values: None,
         row: row_q5_0,
         levels: access!(legacy::access, q5_0_scales, q5_0_levels, q5_0_set_levels),
     },
@@ -266,6 +336,7 @@ pub static CODECS: &[Codec] = &[
         sub: 32,
         lmax: 31,
         offset: 0,
+        values: None,
         row: row_q5_k,
         levels: access!(
             kquants::access,
@@ -281,6 +352,7 @@ pub static CODECS: &[Codec] = &[
         sub: 32,
         lmax: 15,
         offset: 0,
+        values: None,
         row: row_q4_1,
         levels: access!(legacy::access, q4_1_scales, q4_1_levels, q4_1_set_levels),
     },
@@ -291,8 +363,25 @@ pub static CODECS: &[Codec] = &[
         sub: 32,
         lmax: 15,
         offset: 8,
+        values: None,
         row: row_q4_0,
         levels: access!(legacy::access, q4_0_scales, q4_0_levels, q4_0_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::IQ4_NL,
+        block: 32,
+        block_bytes: iquants::IQ4_NL_BYTES,
+        sub: 32,
+        lmax: 15,
+        offset: 0,
+        values: Some(&iquants::KVALUES_IQ4NL),
+        row: row_iq4_nl,
+        levels: access!(
+            iquants::access,
+            iq4_nl_scales,
+            iq4_nl_levels,
+            iq4_nl_set_levels
+        ),
     },
     Codec {
         ggml: GgmlType::Q4_K,
@@ -301,6 +390,7 @@ pub static CODECS: &[Codec] = &[
         sub: 32,
         lmax: 15,
         offset: 0,
+        values: None,
         row: row_q4_k,
         levels: access!(
             kquants::access,
@@ -310,12 +400,29 @@ pub static CODECS: &[Codec] = &[
         ),
     },
     Codec {
+        ggml: GgmlType::IQ4_XS,
+        block: 256,
+        block_bytes: iquants::IQ4_XS_BYTES,
+        sub: 32,
+        lmax: 15,
+        offset: 0,
+        values: Some(&iquants::KVALUES_IQ4NL),
+        row: row_iq4_xs,
+        levels: access!(
+            iquants::access,
+            iq4_xs_scales,
+            iq4_xs_levels,
+            iq4_xs_set_levels
+        ),
+    },
+    Codec {
         ggml: GgmlType::Q3_K,
         block: 256,
         block_bytes: kquants::Q3K_BYTES,
         sub: 16,
         lmax: 7,
         offset: 4,
+        values: None,
         row: row_q3_k,
         levels: access!(kquants::access, q3_k_scales, q3_k_levels, q3_k_set_levels),
     },
@@ -326,8 +433,41 @@ pub static CODECS: &[Codec] = &[
         sub: 16,
         lmax: 3,
         offset: 0,
+        values: None,
         row: row_q2_k,
         levels: access!(kquants::access, q2_k_scales, q2_k_levels, q2_k_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::TQ2_0,
+        block: 256,
+        block_bytes: ternary::TQ2_0_BYTES,
+        sub: 256,
+        lmax: 2,
+        offset: 1,
+        values: None,
+        row: row_tq2_0,
+        levels: access!(
+            ternary::access,
+            tq2_0_scales,
+            tq2_0_levels,
+            tq2_0_set_levels
+        ),
+    },
+    Codec {
+        ggml: GgmlType::TQ1_0,
+        block: 256,
+        block_bytes: ternary::TQ1_0_BYTES,
+        sub: 256,
+        lmax: 2,
+        offset: 1,
+        values: None,
+        row: row_tq1_0,
+        levels: access!(
+            ternary::access,
+            tq1_0_scales,
+            tq1_0_levels,
+            tq1_0_set_levels
+        ),
     },
 ];
 
@@ -370,14 +510,26 @@ mod tests {
             for weighted in [false, true] {
                 let mut y = vec![0u8; n / c.block * c.block_bytes];
                 (c.row)(&x, weighted.then_some(&qw[..]), &mut y);
-                let dtype = frugal_models::gguf_load::candle_dtype(c.ggml).unwrap();
-                let theirs: Vec<f32> =
-                    candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &y, vec![n], &dev)
-                        .unwrap()
-                        .dequantize(&dev)
-                        .unwrap()
-                        .to_vec1()
-                        .unwrap();
+                // candle's dequantizer, or (IQ types, which candle does not read) the decoder
+                // written from ggml's `dequantize_row_*`, independent of the level access.
+                let theirs: Vec<f32> = match frugal_models::gguf_load::candle_dtype(c.ggml) {
+                    Some(dtype) => candle_core::quantized::ggml_file::qtensor_from_ggml(
+                        dtype,
+                        &y,
+                        vec![n],
+                        &dev,
+                    )
+                    .unwrap()
+                    .dequantize(&dev)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+                    None => {
+                        let mut v = vec![0f32; n];
+                        frugal_models::iq::decode_row(c.ggml, &y, &mut v).unwrap();
+                        v
+                    }
+                };
                 let mut ours = vec![0f32; n];
                 let acc = c.levels.unwrap();
                 let mut lv = vec![0u8; c.block];
@@ -410,7 +562,9 @@ mod tests {
                     31 => 0.06,
                     15 => 0.13,
                     7 => 0.27,
-                    _ => 0.55,
+                    3 => 0.55,
+                    // Ternary: only the sign of values above half the block's largest survives.
+                    _ => 0.9,
                 };
                 assert!(rel < bound, "{} weighted={weighted}: rel {rel}", c.ggml);
             }

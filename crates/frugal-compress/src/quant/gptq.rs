@@ -19,7 +19,6 @@ use super::calibration::{
     BlockStats, Calibration,
 };
 use super::codec::{codec, Codec};
-use super::kquants::nearest_int;
 use super::{Choice, Imatrix};
 use crate::{Error, Result};
 use frugal_formats::gguf::{GgmlType, GgufFile};
@@ -87,10 +86,9 @@ pub fn gptq_matrix(w: &[f32], cols: usize, u: &[f32], qw: &[f32], ty: GgmlType) 
                         let x = w[r * cols + j];
                         let (d, bias) = blk_scales[r][(j - c0) / c.sub];
                         let q = if d != 0.0 {
-                            let l =
-                                (nearest_int((x - bias) / d) + c.offset).clamp(0, c.lmax as i32);
-                            blk_levels[r][j - c0] = l as u8;
-                            d * (l - c.offset) as f32 + bias
+                            let (l, q) = c.round_level(x, d, bias);
+                            blk_levels[r][j - c0] = l;
+                            q
                         } else {
                             bias
                         };
@@ -271,9 +269,9 @@ impl RowState {
         let (d, bias) = self.scales[j / c.sub];
         let v = self.x[k];
         let q = if d != 0.0 {
-            let l = (nearest_int((v - bias) / d) + c.offset).clamp(0, c.lmax as i32);
-            self.levels[j] = l as u8;
-            d * (l - c.offset) as f32 + bias
+            let (l, q) = c.round_level(v, d, bias);
+            self.levels[j] = l;
+            q
         } else {
             bias
         };
@@ -778,9 +776,9 @@ fn act_order_rows_reference(
                 let (d, bias) = scales[j / c.sub];
                 let v = x[k];
                 let q = if d != 0.0 {
-                    let l = (nearest_int((v - bias) / d) + c.offset).clamp(0, c.lmax as i32);
-                    levels[j] = l as u8;
-                    d * (l - c.offset) as f32 + bias
+                    let (l, q) = c.round_level(v, d, bias);
+                    levels[j] = l;
+                    q
                 } else {
                     bias
                 };
@@ -882,8 +880,7 @@ mod tests {
                 }
                 let (d, b) = scales[(j % c.block) / c.sub];
                 let x = wr[j] as f32;
-                let l = (nearest_int((x - b) / d) + c.offset).clamp(0, c.lmax as i32);
-                let q = f64::from(d * (l - c.offset) as f32 + b);
+                let q = f64::from(c.round_level(x, d, b).1);
                 out[r * cols + j] = q as f32;
                 let e = (wr[j] - q) / hinv[j * n + j];
                 for k in j + 1..n {

@@ -182,6 +182,7 @@ macro_rules! int4_codec {
             sub: $g,
             lmax: 15,
             offset: 0,
+            values: None,
             row: int4_row::<$g>,
             levels: Some(LevelAccess {
                 scales: int4_scales::<$g>,

@@ -102,10 +102,27 @@ pub mod ftype {
     pub const Q5_K_S: u32 = 16;
     pub const Q5_K_M: u32 = 17;
     pub const Q6_K: u32 = 18;
+    pub const IQ2_XXS: u32 = 19;
+    pub const IQ2_XS: u32 = 20;
+    pub const IQ3_XS: u32 = 22;
+    pub const IQ3_XXS: u32 = 23;
+    pub const IQ1_S: u32 = 24;
+    pub const IQ4_NL: u32 = 25;
+    pub const IQ3_S: u32 = 26;
+    pub const IQ3_M: u32 = 27;
+    pub const IQ2_S: u32 = 28;
+    pub const IQ2_M: u32 = 29;
+    pub const IQ4_XS: u32 = 30;
+    pub const IQ1_M: u32 = 31;
+    pub const TQ1_0: u32 = 36;
+    pub const TQ2_0: u32 = 37;
 }
 
 /// llama.cpp's type for one tensor under the mix `ftype` (a `llama_ftype` number) whose default
-/// type is `default`, before the shape fallback.
+/// type is `default`, before the shape fallback: `llama_tensor_get_type_impl` in
+/// `src/llama-quant.cpp` for dense models (one expert, not Falcon, not the 70B special case).
+/// `i_attn_v` is the tensor's rank among the attention-value tensors in write order; the
+/// feed-forward tensors' rank is their layer.
 pub fn llama_rule(
     ftype: u32,
     default: GgmlType,
@@ -117,34 +134,73 @@ pub fn llama_rule(
     use Category::*;
     use GgmlType as G;
     let (i, n) = (t.layer.unwrap_or(0), m.n_layer);
+    let gqa4 = m.n_gqa >= 4;
+    let iq2_s_m = matches!(ftype, IQ2_S | IQ2_M);
+    let iq_low = matches!(ftype, IQ2_XXS | IQ2_XS | IQ1_S | IQ2_S | IQ2_M | IQ1_M);
     match t.category {
         Output | TokenEmbd if t.category == Output || m.tied_embeddings => {
             let qk = default.info().map_or(1, |i| i.block_size);
             if !t.ncols.is_multiple_of(qk) {
                 G::Q8_0
+            } else if matches!(
+                ftype,
+                IQ2_XXS | IQ2_XS | IQ3_XXS | IQ1_S | IQ2_S | IQ2_M | IQ1_M
+            ) {
+                G::Q5_K
             } else if default != G::Q8_0 {
                 G::Q6_K
             } else {
                 default
             }
         }
+        TokenEmbd => match ftype {
+            IQ2_XXS | IQ2_XS | IQ1_S | IQ1_M => G::Q2_K,
+            IQ2_S | IQ2_M | IQ3_XXS => G::IQ3_S,
+            TQ1_0 | TQ2_0 => G::Q4_K,
+            _ => default,
+        },
+        _ if iq_low => match t.category {
+            AttnV | AttnQkv if gqa4 => G::Q4_K,
+            AttnV | AttnQkv if iq2_s_m => G::IQ3_S,
+            AttnV | AttnQkv => G::Q2_K,
+            FfnDown if i < n / 8 && iq2_s_m => G::IQ3_S,
+            FfnDown if i < n / 8 => G::Q2_K,
+            AttnOutput if matches!(ftype, IQ1_S | IQ1_M) => G::IQ2_XXS,
+            AttnOutput if iq2_s_m => G::IQ3_S,
+            _ => default,
+        },
         AttnV | AttnQkv => match ftype {
-            Q2_K if m.n_gqa >= 4 => G::Q4_K,
+            Q2_K if gqa4 => G::Q4_K,
             Q2_K => G::Q3_K,
+            IQ3_XXS if gqa4 => G::Q4_K,
+            IQ3_XXS if !m.has_imatrix => G::IQ3_S,
+            IQ3_XXS => G::IQ3_XXS,
+            IQ3_XS | IQ3_S if gqa4 => G::Q4_K,
+            IQ3_M => G::Q4_K,
             Q3_K_M if i_attn_v < 2 => G::Q5_K,
             Q3_K_M => G::Q4_K,
             Q3_K_L => G::Q5_K,
+            IQ4_NL | IQ4_XS if gqa4 => G::Q5_K,
             Q4_K_M | Q5_K_M if use_more_bits(i_attn_v, m.n_attn_v) => G::Q6_K,
             Q4_K_S if i_attn_v < 4 => G::Q5_K,
             _ => default,
         },
+        AttnK | AttnQ => match ftype {
+            IQ3_XS => G::IQ3_XXS,
+            IQ3_XXS => G::IQ2_S,
+            _ => default,
+        },
         FfnDown => match ftype {
             Q2_K => G::Q3_K,
+            IQ3_XXS if !m.has_imatrix && i < n / 8 => G::Q4_K,
+            IQ3_XXS if !m.has_imatrix => G::Q3_K,
             Q3_K_M if i < n / 16 => G::Q5_K,
             Q3_K_M => G::Q4_K,
+            IQ3_M if i < n / 8 => G::Q4_K,
             Q3_K_L => G::Q5_K,
             Q4_K_M if use_more_bits(i, n) => G::Q6_K,
             Q4_K_M => default,
+            IQ4_NL | IQ4_XS if i < n / 8 && !m.has_imatrix => G::Q5_K,
             Q5_K_M if use_more_bits(i, n) => G::Q6_K,
             Q4_K_S if i < n / 8 => G::Q5_K,
             Q4_0 if m.has_imatrix && i < n / 8 => G::Q4_1,
@@ -153,31 +209,56 @@ pub fn llama_rule(
         },
         AttnOutput => match ftype {
             Q2_K => G::Q3_K,
-            Q3_K_M => G::Q4_K,
+            IQ3_XXS => G::IQ3_S,
+            Q3_K_M | IQ3_M => G::Q4_K,
             Q3_K_L => G::Q5_K,
             _ => default,
         },
+        FfnGate | FfnUp if ftype == IQ3_XS && i >= n / 8 && i < 7 * n / 8 => G::IQ3_XXS,
         _ => default,
     }
 }
 
+/// Whether llama.cpp refuses to write `ty` for tensor `name` without an importance matrix
+/// (`tensor_requires_imatrix`: the 1–3-bit lattice types, except for the token embedding and
+/// the output).
+pub fn requires_imatrix(name: &str, ty: GgmlType) -> bool {
+    use GgmlType as G;
+    !matches!(
+        name,
+        "token_embd.weight" | "per_layer_token_embd.weight" | "output.weight"
+    ) && matches!(
+        ty,
+        G::IQ3_XXS | G::IQ2_XXS | G::IQ2_XS | G::IQ2_S | G::IQ1_M | G::IQ1_S
+    )
+}
+
 /// llama.cpp's fallback for rows a type cannot tile: a 32-wide type of about the same size.
 pub fn llama_fallback(t: GgmlType, ncols: u64) -> GgmlType {
+    use GgmlType as G;
     let fits = |t: GgmlType| t.info().is_some_and(|i| ncols.is_multiple_of(i.block_size));
     if fits(t) {
         return t;
     }
     let f = match t {
-        GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
-        GgmlType::Q4_K => GgmlType::Q5_0,
-        GgmlType::Q5_K => GgmlType::Q5_1,
-        GgmlType::Q6_K => GgmlType::Q8_0,
+        G::IQ1_S
+        | G::IQ1_M
+        | G::IQ2_XXS
+        | G::IQ2_XS
+        | G::IQ2_S
+        | G::IQ3_XXS
+        | G::IQ3_S
+        | G::IQ4_XS => G::IQ4_NL,
+        G::Q2_K | G::Q3_K | G::TQ1_0 | G::TQ2_0 => G::Q4_0,
+        G::Q4_K => G::Q5_0,
+        G::Q5_K => G::Q5_1,
+        G::Q6_K => G::Q8_0,
         other => other,
     };
     if fits(f) {
         f
     } else {
-        GgmlType::F16
+        G::F16
     }
 }
 

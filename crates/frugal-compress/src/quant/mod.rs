@@ -15,11 +15,14 @@ pub mod calibration;
 pub mod checkpoint;
 pub mod codec;
 pub mod gptq;
+pub mod imatrix_file;
 pub mod int;
+pub mod iquants;
 pub mod kquants;
 pub mod legacy;
 pub mod mix;
 pub mod spill;
+pub mod ternary;
 
 use crate::{Error, Result};
 use codec::{codec, Codec};
@@ -105,6 +108,18 @@ pub const QUANT_TYPES: &[QuantType] = &[
         " 4.50 bpw, symmetric 4-bit blocks of 32"
     ),
     qt!(
+        "IQ4_NL",
+        IQ4_NL,
+        IQ4_NL,
+        " 4.50 bpw, 4-bit blocks of 32 on a non-linear 16-value grid"
+    ),
+    qt!(
+        "IQ4_XS",
+        IQ4_XS,
+        IQ4_XS,
+        " 4.25 bpw, non-linear 4-bit super-blocks of 256 with 6-bit sub-block scales"
+    ),
+    qt!(
         "Q3_K_L",
         Q3_K,
         Q3_K_L,
@@ -123,6 +138,18 @@ pub const QUANT_TYPES: &[QuantType] = &[
         Q2_K,
         Q2_K,
         " 2.6 bpw 2-bit k-quant mix, 3-bit attn_v, attn_output, ffn_down"
+    ),
+    qt!(
+        "TQ2_0",
+        TQ2_0,
+        TQ2_0,
+        " 2.06 bpw ternary {-d, 0, d} in 2 bits (for ternary-trained models)"
+    ),
+    qt!(
+        "TQ1_0",
+        TQ1_0,
+        TQ1_0,
+        " 1.69 bpw ternary {-d, 0, d}, five a byte (for ternary-trained models)"
     ),
 ];
 
@@ -198,6 +225,9 @@ pub struct Imatrix {
     pub n_tokens: u64,
     /// Where they come from, for the report.
     pub source: String,
+    /// Read from llama.cpp's file format: what the file says (recorded in the output as
+    /// `llama-quantize` records it).
+    pub file: Option<imatrix_file::ImatrixFileInfo>,
 }
 
 /// `--tensor-type REGEX=TYPE`.
@@ -686,6 +716,7 @@ pub fn quantize_model(
                 entries: HashMap::new(),
                 n_tokens: c.n_tokens() as u64,
                 source: c.source.clone(),
+                file: None,
             }
         });
     }
@@ -851,6 +882,9 @@ fn write_quantized(
     };
     let mut metadata = f.header.metadata.clone();
     frugal_models::convert::set_file_type(&mut metadata, opts.target.file_type);
+    if let Some(m) = &opts.imatrix {
+        imatrix_file::set_quantize_keys(&mut metadata, m);
+    }
     let order = frugal_models::convert::llama_tensor_order(
         f.header.tensors.iter().map(|t| t.name.as_str()),
     );
@@ -982,8 +1016,61 @@ fn imatrix_row<'a>(opts: &'a QuantizeOptions, name: &str, ncols: usize) -> Optio
         .map(|w| w.as_slice())
 }
 
+/// Refuses what `llama-quantize` refuses, before any work: an importance matrix read from a
+/// file whose entry has another size than its tensor's rows (the token embedding excepted), and
+/// a tensor planned in a 1–3-bit lattice type without importance data for it.
+pub fn check_imatrix(
+    f: &GgufFile,
+    opts: &QuantizeOptions,
+    choices: &[Option<Choice>],
+) -> Result<()> {
+    for (t, c) in f.header.tensors.iter().zip(choices) {
+        let Some(c) = c else { continue };
+        let from_file = opts.imatrix.as_ref().filter(|m| m.file.is_some());
+        let entry = from_file.and_then(|m| m.entries.get(&t.name));
+        if let (Some(m), Some(e)) = (from_file, entry) {
+            let want = t.dims[0] * t.dims.get(2).copied().unwrap_or(1);
+            if e.len() as u64 != want && t.name != "token_embd.weight" {
+                return Err(Error::BadOptions(format!(
+                    "--imatrix {}: {} values for {}, whose rows hold {want}",
+                    m.source,
+                    e.len(),
+                    t.name
+                )));
+            }
+        }
+        if mix::requires_imatrix(&t.name, c.ty) {
+            match (&opts.imatrix, from_file, entry) {
+                (None, _, _) => {
+                    return Err(Error::BadOptions(format!(
+                        "{} as {} needs an importance matrix (--imatrix FILE or --calib TEXT):                          llama.cpp refuses the 1–3-bit lattice types without one",
+                        t.name,
+                        c.ty.name()
+                    )))
+                }
+                (_, Some(m), None) => {
+                    return Err(Error::BadOptions(format!(
+                        "--imatrix {}: no entry for {}, which {} needs",
+                        m.source,
+                        t.name,
+                        c.ty.name()
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The plan after the size budget (`--target-bpw`) or the `best` fallback, if asked for.
 pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Choice>>> {
+    let choices = final_types_unchecked(f, opts)?;
+    check_imatrix(f, opts, &choices)?;
+    Ok(choices)
+}
+
+fn final_types_unchecked(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Choice>>> {
     let mut choices = plan_types(f, opts);
     let quantized = codec(opts.target.base).is_some_and(|c| c.levels.is_some());
     if !quantized {
@@ -1297,8 +1384,14 @@ frugal_models::avx2_dispatch! {
     }
 }
 
-/// Decodes `n` values of type `ty` with candle (an implementation independent of ours).
+/// Decodes `n` values of type `ty` with candle (an implementation independent of ours), or
+/// for the IQ4 types, which candle does not read, with `frugal_models::iq` (ggml's decoding).
 pub fn decode(q: &[u8], ty: GgmlType, n: usize) -> Result<Vec<f32>> {
+    if frugal_models::iq::decodes(ty) {
+        let mut v = vec![0f32; n];
+        frugal_models::iq::decode_row(ty, q, &mut v).ok_or(Error::Unsupported(ty.name()))?;
+        return Ok(v);
+    }
     let shape = vec![n];
     let dtype =
         frugal_models::gguf_load::candle_dtype(ty).ok_or_else(|| Error::Unsupported(ty.name()))?;

@@ -34,6 +34,9 @@ pub struct Quantize {
     pub calib: Option<PathBuf>,
     pub calib_tokens: usize,
     pub calib_ctx: usize,
+    /// GGUF models: an importance matrix in llama.cpp's format (`llama-imatrix`'s output, or
+    /// `frugal imatrix`'s), used as `llama-quantize --imatrix` uses it.
+    pub imatrix: Option<PathBuf>,
     pub method: MethodName,
     pub gptq: GptqOptions,
     pub eval: EvalText,
@@ -69,6 +72,7 @@ impl Quantize {
             calib: None,
             calib_tokens: CalibSpec::DEFAULT_TOKENS,
             calib_ctx: CalibSpec::DEFAULT_CTX,
+            imatrix: None,
             method: MethodName::default(),
             gptq: GptqOptions::default(),
             eval: EvalText::default(),
@@ -132,6 +136,7 @@ impl Job for Quantize {
             opt_input(&mut p, "--calib", self.calib.as_deref());
         }
         opt_input(&mut p, "--eval-text", self.eval.file());
+        opt_input(&mut p, "--imatrix", self.imatrix.as_deref());
         if let Some(d) = &self.scratch_dir {
             p.add_input("--scratch-dir", d, Expect::Dir);
         }
@@ -150,6 +155,11 @@ impl Job for Quantize {
 
     fn run(&self, progress: Progress) -> Result<QuantizeOutcome, Error> {
         let kind = ModelKind::detect(&self.input);
+        if self.imatrix.is_some() && matches!(self.target, Target::Int(_)) {
+            return Err(Error::Usage(
+                "--imatrix (llama.cpp's importance-matrix file) is for GGUF types".into(),
+            ));
+        }
         if self.plan.is_some() && kind != ModelKind::Classifier {
             return Err(Error::Usage(
                 "--plan is for CNN classifier files (.safetensors, as `frugal tune --data` writes them)".into(),
@@ -186,6 +196,9 @@ impl Quantize {
         opts.fallback = self.fallback;
         opts.overrides = self.overrides.clone();
         opts.target_bpw = self.target_bpw;
+        if let Some(path) = &self.imatrix {
+            opts.imatrix = Some(frugal_compress::quant::imatrix_file::read_imatrix(path)?);
+        }
         if self.checkpointed() {
             opts.checkpoint = Some(Checkpoint {
                 output: self.output.clone(),

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Golden files for the IQ types and for quantizing with an importance-matrix file (issue #28):
+#   - tests/golden/smollm2.imatrix.gguf: llama-imatrix's importance matrix of SmolLM2 F32 on
+#     Brown ca01–ca08 (-c 512 --chunks 8, 2 threads), in llama.cpp's GGUF format;
+#   - tests/golden/smollm2_quantize_imatrix.json: sha256 of llama-quantize's files from Frugal's
+#     F32 file (as in bench/make-golden.sh) with `--imatrix tests/golden/smollm2.imatrix.gguf`
+#     (the argument is recorded in the output as `quantize.imatrix.file`, so the CI test gives
+#     Frugal the same string), for every type (--pure) and named mix Frugal writes, and without
+#     an imatrix for the IQ types llama.cpp allows without one.
+# Run: bench/make-golden-iq.sh   (a few minutes after llama.cpp and Frugal are built)
+source "$(dirname "$0")/common.sh"
+WORK="$CACHE/golden-work"; mkdir -p "$WORK"
+F32="$WORK/smollm2-f32.frugal.gguf"
+[ -f "$F32" ] || "$FRUGAL" dequantize "$Q41" "$F32" 2>/dev/null
+IM=tests/golden/smollm2.imatrix.gguf
+if [ ! -f "$IM" ] || [ "${REMAKE_IMATRIX:-0}" = 1 ]; then
+  "$FRUGAL" brown-text --files ca01-ca08 -o "$WORK/brown-ca01-ca08.txt" 2>/dev/null
+  (cd "$WORK" && "$BIN/llama-imatrix" -m "$F32" -f brown-ca01-ca08.txt -o smollm2.imatrix.gguf \
+      -c 512 --chunks 8 -t 2 >imatrix.log 2>&1)
+  cp "$WORK/smollm2.imatrix.gguf" "$IM"
+fi
+PY="$(scripts/setup-python.sh)"
+"$PY" - "$BIN/llama-quantize" "$F32" "$WORK" "$IM" > tests/golden/smollm2_quantize_imatrix.json <<'PYEOF'
+import hashlib, json, subprocess, sys
+tool, f32, work, im = sys.argv[1:5]
+sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+out = {"made_by": "bench/make-golden-iq.sh: llama-quantize (llama-cpp-python 0.3.36) on SmolLM2 F32 written by frugal dequantize; imatrix_arg = the --imatrix argument given; sha256 = --pure with the imatrix, mix_sha256 = the named mixes with it, plain_sha256 / plain_mix_sha256 = without one",
+       "imatrix_arg": im, "imatrix_sha256": sha(im), "sha256": {}, "mix_sha256": {}, "plain_sha256": {}, "plain_mix_sha256": {}}
+def run(t, pure, imatrix):
+    dst = f"{work}/iq-{'pure' if pure else 'mix'}-{'im' if imatrix else 'plain'}-{t}.gguf"
+    args = [tool, *(["--pure"] if pure else []), *(["--imatrix", im] if imatrix else []), f32, dst, t]
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return sha(dst)
+types = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]
+mixes = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q4_0", "Q5_0", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]
+for t in types:
+    out["sha256"][t] = run(t, True, True)
+for t in mixes:
+    out["mix_sha256"][t] = run(t, False, True)
+for t in ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]:
+    out["plain_sha256"][t] = run(t, True, False)
+    out["plain_mix_sha256"][t] = run(t, False, False)
+json.dump(out, sys.stdout, indent=1)
+PYEOF
+cat tests/golden/smollm2_quantize_imatrix.json >&2

@@ -1,0 +1,317 @@
+//! Importance matrices in llama.cpp's file format (what `llama-imatrix` writes and
+//! `llama-quantize --imatrix` reads), so that either program can use the other's.
+//!
+//! The file is a GGUF with `general.type = "imatrix"`, `imatrix.datasets` (strings),
+//! `imatrix.chunk_count` and `imatrix.chunk_size` (u32), and for each weight `W` two F32
+//! tensors: `W.in_sum2` (`[n_in, n_mat]`: Σ x² over the tokens seen, per input column) and
+//! `W.counts` (`[1, n_mat]`: how many tokens). A reader's value for a column is
+//! `in_sum2 / count` in f32, or 1 where the count is 0 — `load_imatrix` in llama.cpp's
+//! `tools/quantize/quantize.cpp`, which Frugal follows step for step so that the same file gives
+//! the same weights, and so the same bytes.
+
+use super::Imatrix;
+use crate::{Error, Result};
+use frugal_formats::gguf::{Array, GgmlType, GgufFile, TensorToWrite, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Longest dataset list and dataset name read.
+const MAX_DATASETS: usize = 4096;
+
+/// What an importance-matrix file says besides its entries (written into a quantized file's
+/// `quantize.imatrix.*` keys, as `llama-quantize` writes them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImatrixFileInfo {
+    /// The path as the user gave it (llama-quantize records it so, cut to 127 bytes).
+    pub path: String,
+    pub datasets: Vec<String>,
+    pub chunk_count: u32,
+    pub chunk_size: u32,
+}
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::BadOptions(format!("--imatrix {}: {why}", path.display()))
+}
+
+/// Reads an importance matrix written by `llama-imatrix` (or [`write_imatrix`]).
+pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
+    let f = GgufFile::open(path).map_err(|e| {
+        bad(
+            path,
+            format!("not an importance matrix in llama.cpp's GGUF format ({e})"),
+        )
+    })?;
+    let h = &f.header;
+    if h.tensors.is_empty() {
+        return Err(bad(path, "no data in the file"));
+    }
+    let datasets_v = h.get("imatrix.datasets");
+    let datasets = match datasets_v {
+        Some(Value::Array(Array::String(v))) if v.len() <= MAX_DATASETS => v.clone(),
+        Some(Value::Array(Array::String(_))) => {
+            return Err(bad(path, "imatrix.datasets: too many entries"))
+        }
+        _ => Vec::new(),
+    };
+    let u32_of = |k: &str| -> Result<Option<u32>> {
+        match h.get(k) {
+            None => Ok(None),
+            Some(Value::U32(v)) => Ok(Some(*v)),
+            Some(v) => Err(bad(
+                path,
+                format!("{k}: expected u32, found {}", v.summary()),
+            )),
+        }
+    };
+    let chunk_count = u32_of("imatrix.chunk_count")?;
+    let chunk_size = u32_of("imatrix.chunk_size")?;
+    // llama-quantize refuses a GGUF imatrix without its metadata.
+    if datasets_v.is_none() || chunk_count.is_none() || chunk_size.is_none() {
+        return Err(bad(
+            path,
+            "missing imatrix metadata (imatrix.datasets, imatrix.chunk_count, imatrix.chunk_size)",
+        ));
+    }
+    let mut pairs: BTreeMap<&str, (Option<usize>, Option<usize>)> = BTreeMap::new();
+    for (i, t) in h.tensors.iter().enumerate() {
+        if let Some(n) = t.name.strip_suffix(".in_sum2") {
+            pairs.entry(n).or_default().0 = Some(i);
+        } else if let Some(n) = t.name.strip_suffix(".counts") {
+            pairs.entry(n).or_default().1 = Some(i);
+        }
+    }
+    let f32s = |i: usize| -> Result<Vec<f32>> {
+        let t = &h.tensors[i];
+        if t.ggml_type != GgmlType::F32 {
+            return Err(bad(
+                path,
+                format!("{}: sums and counts must be F32", t.name),
+            ));
+        }
+        Ok(f.tensor_data(t)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    };
+    let mut entries = HashMap::new();
+    let mut n_tokens = 0u64;
+    for (name, pair) in pairs {
+        let (Some(s), Some(c)) = pair else {
+            return Err(bad(path, format!("mismatched sums and counts for {name}")));
+        };
+        let sums = f32s(s)?;
+        // llama.cpp rounds each count to an integer, then back to f32 for the division.
+        let counts: Vec<f32> = f32s(c)?
+            .iter()
+            .map(|&c| {
+                if c.is_finite() {
+                    c.round() as i64 as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        if counts.is_empty() || !sums.len().is_multiple_of(counts.len()) {
+            return Err(bad(
+                path,
+                format!(
+                    "{name}: {} sums for {} counts (not a whole number per matrix)",
+                    sums.len(),
+                    counts.len()
+                ),
+            ));
+        }
+        let ne0 = sums.len() / counts.len();
+        let mut e = vec![0f32; sums.len()];
+        for (j, &count) in counts.iter().enumerate() {
+            for i in 0..ne0 {
+                e[j * ne0 + i] = if count > 0.0 {
+                    sums[j * ne0 + i] / count
+                } else {
+                    1.0
+                };
+            }
+        }
+        if let Some(v) = e.iter().find(|v| !v.is_finite()) {
+            return Err(bad(path, format!("{name}: non-finite value {v}")));
+        }
+        n_tokens = n_tokens.max(counts.iter().fold(0f32, |m, &c| m.max(c)) as u64);
+        entries.insert(name.to_string(), e);
+    }
+    let shown: String = path.display().to_string();
+    Ok(Imatrix {
+        entries,
+        n_tokens,
+        source: shown.clone(),
+        file: Some(ImatrixFileInfo {
+            path: shown,
+            datasets,
+            chunk_count: chunk_count.unwrap_or(0),
+            chunk_size: chunk_size.unwrap_or(0),
+        }),
+    })
+}
+
+/// Writes `m` in llama.cpp's format to `out` (atomically, never over one of `inputs`): each
+/// entry's sums are its means times the tokens counted, so `llama-quantize` reads the means
+/// back (to within the f32 rounding of that product).
+pub fn write_imatrix(
+    out: &Path,
+    inputs: &[&Path],
+    m: &Imatrix,
+    datasets: &[String],
+    chunk_count: u32,
+    chunk_size: u32,
+) -> Result<u64> {
+    let mut names: Vec<&String> = m.entries.keys().collect();
+    names.sort();
+    let count = m.n_tokens as f32;
+    let data: Vec<(String, Vec<u8>, [u64; 2], String, Vec<u8>)> = names
+        .iter()
+        .map(|n| {
+            let v = &m.entries[*n];
+            let sums: Vec<u8> = v
+                .iter()
+                .flat_map(|&x| ((x as f64 * m.n_tokens as f64) as f32).to_le_bytes())
+                .collect();
+            (
+                format!("{n}.in_sum2"),
+                sums,
+                [v.len() as u64, 1],
+                format!("{n}.counts"),
+                count.to_le_bytes().to_vec(),
+            )
+        })
+        .collect();
+    let one = [1u64, 1];
+    let mut tensors = Vec::with_capacity(2 * data.len());
+    for (sn, sb, sd, cn, cb) in &data {
+        tensors.push(TensorToWrite {
+            name: sn,
+            ggml_type: GgmlType::F32,
+            dims: sd,
+            data: sb,
+        });
+        tensors.push(TensorToWrite {
+            name: cn,
+            ggml_type: GgmlType::F32,
+            dims: &one,
+            data: cb,
+        });
+    }
+    let metadata = vec![
+        ("general.type".to_string(), Value::String("imatrix".into())),
+        (
+            "imatrix.datasets".to_string(),
+            Value::Array(Array::String(datasets.to_vec())),
+        ),
+        ("imatrix.chunk_count".to_string(), Value::U32(chunk_count)),
+        ("imatrix.chunk_size".to_string(), Value::U32(chunk_size)),
+    ];
+    Ok(frugal_formats::gguf::write_gguf_file(
+        out, inputs, &metadata, &tensors,
+    )?)
+}
+
+/// The `quantize.imatrix.*` keys `llama-quantize` adds to a file quantized with `m` read from a
+/// file (after `general.file_type`; integers as u32), replacing any the input carried.
+pub fn set_quantize_keys(metadata: &mut Vec<(String, Value)>, m: &Imatrix) {
+    let Some(info) = &m.file else {
+        return;
+    };
+    const KEYS: [&str; 4] = [
+        "quantize.imatrix.file",
+        "quantize.imatrix.dataset",
+        "quantize.imatrix.entries_count",
+        "quantize.imatrix.chunks_count",
+    ];
+    metadata.retain(|(k, _)| !KEYS.contains(&k.as_str()));
+    // strncpy into 128 bytes with the last forced to NUL: at most 127 bytes (cut in the middle
+    // of a UTF-8 sequence as C cuts it; such a value is refused rather than written wrong).
+    let cut = |s: &str| -> String {
+        let b = s.as_bytes();
+        let b = &b[..b.len().min(127)];
+        let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
+        String::from_utf8_lossy(b).into_owned()
+    };
+    metadata.push((KEYS[0].into(), Value::String(cut(&info.path))));
+    if let Some(d) = info.datasets.first() {
+        metadata.push((KEYS[1].into(), Value::String(cut(d))));
+    }
+    metadata.push((KEYS[2].into(), Value::U32(m.entries.len() as u32)));
+    if info.chunk_count > 0 {
+        metadata.push((KEYS[3].into(), Value::U32(info.chunk_count)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_reads_back_and_refuses_broken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.gguf");
+        let mut entries = HashMap::new();
+        entries.insert(
+            "blk.0.attn_q.weight".to_string(),
+            vec![0.5f32, 2.0, 0.0, 1e-3],
+        );
+        entries.insert("blk.0.ffn_down.weight".to_string(), vec![3.0f32; 8]);
+        let m = Imatrix {
+            entries,
+            n_tokens: 1000,
+            source: "t".into(),
+            file: None,
+        };
+        write_imatrix(&p, &[], &m, &["brown".into()], 2, 512).unwrap();
+        let r = read_imatrix(&p).unwrap();
+        assert_eq!(r.n_tokens, 1000);
+        for (k, v) in &m.entries {
+            for (a, b) in v.iter().zip(&r.entries[k]) {
+                assert!((a - b).abs() <= 1e-6 * a.abs(), "{k}: {a} {b}");
+            }
+        }
+        let info = r.file.as_ref().unwrap();
+        assert_eq!(info.datasets, vec!["brown".to_string()]);
+        assert_eq!((info.chunk_count, info.chunk_size), (2, 512));
+        let mut md = vec![("general.file_type".to_string(), Value::U32(15))];
+        set_quantize_keys(&mut md, &r);
+        let keys: Vec<&str> = md.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "general.file_type",
+                "quantize.imatrix.file",
+                "quantize.imatrix.dataset",
+                "quantize.imatrix.entries_count",
+                "quantize.imatrix.chunks_count"
+            ]
+        );
+        // Not an imatrix; a model GGUF without the metadata; truncations never panic.
+        std::fs::write(dir.path().join("x"), b"not gguf").unwrap();
+        assert!(read_imatrix(&dir.path().join("x")).is_err());
+        let bytes = std::fs::read(&p).unwrap();
+        // (The last 32 bytes may be the data section's alignment padding.)
+        for cut in (0..bytes.len() - 32).step_by(7) {
+            let q = dir.path().join("cut.gguf");
+            std::fs::write(&q, &bytes[..cut]).unwrap();
+            assert!(read_imatrix(&q).is_err(), "cut at {cut}");
+        }
+        let no_meta = dir.path().join("nometa.gguf");
+        frugal_formats::gguf::write_gguf_file(
+            &no_meta,
+            &[],
+            &[],
+            &[TensorToWrite {
+                name: "a.in_sum2",
+                ggml_type: GgmlType::F32,
+                dims: &[1, 1],
+                data: &1f32.to_le_bytes(),
+            }],
+        )
+        .unwrap();
+        let e = read_imatrix(&no_meta).unwrap_err().to_string();
+        assert!(e.contains("missing imatrix metadata"), "{e}");
+    }
+}

@@ -1,0 +1,232 @@
+//! llama.cpp's non-linear 4-bit types, IQ4_NL and IQ4_XS, written from `quantize_row_iq4_nl_impl`
+//! in `ggml/src/ggml-quants.c` (what `quantize_iq4_nl`/`quantize_iq4_xs`, and so
+//! `llama-quantize`, run): each block of 32 gets the scale that best fits the 16-value table
+//! `kvalues_iq4nl` under the importance weights, searched over 15 starting scales; IQ4_XS then
+//! stores those scales as 6-bit multiples of one f16 super-block scale. Every float operation is
+//! done in the order ggml does it, so the bytes are llama.cpp's.
+//!
+//! A level is an index into the table: level `l` of a sub-block with scale `d` decodes to
+//! `d · KVALUES_IQ4NL[l]` ([`super::codec::Codec::values`]).
+
+use super::kquants::{f16_bits, nearest_int, QK_K};
+pub use frugal_models::iq::{IQ4_NL_BYTES, IQ4_XS_BYTES, KVALUES_IQ4NL};
+
+const GROUP_MAX_EPS: f32 = 1e-15;
+const NTRY: i32 = 7;
+
+/// The index of the table value nearest `x` (ties to the lower), by bisection as ggml's
+/// `best_index_int8` does.
+#[inline]
+pub fn best_index(val: &[i8], x: f32) -> usize {
+    let n = val.len();
+    if x <= val[0] as f32 {
+        return 0;
+    }
+    if x >= val[n - 1] as f32 {
+        return n - 1;
+    }
+    let (mut ml, mut mu) = (0, n - 1);
+    while mu - ml > 1 {
+        let mav = (ml + mu) / 2;
+        if x < val[mav] as f32 {
+            mu = mav;
+        } else {
+            ml = mav;
+        }
+    }
+    if x - (val[mu - 1] as f32) < val[mu] as f32 - x {
+        mu - 1
+    } else {
+        mu
+    }
+}
+
+/// One super-block of `x.len()` values (32 for IQ4_NL, 256 for IQ4_XS) in sub-blocks of 32:
+/// returns the f16 scale's value and fills the sub-block scale codes (IQ4_XS: `ls + 32`) and
+/// the levels `l`.
+fn iq4_impl(x: &[f32], qw: Option<&[f32]>, codes: &mut [u8], l: &mut [u8]) -> f32 {
+    let values = &KVALUES_IQ4NL;
+    let v0 = values[0] as f32;
+    let n = x.len();
+    let mut sigma2 = 0f32;
+    for &v in x {
+        sigma2 += v * v;
+    }
+    sigma2 *= 2.0 / n as f32;
+    let nsub = n / 32;
+    let mut scales = [0f32; QK_K / 32];
+    let mut weight = [0f32; 32];
+    let (mut max_scale, mut amax_scale) = (0f32, 0f32);
+    for ib in 0..nsub {
+        let xb = &x[32 * ib..32 * ib + 32];
+        let lb = &mut l[32 * ib..32 * ib + 32];
+        match qw {
+            Some(qw) => {
+                let qw = &qw[32 * ib..32 * ib + 32];
+                for j in 0..32 {
+                    weight[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
+                }
+            }
+            None => {
+                for j in 0..32 {
+                    weight[j] = xb[j] * xb[j];
+                }
+            }
+        }
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax < GROUP_MAX_EPS {
+            scales[ib] = 0.0;
+            continue;
+        }
+        let mut d = -max / v0;
+        let mut id = 1.0 / d;
+        let (mut sumqx, mut sumq2) = (0f32, 0f32);
+        for j in 0..32 {
+            let li = best_index(values, id * xb[j]);
+            lb[j] = li as u8;
+            let q = values[li] as f32;
+            let w = weight[j];
+            sumqx += w * q * xb[j];
+            sumq2 += w * q * q;
+        }
+        d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
+        let mut best = d * sumqx;
+        for itry in -NTRY..=NTRY {
+            id = (itry + values[0] as i32) as f32 / max;
+            sumqx = 0.0;
+            sumq2 = 0.0;
+            for j in 0..32 {
+                let q = values[best_index(values, id * xb[j])] as f32;
+                let w = weight[j];
+                sumqx += w * q * xb[j];
+                sumq2 += w * q * q;
+            }
+            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+                d = sumqx / sumq2;
+                best = d * sumqx;
+            }
+        }
+        scales[ib] = d;
+        if d.abs() > amax_scale {
+            amax_scale = d.abs();
+            max_scale = d;
+        }
+    }
+    if nsub > 1 {
+        let d = -max_scale / 32.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for ib in 0..nsub {
+            let ls = nearest_int(id * scales[ib]).clamp(-32, 31);
+            let dl = d * ls as f32;
+            let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+            for (o, &v) in l[32 * ib..32 * ib + 32].iter_mut().zip(&x[32 * ib..]) {
+                *o = best_index(values, idl * v) as u8;
+            }
+            codes[ib] = (ls + 32) as u8;
+        }
+        d
+    } else {
+        let id = if scales[0] != 0.0 {
+            1.0 / scales[0]
+        } else {
+            0.0
+        };
+        for (o, &v) in l.iter_mut().zip(x) {
+            *o = best_index(values, id * v) as u8;
+        }
+        scales[0]
+    }
+}
+
+fn pack_nibbles(l: &[u8], qs: &mut [u8]) {
+    for j in 0..16 {
+        qs[j] = l[j] | (l[j + 16] << 4);
+    }
+}
+
+/// One block of 32 into 18 bytes of IQ4_NL (`quantize_iq4_nl`).
+pub fn iq4_nl_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
+    let mut l = [0u8; 32];
+    let d = iq4_impl(x, qw, &mut [0u8; 1], &mut l);
+    y[..2].copy_from_slice(&f16_bits(d));
+    pack_nibbles(&l, &mut y[2..18]);
+}
+
+/// One super-block of 256 into 136 bytes of IQ4_XS (`quantize_iq4_xs`).
+pub fn iq4_xs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    let mut codes = [0u8; 8];
+    let d = iq4_impl(x, qw, &mut codes, &mut l);
+    y[..2].copy_from_slice(&f16_bits(d));
+    set_xs_codes(y, &codes);
+    for (ib, lb) in l.chunks_exact(32).enumerate() {
+        pack_nibbles(lb, &mut y[8 + 16 * ib..8 + 16 * (ib + 1)]);
+    }
+}
+
+fn set_xs_codes(y: &mut [u8], codes: &[u8; 8]) {
+    let mut h = 0u16;
+    y[4..8].fill(0);
+    for (ib, &c) in codes.iter().enumerate() {
+        y[4 + ib / 2] |= (c & 0xF) << (4 * (ib % 2));
+        h |= ((c >> 4) as u16) << (2 * ib);
+    }
+    y[2..4].copy_from_slice(&h.to_le_bytes());
+}
+
+/// Scales and levels, for GPTQ ([`super::codec::LevelAccess`]); a level indexes the table.
+pub(crate) mod access {
+    use super::*;
+    use frugal_models::iq::{iq4_xs_sub_scales, unpack_nibbles};
+
+    fn f16_at(b: &[u8]) -> f32 {
+        half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+    }
+    pub fn iq4_nl_scales(y: &[u8], o: &mut [(f32, f32)]) {
+        o[0] = (f16_at(y), 0.0);
+    }
+    pub fn iq4_nl_levels(y: &[u8], q: &mut [u8]) {
+        unpack_nibbles(&y[2..18], q)
+    }
+    pub fn iq4_nl_set_levels(y: &mut [u8], q: &[u8]) {
+        pack_nibbles(q, &mut y[2..18])
+    }
+    pub fn iq4_xs_scales(y: &[u8], o: &mut [(f32, f32)]) {
+        let d = f16_at(y);
+        for (o, ls) in o.iter_mut().zip(iq4_xs_sub_scales(y)) {
+            *o = (d * ls as f32, 0.0);
+        }
+    }
+    pub fn iq4_xs_levels(y: &[u8], q: &mut [u8]) {
+        for (ib, qb) in q.chunks_exact_mut(32).enumerate() {
+            unpack_nibbles(&y[8 + 16 * ib..8 + 16 * (ib + 1)], qb);
+        }
+    }
+    pub fn iq4_xs_set_levels(y: &mut [u8], q: &[u8]) {
+        for (ib, qb) in q.chunks_exact(32).enumerate() {
+            pack_nibbles(qb, &mut y[8 + 16 * ib..8 + 16 * (ib + 1)]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_index_is_the_nearest_value() {
+        let v = &KVALUES_IQ4NL;
+        for k in -1500..1500 {
+            let x = k as f32 / 10.0;
+            let got = best_index(v, x);
+            let d = |i: usize| (x - v[i] as f32).abs();
+            assert!((0..16).all(|i| d(got) <= d(i)), "{x}: {got}");
+        }
+    }
+}
