@@ -5,7 +5,7 @@
 #   - tests/golden/smollm2_quantize_imatrix.json: sha256 of llama-quantize's files from Frugal's
 #     F32 file (as in bench/make-golden.sh) with `--imatrix tests/golden/smollm2.imatrix.gguf`
 #     (the argument is recorded in the output as `quantize.imatrix.file`, so the CI test gives
-#     Frugal the same string), for every type (--pure) and named mix Frugal writes, and without
+#     Frugal the same string), for every quantized type (--pure) and the named mixes whose rules depend on the imatrix, and without
 #     an imatrix for the IQ types llama.cpp allows without one.
 # Run: bench/make-golden-iq.sh   (a few minutes after llama.cpp and Frugal are built)
 source "$(dirname "$0")/common.sh"
@@ -33,15 +33,26 @@ def run(t, pure, imatrix):
     if r.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     return sha(dst)
-types = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]
-mixes = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q4_0", "Q5_0", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]
+types = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S"]
+# The k-quant mixes' rules do not depend on an imatrix (their weighted quantizers are the pure
+# types' above; their rules are checked without one by bench/make-golden.sh); Q4_0's and Q5_0's
+# and the IQ mixes' rules do.
+mixes = ["Q4_0", "Q5_0", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"]
 for t in types:
     out["sha256"][t] = run(t, True, True)
 for t in mixes:
     out["mix_sha256"][t] = run(t, False, True)
-for t in ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]:
+for t in ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_S"]:
     out["plain_sha256"][t] = run(t, True, False)
+for t in ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"]:
     out["plain_mix_sha256"][t] = run(t, False, False)
+# What llama-quantize refuses without an importance matrix (the message names the tensor).
+out["refused_without_imatrix"] = {}
+for t in ["IQ3_XXS"]:
+    r = subprocess.run([tool, "--pure", f32, f"{work}/refused.gguf", t], capture_output=True, text=True)
+    assert r.returncode != 0, t
+    m = [l for l in (r.stdout + r.stderr).splitlines() if "offending tensor" in l]
+    out["refused_without_imatrix"][t] = m[0].split(":", 1)[1].strip() if m else ""
 json.dump(out, sys.stdout, indent=1)
 PYEOF
 cat tests/golden/smollm2_quantize_imatrix.json >&2

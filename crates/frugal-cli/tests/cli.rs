@@ -904,6 +904,121 @@ fn quantize_rejects_bad_overrides_and_calibration() {
     assert!(!dir.path().join("o.gguf").exists());
 }
 
+/// `frugal imatrix` writes llama.cpp's importance-matrix file; `frugal quantize --imatrix` reads
+/// it into an IQ4_XS mix whose output records it as llama-quantize does; the IQ4 file evaluates
+/// (decoded, inputs rounded as ggml rounds them) with a chunk-level bound on its mean KLD; a
+/// file that is not an importance matrix is refused before any work.
+#[test]
+fn imatrix_files_feed_quantize_and_iq_files_evaluate() {
+    let Some(brown) = frugal_formats::assets::require_or_skip(
+        frugal_formats::assets::brown_dir(),
+        "Brown corpus",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(p) = common::smollm2_first_blocks(dir.path(), 4) else {
+        return;
+    };
+    let m = p.to_str().unwrap();
+    let ids = frugal_formats::brown::select_ids(&brown, "cj13-cj16").unwrap();
+    std::fs::write(
+        dir.path().join("t.txt"),
+        frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
+    )
+    .unwrap();
+    let out = frugal(
+        &[
+            "imatrix",
+            m,
+            "--calib",
+            "t.txt",
+            "--calib-tokens",
+            "1024",
+            "-o",
+            "m.imatrix.gguf",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 chunks of 512 tokens"));
+    let im = frugal_formats::gguf::GgufFile::open(dir.path().join("m.imatrix.gguf")).unwrap();
+    assert_eq!(
+        im.header.get("general.type").and_then(|v| v.as_str()),
+        Some("imatrix")
+    );
+    assert_eq!(
+        im.header
+            .get("imatrix.chunk_count")
+            .and_then(|v| v.as_u64()),
+        Some(2)
+    );
+    let r = frugal_json(
+        &[
+            "quantize",
+            m,
+            "a.gguf",
+            "--type",
+            "IQ4_XS",
+            "--imatrix",
+            "m.imatrix.gguf",
+            "--no-eval",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(r["quantize"]["imatrix"], "m.imatrix.gguf", "{r}");
+    let counts = &r["quantize"]["type_counts"];
+    assert!(counts["IQ4_NL"].as_u64().unwrap() > 0, "{counts}");
+    let a = frugal_formats::gguf::GgufFile::open(dir.path().join("a.gguf")).unwrap();
+    let key = |k: &str| a.header.get(k).cloned();
+    assert_eq!(
+        key("quantize.imatrix.file").and_then(|v| v.as_str().map(String::from)),
+        Some("m.imatrix.gguf".into())
+    );
+    assert_eq!(key("general.file_type").and_then(|v| v.as_u64()), Some(30));
+    let e = frugal_json(
+        &[
+            "eval",
+            "a.gguf",
+            "--reference",
+            m,
+            "--text",
+            "t.txt",
+            "--chunks",
+            "3",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let k = &e["kld"];
+    let (mean, upper) = (
+        k["mean"].as_f64().unwrap(),
+        k["mean_upper95"].as_f64().unwrap(),
+    );
+    assert!(mean > 0.0 && mean < 0.2 && upper > mean, "{k}");
+    assert!(k["p99_9"].as_f64().unwrap() > mean, "{k}");
+    let out = frugal(
+        &[
+            "quantize",
+            m,
+            "b.gguf",
+            "--type",
+            "IQ4_NL",
+            "--imatrix",
+            "t.txt",
+            "--no-eval",
+        ],
+        dir.path(),
+    );
+    assert_bad_input(&out, "not an importance matrix");
+    assert!(!dir.path().join("b.gguf").exists());
+}
+
 /// all-MiniLM-L6-v2 to int8 and int4 (GPTQ on Brown passages): the quantized folder loads and
 /// stays close to the original.
 #[test]
@@ -1463,7 +1578,7 @@ fn tune_json(
         "--heldout",
         "eval.txt",
         "--eval-chunks",
-        "1",
+        "2",
         "--max-evals",
         max_evals,
         "--json",
@@ -1508,13 +1623,14 @@ fn tune_for_energy_picks_the_fastest_verified_plan_and_its_recipe_rebuilds_it() 
         // No faster candidate met the limit on both texts.
         if us(c) < us(chosen) {
             assert!(
-                c["meets_search"] == false || c["heldout"]["kld"].as_f64().unwrap() > limit,
+                c["meets_search"] == false
+                    || c["heldout"][0]["kld_upper95"].as_f64().unwrap() > limit,
                 "{c}"
             );
         }
     }
     assert!(
-        chosen["heldout"]["kld"].as_f64().unwrap() <= limit,
+        chosen["heldout"][0]["kld_upper95"].as_f64().unwrap() <= limit,
         "{chosen}"
     );
     assert!(us(chosen) <= us(&cands[0]), "{r}");
@@ -1596,22 +1712,45 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
     let model = p.to_str().unwrap();
     let limit = 0.05;
     // The energy objective's test measures candidates' energy; this one skips it.
-    let r = tune_json(&dir, model, "t.gguf", "4", &["--no-energy"]);
+    // Two held-out texts: the limit must hold on each.
+    let r = tune_json(
+        &dir,
+        model,
+        "t.gguf",
+        "4",
+        &["--no-energy", "--heldout", "calib.txt"],
+    );
     assert_eq!(r["meets_heldout"], true, "{r}");
+    assert_eq!(r["heldout_texts"].as_array().unwrap().len(), 2, "{r}");
+    let g = r["guarantee"].as_str().unwrap();
+    assert!(
+        g.contains("upper 95 %") && g.contains("eval.txt") && g.contains("calib.txt"),
+        "{g}"
+    );
     let cands = r["candidates"].as_array().unwrap();
     let chosen = &cands[r["chosen"].as_u64().unwrap() as usize];
-    let kld = |c: &serde_json::Value, set: &str| c[set]["kld"].as_f64().unwrap();
-    assert!(
-        kld(chosen, "search") <= limit && kld(chosen, "heldout") <= limit,
-        "{chosen}"
-    );
+    let judged = |c: &serde_json::Value, set: &str| -> serde_json::Value {
+        if set == "search" {
+            c[set].clone()
+        } else {
+            c["heldout"][set.parse::<usize>().unwrap()].clone()
+        }
+    };
+    let kld = |c: &serde_json::Value, set: &str| judged(c, set)["kld"].as_f64().unwrap();
+    let bound = |c: &serde_json::Value, set: &str| judged(c, set)["kld_upper95"].as_f64().unwrap();
+    for set in ["search", "0", "1"] {
+        assert!(
+            kld(chosen, set) <= bound(chosen, set) && bound(chosen, set) <= limit,
+            "{set}: {chosen}"
+        );
+    }
     let bytes = |c: &serde_json::Value| c["bytes"].as_u64().unwrap();
     // Nothing smaller was found to meet the limit on both texts; the largest types' candidate
     // came first and the chosen one is smaller.
     for c in cands {
         if bytes(c) < bytes(chosen) {
             assert!(
-                c["meets_search"] == false || c["heldout"]["kld"].as_f64().unwrap() > limit,
+                c["meets_search"] == false || bound(c, "0") > limit || bound(c, "1") > limit,
                 "{c}"
             );
         }
@@ -1636,13 +1775,25 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
             "--text",
             "eval.txt",
             "--chunks",
-            "1",
+            "2",
             "--json",
         ],
         dir.path(),
     );
-    assert_eq!(e["kld"]["mean"].as_f64().unwrap(), kld(chosen, "heldout"));
-    assert_eq!(r["quality"]["kld"]["mean"], e["kld"]["mean"]);
+    assert_eq!(e["kld"]["mean"].as_f64().unwrap(), kld(chosen, "0"));
+    assert_eq!(
+        e["kld"]["mean_upper95"].as_f64().unwrap(),
+        bound(chosen, "0")
+    );
+    let worst = if bound(chosen, "0") >= bound(chosen, "1") {
+        "0"
+    } else {
+        "1"
+    };
+    assert_eq!(
+        r["quality"]["kld"]["mean"].as_f64().unwrap(),
+        kld(chosen, worst)
+    );
     // The recipe rebuilds the same bytes.
     let rr = frugal_json(
         &["run", "t.gguf.recipe.toml", "--out", "rr", "--json"],
@@ -1685,6 +1836,28 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
     assert_bad_input(
         &tune(&["--heldout", "search.txt", "--max-kld", "0.1"]),
         "held-out text must differ",
+    );
+    assert_bad_input(
+        &tune(&[
+            "--heldout",
+            "eval.txt",
+            "--heldout",
+            "eval.txt",
+            "--max-kld",
+            "0.1",
+        ]),
+        "given twice",
+    );
+    assert_bad_input(
+        &tune(&[
+            "--heldout",
+            "eval.txt",
+            "--max-kld",
+            "0.1",
+            "--eval-chunks",
+            "1",
+        ]),
+        "at least 2 for --max-kld",
     );
     assert_bad_input(
         &tune(&["--heldout", "eval.txt", "--max-kld", "0.1", "--type", "F16"]),

@@ -138,4 +138,19 @@ fn with_an_imatrix_file_every_type_and_mix_is_byte_identical_to_llama_quantize()
         failures.is_empty(),
         "differ from llama-quantize: {failures:?}"
     );
+    // Refused without an importance matrix, naming the tensor llama-quantize names, before
+    // anything is written.
+    for (name, tensor) in g["refused_without_imatrix"].as_object().unwrap() {
+        let out = dir.path().join("refused.gguf");
+        let mut opts = QuantizeOptions::new(quant_type(name).unwrap());
+        opts.pure = true;
+        let e = quantize_gguf(&f32, &out, &opts, &|_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(tensor.as_str().unwrap()) && e.contains("importance matrix"),
+            "{name}: {e}"
+        );
+        assert!(!out.exists());
+    }
 }

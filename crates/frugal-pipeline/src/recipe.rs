@@ -605,9 +605,8 @@ fn text_file(t: &TextSource, dir: &Path) -> Result<PathBuf, Error> {
     }
     let sel = t.brown.as_deref().expect("checked at load");
     let brown = frugal_formats::assets::brown_dir();
-    let ids = frugal_formats::brown::select_ids(&brown, sel)?;
     let p = dir.join(format!("brown-{sel}.txt"));
-    let text = frugal_formats::brown::plain_text(&brown, &ids)?;
+    let (_, text) = frugal_formats::brown::selection_text(&brown, sel)?;
     write_atomic(&p, &[], |f| f.write_all(text.as_bytes()))?;
     Ok(p)
 }

@@ -9,8 +9,13 @@
 //! 4. The budget is searched by bisection: each candidate is written and judged against the
 //!    input on the search text (KL divergence, perplexity), until the smallest budget that
 //!    meets the limit is bracketed within `bpw_tolerance`.
-//! 5. The chosen candidate is verified on held-out text; if it misses there, the budget is
-//!    raised step by step (each step judged on both texts) until it holds.
+//! 5. The chosen candidate is verified on every held-out text; if it misses on any, the budget
+//!    is raised step by step (each step judged on all texts) until it holds on all.
+//!
+//! A KLD limit is a guarantee on the mean KLD's upper 95 % bound over chunks (Student t on the
+//! chunks' means, [`frugal_eval::KldStats::mean_upper95`]), not on the mean itself: a file
+//! whose mean sits just under the limit on the texts it was chosen on would miss it on the
+//! user's text about half the time. The report says which texts the guarantee was measured on.
 //!
 //! With [`Objective::Energy`] the currency is energy instead of bytes: every candidate type of
 //! every budget tensor (F16 and F32 included) is priced by the time one product with one input
@@ -45,19 +50,35 @@ pub enum QualityLimit {
     MaxKld(f64),
     /// Perplexity increase over the input's, per cent.
     MaxPplIncreasePct(f64),
+    /// The 99.9th percentile of the per-token KL divergence, nats (the tail).
+    MaxKldP999(f64),
 }
 
 impl QualityLimit {
-    /// The figure this limit reads from an evaluation.
-    fn value(&self, e: &Judged) -> f64 {
+    /// The figure this limit reads from an evaluation: for a mean KLD, its upper 95 % bound over
+    /// chunks (infinite with one chunk, which bounds nothing).
+    pub fn value(&self, e: &Judged) -> f64 {
         match self {
-            QualityLimit::MaxKld(_) => e.kld,
+            QualityLimit::MaxKld(_) => e.kld_upper95.unwrap_or(f64::INFINITY),
             QualityLimit::MaxPplIncreasePct(_) => e.ppl_increase_pct,
+            QualityLimit::MaxKldP999(_) => e.kld_p999,
         }
     }
-    fn limit(&self) -> f64 {
+    pub fn limit(&self) -> f64 {
         match *self {
-            QualityLimit::MaxKld(x) | QualityLimit::MaxPplIncreasePct(x) => x,
+            QualityLimit::MaxKld(x)
+            | QualityLimit::MaxPplIncreasePct(x)
+            | QualityLimit::MaxKldP999(x) => x,
+        }
+    }
+    /// What the limit bounds, in words (the report's guarantee).
+    pub fn figure(&self) -> &'static str {
+        match self {
+            QualityLimit::MaxKld(_) => {
+                "the mean KLD's upper 95 % bound (Student t over the chunks' means)"
+            }
+            QualityLimit::MaxPplIncreasePct(_) => "the mean PPL increase, per cent",
+            QualityLimit::MaxKldP999(_) => "the 99.9th-percentile KLD",
         }
     }
     fn meets(&self, e: &Judged) -> bool {
@@ -109,10 +130,13 @@ pub struct TuneJob {
     /// which names the file; the budget then picks each tensor's type.
     pub target: String,
     pub calib: CalibSpec,
+    /// The Brown selection the calibration text was made from, when it was (the default: the
+    /// multi-genre mix); the recipe names it instead of the scratch file.
+    pub calib_brown: Option<String>,
     /// Text the search judges candidates on.
     pub search: EvalSpec,
-    /// Different text the chosen model is verified on.
-    pub heldout: EvalSpec,
+    /// Different texts the chosen model is verified on: it must meet the limit on each.
+    pub heldout: Vec<EvalSpec>,
     /// Stop bisecting when the bracket is narrower than this (bits per weight).
     pub bpw_tolerance: f64,
     /// At most this many candidates judged in all (search and verification).
@@ -147,17 +171,29 @@ pub struct HeldoutQuality {
     pub text: String,
 }
 
-/// The mean KL divergence from the input, and the input's perplexity.
+/// The mean KL divergence from the input (with its upper 95 % bound over chunks and the
+/// 99.9th percentile), and the input's perplexity.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct HeldoutKld {
     pub mean: f64,
+    #[serde(default)]
+    pub mean_upper95: Option<f64>,
+    #[serde(default)]
+    pub p99_9: f64,
     pub reference_ppl: f64,
 }
 
 /// One judged evaluation.
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Judged {
+    /// Mean KLD.
     pub kld: f64,
+    /// Its upper 95 % bound over chunks (none for one chunk).
+    #[serde(default)]
+    pub kld_upper95: Option<f64>,
+    /// The 99.9th percentile of the per-token KLD.
+    #[serde(default)]
+    pub kld_p999: f64,
     pub ppl: f64,
     pub reference_ppl: f64,
     pub ppl_increase_pct: f64,
@@ -174,8 +210,9 @@ pub struct Candidate {
     pub bits_per_weight: f64,
     pub bytes: u64,
     pub search: Judged,
-    /// Judged on the held-out text too (the verified ones).
-    pub heldout: Option<Judged>,
+    /// Judged on each held-out text too, in their order (the verified ones; empty otherwise).
+    #[serde(default)]
+    pub heldout: Vec<Judged>,
     pub meets_search: bool,
     /// Predicted kernel time per generated token of the budget's tensors, microseconds.
     pub kernel_us_per_token: f64,
@@ -198,8 +235,14 @@ pub struct TuneReport {
     pub objective: Objective,
     pub target: String,
     pub calibration_tokens: usize,
+    /// The calibration text: a file, or the Brown selection it was made from.
+    #[serde(default)]
+    pub calibration_text: String,
     pub search_text: String,
-    pub heldout_text: String,
+    /// The held-out texts, each of which the chosen model meets the limit on.
+    pub heldout_texts: Vec<String>,
+    /// What was guaranteed, on which texts: the limit's figure, its value, the texts.
+    pub guarantee: String,
     /// The budget range the tensors allow: bits per weight (size), or kernel microseconds per
     /// token (energy).
     pub budget_range: (f64, f64),
@@ -218,7 +261,8 @@ pub struct TuneReport {
     pub seconds: Seconds,
     /// Chunks whose reference logits came from the cache instead of a forward pass of the input.
     pub reference_chunks_reused: usize,
-    /// The figures a policy reads: the held-out evaluation of the chosen model.
+    /// The figures a policy reads: the chosen model's evaluation on the held-out text where
+    /// it comes closest to the limit.
     pub quality: HeldoutQuality,
 }
 
@@ -249,6 +293,8 @@ fn judged(r: &frugal_eval::LmEvalReport) -> Result<Judged, Error> {
         .ok_or_else(|| bad("evaluation without a reference".into()))?;
     Ok(Judged {
         kld: k.mean,
+        kld_upper95: k.mean_upper95,
+        kld_p999: k.p99_9,
         ppl: r.result.ppl,
         reference_ppl: k.reference_ppl,
         ppl_increase_pct: 100.0 * (r.result.ppl - k.reference_ppl) / k.reference_ppl,
@@ -285,25 +331,33 @@ pub fn tune(
         Some(frugal_compress::quant::Target::Gguf(t)) => Some(t),
         _ => None,
     }
-    .filter(|t| frugal_compress::quant::codec::codec(t.base).is_some_and(|c| c.levels.is_some()))
+    .filter(|t| frugal_compress::quant::codec::codec(t.base).is_some_and(|c| c.quantized()))
     .ok_or_else(|| bad(format!("`{}` is not a quantized GGUF type", job.target)))?;
     let same = frugal_formats::output::same_file;
-    let inputs = [
-        &job.input,
-        &job.calib.text,
-        &job.search.text,
-        &job.heldout.text,
-    ];
+    if job.heldout.is_empty() {
+        return Err(bad("give at least one held-out text (--heldout)".into()));
+    }
+    let mut inputs = vec![&job.input, &job.calib.text, &job.search.text];
+    inputs.extend(job.heldout.iter().map(|h| &h.text));
     if inputs.iter().any(|i| same(i, &job.output)) || job.output.is_dir() {
         return Err(bad(format!(
             "{}: the output must not be one of the inputs (model, texts) or a folder",
             job.output.display()
         )));
     }
-    if same(&job.search.text, &job.heldout.text) {
-        return Err(bad(
-            "the held-out text must differ from the search text (else nothing is verified)".into(),
-        ));
+    for (k, h) in job.heldout.iter().enumerate() {
+        if same(&job.search.text, &h.text) {
+            return Err(bad(format!(
+                "{}: a held-out text must differ from the search text (else nothing is verified)",
+                h.text.display()
+            )));
+        }
+        if job.heldout[..k].iter().any(|o| same(&o.text, &h.text)) {
+            return Err(bad(format!(
+                "{}: given twice as a held-out text",
+                h.text.display()
+            )));
+        }
     }
     if !(job.bpw_tolerance.is_finite() && job.bpw_tolerance >= 1e-3) {
         return Err(bad(format!(
@@ -311,14 +365,22 @@ pub fn tune(
             job.bpw_tolerance
         )));
     }
-    for spec in [&job.search, &job.heldout] {
+    for spec in std::iter::once(&job.search).chain(&job.heldout) {
         if spec.chunks == Some(0) {
             return Err(bad("--eval-chunks must be at least 1".into()));
+        }
+        if matches!(job.limit, QualityLimit::MaxKld(_)) && spec.chunks == Some(1) {
+            return Err(bad(
+                "--eval-chunks must be at least 2 for --max-kld: the limit holds on the mean's upper 95 % bound over chunks, which one chunk cannot give".into(),
+            ));
         }
         // Long enough for two chunks in the model's tokens: found now, not after the search.
         crate::steps::check_eval(&job.input, Some(spec))?;
     }
-    for p in [&job.input, &job.calib.text, &job.heldout.text] {
+    for p in [&job.input, &job.calib.text]
+        .into_iter()
+        .chain(job.heldout.iter().map(|h| &h.text))
+    {
         if p.to_str().is_none() {
             return Err(bad(format!(
                 "{}: the recipe needs paths that are valid UTF-8",
@@ -379,6 +441,13 @@ pub fn tune(
         frugal_eval::ReferenceCache::new(Some(job.input.clone()), job.reference_cache_bytes);
     let judge =
         |path: &Path, spec: &EvalSpec| judge_cached(path, &job.input, spec, Some(&cache), progress);
+    // A candidate on every held-out text, in their order.
+    let judge_heldout = |path: &Path| -> Result<Vec<Judged>, Error> {
+        job.heldout
+            .iter()
+            .map(|h| judged(&judge(path, h)?))
+            .collect()
+    };
     let judge_at =
         |bpw: f64, heldout: bool, candidates: &mut Vec<Candidate>| -> Result<usize, Error> {
             let k = candidates.len();
@@ -392,9 +461,8 @@ pub fn tune(
             let types: Vec<_> = choices.iter().map(|c| c.map(|c| c.ty)).collect();
             if let Some(j) = candidates.iter().position(|c| c.types == types) {
                 // The same plan as a candidate already judged.
-                if heldout && candidates[j].heldout.is_none() {
-                    let path = files_at(&scratch, j);
-                    candidates[j].heldout = Some(judged(&judge(&path, &job.heldout)?)?);
+                if heldout && candidates[j].heldout.is_empty() {
+                    candidates[j].heldout = judge_heldout(&files_at(&scratch, j))?;
                 }
                 return Ok(j);
             }
@@ -405,9 +473,9 @@ pub fn tune(
             progress("search", k + 1, job.max_evals);
             let s = judged(&judge(&path, &job.search)?)?;
             let h = if heldout && job.limit.meets(&s) {
-                Some(judged(&judge(&path, &job.heldout)?)?)
+                judge_heldout(&path)?
             } else {
-                None
+                Vec::new()
             };
             let energy = if measure_energy {
                 let t = std::time::Instant::now();
@@ -485,13 +553,10 @@ pub fn tune(
     let t_search = lap();
     // 5. Verification on held-out text; raise the budget until it holds.
     let verify = |k: usize, candidates: &mut Vec<Candidate>| -> Result<bool, Error> {
-        if candidates[k].heldout.is_none() {
-            let h = judged(&judge(&files_at(&scratch, k), &job.heldout)?)?;
-            candidates[k].heldout = Some(h);
+        if candidates[k].heldout.is_empty() {
+            candidates[k].heldout = judge_heldout(&files_at(&scratch, k))?;
         }
-        Ok(job
-            .limit
-            .meets(candidates[k].heldout.as_ref().expect("just set")))
+        Ok(candidates[k].heldout.iter().all(|h| job.limit.meets(h)))
     };
     let mut ok = verify(best, &mut candidates)?;
     let mut step = (hi - lo)
@@ -517,9 +582,11 @@ pub fn tune(
         }
     }
     if !ok {
-        let h = candidates[best].heldout.expect("verified");
+        let h = *worst(&job.limit, &candidates[best].heldout)
+            .expect("verified")
+            .1;
         return Err(Error::LimitNotMet(format!(
-            "no candidate within --max-evals {} meets the limit on the held-out text (best: {} = {:.5} > {} at {:.2} bits per weight); nothing written",
+            "no candidate within --max-evals {} meets the limit on every held-out text (best: {} = {:.5} > {} at {:.2} bits per weight); nothing written",
             job.max_evals,
             limit_name(&job.limit),
             job.limit.value(&h),
@@ -538,7 +605,24 @@ pub fn tune(
         Vec::new()
     };
     write_recipe(&recipe, job, c.budget, &pinned)?;
-    let heldout = c.heldout.expect("the chosen model was verified");
+    let (worst_k, heldout) = worst(&job.limit, &c.heldout).expect("the chosen model was verified");
+    let heldout = *heldout;
+    let heldout_texts: Vec<String> = job
+        .heldout
+        .iter()
+        .map(|h| h.text.display().to_string())
+        .collect();
+    let guarantee = format!(
+        "{} ≤ {} on each held-out text ({}; {} chunks of {} tokens each at most), the worst {:.5} on {}; the search text was {}",
+        job.limit.figure(),
+        job.limit.limit(),
+        heldout_texts.join(", "),
+        job.heldout[0].chunks.map_or("all".to_string(), |c| c.to_string()),
+        job.heldout[0].ctx,
+        job.limit.value(&heldout),
+        heldout_texts[worst_k],
+        job.search.text.display()
+    );
     let input_bytes = f.file_len();
     let report = TuneReport {
         input: job.input.display().to_string(),
@@ -548,8 +632,13 @@ pub fn tune(
         objective: job.objective,
         target: job.target.clone(),
         calibration_tokens: calib.n_tokens(),
+        calibration_text: match &job.calib_brown {
+            Some(sel) => format!("Brown `{sel}`"),
+            None => job.calib.text.display().to_string(),
+        },
         search_text: job.search.text.display().to_string(),
-        heldout_text: job.heldout.text.display().to_string(),
+        heldout_texts,
+        guarantee,
         budget_range: if energy {
             (budget_lo / 1e3, budget_hi / 1e3)
         } else {
@@ -570,10 +659,12 @@ pub fn tune(
             ppl: heldout.ppl,
             kld: HeldoutKld {
                 mean: heldout.kld,
+                mean_upper95: heldout.kld_upper95,
+                p99_9: heldout.kld_p999,
                 reference_ppl: heldout.reference_ppl,
             },
             same_top1_pct: heldout.same_top1_pct,
-            text: job.heldout.text.display().to_string(),
+            text: job.heldout[worst_k].text.display().to_string(),
         },
         candidates,
         seconds: Seconds {
@@ -655,14 +746,22 @@ fn kernel_prices(
     Ok(prices)
 }
 
+/// The held-out evaluation closest to (or furthest over) the limit, and its index.
+fn worst<'a>(limit: &QualityLimit, h: &'a [Judged]) -> Option<(usize, &'a Judged)> {
+    h.iter()
+        .enumerate()
+        .max_by(|a, b| limit.value(a.1).total_cmp(&limit.value(b.1)))
+}
+
 fn files_at(scratch: &AtomicDir, k: usize) -> PathBuf {
     scratch.tmp_path().join(format!("candidate-{k}.gguf"))
 }
 
 fn limit_name(l: &QualityLimit) -> &'static str {
     match l {
-        QualityLimit::MaxKld(_) => "mean KLD",
+        QualityLimit::MaxKld(_) => "mean KLD (upper 95 % bound)",
         QualityLimit::MaxPplIncreasePct(_) => "PPL increase %",
+        QualityLimit::MaxKldP999(_) => "99.9 % KLD",
     }
 }
 
@@ -719,7 +818,7 @@ fn write_recipe(
          # `frugal run` on this recipe rebuilds the same file.\n\
          name = {name}\nmodel = {model}\n\n[eval]\ntext = {{ file = {heldout} }}\nchunks = {chunks}\n\n\
          [[step]]\nkind = \"quantize\"\ntype = {ty}\n{assignment}\n\
-         calib = {{ file = {calib}, tokens = {tokens}, ctx = {ctx} }}\n\n[[step]]\nkind = \"eval\"\n",
+         calib = {{ {calib}, tokens = {tokens}, ctx = {ctx} }}\n\n[[step]]\nkind = \"eval\"\n",
         limit = limit_name(&job.limit),
         value = job.limit.limit(),
         name = q(format!(
@@ -727,10 +826,13 @@ fn write_recipe(
             job.output.file_stem().unwrap_or_default().to_string_lossy()
         )),
         model = q(abs(&job.input)),
-        heldout = q(abs(&job.heldout.text)),
-        chunks = job.heldout.chunks.unwrap_or(8),
+        heldout = q(abs(&job.heldout[0].text)),
+        chunks = job.heldout[0].chunks.unwrap_or(8),
         ty = q(job.target.clone()),
-        calib = q(abs(&job.calib.text)),
+        calib = match &job.calib_brown {
+            Some(sel) => format!("brown = {}", q(sel.clone())),
+            None => format!("file = {}", q(abs(&job.calib.text))),
+        },
         tokens = job.calib.max_tokens,
         ctx = job.calib.ctx,
     );
@@ -742,8 +844,9 @@ fn write_recipe(
 /// the chosen one's held-out figure beside it.
 pub fn view(r: &TuneReport) -> frugal_report::html::View {
     let quality_label = match r.limit {
-        QualityLimit::MaxKld(_) => "mean KLD (search text)",
+        QualityLimit::MaxKld(_) => "mean KLD, upper 95 % bound (search text)",
         QualityLimit::MaxPplIncreasePct(_) => "PPL increase % (search text)",
+        QualityLimit::MaxKldP999(_) => "99.9 % KLD (search text)",
     };
     let mut variants: Vec<frugal_report::html::Variant> = r
         .candidates
@@ -770,7 +873,7 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
         .collect();
     variants.sort_by_key(|v| v.bytes);
     let c = &r.candidates[r.chosen];
-    let h = c.heldout.expect("verified");
+    let h = *worst(&r.limit, &c.heldout).expect("verified").1;
     let chosen_name = variants
         .iter()
         .find(|v| v.name.starts_with("chosen "))
@@ -780,7 +883,7 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
         verdict: Some(frugal_report::html::Verdict {
             ship: chosen_name,
             headline: format!(
-                "Ship {}: {:.2} bits per weight, {:.1}× smaller, {} ≤ {} on the held-out text",
+                "Ship {}: {:.2} bits per weight, {:.1}× smaller, {} ≤ {} on every held-out text",
                 r.output,
                 c.bits_per_weight,
                 r.input_bytes as f64 / r.output_bytes.max(1) as f64,
@@ -788,8 +891,13 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
                 r.limit.limit()
             ),
             reasons: vec![format!(
-                "held-out mean KLD {:.5}, PPL {:.4} against the input's {:.4}, same top-1 {:.2} %",
-                h.kld, h.ppl, h.reference_ppl, h.same_top1_pct
+                "worst held-out text: mean KLD {:.5} (upper 95 % bound {}), 99.9 % KLD {:.4}, PPL {:.4} against the input's {:.4}, same top-1 {:.2} %",
+                h.kld,
+                h.kld_upper95.map_or("-".into(), |u| format!("{u:.5}")),
+                h.kld_p999,
+                h.ppl,
+                h.reference_ppl,
+                h.same_top1_pct
             )],
         }),
         quality_label: quality_label.into(),
@@ -799,16 +907,30 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
         label_thresholds: frugal_report::html::DEFAULT_LABEL_WH_PER_1K,
         bits: Vec::new(),
         tables: vec![(
-            "The chosen model on both texts".into(),
-            ["text", "mean KLD", "PPL (input's)", "same top-1 %"]
-                .map(String::from)
-                .to_vec(),
-            [("search", &c.search), ("held-out", &h)]
-                .iter()
+            "The chosen model on every text".into(),
+            [
+                "text",
+                "mean KLD",
+                "upper 95 %",
+                "99.9 % KLD",
+                "PPL (input's)",
+                "same top-1 %",
+            ]
+            .map(String::from)
+            .to_vec(),
+            std::iter::once((format!("search: {}", r.search_text), &c.search))
+                .chain(
+                    r.heldout_texts
+                        .iter()
+                        .zip(&c.heldout)
+                        .map(|(t, j)| (format!("held-out: {t}"), j)),
+                )
                 .map(|(n, j)| {
                     vec![
-                        n.to_string(),
+                        n,
                         format!("{:.5}", j.kld),
+                        j.kld_upper95.map_or("-".into(), |u| format!("{u:.5}")),
+                        format!("{:.4}", j.kld_p999),
                         format!("{:.4} ({:.4})", j.ppl, j.reference_ppl),
                         format!("{:.2}", j.same_top1_pct),
                     ]
@@ -817,18 +939,14 @@ pub fn view(r: &TuneReport) -> frugal_report::html::View {
         )],
         notes: vec![
             format!(
-                "Limit: {} ≤ {}, met on the held-out text; {} of {} bytes ({:.2} bits per weight over the whole file).",
-                limit_name(&r.limit),
-                r.limit.limit(),
-                r.output_bytes,
-                r.input_bytes,
-                c.bits_per_weight,
+                "Guarantee: {}; {} of {} bytes ({:.2} bits per weight over the whole file).",
+                r.guarantee, r.output_bytes, r.input_bytes, c.bits_per_weight,
             ),
             format!(
                 "{} candidates judged on {}, the chosen one verified on {}.",
                 r.candidates.len(),
                 r.search_text,
-                r.heldout_text
+                r.heldout_texts.join(", ")
             ),
             match r.objective {
                 Objective::Size => "Objective: size (bytes).".to_string(),

@@ -4,7 +4,9 @@ use super::*;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Files: a range `cj01-cj12`, a genre `cj`, or a comma-separated list.
+    /// Files: a range `cj01-cj12`, a genre `cj`, a comma-separated list, or `mix` (the
+    /// multi-genre calibration text: the last two files of every genre, their sentences
+    /// interleaved).
     #[arg(long, default_value = "cj01-cj12")]
     pub files: String,
     /// The corpus folder (default: the fetched asset).
@@ -23,8 +25,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     plan.output("output", &out).check()?;
     let dir = dir.unwrap_or_else(frugal_formats::assets::brown_dir);
-    let ids = frugal_formats::brown::select_ids(&dir, &files)?;
-    let text = frugal_formats::brown::plain_text(&dir, &ids)?;
+    let (ids, text) = frugal_formats::brown::selection_text(&dir, &files)?;
     let inputs: Vec<PathBuf> = ids.iter().map(|id| dir.join(id)).collect();
     let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
     frugal_formats::output::write_atomic(&out, &inputs, |f| {

@@ -34,7 +34,7 @@ fn candidate_types(which: Candidates, ncols: usize) -> Vec<GgmlType> {
     CODECS
         .iter()
         .filter(|c| c.fits(ncols))
-        .filter(|c| c.levels.is_some() || which == Candidates::WithFloat)
+        .filter(|c| c.quantized() || which == Candidates::WithFloat)
         .filter(|c| which != Candidates::Narrow || c.block == 32)
         .map(|c| c.ggml)
         .collect()

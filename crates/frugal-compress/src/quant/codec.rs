@@ -6,6 +6,7 @@
 //! `d · (l − offset) + b` for the linear formats, and to `d · values[l] + b` for the formats
 //! whose levels index a table of values (IQ4_NL, IQ4_XS).
 
+use super::iq3;
 use super::iquants;
 use super::kquants::{self, nearest_int, QK_K};
 use super::legacy::{self, QK};
@@ -29,7 +30,8 @@ pub struct Codec {
     /// The value each level stands for, for a format with a table of values (`None`: linear).
     pub values: Option<&'static [i8]>,
     pub row: RowFn,
-    /// Present for the quantized formats.
+    /// Present for the quantized formats whose values are set one by one (what GPTQ needs);
+    /// absent for the floats and for the lattice types, whose values come four at a time.
     pub levels: Option<LevelAccess>,
 }
 
@@ -45,6 +47,11 @@ impl Codec {
     /// Bits per weight.
     pub fn bpw(&self) -> f64 {
         self.block_bytes as f64 * 8.0 / self.block as f64
+    }
+
+    /// Whether this is a quantized format (not F32 or F16).
+    pub fn quantized(&self) -> bool {
+        self.lmax > 0
     }
 
     /// Whether rows of `ncols` values fit this format.
@@ -66,6 +73,9 @@ impl Codec {
                 {
                     self.decode_block(yb, ob);
                 }
+            }
+            (None, t) if frugal_models::iq::decodes(t) => {
+                frugal_models::iq::decode_row(t, q, out).expect("whole blocks of the type")
             }
             (None, GgmlType::F16) => {
                 for (b, o) in q.chunks_exact(2).zip(out.iter_mut()) {
@@ -227,6 +237,12 @@ frugal_models::avx2_dispatch! {
     fn row_iq4_xs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
         iq_row(iquants::iq4_xs_block, QK_K, iquants::IQ4_XS_BYTES)(x, q, y)
     }
+}
+fn row_iq3_xxs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(iq3::iq3_xxs_block, QK_K, iq3::IQ3_XXS_BYTES)(x, q, y)
+}
+fn row_iq3_s(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(iq3::iq3_s_block, QK_K, iq3::IQ3_S_BYTES)(x, q, y)
 }
 fn row_tq1_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
     iq_row(ternary::tq1_0_block, QK_K, ternary::TQ1_0_BYTES)(x, q, y)
@@ -416,6 +432,17 @@ pub static CODECS: &[Codec] = &[
         ),
     },
     Codec {
+        ggml: GgmlType::IQ3_S,
+        block: 256,
+        block_bytes: iq3::IQ3_S_BYTES,
+        sub: 32,
+        lmax: 7,
+        offset: 0,
+        values: None,
+        row: row_iq3_s,
+        levels: None,
+    },
+    Codec {
         ggml: GgmlType::Q3_K,
         block: 256,
         block_bytes: kquants::Q3K_BYTES,
@@ -425,6 +452,17 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q3_k,
         levels: access!(kquants::access, q3_k_scales, q3_k_levels, q3_k_set_levels),
+    },
+    Codec {
+        ggml: GgmlType::IQ3_XXS,
+        block: 256,
+        block_bytes: iq3::IQ3_XXS_BYTES,
+        sub: 32,
+        lmax: 7,
+        offset: 0,
+        values: None,
+        row: row_iq3_xxs,
+        levels: None,
     },
     Codec {
         ggml: GgmlType::Q2_K,
@@ -569,6 +607,56 @@ mod tests {
                 assert!(rel < bound, "{} weighted={weighted}: rel {rel}", c.ggml);
             }
         }
+    }
+
+    /// The lattice types (no level access): decoding agrees with ggml's decoder tables (the
+    /// lattice written as ggml's `iq3xxs_grid`/`iq3s_grid` values: spot checks), rounding error
+    /// is bounded, and importance weighting lowers the weighted error it is given.
+    #[test]
+    fn lattice_types_round_trip_within_bounds() {
+        let n = 4096;
+        let x = data(n, 11);
+        let qw: Vec<f32> = (0..n)
+            .map(|i| if i % 7 == 0 { 40.0 } else { 0.5 })
+            .collect();
+        for c in CODECS
+            .iter()
+            .filter(|c| c.quantized() && c.levels.is_none())
+        {
+            let err = |weighted: bool| {
+                let mut y = vec![0u8; n / c.block * c.block_bytes];
+                (c.row)(&x, weighted.then_some(&qw[..]), &mut y);
+                let mut back = vec![0f32; n];
+                c.decode_row(&y, &mut back);
+                let (mut num, mut den, mut wnum) = (0f64, 0f64, 0f64);
+                for i in 0..n {
+                    let e = (x[i] - back[i]) as f64;
+                    num += e * e;
+                    den += (x[i] as f64).powi(2);
+                    wnum += qw[i] as f64 * e * e;
+                }
+                ((num / den).sqrt(), wnum)
+            };
+            let (rel, w_plain) = err(false);
+            let (rel_w, w_weighted) = err(true);
+            assert!(rel < 0.3 && rel_w < 0.4, "{}: {rel} {rel_w}", c.ggml);
+            assert!(w_weighted < w_plain, "{}: {w_weighted} ≥ {w_plain}", c.ggml);
+        }
+        // ggml's decoder tables, first entries: iq3xxs_grid[5] = 0x04040c3e, iq3s_grid[1] =
+        // 0x01010103.
+        use frugal_models::iq::{lattice_levels, IQ3XXS_DECODED, KGRID_IQ3S, KGRID_IQ3XXS};
+        let xxs: u32 = lattice_levels(KGRID_IQ3XXS[5])
+            .iter()
+            .enumerate()
+            .map(|(b, &l)| (IQ3XXS_DECODED[l as usize] as u32) << (8 * b))
+            .sum();
+        assert_eq!(xxs, 0x0404_0c3e);
+        let s: u32 = lattice_levels(KGRID_IQ3S[1])
+            .iter()
+            .enumerate()
+            .map(|(b, &l)| ((2 * l as u32) + 1) << (8 * b))
+            .sum();
+        assert_eq!(s, 0x0101_0103);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod codec;
 pub mod gptq;
 pub mod imatrix_file;
 pub mod int;
+pub mod iq3;
 pub mod iquants;
 pub mod kquants;
 pub mod legacy;
@@ -118,6 +119,30 @@ pub const QUANT_TYPES: &[QuantType] = &[
         IQ4_XS,
         IQ4_XS,
         " 4.25 bpw, non-linear 4-bit super-blocks of 256 with 6-bit sub-block scales"
+    ),
+    qt!(
+        "IQ3_M",
+        IQ3_S,
+        IQ3_M,
+        " 3.7 bpw 3-bit lattice mix, 4-bit attn_v, attn_output and first ffn_down"
+    ),
+    qt!(
+        "IQ3_S",
+        IQ3_S,
+        IQ3_S,
+        " 3.44 bpw 3-bit lattice (512 points), 4-bit scales per 32"
+    ),
+    qt!(
+        "IQ3_XS",
+        IQ3_S,
+        IQ3_XS,
+        " 3.3 bpw 3-bit lattice mix, IQ3_XXS attn_q/k and middle ffn_gate/up"
+    ),
+    qt!(
+        "IQ3_XXS",
+        IQ3_XXS,
+        IQ3_XXS,
+        " 3.06 bpw 3-bit lattice (256 points), needs an imatrix for most tensors"
     ),
     qt!(
         "Q3_K_L",
@@ -417,7 +442,7 @@ pub fn check_overrides(f: &GgufFile, opts: &QuantizeOptions) -> Result<()> {
 pub fn plan_types(f: &GgufFile, opts: &QuantizeOptions) -> Vec<Option<Choice>> {
     let facts = model_facts(f, opts.imatrix.is_some());
     let base = opts.target.base;
-    let quantized = codec(base).is_some_and(|c| c.levels.is_some());
+    let quantized = codec(base).is_some_and(|c| c.quantized());
     // llama.cpp counts the attention-value tensors in the order it writes them (by layer, then
     // name: `llama_tensor_order`), whatever the input file's order.
     let attn_v_rank: HashMap<&str, usize> = frugal_models::convert::llama_tensor_order(
@@ -744,10 +769,21 @@ pub fn quantize_model(
             let calib = calib.ok_or_else(|| {
                 Error::BadOptions(format!("{name} needs calibration text (--calib FILE)"))
             })?;
-            if codec(opts.target.base).is_none_or(|c| c.levels.is_none()) {
+            if codec(opts.target.base).is_none_or(|c| !c.quantized()) {
                 return Err(Error::BadOptions(format!(
                     "{name} needs a quantized target, not {}",
                     opts.target.name
+                )));
+            }
+            // GPTQ sets values one at a time; the lattice types store them four at a time.
+            if let Some(t) = choices
+                .iter()
+                .flatten()
+                .find(|c| codec(c.ty).is_some_and(|k| k.quantized() && k.levels.is_none()))
+            {
+                return Err(Error::BadOptions(format!(
+                    "{name} cannot round to {} yet (a lattice type: its values come four at a time); use --method rtn with --calib or --imatrix, or --tensor-type to choose another type for those tensors",
+                    t.ty.name()
                 )));
             }
             let r = gptq::blockwise_model(
@@ -1066,13 +1102,27 @@ pub fn check_imatrix(
 /// The plan after the size budget (`--target-bpw`) or the `best` fallback, if asked for.
 pub fn final_types(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Choice>>> {
     let choices = final_types_unchecked(f, opts)?;
+    if let Some((t, c)) = f
+        .header
+        .tensors
+        .iter()
+        .zip(&choices)
+        .find_map(|(t, c)| c.filter(|c| codec(c.ty).is_none()).map(|c| (t, c)))
+    {
+        return Err(Error::BadOptions(format!(
+            "{} would be {} under {}'s rules, a type Frugal does not write yet",
+            t.name,
+            c.ty.name(),
+            opts.target.name
+        )));
+    }
     check_imatrix(f, opts, &choices)?;
     Ok(choices)
 }
 
 fn final_types_unchecked(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Option<Choice>>> {
     let mut choices = plan_types(f, opts);
-    let quantized = codec(opts.target.base).is_some_and(|c| c.levels.is_some());
+    let quantized = codec(opts.target.base).is_some_and(|c| c.quantized());
     if !quantized {
         return Ok(choices);
     }
@@ -1147,7 +1197,7 @@ impl BudgetPlan {
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<BudgetPlan> {
         let choices = plan_types(f, opts);
-        if codec(opts.target.base).is_none_or(|c| c.levels.is_none()) {
+        if codec(opts.target.base).is_none_or(|c| !c.quantized()) {
             return Err(Error::BadOptions(format!(
                 "a size budget needs a quantized target, not {}",
                 opts.target.name
@@ -1162,7 +1212,7 @@ impl BudgetPlan {
             // A tensor no quantized type tiles keeps its planned type, outside the budget.
             if o.points
                 .iter()
-                .any(|p| codec(p.0).is_some_and(|c| c.levels.is_some()))
+                .any(|p| codec(p.0).is_some_and(|c| c.quantized()))
             {
                 options.push(o);
             }

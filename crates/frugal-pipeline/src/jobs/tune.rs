@@ -19,6 +19,8 @@ pub enum Limit {
     MaxKld(f64),
     /// Perplexity increase over the input's, per cent.
     MaxPplIncreasePct(f64),
+    /// The 99.9th-percentile KL divergence per token, nats.
+    MaxKldP999(f64),
     /// Classifiers: test-accuracy drop, points.
     MaxAccuracyDropPt(f64),
     /// The policy's clause for the model's kind.
@@ -30,12 +32,14 @@ impl Limit {
     pub fn from_options(
         max_kld: Option<f64>,
         max_ppl_increase_pct: Option<f64>,
+        max_kld_p999: Option<f64>,
         max_accuracy_drop_pt: Option<f64>,
         policy: Option<PathBuf>,
     ) -> Option<Limit> {
         max_kld
             .map(Limit::MaxKld)
             .or(max_ppl_increase_pct.map(Limit::MaxPplIncreasePct))
+            .or(max_kld_p999.map(Limit::MaxKldP999))
             .or(max_accuracy_drop_pt.map(Limit::MaxAccuracyDropPt))
             .or(policy.map(Limit::Policy))
     }
@@ -55,9 +59,10 @@ pub struct Tune {
     pub calib: Option<PathBuf>,
     pub calib_tokens: usize,
     pub calib_ctx: usize,
-    /// Language models: the search text and the held-out text.
+    /// Language models: the search text and the held-out texts (the result must meet the
+    /// limit on each).
     pub search: Option<PathBuf>,
-    pub heldout: Option<PathBuf>,
+    pub heldout: Vec<PathBuf>,
     pub eval_chunks: usize,
     pub bpw_tolerance: f64,
     pub max_evals: usize,
@@ -82,7 +87,7 @@ impl Tune {
             calib_tokens: CalibSpec::DEFAULT_TOKENS,
             calib_ctx: CalibSpec::DEFAULT_CTX,
             search: None,
-            heldout: None,
+            heldout: Vec::new(),
             eval_chunks: EvalSpec::DEFAULT_CHUNKS,
             bpw_tolerance: 0.1,
             max_evals: 10,
@@ -115,7 +120,9 @@ impl Job for Tune {
         }
         opt_input(&mut p, "--calib", self.calib.as_deref());
         opt_input(&mut p, "--eval", self.search.as_deref());
-        opt_input(&mut p, "--heldout", self.heldout.as_deref());
+        for h in &self.heldout {
+            p.input("--heldout", h);
+        }
         p.output("output", &self.output)
             .output("the report", crate::tune::report_path(&self.output));
         if self.data.is_some() {
@@ -173,30 +180,48 @@ impl Tune {
     }
 
     fn language_model(&self, progress: Progress) -> Result<TuneReport, Error> {
-        let (Some(calib), Some(search), Some(heldout)) = (&self.calib, &self.search, &self.heldout)
-        else {
+        let (Some(search), false) = (&self.search, self.heldout.is_empty()) else {
             return Err(Error::Usage(
-                "a language model is tuned with --calib, --eval and --heldout".into(),
+                "a language model is tuned with --eval and --heldout".into(),
             ));
         };
-        let limit = match &self.limit {
-            Some(Limit::MaxKld(x)) => QualityLimit::MaxKld(*x),
-            Some(Limit::MaxPplIncreasePct(x)) => QualityLimit::MaxPplIncreasePct(*x),
-            Some(Limit::Policy(p)) => {
-                let p = load_policy(p)?;
-                QualityLimit::from_policy(&p).ok_or_else(|| {
-                    Error::Usage(format!(
-                        "{}: no max_kld or max_ppl_increase_pct clause to tune for",
-                        p.path
-                    ))
-                })?
-            }
-            _ => {
-                return Err(Error::Usage(
-                    "give one limit: --max-kld, --max-ppl-increase-pct or --policy".into(),
-                ))
+        // Without --calib: Brown's multi-genre mix, written into a scratch folder that lives
+        // as long as the search.
+        let tmp = super::scratch()?;
+        let (calib, calib_brown) = match &self.calib {
+            Some(c) => (c.clone(), None),
+            None => {
+                let sel = frugal_formats::brown::MIX;
+                let (_, text) = frugal_formats::brown::selection_text(
+                    &frugal_formats::assets::brown_dir(),
+                    sel,
+                )?;
+                let p = tmp.path().join("brown-mix.txt");
+                frugal_formats::output::write_atomic(&p, &[], |f| {
+                    std::io::Write::write_all(f, text.as_bytes())
+                })?;
+                (p, Some(sel.to_string()))
             }
         };
+        let limit =
+            match &self.limit {
+                Some(Limit::MaxKld(x)) => QualityLimit::MaxKld(*x),
+                Some(Limit::MaxPplIncreasePct(x)) => QualityLimit::MaxPplIncreasePct(*x),
+                Some(Limit::MaxKldP999(x)) => QualityLimit::MaxKldP999(*x),
+                Some(Limit::Policy(p)) => {
+                    let p = load_policy(p)?;
+                    QualityLimit::from_policy(&p).ok_or_else(|| {
+                        Error::Usage(format!(
+                            "{}: no max_kld or max_ppl_increase_pct clause to tune for",
+                            p.path
+                        ))
+                    })?
+                }
+                _ => return Err(Error::Usage(
+                    "give one limit: --max-kld, --max-ppl-increase-pct, --max-kld-p999 or --policy"
+                        .into(),
+                )),
+            };
         let spec = |text: &PathBuf| EvalSpec {
             text: text.clone(),
             ctx: 512,
@@ -208,12 +233,13 @@ impl Tune {
             limit,
             target: self.target.clone(),
             calib: CalibSpec {
-                text: calib.clone(),
+                text: calib,
                 ctx: self.calib_ctx,
                 max_tokens: self.calib_tokens,
             },
+            calib_brown,
             search: spec(search),
-            heldout: spec(heldout),
+            heldout: self.heldout.iter().map(spec).collect(),
             bpw_tolerance: self.bpw_tolerance,
             max_evals: self.max_evals,
             objective: self.objective,
@@ -247,7 +273,7 @@ fn memory_plan(job: &TuneJob) -> Result<MemoryPlan, Error> {
         frugal_models::llama::LlamaConfig::from_gguf(&f).map_err(frugal_compress::Error::from)?;
     let mut judge = MemoryPlan::new();
     let mut chunks = 0u64;
-    for spec in [&job.search, &job.heldout] {
+    for spec in std::iter::once(&job.search).chain(&job.heldout) {
         let files = frugal_eval::LmEvalFiles {
             model: job.input.clone(),
             reference: Some(job.input.clone()),
@@ -338,10 +364,7 @@ fn lm_text(r: &TuneReport) -> String {
         "  {:>3} {:>9} {:>6} {:>10} {:>10} {:>11} {:>16}\n",
         "#", "MiB", "bpw", "search", "held-out", "kernel µs", "J/token (95 %)"
     );
-    let v = |j: &Judged| match r.limit {
-        QualityLimit::MaxKld(_) => j.kld,
-        QualityLimit::MaxPplIncreasePct(_) => j.ppl_increase_pct,
-    };
+    let v = |j: &Judged| r.limit.value(j);
     for (k, c) in r.candidates.iter().enumerate() {
         t += &format!(
             "  {k:>3} {:>9.2} {:>6.3} {:>10.5} {:>10} {:>11} {:>16}  {}\n",
@@ -349,8 +372,10 @@ fn lm_text(r: &TuneReport) -> String {
             c.bits_per_weight,
             v(&c.search),
             c.heldout
-                .as_ref()
-                .map_or("-".into(), |h| format!("{:.5}", v(h))),
+                .iter()
+                .map(v)
+                .max_by(f64::total_cmp)
+                .map_or("-".into(), |h| format!("{h:.5}")),
             if c.kernel_us_per_token > 0.0 {
                 format!("{:.0}", c.kernel_us_per_token)
             } else {
@@ -388,6 +413,7 @@ fn lm_text(r: &TuneReport) -> String {
             ))
         );
     }
+    t += &format!("  holds    {}\n", r.guarantee);
     t += &format!("  recipe   {}\n", r.recipe);
     t += &format!(
         "  report   {}\n",
