@@ -46,6 +46,17 @@ for t in ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_S"]:
     out["plain_sha256"][t] = run(t, True, False)
 for t in ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"]:
     out["plain_mix_sha256"][t] = run(t, False, False)
+# llama.cpp's decoding of each IQ and ternary file (--pure, with the imatrix): sha256 of the
+# tensor data, in file order, of `llama-quantize --allow-requantize FILE F32`.
+out["decoded_sha256"] = {}
+import gguf, numpy as np
+for t in ["IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0"]:
+    src, dst = f"{work}/iq-pure-im-{t}.gguf", f"{work}/decoded-{t}.gguf"
+    subprocess.run([tool, "--allow-requantize", src, dst, "F32"], check=True, capture_output=True)
+    h = hashlib.sha256()
+    for tensor in gguf.GGUFReader(dst).tensors:
+        h.update(np.asarray(tensor.data).tobytes())
+    out["decoded_sha256"][t] = h.hexdigest()
 # What llama-quantize refuses without an importance matrix (the message names the tensor).
 out["refused_without_imatrix"] = {}
 for t in ["IQ3_XXS"]:

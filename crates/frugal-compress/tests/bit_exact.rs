@@ -131,6 +131,21 @@ fn with_an_imatrix_file_every_type_and_mix_is_byte_identical_to_llama_quantize()
             if got != want.as_str().unwrap() {
                 failures.push(format!("{key} {name}"));
             }
+            // Decoding: every value as llama.cpp decodes it (`llama-quantize … F32`).
+            if let (true, Some(want)) = (key == "sha256", g["decoded_sha256"][name].as_str()) {
+                let dec = dir.path().join("decoded.gguf");
+                frugal_models::convert::dequantize_gguf(&out, &dec).unwrap();
+                let f = frugal_formats::gguf::GgufFile::open(&dec).unwrap();
+                let mut h = sha2::Sha256::new();
+                for t in &f.header.tensors {
+                    h.update(&*f.tensor_data(t));
+                }
+                if format!("{:x}", h.finalize()) != want {
+                    failures.push(format!("decoding {name}"));
+                }
+                drop(f);
+                std::fs::remove_file(&dec).unwrap();
+            }
             std::fs::remove_file(&out).unwrap();
         }
     }
