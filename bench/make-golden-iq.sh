@@ -6,7 +6,9 @@
 #     F32 file (as in bench/make-golden.sh) with `--imatrix tests/golden/smollm2.imatrix.gguf`
 #     (the argument is recorded in the output as `quantize.imatrix.file`, so the CI test gives
 #     Frugal the same string), for every quantized type (--pure) and the named mixes whose rules depend on the imatrix, and without
-#     an imatrix for the IQ types llama.cpp allows without one.
+#     an imatrix for the IQ types llama.cpp allows without one; IQ2_XXS, IQ2_XS and IQ1_S --pure
+#     with `--tensor-type token_embd=Q8_0` (their quantizers abort without importance weights, and
+#     llama-imatrix has none for the token embedding).
 # Run: bench/make-golden-iq.sh   (a few minutes after llama.cpp and Frugal are built)
 source "$(dirname "$0")/common.sh"
 WORK="$CACHE/golden-work"; mkdir -p "$WORK"
@@ -25,21 +27,27 @@ import hashlib, json, subprocess, sys
 tool, f32, work, im = sys.argv[1:5]
 sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
 out = {"made_by": "bench/make-golden-iq.sh: llama-quantize (llama-cpp-python 0.3.36) on SmolLM2 F32 written by frugal dequantize; imatrix_arg = the --imatrix argument given; sha256 = --pure with the imatrix, mix_sha256 = the named mixes with it, plain_sha256 / plain_mix_sha256 = without one",
-       "imatrix_arg": im, "imatrix_sha256": sha(im), "sha256": {}, "mix_sha256": {}, "plain_sha256": {}, "plain_mix_sha256": {}}
-def run(t, pure, imatrix):
+       "imatrix_arg": im, "imatrix_sha256": sha(im), "sha256": {}, "mix_sha256": {}, "plain_sha256": {}, "plain_mix_sha256": {},
+       "pure_override": "token_embd=Q8_0", "pure_override_sha256": {}}
+def run(t, pure, imatrix, override=None):
     dst = f"{work}/iq-{'pure' if pure else 'mix'}-{'im' if imatrix else 'plain'}-{t}.gguf"
-    args = [tool, *(["--pure"] if pure else []), *(["--imatrix", im] if imatrix else []), f32, dst, t]
+    args = [tool, *(["--pure"] if pure else []), *(["--imatrix", im] if imatrix else []),
+            *(["--tensor-type", override] if override else []), f32, dst, t]
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     return sha(dst)
-types = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S"]
+types = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S",
+         "IQ2_M", "IQ1_M"]  # --pure IQ2_M is all IQ2_S (llama.cpp's IQ2_S mix is IQ2_XS-based)
 # The k-quant mixes' rules do not depend on an imatrix (their weighted quantizers are the pure
 # types' above; their rules are checked without one by bench/make-golden.sh); Q4_0's and Q5_0's
 # and the IQ mixes' rules do.
-mixes = ["Q4_0", "Q5_0", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"]
+mixes = ["Q4_0", "Q5_0", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M",
+         "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M"]
 for t in types:
     out["sha256"][t] = run(t, True, True)
+for t in ["IQ2_XXS", "IQ2_XS", "IQ1_S"]:
+    out["pure_override_sha256"][t] = run(t, True, True, out["pure_override"])
 for t in mixes:
     out["mix_sha256"][t] = run(t, False, True)
 for t in ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_S"]:
@@ -50,7 +58,7 @@ for t in ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_XS", "IQ3_S", "I
 # tensor data, in file order, of `llama-quantize --allow-requantize FILE F32`.
 out["decoded_sha256"] = {}
 import gguf, numpy as np
-for t in ["IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0"]:
+for t in ["IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0", "IQ2_M", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ1_S"]:
     src, dst = f"{work}/iq-pure-im-{t}.gguf", f"{work}/decoded-{t}.gguf"
     subprocess.run([tool, "--allow-requantize", src, dst, "F32"], check=True, capture_output=True)
     h = hashlib.sha256()
@@ -59,7 +67,7 @@ for t in ["IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0"]:
     out["decoded_sha256"][t] = h.hexdigest()
 # What llama-quantize refuses without an importance matrix (the message names the tensor).
 out["refused_without_imatrix"] = {}
-for t in ["IQ3_XXS"]:
+for t in ["IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M"]:
     r = subprocess.run([tool, "--pure", f32, f"{work}/refused.gguf", t], capture_output=True, text=True)
     assert r.returncode != 0, t
     m = [l for l in (r.stdout + r.stderr).splitlines() if "offending tensor" in l]

@@ -36,8 +36,10 @@ run() { # type pure|mix
   printf '%-8s %-6s %9s %10.2f %9d %10.2f %9d %8.2f %s\n' "$t" "$mode" "$mib" "$lt" "$lr" "$ft" "$fr" "$(echo "$lt / $ft" | bc -l)" "$same"
 }
 if [ "${3:-}" = iq ]; then
-  for t in IQ4_NL IQ4_XS IQ3_S IQ3_XXS TQ2_0 TQ1_0; do run "$t" pure; done
-  for t in IQ4_XS IQ3_M IQ3_XS IQ3_XXS; do run "$t" mix; done
+  # (--pure IQ2_M is all IQ2_S; IQ2_XXS, IQ2_XS and IQ1_S cannot be --pure here: their
+  # quantizers need importance weights, which the token embedding has none of.)
+  for t in IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_M IQ1_M TQ2_0 TQ1_0; do run "$t" pure; done
+  for t in IQ4_XS IQ3_M IQ3_XS IQ3_XXS IQ2_M IQ2_S IQ2_XS IQ2_XXS IQ1_M IQ1_S; do run "$t" mix; done
   exit 0
 fi
 for t in Q8_0 Q5_1 Q5_0 Q4_1 Q4_0 Q6_K Q5_K Q4_K Q3_K Q2_K; do run "$t" pure; done

@@ -85,10 +85,12 @@ fn bad_targets_and_inputs_give_clear_errors() {
     assert!(!dir.path().join("o.gguf").exists());
 }
 
-/// With llama-imatrix's importance matrix file, every type (`--pure`) and named mix — the
-/// k-quants' and legacy types' weighted searches, IQ4_NL and IQ4_XS, and the mix rules that
-/// depend on having an imatrix — gives llama-quantize's file byte for byte, as do the IQ types
-/// without one (`tests/golden/smollm2_quantize_imatrix.json`, `bench/make-golden-iq.sh`).
+/// With llama-imatrix's importance matrix file, every type (`--pure`; IQ2_XXS, IQ2_XS and IQ1_S
+/// with the token embedding overridden to Q8_0, as their quantizers need weights it has none
+/// of) and named mix — the k-quants' and legacy types' weighted searches, the IQ4, IQ3, IQ2 and
+/// IQ1 types, and the mix rules that depend on having an imatrix — gives llama-quantize's file
+/// byte for byte, as do the IQ types without one; each IQ file decodes to llama.cpp's values
+/// (`tests/golden/smollm2_quantize_imatrix.json`, `bench/make-golden-iq.sh`).
 #[test]
 fn with_an_imatrix_file_every_type_and_mix_is_byte_identical_to_llama_quantize() {
     use frugal_compress::quant::imatrix_file::read_imatrix;
@@ -117,6 +119,7 @@ fn with_an_imatrix_file_every_type_and_mix_is_byte_identical_to_llama_quantize()
         ("mix_sha256", false, true),
         ("plain_sha256", true, false),
         ("plain_mix_sha256", false, false),
+        ("pure_override_sha256", true, true),
     ];
     let mut failures = Vec::new();
     for (key, pure, with_imatrix) in sets {
@@ -126,13 +129,17 @@ fn with_an_imatrix_file_every_type_and_mix_is_byte_identical_to_llama_quantize()
             let mut opts = QuantizeOptions::new(t);
             opts.pure = pure;
             opts.imatrix = with_imatrix.then(|| imatrix.clone());
+            if key == "pure_override_sha256" {
+                opts.overrides = vec![g["pure_override"].as_str().unwrap().parse().unwrap()];
+            }
             quantize_gguf(&f32, &out, &opts, &|_, _| {}).unwrap();
             let got = format!("{:x}", sha2::Sha256::digest(std::fs::read(&out).unwrap()));
             if got != want.as_str().unwrap() {
                 failures.push(format!("{key} {name}"));
             }
             // Decoding: every value as llama.cpp decodes it (`llama-quantize … F32`).
-            if let (true, Some(want)) = (key == "sha256", g["decoded_sha256"][name].as_str()) {
+            let pure_im = matches!(key, "sha256" | "pure_override_sha256");
+            if let (true, Some(want)) = (pure_im, g["decoded_sha256"][name].as_str()) {
                 let dec = dir.path().join("decoded.gguf");
                 frugal_models::convert::dequantize_gguf(&out, &dec).unwrap();
                 let f = frugal_formats::gguf::GgufFile::open(&dec).unwrap();

@@ -6,6 +6,8 @@
 //! `d · (l − offset) + b` for the linear formats, and to `d · values[l] + b` for the formats
 //! whose levels index a table of values (IQ4_NL, IQ4_XS).
 
+use super::iq1;
+use super::iq2;
 use super::iq3;
 use super::iquants;
 use super::kquants::{self, nearest_int, QK_K};
@@ -33,7 +35,15 @@ pub struct Codec {
     /// Present for the quantized formats whose values are set one by one (what GPTQ needs);
     /// absent for the floats and for the lattice types, whose values come four at a time.
     pub levels: Option<LevelAccess>,
+    /// For the lattice types whose values come as points of eight (or two points of four)
+    /// sharing a sign byte: re-chooses group `g` (values `8g..8g+8`) of a block whose scales
+    /// are fixed, for target values under weights, and returns the decoded values — what GPTQ
+    /// needs to round a lattice type group by group ([`super::gptq::gptq_lattice`]).
+    pub regroup: Option<RegroupFn>,
 }
+
+/// `(block bytes, group, target values, weights, decoded values out)`.
+pub type RegroupFn = fn(&mut [u8], usize, &[f32], &[f32], &mut [f32]);
 
 /// Access to a quantized block's scales and levels.
 #[derive(Debug, Clone, Copy)]
@@ -244,6 +254,21 @@ fn row_iq3_xxs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
 fn row_iq3_s(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
     iq_row(iq3::iq3_s_block, QK_K, iq3::IQ3_S_BYTES)(x, q, y)
 }
+fn row_iq2_xxs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(iq2::iq2_xxs_block, QK_K, iq2::IQ2_XXS_BYTES)(x, q, y)
+}
+fn row_iq2_xs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(iq2::iq2_xs_block, QK_K, iq2::IQ2_XS_BYTES)(x, q, y)
+}
+fn row_iq2_s(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(iq2::iq2_s_block, QK_K, iq2::IQ2_S_BYTES)(x, q, y)
+}
+fn row_iq1_s(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(iq1::iq1_s_block, QK_K, iq1::IQ1_S_BYTES)(x, q, y)
+}
+fn row_iq1_m(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
+    iq_row(iq1::iq1_m_block, QK_K, iq1::IQ1_M_BYTES)(x, q, y)
+}
 fn row_tq1_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
     iq_row(ternary::tq1_0_block, QK_K, ternary::TQ1_0_BYTES)(x, q, y)
 }
@@ -289,6 +314,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_f32,
         levels: None,
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::F16,
@@ -300,6 +326,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_f16,
         levels: None,
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::Q8_0,
@@ -311,6 +338,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q8_0,
         levels: access!(legacy::access, q8_0_scales, q8_0_levels, q8_0_set_levels),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::Q6_K,
@@ -322,6 +350,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q6_k,
         levels: access!(kquants::access, q6_k_scales, q6_k_levels, q6_k_set_levels),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::Q5_1,
@@ -333,6 +362,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q5_1,
         levels: access!(legacy::access, q5_1_scales, q5_1_levels, q5_1_set_levels),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::Q5_0,
@@ -344,6 +374,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q5_0,
         levels: access!(legacy::access, q5_0_scales, q5_0_levels, q5_0_set_levels),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::Q5_K,
@@ -360,6 +391,7 @@ pub static CODECS: &[Codec] = &[
             q5_k_levels,
             q5_k_set_levels
         ),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::Q4_1,
@@ -371,6 +403,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q4_1,
         levels: access!(legacy::access, q4_1_scales, q4_1_levels, q4_1_set_levels),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::Q4_0,
@@ -382,6 +415,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q4_0,
         levels: access!(legacy::access, q4_0_scales, q4_0_levels, q4_0_set_levels),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::IQ4_NL,
@@ -398,6 +432,7 @@ pub static CODECS: &[Codec] = &[
             iq4_nl_levels,
             iq4_nl_set_levels
         ),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::Q4_K,
@@ -414,6 +449,7 @@ pub static CODECS: &[Codec] = &[
             q4_k_levels,
             q4_k_set_levels
         ),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::IQ4_XS,
@@ -430,6 +466,7 @@ pub static CODECS: &[Codec] = &[
             iq4_xs_levels,
             iq4_xs_set_levels
         ),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::IQ3_S,
@@ -441,6 +478,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq3_s,
         levels: None,
+        regroup: Some(iq3::regroup_iq3_s),
     },
     Codec {
         ggml: GgmlType::Q3_K,
@@ -452,6 +490,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q3_k,
         levels: access!(kquants::access, q3_k_scales, q3_k_levels, q3_k_set_levels),
+        regroup: None,
     },
     Codec {
         ggml: GgmlType::IQ3_XXS,
@@ -463,6 +502,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq3_xxs,
         levels: None,
+        regroup: Some(iq3::regroup_iq3_xxs),
     },
     Codec {
         ggml: GgmlType::Q2_K,
@@ -474,6 +514,19 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_q2_k,
         levels: access!(kquants::access, q2_k_scales, q2_k_levels, q2_k_set_levels),
+        regroup: None,
+    },
+    Codec {
+        ggml: GgmlType::IQ2_S,
+        block: 256,
+        block_bytes: iq2::IQ2_S_BYTES,
+        sub: 16,
+        lmax: 2,
+        offset: 0,
+        values: None,
+        row: row_iq2_s,
+        levels: None,
+        regroup: Some(iq2::regroup_iq2_s),
     },
     Codec {
         ggml: GgmlType::TQ2_0,
@@ -490,6 +543,31 @@ pub static CODECS: &[Codec] = &[
             tq2_0_levels,
             tq2_0_set_levels
         ),
+        regroup: None,
+    },
+    Codec {
+        ggml: GgmlType::IQ2_XS,
+        block: 256,
+        block_bytes: iq2::IQ2_XS_BYTES,
+        sub: 16,
+        lmax: 2,
+        offset: 0,
+        values: None,
+        row: row_iq2_xs,
+        levels: None,
+        regroup: Some(iq2::regroup_iq2_xs),
+    },
+    Codec {
+        ggml: GgmlType::IQ2_XXS,
+        block: 256,
+        block_bytes: iq2::IQ2_XXS_BYTES,
+        sub: 32,
+        lmax: 2,
+        offset: 0,
+        values: None,
+        row: row_iq2_xxs,
+        levels: None,
+        regroup: Some(iq2::regroup_iq2_xxs),
     },
     Codec {
         ggml: GgmlType::TQ1_0,
@@ -506,6 +584,31 @@ pub static CODECS: &[Codec] = &[
             tq1_0_levels,
             tq1_0_set_levels
         ),
+        regroup: None,
+    },
+    Codec {
+        ggml: GgmlType::IQ1_M,
+        block: 256,
+        block_bytes: iq1::IQ1_M_BYTES,
+        sub: 16,
+        lmax: 2,
+        offset: 0,
+        values: None,
+        row: row_iq1_m,
+        levels: None,
+        regroup: None,
+    },
+    Codec {
+        ggml: GgmlType::IQ1_S,
+        block: 256,
+        block_bytes: iq1::IQ1_S_BYTES,
+        sub: 32,
+        lmax: 2,
+        offset: 0,
+        values: None,
+        row: row_iq1_s,
+        levels: None,
+        regroup: None,
     },
 ];
 
@@ -623,9 +726,12 @@ mod tests {
             .iter()
             .filter(|c| c.quantized() && c.levels.is_none())
         {
+            // The types whose quantizer needs weights get uniform ones as the plain case.
+            let uniform = vec![1f32; n];
+            let plain = crate::quant::mix::needs_weights(c.ggml).then_some(&uniform[..]);
             let err = |weighted: bool| {
                 let mut y = vec![0u8; n / c.block * c.block_bytes];
-                (c.row)(&x, weighted.then_some(&qw[..]), &mut y);
+                (c.row)(&x, if weighted { Some(&qw[..]) } else { plain }, &mut y);
                 let mut back = vec![0f32; n];
                 c.decode_row(&y, &mut back);
                 let (mut num, mut den, mut wnum) = (0f64, 0f64, 0f64);
@@ -639,7 +745,14 @@ mod tests {
             };
             let (rel, w_plain) = err(false);
             let (rel_w, w_weighted) = err(true);
-            assert!(rel < 0.3 && rel_w < 0.4, "{}: {rel} {rel_w}", c.ggml);
+            // Relative error bounds by bits per weight (measured on these data: 3-bit
+            // 0.17–0.21, 2-bit 0.26–0.37, 1-bit 0.46–0.54, plain or weighted).
+            let (b, bw) = match c.bpw() {
+                b if b >= 3.0 => (0.3, 0.4),
+                b if b >= 2.0 => (0.42, 0.45),
+                _ => (0.62, 0.62),
+            };
+            assert!(rel < b && rel_w < bw, "{}: {rel} {rel_w}", c.ggml);
             assert!(w_weighted < w_plain, "{}: {w_weighted} ≥ {w_plain}", c.ggml);
         }
         // ggml's decoder tables, first entries: iq3xxs_grid[5] = 0x04040c3e, iq3s_grid[1] =
@@ -657,6 +770,23 @@ mod tests {
             .map(|(b, &l)| ((2 * l as u32) + 1) << (8 * b))
             .sum();
         assert_eq!(s, 0x0101_0103);
+        // iq2xxs_grid[7] = 0x08080808082b0808, iq2s_grid[7] = 0x080808080819192b, iq1s_grid[1]
+        // = 0xffffffffffffff01.
+        use frugal_models::iq::{grid8_levels, IQ2_DECODED, KGRID_IQ1S, KGRID_IQ2S, KGRID_IQ2XXS};
+        let bytes = |code: u16, f: &dyn Fn(u8) -> u8| -> u64 {
+            grid8_levels(code)
+                .iter()
+                .enumerate()
+                .map(|(b, &l)| (f(l) as u64) << (8 * b))
+                .sum()
+        };
+        let iq2 = |l: u8| IQ2_DECODED[l as usize];
+        assert_eq!(bytes(KGRID_IQ2XXS[7], &iq2), 0x0808_0808_082b_0808);
+        assert_eq!(bytes(KGRID_IQ2S[7], &iq2), 0x0808_0808_0819_192b);
+        assert_eq!(
+            bytes(KGRID_IQ1S[1], &|l| (l as i8 - 1) as u8),
+            0xffff_ffff_ffff_ff01
+        );
     }
 
     #[test]

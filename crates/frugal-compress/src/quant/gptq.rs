@@ -114,6 +114,65 @@ pub fn gptq_matrix(w: &[f32], cols: usize, u: &[f32], qw: &[f32], ty: GgmlType) 
     out
 }
 
+/// GPTQ for the lattice types, whose values come as points of eight (BlockLDLQ, as QuIP#
+/// rounds to its E8 lattice): when a format block is entered, the type's own quantizer fits its
+/// scales, importance-weighted, on the already-updated weights; then each group of eight
+/// columns is re-chosen on the lattice from the updated weights (`Codec::regroup`), and the
+/// group's rounding errors are spread column by column over the columns after it through the
+/// upper Cholesky factor `u` of H⁻¹ (the exact compensation for the chosen points). Columns in
+/// their original order: a lattice point's eight values are neighbours.
+pub fn gptq_lattice(w: &[f32], cols: usize, u: &[f32], qw: &[f32], ty: GgmlType) -> Vec<u8> {
+    let c: &Codec = codec(ty).expect("a type Frugal writes");
+    let regroup = c.regroup.expect("a lattice type");
+    let nb = cols / c.block;
+    let row_bytes = nb * c.block_bytes;
+    let rows = w.len() / cols;
+    let mut out = vec![0u8; rows * row_bytes];
+    const GROUP: usize = 8;
+    out.par_chunks_mut(row_bytes * GROUP)
+        .zip(w.par_chunks(cols * GROUP))
+        .for_each(|(ob, wb)| {
+            let g = wb.len() / cols;
+            let mut w: Vec<f32> = wb.to_vec();
+            let mut q = vec![[0f32; 8]; g];
+            for b in 0..nb {
+                let c0 = b * c.block;
+                for r in 0..g {
+                    let y = &mut ob[r * row_bytes + b * c.block_bytes..][..c.block_bytes];
+                    let x = &w[r * cols + c0..r * cols + c0 + c.block];
+                    (c.row)(x, Some(&qw[c0..c0 + c.block]), y);
+                }
+                for k in 0..c.block / 8 {
+                    let j0 = c0 + 8 * k;
+                    for (r, q) in q.iter_mut().enumerate() {
+                        let y = &mut ob[r * row_bytes + b * c.block_bytes..][..c.block_bytes];
+                        regroup(
+                            y,
+                            k,
+                            &w[r * cols + j0..r * cols + j0 + 8],
+                            &qw[j0..j0 + 8],
+                            q,
+                        );
+                    }
+                    for j in j0..j0 + 8 {
+                        let ujj = u[j * cols + j];
+                        let urow = &u[j * cols + j + 1..(j + 1) * cols];
+                        for (r, q) in q.iter().enumerate() {
+                            let e = (w[r * cols + j] - q[j - j0]) / ujj;
+                            if e != 0.0 {
+                                let wr = &mut w[r * cols + j + 1..(r + 1) * cols];
+                                for (wv, &uv) in wr.iter_mut().zip(urow) {
+                                    *wv -= e * uv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
 /// GPTQ with activation order: columns are quantized by decreasing H_jj (the most active input
 /// channels first, while the most freedom is left to compensate them). The format's scales are
 /// fitted once, importance-weighted, on the original weights ("static groups"), since the
@@ -604,7 +663,7 @@ pub fn blockwise_model(
             }
             Ok(w)
         };
-        let mut plans: HashMap<usize, (Vec<usize>, Scratch<f32>)> = HashMap::new();
+        let mut plans: HashMap<(usize, bool), (Vec<usize>, Scratch<f32>)> = HashMap::new();
         let mut mine: Vec<(usize, Vec<u8>)> = Vec::new();
         for (k, (j, rows)) in pieces.iter().enumerate() {
             if owner[k] != comm.rank() {
@@ -617,11 +676,14 @@ pub fn blockwise_model(
             let qw = &qws[g];
             let bytes = match opts.gptq {
                 Some(o) => {
+                    // The lattice types round eight columns at a time in the original order.
+                    let lattice = codec(ty).is_some_and(|c| c.regroup.is_some());
+                    let act_order = o.act_order && !lattice;
                     // Pieces come in input order: an earlier input's plan is not needed again.
-                    plans.retain(|&k, _| k == g);
-                    let (perm, u) = match plans.entry(g) {
+                    plans.retain(|&(k, _), _| k == g);
+                    let (perm, u) = match plans.entry((g, act_order)) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => e.insert(if o.act_order {
+                        std::collections::hash_map::Entry::Vacant(e) => e.insert(if act_order {
                             act_order_plan(&grams[g], n, o.damp, placement)?
                         } else {
                             let gm = &grams[g];
@@ -632,7 +694,9 @@ pub fn blockwise_model(
                             )
                         }),
                     };
-                    if o.act_order {
+                    if lattice {
+                        gptq_lattice(w, n, u, qw, ty)
+                    } else if act_order {
                         let c = codec(ty).expect("a type Frugal writes");
                         act_order_rows(w, n, perm, u, qw, c)
                     } else {
@@ -1055,6 +1119,61 @@ mod tests {
             let g = gptq_matrix(&w, cols, &u, &qw, ty);
             let rtn = crate::quant::quantize_matrix(&w, cols, ty, Some(&qw));
             assert_eq!(g, rtn, "{ty}");
+        }
+    }
+
+    const LATTICE_TYPES: [GgmlType; 5] = [
+        GgmlType::IQ3_S,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_XXS,
+    ];
+
+    /// Re-choosing a group for the values it already decodes to keeps them (the levels,
+    /// points and sign bits are written where the decoder reads them), and GPTQ on a lattice
+    /// type beats importance-weighted rounding on correlated inputs.
+    #[test]
+    fn lattice_gptq_regroups_in_place_and_beats_rounding() {
+        let (cols, rows, n) = (512, 8, 600);
+        let (x, h, w, qw) = problem(cols, rows, n, (21, 22));
+        for ty in LATTICE_TYPES {
+            let c = codec(ty).unwrap();
+            let regroup = c.regroup.unwrap();
+            let rtn_bytes = crate::quant::quantize_matrix(&w, cols, ty, Some(&qw));
+            let rtn = crate::quant::decode(&rtn_bytes, ty, w.len()).unwrap();
+            let mut again = rtn_bytes.clone();
+            let mut out = [0f32; 8];
+            for (b, y) in again.chunks_exact_mut(c.block_bytes).enumerate() {
+                for g in 0..c.block / 8 {
+                    let at = b * c.block + 8 * g;
+                    regroup(
+                        y,
+                        g,
+                        &rtn[at..at + 8],
+                        &qw[at % cols..at % cols + 8],
+                        &mut out,
+                    );
+                    assert_eq!(out, rtn[at..at + 8], "{ty} block {b} group {g}");
+                }
+            }
+            assert_eq!(
+                crate::quant::decode(&again, ty, w.len()).unwrap(),
+                rtn,
+                "{ty}: regrouped bytes decode to other values"
+            );
+            let (u, _) = inverse_cholesky_upper(&h, cols, 0.01).unwrap();
+            let ours =
+                crate::quant::decode(&gptq_lattice(&w, cols, &u, &qw, ty), ty, w.len()).unwrap();
+            let (eg, er) = (
+                output_err(&x, &w, &ours, cols),
+                output_err(&x, &w, &rtn, cols),
+            );
+            eprintln!("{ty}: lattice GPTQ output error {eg:.4e}, rounding {er:.4e}");
+            assert!(
+                eg < 0.8 * er,
+                "{ty}: lattice GPTQ output error {eg} vs rounding {er}"
+            );
         }
     }
 }

@@ -189,6 +189,7 @@ macro_rules! int4_codec {
                 get: int4_get::<$g>,
                 set: int4_set::<$g>,
             }),
+            regroup: None,
         };
     };
 }

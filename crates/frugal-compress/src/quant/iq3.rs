@@ -13,7 +13,7 @@
 //! super-block's f16 scale.
 
 use super::kquants::{f16_bits, nearest_int, QK_K};
-use frugal_models::iq::{lattice_levels, KGRID_IQ3S, KGRID_IQ3XXS};
+use frugal_models::iq::{lattice_levels, IQ3XXS_DECODED, KGRID_IQ3S, KGRID_IQ3XXS};
 pub use frugal_models::iq::{IQ3_S_BYTES, IQ3_XXS_BYTES};
 use std::sync::OnceLock;
 
@@ -359,6 +359,102 @@ pub fn iq3_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
         let l2 = nearest_int(0.5 * (id * scales[ib + 1] - 1.0)).clamp(0, 15) as u8;
         y[106 + ib / 2] = l1 | (l2 << 4);
     }
+}
+
+/// Re-chooses one group of eight values (two lattice points sharing a sign byte) of a block
+/// whose scales are fixed, as [`super::iq2::regroup8`] does for eight-value points. Returns the
+/// two indices and the sign bits (IQ3_XXS: seven).
+fn regroup(kind: Kind, db: f32, x: &[f32], w: &[f32], out: &mut [f32]) -> ([u16; 2], u8) {
+    let lat = lattice(if kind == Kind::Xxs { 256 } else { 512 });
+    let mag: [f32; 8] = std::array::from_fn(|l| match kind {
+        Kind::Xxs => IQ3XXS_DECODED[l] as f32,
+        Kind::S => (2 * l + 1) as f32,
+    });
+    let parity = kind == Kind::Xxs;
+    let mut xval = [0f32; 8];
+    let mut s = 0u8;
+    let mut nflip = 0;
+    for i in 0..8 {
+        xval[i] = x[i].abs();
+        if x[i] < 0.0 {
+            nflip += 1;
+            s |= 1 << i;
+        }
+    }
+    if parity && nflip % 2 == 1 {
+        let key = |i: usize| w[i] * x[i] * x[i];
+        let imin = (1..8).fold(0, |m, i| if key(i) < key(m) { i } else { m });
+        xval[imin] = -xval[imin];
+        s ^= 1 << imin;
+    }
+    let mut index = [0u16; 2];
+    for h in 0..2 {
+        let xv = &xval[4 * h..4 * h + 4];
+        let wv = &w[4 * h..4 * h + 4];
+        let l: [i8; 4] = std::array::from_fn(|i| super::iq2::nearest_level(&mag, db, xv[i]));
+        index[h] = match &lat.map[Lattice::code(&l)] {
+            Ok(g) => *g,
+            Err(nb) => {
+                let err = |j: u16| {
+                    let p = &lat.points[j as usize];
+                    (0..4)
+                        .map(|i| {
+                            let diff = db * mag[((p[i] - 1) / 2) as usize] - xv[i];
+                            wv[i] * diff * diff
+                        })
+                        .fold(0f32, |a, b| a + b)
+                };
+                let mut best = nb[0];
+                let mut best_err = err(best);
+                for &j in &nb[1..] {
+                    let e = err(j);
+                    if e < best_err {
+                        best_err = e;
+                        best = j;
+                    }
+                }
+                best
+            }
+        };
+        let p = &lat.points[index[h] as usize];
+        for i in 0..4 {
+            let v = db * mag[((p[i] - 1) / 2) as usize];
+            out[4 * h + i] = if s & (1 << (4 * h + i)) != 0 { -v } else { v };
+        }
+    }
+    (index, if parity { s & 127 } else { s })
+}
+
+fn f16_at(y: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([y[at], y[at + 1]]).to_f32()
+}
+
+/// [`regroup`] for group `g` (values `8g..8g+8`) of an IQ3_XXS block.
+pub fn regroup_iq3_xxs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
+    let (ib, l) = (g / 4, g % 4);
+    let at = 66 + 4 * ib;
+    let aux = u32::from_le_bytes(y[at..at + 4].try_into().expect("4 bytes"));
+    let db = f16_at(y, 0) * (0.5 + (aux >> 28) as f32) * 0.5;
+    let (index, s) = regroup(Kind::Xxs, db, x, w, out);
+    y[2 + 8 * ib + 2 * l] = index[0] as u8;
+    y[3 + 8 * ib + 2 * l] = index[1] as u8;
+    let aux = (aux & !(127 << (7 * l))) | ((s as u32) << (7 * l));
+    y[at..at + 4].copy_from_slice(&aux.to_le_bytes());
+}
+
+/// [`regroup`] for group `g` of an IQ3_S block.
+pub fn regroup_iq3_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
+    let (ib, l) = (g / 4, g % 4);
+    let sc = (y[106 + ib / 2] >> (4 * (ib % 2))) & 0xF;
+    let db = f16_at(y, 0) * (1 + 2 * sc as i32) as f32;
+    let (index, s) = regroup(Kind::S, db, x, w, out);
+    for h in 0..2 {
+        let k = 8 * ib + 2 * l + h;
+        y[2 + k] = (index[h] & 255) as u8;
+        let bit = 2 * l + h;
+        y[66 + ib] = (y[66 + ib] & !(1 << bit)) | (((index[h] >> 8) as u8) << bit);
+    }
+    y[74 + 4 * ib + l] = s;
 }
 
 #[cfg(test)]

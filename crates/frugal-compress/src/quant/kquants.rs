@@ -304,7 +304,7 @@ frugal_models::avx2_dispatch! {
 }
 
 /// Quantizes non-negative sub-block scales to 0..=nmax against one super-block scale, weighted.
-fn make_qp_quants(x: &[f32], nmax: i32, out: &mut [u8], qw: &[f32]) -> f32 {
+pub(super) fn make_qp_quants(x: &[f32], nmax: i32, out: &mut [u8], qw: &[f32]) -> f32 {
     let max = x.iter().fold(0f32, |m, &v| m.max(v));
     if max < GROUP_MAX_EPS {
         out.iter_mut().for_each(|l| *l = 0);

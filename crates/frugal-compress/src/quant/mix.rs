@@ -233,6 +233,13 @@ pub fn requires_imatrix(name: &str, ty: GgmlType) -> bool {
     )
 }
 
+/// Whether the type's quantizer cannot work without importance weights at all (llama.cpp's
+/// `quantize_row_iq2_xxs_impl`, `_iq2_xs_impl` and `_iq1_s_impl` assert them, for every
+/// tensor, the token embedding and the output included, which [`requires_imatrix`] exempts).
+pub fn needs_weights(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ1_S)
+}
+
 /// llama.cpp's fallback for rows a type cannot tile: a 32-wide type of about the same size.
 pub fn llama_fallback(t: GgmlType, ncols: u64) -> GgmlType {
     use GgmlType as G;

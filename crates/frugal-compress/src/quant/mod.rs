@@ -17,6 +17,8 @@ pub mod codec;
 pub mod gptq;
 pub mod imatrix_file;
 pub mod int;
+pub mod iq1;
+pub mod iq2;
 pub mod iq3;
 pub mod iquants;
 pub mod kquants;
@@ -165,6 +167,30 @@ pub const QUANT_TYPES: &[QuantType] = &[
         " 2.6 bpw 2-bit k-quant mix, 3-bit attn_v, attn_output, ffn_down"
     ),
     qt!(
+        "IQ2_M",
+        IQ2_S,
+        IQ2_M,
+        " 2.7 bpw 2-bit lattice mix: IQ2_S (1024 points) with IQ3_S attn_v, attn_output, first ffn_down"
+    ),
+    qt!(
+        "IQ2_S",
+        IQ2_XS,
+        IQ2_S,
+        " 2.5 bpw 2-bit lattice mix: IQ2_XS with IQ3_S attn_v, attn_output and first ffn_down"
+    ),
+    qt!(
+        "IQ2_XS",
+        IQ2_XS,
+        IQ2_XS,
+        " 2.31 bpw 2-bit lattice (512 points), 4-bit scales per 16; needs an imatrix"
+    ),
+    qt!(
+        "IQ2_XXS",
+        IQ2_XXS,
+        IQ2_XXS,
+        " 2.06 bpw 2-bit lattice (256 points), 4-bit scales per 32; needs an imatrix"
+    ),
+    qt!(
         "TQ2_0",
         TQ2_0,
         TQ2_0,
@@ -175,6 +201,18 @@ pub const QUANT_TYPES: &[QuantType] = &[
         TQ1_0,
         TQ1_0,
         " 1.69 bpw ternary {-d, 0, d}, five a byte (for ternary-trained models)"
+    ),
+    qt!(
+        "IQ1_M",
+        IQ1_M,
+        IQ1_M,
+        " 1.75 bpw 1-bit lattice (2048 points, shifted ±1/8), 3-bit scales per 16; needs an imatrix"
+    ),
+    qt!(
+        "IQ1_S",
+        IQ1_S,
+        IQ1_S,
+        " 1.56 bpw 1-bit lattice (2048 points, shifted ±1/8), 3-bit scales per 32; needs an imatrix"
     ),
 ];
 
@@ -775,14 +813,16 @@ pub fn quantize_model(
                     opts.target.name
                 )));
             }
-            // GPTQ sets values one at a time; the lattice types store them four at a time.
-            if let Some(t) = choices
-                .iter()
-                .flatten()
-                .find(|c| codec(c.ty).is_some_and(|k| k.quantized() && k.levels.is_none()))
-            {
+            // GPTQ sets values one at a time, or a lattice point's eight at a time; the IQ1
+            // types' points share a shift across sixteen or thirty-two values.
+            if let Some(t) = choices.iter().flatten().find(|c| {
+                codec(c.ty)
+                    .is_some_and(|k| k.quantized() && k.levels.is_none() && k.regroup.is_none())
+            }) {
                 return Err(Error::BadOptions(format!(
-                    "{name} cannot round to {} yet (a lattice type: its values come four at a time); use --method rtn with --calib or --imatrix, or --tensor-type to choose another type for those tensors",
+                    "{name} cannot round to {} yet (its points share a shift across a sub-block); \
+                     use --method rtn with --calib or --imatrix, or --tensor-type to choose \
+                     another type for those tensors",
                     t.ty.name()
                 )));
             }
@@ -1054,7 +1094,9 @@ fn imatrix_row<'a>(opts: &'a QuantizeOptions, name: &str, ncols: usize) -> Optio
 
 /// Refuses what `llama-quantize` refuses, before any work: an importance matrix read from a
 /// file whose entry has another size than its tensor's rows (the token embedding excepted), and
-/// a tensor planned in a 1–3-bit lattice type without importance data for it.
+/// a tensor planned in a 1–3-bit lattice type without importance data for it; then what it
+/// would abort on: a tensor (even the token embedding) planned in a type whose quantizer needs
+/// importance weights ([`mix::needs_weights`]) with none for it.
 pub fn check_imatrix(
     f: &GgufFile,
     opts: &QuantizeOptions,
@@ -1079,7 +1121,8 @@ pub fn check_imatrix(
             match (&opts.imatrix, from_file, entry) {
                 (None, _, _) => {
                     return Err(Error::BadOptions(format!(
-                        "{} as {} needs an importance matrix (--imatrix FILE or --calib TEXT):                          llama.cpp refuses the 1–3-bit lattice types without one",
+                        "{} as {} needs an importance matrix (--imatrix FILE or --calib TEXT): \
+                         llama.cpp refuses the 1–3-bit lattice types without one",
                         t.name,
                         c.ty.name()
                     )))
@@ -1094,6 +1137,27 @@ pub fn check_imatrix(
                 }
                 _ => {}
             }
+        }
+    }
+    // After every tensor has passed llama.cpp's own check, as its refusal names the first
+    // tensor that needs an importance matrix.
+    for (t, c) in f.header.tensors.iter().zip(choices) {
+        let Some(c) = c else { continue };
+        let has_weights = opts
+            .imatrix
+            .as_ref()
+            .is_some_and(|m| m.entries.is_empty() || m.entries.contains_key(&t.name));
+        if mix::needs_weights(c.ty) && !has_weights {
+            return Err(Error::BadOptions(format!(
+                "{} as {} needs importance weights and {}: its quantizer cannot work without them \
+                 (llama-quantize aborts here); give it another type with --tensor-type",
+                t.name,
+                c.ty.name(),
+                match &opts.imatrix {
+                    None => "no importance matrix was given".to_string(),
+                    Some(m) => format!("{} has no entry for it", m.source),
+                }
+            )));
         }
     }
     Ok(())
