@@ -30,10 +30,18 @@ pub struct Options {
     pub points: Vec<(GgmlType, u64, f64)>,
 }
 
-fn candidate_types(which: Candidates, ncols: usize) -> Vec<GgmlType> {
+/// The candidate types of tensor `name` with rows of `ncols`; without importance weights for it,
+/// not the types llama.cpp refuses to write without them, nor those that cannot quantize at all
+/// without them.
+fn candidate_types(which: Candidates, name: &str, ncols: usize, weighted: bool) -> Vec<GgmlType> {
     CODECS
         .iter()
         .filter(|c| c.fits(ncols))
+        .filter(|c| {
+            weighted
+                || !(super::mix::requires_imatrix(name, c.ggml)
+                    || super::mix::needs_weights(c.ggml))
+        })
         .filter(|c| c.quantized() || which == Candidates::WithFloat)
         .filter(|c| which != Candidates::Narrow || c.block == 32)
         .map(|c| c.ggml)
@@ -56,7 +64,7 @@ pub fn measure(
         .and_then(|m| m.entries.get(&t.name))
         .filter(|w| w.len() == ncols);
     let mut points = Vec::new();
-    for ty in candidate_types(which, ncols) {
+    for ty in candidate_types(which, &t.name, ncols, qw.is_some()) {
         let qw = qw.map(|w| w.as_slice());
         let (q, s) = quantize_matrix_measured(&x, ncols, ty, qw);
         points.push((

@@ -14,10 +14,33 @@ pub use frugal_models::iq::{IQ4_NL_BYTES, IQ4_XS_BYTES, KVALUES_IQ4NL};
 const GROUP_MAX_EPS: f32 = 1e-15;
 const NTRY: i32 = 7;
 
-/// The index of the table value nearest `x` (ties to the lower), by bisection as ggml's
-/// `best_index_int8` does.
+/// The index of the table value nearest `x`, exactly as ggml's `best_index_int8` bisection
+/// decides (the upper of two equally near values), without its branches: the bisection's upper
+/// end is the first value above `x`, i.e. the count of values at or below it (the table rises
+/// strictly). [`best_index_bisect`] is the reference it is tested against.
 #[inline]
 pub fn best_index(val: &[i8], x: f32) -> usize {
+    let n = val.len();
+    let mut mu = 0usize;
+    for &v in val {
+        mu += usize::from(v as f32 <= x);
+    }
+    if mu == 0 {
+        // Below the table, or NaN (which the bisection walks to the top).
+        return if x.is_nan() { n - 1 } else { 0 };
+    }
+    if mu == n {
+        return n - 1;
+    }
+    if x - (val[mu - 1] as f32) < val[mu] as f32 - x {
+        mu - 1
+    } else {
+        mu
+    }
+}
+
+/// ggml's `best_index_int8` as written: bisection.
+pub fn best_index_bisect(val: &[i8], x: f32) -> usize {
     let n = val.len();
     if x <= val[0] as f32 {
         return 0;
@@ -85,7 +108,7 @@ fn iq4_impl(x: &[f32], qw: Option<&[f32]>, codes: &mut [u8], l: &mut [u8]) -> f3
             continue;
         }
         let mut d = -max / v0;
-        let mut id = 1.0 / d;
+        let id = 1.0 / d;
         let (mut sumqx, mut sumq2) = (0f32, 0f32);
         for j in 0..32 {
             let li = best_index(values, id * xb[j]);
@@ -97,19 +120,25 @@ fn iq4_impl(x: &[f32], qw: Option<&[f32]>, codes: &mut [u8], l: &mut [u8]) -> f3
         }
         d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
         let mut best = d * sumqx;
-        for itry in -NTRY..=NTRY {
-            id = (itry + values[0] as i32) as f32 / max;
-            sumqx = 0.0;
-            sumq2 = 0.0;
-            for j in 0..32 {
-                let q = values[best_index(values, id * xb[j])] as f32;
-                let w = weight[j];
-                sumqx += w * q * xb[j];
-                sumq2 += w * q * q;
+        // The 15 candidate scales side by side: each sum still runs in element order, so the
+        // choice is ggml's, but the candidates' additions no longer wait on one another.
+        const NCAND: usize = 2 * NTRY as usize + 1;
+        let ids: [f32; NCAND] =
+            std::array::from_fn(|k| (k as i32 - NTRY + values[0] as i32) as f32 / max);
+        let mut sqx = [0f32; NCAND];
+        let mut sq2 = [0f32; NCAND];
+        for j in 0..32 {
+            let (w, xj) = (weight[j], xb[j]);
+            for k in 0..NCAND {
+                let q = values[best_index(values, ids[k] * xj)] as f32;
+                sqx[k] += w * q * xj;
+                sq2[k] += w * q * q;
             }
-            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-                d = sumqx / sumq2;
-                best = d * sumqx;
+        }
+        for k in 0..NCAND {
+            if sq2[k] > 0.0 && sqx[k] * sqx[k] > best * sq2[k] {
+                d = sqx[k] / sq2[k];
+                best = d * sqx[k];
             }
         }
         scales[ib] = d;
@@ -218,6 +247,33 @@ pub(crate) mod access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_index_is_ggmls_bisection() {
+        let v = &KVALUES_IQ4NL;
+        let mut xs: Vec<f32> = (-1500..1500).map(|k| k as f32 / 10.0).collect();
+        // Every table value, every midpoint (the ties), their neighbours, and the extremes.
+        for i in 0..16 {
+            let a = v[i] as f32;
+            xs.extend([a, a.next_up(), a.next_down()]);
+            if i < 15 {
+                let m = (a + v[i + 1] as f32) / 2.0;
+                xs.extend([m, m.next_up(), m.next_down()]);
+            }
+        }
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e30,
+            -1e30,
+        ]);
+        for x in xs {
+            assert_eq!(best_index(v, x), best_index_bisect(v, x), "{x}");
+        }
+    }
 
     #[test]
     fn best_index_is_the_nearest_value() {
