@@ -7,8 +7,9 @@
 #     (the argument is recorded in the output as `quantize.imatrix.file`, so the CI test gives
 #     Frugal the same string), for every quantized type (--pure) and the named mixes whose rules depend on the imatrix, and without
 #     an imatrix for the IQ types llama.cpp allows without one; IQ2_XXS, IQ2_XS and IQ1_S --pure
-#     with `--tensor-type token_embd=Q8_0` (their quantizers abort without importance weights, and
-#     llama-imatrix has none for the token embedding).
+#     with `--tensor-type token_embd=Q8_0` (an override with --pure; their quantizers need
+#     importance weights, which no imatrix has for the token embedding — on SmolLM2 it falls
+#     back to IQ4_NL, which does not, and plain --pure gives the same bytes in both tools too).
 # Run: bench/make-golden-iq.sh   (a few minutes after llama.cpp and Frugal are built)
 source "$(dirname "$0")/common.sh"
 WORK="$CACHE/golden-work"; mkdir -p "$WORK"

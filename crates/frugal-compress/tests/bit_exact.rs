@@ -85,6 +85,61 @@ fn bad_targets_and_inputs_give_clear_errors() {
     assert!(!dir.path().join("o.gguf").exists());
 }
 
+/// IQ2_XXS, IQ2_XS and IQ1_S cannot quantize without importance weights (llama.cpp's quantizers
+/// assert them): a tensor planned in one of them with no importance data — here a 256-wide
+/// token embedding, which importance matrices never cover (on SmolLM2 it is 576 wide and falls
+/// back to IQ4_NL) — is refused before anything is written, naming it; overridden to another
+/// type, the file is written.
+#[test]
+fn types_that_need_importance_weights_are_refused_where_a_tensor_has_none() {
+    use frugal_compress::quant::Imatrix;
+    use frugal_formats::gguf::{write_gguf_file, GgmlType, TensorToWrite, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.gguf");
+    let data: Vec<u8> = (0..256 * 8)
+        .flat_map(|i| ((i % 17) as f32 * 0.01 - 0.08).to_le_bytes())
+        .collect();
+    let tensor = |name| TensorToWrite {
+        name,
+        ggml_type: GgmlType::F32,
+        dims: &[256, 8],
+        data: &data,
+    };
+    write_gguf_file(
+        &src,
+        &[],
+        &[(
+            "general.architecture".to_string(),
+            Value::String("llama".into()),
+        )],
+        &[tensor("token_embd.weight"), tensor("blk.0.ffn_down.weight")],
+    )
+    .unwrap();
+    let imatrix = Imatrix {
+        entries: [("blk.0.ffn_down.weight".to_string(), vec![1.0; 256])].into(),
+        n_tokens: 1,
+        source: "test".into(),
+        file: None,
+    };
+    let out = dir.path().join("o.gguf");
+    for name in ["IQ2_XXS", "IQ2_XS", "IQ1_S"] {
+        let mut opts = QuantizeOptions::new(quant_type(name).unwrap());
+        opts.pure = true;
+        opts.imatrix = Some(imatrix.clone());
+        let e = quantize_gguf(&src, &out, &opts, &|_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("token_embd.weight") && e.contains("importance weights"),
+            "{name}: {e}"
+        );
+        assert!(!out.exists());
+        opts.overrides = vec!["token_embd=Q8_0".parse().unwrap()];
+        quantize_gguf(&src, &out, &opts, &|_, _| {}).unwrap();
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
 /// With llama-imatrix's importance matrix file, every type (`--pure`; IQ2_XXS, IQ2_XS and IQ1_S
 /// with the token embedding overridden to Q8_0, as their quantizers need weights it has none
 /// of) and named mix — the k-quants' and legacy types' weighted searches, the IQ4, IQ3, IQ2 and

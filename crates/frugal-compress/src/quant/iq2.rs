@@ -132,7 +132,7 @@ pub(super) fn lattice(size: usize) -> &'static Lattice8 {
 
 /// Absolute values and sign bits of eight values; with `parity`, an odd count of negatives
 /// flips the value of least `w·x²` and only seven bits are kept.
-fn signs8(xb: &[f32], weight: &[f32], parity: bool, xval: &mut [f32]) -> u8 {
+pub(super) fn signs8(xb: &[f32], weight: &[f32], parity: bool, xval: &mut [f32]) -> u8 {
     let mut s = 0u8;
     let mut nflip = 0;
     for i in 0..8 {
@@ -545,16 +545,12 @@ fn iq2_mag() -> &'static [f32; 3] {
     &M
 }
 
-fn f16_at(y: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([y[at], y[at + 1]]).to_f32()
-}
-
 /// [`regroup8`] for group `g` (values `8g..8g+8`) of an IQ2_XXS block.
 pub fn regroup_iq2_xxs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     let (ib, k) = (g / 4, g % 4);
     let at = 6 + 8 * ib;
     let aux = u32::from_le_bytes(y[at..at + 4].try_into().expect("4 bytes"));
-    let db = f16_at(y, 0) * (0.5 + (aux >> 28) as f32) * 0.25;
+    let db = frugal_models::iq::f16_at(y, 0) * (0.5 + (aux >> 28) as f32) * 0.25;
     let (index, s) = regroup8(lattice(256), iq2_mag(), db, true, x, w, out);
     y[2 + 8 * ib + k] = index as u8;
     let aux = (aux & !(127 << (7 * k))) | ((s as u32 & 127) << (7 * k));
@@ -565,7 +561,7 @@ pub fn regroup_iq2_xxs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [
 pub fn regroup_iq2_xs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     let sc = y[66 + g / 4];
     let nib = if (g / 2) % 2 == 0 { sc & 0xF } else { sc >> 4 };
-    let db = f16_at(y, 0) * (0.5 + nib as f32) * 0.25;
+    let db = frugal_models::iq::f16_at(y, 0) * (0.5 + nib as f32) * 0.25;
     let (index, s) = regroup8(lattice(512), iq2_mag(), db, true, x, w, out);
     let q = index | ((s as u16 & 127) << 9);
     y[2 + 2 * g..4 + 2 * g].copy_from_slice(&q.to_le_bytes());
@@ -575,7 +571,7 @@ pub fn regroup_iq2_xs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f
 pub fn regroup_iq2_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     let sc = y[74 + g / 4];
     let nib = if (g / 2) % 2 == 0 { sc & 0xF } else { sc >> 4 };
-    let db = f16_at(y, 0) * (0.5 + nib as f32) * 0.25;
+    let db = frugal_models::iq::f16_at(y, 0) * (0.5 + nib as f32) * 0.25;
     let (index, s) = regroup8(lattice(1024), iq2_mag(), db, false, x, w, out);
     y[2 + g] = (index & 255) as u8;
     let sh = 2 * (g % 4);

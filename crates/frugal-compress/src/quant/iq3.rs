@@ -133,32 +133,13 @@ fn sub_block(kind: Kind, xb: &[f32], weight: &[f32]) -> Option<Sub> {
     let mut xval = [0f32; 32];
     let mut signs = [0u8; 4];
     for k in 0..4 {
-        let mut s = 0u8;
-        let mut nflip = 0;
-        for i in 0..8 {
-            let v = xb[8 * k + i];
-            if v >= 0.0 {
-                xval[8 * k + i] = v;
-            } else {
-                xval[8 * k + i] = -v;
-                nflip += 1;
-                s |= 1 << i;
-            }
-        }
-        if kind == Kind::Xxs && nflip % 2 == 1 {
-            let key = |i: usize| weight[8 * k + i] * xb[8 * k + i] * xb[8 * k + i];
-            let mut imin = 0;
-            let mut min = key(0);
-            for i in 1..8 {
-                if key(i) < min {
-                    min = key(i);
-                    imin = i;
-                }
-            }
-            xval[8 * k + imin] = -xval[8 * k + imin];
-            s ^= 1 << imin;
-        }
-        signs[k] = if kind == Kind::Xxs { s & 127 } else { s };
+        let r = 8 * k..8 * k + 8;
+        signs[k] = super::iq2::signs8(
+            &xb[r.clone()],
+            &weight[r.clone()],
+            kind == Kind::Xxs,
+            &mut xval[r],
+        );
     }
     let mut max = xval[0];
     for &v in &xval[1..] {
@@ -372,21 +353,12 @@ fn regroup(kind: Kind, db: f32, x: &[f32], w: &[f32], out: &mut [f32]) -> ([u16;
     });
     let parity = kind == Kind::Xxs;
     let mut xval = [0f32; 8];
-    let mut s = 0u8;
-    let mut nflip = 0;
-    for i in 0..8 {
-        xval[i] = x[i].abs();
-        if x[i] < 0.0 {
-            nflip += 1;
-            s |= 1 << i;
-        }
-    }
-    if parity && nflip % 2 == 1 {
-        let key = |i: usize| w[i] * x[i] * x[i];
-        let imin = (1..8).fold(0, |m, i| if key(i) < key(m) { i } else { m });
-        xval[imin] = -xval[imin];
-        s ^= 1 << imin;
-    }
+    let s7 = super::iq2::signs8(x, w, parity, &mut xval);
+    let s = if parity {
+        super::iq2::with_parity(s7)
+    } else {
+        s7
+    };
     let mut index = [0u16; 2];
     for h in 0..2 {
         let xv = &xval[4 * h..4 * h + 4];
@@ -422,11 +394,7 @@ fn regroup(kind: Kind, db: f32, x: &[f32], w: &[f32], out: &mut [f32]) -> ([u16;
             out[4 * h + i] = if s & (1 << (4 * h + i)) != 0 { -v } else { v };
         }
     }
-    (index, if parity { s & 127 } else { s })
-}
-
-fn f16_at(y: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([y[at], y[at + 1]]).to_f32()
+    (index, s7)
 }
 
 /// [`regroup`] for group `g` (values `8g..8g+8`) of an IQ3_XXS block.
@@ -434,7 +402,7 @@ pub fn regroup_iq3_xxs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [
     let (ib, l) = (g / 4, g % 4);
     let at = 66 + 4 * ib;
     let aux = u32::from_le_bytes(y[at..at + 4].try_into().expect("4 bytes"));
-    let db = f16_at(y, 0) * (0.5 + (aux >> 28) as f32) * 0.5;
+    let db = frugal_models::iq::f16_at(y, 0) * (0.5 + (aux >> 28) as f32) * 0.5;
     let (index, s) = regroup(Kind::Xxs, db, x, w, out);
     y[2 + 8 * ib + 2 * l] = index[0] as u8;
     y[3 + 8 * ib + 2 * l] = index[1] as u8;
@@ -446,7 +414,7 @@ pub fn regroup_iq3_xxs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [
 pub fn regroup_iq3_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     let (ib, l) = (g / 4, g % 4);
     let sc = (y[106 + ib / 2] >> (4 * (ib % 2))) & 0xF;
-    let db = f16_at(y, 0) * (1 + 2 * sc as i32) as f32;
+    let db = frugal_models::iq::f16_at(y, 0) * (1 + 2 * sc as i32) as f32;
     let (index, s) = regroup(Kind::S, db, x, w, out);
     for h in 0..2 {
         let k = 8 * ib + 2 * l + h;

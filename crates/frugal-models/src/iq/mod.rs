@@ -150,8 +150,9 @@ pub fn tq2_levels(y: &[u8], out: &mut [u8]) {
     }
 }
 
+/// The f16 at byte `at` of a block, as f32.
 #[inline]
-fn f16_at(b: &[u8], at: usize) -> f32 {
+pub fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
