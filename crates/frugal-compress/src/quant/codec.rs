@@ -33,7 +33,8 @@ pub struct Codec {
     pub values: Option<&'static [i8]>,
     pub row: RowFn,
     /// Present for the quantized formats whose values are set one by one (what GPTQ needs);
-    /// absent for the floats and for the lattice types, whose values come four at a time.
+    /// absent for the floats and for the lattice types, whose values come four or eight at a
+    /// time.
     pub levels: Option<LevelAccess>,
     /// For the lattice types whose values come as points of eight (or two points of four)
     /// sharing a sign byte: re-chooses group `g` (values `8g..8g+8`) of a block whose scales

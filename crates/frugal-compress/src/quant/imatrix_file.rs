@@ -152,6 +152,9 @@ pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
     })
 }
 
+/// One entry as written: its sums' name and bytes, their dims, its counts' name and bytes.
+type EntryBytes = (String, Vec<u8>, [u64; 2], String, Vec<u8>);
+
 /// Writes `m` in llama.cpp's format to `out` (atomically, never over one of `inputs`): each
 /// entry's sums are its means times the tokens counted, so `llama-quantize` reads the means
 /// back (to within the f32 rounding of that product).
@@ -166,7 +169,7 @@ pub fn write_imatrix(
     let mut names: Vec<&String> = m.entries.keys().collect();
     names.sort();
     let count = m.n_tokens as f32;
-    let data: Vec<(String, Vec<u8>, [u64; 2], String, Vec<u8>)> = names
+    let data: Vec<EntryBytes> = names
         .iter()
         .map(|n| {
             let v = &m.entries[*n];

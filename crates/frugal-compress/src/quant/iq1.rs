@@ -12,7 +12,7 @@
 //! (refitted over the whole super-block) across the top nibbles of its four scale words.
 //! IQ1_S needs importance weights (llama.cpp asserts them); IQ1_M falls back to `x²`.
 
-use super::iq2::{expect_weights, lattice, sigma2, weights, Lattice8};
+use super::iq2::{expect_weights, first_least, lattice, sigma2, weights, Lattice8};
 use super::kquants::{f16_bits, nearest_int, QK_K};
 use frugal_models::iq::IQ1_DELTA;
 pub use frugal_models::iq::{IQ1_M_BYTES, IQ1_S_BYTES};
@@ -34,6 +34,20 @@ fn ascending<const N: usize>(xb: &[f32]) -> [usize; N] {
     idx
 }
 
+/// Levels 0, 1, 2 for the values below `i1`, from `i1` to `i2`, and from `i2` in ascending
+/// order `idx`.
+fn split_levels(idx: &[usize], i1: usize, i2: usize, l: &mut [i8]) {
+    for (j, &i) in idx.iter().enumerate() {
+        l[i] = if j < i1 {
+            0
+        } else if j < i2 {
+            1
+        } else {
+            2
+        };
+    }
+}
+
 /// `iq1_find_best_neighbour2`: the neighbour with the least weighted error of `scale·xx[l]`
 /// against the signed values (the first on ties); its levels go into `l`.
 fn best_neighbour(
@@ -45,9 +59,7 @@ fn best_neighbour(
     xx: &[f32; 3],
     l: &mut [i8],
 ) -> u16 {
-    let mut best = f32::MAX;
-    let mut index = nb[0];
-    for &j in nb {
+    let index = first_least(nb, |j| {
         let g = &lat.levels[j as usize];
         let mut d2 = 0f32;
         for i in 0..8 {
@@ -55,11 +67,8 @@ fn best_neighbour(
             let diff = scale * q - xb[i];
             d2 += w[i] * diff * diff;
         }
-        if d2 < best {
-            best = d2;
-            index = j;
-        }
-    }
+        d2
+    });
     l[..8].copy_from_slice(&lat.levels[index as usize]);
     index
 }
@@ -176,15 +185,7 @@ pub fn iq1_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             continue;
         }
         let mut l = [0i8; 32];
-        for (j, &i) in idx.iter().enumerate() {
-            l[i] = if j < besti1 {
-                0
-            } else if j < besti2 {
-                1
-            } else {
-                2
-            };
-        }
+        split_levels(&idx, besti1, besti2, &mut l);
         if scale < 0.0 {
             for v in &mut l {
                 *v = 2 - *v;
@@ -229,7 +230,7 @@ pub fn iq1_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
 /// IQ1_M's level set of group `k` (0 or 1) of a sub-block of 16 under shift pattern `s`
 /// (0: +,+; 1: +,−; 2: −,+; 3: −,−).
 fn m_shift(s: usize, k: usize) -> &'static [f32; 3] {
-    let plus = if k == 0 { s < 2 } else { s % 2 == 0 };
+    let plus = if k == 0 { s < 2 } else { s.is_multiple_of(2) };
     if plus {
         &X_P
     } else {
@@ -320,15 +321,7 @@ pub fn iq1_m_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             continue;
         }
         let mut l = [0i8; 16];
-        for (j, &i) in idx.iter().enumerate() {
-            l[i] = if j < besti1 {
-                0
-            } else if j < besti2 {
-                1
-            } else {
-                2
-            };
-        }
+        split_levels(&idx, besti1, besti2, &mut l);
         if scale < 0.0 {
             for v in &mut l {
                 *v = 2 - *v;

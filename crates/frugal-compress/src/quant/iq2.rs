@@ -14,6 +14,10 @@
 //! smaller types need importance weights (llama.cpp asserts them); IQ2_S falls back to
 //! `σ²/4 + x²`.
 
+// The quantizers mirror ggml's index loops (several arrays per index), so that the bytes are
+// its own.
+#![allow(clippy::needless_range_loop)]
+
 use super::kquants::{f16_bits, make_qp_quants, nearest_int, QK_K};
 use frugal_models::iq::{grid8_levels, KGRID_IQ1S, KGRID_IQ2S, KGRID_IQ2XS, KGRID_IQ2XXS};
 pub use frugal_models::iq::{IQ2_S_BYTES, IQ2_XS_BYTES, IQ2_XXS_BYTES};
@@ -89,20 +93,15 @@ impl Lattice8 {
     /// `iq2_find_best_neighbour`: the neighbour with the least weighted error at `scale` (the
     /// first on ties); its levels go into `l`.
     fn best_neighbour(&self, nb: &[u16], xval: &[f32], w: &[f32], scale: f32, l: &mut [i8]) -> u16 {
-        let mut best = f32::MAX;
-        let mut index = nb[0];
-        for &j in nb {
+        let index = first_least(nb, |j| {
             let p = &self.points[j as usize];
             let mut d2 = 0f32;
             for i in 0..8 {
                 let diff = scale * p[i] as f32 - xval[i];
                 d2 += w[i] * diff * diff;
             }
-            if d2 < best {
-                best = d2;
-                index = j;
-            }
-        }
+            d2
+        });
         l[..8].copy_from_slice(&self.levels[index as usize]);
         index
     }
@@ -114,6 +113,21 @@ impl Lattice8 {
             Err(nb) => (self.best_neighbour(nb, xval, w, scale, l), false),
         }
     }
+}
+
+/// The candidate of least `err`, the first on ties (ggml's neighbour searches: a strict `<`
+/// against a running best that starts at `FLT_MAX`).
+pub(super) fn first_least(candidates: &[u16], err: impl Fn(u16) -> f32) -> u16 {
+    let mut best = f32::MAX;
+    let mut index = candidates[0];
+    for &j in candidates {
+        let e = err(j);
+        if e < best {
+            best = e;
+            index = j;
+        }
+    }
+    index
 }
 
 /// The lattice of `size` points: IQ2_XXS (256), IQ2_XS (512), IQ2_S (1024), IQ1_S/IQ1_M (2048).
@@ -247,14 +261,26 @@ fn xxs_sub(xb: &[f32], weight: &[f32]) -> Option<(f32, [u16; 4], [u8; 4])> {
             scale = sumqx / sumq2;
         }
     }
+    Some(finish(lat, &l, scale, signs, 127))
+}
+
+/// The end of a sub-block's search: a negative scale (ggml guards against it; never seen)
+/// flipped into the sign bits (`mask`: the bits stored), and each group's lattice index.
+fn finish<const N: usize>(
+    lat: &Lattice8,
+    l: &[i8],
+    mut scale: f32,
+    mut signs: [u8; N],
+    mask: u8,
+) -> (f32, [u16; N], [u8; N]) {
     if scale < 0.0 {
         scale = -scale;
         for s in &mut signs {
-            *s = !*s & 127;
+            *s = !*s & mask;
         }
     }
     let index = std::array::from_fn(|k| on_lattice(lat, &l[8 * k..8 * k + 8]));
-    Some((scale, index, signs))
+    (scale, index, signs)
 }
 
 fn on_lattice(lat: &Lattice8, l: &[i8]) -> u16 {
@@ -328,14 +354,7 @@ fn xs_sub(
             scale = sumqx / sumq2;
         }
     }
-    if scale < 0.0 {
-        scale = -scale;
-        for s in &mut signs {
-            *s = if xs { !*s & 127 } else { !*s };
-        }
-    }
-    let index = std::array::from_fn(|k| on_lattice(lat, &l[8 * k..8 * k + 8]));
-    Some((scale, index, signs))
+    Some(finish(lat, &l, scale, signs, if xs { 127 } else { 255 }))
 }
 
 /// The super-block's weights: the importance times √(σ² + x²), with σ² = `sigma_mul`·Σx²/256.
@@ -495,23 +514,15 @@ pub(super) fn regroup8(
     }
     let index = match lat.lookup(&l) {
         Ok(g) => *g,
-        Err(nb) => {
-            let mut best = f32::MAX;
-            let mut index = nb[0];
-            for &j in nb.iter() {
-                let p = &lat.levels[j as usize];
-                let mut d2 = 0f32;
-                for i in 0..8 {
-                    let diff = db * mag[p[i] as usize] - xval[i];
-                    d2 += w[i] * diff * diff;
-                }
-                if d2 < best {
-                    best = d2;
-                    index = j;
-                }
+        Err(nb) => first_least(nb, |j| {
+            let p = &lat.levels[j as usize];
+            let mut d2 = 0f32;
+            for i in 0..8 {
+                let diff = db * mag[p[i] as usize] - xval[i];
+                d2 += w[i] * diff * diff;
             }
-            index
-        }
+            d2
+        }),
     };
     let p = &lat.levels[index as usize];
     for i in 0..8 {
@@ -560,7 +571,11 @@ pub fn regroup_iq2_xxs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [
 /// [`regroup8`] for group `g` of an IQ2_XS block.
 pub fn regroup_iq2_xs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     let sc = y[66 + g / 4];
-    let nib = if (g / 2) % 2 == 0 { sc & 0xF } else { sc >> 4 };
+    let nib = if (g / 2).is_multiple_of(2) {
+        sc & 0xF
+    } else {
+        sc >> 4
+    };
     let db = frugal_models::iq::f16_at(y, 0) * (0.5 + nib as f32) * 0.25;
     let (index, s) = regroup8(lattice(512), iq2_mag(), db, true, x, w, out);
     let q = index | ((s as u16 & 127) << 9);
@@ -570,7 +585,11 @@ pub fn regroup_iq2_xs(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f
 /// [`regroup8`] for group `g` of an IQ2_S block.
 pub fn regroup_iq2_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     let sc = y[74 + g / 4];
-    let nib = if (g / 2) % 2 == 0 { sc & 0xF } else { sc >> 4 };
+    let nib = if (g / 2).is_multiple_of(2) {
+        sc & 0xF
+    } else {
+        sc >> 4
+    };
     let db = frugal_models::iq::f16_at(y, 0) * (0.5 + nib as f32) * 0.25;
     let (index, s) = regroup8(lattice(1024), iq2_mag(), db, false, x, w, out);
     y[2 + g] = (index & 255) as u8;

@@ -12,6 +12,10 @@
 //! 19 (IQ3_S) starting points and refitted by least squares, then stored in 4 bits against the
 //! super-block's f16 scale.
 
+// The quantizers mirror ggml's index loops (several arrays per index), so that the bytes are
+// its own.
+#![allow(clippy::needless_range_loop)]
+
 use super::kquants::{f16_bits, nearest_int, QK_K};
 use frugal_models::iq::{lattice_levels, IQ3XXS_DECODED, KGRID_IQ3S, KGRID_IQ3XXS};
 pub use frugal_models::iq::{IQ3_S_BYTES, IQ3_XXS_BYTES};
@@ -73,20 +77,15 @@ impl Lattice {
     /// The neighbour with the least weighted error at `scale` (the first on ties); its levels
     /// go into `l`.
     fn best_neighbour(&self, nb: &[u16], xval: &[f32], w: &[f32], scale: f32, l: &mut [i8]) -> u16 {
-        let mut best = f32::MAX;
-        let mut index = nb[0];
-        for &j in nb {
+        let index = super::iq2::first_least(nb, |j| {
             let p = &self.points[j as usize];
             let mut d2 = 0f32;
             for i in 0..4 {
                 let diff = scale * p[i] as f32 - xval[i];
                 d2 += w[i] * diff * diff;
             }
-            if d2 < best {
-                best = d2;
-                index = j;
-            }
-        }
+            d2
+        });
         self.levels_of(index, l);
         index
     }
@@ -366,27 +365,15 @@ fn regroup(kind: Kind, db: f32, x: &[f32], w: &[f32], out: &mut [f32]) -> ([u16;
         let l: [i8; 4] = std::array::from_fn(|i| super::iq2::nearest_level(&mag, db, xv[i]));
         index[h] = match &lat.map[Lattice::code(&l)] {
             Ok(g) => *g,
-            Err(nb) => {
-                let err = |j: u16| {
-                    let p = &lat.points[j as usize];
-                    (0..4)
-                        .map(|i| {
-                            let diff = db * mag[((p[i] - 1) / 2) as usize] - xv[i];
-                            wv[i] * diff * diff
-                        })
-                        .fold(0f32, |a, b| a + b)
-                };
-                let mut best = nb[0];
-                let mut best_err = err(best);
-                for &j in &nb[1..] {
-                    let e = err(j);
-                    if e < best_err {
-                        best_err = e;
-                        best = j;
-                    }
+            Err(nb) => super::iq2::first_least(nb, |j| {
+                let p = &lat.points[j as usize];
+                let mut d2 = 0f32;
+                for i in 0..4 {
+                    let diff = db * mag[((p[i] - 1) / 2) as usize] - xv[i];
+                    d2 += wv[i] * diff * diff;
                 }
-                best
-            }
+                d2
+            }),
         };
         let p = &lat.points[index[h] as usize];
         for i in 0..4 {

@@ -24,7 +24,7 @@ fn levels(x: &[f32], l: &mut [u8; 256]) -> f32 {
 /// Five trits (most significant first) as a byte: the fraction Σ tₙ·3⁻ⁿ⁻¹ rounded up in 1/256.
 fn pack5(t: impl Iterator<Item = u8>) -> u8 {
     let q = t.fold(0u16, |q, t| q * 3 + t as u16);
-    ((q * 256 + 242) / 243) as u8
+    (q * 256).div_ceil(243) as u8
 }
 
 fn set_tq1(y: &mut [u8], l: &[u8]) {
