@@ -230,6 +230,11 @@ pub fn subjects(report: &AnyReport) -> Result<Vec<Subject>, Error> {
                     size(&mut m, r.input_bytes, r.output_bytes, "");
                     let q = &r.quality;
                     m.set("max_kld", q.kld.mean, "quality.kld.mean");
+                    // Reports written before the tail was recorded read it as 0 (a serde
+                    // default): with a positive mean that is a missing figure, which fails.
+                    if q.kld.p99_9 > 0.0 || q.kld.mean == 0.0 {
+                        m.set("max_kld_p999", q.kld.p99_9, "quality.kld.p99_9");
+                    }
                     ppl_increase(&mut m, q.ppl, q.kld.reference_ppl, "quality.");
                     one(&r.output, Some(LanguageModel), m)
                 }
@@ -287,6 +292,7 @@ fn metered(e: &EnergyReport) -> Metrics {
 fn lm_quality(m: &mut Metrics, q: Option<&LmEvalReport>, at: &str) {
     if let Some((q, k)) = q.and_then(|q| Some((q, q.result.kld.as_ref()?))) {
         m.set("max_kld", k.mean, format!("{at}kld.mean"));
+        m.set("max_kld_p999", k.p99_9, format!("{at}kld.p99_9"));
         ppl_increase(m, q.result.ppl, k.reference_ppl, at);
     }
 }

@@ -113,6 +113,12 @@ pub const CLAUSES: &[ClauseSpec] = &[
         doc: "mean KL divergence from the reference model, nats per token",
     },
     ClauseSpec {
+        key: "max_kld_p999",
+        kind: Kind::Max,
+        unit: NATS,
+        doc: "99.9th-percentile per-token KL divergence from the reference model, nats (the tail: the few tokens a compressed model hurts most)",
+    },
+    ClauseSpec {
         key: "max_ppl_increase_pct",
         kind: Kind::Max,
         unit: PERCENT,
@@ -934,6 +940,25 @@ mod tests {
                 Some(Encoder),
                 encoder.clone().with("min_cosine_similarity", 0.97),
                 Ok(vec!["min_cosine_similarity"]),
+            ),
+            // The tail clause: met, exceeded, and failing closed when the report lacks it.
+            (
+                "max_kld_p999 = 0.5\n",
+                Some(LanguageModel),
+                lm().with("max_kld_p999", 0.4),
+                Ok(vec![]),
+            ),
+            (
+                "max_kld_p999 = 0.5\n",
+                Some(LanguageModel),
+                lm().with("max_kld_p999", 0.6),
+                Ok(vec!["max_kld_p999"]),
+            ),
+            (
+                "max_kld_p999 = 0.5\n",
+                Some(LanguageModel),
+                lm(),
+                Ok(vec!["max_kld_p999"]),
             ),
             // 5–8: a missing figure fails, top level or scoped.
             (
