@@ -372,9 +372,25 @@ pub(super) fn sigma2(x: &[f32], sigma_mul: f32) -> f32 {
     sigma_mul * sumx2 / QK_K as f32
 }
 
-/// The 4-bit code of a sub-block scale against the super-block's `d`.
-fn scale_code(id: f32, scale: f32) -> u8 {
-    nearest_int(0.5 * (id * scale - 1.0)).clamp(0, 15) as u8
+/// The lattice types' super-block scale: `d = max/31` over the sub-block scales (all ≥ 0),
+/// stored as f16 times `fudge` in `y[0..2]`, and each sub-block scale's 4-bit code against it;
+/// `None` when every sub-block was empty (nothing is written).
+pub(super) fn scale_codes<const N: usize>(
+    scales: &[f32; N],
+    fudge: f32,
+    y: &mut [u8],
+) -> Option<[u8; N]> {
+    let mut max_scale = 0f32;
+    for &s in scales {
+        max_scale = if max_scale > s { max_scale } else { s };
+    }
+    if max_scale == 0.0 {
+        return None;
+    }
+    let d = max_scale / 31.0;
+    y[..2].copy_from_slice(&f16_bits(d * fudge));
+    let id = 1.0 / d;
+    Some(scales.map(|s| nearest_int(0.5 * (id * s - 1.0)).clamp(0, 15) as u8))
 }
 
 pub(super) fn expect_weights<'a>(qw: Option<&'a [f32]>, ty: &str) -> &'a [f32] {
@@ -389,7 +405,6 @@ pub fn iq2_xxs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let w = weights(x, expect_weights(qw, "IQ2_XXS"), 1.0);
     y.fill(0);
     let mut scales = [0f32; 8];
-    let mut max_scale = 0f32;
     let mut aux = [0u32; 8];
     for ib in 0..8 {
         let r = 32 * ib..32 * ib + 32;
@@ -401,17 +416,13 @@ pub fn iq2_xxs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             aux[ib] |= (signs[k] as u32) << (7 * k);
         }
         scales[ib] = scale;
-        max_scale = if max_scale > scale { max_scale } else { scale };
     }
-    if max_scale == 0.0 {
+    let Some(codes) = scale_codes(&scales, 1.0, y) else {
         y.fill(0);
         return;
-    }
-    let d = max_scale / 31.0;
-    y[..2].copy_from_slice(&f16_bits(d));
-    let id = 1.0 / d;
+    };
     for ib in 0..8 {
-        let a = aux[ib] | (scale_code(id, scales[ib]) as u32) << 28;
+        let a = aux[ib] | (codes[ib] as u32) << 28;
         y[6 + 8 * ib..10 + 8 * ib].copy_from_slice(&a.to_le_bytes());
     }
 }
@@ -423,7 +434,6 @@ pub fn iq2_xs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let lat = lattice(512);
     y.fill(0);
     let mut scales = [0f32; 16];
-    let mut max_scale = 0f32;
     for ib in 0..16 {
         let r = 16 * ib..16 * ib + 16;
         let Some((scale, index, signs)) = xs_sub(lat, true, &x[r.clone()], &w[r]) else {
@@ -434,17 +444,13 @@ pub fn iq2_xs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             y[2 + 4 * ib + 2 * k..4 + 4 * ib + 2 * k].copy_from_slice(&q.to_le_bytes());
         }
         scales[ib] = scale;
-        max_scale = if max_scale > scale { max_scale } else { scale };
     }
-    if max_scale == 0.0 {
+    let Some(codes) = scale_codes(&scales, 1.0, y) else {
         y.fill(0);
         return;
-    }
-    let d = max_scale / 31.0;
-    y[..2].copy_from_slice(&f16_bits(d));
-    let id = 1.0 / d;
+    };
     for ib in 0..16 {
-        y[66 + ib / 2] |= scale_code(id, scales[ib]) << (4 * (ib % 2));
+        y[66 + ib / 2] |= codes[ib] << (4 * (ib % 2));
     }
 }
 
@@ -461,7 +467,6 @@ pub fn iq2_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let lat = lattice(1024);
     y.fill(0);
     let mut scales = [0f32; 16];
-    let mut max_scale = 0f32;
     for ib in 0..16 {
         let r = 16 * ib..16 * ib + 16;
         let Some((scale, index, signs)) = xs_sub(lat, false, &x[r.clone()], &w[r]) else {
@@ -474,16 +479,12 @@ pub fn iq2_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             y[34 + i8] = signs[k];
         }
         scales[ib] = scale;
-        max_scale = if max_scale > scale { max_scale } else { scale };
     }
-    if max_scale == 0.0 {
+    let Some(codes) = scale_codes(&scales, 0.9875, y) else {
         return;
-    }
-    let d = max_scale / 31.0;
-    y[..2].copy_from_slice(&f16_bits(d * 0.9875));
-    let id = 1.0 / d;
+    };
     for ib in 0..16 {
-        y[74 + ib / 2] |= scale_code(id, scales[ib]) << (4 * (ib % 2));
+        y[74 + ib / 2] |= codes[ib] << (4 * (ib % 2));
     }
 }
 

@@ -16,7 +16,7 @@
 // its own.
 #![allow(clippy::needless_range_loop)]
 
-use super::kquants::{f16_bits, nearest_int, QK_K};
+use super::kquants::{nearest_int, QK_K};
 use frugal_models::iq::{lattice_levels, IQ3XXS_DECODED, KGRID_IQ3S, KGRID_IQ3XXS};
 pub use frugal_models::iq::{IQ3_S_BYTES, IQ3_XXS_BYTES};
 use std::sync::OnceLock;
@@ -264,7 +264,6 @@ pub fn iq3_xxs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let w = weights(x, qw);
     y.fill(0);
     let mut scales = [0f32; 8];
-    let mut max_scale = 0f32;
     let mut ss = [0u32; 8];
     for ib in 0..8 {
         let Some(s) = sub_block(
@@ -282,22 +281,14 @@ pub fn iq3_xxs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             | (s.signs[2] as u32) << 14
             | (s.signs[3] as u32) << 21;
         scales[ib] = s.scale;
-        max_scale = if max_scale > s.scale {
-            max_scale
-        } else {
-            s.scale
-        };
     }
-    if max_scale == 0.0 {
+    let Some(codes) = super::iq2::scale_codes(&scales, 1.0125, y) else {
         y.fill(0);
         return;
-    }
-    let d = max_scale / 31.0;
-    y[..2].copy_from_slice(&f16_bits(d * 1.0125));
-    let id = 1.0 / d;
+    };
     for ib in 0..8 {
-        let l = nearest_int(0.5 * (id * scales[ib] - 1.0)).clamp(0, 15) as u32;
-        y[66 + 4 * ib..70 + 4 * ib].copy_from_slice(&(ss[ib] | l << 28).to_le_bytes());
+        let a = ss[ib] | (codes[ib] as u32) << 28;
+        y[66 + 4 * ib..70 + 4 * ib].copy_from_slice(&a.to_le_bytes());
     }
 }
 
@@ -307,7 +298,6 @@ pub fn iq3_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let w = weights(x, qw);
     y.fill(0);
     let mut scales = [0f32; 8];
-    let mut max_scale = 0f32;
     for ib in 0..8 {
         let Some(s) = sub_block(
             Kind::S,
@@ -322,22 +312,12 @@ pub fn iq3_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
         }
         y[74 + 4 * ib..78 + 4 * ib].copy_from_slice(&s.signs);
         scales[ib] = s.scale;
-        max_scale = if max_scale > s.scale {
-            max_scale
-        } else {
-            s.scale
-        };
     }
-    if max_scale == 0.0 {
+    let Some(codes) = super::iq2::scale_codes(&scales, 1.033, y) else {
         return;
-    }
-    let d = max_scale / 31.0;
-    y[..2].copy_from_slice(&f16_bits(d * 1.033));
-    let id = 1.0 / d;
+    };
     for ib in (0..8).step_by(2) {
-        let l1 = nearest_int(0.5 * (id * scales[ib] - 1.0)).clamp(0, 15) as u8;
-        let l2 = nearest_int(0.5 * (id * scales[ib + 1] - 1.0)).clamp(0, 15) as u8;
-        y[106 + ib / 2] = l1 | (l2 << 4);
+        y[106 + ib / 2] = codes[ib] | (codes[ib + 1] << 4);
     }
 }
 
