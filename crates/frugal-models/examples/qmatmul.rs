@@ -4,7 +4,8 @@
 //! of the models the benchmarks use, in one run. Prints G multiply-adds per second (best of
 //! `ROUNDS`) and the ratios (above 1: Frugal faster). Where the CPU has AVX-512 VNNI, Frugal's
 //! AVX2 kernel is timed beside it too (column `avx2`, and `× avx2`: its time over VNNI's). Run
-//! by `bench/qmatmul-kernels.sh`.
+//! by `bench/qmatmul-kernels.sh`. The IQ4 types have no candle kernel (NaN in its columns):
+//! their alternative was the decoded weight's F32 product.
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -75,16 +76,27 @@ fn main() {
             if k % ty.block_values() != 0 {
                 continue;
             }
-            let q = QTensor::quantize(&wt, ty.candle()).unwrap();
-            let bytes = q.data().unwrap().into_owned();
-            let decoded = q.dequantize(&dev).unwrap();
-            let mm = QMatMul::from_qtensor(q).unwrap();
+            let w = wt.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let bytes = qmatmul::sample_blocks(ty, &w, k);
+            let g = frugal_formats::gguf::GgmlType::from_name(&format!("{ty:?}")).unwrap();
+            let mapped = frugal_formats::gguf::MappedBytes::from_bytes(&bytes).unwrap();
+            let decoded = frugal_models::linear::MappedWeight::new(g, mapped, n, k)
+                .unwrap()
+                .decode()
+                .unwrap();
+            let decoded = Tensor::from_vec(decoded, (n, k), &dev).unwrap();
+            // candle's kernel, where candle has the type (not the IQ4 types).
+            let mm = ty
+                .candle()
+                .map(|d| QMatMul::from_qtensor(QTensor::quantize(&wt, d).unwrap()).unwrap());
             for &m in &rows {
                 let x: Vec<f32> = (0..m * k).map(|_| rng.next_f64() as f32 - 0.5).collect();
                 let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
                 let mac = (m * n * k) as f64 / 1e9;
-                let c = best(rounds, || {
-                    std::hint::black_box(mm.forward(&xt).unwrap());
+                let c = mm.as_ref().map_or(f64::NAN, |mm| {
+                    best(rounds, || {
+                        std::hint::black_box(mm.forward(&xt).unwrap());
+                    })
                 });
                 let g = best(rounds, || {
                     std::hint::black_box(xt.matmul(&decoded.t().unwrap()).unwrap());

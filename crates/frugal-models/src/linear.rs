@@ -93,16 +93,19 @@ enum MappedProduct {
 impl MappedProduct {
     fn of(ty: frugal_formats::gguf::GgmlType) -> Option<MappedProduct> {
         use candle_core::quantized::GgmlDType as D;
-        let dtype = crate::gguf_load::candle_dtype(ty)?;
-        Some(match dtype {
-            D::F32 | D::F16 | D::BF16 => MappedProduct::Floats(dtype),
-            _ => MappedProduct::Blocks(crate::qmatmul::BlockType::of(dtype)?),
-        })
+        if let Some(b) = crate::qmatmul::BlockType::of_ggml(ty) {
+            return Some(MappedProduct::Blocks(b));
+        }
+        match crate::gguf_load::candle_dtype(ty)? {
+            d @ (D::F32 | D::F16 | D::BF16) => Some(MappedProduct::Floats(d)),
+            _ => None,
+        }
     }
 }
 
 /// Whether a weight stored as `ty` is multiplied in place ([`Weight::Mapped`]) when a model
-/// is loaded with its weights as stored (every type but the IQ and ternary ones).
+/// is loaded with its weights as stored (every type but the 1- to 3-bit IQ and the ternary
+/// ones).
 pub fn reads_in_place(ty: frugal_formats::gguf::GgmlType) -> bool {
     MappedProduct::of(ty).is_some()
 }
@@ -117,11 +120,11 @@ impl MappedWeight {
         n_in: usize,
     ) -> Option<MappedWeight> {
         let product = MappedProduct::of(ty)?;
-        let dtype = crate::gguf_load::candle_dtype(ty)?;
-        let bs = dtype.block_size();
+        let info = ty.info()?;
+        let bs = info.block_size as usize;
         let expected = n_in
             .is_multiple_of(bs)
-            .then(|| n_out * (n_in / bs) * dtype.type_size());
+            .then(|| n_out * (n_in / bs) * info.type_size as usize);
         (expected == Some(bytes.len())).then_some(MappedWeight {
             ty,
             bytes,
@@ -137,6 +140,12 @@ impl MappedWeight {
 
     /// The weight decoded to f32, row-major `[n_out, n_in]` (ggml's decoding).
     pub fn decode(&self) -> Result<Vec<f32>> {
+        if crate::iq::decodes(self.ty) {
+            let mut v = vec![0f32; self.n_out * self.n_in];
+            crate::iq::decode_row(self.ty, &self.bytes, &mut v)
+                .expect("whole blocks, checked by MappedWeight::new");
+            return Ok(v);
+        }
         let cpu = candle_core::Device::Cpu;
         let dtype = crate::gguf_load::candle_dtype(self.ty).expect("checked by MappedWeight::new");
         let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
@@ -440,13 +449,9 @@ impl Linear {
         Ok(match &self.weight {
             Weight::Dense(w) => w.clone(),
             Weight::Quantized(q) => q.dequantize(&q.device())?,
-            Weight::Mapped(m) => candle_core::quantized::ggml_file::qtensor_from_ggml(
-                crate::gguf_load::candle_dtype(m.ty).expect("checked by MappedWeight::new"),
-                &m.bytes,
-                vec![m.n_out, m.n_in],
-                &candle_core::Device::Cpu,
-            )?
-            .dequantize(&candle_core::Device::Cpu)?,
+            Weight::Mapped(m) => {
+                Tensor::from_vec(m.decode()?, (m.n_out, m.n_in), &candle_core::Device::Cpu)?
+            }
         })
     }
 
@@ -957,13 +962,21 @@ mod tests {
                 assert!(MappedWeight::new(g, short, n_out, n_in).is_none(), "{g:?}");
             }
         }
+        // The lattice types have no kernel: decoded where they are loaded.
+        assert!(MappedWeight::new(
+            G::IQ3_S,
+            MappedBytes::from_bytes(&[0u8; 110]).unwrap(),
+            1,
+            256
+        )
+        .is_none());
         assert!(MappedWeight::new(
             G::IQ4_NL,
             MappedBytes::from_bytes(&[0u8; 18]).unwrap(),
             1,
             32
         )
-        .is_none());
+        .is_some());
     }
 
     /// In a differentiable pass a weight read in place gives the decoded weight's product and

@@ -851,7 +851,9 @@ impl Llama {
             // Stored weights: the embedding's rows stay in the file's mapping too.
             let mut m = Self::load_bare_shell(f, device)?;
             let t = info_shaped(f, "token_embd.weight", &[m.config.n_vocab, m.config.n_embd])?;
-            if crate::gguf_load::candle_dtype(t.ggml_type).is_none() {
+            if crate::gguf_load::candle_dtype(t.ggml_type).is_none()
+                && !crate::iq::decodes(t.ggml_type)
+            {
                 m.embedding = load_f32(f, "token_embd.weight", device)?;
             } else {
                 m.embedding_rows = Some((t.ggml_type, f.tensor_data(t)));
@@ -943,7 +945,12 @@ impl Llama {
                     &self.device,
                 )?
                 .dequantize(&self.device)?,
-                None => unreachable!("checked by the callers"),
+                None => {
+                    let mut v = vec![0f32; c.n_embd];
+                    crate::iq::decode_row(ty, bytes, &mut v)
+                        .ok_or(Error::NotLoaded("token embedding rows of whole blocks"))?;
+                    Tensor::from_vec(v, (1, c.n_embd), &self.device)?
+                }
             };
             out.extend(decoded.flatten_all()?.to_vec1::<f32>()?);
         }

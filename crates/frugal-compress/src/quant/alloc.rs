@@ -32,11 +32,18 @@ pub struct Options {
 
 /// The candidate types of tensor `name` with rows of `ncols`; without importance weights for it,
 /// not the types llama.cpp refuses to write without them, nor those that cannot quantize at all
-/// without them.
-fn candidate_types(which: Candidates, name: &str, ncols: usize, weighted: bool) -> Vec<GgmlType> {
+/// without them; with `gptq_only`, only the types GPTQ can round.
+fn candidate_types(
+    which: Candidates,
+    name: &str,
+    ncols: usize,
+    weighted: bool,
+    gptq_only: bool,
+) -> Vec<GgmlType> {
     CODECS
         .iter()
         .filter(|c| c.fits(ncols))
+        .filter(|c| !gptq_only || !c.quantized() || c.gptq_rounds())
         .filter(|c| {
             weighted
                 || !(super::mix::requires_imatrix(name, c.ggml)
@@ -64,7 +71,7 @@ pub fn measure(
         .and_then(|m| m.entries.get(&t.name))
         .filter(|w| w.len() == ncols);
     let mut points = Vec::new();
-    for ty in candidate_types(which, &t.name, ncols, qw.is_some()) {
+    for ty in candidate_types(which, &t.name, ncols, qw.is_some(), opts.gptq_types_only) {
         let qw = qw.map(|w| w.as_slice());
         let (q, s) = quantize_matrix_measured(&x, ncols, ty, qw);
         points.push((
@@ -187,5 +194,27 @@ mod tests {
         assert_eq!(choose(&[a.clone(), b.clone()], 30), vec![G::Q8_0, G::Q4_0]);
         assert_eq!(choose(&[a.clone(), b.clone()], 40), vec![G::Q8_0, G::Q8_0]);
         assert_eq!(choose(&[a, b], 5), vec![G::Q4_0, G::Q4_0]);
+    }
+
+    /// A budget for the block-wise methods never offers a type GPTQ refuses (the IQ1 types),
+    /// while the lattices and grids it rounds stay; without weights, neither the types llama.cpp
+    /// refuses without them nor those that need them.
+    #[test]
+    fn candidates_follow_the_method_and_the_weights() {
+        let name = "blk.0.ffn_down.weight";
+        let all = candidate_types(Candidates::All, name, 1536, true, false);
+        let gptq = candidate_types(Candidates::All, name, 1536, true, true);
+        for t in [G::IQ1_S, G::IQ1_M] {
+            assert!(all.contains(&t) && !gptq.contains(&t), "{t:?}");
+        }
+        for t in [G::IQ2_XXS, G::IQ3_S, G::IQ4_XS, G::Q2_K, G::Q4_K, G::Q8_0] {
+            assert!(all.contains(&t) && gptq.contains(&t), "{t:?}");
+        }
+        assert!(gptq.iter().all(|&t| codec(t).unwrap().gptq_rounds()));
+        let plain = candidate_types(Candidates::All, name, 1536, false, false);
+        for t in [G::IQ1_S, G::IQ2_XXS, G::IQ2_XS, G::IQ3_XXS] {
+            assert!(!plain.contains(&t), "{t:?}");
+        }
+        assert!(plain.contains(&G::IQ4_NL) && plain.contains(&G::Q4_K));
     }
 }

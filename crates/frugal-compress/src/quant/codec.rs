@@ -65,6 +65,13 @@ impl Codec {
         self.lmax > 0
     }
 
+    /// Whether GPTQ can round to this format: it sets values one at a time (a grid of levels) or
+    /// a lattice point's eight at a time; the IQ1 types' points share a shift across sixteen or
+    /// thirty-two values, which it cannot.
+    pub fn gptq_rounds(&self) -> bool {
+        self.quantized() && (self.levels.is_some() || self.regroup.is_some())
+    }
+
     /// Whether rows of `ncols` values fit this format.
     pub fn fits(&self, ncols: usize) -> bool {
         ncols.is_multiple_of(self.block)

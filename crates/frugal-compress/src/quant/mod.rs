@@ -345,6 +345,8 @@ pub struct QuantizeOptions {
     /// Where the block-wise methods hold their Gram sums and factorizations (the memory plan
     /// chooses: [`memory_plan`]).
     pub scratch: frugal_models::scratch::Placement,
+    /// A size budget may only choose types GPTQ can round (set for the block-wise methods).
+    pub gptq_types_only: bool,
 }
 
 impl QuantizeOptions {
@@ -358,6 +360,7 @@ impl QuantizeOptions {
             target_bpw: None,
             checkpoint: None,
             scratch: frugal_models::scratch::Placement::Memory,
+            gptq_types_only: false,
         }
     }
 }
@@ -763,6 +766,7 @@ pub fn quantize_model(
     let f = GgufFile::open(input)?;
     check_overrides(&f, opts)?;
     let mut opts = opts.clone();
+    opts.gptq_types_only |= matches!(method, Method::Blockwise(_));
     let mut imatrix_seconds = None;
     if let (Some(c), None) = (calib, &opts.imatrix) {
         // The full-precision model's importance matrix weights plain rounding and the size
@@ -813,12 +817,11 @@ pub fn quantize_model(
                     opts.target.name
                 )));
             }
-            // GPTQ sets values one at a time, or a lattice point's eight at a time; the IQ1
-            // types' points share a shift across sixteen or thirty-two values.
-            if let Some(t) = choices.iter().flatten().find(|c| {
-                codec(c.ty)
-                    .is_some_and(|k| k.quantized() && k.levels.is_none() && k.regroup.is_none())
-            }) {
+            if let Some(t) = choices
+                .iter()
+                .flatten()
+                .find(|c| codec(c.ty).is_some_and(|k| k.quantized() && !k.gptq_rounds()))
+            {
                 return Err(Error::BadOptions(format!(
                     "{name} cannot round to {} yet (its points share a shift across a sub-block); \
                      use --method rtn with --calib or --imatrix, or --tensor-type to choose \

@@ -15,13 +15,16 @@ pub enum ActFormat {
     Q8_1,
     /// Blocks of 256: `d = max / −127` in f32, `q = nearest(x / d)`, and sums of 16 (k-quants).
     Q8K,
+    /// Q8_K's rounding with its scale repeated for each 32 values (IQ4_XS, whose prepared rows
+    /// are blocks of 32 with a scale each, multiplied by the blocks-of-32 kernels).
+    Q8K32,
 }
 
 impl ActFormat {
     /// Values per scale.
     pub fn block(self) -> usize {
         match self {
-            ActFormat::Q8_0 | ActFormat::Q8_1 => 32,
+            ActFormat::Q8_0 | ActFormat::Q8_1 | ActFormat::Q8K32 => 32,
             ActFormat::Q8K => 256,
         }
     }
@@ -40,8 +43,8 @@ pub struct Activations {
 }
 
 impl Activations {
-    /// Rounds the rows of `x` (`n_in` values each, a multiple of 256 for [`ActFormat::Q8K`],
-    /// of 32 otherwise), in parallel over rows. The values `q · d` are those
+    /// Rounds the rows of `x` (`n_in` values each, a multiple of 256 for [`ActFormat::Q8K`]
+    /// and [`ActFormat::Q8K32`], of 32 otherwise), in parallel over rows. The values `q · d` are those
     /// [`crate::linear::ActRounding`] gives for the same format.
     pub fn quantize(fmt: ActFormat, x: &[f32], n_in: usize) -> Activations {
         use rayon::prelude::*;
@@ -91,6 +94,13 @@ crate::avx2_dispatch! {
                     if fmt == ActFormat::Q8_1 {
                         *s = half::f16::from_f32(sum as f32 * dd).to_f32();
                     }
+                }
+            }
+            ActFormat::Q8K32 => {
+                let mut d256 = [0f32];
+                for ((x, q), d) in x.chunks_exact(256).zip(q.chunks_exact_mut(256)).zip(d.chunks_exact_mut(8)) {
+                    quantize_row(ActFormat::Q8K, x, q, &mut d256, &mut [0.0]);
+                    d.fill(d256[0]);
                 }
             }
             ActFormat::Q8K => {

@@ -26,32 +26,26 @@ use panel::{Panels, PANEL};
 use prepare::Prepared;
 use rayon::prelude::*;
 
-/// A block type these kernels multiply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub enum BlockType {
-    Q4_0,
-    Q4_1,
-    Q5_0,
-    Q5_1,
-    Q8_0,
-    Q2_K,
-    Q3_K,
-    Q4_K,
-    Q5_K,
-    Q6_K,
-}
-
-/// One row per type: candle's name for it, bytes per block, values per block, the activation
-/// blocks ggml multiplies it with, whether its codes are signed (the `_0` types), the zero
-/// point the unsigned k-quant codes carry, and whether Frugal's kernel is the faster one for a
-/// single input row (a decoded token) and for many (a prompt), on a CPU whose widest kernel is
-/// AVX2 and on one with AVX-512 VNNI (where candle's repacked VNNI products of Q8_0, Q4_K and
-/// Q6_K are the faster), as measured by `bench/qmatmul-kernels.sh` (BENCHMARKS.md, "Quantized
-/// products with 8-bit activations" and "AVX-512 VNNI: panels of sixteen weight rows").
+/// One row per type: candle's name for it (none for the IQ4 types, which candle cannot hold),
+/// bytes per block, values per block, the activation blocks ggml multiplies it with (IQ4_XS:
+/// Q8_K's rounding, its scale repeated per 32 values), whether its codes are signed (the `_0`
+/// types, and the IQ4 types' table values), whether it is a k-quant (scales and minima per 16),
+/// the zero point the unsigned k-quant codes carry, and whether Frugal's kernel is the faster
+/// one for a single input row (a decoded token) and for many (a prompt), on a CPU whose widest
+/// kernel is AVX2 and on one with AVX-512 VNNI (where candle's repacked VNNI products of Q8_0,
+/// Q4_K and Q6_K are the faster), as measured by `bench/qmatmul-kernels.sh` (BENCHMARKS.md,
+/// "Quantized products with 8-bit activations" and "AVX-512 VNNI: panels of sixteen weight
+/// rows"; the IQ4 types have no kernel of candle's to lose to).
 macro_rules! block_types {
-    ($($t:ident: $candle:ident, $bytes:expr, $values:expr, $act:ident, $signed:expr, $zero:expr,
-       ours avx2 $one:expr, $many:expr, vnni $vone:expr, $vmany:expr;)*) => {
+    ($($t:ident: [$($candle:ident)?], $bytes:expr, $values:expr, $act:ident, $signed:expr,
+       $k:expr, $zero:expr, ours avx2 $one:expr, $many:expr, vnni $vone:expr, $vmany:expr;)*) => {
+        /// A block type these kernels multiply.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[allow(non_camel_case_types)]
+        pub enum BlockType {
+            $($t,)*
+        }
+
         impl BlockType {
             /// Every type, in the table's order.
             pub const ALL: &'static [BlockType] = &[$(BlockType::$t),*];
@@ -60,14 +54,23 @@ macro_rules! block_types {
             pub fn of(t: candle_core::quantized::GgmlDType) -> Option<BlockType> {
                 use candle_core::quantized::GgmlDType as D;
                 match t {
-                    $(D::$candle => Some(BlockType::$t),)*
+                    $($(D::$candle => Some(BlockType::$t),)?)*
                     _ => None,
                 }
             }
-            /// candle's type.
-            pub fn candle(self) -> candle_core::quantized::GgmlDType {
+            /// The kernels' type for a GGUF type.
+            pub fn of_ggml(t: frugal_formats::gguf::GgmlType) -> Option<BlockType> {
+                use frugal_formats::gguf::GgmlType as G;
+                match t {
+                    $(G::$t => Some(BlockType::$t),)*
+                    _ => None,
+                }
+            }
+            /// candle's type, where candle has it.
+            pub fn candle(self) -> Option<candle_core::quantized::GgmlDType> {
+                #[allow(unused_imports)]
                 use candle_core::quantized::GgmlDType as D;
-                match self { $(BlockType::$t => D::$candle,)* }
+                match self { $(BlockType::$t => None$(.or(Some(D::$candle)))?,)* }
             }
             /// Bytes of one block.
             pub fn block_bytes(self) -> usize {
@@ -81,9 +84,14 @@ macro_rules! block_types {
             pub fn act(self) -> ActFormat {
                 match self { $(BlockType::$t => ActFormat::$act,)* }
             }
-            /// Whether the codes are signed (the `_0` legacy types).
+            /// Whether the codes are signed (the `_0` legacy types, the IQ4 types).
             pub fn is_signed(self) -> bool {
                 match self { $(BlockType::$t => $signed,)* }
+            }
+            /// A k-quant (super-blocks of 256 with scales per 16 values); the others are
+            /// multiplied as blocks of 32 with one f32 scale each.
+            pub fn is_k(self) -> bool {
+                match self { $(BlockType::$t => $k,)* }
             }
             /// The value the unsigned k-quant codes are centred on (Q3_K 4, Q6_K 32).
             pub fn zero_point(self) -> i16 {
@@ -105,22 +113,29 @@ macro_rules! block_types {
 }
 
 block_types! {
-    Q4_0: Q4_0, 18, 32, Q8_0, true, 0, ours avx2 true, true, vnni false, true;
-    Q4_1: Q4_1, 20, 32, Q8_1, false, 0, ours avx2 true, true, vnni true, true;
-    Q5_0: Q5_0, 22, 32, Q8_0, true, 0, ours avx2 true, true, vnni true, true;
-    Q5_1: Q5_1, 24, 32, Q8_1, false, 0, ours avx2 true, true, vnni true, true;
-    Q8_0: Q8_0, 34, 32, Q8_0, true, 0, ours avx2 true, true, vnni false, false;
-    Q2_K: Q2K, 84, 256, Q8K, false, 0, ours avx2 false, false, vnni false, true;
-    Q3_K: Q3K, 110, 256, Q8K, false, 4, ours avx2 false, true, vnni false, true;
-    Q4_K: Q4K, 144, 256, Q8K, false, 0, ours avx2 false, false, vnni false, false;
-    Q5_K: Q5K, 176, 256, Q8K, false, 0, ours avx2 false, true, vnni false, true;
-    Q6_K: Q6K, 210, 256, Q8K, false, 32, ours avx2 false, false, vnni false, false;
+    Q4_0: [Q4_0], 18, 32, Q8_0, true, false, 0, ours avx2 true, true, vnni false, true;
+    Q4_1: [Q4_1], 20, 32, Q8_1, false, false, 0, ours avx2 true, true, vnni true, true;
+    Q5_0: [Q5_0], 22, 32, Q8_0, true, false, 0, ours avx2 true, true, vnni true, true;
+    Q5_1: [Q5_1], 24, 32, Q8_1, false, false, 0, ours avx2 true, true, vnni true, true;
+    Q8_0: [Q8_0], 34, 32, Q8_0, true, false, 0, ours avx2 true, true, vnni false, false;
+    Q2_K: [Q2K], 84, 256, Q8K, false, true, 0, ours avx2 false, false, vnni false, true;
+    Q3_K: [Q3K], 110, 256, Q8K, false, true, 4, ours avx2 false, true, vnni false, true;
+    Q4_K: [Q4K], 144, 256, Q8K, false, true, 0, ours avx2 false, false, vnni false, false;
+    Q5_K: [Q5K], 176, 256, Q8K, false, true, 0, ours avx2 false, true, vnni false, true;
+    Q6_K: [Q6K], 210, 256, Q8K, false, true, 32, ours avx2 false, false, vnni false, false;
+    IQ4_NL: [], 18, 32, Q8_0, true, false, 0, ours avx2 true, true, vnni true, true;
+    IQ4_XS: [], 136, 256, Q8K32, true, false, 0, ours avx2 true, true, vnni true, true;
 }
 
 impl BlockType {
-    /// A k-quant (super-blocks of 256 with scales per 16 values).
-    pub fn is_k(self) -> bool {
-        self.block_values() == 256
+    /// Values per f32 scale of the prepared rows ([`Prepared::d`]): 256 for the k-quants, 32
+    /// for the others (IQ4_XS's super-block scale times each sub-block's).
+    pub fn scale_block(self) -> usize {
+        if self.is_k() {
+            256
+        } else {
+            32
+        }
     }
 }
 
@@ -133,7 +148,7 @@ pub fn candle_forced() -> bool {
 
 /// `w`'s row `r` of `n_in` values.
 fn weight_row(p: &Prepared, ty: BlockType, r: usize, n_in: usize) -> WeightRow<'_> {
-    let nb = n_in / ty.block_values();
+    let nb = n_in / ty.scale_block();
     let ng = if ty.is_k() { n_in / 16 } else { 0 };
     WeightRow {
         w: &p.w[r * n_in..(r + 1) * n_in],
@@ -389,6 +404,63 @@ pub fn matmul_with(
     y
 }
 
+/// `w` (rows of `n_in` values) as blocks of `ty`, for tests and benchmarks: candle's
+/// quantization where candle has the type; for the IQ4 types a plain encoder (each scale from
+/// the block's largest magnitude, each value the nearest of the sixteen), not llama.cpp's search.
+pub fn sample_blocks(ty: BlockType, w: &[f32], n_in: usize) -> Vec<u8> {
+    if let Some(d) = ty.candle() {
+        let t =
+            candle_core::Tensor::from_slice(w, (w.len() / n_in, n_in), &candle_core::Device::Cpu)
+                .and_then(|t| candle_core::quantized::QTensor::quantize(&t, d))
+                .and_then(|q| Ok(q.data()?.into_owned()));
+        return t.expect("candle quantizes whole blocks");
+    }
+    let amax = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let codes = |v: &[f32], d: f32, out: &mut [u8]| {
+        let k = crate::iq::KVALUES_IQ4NL;
+        let near = |x: f32| {
+            (0..16u8)
+                .min_by(|&a, &b| {
+                    let da = (x - d * f32::from(k[usize::from(a)])).abs();
+                    let db = (x - d * f32::from(k[usize::from(b)])).abs();
+                    da.total_cmp(&db)
+                })
+                .expect("sixteen values")
+        };
+        for j in 0..16 {
+            out[j] = near(v[j]) | (near(v[j + 16]) << 4);
+        }
+    };
+    let f16 = |v: f32| half::f16::from_f32(v);
+    let mut out = Vec::with_capacity(w.len() / ty.block_values() * ty.block_bytes());
+    for b in w.chunks_exact(ty.block_values()) {
+        let at = out.len();
+        out.resize(at + ty.block_bytes(), 0);
+        let o = &mut out[at..];
+        if ty == BlockType::IQ4_XS {
+            let d = f16(amax(b) / (127.0 * 31.0));
+            o[..2].copy_from_slice(&d.to_le_bytes());
+            for (s, v) in b.chunks_exact(32).enumerate() {
+                let ls = if d.to_f32() > 0.0 {
+                    (amax(v) / (127.0 * d.to_f32())).round().clamp(-32.0, 31.0) as i32
+                } else {
+                    0
+                };
+                let u = (ls + 32) as u8;
+                o[4 + s / 2] |= (u & 15) << (4 * (s % 2));
+                let h = u16::from_le_bytes([o[2], o[3]]) | (u16::from(u >> 4) << (2 * s));
+                o[2..4].copy_from_slice(&h.to_le_bytes());
+                codes(v, d.to_f32() * ls as f32, &mut o[8 + 16 * s..24 + 16 * s]);
+            }
+        } else {
+            let d = f16(amax(b) / 127.0);
+            o[..2].copy_from_slice(&d.to_le_bytes());
+            codes(b, d.to_f32(), &mut o[2..18]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,8 +505,12 @@ mod tests {
         let x = values(11, m * n_in, false);
         let wt = Tensor::from_vec(w, (n_out, n_in), &dev).unwrap();
         let xt = Tensor::from_vec(x.clone(), (m, n_in), &dev).unwrap();
-        for &ty in BlockType::ALL {
-            let q = QTensor::quantize(&wt, ty.candle()).unwrap();
+        // The types candle has (the IQ4 types: `iq4_types_against_ggml_decoding`).
+        for (ty, cd) in BlockType::ALL
+            .iter()
+            .filter_map(|&t| Some((t, t.candle()?)))
+        {
+            let q = QTensor::quantize(&wt, cd).unwrap();
             let bytes = q.data().unwrap().into_owned();
             let decoded = flat(q.dequantize(&dev));
             let mut p = Prepared::default();
@@ -445,23 +521,7 @@ mod tests {
             }
             // The activations: q·d are ActRounding's values for the same format.
             let fmt = ty.act();
-            let acts = Activations::quantize(fmt, &x, n_in);
-            // The layer seam's table of ggml's activation rounding agrees with this one.
-            let g = frugal_formats::gguf::GgmlType::from_name(&format!("{ty:?}")).unwrap();
-            let rounding = ActRounding::for_weight(g);
-            let expected = match fmt {
-                ActFormat::Q8K => ActRounding::Q8K,
-                ActFormat::Q8_0 | ActFormat::Q8_1 => ActRounding::Q8_0,
-            };
-            assert_eq!(rounding, expected, "{ty:?}: activation format");
-            let mut rounded = x.clone();
-            rounded
-                .chunks_exact_mut(n_in)
-                .for_each(|r| rounding.round_row(r));
-            for (j, r) in rounded.iter().enumerate() {
-                let v = f32::from(acts.q[j]) * acts.d[j / fmt.block()];
-                assert_eq!(v, *r, "{ty:?}: activation {j}");
-            }
+            let rounded = rounded_as_ggml(ty, &x, n_in);
             let reference = matmul_with(ty, Kernel::Portable, &bytes, n_out, n_in, &x);
             let exact = flat(
                 Tensor::from_vec(rounded, (m, n_in), &dev)
@@ -496,7 +556,7 @@ mod tests {
             // FRUGAL_CANDLE_QMATMUL=1 is set for the test run), and a wrong width refused.
             let lin = crate::linear::Linear::quantized(
                 "t",
-                std::sync::Arc::new(QTensor::quantize(&wt, ty.candle()).unwrap()),
+                std::sync::Arc::new(QTensor::quantize(&wt, cd).unwrap()),
                 None,
             )
             .unwrap();
@@ -533,6 +593,114 @@ mod tests {
         }
     }
 
+    /// The input rows rounded as the layer seam rounds them for `ty`'s GGUF type
+    /// ([`ActRounding::for_weight`]), checked equal to the kernels' activations `q · d`.
+    fn rounded_as_ggml(ty: BlockType, x: &[f32], n_in: usize) -> Vec<f32> {
+        let fmt = ty.act();
+        let acts = Activations::quantize(fmt, x, n_in);
+        let g = frugal_formats::gguf::GgmlType::from_name(&format!("{ty:?}")).unwrap();
+        let rounding = ActRounding::for_weight(g);
+        let expected = match fmt {
+            ActFormat::Q8K | ActFormat::Q8K32 => ActRounding::Q8K,
+            ActFormat::Q8_0 | ActFormat::Q8_1 => ActRounding::Q8_0,
+        };
+        assert_eq!(rounding, expected, "{ty:?}: activation format");
+        let mut rounded = x.to_vec();
+        rounded
+            .chunks_exact_mut(n_in)
+            .for_each(|r| rounding.round_row(r));
+        for (j, r) in rounded.iter().enumerate() {
+            let v = f32::from(acts.q[j]) * acts.d[j / fmt.block()];
+            assert_eq!(v, *r, "{ty:?}: activation {j}");
+        }
+        rounded
+    }
+
+    /// The IQ4 types, which candle cannot hold: the unpacked values are llama.cpp's decoding
+    /// ([`crate::iq`]) bit for bit, every kernel the CPU has gives the decoded weight's product
+    /// with the input rounded as ggml rounds it (Q8_0 for IQ4_NL, Q8_K for IQ4_XS) to f32
+    /// summation order, one input row at a time as in the batch, and a layer reading the
+    /// weight in place gives the same.
+    #[test]
+    fn iq4_types_against_ggml_decoding_and_the_rounded_product() {
+        use frugal_formats::gguf::{GgmlType, MappedBytes};
+        let (n_out, n_in, m) = (37, 768, 11);
+        let w = values(7, n_out * n_in, true);
+        let x = values(11, m * n_in, false);
+        for ty in [BlockType::IQ4_NL, BlockType::IQ4_XS] {
+            let g = GgmlType::from_name(&format!("{ty:?}")).unwrap();
+            assert_eq!(BlockType::of_ggml(g), Some(ty));
+            let bytes = sample_blocks(ty, &w, n_in);
+            let mut decoded = vec![0f32; n_out * n_in];
+            crate::iq::decode_row(g, &bytes, &mut decoded).unwrap();
+            let err: f32 = w.iter().zip(&decoded).map(|(a, b)| (a - b).powi(2)).sum();
+            let norm: f32 = w.iter().map(|a| a * a).sum();
+            assert!(
+                err < 0.05 * norm,
+                "{ty:?}: the sample encoder: {err} of {norm}"
+            );
+            let mut p = Prepared::default();
+            p.fill(ty, &bytes, n_in);
+            for (j, v) in decoded.iter().enumerate() {
+                assert_eq!(p.value(ty, j).to_bits(), v.to_bits(), "{ty:?}: value {j}");
+            }
+            let rounded = rounded_as_ggml(ty, &x, n_in);
+            let exact: Vec<f32> = (0..m * n_out)
+                .map(|i| {
+                    let (r, o) = (i / n_out, i % n_out);
+                    let xr = &rounded[r * n_in..(r + 1) * n_in];
+                    let wr = &decoded[o * n_in..(o + 1) * n_in];
+                    xr.iter()
+                        .zip(wr)
+                        .map(|(a, b)| f64::from(a * b))
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+                let batch = matmul_with(ty, kernel, &bytes, n_out, n_in, &x);
+                for (i, (a, b)) in batch.iter().zip(&exact).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 2e-5 * scale,
+                        "{ty:?} {kernel:?} [{i}]: {a} vs {b}"
+                    );
+                }
+                for r in 0..m {
+                    let y1 = matmul_with(ty, kernel, &bytes, n_out, n_in, &x[r * n_in..][..n_in]);
+                    let yb = &batch[r * n_out..(r + 1) * n_out];
+                    if batch_is_exact(kernel) {
+                        assert_eq!(y1, yb, "{ty:?} {kernel:?}: row {r}");
+                    }
+                }
+            }
+            let mapped = crate::linear::MappedWeight::new(
+                g,
+                MappedBytes::from_bytes(&bytes).unwrap(),
+                n_out,
+                n_in,
+            )
+            .expect("IQ4 weights are read in place");
+            assert!(crate::linear::reads_in_place(g));
+            let lin = crate::linear::Linear::mapped("t", mapped, None);
+            let xt = Tensor::from_vec(x.clone(), (m, n_in), &Device::Cpu).unwrap();
+            assert_eq!(
+                flat(
+                    lin.forward(&xt)
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+                ),
+                matmul(ty, &bytes, n_out, n_in, &x),
+                "{ty:?}: Linear"
+            );
+            assert_eq!(
+                flat(
+                    lin.weight_f32()
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+                ),
+                decoded
+            );
+        }
+    }
+
     /// The integer parts are exact: with every code and activation at its extreme (the sign
     /// trick's −128 codes of Q8_0 included) the AVX2 and VNNI sums are the reference's, for
     /// one input row and for a tile of them, and for an odd count of legacy blocks (VNNI's
@@ -540,7 +708,7 @@ mod tests {
     #[test]
     fn extreme_codes_do_not_overflow() {
         for &ty in BlockType::ALL {
-            let n_in = if ty.is_k() { 512 } else { 544 };
+            let n_in = if ty.block_values() == 256 { 512 } else { 544 };
             // Every byte 0xFF (largest unsigned codes, scales, minima; Q8_0's −1), then
             // every byte 0x80 (Q8_0's −128), with f16 scales of 1.0 where the layout puts them.
             for fill in [0xFFu8, 0x80] {

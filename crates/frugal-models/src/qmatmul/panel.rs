@@ -45,7 +45,7 @@ impl Panels {
     /// Packs the first `rows` rows of `p` (`n_in` values each, of type `ty`).
     pub fn fill(&mut self, ty: BlockType, p: &Prepared, rows: usize, n_in: usize) {
         let np = rows.div_ceil(PANEL);
-        let nb = n_in / ty.block_values();
+        let nb = n_in / ty.scale_block();
         let ng = if ty.is_k() { n_in / 16 } else { 0 };
         reset(&mut self.q, np * PANEL * n_in);
         reset(&mut self.d, np * nb * PANEL);

@@ -52,9 +52,10 @@ impl Prepared {
     pub fn fill(&mut self, ty: BlockType, rows: &[u8], n_in: usize) {
         let blocks = rows.len() / ty.block_bytes();
         debug_assert_eq!(blocks * ty.block_values() % n_in, 0);
-        self.w.resize(blocks * ty.block_values(), 0);
-        self.d.resize(blocks, 0.0);
-        self.m.resize(blocks, 0.0);
+        let values = blocks * ty.block_values();
+        self.w.resize(values, 0);
+        self.d.resize(values / ty.scale_block(), 0.0);
+        self.m.resize(values / ty.scale_block(), 0.0);
         let groups = if ty.is_k() { blocks * 16 } else { 0 };
         self.sc.resize(groups, 0);
         self.zsc.resize(groups, 0);
@@ -97,6 +98,20 @@ crate::avx2_dispatch! {
                 p.m[i] = dmin;
                 for (zs, s) in p.zsc[i * 16..(i + 1) * 16].iter_mut().zip(sc.iter()) {
                     *zs = z * *s;
+                }
+            }
+        } else if ty == BlockType::IQ4_XS {
+            for (i, b) in rows.chunks_exact(bb).enumerate() {
+                let d = f16_at(t, b, 0);
+                let ls = crate::iq::iq4_xs_sub_scales(b);
+                for s in 0..8 {
+                    let w: &mut [u8; 32] = (&mut p.w[256 * i + 32 * s..256 * i + 32 * (s + 1)])
+                        .try_into()
+                        .expect("32 values");
+                    iq4_values(arr(&b[8 + 16 * s..24 + 16 * s]), w);
+                    // ggml's `dl = d · (ls − 32)`: exact in f32 (11 by 6 significant bits).
+                    p.d[8 * i + s] = d * ls[s] as f32;
+                    p.m[8 * i + s] = 0.0;
                 }
             }
         } else {
@@ -167,7 +182,23 @@ fn legacy(ty: BlockType, t: &[f32], b: &[u8], w: &mut [u8; 32]) -> (f32, f32) {
             }
             (d, m)
         }
-        _ => unreachable!("{ty:?} is a k-quant"),
+        BlockType::IQ4_NL => {
+            iq4_values(arr(&b[2..18]), w);
+            (d, 0.0)
+        }
+        _ => unreachable!("{ty:?} is not a block of 32"),
+    }
+}
+
+/// Sixteen bytes of IQ4 nibbles as the table values they index (`kvalues_iq4nl`, two's
+/// complement): value j from the low nibble of byte j, value j + 16 from its high nibble.
+#[inline(always)]
+fn iq4_values(qs: &[u8; 16], w: &mut [u8; 32]) {
+    let (lo, hi) = w.split_at_mut(16);
+    let (lo, hi): (&mut [u8; 16], &mut [u8; 16]) = (arr_mut(lo), arr_mut(hi));
+    nibbles::<16>(qs, lo, hi, 0);
+    for v in lo.iter_mut().chain(hi.iter_mut()) {
+        *v = crate::iq::KVALUES_IQ4NL[usize::from(*v)] as u8;
     }
 }
 
