@@ -918,16 +918,19 @@ impl Llama {
         }
         let name = "token_embd.weight";
         let t = info_shaped(f, name, &[c.n_vocab, c.n_embd])?;
-        crate::gguf_load::candle_dtype(t.ggml_type).ok_or_else(|| Error::UnsupportedType {
-            path: f.path().to_path_buf(),
-            name: name.to_string(),
-            dtype: t.ggml_type.name(),
-        })?;
+        if crate::gguf_load::candle_dtype(t.ggml_type).is_none() && !crate::iq::decodes(t.ggml_type)
+        {
+            return Err(Error::UnsupportedType {
+                path: f.path().to_path_buf(),
+                name: name.to_string(),
+                dtype: t.ggml_type.name(),
+            });
+        }
         self.embed_rows(t.ggml_type, &f.tensor_data(t), tokens)
     }
 
     /// The embedding rows of `tokens` (checked) decoded from the stored table `data` of type
-    /// `ty` (one candle can decode), scaled as the architecture says.
+    /// `ty` (one candle or [`crate::iq`] decodes), scaled as the architecture says.
     fn embed_rows(&self, ty: GgmlType, data: &[u8], tokens: &[u32]) -> Result<Tensor> {
         let c = &self.config;
         let row = data.len() / c.n_vocab;

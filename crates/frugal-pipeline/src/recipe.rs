@@ -616,6 +616,7 @@ fn calib_spec(t: &TextSource, dir: &Path, tokens: usize, ctx: usize) -> Result<C
         text: text_file(t, dir)?,
         ctx: t.ctx.unwrap_or(ctx),
         max_tokens: t.tokens.unwrap_or(tokens),
+        label: None,
     })
 }
 

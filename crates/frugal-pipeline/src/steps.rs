@@ -31,6 +31,9 @@ pub struct CalibSpec {
     pub ctx: usize,
     /// At most this many tokens (whole chunks).
     pub max_tokens: usize,
+    /// What reports name the text by, where it is not a file the user gave (Brown's mix
+    /// written to a scratch file); the path otherwise.
+    pub label: Option<String>,
 }
 
 impl CalibSpec {
@@ -38,6 +41,32 @@ impl CalibSpec {
     pub const DEFAULT_TOKENS: usize = 8192;
     /// Tokens per calibration chunk by default.
     pub const DEFAULT_CTX: usize = 512;
+
+    /// The default calibration text: Brown's multi-genre mix (`frugal brown-text --files
+    /// mix`: the last two files of every genre, interleaved sentence by sentence), written
+    /// into `dir`, which must outlive the run. One genre's importance statistics overfit it.
+    pub fn brown_mix(dir: &Path, ctx: usize, max_tokens: usize) -> Result<CalibSpec, crate::Error> {
+        let sel = frugal_formats::brown::MIX;
+        let (_, text) =
+            frugal_formats::brown::selection_text(&frugal_formats::assets::brown_dir(), sel)?;
+        let path = dir.join("brown-mix.txt");
+        frugal_formats::output::write_atomic(&path, &[], |f| {
+            std::io::Write::write_all(f, text.as_bytes())
+        })?;
+        Ok(CalibSpec {
+            text: path,
+            ctx,
+            max_tokens,
+            label: Some(format!("Brown `{sel}`")),
+        })
+    }
+
+    /// What reports name the text by.
+    pub fn name(&self) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| self.text.display().to_string())
+    }
 }
 
 /// Calibration text larger than this is refused (a token budget of millions fits easily).
@@ -50,7 +79,7 @@ pub fn load_calibration(model: &Path, spec: &CalibSpec) -> Result<Calibration, c
     Ok(Calibration::from_text(
         &f,
         &text,
-        &spec.text.display().to_string(),
+        &spec.name(),
         spec.ctx,
         spec.max_tokens,
     )?)

@@ -632,10 +632,7 @@ pub fn tune(
         objective: job.objective,
         target: job.target.clone(),
         calibration_tokens: calib.n_tokens(),
-        calibration_text: match &job.calib_brown {
-            Some(sel) => format!("Brown `{sel}`"),
-            None => job.calib.text.display().to_string(),
-        },
+        calibration_text: job.calib.name(),
         search_text: job.search.text.display().to_string(),
         heldout_texts,
         guarantee,

@@ -146,6 +146,7 @@ fn lm_student(a: &Args, student: PathBuf, text: PathBuf) -> Result<Student> {
             text,
             ctx: a.ctx,
             max_tokens: a.max_tokens,
+            label: None,
         },
         opts: LmDistillOptions {
             epochs: a.epochs.unwrap_or(d.epochs),

@@ -27,6 +27,7 @@ pub fn run(a: Args) -> Result<()> {
         text: a.calib,
         ctx: a.chunks.calib_ctx,
         max_tokens: a.chunks.calib_tokens,
+        label: None,
     };
     let bar = progress_bar();
     let r = frugal_pipeline::steps::imatrix_step(&a.model, &a.out, &spec, &|d, t| {

@@ -34,8 +34,10 @@ pub struct Args {
     #[arg(long)]
     pub plan: Option<PathBuf>,
     /// Calibration text: an importance matrix (llama-imatrix's statistic) is measured on it
-    /// and weights every rounding decision; GPTQ needs it. Encoders (int4): a text file, or
-    /// `brown` for Brown passages disjoint from the evaluation's; int4 weights are then GPTQ'd.
+    /// and weights every rounding decision. GGUF models with --method gptq, awq or awq-gptq
+    /// and no --calib calibrate on Brown's multi-genre mix (`frugal brown-text --files mix`: the
+    /// last two files of every genre, interleaved). Encoders (int4): a text file, or `brown`
+    /// for Brown passages disjoint from the evaluation's; int4 weights are then GPTQ'd.
     #[arg(long)]
     pub calib: Option<PathBuf>,
     #[command(flatten)]
@@ -46,7 +48,8 @@ pub struct Args {
     pub imatrix: Option<PathBuf>,
     /// `rtn` (round to nearest, importance-weighted with --calib), `gptq`, `awq` (activation-
     /// aware channel scales folded into the norms and value/up rows, then importance-weighted
-    /// rounding) or `awq-gptq` (AWQ's scales, then GPTQ). All but `rtn` need --calib.
+    /// rounding) or `awq-gptq` (AWQ's scales, then GPTQ). All but `rtn` calibrate (--calib,
+    /// else Brown's multi-genre mix).
     #[arg(long, value_enum, default_value_t = MethodName::default())]
     pub method: MethodName,
     /// GPTQ dampening, a fraction of the mean diagonal of XᵀX.

@@ -64,6 +64,7 @@ impl Student {
                 text,
                 ctx: 256,
                 max_tokens: 16384,
+                label: None,
             },
             opts: LmDistillOptions::default(),
             eval: EvalText::default(),

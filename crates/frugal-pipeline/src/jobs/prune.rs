@@ -133,6 +133,7 @@ impl Job for Prune {
             text,
             ctx: self.calib_ctx,
             max_tokens: self.calib_tokens,
+            label: None,
         });
         self.check_memory(calib.as_ref(), spec.as_ref())?;
         let Some(structure) = self.structure else {

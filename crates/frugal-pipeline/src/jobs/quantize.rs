@@ -88,7 +88,6 @@ impl Quantize {
     fn checkpointed(&self) -> bool {
         matches!(self.target, Target::Gguf(_))
             && !self.input.is_dir()
-            && self.calib.is_some()
             && self.method != MethodName::Rtn
     }
 
@@ -206,14 +205,24 @@ impl Quantize {
             });
         } else if self.resume {
             return Err(Error::Usage(
-                "--resume continues a block-wise method (--method gptq, awq, awq-gptq with --calib) on a GGUF model".into(),
+                "--resume continues a block-wise method (--method gptq, awq, awq-gptq) on a GGUF model".into(),
             ));
         }
-        let calib = self.calib.clone().map(|text| CalibSpec {
-            text,
-            ctx: self.calib_ctx,
-            max_tokens: self.calib_tokens,
-        });
+        // A block-wise method given no text calibrates on Brown's multi-genre mix.
+        let calib = match (&self.calib, self.method) {
+            (Some(text), _) => Some(CalibSpec {
+                text: text.clone(),
+                ctx: self.calib_ctx,
+                max_tokens: self.calib_tokens,
+                label: None,
+            }),
+            (None, MethodName::Rtn) => None,
+            (None, _) => Some(CalibSpec::brown_mix(
+                tmp.path(),
+                self.calib_ctx,
+                self.calib_tokens,
+            )?),
+        };
         let method = self.method.with(self.gptq);
         // The plan before any work: the calibration or the rounding, then the evaluation of
         // the output; the block-wise methods' Gram sums and factorizations in memory when

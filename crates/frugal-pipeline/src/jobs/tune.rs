@@ -188,21 +188,19 @@ impl Tune {
         // Without --calib: Brown's multi-genre mix, written into a scratch folder that lives
         // as long as the search.
         let tmp = super::scratch()?;
-        let (calib, calib_brown) = match &self.calib {
-            Some(c) => (c.clone(), None),
-            None => {
-                let sel = frugal_formats::brown::MIX;
-                let (_, text) = frugal_formats::brown::selection_text(
-                    &frugal_formats::assets::brown_dir(),
-                    sel,
-                )?;
-                let p = tmp.path().join("brown-mix.txt");
-                frugal_formats::output::write_atomic(&p, &[], |f| {
-                    std::io::Write::write_all(f, text.as_bytes())
-                })?;
-                (p, Some(sel.to_string()))
-            }
+        let calib = match &self.calib {
+            Some(c) => CalibSpec {
+                text: c.clone(),
+                ctx: self.calib_ctx,
+                max_tokens: self.calib_tokens,
+                label: None,
+            },
+            None => CalibSpec::brown_mix(tmp.path(), self.calib_ctx, self.calib_tokens)?,
         };
+        let calib_brown = self
+            .calib
+            .is_none()
+            .then(|| frugal_formats::brown::MIX.to_string());
         let limit =
             match &self.limit {
                 Some(Limit::MaxKld(x)) => QualityLimit::MaxKld(*x),
@@ -232,11 +230,7 @@ impl Tune {
             output: self.output.clone(),
             limit,
             target: self.target.clone(),
-            calib: CalibSpec {
-                text: calib,
-                ctx: self.calib_ctx,
-                max_tokens: self.calib_tokens,
-            },
+            calib,
             calib_brown,
             search: spec(search),
             heldout: self.heldout.iter().map(spec).collect(),
