@@ -738,6 +738,60 @@ fn quantize_reports_the_quality_of_its_output() {
     assert_bad_input(&out, "unknown type `Q3_XL`");
 }
 
+/// An IQ4_NL file of the real model (its tied embedding IQ4_NL too) evaluates both ways: with
+/// the weights decoded (quantize's own judgement) and read in place by the IQ4 kernels
+/// (`--quantized-kernels`), to nearly the same KLD (the paths round the output layer's input
+/// alike but sum in another order); before, the streamed evaluation refused the IQ4 embedding.
+#[test]
+fn an_iq4_nl_file_evaluates_decoded_and_in_place() {
+    let Some(p) = smollm2() else { return };
+    let Some(dir) = brown_calib_and_eval() else {
+        return;
+    };
+    let p = p.to_str().unwrap();
+    let kld = |j: &serde_json::Value| j["kld"]["mean"].as_f64().unwrap();
+    let q = frugal_json(
+        &[
+            "quantize",
+            p,
+            "iq4.gguf",
+            "--type",
+            "IQ4_NL",
+            "--pure",
+            "--eval-text",
+            "eval.txt",
+            "--eval-chunks",
+            "1",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let decoded = kld(&q["quality"]);
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "iq4.gguf",
+            "--reference",
+            p,
+            "--text",
+            "eval.txt",
+            "--chunks",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        frugal_json(&args, dir.path())
+    };
+    assert_eq!(kld(&eval(&[])), decoded);
+    let in_place = kld(&eval(&["--quantized-kernels"]));
+    eprintln!("IQ4_NL mean KLD: decoded {decoded}, in place {in_place}");
+    assert!(decoded > 0.01, "{decoded}");
+    assert!(
+        (in_place - decoded).abs() < 0.03 * decoded,
+        "{in_place} vs {decoded}"
+    );
+}
+
 /// GPTQ and AWQ end to end on the real model, with a small calibration budget: each must write
 /// a file that evaluates closer to the input than plain rounding to the same type; AWQ's scales
 /// are reported per group and folded into the norms written to the file; given no text, AWQ
