@@ -120,6 +120,7 @@ fn types_that_need_importance_weights_are_refused_where_a_tensor_has_none() {
         n_tokens: 1,
         source: "test".into(),
         file: None,
+        rounding: Default::default(),
     };
     let out = dir.path().join("o.gguf");
     for name in ["IQ2_XXS", "IQ2_XS", "IQ1_S"] {

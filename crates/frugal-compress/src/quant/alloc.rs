@@ -12,7 +12,9 @@ use frugal_formats::gguf::{GgmlType, GgufFile};
 /// Which types a tensor may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Candidates {
-    /// Every quantized type that tiles the rows.
+    /// Every quantized type that tiles the rows; and F16 and F32 where the importance matrix
+    /// measured what rounding each layer's input costs ([`super::InputRounding`]), since then
+    /// a 16-bit weight's unrounded input can be worth its bytes.
     All,
     /// Only the 32-wide types (what a row that 256 cannot tile may use).
     Narrow,
@@ -32,7 +34,7 @@ pub struct Options {
 
 /// The candidate types of tensor `name` with rows of `ncols`; without importance weights for it,
 /// not the types llama.cpp refuses to write without them, nor those that cannot quantize at all
-/// without them; with `gptq_only`, only the types GPTQ can round.
+/// without them; with `gptq_only`, only the types GPTQ can round (no float types).
 fn candidate_types(
     which: Candidates,
     name: &str,
@@ -43,7 +45,7 @@ fn candidate_types(
     CODECS
         .iter()
         .filter(|c| c.fits(ncols))
-        .filter(|c| !gptq_only || !c.quantized() || c.gptq_rounds())
+        .filter(|c| !gptq_only || c.gptq_rounds())
         .filter(|c| {
             weighted
                 || !(super::mix::requires_imatrix(name, c.ggml)
@@ -70,14 +72,40 @@ pub fn measure(
         .as_ref()
         .and_then(|m| m.entries.get(&t.name))
         .filter(|w| w.len() == ncols);
+    // With the input's rounding measured (and importance weights, in the same units): each
+    // column's Σ_rows w², the weight that error passes through.
+    let rounding = opts
+        .imatrix
+        .as_ref()
+        .and_then(|m| m.rounding.get(&t.name))
+        .filter(|_| qw.is_some());
+    let col_sq: Vec<f64> = match rounding {
+        Some(_) => {
+            let mut c = vec![0f64; ncols];
+            for row in x.chunks_exact(ncols) {
+                c.iter_mut()
+                    .zip(row)
+                    .for_each(|(c, &w)| *c += f64::from(w) * f64::from(w));
+            }
+            c
+        }
+        None => Vec::new(),
+    };
     let mut points = Vec::new();
     for ty in candidate_types(which, &t.name, ncols, qw.is_some(), opts.gptq_types_only) {
         let qw = qw.map(|w| w.as_slice());
         let (q, s) = quantize_matrix_measured(&x, ncols, ty, qw);
+        let input_err: f64 = rounding.and_then(|r| r.of(ty)).map_or(0.0, |e| {
+            e.iter().zip(&col_sq).map(|(&e, c)| f64::from(e) * c).sum()
+        });
         points.push((
             ty,
             q.len() as u64,
-            if qw.is_some() { s.wnum } else { s.num },
+            if qw.is_some() {
+                s.wnum + input_err
+            } else {
+                s.num
+            },
         ));
     }
     points.sort_by_key(|p| p.1);
@@ -216,5 +244,77 @@ mod tests {
             assert!(!plain.contains(&t), "{t:?}");
         }
         assert!(plain.contains(&G::IQ4_NL) && plain.contains(&G::Q4_K));
+    }
+
+    /// With the input's rounding measured, a candidate's error is its weight's plus what its
+    /// rounded input costs through it: an F16 weight (input rounded to f16) then beats Q8_0
+    /// (input rounded to 8-bit blocks) where the weight is exact in both, and F16 is offered
+    /// to a size budget; without the measurement, neither.
+    #[test]
+    fn measured_input_rounding_prices_each_types_input() {
+        use frugal_formats::gguf::{write_gguf_file, TensorToWrite, Value};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        // Values on Q8_0's grid (d = 1/127 per block of 32, ±127 present): Q8_0's weight
+        // error is only its f16 scale's rounding.
+        let w: Vec<f32> = (0..64 * 8)
+            .map(|i| {
+                if i % 32 == 0 {
+                    1.0
+                } else {
+                    ((i * 37 % 255) as f32 - 127.0) / 127.0
+                }
+            })
+            .collect();
+        let data: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        write_gguf_file(
+            &path,
+            &[],
+            &[(
+                "general.architecture".to_string(),
+                Value::String("llama".into()),
+            )],
+            &[TensorToWrite {
+                name: "blk.0.ffn_down.weight",
+                ggml_type: G::F32,
+                dims: &[64, 8],
+                data: &data,
+            }],
+        )
+        .unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        let name = "blk.0.ffn_down.weight".to_string();
+        let mut opts = QuantizeOptions::new(crate::quant::quant_type("Q8_0").unwrap());
+        let mut m = crate::quant::Imatrix {
+            entries: [(name.clone(), vec![1.0; 64])].into(),
+            n_tokens: 1,
+            source: "t".into(),
+            ..Default::default()
+        };
+        opts.imatrix = Some(m.clone());
+        let plain = measure(&f, &opts, 0, Candidates::All).unwrap();
+        let err = |o: &Options, t: G| o.points.iter().find(|p| p.0 == t).map(|p| p.2);
+        let weight_only = err(&plain, G::Q8_0).unwrap();
+        assert!(weight_only < 1e-5, "{weight_only}");
+        assert_eq!(err(&plain, G::F16), None);
+        m.rounding.insert(
+            name,
+            crate::quant::InputRounding {
+                q8_0: vec![1e-4; 64],
+                q8k: Vec::new(),
+                f16: vec![1e-9; 64],
+            },
+        );
+        opts.imatrix = Some(m);
+        let priced = measure(&f, &opts, 0, Candidates::WithFloat).unwrap();
+        let col_sq: f64 = w.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let q8 = err(&priced, G::Q8_0).unwrap();
+        assert!((q8 - weight_only - 1e-4 * col_sq).abs() < 1e-6 * q8, "{q8}");
+        let f16 = err(&priced, G::F16).unwrap();
+        assert!(f16 < 1e-3 * q8, "F16 {f16} vs Q8_0 {q8}");
+        assert_eq!(err(&priced, G::F32), Some(0.0));
+        // The budget offers the float types once the rounding is measured.
+        let plan = crate::quant::BudgetPlan::measure(&f, &opts, &|_, _| {}).unwrap();
+        assert!(plan.candidates()[0].1.contains(&G::F16));
     }
 }

@@ -137,6 +137,48 @@ fn sum_sq_cols(x: &Tensor) -> Result<Vec<f64>> {
     Ok(v.into_iter().map(f64::from).collect())
 }
 
+/// Per column of `x` (`[rows, n]`), Σ of the squared error of rounding each row as ggml rounds
+/// a layer's input, for each of [`super::InputRounding::FORMATS`] in turn (`3n` sums; the
+/// 256-wide blocks' zero where 256 does not tile `n`). Rows in fixed groups, summed in order:
+/// the same numbers however many threads.
+fn rounding_cols(x: &Tensor) -> Result<Vec<f64>> {
+    use rayon::prelude::*;
+    let n = x.dim(1)?;
+    let v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let partial: Vec<Vec<f64>> = v
+        .par_chunks(64 * n)
+        .map(|rows| {
+            let mut sums = vec![0f64; 3 * n];
+            let mut r = vec![0f32; n];
+            for row in rows.chunks_exact(n) {
+                for (k, fmt) in super::InputRounding::FORMATS.iter().enumerate() {
+                    if *fmt == frugal_models::linear::ActRounding::Q8K && n % 256 != 0 {
+                        continue;
+                    }
+                    r.copy_from_slice(row);
+                    fmt.round_row(&mut r);
+                    for ((s, a), b) in sums[k * n..(k + 1) * n].iter_mut().zip(row).zip(&r) {
+                        *s += f64::from(a - b).powi(2);
+                    }
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut out = vec![0f64; 3 * n];
+    for p in partial {
+        out.iter_mut().zip(p).for_each(|(o, p)| *o += p);
+    }
+    Ok(out)
+}
+
+/// Σx² per column then [`rounding_cols`]' sums: what one chunk adds for one input.
+fn input_cols(x: &Tensor) -> Result<Vec<f64>> {
+    let mut v = sum_sq_cols(x)?;
+    v.extend(rounding_cols(x)?);
+    Ok(v)
+}
+
 /// llama-imatrix's importance matrix (per input column mean x²) from the full-precision model,
 /// streamed block by block: the embedding and final norm are loaded once, then each decoder
 /// block is decoded, run on every chunk this rank owns, and dropped — at most one block is in
@@ -165,7 +207,8 @@ pub fn collect_imatrix(
         layout.extend(names.into_iter().zip(dims));
     }
     layout.push((vec![output_name(f).to_string()], c.n_embd));
-    let len = layout.iter().map(|(_, n)| n).sum();
+    // Each input's Σx², then its three rounding errors.
+    let len = 4 * layout.iter().map(|(_, n)| n).sum::<usize>();
     let mine = frugal_dist::tree_items(comm, calib.chunks.len());
     let chunks = &calib.chunks[mine.clone()];
     let ctxs = chunks
@@ -182,14 +225,14 @@ pub fn collect_imatrix(
         for ((x, ctx), v) in xs.iter_mut().zip(&ctxs).zip(&mut sums) {
             let (out, tr) = shell.block_forward_with(&block, x, ctx, true)?;
             for input in tr.expect("traced").iter() {
-                v.extend(sum_sq_cols(input)?);
+                v.extend(input_cols(input)?);
             }
             *x = out;
         }
         progress(i + 1, n_layer + 1);
     }
     for (x, v) in xs.iter().zip(&mut sums) {
-        v.extend(sum_sq_cols(&shell.final_norm(x)?)?);
+        v.extend(input_cols(&shell.final_norm(x)?)?);
     }
     progress(n_layer + 1, n_layer + 1);
     let sums = frugal_dist::tree_sum(
@@ -200,14 +243,30 @@ pub fn collect_imatrix(
     )?;
     let n = calib.n_tokens() as f64;
     let mut entries = HashMap::new();
+    let mut rounding = HashMap::new();
     let mut rest = &sums[..];
     for (names, width) in layout {
-        let (v, tail) = rest.split_at(width);
+        let (v, tail) = rest.split_at(4 * width);
         rest = tail;
-        let mean: Vec<f32> = v.iter().map(|s| (s / n) as f32).collect();
+        let mean = |k: usize| -> Vec<f32> {
+            v[k * width..(k + 1) * width]
+                .iter()
+                .map(|s| (s / n) as f32)
+                .collect()
+        };
+        let r = super::InputRounding {
+            q8_0: mean(1),
+            q8k: if width % 256 == 0 {
+                mean(2)
+            } else {
+                Vec::new()
+            },
+            f16: mean(3),
+        };
         // The file's own tensors (Phi-3 has `attn_qkv` where the others have `attn_q`…).
         for name in names.into_iter().filter(|n| f.tensor(n).is_some()) {
-            entries.insert(name, mean.clone());
+            entries.insert(name.clone(), mean(0));
+            rounding.insert(name, r.clone());
         }
     }
     Ok(Imatrix {
@@ -215,6 +274,7 @@ pub fn collect_imatrix(
         n_tokens: calib.n_tokens() as u64,
         source: calib.source.clone(),
         file: None,
+        rounding,
     })
 }
 
@@ -560,6 +620,7 @@ pub(crate) fn sequential(
         n_tokens: n_tok as u64,
         source: calib.source.clone(),
         file: None,
+        rounding: HashMap::new(),
     })
 }
 

@@ -149,6 +149,7 @@ pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
             chunk_count: chunk_count.unwrap_or(0),
             chunk_size: chunk_size.unwrap_or(0),
         }),
+        rounding: HashMap::new(),
     })
 }
 
@@ -266,6 +267,7 @@ mod tests {
             n_tokens: 1000,
             source: "t".into(),
             file: None,
+            rounding: HashMap::new(),
         };
         write_imatrix(&p, &[], &m, &["brown".into()], 2, 512).unwrap();
         let r = read_imatrix(&p).unwrap();

@@ -291,6 +291,45 @@ pub struct Imatrix {
     /// Read from llama.cpp's file format: what the file says (recorded in the output as
     /// `llama-quantize` records it).
     pub file: Option<imatrix_file::ImatrixFileInfo>,
+    /// Per weight, what rounding its input costs as llama.cpp's kernels round it (measured by
+    /// Frugal's calibration; a llama.cpp file has none).
+    pub rounding: HashMap<String, InputRounding>,
+}
+
+/// Per input column, the mean squared error of rounding a layer's input as ggml's
+/// `vec_dot_type` rounds it for the weight's type ([`frugal_models::linear::ActRounding`]):
+/// 8-bit blocks of 32 (the legacy and IQ4_NL types), of 256 (the k-quants and the other IQ
+/// types; empty where 256 does not tile the rows) and f16. The output error a candidate type
+/// adds through its input is Σ_j e_j · Σ_rows ŵ_rj², beside the weight's own Σ_j x²_j · Σ_rows
+/// (w − ŵ)²_rj; the two together are the layer's error as llama.cpp computes it, which is what
+/// makes an F16 weight worth its bytes where the 8-bit input costs more than its weight error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputRounding {
+    pub q8_0: Vec<f32>,
+    pub q8k: Vec<f32>,
+    pub f16: Vec<f32>,
+}
+
+impl InputRounding {
+    /// The rounding whose errors these are, in the order [`InputRounding::of`] reads them.
+    pub const FORMATS: [frugal_models::linear::ActRounding; 3] = [
+        frugal_models::linear::ActRounding::Q8_0,
+        frugal_models::linear::ActRounding::Q8K,
+        frugal_models::linear::ActRounding::F16,
+    ];
+
+    /// The mean squared input error per column for a weight of type `ty`: `None` for an f32
+    /// weight (its input is not rounded) or a format not measured.
+    pub fn of(&self, ty: GgmlType) -> Option<&[f32]> {
+        use frugal_models::linear::ActRounding as A;
+        let v = match A::for_weight(ty) {
+            A::Q8_0 => &self.q8_0,
+            A::Q8K => &self.q8k,
+            A::F16 => &self.f16,
+            A::None | A::Bf16 => return None,
+        };
+        (!v.is_empty()).then_some(v.as_slice())
+    }
 }
 
 /// `--tensor-type REGEX=TYPE`.
@@ -784,6 +823,7 @@ pub fn quantize_model(
                 n_tokens: c.n_tokens() as u64,
                 source: c.source.clone(),
                 file: None,
+                rounding: HashMap::new(),
             }
         });
     }
@@ -1273,6 +1313,14 @@ impl BudgetPlan {
         let members: Vec<usize> = (0..choices.len())
             .filter(|&i| choices[i].is_some_and(|c| c.reason != Reason::Override))
             .collect();
+        let measured_rounding = opts
+            .imatrix
+            .as_ref()
+            .is_some_and(|m| !m.rounding.is_empty());
+        let which = match which {
+            alloc::Candidates::All if measured_rounding => alloc::Candidates::WithFloat,
+            w => w,
+        };
         let mut options = Vec::with_capacity(members.len());
         for (k, &i) in members.iter().enumerate() {
             let o = alloc::measure(f, opts, i, which)?;
