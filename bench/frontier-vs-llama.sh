@@ -5,20 +5,23 @@
 #   - same F32 input (`frugal dequantize` of the SmolLM2 Q4_1 GGUF), same calibration text
 #     (Brown ca01–ca10: llama-imatrix's file for llama-quantize, `--calib` for Frugal);
 #   - llama.cpp: `llama-quantize --imatrix` for each named type in $LLAMA_TYPES (26 by default);
-#   - Frugal: `frugal quantize --target-bpw B` for each B in $BPWS, with importance-weighted
-#     rounding (rtn) and with GPTQ (`--method gptq`; its size budget offers only types GPTQ can
-#     round); and $PURE_TYPES with AWQ+GPTQ on the type's own grid;
+#   - Frugal: `frugal quantize --target-bpw B` for each B in $BPWS with importance-weighted
+#     rounding (rtn; the budget prices each type's rounded input, so F16 is a candidate), for
+#     each B in $GPTQ_BPWS with GPTQ (`--method gptq`; its budget offers only the types GPTQ
+#     rounds), and $PURE_TYPES with AWQ+GPTQ on the type's own grid. The default B are the
+#     budgets whose files fall just under each llama.cpp size (file MiB ≈ 16.04·B + 1.7);
 #   - every file judged with `llama-perplexity --kl-divergence` (ctx 512, CHUNKS chunks) on
 #     Brown cj01–cj12 (learned), where Frugal's best file of each size is chosen, and on Brown
 #     ck01–ck12 (fiction), where the chosen file is re-measured (data not used to choose).
 # Prints every file's MiB and KLD on both texts, then per llama.cpp file the chosen Frugal file
 # and the ratio of their KLD on the re-measuring text (the issue's target: at most 0.6×).
 #   bench/frontier-vs-llama.sh [CHUNKS] [THREADS]
-#   (default 20 chunks, 2 threads; about an hour on 2 cores)
+#   (default 20 chunks, 2 threads; about 80 minutes on 2 cores)
 source "$(dirname "$0")/common.sh"
 CHUNKS="${1:-20}"; THREADS="${2:-2}"; CTX=512
 LLAMA_TYPES="${LLAMA_TYPES:-IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ3_XXS IQ3_XS IQ3_S IQ3_M Q2_K Q3_K_S Q3_K_M Q3_K_L IQ4_XS IQ4_NL Q4_0 Q4_1 Q4_K_S Q4_K_M Q5_0 Q5_1 Q5_K_S Q5_K_M Q6_K Q8_0}"
-BPWS="${BPWS:-4.89 5.08 5.24 5.40 5.55 5.80 6.05 6.63 8.20}"
+BPWS="${BPWS:-4.78 4.82 4.87 4.92 4.98 5.06 5.13 5.25 5.29 5.34 5.45 5.69 5.74 5.96 6.14 6.43 6.53 8.12 8.50}"
+GPTQ_BPWS="${GPTQ_BPWS:-4.78 4.87 4.98 5.06 5.13 5.25 5.34 5.45}"
 PURE_TYPES="${PURE_TYPES:-IQ4_NL IQ4_XS}"
 W="$CACHE/bench-frontier"; mkdir -p "$W"
 F32="$W/f32.gguf"; CAL="$W/calib-ca01-ca10.txt"; CHOOSE="$W/cj01-cj12.txt"; TEST="$W/ck01-ck12.txt"
@@ -27,7 +30,7 @@ F32="$W/f32.gguf"; CAL="$W/calib-ca01-ca10.txt"; CHOOSE="$W/cj01-cj12.txt"; TEST
 "$FRUGAL" brown-text --files cj01-cj12 -o "$CHOOSE" 2>/dev/null
 "$FRUGAL" brown-text --files ck01-ck12 -o "$TEST" 2>/dev/null
 export RAYON_NUM_THREADS="$THREADS"
-rm -f "$W"/llama-*.gguf "$W"/frugal-*.gguf "$W"/kld-*.log
+rm -rf "$W"/llama-*.gguf "$W"/frugal-*.gguf* "$W"/kld-*.log
 : >"$W/times.tsv"
 timed() { # label logfile cmd...
   local label="$1" log="$2"; shift 2
@@ -39,10 +42,8 @@ for T in $LLAMA_TYPES; do
   timed "llama-$T" "$W/llama-$T.log" "$BIN/llama-quantize" --imatrix "$W/imatrix.gguf" "$F32" "$W/llama-$T.gguf" "$T" "$THREADS"
 done
 fq() { local name="$1"; shift; timed "frugal-$name" "$W/frugal-$name.log" "$FRUGAL" quantize "$F32" "$W/frugal-$name.gguf" --no-eval --calib "$CAL" "$@"; }
-for B in $BPWS; do
-  fq "bpw$B-rtn" --type Q4_K_M --target-bpw "$B"
-  fq "bpw$B-gptq" --type Q4_K_M --target-bpw "$B" --method gptq
-done
+for B in $BPWS; do fq "bpw$B-rtn" --type Q4_K_M --target-bpw "$B"; done
+for B in $GPTQ_BPWS; do fq "bpw$B-gptq" --type Q4_K_M --target-bpw "$B" --method gptq; done
 for T in $PURE_TYPES; do fq "$T-awq-gptq" --type "$T" --method awq-gptq; done
 for TEXTN in CHOOSE TEST; do
   TXT="${!TEXTN}"
