@@ -713,6 +713,13 @@ pub fn memory_plan(
         weight_copies,
     } = work
     else {
+        // The importance matrix: every chunk's per-column sums (Σx² and the three rounding
+        // errors) of every input, kept until the chunks are added in the tree's order.
+        let widths = input_dims(&c).iter().sum::<usize>() * c.n_layer + c.n_embd;
+        base.add(
+            "the chunks' column sums (x² and input rounding)",
+            mine * 4 * 8 * widths as u64,
+        );
         return Ok(base);
     };
     let dims = input_dims(&c).map(|n| n as u64);
