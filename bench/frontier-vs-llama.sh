@@ -32,11 +32,6 @@ F32="$W/f32.gguf"; CAL="$W/calib-ca01-ca10.txt"; CHOOSE="$W/cj01-cj12.txt"; TEST
 export RAYON_NUM_THREADS="$THREADS"
 rm -rf "$W"/llama-*.gguf "$W"/frugal-*.gguf* "$W"/kld-*.log
 : >"$W/times.tsv"
-timed() { # label logfile cmd...
-  local label="$1" log="$2"; shift 2
-  /usr/bin/time -f "%e %M" -o "$W/time.tmp" "$@" >"$log" 2>&1 || { echo "FAILED: $label (see $log)" >&2; tail -5 "$log" >&2; return 1; }
-  echo "$label $(cat "$W/time.tmp")" >>"$W/times.tsv"
-}
 timed llama-imatrix "$W/imatrix.log" "$BIN/llama-imatrix" -m "$F32" -f "$CAL" -c $CTX -t "$THREADS" -o "$W/imatrix.gguf"
 for T in $LLAMA_TYPES; do
   timed "llama-$T" "$W/llama-$T.log" "$BIN/llama-quantize" --imatrix "$W/imatrix.gguf" "$F32" "$W/llama-$T.gguf" "$T" "$THREADS"
@@ -45,14 +40,7 @@ fq() { local name="$1"; shift; timed "frugal-$name" "$W/frugal-$name.log" "$FRUG
 for B in $BPWS; do fq "bpw$B-rtn" --type Q4_K_M --target-bpw "$B"; done
 for B in $GPTQ_BPWS; do fq "bpw$B-gptq" --type Q4_K_M --target-bpw "$B" --method gptq; done
 for T in $PURE_TYPES; do fq "$T-awq-gptq" --type "$T" --method awq-gptq; done
-for TEXTN in CHOOSE TEST; do
-  TXT="${!TEXTN}"
-  "$BIN/llama-perplexity" -m "$F32" -f "$TXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$TEXTN.kld" >"$W/ppl-f32-$TEXTN.log" 2>&1
-  for f in "$W"/llama-*.gguf "$W"/frugal-*.gguf; do
-    n="$(basename "$f" .gguf)"
-    "$BIN/llama-perplexity" -m "$f" -f "$TXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$TEXTN.kld" --kl-divergence >"$W/kld-$TEXTN-$n.log" 2>&1
-  done
-done
+judge_kld CHOOSE TEST
 PY="$(scripts/setup-python.sh)"
 "$PY" - "$W" <<'PYEOF'
 import os, re, sys, glob
