@@ -9,7 +9,7 @@
 #     interval, queries per second, peak RSS (/usr/bin/time);
 #   - the products alone (`bench/qmatmul-kernels.sh`'s example at SmolLM2's and 7B's shapes):
 #     Frugal's IQ4 kernels against the F32 GEMM on the decoded weight.
-#   bench/iq4-in-place.sh [REPEATS] [THREADS]      (default 5 repeats, 2 threads)
+#   [QUERIES=100] bench/iq4-in-place.sh [REPEATS] [THREADS]      (default 5 repeats, 2 threads)
 source "$(dirname "$0")/common.sh"
 REPEATS="${1:-5}"; THREADS="${2:-2}"
 W="$CACHE/bench-iq4-in-place"; mkdir -p "$W"
@@ -20,7 +20,7 @@ for T in IQ4_NL IQ4_XS Q4_0; do
   "$BIN/llama-quantize" --imatrix tests/golden/smollm2.imatrix.gguf "$F32" "$W/$T.gguf" "$T" "$THREADS" >"$W/$T.quantize.log" 2>&1
   for how in stored decoded; do
     extra=(); [[ $how == decoded ]] && extra=(--decoded-weights)
-    /usr/bin/time -f "%M" -o "$W/$T-$how.rss" "$FRUGAL" measure "$W/$T.gguf" --repeats "$REPEATS" \
+    /usr/bin/time -f "%M" -o "$W/$T-$how.rss" "$FRUGAL" measure "$W/$T.gguf" --repeats "$REPEATS" --queries "${QUERIES:-100}" \
       "${extra[@]}" --json >"$W/$T-$how.json" 2>"$W/$T-$how.log"
   done
 done
