@@ -700,6 +700,11 @@ impl Block {
     }
 }
 
+/// Whether [`Llama::embed_rows`] decodes rows of this type (candle's types and [`crate::iq`]'s).
+fn rows_decodable(ty: GgmlType) -> bool {
+    crate::gguf_load::candle_dtype(ty).is_some() || crate::iq::decodes(ty)
+}
+
 /// The decoder.
 #[derive(Debug, Clone)]
 pub struct Llama {
@@ -851,9 +856,7 @@ impl Llama {
             // Stored weights: the embedding's rows stay in the file's mapping too.
             let mut m = Self::load_bare_shell(f, device)?;
             let t = info_shaped(f, "token_embd.weight", &[m.config.n_vocab, m.config.n_embd])?;
-            if crate::gguf_load::candle_dtype(t.ggml_type).is_none()
-                && !crate::iq::decodes(t.ggml_type)
-            {
+            if !rows_decodable(t.ggml_type) {
                 m.embedding = load_f32(f, "token_embd.weight", device)?;
             } else {
                 m.embedding_rows = Some((t.ggml_type, f.tensor_data(t)));
@@ -918,8 +921,7 @@ impl Llama {
         }
         let name = "token_embd.weight";
         let t = info_shaped(f, name, &[c.n_vocab, c.n_embd])?;
-        if crate::gguf_load::candle_dtype(t.ggml_type).is_none() && !crate::iq::decodes(t.ggml_type)
-        {
+        if !rows_decodable(t.ggml_type) {
             return Err(Error::UnsupportedType {
                 path: f.path().to_path_buf(),
                 name: name.to_string(),
