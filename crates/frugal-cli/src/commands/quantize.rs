@@ -25,7 +25,8 @@ pub struct Args {
     /// `--tensor-type 'ffn_down=Q6_K'`. Repeatable.
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
     pub tensor_type: Vec<frugal_compress::quant::Override>,
-    /// Assign types per tensor by measured error to reach this many bits per weight.
+    /// Assign types per tensor by measured error so that the file's tensors take at most this
+    /// many bits per weight (all of them, norms included, as `frugal inspect` counts).
     #[arg(long, value_parser = parse::bpw)]
     pub target_bpw: Option<f64>,
     /// CNN classifiers: each weight's scheme from a plan (TOML `[tensors]` NAME = "int8" |

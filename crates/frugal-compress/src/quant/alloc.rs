@@ -317,4 +317,71 @@ mod tests {
         let plan = crate::quant::BudgetPlan::measure(&f, &opts, &|_, _| {}).unwrap();
         assert!(plan.candidates()[0].1.contains(&G::F16));
     }
+
+    /// A size budget's bits per weight are over every tensor of the file, as `frugal inspect`
+    /// counts them: the tensors outside the budget (a norm kept in F32) are paid first, so the
+    /// written tensors never take more than the target.
+    #[test]
+    fn budget_bits_per_weight_count_every_tensor() {
+        use frugal_formats::gguf::{write_gguf_file, TensorToWrite, Value};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let w: Vec<u8> = (0..256 * 16)
+            .flat_map(|i| (((i * 7919) % 1000) as f32 / 500.0 - 1.0).to_le_bytes())
+            .collect();
+        let norm: Vec<u8> = (0..256).flat_map(|_| 1f32.to_le_bytes()).collect();
+        let tensors = [
+            TensorToWrite {
+                name: "blk.0.ffn_down.weight",
+                ggml_type: G::F32,
+                dims: &[256, 16],
+                data: &w,
+            },
+            TensorToWrite {
+                name: "blk.0.ffn_up.weight",
+                ggml_type: G::F32,
+                dims: &[256, 16],
+                data: &w,
+            },
+            TensorToWrite {
+                name: "blk.0.ffn_norm.weight",
+                ggml_type: G::F32,
+                dims: &[256],
+                data: &norm,
+            },
+        ];
+        let meta = [(
+            "general.architecture".to_string(),
+            Value::String("llama".into()),
+        )];
+        write_gguf_file(&path, &[], &meta, &tensors).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        let opts = QuantizeOptions::new(crate::quant::quant_type("Q4_K_M").unwrap());
+        let plan = crate::quant::BudgetPlan::measure(&f, &opts, &|_, _| {}).unwrap();
+        assert_eq!(plan.n_elements, 2 * 256 * 16 + 256);
+        let bits = |choices: &[Option<crate::quant::Choice>]| -> f64 {
+            f.header
+                .tensors
+                .iter()
+                .zip(choices)
+                .map(|(t, c)| {
+                    let ty = c.map_or(t.ggml_type, |c| c.ty);
+                    8 * ty.bytes_for(t.n_elements()).unwrap()
+                })
+                .sum::<u64>() as f64
+                / plan.n_elements as f64
+        };
+        let (least, most) = plan.budget_range();
+        // The norm's 256 F32 values are in both ends of the range.
+        let smallest: Vec<_> = plan.choices(0.0);
+        assert!((bits(&smallest) - least).abs() < 1e-9, "{least}");
+        assert!(most > least);
+        for target in [least, 4.0, 5.5, 6.0, 8.5, most] {
+            let b = bits(&plan.choices(target));
+            assert!(b <= target + 1e-9, "{target}: the file takes {b} bits per weight");
+            assert!((plan.used_budget(target) - b).abs() < 1e-9, "{target}");
+        }
+        // With a budget between, something is bought beyond the smallest types.
+        assert!(bits(&plan.choices(6.0)) > least + 0.5);
+    }
 }

@@ -1239,7 +1239,7 @@ fn final_types_unchecked(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Opt
         if bpw < least {
             return Err(Error::BadOptions(format!(
                 "--target-bpw {bpw} cannot be reached: the smallest types give {least:.3} bits \
-                 per weight on the budget's tensors (at most {most:.3})"
+                 per weight over the file's tensors (at most {most:.3})"
             )));
         }
         return Ok(plan.choices(bpw));
@@ -1273,13 +1273,17 @@ fn final_types_unchecked(f: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<Opt
 /// The fixed part of a budget search (`--target-bpw`, `frugal tune`): the plan, and for every
 /// quantized tensor not overridden its measured (cost, error) options — measured once, after
 /// which any budget is assigned without measuring again. The cost is a tensor's bytes, the
-/// budget bits per weight; after [`BudgetPlan::priced`] the cost is the price given per tensor
-/// and type (such as a kernel's nanoseconds), the budget that price summed.
+/// budget bits per weight of the whole file's tensors (as `frugal inspect` and llama.cpp count
+/// them: the tensors outside the budget — norms kept as stored, overrides, rows no quantized
+/// type tiles — are paid first); after [`BudgetPlan::priced`] the cost is the price given per
+/// tensor and type (such as a kernel's nanoseconds), the budget that price summed.
 pub struct BudgetPlan {
     choices: Vec<Option<Choice>>,
     options: Vec<alloc::Options>,
-    /// Elements of the tensors in the budget.
+    /// Elements of every tensor of the file (the bits per weight are over all of them).
     pub n_elements: u64,
+    /// Cost of the tensors outside the budget: their bytes, or 0 when priced.
+    fixed_cost: u64,
     /// Cost units per budget unit: bytes per bit per weight (elements / 8), or 1 when priced.
     cost_per_unit: f64,
 }
@@ -1333,14 +1337,26 @@ impl BudgetPlan {
             }
             progress(k + 1, members.len());
         }
-        let n_elements = options
+        let n_elements = f.header.tensors.iter().map(|t| t.n_elements()).sum::<u64>();
+        let mut in_budget = vec![false; f.header.tensors.len()];
+        options.iter().for_each(|o| in_budget[o.index] = true);
+        let fixed_cost = f
+            .header
+            .tensors
             .iter()
-            .map(|o| f.header.tensors[o.index].n_elements())
+            .zip(&choices)
+            .zip(&in_budget)
+            .filter(|(_, &b)| !b)
+            .map(|((t, c), _)| {
+                let ty = c.map_or(t.ggml_type, |c| c.ty);
+                ty.bytes_for(t.n_elements()).unwrap_or(0)
+            })
             .sum();
         Ok(BudgetPlan {
             choices,
             options,
             n_elements,
+            fixed_cost,
             cost_per_unit: n_elements as f64 / 8.0,
         })
     }
@@ -1373,17 +1389,20 @@ impl BudgetPlan {
             o.points.sort_by_key(|p| p.1);
         }
         self.cost_per_unit = 1.0;
+        self.fixed_cost = 0;
         Ok(self)
     }
 
+    /// What `budget` leaves for the budget's tensors, in cost units.
     fn cost(&self, budget: f64) -> u64 {
-        (budget * self.cost_per_unit) as u64
+        ((budget * self.cost_per_unit) as u64).saturating_sub(self.fixed_cost)
     }
 
-    /// The least and the most budget the budget's tensors can take (bits per weight, or price).
+    /// The least and the most budget the file can take (bits per weight, or price).
     pub fn budget_range(&self) -> (f64, f64) {
         let sum = |pick: fn(&alloc::Options) -> u64| -> f64 {
-            self.options.iter().map(pick).sum::<u64>() as f64 / self.cost_per_unit
+            (self.options.iter().map(pick).sum::<u64>() + self.fixed_cost) as f64
+                / self.cost_per_unit
         };
         (
             sum(|o| o.points.iter().map(|p| p.1).min().unwrap_or(0)),
@@ -1400,7 +1419,7 @@ impl BudgetPlan {
             .zip(alloc::choose(&self.options, self.cost(budget)))
             .map(|(o, ty)| o.points.iter().find(|p| p.0 == ty).map_or(0, |p| p.1))
             .sum();
-        cost as f64 / self.cost_per_unit
+        (cost + self.fixed_cost) as f64 / self.cost_per_unit
     }
 
     /// The plan with the budget's tensors assigned within `budget`.
