@@ -121,6 +121,7 @@ fn types_that_need_importance_weights_are_refused_where_a_tensor_has_none() {
         source: "test".into(),
         file: None,
         rounding: Default::default(),
+        gains: Default::default(),
     };
     let out = dir.path().join("o.gguf");
     for name in ["IQ2_XXS", "IQ2_XS", "IQ1_S"] {

@@ -1247,7 +1247,7 @@ impl Llama {
         ctx: &AttnCtx,
         trace: bool,
     ) -> Result<(Tensor, Option<[Tensor; 4]>)> {
-        let out = self.block_body(b, x, Pass::Fused, Keys::Causal(ctx))?;
+        let out = self.block_body(b, x, Pass::Fused, Keys::Causal(ctx), None)?;
         Ok((out.x, trace.then_some(out.inputs)))
     }
 
@@ -1256,11 +1256,67 @@ impl Llama {
     /// pass chooses the arithmetic (candle's fused kernels, or operations with gradients); the
     /// keys are the sequence's own under a causal mask, or the cache's plus this position's.
     fn block(&self, i: usize, x: &Tensor, pass: Pass, keys: Keys) -> Result<BlockOut> {
-        self.block_body(&self.blocks[i], x, pass, keys)
+        self.block_body(&self.blocks[i], x, pass, keys, None)
     }
 
-    fn block_body(&self, b: &Block, x: &Tensor, pass: Pass, keys: Keys) -> Result<BlockOut> {
+    /// The output widths of a block's seven linear layers, in [`Llama::block_forward_probed`]'s
+    /// order: q, k, v, attention output, gate, up, down.
+    pub fn probe_widths(&self) -> [usize; 7] {
         let c = &self.config;
+        let (hd, nh, nkv) = (c.head_dim(), c.n_head, c.n_head_kv);
+        [nh * hd, nkv * hd, nkv * hd, c.n_embd, c.n_ff, c.n_ff, c.n_embd]
+    }
+
+    /// A block's differentiable pass (as [`Llama::forward_train`]'s) with `probes[k]` `[T, n]`
+    /// added to the output of its k-th linear layer (q, k, v, attention output, gate, up, down;
+    /// widths [`Llama::probe_widths`]): given zero probes, the output is the block's, and a
+    /// backward pass gives the gradient with respect to every layer's output. Returns the
+    /// block's output and, in the probes' order, each layer with the input it read.
+    pub fn block_forward_probed<'b>(
+        &self,
+        b: &'b Block,
+        x: &Tensor,
+        ctx: &AttnCtx,
+        probes: &[Tensor; 7],
+    ) -> Result<(Tensor, [(&'b Linear, Tensor); 7])> {
+        let out = self.block_body(b, x, Pass::Differentiable, Keys::Causal(ctx), Some(probes))?;
+        let [h, y, h2, act] = out.inputs;
+        Ok((
+            out.x,
+            [
+                (&b.q, h.clone()),
+                (&b.k, h.clone()),
+                (&b.v, h),
+                (&b.o, y),
+                (&b.gate, h2.clone()),
+                (&b.up, h2),
+                (&b.down, act),
+            ],
+        ))
+    }
+
+    /// Logits `[T, n_vocab]` of the last block's output through operations with gradients (the
+    /// final norm written out, then the output layer, which must be loaded).
+    pub fn logits_train(&self, x: &Tensor) -> Result<Tensor> {
+        let x = rms_norm_diff(x, &self.output_norm, self.config.rms_eps)?;
+        self.unscale_logits(self.output()?.forward(&x)?)
+    }
+
+    fn block_body(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        pass: Pass,
+        keys: Keys,
+        probes: Option<&[Tensor; 7]>,
+    ) -> Result<BlockOut> {
+        let c = &self.config;
+        let probe = |k: usize, y: Tensor| -> Result<Tensor> {
+            Ok(match probes {
+                Some(p) => (y + &p[k])?,
+                None => y,
+            })
+        };
         let (t, hd, nh, nkv) = (x.dim(0)?, c.head_dim(), c.n_head, c.n_head_kv);
         let norm = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
             match (self.arch.norm, pass) {
@@ -1280,20 +1336,20 @@ impl Llama {
             }
         };
         let h = norm(x, &b.attn_norm)?;
-        let heads = |l: &Linear, n: usize| -> Result<Tensor> {
-            Ok(l.forward(&h)?
+        let heads = |l: &Linear, k: usize, n: usize| -> Result<Tensor> {
+            Ok(probe(k, l.forward(&h)?)?
                 .reshape((1, t, n, hd))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let (q, k) = (heads(&b.q, nh)?, heads(&b.k, nkv)?);
+        let (q, k) = (heads(&b.q, 0, nh)?, heads(&b.k, 1, nkv)?);
         let (q, k) = match &b.qk_norm {
             Some((qn, kn)) => (norm(&q, qn)?, norm(&k, kn)?),
             None => (q, k),
         };
         let q = rope(&q)?;
         let k = rope(&k)?;
-        let v = heads(&b.v, nkv)?;
+        let v = heads(&b.v, 2, nkv)?;
         let (k, v, grown) = match keys {
             Keys::Causal(_) => (k, v, None),
             Keys::Cached { past, .. } => {
@@ -1345,7 +1401,7 @@ impl Llama {
             }
         };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
-        let attn_out = b.o.forward(&y)?;
+        let attn_out = probe(3, b.o.forward(&y)?)?;
         let attn_out = match &b.post_norms {
             Some((pa, _)) => norm(&attn_out, pa)?,
             None => attn_out,
@@ -1363,11 +1419,12 @@ impl Llama {
             Some(r) => (b.gate.forward_prerounded(&r)?, b.up.forward_prerounded(&r)?),
             None => (b.gate.forward(&h2)?, b.up.forward(&h2)?),
         };
+        let (g, u) = (probe(4, g)?, probe(5, u)?);
         let act = match self.arch.activation {
             Activation::SiluGlu => (g.silu()? * u)?,
             Activation::GeluTanhGlu => (g.gelu()? * u)?,
         };
-        let mlp_out = b.down.forward(&act)?;
+        let mlp_out = probe(6, b.down.forward(&act)?)?;
         let mlp_out = match &b.post_norms {
             Some((_, pf)) => norm(&mlp_out, pf)?,
             None => mlp_out,

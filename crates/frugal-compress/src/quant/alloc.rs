@@ -1,8 +1,10 @@
 //! Mixed precision under a size budget: each tensor's candidate types are measured (importance-
 //! weighted squared error of the layer's output, Σ_j imatrix_j · Σ_rows (w − ŵ)², or plain
-//! squared error without an importance matrix) and a greedy walk along each tensor's lower
-//! convex hull of (bytes, error) spends the budget where it buys the largest error reduction per
-//! byte — optimal for the convexified problem.
+//! squared error without an importance matrix; times the tensor's gain where calibration
+//! measured the gains, [`super::calibration::collect_gains`], which puts every tensor's error
+//! in units of KL divergence) and a greedy walk along each tensor's lower convex hull of
+//! (bytes, error) spends the budget where it buys the largest error reduction per byte —
+//! optimal for the convexified problem.
 
 use super::codec::{codec, CODECS};
 use super::{quantize_matrix_measured, tensor_f32_borrowed, Choice, QuantizeOptions};
@@ -91,6 +93,18 @@ pub fn measure(
         }
         None => Vec::new(),
     };
+    // What a unit of this tensor's error costs, where the gains were measured (a tensor
+    // without one is taken to be as sensitive as the most sensitive).
+    let gain = opts
+        .imatrix
+        .as_ref()
+        .filter(|m| !m.gains.is_empty())
+        .map_or(1.0, |m| {
+            m.gains
+                .get(&t.name)
+                .copied()
+                .unwrap_or_else(|| m.gains.values().copied().fold(0.0, f64::max))
+        });
     let mut points = Vec::new();
     for ty in candidate_types(which, &t.name, ncols, qw.is_some(), opts.gptq_types_only) {
         let qw = qw.map(|w| w.as_slice());
@@ -101,7 +115,7 @@ pub fn measure(
         points.push((
             ty,
             q.len() as u64,
-            if qw.is_some() {
+            gain * if qw.is_some() {
                 s.wnum + input_err
             } else {
                 s.num

@@ -275,7 +275,204 @@ pub fn collect_imatrix(
         source: calib.source.clone(),
         file: None,
         rounding,
+        gains: HashMap::new(),
     })
+}
+
+/// Calibration chunks the gains are measured on (evenly spaced among the calibration's): every
+/// block's input is kept for each, and each output unit's gain is a mean over their tokens.
+pub const GAIN_CHUNKS: usize = 4;
+
+/// Seed of the tokens sampled from the model's own distribution ([`collect_gains`]).
+const GAIN_SEED: u64 = 0x6a1e_5eed;
+
+/// Per weight, what one unit of its importance-weighted squared error costs in KL divergence.
+/// A candidate type's importance-weighted error is Σ_j m_j · Σ_rows δw² (m_j the input's mean
+/// x², [`Imatrix::entries`]; and the rounded input's [`super::InputRounding`] term, in the same
+/// units), and the mean KL divergence a weight error δW adds is, to second order, ½ · vec(δW)ᵀ
+/// F vec(δW) per token, F the Fisher information of the weight: the expected square of the
+/// gradient of the log-likelihood of tokens drawn from the model's own next-token
+/// distribution. The gain is F's trace over the weight divided by rows · Σ_j m_j, so that
+/// ½ · gain · error is exact in expectation for an error spread evenly over the weight —
+/// including what the first blocks' errors cost by the time they reach the logits, and how an
+/// error repeated at every position (the same δW on correlated inputs) adds up through
+/// attention, which a per-layer error does not see. Every tensor's error in the same units.
+///
+/// Per chunk, one token drawn at every position; a weight's gradient is Gᵀ = Σ_t g_t x_tᵀ (g_t
+/// the gradient at the layer's output, from a zero probe added to it:
+/// [`Llama::block_forward_probed`]) and its squared norm sums F's diagonal over the chunk. The
+/// output layer's is exact, without drawing: Σ_t Σ_i p_ti (1 − p_ti) · ‖x_t‖². An untied token
+/// embedding's gain is per element of the table (its error is plain Σ δ², tokens taken as
+/// equally frequent): the gradients of each token's rows gathered, times the embedding's factor.
+///
+/// Streamed as the importance matrix is: a forward pass keeps every block's input for
+/// [`GAIN_CHUNKS`] chunks, the output layer gives the gradient at the last block's output, and
+/// the blocks are loaded again from the last to the first, each run differentiably on its kept
+/// inputs and given the gradient its output received. One block in F32 at a time, and the
+/// output layer; every MPI rank measures the same chunks (the same gains everywhere).
+pub fn collect_gains(
+    f: &GgufFile,
+    calib: &Calibration,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<HashMap<String, f64>> {
+    use candle_core::Var;
+    let cpu = candle_core::Device::Cpu;
+    let mut shell = Llama::load_bare_shell(f, &cpu)?;
+    shell.load_output(f, LoadOptions::EXACT)?;
+    let c = shell.config.clone();
+    let n_layer = c.n_layer;
+    let total = 2 * n_layer + 1;
+    let n = calib.chunks.len();
+    let k = GAIN_CHUNKS.min(n);
+    let chunks: Vec<&Vec<u32>> = (0..k).map(|j| &calib.chunks[j * n / k]).collect();
+    let ctxs = chunks
+        .iter()
+        .map(|t| shell.attn_ctx(t.len()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut xs = chunks
+        .iter()
+        .map(|t| shell.embed_from(f, t))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // Every block's input, kept for the backward pass.
+    let mut inputs: Vec<Vec<Tensor>> = Vec::with_capacity(n_layer);
+    for i in 0..n_layer {
+        let block = Llama::load_block(f, &c, i, LoadOptions::EXACT, &cpu)?;
+        let mut next = Vec::with_capacity(k);
+        for (x, ctx) in xs.iter().zip(&ctxs) {
+            next.push(shell.block_forward_with(&block, x, ctx, false)?.0);
+        }
+        inputs.push(std::mem::replace(&mut xs, next));
+        progress(i + 1, total);
+    }
+    let sum = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.sum_all()?.to_scalar::<f32>()?)) };
+    // Per stored weight: F's trace, and rows · Σ_t ‖x_t‖² over the same tokens.
+    let mut sums: HashMap<String, (f64, f64)> = HashMap::new();
+    let mut rng = frugal_formats::rng::SplitMix64(GAIN_SEED);
+    let mut grads: Vec<Tensor> = Vec::with_capacity(k);
+    let n_vocab = c.n_vocab;
+    for x in &xs {
+        let t = x.dim(0)?;
+        let xv = Var::from_tensor(x)?;
+        let logits = shell.logits_train(xv.as_tensor())?;
+        // p − e_y at every position: the gradient of −log p_y at the logits, y drawn from p.
+        let mut g: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits.detach())?
+            .flatten_all()?
+            .to_vec1()?;
+        let norms: Vec<f32> = shell.final_norm(x)?.sqr()?.sum(1)?.to_vec1()?;
+        let e = sums.entry(output_name(f).to_string()).or_default();
+        for (row, &xx) in g.chunks_exact_mut(n_vocab).zip(&norms) {
+            let fisher: f64 = row
+                .iter()
+                .map(|&p| f64::from(p) * (1.0 - f64::from(p)))
+                .sum();
+            e.0 += fisher * f64::from(xx);
+            e.1 += n_vocab as f64 * f64::from(xx);
+            let u = rng.next_f64();
+            let mut acc = 0f64;
+            let mut y = n_vocab - 1;
+            for (j, &p) in row.iter().enumerate() {
+                acc += f64::from(p);
+                if acc > u {
+                    y = j;
+                    break;
+                }
+            }
+            row[y] -= 1.0;
+        }
+        let g = Tensor::from_vec(g, (t, n_vocab), &cpu)?;
+        let back = (logits * g)?.sum_all()?.backward()?;
+        grads.push(gradient(&back, xv.as_tensor())?);
+    }
+    progress(n_layer + 1, total);
+    let widths = shell.probe_widths();
+    for i in (0..n_layer).rev() {
+        let block = Llama::load_block(f, &c, i, LoadOptions::EXACT, &cpu)?;
+        let kept = inputs.pop().expect("one input per block");
+        for ((x, g), ctx) in kept.iter().zip(grads.iter_mut()).zip(&ctxs) {
+            let t = x.dim(0)?;
+            let xv = Var::from_tensor(x)?;
+            let probes = widths
+                .iter()
+                .map(|&w| Var::zeros((t, w), DType::F32, &cpu))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let tensors: [Tensor; 7] = std::array::from_fn(|j| probes[j].as_tensor().clone());
+            let (out, layers) = shell.block_forward_probed(&block, xv.as_tensor(), ctx, &tensors)?;
+            let back = (out * &*g)?.sum_all()?.backward()?;
+            for (probe, (layer, input)) in probes.iter().zip(layers) {
+                let d = gradient(&back, probe.as_tensor())?;
+                let input = input.detach();
+                let weight_grad = d.t()?.matmul(&input)?;
+                let e = sums.entry(stored_name(&layer.name).to_string()).or_default();
+                e.0 += sum(&weight_grad.sqr()?)?;
+                e.1 += layer.n_out() as f64 * sum(&input.sqr()?)?;
+            }
+            *g = gradient(&back, xv.as_tensor())?;
+        }
+        progress(total - i, total);
+    }
+    if f.tensor("output.weight").is_some() {
+        // Each token's rows of the table get the gradients of its positions.
+        let mut rows: HashMap<u32, Vec<f32>> = HashMap::new();
+        let mut positions = 0usize;
+        for (tokens, g) in chunks.iter().zip(&grads) {
+            let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
+            for (&tok, gt) in tokens.iter().zip(g.chunks_exact(c.n_embd)) {
+                let r = rows.entry(tok).or_insert_with(|| vec![0.0; c.n_embd]);
+                r.iter_mut().zip(gt).for_each(|(r, &v)| *r += v);
+                positions += 1;
+            }
+        }
+        let trace: f64 = rows
+            .values()
+            .flatten()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        let scale = c.embed_scale * c.embed_scale;
+        sums.insert(
+            "token_embd.weight".to_string(),
+            (trace * scale, (positions * n_vocab * c.n_embd) as f64),
+        );
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(name, (trace, per))| (name, trace / per.max(f64::MIN_POSITIVE)))
+        .collect())
+}
+
+/// The gradient a backward pass gave `t`.
+fn gradient(back: &candle_core::backprop::GradStore, t: &Tensor) -> Result<Tensor> {
+    back.get(t)
+        .cloned()
+        .ok_or_else(|| Error::Numerical("a gain's gradient is missing".into()))
+}
+
+/// Memory of [`collect_gains`] on chunks of `ctx` tokens: every block's input for
+/// [`GAIN_CHUNKS`] chunks, the output layer in F32, a chunk's logits four times over (the
+/// logits, the drawn tokens' gradient, the product and its gradient), one block in F32 and its
+/// differentiable pass
+/// (about four times the plain pass: the forward's values kept for the backward, and the
+/// gradients).
+pub fn gains_memory_plan(f: &GgufFile, ctx: usize) -> Result<frugal_models::memory::MemoryPlan> {
+    use frugal_models::memory::{self, MemoryPlan};
+    let c = frugal_models::llama::LlamaConfig::from_gguf(f)?;
+    let state = (ctx * c.n_embd * 4) as u64;
+    let chunks = GAIN_CHUNKS as u64;
+    let mut plan = MemoryPlan::new();
+    plan.add(
+        format!("every block's input for {chunks} chunks (the gains)"),
+        (c.n_layer as u64 + 2) * chunks * state,
+    )
+    .add(
+        "the output layer in F32",
+        4 * (c.n_vocab * c.n_embd) as u64,
+    )
+    .add("a chunk's logits and their gradients", 4 * 4 * (ctx * c.n_vocab) as u64)
+    .add("one block in F32", memory::largest_block_f32_bytes(f, &c))
+    .add(
+        "one chunk's differentiable pass through it",
+        4 * memory::block_pass_bytes(&c, ctx),
+    );
+    Ok(plan)
 }
 
 /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), row-major f32, after dampening H; columns
@@ -621,6 +818,7 @@ pub(crate) fn sequential(
         source: calib.source.clone(),
         file: None,
         rounding: HashMap::new(),
+        gains: HashMap::new(),
     })
 }
 

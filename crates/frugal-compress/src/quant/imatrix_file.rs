@@ -150,6 +150,7 @@ pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
             chunk_size: chunk_size.unwrap_or(0),
         }),
         rounding: HashMap::new(),
+        gains: HashMap::new(),
     })
 }
 
@@ -268,6 +269,7 @@ mod tests {
             source: "t".into(),
             file: None,
             rounding: HashMap::new(),
+            gains: HashMap::new(),
         };
         write_imatrix(&p, &[], &m, &["brown".into()], 2, 512).unwrap();
         let r = read_imatrix(&p).unwrap();

@@ -294,6 +294,11 @@ pub struct Imatrix {
     /// Per weight, what rounding its input costs as llama.cpp's kernels round it (measured by
     /// Frugal's calibration; a llama.cpp file has none).
     pub rounding: HashMap<String, InputRounding>,
+    /// Per weight, the KL divergence a unit of its output's squared error costs
+    /// ([`calibration::collect_gains`]), which a size budget multiplies every candidate's
+    /// error by, so that errors of different tensors compare; empty unless measured for a
+    /// budget (a llama.cpp file has none).
+    pub gains: HashMap<String, f64>,
 }
 
 /// Per input column, the mean squared error of rounding a layer's input as ggml's
@@ -437,7 +442,8 @@ pub struct QuantizeReport {
     /// counts the runs before the resume too.
     pub seconds: f64,
     /// Seconds of `seconds` spent measuring the full-precision model's importance matrix
-    /// (llama-imatrix's work), when this run measured one.
+    /// (llama-imatrix's work), when this run measured one; with a size budget, the tensors'
+    /// gains too ([`calibration::collect_gains`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imatrix_seconds: Option<f64>,
     /// Calibration tokens behind the importance matrix, if any.
@@ -814,7 +820,10 @@ pub fn quantize_model(
         let planning = opts.target_bpw.is_some() || opts.fallback == Fallback::Best;
         opts.imatrix = Some(if matches!(method, Method::Rtn) || planning {
             let t = std::time::Instant::now();
-            let m = calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?;
+            let mut m = calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?;
+            if planning {
+                m.gains = calibration::collect_gains(&f, c, &|d, t| progress("gains", d, t))?;
+            }
             imatrix_seconds = Some(t.elapsed().as_secs_f64());
             m
         } else {
@@ -824,6 +833,7 @@ pub fn quantize_model(
                 source: c.source.clone(),
                 file: None,
                 rounding: HashMap::new(),
+                gains: HashMap::new(),
             }
         });
     }

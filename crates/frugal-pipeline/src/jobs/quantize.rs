@@ -229,8 +229,15 @@ impl Quantize {
         // that fits the budget, else in scratch files beside the output.
         let f = frugal_formats::gguf::GgufFile::open(&self.input)?;
         let shape = super::calib_shape(calib.as_ref());
+        let budget = opts.target_bpw.is_some() || opts.fallback == Fallback::Best;
         let plan_in = |scratch: &Placement| -> Result<MemoryPlan, Error> {
-            let plan = frugal_compress::quant::memory_plan(&f, shape, method, scratch)?;
+            let mut plan = frugal_compress::quant::memory_plan(&f, shape, method, scratch)?;
+            // A size budget measures every tensor's gain after the importance matrix.
+            if let (true, Some((_, ctx))) = (budget, shape) {
+                plan = plan.max(frugal_compress::quant::calibration::gains_memory_plan(
+                    &f, ctx,
+                )?);
+            }
             super::with_judge_plan(plan, &self.input, spec.as_ref())
         };
         let (scratch, plan) = super::choose_placement(

@@ -262,7 +262,11 @@ fn memory_plan(job: &TuneJob) -> Result<MemoryPlan, Error> {
         shape,
         frugal_compress::quant::Method::Rtn,
         &frugal_models::scratch::Placement::Memory,
-    )?;
+    )?
+    .max(frugal_compress::quant::calibration::gains_memory_plan(
+        &f,
+        job.calib.ctx,
+    )?);
     let config =
         frugal_models::llama::LlamaConfig::from_gguf(&f).map_err(frugal_compress::Error::from)?;
     let mut judge = MemoryPlan::new();
