@@ -20,14 +20,16 @@ timed() {
 
 # judge_kld TEXTVAR...: every llama-*/frugal-* GGUF in $W judged by `llama-perplexity
 # --kl-divergence` against $F32's logits on the text each named variable holds (ctx $CTX,
-# $CHUNKS chunks, $THREADS threads): logs $W/kld-NAME-FILE.log.
+# $CHUNKS chunks, $THREADS threads): logs $W/kld-NAME-FILE.log. A file whose log is there and
+# complete, and logits already computed, are not judged again (the caller removes what must be).
 judge_kld() {
   local TEXTN TXT f n
   for TEXTN in "$@"; do
     TXT="${!TEXTN}"
-    "$BIN/llama-perplexity" -m "$F32" -f "$TXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$TEXTN.kld" >"$W/ppl-f32-$TEXTN.log" 2>&1
+    [ -s "$W/f32-$TEXTN.kld" ] || "$BIN/llama-perplexity" -m "$F32" -f "$TXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$TEXTN.kld" >"$W/ppl-f32-$TEXTN.log" 2>&1
     for f in "$W"/llama-*.gguf "$W"/frugal-*.gguf; do
       n="$(basename "$f" .gguf)"
+      grep -qE "^Mean +KLD" "$W/kld-$TEXTN-$n.log" 2>/dev/null && continue
       "$BIN/llama-perplexity" -m "$f" -f "$TXT" -c $CTX --chunks "$CHUNKS" -t "$THREADS" -b $CTX --kl-divergence-base "$W/f32-$TEXTN.kld" --kl-divergence >"$W/kld-$TEXTN-$n.log" 2>&1
     done
   done

@@ -96,7 +96,9 @@ fn gains_turn_weighted_errors_into_kl_divergence() {
             .unwrap();
         layer.set_weight(Weight::Dense(original)).unwrap();
         let ratio = kld / predicted;
-        seen.push(format!("{name}: gain {gain:.3e}, predicted {predicted:.2e}, KLD {kld:.2e}"));
+        seen.push(format!(
+            "{name}: gain {gain:.3e}, predicted {predicted:.2e}, KLD {kld:.2e}"
+        ));
         assert!(
             (0.5..2.0).contains(&ratio),
             "{name}: KLD {kld:.3e} against ½·gain·error {predicted:.3e} (ratio {ratio:.2}); {seen:?}"

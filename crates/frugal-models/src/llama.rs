@@ -1264,7 +1264,15 @@ impl Llama {
     pub fn probe_widths(&self) -> [usize; 7] {
         let c = &self.config;
         let (hd, nh, nkv) = (c.head_dim(), c.n_head, c.n_head_kv);
-        [nh * hd, nkv * hd, nkv * hd, c.n_embd, c.n_ff, c.n_ff, c.n_embd]
+        [
+            nh * hd,
+            nkv * hd,
+            nkv * hd,
+            c.n_embd,
+            c.n_ff,
+            c.n_ff,
+            c.n_embd,
+        ]
     }
 
     /// A block's differentiable pass (as [`Llama::forward_train`]'s) with `probes[k]` `[T, n]`

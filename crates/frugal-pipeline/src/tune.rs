@@ -395,8 +395,7 @@ pub fn tune(
     let scratch = AtomicDir::create(&beside(&job.output, ".tune"))?;
     // 1. Importance matrix.
     let calib: calibration::Calibration = load_calibration(&job.input, &job.calib)?;
-    let mut imatrix =
-        calibration::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
+    let mut imatrix = calibration::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
     imatrix.gains = calibration::collect_gains(&f, &calib, &|d, t| progress("gains", d, t))?;
     let t_imatrix = lap();
     let mut opts = QuantizeOptions::new(target);

@@ -392,7 +392,10 @@ mod tests {
         assert!(most > least);
         for target in [least, 4.0, 5.5, 6.0, 8.5, most] {
             let b = bits(&plan.choices(target));
-            assert!(b <= target + 1e-9, "{target}: the file takes {b} bits per weight");
+            assert!(
+                b <= target + 1e-9,
+                "{target}: the file takes {b} bits per weight"
+            );
             assert!((plan.used_budget(target) - b).abs() < 1e-9, "{target}");
         }
         // With a budget between, something is bought beyond the smallest types.

@@ -396,13 +396,16 @@ pub fn collect_gains(
                 .map(|&w| Var::zeros((t, w), DType::F32, &cpu))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let tensors: [Tensor; 7] = std::array::from_fn(|j| probes[j].as_tensor().clone());
-            let (out, layers) = shell.block_forward_probed(&block, xv.as_tensor(), ctx, &tensors)?;
+            let (out, layers) =
+                shell.block_forward_probed(&block, xv.as_tensor(), ctx, &tensors)?;
             let back = (out * &*g)?.sum_all()?.backward()?;
             for (probe, (layer, input)) in probes.iter().zip(layers) {
                 let d = gradient(&back, probe.as_tensor())?;
                 let input = input.detach();
                 let weight_grad = d.t()?.matmul(&input)?;
-                let e = sums.entry(stored_name(&layer.name).to_string()).or_default();
+                let e = sums
+                    .entry(stored_name(&layer.name).to_string())
+                    .or_default();
                 e.0 += sum(&weight_grad.sqr()?)?;
                 e.1 += layer.n_out() as f64 * sum(&input.sqr()?)?;
             }
@@ -462,11 +465,11 @@ pub fn gains_memory_plan(f: &GgufFile, ctx: usize) -> Result<frugal_models::memo
         format!("every block's input for {chunks} chunks (the gains)"),
         (c.n_layer as u64 + 2) * chunks * state,
     )
+    .add("the output layer in F32", 4 * (c.n_vocab * c.n_embd) as u64)
     .add(
-        "the output layer in F32",
-        4 * (c.n_vocab * c.n_embd) as u64,
+        "a chunk's logits and their gradients",
+        4 * 4 * (ctx * c.n_vocab) as u64,
     )
-    .add("a chunk's logits and their gradients", 4 * 4 * (ctx * c.n_vocab) as u64)
     .add("one block in F32", memory::largest_block_f32_bytes(f, &c))
     .add(
         "one chunk's differentiable pass through it",
