@@ -20,6 +20,7 @@
 # and the ratio of their KLD on the re-measuring text (the issue's target: at most 0.6×).
 #   bench/frontier-vs-llama.sh [CHUNKS] [THREADS]
 #   (default 20 chunks, 2 threads; about 80 minutes on 2 cores)
+# KEEP_LLAMA=1 keeps the last run's llama.cpp files and judge logs and remakes only Frugal's.
 #   MODEL=gemma3 bench/frontier-vs-llama.sh 8 2   (13 llama.cpp types by default, BPWS=auto,
 #   no GPTQ or AWQ rows; its 262,144-token vocabulary makes every step about 2.5× SmolLM2's)
 MODEL="${MODEL:-smollm2}"
@@ -49,12 +50,19 @@ read -r N_EL FIXED < <("$FRUGAL" inspect --json "$F32" | python3 -c 'import json
 "$FRUGAL" brown-text --files cj01-cj12 -o "$CHOOSE" 2>/dev/null
 "$FRUGAL" brown-text --files ck01-ck12 -o "$TEST" 2>/dev/null
 export RAYON_NUM_THREADS="$THREADS"
-rm -rf "$W"/llama-*.gguf "$W"/frugal-*.gguf* "$W"/kld-*.log
-: >"$W/times.tsv"
-timed llama-imatrix "$W/imatrix.log" "$BIN/llama-imatrix" -m "$F32" -f "$CAL" -c $CTX -t "$THREADS" -o "$W/imatrix.gguf"
-for T in $LLAMA_TYPES; do
-  timed "llama-$T" "$W/llama-$T.log" "$BIN/llama-quantize" --imatrix "$W/imatrix.gguf" "$F32" "$W/llama-$T.gguf" "$T" "$THREADS"
-done
+rm -rf "$W"/frugal-*.gguf* "$W"/kld-*-frugal-*.log
+if [ "${KEEP_LLAMA:-0}" = 1 ]; then
+  # The llama.cpp files, their judge logs and the F32 logits of the last run (same inputs,
+  # same CHUNKS) are kept: only Frugal's files are made and judged again.
+  grep -v '^frugal-' "$W/times.tsv" >"$W/times.keep" || true; mv "$W/times.keep" "$W/times.tsv"
+else
+  rm -rf "$W"/llama-*.gguf "$W"/kld-*.log "$W"/f32-*.kld
+  : >"$W/times.tsv"
+  timed llama-imatrix "$W/imatrix.log" "$BIN/llama-imatrix" -m "$F32" -f "$CAL" -c $CTX -t "$THREADS" -o "$W/imatrix.gguf"
+  for T in $LLAMA_TYPES; do
+    timed "llama-$T" "$W/llama-$T.log" "$BIN/llama-quantize" --imatrix "$W/imatrix.gguf" "$F32" "$W/llama-$T.gguf" "$T" "$THREADS"
+  done
+fi
 if [ "$BPWS" = auto ]; then
   BPWS="$(for f in "$W"/llama-*.gguf; do stat -c %s "$f"; done | sort -un | awk -v n="$N_EL" -v fx="$FIXED" '{ printf "%.3f ", int(((($1 - fx) * 8 / n) - 0.002) * 1000) / 1000 }')"
   echo "budgets (bits per weight, just under each llama.cpp size): $BPWS" >&2
