@@ -283,6 +283,9 @@ pub fn collect_imatrix(
 /// block's input is kept for each, and each output unit's gain is a mean over their tokens.
 pub const GAIN_CHUNKS: usize = 4;
 
+/// Positions whose logits are formed at once in [`collect_gains`].
+const GAIN_ROWS: usize = 32;
+
 /// Seed of the tokens sampled from the model's own distribution ([`collect_gains`]).
 const GAIN_SEED: u64 = 0x6a1e_5eed;
 
@@ -352,36 +355,44 @@ pub fn collect_gains(
     let n_vocab = c.n_vocab;
     for x in &xs {
         let t = x.dim(0)?;
-        let xv = Var::from_tensor(x)?;
-        let logits = shell.logits_train(xv.as_tensor())?;
-        // p − e_y at every position: the gradient of −log p_y at the logits, y drawn from p.
-        let mut g: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits.detach())?
-            .flatten_all()?
-            .to_vec1()?;
-        let norms: Vec<f32> = shell.final_norm(x)?.sqr()?.sum(1)?.to_vec1()?;
-        let e = sums.entry(output_name(f).to_string()).or_default();
-        for (row, &xx) in g.chunks_exact_mut(n_vocab).zip(&norms) {
-            let fisher: f64 = row
-                .iter()
-                .map(|&p| f64::from(p) * (1.0 - f64::from(p)))
-                .sum();
-            e.0 += fisher * f64::from(xx);
-            e.1 += n_vocab as f64 * f64::from(xx);
-            let u = rng.next_f64();
-            let mut acc = 0f64;
-            let mut y = n_vocab - 1;
-            for (j, &p) in row.iter().enumerate() {
-                acc += f64::from(p);
-                if acc > u {
-                    y = j;
-                    break;
+        // A few positions at a time (the norm and the output layer work per position), so that
+        // a large vocabulary's logits and their gradients stay small.
+        let mut parts = Vec::with_capacity(t.div_ceil(GAIN_ROWS));
+        for from in (0..t).step_by(GAIN_ROWS) {
+            let rows = GAIN_ROWS.min(t - from);
+            let xv = Var::from_tensor(&x.narrow(0, from, rows)?)?;
+            let logits = shell.logits_train(xv.as_tensor())?;
+            // p − e_y at every position: the gradient of −log p_y at the logits, y drawn
+            // from p.
+            let mut g: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits.detach())?
+                .flatten_all()?
+                .to_vec1()?;
+            let norms: Vec<f32> = shell.final_norm(xv.as_tensor())?.sqr()?.sum(1)?.to_vec1()?;
+            let e = sums.entry(output_name(f).to_string()).or_default();
+            for (row, &xx) in g.chunks_exact_mut(n_vocab).zip(&norms) {
+                let fisher: f64 = row
+                    .iter()
+                    .map(|&p| f64::from(p) * (1.0 - f64::from(p)))
+                    .sum();
+                e.0 += fisher * f64::from(xx);
+                e.1 += n_vocab as f64 * f64::from(xx);
+                let u = rng.next_f64();
+                let mut acc = 0f64;
+                let mut y = n_vocab - 1;
+                for (j, &p) in row.iter().enumerate() {
+                    acc += f64::from(p);
+                    if acc > u {
+                        y = j;
+                        break;
+                    }
                 }
+                row[y] -= 1.0;
             }
-            row[y] -= 1.0;
+            let g = Tensor::from_vec(g, (rows, n_vocab), &cpu)?;
+            let back = (logits * g)?.sum_all()?.backward()?;
+            parts.push(gradient(&back, xv.as_tensor())?);
         }
-        let g = Tensor::from_vec(g, (t, n_vocab), &cpu)?;
-        let back = (logits * g)?.sum_all()?.backward()?;
-        grads.push(gradient(&back, xv.as_tensor())?);
+        grads.push(Tensor::cat(&parts, 0)?);
     }
     progress(n_layer + 1, total);
     let widths = shell.probe_widths();
@@ -450,9 +461,9 @@ fn gradient(back: &candle_core::backprop::GradStore, t: &Tensor) -> Result<Tenso
 }
 
 /// Memory of [`collect_gains`] on chunks of `ctx` tokens: every block's input for
-/// [`GAIN_CHUNKS`] chunks, the output layer in F32, a chunk's logits four times over (the
-/// logits, the drawn tokens' gradient, the product and its gradient), one block in F32 and its
-/// differentiable pass
+/// [`GAIN_CHUNKS`] chunks, the output layer in F32 (and a transposed copy for the product's
+/// gradient), the logits of a few positions six times over (logits, probabilities, the drawn
+/// tokens' gradient, the product and the gradients), one block in F32 and its differentiable pass
 /// (about four times the plain pass: the forward's values kept for the backward, and the
 /// gradients).
 pub fn gains_memory_plan(f: &GgufFile, ctx: usize) -> Result<frugal_models::memory::MemoryPlan> {
@@ -465,10 +476,13 @@ pub fn gains_memory_plan(f: &GgufFile, ctx: usize) -> Result<frugal_models::memo
         format!("every block's input for {chunks} chunks (the gains)"),
         (c.n_layer as u64 + 2) * chunks * state,
     )
-    .add("the output layer in F32", 4 * (c.n_vocab * c.n_embd) as u64)
     .add(
-        "a chunk's logits and their gradients",
-        4 * 4 * (ctx * c.n_vocab) as u64,
+        "the output layer in F32, and its transpose",
+        2 * 4 * (c.n_vocab * c.n_embd) as u64,
+    )
+    .add(
+        format!("{GAIN_ROWS} positions' logits and their gradients"),
+        6 * 4 * (GAIN_ROWS.min(ctx) * c.n_vocab) as u64,
     )
     .add("one block in F32", memory::largest_block_f32_bytes(f, &c))
     .add(
