@@ -1,15 +1,19 @@
-//! The gains a size budget multiplies each tensor's error by ([`collect_gains`]) must turn the
-//! importance-weighted error Σ_j imatrix_j · Σ_rows δw² into KL divergence: on SmolLM2, for
-//! tensors early, in the middle and late in the network and for the output layer, a random
-//! perturbation sized so that ½ · gain · error predicts a mean KLD of 1e-3 must produce,
-//! through the whole model, a KLD within a factor of two of it. Without the gains the same
-//! error stands for KLDs that differ by orders of magnitude between these tensors.
+//! The gains a size budget multiplies each tensor's errors by ([`collect_gains`]) must turn them
+//! into KL divergence: on SmolLM2, for tensors early, in the middle and late in the network and
+//! for the output layer, a random weight perturbation sized so that ½ · gain · error (the
+//! importance-weighted error Σ_j m_j · Σ_rows δw²) predicts a mean KLD of 1e-3 must produce,
+//! through the whole model, a KLD within a factor of two of it; and rounding one layer's input
+//! to 8-bit blocks as llama.cpp's kernels do must cost what ½ · gain · Σ_j e_j · Σ_rows w² says,
+//! within a factor of two (the same gain: a per-position gain, which takes rounding errors as
+//! independent between positions, was measured 3.3× short on block 0's `attn_v`, the inputs'
+//! shared components rounding alike everywhere). Without the gains the same error stands for KLDs that differ by
+//! orders of magnitude between these tensors.
 
 use candle_core::{Device, Tensor, D};
 use frugal_compress::quant::calibration::{collect_gains, collect_imatrix, Calibration};
 use frugal_formats::rng::SplitMix64;
 use frugal_formats::{assets, gguf::GgufFile};
-use frugal_models::linear::Weight;
+use frugal_models::linear::{ActRounding, Weight};
 use frugal_models::llama::{Llama, LoadOptions};
 
 /// Mean over every position of KL(p ‖ q) between two logit tensors `[T, V]`.
@@ -102,6 +106,49 @@ fn gains_turn_weighted_errors_into_kl_divergence() {
         assert!(
             (0.5..2.0).contains(&ratio),
             "{name}: KLD {kld:.3e} against ½·gain·error {predicted:.3e} (ratio {ratio:.2}); {seen:?}"
+        );
+    }
+    // The input's rounding: a different error at every position.
+    for name in [
+        "blk.0.attn_v.weight",
+        "blk.15.ffn_down.weight",
+        "token_embd.weight",
+    ] {
+        let e = &imatrix.rounding[name].q8_0;
+        let layer = model
+            .linears_mut()
+            .into_iter()
+            .find(|l| l.name == name)
+            .unwrap();
+        let w = layer.weight_f32().unwrap();
+        let col_sq: Vec<f32> = w.sqr().unwrap().sum(0).unwrap().to_vec1().unwrap();
+        let error: f64 = e
+            .iter()
+            .zip(&col_sq)
+            .map(|(&e, &c)| f64::from(e) * f64::from(c))
+            .sum();
+        let predicted = 0.5 * gains[name] * error;
+        layer.set_act_rounding(ActRounding::Q8_0);
+        let kld: f64 = calib
+            .chunks
+            .iter()
+            .zip(&reference)
+            .map(|(c, r)| mean_kld(r, &model.forward(c).unwrap()))
+            .sum::<f64>()
+            / calib.chunks.len() as f64;
+        let layer = model
+            .linears_mut()
+            .into_iter()
+            .find(|l| l.name == name)
+            .unwrap();
+        layer.set_act_rounding(ActRounding::None);
+        let ratio = kld / predicted;
+        seen.push(format!(
+            "{name} input rounded: predicted {predicted:.2e}, KLD {kld:.2e}"
+        ));
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "{name}: input rounding's KLD {kld:.3e} against {predicted:.3e} (ratio {ratio:.2}); {seen:?}"
         );
     }
     // The gains differ between tensors: the point of having them.
