@@ -14,7 +14,7 @@ F32="$F/f32.gguf"; TEST="$F/ck01-ck12.txt"; BASE="$F/f32-TEST.kld"
 for need in "$F32" "$TEST" "$BASE" "$F/kld-TEST-llama-Q8_0.log"; do
   [ -f "$need" ] || { echo "missing $need: run bench/frontier-vs-llama.sh $CHUNKS first" >&2; exit 2; }
 done
-grep -q "calculating perplexity over $CHUNKS chunks" "$F/kld-TEST-llama-Q8_0.log" \
+grep -q "computing over $CHUNKS chunks" "$F/kld-TEST-llama-Q8_0.log" \
   || { echo "the frontier's logs are not of $CHUNKS chunks" >&2; exit 2; }
 SEARCH="$W/cb01-cb10.txt"; "$FRUGAL" brown-text --files cb01-cb10 -o "$SEARCH" 2>/dev/null
 export RAYON_NUM_THREADS="$THREADS"

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor, D};
 use frugal_compress::quant::calibration::{collect_gains, collect_imatrix, Calibration};
 use frugal_formats::rng::SplitMix64;
 use frugal_formats::{assets, gguf::GgufFile};
-use frugal_models::linear::{ActRounding, Weight};
+use frugal_models::linear::{ActRounding, Linear, Weight};
 use frugal_models::llama::{Llama, LoadOptions};
 
 /// Mean over every position of KL(p ‖ q) between two logit tensors `[T, V]`.
@@ -23,6 +23,37 @@ fn mean_kld(p: &Tensor, q: &Tensor) -> f64 {
     let kl = (lp.exp().unwrap() * (&lp - &lq).unwrap()).unwrap();
     let per_token: Vec<f32> = kl.sum(D::Minus1).unwrap().to_vec1().unwrap();
     per_token.iter().map(|&v| f64::from(v)).sum::<f64>() / per_token.len() as f64
+}
+
+/// The layer of `model` whose weight is `name`.
+fn layer<'a>(model: &'a mut Llama, name: &str) -> &'a mut Linear {
+    model
+        .linears_mut()
+        .into_iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("{name}"))
+}
+
+/// `model`'s mean KLD from the reference logits over the calibration chunks.
+fn kld_of(model: &Llama, calib: &Calibration, reference: &[Tensor]) -> f64 {
+    calib
+        .chunks
+        .iter()
+        .zip(reference)
+        .map(|(c, r)| mean_kld(r, &model.forward(c).unwrap()))
+        .sum::<f64>()
+        / calib.chunks.len() as f64
+}
+
+/// Records what was seen and checks the measured KLD is within a factor of two of the
+/// prediction.
+fn check(seen: &mut Vec<String>, what: String, predicted: f64, kld: f64) {
+    seen.push(format!("{what}: predicted {predicted:.2e}, KLD {kld:.2e}"));
+    let ratio = kld / predicted;
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "{what}: ratio {ratio:.2}; {seen:?}"
+    );
 }
 
 #[test]
@@ -59,12 +90,8 @@ fn gains_turn_weighted_errors_into_kl_divergence() {
     ] {
         let gain = gains[name];
         let m = &imatrix.entries[name];
-        let layer = model
-            .linears_mut()
-            .into_iter()
-            .find(|l| l.name == name)
-            .unwrap_or_else(|| panic!("{name}"));
-        let original = layer.weight_f32().unwrap();
+        let l = layer(&mut model, name);
+        let original = l.weight_f32().unwrap();
         let (rows, cols) = original.dims2().unwrap();
         // E‖δW x‖² per token for δw ~ N(0, σ²): σ² · rows · Σ_j m_j; σ set for ½ · gain ·
         // error = target.
@@ -85,70 +112,42 @@ fn gains_turn_weighted_errors_into_kl_divergence() {
             .sum();
         let predicted = 0.5 * gain * error;
         let perturbed = (&original + Tensor::from_vec(noise, (rows, cols), &cpu).unwrap()).unwrap();
-        layer.set_weight(Weight::Dense(perturbed)).unwrap();
-        let kld: f64 = calib
-            .chunks
-            .iter()
-            .zip(&reference)
-            .map(|(c, r)| mean_kld(r, &model.forward(c).unwrap()))
-            .sum::<f64>()
-            / calib.chunks.len() as f64;
-        let layer = model
-            .linears_mut()
-            .into_iter()
-            .find(|l| l.name == name)
+        l.set_weight(Weight::Dense(perturbed)).unwrap();
+        let kld = kld_of(&model, &calib, &reference);
+        layer(&mut model, name)
+            .set_weight(Weight::Dense(original))
             .unwrap();
-        layer.set_weight(Weight::Dense(original)).unwrap();
-        let ratio = kld / predicted;
-        seen.push(format!(
-            "{name}: gain {gain:.3e}, predicted {predicted:.2e}, KLD {kld:.2e}"
-        ));
-        assert!(
-            (0.5..2.0).contains(&ratio),
-            "{name}: KLD {kld:.3e} against ½·gain·error {predicted:.3e} (ratio {ratio:.2}); {seen:?}"
+        check(
+            &mut seen,
+            format!("{name}: gain {gain:.3e}"),
+            predicted,
+            kld,
         );
     }
-    // The input's rounding: a different error at every position.
+    // The input's rounding: an error per position, which the same gain prices (the inputs'
+    // shared components round alike at every position).
     for name in [
         "blk.0.attn_v.weight",
         "blk.15.ffn_down.weight",
         "token_embd.weight",
     ] {
         let e = &imatrix.rounding[name].q8_0;
-        let layer = model
-            .linears_mut()
-            .into_iter()
-            .find(|l| l.name == name)
-            .unwrap();
-        let w = layer.weight_f32().unwrap();
+        let l = layer(&mut model, name);
+        let w = l.weight_f32().unwrap();
         let col_sq: Vec<f32> = w.sqr().unwrap().sum(0).unwrap().to_vec1().unwrap();
         let error: f64 = e
             .iter()
             .zip(&col_sq)
             .map(|(&e, &c)| f64::from(e) * f64::from(c))
             .sum();
-        let predicted = 0.5 * gains[name] * error;
-        layer.set_act_rounding(ActRounding::Q8_0);
-        let kld: f64 = calib
-            .chunks
-            .iter()
-            .zip(&reference)
-            .map(|(c, r)| mean_kld(r, &model.forward(c).unwrap()))
-            .sum::<f64>()
-            / calib.chunks.len() as f64;
-        let layer = model
-            .linears_mut()
-            .into_iter()
-            .find(|l| l.name == name)
-            .unwrap();
-        layer.set_act_rounding(ActRounding::None);
-        let ratio = kld / predicted;
-        seen.push(format!(
-            "{name} input rounded: predicted {predicted:.2e}, KLD {kld:.2e}"
-        ));
-        assert!(
-            (0.5..2.0).contains(&ratio),
-            "{name}: input rounding's KLD {kld:.3e} against {predicted:.3e} (ratio {ratio:.2}); {seen:?}"
+        l.set_act_rounding(ActRounding::Q8_0);
+        let kld = kld_of(&model, &calib, &reference);
+        layer(&mut model, name).set_act_rounding(ActRounding::None);
+        check(
+            &mut seen,
+            format!("{name} input rounded"),
+            0.5 * gains[name] * error,
+            kld,
         );
     }
     // The gains differ between tensors: the point of having them.

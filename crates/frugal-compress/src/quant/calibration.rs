@@ -211,14 +211,7 @@ pub fn collect_imatrix(
     let len = 4 * layout.iter().map(|(_, n)| n).sum::<usize>();
     let mine = frugal_dist::tree_items(comm, calib.chunks.len());
     let chunks = &calib.chunks[mine.clone()];
-    let ctxs = chunks
-        .iter()
-        .map(|t| shell.attn_ctx(t.len()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut xs = chunks
-        .iter()
-        .map(|t| shell.embed_from(f, t))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let (ctxs, mut xs) = first_inputs(&shell, f, chunks.iter())?;
     let mut sums: Vec<Vec<f64>> = (0..chunks.len()).map(|_| Vec::with_capacity(len)).collect();
     for i in 0..n_layer {
         let block = Llama::load_block(f, &c, i, LoadOptions::EXACT, &cpu)?;
@@ -328,14 +321,7 @@ pub fn collect_gains(
     let n = calib.chunks.len();
     let k = GAIN_CHUNKS.min(n);
     let chunks: Vec<&Vec<u32>> = (0..k).map(|j| &calib.chunks[j * n / k]).collect();
-    let ctxs = chunks
-        .iter()
-        .map(|t| shell.attn_ctx(t.len()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut xs = chunks
-        .iter()
-        .map(|t| shell.embed_from(f, t))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let (ctxs, mut xs) = first_inputs(&shell, f, chunks.iter().copied())?;
     // Every block's input, kept for the backward pass.
     let mut inputs: Vec<Vec<Tensor>> = Vec::with_capacity(n_layer);
     for i in 0..n_layer {
@@ -490,6 +476,22 @@ pub fn gains_memory_plan(f: &GgufFile, ctx: usize) -> Result<frugal_models::memo
         4 * memory::block_pass_bytes(&c, ctx),
     );
     Ok(plan)
+}
+
+/// Each chunk's attention context and first block's input (embedded from `f`'s rows).
+fn first_inputs<'a>(
+    shell: &Llama,
+    f: &GgufFile,
+    chunks: impl Iterator<Item = &'a Vec<u32>> + Clone,
+) -> Result<(Vec<frugal_models::llama::AttnCtx>, Vec<Tensor>)> {
+    let ctxs = chunks
+        .clone()
+        .map(|t| shell.attn_ctx(t.len()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let xs = chunks
+        .map(|t| shell.embed_from(f, t))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((ctxs, xs))
 }
 
 /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), row-major f32, after dampening H; columns
