@@ -576,10 +576,20 @@ pub fn tune(
         }
     }
     if !ok {
-        // The largest types, verified: the best this method can do.
-        if verify(top, &mut candidates)? {
-            best = top;
-            ok = true;
+        // Out of evaluations: the candidates already judged that met the limit on the search
+        // text and are larger than the one that failed, verified smallest first — the largest
+        // types last, the best this method can do.
+        let mut larger: Vec<usize> = (0..candidates.len())
+            .filter(|&k| candidates[k].meets_search && candidates[k].bytes > candidates[best].bytes)
+            .collect();
+        larger.sort_by_key(|&k| candidates[k].bytes);
+        debug_assert!(larger.contains(&top) || candidates[top].bytes <= candidates[best].bytes);
+        for k in larger {
+            if verify(k, &mut candidates)? {
+                best = k;
+                ok = true;
+                break;
+            }
         }
     }
     if !ok {
