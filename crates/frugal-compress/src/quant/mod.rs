@@ -294,10 +294,10 @@ pub struct Imatrix {
     /// Per weight, what rounding its input costs as llama.cpp's kernels round it (measured by
     /// Frugal's calibration; a llama.cpp file has none).
     pub rounding: HashMap<String, InputRounding>,
-    /// Per weight, the KL divergence a unit of its output's squared error costs
-    /// ([`calibration::collect_gains`]), which a size budget multiplies every candidate's
-    /// error by, so that errors of different tensors compare; empty unless measured for a
-    /// budget (a llama.cpp file has none).
+    /// Per weight, twice the KL divergence a unit of its importance-weighted error costs (and
+    /// of its rounded input's term; [`calibration::collect_gains`]), which a size budget
+    /// multiplies every candidate's error by, so that errors of different tensors compare;
+    /// empty unless measured for a budget (a llama.cpp file has none, nor `--imatrix FILE`).
     pub gains: HashMap<String, f64>,
 }
 
