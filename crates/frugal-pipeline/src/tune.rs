@@ -583,7 +583,6 @@ pub fn tune(
             .filter(|&k| candidates[k].meets_search && candidates[k].bytes > candidates[best].bytes)
             .collect();
         larger.sort_by_key(|&k| candidates[k].bytes);
-        debug_assert!(larger.contains(&top) || candidates[top].bytes <= candidates[best].bytes);
         for k in larger {
             if verify(k, &mut candidates)? {
                 best = k;

@@ -362,17 +362,7 @@ pub fn collect_gains(
                     .sum();
                 e.0 += fisher * f64::from(xx);
                 e.1 += n_vocab as f64 * f64::from(xx);
-                let u = rng.next_f64();
-                let mut acc = 0f64;
-                let mut y = n_vocab - 1;
-                for (j, &p) in row.iter().enumerate() {
-                    acc += f64::from(p);
-                    if acc > u {
-                        y = j;
-                        break;
-                    }
-                }
-                row[y] -= 1.0;
+                row[draw(row, rng.next_f64())] -= 1.0;
             }
             let g = Tensor::from_vec(g, (rows, n_vocab), &cpu)?;
             let back = (logits * g)?.sum_all()?.backward()?;
@@ -437,6 +427,18 @@ pub fn collect_gains(
         .into_iter()
         .map(|(name, (trace, per))| (name, trace / per.max(f64::MIN_POSITIVE)))
         .collect())
+}
+
+/// The index a uniform `u` in [0, 1) falls on in the distribution `p` (the last where rounding
+/// leaves the sum short of `u`).
+fn draw(p: &[f32], u: f64) -> usize {
+    let mut acc = 0f64;
+    p.iter()
+        .position(|&q| {
+            acc += f64::from(q);
+            acc > u
+        })
+        .unwrap_or(p.len() - 1)
 }
 
 /// The gradient a backward pass gave `t`.
@@ -1006,6 +1008,18 @@ mod tests {
             }
         }
         u
+    }
+
+    /// A drawn token is where the running sum of the probabilities first passes `u`; a sum
+    /// that rounding leaves short gives the last token.
+    #[test]
+    fn draws_follow_the_cumulative_distribution() {
+        let p = [0.2f32, 0.3, 0.5];
+        assert_eq!(draw(&p, 0.0), 0);
+        assert_eq!(draw(&p, 0.19), 0);
+        assert_eq!(draw(&p, 0.25), 1);
+        assert_eq!(draw(&p, 0.51), 2);
+        assert_eq!(draw(&[0.3f32, 0.3], 0.9), 1);
     }
 
     #[test]

@@ -394,6 +394,12 @@ pub struct QuantizeOptions {
 }
 
 impl QuantizeOptions {
+    /// Whether types are assigned under a size budget (`--target-bpw`, or `--fallback best`
+    /// for the rows a 256-wide type cannot tile): then calibration also measures the gains.
+    pub fn plans_by_budget(&self) -> bool {
+        self.target_bpw.is_some() || self.fallback == Fallback::Best
+    }
+
     pub fn new(target: &'static QuantType) -> Self {
         QuantizeOptions {
             target,
@@ -817,7 +823,7 @@ pub fn quantize_model(
         // The full-precision model's importance matrix weights plain rounding and the size
         // budget's measurements; the block-wise methods measure their own on the quantized
         // model's activations, so for them the plan only needs to know calibration is there.
-        let planning = opts.target_bpw.is_some() || opts.fallback == Fallback::Best;
+        let planning = opts.plans_by_budget();
         opts.imatrix = Some(if matches!(method, Method::Rtn) || planning {
             let t = std::time::Instant::now();
             let mut m = calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?;

@@ -229,7 +229,7 @@ impl Quantize {
         // that fits the budget, else in scratch files beside the output.
         let f = frugal_formats::gguf::GgufFile::open(&self.input)?;
         let shape = super::calib_shape(calib.as_ref());
-        let budget = opts.target_bpw.is_some() || opts.fallback == Fallback::Best;
+        let budget = opts.plans_by_budget();
         let plan_in = |scratch: &Placement| -> Result<MemoryPlan, Error> {
             let mut plan = frugal_compress::quant::memory_plan(&f, shape, method, scratch)?;
             // A size budget measures every tensor's gain after the importance matrix.
