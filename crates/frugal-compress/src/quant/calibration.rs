@@ -300,6 +300,9 @@ const GAIN_SEED: u64 = 0x6a1e_5eed;
 /// output layer's is exact, without drawing: Σ_t Σ_i p_ti (1 − p_ti) · ‖x_t‖². An untied token
 /// embedding's gain is per element of the table (its error is plain Σ δ², tokens taken as
 /// equally frequent): the gradients of each token's rows gathered, times the embedding's factor.
+/// A tied table's weight gain is the output layer's plus the lookup's, in the output layer's
+/// units ([`Gain`]; without the lookup, Gemma 3's budgets kept its table at 6 bits and bought
+/// F16 for blocks instead, at no measurable gain).
 ///
 /// Streamed as the importance matrix is: a forward pass keeps every block's input for
 /// [`GAIN_CHUNKS`] chunks, the output layer gives the gradient at the last block's output, and
@@ -310,7 +313,7 @@ pub fn collect_gains(
     f: &GgufFile,
     calib: &Calibration,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<HashMap<String, f64>> {
+) -> Result<HashMap<String, Gain>> {
     use candle_core::Var;
     let cpu = candle_core::Device::Cpu;
     let mut shell = Llama::load_bare_shell(f, &cpu)?;
@@ -400,33 +403,64 @@ pub fn collect_gains(
         }
         progress(total - i, total);
     }
-    if f.tensor("output.weight").is_some() {
-        // Each token's rows of the table get the gradients of its positions.
-        let mut rows: HashMap<u32, Vec<f32>> = HashMap::new();
-        let mut positions = 0usize;
-        for (tokens, g) in chunks.iter().zip(&grads) {
-            let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
-            for (&tok, gt) in tokens.iter().zip(g.chunks_exact(c.n_embd)) {
-                let r = rows.entry(tok).or_insert_with(|| vec![0.0; c.n_embd]);
-                r.iter_mut().zip(gt).for_each(|(r, &v)| *r += v);
-                positions += 1;
-            }
+    // The token embedding's table: each token's rows get the gradients of its positions.
+    let mut rows: HashMap<u32, Vec<f32>> = HashMap::new();
+    let mut positions = 0usize;
+    for (tokens, g) in chunks.iter().zip(&grads) {
+        let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
+        for (&tok, gt) in tokens.iter().zip(g.chunks_exact(c.n_embd)) {
+            let r = rows.entry(tok).or_insert_with(|| vec![0.0; c.n_embd]);
+            r.iter_mut().zip(gt).for_each(|(r, &v)| *r += v);
+            positions += 1;
         }
-        let trace: f64 = rows
+    }
+    let lookup = c.embed_scale
+        * c.embed_scale
+        * rows
             .values()
             .flatten()
             .map(|&v| f64::from(v) * f64::from(v))
-            .sum();
-        let scale = c.embed_scale * c.embed_scale;
-        sums.insert(
-            "token_embd.weight".to_string(),
-            (trace * scale, (positions * n_vocab * c.n_embd) as f64),
-        );
-    }
-    Ok(sums
+            .sum::<f64>();
+    let per = |(trace, per): (f64, f64)| trace / per.max(f64::MIN_POSITIVE);
+    let output_sums = sums.get(output_name(f)).copied().unwrap_or_default();
+    let mut gains: HashMap<String, Gain> = sums
         .into_iter()
-        .map(|(name, (trace, per))| (name, trace / per.max(f64::MIN_POSITIVE)))
-        .collect())
+        .map(|(name, s)| (name, Gain::same(per(s))))
+        .collect();
+    if f.tensor("output.weight").is_some() {
+        let g = per((lookup, (positions * n_vocab * c.n_embd) as f64));
+        gains.insert("token_embd.weight".to_string(), Gain::same(g));
+    } else {
+        // Tied: one table is both the lookup and the output layer, its error measured in the
+        // output layer's units (Σ_j m_j δ², m_j its inputs' mean x_j²). An error spread evenly
+        // over the table has Σ δ² = error · n_embd / Σ_j m_j, so the lookup's trace adds to the
+        // output layer's over the same positions and under the same divisor; the rounding of
+        // the output layer's input costs the output layer's gain alone.
+        let (trace, divisor) = output_sums;
+        if let Some(g) = gains.get_mut(output_name(f)) {
+            g.weight = per((trace + lookup, divisor));
+        }
+    }
+    Ok(gains)
+}
+
+/// What a unit of one tensor's importance-weighted error costs in KL divergence (twice it:
+/// [`collect_gains`]): its weight's error, and the term of its rounded input. The two differ
+/// only for a tied token embedding, whose weight is also the lookup table and whose input is
+/// the output layer's alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gain {
+    pub weight: f64,
+    pub input: f64,
+}
+
+impl Gain {
+    fn same(g: f64) -> Gain {
+        Gain {
+            weight: g,
+            input: g,
+        }
+    }
 }
 
 /// The index a uniform `u` in [0, 1) falls on in the distribution `p` (the last where rounding

@@ -298,7 +298,7 @@ pub struct Imatrix {
     /// of its rounded input's term; [`calibration::collect_gains`]), which a size budget
     /// multiplies every candidate's error by, so that errors of different tensors compare;
     /// empty unless measured for a budget (a llama.cpp file has none, nor `--imatrix FILE`).
-    pub gains: HashMap<String, f64>,
+    pub gains: HashMap<String, calibration::Gain>,
 }
 
 /// Per input column, the mean squared error of rounding a layer's input as ggml's
