@@ -286,16 +286,18 @@ mod tests {
         assert_eq!(h, vec![G::Q2_K, G::Q4_K, G::Q8_0]);
     }
 
+    /// A tensor whose candidates are Q4_0 and Q8_0 at these (bytes, error) points.
+    fn two_points(index: usize, q4: (u64, f64), q8: (u64, f64)) -> Options {
+        Options {
+            index,
+            points: vec![(G::Q4_0, q4.0, q4.1), (G::Q8_0, q8.0, q8.1)],
+        }
+    }
+
     #[test]
     fn greedy_spends_the_budget_where_it_saves_most() {
-        let a = Options {
-            index: 0,
-            points: vec![(G::Q4_0, 10, 100.0), (G::Q8_0, 20, 10.0)],
-        };
-        let b = Options {
-            index: 1,
-            points: vec![(G::Q4_0, 10, 20.0), (G::Q8_0, 20, 1.0)],
-        };
+        let a = two_points(0, (10, 100.0), (20, 10.0));
+        let b = two_points(1, (10, 20.0), (20, 1.0));
         assert_eq!(choose(&[a.clone(), b.clone()], 30), vec![G::Q8_0, G::Q4_0]);
         assert_eq!(choose(&[a.clone(), b.clone()], 40), vec![G::Q8_0, G::Q8_0]);
         assert_eq!(choose(&[a, b], 5), vec![G::Q4_0, G::Q4_0]);
@@ -306,14 +308,8 @@ mod tests {
     /// the rest chosen around it: the greedy pass alone keeps the error of 100.
     #[test]
     fn a_large_step_is_taken_when_it_saves_more_than_the_small_ones_it_displaces() {
-        let big = Options {
-            index: 0,
-            points: vec![(G::Q4_0, 10, 100.0), (G::Q8_0, 60, 0.0)],
-        };
-        let small = Options {
-            index: 1,
-            points: vec![(G::Q4_0, 10, 30.0), (G::Q8_0, 20, 0.0)],
-        };
+        let big = two_points(0, (10, 100.0), (60, 0.0));
+        let small = two_points(1, (10, 30.0), (20, 0.0));
         let hulls: Vec<_> = [&big, &small].iter().map(|o| hull(&o.points)).collect();
         let steps = vec![(3.0, 1, 1), (2.0, 0, 1)];
         assert_eq!(greedy(&hulls, &steps, 70, &[None, None]), vec![0, 1]);
