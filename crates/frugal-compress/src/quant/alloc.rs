@@ -100,26 +100,12 @@ pub fn measure(
         .imatrix
         .as_ref()
         .filter(|m| !m.gains.is_empty())
-        .map_or(
-            Gain {
-                weight: 1.0,
-                input: 1.0,
-            },
-            |m| {
-                m.gains.get(&t.name).copied().unwrap_or_else(|| {
-                    m.gains.values().fold(
-                        Gain {
-                            weight: 0.0,
-                            input: 0.0,
-                        },
-                        |a, g| Gain {
-                            weight: a.weight.max(g.weight),
-                            input: a.input.max(g.input),
-                        },
-                    )
-                })
-            },
-        );
+        .map_or(Gain::same(1.0), |m| {
+            m.gains
+                .get(&t.name)
+                .copied()
+                .unwrap_or_else(|| m.gains.values().fold(Gain::same(0.0), |a, &g| a.max(g)))
+        });
     let mut points = Vec::new();
     for ty in candidate_types(which, &t.name, ncols, qw.is_some(), opts.gptq_types_only) {
         let qw = qw.map(|w| w.as_slice());

@@ -455,10 +455,19 @@ pub struct Gain {
 }
 
 impl Gain {
-    fn same(g: f64) -> Gain {
+    /// The same gain for the weight and its input (every tensor but a tied table).
+    pub fn same(g: f64) -> Gain {
         Gain {
             weight: g,
             input: g,
+        }
+    }
+
+    /// The larger of each.
+    pub fn max(self, other: Gain) -> Gain {
+        Gain {
+            weight: self.weight.max(other.weight),
+            input: self.input.max(other.input),
         }
     }
 }
