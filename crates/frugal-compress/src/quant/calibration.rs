@@ -339,6 +339,8 @@ pub fn collect_gains(
     let sum = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.sum_all()?.to_scalar::<f32>()?)) };
     // Per stored weight: F's trace, and rows · Σ_t ‖x_t‖² over the same tokens.
     let mut sums: HashMap<String, (f64, f64)> = HashMap::new();
+    // The output layer's F trace and rows · Σ_t ‖x_t‖².
+    let mut output = (0f64, 0f64);
     let mut rng = frugal_formats::rng::SplitMix64(GAIN_SEED);
     let mut grads: Vec<Tensor> = Vec::with_capacity(k);
     let n_vocab = c.n_vocab;
@@ -357,14 +359,13 @@ pub fn collect_gains(
                 .flatten_all()?
                 .to_vec1()?;
             let norms: Vec<f32> = shell.final_norm(xv.as_tensor())?.sqr()?.sum(1)?.to_vec1()?;
-            let e = sums.entry(output_name(f).to_string()).or_default();
             for (row, &xx) in g.chunks_exact_mut(n_vocab).zip(&norms) {
                 let fisher: f64 = row
                     .iter()
                     .map(|&p| f64::from(p) * (1.0 - f64::from(p)))
                     .sum();
-                e.0 += fisher * f64::from(xx);
-                e.1 += n_vocab as f64 * f64::from(xx);
+                output.0 += fisher * f64::from(xx);
+                output.1 += n_vocab as f64 * f64::from(xx);
                 row[draw(row, rng.next_f64())] -= 1.0;
             }
             let g = Tensor::from_vec(g, (rows, n_vocab), &cpu)?;
@@ -422,24 +423,26 @@ pub fn collect_gains(
             .map(|&v| f64::from(v) * f64::from(v))
             .sum::<f64>();
     let per = |(trace, per): (f64, f64)| trace / per.max(f64::MIN_POSITIVE);
-    let output_sums = sums.get(output_name(f)).copied().unwrap_or_default();
     let mut gains: HashMap<String, Gain> = sums
         .into_iter()
         .map(|(name, s)| (name, Gain::same(per(s))))
         .collect();
+    let (trace, divisor) = output;
     if f.tensor("output.weight").is_some() {
-        let g = per((lookup, (positions * n_vocab * c.n_embd) as f64));
-        gains.insert("token_embd.weight".to_string(), Gain::same(g));
+        let table = per((lookup, (positions * n_vocab * c.n_embd) as f64));
+        gains.insert("token_embd.weight".to_string(), Gain::same(table));
+        gains.insert("output.weight".to_string(), Gain::same(per(output)));
     } else {
         // Tied: one table is both the lookup and the output layer, its error measured in the
         // output layer's units (Σ_j m_j δ², m_j its inputs' mean x_j²). An error spread evenly
         // over the table has Σ δ² = error · n_embd / Σ_j m_j, so the lookup's trace adds to the
         // output layer's over the same positions and under the same divisor; the rounding of
         // the output layer's input costs the output layer's gain alone.
-        let (trace, divisor) = output_sums;
-        if let Some(g) = gains.get_mut(output_name(f)) {
-            g.weight = per((trace + lookup, divisor));
-        }
+        let gain = Gain {
+            weight: per((trace + lookup, divisor)),
+            input: per(output),
+        };
+        gains.insert("token_embd.weight".to_string(), gain);
     }
     Ok(gains)
 }
