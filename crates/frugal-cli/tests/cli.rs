@@ -973,7 +973,8 @@ fn quantize_rejects_bad_overrides_and_calibration() {
 /// `frugal imatrix` writes llama.cpp's importance-matrix file; `frugal quantize --imatrix` reads
 /// it into an IQ4_XS mix whose output records it as llama-quantize does; the IQ4 file evaluates
 /// (decoded, inputs rounded as ggml rounds them) with a chunk-level bound on its mean KLD; a
-/// file that is not an importance matrix is refused before any work.
+/// file that is not an importance matrix is refused before any work; with `--gains`, the file
+/// gives a size budget the same output as calibrating on the text.
 #[test]
 fn imatrix_files_feed_quantize_and_iq_files_evaluate() {
     let Some(brown) = frugal_formats::assets::require_or_skip(
@@ -1083,6 +1084,78 @@ fn imatrix_files_feed_quantize_and_iq_files_evaluate() {
     );
     assert_bad_input(&out, "not an importance matrix");
     assert!(!dir.path().join("b.gguf").exists());
+
+    // A size budget from a file with Frugal's statistics (`--gains`) plans and rounds exactly as
+    // calibrating on the text again, measuring nothing; from a file without the gains and the
+    // text, the gains are measured on it: the same file again.
+    let out = frugal(
+        &[
+            "imatrix",
+            m,
+            "--calib",
+            "t.txt",
+            "--calib-tokens",
+            "1024",
+            "--gains",
+            "-o",
+            "g.imatrix.gguf",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("KL gains"));
+    let budget = |out: &str, how: &[&str]| {
+        let mut args = vec![
+            "quantize",
+            m,
+            out,
+            "--type",
+            "Q4_K_M",
+            "--target-bpw",
+            "5.0",
+            "--no-eval",
+            "--json",
+        ];
+        args.extend_from_slice(how);
+        frugal_json(&args, dir.path())
+    };
+    let calibrated = budget("c.gguf", &["--calib", "t.txt", "--calib-tokens", "1024"]);
+    let from_file = budget("g.gguf", &["--imatrix", "g.imatrix.gguf"]);
+    let filled = budget(
+        "p.gguf",
+        &[
+            "--imatrix",
+            "m.imatrix.gguf",
+            "--calib",
+            "t.txt",
+            "--calib-tokens",
+            "1024",
+        ],
+    );
+    assert!(
+        from_file["quantize"]["imatrix_seconds"].is_null(),
+        "{from_file}"
+    );
+    assert!(
+        filled["quantize"]["imatrix_seconds"].as_f64().is_some(),
+        "{filled}"
+    );
+    // Norms in F32 and at least two types among the weights: a mix, not one type.
+    let counts = calibrated["quantize"]["type_counts"].as_object().unwrap();
+    assert!(counts.len() >= 3, "{counts:?}");
+    let c = frugal_formats::gguf::GgufFile::open(dir.path().join("c.gguf")).unwrap();
+    for other in ["g.gguf", "p.gguf"] {
+        let o = frugal_formats::gguf::GgufFile::open(dir.path().join(other)).unwrap();
+        assert_eq!(c.header.tensors.len(), o.header.tensors.len());
+        for (a, b) in c.header.tensors.iter().zip(&o.header.tensors) {
+            assert_eq!((&a.name, a.ggml_type), (&b.name, b.ggml_type), "{other}");
+            assert!(c.tensor_data(a) == o.tensor_data(b), "{other}: {}", a.name);
+        }
+    }
 }
 
 /// all-MiniLM-L6-v2 to int8 and int4 (GPTQ on Brown passages): the quantized folder loads and

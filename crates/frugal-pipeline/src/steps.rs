@@ -95,13 +95,23 @@ pub struct ImatrixStep {
     pub chunks: usize,
     pub chunk_size: usize,
     pub tokens: u64,
+    /// Weights whose KL gain was measured and written (`--gains`; 0 without).
+    pub gains: usize,
     pub seconds: f64,
 }
 
 impl ImatrixStep {
     pub fn to_text(&self) -> String {
+        let gains = if self.gains > 0 {
+            format!(
+                ", with the input rounding and {} weights' KL gains a size budget weighs by",
+                self.gains
+            )
+        } else {
+            ", with the input rounding".to_string()
+        };
         format!(
-            "wrote {} ({} entries, llama.cpp's imatrix format): {} chunks of {} tokens of {} in {:.1} s",
+            "wrote {} ({} entries, llama.cpp's imatrix format{gains}): {} chunks of {} tokens of {} in {:.1} s",
             self.output, self.entries, self.chunks, self.chunk_size, self.text, self.seconds
         )
     }
@@ -109,17 +119,24 @@ impl ImatrixStep {
 
 /// Measures `model`'s importance matrix on the calibration text (llama-imatrix's statistic,
 /// from the full-precision forward pass) and writes it in llama.cpp's format, which
-/// `llama-quantize --imatrix` and `frugal quantize --imatrix` read.
+/// `llama-quantize --imatrix` and `frugal quantize --imatrix` read, with Frugal's input
+/// rounding beside it and, with `gains`, every weight's KL gain: what `quantize --target-bpw`
+/// would otherwise measure on the text again ([`frugal_compress::quant::imatrix_file`]).
 pub fn imatrix_step(
     model: &Path,
     output: &Path,
     spec: &CalibSpec,
-    progress: &(dyn Fn(usize, usize) + Sync),
+    gains: bool,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<ImatrixStep, crate::Error> {
+    use frugal_compress::quant::calibration;
     let t0 = std::time::Instant::now();
     let calib = load_calibration(model, spec)?;
     let f = frugal_formats::gguf::GgufFile::open(model)?;
-    let m = frugal_compress::quant::calibration::collect_imatrix(&f, &calib, progress)?;
+    let mut m = calibration::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
+    if gains {
+        m.gains = calibration::collect_gains(&f, &calib, &|d, t| progress("gains", d, t))?;
+    }
     let text = spec.text.display().to_string();
     frugal_compress::quant::imatrix_file::write_imatrix(
         output,
@@ -137,6 +154,7 @@ pub fn imatrix_step(
         chunks: calib.chunks.len(),
         chunk_size: spec.ctx,
         tokens: m.n_tokens,
+        gains: m.gains.len(),
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

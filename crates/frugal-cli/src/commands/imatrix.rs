@@ -12,6 +12,11 @@ pub struct Args {
     pub calib: PathBuf,
     #[command(flatten)]
     pub chunks: CalibChunks,
+    /// Also measure every weight's KL gain (about as long again): with it, `frugal quantize
+    /// --imatrix FILE --target-bpw B` plans as it would calibrating on the text, without
+    /// measuring anything (llama.cpp passes over these tensors).
+    #[arg(long)]
+    pub gains: bool,
     /// Output file (GGUF, llama.cpp's imatrix format).
     #[arg(long, short)]
     pub out: PathBuf,
@@ -30,8 +35,8 @@ pub fn run(a: Args) -> Result<()> {
         label: None,
     };
     let bar = progress_bar();
-    let r = frugal_pipeline::steps::imatrix_step(&a.model, &a.out, &spec, &|d, t| {
-        show_stage(&bar, "imatrix", d, t)
+    let r = frugal_pipeline::steps::imatrix_step(&a.model, &a.out, &spec, a.gains, &|s, d, t| {
+        show_stage(&bar, s, d, t)
     })?;
     bar.finish_and_clear();
     println!("{}", r.to_text());

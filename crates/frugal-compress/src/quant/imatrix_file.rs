@@ -8,6 +8,13 @@
 //! `in_sum2 / count` in f32, or 1 where the count is 0 — `load_imatrix` in llama.cpp's
 //! `tools/quantize/quantize.cpp`, which Frugal follows step for step so that the same file gives
 //! the same weights, and so the same bytes.
+//!
+//! Frugal adds what a size budget weighs candidates by, as tensors llama.cpp's reader passes
+//! over (it reads only the `.in_sum2` and `.counts` pairs): per entry `W.rnd_q8_0`, `W.rnd_q8k`
+//! (where 256 tiles the rows) and `W.rnd_f16` (F32, `[n_in]`: the input's rounding errors,
+//! [`super::InputRounding`]), and per weight measured `W.kl_gain` (F64, `[2]`: the weight's and
+//! its input's KL gain, [`super::calibration::Gain`]). A file with them gives `quantize
+//! --target-bpw` the same plan as calibrating on the text again; llama-imatrix's files have none.
 
 use super::Imatrix;
 use crate::{Error, Result};
@@ -17,6 +24,12 @@ use std::path::Path;
 
 /// Longest dataset list and dataset name read.
 const MAX_DATASETS: usize = 4096;
+
+/// The suffixes of an entry's input-rounding tensors, in [`super::InputRounding::FORMATS`]'
+/// order (q8_0, q8k, f16).
+const ROUNDING_SUFFIXES: [&str; 3] = [".rnd_q8_0", ".rnd_q8k", ".rnd_f16"];
+/// The suffix of a weight's KL gain.
+const GAIN_SUFFIX: &str = ".kl_gain";
 
 /// What an importance-matrix file says besides its entries (written into a quantized file's
 /// `quantize.imatrix.*` keys, as `llama-quantize` writes them).
@@ -73,20 +86,27 @@ pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
         ));
     }
     let mut pairs: BTreeMap<&str, (Option<usize>, Option<usize>)> = BTreeMap::new();
+    let mut rounding_at: BTreeMap<&str, [Option<usize>; 3]> = BTreeMap::new();
+    let mut gain_at: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, t) in h.tensors.iter().enumerate() {
         if let Some(n) = t.name.strip_suffix(".in_sum2") {
             pairs.entry(n).or_default().0 = Some(i);
         } else if let Some(n) = t.name.strip_suffix(".counts") {
             pairs.entry(n).or_default().1 = Some(i);
+        } else if let Some(n) = t.name.strip_suffix(GAIN_SUFFIX) {
+            gain_at.insert(n, i);
+        } else if let Some((k, n)) = ROUNDING_SUFFIXES
+            .iter()
+            .enumerate()
+            .find_map(|(k, s)| Some((k, t.name.strip_suffix(s)?)))
+        {
+            rounding_at.entry(n).or_default()[k] = Some(i);
         }
     }
     let f32s = |i: usize| -> Result<Vec<f32>> {
         let t = &h.tensors[i];
         if t.ggml_type != GgmlType::F32 {
-            return Err(bad(
-                path,
-                format!("{}: sums and counts must be F32", t.name),
-            ));
+            return Err(bad(path, format!("{}: must be F32", t.name)));
         }
         Ok(f.tensor_data(t)
             .chunks_exact(4)
@@ -138,6 +158,58 @@ pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
         n_tokens = n_tokens.max(counts.iter().fold(0f32, |m, &c| m.max(c)) as u64);
         entries.insert(name.to_string(), e);
     }
+    // Frugal's statistics: each entry's input rounding (q8k absent where 256 does not tile
+    // the rows), each weight's gain; checked as strictly as the entries.
+    let mut rounding = HashMap::new();
+    for (name, at) in rounding_at {
+        let Some(width) = entries.get(name).map(Vec::len) else {
+            return Err(bad(
+                path,
+                format!("{name}: input rounding without an entry"),
+            ));
+        };
+        let mut v: [Vec<f32>; 3] = Default::default();
+        for (k, i) in at.iter().enumerate() {
+            if let Some(i) = *i {
+                v[k] = f32s(i)?;
+            }
+        }
+        let [q8_0, q8k, f16] = v;
+        let fits = |x: &[f32], optional: bool| {
+            (x.len() == width || optional && x.is_empty())
+                && x.iter().all(|e| e.is_finite() && *e >= 0.0)
+        };
+        if !fits(&q8_0, false) || !fits(&q8k, true) || !fits(&f16, false) {
+            return Err(bad(
+                path,
+                format!("{name}: input rounding not {width} finite non-negative values each"),
+            ));
+        }
+        rounding.insert(name.to_string(), super::InputRounding { q8_0, q8k, f16 });
+    }
+    let mut gains = HashMap::new();
+    for (name, i) in gain_at {
+        let t = &h.tensors[i];
+        let d = f.tensor_data(t);
+        if t.ggml_type != GgmlType::F64 || d.len() != 16 {
+            return Err(bad(path, format!("{}: expected two F64 values", t.name)));
+        }
+        let g = |k: usize| f64::from_le_bytes(d[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+        let gain = super::calibration::Gain {
+            weight: g(0),
+            input: g(1),
+        };
+        if ![gain.weight, gain.input]
+            .iter()
+            .all(|v| v.is_finite() && *v >= 0.0)
+        {
+            return Err(bad(
+                path,
+                format!("{}: gains must be finite and >= 0", t.name),
+            ));
+        }
+        gains.insert(name.to_string(), gain);
+    }
     let shown: String = path.display().to_string();
     Ok(Imatrix {
         entries,
@@ -149,17 +221,18 @@ pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
             chunk_count: chunk_count.unwrap_or(0),
             chunk_size: chunk_size.unwrap_or(0),
         }),
-        rounding: HashMap::new(),
-        gains: HashMap::new(),
+        rounding,
+        gains,
     })
 }
 
-/// One entry as written: its sums' name and bytes, their dims, its counts' name and bytes.
-type EntryBytes = (String, Vec<u8>, [u64; 2], String, Vec<u8>);
+/// One tensor as written: its name, type, dims and bytes.
+type Owned = (String, GgmlType, [u64; 2], Vec<u8>);
 
 /// Writes `m` in llama.cpp's format to `out` (atomically, never over one of `inputs`): each
 /// entry's sums are its means times the tokens counted, so `llama-quantize` reads the means
-/// back (to within the f32 rounding of that product).
+/// back (to within the f32 rounding of that product); then Frugal's input rounding and gains
+/// where `m` has them (the module's doc), exactly.
 pub fn write_imatrix(
     out: &Path,
     inputs: &[&Path],
@@ -168,42 +241,55 @@ pub fn write_imatrix(
     chunk_count: u32,
     chunk_size: u32,
 ) -> Result<u64> {
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     let mut names: Vec<&String> = m.entries.keys().collect();
     names.sort();
-    let count = m.n_tokens as f32;
-    let data: Vec<EntryBytes> = names
+    let mut owned: Vec<Owned> = Vec::new();
+    for n in names {
+        let v = &m.entries[n];
+        let sums: Vec<u8> = v
+            .iter()
+            .flat_map(|&x| ((x as f64 * m.n_tokens as f64) as f32).to_le_bytes())
+            .collect();
+        owned.push((
+            format!("{n}.in_sum2"),
+            GgmlType::F32,
+            [v.len() as u64, 1],
+            sums,
+        ));
+        let count = (m.n_tokens as f32).to_le_bytes().to_vec();
+        owned.push((format!("{n}.counts"), GgmlType::F32, [1, 1], count));
+        if let Some(r) = m.rounding.get(n) {
+            for (suffix, e) in ROUNDING_SUFFIXES.iter().zip([&r.q8_0, &r.q8k, &r.f16]) {
+                if !e.is_empty() {
+                    owned.push((
+                        format!("{n}{suffix}"),
+                        GgmlType::F32,
+                        [e.len() as u64, 1],
+                        f32_bytes(e),
+                    ));
+                }
+            }
+        }
+    }
+    let mut gained: Vec<(&String, &super::calibration::Gain)> = m.gains.iter().collect();
+    gained.sort_by(|a, b| a.0.cmp(b.0));
+    for (n, g) in gained {
+        let bytes = [g.weight, g.input]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        owned.push((format!("{n}{GAIN_SUFFIX}"), GgmlType::F64, [2, 1], bytes));
+    }
+    let tensors: Vec<TensorToWrite> = owned
         .iter()
-        .map(|n| {
-            let v = &m.entries[*n];
-            let sums: Vec<u8> = v
-                .iter()
-                .flat_map(|&x| ((x as f64 * m.n_tokens as f64) as f32).to_le_bytes())
-                .collect();
-            (
-                format!("{n}.in_sum2"),
-                sums,
-                [v.len() as u64, 1],
-                format!("{n}.counts"),
-                count.to_le_bytes().to_vec(),
-            )
+        .map(|(name, ggml_type, dims, data)| TensorToWrite {
+            name,
+            ggml_type: *ggml_type,
+            dims,
+            data,
         })
         .collect();
-    let one = [1u64, 1];
-    let mut tensors = Vec::with_capacity(2 * data.len());
-    for (sn, sb, sd, cn, cb) in &data {
-        tensors.push(TensorToWrite {
-            name: sn,
-            ggml_type: GgmlType::F32,
-            dims: sd,
-            data: sb,
-        });
-        tensors.push(TensorToWrite {
-            name: cn,
-            ggml_type: GgmlType::F32,
-            dims: &one,
-            data: cb,
-        });
-    }
     let metadata = vec![
         ("general.type".to_string(), Value::String("imatrix".into())),
         (
@@ -252,6 +338,7 @@ pub fn set_quantize_keys(metadata: &mut Vec<(String, Value)>, m: &Imatrix) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::calibration::Gain;
 
     #[test]
     fn writes_and_reads_back_and_refuses_broken_files() {
@@ -263,13 +350,33 @@ mod tests {
             vec![0.5f32, 2.0, 0.0, 1e-3],
         );
         entries.insert("blk.0.ffn_down.weight".to_string(), vec![3.0f32; 8]);
+        // Frugal's statistics: one entry with input rounding (no q8k: 4 columns), and gains
+        // for it and for a weight without an entry (an untied token embedding).
+        let rounding = HashMap::from([(
+            "blk.0.attn_q.weight".to_string(),
+            crate::quant::InputRounding {
+                q8_0: vec![1e-5, 2e-5, 0.0, 3e-7],
+                q8k: Vec::new(),
+                f16: vec![1e-9, 2e-9, 0.0, 3e-11],
+            },
+        )]);
+        let gains = HashMap::from([
+            ("blk.0.attn_q.weight".to_string(), Gain::same(0.1 + 1e-12)),
+            (
+                "token_embd.weight".to_string(),
+                Gain {
+                    weight: 3.5,
+                    input: 0.0,
+                },
+            ),
+        ]);
         let m = Imatrix {
             entries,
             n_tokens: 1000,
             source: "t".into(),
             file: None,
-            rounding: HashMap::new(),
-            gains: HashMap::new(),
+            rounding,
+            gains,
         };
         write_imatrix(&p, &[], &m, &["brown".into()], 2, 512).unwrap();
         let r = read_imatrix(&p).unwrap();
@@ -279,6 +386,42 @@ mod tests {
                 assert!((a - b).abs() <= 1e-6 * a.abs(), "{k}: {a} {b}");
             }
         }
+        // Exactly, bit for bit.
+        assert_eq!(r.rounding, m.rounding);
+        assert_eq!(r.gains, m.gains);
+        // llama.cpp's own files have neither: written without them, read without them.
+        let plain = Imatrix {
+            rounding: HashMap::new(),
+            gains: HashMap::new(),
+            ..m.clone()
+        };
+        let p2 = dir.path().join("plain.gguf");
+        write_imatrix(&p2, &[], &plain, &["brown".into()], 2, 512).unwrap();
+        let r2 = read_imatrix(&p2).unwrap();
+        assert!(r2.rounding.is_empty() && r2.gains.is_empty());
+        assert_eq!(GgufFile::open(&p2).unwrap().header.tensors.len(), 4);
+        // Frugal's statistics that do not fit their entry are refused.
+        let bad_len = Imatrix {
+            rounding: HashMap::from([(
+                "blk.0.ffn_down.weight".to_string(),
+                crate::quant::InputRounding {
+                    q8_0: vec![0.0; 7],
+                    q8k: Vec::new(),
+                    f16: vec![0.0; 8],
+                },
+            )]),
+            ..plain.clone()
+        };
+        write_imatrix(&p2, &[], &bad_len, &["brown".into()], 2, 512).unwrap();
+        let e = read_imatrix(&p2).unwrap_err().to_string();
+        assert!(e.contains("input rounding not 8"), "{e}");
+        let bad_gain = Imatrix {
+            gains: HashMap::from([("x".to_string(), Gain::same(f64::NAN))]),
+            ..plain.clone()
+        };
+        write_imatrix(&p2, &[], &bad_gain, &["brown".into()], 2, 512).unwrap();
+        let e = read_imatrix(&p2).unwrap_err().to_string();
+        assert!(e.contains("gains must be finite"), "{e}");
         let info = r.file.as_ref().unwrap();
         assert_eq!(info.datasets, vec!["brown".to_string()]);
         assert_eq!((info.chunk_count, info.chunk_size), (2, 512));

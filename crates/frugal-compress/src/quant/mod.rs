@@ -819,11 +819,24 @@ pub fn quantize_model(
     let mut opts = opts.clone();
     opts.gptq_types_only |= matches!(method, Method::Blockwise(_));
     let mut imatrix_seconds = None;
+    let planning = opts.plans_by_budget();
+    if let (Some(c), Some(m), true) = (calib, &mut opts.imatrix, planning) {
+        // A file without Frugal's statistics (llama-imatrix's, or `frugal imatrix` without
+        // `--gains`) and a text: the budget's are measured on the text, the file's entries kept.
+        let t = std::time::Instant::now();
+        if m.rounding.is_empty() {
+            m.rounding =
+                calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?.rounding;
+        }
+        if m.gains.is_empty() {
+            m.gains = calibration::collect_gains(&f, c, &|d, t| progress("gains", d, t))?;
+        }
+        imatrix_seconds = Some(t.elapsed().as_secs_f64());
+    }
     if let (Some(c), None) = (calib, &opts.imatrix) {
         // The full-precision model's importance matrix weights plain rounding and the size
         // budget's measurements; the block-wise methods measure their own on the quantized
         // model's activations, so for them the plan only needs to know calibration is there.
-        let planning = opts.plans_by_budget();
         opts.imatrix = Some(if matches!(method, Method::Rtn) || planning {
             let t = std::time::Instant::now();
             let mut m = calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?;
