@@ -6,8 +6,10 @@
 #     270M's Q4_K_M decoded by `llama-quantize --allow-requantize … F32`), same calibration text
 #     (Brown ca01–ca10: llama-imatrix's file for llama-quantize, `--calib` for Frugal);
 #   - llama.cpp: `llama-quantize --imatrix` for each named type in $LLAMA_TYPES (26 by default);
-#   - Frugal: `frugal quantize --target-bpw B` for each B in $BPWS with importance-weighted
-#     rounding (rtn; the budget prices each type's rounded input, so F16 is a candidate), for
+#   - Frugal: `frugal imatrix --gains` once (the importance matrix, input rounding and KL gains,
+#     as llama-imatrix runs once), then `frugal quantize --imatrix IT --target-bpw B` for each B
+#     in $BPWS with importance-weighted rounding (rtn; the budget prices each type's rounded
+#     input, so F16 is a candidate), for
 #     each B in $GPTQ_BPWS with GPTQ (`--method gptq`; its budget offers only the types GPTQ
 #     rounds), and $PURE_TYPES with AWQ+GPTQ on the type's own grid. BPWS=auto (Gemma's
 #     default) sets one budget per llama.cpp file, just under its size: B = (its bytes − the
@@ -67,9 +69,13 @@ if [ "$BPWS" = auto ]; then
   BPWS="$(for f in "$W"/llama-*.gguf; do stat -c %s "$f"; done | sort -un | awk -v n="$N_EL" -v fx="$FIXED" '{ printf "%.3f ", int(((($1 - fx) * 8 / n) - 0.002) * 1000) / 1000 }')"
   echo "budgets (bits per weight, just under each llama.cpp size): $BPWS" >&2
 fi
+# Frugal's calibration once, as llama-imatrix's: the importance matrix with the input rounding
+# and the KL gains every budget weighs by (`frugal imatrix --gains`), read by each budget's run.
+IM="$W/imatrix-frugal.gguf"
+timed frugal-imatrix "$W/imatrix-frugal.log" "$FRUGAL" imatrix "$F32" --calib "$CAL" --gains -o "$IM"
 fq() { local name="$1"; shift; timed "frugal-$name" "$W/frugal-$name.log" "$FRUGAL" quantize "$F32" "$W/frugal-$name.gguf" --no-eval --calib "$CAL" "$@"; }
-for B in $BPWS; do fq "bpw$B-rtn" --type Q4_K_M --target-bpw "$B"; done
-for B in $GPTQ_BPWS; do fq "bpw$B-gptq" --type Q4_K_M --target-bpw "$B" --method gptq; done
+for B in $BPWS; do fq "bpw$B-rtn" --type Q4_K_M --target-bpw "$B" --imatrix "$IM"; done
+for B in $GPTQ_BPWS; do fq "bpw$B-gptq" --type Q4_K_M --target-bpw "$B" --method gptq --imatrix "$IM"; done
 for T in $PURE_TYPES; do fq "$T-awq-gptq" --type "$T" --method awq-gptq; done
 judge_kld CHOOSE TEST
 PY="$(scripts/setup-python.sh)"
@@ -104,4 +110,7 @@ for p in peers:
     met += ratio <= 0.6
     print(f"{p:18} {peer['mib']:7.2f} {peer['test']:9.5f}   {best:24} {cands[best]['mib']:7.2f} {cands[best]['test']:9.5f} {ratio:6.3f}")
 print(f"at most 0.6x llama.cpp's KLD on the re-measuring text: {met} of {len(peers)} llama.cpp files")
+for name in ("llama-imatrix", "frugal-imatrix"):
+    if name in times:
+        print(f"{name}: {times[name][0]:.2f} s, {times[name][1]:.0f} MiB (calibration, once; Frugal's with the gains its budgets read)")
 PYEOF
