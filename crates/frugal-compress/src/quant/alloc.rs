@@ -306,19 +306,28 @@ mod tests {
         assert_eq!(choose(&[big, small], 80), vec![G::Q8_0, G::Q8_0]);
     }
 
-    /// A budget for the block-wise methods never offers a type GPTQ refuses (the IQ1 types),
-    /// while the lattices and grids it rounds stay; without weights, neither the types llama.cpp
+    /// A budget for the block-wise methods offers every quantized type (GPTQ rounds them all,
+    /// the 1-bit lattices too) and no float type; without weights, neither the types llama.cpp
     /// refuses without them nor those that need them.
     #[test]
     fn candidates_follow_the_method_and_the_weights() {
         let name = "blk.0.ffn_down.weight";
-        let all = candidate_types(Candidates::All, name, 1536, true, false);
-        let gptq = candidate_types(Candidates::All, name, 1536, true, true);
-        for t in [G::IQ1_S, G::IQ1_M] {
-            assert!(all.contains(&t) && !gptq.contains(&t), "{t:?}");
-        }
-        for t in [G::IQ2_XXS, G::IQ3_S, G::IQ4_XS, G::Q2_K, G::Q4_K, G::Q8_0] {
+        let all = candidate_types(Candidates::WithFloat, name, 1536, true, false);
+        let gptq = candidate_types(Candidates::WithFloat, name, 1536, true, true);
+        for t in [
+            G::IQ1_S,
+            G::IQ1_M,
+            G::IQ2_XXS,
+            G::IQ3_S,
+            G::IQ4_XS,
+            G::Q2_K,
+            G::Q4_K,
+            G::Q8_0,
+        ] {
             assert!(all.contains(&t) && gptq.contains(&t), "{t:?}");
+        }
+        for t in [G::F16, G::F32] {
+            assert!(all.contains(&t) && !gptq.contains(&t), "{t:?}");
         }
         assert!(gptq.iter().all(|&t| codec(t).unwrap().gptq_rounds()));
         let plain = candidate_types(Candidates::All, name, 1536, false, false);

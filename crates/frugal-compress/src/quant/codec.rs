@@ -66,8 +66,8 @@ impl Codec {
     }
 
     /// Whether GPTQ can round to this format: it sets values one at a time (a grid of levels) or
-    /// a lattice point's eight at a time; the IQ1 types' points share a shift across sixteen or
-    /// thirty-two values, which it cannot.
+    /// a lattice point's eight at a time (IQ1_S's shift, shared by 32 values, stays as the
+    /// block's fit set it, like the scales).
     pub fn gptq_rounds(&self) -> bool {
         self.quantized() && (self.levels.is_some() || self.regroup.is_some())
     }
@@ -604,7 +604,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq1_m,
         levels: None,
-        regroup: None,
+        regroup: Some(iq1::regroup_iq1_m),
     },
     Codec {
         ggml: GgmlType::IQ1_S,
@@ -616,7 +616,7 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq1_s,
         levels: None,
-        regroup: None,
+        regroup: Some(iq1::regroup_iq1_s),
     },
 ];
 
@@ -645,6 +645,15 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// GPTQ rounds every quantized type (a grid of levels, or a lattice re-chosen eight values
+    /// at a time): the block-wise methods and their size budgets rely on it.
+    #[test]
+    fn gptq_rounds_every_quantized_type() {
+        for c in CODECS {
+            assert_eq!(c.gptq_rounds(), c.quantized(), "{}", c.ggml.name());
+        }
     }
 
     /// Decoding through our scale/level access agrees with candle's independent dequantizer,

@@ -1122,12 +1122,14 @@ mod tests {
         }
     }
 
-    const LATTICE_TYPES: [GgmlType; 5] = [
+    const LATTICE_TYPES: [GgmlType; 7] = [
         GgmlType::IQ3_S,
         GgmlType::IQ3_XXS,
         GgmlType::IQ2_S,
         GgmlType::IQ2_XS,
         GgmlType::IQ2_XXS,
+        GgmlType::IQ1_M,
+        GgmlType::IQ1_S,
     ];
 
     /// Re-choosing a group for the values it already decodes to keeps them (the levels,

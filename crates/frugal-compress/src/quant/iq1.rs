@@ -387,3 +387,81 @@ pub fn iq1_m_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
         y[48 + 2 * i..50 + 2 * i].copy_from_slice(&v.to_le_bytes());
     }
 }
+
+/// The lattice point of least `w`-weighted error of `dl·xx[l]` against `x` (each value's
+/// nearest level, or off the lattice the best of that code's neighbours), its levels in `l`,
+/// and that error.
+fn nearest_point(
+    lat: &Lattice8,
+    x: &[f32],
+    w: &[f32],
+    dl: f32,
+    xx: &[f32; 3],
+    l: &mut [i8],
+) -> (u16, f32) {
+    for i in 0..8 {
+        let mut best = 0;
+        let mut err = f32::MAX;
+        for (k, &v) in xx.iter().enumerate() {
+            let e = (dl * v - x[i]).abs();
+            if e < err {
+                err = e;
+                best = k;
+            }
+        }
+        l[i] = best as i8;
+    }
+    let index = match lat.lookup(&l[..8]) {
+        Ok(g) => *g,
+        Err(nb) => best_neighbour(lat, nb, x, w, dl, xx, l),
+    };
+    let g = &lat.levels[index as usize];
+    let mut d2 = 0f32;
+    for i in 0..8 {
+        let diff = dl * xx[g[i] as usize] - x[i];
+        d2 += w[i] * diff * diff;
+    }
+    (index, d2)
+}
+
+/// GPTQ's re-choice of group `g` (values `8g..8g+8`) of an IQ1_S block whose scales and shifts
+/// are fixed ([`super::gptq::gptq_lattice`]; the shift is shared by the four groups of its 32
+/// and stays as the block's fit chose it, as the scale does): the point only.
+pub fn regroup_iq1_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
+    let (ib, k) = (g / 4, g % 4);
+    let at = 34 + 2 * ib;
+    let qh = u16::from_le_bytes([y[at], y[at + 1]]);
+    let dl = frugal_models::iq::f16_at(y, 0) * (2 * ((qh >> 12) & 7) + 1) as f32;
+    let xx = if qh & 0x8000 != 0 { &X_M } else { &X_P };
+    let mut l = [0i8; 8];
+    let (index, _) = nearest_point(lattice(2048), x, w, dl, xx, &mut l);
+    let p = &lattice(2048).levels[index as usize];
+    for i in 0..8 {
+        out[i] = dl * xx[p[i] as usize];
+    }
+    y[2 + g] = (index & 255) as u8;
+    let qh = (qh & !(7 << (3 * k))) | ((index >> 8) << (3 * k));
+    y[at..at + 2].copy_from_slice(&qh.to_le_bytes());
+}
+
+/// GPTQ's re-choice of group `g` of an IQ1_M block whose scales are fixed: the point and its
+/// own shift's sign (IQ1_M has one per eight values), whichever errs least.
+pub fn regroup_iq1_m(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
+    let (ib, k) = (g / 2, g % 2);
+    let sc = u16::from_le_bytes([y[48 + 2 * (ib / 4)], y[49 + 2 * (ib / 4)]]);
+    let dl = frugal_models::iq::iq1_m_scale(y) * (2 * ((sc >> (3 * (ib % 4))) & 7) + 1) as f32;
+    let lat = lattice(2048);
+    let mut l = [0i8; 8];
+    let (ip, ep) = nearest_point(lat, x, w, dl, &X_P, &mut l);
+    let (im, em) = nearest_point(lat, x, w, dl, &X_M, &mut l);
+    let (index, neg) = if em < ep { (im, true) } else { (ip, false) };
+    let xx = if neg { &X_M } else { &X_P };
+    let p = &lat.levels[index as usize];
+    for i in 0..8 {
+        out[i] = dl * xx[p[i] as usize];
+    }
+    y[g] = (index & 255) as u8;
+    let nib = ((index >> 8) as u8) | if neg { 8 } else { 0 };
+    let sh = 4 * k;
+    y[32 + ib] = (y[32 + ib] & !(0xF << sh)) | (nib << sh);
+}

@@ -886,18 +886,6 @@ pub fn quantize_model(
                     opts.target.name
                 )));
             }
-            if let Some(t) = choices
-                .iter()
-                .flatten()
-                .find(|c| codec(c.ty).is_some_and(|k| k.quantized() && !k.gptq_rounds()))
-            {
-                return Err(Error::BadOptions(format!(
-                    "{name} cannot round to {} yet (its points share a shift across a sub-block); \
-                     use --method rtn with --calib or --imatrix, or --tensor-type to choose \
-                     another type for those tensors",
-                    t.ty.name()
-                )));
-            }
             let r = gptq::blockwise_model(
                 &f,
                 &choices,
