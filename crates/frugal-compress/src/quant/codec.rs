@@ -36,15 +36,23 @@ pub struct Codec {
     /// absent for the floats and for the lattice types, whose values come four or eight at a
     /// time.
     pub levels: Option<LevelAccess>,
-    /// For the lattice types whose values come as points of eight (or two points of four)
-    /// sharing a sign byte: re-chooses group `g` (values `8g..8g+8`) of a block whose scales
-    /// are fixed, for target values under weights, and returns the decoded values — what GPTQ
-    /// needs to round a lattice type group by group ([`super::gptq::gptq_lattice`]).
-    pub regroup: Option<RegroupFn>,
+    /// For the lattice types whose values come as points of eight (or two points of four):
+    /// what GPTQ needs to round them group by group ([`super::gptq::gptq_lattice`]).
+    pub regroup: Option<Regroup>,
 }
 
-/// `(block bytes, group, target values, weights, decoded values out)`.
-pub type RegroupFn = fn(&mut [u8], usize, &[f32], &[f32], &mut [f32]);
+/// A lattice type's access for GPTQ.
+#[derive(Debug, Clone, Copy)]
+pub struct Regroup {
+    /// Re-chooses group `g` (values `8g..8g+8`) of a block whose scales are fixed, for target
+    /// values under weights, and returns the decoded values: `(block bytes, group, target
+    /// values, weights, decoded values out)`.
+    pub group: fn(&mut [u8], usize, &[f32], &[f32], &mut [f32]),
+    /// How many codes a sub-block's scale (of [`Codec::sub`] values) takes, and the setter of
+    /// sub-block `s`'s code (the scale's bits, and for IQ1_S the shift's sign above them).
+    pub codes: u8,
+    pub set_scale: fn(&mut [u8], usize, u8),
+}
 
 /// Access to a quantized block's scales and levels.
 #[derive(Debug, Clone, Copy)]
@@ -486,7 +494,11 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq3_s,
         levels: None,
-        regroup: Some(iq3::regroup_iq3_s),
+        regroup: Some(Regroup {
+            group: iq3::regroup_iq3_s,
+            codes: 16,
+            set_scale: iq3::set_scale_iq3_s,
+        }),
     },
     Codec {
         ggml: GgmlType::Q3_K,
@@ -510,7 +522,11 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq3_xxs,
         levels: None,
-        regroup: Some(iq3::regroup_iq3_xxs),
+        regroup: Some(Regroup {
+            group: iq3::regroup_iq3_xxs,
+            codes: 16,
+            set_scale: iq3::set_scale_iq3_xxs,
+        }),
     },
     Codec {
         ggml: GgmlType::Q2_K,
@@ -534,7 +550,11 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq2_s,
         levels: None,
-        regroup: Some(iq2::regroup_iq2_s),
+        regroup: Some(Regroup {
+            group: iq2::regroup_iq2_s,
+            codes: 16,
+            set_scale: iq2::set_scale_iq2_s,
+        }),
     },
     Codec {
         ggml: GgmlType::TQ2_0,
@@ -563,7 +583,11 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq2_xs,
         levels: None,
-        regroup: Some(iq2::regroup_iq2_xs),
+        regroup: Some(Regroup {
+            group: iq2::regroup_iq2_xs,
+            codes: 16,
+            set_scale: iq2::set_scale_iq2_xs,
+        }),
     },
     Codec {
         ggml: GgmlType::IQ2_XXS,
@@ -575,7 +599,11 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq2_xxs,
         levels: None,
-        regroup: Some(iq2::regroup_iq2_xxs),
+        regroup: Some(Regroup {
+            group: iq2::regroup_iq2_xxs,
+            codes: 16,
+            set_scale: iq2::set_scale_iq2_xxs,
+        }),
     },
     Codec {
         ggml: GgmlType::TQ1_0,
@@ -604,7 +632,11 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq1_m,
         levels: None,
-        regroup: Some(iq1::regroup_iq1_m),
+        regroup: Some(Regroup {
+            group: iq1::regroup_iq1_m,
+            codes: 8,
+            set_scale: iq1::set_scale_iq1_m,
+        }),
     },
     Codec {
         ggml: GgmlType::IQ1_S,
@@ -616,7 +648,11 @@ pub static CODECS: &[Codec] = &[
         values: None,
         row: row_iq1_s,
         levels: None,
-        regroup: Some(iq1::regroup_iq1_s),
+        regroup: Some(Regroup {
+            group: iq1::regroup_iq1_s,
+            codes: 16,
+            set_scale: iq1::set_scale_iq1_s,
+        }),
     },
 ];
 

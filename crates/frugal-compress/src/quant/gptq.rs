@@ -116,14 +116,17 @@ pub fn gptq_matrix(w: &[f32], cols: usize, u: &[f32], qw: &[f32], ty: GgmlType) 
 
 /// GPTQ for the lattice types, whose values come as points of eight (BlockLDLQ, as QuIP#
 /// rounds to its E8 lattice): when a format block is entered, the type's own quantizer fits its
-/// scales, importance-weighted, on the already-updated weights; then each group of eight
-/// columns is re-chosen on the lattice from the updated weights (`Codec::regroup`), and the
-/// group's rounding errors are spread column by column over the columns after it through the
-/// upper Cholesky factor `u` of H⁻¹ (the exact compensation for the chosen points). Columns in
-/// their original order: a lattice point's eight values are neighbours.
+/// scales, importance-weighted, on the already-updated weights; when each sub-block is entered,
+/// its scale is chosen again on the weights as the compensation has left them
+/// ([`rescale_sub_block`]); then each group of eight columns is re-chosen on the lattice from
+/// the updated weights (`Regroup::group`), and the group's rounding errors are spread column by
+/// column over the columns after it through the upper Cholesky factor `u` of H⁻¹ (the exact
+/// compensation for the chosen points). Columns in their original order: a lattice point's
+/// eight values are neighbours.
 pub fn gptq_lattice(w: &[f32], cols: usize, u: &[f32], qw: &[f32], ty: GgmlType) -> Vec<u8> {
     let c: &Codec = codec(ty).expect("a type Frugal writes");
-    let regroup = c.regroup.expect("a lattice type");
+    let lat = c.regroup.expect("a lattice type");
+    let regroup = lat.group;
     let nb = cols / c.block;
     let row_bytes = nb * c.block_bytes;
     let rows = w.len() / cols;
@@ -144,6 +147,20 @@ pub fn gptq_lattice(w: &[f32], cols: usize, u: &[f32], qw: &[f32], ty: GgmlType)
                 }
                 for k in 0..c.block / 8 {
                     let j0 = c0 + 8 * k;
+                    if (8 * k).is_multiple_of(c.sub) {
+                        for r in 0..g {
+                            let y = &mut ob[r * row_bytes + b * c.block_bytes..][..c.block_bytes];
+                            let x = &w[r * cols + j0..r * cols + j0 + c.sub];
+                            rescale_sub_block(
+                                &lat,
+                                y,
+                                8 * k / c.sub,
+                                c.sub,
+                                x,
+                                &qw[j0..j0 + c.sub],
+                            );
+                        }
+                    }
                     for (r, q) in q.iter_mut().enumerate() {
                         let y = &mut ob[r * row_bytes + b * c.block_bytes..][..c.block_bytes];
                         regroup(
@@ -171,6 +188,48 @@ pub fn gptq_lattice(w: &[f32], cols: usize, u: &[f32], qw: &[f32], ty: GgmlType)
             }
         });
     out
+}
+
+/// Chooses sub-block `s`'s scale code (of `sub` values `x`, weights `w`) of the lattice block
+/// `y` whose least `w`-weighted error the sub-block's groups re-chosen under it give (the lowest
+/// code on ties), on a copy; the groups themselves are left to GPTQ.
+fn rescale_sub_block(
+    lat: &super::codec::Regroup,
+    y: &mut [u8],
+    s: usize,
+    sub: usize,
+    x: &[f32],
+    w: &[f32],
+) {
+    let mut tmp = y.to_vec();
+    let mut out = [0f32; 8];
+    let (mut best, mut best_code) = (f32::INFINITY, None);
+    for code in 0..lat.codes {
+        (lat.set_scale)(&mut tmp, s, code);
+        let mut e = 0f32;
+        for q in 0..sub / 8 {
+            let r = 8 * q..8 * q + 8;
+            (lat.group)(
+                &mut tmp,
+                s * sub / 8 + q,
+                &x[r.clone()],
+                &w[r.clone()],
+                &mut out,
+            );
+            e += x[r.clone()]
+                .iter()
+                .zip(&w[r])
+                .zip(&out)
+                .map(|((a, wi), b)| wi * (a - b) * (a - b))
+                .sum::<f32>();
+        }
+        if e < best {
+            (best, best_code) = (e, Some(code));
+        }
+    }
+    if let Some(code) = best_code {
+        (lat.set_scale)(y, s, code);
+    }
 }
 
 /// GPTQ with activation order: columns are quantized by decreasing H_jj (the most active input
@@ -1132,6 +1191,55 @@ mod tests {
         GgmlType::IQ1_S,
     ];
 
+    /// A sub-block's scale code is written where the decoder reads it: under each code the
+    /// sub-block's groups re-chosen decode to what `Regroup::group` returned, the other
+    /// sub-blocks are untouched, and a larger code gives larger values.
+    #[test]
+    fn lattice_scale_codes_land_where_the_decoder_reads_them() {
+        let cols = 256;
+        let (_, _, w, qw) = problem(cols, 1, 64, (5, 6));
+        for ty in LATTICE_TYPES {
+            let c = codec(ty).unwrap();
+            let lat = c.regroup.unwrap();
+            let y0 = crate::quant::quantize_matrix(&w, cols, ty, Some(&qw));
+            let d0 = crate::quant::decode(&y0, ty, cols).unwrap();
+            for s in 0..c.block / c.sub {
+                let r = s * c.sub..(s + 1) * c.sub;
+                let mut top = [0f32; 2];
+                for code in 0..lat.codes {
+                    let mut y = y0.clone();
+                    (lat.set_scale)(&mut y, s, code);
+                    let mut out = vec![0f32; c.sub];
+                    for q in 0..c.sub / 8 {
+                        let at = r.start + 8 * q;
+                        (lat.group)(
+                            &mut y,
+                            at / 8,
+                            &w[at..at + 8],
+                            &qw[at..at + 8],
+                            &mut out[8 * q..8 * q + 8],
+                        );
+                    }
+                    let d = crate::quant::decode(&y, ty, cols).unwrap();
+                    assert_eq!(d[r.clone()], out[..], "{ty} sub-block {s} code {code}");
+                    for (i, (a, b)) in d.iter().zip(&d0).enumerate() {
+                        assert!(
+                            r.contains(&i) || a == b,
+                            "{ty} sub-block {s} code {code}: value {i} moved"
+                        );
+                    }
+                    let m = out.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    if code == 0 {
+                        top[0] = m;
+                    } else if code == 7 {
+                        top[1] = m;
+                    }
+                }
+                assert!(top[1] > top[0], "{ty} sub-block {s}: {top:?}");
+            }
+        }
+    }
+
     /// Re-choosing a group for the values it already decodes to keeps them (the levels,
     /// points and sign bits are written where the decoder reads them), and GPTQ on a lattice
     /// type beats importance-weighted rounding on correlated inputs.
@@ -1141,7 +1249,7 @@ mod tests {
         let (x, h, w, qw) = problem(cols, rows, n, (21, 22));
         for ty in LATTICE_TYPES {
             let c = codec(ty).unwrap();
-            let regroup = c.regroup.unwrap();
+            let regroup = c.regroup.unwrap().group;
             let rtn_bytes = crate::quant::quantize_matrix(&w, cols, ty, Some(&qw));
             let rtn = crate::quant::decode(&rtn_bytes, ty, w.len()).unwrap();
             let mut again = rtn_bytes.clone();

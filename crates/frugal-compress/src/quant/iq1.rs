@@ -465,3 +465,22 @@ pub fn regroup_iq1_m(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f3
     let sh = 4 * k;
     y[32 + ib] = (y[32 + ib] & !(0xF << sh)) | (nib << sh);
 }
+
+/// Sets sub-block `s`'s (32 values) 3-bit scale and, as the code's fourth bit, its shift's sign
+/// in an IQ1_S block.
+pub fn set_scale_iq1_s(y: &mut [u8], s: usize, code: u8) {
+    let at = 34 + 2 * s;
+    let qh = u16::from_le_bytes([y[at], y[at + 1]]);
+    let qh = (qh & 0x0FFF) | (code as u16 & 0xF) << 12;
+    y[at..at + 2].copy_from_slice(&qh.to_le_bytes());
+}
+
+/// Sets the 3-bit scale of sub-block `s` (16 values) of an IQ1_M block (the words' top
+/// nibbles, the super-block scale, untouched).
+pub fn set_scale_iq1_m(y: &mut [u8], s: usize, code: u8) {
+    let at = 48 + 2 * (s / 4);
+    let sh = 3 * (s % 4);
+    let sc = u16::from_le_bytes([y[at], y[at + 1]]);
+    let sc = (sc & !(7 << sh)) | (code as u16 & 7) << sh;
+    y[at..at + 2].copy_from_slice(&sc.to_le_bytes());
+}

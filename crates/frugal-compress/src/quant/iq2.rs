@@ -599,6 +599,30 @@ pub fn regroup_iq2_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f3
     y[34 + g] = s;
 }
 
+/// Sets the 4-bit scale of sub-block `s` (32 values) of an IQ2_XXS block.
+pub fn set_scale_iq2_xxs(y: &mut [u8], s: usize, code: u8) {
+    let at = 6 + 8 * s;
+    let aux = u32::from_le_bytes(y[at..at + 4].try_into().expect("4 bytes"));
+    let aux = (aux & 0x0FFF_FFFF) | (code as u32 & 0xF) << 28;
+    y[at..at + 4].copy_from_slice(&aux.to_le_bytes());
+}
+
+/// Sets nibble `s` of the bytes from `at` (sub-block `s`'s 4-bit scale).
+pub(super) fn set_nibble(y: &mut [u8], at: usize, s: usize, code: u8) {
+    let sh = 4 * (s % 2);
+    y[at + s / 2] = (y[at + s / 2] & !(0xF << sh)) | ((code & 0xF) << sh);
+}
+
+/// Sets the 4-bit scale of sub-block `s` (16 values) of an IQ2_XS block.
+pub fn set_scale_iq2_xs(y: &mut [u8], s: usize, code: u8) {
+    set_nibble(y, 66, s, code);
+}
+
+/// Sets the 4-bit scale of sub-block `s` (16 values) of an IQ2_S block.
+pub fn set_scale_iq2_s(y: &mut [u8], s: usize, code: u8) {
+    set_nibble(y, 74, s, code);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
