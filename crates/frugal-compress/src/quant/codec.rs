@@ -74,8 +74,8 @@ impl Codec {
     }
 
     /// Whether GPTQ can round to this format: it sets values one at a time (a grid of levels) or
-    /// a lattice point's eight at a time (IQ1_S's shift, shared by 32 values, stays as the
-    /// block's fit set it, like the scales).
+    /// a lattice point's eight at a time (with each sub-block's scale, and IQ1_S's shift shared
+    /// by 32 values, chosen when the sub-block is entered).
     pub fn gptq_rounds(&self) -> bool {
         self.quantized() && (self.levels.is_some() || self.regroup.is_some())
     }

@@ -201,21 +201,18 @@ fn rescale_sub_block(
     x: &[f32],
     w: &[f32],
 ) {
-    let mut tmp = y.to_vec();
+    // The lattice types' blocks are at most 110 bytes (IQ3_S).
+    let mut buf = [0u8; 128];
+    let tmp = &mut buf[..y.len()];
+    tmp.copy_from_slice(y);
     let mut out = [0f32; 8];
     let (mut best, mut best_code) = (f32::INFINITY, None);
     for code in 0..lat.codes {
-        (lat.set_scale)(&mut tmp, s, code);
+        (lat.set_scale)(tmp, s, code);
         let mut e = 0f32;
         for q in 0..sub / 8 {
             let r = 8 * q..8 * q + 8;
-            (lat.group)(
-                &mut tmp,
-                s * sub / 8 + q,
-                &x[r.clone()],
-                &w[r.clone()],
-                &mut out,
-            );
+            (lat.group)(tmp, s * sub / 8 + q, &x[r.clone()], &w[r.clone()], &mut out);
             e += x[r.clone()]
                 .iter()
                 .zip(&w[r])

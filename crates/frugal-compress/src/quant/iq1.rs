@@ -426,16 +426,17 @@ fn nearest_point(
 
 /// GPTQ's re-choice of group `g` (values `8g..8g+8`) of an IQ1_S block whose scales and shifts
 /// are fixed ([`super::gptq::gptq_lattice`]; the shift is shared by the four groups of its 32
-/// and stays as the block's fit chose it, as the scale does): the point only.
+/// and is set with the scale, [`set_scale_iq1_s`]): the point only.
 pub fn regroup_iq1_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     let (ib, k) = (g / 4, g % 4);
     let at = 34 + 2 * ib;
     let qh = u16::from_le_bytes([y[at], y[at + 1]]);
     let dl = frugal_models::iq::f16_at(y, 0) * (2 * ((qh >> 12) & 7) + 1) as f32;
     let xx = if qh & 0x8000 != 0 { &X_M } else { &X_P };
+    let lat = lattice(2048);
     let mut l = [0i8; 8];
-    let (index, _) = nearest_point(lattice(2048), x, w, dl, xx, &mut l);
-    let p = &lattice(2048).levels[index as usize];
+    let (index, _) = nearest_point(lat, x, w, dl, xx, &mut l);
+    let p = &lat.levels[index as usize];
     for i in 0..8 {
         out[i] = dl * xx[p[i] as usize];
     }
