@@ -994,8 +994,9 @@ fn imatrix_files_feed_quantize_and_iq_files_evaluate() {
         frugal_formats::brown::plain_text(&brown, &ids).unwrap(),
     )
     .unwrap();
-    let out = frugal(
-        &[
+    // `frugal imatrix` on the text's first two chunks into `out`; its stdout.
+    let imatrix = |out: &str, extra: &[&str]| {
+        let mut args = vec![
             "imatrix",
             m,
             "--calib",
@@ -1003,16 +1004,14 @@ fn imatrix_files_feed_quantize_and_iq_files_evaluate() {
             "--calib-tokens",
             "1024",
             "-o",
-            "m.imatrix.gguf",
-        ],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 chunks of 512 tokens"));
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let o = frugal(&args, dir.path());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(imatrix("m.imatrix.gguf", &[]).contains("2 chunks of 512 tokens"));
     let im = frugal_formats::gguf::GgufFile::open(dir.path().join("m.imatrix.gguf")).unwrap();
     assert_eq!(
         im.header.get("general.type").and_then(|v| v.as_str()),
@@ -1088,26 +1087,7 @@ fn imatrix_files_feed_quantize_and_iq_files_evaluate() {
     // A size budget from a file with Frugal's statistics (`--gains`) plans and rounds exactly as
     // calibrating on the text again, measuring nothing; from a file without the gains and the
     // text, the gains are measured on it: the same file again.
-    let out = frugal(
-        &[
-            "imatrix",
-            m,
-            "--calib",
-            "t.txt",
-            "--calib-tokens",
-            "1024",
-            "--gains",
-            "-o",
-            "g.imatrix.gguf",
-        ],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("KL gains"));
+    assert!(imatrix("g.imatrix.gguf", &["--gains"]).contains("KL gains"));
     let budget = |out: &str, how: &[&str]| {
         let mut args = vec![
             "quantize",
