@@ -41,13 +41,15 @@ pub struct Codec {
     pub regroup: Option<Regroup>,
 }
 
+/// `(block bytes, group, target values, weights, decoded values out)`.
+pub type RegroupFn = fn(&mut [u8], usize, &[f32], &[f32], &mut [f32]);
+
 /// A lattice type's access for GPTQ.
 #[derive(Debug, Clone, Copy)]
 pub struct Regroup {
     /// Re-chooses group `g` (values `8g..8g+8`) of a block whose scales are fixed, for target
-    /// values under weights, and returns the decoded values: `(block bytes, group, target
-    /// values, weights, decoded values out)`.
-    pub group: fn(&mut [u8], usize, &[f32], &[f32], &mut [f32]),
+    /// values under weights, and returns the decoded values.
+    pub group: RegroupFn,
     /// How many codes a sub-block's scale (of [`Codec::sub`] values) takes, and the setter of
     /// sub-block `s`'s code (the scale's bits, and for IQ1_S the shift's sign above them).
     pub codes: u8,
