@@ -824,6 +824,7 @@ pub fn quantize_model(
         // A file without Frugal's statistics (llama-imatrix's, or `frugal imatrix` without
         // `--gains`) and a text: the budget's are measured on the text, the file's entries kept.
         let t = std::time::Instant::now();
+        let missing = m.rounding.is_empty() || m.gains.is_empty();
         if m.rounding.is_empty() {
             m.rounding =
                 calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?.rounding;
@@ -831,7 +832,7 @@ pub fn quantize_model(
         if m.gains.is_empty() {
             m.gains = calibration::collect_gains(&f, c, &|d, t| progress("gains", d, t))?;
         }
-        imatrix_seconds = Some(t.elapsed().as_secs_f64());
+        imatrix_seconds = missing.then(|| t.elapsed().as_secs_f64());
     }
     if let (Some(c), None) = (calib, &opts.imatrix) {
         // The full-precision model's importance matrix weights plain rounding and the size
