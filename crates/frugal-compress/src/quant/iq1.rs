@@ -12,7 +12,7 @@
 //! (refitted over the whole super-block) across the top nibbles of its four scale words.
 //! IQ1_S needs importance weights (llama.cpp asserts them); IQ1_M falls back to `x²`.
 
-use super::iq2::{expect_weights, first_least, lattice, sigma2, weights, Lattice8};
+use super::iq2::{expect_weights, first_least, lattice, nearest_level, sigma2, weights, Lattice8};
 use super::kquants::{f16_bits, nearest_int, QK_K};
 use frugal_models::iq::IQ1_DELTA;
 pub use frugal_models::iq::{IQ1_M_BYTES, IQ1_S_BYTES};
@@ -400,16 +400,7 @@ fn nearest_point(
     l: &mut [i8],
 ) -> (u16, f32) {
     for i in 0..8 {
-        let mut best = 0;
-        let mut err = f32::MAX;
-        for (k, &v) in xx.iter().enumerate() {
-            let e = (dl * v - x[i]).abs();
-            if e < err {
-                err = e;
-                best = k;
-            }
-        }
-        l[i] = best as i8;
+        l[i] = nearest_level(xx, dl, x[i]);
     }
     let index = match lat.lookup(&l[..8]) {
         Ok(g) => *g,

@@ -599,12 +599,17 @@ pub fn regroup_iq2_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f3
     y[34 + g] = s;
 }
 
-/// Sets the 4-bit scale of sub-block `s` (32 values) of an IQ2_XXS block.
-pub fn set_scale_iq2_xxs(y: &mut [u8], s: usize, code: u8) {
-    let at = 6 + 8 * s;
+/// Sets the top four bits of the little-endian u32 at `at` (a sub-block's scale beside its
+/// sign bits, in IQ2_XXS and IQ3_XXS).
+pub(super) fn set_top_nibble(y: &mut [u8], at: usize, code: u8) {
     let aux = u32::from_le_bytes(y[at..at + 4].try_into().expect("4 bytes"));
     let aux = (aux & 0x0FFF_FFFF) | (code as u32 & 0xF) << 28;
     y[at..at + 4].copy_from_slice(&aux.to_le_bytes());
+}
+
+/// Sets the 4-bit scale of sub-block `s` (32 values) of an IQ2_XXS block.
+pub fn set_scale_iq2_xxs(y: &mut [u8], s: usize, code: u8) {
+    set_top_nibble(y, 6 + 8 * s, code);
 }
 
 /// Sets nibble `s` of the bytes from `at` (sub-block `s`'s 4-bit scale).

@@ -394,10 +394,7 @@ pub fn regroup_iq3_s(y: &mut [u8], g: usize, x: &[f32], w: &[f32], out: &mut [f3
 
 /// Sets the 4-bit scale of sub-block `s` (32 values) of an IQ3_XXS block.
 pub fn set_scale_iq3_xxs(y: &mut [u8], s: usize, code: u8) {
-    let at = 66 + 4 * s;
-    let aux = u32::from_le_bytes(y[at..at + 4].try_into().expect("4 bytes"));
-    let aux = (aux & 0x0FFF_FFFF) | (code as u32 & 0xF) << 28;
-    y[at..at + 4].copy_from_slice(&aux.to_le_bytes());
+    super::iq2::set_top_nibble(y, 66 + 4 * s, code);
 }
 
 /// Sets the 4-bit scale of sub-block `s` (32 values) of an IQ3_S block.
