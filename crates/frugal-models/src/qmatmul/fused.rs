@@ -1,10 +1,20 @@
-//! One-row products straight from the stored k-quant blocks (AVX2, and AVX-512 where the CPU
-//! has it): each super-block's codes unpacked in registers and multiplied at once, without
+//! One-row products straight from the stored blocks (AVX2, and AVX-512 where the CPU has it):
+//! each block's codes unpacked in registers and multiplied at once, without
 //! [`super::prepare`]'s pass through memory — for decoding a token, where a weight row meets a
-//! single input row and unpacking it first costs more than the product. The integer arithmetic
-//! is [`super::dot::k_reference`]'s; tested against it. The AVX-512 kernel takes 64 values per
+//! single input row and unpacking it first costs more than the product.
+//!
+//! The k-quants ([`row`], [`row_avx512`]): the integer arithmetic is
+//! [`super::dot::k_reference`]'s; tested against it. The AVX-512 kernel takes 64 values per
 //! instruction (two 32-value sub-blocks of Q4_K/Q5_K, four 16-value groups of Q6_K, their
 //! scales spread over the lanes by one permute), where AVX2 takes 32.
+//!
+//! The blocks of 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, and IQ4_XS's sub-blocks:
+//! [`legacy_row`]): a block's 32 codes land in a register byte for byte as [`super::prepare`]
+//! writes them, and the products that follow are [`super::dot::avx2::legacy`]'s for one input
+//! row, operation for operation, so the values are its bit for bit (tested through the
+//! one-row-vs-batch check). Under VNNI they stay 256 bits wide (one `vpdpbusd` per block, the
+//! same integers): measured at 7B shapes, the 512-bit form of [`super::dot::avx512::legacy`]
+//! (two blocks per register) was 0.3–1.0× the 256-bit AVX2 one for a single row.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -14,9 +24,24 @@ use super::prepare::{f16_at, f16_table, scale_min_k4};
 use super::BlockType;
 use std::arch::x86_64::*;
 
-/// Whether `ty` has a fused one-row kernel here.
+/// Whether `ty` has a fused one-row kernel here (every type but Q2_K and Q3_K).
 pub fn has(ty: BlockType) -> bool {
-    matches!(ty, BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K)
+    !matches!(ty, BlockType::Q2_K | BlockType::Q3_K)
+}
+
+/// The product of one row of `ty` blocks with one activation row of `ty`'s format, by the
+/// fused kernel for AVX2 or (with `vnni`) for AVX-512 VNNI.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA, and with `vnni` AVX-512 F, BW, VL and VNNI; `has(ty)`; `x` holds
+/// as many values as `row`.
+#[inline]
+pub unsafe fn product(ty: BlockType, vnni: bool, row: &[u8], x: ActRow<'_>) -> f32 {
+    match (ty.is_k(), vnni) {
+        (true, false) => self::row(ty, row, x),
+        (true, true) => row_avx512(ty, row, x),
+        (false, vnni) => legacy_row(ty, vnni, row, x),
+    }
 }
 
 #[inline(always)]
@@ -257,4 +282,205 @@ pub unsafe fn row_avx512(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
     let mut m = [0f32; 4];
     _mm_storeu_ps(m.as_mut_ptr(), minv);
     _mm512_reduce_add_ps(acc) - ((m[0] + m[1]) + (m[2] + m[3]))
+}
+
+/// The 32 values of block `s` of a legacy or IQ4 block `blk` (IQ4_XS: sub-block `s` of the
+/// super-block; the others have one) as [`super::prepare`] unpacks them — two's-complement
+/// codes for the signed types, unsigned for Q4_1/Q5_1 — with the block's `d` and `m`
+/// (`dl`: IQ4_XS's sub-block scales, [`sub_blocks`]).
+///
+/// # Safety
+/// AVX2; `blk` is one whole block of `T`'s type.
+#[inline(always)]
+unsafe fn block32<const T: usize>(
+    t: &[f32],
+    blk: &[u8],
+    s: usize,
+    dl: &[f32; 8],
+    table: __m256i,
+) -> (__m256i, f32, f32) {
+    const fn is(t: usize, ty: BlockType) -> bool {
+        t == ty as usize
+    }
+    let p = blk.as_ptr();
+    let q128 = |at: usize| p.add(at);
+    if is(T, BlockType::Q8_0) {
+        (load(p.add(2)), f16_at(t, blk, 0), 0.0)
+    } else if is(T, BlockType::Q4_0) {
+        let w = _mm256_sub_epi8(nib(q128(2)), _mm256_set1_epi8(8));
+        (w, f16_at(t, blk, 0), 0.0)
+    } else if is(T, BlockType::Q4_1) {
+        (nib(q128(4)), f16_at(t, blk, 0), f16_at(t, blk, 2))
+    } else if is(T, BlockType::Q5_0) || is(T, BlockType::Q5_1) {
+        let one = is(T, BlockType::Q5_1);
+        let at = if one { 4 } else { 2 };
+        let qh = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+        // Byte j: 0x10 where bit j of qh is set (ggml's bytes_from_bits_32: each byte of qh
+        // spread over eight bytes, every bit but one forced on, compared with all ones).
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh as i32),
+            _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3,
+                3, 3, 3, 3,
+            ),
+        );
+        let bit = _mm256_cmpeq_epi8(
+            _mm256_or_si256(spread, _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFE)),
+            _mm256_set1_epi64x(-1),
+        );
+        let w = _mm256_or_si256(
+            nib(q128(at + 4)),
+            _mm256_and_si256(bit, _mm256_set1_epi8(0x10)),
+        );
+        if one {
+            (w, f16_at(t, blk, 0), f16_at(t, blk, 2))
+        } else {
+            (
+                _mm256_sub_epi8(w, _mm256_set1_epi8(16)),
+                f16_at(t, blk, 0),
+                0.0,
+            )
+        }
+    } else if is(T, BlockType::IQ4_NL) {
+        (
+            _mm256_shuffle_epi8(table, nib(q128(2))),
+            f16_at(t, blk, 0),
+            0.0,
+        )
+    } else if is(T, BlockType::IQ4_XS) {
+        (
+            _mm256_shuffle_epi8(table, nib(q128(8 + 16 * s))),
+            dl[s],
+            0.0,
+        )
+    } else {
+        unreachable!("type {T} is not a block of 32")
+    }
+}
+
+/// Sixteen bytes of nibbles at `q` as 32 values: the low nibbles, then the high ones.
+#[inline(always)]
+unsafe fn nib(q: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(q as *const __m128i);
+    let m4 = _mm_set1_epi8(0x0F);
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16(q, 4), m4),
+        _mm_and_si128(q, m4),
+    )
+}
+
+/// The IQ4 types' sixteen values in both 128-bit lanes (for `pshufb`).
+#[inline(always)]
+unsafe fn iq4_table() -> __m256i {
+    _mm256_broadcastsi128_si256(_mm_loadu_si128(
+        crate::iq::KVALUES_IQ4NL.as_ptr() as *const __m128i
+    ))
+}
+
+/// Sub-blocks of 32 per block of `T`'s type (IQ4_XS: eight), and IQ4_XS's sub-block scales
+/// `dl = d · (ls − 32)` ([`crate::iq::iq4_xs_sub_scales`]'s `ls`, the eight unpacked at once;
+/// the products exact in f32, so [`super::prepare`]'s values).
+///
+/// # Safety
+/// AVX2; `blk` is one whole block of `T`'s type.
+#[inline(always)]
+unsafe fn sub_blocks<const T: usize>(t: &[f32], blk: &[u8]) -> (usize, [f32; 8]) {
+    if T != BlockType::IQ4_XS as usize {
+        return (1, [0.0; 8]);
+    }
+    let h = _mm256_set1_epi32(i32::from(u16::from_le_bytes([blk[2], blk[3]])));
+    let l = _mm256_set1_epi32(i32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]));
+    let lo = _mm256_and_si256(
+        _mm256_srlv_epi32(l, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+        _mm256_set1_epi32(0xF),
+    );
+    let hi = _mm256_and_si256(
+        _mm256_srlv_epi32(h, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+        _mm256_set1_epi32(3),
+    );
+    let ls = _mm256_sub_epi32(
+        _mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)),
+        _mm256_set1_epi32(32),
+    );
+    let mut dl = [0f32; 8];
+    _mm256_storeu_ps(
+        dl.as_mut_ptr(),
+        _mm256_mul_ps(_mm256_set1_ps(f16_at(t, blk, 0)), _mm256_cvtepi32_ps(ls)),
+    );
+    (8, dl)
+}
+
+/// The product of one row of blocks of 32 (`row`, whole blocks of `ty`; IQ4_XS whole
+/// super-blocks) with one activation row of `ty`'s format: [`super::dot::avx2::legacy`]'s
+/// arithmetic on codes unpacked in registers. With `vnni`, each lane's four products are
+/// summed by one 256-bit `vpdpbusd` where AVX2 takes `vpmaddubsw` and `vpmaddwd`: the same
+/// integers (no 16-bit sum here can saturate: the unsigned operand is at most 128, the
+/// activations at most 127), so the same values bit for bit.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA, and with `vnni` AVX-512 VL and VNNI; `ty` is one of the
+/// blocks-of-32 types; `x` holds as many values as `row`.
+pub unsafe fn legacy_row(ty: BlockType, vnni: bool, row: &[u8], x: ActRow<'_>) -> f32 {
+    macro_rules! by_type {
+        ($($t:ident)*) => {
+            match (ty, vnni) {
+                $(
+                    (BlockType::$t, false) => legacy_avx2::<{ BlockType::$t as usize }>(ty, row, x),
+                    (BlockType::$t, true) => legacy_vnni::<{ BlockType::$t as usize }>(ty, row, x),
+                )*
+                _ => unreachable!("{ty:?} is not a block of 32"),
+            }
+        };
+    }
+    by_type!(Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL IQ4_XS)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn legacy_avx2<const T: usize>(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
+    legacy_body::<T, false>(ty, row, x)
+}
+
+#[target_feature(enable = "avx512vnni,avx512vl,avx2,fma")]
+unsafe fn legacy_vnni<const T: usize>(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
+    legacy_body::<T, true>(ty, row, x)
+}
+
+#[inline(always)]
+unsafe fn legacy_body<const T: usize, const VNNI: bool>(
+    ty: BlockType,
+    row: &[u8],
+    x: ActRow<'_>,
+) -> f32 {
+    let bb = ty.block_bytes();
+    let nb = row.len() / bb * (ty.block_values() / 32);
+    assert!(x.q.len() >= 32 * nb && x.d.len() >= nb && x.s.len() >= nb);
+    let signed = ty.is_signed();
+    let (t, table, ones) = (f16_table(), iq4_table(), _mm256_set1_epi16(1));
+    let mut acc = _mm256_setzero_ps();
+    let mut offs = 0f32;
+    let mut b = 0;
+    for blk in row.chunks_exact(bb) {
+        let (subs, dl) = sub_blocks::<T>(t, blk);
+        for s in 0..subs {
+            let (wv, dw, mw) = block32::<T>(t, blk, s, &dl, table);
+            let xv = load(x.q.as_ptr().add(32 * b) as *const u8);
+            let (uw, xs) = if signed {
+                (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv))
+            } else {
+                (wv, xv)
+            };
+            let p32 = if VNNI {
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, xs)
+            } else {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(uw, xs), ones)
+            };
+            let scale = _mm256_set1_ps(dw * *x.d.get_unchecked(b));
+            acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p32), acc);
+            if !signed {
+                offs += mw * *x.s.get_unchecked(b);
+            }
+            b += 1;
+        }
+    }
+    hsum_ps(acc) + offs
 }

@@ -10,7 +10,8 @@
 //! (the widest the CPU has, chosen at run time: [`Kernel::detected`]) or the plain reference,
 //! tested against each other ([`dot`]). With VNNI, many input rows (a prompt) meet the weight
 //! rows repacked in panels of sixteen ([`panel`]), each instruction then serving sixteen
-//! outputs; a single row takes the row kernels ([`dot`], [`fused`]), whose values differ from
+//! outputs; one to three rows take the row kernels — for every type but Q2_K and Q3_K the fused
+//! ones ([`fused`]: codes unpacked in registers, no prepared copy) — whose values differ from
 //! the panels' only in the order of f32 steps (with AVX2 and the reference, bit for bit the
 //! batch's).
 
@@ -34,8 +35,9 @@ use rayon::prelude::*;
 /// one for a single input row (a decoded token) and for many (a prompt), on a CPU whose widest
 /// kernel is AVX2 and on one with AVX-512 VNNI (where candle's repacked VNNI products of Q8_0,
 /// Q4_K and Q6_K are the faster), as measured by `bench/qmatmul-kernels.sh` (BENCHMARKS.md,
-/// "Quantized products with 8-bit activations" and "AVX-512 VNNI: panels of sixteen weight
-/// rows"; the IQ4 types have no kernel of candle's to lose to).
+/// "Quantized products with 8-bit activations", "AVX-512 VNNI: panels of sixteen weight rows"
+/// and "Fused one-row kernels for the blocks of 32"; the IQ4 types have no kernel of candle's
+/// to lose to).
 macro_rules! block_types {
     ($($t:ident: [$($candle:ident)?], $bytes:expr, $values:expr, $act:ident, $signed:expr,
        $k:expr, $zero:expr, ours avx2 $one:expr, $many:expr, vnni $vone:expr, $vmany:expr;)*) => {
@@ -113,7 +115,7 @@ macro_rules! block_types {
 }
 
 block_types! {
-    Q4_0: [Q4_0], 18, 32, Q8_0, true, false, 0, ours avx2 true, true, vnni false, true;
+    Q4_0: [Q4_0], 18, 32, Q8_0, true, false, 0, ours avx2 true, true, vnni true, true;
     Q4_1: [Q4_1], 20, 32, Q8_1, false, false, 0, ours avx2 true, true, vnni true, true;
     Q5_0: [Q5_0], 22, 32, Q8_0, true, false, 0, ours avx2 true, true, vnni true, true;
     Q5_1: [Q5_1], 24, 32, Q8_1, false, false, 0, ours avx2 true, true, vnni true, true;
@@ -348,14 +350,14 @@ pub fn matmul_with(
                     for r in 0..m {
                         // SAFETY: the CPU has AVX2 and FMA (`kernel` is available and at least
                         // AVX2's), `fused::has(ty)`, and the input row has the weight row's
-                        // count of super-blocks.
+                        // count of values (AVX-512 F, BW and VNNI come with the VNNI kernel).
                         o[i * m + r] = unsafe {
-                            if kernel == Kernel::Vnni {
-                                // AVX-512 F and BW come with the VNNI kernel.
-                                fused::row_avx512(ty, row, act_row(&acts, fmt, r, n_in))
-                            } else {
-                                fused::row(ty, row, act_row(&acts, fmt, r, n_in))
-                            }
+                            fused::product(
+                                ty,
+                                kernel == Kernel::Vnni,
+                                row,
+                                act_row(&acts, fmt, r, n_in),
+                            )
                         };
                     }
                 }
@@ -698,6 +700,40 @@ mod tests {
                 ),
                 decoded
             );
+        }
+    }
+
+    /// The fused one-row kernels for blocks of 32 under VNNI (256-bit `vpdpbusd`) give the
+    /// AVX2 one's values bit for bit — the claim that lets a CPU with VNNI run either — on
+    /// sampled weights and on every byte at its extreme.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fused_rows_under_vnni_are_the_avx2_values() {
+        if !Kernel::Vnni.available() {
+            return;
+        }
+        let n_in = 768;
+        let x = values(11, n_in, false);
+        for &ty in BlockType::ALL.iter().filter(|t| !t.is_k()) {
+            let acts = Activations::quantize(ty.act(), &x, n_in);
+            let xr = act_row(&acts, ty.act(), 0, n_in);
+            let row_bytes = n_in / ty.block_values() * ty.block_bytes();
+            let sampled = sample_blocks(ty, &values(7, 3 * n_in, true), n_in);
+            let rows = sampled
+                .chunks_exact(row_bytes)
+                .map(<[u8]>::to_vec)
+                .chain([0xFFu8, 0x80].map(|b| vec![b; row_bytes]));
+            for (i, row) in rows.enumerate() {
+                // SAFETY: the CPU has VNNI (checked), hence AVX2; whole rows of `n_in`.
+                let (a, v) = unsafe {
+                    (
+                        fused::product(ty, false, &row, xr),
+                        fused::product(ty, true, &row, xr),
+                    )
+                };
+                // Extreme bytes make some f16 scales infinite or NaN: compare bits.
+                assert_eq!(a.to_bits(), v.to_bits(), "{ty:?} row {i}: {a} vs {v}");
+            }
         }
     }
 
