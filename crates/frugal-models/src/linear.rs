@@ -723,7 +723,8 @@ unsafe fn halves<T: Copy>(bytes: &[u8], from_bits: fn(u16) -> T) -> std::borrow:
 /// through copies of the weight that together exceed `working_set` bytes (set it above the
 /// last-level cache): a weight that stays cached would time as if memory were free, favouring
 /// wide types. The weights are deterministic (fixed pseudo-random values); only the type and
-/// shape matter. `None` for a type candle cannot multiply at this shape.
+/// shape matter. `None` for a type neither candle nor Frugal's kernels multiply at this shape
+/// (the IQ4 types only through Frugal's: `None` under `FRUGAL_CANDLE_QMATMUL=1`).
 pub fn matvec_seconds(
     ty: frugal_formats::gguf::GgmlType,
     n_out: usize,
@@ -732,10 +733,16 @@ pub fn matvec_seconds(
     working_set: usize,
 ) -> Result<Option<f64>> {
     use frugal_formats::gguf::GgmlType as G;
-    let Some(dtype) = crate::gguf_load::candle_dtype(ty) else {
-        return Ok(None);
+    let dtype = crate::gguf_load::candle_dtype(ty);
+    // The IQ4 types, which candle cannot hold: Frugal's kernels only.
+    let own = crate::qmatmul::BlockType::of_ggml(ty)
+        .filter(|b| b.candle().is_none() && !crate::qmatmul::candle_forced());
+    let block = match (dtype, own) {
+        (Some(d), _) => d.block_size(),
+        (None, Some(b)) => b.block_values(),
+        (None, None) => return Ok(None),
     };
-    if !n_in.is_multiple_of(dtype.block_size()) {
+    if !n_in.is_multiple_of(block) {
         return Ok(None);
     }
     let dev = candle_core::Device::Cpu;
@@ -743,19 +750,21 @@ pub fn matvec_seconds(
     let x: Vec<f32> = (0..n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
     let x = Tensor::from_vec(x, (1, n_in), &dev)?;
     let plain = ty == G::F32;
-    // Bytes one copy keeps in memory as the model holds it.
-    let held = if plain {
-        4 * n_out * n_in
-    } else {
-        n_out * n_in / dtype.block_size() * dtype.type_size()
-    };
-    let copies = working_set.div_ceil(held.max(1)).clamp(1, 512);
     let w: Vec<f32> = (0..n_out * n_in)
         .map(|_| rng.next_f64() as f32 - 0.5)
         .collect();
+    let bytes: std::borrow::Cow<'_, [u8]> = match (dtype, own) {
+        (Some(d), _) => {
+            let w = Tensor::from_slice(&w, (n_out, n_in), &dev)?;
+            std::borrow::Cow::Owned(QTensor::quantize(&w, d)?.data()?.into_owned())
+        }
+        (None, Some(b)) => std::borrow::Cow::Owned(crate::qmatmul::sample_blocks(b, &w, n_in)),
+        (None, None) => unreachable!("returned above"),
+    };
+    // Bytes one copy keeps in memory as the model holds it.
+    let held = if plain { 4 * n_out * n_in } else { bytes.len() };
+    let copies = working_set.div_ceil(held.max(1)).clamp(1, 512);
     let w = Tensor::from_vec(w, (n_out, n_in), &dev)?;
-    let q = QTensor::quantize(&w, dtype)?;
-    let bytes = q.data()?;
     let mut layers = Vec::with_capacity(copies);
     for _ in 0..copies {
         // Each copy in memory of its own, held as a served model holds it: read in place
@@ -771,16 +780,19 @@ pub fn matvec_seconds(
         layers.push(match mapped {
             Some(m) => Linear::mapped("timed", m, None),
             None if plain => Linear::dense("timed", w.copy()?, None)?,
-            None => Linear::quantized(
-                "timed",
-                Arc::new(candle_core::quantized::ggml_file::qtensor_from_ggml(
-                    dtype,
-                    &bytes,
-                    w.dims().to_vec(),
-                    &dev,
-                )?),
-                None,
-            )?,
+            None => {
+                let Some(d) = dtype else { return Ok(None) };
+                Linear::quantized(
+                    "timed",
+                    Arc::new(candle_core::quantized::ggml_file::qtensor_from_ggml(
+                        d,
+                        &bytes,
+                        w.dims().to_vec(),
+                        &dev,
+                    )?),
+                    None,
+                )?
+            }
         });
     }
     let calls = min_calls.max(1);
@@ -1186,8 +1198,14 @@ mod tests {
             let t = matvec_seconds(ty, 64, 96, 4, 1 << 16).unwrap().unwrap();
             assert!(t > 0.0 && t < 1.0, "{ty:?}: {t}");
         }
-        // k-quants need rows in whole blocks of 256.
+        // k-quants and IQ4_XS need rows in whole blocks of 256; the IQ4 types go through
+        // Frugal's kernels (candle has none for them).
         assert!(matvec_seconds(G::Q4_K, 64, 96, 4, 0).unwrap().is_none());
         assert!(matvec_seconds(G::Q4_K, 8, 256, 4, 0).unwrap().is_some());
+        assert!(matvec_seconds(G::IQ4_XS, 64, 96, 4, 0).unwrap().is_none());
+        assert!(matvec_seconds(G::IQ4_XS, 8, 256, 4, 0).unwrap().is_some());
+        assert!(matvec_seconds(G::IQ4_NL, 64, 96, 4, 0).unwrap().is_some());
+        // Types with no kernel at all.
+        assert!(matvec_seconds(G::IQ2_XS, 8, 256, 4, 0).unwrap().is_none());
     }
 }

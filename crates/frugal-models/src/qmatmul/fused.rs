@@ -8,6 +8,10 @@
 //! instruction (two 32-value sub-blocks of Q4_K/Q5_K, four 16-value groups of Q6_K, their
 //! scales spread over the lanes by one permute), where AVX2 takes 32.
 //!
+//! Every kernel here prefetches its row [`prefetch_distance`] bytes ahead: decoding reads each
+//! weight once per token from memory, and without it the kernels waited on memory (Q4_0
+//! streamed at 7-8 GB/s instead of 17-20).
+//!
 //! The blocks of 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, and IQ4_XS's sub-blocks:
 //! [`legacy_row`]): a block's 32 codes land in a register byte for byte as [`super::prepare`]
 //! writes them, and the products that follow are [`super::dot::avx2::legacy`]'s for one input
@@ -23,6 +27,36 @@ use super::dot::ActRow;
 use super::prepare::{f16_at, f16_table, scale_min_k4};
 use super::BlockType;
 use std::arch::x86_64::*;
+
+/// How far ahead of the block being multiplied its row is prefetched, in bytes. Decoding
+/// streams every weight from memory once per token; without prefetching, the one-row kernels
+/// read Q4_0 and IQ4_XS at 7-8 GB/s and with it at 19-20 (2048 chosen among 256 to 4096 on the
+/// 7B gate/up shape, `bench/qmatmul-cold.sh`; BENCHMARKS.md, "Fused one-row kernels for the
+/// blocks of 32"). `FRUGAL_PREFETCH=0` turns it off (read once), for that benchmark.
+pub fn prefetch_distance() -> usize {
+    static DIST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *DIST.get_or_init(|| {
+        if std::env::var("FRUGAL_PREFETCH").is_ok_and(|v| v == "0") {
+            0
+        } else {
+            2048
+        }
+    })
+}
+
+/// Prefetches the bytes `dist` past each cache line of `blk` (nothing when `dist` is 0; a
+/// prefetch past the end of the weight is harmless: it never faults).
+#[inline(always)]
+unsafe fn prefetch(blk: &[u8], dist: usize) {
+    if dist == 0 {
+        return;
+    }
+    let mut o = 0;
+    while o < blk.len() {
+        _mm_prefetch::<_MM_HINT_T0>(blk.as_ptr().wrapping_add(dist + o) as *const i8);
+        o += 64;
+    }
+}
 
 /// Whether `ty` has a fused one-row kernel here (every type but Q2_K and Q3_K).
 pub fn has(ty: BlockType) -> bool {
@@ -62,7 +96,9 @@ pub unsafe fn row(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0f32;
     let t = f16_table();
+    let dist = prefetch_distance();
     for (b, blk) in row.chunks_exact(bb).enumerate() {
+        prefetch(blk, dist);
         let xq = x.q.as_ptr().add(256 * b) as *const u8;
         let bs = &x.bsums[16 * b..16 * (b + 1)];
         let dx = x.d[b];
@@ -195,7 +231,9 @@ pub unsafe fn row_avx512(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
     ];
     let sixteen = _mm512_set1_epi8(16);
     let mut minv = _mm_setzero_ps();
+    let dist = prefetch_distance();
     for (b, blk) in row.chunks_exact(bb).enumerate() {
+        prefetch(blk, dist);
         let xq = x.q.as_ptr().add(256 * b);
         let bs = &x.bsums[16 * b..16 * (b + 1)];
         let dx = x.d[b];
@@ -459,7 +497,9 @@ unsafe fn legacy_body<const T: usize, const VNNI: bool>(
     let mut acc = _mm256_setzero_ps();
     let mut offs = 0f32;
     let mut b = 0;
+    let dist = prefetch_distance();
     for blk in row.chunks_exact(bb) {
+        prefetch(blk, dist);
         let (subs, dl) = sub_blocks::<T>(t, blk);
         for s in 0..subs {
             let (wv, dw, mw) = block32::<T>(t, blk, s, &dl, table);
