@@ -1926,6 +1926,69 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
     );
     let html = std::fs::read_to_string(dir.path().join("t.gguf.report.html")).unwrap();
     assert!(html.contains("Pareto front") && html.contains("chosen"));
+    // One calibration for many limits: `frugal imatrix --gains` on the same text, then tune
+    // with `--imatrix`: nothing measured on the text, the same tensors as the tune that
+    // calibrated itself, and a recipe that names the file and rebuilds them.
+    assert_eq!(r["calibration_measured"], true, "{r}");
+    let o = frugal(
+        &[
+            "imatrix",
+            model,
+            "--calib",
+            "calib.txt",
+            "--calib-tokens",
+            "512",
+            "--gains",
+            "-o",
+            "m.imatrix.gguf",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ri = tune_json(
+        &dir,
+        model,
+        "ti.gguf",
+        "4",
+        &[
+            "--no-energy",
+            "--heldout",
+            "calib.txt",
+            "--imatrix",
+            "m.imatrix.gguf",
+        ],
+    );
+    assert_eq!(ri["calibration_measured"], false, "{ri}");
+    assert!(ri["imatrix_file"]
+        .as_str()
+        .unwrap()
+        .ends_with("m.imatrix.gguf"));
+    let same_tensors = |a: &std::path::Path, b: &std::path::Path| {
+        let (a, b) = (
+            frugal_formats::gguf::GgufFile::open(a).unwrap(),
+            frugal_formats::gguf::GgufFile::open(b).unwrap(),
+        );
+        assert_eq!(a.header.tensors.len(), b.header.tensors.len());
+        for (x, y) in a.header.tensors.iter().zip(&b.header.tensors) {
+            assert_eq!((&x.name, x.ggml_type), (&y.name, y.ggml_type));
+            assert!(a.tensor_data(x) == b.tensor_data(y), "{}", x.name);
+        }
+    };
+    same_tensors(&out, &dir.path().join("ti.gguf"));
+    let recipe = std::fs::read_to_string(dir.path().join("ti.gguf.recipe.toml")).unwrap();
+    assert!(recipe.contains("imatrix = "), "{recipe}");
+    frugal_json(
+        &["run", "ti.gguf.recipe.toml", "--out", "ri", "--json"],
+        dir.path(),
+    );
+    assert!(
+        std::fs::read(dir.path().join("ri/01-quantize.gguf")).unwrap()
+            == std::fs::read(dir.path().join("ti.gguf")).unwrap(),
+        "the recipe's file differs from the one tuned with --imatrix"
+    );
+    for f in ["ti.gguf", "ri/01-quantize.gguf"] {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
     // No candidate or scratch folder is left behind.
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -1952,6 +2015,17 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
         frugal(&a, dir.path())
     };
     assert_bad_input(&tune(&["--heldout", "eval.txt"]), "give one limit");
+    assert_bad_input(
+        &tune(&[
+            "--heldout",
+            "eval.txt",
+            "--max-kld",
+            "0.1",
+            "--imatrix",
+            "eval.txt",
+        ]),
+        "not an importance matrix",
+    );
     assert_bad_input(
         &tune(&["--heldout", "search.txt", "--max-kld", "0.1"]),
         "held-out text must differ",

@@ -96,6 +96,9 @@ pub enum Step {
         /// `REGEX=TYPE` per-tensor types (as `frugal quantize --tensor-type`), first match wins.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tensor_types: Vec<String>,
+        /// An importance matrix in llama.cpp's format (as `frugal quantize --imatrix`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        imatrix: Option<PathBuf>,
     },
     Eval {},
     /// The current model's inference energy (`frugal measure`'s LM workload); with
@@ -214,8 +217,12 @@ impl Recipe {
         };
         fix(&mut r.model);
         for s in &mut r.steps {
-            if let Step::Check { policy } = s {
-                fix(policy);
+            match s {
+                Step::Check { policy } => fix(policy),
+                Step::Quantize {
+                    imatrix: Some(m), ..
+                } => fix(m),
+                _ => {}
             }
         }
         let mut sources: Vec<&mut TextSource> = Vec::new();
@@ -324,6 +331,12 @@ impl Recipe {
                     plan.input(format!("{what} policy"), policy);
                 }
                 _ => {}
+            }
+            if let Step::Quantize {
+                imatrix: Some(m), ..
+            } = s
+            {
+                plan.input(format!("{what} imatrix"), m);
             }
             if s.writes() {
                 let out = step_output(out_dir, i, s);
@@ -447,6 +460,7 @@ fn plan_step(step: &Step) -> Result<Planned, String> {
             calib,
             target_bpw,
             tensor_types,
+            ..
         } => {
             use frugal_compress::quant::{gptq, Method, Target};
             if let Some(t) = calib {
@@ -720,11 +734,15 @@ fn run_step(
                 true,
             )
         }
-        Step::Quantize { calib, .. } => {
-            let Planned::Quantize { opts, method } = plan_step(step).map_err(|e| bad(path, e))?
+        Step::Quantize { calib, imatrix, .. } => {
+            let Planned::Quantize { mut opts, method } =
+                plan_step(step).map_err(|e| bad(path, e))?
             else {
                 unreachable!("a quantize step plans as a quantize")
             };
+            if let Some(m) = imatrix {
+                opts.imatrix = Some(frugal_compress::quant::imatrix_file::read_imatrix(m)?);
+            }
             let calib = calib
                 .as_ref()
                 .map(|t| calib_spec(t, dir, 32768, 512))

@@ -133,6 +133,10 @@ pub struct TuneJob {
     /// The Brown selection the calibration text was made from, when it was (the default: the
     /// multi-genre mix); the recipe names it instead of the scratch file.
     pub calib_brown: Option<String>,
+    /// An importance matrix in llama.cpp's format to use instead of measuring one: with
+    /// Frugal's statistics (`frugal imatrix --gains`) nothing is measured on `calib`; without
+    /// them, what the search needs is measured there ([`frugal_compress::quant::complete_imatrix`]).
+    pub imatrix: Option<PathBuf>,
     /// Text the search judges candidates on.
     pub search: EvalSpec,
     /// Different texts the chosen model is verified on: it must meet the limit on each.
@@ -238,6 +242,14 @@ pub struct TuneReport {
     /// The calibration text: a file, or the Brown selection it was made from.
     #[serde(default)]
     pub calibration_text: String,
+    /// The importance-matrix file given (`--imatrix`), if any.
+    #[serde(default)]
+    pub imatrix_file: Option<String>,
+    /// Whether statistics were measured on the calibration text (false when the importance
+    /// matrix file carried every one the search needs; reports from before `--imatrix`
+    /// always measured).
+    #[serde(default = "measured")]
+    pub calibration_measured: bool,
     pub search_text: String,
     /// The held-out texts, each of which the chosen model meets the limit on.
     pub heldout_texts: Vec<String>,
@@ -264,6 +276,10 @@ pub struct TuneReport {
     /// The figures a policy reads: the chosen model's evaluation on the held-out text where
     /// it comes closest to the limit.
     pub quality: HeldoutQuality,
+}
+
+fn measured() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -339,6 +355,7 @@ pub fn tune(
     }
     let mut inputs = vec![&job.input, &job.calib.text, &job.search.text];
     inputs.extend(job.heldout.iter().map(|h| &h.text));
+    inputs.extend(&job.imatrix);
     if inputs.iter().any(|i| same(i, &job.output)) || job.output.is_dir() {
         return Err(bad(format!(
             "{}: the output must not be one of the inputs (model, texts) or a folder",
@@ -380,6 +397,7 @@ pub fn tune(
     for p in [&job.input, &job.calib.text]
         .into_iter()
         .chain(job.heldout.iter().map(|h| &h.text))
+        .chain(&job.imatrix)
     {
         if p.to_str().is_none() {
             return Err(bad(format!(
@@ -389,14 +407,35 @@ pub fn tune(
         }
     }
     let f = GgufFile::open(&job.input)?;
+    // Read by the absolute path the recipe names, so that the output records the same
+    // `quantize.imatrix.file` as the recipe's rebuild.
+    let from_file = job
+        .imatrix
+        .as_deref()
+        .map(|p| frugal_compress::quant::imatrix_file::read_imatrix(Path::new(&abs(p))))
+        .transpose()?;
+    if let Some(m) = &from_file {
+        frugal_compress::quant::check_imatrix_entries(&f, m)?;
+    }
     // Candidates are written into a scratch folder next to the output, removed at the end (or
     // on an interruption); the chosen one is renamed into place. Made first, so that an
     // unwritable output folder fails before any work.
     let scratch = AtomicDir::create(&beside(&job.output, ".tune"))?;
-    // 1. Importance matrix.
+    // 1. Importance matrix: measured, or read and completed with what the file lacks.
     let calib: calibration::Calibration = load_calibration(&job.input, &job.calib)?;
-    let mut imatrix = calibration::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
-    imatrix.gains = calibration::collect_gains(&f, &calib, &|d, t| progress("gains", d, t))?;
+    let (imatrix, calibration_measured) = match from_file {
+        Some(mut m) => {
+            let measured = frugal_compress::quant::complete_imatrix(&f, &mut m, &calib, progress)?;
+            (m, measured)
+        }
+        None => {
+            let mut m =
+                calibration::collect_imatrix(&f, &calib, &|d, t| progress("imatrix", d, t))?;
+            m.gains = calibration::collect_gains(&f, &calib, &|d, t| progress("gains", d, t))?;
+            (m, true)
+        }
+    };
+    let calibration_tokens = imatrix.n_tokens as usize;
     let t_imatrix = lap();
     let mut opts = QuantizeOptions::new(target);
     opts.imatrix = Some(imatrix);
@@ -641,8 +680,10 @@ pub fn tune(
         limit: job.limit,
         objective: job.objective,
         target: job.target.clone(),
-        calibration_tokens: calib.n_tokens(),
+        calibration_tokens,
         calibration_text: job.calib.name(),
+        imatrix_file: job.imatrix.as_ref().map(|p| p.display().to_string()),
+        calibration_measured,
         search_text: job.search.text.display().to_string(),
         heldout_texts,
         guarantee,
@@ -825,7 +866,7 @@ fn write_recipe(
          # `frugal run` on this recipe rebuilds the same file.\n\
          name = {name}\nmodel = {model}\n\n[eval]\ntext = {{ file = {heldout} }}\nchunks = {chunks}\n\n\
          [[step]]\nkind = \"quantize\"\ntype = {ty}\n{assignment}\n\
-         calib = {{ {calib}, tokens = {tokens}, ctx = {ctx} }}\n\n[[step]]\nkind = \"eval\"\n",
+         calib = {{ {calib}, tokens = {tokens}, ctx = {ctx} }}\n{imatrix}\n[[step]]\nkind = \"eval\"\n",
         limit = limit_name(&job.limit),
         value = job.limit.limit(),
         name = q(format!(
@@ -842,6 +883,10 @@ fn write_recipe(
         },
         tokens = job.calib.max_tokens,
         ctx = job.calib.ctx,
+        imatrix = match &job.imatrix {
+            Some(m) => format!("imatrix = {}\n", q(abs(m))),
+            None => String::new(),
+        },
     );
     write_atomic(path, &[&job.input], |f| f.write_all(text.as_bytes()))?;
     Ok(())

@@ -46,6 +46,12 @@ pub struct Args {
     pub calib: Option<PathBuf>,
     #[command(flatten)]
     pub chunks: CalibChunks,
+    /// Language models: an importance matrix in llama.cpp's GGUF format instead of one
+    /// measured here; from `frugal imatrix --gains` it carries every statistic the search
+    /// needs, so nothing is measured on the calibration text (one calibration for many
+    /// limits); from llama-imatrix, Frugal's are measured on --calib. The recipe names it.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
     /// Language models: text the search judges candidates on.
     #[arg(long = "eval", required_unless_present = "data")]
     pub search: Option<PathBuf>,
@@ -101,6 +107,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         target: a.ty,
         calib: a.calib,
+        imatrix: a.imatrix,
         calib_tokens: a.chunks.calib_tokens,
         calib_ctx: a.chunks.calib_ctx,
         search: a.search,

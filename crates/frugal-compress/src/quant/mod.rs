@@ -800,6 +800,27 @@ pub fn memory_plan(
     Ok(calibration::memory_plan(f, chunks, ctx, work, scratch)?.max(write))
 }
 
+/// Completes an importance matrix read from a file without Frugal's statistics (llama-imatrix's,
+/// or `frugal imatrix` without `--gains`) with what a size budget needs: each weight's input
+/// rounding and KL gain, measured on `calib`; the file's entries are kept. Returns whether
+/// anything was measured (nothing for a file that carries both).
+pub fn complete_imatrix(
+    f: &GgufFile,
+    m: &mut Imatrix,
+    calib: &calibration::Calibration,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<bool> {
+    let missing = m.rounding.is_empty() || m.gains.is_empty();
+    if m.rounding.is_empty() {
+        m.rounding =
+            calibration::collect_imatrix(f, calib, &|d, t| progress("imatrix", d, t))?.rounding;
+    }
+    if m.gains.is_empty() {
+        m.gains = calibration::collect_gains(f, calib, &|d, t| progress("gains", d, t))?;
+    }
+    Ok(missing)
+}
+
 /// Calibration-aware quantization: with `calib`, an importance matrix is measured on the
 /// full-precision model (unless `opts` carries one); with [`Method::Blockwise`], every decoder
 /// weight is scaled (AWQ) and/or rounded by GPTQ on the quantized model's own activations and
@@ -821,18 +842,9 @@ pub fn quantize_model(
     let mut imatrix_seconds = None;
     let planning = opts.plans_by_budget();
     if let (Some(c), Some(m), true) = (calib, &mut opts.imatrix, planning) {
-        // A file without Frugal's statistics (llama-imatrix's, or `frugal imatrix` without
-        // `--gains`) and a text: the budget's are measured on the text, the file's entries kept.
         let t = std::time::Instant::now();
-        let missing = m.rounding.is_empty() || m.gains.is_empty();
-        if m.rounding.is_empty() {
-            m.rounding =
-                calibration::collect_imatrix(&f, c, &|d, t| progress("imatrix", d, t))?.rounding;
-        }
-        if m.gains.is_empty() {
-            m.gains = calibration::collect_gains(&f, c, &|d, t| progress("gains", d, t))?;
-        }
-        imatrix_seconds = missing.then(|| t.elapsed().as_secs_f64());
+        let measured = complete_imatrix(&f, m, c, progress)?;
+        imatrix_seconds = measured.then(|| t.elapsed().as_secs_f64());
     }
     if let (Some(c), None) = (calib, &opts.imatrix) {
         // The full-precision model's importance matrix weights plain rounding and the size
@@ -1153,6 +1165,30 @@ fn imatrix_row<'a>(opts: &'a QuantizeOptions, name: &str, ncols: usize) -> Optio
         .map(|w| w.as_slice())
 }
 
+/// An importance matrix read from a file against `f` (`frugal tune --imatrix`, before any
+/// work): every entry naming one of `f`'s tensors has as many values as its rows (the token
+/// embedding excepted, as llama-quantize excepts it).
+pub fn check_imatrix_entries(f: &GgufFile, m: &Imatrix) -> Result<()> {
+    f.header
+        .tensors
+        .iter()
+        .filter_map(|t| Some((t, m.entries.get(&t.name)?)))
+        .try_for_each(|(t, e)| check_entry(m, t, e))
+}
+
+fn check_entry(m: &Imatrix, t: &TensorInfo, e: &[f32]) -> Result<()> {
+    let want = t.dims[0] * t.dims.get(2).copied().unwrap_or(1);
+    if e.len() as u64 != want && t.name != "token_embd.weight" {
+        return Err(Error::BadOptions(format!(
+            "--imatrix {}: {} values for {}, whose rows hold {want}",
+            m.source,
+            e.len(),
+            t.name
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses what `llama-quantize` refuses, before any work: an importance matrix read from a
 /// file whose entry has another size than its tensor's rows (the token embedding excepted), and
 /// a tensor planned in a 1–3-bit lattice type without importance data for it; then what it
@@ -1168,15 +1204,7 @@ pub fn check_imatrix(
         let from_file = opts.imatrix.as_ref().filter(|m| m.file.is_some());
         let entry = from_file.and_then(|m| m.entries.get(&t.name));
         if let (Some(m), Some(e)) = (from_file, entry) {
-            let want = t.dims[0] * t.dims.get(2).copied().unwrap_or(1);
-            if e.len() as u64 != want && t.name != "token_embd.weight" {
-                return Err(Error::BadOptions(format!(
-                    "--imatrix {}: {} values for {}, whose rows hold {want}",
-                    m.source,
-                    e.len(),
-                    t.name
-                )));
-            }
+            check_entry(m, t, e)?;
         }
         if mix::requires_imatrix(&t.name, c.ty) {
             match (&opts.imatrix, from_file, entry) {

@@ -59,6 +59,9 @@ pub struct Tune {
     pub calib: Option<PathBuf>,
     pub calib_tokens: usize,
     pub calib_ctx: usize,
+    /// Language models: an importance matrix in llama.cpp's format instead of one measured on
+    /// the calibration text (what it lacks of Frugal's statistics is measured there).
+    pub imatrix: Option<PathBuf>,
     /// Language models: the search text and the held-out texts (the result must meet the
     /// limit on each).
     pub search: Option<PathBuf>,
@@ -84,6 +87,7 @@ impl Tune {
             seed: 0,
             target: "Q4_K_M".into(),
             calib: None,
+            imatrix: None,
             calib_tokens: CalibSpec::DEFAULT_TOKENS,
             calib_ctx: CalibSpec::DEFAULT_CTX,
             search: None,
@@ -119,6 +123,7 @@ impl Job for Tune {
             p.input("--policy", x);
         }
         opt_input(&mut p, "--calib", self.calib.as_deref());
+        opt_input(&mut p, "--imatrix", self.imatrix.as_deref());
         opt_input(&mut p, "--eval", self.search.as_deref());
         for h in &self.heldout {
             p.input("--heldout", h);
@@ -149,6 +154,11 @@ fn load_policy(p: &Path) -> Result<frugal_report::policy::Policy, Error> {
 
 impl Tune {
     fn classifier(&self, data: Dataset, progress: Progress) -> Result<ClassifierTuneReport, Error> {
+        if self.imatrix.is_some() {
+            return Err(Error::Usage(
+                "--imatrix (llama.cpp's importance-matrix file) is for GGUF language models".into(),
+            ));
+        }
         if self.objective == Objective::Energy {
             return Err(Error::Usage(
                 "--objective energy is for GGUF language models; a classifier's plans are ranked by size".into(),
@@ -232,6 +242,7 @@ impl Tune {
             target: self.target.clone(),
             calib,
             calib_brown,
+            imatrix: self.imatrix.clone(),
             search: spec(search),
             heldout: self.heldout.iter().map(spec).collect(),
             bpw_tolerance: self.bpw_tolerance,
