@@ -2014,59 +2014,28 @@ fn tune_meets_a_kld_limit_on_held_out_text_and_its_recipe_rebuilds_it() {
         a.extend_from_slice(extra);
         frugal(&a, dir.path())
     };
-    assert_bad_input(&tune(&["--heldout", "eval.txt"]), "give one limit");
-    assert_bad_input(
-        &tune(&[
-            "--heldout",
-            "eval.txt",
-            "--max-kld",
-            "0.1",
-            "--imatrix",
-            "eval.txt",
-        ]),
-        "not an importance matrix",
-    );
-    assert_bad_input(
-        &tune(&["--heldout", "search.txt", "--max-kld", "0.1"]),
-        "held-out text must differ",
-    );
-    assert_bad_input(
-        &tune(&[
-            "--heldout",
-            "eval.txt",
-            "--heldout",
-            "eval.txt",
-            "--max-kld",
-            "0.1",
-        ]),
-        "given twice",
-    );
-    assert_bad_input(
-        &tune(&[
-            "--heldout",
-            "eval.txt",
-            "--max-kld",
-            "0.1",
-            "--eval-chunks",
-            "1",
-        ]),
-        "at least 2 for --max-kld",
-    );
-    assert_bad_input(
-        &tune(&["--heldout", "eval.txt", "--max-kld", "0.1", "--type", "F16"]),
-        "not a quantized GGUF type",
-    );
-    assert_bad_input(
-        &tune(&[
-            "--heldout",
-            "eval.txt",
-            "--max-kld",
-            "0.1",
-            "--bpw-tolerance",
-            "0",
-        ]),
-        "must be at least 0.001",
-    );
+    // Each refused before any work (the limit, when given, after `--heldout eval.txt`).
+    let limit: &[&str] = &["--heldout", "eval.txt", "--max-kld", "0.1"];
+    let refused: [(&[&str], &[&str], &str); 7] = [
+        (&["--heldout", "eval.txt"], &[], "give one limit"),
+        (
+            limit,
+            &["--imatrix", "eval.txt"],
+            "not an importance matrix",
+        ),
+        (
+            &["--heldout", "search.txt", "--max-kld", "0.1"],
+            &[],
+            "held-out text must differ",
+        ),
+        (limit, &["--heldout", "eval.txt"], "given twice"),
+        (limit, &["--eval-chunks", "1"], "at least 2 for --max-kld"),
+        (limit, &["--type", "F16"], "not a quantized GGUF type"),
+        (limit, &["--bpw-tolerance", "0"], "must be at least 0.001"),
+    ];
+    for (base, extra, why) in refused {
+        assert_bad_input(&tune(&[base, extra].concat()), why);
+    }
     let search = std::fs::read(dir.path().join("search.txt")).unwrap();
     assert_bad_input(
         &frugal(

@@ -4,9 +4,11 @@
 //! single input row and unpacking it first costs more than the product.
 //!
 //! The k-quants ([`row`], [`row_avx512`]): the integer arithmetic is
-//! [`super::dot::k_reference`]'s; tested against it. The AVX-512 kernel takes 64 values per
+//! [`super::dot::k_reference`]'s, and [`row`]'s values are the AVX2 tiled kernel's bit for bit
+//! (tested through the one-row-vs-batch check). The AVX-512 kernel takes 64 values per
 //! instruction (two 32-value sub-blocks of Q4_K/Q5_K, four 16-value groups of Q6_K, their
-//! scales spread over the lanes by one permute), where AVX2 takes 32.
+//! scales spread over the lanes by one permute), where AVX2 takes 32; Q2_K and Q3_K have the
+//! AVX2 form only.
 //!
 //! Every kernel here prefetches its row [`prefetch_distance`] bytes ahead: decoding reads each
 //! weight once per token from memory, and without it the kernels waited on memory (Q4_0
@@ -31,8 +33,8 @@ use std::arch::x86_64::*;
 /// How far ahead of the block being multiplied its row is prefetched, in bytes. Decoding
 /// streams every weight from memory once per token; without prefetching, the one-row kernels
 /// read Q4_0 and IQ4_XS at 7-8 GB/s and with it at 19-20 (2048 chosen among 256 to 4096 on the
-/// 7B gate/up shape, `bench/qmatmul-cold.sh`; BENCHMARKS.md, "Fused one-row kernels for the
-/// blocks of 32"). `FRUGAL_PREFETCH=0` turns it off (read once), for that benchmark.
+/// 7B gate/up shape, checked on the other shapes: `bench/qmatmul-cold.sh`; BENCHMARKS.md,
+/// "Decoding at 7B"). `FRUGAL_PREFETCH=0` turns it off (read once), for that benchmark.
 pub fn prefetch_distance() -> usize {
     static DIST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *DIST.get_or_init(|| {
@@ -58,23 +60,20 @@ unsafe fn prefetch(blk: &[u8], dist: usize) {
     }
 }
 
-/// Whether `ty` has a fused one-row kernel here (every type but Q2_K and Q3_K).
-pub fn has(ty: BlockType) -> bool {
-    !matches!(ty, BlockType::Q2_K | BlockType::Q3_K)
-}
-
 /// The product of one row of `ty` blocks with one activation row of `ty`'s format, by the
-/// fused kernel for AVX2 or (with `vnni`) for AVX-512 VNNI.
+/// fused kernel for AVX2 or (with `vnni`) for AVX-512 VNNI — Q2_K and Q3_K, which have no
+/// AVX-512 form, by the AVX2 one.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA, and with `vnni` AVX-512 F, BW, VL and VNNI; `has(ty)`; `x` holds
-/// as many values as `row`.
+/// The CPU has AVX2 and FMA, and with `vnni` AVX-512 F, BW, VL and VNNI; `x` holds as many
+/// values as `row`.
 #[inline]
 pub unsafe fn product(ty: BlockType, vnni: bool, row: &[u8], x: ActRow<'_>) -> f32 {
-    match (ty.is_k(), vnni) {
+    let low = matches!(ty, BlockType::Q2_K | BlockType::Q3_K);
+    match (ty.is_k(), vnni && !low) {
         (true, false) => self::row(ty, row, x),
         (true, true) => row_avx512(ty, row, x),
-        (false, vnni) => legacy_row(ty, vnni, row, x),
+        (false, _) => legacy_row(ty, vnni, row, x),
     }
 }
 
@@ -83,10 +82,11 @@ unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
-/// The product of one row of `ty` blocks (`row`, whole super-blocks) with one Q8_K row.
+/// The product of one row of `ty` blocks (`row`, whole super-blocks of a k-quant) with one
+/// Q8_K row.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `has(ty)`; `x` holds as many super-blocks as `row`.
+/// The CPU has AVX2 and FMA; `ty` is a k-quant; `x` holds as many super-blocks as `row`.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn row(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
     let bb = ty.block_bytes();
@@ -186,7 +186,73 @@ pub unsafe fn row(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
                 ai = _mm256_sub_epi32(ai, _mm256_madd_epi16(bsv, scv));
                 f16_at(t, blk, 208)
             }
-            _ => unreachable!("{ty:?} has no fused kernel"),
+            BlockType::Q2_K | BlockType::Q3_K => {
+                // Two halves of 128 values, each 32 bytes of 2-bit codes: chunk 4h + j (32
+                // values, groups 8h + 2j and 8h + 2j + 1) is bits 2j of the half's bytes; Q3_K's
+                // third bit is bit 4h + j of `hmask`, its codes centred on 4 (the zero point's
+                // share subtracted through the activation's sums of 16, as the tiled kernel
+                // does); Q2_K's 4-bit minima make the offset term.
+                let three = ty == BlockType::Q3_K;
+                let (qs, sc): (*const u8, [i16; 16]) = if three {
+                    (
+                        blk.as_ptr().add(32),
+                        super::prepare::q3k_scales(&blk[96..108]),
+                    )
+                } else {
+                    (
+                        blk.as_ptr().add(16),
+                        std::array::from_fn(|g| i16::from(blk[g] & 0x0F)),
+                    )
+                };
+                let hm = load(blk.as_ptr());
+                let m2 = _mm256_set1_epi8(3);
+                for h in 0..2 {
+                    let q = load(qs.add(32 * h));
+                    for j in 0..4 {
+                        let c = 4 * h + j;
+                        let mut code = _mm256_and_si256(
+                            match j {
+                                0 => q,
+                                1 => _mm256_srli_epi16(q, 2),
+                                2 => _mm256_srli_epi16(q, 4),
+                                _ => _mm256_srli_epi16(q, 6),
+                            },
+                            m2,
+                        );
+                        if three {
+                            let bit = _mm256_set1_epi8((1u8 << c) as i8);
+                            let on = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
+                            code = _mm256_or_si256(code, _mm256_and_si256(on, _mm256_set1_epi8(4)));
+                        }
+                        let s = _mm256_set_m128i(
+                            _mm_set1_epi16(sc[2 * c + 1]),
+                            _mm_set1_epi16(sc[2 * c]),
+                        );
+                        let p = _mm256_maddubs_epi16(code, load(xq.add(32 * c)));
+                        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, s));
+                    }
+                }
+                let bsv = _mm256_loadu_si256(bs.as_ptr() as *const __m256i);
+                if three {
+                    // The zero point: 4 · Σ_g sc_g · Σq_g.
+                    let zsc =
+                        _mm256_slli_epi16(_mm256_loadu_si256(sc.as_ptr() as *const __m256i), 2);
+                    ai = _mm256_sub_epi32(ai, _mm256_madd_epi16(bsv, zsc));
+                    f16_at(t, blk, 108)
+                } else {
+                    let mn = _mm256_cvtepu8_epi16(_mm_srli_epi16(
+                        _mm_and_si128(
+                            _mm_loadu_si128(blk.as_ptr() as *const __m128i),
+                            _mm_set1_epi8(0xF0u8 as i8),
+                        ),
+                        4,
+                    ));
+                    let imin = super::dot::avx2::hsum_epi32(_mm256_madd_epi16(bsv, mn));
+                    mins += (f16_at(t, blk, 82) * dx) * imin as f32;
+                    f16_at(t, blk, 80)
+                }
+            }
+            _ => unreachable!("{ty:?} is not a k-quant"),
         };
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(ai), acc);
     }

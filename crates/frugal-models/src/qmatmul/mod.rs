@@ -10,8 +10,8 @@
 //! (the widest the CPU has, chosen at run time: [`Kernel::detected`]) or the plain reference,
 //! tested against each other ([`dot`]). With VNNI, many input rows (a prompt) meet the weight
 //! rows repacked in panels of sixteen ([`panel`]), each instruction then serving sixteen
-//! outputs; one to three rows take the row kernels — for every type but Q2_K and Q3_K the fused
-//! ones ([`fused`]: codes unpacked in registers, no prepared copy) — whose values differ from
+//! outputs; one to three rows take the fused row kernels ([`fused`]: codes unpacked in
+//! registers, no prepared copy) — whose values differ from
 //! the panels' only in the order of f32 steps (with AVX2 and the reference, bit for bit the
 //! batch's).
 
@@ -36,8 +36,7 @@ use rayon::prelude::*;
 /// kernel is AVX2 and on one with AVX-512 VNNI (where candle's repacked VNNI products of Q8_0,
 /// Q4_K and Q6_K are the faster), as measured by `bench/qmatmul-kernels.sh` (BENCHMARKS.md,
 /// "Quantized products with 8-bit activations", "AVX-512 VNNI: panels of sixteen weight rows"
-/// and "Fused one-row kernels for the blocks of 32"; the IQ4 types have no kernel of candle's
-/// to lose to).
+/// and "Decoding at 7B"; the IQ4 types have no kernel of candle's to lose to).
 macro_rules! block_types {
     ($($t:ident: [$($candle:ident)?], $bytes:expr, $values:expr, $act:ident, $signed:expr,
        $k:expr, $zero:expr, ours avx2 $one:expr, $many:expr, vnni $vone:expr, $vmany:expr;)*) => {
@@ -345,11 +344,11 @@ pub fn matmul_with(
                 return;
             }
             #[cfg(target_arch = "x86_64")]
-            if m < TILE && kernel >= Kernel::Avx2 && fused::has(ty) {
+            if m < TILE && kernel >= Kernel::Avx2 {
                 for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
                     for r in 0..m {
                         // SAFETY: the CPU has AVX2 and FMA (`kernel` is available and at least
-                        // AVX2's), `fused::has(ty)`, and the input row has the weight row's
+                        // AVX2's), and the input row has the weight row's
                         // count of values (AVX-512 F, BW and VNNI come with the VNNI kernel).
                         o[i * m + r] = unsafe {
                             fused::product(
@@ -364,8 +363,8 @@ pub fn matmul_with(
                 return;
             }
             if m < TILE {
-                // Few input rows: each weight row unpacked just before its products, so the
-                // unpacked bytes are still in L1 when they are read.
+                // Few input rows, the plain reference: each weight row unpacked just before
+                // its products, so the unpacked bytes are still in L1 when they are read.
                 for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
                     p.fill(ty, row, n_in);
                     for r in 0..m {

@@ -228,6 +228,29 @@ fn iq4_values_plain(qs: &[u8; 16], w: &mut [u8; 32]) {
     }
 }
 
+/// Q3_K's sixteen 6-bit scales (from its 12 bytes of scales, ggml's `kmask1`/`kmask2`
+/// unpacking), minus 32.
+pub(super) fn q3k_scales(scales: &[u8]) -> [i16; 16] {
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            scales[4 * i],
+            scales[4 * i + 1],
+            scales[4 * i + 2],
+            scales[4 * i + 3],
+        ])
+    };
+    let (a0, a1, tmp) = (word(0), word(1), word(2));
+    const K1: u32 = 0x0303_0303;
+    const K2: u32 = 0x0f0f_0f0f;
+    let aux = [
+        (a0 & K2) | ((tmp & K1) << 4),
+        (a1 & K2) | (((tmp >> 2) & K1) << 4),
+        ((a0 >> 4) & K2) | (((tmp >> 4) & K1) << 4),
+        ((a1 >> 4) & K2) | (((tmp >> 6) & K1) << 4),
+    ];
+    std::array::from_fn(|g| i16::from(aux[g / 4].to_le_bytes()[g % 4] as i8) - 32)
+}
+
 /// ggml's `get_scale_min_k4`: the 6-bit scale and minimum of sub-block `j` (of 32 values).
 #[inline(always)]
 pub(super) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
@@ -329,28 +352,9 @@ fn kquant(
             (d, dmin)
         }
         BlockType::Q3_K => {
-            let (hm, qs, scales) = (&b[0..32], &b[32..96], &b[96..108]);
+            let (hm, qs) = (&b[0..32], &b[32..96]);
             let d = f16_at(t, b, 108);
-            let word = |i: usize| {
-                u32::from_le_bytes([
-                    scales[4 * i],
-                    scales[4 * i + 1],
-                    scales[4 * i + 2],
-                    scales[4 * i + 3],
-                ])
-            };
-            let (a0, a1, tmp) = (word(0), word(1), word(2));
-            const K1: u32 = 0x0303_0303;
-            const K2: u32 = 0x0f0f_0f0f;
-            let aux = [
-                (a0 & K2) | ((tmp & K1) << 4),
-                (a1 & K2) | (((tmp >> 2) & K1) << 4),
-                ((a0 >> 4) & K2) | (((tmp >> 4) & K1) << 4),
-                ((a1 >> 4) & K2) | (((tmp >> 6) & K1) << 4),
-            ];
-            for (g, s) in sc.iter_mut().enumerate() {
-                *s = i16::from(aux[g / 4].to_le_bytes()[g % 4] as i8) - 32;
-            }
+            *sc = q3k_scales(&b[96..108]);
             mn.fill(0);
             for h in 0..2 {
                 let q = &qs[h * 32..(h + 1) * 32];

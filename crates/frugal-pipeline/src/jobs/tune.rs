@@ -107,7 +107,7 @@ impl Tune {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum TuneOutcome {
-    LanguageModel(TuneReport),
+    LanguageModel(Box<TuneReport>),
     Classifier(ClassifierTuneReport),
 }
 
@@ -143,7 +143,7 @@ impl Job for Tune {
             Some(data) => self.classifier(data, progress).map(TuneOutcome::Classifier),
             None => self
                 .language_model(progress)
-                .map(TuneOutcome::LanguageModel),
+                .map(|r| TuneOutcome::LanguageModel(Box::new(r))),
         }
     }
 }
