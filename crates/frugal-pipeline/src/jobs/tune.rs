@@ -108,7 +108,7 @@ impl Tune {
 #[serde(untagged)]
 pub enum TuneOutcome {
     LanguageModel(Box<TuneReport>),
-    Classifier(ClassifierTuneReport),
+    Classifier(Box<ClassifierTuneReport>),
 }
 
 impl Job for Tune {
@@ -140,7 +140,7 @@ impl Job for Tune {
 
     fn run(&self, progress: Progress) -> Result<TuneOutcome, Error> {
         match self.data {
-            Some(data) => self.classifier(data, progress).map(TuneOutcome::Classifier),
+            Some(data) => self.classifier(data, progress).map(|r| TuneOutcome::Classifier(Box::new(r))),
             None => self
                 .language_model(progress)
                 .map(|r| TuneOutcome::LanguageModel(Box::new(r))),
