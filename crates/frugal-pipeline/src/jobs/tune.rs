@@ -140,7 +140,9 @@ impl Job for Tune {
 
     fn run(&self, progress: Progress) -> Result<TuneOutcome, Error> {
         match self.data {
-            Some(data) => self.classifier(data, progress).map(|r| TuneOutcome::Classifier(Box::new(r))),
+            Some(data) => self
+                .classifier(data, progress)
+                .map(|r| TuneOutcome::Classifier(Box::new(r))),
             None => self
                 .language_model(progress)
                 .map(|r| TuneOutcome::LanguageModel(Box::new(r))),
