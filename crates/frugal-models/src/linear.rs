@@ -753,12 +753,12 @@ pub fn matvec_seconds(
     let w: Vec<f32> = (0..n_out * n_in)
         .map(|_| rng.next_f64() as f32 - 0.5)
         .collect();
-    let bytes: std::borrow::Cow<'_, [u8]> = match (dtype, own) {
+    let bytes: Vec<u8> = match (dtype, own) {
         (Some(d), _) => {
             let w = Tensor::from_slice(&w, (n_out, n_in), &dev)?;
-            std::borrow::Cow::Owned(QTensor::quantize(&w, d)?.data()?.into_owned())
+            QTensor::quantize(&w, d)?.data()?.into_owned()
         }
-        (None, Some(b)) => std::borrow::Cow::Owned(crate::qmatmul::sample_blocks(b, &w, n_in)),
+        (None, Some(b)) => crate::qmatmul::sample_blocks(b, &w, n_in),
         (None, None) => unreachable!("returned above"),
     };
     // Bytes one copy keeps in memory as the model holds it.

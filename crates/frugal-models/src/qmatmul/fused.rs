@@ -407,14 +407,13 @@ unsafe fn block32<const T: usize>(
         t == ty as usize
     }
     let p = blk.as_ptr();
-    let q128 = |at: usize| p.add(at);
     if is(T, BlockType::Q8_0) {
         (load(p.add(2)), f16_at(t, blk, 0), 0.0)
     } else if is(T, BlockType::Q4_0) {
-        let w = _mm256_sub_epi8(nib(q128(2)), _mm256_set1_epi8(8));
+        let w = _mm256_sub_epi8(nib(p.add(2)), _mm256_set1_epi8(8));
         (w, f16_at(t, blk, 0), 0.0)
     } else if is(T, BlockType::Q4_1) {
-        (nib(q128(4)), f16_at(t, blk, 0), f16_at(t, blk, 2))
+        (nib(p.add(4)), f16_at(t, blk, 0), f16_at(t, blk, 2))
     } else if is(T, BlockType::Q5_0) || is(T, BlockType::Q5_1) {
         let one = is(T, BlockType::Q5_1);
         let at = if one { 4 } else { 2 };
@@ -433,7 +432,7 @@ unsafe fn block32<const T: usize>(
             _mm256_set1_epi64x(-1),
         );
         let w = _mm256_or_si256(
-            nib(q128(at + 4)),
+            nib(p.add(at + 4)),
             _mm256_and_si256(bit, _mm256_set1_epi8(0x10)),
         );
         if one {
@@ -447,13 +446,13 @@ unsafe fn block32<const T: usize>(
         }
     } else if is(T, BlockType::IQ4_NL) {
         (
-            _mm256_shuffle_epi8(table, nib(q128(2))),
+            _mm256_shuffle_epi8(table, nib(p.add(2))),
             f16_at(t, blk, 0),
             0.0,
         )
     } else if is(T, BlockType::IQ4_XS) {
         (
-            _mm256_shuffle_epi8(table, nib(q128(8 + 16 * s))),
+            _mm256_shuffle_epi8(table, nib(p.add(8 + 16 * s))),
             dl[s],
             0.0,
         )

@@ -348,8 +348,8 @@ pub fn matmul_with(
                 for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
                     for r in 0..m {
                         // SAFETY: the CPU has AVX2 and FMA (`kernel` is available and at least
-                        // AVX2's), and the input row has the weight row's
-                        // count of values (AVX-512 F, BW and VNNI come with the VNNI kernel).
+                        // AVX2's; AVX-512 F, BW, VL and VNNI come with the VNNI kernel), and the
+                        // input row has the weight row's count of values.
                         o[i * m + r] = unsafe {
                             fused::product(
                                 ty,
