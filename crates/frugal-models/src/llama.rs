@@ -1359,7 +1359,8 @@ impl Llama {
         let k = rope(&k)?;
         let v = heads(&b.v, 2, nkv)?;
         let (k, v, grown) = match keys {
-            Keys::Causal(_) => (k, v, None),
+            // The sequence's own keys and values are what a prefilled cache holds.
+            Keys::Causal(_) => (k.clone(), v.clone(), Some((k, v))),
             Keys::Cached { past, .. } => {
                 let grow = |old: &Option<Tensor>, new: Tensor| -> Result<Tensor> {
                     Ok(match old {
@@ -1500,6 +1501,38 @@ impl Llama {
         cache.pos += 1;
         Ok(logits)
     }
+
+    /// A prompt into an empty cache in one pass, as a serving runtime's prefill: every block
+    /// runs on the whole prompt under the causal mask (the products batched, reading each
+    /// weight once for all its tokens), the cache takes the prompt's keys and values, and the
+    /// logits `[n_vocab]` after the prompt's last token are returned. Then [`Llama::decode_step`]
+    /// goes on from there. Agrees with the token-by-token steps to the kernels' rounding
+    /// (tested); on an error the cache is left empty.
+    pub fn prefill(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let t = tokens.len();
+        if cache.pos != 0 || t == 0 || t > cache.capacity {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "a prefill takes 1 to {} tokens into an empty cache ({} tokens, {} cached)",
+                cache.capacity, t, cache.pos
+            ))));
+        }
+        let mut x = self.embed(tokens)?;
+        let ctx = self.attn_ctx(t)?;
+        let mut grown = Vec::with_capacity(self.blocks.len());
+        for i in 0..self.blocks.len() {
+            let out = self.block(i, &x, Pass::Fused, Keys::Causal(&ctx))?;
+            grown.push(out.grown.expect("a causal pass returns its keys"));
+            x = out.x;
+        }
+        let last = x.narrow(0, t - 1, 1)?;
+        let logits = self.logits_of(&self.final_norm(&last)?)?.flatten_all()?;
+        for (i, (k, v)) in grown.into_iter().enumerate() {
+            cache.k[i] = Some(k);
+            cache.v[i] = Some(v);
+        }
+        cache.pos = t;
+        Ok(logits)
+    }
 }
 
 /// The keys and values of the positions decoded so far (per block `[1, kv heads, positions,
@@ -1591,7 +1624,7 @@ impl Keys<'_> {
 }
 
 /// What a block pass returns: the new hidden states, the inputs its linear layers saw, and
-/// (cached pass) the keys and values grown by this position.
+/// the keys and values of the positions computed, the cache's before them included.
 struct BlockOut {
     x: Tensor,
     inputs: [Tensor; 4],

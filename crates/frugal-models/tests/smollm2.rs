@@ -140,6 +140,57 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
 }
 
 #[test]
+fn a_prefilled_cache_decodes_as_the_full_forward() {
+    let Some(f) = smollm2() else { return };
+    let tok = GgufTokenizer::from_gguf(&f).unwrap();
+    let dev = Device::Cpu;
+    let ids = tok
+        .encode(
+            "The capital of France is Paris. The capital of Germany is",
+            true,
+        )
+        .unwrap();
+    let half = ids.len() / 2;
+    assert!(half >= 4, "a prompt of several tokens: {}", ids.len());
+    for opts in [LoadOptions::EXACT, LoadOptions::KERNELS] {
+        let model = Llama::load(&f, opts, &dev).unwrap();
+        let full: Vec<Vec<f32>> = model.forward(&ids).unwrap().to_vec2().unwrap();
+        let mut cache = model.kv_cache(ids.len()).unwrap();
+        // Refused before any work, the cache left empty: no tokens, more than it holds.
+        assert!(model.prefill(&[], &mut cache).is_err());
+        let long = vec![ids[0]; ids.len() + 1];
+        assert!(model.prefill(&long, &mut cache).is_err());
+        assert!(cache.is_empty());
+        let mut got = vec![model.prefill(&ids[..half], &mut cache).unwrap()];
+        assert_eq!(cache.len(), half);
+        // A second prefill into a cache that holds positions: refused.
+        assert!(model.prefill(&ids[..1], &mut cache).is_err());
+        for &id in &ids[half..] {
+            got.push(model.decode_step(id, &mut cache).unwrap());
+        }
+        // As in `cached_decoding_matches_the_full_forward_at_every_position`: exact weights
+        // agree to float noise; stored weights to the 8-bit rounding of each layer's input,
+        // whose flips a cache bug (a wrong position, a stale or missing key) would dwarf.
+        for (p, logits) in (half - 1..).zip(&got) {
+            let step: Vec<f32> = logits.to_vec1().unwrap();
+            if opts.dequantize {
+                let worst = step
+                    .iter()
+                    .zip(&full[p])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 2e-3, "position {p}: max |Δlogit| {worst}");
+            } else {
+                let kl = kl_divergence(&full[p], &step);
+                assert!(kl < 2e-2, "position {p}: KL {kl}");
+            }
+            assert_eq!(top1(&step), top1(&full[p]), "{opts:?} position {p}");
+        }
+        assert_eq!(cache.len(), ids.len());
+    }
+}
+
+#[test]
 fn linear_seam_records_every_layer() {
     let Some(f) = smollm2() else { return };
     let dev = Device::Cpu;

@@ -5,11 +5,11 @@
 //!   (batch 1, the hand-written forward pass, weights decoded once); the unit is an image.
 //! - Encoder (a sentence-transformers folder): N Brown sentences, one query each; the unit is a
 //!   sentence.
-//! - Language model (GGUF): N prompts of 32 tokens of Brown text, each fed through a key/value
-//!   cache one token at a time and followed by M greedily generated tokens, as a serving
-//!   runtime decodes; the unit is a generated token (the prompt's cost included). The weights
-//!   are multiplied as stored — quantized tensors through candle's quantized kernels — unless
-//!   [`Weights::Decoded`] asks for f32.
+//! - Language model (GGUF): N prompts of 32 tokens of Brown text, each prefilled into a
+//!   key/value cache in one batched pass and followed by M greedily generated tokens, one pass
+//!   each, as a serving runtime does; the unit is a generated token (the prompt's cost
+//!   included). The weights are multiplied as stored — quantized tensors through the kernels
+//!   the type table picks (Frugal's or candle's) — unless [`Weights::Decoded`] asks for f32.
 //!
 //! Each of `repeats` runs is metered on its own (a [`frugal_energy::Session`]) after `warmup`
 //! unmetered queries; J per unit and Wh per 1,000 queries are reported as the mean over the
@@ -422,17 +422,14 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
             (
                 "language-model",
                 format!(
-                    "a 32-token Brown prompt and {m} generated tokens (key/value cache, {weights})"
+                    "a 32-token Brown prompt (prefilled) and {m} generated tokens (key/value cache, {weights})"
                 ),
                 "token",
                 m,
                 Box::new(move |i| {
                     let prompt = &prompts[i % prompts.len()];
                     let mut cache = model.kv_cache(prompt.len() + m).map_err(me)?;
-                    let mut logits = None;
-                    for &id in prompt {
-                        logits = Some(model.decode_step(id, &mut cache).map_err(me)?);
-                    }
+                    let mut logits = Some(model.prefill(prompt, &mut cache).map_err(me)?);
                     for k in 0..m {
                         let l: Vec<f32> = logits
                             .take()

@@ -335,9 +335,14 @@ pub fn matmul_with(
         .for_each_init(<(Prepared, Panels)>::default, |(p, pn), (o, rows)| {
             #[cfg(target_arch = "x86_64")]
             if panels {
-                p.fill(ty, rows, n_in);
                 let n = rows.len() / row_bytes;
-                pn.fill(ty, p, n, n_in);
+                if ty.is_k() {
+                    p.fill(ty, rows, n_in);
+                    pn.fill(ty, p, n, n_in);
+                } else {
+                    // SAFETY: the VNNI kernel comes with AVX-512 F and BW; a block of 32.
+                    unsafe { panel::avx512::pack_blocks32(ty, rows, n, n_in, pn) };
+                }
                 // SAFETY: `kernel` is VNNI and available (asserted above); `pn` holds `n` rows
                 // of `n_in` values, `acts` `m` rows of `n_in` values.
                 unsafe { panel_chunk(ty, pn, n, n_in, &acts, m, o) };
@@ -590,6 +595,37 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The blocks of 32 packed into panels straight from the stored blocks are the panels
+    /// packed from the unpacked rows, byte for byte and scale for scale — into fresh panels
+    /// and into panels a larger weight filled before (the padding rows zeroed again).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn panels_packed_from_the_blocks_are_the_unpacked_rows_panels() {
+        if !Kernel::Vnni.available() {
+            return;
+        }
+        let n_in = 512;
+        let w = values(5, 48 * n_in, true);
+        for &ty in BlockType::ALL.iter().filter(|t| !t.is_k()) {
+            let bytes = sample_blocks(ty, &w, n_in);
+            let row_bytes = bytes.len() / 48;
+            let mut used = Panels::default();
+            for n in [48, 37, 16, 5] {
+                let rows = &bytes[..n * row_bytes];
+                let mut p = Prepared::default();
+                p.fill(ty, rows, n_in);
+                let mut want = Panels::default();
+                want.fill(ty, &p, n, n_in);
+                // SAFETY: AVX-512 F and BW come with VNNI; a block of 32.
+                unsafe { panel::avx512::pack_blocks32(ty, rows, n, n_in, &mut used) };
+                assert_eq!(used.q, want.q, "{ty:?}, {n} rows: codes");
+                assert_eq!(used.d, want.d, "{ty:?}, {n} rows: d");
+                assert_eq!(used.m, want.m, "{ty:?}, {n} rows: m");
+                assert!(want.q.len() == n.div_ceil(PANEL) * PANEL * n_in);
             }
         }
     }

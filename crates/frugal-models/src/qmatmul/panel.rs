@@ -36,33 +36,50 @@ pub struct Panels {
     pub corr: Vec<i16>,
 }
 
-fn reset<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
-    v.clear();
+/// `v` at `n` entries whose last `pad` are zero (the rest are about to be written).
+fn size<T: Copy + Default>(v: &mut Vec<T>, n: usize, pad: usize) {
     v.resize(n, T::default());
+    v[n - pad.min(n)..].fill(T::default());
 }
 
 impl Panels {
-    /// Packs the first `rows` rows of `p` (`n_in` values each, of type `ty`).
-    pub fn fill(&mut self, ty: BlockType, p: &Prepared, rows: usize, n_in: usize) {
+    /// Sized for `rows` rows of `n_in` values of `ty`, the last panel's padding rows zero
+    /// (every live row's entries are left for the caller to write).
+    pub(super) fn shape(&mut self, ty: BlockType, rows: usize, n_in: usize) {
         let np = rows.div_ceil(PANEL);
         let nb = n_in / ty.scale_block();
         let ng = if ty.is_k() { n_in / 16 } else { 0 };
-        reset(&mut self.q, np * PANEL * n_in);
-        reset(&mut self.d, np * nb * PANEL);
-        reset(&mut self.m, np * nb * PANEL);
-        reset(&mut self.sc, np * ng * PANEL);
-        reset(&mut self.corr, np * ng * PANEL);
+        // The padded last panel is zeroed whole (its live rows are written after).
+        let last = if rows % PANEL == 0 { 0 } else { 1 };
+        size(&mut self.q, np * PANEL * n_in, last * PANEL * n_in);
+        size(&mut self.d, np * nb * PANEL, last * nb * PANEL);
+        size(&mut self.m, np * nb * PANEL, last * nb * PANEL);
+        size(&mut self.sc, np * ng * PANEL, last * ng * PANEL);
+        size(&mut self.corr, np * ng * PANEL, last * ng * PANEL);
+    }
+
+    /// Packs the first `rows` rows of `p` (`n_in` values each, of type `ty`).
+    pub fn fill(&mut self, ty: BlockType, p: &Prepared, rows: usize, n_in: usize) {
+        let nb = n_in / ty.scale_block();
+        let ng = if ty.is_k() { n_in / 16 } else { 0 };
+        self.shape(ty, rows, n_in);
         let flip = if ty.is_signed() { 0x80 } else { 0 };
         let corr = if ty.zero_point() != 0 { &p.zsc } else { &p.mn };
-        for r in 0..rows {
-            let (pi, l) = (r / PANEL, r % PANEL);
-            let q = &mut self.q[pi * PANEL * n_in..(pi + 1) * PANEL * n_in];
-            for (s, c) in p.w[r * n_in..(r + 1) * n_in].chunks_exact(4).enumerate() {
-                let at = (s * PANEL + l) * 4;
-                for t in 0..4 {
-                    q[at + t] = c[t] ^ flip;
+        // Four codes at a time as one 32-bit word: a panel's sixteen rows side by side.
+        let flip4 = u32::from_ne_bytes([flip; 4]);
+        for (pi, q) in self.q.chunks_exact_mut(PANEL * n_in).enumerate() {
+            let live = (rows - pi * PANEL).min(PANEL);
+            let src = &p.w[pi * PANEL * n_in..(pi * PANEL + live) * n_in];
+            for (s, out) in q.chunks_exact_mut(PANEL * 4).enumerate() {
+                for (l, o) in out.chunks_exact_mut(4).take(live).enumerate() {
+                    let at = l * n_in + s * 4;
+                    let c = u32::from_ne_bytes(src[at..at + 4].try_into().expect("four codes"));
+                    o.copy_from_slice(&(c ^ flip4).to_ne_bytes());
                 }
             }
+        }
+        for r in 0..rows {
+            let (pi, l) = (r / PANEL, r % PANEL);
             for b in 0..nb {
                 self.d[(pi * nb + b) * PANEL + l] = p.d[r * nb + b];
                 self.m[(pi * nb + b) * PANEL + l] = p.m[r * nb + b];
@@ -78,8 +95,153 @@ impl Panels {
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
-    use super::{ActRow, Panels, PANEL};
+    use super::{ActRow, BlockType, Panels, PANEL};
     use std::arch::x86_64::*;
+
+    /// Packs `n` rows of a blocks-of-32 type (`rows`: whole blocks of `ty`, IQ4_XS whole
+    /// super-blocks; `n_in` values a row) into `pn` straight from the stored blocks: the bytes
+    /// and scales [`Panels::fill`] packs from [`super::Prepared`]'s unpacked copy (tested).
+    /// Sixteen rows at a time: one gather takes the same four stored bytes of a block from
+    /// each row of the panel — for the 4-bit types the low nibbles are four codes of one
+    /// group and the high nibbles four of the group sixteen values on, each a panel row's
+    /// four bytes already in place — and each block's `d` (and `m`) are gathered and widened
+    /// from f16 sixteen at a time. No unpacked copy of the rows is written, and no code
+    /// moves on its own: unpacking a row and repacking it byte by byte cost more than the
+    /// prompt's products (BENCHMARKS.md, "Prefilling a prompt").
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW; `ty` is one of the blocks-of-32 types.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn pack_blocks32(
+        ty: BlockType,
+        rows: &[u8],
+        n: usize,
+        n_in: usize,
+        pn: &mut Panels,
+    ) {
+        let bb = ty.block_bytes();
+        let row_bytes = n_in / ty.block_values() * bb;
+        assert!(!ty.is_k() && n_in.is_multiple_of(ty.block_values()));
+        assert!(rows.len() == n * row_bytes && row_bytes * PANEL < i32::MAX as usize);
+        pn.shape(ty, n, n_in);
+        let nb = n_in / 32;
+        assert!(pn.q.len() >= n.div_ceil(PANEL) * PANEL * n_in);
+        assert!(pn.d.len() >= n.div_ceil(PANEL) * nb * PANEL && pn.m.len() == pn.d.len());
+        let lanes = _mm512_mullo_epi32(
+            _mm512_set1_epi32(row_bytes as i32),
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        let m4 = _mm512_set1_epi8(0x0F);
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(
+            crate::iq::KVALUES_IQ4NL.as_ptr() as *const __m128i
+        ));
+        let flip = _mm512_set1_epi8(0x80u8 as i8);
+        for pi in 0..n.div_ceil(PANEL) {
+            let live = (n - pi * PANEL).min(PANEL);
+            let k: __mmask16 = (((1u32 << live) - 1) & 0xFFFF) as u16;
+            let base = rows.as_ptr().add(pi * PANEL * row_bytes);
+            // The dword at byte `off` of each live row of the panel (0 in the padding rows;
+            // the masked lanes read nothing).
+            let gather = |off: usize| -> __m512i {
+                let idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(off as i32));
+                _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), k, idx, base as _)
+            };
+            let q = pn.q.as_mut_ptr().add(pi * PANEL * n_in);
+            let put = |g: usize, v: __m512i| {
+                _mm512_storeu_si512(q.add(64 * g) as *mut _, _mm512_maskz_mov_epi32(k, v));
+            };
+            let f16s = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+            let (d, m) = (
+                pn.d.as_mut_ptr().add(pi * nb * PANEL),
+                pn.m.as_mut_ptr().add(pi * nb * PANEL),
+            );
+            for b in 0..nb {
+                // The block's bytes: its scales' dword, the fifth bits' (Q5), the codes'.
+                let (at, qh_at, qs_at) = match ty {
+                    BlockType::Q4_0 | BlockType::IQ4_NL => (b * bb, 0, b * bb + 2),
+                    BlockType::Q4_1 => (b * bb, 0, b * bb + 4),
+                    BlockType::Q5_0 => (b * bb, b * bb + 2, b * bb + 6),
+                    BlockType::Q5_1 => (b * bb, b * bb + 4, b * bb + 8),
+                    BlockType::Q8_0 => (b * bb, 0, b * bb + 2),
+                    BlockType::IQ4_XS => ((b / 8) * bb, 0, (b / 8) * bb + 8 + 16 * (b % 8)),
+                    _ => unreachable!("{ty:?} is not a block of 32"),
+                };
+                let sd = gather(at);
+                let (dv, mv) = match ty {
+                    BlockType::Q4_1 | BlockType::Q5_1 => {
+                        (f16s(sd), f16s(_mm512_srli_epi32(sd, 16)))
+                    }
+                    BlockType::IQ4_XS => {
+                        // ggml's `dl = d · (ls − 32)`, ls from 4 low and 2 high bits.
+                        let s = (b % 8) as u32;
+                        let lo = _mm512_and_si512(
+                            _mm512_srl_epi32(gather(at + 4), _mm_cvtsi32_si128(4 * s as i32)),
+                            _mm512_set1_epi32(0xF),
+                        );
+                        let hi = _mm512_and_si512(
+                            _mm512_srl_epi32(sd, _mm_cvtsi32_si128(16 + 2 * s as i32)),
+                            _mm512_set1_epi32(3),
+                        );
+                        let ls = _mm512_sub_epi32(
+                            _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
+                            _mm512_set1_epi32(32),
+                        );
+                        (_mm512_mul_ps(f16s(sd), _mm512_cvtepi32_ps(ls)), _mm512_setzero_ps())
+                    }
+                    _ => (f16s(sd), _mm512_setzero_ps()),
+                };
+                _mm512_storeu_ps(d.add(b * PANEL), dv);
+                _mm512_storeu_ps(m.add(b * PANEL), mv);
+                if ty == BlockType::Q8_0 {
+                    for s in 0..8 {
+                        put(8 * b + s, _mm512_xor_si512(gather(qs_at + 4 * s), flip));
+                    }
+                    continue;
+                }
+                let qh = if qh_at > 0 {
+                    gather(qh_at)
+                } else {
+                    _mm512_setzero_si512()
+                };
+                for s in 0..4 {
+                    let v = gather(qs_at + 4 * s);
+                    let halves = [
+                        (_mm512_and_si512(v, m4), 4 * s),
+                        (_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), 16 + 4 * s),
+                    ];
+                    for (j, (nib, bit)) in halves.into_iter().enumerate() {
+                        let code = match ty {
+                            BlockType::Q4_0 => _mm512_add_epi8(nib, _mm512_set1_epi8(120)),
+                            BlockType::Q4_1 => nib,
+                            BlockType::IQ4_NL | BlockType::IQ4_XS => {
+                                _mm512_xor_si512(_mm512_shuffle_epi8(table, nib), flip)
+                            }
+                            _ => {
+                                // Q5: bits `bit..bit + 4` of qh, each to 0x10 of its byte
+                                // (bit t to bit 8t by one multiply, no carries).
+                                let four = _mm512_and_si512(
+                                    _mm512_srl_epi32(qh, _mm_cvtsi32_si128(bit as i32)),
+                                    _mm512_set1_epi32(0xF),
+                                );
+                                let spread = _mm512_and_si512(
+                                    _mm512_mullo_epi32(four, _mm512_set1_epi32(0x0020_4081)),
+                                    _mm512_set1_epi32(0x0101_0101),
+                                );
+                                let w = _mm512_or_si512(nib, _mm512_slli_epi32(spread, 4));
+                                if ty == BlockType::Q5_0 {
+                                    // −16 as the signed code, +128 as the panel's byte.
+                                    _mm512_add_epi8(w, _mm512_set1_epi8(112))
+                                } else {
+                                    w
+                                }
+                            }
+                        };
+                        put(8 * b + s + 4 * j, code);
+                    }
+                }
+            }
+        }
+    }
 
     #[inline(always)]
     unsafe fn four(x: &ActRow<'_>, at: usize) -> __m512i {
