@@ -336,12 +336,13 @@ pub fn matmul_with(
             #[cfg(target_arch = "x86_64")]
             if panels {
                 let n = rows.len() / row_bytes;
-                if ty.is_k() {
-                    p.fill(ty, rows, n_in);
-                    pn.fill(ty, p, n, n_in);
-                } else {
-                    // SAFETY: the VNNI kernel comes with AVX-512 F and BW; a block of 32.
-                    unsafe { panel::avx512::pack_blocks32(ty, rows, n, n_in, pn) };
+                // SAFETY: the VNNI kernel comes with AVX-512 F and BW.
+                unsafe {
+                    if ty.is_k() {
+                        panel::avx512::pack_k(ty, rows, n, n_in, pn);
+                    } else {
+                        panel::avx512::pack_blocks32(ty, rows, n, n_in, pn);
+                    }
                 }
                 // SAFETY: `kernel` is VNNI and available (asserted above); `pn` holds `n` rows
                 // of `n_in` values, `acts` `m` rows of `n_in` values.
@@ -599,9 +600,9 @@ mod tests {
         }
     }
 
-    /// The blocks of 32 packed into panels straight from the stored blocks are the panels
-    /// packed from the unpacked rows, byte for byte and scale for scale — into fresh panels
-    /// and into panels a larger weight filled before (the padding rows zeroed again).
+    /// Every type packed into panels straight from the stored blocks gives the panels packed
+    /// from the unpacked rows, byte for byte and scale for scale — into fresh panels and into
+    /// panels a larger weight filled before (the padding rows zeroed again).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn panels_packed_from_the_blocks_are_the_unpacked_rows_panels() {
@@ -610,7 +611,7 @@ mod tests {
         }
         let n_in = 512;
         let w = values(5, 48 * n_in, true);
-        for &ty in BlockType::ALL.iter().filter(|t| !t.is_k()) {
+        for &ty in BlockType::ALL {
             let bytes = sample_blocks(ty, &w, n_in);
             let row_bytes = bytes.len() / 48;
             let mut used = Panels::default();
@@ -620,11 +621,19 @@ mod tests {
                 p.fill(ty, rows, n_in);
                 let mut want = Panels::default();
                 want.fill(ty, &p, n, n_in);
-                // SAFETY: AVX-512 F and BW come with VNNI; a block of 32.
-                unsafe { panel::avx512::pack_blocks32(ty, rows, n, n_in, &mut used) };
+                // SAFETY: AVX-512 F and BW come with VNNI.
+                unsafe {
+                    if ty.is_k() {
+                        panel::avx512::pack_k(ty, rows, n, n_in, &mut used);
+                    } else {
+                        panel::avx512::pack_blocks32(ty, rows, n, n_in, &mut used);
+                    }
+                }
                 assert_eq!(used.q, want.q, "{ty:?}, {n} rows: codes");
                 assert_eq!(used.d, want.d, "{ty:?}, {n} rows: d");
                 assert_eq!(used.m, want.m, "{ty:?}, {n} rows: m");
+                assert_eq!(used.sc, want.sc, "{ty:?}, {n} rows: sc");
+                assert_eq!(used.corr, want.corr, "{ty:?}, {n} rows: corrections");
                 assert!(want.q.len() == n.div_ceil(PANEL) * PANEL * n_in);
             }
         }

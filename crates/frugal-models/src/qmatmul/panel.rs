@@ -4,7 +4,9 @@
 //! register and every block's scales are vectors over the panel's rows — no per-block scalar
 //! work per output, which is what bounds [`super::dot::avx512`]'s one-row-at-a-time products.
 //!
-//! The packing is [`Panels::fill`] from the unpacked rows ([`Prepared`]): codes as unsigned
+//! The packing is [`avx512::pack_blocks32`] and [`avx512::pack_k`] from the stored blocks
+//! (gathers of sixteen rows at a time), equal to [`Panels::fill`] from the unpacked rows
+//! ([`Prepared`]), the plain form: codes as unsigned
 //! bytes (the signed types' offset by 128, the offset taken out again through the activation's
 //! block sums), `[panel][n_in / 4][16 rows][4 codes]`; per block and row `d` and `m`; for the
 //! k-quants per group of 16 the integer scale (32-bit) and the one correction the type has —
@@ -58,7 +60,9 @@ impl Panels {
         size(&mut self.corr, np * ng * PANEL, last * ng * PANEL);
     }
 
-    /// Packs the first `rows` rows of `p` (`n_in` values each, of type `ty`).
+    /// Packs the first `rows` rows of `p` (`n_in` values each, of type `ty`): the plain
+    /// packing from unpacked rows, which [`avx512::pack_blocks32`] and [`avx512::pack_k`]
+    /// (the products' own, straight from the stored blocks) are tested against.
     pub fn fill(&mut self, ty: BlockType, p: &Prepared, rows: usize, n_in: usize) {
         let nb = n_in / ty.scale_block();
         let ng = if ty.is_k() { n_in / 16 } else { 0 };
@@ -237,6 +241,142 @@ pub mod avx512 {
                             }
                         };
                         put(8 * b + s + 4 * j, code);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`pack_blocks32`] for the k-quants: each super-block's 64 groups of four codes
+    /// gathered from sixteen rows at once (a 4-bit type's dword holds two groups, a 2-bit
+    /// type's four; Q5_K's, Q6_K's and Q3_K's high bits gathered beside them), the scales
+    /// unpacked row by row ([`super::super::prepare::k_scales`], once per 256 values).
+    /// The bytes and scales of [`Panels::fill`] (tested).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW; `ty` is a k-quant.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn pack_k(ty: BlockType, rows: &[u8], n: usize, n_in: usize, pn: &mut Panels) {
+        let bb = ty.block_bytes();
+        let nb = n_in / 256;
+        let ng = n_in / 16;
+        let row_bytes = nb * bb;
+        assert!(ty.is_k() && n_in.is_multiple_of(256));
+        assert!(rows.len() == n * row_bytes && row_bytes * PANEL < i32::MAX as usize);
+        pn.shape(ty, n, n_in);
+        let np = n.div_ceil(PANEL);
+        assert!(pn.q.len() >= np * PANEL * n_in && pn.d.len() >= np * nb * PANEL);
+        assert!(pn.sc.len() >= np * ng * PANEL && pn.corr.len() >= np * ng * PANEL);
+        let lanes = _mm512_mullo_epi32(
+            _mm512_set1_epi32(row_bytes as i32),
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        let (m4, ones, threes) = (
+            _mm512_set1_epi8(0x0F),
+            _mm512_set1_epi8(1),
+            _mm512_set1_epi8(3),
+        );
+        // Bits `sh..` of every byte, masked (shifts of 32-bit lanes, then the byte mask).
+        let bits = |v: __m512i, sh: u32, mask: __m512i| -> __m512i {
+            _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(sh as i32)), mask)
+        };
+        let t = super::super::prepare::f16_table();
+        let z = ty.zero_point();
+        for pi in 0..np {
+            let live = (n - pi * PANEL).min(PANEL);
+            let k: __mmask16 = (((1u32 << live) - 1) & 0xFFFF) as u16;
+            let base = rows.as_ptr().add(pi * PANEL * row_bytes);
+            let q = pn.q.as_mut_ptr().add(pi * PANEL * n_in);
+            for b in 0..nb {
+                let gather = |off: usize| -> __m512i {
+                    let idx = _mm512_add_epi32(lanes, _mm512_set1_epi32((b * bb + off) as i32));
+                    _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), k, idx, base as _)
+                };
+                let put = |g: usize, v: __m512i| {
+                    let at = q.add(64 * (64 * b + g));
+                    _mm512_storeu_si512(at as *mut _, _mm512_maskz_mov_epi32(k, v));
+                };
+                match ty {
+                    BlockType::Q4_K | BlockType::Q5_K => {
+                        let five = ty == BlockType::Q5_K;
+                        let qs = if five { 48 } else { 16 };
+                        for s in 0..8 {
+                            let qh = if five {
+                                gather(16 + 4 * s)
+                            } else {
+                                _mm512_setzero_si512()
+                            };
+                            for c in 0..4 {
+                                let v = gather(qs + 32 * c + 4 * s);
+                                let mut lo = _mm512_and_si512(v, m4);
+                                let mut hi = bits(v, 4, m4);
+                                if five {
+                                    let c = c as u32;
+                                    lo = _mm512_or_si512(
+                                        lo,
+                                        _mm512_slli_epi32(bits(qh, 2 * c, ones), 4),
+                                    );
+                                    hi = _mm512_or_si512(
+                                        hi,
+                                        _mm512_slli_epi32(bits(qh, 2 * c + 1, ones), 4),
+                                    );
+                                }
+                                put(16 * c + s, lo);
+                                put(16 * c + 8 + s, hi);
+                            }
+                        }
+                    }
+                    BlockType::Q6_K => {
+                        for h in 0..2 {
+                            for s in 0..8 {
+                                let a = gather(64 * h + 4 * s);
+                                let c = gather(64 * h + 32 + 4 * s);
+                                let qh = gather(128 + 32 * h + 4 * s);
+                                let top = |sh: u32| _mm512_slli_epi32(bits(qh, sh, threes), 4);
+                                let g = 32 * h + s;
+                                put(g, _mm512_or_si512(_mm512_and_si512(a, m4), top(0)));
+                                put(g + 8, _mm512_or_si512(_mm512_and_si512(c, m4), top(2)));
+                                put(g + 16, _mm512_or_si512(bits(a, 4, m4), top(4)));
+                                put(g + 24, _mm512_or_si512(bits(c, 4, m4), top(6)));
+                            }
+                        }
+                    }
+                    BlockType::Q2_K | BlockType::Q3_K => {
+                        let three = ty == BlockType::Q3_K;
+                        let qs = if three { 32 } else { 16 };
+                        for s in 0..8 {
+                            let hm = if three {
+                                gather(4 * s)
+                            } else {
+                                _mm512_setzero_si512()
+                            };
+                            for h in 0..2 {
+                                let v = gather(qs + 32 * h + 4 * s);
+                                for j in 0..4 {
+                                    let mut code = bits(v, 2 * j as u32, threes);
+                                    if three {
+                                        let hb = bits(hm, (4 * h + j) as u32, ones);
+                                        code = _mm512_or_si512(code, _mm512_slli_epi32(hb, 2));
+                                    }
+                                    put(32 * h + 8 * j + s, code);
+                                }
+                            }
+                        }
+                    }
+                    _ => unreachable!("{ty:?} is not a k-quant"),
+                }
+                // The scales, row by row.
+                for l in 0..live {
+                    let blk = &rows[(pi * PANEL + l) * row_bytes + b * bb..][..bb];
+                    let (mut sc, mut mn) = ([0i16; 16], [0i16; 16]);
+                    let (d, dmin) = super::super::prepare::k_scales(ty, t, blk, &mut sc, &mut mn);
+                    pn.d[(pi * nb + b) * PANEL + l] = d;
+                    pn.m[(pi * nb + b) * PANEL + l] = dmin;
+                    for g in 0..16 {
+                        let gg = 16 * b + g;
+                        pn.sc[(pi * ng + gg) * PANEL + l] = i32::from(sc[g]);
+                        let corr = if z != 0 { z * sc[g] } else { mn[g] };
+                        pn.corr[((pi * ng / 2 + gg / 2) * PANEL + l) * 2 + gg % 2] = corr;
                     }
                 }
             }

@@ -267,6 +267,48 @@ pub(super) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
 /// One k-quant super-block of 256 values: codes (unsigned), per-16 scales and minima, and
 /// `(d, dmin)`; the zero point is [`BlockType::zero_point`].
 #[inline(always)]
+/// A k-quant super-block's scales: `d`, `dmin` (0 where the type has none), and per group of
+/// 16 the integer scale `sc` and minimum `mn` (0 where the type has a zero point instead).
+pub(super) fn k_scales(
+    ty: BlockType,
+    t: &[f32],
+    b: &[u8],
+    sc: &mut [i16; 16],
+    mn: &mut [i16; 16],
+) -> (f32, f32) {
+    match ty {
+        BlockType::Q4_K | BlockType::Q5_K => {
+            let scales = &b[4..16];
+            for j in 0..8 {
+                let (s, m) = scale_min_k4(j, scales);
+                sc[2 * j..2 * j + 2].fill(i16::from(s));
+                mn[2 * j..2 * j + 2].fill(i16::from(m));
+            }
+            (f16_at(t, b, 0), f16_at(t, b, 2))
+        }
+        BlockType::Q6_K => {
+            for (s, &v) in sc.iter_mut().zip(&b[192..208]) {
+                *s = i16::from(v as i8);
+            }
+            mn.fill(0);
+            (f16_at(t, b, 208), 0.0)
+        }
+        BlockType::Q2_K => {
+            for ((s, m), &v) in sc.iter_mut().zip(mn.iter_mut()).zip(&b[0..16]) {
+                *s = i16::from(v & 0x0F);
+                *m = i16::from(v >> 4);
+            }
+            (f16_at(t, b, 80), f16_at(t, b, 82))
+        }
+        BlockType::Q3_K => {
+            *sc = q3k_scales(&b[96..108]);
+            mn.fill(0);
+            (f16_at(t, b, 108), 0.0)
+        }
+        _ => unreachable!("{ty:?} is a legacy type"),
+    }
+}
+
 fn kquant(
     ty: BlockType,
     t: &[f32],
@@ -275,15 +317,9 @@ fn kquant(
     sc: &mut [i16; 16],
     mn: &mut [i16; 16],
 ) -> (f32, f32) {
+    let (d, dmin) = k_scales(ty, t, b, sc, mn);
     match ty {
         BlockType::Q4_K | BlockType::Q5_K => {
-            let (d, dmin) = (f16_at(t, b, 0), f16_at(t, b, 2));
-            let scales = &b[4..16];
-            for j in 0..8 {
-                let (s, m) = scale_min_k4(j, scales);
-                sc[2 * j..2 * j + 2].fill(i16::from(s));
-                mn[2 * j..2 * j + 2].fill(i16::from(m));
-            }
             let ql = if ty == BlockType::Q5_K {
                 &b[48..176]
             } else {
@@ -303,15 +339,9 @@ fn kquant(
                     }
                 }
             }
-            (d, dmin)
         }
         BlockType::Q6_K => {
-            let (ql, qh, scales) = (&b[0..128], &b[128..192], &b[192..208]);
-            let d = f16_at(t, b, 208);
-            for (s, &v) in sc.iter_mut().zip(scales) {
-                *s = i16::from(v as i8);
-            }
-            mn.fill(0);
+            let (ql, qh) = (&b[0..128], &b[128..192]);
             for h in 0..2 {
                 let ql: &[u8; 64] = arr(&ql[h * 64..(h + 1) * 64]);
                 let qh: &[u8; 32] = arr(&qh[h * 32..(h + 1) * 32]);
@@ -329,15 +359,9 @@ fn kquant(
                     y[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
                 }
             }
-            (d, 0.0)
         }
         BlockType::Q2_K => {
-            let (scales, qs) = (&b[0..16], &b[16..80]);
-            let (d, dmin) = (f16_at(t, b, 80), f16_at(t, b, 82));
-            for ((s, m), &v) in sc.iter_mut().zip(mn.iter_mut()).zip(scales) {
-                *s = i16::from(v & 0x0F);
-                *m = i16::from(v >> 4);
-            }
+            let qs = &b[16..80];
             for h in 0..2 {
                 let q = &qs[h * 32..(h + 1) * 32];
                 for j in 0..4 {
@@ -349,13 +373,9 @@ fn kquant(
                     }
                 }
             }
-            (d, dmin)
         }
         BlockType::Q3_K => {
             let (hm, qs) = (&b[0..32], &b[32..96]);
-            let d = f16_at(t, b, 108);
-            *sc = q3k_scales(&b[96..108]);
-            mn.fill(0);
             for h in 0..2 {
                 let q = &qs[h * 32..(h + 1) * 32];
                 for j in 0..4 {
@@ -368,10 +388,10 @@ fn kquant(
                     }
                 }
             }
-            (d, 0.0)
         }
         _ => unreachable!("{ty:?} is a legacy type"),
     }
+    (d, dmin)
 }
 
 #[cfg(test)]
