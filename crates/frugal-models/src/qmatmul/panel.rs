@@ -249,8 +249,9 @@ pub mod avx512 {
 
     /// [`pack_blocks32`] for the k-quants: each super-block's 64 groups of four codes
     /// gathered from sixteen rows at once (a 4-bit type's dword holds two groups, a 2-bit
-    /// type's four; Q5_K's, Q6_K's and Q3_K's high bits gathered beside them), the scales
-    /// unpacked row by row ([`super::super::prepare::k_scales`], once per 256 values).
+    /// type's four; Q5_K's, Q6_K's and Q3_K's high bits gathered beside them); Q4_K's, Q5_K's
+    /// and Q6_K's scales gathered and unpacked sixteen rows at a time too, Q2_K's and Q3_K's
+    /// row by row ([`super::super::prepare::k_scales`], once per 256 values).
     /// The bytes and scales of [`Panels::fill`] (tested).
     ///
     /// # Safety
@@ -365,7 +366,72 @@ pub mod avx512 {
                     }
                     _ => unreachable!("{ty:?} is not a k-quant"),
                 }
-                // The scales, row by row.
+                let (scp, corrp) = (pn.sc.as_mut_ptr(), pn.corr.as_mut_ptr());
+                let sc_at = |g: usize| scp.add((pi * ng + 16 * b + g) * PANEL);
+                let corr_at = |j: usize| corrp.add((pi * ng / 2 + 8 * b + j) * PANEL * 2);
+                let put_i32 = |at: *mut i32, v: __m512i| _mm512_storeu_si512(at as *mut _, v);
+                let put_pair = |at: *mut i16, v: __m512i| _mm512_storeu_si512(at as *mut _, v);
+                let dm = pn.d.as_mut_ptr().add((pi * nb + b) * PANEL);
+                let mm = pn.m.as_mut_ptr().add((pi * nb + b) * PANEL);
+                let f16s = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+                let byte = |v: __m512i, i: usize| bits(v, 8 * i as u32, _mm512_set1_epi32(0xFF));
+                match ty {
+                    BlockType::Q4_K | BlockType::Q5_K => {
+                        // [`super::super::prepare::scale_min_k4`], four sub-blocks per dword.
+                        let sd = gather(0);
+                        _mm512_storeu_ps(dm, f16s(sd));
+                        _mm512_storeu_ps(mm, f16s(_mm512_srli_epi32(sd, 16)));
+                        let (a0, a1, a2) = (gather(4), gather(8), gather(12));
+                        let (m6, m2) = (_mm512_set1_epi8(0x3F), _mm512_set1_epi8(3));
+                        let top = |a: __m512i| _mm512_slli_epi32(bits(a, 6, m2), 4);
+                        let scs = [
+                            _mm512_and_si512(a0, m6),
+                            _mm512_or_si512(_mm512_and_si512(a2, m4), top(a0)),
+                        ];
+                        let mns = [
+                            _mm512_and_si512(a1, m6),
+                            _mm512_or_si512(bits(a2, 4, m4), top(a1)),
+                        ];
+                        for j in 0..8 {
+                            let (sc, mn) = (byte(scs[j / 4], j % 4), byte(mns[j / 4], j % 4));
+                            put_i32(sc_at(2 * j), sc);
+                            put_i32(sc_at(2 * j + 1), sc);
+                            put_pair(corr_at(j), _mm512_or_si512(mn, _mm512_slli_epi32(mn, 16)));
+                        }
+                        continue;
+                    }
+                    BlockType::Q6_K => {
+                        // `d` is the block's last two bytes (read as the high half of the
+                        // dword before them: nothing past the block is read).
+                        _mm512_storeu_ps(dm, f16s(_mm512_srli_epi32(gather(206), 16)));
+                        _mm512_storeu_ps(mm, _mm512_setzero_ps());
+                        for w in 0..4 {
+                            let v = gather(192 + 4 * w);
+                            // The four signed scales of the dword, and 32 × each (z · sc).
+                            let sc: [__m512i; 4] = std::array::from_fn(|t| {
+                                let up = _mm512_sll_epi32(v, _mm_cvtsi32_si128(24 - 8 * t as i32));
+                                _mm512_srai_epi32(up, 24)
+                            });
+                            for (t, v) in sc.iter().enumerate() {
+                                put_i32(sc_at(4 * w + t), *v);
+                            }
+                            for h in 0..2 {
+                                let (e, o) = (
+                                    _mm512_slli_epi32(sc[2 * h], 5),
+                                    _mm512_slli_epi32(sc[2 * h + 1], 5),
+                                );
+                                let pair = _mm512_or_si512(
+                                    _mm512_and_si512(e, _mm512_set1_epi32(0xFFFF)),
+                                    _mm512_slli_epi32(o, 16),
+                                );
+                                put_pair(corr_at(2 * w + h), pair);
+                            }
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                // Q2_K and Q3_K: the scales row by row.
                 for l in 0..live {
                     let blk = &rows[(pi * PANEL + l) * row_bytes + b * bb..][..bb];
                     let (mut sc, mut mn) = ([0i16; 16], [0i16; 16]);
