@@ -402,10 +402,16 @@ pub fn matmul_with(
     if m == 1 {
         return yt;
     }
+    // `[n_out][m]` to `[m][n_out]` in runs of 64 outputs: the run's columns stay in L1 while
+    // each input row's 64 values are written in order (a plain transpose wrote every value to
+    // another cache line: 6 % of a small model's prompt).
     let mut y = vec![0f32; m * n_out];
-    for (o, col) in yt.chunks_exact(m).enumerate() {
-        for (r, v) in col.iter().enumerate() {
-            y[r * n_out + o] = *v;
+    for o0 in (0..n_out).step_by(64) {
+        let run = &yt[o0 * m..(o0 + 64).min(n_out) * m];
+        for (r, out) in y.chunks_exact_mut(n_out).enumerate() {
+            for (v, col) in out[o0..].iter_mut().zip(run.chunks_exact(m)) {
+                *v = col[r];
+            }
         }
     }
     y
