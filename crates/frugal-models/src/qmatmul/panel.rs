@@ -407,7 +407,7 @@ pub mod avx512 {
                         _mm512_storeu_ps(mm, _mm512_setzero_ps());
                         for w in 0..4 {
                             let v = gather(192 + 4 * w);
-                            // The four signed scales of the dword, and 32 × each (z · sc).
+                            // The four signed scales of the dword, and z · sc of each.
                             let sc: [__m512i; 4] = std::array::from_fn(|t| {
                                 let up = _mm512_sll_epi32(v, _mm_cvtsi32_si128(24 - 8 * t as i32));
                                 _mm512_srai_epi32(up, 24)
@@ -416,9 +416,10 @@ pub mod avx512 {
                                 put_i32(sc_at(4 * w + t), *v);
                             }
                             for h in 0..2 {
+                                let zv = _mm512_set1_epi32(i32::from(z));
                                 let (e, o) = (
-                                    _mm512_slli_epi32(sc[2 * h], 5),
-                                    _mm512_slli_epi32(sc[2 * h + 1], 5),
+                                    _mm512_mullo_epi32(sc[2 * h], zv),
+                                    _mm512_mullo_epi32(sc[2 * h + 1], zv),
                                 );
                                 let pair = _mm512_or_si512(
                                     _mm512_and_si512(e, _mm512_set1_epi32(0xFFFF)),

@@ -264,11 +264,9 @@ pub(super) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
-/// One k-quant super-block of 256 values: codes (unsigned), per-16 scales and minima, and
-/// `(d, dmin)`; the zero point is [`BlockType::zero_point`].
-#[inline(always)]
 /// A k-quant super-block's scales: `d`, `dmin` (0 where the type has none), and per group of
 /// 16 the integer scale `sc` and minimum `mn` (0 where the type has a zero point instead).
+#[inline(always)]
 pub(super) fn k_scales(
     ty: BlockType,
     t: &[f32],
@@ -309,6 +307,9 @@ pub(super) fn k_scales(
     }
 }
 
+/// One k-quant super-block of 256 values: codes (unsigned), per-16 scales and minima, and
+/// `(d, dmin)`; the zero point is [`BlockType::zero_point`].
+#[inline(always)]
 fn kquant(
     ty: BlockType,
     t: &[f32],
