@@ -278,8 +278,16 @@ fn check(arch: &str) {
         // A prompt past the window prefilled in one pass, then stepped: the cache keeps every
         // position and each step's windowed layers see the last 128.
         let mut cache = m.kv_cache(ids.len()).unwrap();
-        let first: Vec<f32> = m.prefill(&ids[..140], &mut cache).unwrap().to_vec1().unwrap();
-        assert!(diff(&first, &full[139]) < 2e-2, "prefill: {}", diff(&first, &full[139]));
+        let first: Vec<f32> = m
+            .prefill(&ids[..140], &mut cache)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            diff(&first, &full[139]) < 2e-2,
+            "prefill: {}",
+            diff(&first, &full[139])
+        );
         for (p, &t) in ids.iter().enumerate().skip(140) {
             let step: Vec<f32> = m.decode_step(t, &mut cache).unwrap().to_vec1().unwrap();
             assert!(diff(&step, &full[p]) < 2e-2, "step {p} after a prefill");

@@ -323,6 +323,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 type Query<'a> = Box<dyn FnMut(usize) -> Result<(), Error> + 'a>;
 
+/// A workload: its kind, what a query is, the unit, units per query, and the query function.
+type Workload<'a> = (&'static str, String, &'static str, usize, Query<'a>);
+
 /// A language model's memory plan for the workload, printed and checked against the budget
 /// before anything is loaded: the weights it holds (none of the matrices as stored, every one
 /// decoded to F32 with `--decoded-weights`) and the decoding of a prompt and its tokens.
@@ -365,121 +368,119 @@ pub fn measure_model(job: &MeasureJob) -> Result<WorkloadReport, Error> {
     let me = frugal_eval::Error::from;
     let path = &job.model;
     // Each workload: its kind, what a query is, units per query, and the query function.
-    let detected = crate::kind::ModelKind::detect(path);
+    use crate::kind::ModelKind;
+    let detected = ModelKind::detect(path);
     let mut served = None;
-    let (kind, query, unit, per_query, mut run): (&str, String, &str, usize, Query) =
-        if detected == crate::kind::ModelKind::Encoder {
-            let model = frugal_models::bert::Bert::load(path, &dev).map_err(me)?;
-            let docs = frugal_formats::brown::read_brown_dir(&frugal_formats::assets::brown_dir())?;
-            let sents: Vec<String> =
-                frugal_eval::encoder::brown_sentences(&docs, job.queries.div_ceil(15) + 1, 8)
-                    .into_iter()
-                    .map(|s| s.text)
-                    .collect();
-            if sents.is_empty() {
-                return Err(bad("no Brown sentences".into()));
-            }
-            (
-                "encoder",
-                "one Brown sentence embedded".into(),
-                "sentence",
-                1,
-                Box::new(move |i| {
-                    model
-                        .embed(&[sents[i % sents.len()].as_str()], 1)
-                        .map_err(me)?;
-                    Ok(())
-                }),
-            )
-        } else if detected == crate::kind::ModelKind::LanguageModel {
-            let f = frugal_formats::gguf::GgufFile::open(path)?;
-            check_lm_memory(&f, job)?;
-            let load = match job.weights {
-                Weights::Stored => frugal_models::llama::LoadOptions::KERNELS,
-                Weights::Decoded => frugal_models::llama::LoadOptions::EXACT,
-            };
-            let model = frugal_models::llama::Llama::load(&f, load, &dev).map_err(me)?;
-            let tok = frugal_models::tokenizer::GgufTokenizer::from_gguf(&f).map_err(me)?;
-            let brown = frugal_formats::assets::brown_dir();
-            let ids = frugal_formats::brown::select_ids(&brown, "cj13-cj20")?;
-            let text = frugal_formats::brown::plain_text(&brown, &ids)?;
-            let all = tok.encode(&text, false).map_err(me)?;
-            let prompts: Vec<Vec<u32>> = all
-                .chunks_exact(PROMPT_TOKENS)
-                .take(64)
-                .map(|c| c.to_vec())
+    let (kind, query, unit, per_query, mut run): Workload = if detected == ModelKind::Encoder {
+        let model = frugal_models::bert::Bert::load(path, &dev).map_err(me)?;
+        let docs = frugal_formats::brown::read_brown_dir(&frugal_formats::assets::brown_dir())?;
+        let sents: Vec<String> =
+            frugal_eval::encoder::brown_sentences(&docs, job.queries.div_ceil(15) + 1, 8)
+                .into_iter()
+                .map(|s| s.text)
                 .collect();
-            if prompts.is_empty() || job.tokens == 0 {
-                return Err(bad(
-                    "language models need --tokens > 0 and Brown text".into()
-                ));
-            }
-            let m = job.tokens;
-            let weights = match job.weights {
-                Weights::Stored => "weights as stored",
-                Weights::Decoded => "weights decoded to f32",
-            };
-            (
-                "language-model",
-                format!(
-                    "a 32-token Brown prompt (prefilled) and {m} generated tokens (key/value cache, {weights})"
-                ),
-                "token",
-                m,
-                Box::new(move |i| {
-                    let prompt = &prompts[i % prompts.len()];
-                    let mut cache = model.kv_cache(prompt.len() + m).map_err(me)?;
-                    let mut logits = Some(model.prefill(prompt, &mut cache).map_err(me)?);
-                    for k in 0..m {
-                        let l: Vec<f32> = logits
-                            .take()
-                            .expect("a prompt has tokens")
-                            .to_vec1()
-                            .map_err(|e| me(e.into()))?;
-                        let next = frugal_models::cnn::argmax(&l);
-                        // The last generated token needs no logits after it.
-                        if k + 1 < m {
-                            logits = Some(model.decode_step(next as u32, &mut cache).map_err(me)?);
-                        }
-                    }
-                    Ok(())
-                }),
-            )
-        } else {
-            let data = job.data.ok_or_else(|| {
-                bad("a classifier is measured on images: --data digits|fashion-mnist".into())
-            })?;
-            let mut model =
-                frugal_models::cnn::Cnn::load(path, &dev).map_err(frugal_compress::Error::from)?;
-            if job.weights == Weights::Decoded {
-                model.int8.clear();
-            }
-            let set = data.workload_images()?;
-            let n = set.len();
-            // The weights prepared and the scratch buffers made once: a query is one forward pass
-            // on this thread, as the model is served (int8 weights through integer products).
-            let mut inference = frugal_models::cnn_infer::CnnInference::new(&model)
-                .map_err(frugal_compress::Error::from)?;
-            served = Some(
-                if inference.is_integer() {
-                    "int8 weights through integer products"
-                } else {
-                    "f32 products"
-                }
-                .to_string(),
-            );
-            (
-                "classifier",
-                "one image of the data set classified (batch 1, one thread)".into(),
-                "image",
-                1,
-                Box::new(move |i| {
-                    let (x, _) = frugal_models::cnn::batch_pixels(&set, &[i % n]);
-                    std::hint::black_box(inference.forward(&x, 1));
-                    Ok(())
-                }),
-            )
+        if sents.is_empty() {
+            return Err(bad("no Brown sentences".into()));
+        }
+        (
+            "encoder",
+            "one Brown sentence embedded".into(),
+            "sentence",
+            1,
+            Box::new(move |i| {
+                model
+                    .embed(&[sents[i % sents.len()].as_str()], 1)
+                    .map_err(me)?;
+                Ok(())
+            }),
+        )
+    } else if detected == ModelKind::LanguageModel {
+        let f = frugal_formats::gguf::GgufFile::open(path)?;
+        check_lm_memory(&f, job)?;
+        let load = match job.weights {
+            Weights::Stored => frugal_models::llama::LoadOptions::KERNELS,
+            Weights::Decoded => frugal_models::llama::LoadOptions::EXACT,
         };
+        let model = frugal_models::llama::Llama::load(&f, load, &dev).map_err(me)?;
+        let tok = frugal_models::tokenizer::GgufTokenizer::from_gguf(&f).map_err(me)?;
+        let brown = frugal_formats::assets::brown_dir();
+        let ids = frugal_formats::brown::select_ids(&brown, "cj13-cj20")?;
+        let text = frugal_formats::brown::plain_text(&brown, &ids)?;
+        let all = tok.encode(&text, false).map_err(me)?;
+        let prompts: Vec<Vec<u32>> = all
+            .chunks_exact(PROMPT_TOKENS)
+            .take(64)
+            .map(|c| c.to_vec())
+            .collect();
+        if prompts.is_empty() || job.tokens == 0 {
+            return Err(bad(
+                "language models need --tokens > 0 and Brown text".into()
+            ));
+        }
+        let m = job.tokens;
+        let weights = match job.weights {
+            Weights::Stored => "weights as stored",
+            Weights::Decoded => "weights decoded to f32",
+        };
+        (
+            "language-model",
+            format!("a 32-token Brown prompt, prefilled, then {m} tokens generated ({weights})"),
+            "token",
+            m,
+            Box::new(move |i| {
+                let prompt = &prompts[i % prompts.len()];
+                let mut cache = model.kv_cache(prompt.len() + m).map_err(me)?;
+                let mut logits = Some(model.prefill(prompt, &mut cache).map_err(me)?);
+                for k in 0..m {
+                    let l: Vec<f32> = logits
+                        .take()
+                        .expect("a prompt has tokens")
+                        .to_vec1()
+                        .map_err(|e| me(e.into()))?;
+                    let next = frugal_models::cnn::argmax(&l);
+                    // The last generated token needs no logits after it.
+                    if k + 1 < m {
+                        logits = Some(model.decode_step(next as u32, &mut cache).map_err(me)?);
+                    }
+                }
+                Ok(())
+            }),
+        )
+    } else {
+        let data = job.data.ok_or_else(|| {
+            bad("a classifier is measured on images: --data digits|fashion-mnist".into())
+        })?;
+        let mut model =
+            frugal_models::cnn::Cnn::load(path, &dev).map_err(frugal_compress::Error::from)?;
+        if job.weights == Weights::Decoded {
+            model.int8.clear();
+        }
+        let set = data.workload_images()?;
+        let n = set.len();
+        // The weights prepared and the scratch buffers made once: a query is one forward pass
+        // on this thread, as the model is served (int8 weights through integer products).
+        let mut inference = frugal_models::cnn_infer::CnnInference::new(&model)
+            .map_err(frugal_compress::Error::from)?;
+        served = Some(
+            if inference.is_integer() {
+                "int8 weights through integer products"
+            } else {
+                "f32 products"
+            }
+            .to_string(),
+        );
+        (
+            "classifier",
+            "one image of the data set classified (batch 1, one thread)".into(),
+            "image",
+            1,
+            Box::new(move |i| {
+                let (x, _) = frugal_models::cnn::batch_pixels(&set, &[i % n]);
+                std::hint::black_box(inference.forward(&x, 1));
+                Ok(())
+            }),
+        )
+    };
     for i in 0..job.warmup {
         run(i)?;
     }

@@ -52,7 +52,7 @@ impl Panels {
         let nb = n_in / ty.scale_block();
         let ng = if ty.is_k() { n_in / 16 } else { 0 };
         // The padded last panel is zeroed whole (its live rows are written after).
-        let last = if rows % PANEL == 0 { 0 } else { 1 };
+        let last = if rows.is_multiple_of(PANEL) { 0 } else { 1 };
         size(&mut self.q, np * PANEL * n_in, last * PANEL * n_in);
         size(&mut self.d, np * nb * PANEL, last * nb * PANEL);
         size(&mut self.m, np * nb * PANEL, last * nb * PANEL);
@@ -190,7 +190,10 @@ pub mod avx512 {
                             _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
                             _mm512_set1_epi32(32),
                         );
-                        (_mm512_mul_ps(f16s(sd), _mm512_cvtepi32_ps(ls)), _mm512_setzero_ps())
+                        (
+                            _mm512_mul_ps(f16s(sd), _mm512_cvtepi32_ps(ls)),
+                            _mm512_setzero_ps(),
+                        )
                     }
                     _ => (f16s(sd), _mm512_setzero_ps()),
                 };
