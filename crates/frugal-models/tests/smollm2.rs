@@ -76,17 +76,22 @@ fn decoder_predicts_text_and_both_weight_paths_agree() {
     assert_eq!(next.trim(), "Rome", "predicted {next:?}");
 }
 
-#[test]
-fn cached_decoding_matches_the_full_forward_at_every_position() {
-    let Some(f) = smollm2() else { return };
-    let tok = GgufTokenizer::from_gguf(&f).unwrap();
-    let dev = Device::Cpu;
-    let ids = tok
+/// The token ids of a short prompt with a clear next token, for the cache tests.
+fn capitals(f: &GgufFile) -> Vec<u32> {
+    GgufTokenizer::from_gguf(f)
+        .unwrap()
         .encode(
             "The capital of France is Paris. The capital of Germany is",
             true,
         )
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn cached_decoding_matches_the_full_forward_at_every_position() {
+    let Some(f) = smollm2() else { return };
+    let dev = Device::Cpu;
+    let ids = capitals(&f);
     for opts in [LoadOptions::EXACT, LoadOptions::KERNELS] {
         let model = Llama::load(&f, opts, &dev).unwrap();
         let full: Vec<Vec<f32>> = model.forward(&ids).unwrap().to_vec2().unwrap();
@@ -142,14 +147,8 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
 #[test]
 fn a_prefilled_cache_decodes_as_the_full_forward() {
     let Some(f) = smollm2() else { return };
-    let tok = GgufTokenizer::from_gguf(&f).unwrap();
     let dev = Device::Cpu;
-    let ids = tok
-        .encode(
-            "The capital of France is Paris. The capital of Germany is",
-            true,
-        )
-        .unwrap();
+    let ids = capitals(&f);
     let half = ids.len() / 2;
     assert!(half >= 4, "a prompt of several tokens: {}", ids.len());
     for opts in [LoadOptions::EXACT, LoadOptions::KERNELS] {
