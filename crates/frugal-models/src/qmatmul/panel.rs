@@ -102,6 +102,56 @@ pub mod avx512 {
     use super::{ActRow, BlockType, Panels, PANEL};
     use std::arch::x86_64::*;
 
+    /// One panel's rows in the stored blocks, for the packers: where the first starts, each
+    /// one's byte offset from it, and which of the sixteen are live (the last panel's padding
+    /// rows are not).
+    #[derive(Clone, Copy)]
+    struct Rows16 {
+        base: *const u8,
+        offsets: __m512i,
+        live: __mmask16,
+    }
+
+    impl Rows16 {
+        /// Panel `pi` of `n` rows of `row_bytes` bytes each in `rows`.
+        #[inline(always)]
+        unsafe fn of(rows: &[u8], row_bytes: usize, n: usize, pi: usize) -> Rows16 {
+            let live = (n - pi * PANEL).min(PANEL);
+            let step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            Rows16 {
+                base: rows.as_ptr().add(pi * PANEL * row_bytes),
+                offsets: _mm512_mullo_epi32(_mm512_set1_epi32(row_bytes as i32), step),
+                live: (((1u32 << live) - 1) & 0xFFFF) as u16,
+            }
+        }
+
+        /// The dword at byte `off` of each live row (0 in the padding rows, which read
+        /// nothing).
+        #[inline(always)]
+        unsafe fn dword(self, off: usize) -> __m512i {
+            let idx = _mm512_add_epi32(self.offsets, _mm512_set1_epi32(off as i32));
+            _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), self.live, idx, self.base as _)
+        }
+
+        /// The live rows' lanes of `v` stored at `at` (the padding rows' zero).
+        #[inline(always)]
+        unsafe fn store(self, at: *mut u8, v: __m512i) {
+            _mm512_storeu_si512(at as *mut _, _mm512_maskz_mov_epi32(self.live, v));
+        }
+    }
+
+    /// Sixteen f16 values in the low halves of 32-bit lanes, widened.
+    #[inline(always)]
+    unsafe fn f16s(v: __m512i) -> __m512 {
+        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v))
+    }
+
+    /// Bits `sh..` of every byte of `v` under `mask` (32-bit lanes shifted, then masked).
+    #[inline(always)]
+    unsafe fn bits(v: __m512i, sh: u32, mask: __m512i) -> __m512i {
+        _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(sh as i32)), mask)
+    }
+
     /// Packs `n` rows of a blocks-of-32 type (`rows`: whole blocks of `ty`, IQ4_XS whole
     /// super-blocks; `n_in` values a row) into `pn` straight from the stored blocks: the bytes
     /// and scales [`Panels::fill`] packs from [`super::Prepared`]'s unpacked copy (tested).
@@ -131,30 +181,16 @@ pub mod avx512 {
         let nb = n_in / 32;
         assert!(pn.q.len() >= n.div_ceil(PANEL) * PANEL * n_in);
         assert!(pn.d.len() >= n.div_ceil(PANEL) * nb * PANEL && pn.m.len() == pn.d.len());
-        let lanes = _mm512_mullo_epi32(
-            _mm512_set1_epi32(row_bytes as i32),
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        );
         let m4 = _mm512_set1_epi8(0x0F);
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(
             crate::iq::KVALUES_IQ4NL.as_ptr() as *const __m128i
         ));
         let flip = _mm512_set1_epi8(0x80u8 as i8);
         for pi in 0..n.div_ceil(PANEL) {
-            let live = (n - pi * PANEL).min(PANEL);
-            let k: __mmask16 = (((1u32 << live) - 1) & 0xFFFF) as u16;
-            let base = rows.as_ptr().add(pi * PANEL * row_bytes);
-            // The dword at byte `off` of each live row of the panel (0 in the padding rows;
-            // the masked lanes read nothing).
-            let gather = |off: usize| -> __m512i {
-                let idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(off as i32));
-                _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), k, idx, base as _)
-            };
+            let panel = Rows16::of(rows, row_bytes, n, pi);
+            let gather = |off: usize| panel.dword(off);
             let q = pn.q.as_mut_ptr().add(pi * PANEL * n_in);
-            let put = |g: usize, v: __m512i| {
-                _mm512_storeu_si512(q.add(64 * g) as *mut _, _mm512_maskz_mov_epi32(k, v));
-            };
-            let f16s = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+            let put = |g: usize, v: __m512i| panel.store(q.add(64 * g), v);
             let (d, m) = (
                 pn.d.as_mut_ptr().add(pi * nb * PANEL),
                 pn.m.as_mut_ptr().add(pi * nb * PANEL),
@@ -178,14 +214,8 @@ pub mod avx512 {
                     BlockType::IQ4_XS => {
                         // ggml's `dl = d · (ls − 32)`, ls from 4 low and 2 high bits.
                         let s = (b % 8) as u32;
-                        let lo = _mm512_and_si512(
-                            _mm512_srl_epi32(gather(at + 4), _mm_cvtsi32_si128(4 * s as i32)),
-                            _mm512_set1_epi32(0xF),
-                        );
-                        let hi = _mm512_and_si512(
-                            _mm512_srl_epi32(sd, _mm_cvtsi32_si128(16 + 2 * s as i32)),
-                            _mm512_set1_epi32(3),
-                        );
+                        let lo = bits(gather(at + 4), 4 * s, _mm512_set1_epi32(0xF));
+                        let hi = bits(sd, 16 + 2 * s, _mm512_set1_epi32(3));
                         let ls = _mm512_sub_epi32(
                             _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
                             _mm512_set1_epi32(32),
@@ -226,10 +256,7 @@ pub mod avx512 {
                             _ => {
                                 // Q5: bits `bit..bit + 4` of qh, each to 0x10 of its byte
                                 // (bit t to bit 8t by one multiply, no carries).
-                                let four = _mm512_and_si512(
-                                    _mm512_srl_epi32(qh, _mm_cvtsi32_si128(bit as i32)),
-                                    _mm512_set1_epi32(0xF),
-                                );
+                                let four = bits(qh, bit as u32, _mm512_set1_epi32(0xF));
                                 let spread = _mm512_and_si512(
                                     _mm512_mullo_epi32(four, _mm512_set1_epi32(0x0020_4081)),
                                     _mm512_set1_epi32(0x0101_0101),
@@ -271,35 +298,20 @@ pub mod avx512 {
         let np = n.div_ceil(PANEL);
         assert!(pn.q.len() >= np * PANEL * n_in && pn.d.len() >= np * nb * PANEL);
         assert!(pn.sc.len() >= np * ng * PANEL && pn.corr.len() >= np * ng * PANEL);
-        let lanes = _mm512_mullo_epi32(
-            _mm512_set1_epi32(row_bytes as i32),
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        );
         let (m4, ones, threes) = (
             _mm512_set1_epi8(0x0F),
             _mm512_set1_epi8(1),
             _mm512_set1_epi8(3),
         );
-        // Bits `sh..` of every byte, masked (shifts of 32-bit lanes, then the byte mask).
-        let bits = |v: __m512i, sh: u32, mask: __m512i| -> __m512i {
-            _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(sh as i32)), mask)
-        };
         let t = super::super::prepare::f16_table();
         let z = ty.zero_point();
         for pi in 0..np {
+            let panel = Rows16::of(rows, row_bytes, n, pi);
             let live = (n - pi * PANEL).min(PANEL);
-            let k: __mmask16 = (((1u32 << live) - 1) & 0xFFFF) as u16;
-            let base = rows.as_ptr().add(pi * PANEL * row_bytes);
             let q = pn.q.as_mut_ptr().add(pi * PANEL * n_in);
             for b in 0..nb {
-                let gather = |off: usize| -> __m512i {
-                    let idx = _mm512_add_epi32(lanes, _mm512_set1_epi32((b * bb + off) as i32));
-                    _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), k, idx, base as _)
-                };
-                let put = |g: usize, v: __m512i| {
-                    let at = q.add(64 * (64 * b + g));
-                    _mm512_storeu_si512(at as *mut _, _mm512_maskz_mov_epi32(k, v));
-                };
+                let gather = |off: usize| panel.dword(b * bb + off);
+                let put = |g: usize, v: __m512i| panel.store(q.add(64 * (64 * b + g)), v);
                 match ty {
                     BlockType::Q4_K | BlockType::Q5_K => {
                         let five = ty == BlockType::Q5_K;
@@ -376,7 +388,6 @@ pub mod avx512 {
                 let put_pair = |at: *mut i16, v: __m512i| _mm512_storeu_si512(at as *mut _, v);
                 let dm = pn.d.as_mut_ptr().add((pi * nb + b) * PANEL);
                 let mm = pn.m.as_mut_ptr().add((pi * nb + b) * PANEL);
-                let f16s = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
                 let byte = |v: __m512i, i: usize| bits(v, 8 * i as u32, _mm512_set1_epi32(0xFF));
                 match ty {
                     BlockType::Q4_K | BlockType::Q5_K => {
