@@ -1358,58 +1358,38 @@ impl Llama {
         let q = rope(&q)?;
         let k = rope(&k)?;
         let v = heads(&b.v, 2, nkv)?;
-        let (k, v, grown) = match keys {
+        let (y, grown) = match keys {
             // The sequence's own keys and values are what a prefilled cache holds.
-            Keys::Causal(_) => (k.clone(), v.clone(), Some((k, v))),
+            Keys::Causal(ctx) => {
+                let y = self.causal_attention(b, q, k.clone(), v.clone(), ctx, pass)?;
+                (y, Some((k, v)))
+            }
+            // One query over the cache's positions and its own: a plain loop over the cached
+            // rows, no copies of the cache (a candle pass concatenated the cache to each step's
+            // key and repeated it per query head: 4 % of a small model's decoding in copies).
             Keys::Cached { past, .. } => {
-                let grow = |old: &Option<Tensor>, new: Tensor| -> Result<Tensor> {
-                    Ok(match old {
-                        Some(o) => Tensor::cat(&[o, &new], 2)?,
-                        None => new,
-                    })
+                if t != 1 {
+                    return Err(Error::Candle(candle_core::Error::Msg(format!(
+                        "a cached pass takes one position ({t} given)"
+                    ))));
+                }
+                let (kn, vn) = (flat(&k)?, flat(&v)?);
+                let sinks = match &b.sinks {
+                    Some(s) => Some(flat(s)?),
+                    None => None,
                 };
-                let (k, v) = (grow(past.0, k)?, grow(past.1, v)?);
-                // A windowed layer's one query sees the last `window` positions only.
-                let n = k.dim(2)?;
-                let seen = if b.windowed && n > c.swa_window {
-                    let from = n - c.swa_window;
-                    (
-                        k.narrow(2, from, c.swa_window)?,
-                        v.narrow(2, from, c.swa_window)?,
-                    )
-                } else {
-                    (k.clone(), v.clone())
+                let window = if b.windowed { c.swa_window } else { 0 };
+                let shape = AttnShape {
+                    heads: nh,
+                    kv_heads: nkv,
+                    head_dim: hd,
+                    scale: c.attn_scale as f32,
+                    window,
                 };
-                (seen.0, seen.1, Some((k, v)))
+                let y = attend_one(&shape, &flat(&q)?, past, (&kn, &vn), sinks.as_deref());
+                (Tensor::from_vec(y, (1, nh * hd), x.device())?, Some((k, v)))
             }
         };
-        let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
-        let kt = match pass {
-            Pass::Fused => k.t()?,
-            Pass::Differentiable => k.t()?.contiguous()?,
-        };
-        let mut att = (q.matmul(&kt)? * c.attn_scale)?;
-        // One query row attends to every cached position it sees: no mask.
-        if let Keys::Causal(ctx) = keys {
-            att = att.broadcast_add(&ctx.rotary(b.windowed).mask)?;
-        }
-        let softmax = |att: &Tensor| -> Result<Tensor> {
-            Ok(match pass {
-                Pass::Fused => candle_nn::ops::softmax_last_dim(att)?,
-                Pass::Differentiable => candle_nn::ops::softmax(att, D::Minus1)?,
-            })
-        };
-        let att = match &b.sinks {
-            None => softmax(&att)?,
-            // Each head's sink is one more logit in its softmax, with no value behind it.
-            Some(s) => {
-                let (_, _, tq, tk) = att.dims4()?;
-                let col = s.reshape((1, nh, 1, 1))?.broadcast_as((1, nh, tq, 1))?;
-                let with = Tensor::cat(&[&att, &col.contiguous()?], 3)?;
-                softmax(&with)?.narrow(3, 0, tk)?.contiguous()?
-            }
-        };
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?;
         let attn_out = probe(3, b.o.forward(&y)?)?;
         let attn_out = match &b.post_norms {
             Some((pa, _)) => norm(&attn_out, pa)?,
@@ -1446,6 +1426,49 @@ impl Llama {
         })
     }
 
+    /// Attention of the sequence's own positions under the causal mask (each layer's window
+    /// included in it): `q` `[1, heads, T, hd]`, `k` and `v` `[1, kv heads, T, hd]`; returns
+    /// `[T, heads · hd]`.
+    fn causal_attention(
+        &self,
+        b: &Block,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        ctx: &AttnCtx,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (t, nh, hd) = (q.dim(2)?, c.n_head, c.head_dim());
+        let (k, v) = (
+            repeat_kv(k, nh / c.n_head_kv)?,
+            repeat_kv(v, nh / c.n_head_kv)?,
+        );
+        let kt = match pass {
+            Pass::Fused => k.t()?,
+            Pass::Differentiable => k.t()?.contiguous()?,
+        };
+        let att = (q.matmul(&kt)? * c.attn_scale)?;
+        let att = att.broadcast_add(&ctx.rotary(b.windowed).mask)?;
+        let softmax = |att: &Tensor| -> Result<Tensor> {
+            Ok(match pass {
+                Pass::Fused => candle_nn::ops::softmax_last_dim(att)?,
+                Pass::Differentiable => candle_nn::ops::softmax(att, D::Minus1)?,
+            })
+        };
+        let att = match &b.sinks {
+            None => softmax(&att)?,
+            // Each head's sink is one more logit in its softmax, with no value behind it.
+            Some(s) => {
+                let (_, _, tq, tk) = att.dims4()?;
+                let col = s.reshape((1, nh, 1, 1))?.broadcast_as((1, nh, tq, 1))?;
+                let with = Tensor::cat(&[&att, &col.contiguous()?], 3)?;
+                softmax(&with)?.narrow(3, 0, tk)?.contiguous()?
+            }
+        };
+        Ok(att.matmul(&v)?.transpose(1, 2)?.reshape((t, nh * hd))?)
+    }
+
     /// A key/value cache for decoding up to `capacity` positions with [`Llama::decode_step`].
     pub fn kv_cache(&self, capacity: usize) -> Result<KvCache> {
         let c = &self.config;
@@ -1455,8 +1478,9 @@ impl Llama {
             None
         };
         Ok(KvCache {
-            k: vec![None; self.blocks.len()],
-            v: vec![None; self.blocks.len()],
+            k: vec![Vec::new(); self.blocks.len()],
+            v: vec![Vec::new(); self.blocks.len()],
+            row: c.n_head_kv * c.head_dim(),
             pos: 0,
             capacity,
             global: self.rope_tables(capacity, c.rope_base)?,
@@ -1469,6 +1493,10 @@ impl Llama {
     /// positions before (which this step extends; on an error the cache is left as it was).
     /// Agrees with [`Llama::forward`] at every position (tested).
     pub fn decode_step(&self, token: u32, cache: &mut KvCache) -> Result<Tensor> {
+        on_a_worker(|| self.decode_step_here(token, cache))
+    }
+
+    fn decode_step_here(&self, token: u32, cache: &mut KvCache) -> Result<Tensor> {
         let pos = cache.pos;
         if pos >= cache.capacity {
             return Err(Error::Candle(candle_core::Error::Msg(format!(
@@ -1494,11 +1522,7 @@ impl Llama {
             x = out.x;
         }
         let logits = self.logits_of(&self.final_norm(&x)?)?.flatten_all()?;
-        for (i, (k, v)) in grown.into_iter().enumerate() {
-            cache.k[i] = Some(k);
-            cache.v[i] = Some(v);
-        }
-        cache.pos += 1;
+        cache.append(&grown)?;
         Ok(logits)
     }
 
@@ -1509,6 +1533,10 @@ impl Llama {
     /// goes on from there. Agrees with the token-by-token steps to the kernels' rounding
     /// (tested); on an error the cache is left empty.
     pub fn prefill(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        on_a_worker(|| self.prefill_here(tokens, cache))
+    }
+
+    fn prefill_here(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let t = tokens.len();
         if cache.pos != 0 || t == 0 || t > cache.capacity {
             return Err(Error::Candle(candle_core::Error::Msg(format!(
@@ -1526,21 +1554,28 @@ impl Llama {
         }
         let last = x.narrow(0, t - 1, 1)?;
         let logits = self.logits_of(&self.final_norm(&last)?)?.flatten_all()?;
-        for (i, (k, v)) in grown.into_iter().enumerate() {
-            cache.k[i] = Some(k);
-            cache.v[i] = Some(v);
-        }
-        cache.pos = t;
+        cache.append(&grown)?;
         Ok(logits)
     }
 }
 
-/// The keys and values of the positions decoded so far (per block `[1, kv heads, positions,
-/// head dim]`) and the RoPE tables up to the capacity.
+/// Runs `f` on a thread of rayon's pool (at once where this is one). A pass of many small
+/// products called from outside the pool hands each product to the pool and sleeps until it is
+/// done, a wake-up of every thread per product; from a worker, the caller takes a share of each
+/// product and the other workers are still spinning when the next one comes.
+fn on_a_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
+/// The keys and values of the positions decoded so far, per block position-major (`[positions]
+/// [kv heads][head dim]`: a step appends one position's rows, and nothing is copied again), and
+/// the RoPE tables up to the capacity.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    k: Vec<Option<Tensor>>,
-    v: Vec<Option<Tensor>>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// Values a position holds per block: kv heads × head dim.
+    row: usize,
     pos: usize,
     capacity: usize,
     /// RoPE `(cos, sin)` up to the capacity, of the global layers and the windowed ones.
@@ -1549,6 +1584,49 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Each block's keys and values of the positions just computed (`[1, kv heads, T, hd]`),
+    /// after the cached ones. All checked before any is appended, so an error leaves the cache
+    /// as it was.
+    fn append(&mut self, grown: &[(Tensor, Tensor)]) -> Result<()> {
+        let mut rows = Vec::with_capacity(grown.len());
+        let mut added = None;
+        for (k, v) in grown {
+            let (_, heads, t, hd) = k.dims4()?;
+            if heads * hd != self.row || v.dims4()? != (1, heads, t, hd) {
+                return Err(Error::Candle(candle_core::Error::Msg(format!(
+                    "keys {:?} and values {:?} for a cache of {} values a position",
+                    k.dims(),
+                    v.dims(),
+                    self.row
+                ))));
+            }
+            if *added.get_or_insert(t) != t || self.pos + t > self.capacity {
+                return Err(Error::Candle(candle_core::Error::Msg(format!(
+                    "{t} positions into a cache holding {} of {}",
+                    self.pos, self.capacity
+                ))));
+            }
+            // `[1, heads, T, hd]` to position-major `[T, heads, hd]`.
+            let pm = |x: &Tensor| -> Result<Vec<f32>> {
+                Ok(x.transpose(1, 2)?.flatten_all()?.to_vec1()?)
+            };
+            rows.push((pm(k)?, pm(v)?));
+        }
+        if rows.len() != self.k.len() {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "{} blocks' keys for a cache of {}",
+                rows.len(),
+                self.k.len()
+            ))));
+        }
+        for (i, (k, v)) in rows.into_iter().enumerate() {
+            self.k[i].extend_from_slice(&k);
+            self.v[i].extend_from_slice(&v);
+        }
+        self.pos += added.unwrap_or(0);
+        Ok(())
+    }
+
     /// Positions decoded so far.
     pub fn len(&self) -> usize {
         self.pos
@@ -1594,12 +1672,13 @@ enum Pass {
 enum Keys<'a> {
     /// The sequence's own, from position 0, under the causal mask.
     Causal(&'a AttnCtx),
-    /// The cache's (per block `[1, kv heads, positions, hd]`) plus this position's, with this
-    /// position's RoPE tables (global layers' and windowed ones').
+    /// The cache's plus this one position's, with this position's RoPE tables (global layers'
+    /// and windowed ones').
     Cached {
         global: (&'a Tensor, &'a Tensor),
         windowed: Option<(&'a Tensor, &'a Tensor)>,
-        past: (&'a Option<Tensor>, &'a Option<Tensor>),
+        /// The cached keys and values, position-major: `[positions][kv heads][hd]`.
+        past: (&'a [f32], &'a [f32]),
     },
 }
 
@@ -1710,4 +1789,87 @@ fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
 /// Argmax of the last dimension, for tests and greedy decoding.
 pub fn argmax_last(logits: &Tensor) -> Result<Vec<u32>> {
     Ok(logits.argmax(D::Minus1)?.to_vec1()?)
+}
+
+/// All of a tensor's values, in order.
+fn flat(x: &Tensor) -> Result<Vec<f32>> {
+    Ok(x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
+}
+
+/// The heads of one attention layer.
+struct AttnShape {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    /// The factor on every query·key logit.
+    scale: f32,
+    /// How many of the last positions a query sees (0: all).
+    window: usize,
+}
+
+/// One query position's attention (`q` `[heads][hd]`, after RoPE) over the cached positions
+/// (`past`, keys and values `[positions][kv heads][hd]`) and its own (`new`, `[kv heads][hd]`):
+/// query head `h` reads kv head `h / (heads / kv heads)`, as grouped-query attention repeats
+/// them; a windowed layer sees only its last `window` positions; a head's sink is one more
+/// logit in its softmax with no value behind it. Returns `[heads][hd]`.
+fn attend_one(
+    s: &AttnShape,
+    q: &[f32],
+    past: (&[f32], &[f32]),
+    new: (&[f32], &[f32]),
+    sinks: Option<&[f32]>,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (hd, row) = (s.head_dim, s.kv_heads * s.head_dim);
+    let cached = past.0.len() / row;
+    let n = cached + 1;
+    let from = if s.window > 0 {
+        n.saturating_sub(s.window)
+    } else {
+        0
+    };
+    let group = s.heads / s.kv_heads;
+    // Position `p`'s key and value rows of kv head `g`.
+    let at = |p: usize, g: usize| -> (&[f32], &[f32]) {
+        if p < cached {
+            let o = p * row + g * hd;
+            (&past.0[o..o + hd], &past.1[o..o + hd])
+        } else {
+            (&new.0[g * hd..(g + 1) * hd], &new.1[g * hd..(g + 1) * hd])
+        }
+    };
+    let head = |h: usize, out: &mut [f32]| {
+        let g = h / group;
+        let qh = &q[h * hd..(h + 1) * hd];
+        let logits: Vec<f32> = (from..n)
+            .map(|p| s.scale * at(p, g).0.iter().zip(qh).map(|(a, b)| a * b).sum::<f32>())
+            .collect();
+        let sink = sinks.map(|v| v[h]);
+        let max = logits
+            .iter()
+            .copied()
+            .chain(sink)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let weights: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let total: f32 = weights.iter().sum::<f32>() + sink.map_or(0.0, |l| (l - max).exp());
+        out.fill(0.0);
+        for (p, w) in (from..n).zip(&weights) {
+            let w = w / total;
+            for (o, v) in out.iter_mut().zip(at(p, g).1) {
+                *o += w * v;
+            }
+        }
+    };
+    let mut y = vec![0f32; s.heads * hd];
+    // Long contexts spread the heads over the threads; a short one is not worth a hand-off.
+    if (n - from) * s.heads * hd >= 1 << 16 {
+        y.par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(h, out)| head(h, out));
+    } else {
+        y.chunks_mut(hd)
+            .enumerate()
+            .for_each(|(h, out)| head(h, out));
+    }
+    y
 }

@@ -82,8 +82,7 @@ crate::avx2_dispatch! {
                     .zip(d.iter_mut())
                     .zip(s.iter_mut())
                 {
-                    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let dd = amax / 127.0;
+                    let dd = crate::linear::abs_max(x) / 127.0;
                     let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
                     let mut sum = 0i32;
                     for (q, &v) in q.iter_mut().zip(x) {
@@ -105,14 +104,8 @@ crate::avx2_dispatch! {
             }
             ActFormat::Q8K => {
                 for ((x, q), d) in x.chunks_exact(256).zip(q.chunks_exact_mut(256)).zip(d.iter_mut()) {
-                    let (mut amax, mut max) = (0f32, 0f32);
-                    for &v in x {
-                        if v.abs() > amax {
-                            amax = v.abs();
-                            max = v;
-                        }
-                    }
-                    if amax == 0.0 {
+                    let max = crate::linear::signed_abs_max(x);
+                    if max == 0.0 {
                         q.fill(0);
                         *d = 0.0;
                         continue;
