@@ -558,18 +558,68 @@ impl Linear {
         self.product(&rounded)
     }
 
+    /// [`Linear::forward`] of several layers that read the same input `x` (a block's q, k and
+    /// v, or its gate and up). Where all are stored blocks read in place whose types round the
+    /// input alike, one grouped product ([`crate::qmatmul::matmul_group`]: the input rounded
+    /// once, one parallel pass over all their rows); where all round the input alike before a
+    /// product of their own, it is rounded once; else each layer's own `forward`. Input
+    /// statistics are recorded as `forward` records them.
+    pub fn forward_group(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        let Some(first) = layers.first() else {
+            return Ok(Vec::new());
+        };
+        let plain = layers
+            .iter()
+            .all(|l| l.recorder.is_none() && l.act == first.act && l.n_in == first.n_in);
+        if !plain || x.track_op() {
+            return layers.iter().map(|l| l.forward(x)).collect();
+        }
+        let blocks: Option<Vec<crate::qmatmul::Part<'_>>> = layers
+            .iter()
+            .map(|l| match &l.weight {
+                Weight::Mapped(MappedWeight {
+                    product: MappedProduct::Blocks(ty),
+                    bytes,
+                    n_out,
+                    ..
+                }) => Some(crate::qmatmul::Part {
+                    ty: *ty,
+                    w: bytes,
+                    n_out: *n_out,
+                }),
+                _ => None,
+            })
+            .collect();
+        let rounded = first.act.round(x)?;
+        match blocks.filter(|p| {
+            layers.len() > 1 && crate::qmatmul::groups(&p.iter().map(|p| p.ty).collect::<Vec<_>>())
+        }) {
+            Some(parts) => {
+                let mut ys = first
+                    .own_outputs(&rounded, |xs| {
+                        Ok(crate::qmatmul::matmul_group(
+                            crate::qmatmul::Kernel::detected(),
+                            &parts,
+                            first.n_in,
+                            xs,
+                        ))
+                    })?
+                    .into_iter();
+                layers
+                    .iter()
+                    .map(|l| {
+                        let (dims, y) = ys.next().expect("one output a part");
+                        l.with_bias(Tensor::from_vec(y, l.out_dims(&dims), x.device())?)
+                    })
+                    .collect()
+            }
+            None => layers.iter().map(|l| l.product(&rounded)).collect(),
+        }
+    }
+
     /// How this layer rounds its input.
     pub fn act_rounding(&self) -> ActRounding {
         self.act
-    }
-
-    /// `forward` for an input already rounded with [`Linear::act_rounding`] (layers sharing an
-    /// input and a rounding round it once). Input statistics are not recorded here.
-    pub fn forward_prerounded(&self, x: &Tensor) -> Result<Tensor> {
-        if self.recorder.is_some() {
-            return self.forward(x);
-        }
-        self.product(x)
     }
 
     fn product(&self, x: &Tensor) -> Result<Tensor> {
@@ -634,10 +684,7 @@ impl Linear {
             }
             (Weight::Dense(w), None) => x.broadcast_matmul(&w.t()?)?,
         };
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        self.with_bias(y)
     }
 
     /// A product by one of Frugal's kernels: `x`'s width checked, its rows flattened to f32
@@ -647,6 +694,19 @@ impl Linear {
         x: &Tensor,
         f: impl FnOnce(&[f32]) -> Result<Vec<f32>>,
     ) -> Result<Tensor> {
+        let (dims, y) = self
+            .own_outputs(x, |xs| Ok(vec![f(xs)?]))?
+            .pop()
+            .expect("one output");
+        Ok(Tensor::from_vec(y, self.out_dims(&dims), x.device())?)
+    }
+
+    /// `f` on `x`'s values (`[..., n_in]`, checked), with `x`'s dimensions beside each output.
+    fn own_outputs(
+        &self,
+        x: &Tensor,
+        f: impl FnOnce(&[f32]) -> Result<Vec<Vec<f32>>>,
+    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
         let cols = x.dim(D::Minus1)?;
         if cols != self.n_in {
             return Err(candle_core::Error::Msg(format!(
@@ -656,10 +716,26 @@ impl Linear {
             .into());
         }
         let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let y = f(&xs)?;
-        let mut dims = x.dims().to_vec();
-        *dims.last_mut().expect("an input has a last dimension") = self.n_out;
-        Ok(Tensor::from_vec(y, dims, x.device())?)
+        Ok(f(&xs)?
+            .into_iter()
+            .map(|y| (x.dims().to_vec(), y))
+            .collect())
+    }
+
+    /// An input's dimensions with the last one this layer's outputs.
+    fn out_dims(&self, input: &[usize]) -> Vec<usize> {
+        let mut dims = input.to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = self.n_out;
+        }
+        dims
+    }
+
+    fn with_bias(&self, y: Tensor) -> Result<Tensor> {
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
     }
 }
 
@@ -1013,6 +1089,70 @@ mod tests {
 
     /// In a differentiable pass a weight read in place gives the decoded weight's product and
     /// passes the gradient to its input as the decoded weight does (to summation order).
+    /// Layers that read one input give, taken together, each layer's own output bit for bit:
+    /// stored blocks whose rounding one pass serves (grouped), a mix that no one rounding serves
+    /// (each its own), decoded layers that round their input alike (rounded once), and biases.
+    #[test]
+    fn layers_taken_together_give_each_layer_s_own_output() {
+        use candle_core::quantized::GgmlDType as D;
+        use frugal_formats::gguf::{GgmlType as G, MappedBytes};
+        let dev = Device::Cpu;
+        let mut rng = frugal_formats::rng::SplitMix64(31);
+        let n_in = 512;
+        let mut layer = |g: G, d: D, n_out: usize, dense: bool| -> Linear {
+            let w: Vec<f32> = (0..n_out * n_in)
+                .map(|_| rng.next_f64() as f32 - 0.5)
+                .collect();
+            let w = Tensor::from_vec(w, (n_out, n_in), &dev).unwrap();
+            let bias = Tensor::arange(0f32, n_out as f32, &dev).unwrap();
+            let q = QTensor::quantize(&w, d).unwrap();
+            if dense {
+                let mut l = Linear::dense("d", q.dequantize(&dev).unwrap(), Some(bias)).unwrap();
+                l.set_act_rounding(ActRounding::for_weight(g));
+                return l;
+            }
+            let bytes = MappedBytes::from_bytes(&q.data().unwrap()).unwrap();
+            Linear::mapped(
+                "m",
+                MappedWeight::new(g, bytes, n_out, n_in).unwrap(),
+                Some(bias),
+            )
+        };
+        let groups = [
+            vec![
+                layer(G::Q4_1, D::Q4_1, 40, false),
+                layer(G::Q4_0, D::Q4_0, 8, false),
+                layer(G::Q8_0, D::Q8_0, 8, false),
+            ],
+            vec![
+                layer(G::Q4_K, D::Q4K, 24, false),
+                layer(G::Q4_0, D::Q4_0, 24, false),
+            ],
+            vec![
+                layer(G::Q4_K, D::Q4K, 16, true),
+                layer(G::Q6_K, D::Q6K, 16, true),
+            ],
+        ];
+        for m in [1usize, 33] {
+            let xs: Vec<f32> = (0..m * n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
+            let x = Tensor::from_vec(xs, (m, n_in), &dev).unwrap();
+            for layers in &groups {
+                let refs: Vec<&Linear> = layers.iter().collect();
+                let together = Linear::forward_group(&refs, &x).unwrap();
+                assert_eq!(together.len(), layers.len());
+                for (l, y) in layers.iter().zip(together) {
+                    let own = l.forward(&x).unwrap();
+                    assert_eq!(y.dims(), own.dims());
+                    let (a, b): (Vec<f32>, Vec<f32>) = (
+                        y.flatten_all().unwrap().to_vec1().unwrap(),
+                        own.flatten_all().unwrap().to_vec1().unwrap(),
+                    );
+                    assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn mapped_weights_pass_gradients_to_their_input() {
         use candle_core::quantized::GgmlDType as D;

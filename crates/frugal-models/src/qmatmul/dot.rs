@@ -21,6 +21,18 @@ pub enum ActFormat {
 }
 
 impl ActFormat {
+    /// The one rounding whose rows serve the kernels of both formats: Q8_1's rows carry all of
+    /// Q8_0's (the same codes and scales, the block sums besides).
+    pub fn shared(self, other: ActFormat) -> Option<ActFormat> {
+        match (self, other) {
+            (a, b) if a == b => Some(a),
+            (ActFormat::Q8_0, ActFormat::Q8_1) | (ActFormat::Q8_1, ActFormat::Q8_0) => {
+                Some(ActFormat::Q8_1)
+            }
+            _ => None,
+        }
+    }
+
     /// Values per scale.
     pub fn block(self) -> usize {
         match self {

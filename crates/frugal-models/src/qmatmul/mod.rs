@@ -310,101 +310,166 @@ pub fn matmul_with(
     n_in: usize,
     x: &[f32],
 ) -> Vec<f32> {
-    let bv = ty.block_values();
-    assert!(n_in.is_multiple_of(bv) && n_in > 0, "rows of whole blocks");
-    let row_bytes = n_in / bv * ty.block_bytes();
-    assert_eq!(w.len(), n_out * row_bytes, "weight bytes");
+    let part = Part { ty, w, n_out };
+    matmul_group(kernel, &[part], n_in, x)
+        .pop()
+        .expect("one part, one output")
+}
+
+/// One weight of a group that reads the same input: its type, its blocks (row-major) and its
+/// rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    pub ty: BlockType,
+    pub w: &'a [u8],
+    pub n_out: usize,
+}
+
+/// Whether [`matmul_group`] can take these parts together: one rounding of the input serves
+/// all their kernels ([`ActFormat::shared`]).
+pub fn groups(types: &[BlockType]) -> bool {
+    group_format(types).is_some()
+}
+
+fn group_format(types: &[BlockType]) -> Option<ActFormat> {
+    let (first, rest) = types.split_first()?;
+    rest.iter().try_fold(first.act(), |f, t| f.shared(t.act()))
+}
+
+/// `y_i = x · W_iᵀ` for every part (all `n_in` wide, one rounding of the input serving all
+/// their kernels: [`groups`]): the input rounded once, and the rows of all the parts shared out over the
+/// threads in one parallel pass (a layer's q, k and v, or its gate and up, are one hand-off
+/// instead of three or two). Returns each part's `y` `[m, n_out]`.
+pub fn matmul_group(kernel: Kernel, parts: &[Part<'_>], n_in: usize, x: &[f32]) -> Vec<Vec<f32>> {
+    assert!(!parts.is_empty(), "a group has parts");
     assert!(x.len().is_multiple_of(n_in), "input rows");
     assert!(kernel.available(), "qmatmul: {kernel:?} is not on this CPU");
+    let types: Vec<BlockType> = parts.iter().map(|p| p.ty).collect();
+    let fmt = group_format(&types).expect("parts whose inputs one rounding serves");
     let m = x.len() / n_in;
-    let fmt = ty.act();
     let acts = Activations::quantize(fmt, x, n_in);
-    // Weight rows in chunks: unpacked, a chunk is about 64 KiB (a core's L2 holds it while
-    // every input row passes over it), and there are enough chunks to balance the threads.
-    let by_cache = (65_536 / n_in).max(1);
-    let by_threads = n_out.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let mut chunk = by_cache.min(by_threads).clamp(1, 64);
     let panels = kernel == Kernel::Vnni && m >= TILE;
-    if panels {
-        // Whole panels, as many as fit the cache (one at the least).
-        chunk = chunk.max(PANEL) / PANEL * PANEL;
+    let mut yts: Vec<Vec<f32>> = parts.iter().map(|p| vec![0f32; p.n_out * m]).collect();
+    // Every part's rows in chunks, one list of tasks over the group.
+    let mut tasks = Vec::new();
+    for (part, yt) in parts.iter().zip(yts.iter_mut()) {
+        let (ty, n_out) = (part.ty, part.n_out);
+        let bv = ty.block_values();
+        assert!(n_in.is_multiple_of(bv) && n_in > 0, "rows of whole blocks");
+        let row_bytes = n_in / bv * ty.block_bytes();
+        assert_eq!(part.w.len(), n_out * row_bytes, "weight bytes");
+        // Weight rows in chunks: unpacked, a chunk is about 64 KiB (a core's L2 holds it while
+        // every input row passes over it), and there are enough chunks to balance the threads.
+        let by_cache = (65_536 / n_in).max(1);
+        let by_threads = n_out.div_ceil(4 * rayon::current_num_threads()).max(1);
+        let mut chunk = by_cache.min(by_threads).clamp(1, 64);
+        if panels {
+            // Whole panels, as many as fit the cache (one at the least).
+            chunk = chunk.max(PANEL) / PANEL * PANEL;
+        }
+        for (o, rows) in yt
+            .chunks_mut(chunk * m)
+            .zip(part.w.chunks(chunk * row_bytes))
+        {
+            tasks.push((ty, row_bytes, o, rows));
+        }
     }
-    let mut yt = vec![0f32; n_out * m];
-    yt.par_chunks_mut(chunk * m)
-        .zip(w.par_chunks(chunk * row_bytes))
-        .for_each_init(<(Prepared, Panels)>::default, |(p, pn), (o, rows)| {
-            #[cfg(target_arch = "x86_64")]
-            if panels {
-                let n = rows.len() / row_bytes;
-                // SAFETY: the VNNI kernel comes with AVX-512 F and BW.
-                unsafe {
-                    if ty.is_k() {
-                        panel::avx512::pack_k(ty, rows, n, n_in, pn);
-                    } else {
-                        panel::avx512::pack_blocks32(ty, rows, n, n_in, pn);
-                    }
-                }
-                // SAFETY: `kernel` is VNNI and available (asserted above); `pn` holds `n` rows
-                // of `n_in` values, `acts` `m` rows of `n_in` values.
-                unsafe { panel_chunk(ty, pn, n, n_in, &acts, m, o) };
-                return;
-            }
-            #[cfg(target_arch = "x86_64")]
-            if m < TILE && kernel >= Kernel::Avx2 {
-                for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
-                    for r in 0..m {
-                        // SAFETY: the CPU has AVX2 and FMA (`kernel` is available and at least
-                        // AVX2's; AVX-512 F, BW, VL and VNNI come with the VNNI kernel), and the
-                        // input row has the weight row's count of values.
-                        o[i * m + r] = unsafe {
-                            fused::product(
-                                ty,
-                                kernel == Kernel::Vnni,
-                                row,
-                                act_row(&acts, fmt, r, n_in),
-                            )
-                        };
-                    }
-                }
-                return;
-            }
-            if m < TILE {
-                // Few input rows, the plain reference: each weight row unpacked just before
-                // its products, so the unpacked bytes are still in L1 when they are read.
-                for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
-                    p.fill(ty, row, n_in);
-                    for r in 0..m {
-                        let xr = [act_row(&acts, fmt, r, n_in)];
-                        o[i * m + r] = dot(ty, kernel, weight_row(p, ty, 0, n_in), xr)[0];
-                    }
-                }
-                return;
-            }
-            p.fill(ty, rows, n_in);
-            let n = rows.len() / row_bytes;
-            let mut r = 0;
-            while r + TILE <= m {
-                let xs: [ActRow<'_>; TILE] =
-                    std::array::from_fn(|t| act_row(&acts, fmt, r + t, n_in));
-                for i in 0..n {
-                    let y = dot(ty, kernel, weight_row(p, ty, i, n_in), xs);
-                    o[i * m + r..i * m + r + TILE].copy_from_slice(&y);
-                }
-                r += TILE;
-            }
-            for r in r..m {
-                let xr = [act_row(&acts, fmt, r, n_in)];
-                for i in 0..n {
-                    o[i * m + r] = dot(ty, kernel, weight_row(p, ty, i, n_in), xr)[0];
-                }
-            }
-        });
+    tasks.into_par_iter().for_each_init(
+        <(Prepared, Panels)>::default,
+        |(p, pn), (ty, row_bytes, o, rows)| {
+            chunk_product(kernel, ty, rows, row_bytes, n_in, &acts, m, o, p, pn)
+        },
+    );
     if m == 1 {
-        return yt;
+        return yts;
     }
-    // `[n_out][m]` to `[m][n_out]` in runs of 64 outputs: the run's columns stay in L1 while
-    // each input row's 64 values are written in order (a plain transpose wrote every value to
-    // another cache line: 6 % of a small model's prompt).
+    yts.into_iter()
+        .zip(parts)
+        .map(|(yt, part)| transposed(&yt, part.n_out, m))
+        .collect()
+}
+
+/// One chunk of weight rows (`rows`, whole rows of `row_bytes`) times every input row: `o`
+/// `[rows][m]`.
+#[allow(clippy::too_many_arguments)]
+fn chunk_product(
+    kernel: Kernel,
+    ty: BlockType,
+    rows: &[u8],
+    row_bytes: usize,
+    n_in: usize,
+    acts: &Activations,
+    m: usize,
+    o: &mut [f32],
+    p: &mut Prepared,
+    pn: &mut Panels,
+) {
+    let fmt = ty.act();
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Vnni && m >= TILE {
+        let n = rows.len() / row_bytes;
+        // SAFETY: the VNNI kernel comes with AVX-512 F and BW.
+        unsafe {
+            if ty.is_k() {
+                panel::avx512::pack_k(ty, rows, n, n_in, pn);
+            } else {
+                panel::avx512::pack_blocks32(ty, rows, n, n_in, pn);
+            }
+        }
+        // SAFETY: `kernel` is VNNI and available (asserted by the caller); `pn` holds `n` rows
+        // of `n_in` values, `acts` `m` rows of `n_in` values.
+        unsafe { panel_chunk(ty, pn, n, n_in, acts, m, o) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m < TILE && kernel >= Kernel::Avx2 {
+        for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
+            for r in 0..m {
+                // SAFETY: the CPU has AVX2 and FMA (`kernel` is available and at least
+                // AVX2's; AVX-512 F, BW, VL and VNNI come with the VNNI kernel), and the
+                // input row has the weight row's count of values.
+                o[i * m + r] = unsafe {
+                    fused::product(ty, kernel == Kernel::Vnni, row, act_row(acts, fmt, r, n_in))
+                };
+            }
+        }
+        return;
+    }
+    if m < TILE {
+        // Few input rows, the plain reference: each weight row unpacked just before
+        // its products, so the unpacked bytes are still in L1 when they are read.
+        for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
+            p.fill(ty, row, n_in);
+            for r in 0..m {
+                let xr = [act_row(acts, fmt, r, n_in)];
+                o[i * m + r] = dot(ty, kernel, weight_row(p, ty, 0, n_in), xr)[0];
+            }
+        }
+        return;
+    }
+    p.fill(ty, rows, n_in);
+    let n = rows.len() / row_bytes;
+    let mut r = 0;
+    while r + TILE <= m {
+        let xs: [ActRow<'_>; TILE] = std::array::from_fn(|t| act_row(acts, fmt, r + t, n_in));
+        for i in 0..n {
+            let y = dot(ty, kernel, weight_row(p, ty, i, n_in), xs);
+            o[i * m + r..i * m + r + TILE].copy_from_slice(&y);
+        }
+        r += TILE;
+    }
+    for r in r..m {
+        let xr = [act_row(acts, fmt, r, n_in)];
+        for i in 0..n {
+            o[i * m + r] = dot(ty, kernel, weight_row(p, ty, i, n_in), xr)[0];
+        }
+    }
+}
+
+/// `[n_out][m]` to `[m][n_out]` in runs of 64 outputs: the run's columns stay in L1 while
+/// each input row's 64 values are written in order (a plain transpose wrote every value to
+/// another cache line: 6 % of a small model's prompt).
+fn transposed(yt: &[f32], n_out: usize, m: usize) -> Vec<f32> {
     let mut y = vec![0f32; m * n_out];
     for o0 in (0..n_out).step_by(64) {
         let run = &yt[o0 * m..(o0 + 64).min(n_out) * m];
@@ -604,6 +669,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A group of weights sharing an input gives each weight's own product bit for bit, for one
+    /// input row and for a prompt's worth (every kernel the CPU has), Q8_0's kernel on Q8_1's
+    /// rounding included; types whose inputs round differently are not grouped.
+    #[test]
+    fn a_group_is_each_weight_s_own_product() {
+        let n_in = 512;
+        let x = values(3, 40 * n_in, false);
+        for kernel in Kernel::ALL.iter().copied().filter(|k| k.available()) {
+            for types in [
+                &[BlockType::Q4_K, BlockType::Q6_K, BlockType::Q5_K][..],
+                // Q8_0's kernels read Q4_1's rounding (Q8_1).
+                &[BlockType::Q4_0, BlockType::Q4_1, BlockType::Q8_0],
+            ] {
+                assert!(groups(types));
+                let ws: Vec<(BlockType, Vec<u8>, usize)> = types
+                    .iter()
+                    .zip([70, 9, 130])
+                    .map(|(&ty, n_out)| {
+                        let w = values(n_out as u64, n_out * n_in, false);
+                        (ty, sample_blocks(ty, &w, n_in), n_out)
+                    })
+                    .collect();
+                let parts: Vec<Part<'_>> = ws
+                    .iter()
+                    .map(|(ty, w, n_out)| Part {
+                        ty: *ty,
+                        w,
+                        n_out: *n_out,
+                    })
+                    .collect();
+                for m in [1, 40] {
+                    let xs = &x[..m * n_in];
+                    let ys = matmul_group(kernel, &parts, n_in, xs);
+                    for (p, y) in parts.iter().zip(&ys) {
+                        let own = matmul_with(p.ty, kernel, p.w, p.n_out, n_in, xs);
+                        assert_eq!(y.len(), own.len());
+                        for (a, b) in y.iter().zip(&own) {
+                            assert_eq!(a.to_bits(), b.to_bits(), "{kernel:?} {:?} m {m}", p.ty);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(!groups(&[BlockType::Q4_0, BlockType::Q4_K]));
+        assert!(!groups(&[BlockType::Q4_K, BlockType::IQ4_XS]));
     }
 
     /// Every type packed into panels straight from the stored blocks gives the panels packed
