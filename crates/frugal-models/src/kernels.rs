@@ -332,6 +332,34 @@ pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// GELU by its tanh approximation (ggml's and candle's `gelu`),
+/// `½x(1 + tanh(y))` with `y = √(2/π)(x + 0.044715x³)`, written as `x·σ(2y)` on [`exp`]: the
+/// same function, without `1 + tanh`'s cancellation where `tanh` is near −1.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    x / (1.0 + exp(-2.0 * SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)))
+}
+
+/// `x·σ(x)` on [`exp`].
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+crate::avx512_dispatch! {
+    /// A gated unit in place: `g ← f(g) · u`, with `f` GELU (tanh form) if `gelu`, else SiLU.
+    /// Vectorised (candle's `gelu` and `silu` call the library's `tanh` and `exp` per value:
+    /// a tenth of Gemma 3's prompt).
+    pub fn glu_in_place(g: &mut [f32], u: &[f32], gelu: bool) {
+        if gelu {
+            g.iter_mut().zip(u).for_each(|(g, u)| *g = gelu_tanh(*g) * u);
+        } else {
+            g.iter_mut().zip(u).for_each(|(g, u)| *g = silu(*g) * u);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +381,36 @@ mod tests {
         assert!(worst_erf < 5e-7, "erf absolute error {worst_erf}");
         assert_eq!(exp(-1000.0), exp(-87.0));
         assert!(exp(-87.0) < 1e-37);
+    }
+
+    #[test]
+    fn gated_units_match_the_exact_formulas() {
+        let xs: Vec<f32> = (-12_000..=12_000).map(|i| i as f32 * 0.001).collect();
+        let u: Vec<f32> = xs.iter().map(|x| 1.0 + x.abs()).collect();
+        for gelu in [true, false] {
+            let mut g = xs.clone();
+            glu_in_place(&mut g, &u, gelu);
+            for ((x, u), y) in xs.iter().zip(&u).zip(&g) {
+                let x = f64::from(*x);
+                let f = if gelu {
+                    0.5 * x
+                        * (1.0
+                            + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x))
+                                .tanh())
+                } else {
+                    x / (1.0 + (-x).exp())
+                };
+                let want = f * f64::from(*u);
+                let err = (f64::from(*y) - want).abs();
+                assert!(
+                    err <= 1e-6 * want.abs() + 1e-9,
+                    "gelu {gelu} x {x}: {y} vs {want}"
+                );
+            }
+        }
+        // Far tails: the identity and zero, no NaN from the clamped exponential.
+        assert_eq!(gelu_tanh(60.0), 60.0);
+        assert!(gelu_tanh(-60.0).abs() < 1e-30 && !gelu_tanh(-1e30).is_nan());
     }
 
     #[test]

@@ -1416,9 +1416,16 @@ impl Llama {
             unreachable!("two layers, two outputs")
         };
         let (g, u) = (probe(4, g)?, probe(5, u)?);
-        let act = match self.arch.activation {
-            Activation::SiluGlu => (g.silu()? * u)?,
-            Activation::GeluTanhGlu => (g.gelu()? * u)?,
+        let gelu = self.arch.activation == Activation::GeluTanhGlu;
+        let act = match pass {
+            // One vectorised pass over the gate (candle's calls `tanh`/`exp` per value).
+            Pass::Fused => {
+                let (mut gv, uv) = (flat(&g)?, flat(&u)?);
+                crate::kernels::glu_in_place(&mut gv, &uv, gelu);
+                Tensor::from_vec(gv, g.shape(), g.device())?
+            }
+            Pass::Differentiable if gelu => (g.gelu()? * u)?,
+            Pass::Differentiable => (g.silu()? * u)?,
         };
         let mlp_out = probe(6, b.down.forward(&act)?)?;
         let mlp_out = match &b.post_norms {
