@@ -1,7 +1,8 @@
 //! Numeric building blocks shared by the hand-written forward passes ([`crate::cnn_kernels`],
-//! [`crate::bert_kernels`]): a strided matrix product on `gemm` (the kernels candle's own
-//! matmul uses), and `exp`/`erf` approximations written branch-free so the compiler vectorises
-//! the loops that call them (the standard library's are scalar calls).
+//! [`crate::bert_kernels`], and the decoder's gated units in [`crate::llama`]): a strided matrix
+//! product on `gemm` (the kernels candle's own matmul uses), and `exp`/`erf`/GELU/SiLU
+//! approximations written branch-free so the compiler vectorises the loops that call them (the
+//! standard library's are scalar calls).
 
 use gemm::Parallelism;
 
@@ -338,13 +339,25 @@ pub fn gelu_erf(x: f32) -> f32 {
 #[inline(always)]
 pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    x / (1.0 + exp(-2.0 * SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)))
+    let y = x / (1.0 + exp(-2.0 * SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)));
+    // Below −20 the value is under 1e-300: zero (the clamped exponential would leave x/e⁸⁸).
+    if x < -20.0 {
+        -0.0
+    } else {
+        y
+    }
 }
 
 /// `x·σ(x)` on [`exp`].
 #[inline(always)]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + exp(-x))
+    let y = x / (1.0 + exp(-x));
+    // Below −100 the value is under 1e-40: zero (the clamped exponential would leave x/e⁸⁸).
+    if x < -100.0 {
+        -0.0
+    } else {
+        y
+    }
 }
 
 crate::avx512_dispatch! {
@@ -410,7 +423,14 @@ mod tests {
         }
         // Far tails: the identity and zero, no NaN from the clamped exponential.
         assert_eq!(gelu_tanh(60.0), 60.0);
-        assert!(gelu_tanh(-60.0).abs() < 1e-30 && !gelu_tanh(-1e30).is_nan());
+        for x in [-60.0, -1e30, -1e38, f32::NEG_INFINITY] {
+            assert_eq!((gelu_tanh(x), silu(x.min(-101.0))), (0.0, 0.0), "{x}");
+        }
+        assert_eq!(
+            (gelu_tanh(f32::INFINITY), silu(1e30)),
+            (f32::INFINITY, 1e30)
+        );
+        assert!(gelu_tanh(f32::NAN).is_nan() && silu(f32::NAN).is_nan());
     }
 
     #[test]

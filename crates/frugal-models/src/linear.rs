@@ -1087,8 +1087,6 @@ mod tests {
         .is_some());
     }
 
-    /// In a differentiable pass a weight read in place gives the decoded weight's product and
-    /// passes the gradient to its input as the decoded weight does (to summation order).
     /// Layers that read one input give, taken together, each layer's own output bit for bit:
     /// stored blocks whose rounding one pass serves (grouped), a mix that no one rounding serves
     /// (each its own), decoded layers that round their input alike (rounded once), and biases.
@@ -1153,6 +1151,8 @@ mod tests {
         }
     }
 
+    /// In a differentiable pass a weight read in place gives the decoded weight's product and
+    /// passes the gradient to its input as the decoded weight does (to summation order).
     #[test]
     fn mapped_weights_pass_gradients_to_their_input() {
         use candle_core::quantized::GgmlDType as D;

@@ -1492,8 +1492,9 @@ impl Llama {
             None
         };
         Ok(KvCache {
-            k: vec![Vec::new(); self.blocks.len()],
-            v: vec![Vec::new(); self.blocks.len()],
+            // Reserved, not touched: pages a short generation never reaches are never resident.
+            k: vec![Vec::with_capacity(capacity * c.n_head_kv * c.head_dim()); self.blocks.len()],
+            v: vec![Vec::with_capacity(capacity * c.n_head_kv * c.head_dim()); self.blocks.len()],
             row: c.n_head_kv * c.head_dim(),
             pos: 0,
             capacity,
@@ -1536,7 +1537,7 @@ impl Llama {
             x = out.x;
         }
         let logits = self.logits_of(&self.final_norm(&x)?)?.flatten_all()?;
-        cache.append(&grown)?;
+        cache.append(&grown, 1)?;
         Ok(logits)
     }
 
@@ -1568,7 +1569,7 @@ impl Llama {
         }
         let last = x.narrow(0, t - 1, 1)?;
         let logits = self.logits_of(&self.final_norm(&last)?)?.flatten_all()?;
-        cache.append(&grown)?;
+        cache.append(&grown, t)?;
         Ok(logits)
     }
 }
@@ -1598,46 +1599,42 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// Each block's keys and values of the positions just computed (`[1, kv heads, T, hd]`),
+    /// Each block's keys and values of the `t` positions just computed (`[1, kv heads, t, hd]`),
     /// after the cached ones. All checked before any is appended, so an error leaves the cache
     /// as it was.
-    fn append(&mut self, grown: &[(Tensor, Tensor)]) -> Result<()> {
+    fn append(&mut self, grown: &[(Tensor, Tensor)], t: usize) -> Result<()> {
+        let refuse = |what: String| Error::Candle(candle_core::Error::Msg(what));
+        if grown.len() != self.k.len() || self.pos + t > self.capacity {
+            return Err(refuse(format!(
+                "{} blocks' keys of {t} positions for a cache of {} blocks holding {} of {}",
+                grown.len(),
+                self.k.len(),
+                self.pos,
+                self.capacity
+            )));
+        }
         let mut rows = Vec::with_capacity(grown.len());
-        let mut added = None;
         for (k, v) in grown {
-            let (_, heads, t, hd) = k.dims4()?;
-            if heads * hd != self.row || v.dims4()? != (1, heads, t, hd) {
-                return Err(Error::Candle(candle_core::Error::Msg(format!(
-                    "keys {:?} and values {:?} for a cache of {} values a position",
+            let (one, heads, n, hd) = k.dims4()?;
+            if one != 1 || n != t || heads * hd != self.row || v.dims4()? != (1, heads, t, hd) {
+                return Err(refuse(format!(
+                    "keys {:?} and values {:?} for {t} positions of {} values",
                     k.dims(),
                     v.dims(),
                     self.row
-                ))));
+                )));
             }
-            if *added.get_or_insert(t) != t || self.pos + t > self.capacity {
-                return Err(Error::Candle(candle_core::Error::Msg(format!(
-                    "{t} positions into a cache holding {} of {}",
-                    self.pos, self.capacity
-                ))));
-            }
-            // `[1, heads, T, hd]` to position-major `[T, heads, hd]`.
+            // `[1, heads, t, hd]` to position-major `[t, heads, hd]`.
             let pm = |x: &Tensor| -> Result<Vec<f32>> {
                 Ok(x.transpose(1, 2)?.flatten_all()?.to_vec1()?)
             };
             rows.push((pm(k)?, pm(v)?));
         }
-        if rows.len() != self.k.len() {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "{} blocks' keys for a cache of {}",
-                rows.len(),
-                self.k.len()
-            ))));
-        }
         for (i, (k, v)) in rows.into_iter().enumerate() {
             self.k[i].extend_from_slice(&k);
             self.v[i].extend_from_slice(&v);
         }
-        self.pos += added.unwrap_or(0);
+        self.pos += t;
         Ok(())
     }
 
@@ -1717,7 +1714,8 @@ impl Keys<'_> {
 }
 
 /// What a block pass returns: the new hidden states, the inputs its linear layers saw, and
-/// the keys and values of the positions computed, the cache's before them included.
+/// the keys and values of the positions computed (`[1, kv heads, T, hd]`; the cache's own are
+/// not among them).
 struct BlockOut {
     x: Tensor,
     inputs: [Tensor; 4],
@@ -1895,4 +1893,93 @@ fn attend_one(
             .for_each(|(h, out)| head(h, out));
     }
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One query's attention over a position-major cache equals candle's over the same keys
+    /// laid out `[1, kv heads, positions, hd]` with [`repeat_kv`] (the full pass's arithmetic):
+    /// grouped-query heads, with and without a window, with and without sinks.
+    #[test]
+    fn one_query_attends_as_the_repeated_heads_do() {
+        let dev = Device::Cpu;
+        let (heads, kv_heads, hd, cached) = (6, 2, 8, 9);
+        let mut rng = frugal_formats::rng::SplitMix64(5);
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| 2.0 * rng.next_f64() as f32 - 1.0).collect() };
+        let row = kv_heads * hd;
+        let (past_k, past_v) = (draw(cached * row), draw(cached * row));
+        let (new_k, new_v) = (draw(row), draw(row));
+        let q = draw(heads * hd);
+        let sinks = draw(heads);
+        // `[positions][kv][hd]` (the cache, then the new position) to `[1, kv, positions, hd]`.
+        let heads_major = |past: &[f32], new: &[f32]| -> Tensor {
+            let all: Vec<f32> = past.iter().chain(new).copied().collect();
+            Tensor::from_vec(all, (1, cached + 1, kv_heads, hd), &dev)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let k = repeat_kv(heads_major(&past_k, &new_k), heads / kv_heads).unwrap();
+        let v = repeat_kv(heads_major(&past_v, &new_v), heads / kv_heads).unwrap();
+        let qt = Tensor::from_vec(q.clone(), (1, heads, 1, hd), &dev).unwrap();
+        let scale = 0.3f32;
+        for window in [0, 4] {
+            for sink in [false, true] {
+                let shape = AttnShape {
+                    heads,
+                    kv_heads,
+                    head_dim: hd,
+                    scale,
+                    window,
+                };
+                let got = attend_one(
+                    &shape,
+                    &q,
+                    (&past_k, &past_v),
+                    (&new_k, &new_v),
+                    sink.then_some(&sinks[..]),
+                );
+                let n = cached + 1;
+                let from = if window > 0 { n - window } else { 0 };
+                let att = (qt.matmul(&k.t().unwrap()).unwrap() * f64::from(scale)).unwrap();
+                let mask: Vec<f32> = (0..n)
+                    .map(|p| if p < from { f32::NEG_INFINITY } else { 0.0 })
+                    .collect();
+                let att = att
+                    .broadcast_add(&Tensor::from_vec(mask, n, &dev).unwrap())
+                    .unwrap();
+                let att = if sink {
+                    let col = Tensor::from_vec(sinks.clone(), (1, heads, 1, 1), &dev).unwrap();
+                    let with = Tensor::cat(&[&att, &col], 3).unwrap();
+                    candle_nn::ops::softmax_last_dim(&with)
+                        .unwrap()
+                        .narrow(3, 0, n)
+                        .unwrap()
+                        .contiguous()
+                        .unwrap()
+                } else {
+                    candle_nn::ops::softmax_last_dim(&att).unwrap()
+                };
+                let want: Vec<f32> = att
+                    .matmul(&v)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert_eq!(got.len(), want.len());
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "window {window} sink {sink} [{i}]: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
 }
