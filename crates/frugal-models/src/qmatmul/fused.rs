@@ -21,6 +21,9 @@
 //! one-row-vs-batch check). Under VNNI they stay 256 bits wide (one `vpdpbusd` per block, the
 //! same integers): measured at 7B shapes, the 512-bit form of [`super::dot::avx512::legacy`]
 //! (two blocks per register) was 0.3–1.0× the 256-bit AVX2 one for a single row.
+//! [`products`] takes their rows two at a time ([`legacy_rows`]): the input's codes and scales
+//! loaded once for both, and two independent accumulator chains in flight instead of one
+//! (each row's value still bit for bit its own).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -524,12 +527,27 @@ unsafe fn sub_blocks<const T: usize>(t: &[f32], blk: &[u8]) -> (usize, [f32; 8])
 /// The CPU has AVX2 and FMA, and with `vnni` AVX-512 VL and VNNI; `ty` is one of the
 /// blocks-of-32 types; `x` holds as many values as `row`.
 pub unsafe fn legacy_row(ty: BlockType, vnni: bool, row: &[u8], x: ActRow<'_>) -> f32 {
+    legacy_rows::<1>(ty, vnni, [row], x)[0]
+}
+
+/// The products of `R` rows of blocks of 32 (each as [`legacy_row`]'s `row`, all of one
+/// length) with one activation row: each row's value bit for bit [`legacy_row`]'s, the
+/// activations' codes and scales loaded once for all `R` rows.
+///
+/// # Safety
+/// As [`legacy_row`], for every row.
+pub unsafe fn legacy_rows<const R: usize>(
+    ty: BlockType,
+    vnni: bool,
+    rows: [&[u8]; R],
+    x: ActRow<'_>,
+) -> [f32; R] {
     macro_rules! by_type {
         ($($t:ident)*) => {
             match (ty, vnni) {
                 $(
-                    (BlockType::$t, false) => legacy_avx2::<{ BlockType::$t as usize }>(ty, row, x),
-                    (BlockType::$t, true) => legacy_vnni::<{ BlockType::$t as usize }>(ty, row, x),
+                    (BlockType::$t, false) => legacy_avx2::<{ BlockType::$t as usize }, R>(ty, rows, x),
+                    (BlockType::$t, true) => legacy_vnni::<{ BlockType::$t as usize }, R>(ty, rows, x),
                 )*
                 _ => unreachable!("{ty:?} is not a block of 32"),
             }
@@ -538,54 +556,109 @@ pub unsafe fn legacy_row(ty: BlockType, vnni: bool, row: &[u8], x: ActRow<'_>) -
     by_type!(Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL IQ4_XS)
 }
 
+/// The products of consecutive rows of `row_bytes` in `rows` with one activation row, into
+/// `out` (a value per row): the blocks-of-32 types two rows at a time ([`legacy_rows`]: one
+/// load of the activations serves both), the k-quants one at a time ([`product`]); each
+/// value bit for bit [`product`]'s.
+///
+/// # Safety
+/// As [`product`], for every row; `out` has a value per row.
+pub unsafe fn products(
+    ty: BlockType,
+    vnni: bool,
+    rows: &[u8],
+    row_bytes: usize,
+    x: ActRow<'_>,
+    out: &mut [f32],
+) {
+    debug_assert_eq!(rows.len(), out.len() * row_bytes);
+    let mut done = 0;
+    if !ty.is_k() {
+        for (pair, o) in rows
+            .chunks_exact(2 * row_bytes)
+            .zip(out.chunks_exact_mut(2))
+        {
+            let (a, b) = pair.split_at(row_bytes);
+            o.copy_from_slice(&legacy_rows::<2>(ty, vnni, [a, b], x));
+            done += 2;
+        }
+    }
+    for (row, o) in rows[done * row_bytes..]
+        .chunks_exact(row_bytes)
+        .zip(&mut out[done..])
+    {
+        *o = product(ty, vnni, row, x);
+    }
+}
+
 #[target_feature(enable = "avx2,fma")]
-unsafe fn legacy_avx2<const T: usize>(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
-    legacy_body::<T, false>(ty, row, x)
+unsafe fn legacy_avx2<const T: usize, const R: usize>(
+    ty: BlockType,
+    rows: [&[u8]; R],
+    x: ActRow<'_>,
+) -> [f32; R] {
+    legacy_body::<T, false, R>(ty, rows, x)
 }
 
 #[target_feature(enable = "avx512vnni,avx512vl,avx2,fma")]
-unsafe fn legacy_vnni<const T: usize>(ty: BlockType, row: &[u8], x: ActRow<'_>) -> f32 {
-    legacy_body::<T, true>(ty, row, x)
+unsafe fn legacy_vnni<const T: usize, const R: usize>(
+    ty: BlockType,
+    rows: [&[u8]; R],
+    x: ActRow<'_>,
+) -> [f32; R] {
+    legacy_body::<T, true, R>(ty, rows, x)
 }
 
 #[inline(always)]
-unsafe fn legacy_body<const T: usize, const VNNI: bool>(
+unsafe fn legacy_body<const T: usize, const VNNI: bool, const R: usize>(
     ty: BlockType,
-    row: &[u8],
+    rows: [&[u8]; R],
     x: ActRow<'_>,
-) -> f32 {
+) -> [f32; R] {
     let bb = ty.block_bytes();
-    let nb = row.len() / bb * (ty.block_values() / 32);
+    let len = rows[0].len();
+    assert!(rows.iter().all(|r| r.len() == len));
+    let nblk = len / bb;
+    let nb = nblk * (ty.block_values() / 32);
     assert!(x.q.len() >= 32 * nb && x.d.len() >= nb && x.s.len() >= nb);
     let signed = ty.is_signed();
     let (t, table, ones) = (f16_table(), iq4_table(), _mm256_set1_epi16(1));
-    let mut acc = _mm256_setzero_ps();
-    let mut offs = 0f32;
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut offs = [0f32; R];
     let mut b = 0;
     let dist = prefetch_distance();
-    for blk in row.chunks_exact(bb) {
-        prefetch(blk, dist);
-        let (subs, dl) = sub_blocks::<T>(t, blk);
+    for k in 0..nblk {
+        let blks: [&[u8]; R] = std::array::from_fn(|r| rows[r].get_unchecked(k * bb..(k + 1) * bb));
+        let mut dls = [[0f32; 8]; R];
+        let mut subs = 1;
+        for r in 0..R {
+            prefetch(blks[r], dist);
+            (subs, dls[r]) = sub_blocks::<T>(t, blks[r]);
+        }
         for s in 0..subs {
-            let (wv, dw, mw) = block32::<T>(t, blk, s, &dl, table);
             let xv = load(x.q.as_ptr().add(32 * b) as *const u8);
-            let (uw, xs) = if signed {
-                (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv))
-            } else {
-                (wv, xv)
-            };
-            let p32 = if VNNI {
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, xs)
-            } else {
-                _mm256_madd_epi16(_mm256_maddubs_epi16(uw, xs), ones)
-            };
-            let scale = _mm256_set1_ps(dw * *x.d.get_unchecked(b));
-            acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p32), acc);
-            if !signed {
-                offs += mw * *x.s.get_unchecked(b);
+            let xd = *x.d.get_unchecked(b);
+            let xsum = if signed { 0.0 } else { *x.s.get_unchecked(b) };
+            for r in 0..R {
+                let (wv, dw, mw) = block32::<T>(t, blks[r], s, &dls[r], table);
+                let (uw, xs) = if signed {
+                    (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv))
+                } else {
+                    (wv, xv)
+                };
+                let p32 = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, xs)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(uw, xs), ones)
+                };
+                let scale = _mm256_set1_ps(dw * xd);
+                acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p32), acc[r]);
+                if !signed {
+                    offs[r] += mw * xsum;
+                }
             }
             b += 1;
         }
     }
-    hsum_ps(acc) + offs
+    std::array::from_fn(|r| hsum_ps(acc[r]) + offs[r])
 }

@@ -422,6 +422,21 @@ fn chunk_product(
         return;
     }
     #[cfg(target_arch = "x86_64")]
+    if m == 1 && kernel >= Kernel::Avx2 {
+        // SAFETY: as below; `o` has a value per row.
+        unsafe {
+            fused::products(
+                ty,
+                kernel == Kernel::Vnni,
+                rows,
+                row_bytes,
+                act_row(acts, fmt, 0, n_in),
+                o,
+            )
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if m < TILE && kernel >= Kernel::Avx2 {
         for (i, row) in rows.chunks_exact(row_bytes).enumerate() {
             for r in 0..m {
@@ -867,7 +882,7 @@ mod tests {
 
     /// The fused one-row kernels for blocks of 32 under VNNI (256-bit `vpdpbusd`) give the
     /// AVX2 one's values bit for bit — the claim that lets a CPU with VNNI run either — on
-    /// sampled weights and on every byte at its extreme.
+    /// sampled weights and on every byte at its extreme; so do both taking two rows at a time.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn fused_rows_under_vnni_are_the_avx2_values() {
@@ -885,16 +900,28 @@ mod tests {
                 .chunks_exact(row_bytes)
                 .map(<[u8]>::to_vec)
                 .chain([0xFFu8, 0x80].map(|b| vec![b; row_bytes]));
-            for (i, row) in rows.enumerate() {
+            let rows: Vec<Vec<u8>> = rows.collect();
+            let mut one = Vec::new();
+            for (i, row) in rows.iter().enumerate() {
                 // SAFETY: the CPU has VNNI (checked), hence AVX2; whole rows of `n_in`.
                 let (a, v) = unsafe {
                     (
-                        fused::product(ty, false, &row, xr),
-                        fused::product(ty, true, &row, xr),
+                        fused::product(ty, false, row, xr),
+                        fused::product(ty, true, row, xr),
                     )
                 };
                 // Extreme bytes make some f16 scales infinite or NaN: compare bits.
                 assert_eq!(a.to_bits(), v.to_bits(), "{ty:?} row {i}: {a} vs {v}");
+                one.push(a.to_bits());
+            }
+            // Two rows at a time (five rows: two pairs and one alone) give the same bits.
+            let all = rows.concat();
+            for vnni in [false, true] {
+                let mut out = vec![0f32; rows.len()];
+                // SAFETY: as above; a value per row.
+                unsafe { fused::products(ty, vnni, &all, row_bytes, xr, &mut out) };
+                let bits: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(bits, one, "{ty:?} vnni {vnni}: rows together");
             }
         }
     }
