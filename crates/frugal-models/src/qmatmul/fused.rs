@@ -532,7 +532,9 @@ pub unsafe fn legacy_row(ty: BlockType, vnni: bool, row: &[u8], x: ActRow<'_>) -
 
 /// The products of `R` rows of blocks of 32 (each as [`legacy_row`]'s `row`, all of one
 /// length) with one activation row: each row's value bit for bit [`legacy_row`]'s, the
-/// activations' codes and scales loaded once for all `R` rows.
+/// activations' codes and scales loaded once for all `R` rows. The prefetching takes the rows
+/// for `R` consecutive rows of a weight, followed by the next `R` (any other rows give the
+/// same values: a prefetch never faults).
 ///
 /// # Safety
 /// As [`legacy_row`], for every row.
@@ -556,10 +558,19 @@ pub unsafe fn legacy_rows<const R: usize>(
     by_type!(Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL IQ4_XS)
 }
 
+/// The longest rows (in values) that [`products`] takes two at a time. Timed one input row
+/// by one (`bench/qmatmul-kernels.sh … 1`, the same products with pairs and without): SmolLM2's
+/// and the 1.5B model's shapes (rows of 576 and 1536) ran mostly 1.1–1.9× faster in pairs,
+/// the 7B ones (4096 and 11008) no faster, and streamed from memory (`qmatmul-cold.sh`) Q4_0
+/// and IQ4_XS up to 20 % slower (two streams per thread where one row at a time reads one);
+/// BENCHMARKS.md, "Two weight rows at a time".
+pub const PAIRED_MAX_IN: usize = 2048;
+
 /// The products of consecutive rows of `row_bytes` in `rows` with one activation row, into
 /// `out` (a value per row): the blocks-of-32 types two rows at a time ([`legacy_rows`]: one
-/// load of the activations serves both), the k-quants one at a time ([`product`]); each
-/// value bit for bit [`product`]'s.
+/// load of the activations serves both, two accumulator chains in flight) where rows hold at
+/// most [`PAIRED_MAX_IN`] values, else one at a time ([`product`]); each value bit for bit
+/// [`product`]'s.
 ///
 /// # Safety
 /// As [`product`], for every row; `out` has a value per row.
@@ -573,7 +584,8 @@ pub unsafe fn products(
 ) {
     debug_assert_eq!(rows.len(), out.len() * row_bytes);
     let mut done = 0;
-    if !ty.is_k() {
+    let n_in = row_bytes / ty.block_bytes() * ty.block_values();
+    if !ty.is_k() && n_in <= PAIRED_MAX_IN {
         for (pair, o) in rows
             .chunks_exact(2 * row_bytes)
             .zip(out.chunks_exact_mut(2))
@@ -627,12 +639,20 @@ unsafe fn legacy_body<const T: usize, const VNNI: bool, const R: usize>(
     let mut offs = [0f32; R];
     let mut b = 0;
     let dist = prefetch_distance();
+    // Each row is prefetched `dist / R` bytes ahead, past its end in the same row of the next
+    // `R` (consecutive rows): `dist` bytes of the stream ahead, as one row at a time does.
+    let ahead = dist / R;
     for k in 0..nblk {
         let blks: [&[u8]; R] = std::array::from_fn(|r| rows[r].get_unchecked(k * bb..(k + 1) * bb));
+        let d = if ahead == 0 || k * bb + ahead < len {
+            ahead
+        } else {
+            ahead + (R - 1) * len
+        };
         let mut dls = [[0f32; 8]; R];
         let mut subs = 1;
         for r in 0..R {
-            prefetch(blks[r], dist);
+            prefetch(blks[r], d);
             (subs, dls[r]) = sub_blocks::<T>(t, blks[r]);
         }
         for s in 0..subs {
