@@ -532,9 +532,10 @@ pub unsafe fn legacy_row(ty: BlockType, vnni: bool, row: &[u8], x: ActRow<'_>) -
 
 /// The products of `R` rows of blocks of 32 (each as [`legacy_row`]'s `row`, all of one
 /// length) with one activation row: each row's value bit for bit [`legacy_row`]'s, the
-/// activations' codes and scales loaded once for all `R` rows. The prefetching takes the rows
-/// for `R` consecutive rows of a weight, followed by the next `R` (any other rows give the
-/// same values: a prefetch never faults).
+/// activations' codes and scales loaded once for all `R` rows. Each row is prefetched
+/// [`prefetch_distance`] ahead, as alone: for the short rows [`products`] pairs that reaches
+/// past the next pair's start (timed on SmolLM2: a pass 5.5 ms, against 6.1 with each row
+/// half as far ahead into the same row of the next pair).
 ///
 /// # Safety
 /// As [`legacy_row`], for every row.
@@ -639,20 +640,12 @@ unsafe fn legacy_body<const T: usize, const VNNI: bool, const R: usize>(
     let mut offs = [0f32; R];
     let mut b = 0;
     let dist = prefetch_distance();
-    // Each row is prefetched `dist / R` bytes ahead, past its end in the same row of the next
-    // `R` (consecutive rows): `dist` bytes of the stream ahead, as one row at a time does.
-    let ahead = dist / R;
     for k in 0..nblk {
         let blks: [&[u8]; R] = std::array::from_fn(|r| rows[r].get_unchecked(k * bb..(k + 1) * bb));
-        let d = if ahead == 0 || k * bb + ahead < len {
-            ahead
-        } else {
-            ahead + (R - 1) * len
-        };
         let mut dls = [[0f32; 8]; R];
         let mut subs = 1;
         for r in 0..R {
-            prefetch(blks[r], d);
+            prefetch(blks[r], dist);
             (subs, dls[r]) = sub_blocks::<T>(t, blks[r]);
         }
         for s in 0..subs {
