@@ -21,9 +21,10 @@
 //! one-row-vs-batch check). Under VNNI they stay 256 bits wide (one `vpdpbusd` per block, the
 //! same integers): measured at 7B shapes, the 512-bit form of [`super::dot::avx512::legacy`]
 //! (two blocks per register) was 0.3–1.0× the 256-bit AVX2 one for a single row.
-//! [`products`] takes their rows two at a time ([`legacy_rows`]): the input's codes and scales
-//! loaded once for both, and two independent accumulator chains in flight instead of one
-//! (each row's value still bit for bit its own).
+//! [`products`] takes their rows two at a time ([`legacy_rows`]) where rows hold at most
+//! [`PAIRED_MAX_IN`] values: the input's codes and scales loaded once for both, and two
+//! independent accumulator chains in flight instead of one (each row's value still bit for
+//! bit its own).
 
 #![cfg(target_arch = "x86_64")]
 
