@@ -252,38 +252,11 @@ pub(crate) fn round_half_away(v: f32) -> f32 {
     }
 }
 
-/// The largest magnitude in `x` (NaNs skipped), in sixteen lanes: `max` is exact and its order
-/// does not matter, but one running maximum is a chain of dependent instructions the compiler
-/// keeps scalar (6 % of a small model's decoding, in the kernels' input rounding).
-#[inline(always)]
-pub(crate) fn abs_max(x: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for (m, v) in lanes.iter_mut().zip(c) {
-            *m = m.max(v.abs());
-        }
-    }
-    let tail = chunks.remainder().iter().fold(0f32, |m, v| m.max(v.abs()));
-    lanes.iter().fold(tail, |m, &v| m.max(v))
-}
-
-/// The first value of `x` with the largest magnitude (0 where all are 0): ggml's Q8_K scale
-/// comes from it, sign included.
-#[inline(always)]
-pub(crate) fn signed_abs_max(x: &[f32]) -> f32 {
-    let amax = abs_max(x);
-    if amax == 0.0 {
-        return 0.0;
-    }
-    x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0)
-}
-
 crate::avx512_dispatch! {
     /// [`ActRounding::Q8_0`] on one row.
     fn round_q8_0(row: &mut [f32]) {
         for b in row.chunks_mut(32) {
-            let d = abs_max(b) / 127.0;
+            let d = crate::kernels::max_abs(b) / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let d16 = half::f16::from_f32(d).to_f32();
             b.iter_mut().for_each(|v| *v = round_half_away(*v * id) * d16);
@@ -295,7 +268,7 @@ crate::avx512_dispatch! {
     /// [`ActRounding::Q8K`] on one row.
     fn round_q8k(row: &mut [f32]) {
         for b in row.chunks_mut(256) {
-            let max = signed_abs_max(b);
+            let max = crate::kernels::signed_max_abs(b);
             if max == 0.0 {
                 b.iter_mut().for_each(|v| *v = 0.0);
                 continue;

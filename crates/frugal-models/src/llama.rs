@@ -1799,26 +1799,6 @@ fn flat(x: &Tensor) -> Result<Vec<f32>> {
     Ok(x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
 }
 
-/// `Σ a·b` in sixteen lanes (one running sum is a chain the compiler keeps scalar: a plain sum
-/// was 4 % of a small model's decoding).
-#[inline]
-fn dot16(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *l += x * y;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
 /// The heads of one attention layer.
 struct AttnShape {
     heads: usize,
@@ -1864,7 +1844,9 @@ fn attend_one(
     let head = |h: usize, out: &mut [f32]| {
         let g = h / group;
         let qh = &q[h * hd..(h + 1) * hd];
-        let logits: Vec<f32> = (from..n).map(|p| s.scale * dot16(at(p, g).0, qh)).collect();
+        let logits: Vec<f32> = (from..n)
+            .map(|p| s.scale * crate::kernels::dot(at(p, g).0, qh))
+            .collect();
         let sink = sinks.map(|v| v[h]);
         let max = logits
             .iter()

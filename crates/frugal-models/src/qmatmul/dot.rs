@@ -94,7 +94,7 @@ crate::avx2_dispatch! {
                     .zip(d.iter_mut())
                     .zip(s.iter_mut())
                 {
-                    let dd = crate::linear::abs_max(x) / 127.0;
+                    let dd = crate::kernels::max_abs(x) / 127.0;
                     let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
                     let mut sum = 0i32;
                     for (q, &v) in q.iter_mut().zip(x) {
@@ -116,7 +116,7 @@ crate::avx2_dispatch! {
             }
             ActFormat::Q8K => {
                 for ((x, q), d) in x.chunks_exact(256).zip(q.chunks_exact_mut(256)).zip(d.iter_mut()) {
-                    let max = crate::linear::signed_abs_max(x);
+                    let max = crate::kernels::signed_max_abs(x);
                     if max == 0.0 {
                         q.fill(0);
                         *d = 0.0;

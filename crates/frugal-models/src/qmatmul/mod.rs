@@ -423,7 +423,9 @@ fn chunk_product(
     }
     #[cfg(target_arch = "x86_64")]
     if m == 1 && kernel >= Kernel::Avx2 {
-        // SAFETY: as below; `o` has a value per row.
+        // SAFETY: `kernel` is available and at least AVX2's (AVX2 and FMA; AVX-512 VL and VNNI
+        // with the VNNI kernel); the input row has a weight row's count of values, and `o` a
+        // value per weight row.
         unsafe {
             fused::products(
                 ty,
