@@ -834,6 +834,58 @@ fn gptq_and_awq_beat_rounding_on_smollm2() {
     let rtn = kld(&run(&[]));
     let gptq = kld(&calibrated("gptq"));
     assert!(gptq < 0.85 * rtn, "GPTQ mean KLD {gptq} vs rounding {rtn}");
+    // A float type among GPTQ's choices (an override here, a size budget's F16 alike) is not
+    // rounded: written as the input's values in F16, every column kept.
+    let q = "^blk\\.0\\.attn_q\\.weight$=F16";
+    let out = frugal(
+        &[
+            "quantize",
+            p.to_str().unwrap(),
+            "f16.gguf",
+            "--type",
+            "Q4_0",
+            "--calib",
+            "calib.txt",
+            "--calib-ctx",
+            "256",
+            "--calib-tokens",
+            "256",
+            "--method",
+            "gptq",
+            "--tensor-type",
+            q,
+            "--no-eval",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let input = frugal_formats::gguf::GgufFile::open(&p).unwrap();
+    let written = frugal_formats::gguf::GgufFile::open(dir.path().join("f16.gguf")).unwrap();
+    let tensor = |f: &frugal_formats::gguf::GgufFile, name: &str| {
+        let t = f.header.tensors.iter().find(|t| t.name == name).unwrap();
+        (
+            t.ggml_type,
+            frugal_compress::quant::tensor_f32(f, t).unwrap(),
+        )
+    };
+    let (_, w) = tensor(&input, "blk.0.attn_q.weight");
+    let (ty, back) = tensor(&written, "blk.0.attn_q.weight");
+    assert_eq!(ty, frugal_formats::gguf::GgmlType::F16);
+    assert_eq!(w.len(), back.len());
+    for (a, b) in w.iter().zip(&back) {
+        assert!(
+            (a - b).abs() <= a.abs() / 1024.0 + 1e-7,
+            "{a} written as {b}"
+        );
+    }
+    assert_eq!(
+        tensor(&written, "blk.0.attn_k.weight").0,
+        frugal_formats::gguf::GgmlType::Q4_0
+    );
     // AWQ without --calib: Brown's multi-genre mix (none of it the evaluation's cj13-cj16),
     // named in the report.
     let j = run(&[

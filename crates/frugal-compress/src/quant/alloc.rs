@@ -37,18 +37,12 @@ pub struct Options {
 
 /// The candidate types of tensor `name` with rows of `ncols`; without importance weights for it,
 /// not the types llama.cpp refuses to write without them, nor those that cannot quantize at all
-/// without them; with `gptq_only`, only the types GPTQ can round (no float types).
-fn candidate_types(
-    which: Candidates,
-    name: &str,
-    ncols: usize,
-    weighted: bool,
-    gptq_only: bool,
-) -> Vec<GgmlType> {
+/// without them. The same for every method: GPTQ rounds every quantized type and writes a float
+/// one as it is.
+fn candidate_types(which: Candidates, name: &str, ncols: usize, weighted: bool) -> Vec<GgmlType> {
     CODECS
         .iter()
         .filter(|c| c.fits(ncols))
-        .filter(|c| !gptq_only || c.gptq_rounds())
         .filter(|c| {
             weighted
                 || !(super::mix::requires_imatrix(name, c.ggml)
@@ -107,7 +101,7 @@ pub fn measure(
                 .unwrap_or_else(|| m.gains.values().fold(Gain::same(0.0), |a, &g| a.max(g)))
         });
     let mut points = Vec::new();
-    for ty in candidate_types(which, &t.name, ncols, qw.is_some(), opts.gptq_types_only) {
+    for ty in candidate_types(which, &t.name, ncols, qw.is_some()) {
         let qw = qw.map(|w| w.as_slice());
         let (q, s) = quantize_matrix_measured(&x, ncols, ty, qw);
         let input_err: f64 = rounding.and_then(|r| r.of(ty)).map_or(0.0, |e| {
@@ -306,14 +300,13 @@ mod tests {
         assert_eq!(choose(&[big, small], 80), vec![G::Q8_0, G::Q8_0]);
     }
 
-    /// A budget for the block-wise methods offers every quantized type (GPTQ rounds them all,
-    /// the 1-bit lattices too) and no float type; without weights, neither the types llama.cpp
-    /// refuses without them nor those that need them.
+    /// A budget offers every quantized type (GPTQ rounds them all, the 1-bit lattices too) and,
+    /// with floats, F16 and F32 (which GPTQ writes as they are); without weights, neither the
+    /// types llama.cpp refuses without them nor those that need them.
     #[test]
-    fn candidates_follow_the_method_and_the_weights() {
+    fn candidates_follow_the_weights() {
         let name = "blk.0.ffn_down.weight";
-        let all = candidate_types(Candidates::WithFloat, name, 1536, true, false);
-        let gptq = candidate_types(Candidates::WithFloat, name, 1536, true, true);
+        let all = candidate_types(Candidates::WithFloat, name, 1536, true);
         for t in [
             G::IQ1_S,
             G::IQ1_M,
@@ -323,14 +316,16 @@ mod tests {
             G::Q2_K,
             G::Q4_K,
             G::Q8_0,
+            G::F16,
+            G::F32,
         ] {
-            assert!(all.contains(&t) && gptq.contains(&t), "{t:?}");
+            assert!(all.contains(&t), "{t:?}");
         }
-        for t in [G::F16, G::F32] {
-            assert!(all.contains(&t) && !gptq.contains(&t), "{t:?}");
-        }
-        assert!(gptq.iter().all(|&t| codec(t).unwrap().gptq_rounds()));
-        let plain = candidate_types(Candidates::All, name, 1536, false, false);
+        assert!(all.iter().all(|&t| {
+            let c = codec(t).unwrap();
+            c.gptq_rounds() == c.quantized()
+        }));
+        let plain = candidate_types(Candidates::All, name, 1536, false);
         for t in [G::IQ1_S, G::IQ2_XXS, G::IQ2_XS, G::IQ3_XXS] {
             assert!(!plain.contains(&t), "{t:?}");
         }

@@ -708,14 +708,20 @@ pub fn blockwise_model(
                     .collect()
             })
             .collect();
-        let weight = |model: &mut Llama, g: usize, name: &str| -> Result<Vec<f32>> {
+        let rounds = |ty: GgmlType| codec(ty).is_some_and(|c| c.gptq_rounds());
+        // A weight to round: its columns no calibration token reached are zeroed (GPTQ's
+        // convention: nothing measured them). A float type (a budget's or an override's
+        // choice) is not rounded, so it is written as it is, every column kept.
+        let weight = |model: &mut Llama, g: usize, name: &str, ty: GgmlType| -> Result<Vec<f32>> {
             let n = dims[g];
             let mut w: Vec<f32> = linear_named(model, name)
                 .weight_f32()?
                 .flatten_all()?
                 .to_vec1()?;
-            for (j, _) in dead[g].iter().enumerate().filter(|(_, &d)| d) {
-                w.iter_mut().skip(j).step_by(n).for_each(|v| *v = 0.0);
+            if rounds(ty) {
+                for (j, _) in dead[g].iter().enumerate().filter(|(_, &d)| d) {
+                    w.iter_mut().skip(j).step_by(n).for_each(|v| *v = 0.0);
+                }
             }
             Ok(w)
         };
@@ -727,10 +733,10 @@ pub fn blockwise_model(
             }
             let (g, name, ty) = jobs[*j];
             let n = dims[g];
-            let w = weight(model, g, name)?;
+            let w = weight(model, g, name, ty)?;
             let w = &w[rows.start * n..rows.end * n];
             let qw = &qws[g];
-            let bytes = match opts.gptq {
+            let bytes = match opts.gptq.filter(|_| rounds(ty)) {
                 Some(o) => {
                     // The lattice types round eight columns at a time in the original order.
                     let lattice = codec(ty).is_some_and(|c| c.regroup.is_some());
@@ -759,6 +765,7 @@ pub fn blockwise_model(
                         gptq_matrix(w, n, u, qw, ty)
                     }
                 }
+                // AWQ alone rounds with the importance weights; a float type is converted.
                 None => super::quantize_matrix(w, n, ty, Some(qw)),
             };
             mine.push((k, bytes));
@@ -788,7 +795,7 @@ pub fn blockwise_model(
                 bytes.extend_from_slice(&b);
             }
             // Decoded once: for the error and for the next block's forward pass.
-            let w = weight(model, g, name)?;
+            let w = weight(model, g, name, ty)?;
             let back = super::decode(&bytes, ty, w.len())?;
             let stored = stored_name(name);
             if stored != name.as_str() {

@@ -389,8 +389,6 @@ pub struct QuantizeOptions {
     /// Where the block-wise methods hold their Gram sums and factorizations (the memory plan
     /// chooses: [`memory_plan`]).
     pub scratch: frugal_models::scratch::Placement,
-    /// A size budget may only choose types GPTQ can round (set for the block-wise methods).
-    pub gptq_types_only: bool,
 }
 
 impl QuantizeOptions {
@@ -410,7 +408,6 @@ impl QuantizeOptions {
             target_bpw: None,
             checkpoint: None,
             scratch: frugal_models::scratch::Placement::Memory,
-            gptq_types_only: false,
         }
     }
 }
@@ -838,7 +835,6 @@ pub fn quantize_model(
     let f = GgufFile::open(input)?;
     check_overrides(&f, opts)?;
     let mut opts = opts.clone();
-    opts.gptq_types_only |= matches!(method, Method::Blockwise(_));
     let mut imatrix_seconds = None;
     let planning = opts.plans_by_budget();
     if let (Some(c), Some(m), true) = (calib, &mut opts.imatrix, planning) {
