@@ -10,8 +10,8 @@
 #     as llama-imatrix runs once), then `frugal quantize --imatrix IT --target-bpw B` for each B
 #     in $BPWS with importance-weighted rounding (rtn; the budget prices each type's rounded
 #     input, so F16 is a candidate), for
-#     each B in $GPTQ_BPWS with GPTQ (`--method gptq`; its budget offers only the types GPTQ
-#     rounds), and $PURE_TYPES with AWQ+GPTQ on the type's own grid. BPWS=auto (Gemma's
+#     each B in $GPTQ_BPWS with GPTQ (`--method gptq`; the same candidates, a float choice
+#     written as it is), and $PURE_TYPES with AWQ+GPTQ on the type's own grid. BPWS=auto (Gemma's
 #     default) sets one budget per llama.cpp file, just under its size: B = (its bytes − the
 #     file's fixed part) · 8 / parameters, less 0.002, read off the files llama-quantize wrote
 #     before any file is judged;
