@@ -32,8 +32,8 @@ const GROUP_MAX_EPS_IQ2_S: f32 = 1e-8;
 pub(super) struct Lattice8 {
     /// Each point's levels.
     pub levels: Vec<[i8; 8]>,
-    /// Each point's coordinates `2l + 1`.
-    points: Vec<[i8; 8]>,
+    /// Each point's coordinates `2l + 1`, as floats, the count a power of two (256…2048).
+    points: Vec<[f32; 8]>,
     /// For each 16-bit level code: `Ok(point)` on the lattice, `Err(neighbours)` off it.
     map: Vec<Result<u16, Box<[u16]>>>,
 }
@@ -46,7 +46,11 @@ impl Lattice8 {
             .iter()
             .map(|&c| grid8_levels(c).map(|l| l as i8))
             .collect();
-        let points: Vec<[i8; 8]> = levels.iter().map(|l| l.map(|l| 2 * l + 1)).collect();
+        let points: Vec<[f32; 8]> = levels
+            .iter()
+            .map(|l| l.map(|l| (2 * l + 1) as f32))
+            .collect();
+        assert!(points.len().is_power_of_two());
         let mut map: Vec<Result<u16, Box<[u16]>>> = vec![Err(Box::new([])); 1 << 16];
         for (i, &c) in codes.iter().enumerate() {
             map[c as usize] = Ok(i as u16);
@@ -93,15 +97,7 @@ impl Lattice8 {
     /// `iq2_find_best_neighbour`: the neighbour with the least weighted error at `scale` (the
     /// first on ties); its levels go into `l`.
     fn best_neighbour(&self, nb: &[u16], xval: &[f32], w: &[f32], scale: f32, l: &mut [i8]) -> u16 {
-        let index = first_least(nb, |j| {
-            let p = &self.points[j as usize];
-            let mut d2 = 0f32;
-            for i in 0..8 {
-                let diff = scale * p[i] as f32 - xval[i];
-                d2 += w[i] * diff * diff;
-            }
-            d2
-        });
+        let index = least_weighted_error(&self.points, nb, xval, w, scale);
         l[..8].copy_from_slice(&self.levels[index as usize]);
         index
     }
@@ -112,6 +108,49 @@ impl Lattice8 {
             Ok(g) => (*g, true),
             Err(nb) => (self.best_neighbour(nb, xval, w, scale, l), false),
         }
+    }
+}
+
+frugal_models::avx512_dispatch! {
+    /// The candidate point `j` of `nb` of least `Σ_i w_i·(scale·p_i − x_i)²` over its eight
+    /// coordinates, the first on ties, as [`first_least`] finds it: the candidates' sums side by
+    /// side in vector lanes (each lane's in ggml's order), then the least by lane-wise minima (a
+    /// NaN never passes `<`) and its first position. `points.len()` must be a power of two. For
+    /// the 2-bit lattices (neighbour lists of 8–30 on average); the 3-bit lattices' lists are a
+    /// few 4-value points, where [`first_least`]'s plain loop measured faster.
+    fn least_weighted_error(points: &[[f32; 8]], nb: &[u16], x: &[f32], w: &[f32], scale: f32) -> u16 {
+        // A power-of-two count, so the mask keeps every index in bounds without a branch.
+        let mask = points.len() - 1;
+        let points = &points[..=mask];
+        let (x, w) = (&x[..8], &w[..8]);
+        let (mut best, mut index) = (f32::MAX, nb[0]);
+        for chunk in nb.chunks(64) {
+            // Lanes past the chunk hold infinity, which no strict `<` picks.
+            let mut err = [f32::INFINITY; 64];
+            for (o, &j) in err.iter_mut().zip(chunk) {
+                let p = &points[j as usize & mask];
+                let mut d2 = 0f32;
+                for i in 0..8 {
+                    let diff = scale * p[i] - x[i];
+                    d2 += w[i] * diff * diff;
+                }
+                *o = d2;
+            }
+            // The least in sixteen running lanes, then across them (the same value in any order:
+            // a NaN never passes `<`).
+            let mut lanes = [f32::MAX; 16];
+            for e in err.chunks_exact(16) {
+                for (a, &e) in lanes.iter_mut().zip(e) {
+                    *a = if e < *a { e } else { *a };
+                }
+            }
+            let least = lanes.iter().fold(f32::MAX, |a, &e| if e < a { e } else { a });
+            if least < best {
+                best = least;
+                index = chunk[err.iter().position(|&e| e == least).unwrap_or(0)];
+            }
+        }
+        index
     }
 }
 
@@ -631,6 +670,47 @@ pub fn set_scale_iq2_s(y: &mut [u8], s: usize, code: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vectorised neighbour search picks what ggml's strict-`<` loop picks, on every
+    /// neighbour list of the three 2-bit lattices (lists up to 292 long, so several chunks),
+    /// with ties (equal points' errors, zero weights) and NaN errors among the candidates.
+    #[test]
+    fn least_weighted_error_is_the_first_least() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for size in [256, 512, 1024] {
+            let lat = lattice(size);
+            for (n, nb) in lat.map.iter().filter_map(|m| m.as_ref().err()).enumerate() {
+                if nb.is_empty() {
+                    continue;
+                }
+                let x: [f32; 8] = std::array::from_fn(|_| rand() * 5.0);
+                let mut w: [f32; 8] = std::array::from_fn(|_| rand());
+                match n % 4 {
+                    0 => w = [0.0; 8],        // every error 0: the first wins
+                    1 => w[n % 8] = f32::NAN, // every error NaN: the first stays
+                    2 => w[n % 8] = 0.0,      // ties between points equal elsewhere
+                    _ => {}
+                }
+                let scale = 0.5 + rand();
+                let want = first_least(nb, |j| {
+                    let p = &lat.points[j as usize];
+                    let mut d2 = 0f32;
+                    for i in 0..8 {
+                        let diff = scale * p[i] - x[i];
+                        d2 += w[i] * diff * diff;
+                    }
+                    d2
+                });
+                assert_eq!(least_weighted_error(&lat.points, nb, &x, &w, scale), want);
+            }
+        }
+    }
 
     #[test]
     fn lattices_hold_their_points_and_every_reachable_code_has_neighbours() {
