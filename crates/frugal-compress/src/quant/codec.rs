@@ -240,61 +240,58 @@ legacy_rows! {
     row_q5_0 => (q5_0_block, q5_0_weighted, 22),
     row_q5_1 => (q5_1_block, q5_1_weighted, 24),
 }
-/// A row of a type quantized block by block, the importance weights cut per block. (Generic in
-/// the block function and inlined, so a dispatch wrapper's copy compiles it for its CPU.)
-#[inline(always)]
+/// Rows of a type quantized block by block, the importance weights cut per block.
 fn iq_row(
-    f: impl Fn(&[f32], Option<&[f32]>, &mut [u8]),
+    f: fn(&[f32], Option<&[f32]>, &mut [u8]),
     block: usize,
     bytes: usize,
-    x: &[f32],
-    qw: Option<&[f32]>,
-    y: &mut [u8],
-) {
-    for (i, (b, o)) in x
-        .chunks_exact(block)
-        .zip(y.chunks_exact_mut(bytes))
-        .enumerate()
-    {
-        f(b, qw.map(|q| &q[i * block..(i + 1) * block]), o)
+) -> impl Fn(&[f32], Option<&[f32]>, &mut [u8]) {
+    move |x, qw, y| {
+        for (i, (b, o)) in x
+            .chunks_exact(block)
+            .zip(y.chunks_exact_mut(bytes))
+            .enumerate()
+        {
+            f(b, qw.map(|q| &q[i * block..(i + 1) * block]), o)
+        }
     }
 }
 frugal_models::avx2_dispatch! {
     fn row_iq4_nl(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-        iq_row(iquants::iq4_nl_block, 32, iquants::IQ4_NL_BYTES, x, q, y)
+        iq_row(iquants::iq4_nl_block, 32, iquants::IQ4_NL_BYTES)(x, q, y)
     }
 }
 frugal_models::avx2_dispatch! {
     fn row_iq4_xs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-        iq_row(iquants::iq4_xs_block, QK_K, iquants::IQ4_XS_BYTES, x, q, y)
+        iq_row(iquants::iq4_xs_block, QK_K, iquants::IQ4_XS_BYTES)(x, q, y)
     }
 }
 fn row_iq3_xxs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(iq3::iq3_xxs_block, QK_K, iq3::IQ3_XXS_BYTES, x, q, y)
+    iq_row(iq3::iq3_xxs_block, QK_K, iq3::IQ3_XXS_BYTES)(x, q, y)
 }
 fn row_iq3_s(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(iq3::iq3_s_block, QK_K, iq3::IQ3_S_BYTES, x, q, y)
+    iq_row(iq3::iq3_s_block, QK_K, iq3::IQ3_S_BYTES)(x, q, y)
 }
 fn row_iq2_xxs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(iq2::iq2_xxs_block, QK_K, iq2::IQ2_XXS_BYTES, x, q, y)
+    iq_row(iq2::iq2_xxs_block, QK_K, iq2::IQ2_XXS_BYTES)(x, q, y)
 }
 fn row_iq2_xs(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(iq2::iq2_xs_block, QK_K, iq2::IQ2_XS_BYTES, x, q, y)
+    iq_row(iq2::iq2_xs_block, QK_K, iq2::IQ2_XS_BYTES)(x, q, y)
 }
 fn row_iq2_s(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(iq2::iq2_s_block, QK_K, iq2::IQ2_S_BYTES, x, q, y)
+    iq_row(iq2::iq2_s_block, QK_K, iq2::IQ2_S_BYTES)(x, q, y)
 }
 fn row_iq1_s(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(iq1::iq1_s_block, QK_K, iq1::IQ1_S_BYTES, x, q, y)
+    iq_row(iq1::iq1_s_block, QK_K, iq1::IQ1_S_BYTES)(x, q, y)
 }
 fn row_iq1_m(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(iq1::iq1_m_block, QK_K, iq1::IQ1_M_BYTES, x, q, y)
+    iq_row(iq1::iq1_m_block, QK_K, iq1::IQ1_M_BYTES)(x, q, y)
 }
 fn row_tq1_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(ternary::tq1_0_block, QK_K, ternary::TQ1_0_BYTES, x, q, y)
+    iq_row(ternary::tq1_0_block, QK_K, ternary::TQ1_0_BYTES)(x, q, y)
 }
 fn row_tq2_0(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
-    iq_row(ternary::tq2_0_block, QK_K, ternary::TQ2_0_BYTES, x, q, y)
+    iq_row(ternary::tq2_0_block, QK_K, ternary::TQ2_0_BYTES)(x, q, y)
 }
 fn row_q2_k(x: &[f32], q: Option<&[f32]>, y: &mut [u8]) {
     k_row(kquants::q2_k_block, kquants::Q2K_BYTES)(x, q, y)
