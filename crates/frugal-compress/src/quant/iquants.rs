@@ -243,7 +243,6 @@ fn pack_nibbles(l: &[u8], qs: &mut [u8]) {
 }
 
 /// One block of 32 into 18 bytes of IQ4_NL (`quantize_iq4_nl`).
-#[inline(always)]
 pub fn iq4_nl_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let mut l = [0u8; 32];
     let d = iq4_impl(x, qw, &mut [0u8; 1], &mut l);
@@ -252,7 +251,6 @@ pub fn iq4_nl_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
 }
 
 /// One super-block of 256 into 136 bytes of IQ4_XS (`quantize_iq4_xs`).
-#[inline(always)]
 pub fn iq4_xs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let mut l = [0u8; QK_K];
     let mut codes = [0u8; 8];
