@@ -22,8 +22,9 @@ use frugal_formats::gguf::{GgmlType, GgufFile};
 use std::sync::Arc;
 
 /// What a decoder architecture does differently: one row per `general.architecture` in
-/// [`ARCHITECTURES`], read by the one block body ([`Llama::block`]) that the full forward, the
-/// key/value-cache decode step and the differentiable training pass share. A new architecture
+/// [`ARCHITECTURES`], read by the one block body ([`Llama::block_body`], which [`Llama::block`]
+/// calls by index) that the full forward, the key/value-cache decode step and the
+/// differentiable training pass share. A new architecture
 /// is a row here plus what is truly new (a variant below and its arm in the block body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArchSpec {
