@@ -2,7 +2,7 @@
 # Builds llama.cpp's tools (llama-quantize, llama-perplexity, llama-imatrix, llama-bench,
 # llama-simple, llama-tokenize) from the llama.cpp source vendored in the PyPI sdist llama-cpp-python==0.3.36,
 # cached in ${FRUGAL_CACHE:-~/.cache/frugal}/llama.cpp-0.3.36 (never in the repository).
-# Prints the folder holding the binaries. About 15 minutes on 2 cores the first time; instant after.
+# Prints the folder holding the binaries. About 4–8 minutes on 2 cores the first time; instant after.
 # Needs cmake (Debian package `cmake`; installed with apt-get, which needs root, if missing).
 set -euo pipefail
 VERSION=0.3.36
@@ -41,7 +41,7 @@ if [ ! -d "$DIR/src" ]; then
   rm -rf "$DIR"; mkdir -p "$DIR"
   mv "$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp" "$DIR/src"
 fi
-echo "build-llama-cpp: building (about 15 minutes on 2 cores)" >&2
+echo "build-llama-cpp: building (about 4–8 minutes on 2 cores)" >&2
 cmake -S "$DIR/src" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF "${ISA[@]}" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >"$DIR/cmake.log" 2>&1 ||
   { tail -20 "$DIR/cmake.log" >&2; exit 1; }
