@@ -844,6 +844,61 @@ mod tests {
         );
     }
 
+    /// No writer panics on what a file or an importance matrix can hold: huge, tiny, infinite
+    /// and NaN values, and weights large enough that ggml's scale searches overflow to NaN
+    /// (where llama.cpp aborts, "point not on grid"). Every block still decodes.
+    #[test]
+    fn no_writer_panics_on_extreme_values_or_weights() {
+        let n = 512;
+        let base = data(n, 11);
+        let rows: Vec<Vec<f32>> = vec![
+            base.clone(),
+            base.iter().map(|v| v * 1e19).collect(),
+            base.iter().map(|v| v * 1e-30).collect(),
+            (0..n)
+                .map(|i| if i % 2 == 0 { 3e38 } else { -3e38 })
+                .collect(),
+            (0..n)
+                .map(|i| [f32::NAN, f32::INFINITY, -f32::INFINITY, 1.0][i % 4])
+                .collect(),
+            (0..n)
+                .map(|i| if i % 37 == 0 { f32::NAN } else { base[i] })
+                .collect(),
+        ];
+        let weights: Vec<Option<Vec<f32>>> = vec![
+            None,
+            Some(vec![1.0; n]),
+            Some(vec![1e37; n]),
+            Some(vec![f32::MAX; n]),
+            Some(vec![0.0; n]),
+            Some(
+                (0..n)
+                    .map(|i| if i % 3 == 0 { 1e30 } else { 1e-30 })
+                    .collect(),
+            ),
+        ];
+        let mut failed = Vec::new();
+        for c in CODECS {
+            let mut y = vec![0u8; n / c.block * c.block_bytes];
+            let mut back = vec![0f32; n];
+            for (i, x) in rows.iter().enumerate() {
+                for (j, w) in weights.iter().enumerate() {
+                    if w.is_none() && super::super::mix::needs_weights(c.ggml) {
+                        continue;
+                    }
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        (c.row)(x, w.as_deref(), &mut y);
+                        c.decode_row(&y, &mut back);
+                    }));
+                    if r.is_err() {
+                        failed.push(format!("{} (row {i}, weights {j})", c.ggml.name()));
+                    }
+                }
+            }
+        }
+        assert!(failed.is_empty(), "panicked: {failed:?}");
+    }
+
     #[test]
     fn table_sizes_match_ggml() {
         for c in CODECS {

@@ -152,14 +152,29 @@ pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
                 };
             }
         }
-        if let Some(v) = e.iter().find(|v| !v.is_finite()) {
-            return Err(bad(path, format!("{name}: non-finite value {v}")));
+        // Means of squares: a negative one is no statistic (llama-imatrix writes none).
+        if let Some(v) = e.iter().find(|v| !v.is_finite() || **v < 0.0) {
+            return Err(bad(
+                path,
+                format!("{name}: {v} (a mean of squares must be finite and non-negative)"),
+            ));
         }
         n_tokens = n_tokens.max(counts.iter().fold(0f32, |m, &c| m.max(c)) as u64);
         entries.insert(name.to_string(), e);
     }
-    // Frugal's statistics: each entry's input rounding (q8k absent where 256 does not tile
-    // the rows), each weight's gain; checked as strictly as the entries.
+    // Frugal's statistics: each entry's input rounding (q8k present exactly where 256 tiles
+    // the rows), for every entry or none (a budget prices a missing one as free), each
+    // weight's gain; checked as strictly as the entries.
+    if !rounding_at.is_empty() && rounding_at.len() != entries.len() {
+        return Err(bad(
+            path,
+            format!(
+                "input rounding for {} of its {} entries (Frugal writes it for all or none)",
+                rounding_at.len(),
+                entries.len()
+            ),
+        ));
+    }
     let mut rounding = HashMap::new();
     for (name, at) in rounding_at {
         let Some(width) = entries.get(name).map(Vec::len) else {
@@ -175,11 +190,13 @@ pub fn read_imatrix(path: &Path) -> Result<Imatrix> {
             }
         }
         let [q8_0, q8k, f16] = v;
-        let fits = |x: &[f32], optional: bool| {
-            (x.len() == width || optional && x.is_empty())
-                && x.iter().all(|e| e.is_finite() && *e >= 0.0)
+        let fits = |x: &[f32]| x.len() == width && x.iter().all(|e| e.is_finite() && *e >= 0.0);
+        let q8k_fits = if width.is_multiple_of(256) {
+            fits(&q8k)
+        } else {
+            q8k.is_empty()
         };
-        if !fits(&q8_0, false) || !fits(&q8k, true) || !fits(&f16, false) {
+        if !fits(&q8_0) || !q8k_fits || !fits(&f16) {
             return Err(bad(
                 path,
                 format!("{name}: input rounding not {width} finite non-negative values each"),
@@ -350,16 +367,26 @@ mod tests {
             vec![0.5f32, 2.0, 0.0, 1e-3],
         );
         entries.insert("blk.0.ffn_down.weight".to_string(), vec![3.0f32; 8]);
-        // Frugal's statistics: one entry with input rounding (no q8k: 4 columns), and gains
-        // for it and for a weight without an entry (an untied token embedding).
-        let rounding = HashMap::from([(
-            "blk.0.attn_q.weight".to_string(),
-            crate::quant::InputRounding {
-                q8_0: vec![1e-5, 2e-5, 0.0, 3e-7],
-                q8k: Vec::new(),
-                f16: vec![1e-9, 2e-9, 0.0, 3e-11],
-            },
-        )]);
+        // Frugal's statistics: every entry's input rounding (no q8k: 4 and 8 columns), and
+        // gains for one and for a weight without an entry (an untied token embedding).
+        let rounding = HashMap::from([
+            (
+                "blk.0.attn_q.weight".to_string(),
+                crate::quant::InputRounding {
+                    q8_0: vec![1e-5, 2e-5, 0.0, 3e-7],
+                    q8k: Vec::new(),
+                    f16: vec![1e-9, 2e-9, 0.0, 3e-11],
+                },
+            ),
+            (
+                "blk.0.ffn_down.weight".to_string(),
+                crate::quant::InputRounding {
+                    q8_0: vec![1e-5; 8],
+                    q8k: Vec::new(),
+                    f16: vec![1e-9; 8],
+                },
+            ),
+        ]);
         let gains = HashMap::from([
             ("blk.0.attn_q.weight".to_string(), Gain::same(0.1 + 1e-12)),
             (
@@ -400,21 +427,47 @@ mod tests {
         let r2 = read_imatrix(&p2).unwrap();
         assert!(r2.rounding.is_empty() && r2.gains.is_empty());
         assert_eq!(GgufFile::open(&p2).unwrap().header.tensors.len(), 4);
-        // Frugal's statistics that do not fit their entry are refused.
-        let bad_len = Imatrix {
-            rounding: HashMap::from([(
-                "blk.0.ffn_down.weight".to_string(),
-                crate::quant::InputRounding {
-                    q8_0: vec![0.0; 7],
-                    q8k: Vec::new(),
-                    f16: vec![0.0; 8],
-                },
-            )]),
-            ..plain.clone()
-        };
+        // Frugal's statistics that do not fit their entry are refused: a wrong length, a q8k
+        // term missing where 256 tiles the rows, the rounding of some entries only.
+        let mut bad_len = m.clone();
+        bad_len
+            .rounding
+            .get_mut("blk.0.ffn_down.weight")
+            .unwrap()
+            .q8_0
+            .pop();
         write_imatrix(&p2, &[], &bad_len, &["brown".into()], 2, 512).unwrap();
         let e = read_imatrix(&p2).unwrap_err().to_string();
         assert!(e.contains("input rounding not 8"), "{e}");
+        let mut no_q8k = m.clone();
+        no_q8k
+            .entries
+            .insert("blk.0.ffn_up.weight".to_string(), vec![1.0; 256]);
+        no_q8k.rounding.insert(
+            "blk.0.ffn_up.weight".to_string(),
+            crate::quant::InputRounding {
+                q8_0: vec![1e-5; 256],
+                q8k: Vec::new(),
+                f16: vec![1e-9; 256],
+            },
+        );
+        write_imatrix(&p2, &[], &no_q8k, &["brown".into()], 2, 512).unwrap();
+        let e = read_imatrix(&p2).unwrap_err().to_string();
+        assert!(e.contains("input rounding not 256"), "{e}");
+        no_q8k.rounding.get_mut("blk.0.ffn_up.weight").unwrap().q8k = vec![1e-4; 256];
+        write_imatrix(&p2, &[], &no_q8k, &["brown".into()], 2, 512).unwrap();
+        assert_eq!(read_imatrix(&p2).unwrap().rounding, no_q8k.rounding);
+        let mut partial = m.clone();
+        partial.rounding.remove("blk.0.ffn_down.weight");
+        write_imatrix(&p2, &[], &partial, &["brown".into()], 2, 512).unwrap();
+        let e = read_imatrix(&p2).unwrap_err().to_string();
+        assert!(e.contains("input rounding for 1 of its 2 entries"), "{e}");
+        // A mean of squares below zero is no statistic.
+        let mut negative = plain.clone();
+        negative.entries.get_mut("blk.0.ffn_down.weight").unwrap()[3] = -1.0;
+        write_imatrix(&p2, &[], &negative, &["brown".into()], 2, 512).unwrap();
+        let e = read_imatrix(&p2).unwrap_err().to_string();
+        assert!(e.contains("must be finite and non-negative"), "{e}");
         let bad_gain = Imatrix {
             gains: HashMap::from([("x".to_string(), Gain::same(f64::NAN))]),
             ..plain.clone()

@@ -23,14 +23,18 @@ const GROUP_MAX_EPS_IQ1_S: f32 = 1e-12;
 const GROUP_MAX_EPS_IQ1_M: f32 = 1e-7;
 
 /// The order of a sub-block's values, ascending; equal values keep their order (glibc's
-/// `qsort`, a merge sort for arrays this small, is stable).
+/// `qsort`, a merge sort for arrays this small, is stable). By insertion with ggml's comparison
+/// (`<`): the same order for any values that have one, and no panic where a NaN makes the
+/// comparison no order at all (the standard sort may panic then).
 fn ascending<const N: usize>(xb: &[f32]) -> [usize; N] {
     let mut idx: [usize; N] = std::array::from_fn(|i| i);
-    idx.sort_by(|&a, &b| {
-        xb[a]
-            .partial_cmp(&xb[b])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    for j in 1..N {
+        let mut k = j;
+        while k > 0 && xb[idx[k]] < xb[idx[k - 1]] {
+            idx.swap(k, k - 1);
+            k -= 1;
+        }
+    }
     idx
 }
 

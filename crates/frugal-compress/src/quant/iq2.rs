@@ -300,33 +300,40 @@ fn xxs_sub(xb: &[f32], weight: &[f32]) -> Option<(f32, [u16; 4], [u8; 4])> {
             scale = sumqx / sumq2;
         }
     }
-    Some(finish(lat, &l, scale, signs, 127))
+    finish(lat, &l, scale, signs, 127)
 }
 
 /// The end of a sub-block's search: a negative scale (ggml guards against it; never seen)
-/// flipped into the sign bits (`mask`: the bits stored), and each group's lattice index.
+/// flipped into the sign bits (`mask`: the bits stored), and each group's lattice index;
+/// `None` (a zero sub-block) where a group is not a lattice point, see [`on_lattice`].
 fn finish<const N: usize>(
     lat: &Lattice8,
     l: &[i8],
     mut scale: f32,
     mut signs: [u8; N],
     mask: u8,
-) -> (f32, [u16; N], [u8; N]) {
+) -> Option<(f32, [u16; N], [u8; N])> {
     if scale < 0.0 {
         scale = -scale;
         for s in &mut signs {
             *s = !*s & mask;
         }
     }
-    let index = std::array::from_fn(|k| on_lattice(lat, &l[8 * k..8 * k + 8]));
-    (scale, index, signs)
+    let mut index = [0u16; N];
+    for (k, i) in index.iter_mut().enumerate() {
+        *i = on_lattice(lat, &l[8 * k..8 * k + 8])?;
+    }
+    Some((scale, index, signs))
 }
 
-fn on_lattice(lat: &Lattice8, l: &[i8]) -> u16 {
-    match lat.lookup(l) {
-        Ok(g) => *g,
-        Err(_) => unreachable!("the levels are a lattice point by construction"),
+/// The lattice index of eight levels. Every search ends on lattice points, except where it
+/// met no finite scale (values or weights so large that its sums overflow, the scale NaN): then
+/// the levels are still the first guess's, and ggml aborts ("point not on grid"); here `None`.
+fn on_lattice(lat: &Lattice8, l: &[i8]) -> Option<u16> {
+    if !l.iter().all(|v| (0..4).contains(v)) {
+        return None;
     }
+    lat.lookup(l).as_ref().ok().copied()
 }
 
 /// One IQ2_XS or IQ2_S sub-block of 16: the scale, two point indices and two sign groups
@@ -393,7 +400,7 @@ fn xs_sub(
             scale = sumqx / sumq2;
         }
     }
-    Some(finish(lat, &l, scale, signs, if xs { 127 } else { 255 }))
+    finish(lat, &l, scale, signs, if xs { 127 } else { 255 })
 }
 
 /// The super-block's weights: the importance times √(σ² + x²), with σ² = `sigma_mul`·Σx²/256.

@@ -233,11 +233,17 @@ fn sub_block(kind: Kind, xb: &[f32], weight: &[f32]) -> Option<Sub> {
             *s = if kind == Kind::Xxs { !*s & 127 } else { !*s };
         }
     }
-    let index: [u16; 8] =
-        std::array::from_fn(|k| match lat.map[Lattice::code(&l[4 * k..4 * k + 4])] {
-            Ok(g) => g,
-            Err(_) => unreachable!("the levels are a lattice point by construction"),
-        });
+    // Every search ends on lattice points, except where it met no finite scale (values or
+    // weights so large that its sums overflow): ggml aborts there ("point not on grid"); here
+    // the sub-block is left zero.
+    let mut index = [0u16; 8];
+    for (k, i) in index.iter_mut().enumerate() {
+        let g = &l[4 * k..4 * k + 4];
+        if !g.iter().all(|v| (0..K_MAX_Q as i8).contains(v)) {
+            return None;
+        }
+        *i = *lat.map[Lattice::code(g)].as_ref().ok()?;
+    }
     Some(Sub {
         scale,
         index,

@@ -646,16 +646,29 @@ pub fn tensor_f32_borrowed(f: &GgufFile, t: &TensorInfo) -> Result<F32Data> {
 }
 
 /// Quantizes a row-major matrix (`x.len() / ncols` rows) to `ty`, rows in parallel, with
-/// per-column importance `qw` when given.
+/// per-column importance `qw` when given (see [`row_weights`]).
 pub fn quantize_matrix(x: &[f32], ncols: usize, ty: GgmlType, qw: Option<&[f32]>) -> Vec<u8> {
     let c: &Codec = codec(ty).expect("a type Frugal writes");
     let row_bytes = ncols / c.block * c.block_bytes;
-    let mut bytes = vec![0u8; row_bytes * (x.len() / ncols.max(1))];
+    let nrows = x.len() / ncols.max(1);
+    let mut bytes = vec![0u8; row_bytes * nrows];
     bytes
         .par_chunks_mut(row_bytes)
         .zip(x.par_chunks(ncols))
-        .for_each(|(out, r)| (c.row)(r, qw, out));
+        .enumerate()
+        .for_each(|(i, (out, r))| (c.row)(r, row_weights(qw, ncols, nrows, i), out));
     bytes
+}
+
+/// Row `i`'s importance weights of a matrix of `nrows` rows of `ncols`: `qw` is one row of
+/// weights for every row, or one row per equal group of rows — a 3-D tensor's experts, each
+/// weighted by its own row, as llama-quantize slices an importance entry of `ne0 · ne2` values
+/// (the groups must divide the rows: [`imatrix_row`] passes only such entries).
+fn row_weights(qw: Option<&[f32]>, ncols: usize, nrows: usize, i: usize) -> Option<&[f32]> {
+    let w = qw?;
+    let groups = (w.len() / ncols.max(1)).max(1);
+    let g = i / (nrows / groups).max(1);
+    Some(&w[g * ncols..(g + 1) * ncols])
 }
 
 /// [`quantize_matrix`] that also measures the error of each row while it is in cache (one
@@ -668,15 +681,18 @@ pub(crate) fn quantize_matrix_measured(
 ) -> (Vec<u8>, ErrSums) {
     let c: &Codec = codec(ty).expect("a type Frugal writes");
     let row_bytes = ncols / c.block * c.block_bytes;
-    let mut bytes = vec![0u8; row_bytes * (x.len() / ncols.max(1))];
+    let nrows = x.len() / ncols.max(1);
+    let mut bytes = vec![0u8; row_bytes * nrows];
     // Per-row sums added in row order: the same total for any thread count or scheduling
     // (MPI ranks that plan types from these sums must agree bit for bit).
     let rows: Vec<ErrSums> = bytes
         .par_chunks_mut(row_bytes)
         .zip(x.par_chunks(ncols))
+        .enumerate()
         .map_init(
             || vec![0f32; ncols],
-            |back, (out, r)| {
+            |back, (i, (out, r))| {
+                let qw = row_weights(qw, ncols, nrows, i);
                 (c.row)(r, qw, out);
                 c.decode_row(out, back);
                 error_sums(r, back, ncols, qw)
@@ -834,6 +850,11 @@ pub fn quantize_model(
     let t0 = std::time::Instant::now();
     let f = GgufFile::open(input)?;
     check_overrides(&f, opts)?;
+    // A file's entries against the model before any calibration completes them (the types
+    // they must serve are checked once the plan is made, `check_imatrix`).
+    if let Some(m) = opts.imatrix.as_ref().filter(|m| m.file.is_some()) {
+        check_imatrix_entries(&f, m)?;
+    }
     let mut opts = opts.clone();
     let mut imatrix_seconds = None;
     let planning = opts.plans_by_budget();
@@ -975,9 +996,9 @@ fn write_quantized(
             }
             let t = &f.header.tensors[i];
             let ty = choices[i].expect("a job has a choice").ty;
+            let qw = weights_for(opts, t, ty)?;
             let x = tensor_f32_borrowed(f, t)?;
             let ncols = t.dims[0] as usize;
-            let qw = imatrix_row(opts, &t.name, ncols);
             let (bytes, sums) = quantize_matrix_measured(&x, ncols, ty, qw);
             let p = gptq::Produced {
                 ty,
@@ -1076,7 +1097,7 @@ fn write_quantized(
             continue;
         };
         let ncols = t.dims[0] as usize;
-        let qw = imatrix_row(opts, &t.name, ncols);
+        let qw = imatrix_row(opts, t);
         // The weight is decoded only when its error is still to be measured.
         let (bytes, (rel_rmse, weighted)) = match produced(&t.name)? {
             Some(gptq::Produced {
@@ -1090,6 +1111,7 @@ fn write_quantized(
                 (p.bytes, e)
             }
             None => {
+                let qw = weights_for(opts, t, types[i])?;
                 let x = tensor_f32_borrowed(f, t)?;
                 let (b, sums) = quantize_matrix_measured(&x, ncols, types[i], qw);
                 (b, sums.finish(qw.is_some()))
@@ -1152,13 +1174,19 @@ fn quantize_report(
     }
 }
 
-/// The importance-matrix row of tensor `name` (when it has `ncols` entries).
-fn imatrix_row<'a>(opts: &'a QuantizeOptions, name: &str, ncols: usize) -> Option<&'a [f32]> {
-    opts.imatrix
-        .as_ref()
-        .and_then(|m| m.entries.get(name))
-        .filter(|w| w.len() == ncols)
-        .map(|w| w.as_slice())
+/// The importance weights of tensor `t`: its entry when it holds one row of weights (`ne0`
+/// values) or, for a 3-D tensor, one per expert (`ne0 · ne2`, llama.cpp's layout; each
+/// expert's rows weighted by its own, [`row_weights`]). An entry of another size weights
+/// nothing: [`check_imatrix`] refuses it from a file before any work.
+fn imatrix_row<'a>(opts: &'a QuantizeOptions, t: &TensorInfo) -> Option<&'a [f32]> {
+    let w = opts.imatrix.as_ref()?.entries.get(&t.name)?;
+    let ne0 = t.dims[0] as usize;
+    let experts = if t.dims.len() == 3 {
+        t.dims[2] as usize
+    } else {
+        1
+    };
+    (w.len() == ne0 || w.len() == ne0 * experts).then_some(w.as_slice())
 }
 
 /// An importance matrix read from a file against `f` (`frugal tune --imatrix`, before any
@@ -1228,24 +1256,43 @@ pub fn check_imatrix(
     // tensor that needs an importance matrix.
     for (t, c) in f.header.tensors.iter().zip(choices) {
         let Some(c) = c else { continue };
+        // An importance matrix with no entries yet is the block-wise methods': they measure
+        // their own; what they leave unmeasured is refused when it is reached (`weights_for`).
         let has_weights = opts
             .imatrix
             .as_ref()
-            .is_some_and(|m| m.entries.is_empty() || m.entries.contains_key(&t.name));
+            .is_some_and(|m| m.entries.is_empty() || imatrix_row(opts, t).is_some());
         if mix::needs_weights(c.ty) && !has_weights {
-            return Err(Error::BadOptions(format!(
-                "{} as {} needs importance weights and {}: its quantizer cannot work without them \
-                 (llama-quantize aborts here); give it another type with --tensor-type",
-                t.name,
-                c.ty.name(),
-                match &opts.imatrix {
-                    None => "no importance matrix was given".to_string(),
-                    Some(m) => format!("{} has no entry for it", m.source),
-                }
-            )));
+            return Err(no_weights(opts, t, c.ty));
         }
     }
     Ok(())
+}
+
+fn no_weights(opts: &QuantizeOptions, t: &TensorInfo, ty: GgmlType) -> Error {
+    Error::BadOptions(format!(
+        "{} as {} needs importance weights and {}: its quantizer cannot work without them \
+         (llama-quantize aborts here); give it another type with --tensor-type",
+        t.name,
+        ty.name(),
+        match &opts.imatrix {
+            None => "no importance matrix was given".to_string(),
+            Some(m) => format!("{} has no entry for it of its size", m.source),
+        }
+    ))
+}
+
+/// Tensor `t`'s importance weights for rounding it as `ty`: refused (not a panic in the
+/// quantizer) when the type cannot work without them and there are none.
+fn weights_for<'a>(
+    opts: &'a QuantizeOptions,
+    t: &TensorInfo,
+    ty: GgmlType,
+) -> Result<Option<&'a [f32]>> {
+    match imatrix_row(opts, t) {
+        None if mix::needs_weights(ty) => Err(no_weights(opts, t, ty)),
+        qw => Ok(qw),
+    }
 }
 
 /// The plan after the size budget (`--target-bpw`) or the `best` fallback, if asked for.
@@ -1529,15 +1576,17 @@ pub(crate) fn error_sums_par(
 ) -> Result<ErrSums> {
     let c = codec(ty).ok_or_else(|| Error::Unsupported(ty.name()))?;
     let row_bytes = ncols / c.block * c.block_bytes;
+    let nrows = x.len() / ncols.max(1);
     // Added in row order, as in `quantize_matrix_measured`.
     let rows: Vec<ErrSums> = x
         .par_chunks(ncols)
         .zip(q.par_chunks(row_bytes))
+        .enumerate()
         .map_init(
             || vec![0f32; ncols],
-            |back, (xr, qr)| {
+            |back, (i, (xr, qr))| {
                 c.decode_row(qr, back);
-                error_sums(xr, back, ncols, qw)
+                error_sums(xr, back, ncols, row_weights(qw, ncols, nrows, i))
             },
         )
         .collect();
@@ -1627,4 +1676,148 @@ pub fn decode(q: &[u8], ty: GgmlType, n: usize) -> Result<Vec<f32>> {
             .dequantize(&dev)?
             .to_vec1()?;
     Ok(back)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frugal_formats::gguf::{write_gguf_file, TensorToWrite, Value};
+    use frugal_formats::rng::SplitMix64;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = SplitMix64(seed);
+        (0..n).map(|_| r.next_f64() as f32 - 0.5).collect()
+    }
+
+    /// A one-block model of the given F32 tensors, and an importance matrix file of the given
+    /// entries (read back, as `--imatrix FILE` reads it).
+    fn model_and_imatrix(
+        dir: &Path,
+        tensors: &[(&str, &[u64])],
+        entries: &[(&str, Vec<f32>)],
+    ) -> (std::path::PathBuf, Imatrix) {
+        let data: Vec<Vec<u8>> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, (_, dims))| {
+                let n = dims.iter().product::<u64>() as usize;
+                values(n, i as u64)
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        let specs: Vec<TensorToWrite> = tensors
+            .iter()
+            .zip(&data)
+            .map(|((name, dims), data)| TensorToWrite {
+                name,
+                ggml_type: GgmlType::F32,
+                dims,
+                data,
+            })
+            .collect();
+        let model = dir.join("model.gguf");
+        let metadata = [
+            (
+                "general.architecture".to_string(),
+                Value::String("llama".into()),
+            ),
+            ("llama.block_count".to_string(), Value::U32(1)),
+        ];
+        write_gguf_file(&model, &[], &metadata, &specs).unwrap();
+        let m = Imatrix {
+            entries: entries
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect(),
+            n_tokens: 100,
+            source: "imatrix.gguf".into(),
+            file: None,
+            rounding: HashMap::new(),
+            gains: HashMap::new(),
+        };
+        let path = dir.join("imatrix.gguf");
+        imatrix_file::write_imatrix(&path, &[], &m, &["t".into()], 1, 100).unwrap();
+        (model, imatrix_file::read_imatrix(&path).unwrap())
+    }
+
+    fn pure_with(m: Imatrix, overrides: &[&str]) -> QuantizeOptions {
+        let mut opts = QuantizeOptions::new(quant_type("Q8_0").unwrap());
+        opts.pure = true;
+        opts.imatrix = Some(m);
+        opts.overrides = overrides.iter().map(|o| o.parse().unwrap()).collect();
+        opts
+    }
+
+    /// A type whose quantizer cannot work without importance weights is refused, not left to
+    /// panic, wherever the file's entry cannot weight the tensor: no entry (`output.weight`,
+    /// which llama.cpp's lattice rule exempts), or one of another size (the token embedding,
+    /// which the size check exempts). Nothing is written.
+    #[test]
+    fn weights_an_entry_cannot_give_are_refused_before_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, m) = model_and_imatrix(
+            dir.path(),
+            &[
+                ("token_embd.weight", &[256, 4]),
+                ("blk.0.ffn_down.weight", &[256, 4]),
+                ("output.weight", &[256, 4]),
+            ],
+            &[
+                ("token_embd.weight", vec![1.0; 128]),
+                ("blk.0.ffn_down.weight", vec![1.0; 256]),
+            ],
+        );
+        let out = dir.path().join("out.gguf");
+        for (over, names) in [
+            ("output\\.weight=IQ2_XXS", "output.weight as IQ2_XXS"),
+            ("token_embd\\.weight=IQ1_S", "token_embd.weight as IQ1_S"),
+        ] {
+            let opts = pure_with(m.clone(), &[over]);
+            let e = quantize_gguf(&model, &out, &opts, &|_, _| {})
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(names) && e.contains("needs importance weights"),
+                "{e}"
+            );
+            assert!(!out.exists());
+        }
+        // The entry that fits weights the same type.
+        let opts = pure_with(m, &["ffn_down\\.weight=IQ2_XXS"]);
+        quantize_gguf(&model, &out, &opts, &|_, _| {}).unwrap();
+    }
+
+    /// A 3-D tensor's entry of `ne0 · ne2` values weights each expert's rows by its own row, as
+    /// llama-quantize slices it: the bytes are each expert's quantized alone with its weights.
+    #[test]
+    fn experts_are_weighted_by_their_own_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "blk.0.ffn_down_exps.weight";
+        let mut w = values(3 * 256, 99);
+        w.iter_mut().for_each(|v| *v = (*v + 0.5) * 10.0);
+        let (model, m) =
+            model_and_imatrix(dir.path(), &[(name, &[256, 2, 3])], &[(name, w.clone())]);
+        let out = dir.path().join("out.gguf");
+        for ty in ["IQ2_XXS", "Q4_K"] {
+            let opts = pure_with(m.clone(), &[&format!("exps={ty}")]);
+            quantize_gguf(&model, &out, &opts, &|_, _| {}).unwrap();
+            let q = GgufFile::open(&out).unwrap();
+            let got = q.tensor_data(q.tensor(name).unwrap()).to_vec();
+            let f = GgufFile::open(&model).unwrap();
+            let x = tensor_f32(&f, f.tensor(name).unwrap()).unwrap();
+            let t = GgmlType::from_name(ty).unwrap();
+            let per_expert: Vec<u8> = (0..3)
+                .flat_map(|e| {
+                    let qw = m.entries[name][256 * e..256 * (e + 1)].to_vec();
+                    quantize_matrix(&x[512 * e..512 * (e + 1)], 256, t, Some(&qw))
+                })
+                .collect();
+            assert_eq!(got, per_expert, "{ty}");
+            // Weighting every expert by the first's row gives other bytes: the slices matter.
+            let first = quantize_matrix(&x, 256, t, Some(&m.entries[name][..256]));
+            assert_ne!(got, first, "{ty}");
+        }
+    }
 }
