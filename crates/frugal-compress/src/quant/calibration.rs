@@ -124,6 +124,12 @@ pub(crate) fn is_block_weight(name: &str) -> bool {
 }
 
 /// The name of the output layer's weight (the token embedding when they are tied).
+/// Whether calibration measures tensor `name`'s input: every layer's, so all but a token
+/// embedding (a lookup, not a product) that is not also the output layer.
+pub(crate) fn measures(f: &GgufFile, name: &str) -> bool {
+    !matches!(name, "token_embd.weight" | "per_layer_token_embd.weight") || name == output_name(f)
+}
+
 fn output_name(f: &GgufFile) -> &'static str {
     if f.tensor("output.weight").is_some() {
         "output.weight"

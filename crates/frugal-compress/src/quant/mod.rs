@@ -1257,11 +1257,15 @@ pub fn check_imatrix(
     for (t, c) in f.header.tensors.iter().zip(choices) {
         let Some(c) = c else { continue };
         // An importance matrix with no entries yet is the block-wise methods': they measure
-        // their own; what they leave unmeasured is refused when it is reached (`weights_for`).
-        let has_weights = opts
-            .imatrix
-            .as_ref()
-            .is_some_and(|m| m.entries.is_empty() || imatrix_row(opts, t).is_some());
+        // their own, for every tensor calibration reaches (`weights_for` refuses the rest when
+        // it is reached, should this rule and the calibration ever disagree).
+        let has_weights = opts.imatrix.as_ref().is_some_and(|m| {
+            if m.entries.is_empty() {
+                calibration::measures(f, &t.name)
+            } else {
+                imatrix_row(opts, t).is_some()
+            }
+        });
         if mix::needs_weights(c.ty) && !has_weights {
             return Err(no_weights(opts, t, c.ty));
         }
