@@ -1281,6 +1281,9 @@ fn no_weights(opts: &QuantizeOptions, t: &TensorInfo, ty: GgmlType) -> Error {
         ty.name(),
         match &opts.imatrix {
             None => "no importance matrix was given".to_string(),
+            Some(m) if m.entries.is_empty() => {
+                "calibration never reaches it (a lookup, not a product)".to_string()
+            }
             Some(m) => format!("{} has no entry for it of its size", m.source),
         }
     ))
@@ -1791,6 +1794,38 @@ mod tests {
         // The entry that fits weights the same type.
         let opts = pure_with(m, &["ffn_down\\.weight=IQ2_XXS"]);
         quantize_gguf(&model, &out, &opts, &|_, _| {}).unwrap();
+    }
+
+    /// Under the block-wise methods (no entries until their own calibration), a type that needs
+    /// weights is refused before any work for a token embedding calibration never reaches, and
+    /// allowed where the embedding is also the output layer (tied), whose input it measures.
+    #[test]
+    fn block_wise_weights_are_checked_by_what_calibration_reaches() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = |opts: &mut QuantizeOptions| opts.imatrix.as_mut().unwrap().entries.clear();
+        for (untied, refused) in [(true, true), (false, false)] {
+            let mut tensors: Vec<(&str, &[u64])> = vec![
+                ("token_embd.weight", &[256, 4]),
+                ("blk.0.ffn_down.weight", &[256, 4]),
+            ];
+            if untied {
+                tensors.push(("output.weight", &[256, 4]));
+            }
+            let sub = dir.path().join(format!("{untied}"));
+            std::fs::create_dir(&sub).unwrap();
+            let (model, m) = model_and_imatrix(&sub, &tensors, &[("x", vec![1.0])]);
+            let mut opts = pure_with(m, &["token_embd\\.weight=IQ2_XXS"]);
+            empty(&mut opts);
+            let f = GgufFile::open(&model).unwrap();
+            let r = final_types(&f, &opts);
+            assert_eq!(r.is_err(), refused, "untied {untied}: {r:?}");
+            if let Err(e) = r {
+                assert!(
+                    e.to_string().contains("calibration never reaches it"),
+                    "{e}"
+                );
+            }
+        }
     }
 
     /// A 3-D tensor's entry of `ne0 · ne2` values weights each expert's rows by its own row, as
